@@ -1,0 +1,1 @@
+"""Experiments: one absl-flag module per question the project answers, configs in `configs/`."""

@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections ConfigDicts, selected as `file.py:variant`)."""

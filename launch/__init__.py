@@ -1,0 +1,1 @@
+"""Launchers: sweeps, reports, many devices and hosts. Knows nothing about models."""
