@@ -1,0 +1,138 @@
+"""CRF against brute-force enumeration of every tag path (numpy, written from the definition)."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from rnn_jax import crf
+
+NUM_TAGS = 3
+TIME = 4
+LENGTHS = np.array([4, 1, 3, 2])
+
+
+def _random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    batch = len(LENGTHS)
+    emissions = rng.normal(size=(batch, TIME, NUM_TAGS))
+    transitions = rng.normal(size=(NUM_TAGS, NUM_TAGS))
+    start = rng.normal(size=NUM_TAGS)
+    end = rng.normal(size=NUM_TAGS)
+    return emissions, transitions, start, end
+
+
+def _path_score(emission, path, transitions, start, end):
+    score = start[path[0]] + end[path[-1]]
+    score += sum(emission[t, y] for t, y in enumerate(path))
+    score += sum(transitions[a, b] for a, b in zip(path[:-1], path[1:], strict=True))
+    return score
+
+
+def _brute_force(emissions, transitions, start, end):
+    """Per sequence: (log Z, best path, best score) by enumerating all num_tags**L paths."""
+    results = []
+    for emission, length in zip(emissions, LENGTHS, strict=True):
+        paths = list(itertools.product(range(NUM_TAGS), repeat=int(length)))
+        scores = np.array([_path_score(emission, p, transitions, start, end) for p in paths])
+        best = int(np.argmax(scores))
+        log_z = np.log(np.sum(np.exp(scores - scores.max()))) + scores.max()
+        results.append((log_z, paths[best], scores[best]))
+    return results
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_log_partition_and_viterbi_match_enumeration(seed):
+    emissions, transitions, start, end = _random_case(seed)
+    args = (jnp.asarray(LENGTHS), transitions, start, end)
+    log_z = crf.log_partition(jnp.asarray(emissions), *args)
+    tags, scores = crf.viterbi_decode(jnp.asarray(emissions), *args)
+    for b, (ref_log_z, ref_path, ref_score) in enumerate(
+        _brute_force(emissions, transitions, start, end)
+    ):
+        np.testing.assert_allclose(log_z[b], ref_log_z, rtol=1e-5)
+        np.testing.assert_allclose(scores[b], ref_score, rtol=1e-5)
+        length = LENGTHS[b]
+        assert tuple(np.asarray(tags[b, :length])) == ref_path
+        assert np.all(np.asarray(tags[b, length:]) == 0)
+
+
+def test_sequence_score_matches_definition_and_ignores_padding():
+    emissions, transitions, start, end = _random_case(3)
+    rng = np.random.default_rng(4)
+    tags = rng.integers(0, NUM_TAGS, size=(len(LENGTHS), TIME))
+    padded = np.where(np.arange(TIME)[None, :] < LENGTHS[:, None], tags, -100)
+    got = crf.sequence_score(
+        jnp.asarray(emissions), jnp.asarray(padded), jnp.asarray(LENGTHS), transitions, start, end
+    )
+    for b, length in enumerate(LENGTHS):
+        ref = _path_score(emissions[b], tuple(tags[b, :length]), transitions, start, end)
+        np.testing.assert_allclose(got[b], ref, rtol=1e-5)
+
+
+def test_probabilities_of_all_paths_sum_to_one():
+    emissions, transitions, start, end = _random_case(5)
+    lengths = jnp.full((len(LENGTHS),), TIME)
+    log_z = crf.log_partition(jnp.asarray(emissions), lengths, transitions, start, end)
+    paths = np.array(list(itertools.product(range(NUM_TAGS), repeat=TIME)))
+    total = 0.0
+    for path in paths:
+        tags = jnp.broadcast_to(jnp.asarray(path), (len(LENGTHS), TIME))
+        score = crf.sequence_score(jnp.asarray(emissions), tags, lengths, transitions, start, end)
+        total = total + jnp.exp(score - log_z)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-5)
+
+
+def test_nll_nonnegative_and_gradient_matches_finite_differences():
+    emissions, transitions, start, end = _random_case(6)
+    rng = np.random.default_rng(7)
+    tags = jnp.asarray(rng.integers(0, NUM_TAGS, size=(len(LENGTHS), TIME)))
+    lengths = jnp.asarray(LENGTHS)
+    nll = crf.crf_nll(jnp.asarray(emissions), tags, lengths, transitions, start, end)
+    assert np.all(np.asarray(nll) >= 0)
+
+    def loss(emissions, transitions, start, end):
+        return jnp.sum(crf.crf_nll(emissions, tags, lengths, transitions, start, end))
+
+    with jax.enable_x64(True):
+        args = tuple(
+            jnp.asarray(a, dtype=jnp.float64) for a in (emissions, transitions, start, end)
+        )
+        check_grads(loss, args, order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
+def test_jit_compiles_with_traced_tags_and_lengths():
+    emissions, transitions, start, end = _random_case(8)
+    tags = jnp.zeros((len(LENGTHS), TIME), jnp.int32)
+    eager = crf.crf_nll(jnp.asarray(emissions), tags, jnp.asarray(LENGTHS), transitions, start, end)
+    jitted = jax.jit(crf.crf_nll)(
+        jnp.asarray(emissions), tags, jnp.asarray(LENGTHS), transitions, start, end
+    )
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "tags_value, match",
+    [(NUM_TAGS, "tags must lie in"), (-1, "tags must lie in")],
+)
+def test_out_of_range_tags_raise(tags_value, match):
+    emissions, transitions, start, end = _random_case(9)
+    tags = jnp.full((len(LENGTHS), TIME), tags_value)
+    with pytest.raises(ValueError, match=match):
+        crf.sequence_score(
+            jnp.asarray(emissions), tags, jnp.asarray(LENGTHS), transitions, start, end
+        )
+
+
+def test_bad_shapes_and_lengths_raise():
+    emissions, transitions, start, end = _random_case(10)
+    e = jnp.asarray(emissions)
+    with pytest.raises(ValueError, match="transitions must have shape"):
+        crf.log_partition(e, jnp.asarray(LENGTHS), transitions[:2], start, end)
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        crf.log_partition(e, jnp.asarray([5, 1, 1, 1]), transitions, start, end)
+    with pytest.raises(ValueError, match="start_transitions"):
+        crf.viterbi_decode(e, jnp.asarray(LENGTHS), transitions, start[:2], end)
