@@ -1,0 +1,147 @@
+"""Attention for encoder-decoder RNNs, and the scaled dot-product attention of transformers.
+
+Shapes (batch-major): a decoder query `[batch, query_size]`, encoder keys/values
+`[batch, source_time, key_size]`, and `mask [batch, source_time]` bool, True at real (non-pad)
+source positions. Every attention returns its weights `[batch, source_time]` (rows sum to 1,
+exactly 0 at padding) beside the context vector, so they can be plotted.
+
+Scores, for decoder state s and encoder state h:
+  additive (Bahdanau, Cho & Bengio 2014):  v^T tanh(W_q s + W_k h)
+  dot      (Luong, Pham & Manning 2015):   s^T h              (query_size == key_size)
+  general  (Luong et al. 2015):            s^T W_a h
+
+The key-side half of each score does not depend on the decoder step, so `prepare_keys` computes
+it once per source sentence and the per-step `__call__` reuses it (`prepared_keys=`).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = [
+    "AdditiveAttention",
+    "MultiplicativeAttention",
+    "make_attention",
+    "masked_softmax",
+    "scaled_dot_product_attention",
+]
+
+ATTENTION_TYPES = ("additive", "dot", "general")
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array | None, axis: int = -1) -> jax.Array:
+    """Softmax over `axis` that puts exactly zero weight where `mask` is False.
+
+    A fully masked row gives all-zero weights rather than NaN.
+    """
+    if mask is None:
+        return jax.nn.softmax(scores, axis=axis)
+    # finfo.min (not -inf) keeps a fully masked row finite; exp(min - max) underflows to 0.
+    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    return jnp.where(mask, jax.nn.softmax(scores, axis=axis), 0.0)
+
+
+def _context(weights: jax.Array, values: jax.Array) -> jax.Array:
+    """[batch, source_time] x [batch, source_time, value_size] -> [batch, value_size]."""
+    return jnp.einsum("bs,bsv->bv", weights, values)
+
+
+class _Attention(nnx.Module):
+    """Shared step: scores against prepared keys -> masked softmax -> weighted sum of values."""
+
+    def prepare_keys(self, keys: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def scores(self, query: jax.Array, prepared_keys: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        query: jax.Array,
+        keys: jax.Array,
+        mask: jax.Array | None = None,
+        *,
+        values: jax.Array | None = None,
+        prepared_keys: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """-> (context [batch, value_size], weights [batch, source_time]); values = keys if None."""
+        if prepared_keys is None:
+            prepared_keys = self.prepare_keys(keys)
+        weights = masked_softmax(self.scores(query, prepared_keys), mask)
+        return _context(weights, keys if values is None else values), weights
+
+
+class AdditiveAttention(_Attention):
+    """Bahdanau et al. (2014) attention: score = v^T tanh(W_q s + W_k h)."""
+
+    def __init__(self, query_size: int, key_size: int, attention_size: int, *, rngs: nnx.Rngs):
+        self.query_projection = nnx.Linear(query_size, attention_size, use_bias=False, rngs=rngs)
+        self.key_projection = nnx.Linear(key_size, attention_size, use_bias=True, rngs=rngs)
+        self.v = nnx.Linear(attention_size, 1, use_bias=False, rngs=rngs)
+
+    def prepare_keys(self, keys: jax.Array) -> jax.Array:
+        """W_k h for all source positions: [batch, source_time, attention_size]."""
+        return self.key_projection(keys)
+
+    def scores(self, query: jax.Array, prepared_keys: jax.Array) -> jax.Array:
+        """[batch, query_size], [batch, source_time, attention_size] -> [batch, source_time]."""
+        hidden = jnp.tanh(self.query_projection(query)[:, None, :] + prepared_keys)
+        return self.v(hidden)[..., 0]
+
+
+class MultiplicativeAttention(_Attention):
+    """Luong et al. (2015) `dot` (s^T h) or `general` (s^T W_a h) attention."""
+
+    def __init__(self, query_size: int, key_size: int, score: str, *, rngs: nnx.Rngs):
+        if score not in ("dot", "general"):
+            raise ValueError(f"score must be 'dot' or 'general', got {score!r}")
+        if score == "dot" and query_size != key_size:
+            raise ValueError(
+                f"dot attention needs query_size == key_size, got query_size={query_size} and "
+                f"key_size={key_size}; use score='general' or 'additive'"
+            )
+        self.score = score
+        # W_a maps keys into query space, so s^T (W_a h) is one batched dot per step.
+        self.key_projection = (
+            nnx.Linear(key_size, query_size, use_bias=False, rngs=rngs)
+            if score == "general"
+            else None
+        )
+
+    def prepare_keys(self, keys: jax.Array) -> jax.Array:
+        """W_a h (general) or h (dot): [batch, source_time, query_size]."""
+        return keys if self.key_projection is None else self.key_projection(keys)
+
+    def scores(self, query: jax.Array, prepared_keys: jax.Array) -> jax.Array:
+        return jnp.einsum("bq,bsq->bs", query, prepared_keys)
+
+
+def make_attention(
+    attention_type: str,
+    query_size: int,
+    key_size: int,
+    *,
+    attention_size: int | None = None,
+    rngs: nnx.Rngs,
+) -> AdditiveAttention | MultiplicativeAttention:
+    """Build an attention by name: 'additive', 'dot' or 'general'."""
+    if attention_type == "additive":
+        return AdditiveAttention(query_size, key_size, attention_size or query_size, rngs=rngs)
+    if attention_type in ("dot", "general"):
+        return MultiplicativeAttention(query_size, key_size, attention_type, rngs=rngs)
+    raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {attention_type!r}")
+
+
+def scaled_dot_product_attention(
+    queries: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Vaswani et al. (2017) attention, softmax(q k^T / sqrt(d)) v, per head.
+
+    queries [batch, heads, query_time, head_size], keys/values [batch, heads, key_time, head_size],
+    mask broadcastable to [batch, heads, query_time, key_time] (True = may attend).
+    Returns (outputs [batch, heads, query_time, head_size], weights [..., query_time, key_time]).
+    """
+    scale = 1.0 / jnp.sqrt(jnp.asarray(queries.shape[-1], queries.dtype))
+    scores = jnp.einsum("bhqd,bhkd->bhqk", queries, keys) * scale
+    weights = masked_softmax(scores, mask)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, values), weights
