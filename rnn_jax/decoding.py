@@ -1,0 +1,253 @@
+"""Decoding from any autoregressive model through one generic single-step function.
+
+A model exposes `step_fn(state, tokens [batch] int) -> (state, logits [batch, vocab])`, where
+`state` is a pytree whose leaves all have the batch as their leading axis (an RNN's carries, a
+transformer's KV cache, plus the encoder memory for seq2seq). The decoders below feed
+`bos_id` first, run a fixed `max_length` steps inside `lax.scan` (so they jit with static
+shapes), and write `pad_id` after a sequence's `eos_id`.
+
+  greedy_decode   argmax at every step
+  sample_decode   ancestral sampling from softmax(logits / temperature), optionally restricted
+                  to the top-k tokens (Fan et al. 2018)
+  beam_search     beam search with the GNMT length penalty lp(n) = ((5 + n) / 6)^alpha
+                  (Wu et al. 2016); alpha = 0 ranks by total log-probability
+
+Sequence scores are sums of log-probabilities under the model (untempered) distribution.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["beam_search", "greedy_decode", "length_penalty", "sample_decode"]
+
+StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
+
+
+def _check_common(max_length: int, bos_id: int, eos_id: int) -> None:
+    if not isinstance(max_length, int) or max_length <= 0:
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
+        if value < 0:
+            raise ValueError(f"{name} must be a non-negative token id, got {value}")
+
+
+def _check_vocab(logits: jax.Array, eos_id: int) -> None:
+    """Called while tracing: the step function's vocabulary must contain eos_id."""
+    if eos_id >= logits.shape[-1]:
+        raise ValueError(
+            f"eos_id={eos_id} is outside the step function's vocabulary of size "
+            f"{logits.shape[-1]} (logits shape {tuple(logits.shape)}); vocabulary sizes disagree"
+        )
+
+
+def _batch_size(state: Any) -> int:
+    leaves = jax.tree.leaves(state)
+    if not leaves:
+        raise ValueError("state must contain at least one array with a leading batch axis")
+    return leaves[0].shape[0]
+
+
+def _decode_loop(
+    step_fn: StepFn,
+    initial_state: Any,
+    choose: Callable[[jax.Array, jax.Array], jax.Array],
+    rng: jax.Array,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_length: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One token per step chosen by `choose(logits, key) -> tokens [batch]`."""
+    batch = _batch_size(initial_state)
+
+    def body(carry: tuple, key: jax.Array) -> tuple:
+        state, previous, done, score = carry
+        state, logits = step_fn(state, previous)
+        _check_vocab(logits, eos_id)
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        token = choose(logits, key)
+        token_log_prob = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
+        score = score + jnp.where(done, 0.0, token_log_prob)
+        token = jnp.where(done, pad_id, token)
+        return (state, token, done | (token == eos_id), score), token
+
+    carry = (
+        initial_state,
+        jnp.full((batch,), bos_id, jnp.int32),
+        jnp.zeros((batch,), bool),
+        jnp.zeros((batch,), jnp.float32),
+    )
+    (_, _, _, scores), tokens = lax.scan(body, carry, jax.random.split(rng, max_length))
+    tokens = tokens.T.astype(jnp.int32)  # [batch, max_length]
+    return tokens, _lengths(tokens, eos_id), scores
+
+
+def _lengths(tokens: jax.Array, eos_id: int) -> jax.Array:
+    """Tokens up to and including the first EOS (max_length if there is none). -> [batch]."""
+    is_eos = tokens == eos_id
+    return jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1) + 1, tokens.shape[-1])
+
+
+def greedy_decode(
+    step_fn: StepFn,
+    initial_state: Any,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    pad_id: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Argmax decoding. -> (tokens [batch, max_length], lengths [batch], log-probs [batch])."""
+    _check_common(max_length, bos_id, eos_id)
+    return _decode_loop(
+        step_fn,
+        initial_state,
+        lambda logits, key: jnp.argmax(logits, axis=-1).astype(jnp.int32),
+        jax.random.key(0),
+        bos_id=bos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        max_length=max_length,
+    )
+
+
+def sample_decode(
+    step_fn: StepFn,
+    initial_state: Any,
+    rng: jax.Array,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    pad_id: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Sample from softmax(logits / temperature), restricted to the `top_k` most likely tokens.
+
+    -> (tokens [batch, max_length], lengths [batch], log-probs under the model [batch]).
+    """
+    _check_common(max_length, bos_id, eos_id)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+
+    def choose(logits: jax.Array, key: jax.Array) -> jax.Array:
+        logits = logits.astype(jnp.float32) / temperature
+        if top_k is not None and top_k < logits.shape[-1]:
+            kth_largest = lax.top_k(logits, top_k)[0][:, -1:]
+            logits = jnp.where(logits >= kth_largest, logits, -jnp.inf)
+        return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+    return _decode_loop(
+        step_fn,
+        initial_state,
+        choose,
+        rng,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        max_length=max_length,
+    )
+
+
+def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
+    """GNMT length penalty ((5 + length) / 6)^alpha (Wu et al. 2016); 1 when alpha = 0."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def beam_search(
+    step_fn: StepFn,
+    initial_state: Any,
+    *,
+    beam_size: int,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    alpha: float = 0.0,
+    pad_id: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Beam search; returns the `beam_size` best hypotheses per example, best first.
+
+    At each step the `beam_size` best extensions (by total log-probability) of the live
+    hypotheses are kept; an extension that ends in EOS leaves the beam as a finished hypothesis
+    (its slot stays empty), as in Sutskever et al. (2014). Hypotheses still alive after
+    `max_length` steps are finished there. Finished hypotheses are ranked by
+    log p(y) / length_penalty(|y|, alpha). With beam_size 1 this is exactly greedy decoding;
+    with a beam as large as the number of prefixes it is exhaustive search.
+
+    -> (tokens [batch, beam_size, max_length], lengths [batch, beam_size],
+        normalised scores [batch, beam_size]).
+    """
+    _check_common(max_length, bos_id, eos_id)
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+    batch = _batch_size(initial_state)
+    k = beam_size
+    neg_inf = jnp.array(-jnp.inf, jnp.float32)
+
+    # Beams are folded into the batch axis for the step function: [batch * beam, ...].
+    state = jax.tree.map(lambda leaf: jnp.repeat(leaf, k, axis=0), initial_state)
+    alive_tokens = jnp.full((batch, k, max_length), pad_id, jnp.int32)
+    # Only beam 0 is live at the start, so the first expansion has no duplicates.
+    alive_log_prob = jnp.where(jnp.arange(k) == 0, 0.0, neg_inf)[None, :].repeat(batch, 0)
+    finished_tokens = jnp.full((batch, k, max_length), pad_id, jnp.int32)
+    finished_scores = jnp.full((batch, k), neg_inf)
+    finished_lengths = jnp.zeros((batch, k), jnp.int32)
+
+    def keep_best(tokens: jax.Array, scores: jax.Array, lengths: jax.Array) -> tuple:
+        """Top-k along axis 1 of the pooled hypotheses."""
+        scores, index = lax.top_k(scores, k)
+        take = lambda x: jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), 1)
+        return take(tokens), scores, take(lengths)
+
+    def body(carry: tuple, t: jax.Array) -> tuple:
+        state, alive_tokens, alive_log_prob, finished = carry
+        previous = jnp.where(t == 0, bos_id, alive_tokens[:, :, jnp.maximum(t - 1, 0)])
+        state, logits = step_fn(state, previous.reshape(batch * k))
+        _check_vocab(logits, eos_id)
+        vocab = logits.shape[-1]
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        candidates = alive_log_prob[:, :, None] + log_probs.reshape(batch, k, vocab)
+        top_log_prob, flat_index = lax.top_k(candidates.reshape(batch, k * vocab), k)
+        source_beam, token = flat_index // vocab, (flat_index % vocab).astype(jnp.int32)
+
+        tokens = jnp.take_along_axis(alive_tokens, source_beam[:, :, None], axis=1)
+        tokens = lax.dynamic_update_index_in_dim(
+            tokens.transpose(2, 0, 1), token, t, axis=0
+        ).transpose(1, 2, 0)
+        gather = (jnp.arange(batch)[:, None] * k + source_beam).reshape(-1)
+        state = jax.tree.map(lambda leaf: leaf[gather], state)
+
+        is_eos = (token == eos_id) & jnp.isfinite(top_log_prob)
+        new_scores = jnp.where(is_eos, top_log_prob / length_penalty(t + 1.0, alpha), neg_inf)
+        new_lengths = jnp.full((batch, k), t + 1, jnp.int32)
+        pooled = (
+            jnp.concatenate([finished[0], tokens], axis=1),
+            jnp.concatenate([finished[1], new_scores], axis=1),
+            jnp.concatenate([finished[2], new_lengths], axis=1),
+        )
+        finished = keep_best(*pooled)
+        alive_log_prob = jnp.where(is_eos, neg_inf, top_log_prob)
+        return (state, tokens, alive_log_prob, finished), None
+
+    carry = (
+        state,
+        alive_tokens,
+        alive_log_prob,
+        (finished_tokens, finished_scores, finished_lengths),
+    )
+    (_, alive_tokens, alive_log_prob, finished), _ = lax.scan(body, carry, jnp.arange(max_length))
+    truncated_scores = alive_log_prob / length_penalty(float(max_length), alpha)
+    tokens, scores, lengths = keep_best(
+        jnp.concatenate([finished[0], alive_tokens], axis=1),
+        jnp.concatenate([finished[1], truncated_scores], axis=1),
+        jnp.concatenate([finished[2], jnp.full((batch, k), max_length, jnp.int32)], axis=1),
+    )
+    return tokens, lengths, scores

@@ -1,0 +1,172 @@
+"""Decoding: beam 1 == greedy; a full beam == exhaustive search; sampling follows its law."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import decoding
+
+VOCAB, EOS, BOS, MAX_LEN, BATCH = 4, 1, 0, 3, 3
+
+
+@pytest.fixture(scope="module")
+def table():
+    """Logits depend on (example, position, previous token): a small non-Markov-free toy model."""
+    rng = np.random.default_rng(0)
+    return jnp.asarray(rng.normal(scale=1.5, size=(BATCH, MAX_LEN, VOCAB, VOCAB)), jnp.float32)
+
+
+def _make_step(table):
+    def step(state, tokens):
+        example, position = state
+        logits = table[example, jnp.minimum(position, MAX_LEN - 1), tokens]
+        return (example, position + 1), logits
+
+    return step
+
+
+def _initial_state():
+    return (jnp.arange(BATCH), jnp.zeros(BATCH, jnp.int32))
+
+
+def _log_softmax(x):
+    x = np.asarray(x, np.float64)
+    return x - np.log(np.sum(np.exp(x - x.max()))) - x.max()
+
+
+def _exhaustive(table, example, alpha):
+    """Best normalised score over all sequences ending in EOS (or truncated at MAX_LEN)."""
+    best = (-np.inf, None)
+    for length in range(1, MAX_LEN + 1):
+        for seq in itertools.product(range(VOCAB), repeat=length):
+            if EOS in seq[:-1] or (length < MAX_LEN and seq[-1] != EOS):
+                continue
+            previous, log_prob = BOS, 0.0
+            for t, token in enumerate(seq):
+                log_prob += _log_softmax(table[example, t, previous])[token]
+                previous = token
+            score = log_prob / ((5.0 + length) / 6.0) ** alpha
+            if score > best[0]:
+                best = (score, seq)
+    return best
+
+
+def test_greedy_matches_a_python_argmax_loop(table):
+    tokens, lengths, scores = decoding.greedy_decode(
+        _make_step(table), _initial_state(), bos_id=BOS, eos_id=EOS, max_length=MAX_LEN
+    )
+    for b in range(BATCH):
+        previous, ref, log_prob = BOS, [], 0.0
+        for t in range(MAX_LEN):
+            log_probs = _log_softmax(table[b, t, previous])
+            previous = int(np.argmax(log_probs))
+            ref.append(previous)
+            log_prob += log_probs[previous]
+            if previous == EOS:
+                break
+        assert list(np.asarray(tokens[b, : len(ref)])) == ref
+        assert np.all(np.asarray(tokens[b, len(ref) :]) == 0)
+        assert int(lengths[b]) == len(ref)
+        np.testing.assert_allclose(scores[b], log_prob, rtol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7])
+def test_beam_size_one_equals_greedy(table, alpha):
+    step = _make_step(table)
+    greedy = decoding.greedy_decode(step, _initial_state(), bos_id=BOS, eos_id=EOS, max_length=3)
+    tokens, lengths, _ = decoding.beam_search(
+        step, _initial_state(), beam_size=1, bos_id=BOS, eos_id=EOS, max_length=3, alpha=alpha
+    )
+    np.testing.assert_array_equal(tokens[:, 0], greedy[0])
+    np.testing.assert_array_equal(lengths[:, 0], greedy[1])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.5])
+def test_full_beam_finds_the_exhaustive_optimum(table, alpha):
+    tokens, lengths, scores = decoding.beam_search(
+        _make_step(table),
+        _initial_state(),
+        beam_size=VOCAB**MAX_LEN,
+        bos_id=BOS,
+        eos_id=EOS,
+        max_length=MAX_LEN,
+        alpha=alpha,
+    )
+    scores_np = np.asarray(scores)
+    assert np.all(scores_np[:, :-1] >= scores_np[:, 1:]), "hypotheses are sorted best first"
+    for b in range(BATCH):
+        ref_score, ref_seq = _exhaustive(np.asarray(table), b, alpha)
+        np.testing.assert_allclose(scores[b, 0], ref_score, rtol=1e-5)
+        assert tuple(np.asarray(tokens[b, 0, : lengths[b, 0]])) == ref_seq
+
+
+def test_beam_search_works_under_jit(table):
+    step = _make_step(table)
+    run = jax.jit(
+        lambda state: decoding.beam_search(
+            step, state, beam_size=2, bos_id=BOS, eos_id=EOS, max_length=MAX_LEN
+        )
+    )
+    eager = decoding.beam_search(
+        step, _initial_state(), beam_size=2, bos_id=BOS, eos_id=EOS, max_length=MAX_LEN
+    )
+    jax.tree.map(np.testing.assert_array_equal, run(_initial_state()), eager)
+
+
+def test_sampling_follows_tempered_top_k_distribution():
+    logits = jnp.array([2.0, 1.0, 0.5, -1.0, 0.0])
+    num = 4000
+
+    def step(state, tokens):
+        return state, jnp.broadcast_to(logits, (tokens.shape[0], logits.shape[0]))
+
+    state = jnp.zeros((num,))
+    for temperature, top_k in [(0.5, None), (2.0, 3)]:
+        tokens, _, _ = decoding.sample_decode(
+            step,
+            state,
+            jax.random.key(1),
+            bos_id=0,
+            eos_id=4,
+            max_length=1,
+            temperature=temperature,
+            top_k=top_k,
+        )
+        counts = np.bincount(np.asarray(tokens[:, 0]), minlength=5) / num
+        scaled = np.asarray(logits) / temperature
+        if top_k is not None:
+            scaled[np.argsort(scaled)[:-top_k]] = -np.inf
+        expected = np.exp(scaled - scaled.max())
+        expected /= expected.sum()
+        np.testing.assert_allclose(counts, expected, atol=0.03)
+        if top_k is not None:
+            assert np.all(counts[expected == 0] == 0)
+
+
+def test_top_k_one_equals_greedy(table):
+    step = _make_step(table)
+    greedy = decoding.greedy_decode(step, _initial_state(), bos_id=BOS, eos_id=EOS, max_length=3)
+    sampled = decoding.sample_decode(
+        step, _initial_state(), jax.random.key(3), bos_id=BOS, eos_id=EOS, max_length=3, top_k=1
+    )
+    np.testing.assert_array_equal(sampled[0], greedy[0])
+
+
+def test_bad_arguments_raise(table):
+    step = _make_step(table)
+    kwargs = dict(bos_id=BOS, eos_id=EOS)
+    with pytest.raises(ValueError, match="beam_size"):
+        decoding.beam_search(step, _initial_state(), beam_size=0, max_length=3, **kwargs)
+    with pytest.raises(ValueError, match="max_length"):
+        decoding.greedy_decode(step, _initial_state(), max_length=0, **kwargs)
+    with pytest.raises(ValueError, match="max_length"):
+        decoding.beam_search(step, _initial_state(), beam_size=2, max_length=-1, **kwargs)
+    with pytest.raises(ValueError, match="temperature"):
+        decoding.sample_decode(
+            step, _initial_state(), jax.random.key(0), max_length=2, temperature=0.0, **kwargs
+        )
+    with pytest.raises(ValueError, match="eos_id=7 is outside"):
+        decoding.greedy_decode(step, _initial_state(), bos_id=BOS, eos_id=7, max_length=2)
