@@ -1,0 +1,276 @@
+"""Aggregate a sweep's runs into mean ± std tables and plots.
+
+    python -m launch.report ROOT
+
+Reads ROOT/sweep.json (written by launch.sweep) and each ROOT/<run>/results.json `final`
+object; runs that differ only in their seed form one group. A `final` value may be a number
+(one seed) or a list of numbers (one per vmapped seed, `num_seeds` > 1); either way every seed
+is one sample. Prints the table, writes ROOT/report.md, one PNG per metric
+(ROOT/<metric>.png, against the first numeric sweep axis when there is one) and, where the runs
+logged `train_loss` to metrics.jsonl, ROOT/train_loss_curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+RESULTS_FILE = "results.json"
+SWEEP_FILE = "sweep.json"
+CURVE_KEY = "train_loss"
+
+
+def _is_seed_key(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == "seed"
+
+
+def seed_samples(value: Any) -> list[float] | None:
+    """A `final` value -> its per-seed samples, or None if it is not numeric."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, Mapping) and "per_seed" in value:
+        return seed_samples(value["per_seed"])
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        return [float(v) for v in value]
+    return None
+
+
+def flatten_final(final: Mapping[str, Any], prefix: str = "") -> dict[str, list[float]]:
+    """Nested `final` dicts become dotted metric names; non-numeric leaves are dropped."""
+    metrics = {}
+    for key, value in final.items():
+        name = f"{prefix}{key}"
+        samples = seed_samples(value)
+        if samples is not None:
+            metrics[name] = samples
+        elif isinstance(value, Mapping):
+            metrics.update(flatten_final(value, f"{name}."))
+    return metrics
+
+
+def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
+    """(config string, [{name, overrides, final metrics or None, workdir}]) for a sweep root."""
+    sweep_path = root / SWEEP_FILE
+    if not sweep_path.is_file():
+        raise ValueError(f"{sweep_path}: no sweep.json; is {root} a launch.sweep --workdir?")
+    sweep = json.loads(sweep_path.read_text())
+    runs = []
+    for entry in sweep["runs"]:
+        workdir = root / entry["name"]
+        results_path = workdir / RESULTS_FILE
+        metrics = None
+        if results_path.is_file():
+            try:
+                final = json.loads(results_path.read_text())["final"]
+            except (json.JSONDecodeError, KeyError) as error:
+                raise ValueError(f"{results_path}: no readable `final` object ({error})") from None
+            metrics = flatten_final(final)
+        runs.append(
+            {
+                "name": entry["name"],
+                "overrides": entry["overrides"],
+                "metrics": metrics,
+                "workdir": workdir,
+            }
+        )
+    return sweep.get("config", ""), runs
+
+
+def group_runs(runs: Sequence[dict]) -> list[dict]:
+    """Finished runs grouped by their overrides without the seed, in sweep order; each group
+    holds every seed's sample of every metric."""
+    groups: dict[str, dict] = {}
+    for run in runs:
+        if run["metrics"] is None:
+            continue
+        setting = {k: v for k, v in run["overrides"].items() if not _is_seed_key(k)}
+        key = json.dumps(setting, sort_keys=True, default=str)
+        group = groups.setdefault(key, {"setting": setting, "samples": {}, "runs": []})
+        group["runs"].append(run)
+        for metric, values in run["metrics"].items():
+            group["samples"].setdefault(metric, []).extend(values)
+    return list(groups.values())
+
+
+def mean_std(samples: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single sample)."""
+    values = np.asarray(samples, dtype=np.float64)
+    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return float(values.mean()), std
+
+
+def format_number(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.4g}"
+
+
+def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
+    """One row per group: its sweep settings, then `mean ± std (n)` for each metric."""
+    if not groups:
+        return "(no finished runs)\n"
+    axes = list(dict.fromkeys(k for g in groups for k in g["setting"]))
+    if metrics is None:
+        metrics = list(dict.fromkeys(m for g in groups for m in g["samples"]))
+    header = [a.rsplit(".", 1)[-1] for a in axes] + list(metrics)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        cells = [str(group["setting"].get(a, "")) for a in axes]
+        for metric in metrics:
+            samples = group["samples"].get(metric)
+            if not samples:
+                cells.append("")
+                continue
+            mean, std = mean_std(samples)
+            cells.append(f"{format_number(mean)} ± {format_number(std)} ({len(samples)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None:
+    """Mean ± std of one metric: a line per setting of the other axes against the first
+    numeric sweep axis, or one bar per group when no axis is numeric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in groups if g["samples"].get(metric)]
+    axes = list(dict.fromkeys(k for g in groups for k in g["setting"]))
+    numeric = [a for a in axes if all(isinstance(g["setting"].get(a), int | float) for g in groups)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if numeric:
+        x_axis = numeric[0]
+        series: dict[str, list] = {}
+        for g in groups:
+            label = (
+                ", ".join(
+                    f"{k.rsplit('.', 1)[-1]}={v}" for k, v in g["setting"].items() if k != x_axis
+                )
+                or metric
+            )
+            stats = mean_std(g["samples"][metric])
+            series.setdefault(label, []).append((g["setting"][x_axis], *stats))
+        for label, points in series.items():
+            x, mean, std = np.array(sorted(points)).T
+            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
+        ax.set_xlabel(x_axis)
+        ax.legend(fontsize="small")
+    else:
+        labels = [",".join(f"{v}" for v in g["setting"].values()) or "default" for g in groups]
+        stats = [mean_std(g["samples"][metric]) for g in groups]
+        ax.bar(range(len(groups)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3)
+        ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_curve(workdir: pathlib.Path, key: str = CURVE_KEY) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean over seeds of `key`) from a run's metrics.jsonl; empty when absent."""
+    path = workdir / "metrics.jsonl"
+    steps, values = [], []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written when the run was killed
+            samples = seed_samples(record.get(key))
+            if "step" in record and samples:
+                steps.append(record["step"])
+                values.append(float(np.mean(samples)))
+    return np.asarray(steps), np.asarray(values)
+
+
+def plot_curves(groups: Sequence[dict], path: pathlib.Path) -> bool:
+    """Training-loss curves, one line per run; False (and no file) when none were logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for group in groups:
+        for run in group["runs"]:
+            steps, values = read_curve(run["workdir"])
+            if steps.size:
+                ax.plot(steps, values, label=run["name"], linewidth=1)
+                drawn = True
+    if drawn:
+        ax.set_xlabel("step")
+        ax.set_ylabel(CURVE_KEY)
+        ax.legend(fontsize="x-small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def write_report(root: str | pathlib.Path) -> str:
+    """Aggregates ROOT's runs; writes ROOT/report.md and PNGs; returns the markdown table."""
+    root = pathlib.Path(root)
+    config, runs = load_runs(root)
+    groups = group_runs(runs)
+    finished = sum(r["metrics"] is not None for r in runs)
+    table = markdown_table(groups)
+    plots = []
+    metrics = list(dict.fromkeys(m for g in groups for m in g["samples"]))
+    for metric in metrics:
+        name = f"{_safe(metric)}.png"
+        plot_metric(groups, metric, root / name)
+        plots.append(name)
+    if plot_curves(groups, root / "train_loss_curves.png"):
+        plots.append("train_loss_curves.png")
+    missing = [r["name"] for r in runs if r["metrics"] is None]
+    lines = [
+        f"# Sweep report: `{config}`",
+        "",
+        f"{finished} of {len(runs)} runs finished"
+        + (f"; not finished: {', '.join(missing)}" if missing else "")
+        + ". Cells are mean ± sample std (number of seeds).",
+        "",
+        table,
+        *(f"![{p}]({p})" for p in plots),
+        "",
+    ]
+    (root / "report.md").write_text("\n".join(lines))
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit("usage: python -m launch.report ROOT")
+    try:
+        table = write_report(argv[0])
+    except ValueError as error:
+        sys.exit(f"launch.report: {error}")
+    print(table)
+    print(f"wrote {pathlib.Path(argv[0]) / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""Expand an experiment config's sweep into runs and execute them, locally or on SLURM.
+
+    python -m launch.sweep --config=experiments/configs/<name>.py:<variant> --workdir=ROOT \
+        [--launcher=local|slurm|submitit_local] [--parallel=N] [--set=key=value ...]
+
+The config file's `get_sweep(variant)` returns either a grid `{dotted_key: [values, ...]}`
+(the Cartesian product is taken) or a list of override dicts. Each point becomes one run in
+`ROOT/<run_name>/`, executed as
+
+    python -m experiments.<name> --workdir=ROOT/<run_name> \
+        --config=experiments/configs/<name>.py:<variant> --config.<key>=<value> ...
+
+This module knows nothing about models: it relies only on the entry-point contract of
+docs/design.md ("Training runtime"): `W/results.json` is written once, atomically, when a run
+completes, and a run restarted in the same workdir resumes from its latest checkpoint. So a
+sweep is resumable by running the same command again: finished runs (results.json present)
+are skipped, interrupted ones restart in place and resume.
+
+Everything is checked before anything runs: the experiment module exists, the variant is
+known to the config, every sweep key is a key of the config.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib.util
+import itertools
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from absl import app, flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS_FILE = "results.json"
+SWEEP_FILE = "sweep.json"
+LAUNCHERS = ("local", "slurm", "submitit_local")
+
+_CONFIG = flags.DEFINE_string(
+    "config", None, "experiments/configs/<name>.py:<variant>, as for the experiment itself."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep root; each run gets ROOT/<run_name>/.")
+_LAUNCHER = flags.DEFINE_enum(
+    "launcher",
+    "local",
+    LAUNCHERS,
+    "local: parallel subprocesses on this machine; slurm: one SLURM job per run via submitit; "
+    "submitit_local: submitit's local executor (what the tests use in place of SLURM).",
+)
+_PARALLEL = flags.DEFINE_integer(
+    "parallel",
+    0,
+    "local launcher: runs at once. 0 = one per GPU listed in CUDA_VISIBLE_DEVICES, "
+    "else one per CPU core.",
+)
+_SET = flags.DEFINE_multi_string(
+    "set", [], "key=value config override applied to every run (e.g. --set=train.num_steps=50)."
+)
+_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the planned runs and exit.")
+_SLURM_PARTITION = flags.DEFINE_string("slurm_partition", None, "SLURM partition.")
+_SLURM_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run.")
+_SLURM_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per run.")
+_SLURM_TIME = flags.DEFINE_integer("slurm_time_min", 240, "Wall-clock limit per run, minutes.")
+_SLURM_MEM = flags.DEFINE_integer("slurm_mem_gb", 32, "Memory per run, GiB.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One point of a sweep: where it runs and which config overrides it applies."""
+
+    name: str
+    workdir: pathlib.Path
+    overrides: dict[str, Any]
+    command: tuple[str, ...]
+
+    @property
+    def finished(self) -> bool:
+        return (self.workdir / RESULTS_FILE).is_file()
+
+
+def parse_config_arg(config_arg: str) -> tuple[pathlib.Path, str, str]:
+    """`experiments/configs/<name>.py:<variant>` -> (config path, experiment name, variant)."""
+    if not config_arg or ":" not in config_arg:
+        raise ValueError(
+            f"--config={config_arg!r}: expected experiments/configs/<name>.py:<variant>, "
+            "e.g. experiments/configs/initialization.py:smoke"
+        )
+    path_str, variant = config_arg.rsplit(":", 1)
+    path = pathlib.Path(path_str)
+    if not path.is_absolute():
+        path = (pathlib.Path.cwd() / path).resolve()
+    if not path.is_file():
+        known = sorted(p.stem for p in (REPO_ROOT / "experiments" / "configs").glob("[!_]*.py"))
+        raise ValueError(f"--config: no config file {path_str!r}; known experiments: {known}")
+    name = path.stem
+    if importlib.util.find_spec(f"experiments.{name}") is None:
+        raise ValueError(
+            f"--config={config_arg!r}: config {name!r} has no experiment module "
+            f"experiments/{name}.py (the module is named after its config file)"
+        )
+    return path, name, variant
+
+
+def load_config_module(path: pathlib.Path) -> Any:
+    """Imports a config file by path (it needs `get_config` and `get_sweep`)."""
+    spec = importlib.util.spec_from_file_location(f"_sweep_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for function in ("get_config", "get_sweep"):
+        if not hasattr(module, function):
+            raise ValueError(f"config file {path} defines no {function}(variant)")
+    return module
+
+
+def _call_variant(module: Any, function: str, variant: str, path: pathlib.Path) -> Any:
+    try:
+        return getattr(module, function)(variant)
+    except (KeyError, ValueError) as error:
+        raise ValueError(
+            f"--config: variant {variant!r} rejected by {path.name}:{function}: {error}"
+        ) from error
+
+
+def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict]:
+    """A grid `{key: [values]}` (Cartesian product, keys in order) or a list of override dicts
+    -> a list of override dicts. An empty grid or list is one run with no overrides."""
+    if isinstance(sweep, Mapping):
+        keys = list(sweep)
+        for key in keys:
+            values = sweep[key]
+            if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+                raise ValueError(
+                    f"get_sweep: grid key {key!r} maps to {values!r}; expected a non-empty list"
+                )
+        points = [
+            dict(zip(keys, combo, strict=True)) for combo in itertools.product(*sweep.values())
+        ]
+    elif isinstance(sweep, Sequence) and all(isinstance(p, Mapping) for p in sweep):
+        points = [dict(point) for point in sweep]
+    else:
+        raise ValueError(
+            f"get_sweep returned {type(sweep).__name__}; "
+            "expected a dict of lists or a list of dicts"
+        )
+    return points or [{}]
+
+
+def _lookup(config: Any, key: str) -> Any:
+    node = config
+    for i, part in enumerate(key.split(".")):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError):
+            parent = ".".join(key.split(".")[:i]) or "<config>"
+            choices = sorted(node.keys()) if hasattr(node, "keys") else []
+            raise ValueError(
+                f"sweep key {key!r} is not in the config: {parent} has no field {part!r} "
+                f"(fields: {choices})"
+            ) from None
+    return node
+
+
+def check_overrides(config: Any, overrides: Mapping[str, Any]) -> None:
+    """Every override names an existing config field of a compatible type, or ValueError."""
+    for key, value in overrides.items():
+        current = _lookup(config, key)
+        if current is None or value is None:
+            continue
+        if isinstance(current, bool) != isinstance(value, bool):
+            ok = False
+        elif isinstance(current, float):
+            ok = isinstance(value, int | float)
+        elif isinstance(current, tuple | list):
+            ok = isinstance(value, tuple | list)
+        else:
+            ok = isinstance(value, type(current))
+        if not ok:
+            raise ValueError(
+                f"sweep key {key!r}: value {value!r} ({type(value).__name__}) does not match "
+                f"the config's {type(current).__name__} field (now {current!r})"
+            )
+
+
+def format_override(value: Any) -> str:
+    """A value as `--config.k=<here>` expects it (config_flags parses by the field's type)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        value = tuple(value)
+    return repr(value)
+
+
+def run_name(overrides: Mapping[str, Any]) -> str:
+    """`{model.hidden_size: 64, seed: 1}` -> `hidden_size=64,seed=1` (filesystem-safe)."""
+    if not overrides:
+        return "default"
+    parts = []
+    for key, value in overrides.items():
+        text = format_override(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]}={text}")
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
+
+
+def parse_set_flags(assignments: Sequence[str]) -> dict[str, Any]:
+    """`["train.num_steps=50"]` -> `{"train.num_steps": "50"}` (strings; the runner passes
+    them through unchanged)."""
+    overrides = {}
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ValueError(f"--set={assignment!r}: expected key=value")
+        key, value = assignment.split("=", 1)
+        overrides[key] = value
+    return overrides
+
+
+def plan_runs(
+    config_arg: str, root: str | os.PathLike, common: Mapping[str, str] | None = None
+) -> list[Run]:
+    """Validates the config and its sweep and returns the runs, before anything runs."""
+    path, name, variant = parse_config_arg(config_arg)
+    module = load_config_module(path)
+    config = _call_variant(module, "get_config", variant, path)
+    points = expand_sweep(_call_variant(module, "get_sweep", variant, path))
+    common = dict(common or {})
+    for key in common:
+        _lookup(config, key)
+    root = pathlib.Path(root).resolve()
+    runs, names = [], set()
+    for point in points:
+        check_overrides(config, point)
+        name_ = run_name(point)
+        if name_ in names:
+            raise ValueError(f"get_sweep: two sweep points give the same run {name_!r}")
+        names.add(name_)
+        workdir = root / name_
+        args = {**{k: format_override(v) for k, v in point.items()}, **common}
+        command = (
+            sys.executable,
+            "-m",
+            f"experiments.{name}",
+            f"--workdir={workdir}",
+            f"--config={path}:{variant}",
+            *(f"--config.{k}={v}" for k, v in args.items()),
+        )
+        runs.append(Run(name_, workdir, dict(point), command))
+    return runs
+
+
+def write_sweep_file(root: pathlib.Path, config_arg: str, runs: Sequence[Run]) -> None:
+    """ROOT/sweep.json: what launch.report needs to group runs by their overrides."""
+    root.mkdir(parents=True, exist_ok=True)
+    record = {
+        "config": config_arg,
+        "runs": [{"name": r.name, "overrides": r.overrides, "command": r.command} for r in runs],
+    }
+    tmp = root / (SWEEP_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, root / SWEEP_FILE)
+
+
+def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str]) -> int:
+    """Runs one experiment command, output to workdir/log.txt; returns its exit code.
+    Module-level so that submitit can pickle it."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **env_update}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with open(workdir / "log.txt", "a") as log:
+        return subprocess.call(list(command), cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+
+
+def _slots(parallel: int) -> list[dict[str, str]]:
+    """Per-slot environments: one GPU each when CUDA_VISIBLE_DEVICES lists several."""
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if parallel < 0:
+        raise ValueError(f"--parallel={parallel}: expected >= 0 (0 = automatic)")
+    if gpus:
+        count = parallel or len(gpus)
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
+    return [{} for _ in range(parallel or os.cpu_count() or 1)]
+
+
+def run_local(runs: Sequence[Run], parallel: int = 0) -> list[Run]:
+    """Runs the unfinished runs as parallel subprocesses; returns the runs that failed."""
+    todo = [r for r in runs if not r.finished]
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; {len(todo)} to run")
+    slots = _slots(parallel)
+    free = list(range(len(slots)))
+    failed, done = [], 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        pending = {}
+
+        def submit(run: Run) -> None:
+            slot = free.pop()
+            future = pool.submit(execute, run.command, str(run.workdir), slots[slot])
+            pending[future] = (run, slot, time.monotonic())
+
+        queue = list(todo)
+        while queue and free:
+            submit(queue.pop(0))
+        while pending:
+            finished, _ = concurrent.futures.wait(
+                pending, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in finished:
+                run, slot, start = pending.pop(future)
+                free.append(slot)
+                code = future.result()
+                done += 1
+                ok = code == 0 and run.finished
+                status = "done" if ok else f"FAILED (exit {code}, log {run.workdir}/log.txt)"
+                print(
+                    f"[{done}/{len(todo)}] {run.name}: {status} in {time.monotonic() - start:.0f}s",
+                    flush=True,
+                )
+                if not ok:
+                    failed.append(run)
+                if queue:
+                    submit(queue.pop(0))
+    return failed
+
+
+def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any]) -> list[Run]:
+    """One submitit job per unfinished run (cluster "slurm" or "local"); waits for them all."""
+    import submitit
+
+    todo = [r for r in runs if not r.finished]
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; {len(todo)} to submit")
+    if not todo:
+        return []
+    root = todo[0].workdir.parent
+    executor = submitit.AutoExecutor(folder=root / ".submitit" / "%j", cluster=cluster)
+    executor.update_parameters(**parameters)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+    )
+    jobs = []
+    for run in todo:
+        executor.update_parameters(name=run.name)
+        jobs.append((run, executor.submit(execute, run.command, str(run.workdir), {})))
+    failed = []
+    for i, (run, job) in enumerate(jobs, 1):
+        try:
+            code = job.result()
+        except Exception as error:  # noqa: BLE001 - a job's failure is reported, not raised
+            print(f"{run.name}: job {job.job_id} raised {error!r}")
+            code = -1
+        ok = code == 0 and run.finished
+        print(f"[{i}/{len(jobs)}] {run.name}: {'done' if ok else f'FAILED (exit {code})'}")
+        if not ok:
+            failed.append(run)
+    return failed
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _CONFIG.value or not _WORKDIR.value:
+        raise app.UsageError("--config and --workdir are required")
+    try:
+        runs = plan_runs(_CONFIG.value, _WORKDIR.value, parse_set_flags(_SET.value))
+    except ValueError as error:
+        sys.exit(f"launch.sweep: {error}")
+    root = pathlib.Path(_WORKDIR.value).resolve()
+    write_sweep_file(root, _CONFIG.value, runs)
+    for run in runs:
+        print(f"{'done ' if run.finished else 'to do'}  {run.name}")
+    if _DRY_RUN.value:
+        return
+    if _LAUNCHER.value == "local":
+        failed = run_local(runs, _PARALLEL.value)
+    else:
+        parameters: dict[str, Any] = {"timeout_min": _SLURM_TIME.value}
+        if _LAUNCHER.value == "slurm":
+            parameters.update(
+                slurm_partition=_SLURM_PARTITION.value,
+                gpus_per_node=_SLURM_GPUS.value,
+                cpus_per_task=_SLURM_CPUS.value,
+                mem_gb=_SLURM_MEM.value,
+            )
+        cluster = "slurm" if _LAUNCHER.value == "slurm" else "local"
+        failed = run_submitit(runs, cluster, parameters)
+    if failed:
+        sys.exit(f"launch.sweep: {len(failed)} run(s) failed: {[r.name for r in failed]}")
+    print(f"all {len(runs)} runs finished; aggregate with: python -m launch.report {root}")
+
+
+if __name__ == "__main__":
+    app.run(main)

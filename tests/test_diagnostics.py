@@ -1,0 +1,243 @@
+"""rnn_jax.diagnostics against independent references: closed forms for linear and tanh RNNs,
+and finite differences of per-step numpy cells written from the equations (float64)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import diagnostics
+
+RNG = np.random.default_rng(0)
+B, T, D_IN, H = 2, 6, 3, 4
+
+
+def elman(params, h, x, nonlinearity=jnp.tanh):
+    """h_t = f(x_t W_ih + h_{t-1} W_hh + b), weights [in, out] (design.md)."""
+    h = nonlinearity(x @ params["W_ih"] + h @ params["W_hh"] + params["b"])
+    return h, h
+
+
+def np_elman_trajectory(params, h0, xs):
+    hs, h = [], np.asarray(h0, np.float64)
+    for t in range(xs.shape[1]):
+        h = np.tanh(xs[:, t] @ params["W_ih"] + h @ params["W_hh"] + params["b"])
+        hs.append(h)
+    return np.stack(hs, 1)
+
+
+def np_lstm_step(p, h, c, x):
+    """LSTM from Hochreiter & Schmidhuber / PyTorch docs, gate order i, f, g, o."""
+    z = x @ p["W_ih"] + h @ p["W_hh"] + p["b"]
+    i, f, g, o = np.split(z, 4, axis=-1)
+    sig = lambda a: 1 / (1 + np.exp(-a))
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    return sig(o) * np.tanh(c), c
+
+
+class TinyLSTM:
+    """A minimal LSTM with the cell API of design.md (projections + step), carry (h, c)."""
+
+    def input_projection(self, p, x):
+        return x @ p["W_ih"] + p["b"]
+
+    def recurrent_projection(self, p, carry):
+        return carry[0] @ p["W_hh"]
+
+    def step(self, p, carry, x):
+        h, c = carry
+        z = self.input_projection(p, x) + self.recurrent_projection(p, carry)
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+
+def random_params(gates=1, scale=0.8):
+    return {
+        "W_ih": RNG.normal(0, scale, (D_IN, gates * H)),
+        "W_hh": RNG.normal(0, scale / np.sqrt(H), (H, gates * H)),
+        "b": RNG.normal(0, 0.1, (gates * H,)),
+    }
+
+
+def to_jax(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), tree)
+
+
+@pytest.fixture(scope="module")
+def tanh_case():
+    params = random_params()
+    xs = RNG.normal(size=(B, T, D_IN))
+    h0 = RNG.normal(0, 0.5, (B, H))
+    target = RNG.normal(size=(B, T, H))
+    return params, xs, h0, target
+
+
+def test_grad_norms_match_finite_differences(tanh_case):
+    params, xs, h0, target = tanh_case
+    loss_fn = lambda ys: 0.5 * jnp.sum((ys - target) ** 2)
+    got = diagnostics.hidden_state_grad_norms(
+        functools.partial(elman, to_jax(params)),
+        lambda h: h,
+        loss_fn,
+        jnp.asarray(h0),
+        jnp.asarray(xs, jnp.float32),
+    )
+
+    def np_loss(t_perturbed, delta):
+        # numpy float64 unroll, adding delta to h_t after step t
+        h, total = h0.copy(), 0.0
+        for t in range(T):
+            h = np.tanh(xs[:, t] @ params["W_ih"] + h @ params["W_hh"] + params["b"])
+            if t == t_perturbed:
+                h = h + delta
+            total += 0.5 * np.sum((h - target[:, t]) ** 2)
+        return total
+
+    eps = 1e-6
+    want = np.zeros((B, T))
+    for t in range(T):
+        grad = np.zeros((B, H))
+        for b in range(B):
+            for i in range(H):
+                d = np.zeros((B, H))
+                d[b, i] = eps
+                grad[b, i] = (np_loss(t, d) - np_loss(t, -d)) / (2 * eps)
+        want[:, t] = np.linalg.norm(grad, axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_grad_norms_closed_form_linear_rnn():
+    # h_t = h_{t-1} (aQ) + x_t U, L = <v, h_T>  =>  dL/dh_t = v ((aQ)^T)^{T-t}, norm |v| a^{T-t}
+    a, time = 0.7, 12
+    q, _ = np.linalg.qr(RNG.normal(size=(H, H)))
+    w, u = jnp.asarray(a * q, jnp.float32), jnp.asarray(RNG.normal(size=(D_IN, H)), jnp.float32)
+    v = RNG.normal(size=(H,))
+    step = lambda h, x: (h @ w + x @ u, None)
+    xs = jnp.asarray(RNG.normal(size=(1, time, D_IN)), jnp.float32)
+    got = diagnostics.hidden_state_grad_norms(
+        step,
+        lambda h: h,
+        lambda ys: ys[0, -1] @ jnp.asarray(v, jnp.float32),
+        jnp.zeros((1, H)),
+        xs,
+    )
+    want = np.linalg.norm(v) * a ** np.arange(time - 1, -1, -1)
+    np.testing.assert_allclose(got[0], want, rtol=1e-5)
+
+
+def test_state_jacobians_tanh_closed_form(tanh_case):
+    params, xs, h0, _ = tanh_case
+    got = diagnostics.state_jacobians(
+        functools.partial(elman, to_jax(params)),
+        jnp.asarray(h0, jnp.float32),
+        jnp.asarray(xs, jnp.float32),
+    )
+    hs = np_elman_trajectory(params, h0, xs)
+    # dh_t/dh_{t-1} = diag(1 - h_t^2) W_hh^T for h_t = tanh(... + h_{t-1} W_hh)
+    want = (1 - hs**2)[..., :, None] * params["W_hh"].T[None, None]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_state_jacobians_lstm_finite_differences():
+    params = random_params(gates=4)
+    xs = RNG.normal(size=(1, 3, D_IN))
+    h0, c0 = RNG.normal(0, 0.5, (1, H)), RNG.normal(0, 0.5, (1, H))
+    cell = TinyLSTM()
+    got = diagnostics.state_jacobians(
+        functools.partial(cell.step, to_jax(params)),
+        (jnp.asarray(h0, jnp.float32), jnp.asarray(c0, jnp.float32)),
+        jnp.asarray(xs, jnp.float32),
+    )
+    assert got.shape == (1, 3, 2 * H, 2 * H)
+    h, c, eps = h0[0], c0[0], 1e-6
+    for t in range(3):
+        state = np.concatenate([h, c])  # ravel_pytree order of the carry (h, c)
+        fd = np.zeros((2 * H, 2 * H))
+        for j in range(2 * H):
+            d = np.zeros(2 * H)
+            d[j] = eps
+            plus = np.concatenate(np_lstm_step(params, *np.split(state + d, 2), xs[0, t]))
+            minus = np.concatenate(np_lstm_step(params, *np.split(state - d, 2), xs[0, t]))
+            fd[:, j] = (plus - minus) / (2 * eps)
+        np.testing.assert_allclose(got[0, t], fd, rtol=1e-3, atol=1e-5)
+        h, c = np_lstm_step(params, h, c, xs[0, t])
+
+
+def test_product_singular_values_closed_form_without_underflow():
+    # J = (aQ)^T at every step: every singular value of a k-step product is a^k.
+    # a^200 = 1e-60 underflows float32; the rescaled product must still get it.
+    a, time = 0.5, 200
+    q, _ = np.linalg.qr(RNG.normal(size=(H, H)))
+    jacobians = jnp.broadcast_to(jnp.asarray(a * q.T, jnp.float32), (1, time, H, H))
+    ks = (1, 10, 200)
+    got = diagnostics.jacobian_product_log10_singular_values(jacobians, ks)
+    want = np.array(ks)[:, None] * np.log10(a) * np.ones((1, 3, H))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_product_singular_values_match_numpy_product(tanh_case):
+    params, xs, h0, _ = tanh_case
+    hs = np_elman_trajectory(params, h0, xs)
+    jacobians = (1 - hs**2)[..., :, None] * params["W_hh"].T[None, None]
+    got = diagnostics.jacobian_product_log10_singular_values(
+        jnp.asarray(jacobians, jnp.float32), (3, 1, T)
+    )
+    for b in range(B):
+        for row, k in enumerate((3, 1, T)):
+            product = np.eye(H)
+            for t in range(T - 1, T - 1 - k, -1):
+                product = product @ jacobians[b, t]  # J_T J_{T-1} ... J_{T-k+1}
+            want = np.linalg.svd(product, compute_uv=False)
+            # float32 gets each singular value to ~1e-6 of the largest one
+            np.testing.assert_allclose(10.0 ** got[b, row], want, atol=1e-5 * want[0])
+
+
+def test_product_rejects_bad_k():
+    with pytest.raises(ValueError, match="ks="):
+        diagnostics.jacobian_product_log10_singular_values(jnp.zeros((1, 4, 2, 2)), (5,))
+
+
+def test_gate_saturation_matches_numpy_gates():
+    params = random_params(gates=4, scale=3.0)  # large weights: some gates saturate
+    xs = RNG.normal(size=(B, T, D_IN))
+    cell = TinyLSTM()
+    carry0 = (jnp.zeros((B, H)), jnp.zeros((B, H)))
+    pre = diagnostics.sigmoid_gate_preactivations(
+        cell, to_jax(params), carry0, jnp.asarray(xs, jnp.float32)
+    )
+    stats = diagnostics.gate_saturation(pre, diagnostics.LSTM_SIGMOID_GATES)
+    h, c = np.zeros((B, H)), np.zeros((B, H))
+    gates = {"input": [], "forget": [], "output": []}
+    for t in range(T):
+        z = xs[:, t] @ params["W_ih"] + h @ params["W_hh"] + params["b"]
+        i, f, _, o = np.split(1 / (1 + np.exp(-z)), 4, axis=-1)
+        gates["input"].append(i), gates["forget"].append(f), gates["output"].append(o)
+        h, c = np_lstm_step(params, h, c, xs[:, t])
+    for name, values in gates.items():
+        values = np.stack(values)
+        np.testing.assert_allclose(stats[name]["mean"], values.mean(), rtol=1e-5)
+        np.testing.assert_allclose(stats[name]["left"], np.mean(values < 0.1), atol=1e-6)
+        np.testing.assert_allclose(stats[name]["right"], np.mean(values > 0.9), atol=1e-6)
+    assert 0 < float(stats["input"]["left"] + stats["input"]["right"]) < 1
+
+
+def test_gate_saturation_rejects_bad_layout():
+    with pytest.raises(ValueError, match="gates"):
+        diagnostics.gate_saturation(jnp.zeros((2, 10)), {"x": (0, 4)})
+
+
+def test_per_layer_grad_norms():
+    grads = {
+        "layers": [{"W": np.full((2, 2), 1.0), "b": np.full((2,), 2.0)}, {"W": np.eye(3)}],
+        "readout": {"W": np.arange(4.0)},
+    }
+    got = diagnostics.per_layer_grad_norms(grads, depth=2)
+    np.testing.assert_allclose(got["layers/0"], np.sqrt(4 + 8))
+    np.testing.assert_allclose(got["layers/1"], np.sqrt(3))
+    np.testing.assert_allclose(got["readout/W"], np.sqrt(14))
+    top = diagnostics.per_layer_grad_norms(grads)
+    np.testing.assert_allclose(top["layers"], np.sqrt(15))
