@@ -1,0 +1,79 @@
+"""Scheduled sampling (Bengio, Vinyals, Jaitly & Shazeer 2015).
+
+During training the decoder input at step t is the gold token y_{t-1} with probability
+epsilon_i (teacher forcing) and the model's own previous prediction otherwise; epsilon_i decays
+with the training step i:
+
+  constant         epsilon_i = c      (1.0 = teacher forcing, 0.0 = free running)
+  linear           epsilon_i = max(epsilon_min, k - c i)
+  exponential      epsilon_i = k^i                       (k < 1)
+  inverse_sigmoid  epsilon_i = k / (k + exp(i / k))      (k >= 1)
+
+Schedules accept a traced step, so they can live inside a jitted train step.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["SCHEDULES", "choose_decoder_inputs", "teacher_forcing_schedule"]
+
+SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
+
+Schedule = Callable[[jax.Array | int], jax.Array]
+
+
+def teacher_forcing_schedule(
+    name: str,
+    *,
+    k: float = 1.0,
+    c: float = 0.0,
+    minimum: float = 0.0,
+) -> Schedule:
+    """Build epsilon(step) by name; `k`, `c`, `minimum` are the paper's k, c and epsilon_min.
+
+    For 'constant' the probability is `k` (so k=1 is teacher forcing, k=0 free running).
+    """
+    if name == "constant":
+        if not 0.0 <= k <= 1.0:
+            raise ValueError(f"constant teacher-forcing probability k must be in [0, 1], got {k}")
+        return lambda step: jnp.asarray(k, jnp.float32)
+    if name == "linear":
+        if c < 0 or not 0.0 <= minimum <= 1.0:
+            raise ValueError(
+                f"linear schedule needs c >= 0 and minimum in [0, 1], got {c}, {minimum}"
+            )
+        return lambda step: jnp.clip(k - c * jnp.asarray(step, jnp.float32), minimum, 1.0)
+    if name == "exponential":
+        if not 0.0 < k < 1.0:
+            raise ValueError(f"exponential schedule needs 0 < k < 1, got k={k}")
+        return lambda step: jnp.asarray(k, jnp.float32) ** jnp.asarray(step, jnp.float32)
+    if name == "inverse_sigmoid":
+        if k < 1.0:
+            raise ValueError(f"inverse_sigmoid schedule needs k >= 1, got k={k}")
+        return lambda step: k / (k + jnp.exp(jnp.asarray(step, jnp.float32) / k))
+    raise ValueError(f"schedule name must be one of {SCHEDULES}, got {name!r}")
+
+
+def choose_decoder_inputs(
+    gold: jax.Array,
+    predicted: jax.Array,
+    teacher_forcing_prob: jax.Array | float,
+    rng: jax.Array | None,
+) -> jax.Array:
+    """Per token, gold with probability `teacher_forcing_prob`, else the model's prediction.
+
+    gold, predicted: [batch] int. A probability of exactly 1.0 always returns `gold` and 0.0
+    always returns `predicted` (u ~ U[0, 1) so u < 1 always and u < 0 never holds).
+    `rng=None` is allowed only for a Python float probability of 0.0 or 1.0.
+    """
+    if rng is None:
+        if isinstance(teacher_forcing_prob, float | int) and teacher_forcing_prob in (0, 1):
+            return gold if teacher_forcing_prob == 1 else predicted
+        raise ValueError(
+            "rng is required when teacher_forcing_prob is not the constant 0.0 or 1.0, got "
+            f"teacher_forcing_prob={teacher_forcing_prob!r}"
+        )
+    use_gold = jax.random.uniform(rng, gold.shape) < teacher_forcing_prob
+    return jnp.where(use_gold, gold, predicted)
