@@ -1,0 +1,176 @@
+"""Weight and bias initialisers for recurrent cells, chosen by name.
+
+A weight initialiser is `init(key, shape, dtype) -> array` with `shape = (fan_in, fan_out)` for
+one gate block (`[input_size, hidden_size]` or `[hidden_size, hidden_size]`): cells call it once
+per gate and concatenate the blocks, so that, e.g., an orthogonal recurrent init is orthogonal
+per gate (Saxe et al. 2013 analyse one square linear map, not four stacked ones).
+
+Names (`get_initializer(name, **options)`):
+
+- `orthogonal(scale=1.0)`: a (semi-)orthogonal matrix times `scale` (Saxe et al. 2013).
+- `normal(scale=0.01)`: N(0, scale^2).
+- `uniform(scale=None)`: U(-scale, scale); `None` gives 1/sqrt(fan_out) = 1/sqrt(hidden_size),
+  PyTorch's `nn.RNN`/`nn.LSTM`/`nn.GRU` default.
+- `glorot_uniform(scale=1.0)`, `glorot_normal(scale=1.0)`: variance 2/(fan_in+fan_out)
+  (Glorot & Bengio 2010).
+- `lecun_normal(scale=1.0)`: variance 1/fan_in (Flax's default input kernel init).
+- `identity(scale=1.0)`: scale * I, for ReLU RNNs (IRNN, Le et al. 2015); square blocks only.
+- `zeros()`.
+
+Bias helpers: `chrono_bias` (Tallec & Ollivier 2018).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
+
+
+def orthogonal(scale: float = 1.0) -> Initializer:
+    """(Semi-)orthogonal matrix from the QR decomposition of a Gaussian (Saxe et al. 2013)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        rows, cols = shape
+        big, small = max(rows, cols), min(rows, cols)
+        a = jax.random.normal(key, (big, small), jnp.float32)
+        q, r = jnp.linalg.qr(a)
+        # Sign fix so that q is Haar-distributed rather than biased by QR's sign convention.
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]
+        q = q if rows >= cols else q.T
+        return (scale * q).astype(dtype)
+
+    return init
+
+
+def normal(scale: float = 0.01) -> Initializer:
+    """N(0, scale^2) entries."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return (scale * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+
+    return init
+
+
+def uniform(scale: float | None = None) -> Initializer:
+    """U(-scale, scale) entries; `scale=None` -> 1/sqrt(fan_out) (PyTorch's RNN default)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        bound = 1.0 / math.sqrt(shape[-1]) if scale is None else scale
+        return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+
+    return init
+
+
+def glorot_uniform(scale: float = 1.0) -> Initializer:
+    """U(-a, a) with a = scale * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        bound = scale * math.sqrt(6.0 / (shape[0] + shape[1]))
+        return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+
+    return init
+
+
+def glorot_normal(scale: float = 1.0) -> Initializer:
+    """N(0, scale^2 * 2 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        std = scale * math.sqrt(2.0 / (shape[0] + shape[1]))
+        return (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+
+    return init
+
+
+def lecun_normal(scale: float = 1.0) -> Initializer:
+    """N(0, scale^2 / fan_in) (LeCun et al. 1998)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        std = scale / math.sqrt(shape[0])
+        return (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+
+    return init
+
+
+def identity(scale: float = 1.0) -> Initializer:
+    """scale * I for square blocks: the IRNN recurrent init (Le et al. 2015)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        del key
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(
+                f"identity initialiser needs a square block, got shape={shape}; use it for "
+                "recurrent weights (recurrent_init='identity'), not input weights"
+            )
+        return (scale * jnp.eye(shape[0], dtype=jnp.float32)).astype(dtype)
+
+    return init
+
+
+def zeros() -> Initializer:
+    """All zeros."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        del key
+        return jnp.zeros(shape, dtype)
+
+    return init
+
+
+INITIALIZERS: dict[str, Callable[..., Initializer]] = {
+    "orthogonal": orthogonal,
+    "normal": normal,
+    "uniform": uniform,
+    "glorot_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "lecun_normal": lecun_normal,
+    "identity": identity,
+    "zeros": zeros,
+}
+INITIALIZER_NAMES = tuple(INITIALIZERS)
+
+
+def get_initializer(name: str | Initializer, **options: float) -> Initializer:
+    """The initialiser called `name` (see the module docstring), built with `options`.
+
+    A callable is returned unchanged (options must then be empty), so configs may pass either.
+    """
+    if callable(name):
+        if options:
+            raise ValueError(f"options {options} given with a callable initialiser {name!r}")
+        return name
+    if name not in INITIALIZERS:
+        raise ValueError(f"unknown initialiser name={name!r}; allowed: {', '.join(INITIALIZERS)}")
+    try:
+        return INITIALIZERS[name](**options)
+    except TypeError as err:
+        raise ValueError(f"bad options {options} for initialiser {name!r}: {err}") from None
+
+
+def chrono_bias(key: jax.Array, hidden_size: int, max_length: float) -> jax.Array:
+    """Chrono initialisation (Tallec & Ollivier 2018): b ~ log(U[1, max_length - 1]), `[hidden]`.
+
+    Used for the bias of the gate that *keeps* the old state (LSTM forget gate, GRU update
+    gate z in h' = (1-z) n + z h); the LSTM input gate gets -b. The characteristic forgetting
+    times of the units are then spread over [1, max_length - 1] steps.
+    """
+    if max_length <= 2:
+        raise ValueError(f"chrono_max_length={max_length} must be > 2 (the longest dependency)")
+    return jnp.log(jax.random.uniform(key, (hidden_size,), jnp.float32, 1.0, max_length - 1.0))
+
+
+def gate_blocks(
+    init: Initializer,
+    key: jax.Array,
+    fan_in: int,
+    hidden_size: int,
+    num_gates: int,
+    dtype: jnp.dtype,
+) -> jax.Array:
+    """`[fan_in, num_gates * hidden_size]`: `init` applied per `[fan_in, hidden_size]` block."""
+    keys = jax.random.split(key, num_gates)
+    return jnp.concatenate([init(k, (fan_in, hidden_size), dtype) for k in keys], axis=1)

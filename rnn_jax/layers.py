@@ -1,0 +1,219 @@
+"""Bidirectional and stacked recurrent layers as pure functions built on `rnn_jax.scan.unroll`.
+
+A stack's params are a list with one entry per layer: the cell's params dict, or
+`{"fw": params, "bw": params}` for a bidirectional layer. Layer k > 0 reads the previous
+layer's output (`2 * hidden_size` wide for a concatenating bidirectional stack).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells import Carry, Cell, Params
+from rnn_jax.scan import unroll
+
+MERGES = ("concat", "sum")
+
+
+def _check_merge(merge: str) -> None:
+    if merge not in MERGES:
+        raise ValueError(f"merge={merge!r}; allowed: {', '.join(MERGES)}")
+
+
+def bidirectional(
+    cell: Cell,
+    params_fw: Params,
+    params_bw: Params,
+    xs: jax.Array,
+    lengths: jax.Array | None = None,
+    *,
+    merge: str = "concat",
+    initial_carry: tuple[Carry, Carry] | None = None,
+    h_mask: tuple[jax.Array, jax.Array] | None = None,
+    **unroll_options: Any,
+) -> tuple[jax.Array, tuple[Carry, Carry]]:
+    """Forward and padding-aware backward pass over `xs [batch, time, input]`, merged.
+
+    Returns `(ys, (carry_fw, carry_bw))`: `ys [batch, time, 2*hidden]` for `merge="concat"`
+    (forward features first), `[batch, time, hidden]` for `"sum"`; zero past `lengths`.
+    `initial_carry` and `h_mask` are `(forward, backward)` pairs; `unroll_options` go to
+    `rnn_jax.scan.unroll` (`unroll`, `remat`, `implementation`).
+    """
+    _check_merge(merge)
+    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
+    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
+    ys_fw, carry_fw = unroll(
+        cell, params_fw, xs, lengths, init_fw, h_mask=mask_fw, **unroll_options
+    )
+    ys_bw, carry_bw = unroll(
+        cell, params_bw, xs, lengths, init_bw, h_mask=mask_bw, reverse=True, **unroll_options
+    )
+    ys = jnp.concatenate([ys_fw, ys_bw], axis=-1) if merge == "concat" else ys_fw + ys_bw
+    return ys, (carry_fw, carry_bw)
+
+
+# `apply_stack` has an argument called `bidirectional`; it calls the function through this name.
+_bidirectional_pass = bidirectional
+
+
+def layer_input_sizes(
+    input_size: int, hidden_size: int, num_layers: int, *, bidirectional: bool, merge: str
+) -> list[int]:
+    """Input width of each layer of a stack."""
+    output_size = 2 * hidden_size if bidirectional and merge == "concat" else hidden_size
+    return [input_size] + [output_size] * (num_layers - 1)
+
+
+def init_stack(
+    key: jax.Array,
+    cell: Cell,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    **init_options: Any,
+) -> list[Params | dict[str, Params]]:
+    """Per-layer params of a stack (`init_options` go to `cell.init`)."""
+    _check_merge(merge)
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers={num_layers!r} must be a positive int")
+    sizes = layer_input_sizes(
+        input_size, hidden_size, num_layers, bidirectional=bidirectional, merge=merge
+    )
+    params = []
+    for layer_key, size in zip(jax.random.split(key, num_layers), sizes, strict=True):
+        if bidirectional:
+            k_fw, k_bw = jax.random.split(layer_key)
+            params.append(
+                {
+                    "fw": cell.init(k_fw, size, hidden_size, **init_options),
+                    "bw": cell.init(k_bw, size, hidden_size, **init_options),
+                }
+            )
+        else:
+            params.append(cell.init(layer_key, size, hidden_size, **init_options))
+    return params
+
+
+def dropout(rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
+    """Inverted dropout: zero with probability `rate`, scale the rest by 1/(1-rate).
+
+    `rng=None` or `rate=0` is the identity (evaluation)."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def recurrent_dropout_masks(
+    rng: jax.Array,
+    rate: float,
+    batch_size: int,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    bidirectional: bool = False,
+    dtype: jnp.dtype = jnp.float32,
+) -> list[jax.Array | tuple[jax.Array, jax.Array]]:
+    """Variational recurrent-dropout masks (Gal & Ghahramani 2016) for `apply_stack`'s
+    `h_masks`: one `[batch, hidden]` inverted-dropout mask per sequence, layer and direction,
+    kept fixed over time."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"recurrent dropout rate={rate!r}; allowed: 0 <= rate < 1")
+    directions = 2 if bidirectional else 1
+    keys = jax.random.split(rng, num_layers * directions)
+    ones = jnp.ones((batch_size, hidden_size), dtype)
+    masks = [dropout(k, rate, ones) for k in keys]
+    if bidirectional:
+        return [(masks[2 * k], masks[2 * k + 1]) for k in range(num_layers)]
+    return masks
+
+
+def _residual_applies(layer: int, x: jax.Array, y: jax.Array) -> bool:
+    # Residual connections join hidden representations: from layer 1 up, when widths match.
+    return layer > 0 and x.shape[-1] == y.shape[-1]
+
+
+def apply_stack(
+    cell: Cell,
+    params: list[Params | dict[str, Params]],
+    xs: jax.Array,
+    lengths: jax.Array | None = None,
+    initial_carries: list | None = None,
+    *,
+    bidirectional: bool = False,
+    merge: str = "concat",
+    dropout_rate: float = 0.0,
+    residual: bool = False,
+    rng: jax.Array | None = None,
+    h_masks: list | None = None,
+    **unroll_options: Any,
+) -> tuple[jax.Array, list]:
+    """Run a stack of recurrent layers over `xs [batch, time, input]`.
+
+    Returns `(ys [batch, time, out], final_carries)` with one final carry per layer
+    (`(forward, backward)` pairs when bidirectional). Dropout with `dropout_rate` is applied
+    to each layer's input from layer 1 up (PyTorch's inter-layer dropout), only when `rng` is
+    given. With `residual=True`, layer k > 0 adds its input to its output where the widths
+    match (Wu et al. 2016, GNMT). `initial_carries`/`h_masks`: per-layer lists (pairs when
+    bidirectional) or None. `unroll_options` go to `rnn_jax.scan.unroll`.
+    """
+    _check_merge(merge)
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+    num_layers = len(params)
+    for name, value in (("initial_carries", initial_carries), ("h_masks", h_masks)):
+        if value is not None and len(value) != num_layers:
+            raise ValueError(f"{name} has {len(value)} entries; expected num_layers={num_layers}")
+    rngs = [None] * num_layers if rng is None else list(jax.random.split(rng, num_layers))
+    final_carries = []
+    x = xs
+    for layer, layer_params in enumerate(params):
+        initial = None if initial_carries is None else initial_carries[layer]
+        mask = None if h_masks is None else h_masks[layer]
+        layer_in = dropout(rngs[layer], dropout_rate, x) if layer > 0 else x
+        if bidirectional:
+            y, carry = _bidirectional_pass(
+                cell,
+                layer_params["fw"],
+                layer_params["bw"],
+                layer_in,
+                lengths,
+                merge=merge,
+                initial_carry=initial,
+                h_mask=mask,
+                **unroll_options,
+            )
+        else:
+            y, carry = unroll(
+                cell, layer_params, layer_in, lengths, initial, h_mask=mask, **unroll_options
+            )
+        x = y + x if residual and _residual_applies(layer, x, y) else y
+        final_carries.append(carry)
+    return x, final_carries
+
+
+def stack_step(
+    cell: Cell,
+    params: list[Params],
+    carries: list[Carry],
+    x: jax.Array,
+    *,
+    residual: bool = False,
+) -> tuple[list[Carry], jax.Array]:
+    """One time step of a unidirectional stack (streaming, evaluation mode: no dropout).
+
+    `x [batch, input]` -> `(carries', y [batch, hidden])`; stepping through a sequence gives
+    the same outputs as `apply_stack` over it.
+    """
+    new_carries = []
+    for layer, (layer_params, carry) in enumerate(zip(params, carries, strict=True)):
+        carry, y = cell.step(layer_params, carry, x)
+        x = y + x if residual and _residual_applies(layer, x, y) else y
+        new_carries.append(carry)
+    return new_carries, x

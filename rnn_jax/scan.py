@@ -1,0 +1,357 @@
+"""Scans of a cell over time: `unroll` (padding-aware, reversible, rematerialisable) and
+`truncated_unroll` (truncated BPTT).
+
+What `unroll` computes, as pseudo-code (batch-major, `lengths` right-padded):
+
+    carry = initial_carry or zero
+    for t in range(T):                       # reverse=True: t over each sequence's valid part
+        h_rec = carry with h * h_mask         #   backwards, outputs kept at their positions
+        carry', y = cell.pointwise(params, cell.input_projection(params, xs[:, t]),
+                                   cell.recurrent_projection(params, h_rec), carry)
+        carry = carry' if t < lengths else carry
+        ys[:, t] = y if t < lengths else 0
+    return ys, carry
+
+The input projection is computed for all steps at once as one 2-D `[time*batch, input]` matmul
+(2-D, not a 3-D einsum, whose autodiff transposes the cotangent: perf-anchors.md) and split per
+gate before the scan, so each step reads `num_gates` plain `[batch, H]` slabs
+(perf-anchors.md: reading one `[T, B, 4H]` slab and splitting it inside the step made the
+gate fusion ~6x slower). Linear cells (minGRU) run through rnn_jax.linear_scan instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax import linear_scan
+from rnn_jax.cells import Carry, Cell, MinGRU, Params
+
+IMPLEMENTATIONS = ("auto", "reference", "fused")
+
+
+def _is_traced(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _validate(
+    cell: Cell,
+    params: Params,
+    xs: jax.Array,
+    lengths: jax.Array | None,
+    initial_carry: Carry | None,
+    *,
+    time_major: bool,
+    h_mask: jax.Array | None,
+    unroll: int,
+    implementation: str,
+) -> None:
+    """Raise ValueError (argument, value, allowed) before anything is traced."""
+    if not isinstance(cell, Cell):
+        raise ValueError(f"cell={cell!r} must be an rnn_jax.cells.Cell (see get_cell)")
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation={implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}"
+        )
+    if not (unroll is True or (isinstance(unroll, int) and unroll >= 1)):
+        raise ValueError(f"unroll={unroll!r} must be a positive int or True")
+    layout = "[time, batch, features]" if time_major else "[batch, time, features]"
+    if jnp.ndim(xs) != 3:
+        raise ValueError(f"xs has shape {jnp.shape(xs)}; expected {layout}")
+    input_size, hidden_size = cell.sizes(params)
+    batch, time = (xs.shape[1], xs.shape[0]) if time_major else xs.shape[:2]
+    if xs.shape[-1] != input_size:
+        raise ValueError(
+            f"xs feature size {xs.shape[-1]} (xs.shape={xs.shape}) does not match the cell's "
+            f"input_size={input_size} (params['W_ih'].shape={params['W_ih'].shape})"
+        )
+    if time < 1:
+        raise ValueError(f"xs has an empty time axis: xs.shape={xs.shape}; expected {layout}")
+    if lengths is not None:
+        if jnp.shape(lengths) != (batch,):
+            raise ValueError(f"lengths has shape {jnp.shape(lengths)}; expected [batch]=({batch},)")
+        if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+            raise ValueError(f"lengths has dtype {jnp.result_type(lengths)}; expected integers")
+        if not _is_traced(lengths):
+            values = np.asarray(lengths)
+            bad = values[(values < 1) | (values > time)]
+            if bad.size:
+                raise ValueError(
+                    f"lengths contains {bad.tolist()}; allowed: 1 <= length <= time={time}"
+                )
+    if h_mask is not None:
+        if isinstance(cell, MinGRU):
+            raise ValueError("h_mask is not allowed for min_gru: it has no recurrent matmul")
+        if jnp.shape(h_mask) != (batch, hidden_size):
+            raise ValueError(
+                f"h_mask has shape {jnp.shape(h_mask)}; expected [batch, hidden]="
+                f"({batch}, {hidden_size})"
+            )
+    if initial_carry is not None:
+        expected = cell.zero_carry((batch,), hidden_size)
+        got = jax.tree.map(jnp.shape, initial_carry)
+        want = jax.tree.map(jnp.shape, expected)
+        if jax.tree.structure(initial_carry) != jax.tree.structure(expected) or got != want:
+            raise ValueError(f"initial_carry has shapes {got}; expected {want}")
+
+
+def flip_sequences(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """Reverse each sequence of `xs [time, batch, ...]` over its valid part only.
+
+    Positions `t >= lengths[b]` stay where they are, so the map is its own inverse and
+    outputs of a reversed scan, flipped back, line up with the input positions.
+    """
+    if lengths is None:
+        return xs[::-1]
+    time = xs.shape[0]
+    t = jnp.arange(time)[:, None]
+    index = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+    index = index.reshape(index.shape + (1,) * (xs.ndim - 2))
+    return jnp.take_along_axis(xs, index, axis=0)
+
+
+def _where_valid(valid: jax.Array, new: Any, old: Any) -> Any:
+    """`new` where `valid [batch]`, else `old`, leaf by leaf (leaves `[batch, ...]`)."""
+
+    def pick(n: jax.Array, o: jax.Array) -> jax.Array:
+        return jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def _run_chunk(
+    cell: Cell,
+    params: Params,
+    carry: Carry,
+    ts: jax.Array,
+    xs: jax.Array,
+    lengths: jax.Array | None,
+    h_mask: jax.Array | None,
+    unroll: int,
+) -> tuple[Carry, jax.Array]:
+    """Scan time-major `xs [chunk, batch, input]` (time indices `ts [chunk]`) from `carry`."""
+    chunk, batch, input_size = xs.shape
+    z_x = cell.input_projection(params, xs.reshape(chunk * batch, input_size))
+    z_x = z_x.reshape(chunk, batch, -1)
+    valid = None if lengths is None else ts[:, None] < lengths[None, :]  # [chunk, batch]
+
+    if isinstance(cell, MinGRU):
+        a, b = cell.linear_coefficients(params, z_x)
+        if valid is not None:
+            # Padded steps become the identity map, so the carry stops at the last valid step.
+            a = jnp.where(valid[..., None], a, 1.0)
+            b = jnp.where(valid[..., None], b, 0.0)
+        hs = linear_scan.linear_recurrence(a, b, carry, method=cell.method, time_axis=0)
+        ys = hs if valid is None else jnp.where(valid[..., None], hs, 0.0)
+        return hs[-1], ys
+
+    slabs = tuple(jnp.split(z_x, cell.num_gates, axis=-1))
+
+    def body(carry: Carry, inputs: tuple) -> tuple:
+        slabs_t, valid_t = inputs
+        z_x_t = jnp.concatenate(slabs_t, axis=-1)
+        rec_carry = carry if h_mask is None else cell.mask_hidden(carry, h_mask)
+        z_h = cell.recurrent_projection(params, rec_carry)
+        new_carry, y = cell.pointwise(params, z_x_t, z_h, carry)
+        if valid_t is not None:
+            new_carry = _where_valid(valid_t, new_carry, carry)
+            y = jnp.where(valid_t[:, None], y, 0.0)
+        return new_carry, y
+
+    return jax.lax.scan(body, carry, (slabs, valid), unroll=unroll)
+
+
+def _pad_time(xs: jax.Array, multiple: int) -> jax.Array:
+    """Time-major `xs` padded with zeros to a multiple of `multiple` steps."""
+    extra = -xs.shape[0] % multiple
+    return jnp.pad(xs, ((0, extra),) + ((0, 0),) * (xs.ndim - 1)) if extra else xs
+
+
+def _chunked(
+    cell: Cell,
+    params: Params,
+    carry: Carry,
+    xs: jax.Array,
+    lengths: jax.Array | None,
+    h_mask: jax.Array | None,
+    unroll: int,
+    chunk: int,
+    checkpoint: bool,
+    stop_gradient: bool,
+) -> tuple[Carry, jax.Array]:
+    """Outer scan over `chunk`-step pieces of time-major `xs`; returns `(carry, ys [T, B, H])`.
+
+    `checkpoint`: each piece is rematerialised in the backward pass (only the carries at piece
+    boundaries are stored). `stop_gradient`: no gradient flows into a piece's initial carry.
+    """
+    time, batch = xs.shape[:2]
+    if lengths is None and time % chunk:
+        lengths = jnp.full((batch,), time, jnp.int32)  # masks the padding steps added below
+    padded = _pad_time(xs, chunk)
+    pieces = padded.shape[0] // chunk
+    xs_pieces = padded.reshape(pieces, chunk, *padded.shape[1:])
+    ts_pieces = jnp.arange(pieces * chunk).reshape(pieces, chunk)
+
+    def piece(carry: Carry, inputs: tuple) -> tuple:
+        ts, xs_piece = inputs
+        if stop_gradient:
+            carry = jax.lax.stop_gradient(carry)
+        return _run_chunk(cell, params, carry, ts, xs_piece, lengths, h_mask, unroll)
+
+    if checkpoint:
+        piece = jax.checkpoint(piece, prevent_cse=False)
+    carry, ys = jax.lax.scan(piece, carry, (ts_pieces, xs_pieces))
+    return carry, ys.reshape(pieces * chunk, *ys.shape[2:])[:time]
+
+
+def reference_unroll(
+    cell: Cell,
+    params: Params,
+    xs: jax.Array,
+    lengths: jax.Array | None = None,
+    initial_carry: Carry | None = None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    time_major: bool = False,
+    h_mask: jax.Array | None = None,
+) -> tuple[jax.Array, Carry]:
+    """`unroll` with `lax.scan` over `cell.pointwise` (arguments as in `unroll`, unvalidated)."""
+    xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    time, batch = xs_tm.shape[:2]
+    if initial_carry is None:
+        initial_carry = cell.zero_carry((batch,), cell.sizes(params)[1], xs.dtype)
+    if reverse:
+        xs_tm = flip_sequences(xs_tm, lengths)
+    if remat:
+        # sqrt(T)-step pieces: sqrt(T) stored boundary carries + one recomputed piece = O(sqrt T).
+        chunk = max(1, int(np.ceil(np.sqrt(time))))
+        carry, ys = _chunked(
+            cell, params, initial_carry, xs_tm, lengths, h_mask, unroll, chunk, True, False
+        )
+    else:
+        carry, ys = _run_chunk(
+            cell, params, initial_carry, jnp.arange(time), xs_tm, lengths, h_mask, unroll
+        )
+    if reverse:
+        ys = flip_sequences(ys, lengths)
+    return (ys if time_major else jnp.swapaxes(ys, 0, 1)), carry
+
+
+def _select_implementation(implementation: str, cell: Cell, *, remat: bool) -> Callable:
+    """The unroll function behind `implementation` ("auto" -> "reference" for now).
+
+    The only place that chooses; rnn_jax.fast_scan is imported lazily so the core works
+    without it.
+    """
+    del cell, remat
+    if implementation == "fused":
+        from rnn_jax.fast_scan import fused_unroll
+
+        return fused_unroll
+    return reference_unroll
+
+
+def unroll(
+    cell: Cell,
+    params: Params,
+    xs: jax.Array,
+    lengths: jax.Array | None = None,
+    initial_carry: Carry | None = None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    time_major: bool = False,
+    h_mask: jax.Array | None = None,
+    implementation: str = "auto",
+) -> tuple[jax.Array, Carry]:
+    """Run `cell` over `xs`; returns `(ys [batch, time, hidden], final_carry)`.
+
+    Args:
+      cell: an rnn_jax.cells.Cell. params: its params dict.
+      xs: `[batch, time, input]` (`[time, batch, input]` with `time_major=True`; `ys` follows).
+      lengths: `[batch]` ints, 1 <= length <= time, for right-padded batches (None: all full).
+        Outputs past a sequence's end are exactly zero; the final carry is the carry after
+        each sequence's last valid step.
+      initial_carry: carry `[batch, hidden]` leaves (None: zeros). A learned initial carry is
+        a param broadcast to `[batch, hidden]` by the caller (see rnn_jax.modules.RNN).
+      reverse: run each sequence backwards over its valid part only; `ys[:, t]` stays aligned
+        with `xs[:, t]` and the final carry is the state after reading position 0.
+      unroll: `lax.scan` unroll factor (on CPU >1 helps the forward, hurts the backward).
+      remat: rematerialise sqrt(T)-step pieces in the backward pass: O(sqrt T) memory.
+      h_mask: `[batch, hidden]`, multiplies h before the recurrent projection at every step
+        (variational recurrent dropout, Gal & Ghahramani 2016: one mask per sequence).
+      implementation: "reference" (lax.scan over `cell.pointwise`), "fused" (custom-VJP scan
+        from rnn_jax.fast_scan) or "auto".
+    """
+    _validate(
+        cell,
+        params,
+        xs,
+        lengths,
+        initial_carry,
+        time_major=time_major,
+        h_mask=h_mask,
+        unroll=unroll,
+        implementation=implementation,
+    )
+    run = _select_implementation(implementation, cell, remat=remat)
+    return run(
+        cell,
+        params,
+        xs,
+        lengths,
+        initial_carry,
+        reverse=reverse,
+        unroll=unroll,
+        remat=remat,
+        time_major=time_major,
+        h_mask=h_mask,
+    )
+
+
+def truncated_unroll(
+    cell: Cell,
+    params: Params,
+    xs: jax.Array,
+    bptt_length: int,
+    lengths: jax.Array | None = None,
+    initial_carry: Carry | None = None,
+    *,
+    unroll: int = 1,
+    time_major: bool = False,
+    h_mask: jax.Array | None = None,
+) -> tuple[jax.Array, Carry]:
+    """Truncated BPTT: `unroll` in `bptt_length`-step chunks with the carry passed across chunk
+    boundaries through `jax.lax.stop_gradient`.
+
+    The forward values equal `unroll`'s; gradients only flow within a chunk (Williams & Peng
+    1990; the usual language-model truncation). Arguments as in `unroll`; returns
+    `(ys [batch, time, hidden], final_carry)`.
+    """
+    if not isinstance(bptt_length, int) or bptt_length < 1:
+        raise ValueError(f"bptt_length={bptt_length!r} must be a positive int")
+    _validate(
+        cell,
+        params,
+        xs,
+        lengths,
+        initial_carry,
+        time_major=time_major,
+        h_mask=h_mask,
+        unroll=unroll,
+        implementation="reference",
+    )
+    xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    if initial_carry is None:
+        initial_carry = cell.zero_carry((xs_tm.shape[1],), cell.sizes(params)[1], xs.dtype)
+    carry, ys = _chunked(
+        cell, params, initial_carry, xs_tm, lengths, h_mask, unroll, bptt_length, False, True
+    )
+    return (ys if time_major else jnp.swapaxes(ys, 0, 1)), carry
