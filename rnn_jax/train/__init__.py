@@ -1,0 +1,68 @@
+"""The training runtime every experiment uses: an experiment is its config, model and measure.
+
+Contract (tests, sweeps and users rely on it)
+---------------------------------------------
+An experiment is two files::
+
+    experiments/configs/<name>.py   get_config(variant) -> ConfigDict  (smoke / quick / full)
+                                    get_sweep(variant) -> list[dict]    (override dicts)
+    experiments/<name>.py           class <Name>Task(Task); RULES; cli.main(<Name>Task, RULES)
+
+and runs as::
+
+    python -m experiments.<name> --workdir=W --config=experiments/configs/<name>.py:<variant> \\
+        [--config.train.num_steps=200 ...]
+
+- The config file starts from `config.base_config()` (keys `seed`, `num_seeds`, `train.*`,
+  `optimizer.*`, `schedule.*`) and adds `model.*` (with `model.hidden_size`) and `data.*`;
+  `config.select_variant(name, variant, {...})` gives the clear error for an unknown variant.
+- Before anything is compiled, `config.validate(config, RULES)` checks the runtime's rules and
+  the experiment's (`{"model.dropout": config.probability, ...}`); a bad value stops the run
+  with a message naming key, value and what is allowed (exit status 2). Configs are locked,
+  so an unknown key or a wrong type fails while flags are parsed.
+- `W/config.json` is written at start; `W/metrics.jsonl` gets one flushed JSON object per
+  logged step (`{"step": s, "train_loss": ..., "grad_norm": ..., "learning_rate": ...}` and
+  `{"step": s, "valid_loss": ...}` after each evaluation); `W/tensorboard/` the same scalars;
+  `W/results.json` is written once, atomically, at the end: `{"final": {"step", "best_step",
+  "train_loss", "<split>_<metric>", ...}, "timing": {...}, "provenance": {...}}`. With
+  `num_seeds > 1`, `final` holds means over replicas, `<name>_std` and `per_seed` lists.
+- Periodic checkpoints in `W/checkpoints` (`train.checkpoint_every`, `train.max_to_keep`),
+  the best-on-validation one in `W/best`; rerunning the same command resumes from the newest,
+  bit-identically (RNG and data position are in the checkpoint). SIGTERM/SIGINT save one and
+  exit. The `final_splits` are evaluated with the best-validation checkpoint.
+
+The task (`rnn_jax.train.Task`) — the whole interface between experiment and runtime::
+
+    init_model(rng) -> nnx.Module                # one replica; params are its nnx.Param
+    init_carry(batch_size) -> pytree             # state carried across batches; () if none
+    train_data() -> DataSource                   # e.g. rnn_jax.data.LMStream (state_dict())
+    loss_fn(model, batch, carry, rng) -> (loss, (carry, {name: scalar}))
+    eval_data(split) -> iterable of batches; eval_batch_size(split) -> int
+    eval_step(model, batch, carry) -> (carry, {name: sum over batch})
+    eval_metrics(sums) -> {name: float}          # e.g. loss = nll / tokens, perplexity
+    eval_splits = ("valid",); final_splits = ("valid", "test"); tokens_in(batch) -> int
+
+The runtime does the rest: `jax.jit` of the steps, `jax.vmap` over `num_seeds` replicas
+(seeds `seed..seed+n-1`), data parallelism over every device of every process (batch sharded,
+params replicated; `rnn_jax.train.distributed`), optax optimiser/schedule/clipping/weight
+decay (`rnn_jax.train.optim`), the pre-clip gradient norm, logging, evaluation, early
+stopping (`train.patience`), the non-finite guard (`train.nonfinite`), checkpoints.
+
+Programmatic use: `cli.load_config("experiments/configs/x.py:smoke", {"train.num_steps": 5})`
+then `train_and_evaluate(config, workdir, task)`. A benchmark passes its own `run` to
+`cli.main(make_task, rules, run=...)` to reuse flags, config loading and validation.
+"""
+
+from rnn_jax.train.config import base_config, select_variant, validate
+from rnn_jax.train.loop import NonFiniteError, train_and_evaluate
+from rnn_jax.train.task import DataSource, Task
+
+__all__ = [
+    "DataSource",
+    "NonFiniteError",
+    "Task",
+    "base_config",
+    "select_variant",
+    "train_and_evaluate",
+    "validate",
+]

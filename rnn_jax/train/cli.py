@@ -1,0 +1,141 @@
+"""The command line every experiment shares (absl + ml_collections `config_flags`).
+
+An experiment module ends with
+
+    if __name__ == "__main__":
+        cli.main(make_task, rules=RULES)
+
+and is run as
+
+    python -m experiments.<name> --workdir=W --config=experiments/configs/<name>.py:<variant> \
+        [--config.train.num_steps=200 ...] \
+        [--coordinator_address=host:port --num_processes=N --process_id=i]
+
+The variant after ':' is passed to the config file's `get_config(variant)`. Configs are
+locked: an unknown or mistyped key, a value of the wrong type, or a value out of range stops
+the run before anything is compiled, with a message naming the key, the value and what is
+allowed, and exit status 1 (absl flag errors) or 2 (config values).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from rnn_jax.train import config as config_lib
+from rnn_jax.train import distributed
+from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.task import Task
+
+CONFIG_EXIT_STATUS = 2
+
+
+def define_flags() -> None:
+    """Define `--config`, `--workdir` and the multi-host flags (once per process)."""
+    if "workdir" in flags.FLAGS:
+        return
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "experiments/configs/<name>.py:<variant>; override keys with --config.<key>=<value>",
+        lock_config=True,
+    )
+    flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, results.json.")
+    flags.DEFINE_string(
+        "coordinator_address", None, "host:port of process 0 (multi-host without SLURM/TPU)."
+    )
+    flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+    flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+    flags.DEFINE_integer(
+        "initialization_timeout", 300, "Seconds to wait for all processes to join."
+    )
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(
+    make_task: Callable[[ml_collections.ConfigDict], Task],
+    rules: Mapping | None = None,
+    run: Callable[[ml_collections.ConfigDict, str, Task], Any] = train_and_evaluate,
+) -> None:
+    """Parse the command line, validate the config, then `run(config, workdir, task)`.
+
+    Args:
+      make_task: builds the experiment's `Task` from the validated config.
+      rules: the experiment's value rules (`rnn_jax.train.config.Rules`), checked with the
+        runtime's own before anything is compiled.
+      run: what to do with them (default: `train_and_evaluate`; a benchmark passes its own).
+    """
+    define_flags()
+
+    def _main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        config = flags.FLAGS.config
+        try:
+            config_lib.validate(config, rules)
+        except ValueError as error:
+            sys.stderr.write(f"{error}\n")
+            sys.exit(CONFIG_EXIT_STATUS)
+        distributed.initialize(
+            flags.FLAGS.coordinator_address,
+            flags.FLAGS.num_processes,
+            flags.FLAGS.process_id,
+            flags.FLAGS.initialization_timeout,
+        )
+        run(config, flags.FLAGS.workdir, make_task(config))
+
+    app.run(_main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    # config_flags reports an unknown override key (`--config.train.nm_steps=3`) as an
+    # AttributeError from deep inside; turn it into one line that names the key.
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as error:
+        sys.stderr.write(f"config error: unknown key in the command line overrides: {error}\n")
+        sys.exit(CONFIG_EXIT_STATUS)
+
+
+def load_config(
+    spec: str, overrides: Mapping[str, Any] | None = None, rules: Mapping | None = None
+) -> ml_collections.ConfigDict:
+    """Load `path.py:variant`, apply dotted overrides and validate (for tests and sweeps).
+
+    Args:
+      spec: `experiments/configs/<name>.py:<variant>`.
+      overrides: `{"train.num_steps": 20, ...}`; unknown keys and wrong types raise.
+      rules: the experiment's rules (see `main`).
+
+    Raises:
+      ValueError: an unknown variant, key or out-of-range value (naming it).
+    """
+    path, _, variant = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"config file {path!r} not found")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(variant or None)
+    config.lock()
+    for key, value in (overrides or {}).items():
+        try:
+            config.update_from_flattened_dict({key: value})
+        except (AttributeError, KeyError) as error:
+            raise ValueError(
+                f"config key {key!r} (value {value!r}) does not exist: {error}"
+            ) from None
+        except TypeError as error:
+            raise ValueError(
+                f"config key {key!r}: value {value!r} has the wrong type: {error}"
+            ) from None
+    config_lib.validate(config, rules)
+    logging.debug("loaded config %s", spec)
+    return config

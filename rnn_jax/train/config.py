@@ -1,0 +1,222 @@
+"""Experiment configs: the runtime's defaults, variant selection and validation.
+
+A config is an `ml_collections.ConfigDict`. Its runtime part (`seed`, `num_seeds`, `train`,
+`optimizer`, `schedule`) comes from `base_config()`; an experiment adds `model` and `data`
+and its own `Rules`. Types are enforced by `ConfigDict` itself (an override of the wrong type
+fails while flags are parsed); `validate` checks values, before anything is compiled, and
+raises `ValueError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+# A rule checks one value and returns a description of what is allowed when it is not.
+Rule = Callable[[Any], str | None]
+Rules = Mapping[str, Rule]
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "step_decay", "cosine", "plateau")
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The runtime's keys with their defaults; experiments fill in `model` and `data`.
+
+    Returns:
+      A ConfigDict with `seed`, `num_seeds`, `train`, `optimizer`, `schedule`, and empty
+      `model` / `data` sections (`model.hidden_size` is required by every experiment).
+    """
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # Replicas with seeds seed..seed+num_seeds-1, trained together under jax.vmap.
+    config.num_seeds = 1
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 100
+    config.train.batch_size = 32  # global batch: independent of the device count
+    config.train.log_every = 10
+    config.train.eval_every = 50
+    config.train.checkpoint_every = 50
+    config.train.max_to_keep = 2
+    config.train.keep_best = True  # also keep the best-on-validation checkpoint
+    config.train.best_metric = "valid_loss"
+    config.train.best_mode = "min"
+    config.train.patience = 0  # evaluations without improvement before stopping; 0 = off
+    config.train.nonfinite = "stop"  # 'stop' raises; 'skip' drops that update and goes on
+    config.train.max_consecutive_nonfinite = 10  # with 'skip': give up after this many
+    config.train.grad_accum_steps = 1  # optimiser update every k micro-batches (optax.MultiSteps)
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.momentum = 0.0  # sgd / rmsprop
+    config.optimizer.nesterov = False
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    config.optimizer.weight_decay = 0.0  # coupled L2: g += wd * w before the optimiser
+    config.optimizer.decoupled_weight_decay = 0.0  # Loshchilov & Hutter: w -= lr * wd * w
+    config.optimizer.clip_global_norm = config_dict.placeholder(float)  # None = no clipping
+    config.optimizer.clip_value = config_dict.placeholder(float)
+
+    config.schedule = ml_collections.ConfigDict()
+    config.schedule.name = "constant"
+    config.schedule.warmup_steps = 0
+    config.schedule.decay_begin_step = 0  # step_decay: first decay after this many steps
+    config.schedule.decay_every_steps = 1  # step_decay: steps per decay (= steps per epoch)
+    config.schedule.decay_rate = 1.0
+    config.schedule.end_value = 0.0  # cosine: final learning rate
+    config.schedule.plateau_factor = 0.5
+    config.schedule.plateau_patience = 10  # in accumulation windows
+    config.schedule.plateau_accumulation_steps = 1
+    config.schedule.plateau_rtol = 1e-4
+
+    config.model = ml_collections.ConfigDict()
+    config.data = ml_collections.ConfigDict()
+    return config
+
+
+def select_variant(
+    name: str, variant: str | None, variants: Mapping[str, Callable[[], ml_collections.ConfigDict]]
+) -> ml_collections.ConfigDict:
+    """Build the named variant of a config file (the part after ':' in `--config=f.py:v`).
+
+    Raises:
+      ValueError: naming the config, the variant asked for and the variants it has.
+    """
+    if variant not in variants:
+        raise ValueError(
+            f"config {name!r}: unknown variant {variant!r}; allowed: {', '.join(variants)} "
+            f"(select one as --config=experiments/configs/{name}.py:<variant>)"
+        )
+    return variants[variant]()
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules: each returns None when the value is allowed, else a description of what is.
+
+
+def positive(value: Any) -> str | None:
+    return None if _is_number(value) and value > 0 else "a number > 0"
+
+
+def non_negative(value: Any) -> str | None:
+    return None if _is_number(value) and value >= 0 else "a number >= 0"
+
+
+def positive_or_none(value: Any) -> str | None:
+    return None if value is None or (_is_number(value) and value > 0) else "None or a number > 0"
+
+
+def probability(value: Any) -> str | None:
+    """A dropout-style rate: in [0, 1)."""
+    return None if _is_number(value) and 0 <= value < 1 else "a number in [0, 1)"
+
+
+def one_of(*allowed: Any) -> Rule:
+    return lambda value: None if value in allowed else f"one of {', '.join(map(repr, allowed))}"
+
+
+def in_range(low: float, high: float) -> Rule:
+    return lambda value: (
+        None if _is_number(value) and low <= value <= high else f"a number in [{low}, {high}]"
+    )
+
+
+def multiple_of(k: int) -> Rule:
+    return lambda value: (
+        None if isinstance(value, int) and value > 0 and value % k == 0 else f"a multiple of {k}"
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+RUNTIME_RULES: Rules = {
+    "seed": non_negative,
+    "num_seeds": positive,
+    "model.hidden_size": positive,
+    "train.num_steps": positive,
+    # Multiples of 8 so that every config runs unchanged on 1, 2, 4 or 8 devices.
+    "train.batch_size": multiple_of(8),
+    "train.log_every": positive,
+    "train.eval_every": positive,
+    "train.checkpoint_every": positive,
+    "train.max_to_keep": positive,
+    "train.best_mode": one_of("min", "max"),
+    "train.patience": non_negative,
+    "train.nonfinite": one_of(*NONFINITE_POLICIES),
+    "train.max_consecutive_nonfinite": positive,
+    "train.grad_accum_steps": positive,
+    "optimizer.name": one_of(*OPTIMIZERS),
+    "optimizer.learning_rate": positive,
+    "optimizer.momentum": probability,
+    "optimizer.b1": probability,
+    "optimizer.b2": probability,
+    "optimizer.eps": positive,
+    "optimizer.weight_decay": non_negative,
+    "optimizer.decoupled_weight_decay": non_negative,
+    "optimizer.clip_global_norm": positive_or_none,
+    "optimizer.clip_value": positive_or_none,
+    "schedule.name": one_of(*SCHEDULES),
+    "schedule.warmup_steps": non_negative,
+    "schedule.decay_begin_step": non_negative,
+    "schedule.decay_every_steps": positive,
+    "schedule.decay_rate": positive,
+    "schedule.end_value": non_negative,
+    "schedule.plateau_factor": probability,
+    "schedule.plateau_patience": non_negative,
+    "schedule.plateau_accumulation_steps": positive,
+    "schedule.plateau_rtol": non_negative,
+}
+
+
+def validate(config: ml_collections.ConfigDict, rules: Rules | None = None) -> None:
+    """Check every rule (runtime rules plus the experiment's) against the config.
+
+    Args:
+      config: the resolved config (after command-line overrides).
+      rules: the experiment's rules, `{"model.dropout": probability, ...}`; a key listed here
+        but missing from the config is an error too.
+
+    Raises:
+      ValueError: listing every offending key with its value and what is allowed.
+    """
+    problems = []
+    for key, rule in {**RUNTIME_RULES, **(rules or {})}.items():
+        try:
+            value = _lookup(config, key)
+        except KeyError:
+            problems.append(f"{key}: missing (every config of this experiment needs it)")
+            continue
+        allowed = rule(value)
+        if allowed is not None:
+            problems.append(f"{key}={value!r}: must be {allowed}")
+    if (
+        not problems
+        and config.optimizer.decoupled_weight_decay
+        and config.optimizer.name != "adamw"
+    ):
+        problems.append(
+            f"optimizer.decoupled_weight_decay={config.optimizer.decoupled_weight_decay!r} with "
+            f"optimizer.name={config.optimizer.name!r}: decoupled decay needs 'adamw' "
+            "(use optimizer.weight_decay for coupled L2)"
+        )
+    if problems:
+        raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _lookup(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node

@@ -1,0 +1,121 @@
+"""Many devices and many hosts: `jax.distributed` start-up and data-parallel shardings.
+
+Data parallelism: one mesh axis `"data"` over every device of every process. Batches are
+sharded along their batch axis, parameters and optimiser state are replicated. Each process
+builds the *global* batch on the host (our data is small and deterministic) and hands
+`jax.make_array_from_callback` the slices its devices hold, so results do not depend on the
+device or process count. Random numbers are drawn inside jit for the global shape; with
+`jax_threefry_partitionable` (the default) they are the same however the array is sharded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    initialization_timeout: int = 300,
+) -> None:
+    """Start `jax.distributed` when this is a multi-process run; a no-op otherwise.
+
+    Explicit arguments win; without them, SLURM (`SLURM_NTASKS` > 1) and Cloud TPU pods are
+    detected by `jax.distributed.initialize()` itself. Must run before any JAX computation.
+
+    Raises:
+      ValueError: when only some of the three explicit arguments are given.
+    """
+    explicit = (coordinator_address, num_processes, process_id)
+    if any(v is not None for v in explicit):
+        if any(v is None for v in explicit):
+            raise ValueError(
+                "--coordinator_address, --num_processes and --process_id go together; got "
+                f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
+                f"process_id={process_id!r}"
+            )
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=initialization_timeout,
+        )
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "TPU_WORKER_HOSTNAMES" in os.environ:
+        jax.distributed.initialize(initialization_timeout=initialization_timeout)
+    else:
+        return
+    logging.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+
+
+def data_mesh() -> Mesh:
+    """A 1-D mesh over all global devices, axis name `"data"`."""
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+    """Shard axis `batch_axis` over the data axis (replicas of vmapped seeds lead with axis 0)."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
+
+
+def put_global_batch(batch: Any, mesh: Mesh) -> Any:
+    """Place a host pytree of global-batch numpy arrays `[batch, ...]` on the mesh.
+
+    Raises:
+      ValueError: when a batch dimension is not divisible by the device count.
+    """
+    sharding = batch_sharded(mesh)
+
+    def put(x: Any) -> jax.Array:
+        x = np.asarray(x)
+        if x.ndim == 0 or x.shape[0] % mesh.size:
+            raise ValueError(
+                f"batch array of shape {x.shape}: its first (batch) dimension must be a "
+                f"multiple of the device count {mesh.size}"
+            )
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, batch)
+
+
+def to_host(tree: Any) -> Any:
+    """Fetch a pytree of (possibly multi-process) arrays to numpy on every process."""
+
+    def fetch(x: Any) -> np.ndarray:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(fetch, tree)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is true on any of them (used for stop requests)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([flag], dtype=np.int32))
+    return bool(np.any(flags))

@@ -1,0 +1,403 @@
+"""`train_and_evaluate(config, workdir, task)`: the one training loop every experiment uses.
+
+Read top to bottom: build the mesh and the seed replicas, restore the newest checkpoint if
+there is one, then `for step: batch -> jitted step -> (log, evaluate, checkpoint)`, and at the
+end evaluate the best-validation checkpoint and write `results.json`.
+
+State layout (a dict pytree, every leaf with a leading `[num_seeds]` replica axis):
+  params      nnx.State of the model's nnx.Param variables (optimised)
+  others      nnx.State of every other model variable (carried unchanged)
+  opt_state   the optax state
+  carry       the task's carried state, `[num_seeds, batch, ...]` (sharded on batch)
+  rng         `[num_seeds, 2]` uint32 base keys; step s uses `fold_in(rng, s)`
+"""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from rnn_jax.data.batching import repeat_epochs
+from rnn_jax.train import distributed, metrics, optim, seeds
+from rnn_jax.train.checkpoint import Checkpointer, abstract_like
+from rnn_jax.train.task import Task
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite loss or gradient norm; the message names the step and the checkpoint."""
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task
+) -> dict[str, Any]:
+    """Train `task` as configured, resuming from `workdir` when it holds a checkpoint.
+
+    Args:
+      config: a validated config (`rnn_jax.train.config.validate`).
+      workdir: the run directory (checkpoints, metrics.jsonl, tensorboard/, results.json).
+      task: the experiment's model, data, loss and evaluation.
+
+    Returns:
+      The `results.json` object (`final`, `timing`, `provenance`).
+
+    Raises:
+      NonFiniteError: a non-finite loss/gradient with `train.nonfinite='stop'` (or too many
+        in a row with 'skip'); the last good checkpoint stays in place.
+      SystemExit: after SIGTERM/SIGINT, once a checkpoint of the current step is written.
+    """
+    workdir = pathlib.Path(workdir)
+    primary = jax.process_index() == 0
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    mesh = distributed.data_mesh()
+    tx = optim.build_optimizer(config)
+    schedule = optim.build_schedule(config)
+    n = config.num_seeds
+
+    graphdef, init_state = _init_fn(task, tx, n, config.train.batch_size)
+    state_shardings = _state_shardings(
+        jax.eval_shape(init_state, seeds.base_keys(config.seed, n)), mesh
+    )
+    state = jax.jit(init_state, out_shardings=state_shardings)(seeds.base_keys(config.seed, n))
+    checkpointer = Checkpointer(workdir, config.train.max_to_keep)
+    data = task.train_data()
+    loop = {
+        "window": {},
+        "window_steps": 0,
+        "best_value": None,
+        "best_step": None,
+        "bad_evals": 0,
+        "consecutive_nonfinite": 0,
+        "last_train": None,
+    }
+    restored = checkpointer.restore(abstract_like(state))
+    start = 0
+    if restored is not None:
+        state, loop = restored
+        start = checkpointer.latest_step()
+        data.load_state_dict(loop.pop("data"))
+        logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+
+    train_step = jax.jit(
+        _train_step_fn(task, tx, graphdef), out_shardings=(state_shardings, None), donate_argnums=0
+    )
+    eval_step = jax.jit(_eval_step_fn(task, graphdef))
+    writer = metrics.MetricsWriter(workdir, enabled=primary)
+    progress = metrics.Progress(config.train.num_steps, start)
+    stop = _StopRequest()
+    pending: list[tuple[int, dict]] = []  # per-step device metrics not yet checked on the host
+    tokens_seen, t_first, t_compile, t_start = 0, None, None, time.perf_counter()
+
+    def save(step: int, *, best: bool = False) -> None:
+        checkpointer.save(step, state, {**loop, "data": data.state_dict()}, best=best)
+
+    def drain(step: int) -> None:
+        """Check the pending steps for non-finite values and add them to the log window."""
+        host = distributed.to_host([m for _, m in pending])
+        for (s, _), m in zip(pending, host, strict=True):
+            _check_finite(s, m, config, loop, checkpointer)
+            _accumulate(loop, m)
+        pending.clear()
+
+    batches = repeat_epochs(data)
+    step = start
+    stopped_early = False
+    try:
+        for step in range(start + 1, config.train.num_steps + 1):
+            batch = next(batches)
+            tokens_seen += task.tokens_in(batch)
+            state, step_metrics = train_step(
+                state, distributed.put_global_batch(batch, mesh), jnp.asarray(step, jnp.int32)
+            )
+            pending.append((step, step_metrics))
+            if t_first is None:
+                jax.block_until_ready(step_metrics)
+                t_first = time.perf_counter()
+                t_compile = t_first - t_start
+            last = step == config.train.num_steps
+            if step % config.train.log_every == 0 or last:
+                drain(step)
+                logged = _close_window(loop)
+                logged["learning_rate"] = float(schedule(step // config.train.grad_accum_steps))
+                writer.write(step, logged)
+                if primary:
+                    progress.log(step, logged["train_loss"], tokens_seen)
+            if step % config.train.eval_every == 0 or last:
+                drain(step)
+                scores = _evaluate(task, task.eval_splits, state, eval_step, mesh, n)
+                writer.write(step, _mean_over_replicas(scores))
+                improved, stopped_early = _track_best(loop, step, scores, config, n)
+                if improved and config.train.keep_best:
+                    save(step, best=True)
+            if step % config.train.checkpoint_every == 0 or last or stopped_early:
+                drain(step)
+                save(step)
+            if distributed.any_process(stop.requested):
+                drain(step)
+                save(step)
+                raise SystemExit(
+                    f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
+                    f"{workdir / 'checkpoints'}; rerun the same command to resume"
+                )
+            if stopped_early:
+                logging.info("early stopping at step %d (patience %d)", step, config.train.patience)
+                break
+    finally:
+        stop.restore()
+        checkpointer.wait()
+    t_end = time.perf_counter()
+
+    final_state = state
+    if config.train.keep_best and checkpointer.latest_step(best=True) is not None:
+        final_state, _ = checkpointer.restore(abstract_like(state), best=True)
+    scores = _evaluate(task, task.final_splits, final_state, eval_step, mesh, n)
+    final = {"step": step, "best_step": loop["best_step"], **loop["last_train"], **scores}
+    train_steps = step - start
+    results = {
+        "final": seeds.summarize(final, n),
+        "timing": {
+            "wall_s": t_end - t_start,
+            "compile_s": t_compile,
+            "steps_run": train_steps,
+            "steps_per_s": (train_steps - 1) / (t_end - t_first) if train_steps > 1 else None,
+            "tokens_per_s": tokens_seen * (train_steps - 1) / train_steps / (t_end - t_first)
+            if train_steps > 1
+            else None,
+            "resumed_from_step": start,
+        },
+        "provenance": metrics.provenance(),
+    }
+    writer.write(
+        step, {f"final_{k}": v for k, v in results["final"].items() if isinstance(v, float)}
+    )
+    writer.close()
+    checkpointer.close()
+    if primary:
+        metrics.write_json_atomic(workdir / "results.json", results)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Jitted pieces. Every function works on one replica and is vmapped over the seed axis.
+
+
+def _init_fn(
+    task: Task, tx: optax.GradientTransformation, n: int, batch_size: int
+) -> tuple[Any, Any]:
+    abstract = nnx.eval_shape(lambda: task.init_model(jax.random.key(0)))
+    graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+
+    def init_one(base_key: jax.Array) -> dict:
+        model = task.init_model(seeds.init_key(base_key))
+        _, params, others = nnx.split(model, nnx.Param, ...)
+        return {"params": params, "others": others, "opt_state": tx.init(params), "rng": base_key}
+
+    def init_state(base_keys: jax.Array) -> dict:
+        state = jax.vmap(init_one)(base_keys)
+        one = task.init_carry(batch_size)
+        state["carry"] = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), one)
+        return state
+
+    return graphdef, init_state
+
+
+def _state_shardings(abstract_state: dict, mesh: jax.sharding.Mesh) -> dict:
+    shardings = jax.tree.map(lambda _: distributed.replicated(mesh), abstract_state)
+    shardings["carry"] = jax.tree.map(
+        lambda _: distributed.batch_sharded(mesh, batch_axis=1), abstract_state["carry"]
+    )
+    return shardings
+
+
+def _train_step_fn(task: Task, tx: optax.GradientTransformationExtraArgs, graphdef: Any) -> Any:
+    def one(
+        params: Any,
+        others: Any,
+        opt_state: Any,
+        carry: Any,
+        base_key: jax.Array,
+        batch: Any,
+        step: jax.Array,
+    ) -> tuple:
+        rng = seeds.step_key(base_key, step)
+
+        def loss_of(p: Any) -> tuple:
+            return task.loss_fn(nnx.merge(graphdef, p, others), batch, carry, rng)
+
+        (loss, (new_carry, aux)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        grad_norm = optax.global_norm(grads)  # before clipping: what clipping acts on
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+        params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # A non-finite forward pass leaves a non-finite carry: keep the last good one.
+        new_carry = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_carry, carry)
+        step_metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **aux}
+        return params, opt_state, new_carry, step_metrics
+
+    def train_step(state: dict, batch: Any, step: jax.Array) -> tuple[dict, dict]:
+        params, opt_state, carry, step_metrics = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))(
+            state["params"],
+            state["others"],
+            state["opt_state"],
+            state["carry"],
+            state["rng"],
+            batch,
+            step,
+        )
+        new_state = {**state, "params": params, "opt_state": opt_state, "carry": carry}
+        return new_state, step_metrics
+
+    return train_step
+
+
+def _eval_step_fn(task: Task, graphdef: Any) -> Any:
+    def one(params: Any, others: Any, batch: Any, carry: Any) -> tuple:
+        return task.eval_step(nnx.merge(graphdef, params, others), batch, carry)
+
+    return jax.vmap(one, in_axes=(0, 0, None, 0))
+
+
+def _evaluate(
+    task: Task,
+    splits: tuple[str, ...],
+    state: dict,
+    eval_step: Any,
+    mesh: jax.sharding.Mesh,
+    n: int,
+) -> dict[str, list[float]]:
+    """`{f"{split}_{metric}": [per replica]}`; statistics are summed in float64 on the host."""
+    scores = {}
+    for split in splits:
+        one = task.init_carry(task.eval_batch_size(split))
+        carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), one)
+        carry = jax.device_put(
+            carry, jax.tree.map(lambda _: distributed.batch_sharded(mesh, batch_axis=1), carry)
+        )
+        totals: dict[str, np.ndarray] = {}
+        for batch in task.eval_data(split):
+            carry, sums = eval_step(
+                state["params"], state["others"], distributed.put_global_batch(batch, mesh), carry
+            )
+            for name, value in distributed.to_host(sums).items():
+                totals[name] = totals.get(name, 0.0) + value.astype(np.float64)
+        for i in range(n):
+            per = task.eval_metrics({k: float(v[i]) for k, v in totals.items()})
+            for name, value in per.items():
+                scores.setdefault(f"{split}_{name}", []).append(float(value))
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------
+# Host-side bookkeeping (all of it lives in the checkpoint's `loop` JSON, for exact resume).
+
+
+def _check_finite(
+    step: int, m: dict, config: ml_collections.ConfigDict, loop: dict, checkpointer: Checkpointer
+) -> None:
+    if bool(np.all(m["finite"])):
+        loop["consecutive_nonfinite"] = 0
+        return
+    loop["consecutive_nonfinite"] += 1
+    bad = [int(i) for i in np.flatnonzero(~m["finite"])]
+    message = (
+        f"non-finite loss or gradient at step {step} (replicas {bad}: loss="
+        f"{m['loss'][bad].tolist()}, grad_norm={m['grad_norm'][bad].tolist()}); the update was "
+        f"not applied. Last good checkpoint: step {checkpointer.latest_step()} in "
+        f"{checkpointer.latest.directory}"
+    )
+    if (
+        config.train.nonfinite == "stop"
+        or loop["consecutive_nonfinite"] > config.train.max_consecutive_nonfinite
+    ):
+        raise NonFiniteError(message)
+    logging.warning("%s; skipping it (train.nonfinite='skip')", message)
+
+
+def _accumulate(loop: dict, m: dict) -> None:
+    window = loop["window"]
+    for name, value in m.items():
+        if name == "finite":
+            continue
+        value = np.asarray(value, np.float64)
+        window.setdefault(name, [0.0] * value.shape[0])
+        window[name] = [float(a + b) for a, b in zip(window[name], value, strict=True)]
+        if name == "grad_norm":
+            old = window.get("grad_norm_max", [0.0] * value.shape[0])
+            window["grad_norm_max"] = [float(max(a, b)) for a, b in zip(old, value, strict=True)]
+    loop["window_steps"] += 1
+
+
+def _close_window(loop: dict) -> dict[str, Any]:
+    """Window means (max for grad_norm_max), per replica; the window starts afresh."""
+    count = max(loop["window_steps"], 1)
+    per_seed = {
+        ("train_" + name if name == "loss" else name): (
+            values if name == "grad_norm_max" else [v / count for v in values]
+        )
+        for name, values in loop["window"].items()
+    }
+    loop["window"], loop["window_steps"] = {}, 0
+    loop["last_train"] = per_seed
+    return _mean_over_replicas(per_seed)
+
+
+def _mean_over_replicas(per_seed: dict[str, list[float]]) -> dict[str, Any]:
+    """Scalars (means over replicas) for logging, plus `<name>_per_seed` lists when n > 1."""
+    logged: dict[str, Any] = {name: float(np.mean(v)) for name, v in per_seed.items()}
+    for name, values in per_seed.items():
+        if len(values) > 1:
+            logged[f"{name}_per_seed"] = values
+    return logged
+
+
+def _track_best(
+    loop: dict, step: int, scores: dict, config: ml_collections.ConfigDict, n: int
+) -> tuple[bool, bool]:
+    """(improved, stop early) from the mean over replicas of `train.best_metric`."""
+    name = config.train.best_metric
+    if name not in scores:
+        raise ValueError(
+            f"train.best_metric={name!r}: not among the evaluation metrics {sorted(scores)}"
+        )
+    value = float(np.mean(scores[name]))
+    best = loop["best_value"]
+    better = best is None or (value < best if config.train.best_mode == "min" else value > best)
+    if better:
+        loop.update(best_value=value, best_step=step, bad_evals=0)
+    else:
+        loop["bad_evals"] += 1
+    stop = bool(config.train.patience) and loop["bad_evals"] >= config.train.patience
+    return better, stop
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after every step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = None
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,157 @@
+"""Run outputs: `metrics.jsonl`, TensorBoard events, the console progress line, `results.json`.
+
+Only the primary process (process 0) writes files; the others get a writer that does nothing.
+
+- `W/metrics.jsonl`: one JSON object per logged step, `{"step": s, "train_loss": ..., ...}`,
+  appended and flushed at once so that the file can be tailed during a run.
+- `W/tensorboard/`: the same scalars as tensorboardX event files.
+- `W/results.json`: written once, atomically (temporary file + `os.replace`), when the run is
+  complete; its presence means the run is done. `{"final": {...}, "timing": {...},
+  "provenance": {...}}`: `final` holds deterministic metrics at full float precision.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy")
+
+
+class MetricsWriter:
+    """Appends scalars to metrics.jsonl and TensorBoard; prints the progress line.
+
+    Args:
+      workdir: the run directory.
+      enabled: False on processes other than 0 (they write nothing).
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.workdir = pathlib.Path(workdir)
+        self._jsonl = None
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115
+            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        """One record: `{"step": step, **scalars}` (floats at full precision)."""
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: _json_float(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        for name, value in scalars.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self._tb.add_scalar(name, value, step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+
+class Progress:
+    """The console progress line: step, loss, steps/s, tokens/s and ETA.
+
+    Rates are measured between consecutive calls, so the first call after compilation gives
+    the compile-inclusive rate and later ones the steady state.
+    """
+
+    def __init__(self, num_steps: int, start_step: int) -> None:
+        self.num_steps = num_steps
+        self._last = (start_step, time.perf_counter(), 0)
+
+    def line(self, step: int, loss: float, tokens_seen: int) -> str:
+        last_step, last_time, last_tokens = self._last
+        now = time.perf_counter()
+        elapsed = max(now - last_time, 1e-9)
+        steps_per_s = (step - last_step) / elapsed
+        tokens_per_s = (tokens_seen - last_tokens) / elapsed
+        eta = (self.num_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+        self._last = (step, now, tokens_seen)
+        eta_text = str(datetime.timedelta(seconds=round(eta))) if math.isfinite(eta) else "?"
+        return (
+            f"step {step}/{self.num_steps} | loss {loss:.4f} | {steps_per_s:.2f} steps/s | "
+            f"{tokens_per_s:,.0f} tokens/s | ETA {eta_text}"
+        )
+
+    def log(self, step: int, loss: float, tokens_seen: int) -> None:
+        logging.info("%s", self.line(step, loss, tokens_seen))
+
+
+def write_json_atomic(path: str | pathlib.Path, obj: Any) -> None:
+    """Write JSON so that readers see either nothing or the whole file."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def provenance() -> dict[str, Any]:
+    """Git commit, package versions, devices and host of this run."""
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    return {
+        "git_sha": _git(repo, "rev-parse", "HEAD"),
+        "git_dirty": bool(_git(repo, "status", "--porcelain", "--untracked-files=no")),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "devices": [str(d.device_kind) for d in jax.devices()],
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "hostname": socket.gethostname(),
+        "argv": sys.argv,
+        "utc_time": datetime.datetime.now(datetime.UTC).isoformat(),
+    }
+
+
+def _git(repo: pathlib.Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _json_float(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,110 @@
+"""Optimisers, learning-rate schedules and gradient clipping, assembled from optax.
+
+`build_optimizer(config)` returns one `optax.GradientTransformationExtraArgs`:
+
+    clip (by value, then by global norm)   # on the raw gradient
+    -> coupled L2 (g += weight_decay * w)   # "L2 regularisation" as in Zaremba et al.
+    -> the optimiser, with its schedule     # sgd / adam / adamw / rmsprop / adagrad
+    -> reduce-on-plateau (optional)          # scales the update; driven by `value=loss`
+    -> optax.apply_if_finite                  # a non-finite gradient never reaches the params
+    -> optax.MultiSteps (optional)            # gradient accumulation over micro-batches
+
+Decoupled weight decay (Loshchilov & Hutter 2019) is `optimizer.decoupled_weight_decay`, the
+`weight_decay` of optax.adamw (only `adamw` takes it: for plain SGD decoupled and coupled decay
+coincide up to the learning rate, so use `optimizer.weight_decay` there).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+
+def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """The learning rate as a function of the optimiser step.
+
+    Args:
+      config: the full config; reads `optimizer.learning_rate` and `schedule.*`.
+
+    Returns:
+      `step -> learning rate`. `step_decay` is Zaremba et al.'s "multiply by decay_rate
+      every epoch after epoch k": `decay_every_steps` = steps per epoch and
+      `decay_begin_step` = k * steps per epoch, converted in the config file.
+    """
+    lr = config.optimizer.learning_rate
+    sched = config.schedule
+    if sched.name in ("constant", "plateau"):
+        main = optax.constant_schedule(lr)
+    elif sched.name == "step_decay":
+        main = optax.exponential_decay(
+            lr,
+            transition_steps=sched.decay_every_steps,
+            decay_rate=sched.decay_rate,
+            transition_begin=sched.decay_begin_step,
+            staircase=True,
+        )
+    elif sched.name == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=lr,
+            warmup_steps=sched.warmup_steps,
+            decay_steps=max(config.train.num_steps // config.train.grad_accum_steps, 1),
+            end_value=sched.end_value,
+        )
+    else:
+        raise ValueError(f"schedule.name={sched.name!r}: must be one of the known schedules")
+    if sched.warmup_steps:
+        warmup = optax.linear_schedule(0.0, lr, sched.warmup_steps)
+        return optax.join_schedules([warmup, main], [sched.warmup_steps])
+    return main
+
+
+def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+    """The whole update rule of a config (see the module docstring for the order)."""
+    opt = config.optimizer
+    schedule = build_schedule(config)
+    parts = []
+    if opt.clip_value is not None:
+        parts.append(optax.clip(opt.clip_value))
+    if opt.clip_global_norm is not None:
+        parts.append(optax.clip_by_global_norm(opt.clip_global_norm))
+    if opt.weight_decay:
+        parts.append(optax.add_decayed_weights(opt.weight_decay))
+    parts.append(_base_optimizer(opt, schedule))
+    if config.schedule.name == "plateau":
+        parts.append(
+            optax.contrib.reduce_on_plateau(
+                factor=config.schedule.plateau_factor,
+                patience=config.schedule.plateau_patience,
+                rtol=config.schedule.plateau_rtol,
+                accumulation_size=config.schedule.plateau_accumulation_steps,
+            )
+        )
+    # The non-finite guard skips the update inside the step; the runtime decides on the host
+    # whether to stop (train.nonfinite='stop') or go on. The large limit keeps optax from ever
+    # applying a non-finite update by itself.
+    tx = optax.apply_if_finite(optax.chain(*parts), max_consecutive_errors=2**30)
+    if config.train.grad_accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=config.train.grad_accum_steps)
+    return optax.with_extra_args_support(tx)
+
+
+def _base_optimizer(
+    opt: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
+    momentum = opt.momentum or None
+    if opt.name == "sgd":
+        return optax.sgd(schedule, momentum=momentum, nesterov=opt.nesterov)
+    if opt.name == "adam":
+        return optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+    if opt.name == "adamw":
+        return optax.adamw(
+            schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.decoupled_weight_decay
+        )
+    if opt.name == "rmsprop":
+        return optax.rmsprop(schedule, eps=opt.eps, momentum=momentum, nesterov=opt.nesterov)
+    if opt.name == "adagrad":
+        return optax.adagrad(schedule, eps=opt.eps)
+    raise ValueError(
+        f"optimizer.name={opt.name!r}: must be one of sgd, adam, adamw, rmsprop, adagrad"
+    )
