@@ -1,0 +1,286 @@
+"""Batching: padded batches with lengths and masks, length buckets, LM streams, resumable order.
+
+Batches are dicts of numpy arrays, batch-major (the project's contract):
+
+    {"inputs":  int32   [batch, time]   right-padded with pad_id,
+     "targets": int32   [batch, time]   (or [batch] for sequence labels),
+     "lengths": int32   [batch]         1 <= lengths <= time,
+     "mask":    float32 [batch, time]   1.0 on real positions, 0.0 on padding}
+
+`pad_batch` builds one from a list of examples (dicts of 1-D int arrays and scalars); every
+field named in `length_fields` gets its own lengths and mask (`inputs` -> `lengths`, `mask`;
+any other field `f` -> `f_lengths`, `f_mask`, e.g. `source_lengths` for seq2seq).
+
+Which examples go together is a *plan*: a list of index arrays, one per batch, that depends
+only on `(seed, epoch)`: `epoch_plan` shuffles (numpy `default_rng([seed, epoch])`), optionally
+buckets by length (sort within pools of `bucket_pool` batches, then shuffle the batches, as in
+torchtext's BucketIterator: little padding, still random), and `sorted_eval_batches` sorts the
+whole split by length for evaluation (the caller restores order through the indices).
+
+`BatchIterator` walks the plan; `for batch in iterator` runs the rest of the current epoch.
+Its `state_dict()` `{"seed", "epoch", "batch_index"}` is all a checkpoint needs: after
+`load_state_dict` it yields exactly the batches that would have come next.
+
+`LMStream` is the contiguous language-model stream of Zaremba et al. (2014) (the TensorFlow
+PTB tutorial's `ptb_producer`): the token stream is cut into `batch_size` rows; batch `i` is
+`inputs = rows[:, i*steps:(i+1)*steps]`, `targets` = the same shifted by one token, so row `b`
+of batch `i+1` continues row `b` of batch `i` and the model carries its hidden state across
+batches (truncated BPTT), resetting it at the start of each epoch (each `for` loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+def pad_batch(
+    examples: Sequence[Mapping[str, np.ndarray | int | float]],
+    pad_id: int = 0,
+    length_fields: Sequence[str] = ("inputs",),
+    time_multiple: int = 1,
+) -> Batch:
+    """Stacks examples into one right-padded batch.
+
+    Args:
+      examples: dicts with the same keys; 1-D array values are sequences (padded to the
+        longest in the batch, rounded up to `time_multiple`), scalars are stacked to `[batch]`.
+      pad_id: the value padding positions get.
+      length_fields: sequence fields that get `lengths` int32 `[batch]` and `mask` float32
+        `[batch, time]` (named `lengths`/`mask` for `inputs`, `<f>_lengths`/`<f>_mask` else).
+      time_multiple: round the padded time up to a multiple of this, so that jit sees few
+        distinct shapes.
+    """
+    if not examples:
+        raise ValueError("pad_batch needs at least one example, got an empty list")
+    if time_multiple < 1:
+        raise ValueError(f"time_multiple={time_multiple} must be >= 1")
+    keys = list(examples[0])
+    for field in length_fields:
+        if field not in keys:
+            raise ValueError(f"length field {field!r} is not an example key; keys are {keys}")
+    batch: Batch = {}
+    for key in keys:
+        values = [np.asarray(example[key]) for example in examples]
+        if values[0].ndim == 0:
+            batch[key] = np.stack(values)
+            continue
+        lengths = np.array([len(v) for v in values], dtype=np.int32)
+        if key in length_fields and lengths.min() < 1:
+            raise ValueError(f"field {key!r} has an empty sequence; lengths must be >= 1")
+        time = -(-int(lengths.max()) // time_multiple) * time_multiple
+        padded = np.full((len(values), time), pad_id, dtype=values[0].dtype)
+        for row, value in enumerate(values):
+            padded[row, : len(value)] = value
+        batch[key] = padded
+        if key in length_fields:
+            prefix = "" if key == "inputs" else f"{key}_"
+            batch[f"{prefix}lengths"] = lengths
+            batch[f"{prefix}mask"] = (np.arange(time)[None, :] < lengths[:, None]).astype(
+                np.float32
+            )
+    return batch
+
+
+def epoch_plan(
+    lengths: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    bucket_pool: int | None = None,
+    drop_remainder: bool = False,
+) -> list[np.ndarray]:
+    """The batches of one epoch as example-index arrays; a pure function of its arguments.
+
+    Args:
+      lengths: int `[num_examples]` lengths (used for bucketing only).
+      bucket_pool: None = no bucketing; k = sort each window of k*batch_size shuffled examples
+        by length before cutting it into batches, then shuffle the batch order.
+      drop_remainder: drop the last, smaller batch.
+    """
+    lengths = np.asarray(lengths)
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if bucket_pool is not None and bucket_pool < 1:
+        raise ValueError(f"bucket_pool={bucket_pool} must be None or >= 1")
+    rng = np.random.default_rng([seed, epoch])
+    n = len(lengths)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    if bucket_pool is not None:
+        window = bucket_pool * batch_size
+        order = np.concatenate(
+            [
+                chunk[np.argsort(lengths[chunk], kind="stable")]
+                for chunk in np.split(order, range(window, n, window))
+            ]
+        )
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if drop_remainder and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    if bucket_pool is not None and shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def sorted_eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Evaluation batches of examples sorted by decreasing length (least padding, no drops).
+
+    Returns example-index arrays; results for example `j` are found through them.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class BatchIterator:
+    """Deterministic, resumable epochs of padded batches over in-memory examples.
+
+    `for batch in it:` yields the rest of the current epoch and then moves to the next one.
+    `state_dict()` -> `{"seed", "epoch", "batch_index"}`; `load_state_dict(state)` resumes
+    exactly there (the plan is recomputed from `(seed, epoch)`).
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Mapping[str, np.ndarray | int | float]],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        bucket_pool: int | None = None,
+        drop_remainder: bool = False,
+        length_key: str = "inputs",
+        collate: Callable[[list], Batch] = pad_batch,
+    ) -> None:
+        if not examples:
+            raise ValueError("BatchIterator got no examples (empty split)")
+        if length_key not in examples[0]:
+            raise ValueError(
+                f"length_key={length_key!r} is not an example key: {list(examples[0])}"
+            )
+        self.examples = examples
+        self.lengths = np.array([len(e[length_key]) for e in examples])
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.bucket_pool = bucket_pool
+        self.drop_remainder = drop_remainder
+        self.collate = collate
+        self.seed = seed
+        self.epoch = 0
+        self.batch_index = 0
+        if not self.plan():
+            raise ValueError(
+                f"{len(examples)} examples give no batch of batch_size={batch_size} "
+                "with drop_remainder=True"
+            )
+
+    def plan(self) -> list[np.ndarray]:
+        """The current epoch's batches as example-index arrays."""
+        return epoch_plan(
+            self.lengths,
+            self.batch_size,
+            self.seed,
+            self.epoch,
+            self.shuffle,
+            self.bucket_pool,
+            self.drop_remainder,
+        )
+
+    def __len__(self) -> int:
+        return len(self.plan())
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan = self.plan()
+        while self.batch_index < len(plan):
+            indices = plan[self.batch_index]
+            self.batch_index += 1
+            yield self.collate([self.examples[i] for i in indices])
+        self.epoch += 1
+        self.batch_index = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        missing = {"seed", "epoch", "batch_index"} - set(state)
+        if missing:
+            raise ValueError(f"iterator state is missing {sorted(missing)}: {dict(state)}")
+        self.seed, self.epoch, self.batch_index = (
+            int(state["seed"]),
+            int(state["epoch"]),
+            int(state["batch_index"]),
+        )
+
+
+class LMStream:
+    """Contiguous `[batch_size, num_steps]` language-model batches (Zaremba et al. 2014).
+
+    Args:
+      ids: int `[num_tokens]`, the whole split as one token stream (sentences joined, each
+        ending in `<eos>`).
+      batch_size, num_steps: rows and truncated-BPTT length.
+
+    Batch `i`: `{"inputs": int32 [batch_size, num_steps], "targets": int32 [...]}` with
+    `inputs[b, t] = ids[b * row_length + i * num_steps + t]` and targets one token later.
+    There are `(row_length - 1) // num_steps` batches per epoch; the tail is dropped as in the
+    reference implementation. State: `{"epoch", "batch_index"}`, as for `BatchIterator`.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise ValueError(f"ids must be a 1-D token stream, got shape {ids.shape}")
+        if batch_size < 1 or num_steps < 1:
+            raise ValueError(f"batch_size={batch_size} and num_steps={num_steps} must be >= 1")
+        self.row_length = len(ids) // batch_size
+        self.num_batches = (self.row_length - 1) // num_steps
+        if self.num_batches < 1:
+            raise ValueError(
+                f"a stream of {len(ids)} tokens is too short for batch_size={batch_size} x "
+                f"num_steps={num_steps} (needs > {batch_size * (num_steps + 1) - 1} tokens)"
+            )
+        self.rows = ids[: batch_size * self.row_length].astype(np.int32).reshape(batch_size, -1)
+        self.batch_size = batch_size
+        self.num_steps = num_steps
+        self.epoch = 0
+        self.batch_index = 0
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def batch(self, index: int) -> Batch:
+        """Batch `index` of an epoch (0 <= index < len(self))."""
+        if not 0 <= index < self.num_batches:
+            raise ValueError(f"batch index {index} is outside [0, {self.num_batches})")
+        start = index * self.num_steps
+        return {
+            "inputs": self.rows[:, start : start + self.num_steps],
+            "targets": self.rows[:, start + 1 : start + self.num_steps + 1],
+        }
+
+    def __iter__(self) -> Iterator[Batch]:
+        while self.batch_index < self.num_batches:
+            index = self.batch_index
+            self.batch_index += 1
+            yield self.batch(index)
+        self.epoch += 1
+        self.batch_index = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        missing = {"epoch", "batch_index"} - set(state)
+        if missing:
+            raise ValueError(f"stream state is missing {sorted(missing)}: {dict(state)}")
+        self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])
+
+
+def repeat_epochs(iterable: BatchIterator | LMStream) -> Iterator[Batch]:
+    """Endless batches from an epoch-wise iterable (for step-based training loops)."""
+    while True:
+        yield from iterable

@@ -1,0 +1,321 @@
+"""Strict, streaming readers for the corpus formats researchers bring.
+
+Each reader is a generator over one file (or one file pair) that yields one example at a
+time as a dict of Python lists/strings, so a corpus never has to fit in memory twice:
+
+| reader | format | yields |
+|---|---|---|
+| `read_text(path, level, eos)` | plain text, one sentence per line | `{"tokens": [str]}` |
+| `read_conllu(path)` | CoNLL-U (10 tab-separated columns) | `{"tokens", "upos", "xpos", ...}` |
+| `read_conll(path, label_column)` | CoNLL columns (token first) | `{"tokens", "tags"}` |
+| `read_parallel(src, tgt, level)` | two line-aligned files | `{"source", "target"}` |
+| `read_tsv(path, ...)` | `text<TAB>label` lines | `{"tokens", "label"}` |
+| `read_sst(path)` | SST PTB-tree lines `(3 (2 a) (4 b))` | `{"tokens", "label": int}` |
+
+`read_conllu` also gives "lemmas", "heads" (int) and "deprels". Parsing is strict: a
+malformed line raises `DataFormatError` (a `ValueError`) whose message starts with
+`file:line:`; a missing file raises `FileNotFoundError` naming it; a file that yields no
+example raises `DataFormatError` ("empty split"), because an empty split silently trains or
+evaluates on nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+from rnn_jax.data.tokenize import get_tokenizer
+
+PathLike = str | os.PathLike
+
+
+class DataFormatError(ValueError):
+    """A data file does not follow its format; the message names file:line."""
+
+
+def _check_file(path: PathLike) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file {os.fspath(path)!r} does not exist")
+
+
+def read_lines(path: PathLike) -> Iterator[tuple[int, str]]:
+    """Yields `(line_number, line)` (1-based, without the trailing newline) of a UTF-8 file."""
+    _check_file(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        for number, line in enumerate(f, start=1):
+            yield number, line.rstrip("\r\n")
+
+
+def _nonempty(examples: Iterator[dict], path: PathLike) -> Iterator[dict]:
+    """Passes examples through, raising if there were none (an empty split)."""
+    count = 0
+    for example in examples:
+        count += 1
+        yield example
+    if count == 0:
+        raise DataFormatError(f"{os.fspath(path)}: no examples in this file (empty split)")
+
+
+def read_text(path: PathLike, level: str = "word", eos: str | None = None) -> Iterator[dict]:
+    """Plain text, one example per line: `{"tokens": [...]}`.
+
+    Args:
+      level: 'word' (whitespace split) or 'char' (every character; the line's newline is kept
+        as a "\\n" token so that concatenated examples reproduce the file).
+      eos: appended to every line's tokens when given (PTB: '<eos>', as in the literature).
+    """
+    tokenize = get_tokenizer(level)
+
+    _check_file(path)
+
+    def examples() -> Iterator[dict]:
+        with open(path, encoding="utf-8", newline="") as f:
+            for line in f:
+                text = line if level == "char" else line.rstrip("\r\n")
+                tokens = tokenize(text)
+                if eos is not None:
+                    tokens.append(eos)
+                yield {"tokens": tokens}
+
+    return _nonempty(examples(), path)
+
+
+_CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+
+
+def read_conllu(path: PathLike) -> Iterator[dict]:
+    """CoNLL-U sentences (https://universaldependencies.org/format.html).
+
+    Yields `{"tokens", "lemmas", "upos", "xpos", "heads", "deprels"}` over the syntactic words:
+    multiword-token lines (`1-2`) and empty nodes (`8.1`) are skipped, as taggers and parsers
+    use the words. Word ids must run 1, 2, 3, ... within a sentence; heads must be integers.
+    """
+    _check_file(path)
+
+    def sentences() -> Iterator[dict]:
+        words: list[list[str]] = []
+        for number, line in read_lines(path):
+            where = f"{os.fspath(path)}:{number}"
+            if not line.strip():
+                if words:
+                    yield _conllu_sentence(words)
+                    words = []
+                continue
+            if line.startswith("#"):
+                continue
+            fields = line.split("\t")
+            if len(fields) != 10:
+                raise DataFormatError(
+                    f"{where}: expected 10 tab-separated CoNLL-U columns, found {len(fields)}: "
+                    f"{line[:80]!r}"
+                )
+            word_id = fields[0]
+            if "-" in word_id or "." in word_id:
+                continue
+            if not word_id.isdigit() or int(word_id) != len(words) + 1:
+                raise DataFormatError(
+                    f"{where}: word id {word_id!r} should be {len(words) + 1} "
+                    "(ids run 1, 2, ... within a sentence; ranges a-b and decimals a.b are skipped)"
+                )
+            if not fields[6].isdigit():
+                raise DataFormatError(f"{where}: HEAD {fields[6]!r} is not an integer")
+            words.append(fields)
+        if words:
+            yield _conllu_sentence(words)
+
+    return _nonempty(sentences(), path)
+
+
+def _conllu_sentence(words: list[list[str]]) -> dict:
+    column = {name: [w[i] for w in words] for i, name in enumerate(_CONLLU_COLUMNS)}
+    return {
+        "tokens": column["form"],
+        "lemmas": column["lemma"],
+        "upos": column["upos"],
+        "xpos": column["xpos"],
+        "heads": [int(h) for h in column["head"]],
+        "deprels": column["deprel"],
+    }
+
+
+def read_conll(path: PathLike, label_column: int = -1) -> Iterator[dict]:
+    """CoNLL column files (CoNLL-2000 chunking, CoNLL-2003 NER, ...): `{"tokens", "tags"}`.
+
+    A token is a non-blank line of two or more space- or tab-separated columns, the token
+    first; a sentence is a block of token lines between blank lines; `-DOCSTART-` lines are
+    neither. Every token line of a file must have the same number of columns.
+
+    Args:
+      label_column: which column holds the tag (CoNLL-2003: 1 POS, 2 chunk, 3 = -1 NER).
+    """
+    _check_file(path)
+
+    def sentences() -> Iterator[dict]:
+        tokens: list[str] = []
+        tags: list[str] = []
+        num_columns = None
+        for number, line in read_lines(path):
+            fields = line.split()
+            if not fields:
+                if tokens:
+                    yield {"tokens": tokens, "tags": tags}
+                    tokens, tags = [], []
+                continue
+            if fields[0] == "-DOCSTART-":
+                continue
+            where = f"{os.fspath(path)}:{number}"
+            if num_columns is None:
+                num_columns = len(fields)
+                if num_columns < 2:
+                    raise DataFormatError(
+                        f"{where}: a CoNLL token line needs >= 2 columns (token and tag), "
+                        f"found {num_columns}: {line[:80]!r}"
+                    )
+                if not -num_columns <= label_column < num_columns or label_column in (
+                    0,
+                    -num_columns,
+                ):
+                    raise ValueError(
+                        f"label_column={label_column} is not a tag column of {os.fspath(path)} "
+                        f"(it has {num_columns} columns; the token is column 0)"
+                    )
+            elif len(fields) != num_columns:
+                raise DataFormatError(
+                    f"{where}: expected {num_columns} columns like the file's first token line, "
+                    f"found {len(fields)}: {line[:80]!r}"
+                )
+            tokens.append(fields[0])
+            tags.append(fields[label_column])
+        if tokens:
+            yield {"tokens": tokens, "tags": tags}
+
+    return _nonempty(sentences(), path)
+
+
+def read_parallel(
+    source_path: PathLike, target_path: PathLike, level: str = "word"
+) -> Iterator[dict]:
+    """Two line-aligned files (line i of one translates line i of the other).
+
+    Yields `{"source": [tokens], "target": [tokens]}`. Different line counts or an empty line
+    raise `DataFormatError` naming the file and line.
+    """
+    tokenize = get_tokenizer(level)
+    _check_file(source_path)
+    _check_file(target_path)
+
+    def pairs() -> Iterator[dict]:
+        source_lines = read_lines(source_path)
+        target_lines = read_lines(target_path)
+        for number in range(1, 1 << 62):
+            source = next(source_lines, None)
+            target = next(target_lines, None)
+            if source is None and target is None:
+                return
+            if source is None or target is None:
+                if source is None:
+                    short, long = source_path, target_path
+                else:
+                    short, long = target_path, source_path
+                raise DataFormatError(
+                    f"{os.fspath(long)}:{number}: parallel files have different line counts: "
+                    f"{os.fspath(short)} ends after {number - 1} lines"
+                )
+            for (_, text), file in ((source, source_path), (target, target_path)):
+                if not text.strip():
+                    raise DataFormatError(f"{os.fspath(file)}:{number}: empty sentence")
+            yield {"source": tokenize(source[1]), "target": tokenize(target[1])}
+
+    return _nonempty(pairs(), source_path)
+
+
+def read_tsv(
+    path: PathLike,
+    text_column: int = 0,
+    label_column: int = 1,
+    header: bool = False,
+    level: str = "word",
+) -> Iterator[dict]:
+    """Labelled sentences, one `text<TAB>label` line each (GLUE layout): `{"tokens", "label"}`.
+
+    Args:
+      text_column, label_column: which tab-separated fields hold the text and the label.
+      header: skip the first line (column names).
+    """
+    tokenize = get_tokenizer(level)
+    needed = max(text_column, label_column) + 1
+    _check_file(path)
+
+    def rows() -> Iterator[dict]:
+        for number, line in read_lines(path):
+            if header and number == 1:
+                continue
+            fields = line.split("\t")
+            if len(fields) < needed or not fields[text_column].strip() or not fields[label_column]:
+                raise DataFormatError(
+                    f"{os.fspath(path)}:{number}: expected a non-empty text in field "
+                    f"{text_column} and a label in field {label_column} (tab-separated), "
+                    f"found {len(fields)} fields: {line[:80]!r}"
+                )
+            yield {"tokens": tokenize(fields[text_column]), "label": fields[label_column]}
+
+    return _nonempty(rows(), path)
+
+
+_TREE_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def parse_sst_tree(line: str) -> tuple[int, list[str]]:
+    """`(3 (2 a) (4 b))` -> `(3, ["a", "b"])`: the root label and the leaf words.
+
+    Every node is `(LABEL CHILD...)` with an integer label 0-4; a leaf is `(LABEL word)`.
+    Raises ValueError (no location; `read_sst` adds file:line) when the tree is malformed.
+    """
+    tokens = _TREE_TOKEN.findall(line)
+    leaves: list[str] = []
+    depth = 0
+    position = 0
+    root_label = None
+    while position < len(tokens):
+        token = tokens[position]
+        if token == "(":
+            if depth == 0 and root_label is not None:
+                raise ValueError("more than one tree on the line")
+            label = tokens[position + 1] if position + 1 < len(tokens) else ""
+            if label not in ("0", "1", "2", "3", "4"):
+                raise ValueError(f"node label {label!r} is not an integer 0-4")
+            if root_label is None:
+                root_label = int(label)
+            depth += 1
+            position += 2
+        elif token == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError("unbalanced ')'")
+            position += 1
+        else:
+            if position + 1 >= len(tokens) or tokens[position + 1] != ")":
+                raise ValueError(f"word {token!r} is not a leaf '(label word)'")
+            leaves.append(token)
+            position += 1
+    if depth != 0 or root_label is None:
+        raise ValueError("unbalanced '(' or no tree")
+    if not leaves:
+        raise ValueError("tree has no words")
+    return root_label, leaves
+
+
+def read_sst(path: PathLike) -> Iterator[dict]:
+    """Stanford Sentiment Treebank PTB-tree lines: `{"tokens": leaves, "label": root 0-4}`."""
+    _check_file(path)
+
+    def trees() -> Iterator[dict]:
+        for number, line in read_lines(path):
+            try:
+                label, leaves = parse_sst_tree(line)
+            except ValueError as e:
+                raise DataFormatError(f"{os.fspath(path)}:{number}: {e}: {line[:80]!r}") from None
+            yield {"tokens": leaves, "label": label}
+
+    return _nonempty(trees(), path)

@@ -1,0 +1,22 @@
+"""Where the real datasets live: `default_data_root()`.
+
+Order: an explicit `root` (config `data.root`), else the `RNN_JAX_DATA` environment
+variable, else `../shared/data` beside the repository checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def default_data_root(root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The data root: `root` if given, else `$RNN_JAX_DATA`, else `<repo>/../shared/data`."""
+    if root:
+        return pathlib.Path(root)
+    env = os.environ.get("RNN_JAX_DATA")
+    if env:
+        return pathlib.Path(env)
+    return REPO_ROOT.parent / "shared" / "data"

@@ -1,0 +1,39 @@
+"""Tokenisation: a line of text -> a list of token strings.
+
+    word_tokens("the cat sat ")  == ["the", "cat", "sat"]     # whitespace split
+    char_tokens("ab c")          == ["a", "b", " ", "c"]      # every character, spaces kept
+    get_tokenizer("word" | "char") -> one of the two
+
+Word tokenisation is a whitespace split because every corpus we read (PTB, Multi30k `tok/`,
+CoNLL, UD) is already tokenised by its creators; re-tokenising would change published counts.
+Character tokenisation keeps spaces (and, when the caller passes them, newlines), as char-rnn
+does, so that the model predicts word boundaries too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Tokenizer = Callable[[str], list[str]]
+
+
+def word_tokens(line: str) -> list[str]:
+    """Whitespace-separated tokens of `line` (leading/trailing spaces ignored)."""
+    return line.split()
+
+
+def char_tokens(line: str) -> list[str]:
+    """Every character of `line`, spaces and newlines included."""
+    return list(line)
+
+
+TOKENIZERS: dict[str, Tokenizer] = {"word": word_tokens, "char": char_tokens}
+
+
+def get_tokenizer(level: str) -> Tokenizer:
+    """The tokenizer for `level` ('word' or 'char')."""
+    if level not in TOKENIZERS:
+        raise ValueError(
+            f"level={level!r} is not a tokenisation level; choose from {list(TOKENIZERS)}"
+        )
+    return TOKENIZERS[level]

@@ -1,0 +1,189 @@
+"""Vocabularies: token <-> id maps built from training data, saved beside checkpoints.
+
+A `Vocabulary` is an immutable, ordered list of token strings. The special tokens it was
+built with come first, in the order `pad, unk, bos, eos` (a role set to `None` is left out),
+so `pad` is id 0 whenever there is one and a float mask is simply `ids != pad_id`. The other
+tokens follow by decreasing training frequency, ties broken by the token string, so the same
+training data always gives the same ids.
+
+    vocab = Vocabulary.build(train_sentences, min_freq=1, max_size=None)
+    ids = vocab.encode(["the", "cat", "<eos>"])        # int32 [len]
+    vocab.save(workdir / "vocab.json"); Vocabulary.load(workdir / "vocab.json")
+
+Out-of-vocabulary tokens map to `unk_id`; a vocabulary built with `unk=None` raises on them
+(closed vocabularies: Penn Treebank, Tiny Shakespeare characters). `num_specials` counts the
+specials that never occur in the training data (the ones the pipeline adds): for PTB, whose
+files already contain `<unk>` and get one `<eos>` per line, it is 0 and `len(vocab)` is 10,000.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+SPECIAL_ROLES = ("pad", "unk", "bos", "eos")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """An ordered token list plus the names of its special tokens.
+
+    Attributes:
+      tokens: every token, specials first; the id of a token is its index.
+      pad, unk, bos, eos: the special token strings, or `None` when the role is absent.
+      num_specials: how many specials were added (did not occur in the training data).
+    """
+
+    tokens: tuple[str, ...]
+    pad: str | None = "<pad>"
+    unk: str | None = "<unk>"
+    bos: str | None = "<bos>"
+    eos: str | None = "<eos>"
+    num_specials: int = 0
+
+    def __post_init__(self) -> None:
+        if len(set(self.tokens)) != len(self.tokens):
+            dup = [t for t, c in collections.Counter(self.tokens).items() if c > 1]
+            raise ValueError(f"Vocabulary tokens must be distinct; repeated: {dup[:10]}")
+        for role in SPECIAL_ROLES:
+            token = getattr(self, role)
+            if token is not None and token not in self._index:
+                raise ValueError(f"Vocabulary {role}={token!r} is not one of its tokens")
+
+    @property
+    def _index(self) -> dict[str, int]:
+        # Cached on first use; the dataclass is frozen, so write through object.__setattr__.
+        index = self.__dict__.get("_index_cache")
+        if index is None:
+            index = {token: i for i, token in enumerate(self.tokens)}
+            object.__setattr__(self, "_index_cache", index)
+        return index
+
+    @classmethod
+    def build(
+        cls,
+        sequences: Iterable[Sequence[str]] | collections.Counter,
+        *,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        pad: str | None = "<pad>",
+        unk: str | None = "<unk>",
+        bos: str | None = "<bos>",
+        eos: str | None = "<eos>",
+    ) -> Vocabulary:
+        """Builds a vocabulary from training token sequences (or a token Counter).
+
+        Args:
+          sequences: iterable of token lists, or a `collections.Counter` of token counts.
+          min_freq: keep tokens seen at least this often (>= 1).
+          max_size: at most this many tokens in total, specials included (None = no limit).
+          pad, unk, bos, eos: special token strings; `None` leaves the role out.
+        """
+        if min_freq < 1:
+            raise ValueError(f"min_freq={min_freq} must be >= 1")
+        if isinstance(sequences, collections.Counter):
+            counts = sequences
+        else:
+            counts = collections.Counter()
+            for tokens in sequences:
+                counts.update(tokens)
+        specials = [t for t in (pad, unk, bos, eos) if t is not None]
+        if len(set(specials)) != len(specials):
+            raise ValueError(f"special tokens must be distinct, got {specials}")
+        if max_size is not None and max_size < len(specials):
+            raise ValueError(f"max_size={max_size} is smaller than the {len(specials)} specials")
+        rest = sorted(
+            (t for t, c in counts.items() if c >= min_freq and t not in specials),
+            key=lambda t: (-counts[t], t),
+        )
+        if max_size is not None:
+            rest = rest[: max_size - len(specials)]
+        added = sum(1 for t in specials if counts.get(t, 0) == 0)
+        return cls(tuple(specials + rest), pad, unk, bos, eos, added)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._index
+
+    def _id(self, role: str) -> int:
+        token = getattr(self, role)
+        if token is None:
+            raise ValueError(f"this vocabulary has no {role} token ({role}=None when built)")
+        return self._index[token]
+
+    @property
+    def pad_id(self) -> int:
+        return self._id("pad")
+
+    @property
+    def unk_id(self) -> int:
+        return self._id("unk")
+
+    @property
+    def bos_id(self) -> int:
+        return self._id("bos")
+
+    @property
+    def eos_id(self) -> int:
+        return self._id("eos")
+
+    def encode(self, tokens: Sequence[str]) -> np.ndarray:
+        """Token strings -> int32 ids `[len(tokens)]`; OOV -> `unk_id` (error if no unk)."""
+        index = self._index
+        if self.unk is None:
+            try:
+                return np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
+            except KeyError as e:
+                raise ValueError(
+                    f"token {e.args[0]!r} is not in this closed vocabulary (built with unk=None)"
+                ) from None
+        unk_id = index[self.unk]
+        return np.fromiter((index.get(t, unk_id) for t in tokens), np.int32, len(tokens))
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Ids -> token strings."""
+        return [self.tokens[int(i)] for i in ids]
+
+    def oov_rate(self, sequences: Iterable[Sequence[str]]) -> float:
+        """Fraction of tokens (over all sequences) that are not in the vocabulary."""
+        total = oov = 0
+        index = self._index
+        for tokens in sequences:
+            total += len(tokens)
+            oov += sum(1 for t in tokens if t not in index)
+        return oov / total if total else 0.0
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (what `save` writes and a checkpoint stores)."""
+        return {
+            "tokens": list(self.tokens),
+            **{role: getattr(self, role) for role in SPECIAL_ROLES},
+            "num_specials": self.num_specials,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Vocabulary:
+        missing = {"tokens", *SPECIAL_ROLES, "num_specials"} - set(d)
+        if missing:
+            raise ValueError(f"vocabulary dict is missing keys {sorted(missing)}")
+        return cls(tuple(d["tokens"]), *(d[r] for r in SPECIAL_ROLES), int(d["num_specials"]))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the vocabulary as JSON (UTF-8)."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocabulary:
+        """Reads a vocabulary written by `save`."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"vocabulary file {path} does not exist")
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))

@@ -1,0 +1,146 @@
+"""Batching: padding/masks vs a per-example loop, plans, resume, and Zaremba LM streams."""
+
+import numpy as np
+import pytest
+
+from rnn_jax.data.batching import (
+    BatchIterator,
+    LMStream,
+    epoch_plan,
+    pad_batch,
+    repeat_epochs,
+    sorted_eval_batches,
+)
+
+
+def _examples(n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        length = int(rng.integers(1, 30))
+        ids = rng.integers(1, 50, size=length).astype(np.int32)
+        out.append({"inputs": ids, "targets": ids[::-1].copy(), "label": i})
+    return out
+
+
+def test_pad_batch_matches_per_example_loop():
+    examples = _examples(7)
+    batch = pad_batch(examples, pad_id=0, time_multiple=8)
+    time = batch["inputs"].shape[1]
+    longest = max(len(e["inputs"]) for e in examples)
+    assert time % 8 == 0 and longest <= time < longest + 8
+    for row, example in enumerate(examples):
+        n = len(example["inputs"])
+        assert batch["lengths"][row] == n
+        for t in range(time):
+            real = t < n
+            assert batch["mask"][row, t] == (1.0 if real else 0.0)
+            assert batch["inputs"][row, t] == (example["inputs"][t] if real else 0)
+            assert batch["targets"][row, t] == (example["targets"][t] if real else 0)
+    np.testing.assert_array_equal(batch["label"], np.arange(7))
+    assert batch["lengths"].dtype == np.int32 and batch["mask"].dtype == np.float32
+
+
+def test_pad_batch_seq2seq_fields_get_their_own_lengths():
+    examples = [
+        {"source": np.array([1, 2, 3]), "targets": np.array([4])},
+        {"source": np.array([5]), "targets": np.array([6, 7])},
+    ]
+    batch = pad_batch(examples, length_fields=("source", "targets"))
+    np.testing.assert_array_equal(batch["source_lengths"], [3, 1])
+    np.testing.assert_array_equal(batch["targets_lengths"], [1, 2])
+    np.testing.assert_array_equal(batch["targets_mask"], [[1, 0], [1, 1]])
+    with pytest.raises(ValueError, match="length field 'inputs'"):
+        pad_batch(examples)
+    with pytest.raises(ValueError, match="empty list"):
+        pad_batch([])
+
+
+def test_epoch_plan_is_a_deterministic_permutation_per_epoch():
+    lengths = np.arange(103) % 17 + 1
+    plan = epoch_plan(lengths, 10, seed=3, epoch=0)
+    assert sorted(np.concatenate(plan).tolist()) == list(range(103))
+    assert [len(b) for b in plan] == [10] * 10 + [3]
+    again = epoch_plan(lengths, 10, seed=3, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(plan, again, strict=True))
+    other = epoch_plan(lengths, 10, seed=3, epoch=1)
+    assert not np.array_equal(np.concatenate(plan), np.concatenate(other))
+    assert len(epoch_plan(lengths, 10, 3, 0, drop_remainder=True)) == 10
+    assert np.array_equal(
+        np.concatenate(epoch_plan(lengths, 10, 3, 0, shuffle=False)), np.arange(103)
+    )
+
+
+def test_bucketing_reduces_padding_and_keeps_every_example():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=2000)
+
+    def padding(plan):
+        return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in plan)
+
+    plain = epoch_plan(lengths, 32, seed=0, epoch=0)
+    bucketed = epoch_plan(lengths, 32, seed=0, epoch=0, bucket_pool=50)
+    assert sorted(np.concatenate(bucketed).tolist()) == list(range(2000))
+    assert padding(bucketed) < 0.1 * padding(plain)
+    evaluation = sorted_eval_batches(lengths, 32)
+    flat = np.concatenate(evaluation)
+    assert sorted(flat.tolist()) == list(range(2000))
+    assert np.all(np.diff(lengths[flat]) <= 0)
+
+
+def test_iterator_resumes_exactly_from_its_state_dict():
+    examples = _examples(45)
+    reference = BatchIterator(examples, 4, seed=7, bucket_pool=3)
+    stream = repeat_epochs(reference)
+    expected = [next(stream) for _ in range(30)]  # crosses two epoch boundaries (12 per epoch)
+
+    interrupted = BatchIterator(examples, 4, seed=7, bucket_pool=3)
+    it = repeat_epochs(interrupted)
+    first = [next(it) for _ in range(17)]
+    state = interrupted.state_dict()
+    assert state == {"seed": 7, "epoch": 1, "batch_index": 5}
+    resumed = BatchIterator(examples, 4, seed=0, bucket_pool=3)
+    resumed.load_state_dict(state)
+    it = repeat_epochs(resumed)
+    rest = [next(it) for _ in range(13)]
+    for got, want in zip(first + rest, expected, strict=True):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    with pytest.raises(ValueError, match="missing"):
+        resumed.load_state_dict({"epoch": 0})
+
+
+def test_lm_stream_matches_the_zaremba_reader_formula():
+    ids = np.arange(1000, 1000 + 1003)
+    batch_size, steps = 4, 7
+    stream = LMStream(ids, batch_size, steps)
+    row_length = len(ids) // batch_size
+    assert len(stream) == (row_length - 1) // steps
+    batches = list(stream)
+    assert len(batches) == len(stream) and stream.state_dict() == {"epoch": 1, "batch_index": 0}
+    for i, batch in enumerate(batches):
+        for b in range(batch_size):
+            for t in range(steps):
+                assert batch["inputs"][b, t] == ids[b * row_length + i * steps + t]
+                assert batch["targets"][b, t] == ids[b * row_length + i * steps + t + 1]
+    # Row b continues across batches: that is why the hidden state can be carried over.
+    joined = np.concatenate([b["inputs"] for b in batches], axis=1)
+    for b in range(batch_size):
+        np.testing.assert_array_equal(
+            joined[b], ids[b * row_length : b * row_length + joined.shape[1]]
+        )
+
+
+def test_lm_stream_resume_and_errors():
+    ids = np.arange(500)
+    stream = LMStream(ids, 3, 5)
+    it = iter(stream)
+    next(it), next(it)
+    state = stream.state_dict()
+    resumed = LMStream(ids, 3, 5)
+    resumed.load_state_dict(state)
+    np.testing.assert_array_equal(next(iter(resumed))["inputs"], stream.batch(2)["inputs"])
+    with pytest.raises(ValueError, match="too short"):
+        LMStream(np.arange(10), 4, 5)
+    with pytest.raises(ValueError, match="1-D"):
+        LMStream(np.zeros((2, 3)), 1, 1)

@@ -1,0 +1,57 @@
+"""Language-model corpora: real PTB / Tiny Shakespeare counts, Markov and users' text."""
+
+import numpy as np
+import pytest
+
+from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
+from rnn_jax.data.lm_corpus import markov_lm, text_lm
+
+
+@pytest.fixture(scope="session")
+def ptb(data_root):
+    return lm_corpus("ptb", data_root)
+
+
+def test_ptb_counts_match_the_literature(ptb, data_root):
+    assert {s: len(ids) for s, ids in ptb.splits.items()} == {
+        "train": 929_589,
+        "valid": 73_760,
+        "test": 82_430,
+    }
+    assert len(ptb.vocab) == 10_000 and ptb.vocab.num_specials == 0
+    # One <eos> per line: 42,068 / 3,370 / 3,761 lines.
+    eos = ptb.vocab.eos_id
+    assert [int((ids == eos).sum()) for ids in ptb.splits.values()] == [42_068, 3_370, 3_761]
+    first_line = (data_root / "ptb" / "ptb.train.txt").open().readline().split()
+    assert ptb.vocab.decode(ptb.splits["train"][: len(first_line) + 1]) == first_line + ["<eos>"]
+
+
+def test_ptb_stream_has_the_tutorials_epoch_size(ptb):
+    # TensorFlow PTB tutorial, small config (batch 20, 35 steps): ((929589 // 20) - 1) // 35.
+    assert len(LMStream(ptb.splits["train"], 20, 35)) == 1327
+
+
+def test_tiny_shakespeare_split_and_vocabulary(data_root):
+    corpus = lm_corpus("tiny_shakespeare", data_root)
+    lengths = {s: len(ids) for s, ids in corpus.splits.items()}
+    assert lengths == {"train": 1_003_854, "valid": 55_770, "test": 55_770}
+    assert sum(lengths.values()) == 1_115_394 and len(corpus.vocab) == 65
+    text = (data_root / "tiny_shakespeare" / "input.txt").read_text(encoding="utf-8")
+    assert "".join(corpus.vocab.decode(corpus.splits["test"])) == text[1_059_624:]
+
+
+def test_markov_corpus_and_user_text(tmp_path):
+    lang = MarkovLanguage(vocab_size=5, order=2)
+    corpus = markov_lm(lang, {"train": 3000, "valid": 500}, seed=1)
+    assert len(corpus.vocab) == 5 and len(corpus.splits["valid"]) == 500
+    np.testing.assert_array_equal(corpus.splits["train"], lang.stream([1, 0], 3000))
+    (tmp_path / "train.txt").write_text("a b\nb c a\n")
+    (tmp_path / "valid.txt").write_text("a z\n")
+    corpus = text_lm(tmp_path / "train.txt", tmp_path / "valid.txt")
+    assert corpus.vocab.decode(corpus.splits["valid"]) == ["a", "<unk>", "<eos>"]
+    assert lm_corpus(f"text:{tmp_path / 'train.txt'}").splits["train"].shape == (7,)
+
+
+def test_unknown_corpus_lists_the_choices():
+    with pytest.raises(ValueError, match="'wikitext'.*'ptb', 'tiny_shakespeare', 'markov'"):
+        lm_corpus("wikitext")

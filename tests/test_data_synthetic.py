@@ -1,0 +1,129 @@
+"""Synthetic tasks checked against their known answers (Monte Carlo and brute force)."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rnn_jax.data.synthetic import AddingProblem, CopyTask, MarkovLanguage, TemporalOrder
+
+
+def test_copy_task_layout_and_memoryless_baseline():
+    task = CopyTask(blank_length=30, num_symbols=10, num_categories=8)
+    batch = task.sample(np.random.default_rng(0), 4000)
+    x, y = batch["inputs"], batch["targets"]
+    assert x.shape == y.shape == (4000, 50)
+    np.testing.assert_array_equal(y[:, -10:], x[:, :10])
+    assert np.all(x[:, 10 + 30 - 1] == task.delimiter)
+    assert np.all(np.delete(x, list(range(10)) + [39], axis=1) == 0)
+    assert np.all(y[:, :-10] == 0) and x[:, :10].min() == 1 and x[:, :10].max() == 8
+    # Best memoryless predictor = the empirical distribution of each target position.
+    nll = 0.0
+    for t in range(task.length):
+        p = np.bincount(y[:, t], minlength=task.vocab_size) / len(y)
+        nll -= np.log(p[y[:, t]]).mean()
+    assert nll / task.length == pytest.approx(task.baseline_cross_entropy(), rel=0.01)
+    assert CopyTask(blank_length=100).baseline_cross_entropy() == pytest.approx(
+        10 * math.log(8) / 120
+    )
+    with pytest.raises(ValueError, match="blank_length=0"):
+        CopyTask(blank_length=0)
+
+
+def test_adding_problem_targets_and_baseline():
+    task = AddingProblem(length=50)
+    batch = task.sample(np.random.default_rng(1), 20000)
+    x, y = batch["inputs"], batch["targets"]
+    assert x.shape == (20000, 50, 2) and x.dtype == np.float32
+    for row in range(50):
+        marked = np.nonzero(x[row, :, 1])[0]
+        assert len(marked) == 2 and marked[0] < 25 <= marked[1]
+        assert y[row] == pytest.approx(x[row, marked, 0].sum())
+    assert np.mean((y - 1.0) ** 2) == pytest.approx(task.baseline_mse(), abs=0.005)
+
+
+def test_temporal_order_class_matches_the_symbols():
+    task = TemporalOrder(windows=((0.1, 0.2), (0.33, 0.43), (0.66, 0.76)))
+    batch = task.sample(np.random.default_rng(2), 300)
+    assert task.num_classes == 8
+    for row in range(300):
+        n = batch["lengths"][row]
+        seq = batch["inputs"][row]
+        assert 100 <= n <= 110 and seq[0] == task.START and seq[n - 1] == task.END
+        assert np.all(seq[n:] == task.PAD) and batch["mask"][row].sum() == n
+        relevant = [(t, s) for t, s in enumerate(seq[:n]) if s in (task.X, task.Y)]
+        windows = [(10, 20), (33, 43), (66, 76)]
+        assert all(lo <= t <= hi for (t, _), (lo, hi) in zip(relevant, windows, strict=True))
+        label = int("".join("1" if s == task.Y else "0" for _, s in relevant), 2)
+        assert batch["targets"][row] == label
+    assert np.bincount(batch["targets"], minlength=8).min() > 15
+    with pytest.raises(ValueError, match="windows"):
+        TemporalOrder(windows=((0.5, 0.6), (0.1, 0.2)))
+
+
+def test_batches_are_reproducible_from_seed_and_step():
+    task = CopyTask(blank_length=5)
+    a, b, c = task.batch(3, 10, 8), task.batch(3, 10, 8), task.batch(3, 11, 8)
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    assert not np.array_equal(a["inputs"], c["inputs"])
+
+
+def test_markov_stationary_distribution_is_invariant():
+    lang = MarkovLanguage(vocab_size=5, order=2, concentration=0.3, seed=1)
+    pi = lang.stationary
+    assert pi.sum() == pytest.approx(1.0)
+    # One step of the context chain, written as an explicit loop.
+    moved = np.zeros_like(pi)
+    for a, b, c in itertools.product(range(5), repeat=3):
+        moved[b, c] += pi[a, b] * lang.transitions[a, b, c]
+    np.testing.assert_allclose(moved, pi, atol=1e-12)
+
+
+def test_markov_log_prob_is_a_distribution_and_gives_the_entropy_rate():
+    lang = MarkovLanguage(vocab_size=3, order=2, concentration=0.5, seed=4)
+    length = 5
+    sequences = np.array(list(itertools.product(range(3), repeat=length)))
+    log_p = lang.log_prob(sequences)
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-12)
+
+    def joint_entropy(k):
+        # Entropy of the first k tokens, by enumerating and marginalising the full joint.
+        p = np.exp(log_p).reshape((3,) * length).sum(axis=tuple(range(k, length)))
+        return -(p * np.log(p)).sum()
+
+    # For a stationary order-n chain, H(X_k | X_<k) equals the entropy rate for every k >= n.
+    for k in (3, 4, 5):
+        assert joint_entropy(k) - joint_entropy(k - 1) == pytest.approx(lang.entropy_rate())
+
+
+def test_markov_entropy_rate_matches_monte_carlo():
+    lang = MarkovLanguage(vocab_size=8, order=2, concentration=0.3, seed=0)
+    nll = -lang.conditional_log_probs(lang.stream(0, 200_002)[None])[0, lang.order :]
+    # Batched sampler too: both samplers must draw from the same process.
+    batched = lang.sample_sequences(np.random.default_rng(1), 100, 1000)
+    nll_batched = -lang.conditional_log_probs(batched)[:, lang.order :]
+    rate = lang.entropy_rate()
+    assert 0.5 < rate < math.log(8) - 0.5  # far from uniform: the context matters
+    # Tokens of one chain are correlated: use the spread of block (or sequence) means.
+    for block_means in (nll.reshape(200, -1).mean(1), nll_batched.mean(1)):
+        stderr = block_means.std() / math.sqrt(len(block_means))
+        assert abs(block_means.mean() - rate) < 4 * stderr
+    # The test can fail: weighting contexts uniformly instead of by pi is many stderrs off.
+    entropy = -(lang.transitions * np.log(lang.transitions)).sum(-1)
+    assert abs(entropy.mean() - rate) > 10 * stderr
+
+
+def test_markov_first_tokens_follow_the_stationary_marginal():
+    lang = MarkovLanguage(vocab_size=4, order=2, seed=2)
+    x = lang.sample_sequences(np.random.default_rng(0), 40000, 3)
+    counts = np.zeros((4, 4))
+    np.add.at(counts, (x[:, 1], x[:, 2]), 1)
+    np.testing.assert_allclose(counts / 40000, lang.stationary, atol=0.01)
+
+
+def test_markov_bad_arguments():
+    with pytest.raises(ValueError, match="order >= 1"):
+        MarkovLanguage(order=0)
+    with pytest.raises(ValueError, match="ids in"):
+        MarkovLanguage(vocab_size=4).log_prob(np.array([[0, 5]]))
