@@ -20,6 +20,7 @@ allowed, and exit status 1 (absl flag errors) or 2 (config values).
 from __future__ import annotations
 
 import importlib.util
+import logging as std_logging
 import pathlib
 import sys
 from collections.abc import Callable, Mapping
@@ -75,6 +76,7 @@ def main(
     define_flags()
 
     def _main(argv: list[str]) -> None:
+        logging.get_absl_handler().addFilter(_QuietLibraries())
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         config = flags.FLAGS.config
@@ -92,6 +94,13 @@ def main(
         run(config, flags.FLAGS.workdir, make_task(config))
 
     app.run(_main, flags_parser=_parse_flags)
+
+
+class _QuietLibraries(std_logging.Filter):
+    """Drop INFO chatter of orbax (several lines per save) so the progress line stays readable."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

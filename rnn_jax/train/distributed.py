@@ -63,8 +63,14 @@ def initialize(
 
 
 def data_mesh() -> Mesh:
-    """A 1-D mesh over all global devices, axis name `"data"`."""
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+    """A 1-D mesh over all global devices, axis name `"data"`.
+
+    The axis is `Auto`: XLA propagates shardings through the model (the task's code needs no
+    sharding annotations), unlike `Explicit` axes, make_mesh's default.
+    """
+    return jax.make_mesh(
+        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

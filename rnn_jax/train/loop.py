@@ -57,9 +57,12 @@ def train_and_evaluate(
     """
     workdir = pathlib.Path(workdir)
     primary = jax.process_index() == 0
+    _check_divisible(config, task)
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        for name, content in task.artifacts().items():
+            metrics.write_json_atomic(workdir / name, content)
     mesh = distributed.data_mesh()
     tx = optim.build_optimizer(config)
     schedule = optim.build_schedule(config)
@@ -186,6 +189,24 @@ def train_and_evaluate(
     if primary:
         metrics.write_json_atomic(workdir / "results.json", results)
     return results
+
+
+def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
+    """Batches are split over all devices: their sizes must divide evenly (before compiling)."""
+    devices = jax.device_count()
+    sizes = {"train.batch_size": config.train.batch_size}
+    sizes.update(
+        {
+            f"eval batch size of {s!r}": task.eval_batch_size(s)
+            for s in {*task.eval_splits, *task.final_splits}
+        }
+    )
+    for name, size in sizes.items():
+        if size % devices:
+            raise ValueError(
+                f"{name}={size}: must be a multiple of the device count ({devices}); batches "
+                "are sharded over devices (multiples of 8 run on 1, 2, 4 or 8 devices)"
+            )
 
 
 # ----------------------------------------------------------------------------------------------

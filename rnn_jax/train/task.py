@@ -92,6 +92,11 @@ class Task:
         `{"loss": nll / tokens, "perplexity": exp(nll / tokens)}`."""
         raise NotImplementedError
 
+    def artifacts(self) -> dict[str, Any]:
+        """Files to write into the run directory at start, `{name: JSON object}` (e.g. the
+        vocabulary that sampling from a checkpoint needs)."""
+        return {}
+
     def tokens_in(self, batch: Batch) -> int:
         """Tokens in a batch, for the tokens/s throughput (default: size of the first leaf)."""
         return int(np.size(jax.tree.leaves(batch)[0]))

@@ -1,0 +1,148 @@
+"""Seed question 7: an RNN language model trained with truncated BPTT (Zaremba et al. 2014).
+
+    python -m experiments.language_model --workdir=W \
+        --config=experiments/configs/language_model.py:<smoke|quick|full>
+
+Measures per-token cross-entropy and perplexity on the validation and test streams (test with
+the best-validation checkpoint, as published perplexities are measured). Configs, expected
+runtimes and results: experiments/configs/language_model.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from rnn_jax.cells import get_cell
+from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
+from rnn_jax.data.lm_corpus import LMCorpus, markov_lm
+from rnn_jax.models import RNNLanguageModel
+from rnn_jax.train import Task, regularizers
+from rnn_jax.train import config as cfg
+
+RULES: cfg.Rules = {
+    "model.cell": cfg.one_of("elman", "lstm", "gru"),
+    "model.num_layers": cfg.positive,
+    "model.dropout_input": cfg.probability,
+    "model.dropout_between": cfg.probability,
+    "model.dropout_output": cfg.probability,
+    "model.recurrent_dropout": cfg.probability,
+    "model.embedding_dropout": cfg.probability,
+    "model.weight_drop": cfg.probability,
+    "model.init_scale": cfg.positive_or_none,
+    "objective.time_reduction": cfg.one_of("mean", "sum"),
+    "objective.ar_alpha": cfg.non_negative,
+    "objective.tar_beta": cfg.non_negative,
+    "data.corpus": cfg.one_of("markov", "ptb", "tiny_shakespeare"),
+    "data.bptt_length": cfg.positive,
+    "data.eval_batch_size": cfg.positive,
+    "data.markov_vocab_size": cfg.positive,
+    "data.markov_order": cfg.positive,
+    "data.markov_train_tokens": cfg.positive,
+    "data.markov_eval_tokens": cfg.positive,
+}
+
+
+def load_corpus(data: ml_collections.ConfigDict) -> LMCorpus:
+    """The corpus named by `data.corpus` (Markov: sampled from the config's language)."""
+    if data.corpus == "markov":
+        language = MarkovLanguage(
+            vocab_size=data.markov_vocab_size,
+            order=data.markov_order,
+            concentration=data.markov_concentration,
+            seed=data.markov_seed,
+        )
+        tokens = {
+            "train": data.markov_train_tokens,
+            "valid": data.markov_eval_tokens,
+            "test": data.markov_eval_tokens,
+        }
+        return markov_lm(language, tokens, seed=data.markov_seed)
+    return lm_corpus(data.corpus, data.root)
+
+
+class LanguageModelTask(Task):
+    """Next-token prediction on contiguous streams; the hidden state is carried across batches."""
+
+    def __init__(self, config: ml_collections.ConfigDict) -> None:
+        self.config = config
+        self.corpus = load_corpus(config.data)
+        self.vocab_size = len(self.corpus.vocab.tokens)
+
+    def init_model(self, rng: jax.Array) -> RNNLanguageModel:
+        m = self.config.model
+        return RNNLanguageModel(
+            self.vocab_size,
+            m.hidden_size,
+            embed_size=m.embed_size,
+            num_layers=m.num_layers,
+            cell=m.cell,
+            tie_embeddings=m.tie_embeddings,
+            dropout_input=m.dropout_input,
+            dropout_between=m.dropout_between,
+            dropout_output=m.dropout_output,
+            locked_dropout=m.locked_dropout,
+            recurrent_dropout=m.recurrent_dropout,
+            embedding_dropout=m.embedding_dropout,
+            weight_drop=m.weight_drop,
+            init_scale=m.init_scale,
+            forget_bias=m.forget_bias,
+            rngs=nnx.Rngs(params=rng),
+        )
+
+    def init_carry(self, batch_size: int) -> list:
+        zero = get_cell(self.config.model.cell).zero_carry(
+            batch_size, self.config.model.hidden_size
+        )
+        return [zero] * self.config.model.num_layers
+
+    def train_data(self) -> LMStream:
+        return LMStream(
+            self.corpus.splits["train"], self.config.train.batch_size, self.config.data.bptt_length
+        )
+
+    def loss_fn(self, model: RNNLanguageModel, batch: dict, carry: list, rng: jax.Array) -> tuple:
+        logits, carry, hidden = model(batch["inputs"], carry, rng=rng)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        objective = self.config.objective
+        loss = jnp.mean(nll) * (nll.shape[1] if objective.time_reduction == "sum" else 1)
+        if objective.ar_alpha:
+            loss += regularizers.activation_regularization(
+                hidden["dropped_outputs"], objective.ar_alpha
+            )
+        if objective.tar_beta:
+            loss += regularizers.temporal_activation_regularization(
+                hidden["outputs"], objective.tar_beta
+            )
+        return loss, (carry, {"train_nll": jnp.mean(nll)})
+
+    def eval_data(self, split: str) -> LMStream:
+        return LMStream(
+            self.corpus.splits[split], self.eval_batch_size(split), self.config.data.bptt_length
+        )
+
+    def eval_batch_size(self, split: str) -> int:
+        return self.config.data.eval_batch_size
+
+    def eval_step(self, model: RNNLanguageModel, batch: dict, carry: list) -> tuple:
+        logits, carry, _ = model(batch["inputs"], carry)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        return carry, {"nll": jnp.sum(nll), "tokens": jnp.asarray(nll.size, jnp.float32)}
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["nll"] / sums["tokens"]
+        return {"loss": loss, "perplexity": math.exp(loss)}
+
+    def artifacts(self) -> dict:
+        return {"vocab.json": list(self.corpus.vocab.tokens)}
+
+
+if __name__ == "__main__":
+    from rnn_jax.train import cli
+
+    cli.main(LanguageModelTask, RULES)

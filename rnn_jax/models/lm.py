@@ -1,0 +1,174 @@
+"""The RNN language model: embedding -> stacked RNN -> softmax over the vocabulary.
+
+Zaremba, Sutskever & Vinyals (2014) with the regularisers of Gal & Ghahramani (2016) and
+AWD-LSTM (Merity et al. 2017), all off by default:
+
+    E' = embedding_dropout(E)                          whole word types
+    x_t = dropout_input(E'[w_t])                       (locked over time if locked_dropout)
+    h^l_t = cell(h^l_{t-1} * m^l, dropout_between(h^{l-1}_t))   m^l: variational mask,
+                                                       W_hh DropConnect'ed by weight_drop
+    logits_t = dropout_output(h^L_t) @ W_out + b       W_out = E^T with tie_embeddings
+
+Carries go in and out (truncated BPTT over consecutive batches), and `step` runs one token at
+a time in constant memory for generation. Randomness is explicit: `rng=None` is evaluation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnn_jax import initializers, layers
+from rnn_jax.modules import RNN
+from rnn_jax.train import regularizers
+
+# The random streams one forward pass draws from (one fold_in each).
+_EMBEDDING, _INPUT, _WEIGHT, _RNN, _OUTPUT = range(5)
+
+
+class RNNLanguageModel(nnx.Module):
+    """Args:
+    vocab_size, hidden_size: sizes; embed_size defaults to hidden_size.
+    num_layers, cell: the recurrent stack (`rnn_jax.cells.CELL_NAMES`).
+    tie_embeddings: output weights = embedding^T (Press & Wolf 2017; Inan et al. 2017);
+      needs embed_size == hidden_size.
+    dropout_input / dropout_between / dropout_output: rates on the embedded input, between
+      layers and on the last layer's output (Zaremba et al. use one rate for all three).
+    locked_dropout: input/output masks shared over time (Gal & Ghahramani; AWD-LSTM).
+    recurrent_dropout: variational dropout of h before W_hh (one mask per sequence).
+    embedding_dropout: drop word types; weight_drop: DropConnect on W_hh (AWD-LSTM).
+    init_scale: if set, every weight ~ U(-init_scale, init_scale) (Zaremba: 0.05 medium,
+      0.04 large); else embedding N(0, 1), RNN glorot/orthogonal, output lecun normal.
+    forget_bias: LSTM forget-gate bias (Zaremba: 0).
+    rngs: nnx.Rngs for initialisation.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        *,
+        embed_size: int | None = None,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        tie_embeddings: bool = False,
+        dropout_input: float = 0.0,
+        dropout_between: float = 0.0,
+        dropout_output: float = 0.0,
+        locked_dropout: bool = False,
+        recurrent_dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        init_scale: float | None = None,
+        forget_bias: float | None = None,
+        rngs: nnx.Rngs,
+    ) -> None:
+        embed_size = embed_size or hidden_size
+        rates = {
+            "dropout_input": dropout_input,
+            "dropout_between": dropout_between,
+            "dropout_output": dropout_output,
+            "recurrent_dropout": recurrent_dropout,
+            "embedding_dropout": embedding_dropout,
+            "weight_drop": weight_drop,
+        }
+        for name, rate in rates.items():
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name}={rate!r}; allowed: 0 <= rate < 1")
+        for name, size in (
+            ("vocab_size", vocab_size),
+            ("hidden_size", hidden_size),
+            ("embed_size", embed_size),
+            ("num_layers", num_layers),
+        ):
+            if not isinstance(size, int) or size < 1:
+                raise ValueError(f"{name}={size!r}; allowed: a positive int")
+        if tie_embeddings and embed_size != hidden_size:
+            raise ValueError(
+                f"tie_embeddings needs embed_size == hidden_size; got embed_size={embed_size}, "
+                f"hidden_size={hidden_size}"
+            )
+        self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        self.rates = rates
+        self.locked_dropout = locked_dropout
+        self.tie_embeddings = tie_embeddings
+        if init_scale is None:
+            embed_init = nnx.initializers.normal(1.0)
+            out_init = nnx.initializers.lecun_normal()
+            rnn_init = {}
+        else:
+            embed_init = out_init = initializers.uniform(init_scale)
+            rnn_init = {
+                "input_init": "uniform",
+                "recurrent_init": "uniform",
+                "input_scale": init_scale,
+                "recurrent_scale": init_scale,
+            }
+        self.embedding = nnx.Param(embed_init(rngs.params(), (vocab_size, embed_size)))
+        self.rnn = RNN(
+            cell,
+            embed_size,
+            hidden_size,
+            num_layers=num_layers,
+            dropout=dropout_between,
+            recurrent_dropout=recurrent_dropout,
+            forget_bias=forget_bias,
+            rngs=rngs,
+            **rnn_init,
+        )
+        if not tie_embeddings:
+            self.output_kernel = nnx.Param(out_init(rngs.params(), (hidden_size, vocab_size)))
+        self.output_bias = nnx.Param(jnp.zeros((vocab_size,)))
+
+    def zero_carry(self, batch_size: int) -> list:
+        """Initial carries, one per layer (`(h, c)` for LSTMs), each `[batch, hidden]`."""
+        return self.rnn.zero_carry(batch_size)
+
+    def __call__(
+        self, tokens: jax.Array, carry: list | None = None, *, rng: jax.Array | None = None
+    ) -> tuple[jax.Array, list, dict[str, jax.Array]]:
+        """`tokens int [batch, time]` -> `(logits [batch, time, vocab], carry, hidden)`.
+
+        `hidden` holds the last layer's output before (`"outputs"`) and after
+        (`"dropped_outputs"`) output dropout, `[batch, time, hidden]`, for AR/TAR.
+        """
+        key = (lambda stream: None) if rng is None else (lambda s: jax.random.fold_in(rng, s))
+        embedding = regularizers.embedding_dropout(
+            key(_EMBEDDING), self.rates["embedding_dropout"], self.embedding[...]
+        )
+        x = self._dropout(key(_INPUT), self.rates["dropout_input"], embedding[tokens])
+        rnn = self._weight_dropped(key(_WEIGHT))
+        if carry is None:
+            carry = self.zero_carry(tokens.shape[0])
+        outputs, carry = rnn(x, None, carry, rng=key(_RNN))
+        dropped = self._dropout(key(_OUTPUT), self.rates["dropout_output"], outputs)
+        logits = self._logits(dropped)
+        return logits, carry, {"outputs": outputs, "dropped_outputs": dropped}
+
+    def step(self, carry: list, token: jax.Array) -> tuple[list, jax.Array]:
+        """One token `int [batch]` -> `(carry, logits [batch, vocab])` (evaluation mode).
+
+        Stepping through a sequence gives the logits of `__call__` on it with `rng=None`.
+        """
+        carry, h = self.rnn.step(carry, self.embedding[...][token])
+        return carry, self._logits(h)
+
+    def _logits(self, h: jax.Array) -> jax.Array:
+        kernel = self.embedding[...].T if self.tie_embeddings else self.output_kernel[...]
+        return h @ kernel + self.output_bias[...]
+
+    def _dropout(self, rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
+        if self.locked_dropout:
+            return regularizers.locked_dropout(rng, rate, x)
+        return layers.dropout(rng, rate, x)
+
+    def _weight_dropped(self, rng: jax.Array | None) -> RNN:
+        """The RNN with DropConnect'ed W_hh (a new module over the same graph), or itself."""
+        rate = self.rates["weight_drop"]
+        if rng is None or rate == 0.0:
+            return self.rnn
+        graphdef, state = nnx.split(self.rnn)
+        dropped = regularizers.weight_drop(rng, rate, self.rnn.params)
+        nnx.replace_by_pure_dict(state, {"layers": dict(enumerate(dropped))})
+        return nnx.merge(graphdef, state)

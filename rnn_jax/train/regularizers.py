@@ -1,0 +1,76 @@
+"""Regularisers of recurrent language models that act on activations or weights.
+
+Plain dropout (`rnn_jax.layers.dropout`) and variational recurrent-dropout masks
+(`rnn_jax.layers.recurrent_dropout_masks`, Gal & Ghahramani 2016) live in the core; this file
+adds the AWD-LSTM family (Merity, Keskar & Socher 2017):
+
+- `locked_dropout`: one mask per sequence shared over time on non-recurrent connections
+  (Gal & Ghahramani's variational dropout of inputs/outputs; AWD's `LockedDropout`);
+- `embedding_dropout`: drop whole word types from the embedding matrix (Gal & Ghahramani
+  2016, section 4.2), so every occurrence of a dropped word is zero in the batch;
+- `weight_drop`: DropConnect (Wan et al. 2013) on the hidden-to-hidden matrices, one mask per
+  forward pass shared by every sequence and time step;
+- `activation_regularization` (AR) and `temporal_activation_regularization` (TAR).
+
+Every function takes an explicit `rng`; `rng=None` or a zero rate is the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.layers import dropout
+
+
+def locked_dropout(rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
+    """Dropout of `x [batch, time, features]` with one `[batch, 1, features]` mask per
+    sequence, the same at every time step (inverted scaling 1/(1-rate))."""
+    if rng is None or rate == 0.0:
+        return x
+    mask = dropout(rng, rate, jnp.ones((x.shape[0], 1, x.shape[2]), x.dtype))
+    return x * mask
+
+
+def embedding_dropout(rng: jax.Array | None, rate: float, embedding: jax.Array) -> jax.Array:
+    """The embedding matrix `[vocab, features]` with whole rows (word types) dropped with
+    probability `rate` and the rest scaled by 1/(1-rate)."""
+    if rng is None or rate == 0.0:
+        return embedding
+    mask = dropout(rng, rate, jnp.ones((embedding.shape[0], 1), embedding.dtype))
+    return embedding * mask
+
+
+def weight_drop(rng: jax.Array | None, rate: float, stack_params: list[Any]) -> list[Any]:
+    """A stack's params (`rnn_jax.layers` layout: one dict per layer, `{"fw", "bw"}` pairs for
+    bidirectional layers) with DropConnect on every `W_hh [hidden, G]`."""
+    if rng is None or rate == 0.0:
+        return stack_params
+    cells = [
+        cell
+        for layer in stack_params
+        for cell in ((layer["fw"], layer["bw"]) if "fw" in layer else (layer,))
+    ]
+    keys = iter(jax.random.split(rng, len(cells)))
+
+    def drop(cell: dict) -> dict:
+        return {**cell, "W_hh": dropout(next(keys), rate, cell["W_hh"])}
+
+    return [
+        {"fw": drop(layer["fw"]), "bw": drop(layer["bw"])} if "fw" in layer else drop(layer)
+        for layer in stack_params
+    ]
+
+
+def activation_regularization(outputs: jax.Array, alpha: float) -> jax.Array:
+    """AR: `alpha * mean(h_t^2)` over `outputs [batch, time, hidden]` (Merity et al. apply it
+    to the dropped-out output of the last layer)."""
+    return alpha * jnp.mean(jnp.square(outputs))
+
+
+def temporal_activation_regularization(outputs: jax.Array, beta: float) -> jax.Array:
+    """TAR: `beta * mean((h_t - h_{t-1})^2)` over `outputs [batch, time, hidden]` (the last
+    layer's output before dropout)."""
+    return beta * jnp.mean(jnp.square(outputs[:, 1:] - outputs[:, :-1]))
