@@ -263,7 +263,7 @@ def read_tsv(
     return _nonempty(rows(), path)
 
 
-_TREE_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+_TREE_TOKEN = re.compile(r"\(|\)|[^ ()]+")
 
 
 def parse_sst_tree(line: str) -> tuple[int, list[str]]:

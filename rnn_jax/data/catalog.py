@@ -1,0 +1,166 @@
+"""TensorFlow Datasets catalog datasets, read TensorFlow-free with `tfds.data_source`.
+
+For users with internet (and TensorFlow where a catalog builder needs it to prepare): prepare
+once (`tfds build NAME --data_dir=...` or `tfds.builder(NAME).download_and_prepare(
+file_format="array_record")`), then every run reads the ArrayRecord files with
+`tfds.data_source`, which needs no TensorFlow. `load_catalog_dataset(name, data_dir)` turns
+the examples into a `TextDataset` of our example dicts (str tokens, str tags) so the rest of
+the pipeline (vocabulary, batching) is the same as for the project's own corpora.
+
+| name | task | our fields | TFDS splits -> ours |
+|---|---|---|---|
+| tiny_shakespeare | char LM | `tokens` (characters, per line) | train/validation/test |
+| imdb_reviews | classification | `tokens` (whitespace), `label` | train/test |
+| glue/sst2 | classification | `tokens`, `label` | train/validation/test |
+| conll2003 | tagging (NER) | `tokens`, `tags` | train/dev/test |
+| universal_dependencies/en_ewt | tagging (UPOS) | `tokens`, `tags`, `upos` | train/dev/test |
+| ted_hrlr_translate/pt_to_en | translation | `source` pt, `target` en | train/validation/test |
+| wmt14_translate/de-en | translation | `source` de, `target` en | train/validation/test |
+
+TFDS's own tiny_shakespeare split (1,003,854 / 55,770 / 55,770 characters) is the same as
+ours (`corpora.tiny_shakespeare_splits`). The catalog CoNLL-2003 and UD builders pin other
+releases than `../shared/data`, which the `conll`/`conllu` readers read (see registry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable
+
+from rnn_jax.data.registry import TextDataset
+from rnn_jax.data.tokenize import char_tokens, word_tokens
+
+PathLike = str | os.PathLike
+
+
+def _text(value: object) -> str:
+    """TFDS Text values come back as bytes (real files) or str (mock_data)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _texts(values: object) -> list[str]:
+    return [_text(v) for v in values]  # type: ignore[attr-defined]
+
+
+def _class_names(features: object, key: str) -> list[str]:
+    feature = features[key]  # type: ignore[index]
+    return list(getattr(feature, "feature", feature).names)
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogEntry:
+    """How one catalog dataset maps onto ours.
+
+    Attributes:
+      task: our task name (see `registry.TASK_SPECIALS`).
+      splits: our split name -> TFDS split name.
+      module: the tfds module to import so the builder is registered (legacy builders).
+      convert: (TFDS example, features) -> our examples (a list: one TFDS example may be many).
+    """
+
+    task: str
+    splits: dict[str, str]
+    module: str | None
+    convert: Callable[[dict, object], list[dict]]
+
+
+def _lines_of_characters(example: dict, features: object) -> list[dict]:
+    lines = _text(example["text"]).splitlines(keepends=True)
+    return [{"tokens": char_tokens(line)} for line in lines]
+
+
+def _classification(text_key: str) -> Callable[[dict, object], list[dict]]:
+    def convert(example: dict, features: object) -> list[dict]:
+        return [{"tokens": word_tokens(_text(example[text_key])), "label": int(example["label"])}]
+
+    return convert
+
+
+def _tagging(tag_key: str) -> Callable[[dict, object], list[dict]]:
+    def convert(example: dict, features: object) -> list[dict]:
+        names = _class_names(features, tag_key)
+        tags = [names[int(i)] for i in example[tag_key]]
+        return [{"tokens": _texts(example["tokens"]), "tags": tags, tag_key: tags}]
+
+    return convert
+
+
+def _translation(source: str, target: str) -> Callable[[dict, object], list[dict]]:
+    def convert(example: dict, features: object) -> list[dict]:
+        return [
+            {
+                "source": word_tokens(_text(example[source])),
+                "target": word_tokens(_text(example[target])),
+            }
+        ]
+
+    return convert
+
+
+_VALID_TEST = {"train": "train", "valid": "validation", "test": "test"}
+_DEV_TEST = {"train": "train", "valid": "dev", "test": "test"}
+
+CATALOG: dict[str, CatalogEntry] = {
+    "tiny_shakespeare": CatalogEntry(
+        "char_language_modeling", _VALID_TEST, None, _lines_of_characters
+    ),
+    "imdb_reviews": CatalogEntry(
+        "classification", {"train": "train", "test": "test"}, None, _classification("text")
+    ),
+    "glue/sst2": CatalogEntry(
+        "classification", _VALID_TEST, "tensorflow_datasets.text.glue", _classification("sentence")
+    ),
+    "conll2003": CatalogEntry(
+        "tagging", _DEV_TEST, "tensorflow_datasets.text.conll2003", _tagging("ner")
+    ),
+    "universal_dependencies/en_ewt": CatalogEntry("tagging", _DEV_TEST, None, _tagging("upos")),
+    "ted_hrlr_translate/pt_to_en": CatalogEntry(
+        "translation", _VALID_TEST, None, _translation("pt", "en")
+    ),
+    "wmt14_translate/de-en": CatalogEntry(
+        "translation", _VALID_TEST, "tensorflow_datasets.translate.wmt14", _translation("de", "en")
+    ),
+}
+
+
+def catalog_data_sources(name: str, data_dir: PathLike | None = None) -> dict[str, object]:
+    """`{our split: tfds data source}` for a catalog dataset prepared in `data_dir`."""
+    if name not in CATALOG:
+        raise ValueError(f"unknown catalog dataset {name!r}; choose from {sorted(CATALOG)}")
+    import tensorflow_datasets as tfds
+
+    entry = CATALOG[name]
+    if entry.module:
+        importlib.import_module(entry.module)
+    ours = list(entry.splits)
+    sources = tfds.data_source(
+        name,
+        split=[entry.splits[s] for s in ours],
+        data_dir=None if data_dir is None else os.fspath(data_dir),
+    )
+    return dict(zip(ours, sources, strict=True))
+
+
+def _read_all(source: object, chunk: int = 1024) -> list[dict]:
+    n = len(source)  # type: ignore[arg-type]
+    out: list[dict] = []
+    for start in range(0, n, chunk):
+        out.extend(source.__getitems__(list(range(start, min(start + chunk, n)))))  # type: ignore[attr-defined]
+    return out
+
+
+def load_catalog_dataset(name: str, data_dir: PathLike | None = None) -> TextDataset:
+    """A catalog dataset as a `TextDataset` (all splits read into memory)."""
+    sources = catalog_data_sources(name, data_dir)
+    entry = CATALOG[name]
+    splits = {}
+    for split, source in sources.items():
+        features = source.dataset_info.features  # type: ignore[attr-defined]
+        splits[split] = [
+            converted
+            for example in _read_all(source)
+            for converted in entry.convert(example, features)
+        ]
+    return TextDataset(name, entry.task, splits)

@@ -1,0 +1,108 @@
+"""The text pipeline: tokens -> vocabularies -> id examples -> batches, for any TextDataset.
+
+    dataset = load_dataset("conll2003")
+    vocabs = build_vocabs(dataset, min_freq=1)          # {"tokens": ..., "tags": ...}
+    train = encode_split(dataset, "train", vocabs)       # [{"inputs", "targets"}] of int32
+    batches = BatchIterator(train, 32, seed=0, bucket_pool=50, collate=collate_for(dataset))
+
+What `encode_split` makes of each task's examples:
+
+| task | example |
+|---|---|
+| language_modeling | `inputs = [eos] + ids[:-1]`, `targets = ids` (ids end in `<eos>`) |
+| tagging | `inputs` = token ids, `targets` = tag ids (tag vocabulary has `<pad>` = 0) |
+| classification | `inputs` = token ids, `targets` = label id (scalar) |
+| translation | `source` ids, `target_inputs = [bos] + target`, `targets = target + [eos]` |
+
+A sentence LM starts from `<eos>` as a stream-trained one does (the previous line's end).
+Character LMs (Tiny Shakespeare) train on one stream: `stream_ids` + `LMStream`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from rnn_jax.data.batching import Batch, pad_batch
+from rnn_jax.data.registry import TextDataset
+from rnn_jax.data.vocab import Vocabulary
+
+
+def build_vocabs(
+    dataset: TextDataset, min_freq: int = 1, max_size: int | None = None
+) -> dict[str, Vocabulary]:
+    """The vocabularies the task needs, from the train split (`tokens`/`source`, and more)."""
+    vocabs = {dataset.token_field: dataset.vocab(min_freq=min_freq, max_size=max_size)}
+    if dataset.task == "tagging":
+        vocabs["tags"] = dataset.label_vocab("tags")
+    elif dataset.task == "classification":
+        vocabs["label"] = dataset.label_vocab("label")
+    elif dataset.task == "translation":
+        vocabs["target"] = dataset.vocab("target", min_freq=min_freq, max_size=max_size)
+    return vocabs
+
+
+def encode_split(
+    dataset: TextDataset, split: str, vocabs: dict[str, Vocabulary]
+) -> list[dict[str, np.ndarray]]:
+    """Id examples of one split (see the module docstring for each task's fields)."""
+    task = dataset.task
+    examples = dataset.splits[split] if split in dataset.splits else dataset.token_lists(split)
+    words = vocabs[dataset.token_field]
+    out = []
+    for example in examples:
+        if task == "language_modeling":
+            ids = words.encode(example["tokens"])
+            out.append(
+                {
+                    "inputs": np.concatenate([[words.eos_id], ids[:-1]]).astype(np.int32),
+                    "targets": ids,
+                }
+            )
+        elif task == "tagging":
+            out.append(
+                {
+                    "inputs": words.encode(example["tokens"]),
+                    "targets": vocabs["tags"].encode(example["tags"]),
+                }
+            )
+        elif task == "classification":
+            out.append(
+                {
+                    "inputs": words.encode(example["tokens"]),
+                    "targets": np.int32(vocabs["label"].encode([str(example["label"])])[0]),
+                }
+            )
+        elif task == "translation":
+            target = vocabs["target"]
+            ids = target.encode(example["target"])
+            out.append(
+                {
+                    "source": words.encode(example["source"]),
+                    "target_inputs": np.concatenate([[target.bos_id], ids]).astype(np.int32),
+                    "targets": np.concatenate([ids, [target.eos_id]]).astype(np.int32),
+                }
+            )
+        else:
+            raise ValueError(
+                f"task={task!r} has no per-example encoding; use stream_ids for character LMs"
+            )
+    return out
+
+
+def stream_ids(dataset: TextDataset, split: str, vocab: Vocabulary) -> np.ndarray:
+    """int32 `[num_tokens]`: the split's tokens in order, one stream (for `LMStream`)."""
+    return vocab.encode([t for tokens in dataset.token_lists(split) for t in tokens])
+
+
+def collate_for(dataset: TextDataset, pad_id: int = 0) -> Callable[[list], Batch]:
+    """`pad_batch` with the task's length fields (translation: `source` and `targets`)."""
+    fields = ("source", "targets") if dataset.task == "translation" else ("inputs",)
+    return functools.partial(pad_batch, pad_id=pad_id, length_fields=fields)
+
+
+def length_key(dataset: TextDataset) -> str:
+    """The example field `BatchIterator` buckets by."""
+    return "source" if dataset.task == "translation" else "inputs"

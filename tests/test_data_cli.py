@@ -1,0 +1,56 @@
+"""The data CLI and registry on bad input: non-zero exit and a message naming the problem."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rnn_jax.data.registry import load_dataset, synthetic_task
+from rnn_jax.data.stats import main
+
+
+def test_unknown_dataset_lists_the_choices(capsys):
+    assert main(["--dataset=penn"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'penn'" in err and "'ptb'" in err and "conll:PATH" in err
+
+
+def test_bad_user_files(tmp_path, capsys):
+    assert main([f"--dataset=conllu:{tmp_path / 'missing.conllu'}"]) == 2
+    assert "missing.conllu" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("EU NNP B-ORG\nrejects\n")
+    assert main([f"--dataset=conll:{tmp_path / 'bad.txt'}"]) == 2
+    assert "bad.txt:2:" in capsys.readouterr().err
+    (tmp_path / "a.en").write_text("a\nb\n")
+    (tmp_path / "a.de").write_text("x\n")
+    assert main([f"--dataset=parallel:{tmp_path / 'a.en'},{tmp_path / 'a.de'}"]) == 2
+    assert "different line counts" in capsys.readouterr().err
+    (tmp_path / "empty.tsv").write_text("")
+    assert main([f"--dataset=tsv:{tmp_path / 'empty.tsv'}"]) == 2
+    assert "empty split" in capsys.readouterr().err
+
+
+def test_user_parallel_file_stats(tmp_path, capsys):
+    (tmp_path / "a.en").write_text("a b\nb\n")
+    (tmp_path / "a.de").write_text("x\ny y z\n")
+    assert main([f"--dataset=parallel:{tmp_path / 'a.en'},{tmp_path / 'a.de'}"]) == 0
+    out = capsys.readouterr().out
+    assert '"vocab_size": 2' in out and '"target_vocab_size": 3' in out and '"tokens": 3' in out
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="kind:path with kind in"):
+        load_dataset("csv:/x")
+    with pytest.raises(ValueError, match="'markov'"):
+        synthetic_task("parity")
+    assert synthetic_task("copy", blank_length=7).length == 27
+
+
+def test_cli_exit_status_in_a_subprocess(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rnn_jax.data.stats", "--dataset=nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "unknown dataset 'nope'" in result.stderr

@@ -1,0 +1,151 @@
+"""Strict readers on small hand-written files: parsed fields and clear errors (file:line)."""
+
+import pytest
+
+from rnn_jax.data import readers
+from rnn_jax.data.readers import DataFormatError, parse_sst_tree
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_text_word_and_char(tmp_path):
+    path = _write(tmp_path / "a.txt", " the cat \nsat\n")
+    assert [e["tokens"] for e in readers.read_text(path, eos="<eos>")] == [
+        ["the", "cat", "<eos>"],
+        ["sat", "<eos>"],
+    ]
+    chars = [e["tokens"] for e in readers.read_text(path, level="char")]
+    assert "".join(c for line in chars for c in line) == " the cat \nsat\n"
+
+
+CONLLU = """# sent_id = 1
+# text = Don't go
+1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_
+1\tDo\tdo\tAUX\tVBP\t_\t3\taux\t_\t_
+2\tn't\tnot\tPART\tRB\t_\t3\tadvmod\t_\t_
+3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_
+3.1\tgone\tgo\tVERB\tVBN\t_\t_\t_\t3:conj\t_
+
+1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_
+"""
+
+
+def test_read_conllu_skips_multiword_tokens_and_empty_nodes(tmp_path):
+    sentences = list(readers.read_conllu(_write(tmp_path / "a.conllu", CONLLU)))
+    assert sentences[0]["tokens"] == ["Do", "n't", "go"]
+    assert sentences[0]["upos"] == ["AUX", "PART", "VERB"]
+    assert sentences[0]["heads"] == [3, 3, 0]
+    assert sentences[1] == {
+        "tokens": ["Hi"],
+        "lemmas": ["hi"],
+        "upos": ["INTJ"],
+        "xpos": ["UH"],
+        "heads": [0],
+        "deprels": ["root"],
+    }
+
+
+def test_read_conllu_errors_name_file_and_line(tmp_path):
+    bad = _write(tmp_path / "bad.conllu", CONLLU.replace("2\tn't\tnot\tPART", "2\tn't\tnot PART"))
+    with pytest.raises(DataFormatError, match=r"bad.conllu:5: expected 10 tab-separated"):
+        list(readers.read_conllu(bad))
+    skipped = _write(
+        tmp_path / "ids.conllu", "1\ta\t_\t_\t_\t_\t0\t_\t_\t_\n3\tb\t_\t_\t_\t_\t1\t_\t_\t_\n"
+    )
+    with pytest.raises(DataFormatError, match=r"ids.conllu:2: word id '3' should be 2"):
+        list(readers.read_conllu(skipped))
+
+
+CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER"
+
+
+def test_read_conll_any_column_and_docstart(tmp_path):
+    path = _write(tmp_path / "ner.txt", CONLL)  # no trailing newline, like CoNLL-2003
+    ner = list(readers.read_conll(path))
+    assert ner == [
+        {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]},
+        {"tokens": ["Peter"], "tags": ["B-PER"]},
+    ]
+    assert [s["tags"] for s in readers.read_conll(path, label_column=1)] == [
+        ["NNP", "VBZ"],
+        ["NNP"],
+    ]
+    tabs = _write(tmp_path / "tabs.txt", "a\tX\nb\tY\n")
+    assert list(readers.read_conll(tabs)) == [{"tokens": ["a", "b"], "tags": ["X", "Y"]}]
+
+
+def test_read_conll_malformed_line(tmp_path):
+    path = _write(tmp_path / "bad.txt", CONLL.replace("rejects VBZ B-VP O", "rejects VBZ"))
+    with pytest.raises(DataFormatError, match=r"bad.txt:4: expected 4 columns.*found 2"):
+        list(readers.read_conll(path))
+    one = _write(tmp_path / "one.txt", "word\n")
+    with pytest.raises(DataFormatError, match=r"one.txt:1: a CoNLL token line needs >= 2 columns"):
+        list(readers.read_conll(one))
+    with pytest.raises(ValueError, match="label_column=0 is not a tag column"):
+        list(readers.read_conll(path, label_column=0))
+
+
+def test_read_parallel_and_mismatched_line_counts(tmp_path):
+    src = _write(tmp_path / "s.en", "a b\nc\n")
+    tgt = _write(tmp_path / "t.de", "x\ny z\n")
+    assert list(readers.read_parallel(src, tgt)) == [
+        {"source": ["a", "b"], "target": ["x"]},
+        {"source": ["c"], "target": ["y", "z"]},
+    ]
+    longer = _write(tmp_path / "long.de", "x\ny\nz\n")
+    with pytest.raises(
+        DataFormatError, match=r"long.de:3: .*different line counts.*s.en ends after 2"
+    ):
+        list(readers.read_parallel(src, longer))
+    with pytest.raises(DataFormatError, match=r"long.de:3: .*s.en ends after 2"):
+        list(readers.read_parallel(longer, src))
+    blank = _write(tmp_path / "blank.de", "x\n\n")
+    with pytest.raises(DataFormatError, match=r"blank.de:2: empty sentence"):
+        list(readers.read_parallel(src, blank))
+
+
+def test_read_tsv(tmp_path):
+    path = _write(tmp_path / "a.tsv", "sentence\tlabel\ngood film\t1\nbad\t0\n")
+    assert list(readers.read_tsv(path, header=True)) == [
+        {"tokens": ["good", "film"], "label": "1"},
+        {"tokens": ["bad"], "label": "0"},
+    ]
+    bad = _write(tmp_path / "b.tsv", "good film\t1\nno label here\n")
+    with pytest.raises(DataFormatError, match=r"b.tsv:2: expected a non-empty text"):
+        list(readers.read_tsv(bad))
+
+
+def test_sst_trees():
+    assert parse_sst_tree("(3 (2 (2 The) (2 Rock)) (4 rocks))") == (3, ["The", "Rock", "rocks"])
+    # A leaf word may hold a non-breaking space ("8\xa01/2" in SST train): only ' ' separates.
+    assert parse_sst_tree("(2 (2 8\xa01\\/2) (2 .))") == (2, ["8\xa01\\/2", "."])
+    for bad, reason in [
+        ("(3 (2 a)", "unbalanced"),
+        ("(7 a)", "label '7'"),
+        ("(2 a b)", "not a leaf"),
+        ("(2 a) (2 b)", "more than one tree"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            parse_sst_tree(bad)
+
+
+def test_sst_file_error_names_the_line(tmp_path):
+    path = _write(tmp_path / "sst.txt", "(3 (2 a) (4 b))\n(3 (2 a) (4 b)\n")
+    with pytest.raises(DataFormatError, match=r"sst.txt:2: unbalanced"):
+        list(readers.read_sst(path))
+
+
+def test_missing_file_and_empty_split(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        readers.read_text(tmp_path / "nope.txt")
+    with pytest.raises(FileNotFoundError, match="nope.conllu"):
+        readers.read_conllu(tmp_path / "nope.conllu")
+    empty = _write(tmp_path / "empty.txt", "")
+    with pytest.raises(DataFormatError, match=r"empty.txt: no examples.*empty split"):
+        list(readers.read_text(empty))
+    blank = _write(tmp_path / "blank.conll", "\n\n-DOCSTART- -X- O\n\n")
+    with pytest.raises(DataFormatError, match="empty split"):
+        list(readers.read_conll(blank))
