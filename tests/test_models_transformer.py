@@ -1,0 +1,154 @@
+"""Transformer baselines: KV-cache steps reproduce the full forward pass; masks; sizing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rnn_jax.models import params, transformer
+
+VOCAB, D, HEADS, LAYERS, MAX_LEN = 11, 16, 2, 2, 8
+
+
+@pytest.fixture(scope="module", params=["learned", "sinusoidal"])
+def lm(request):
+    return transformer.TransformerLM(
+        VOCAB,
+        d_model=D,
+        num_heads=HEADS,
+        num_layers=LAYERS,
+        max_length=MAX_LEN,
+        positions=request.param,
+        rngs=nnx.Rngs(0),
+    )
+
+
+def test_sinusoidal_table_matches_formula():
+    table = transformer.sinusoidal_positions(5, 6)
+    for p in range(5):
+        for i in range(3):
+            angle = p / 10000 ** (2 * i / 6)
+            np.testing.assert_allclose(table[p, 2 * i], np.sin(angle), rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(table[p, 2 * i + 1], np.cos(angle), rtol=1e-6, atol=1e-7)
+
+
+def test_kv_cache_steps_reproduce_the_causal_forward_pass(lm):
+    tokens = jax.random.randint(jax.random.key(1), (3, 6), 0, VOCAB)
+    full = lm(tokens)
+
+    @jax.jit
+    def run_steps(tokens):
+        def body(cache, token):
+            cache, logits = lm.step(cache, token)
+            return cache, logits
+
+        return jax.lax.scan(body, lm.init_cache(3), tokens.T)[1].transpose(1, 0, 2)
+
+    np.testing.assert_allclose(run_steps(tokens), full, rtol=1e-5, atol=1e-5)
+
+
+def test_causality_future_tokens_do_not_change_the_past(lm):
+    tokens = jax.random.randint(jax.random.key(2), (2, 6), 0, VOCAB)
+    changed = tokens.at[:, 4:].set((tokens[:, 4:] + 1) % VOCAB)
+    a, b = jax.jit(lambda x, y: (lm(x), lm(y)))(tokens, changed)
+    np.testing.assert_allclose(a[:, :4], b[:, :4], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_encoder_ignores_padding_and_dropout_needs_rng():
+    encoder = transformer.TransformerEncoder(
+        VOCAB,
+        d_model=D,
+        num_heads=HEADS,
+        num_layers=1,
+        max_length=MAX_LEN,
+        dropout_rate=0.5,
+        rngs=nnx.Rngs(3),
+    )
+    tokens = jax.random.randint(jax.random.key(4), (2, 5), 0, VOCAB)
+    lengths = jnp.array([5, 3])
+    noisy = tokens.at[1, 3:].set(0)
+    a, b = encoder(tokens, lengths), encoder(noisy, lengths)
+    np.testing.assert_allclose(a[1, :3], b[1, :3], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(encoder(tokens, lengths), a)  # rng=None is deterministic
+    assert not np.allclose(encoder(tokens, lengths, rng=jax.random.key(0)), a)
+
+
+def test_seq2seq_step_reproduces_teacher_forced_forward():
+    model = transformer.TransformerSeq2Seq(
+        7,
+        VOCAB,
+        d_model=D,
+        num_heads=HEADS,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        max_length=MAX_LEN,
+        rngs=nnx.Rngs(5),
+    )
+    source = jax.random.randint(jax.random.key(6), (2, 5), 0, 7)
+    lengths = jnp.array([5, 2])
+    target = jax.random.randint(jax.random.key(7), (2, 4), 0, VOCAB)
+    full = model(source, lengths, target)
+
+    @jax.jit
+    def run_steps(source, lengths, target):
+        state = model.init_decode_state(source, lengths, max_length=4)
+        steps = []
+        for t in range(4):
+            state, logits = model.step(state, target[:, t])
+            steps.append(logits)
+        return jnp.stack(steps, 1)
+
+    np.testing.assert_allclose(run_steps(source, lengths, target), full, rtol=1e-5, atol=1e-5)
+
+
+def test_tied_embeddings_and_param_count_by_hand():
+    tied = transformer.TransformerLM(
+        VOCAB,
+        d_model=D,
+        num_heads=HEADS,
+        num_layers=1,
+        max_length=MAX_LEN,
+        tie_embeddings=True,
+        positions="sinusoidal",
+        rngs=nnx.Rngs(0),
+    )
+    block = 2 * (D * D + D) + (D * 2 * D + 2 * D) + 2 * 2 * D  # attention + 2 LayerNorms
+    block += D * 4 * D + 4 * D + 4 * D * D + D  # MLP
+    expected = VOCAB * D + block + 2 * D  # + final LayerNorm; sinusoidal table is not a Param
+    assert params.count_params(tied) == expected
+
+
+def test_match_size_finds_a_width_within_five_percent():
+    target = 20_000
+
+    def build(width):
+        return transformer.TransformerLM(
+            VOCAB, d_model=width, num_heads=2, num_layers=1, max_length=MAX_LEN, rngs=nnx.Rngs(0)
+        )
+
+    width, count = params.match_size(build, target, low=8, high=64, multiple_of=2)
+    assert abs(count - target) <= 0.05 * target
+    assert count == params.count_params(build(width))
+    with pytest.raises(ValueError, match="within 5%"):
+        params.match_size(build, 10**9, low=8, high=16, multiple_of=2)
+
+
+def test_bad_arguments_raise(lm):
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        transformer.TransformerLM(
+            VOCAB, d_model=10, num_heads=3, num_layers=1, max_length=4, rngs=nnx.Rngs(0)
+        )
+    with pytest.raises(ValueError, match="positions"):
+        transformer.TransformerLM(
+            VOCAB,
+            d_model=8,
+            num_heads=2,
+            num_layers=1,
+            max_length=4,
+            positions="rotary",
+            rngs=nnx.Rngs(0),
+        )
+    with pytest.raises(ValueError, match=f"max_length={MAX_LEN}"):
+        lm(jnp.zeros((1, MAX_LEN + 1), jnp.int32))
