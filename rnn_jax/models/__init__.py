@@ -1,1 +1,5 @@
-"""Models: RNN taggers, seq2seq, classifiers, transformer baselines, parameter counting."""
+"""Models built from the core: the RNN language model (`lm.RNNLanguageModel`)."""
+
+from rnn_jax.models.lm import RNNLanguageModel
+
+__all__ = ["RNNLanguageModel"]
