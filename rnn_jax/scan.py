@@ -199,7 +199,14 @@ def _chunked(
     def piece(carry: Carry, inputs: tuple) -> tuple:
         ts, xs_piece = inputs
         if stop_gradient:
-            carry = jax.lax.stop_gradient(carry)
+            # Cut only sequences still running: a finished sequence's final carry keeps its
+            # gradient path into the piece where it ended.
+            running = None if lengths is None else ts[0] < lengths
+            carry = (
+                jax.lax.stop_gradient(carry)
+                if running is None
+                else _where_valid(running, jax.lax.stop_gradient(carry), carry)
+            )
         return _run_chunk(cell, params, carry, ts, xs_piece, lengths, h_mask, unroll)
 
     if checkpoint:
@@ -332,8 +339,9 @@ def truncated_unroll(
     boundaries through `jax.lax.stop_gradient`.
 
     The forward values equal `unroll`'s; gradients only flow within a chunk (Williams & Peng
-    1990; the usual language-model truncation). Arguments as in `unroll`; returns
-    `(ys [batch, time, hidden], final_carry)`.
+    1990; the usual language-model truncation). A sequence that ended in an earlier chunk
+    keeps the gradient path from its final carry into the chunk where it ended. Arguments as
+    in `unroll`; returns `(ys [batch, time, hidden], final_carry)`.
     """
     if not isinstance(bptt_length, int) or bptt_length < 1:
         raise ValueError(f"bptt_length={bptt_length!r} must be a positive int")

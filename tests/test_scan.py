@@ -1,0 +1,247 @@
+"""`unroll`, `truncated_unroll` and the linear scan against independent references."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from reference_numpy import CASES, as_tuple, random_like, run_sequence
+
+from rnn_jax import cells, linear_scan, scan
+
+BATCH, TIME, INPUT, HIDDEN = 3, 5, 4, 5
+LENGTHS = np.array([5, 2, 4], np.int32)
+TOL = dict(rtol=2e-5, atol=2e-5)
+
+
+def setup(case, seed=0):
+    name, options = CASES[case]
+    cell = cells.get_cell(name, **options)
+    params = random_like(cell.init(jax.random.key(seed), INPUT, HIDDEN), seed=seed + 1)
+    xs = np.random.default_rng(seed + 2).standard_normal((BATCH, TIME, INPUT)).astype(np.float32)
+    return cell, params, xs
+
+
+@functools.cache
+def jitted_unroll(**static):
+    return jax.jit(
+        lambda cell, params, xs, lengths, initial, h_mask: scan.unroll(
+            cell, params, xs, lengths, initial, h_mask=h_mask, **static
+        ),
+        static_argnums=0,
+    )
+
+
+def check_against_reference(case, ys, carry, params, xs, lengths, reverse, initial=None, mask=None):
+    """Each sequence run alone, unpadded (reversed if `reverse`), by the numpy reference."""
+    for b in range(BATCH):
+        n = int(lengths[b])
+        seq = xs[b, :n][::-1] if reverse else xs[b, :n]
+        init_b = None if initial is None else tuple(s[b] for s in as_tuple(initial))
+        mask_b = None if mask is None else mask[b]
+        ref_ys, ref_state = run_sequence(case, params, seq, init_b, mask_b)
+        np.testing.assert_allclose(ys[b, :n], ref_ys[::-1] if reverse else ref_ys, **TOL)
+        np.testing.assert_array_equal(ys[b, n:], 0.0)  # exactly zero past the end
+        for got, want in zip(as_tuple(carry), ref_state, strict=True):
+            np.testing.assert_allclose(got[b], want, **TOL)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lengths_and_reverse_match_one_by_one_reference(case, reverse):
+    cell, params, xs = setup(case)
+    ys, carry = jitted_unroll(reverse=reverse)(cell, params, xs, LENGTHS, None, None)
+    check_against_reference(case, np.asarray(ys), carry, params, xs, LENGTHS, reverse)
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru_cho", "min_gru"])
+def test_initial_carry_and_full_lengths(case):
+    cell, params, xs = setup(case, seed=3)
+    initial = jax.tree.map(
+        lambda z: jnp.asarray(np.random.default_rng(9).standard_normal(z.shape), jnp.float32),
+        cell.zero_carry((BATCH,), HIDDEN),
+    )
+    full = np.full((BATCH,), TIME, np.int32)
+    ys, carry = jitted_unroll()(cell, params, xs, None, initial, None)
+    check_against_reference(case, np.asarray(ys), carry, params, xs, full, False, initial)
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru", "gru_cho", "elman"])
+def test_h_mask_is_variational_dropout_on_recurrent_input(case):
+    cell, params, xs = setup(case, seed=4)
+    rng = np.random.default_rng(11)
+    mask = ((rng.random((BATCH, HIDDEN)) > 0.3) / 0.7).astype(np.float32)
+    ys, carry = jitted_unroll()(cell, params, xs, LENGTHS, None, mask)
+    check_against_reference(case, np.asarray(ys), carry, params, xs, LENGTHS, False, mask=mask)
+
+
+@pytest.mark.parametrize("case", ["lstm", "min_gru"])
+def test_unroll_options_do_not_change_results(case):
+    """unroll factor, time-major layout and remat give the same values and gradients."""
+    cell, params, xs = setup(case, seed=5)
+
+    def loss(params, xs, **options):
+        time_major = options.get("time_major", False)
+        xs_in = jnp.swapaxes(xs, 0, 1) if time_major else xs
+        ys, carry = scan.unroll(cell, params, xs_in, LENGTHS, reverse=True, **options)
+        ys = jnp.swapaxes(ys, 0, 1) if time_major else ys
+        weights = jnp.arange(ys.size, dtype=ys.dtype).reshape(ys.shape) / ys.size
+        return jnp.sum(ys * weights) + jnp.sum(cell.output(carry))
+
+    base_value, base_grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(params, xs)
+    for options in [dict(unroll=3), dict(time_major=True), dict(remat=True)]:
+        value, grads = jax.jit(jax.value_and_grad(functools.partial(loss, **options), (0, 1)))(
+            params, xs
+        )
+        np.testing.assert_allclose(value, base_value, rtol=1e-5, err_msg=str(options))
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(base_grads), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=str(options))
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru_cho", "min_gru", "layer_norm_lstm"])
+def test_gradients_match_finite_differences(case):
+    """check_grads in float64 (x64 enabled only inside this test) through lengths + reverse."""
+    with jax.enable_x64(True):
+        cell, params32, xs32 = setup(case, seed=6)
+        params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), params32)
+        xs = jnp.asarray(xs32, jnp.float64)[:, :4]
+        lengths = jnp.array([4, 1, 3])
+        f = jax.jit(
+            lambda params, xs: scan.unroll(cell, params, xs, lengths, reverse=True, remat=True)[0]
+        )
+        check_grads(f, (params, xs), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-6)
+
+
+def test_linear_scan_associative_equals_sequential():
+    rng = np.random.default_rng(7)
+    a = jnp.asarray(rng.uniform(0.2, 1.0, (2, 13, 3)), jnp.float32)
+    b = jnp.asarray(rng.standard_normal((2, 13, 3)), jnp.float32)
+    h0 = jnp.asarray(rng.standard_normal((2, 3)), jnp.float32)
+    ref = np.zeros((2, 13, 3))
+    h = np.asarray(h0, np.float64)
+    for t in range(13):
+        h = np.asarray(a[:, t]) * h + np.asarray(b[:, t])
+        ref[:, t] = h
+    loss = lambda method: (
+        lambda a, b, h0: jnp.sum(jnp.sin(linear_scan.linear_recurrence(a, b, h0, method=method)))
+    )
+    for method in ("sequential", "associative"):
+        hs = linear_scan.linear_recurrence(a, b, h0, method=method)
+        np.testing.assert_allclose(hs, ref, rtol=1e-5, atol=1e-5, err_msg=method)
+        time_major = linear_scan.linear_recurrence(
+            jnp.swapaxes(a, 0, 1), jnp.swapaxes(b, 0, 1), h0, method=method, time_axis=0
+        )
+        np.testing.assert_allclose(jnp.swapaxes(time_major, 0, 1), hs, rtol=1e-6)
+    g_seq = jax.grad(loss("sequential"), (0, 1, 2))(a, b, h0)
+    g_assoc = jax.grad(loss("associative"), (0, 1, 2))(a, b, h0)
+    for x, y in zip(g_seq, g_assoc, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    expected = "sequential" if jax.default_backend() == "cpu" else "associative"
+    assert linear_scan.resolve_method("auto") == expected
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_min_gru_associative_unroll_equals_sequential(reverse):
+    cell_seq, params, xs = setup("min_gru", seed=8)
+    cell_assoc = cells.get_cell("min_gru", method="associative")
+
+    def run(cell, params):
+        return scan.unroll(cell, params, xs, LENGTHS, reverse=reverse)
+
+    (ys_s, c_s), (ys_a, c_a) = run(cell_seq, params), run(cell_assoc, params)
+    np.testing.assert_allclose(ys_a, ys_s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c_a, c_s, rtol=1e-5, atol=1e-6)
+    grads = [
+        jax.grad(lambda p, c=c: jnp.sum(run(c, p)[0] ** 2))(params) for c in (cell_seq, cell_assoc)
+    ]
+    for x, y in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru"])
+def test_truncated_bptt_matches_chunk_by_chunk_reference(case):
+    cell, params, xs = setup(case, seed=9)
+    xs = np.concatenate([xs, xs[:, ::-1]], axis=1)  # T = 10, bptt 4 -> chunks 4, 4, 2
+    lengths = jnp.array([10, 3, 7])
+    bptt = 4
+    weights = jnp.asarray(np.random.default_rng(1).standard_normal((BATCH, 10, HIDDEN)))
+
+    def loss(params):
+        ys, carry = scan.truncated_unroll(cell, params, xs, bptt, lengths)
+        return jnp.sum(ys * weights) + jnp.sum(cell.output(carry)), ys
+
+    (value, ys), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    full_ys, _ = scan.unroll(cell, params, xs, lengths)
+    np.testing.assert_allclose(ys, full_ys, rtol=1e-5, atol=1e-6)
+
+    # Reference: chunk k's loss from its (constant) incoming carry, run with an unpadded
+    # Python loop of cell.step per sequence, gradients summed over chunks.
+    total = jax.tree.map(jnp.zeros_like, params)
+    carries = [cell.zero_carry((), HIDDEN) for _ in range(BATCH)]
+    for start in range(0, 10, bptt):
+        for b in range(BATCH):
+            stop = min(start + bptt, int(lengths[b]))
+            if stop <= start:
+                continue
+
+            def chunk_loss(params, b=b, start=start, stop=stop):
+                carry, out = carries[b], 0.0
+                for t in range(start, stop):
+                    carry, y = cell.step(params, carry, xs[b, t])
+                    out = out + jnp.sum(y * weights[b, t])
+                if stop == int(lengths[b]):
+                    out = out + jnp.sum(cell.output(carry))
+                return out, carry
+
+            chunk_grads, carries[b] = jax.grad(chunk_loss, has_aux=True)(params)
+            total = jax.tree.map(jnp.add, total, chunk_grads)
+    for name in params:
+        np.testing.assert_allclose(grads[name], total[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    # Truncation matters: the full-BPTT gradient differs.
+    full = jax.grad(lambda p: jnp.sum(scan.unroll(cell, p, xs, lengths)[0] * weights))(params)
+    assert float(jnp.max(jnp.abs(full["W_hh"] - grads["W_hh"]))) > 1e-4
+
+
+def test_remat_cuts_backward_temp_memory_at_4096_steps():
+    """XLA's temp buffer estimate of forward+backward at T = 4096 falls >= 4x with remat."""
+    cell = cells.get_cell("lstm")
+    params = cell.init(jax.random.key(0), 8, 32)
+    xs = jax.ShapeDtypeStruct((4, 4096, 8), jnp.float32)
+
+    def temp_bytes(remat):
+        loss = lambda p, xs: jnp.sum(scan.unroll(cell, p, xs, remat=remat)[0] ** 2)
+        compiled = jax.jit(jax.grad(loss)).lower(params, xs).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    plain, remat = temp_bytes(False), temp_bytes(True)
+    assert plain >= 4 * remat, (plain, remat)
+
+
+def test_bad_arguments_raise_before_tracing():
+    cell, params, xs = setup("lstm")
+    cases = [
+        (dict(xs=xs[..., :3]), r"feature size 3 .* input_size=4"),
+        (dict(xs=xs[0]), r"shape \(5, 4\); expected \[batch, time, features\]"),
+        (dict(lengths=np.array([5, 0, 2])), r"lengths contains \[0\]; allowed: 1 <= length"),
+        (dict(lengths=np.array([5, -1, 2])), r"lengths contains \[-1\]"),
+        (dict(lengths=np.array([6, 2, 2])), r"lengths contains \[6\].*time=5"),
+        (dict(lengths=np.array([5, 2])), r"lengths has shape \(2,\); expected \[batch\]"),
+        (dict(lengths=np.array([5.0, 2, 2])), "lengths has dtype float"),
+        (dict(implementation="cudnn"), r"implementation='cudnn'; allowed: auto, reference"),
+        (dict(unroll=0), "unroll=0"),
+        (dict(h_mask=np.ones((3, 4))), r"h_mask has shape \(3, 4\); expected"),
+        (dict(initial_carry=np.zeros((3, 5))), "initial_carry has shapes"),
+    ]
+    for override, message in cases:
+        args = dict(xs=xs, lengths=None) | override
+        with pytest.raises(ValueError, match=message):
+            scan.unroll(cell, params, **args)
+    with pytest.raises(ValueError, match="h_mask is not allowed for min_gru"):
+        min_cell, min_params, _ = setup("min_gru")
+        scan.unroll(min_cell, min_params, xs, h_mask=np.ones((3, 5)))
+    with pytest.raises(ValueError, match="bptt_length=0"):
+        scan.truncated_unroll(cell, params, xs, 0)
+    with pytest.raises(ValueError, match="must be an rnn_jax.cells.Cell"):
+        scan.unroll("lstm", params, xs)
