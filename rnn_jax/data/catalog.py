@@ -82,7 +82,10 @@ def _tagging(tag_key: str) -> Callable[[dict, object], list[dict]]:
     def convert(example: dict, features: object) -> list[dict]:
         names = _class_names(features, tag_key)
         tags = [names[int(i)] for i in example[tag_key]]
-        return [{"tokens": _texts(example["tokens"]), "tags": tags, tag_key: tags}]
+        tokens = _texts(example["tokens"])
+        if len(tags) != len(tokens):
+            raise ValueError(f"{len(tokens)} tokens but {len(tags)} {tag_key} tags: {tokens[:10]}")
+        return [{"tokens": tokens, "tags": tags, tag_key: tags}]
 
     return convert
 
@@ -143,12 +146,8 @@ def catalog_data_sources(name: str, data_dir: PathLike | None = None) -> dict[st
     return dict(zip(ours, sources, strict=True))
 
 
-def _read_all(source: object, chunk: int = 1024) -> list[dict]:
-    n = len(source)  # type: ignore[arg-type]
-    out: list[dict] = []
-    for start in range(0, n, chunk):
-        out.extend(source.__getitems__(list(range(start, min(start + chunk, n)))))  # type: ignore[attr-defined]
-    return out
+def _read_all(source: object) -> list[dict]:
+    return [source[i] for i in range(len(source))]  # type: ignore[index, arg-type]
 
 
 def load_catalog_dataset(name: str, data_dir: PathLike | None = None) -> TextDataset:

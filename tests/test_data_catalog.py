@@ -1,0 +1,114 @@
+"""TFDS catalog datasets through tfds.data_source under tfds.testing.mock_data (no TensorFlow).
+
+Each catalog dataset's mocked examples go through our whole pipeline (tokenise -> vocabulary
+-> padded batches); lengths, masks and ids are checked against the mocked examples.
+"""
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
+
+from rnn_jax.data import LMStream, pad_batch  # noqa: E402
+from rnn_jax.data.catalog import CATALOG, catalog_data_sources, load_catalog_dataset  # noqa: E402
+from rnn_jax.data.pipeline import build_vocabs, encode_split, stream_ids  # noqa: E402
+from rnn_jax.data.registry import load_dataset  # noqa: E402
+
+NUM_EXAMPLES = 6
+# mock_data draws every variable-length feature's length independently (5..50), so a mocked
+# sentence's tokens and tags differ in length, which our converter rejects. Its generator's
+# constant_dynamic_shape option (every such length = 10) keeps them aligned.
+SENTENCE_LENGTH = 10
+
+
+@pytest.fixture(autouse=True)
+def aligned_sequences(monkeypatch):
+    mocking = pytest.importorskip("tensorflow_datasets.testing.mocking")
+    original = mocking.RandomFakeGenerator.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self._constant_dynamic_shape = True
+
+    monkeypatch.setattr(mocking.RandomFakeGenerator, "__init__", init)
+
+
+def _mocked(name):
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE):
+        raw = {
+            s: [src[i] for i in range(len(src))] for s, src in catalog_data_sources(name).items()
+        }
+        dataset = load_catalog_dataset(name)
+    return raw, dataset
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in sorted(CATALOG) if CATALOG[n].task != "char_language_modeling"],
+)
+def test_catalog_examples_through_the_pipeline(name):
+    raw, dataset = _mocked(name)
+    assert set(dataset.splits) == set(CATALOG[name].splits)
+    assert {s: len(e) for s, e in dataset.splits.items()} == {s: NUM_EXAMPLES for s in raw}
+    vocabs = build_vocabs(dataset)
+    field = dataset.token_field
+    # Mocked text is random; drop examples whose (source) text is only spaces.
+    kept = [(i, e) for i, e in enumerate(dataset.splits["train"]) if len(e[field]) > 0]
+    if dataset.task == "translation":
+        kept = [(i, e) for i, e in kept if len(e["target"]) > 0]
+    assert kept, "mock_data gave no non-empty example"
+    encoded = encode_split(dataset, "train", vocabs)
+    fields = ("source", "targets") if dataset.task == "translation" else ("inputs",)
+    batch = pad_batch([encoded[i] for i, _ in kept], length_fields=fields)
+    key = "source" if dataset.task == "translation" else "inputs"
+    lengths = batch["source_lengths" if key == "source" else "lengths"]
+    mask = batch["source_mask" if key == "source" else "mask"]
+    for row, (index, example) in enumerate(kept):
+        tokens = example[field]
+        source = raw["train"][index]
+        # Our tokens are the mocked text split on whitespace, or the mocked token list.
+        if dataset.task == "tagging":
+            assert tokens == [
+                t.decode() if isinstance(t, bytes) else str(t) for t in source["tokens"]
+            ]
+            assert len(example["tags"]) == len(tokens) == SENTENCE_LENGTH
+        elif dataset.task == "classification":
+            text_key = "sentence" if "sentence" in source else "text"
+            assert tokens == str(source[text_key]).split()
+            assert int(source["label"]) == example["label"]
+        elif dataset.task == "translation":
+            source_language = name.split("/")[1].replace("_to_", "-").split("-")[0]
+            assert tokens == str(source[source_language]).split()
+            assert example["target"] == str(source["en"]).split()
+            n = len(example["target"]) + 1
+            assert batch["targets_lengths"][row] == n and batch["targets_mask"][row].sum() == n
+        assert lengths[row] == len(tokens) and mask[row].sum() == len(tokens)
+        assert mask[row, len(tokens) :].sum() == 0
+        assert vocabs[field].decode(batch[key][row, : len(tokens)]) == tokens
+
+
+def test_tagging_labels_are_class_names():
+    raw, dataset = _mocked("conll2003")
+    names = tfds.builder("conll2003").info.features["ner"].feature.names
+    for source, example in zip(raw["train"], dataset.splits["train"], strict=True):
+        assert example["tags"] == [names[int(i)] for i in source["ner"]]
+
+
+def test_tiny_shakespeare_catalog_stream():
+    raw, dataset = _mocked("tiny_shakespeare")
+    text = "".join(str(example["text"]) for example in raw["train"])
+    vocab = build_vocabs(dataset)["tokens"]
+    ids = stream_ids(dataset, "train", vocab)
+    assert "".join(vocab.decode(ids)) == text
+    stream = LMStream(ids, 2, 3)
+    first = next(iter(stream))
+    row_length = len(ids) // 2
+    np.testing.assert_array_equal(first["inputs"][1], ids[row_length : row_length + 3])
+
+
+def test_catalog_names_in_the_registry():
+    with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+        assert load_dataset("tfds:conll2003").task == "tagging"
+        assert load_dataset("imdb_reviews").task == "classification"
+    with pytest.raises(ValueError, match="unknown catalog dataset 'c4'"):
+        catalog_data_sources("c4")
