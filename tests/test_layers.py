@@ -1,0 +1,162 @@
+"""Bidirectional and stacked layers against manual passes of the numpy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference_numpy import as_tuple, random_like, run_sequence
+
+from rnn_jax import cells, layers
+
+BATCH, TIME, INPUT, HIDDEN = 3, 5, 4, 5
+LENGTHS = np.array([5, 2, 4], np.int32)
+TOL = dict(rtol=2e-5, atol=2e-5)
+XS = np.random.default_rng(0).standard_normal((BATCH, TIME, INPUT)).astype(np.float32)
+
+
+def random_stack(cell, input_size, num_layers, bidirectional, merge="concat", seed=0):
+    params = layers.init_stack(
+        jax.random.key(seed), cell, input_size, HIDDEN, num_layers,
+        bidirectional=bidirectional, merge=merge,
+    )  # fmt: skip
+    return jax.tree.map(
+        lambda leaf: jnp.asarray(leaf),
+        [
+            {d: random_like(p[d], seed + 10 * k + i) for i, d in enumerate(p)}
+            if bidirectional
+            else random_like(p, seed + 10 * k)
+            for k, p in enumerate(params)
+        ],
+    )
+
+
+def reference_direction(case, params, xs, lengths, reverse):
+    """Padded `[batch, time, hidden]` outputs and final states, one unpadded sequence at a
+    time; the backward direction reads each sequence's valid part reversed."""
+    ys = np.zeros((xs.shape[0], xs.shape[1], HIDDEN))
+    finals = []
+    for b in range(xs.shape[0]):
+        n = int(lengths[b])
+        seq = xs[b, :n][::-1] if reverse else xs[b, :n]
+        out, state = run_sequence(case, params, seq)
+        ys[b, :n] = out[::-1] if reverse else out
+        finals.append(state)
+    return ys, finals
+
+
+def reference_stack(case, params, xs, lengths, bidirectional, merge, residual):
+    x = np.asarray(xs, np.float64)
+    finals = []
+    for k, p in enumerate(params):
+        if bidirectional:
+            y_fw, f_fw = reference_direction(case, p["fw"], x, lengths, False)
+            y_bw, f_bw = reference_direction(case, p["bw"], x, lengths, True)
+            y = np.concatenate([y_fw, y_bw], -1) if merge == "concat" else y_fw + y_bw
+            finals.append((f_fw, f_bw))
+        else:
+            y, f = reference_direction(case, p, x, lengths, False)
+            finals.append(f)
+        x = y + x if residual and k > 0 and y.shape == x.shape else y
+    return x, finals
+
+
+def assert_finals(got, want):
+    """got: jax carry with batch axis; want: list over batch of reference state tuples."""
+    for b, state in enumerate(want):
+        for g, w in zip(as_tuple(got), state, strict=True):
+            np.testing.assert_allclose(g[b], w, **TOL)
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+@pytest.mark.parametrize("case", ["lstm", "gru"])
+def test_bidirectional_equals_two_manual_passes(case, merge):
+    cell = cells.get_cell(case)
+    fw = random_like(cell.init(jax.random.key(0), INPUT, HIDDEN), 1)
+    bw = random_like(cell.init(jax.random.key(0), INPUT, HIDDEN), 2)
+    ys, (c_fw, c_bw) = jax.jit(
+        lambda fw, bw, xs, lengths: layers.bidirectional(cell, fw, bw, xs, lengths, merge=merge)
+    )(fw, bw, XS, LENGTHS)
+    y_fw, f_fw = reference_direction(case, fw, XS, LENGTHS, False)
+    y_bw, f_bw = reference_direction(case, bw, XS, LENGTHS, True)
+    want = np.concatenate([y_fw, y_bw], -1) if merge == "concat" else y_fw + y_bw
+    np.testing.assert_allclose(ys, want, **TOL)
+    assert_finals(c_fw, f_fw)
+    assert_finals(c_bw, f_bw)
+
+
+@pytest.mark.parametrize(
+    "case,bidirectional,merge,residual",
+    [("lstm", True, "concat", False), ("gru", False, "concat", True), ("lstm", True, "sum", True)],
+)
+def test_stack_matches_layer_by_layer_reference(case, bidirectional, merge, residual):
+    cell = cells.get_cell(case)
+    params = random_stack(cell, INPUT, 3, bidirectional, merge)
+    ys, finals = jax.jit(
+        lambda params, xs, lengths: layers.apply_stack(
+            cell, params, xs, lengths, bidirectional=bidirectional, merge=merge, residual=residual
+        )
+    )(params, XS, LENGTHS)
+    want, ref_finals = reference_stack(case, params, XS, LENGTHS, bidirectional, merge, residual)
+    np.testing.assert_allclose(ys, want, **TOL)
+    for got, ref in zip(finals, ref_finals, strict=True):
+        if bidirectional:
+            assert_finals(got[0], ref[0])
+            assert_finals(got[1], ref[1])
+        else:
+            assert_finals(got, ref)
+
+
+def test_dropout_acts_between_layers_only_with_rng():
+    cell = cells.get_cell("gru")
+    params = random_stack(cell, INPUT, 2, False)
+    rng, rate = jax.random.key(7), 0.5
+    run = lambda rng: layers.apply_stack(cell, params, XS, LENGTHS, dropout_rate=rate, rng=rng)
+    plain, _ = layers.apply_stack(cell, params, XS, LENGTHS)
+    np.testing.assert_array_equal(run(None)[0], plain)
+    # With an rng: layer 1 reads layer 0's output through an inverted-dropout mask.
+    y0, _ = layers.apply_stack(cell, params[:1], XS, LENGTHS)
+    keep = jax.random.bernoulli(jax.random.split(rng, 2)[1], 1 - rate, y0.shape)
+    y1, _ = layers.apply_stack(cell, params[1:], jnp.where(keep, y0 / (1 - rate), 0.0), LENGTHS)
+    np.testing.assert_allclose(run(rng)[0], y1, rtol=1e-6, atol=1e-6)
+    assert float(jnp.max(jnp.abs(run(rng)[0] - plain))) > 1e-3
+
+
+def test_dropout_and_recurrent_masks_statistics():
+    x = jnp.ones((200, 100))
+    dropped = layers.dropout(jax.random.key(0), 0.3, x)
+    values = np.unique(np.asarray(dropped))
+    np.testing.assert_allclose(values, [0.0, 1 / 0.7], rtol=1e-6)
+    assert abs(float(jnp.mean(dropped == 0)) - 0.3) < 0.02
+    masks = layers.recurrent_dropout_masks(jax.random.key(1), 0.25, 4, 8, 2, bidirectional=True)
+    assert len(masks) == 2 and all(len(pair) == 2 for pair in masks)
+    flat = [m for pair in masks for m in pair]
+    for m in flat:
+        assert m.shape == (4, 8)
+        assert set(np.unique(np.asarray(m)).tolist()) <= {0.0, np.float32(1 / 0.75)}
+    assert len({np.asarray(m).tobytes() for m in flat}) == 4  # independent per layer/direction
+
+
+def test_stack_step_streams_the_stack():
+    cell = cells.get_cell("lstm")
+    params = random_stack(cell, INPUT, 2, False)
+    ys, finals = layers.apply_stack(cell, params, XS, residual=True)
+    carries = [cell.zero_carry((BATCH,), HIDDEN)] * 2
+    step = jax.jit(lambda carries, x: layers.stack_step(cell, params, carries, x, residual=True))
+    for t in range(TIME):
+        carries, y = step(carries, XS[:, t])
+        np.testing.assert_allclose(y, ys[:, t], rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(carries), jax.tree.leaves(finals), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_layer_errors():
+    cell = cells.get_cell("lstm")
+    params = random_stack(cell, INPUT, 2, False)
+    with pytest.raises(ValueError, match=r"merge='mean'; allowed: concat, sum"):
+        layers.apply_stack(cell, params, XS, merge="mean")
+    with pytest.raises(ValueError, match=r"dropout_rate=1.0; allowed"):
+        layers.apply_stack(cell, params, XS, dropout_rate=1.0)
+    with pytest.raises(ValueError, match=r"h_masks has 1 entries; expected num_layers=2"):
+        layers.apply_stack(cell, params, XS, h_masks=[None])
+    with pytest.raises(ValueError, match=r"num_layers=0"):
+        layers.init_stack(jax.random.key(0), cell, INPUT, HIDDEN, 0)
