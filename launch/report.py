@@ -49,16 +49,31 @@ def seed_samples(value: Any) -> list[float] | None:
 
 
 def flatten_final(final: Mapping[str, Any], prefix: str = "") -> dict[str, list[float]]:
-    """Nested `final` dicts become dotted metric names; non-numeric leaves are dropped."""
+    """A flat `final` -> `{metric: per-seed samples}`; nested dicts become dotted names.
+
+    The runtime's multi-seed form (`name` = mean, `name_std`, `per_seed: {name: [...]}`) is
+    read as the per-seed samples of `name`; non-numeric leaves are dropped.
+    """
+    per_seed = final.get("per_seed") if isinstance(final.get("per_seed"), Mapping) else {}
     metrics = {}
     for key, value in final.items():
+        if key == "per_seed" or (key.endswith("_std") and key[: -len("_std")] in per_seed):
+            continue
         name = f"{prefix}{key}"
-        samples = seed_samples(value)
+        samples = seed_samples(per_seed.get(key, value))
         if samples is not None:
             metrics[name] = samples
         elif isinstance(value, Mapping):
             metrics.update(flatten_final(value, f"{name}."))
     return metrics
+
+
+def final_rows(final: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """`final` -> `{row: {metric: samples}}`. A grid experiment's `final` maps each grid point
+    to its metrics (every value a dict): one row per point; otherwise one row, named ""."""
+    if final and all(isinstance(v, Mapping) for v in final.values()) and "per_seed" not in final:
+        return {row: flatten_final(metrics) for row, metrics in final.items()}
+    return {"": flatten_final(final)}
 
 
 def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
@@ -77,7 +92,7 @@ def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
                 final = json.loads(results_path.read_text())["final"]
             except (json.JSONDecodeError, KeyError) as error:
                 raise ValueError(f"{results_path}: no readable `final` object ({error})") from None
-            metrics = flatten_final(final)
+            metrics = final_rows(final)
         runs.append(
             {
                 "name": entry["name"],
@@ -90,18 +105,19 @@ def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
 
 
 def group_runs(runs: Sequence[dict]) -> list[dict]:
-    """Finished runs grouped by their overrides without the seed, in sweep order; each group
-    holds every seed's sample of every metric."""
+    """Finished runs' rows grouped by (overrides without the seed, row name), in sweep order;
+    each group holds every seed's sample of every metric."""
     groups: dict[str, dict] = {}
     for run in runs:
-        if run["metrics"] is None:
-            continue
-        setting = {k: v for k, v in run["overrides"].items() if not _is_seed_key(k)}
-        key = json.dumps(setting, sort_keys=True, default=str)
-        group = groups.setdefault(key, {"setting": setting, "samples": {}, "runs": []})
-        group["runs"].append(run)
-        for metric, values in run["metrics"].items():
-            group["samples"].setdefault(metric, []).extend(values)
+        for row, metrics in (run["metrics"] or {}).items():
+            setting = {k: v for k, v in run["overrides"].items() if not _is_seed_key(k)}
+            if row:
+                setting["row"] = row
+            key = json.dumps(setting, sort_keys=True, default=str)
+            group = groups.setdefault(key, {"setting": setting, "samples": {}, "runs": []})
+            group["runs"].append(run)
+            for metric, values in metrics.items():
+                group["samples"].setdefault(metric, []).extend(values)
     return list(groups.values())
 
 
@@ -197,7 +213,7 @@ def read_curve(workdir: pathlib.Path, key: str = CURVE_KEY) -> tuple[np.ndarray,
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line being written when the run was killed
-            samples = seed_samples(record.get(key))
+            samples = seed_samples(record.get(f"{key}_per_seed", record.get(key)))
             if "step" in record and samples:
                 steps.append(record["step"])
                 values.append(float(np.mean(samples)))
@@ -205,7 +221,8 @@ def read_curve(workdir: pathlib.Path, key: str = CURVE_KEY) -> tuple[np.ndarray,
 
 
 def plot_curves(groups: Sequence[dict], path: pathlib.Path) -> bool:
-    """Training-loss curves, one line per run; False (and no file) when none were logged."""
+    """Training-loss curves, one line per metrics.jsonl under each run's workdir; False (and
+    no file) when none were logged."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,11 +230,14 @@ def plot_curves(groups: Sequence[dict], path: pathlib.Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
-    for group in groups:
-        for run in group["runs"]:
-            steps, values = read_curve(run["workdir"])
+    runs = {run["name"]: run for group in groups for run in group["runs"]}
+    for run in runs.values():
+        # a grid experiment logs one metrics.jsonl per grid point, under its workdir
+        for path in sorted(run["workdir"].glob("**/metrics.jsonl")):
+            steps, values = read_curve(path.parent)
             if steps.size:
-                ax.plot(steps, values, label=run["name"], linewidth=1)
+                label = str(path.parent.relative_to(run["workdir"].parent))
+                ax.plot(steps, values, label=label, linewidth=1)
                 drawn = True
     if drawn:
         ax.set_xlabel("step")

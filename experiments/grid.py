@@ -1,0 +1,159 @@
+"""What every grid experiment shares: the absl entry point, running grid points, tables.
+
+An experiment's `quick` variant is a sub-grid of its `full` one, and `launch.sweep` splits a
+grid into one-point runs; both go through `run_points`, which trains each point with
+`rnn_jax.train.train_and_evaluate` in `W/points/<point>/` (so each point checkpoints and
+resumes on its own, and a finished point, whose results.json exists, is not redone).
+
+Grid axes are comma-separated strings in the config (`grid.cells = "lstm,gru"`), so that a
+sweep overrides them with plain `--config.grid.cells=lstm`.
+
+The experiment's own `W/results.json` has `final = {point_name: {metric: value}}`, where a
+value is a float or a list with one float per seed (launch.report reads both).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from rnn_jax.train import metrics as run_metrics
+
+RESULTS_FILE = "results.json"
+
+
+def split_axis(
+    config: ml_collections.ConfigDict, key: str, allowed: Sequence[str] | None = None
+) -> list[str]:
+    """`config.grid.<key>` "a,b" -> ["a", "b"], checked against `allowed`."""
+    text = config.grid[key]
+    values = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not values:
+        raise ValueError(f"grid.{key}={text!r}: expected a comma-separated non-empty list")
+    if allowed is not None:
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ValueError(f"grid.{key}={text!r}: unknown {bad}; allowed: {', '.join(allowed)}")
+    return values
+
+
+def split_ints(config: ml_collections.ConfigDict, key: str) -> list[int]:
+    """`config.grid.<key>` "50,100" -> [50, 100] (each >= 1)."""
+    values = split_axis(config, key)
+    try:
+        numbers = [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"grid.{key}={config.grid[key]!r}: expected integers") from None
+    if min(numbers) < 1:
+        raise ValueError(f"grid.{key}={config.grid[key]!r}: values must be >= 1")
+    return numbers
+
+
+class TaskStream:
+    """Training batches `task.batch(seed, step, batch_size)` of a synthetic task: batch i is a
+    pure function of (seed, i), so the iterator state is just the index (exact resume)."""
+
+    def __init__(self, draw: Callable[[int], dict], start: int = 0) -> None:
+        self._draw = draw
+        self._index = start
+
+    def __iter__(self) -> TaskStream:
+        return self
+
+    def __next__(self) -> dict:
+        batch = self._draw(self._index)
+        self._index += 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"index": self._index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._index = int(state["index"])
+
+
+def run_points(
+    workdir: pathlib.Path,
+    points: Sequence[tuple[str, Callable[[pathlib.Path], dict]]],
+) -> dict[str, dict]:
+    """Runs `fn(point_dir)` for each `(name, fn)` not finished yet; returns name -> results.
+
+    `fn` must train (train_and_evaluate writes point_dir/results.json) and return the
+    point's summary dict, which is stored as point_dir/summary.json; a point whose summary
+    exists is loaded instead of re-run. Prints one progress line per point.
+    """
+    import json
+
+    summaries = {}
+    start = time.perf_counter()
+    for i, (name, fn) in enumerate(points, 1):
+        point_dir = workdir / "points" / name
+        summary_path = point_dir / "summary.json"
+        if summary_path.is_file():
+            summaries[name] = json.loads(summary_path.read_text())
+            status = "done earlier"
+        else:
+            t0 = time.perf_counter()
+            summaries[name] = fn(point_dir)
+            run_metrics.write_json_atomic(summary_path, summaries[name])
+            status = f"{time.perf_counter() - t0:.0f}s"
+        elapsed = time.perf_counter() - start
+        print(f"  [{i}/{len(points)}] {name}: {status} (elapsed {elapsed:.0f}s)", flush=True)
+    return summaries
+
+
+def read_metric_curve(point_dir: pathlib.Path, key: str) -> tuple[list[int], np.ndarray]:
+    """(steps, values [steps, seeds]) of a metric logged in metrics.jsonl (the runtime logs
+    `<key>_per_seed` beside the mean when num_seeds > 1)."""
+    import json
+
+    steps, values = [], []
+    path = point_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            value = record.get(f"{key}_per_seed", record.get(key))  # per seed when num_seeds > 1
+            if value is not None:
+                steps.append(int(record["step"]))
+                values.append(value if isinstance(value, list) else [value])
+    return steps, np.asarray(values, np.float64)
+
+
+def mean_std(values: Any) -> str:
+    """`mean ± std` (population std over seeds) of finite values; '–' when none."""
+    array = np.asarray(values, np.float64).ravel()
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return "–"
+    return f"{fmt(array.mean())} ± {fmt(array.std())}"
+
+
+def fmt(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+        return f"{value:.2e}"
+    return f"{value:.4g}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(workdir: pathlib.Path, final: dict, extra: dict | None = None) -> None:
+    """W/results.json: `final` plus timing/provenance, atomically, once at the end."""
+    results = {"final": final, **(extra or {}), "provenance": run_metrics.provenance()}
+    run_metrics.write_json_atomic(workdir / RESULTS_FILE, results)
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a missing measurement is null."""
+    return float(value) if value is not None and math.isfinite(value) else None

@@ -1,0 +1,491 @@
+"""Does the recurrent initialisation decide whether an RNN learns long-range tasks? (seed Q19)
+
+For every grid point (task, T, cell, recurrent init) this trains `num_seeds` replicas with the
+shared runtime and measures, with rnn_jax.diagnostics on held-out sequences of the *actual*
+cell, at initialisation and after training:
+- ‖∂L/∂h_{T−d}‖ for distances d from the loss (the vanishing-gradient picture);
+- log10 σ_max of the Jacobian product ∂h_T/∂h_{T−k} (not of W_hh alone);
+- for LSTM/GRU, how often their sigmoid gates are saturated (< 0.1 or > 0.9).
+It writes W/results.json, W/initialization.md and W/loss_curves.png, W/grad_vs_distance.png.
+
+    python -m experiments.initialization --workdir=W \
+        --config=experiments/configs/initialization.py:quick
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from experiments import grid
+from rnn_jax import diagnostics
+from rnn_jax.cells import get_cell
+from rnn_jax.data.synthetic import AddingProblem, CopyTask
+from rnn_jax.modules import RNN
+from rnn_jax.train import cli, seeds
+from rnn_jax.train.config import one_of, positive, validate
+from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.task import Task
+
+CELLS = {
+    "elman_tanh": ("elman", {"nonlinearity": "tanh"}),
+    "elman_relu": ("elman", {"nonlinearity": "relu"}),
+    "lstm": ("lstm", {}),
+    "gru": ("gru", {}),
+}
+SIGMOID_GATES = {"lstm": diagnostics.LSTM_SIGMOID_GATES, "gru": diagnostics.GRU_SIGMOID_GATES}
+INITS = ("orthogonal", "normal_0.01", "normal_inv_sqrt_h", "normal_1.0", "identity", "glorot")
+TASKS = ("adding", "copy")
+EVAL_SEED_OFFSET = 1_000_003  # held-out batches come from a stream training never reads
+
+RULES = {
+    "data.eval_batches": positive,
+    "diagnostics.num_sequences": positive,
+    "diagnostics.success_fraction": positive,
+    "model.input_init": one_of("glorot_uniform", "glorot_normal", "lecun_normal", "orthogonal"),
+}
+
+
+def recurrent_init(name: str, hidden_size: int) -> dict:
+    """Init name of the grid -> `recurrent_init`/`recurrent_scale` options of `cell.init`."""
+    if name.startswith("normal_"):
+        scale = name.removeprefix("normal_")
+        value = 1.0 / math.sqrt(hidden_size) if scale == "inv_sqrt_h" else float(scale)
+        return {"recurrent_init": "normal", "recurrent_scale": value}
+    named = {"orthogonal": "orthogonal", "identity": "identity", "glorot": "glorot_uniform"}
+    return {"recurrent_init": named[name]}
+
+
+def distances(length: int) -> list[int]:
+    """Distances d of h_{T−d} from the loss at which gradients are reported (0 … T−1)."""
+    ds = {0, 1, 2, 5, 10, 20, 50, 100, 200, 400, length - 1}
+    return sorted(d for d in ds if d < length)
+
+
+def product_lengths(length: int) -> list[int]:
+    """Lengths k of the Jacobian products ∂h_T/∂h_{T−k} that are reported (1 … T)."""
+    return sorted({k for k in (1, 10, length // 2, length) if 1 <= k <= length})
+
+
+class Model(nnx.Module):
+    """One recurrent layer and a linear readout: of the last h (adding) or of every h (copy)."""
+
+    def __init__(
+        self,
+        cell_name: str,
+        init_name: str,
+        input_size: int,
+        output_size: int,
+        config: ml_collections.ConfigDict,
+        rngs: nnx.Rngs,
+    ) -> None:
+        name, options = CELLS[cell_name]
+        hidden = config.model.hidden_size
+        self.rnn = RNN(
+            get_cell(name, **options),
+            input_size,
+            hidden,
+            input_init=config.model.input_init,
+            **recurrent_init(init_name, hidden),
+            rngs=rngs,
+        )
+        self.readout = nnx.Linear(hidden, output_size, rngs=rngs)
+
+
+class LongRangeTask(Task):
+    """Adding problem (regression on the last step) or copy task (classification at every
+    step) for one (T, cell, init); evaluation adds the gradient-flow diagnostics."""
+
+    # "diagnostics" is the valid batches marked for the (costly) gradient-flow measurements:
+    # the marker changes the batch's pytree, so the jitted eval step traces a second version
+    # that runs them, once at the end, while periodic evaluations stay cheap.
+    eval_splits = ("valid",)
+    final_splits = ("valid", "diagnostics")
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        task: str,
+        length: int,
+        cell_name: str,
+        init_name: str,
+    ) -> None:
+        self.config, self.task, self.length = config, task, length
+        self.cell_name, self.init_name = cell_name, init_name
+        if task == "adding":
+            self.data = AddingProblem(length=length)
+            self.baseline = AddingProblem.baseline_mse()
+            self.input_size, self.output_size = 2, 1
+        else:
+            self.data = CopyTask(
+                blank_length=length,
+                num_symbols=config.data.num_symbols,
+                num_categories=config.data.num_categories,
+            )
+            self.baseline = self.data.baseline_cross_entropy()
+            self.input_size = self.output_size = self.data.vocab_size
+        self.threshold = config.diagnostics.success_fraction * self.baseline
+        self.batch_size = config.train.batch_size
+
+    # ---- model and data -----------------------------------------------------------------------
+    def init_model(self, rng: jax.Array) -> Model:
+        return Model(
+            self.cell_name,
+            self.init_name,
+            self.input_size,
+            self.output_size,
+            self.config,
+            nnx.Rngs(params=rng),
+        )
+
+    def train_data(self) -> grid.TaskStream:
+        return grid.TaskStream(lambda i: self.data.batch(self.config.seed, i, self.batch_size))
+
+    def eval_data(self, split: str) -> list[dict]:
+        batches = [
+            self.data.batch(self.config.seed + EVAL_SEED_OFFSET, i, self.batch_size)
+            for i in range(self.config.data.eval_batches)
+        ]
+        if split == "diagnostics":
+            return [{**b, "diagnose": np.zeros(len(b["targets"]), np.int32)} for b in batches]
+        return batches
+
+    def eval_batch_size(self, split: str) -> int:
+        return self.batch_size
+
+    def _inputs(self, batch: dict) -> jax.Array:
+        if self.task == "copy":
+            return jax.nn.one_hot(batch["inputs"], self.input_size)
+        return jnp.asarray(batch["inputs"])
+
+    def per_example_loss(self, model: Model, ys: jax.Array, targets: jax.Array) -> jax.Array:
+        """`ys [batch, time, hidden]` -> `[batch]`: squared error of the last step's prediction
+        (adding) or the mean cross-entropy over all steps (copy)."""
+        if self.task == "adding":
+            prediction = model.readout(ys[:, -1])[:, 0]
+            return (prediction - targets) ** 2
+        logits = model.readout(ys)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean(axis=-1)
+
+    # ---- training and evaluation --------------------------------------------------------------
+    def loss_fn(self, model: Model, batch: dict, carry: tuple, rng: jax.Array) -> tuple:
+        ys, _ = model.rnn(self._inputs(batch))
+        loss = self.per_example_loss(model, ys, batch["targets"]).mean()
+        return loss, ((), {})
+
+    def eval_step(self, model: Model, batch: dict, carry: tuple) -> tuple:
+        xs, targets = self._inputs(batch), batch["targets"]
+        ys, _ = model.rnn(xs)
+        sums = {
+            "loss": self.per_example_loss(model, ys, targets).sum(),
+            "examples": jnp.asarray(xs.shape[0], jnp.float32),
+        }
+        if "diagnose" in batch:
+            sums.update(self.diagnostics(model, xs, targets))
+        return (), sums
+
+    def diagnostics(self, model: Model, xs: jax.Array, targets: jax.Array) -> dict:
+        """Sums over the batch of ‖∂L/∂h_{T−d}‖, of log10 σ_max(∂h_T/∂h_{T−k}) (first
+        `num_sequences` examples) and of the fraction of saturated sigmoid gates."""
+        cell, params = model.rnn.cell, model.rnn.params[0]
+        carry0 = cell.zero_carry((xs.shape[0],), model.rnn.hidden_size, xs.dtype)
+        step_fn = functools.partial(cell.step, params)
+        sums = {}
+        # Summing per-example losses keeps each example's dL/dh_t its own.
+        norms = diagnostics.hidden_state_grad_norms(
+            step_fn,
+            cell.output,
+            lambda hs: self.per_example_loss(model, hs, targets).sum(),
+            carry0,
+            xs,
+        )
+        for d in distances(self.length):
+            sums[f"grad_norm_d{d}"] = norms[:, self.length - 1 - d].sum()
+        n = min(self.config.diagnostics.num_sequences, xs.shape[0])
+        sub_carry = jax.tree.map(lambda c: c[:n], carry0)
+        jacobians = diagnostics.state_jacobians(step_fn, sub_carry, xs[:n])
+        ks = product_lengths(self.length)
+        log_sv = diagnostics.jacobian_product_log10_singular_values(jacobians, ks)
+        for row, k in enumerate(ks):
+            sums[f"log10_sigma_max_k{k}"] = log_sv[:, row, 0].sum()
+        sums["diag_sequences"] = jnp.asarray(n, jnp.float32)
+        if self.cell_name in SIGMOID_GATES:
+            pre = diagnostics.sigmoid_gate_preactivations(cell, params, carry0, xs)
+            saturation = diagnostics.gate_saturation(pre, SIGMOID_GATES[self.cell_name])
+            for gate, stats in saturation.items():
+                sums[f"gate_{gate}_saturated"] = (stats["left"] + stats["right"]) * xs.shape[0]
+        return sums
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        out = {}
+        for name, value in sums.items():
+            if name in ("examples", "diag_sequences"):
+                continue
+            count = sums["diag_sequences"] if name.startswith("log10") else sums["examples"]
+            out[name] = value / count
+        return out
+
+
+def initial_diagnostics(task: LongRangeTask, config: ml_collections.ConfigDict) -> dict:
+    """Eval metrics of each seed's model at initialisation (the same init keys as training)."""
+    per_seed: dict[str, list[float]] = {}
+    step = None
+    for base_key in seeds.base_keys(config.seed, config.num_seeds):
+        model = task.init_model(seeds.init_key(base_key))
+        if step is None:  # one compilation for every seed
+            step = jax.jit(functools.partial(_eval_sums, task, nnx.graphdef(model)))
+        totals: dict[str, float] = {}
+        for batch in task.eval_data("diagnostics"):
+            for name, value in step(nnx.state(model), batch).items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+        for name, value in task.eval_metrics(totals).items():
+            per_seed.setdefault(name, []).append(float(value))
+    return per_seed
+
+
+def _eval_sums(task: LongRangeTask, graphdef: nnx.GraphDef, state: nnx.State, batch: dict) -> dict:
+    return task.eval_step(nnx.merge(graphdef, state), batch, ())[1]
+
+
+def run_point(
+    config: ml_collections.ConfigDict,
+    task_name: str,
+    length: int,
+    cell: str,
+    init: str,
+    point_dir: pathlib.Path,
+) -> dict:
+    """Train one grid point; returns its summary (per-seed lists)."""
+    task = LongRangeTask(config, task_name, length, cell, init)
+    at_init = initial_diagnostics(task, config)
+    results = train_and_evaluate(config, point_dir, task)
+    final = results["final"]
+    per_seed = final.get("per_seed", {})
+    trained = {
+        name.removeprefix("diagnostics_"): per_seed.get(name, [final[name]])
+        for name in final
+        if name.startswith("diagnostics_") and not name.endswith("_std")
+    }
+    steps, valid = grid.read_metric_curve(point_dir, "valid_loss")
+    finals = np.asarray(trained["loss"], np.float64)
+    success = np.isfinite(finals) & (finals < task.threshold)
+    reached = []
+    for seed_index in range(config.num_seeds):
+        below = [s for s, v in zip(steps, valid[:, seed_index], strict=True) if v < task.threshold]
+        reached.append(float(below[0]) if below else None)
+    return {
+        "task": task_name,
+        "length": length,
+        "cell": cell,
+        "init": init,
+        "baseline": task.baseline,
+        "threshold": task.threshold,
+        "success": success.astype(float).tolist(),
+        "steps_to_success": reached,
+        "at_init": at_init,
+        "trained": {
+            name: [grid.finite_or_none(v) for v in values] for name, values in trained.items()
+        },
+        "curve_steps": steps,
+        "curve_valid_loss": [[grid.finite_or_none(v) for v in row] for row in valid.tolist()],
+    }
+
+
+def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, int, str, str]]:
+    tasks = grid.split_axis(config, "tasks", TASKS)
+    cells = grid.split_axis(config, "cells", tuple(CELLS))
+    inits = grid.split_axis(config, "inits", INITS)
+    points = []
+    for task in tasks:
+        key = "copy_lengths" if task == "copy" and config.grid.copy_lengths else "lengths"
+        for length in grid.split_ints(config, key):
+            points += [(task, length, cell, init) for cell in cells for init in inits]
+    return points
+
+
+def point_name(task: str, length: int, cell: str, init: str) -> str:
+    return f"{task}-T{length}-{cell}-{init}"
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    """The whole grid of `config`; writes results.json, initialization.md and the plots."""
+    validate(config, RULES)
+    points = grid_points(config)
+    start = time.perf_counter()
+    print(f"initialization: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
+    summaries = grid.run_points(
+        workdir, [(point_name(*p), functools.partial(run_point, config, *p)) for p in points]
+    )
+    final = {
+        name: {
+            "success_rate": float(np.mean(s["success"])),
+            "valid_loss": s["trained"]["loss"],
+            "init_log10_sigma_max": s["at_init"][_longest(s)],
+            "trained_log10_sigma_max": s["trained"][_longest(s)],
+        }
+        for name, s in summaries.items()
+    }
+    grid.write_results(
+        workdir, final, {"points": summaries, "timing": {"wall_s": time.perf_counter() - start}}
+    )
+    (workdir / "initialization.md").write_text(report_markdown(summaries))
+    plot_loss_curves(summaries, workdir / "loss_curves.png")
+    plot_grad_vs_distance(summaries, workdir / "grad_vs_distance.png")
+    return final
+
+
+def _longest(summary: dict) -> str:
+    return f"log10_sigma_max_k{summary['length']}"
+
+
+def _grad_ratio(metrics: dict, length: int) -> list[float]:
+    """log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ per seed: how much gradient survives T−1 steps."""
+    far, near = metrics[f"grad_norm_d{length - 1}"], metrics["grad_norm_d0"]
+    return [
+        math.log10(f / n) if f and n and f > 0 and n > 0 else float("nan")
+        for f, n in zip(far, near, strict=True)
+    ]
+
+
+def report_markdown(summaries: dict[str, dict]) -> str:
+    """One table per (task, T): success, loss and the gradient-flow diagnostics per row."""
+    lines = [
+        "# Recurrent initialisation (seed question 19)",
+        "",
+        "Success = final validation loss < 10% of the trivial baseline. σ_max is the largest "
+        "singular value of the Jacobian product ∂h_T/∂h_1 of the cell (log10, mean ± std "
+        "over seeds); 'grad ratio' is log10 ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at initialisation.",
+        "",
+    ]
+    by_setting: dict[tuple, list[dict]] = {}
+    for s in summaries.values():
+        by_setting.setdefault((s["task"], s["length"]), []).append(s)
+    for (task, length), rows in by_setting.items():
+        first = rows[0]
+        lines += [
+            f"## {task}, T = {length} (baseline {grid.fmt(first['baseline'])}, success "
+            f"below {grid.fmt(first['threshold'])})",
+            "",
+        ]
+        table = []
+        for s in rows:
+            reached = [v for v in s["steps_to_success"] if v is not None]
+            saturated = [k for k in s["trained"] if k.startswith("gate_")]
+            table.append(
+                [
+                    s["cell"],
+                    s["init"],
+                    f"{sum(s['success']):.0f}/{len(s['success'])}",
+                    grid.mean_std(_none_to_nan(s["trained"]["loss"])),
+                    f"{np.median(reached):.0f}" if reached else "–",
+                    grid.mean_std(s["at_init"][_longest(s)]),
+                    grid.mean_std(_none_to_nan(s["trained"][_longest(s)])),
+                    grid.mean_std(_grad_ratio(s["at_init"], length)),
+                    ", ".join(
+                        f"{k.split('_')[1]} {grid.mean_std(_none_to_nan(s['trained'][k]))}"
+                        for k in saturated
+                    )
+                    or "–",
+                ]
+            )
+        lines.append(
+            grid.markdown_table(
+                [
+                    "cell",
+                    "W_hh init",
+                    "solved",
+                    "valid loss",
+                    "steps to success (median)",
+                    "log10 σ_max init",
+                    "log10 σ_max trained",
+                    "grad ratio init",
+                    "gates saturated (trained)",
+                ],
+                table,
+            )
+        )
+    return "\n".join(lines)
+
+
+def _none_to_nan(values: list) -> list[float]:
+    return [float("nan") if v is None else v for v in values]
+
+
+def _plot_grid(summaries: dict[str, dict]) -> tuple[str, int, list[str], list[dict]]:
+    """The (task, longest T) whose rows the plots show, its cells and rows."""
+    task = next(iter(summaries.values()))["task"]
+    length = max(s["length"] for s in summaries.values() if s["task"] == task)
+    rows = [s for s in summaries.values() if s["task"] == task and s["length"] == length]
+    cells = list(dict.fromkeys(s["cell"] for s in rows))
+    return task, length, cells, rows
+
+
+def plot_loss_curves(summaries: dict[str, dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task, length, cells, rows = _plot_grid(summaries)
+    fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 3.4), squeeze=False)
+    for ax, cell in zip(axes[0], cells, strict=True):
+        for s in (r for r in rows if r["cell"] == cell):
+            values = np.asarray(_none_to_nan_rows(s["curve_valid_loss"]), np.float64)
+            if values.size:
+                ax.plot(s["curve_steps"], np.nanmean(values, axis=1), label=s["init"])
+        ax.axhline(rows[0]["baseline"], color="gray", linestyle=":", label="baseline")
+        ax.axhline(rows[0]["threshold"], color="gray", linestyle="--", label="success")
+        ax.set_yscale("log")
+        ax.set_title(f"{cell}")
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel(f"{task} T={length}: valid loss (mean over seeds)")
+    axes[0][-1].legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _none_to_nan_rows(rows: list[list]) -> list[list[float]]:
+    return [_none_to_nan(row) for row in rows]
+
+
+def plot_grad_vs_distance(summaries: dict[str, dict], path: pathlib.Path) -> None:
+    """‖∂L/∂h_{T−d}‖ / ‖∂L/∂h_T‖ against d at initialisation: the vanishing-gradient picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task, length, cells, rows = _plot_grid(summaries)
+    fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 3.4), squeeze=False)
+    ds = distances(length)
+    for ax, cell in zip(axes[0], cells, strict=True):
+        for s in (r for r in rows if r["cell"] == cell):
+            norms = np.array([s["at_init"][f"grad_norm_d{d}"] for d in ds], np.float64)  # [d, seed]
+            ratio = np.nanmean(norms / norms[:1], axis=1)
+            ax.plot(ds, np.where(ratio > 0, ratio, np.nan), marker="o", label=s["init"])
+        ax.set_yscale("log")
+        ax.set_title(cell)
+        ax.set_xlabel("distance from the loss T − t")
+    axes[0][0].set_ylabel(f"‖∂L/∂h_t‖ / ‖∂L/∂h_T‖ at init ({task}, T={length})")
+    axes[0][-1].legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
+    return run(config, pathlib.Path(workdir))
+
+
+if __name__ == "__main__":
+    cli.main(lambda config: None, RULES, run=_cli_run)
