@@ -1,0 +1,119 @@
+"""Our TensorFlow-free TFDS builders for ptb, tiny_shakespeare, multi30k and sst (sst5/sst2).
+
+    from rnn_jax.data import builders
+    builders.prepare("ptb", data_dir="~/tfds", manual_dir="../shared/data/ptb")
+    sources = tfds.data_source("ptb", data_dir="~/tfds")        # ArrayRecord, no TensorFlow
+    dataset = builders.prepared_dataset("ptb", data_dir="~/tfds")  # -> registry.TextDataset
+
+`prepared_dataset` turns the stored examples into the same `TextDataset` the registry reads
+straight from the files (tested equal on ../shared/data), so training code does not care
+which path the data took. Names: ptb, tiny_shakespeare, multi30k, sst/sst5, sst/sst2.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow_datasets as tfds
+
+from rnn_jax.data.builders.base import CorpusBuilder
+from rnn_jax.data.builders.multi30k import Multi30k
+from rnn_jax.data.builders.ptb import Ptb
+from rnn_jax.data.builders.sst import Sst
+from rnn_jax.data.builders.tiny_shakespeare import TinyShakespeare
+from rnn_jax.data.readers import parse_sst_tree
+from rnn_jax.data.registry import TextDataset
+from rnn_jax.data.tokenize import char_tokens, word_tokens
+
+PathLike = str | os.PathLike
+
+BUILDERS: dict[str, tuple[type[CorpusBuilder], str | None]] = {
+    "ptb": (Ptb, None),
+    "tiny_shakespeare": (TinyShakespeare, None),
+    "multi30k": (Multi30k, None),
+    "sst/sst5": (Sst, "sst5"),
+    "sst/sst2": (Sst, "sst2"),
+}
+
+
+def builder(name: str, data_dir: PathLike) -> CorpusBuilder:
+    """The builder `name` (see `BUILDERS`) writing ArrayRecord under `data_dir`."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown builder {name!r}; choose from {sorted(BUILDERS)}")
+    cls, config = BUILDERS[name]
+    return cls(data_dir=os.fspath(data_dir), config=config, file_format="array_record")
+
+
+def prepare(name: str, data_dir: PathLike, manual_dir: PathLike | None = None) -> CorpusBuilder:
+    """Prepares `name` in `data_dir` from `manual_dir` (or its public sources); idempotent."""
+    corpus_builder = builder(name, data_dir)
+    config = tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+    )
+    corpus_builder.download_and_prepare(download_config=config)
+    return corpus_builder
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def examples_from_records(name: str, records: list[dict]) -> list[dict]:
+    """Stored records of builder `name` -> our example dicts (as `registry` reads the files)."""
+    if name == "ptb":
+        return [{"tokens": word_tokens(_text(r["text"])) + ["<eos>"]} for r in records]
+    if name == "tiny_shakespeare":
+        lines = "".join(_text(r["text"]) for r in records).splitlines(keepends=True)
+        return [{"tokens": char_tokens(line)} for line in lines]
+    if name == "multi30k":
+        return [
+            {"source": word_tokens(_text(r["en"])), "target": word_tokens(_text(r["de"]))}
+            for r in records
+        ]
+    # SST: the leaves come from the stored tree (a leaf may hold a non-breaking space).
+    return [
+        {"tokens": parse_sst_tree(_text(r["tree"]))[1], "label": int(r["label"])} for r in records
+    ]
+
+
+TASKS = {
+    "ptb": "language_modeling",
+    "tiny_shakespeare": "char_language_modeling",
+    "multi30k": "translation",
+    "sst/sst5": "classification",
+    "sst/sst2": "classification",
+}
+
+
+def read_records(source: object, chunk: int = 4096) -> list[dict]:
+    """Every record of a `tfds.data_source` split, in order (batched reads)."""
+    n = len(source)  # type: ignore[arg-type]
+    records: list[dict] = []
+    for start in range(0, n, chunk):
+        records.extend(source.__getitems__(list(range(start, min(n, start + chunk)))))  # type: ignore[attr-defined]
+    return records
+
+
+def prepared_dataset(name: str, data_dir: PathLike) -> TextDataset:
+    """Reads a prepared builder back with `tfds.data_source` into a `TextDataset`."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown builder {name!r}; choose from {sorted(BUILDERS)}")
+    sources = tfds.data_source(name, data_dir=os.fspath(data_dir))
+    splits = {
+        split: examples_from_records(name, read_records(source))
+        for split, source in sources.items()
+    }
+    return TextDataset(name, TASKS[name], splits)
+
+
+__all__ = [
+    "BUILDERS",
+    "Multi30k",
+    "Ptb",
+    "Sst",
+    "TinyShakespeare",
+    "examples_from_records",
+    "prepare",
+    "prepared_dataset",
+    "read_records",
+]
