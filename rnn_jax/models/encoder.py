@@ -1,0 +1,187 @@
+"""The token encoder taggers, classifiers and seq2seq share: embeddings -> (Bi)RNN or transformer.
+
+  word embedding [+ character-level BiRNN word features (Lample et al. 2016)]
+    -> dropout -> rnn_jax.modules.RNN (stacked, optionally bidirectional)
+                  or rnn_jax.models.transformer.TransformerEncoder (the baseline)
+    -> dropout -> states [batch, time, output_size]
+
+A unidirectional RNN encoder also runs one token at a time (`zero_carry`, `step`), in
+constant memory, with the same numbers as the full pass.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnn_jax.layers import dropout
+from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
+from rnn_jax.models.transformer import TransformerEncoder
+from rnn_jax.modules import RNN
+
+ENCODER_KINDS = ("rnn", "transformer")
+
+
+def _split(rng: jax.Array | None, num: int) -> list:
+    return [None] * num if rng is None else list(jax.random.split(rng, num))
+
+
+def first_and_last(states: jax.Array, lengths: jax.Array, hidden_size: int) -> jax.Array:
+    """Sentence vector of a concatenating BiRNN: forward state at `length - 1` ++ backward
+    state at 0. states [batch, time, 2 * hidden] -> [batch, 2 * hidden]."""
+    last = jnp.take_along_axis(states, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    return jnp.concatenate([last[:, :hidden_size], states[:, 0, hidden_size:]], axis=-1)
+
+
+class CharEncoder(nnx.Module):
+    """Character BiRNN word features (Lample et al. 2016): chars [batch, time, chars] -> the
+    final forward and backward states of each word, [batch, time, 2 * char_hidden_size]."""
+
+    def __init__(
+        self, num_chars: int, embed_size: int, hidden_size: int, cell: str, *, rngs: nnx.Rngs
+    ):
+        check_positive(
+            num_chars=num_chars, char_embed_size=embed_size, char_hidden_size=hidden_size
+        )
+        self.num_chars = num_chars
+        self.hidden_size = hidden_size
+        self.embed = nnx.Embed(num_chars, embed_size, rngs=rngs)
+        self.rnn = RNN(cell, embed_size, hidden_size, bidirectional=True, rngs=rngs)
+
+    def __call__(self, chars: jax.Array, char_lengths: jax.Array) -> jax.Array:
+        batch, time, width = chars.shape
+        check_ids("chars", chars, self.num_chars, "num_chars")
+        flat_lengths = jnp.maximum(char_lengths.reshape(-1), 1)  # padded words: 1 pad char
+        states, _ = self.rnn(self.embed(chars.reshape(batch * time, width)), flat_lengths)
+        return first_and_last(states, flat_lengths, self.hidden_size).reshape(batch, time, -1)
+
+
+class SequenceEncoder(nnx.Module):
+    """tokens [batch, time] (+ chars) -> contextual states [batch, time, output_size].
+
+    Args:
+      vocab_size, embed_size, hidden_size: sizes (transformer: d_model = hidden_size).
+      kind: 'rnn' or 'transformer'.
+      cell, num_layers, bidirectional: the RNN stack (rnn_jax.modules.RNN).
+      dropout_rate: on embeddings, between RNN layers and on the output states.
+      num_chars, char_embed_size, char_hidden_size: character features if num_chars is set.
+      num_heads, max_length: transformer options.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        embed_size: int,
+        hidden_size: int,
+        kind: str = "rnn",
+        cell: str = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout_rate: float = 0.0,
+        num_chars: int | None = None,
+        char_embed_size: int = 25,
+        char_hidden_size: int = 25,
+        num_heads: int = 4,
+        max_length: int = 512,
+        rngs: nnx.Rngs,
+    ):
+        check_choice("kind", kind, ENCODER_KINDS)
+        check_positive(vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size)
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+        self.kind = kind
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.dropout_rate = dropout_rate
+        self.bidirectional = bidirectional and kind == "rnn"
+        self.chars = (
+            None
+            if num_chars is None
+            else CharEncoder(num_chars, char_embed_size, char_hidden_size, cell, rngs=rngs)
+        )
+        if kind == "rnn":
+            input_size = embed_size + (0 if num_chars is None else 2 * char_hidden_size)
+            self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
+            self.rnn = RNN(
+                cell,
+                input_size,
+                hidden_size,
+                num_layers=num_layers,
+                bidirectional=bidirectional,
+                dropout=dropout_rate,
+                rngs=rngs,
+            )
+            self.output_size = hidden_size * (2 if bidirectional else 1)
+        else:
+            if num_chars is not None:
+                raise ValueError("character features (num_chars) need kind='rnn'")
+            self.transformer = TransformerEncoder(
+                vocab_size,
+                d_model=hidden_size,
+                num_heads=num_heads,
+                num_layers=num_layers,
+                max_length=max_length,
+                dropout_rate=dropout_rate,
+                rngs=rngs,
+            )
+            self.output_size = hidden_size
+
+    def _inputs(
+        self, tokens: jax.Array, chars: jax.Array | None, char_lengths: jax.Array | None
+    ) -> jax.Array:
+        x = self.embed(tokens)
+        if self.chars is not None:
+            if chars is None or char_lengths is None:
+                raise ValueError("this encoder has character features: pass chars and char_lengths")
+            x = jnp.concatenate([x, self.chars(chars, char_lengths)], axis=-1)
+        return x
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        lengths: jax.Array,
+        *,
+        chars: jax.Array | None = None,
+        char_lengths: jax.Array | None = None,
+        rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, list | None]:
+        """tokens [batch, time], lengths [batch], chars [batch, time, max_chars] ->
+        (states [batch, time, output_size], final RNN carries per layer (None: transformer))."""
+        check_ids(
+            "tokens", tokens, self.vocab_size, "vocab_size", length_mask(lengths, tokens.shape[1])
+        )
+        input_rng, rnn_rng, output_rng = _split(rng, 3)
+        if self.kind == "transformer":
+            states, carries = self.transformer(tokens, lengths, rng=rnn_rng), None
+        else:
+            x = dropout(input_rng, self.dropout_rate, self._inputs(tokens, chars, char_lengths))
+            states, carries = self.rnn(x, lengths, rng=rnn_rng)
+        return dropout(output_rng, self.dropout_rate, states), carries
+
+    def zero_carry(self, batch_size: int) -> list:
+        self._check_streaming()
+        return self.rnn.zero_carry(batch_size)
+
+    def step(
+        self,
+        carries: list,
+        tokens: jax.Array,
+        chars: jax.Array | None = None,
+        char_lengths: jax.Array | None = None,
+    ) -> tuple[list, jax.Array]:
+        """One token per sequence: tokens [batch] (chars [batch, max_chars]) ->
+        (carries, state [batch, output_size]); evaluation mode."""
+        self._check_streaming()
+        x = self._inputs(
+            tokens[:, None],
+            None if chars is None else chars[:, None],
+            None if char_lengths is None else char_lengths[:, None],
+        )
+        return self.rnn.step(carries, x[:, 0])
+
+    def _check_streaming(self) -> None:
+        if self.kind != "rnn" or self.bidirectional:
+            raise ValueError(
+                f"step needs a unidirectional RNN encoder, got kind={self.kind!r}, "
+                f"bidirectional={self.bidirectional}"
+            )

@@ -1,0 +1,223 @@
+"""RNN encoder-decoder for translation (seed question 16), with or without attention.
+
+Encoder: embeddings -> (Bi)RNN (rnn_jax.models.encoder.SequenceEncoder) -> memory h_1..h_S.
+Decoder (one step, Luong, Pham & Manning 2015, with input feeding):
+
+  x_t   = [E y_{t-1} ; h~_{t-1}]            (input feeding; h~_0 = 0)
+  s_t   = RNN(s_{t-1}, x_t)                 (stacked, unidirectional)
+  c_t, a_t = attention(s_t, h_1..h_S)       additive (Bahdanau et al. 2014), dot or general
+  h~_t  = tanh(W_c [c_t ; s_t])
+  p(y_t | y_<t, x) = softmax(W_out h~_t + b)
+
+attention='none' is the Sutskever et al. (2014) ablation: x_t = E y_{t-1}, logits = W_out s_t,
+and the source reaches the decoder only through its initial state. The decoder starts from the
+encoder's final state: copied for a unidirectional encoder, tanh(W [forward; backward]) per
+carry part for a bidirectional one (Bahdanau et al. 2014 used the backward state).
+
+Training feeds y_{t-1} by teacher forcing (`teacher_forcing_prob=None`), by scheduled sampling
+(gold with probability p, else the model's argmax, rnn_jax.scheduled_sampling), or free running
+(p = 0). `init_decode_state` + `step` is the single-step API rnn_jax.decoding uses; `__call__`
+runs the same step function inside `lax.scan`, so both give the same numbers.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax import lax
+
+from rnn_jax.attention import make_attention
+from rnn_jax.layers import dropout
+from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
+from rnn_jax.models.encoder import SequenceEncoder
+from rnn_jax.modules import RNN
+from rnn_jax.scheduled_sampling import choose_decoder_inputs
+
+ATTENTIONS = ("additive", "dot", "general", "none")
+
+
+class Seq2Seq(nnx.Module):
+    """Args:
+    source_vocab_size, target_vocab_size, embed_size, hidden_size: sizes.
+    num_layers, cell: encoder and decoder stacks (same depth, so states can be bridged).
+    bidirectional_encoder: BiRNN encoder (memory width 2 * hidden_size).
+    attention: 'additive', 'dot', 'general' or 'none' (Sutskever et al. 2014).
+    input_feeding: feed h~_{t-1} into the decoder input (attention models only).
+    dropout_rate: on embeddings, between layers and on the decoder output.
+    """
+
+    def __init__(
+        self,
+        source_vocab_size: int,
+        target_vocab_size: int,
+        *,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        bidirectional_encoder: bool = True,
+        attention: str = "additive",
+        input_feeding: bool = True,
+        attention_size: int | None = None,
+        dropout_rate: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        check_choice("attention", attention, ATTENTIONS)
+        check_positive(target_vocab_size=target_vocab_size, num_layers=num_layers)
+        self.target_vocab_size = target_vocab_size
+        self.hidden_size = hidden_size
+        self.dropout_rate = dropout_rate
+        self.use_attention = attention != "none"
+        self.input_feeding = input_feeding and self.use_attention
+        self.encoder = SequenceEncoder(
+            source_vocab_size,
+            embed_size=embed_size,
+            hidden_size=hidden_size,
+            cell=cell,
+            num_layers=num_layers,
+            bidirectional=bidirectional_encoder,
+            dropout_rate=dropout_rate,
+            rngs=rngs,
+        )
+        memory_size = self.encoder.output_size
+        self.target_embed = nnx.Embed(target_vocab_size, embed_size, rngs=rngs)
+        decoder_input = embed_size + (hidden_size if self.input_feeding else 0)
+        self.decoder = RNN(
+            cell, decoder_input, hidden_size, num_layers=num_layers, dropout=dropout_rate, rngs=rngs
+        )
+        if self.use_attention:
+            self.attention = make_attention(
+                attention, hidden_size, memory_size, attention_size=attention_size, rngs=rngs
+            )
+            self.combine = nnx.Linear(
+                memory_size + hidden_size, hidden_size, use_bias=False, rngs=rngs
+            )
+        num_parts = len(jax.tree.leaves(self.decoder.zero_carry(1)))
+        self.bridge = (
+            nnx.List(
+                [nnx.Linear(2 * hidden_size, hidden_size, rngs=rngs) for _ in range(num_parts)]
+            )
+            if bidirectional_encoder
+            else None
+        )
+        self.output = nnx.Linear(hidden_size, target_vocab_size, rngs=rngs)
+
+    def _bridge(self, encoder_carries: list) -> list:
+        if self.bridge is None:
+            return encoder_carries
+        structure = jax.tree.structure(self.decoder.zero_carry(1))
+        forward = jax.tree.leaves([pair[0] for pair in encoder_carries])
+        backward = jax.tree.leaves([pair[1] for pair in encoder_carries])
+        parts = [
+            jnp.tanh(linear(jnp.concatenate([f, b], axis=-1)))
+            for linear, f, b in zip(self.bridge, forward, backward, strict=True)
+        ]
+        return jax.tree.unflatten(structure, parts)
+
+    def _init_state(
+        self, source: jax.Array, source_lengths: jax.Array, rng: jax.Array | None
+    ) -> dict:
+        memory, encoder_carries = self.encoder(source, source_lengths, rng=rng)
+        batch, source_time = source.shape
+        state = {"carries": self._bridge(encoder_carries)}
+        if self.use_attention:
+            state["memory"] = memory
+            state["keys"] = self.attention.prepare_keys(memory)
+            state["mask"] = length_mask(source_lengths, source_time)
+            state["attention"] = jnp.zeros((batch, source_time))
+        if self.input_feeding:
+            state["feed"] = jnp.zeros((batch, self.hidden_size))
+        return state
+
+    def init_decode_state(self, source: jax.Array, source_lengths: jax.Array) -> dict:
+        """Encode source [batch, source_time] once; every leaf has the batch as axis 0."""
+        return self._init_state(source, source_lengths, None)
+
+    def _step(
+        self, state: dict, tokens: jax.Array, rng: jax.Array | None
+    ) -> tuple[dict, jax.Array]:
+        input_rng, output_rng = (None, None) if rng is None else jax.random.split(rng)
+        x = dropout(input_rng, self.dropout_rate, self.target_embed(tokens))
+        if self.input_feeding:
+            x = jnp.concatenate([x, state["feed"]], axis=-1)
+        carries, s = self.decoder.step(state["carries"], x)
+        state = {**state, "carries": carries}
+        if self.use_attention:
+            context, weights = self.attention(
+                s, state["memory"], state["mask"], prepared_keys=state["keys"]
+            )
+            s = jnp.tanh(self.combine(jnp.concatenate([context, s], axis=-1)))
+            state["attention"] = weights
+            if self.input_feeding:
+                state["feed"] = s
+        return state, self.output(dropout(output_rng, self.dropout_rate, s))
+
+    def step(self, state: dict, tokens: jax.Array) -> tuple[dict, jax.Array]:
+        """Feed target tokens [batch] -> (state, next-token logits [batch, target_vocab]).
+        The last attention weights are in state['attention'] [batch, source_time]."""
+        return self._step(state, tokens, None)
+
+    def __call__(
+        self,
+        source: jax.Array,
+        source_lengths: jax.Array,
+        target_inputs: jax.Array,
+        *,
+        teacher_forcing_prob: float | jax.Array | None = None,
+        rng: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """source [batch, source_time], target_inputs [batch, time] (BOS first) ->
+        (logits [batch, time, target_vocab], attention [batch, time, source_time] or None).
+
+        teacher_forcing_prob: None = teacher forcing; p in [0, 1] = scheduled sampling (the
+        input at t >= 1 is gold with probability p, else the argmax of step t-1's logits);
+        0.0 = free running. Probabilities other than 0/1 need `rng`.
+        """
+        check_ids("target_inputs", target_inputs, self.target_vocab_size, "target_vocab_size")
+        encoder_rng, decoder_rng = (None, None) if rng is None else jax.random.split(rng)
+        state = self._init_state(source, source_lengths, encoder_rng)
+        batch, time = target_inputs.shape
+        keys = jax.random.split(decoder_rng if rng is not None else jax.random.key(0), time)
+
+        def body(carry: tuple, inputs: tuple) -> tuple:
+            state, previous_logits = carry
+            gold, t, key = inputs
+            choose_rng, step_rng = (None, None) if rng is None else jax.random.split(key)
+            token = gold
+            if teacher_forcing_prob is not None:
+                predicted = jnp.argmax(previous_logits, axis=-1).astype(gold.dtype)
+                sampled = choose_decoder_inputs(gold, predicted, teacher_forcing_prob, choose_rng)
+                token = jnp.where(t == 0, gold, sampled)
+            state, logits = self._step(state, token, step_rng)
+            return (state, logits), (logits, state.get("attention"))
+
+        initial_logits = jnp.zeros((batch, self.target_vocab_size))
+        _, (logits, weights) = lax.scan(
+            body, (state, initial_logits), (target_inputs.T, jnp.arange(time), keys)
+        )
+        weights = None if weights is None else weights.transpose(1, 0, 2)
+        return logits.transpose(1, 0, 2), weights
+
+    def loss(
+        self,
+        source: jax.Array,
+        source_lengths: jax.Array,
+        target_inputs: jax.Array,
+        targets: jax.Array,
+        target_lengths: jax.Array,
+        *,
+        teacher_forcing_prob: float | jax.Array | None = None,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
+        """Token NLL of targets [batch, time] summed per sentence (padding excluded): [batch]."""
+        mask = length_mask(target_lengths, targets.shape[1])
+        check_ids("targets", targets, self.target_vocab_size, "target_vocab_size", mask)
+        logits, _ = self(
+            source,
+            source_lengths,
+            target_inputs,
+            teacher_forcing_prob=teacher_forcing_prob,
+            rng=rng,
+        )
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(mask, targets, 0))
+        return jnp.sum(jnp.where(mask, nll, 0.0), axis=1)
