@@ -1,0 +1,220 @@
+"""The main job: every experiment's `quick` variant in turn, then one report.
+
+    python -m experiments.reproduce [--workdir=runs/reproduce] [--only=a,b] [--skip=c]
+
+Runs `python -m experiments.<name> --workdir=W/<name> --config=experiments/configs/<name>.py:quick`
+for every experiment that has a config file (in the order of `ORDER`, then the rest), with a
+progress line per experiment; a finished experiment (W/<name>/results.json) is not re-run, so
+an interrupted reproduction continues where it stopped. Then writes W/report.md, which answers
+each of the seed's 20 questions with the numbers just measured (experiments that have an
+`answers(workdir) -> {question: markdown}` function supply the text; every other experiment's
+tables are included as they are) and links every plot. Needs no download: the real corpora
+come from ../shared/data (RNN_JAX_DATA), everything else is synthetic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The issue-6 experiments first, then the runtime's and the performance work's.
+ORDER = ("initialization", "exposure_bias", "rnn_vs_attention", "language_model", "throughput")
+NOT_EXPERIMENTS = ("reproduce", "grid")
+
+QUESTIONS = {
+    1: "What is a recurrent neural network?",
+    2: "Why are RNNs useful for NLP tasks?",
+    3: "What is the vanishing gradient problem?",
+    4: "How do LSTMs address vanishing gradients?",
+    5: "What is a GRU and how does it differ from an LSTM?",
+    6: "What is a bidirectional RNN and why is it useful?",
+    7: "How are RNNs used in language modelling?",
+    8: "What is teacher forcing (and exposure bias)?",
+    9: "How do RNNs compare to transformers?",
+    10: "Do RNNs still have a role in modern NLP?",
+    11: "What is gradient clipping and why is it used?",
+    12: "How do stacked RNNs increase capacity?",
+    13: "What is truncated BPTT?",
+    14: "How are RNNs used for sequence labelling?",
+    15: "What are the drawbacks of RNNs for long sequences?",
+    16: "How did RNNs contribute to early neural MT?",
+    17: "What regularisation is used with RNNs?",
+    18: "Many-to-one vs many-to-many?",
+    19: "Why is weight initialisation important?",
+    20: "What should you know about RNNs for interviews?",
+}
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "Where every experiment writes.")
+_ONLY = flags.DEFINE_list("only", [], "Run only these experiments (default: all).")
+_SKIP = flags.DEFINE_list("skip", [], "Experiments not to run.")
+_VARIANT = flags.DEFINE_string("variant", "quick", "Config variant to run (tests use smoke).")
+
+
+def experiment_names() -> list[str]:
+    """Every `experiments/<name>.py` that has `experiments/configs/<name>.py`, in ORDER."""
+    configs = {p.stem for p in (REPO / "experiments" / "configs").glob("[!_]*.py")}
+    modules = {p.stem for p in (REPO / "experiments").glob("[!_]*.py")}
+    names = sorted((configs & modules) - set(NOT_EXPERIMENTS))
+    return [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+
+
+def select(names: Sequence[str], only: Sequence[str], skip: Sequence[str]) -> list[str]:
+    for flag, values in (("--only", only), ("--skip", skip)):
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"{flag}={','.join(values)}: unknown {unknown}; known: {names}")
+    return [n for n in names if (not only or n in only) and n not in skip]
+
+
+def run_experiment(name: str, workdir: pathlib.Path, variant: str, index: str) -> float:
+    """Runs one experiment as a subprocess, printing a progress line while it runs; returns
+    its wall time. Its output goes to W/<name>/log.txt."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        f"experiments.{name}",
+        f"--workdir={workdir}",
+        f"--config=experiments/configs/{name}.py:{variant}",
+    ]
+    start = time.monotonic()
+    with open(workdir / "log.txt", "a") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        stop = threading.Event()
+
+        def progress() -> None:
+            while not stop.wait(5.0):
+                last = _last_line(workdir / "log.txt")
+                elapsed = time.monotonic() - start
+                print(f"\r{index} {name}: {elapsed:5.0f}s | {last[:90]:<90}", end="", flush=True)
+
+        thread = threading.Thread(target=progress, daemon=True)
+        thread.start()
+        code = process.wait()
+        stop.set()
+        thread.join()
+    elapsed = time.monotonic() - start
+    status = "done" if code == 0 else f"FAILED (exit {code}; see {workdir / 'log.txt'})"
+    print(f"\r{index} {name}: {status} in {elapsed:.0f}s{' ' * 80}", flush=True)
+    return elapsed
+
+
+def _last_line(path: pathlib.Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 2000))
+            lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def experiment_section(name: str, workdir: pathlib.Path) -> tuple[str, dict[int, str]]:
+    """(markdown section with the experiment's tables and plots, its answers by question)."""
+    lines = [f"## `{name}`", ""]
+    results_path = workdir / "results.json"
+    if not results_path.is_file():
+        lines += [f"Not finished: no results.json (log: `{name}/log.txt`).", ""]
+        return "\n".join(lines), {}
+    results = json.loads(results_path.read_text())
+    wall = results.get("timing", {}).get("wall_s")
+    command = (
+        f"python -m experiments.{name} --workdir=W/{name} "
+        f"--config=experiments/configs/{name}.py:quick"
+    )
+    lines += [f"Command: `{command}`" + (f" ({wall / 60:.1f} min)." if wall else "."), ""]
+    answers: dict[int, str] = {}
+    module = importlib.import_module(f"experiments.{name}")
+    if hasattr(module, "answers"):
+        answers = module.answers(workdir)
+    for table in sorted(workdir.glob("*.md")):
+        text = table.read_text().strip()
+        lines += [_demote_headings(text), ""]
+    if not list(workdir.glob("*.md")):
+        scalars = {k: v for k, v in results.get("final", {}).items() if isinstance(v, int | float)}
+        lines += [f"- {k}: {v:.6g}" for k, v in scalars.items()] + [""]
+    lines += [f"![{p.name}]({name}/{p.name})" for p in sorted(workdir.glob("*.png"))] + [""]
+    return "\n".join(lines), answers
+
+
+def _demote_headings(text: str) -> str:
+    return "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+
+
+def write_report(root: pathlib.Path, names: Sequence[str], wall: dict[str, float]) -> str:
+    """W/report.md: answers by question, then each experiment's tables and plots."""
+    sections, answers = [], {}
+    for name in names:
+        section, found = experiment_section(name, root / name)
+        sections.append(section)
+        for question, text in found.items():
+            answers.setdefault(question, []).append(text)
+    lines = [
+        "# rnn_jax: the seed's 20 questions, measured",
+        "",
+        f"Produced by `python -m experiments.reproduce --workdir={root}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; experiments run: "
+        + ", ".join(f"{n} ({wall[n] / 60:.1f} min)" if n in wall else n for n in names)
+        + ". experiments/README.md maps each question to its experiment and to published results.",
+        "",
+        "## Answers by question",
+        "",
+    ]
+    for number, question in QUESTIONS.items():
+        found = answers.get(number)
+        lines.append(
+            f"**Q{number}. {question}** "
+            + (
+                " ".join(found)
+                if found
+                else "Not measured by this run; see "
+                "experiments/README.md for the library piece that covers it."
+            )
+        )
+        lines.append("")
+    text = "\n".join(lines + sections)
+    (root / "report.md").write_text(text)
+    return text
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        names = select(experiment_names(), _ONLY.value, _SKIP.value)
+    except ValueError as error:
+        sys.exit(f"experiments.reproduce: {error}")
+    root = pathlib.Path(_WORKDIR.value).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    print(
+        f"reproducing {len(names)} experiments ({_VARIANT.value}) into {root}: {', '.join(names)}"
+    )
+    wall, start = {}, time.monotonic()
+    for i, name in enumerate(names, 1):
+        index = f"[{i}/{len(names)}]"
+        if (root / name / "results.json").is_file():
+            print(f"{index} {name}: finished earlier, not re-run")
+            continue
+        wall[name] = run_experiment(name, root / name, _VARIANT.value, index)
+    write_report(root, names, wall)
+    print(f"total {(time.monotonic() - start) / 60:.1f} min; report: {root / 'report.md'}")
+
+
+if __name__ == "__main__":
+    app.run(main)
