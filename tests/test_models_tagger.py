@@ -1,0 +1,199 @@
+"""Taggers: streaming == full pass, bad ids rejected, and learning on UD EWT and CoNLL-2003.
+
+Learning tests train a tiny BiLSTM on a slice of the real training file and compare, on
+held-out sentences of that slice, with the majority tag of each word (unseen words: the most
+frequent tag), the baseline a tagger must beat to have learnt anything from context.
+"""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from model_training import take, train, vocab
+
+from rnn_jax import metrics
+from rnn_jax.data import readers
+from rnn_jax.data.batching import pad_batch
+from rnn_jax.models.tagger import Tagger
+
+TIME, MAX_CHARS = 32, 12
+
+
+def test_streaming_step_reproduces_the_full_pass():
+    model = Tagger(
+        20, 5, embed_size=8, hidden_size=6, bidirectional=False, num_layers=2, rngs=nnx.Rngs(0)
+    )
+    tokens = jnp.array([[1, 2, 3, 4], [4, 5, 0, 0]])
+    lengths = jnp.array([4, 2])
+    full = model(tokens, lengths)
+    carries, steps = model.zero_carry(2), []
+    for t in range(4):
+        carries, emissions = model.step(carries, tokens[:, t])
+        steps.append(emissions)
+    steps = jnp.stack(steps, 1)
+    np.testing.assert_allclose(steps[0], full[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(steps[1, :2], full[1, :2], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_padding_does_not_change_loss_or_predictions(head):
+    model = Tagger(20, 5, head=head, embed_size=8, hidden_size=6, rngs=nnx.Rngs(1))
+    tokens = jnp.array([[1, 2, 3, 0, 0]])
+    other = jnp.array([[1, 2, 3, 7, 9]])
+    tags = jnp.array([[1, 2, 3, 0, 0]])
+    lengths = jnp.array([3])
+    np.testing.assert_allclose(
+        model.loss(tokens, tags, lengths), model.loss(other, tags, lengths), rtol=1e-6
+    )
+    np.testing.assert_array_equal(model.predict(tokens, lengths), model.predict(other, lengths))
+    assert np.all(np.asarray(model.predict(tokens, lengths))[0, 3:] == 0)
+
+
+def test_bad_ids_and_options_raise():
+    model = Tagger(20, 5, head="crf", embed_size=8, hidden_size=6, rngs=nnx.Rngs(2))
+    tokens, lengths = jnp.array([[1, 2]]), jnp.array([2])
+    with pytest.raises(ValueError, match="tags holds ids .* num_tags=5"):
+        model.loss(tokens, jnp.array([[1, 5]]), lengths)
+    with pytest.raises(ValueError, match="tokens holds ids .* vocab_size=20"):
+        model.loss(jnp.array([[1, 20]]), jnp.array([[1, 2]]), lengths)
+    with pytest.raises(ValueError, match="head='mlp'"):
+        Tagger(20, 5, head="mlp", embed_size=8, hidden_size=6, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="step needs a unidirectional"):
+        model.zero_carry(1)
+
+
+def _encode(sentences, words, tags, chars):
+    out = []
+    for sentence in sentences:
+        char_ids = np.zeros((TIME, MAX_CHARS), np.int32)
+        char_lengths = np.zeros(TIME, np.int32)
+        for i, word in enumerate(sentence["tokens"]):
+            ids = chars.encode(list(word[:MAX_CHARS]))
+            char_ids[i, : len(ids)] = ids
+            char_lengths[i] = len(ids)
+        out.append(
+            {
+                "inputs": words.encode(sentence["tokens"]),
+                "targets": tags.encode(sentence["tags"]),
+                "chars": char_ids,
+                "char_lengths": char_lengths,
+            }
+        )
+    return out
+
+
+def _stack(examples):
+    """pad_batch for the 1-D fields; chars are already fixed [TIME, MAX_CHARS]."""
+    flat = [{"inputs": e["inputs"], "targets": e["targets"]} for e in examples]
+    batch = pad_batch(flat, 0, ("inputs",), TIME)
+    batch["chars"] = np.stack([e["chars"] for e in examples])
+    batch["char_lengths"] = np.stack([e["char_lengths"] for e in examples])
+    return batch
+
+
+def _majority_per_word(train_sentences, held_sentences):
+    counts = collections.defaultdict(collections.Counter)
+    overall = collections.Counter()
+    for sentence in train_sentences:
+        for word, tag in zip(sentence["tokens"], sentence["tags"], strict=True):
+            counts[word][tag] += 1
+            overall[tag] += 1
+    default = overall.most_common(1)[0][0]
+    return [
+        [counts[w].most_common(1)[0][0] if w in counts else default for w in s["tokens"]]
+        for s in held_sentences
+    ]
+
+
+def _learn(sentences, head, use_chars, steps, min_freq=1, seed=0):
+    train_sentences, held = sentences[:-150], sentences[-150:]
+    words = vocab([s["tokens"] for s in train_sentences], min_freq=min_freq, bos=None, eos=None)
+    tags = vocab([s["tags"] for s in train_sentences], unk=None, bos=None, eos=None)
+    chars = vocab([list(w) for s in train_sentences for w in s["tokens"]], bos=None, eos=None)
+    train_examples = _encode(train_sentences, words, tags, chars)
+    batches = [
+        _stack([train_examples[i] for i in batch_indices])
+        for batch_indices in np.array_split(
+            np.random.default_rng(seed).permutation(len(train_examples)), len(train_examples) // 24
+        )
+    ]
+    char_options = (
+        dict(num_chars=len(chars), char_embed_size=16, char_hidden_size=16) if use_chars else {}
+    )
+    model = Tagger(
+        len(words),
+        len(tags),
+        head=head,
+        embed_size=48,
+        hidden_size=48,
+        dropout_rate=0.25,
+        rngs=nnx.Rngs(seed),
+        **char_options,
+    )
+
+    def loss_fn(model, batch, key):
+        char_kwargs = (
+            dict(chars=batch["chars"], char_lengths=batch["char_lengths"]) if use_chars else {}
+        )
+        per_sentence = model.loss(
+            batch["inputs"], batch["targets"], batch["lengths"], rng=key, **char_kwargs
+        )
+        return jnp.sum(per_sentence) / jnp.sum(batch["lengths"])
+
+    losses = train(model, loss_fn, batches, steps=steps, learning_rate=5e-3)
+    held_batch = _stack(_encode(held, words, tags, chars))
+    char_kwargs = (
+        dict(chars=held_batch["chars"], char_lengths=held_batch["char_lengths"])
+        if use_chars
+        else {}
+    )
+    predicted = jax.jit(lambda b, kw: model.predict(b["inputs"], b["lengths"], **kw))(
+        held_batch, char_kwargs
+    )
+    predicted_tags = [
+        [tags.tokens[i] for i in row[: len(s["tags"])]]
+        for row, s in zip(np.asarray(predicted), held, strict=True)
+    ]
+    return losses, held, predicted_tags, _majority_per_word(train_sentences, held)
+
+
+def _accuracy(gold_sentences, predicted):
+    pairs = [
+        (g, p)
+        for s, row in zip(gold_sentences, predicted, strict=True)
+        for g, p in zip(s["tags"], row, strict=True)
+    ]
+    return np.mean([g == p for g, p in pairs])
+
+
+@pytest.mark.data
+def test_birnn_tagger_learns_ud_ewt_pos(data_root):
+    conllu = readers.read_conllu(data_root / "ud_english_ewt" / "en_ewt-ud-train.conllu")
+    sentences = [{"tokens": s["tokens"], "tags": s["upos"]} for s in take(conllu, 1200, TIME)]
+    losses, held, predicted, baseline = _learn(sentences, "softmax", False, steps=250, min_freq=2)
+    assert losses[-10:].mean() < 0.5 * losses[:5].mean(), losses[[0, -1]]
+    model_accuracy, baseline_accuracy = _accuracy(held, predicted), _accuracy(held, baseline)
+    print(
+        f"UD POS held-out accuracy: model {model_accuracy:.3f}, "
+        f"majority-per-word {baseline_accuracy:.3f}; loss {losses[:5].mean():.3f} -> "
+        f"{losses[-10:].mean():.3f}"
+    )
+    assert model_accuracy > baseline_accuracy + 0.015, (model_accuracy, baseline_accuracy)
+
+
+@pytest.mark.data
+def test_birnn_crf_with_char_features_learns_conll2003_ner(data_root):
+    sentences = take(readers.read_conll(data_root / "conll2003" / "train.txt"), 750, TIME)
+    losses, held, predicted, baseline = _learn(sentences, "crf", True, steps=150)
+    assert losses[-10:].mean() < 0.5 * losses[:5].mean(), losses[[0, -1]]
+    gold = [s["tags"] for s in held]
+    model_f1 = metrics.span_f1(gold, predicted)["f1"]
+    baseline_f1 = metrics.span_f1(gold, baseline)["f1"]
+    print(
+        f"CoNLL NER held-out span F1: model {model_f1:.1f}, majority-per-word "
+        f"{baseline_f1:.1f}; loss {losses[:5].mean():.3f} -> {losses[-10:].mean():.3f}"
+    )
+    assert model_f1 > baseline_f1 + 2.0, (model_f1, baseline_f1)
