@@ -1,0 +1,102 @@
+"""The Flax NNX `RNN` module: same numbers as the pure core and the numpy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from reference_numpy import run_sequence
+
+from rnn_jax import layers, scan
+from rnn_jax.modules import RNN
+
+BATCH, TIME, INPUT, HIDDEN = 3, 5, 4, 6
+LENGTHS = np.array([5, 2, 4], np.int32)
+XS = np.random.default_rng(0).standard_normal((BATCH, TIME, INPUT)).astype(np.float32)
+
+
+def test_single_layer_matches_numpy_reference():
+    model = RNN("gru_cho", INPUT, HIDDEN, forget_bias=0.5, rngs=nnx.Rngs(0))
+    ys, (final,) = model(XS, LENGTHS)
+    (params,) = model.params
+    for b in range(BATCH):
+        n = LENGTHS[b]
+        ref_ys, (ref_h,) = run_sequence("gru_cho", params, XS[b, :n])
+        np.testing.assert_allclose(ys[b, :n], ref_ys, rtol=2e-5, atol=2e-5)
+        np.testing.assert_array_equal(ys[b, n:], 0.0)
+        np.testing.assert_allclose(final[b], ref_h, rtol=2e-5, atol=2e-5)
+
+
+def test_module_calls_the_pure_stack():
+    model = RNN(
+        "lstm", INPUT, HIDDEN, num_layers=2, bidirectional=True, merge="sum", residual=True,
+        rngs=nnx.Rngs(1),
+    )  # fmt: skip
+    ys, finals = nnx.jit(lambda m, xs, lengths: m(xs, lengths))(model, XS, LENGTHS)
+    want, want_finals = layers.apply_stack(
+        model.cell, model.params, XS, LENGTHS, bidirectional=True, merge="sum", residual=True
+    )
+    np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(finals), jax.tree.leaves(want_finals), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert ys.shape == (BATCH, TIME, HIDDEN)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "min_gru"])
+def test_streaming_step_equals_full_forward(cell):
+    model = RNN(cell, INPUT, HIDDEN, num_layers=2, residual=True, rngs=nnx.Rngs(2))
+    ys, finals = model(XS)
+    step = nnx.jit(lambda m, carries, x: m.step(carries, x))
+    carries = model.zero_carry(BATCH)
+    for t in range(TIME):
+        carries, y = step(model, carries, XS[:, t])
+        np.testing.assert_allclose(y, ys[:, t], rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(carries), jax.tree.leaves(finals), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_learned_initial_carry_is_trained_and_used():
+    model = RNN("lstm", INPUT, HIDDEN, learned_initial_carry=True, rngs=nnx.Rngs(3))
+    model.initial_carry[0][...] = jnp.linspace(-1, 1, HIDDEN)  # h0
+    model.initial_carry[1][...] = jnp.linspace(1, -1, HIDDEN)  # c0
+    ys, _ = model(XS, LENGTHS)
+    h0 = jnp.broadcast_to(jnp.linspace(-1, 1, HIDDEN), (BATCH, HIDDEN))
+    c0 = jnp.broadcast_to(jnp.linspace(1, -1, HIDDEN), (BATCH, HIDDEN))
+    want, _ = scan.unroll(model.cell, model.params[0], XS, LENGTHS, (h0, c0))
+    np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
+    grads = nnx.grad(lambda m: jnp.sum(m(XS, LENGTHS)[0] ** 2))(model)
+    assert all(float(jnp.max(jnp.abs(g[...]))) > 0 for g in grads["initial_carry"].values())
+
+
+def test_dropouts_need_an_rng_and_train_step_runs():
+    model = RNN(
+        "gru", INPUT, HIDDEN, num_layers=2, dropout=0.3, recurrent_dropout=0.3, rngs=nnx.Rngs(4)
+    )
+    eval_a, _ = model(XS, LENGTHS)
+    eval_b, _ = model(XS, LENGTHS)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train, _ = model(XS, LENGTHS, rng=jax.random.key(0))
+    assert float(jnp.max(jnp.abs(train - eval_a))) > 1e-3
+    np.testing.assert_array_equal(np.asarray(train)[1, 2:], 0.0)
+
+    # The training runtime's pattern: split, jit a pure function of the state, merge.
+    graphdef, state = nnx.split(model)
+
+    def loss(state, xs, rng):
+        return jnp.mean(nnx.merge(graphdef, state)(xs, LENGTHS, rng=rng)[0] ** 2)
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(state, XS, jax.random.key(1))
+    state = jax.tree.map(lambda p, g: p - 0.5 * g, state, grads)
+    assert float(loss(state, XS, jax.random.key(1))) < float(value)
+
+
+def test_module_errors():
+    with pytest.raises(ValueError, match="unknown cell name='lstn'"):
+        RNN("lstn", INPUT, HIDDEN, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"dropout=1.5; allowed"):
+        RNN("lstm", INPUT, HIDDEN, dropout=1.5, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown initialiser name='orthogonl'"):
+        RNN("lstm", INPUT, HIDDEN, recurrent_init="orthogonl", rngs=nnx.Rngs(0))
+    model = RNN("lstm", INPUT, HIDDEN, bidirectional=True, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="step needs bidirectional=False"):
+        model.step(model.zero_carry(BATCH), XS[:, 0])
