@@ -1,0 +1,105 @@
+"""Throughput benchmark: rnn_jax vs Flax `nn.RNN` vs PyTorch, one RNN layer, float32.
+
+Command:
+    python -m experiments.throughput --workdir=runs/throughput \
+        --config=experiments/configs/throughput.py:quick
+
+Variants:
+- smoke: LSTM at a tiny shape, every backend, 2 rounds; a one-length sweep; no subprocess
+  memory runs. Under a minute, for tests (numbers meaningless).
+- quick: LSTM and GRU at small / medium / long, forward and forward+backward, rnn_jax vs Flax
+  vs torch (+ the reference scan), 7 interleaved rounds; minGRU at small; the sequence-length
+  sweep for the plot. About 15 minutes on 2 CPU cores.
+- full: quick plus Elman and minGRU everywhere, 11 rounds, a longer sweep.
+
+Shapes (batch, time, input, hidden) are those of perf-anchors.md and issue 7: small
+(32, 64, 128, 256), medium (64, 128, 256, 512), long (16, 1024, 64, 128). The sweep holds
+batch x time = `sweep.tokens` fixed (16,384, as in perf-anchors.md) with input
+`sweep.input_size` and hidden `model.hidden_size`.
+
+Method (perf-anchors.md): every implementation of one (cell, shape, mode) group is compiled
+first, warmed up, then timed round-robin A, B, C, ... with the start rotated each round and a
+short gap between calls; medians with min-max, ratios taken per round. The n^3 matmul that
+gives "% of peak" is a member of every group. Load (`os.getloadavg`) is recorded per round.
+"""
+
+import ml_collections
+
+from rnn_jax.train.config import base_config, select_variant
+
+
+def _base() -> ml_collections.ConfigDict:
+    config = base_config()
+    # Named shapes (batch, time, input, hidden); `configs` picks among them.
+    config.shapes = ml_collections.ConfigDict()
+    config.shapes.tiny = (4, 8, 8, 16)
+    config.shapes.small = (32, 64, 128, 256)
+    config.shapes.medium = (64, 128, 256, 512)
+    config.shapes.long = (16, 1024, 64, 128)
+    config.cells = "lstm,gru"
+    config.configs = "small,medium,long"
+    config.backends = "rnn_jax,rnn_jax_reference,flax,torch"
+    config.modes = "fwd,fwd_bwd"
+    config.repetitions = 7  # timed rounds per group (perf-anchors.md: 7-11)
+    config.warmup = 2  # untimed calls of each member before the rounds
+    config.gap_s = 0.02  # pause before each timed call, so spinning worker threads park
+    config.matmul_size = 2048  # n of the n^3 peak-matmul reference
+    # Extra groups: (cell spec, shape) pairs beyond cells x configs, e.g. minGRU at small.
+    config.extra = "min_gru:small"
+    # Peak RSS per implementation, each in a fresh process (fwd_bwd): these configs.
+    config.rss_configs = "medium"
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.lengths = "64,256,1024"
+    config.sweep.tokens = 16384
+    config.sweep.input_size = 128
+    config.sweep.cells = "lstm,gru,min_gru:sequential,min_gru:associative,transformer"
+    config.sweep.repetitions = 3
+    config.model.hidden_size = 256  # the sweep's hidden size (named shapes carry their own)
+    return config
+
+
+def _smoke() -> ml_collections.ConfigDict:
+    config = _base()
+    config.cells = "lstm"
+    config.configs = "tiny"
+    config.repetitions = 2
+    config.warmup = 1
+    config.gap_s = 0.0
+    config.matmul_size = 128
+    config.extra = ""
+    config.rss_configs = ""
+    config.sweep.lengths = "8"
+    config.sweep.cells = "gru,min_gru:associative,transformer"
+    config.sweep.tokens = 64
+    config.sweep.input_size = 8
+    config.sweep.repetitions = 1
+    config.model.hidden_size = 16
+    return config
+
+
+def _quick() -> ml_collections.ConfigDict:
+    return _base()
+
+
+def _full() -> ml_collections.ConfigDict:
+    config = _base()
+    config.cells = "lstm,gru,elman,min_gru"
+    config.repetitions = 11
+    config.extra = ""
+    config.rss_configs = "small,medium,long"
+    config.sweep.lengths = "64,256,1024,4096"
+    config.sweep.repetitions = 5
+    return config
+
+
+VARIANTS = {"smoke": _smoke, "quick": _quick, "full": _full}
+
+
+def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
+    return select_variant("throughput", variant, VARIANTS)
+
+
+def get_sweep(variant: str = "quick"):
+    """One run per cell (each run then covers every config, mode and backend)."""
+    config = get_config(variant)
+    return {"cells": config.cells.split(",")}

@@ -1,0 +1,263 @@
+"""Throughput of one recurrent layer: rnn_jax against Flax `nn.RNN` and PyTorch (issue 7).
+
+    python -m experiments.throughput --workdir=W --config=experiments/configs/throughput.py:quick
+
+Writes `W/results.json` (`final`: every group's samples and ratios; `timing`; `provenance`),
+`W/throughput.md` (the tables the README quotes) and `W/throughput_vs_length.png`. The method
+(interleaved rounds, medians, per-round ratios, in-process matmul peak, load) is described in
+experiments/configs/throughput.py; the workloads in experiments/throughput_peers.py.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pathlib
+import platform
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments import throughput_peers as peers
+from rnn_jax.train import config as config_lib
+from rnn_jax.train import metrics
+
+
+def _names_from(allowed: tuple, empty_ok: bool = False) -> config_lib.Rule:
+    def rule(value: Any) -> str | None:
+        names = [v for v in str(value).split(",") if v]
+        if (names or empty_ok) and all(n in allowed for n in names):
+            return None
+        return f"comma-separated names from {', '.join(allowed)}"
+
+    return rule
+
+
+def _positive_ints(value: Any) -> str | None:
+    parts = str(value).split(",")
+    return None if all(p.isdigit() and int(p) > 0 for p in parts) else "comma-separated ints > 0"
+
+
+RULES: config_lib.Rules = {
+    "cells": _names_from(peers.CELL_SPECS),
+    "backends": _names_from(peers.BACKENDS),
+    "modes": _names_from(peers.MODES),
+    "repetitions": config_lib.positive,
+    "warmup": config_lib.non_negative,
+    "gap_s": config_lib.non_negative,
+    "matmul_size": config_lib.positive,
+    "sweep.lengths": _positive_ints,
+    "sweep.tokens": config_lib.positive,
+    "sweep.input_size": config_lib.positive,
+    "sweep.cells": _names_from(peers.CELL_SPECS + ("transformer",)),
+    "sweep.repetitions": config_lib.positive,
+}
+
+
+def _split(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def groups_of(config: ml_collections.ConfigDict) -> list[tuple[str, str, str]]:
+    """(cell spec, shape name, mode) for every group; raises on unknown shape names."""
+    shapes = dict(config.shapes)
+    pairs = [(c, s) for c in _split(config.cells) for s in _split(config.configs)]
+    for item in _split(config.extra):
+        cell, _, shape = item.rpartition(":")
+        pairs.append((cell, shape))
+    for key in ("configs", "rss_configs"):
+        for name in _split(config[key]):
+            if name not in shapes:
+                raise ValueError(f"{key}: unknown shape {name!r}; allowed: {', '.join(shapes)}")
+    for cell, shape in pairs:
+        if cell not in peers.CELL_SPECS or shape not in shapes:
+            raise ValueError(
+                f"extra: {cell}:{shape} is not <cell>:<shape> with cell in "
+                f"{', '.join(peers.CELL_SPECS)} and shape in {', '.join(shapes)}"
+            )
+    return [(c, s, m) for c, s in pairs for m in _split(config.modes)]
+
+
+def interleaved(
+    runs: dict[str, Callable[[], Any]], repetitions: int, warmup: int, gap_s: float
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Seconds per call of each run, timed round-robin with the start rotated every round.
+
+    Returns `(samples, loads)`: `samples[name][r]` is round r's time; `loads[r]` the 1-minute
+    load average after round r (other processes on the machine make timings noisy).
+    """
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    names = list(runs)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    loads = []
+    for r in range(repetitions):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            time.sleep(gap_s)
+            start = time.perf_counter()
+            runs[name]()
+            samples[name].append(time.perf_counter() - start)
+        loads.append(os.getloadavg()[0])
+    return samples, loads
+
+
+def _summary(seconds: list[float], work: float) -> dict[str, float]:
+    """Median and min-max rate (`work` per call / seconds) of one member's samples."""
+    rates = work / np.asarray(seconds)
+    return {"median": float(np.median(rates)), "min": float(rates.min()), "max": float(rates.max())}
+
+
+def time_group(
+    config: ml_collections.ConfigDict, cell: str, shape_name: str, mode: str, peak: Any
+) -> dict[str, Any]:
+    """Build, compile and time every backend of one (cell, shape, mode) with the peak matmul."""
+    shape = tuple(config.shapes[shape_name])
+    workloads = {}
+    for backend in _split(config.backends):
+        workload = peers.build(backend, cell, shape, mode)
+        if workload is not None:
+            workloads[backend] = workload
+    runs = {name: w.run for name, w in workloads.items()} | {"matmul": peak.run}
+    samples, loads = interleaved(runs, config.repetitions, config.warmup, config.gap_s)
+    peak_gflops = _summary(samples["matmul"], peak.flops / 1e9)
+    members = {}
+    for name, w in workloads.items():
+        gflops = _summary(samples[name], w.flops / 1e9)
+        members[name] = {
+            "tokens_per_s": _summary(samples[name], w.tokens),
+            "gflops": gflops,
+            "percent_of_peak": 100.0 * gflops["median"] / peak_gflops["median"],
+            "compile_s": w.compile_s,
+            "xla_temp_mib": None if w.temp_bytes is None else w.temp_bytes / 2**20,
+            "seconds": samples[name],
+        }
+    ratios = {}
+    if "rnn_jax" in samples:
+        ours = np.asarray(samples["rnn_jax"])
+        for peer in workloads:
+            if peer != "rnn_jax":  # throughput ratio, round by round
+                ratios[peer] = float(np.median(np.asarray(samples[peer]) / ours))
+    return {
+        "cell": cell,
+        "shape_name": shape_name,
+        "shape": list(shape),
+        "mode": mode,
+        "members": members,
+        "rnn_jax_speedup_over": ratios,
+        "matmul_peak_gflops": peak_gflops,
+        "load": loads,
+    }
+
+
+def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> None:
+    """Peak RSS growth (MiB) of building and running one workload in this fresh process."""
+    import jax  # noqa: F401  (imported before the baseline, like the peers' libraries)
+
+    if backend == "torch":
+        import torch  # noqa: F401
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/statm") as f:
+        baseline = int(f.read().split()[1]) * page
+    workload = peers.build(backend, cell, shape, mode)
+    workload.run()
+    workload.run()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put((peak - baseline) / 2**20)
+
+
+def peak_rss(backend: str, cell: str, shape: tuple, mode: str) -> float | None:
+    """`_rss_child` in a spawned process (each measurement starts from a clean heap)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_rss_child, args=(backend, cell, shape, mode, queue))
+    process.start()
+    process.join(timeout=600)
+    return queue.get() if process.exitcode == 0 and not queue.empty() else None
+
+
+def run_sweep(config: ml_collections.ConfigDict, peak: Any) -> list[dict[str, Any]]:
+    """fwd_bwd tokens/s against sequence length at a fixed number of tokens per call."""
+    rows = []
+    hidden, input_size = config.model.hidden_size, config.sweep.input_size
+    for length in (int(v) for v in _split(config.sweep.lengths)):
+        shape = (max(1, config.sweep.tokens // length), length, input_size, hidden)
+        workloads = {}
+        for spec in _split(config.sweep.cells):
+            if spec == "transformer":
+                workloads[spec] = peers.transformer_block(shape, "fwd_bwd")
+            else:
+                workloads[spec] = peers.build("rnn_jax", spec, shape, "fwd_bwd")
+        runs = {name: w.run for name, w in workloads.items()} | {"matmul": peak.run}
+        samples, loads = interleaved(runs, config.sweep.repetitions, 1, config.gap_s)
+        for name, w in workloads.items():
+            rows.append(
+                {
+                    "cell": name,
+                    "time": length,
+                    "batch": shape[0],
+                    "tokens_per_s": _summary(samples[name], w.tokens),
+                    "xla_temp_mib": None if w.temp_bytes is None else w.temp_bytes / 2**20,
+                    "compile_s": w.compile_s,
+                    "load": loads,
+                }
+            )
+    return rows
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """The whole benchmark; returns the `results.json` object."""
+    from experiments import throughput_report as report
+
+    start = time.time()
+    groups = groups_of(config)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    peak = peers.matmul_peak(config.matmul_size)
+    timed = [time_group(config, *group, peak) for group in groups]
+    rss = [
+        {
+            "cell": cell,
+            "shape_name": shape_name,
+            "backend": backend,
+            "peak_rss_delta_mib": peak_rss(
+                backend, cell, tuple(config.shapes[shape_name]), "fwd_bwd"
+            ),
+        }
+        for shape_name in _split(config.rss_configs)
+        for cell in _split(config.cells)
+        for backend in _split(config.backends)
+        if peers.supports(backend, cell)
+    ]
+    sweep = run_sweep(config, peak)
+    results = {
+        "final": {"groups": timed, "rss": rss, "sweep": sweep},
+        "timing": {"wall_s": time.time() - start},
+        "provenance": metrics.provenance()
+        | {
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+        },
+    }
+    (workdir / "throughput.md").write_text(report.markdown(results))
+    report.plot_sweep(sweep, workdir / "throughput_vs_length.png")
+    metrics.write_json_atomic(workdir / "results.json", results)
+    return results
+
+
+def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: Any) -> None:
+    del task
+    run(config, workdir)
+
+
+if __name__ == "__main__":
+    from rnn_jax.train import cli
+
+    cli.main(lambda config: None, RULES, run=_cli_run)

@@ -1,0 +1,189 @@
+"""The workloads the throughput benchmark times: rnn_jax's scans and the peers, as users run them.
+
+Each builder returns a `Workload`: one call that runs a forward ("fwd") or a
+forward+backward ("fwd_bwd": gradients of sum(outputs) w.r.t. parameters *and* inputs) and
+blocks until it is done, plus its FLOPs and, for JAX, compile time and XLA memory estimate.
+
+- rnn_jax:      `scan.unroll(implementation="auto")` (the default path); `rnn_jax_reference`
+                is `implementation="reference"` (plain `lax.scan` + autodiff), for context.
+- flax:         `nn.RNN(OptimizedLSTMCell | GRUCell | SimpleCell)`, batch-major (its default),
+                the whole gradient under one `jax.jit`.
+- torch:        `nn.LSTM | nn.GRU | nn.RNN(batch_first=True)` with its default threads;
+                forward under `torch.inference_mode()`.
+- transformer:  one pre-LN causal block (rnn_jax.models.transformer.Block) with
+                d_model chosen so that 12 d^2 ~ the LSTM's 4H(I+H) parameters.
+- matmul:       an n x n x n `jnp.dot`, the in-process peak the GF/s are compared with.
+
+FLOPs count the matmuls only (elementwise work is < 2%): an RNN forward is 2·B·T·G·(I+H)
+(minGRU: 2·B·T·G·I); forward+backward is 3x that (dW_ih, dW_hh, dh and dx).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax import cells, scan
+
+MODES = ("fwd", "fwd_bwd")
+BACKENDS = ("rnn_jax", "rnn_jax_reference", "flax", "torch")
+# Cell specs: a cell name, optionally ":method" for minGRU's scan.
+CELL_SPECS = ("lstm", "gru", "elman", "min_gru", "min_gru:sequential", "min_gru:associative")
+FLAX_CELLS = {"lstm": "OptimizedLSTMCell", "gru": "GRUCell", "elman": "SimpleCell"}
+TORCH_MODULES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}
+
+
+@dataclasses.dataclass
+class Workload:
+    """One timed call and what is known about it."""
+
+    run: Callable[[], Any]
+    flops: float
+    tokens: int
+    compile_s: float | None = None
+    temp_bytes: int | None = None
+
+
+def rnn_flops(cell_spec: str, batch: int, time_: int, input_size: int, hidden: int) -> float:
+    """Forward matmul FLOPs of one RNN layer (see the module docstring)."""
+    name, options = _parse(cell_spec)
+    cell = cells.get_cell(name, **options)
+    gates = cell.num_gates * hidden
+    fan_in = input_size + (hidden if cell.has_recurrent_weights else 0)
+    return 2.0 * batch * time_ * gates * fan_in
+
+
+def supports(backend: str, cell_spec: str) -> bool:
+    """Whether `backend` has `cell_spec` (Flax and torch have no minGRU)."""
+    if backend == "flax":
+        return cell_spec in FLAX_CELLS
+    if backend == "torch":
+        return cell_spec in TORCH_MODULES
+    return True
+
+
+def _parse(cell_spec: str) -> tuple[str, dict]:
+    name, _, method = cell_spec.partition(":")
+    return (name, {"method": method}) if method else (name, {})
+
+
+def _compiled(fn: Callable, *args: Any) -> tuple[Callable, float, int | None]:
+    """jit, lower and compile `fn` for `args`: (call, compile seconds, XLA temp bytes)."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    analysis = compiled.memory_analysis()
+    temp = None if analysis is None else int(analysis.temp_size_in_bytes)
+    return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp
+
+
+def _jax_workload(forward: Callable, params: Any, xs: jax.Array, mode: str, flops: float):
+    if mode == "fwd":
+        fn = forward
+    else:
+        fn = jax.grad(lambda p, x: jnp.sum(forward(p, x)), argnums=(0, 1))
+    run, seconds, temp = _compiled(fn, params, xs)
+    factor = 1.0 if mode == "fwd" else 3.0
+    return Workload(run, factor * flops, xs.shape[0] * xs.shape[1], seconds, temp)
+
+
+def build(
+    backend: str, cell_spec: str, shape: tuple[int, int, int, int], mode: str, seed: int = 0
+) -> Workload | None:
+    """The workload of `backend` for `cell_spec` at `shape = (batch, time, input, hidden)`;
+    None when that backend has no such cell (e.g. Flax or torch minGRU)."""
+    batch, time_, input_size, hidden = shape
+    name, options = _parse(cell_spec)
+    flops = rnn_flops(cell_spec, *shape)
+    xs = jax.random.normal(jax.random.key(seed + 1), (batch, time_, input_size), jnp.float32)
+    if backend in ("rnn_jax", "rnn_jax_reference"):
+        cell = cells.get_cell(name, **options)
+        params = cell.init(jax.random.key(seed), input_size, hidden)
+        implementation = "auto" if backend == "rnn_jax" else "reference"
+
+        def forward(p: Any, x: jax.Array) -> jax.Array:
+            return scan.unroll(cell, p, x, implementation=implementation)[0]
+
+        return _jax_workload(forward, params, xs, mode, flops)
+    if not supports(backend, cell_spec):
+        return None
+    if backend == "flax":
+        import flax.linen as nn
+
+        model = nn.RNN(getattr(nn, FLAX_CELLS[name])(hidden))
+        variables = model.init(jax.random.key(seed), xs)
+        return _jax_workload(model.apply, variables, xs, mode, flops)
+    if backend == "torch":
+        return _torch_workload(name, shape, mode, flops, np.asarray(xs))
+    raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
+
+
+def _torch_workload(name: str, shape: tuple, mode: str, flops: float, xs: np.ndarray):
+    import torch
+
+    torch.manual_seed(0)
+    batch, time_, input_size, hidden = shape
+    module = getattr(torch.nn, TORCH_MODULES[name])(input_size, hidden, batch_first=True)
+    x = torch.tensor(xs)
+    if mode == "fwd":
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return module(x)[0]
+
+        return Workload(run, flops, batch * time_)
+    x.requires_grad_(True)
+
+    def run_backward() -> Any:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        module(x)[0].sum().backward()
+        return x.grad
+
+    return Workload(run_backward, 3.0 * flops, batch * time_)
+
+
+def transformer_width(input_size: int, hidden: int, head_size: int = 32) -> int:
+    """d_model with 12 d^2 ~ 4H(I+H) (the LSTM's weights), a multiple of `head_size`."""
+    d = math.sqrt(4 * hidden * (input_size + hidden) / 12)
+    return max(head_size, int(round(d / head_size)) * head_size)
+
+
+def transformer_block(
+    shape: tuple[int, int, int, int], mode: str, seed: int = 0, head_size: int = 32
+) -> Workload:
+    """One causal pre-LN block (attention + 4d GELU MLP) over `[batch, time, d_model]`.
+
+    FLOPs: per token 24 d^2 (QKV, output and MLP projections) + 4 T d (scores and mixing,
+    the full T x T: the causal mask is not exploited).
+    """
+    from flax import nnx
+
+    from rnn_jax.models.transformer import Block
+
+    batch, time_, input_size, hidden = shape
+    d = transformer_width(input_size, hidden, head_size)
+    block = Block(d, d // head_size, 4 * d, 0.0, False, rngs=nnx.Rngs(seed))
+    graphdef, state = nnx.split(block)
+    mask = jnp.tril(jnp.ones((time_, time_), bool))[None, None]
+    xs = jax.random.normal(jax.random.key(seed + 1), (batch, time_, d), jnp.float32)
+
+    def forward(state: Any, x: jax.Array) -> jax.Array:
+        return nnx.merge(graphdef, state)(x, mask)
+
+    flops = 2.0 * batch * time_ * (12 * d * d + 2 * time_ * d)
+    return _jax_workload(forward, state, xs, mode, flops)
+
+
+def matmul_peak(size: int) -> Workload:
+    """An n x n x n float32 `jnp.dot`: the matmul rate the GF/s figures are compared with."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    run, seconds, temp = _compiled(jnp.dot, a, a)
+    return Workload(run, 2.0 * size**3, 0, seconds, temp)

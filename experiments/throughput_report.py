@@ -1,0 +1,187 @@
+"""The throughput benchmark's report: `throughput.md` tables, goal checks and the length plot."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import numpy as np
+
+PEERS = ("flax", "torch", "rnn_jax_reference")
+# Issue 7's goals: (mode, configs, min speed-up over torch, over flax).
+SPEED_GOALS = (
+    ("fwd_bwd", ("small", "long"), 1.0, 1.3),
+    ("fwd_bwd", ("medium",), 1.0, 1.0),
+    ("fwd", ("small", "medium", "long"), 1.0, 1.0),
+)
+MEMORY_GOAL = 1.5  # rnn_jax's XLA temp memory at most this multiple of Flax's (fwd_bwd)
+
+
+def _k(value: float) -> str:
+    return f"{value / 1e3:.1f}k" if value >= 1e3 else f"{value:.0f}"
+
+
+def _rate(member: dict | None) -> str:
+    if member is None:
+        return "–"
+    r = member["tokens_per_s"]
+    return f"{_k(r['median'])} ({_k(r['min'])}–{_k(r['max'])})"
+
+
+def _pair(a: Any, b: Any, fmt: str) -> str:
+    return " / ".join("–" if v is None else format(v, fmt) for v in (a, b))
+
+
+def _group_rows(groups: list[dict], mode: str) -> list[str]:
+    rows = [
+        "| cell | config (B, T, I, H) | rnn_jax tok/s | flax | torch | reference scan "
+        "| vs flax | vs torch | rnn_jax GF/s (% peak) | compile s ours / flax "
+        "| XLA temp MiB ours / flax | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in (g for g in groups if g["mode"] == mode):
+        m = g["members"]
+        ours, flax = m.get("rnn_jax"), m.get("flax")
+        speedup = g["rnn_jax_speedup_over"]
+        gf = (
+            "–"
+            if ours is None
+            else (f"{ours['gflops']['median']:.1f} ({ours['percent_of_peak']:.0f}%)")
+        )
+        rows.append(
+            f"| {g['cell']} | {g['shape_name']} {tuple(g['shape'])} | {_rate(ours)} "
+            f"| {_rate(flax)} | {_rate(m.get('torch'))} | {_rate(m.get('rnn_jax_reference'))} "
+            f"| {_ratio(speedup.get('flax'))} | {_ratio(speedup.get('torch'))} | {gf} "
+            f"| {_pair(ours and ours['compile_s'], flax and flax['compile_s'], '.2f')} "
+            f"| {_pair(ours and ours['xla_temp_mib'], flax and flax['xla_temp_mib'], '.0f')} "
+            f"| {np.median(g['load']):.1f} |"
+        )
+    return rows
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def goal_checks(groups: list[dict]) -> list[str]:
+    """One line per (goal, group): MET or MISSED with the measured ratio."""
+    lines = []
+    for mode, configs, vs_torch, vs_flax in SPEED_GOALS:
+        for g in groups:
+            if (
+                g["mode"] != mode
+                or g["shape_name"] not in configs
+                or g["cell"]
+                not in (
+                    "lstm",
+                    "gru",
+                )
+            ):
+                continue
+            for peer, goal in (("torch", vs_torch), ("flax", vs_flax)):
+                got = g["rnn_jax_speedup_over"].get(peer)
+                if got is None:
+                    continue
+                verdict = "MET" if got >= goal else "MISSED"
+                lines.append(
+                    f"- {verdict}: {g['cell']} {g['shape_name']} {mode} vs {peer}: "
+                    f"{got:.2f}× (goal ≥ {goal}×)"
+                )
+    for g in groups:
+        m = g["members"]
+        if g["mode"] != "fwd_bwd" or "rnn_jax" not in m or "flax" not in m:
+            continue
+        ours, flax = m["rnn_jax"]["xla_temp_mib"], m["flax"]["xla_temp_mib"]
+        if ours is None or not flax:
+            continue
+        verdict = "MET" if ours <= MEMORY_GOAL * flax else "MISSED"
+        lines.append(
+            f"- {verdict}: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory "
+            f"{ours:.0f} MiB = {ours / flax:.2f}× Flax's {flax:.0f} MiB (goal ≤ {MEMORY_GOAL}×)"
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    final, prov = results["final"], results["provenance"]
+    groups = final["groups"]
+    peaks = [g["matmul_peak_gflops"]["median"] for g in groups]
+    packages = prov.get("packages", {})
+    lines = [
+        "# Throughput: one recurrent layer, float32",
+        "",
+        f"{prov['cpu_count']} CPUs ({prov['cpu']}), backend {prov['backend']}; "
+        f"jax {packages.get('jax')}, flax {packages.get('flax')}. "
+        f"Load average (1, 5, 15 min) before {tuple(round(v, 1) for v in prov['load_before'])}, "
+        f"after {tuple(round(v, 1) for v in prov['load_after'])}. "
+        f"Matmul peak (in-process n³ jnp.dot): median {np.median(peaks):.0f} GF/s "
+        f"(range over groups {min(peaks):.0f}–{max(peaks):.0f}).",
+        "",
+        "Entries: tokens/s, median (min–max) over interleaved rounds. vs flax / vs torch: "
+        "rnn_jax's throughput over the peer's, median of per-round ratios (> 1: rnn_jax is "
+        "faster). GF/s counts matmul FLOPs against the matmul peak timed in the same rounds. "
+        "load: median 1-minute load average over the rounds (2 cores: above ~2 the timings "
+        "are shared with other processes).",
+    ]
+    for mode, title in (
+        ("fwd_bwd", "forward + backward (grads w.r.t. params and inputs)"),
+        ("fwd", "forward"),
+    ):
+        if any(g["mode"] == mode for g in groups):
+            lines += ["", f"## {title}", "", *_group_rows(groups, mode)]
+    checks = goal_checks(groups)
+    if checks:
+        lines += ["", "## Goals (issue 7)", "", *checks]
+    if final["rss"]:
+        lines += [
+            "",
+            "## Peak RSS growth, forward + backward (one fresh process per implementation)",
+            "",
+            "| cell | config | backend | MiB |",
+            "|---|---|---|---|",
+        ]
+        for r in final["rss"]:
+            mib = "–" if r["peak_rss_delta_mib"] is None else f"{r['peak_rss_delta_mib']:.0f}"
+            lines.append(f"| {r['cell']} | {r['shape_name']} | {r['backend']} | {mib} |")
+    if final["sweep"]:
+        lengths = sorted({r["time"] for r in final["sweep"]})
+        tokens = {r["time"]: r["batch"] * r["time"] for r in final["sweep"]}
+        lines += [
+            "",
+            "## Forward + backward tokens/s against sequence length (fixed tokens per call)",
+            "",
+            "| cell | " + " | ".join(f"T={t} (B={tokens[t] // t})" for t in lengths) + " |",
+            "|---|" + "---|" * len(lengths),
+        ]
+        for cell in dict.fromkeys(r["cell"] for r in final["sweep"]):
+            by_t = {r["time"]: r for r in final["sweep"] if r["cell"] == cell}
+            cells = [_k(by_t[t]["tokens_per_s"]["median"]) if t in by_t else "–" for t in lengths]
+            lines.append(f"| {cell} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(sweep: list[dict], path: pathlib.Path) -> None:
+    """tokens/s (median, min-max bars) against T for every cell of the sweep."""
+    if not sweep:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cell in dict.fromkeys(r["cell"] for r in sweep):
+        rows = sorted((r for r in sweep if r["cell"] == cell), key=lambda r: r["time"])
+        t = [r["time"] for r in rows]
+        med = np.array([r["tokens_per_s"]["median"] for r in rows])
+        low = med - np.array([r["tokens_per_s"]["min"] for r in rows])
+        high = np.array([r["tokens_per_s"]["max"] for r in rows]) - med
+        ax.errorbar(t, med, yerr=[low, high], marker="o", capsize=3, label=cell)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length T (batch x T fixed)")
+    ax.set_ylabel("forward+backward tokens/s")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

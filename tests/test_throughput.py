@@ -1,0 +1,89 @@
+"""The throughput benchmark runs end to end (smoke config) and its harness behaves.
+
+No timed assertions: timings on shared CI cores say nothing. What is checked is that every
+output exists and is consistent, that the interleaving rotates, and that bad configs fail
+before anything is compiled.
+"""
+
+import json
+
+import pytest
+
+from experiments import throughput, throughput_report
+from rnn_jax.train import cli
+
+CONFIG = "experiments/configs/throughput.py"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("throughput")
+    config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES)
+    throughput.run(config, str(workdir))
+    return workdir
+
+
+def test_smoke_run_writes_results_table_and_plot(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert set(results) == {"final", "timing", "provenance"}
+    groups = results["final"]["groups"]
+    assert {(g["cell"], g["mode"]) for g in groups} == {("lstm", "fwd"), ("lstm", "fwd_bwd")}
+    for g in groups:
+        assert set(g["members"]) == {"rnn_jax", "rnn_jax_reference", "flax", "torch"}
+        assert set(g["rnn_jax_speedup_over"]) == {"rnn_jax_reference", "flax", "torch"}
+        for member in g["members"].values():
+            rate = member["tokens_per_s"]
+            assert 0 < rate["min"] <= rate["median"] <= rate["max"]
+            assert len(member["seconds"]) == 2  # smoke: 2 rounds
+        assert g["members"]["rnn_jax"]["xla_temp_mib"] is not None
+        assert g["members"]["torch"]["compile_s"] is None  # eager
+    assert {r["cell"] for r in results["final"]["sweep"]} == {
+        "gru",
+        "min_gru:associative",
+        "transformer",
+    }
+    table = (smoke_run / "throughput.md").read_text()
+    assert "## forward + backward" in table and "## forward\n" in table
+    assert "| lstm | tiny (4, 8, 8, 16) |" in table
+    assert (smoke_run / "throughput_vs_length.png").stat().st_size > 0
+
+
+def test_interleaving_rotates_the_start():
+    calls = []
+    runs = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    samples, loads = throughput.interleaved(runs, repetitions=3, warmup=1, gap_s=0.0)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    assert {len(v) for v in samples.values()} == {3} and len(loads) == 3
+
+
+def test_goal_checks_report_misses():
+    group = {
+        "cell": "lstm",
+        "shape_name": "small",
+        "mode": "fwd_bwd",
+        "rnn_jax_speedup_over": {"torch": 0.8, "flax": 1.4},
+        "members": {"rnn_jax": {"xla_temp_mib": 30.0}, "flax": {"xla_temp_mib": 10.0}},
+    }
+    lines = throughput_report.goal_checks([group])
+    assert any(line.startswith("- MISSED: lstm small fwd_bwd vs torch: 0.80×") for line in lines)
+    assert any(line.startswith("- MET: lstm small fwd_bwd vs flax: 1.40×") for line in lines)
+    assert any("MISSED" in line and "3.00× Flax" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"cells": "lstm,lsmt"}, "cells"),
+        ({"backends": "jax"}, "backends"),
+        ({"sweep.lengths": "64,-1"}, "sweep.lengths"),
+    ],
+)
+def test_bad_config_values_fail_before_compiling(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        cli.load_config(f"{CONFIG}:smoke", overrides, rules=throughput.RULES)
+
+
+def test_unknown_shape_names_fail():
+    config = cli.load_config(f"{CONFIG}:smoke", {"configs": "tiny,huge"}, rules=throughput.RULES)
+    with pytest.raises(ValueError, match="configs: unknown shape 'huge'"):
+        throughput.groups_of(config)
