@@ -104,8 +104,8 @@ def test_birnn_attention_classifier_learns_sst2(data_root):
         len(words),
         2,
         pooling="attention",
-        embed_size=48,
-        hidden_size=48,
+        embed_size=32,
+        hidden_size=32,
         dropout_rate=0.3,
         rngs=nnx.Rngs(0),
     )
