@@ -46,6 +46,19 @@ def _layer_norm(v: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: flo
     return out if bias is None else out + bias
 
 
+def _build_initializer(
+    name: str | initializers.Initializer, scale: float | None
+) -> initializers.Initializer:
+    return initializers.get_initializer(name, **({} if scale is None else {"scale": scale}))
+
+
+# One compiled program per (cell, sizes, init options): run eagerly, the dozens of small ops
+# of an init (a QR per gate block, ...) each compile separately for every new shape.
+_init_params = jax.jit(
+    lambda cell, key, *static: cell._init_params(key, *static), static_argnums=(0, *range(2, 11))
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """Shared machinery: parameter init, projections, `step`. Subclasses give the equations.
@@ -101,28 +114,58 @@ class Cell:
                 "not both"
             )
 
-        def build(name: str | initializers.Initializer, scale: float | None):
-            return initializers.get_initializer(name, **({} if scale is None else {"scale": scale}))
+        for init, scale in ((input_init, input_scale), (recurrent_init, recurrent_scale)):
+            _build_initializer(init, scale)  # unknown names raise here, before tracing
+        return _init_params(
+            self,
+            key,
+            input_size,
+            hidden_size,
+            input_init,
+            recurrent_init,
+            input_scale,
+            recurrent_scale,
+            forget_bias,
+            chrono_max_length,
+            jnp.dtype(dtype),
+        )
 
+    def _init_params(
+        self,
+        key: jax.Array,
+        input_size: int,
+        hidden_size: int,
+        input_init: str | initializers.Initializer,
+        recurrent_init: str | initializers.Initializer,
+        input_scale: float | None,
+        recurrent_scale: float | None,
+        forget_bias: float | None,
+        chrono_max_length: float | None,
+        dtype: jnp.dtype,
+    ) -> Params:
         k_ih, k_hh, k_bias, k_extra = jax.random.split(key, 4)
-        G = self.num_gates * hidden_size
         params = {
             "W_ih": initializers.gate_blocks(
-                build(input_init, input_scale), k_ih, input_size, hidden_size, self.num_gates, dtype
+                _build_initializer(input_init, input_scale),
+                k_ih,
+                input_size,
+                hidden_size,
+                self.num_gates,
+                dtype,
             ),
             "b_ih": self._keep_gate_bias(k_bias, hidden_size, forget_bias, chrono_max_length),
         }
         params["b_ih"] = params["b_ih"].astype(dtype)
         if self.has_recurrent_weights:
             params["W_hh"] = initializers.gate_blocks(
-                build(recurrent_init, recurrent_scale),
+                _build_initializer(recurrent_init, recurrent_scale),
                 k_hh,
                 hidden_size,
                 hidden_size,
                 self.num_gates,
                 dtype,
             )
-            params["b_hh"] = jnp.zeros((G,), dtype)
+            params["b_hh"] = jnp.zeros((self.num_gates * hidden_size,), dtype)
         params.update(self.extra_params(k_extra, hidden_size, dtype))
         return params
 
