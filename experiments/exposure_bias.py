@@ -114,10 +114,7 @@ class ExposureBiasTask(Task):
         if self.language is not None:
             b = self.language.batch(seed, index, batch, self.window)
             return np.concatenate([b["inputs"], b["targets"][:, -1:]], axis=1)
-        stream = self.corpus.splits[split]
-        rng = np.random.default_rng([seed, index])
-        starts = rng.integers(0, len(stream) - self.window - 1, size=batch)
-        return stream[starts[:, None] + np.arange(self.window + 1)].astype(np.int32)
+        return grid.random_windows(self.corpus.splits[split], seed, index, batch, self.window + 1)
 
     def train_data(self) -> grid.TaskStream:
         def draw(i: int) -> dict:

@@ -29,29 +29,35 @@ RESULTS_FILE = "results.json"
 
 
 def split_axis(
-    config: ml_collections.ConfigDict, key: str, allowed: Sequence[str] | None = None
+    config: ml_collections.ConfigDict,
+    key: str,
+    allowed: Sequence[str] | None = None,
+    section: str = "grid",
 ) -> list[str]:
-    """`config.grid.<key>` "a,b" -> ["a", "b"], checked against `allowed`."""
-    text = config.grid[key]
+    """`config.<section>.<key>` "a,b" -> ["a", "b"], checked against `allowed`."""
+    text = config[section][key]
     values = [v.strip() for v in str(text).split(",") if v.strip()]
+    name = f"{section}.{key}"
     if not values:
-        raise ValueError(f"grid.{key}={text!r}: expected a comma-separated non-empty list")
+        raise ValueError(f"{name}={text!r}: expected a comma-separated non-empty list")
     if allowed is not None:
         bad = [v for v in values if v not in allowed]
         if bad:
-            raise ValueError(f"grid.{key}={text!r}: unknown {bad}; allowed: {', '.join(allowed)}")
+            raise ValueError(f"{name}={text!r}: unknown {bad}; allowed: {', '.join(allowed)}")
     return values
 
 
-def split_ints(config: ml_collections.ConfigDict, key: str) -> list[int]:
-    """`config.grid.<key>` "50,100" -> [50, 100] (each >= 1)."""
-    values = split_axis(config, key)
+def split_ints(config: ml_collections.ConfigDict, key: str, section: str = "grid") -> list[int]:
+    """`config.<section>.<key>` "50,100" -> [50, 100] (each >= 1)."""
+    text = config[section][key]
     try:
-        numbers = [int(v) for v in values]
-    except ValueError:
-        raise ValueError(f"grid.{key}={config.grid[key]!r}: expected integers") from None
+        numbers = [int(v) for v in split_axis(config, key, section=section)]
+    except ValueError as error:
+        if "expected" in str(error):
+            raise
+        raise ValueError(f"{section}.{key}={text!r}: expected integers") from None
     if min(numbers) < 1:
-        raise ValueError(f"grid.{key}={config.grid[key]!r}: values must be >= 1")
+        raise ValueError(f"{section}.{key}={text!r}: values must be >= 1")
     return numbers
 
 
@@ -100,6 +106,7 @@ def run_points(
             status = "done earlier"
         else:
             t0 = time.perf_counter()
+            point_dir.mkdir(parents=True, exist_ok=True)
             summaries[name] = fn(point_dir)
             run_metrics.write_json_atomic(summary_path, summaries[name])
             status = f"{time.perf_counter() - t0:.0f}s"
@@ -157,3 +164,14 @@ def write_results(workdir: pathlib.Path, final: dict, extra: dict | None = None)
 def finite_or_none(value: float) -> float | None:
     """JSON has no NaN: a missing measurement is null."""
     return float(value) if value is not None and math.isfinite(value) else None
+
+
+def random_windows(
+    stream: np.ndarray, seed: int, index: int, batch_size: int, length: int
+) -> np.ndarray:
+    """int32 `[batch_size, length]` windows at random offsets of a token `stream`, batch
+    `index` of the stream seeded by `seed` (deterministic, so resumable without state)."""
+    if len(stream) <= length:
+        raise ValueError(f"stream of {len(stream)} tokens is too short for windows of {length}")
+    starts = np.random.default_rng([seed, index]).integers(0, len(stream) - length, batch_size)
+    return stream[starts[:, None] + np.arange(length)].astype(np.int32)

@@ -1,0 +1,626 @@
+"""LSTM/GRU vs a transformer of matched size: quality, long range, cost (seed Q9, 10, 15).
+
+Grid tasks: `shakespeare` (character LM, bits per character), `copy` (copy task at growing
+blank length T) and `cost` (throughput, memory and generation latency against sequence
+length). Writes W/results.json, W/rnn_vs_attention.md, W/shakespeare_curves.png,
+W/copy_vs_length.png and W/cost_vs_length.png.
+
+    python -m experiments.rnn_vs_attention --workdir=W \
+        --config=experiments/configs/rnn_vs_attention.py:quick
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import pathlib
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from experiments import grid
+from rnn_jax.data.lm_corpus import lm_corpus
+from rnn_jax.data.synthetic import CopyTask
+from rnn_jax.models import RNNLanguageModel
+from rnn_jax.models.params import count_params, match_size
+from rnn_jax.models.transformer import TransformerLM
+from rnn_jax.train import cli
+from rnn_jax.train.config import in_range, positive
+from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.task import Task
+
+MODELS = ("lstm", "gru", "transformer")
+TASKS = ("shakespeare", "copy", "cost")
+EVAL_SEED_OFFSET = 1_000_003
+RULES = {
+    "model.transformer_layers": positive,
+    "model.transformer_heads": positive,
+    "model.size_tolerance": in_range(0.001, 0.5),
+    "data.window": positive,
+    "data.eval_batches": positive,
+    "cost.tokens_per_batch": positive,
+    "cost.repeats": positive,
+}
+
+
+# ---- models of matched size ---------------------------------------------------------------------
+def build_model(
+    kind: str,
+    vocab: int,
+    width: int,
+    config: ml_collections.ConfigDict,
+    max_length: int,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+    """`width` is the RNN's hidden size or the transformer's d_model."""
+    if kind == "transformer":
+        return TransformerLM(
+            vocab,
+            d_model=width,
+            num_heads=config.model.transformer_heads,
+            num_layers=config.model.transformer_layers,
+            max_length=max_length,
+            rngs=rngs,
+        )
+    return RNNLanguageModel(vocab, width, cell=kind, rngs=rngs)
+
+
+def matched_widths(
+    config: ml_collections.ConfigDict, vocab: int, max_length: int, kinds: list[str]
+) -> dict[str, tuple[int, int]]:
+    """kind -> (width, parameter count): the LSTM at `model.hidden_size`, the others sized
+    by `match_size` to its count within `model.size_tolerance`."""
+
+    def build(kind: str, width: int) -> nnx.Module:
+        return build_model(kind, vocab, width, config, max_length, nnx.Rngs(0))
+
+    hidden = config.model.hidden_size
+    target = count_params(nnx.eval_shape(lambda: build("lstm", hidden)))
+    out = {}
+    for kind in kinds:
+        if kind == "lstm":
+            out[kind] = (hidden, target)
+            continue
+        multiple = config.model.transformer_heads if kind == "transformer" else 1
+        out[kind] = match_size(
+            functools.partial(build, kind),
+            target,
+            low=multiple,
+            high=16 * hidden,
+            tolerance=config.model.size_tolerance,
+            multiple_of=multiple,
+        )
+    return out
+
+
+def logits_of(model: nnx.Module, inputs: jax.Array) -> jax.Array:
+    """`inputs int [batch, time]` -> `[batch, time, vocab]` for either model family."""
+    if isinstance(model, TransformerLM):
+        return model(inputs)
+    return model(inputs)[0]
+
+
+# ---- training task: next-symbol prediction, from a zero state ------------------------------------
+class SequenceTask(Task):
+    """Per-position classification of `targets` from `inputs` (both int `[batch, time]`):
+    character LM windows or the copy task; `copy_positions` last positions are scored as
+    copy accuracy."""
+
+    eval_splits = ("valid",)
+    final_splits = ("valid",)
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        kind: str,
+        width: int,
+        vocab: int,
+        max_length: int,
+        draw: callable,
+        copy_positions: int = 0,
+    ) -> None:
+        self.config, self.kind, self.width, self.vocab = config, kind, width, vocab
+        self.max_length, self.draw, self.copy_positions = max_length, draw, copy_positions
+
+    def init_model(self, rng: jax.Array) -> nnx.Module:
+        return build_model(
+            self.kind, self.vocab, self.width, self.config, self.max_length, nnx.Rngs(params=rng)
+        )
+
+    def train_data(self) -> grid.TaskStream:
+        return grid.TaskStream(lambda i: self.draw(self.config.seed, i, "train"))
+
+    def eval_data(self, split: str) -> list[dict]:
+        seed = self.config.seed + EVAL_SEED_OFFSET
+        return [self.draw(seed, i, split) for i in range(self.config.data.eval_batches)]
+
+    def eval_batch_size(self, split: str) -> int:
+        return self.config.train.batch_size
+
+    def loss_fn(self, model: nnx.Module, batch: dict, carry: tuple, rng: jax.Array) -> tuple:
+        logits = logits_of(model, batch["inputs"])
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        return jnp.mean(nll), ((), {})
+
+    def eval_step(self, model: nnx.Module, batch: dict, carry: tuple) -> tuple:
+        logits = logits_of(model, batch["inputs"])
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        sums = {"nll": nll.sum(), "tokens": jnp.asarray(nll.size, jnp.float32)}
+        if self.copy_positions:
+            s = self.copy_positions
+            hits = jnp.argmax(logits[:, -s:], -1) == batch["targets"][:, -s:]
+            sums["copy_hits"] = hits.sum().astype(jnp.float32)
+            sums["copy_symbols"] = jnp.asarray(hits.size, jnp.float32)
+        return (), sums
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["nll"] / sums["tokens"]
+        out = {"loss": loss, "bits_per_token": loss / math.log(2)}
+        if "copy_hits" in sums:
+            out["copy_accuracy"] = sums["copy_hits"] / sums["copy_symbols"]
+        return out
+
+
+def train_point(
+    config: ml_collections.ConfigDict,
+    task: SequenceTask,
+    params: int,
+    point_dir: pathlib.Path,
+    extra: dict,
+) -> dict:
+    results = train_and_evaluate(config, point_dir, task)
+    final = results["final"]
+    per_seed = final.get("per_seed", {})
+    metrics = {
+        name.removeprefix("valid_"): per_seed.get(name, [value])
+        for name, value in final.items()
+        if name.startswith("valid_") and not name.endswith("_std")
+    }
+    steps, curve = grid.read_metric_curve(point_dir, "valid_loss")
+    return {
+        **extra,
+        "model": task.kind,
+        "width": task.width,
+        "params": params,
+        "metrics": metrics,
+        "steps_per_s": results["timing"]["steps_per_s"],
+        "curve_steps": steps,
+        "curve_valid_loss": curve.tolist(),
+    }
+
+
+def shakespeare_points(config: ml_collections.ConfigDict, models: list[str]) -> list:
+    corpus = lm_corpus("tiny_shakespeare", config.data.root or None)
+    vocab, window, batch = len(corpus.vocab.tokens), config.data.window, config.train.batch_size
+    widths = matched_widths(config, vocab, window, models)
+
+    def draw(seed: int, index: int, split: str) -> dict:
+        w = grid.random_windows(corpus.splits[split], seed, index, batch, window + 1)
+        return {"inputs": w[:, :-1], "targets": w[:, 1:]}
+
+    points = []
+    for kind in models:
+        width, params = widths[kind]
+        task = SequenceTask(config, kind, width, vocab, window, draw)
+        fn = functools.partial(train_point, config, task, params, extra={"task": "shakespeare"})
+        points.append((f"shakespeare-{kind}", fn))
+    return points
+
+
+def copy_points(config: ml_collections.ConfigDict, models: list[str]) -> list:
+    points = []
+    for length in grid.split_ints(config, "copy_lengths"):
+        data = CopyTask(length, config.data.num_symbols, config.data.num_categories)
+        widths = matched_widths(config, data.vocab_size, data.length, models)
+
+        def draw(seed: int, index: int, split: str, data: CopyTask = data) -> dict:
+            return data.batch(seed, index, config.train.batch_size)
+
+        for kind in models:
+            width, params = widths[kind]
+            task = SequenceTask(
+                config, kind, width, data.vocab_size, data.length, draw, data.num_symbols
+            )
+            extra = {"task": "copy", "length": length, "baseline": data.baseline_cross_entropy()}
+            fn = functools.partial(train_point, config, task, params, extra=extra)
+            points.append((f"copy-T{length}-{kind}", fn))
+    return points
+
+
+# ---- (c) cost against sequence length -----------------------------------------------------------
+def measure_cost(
+    config: ml_collections.ConfigDict, models: list[str], point_dir: pathlib.Path
+) -> dict:
+    """Training tokens/s, XLA temp memory and generation latency per token against length.
+
+    Every configuration is compiled first; then the models are timed round-robin (A, B, C, A,
+    B, C, ...) `cost.repeats` times so that load from other processes hits them alike.
+    """
+    vocab = 65  # Tiny Shakespeare's characters; the data itself does not matter for cost
+    lengths = grid.split_ints(config, "lengths", section="cost")
+    widths = matched_widths(config, vocab, max(lengths), models)
+    tx = optax.adam(1e-3)
+    rows = []
+    for length in lengths:
+        batch = max(1, config.cost.tokens_per_batch // length)
+        tokens = jnp.asarray(np.random.default_rng(0).integers(0, vocab, (batch, length + 1)))
+        timed = {}
+        for kind in models:
+            model = build_model(kind, vocab, widths[kind][0], config, max(lengths), nnx.Rngs(0))
+            graphdef, state = nnx.split(model)
+            train = jax.jit(functools.partial(_train_step, graphdef, tx))
+            compiled = train.lower(state, tx.init(state), tokens).compile()
+            memory = compiled.memory_analysis()
+            opt_state = tx.init(state)
+            jax.block_until_ready(compiled(state, opt_state, tokens))
+            generate, gen_state = _generation_step(model, length)
+            jax.block_until_ready(generate(*gen_state))
+            timed[kind] = (
+                compiled,
+                (state, opt_state, tokens),
+                generate,
+                gen_state,
+                getattr(memory, "temp_size_in_bytes", None),
+            )
+        samples = {kind: {"train": [], "generate": []} for kind in models}
+        loads = []
+        for r in range(config.cost.repeats):
+            order = models[r % len(models) :] + models[: r % len(models)]
+            for kind in order:
+                compiled, args, generate, gen_state, _ = timed[kind]
+                samples[kind]["train"].append(_time(compiled, args))
+                samples[kind]["generate"].append(_time(generate, gen_state))
+            loads.append(os.getloadavg()[0])
+        for kind in models:
+            train_s = np.asarray(samples[kind]["train"])
+            gen_s = np.asarray(samples[kind]["generate"])
+            rows.append(
+                {
+                    "length": length,
+                    "batch": batch,
+                    "model": kind,
+                    "train_tokens_per_s": (batch * length / train_s).tolist(),
+                    "generate_ms_per_token": (1e3 * gen_s).tolist(),
+                    "temp_memory_mib": None if timed[kind][4] is None else timed[kind][4] / 2**20,
+                }
+            )
+        print(f"    cost T={length}: done (load average {np.median(loads):.1f})", flush=True)
+    return {
+        "task": "cost",
+        "rows": rows,
+        "params": {k: v[1] for k, v in widths.items()},
+        "widths": {k: v[0] for k, v in widths.items()},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {jax.devices()[0].platform}",
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def _train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    state: nnx.State,
+    opt_state: optax.OptState,
+    tokens: jax.Array,
+) -> tuple:
+    def loss(s: nnx.State) -> jax.Array:
+        logits = logits_of(nnx.merge(graphdef, s), tokens[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    grads = jax.grad(loss)(state)
+    updates, opt_state = tx.update(grads, opt_state, state)
+    return optax.apply_updates(state, updates), opt_state
+
+
+def _generation_step(model: nnx.Module, length: int) -> tuple:
+    """A jitted one-token step for batch 1 and its arguments: the RNN's state, or the
+    transformer's KV cache filled to position `length` − 1 (attention over `length` slots)."""
+    graphdef, state = nnx.split(model)
+    token = jnp.zeros((1,), jnp.int32)
+    if isinstance(model, TransformerLM):
+        cache = model.init_cache(1, length)
+        cache = {**cache, "position": jnp.full((1,), length - 1, jnp.int32)}
+    else:
+        cache = model.zero_carry(1)
+
+    def step(s: nnx.State, c: object, t: jax.Array) -> tuple:
+        return nnx.merge(graphdef, s).step(c, t)
+
+    return jax.jit(step), (state, cache, token)
+
+
+def _time(fn: callable, args: tuple) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+# ---- the grid and the report --------------------------------------------------------------------
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    tasks = grid.split_axis(config, "tasks", TASKS)
+    models = grid.split_axis(config, "models", MODELS)
+    if "cost" in tasks:
+        grid.split_ints(config, "lengths", section="cost")
+    if "copy" in tasks:
+        grid.split_ints(config, "copy_lengths")
+    start = time.perf_counter()
+    points = []
+    if "shakespeare" in tasks:
+        points += shakespeare_points(config, models)
+    if "copy" in tasks:
+        points += copy_points(config, models)
+    if "cost" in tasks:
+        points.append(("cost", functools.partial(measure_cost, config, models)))
+    print(f"rnn_vs_attention: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
+    summaries = grid.run_points(workdir, points)
+    final = {}
+    for name, s in summaries.items():
+        if s["task"] == "cost":
+            for row in s["rows"]:
+                final[f"cost-T{row['length']}-{row['model']}"] = {
+                    "temp_memory_mib": row["temp_memory_mib"] or 0.0
+                }
+        else:
+            final[name] = {
+                k: s["metrics"][k]
+                for k in ("loss", "bits_per_token", "copy_accuracy")
+                if k in s["metrics"]
+            }
+            final[name]["params"] = float(s["params"])
+    grid.write_results(
+        workdir, final, {"points": summaries, "timing": {"wall_s": time.perf_counter() - start}}
+    )
+    (workdir / "rnn_vs_attention.md").write_text(report_markdown(summaries))
+    plot_all(summaries, workdir)
+    return final
+
+
+def equal_time_bits(rows: list[dict]) -> dict[str, float]:
+    """Each model's validation bits/char at the training time the quickest model needed for
+    all its steps: steps reached = that time × the model's own steps/s, curve interpolated."""
+
+    def total(s: dict) -> float:
+        return s["curve_steps"][-1] / s["steps_per_s"] if s["steps_per_s"] else math.inf
+
+    budget = min(total(s) for s in rows)
+    out = {}
+    for s in rows:
+        steps = np.asarray(s["curve_steps"], np.float64)
+        loss = np.nanmean(np.asarray(s["curve_valid_loss"], np.float64), axis=1)
+        reached = budget * s["steps_per_s"]
+        out[s["model"]] = float(np.interp(reached, steps, loss) / math.log(2))
+    return out
+
+
+def report_markdown(summaries: dict[str, dict]) -> str:
+    lines = ["# RNN vs attention (seed questions 9, 10, 15)", ""]
+    lm = [s for s in summaries.values() if s["task"] == "shakespeare"]
+    if lm:
+        at_time = equal_time_bits(lm)
+        lines += [
+            "## Character LM, Tiny Shakespeare (validation bits per character)",
+            "",
+            "Equal wall-clock: each model's curve read at the training time of the quickest "
+            "model (time per step from each run's own steps/s, evaluation included; machine "
+            "shared, so indicative).",
+            "",
+        ]
+        table = [
+            [
+                s["model"],
+                s["width"],
+                f"{s['params']:,}",
+                grid.mean_std(s["metrics"]["bits_per_token"]),
+                f"{at_time[s['model']]:.3f}",
+                f"{s['steps_per_s']:.1f}",
+            ]
+            for s in lm
+        ]
+        lines.append(
+            grid.markdown_table(
+                [
+                    "model",
+                    "width",
+                    "params",
+                    "bpc at equal steps",
+                    "bpc at equal time",
+                    "steps/s (this run)",
+                ],
+                table,
+            )
+        )
+    copy = [s for s in summaries.values() if s["task"] == "copy"]
+    if copy:
+        lines += [
+            "## Copy task: growing dependency distance",
+            "",
+            "Loss in nats per position (memoryless baseline beside it); accuracy on the "
+            "copied symbols (chance 1/8).",
+            "",
+        ]
+        table = [
+            [
+                s["length"],
+                s["model"],
+                f"{s['params']:,}",
+                grid.mean_std(s["metrics"]["loss"]),
+                grid.fmt(s["baseline"]),
+                grid.mean_std(s["metrics"]["copy_accuracy"]),
+            ]
+            for s in copy
+        ]
+        lines.append(
+            grid.markdown_table(
+                ["T", "model", "params", "valid loss", "baseline", "copy accuracy"], table
+            )
+        )
+    cost = [s for s in summaries.values() if s["task"] == "cost"]
+    for s in cost:
+        lines += [
+            "## Cost against sequence length",
+            "",
+            f"{s['machine']}; load average {s['load_average']:.1f} at the end (the "
+            "machine was shared). Median (min–max) over interleaved repeats; training "
+            "at a fixed number of tokens per batch; generation: one token, batch 1, "
+            "with T tokens of context (RNN: its state; transformer: a KV cache of T).",
+            "",
+        ]
+        table = [
+            [
+                r["length"],
+                r["batch"],
+                r["model"],
+                _median_range(r["train_tokens_per_s"], 0),
+                grid.fmt(r["temp_memory_mib"]) if r["temp_memory_mib"] is not None else "–",
+                _median_range(r["generate_ms_per_token"], 3),
+            ]
+            for r in s["rows"]
+        ]
+        lines.append(
+            grid.markdown_table(
+                ["T", "batch", "model", "train tokens/s", "XLA temp MiB", "generate ms/token"],
+                table,
+            )
+        )
+    return "\n".join(lines)
+
+
+def _median_range(values: list[float], digits: int) -> str:
+    v = np.asarray(values)
+    return f"{np.median(v):.{digits}f} ({v.min():.{digits}f}–{v.max():.{digits}f})"
+
+
+def plot_all(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lm = [s for s in summaries.values() if s["task"] == "shakespeare"]
+    if lm:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for s in lm:
+            loss = np.nanmean(np.asarray(s["curve_valid_loss"], np.float64), axis=1) / math.log(2)
+            steps = np.asarray(s["curve_steps"], np.float64)
+            axes[0].plot(steps, loss, marker="o", label=f"{s['model']} ({s['params']:,})")
+            axes[1].plot(steps / s["steps_per_s"], loss, marker="o", label=s["model"])
+        axes[0].set_xlabel("step")
+        axes[1].set_xlabel("training seconds (this run)")
+        axes[0].set_ylabel("validation bits per character")
+        axes[0].legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(workdir / "shakespeare_curves.png", dpi=90)
+        plt.close(fig)
+    copy = [s for s in summaries.values() if s["task"] == "copy"]
+    if copy:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for kind in dict.fromkeys(s["model"] for s in copy):
+            rows = sorted((s for s in copy if s["model"] == kind), key=lambda s: s["length"])
+            ax.plot(
+                [s["length"] for s in rows],
+                [np.nanmean(s["metrics"]["copy_accuracy"]) for s in rows],
+                marker="o",
+                label=kind,
+            )
+        ax.axhline(1 / 8, color="gray", linestyle=":", label="chance")
+        ax.set_xlabel("blank length T")
+        ax.set_ylabel("copy accuracy")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(workdir / "copy_vs_length.png", dpi=90)
+        plt.close(fig)
+    for s in (s for s in summaries.values() if s["task"] == "cost"):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for kind in dict.fromkeys(r["model"] for r in s["rows"]):
+            rows = [r for r in s["rows"] if r["model"] == kind]
+            x = [r["length"] for r in rows]
+            axes[0].plot(
+                x, [np.median(r["train_tokens_per_s"]) for r in rows], marker="o", label=kind
+            )
+            axes[1].plot(
+                x, [np.median(r["generate_ms_per_token"]) for r in rows], marker="o", label=kind
+            )
+        for ax, label in zip(axes, ("training tokens/s", "generation ms/token"), strict=True):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("sequence length T")
+            ax.set_ylabel(label)
+        axes[0].legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(workdir / "cost_vs_length.png", dpi=90)
+        plt.close(fig)
+
+
+def answers(workdir: pathlib.Path) -> dict[int, str]:
+    """Markdown answers to seed questions 9, 10 and 15 from a finished run."""
+    points = json.loads((workdir / "results.json").read_text())["points"]
+    out, q9, q15 = {}, [], []
+    lm = [s for s in points.values() if s["task"] == "shakespeare"]
+    if lm:
+        at_time = equal_time_bits(lm)
+        q9.append(
+            "Tiny Shakespeare, matched parameters, validation bits/char at equal steps: "
+            + ", ".join(
+                f"{s['model']} {np.nanmean(s['metrics']['bits_per_token']):.3f}" for s in lm
+            )
+            + "; at equal wall-clock: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in at_time.items())
+            + "."
+        )
+    copy = [s for s in points.values() if s["task"] == "copy"]
+    if copy:
+        q15.append(
+            "Copy accuracy against distance T: "
+            + "; ".join(
+                f"T={s['length']} {s['model']} {np.nanmean(s['metrics']['copy_accuracy']):.2f}"
+                for s in copy
+            )
+            + "."
+        )
+    cost = [s for s in points.values() if s["task"] == "cost"]
+    if cost:
+        rows = cost[0]["rows"]
+        longest = max(r["length"] for r in rows)
+        shortest = min(r["length"] for r in rows)
+
+        def med(model: str, length: int, key: str) -> float:
+            r = next(r for r in rows if r["model"] == model and r["length"] == length)
+            return float(np.median(r[key]))
+
+        kinds = list(dict.fromkeys(r["model"] for r in rows))
+        q15.append(
+            f"Training tokens/s at T={shortest} → T={longest} ({cost[0]['machine']}): "
+            + ", ".join(
+                f"{k} {med(k, shortest, 'train_tokens_per_s'):.0f} → "
+                f"{med(k, longest, 'train_tokens_per_s'):.0f}"
+                for k in kinds
+            )
+            + "."
+        )
+        out[10] = (
+            f"Generating one token with {longest} tokens of context takes "
+            + ", ".join(f"{k} {med(k, longest, 'generate_ms_per_token'):.2f} ms" for k in kinds)
+            + f" (at T={shortest}: "
+            + ", ".join(f"{k} {med(k, shortest, 'generate_ms_per_token'):.2f} ms" for k in kinds)
+            + "): the recurrent state costs the same at any length, the KV cache grows with it."
+        )
+    if q9:
+        out[9] = " ".join(q9)
+    if q15:
+        out[15] = " ".join(q15)
+    return out
+
+
+def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
+    return run(config, pathlib.Path(workdir))
+
+
+if __name__ == "__main__":
+    cli.main(lambda config: None, RULES, run=_cli_run)
