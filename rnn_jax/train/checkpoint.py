@@ -30,21 +30,35 @@ class Checkpointer:
 
     def __init__(self, workdir: str | pathlib.Path, max_to_keep: int) -> None:
         workdir = pathlib.Path(workdir).resolve()
+        # Multi-process runs save synchronously: a background save thread that runs its own
+        # cross-process synchronisation beside the training step's collectives is one more
+        # way for CPU (gloo) runs to deadlock, and saving a checkpoint is rare.
+        asynchronous = jax.process_count() == 1
         self.latest = ocp.CheckpointManager(
             workdir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=asynchronous
+            ),
         )
         # The loop decides what "better" is (it tracks the best value for early stopping), so
         # this manager only ever receives improvements and keeps the newest one.
         self.best = ocp.CheckpointManager(
-            workdir / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+            workdir / "best",
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True, enable_async_checkpointing=asynchronous
+            ),
         )
+        # Steps saved by this process, per manager: every process must take the same
+        # save/skip decision, so it must not depend on what one of them sees on disk.
+        self._saved = {"latest": self.latest.latest_step(), "best": self.best.latest_step()}
 
     def save(self, step: int, state: Any, loop: dict, *, best: bool = False) -> None:
         """Save asynchronously (orbax); `best=True` writes to the best-on-validation manager."""
-        manager = self.best if best else self.latest
-        if step in manager.all_steps():
+        name = "best" if best else "latest"
+        if self._saved[name] == step:
             return
+        self._saved[name] = step
+        manager = self.best if best else self.latest
         manager.save(
             step,
             args=ocp.args.Composite(

@@ -82,20 +82,23 @@ def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
 
 
-def put_global_batch(batch: Any, mesh: Mesh) -> Any:
-    """Place a host pytree of global-batch numpy arrays `[batch, ...]` on the mesh.
+def put_global_batch(batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
+    """Place a host pytree of global-batch numpy arrays on the mesh, sharded on `batch_axis`.
+
+    Every process passes the same global values and keeps only its devices' slices, so no
+    cross-process communication happens here.
 
     Raises:
       ValueError: when a batch dimension is not divisible by the device count.
     """
-    sharding = batch_sharded(mesh)
+    sharding = batch_sharded(mesh, batch_axis)
 
     def put(x: Any) -> jax.Array:
         x = np.asarray(x)
-        if x.ndim == 0 or x.shape[0] % mesh.size:
+        if x.ndim <= batch_axis or x.shape[batch_axis] % mesh.size:
             raise ValueError(
-                f"batch array of shape {x.shape}: its first (batch) dimension must be a "
-                f"multiple of the device count {mesh.size}"
+                f"batch array of shape {x.shape}: its batch dimension (axis {batch_axis}) "
+                f"must be a multiple of the device count {mesh.size}"
             )
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 

@@ -4,12 +4,13 @@ Read top to bottom: build the mesh and the seed replicas, restore the newest che
 there is one, then `for step: batch -> jitted step -> (log, evaluate, checkpoint)`, and at the
 end evaluate the best-validation checkpoint and write `results.json`.
 
-State layout (a dict pytree, every leaf with a leading `[num_seeds]` replica axis):
+State layout (a dict pytree; every leaf but `step` has a leading `[num_seeds]` replica axis):
   params      nnx.State of the model's nnx.Param variables (optimised)
   others      nnx.State of every other model variable (carried unchanged)
   opt_state   the optax state
   carry       the task's carried state, `[num_seeds, batch, ...]` (sharded on batch)
-  rng         `[num_seeds, 2]` uint32 base keys; step s uses `fold_in(rng, s)`
+  rng         `[num_seeds, 2]` uint32 base keys; step s uses `seeds.step_key(rng, s)`
+  step        int32 scalar, steps taken (kept on the device: nothing is sent per step)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def train_and_evaluate(
     """
     workdir = pathlib.Path(workdir)
     primary = jax.process_index() == 0
+    multiprocess = jax.process_count() > 1
     _check_divisible(config, task)
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -68,11 +70,9 @@ def train_and_evaluate(
     schedule = optim.build_schedule(config)
     n = config.num_seeds
 
-    graphdef, init_state = _init_fn(task, tx, n, config.train.batch_size)
-    state_shardings = _state_shardings(
-        jax.eval_shape(init_state, seeds.base_keys(config.seed, n)), mesh
-    )
-    state = jax.jit(init_state, out_shardings=state_shardings)(seeds.base_keys(config.seed, n))
+    graphdef, init_state = _init_fn(task, tx, config.seed, n, config.train.batch_size)
+    state_shardings = _state_shardings(jax.eval_shape(init_state), mesh)
+    state = jax.jit(init_state, out_shardings=state_shardings)()
     checkpointer = Checkpointer(workdir, config.train.max_to_keep)
     data = task.train_data()
     loop = {
@@ -120,10 +120,13 @@ def train_and_evaluate(
         for step in range(start + 1, config.train.num_steps + 1):
             batch = next(batches)
             tokens_seen += task.tokens_in(batch)
-            state, step_metrics = train_step(
-                state, distributed.put_global_batch(batch, mesh), jnp.asarray(step, jnp.int32)
-            )
+            state, step_metrics = train_step(state, distributed.put_global_batch(batch, mesh))
             pending.append((step, step_metrics))
+            if multiprocess:
+                # XLA:CPU runs programs asynchronously; two programs with cross-process
+                # (gloo) collectives in flight at once (this step and the stop-flag allgather
+                # below) can pair up differently on each process and deadlock.
+                jax.block_until_ready(state)
             if t_first is None:
                 jax.block_until_ready(step_metrics)
                 t_first = time.perf_counter()
@@ -214,7 +217,7 @@ def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
 
 
 def _init_fn(
-    task: Task, tx: optax.GradientTransformation, n: int, batch_size: int
+    task: Task, tx: optax.GradientTransformation, seed: int, n: int, batch_size: int
 ) -> tuple[Any, Any]:
     abstract = nnx.eval_shape(lambda: task.init_model(jax.random.key(0)))
     graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
@@ -224,10 +227,12 @@ def _init_fn(
         _, params, others = nnx.split(model, nnx.Param, ...)
         return {"params": params, "others": others, "opt_state": tx.init(params), "rng": base_key}
 
-    def init_state(base_keys: jax.Array) -> dict:
-        state = jax.vmap(init_one)(base_keys)
+    def init_state() -> dict:
+        state = jax.vmap(init_one)(seeds.base_keys(seed, n))
         one = task.init_carry(batch_size)
         state["carry"] = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), one)
+        # The number of steps taken, on the device: the host never sends it per step.
+        state["step"] = jnp.zeros((), jnp.int32)
         return state
 
     return graphdef, init_state
@@ -266,7 +271,8 @@ def _train_step_fn(task: Task, tx: optax.GradientTransformationExtraArgs, graphd
         step_metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **aux}
         return params, opt_state, new_carry, step_metrics
 
-    def train_step(state: dict, batch: Any, step: jax.Array) -> tuple[dict, dict]:
+    def train_step(state: dict, batch: Any) -> tuple[dict, dict]:
+        step = state["step"] + 1
         params, opt_state, carry, step_metrics = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))(
             state["params"],
             state["others"],
@@ -276,7 +282,13 @@ def _train_step_fn(task: Task, tx: optax.GradientTransformationExtraArgs, graphd
             batch,
             step,
         )
-        new_state = {**state, "params": params, "opt_state": opt_state, "carry": carry}
+        new_state = {
+            **state,
+            "params": params,
+            "opt_state": opt_state,
+            "carry": carry,
+            "step": step,
+        }
         return new_state, step_metrics
 
     return train_step
@@ -301,10 +313,10 @@ def _evaluate(
     scores = {}
     for split in splits:
         one = task.init_carry(task.eval_batch_size(split))
-        carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), one)
-        carry = jax.device_put(
-            carry, jax.tree.map(lambda _: distributed.batch_sharded(mesh, batch_axis=1), carry)
-        )
+        # Built on the host and placed shard by shard, like batches: no cross-process
+        # collective (jax.device_put of a global array compares the value across processes).
+        carry = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *x.shape)), one)
+        carry = distributed.put_global_batch(carry, mesh, batch_axis=1)
         totals: dict[str, np.ndarray] = {}
         for batch in task.eval_data(split):
             carry, sums = eval_step(

@@ -1,0 +1,173 @@
+"""The RNN language model against a per-step numpy reference, its carries, streaming step,
+tied embeddings and dropout masks; the experiment's task on the smoke config."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rnn_jax import layers
+from rnn_jax.models import RNNLanguageModel
+from tests.reference_numpy import elman_step, lstm_step
+
+VOCAB, HIDDEN, BATCH, TIME = 11, 6, 3, 5
+
+
+def _tokens(seed=0, time=TIME):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB, (BATCH, time)), jnp.int32)
+
+
+def _reference_logits(model, tokens, step, h_masks=None):
+    """Embedding lookup, per-step numpy cells layer by layer (float64), output projection."""
+    x = np.asarray(model.embedding[...], np.float64)[np.asarray(tokens)]
+    for layer, params in enumerate(model.rnn.params):
+        mask = np.ones((BATCH, HIDDEN)) if h_masks is None else np.asarray(h_masks[layer])
+        outputs = []
+        for b in range(BATCH):
+            state = (
+                (np.zeros(HIDDEN), np.zeros(HIDDEN)) if step is lstm_step else (np.zeros(HIDDEN),)
+            )
+            row = []
+            for t in range(x.shape[1]):
+                state, h = step(params, state, x[b, t], mask[b])
+                row.append(h)
+            outputs.append(row)
+        x = np.asarray(outputs)
+    kernel = (
+        np.asarray(model.embedding[...]).T
+        if model.tie_embeddings
+        else np.asarray(model.output_kernel[...])
+    )
+    return x @ kernel + np.asarray(model.output_bias[...]), x
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_forward_matches_a_numpy_per_step_lstm(tie):
+    model = RNNLanguageModel(
+        VOCAB, HIDDEN, num_layers=2, tie_embeddings=tie, init_scale=0.3, rngs=nnx.Rngs(0)
+    )
+    tokens = _tokens()
+    logits, _, hidden = model(tokens)
+    want, outputs = _reference_logits(model, tokens, lstm_step)
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hidden["outputs"], outputs, rtol=1e-5, atol=1e-5)
+    assert hasattr(model, "output_kernel") != tie
+
+
+def test_carry_passes_across_batches_like_one_long_sequence():
+    model = RNNLanguageModel(VOCAB, HIDDEN, num_layers=2, rngs=nnx.Rngs(1))
+    tokens = _tokens(1, time=2 * TIME)
+    whole, _, _ = model(tokens)
+    first, carry, _ = model(tokens[:, :TIME])
+    second, _, _ = model(tokens[:, TIME:], carry)
+    np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_streaming_step_equals_the_full_forward():
+    model = RNNLanguageModel(VOCAB, HIDDEN, num_layers=2, rngs=nnx.Rngs(2))
+    tokens = _tokens(2)
+    logits, _, _ = model(tokens)
+    carry = model.zero_carry(BATCH)
+    step = nnx.jit(lambda m, c, tok: m.step(c, tok))
+    for t in range(TIME):
+        carry, step_logits = step(model, carry, tokens[:, t])
+        np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_recurrent_dropout_mask_is_constant_over_time_and_differs_across_sequences():
+    rate = 0.5
+    model = RNNLanguageModel(VOCAB, HIDDEN, cell="elman", recurrent_dropout=rate, rngs=nnx.Rngs(3))
+    tokens = _tokens(3, time=8)
+    rng = jax.random.key(7)
+    _, _, hidden = model(tokens, rng=rng)
+    # The masks the model draws: stream 3 of the LM's key, split once by rnn_jax.modules.RNN.
+    _, mask_rng = jax.random.split(jax.random.fold_in(rng, 3))
+    masks = layers.recurrent_dropout_masks(mask_rng, rate, BATCH, HIDDEN, 1)
+    mask = np.asarray(masks[0])
+    assert set(np.unique(mask)) == {0.0, 2.0}
+    assert len({row.tobytes() for row in mask}) == BATCH  # one mask per sequence
+    # A reference that applies this one mask at every step reproduces the model exactly.
+    step = lambda p, s, x, m: elman_step(p, s, x, m, "tanh")
+    _, outputs = _reference_logits(model, tokens, step, h_masks=[mask])
+    np.testing.assert_allclose(hidden["outputs"], outputs, rtol=1e-5, atol=1e-5)
+    # ... and the no-mask reference does not (the mask matters).
+    _, unmasked = _reference_logits(model, tokens, step)
+    assert not np.allclose(hidden["outputs"], unmasked, atol=1e-3)
+
+
+def test_dropouts_are_random_in_training_and_off_in_evaluation():
+    model = RNNLanguageModel(
+        VOCAB,
+        HIDDEN,
+        num_layers=2,
+        dropout_input=0.3,
+        dropout_between=0.3,
+        dropout_output=0.3,
+        embedding_dropout=0.2,
+        weight_drop=0.3,
+        locked_dropout=True,
+        rngs=nnx.Rngs(4),
+    )
+    tokens = _tokens(4)
+    a, _, _ = model(tokens, rng=jax.random.key(0))
+    b, _, _ = model(tokens, rng=jax.random.key(0))
+    c, _, _ = model(tokens, rng=jax.random.key(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    clean = RNNLanguageModel(VOCAB, HIDDEN, num_layers=2, rngs=nnx.Rngs(4))
+    np.testing.assert_allclose(model(tokens)[0], clean(tokens)[0], rtol=1e-6)
+
+
+def test_gradients_reach_every_parameter_with_weight_drop():
+    model = RNNLanguageModel(VOCAB, HIDDEN, weight_drop=0.5, rngs=nnx.Rngs(5))
+    tokens = _tokens(5)
+
+    def loss(m):
+        logits, _, _ = m(tokens, rng=jax.random.key(0))
+        return jnp.mean(logits**2)
+
+    grads = nnx.state(nnx.grad(loss)(model), nnx.Param)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert np.any(np.asarray(g) != 0), path
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("dropout_input", 1.0), ("weight_drop", -0.1), ("hidden_size", 0)],
+)
+def test_bad_arguments_name_themselves(option, value):
+    kwargs = {"dropout_input": 0.0, "weight_drop": 0.0, "hidden_size": HIDDEN, option: value}
+    hidden = kwargs.pop("hidden_size")
+    with pytest.raises(ValueError, match=option):
+        RNNLanguageModel(VOCAB, hidden, rngs=nnx.Rngs(0), **kwargs)
+    with pytest.raises(ValueError, match="tie_embeddings"):
+        RNNLanguageModel(VOCAB, HIDDEN, embed_size=4, tie_embeddings=True, rngs=nnx.Rngs(0))
+
+
+def test_task_loss_and_eval_agree_with_the_model(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES, LanguageModelTask
+    from rnn_jax.train import cli
+
+    config = cli.load_config(
+        "experiments/configs/language_model.py:smoke", {"objective.time_reduction": "sum"}, RULES
+    )
+    task = LanguageModelTask(config)
+    model = task.init_model(jax.random.key(0))
+    batch = next(iter(task.train_data()))
+    carry = task.init_carry(config.train.batch_size)
+    loss, (new_carry, aux) = task.loss_fn(model, batch, carry, None)
+    logits, _, _ = model(batch["inputs"])
+    log_probs = np.asarray(jax.nn.log_softmax(logits))
+    b, t = np.indices(batch["targets"].shape)
+    nll = -log_probs[b, t, batch["targets"]]
+    assert float(aux["train_nll"]) == pytest.approx(nll.mean(), rel=1e-5)
+    assert float(loss) == pytest.approx(nll.sum(1).mean(), rel=1e-5)  # Zaremba: sum over time
+    _, sums = task.eval_step(model, batch, carry)
+    metrics = task.eval_metrics({k: float(v) for k, v in sums.items()})
+    assert metrics["loss"] == pytest.approx(nll.mean(), rel=1e-5)
+    assert metrics["perplexity"] == pytest.approx(math.exp(nll.mean()), rel=1e-5)
+    assert jax.tree.structure(new_carry) == jax.tree.structure(carry)

@@ -1,0 +1,116 @@
+"""Config loading and validation: bad configs fail before compilation, naming key, value, rule."""
+
+import subprocess
+import sys
+
+import pytest
+
+from experiments.language_model import RULES
+from rnn_jax.train import cli
+from rnn_jax.train import config as cfg
+
+SPEC = "experiments/configs/language_model.py:smoke"
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch, repo_root):
+    monkeypatch.chdir(repo_root)
+
+
+def _load(**overrides):
+    return cli.load_config(SPEC, {k.replace("__", "."): v for k, v in overrides.items()}, RULES)
+
+
+def test_every_variant_is_valid_and_has_the_required_keys():
+    for variant in ("smoke", "quick", "full"):
+        config = cli.load_config(f"experiments/configs/language_model.py:{variant}", {}, RULES)
+        for key in (
+            "seed",
+            "model.hidden_size",
+            "train.num_steps",
+            "train.batch_size",
+            "train.checkpoint_every",
+            "train.log_every",
+        ):
+            assert cfg._lookup(config, key) is not None
+    smoke = _load()
+    assert smoke.train.batch_size % 8 == 0 and smoke.data.eval_batch_size % 8 == 0
+    assert smoke.train.log_every <= 10
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("model.hidden_size", -4, "> 0"),
+        ("train.batch_size", 0, "> 0"),
+        ("model.dropout_input", 1.0, "[0, 1)"),
+        ("model.recurrent_dropout", -0.1, "[0, 1)"),
+        ("optimizer.clip_global_norm", 0.0, "None or a number > 0"),
+        ("optimizer.clip_value", -1.0, "None or a number > 0"),
+        ("optimizer.name", "adamax", "one of 'sgd'"),
+        ("schedule.name", "linear", "one of 'constant'"),
+        ("optimizer.learning_rate", float("nan"), "> 0"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_rule(key, value, allowed):
+    with pytest.raises(ValueError) as info:
+        _load(**{key.replace(".", "__"): value})
+    message = str(info.value)
+    assert f"{key}={value!r}" in message and allowed in message
+
+
+def test_unknown_key_and_wrong_type_fail():
+    with pytest.raises(ValueError, match="train.nm_steps"):
+        _load(train__nm_steps=3)
+    with pytest.raises(ValueError, match="train.num_steps"):
+        _load(train__num_steps="many")
+
+
+def test_unknown_variant_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match="unknown variant 'tiny'; allowed: smoke, quick, full"):
+        cli.load_config("experiments/configs/language_model.py:tiny")
+
+
+def test_decoupled_weight_decay_needs_adamw():
+    with pytest.raises(ValueError, match="decoupled decay needs 'adamw'"):
+        _load(optimizer__decoupled_weight_decay=0.1, optimizer__name="adam")
+    assert _load(optimizer__decoupled_weight_decay=0.1, optimizer__name="adamw")
+
+
+def test_sweep_overrides_are_valid_configs():
+    import importlib
+
+    module = importlib.import_module("experiments.configs.language_model")
+    for variant in ("smoke", "quick", "full"):
+        sweep = module.get_sweep(variant)
+        assert len(sweep) >= 2 and len({tuple(sorted(s.items())) for s in sweep}) == len(sweep)
+        for overrides in sweep:
+            cli.load_config(f"experiments/configs/language_model.py:{variant}", overrides, RULES)
+
+
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("--config.train.nm_steps=3", "nm_steps"),
+        ("--config.train.num_steps=1.5", "--config.train.num_steps=1.5"),
+        ("--config.optimizer.clip_global_norm=-5", "optimizer.clip_global_norm=-5.0"),
+    ],
+)
+def test_command_line_errors_exit_non_zero_before_compiling(tmp_path, flag, expected):
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.language_model",
+            f"--workdir={workdir}",
+            f"--config={SPEC}",
+            flag,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert expected in proc.stderr, proc.stderr[-2000:]
+    assert not workdir.exists()  # stopped before the run started

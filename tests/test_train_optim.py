@@ -1,0 +1,176 @@
+"""Optimisers, schedules, clipping and weight decay against closed-form references."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rnn_jax.train import config as cfg
+from rnn_jax.train import optim
+
+
+def _config(**overrides):
+    config = cfg.base_config()
+    config.model.hidden_size = 1
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    cfg.validate(config)
+    return config
+
+
+def _one_update(config, grads, params, value=0.0):
+    tx = optim.build_optimizer(config)
+    updates, _ = tx.update(grads, tx.init(params), params, value=jnp.asarray(value))
+    return updates
+
+
+def _tree(rng, scale):
+    k1, k2 = jax.random.split(rng)
+    return {
+        "a": scale * jax.random.normal(k1, (3, 4)),
+        "b": {"c": scale * jax.random.normal(k2, (5,))},
+    }
+
+
+@pytest.mark.parametrize("scale", [0.01, 10.0, 1e4])
+def test_clip_by_global_norm_keeps_the_norm_at_or_below_the_threshold(scale):
+    threshold = 5.0
+    config = _config(
+        optimizer__name="sgd", optimizer__learning_rate=1.0, optimizer__clip_global_norm=threshold
+    )
+    grads = _tree(jax.random.key(0), scale)
+    params = jax.tree.map(jnp.zeros_like, grads)
+    updates = _one_update(config, grads, params)
+    norm = float(optax.global_norm(grads))
+    assert float(optax.global_norm(updates)) <= threshold * (1 + 1e-6)
+    # Reference: g * min(1, c / ||g||) (Pascanu et al. 2013), sgd lr 1 -> update = -clipped.
+    factor = min(1.0, threshold / norm)
+    for got, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_allclose(got, -np.asarray(g) * factor, rtol=1e-5)
+
+
+def test_clip_by_value():
+    config = _config(optimizer__name="sgd", optimizer__learning_rate=1.0, optimizer__clip_value=0.5)
+    grads = _tree(jax.random.key(1), 2.0)
+    updates = _one_update(config, grads, jax.tree.map(jnp.zeros_like, grads))
+    for got, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_allclose(got, -np.clip(np.asarray(g), -0.5, 0.5), rtol=1e-6)
+
+
+def test_zaremba_step_decay_matches_the_tensorflow_tutorial_formula():
+    steps_per_epoch, max_epoch, decay = 7, 6, 0.8
+    config = _config(
+        optimizer__learning_rate=1.0,
+        schedule__name="step_decay",
+        schedule__decay_rate=decay,
+        schedule__decay_every_steps=steps_per_epoch,
+        schedule__decay_begin_step=(max_epoch - 1) * steps_per_epoch,
+    )
+    schedule = optim.build_schedule(config)
+    for count in range(0, 15 * steps_per_epoch):
+        epoch = count // steps_per_epoch
+        # ptb_word_lm.py: lr_decay = config.lr_decay ** max(i + 1 - config.max_epoch, 0.0)
+        want = decay ** max(epoch + 1 - max_epoch, 0.0)
+        assert float(schedule(count)) == pytest.approx(want, rel=1e-6), count
+
+
+def test_cosine_with_warmup_matches_its_formula():
+    lr, warmup, total, end = 0.1, 10, 100, 0.001
+    config = _config(
+        optimizer__learning_rate=lr,
+        schedule__name="cosine",
+        schedule__warmup_steps=warmup,
+        schedule__end_value=end,
+        train__num_steps=total,
+    )
+    schedule = optim.build_schedule(config)
+    for k in range(total + 1):
+        if k < warmup:
+            want = lr * k / warmup
+        else:
+            want = end + (lr - end) * 0.5 * (
+                1 + math.cos(math.pi * (k - warmup) / (total - warmup))
+            )
+        assert float(schedule(k)) == pytest.approx(want, rel=1e-5, abs=1e-9), k
+
+
+def test_coupled_l2_and_decoupled_weight_decay_first_adam_step():
+    # Adam's first step is lr * sign(direction) (m_hat = g, v_hat = g^2), so the two kinds
+    # of decay give different closed forms: coupled decays inside the sign, decoupled outside.
+    lr, wd = 0.1, 0.5
+    params = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
+    grads = {"w": jnp.array([0.1, 0.3, -2.0, -0.1])}
+    coupled = _one_update(
+        _config(
+            optimizer__name="adam",
+            optimizer__learning_rate=lr,
+            optimizer__eps=1e-12,
+            optimizer__weight_decay=wd,
+        ),
+        grads,
+        params,
+    )
+    decoupled = _one_update(
+        _config(
+            optimizer__name="adamw",
+            optimizer__learning_rate=lr,
+            optimizer__eps=1e-12,
+            optimizer__decoupled_weight_decay=wd,
+        ),
+        grads,
+        params,
+    )
+    g, p = np.asarray(grads["w"]), np.asarray(params["w"])
+    np.testing.assert_allclose(coupled["w"], -lr * np.sign(g + wd * p), atol=1e-5)
+    np.testing.assert_allclose(decoupled["w"], -lr * (np.sign(g) + wd * p), atol=1e-5)
+
+
+def test_sgd_momentum_matches_the_heavy_ball_recursion():
+    lr, mu = 0.1, 0.9
+    config = _config(optimizer__name="sgd", optimizer__learning_rate=lr, optimizer__momentum=mu)
+    tx = optim.build_optimizer(config)
+    params = {"w": jnp.zeros(3)}
+    state = tx.init(params)
+    velocity = np.zeros(3)
+    for k in range(4):
+        g = np.array([1.0, -0.5, 0.25]) * (k + 1)
+        updates, state = tx.update({"w": jnp.asarray(g)}, state, params, value=jnp.asarray(0.0))
+        velocity = mu * velocity + g
+        np.testing.assert_allclose(updates["w"], -lr * velocity, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
+def test_every_optimizer_builds_and_descends(name):
+    config = _config(optimizer__name=name, optimizer__learning_rate=0.01)
+    grads = {"w": jnp.array([1.0, -1.0])}
+    updates = _one_update(config, grads, {"w": jnp.zeros(2)})
+    assert np.all(np.sign(updates["w"]) == -np.sign(grads["w"]))
+
+
+def test_reduce_on_plateau_halves_the_step_after_patience_flat_values():
+    config = _config(
+        optimizer__name="sgd",
+        optimizer__learning_rate=1.0,
+        schedule__name="plateau",
+        schedule__plateau_factor=0.5,
+        schedule__plateau_patience=2,
+    )
+    tx = optim.build_optimizer(config)
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    sizes = []
+    for _ in range(8):
+        updates, state = tx.update({"w": jnp.ones(1)}, state, params, value=jnp.asarray(1.0))
+        sizes.append(float(-updates["w"][0]))
+    assert sizes[0] == 1.0 and sizes == sorted(sizes, reverse=True)
+    assert min(sizes) <= 0.25  # two reductions within 8 flat steps
+
+
+def test_non_finite_gradient_is_not_applied():
+    config = _config(optimizer__name="sgd", optimizer__learning_rate=1.0)
+    updates = _one_update(config, {"w": jnp.array([1.0, jnp.nan])}, {"w": jnp.zeros(2)})
+    np.testing.assert_array_equal(updates["w"], np.zeros(2))
