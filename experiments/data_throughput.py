@@ -1,0 +1,177 @@
+"""Data benchmark: batches/s of every data path beside the LM's train steps/s, same process.
+
+    python -m experiments.data_throughput --workdir=W \
+        --config=experiments/configs/data_throughput.py:<smoke|quick|full>
+
+Data paths timed (numpy batches, made as the training loop asks for them):
+  lm_stream           LMStream over the LM corpus's train split (what the LM consumes)
+  sentences_bucketed  BatchIterator over a sentence dataset: shuffle, length buckets, padding
+  copy_task           CopyTask(T).batch(seed, step, B)
+  markov_sample       MarkovLanguage.sample(rng, B, bptt_length)
+The LM train step is the runtime's own (rnn_jax.train.loop's jitted, vmapped step, with the
+batch put on the devices as the loop does) on experiments.language_model's task. Its first
+step (compilation) is not timed; then rounds of `bench.train_steps` train steps alternate
+with rounds of every data path, in one process. Timings on a shared machine are noisy, so
+medians over rounds are reported, with `os.getloadavg()` at each round. Writes
+`W/throughput.json`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pathlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+
+from experiments.language_model import RULES as LM_RULES
+from experiments.language_model import LanguageModelTask
+from rnn_jax.data import BatchIterator, CopyTask, LMStream, MarkovLanguage, repeat_epochs
+from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split, length_key
+from rnn_jax.data.registry import load_dataset
+from rnn_jax.train import config as cfg
+from rnn_jax.train import distributed, optim
+
+# The runtime's own train step. These are not public names of rnn_jax.train yet; using them
+# keeps this benchmark on exactly the step `train_and_evaluate` runs.
+from rnn_jax.train.loop import _init_fn, _state_shardings, _train_step_fn
+
+RULES: cfg.Rules = {
+    **LM_RULES,
+    "bench.rounds": cfg.positive,
+    "bench.data_batches": cfg.positive,
+    "bench.train_steps": cfg.positive,
+    "bench.sentence_batch_size": cfg.positive,
+    "bench.bucket_pool": cfg.positive,
+    "bench.copy_blank_length": cfg.positive,
+    "bench.synthetic_batch_size": cfg.positive,
+}
+
+
+def data_paths(
+    config: ml_collections.ConfigDict, task: LanguageModelTask
+) -> dict[str, Callable[[], Iterator[dict]]]:
+    """Name -> a function returning an endless batch iterator for that data path."""
+    bench, data = config.bench, config.data
+    paths: dict[str, Callable[[], Iterator[dict]]] = {
+        "lm_stream": lambda: repeat_epochs(
+            LMStream(task.corpus.splits["train"], config.train.batch_size, data.bptt_length)
+        ),
+    }
+    if bench.sentence_dataset:
+        dataset = load_dataset(bench.sentence_dataset, data.root)
+        examples = encode_split(dataset, "train", build_vocabs(dataset))
+        paths["sentences_bucketed"] = lambda: repeat_epochs(
+            BatchIterator(
+                examples,
+                bench.sentence_batch_size,
+                seed=config.seed,
+                bucket_pool=bench.bucket_pool,
+                length_key=length_key(dataset),
+                collate=collate_for(dataset),
+            )
+        )
+    copy = CopyTask(blank_length=bench.copy_blank_length)
+    paths["copy_task"] = lambda: (
+        copy.batch(config.seed, step, bench.synthetic_batch_size) for step in itertools.count()
+    )
+    language = MarkovLanguage(vocab_size=16, order=2)
+    rng = np.random.default_rng(config.seed)
+    paths["markov_sample"] = lambda: (
+        language.sample(rng, bench.synthetic_batch_size, data.bptt_length)
+        for _ in itertools.count()
+    )
+    return paths
+
+
+def batches_per_second(make: Callable[[], Iterator[dict]], num_batches: int) -> float:
+    """Batches/s of a fresh iterator over `num_batches` batches (arrays made contiguous)."""
+    batches = make()
+    start = time.perf_counter()
+    for batch in itertools.islice(batches, num_batches):
+        for value in batch.values():
+            np.ascontiguousarray(value)
+    return num_batches / (time.perf_counter() - start)
+
+
+def runtime_train_step(config: ml_collections.ConfigDict, task: LanguageModelTask) -> tuple:
+    """`(state, train_step, mesh)` exactly as `train_and_evaluate` builds them."""
+    mesh = distributed.data_mesh()
+    tx = optim.build_optimizer(config)
+    graphdef, init_state = _init_fn(
+        task, tx, config.seed, config.num_seeds, config.train.batch_size
+    )
+    shardings = _state_shardings(jax.eval_shape(init_state), mesh)
+    state = jax.jit(init_state, out_shardings=shardings)()
+    train_step = jax.jit(
+        _train_step_fn(task, tx, graphdef), out_shardings=(shardings, None), donate_argnums=0
+    )
+    return state, train_step, mesh
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, task: LanguageModelTask) -> dict:
+    """Alternates rounds of LM train steps and of every data path; writes the report."""
+    bench = config.bench
+    workdir = pathlib.Path(workdir)
+    start = time.perf_counter()
+    paths = data_paths(config, task)
+    prepare_s = time.perf_counter() - start
+    state, train_step, mesh = runtime_train_step(config, task)
+    lm_batches = repeat_epochs(task.train_data())
+
+    def train(num_steps: int) -> float:
+        nonlocal state
+        begin = time.perf_counter()
+        for _ in range(num_steps):
+            batch = distributed.put_global_batch(next(lm_batches), mesh)
+            state, step_metrics = train_step(state, batch)
+        jax.block_until_ready((state, step_metrics))
+        return num_steps / (time.perf_counter() - begin)
+
+    begin = time.perf_counter()
+    train(1)
+    compile_s = time.perf_counter() - begin
+    train_rates: list[float] = []
+    data_rates: dict[str, list[float]] = {name: [] for name in paths}
+    loadavg = []
+    for round_index in range(bench.rounds):
+        loadavg.append(os.getloadavg())
+        train_rates.append(train(bench.train_steps))
+        for name, make in paths.items():
+            data_rates[name].append(batches_per_second(make, bench.data_batches))
+        print(f"round {round_index + 1}/{bench.rounds}: {train_rates[-1]:.2f} train steps/s")
+    train_steps_per_s = statistics.median(train_rates)
+    data = {name: statistics.median(values) for name, values in data_rates.items()}
+    report = {
+        "train_steps_per_s": train_steps_per_s,
+        "data_batches_per_s": data,
+        "data_over_train": {name: rate / train_steps_per_s for name, rate in data.items()},
+        "rounds": {"train_steps_per_s": train_rates, "data_batches_per_s": data_rates},
+        "loadavg": loadavg,
+        "prepare_s": prepare_s,
+        "compile_s": compile_s,
+        "batch": {
+            "lm": [config.train.batch_size, config.data.bptt_length],
+            "sentences": bench.sentence_batch_size,
+            "synthetic": bench.synthetic_batch_size,
+        },
+        "devices": [str(d) for d in jax.devices()],
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "throughput.json").write_text(json.dumps(report, indent=1, default=float))
+    print(f"LM train steps/s: {train_steps_per_s:.2f} (loadavg {loadavg[0][0]:.1f})")
+    for name, rate in data.items():
+        print(f"{name:>20}: {rate:10.1f} batches/s = {rate / train_steps_per_s:8.0f} x train")
+    return report
+
+
+if __name__ == "__main__":
+    from rnn_jax.train import cli
+
+    cli.main(LanguageModelTask, RULES, run=run)

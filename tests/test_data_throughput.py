@@ -1,0 +1,47 @@
+"""The data benchmark (experiments/data_throughput.py): data paths and the smoke run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments.data_throughput import RULES, batches_per_second, data_paths, run
+from experiments.language_model import LanguageModelTask
+from rnn_jax.train import cli
+
+CONFIG = "experiments/configs/data_throughput.py:smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    config = cli.load_config(
+        CONFIG, {"bench.data_batches": 10, "bench.train_steps": 3, "bench.rounds": 2}, RULES
+    )
+    return config, LanguageModelTask(config)
+
+
+def test_data_paths_make_the_batches_the_consumers_expect(smoke):
+    config, task = smoke
+    paths = data_paths(config, task)
+    assert sorted(paths) == ["copy_task", "lm_stream", "markov_sample"]
+    lm = next(paths["lm_stream"]())
+    assert lm["inputs"].shape == (config.train.batch_size, config.data.bptt_length)
+    np.testing.assert_array_equal(lm["inputs"][0, 1:], lm["targets"][0, :-1])
+    copy = next(paths["copy_task"]())
+    assert copy["inputs"].shape == (config.bench.synthetic_batch_size, 120)
+    assert batches_per_second(paths["copy_task"], 5) > 0
+
+
+def test_smoke_run_reports_batches_beside_train_steps(smoke, tmp_path):
+    config, task = smoke
+    report = run(config, str(tmp_path), task)
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert saved["data_over_train"].keys() == report["data_batches_per_s"].keys()
+    assert len(report["rounds"]["train_steps_per_s"]) == len(report["loadavg"]) == 2
+    assert all(len(v) == 2 for v in report["rounds"]["data_batches_per_s"].values())
+    ratio = report["data_over_train"]["lm_stream"]
+    assert ratio == pytest.approx(
+        report["data_batches_per_s"]["lm_stream"] / report["train_steps_per_s"]
+    )
+    # Slicing a contiguous stream is orders of magnitude cheaper than an LSTM train step.
+    assert ratio > 10
