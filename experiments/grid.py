@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -108,7 +109,8 @@ def run_points(
             t0 = time.perf_counter()
             point_dir.mkdir(parents=True, exist_ok=True)
             summaries[name] = fn(point_dir)
-            run_metrics.write_json_atomic(summary_path, summaries[name])
+            if jax.process_index() == 0:  # multi-host runs: one writer, as the runtime does
+                run_metrics.write_json_atomic(summary_path, summaries[name])
             status = f"{time.perf_counter() - t0:.0f}s"
         elapsed = time.perf_counter() - start
         print(f"  [{i}/{len(points)}] {name}: {status} (elapsed {elapsed:.0f}s)", flush=True)
@@ -158,7 +160,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def write_results(workdir: pathlib.Path, final: dict, extra: dict | None = None) -> None:
     """W/results.json: `final` plus timing/provenance, atomically, once at the end."""
     results = {"final": final, **(extra or {}), "provenance": run_metrics.provenance()}
-    run_metrics.write_json_atomic(workdir / RESULTS_FILE, results)
+    if jax.process_index() == 0:
+        run_metrics.write_json_atomic(workdir / RESULTS_FILE, results)
 
 
 def finite_or_none(value: float) -> float | None:

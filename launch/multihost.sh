@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Run one experiment config on several hosts at once with jax.distributed (data parallel over
+# every GPU/TPU of every host; see launch/multihost.md).
+#
+#   launch/multihost.sh slurm  <experiment> <variant> <workdir> [--config.x=y ...]
+#       inside an allocation (sbatch/salloc): one process per node through srun;
+#       jax.distributed finds the coordinator from SLURM's variables.
+#   launch/multihost.sh tpu    <experiment> <variant> <workdir> [--config.x=y ...]
+#       on a Cloud TPU VM pod slice: the same command on every worker via gcloud
+#       (TPU_NAME and ZONE in the environment); jax.distributed detects the pod.
+#   launch/multihost.sh manual <experiment> <variant> <workdir> [--config.x=y ...]
+#       any other cluster: prints the command to start on each of HOSTS (space-separated,
+#       the first is the coordinator, PORT defaults to 12355); with RUN=1 starts them over ssh.
+#
+# Every process runs the same command; only process 0 writes metrics and results. The workdir
+# must be on storage all hosts share (checkpoints are written by all processes through orbax).
+# DRY_RUN=1 prints the command(s) instead of running them.
+set -euo pipefail
+
+usage() {
+  sed -n '2,17p' "$0" >&2
+  exit 2
+}
+
+[ $# -ge 4 ] || usage
+mode=$1 experiment=$2 variant=$3 workdir=$4
+shift 4
+config="experiments/configs/${experiment}.py"
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -f "$repo/$config" ] || [ ! -f "$repo/experiments/${experiment}.py" ]; then
+  echo "launch/multihost.sh: unknown experiment '$experiment' (no $config or experiments/${experiment}.py)" >&2
+  exit 2
+fi
+python=${PYTHON:-$repo/.venv/bin/python}
+base=(cd "$repo" "&&" "$python" -m "experiments.${experiment}" "--workdir=${workdir}"
+      "--config=${config}:${variant}" "$@")
+
+run() {
+  if [ "${DRY_RUN:-0}" = 1 ]; then
+    printf '%s\n' "$*"
+  else
+    eval "$@"
+  fi
+}
+
+case "$mode" in
+  slurm)
+    # One task per node; each task sees all the node's GPUs (jax uses them all).
+    run srun --ntasks-per-node=1 bash -c "'${base[*]}'"
+    ;;
+  tpu)
+    : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
+    run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all \
+      --command="'${base[*]}'"
+    ;;
+  manual)
+    : "${HOSTS:?set HOSTS to the space-separated host names, coordinator first}"
+    read -r -a hosts <<< "$HOSTS"
+    coordinator="${hosts[0]}:${PORT:-12355}"
+    for i in "${!hosts[@]}"; do
+      command="${base[*]} --coordinator_address=${coordinator} --num_processes=${#hosts[@]} --process_id=${i}"
+      if [ "${RUN:-0}" = 1 ] && [ "${DRY_RUN:-0}" != 1 ]; then
+        ssh "${hosts[$i]}" "$command" &
+      else
+        printf '%s: %s\n' "${hosts[$i]}" "$command"
+      fi
+    done
+    wait
+    ;;
+  *)
+    echo "launch/multihost.sh: unknown mode '$mode' (slurm, tpu, manual)" >&2
+    usage
+    ;;
+esac
