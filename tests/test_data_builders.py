@@ -8,8 +8,9 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
 
+from data_cache import cached_dataset  # noqa: E402
+
 from rnn_jax.data import builders  # noqa: E402
-from rnn_jax.data.registry import load_dataset  # noqa: E402
 
 MANUAL_DIRS = {
     "ptb": "ptb",
@@ -46,7 +47,7 @@ def test_record_counts(sources, name):
 
 
 def test_ptb_tokens_through_the_builder(sources, data_root):
-    from_files = load_dataset("ptb", data_root)
+    from_files = cached_dataset("ptb", str(data_root))
     for split, tokens in {"train": 929_589, "valid": 73_760, "test": 82_430}.items():
         examples = builders.examples_from_records(
             "ptb", builders.read_records(sources["ptb"][split])
@@ -57,20 +58,20 @@ def test_ptb_tokens_through_the_builder(sources, data_root):
 
 def test_tiny_shakespeare_split_through_the_builder(tfds_dir, data_root):
     dataset = builders.prepared_dataset("tiny_shakespeare", tfds_dir)
-    assert dataset.splits == load_dataset("tiny_shakespeare", data_root).splits
+    assert dataset.splits == cached_dataset("tiny_shakespeare", str(data_root)).splits
     chars = {s: sum(len(e["tokens"]) for e in ex) for s, ex in dataset.splits.items()}
     assert chars == {"train": 1_003_854, "valid": 55_770, "test": 55_770}
 
 
 def test_multi30k_and_sst_match_the_files(sources, data_root):
-    multi30k = load_dataset("multi30k", data_root)
+    multi30k = cached_dataset("multi30k", str(data_root))
     for split in ("valid", "test"):
         records = builders.read_records(sources["multi30k"][split])
         assert builders.examples_from_records("multi30k", records) == multi30k.splits[split]
     first = builders.examples_from_records("multi30k", [sources["multi30k"]["train"][0]])
     assert first == multi30k.splits["train"][:1]
     for name, registry_name in (("sst/sst5", "sst"), ("sst/sst2", "sst2")):
-        from_files = load_dataset(registry_name, data_root)
+        from_files = cached_dataset(registry_name, str(data_root))
         for split, source in sources[name].items():
             records = builders.read_records(source)
             assert builders.examples_from_records(name, records) == from_files.splits[split]

@@ -5,22 +5,21 @@ when the data root is absent (the `data_root` fixture).
 """
 
 import collections
-import functools
 import json
 
 import numpy as np
 import pytest
+from data_cache import cached_dataset
 
 from rnn_jax.data import BatchIterator
 from rnn_jax.data.corpora import verify_files
 from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split
-from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.stats import dataset_stats, main
 
 
 @pytest.fixture(scope="session")
 def load(data_root):
-    return functools.cache(lambda name: load_dataset(name, data_root))
+    return lambda name: cached_dataset(name, str(data_root))
 
 
 def _counts(dataset, field=None):
