@@ -9,15 +9,21 @@ B/S, at an I/E that follows O/E/S, or at any change of type.
 import math
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 __all__ = [
     "SCHEMES",
     "bits_per_char",
     "corpus_bleu",
     "extract_spans",
+    "f1_from_counts",
     "perplexity",
+    "span_counts",
     "span_f1",
+    "tag_tables",
     "token_accuracy",
 ]
 
@@ -100,6 +106,94 @@ def span_f1(
         correct += len(gold_spans & predicted_spans)
         num_gold += len(gold_spans)
         num_predicted += len(predicted_spans)
+    return f1_from_counts(correct, num_gold, num_predicted)
+
+
+PREFIX_IDS = {"O": 0, "B": 1, "I": 2, "E": 3, "S": 4}
+
+
+def tag_tables(tags: Sequence[str], scheme: str = "IOB2") -> tuple[np.ndarray, np.ndarray]:
+    """Per tag id: prefix id (O/B/I/E/S = 0..4) and chunk-type id (0 for O), for `span_counts`.
+
+    Tags that are not chunk tags (e.g. '<pad>') count as O.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
+    type_ids: dict[str, int] = {"": 0}
+    prefixes, types = [], []
+    for position, tag in enumerate(tags):
+        prefix, label = (
+            ("O", "") if tag == "O" or "-" not in tag else _split_tag(tag, scheme, position)
+        )
+        prefixes.append(PREFIX_IDS[prefix])
+        types.append(type_ids.setdefault(label, len(type_ids)))
+    return np.array(prefixes, np.int32), np.array(types, np.int32)
+
+
+def _boundaries(prefix: jax.Array, kind: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """conlleval's chunk end (before t) and start (at t) flags over [batch, time] arrays."""
+    begin, inner, last, single = (PREFIX_IDS[p] for p in "BIES")
+    prev, prev_kind = prefix[:, :-1], kind[:, :-1]
+    cur, cur_kind = prefix[:, 1:], kind[:, 1:]
+    changed = cur_kind != prev_kind
+    end = ((prev == last) | (prev == single)) | (
+        ((prev == begin) | (prev == inner))
+        & ((cur == begin) | (cur == single) | (cur == 0) | changed)
+    )
+    start = ((cur == begin) | (cur == single)) | (
+        ((cur == inner) | (cur == last))
+        & ((prev == 0) | (prev == last) | (prev == single) | changed)
+    )
+    return end, start
+
+
+def span_counts(
+    gold: jax.Array,
+    predicted: jax.Array,
+    lengths: jax.Array,
+    prefixes: jax.Array,
+    types: jax.Array,
+) -> dict[str, jax.Array]:
+    """conlleval's chunk counts in JAX (jit-able), for evaluation sums inside a jitted step.
+
+    gold, predicted: [batch, time] tag ids; lengths [batch]; prefixes/types from `tag_tables`.
+    Returns {"correct_spans", "gold_spans", "predicted_spans"} as scalars; P/R/F1 follow
+    from the sums over a split exactly as in `span_f1`.
+    """
+    batch, time = gold.shape
+    inside = jnp.arange(time)[None, :] < lengths[:, None]
+    # An O column before and after each sentence opens and closes every chunk.
+    pad = jnp.zeros((batch, 1), jnp.int32)
+
+    def tables(tags: jax.Array) -> tuple[jax.Array, jax.Array]:
+        prefix = jnp.where(inside, prefixes[tags], 0)
+        kind = jnp.where(inside, types[tags], 0)
+        return jnp.concatenate([pad, prefix, pad], 1), jnp.concatenate([pad, kind, pad], 1)
+
+    gold_prefix, gold_kind = tables(gold)
+    pred_prefix, pred_kind = tables(predicted)
+    gold_end, gold_start = _boundaries(gold_prefix, gold_kind)
+    pred_end, pred_start = _boundaries(pred_prefix, pred_kind)
+
+    def step(in_correct: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        eg, ep, sg, sp = gold_end[:, t], pred_end[:, t], gold_start[:, t], pred_start[:, t]
+        same_prev = gold_kind[:, t] == pred_kind[:, t]  # types at t - 1 (shifted by the pad)
+        same_now = gold_kind[:, t + 1] == pred_kind[:, t + 1]
+        closes = in_correct & eg & ep & same_prev
+        broken = in_correct & ~closes & ((eg != ep) | ~same_now)
+        in_correct = (in_correct & ~closes & ~broken) | (sg & sp & same_now)
+        return in_correct, closes
+
+    _, closes = lax.scan(step, jnp.zeros((batch,), bool), jnp.arange(time + 1))
+    return {
+        "correct_spans": jnp.sum(closes).astype(jnp.float32),
+        "gold_spans": jnp.sum(gold_start).astype(jnp.float32),
+        "predicted_spans": jnp.sum(pred_start).astype(jnp.float32),
+    }
+
+
+def f1_from_counts(correct: float, num_gold: float, num_predicted: float) -> dict[str, float]:
+    """Precision, recall and F1 in % from span counts (0 where undefined), as conlleval."""
     precision = 100.0 * correct / num_predicted if num_predicted else 0.0
     recall = 100.0 * correct / num_gold if num_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -104,3 +104,34 @@ def test_choose_decoder_inputs_extremes_and_rate():
     assert abs(float(np.mean(np.asarray(mixed) == 0)) - 0.3) < 0.02
     with pytest.raises(ValueError, match="rng is required"):
         scheduled_sampling.choose_decoder_inputs(gold, predicted, 0.5, None)
+
+
+@pytest.mark.parametrize("scheme", ["IOB2", "IOBES"])
+def test_jax_span_counts_match_the_python_conlleval_rules(scheme):
+    types = ["PER", "LOC"]
+    prefixes = "BIES" if scheme == "IOBES" else "BI"
+    tags = ["<pad>", "O"] + [f"{p}-{t}" for t in types for p in prefixes]
+    rng = np.random.default_rng(0)
+    batch, time = 64, 9
+    gold = rng.integers(1, len(tags), size=(batch, time))
+    # Predictions agree with gold most of the time, so there are correct spans to count.
+    predicted = np.where(
+        rng.random((batch, time)) < 0.7, gold, rng.integers(1, len(tags), (batch, time))
+    )
+    lengths = rng.integers(1, time + 1, size=batch)
+    gold = np.where(np.arange(time)[None] < lengths[:, None], gold, 0)
+    prefix_table, type_table = metrics.tag_tables(tags, scheme)
+    counts = jax.jit(metrics.span_counts)(gold, predicted, lengths, prefix_table, type_table)
+    gold_sentences = [[tags[i] for i in row[:n]] for row, n in zip(gold, lengths, strict=True)]
+    predicted_sentences = [
+        [tags[i] for i in row[:n]] for row, n in zip(predicted, lengths, strict=True)
+    ]
+    reference = metrics.span_f1(gold_sentences, predicted_sentences, scheme)
+    ours = metrics.f1_from_counts(
+        float(counts["correct_spans"]),
+        float(counts["gold_spans"]),
+        float(counts["predicted_spans"]),
+    )
+    assert counts["correct_spans"] > 10
+    for key in ("precision", "recall", "f1"):
+        assert ours[key] == pytest.approx(reference[key], rel=1e-9), key
