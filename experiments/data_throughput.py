@@ -38,9 +38,10 @@ from rnn_jax.data.registry import load_dataset
 from rnn_jax.train import config as cfg
 from rnn_jax.train import distributed, optim
 
-# The runtime's own train step. These are not public names of rnn_jax.train yet; using them
-# keeps this benchmark on exactly the step `train_and_evaluate` runs.
-from rnn_jax.train.loop import _init_fn, _state_shardings, _train_step_fn
+# The runtime's own train step: `_train_step_fn` and `_state_shardings` are not public names
+# of rnn_jax.train yet; using them keeps this benchmark on exactly the step
+# `train_and_evaluate` runs.
+from rnn_jax.train.loop import _state_shardings, _train_step_fn, build_init
 
 RULES: cfg.Rules = {
     **LM_RULES,
@@ -104,7 +105,7 @@ def runtime_train_step(config: ml_collections.ConfigDict, task: LanguageModelTas
     """`(state, train_step, mesh)` exactly as `train_and_evaluate` builds them."""
     mesh = distributed.data_mesh()
     tx = optim.build_optimizer(config)
-    graphdef, init_state = _init_fn(
+    graphdef, init_state = build_init(
         task, tx, config.seed, config.num_seeds, config.train.batch_size
     )
     shardings = _state_shardings(jax.eval_shape(init_state), mesh)
