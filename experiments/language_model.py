@@ -2,6 +2,8 @@
 
     python -m experiments.language_model --workdir=W \
         --config=experiments/configs/language_model.py:<smoke|quick|full>
+    # then, from the best-validation checkpoint and the saved vocabulary:
+    python -m experiments.language_model --workdir=W --config=<same> --sample=200 --prompt=The
 
 Measures per-token cross-entropy and perplexity on the validation and test streams (test with
 the best-validation checkpoint, as published perplexities are measured). Configs, expected
@@ -10,7 +12,9 @@ runtimes and results: experiments/configs/language_model.py.
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +22,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from rnn_jax import decoding
 from rnn_jax.cells import get_cell
 from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
 from rnn_jax.data.lm_corpus import LMCorpus, markov_lm
@@ -142,7 +147,82 @@ class LanguageModelTask(Task):
         return {"vocab.json": list(self.corpus.vocab.tokens)}
 
 
+def generate(
+    model: RNNLanguageModel,
+    vocab: list[str],
+    prompt: list[str],
+    num_tokens: int,
+    rng: jax.Array,
+    temperature: float = 1.0,
+) -> list[str]:
+    """Continue `prompt` (tokens of `vocab`) with `num_tokens` sampled tokens.
+
+    The prompt runs through the model in one call; sampling then streams with `model.step`
+    through `rnn_jax.decoding.sample_decode`, with an extra never-sampled end token so that the
+    continuation has exactly `num_tokens` tokens.
+    """
+    index = {token: i for i, token in enumerate(vocab)}
+    unknown = [token for token in prompt if token not in index]
+    if not prompt or unknown:
+        raise ValueError(f"prompt must be non-empty and in the vocabulary; unknown: {unknown}")
+    ids = jnp.asarray([[index[token] for token in prompt]], jnp.int32)
+    carry = model.zero_carry(1)
+    if ids.shape[1] > 1:
+        _, carry, _ = model(ids[:, :-1], carry)
+
+    def step_fn(carry: list, tokens: jax.Array) -> tuple[list, jax.Array]:
+        carry, logits = model.step(carry, tokens)
+        never = jnp.full((logits.shape[0], 1), -jnp.inf, logits.dtype)
+        return carry, jnp.concatenate([logits, never], axis=-1)
+
+    tokens, _, _ = decoding.sample_decode(
+        step_fn,
+        carry,
+        rng,
+        bos_id=int(ids[0, -1]),
+        eos_id=len(vocab),
+        max_length=num_tokens,
+        temperature=temperature,
+    )
+    return [vocab[i] for i in tokens[0].tolist()]
+
+
+def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
+    from absl import flags
+
+    from rnn_jax.train import train_and_evaluate
+    from rnn_jax.train.restore import restore_model
+
+    if not flags.FLAGS.sample:
+        train_and_evaluate(config, workdir, task)
+        return
+    model, step = restore_model(config, workdir, task)
+    vocab = json.loads((pathlib.Path(workdir) / "vocab.json").read_text())
+    char_level = all(len(token) == 1 for token in vocab)
+    prompt = list(flags.FLAGS.prompt) if char_level else flags.FLAGS.prompt.split()
+    text = generate(
+        model,
+        vocab,
+        prompt,
+        flags.FLAGS.sample,
+        jax.random.key(config.seed),
+        flags.FLAGS.temperature,
+    )
+    print(f"[best checkpoint, step {step}]")
+    print(("" if char_level else " ").join(prompt + text))
+
+
 if __name__ == "__main__":
+    from absl import flags
+
     from rnn_jax.train import cli
 
-    cli.main(LanguageModelTask, RULES)
+    flags.DEFINE_integer(
+        "sample",
+        0,
+        "If > 0: sample this many tokens from the run's best "
+        "checkpoint (W/best, vocabulary W/vocab.json) instead of training.",
+    )
+    flags.DEFINE_string("prompt", "The", "Prompt for --sample (characters or words).")
+    flags.DEFINE_float("temperature", 1.0, "Softmax temperature for --sample.")
+    cli.main(LanguageModelTask, RULES, run=_train_or_sample)

@@ -71,6 +71,11 @@ def test_unknown_variant_lists_the_allowed_ones():
         cli.load_config("experiments/configs/language_model.py:tiny")
 
 
+def test_cosine_warmup_must_be_shorter_than_the_run():
+    with pytest.raises(ValueError, match=r"schedule.warmup_steps=50: must be fewer than the 40"):
+        _load(schedule__name="cosine", schedule__warmup_steps=50)
+
+
 def test_decoupled_weight_decay_needs_adamw():
     with pytest.raises(ValueError, match="decoupled decay needs 'adamw'"):
         _load(optimizer__decoupled_weight_decay=0.1, optimizer__name="adam")
@@ -92,7 +97,6 @@ def test_sweep_overrides_are_valid_configs():
     "flag, expected",
     [
         ("--config.train.nm_steps=3", "nm_steps"),
-        ("--config.train.num_steps=1.5", "--config.train.num_steps=1.5"),
         ("--config.optimizer.clip_global_norm=-5", "optimizer.clip_global_norm=-5.0"),
     ],
 )

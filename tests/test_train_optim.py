@@ -174,3 +174,14 @@ def test_non_finite_gradient_is_not_applied():
     config = _config(optimizer__name="sgd", optimizer__learning_rate=1.0)
     updates = _one_update(config, {"w": jnp.array([1.0, jnp.nan])}, {"w": jnp.zeros(2)})
     np.testing.assert_array_equal(updates["w"], np.zeros(2))
+
+
+def test_gradient_accumulation_applies_the_mean_of_k_micro_batch_gradients():
+    config = _config(optimizer__name="sgd", optimizer__learning_rate=1.0, train__grad_accum_steps=2)
+    tx = optim.build_optimizer(config)
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    first, state = tx.update({"w": jnp.array([1.0, 2.0])}, state, params, value=jnp.asarray(0.0))
+    np.testing.assert_array_equal(first["w"], np.zeros(2))  # nothing applied mid-accumulation
+    second, _ = tx.update({"w": jnp.array([3.0, -4.0])}, state, params, value=jnp.asarray(0.0))
+    np.testing.assert_allclose(second["w"], -np.array([2.0, -1.0]), rtol=1e-6)

@@ -210,6 +210,13 @@ def validate(config: ml_collections.ConfigDict, rules: Rules | None = None) -> N
             f"optimizer.name={config.optimizer.name!r}: decoupled decay needs 'adamw' "
             "(use optimizer.weight_decay for coupled L2)"
         )
+    if not problems:
+        updates = config.train.num_steps // config.train.grad_accum_steps
+        if config.schedule.name == "cosine" and config.schedule.warmup_steps >= updates:
+            problems.append(
+                f"schedule.warmup_steps={config.schedule.warmup_steps!r}: must be fewer than "
+                f"the {updates} optimiser updates (train.num_steps // train.grad_accum_steps)"
+            )
     if problems:
         raise ValueError("invalid config:\n  " + "\n  ".join(problems))
 

@@ -70,7 +70,7 @@ def train_and_evaluate(
     schedule = optim.build_schedule(config)
     n = config.num_seeds
 
-    graphdef, init_state = _init_fn(task, tx, config.seed, n, config.train.batch_size)
+    graphdef, init_state = build_init(task, tx, config.seed, n, config.train.batch_size)
     state_shardings = _state_shardings(jax.eval_shape(init_state), mesh)
     state = jax.jit(init_state, out_shardings=state_shardings)()
     checkpointer = Checkpointer(workdir, config.train.max_to_keep)
@@ -216,9 +216,11 @@ def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
 # Jitted pieces. Every function works on one replica and is vmapped over the seed axis.
 
 
-def _init_fn(
+def build_init(
     task: Task, tx: optax.GradientTransformation, seed: int, n: int, batch_size: int
 ) -> tuple[Any, Any]:
+    """`(graphdef, init_state)`: the model's graph and a function `() -> state` (the layout in
+    the module docstring) for `n` replicas from `seed` and a training batch of `batch_size`."""
     abstract = nnx.eval_shape(lambda: task.init_model(jax.random.key(0)))
     graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
 

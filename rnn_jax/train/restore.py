@@ -1,0 +1,60 @@
+"""Models back from a run directory: evaluation and generation after (or during) training."""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import ml_collections
+from flax import nnx
+
+from rnn_jax.train import optim, seeds
+from rnn_jax.train.checkpoint import Checkpointer
+from rnn_jax.train.loop import build_init
+from rnn_jax.train.task import Task
+
+
+def restore_model(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    task: Task,
+    *,
+    best: bool = True,
+    replica: int = 0,
+) -> tuple[nnx.Module, int]:
+    """`(model, step)` of seed replica `replica` from the best-validation checkpoint (or the
+    newest periodic one with `best=False`), on the first local device.
+
+    Args:
+      config: the run's config (its `config.json`, or the same config file and overrides).
+      workdir: the run directory.
+      task: the experiment's task (it builds the model's structure).
+
+    Raises:
+      ValueError: when the run directory holds no such checkpoint or replica.
+    """
+    if not 0 <= replica < config.num_seeds:
+        raise ValueError(f"replica={replica}: the run has num_seeds={config.num_seeds}")
+    graphdef, init_state = build_init(
+        task,
+        optim.build_optimizer(config),
+        config.seed,
+        config.num_seeds,
+        config.train.batch_size,
+    )
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        jax.eval_shape(init_state),
+    )
+    checkpointer = Checkpointer(workdir, config.train.max_to_keep)
+    try:
+        restored = checkpointer.restore(abstract, best=best)
+        step = checkpointer.latest_step(best=best)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        kind = "best" if best else "checkpoints"
+        raise ValueError(f"no checkpoint in {pathlib.Path(workdir) / kind}")
+    params, others = (seeds.replica(restored[0][name], replica) for name in ("params", "others"))
+    return nnx.merge(graphdef, params, others), step
