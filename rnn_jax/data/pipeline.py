@@ -49,7 +49,9 @@ def encode_split(
 ) -> list[dict[str, np.ndarray]]:
     """Id examples of one split (see the module docstring for each task's fields)."""
     task = dataset.task
-    examples = dataset.splits[split] if split in dataset.splits else dataset.token_lists(split)
+    if split not in dataset.splits:
+        raise ValueError(f"split={split!r}; {dataset.name!r} has {list(dataset.splits)}")
+    examples = dataset.splits[split]
     words = vocabs[dataset.token_field]
     out = []
     for example in examples:
