@@ -28,7 +28,14 @@ from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The issue-6 experiments first, then the runtime's and the performance work's.
-ORDER = ("initialization", "exposure_bias", "rnn_vs_attention", "language_model", "throughput")
+ORDER = (
+    "initialization",
+    "exposure_bias",
+    "rnn_vs_attention",
+    "language_model",
+    "throughput",
+    "data_throughput",
+)
 NOT_EXPERIMENTS = ("reproduce", "grid")
 
 QUESTIONS = {
@@ -76,9 +83,9 @@ def select(names: Sequence[str], only: Sequence[str], skip: Sequence[str]) -> li
     return [n for n in names if (not only or n in only) and n not in skip]
 
 
-def run_experiment(name: str, workdir: pathlib.Path, variant: str, index: str) -> float:
+def run_experiment(name: str, workdir: pathlib.Path, variant: str, index: str) -> tuple[float, int]:
     """Runs one experiment as a subprocess, printing a progress line while it runs; returns
-    its wall time. Its output goes to W/<name>/log.txt."""
+    (wall time, exit status). Its output goes to W/<name>/log.txt."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -112,7 +119,7 @@ def run_experiment(name: str, workdir: pathlib.Path, variant: str, index: str) -
     elapsed = time.monotonic() - start
     status = "done" if code == 0 else f"FAILED (exit {code}; see {workdir / 'log.txt'})"
     print(f"\r{index} {name}: {status} in {elapsed:.0f}s{' ' * 80}", flush=True)
-    return elapsed
+    return elapsed, code
 
 
 def _last_line(path: pathlib.Path) -> str:
@@ -205,15 +212,19 @@ def main(argv: Sequence[str]) -> None:
     print(
         f"reproducing {len(names)} experiments ({_VARIANT.value}) into {root}: {', '.join(names)}"
     )
-    wall, start = {}, time.monotonic()
+    wall, failed, start = {}, [], time.monotonic()
     for i, name in enumerate(names, 1):
         index = f"[{i}/{len(names)}]"
         if (root / name / "results.json").is_file():
             print(f"{index} {name}: finished earlier, not re-run")
             continue
-        wall[name] = run_experiment(name, root / name, _VARIANT.value, index)
+        wall[name], code = run_experiment(name, root / name, _VARIANT.value, index)
+        if code:
+            failed.append(name)
     write_report(root, names, wall)
     print(f"total {(time.monotonic() - start) / 60:.1f} min; report: {root / 'report.md'}")
+    if failed:
+        sys.exit(f"experiments.reproduce: failed: {', '.join(failed)} (their logs are named above)")
 
 
 if __name__ == "__main__":

@@ -71,3 +71,29 @@ def test_bad_grid_value_fails_before_running(tmp_path):
     ):
         module.run(config, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_reproduce_report_answers_from_measured_numbers(smoke_run, tmp_path):
+    from experiments import reproduce
+
+    name, module, _, workdir = smoke_run
+    root = tmp_path / "reproduce"
+    root.mkdir()
+    (root / name).symlink_to(workdir, target_is_directory=True)
+    text = reproduce.write_report(root, [name], {name: 60.0})
+    assert (root / "report.md").read_text() == text
+    answers = module.answers(workdir)
+    assert answers, f"{name} answers no question"
+    for question, answer in answers.items():
+        assert f"**Q{question}. " in text and answer in text
+        assert any(ch.isdigit() for ch in answer)  # the answer quotes measured numbers
+    assert "![" in text and f"({name}/" in text  # its plots are linked
+
+
+def test_reproduce_rejects_unknown_experiment():
+    from experiments import reproduce
+
+    names = reproduce.experiment_names()
+    assert names[:3] == ["initialization", "exposure_bias", "rnn_vs_attention"]
+    with pytest.raises(ValueError, match=r"--only=nope: unknown \['nope'\]"):
+        reproduce.select(names, ["nope"], [])
