@@ -174,6 +174,12 @@ class Seq2Seq(nnx.Module):
         0.0 = free running. Probabilities other than 0/1 need `rng`.
         """
         check_ids("target_inputs", target_inputs, self.target_vocab_size, "target_vocab_size")
+        exact = isinstance(teacher_forcing_prob, float | int) and teacher_forcing_prob in (0, 1)
+        if teacher_forcing_prob is not None and rng is None and not exact:
+            raise ValueError(
+                "rng is required for scheduled sampling with teacher_forcing_prob="
+                f"{teacher_forcing_prob!r} (only the constants 0.0 and 1.0 need none)"
+            )
         encoder_rng, decoder_rng = (None, None) if rng is None else jax.random.split(rng)
         state = self._init_state(source, source_lengths, encoder_rng)
         batch, time = target_inputs.shape
