@@ -24,9 +24,10 @@ Command:
 
 Variants:
 - smoke: copy task T=5, LSTM vs transformer, 20 steps, one cost length; seconds.
-- quick: (a) 3 models x 800 steps; (b) copy T in {10, 40} x 3 models x 800 steps;
-  (c) T in {64, 256, 1024} at 8,192 tokens per batch; hidden 128, 2 seeds: about 8 minutes
-  on 2 CPU cores. Expected (perf-anchors.md measured the blocks alone): on this CPU the
+- quick: (a) 3 models x 500 steps on 64-character windows; (b) copy T in {10, 40} x 3
+  models x 500 steps; (c) T in {64, 256, 1024} at 8,192 tokens per batch; hidden 128,
+  2 seeds: about 8 minutes on 2 otherwise idle CPU cores (far longer on a shared machine).
+  Expected (perf-anchors.md measured the blocks alone): on this CPU the
   LSTM trains more tokens/s than the transformer block and the gap grows with T; the
   transformer's per-token generation cost grows with the cache length, the RNN's does not;
   on the copy task attention reaches any distance in one step, the RNNs degrade with T.
@@ -61,7 +62,7 @@ def _base() -> ml_collections.ConfigDict:
     config.model.size_tolerance = 0.05
 
     config.data.root = ""  # empty: $RNN_JAX_DATA or ../shared/data
-    config.data.window = 128
+    config.data.window = 64
     config.data.eval_batches = 4
     config.data.num_symbols = 10
     config.data.num_categories = 8
@@ -71,7 +72,7 @@ def _base() -> ml_collections.ConfigDict:
     config.cost.tokens_per_batch = 8192
     config.cost.repeats = 5
 
-    config.train.num_steps = 800
+    config.train.num_steps = 500
     config.train.batch_size = 32
     config.train.log_every = 50
     config.train.eval_every = 100
