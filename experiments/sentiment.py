@@ -1,0 +1,128 @@
+"""Seed question 18: many-to-one RNNs, a sentence in, one label out (SST sentiment).
+
+    python -m experiments.sentiment --workdir=W \
+        --config=experiments/configs/sentiment.py:<smoke|quick|full>
+
+The claim: a many-to-one RNN reads the whole sequence and maps it to a single output. The
+sweep (configs/sentiment.py:get_sweep) compares how the per-token states become that one
+output (last state, mean, max, attention pooling), uni- vs bidirectional, and the transformer
+encoder baseline. Measured: accuracy and loss on the SST-2 (or SST-5) dev and test sets.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from rnn_jax.data.batching import BatchIterator, pad_batch, sorted_eval_batches
+from rnn_jax.data.pipeline import build_vocabs, encode_split
+from rnn_jax.data.registry import load_dataset
+from rnn_jax.models.classifier import Classifier
+from rnn_jax.train import Task
+from rnn_jax.train import config as cfg
+
+RULES: cfg.Rules = {
+    "data.dataset": cfg.one_of("sst2", "sst"),
+    "data.min_freq": cfg.positive,
+    "data.time_multiple": cfg.positive,
+    "data.eval_batch_size": cfg.positive,
+    "model.kind": cfg.one_of("rnn", "transformer"),
+    "model.cell": cfg.one_of("elman", "lstm", "gru"),
+    "model.pooling": cfg.one_of("last", "mean", "max", "attention"),
+    "model.embed_size": cfg.positive,
+    "model.num_layers": cfg.positive,
+    "model.dropout_rate": cfg.probability,
+}
+
+
+class SentimentTask(Task):
+    """Sentence -> label; loss = mean cross-entropy over the batch's sentences."""
+
+    def __init__(self, config: ml_collections.ConfigDict) -> None:
+        self.config = config
+        dataset = load_dataset(config.data.dataset, config.data.root)
+        self.vocabs = build_vocabs(dataset, min_freq=config.data.min_freq)
+        self.splits = {split: encode_split(dataset, split, self.vocabs) for split in dataset.splits}
+
+    def _collate(self, examples: list[dict]) -> dict:
+        return pad_batch(examples, 0, ("inputs",), self.config.data.time_multiple)
+
+    def init_model(self, rng: jax.Array) -> Classifier:
+        m = self.config.model
+        return Classifier(
+            len(self.vocabs["tokens"]),
+            len(self.vocabs["label"]),
+            pooling=m.pooling,
+            kind=m.kind,
+            embed_size=m.embed_size,
+            hidden_size=m.hidden_size,
+            cell=m.cell,
+            num_layers=m.num_layers,
+            bidirectional=m.bidirectional,
+            dropout_rate=m.dropout_rate,
+            num_heads=m.num_heads,
+            max_length=m.max_length,
+            rngs=nnx.Rngs(params=rng),
+        )
+
+    def train_data(self) -> BatchIterator:
+        return BatchIterator(
+            self.splits["train"],
+            self.config.train.batch_size,
+            seed=self.config.seed,
+            bucket_pool=50,
+            drop_remainder=True,
+            collate=self._collate,
+        )
+
+    def loss_fn(self, model: Classifier, batch: dict, carry: tuple, rng: jax.Array) -> tuple:
+        logits, _ = model(batch["inputs"], batch["lengths"], rng=rng)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["targets"])
+        return jnp.mean(nll), (carry, {"train_accuracy": accuracy})
+
+    def eval_data(self, split: str) -> list[dict]:
+        examples = self.splits[split]
+        lengths = np.array([len(e["inputs"]) for e in examples])
+        return [
+            self._collate([examples[i] for i in indices])
+            for indices in sorted_eval_batches(lengths, self.eval_batch_size(split))
+        ]
+
+    def eval_batch_size(self, split: str) -> int:
+        return self.config.data.eval_batch_size
+
+    def eval_step(self, model: Classifier, batch: dict, carry: tuple) -> tuple:
+        logits, _ = model(batch["inputs"], batch["lengths"])
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        correct = jnp.argmax(logits, -1) == batch["targets"]
+        return carry, {
+            "nll": jnp.sum(nll),
+            "correct": jnp.sum(correct).astype(jnp.float32),
+            "sentences": jnp.asarray(nll.shape[0], jnp.float32),
+        }
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        return {
+            "loss": sums["nll"] / sums["sentences"],
+            "accuracy": sums["correct"] / sums["sentences"],
+        }
+
+    def artifacts(self) -> dict:
+        return {
+            "vocab.json": list(self.vocabs["tokens"].tokens),
+            "labels.json": list(self.vocabs["label"].tokens),
+        }
+
+    def tokens_in(self, batch: dict) -> int:
+        return int(np.sum(batch["lengths"]))
+
+
+if __name__ == "__main__":
+    from rnn_jax.train import cli
+
+    cli.main(SentimentTask, RULES)

@@ -1,0 +1,193 @@
+"""Seed question 14: (Bi)RNN taggers with a softmax or CRF head for POS tagging and NER.
+
+    python -m experiments.sequence_labelling --workdir=W \
+        --config=experiments/configs/sequence_labelling.py:<smoke|quick|full>
+
+The claim: a bidirectional RNN gives contextual states that a per-token classifier or a CRF
+turns into tags. The sweep (configs/sequence_labelling.py:get_sweep) varies direction
+(uni/bi), head (softmax/CRF) and character features, and includes the transformer-encoder
+baseline. Measured on the validation/test splits: token accuracy (POS, UD EWT UPOS) and
+conlleval span precision/recall/F1 (NER, CoNLL-2003), plus the per-token loss.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from rnn_jax import metrics
+from rnn_jax.data.batching import BatchIterator, pad_batch, sorted_eval_batches
+from rnn_jax.data.pipeline import build_vocabs, encode_split
+from rnn_jax.data.registry import load_dataset
+from rnn_jax.data.vocab import Vocabulary
+from rnn_jax.models.tagger import Tagger
+from rnn_jax.train import Task
+from rnn_jax.train import config as cfg
+
+RULES: cfg.Rules = {
+    "data.dataset": cfg.one_of("ud_en_ewt", "conll2003"),
+    "data.min_freq": cfg.positive,
+    "data.max_word_chars": cfg.positive,
+    "data.time_multiple": cfg.positive,
+    "data.eval_batch_size": cfg.positive,
+    "model.kind": cfg.one_of("rnn", "transformer"),
+    "model.cell": cfg.one_of("elman", "lstm", "gru"),
+    "model.head": cfg.one_of("softmax", "crf"),
+    "model.embed_size": cfg.positive,
+    "model.num_layers": cfg.positive,
+    "model.dropout_rate": cfg.probability,
+    "model.char_embed_size": cfg.positive,
+    "model.char_hidden_size": cfg.positive,
+}
+
+
+class SequenceLabellingTask(Task):
+    """Tags every token; loss = summed per-sentence NLL / number of tokens in the batch."""
+
+    def __init__(self, config: ml_collections.ConfigDict) -> None:
+        self.config = config
+        data = config.data
+        dataset = load_dataset(data.dataset, data.root)
+        self.vocabs = build_vocabs(dataset, min_freq=data.min_freq)
+        self.tags = self.vocabs["tags"]
+        train_words = [w for s in dataset.splits["train"] for w in s["tokens"]]
+        self.chars = Vocabulary.build([list(w) for w in train_words], bos=None, eos=None)
+        self.splits = {
+            split: self._with_chars(encode_split(dataset, split, self.vocabs), dataset, split)
+            for split in dataset.splits
+        }
+        self.scheme = "IOB2" if data.dataset == "conll2003" else None
+        self.tables = None if self.scheme is None else metrics.tag_tables(self.tags.tokens)
+
+    def _with_chars(self, examples: list[dict], dataset: object, split: str) -> list[dict]:
+        if not self.config.model.char_features:
+            return examples
+        width = self.config.data.max_word_chars
+        for example, sentence in zip(examples, dataset.splits[split], strict=True):
+            words = [self.chars.encode(list(w[:width])) for w in sentence["tokens"]]
+            chars = np.zeros((len(words), width), np.int32)
+            for i, ids in enumerate(words):
+                chars[i, : len(ids)] = ids
+            example["chars"] = chars
+            example["char_lengths"] = np.array([len(ids) for ids in words], np.int32)
+        return examples
+
+    def _collate(self, examples: list[dict]) -> dict:
+        flat = [{"inputs": e["inputs"], "targets": e["targets"]} for e in examples]
+        batch = pad_batch(flat, 0, ("inputs",), self.config.data.time_multiple)
+        if self.config.model.char_features:
+            time = batch["inputs"].shape[1]
+            chars = np.zeros((len(examples), time, self.config.data.max_word_chars), np.int32)
+            char_lengths = np.zeros((len(examples), time), np.int32)
+            for row, e in enumerate(examples):
+                chars[row, : len(e["chars"])] = e["chars"]
+                char_lengths[row, : len(e["char_lengths"])] = e["char_lengths"]
+            batch["chars"], batch["char_lengths"] = chars, char_lengths
+        return batch
+
+    def init_model(self, rng: jax.Array) -> Tagger:
+        m = self.config.model
+        chars = (
+            dict(
+                num_chars=len(self.chars),
+                char_embed_size=m.char_embed_size,
+                char_hidden_size=m.char_hidden_size,
+            )
+            if m.char_features
+            else {}
+        )
+        return Tagger(
+            len(self.vocabs["tokens"]),
+            len(self.tags),
+            head=m.head,
+            kind=m.kind,
+            embed_size=m.embed_size,
+            hidden_size=m.hidden_size,
+            cell=m.cell,
+            num_layers=m.num_layers,
+            bidirectional=m.bidirectional,
+            dropout_rate=m.dropout_rate,
+            num_heads=m.num_heads,
+            max_length=m.max_length,
+            rngs=nnx.Rngs(params=rng),
+            **chars,
+        )
+
+    def train_data(self) -> BatchIterator:
+        return BatchIterator(
+            self.splits["train"],
+            self.config.train.batch_size,
+            seed=self.config.seed,
+            bucket_pool=50,
+            drop_remainder=True,
+            collate=self._collate,
+        )
+
+    def _char_kwargs(self, batch: dict) -> dict:
+        if not self.config.model.char_features:
+            return {}
+        return {"chars": batch["chars"], "char_lengths": batch["char_lengths"]}
+
+    def loss_fn(self, model: Tagger, batch: dict, carry: tuple, rng: jax.Array) -> tuple:
+        nll = model.loss(
+            batch["inputs"], batch["targets"], batch["lengths"], rng=rng, **self._char_kwargs(batch)
+        )
+        loss = jnp.sum(nll) / jnp.sum(batch["lengths"])
+        return loss, (carry, {"train_nll_per_token": loss})
+
+    def eval_data(self, split: str) -> list[dict]:
+        examples = self.splits[split]
+        lengths = np.array([len(e["inputs"]) for e in examples])
+        return [
+            self._collate([examples[i] for i in indices])
+            for indices in sorted_eval_batches(lengths, self.eval_batch_size(split))
+        ]
+
+    def eval_batch_size(self, split: str) -> int:
+        return self.config.data.eval_batch_size
+
+    def eval_step(self, model: Tagger, batch: dict, carry: tuple) -> tuple:
+        chars = self._char_kwargs(batch)
+        nll = model.loss(batch["inputs"], batch["targets"], batch["lengths"], **chars)
+        predicted = model.predict(batch["inputs"], batch["lengths"], **chars)
+        mask = batch["mask"] > 0
+        sums = {
+            "nll": jnp.sum(nll),
+            "tokens": jnp.sum(mask).astype(jnp.float32),
+            "correct": jnp.sum((predicted == batch["targets"]) & mask).astype(jnp.float32),
+        }
+        if self.tables is not None:
+            sums.update(
+                metrics.span_counts(
+                    batch["targets"], predicted, batch["lengths"], *map(jnp.asarray, self.tables)
+                )
+            )
+        return carry, sums
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        result = {
+            "loss": sums["nll"] / sums["tokens"],
+            "accuracy": sums["correct"] / sums["tokens"],
+        }
+        if "gold_spans" in sums:
+            result.update(
+                metrics.f1_from_counts(
+                    sums["correct_spans"], sums["gold_spans"], sums["predicted_spans"]
+                )
+            )
+        return result
+
+    def artifacts(self) -> dict:
+        return {
+            "vocab.json": list(self.vocabs["tokens"].tokens),
+            "tags.json": list(self.tags.tokens),
+        }
+
+
+if __name__ == "__main__":
+    from rnn_jax.train import cli
+
+    cli.main(SequenceLabellingTask, RULES)
