@@ -41,12 +41,16 @@ The task (`rnn_jax.train.Task`) — the whole interface between experiment and r
     eval_step(model, batch, carry) -> (carry, {name: sum over batch})
     eval_metrics(sums) -> {name: float}          # e.g. loss = nll / tokens, perplexity
     eval_splits = ("valid",); final_splits = ("valid", "test"); tokens_in(batch) -> int
+    artifacts() -> {filename: JSON}              # written to W at start (e.g. vocab.json)
 
 The runtime does the rest: `jax.jit` of the steps, `jax.vmap` over `num_seeds` replicas
 (seeds `seed..seed+n-1`), data parallelism over every device of every process (batch sharded,
 params replicated; `rnn_jax.train.distributed`), optax optimiser/schedule/clipping/weight
 decay (`rnn_jax.train.optim`), the pre-clip gradient norm, logging, evaluation, early
 stopping (`train.patience`), the non-finite guard (`train.nonfinite`), checkpoints.
+
+After (or during) a run, `restore.restore_model(config, W, task)` gives back the NNX model of
+the best-validation checkpoint (one seed replica), for evaluation or generation.
 
 Programmatic use: `cli.load_config("experiments/configs/x.py:smoke", {"train.num_steps": 5})`
 then `train_and_evaluate(config, workdir, task)`. A benchmark passes its own `run` to
