@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
@@ -71,6 +73,25 @@ def load_corpus(data: ml_collections.ConfigDict) -> LMCorpus:
     return lm_corpus(data.corpus, data.root)
 
 
+class EpochStarts:
+    """`LMStream` batches plus `epoch_start: bool [batch]`, true on each epoch's first batch,
+    where the TensorFlow PTB tutorial resets the hidden state; position as the stream's."""
+
+    def __init__(self, stream: LMStream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.stream:
+            first = self.stream.batch_index == 1  # already advanced past this batch
+            yield {**batch, "epoch_start": np.full(batch["inputs"].shape[0], first)}
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+
 class LanguageModelTask(Task):
     """Next-token prediction on contiguous streams; the hidden state is carried across batches."""
 
@@ -106,12 +127,19 @@ class LanguageModelTask(Task):
         )
         return [zero] * self.config.model.num_layers
 
-    def train_data(self) -> LMStream:
-        return LMStream(
-            self.corpus.splits["train"], self.config.train.batch_size, self.config.data.bptt_length
+    def train_data(self) -> EpochStarts:
+        return EpochStarts(
+            LMStream(
+                self.corpus.splits["train"],
+                self.config.train.batch_size,
+                self.config.data.bptt_length,
+            )
         )
 
     def loss_fn(self, model: RNNLanguageModel, batch: dict, carry: list, rng: jax.Array) -> tuple:
+        # Each epoch starts from a zero state (the stream wraps around to unrelated text).
+        restart = batch["epoch_start"][:, None]
+        carry = jax.tree.map(lambda c: jnp.where(restart, jnp.zeros_like(c), c), carry)
         logits, carry, hidden = model(batch["inputs"], carry, rng=rng)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
         objective = self.config.objective
@@ -142,6 +170,9 @@ class LanguageModelTask(Task):
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["nll"] / sums["tokens"]
         return {"loss": loss, "perplexity": math.exp(loss)}
+
+    def tokens_in(self, batch: dict) -> int:
+        return int(batch["inputs"].size)
 
     def artifacts(self) -> dict:
         return {"vocab.json": list(self.corpus.vocab.tokens)}

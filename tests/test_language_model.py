@@ -171,3 +171,32 @@ def test_task_loss_and_eval_agree_with_the_model(repo_root, monkeypatch):
     assert metrics["loss"] == pytest.approx(nll.mean(), rel=1e-5)
     assert metrics["perplexity"] == pytest.approx(math.exp(nll.mean()), rel=1e-5)
     assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
+
+
+def test_epoch_starts_flag_each_epochs_first_batch_and_reset_the_carry(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES, EpochStarts, LanguageModelTask
+    from rnn_jax.data import LMStream
+    from rnn_jax.data.batching import repeat_epochs
+    from rnn_jax.train import cli
+
+    stream = EpochStarts(LMStream(np.arange(8 * 13), batch_size=8, num_steps=4))  # 3 per epoch
+    batches = repeat_epochs(stream)
+    flags = [bool(next(batches)["epoch_start"][0]) for _ in range(4)]
+    assert flags == [True, False, False, True]
+    resumed = EpochStarts(LMStream(np.arange(8 * 13), batch_size=8, num_steps=4))
+    resumed.load_state_dict(stream.state_dict())
+    rest = repeat_epochs(resumed)
+    assert [bool(next(rest)["epoch_start"][0]) for _ in range(3)] == [False, False, True]
+
+    config = cli.load_config("experiments/configs/language_model.py:smoke", {}, RULES)
+    task = LanguageModelTask(config)
+    model = task.init_model(jax.random.key(0))
+    batch = next(iter(task.train_data()))
+    zeros = task.init_carry(config.train.batch_size)
+    noise = jax.tree.map(lambda z: z + 1.0, zeros)
+    at_start, _ = task.loss_fn(model, batch, noise, None)
+    from_zero, _ = task.loss_fn(model, {**batch, "epoch_start": ~batch["epoch_start"]}, zeros, None)
+    assert float(at_start) == float(from_zero)
+    carried, _ = task.loss_fn(model, {**batch, "epoch_start": ~batch["epoch_start"]}, noise, None)
+    assert float(carried) != float(at_start)
