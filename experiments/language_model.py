@@ -42,6 +42,7 @@ RULES: cfg.Rules = {
     "model.embedding_dropout": cfg.probability,
     "model.weight_drop": cfg.probability,
     "model.init_scale": cfg.positive_or_none,
+    "model.compute_dtype": cfg.one_of("float32", "bfloat16"),
     "objective.time_reduction": cfg.one_of("mean", "sum"),
     "objective.ar_alpha": cfg.non_negative,
     "objective.tar_beta": cfg.non_negative,
@@ -118,6 +119,7 @@ class LanguageModelTask(Task):
             weight_drop=m.weight_drop,
             init_scale=m.init_scale,
             forget_bias=m.forget_bias,
+            compute_dtype=m.compute_dtype,
             rngs=nnx.Rngs(params=rng),
         )
 

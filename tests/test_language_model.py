@@ -200,3 +200,21 @@ def test_epoch_starts_flag_each_epochs_first_batch_and_reset_the_carry(repo_root
     assert float(at_start) == float(from_zero)
     carried, _ = task.loss_fn(model, {**batch, "epoch_start": ~batch["epoch_start"]}, noise, None)
     assert float(carried) != float(at_start)
+
+
+def test_bfloat16_compute_keeps_float32_params_carry_and_logits():
+    kwargs = dict(num_layers=2, init_scale=0.3, rngs=nnx.Rngs(6))
+    full = RNNLanguageModel(VOCAB, HIDDEN, **kwargs)
+    half = RNNLanguageModel(VOCAB, HIDDEN, compute_dtype="bfloat16", **kwargs)
+    tokens = _tokens(6)
+    want, _, _ = full(tokens)
+    got, carry, _ = half(tokens)
+    assert got.dtype == jnp.float32
+    assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(carry))
+    np.testing.assert_allclose(got, want, atol=3e-2)  # bf16 has 8 mantissa bits
+
+    def loss(m):
+        return jnp.mean(m(tokens)[0] ** 2)
+
+    grads = nnx.state(nnx.grad(loss)(half), nnx.Param)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))

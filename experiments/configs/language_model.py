@@ -52,6 +52,8 @@ def _common() -> ml_collections.ConfigDict:
     config.model.weight_drop = 0.0
     config.model.init_scale = config_dict.placeholder(float)  # None: the RNN's defaults
     config.model.forget_bias = config_dict.placeholder(float)
+    # 'bfloat16': matmuls in bf16, params/optimiser/carry in float32 (for accelerators).
+    config.model.compute_dtype = "float32"
 
     config.objective = ml_collections.ConfigDict()
     # 'mean': per-token mean NLL; 'sum': summed over time, mean over batch (Zaremba's code).

@@ -41,6 +41,8 @@ class RNNLanguageModel(nnx.Module):
     init_scale: if set, every weight ~ U(-init_scale, init_scale) (Zaremba: 0.05 medium,
       0.04 large); else embedding N(0, 1), RNN glorot/orthogonal, output lecun normal.
     forget_bias: LSTM forget-gate bias (Zaremba: 0).
+    compute_dtype: "bfloat16" runs the embedding, RNN and output matmuls in bfloat16; params,
+      gradients, optimiser state and the carried state stay float32, logits are float32.
     rngs: nnx.Rngs for initialisation.
     """
 
@@ -62,6 +64,7 @@ class RNNLanguageModel(nnx.Module):
         weight_drop: float = 0.0,
         init_scale: float | None = None,
         forget_bias: float | None = None,
+        compute_dtype: str = "float32",
         rngs: nnx.Rngs,
     ) -> None:
         embed_size = embed_size or hidden_size
@@ -89,6 +92,9 @@ class RNNLanguageModel(nnx.Module):
                 f"tie_embeddings needs embed_size == hidden_size; got embed_size={embed_size}, "
                 f"hidden_size={hidden_size}"
             )
+        if compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype={compute_dtype!r}; allowed: float32, bfloat16")
+        self.compute_dtype = jnp.dtype(compute_dtype)
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
         self.rates = rates
         self.locked_dropout = locked_dropout
@@ -137,38 +143,59 @@ class RNNLanguageModel(nnx.Module):
         embedding = regularizers.embedding_dropout(
             key(_EMBEDDING), self.rates["embedding_dropout"], self.embedding[...]
         )
-        x = self._dropout(key(_INPUT), self.rates["dropout_input"], embedding[tokens])
-        rnn = self._weight_dropped(key(_WEIGHT))
+        x = embedding[tokens].astype(self.compute_dtype)
+        x = self._dropout(key(_INPUT), self.rates["dropout_input"], x)
+        rnn = self._compute_rnn(key(_WEIGHT))
         if carry is None:
             carry = self.zero_carry(tokens.shape[0])
-        outputs, carry = rnn(x, None, carry, rng=key(_RNN))
+        outputs, new_carry = rnn(x, None, self._cast(carry), rng=key(_RNN))
         dropped = self._dropout(key(_OUTPUT), self.rates["dropout_output"], outputs)
         logits = self._logits(dropped)
-        return logits, carry, {"outputs": outputs, "dropped_outputs": dropped}
+        return (
+            logits,
+            self._cast(new_carry, like=carry),
+            {
+                "outputs": outputs,
+                "dropped_outputs": dropped,
+            },
+        )
 
     def step(self, carry: list, token: jax.Array) -> tuple[list, jax.Array]:
         """One token `int [batch]` -> `(carry, logits [batch, vocab])` (evaluation mode).
 
         Stepping through a sequence gives the logits of `__call__` on it with `rng=None`.
         """
-        carry, h = self.rnn.step(carry, self.embedding[...][token])
-        return carry, self._logits(h)
+        x = self.embedding[...][token].astype(self.compute_dtype)
+        new_carry, h = self._compute_rnn(None).step(self._cast(carry), x)
+        return self._cast(new_carry, like=carry), self._logits(h)
 
     def _logits(self, h: jax.Array) -> jax.Array:
+        """float32 logits (the softmax and the loss stay in float32 under bfloat16 compute)."""
         kernel = self.embedding[...].T if self.tie_embeddings else self.output_kernel[...]
-        return h @ kernel + self.output_bias[...]
+        logits = h @ kernel.astype(self.compute_dtype) + self.output_bias[...]
+        return logits.astype(jnp.float32)
+
+    def _cast(self, carry: list, like: list | None = None) -> list:
+        """The carry in the compute dtype, or back in the dtypes of `like`."""
+        if like is None:
+            return jax.tree.map(lambda c: c.astype(self.compute_dtype), carry)
+        return jax.tree.map(lambda c, ref: c.astype(ref.dtype), carry, like)
 
     def _dropout(self, rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
         if self.locked_dropout:
             return regularizers.locked_dropout(rng, rate, x)
         return layers.dropout(rng, rate, x)
 
-    def _weight_dropped(self, rng: jax.Array | None) -> RNN:
-        """The RNN with DropConnect'ed W_hh (a new module over the same graph), or itself."""
-        rate = self.rates["weight_drop"]
-        if rng is None or rate == 0.0:
+    def _compute_rnn(self, rng: jax.Array | None) -> RNN:
+        """The RNN as this pass uses it: DropConnect'ed W_hh (weight drop, when `rng` is
+        given) and params cast to the compute dtype, as a new module over the same graph
+        (gradients flow back to the float32 params); the RNN itself when neither applies."""
+        drop = rng is not None and self.rates["weight_drop"] > 0.0
+        if not drop and self.compute_dtype == jnp.float32:
             return self.rnn
         graphdef, state = nnx.split(self.rnn)
-        dropped = regularizers.weight_drop(rng, rate, self.rnn.params)
-        nnx.replace_by_pure_dict(state, {"layers": dict(enumerate(dropped))})
+        if drop:
+            dropped = regularizers.weight_drop(rng, self.rates["weight_drop"], self.rnn.params)
+            nnx.replace_by_pure_dict(state, {"layers": dict(enumerate(dropped))})
+        state = jax.tree.map(lambda p: p.astype(self.compute_dtype), state)
         return nnx.merge(graphdef, state)
