@@ -22,6 +22,7 @@ from rnn_jax.data.batching import BatchIterator, pad_batch, sorted_eval_batches
 from rnn_jax.data.pipeline import build_vocabs, encode_split
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.models.classifier import Classifier
+from rnn_jax.models.params import count_params
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
 
@@ -113,7 +114,10 @@ class SentimentTask(Task):
         }
 
     def artifacts(self) -> dict:
+        # Written beside results.json so that comparisons across the sweep report sizes.
+        params = count_params(nnx.eval_shape(lambda: self.init_model(jax.random.key(0))))
         return {
+            "model_params.json": {"params": params},
             "vocab.json": list(self.vocabs["tokens"].tokens),
             "labels.json": list(self.vocabs["label"].tokens),
         }

@@ -23,6 +23,7 @@ from rnn_jax.data.batching import BatchIterator, pad_batch, sorted_eval_batches
 from rnn_jax.data.pipeline import build_vocabs, encode_split
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
+from rnn_jax.models.params import count_params
 from rnn_jax.models.tagger import Tagger
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
@@ -181,7 +182,10 @@ class SequenceLabellingTask(Task):
         return result
 
     def artifacts(self) -> dict:
+        # Written beside results.json so that comparisons across the sweep report sizes.
+        params = count_params(nnx.eval_shape(lambda: self.init_model(jax.random.key(0))))
         return {
+            "model_params.json": {"params": params},
             "vocab.json": list(self.vocabs["tokens"].tokens),
             "tags.json": list(self.tags.tokens),
         }

@@ -35,13 +35,15 @@ def _check_common(max_length: int, bos_id: int, eos_id: int) -> None:
             raise ValueError(f"{name} must be a non-negative token id, got {value}")
 
 
-def _check_vocab(logits: jax.Array, eos_id: int) -> None:
-    """Called while tracing: the step function's vocabulary must contain eos_id."""
-    if eos_id >= logits.shape[-1]:
-        raise ValueError(
-            f"eos_id={eos_id} is outside the step function's vocabulary of size "
-            f"{logits.shape[-1]} (logits shape {tuple(logits.shape)}); vocabulary sizes disagree"
-        )
+def _check_vocab(logits: jax.Array, **ids: int) -> None:
+    """Called while tracing: the step function's vocabulary must contain bos_id and eos_id."""
+    for name, value in ids.items():
+        if value >= logits.shape[-1]:
+            raise ValueError(
+                f"{name}={value} is outside the step function's vocabulary of size "
+                f"{logits.shape[-1]} (logits shape {tuple(logits.shape)}); vocabulary sizes "
+                "disagree"
+            )
 
 
 def _batch_size(state: Any) -> int:
@@ -68,7 +70,7 @@ def _decode_loop(
     def body(carry: tuple, key: jax.Array) -> tuple:
         state, previous, done, score = carry
         state, logits = step_fn(state, previous)
-        _check_vocab(logits, eos_id)
+        _check_vocab(logits, bos_id=bos_id, eos_id=eos_id)
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         token = choose(logits, key)
         token_log_prob = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
@@ -211,7 +213,7 @@ def beam_search(
         state, alive_tokens, alive_log_prob, finished = carry
         previous = jnp.where(t == 0, bos_id, alive_tokens[:, :, jnp.maximum(t - 1, 0)])
         state, logits = step_fn(state, previous.reshape(batch * k))
-        _check_vocab(logits, eos_id)
+        _check_vocab(logits, bos_id=bos_id, eos_id=eos_id)
         vocab = logits.shape[-1]
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         candidates = alive_log_prob[:, :, None] + log_probs.reshape(batch, k, vocab)

@@ -170,3 +170,7 @@ def test_bad_arguments_raise(table):
         )
     with pytest.raises(ValueError, match="eos_id=7 is outside"):
         decoding.greedy_decode(step, _initial_state(), bos_id=BOS, eos_id=7, max_length=2)
+    with pytest.raises(ValueError, match="bos_id=9 is outside"):
+        decoding.beam_search(
+            step, _initial_state(), beam_size=2, bos_id=9, eos_id=EOS, max_length=2
+        )
