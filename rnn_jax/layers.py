@@ -167,6 +167,13 @@ def apply_stack(
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
     num_layers = len(params)
+    for layer, layer_params in enumerate(params):
+        if (set(layer_params) == {"fw", "bw"}) != bidirectional:
+            expected = "{'fw': ..., 'bw': ...}" if bidirectional else "one cell's params dict"
+            raise ValueError(
+                f"params[{layer}] has keys {sorted(layer_params)}; bidirectional={bidirectional} "
+                f"expects {expected} per layer (see init_stack)"
+            )
     for name, value in (("initial_carries", initial_carries), ("h_masks", h_masks)):
         if value is not None and len(value) != num_layers:
             raise ValueError(f"{name} has {len(value)} entries; expected num_layers={num_layers}")

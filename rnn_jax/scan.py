@@ -21,6 +21,7 @@ gate fusion ~6x slower). Linear cells (minGRU) run through rnn_jax.linear_scan i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -72,10 +73,12 @@ def _validate(
     if time < 1:
         raise ValueError(f"xs has an empty time axis: xs.shape={xs.shape}; expected {layout}")
     if lengths is not None:
+        if not isinstance(lengths, jax.Array):  # a list or numpy array (tracers are Arrays)
+            lengths = np.asarray(lengths)
         if jnp.shape(lengths) != (batch,):
             raise ValueError(f"lengths has shape {jnp.shape(lengths)}; expected [batch]=({batch},)")
-        if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
-            raise ValueError(f"lengths has dtype {jnp.result_type(lengths)}; expected integers")
+        if not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise ValueError(f"lengths has dtype {lengths.dtype}; expected integers")
         if not _is_traced(lengths):
             values = np.asarray(lengths)
             bad = values[(values < 1) | (values > time)]
@@ -251,17 +254,31 @@ def reference_unroll(
 
 
 def _select_implementation(implementation: str, cell: Cell, *, remat: bool) -> Callable:
-    """The unroll function behind `implementation` ("auto" -> "reference" for now).
+    """The unroll function behind `implementation`.
 
-    The only place that chooses; rnn_jax.fast_scan is imported lazily so the core works
-    without it.
+    "auto" is the fused custom-VJP scan (rnn_jax.fast_scan: the weight gradients as one GEMM
+    after the reverse loop; 1.2-1.3x the reference's forward+backward speed on this CPU, see
+    the README's performance section), except with `remat=True`, whose O(sqrt T) chunked
+    checkpointing is the reference path's. Cells the fused scan cannot take (minGRU, Cho's
+    GRU) fall back to the reference inside `fused_unroll`. The only place that chooses;
+    rnn_jax.fast_scan is imported lazily so the core works without it.
     """
-    del cell, remat
-    if implementation == "fused":
+    del cell
+    if implementation == "fused" or (implementation == "auto" and not remat):
         from rnn_jax.fast_scan import fused_unroll
 
         return fused_unroll
     return reference_unroll
+
+
+@functools.cache
+def _compiled(run: Callable) -> Callable:
+    """`run` under `jax.jit` (the cell and layout options static): eager calls of `unroll`
+    then hit a compile cache instead of re-tracing and re-compiling the scan every time;
+    inside a caller's jit it is simply inlined."""
+    return jax.jit(
+        run, static_argnums=0, static_argnames=("reverse", "unroll", "remat", "time_major")
+    )
 
 
 def unroll(
@@ -308,7 +325,8 @@ def unroll(
         unroll=unroll,
         implementation=implementation,
     )
-    run = _select_implementation(implementation, cell, remat=remat)
+    lengths = None if lengths is None else jnp.asarray(lengths)
+    run = _compiled(_select_implementation(implementation, cell, remat=remat))
     return run(
         cell,
         params,
@@ -356,6 +374,24 @@ def truncated_unroll(
         unroll=unroll,
         implementation="reference",
     )
+    lengths = None if lengths is None else jnp.asarray(lengths)
+    return _truncated(
+        cell, params, xs, lengths, initial_carry, h_mask, bptt_length, unroll, time_major
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8))
+def _truncated(
+    cell: Cell,
+    params: Params,
+    xs: jax.Array,
+    lengths: jax.Array | None,
+    initial_carry: Carry | None,
+    h_mask: jax.Array | None,
+    bptt_length: int,
+    unroll: int,
+    time_major: bool,
+) -> tuple[jax.Array, Carry]:
     xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
     if initial_carry is None:
         initial_carry = cell.zero_carry((xs_tm.shape[1],), cell.sizes(params)[1], xs.dtype)

@@ -30,7 +30,7 @@ def random_stack(cell, input_size, num_layers, bidirectional, merge="concat", se
     )
 
 
-def reference_direction(case, params, xs, lengths, reverse):
+def reference_direction(case, params, xs, lengths, reverse, mask=None):
     """Padded `[batch, time, hidden]` outputs and final states, one unpadded sequence at a
     time; the backward direction reads each sequence's valid part reversed."""
     ys = np.zeros((xs.shape[0], xs.shape[1], HIDDEN))
@@ -38,7 +38,7 @@ def reference_direction(case, params, xs, lengths, reverse):
     for b in range(xs.shape[0]):
         n = int(lengths[b])
         seq = xs[b, :n][::-1] if reverse else xs[b, :n]
-        out, state = run_sequence(case, params, seq)
+        out, state = run_sequence(case, params, seq, mask=None if mask is None else mask[b])
         ys[b, :n] = out[::-1] if reverse else out
         finals.append(state)
     return ys, finals
@@ -67,17 +67,29 @@ def assert_finals(got, want):
             np.testing.assert_allclose(g[b], w, **TOL)
 
 
-@pytest.mark.parametrize("merge", ["concat", "sum"])
-@pytest.mark.parametrize("case", ["lstm", "gru"])
-def test_bidirectional_equals_two_manual_passes(case, merge):
+@pytest.mark.parametrize(
+    "case,merge,masked", [("lstm", "concat", False), ("gru", "sum", False), ("lstm", "sum", True)]
+)
+def test_bidirectional_equals_two_manual_passes(case, merge, masked):
     cell = cells.get_cell(case)
     fw = random_like(cell.init(jax.random.key(0), INPUT, HIDDEN), 1)
     bw = random_like(cell.init(jax.random.key(0), INPUT, HIDDEN), 2)
+    masks = (
+        tuple(
+            layers.recurrent_dropout_masks(
+                jax.random.key(3), 0.4, BATCH, HIDDEN, 1, bidirectional=True
+            )[0]
+        )
+        if masked
+        else (None, None)
+    )
     ys, (c_fw, c_bw) = jax.jit(
-        lambda fw, bw, xs, lengths: layers.bidirectional(cell, fw, bw, xs, lengths, merge=merge)
-    )(fw, bw, XS, LENGTHS)
-    y_fw, f_fw = reference_direction(case, fw, XS, LENGTHS, False)
-    y_bw, f_bw = reference_direction(case, bw, XS, LENGTHS, True)
+        lambda fw, bw, xs, lengths, h_mask: layers.bidirectional(
+            cell, fw, bw, xs, lengths, merge=merge, h_mask=h_mask
+        )
+    )(fw, bw, XS, LENGTHS, masks if masked else None)
+    y_fw, f_fw = reference_direction(case, fw, XS, LENGTHS, False, masks[0])
+    y_bw, f_bw = reference_direction(case, bw, XS, LENGTHS, True, masks[1])
     want = np.concatenate([y_fw, y_bw], -1) if merge == "concat" else y_fw + y_bw
     np.testing.assert_allclose(ys, want, **TOL)
     assert_finals(c_fw, f_fw)
@@ -158,5 +170,7 @@ def test_layer_errors():
         layers.apply_stack(cell, params, XS, dropout_rate=1.0)
     with pytest.raises(ValueError, match=r"h_masks has 1 entries; expected num_layers=2"):
         layers.apply_stack(cell, params, XS, h_masks=[None])
+    with pytest.raises(ValueError, match=r"params\[0\] has keys \['W_hh'.*bidirectional=True"):
+        layers.apply_stack(cell, params, XS, bidirectional=True)
     with pytest.raises(ValueError, match=r"num_layers=0"):
         layers.init_stack(jax.random.key(0), cell, INPUT, HIDDEN, 0)
