@@ -92,8 +92,9 @@ def run_points(
     """Runs `fn(point_dir)` for each `(name, fn)` not finished yet; returns name -> results.
 
     `fn` must train (train_and_evaluate writes point_dir/results.json) and return the
-    point's summary dict, which is stored as point_dir/summary.json; a point whose summary
-    exists is loaded instead of re-run. Prints one progress line per point.
+    point's summary dict, which is stored, with its wall time `point_wall_s`, as
+    point_dir/summary.json; a point whose summary exists is loaded instead of re-run. Prints
+    one progress line per point.
     """
     import json
 
@@ -108,7 +109,7 @@ def run_points(
         else:
             t0 = time.perf_counter()
             point_dir.mkdir(parents=True, exist_ok=True)
-            summaries[name] = fn(point_dir)
+            summaries[name] = {**fn(point_dir), "point_wall_s": time.perf_counter() - t0}
             if jax.process_index() == 0:  # multi-host runs: one writer, as the runtime does
                 run_metrics.write_json_atomic(summary_path, summaries[name])
             status = f"{time.perf_counter() - t0:.0f}s"
@@ -158,8 +159,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_results(workdir: pathlib.Path, final: dict, extra: dict | None = None) -> None:
-    """W/results.json: `final` plus timing/provenance, atomically, once at the end."""
-    results = {"final": final, **(extra or {}), "provenance": run_metrics.provenance()}
+    """W/results.json: `final` plus timing/provenance, atomically, once at the end. `timing`
+    gets `points_wall_s`, the summed wall time of the points (whenever they were run)."""
+    extra = dict(extra or {})
+    points = extra.get("points", {})
+    walls = [s.get("point_wall_s") for s in points.values() if isinstance(s, dict)]
+    if walls and all(w is not None for w in walls):
+        extra["timing"] = {**extra.get("timing", {}), "points_wall_s": float(sum(walls))}
+    results = {"final": final, **extra, "provenance": run_metrics.provenance()}
     if jax.process_index() == 0:
         run_metrics.write_json_atomic(workdir / RESULTS_FILE, results)
 
