@@ -1,9 +1,11 @@
 """Weight and bias initialisers for recurrent cells, chosen by name.
 
-A weight initialiser is `init(key, shape, dtype) -> array` with `shape = (fan_in, fan_out)` for
-one gate block (`[input_size, hidden_size]` or `[hidden_size, hidden_size]`): cells call it once
-per gate and concatenate the blocks, so that, e.g., an orthogonal recurrent init is orthogonal
-per gate (Saxe et al. 2013 analyse one square linear map, not four stacked ones).
+A weight initialiser is `init(key, shape, dtype) -> array` with `shape = (..., fan_in, fan_out)`:
+the last two axes are one gate block (`[input_size, hidden_size]` or `[hidden_size,
+hidden_size]`), leading axes index independent blocks. Cells draw `[num_gates, fan_in, H]` and
+lay the blocks side by side (`gate_blocks`), so that, e.g., an orthogonal recurrent init is
+orthogonal per gate (Saxe et al. 2013 analyse one square linear map, not four stacked ones).
+One call for all gates, not one per gate: each random draw costs ~0.5 s of XLA compile on CPU.
 
 Names (`get_initializer(name, **options)`):
 
@@ -31,17 +33,23 @@ import jax.numpy as jnp
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
 
+def _flat(sample: Callable, key: jax.Array, shape: tuple[int, ...], *args: float) -> jax.Array:
+    """`sample(key, shape)` drawn flat and reshaped: XLA:CPU compiles a 1-D threefry draw ~5x
+    faster than a 3-D one (0.3 s against 1.4 s measured), and init compiles once per shape."""
+    return sample(key, (math.prod(shape),), jnp.float32, *args).reshape(shape)
+
+
 def orthogonal(scale: float = 1.0) -> Initializer:
     """(Semi-)orthogonal matrix from the QR decomposition of a Gaussian (Saxe et al. 2013)."""
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        rows, cols = shape
+        *batch, rows, cols = shape
         big, small = max(rows, cols), min(rows, cols)
-        a = jax.random.normal(key, (big, small), jnp.float32)
+        a = _flat(jax.random.normal, key, (*batch, big, small))
         q, r = jnp.linalg.qr(a)
         # Sign fix so that q is Haar-distributed rather than biased by QR's sign convention.
-        q = q * jnp.sign(jnp.diagonal(r))[None, :]
-        q = q if rows >= cols else q.T
+        q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+        q = q if rows >= cols else jnp.swapaxes(q, -1, -2)
         return (scale * q).astype(dtype)
 
     return init
@@ -51,7 +59,7 @@ def normal(scale: float = 0.01) -> Initializer:
     """N(0, scale^2) entries."""
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        return (scale * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+        return (scale * _flat(jax.random.normal, key, shape)).astype(dtype)
 
     return init
 
@@ -61,7 +69,7 @@ def uniform(scale: float | None = None) -> Initializer:
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         bound = 1.0 / math.sqrt(shape[-1]) if scale is None else scale
-        return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+        return _flat(jax.random.uniform, key, shape, -bound, bound).astype(dtype)
 
     return init
 
@@ -70,8 +78,8 @@ def glorot_uniform(scale: float = 1.0) -> Initializer:
     """U(-a, a) with a = scale * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        bound = scale * math.sqrt(6.0 / (shape[0] + shape[1]))
-        return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+        bound = scale * math.sqrt(6.0 / (shape[-2] + shape[-1]))
+        return _flat(jax.random.uniform, key, shape, -bound, bound).astype(dtype)
 
     return init
 
@@ -80,8 +88,8 @@ def glorot_normal(scale: float = 1.0) -> Initializer:
     """N(0, scale^2 * 2 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        std = scale * math.sqrt(2.0 / (shape[0] + shape[1]))
-        return (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+        std = scale * math.sqrt(2.0 / (shape[-2] + shape[-1]))
+        return (std * _flat(jax.random.normal, key, shape)).astype(dtype)
 
     return init
 
@@ -90,8 +98,8 @@ def lecun_normal(scale: float = 1.0) -> Initializer:
     """N(0, scale^2 / fan_in) (LeCun et al. 1998)."""
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        std = scale / math.sqrt(shape[0])
-        return (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+        std = scale / math.sqrt(shape[-2])
+        return (std * _flat(jax.random.normal, key, shape)).astype(dtype)
 
     return init
 
@@ -101,12 +109,13 @@ def identity(scale: float = 1.0) -> Initializer:
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         del key
-        if len(shape) != 2 or shape[0] != shape[1]:
+        if len(shape) < 2 or shape[-2] != shape[-1]:
             raise ValueError(
                 f"identity initialiser needs a square block, got shape={shape}; use it for "
                 "recurrent weights (recurrent_init='identity'), not input weights"
             )
-        return (scale * jnp.eye(shape[0], dtype=jnp.float32)).astype(dtype)
+        eye = jnp.broadcast_to(jnp.eye(shape[-1], dtype=jnp.float32), shape)
+        return (scale * eye).astype(dtype)
 
     return init
 
@@ -172,5 +181,5 @@ def gate_blocks(
     dtype: jnp.dtype,
 ) -> jax.Array:
     """`[fan_in, num_gates * hidden_size]`: `init` applied per `[fan_in, hidden_size]` block."""
-    keys = jax.random.split(key, num_gates)
-    return jnp.concatenate([init(k, (fan_in, hidden_size), dtype) for k in keys], axis=1)
+    blocks = init(key, (num_gates, fan_in, hidden_size), dtype)
+    return jnp.transpose(blocks, (1, 0, 2)).reshape(fan_in, num_gates * hidden_size)

@@ -127,7 +127,8 @@ def test_dropout_acts_between_layers_only_with_rng():
     np.testing.assert_array_equal(run(None)[0], plain)
     # With an rng: layer 1 reads layer 0's output through an inverted-dropout mask.
     y0, _ = layers.apply_stack(cell, params[:1], XS, LENGTHS)
-    keep = jax.random.bernoulli(jax.random.split(rng, 2)[1], 1 - rate, y0.shape)
+    keep = jax.random.bernoulli(jax.random.split(rng, 2)[1], 1 - rate, (y0.size,))
+    keep = keep.reshape(y0.shape)
     y1, _ = layers.apply_stack(cell, params[1:], jnp.where(keep, y0 / (1 - rate), 0.0), LENGTHS)
     np.testing.assert_allclose(run(rng)[0], y1, rtol=1e-6, atol=1e-6)
     assert float(jnp.max(jnp.abs(run(rng)[0] - plain))) > 1e-3

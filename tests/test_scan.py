@@ -127,18 +127,21 @@ def test_linear_scan_associative_equals_sequential():
     for t in range(13):
         h = np.asarray(a[:, t]) * h + np.asarray(b[:, t])
         ref[:, t] = h
-    loss = lambda method: (
-        lambda a, b, h0: jnp.sum(jnp.sin(linear_scan.linear_recurrence(a, b, h0, method=method)))
-    )
-    for method in ("sequential", "associative"):
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def run(method, a, b, h0):
+        """States batch-major and time-major, and gradients of a nonlinear loss."""
         hs = linear_scan.linear_recurrence(a, b, h0, method=method)
-        np.testing.assert_allclose(hs, ref, rtol=1e-5, atol=1e-5, err_msg=method)
-        time_major = linear_scan.linear_recurrence(
-            jnp.swapaxes(a, 0, 1), jnp.swapaxes(b, 0, 1), h0, method=method, time_axis=0
-        )
-        np.testing.assert_allclose(jnp.swapaxes(time_major, 0, 1), hs, rtol=1e-6)
-    g_seq = jax.grad(loss("sequential"), (0, 1, 2))(a, b, h0)
-    g_assoc = jax.grad(loss("associative"), (0, 1, 2))(a, b, h0)
+        swap = lambda v: jnp.swapaxes(v, 0, 1)
+        hs_tm = linear_scan.linear_recurrence(swap(a), swap(b), h0, method=method, time_axis=0)
+        loss = lambda *args: jnp.sum(jnp.sin(linear_scan.linear_recurrence(*args, method=method)))
+        return hs, swap(hs_tm), jax.grad(loss, (0, 1, 2))(a, b, h0)
+
+    hs_seq, tm_seq, g_seq = run("sequential", a, b, h0)
+    hs_assoc, tm_assoc, g_assoc = run("associative", a, b, h0)
+    for hs, tm in ((hs_seq, tm_seq), (hs_assoc, tm_assoc)):
+        np.testing.assert_allclose(hs, ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(tm, hs, rtol=1e-6)
     for x, y in zip(g_seq, g_assoc, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     expected = "sequential" if jax.default_backend() == "cpu" else "associative"
