@@ -187,6 +187,12 @@ def test_sigterm_saves_then_sigkill_and_resume_equal_an_uninterrupted_run(
     results = _run(tmp_path, cache_dir)
     assert results["timing"]["resumed_from_step"] > stopped_at
     assert results["final"] == ref_results["final"]
+    # Every record any of the three segments logged (steps replayed after the kill included)
+    # equals the uninterrupted run's record of that step.
+    key = lambda r: (r["step"], tuple(sorted(k for k in r if k != "learning_rate")))
+    reference_records = {key(r): r for r in _metrics(ref_dir)}
+    for record in _metrics(tmp_path):
+        assert record == reference_records[key(record)], record
     got, want = _params(tmp_path, FINAL_STEP), _params(ref_dir, FINAL_STEP)
     assert got.keys() == want.keys()
     for name in want:
