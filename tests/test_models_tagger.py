@@ -28,12 +28,16 @@ def test_streaming_step_reproduces_the_full_pass():
     )
     tokens = jnp.array([[1, 2, 3, 4], [4, 5, 0, 0]])
     lengths = jnp.array([4, 2])
-    full = model(tokens, lengths)
-    carries, steps = model.zero_carry(2), []
-    for t in range(4):
-        carries, emissions = model.step(carries, tokens[:, t])
-        steps.append(emissions)
-    steps = jnp.stack(steps, 1)
+
+    @jax.jit
+    def run(tokens, lengths):
+        carries, steps = model.zero_carry(2), []
+        for t in range(4):
+            carries, emissions = model.step(carries, tokens[:, t])
+            steps.append(emissions)
+        return model(tokens, lengths), jnp.stack(steps, 1)
+
+    full, steps = run(tokens, lengths)
     np.testing.assert_allclose(steps[0], full[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(steps[1, :2], full[1, :2], rtol=1e-6, atol=1e-6)
 
