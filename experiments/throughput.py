@@ -21,6 +21,7 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from experiments import throughput_peers as peers
 from rnn_jax.train import config as config_lib
@@ -38,8 +39,9 @@ def _names_from(allowed: tuple, empty_ok: bool = False) -> config_lib.Rule:
 
 
 def _positive_ints(value: Any) -> str | None:
-    parts = str(value).split(",")
-    return None if all(p.isdigit() and int(p) > 0 for p in parts) else "comma-separated ints > 0"
+    parts = [p for p in str(value).split(",") if p]  # empty: no sweep
+    ok = all(p.isdigit() and int(p) > 0 for p in parts)
+    return None if ok else "comma-separated ints > 0 (empty: none)"
 
 
 RULES: config_lib.Rules = {
@@ -50,6 +52,7 @@ RULES: config_lib.Rules = {
     "warmup": config_lib.non_negative,
     "gap_s": config_lib.non_negative,
     "matmul_size": config_lib.positive,
+    "torch_threads": config_lib.non_negative,
     "sweep.lengths": _positive_ints,
     "sweep.tokens": config_lib.positive,
     "sweep.input_size": config_lib.positive,
@@ -84,26 +87,30 @@ def groups_of(config: ml_collections.ConfigDict) -> list[tuple[str, str, str]]:
 
 def interleaved(
     runs: dict[str, Callable[[], Any]], repetitions: int, warmup: int, gap_s: float
-) -> tuple[dict[str, list[float]], list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float]]:
     """Seconds per call of each run, timed round-robin with the start rotated every round.
 
-    Returns `(samples, loads)`: `samples[name][r]` is round r's time; `loads[r]` the 1-minute
-    load average after round r (other processes on the machine make timings noisy).
+    Returns `(wall, cpu, loads)`: `wall[name][r]` is round r's wall-clock time, `cpu[name][r]`
+    the CPU time this process used in it (all its threads: the work done, which other
+    processes on the machine disturb less than the wall clock), `loads[r]` the 1-minute load
+    average after round r.
     """
     for _ in range(warmup):
         for run in runs.values():
             run()
     names = list(runs)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     loads = []
     for r in range(repetitions):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             time.sleep(gap_s)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             runs[name]()
-            samples[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
         loads.append(os.getloadavg()[0])
-    return samples, loads
+    return wall, cpu, loads
 
 
 def _summary(seconds: list[float], work: float) -> dict[str, float]:
@@ -123,7 +130,7 @@ def time_group(
         if workload is not None:
             workloads[backend] = workload
     runs = {name: w.run for name, w in workloads.items()} | {"matmul": peak.run}
-    samples, loads = interleaved(runs, config.repetitions, config.warmup, config.gap_s)
+    samples, cpu, loads = interleaved(runs, config.repetitions, config.warmup, config.gap_s)
     peak_gflops = _summary(samples["matmul"], peak.flops / 1e9)
     members = {}
     for name, w in workloads.items():
@@ -132,25 +139,42 @@ def time_group(
             "tokens_per_s": _summary(samples[name], w.tokens),
             "gflops": gflops,
             "percent_of_peak": 100.0 * gflops["median"] / peak_gflops["median"],
+            "cpu_tokens_per_s": _summary(cpu[name], w.tokens),
             "compile_s": w.compile_s,
             "xla_temp_mib": None if w.temp_bytes is None else w.temp_bytes / 2**20,
             "seconds": samples[name],
+            "cpu_seconds": cpu[name],
         }
-    ratios = {}
-    if "rnn_jax" in samples:
-        ours = np.asarray(samples["rnn_jax"])
-        for peer in workloads:
-            if peer != "rnn_jax":  # throughput ratio, round by round
-                ratios[peer] = float(np.median(np.asarray(samples[peer]) / ours))
+    logging.info(
+        "%s %s %s: %s (load %.1f)",
+        cell,
+        shape_name,
+        mode,
+        {name: round(m["tokens_per_s"]["median"]) for name, m in members.items()},
+        np.median(loads),
+    )
     return {
         "cell": cell,
         "shape_name": shape_name,
         "shape": list(shape),
         "mode": mode,
         "members": members,
-        "rnn_jax_speedup_over": ratios,
+        "rnn_jax_speedup_over": _speedups(samples, workloads),
+        "rnn_jax_cpu_speedup_over": _speedups(cpu, workloads),
         "matmul_peak_gflops": peak_gflops,
         "load": loads,
+    }
+
+
+def _speedups(seconds: dict[str, list[float]], peers_: dict) -> dict[str, float]:
+    """rnn_jax's throughput over each peer's: the median of the round-by-round ratios."""
+    if "rnn_jax" not in seconds:
+        return {}
+    ours = np.asarray(seconds["rnn_jax"])
+    return {
+        peer: float(np.median(np.asarray(seconds[peer]) / ours))
+        for peer in peers_
+        if peer != "rnn_jax"
     }
 
 
@@ -193,7 +217,7 @@ def run_sweep(config: ml_collections.ConfigDict, peak: Any) -> list[dict[str, An
             else:
                 workloads[spec] = peers.build("rnn_jax", spec, shape, "fwd_bwd")
         runs = {name: w.run for name, w in workloads.items()} | {"matmul": peak.run}
-        samples, loads = interleaved(runs, config.sweep.repetitions, 1, config.gap_s)
+        samples, _, loads = interleaved(runs, config.sweep.repetitions, 1, config.gap_s)
         for name, w in workloads.items():
             rows.append(
                 {
@@ -215,6 +239,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     start = time.time()
     groups = groups_of(config)
+    if config.torch_threads and "torch" in _split(config.backends):
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

@@ -31,6 +31,7 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     for g in groups:
         assert set(g["members"]) == {"rnn_jax", "rnn_jax_reference", "flax", "torch"}
         assert set(g["rnn_jax_speedup_over"]) == {"rnn_jax_reference", "flax", "torch"}
+        assert set(g["rnn_jax_cpu_speedup_over"]) == {"rnn_jax_reference", "flax", "torch"}
         for member in g["members"].values():
             rate = member["tokens_per_s"]
             assert 0 < rate["min"] <= rate["median"] <= rate["max"]
@@ -51,9 +52,10 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
 def test_interleaving_rotates_the_start():
     calls = []
     runs = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    samples, loads = throughput.interleaved(runs, repetitions=3, warmup=1, gap_s=0.0)
+    wall, cpu, loads = throughput.interleaved(runs, repetitions=3, warmup=1, gap_s=0.0)
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")
-    assert {len(v) for v in samples.values()} == {3} and len(loads) == 3
+    assert {len(v) for v in wall.values()} == {len(v) for v in cpu.values()} == {3}
+    assert len(loads) == 3
 
 
 def test_goal_checks_report_misses():

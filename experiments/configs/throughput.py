@@ -8,7 +8,7 @@ Variants:
 - smoke: LSTM at a tiny shape, every backend, 2 rounds; a one-length sweep; no subprocess
   memory runs. Under a minute, for tests (numbers meaningless).
 - quick: LSTM and GRU at small / medium / long, forward and forward+backward, rnn_jax vs Flax
-  vs torch (+ the reference scan), 7 interleaved rounds; minGRU at small; the sequence-length
+  vs torch (+ the reference scan), 5 interleaved rounds; minGRU at small; the sequence-length
   sweep for the plot. About 15 minutes on 2 CPU cores.
 - full: quick plus Elman and minGRU everywhere, 11 rounds, a longer sweep.
 
@@ -16,6 +16,10 @@ Shapes (batch, time, input, hidden) are those of perf-anchors.md and issue 7: sm
 (32, 64, 128, 256), medium (64, 128, 256, 512), long (16, 1024, 64, 128). The sweep holds
 batch x time = `sweep.tokens` fixed (16,384, as in perf-anchors.md) with input
 `sweep.input_size` and hidden `model.hidden_size`.
+
+Besides wall-clock time, every call's process CPU time is recorded: on a shared machine the
+CPU-time ratios measure the work each implementation does, the wall-clock ones what a user
+waits (and which other processes disturb).
 
 Method (perf-anchors.md): every implementation of one (cell, shape, mode) group is compiled
 first, warmed up, then timed round-robin A, B, C, ... with the start rotated each round and a
@@ -40,10 +44,14 @@ def _base() -> ml_collections.ConfigDict:
     config.configs = "small,medium,long"
     config.backends = "rnn_jax,rnn_jax_reference,flax,torch"
     config.modes = "fwd,fwd_bwd"
-    config.repetitions = 7  # timed rounds per group (perf-anchors.md: 7-11)
+    config.repetitions = 5  # timed rounds per group (perf-anchors.md: 7-11; 5 fits 2 shared cores)
     config.warmup = 2  # untimed calls of each member before the rounds
     config.gap_s = 0.02  # pause before each timed call, so spinning worker threads park
     config.matmul_size = 2048  # n of the n^3 peak-matmul reference
+    # 0: torch's default threads (issue 7's setting). On a loaded machine use 1, together with
+    # XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1", and
+    # compare the CPU-time columns: work per token, undisturbed by other processes.
+    config.torch_threads = 0
     # Extra groups: (cell spec, shape) pairs beyond cells x configs, e.g. minGRU at small.
     config.extra = "min_gru:small"
     # Peak RSS per implementation, each in a fresh process (fwd_bwd): these configs.
