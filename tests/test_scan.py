@@ -94,7 +94,7 @@ def test_unroll_options_do_not_change_results(case):
         return jnp.sum(ys * weights) + jnp.sum(cell.output(carry))
 
     base_value, base_grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(params, xs)
-    for options in [dict(unroll=3), dict(time_major=True), dict(remat=True)]:
+    for options in [dict(unroll=3, time_major=True), dict(remat=True)]:
         value, grads = jax.jit(jax.value_and_grad(functools.partial(loss, **options), (0, 1)))(
             params, xs
         )
