@@ -201,7 +201,8 @@ def test_sigterm_saves_then_sigkill_and_resume_equal_an_uninterrupted_run(
 
 def test_eight_fake_devices_match_one_device(reference, tmp_path, cache_dir):
     ref_dir, _ = reference
-    _run(tmp_path, cache_dir, devices=8)
+    # Data parallel over 8 devices, with params and optimiser state split over them too.
+    _run(tmp_path, cache_dir, "--config.train.shard_params=True", devices=8)
     got = [m["train_loss"] for m in _metrics(tmp_path) if "train_loss" in m]
     want = [m["train_loss"] for m in _metrics(ref_dir) if "train_loss" in m]
     np.testing.assert_allclose(got, want, rtol=2e-4)

@@ -51,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.nonfinite = "stop"  # 'stop' raises; 'skip' drops that update and goes on
     config.train.max_consecutive_nonfinite = 10  # with 'skip': give up after this many
     config.train.grad_accum_steps = 1  # optimiser update every k micro-batches (optax.MultiSteps)
+    # Split params and optimiser state over the devices (for models too big to replicate).
+    config.train.shard_params = False
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"

@@ -82,6 +82,17 @@ def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
 
 
+def parameter_sharding(mesh: Mesh, shape: tuple[int, ...]) -> NamedSharding:
+    """Shard a state leaf `[num_seeds, ...]` over the data axis along its last axis that the
+    device count divides (not the replica axis); replicate it when there is none."""
+    for axis in reversed(range(1, len(shape))):
+        if shape[axis] % mesh.size == 0:
+            spec = [None] * len(shape)
+            spec[axis] = DATA_AXIS
+            return NamedSharding(mesh, PartitionSpec(*spec))
+    return replicated(mesh)
+
+
 def put_global_batch(batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
     """Place a host pytree of global-batch numpy arrays on the mesh, sharded on `batch_axis`.
 

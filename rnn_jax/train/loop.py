@@ -71,7 +71,7 @@ def train_and_evaluate(
     n = config.num_seeds
 
     graphdef, init_state = build_init(task, tx, config.seed, n, config.train.batch_size)
-    state_shardings = _state_shardings(jax.eval_shape(init_state), mesh)
+    state_shardings = _state_shardings(jax.eval_shape(init_state), mesh, config.train.shard_params)
     state = jax.jit(init_state, out_shardings=state_shardings)()
     checkpointer = Checkpointer(workdir, config.train.max_to_keep)
     data = task.train_data()
@@ -240,11 +240,19 @@ def build_init(
     return graphdef, init_state
 
 
-def _state_shardings(abstract_state: dict, mesh: jax.sharding.Mesh) -> dict:
+def _state_shardings(abstract_state: dict, mesh: jax.sharding.Mesh, shard_params: bool) -> dict:
+    """Carry sharded on its batch axis; params, other variables and optimiser state
+    replicated, or (`shard_params`) split over the devices along one axis (ZeRO-3/FSDP style:
+    XLA gathers them where the step needs them)."""
     shardings = jax.tree.map(lambda _: distributed.replicated(mesh), abstract_state)
     shardings["carry"] = jax.tree.map(
         lambda _: distributed.batch_sharded(mesh, batch_axis=1), abstract_state["carry"]
     )
+    if shard_params:
+        for name in ("params", "others", "opt_state"):
+            shardings[name] = jax.tree.map(
+                lambda x: distributed.parameter_sharding(mesh, x.shape), abstract_state[name]
+            )
     return shardings
 
 
