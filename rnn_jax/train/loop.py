@@ -65,14 +65,9 @@ def train_and_evaluate(
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         for name, content in task.artifacts().items():
             metrics.write_json_atomic(workdir / name, content)
-    mesh = distributed.data_mesh()
-    tx = optim.build_optimizer(config)
     schedule = optim.build_schedule(config)
     n = config.num_seeds
-
-    graphdef, init_state = build_init(task, tx, config.seed, n, config.train.batch_size)
-    state_shardings = _state_shardings(jax.eval_shape(init_state), mesh, config.train.shard_params)
-    state = jax.jit(init_state, out_shardings=state_shardings)()
+    mesh, state, train_step, eval_step = build_steps(config, task)
     checkpointer = Checkpointer(workdir, config.train.max_to_keep)
     data = task.train_data()
     loop = {
@@ -92,10 +87,6 @@ def train_and_evaluate(
         data.load_state_dict(loop.pop("data"))
         logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
 
-    train_step = jax.jit(
-        _train_step_fn(task, tx, graphdef), out_shardings=(state_shardings, None), donate_argnums=0
-    )
-    eval_step = jax.jit(_eval_step_fn(task, graphdef))
     writer = metrics.MetricsWriter(workdir, enabled=primary)
     progress = metrics.Progress(config.train.num_steps, start)
     stop = _StopRequest()
@@ -216,6 +207,24 @@ def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
 # Jitted pieces. Every function works on one replica and is vmapped over the seed axis.
 
 
+def build_steps(config: ml_collections.ConfigDict, task: Task) -> tuple[Any, dict, Any, Any]:
+    """`(mesh, state, train_step, eval_step)` exactly as `train_and_evaluate` uses them (for
+    benchmarks): `train_step(state, batch) -> (state, metrics)` (jitted, donates `state`),
+    `eval_step(params, others, batch, carry) -> (carry, sums)`; batches go through
+    `distributed.put_global_batch(batch, mesh)`."""
+    mesh = distributed.data_mesh()
+    tx = optim.build_optimizer(config)
+    graphdef, init_state = build_init(
+        task, tx, config.seed, config.num_seeds, config.train.batch_size
+    )
+    shardings = _state_shardings(jax.eval_shape(init_state), mesh, config.train.shard_params)
+    state = jax.jit(init_state, out_shardings=shardings)()
+    train_step = jax.jit(
+        _train_step_fn(task, tx, graphdef), out_shardings=(shardings, None), donate_argnums=0
+    )
+    return mesh, state, train_step, jax.jit(_eval_step_fn(task, graphdef))
+
+
 def build_init(
     task: Task, tx: optax.GradientTransformation, seed: int, n: int, batch_size: int
 ) -> tuple[Any, Any]:
@@ -240,7 +249,9 @@ def build_init(
     return graphdef, init_state
 
 
-def _state_shardings(abstract_state: dict, mesh: jax.sharding.Mesh, shard_params: bool) -> dict:
+def _state_shardings(
+    abstract_state: dict, mesh: jax.sharding.Mesh, shard_params: bool = False
+) -> dict:
     """Carry sharded on its batch axis; params, other variables and optimiser state
     replicated, or (`shard_params`) split over the devices along one axis (ZeRO-3/FSDP style:
     XLA gathers them where the step needs them)."""
