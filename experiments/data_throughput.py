@@ -36,12 +36,8 @@ from rnn_jax.data import BatchIterator, CopyTask, LMStream, MarkovLanguage, repe
 from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split, length_key
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.train import config as cfg
-from rnn_jax.train import distributed, optim
-
-# The runtime's own train step: `_train_step_fn` and `_state_shardings` are not public names
-# of rnn_jax.train yet; using them keeps this benchmark on exactly the step
-# `train_and_evaluate` runs.
-from rnn_jax.train.loop import _state_shardings, _train_step_fn, build_init
+from rnn_jax.train import distributed
+from rnn_jax.train.loop import build_steps
 
 RULES: cfg.Rules = {
     **LM_RULES,
@@ -101,21 +97,6 @@ def batches_per_second(make: Callable[[], Iterator[dict]], num_batches: int) -> 
     return num_batches / (time.perf_counter() - start)
 
 
-def runtime_train_step(config: ml_collections.ConfigDict, task: LanguageModelTask) -> tuple:
-    """`(state, train_step, mesh)` exactly as `train_and_evaluate` builds them."""
-    mesh = distributed.data_mesh()
-    tx = optim.build_optimizer(config)
-    graphdef, init_state = build_init(
-        task, tx, config.seed, config.num_seeds, config.train.batch_size
-    )
-    shardings = _state_shardings(jax.eval_shape(init_state), mesh)
-    state = jax.jit(init_state, out_shardings=shardings)()
-    train_step = jax.jit(
-        _train_step_fn(task, tx, graphdef), out_shardings=(shardings, None), donate_argnums=0
-    )
-    return state, train_step, mesh
-
-
 def run(config: ml_collections.ConfigDict, workdir: str, task: LanguageModelTask) -> dict:
     """Alternates rounds of LM train steps and of every data path; writes the report."""
     bench = config.bench
@@ -123,7 +104,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: LanguageModelTask
     start = time.perf_counter()
     paths = data_paths(config, task)
     prepare_s = time.perf_counter() - start
-    state, train_step, mesh = runtime_train_step(config, task)
+    # Exactly the jitted train step `train_and_evaluate` runs.
+    mesh, state, train_step, _ = build_steps(config, task)
     lm_batches = repeat_epochs(task.train_data())
 
     def train(num_steps: int) -> float:
