@@ -34,7 +34,13 @@ def _compose(left: tuple, right: tuple) -> tuple:
 
 
 def linear_recurrence(
-    a: jax.Array, b: jax.Array, h0: jax.Array, *, method: str = "auto", time_axis: int = 1
+    a: jax.Array,
+    b: jax.Array,
+    h0: jax.Array,
+    *,
+    method: str = "auto",
+    time_axis: int = 1,
+    unroll: int = 1,
 ) -> jax.Array:
     """All states `h [batch, time, features]` of h_t = a_t ⊙ h_{t-1} + b_t from `h0`.
 
@@ -44,6 +50,7 @@ def linear_recurrence(
       h0: `[batch, features]` state before the first step.
       method: `"sequential"`, `"associative"` or `"auto"` (see the module docstring).
       time_axis: 1 (batch-major) or 0 (time-major).
+      unroll: `lax.scan` unroll factor of the sequential method.
     """
     method = resolve_method(method)
     if time_axis not in (0, 1):
@@ -55,7 +62,7 @@ def linear_recurrence(
             return h, h
 
         a_t, b_t = (jnp.moveaxis(v, time_axis, 0) for v in (a, b))
-        _, hs = jax.lax.scan(body, h0, (a_t, b_t))
+        _, hs = jax.lax.scan(body, h0, (a_t, b_t), unroll=unroll)
         return jnp.moveaxis(hs, 0, time_axis)
     # Fold h0 into the first step: h_1 = a_1 h0 + b_1 is then the affine map (0, h_1).
     first = (slice(None),) * time_axis + (0,)

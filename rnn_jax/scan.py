@@ -148,7 +148,9 @@ def _run_chunk(
             # Padded steps become the identity map, so the carry stops at the last valid step.
             a = jnp.where(valid[..., None], a, 1.0)
             b = jnp.where(valid[..., None], b, 0.0)
-        hs = linear_scan.linear_recurrence(a, b, carry, method=cell.method, time_axis=0)
+        hs = linear_scan.linear_recurrence(
+            a, b, carry, method=cell.method, time_axis=0, unroll=unroll
+        )
         ys = hs if valid is None else jnp.where(valid[..., None], hs, 0.0)
         return hs[-1], ys
 
