@@ -518,7 +518,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     by = {(s["cell"], s["init"]): s for s in rows}
     inits = list(dict.fromkeys(s["init"] for s in rows))
 
-    def solved(cell: str, init: str) -> str:
+    def solved(cell: str, init: str) -> str:  # "–": point not run
         s = by.get((cell, init))
         return f"{sum(s['success']):.0f}/{len(s['success'])}" if s else "–"
 
@@ -559,10 +559,16 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         )
     elif "orthogonal" in inits:
         others = [i for i in inits if i != "orthogonal"]
+        measured = [c for c in cells if (c, "orthogonal") in rate]
         at_least = [
-            c for c in cells if all(rate[(c, "orthogonal")] >= rate[(c, i)] for i in others)
+            c
+            for c in measured
+            if all(rate[(c, "orthogonal")] >= rate.get((c, i), 0.0) for i in others)
         ]
-        strictly = {c: [i for i in others if rate[(c, "orthogonal")] > rate[(c, i)]] for c in cells}
+        strictly = {
+            c: [i for i in others if (c, i) in rate and rate[(c, "orthogonal")] > rate[(c, i)]]
+            for c in measured
+        }
         q19.append(
             f"Orthogonal init solved at least as often as every other init for "
             f"{', '.join(at_least) or 'no cell'} (of {', '.join(cells)}); it did strictly "
