@@ -40,7 +40,7 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
         assert g["members"]["torch"]["compile_s"] is None  # eager
     assert {r["cell"] for r in results["final"]["sweep"]} == {
         "gru",
-        "min_gru:associative",
+        "min_gru:sequential",
         "transformer",
     }
     table = (smoke_run / "throughput.md").read_text()

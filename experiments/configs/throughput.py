@@ -77,7 +77,7 @@ def _smoke() -> ml_collections.ConfigDict:
     config.extra = ""
     config.rss_configs = ""
     config.sweep.lengths = "8"
-    config.sweep.cells = "gru,min_gru:associative,transformer"
+    config.sweep.cells = "gru,min_gru:sequential,transformer"
     config.sweep.tokens = 64
     config.sweep.input_size = 8
     config.sweep.repetitions = 1
