@@ -79,11 +79,6 @@ LIBRARY = {
     20: "this report and experiments/README.md.",
 }
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "Where every experiment writes.")
-_ONLY = flags.DEFINE_list("only", [], "Run only these experiments (default: all).")
-_SKIP = flags.DEFINE_list("skip", [], "Experiments not to run.")
-_VARIANT = flags.DEFINE_string("variant", "quick", "Config variant to run (tests use smoke).")
-
 
 def experiment_names() -> list[str]:
     """Every `experiments/<name>.py` that has `experiments/configs/<name>.py`, in ORDER."""
@@ -215,17 +210,26 @@ def write_report(root: pathlib.Path, names: Sequence[str], wall: dict[str, float
     return text
 
 
+def define_flags() -> None:
+    """The command-line flags, defined only when run as a program (importable in tests)."""
+    flags.DEFINE_string("workdir", "runs/reproduce", "Where every experiment writes.")
+    flags.DEFINE_list("only", [], "Run only these experiments (default: all).")
+    flags.DEFINE_list("skip", [], "Experiments not to run.")
+    flags.DEFINE_string("variant", "quick", "Config variant to run (tests use smoke).")
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        names = select(experiment_names(), _ONLY.value, _SKIP.value)
+        names = select(experiment_names(), flags.FLAGS.only, flags.FLAGS.skip)
     except ValueError as error:
         sys.exit(f"experiments.reproduce: {error}")
-    root = pathlib.Path(_WORKDIR.value).resolve()
+    root = pathlib.Path(flags.FLAGS.workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     print(
-        f"reproducing {len(names)} experiments ({_VARIANT.value}) into {root}: {', '.join(names)}"
+        f"reproducing {len(names)} experiments ({flags.FLAGS.variant}) into {root}: "
+        + ", ".join(names)
     )
     wall, failed, start = {}, [], time.monotonic()
     for i, name in enumerate(names, 1):
@@ -233,7 +237,7 @@ def main(argv: Sequence[str]) -> None:
         if (root / name / "results.json").is_file():
             print(f"{index} {name}: finished earlier, not re-run")
             continue
-        wall[name], code = run_experiment(name, root / name, _VARIANT.value, index)
+        wall[name], code = run_experiment(name, root / name, flags.FLAGS.variant, index)
         if code:
             failed.append(name)
     write_report(root, names, wall)
@@ -243,4 +247,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

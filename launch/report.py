@@ -233,10 +233,10 @@ def plot_curves(groups: Sequence[dict], path: pathlib.Path) -> bool:
     runs = {run["name"]: run for group in groups for run in group["runs"]}
     for run in runs.values():
         # a grid experiment logs one metrics.jsonl per grid point, under its workdir
-        for path in sorted(run["workdir"].glob("**/metrics.jsonl")):
-            steps, values = read_curve(path.parent)
+        for log in sorted(run["workdir"].glob("**/metrics.jsonl")):
+            steps, values = read_curve(log.parent)
             if steps.size:
-                label = str(path.parent.relative_to(run["workdir"].parent))
+                label = str(log.parent.relative_to(run["workdir"].parent))
                 ax.plot(steps, values, label=label, linewidth=1)
                 drawn = True
     if drawn:

@@ -43,33 +43,6 @@ RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
 LAUNCHERS = ("local", "slurm", "submitit_local")
 
-_CONFIG = flags.DEFINE_string(
-    "config", None, "experiments/configs/<name>.py:<variant>, as for the experiment itself."
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep root; each run gets ROOT/<run_name>/.")
-_LAUNCHER = flags.DEFINE_enum(
-    "launcher",
-    "local",
-    LAUNCHERS,
-    "local: parallel subprocesses on this machine; slurm: one SLURM job per run via submitit; "
-    "submitit_local: submitit's local executor (what the tests use in place of SLURM).",
-)
-_PARALLEL = flags.DEFINE_integer(
-    "parallel",
-    0,
-    "local launcher: runs at once. 0 = one per GPU listed in CUDA_VISIBLE_DEVICES, "
-    "else one per CPU core.",
-)
-_SET = flags.DEFINE_multi_string(
-    "set", [], "key=value config override applied to every run (e.g. --set=train.num_steps=50)."
-)
-_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the planned runs and exit.")
-_SLURM_PARTITION = flags.DEFINE_string("slurm_partition", None, "SLURM partition.")
-_SLURM_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run.")
-_SLURM_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per run.")
-_SLURM_TIME = flags.DEFINE_integer("slurm_time_min", 240, "Wall-clock limit per run, minutes.")
-_SLURM_MEM = flags.DEFINE_integer("slurm_mem_gb", 32, "Memory per run, GiB.")
-
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -361,33 +334,64 @@ def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any
     return failed
 
 
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a program, so that importing this
+    module next to another absl program does not clash over `--workdir`/`--config`)."""
+    flags.DEFINE_string(
+        "config", None, "experiments/configs/<name>.py:<variant>, as for the experiment itself."
+    )
+    flags.DEFINE_string("workdir", None, "Sweep root; each run gets ROOT/<run_name>/.")
+    flags.DEFINE_enum(
+        "launcher",
+        "local",
+        LAUNCHERS,
+        "local: parallel subprocesses on this machine; slurm: one SLURM job per run via submitit; "
+        "submitit_local: submitit's local executor (what the tests use in place of SLURM).",
+    )
+    flags.DEFINE_integer(
+        "parallel",
+        0,
+        "local launcher: runs at once. 0 = one per GPU listed in CUDA_VISIBLE_DEVICES, "
+        "else one per CPU core.",
+    )
+    flags.DEFINE_multi_string(
+        "set", [], "key=value config override applied to every run (e.g. --set=train.num_steps=50)."
+    )
+    flags.DEFINE_boolean("dry_run", False, "Print the planned runs and exit.")
+    flags.DEFINE_string("slurm_partition", None, "SLURM partition.")
+    flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run.")
+    flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per run.")
+    flags.DEFINE_integer("slurm_time_min", 240, "Wall-clock limit per run, minutes.")
+    flags.DEFINE_integer("slurm_mem_gb", 32, "Memory per run, GiB.")
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _CONFIG.value or not _WORKDIR.value:
+    if not flags.FLAGS.config or not flags.FLAGS.workdir:
         raise app.UsageError("--config and --workdir are required")
     try:
-        runs = plan_runs(_CONFIG.value, _WORKDIR.value, parse_set_flags(_SET.value))
+        runs = plan_runs(flags.FLAGS.config, flags.FLAGS.workdir, parse_set_flags(flags.FLAGS.set))
     except ValueError as error:
         sys.exit(f"launch.sweep: {error}")
-    root = pathlib.Path(_WORKDIR.value).resolve()
-    write_sweep_file(root, _CONFIG.value, runs)
+    root = pathlib.Path(flags.FLAGS.workdir).resolve()
+    write_sweep_file(root, flags.FLAGS.config, runs)
     for run in runs:
         print(f"{'done ' if run.finished else 'to do'}  {run.name}")
-    if _DRY_RUN.value:
+    if flags.FLAGS.dry_run:
         return
-    if _LAUNCHER.value == "local":
-        failed = run_local(runs, _PARALLEL.value)
+    if flags.FLAGS.launcher == "local":
+        failed = run_local(runs, flags.FLAGS.parallel)
     else:
-        parameters: dict[str, Any] = {"timeout_min": _SLURM_TIME.value}
-        if _LAUNCHER.value == "slurm":
+        parameters: dict[str, Any] = {"timeout_min": flags.FLAGS.slurm_time_min}
+        if flags.FLAGS.launcher == "slurm":
             parameters.update(
-                slurm_partition=_SLURM_PARTITION.value,
-                gpus_per_node=_SLURM_GPUS.value,
-                cpus_per_task=_SLURM_CPUS.value,
-                mem_gb=_SLURM_MEM.value,
+                slurm_partition=flags.FLAGS.slurm_partition,
+                gpus_per_node=flags.FLAGS.slurm_gpus_per_node,
+                cpus_per_task=flags.FLAGS.slurm_cpus_per_task,
+                mem_gb=flags.FLAGS.slurm_mem_gb,
             )
-        cluster = "slurm" if _LAUNCHER.value == "slurm" else "local"
+        cluster = "slurm" if flags.FLAGS.launcher == "slurm" else "local"
         failed = run_submitit(runs, cluster, parameters)
     if failed:
         sys.exit(f"launch.sweep: {len(failed)} run(s) failed: {[r.name for r in failed]}")
@@ -395,4 +399,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
