@@ -13,6 +13,7 @@ killed mid-save resumes from the previous complete checkpoint.
 
 from __future__ import annotations
 
+import copy
 import pathlib
 from typing import Any
 
@@ -59,10 +60,13 @@ class Checkpointer:
             return
         self._saved[name] = step
         manager = self.best if best else self.latest
+        # The save is asynchronous: orbax serialises `loop` after this call returns, while the
+        # host loop keeps accumulating into its nested logging window. A deep copy freezes the
+        # JSON at this step (without it a resumed run counted a window twice).
         manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop)
+                state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(copy.deepcopy(loop))
             ),
             force=True,
         )
