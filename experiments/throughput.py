@@ -10,6 +10,7 @@ experiments/configs/throughput.py; the workloads in experiments/throughput_peers
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import pathlib
@@ -63,6 +64,16 @@ RULES: config_lib.Rules = {
 
 def _split(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
+
+
+def backends_of(config: ml_collections.ConfigDict) -> list[str]:
+    """The configured backends that can run here: PyTorch is an optional extra, so `torch` is
+    dropped (with a warning) where it is not installed rather than failing the benchmark."""
+    backends = _split(config.backends)
+    if "torch" in backends and importlib.util.find_spec("torch") is None:
+        logging.warning("torch is not installed (the [torch] extra): benchmarking without it")
+        backends.remove("torch")
+    return backends
 
 
 def groups_of(config: ml_collections.ConfigDict) -> list[tuple[str, str, str]]:
@@ -125,7 +136,7 @@ def time_group(
     """Build, compile and time every backend of one (cell, shape, mode) with the peak matmul."""
     shape = tuple(config.shapes[shape_name])
     workloads = {}
-    for backend in _split(config.backends):
+    for backend in backends_of(config):
         workload = peers.build(backend, cell, shape, mode)
         if workload is not None:
             workloads[backend] = workload
@@ -239,7 +250,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     start = time.time()
     groups = groups_of(config)
-    if config.torch_threads and "torch" in _split(config.backends):
+    if config.torch_threads and "torch" in backends_of(config):
         import torch
 
         torch.set_num_threads(config.torch_threads)
@@ -259,7 +270,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         }
         for shape_name in _split(config.rss_configs)
         for cell in _split(config.cells)
-        for backend in _split(config.backends)
+        for backend in backends_of(config)
         if peers.supports(backend, cell)
     ]
     sweep = run_sweep(config, peak)
