@@ -57,16 +57,32 @@ then `train_and_evaluate(config, workdir, task)`. A benchmark passes its own `ru
 `cli.main(make_task, rules, run=...)` to reuse flags, config loading and validation.
 """
 
-from rnn_jax.train.config import base_config, select_variant, validate
-from rnn_jax.train.loop import NonFiniteError, train_and_evaluate
-from rnn_jax.train.task import DataSource, Task
+import importlib
+from typing import Any
 
-__all__ = [
-    "DataSource",
-    "NonFiniteError",
-    "Task",
-    "base_config",
-    "select_variant",
-    "train_and_evaluate",
-    "validate",
-]
+# Lazy exports (PEP 562): a config file imports `rnn_jax.train.config` only, and loading a
+# config (a sweep's parent process, `launch.report`, flag parsing) must not pay for orbax,
+# tensorboardX and the jitted loop; the heavy modules load on first use of their names.
+_EXPORTS = {
+    "DataSource": "rnn_jax.train.task",
+    "NonFiniteError": "rnn_jax.train.loop",
+    "Task": "rnn_jax.train.task",
+    "base_config": "rnn_jax.train.config",
+    "select_variant": "rnn_jax.train.config",
+    "train_and_evaluate": "rnn_jax.train.loop",
+    "validate": "rnn_jax.train.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rnn_jax.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
