@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 import threading
@@ -193,6 +194,8 @@ def write_report(root: pathlib.Path, names: Sequence[str], wall: dict[str, float
         + ", ".join(f"{n} ({wall[n] / 60:.1f} min)" if n in wall else n for n in names)
         + ". experiments/README.md maps each question to its experiment and to published results.",
         "",
+        _machine_line(wall),
+        "",
         "## Answers by question",
         "",
     ]
@@ -208,6 +211,17 @@ def write_report(root: pathlib.Path, names: Sequence[str], wall: dict[str, float
     text = "\n".join(lines + sections)
     (root / "report.md").write_text(text)
     return text
+
+
+def _machine_line(wall: dict[str, float]) -> str:
+    """Where the timings come from: they are only comparable on the same machine and load."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    total = sum(wall.values()) / 60
+    return (
+        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; load average (1, 5, 15 min) when the report was "
+        f"written: {load}; experiments run now: {total:.1f} min in total."
+    )
 
 
 def define_flags() -> None:

@@ -88,6 +88,7 @@ def test_reproduce_report_answers_from_measured_numbers(smoke_run, tmp_path):
         assert f"**Q{question}. " in text and answer in text
         assert any(ch.isdigit() for ch in answer)  # the answer quotes measured numbers
     assert "![" in text and f"({name}/" in text  # its plots are linked
+    assert "CPUs" in text and "1.0 min in total" in text  # the machine and total time
 
 
 def test_reproduce_rejects_unknown_experiment():
