@@ -40,10 +40,14 @@ def all_in_one_batch(examples, time, length_fields=("inputs",)):
     return pad_batch(examples, 0, length_fields, time)
 
 
-def train(model, loss_fn, batches, *, steps, learning_rate, seed=0, clip=5.0):
+def train(model, loss_fn, batches, *, steps, learning_rate, seed=0, clip=5.0, warmup_steps=0):
     """Adam on `mean(loss_fn(model, batch, rng))` over `batches` (cycled); updates `model` in
-    place and returns the per-step losses."""
+    place and returns the per-step losses. With `warmup_steps`, the learning rate rises
+    linearly from 0 over those steps, then decays to 0 along a cosine (what transformers need
+    to train from scratch at a high rate); otherwise it is constant."""
     graphdef, params, others = nnx.split(model, nnx.Param, ...)
+    if warmup_steps:
+        learning_rate = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, steps)
     optimizer = optax.chain(optax.clip_by_global_norm(clip), optax.adam(learning_rate))
     opt_state = optimizer.init(params)
 

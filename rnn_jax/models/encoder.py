@@ -64,7 +64,7 @@ class SequenceEncoder(nnx.Module):
       cell, num_layers, bidirectional: the RNN stack (rnn_jax.modules.RNN).
       dropout_rate: on embeddings, between RNN layers and on the output states.
       num_chars, char_embed_size, char_hidden_size: character features if num_chars is set.
-      num_heads, max_length: transformer options.
+      num_heads, max_length, positions: transformer options ('learned' or 'sinusoidal').
     """
 
     def __init__(
@@ -83,6 +83,7 @@ class SequenceEncoder(nnx.Module):
         char_hidden_size: int = 25,
         num_heads: int = 4,
         max_length: int = 512,
+        positions: str = "learned",
         rngs: nnx.Rngs,
     ):
         check_choice("kind", kind, ENCODER_KINDS)
@@ -121,6 +122,7 @@ class SequenceEncoder(nnx.Module):
                 num_heads=num_heads,
                 num_layers=num_layers,
                 max_length=max_length,
+                positions=positions,
                 dropout_rate=dropout_rate,
                 rngs=rngs,
             )
