@@ -3,7 +3,10 @@
 Each grid point (corpus, regime) trains an RNN language model on fixed-length windows whose
 inputs are mixed gold/sampled tokens (rnn_jax.scheduled_sampling), then measures on held-out
 windows how its loss changes once it feeds on its own samples (see the config's docstring).
-Writes W/results.json, W/exposure_bias.md, W/free_running_gap.png, W/true_process_nll.png.
+The corpus `multi30k` is translation instead (experiments.exposure_bias_translation): one
+point per `grid.translation_regimes`, scored by greedy and beam BLEU.
+Writes W/results.json, W/exposure_bias.md, W/free_running_gap.png, W/true_process_nll.png,
+and for translation W/translation_bleu.md and W/translation_bleu.png.
 
     python -m experiments.exposure_bias --workdir=W \
         --config=experiments/configs/exposure_bias.py:quick
@@ -12,6 +15,7 @@ Writes W/results.json, W/exposure_bias.md, W/free_running_gap.png, W/true_proces
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import pathlib
@@ -24,6 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments import exposure_bias_translation as translation
 from experiments import grid
 from rnn_jax.data.lm_corpus import lm_corpus
 from rnn_jax.data.synthetic import MarkovLanguage
@@ -35,7 +40,7 @@ from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
 
 REGIMES = ("teacher_forcing", "linear", "exponential", "inverse_sigmoid", "free_running")
-CORPORA = ("markov", "tiny_shakespeare", "ptb")
+CORPORA = ("markov", "tiny_shakespeare", "ptb", translation.CORPUS)
 EVAL_SEED_OFFSET = 1_000_003
 RULES = {
     "model.cell": one_of("elman", "lstm", "gru"),
@@ -45,6 +50,7 @@ RULES = {
     "data.prefix": positive,
     "data.eval_batches": positive,
     "schedule_sampling.final_teacher_forcing": in_range(0.0, 1.0),
+    **translation.RULES,
 }
 
 
@@ -265,25 +271,38 @@ def run_point(
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     corpora = grid.split_axis(config, "corpora", CORPORA)
-    regimes = grid.split_axis(config, "regimes", REGIMES)
+    lm_corpora = [c for c in corpora if c != translation.CORPUS]
+    regimes = grid.split_axis(config, "regimes", REGIMES) if lm_corpora else []
+    mt_points = translation.points(config, corpora, REGIMES, schedule_options)
     start = time.perf_counter()
-    points = [(c, r) for c in corpora for r in regimes]
+    lm_points = itertools.product(lm_corpora, regimes)
+    points = [(f"{c}-{r}", functools.partial(run_point, config, c, r)) for c, r in lm_points]
+    points += mt_points
     print(f"exposure_bias: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
-    summaries = grid.run_points(
-        workdir, [(f"{c}-{r}", functools.partial(run_point, config, c, r)) for c, r in points]
-    )
+    summaries = grid.run_points(workdir, points)
+    lm, mt = _split(summaries)
     final = {
         name: {k: s["metrics"][k] for k in ("tf_nll", "fr_nll", "true_nll") if k in s["metrics"]}
-        for name, s in summaries.items()
+        for name, s in lm.items()
     }
+    final.update({name: translation.final_metrics(s) for name, s in mt.items()})
     grid.write_results(
         workdir, final, {"points": summaries, "timing": {"wall_s": time.perf_counter() - start}}
     )
-    (workdir / "exposure_bias.md").write_text(report_markdown(summaries))
-    plot_gaps(summaries, workdir / "free_running_gap.png")
-    if any(s["entropy_rate"] for s in summaries.values()):
-        plot_true_nll(summaries, workdir / "true_process_nll.png")
+    if lm:
+        (workdir / "exposure_bias.md").write_text(report_markdown(lm))
+        plot_gaps(lm, workdir / "free_running_gap.png")
+    if any(s["entropy_rate"] for s in lm.values()):
+        plot_true_nll(lm, workdir / "true_process_nll.png")
+    if mt:
+        translation.write_report(config, mt, workdir)
     return final
+
+
+def _split(summaries: dict[str, dict]) -> tuple[dict, dict]:
+    """(language-model points, translation points)."""
+    mt = {n: s for n, s in summaries.items() if s["corpus"] == translation.CORPUS}
+    return {n: s for n, s in summaries.items() if n not in mt}, mt
 
 
 def _ks(summary: dict) -> list[int]:
@@ -385,8 +404,8 @@ def plot_true_nll(summaries: dict[str, dict], path: pathlib.Path) -> None:
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
-    """Markdown answers to seed questions 7 and 8 from a finished run."""
-    points = json.loads((workdir / "results.json").read_text())["points"]
+    """Markdown answers to seed questions 7, 8 and (translation) 16 from a finished run."""
+    points, mt = _split(json.loads((workdir / "results.json").read_text())["points"])
     out = {}
     q8, q7 = [], []
     for corpus in dict.fromkeys(s["corpus"] for s in points.values()):
@@ -417,10 +436,14 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 f"teacher-forced LSTM LM reaches {mean(s, 'tf_nll'):.3f} nats/token."
             )
         q8.append(text)
-    out[8] = " ".join(q8) + (
-        " Exposure bias shows as a positive gap that grows with k; scheduled sampling is "
-        "supported by these numbers only where its FR NLL beats teacher forcing's."
-    )
+    if q8:
+        out[8] = " ".join(q8) + (
+            " Exposure bias shows as a positive gap that grows with k; scheduled sampling is "
+            "supported by these numbers only where its FR NLL beats teacher forcing's."
+        )
+    if mt:
+        out[8] = (out[8] + " " if q8 else "") + translation.answer_text(mt)
+        out[16] = translation.answer_text(mt)
     if q7:
         out[7] = " ".join(q7)
     return out

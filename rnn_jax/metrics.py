@@ -1,5 +1,10 @@
 """Task metrics: token accuracy, conlleval span P/R/F1, perplexity, bits per char, BLEU.
 
+BLEU can also be computed inside a jitted evaluation step: `bleu_statistics` gives each
+sentence's clipped n-gram matches and n-gram totals from token ids (summable over batches and
+devices, like any other evaluation sum), and `bleu_from_statistics` turns the corpus sums into
+sacrebleu's score (the same formula and 'exp' smoothing as `corpus_bleu`).
+
 Span scoring follows conlleval (the CoNLL-2000 shared-task script) chunk boundary rules, which
 cover IOB1, IOB2 (= BIO) and IOBES tags: a chunk ends before a tag when the previous tag closes
 it (B/I/E/S followed by B, O or a new type; E or S followed by anything) and starts at
@@ -17,6 +22,8 @@ from jax import lax
 __all__ = [
     "SCHEMES",
     "bits_per_char",
+    "bleu_from_statistics",
+    "bleu_statistics",
     "corpus_bleu",
     "extract_spans",
     "f1_from_counts",
@@ -229,4 +236,75 @@ def corpus_bleu(
         )
     return float(
         sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score
+    )
+
+
+def bleu_statistics(
+    hypotheses: jax.Array,
+    hypothesis_lengths: jax.Array,
+    references: jax.Array,
+    reference_lengths: jax.Array,
+    max_order: int = 4,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-sentence BLEU statistics from token ids, jit- and vmap-friendly.
+
+    Args:
+      hypotheses: int `[batch, hyp_time]`; positions at or past `hypothesis_lengths` ignored.
+      references: int `[batch, ref_time]`, one reference per sentence, likewise with
+        `reference_lengths`. Ids are compared as they are: give reference words that are out
+        of the model's vocabulary ids the model cannot emit, or they match its `<unk>`.
+      hypothesis_lengths, reference_lengths: int `[batch]` (>= 0).
+
+    Returns:
+      `(matches, totals)`, int32 `[batch, max_order]`: for n = 1..max_order, the hypothesis
+      n-grams whose count is clipped by the reference's count (Papineni et al. 2002), and the
+      number of hypothesis n-grams, max(0, length - n + 1). Summed over a corpus together with
+      the lengths they are sacrebleu's `counts`, `totals`, `sys_len`, `ref_len`.
+    """
+    if max_order < 1:
+        raise ValueError(f"max_order must be >= 1, got {max_order}")
+    hyp_time, ref_time = hypotheses.shape[1], references.shape[1]
+    same_hh = hypotheses[:, :, None] == hypotheses[:, None, :]  # [batch, hyp, hyp]
+    same_hr = hypotheses[:, :, None] == references[:, None, :]  # [batch, hyp, ref]
+    equal_hh, equal_hr = same_hh, same_hr
+    matches, totals = [], []
+    for n in range(1, max_order + 1):
+        if n > 1:  # n-grams at (i, j) agree iff (n-1)-grams at (i, j) and tokens i+n-1, j+n-1 do
+            equal_hh = equal_hh[:, :-1, :-1] & same_hh[:, n - 1 :, n - 1 :]
+            equal_hr = equal_hr[:, :-1, :-1] & same_hr[:, n - 1 :, n - 1 :]
+        starts_h = jnp.arange(max(hyp_time - n + 1, 0))
+        valid_h = starts_h[None, :] + n <= hypothesis_lengths[:, None]
+        valid_r = jnp.arange(max(ref_time - n + 1, 0))[None, :] + n <= reference_lengths[:, None]
+        pairs = equal_hh & valid_h[:, :, None] & valid_h[:, None, :]
+        count_h = pairs.sum(-1)
+        # Clip each distinct n-gram once: at its first occurrence in the hypothesis.
+        seen_before = (pairs & (starts_h[None, :] < starts_h[:, None])[None]).any(-1)
+        count_r = (equal_hr & valid_r[:, None, :]).sum(-1)
+        clipped = jnp.where(valid_h & ~seen_before, jnp.minimum(count_h, count_r), 0)
+        matches.append(clipped.sum(-1))
+        totals.append(jnp.maximum(hypothesis_lengths - n + 1, 0))
+    return jnp.stack(matches, -1).astype(jnp.int32), jnp.stack(totals, -1).astype(jnp.int32)
+
+
+def bleu_from_statistics(
+    matches: Sequence[float],
+    totals: Sequence[float],
+    hypothesis_length: float,
+    reference_length: float,
+) -> float:
+    """Corpus BLEU in % from summed `bleu_statistics` (sacrebleu's formula, 'exp' smoothing,
+    as `corpus_bleu` uses): matches/totals `[max_order]`, lengths in tokens."""
+    from sacrebleu.metrics import BLEU
+
+    if len(matches) != len(totals):
+        raise ValueError(f"matches ({len(matches)}) and totals ({len(totals)}) differ in order")
+    return float(
+        BLEU.compute_bleu(
+            [int(round(m)) for m in matches],
+            [int(round(t)) for t in totals],
+            int(round(hypothesis_length)),
+            int(round(reference_length)),
+            smooth_method="exp",
+            max_ngram_order=len(matches),
+        ).score
     )

@@ -98,3 +98,28 @@ def test_reproduce_rejects_unknown_experiment():
     assert names[:3] == ["initialization", "exposure_bias", "rnn_vs_attention"]
     with pytest.raises(ValueError, match=r"--only=nope: unknown \['nope'\]"):
         reproduce.select(names, ["nope"], [])
+
+
+@pytest.mark.data
+def test_exposure_bias_translation_smoke(data_root, tmp_path):
+    """The Multi30k part of exposure_bias (real data): per-seed greedy and beam BLEU and the
+    copy baseline in results.json, the BLEU table and plot, and answers to Q8 and Q16."""
+    module = _load("exposure_bias")
+    config = cli.load_config(
+        "experiments/configs/exposure_bias.py:smoke",
+        {"grid.corpora": "multi30k", "data.root": str(data_root)},
+        rules=module.RULES,
+    )
+    module.run(config, tmp_path)
+    final = json.loads((tmp_path / "results.json").read_text())["final"]
+    entry = final["multi30k-inverse_sigmoid"]
+    for name in ("greedy_bleu", "beam_bleu", "tf_nll"):
+        assert len(entry[name]) == config.num_seeds and all(math.isfinite(v) for v in entry[name])
+    assert all(0.0 <= v <= 100.0 for v in entry["greedy_bleu"] + entry["beam_bleu"])
+    assert 0.0 < entry["copy_source_bleu"] < 100.0
+    table = (tmp_path / "translation_bleu.md").read_text()
+    assert "| inverse_sigmoid |" in table and "| copy the source |" in table
+    assert (tmp_path / "translation_bleu.png").stat().st_size > 1000
+    assert not (tmp_path / "exposure_bias.md").exists()  # no language-model point ran
+    answers = module.answers(tmp_path)
+    assert set(answers) == {8, 16} and "| copy the source |" in answers[16]

@@ -1,0 +1,481 @@
+"""The translation part of `exposure_bias`: Multi30k en->de BLEU by training regime (Q8, Q16).
+
+Each regime (teacher forcing, scheduled sampling with one of the decaying schedules of
+`experiments.exposure_bias`, free running) trains the attention encoder-decoder
+`rnn_jax.models.Seq2Seq` through the runtime (`train_and_evaluate`, `num_seeds` vmapped
+replicas) on Multi30k's tokenised, lower-cased files (`tok/*.lc.norm.tok.{en,de}`). The
+scheduled-sampling input is the model's argmax at the previous step (Bengio et al. 2015 and
+the library's `Seq2Seq`). The final evaluation decodes the test set (test2016) greedily and
+with beam search inside the jitted, vmapped evaluation step and sums BLEU statistics
+(`rnn_jax.metrics.bleu_statistics`), so every seed gets its own corpus BLEU; the
+copy-the-source baseline is scored with sacrebleu on the same sentences.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from experiments import grid
+from rnn_jax import decoding, metrics
+from rnn_jax.data.batching import BatchIterator, pad_batch, repeat_epochs
+from rnn_jax.data.readers import read_parallel
+from rnn_jax.data.root import default_data_root
+from rnn_jax.data.vocab import Vocabulary
+from rnn_jax.models.seq2seq import Seq2Seq
+from rnn_jax.scheduled_sampling import teacher_forcing_schedule
+from rnn_jax.train import config as config_rules
+from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.task import Task
+
+CORPUS = "multi30k"
+FILES = {"train": "train", "valid": "val", "test": "test"}
+MAX_ORDER = 4
+RULES = {
+    "translation.cell": config_rules.one_of("elman", "lstm", "gru"),
+    "translation.attention": config_rules.one_of("additive", "dot", "general"),
+    "translation.dropout": config_rules.in_range(0.0, 1.0),
+    "translation.length_penalty_alpha": config_rules.in_range(0.0, 10.0),
+    **{
+        f"translation.{key}": config_rules.positive
+        for key in (
+            "max_length min_freq time_multiple embed_size hidden_size num_layers num_steps "
+            "batch_size learning_rate log_every eval_every checkpoint_every eval_batch_size "
+            "beam_size max_decode_length"
+        ).split()
+    },
+}
+DECODERS = ("greedy", "beam")
+
+
+def read_pairs(root: pathlib.Path, split: str, max_length: int, limit: int) -> list[dict]:
+    """The first `limit` (0 = all) pairs of a split with both sides <= `max_length` tokens."""
+    tok = root / CORPUS / "tok"
+    name = FILES[split]
+    pairs = read_parallel(tok / f"{name}.lc.norm.tok.en", tok / f"{name}.lc.norm.tok.de")
+    kept = [p for p in pairs if len(p["source"]) <= max_length and len(p["target"]) <= max_length]
+    return kept[:limit] if limit else kept
+
+
+def point_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The experiment's config with the runtime's train/optimizer keys set from
+    `translation.*` (what the point's own config.json records)."""
+    t = config.translation
+    point = config.copy_and_resolve_references()
+    with point.unlocked():
+        point.train.num_steps = t.num_steps
+        point.train.batch_size = t.batch_size
+        point.train.log_every = t.log_every
+        point.train.eval_every = t.eval_every
+        point.train.checkpoint_every = t.checkpoint_every
+        point.train.best_metric = "valid_tf_nll"
+        point.optimizer.learning_rate = t.learning_rate
+    return point
+
+
+class StepStream:
+    """Training batches of a `BatchIterator` with the global step attached (`batch["step"]`,
+    for the teacher-forcing schedule ε_i inside the train step); resumable like the iterator."""
+
+    def __init__(self, batches: BatchIterator) -> None:
+        self._batches, self._step = batches, 0
+        self._endless = repeat_epochs(batches)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self._endless)
+        self._step += 1
+        return {**batch, "step": np.full(len(batch["source"]), self._step - 1, np.int32)}
+
+    def state_dict(self) -> dict:
+        return {**self._batches.state_dict(), "step": self._step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._batches.load_state_dict(state)
+        self._step = int(state["step"])
+        self._endless = repeat_epochs(self._batches)
+
+
+class TranslationTask(Task):
+    """Batches: `source`, `target_inputs` (BOS first), `targets` (EOS last), `[batch, time]`
+    padded to one width; `weight [batch]` (0 for the rows that fill the last eval batch);
+    test batches also carry `references [batch, time]` (out-of-vocabulary words get ids >=
+    the vocabulary size, so the model's `<unk>` never matches them)."""
+
+    eval_splits = ("valid",)
+    final_splits = ("valid", "test")
+
+    def __init__(
+        self, config: ml_collections.ConfigDict, regime: str, schedule: tuple[str, dict]
+    ) -> None:
+        self.config, self.regime = config, regime
+        t = config.translation
+        root = default_data_root(config.data.root or None)
+        self.pairs = {
+            "train": read_pairs(root, "train", t.max_length, t.max_train_pairs),
+            "valid": read_pairs(root, "valid", t.max_length, t.max_eval_pairs),
+            "test": read_pairs(root, "test", t.max_length, t.max_eval_pairs),
+        }
+        train = self.pairs["train"]
+        self.source_vocab = Vocabulary.build([p["source"] for p in train], min_freq=t.min_freq)
+        self.target_vocab = Vocabulary.build([p["target"] for p in train], min_freq=t.min_freq)
+        self.schedule_name, self.schedule_options = schedule
+        self.teacher_forcing = teacher_forcing_schedule(schedule[0], **schedule[1])
+        self.examples = {
+            split: [self._encode(p, split == "test") for p in pairs]
+            for split, pairs in self.pairs.items()
+        }
+
+    def _encode(self, pair: dict, with_reference: bool) -> dict:
+        vocab = self.target_vocab
+        ids = vocab.encode(pair["target"])
+        example = {
+            "source": self.source_vocab.encode(pair["source"]),
+            "target_inputs": np.concatenate([[vocab.bos_id], ids]).astype(np.int32),
+            "targets": np.concatenate([ids, [vocab.eos_id]]).astype(np.int32),
+            "weight": np.float32(1.0),
+        }
+        if with_reference:
+            unseen: dict[str, int] = {}
+            example["references"] = np.array(
+                [
+                    i if w in vocab else unseen.setdefault(w, len(vocab) + len(unseen))
+                    for w, i in zip(pair["target"], ids, strict=True)
+                ],
+                np.int32,
+            )
+        return example
+
+    def _collate(self, examples: list[dict]) -> dict:
+        fields = ("source", "targets") + (("references",) if "references" in examples[0] else ())
+        return pad_batch(examples, 0, fields, self.config.translation.time_multiple)
+
+    # ---- data -----------------------------------------------------------------------------------
+    def train_data(self) -> StepStream:
+        batches = BatchIterator(
+            self.examples["train"],
+            self.config.translation.batch_size,
+            seed=self.config.seed,
+            drop_remainder=True,
+            length_key="targets",
+            collate=self._collate,
+        )
+        return StepStream(batches)
+
+    def eval_data(self, split: str) -> list[dict]:
+        """Fixed-shape batches (one compile): the last one is filled with weight-0 rows."""
+        examples, size = self.examples[split], self.eval_batch_size(split)
+        filler = {**examples[0], "weight": np.float32(0.0)}
+        padded = examples + [filler] * (-len(examples) % size)
+        return [self._collate(padded[i : i + size]) for i in range(0, len(padded), size)]
+
+    def eval_batch_size(self, split: str) -> int:
+        return self.config.translation.eval_batch_size
+
+    def tokens_in(self, batch: dict) -> int:
+        return int(batch["targets_mask"].sum())
+
+    # ---- model and training ---------------------------------------------------------------------
+    def init_model(self, rng: jax.Array) -> Seq2Seq:
+        t = self.config.translation
+        return Seq2Seq(
+            len(self.source_vocab),
+            len(self.target_vocab),
+            embed_size=t.embed_size,
+            hidden_size=t.hidden_size,
+            num_layers=t.num_layers,
+            cell=t.cell,
+            bidirectional_encoder=True,
+            attention=t.attention,
+            dropout_rate=t.dropout,
+            rngs=nnx.Rngs(params=rng),
+        )
+
+    def _nll(self, model: Seq2Seq, batch: dict, **feeding: object) -> jax.Array:
+        """Summed token NLL per sentence `[batch]`."""
+        return model.loss(
+            batch["source"],
+            batch["source_lengths"],
+            batch["target_inputs"],
+            batch["targets"],
+            batch["targets_lengths"],
+            **feeding,
+        )
+
+    def loss_fn(self, model: Seq2Seq, batch: dict, carry: tuple, rng: jax.Array) -> tuple:
+        epsilon = self.teacher_forcing(batch["step"][0])
+        if self.regime == "teacher_forcing":
+            feeding = {}  # the plain teacher-forced pass
+        elif self.regime == "free_running":
+            feeding = {"teacher_forcing_prob": 0.0}
+        else:
+            feeding = {"teacher_forcing_prob": epsilon}
+        nll = self._nll(model, batch, rng=rng, **feeding)
+        loss = jnp.sum(nll) / jnp.sum(batch["targets_mask"])
+        return loss, ((), {"teacher_forcing_prob": epsilon})
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def eval_step(self, model: Seq2Seq, batch: dict, carry: tuple) -> tuple:
+        weight = batch["weight"]
+        sums = {
+            "nll": jnp.sum(weight * self._nll(model, batch)),
+            "tokens": jnp.sum(weight * batch["targets_lengths"]),
+        }
+        if "references" in batch:  # test batches only (a second trace): decode and score
+            sums.update(self._bleu_sums(model, batch))
+        return (), sums
+
+    def _bleu_sums(self, model: Seq2Seq, batch: dict) -> dict:
+        t, vocab = self.config.translation, self.target_vocab
+        state = model.init_decode_state(batch["source"], batch["source_lengths"])
+        ids = dict(bos_id=vocab.bos_id, eos_id=vocab.eos_id, max_length=t.max_decode_length)
+        greedy, greedy_lengths, _ = decoding.greedy_decode(model.step, state, **ids)
+        beam, beam_lengths, _ = decoding.beam_search(
+            model.step, state, beam_size=t.beam_size, alpha=t.length_penalty_alpha, **ids
+        )
+        weight = batch["weight"]
+        sums = {"reference_length": jnp.sum(weight * batch["references_lengths"])}
+        for name, tokens, lengths in (
+            ("greedy", greedy, greedy_lengths),
+            ("beam", beam[:, 0], beam_lengths[:, 0]),
+        ):
+            last = jnp.take_along_axis(tokens, jnp.maximum(lengths - 1, 0)[:, None], 1)[:, 0]
+            lengths = lengths - (last == vocab.eos_id)  # the EOS is not part of the output
+            matches, totals = metrics.bleu_statistics(
+                tokens, lengths, batch["references"], batch["references_lengths"], MAX_ORDER
+            )
+            sums[f"{name}_length"] = jnp.sum(weight * lengths)
+            for n in range(MAX_ORDER):
+                sums[f"{name}_matches_{n + 1}"] = jnp.sum(weight * matches[:, n])
+                sums[f"{name}_totals_{n + 1}"] = jnp.sum(weight * totals[:, n])
+        return sums
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        out = {"tf_nll": sums["nll"] / sums["tokens"]}
+        for name in DECODERS:
+            if f"{name}_length" not in sums:
+                continue
+            out[f"{name}_bleu"] = metrics.bleu_from_statistics(
+                [sums[f"{name}_matches_{n}"] for n in range(1, MAX_ORDER + 1)],
+                [sums[f"{name}_totals_{n}"] for n in range(1, MAX_ORDER + 1)],
+                sums[f"{name}_length"],
+                sums["reference_length"],
+            )
+            out[f"{name}_length_ratio"] = sums[f"{name}_length"] / sums["reference_length"]
+        return out
+
+    def copy_source_bleu(self) -> float:
+        """BLEU of the source sentence taken as its own translation (names, numbers and
+        cognates overlap), on the test sentences the models are scored on."""
+        pairs = self.pairs["test"]
+        return metrics.corpus_bleu(
+            [" ".join(p["source"]) for p in pairs], [" ".join(p["target"]) for p in pairs], "none"
+        )
+
+
+def points(
+    config: ml_collections.ConfigDict,
+    corpora: list[str],
+    regimes: tuple[str, ...],
+    schedule_options: Callable[[str, int, float], tuple[str, dict]],
+) -> list[tuple[str, Callable[[pathlib.Path], dict]]]:
+    """The grid points `multi30k-<regime>` (none unless `corpora` has multi30k): one per
+    `grid.translation_regimes`, its schedule decaying over `translation.num_steps`."""
+    if CORPUS not in corpora:
+        return []
+    final = config.schedule_sampling.final_teacher_forcing
+    return [
+        (
+            f"{CORPUS}-{regime}",
+            functools.partial(
+                run_point,
+                config,
+                regime,
+                schedule_options(regime, config.translation.num_steps, final),
+            ),
+        )
+        for regime in grid.split_axis(config, "translation_regimes", regimes)
+    ]
+
+
+def run_point(
+    config: ml_collections.ConfigDict,
+    regime: str,
+    schedule: tuple[str, dict],
+    point_dir: pathlib.Path,
+) -> dict:
+    """Train one regime (`schedule` = (name, options) of its ε_i) and summarise it: per-seed
+    test BLEU (greedy, beam), valid/test teacher-forced NLL, the copy baseline, sizes."""
+    point = point_config(config)
+    task = TranslationTask(point, regime, schedule)
+    results = train_and_evaluate(point, point_dir, task)
+    final = results["final"]
+    per_seed = final.get("per_seed", {})
+    metrics_ = {
+        name: [grid.finite_or_none(v) for v in per_seed.get(name, [final[name]])]
+        for name in final
+        if name.startswith(("valid_", "test_")) and not name.endswith("_std")
+    }
+    return {
+        "corpus": CORPUS,
+        "regime": regime,
+        "schedule": {"name": task.schedule_name, **task.schedule_options},
+        "metrics": metrics_,
+        "copy_source_bleu": task.copy_source_bleu(),
+        "pairs": {split: len(pairs) for split, pairs in task.pairs.items()},
+        "vocab_size": {"source": len(task.source_vocab), "target": len(task.target_vocab)},
+        "timing": results["timing"],
+    }
+
+
+# ---- report -------------------------------------------------------------------------------------
+PUBLISHED = (
+    "Published Multi30k en-de RNN+attention systems reach about 35-37 BLEU on test2016 "
+    "(published-results.md, [U]) with the whole 29k-pair training set, ~256-1000-unit "
+    "models trained to convergence and every test sentence"
+)
+
+
+def _mean(values: list) -> float:
+    finite = [v for v in values if v is not None]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def bleu_table(summaries: dict[str, dict]) -> str:
+    """Markdown: regime x (greedy, beam) test BLEU, mean ± std over seeds, and the copy
+    baseline."""
+    rows = []
+    for s in summaries.values():
+        m, sched = s["metrics"], s["schedule"]
+        params = ", ".join(f"{k}={v:.4g}" for k, v in sched.items() if k != "name")
+        rows.append(
+            [
+                s["regime"],
+                f"{sched['name']} ({params})",
+                grid.mean_std(_nan(m["test_greedy_bleu"])),
+                grid.mean_std(_nan(m["test_beam_bleu"])),
+                grid.mean_std(_nan(m["test_greedy_length_ratio"])),
+                grid.mean_std(_nan(m["test_beam_length_ratio"])),
+                grid.mean_std(_nan(m["test_tf_nll"])),
+            ]
+        )
+    first = next(iter(summaries.values()))
+    rows.append(["copy the source", "–", grid.fmt(first["copy_source_bleu"]), "–", "–", "–", "–"])
+    header = [
+        "regime",
+        "schedule",
+        "greedy BLEU",
+        "beam BLEU",
+        "greedy len/ref",
+        "beam len/ref",
+        "TF NLL (nats/token)",
+    ]
+    return grid.markdown_table(header, rows)
+
+
+def report_markdown(config: ml_collections.ConfigDict, summaries: dict[str, dict]) -> str:
+    t = config.translation
+    first = next(iter(summaries.values()))
+    pairs, vocab = first["pairs"], first["vocab_size"]
+    return "\n".join(
+        [
+            "# Exposure bias in translation: Multi30k en->de BLEU by training regime",
+            "",
+            f"Test2016 sentences with both sides <= {t.max_length} tokens ({pairs['test']} "
+            f"pairs), tokenised lower-cased text, sacrebleu BLEU with tokenize='none', mean ± "
+            f"std over {config.num_seeds} seeds. Training: {pairs['train']} pairs, vocabularies "
+            f"{vocab['source']} (en) / {vocab['target']} (de) tokens; a bidirectional "
+            f"{t.cell.upper()} encoder and {t.attention} attention decoder (embeddings "
+            f"{t.embed_size}, hidden {t.hidden_size}), {t.num_steps} Adam steps of "
+            f"{t.batch_size} pairs. Beam {t.beam_size} with length penalty alpha "
+            f"{t.length_penalty_alpha}; at most {t.max_decode_length} tokens decoded. "
+            "len/ref = output length / reference length (BLEU's brevity penalty acts below 1).",
+            "",
+            bleu_table(summaries),
+            f"{PUBLISHED}.",
+            "",
+        ]
+    )
+
+
+def final_metrics(summary: dict) -> dict:
+    """A point's entry in W/results.json `final`: per-seed test BLEU and NLL, copy baseline."""
+    metrics_ = summary["metrics"]
+    final = {k: metrics_[f"test_{k}"] for k in ("greedy_bleu", "beam_bleu", "tf_nll")}
+    return {**final, "copy_source_bleu": summary["copy_source_bleu"]}
+
+
+def write_report(
+    config: ml_collections.ConfigDict, summaries: dict[str, dict], workdir: pathlib.Path
+) -> None:
+    """W/translation_bleu.md and W/translation_bleu.png."""
+    (workdir / "translation_bleu.md").write_text(report_markdown(config, summaries))
+    plot_bleu(summaries, workdir / "translation_bleu.png")
+
+
+def plot_bleu(summaries: dict[str, dict], path: pathlib.Path) -> None:
+    """Greedy vs beam test BLEU per regime (bars: mean, whiskers: std over seeds), with the
+    copy-the-source baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(summaries.values())
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 3.5))
+    for offset, name in ((-0.2, "greedy"), (0.2, "beam")):
+        values = [_nan(s["metrics"][f"test_{name}_bleu"]) for s in rows]
+        ax.bar(
+            x + offset,
+            [np.nanmean(v) for v in values],
+            0.4,
+            yerr=[np.nanstd(v) for v in values],
+            label=name,
+        )
+    ax.axhline(rows[0]["copy_source_bleu"], color="gray", linestyle="--", label="copy source")
+    ax.set_xticks(x, [s["regime"] for s in rows], fontsize="small")
+    ax.set_ylabel("test BLEU")
+    ax.set_title("Multi30k en->de (quick subset)")
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def answer_text(summaries: dict[str, dict]) -> str:
+    """Markdown for seed questions 8 and 16: the measured BLEU table and what it says."""
+    rows = {s["regime"]: s for s in summaries.values()}
+    greedy = {r: _mean(s["metrics"]["test_greedy_bleu"]) for r, s in rows.items()}
+    beam = {r: _mean(s["metrics"]["test_beam_bleu"]) for r, s in rows.items()}
+    best = max(beam, key=lambda r: beam[r])
+    copy = next(iter(rows.values()))["copy_source_bleu"]
+    text = (
+        f"Translation (Multi30k en->de, quick subset): best beam BLEU {beam[best]:.2f} with "
+        f"{best}; greedy/beam BLEU "
+        + ", ".join(f"{r} {greedy[r]:.2f}/{beam[r]:.2f}" for r in rows)
+        + f"; copying the source scores {copy:.2f}. "
+    )
+    if "teacher_forcing" in rows:
+        others = [r for r in rows if r != "teacher_forcing"]
+        gains = ", ".join(f"{r} {beam[r] - beam['teacher_forcing']:+.2f}" for r in others)
+        text += f"Beam BLEU relative to teacher forcing: {gains}. "
+    top = max(max(beam.values()), max(greedy.values()))
+    text += (
+        f"{PUBLISHED}; these quick numbers are {35 - top:.0f}-{37 - top:.0f} BLEU below that "
+        "because of the subset, the tiny model and the few training steps."
+    )
+    return text + "\n\n" + bleu_table(summaries)
+
+
+def _nan(values: list) -> list[float]:
+    return [float("nan") if v is None else v for v in values]
