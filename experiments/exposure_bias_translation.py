@@ -445,7 +445,7 @@ def plot_bleu(summaries: dict[str, dict], path: pathlib.Path) -> None:
     ax.axhline(rows[0]["copy_source_bleu"], color="gray", linestyle="--", label="copy source")
     ax.set_xticks(x, [s["regime"] for s in rows], fontsize="small")
     ax.set_ylabel("test BLEU")
-    ax.set_title("Multi30k en->de (quick subset)")
+    ax.set_title(f"Multi30k en->de, {rows[0]['pairs']['test']} test2016 pairs")
     ax.legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
