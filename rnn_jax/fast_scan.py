@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax.cells import Carry, Cell, Params
 
@@ -114,10 +115,109 @@ def fused_unroll(
         initial_carry = cell.zero_carry((batch,), hidden_size, z_x.dtype)
     mask = None if lengths is None else jnp.arange(time)[:, None] < lengths[None, :]
     recurrence = _recurrence(
-        cell, reverse, unroll, remat, _pointwise_leaves(cell, params), _additive(cell, params)
+        cell,
+        reverse,
+        unroll,
+        remat,
+        _pointwise_leaves(cell, params),
+        _additive_slabs(cell, params),
+        None,
     )
-    carry, ys = recurrence(params, _to_slabs(z_x, cell.num_gates), initial_carry, mask, h_mask)
+    carry, (ys,) = recurrence(
+        params,
+        (_to_slabs(z_x, cell.num_gates),),
+        initial_carry,
+        None if mask is None else (mask,),
+        h_mask,
+    )
     return (ys if time_major else jnp.swapaxes(ys, 0, 1)), carry
+
+
+def fused_bidirectional(
+    cell: Cell,
+    params_fw: Params,
+    params_bw: Params,
+    xs: Array,
+    lengths: Array | None = None,
+    initial_carry: tuple[Carry, Carry] | None = None,
+    *,
+    unroll: int = 1,
+    remat: bool = False,
+    time_major: bool = False,
+    h_mask: tuple[Array, Array] | None = None,
+) -> tuple[tuple[Array, Array], tuple[Carry, Carry]]:
+    """Both directions of a bidirectional layer in one custom-VJP scan.
+
+    The two directions' params are stacked on a leading axis and the recurrence is `vmap`ped
+    over it, so each step runs one batched recurrent matmul and one elementwise update for
+    both directions (one loop, half the per-step overhead of two scans). The backward
+    direction reads its inputs reversed in time, `z_x[::-1]`, with the padding mask reversed
+    too: its padded steps (now first) leave the carry unchanged, so every sequence starts at
+    its last valid step, as `fused_unroll(reverse=True)` does, without a per-sequence gather.
+
+    Arguments as in `fused_unroll`; `initial_carry` and `h_mask` are `(forward, backward)`
+    pairs (either may be None). Returns `((ys_fw, ys_bw), (carry_fw, carry_bw))`, outputs
+    `[batch, time, hidden]` (time-major with `time_major`) aligned with the inputs.
+    Cells that do not fit the custom VJP run as two `scan.reference_unroll` passes.
+    """
+    if not (fits(cell, params_fw) and fits(cell, params_bw)):
+        from rnn_jax import scan
+
+        return scan.reference_bidirectional(
+            cell,
+            params_fw,
+            params_bw,
+            xs,
+            lengths,
+            initial_carry,
+            unroll=unroll,
+            remat=remat,
+            time_major=time_major,
+            h_mask=h_mask,
+        )
+    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
+    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
+    xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    time, batch, input_size = xs_tm.shape
+    hidden_size = cell.sizes(params_fw)[1]
+    params = jax.tree.map(lambda a, b: jnp.stack([a, b]), params_fw, params_bw)
+    # One 2-D projection per direction; the backward direction's slabs run reversed in time.
+    flat = xs_tm.reshape(time * batch, input_size)
+    z_x = tuple(
+        cell.input_projection(p, flat).reshape(time, batch, -1) for p in (params_fw, params_bw)
+    )
+    z_x = (_to_slabs(z_x[0], cell.num_gates), _to_slabs(z_x[1][::-1], cell.num_gates))
+    zero = cell.zero_carry((batch,), hidden_size, xs.dtype)
+    carry0 = jax.tree.map(
+        lambda a, b: jnp.stack([a, b]),
+        zero if init_fw is None else init_fw,
+        zero if init_bw is None else init_bw,
+    )
+    mask = None
+    if lengths is not None:
+        valid = jnp.arange(time)[:, None] < lengths[None, :]
+        mask = (valid, valid[::-1])
+    if mask_fw is None and mask_bw is None:
+        h_masks = None
+    else:
+        ones = jnp.ones((batch, hidden_size), xs.dtype)
+        h_masks = jnp.stack([ones if m is None else m for m in (mask_fw, mask_bw)])
+    recurrence = _recurrence(
+        cell,
+        False,
+        unroll,
+        remat,
+        _pointwise_leaves(cell, params_fw),
+        _additive_slabs(cell, params_fw),
+        2,
+    )
+    carry, (ys_fw, ys_bw) = recurrence(params, z_x, carry0, mask, h_masks)
+    ys_bw = ys_bw[::-1]
+    if not time_major:
+        ys_fw, ys_bw = jnp.swapaxes(ys_fw, 0, 1), jnp.swapaxes(ys_bw, 0, 1)
+    carry_fw = jax.tree.map(lambda c: c[0], carry)
+    carry_bw = jax.tree.map(lambda c: c[1], carry)
+    return (ys_fw, ys_bw), (carry_fw, carry_bw)
 
 
 def fits(cell: Cell, params: Params) -> bool:
@@ -185,25 +285,43 @@ def _with_h_mask(cell: Cell, carry: Carry, h_mask: Array | None) -> Carry:
     return carry if h_mask is None else cell.mask_hidden(carry, h_mask)
 
 
-def _additive(cell: Cell, params: Params) -> bool:
-    """Whether `pointwise` reads `z_x` and `z_h` only through one `z_x + z_h` (LSTM family).
+def _additive_slabs(cell: Cell, params: Params) -> tuple[bool, ...]:
+    """Per gate slab k: whether `pointwise` reads `z_x` and `z_h` there only through their sum.
 
-    Then d z_x = d z_h, and the reverse loop emits one `[time, batch, G]` gradient, not two.
+    Then the backward pass needs only `z_x_k + z_h_k` (saved instead of both) and
+    `d z_x_k = d z_h_k` (one gradient emitted, not two): every slab of the LSTM family and
+    Elman, the reset and update slabs of the GRU (its candidate reads `r * n_h`).
+
+    Decided by tracing, not by class name: the directional derivative of `pointwise` along
+    `(+delta_k, -delta_k)` (delta_k non-zero on slab k only) is exactly zero when the first
+    thing `pointwise` does with those entries is add them (`delta - delta` is exactly 0 in
+    floating point), and non-zero at a random point otherwise.
     """
     input_size, hidden_size = cell.sizes(params)
-    dtype = jax.tree.leaves(params)[0].dtype
-    carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, dtype))
-    z = jax.ShapeDtypeStruct((1, params["W_ih"].shape[-1]), dtype)
-    pointwise = lambda p, z_x, z_h, c: cell.pointwise(p, z_x, z_h, c)
-    jaxpr = jax.make_jaxpr(pointwise)(params, z, z, carry).jaxpr
-    z_x, z_h = jaxpr.invars[len(jax.tree.leaves(params)) :][:2]
-    readers = [eqn for eqn in jaxpr.eqns if z_x in eqn.invars or z_h in eqn.invars]
-    return (
-        len(readers) == 1
-        and readers[0].primitive.name == "add"
-        and set(readers[0].invars) == {z_x, z_h}
-        and not {z_x, z_h} & set(jaxpr.outvars)
-    )
+    gates = params["W_ih"].shape[-1]
+    with jax.ensure_compile_time_eval():
+        rng = np.random.default_rng(0)
+
+        def draw(shape: tuple[int, ...]) -> Array:
+            return jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+        probe_params = jax.tree.map(lambda p: draw(p.shape), params)
+        carry = jax.tree.map(
+            lambda z: draw(z.shape), cell.zero_carry((2,), hidden_size, jnp.float32)
+        )
+        z_x, z_h = draw((2, gates)), draw((2, gates))
+        flags = []
+        for k in range(cell.num_gates):
+            delta = (
+                jnp.zeros((2, gates))
+                .at[:, k * hidden_size : (k + 1) * hidden_size]
+                .set(draw((2, hidden_size)))
+            )
+            _, tangent = jax.jvp(
+                lambda a, b: cell.pointwise(probe_params, a, b, carry), (z_x, z_h), (delta, -delta)
+            )
+            flags.append(all(bool(jnp.all(t == 0)) for t in jax.tree.leaves(tangent)))
+    return tuple(flags)
 
 
 @functools.lru_cache(maxsize=256)
@@ -213,17 +331,45 @@ def _recurrence(
     unroll: int,
     remat: bool,
     pointwise_leaves: tuple[int, ...],
-    additive: bool,
+    additive: tuple[bool, ...],
+    directions: int | None,
 ) -> Any:
-    """The custom-VJP recurrence `(params, z_x_slabs, carry0, mask, h_mask) -> (carry, ys)`.
+    """The custom-VJP recurrence `(params, z_x, carry0, mask, h_mask) -> (carry, ys)`.
 
-    `z_x_slabs`: `cell.num_gates` arrays `[time, batch, hidden]`; `mask [time, batch]` bool or
-    None; outputs `ys [time, batch, hidden]`. Built once per static configuration.
+    `directions=None`: one direction. `z_x`: a one-tuple holding `cell.num_gates` slabs
+    `[time, batch, hidden]`; `mask`: None or a one-tuple `([time, batch] bool,)`;
+    `ys`: a one-tuple `([time, batch, hidden],)`. `directions=D`: D independent recurrences
+    in one loop (a bidirectional layer; the caller reverses the backward direction's
+    inputs): params, carry and `h_mask` leaves have a leading `[D]` axis, `z_x`, `mask` and
+    `ys` are D-tuples, and each step `vmap`s the cell over the direction axis (one batched
+    recurrent matmul). Per-direction arrays stay separate outside the loop, so the weight
+    gradients after it are plain 2-D GEMMs on contiguous rows.
+
+    Saved for the backward pass, per step: the carry and, per gate slab, `z_x + z_h` where
+    `pointwise` reads only the sum (`additive[k]`), else `z_h` (z_x is an input already).
+    Emitted by the reverse loop: `d z_h [batch, G]`, plus `d z_x` for non-additive slabs.
+    Built once per static configuration.
     """
+    num_gates = len(additive)
+    count = 1 if directions is None else directions
+    lift = (lambda f: f) if directions is None else jax.vmap
+
+    def stack(parts: list) -> Any:
+        if directions is None:
+            return parts[0]
+        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *parts)
+
+    def unstack(tree: Any) -> tuple:
+        if directions is None:
+            return (tree,)
+        return tuple(jax.tree.map(functools.partial(_index, d), tree) for d in range(count))
 
     def pointwise_params(params: Params) -> list[Array]:
         leaves = jax.tree.leaves(params)
         return [leaves[i] for i in pointwise_leaves]
+
+    def project(params: Params, carry: Carry, h_mask: Any) -> Array:
+        return cell.recurrent_projection(params, _with_h_mask(cell, carry, h_mask))
 
     def step(
         params: Params, pw: list[Array], z_x_t: Array, z_h_t: Array, carry: Carry, mask_t: Any
@@ -238,81 +384,173 @@ def _recurrence(
         return _masked(mask_t, new_carry, carry), y
 
     def forward(params: Params, z_x: tuple, carry0: Carry, mask: Any, h_mask: Any, save: bool):
+        """`(carry, ys)`; with `save`, `(carry, (ys, carries, saved))` for the backward pass.
+
+        `saved[d][k]`: `z_x + z_h` of additive slab k, else `z_h`. The sums are written into
+        the z_x slabs themselves, carried through the loop and updated in place at each step
+        (`z_x_k` is not needed after its step), so saving them costs no new buffer.
+        """
         pw = pointwise_params(params)
+        in_place = tuple(save and a and not remat for a in additive)
+        time = z_x[0][0].shape[0]
+        streamed = tuple(
+            tuple(None if kept else x for kept, x in zip(in_place, slabs, strict=True))
+            for slabs in z_x
+        )
+        buffers = tuple(
+            tuple(x if kept else None for kept, x in zip(in_place, slabs, strict=True))
+            for slabs in z_x
+        )
 
-        def body(carry: Carry, inputs: tuple) -> tuple:
-            z_x_t, mask_t = inputs
-            z_h_t = cell.recurrent_projection(params, _with_h_mask(cell, carry, h_mask))
-            new_carry, y = step(params, pw, _from_slabs(z_x_t), z_h_t, carry, mask_t)
+        def body(state: tuple, inputs: tuple) -> tuple:
+            carry, buffers = state
+            t, z_x_t, mask_t = inputs
+            mask_t = None if mask_t is None else stack(list(mask_t))
+            z_h_t = lift(project)(params, carry, h_mask)
+            z_h_slabs = [unstack(h) for h in _to_slabs(z_h_t, num_gates)]  # [slab][direction]
+            x_parts, h_parts, new_buffers = [], [], []
+            for d, (streamed_d, buffers_d) in enumerate(zip(z_x_t, buffers, strict=True)):
+                x_d, h_d, b_d = [], [], []
+                for k, (x, b) in enumerate(zip(streamed_d, buffers_d, strict=True)):
+                    h = z_h_slabs[k][d]
+                    if b is None:
+                        x_d.append(x)
+                        h_d.append(h)
+                        b_d.append(None)
+                        continue
+                    # z_x_k <- z_x_k + z_h_k in place (a read-modify-write XLA does without
+                    # copying the buffer); pointwise then reads the sum, with z_h_k = 0.
+                    old = jax.lax.dynamic_index_in_dim(b, t, keepdims=False)
+                    b = jax.lax.dynamic_update_index_in_dim(b, old + h, t, 0)
+                    x_d.append(jax.lax.dynamic_index_in_dim(b, t, keepdims=False))
+                    h_d.append(jnp.zeros_like(h))
+                    b_d.append(b)
+                x_parts.append(_from_slabs(tuple(x_d)))
+                h_parts.append(_from_slabs(tuple(h_d)))
+                new_buffers.append(tuple(b_d))
+            new_carry, y = lift(step)(params, pw, stack(x_parts), stack(h_parts), carry, mask_t)
+            buffers = tuple(new_buffers)
             if not save:
-                return new_carry, y
-            return new_carry, (y, carry, None if remat else _to_slabs(z_h_t, cell.num_gates))
+                return (new_carry, buffers), unstack(y)
+            slabs = zip(additive, _to_slabs(z_h_t, num_gates), strict=True)
+            z_h_kept = None if remat else tuple(None if a else h for a, h in slabs)
+            return (new_carry, buffers), (unstack(y), unstack(carry), unstack(z_h_kept))
 
-        return jax.lax.scan(body, carry0, (z_x, mask), reverse=reverse, unroll=unroll)
+        ts = jnp.arange(time)
+        (carry, buffers), outputs = jax.lax.scan(
+            body, (carry0, buffers), (ts, streamed, mask), reverse=reverse, unroll=unroll
+        )
+        if not save:
+            return carry, outputs
+        ys, carries, z_h_kept = outputs
+        saved = None
+        if not remat:
+            saved = tuple(
+                tuple(b if h is None else h for b, h in zip(b_d, h_d, strict=True))
+                for b_d, h_d in zip(buffers, z_h_kept, strict=True)
+            )
+        return carry, (ys, carries, saved)
 
     @jax.custom_vjp
     def recurrence(params: Params, z_x: tuple, carry0: Carry, mask: Any, h_mask: Any) -> tuple:
         return forward(params, z_x, carry0, mask, h_mask, save=False)
 
     def recurrence_fwd(params: Params, z_x: tuple, carry0: Carry, mask: Any, h_mask: Any) -> tuple:
-        carry, (ys, carries, z_h) = forward(params, z_x, carry0, mask, h_mask, save=True)
-        return (carry, ys), (params, z_x, carries, z_h, mask, h_mask)
+        carry, (ys, carries, saved) = forward(params, z_x, carry0, mask, h_mask, save=True)
+        # The backward reads z_x only where it cannot use a saved sum: the rest dies here.
+        z_x_kept = tuple(
+            tuple(x if remat or not a else None for a, x in zip(additive, slabs, strict=True))
+            for slabs in z_x
+        )
+        return (carry, ys), (params, z_x_kept, carries, saved, mask, h_mask)
 
     def recurrence_bwd(residuals: tuple, cotangents: tuple) -> tuple:
-        params, z_x, carries, z_h, mask, h_mask = residuals
+        params, z_x, carries, saved, mask, h_mask = residuals
         d_carry_final, d_ys = cotangents
         pw = pointwise_params(params)
 
-        def project(carry: Carry) -> Array:
-            return cell.recurrent_projection(params, _with_h_mask(cell, carry, h_mask))
-
         def body(state: tuple, inputs: tuple) -> tuple:
             d_carry, d_pw = state
-            z_x_t, z_h_t, carry_t, mask_t, d_y_t = inputs
-            z_h_t = project(carry_t) if z_h_t is None else _from_slabs(z_h_t)
+            z_x_t, saved_t, carry_t, mask_t, d_y_t = inputs
+            carry_t = stack(list(carry_t))
+            mask_t = None if mask_t is None else stack(list(mask_t))
+            if remat:
+                z_x_full = stack([_from_slabs(slabs) for slabs in z_x_t])
+                z_h_full = lift(project)(params, carry_t, h_mask)
+            else:
+                x_parts, h_parts = [], []
+                for k, a in enumerate(additive):
+                    kept = stack([saved_t[d][k] for d in range(count)])
+                    x_parts.append(kept if a else stack([z_x_t[d][k] for d in range(count)]))
+                    h_parts.append(jnp.zeros_like(kept) if a else kept)
+                z_x_full, z_h_full = _from_slabs(tuple(x_parts)), _from_slabs(tuple(h_parts))
             _, step_vjp = jax.vjp(
-                lambda pw_, zx, zh, c: step(params, pw_, zx, zh, c, mask_t),
+                lambda pw_, zx, zh, c: lift(step)(params, pw_, zx, zh, c, mask_t),
                 pw,
-                _from_slabs(z_x_t),
-                z_h_t,
+                z_x_full,
+                z_h_full,
                 carry_t,
             )
-            d_pw_t, d_z_x_t, d_z_h_t, d_carry_prev = step_vjp((d_carry, d_y_t))
+            d_pw_t, d_z_x_t, d_z_h_t, d_carry_prev = step_vjp((d_carry, stack(list(d_y_t))))
             # Linear in the carry for plain cells, so XLA drops the primal matmul here.
-            _, project_vjp = jax.vjp(project, carry_t)
+            _, project_vjp = jax.vjp(lambda c: lift(project)(params, c, h_mask), carry_t)
             (d_carry_from_h,) = project_vjp(d_z_h_t)
             d_carry_prev = jax.tree.map(jnp.add, d_carry_prev, d_carry_from_h)
             d_pw = [a + b for a, b in zip(d_pw, d_pw_t, strict=True)]
-            return (d_carry_prev, d_pw), (None if additive else d_z_x_t, d_z_h_t)
+            # Where the slab is additive, d z_x = d z_h: only the other slabs emit d z_x.
+            d_z_x_slabs = zip(additive, _to_slabs(d_z_x_t, num_gates), strict=True)
+            d_z_x_t = tuple(None if a else s for a, s in d_z_x_slabs)
+            return (d_carry_prev, d_pw), (unstack(d_z_h_t), unstack(d_z_x_t))
 
         d_pw0 = [jnp.zeros_like(p) for p in pw]
-        (d_carry0, d_pw), (d_z_x, d_z_h) = jax.lax.scan(
-            body, (d_carry_final, d_pw0), (z_x, z_h, carries, mask, d_ys), reverse=not reverse
+        (d_carry0, d_pw), (d_z_h, d_z_x_own) = jax.lax.scan(
+            body,
+            (d_carry_final, d_pw0),
+            (z_x, saved, carries, mask, d_ys),
+            reverse=not reverse,
         )
-        if additive:
-            d_z_x = d_z_h
-        # dW_hh, db_hh: one GEMM / reduction over all steps, not T rank-batch updates.
-        time, batch = d_z_h.shape[:2]
-        flat_carries = jax.tree.map(lambda c: c.reshape(time * batch, *c.shape[2:]), carries)
-        flat_d_z_h = d_z_h.reshape(time * batch, -1)
-        flat_h_mask = None if h_mask is None else jnp.tile(h_mask, (time, 1))
-
-        def project_all(p: Params, m: Any) -> Array:
-            return cell.recurrent_projection(p, _with_h_mask(cell, flat_carries, m))
-
-        if h_mask is None:
-            _, params_vjp = jax.vjp(lambda p: project_all(p, None), params)
-            (d_params,) = params_vjp(flat_d_z_h)
-            d_h_mask = None
-        else:
-            _, params_vjp = jax.vjp(project_all, params, flat_h_mask)
-            d_params, d_h_mask = params_vjp(flat_d_z_h)
-            d_h_mask = d_h_mask.reshape(time, batch, -1).sum(0)
-        leaves, treedef = jax.tree.flatten(d_params)
-        for i, d in zip(pointwise_leaves, d_pw, strict=True):
-            leaves[i] = leaves[i] + d
-        d_params = jax.tree.unflatten(treedef, leaves)
-        return d_params, _to_slabs(d_z_x, cell.num_gates), d_carry0, None, d_h_mask
+        d_params, d_z_x, d_h_mask = [], [], []
+        for d in range(count):
+            params_d = unstack(params)[d]
+            mask_d = None if h_mask is None else unstack(h_mask)[d]
+            grads = _weight_gradients(cell, params_d, carries[d], d_z_h[d], mask_d)
+            leaves, treedef = jax.tree.flatten(grads[0])
+            for i, g in zip(pointwise_leaves, unstack(d_pw)[d], strict=True):
+                leaves[i] = leaves[i] + g
+            d_params.append(jax.tree.unflatten(treedef, leaves))
+            d_h_mask.append(grads[1])
+            slabs = zip(additive, _to_slabs(d_z_h[d], num_gates), d_z_x_own[d], strict=True)
+            d_z_x.append(tuple(h if a else x for a, h, x in slabs))
+        d_h_mask = None if h_mask is None else stack(d_h_mask)
+        return stack(d_params), tuple(d_z_x), d_carry0, None, d_h_mask
 
     recurrence.defvjp(recurrence_fwd, recurrence_bwd)
     return recurrence
+
+
+def _index(d: int, leaf: Array) -> Array:
+    return leaf[d]
+
+
+def _weight_gradients(
+    cell: Cell, params: Params, carries: Carry, d_z_h: Array, h_mask: Array | None
+) -> tuple[Params, Array | None]:
+    """Gradients of the recurrent projection's params (and of `h_mask`) over all steps at once.
+
+    `carries` leaves and `d_z_h` are `[time, batch, ...]`: dW_hh is one `[H, T*B] @ [T*B, G]`
+    GEMM and db_hh one reduction, not T rank-batch updates inside the loop.
+    """
+    time, batch = d_z_h.shape[:2]
+    flat_carries = jax.tree.map(lambda c: c.reshape(time * batch, *c.shape[2:]), carries)
+    flat_d_z_h = d_z_h.reshape(time * batch, -1)
+
+    def project_all(p: Params, m: Any) -> Array:
+        return cell.recurrent_projection(p, _with_h_mask(cell, flat_carries, m))
+
+    if h_mask is None:
+        _, params_vjp = jax.vjp(lambda p: project_all(p, None), params)
+        (d_params,) = params_vjp(flat_d_z_h)
+        return d_params, None
+    _, params_vjp = jax.vjp(project_all, params, jnp.tile(h_mask, (time, 1)))
+    d_params, d_h_mask = params_vjp(flat_d_z_h)
+    return d_params, d_h_mask.reshape(time, batch, -1).sum(0)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.cells import Carry, Cell, Params
-from rnn_jax.scan import unroll
+from rnn_jax.scan import bidirectional_unroll, unroll
 
 MERGES = ("concat", "sum")
 
@@ -40,19 +40,15 @@ def bidirectional(
     Returns `(ys, (carry_fw, carry_bw))`: `ys [batch, time, 2*hidden]` for `merge="concat"`
     (forward features first), `[batch, time, hidden]` for `"sum"`; zero past `lengths`.
     `initial_carry` and `h_mask` are `(forward, backward)` pairs; `unroll_options` go to
-    `rnn_jax.scan.unroll` (`unroll`, `remat`, `implementation`).
+    `rnn_jax.scan.bidirectional_unroll` (`unroll`, `remat`, `implementation`): on the default
+    fused path both directions run in one scan.
     """
     _check_merge(merge)
-    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
-    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
-    ys_fw, carry_fw = unroll(
-        cell, params_fw, xs, lengths, init_fw, h_mask=mask_fw, **unroll_options
-    )
-    ys_bw, carry_bw = unroll(
-        cell, params_bw, xs, lengths, init_bw, h_mask=mask_bw, reverse=True, **unroll_options
+    (ys_fw, ys_bw), carries = bidirectional_unroll(
+        cell, params_fw, params_bw, xs, lengths, initial_carry, h_mask=h_mask, **unroll_options
     )
     ys = jnp.concatenate([ys_fw, ys_bw], axis=-1) if merge == "concat" else ys_fw + ys_bw
-    return ys, (carry_fw, carry_bw)
+    return ys, carries
 
 
 # `apply_stack` has an argument called `bidirectional`; it calls the function through this name.

@@ -343,6 +343,107 @@ def unroll(
     )
 
 
+def bidirectional_unroll(
+    cell: Cell,
+    params_fw: Params,
+    params_bw: Params,
+    xs: jax.Array,
+    lengths: jax.Array | None = None,
+    initial_carry: tuple[Carry, Carry] | None = None,
+    *,
+    unroll: int = 1,
+    remat: bool = False,
+    time_major: bool = False,
+    h_mask: tuple[jax.Array, jax.Array] | None = None,
+    implementation: str = "auto",
+) -> tuple[tuple[jax.Array, jax.Array], tuple[Carry, Carry]]:
+    """`unroll` forwards with `params_fw` and `reverse=True` with `params_bw` over the same `xs`.
+
+    Returns `((ys_fw, ys_bw), (carry_fw, carry_bw))`, outputs `[batch, time, hidden]` aligned
+    with `xs`. `initial_carry` and `h_mask` are `(forward, backward)` pairs; other arguments
+    as in `unroll`. On the fused path ("auto" without remat, or "fused") both directions run
+    in one scan (`rnn_jax.fast_scan.fused_bidirectional`); otherwise as two scans.
+    """
+    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
+    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
+    for params, init, mask in ((params_fw, init_fw, mask_fw), (params_bw, init_bw, mask_bw)):
+        _validate(
+            cell,
+            params,
+            xs,
+            lengths,
+            init,
+            time_major=time_major,
+            h_mask=mask,
+            unroll=unroll,
+            implementation=implementation,
+        )
+    if cell.sizes(params_fw) != cell.sizes(params_bw):
+        raise ValueError(
+            f"params_fw sizes {cell.sizes(params_fw)} differ from params_bw sizes "
+            f"{cell.sizes(params_bw)}; both directions need the same (input, hidden)"
+        )
+    lengths = None if lengths is None else jnp.asarray(lengths)
+    run = _compiled_bidirectional(_select_implementation(implementation, cell, remat=remat))
+    return run(
+        cell,
+        params_fw,
+        params_bw,
+        xs,
+        lengths,
+        initial_carry,
+        unroll=unroll,
+        remat=remat,
+        time_major=time_major,
+        h_mask=h_mask,
+    )
+
+
+@functools.cache
+def _compiled_bidirectional(run: Callable) -> Callable:
+    """The jitted bidirectional pass on the path `run` chose (see `_compiled`)."""
+    if run is not reference_unroll:
+        from rnn_jax.fast_scan import fused_bidirectional
+
+        return jax.jit(
+            fused_bidirectional,
+            static_argnums=0,
+            static_argnames=("unroll", "remat", "time_major"),
+        )
+
+    return jax.jit(
+        reference_bidirectional,
+        static_argnums=0,
+        static_argnames=("unroll", "remat", "time_major"),
+    )
+
+
+def reference_bidirectional(
+    cell: Cell,
+    params_fw: Params,
+    params_bw: Params,
+    xs: jax.Array,
+    lengths: jax.Array | None = None,
+    initial_carry: tuple[Carry, Carry] | None = None,
+    *,
+    unroll: int = 1,
+    remat: bool = False,
+    time_major: bool = False,
+    h_mask: tuple[jax.Array, jax.Array] | None = None,
+) -> tuple[tuple[jax.Array, jax.Array], tuple[Carry, Carry]]:
+    """`bidirectional_unroll` as two `reference_unroll` scans (arguments unvalidated)."""
+    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
+    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
+    options = dict(unroll=unroll, remat=remat, time_major=time_major)
+    ys_fw, carry_fw = reference_unroll(
+        cell, params_fw, xs, lengths, init_fw, h_mask=mask_fw, **options
+    )
+    ys_bw, carry_bw = reference_unroll(
+        cell, params_bw, xs, lengths, init_bw, h_mask=mask_bw, reverse=True, **options
+    )
+    return (ys_fw, ys_bw), (carry_fw, carry_bw)
+
+
 def truncated_unroll(
     cell: Cell,
     params: Params,

@@ -98,8 +98,11 @@ def test_structure_detection():
     lstm, lstm_params = params_of["lstm"]
     gru, gru_params = params_of["gru"]
     peephole, peephole_params = params_of["peephole_lstm"]
-    assert fast_scan._additive(lstm, lstm_params)  # i,f,g,o = split(z_x + z_h)
-    assert not fast_scan._additive(gru, gru_params)  # r * n_h: z_h read on its own
+    # i, f, g, o = split(z_x + z_h): every slab reads only the sum.
+    assert fast_scan._additive_slabs(lstm, lstm_params) == (True,) * 4
+    assert fast_scan._additive_slabs(peephole, peephole_params) == (True,) * 4
+    # r and u read r_x + r_h, u_x + u_h; the candidate reads n_x + r * n_h.
+    assert fast_scan._additive_slabs(gru, gru_params) == (True, True, False)
     assert fast_scan._pointwise_leaves(lstm, lstm_params) == ()
     names = sorted(peephole_params)  # dict leaves are in sorted key order
     read = [names[i] for i in fast_scan._pointwise_leaves(peephole, peephole_params)]
@@ -135,3 +138,80 @@ def test_weight_gradient_is_one_gemm_after_the_loop():
         jaxpr = jax.make_jaxpr(grad, static_argnums=1)(params, implementation).jaxpr
         weight_dots = {inside for shape, inside in _dots_in_loops(jaxpr) if shape in shapes}
         assert weight_dots == {in_loop}, implementation
+
+
+@functools.cache
+def bidirectional_value_and_grads(implementation, time_major=False):
+    """jit of (outputs, carries, grads w.r.t. both directions' params, inputs, initial carries
+    and dropout masks) of `scan.bidirectional_unroll`."""
+
+    def loss(params, xs, initial, h_mask, cell, lengths):
+        (ys_fw, ys_bw), carries = scan.bidirectional_unroll(
+            cell,
+            *params,
+            xs,
+            lengths,
+            initial,
+            h_mask=h_mask,
+            time_major=time_major,
+            implementation=implementation,
+        )
+        total = 0.0
+        for k, leaf in enumerate([ys_fw, ys_bw, *jax.tree.leaves(carries)]):
+            weights = jnp.sin(jnp.arange(leaf.size, dtype=leaf.dtype) + k).reshape(leaf.shape)
+            total = total + jnp.sum(leaf * weights)
+        return total, ((ys_fw, ys_bw), carries)
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
+    return jax.jit(grad, static_argnums=4)
+
+
+@pytest.mark.parametrize(
+    "case,time_major,masks",
+    [("lstm", False, "both"), ("gru", True, "backward"), ("peephole_lstm", False, "none")],
+)
+def test_one_scan_bidirectional_matches_two_scans(case, time_major, masks):
+    """The fused pass (both directions in one vmapped scan) against two reference scans:
+    outputs, final carries and every gradient, with lengths, initial carries and masks."""
+    cell, params_fw, xs, init_fw, mask_fw = setup(case, seed=4)
+    _, params_bw, _, init_bw, mask_bw = setup(case, seed=5)
+    if time_major:
+        xs = np.swapaxes(xs, 0, 1)
+    h_mask = {"both": (mask_fw, mask_bw), "backward": (None, mask_bw), "none": None}[masks]
+    args = ((params_fw, params_bw), xs, (init_fw, init_bw), h_mask, cell, LENGTHS)
+    fused = bidirectional_value_and_grads("fused", time_major)(*args)
+    reference = bidirectional_value_and_grads("reference", time_major)(*args)
+    assert_same(fused, reference)
+
+
+def _count_scans(jaxpr):
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == "scan"
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _count_scans(sub)
+    return count
+
+
+def test_bidirectional_runs_one_scan_each_way():
+    """Forward: one scan for both directions (two on the reference path); forward+backward:
+    one more for the reverse loop of the custom VJP."""
+    cell, params_fw, xs, _, _ = setup("lstm")
+    params_bw = setup("lstm", seed=1)[1]
+
+    def loss(params, implementation):
+        return scan.bidirectional_unroll(cell, *params, xs, LENGTHS, implementation=implementation)[
+            0
+        ][1].sum()
+
+    params = (params_fw, params_bw)
+
+    def scans(fn, implementation):
+        return _count_scans(jax.make_jaxpr(fn, static_argnums=1)(params, implementation).jaxpr)
+
+    counts = {
+        implementation: (scans(loss, implementation), scans(jax.grad(loss), implementation))
+        for implementation in ("fused", "reference")
+    }
+    assert counts["fused"] == (1, 2)
+    assert counts["reference"][0] == 2
