@@ -45,6 +45,13 @@ def _positive_ints(value: Any) -> str | None:
     return None if ok else "comma-separated ints > 0 (empty: none)"
 
 
+def _pairs_rule(value: Any) -> str | None:
+    pairs = [v.rpartition(":") for v in str(value).split(",") if v]
+    if all(cell in peers.CELL_SPECS and sep for cell, sep, _ in pairs):
+        return None
+    return f"comma-separated <cell>:<shape> pairs with cell in {', '.join(peers.CELL_SPECS)}"
+
+
 RULES: config_lib.Rules = {
     "cells": _names_from(peers.CELL_SPECS),
     "backends": _names_from(peers.BACKENDS),
@@ -59,6 +66,7 @@ RULES: config_lib.Rules = {
     "sweep.input_size": config_lib.positive,
     "sweep.cells": _names_from(peers.CELL_SPECS + ("transformer",)),
     "sweep.repetitions": config_lib.positive,
+    "bidirectional": _pairs_rule,
 }
 
 
@@ -131,15 +139,22 @@ def _summary(seconds: list[float], work: float) -> dict[str, float]:
 
 
 def time_group(
-    config: ml_collections.ConfigDict, cell: str, shape_name: str, mode: str, peak: Any
+    config: ml_collections.ConfigDict,
+    cell: str,
+    shape_name: str,
+    mode: str,
+    peak: Any,
+    workloads: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build, compile and time every backend of one (cell, shape, mode) with the peak matmul."""
+    """Build, compile and time every backend of one (cell, shape, mode) with the peak matmul
+    (or the given `workloads`, keyed by member name)."""
     shape = tuple(config.shapes[shape_name])
-    workloads = {}
-    for backend in backends_of(config):
-        workload = peers.build(backend, cell, shape, mode)
-        if workload is not None:
-            workloads[backend] = workload
+    if workloads is None:
+        workloads = {}
+        for backend in backends_of(config):
+            workload = peers.build(backend, cell, shape, mode)
+            if workload is not None:
+                workloads[backend] = workload
     runs = {name: w.run for name, w in workloads.items()} | {"matmul": peak.run}
     samples, cpu, loads = interleaved(runs, config.repetitions, config.warmup, config.gap_s)
     peak_gflops = _summary(samples["matmul"], peak.flops / 1e9)
@@ -187,6 +202,42 @@ def _speedups(seconds: dict[str, list[float]], peers_: dict) -> dict[str, float]
         for peer in peers_
         if peer != "rnn_jax"
     }
+
+
+def bidirectional_pairs(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+    """(cell spec, shape name) of every bidirectional group; raises on unknown shapes."""
+    pairs = [tuple(v.rsplit(":", 1)) for v in _split(config.bidirectional)]
+    for _, shape in pairs:
+        if shape not in config.shapes:
+            raise ValueError(
+                f"bidirectional: unknown shape {shape!r}; allowed: {', '.join(config.shapes)}"
+            )
+    return pairs
+
+
+def time_bidirectional(
+    config: ml_collections.ConfigDict, cell: str, shape_name: str, peak: Any
+) -> dict[str, Any]:
+    """Forward+backward of one bidirectional layer against one unidirectional layer.
+
+    Members: `rnn_jax` (both directions in one scan, the default), `rnn_jax_two_scans`,
+    `flax` (`nn.Bidirectional`) and `unidirectional` (rnn_jax, one direction). Besides the
+    usual ratios, `per_layer_speed` is 2 x (unidirectional time) / (bidirectional time) per
+    round: 1.0 means a bidirectional layer runs at the speed of two unidirectional ones.
+    """
+    shape = tuple(config.shapes[shape_name])
+    workloads = {
+        backend: peers.build_bidirectional(backend, cell, shape, "fwd_bwd")
+        for backend in peers.BIDIRECTIONAL_BACKENDS
+    }
+    workloads = {name: w for name, w in workloads.items() if w is not None}
+    workloads["unidirectional"] = peers.build("rnn_jax", cell, shape, "fwd_bwd")
+    group = time_group(config, cell, shape_name, "fwd_bwd", peak, workloads)
+    for key, seconds in (("per_layer_speed", "seconds"), ("cpu_per_layer_speed", "cpu_seconds")):
+        ours = np.asarray(group["members"]["rnn_jax"][seconds])
+        single = np.asarray(group["members"]["unidirectional"][seconds])
+        group[key] = float(np.median(2.0 * single / ours))
+    return group
 
 
 def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> None:
@@ -250,6 +301,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     start = time.time()
     groups = groups_of(config)
+    bidirectional_pairs(config)  # unknown shapes fail before anything is compiled
     if config.torch_threads and "torch" in backends_of(config):
         import torch
 
@@ -259,6 +311,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     load_before = os.getloadavg()
     peak = peers.matmul_peak(config.matmul_size)
     timed = [time_group(config, *group, peak) for group in groups]
+    pairs = bidirectional_pairs(config)
+    bidirectional = [time_bidirectional(config, *pair, peak) for pair in pairs]
     rss = [
         {
             "cell": cell,
@@ -275,7 +329,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     ]
     sweep = run_sweep(config, peak)
     results = {
-        "final": {"groups": timed, "rss": rss, "sweep": sweep},
+        "final": {"groups": timed, "bidirectional": bidirectional, "rss": rss, "sweep": sweep},
         "timing": {"wall_s": time.time() - start},
         "provenance": metrics.provenance()
         | {

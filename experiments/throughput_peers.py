@@ -5,7 +5,10 @@ forward+backward ("fwd_bwd": gradients of sum(outputs) w.r.t. parameters *and* i
 blocks until it is done, plus its FLOPs and, for JAX, compile time and XLA memory estimate.
 
 - rnn_jax:      `scan.unroll(implementation="auto")` (the default path); `rnn_jax_reference`
-                is `implementation="reference"` (plain `lax.scan` + autodiff), for context.
+                is `implementation="reference"` (plain `lax.scan` + autodiff), for context;
+                `rnn_jax_remat` is `unroll(remat=True)` (O(sqrt T) memory; fwd_bwd only).
+- bidirectional (`build_bidirectional`): rnn_jax's `layers.bidirectional` (both directions
+                in one scan), the same as two `unroll` scans, and Flax `nn.Bidirectional`.
 - flax:         `nn.RNN(OptimizedLSTMCell | GRUCell | SimpleCell)`, batch-major (its default),
                 the whole gradient under one `jax.jit`.
 - torch:        `nn.LSTM | nn.GRU | nn.RNN(batch_first=True)` with its default threads;
@@ -33,7 +36,8 @@ import numpy as np
 from rnn_jax import cells, scan
 
 MODES = ("fwd", "fwd_bwd")
-BACKENDS = ("rnn_jax", "rnn_jax_reference", "flax", "torch")
+BACKENDS = ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat", "flax", "torch")
+BIDIRECTIONAL_BACKENDS = ("rnn_jax", "rnn_jax_two_scans", "flax")
 # Cell specs: a cell name, optionally ":method" for minGRU's scan.
 CELL_SPECS = ("lstm", "gru", "elman", "min_gru", "min_gru:sequential", "min_gru:associative")
 FLAX_CELLS = {"lstm": "OptimizedLSTMCell", "gru": "GRUCell", "elman": "SimpleCell"}
@@ -103,13 +107,16 @@ def build(
     name, options = _parse(cell_spec)
     flops = rnn_flops(cell_spec, *shape)
     xs = jax.random.normal(jax.random.key(seed + 1), (batch, time_, input_size), jnp.float32)
-    if backend in ("rnn_jax", "rnn_jax_reference"):
+    if backend == "rnn_jax_remat" and mode == "fwd":
+        return None  # remat changes only the backward pass
+    if backend in ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat"):
         cell = cells.get_cell(name, **options)
         params = cell.init(jax.random.key(seed), input_size, hidden)
-        implementation = "auto" if backend == "rnn_jax" else "reference"
+        implementation = "reference" if backend == "rnn_jax_reference" else "auto"
+        remat = backend == "rnn_jax_remat"
 
         def forward(p: Any, x: jax.Array) -> jax.Array:
-            return scan.unroll(cell, p, x, implementation=implementation)[0]
+            return scan.unroll(cell, p, x, implementation=implementation, remat=remat)[0]
 
         return _jax_workload(forward, params, xs, mode, flops)
     if not supports(backend, cell_spec):
@@ -123,6 +130,44 @@ def build(
     if backend == "torch":
         return _torch_workload(name, shape, mode, flops, np.asarray(xs))
     raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
+
+
+def build_bidirectional(
+    backend: str, cell_spec: str, shape: tuple[int, int, int, int], mode: str, seed: int = 0
+) -> Workload | None:
+    """One bidirectional layer (outputs concatenated, `[batch, time, 2 * hidden]`):
+    `rnn_jax` is `layers.bidirectional` (both directions in one scan), `rnn_jax_two_scans`
+    two `scan.unroll` calls (forward, then `reverse=True`), `flax` `nn.Bidirectional` of two
+    `nn.RNN`s. FLOPs are twice one direction's; tokens are batch x time."""
+    from rnn_jax import layers
+
+    batch, time_, input_size, hidden = shape
+    name, options = _parse(cell_spec)
+    flops = 2.0 * rnn_flops(cell_spec, *shape)
+    xs = jax.random.normal(jax.random.key(seed + 1), (batch, time_, input_size), jnp.float32)
+    if backend in ("rnn_jax", "rnn_jax_two_scans"):
+        cell = cells.get_cell(name, **options)
+        keys = jax.random.split(jax.random.key(seed))
+        params = tuple(cell.init(k, input_size, hidden) for k in keys)
+
+        def forward(p: Any, x: jax.Array) -> jax.Array:
+            if backend == "rnn_jax":
+                return layers.bidirectional(cell, *p, x)[0]
+            ys_fw = scan.unroll(cell, p[0], x)[0]
+            ys_bw = scan.unroll(cell, p[1], x, reverse=True)[0]
+            return jnp.concatenate([ys_fw, ys_bw], axis=-1)
+
+        return _jax_workload(forward, params, xs, mode, flops)
+    if backend == "flax" and supports(backend, cell_spec):
+        import flax.linen as nn
+
+        flax_cell = getattr(nn, FLAX_CELLS[name])
+        model = nn.Bidirectional(nn.RNN(flax_cell(hidden)), nn.RNN(flax_cell(hidden)))
+        variables = model.init(jax.random.key(seed), xs)
+        return _jax_workload(model.apply, variables, xs, mode, flops)
+    if backend in BIDIRECTIONAL_BACKENDS:
+        return None
+    raise ValueError(f"backend={backend!r}; allowed: {', '.join(BIDIRECTIONAL_BACKENDS)}")
 
 
 def _torch_workload(name: str, shape: tuple, mode: str, flops: float, xs: np.ndarray):

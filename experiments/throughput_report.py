@@ -15,6 +15,8 @@ SPEED_GOALS = (
     ("fwd", ("small", "medium", "long"), 1.0, 1.0),
 )
 MEMORY_GOAL = 1.5  # rnn_jax's XLA temp memory at most this multiple of Flax's (fwd_bwd)
+REMAT_MEMORY_GOAL = 1.0  # with remat=True, at most Flax's
+PER_LAYER_GOAL = 1.0  # bidirectional layer at the speed of two unidirectional ones
 
 
 def _k(value: float) -> str:
@@ -102,7 +104,74 @@ def goal_checks(groups: list[dict]) -> list[str]:
             f"- {verdict}: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory "
             f"{ours:.0f} MiB = {ours / flax:.2f}× Flax's {flax:.0f} MiB (goal ≤ {MEMORY_GOAL}×)"
         )
+        remat = m.get("rnn_jax_remat", {}).get("xla_temp_mib")
+        if remat is not None:
+            verdict = "MET" if remat <= REMAT_MEMORY_GOAL * flax else "MISSED"
+            lines.append(
+                f"- {verdict}: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory with remat "
+                f"{remat:.0f} MiB = {remat / flax:.2f}× Flax's (goal ≤ {REMAT_MEMORY_GOAL}×)"
+            )
     return lines
+
+
+def bidirectional_checks(groups: list[dict]) -> list[str]:
+    """Per-layer speed of a bidirectional layer against two unidirectional ones."""
+    lines = []
+    for g in groups:
+        speed, cpu = g["per_layer_speed"], g["cpu_per_layer_speed"]
+        verdict = "MET" if speed >= PER_LAYER_GOAL else "MISSED"
+        lines.append(
+            f"- {verdict}: {g['cell']} {g['shape_name']} bidirectional per-layer speed "
+            f"{speed:.2f}× two unidirectional layers' (goal ≥ {PER_LAYER_GOAL}×; by CPU time "
+            f"{cpu:.2f}×)"
+        )
+    return lines
+
+
+def _remat_rows(groups: list[dict]) -> list[str]:
+    rows = [
+        "| cell | config (B, T, I, H) | remat tok/s | time cost (remat time ÷ default) "
+        "| CPU time cost | XLA temp MiB remat / default / flax | remat ÷ flax memory | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        m = g["members"]
+        if g["mode"] != "fwd_bwd" or "rnn_jax_remat" not in m:
+            continue
+        remat, ours, flax = m["rnn_jax_remat"], m.get("rnn_jax"), m.get("flax")
+        temps = [x and x["xla_temp_mib"] for x in (remat, ours, flax)]
+        share = "–" if not temps[2] else f"{temps[0] / temps[2]:.2f}×"
+        rows.append(
+            f"| {g['cell']} | {g['shape_name']} {tuple(g['shape'])} | {_rate(remat)} "
+            f"| {_ratio(g['rnn_jax_speedup_over'].get('rnn_jax_remat'))} "
+            f"| {_ratio(g['rnn_jax_cpu_speedup_over'].get('rnn_jax_remat'))} "
+            f"| {' / '.join('–' if t is None else f'{t:.0f}' for t in temps)} | {share} "
+            f"| {np.median(g['load']):.1f} |"
+        )
+    return rows
+
+
+def _bidirectional_rows(groups: list[dict]) -> list[str]:
+    rows = [
+        "| cell | config (B, T, I, H) | one scan tok/s | two scans | flax Bidirectional "
+        "| unidirectional | per-layer speed | CPU time | vs two scans | vs flax | CPU time: "
+        "vs two scans | vs flax | XLA temp MiB one scan / two scans / flax | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        m, speedup, cpu = g["members"], g["rnn_jax_speedup_over"], g["rnn_jax_cpu_speedup_over"]
+        temps = [m.get(k, {}).get("xla_temp_mib") for k in ("rnn_jax", "rnn_jax_two_scans", "flax")]
+        rows.append(
+            f"| {g['cell']} | {g['shape_name']} {tuple(g['shape'])} | {_rate(m.get('rnn_jax'))} "
+            f"| {_rate(m.get('rnn_jax_two_scans'))} | {_rate(m.get('flax'))} "
+            f"| {_rate(m.get('unidirectional'))} | {_ratio(g['per_layer_speed'])} "
+            f"| {_ratio(g['cpu_per_layer_speed'])} | {_ratio(speedup.get('rnn_jax_two_scans'))} "
+            f"| {_ratio(speedup.get('flax'))} | {_ratio(cpu.get('rnn_jax_two_scans'))} "
+            f"| {_ratio(cpu.get('flax'))} "
+            f"| {' / '.join('–' if t is None else f'{t:.0f}' for t in temps)} "
+            f"| {np.median(g['load']):.1f} |"
+        )
+    return rows
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -134,7 +203,26 @@ def markdown(results: dict[str, Any]) -> str:
     ):
         if any(g["mode"] == mode for g in groups):
             lines += ["", f"## {title}", "", *_group_rows(groups, mode)]
-    checks = goal_checks(groups)
+    if any("rnn_jax_remat" in g["members"] for g in groups):
+        lines += [
+            "",
+            "## forward + backward with rematerialisation (`unroll(remat=True)`)",
+            "",
+            *_remat_rows(groups),
+        ]
+    bidirectional = final.get("bidirectional", [])
+    if bidirectional:
+        lines += [
+            "",
+            "## bidirectional layer, forward + backward (tokens = batch × time)",
+            "",
+            "per-layer speed: 2 × (unidirectional time) ÷ (bidirectional time), per round "
+            "(1.0: a bidirectional layer costs two unidirectional ones). vs: the one-scan "
+            "layer's throughput over the peer's.",
+            "",
+            *_bidirectional_rows(bidirectional),
+        ]
+    checks = goal_checks(groups) + bidirectional_checks(bidirectional)
     if checks:
         lines += ["", "## Goals (issue 7)", "", *checks]
     if final["rss"]:

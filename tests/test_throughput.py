@@ -29,9 +29,13 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     groups = results["final"]["groups"]
     assert {(g["cell"], g["mode"]) for g in groups} == {("lstm", "fwd"), ("lstm", "fwd_bwd")}
     for g in groups:
-        assert set(g["members"]) == {"rnn_jax", "rnn_jax_reference", "flax", "torch"}
-        assert set(g["rnn_jax_speedup_over"]) == {"rnn_jax_reference", "flax", "torch"}
-        assert set(g["rnn_jax_cpu_speedup_over"]) == {"rnn_jax_reference", "flax", "torch"}
+        # remat changes only the backward pass: it is a member of fwd_bwd groups only.
+        peers = {"rnn_jax_reference", "flax", "torch"} | (
+            {"rnn_jax_remat"} if g["mode"] == "fwd_bwd" else set()
+        )
+        assert set(g["members"]) == {"rnn_jax"} | peers
+        assert set(g["rnn_jax_speedup_over"]) == peers
+        assert set(g["rnn_jax_cpu_speedup_over"]) == peers
         for member in g["members"].values():
             rate = member["tokens_per_s"]
             assert 0 < rate["min"] <= rate["median"] <= rate["max"]
@@ -43,7 +47,20 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
         "min_gru:sequential",
         "transformer",
     }
+    (bidirectional,) = results["final"]["bidirectional"]
+    assert set(bidirectional["members"]) == {
+        "rnn_jax",
+        "rnn_jax_two_scans",
+        "flax",
+        "unidirectional",
+    }
+    # per_layer_speed is 2 x unidirectional time / bidirectional time, per round.
+    ours = bidirectional["members"]["rnn_jax"]["seconds"]
+    single = bidirectional["members"]["unidirectional"]["seconds"]
+    want = sorted(2 * u / b for u, b in zip(single, ours, strict=True))
+    assert bidirectional["per_layer_speed"] == pytest.approx(sum(want) / 2)  # median of 2
     table = (smoke_run / "throughput.md").read_text()
+    assert "## bidirectional layer" in table and "rematerialisation" in table
     assert "## forward + backward" in table and "## forward\n" in table
     assert "| lstm | tiny (4, 8, 8, 16) |" in table
     assert (smoke_run / "throughput_vs_length.png").stat().st_size > 0
@@ -78,6 +95,7 @@ def test_goal_checks_report_misses():
         ({"cells": "lstm,lsmt"}, "cells"),
         ({"backends": "jax"}, "backends"),
         ({"sweep.lengths": "64,-1"}, "sweep.lengths"),
+        ({"bidirectional": "lsmt:small"}, "bidirectional"),
     ],
 )
 def test_bad_config_values_fail_before_compiling(overrides, message):

@@ -5,12 +5,19 @@ Command:
         --config=experiments/configs/throughput.py:quick
 
 Variants:
-- smoke: LSTM at a tiny shape, every backend, 2 rounds; a one-length sweep; no subprocess
-  memory runs. Under a minute, for tests (numbers meaningless).
-- quick: LSTM and GRU at small / medium / long, forward and forward+backward, rnn_jax vs Flax
-  vs torch (+ the reference scan), 5 interleaved rounds; minGRU at small; the sequence-length
-  sweep for the plot. About 15 minutes on 2 CPU cores.
-- full: quick plus Elman and minGRU everywhere, 11 rounds, a longer sweep.
+- smoke: LSTM at a tiny shape, every backend, 2 rounds; one bidirectional group; a one-length
+  sweep; no subprocess memory runs. Under a minute, for tests (numbers meaningless).
+- quick: the sub-grid the main job (experiments/reproduce.py) runs, at most ~6 minutes on 2
+  idle CPU cores: LSTM and GRU at small and long (no medium), forward and forward+backward,
+  rnn_jax vs Flax vs torch plus rnn_jax with remat (forward+backward), 3 interleaved rounds
+  after 1 warm-up; one bidirectional group (LSTM small); the sweep at T = 64 and 1024 for
+  LSTM, GRU, sequential minGRU and the transformer block, 1 round; no reference-scan column,
+  no minGRU group, no per-process peak RSS.
+- cpu: the README's Performance tables (a quiet machine, ~20 minutes): LSTM and GRU at small /
+  medium / long, forward and forward+backward, rnn_jax vs Flax vs torch plus remat, 5 rounds;
+  bidirectional LSTM and GRU at small and long; minGRU at small; the full-length sweep.
+- full: cpu plus Elman and minGRU everywhere, the reference scan, 11 rounds, a longer sweep,
+  peak RSS per implementation in fresh processes at every config.
 
 Shapes (batch, time, input, hidden) are those of perf-anchors.md and issue 7: small
 (32, 64, 128, 256), medium (64, 128, 256, 512), long (16, 1024, 64, 128). The sweep holds
@@ -42,7 +49,7 @@ def _base() -> ml_collections.ConfigDict:
     config.shapes.long = (16, 1024, 64, 128)
     config.cells = "lstm,gru"
     config.configs = "small,medium,long"
-    config.backends = "rnn_jax,rnn_jax_reference,flax,torch"
+    config.backends = "rnn_jax,rnn_jax_remat,flax,torch"
     config.modes = "fwd,fwd_bwd"
     config.repetitions = 5  # timed rounds per group (perf-anchors.md: 7-11; 5 fits 2 shared cores)
     config.warmup = 2  # untimed calls of each member before the rounds
@@ -55,7 +62,10 @@ def _base() -> ml_collections.ConfigDict:
     # Extra groups: (cell spec, shape) pairs beyond cells x configs, e.g. minGRU at small.
     config.extra = "min_gru:small"
     # Peak RSS per implementation, each in a fresh process (fwd_bwd): these configs.
-    config.rss_configs = "medium"
+    config.rss_configs = ""
+    # Bidirectional groups (forward+backward): <cell>:<shape> pairs; one scan vs two scans vs
+    # Flax nn.Bidirectional vs one unidirectional layer.
+    config.bidirectional = "lstm:small,lstm:long,gru:small,gru:long"
     config.sweep = ml_collections.ConfigDict()
     config.sweep.lengths = "64,256,1024"
     config.sweep.tokens = 16384
@@ -68,6 +78,8 @@ def _base() -> ml_collections.ConfigDict:
 
 def _smoke() -> ml_collections.ConfigDict:
     config = _base()
+    config.backends = "rnn_jax,rnn_jax_reference,rnn_jax_remat,flax,torch"
+    config.bidirectional = "lstm:tiny"
     config.cells = "lstm"
     config.configs = "tiny"
     config.repetitions = 2
@@ -86,12 +98,26 @@ def _smoke() -> ml_collections.ConfigDict:
 
 
 def _quick() -> ml_collections.ConfigDict:
+    config = _base()
+    config.configs = "small,long"
+    config.repetitions = 3
+    config.warmup = 1
+    config.extra = ""
+    config.bidirectional = "lstm:small"
+    config.sweep.lengths = "64,1024"
+    config.sweep.cells = "lstm,gru,min_gru:sequential,transformer"
+    config.sweep.repetitions = 1
+    return config
+
+
+def _cpu() -> ml_collections.ConfigDict:
     return _base()
 
 
 def _full() -> ml_collections.ConfigDict:
     config = _base()
     config.cells = "lstm,gru,elman,min_gru"
+    config.backends = "rnn_jax,rnn_jax_reference,rnn_jax_remat,flax,torch"
     config.repetitions = 11
     config.extra = ""
     config.rss_configs = "small,medium,long"
@@ -100,7 +126,7 @@ def _full() -> ml_collections.ConfigDict:
     return config
 
 
-VARIANTS = {"smoke": _smoke, "quick": _quick, "full": _full}
+VARIANTS = {"smoke": _smoke, "quick": _quick, "cpu": _cpu, "full": _full}
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
