@@ -19,10 +19,16 @@ import numpy as np
 from flax import nnx
 
 from rnn_jax import metrics
-from rnn_jax.data.batching import BatchIterator, pad_batch, sorted_eval_batches
-from rnn_jax.data.pipeline import build_vocabs, encode_split
+from rnn_jax.data.batching import BatchIterator, pad_batch
+from rnn_jax.data.pipeline import (
+    build_vocabs,
+    encode_split,
+    evaluation_batches,
+    training_batches,
+)
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
+from rnn_jax.models.encoder import encoder_options
 from rnn_jax.models.params import count_params
 from rnn_jax.models.tagger import Tagger
 from rnn_jax.train import Task
@@ -104,26 +110,16 @@ class SequenceLabellingTask(Task):
             len(self.vocabs["tokens"]),
             len(self.tags),
             head=m.head,
-            kind=m.kind,
-            embed_size=m.embed_size,
-            hidden_size=m.hidden_size,
-            cell=m.cell,
-            num_layers=m.num_layers,
-            bidirectional=m.bidirectional,
-            dropout_rate=m.dropout_rate,
-            num_heads=m.num_heads,
-            max_length=m.max_length,
             rngs=nnx.Rngs(params=rng),
+            **encoder_options(m),
             **chars,
         )
 
     def train_data(self) -> BatchIterator:
-        return BatchIterator(
+        return training_batches(
             self.splits["train"],
             self.config.train.batch_size,
             seed=self.config.seed,
-            bucket_pool=50,
-            drop_remainder=True,
             collate=self._collate,
         )
 
@@ -140,12 +136,7 @@ class SequenceLabellingTask(Task):
         return loss, (carry, {"train_nll_per_token": loss})
 
     def eval_data(self, split: str) -> list[dict]:
-        examples = self.splits[split]
-        lengths = np.array([len(e["inputs"]) for e in examples])
-        return [
-            self._collate([examples[i] for i in indices])
-            for indices in sorted_eval_batches(lengths, self.eval_batch_size(split))
-        ]
+        return evaluation_batches(self.splits[split], self.eval_batch_size(split), self._collate)
 
     def eval_batch_size(self, split: str) -> int:
         return self.config.data.eval_batch_size

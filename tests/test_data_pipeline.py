@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from rnn_jax.data import BatchIterator
-from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split, stream_ids
+from rnn_jax.data.pipeline import (
+    build_vocabs,
+    collate_for,
+    encode_split,
+    evaluation_batches,
+    stream_ids,
+    training_batches,
+)
 from rnn_jax.data.registry import TextDataset
 
 
@@ -71,3 +78,40 @@ def test_classification_and_tagging_targets():
 def test_empty_split_is_an_error():
     with pytest.raises(ValueError, match="split 'valid' is empty"):
         TextDataset("t", "tagging", {"train": [{"tokens": ["a"], "tags": ["O"]}], "valid": []})
+
+
+def _numbered(lengths):
+    """Examples whose scalar `targets` is their index, so batches say which examples they hold."""
+    return [{"inputs": np.ones(n, np.int32), "targets": np.int32(i)} for i, n in enumerate(lengths)]
+
+
+def test_training_batches_are_full_distinct_bucketed_and_seeded():
+    lengths = np.random.default_rng(0).integers(1, 40, size=103)
+    examples = _numbered(lengths)
+    batches = list(training_batches(examples, 8, seed=3, bucket_pool=4))
+    assert len(batches) == 103 // 8  # the partial batch is dropped
+    ids = np.concatenate([b["targets"] for b in batches])
+    assert all(len(b["targets"]) == 8 for b in batches) and len(set(ids)) == len(ids)
+    for b in batches:  # padded to the batch's own longest example
+        np.testing.assert_array_equal(b["lengths"], lengths[b["targets"]])
+        assert b["inputs"].shape[1] == lengths[b["targets"]].max()
+    unbucketed = list(training_batches(examples, 8, seed=3, bucket_pool=None))
+    padding = [
+        sum(b["inputs"].size - b["lengths"].sum() for b in run) for run in (batches, unbucketed)
+    ]
+    assert padding[0] < 0.5 * padding[1], padding
+    again = list(training_batches(examples, 8, seed=3, bucket_pool=4))
+    other = list(training_batches(examples, 8, seed=4, bucket_pool=4))
+    np.testing.assert_array_equal(np.concatenate([b["targets"] for b in again]), ids)
+    assert not np.array_equal(np.concatenate([b["targets"] for b in other]), ids)
+
+
+def test_evaluation_batches_hold_every_example_once_longest_first():
+    lengths = np.random.default_rng(1).integers(1, 30, size=23)
+    batches = evaluation_batches(_numbered(lengths), 5)
+    assert [len(b["targets"]) for b in batches] == [5, 5, 5, 5, 3]
+    ids = np.concatenate([b["targets"] for b in batches])
+    assert sorted(ids) == list(range(23))
+    assert np.all(np.diff(lengths[ids]) <= 0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        evaluation_batches(_numbered(lengths), 0)

@@ -3,7 +3,8 @@
     dataset = load_dataset("conll2003")
     vocabs = build_vocabs(dataset, min_freq=1)          # {"tokens": ..., "tags": ...}
     train = encode_split(dataset, "train", vocabs)       # [{"inputs", "targets"}] of int32
-    batches = BatchIterator(train, 32, seed=0, bucket_pool=50, collate=collate_for(dataset))
+    batches = training_batches(train, 32, seed=0, collate=collate_for(dataset))
+    valid = evaluation_batches(encode_split(dataset, "valid", vocabs), 128, collate_for(dataset))
 
 What `encode_split` makes of each task's examples:
 
@@ -25,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rnn_jax.data.batching import Batch, pad_batch
+from rnn_jax.data.batching import Batch, BatchIterator, pad_batch, sorted_eval_batches
 from rnn_jax.data.registry import TextDataset
 from rnn_jax.data.vocab import Vocabulary
 
@@ -108,3 +109,41 @@ def collate_for(dataset: TextDataset, pad_id: int = 0) -> Callable[[list], Batch
 def length_key(dataset: TextDataset) -> str:
     """The example field `BatchIterator` buckets by."""
     return "source" if dataset.task == "translation" else "inputs"
+
+
+def training_batches(
+    examples: list[dict],
+    batch_size: int,
+    *,
+    seed: int,
+    collate: Callable[[list], Batch] = pad_batch,
+    bucket_pool: int = 50,
+    length_key: str = "inputs",
+) -> BatchIterator:
+    """Resumable training epochs of exactly `batch_size` examples, shuffled by `seed` and
+    bucketed by length within pools of `bucket_pool` batches (little padding, few distinct
+    padded shapes to compile); the last partial batch of an epoch is dropped."""
+    return BatchIterator(
+        examples,
+        batch_size,
+        seed=seed,
+        bucket_pool=bucket_pool,
+        drop_remainder=True,
+        length_key=length_key,
+        collate=collate,
+    )
+
+
+def evaluation_batches(
+    examples: list[dict],
+    batch_size: int,
+    collate: Callable[[list], Batch] = pad_batch,
+    length_key: str = "inputs",
+) -> list[Batch]:
+    """Every example exactly once, in batches of up to `batch_size` sorted by decreasing
+    length (least padding); order-independent sums (loss, counts) are all they are for."""
+    lengths = np.array([len(e[length_key]) for e in examples])
+    return [
+        collate([examples[i] for i in indices])
+        for indices in sorted_eval_batches(lengths, batch_size)
+    ]

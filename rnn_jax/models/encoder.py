@@ -9,6 +9,9 @@ A unidirectional RNN encoder also runs one token at a time (`zero_carry`, `step`
 constant memory, with the same numbers as the full pass.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -20,9 +23,30 @@ from rnn_jax.modules import RNN
 
 ENCODER_KINDS = ("rnn", "transformer")
 
+# SequenceEncoder's architecture arguments, as an experiment's `config.model` names them.
+ENCODER_OPTIONS = (
+    "kind",
+    "embed_size",
+    "hidden_size",
+    "cell",
+    "num_layers",
+    "bidirectional",
+    "dropout_rate",
+    "num_heads",
+    "max_length",
+    "positions",
+)
+
 
 def _split(rng: jax.Array | None, num: int) -> list:
     return [None] * num if rng is None else list(jax.random.split(rng, num))
+
+
+def encoder_options(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The SequenceEncoder keyword arguments (ENCODER_OPTIONS) that `model_config` (e.g. an
+    experiment's `config.model` ConfigDict) sets; the others keep SequenceEncoder's defaults,
+    and keys that are not encoder options (pooling, head, ...) are left to the caller."""
+    return {name: model_config[name] for name in ENCODER_OPTIONS if name in model_config}
 
 
 def first_and_last(states: jax.Array, lengths: jax.Array, hidden_size: int) -> jax.Array:
