@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from reference_numpy import CASES, random_like
 
-from rnn_jax import cells, fast_scan, scan
+from rnn_jax import cells, fast_recurrence, fast_scan, scan
 
 BATCH, TIME, INPUT, HIDDEN = 3, 6, 4, 5
 LENGTHS = np.array([6, 2, 4], np.int32)
@@ -99,13 +99,13 @@ def test_structure_detection():
     gru, gru_params = params_of["gru"]
     peephole, peephole_params = params_of["peephole_lstm"]
     # i, f, g, o = split(z_x + z_h): every slab reads only the sum.
-    assert fast_scan._additive_slabs(lstm, lstm_params) == (True,) * 4
-    assert fast_scan._additive_slabs(peephole, peephole_params) == (True,) * 4
+    assert fast_recurrence.additive_slabs(lstm, lstm_params) == (True,) * 4
+    assert fast_recurrence.additive_slabs(peephole, peephole_params) == (True,) * 4
     # r and u read r_x + r_h, u_x + u_h; the candidate reads n_x + r * n_h.
-    assert fast_scan._additive_slabs(gru, gru_params) == (True, True, False)
-    assert fast_scan._pointwise_leaves(lstm, lstm_params) == ()
+    assert fast_recurrence.additive_slabs(gru, gru_params) == (True, True, False)
+    assert fast_recurrence.pointwise_leaves(lstm, lstm_params) == ()
     names = sorted(peephole_params)  # dict leaves are in sorted key order
-    read = [names[i] for i in fast_scan._pointwise_leaves(peephole, peephole_params)]
+    read = [names[i] for i in fast_recurrence.pointwise_leaves(peephole, peephole_params)]
     assert read == ["w_cf", "w_ci", "w_co"]
     assert fast_scan.fits(gru, gru_params)
     assert not fast_scan.fits(*params_of["gru_cho"])  # pointwise reads W_hh
