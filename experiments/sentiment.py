@@ -104,11 +104,22 @@ class SentimentTask(Task):
             "accuracy": sums["correct"] / sums["sentences"],
         }
 
+    def baselines(self) -> dict[str, float | int]:
+        """Majority class of the training labels, and its accuracy on every evaluation split."""
+        majority = int(np.bincount([e["targets"] for e in self.splits["train"]]).argmax())
+        scores: dict[str, float | int] = {"label": self.vocabs["label"].tokens[majority]}
+        for split in (name for name in self.splits if name != "train"):
+            targets = np.array([e["targets"] for e in self.splits[split]])
+            scores[f"{split}_accuracy"] = float(np.mean(targets == majority))
+        return scores
+
     def artifacts(self) -> dict:
-        # Written beside results.json so that comparisons across the sweep report sizes.
+        # Written beside results.json so that comparisons across the sweep report sizes, and
+        # the trivial baseline the accuracies are to be read against.
         params = count_params(nnx.eval_shape(lambda: self.init_model(jax.random.key(0))))
         return {
             "model_params.json": {"params": params},
+            "baselines.json": {"majority_class": self.baselines()},
             "vocab.json": list(self.vocabs["tokens"].tokens),
             "labels.json": list(self.vocabs["label"].tokens),
         }

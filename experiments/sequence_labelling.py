@@ -12,6 +12,8 @@ conlleval span precision/recall/F1 (NER, CoNLL-2003), plus the per-token loss.
 
 from __future__ import annotations
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -51,6 +53,22 @@ RULES: cfg.Rules = {
 }
 
 
+def majority_tag_per_word(train: list[dict], sentences: list[dict]) -> list[list[str]]:
+    """The baseline a tagger must beat to have used context: each word's most frequent
+    training tag (ties: the tag seen first), unseen words the most frequent tag overall."""
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    overall: collections.Counter = collections.Counter()
+    for sentence in train:
+        for word, tag in zip(sentence["tokens"], sentence["tags"], strict=True):
+            counts[word][tag] += 1
+            overall[tag] += 1
+    default = overall.most_common(1)[0][0]
+    return [
+        [counts[w].most_common(1)[0][0] if w in counts else default for w in s["tokens"]]
+        for s in sentences
+    ]
+
+
 class SequenceLabellingTask(Task):
     """Tags every token; loss = summed per-sentence NLL / number of tokens in the batch."""
 
@@ -58,6 +76,7 @@ class SequenceLabellingTask(Task):
         self.config = config
         data = config.data
         dataset = load_dataset(data.dataset, data.root)
+        self.dataset = dataset
         self.vocabs = build_vocabs(dataset, min_freq=data.min_freq)
         self.tags = self.vocabs["tags"]
         train_words = [w for s in dataset.splits["train"] for w in s["tokens"]]
@@ -172,11 +191,30 @@ class SequenceLabellingTask(Task):
             )
         return result
 
+    def baselines(self) -> dict[str, float]:
+        """Majority tag per word on every evaluation split: token accuracy (and span F1)."""
+        splits = self.dataset.splits
+        scores = {}
+        for split in (name for name in splits if name != "train"):
+            gold = [s["tags"] for s in splits[split]]
+            predicted = majority_tag_per_word(splits["train"], splits[split])
+            hits = [
+                g == p
+                for gs, ps in zip(gold, predicted, strict=True)
+                for g, p in zip(gs, ps, strict=True)
+            ]
+            scores[f"{split}_accuracy"] = float(np.mean(hits))
+            if self.scheme is not None:
+                scores[f"{split}_f1"] = metrics.span_f1(gold, predicted, self.scheme)["f1"]
+        return scores
+
     def artifacts(self) -> dict:
-        # Written beside results.json so that comparisons across the sweep report sizes.
+        # Written beside results.json so that comparisons across the sweep report sizes, and
+        # the trivial baseline the accuracies are to be read against.
         params = count_params(nnx.eval_shape(lambda: self.init_model(jax.random.key(0))))
         return {
             "model_params.json": {"params": params},
+            "baselines.json": {"majority_tag_per_word": self.baselines()},
             "vocab.json": list(self.vocabs["tokens"].tokens),
             "tags.json": list(self.tags.tokens),
         }

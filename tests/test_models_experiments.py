@@ -36,3 +36,16 @@ def test_unknown_variant_and_bad_values_are_named(name):
     config.model.cell = "transformer-xl"
     with pytest.raises(ValueError, match="model.cell"):
         cfg.validate(config, experiment.RULES)
+
+
+def test_majority_tag_per_word_baseline():
+    from experiments.sequence_labelling import majority_tag_per_word
+
+    train = [
+        {"tokens": ["the", "run", "run"], "tags": ["DET", "VERB", "NOUN"]},
+        {"tokens": ["a", "run"], "tags": ["DET", "NOUN"]},
+        {"tokens": ["dogs"], "tags": ["NOUN"]},
+    ]
+    held = [{"tokens": ["run", "the", "cats"]}]
+    # run: NOUN 2 > VERB 1; the: DET; unseen "cats": the most frequent tag overall (NOUN 3)
+    assert majority_tag_per_word(train, held) == [["NOUN", "DET", "NOUN"]]
