@@ -220,7 +220,7 @@ def recurrence_of(
             z_h_kept = None if remat else tuple(None if a else h for a, h in slabs)
             return (new_carry, buffers), (unstack(y), unstack(carry), unstack(z_h_kept))
 
-        ts = jnp.arange(time)
+        ts = jnp.arange(time) if any(in_place) else None  # indexes the in-place buffers
         (carry, buffers), outputs = jax.lax.scan(
             body, (carry0, buffers), (ts, streamed, mask), reverse=reverse, unroll=unroll
         )
