@@ -459,8 +459,10 @@ def answer_text(summaries: dict[str, dict]) -> str:
     beam = {r: _mean(s["metrics"]["test_beam_bleu"]) for r, s in rows.items()}
     best = max(beam, key=lambda r: beam[r])
     copy = next(iter(rows.values()))["copy_source_bleu"]
+    pairs = next(iter(rows.values()))["pairs"]
     text = (
-        f"Translation (Multi30k en->de, quick subset): best beam BLEU {beam[best]:.2f} with "
+        f"Translation (Multi30k en->de, {pairs['train']} training pairs, {pairs['test']} "
+        f"test2016 pairs): best beam BLEU {beam[best]:.2f} with "
         f"{best}; greedy/beam BLEU "
         + ", ".join(f"{r} {greedy[r]:.2f}/{beam[r]:.2f}" for r in rows)
         + f"; copying the source scores {copy:.2f}. "
@@ -471,8 +473,8 @@ def answer_text(summaries: dict[str, dict]) -> str:
         text += f"Beam BLEU relative to teacher forcing: {gains}. "
     top = max(max(beam.values()), max(greedy.values()))
     text += (
-        f"{PUBLISHED}; these quick numbers are {35 - top:.0f}-{37 - top:.0f} BLEU below that "
-        "because of the subset, the tiny model and the few training steps."
+        f"{PUBLISHED}; these numbers are {35 - top:.0f}-{37 - top:.0f} BLEU below that (in "
+        "quick because of the training subset, the tiny model and the few training steps)."
     )
     return text + "\n\n" + bleu_table(summaries)
 
