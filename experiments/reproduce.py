@@ -21,7 +21,6 @@ import pathlib
 import platform
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 
@@ -97,9 +96,25 @@ def select(names: Sequence[str], only: Sequence[str], skip: Sequence[str]) -> li
     return [n for n in names if (not only or n in only) and n not in skip]
 
 
-def run_experiment(name: str, workdir: pathlib.Path, variant: str, index: str) -> tuple[float, int]:
+STALLED = -1000  # exit status reported for a run the watchdog killed
+
+
+def run_experiment(
+    name: str,
+    workdir: pathlib.Path,
+    variant: str,
+    index: str,
+    stall_s: float = 0.0,
+    max_restarts: int = 2,
+) -> tuple[float, int]:
     """Runs one experiment as a subprocess, printing a progress line while it runs; returns
-    (wall time, exit status). Its output goes to W/<name>/log.txt."""
+    (wall time, exit status). Its output goes to W/<name>/log.txt.
+
+    Watchdog (`stall_s` > 0, Linux): XLA:CPU's thread pool can wedge (every thread parked,
+    the main thread waiting in `Execute`; seen twice at the start of a translation point of
+    `exposure_bias`, see docs/design.md). A run whose CPU time has not moved for `stall_s`
+    seconds is killed and started again, at most `max_restarts` times; experiments resume
+    from their finished points and checkpoints, so little is redone."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -109,6 +124,29 @@ def run_experiment(name: str, workdir: pathlib.Path, variant: str, index: str) -
         f"--config=experiments/configs/{name}.py:{variant}",
     ]
     start = time.monotonic()
+    for attempt in range(max_restarts + 1):
+        code = _run_watched(command, workdir, f"{index} {name}", start, stall_s)
+        if code != STALLED:
+            break
+        message = f"no CPU time used for {stall_s:.0f}s: killed (attempt {attempt + 1})"
+        with open(workdir / "log.txt", "a") as log:
+            log.write(f"experiments.reproduce: {message}\n")
+        print(f"\r{index} {name}: {message}{' ' * 40}", flush=True)
+    elapsed = time.monotonic() - start
+    status = "done" if code == 0 else f"FAILED (exit {code}; see {workdir / 'log.txt'})"
+    print(f"\r{index} {name}: {status} in {elapsed:.0f}s{' ' * 80}", flush=True)
+    return elapsed, code
+
+
+def _run_watched(
+    command: list[str],
+    workdir: pathlib.Path,
+    label: str,
+    start: float,
+    stall_s: float,
+    poll_s: float = 5.0,
+) -> int:
+    """One attempt: the exit status, or STALLED after killing a run that stopped using CPU."""
     with open(workdir / "log.txt", "a") as log:
         process = subprocess.Popen(
             command,
@@ -117,23 +155,31 @@ def run_experiment(name: str, workdir: pathlib.Path, variant: str, index: str) -
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        stop = threading.Event()
+        cpu, since = _cpu_seconds(process.pid), time.monotonic()
+        while True:
+            try:
+                return process.wait(timeout=poll_s)
+            except subprocess.TimeoutExpired:
+                pass
+            last = _last_line(workdir / "log.txt")
+            elapsed = time.monotonic() - start
+            print(f"\r{label}: {elapsed:5.0f}s | {last[:90]:<90}", end="", flush=True)
+            now_cpu = _cpu_seconds(process.pid)
+            if now_cpu is None or cpu is None or now_cpu > cpu + 0.5:
+                cpu, since = now_cpu, time.monotonic()
+            elif stall_s > 0 and time.monotonic() - since > stall_s:
+                process.kill()  # a wedged XLA process ignores SIGTERM
+                process.wait()
+                return STALLED
 
-        def progress() -> None:
-            while not stop.wait(5.0):
-                last = _last_line(workdir / "log.txt")
-                elapsed = time.monotonic() - start
-                print(f"\r{index} {name}: {elapsed:5.0f}s | {last[:90]:<90}", end="", flush=True)
 
-        thread = threading.Thread(target=progress, daemon=True)
-        thread.start()
-        code = process.wait()
-        stop.set()
-        thread.join()
-    elapsed = time.monotonic() - start
-    status = "done" if code == 0 else f"FAILED (exit {code}; see {workdir / 'log.txt'})"
-    print(f"\r{index} {name}: {status} in {elapsed:.0f}s{' ' * 80}", flush=True)
-    return elapsed, code
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), from /proc; None elsewhere."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _last_line(path: pathlib.Path) -> str:
@@ -230,11 +276,21 @@ def define_flags() -> None:
     flags.DEFINE_list("only", [], "Run only these experiments (default: all).")
     flags.DEFINE_list("skip", [], "Experiments not to run.")
     flags.DEFINE_string("variant", "quick", "Config variant to run (tests use smoke).")
+    flags.DEFINE_float(
+        "stall_minutes",
+        3.0,
+        "Kill and restart (resuming) an experiment whose process used no CPU for this long "
+        "(XLA:CPU can wedge; 0 disables).",
+    )
+    flags.DEFINE_integer("max_restarts", 2, "Restarts of a stalled experiment before giving up.")
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    for flag in ("stall_minutes", "max_restarts"):
+        if getattr(flags.FLAGS, flag) < 0:
+            sys.exit(f"experiments.reproduce: --{flag}={getattr(flags.FLAGS, flag)} must be >= 0")
     try:
         names = select(experiment_names(), flags.FLAGS.only, flags.FLAGS.skip)
     except ValueError as error:
@@ -251,7 +307,14 @@ def main(argv: Sequence[str]) -> None:
         if (root / name / "results.json").is_file():
             print(f"{index} {name}: finished earlier, not re-run")
             continue
-        wall[name], code = run_experiment(name, root / name, flags.FLAGS.variant, index)
+        wall[name], code = run_experiment(
+            name,
+            root / name,
+            flags.FLAGS.variant,
+            index,
+            stall_s=60 * flags.FLAGS.stall_minutes,
+            max_restarts=flags.FLAGS.max_restarts,
+        )
         if code:
             failed.append(name)
     write_report(root, names, wall)

@@ -5,6 +5,7 @@ command reuses the finished grid points; a bad grid value fails before anything 
 import importlib
 import json
 import math
+import os
 import pathlib
 
 import pytest
@@ -123,3 +124,20 @@ def test_exposure_bias_translation_smoke(data_root, tmp_path):
     assert not (tmp_path / "exposure_bias.md").exists()  # no language-model point ran
     answers = module.answers(tmp_path)
     assert set(answers) == {8, 16} and "| copy the source |" in answers[16]
+
+
+def test_reproduce_watchdog_kills_a_run_that_stopped_using_cpu(tmp_path):
+    import sys
+    import time
+
+    from experiments import reproduce
+
+    assert reproduce._cpu_seconds(os.getpid()) > 0
+    start = time.monotonic()
+    idle = [sys.executable, "-c", "import time; time.sleep(60)"]
+    code = reproduce._run_watched(idle, tmp_path, "idle", start, stall_s=1.0, poll_s=0.2)
+    assert code == reproduce.STALLED and time.monotonic() - start < 30
+    busy = [sys.executable, "-c", "import time; t = time.time()\nwhile time.time() - t < 2: pass"]
+    assert reproduce._run_watched(busy, tmp_path, "busy", start, stall_s=10.0, poll_s=0.2) == 0
+    failing = [sys.executable, "-c", "raise SystemExit(3)"]
+    assert reproduce._run_watched(failing, tmp_path, "failing", start, stall_s=1.0) == 3
