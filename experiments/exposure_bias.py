@@ -29,6 +29,7 @@ import optax
 from flax import nnx
 
 from experiments import exposure_bias_translation as translation
+from experiments import exposure_bias_translation_report as translation_report
 from experiments import grid
 from rnn_jax.data.lm_corpus import lm_corpus
 from rnn_jax.data.synthetic import MarkovLanguage
@@ -285,7 +286,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         name: {k: s["metrics"][k] for k in ("tf_nll", "fr_nll", "true_nll") if k in s["metrics"]}
         for name, s in lm.items()
     }
-    final.update({name: translation.final_metrics(s) for name, s in mt.items()})
+    final.update({name: translation_report.final_metrics(s) for name, s in mt.items()})
     grid.write_results(
         workdir, final, {"points": summaries, "timing": {"wall_s": time.perf_counter() - start}}
     )
@@ -295,7 +296,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     if any(s["entropy_rate"] for s in lm.values()):
         plot_true_nll(lm, workdir / "true_process_nll.png")
     if mt:
-        translation.write_report(config, mt, workdir)
+        translation_report.write_report(config, mt, workdir)
     return final
 
 
@@ -442,8 +443,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             "supported by these numbers only where its FR NLL beats teacher forcing's."
         )
     if mt:
-        out[8] = (out[8] + " " if q8 else "") + translation.answer_text(mt)
-        out[16] = translation.answer_text(mt)
+        out[8] = (out[8] + " " if q8 else "") + translation_report.answer_text(mt)
+        out[16] = translation_report.answer_text(mt)
     if q7:
         out[7] = " ".join(q7)
     return out

@@ -1,0 +1,159 @@
+"""The report of `exposure_bias`'s translation part: BLEU table, plot and answer text.
+
+Reads the per-point summaries of `experiments.exposure_bias_translation.run_point` (per-seed
+test BLEU for greedy and beam decoding, teacher-forced NLL, the copy-the-source baseline) and
+sets them beside the published Multi30k numbers.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import ml_collections
+import numpy as np
+
+from experiments import grid
+
+PUBLISHED = (
+    "Published Multi30k en-de RNN+attention systems reach about 35-37 BLEU on test2016 "
+    "(published-results.md, [U]) with the whole 29k-pair training set, ~256-1000-unit "
+    "models trained to convergence and every test sentence"
+)
+
+
+def _mean(values: list) -> float:
+    finite = [v for v in values if v is not None]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def bleu_table(summaries: dict[str, dict]) -> str:
+    """Markdown: regime x (greedy, beam) test BLEU, mean ± std over seeds, and the copy
+    baseline."""
+    rows = []
+    for s in summaries.values():
+        m, sched = s["metrics"], s["schedule"]
+        params = ", ".join(f"{k}={v:.4g}" for k, v in sched.items() if k != "name")
+        rows.append(
+            [
+                s["regime"],
+                f"{sched['name']} ({params})",
+                grid.mean_std(_nan(m["test_greedy_bleu"])),
+                grid.mean_std(_nan(m["test_beam_bleu"])),
+                grid.mean_std(_nan(m["test_greedy_length_ratio"])),
+                grid.mean_std(_nan(m["test_beam_length_ratio"])),
+                grid.mean_std(_nan(m["test_tf_nll"])),
+            ]
+        )
+    first = next(iter(summaries.values()))
+    rows.append(["copy the source", "–", grid.fmt(first["copy_source_bleu"]), "–", "–", "–", "–"])
+    header = [
+        "regime",
+        "schedule",
+        "greedy BLEU",
+        "beam BLEU",
+        "greedy len/ref",
+        "beam len/ref",
+        "TF NLL (nats/token)",
+    ]
+    return grid.markdown_table(header, rows)
+
+
+def report_markdown(config: ml_collections.ConfigDict, summaries: dict[str, dict]) -> str:
+    t = config.translation
+    first = next(iter(summaries.values()))
+    pairs, vocab = first["pairs"], first["vocab_size"]
+    return "\n".join(
+        [
+            "# Exposure bias in translation: Multi30k en->de BLEU by training regime",
+            "",
+            f"Test2016 sentences with both sides <= {t.max_length} tokens ({pairs['test']} "
+            f"pairs), tokenised lower-cased text, sacrebleu BLEU with tokenize='none', mean ± "
+            f"std over {config.num_seeds} seeds. Training: {pairs['train']} pairs, vocabularies "
+            f"{vocab['source']} (en) / {vocab['target']} (de) tokens; a bidirectional "
+            f"{t.cell.upper()} encoder and {t.attention} attention decoder (embeddings "
+            f"{t.embed_size}, hidden {t.hidden_size}), {t.num_steps} Adam steps of "
+            f"{t.batch_size} pairs. Beam {t.beam_size} with length penalty alpha "
+            f"{t.length_penalty_alpha}; at most {t.max_decode_length} tokens decoded. "
+            "len/ref = output length / reference length (BLEU's brevity penalty acts below 1).",
+            "",
+            bleu_table(summaries),
+            f"{PUBLISHED}.",
+            "",
+        ]
+    )
+
+
+def final_metrics(summary: dict) -> dict:
+    """A point's entry in W/results.json `final`: per-seed test BLEU and NLL, copy baseline."""
+    metrics_ = summary["metrics"]
+    final = {k: metrics_[f"test_{k}"] for k in ("greedy_bleu", "beam_bleu", "tf_nll")}
+    return {**final, "copy_source_bleu": summary["copy_source_bleu"]}
+
+
+def write_report(
+    config: ml_collections.ConfigDict, summaries: dict[str, dict], workdir: pathlib.Path
+) -> None:
+    """W/translation_bleu.md and W/translation_bleu.png."""
+    (workdir / "translation_bleu.md").write_text(report_markdown(config, summaries))
+    plot_bleu(summaries, workdir / "translation_bleu.png")
+
+
+def plot_bleu(summaries: dict[str, dict], path: pathlib.Path) -> None:
+    """Greedy vs beam test BLEU per regime (bars: mean, whiskers: std over seeds), with the
+    copy-the-source baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(summaries.values())
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 3.5))
+    for offset, name in ((-0.2, "greedy"), (0.2, "beam")):
+        values = [_nan(s["metrics"][f"test_{name}_bleu"]) for s in rows]
+        ax.bar(
+            x + offset,
+            [np.nanmean(v) for v in values],
+            0.4,
+            yerr=[np.nanstd(v) for v in values],
+            label=name,
+        )
+    ax.axhline(rows[0]["copy_source_bleu"], color="gray", linestyle="--", label="copy source")
+    ax.set_xticks(x, [s["regime"] for s in rows], fontsize="small")
+    ax.set_ylabel("test BLEU")
+    ax.set_title(f"Multi30k en->de, {rows[0]['pairs']['test']} test2016 pairs")
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def answer_text(summaries: dict[str, dict]) -> str:
+    """Markdown for seed questions 8 and 16: the measured BLEU table and what it says."""
+    rows = {s["regime"]: s for s in summaries.values()}
+    greedy = {r: _mean(s["metrics"]["test_greedy_bleu"]) for r, s in rows.items()}
+    beam = {r: _mean(s["metrics"]["test_beam_bleu"]) for r, s in rows.items()}
+    best = max(beam, key=lambda r: beam[r])
+    copy = next(iter(rows.values()))["copy_source_bleu"]
+    pairs = next(iter(rows.values()))["pairs"]
+    text = (
+        f"Translation (Multi30k en->de, {pairs['train']} training pairs, {pairs['test']} "
+        f"test2016 pairs): best beam BLEU {beam[best]:.2f} with "
+        f"{best}; greedy/beam BLEU "
+        + ", ".join(f"{r} {greedy[r]:.2f}/{beam[r]:.2f}" for r in rows)
+        + f"; copying the source scores {copy:.2f}. "
+    )
+    if "teacher_forcing" in rows:
+        others = [r for r in rows if r != "teacher_forcing"]
+        gains = ", ".join(f"{r} {beam[r] - beam['teacher_forcing']:+.2f}" for r in others)
+        text += f"Beam BLEU relative to teacher forcing: {gains}. "
+    top = max(max(beam.values()), max(greedy.values()))
+    text += (
+        f"{PUBLISHED}; these numbers are {35 - top:.0f}-{37 - top:.0f} BLEU below that (in "
+        "quick because of the training subset, the tiny model and the few training steps)."
+    )
+    return text + "\n\n" + bleu_table(summaries)
+
+
+def _nan(values: list) -> list[float]:
+    return [float("nan") if v is None else v for v in values]
