@@ -399,6 +399,16 @@ def equal_time_bits(rows: list[dict]) -> dict[str, float]:
     return out
 
 
+def _shared_note(load_average: float) -> str:
+    """Says so when the load shows other jobs competing for the cores during the timings."""
+    cores = os.cpu_count() or 1
+    return (
+        f" (more than its {cores} cores: other jobs shared the machine)"
+        if load_average > cores
+        else ""
+    )
+
+
 def report_markdown(summaries: dict[str, dict]) -> str:
     lines = ["# RNN vs attention (seed questions 9, 10, 15)", ""]
     lm = [s for s in summaries.values() if s["task"] == "shakespeare"]
@@ -408,8 +418,8 @@ def report_markdown(summaries: dict[str, dict]) -> str:
             "## Character LM, Tiny Shakespeare (validation bits per character)",
             "",
             "Equal wall-clock: each model's curve read at the training time of the quickest "
-            "model (time per step from each run's own steps/s, evaluation included; machine "
-            "shared, so indicative).",
+            "model (time per step from each run's own steps/s, evaluation included; "
+            "indicative only when other jobs shared the machine).",
             "",
         ]
         table = [
@@ -466,8 +476,9 @@ def report_markdown(summaries: dict[str, dict]) -> str:
         lines += [
             "## Cost against sequence length",
             "",
-            f"{s['machine']}; load average {s['load_average']:.1f} at the end (the "
-            "machine was shared). Median (min–max) over interleaved repeats; training "
+            f"{s['machine']}; load average {s['load_average']:.1f} at the end"
+            f"{_shared_note(s['load_average'])}. Median (min–max) over interleaved repeats; "
+            "training "
             "at a fixed number of tokens per batch; generation: one token, batch 1, "
             "with T tokens of context (RNN: its state; transformer: a KV cache of T).",
             "",
@@ -601,7 +612,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         kinds = list(dict.fromkeys(r["model"] for r in rows))
         q15.append(
             f"Training tokens/s (median) at T={shortest} → T={longest} ({cost[0]['machine']}, "
-            f"shared, load {cost[0]['load_average']:.0f}): "
+            f"load {cost[0]['load_average']:.1f}{_shared_note(cost[0]['load_average'])}): "
             + ", ".join(
                 f"{k} {stat(k, shortest, 'train_tokens_per_s'):.0f} → "
                 f"{stat(k, longest, 'train_tokens_per_s'):.0f}"
@@ -626,8 +637,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 for k in kinds
             )
             + ". A recurrent state has the same cost and memory at any length; a KV cache "
-            "grows with the context. Medians on this shared machine are dominated by load "
-            "(see the table's min–max)."
+            "grows with the context (medians and min–max in the cost table)."
         )
     if q9:
         out[9] = " ".join(q9)
