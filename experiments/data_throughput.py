@@ -13,7 +13,9 @@ batch put on the devices as the loop does) on experiments.language_model's task.
 step (compilation) is not timed; then rounds of `bench.train_steps` train steps alternate
 with rounds of every data path, in one process. Timings on a shared machine are noisy, so
 medians over rounds are reported, with `os.getloadavg()` at each round. Writes
-`W/throughput.json`.
+`W/results.json` (`final`: the medians; `rounds`: every round; `timing`), the table
+`W/data_throughput.md` and the plot `W/data_over_train.png` (batches/s of each path over the
+LM's train steps/s, log scale: above 1 the data never waits the model).
 """
 
 from __future__ import annotations
@@ -147,11 +149,70 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: LanguageModelTask
         "devices": [str(d) for d in jax.devices()],
     }
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "throughput.json").write_text(json.dumps(report, indent=1, default=float))
+    write_outputs(report, workdir, time.perf_counter() - start)
     print(f"LM train steps/s: {train_steps_per_s:.2f} (loadavg {loadavg[0][0]:.1f})")
     for name, rate in data.items():
         print(f"{name:>20}: {rate:10.1f} batches/s = {rate / train_steps_per_s:8.0f} x train")
     return report
+
+
+def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
+    """W/results.json (atomically, last), W/data_throughput.md and W/data_over_train.png."""
+    names = list(report["data_batches_per_s"])
+    final = {"train_steps_per_s": report["train_steps_per_s"]}
+    for name in names:
+        final[f"{name}_batches_per_s"] = report["data_batches_per_s"][name]
+        final[f"{name}_over_train"] = report["data_over_train"][name]
+    load = report["loadavg"][0]
+    rows = [
+        f"| {name} | {report['data_batches_per_s'][name]:,.0f} | "
+        f"{report['data_over_train'][name]:,.0f}× |"
+        for name in names
+    ]
+    (workdir / "data_throughput.md").write_text(
+        "\n".join(
+            [
+                "# Data paths against the LM's train step (batches/s, median over rounds)",
+                "",
+                f"LM train steps/s: {report['train_steps_per_s']:.2f} (batch "
+                f"{report['batch']['lm'][0]} x {report['batch']['lm'][1]}); load average at "
+                f"the first round {load[0]:.1f}; devices {len(report['devices'])}.",
+                "",
+                "| data path | batches/s | over train steps/s |",
+                "|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    ax.barh(names, [report["data_over_train"][n] for n in names])
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="gray", linestyle="--")
+    ax.set_xlabel("data batches/s ÷ LM train steps/s")
+    fig.tight_layout()
+    fig.savefig(workdir / "data_over_train.png", dpi=90)
+    plt.close(fig)
+    results = {
+        "final": final,
+        "rounds": report["rounds"],
+        "loadavg": report["loadavg"],
+        "batch": report["batch"],
+        "devices": report["devices"],
+        "timing": {
+            "wall_s": wall_s,
+            "prepare_s": report["prepare_s"],
+            "compile_s": report["compile_s"],
+        },
+    }
+    temporary = workdir / "results.json.tmp"
+    temporary.write_text(json.dumps(results, indent=1, default=float))
+    temporary.replace(workdir / "results.json")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,15 @@ def test_data_paths_make_the_batches_the_consumers_expect(smoke):
 def test_smoke_run_reports_batches_beside_train_steps(smoke, tmp_path):
     config, task = smoke
     report = run(config, str(tmp_path), task)
-    saved = json.loads((tmp_path / "throughput.json").read_text())
-    assert saved["data_over_train"].keys() == report["data_batches_per_s"].keys()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for name in report["data_batches_per_s"]:
+        assert saved["final"][f"{name}_over_train"] == pytest.approx(
+            report["data_over_train"][name]
+        )
+    assert saved["timing"]["wall_s"] > 0
+    table = (tmp_path / "data_throughput.md").read_text()
+    assert all(f"| {name} |" in table for name in report["data_batches_per_s"])
+    assert (tmp_path / "data_over_train.png").stat().st_size > 0
     assert len(report["rounds"]["train_steps_per_s"]) == len(report["loadavg"]) == 2
     assert all(len(v) == 2 for v in report["rounds"]["data_batches_per_s"].values())
     ratio = report["data_over_train"]["lm_stream"]
