@@ -11,10 +11,10 @@ smoke  Synthetic order-1 Markov language (16 symbols, Dirichlet(0.2) transitions
 quick  Tiny Shakespeare characters (`data.root`/tiny_shakespeare; 90/5/5 split), 1x256 LSTM,
        Adam 2e-3 with cosine decay, batch 32 x 64 characters, 1,500 steps: 1,003,854 train
        characters -> 32 rows of 31,370 -> (31,370 - 1) // 64 = 490 steps per epoch, so ~3 epochs.
-       About 4 minutes on 2 idle CPU cores (estimated from the perf anchors: ~23k tokens/s
-       for a 32x256 LSTM; measured 18 min on a machine shared with ~8 busy processes).
-       Measured (2026-11-25, seed 0): valid 1.560 nats/char (perplexity 4.76), test 1.642
-       (5.16), train 1.484. Defaults: Karpathy's char-rnn small settings scaled to a CPU.
+       3.3 minutes on 2 quiet CPU cores (the main job, 2026-11-25, commit 296151b, seed 0):
+       valid 1.566 nats/char (perplexity 4.79), test 1.652 (5.22, 2.38 bits/char), train
+       1.488 (an earlier library, before the initialisers drew their numbers flat, gave
+       1.560 / 1.642). Defaults: Karpathy's char-rnn small settings scaled to a CPU.
 full   Zaremba, Sutskever & Vinyals (2014) "medium": PTB words, 2x650 LSTM, dropout 0.5 on
        inputs, between layers and on outputs (non-recurrent connections only), weights
        U(-0.05, 0.05), forget bias 0, SGD lr 1, clip global norm 5, batch 20 x 35 (truncated
