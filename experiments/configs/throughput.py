@@ -12,12 +12,13 @@ Variants:
   rnn_jax vs Flax vs torch plus rnn_jax with remat (forward+backward), 3 interleaved rounds
   after 1 warm-up; one bidirectional group (LSTM small); the sweep at T = 64 and 1024 for
   LSTM, GRU, sequential minGRU and the transformer block, 1 round; no reference-scan column,
-  no minGRU group, no per-process peak RSS. Measured 4.4 minutes wall (177 CPU-seconds) on 2
-  cores shared at load 6-10; the previous quick (medium config, reference scan, 5 rounds,
-  peak-RSS subprocesses, associative-scan sweep) took ~15 minutes.
-- cpu: the README's Performance tables (a quiet machine, ~20 minutes): LSTM and GRU at small /
-  medium / long, forward and forward+backward, rnn_jax vs Flax vs torch plus remat, 5 rounds;
-  bidirectional LSTM and GRU at small and long; minGRU at small; the full-length sweep.
+  no minGRU group, no per-process peak RSS. Measured 1.2 minutes wall on 2 quiet cores in
+  the main job (no torch there), 4.4 minutes (177 CPU-seconds) at load 6-10; the previous
+  quick (medium config, reference scan, 5 rounds, peak-RSS subprocesses, associative-scan
+  sweep) took ~15 minutes.
+- cpu: the README's Performance tables (a quiet machine; measured 4.5 minutes): LSTM and GRU
+  at small / medium / long, forward and forward+backward, rnn_jax vs Flax vs torch plus remat,
+  5 rounds; bidirectional LSTM and GRU at small and long; minGRU at small; the full sweep.
 - full: cpu plus Elman and minGRU everywhere, the reference scan, 11 rounds, a longer sweep,
   peak RSS per implementation in fresh processes at every config.
 
