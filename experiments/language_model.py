@@ -6,8 +6,10 @@
     python -m experiments.language_model --workdir=W --config=<same> --sample=200 --prompt=The
 
 Measures per-token cross-entropy and perplexity on the validation and test streams (test with
-the best-validation checkpoint, as published perplexities are measured). Configs, expected
-runtimes and results: experiments/configs/language_model.py.
+the best-validation checkpoint, as published perplexities are measured) beside context-free
+baselines (W/baselines.json: add-one smoothed unigram of the training tokens, uniform), and
+writes W/language_model.md and W/learning_curves.png (experiments/run_report.py). Configs,
+expected runtimes and results: experiments/configs/language_model.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import math
 import pathlib
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments import run_report
 from rnn_jax import decoding
 from rnn_jax.cells import get_cell
 from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
@@ -32,6 +36,7 @@ from rnn_jax.models import RNNLanguageModel
 from rnn_jax.train import Task, regularizers
 from rnn_jax.train import config as cfg
 
+NAME = "language_model"
 RULES: cfg.Rules = {
     "model.cell": cfg.one_of("elman", "lstm", "gru"),
     "model.num_layers": cfg.positive,
@@ -176,8 +181,21 @@ class LanguageModelTask(Task):
     def tokens_in(self, batch: dict) -> int:
         return int(batch["inputs"].size)
 
+    def baselines(self) -> dict[str, dict[str, float]]:
+        """Context-free baselines: the add-one smoothed unigram model of the training tokens
+        (NLL in nats/token and perplexity over each split's whole stream) and the uniform
+        model over the vocabulary (perplexity V)."""
+        counts = np.bincount(self.corpus.splits["train"], minlength=self.vocab_size) + 1.0
+        log_probs = np.log(counts / counts.sum())
+        unigram = {}
+        for split, tokens in self.corpus.splits.items():
+            unigram[f"{split}_loss"] = float(-np.mean(log_probs[tokens]))
+            unigram[f"{split}_perplexity"] = math.exp(unigram[f"{split}_loss"])
+        uniform = {"loss": math.log(self.vocab_size), "perplexity": float(self.vocab_size)}
+        return {"unigram": unigram, "uniform": uniform}
+
     def artifacts(self) -> dict:
-        return {"vocab.json": list(self.corpus.vocab.tokens)}
+        return {"vocab.json": list(self.corpus.vocab.tokens), "baselines.json": self.baselines()}
 
 
 def generate(
@@ -220,14 +238,102 @@ def generate(
     return [vocab[i] for i in tokens[0].tolist()]
 
 
+def _corpus_and_unit(workdir: pathlib.Path, data: dict) -> tuple[str, str]:
+    """('Tiny Shakespeare', 'char') etc.: what the run modelled, and per what its NLL is."""
+    vocab = run_report.read_json(workdir, "vocab.json")
+    unit = "char" if all(len(token) == 1 for token in vocab) else "token"
+    corpus = {
+        "markov": f"a synthetic order-{data['markov_order']} Markov language",
+        "ptb": "Penn Treebank words",
+        "tiny_shakespeare": "Tiny Shakespeare characters",
+    }.get(data["corpus"], data["corpus"])
+    return f"{corpus} (vocabulary {len(vocab)})", unit
+
+
+def _split_rows(workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """Per split: the model's NLL per seed (train: last logging window's `train_nll`, without
+    AR/TAR terms; valid/test: best-validation checkpoint) and the unigram baseline's."""
+    final = run_report.read_json(workdir, "results.json")["final"]
+    unigram = run_report.read_json(workdir, "baselines.json")["unigram"]
+    rows = {}
+    for split in ("train", "valid", "test"):
+        nll = run_report.seed_values(final, "train_nll" if split == "train" else f"{split}_loss")
+        if nll is not None:
+            rows[split] = {"nll": nll, "unigram": unigram.get(f"{split}_loss")}
+    return rows
+
+
+def report_markdown(workdir: pathlib.Path) -> str:
+    """W/language_model.md: NLL, bits and perplexity per split beside the unigram baseline."""
+    config = run_report.read_json(workdir, "config.json")
+    final = run_report.read_json(workdir, "results.json")["final"]
+    uniform = run_report.read_json(workdir, "baselines.json")["uniform"]
+    corpus, unit = _corpus_and_unit(workdir, config["data"])
+    header = ["split", f"NLL (nats/{unit})", f"bits/{unit}", "perplexity"]
+    header += [f"unigram bits/{unit}", "unigram perplexity"]
+    table = []
+    for split, row in _split_rows(workdir).items():
+        nll, base = row["nll"], row["unigram"]
+        table.append(
+            [
+                split,
+                nll,
+                [v / math.log(2) for v in nll],
+                [math.exp(v) for v in nll],
+                None if base is None else base / math.log(2),
+                None if base is None else math.exp(base),
+            ]
+        )
+    return "\n".join(
+        [
+            "# RNN language model (seed question 7)",
+            "",
+            f"{run_report.describe_model(config['model'])} on {corpus}, truncated BPTT over "
+            f"{config['data']['bptt_length']} steps with the state carried across batches; "
+            f"`{run_report.config_name(workdir, NAME)}`. "
+            + run_report.protocol_text(config, final)
+            + f" Baselines without context: the add-one smoothed unigram model of the training "
+            f"{unit}s, and the uniform model ({math.log2(uniform['perplexity']):.3f} "
+            f"bits/{unit}, perplexity {uniform['perplexity']:.0f}).",
+            "",
+            run_report.metric_table(header, table),
+        ]
+    )
+
+
+def answers(workdir: pathlib.Path) -> dict[int, str]:
+    """Question 7 from a finished run: the measured bits/perplexity vs the unigram baseline."""
+    config = run_report.read_json(workdir, "config.json")
+    uniform = run_report.read_json(workdir, "baselines.json")["uniform"]
+    corpus, unit = _corpus_and_unit(workdir, config["data"])
+    rows = _split_rows(workdir)
+    split = "test" if "test" in rows else "valid"
+    nll, base = rows[split]["nll"], rows[split]["unigram"]
+    text = (
+        f"A language model predicts each next {unit} from a recurrent state that summarises "
+        f"everything before it. The {run_report.describe_model(config['model'])} trained with "
+        f"truncated BPTT ({config['data']['bptt_length']} steps, state carried across "
+        f"batches) on {corpus} (`{run_report.config_name(workdir, NAME)}`) reaches a {split} "
+        f"NLL of {run_report.summary_text(nll)} nats/{unit}, i.e. "
+        f"{run_report.summary_text([v / math.log(2) for v in nll], seeds=False)} bits/{unit}, "
+        f"perplexity {run_report.summary_text([math.exp(v) for v in nll], 2, seeds=False)}; "
+        f"a unigram model of the "
+        f"training {unit}s (no context) gets {base / math.log(2):.3f} bits/{unit} (perplexity "
+        f"{math.exp(base):.2f}) and uniform guessing {math.log2(uniform['perplexity']):.3f} "
+        f"(perplexity {uniform['perplexity']:.0f})."
+    )
+    return {7: text}
+
+
 def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
     from absl import flags
 
-    from rnn_jax.train import train_and_evaluate
     from rnn_jax.train.restore import restore_model
 
     if not flags.FLAGS.sample:
-        train_and_evaluate(config, workdir, task)
+        run_report.train_and_report(
+            config, workdir, task, name=NAME, report=report_markdown, train_key="train_nll"
+        )
         return
     model, step = restore_model(config, workdir, task)
     vocab = json.loads((pathlib.Path(workdir) / "vocab.json").read_text())

@@ -6,10 +6,15 @@
 The claim: a many-to-one RNN reads the whole sequence and maps it to a single output. The
 sweep (configs/sentiment.py:get_sweep) compares how the per-token states become that one
 output (last state, mean, max, attention pooling), uni- vs bidirectional, and the transformer
-encoder baseline. Measured: accuracy and loss on the SST-2 (or SST-5) dev and test sets.
+encoder baseline. Measured: accuracy and loss on the SST-2 (or SST-5) dev and test sets,
+beside the majority class (W/baselines.json); W/sentiment.md and W/learning_curves.png
+(experiments/run_report.py).
 """
 
 from __future__ import annotations
+
+import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments import run_report
 from rnn_jax.data.batching import BatchIterator, pad_batch
 from rnn_jax.data.pipeline import (
     build_vocabs,
@@ -32,6 +38,8 @@ from rnn_jax.models.params import count_params
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
 
+NAME = "sentiment"
+DATASETS = {"sst2": "SST-2 (binary, sentence labels)", "sst": "SST-5 (five classes)"}
 RULES: cfg.Rules = {
     "data.dataset": cfg.one_of("sst2", "sst"),
     "data.min_freq": cfg.positive,
@@ -128,7 +136,54 @@ class SentimentTask(Task):
         return int(np.sum(batch["lengths"]))
 
 
+def _model_text(model: dict) -> str:
+    return f"{run_report.describe_model(model)} with {model['pooling']} pooling"
+
+
+def report_markdown(workdir: pathlib.Path) -> str:
+    """W/sentiment.md: loss and accuracy per split beside the majority class's accuracy."""
+    config = run_report.read_json(workdir, "config.json")
+    final = run_report.read_json(workdir, "results.json")["final"]
+    majority = run_report.read_json(workdir, "baselines.json")["majority_class"]
+    return "\n".join(
+        [
+            "# Many-to-one sentiment classification (seed question 18)",
+            "",
+            f"{_model_text(config['model'])} (one label per sentence) on "
+            f"{DATASETS[config['data']['dataset']]}; `{run_report.config_name(workdir, NAME)}`. "
+            + run_report.protocol_text(config, final)
+            + f" Baseline: always the majority training class ({majority['label']!r}).",
+            "",
+            run_report.split_table(
+                final, ("loss", "accuracy"), majority, "majority class", ("accuracy",)
+            ),
+        ]
+    )
+
+
+def answers(workdir: pathlib.Path) -> dict[int, str]:
+    """Question 18 from a finished run: many-to-one accuracy vs the majority class."""
+    config = run_report.read_json(workdir, "config.json")
+    final = run_report.read_json(workdir, "results.json")["final"]
+    majority = run_report.read_json(workdir, "baselines.json")["majority_class"]
+    split = "test" if run_report.seed_values(final, "test_accuracy") else "valid"
+    text = (
+        f"Many-to-one: the {_model_text(config['model'])} reads the whole sentence and emits "
+        f"one label. On {DATASETS[config['data']['dataset']]} "
+        f"(`{run_report.config_name(workdir, NAME)}`) its {split} accuracy is "
+        f"{run_report.summary_text(run_report.seed_values(final, f'{split}_accuracy'))}, "
+        f"against {majority[f'{split}_accuracy']:.3f} for always predicting the majority "
+        f"training class ({majority['label']!r}). The many-to-many counterparts, one output "
+        "per token, are the tagger (Q14) and the language model (Q7)."
+    )
+    return {18: text}
+
+
+# What the command line runs: train, then the table and the learning curves.
+train_and_report = functools.partial(run_report.train_and_report, name=NAME, report=report_markdown)
+
+
 if __name__ == "__main__":
     from rnn_jax.train import cli
 
-    cli.main(SentimentTask, RULES)
+    cli.main(SentimentTask, RULES, run=train_and_report)

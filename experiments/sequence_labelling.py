@@ -7,12 +7,16 @@ The claim: a bidirectional RNN gives contextual states that a per-token classifi
 turns into tags. The sweep (configs/sequence_labelling.py:get_sweep) varies direction
 (uni/bi), head (softmax/CRF) and character features, and includes the transformer-encoder
 baseline. Measured on the validation/test splits: token accuracy (POS, UD EWT UPOS) and
-conlleval span precision/recall/F1 (NER, CoNLL-2003), plus the per-token loss.
+conlleval span precision/recall/F1 (NER, CoNLL-2003), plus the per-token loss, beside the
+majority tag per word (W/baselines.json); W/sequence_labelling.md and W/learning_curves.png
+(experiments/run_report.py).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from experiments import run_report
 from rnn_jax import metrics
 from rnn_jax.data.batching import BatchIterator, pad_batch
 from rnn_jax.data.pipeline import (
@@ -36,6 +41,8 @@ from rnn_jax.models.tagger import Tagger
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
 
+NAME = "sequence_labelling"
+DATASETS = {"ud_en_ewt": "UD English-EWT (UPOS tags)", "conll2003": "CoNLL-2003 NER (IOB2)"}
 RULES: cfg.Rules = {
     "data.dataset": cfg.one_of("ud_en_ewt", "conll2003"),
     "data.min_freq": cfg.positive,
@@ -220,7 +227,65 @@ class SequenceLabellingTask(Task):
         }
 
 
+def _model_text(model: dict) -> str:
+    chars = f" + char BiRNN {model['char_hidden_size']}" if model["char_features"] else ""
+    head = "CRF" if model["head"] == "crf" else "softmax"
+    return f"{run_report.describe_model(model)}{chars} tagger with a {head} head"
+
+
+def report_markdown(workdir: pathlib.Path) -> str:
+    """W/sequence_labelling.md: loss, token accuracy (and span P/R/F1 for NER) per split
+    beside the majority tag per word."""
+    config = run_report.read_json(workdir, "config.json")
+    final = run_report.read_json(workdir, "results.json")["final"]
+    majority = run_report.read_json(workdir, "baselines.json")["majority_tag_per_word"]
+    spans = run_report.seed_values(final, "valid_f1") is not None
+    measured = ("loss", "accuracy", *(("precision", "recall", "f1") if spans else ()))
+    compared = ("accuracy", "f1") if spans else ("accuracy",)
+    return "\n".join(
+        [
+            "# Sequence labelling (seed question 14)",
+            "",
+            f"{_model_text(config['model'])} on {DATASETS[config['data']['dataset']]}; "
+            f"`{run_report.config_name(workdir, NAME)}`. Accuracy per token"
+            + ("; span precision/recall/F1 in % (conlleval). " if spans else ". ")
+            + run_report.protocol_text(config, final)
+            + " Baseline: each word's most frequent training tag (unseen words: the most "
+            "frequent tag overall).",
+            "",
+            run_report.split_table(final, measured, majority, "majority tag", compared),
+        ]
+    )
+
+
+def answers(workdir: pathlib.Path) -> dict[int, str]:
+    """Question 14 from a finished run: tagging accuracy vs the majority tag per word."""
+    config = run_report.read_json(workdir, "config.json")
+    final = run_report.read_json(workdir, "results.json")["final"]
+    majority = run_report.read_json(workdir, "baselines.json")["majority_tag_per_word"]
+    split = "test" if run_report.seed_values(final, "test_accuracy") else "valid"
+    text = (
+        "Sequence labelling is many-to-many: one tag per token, read from the RNN's state at "
+        "that token. "
+        f"The {_model_text(config['model'])} on {DATASETS[config['data']['dataset']]} "
+        f"(`{run_report.config_name(workdir, NAME)}`) tags {split} tokens with accuracy "
+        f"{run_report.summary_text(run_report.seed_values(final, f'{split}_accuracy'))}, "
+        f"against {majority[f'{split}_accuracy']:.3f} for each word's most frequent training tag"
+    )
+    f1 = run_report.seed_values(final, f"{split}_f1")
+    if f1 is not None:
+        text += (
+            f"; span F1 {run_report.summary_text(f1, 1, seeds=False)} % vs "
+            f"{majority[f'{split}_f1']:.1f} % for that baseline"
+        )
+    return {14: text + "."}
+
+
+# What the command line runs: train, then the table and the learning curves.
+train_and_report = functools.partial(run_report.train_and_report, name=NAME, report=report_markdown)
+
+
 if __name__ == "__main__":
     from rnn_jax.train import cli
 
-    cli.main(SequenceLabellingTask, RULES)
+    cli.main(SequenceLabellingTask, RULES, run=train_and_report)

@@ -1,13 +1,31 @@
 """The sequence-labelling and sentiment experiments' configs: every variant and every sweep
-point passes the runtime's and the experiment's validation; bad values are named."""
+point passes the runtime's and the experiment's validation; bad values are named. A short
+smoke run of each (2 seeds) writes its table (mean ± std beside the baseline), its learning
+curves and the answer to its seed question."""
 
 import importlib
+import json
 
+import numpy as np
 import pytest
 
+from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
+from tests.report_check import assert_png, cell_numbers, table_rows
 
 EXPERIMENTS = ["sequence_labelling", "sentiment"]
+TASKS = {"sequence_labelling": "SequenceLabellingTask", "sentiment": "SentimentTask"}
+QUESTION = {"sequence_labelling": 14, "sentiment": 18}
+BASELINE = {"sequence_labelling": "majority_tag_per_word", "sentiment": "majority_class"}
+SHORT_RUN = {
+    "num_seeds": 2,
+    "train.num_steps": 6,
+    "train.log_every": 2,
+    "train.eval_every": 6,
+    "train.checkpoint_every": 6,
+}
+# Evaluating CoNLL's 6,700 valid/test sentences dominates the run; the char BiRNN most of it.
+FASTER = {"sequence_labelling": {"model.char_features": False}, "sentiment": {}}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -49,3 +67,45 @@ def test_majority_tag_per_word_baseline():
     held = [{"tokens": ["run", "the", "cats"]}]
     # run: NOUN 2 > VERB 1; the: DET; unseen "cats": the most frequent tag overall (NOUN 3)
     assert majority_tag_per_word(train, held) == [["NOUN", "DET", "NOUN"]]
+
+
+@pytest.fixture(scope="module", params=EXPERIMENTS)
+def smoke_run(request, data_root, repo_root, tmp_path_factory):
+    """The CLI's run (train, then table and plot) of the smoke config, shortened, 2 seeds."""
+    name = request.param
+    experiment = importlib.import_module(f"experiments.{name}")
+    spec = f"{repo_root}/experiments/configs/{name}.py:smoke"
+    overrides = {**SHORT_RUN, **FASTER[name], "data.root": str(data_root)}
+    config = cli.load_config(spec, overrides, experiment.RULES)
+    workdir = tmp_path_factory.mktemp(name)
+    results = experiment.train_and_report(config, workdir, getattr(experiment, TASKS[name])(config))
+    return name, experiment, workdir, results
+
+
+@pytest.mark.data
+def test_smoke_run_writes_table_curves_and_answer(smoke_run):
+    from experiments import reproduce
+
+    name, experiment, workdir, results = smoke_run
+    final = results["final"]
+    baseline = json.loads((workdir / "baselines.json").read_text())[BASELINE[name]]
+    rows = table_rows((workdir / f"{name}.md").read_text())
+    assert list(rows) == ["train", "valid", "test"]
+    for split in ("valid", "test"):
+        accuracy = final["per_seed"][f"{split}_accuracy"]
+        mean, std = cell_numbers(rows[split]["accuracy"])
+        assert mean == pytest.approx(np.mean(accuracy), rel=1e-3, abs=1e-4)
+        assert std == pytest.approx(np.std(accuracy), rel=1e-3, abs=1e-4)
+        baseline_cell = next(v for k, v in rows[split].items() if k.endswith(" accuracy"))
+        assert cell_numbers(baseline_cell) == pytest.approx([baseline[f"{split}_accuracy"]], 1e-3)
+        for cell in rows[split].values():
+            cell_numbers(cell)  # finite
+    assert cell_numbers(rows["train"]["loss"])[0] == pytest.approx(final["train_loss"], 1e-3)
+    assert_png(workdir / "learning_curves.png")
+    answer = experiment.answers(workdir)[QUESTION[name]]
+    assert f"{np.mean(final['per_seed']['test_accuracy']):.3f}" in answer
+    assert f"{baseline['test_accuracy']:.3f}" in answer and f"{name}.py:smoke with" in answer
+    # The main job's report takes this table, plot and answer instead of raw scalars.
+    section, answers = reproduce.experiment_section(name, workdir)
+    assert answers == {QUESTION[name]: answer}
+    assert "|---|" in section and "learning_curves.png" in section

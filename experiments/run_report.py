@@ -1,0 +1,207 @@
+"""Report files of a single-run experiment (one `train_and_evaluate` run, e.g. language_model,
+sentiment, sequence_labelling): `W/<name>.md`, the final metrics per split as mean ± std over
+seeds beside the run's trivial baseline, and `W/learning_curves.png`, train and validation
+loss against step from `W/metrics.jsonl`.
+
+Grid experiments (initialization, exposure_bias, ...) write their own tables through
+`experiments.grid`; this module reuses its formatting so that every table reads alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import ml_collections
+import numpy as np
+
+from experiments import grid
+
+if TYPE_CHECKING:
+    from rnn_jax.train.task import Task
+
+CURVES_FILE = "learning_curves.png"
+CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman RNN"}
+
+
+def train_and_report(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    task: Task,
+    *,
+    name: str,
+    report: Callable[[pathlib.Path], str],
+    train_key: str = "train_loss",
+) -> dict:
+    """`train_and_evaluate`, then `W/<name>.md` (`report(W)`) and `W/learning_curves.png`.
+
+    The `cli.main(..., run=...)` of an experiment; the training itself is untouched, so
+    results.json is what `train_and_evaluate` alone writes. One writer in multi-host runs.
+    """
+    import jax
+
+    from rnn_jax.train import train_and_evaluate
+
+    results = train_and_evaluate(config, workdir, task)
+    if jax.process_index() == 0:
+        workdir = pathlib.Path(workdir)
+        (workdir / f"{name}.md").write_text(report(workdir))
+        plot_learning_curves(workdir, workdir / CURVES_FILE, name, train_key)
+    return results
+
+
+def read_json(workdir: pathlib.Path, filename: str) -> Any:
+    return json.loads((workdir / filename).read_text())
+
+
+def seed_values(final: dict, key: str) -> list[float] | None:
+    """The per-seed values of `final[key]` (results.json); None if not measured.
+
+    With num_seeds > 1 the runtime stores them under `final["per_seed"][key]`, else the one
+    value under `final[key]`.
+    """
+    values = final.get("per_seed", {}).get(key)
+    if values is None and isinstance(final.get(key), int | float):
+        values = [final[key]]
+    return None if values is None else [float(v) for v in values]
+
+
+def cell(value: list[float] | float | str | None) -> str:
+    """A table cell: per-seed list -> `mean ± std` (one seed: the value), number -> 4
+    significant digits, None -> '–'."""
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return grid.mean_std(value) if len(value) > 1 else grid.fmt(value[0])
+    return grid.fmt(float(value))
+
+
+def metric_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Markdown table whose cells go through `cell` (per-seed lists become mean ± std)."""
+    return grid.markdown_table(header, [[cell(v) for v in row] for row in rows])
+
+
+def split_table(
+    final: dict,
+    metrics: Sequence[str],
+    baseline: dict[str, Any],
+    baseline_name: str,
+    baseline_metrics: Sequence[str],
+    splits: Sequence[str] = ("train", "valid", "test"),
+) -> str:
+    """One row per split measured: the run's `<split>_<metric>` (mean ± std over seeds) and
+    the baseline's `<split>_<metric>` from baselines.json."""
+    header = ["split", *metrics, *(f"{baseline_name} {m}" for m in baseline_metrics)]
+    rows = []
+    for split in splits:
+        measured = [seed_values(final, f"{split}_{m}") for m in metrics]
+        if any(v is not None for v in measured):
+            base = [baseline.get(f"{split}_{m}") for m in baseline_metrics]
+            rows.append([split, *measured, *base])
+    return metric_table(header, rows)
+
+
+def protocol_text(config: dict, final: dict) -> str:
+    """How the table's numbers were measured (the runtime's contract), for its caption."""
+    seeds = config["num_seeds"]
+    return (
+        "Train: the mean over the last logging window (training mode, dropout on); valid/test: "
+        f"the best-validation checkpoint (by {config['train']['best_metric']}, step "
+        f"{final.get('best_step')} of {final.get('step')}). "
+        + (f"Mean ± std over {seeds} seeds." if seeds > 1 else "One seed.")
+    )
+
+
+def summary_text(values: list[float] | None, digits: int = 3, seeds: bool = True) -> str:
+    """`0.913 ± 0.002 (3 seeds)` / `0.913 (1 seed)` for answers (without the count if not
+    `seeds`); 'not measured' if None."""
+    if not values:
+        return "not measured"
+    array = np.asarray(values, np.float64)
+    count = f" ({array.size} seed{'s' if array.size > 1 else ''})" if seeds else ""
+    if array.size == 1:
+        return f"{array[0]:.{digits}f}{count}"
+    return f"{array.mean():.{digits}f} ± {array.std():.{digits}f}{count}"
+
+
+def describe_model(model: dict) -> str:
+    """`BiLSTM 64` / `2-layer LSTM 256` / `transformer encoder 64` from a config.json model."""
+    if model.get("kind") == "transformer":
+        return f"{model.get('num_layers', 1)}-layer transformer encoder {model['hidden_size']}"
+    layers = model.get("num_layers", 1)
+    prefix = f"{layers}-layer " if layers > 1 else ""
+    direction = "Bi" if model.get("bidirectional") else ""
+    cell_name = CELL_NAMES.get(model["cell"], model["cell"])
+    return f"{prefix}{direction}{cell_name} {model['hidden_size']}"
+
+
+def config_name(workdir: pathlib.Path, name: str) -> str:
+    """The config a run used: `experiments/configs/<name>.py:<variant>` whose values W/config.json
+    equals, else the nearest variant followed by the keys that differ (`with k=v, ...`)."""
+    configs = importlib.import_module(f"experiments.configs.{name}")
+    run = _flatten(read_json(workdir, "config.json"))
+    nearest: tuple[str, list[str]] | None = None
+    for variant in configs.VARIANTS:
+        reference = _flatten(json.loads(configs.get_config(variant).to_json_best_effort()))
+        differ = sorted(k for k in run.keys() | reference.keys() if run.get(k) != reference.get(k))
+        if nearest is None or len(differ) < len(nearest[1]):
+            nearest = (variant, differ)
+    variant, differ = nearest
+    spec = f"experiments/configs/{name}.py:{variant}"
+    return spec + (" with " + ", ".join(f"{k}={run.get(k)}" for k in differ) if differ else "")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_curve(workdir: pathlib.Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps [n], values [n, seeds]) of `key` in W/metrics.jsonl, one row per step (a run
+    resumed after a kill logs some steps twice, identically: the last record is kept)."""
+    steps, values = grid.read_metric_curve(workdir, key)
+    last = {step: i for i, step in enumerate(steps)}
+    order = sorted(last)
+    if not order:
+        return np.zeros(0, np.int64), np.zeros((0, 1))
+    return np.asarray(order, np.int64), values[[last[s] for s in order]]
+
+
+def plot_learning_curves(
+    workdir: pathlib.Path, path: pathlib.Path, title: str, train_key: str = "train_loss"
+) -> None:
+    """Train (`train_key`, mean over each logging window, training mode) and validation loss
+    against step; mean over seeds with a ± std band when there are several."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    labels = {train_key: "train (window mean, training mode)", "valid_loss": "validation"}
+    for key, label in labels.items():
+        steps, values = read_curve(workdir, key)
+        if not steps.size:
+            continue
+        mean, std = values.mean(axis=1), values.std(axis=1)
+        (line,) = ax.plot(steps, mean, marker="o" if steps.size < 20 else None, label=label)
+        if values.shape[1] > 1:
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    seeds = read_json(workdir, "config.json").get("num_seeds", 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
+    ax.set_title(title, fontsize="small")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

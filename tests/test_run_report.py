@@ -1,0 +1,91 @@
+"""experiments/run_report.py: per-seed table cells against numpy, metrics.jsonl curves (a
+resumed run's repeated steps), the config's name, and the language model's unigram baseline
+against a counting loop."""
+
+import collections
+import json
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from experiments import run_report
+from tests.report_check import assert_png, cell_numbers, table_rows
+
+
+def test_split_table_gives_mean_and_population_std_over_seeds_beside_the_baseline():
+    accuracy, loss = [0.8, 0.9, 0.85], [0.51, 0.43, 0.47]
+    final = {
+        "valid_accuracy": float(np.mean(accuracy)),
+        "valid_loss": float(np.mean(loss)),
+        "per_seed": {"valid_accuracy": accuracy, "valid_loss": loss},
+        "test_loss": 0.5,  # one seed: the value itself
+    }
+    table = run_report.split_table(
+        final, ("loss", "accuracy"), {"valid_accuracy": 0.5}, "majority", ("accuracy",)
+    )
+    rows = table_rows(table)
+    assert list(rows) == ["valid", "test"]  # train measured nothing: no row
+    valid = rows["valid"]
+    mean, std = cell_numbers(valid["accuracy"])
+    assert mean == pytest.approx(statistics.mean(accuracy), rel=1e-3)
+    assert std == pytest.approx(statistics.pstdev(accuracy), rel=1e-3)
+    assert cell_numbers(valid["loss"]) == pytest.approx(
+        [statistics.mean(loss), statistics.pstdev(loss)], rel=1e-3
+    )
+    assert cell_numbers(valid["majority accuracy"]) == [0.5]
+    assert rows["test"]["loss"] == "0.5" and rows["test"]["accuracy"] == "–"
+    assert run_report.summary_text(accuracy) == "0.850 ± 0.041 (3 seeds)"
+    assert run_report.summary_text([0.5], seeds=False) == "0.500"
+
+
+def test_curves_keep_one_record_per_step_and_the_plot_is_written(tmp_path):
+    records = [
+        {"step": 2, "train_loss": 2.0, "train_loss_per_seed": [1.9, 2.1]},
+        {"step": 4, "train_loss": 1.5, "train_loss_per_seed": [1.4, 1.6]},
+        {"step": 4, "valid_loss": 1.7, "valid_loss_per_seed": [1.6, 1.8]},
+        {"step": 4, "train_loss": 1.5, "train_loss_per_seed": [1.4, 1.6]},  # replayed
+        {"step": 6, "train_loss": 1.2, "train_loss_per_seed": [1.1, 1.3]},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "config.json").write_text(json.dumps({"num_seeds": 2}))
+    steps, values = run_report.read_curve(tmp_path, "train_loss")
+    np.testing.assert_array_equal(steps, [2, 4, 6])
+    np.testing.assert_array_equal(values, [[1.9, 2.1], [1.4, 1.6], [1.1, 1.3]])
+    steps, values = run_report.read_curve(tmp_path, "valid_loss")
+    np.testing.assert_array_equal(steps, [4])
+    run_report.plot_learning_curves(tmp_path, tmp_path / "curves.png", "test")
+    assert_png(tmp_path / "curves.png")
+
+
+def test_config_name_is_the_variant_or_the_nearest_one_with_its_differences(tmp_path):
+    from experiments.configs import sentiment
+
+    config = sentiment.get_config("quick")
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    assert run_report.config_name(tmp_path, "sentiment") == "experiments/configs/sentiment.py:quick"
+    config.train.num_steps = 7
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    assert run_report.config_name(tmp_path, "sentiment") == (
+        "experiments/configs/sentiment.py:quick with train.num_steps=7"
+    )
+
+
+def test_language_model_unigram_baseline_matches_counting(repo_root, monkeypatch):
+    from experiments.language_model import RULES, LanguageModelTask
+    from rnn_jax.train import cli
+
+    monkeypatch.chdir(repo_root)
+    config = cli.load_config("experiments/configs/language_model.py:smoke", {}, RULES)
+    task = LanguageModelTask(config)
+    baselines = task.baselines()
+    train = task.corpus.splits["train"].tolist()
+    counts, size = collections.Counter(train), task.vocab_size
+    for split, tokens in task.corpus.splits.items():
+        # Add-one smoothing: p(w) = (count(w) + 1) / (N + V).
+        nll = -sum(math.log((counts[t] + 1) / (len(train) + size)) for t in tokens.tolist())
+        nll /= len(tokens)
+        assert baselines["unigram"][f"{split}_loss"] == pytest.approx(nll, rel=1e-9)
+        assert baselines["unigram"][f"{split}_perplexity"] == pytest.approx(math.exp(nll))
+    assert baselines["uniform"] == {"loss": math.log(size), "perplexity": float(size)}
