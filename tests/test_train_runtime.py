@@ -156,6 +156,31 @@ def test_reference_run_writes_the_contract_files(reference):
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_reference_run_writes_the_report_table_curves_and_answer(reference):
+    from experiments import language_model
+    from tests.report_check import assert_png, cell_numbers, table_rows
+
+    workdir, results = reference
+    final = results["final"]
+    rows = table_rows((workdir / "language_model.md").read_text())
+    assert list(rows) == ["train", "valid", "test"]
+    for split in ("valid", "test"):
+        loss = final[f"{split}_loss"]
+        assert cell_numbers(rows[split]["NLL (nats/token)"]) == pytest.approx([loss], rel=1e-3)
+        assert cell_numbers(rows[split]["bits/token"]) == pytest.approx([loss / np.log(2)], 1e-3)
+        perplexity = cell_numbers(rows[split]["perplexity"])
+        assert perplexity == pytest.approx([final[f"{split}_perplexity"]], rel=1e-3)
+        # 60 steps already beat the context-free unigram model of the Markov language.
+        assert perplexity[0] < cell_numbers(rows[split]["unigram perplexity"])[0]
+    assert cell_numbers(rows["train"]["NLL (nats/token)"]) == pytest.approx(
+        [final["train_nll"]], rel=1e-3
+    )
+    assert_png(workdir / "learning_curves.png")
+    answer = language_model.answers(workdir)[7]
+    assert f"{final['test_loss']:.3f} (1 seed) nats/token" in answer
+    assert "language_model.py:smoke with" in answer
+
+
 def test_same_seed_twice_gives_identical_metrics(reference, tmp_path, cache_dir):
     workdir, results = reference
     again = _run(tmp_path, cache_dir)
