@@ -209,7 +209,10 @@ def experiment_section(name: str, workdir: pathlib.Path) -> tuple[str, dict[int,
     answers: dict[int, str] = {}
     module = importlib.import_module(f"experiments.{name}")
     if hasattr(module, "answers"):
-        answers = module.answers(workdir)
+        try:
+            answers = module.answers(workdir)
+        except (OSError, KeyError, ValueError) as error:  # e.g. a run from an older version
+            lines += [f"Its answers could not be read ({type(error).__name__}: {error}).", ""]
     for table in sorted(workdir.glob("*.md")):
         text = table.read_text().strip()
         lines += [_demote_headings(text), ""]

@@ -141,3 +141,13 @@ def test_reproduce_watchdog_kills_a_run_that_stopped_using_cpu(tmp_path):
     assert reproduce._run_watched(busy, tmp_path, "busy", start, stall_s=10.0, poll_s=0.2) == 0
     failing = [sys.executable, "-c", "raise SystemExit(3)"]
     assert reproduce._run_watched(failing, tmp_path, "failing", start, stall_s=1.0) == 3
+
+
+def test_reproduce_report_survives_a_run_whose_answers_cannot_be_read(tmp_path):
+    from experiments import reproduce
+
+    workdir = tmp_path / "language_model"  # a finished run from before baselines.json existed
+    workdir.mkdir()
+    (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
+    text, answers = reproduce.experiment_section("language_model", workdir)
+    assert answers == {} and "could not be read" in text
