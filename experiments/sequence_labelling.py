@@ -14,7 +14,6 @@ majority tag per word (W/baselines.json); W/sequence_labelling.md and W/learning
 
 from __future__ import annotations
 
-import collections
 import functools
 import pathlib
 
@@ -58,22 +57,6 @@ RULES: cfg.Rules = {
     "model.char_embed_size": cfg.positive,
     "model.char_hidden_size": cfg.positive,
 }
-
-
-def majority_tag_per_word(train: list[dict], sentences: list[dict]) -> list[list[str]]:
-    """The baseline a tagger must beat to have used context: each word's most frequent
-    training tag (ties: the tag seen first), unseen words the most frequent tag overall."""
-    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    overall: collections.Counter = collections.Counter()
-    for sentence in train:
-        for word, tag in zip(sentence["tokens"], sentence["tags"], strict=True):
-            counts[word][tag] += 1
-            overall[tag] += 1
-    default = overall.most_common(1)[0][0]
-    return [
-        [counts[w].most_common(1)[0][0] if w in counts else default for w in s["tokens"]]
-        for s in sentences
-    ]
 
 
 class SequenceLabellingTask(Task):
@@ -204,7 +187,7 @@ class SequenceLabellingTask(Task):
         scores = {}
         for split in (name for name in splits if name != "train"):
             gold = [s["tags"] for s in splits[split]]
-            predicted = majority_tag_per_word(splits["train"], splits[split])
+            predicted = metrics.majority_tag_per_word(splits["train"], splits[split])
             hits = [
                 g == p
                 for gs, ps in zip(gold, predicted, strict=True)

@@ -11,6 +11,7 @@ it (B/I/E/S followed by B, O or a new type; E or S followed by anything) and sta
 B/S, at an I/E that follows O/E/S, or at any change of type.
 """
 
+import collections
 import math
 from collections.abc import Sequence
 
@@ -47,6 +48,23 @@ def token_accuracy(predictions: np.ndarray, targets: np.ndarray, mask: np.ndarra
         )
     total = mask.sum()
     return float(((predictions == targets) & mask).sum() / max(total, 1))
+
+
+def majority_tag_per_word(train: Sequence[dict], sentences: Sequence[dict]) -> list[list[str]]:
+    """The baseline a tagger must beat to have used context: each word's most frequent
+    training tag (ties: the tag seen first), unseen words the most frequent tag overall.
+    Sentences are `{"tokens": [...], "tags": [...]}` (tags needed in `train` only)."""
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    overall: collections.Counter = collections.Counter()
+    for sentence in train:
+        for word, tag in zip(sentence["tokens"], sentence["tags"], strict=True):
+            counts[word][tag] += 1
+            overall[tag] += 1
+    default = overall.most_common(1)[0][0]
+    return [
+        [counts[w].most_common(1)[0][0] if w in counts else default for w in s["tokens"]]
+        for s in sentences
+    ]
 
 
 def _split_tag(tag: str, scheme: str, position: int) -> tuple[str, str]:

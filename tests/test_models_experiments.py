@@ -57,7 +57,7 @@ def test_unknown_variant_and_bad_values_are_named(name):
 
 
 def test_majority_tag_per_word_baseline():
-    from experiments.sequence_labelling import majority_tag_per_word
+    from rnn_jax.metrics import majority_tag_per_word
 
     train = [
         {"tokens": ["the", "run", "run"], "tags": ["DET", "VERB", "NOUN"]},

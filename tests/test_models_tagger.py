@@ -6,8 +6,6 @@ each word (unseen words: the most frequent tag), the baseline a tagger must beat
 learnt anything from context.
 """
 
-import collections
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,20 +97,6 @@ def _stack(examples):
     return batch
 
 
-def _majority_per_word(train_sentences, held_sentences):
-    counts = collections.defaultdict(collections.Counter)
-    overall = collections.Counter()
-    for sentence in train_sentences:
-        for word, tag in zip(sentence["tokens"], sentence["tags"], strict=True):
-            counts[word][tag] += 1
-            overall[tag] += 1
-    default = overall.most_common(1)[0][0]
-    return [
-        [counts[w].most_common(1)[0][0] if w in counts else default for w in s["tokens"]]
-        for s in held_sentences
-    ]
-
-
 BILSTM = dict(embed_size=48, hidden_size=48, dropout_rate=0.25)
 
 
@@ -182,7 +166,7 @@ def _learn(
         [tags.tokens[i] for i in row[: len(s["tags"])]]
         for row, s in zip(np.asarray(predicted), held, strict=True)
     ]
-    return losses, held, predicted_tags, _majority_per_word(train_sentences, held)
+    return losses, held, predicted_tags, metrics.majority_tag_per_word(train_sentences, held)
 
 
 def _accuracy(gold_sentences, predicted):
