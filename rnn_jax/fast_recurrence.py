@@ -1,11 +1,11 @@
 """The custom-VJP recurrence behind `rnn_jax.fast_scan` and how it reads a cell's structure.
 
 `recurrence_of(...)` builds, once per static configuration, the `jax.custom_vjp` function that
-runs the loop over time on precomputed input projections (see rnn_jax/fast_scan.py for the
+runs the loop over time, both projections included (see rnn_jax/fast_scan.py for the
 whole algorithm); `pointwise_leaves` and `additive_slabs` trace a cell to find which params
 its `pointwise` reads and in which gate slabs it reads `z_x` and `z_h` only through their sum.
 
-Shapes: time-major inside, `[time, batch, ...]`; gate slabs `[time, batch, hidden]`.
+Shapes: time-major inside, `[time, batch, ...]`; gate slabs `[..., hidden]`.
 """
 
 from __future__ import annotations
@@ -40,19 +40,13 @@ def pointwise_leaves(cell: Cell, params: Params) -> tuple[int, ...]:
     return tuple(i for i, v in enumerate(jaxpr.invars[: len(leaves)]) if v in read)
 
 
-def to_slabs(z: Array, slabs: int) -> tuple[Array, ...]:
-    """Splits the gate axis of `z [..., G]` into `slabs` equal pieces.
-
-    Why: a scan body that dynamic-slices a `[T, B, G]` array and then splits it into gates
-    gets a fusion about 6x slower per step on XLA:CPU than one reading separate `[T, B, H]`
-    slabs (perf-anchors.md); the body concatenates the slabs back, which XLA folds away
-    against the cell's own split.
-    """
-    return tuple(jnp.split(z, slabs, axis=-1))
+def _slabs(z: Array, slabs: int) -> list[Array]:
+    """The gate axis of `z [..., G]` split into `slabs` equal pieces."""
+    return jnp.split(z, slabs, axis=-1)
 
 
-def _from_slabs(z: tuple[Array, ...]) -> Array:
-    return z[0] if len(z) == 1 else jnp.concatenate(z, axis=-1)
+def _joined(parts: list[Array]) -> Array:
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
 def _masked(mask_t: Array | None, new: Carry, old: Carry) -> Carry:
@@ -118,23 +112,30 @@ def recurrence_of(
     additive: tuple[bool, ...],
     directions: int | None,
 ) -> Any:
-    """The custom-VJP recurrence `(params, z_x, carry0, mask, h_mask) -> (carry, ys)`.
+    """The custom-VJP recurrence `(params, xs, carry0, mask, h_mask) -> (carry, ys)`.
 
-    `directions=None`: one direction. `z_x`: a one-tuple holding `cell.num_gates` slabs
-    `[time, batch, hidden]`; `mask`: None or a one-tuple `([time, batch] bool,)`;
-    `ys`: a one-tuple `([time, batch, hidden],)`. `directions=D`: D independent recurrences
-    in one loop (a bidirectional layer; the caller reverses the backward direction's
-    inputs): params, carry and `h_mask` leaves have a leading `[D]` axis, `z_x`, `mask` and
-    `ys` are D-tuples, and each step `vmap`s the cell over the direction axis (one batched
-    recurrent matmul). Per-direction arrays stay separate outside the loop, so the weight
-    gradients after it are plain 2-D GEMMs on contiguous rows.
+    `directions=None`: one direction. `xs`: a one-tuple `([time, batch, input],)`; `mask`:
+    None or a one-tuple `([time, batch] bool,)`; `ys`: a one-tuple `([time, batch, hidden],)`.
+    `directions=D`: D independent recurrences in one loop (a bidirectional layer; the caller
+    reverses the backward direction's inputs): params, carry and `h_mask` leaves have a
+    leading `[D]` axis, `xs`, `mask` and `ys` are D-tuples, and each step `vmap`s the cell
+    over the direction axis (one batched matmul per projection). Per-direction arrays stay
+    separate outside the loop, so the weight gradients after it are plain 2-D GEMMs on
+    contiguous rows.
 
-    Saved for the backward pass, per step: the carry and, per gate slab, `z_x + z_h` where
-    `pointwise` reads only the sum (`additive[k]`), else `z_h` (z_x is an input already).
-    Emitted by the reverse loop: `d z_h [batch, G]`, plus `d z_x` for non-additive slabs.
+    Each step computes both projections, `z_x_t = input_projection(x_t)` and
+    `z_h_t = recurrent_projection(carry)`: reading `x_t [batch, input]` into a matmul is the
+    cheapest per-step input on XLA:CPU (a precomputed `[time, batch, G]` slab costs a
+    dynamic-slice fusion per step; docs/design.md). Saved for the backward pass, per step:
+    the carry and `z_x + z_h` (one `[batch, G]` array when every gate slab is additive), or
+    per slab the sum where `pointwise` reads only the sum and `z_x`, `z_h` otherwise; with
+    `remat`, only the carry (the backward recomputes both projections). Emitted by the
+    reverse loop: `d z_h [batch, G]`, plus `d z_x` for non-additive slabs. After it: the
+    weight and input gradients as one GEMM each over all `time * batch` rows.
     Built once per static configuration.
     """
     num_gates = len(additive)
+    whole = all(additive)
     count = 1 if directions is None else directions
     lift = (lambda f: f) if directions is None else jax.vmap
 
@@ -167,112 +168,86 @@ def recurrence_of(
             y = jnp.where(mask_t[:, None], y, jnp.zeros_like(y))
         return _masked(mask_t, new_carry, carry), y
 
-    def forward(params: Params, z_x: tuple, carry0: Carry, mask: Any, h_mask: Any, save: bool):
-        """`(carry, ys)`; with `save`, `(carry, (ys, carries, saved))` for the backward pass.
+    def combine(z_x_t: Array, z_h_t: Array) -> tuple[Array, Array, tuple]:
+        """`(z_x', z_h', kept)`: what `pointwise` is given (the sum as `z_x'` and zeros as
+        `z_h'` on additive slabs: it reads only their sum) and what the backward keeps."""
+        if whole:
+            total = z_x_t + z_h_t
+            return total, jnp.zeros_like(total), (total,)
+        x_parts, h_parts, kept = [], [], []
+        slabs = zip(additive, _slabs(z_x_t, num_gates), _slabs(z_h_t, num_gates), strict=True)
+        for a, x, h in slabs:
+            if a:
+                x_parts.append(x + h)
+                h_parts.append(jnp.zeros_like(h))
+                kept.append(x + h)
+            else:
+                x_parts.append(x)
+                h_parts.append(h)
+                kept += [x, h]
+        return _joined(x_parts), _joined(h_parts), tuple(kept)
 
-        `saved[d][k]`: `z_x + z_h` of additive slab k, else `z_h`. The sums are written into
-        the z_x slabs themselves, carried through the loop and updated in place at each step
-        (`z_x_k` is not needed after its step), so saving them costs no new buffer.
-        """
+    def uncombine(kept: tuple) -> tuple[Array, Array]:
+        """Inverse of `combine`'s `kept`: the `(z_x', z_h')` that `pointwise` was given."""
+        if whole:
+            return kept[0], jnp.zeros_like(kept[0])
+        x_parts, h_parts, rest = [], [], list(kept)
+        for a in additive:
+            if a:
+                x_parts.append(rest.pop(0))
+                h_parts.append(jnp.zeros_like(x_parts[-1]))
+            else:
+                x_parts.append(rest.pop(0))
+                h_parts.append(rest.pop(0))
+        return _joined(x_parts), _joined(h_parts)
+
+    def forward(params: Params, xs: tuple, carry0: Carry, mask: Any, h_mask: Any, save: bool):
+        """`(carry, ys)`; with `save`, `(carry, (ys, carries, kept))` for the backward pass."""
         pw = pointwise_params(params)
-        in_place = tuple(save and a and not remat for a in additive)
-        time = z_x[0][0].shape[0]
-        streamed = tuple(
-            tuple(None if kept else x for kept, x in zip(in_place, slabs, strict=True))
-            for slabs in z_x
-        )
-        buffers = tuple(
-            tuple(x if kept else None for kept, x in zip(in_place, slabs, strict=True))
-            for slabs in z_x
-        )
 
-        def body(state: tuple, inputs: tuple) -> tuple:
-            carry, buffers = state
-            t, z_x_t, mask_t = inputs
+        def body(carry: Carry, inputs: tuple) -> tuple:
+            x_t, mask_t = inputs
             mask_t = None if mask_t is None else stack(list(mask_t))
+            z_x_t = lift(cell.input_projection)(params, stack(list(x_t)))
             z_h_t = lift(project)(params, carry, h_mask)
-            z_h_slabs = [unstack(h) for h in to_slabs(z_h_t, num_gates)]  # [slab][direction]
-            x_parts, h_parts, new_buffers = [], [], []
-            for d, (streamed_d, buffers_d) in enumerate(zip(z_x_t, buffers, strict=True)):
-                x_d, h_d, b_d = [], [], []
-                for k, (x, b) in enumerate(zip(streamed_d, buffers_d, strict=True)):
-                    h = z_h_slabs[k][d]
-                    if b is None:
-                        x_d.append(x)
-                        h_d.append(h)
-                        b_d.append(None)
-                        continue
-                    # z_x_k <- z_x_k + z_h_k in place (a read-modify-write XLA does without
-                    # copying the buffer); pointwise then reads the sum, with z_h_k = 0.
-                    old = jax.lax.dynamic_index_in_dim(b, t, keepdims=False)
-                    b = jax.lax.dynamic_update_index_in_dim(b, old + h, t, 0)
-                    x_d.append(jax.lax.dynamic_index_in_dim(b, t, keepdims=False))
-                    h_d.append(jnp.zeros_like(h))
-                    b_d.append(b)
-                x_parts.append(_from_slabs(tuple(x_d)))
-                h_parts.append(_from_slabs(tuple(h_d)))
-                new_buffers.append(tuple(b_d))
-            new_carry, y = lift(step)(params, pw, stack(x_parts), stack(h_parts), carry, mask_t)
-            buffers = tuple(new_buffers)
+            if save and not remat:
+                z_x_t, z_h_t, kept = combine(z_x_t, z_h_t)
+            new_carry, y = lift(step)(params, pw, z_x_t, z_h_t, carry, mask_t)
             if not save:
-                return (new_carry, buffers), unstack(y)
-            slabs = zip(additive, to_slabs(z_h_t, num_gates), strict=True)
-            z_h_kept = None if remat else tuple(None if a else h for a, h in slabs)
-            return (new_carry, buffers), (unstack(y), unstack(carry), unstack(z_h_kept))
+                return new_carry, unstack(y)
+            kept = None if remat else unstack(kept)
+            return new_carry, (unstack(y), unstack(carry), kept)
 
-        ts = jnp.arange(time) if any(in_place) else None  # indexes the in-place buffers
-        (carry, buffers), outputs = jax.lax.scan(
-            body, (carry0, buffers), (ts, streamed, mask), reverse=reverse, unroll=unroll
-        )
-        if not save:
-            return carry, outputs
-        ys, carries, z_h_kept = outputs
-        saved = None
-        if not remat:
-            saved = tuple(
-                tuple(b if h is None else h for b, h in zip(b_d, h_d, strict=True))
-                for b_d, h_d in zip(buffers, z_h_kept, strict=True)
-            )
-        return carry, (ys, carries, saved)
+        return jax.lax.scan(body, carry0, (xs, mask), reverse=reverse, unroll=unroll)
 
     @jax.custom_vjp
-    def recurrence(params: Params, z_x: tuple, carry0: Carry, mask: Any, h_mask: Any) -> tuple:
-        return forward(params, z_x, carry0, mask, h_mask, save=False)
+    def recurrence(params: Params, xs: tuple, carry0: Carry, mask: Any, h_mask: Any) -> tuple:
+        return forward(params, xs, carry0, mask, h_mask, save=False)
 
-    def recurrence_fwd(params: Params, z_x: tuple, carry0: Carry, mask: Any, h_mask: Any) -> tuple:
-        carry, (ys, carries, saved) = forward(params, z_x, carry0, mask, h_mask, save=True)
-        # The backward reads z_x only where it cannot use a saved sum: the rest dies here.
-        z_x_kept = tuple(
-            tuple(x if remat or not a else None for a, x in zip(additive, slabs, strict=True))
-            for slabs in z_x
-        )
-        return (carry, ys), (params, z_x_kept, carries, saved, mask, h_mask)
+    def recurrence_fwd(params: Params, xs: tuple, carry0: Carry, mask: Any, h_mask: Any) -> tuple:
+        carry, (ys, carries, kept) = forward(params, xs, carry0, mask, h_mask, save=True)
+        return (carry, ys), (params, xs, carries, kept, mask, h_mask)
 
     def recurrence_bwd(residuals: tuple, cotangents: tuple) -> tuple:
-        params, z_x, carries, saved, mask, h_mask = residuals
+        params, xs, carries, kept, mask, h_mask = residuals
         d_carry_final, d_ys = cotangents
         pw = pointwise_params(params)
 
         def body(state: tuple, inputs: tuple) -> tuple:
             d_carry, d_pw = state
-            z_x_t, saved_t, carry_t, mask_t, d_y_t = inputs
+            x_t, kept_t, carry_t, mask_t, d_y_t = inputs
             carry_t = stack(list(carry_t))
             mask_t = None if mask_t is None else stack(list(mask_t))
             if remat:
-                z_x_full = stack([_from_slabs(slabs) for slabs in z_x_t])
-                z_h_full = lift(project)(params, carry_t, h_mask)
+                z_x_t = lift(cell.input_projection)(params, stack(list(x_t)))
+                z_h_t = lift(project)(params, carry_t, h_mask)
             else:
-                x_parts, h_parts = [], []
-                for k, a in enumerate(additive):
-                    kept = stack([saved_t[d][k] for d in range(count)])
-                    x_parts.append(kept if a else stack([z_x_t[d][k] for d in range(count)]))
-                    h_parts.append(jnp.zeros_like(kept) if a else kept)
-                z_x_full, z_h_full = _from_slabs(tuple(x_parts)), _from_slabs(tuple(h_parts))
+                z_x_t, z_h_t = uncombine(stack(list(kept_t)))
             _, step_vjp = jax.vjp(
                 lambda pw_, zx, zh, c: lift(step)(params, pw_, zx, zh, c, mask_t),
                 pw,
-                z_x_full,
-                z_h_full,
+                z_x_t,
+                z_h_t,
                 carry_t,
             )
             d_pw_t, d_z_x_t, d_z_h_t, d_carry_prev = step_vjp((d_carry, stack(list(d_y_t))))
@@ -282,31 +257,37 @@ def recurrence_of(
             d_carry_prev = jax.tree.map(jnp.add, d_carry_prev, d_carry_from_h)
             d_pw = [a + b for a, b in zip(d_pw, d_pw_t, strict=True)]
             # Where the slab is additive, d z_x = d z_h: only the other slabs emit d z_x.
-            d_z_x_slabs = zip(additive, to_slabs(d_z_x_t, num_gates), strict=True)
-            d_z_x_t = tuple(None if a else s for a, s in d_z_x_slabs)
+            d_z_x_slabs = zip(additive, _slabs(d_z_x_t, num_gates), strict=True)
+            d_z_x_t = None if whole else tuple(None if a else s for a, s in d_z_x_slabs)
             return (d_carry_prev, d_pw), (unstack(d_z_h_t), unstack(d_z_x_t))
 
         d_pw0 = [jnp.zeros_like(p) for p in pw]
         (d_carry0, d_pw), (d_z_h, d_z_x_own) = jax.lax.scan(
             body,
             (d_carry_final, d_pw0),
-            (z_x, saved, carries, mask, d_ys),
+            (xs, kept, carries, mask, d_ys),
             reverse=not reverse,
         )
-        d_params, d_z_x, d_h_mask = [], [], []
+        d_params, d_xs, d_h_mask = [], [], []
         for d in range(count):
             params_d = unstack(params)[d]
             mask_d = None if h_mask is None else unstack(h_mask)[d]
-            grads = _weight_gradients(cell, params_d, carries[d], d_z_h[d], mask_d)
-            leaves, treedef = jax.tree.flatten(grads[0])
+            if whole:
+                d_z_x = d_z_h[d]
+            else:
+                slabs = zip(additive, _slabs(d_z_h[d], num_gates), d_z_x_own[d], strict=True)
+                d_z_x = _joined([h if a else x for a, h, x in slabs])
+            grads, d_mask = _weight_gradients(cell, params_d, carries[d], d_z_h[d], mask_d)
+            d_inputs, d_x = _input_gradients(cell, params_d, xs[d], d_z_x)
+            grads = jax.tree.map(jnp.add, grads, d_inputs)
+            leaves, treedef = jax.tree.flatten(grads)
             for i, g in zip(pointwise_leaves, unstack(d_pw)[d], strict=True):
                 leaves[i] = leaves[i] + g
             d_params.append(jax.tree.unflatten(treedef, leaves))
-            d_h_mask.append(grads[1])
-            slabs = zip(additive, to_slabs(d_z_h[d], num_gates), d_z_x_own[d], strict=True)
-            d_z_x.append(tuple(h if a else x for a, h, x in slabs))
+            d_xs.append(d_x)
+            d_h_mask.append(d_mask)
         d_h_mask = None if h_mask is None else stack(d_h_mask)
-        return stack(d_params), tuple(d_z_x), d_carry0, None, d_h_mask
+        return stack(d_params), tuple(d_xs), d_carry0, None, d_h_mask
 
     recurrence.defvjp(recurrence_fwd, recurrence_bwd)
     return recurrence
@@ -338,3 +319,16 @@ def _weight_gradients(
     _, params_vjp = jax.vjp(project_all, params, jnp.tile(h_mask, (time, 1)))
     d_params, d_h_mask = params_vjp(flat_d_z_h)
     return d_params, d_h_mask.reshape(time, batch, -1).sum(0)
+
+
+def _input_gradients(cell: Cell, params: Params, xs: Array, d_z_x: Array) -> tuple[Params, Array]:
+    """Gradients of the input projection's params and of its input over all steps at once.
+
+    `xs [time, batch, input]`, `d_z_x [time, batch, G]`: dW_ih and dx are one 2-D GEMM each
+    (a 3-D einsum's autodiff would transpose the cotangent first: perf-anchors.md), db_ih one
+    reduction. Returns `(d_params, d_xs [time, batch, input])`.
+    """
+    time, batch, input_size = xs.shape
+    _, vjp = jax.vjp(cell.input_projection, params, xs.reshape(time * batch, input_size))
+    d_params, d_xs = vjp(d_z_x.reshape(time * batch, -1))
+    return d_params, d_xs.reshape(time, batch, input_size)

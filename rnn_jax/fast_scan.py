@@ -4,19 +4,23 @@ Autodiff through `lax.scan` accumulates dW_hh inside the reverse loop: every ste
 update of an [H, G] buffer. On CPU that makes forward+backward cost 2.8-4.6x the forward pass
 (perf-anchors.md). The custom VJP here organises the work the way oneDNN does:
 
-    forward:   z_x = input_projection(x)           one [T*B, I] @ [I, G] GEMM for all steps
-               for t:  z_h_t = recurrent_projection(carry_{t-1})
+    forward:   for t:  z_x_t = input_projection(x_t)
+                       z_h_t = recurrent_projection(carry_{t-1})
                        carry_t, y_t = pointwise(z_x_t, z_h_t, carry_{t-1})
                        (saved for the backward pass: carry_{t-1} and, per gate slab,
-                        z_x_t + z_h_t written over z_x_t where pointwise reads only the
-                        sum, else z_h_t)
+                        z_x_t + z_h_t where pointwise reads only the sum, else both)
     backward:  for t reversed (carrying only d carry):
                        dz_x_t, dz_h_t, d carry_{t-1} = vjp(pointwise)(d carry_t, dy_t)
                        (dz_x_t = dz_h_t on those additive slabs: emitted once)
                        d carry_{t-1} += vjp(recurrent_projection, wrt carry)(dz_h_t)
                dW_hh, db_hh = vjp(recurrent_projection, wrt params) over all steps at once:
                        one [H, T*B] @ [T*B, G] GEMM
-               dW_ih, db_ih, dx: autodiff of the 2-D input projection, again one GEMM each.
+               dW_ih, db_ih, dx = vjp(input_projection) over all steps at once: one 2-D
+                       GEMM each.
+
+Both projections run inside the forward loop: on XLA:CPU a step that reads `x_t` into a
+matmul is cheaper than one that reads a precomputed `[T, B, G]` projection (a dynamic-slice
+fusion per step), and no `[T, B, G]` input projection is ever stored (docs/design.md).
 
 The cell's equations are never re-derived: the reverse loop differentiates the cell's own
 `pointwise` and `recurrent_projection` with `jax.vjp`. Any parameter that `pointwise` itself
@@ -35,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.cells import Carry, Cell, Params
-from rnn_jax.fast_recurrence import additive_slabs, pointwise_leaves, recurrence_of, to_slabs
+from rnn_jax.fast_recurrence import additive_slabs, pointwise_leaves, recurrence_of
 
 Array = jax.Array
 
@@ -108,14 +112,10 @@ def fused_unroll(
             h_mask=h_mask,
         )
     xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
-    time, batch, input_size = xs_tm.shape
+    time, batch, _ = xs_tm.shape
     hidden_size = cell.sizes(params)[1]
-    # One 2-D [time*batch, input] GEMM for all steps; its autodiff gives dW_ih and dx as one
-    # GEMM each (a 3-D einsum's autodiff transposes the cotangent: perf-anchors.md).
-    z_x = cell.input_projection(params, xs_tm.reshape(time * batch, input_size))
-    z_x = z_x.reshape(time, batch, z_x.shape[-1])
     if initial_carry is None:
-        initial_carry = cell.zero_carry((batch,), hidden_size, z_x.dtype)
+        initial_carry = cell.zero_carry((batch,), hidden_size, _projection_dtype(cell, params, xs))
     mask = None if lengths is None else jnp.arange(time)[:, None] < lengths[None, :]
     recurrence = recurrence_of(
         cell,
@@ -127,11 +127,7 @@ def fused_unroll(
         None,
     )
     carry, (ys,) = recurrence(
-        params,
-        (to_slabs(z_x, cell.num_gates),),
-        initial_carry,
-        None if mask is None else (mask,),
-        h_mask,
+        params, (xs_tm,), initial_carry, None if mask is None else (mask,), h_mask
     )
     return (ys if time_major else jnp.swapaxes(ys, 0, 1)), carry
 
@@ -154,7 +150,7 @@ def fused_bidirectional(
     The two directions' params are stacked on a leading axis and the recurrence is `vmap`ped
     over it, so each step runs one batched recurrent matmul and one elementwise update for
     both directions (one loop, half the per-step overhead of two scans). The backward
-    direction reads its inputs reversed in time, `z_x[::-1]`, with the padding mask reversed
+    direction reads its inputs reversed in time, `x[::-1]`, with the padding mask reversed
     too: its padded steps (now first) leave the carry unchanged, so every sequence starts at
     its last valid step, as `fused_unroll(reverse=True)` does, without a per-sequence gather.
 
@@ -181,16 +177,11 @@ def fused_bidirectional(
     init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
     mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
     xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
-    time, batch, input_size = xs_tm.shape
+    time, batch, _ = xs_tm.shape
     hidden_size = cell.sizes(params_fw)[1]
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), params_fw, params_bw)
-    # One 2-D projection per direction; the backward direction's slabs run reversed in time.
-    flat = xs_tm.reshape(time * batch, input_size)
-    z_x = tuple(
-        cell.input_projection(p, flat).reshape(time, batch, -1) for p in (params_fw, params_bw)
-    )
-    z_x = (to_slabs(z_x[0], cell.num_gates), to_slabs(z_x[1][::-1], cell.num_gates))
-    zero = cell.zero_carry((batch,), hidden_size, xs.dtype)
+    # The backward direction reads its inputs reversed in time.
+    zero = cell.zero_carry((batch,), hidden_size, _projection_dtype(cell, params_fw, xs))
     carry0 = jax.tree.map(
         lambda a, b: jnp.stack([a, b]),
         zero if init_fw is None else init_fw,
@@ -214,7 +205,7 @@ def fused_bidirectional(
         additive_slabs(cell, params_fw),
         2,
     )
-    carry, (ys_fw, ys_bw) = recurrence(params, z_x, carry0, mask, h_masks)
+    carry, (ys_fw, ys_bw) = recurrence(params, (xs_tm, xs_tm[::-1]), carry0, mask, h_masks)
     ys_bw = ys_bw[::-1]
     if not time_major:
         ys_fw, ys_bw = jnp.swapaxes(ys_fw, 0, 1), jnp.swapaxes(ys_bw, 0, 1)
@@ -239,3 +230,9 @@ def fits(cell: Cell, params: Params) -> bool:
     carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, leaves[0].dtype))
     z_h = jax.eval_shape(cell.recurrent_projection, params, carry)
     return isinstance(z_h, jax.ShapeDtypeStruct) and z_h.shape[-1] % cell.num_gates == 0
+
+
+def _projection_dtype(cell: Cell, params: Params, xs: Array) -> jnp.dtype:
+    """The dtype of `input_projection(params, xs)` (the carry's, e.g. bfloat16 compute)."""
+    row = jax.ShapeDtypeStruct((1, xs.shape[-1]), xs.dtype)
+    return jax.eval_shape(cell.input_projection, params, row).dtype
