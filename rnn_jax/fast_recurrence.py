@@ -138,6 +138,7 @@ def recurrence_of(
     whole = all(additive)
     count = 1 if directions is None else directions
     lift = (lambda f: f) if directions is None else jax.vmap
+    matrix_ndim = 2 if directions is None else 3  # params leaves carry a [D] axis
 
     def stack(parts: list) -> Any:
         if directions is None:
@@ -232,10 +233,15 @@ def recurrence_of(
         params, xs, carries, kept, mask, h_mask = residuals
         d_carry_final, d_ys = cotangents
         pw = pointwise_params(params)
+        # The loop's matmul d z_h @ W_hh^T reads W_hh transposed; XLA:CPU runs that dot
+        # 1.07-1.35x slower than a plain one, so the loop gets the weight matrices
+        # transposed once here and transposes them back (a transpose XLA folds into the dot).
+        transposed = jax.tree.map(_swap_matrix(matrix_ndim), params)
 
         def body(state: tuple, inputs: tuple) -> tuple:
             d_carry, d_pw = state
             x_t, kept_t, carry_t, mask_t, d_y_t = inputs
+            params = jax.tree.map(_swap_matrix(matrix_ndim), transposed)
             carry_t = stack(list(carry_t))
             mask_t = None if mask_t is None else stack(list(mask_t))
             if remat:
@@ -291,6 +297,15 @@ def recurrence_of(
 
     recurrence.defvjp(recurrence_fwd, recurrence_bwd)
     return recurrence
+
+
+def _swap_matrix(matrix_ndim: int) -> Any:
+    """`leaf -> leaf` with its last two axes swapped when it is a weight matrix."""
+
+    def swap(leaf: Array) -> Array:
+        return jnp.swapaxes(leaf, -1, -2) if leaf.ndim == matrix_ndim else leaf
+
+    return swap
 
 
 def _index(d: int, leaf: Array) -> Array:
