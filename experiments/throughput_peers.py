@@ -6,13 +6,16 @@ blocks until it is done, plus its FLOPs and, for JAX, compile time and XLA memor
 
 - rnn_jax:      `scan.unroll(implementation="auto")` (the default path); `rnn_jax_reference`
                 is `implementation="reference"` (plain `lax.scan` + autodiff), for context;
-                `rnn_jax_remat` is `unroll(remat=True)` (O(sqrt T) memory; fwd_bwd only).
+                `rnn_jax_remat` is `unroll(remat=True)` (O(sqrt T) memory; fwd_bwd only);
+                `rnn_jax_cudnn` is `implementation="cudnn"` (LSTM on cuDNN through
+                jax.experimental.rnn; only where JAX runs on an NVIDIA GPU).
 - bidirectional (`build_bidirectional`): rnn_jax's `layers.bidirectional` (both directions
                 in one scan), the same as two `unroll` scans, and Flax `nn.Bidirectional`.
 - flax:         `nn.RNN(OptimizedLSTMCell | GRUCell | SimpleCell)`, batch-major (its default),
                 the whole gradient under one `jax.jit`.
 - torch:        `nn.LSTM | nn.GRU | nn.RNN(batch_first=True)` with its default threads;
-                forward under `torch.inference_mode()`.
+                forward under `torch.inference_mode()`; on CUDA (cuDNN) when JAX runs on a
+                GPU and torch sees one, synchronised after every call.
 - transformer:  one pre-LN causal block (rnn_jax.models.transformer.Block) with
                 d_model chosen so that 12 d^2 ~ the LSTM's 4H(I+H) parameters.
 - matmul:       an n x n x n `jnp.dot`, the in-process peak the GF/s are compared with.
@@ -36,7 +39,7 @@ import numpy as np
 from rnn_jax import cells, scan
 
 MODES = ("fwd", "fwd_bwd")
-BACKENDS = ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat", "flax", "torch")
+BACKENDS = ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat", "rnn_jax_cudnn", "flax", "torch")
 BIDIRECTIONAL_BACKENDS = ("rnn_jax", "rnn_jax_two_scans", "flax")
 # Cell specs: a cell name, optionally ":method" for minGRU's scan.
 CELL_SPECS = ("lstm", "gru", "elman", "min_gru", "min_gru:sequential", "min_gru:associative")
@@ -65,7 +68,10 @@ def rnn_flops(cell_spec: str, batch: int, time_: int, input_size: int, hidden: i
 
 
 def supports(backend: str, cell_spec: str) -> bool:
-    """Whether `backend` has `cell_spec` (Flax and torch have no minGRU)."""
+    """Whether `backend` has `cell_spec` here (Flax and torch have no minGRU; cuDNN runs the
+    LSTM on an NVIDIA GPU only)."""
+    if backend == "rnn_jax_cudnn":
+        return cell_spec == "lstm" and jax.default_backend() == "gpu"
     if backend == "flax":
         return cell_spec in FLAX_CELLS
     if backend == "torch":
@@ -109,18 +115,20 @@ def build(
     xs = jax.random.normal(jax.random.key(seed + 1), (batch, time_, input_size), jnp.float32)
     if backend == "rnn_jax_remat" and mode == "fwd":
         return None  # remat changes only the backward pass
-    if backend in ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat"):
+    if not supports(backend, cell_spec):
+        return None
+    if backend in ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat", "rnn_jax_cudnn"):
         cell = cells.get_cell(name, **options)
         params = cell.init(jax.random.key(seed), input_size, hidden)
-        implementation = "reference" if backend == "rnn_jax_reference" else "auto"
+        implementation = {"rnn_jax_reference": "reference", "rnn_jax_cudnn": "cudnn"}.get(
+            backend, "auto"
+        )
         remat = backend == "rnn_jax_remat"
 
         def forward(p: Any, x: jax.Array) -> jax.Array:
             return scan.unroll(cell, p, x, implementation=implementation, remat=remat)[0]
 
         return _jax_workload(forward, params, xs, mode, flops)
-    if not supports(backend, cell_spec):
-        return None
     if backend == "flax":
         import flax.linen as nn
 
@@ -175,13 +183,19 @@ def _torch_workload(name: str, shape: tuple, mode: str, flops: float, xs: np.nda
 
     torch.manual_seed(0)
     batch, time_, input_size, hidden = shape
+    cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
     module = getattr(torch.nn, TORCH_MODULES[name])(input_size, hidden, batch_first=True)
-    x = torch.tensor(xs)
+    module = module.to(device)
+    x = torch.tensor(xs, device=device)
+    done = torch.cuda.synchronize if cuda else (lambda: None)
     if mode == "fwd":
 
         def run() -> Any:
             with torch.inference_mode():
-                return module(x)[0]
+                out = module(x)[0]
+            done()
+            return out
 
         return Workload(run, flops, batch * time_)
     x.requires_grad_(True)
@@ -190,6 +204,7 @@ def _torch_workload(name: str, shape: tuple, mode: str, flops: float, xs: np.nda
         module.zero_grad(set_to_none=True)
         x.grad = None
         module(x)[0].sum().backward()
+        done()
         return x.grad
 
     return Workload(run_backward, 3.0 * flops, batch * time_)

@@ -14,6 +14,10 @@ SPEED_GOALS = (
     ("fwd_bwd", ("medium",), 1.0, 1.0),
     ("fwd", ("small", "medium", "long"), 1.0, 1.0),
 )
+# On a GPU: forward+backward at least this fraction of torch's cuDNN nn.LSTM at medium, and
+# minGRU's associative scan this many times the sequential one at T = 4096 (issue 7).
+GPU_CUDNN_GOAL = 0.9
+GPU_ASSOCIATIVE_GOAL = 10.0
 MEMORY_GOAL = 1.5  # rnn_jax's XLA temp memory at most this multiple of Flax's (fwd_bwd)
 REMAT_MEMORY_GOAL = 1.0  # with remat=True, at most Flax's
 PER_LAYER_GOAL = 1.0  # bidirectional layer at the speed of two unidirectional ones
@@ -35,11 +39,14 @@ def _pair(a: Any, b: Any, fmt: str) -> str:
 
 
 def _group_rows(groups: list[dict], mode: str) -> list[str]:
+    # The cuDNN columns appear only where a group timed it (JAX on an NVIDIA GPU).
+    cudnn = any("rnn_jax_cudnn" in g["members"] for g in groups)
     rows = [
         "| cell | config (B, T, I, H) | rnn_jax tok/s | flax | torch | reference scan "
-        "| vs flax | vs torch | CPU time: vs flax | vs torch | rnn_jax GF/s (% peak) "
+        + ("| jax cuDNN | vs jax cuDNN " if cudnn else "")
+        + "| vs flax | vs torch | CPU time: vs flax | vs torch | rnn_jax GF/s (% peak) "
         "| compile s ours / flax | XLA temp MiB ours / flax | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---" * 6 + "|---" * (2 * cudnn) + "|---" * 8 + "|",
     ]
     for g in (g for g in groups if g["mode"] == mode):
         m = g["members"]
@@ -53,7 +60,12 @@ def _group_rows(groups: list[dict], mode: str) -> list[str]:
         rows.append(
             f"| {g['cell']} | {g['shape_name']} {tuple(g['shape'])} | {_rate(ours)} "
             f"| {_rate(flax)} | {_rate(m.get('torch'))} | {_rate(m.get('rnn_jax_reference'))} "
-            f"| {_ratio(speedup.get('flax'))} | {_ratio(speedup.get('torch'))} "
+            + (
+                f"| {_rate(m.get('rnn_jax_cudnn'))} | {_ratio(speedup.get('rnn_jax_cudnn'))} "
+                if cudnn
+                else ""
+            )
+            + f"| {_ratio(speedup.get('flax'))} | {_ratio(speedup.get('torch'))} "
             f"| {_ratio(cpu.get('flax'))} | {_ratio(cpu.get('torch'))} | {gf} "
             f"| {_pair(ours and ours['compile_s'], flax and flax['compile_s'], '.2f')} "
             f"| {_pair(ours and ours['xla_temp_mib'], flax and flax['xla_temp_mib'], '.0f')} "
@@ -111,6 +123,36 @@ def goal_checks(groups: list[dict]) -> list[str]:
                 f"- {verdict}: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory with remat "
                 f"{remat:.0f} MiB = {remat / flax:.2f}× Flax's (goal ≤ {REMAT_MEMORY_GOAL}×)"
             )
+    return lines
+
+
+def gpu_checks(groups: list[dict], sweep: list[dict]) -> list[str]:
+    """Issue 7's GPU goals: LSTM fwd+bwd vs cuDNN (torch's and jax.experimental.rnn's) at
+    medium, and the associative minGRU scan against the sequential one at T = 4096."""
+    lines = []
+    for g in groups:
+        if (g["cell"], g["shape_name"], g["mode"]) != ("lstm", "medium", "fwd_bwd"):
+            continue
+        for peer in ("torch", "rnn_jax_cudnn"):
+            got = g["rnn_jax_speedup_over"].get(peer)
+            if got is not None:
+                verdict = "MET" if got >= GPU_CUDNN_GOAL else "MISSED"
+                lines.append(
+                    f"- {verdict}: lstm medium fwd_bwd vs {peer} (cuDNN): {got:.2f}× "
+                    f"(goal ≥ {GPU_CUDNN_GOAL}×)"
+                )
+    rates = {
+        r["cell"]: r["tokens_per_s"]["median"]
+        for r in sweep
+        if r["time"] == 4096 and r["cell"].startswith("min_gru:")
+    }
+    if {"min_gru:sequential", "min_gru:associative"} <= set(rates):
+        ratio = rates["min_gru:associative"] / rates["min_gru:sequential"]
+        verdict = "MET" if ratio >= GPU_ASSOCIATIVE_GOAL else "MISSED"
+        lines.append(
+            f"- {verdict}: minGRU associative scan at T=4096: {ratio:.1f}× the sequential "
+            f"scan's fwd+bwd tokens/s (goal ≥ {GPU_ASSOCIATIVE_GOAL}×)"
+        )
     return lines
 
 
@@ -223,6 +265,8 @@ def markdown(results: dict[str, Any]) -> str:
             *_bidirectional_rows(bidirectional),
         ]
     checks = goal_checks(groups) + bidirectional_checks(bidirectional)
+    if prov["backend"] == "gpu":
+        checks += gpu_checks(groups, final["sweep"])
     if checks:
         lines += ["", "## Goals (issue 7)", "", *checks]
     if final["rss"]:

@@ -179,9 +179,10 @@ def recurrence_of(
         slabs = zip(additive, _slabs(z_x_t, num_gates), _slabs(z_h_t, num_gates), strict=True)
         for a, x, h in slabs:
             if a:
-                x_parts.append(x + h)
+                total = x + h
+                x_parts.append(total)
                 h_parts.append(jnp.zeros_like(h))
-                kept.append(x + h)
+                kept.append(total)
             else:
                 x_parts.append(x)
                 h_parts.append(h)

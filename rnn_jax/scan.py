@@ -32,7 +32,7 @@ import numpy as np
 from rnn_jax import linear_scan
 from rnn_jax.cells import Carry, Cell, MinGRU, Params
 
-IMPLEMENTATIONS = ("auto", "reference", "fused")
+IMPLEMENTATIONS = ("auto", "reference", "fused", "cudnn")
 
 
 def _is_traced(x: Any) -> bool:
@@ -262,10 +262,15 @@ def _select_implementation(implementation: str, cell: Cell, *, remat: bool) -> C
     after the reverse loop; 1.2-1.3x the reference's forward+backward speed on this CPU, see
     the README's performance section), except with `remat=True`, whose O(sqrt T) chunked
     checkpointing is the reference path's. Cells the fused scan cannot take (minGRU, Cho's
-    GRU) fall back to the reference inside `fused_unroll`. The only place that chooses;
-    rnn_jax.fast_scan is imported lazily so the core works without it.
+    GRU) fall back to the reference inside `fused_unroll`. "cudnn" is the plain LSTM on
+    cuDNN (rnn_jax.cudnn_scan; NVIDIA GPUs only). The only place that chooses; the fast paths
+    are imported lazily so the core works without them.
     """
     del cell
+    if implementation == "cudnn":
+        from rnn_jax.cudnn_scan import cudnn_unroll
+
+        return cudnn_unroll
     if implementation == "fused" or (implementation == "auto" and not remat):
         from rnn_jax.fast_scan import fused_unroll
 
@@ -314,7 +319,8 @@ def unroll(
       h_mask: `[batch, hidden]`, multiplies h before the recurrent projection at every step
         (variational recurrent dropout, Gal & Ghahramani 2016: one mask per sequence).
       implementation: "reference" (lax.scan over `cell.pointwise`), "fused" (custom-VJP scan
-        from rnn_jax.fast_scan) or "auto".
+        from rnn_jax.fast_scan), "auto", or "cudnn" (plain LSTM on an NVIDIA GPU through
+        jax.experimental.rnn; no `reverse`, `h_mask` or `remat`; rnn_jax.cudnn_scan).
     """
     _validate(
         cell,
@@ -327,6 +333,10 @@ def unroll(
         unroll=unroll,
         implementation=implementation,
     )
+    if implementation == "cudnn":
+        from rnn_jax.cudnn_scan import check_supported
+
+        check_supported(cell, reverse=reverse, remat=remat, h_mask=h_mask)
     lengths = None if lengths is None else jnp.asarray(lengths)
     run = _compiled(_select_implementation(implementation, cell, remat=remat))
     return run(
@@ -362,7 +372,8 @@ def bidirectional_unroll(
     Returns `((ys_fw, ys_bw), (carry_fw, carry_bw))`, outputs `[batch, time, hidden]` aligned
     with `xs`. `initial_carry` and `h_mask` are `(forward, backward)` pairs; other arguments
     as in `unroll`. On the fused path ("auto" without remat, or "fused") both directions run
-    in one scan (`rnn_jax.fast_scan.fused_bidirectional`); otherwise as two scans.
+    in one scan (`rnn_jax.fast_scan.fused_bidirectional`); with "cudnn" as one cuDNN
+    bidirectional layer; otherwise as two scans.
     """
     init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
     mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
@@ -383,6 +394,10 @@ def bidirectional_unroll(
             f"params_fw sizes {cell.sizes(params_fw)} differ from params_bw sizes "
             f"{cell.sizes(params_bw)}; both directions need the same (input, hidden)"
         )
+    if implementation == "cudnn":
+        from rnn_jax.cudnn_scan import check_supported
+
+        check_supported(cell, remat=remat, h_mask=h_mask)
     lengths = None if lengths is None else jnp.asarray(lengths)
     run = _compiled_bidirectional(_select_implementation(implementation, cell, remat=remat))
     return run(
@@ -402,20 +417,14 @@ def bidirectional_unroll(
 @functools.cache
 def _compiled_bidirectional(run: Callable) -> Callable:
     """The jitted bidirectional pass on the path `run` chose (see `_compiled`)."""
-    if run is not reference_unroll:
-        from rnn_jax.fast_scan import fused_bidirectional
+    from rnn_jax import cudnn_scan, fast_scan
 
-        return jax.jit(
-            fused_bidirectional,
-            static_argnums=0,
-            static_argnames=("unroll", "remat", "time_major"),
-        )
-
-    return jax.jit(
-        reference_bidirectional,
-        static_argnums=0,
-        static_argnames=("unroll", "remat", "time_major"),
-    )
+    passes = {
+        reference_unroll: reference_bidirectional,
+        fast_scan.fused_unroll: fast_scan.fused_bidirectional,
+        cudnn_scan.cudnn_unroll: cudnn_scan.cudnn_bidirectional,
+    }
+    return jax.jit(passes[run], static_argnums=0, static_argnames=("unroll", "remat", "time_major"))
 
 
 def reference_bidirectional(

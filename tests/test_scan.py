@@ -239,7 +239,10 @@ def test_bad_arguments_raise_before_tracing():
         (dict(lengths=np.array([6, 2, 2])), r"lengths contains \[6\].*time=5"),
         (dict(lengths=np.array([5, 2])), r"lengths has shape \(2,\); expected \[batch\]"),
         (dict(lengths=np.array([5.0, 2, 2])), "lengths has dtype float"),
-        (dict(implementation="cudnn"), r"implementation='cudnn'; allowed: auto, reference"),
+        (
+            dict(implementation="pallas"),
+            r"implementation=.pallas.; allowed: auto, reference, fused, cudnn",
+        ),
         (dict(unroll=0), "unroll=0"),
         (dict(h_mask=np.ones((3, 4))), r"h_mask has shape \(3, 4\); expected"),
         (dict(initial_carry=np.zeros((3, 5))), "initial_carry has shapes"),

@@ -7,9 +7,10 @@ before anything is compiled.
 
 import json
 
+import jax
 import pytest
 
-from experiments import throughput, throughput_report
+from experiments import throughput, throughput_peers, throughput_report
 from rnn_jax.train import cli
 
 CONFIG = "experiments/configs/throughput.py"
@@ -87,6 +88,43 @@ def test_goal_checks_report_misses():
     assert any(line.startswith("- MISSED: lstm small fwd_bwd vs torch: 0.80×") for line in lines)
     assert any(line.startswith("- MET: lstm small fwd_bwd vs flax: 1.40×") for line in lines)
     assert any("MISSED" in line and "3.00× Flax" in line for line in lines)
+
+
+def test_gpu_goals_and_cudnn_column():
+    """On a GPU: LSTM medium fwd+bwd against cuDNN, minGRU's associative scan at T = 4096, and
+    the jax.experimental.rnn column; on CPU the cuDNN backend is not built at all."""
+    member = {"tokens_per_s": {"median": 2e3, "min": 1e3, "max": 3e3}, "compile_s": None}
+    group = {
+        "cell": "lstm",
+        "shape_name": "medium",
+        "shape": [64, 128, 256, 512],
+        "mode": "fwd_bwd",
+        "rnn_jax_speedup_over": {"torch": 0.85, "rnn_jax_cudnn": 0.95},
+        "rnn_jax_cpu_speedup_over": {},
+        "members": {
+            "rnn_jax": member
+            | {"xla_temp_mib": 1.0, "gflops": {"median": 1.0}, "percent_of_peak": 1.0},
+            "rnn_jax_cudnn": member,
+        },
+        "load": [0.5],
+    }
+    sweep = [
+        {"cell": "min_gru:sequential", "time": 4096, "tokens_per_s": {"median": 1e4}},
+        {"cell": "min_gru:associative", "time": 4096, "tokens_per_s": {"median": 1.2e5}},
+    ]
+    lines = throughput_report.gpu_checks([group], sweep)
+    assert lines == [
+        "- MISSED: lstm medium fwd_bwd vs torch (cuDNN): 0.85× (goal ≥ 0.9×)",
+        "- MET: lstm medium fwd_bwd vs rnn_jax_cudnn (cuDNN): 0.95× (goal ≥ 0.9×)",
+        "- MET: minGRU associative scan at T=4096: 12.0× the sequential scan's fwd+bwd "
+        "tokens/s (goal ≥ 10.0×)",
+    ]
+    header, rule, row = throughput_report._group_rows([group], "fwd_bwd")
+    assert "| jax cuDNN | vs jax cuDNN |" in header
+    assert header.count("|") == rule.count("|") == row.count("|")
+    assert "| 2.0k (1.0k–3.0k) | 0.95× |" in row
+    if jax.default_backend() != "gpu":
+        assert throughput_peers.build("rnn_jax_cudnn", "lstm", (2, 3, 4, 5), "fwd") is None
 
 
 @pytest.mark.parametrize(

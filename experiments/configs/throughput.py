@@ -21,6 +21,12 @@ Variants:
   5 rounds; bidirectional LSTM and GRU at small and long; minGRU at small; the full sweep.
 - full: cpu plus Elman and minGRU everywhere, the reference scan, 11 rounds, a longer sweep,
   peak RSS per implementation in fresh processes at every config.
+- gpu: for a machine where JAX runs on an NVIDIA GPU (install the CUDA jaxlib first, README):
+  LSTM and GRU at small / medium / long against Flax, torch on CUDA (cuDNN, where that torch
+  build sees the GPU) and the LSTM on cuDNN through jax.experimental.rnn
+  (`rnn_jax_cudnn`); bidirectional groups; the sweep to T = 4096 with both minGRU scans.
+  The report adds issue 7's GPU goals (>= 0.9x cuDNN fwd+bwd at medium; associative minGRU
+  >= 10x sequential at T = 4096). Not run yet: no GPU has been lent to this project.
 
 Shapes (batch, time, input, hidden) are those of perf-anchors.md and issue 7: small
 (32, 64, 128, 256), medium (64, 128, 256, 512), long (16, 1024, 64, 128). The sweep holds
@@ -129,7 +135,18 @@ def _full() -> ml_collections.ConfigDict:
     return config
 
 
-VARIANTS = {"smoke": _smoke, "quick": _quick, "cpu": _cpu, "full": _full}
+def _gpu() -> ml_collections.ConfigDict:
+    config = _base()
+    config.backends = "rnn_jax,rnn_jax_remat,rnn_jax_cudnn,flax,torch"
+    config.repetitions = 7
+    config.extra = "min_gru:medium"
+    config.sweep.lengths = "256,1024,4096"
+    config.sweep.cells = "lstm,gru,min_gru:sequential,min_gru:associative,transformer"
+    config.sweep.repetitions = 5
+    return config
+
+
+VARIANTS = {"smoke": _smoke, "quick": _quick, "cpu": _cpu, "full": _full, "gpu": _gpu}
 
 
 def get_config(variant: str = "quick") -> ml_collections.ConfigDict:

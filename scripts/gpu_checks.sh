@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 7's GPU checks, as one command for a machine where JAX already runs on an NVIDIA GPU
+# (prepared for the project's lent H200 machines; not yet run: no GPU has been lent so far):
+#   1. the tests that mean something on a GPU: the cuDNN LSTM path against the fused scan
+#      (tests/test_cudnn_scan.py, its GPU-only test included) and the fused/reference scans;
+#   2. the throughput benchmark's `gpu` variant (experiments/configs/throughput.py), whose
+#      report checks >= 0.9x cuDNN fwd+bwd at medium and associative minGRU >= 10x sequential
+#      at T = 4096.
+# Results go to $OUT (default runs/gpu): tests.txt, throughput.md, results.json and the plot.
+#
+# On a machine with no internet whose python3 has jax[cuda], flax, optax, torch and pytest
+# but not this project's other requirements (the lent H200 image lacks ml-collections), fetch
+# wheels here first and carry `.whl`:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --platform manylinux2014_x86_64 -d .whl ml-collections==1.1.0
+# This script installs whatever lies in .whl into /tmp/site and runs from the checkout
+# (PYTHONPATH), so it needs neither a venv nor an install of rnn_jax.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-runs/gpu}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+"$python" -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())"
+tests=0  # a test failure still lets the benchmark run; the script exits non-zero at the end
+"$python" -m pytest -q -p no:cacheprovider tests/test_cudnn_scan.py tests/test_fast_scan.py \
+  tests/test_scan.py 2>&1 | tee "$out/tests.txt" || tests=$?
+"$python" -m experiments.throughput --workdir="$out" \
+  --config=experiments/configs/throughput.py:gpu "$@"
+exit "$tests"
