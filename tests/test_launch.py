@@ -52,6 +52,18 @@ def test_plan_names_commands_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (REPO / "experiments/configs").glob("[!_]*.py"))
+)
+def test_every_experiment_config_has_a_sweep_whose_points_are_config_keys(tmp_path, name):
+    """Every experiment can be swept: get_sweep exists for every variant and each of its
+    points overrides only keys the config has (plan_runs checks them against the config)."""
+    module = sweep.load_config_module(REPO / f"experiments/configs/{name}.py")
+    for variant in module.VARIANTS:
+        runs = sweep.plan_runs(f"experiments/configs/{name}.py:{variant}", tmp_path / variant)
+        assert runs and len({r.name for r in runs}) == len(runs), (name, variant)
+
+
+@pytest.mark.parametrize(
     "config_arg, message",
     [
         ("experiments/configs/initialization.py:nope", "unknown variant 'nope'"),

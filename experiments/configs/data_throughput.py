@@ -15,6 +15,9 @@ quick  PTB words with Zaremba et al.'s "small" model (2x200 LSTM, batch 20 x 35,
        makes batches >= 100x faster than the train step consumes them.
 full   PTB "medium" (2x650, dropout 0.5, language_model.py:full), 3 rounds of 100 steps,
        for a GPU, where the train step is fastest and the margin smallest.
+
+Sweep (`get_sweep`, for launch.sweep): the LM's batch size x hidden size, which set how fast
+the train step consumes batches (smoke: 2x2 tiny points).
 """
 
 import ml_collections
@@ -71,3 +74,11 @@ VARIANTS = {"smoke": _smoke, "quick": _quick, "full": _full}
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     return select_variant("data_throughput", variant, VARIANTS)
+
+
+def get_sweep(variant: str | None = None) -> dict[str, list]:
+    """Grid for `launch.sweep`: LM batch size x hidden size (how fast batches are consumed)."""
+    select_variant("data_throughput", variant, VARIANTS)  # the same error for a bad variant
+    if variant == "smoke":
+        return {"train.batch_size": [8, 16], "model.hidden_size": [16, 32]}
+    return {"train.batch_size": [20, 64], "model.hidden_size": [200, 650]}
