@@ -238,10 +238,20 @@ def recurrence_of(
         # 1.07-1.35x slower than a plain one, so the loop gets the weight matrices
         # transposed once here and transposes them back (a transpose XLA folds into the dot).
         transposed = jax.tree.map(_swap_matrix(matrix_ndim), params)
+        # When every slab is additive, step t's d z_h overwrites step t's saved sum, which it
+        # no longer needs: the loop carries those `[time, batch, G]` buffers and updates them
+        # in place (read, then write what was computed from the read) instead of filling a
+        # new zeroed output as big as them.
+        in_place = whole and not remat
+        time = jax.tree.leaves(carries)[0].shape[0]
 
         def body(state: tuple, inputs: tuple) -> tuple:
-            d_carry, d_pw = state
-            x_t, kept_t, carry_t, mask_t, d_y_t = inputs
+            d_carry, d_pw, buffers = state
+            t, x_t, kept_t, carry_t, mask_t, d_y_t = inputs
+            if in_place:
+                kept_t = tuple(
+                    (jax.lax.dynamic_index_in_dim(b, t, keepdims=False),) for b in buffers
+                )
             params = jax.tree.map(_swap_matrix(matrix_ndim), transposed)
             carry_t = stack(list(carry_t))
             mask_t = None if mask_t is None else stack(list(mask_t))
@@ -266,15 +276,24 @@ def recurrence_of(
             # Where the slab is additive, d z_x = d z_h: only the other slabs emit d z_x.
             d_z_x_slabs = zip(additive, _slabs(d_z_x_t, num_gates), strict=True)
             d_z_x_t = None if whole else tuple(None if a else s for a, s in d_z_x_slabs)
-            return (d_carry_prev, d_pw), (unstack(d_z_h_t), unstack(d_z_x_t))
+            if not in_place:
+                return (d_carry_prev, d_pw, buffers), (unstack(d_z_h_t), unstack(d_z_x_t))
+            buffers = tuple(
+                jax.lax.dynamic_update_index_in_dim(b, d, t, 0)
+                for b, d in zip(buffers, unstack(d_z_h_t), strict=True)
+            )
+            return (d_carry_prev, d_pw, buffers), (None, None)
 
         d_pw0 = [jnp.zeros_like(p) for p in pw]
-        (d_carry0, d_pw), (d_z_h, d_z_x_own) = jax.lax.scan(
+        buffers = tuple(k[0] for k in kept) if in_place else ()
+        (d_carry0, d_pw, buffers), (d_z_h, d_z_x_own) = jax.lax.scan(
             body,
-            (d_carry_final, d_pw0),
-            (xs, kept, carries, mask, d_ys),
+            (d_carry_final, d_pw0, buffers),
+            (jnp.arange(time), xs, None if in_place else kept, carries, mask, d_ys),
             reverse=not reverse,
         )
+        if in_place:
+            d_z_h = buffers
         d_params, d_xs, d_h_mask = [], [], []
         for d in range(count):
             params_d = unstack(params)[d]

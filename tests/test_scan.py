@@ -210,7 +210,9 @@ def test_truncated_bptt_matches_chunk_by_chunk_reference():
 
 
 def test_remat_cuts_backward_temp_memory_at_4096_steps():
-    """XLA's temp buffer estimate of forward+backward at T = 4096 falls >= 4x with remat."""
+    """XLA's temp buffer estimate of forward+backward at T = 4096 falls >= 4x with remat
+    against plain autodiff of the scan, and >= 3x against the fused default (which itself
+    keeps only one [T, B, 4H] buffer, reused for the gate gradients: 3.6x measured)."""
     cell = cells.get_cell("lstm")
     params = cell.init(jax.random.key(0), 8, 32)
     xs = jax.ShapeDtypeStruct((4, 4096, 8), jnp.float32)
@@ -224,9 +226,9 @@ def test_remat_cuts_backward_temp_memory_at_4096_steps():
         return compiled.memory_analysis().temp_size_in_bytes
 
     remat = temp_bytes(True)
-    for implementation in ("auto", "reference"):
+    for implementation, factor in (("auto", 3), ("reference", 4)):
         plain = temp_bytes(False, implementation)
-        assert plain >= 4 * remat, (implementation, plain, remat)
+        assert plain >= factor * remat, (implementation, plain, remat)
 
 
 def test_bad_arguments_raise_before_tracing():
