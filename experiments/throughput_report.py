@@ -21,6 +21,7 @@ GPU_ASSOCIATIVE_GOAL = 10.0
 MEMORY_GOAL = 1.5  # rnn_jax's XLA temp memory at most this multiple of Flax's (fwd_bwd)
 REMAT_MEMORY_GOAL = 1.0  # with remat=True, at most Flax's
 PER_LAYER_GOAL = 1.0  # bidirectional layer at the speed of two unidirectional ones
+CELLS = ("lstm", "gru")  # the cells the speed goals are about
 
 
 def _k(value: float) -> str:
@@ -78,32 +79,42 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
-def goal_checks(groups: list[dict]) -> list[str]:
-    """One line per (goal, group): MET or MISSED with the measured ratio."""
-    lines = []
+def speed_goals(groups: list[dict]) -> list[tuple[str, float, float, float | None]]:
+    """`(what, wall-clock ratio, goal, CPU-time ratio)` for every speed goal a group measures."""
+    records = []
     for mode, configs, vs_torch, vs_flax in SPEED_GOALS:
         for g in groups:
-            if (
-                g["mode"] != mode
-                or g["shape_name"] not in configs
-                or g["cell"]
-                not in (
-                    "lstm",
-                    "gru",
-                )
-            ):
+            if g["mode"] != mode or g["shape_name"] not in configs or g["cell"] not in CELLS:
                 continue
             for peer, goal in (("torch", vs_torch), ("flax", vs_flax)):
                 got = g["rnn_jax_speedup_over"].get(peer)
-                if got is None:
-                    continue
-                verdict = "MET" if got >= goal else "MISSED"
-                cpu = g.get("rnn_jax_cpu_speedup_over", {}).get(peer)
-                by_cpu = "" if cpu is None else f"; by CPU time {cpu:.2f}×"
-                lines.append(
-                    f"- {verdict}: {g['cell']} {g['shape_name']} {mode} vs {peer}: "
-                    f"{got:.2f}× wall-clock (goal ≥ {goal}×{by_cpu})"
-                )
+                if got is not None:
+                    cpu = g.get("rnn_jax_cpu_speedup_over", {}).get(peer)
+                    what = f"{g['cell']} {g['shape_name']} {mode} vs {peer}"
+                    records.append((what, got, goal, cpu))
+    return records
+
+
+def per_layer_goals(groups: list[dict]) -> list[tuple[str, float, float, float | None]]:
+    """The same records for the bidirectional groups' per-layer speed."""
+    return [
+        (
+            f"{g['cell']} {g['shape_name']} bidirectional per-layer speed",
+            g["per_layer_speed"],
+            PER_LAYER_GOAL,
+            g["cpu_per_layer_speed"],
+        )
+        for g in groups
+    ]
+
+
+def goal_checks(groups: list[dict]) -> list[str]:
+    """One line per (goal, group): MET or MISSED with the measured ratio."""
+    lines = []
+    for what, got, goal, cpu in speed_goals(groups):
+        verdict = "MET" if got >= goal else "MISSED"
+        by_cpu = "" if cpu is None else f"; by CPU time {cpu:.2f}×"
+        lines.append(f"- {verdict}: {what}: {got:.2f}× wall-clock (goal ≥ {goal}×{by_cpu})")
     for g in groups:
         m = g["members"]
         if g["mode"] != "fwd_bwd" or "rnn_jax" not in m or "flax" not in m:
@@ -159,15 +170,35 @@ def gpu_checks(groups: list[dict], sweep: list[dict]) -> list[str]:
 def bidirectional_checks(groups: list[dict]) -> list[str]:
     """Per-layer speed of a bidirectional layer against two unidirectional ones."""
     lines = []
-    for g in groups:
-        speed, cpu = g["per_layer_speed"], g["cpu_per_layer_speed"]
-        verdict = "MET" if speed >= PER_LAYER_GOAL else "MISSED"
+    for what, speed, goal, cpu in per_layer_goals(groups):
+        verdict = "MET" if speed >= goal else "MISSED"
         lines.append(
-            f"- {verdict}: {g['cell']} {g['shape_name']} bidirectional per-layer speed "
-            f"{speed:.2f}× two unidirectional layers' (goal ≥ {PER_LAYER_GOAL}×; by CPU time "
-            f"{cpu:.2f}×)"
+            f"- {verdict}: {what} {speed:.2f}× two unidirectional layers' (goal ≥ {goal}×; "
+            f"by CPU time {cpu:.2f}×)"
         )
     return lines
+
+
+def across_runs(runs: list[dict]) -> str:
+    """Every speed goal of several benchmark runs (`results.json` objects) side by side:
+    met in every run, missed in every run, or split. One run's ratio is not a verdict on a
+    machine whose speed moves by tens of percent between processes; agreement is."""
+    table: dict[str, list] = {}
+    for i, results in enumerate(runs):
+        final = results["final"]
+        for what, got, goal, _ in speed_goals(final["groups"]) + per_layer_goals(
+            final.get("bidirectional", [])
+        ):
+            table.setdefault(what, [goal, [None] * len(runs)])[1][i] = got
+    header = "| goal | target | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
+    lines = [header + " | verdict |", "|---|---|" + "---|" * len(runs) + "---|"]
+    for what, (goal, ratios) in table.items():
+        measured = [r for r in ratios if r is not None]
+        met = sum(r >= goal for r in measured)
+        verdict = "met" if met == len(measured) else "missed" if met == 0 else "split"
+        cells = " | ".join("–" if r is None else f"{r:.2f}×" for r in ratios)
+        lines.append(f"| {what} | ≥ {goal}× | {cells} | {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def _remat_rows(groups: list[dict]) -> list[str]:
@@ -322,3 +353,24 @@ def plot_sweep(sweep: list[dict], path: pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def main(argv: list[str]) -> None:
+    """`python -m experiments.throughput_report W1 W2 ...`: the goal table across runs."""
+    import json
+
+    if len(argv) < 2:
+        raise app.UsageError("give one or more throughput workdirs (each with results.json)")
+    runs = []
+    for workdir in argv[1:]:
+        path = pathlib.Path(workdir) / "results.json"
+        if not path.is_file():
+            raise app.UsageError(f"{path}: no such file (not a finished throughput workdir)")
+        runs.append(json.loads(path.read_text()))
+    print(across_runs(runs), end="")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    app.run(main)

@@ -90,6 +90,28 @@ def test_goal_checks_report_misses():
     assert any("MISSED" in line and "3.00× Flax" in line for line in lines)
 
 
+def test_goals_across_runs_need_every_run_to_agree():
+    def run(torch_ratio, per_layer):
+        group = {
+            "cell": "lstm",
+            "shape_name": "long",
+            "mode": "fwd_bwd",
+            "rnn_jax_speedup_over": {"torch": torch_ratio, "flax": 1.5},
+        }
+        bidirectional = {
+            "cell": "gru",
+            "shape_name": "small",
+            "per_layer_speed": per_layer,
+            "cpu_per_layer_speed": per_layer,
+        }
+        return {"final": {"groups": [group], "bidirectional": [bidirectional]}}
+
+    table = throughput_report.across_runs([run(1.1, 0.9), run(0.95, 0.8)])
+    assert "| lstm long fwd_bwd vs torch | ≥ 1.0× | 1.10× | 0.95× | split |" in table
+    assert "| lstm long fwd_bwd vs flax | ≥ 1.3× | 1.50× | 1.50× | met |" in table
+    assert "| gru small bidirectional per-layer speed | ≥ 1.0× | 0.90× | 0.80× | missed |" in table
+
+
 def test_gpu_goals_and_cudnn_column():
     """On a GPU: LSTM medium fwd+bwd against cuDNN, minGRU's associative scan at T = 4096, and
     the jax.experimental.rnn column; on CPU the cuDNN backend is not built at all."""
