@@ -8,7 +8,9 @@ blocks until it is done, plus its FLOPs and, for JAX, compile time and XLA memor
                 is `implementation="reference"` (plain `lax.scan` + autodiff), for context;
                 `rnn_jax_remat` is `unroll(remat=True)` (O(sqrt T) memory; fwd_bwd only);
                 `rnn_jax_cudnn` is `implementation="cudnn"` (LSTM on cuDNN through
-                jax.experimental.rnn; only where JAX runs on an NVIDIA GPU).
+                jax.experimental.rnn) and `rnn_jax_pallas` `implementation="pallas"` (the
+                forward loop in a Pallas kernel; LSTM and Elman at power-of-two hidden sizes
+                up to pallas_scan.MAX_HIDDEN): both only where JAX runs on an NVIDIA GPU.
 - bidirectional (`build_bidirectional`): rnn_jax's `layers.bidirectional` (both directions
                 in one scan), the same as two `unroll` scans, and Flax `nn.Bidirectional`.
 - flax:         `nn.RNN(OptimizedLSTMCell | GRUCell | SimpleCell)`, batch-major (its default),
@@ -39,7 +41,22 @@ import numpy as np
 from rnn_jax import cells, scan
 
 MODES = ("fwd", "fwd_bwd")
-BACKENDS = ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat", "rnn_jax_cudnn", "flax", "torch")
+BACKENDS = (
+    "rnn_jax",
+    "rnn_jax_reference",
+    "rnn_jax_remat",
+    "rnn_jax_cudnn",
+    "rnn_jax_pallas",
+    "flax",
+    "torch",
+)
+RNN_JAX_IMPLEMENTATIONS = {
+    "rnn_jax": "auto",
+    "rnn_jax_reference": "reference",
+    "rnn_jax_remat": "auto",
+    "rnn_jax_cudnn": "cudnn",
+    "rnn_jax_pallas": "pallas",
+}
 BIDIRECTIONAL_BACKENDS = ("rnn_jax", "rnn_jax_two_scans", "flax")
 # Cell specs: a cell name, optionally ":method" for minGRU's scan.
 CELL_SPECS = ("lstm", "gru", "elman", "min_gru", "min_gru:sequential", "min_gru:associative")
@@ -69,9 +86,11 @@ def rnn_flops(cell_spec: str, batch: int, time_: int, input_size: int, hidden: i
 
 def supports(backend: str, cell_spec: str) -> bool:
     """Whether `backend` has `cell_spec` here (Flax and torch have no minGRU; cuDNN runs the
-    LSTM on an NVIDIA GPU only)."""
+    LSTM, the Pallas kernel the LSTM and Elman, on an NVIDIA GPU only)."""
     if backend == "rnn_jax_cudnn":
         return cell_spec == "lstm" and jax.default_backend() == "gpu"
+    if backend == "rnn_jax_pallas":
+        return cell_spec in ("lstm", "elman") and jax.default_backend() == "gpu"
     if backend == "flax":
         return cell_spec in FLAX_CELLS
     if backend == "torch":
@@ -117,13 +136,18 @@ def build(
         return None  # remat changes only the backward pass
     if not supports(backend, cell_spec):
         return None
-    if backend in ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat", "rnn_jax_cudnn"):
+    if backend in RNN_JAX_IMPLEMENTATIONS:
         cell = cells.get_cell(name, **options)
         params = cell.init(jax.random.key(seed), input_size, hidden)
-        implementation = {"rnn_jax_reference": "reference", "rnn_jax_cudnn": "cudnn"}.get(
-            backend, "auto"
-        )
+        implementation = RNN_JAX_IMPLEMENTATIONS[backend]
         remat = backend == "rnn_jax_remat"
+        if implementation == "pallas":
+            from rnn_jax import pallas_scan
+
+            try:
+                pallas_scan.check_supported(cell, params)
+            except ValueError:
+                return None  # a size the kernel does not take (e.g. H > MAX_HIDDEN)
 
         def forward(p: Any, x: jax.Array) -> jax.Array:
             return scan.unroll(cell, p, x, implementation=implementation, remat=remat)[0]

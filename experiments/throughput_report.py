@@ -39,15 +39,19 @@ def _pair(a: Any, b: Any, fmt: str) -> str:
     return " / ".join("–" if v is None else format(v, fmt) for v in (a, b))
 
 
+# Backends that run only on an NVIDIA GPU, with their column labels: their columns appear only
+# where a group timed them.
+GPU_KERNELS = {"rnn_jax_cudnn": "jax cuDNN", "rnn_jax_pallas": "Pallas kernel"}
+
+
 def _group_rows(groups: list[dict], mode: str) -> list[str]:
-    # The cuDNN columns appear only where a group timed it (JAX on an NVIDIA GPU).
-    cudnn = any("rnn_jax_cudnn" in g["members"] for g in groups)
+    kernels = [b for b in GPU_KERNELS if any(b in g["members"] for g in groups)]
     rows = [
         "| cell | config (B, T, I, H) | rnn_jax tok/s | flax | torch | reference scan "
-        + ("| jax cuDNN | vs jax cuDNN " if cudnn else "")
+        + "".join(f"| {GPU_KERNELS[b]} | vs {GPU_KERNELS[b]} " for b in kernels)
         + "| vs flax | vs torch | CPU time: vs flax | vs torch | rnn_jax GF/s (% peak) "
         "| compile s ours / flax | XLA temp MiB ours / flax | load |",
-        "|---" * 6 + "|---" * (2 * cudnn) + "|---" * 8 + "|",
+        "|---" * 6 + "|---" * (2 * len(kernels)) + "|---" * 8 + "|",
     ]
     for g in (g for g in groups if g["mode"] == mode):
         m = g["members"]
@@ -61,11 +65,7 @@ def _group_rows(groups: list[dict], mode: str) -> list[str]:
         rows.append(
             f"| {g['cell']} | {g['shape_name']} {tuple(g['shape'])} | {_rate(ours)} "
             f"| {_rate(flax)} | {_rate(m.get('torch'))} | {_rate(m.get('rnn_jax_reference'))} "
-            + (
-                f"| {_rate(m.get('rnn_jax_cudnn'))} | {_ratio(speedup.get('rnn_jax_cudnn'))} "
-                if cudnn
-                else ""
-            )
+            + "".join(f"| {_rate(m.get(b))} | {_ratio(speedup.get(b))} " for b in kernels)
             + f"| {_ratio(speedup.get('flax'))} | {_ratio(speedup.get('torch'))} "
             f"| {_ratio(cpu.get('flax'))} | {_ratio(cpu.get('torch'))} | {gf} "
             f"| {_pair(ours and ours['compile_s'], flax and flax['compile_s'], '.2f')} "

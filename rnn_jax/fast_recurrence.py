@@ -22,22 +22,28 @@ from rnn_jax.cells import Carry, Cell, Params
 Array = jax.Array
 
 
-def pointwise_leaves(cell: Cell, params: Params) -> tuple[int, ...]:
-    """Indices (in `jax.tree.leaves(params)` order) of the params that `pointwise` reads."""
+def leaves_read(function: Any, params: Params, *args: Any) -> tuple[int, ...]:
+    """Indices (in `jax.tree.leaves(params)` order) of the params `function(params, *args)`
+    reads (`args`: arrays or `jax.ShapeDtypeStruct`s), found by tracing it."""
     leaves, treedef = jax.tree.flatten(params)
-    input_size, hidden_size = cell.sizes(params)
-    dtype = leaves[0].dtype
-    carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, dtype))
-    z_x = jax.ShapeDtypeStruct((1, params["W_ih"].shape[-1]), dtype)
-    z_h = jax.eval_shape(cell.recurrent_projection, params, carry)
 
-    def pointwise_of_leaves(leaves: list[Array], z_x: Array, z_h: Any, carry: Carry) -> Any:
-        return cell.pointwise(jax.tree.unflatten(treedef, leaves), z_x, z_h, carry)
+    def of_leaves(leaves: list[Array], *args: Any) -> Any:
+        return function(jax.tree.unflatten(treedef, leaves), *args)
 
-    jaxpr = jax.make_jaxpr(pointwise_of_leaves)(leaves, z_x, z_h, carry).jaxpr
+    jaxpr = jax.make_jaxpr(of_leaves)(leaves, *args).jaxpr
     read = {v for eqn in jaxpr.eqns for v in eqn.invars if not hasattr(v, "val")}
     read |= {v for v in jaxpr.outvars if not hasattr(v, "val")}
     return tuple(i for i, v in enumerate(jaxpr.invars[: len(leaves)]) if v in read)
+
+
+def pointwise_leaves(cell: Cell, params: Params) -> tuple[int, ...]:
+    """Indices (in `jax.tree.leaves(params)` order) of the params that `pointwise` reads."""
+    input_size, hidden_size = cell.sizes(params)
+    dtype = jax.tree.leaves(params)[0].dtype
+    carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, dtype))
+    z_x = jax.ShapeDtypeStruct((1, params["W_ih"].shape[-1]), dtype)
+    z_h = jax.eval_shape(cell.recurrent_projection, params, carry)
+    return leaves_read(cell.pointwise, params, z_x, z_h, carry)
 
 
 def _slabs(z: Array, slabs: int) -> list[Array]:
@@ -111,6 +117,7 @@ def recurrence_of(
     pointwise_leaves: tuple[int, ...],
     additive: tuple[bool, ...],
     directions: int | None,
+    forward_loop: str = "scan",
 ) -> Any:
     """The custom-VJP recurrence `(params, xs, carry0, mask, h_mask) -> (carry, ys)`.
 
@@ -132,10 +139,16 @@ def recurrence_of(
     `remat`, only the carry (the backward recomputes both projections). Emitted by the
     reverse loop: `d z_h [batch, G]`, plus `d z_x` for non-additive slabs. After it: the
     weight and input gradients as one GEMM each over all `time * batch` rows.
+    `forward_loop="pallas"`: the forward loop is rnn_jax.pallas_scan's kernel (one direction,
+    every slab additive, no remat), which saves the same arrays; the reverse loop is this one.
     Built once per static configuration.
     """
     num_gates = len(additive)
     whole = all(additive)
+    if forward_loop not in ("scan", "pallas"):
+        raise ValueError(f"forward_loop={forward_loop!r}; allowed: 'scan', 'pallas'")
+    if forward_loop == "pallas" and not (whole and directions is None and not remat):
+        raise ValueError("forward_loop='pallas' takes one direction, additive slabs, no remat")
     count = 1 if directions is None else directions
     lift = (lambda f: f) if directions is None else jax.vmap
     matrix_ndim = 2 if directions is None else 3  # params leaves carry a [D] axis
@@ -205,6 +218,20 @@ def recurrence_of(
 
     def forward(params: Params, xs: tuple, carry0: Carry, mask: Any, h_mask: Any, save: bool):
         """`(carry, ys)`; with `save`, `(carry, (ys, carries, kept))` for the backward pass."""
+        if forward_loop == "pallas":
+            from rnn_jax import pallas_scan
+
+            carry, ys, carries, sums = pallas_scan.forward_loop(
+                cell,
+                params,
+                xs[0],
+                carry0,
+                None if mask is None else mask[0],
+                h_mask,
+                reverse=reverse,
+                save=save,
+            )
+            return (carry, (ys,)) if not save else (carry, ((ys,), (carries,), ((sums,),)))
         pw = pointwise_params(params)
 
         def body(carry: Carry, inputs: tuple) -> tuple:

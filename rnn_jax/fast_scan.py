@@ -56,6 +56,7 @@ def fused_unroll(
     remat: bool = False,
     time_major: bool = False,
     h_mask: Array | None = None,
+    forward_loop: str = "scan",
 ) -> tuple[Array, Carry]:
     """Runs `cell` over `xs` with the custom-VJP scan; same contract as `scan.unroll`.
 
@@ -77,6 +78,8 @@ def fused_unroll(
       time_major: `xs` and the returned outputs are `[time, batch, ...]`.
       h_mask: optional `[batch, hidden]` mask multiplying h before the recurrent projection
         at every step (variational recurrent dropout).
+      forward_loop: "scan" (`lax.scan`) or "pallas" (rnn_jax.pallas_scan's kernel, reached
+        through `pallas_scan.pallas_unroll`, which checks that the cell fits it).
 
     Returns:
       `(ys [batch, time, hidden], final_carry)` (`ys` time-major with `time_major`).
@@ -125,6 +128,7 @@ def fused_unroll(
         pointwise_leaves(cell, params),
         additive_slabs(cell, params),
         None,
+        forward_loop,
     )
     carry, (ys,) = recurrence(
         params, (xs_tm,), initial_carry, None if mask is None else (mask,), h_mask

@@ -32,7 +32,7 @@ import numpy as np
 from rnn_jax import linear_scan
 from rnn_jax.cells import Carry, Cell, MinGRU, Params
 
-IMPLEMENTATIONS = ("auto", "reference", "fused", "cudnn")
+IMPLEMENTATIONS = ("auto", "reference", "fused", "cudnn", "pallas")
 
 
 def _is_traced(x: Any) -> bool:
@@ -263,14 +263,20 @@ def _select_implementation(implementation: str, cell: Cell, *, remat: bool) -> C
     the README's performance section), except with `remat=True`, whose O(sqrt T) chunked
     checkpointing is the reference path's. Cells the fused scan cannot take (minGRU, Cho's
     GRU) fall back to the reference inside `fused_unroll`. "cudnn" is the plain LSTM on
-    cuDNN (rnn_jax.cudnn_scan; NVIDIA GPUs only). The only place that chooses; the fast paths
-    are imported lazily so the core works without them.
+    cuDNN (rnn_jax.cudnn_scan; NVIDIA GPUs only); "pallas" the fused scan with its forward
+    loop in a Pallas kernel (rnn_jax.pallas_scan; Triton on NVIDIA GPUs, the interpreter on
+    CPU). The only place that chooses; the fast paths are imported lazily so the core works
+    without them.
     """
     del cell
     if implementation == "cudnn":
         from rnn_jax.cudnn_scan import cudnn_unroll
 
         return cudnn_unroll
+    if implementation == "pallas":
+        from rnn_jax.pallas_scan import pallas_unroll
+
+        return pallas_unroll
     if implementation == "fused" or (implementation == "auto" and not remat):
         from rnn_jax.fast_scan import fused_unroll
 
@@ -319,8 +325,11 @@ def unroll(
       h_mask: `[batch, hidden]`, multiplies h before the recurrent projection at every step
         (variational recurrent dropout, Gal & Ghahramani 2016: one mask per sequence).
       implementation: "reference" (lax.scan over `cell.pointwise`), "fused" (custom-VJP scan
-        from rnn_jax.fast_scan), "auto", or "cudnn" (plain LSTM on an NVIDIA GPU through
-        jax.experimental.rnn; no `reverse`, `h_mask` or `remat`; rnn_jax.cudnn_scan).
+        from rnn_jax.fast_scan), "auto", "cudnn" (plain LSTM on an NVIDIA GPU through
+        jax.experimental.rnn; no `reverse`, `h_mask` or `remat`; rnn_jax.cudnn_scan), or
+        "pallas" (the fused scan with its forward loop in a Pallas kernel: LSTM family and
+        Elman at power-of-two sizes up to `pallas_scan.MAX_HIDDEN`, no `remat`;
+        rnn_jax.pallas_scan).
     """
     _validate(
         cell,
@@ -337,6 +346,10 @@ def unroll(
         from rnn_jax.cudnn_scan import check_supported
 
         check_supported(cell, reverse=reverse, remat=remat, h_mask=h_mask)
+    if implementation == "pallas":
+        from rnn_jax.pallas_scan import check_supported
+
+        check_supported(cell, params, remat=remat)
     lengths = None if lengths is None else jnp.asarray(lengths)
     run = _compiled(_select_implementation(implementation, cell, remat=remat))
     return run(
@@ -373,7 +386,7 @@ def bidirectional_unroll(
     with `xs`. `initial_carry` and `h_mask` are `(forward, backward)` pairs; other arguments
     as in `unroll`. On the fused path ("auto" without remat, or "fused") both directions run
     in one scan (`rnn_jax.fast_scan.fused_bidirectional`); with "cudnn" as one cuDNN
-    bidirectional layer; otherwise as two scans.
+    bidirectional layer; otherwise (with "pallas" two kernel passes) as two scans.
     """
     init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
     mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
@@ -398,6 +411,10 @@ def bidirectional_unroll(
         from rnn_jax.cudnn_scan import check_supported
 
         check_supported(cell, remat=remat, h_mask=h_mask)
+    if implementation == "pallas":
+        from rnn_jax.pallas_scan import check_supported
+
+        check_supported(cell, params_fw, remat=remat)
     lengths = None if lengths is None else jnp.asarray(lengths)
     run = _compiled_bidirectional(_select_implementation(implementation, cell, remat=remat))
     return run(
@@ -417,12 +434,13 @@ def bidirectional_unroll(
 @functools.cache
 def _compiled_bidirectional(run: Callable) -> Callable:
     """The jitted bidirectional pass on the path `run` chose (see `_compiled`)."""
-    from rnn_jax import cudnn_scan, fast_scan
+    from rnn_jax import cudnn_scan, fast_scan, pallas_scan
 
     passes = {
         reference_unroll: reference_bidirectional,
         fast_scan.fused_unroll: fast_scan.fused_bidirectional,
         cudnn_scan.cudnn_unroll: cudnn_scan.cudnn_bidirectional,
+        pallas_scan.pallas_unroll: pallas_scan.pallas_bidirectional,
     }
     return jax.jit(passes[run], static_argnums=0, static_argnames=("unroll", "remat", "time_major"))
 

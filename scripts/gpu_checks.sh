@@ -2,7 +2,9 @@
 # Issue 7's GPU checks, as one command for a machine where JAX already runs on an NVIDIA GPU
 # (prepared for the project's lent H200 machines; not yet run: no GPU has been lent so far):
 #   1. the tests that mean something on a GPU: the cuDNN LSTM path against the fused scan
-#      (tests/test_cudnn_scan.py, its GPU-only test included) and the fused/reference scans;
+#      (tests/test_cudnn_scan.py, its GPU-only test included), the Pallas kernel compiled by
+#      Triton against the reference scan (tests/test_pallas_scan.py) and the fused/reference
+#      scans;
 #   2. the throughput benchmark's `gpu` variant (experiments/configs/throughput.py), whose
 #      report checks >= 0.9x cuDNN fwd+bwd at medium and associative minGRU >= 10x sequential
 #      at T = 4096.
@@ -29,7 +31,8 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$python" -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())"
 tests=0  # a test failure still lets the benchmark run; the script exits non-zero at the end
-"$python" -m pytest -q -p no:cacheprovider tests/test_cudnn_scan.py tests/test_fast_scan.py \
+"$python" -m pytest -q -p no:cacheprovider tests/test_cudnn_scan.py tests/test_pallas_scan.py \
+  tests/test_fast_scan.py \
   tests/test_scan.py 2>&1 | tee "$out/tests.txt" || tests=$?
 "$python" -m experiments.throughput --workdir="$out" \
   --config=experiments/configs/throughput.py:gpu "$@"

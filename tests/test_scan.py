@@ -242,8 +242,8 @@ def test_bad_arguments_raise_before_tracing():
         (dict(lengths=np.array([5, 2])), r"lengths has shape \(2,\); expected \[batch\]"),
         (dict(lengths=np.array([5.0, 2, 2])), "lengths has dtype float"),
         (
-            dict(implementation="pallas"),
-            r"implementation=.pallas.; allowed: auto, reference, fused, cudnn",
+            dict(implementation="triton"),
+            r"implementation=.triton.; allowed: auto, reference, fused, cudnn, pallas",
         ),
         (dict(unroll=0), "unroll=0"),
         (dict(h_mask=np.ones((3, 4))), r"h_mask has shape \(3, 4\); expected"),

@@ -112,21 +112,22 @@ def test_goals_across_runs_need_every_run_to_agree():
     assert "| gru small bidirectional per-layer speed | ≥ 1.0× | 0.90× | 0.80× | missed |" in table
 
 
-def test_gpu_goals_and_cudnn_column():
+def test_gpu_goals_and_kernel_columns():
     """On a GPU: LSTM medium fwd+bwd against cuDNN, minGRU's associative scan at T = 4096, and
-    the jax.experimental.rnn column; on CPU the cuDNN backend is not built at all."""
+    the jax.experimental.rnn and Pallas columns; on CPU neither backend is built at all."""
     member = {"tokens_per_s": {"median": 2e3, "min": 1e3, "max": 3e3}, "compile_s": None}
     group = {
         "cell": "lstm",
         "shape_name": "medium",
         "shape": [64, 128, 256, 512],
         "mode": "fwd_bwd",
-        "rnn_jax_speedup_over": {"torch": 0.85, "rnn_jax_cudnn": 0.95},
+        "rnn_jax_speedup_over": {"torch": 0.85, "rnn_jax_cudnn": 0.95, "rnn_jax_pallas": 1.25},
         "rnn_jax_cpu_speedup_over": {},
         "members": {
             "rnn_jax": member
             | {"xla_temp_mib": 1.0, "gflops": {"median": 1.0}, "percent_of_peak": 1.0},
             "rnn_jax_cudnn": member,
+            "rnn_jax_pallas": member | {"tokens_per_s": {"median": 5e3, "min": 4e3, "max": 6e3}},
         },
         "load": [0.5],
     }
@@ -142,11 +143,12 @@ def test_gpu_goals_and_cudnn_column():
         "tokens/s (goal ≥ 10.0×)",
     ]
     header, rule, row = throughput_report._group_rows([group], "fwd_bwd")
-    assert "| jax cuDNN | vs jax cuDNN |" in header
+    assert "| jax cuDNN | vs jax cuDNN | Pallas kernel | vs Pallas kernel |" in header
     assert header.count("|") == rule.count("|") == row.count("|")
-    assert "| 2.0k (1.0k–3.0k) | 0.95× |" in row
+    assert "| 2.0k (1.0k–3.0k) | 0.95× | 5.0k (4.0k–6.0k) | 1.25× |" in row
     if jax.default_backend() != "gpu":
-        assert throughput_peers.build("rnn_jax_cudnn", "lstm", (2, 3, 4, 5), "fwd") is None
+        for backend in ("rnn_jax_cudnn", "rnn_jax_pallas"):
+            assert throughput_peers.build(backend, "lstm", (2, 3, 4, 8), "fwd") is None
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,9 @@ Variants:
 - gpu: for a machine where JAX runs on an NVIDIA GPU (install the CUDA jaxlib first, README):
   LSTM and GRU at small / medium / long against Flax, torch on CUDA (cuDNN, where that torch
   build sees the GPU) and the LSTM on cuDNN through jax.experimental.rnn
-  (`rnn_jax_cudnn`); bidirectional groups; the sweep to T = 4096 with both minGRU scans.
+  (`rnn_jax_cudnn`) and the Pallas forward kernel (`rnn_jax_pallas`), plus a `narrow`
+  config (256, 256, 64, 64) with the small hidden size that kernel is for; bidirectional
+  groups; the sweep to T = 4096 with both minGRU scans.
   The report adds issue 7's GPU goals (>= 0.9x cuDNN fwd+bwd at medium; associative minGRU
   >= 10x sequential at T = 4096). Not run yet: no GPU has been lent to this project.
 
@@ -56,6 +58,7 @@ def _base() -> ml_collections.ConfigDict:
     config.shapes.small = (32, 64, 128, 256)
     config.shapes.medium = (64, 128, 256, 512)
     config.shapes.long = (16, 1024, 64, 128)
+    config.shapes.narrow = (256, 256, 64, 64)  # gpu only: the Pallas kernel's kind of size
     config.cells = "lstm,gru"
     config.configs = "small,medium,long"
     config.backends = "rnn_jax,rnn_jax_remat,flax,torch"
@@ -137,7 +140,8 @@ def _full() -> ml_collections.ConfigDict:
 
 def _gpu() -> ml_collections.ConfigDict:
     config = _base()
-    config.backends = "rnn_jax,rnn_jax_remat,rnn_jax_cudnn,flax,torch"
+    config.backends = "rnn_jax,rnn_jax_remat,rnn_jax_cudnn,rnn_jax_pallas,flax,torch"
+    config.configs = "small,medium,long,narrow"
     config.repetitions = 7
     config.extra = "min_gru:medium"
     config.sweep.lengths = "256,1024,4096"

@@ -1,0 +1,319 @@
+"""The fused scan's forward loop as one Pallas kernel (the "pallas" implementation of `unroll`).
+
+On a GPU, XLA runs the fused scan's forward loop as a `while` whose every step launches a
+recurrent GEMM and a few elementwise kernels, and reads `W_hh` from HBM each time. For small
+hidden sizes a persistent kernel does better (the idea of Diamos et al. 2016, "Persistent
+RNNs"): one Pallas program per block of `BLOCK_BATCH` sequences loads `W_hh` once, keeps the
+carry on chip and loops over time itself, so a step costs one on-chip matmul and no launch.
+
+    z_x = input_projection(x)                 one [T*B, I] @ [I, G] GEMM, outside the kernel
+    kernel, per block of BLOCK_BATCH sequences, for t (reversed with `reverse`):
+        z_t     = z_x[t] + recurrent_projection(carry)      (h masked by h_mask first)
+        carry, y = pointwise(z_t, 0, carry)                  (the cell's own equations)
+        padded steps (t >= length) keep the carry and emit y = 0
+        saved for the backward pass: carry_{t-1} and z_t
+
+What it saves is exactly what `rnn_jax.fast_recurrence`'s forward loop saves when every gate
+slab is additive, so the backward pass is that module's reverse loop, unchanged: this file
+only replaces the forward loop (`recurrence_of(..., forward_loop="pallas")`). The kernel
+calls the cell's `recurrent_projection` and `pointwise` (no second copy of the equations).
+
+What it takes (`check_supported` names what rules a call out, before tracing): cells whose
+gate slabs are all additive (the LSTM family, Elman; not the GRUs, whose candidate reads
+`r * (h @ W_hn)`), a hidden size and gate width that are powers of two (Triton's block
+shapes) with `hidden_size <= MAX_HIDDEN` (W_hh must fit on chip), no `remat`. One direction
+per call: `bidirectional_unroll` runs two. On an NVIDIA GPU the kernel is compiled by
+Pallas's Triton back end; elsewhere it runs in Pallas's interpreter (`interpret=True`), which
+is exact but slow: that is how the CPU tests check it, and the tests also lower it for CUDA
+(Triton) on CPU. Matmul precision inside the kernel is the backend default (TF32 for float32
+on Ampere and later, as XLA's GPU dots). Not measured on a GPU yet (issue 7).
+
+Shapes: batch-major `[batch, time, features]` unless `time_major=True`; `lengths [batch]`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells import Carry, Cell, Params
+
+Array = jax.Array
+
+BLOCK_BATCH = 16  # sequences per Pallas program: Triton's dots need at least 16 rows
+# W_hh [H, G] is loaded once per program and kept on chip: 64 KiB for an LSTM at H = 64,
+# 256 KiB at H = 128 (more than one SM's registers: Triton spills, which the GPU run measures).
+MAX_HIDDEN = 128
+# None: Pallas's interpreter unless JAX's default backend is a GPU. The tests set False to
+# lower the Triton kernel for CUDA on a machine without a GPU.
+INTERPRET: bool | None = None
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def check_supported(cell: Cell, params: Params, *, remat: bool = False) -> None:
+    """Raise ValueError naming what rules out the Pallas kernel: the cell, a size, an option,
+    or the backend."""
+    from rnn_jax.fast_recurrence import additive_slabs
+    from rnn_jax.fast_scan import fits
+
+    if not (fits(cell, params) and all(additive_slabs(cell, params))):
+        raise ValueError(
+            f"implementation='pallas' runs cells whose gate slabs are all additive (the LSTM "
+            f"family, Elman); cell={cell!r} is not one: use implementation='fused'"
+        )
+    _, hidden_size = cell.sizes(params)
+    gates = params["W_hh"].shape[-1]
+    if not (_power_of_two(hidden_size) and _power_of_two(gates)):
+        raise ValueError(
+            f"implementation='pallas' needs a hidden size and gate width that are powers of "
+            f"two (Triton's block shapes); hidden_size={hidden_size}, gates={gates}"
+        )
+    if hidden_size > MAX_HIDDEN:
+        raise ValueError(
+            f"implementation='pallas' keeps W_hh on chip: hidden_size={hidden_size} is over "
+            f"MAX_HIDDEN={MAX_HIDDEN}; use implementation='fused'"
+        )
+    if remat:
+        raise ValueError("implementation='pallas' does not take remat=True (the reference's)")
+    backend = jax.default_backend()
+    if backend not in ("gpu", "cpu"):
+        raise ValueError(
+            f"implementation='pallas' is written for Pallas's Triton back end (NVIDIA GPUs; "
+            f"the interpreter on CPU); this process's backend is {backend!r}"
+        )
+
+
+def pallas_unroll(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    lengths: Array | None = None,
+    initial_carry: Carry | None = None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    time_major: bool = False,
+    h_mask: Array | None = None,
+) -> tuple[Array, Carry]:
+    """`scan.unroll`'s contract with the forward loop in a Pallas kernel (`unroll` is ignored:
+    the kernel runs its own loop). Gradients: the fused scan's reverse loop."""
+    from rnn_jax import fast_scan
+
+    del unroll
+    check_supported(cell, params, remat=remat)
+    return fast_scan.fused_unroll(
+        cell,
+        params,
+        xs,
+        lengths,
+        initial_carry,
+        reverse=reverse,
+        remat=False,
+        time_major=time_major,
+        h_mask=h_mask,
+        forward_loop="pallas",
+    )
+
+
+def pallas_bidirectional(
+    cell: Cell,
+    params_fw: Params,
+    params_bw: Params,
+    xs: Array,
+    lengths: Array | None = None,
+    initial_carry: tuple[Carry, Carry] | None = None,
+    *,
+    unroll: int = 1,
+    remat: bool = False,
+    time_major: bool = False,
+    h_mask: tuple[Array, Array] | None = None,
+) -> tuple[tuple[Array, Array], tuple[Carry, Carry]]:
+    """`scan.bidirectional_unroll` as two kernel passes (the second with `reverse=True`)."""
+    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
+    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
+    options = dict(unroll=unroll, remat=remat, time_major=time_major)
+    ys_fw, carry_fw = pallas_unroll(
+        cell, params_fw, xs, lengths, init_fw, h_mask=mask_fw, **options
+    )
+    ys_bw, carry_bw = pallas_unroll(
+        cell, params_bw, xs, lengths, init_bw, h_mask=mask_bw, reverse=True, **options
+    )
+    return (ys_fw, ys_bw), (carry_fw, carry_bw)
+
+
+def kernel_leaves(cell: Cell, params: Params) -> tuple[int, ...]:
+    """Indices (in `jax.tree.leaves(params)` order) of the params the kernel reads: those of
+    `recurrent_projection` and `pointwise` (not `W_ih`: the input projection runs outside)."""
+    from rnn_jax.fast_recurrence import leaves_read, pointwise_leaves
+
+    _, hidden_size = cell.sizes(params)
+    dtype = jax.tree.leaves(params)[0].dtype
+    carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, dtype))
+    recurrent = leaves_read(cell.recurrent_projection, params, carry)
+    return tuple(sorted(set(recurrent) | set(pointwise_leaves(cell, params))))
+
+
+def forward_loop(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    carry0: Carry,
+    mask: Array | None,
+    h_mask: Array | None,
+    *,
+    reverse: bool,
+    save: bool,
+) -> tuple[Carry, Array, Carry | None, Array | None]:
+    """The forward loop over time-major `xs [T, B, I]`: `(final carry, ys [T, B, H],
+    carries [T, B, H] leaves, sums [T, B, G])`, the last two None unless `save`.
+
+    `carries[t]` is the carry step t read (`carry_{t-1}`; the step's own carry when it is a
+    padded step), `sums[t] = z_x_t + z_h_t`, as `fast_recurrence`'s forward loop saves them.
+    `mask [T, B]` bool (None: every step valid), `h_mask [B, H]` (None: no mask).
+    """
+    time, batch, input_size = xs.shape
+    z_x = cell.input_projection(params, xs.reshape(time * batch, input_size))
+    z_x = z_x.reshape(time, batch, -1)
+    pad = -batch % BLOCK_BATCH
+    rows = batch + pad
+
+    def padded(a: Array, axis: int, value: float = 0) -> Array:
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, pad)
+        return jnp.pad(a, widths, constant_values=value) if pad else a
+
+    carry_leaves, carry_def = jax.tree.flatten(carry0)
+    inputs = [padded(z_x, 1)]
+    if mask is not None:
+        inputs.append(padded(mask.astype(jnp.int32), 1))
+    if h_mask is not None:
+        inputs.append(padded(h_mask, 0, 1))
+    inputs += [padded(c, 0) for c in carry_leaves]
+    read = kernel_leaves(cell, params)
+    leaves, params_def = jax.tree.flatten(params)
+    inputs += [leaves[i] for i in read]
+    call = _kernel_call(
+        cell,
+        params_def,
+        read,
+        tuple(leaves[i].shape for i in read),
+        carry_def,
+        tuple(jax.ShapeDtypeStruct((rows,) + c.shape[1:], c.dtype) for c in carry_leaves),
+        time,
+        z_x.shape[-1],
+        z_x.dtype,
+        mask is not None,
+        h_mask is not None,
+        reverse,
+        save,
+        jax.default_backend() != "gpu" if INTERPRET is None else INTERPRET,
+    )
+    outputs = [o[:, :batch] if o.ndim == 3 else o[:batch] for o in call(*inputs)]
+    count = len(carry_leaves)
+    ys, final = outputs[0], carry_def.unflatten(outputs[1 : 1 + count])
+    if not save:
+        return final, ys, None, None
+    carries = carry_def.unflatten(outputs[1 + count : 1 + 2 * count])
+    return final, ys, carries, outputs[-1]
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_call(
+    cell: Cell,
+    params_def: Any,
+    read: tuple[int, ...],
+    leaf_shapes: tuple[tuple[int, ...], ...],
+    carry_def: Any,
+    carry_shapes: tuple[jax.ShapeDtypeStruct, ...],
+    time: int,
+    gates: int,
+    dtype: Any,
+    has_mask: bool,
+    has_h_mask: bool,
+    reverse: bool,
+    save: bool,
+    interpret: bool,
+) -> Any:
+    """The `pallas_call` for one static configuration (inputs and outputs as `forward_loop`
+    passes and reads them)."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as pallas_triton
+
+    count = len(carry_shapes)
+    rows, hidden = carry_shapes[0].shape
+    block = BLOCK_BATCH
+
+    def kernel(*refs: Any) -> None:
+        refs = list(refs)
+        z_x_ref = refs.pop(0)
+        mask_ref = refs.pop(0) if has_mask else None
+        h_mask = refs.pop(0)[...] if has_h_mask else None
+        carry = carry_def.unflatten([refs.pop(0)[...] for _ in range(count)])
+        values = [None] * params_def.num_leaves
+        for i in read:
+            values[i] = refs.pop(0)[...]
+        params = params_def.unflatten(values)
+        ys_ref = refs.pop(0)
+        final_refs = [refs.pop(0) for _ in range(count)]
+        carries_refs = [refs.pop(0) for _ in range(count)] if save else []
+        sums_ref = refs.pop(0) if save else None
+
+        def body(t: Array, carry: Carry) -> Carry:
+            s = time - 1 - t if reverse else t
+            seen = carry if h_mask is None else cell.mask_hidden(carry, h_mask)
+            z = z_x_ref[s] + cell.recurrent_projection(params, seen)
+            new_carry, y = cell.pointwise(params, z, jnp.zeros_like(z), carry)
+            if has_mask:
+                valid = (mask_ref[s] > 0)[:, None]
+                y = jnp.where(valid, y, jnp.zeros_like(y))
+                new_carry = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
+            ys_ref[s] = y.astype(ys_ref.dtype)
+            if save:
+                for ref, leaf in zip(carries_refs, jax.tree.leaves(carry), strict=True):
+                    ref[s] = leaf
+                sums_ref[s] = z
+            return new_carry
+
+        final = jax.lax.fori_loop(0, time, body, carry)
+        for ref, leaf in zip(final_refs, jax.tree.leaves(final), strict=True):
+            ref[...] = leaf
+
+    def over_time(width: int) -> Any:
+        return pl.BlockSpec((time, block, width), lambda i: (0, i, 0))
+
+    def per_row(width: int) -> Any:
+        return pl.BlockSpec((block, width), lambda i: (i, 0))
+
+    def whole(shape: tuple[int, ...]) -> Any:
+        return pl.BlockSpec(shape, lambda i: (0,) * len(shape))
+
+    in_specs = [over_time(gates)]
+    in_specs += [pl.BlockSpec((time, block), lambda i: (0, i))] if has_mask else []
+    in_specs += [per_row(hidden)] if has_h_mask else []
+    in_specs += [per_row(hidden)] * count + [whole(shape) for shape in leaf_shapes]
+    out_shape = [jax.ShapeDtypeStruct((time, rows, hidden), dtype)] + list(carry_shapes)
+    out_specs = [over_time(hidden)] + [per_row(hidden)] * count
+    if save:
+        out_shape += [jax.ShapeDtypeStruct((time,) + c.shape, c.dtype) for c in carry_shapes]
+        out_shape += [jax.ShapeDtypeStruct((time, rows, gates), dtype)]
+        out_specs += [over_time(hidden)] * count + [over_time(gates)]
+    return pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(rows // block,),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        interpret=interpret,
+        # W_hh lives in registers: twice the warps (and registers) from H = 128 on.
+        compiler_params=pallas_triton.CompilerParams(
+            num_warps=4 if hidden < 128 else 8, num_stages=1
+        ),
+        name=f"rnn_jax_{type(cell).__name__.lower()}_forward",
+    )

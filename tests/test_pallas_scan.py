@@ -1,0 +1,163 @@
+"""The Pallas forward kernel (rnn_jax.pallas_scan) against the reference scan.
+
+On CPU the kernel runs in Pallas's interpreter, which executes the kernel body as written
+(block specs, the in-kernel time loop, padding of the batch to whole blocks), so outputs,
+final carries and gradients (the fused scan's reverse loop over what the kernel saved) must
+equal the reference scan's. That the same kernel compiles for an NVIDIA GPU is checked by
+lowering it for CUDA through Pallas's Triton back end, which needs no GPU.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference_numpy import CASES, random_like
+
+from rnn_jax import cells, pallas_scan, scan
+
+# A batch that is not a whole number of kernel blocks, sizes that are powers of two.
+BATCH, TIME, INPUT, HIDDEN = 5, 6, 3, 8
+LENGTHS = np.array([6, 2, 4, 1, 5], np.int32)
+ON_GPU = jax.default_backend() == "gpu"
+# On a GPU the kernel's float32 dots are TF32 (Triton's default) and XLA's are its own.
+TOL = dict(rtol=2e-3, atol=2e-3) if ON_GPU else dict(rtol=2e-5, atol=2e-5)
+KERNEL_CASES = ["elman", "elman_relu", "lstm", "peephole_lstm", "layer_norm_lstm"]
+
+
+def setup(case, seed=0):
+    name, options = CASES[case]
+    cell = cells.get_cell(name, **options)
+    params = random_like(cell.init(jax.random.key(seed), INPUT, HIDDEN), seed=seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    xs = rng.standard_normal((BATCH, TIME, INPUT)).astype(np.float32)
+    initial = jax.tree.map(
+        lambda z: rng.standard_normal(z.shape).astype(np.float32),
+        cell.zero_carry((BATCH,), HIDDEN),
+    )
+    h_mask = (rng.uniform(size=(BATCH, HIDDEN)) > 0.3).astype(np.float32) / 0.7
+    return cell, params, xs, initial, h_mask
+
+
+@functools.cache
+def value_and_grads(implementation, **static):
+    """jit of (ys, carry, grads w.r.t. params, inputs, initial carry and h_mask of a loss
+    that weights every output and carry entry differently)."""
+
+    def loss(params, xs, initial, h_mask, cell, lengths):
+        ys, carry = scan.unroll(
+            cell,
+            params,
+            xs,
+            lengths,
+            initial,
+            h_mask=h_mask,
+            implementation=implementation,
+            **static,
+        )
+        weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        total = jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
+        return total, (ys, carry)
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
+    return jax.jit(grad, static_argnums=4)
+
+
+def assert_same(got, want):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES)
+def test_matches_reference_for_every_cell_it_takes(case):
+    """Mixed lengths, a given initial carry and a recurrent dropout mask."""
+    cell, params, xs, initial, h_mask = setup(case)
+    args = (params, xs, initial, h_mask, cell, LENGTHS)
+    assert_same(value_and_grads("pallas")(*args), value_and_grads("reference")(*args))
+
+
+@pytest.mark.parametrize(
+    "static", [dict(reverse=True), dict(time_major=True)], ids=["reverse", "time_major"]
+)
+def test_options_match_reference(static):
+    cell, params, xs, initial, h_mask = setup("lstm", seed=3)
+    if static.get("time_major"):
+        xs = np.swapaxes(xs, 0, 1)
+    args = (params, xs, initial, h_mask, cell, LENGTHS)
+    assert_same(
+        value_and_grads("pallas", **static)(*args), value_and_grads("reference", **static)(*args)
+    )
+
+
+def test_without_lengths_or_masks_and_in_the_bidirectional_layer():
+    cell, params, xs, _, _ = setup("lstm", seed=5)
+    params_bw = random_like(params, seed=9)
+    ys, carry = scan.unroll(cell, params, xs, implementation="pallas")
+    ys_ref, carry_ref = scan.unroll(cell, params, xs, implementation="reference")
+    assert_same((ys, carry), (ys_ref, carry_ref))
+    got = scan.bidirectional_unroll(cell, params, params_bw, xs, LENGTHS, implementation="pallas")
+    want = scan.bidirectional_unroll(
+        cell, params, params_bw, xs, LENGTHS, implementation="reference"
+    )
+    assert_same(got, want)
+
+
+def test_forward_saves_what_the_fused_loop_saves():
+    """`carries[t]` is the carry step t read and `sums[t] = z_x_t + z_h_t`."""
+    cell, params, xs, initial, _ = setup("lstm", seed=7)
+    xs_tm = jnp.swapaxes(xs, 0, 1)
+    mask = jnp.arange(TIME)[:, None] < LENGTHS[None, :]
+    final, ys, carries, sums = pallas_scan.forward_loop(
+        cell, params, xs_tm, initial, mask, None, reverse=False, save=True
+    )
+    carry = initial
+    for t in range(TIME):
+        assert_same(jax.tree.map(lambda c, t=t: c[t], carries), carry)
+        z = cell.input_projection(params, xs_tm[t]) + cell.recurrent_projection(params, carry)
+        np.testing.assert_allclose(sums[t], z, **TOL)
+        new, y = cell.pointwise(params, z, jnp.zeros_like(z), carry)
+        valid = mask[t][:, None]
+        carry = jax.tree.map(lambda n, o, v=valid: jnp.where(v, n, o), new, carry)
+        np.testing.assert_allclose(ys[t], jnp.where(valid, y, 0), **TOL)
+    assert_same(final, carry)
+
+
+@pytest.mark.parametrize("case", ["lstm", "elman"])
+def test_kernel_lowers_for_cuda_through_triton(case, monkeypatch):
+    """Forward and backward lower for CUDA with the kernel compiled by Pallas's Triton back
+    end (block shapes, the in-kernel loop and every op the cell uses must lower there)."""
+    monkeypatch.setattr(pallas_scan, "INTERPRET", False)
+    cell, params, xs, initial, h_mask = setup(case, seed=11)
+
+    def loss(params, xs):
+        ys, _ = scan.unroll(cell, params, xs, LENGTHS, implementation="pallas")
+        return ys.sum()
+
+    lowered = (
+        jax.jit(jax.grad(loss, argnums=(0, 1)))
+        .trace(params, xs)
+        .lower(lowering_platforms=("cuda",))
+    )
+    text = lowered.as_text()
+    assert "triton" in text.lower()
+    assert f"rnn_jax_{type(cell).__name__.lower()}_forward" in text
+
+
+def test_what_it_does_not_take_is_named_before_tracing():
+    gru, gru_params, xs, _, _ = setup("gru")
+    with pytest.raises(ValueError, match="all additive"):
+        scan.unroll(gru, gru_params, xs, implementation="pallas")
+    lstm = cells.get_cell("lstm")
+    odd = lstm.init(jax.random.key(0), INPUT, 6)
+    with pytest.raises(ValueError, match="powers of two.*hidden_size=6"):
+        scan.unroll(lstm, odd, xs, implementation="pallas")
+    big = lstm.init(jax.random.key(0), INPUT, 2 * pallas_scan.MAX_HIDDEN)
+    with pytest.raises(ValueError, match="MAX_HIDDEN"):
+        scan.unroll(lstm, big, xs, implementation="pallas")
+    params = lstm.init(jax.random.key(0), INPUT, HIDDEN)
+    with pytest.raises(ValueError, match="remat"):
+        scan.unroll(lstm, params, xs, remat=True, implementation="pallas")
+    cifg = cells.get_cell("cifg_lstm")  # three gate slabs: a gate width of 24
+    with pytest.raises(ValueError, match="gates=24"):
+        scan.unroll(cifg, cifg.init(jax.random.key(0), INPUT, HIDDEN), xs, implementation="pallas")
