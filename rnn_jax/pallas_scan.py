@@ -22,11 +22,12 @@ What it takes (`check_supported` names what rules a call out, before tracing): c
 gate slabs are all additive (the LSTM family, Elman; not the GRUs, whose candidate reads
 `r * (h @ W_hn)`), a hidden size and gate width that are powers of two (Triton's block
 shapes) with `hidden_size <= MAX_HIDDEN` (W_hh must fit on chip), no `remat`. One direction
-per call: `bidirectional_unroll` runs two. On an NVIDIA GPU the kernel is compiled by
-Pallas's Triton back end; elsewhere it runs in Pallas's interpreter (`interpret=True`), which
-is exact but slow: that is how the CPU tests check it, and the tests also lower it for CUDA
-(Triton) on CPU. Matmul precision inside the kernel is the backend default (TF32 for float32
-on Ampere and later, as XLA's GPU dots). Not measured on a GPU yet (issue 7).
+per call: `bidirectional_unroll` runs two (`scan.reference_bidirectional(run=pallas_unroll)`).
+On an NVIDIA GPU the kernel is compiled by Pallas's Triton back end; elsewhere it runs in
+Pallas's interpreter (`interpret=True`), which is exact but slow: that is how the CPU tests
+check it, and the tests also lower it for CUDA (Triton) on CPU. Matmul precision inside the
+kernel is the backend default (TF32 for float32 on Ampere and later, as XLA's GPU dots). Not
+measured on a GPU yet (issue 7).
 
 Shapes: batch-major `[batch, time, features]` unless `time_major=True`; `lengths [batch]`.
 """
@@ -120,32 +121,6 @@ def pallas_unroll(
         h_mask=h_mask,
         forward_loop="pallas",
     )
-
-
-def pallas_bidirectional(
-    cell: Cell,
-    params_fw: Params,
-    params_bw: Params,
-    xs: Array,
-    lengths: Array | None = None,
-    initial_carry: tuple[Carry, Carry] | None = None,
-    *,
-    unroll: int = 1,
-    remat: bool = False,
-    time_major: bool = False,
-    h_mask: tuple[Array, Array] | None = None,
-) -> tuple[tuple[Array, Array], tuple[Carry, Carry]]:
-    """`scan.bidirectional_unroll` as two kernel passes (the second with `reverse=True`)."""
-    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
-    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
-    options = dict(unroll=unroll, remat=remat, time_major=time_major)
-    ys_fw, carry_fw = pallas_unroll(
-        cell, params_fw, xs, lengths, init_fw, h_mask=mask_fw, **options
-    )
-    ys_bw, carry_bw = pallas_unroll(
-        cell, params_bw, xs, lengths, init_bw, h_mask=mask_bw, reverse=True, **options
-    )
-    return (ys_fw, ys_bw), (carry_fw, carry_bw)
 
 
 def kernel_leaves(cell: Cell, params: Params) -> tuple[int, ...]:

@@ -440,7 +440,9 @@ def _compiled_bidirectional(run: Callable) -> Callable:
         reference_unroll: reference_bidirectional,
         fast_scan.fused_unroll: fast_scan.fused_bidirectional,
         cudnn_scan.cudnn_unroll: cudnn_scan.cudnn_bidirectional,
-        pallas_scan.pallas_unroll: pallas_scan.pallas_bidirectional,
+        pallas_scan.pallas_unroll: functools.partial(
+            reference_bidirectional, run=pallas_scan.pallas_unroll
+        ),
     }
     return jax.jit(passes[run], static_argnums=0, static_argnames=("unroll", "remat", "time_major"))
 
@@ -457,15 +459,16 @@ def reference_bidirectional(
     remat: bool = False,
     time_major: bool = False,
     h_mask: tuple[jax.Array, jax.Array] | None = None,
+    run: Callable | None = None,
 ) -> tuple[tuple[jax.Array, jax.Array], tuple[Carry, Carry]]:
-    """`bidirectional_unroll` as two `reference_unroll` scans (arguments unvalidated)."""
+    """`bidirectional_unroll` as two passes of `run` (default `reference_unroll`; arguments
+    unvalidated), the second with `reverse=True`."""
+    run = reference_unroll if run is None else run
     init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
     mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
     options = dict(unroll=unroll, remat=remat, time_major=time_major)
-    ys_fw, carry_fw = reference_unroll(
-        cell, params_fw, xs, lengths, init_fw, h_mask=mask_fw, **options
-    )
-    ys_bw, carry_bw = reference_unroll(
+    ys_fw, carry_fw = run(cell, params_fw, xs, lengths, init_fw, h_mask=mask_fw, **options)
+    ys_bw, carry_bw = run(
         cell, params_bw, xs, lengths, init_bw, h_mask=mask_bw, reverse=True, **options
     )
     return (ys_fw, ys_bw), (carry_fw, carry_bw)

@@ -7,13 +7,12 @@ equal the reference scan's. That the same kernel compiles for an NVIDIA GPU is c
 lowering it for CUDA through Pallas's Triton back end, which needs no GPU.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference_numpy import CASES, random_like
+import scan_harness
+from reference_numpy import random_like
 
 from rnn_jax import cells, pallas_scan, scan
 
@@ -27,41 +26,10 @@ KERNEL_CASES = ["elman", "elman_relu", "lstm", "peephole_lstm", "layer_norm_lstm
 
 
 def setup(case, seed=0):
-    name, options = CASES[case]
-    cell = cells.get_cell(name, **options)
-    params = random_like(cell.init(jax.random.key(seed), INPUT, HIDDEN), seed=seed + 1)
-    rng = np.random.default_rng(seed + 2)
-    xs = rng.standard_normal((BATCH, TIME, INPUT)).astype(np.float32)
-    initial = jax.tree.map(
-        lambda z: rng.standard_normal(z.shape).astype(np.float32),
-        cell.zero_carry((BATCH,), HIDDEN),
-    )
-    h_mask = (rng.uniform(size=(BATCH, HIDDEN)) > 0.3).astype(np.float32) / 0.7
-    return cell, params, xs, initial, h_mask
+    return scan_harness.scan_case(case, seed, BATCH, TIME, INPUT, HIDDEN)
 
 
-@functools.cache
-def value_and_grads(implementation, **static):
-    """jit of (ys, carry, grads w.r.t. params, inputs, initial carry and h_mask of a loss
-    that weights every output and carry entry differently)."""
-
-    def loss(params, xs, initial, h_mask, cell, lengths):
-        ys, carry = scan.unroll(
-            cell,
-            params,
-            xs,
-            lengths,
-            initial,
-            h_mask=h_mask,
-            implementation=implementation,
-            **static,
-        )
-        weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
-        total = jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
-        return total, (ys, carry)
-
-    grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
-    return jax.jit(grad, static_argnums=4)
+value_and_grads = scan_harness.value_and_grads
 
 
 def assert_same(got, want):
