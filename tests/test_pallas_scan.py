@@ -91,7 +91,7 @@ def test_forward_saves_what_the_fused_loop_saves():
     assert_same(final, carry)
 
 
-@pytest.mark.parametrize("case", ["lstm", "elman"])
+@pytest.mark.parametrize("case", KERNEL_CASES)
 def test_kernel_lowers_for_cuda_through_triton(case, monkeypatch):
     """Forward and backward lower for CUDA with the kernel compiled by Pallas's Triton back
     end (block shapes, the in-kernel loop and every op the cell uses must lower there)."""
