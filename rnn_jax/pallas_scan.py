@@ -149,8 +149,8 @@ def forward_loop(
     """The forward loop over time-major `xs [T, B, I]`: `(final carry, ys [T, B, H],
     carries [T, B, H] leaves, sums [T, B, G])`, the last two None unless `save`.
 
-    `carries[t]` is the carry step t read (`carry_{t-1}`; the step's own carry when it is a
-    padded step), `sums[t] = z_x_t + z_h_t`, as `fast_recurrence`'s forward loop saves them.
+    `carries[t]` is the carry step t starts from (`carry_{t-1}`) and `sums[t] = z_x_t + z_h_t`,
+    as `fast_recurrence`'s forward loop saves them.
     `mask [T, B]` bool (None: every step valid), `h_mask [B, H]` (None: no mask).
     """
     time, batch, input_size = xs.shape
