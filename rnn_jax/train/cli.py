@@ -72,6 +72,7 @@ def main(
     make_task: Callable[[ml_collections.ConfigDict], Task],
     rules: Mapping | None = None,
     run: Callable[[ml_collections.ConfigDict, str, Task], Any] = train_and_evaluate,
+    synchronous_dispatch: bool = True,
 ) -> None:
     """Parse the command line, validate the config, then `run(config, workdir, task)`.
 
@@ -80,6 +81,8 @@ def main(
       rules: the experiment's value rules (`rnn_jax.train.config.Rules`), checked with the
         runtime's own before anything is compiled.
       run: what to do with them (default: `train_and_evaluate`; a benchmark passes its own).
+      synchronous_dispatch: turn XLA:CPU's async dispatch off (`synchronous_cpu_dispatch`);
+        the speed benchmark keeps JAX's default, as the peers' users run it.
     """
     define_flags()
 
@@ -93,8 +96,9 @@ def main(
         except ValueError as error:
             sys.stderr.write(f"{error}\n")
             sys.exit(CONFIG_EXIT_STATUS)
-        if not synchronous_cpu_dispatch() and "JAX_CPU_ENABLE_ASYNC_DISPATCH" not in os.environ:
-            logging.warning("a JAX backend existed before the CLI: CPU dispatch stays async")
+        if synchronous_dispatch and not synchronous_cpu_dispatch():
+            if "JAX_CPU_ENABLE_ASYNC_DISPATCH" not in os.environ:
+                logging.warning("a JAX backend existed before the CLI: CPU dispatch stays async")
         distributed.initialize(
             flags.FLAGS.coordinator_address,
             flags.FLAGS.num_processes,
