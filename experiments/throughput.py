@@ -353,5 +353,4 @@ def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: Any) -> None
 if __name__ == "__main__":
     from rnn_jax.train import cli
 
-    # JAX's default async dispatch, as Flax's and our users run it (the README's numbers).
-    cli.main(lambda config: None, RULES, run=_cli_run, synchronous_dispatch=False)
+    cli.main(lambda config: None, RULES, run=_cli_run)

@@ -1,6 +1,5 @@
 """Config loading and validation: bad configs fail before compilation, naming key, value, rule."""
 
-import os
 import subprocess
 import sys
 
@@ -119,37 +118,3 @@ def test_command_line_errors_exit_non_zero_before_compiling(tmp_path, flag, expe
     assert proc.returncode != 0
     assert expected in proc.stderr, proc.stderr[-2000:]
     assert not workdir.exists()  # stopped before the run started
-
-
-SYNCHRONOUS_DISPATCH = """
-import os, sys
-import jax
-from jax._src import xla_bridge
-import experiments.exposure_bias, experiments.language_model  # what the CLI imports first
-from rnn_jax.train import cli
-cli.load_config("experiments/configs/exposure_bias.py:quick", {}, experiments.exposure_bias.RULES)
-assert not xla_bridge.backends_are_initialized(), "importing or loading a config made a backend"
-turned_off = cli.synchronous_cpu_dispatch()
-jax.devices()
-print(turned_off, jax.config.read("jax_cpu_enable_async_dispatch"), cli.synchronous_cpu_dispatch())
-"""
-
-
-@pytest.mark.parametrize(
-    "env, expected",
-    [({}, "True False False"), ({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "1"}, "False True False")],
-)
-def test_cli_turns_cpu_async_dispatch_off_before_the_backend_exists(env, expected):
-    """jax-ml/jax#25861: XLA:CPU's async dispatch can wait forever on a computation; the CLI
-    runs experiments with it off (unless the environment variable chooses), which only works
-    if nothing the CLI does first creates a backend."""
-    environ = {k: v for k, v in os.environ.items() if k != "JAX_CPU_ENABLE_ASYNC_DISPATCH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", SYNCHRONOUS_DISPATCH],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=environ | env,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split("\n")[-2] == expected, proc.stdout

@@ -15,25 +15,17 @@ The variant after ':' is passed to the config file's `get_config(variant)`. Conf
 locked: an unknown or mistyped key, a value of the wrong type, or a value out of range stops
 the run before anything is compiled, with a message naming the key, the value and what is
 allowed, and exit status 1 (absl flag errors) or 2 (config values).
-
-On CPU the experiment processes dispatch synchronously (`jax_cpu_enable_async_dispatch`
-off, unless the `JAX_CPU_ENABLE_ASYNC_DISPATCH` environment variable says otherwise): with
-asynchronous dispatch XLA:CPU sometimes never completes a dispatched computation and the
-process waits forever (jax-ml/jax#25861; docs/design.md, "The main job survives a wedged
-XLA:CPU process").
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging as std_logging
-import os
 import pathlib
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -72,7 +64,6 @@ def main(
     make_task: Callable[[ml_collections.ConfigDict], Task],
     rules: Mapping | None = None,
     run: Callable[[ml_collections.ConfigDict, str, Task], Any] = train_and_evaluate,
-    synchronous_dispatch: bool = True,
 ) -> None:
     """Parse the command line, validate the config, then `run(config, workdir, task)`.
 
@@ -81,8 +72,6 @@ def main(
       rules: the experiment's value rules (`rnn_jax.train.config.Rules`), checked with the
         runtime's own before anything is compiled.
       run: what to do with them (default: `train_and_evaluate`; a benchmark passes its own).
-      synchronous_dispatch: turn XLA:CPU's async dispatch off (`synchronous_cpu_dispatch`);
-        the speed benchmark keeps JAX's default, as the peers' users run it.
     """
     define_flags()
 
@@ -96,9 +85,6 @@ def main(
         except ValueError as error:
             sys.stderr.write(f"{error}\n")
             sys.exit(CONFIG_EXIT_STATUS)
-        if synchronous_dispatch and not synchronous_cpu_dispatch():
-            if "JAX_CPU_ENABLE_ASYNC_DISPATCH" not in os.environ:
-                logging.warning("a JAX backend existed before the CLI: CPU dispatch stays async")
         distributed.initialize(
             flags.FLAGS.coordinator_address,
             flags.FLAGS.num_processes,
@@ -108,19 +94,6 @@ def main(
         run(config, flags.FLAGS.workdir, make_task(config))
 
     app.run(_main, flags_parser=_parse_flags)
-
-
-def synchronous_cpu_dispatch() -> bool:
-    """Turn XLA:CPU's asynchronous dispatch off for this process, before its CPU backend
-    exists; returns whether it did. A no-op when `JAX_CPU_ENABLE_ASYNC_DISPATCH` is set
-    (the user's choice) or when a backend was already created (the setting is read once, when
-    the CPU client is made)."""
-    from jax._src import xla_bridge
-
-    if "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ or xla_bridge.backends_are_initialized():
-        return False
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-    return True
 
 
 class _QuietLibraries(std_logging.Filter):
