@@ -36,12 +36,17 @@ def leaves_read(function: Any, params: Params, *args: Any) -> tuple[int, ...]:
     return tuple(i for i, v in enumerate(jaxpr.invars[: len(leaves)]) if v in read)
 
 
+def carry_spec(cell: Cell, params: Params) -> Any:
+    """The shapes and dtypes (`jax.ShapeDtypeStruct` leaves) of a batch-of-one carry."""
+    _, hidden_size = cell.sizes(params)
+    dtype = jax.tree.leaves(params)[0].dtype
+    return jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, dtype))
+
+
 def pointwise_leaves(cell: Cell, params: Params) -> tuple[int, ...]:
     """Indices (in `jax.tree.leaves(params)` order) of the params that `pointwise` reads."""
-    input_size, hidden_size = cell.sizes(params)
-    dtype = jax.tree.leaves(params)[0].dtype
-    carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, dtype))
-    z_x = jax.ShapeDtypeStruct((1, params["W_ih"].shape[-1]), dtype)
+    carry = carry_spec(cell, params)
+    z_x = jax.ShapeDtypeStruct((1, params["W_ih"].shape[-1]), jax.tree.leaves(carry)[0].dtype)
     z_h = jax.eval_shape(cell.recurrent_projection, params, carry)
     return leaves_read(cell.pointwise, params, z_x, z_h, carry)
 
@@ -64,6 +69,18 @@ def _masked(mask_t: Array | None, new: Carry, old: Carry) -> Carry:
     )
 
 
+def masked_pointwise(
+    cell: Cell, params: Params, z_x: Array, z_h: Any, carry: Carry, mask_t: Array | None
+) -> tuple[Carry, Array]:
+    """`cell.pointwise`, with the steps where `mask_t [batch]` (bool) is False made no-ops:
+    they keep the old carry and emit zeros. The one definition of a padded step, for the
+    `lax.scan` loop here and the Pallas kernel (rnn_jax/pallas_scan.py)."""
+    new_carry, y = cell.pointwise(params, z_x, z_h, carry)
+    if mask_t is not None:
+        y = jnp.where(mask_t[:, None], y, jnp.zeros_like(y))
+    return _masked(mask_t, new_carry, carry), y
+
+
 def _with_h_mask(cell: Cell, carry: Carry, h_mask: Array | None) -> Carry:
     """The carry the recurrent projection sees: h times the dropout mask."""
     return carry if h_mask is None else cell.mask_hidden(carry, h_mask)
@@ -79,8 +96,17 @@ def additive_slabs(cell: Cell, params: Params) -> tuple[bool, ...]:
     Decided by tracing, not by class name: the directional derivative of `pointwise` along
     `(+delta_k, -delta_k)` (delta_k non-zero on slab k only) is exactly zero when the first
     thing `pointwise` does with those entries is add them (`delta - delta` is exactly 0 in
-    floating point), and non-zero at a random point otherwise.
+    floating point), and non-zero at a random point otherwise. The answer depends only on the
+    cell and the params' structure and shapes, so it is computed once per those (its eager
+    probe then runs once per process, not at every trace).
     """
+    leaves, treedef = jax.tree.flatten(params)
+    return _additive_slabs(cell, treedef, tuple(tuple(leaf.shape) for leaf in leaves))
+
+
+@functools.lru_cache(maxsize=256)
+def _additive_slabs(cell: Cell, treedef: Any, shapes: tuple[tuple[int, ...], ...]) -> tuple:
+    params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes])
     input_size, hidden_size = cell.sizes(params)
     gates = params["W_ih"].shape[-1]
     with jax.ensure_compile_time_eval():
@@ -177,10 +203,8 @@ def recurrence_of(
         leaves, treedef = jax.tree.flatten(params)
         for i, leaf in zip(pointwise_leaves, pw, strict=True):
             leaves[i] = leaf
-        new_carry, y = cell.pointwise(jax.tree.unflatten(treedef, leaves), z_x_t, z_h_t, carry)
-        if mask_t is not None:
-            y = jnp.where(mask_t[:, None], y, jnp.zeros_like(y))
-        return _masked(mask_t, new_carry, carry), y
+        params = jax.tree.unflatten(treedef, leaves)
+        return masked_pointwise(cell, params, z_x_t, z_h_t, carry, mask_t)
 
     def combine(z_x_t: Array, z_h_t: Array) -> tuple[Array, Array, tuple]:
         """`(z_x', z_h', kept)`: what `pointwise` is given (the sum as `z_x'` and zeros as

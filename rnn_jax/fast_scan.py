@@ -39,7 +39,12 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.cells import Carry, Cell, Params
-from rnn_jax.fast_recurrence import additive_slabs, pointwise_leaves, recurrence_of
+from rnn_jax.fast_recurrence import (
+    additive_slabs,
+    carry_spec,
+    pointwise_leaves,
+    recurrence_of,
+)
 
 Array = jax.Array
 
@@ -230,9 +235,7 @@ def fits(cell: Cell, params: Params) -> bool:
     leaves = jax.tree.leaves(params)
     if any(leaves[i].ndim > 1 for i in pointwise_leaves(cell, params)):
         return False
-    input_size, hidden_size = cell.sizes(params)
-    carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, leaves[0].dtype))
-    z_h = jax.eval_shape(cell.recurrent_projection, params, carry)
+    z_h = jax.eval_shape(cell.recurrent_projection, params, carry_spec(cell, params))
     return isinstance(z_h, jax.ShapeDtypeStruct) and z_h.shape[-1] % cell.num_gates == 0
 
 

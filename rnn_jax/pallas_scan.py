@@ -126,12 +126,9 @@ def pallas_unroll(
 def kernel_leaves(cell: Cell, params: Params) -> tuple[int, ...]:
     """Indices (in `jax.tree.leaves(params)` order) of the params the kernel reads: those of
     `recurrent_projection` and `pointwise` (not `W_ih`: the input projection runs outside)."""
-    from rnn_jax.fast_recurrence import leaves_read, pointwise_leaves
+    from rnn_jax.fast_recurrence import carry_spec, leaves_read, pointwise_leaves
 
-    _, hidden_size = cell.sizes(params)
-    dtype = jax.tree.leaves(params)[0].dtype
-    carry = jax.eval_shape(lambda: cell.zero_carry((1,), hidden_size, dtype))
-    recurrent = leaves_read(cell.recurrent_projection, params, carry)
+    recurrent = leaves_read(cell.recurrent_projection, params, carry_spec(cell, params))
     return tuple(sorted(set(recurrent) | set(pointwise_leaves(cell, params))))
 
 
@@ -221,6 +218,8 @@ def _kernel_call(
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as pallas_triton
 
+    from rnn_jax.fast_recurrence import masked_pointwise
+
     count = len(carry_shapes)
     rows, hidden = carry_shapes[0].shape
     block = BLOCK_BATCH
@@ -244,11 +243,8 @@ def _kernel_call(
             s = time - 1 - t if reverse else t
             seen = carry if h_mask is None else cell.mask_hidden(carry, h_mask)
             z = z_x_ref[s] + cell.recurrent_projection(params, seen)
-            new_carry, y = cell.pointwise(params, z, jnp.zeros_like(z), carry)
-            if has_mask:
-                valid = (mask_ref[s] > 0)[:, None]
-                y = jnp.where(valid, y, jnp.zeros_like(y))
-                new_carry = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
+            valid = mask_ref[s] > 0 if has_mask else None
+            new_carry, y = masked_pointwise(cell, params, z, jnp.zeros_like(z), carry, valid)
             ys_ref[s] = y.astype(ys_ref.dtype)
             if save:
                 for ref, leaf in zip(carries_refs, jax.tree.leaves(carry), strict=True):

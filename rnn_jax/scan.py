@@ -284,6 +284,27 @@ def _select_implementation(implementation: str, cell: Cell, *, remat: bool) -> C
     return reference_unroll
 
 
+def _check_kernel_limits(
+    implementation: str,
+    cell: Cell,
+    params: Params,
+    *,
+    remat: bool,
+    h_mask: Any,
+    reverse: bool = False,
+) -> None:
+    """Before tracing: what the "cudnn" and "pallas" kernels cannot take raises ValueError,
+    by name (rnn_jax.cudnn_scan / rnn_jax.pallas_scan `check_supported`); other paths take all."""
+    if implementation == "cudnn":
+        from rnn_jax.cudnn_scan import check_supported
+
+        check_supported(cell, reverse=reverse, remat=remat, h_mask=h_mask)
+    elif implementation == "pallas":
+        from rnn_jax.pallas_scan import check_supported
+
+        check_supported(cell, params, remat=remat)
+
+
 @functools.cache
 def _compiled(run: Callable) -> Callable:
     """`run` under `jax.jit` (the cell and layout options static): eager calls of `unroll`
@@ -342,14 +363,7 @@ def unroll(
         unroll=unroll,
         implementation=implementation,
     )
-    if implementation == "cudnn":
-        from rnn_jax.cudnn_scan import check_supported
-
-        check_supported(cell, reverse=reverse, remat=remat, h_mask=h_mask)
-    if implementation == "pallas":
-        from rnn_jax.pallas_scan import check_supported
-
-        check_supported(cell, params, remat=remat)
+    _check_kernel_limits(implementation, cell, params, reverse=reverse, remat=remat, h_mask=h_mask)
     lengths = None if lengths is None else jnp.asarray(lengths)
     run = _compiled(_select_implementation(implementation, cell, remat=remat))
     return run(
@@ -407,14 +421,7 @@ def bidirectional_unroll(
             f"params_fw sizes {cell.sizes(params_fw)} differ from params_bw sizes "
             f"{cell.sizes(params_bw)}; both directions need the same (input, hidden)"
         )
-    if implementation == "cudnn":
-        from rnn_jax.cudnn_scan import check_supported
-
-        check_supported(cell, remat=remat, h_mask=h_mask)
-    if implementation == "pallas":
-        from rnn_jax.pallas_scan import check_supported
-
-        check_supported(cell, params_fw, remat=remat)
+    _check_kernel_limits(implementation, cell, params_fw, remat=remat, h_mask=h_mask)
     lengths = None if lengths is None else jnp.asarray(lengths)
     run = _compiled_bidirectional(_select_implementation(implementation, cell, remat=remat))
     return run(
