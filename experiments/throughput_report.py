@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
 import numpy as np
+from absl import app
 
 PEERS = ("flax", "torch", "rnn_jax_reference")
 # Issue 7's goals: (mode, configs, min speed-up over torch, over flax).
@@ -357,8 +359,6 @@ def plot_sweep(sweep: list[dict], path: pathlib.Path) -> None:
 
 def main(argv: list[str]) -> None:
     """`python -m experiments.throughput_report W1 W2 ...`: the goal table across runs."""
-    import json
-
     if len(argv) < 2:
         raise app.UsageError("give one or more throughput workdirs (each with results.json)")
     runs = []
@@ -371,6 +371,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
-
     app.run(main)
