@@ -21,6 +21,10 @@ blocks until it is done, plus its FLOPs and, for JAX, compile time and XLA memor
 - transformer:  one pre-LN causal block (rnn_jax.models.transformer.Block) with
                 d_model chosen so that 12 d^2 ~ the LSTM's 4H(I+H) parameters.
 - matmul:       an n x n x n `jnp.dot`, the in-process peak the GF/s are compared with.
+- xla_gemm_floor: the matmuls a gated RNN layer must run and nothing else, in the
+                arrangement that was fastest in standalone tests (`gemm_floor`): where torch's
+                whole layer is as fast, reaching torch takes faster matmuls, not less overhead.
+                A reference, not a proven bound (another arrangement can be faster).
 
 FLOPs count the matmuls only (elementwise work is < 2%): an RNN forward is 2·B·T·G·(I+H)
 (minGRU: 2·B·T·G·I); forward+backward is 3x that (dW_ih, dW_hh, dh and dx).
@@ -49,6 +53,7 @@ BACKENDS = (
     "rnn_jax_pallas",
     "flax",
     "torch",
+    "xla_gemm_floor",
 )
 RNN_JAX_IMPLEMENTATIONS = {
     "rnn_jax": "auto",
@@ -95,6 +100,8 @@ def supports(backend: str, cell_spec: str) -> bool:
         return cell_spec in FLAX_CELLS
     if backend == "torch":
         return cell_spec in TORCH_MODULES
+    if backend == "xla_gemm_floor":
+        return cell_spec in TORCH_MODULES  # the cells with a recurrent matmul
     return True
 
 
@@ -161,6 +168,8 @@ def build(
         return _jax_workload(model.apply, variables, xs, mode, flops)
     if backend == "torch":
         return _torch_workload(name, shape, mode, flops, np.asarray(xs))
+    if backend == "xla_gemm_floor":
+        return gemm_floor(cells.get_cell(name).num_gates, shape, mode, seed)
     raise ValueError(f"backend={backend!r}; allowed: {', '.join(BACKENDS)}")
 
 
@@ -232,6 +241,63 @@ def _torch_workload(name: str, shape: tuple, mode: str, flops: float, xs: np.nda
         return x.grad
 
     return Workload(run_backward, 3.0 * flops, batch * time_)
+
+
+def gemm_floor(gates: int, shape: tuple[int, int, int, int], mode: str, seed: int = 0) -> Workload:
+    """The matmuls of one gated RNN layer (`G = gates * H`), each in its fastest XLA form,
+    with as little else as keeps them real.
+
+    Forward: the input projection hoisted into one `[T*B, I] @ [I, G]` GEMM (faster than T
+    per-step ones here), then T dependent `h @ W_hh [B, H] @ [H, G]` GEMMs in a `lax.scan`
+    (the next `h` is the product's first H columns: no gate arithmetic). Forward+backward adds
+    T `dz_t @ W_hh^T [B, G] @ [G, H]` GEMMs in a `lax.scan` and, after it, dW_hh, dW_ih and dx
+    as one GEMM each over all `T*B` rows (the layout of rnn_jax's fused backward pass), with
+    the forward's input projection standing in for `dz`: 3x the forward FLOPs, as for every
+    other member. Any glue that mixed a step's whole `[B, G]` product into `h` cost more than
+    a cell's gates on XLA:CPU (docs/design.md), so the floor leaves it out.
+    """
+    batch, time_, input_size, hidden = shape
+    width = gates * hidden
+    keys = jax.random.split(jax.random.key(seed), 3)
+    params = {
+        "W_ih": jax.random.normal(keys[0], (input_size, width), jnp.float32) / input_size**0.5,
+        # Orthogonal blocks: h keeps its norm over any T (a shrinking h would reach the
+        # subnormal range, where CPU arithmetic is many times slower).
+        "W_hh": jax.random.orthogonal(keys[1], hidden, (gates,), jnp.float32)
+        .transpose(1, 0, 2)
+        .reshape(hidden, width),
+    }
+    xs = jax.random.normal(keys[2], (time_, batch, input_size), jnp.float32)
+    rows = time_ * batch
+
+    def forward(p: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        z_x = x.reshape(rows, input_size) @ p["W_ih"]
+
+        def step(h: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
+            h = (h @ p["W_hh"])[:, :hidden]
+            return h, h
+
+        _, hs = jax.lax.scan(step, jnp.ones((batch, hidden), jnp.float32), None, time_)
+        return hs, z_x
+
+    def forward_backward(p: dict, x: jax.Array) -> tuple[jax.Array, ...]:
+        hs, d_z = forward(p, x)
+        w_hh_t = p["W_hh"].T
+
+        def step(_: None, d_z_t: jax.Array) -> tuple[None, jax.Array]:
+            return None, d_z_t @ w_hh_t
+
+        _, d_hs = jax.lax.scan(step, None, d_z.reshape(time_, batch, width))
+        d_w_hh = hs.reshape(rows, hidden).T @ d_z
+        d_w_ih = x.reshape(rows, input_size).T @ d_z
+        d_x = d_z @ p["W_ih"].T
+        return d_hs, d_w_ih, d_w_hh, d_x
+
+    flops = 2.0 * rows * width * (input_size + hidden)
+    fn = forward if mode == "fwd" else forward_backward
+    run, seconds, temp = _compiled(fn, params, xs)
+    factor = 1.0 if mode == "fwd" else 3.0
+    return Workload(run, factor * flops, rows, seconds, temp)
 
 
 def transformer_width(input_size: int, hidden: int, head_size: int = 32) -> int:

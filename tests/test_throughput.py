@@ -31,7 +31,7 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     assert {(g["cell"], g["mode"]) for g in groups} == {("lstm", "fwd"), ("lstm", "fwd_bwd")}
     for g in groups:
         # remat changes only the backward pass: it is a member of fwd_bwd groups only.
-        peers = {"rnn_jax_reference", "flax", "torch"} | (
+        peers = {"rnn_jax_reference", "flax", "torch", "xla_gemm_floor"} | (
             {"rnn_jax_remat"} if g["mode"] == "fwd_bwd" else set()
         )
         assert set(g["members"]) == {"rnn_jax"} | peers
@@ -64,7 +64,78 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     assert "## bidirectional layer" in table and "rematerialisation" in table
     assert "## forward + backward" in table and "## forward\n" in table
     assert "| lstm | tiny (4, 8, 8, 16) |" in table
+    assert "## The XLA GEMM floor" in table and "| lstm | tiny (4, 8, 8, 16) | fwd_bwd |" in table
     assert (smoke_run / "throughput_vs_length.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("gates", [1, 3, 4])
+def test_gemm_floor_runs_the_layers_matmuls(gates):
+    """The floor's outputs are the products it claims (per-step loop and explicit GEMMs), its
+    recurrent blocks keep h's norm (no subnormal slow-down at long T), and its FLOPs are the
+    layer's: 2BTG(I+H) forward, 3x that forward+backward."""
+    import numpy as np
+
+    shape = batch, time_, input_size, hidden = (3, 5, 4, 8)
+    width = gates * hidden
+    forward = throughput_peers.gemm_floor(gates, shape, "fwd")
+    both = throughput_peers.gemm_floor(gates, shape, "fwd_bwd")
+    assert forward.flops == 2.0 * batch * time_ * width * (input_size + hidden)
+    assert both.flops == 3 * forward.flops and forward.tokens == batch * time_
+    hs, z_x = (np.asarray(a, np.float64) for a in forward.run())
+    d_hs, d_w_ih, d_w_hh, d_x = (np.asarray(a, np.float64) for a in both.run())
+    # The floor's inputs, drawn as gemm_floor draws them (seed 0).
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = np.asarray(jax.random.normal(keys[2], (time_, batch, input_size))).reshape(-1, input_size)
+    w_ih = np.asarray(jax.random.normal(keys[0], (input_size, width))) / input_size**0.5
+    np.testing.assert_allclose(z_x, x @ w_ih, rtol=1e-4, atol=1e-4)
+    w_hh = np.asarray(
+        jax.random.orthogonal(keys[1], hidden, (gates,)).transpose(1, 0, 2).reshape(hidden, -1)
+    )
+    for block in np.split(w_hh, gates, axis=1):
+        np.testing.assert_allclose(block.T @ block, np.eye(hidden), atol=1e-5)
+    h = np.ones((batch, hidden))
+    for t in range(time_):
+        h = (h @ w_hh)[:, :hidden]
+        np.testing.assert_allclose(hs[t], h, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(hs[-1]), np.sqrt(batch * hidden), rtol=1e-4)
+    d_z = z_x
+    np.testing.assert_allclose(d_hs.reshape(-1, hidden), d_z @ w_hh.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(d_w_hh, hs.reshape(-1, hidden).T @ d_z, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(d_w_ih, x.T @ d_z, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(d_x, d_z @ w_ih.T, rtol=1e-4, atol=1e-3)
+
+
+def test_floor_rows_are_per_round_ratios():
+    def member(seconds):
+        return {
+            "seconds": seconds,
+            "tokens_per_s": {"median": 1.0, "min": 1.0, "max": 1.0},
+            "gflops": {"median": 2.0},
+            "percent_of_peak": 50.0,
+        }
+
+    group = {
+        "cell": "lstm",
+        "shape_name": "small",
+        "shape": [32, 64, 128, 256],
+        "mode": "fwd",
+        "members": {
+            "rnn_jax": member([3.0, 3.0, 6.0]),
+            "torch": member([1.0, 2.0, 1.0]),
+            "xla_gemm_floor": member([2.0, 2.0, 2.0]),
+        },
+        "load": [0.1],
+    }
+    header, rule, row = throughput_report.floor_rows([group])
+    assert header.count("|") == rule.count("|") == row.count("|")
+    # rnn_jax over floor per round: 2/3, 2/3, 1/3 -> 0.67; torch: 2, 1, 2 -> 2.00; no flax.
+    assert "| 0.67× | 2.00× | – |" in row
+    old_run = {"final": {"groups": [group | {"members": {"rnn_jax": member([1.0])}}]}}
+    new_run = {"final": {"groups": [group]}}
+    table = throughput_report.floor_across_runs([old_run, new_run, new_run])
+    assert "| group | torch ÷ floor, run 1 | torch ÷ floor, run 2 |" in table
+    assert "| lstm small fwd | 2.00× | 2.00× | 0.67× | 0.67× |" in table
+    assert throughput_report.floor_across_runs([old_run]) == ""
 
 
 def test_interleaving_rotates_the_start():

@@ -17,8 +17,9 @@ Variants:
   quick (medium config, reference scan, 5 rounds, peak-RSS subprocesses, associative-scan
   sweep) took ~15 minutes.
 - cpu: the README's Performance tables (a quiet machine; measured 4.5 minutes): LSTM and GRU
-  at small / medium / long, forward and forward+backward, rnn_jax vs Flax vs torch plus remat,
-  5 rounds; bidirectional LSTM and GRU at small and long; minGRU at small; the full sweep.
+  at small / medium / long, forward and forward+backward, rnn_jax vs Flax vs torch plus remat
+  and the XLA GEMM floor (the layer's matmuls alone: throughput_peers.gemm_floor), 5 rounds;
+  bidirectional LSTM and GRU at small and long; minGRU at small; the full sweep.
 - full: cpu plus Elman and minGRU everywhere, the reference scan, 11 rounds, a longer sweep,
   peak RSS per implementation in fresh processes at every config.
 - gpu: for a machine where JAX runs on an NVIDIA GPU (install the CUDA jaxlib first, README):
@@ -90,7 +91,7 @@ def _base() -> ml_collections.ConfigDict:
 
 def _smoke() -> ml_collections.ConfigDict:
     config = _base()
-    config.backends = "rnn_jax,rnn_jax_reference,rnn_jax_remat,flax,torch"
+    config.backends = "rnn_jax,rnn_jax_reference,rnn_jax_remat,flax,torch,xla_gemm_floor"
     config.bidirectional = "lstm:tiny"
     config.cells = "lstm"
     config.configs = "tiny"
@@ -123,13 +124,15 @@ def _quick() -> ml_collections.ConfigDict:
 
 
 def _cpu() -> ml_collections.ConfigDict:
-    return _base()
+    config = _base()
+    config.backends += ",xla_gemm_floor"
+    return config
 
 
 def _full() -> ml_collections.ConfigDict:
     config = _base()
     config.cells = "lstm,gru,elman,min_gru"
-    config.backends = "rnn_jax,rnn_jax_reference,rnn_jax_remat,flax,torch"
+    config.backends = "rnn_jax,rnn_jax_reference,rnn_jax_remat,flax,torch,xla_gemm_floor"
     config.repetitions = 11
     config.extra = ""
     config.rss_configs = "small,medium,long"
@@ -140,7 +143,7 @@ def _full() -> ml_collections.ConfigDict:
 
 def _gpu() -> ml_collections.ConfigDict:
     config = _base()
-    config.backends = "rnn_jax,rnn_jax_remat,rnn_jax_cudnn,rnn_jax_pallas,flax,torch"
+    config.backends = "rnn_jax,rnn_jax_remat,rnn_jax_cudnn,rnn_jax_pallas,flax,torch,xla_gemm_floor"
     config.configs = "small,medium,long,narrow"
     config.repetitions = 7
     config.extra = "min_gru:medium"
