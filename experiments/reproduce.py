@@ -110,11 +110,11 @@ def run_experiment(
     """Runs one experiment as a subprocess, printing a progress line while it runs; returns
     (wall time, exit status). Its output goes to W/<name>/log.txt.
 
-    Watchdog (`stall_s` > 0, Linux): XLA:CPU's thread pool can wedge (every thread parked,
-    the main thread waiting in `Execute`; seen twice at the start of a translation point of
-    `exposure_bias`, see docs/design.md). A run whose CPU time has not moved for `stall_s`
-    seconds is killed and started again, at most `max_restarts` times; experiments resume
-    from their finished points and checkpoints, so little is redone."""
+    Watchdog (`stall_s` > 0, Linux): a process can stall with its CPUs idle (the wedge of
+    sessions 1-3 was jaxlib 0.10's batched LAPACK kernels deadlocking the XLA:CPU pool at a
+    model's init, fixed by rnn_jax/linalg.py; docs/design.md). A run whose CPU time has not
+    moved for `stall_s` seconds is killed and started again, at most `max_restarts` times;
+    experiments resume from their finished points and checkpoints, so little is redone."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -283,13 +283,15 @@ def define_flags() -> None:
         "stall_minutes",
         2.0,
         "Kill and restart (resuming) an experiment whose process used no CPU for this long "
-        "(XLA:CPU can wedge; 0 disables).",
+        "(a guard against stalls such as the XLA:CPU pool deadlock of docs/design.md; "
+        "0 disables).",
     )
     flags.DEFINE_integer(
         "max_restarts",
         5,
         "Restarts of a stalled experiment before giving up (each resumes at its next unfinished "
-        "point; the Multi30k points of exposure_bias have wedged up to three times in one run).",
+        "point; before rnn_jax/linalg.py, exposure_bias's Multi30k points wedged up to three "
+        "times in one run).",
     )
 
 

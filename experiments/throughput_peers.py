@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import cells, scan
+from rnn_jax import cells, initializers, scan
 
 MODES = ("fwd", "fwd_bwd")
 BACKENDS = (
@@ -263,9 +263,9 @@ def gemm_floor(gates: int, shape: tuple[int, int, int, int], mode: str, seed: in
         "W_ih": jax.random.normal(keys[0], (input_size, width), jnp.float32) / input_size**0.5,
         # Orthogonal blocks: h keeps its norm over any T (a shrinking h would reach the
         # subnormal range, where CPU arithmetic is many times slower).
-        "W_hh": jax.random.orthogonal(keys[1], hidden, (gates,), jnp.float32)
-        .transpose(1, 0, 2)
-        .reshape(hidden, width),
+        "W_hh": initializers.gate_blocks(
+            initializers.orthogonal(), keys[1], hidden, hidden, gates, jnp.float32
+        ),
     }
     xs = jax.random.normal(keys[2], (time_, batch, input_size), jnp.float32)
     rows = time_ * batch

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from rnn_jax import linalg
+
 Carry = Any
 StepFn = Callable[[Carry, jax.Array], tuple[Carry, jax.Array]]
 
@@ -147,7 +149,7 @@ def jacobian_product_log10_singular_values(jacobians: jax.Array, ks: tuple[int, 
         for k in sorted(set(ks)):  # scan segment by segment; an SVD only at the requested k
             state, _ = jax.lax.scan(multiply, state, js[done:k])
             done = k
-            sv = jnp.linalg.svd(state[0], compute_uv=False)
+            sv = linalg.singular_values(state[0])  # rnn_jax/linalg.py: no pool deadlock
             rows[k] = jnp.log10(jnp.maximum(sv, jnp.finfo(sv.dtype).tiny)) + state[1]
         return jnp.stack([rows[k] for k in ks])
 

@@ -30,6 +30,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import linalg
+
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
 
@@ -46,7 +48,7 @@ def orthogonal(scale: float = 1.0) -> Initializer:
         *batch, rows, cols = shape
         big, small = max(rows, cols), min(rows, cols)
         a = _flat(jax.random.normal, key, (*batch, big, small))
-        q, r = jnp.linalg.qr(a)
+        q, r = linalg.qr(a)  # one matrix per LAPACK call on CPU: rnn_jax/linalg.py
         # Sign fix so that q is Haar-distributed rather than biased by QR's sign convention.
         q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
         q = q if rows >= cols else jnp.swapaxes(q, -1, -2)

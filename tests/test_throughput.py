@@ -11,6 +11,7 @@ import jax
 import pytest
 
 from experiments import throughput, throughput_peers, throughput_report
+from rnn_jax import initializers
 from rnn_jax.train import cli
 
 CONFIG = "experiments/configs/throughput.py"
@@ -89,7 +90,9 @@ def test_gemm_floor_runs_the_layers_matmuls(gates):
     w_ih = np.asarray(jax.random.normal(keys[0], (input_size, width))) / input_size**0.5
     np.testing.assert_allclose(z_x, x @ w_ih, rtol=1e-4, atol=1e-4)
     w_hh = np.asarray(
-        jax.random.orthogonal(keys[1], hidden, (gates,)).transpose(1, 0, 2).reshape(hidden, -1)
+        initializers.gate_blocks(
+            initializers.orthogonal(), keys[1], hidden, hidden, gates, jax.numpy.float32
+        )
     )
     for block in np.split(w_hh, gates, axis=1):
         np.testing.assert_allclose(block.T @ block, np.eye(hidden), atol=1e-5)
