@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from experiments import throughput_peers as peers
+from experiments import throughput_report as report
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics
 
@@ -196,9 +197,8 @@ def _speedups(seconds: dict[str, list[float]], peers_: dict) -> dict[str, float]
     """rnn_jax's throughput over each peer's: the median of the round-by-round ratios."""
     if "rnn_jax" not in seconds:
         return {}
-    ours = np.asarray(seconds["rnn_jax"])
     return {
-        peer: float(np.median(np.asarray(seconds[peer]) / ours))
+        peer: report.speedup(seconds["rnn_jax"], seconds[peer])
         for peer in peers_
         if peer != "rnn_jax"
     }
@@ -297,8 +297,6 @@ def run_sweep(config: ml_collections.ConfigDict, peak: Any) -> list[dict[str, An
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """The whole benchmark; returns the `results.json` object."""
-    from experiments import throughput_report as report
-
     start = time.time()
     groups = groups_of(config)
     bidirectional_pairs(config)  # unknown shapes fail before anything is compiled

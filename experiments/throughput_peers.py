@@ -101,7 +101,8 @@ def supports(backend: str, cell_spec: str) -> bool:
     if backend == "torch":
         return cell_spec in TORCH_MODULES
     if backend == "xla_gemm_floor":
-        return cell_spec in TORCH_MODULES  # the cells with a recurrent matmul
+        name, options = _parse(cell_spec)
+        return cells.get_cell(name, **options).has_recurrent_weights
     return True
 
 

@@ -206,11 +206,17 @@ def across_runs(runs: list[dict]) -> str:
 FLOOR = "xla_gemm_floor"
 
 
+def speedup(seconds_a: list[float], seconds_b: list[float]) -> float:
+    """a's throughput over b's from their per-round call times: the median of the per-round
+    ratios (rounds are interleaved, so each ratio compares calls made side by side)."""
+    return float(np.median(np.asarray(seconds_b) / np.asarray(seconds_a)))
+
+
 def _over(m: dict, a: str, b: str) -> float | None:
-    """a's throughput over b's: the median of per-round ratios (None if either is missing)."""
+    """Member a's throughput over member b's (`speedup`); None if either is missing."""
     if a not in m or b not in m:
         return None
-    return float(np.median(np.asarray(m[b]["seconds"]) / np.asarray(m[a]["seconds"])))
+    return speedup(m[a]["seconds"], m[b]["seconds"])
 
 
 def floor_rows(groups: list[dict]) -> list[str]:

@@ -35,9 +35,9 @@ def _one_matrix_at_a_time(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array
 
     @single.def_vmap
     def single_batched(axis_size: int, in_batched: list[bool], a: jax.Array) -> tuple:
-        (batched,) = in_batched
-        out = jax.lax.map(single, a) if batched else single(a)
-        return out, jax.tree.map(lambda _: batched, out)
+        # Called only when `a` (the one argument) carries the vmapped axis.
+        out = jax.lax.map(single, a)
+        return out, jax.tree.map(lambda _: True, out)
 
     def apply(a: jax.Array) -> Any:
         if jax.default_backend() != "cpu":
