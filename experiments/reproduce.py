@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from rnn_jax import hardware
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The issue-6 experiments first, then the runtime's and the performance work's.
 ORDER = (
@@ -266,8 +268,10 @@ def _machine_line(wall: dict[str, float]) -> str:
     """Where the timings come from: they are only comparable on the same machine and load."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     total = sum(wall.values()) / 60
+    cpu = hardware.cpu_description()
     return (
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+        f"Machine: {platform.machine()} {cpu['cpu_model']} ({cpu['cpu_simd']}), "
+        f"{os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; load average (1, 5, 15 min) when the report was "
         f"written: {load}; experiments run now: {total:.1f} min in total."
     )

@@ -14,7 +14,6 @@ import importlib.util
 import multiprocessing
 import os
 import pathlib
-import platform
 import resource
 import time
 from collections.abc import Callable
@@ -331,8 +330,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "timing": {"wall_s": time.time() - start},
         "provenance": metrics.provenance()
         | {
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
             "load_before": load_before,
             "load_after": os.getloadavg(),
         },

@@ -310,6 +310,14 @@ def _bidirectional_rows(groups: list[dict]) -> list[str]:
     return rows
 
 
+def _cpu(prov: dict[str, Any]) -> str:
+    """The CPU as the run recorded it: model and widest SIMD extension (runs before the
+    provenance had them recorded `platform.processor()` as "cpu")."""
+    model = prov.get("cpu_model", prov.get("cpu"))
+    simd = prov.get("cpu_simd")
+    return f"{model}, {simd}" if simd else str(model)
+
+
 def markdown(results: dict[str, Any]) -> str:
     final, prov = results["final"], results["provenance"]
     groups = final["groups"]
@@ -318,7 +326,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Throughput: one recurrent layer, float32",
         "",
-        f"{prov['cpu_count']} CPUs ({prov['cpu']}), backend {prov['backend']}; "
+        f"{prov['cpu_count']} CPUs ({_cpu(prov)}), backend {prov['backend']}; "
         f"jax {packages.get('jax')}, flax {packages.get('flax')}. "
         f"Load average (1, 5, 15 min) before {tuple(round(v, 1) for v in prov['load_before'])}, "
         f"after {tuple(round(v, 1) for v in prov['load_after'])}. "

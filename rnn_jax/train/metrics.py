@@ -29,6 +29,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from rnn_jax.hardware import cpu_description
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy")
 
 
@@ -123,6 +125,8 @@ def provenance() -> dict[str, Any]:
         "device_count": jax.device_count(),
         "process_count": jax.process_count(),
         "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        **cpu_description(),
         "argv": sys.argv,
         "utc_time": datetime.datetime.now(datetime.UTC).isoformat(),
     }

@@ -1,0 +1,36 @@
+"""What the host CPU is, for provenance: timings compare only on the same kind of CPU.
+
+Free of JAX so that process drivers (experiments/reproduce.py) can use it without importing it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import platform
+from typing import Any
+
+# Widest first: the vector extension that XLA's and oneDNN's CPU kernels pick (on x86-64,
+# AVX-512 machines run other GEMM kernels than AVX2 ones, so timings compare only within one).
+_SIMD_FLAGS = ("avx512f", "avx2", "avx", "sse4_2", "asimd", "neon")
+
+
+def cpu_description(cpuinfo: str | pathlib.Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """`{"cpu_model", "cpu_simd"}`: the CPU's model name and its widest SIMD extension, from
+    `cpuinfo` (Linux); `platform.processor()` / `platform.machine()` and None elsewhere."""
+    model, flags = None, set()
+    try:
+        text = pathlib.Path(cpuinfo).read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    simd = next((f for f in _SIMD_FLAGS if f in flags), None)
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "cpu_simd": simd,
+    }
