@@ -71,13 +71,15 @@ TORCH_MODULES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}
 
 @dataclasses.dataclass
 class Workload:
-    """One timed call and what is known about it."""
+    """One timed call and what is known about it (`inputs`: the arguments a JAX workload's
+    compiled function is called with, e.g. `(params, xs)`, for tests to check its outputs)."""
 
     run: Callable[[], Any]
     flops: float
     tokens: int
     compile_s: float | None = None
     temp_bytes: int | None = None
+    inputs: tuple | None = None
 
 
 def rnn_flops(cell_spec: str, batch: int, time_: int, input_size: int, hidden: int) -> float:
@@ -128,7 +130,8 @@ def _jax_workload(forward: Callable, params: Any, xs: jax.Array, mode: str, flop
         fn = jax.grad(lambda p, x: jnp.sum(forward(p, x)), argnums=(0, 1))
     run, seconds, temp = _compiled(fn, params, xs)
     factor = 1.0 if mode == "fwd" else 3.0
-    return Workload(run, factor * flops, xs.shape[0] * xs.shape[1], seconds, temp)
+    tokens = xs.shape[0] * xs.shape[1]
+    return Workload(run, factor * flops, tokens, seconds, temp, (params, xs))
 
 
 def build(
@@ -298,7 +301,7 @@ def gemm_floor(gates: int, shape: tuple[int, int, int, int], mode: str, seed: in
     fn = forward if mode == "fwd" else forward_backward
     run, seconds, temp = _compiled(fn, params, xs)
     factor = 1.0 if mode == "fwd" else 3.0
-    return Workload(run, factor * flops, rows, seconds, temp)
+    return Workload(run, factor * flops, rows, seconds, temp, (params, xs))
 
 
 def transformer_width(input_size: int, hidden: int, head_size: int = 32) -> int:

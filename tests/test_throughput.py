@@ -11,7 +11,6 @@ import jax
 import pytest
 
 from experiments import throughput, throughput_peers, throughput_report
-from rnn_jax import initializers
 from rnn_jax.train import cli
 
 CONFIG = "experiments/configs/throughput.py"
@@ -84,16 +83,15 @@ def test_gemm_floor_runs_the_layers_matmuls(gates):
     assert both.flops == 3 * forward.flops and forward.tokens == batch * time_
     hs, z_x = (np.asarray(a, np.float64) for a in forward.run())
     d_hs, d_w_ih, d_w_hh, d_x = (np.asarray(a, np.float64) for a in both.run())
-    # The floor's inputs, drawn as gemm_floor draws them (seed 0).
-    keys = jax.random.split(jax.random.key(0), 3)
-    x = np.asarray(jax.random.normal(keys[2], (time_, batch, input_size))).reshape(-1, input_size)
-    w_ih = np.asarray(jax.random.normal(keys[0], (input_size, width))) / input_size**0.5
+    # The floor's own inputs: forward and forward+backward draw the same ones.
+    params, xs = forward.inputs
+    for a, b in zip(jax.tree.leaves(both.inputs), jax.tree.leaves(forward.inputs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = np.asarray(xs, np.float64).reshape(-1, input_size)
+    w_ih = np.asarray(params["W_ih"], np.float64)
+    w_hh = np.asarray(params["W_hh"], np.float64)
+    assert w_ih.shape == (input_size, width) and w_hh.shape == (hidden, width)
     np.testing.assert_allclose(z_x, x @ w_ih, rtol=1e-4, atol=1e-4)
-    w_hh = np.asarray(
-        initializers.gate_blocks(
-            initializers.orthogonal(), keys[1], hidden, hidden, gates, jax.numpy.float32
-        )
-    )
     for block in np.split(w_hh, gates, axis=1):
         np.testing.assert_allclose(block.T @ block, np.eye(hidden), atol=1e-5)
     h = np.ones((batch, hidden))
