@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -181,10 +182,38 @@ def bidirectional_checks(groups: list[dict]) -> list[str]:
     return lines
 
 
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """`(median, low, high, coverage)`: a distribution-free confidence interval for the median
+    of the population `values` are drawn from, from their order statistics.
+
+    With n independent draws sorted as x(1) <= ... <= x(n), the interval [x(k), x(n+1-k)]
+    holds the population median with probability 1 - 2 P(Binomial(n, 1/2) <= k - 1),
+    whatever the distribution. k is the largest whose coverage is still >= `level`; with
+    too few values for that (n <= 5 at 95%), k = 1 (min to max) and its lower coverage is
+    returned as it is.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("median_interval needs at least one value")
+
+    def coverage(k: int) -> float:
+        tail = sum(math.comb(n, i) for i in range(k)) / 2.0**n
+        return 1.0 - 2.0 * tail
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return float(np.median(ordered)), ordered[k - 1], ordered[n - k], coverage(k)
+
+
 def across_runs(runs: list[dict]) -> str:
-    """Every speed goal of several benchmark runs (`results.json` objects) side by side:
-    met in every run, missed in every run, or split. One run's ratio is not a verdict on a
-    machine whose speed moves by tens of percent between processes; agreement is."""
+    """Every speed goal of several benchmark runs (`results.json` objects) side by side, with
+    two verdicts. "every run": met in every run, missed in every run, or split. "median":
+    the median over runs with its distribution-free confidence interval (`median_interval`,
+    each run one independent draw of the ratio): met when the whole interval is at or above
+    the target, missed when it is below, open when it straddles it. One run's ratio is not a
+    verdict on a machine whose speed moves by tens of percent between processes."""
     table: dict[str, list] = {}
     for i, results in enumerate(runs):
         final = results["final"]
@@ -192,14 +221,30 @@ def across_runs(runs: list[dict]) -> str:
             final.get("bidirectional", [])
         ):
             table.setdefault(what, [goal, [None] * len(runs)])[1][i] = got
+    coverages = set()
     header = "| goal | target | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
-    lines = [header + " | verdict |", "|---|---|" + "---|" * len(runs) + "---|"]
+    lines = [
+        header + " | every run | median [interval] | median verdict |",
+        "|---|---|" + "---|" * len(runs) + "---|---|---|",
+    ]
     for what, (goal, ratios) in table.items():
         measured = [r for r in ratios if r is not None]
         met = sum(r >= goal for r in measured)
         verdict = "met" if met == len(measured) else "missed" if met == 0 else "split"
+        median, low, high, cover = median_interval(measured)
+        coverages.add(round(cover, 3))
+        by_median = "met" if low >= goal else "missed" if high < goal else "open"
         cells = " | ".join("–" if r is None else f"{r:.2f}×" for r in ratios)
-        lines.append(f"| {what} | ≥ {goal}× | {cells} | {verdict} |")
+        lines.append(
+            f"| {what} | ≥ {goal}× | {cells} | {verdict} "
+            f"| {median:.2f}× [{low:.2f}, {high:.2f}] | {by_median} |"
+        )
+    levels = ", ".join(f"{c:.1%}" for c in sorted(coverages))
+    lines += [
+        "",
+        f"Interval: order statistics of the per-run ratios, covering the median with "
+        f"probability {levels} (distribution-free; `throughput_report.median_interval`).",
+    ]
     return "\n".join(lines) + "\n"
 
 
