@@ -207,13 +207,19 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     return float(np.median(ordered)), ordered[k - 1], ordered[n - k], coverage(k)
 
 
+# Below this coverage (four runs or fewer: min to max covers the median with 87.5% at four)
+# the median verdict is left out.
+MIN_COVERAGE = 0.9
+
+
 def across_runs(runs: list[dict]) -> str:
     """Every speed goal of several benchmark runs (`results.json` objects) side by side, with
     two verdicts. "every run": met in every run, missed in every run, or split. "median":
     the median over runs with its distribution-free confidence interval (`median_interval`,
     each run one independent draw of the ratio): met when the whole interval is at or above
-    the target, missed when it is below, open when it straddles it. One run's ratio is not a
-    verdict on a machine whose speed moves by tens of percent between processes."""
+    the target, missed when it is below, open when it straddles it; "–" with fewer than five
+    runs (`MIN_COVERAGE`). One run's ratio is not a verdict on a machine whose speed moves by
+    tens of percent between processes."""
     table: dict[str, list] = {}
     for i, results in enumerate(runs):
         final = results["final"]
@@ -233,7 +239,10 @@ def across_runs(runs: list[dict]) -> str:
         verdict = "met" if met == len(measured) else "missed" if met == 0 else "split"
         median, low, high, cover = median_interval(measured)
         coverages.add(round(cover, 3))
-        by_median = "met" if low >= goal else "missed" if high < goal else "open"
+        if cover < MIN_COVERAGE:
+            by_median = "–"  # too few runs for the interval to say anything
+        else:
+            by_median = "met" if low >= goal else "missed" if high < goal else "open"
         cells = " | ".join("–" if r is None else f"{r:.2f}×" for r in ratios)
         lines.append(
             f"| {what} | ≥ {goal}× | {cells} | {verdict} "
