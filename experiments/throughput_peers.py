@@ -123,15 +123,26 @@ def _compiled(fn: Callable, *args: Any) -> tuple[Callable, float, int | None]:
     return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp
 
 
+def _mode_flops(flops: float, mode: str) -> float:
+    """A call's FLOPs from the forward's: forward+backward is 3x (see the module docstring)."""
+    return flops if mode == "fwd" else 3.0 * flops
+
+
+def _compiled_workload(
+    fn: Callable, params: Any, xs: jax.Array, mode: str, flops: float, tokens: int
+) -> Workload:
+    """`fn(params, xs)` compiled (`_compiled`) as the `mode` call of a layer whose forward
+    does `flops`."""
+    run, seconds, temp = _compiled(fn, params, xs)
+    return Workload(run, _mode_flops(flops, mode), tokens, seconds, temp, (params, xs))
+
+
 def _jax_workload(forward: Callable, params: Any, xs: jax.Array, mode: str, flops: float):
     if mode == "fwd":
         fn = forward
     else:
         fn = jax.grad(lambda p, x: jnp.sum(forward(p, x)), argnums=(0, 1))
-    run, seconds, temp = _compiled(fn, params, xs)
-    factor = 1.0 if mode == "fwd" else 3.0
-    tokens = xs.shape[0] * xs.shape[1]
-    return Workload(run, factor * flops, tokens, seconds, temp, (params, xs))
+    return _compiled_workload(fn, params, xs, mode, flops, xs.shape[0] * xs.shape[1])
 
 
 def build(
@@ -244,7 +255,7 @@ def _torch_workload(name: str, shape: tuple, mode: str, flops: float, xs: np.nda
         done()
         return x.grad
 
-    return Workload(run_backward, 3.0 * flops, batch * time_)
+    return Workload(run_backward, _mode_flops(flops, mode), batch * time_)
 
 
 def gemm_floor(gates: int, shape: tuple[int, int, int, int], mode: str, seed: int = 0) -> Workload:
@@ -299,9 +310,7 @@ def gemm_floor(gates: int, shape: tuple[int, int, int, int], mode: str, seed: in
 
     flops = 2.0 * rows * width * (input_size + hidden)
     fn = forward if mode == "fwd" else forward_backward
-    run, seconds, temp = _compiled(fn, params, xs)
-    factor = 1.0 if mode == "fwd" else 3.0
-    return Workload(run, factor * flops, rows, seconds, temp, (params, xs))
+    return _compiled_workload(fn, params, xs, mode, flops, rows)
 
 
 def transformer_width(input_size: int, hidden: int, head_size: int = 32) -> int:
