@@ -25,6 +25,7 @@ from absl import logging
 
 from experiments import throughput_peers as peers
 from experiments import throughput_report as report
+from rnn_jax import allocator
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics
 
@@ -67,6 +68,9 @@ RULES: config_lib.Rules = {
     "sweep.cells": _names_from(peers.CELL_SPECS + ("transformer",)),
     "sweep.repetitions": config_lib.positive,
     "bidirectional": _pairs_rule,
+    "stacked": _pairs_rule,
+    "stack_layers": config_lib.positive,
+    "malloc": config_lib.one_of("default", "retain"),
 }
 
 
@@ -203,15 +207,23 @@ def _speedups(seconds: dict[str, list[float]], peers_: dict) -> dict[str, float]
     }
 
 
-def bidirectional_pairs(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
-    """(cell spec, shape name) of every bidirectional group; raises on unknown shapes."""
-    pairs = [tuple(v.rsplit(":", 1)) for v in _split(config.bidirectional)]
+def _pairs(config: ml_collections.ConfigDict, key: str) -> list[tuple[str, str]]:
+    """(cell spec, shape name) of every group listed under `key`; raises on unknown shapes."""
+    pairs = [tuple(v.rsplit(":", 1)) for v in _split(config[key])]
     for _, shape in pairs:
         if shape not in config.shapes:
-            raise ValueError(
-                f"bidirectional: unknown shape {shape!r}; allowed: {', '.join(config.shapes)}"
-            )
+            raise ValueError(f"{key}: unknown shape {shape!r}; allowed: {', '.join(config.shapes)}")
     return pairs
+
+
+def bidirectional_pairs(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+    """(cell spec, shape name) of every bidirectional group; raises on unknown shapes."""
+    return _pairs(config, "bidirectional")
+
+
+def stacked_pairs(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+    """(cell spec, shape name) of every stacked group; raises on unknown shapes."""
+    return _pairs(config, "stacked")
 
 
 def time_bidirectional(
@@ -236,6 +248,43 @@ def time_bidirectional(
         ours = np.asarray(group["members"]["rnn_jax"][seconds])
         single = np.asarray(group["members"]["unidirectional"][seconds])
         group[key] = float(np.median(2.0 * single / ours))
+    return group
+
+
+def time_stacked(
+    config: ml_collections.ConfigDict, cell: str, shape_name: str, peak: Any
+) -> dict[str, Any]:
+    """Forward+backward of a `config.stack_layers`-layer stack against its layers run alone.
+
+    Members: `rnn_jax` (`layers.apply_stack`, the default), `flax` (`nn.Sequential` of
+    `nn.RNN`s), `torch` (`num_layers=L`, when installed), and rnn_jax's single layers
+    `first_layer` (input -> hidden) and `upper_layer` (hidden -> hidden), each forward+backward
+    with gradients w.r.t. its params and inputs, as inside the stack. `per_layer_speed` is
+    (first_layer time + (L - 1) x upper_layer time) / (stack time) per round: 1.0 means a
+    stack runs at the speed of its layers run one by one.
+    """
+    layers = int(config.stack_layers)
+    batch, time_, input_size, hidden = shape = tuple(config.shapes[shape_name])
+    available = set(backends_of(config)) | {"rnn_jax"}
+    workloads = {
+        backend: peers.build_stacked(backend, cell, shape, layers, "fwd_bwd")
+        for backend in peers.STACKED_BACKENDS
+        if backend in available
+    }
+    workloads = {name: w for name, w in workloads.items() if w is not None}
+    workloads["first_layer"] = peers.build("rnn_jax", cell, shape, "fwd_bwd")
+    workloads["upper_layer"] = peers.build(
+        "rnn_jax", cell, (batch, time_, hidden, hidden), "fwd_bwd"
+    )
+    group = time_group(config, cell, shape_name, "fwd_bwd", peak, workloads)
+    group["layers"] = layers
+    for key, seconds in (("per_layer_speed", "seconds"), ("cpu_per_layer_speed", "cpu_seconds")):
+        m = group["members"]
+        stack = np.asarray(m["rnn_jax"][seconds])
+        alone = np.asarray(m["first_layer"][seconds]) + (layers - 1) * np.asarray(
+            m["upper_layer"][seconds]
+        )
+        group[key] = float(np.median(alone / stack))
     return group
 
 
@@ -299,10 +348,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     start = time.time()
     groups = groups_of(config)
     bidirectional_pairs(config)  # unknown shapes fail before anything is compiled
+    stacked_pairs(config)
     if config.torch_threads and "torch" in backends_of(config):
         import torch
 
         torch.set_num_threads(config.torch_threads)
+    if config.malloc == "retain" and not allocator.retain_freed_memory():
+        raise ValueError("malloc='retain' needs glibc (rnn_jax.allocator); this libc is not")
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
@@ -310,6 +362,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     timed = [time_group(config, *group, peak) for group in groups]
     pairs = bidirectional_pairs(config)
     bidirectional = [time_bidirectional(config, *pair, peak) for pair in pairs]
+    stacked = [time_stacked(config, *pair, peak) for pair in stacked_pairs(config)]
     rss = [
         {
             "cell": cell,
@@ -326,12 +379,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     ]
     sweep = run_sweep(config, peak)
     results = {
-        "final": {"groups": timed, "bidirectional": bidirectional, "rss": rss, "sweep": sweep},
+        "final": {
+            "groups": timed,
+            "bidirectional": bidirectional,
+            "stacked": stacked,
+            "rss": rss,
+            "sweep": sweep,
+        },
         "timing": {"wall_s": time.time() - start},
         "provenance": metrics.provenance()
         | {
             "load_before": load_before,
             "load_after": os.getloadavg(),
+            "malloc": config.malloc,
         },
     }
     (workdir / "throughput.md").write_text(report.markdown(results))

@@ -13,6 +13,9 @@ blocks until it is done, plus its FLOPs and, for JAX, compile time and XLA memor
                 up to pallas_scan.MAX_HIDDEN): both only where JAX runs on an NVIDIA GPU.
 - bidirectional (`build_bidirectional`): rnn_jax's `layers.bidirectional` (both directions
                 in one scan), the same as two `unroll` scans, and Flax `nn.Bidirectional`.
+- stacked (`build_stacked`): an L-layer stack, rnn_jax's `layers.apply_stack` (the default
+                scan per layer), Flax `nn.Sequential` of L `nn.RNN`s and torch's
+                `nn.LSTM | nn.GRU(num_layers=L)`.
 - flax:         `nn.RNN(OptimizedLSTMCell | GRUCell | SimpleCell)`, batch-major (its default),
                 the whole gradient under one `jax.jit`.
 - torch:        `nn.LSTM | nn.GRU | nn.RNN(batch_first=True)` with its default threads;
@@ -63,6 +66,7 @@ RNN_JAX_IMPLEMENTATIONS = {
     "rnn_jax_pallas": "pallas",
 }
 BIDIRECTIONAL_BACKENDS = ("rnn_jax", "rnn_jax_two_scans", "flax")
+STACKED_BACKENDS = ("rnn_jax", "flax", "torch")
 # Cell specs: a cell name, optionally ":method" for minGRU's scan.
 CELL_SPECS = ("lstm", "gru", "elman", "min_gru", "min_gru:sequential", "min_gru:associative")
 FLAX_CELLS = {"lstm": "OptimizedLSTMCell", "gru": "GRUCell", "elman": "SimpleCell"}
@@ -226,14 +230,64 @@ def build_bidirectional(
     raise ValueError(f"backend={backend!r}; allowed: {', '.join(BIDIRECTIONAL_BACKENDS)}")
 
 
-def _torch_workload(name: str, shape: tuple, mode: str, flops: float, xs: np.ndarray):
+def stacked_flops(cell_spec: str, shape: tuple[int, int, int, int], layers: int) -> float:
+    """Forward matmul FLOPs of an L-layer stack: the first layer reads `input`, the others
+    the layer below's `hidden` outputs."""
+    batch, time_, input_size, hidden = shape
+    upper = rnn_flops(cell_spec, batch, time_, hidden, hidden)
+    return rnn_flops(cell_spec, *shape) + (layers - 1) * upper
+
+
+def build_stacked(
+    backend: str, cell_spec: str, shape: tuple[int, int, int, int], layers: int, mode: str
+) -> Workload | None:
+    """An L-layer unidirectional stack at `shape = (batch, time, input, hidden)` (outputs of
+    the top layer, `[batch, time, hidden]`): `rnn_jax` is `layers.apply_stack` with the
+    default scan, `flax` an `nn.Sequential` of `nn.RNN`s (how Flax users stack them), `torch`
+    `nn.LSTM | nn.GRU(num_layers=layers)` (oneDNN runs the whole LSTM stack in one call).
+    None where the backend has no such cell."""
+    from rnn_jax import layers as layers_lib
+
+    if layers < 1:
+        raise ValueError(f"layers={layers!r} must be >= 1")
+    batch, time_, input_size, hidden = shape
+    name, options = _parse(cell_spec)
+    flops = stacked_flops(cell_spec, shape, layers)
+    xs = jax.random.normal(jax.random.key(1), (batch, time_, input_size), jnp.float32)
+    if backend == "rnn_jax":
+        cell = cells.get_cell(name, **options)
+        params = layers_lib.init_stack(jax.random.key(0), cell, input_size, hidden, layers)
+
+        def forward(p: Any, x: jax.Array) -> jax.Array:
+            return layers_lib.apply_stack(cell, p, x)[0]
+
+        return _jax_workload(forward, params, xs, mode, flops)
+    if not supports(backend, cell_spec):
+        return None
+    if backend == "flax":
+        import flax.linen as nn
+
+        flax_cell = getattr(nn, FLAX_CELLS[name])
+        model = nn.Sequential([nn.RNN(flax_cell(hidden)) for _ in range(layers)])
+        variables = model.init(jax.random.key(0), xs)
+        return _jax_workload(model.apply, variables, xs, mode, flops)
+    if backend == "torch":
+        return _torch_workload(name, shape, mode, flops, np.asarray(xs), num_layers=layers)
+    raise ValueError(f"backend={backend!r}; allowed: {', '.join(STACKED_BACKENDS)}")
+
+
+def _torch_workload(
+    name: str, shape: tuple, mode: str, flops: float, xs: np.ndarray, num_layers: int = 1
+):
     import torch
 
     torch.manual_seed(0)
     batch, time_, input_size, hidden = shape
     cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    module = getattr(torch.nn, TORCH_MODULES[name])(input_size, hidden, batch_first=True)
+    module = getattr(torch.nn, TORCH_MODULES[name])(
+        input_size, hidden, num_layers=num_layers, batch_first=True
+    )
     module = module.to(device)
     x = torch.tensor(xs, device=device)
     done = torch.cuda.synchronize if cuda else (lambda: None)

@@ -23,7 +23,8 @@ GPU_CUDNN_GOAL = 0.9
 GPU_ASSOCIATIVE_GOAL = 10.0
 MEMORY_GOAL = 1.5  # rnn_jax's XLA temp memory at most this multiple of Flax's (fwd_bwd)
 REMAT_MEMORY_GOAL = 1.0  # with remat=True, at most Flax's
-PER_LAYER_GOAL = 1.0  # bidirectional layer at the speed of two unidirectional ones
+# A bidirectional layer at the speed of two unidirectional ones; a stack at its layers' alone.
+PER_LAYER_GOAL = 1.0
 CELLS = ("lstm", "gru")  # the cells the speed goals are about
 
 
@@ -99,10 +100,13 @@ def speed_goals(groups: list[dict]) -> list[tuple[str, float, float, float | Non
 
 
 def per_layer_goals(groups: list[dict]) -> list[tuple[str, float, float, float | None]]:
-    """The same records for the bidirectional groups' per-layer speed."""
+    """The same records for the per-layer speed of bidirectional groups and (those with a
+    `layers` entry) stacked groups."""
     return [
         (
-            f"{g['cell']} {g['shape_name']} bidirectional per-layer speed",
+            f"{g['cell']} {g['shape_name']} "
+            + (f"{g['layers']}-layer stack" if "layers" in g else "bidirectional")
+            + " per-layer speed",
             g["per_layer_speed"],
             PER_LAYER_GOAL,
             g["cpu_per_layer_speed"],
@@ -171,13 +175,14 @@ def gpu_checks(groups: list[dict], sweep: list[dict]) -> list[str]:
 
 
 def bidirectional_checks(groups: list[dict]) -> list[str]:
-    """Per-layer speed of a bidirectional layer against two unidirectional ones."""
+    """Per-layer speed of a bidirectional layer against two unidirectional ones, and of a
+    stack against its layers run alone."""
     lines = []
-    for what, speed, goal, cpu in per_layer_goals(groups):
+    for g, (what, speed, goal, cpu) in zip(groups, per_layer_goals(groups), strict=True):
+        than = "its layers' run alone" if "layers" in g else "two unidirectional layers'"
         verdict = "MET" if speed >= goal else "MISSED"
         lines.append(
-            f"- {verdict}: {what} {speed:.2f}× two unidirectional layers' (goal ≥ {goal}×; "
-            f"by CPU time {cpu:.2f}×)"
+            f"- {verdict}: {what} {speed:.2f}× {than} (goal ≥ {goal}×; by CPU time {cpu:.2f}×)"
         )
     return lines
 
@@ -223,9 +228,8 @@ def across_runs(runs: list[dict]) -> str:
     table: dict[str, list] = {}
     for i, results in enumerate(runs):
         final = results["final"]
-        for what, got, goal, _ in speed_goals(final["groups"]) + per_layer_goals(
-            final.get("bidirectional", [])
-        ):
+        per_layer = final.get("bidirectional", []) + final.get("stacked", [])
+        for what, got, goal, _ in speed_goals(final["groups"]) + per_layer_goals(per_layer):
             table.setdefault(what, [goal, [None] * len(runs)])[1][i] = got
     coverages = set()
     header = "| goal | target | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
@@ -364,12 +368,45 @@ def _bidirectional_rows(groups: list[dict]) -> list[str]:
     return rows
 
 
+def _stacked_rows(groups: list[dict]) -> list[str]:
+    rows = [
+        "| cell | layers | config (B, T, I, H) | stack tok/s | flax stack | torch stack "
+        "| first layer alone | upper layer alone | per-layer speed | CPU time | vs flax "
+        "| vs torch | CPU time: vs flax | vs torch | XLA temp MiB stack / flax | load |",
+        "|---" * 16 + "|",
+    ]
+    for g in groups:
+        m, speedup, cpu = g["members"], g["rnn_jax_speedup_over"], g["rnn_jax_cpu_speedup_over"]
+        temps = [m.get(k, {}).get("xla_temp_mib") for k in ("rnn_jax", "flax")]
+        rows.append(
+            f"| {g['cell']} | {g['layers']} | {g['shape_name']} {tuple(g['shape'])} "
+            f"| {_rate(m.get('rnn_jax'))} | {_rate(m.get('flax'))} | {_rate(m.get('torch'))} "
+            f"| {_rate(m.get('first_layer'))} | {_rate(m.get('upper_layer'))} "
+            f"| {_ratio(g['per_layer_speed'])} | {_ratio(g['cpu_per_layer_speed'])} "
+            f"| {_ratio(speedup.get('flax'))} | {_ratio(speedup.get('torch'))} "
+            f"| {_ratio(cpu.get('flax'))} | {_ratio(cpu.get('torch'))} "
+            f"| {' / '.join('–' if t is None else f'{t:.0f}' for t in temps)} "
+            f"| {np.median(g['load']):.1f} |"
+        )
+    return rows
+
+
 def _cpu(prov: dict[str, Any]) -> str:
     """The CPU as the run recorded it: model and widest SIMD extension (runs before the
     provenance had them recorded `platform.processor()` as "cpu")."""
     model = prov.get("cpu_model", prov.get("cpu"))
     simd = prov.get("cpu_simd")
     return f"{model}, {simd}" if simd else str(model)
+
+
+def _malloc(prov: dict[str, Any]) -> str:
+    """How the run's process allocated (runs before the `malloc` option: glibc's default)."""
+    if prov.get("malloc", "default") == "retain":
+        return (
+            "Allocator: freed memory retained in the heap for every member "
+            "(`rnn_jax.allocator.retain_freed_memory`, `--config.malloc=retain`)."
+        )
+    return "Allocator: glibc's default (large buffers mmapped and page-faulted in per call)."
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -385,7 +422,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Load average (1, 5, 15 min) before {tuple(round(v, 1) for v in prov['load_before'])}, "
         f"after {tuple(round(v, 1) for v in prov['load_after'])}. "
         f"Matmul peak (in-process n³ jnp.dot): median {np.median(peaks):.0f} GF/s "
-        f"(range over groups {min(peaks):.0f}–{max(peaks):.0f}).",
+        f"(range over groups {min(peaks):.0f}–{max(peaks):.0f}). " + _malloc(prov),
         "",
         "Entries: tokens/s, median (min–max) over interleaved rounds. vs flax / vs torch: "
         "rnn_jax's throughput over the peer's, median of per-round ratios (> 1: rnn_jax is "
@@ -435,7 +472,20 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             *_bidirectional_rows(bidirectional),
         ]
-    checks = goal_checks(groups) + bidirectional_checks(bidirectional)
+    stacked = final.get("stacked", [])
+    if stacked:
+        lines += [
+            "",
+            "## stacked layers, forward + backward (tokens = batch × time)",
+            "",
+            "per-layer speed: (first layer's time + (L − 1) × upper layer's time, each run "
+            "alone) ÷ (the L-layer stack's time), per round (1.0: a stack costs its layers run "
+            "one by one). vs: rnn_jax's stack's throughput over the peer's stack (Flax "
+            "`nn.Sequential` of `nn.RNN`s; torch `num_layers=L`).",
+            "",
+            *_stacked_rows(stacked),
+        ]
+    checks = goal_checks(groups) + bidirectional_checks(bidirectional + stacked)
     if prov["backend"] == "gpu":
         checks += gpu_checks(groups, final["sweep"])
     if checks:

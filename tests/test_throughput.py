@@ -60,8 +60,26 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     single = bidirectional["members"]["unidirectional"]["seconds"]
     want = sorted(2 * u / b for u, b in zip(single, ours, strict=True))
     assert bidirectional["per_layer_speed"] == pytest.approx(sum(want) / 2)  # median of 2
+    (stacked,) = results["final"]["stacked"]
+    assert stacked["layers"] == 2
+    assert set(stacked["members"]) == {"rnn_jax", "flax", "torch", "first_layer", "upper_layer"}
+    # per_layer_speed is (first + (L - 1) x upper layer's time) / stack time, per round.
+    m = stacked["members"]
+    want = sorted(
+        (f + u) / s
+        for f, u, s in zip(
+            m["first_layer"]["seconds"],
+            m["upper_layer"]["seconds"],
+            m["rnn_jax"]["seconds"],
+            strict=True,
+        )
+    )
+    assert stacked["per_layer_speed"] == pytest.approx(sum(want) / 2)  # median of 2
     table = (smoke_run / "throughput.md").read_text()
     assert "## bidirectional layer" in table and "rematerialisation" in table
+    assert "Allocator: glibc's default" in table
+    assert "## stacked layers" in table and "| lstm | 2 | tiny (4, 8, 8, 16) |" in table
+    assert "lstm tiny 2-layer stack per-layer speed" in table
     assert "## forward + backward" in table and "## forward\n" in table
     assert "| lstm | tiny (4, 8, 8, 16) |" in table
     assert "## The XLA GEMM floor" in table and "| lstm | tiny (4, 8, 8, 16) | fwd_bwd |" in table
@@ -200,6 +218,33 @@ def test_goals_across_runs_every_run_and_median_verdicts():
     assert "| missed | 0.90× [0.80, 0.97] | missed |" in table  # five runs: 93.75%
 
 
+def test_goals_across_runs_include_stacks_from_the_runs_that_timed_them():
+    def run(stack_speed):
+        final = {"groups": [], "bidirectional": []}
+        if stack_speed is not None:  # runs before the stacked groups existed have none
+            final["stacked"] = [
+                {
+                    "cell": "lstm",
+                    "shape_name": "small",
+                    "layers": 2,
+                    "per_layer_speed": stack_speed,
+                    "cpu_per_layer_speed": stack_speed,
+                }
+            ]
+        return {"final": final}
+
+    table = throughput_report.across_runs([run(None), run(0.97), run(1.01)])
+    assert (
+        "| lstm small 2-layer stack per-layer speed | ≥ 1.0× | – | 0.97× | 1.01× | split "
+        "| 0.99× [0.97, 1.01] | – |"
+    ) in table
+    lines = throughput_report.bidirectional_checks(run(0.97)["final"]["stacked"])
+    assert lines == [
+        "- MISSED: lstm small 2-layer stack per-layer speed 0.97× its layers' run alone "
+        "(goal ≥ 1.0×; by CPU time 0.97×)"
+    ]
+
+
 def test_median_interval_is_the_order_statistic_interval_and_covers_as_stated():
     """[x(k), x(n+1-k)] with the largest k whose binomial coverage is >= 95%; checked against
     the coverage formula and by simulation from a skewed distribution."""
@@ -274,6 +319,9 @@ def test_gpu_goals_and_kernel_columns():
         ({"backends": "jax"}, "backends"),
         ({"sweep.lengths": "64,-1"}, "sweep.lengths"),
         ({"bidirectional": "lsmt:small"}, "bidirectional"),
+        ({"stacked": "lsmt:small"}, "stacked"),
+        ({"stack_layers": 0}, "stack_layers"),
+        ({"malloc": "jemalloc"}, "malloc"),
     ],
 )
 def test_bad_config_values_fail_before_compiling(overrides, message):
@@ -285,3 +333,6 @@ def test_unknown_shape_names_fail():
     config = cli.load_config(f"{CONFIG}:smoke", {"configs": "tiny,huge"}, rules=throughput.RULES)
     with pytest.raises(ValueError, match="configs: unknown shape 'huge'"):
         throughput.groups_of(config)
+    config = cli.load_config(f"{CONFIG}:smoke", {"stacked": "gru:huge"}, rules=throughput.RULES)
+    with pytest.raises(ValueError, match="stacked: unknown shape 'huge'"):
+        throughput.stacked_pairs(config)

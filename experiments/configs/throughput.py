@@ -5,21 +5,23 @@ Command:
         --config=experiments/configs/throughput.py:quick
 
 Variants:
-- smoke: LSTM at a tiny shape, every backend, 2 rounds; one bidirectional group; a one-length
-  sweep; no subprocess memory runs. Under a minute, for tests (numbers meaningless).
+- smoke: LSTM at a tiny shape, every backend, 2 rounds; one bidirectional and one stacked
+  group; a one-length sweep; no subprocess memory runs. Under a minute, for tests (numbers
+  meaningless).
 - quick: the sub-grid the main job (experiments/reproduce.py) runs, at most ~6 minutes on 2
   idle CPU cores: LSTM and GRU at small and long (no medium), forward and forward+backward,
   rnn_jax vs Flax vs torch plus rnn_jax with remat (forward+backward), 3 interleaved rounds
-  after 1 warm-up; one bidirectional group (LSTM small); the sweep at T = 64 and 1024 for
-  LSTM, GRU, sequential minGRU and the transformer block, 1 round; no reference-scan column,
-  no minGRU group, no per-process peak RSS. Measured 1.2 minutes wall on 2 quiet cores in
-  the main job (no torch there), 4.4 minutes (177 CPU-seconds) at load 6-10; the previous
-  quick (medium config, reference scan, 5 rounds, peak-RSS subprocesses, associative-scan
-  sweep) took ~15 minutes.
+  after 1 warm-up; one bidirectional and one 2-layer stacked group (LSTM small); the sweep
+  at T = 64 and 1024 for LSTM, GRU, sequential minGRU and the transformer block, 1 round;
+  no reference-scan column, no minGRU group, no per-process peak RSS. Measured 1.2 minutes
+  wall on 2 quiet cores in the main job (no torch there) before the stacked group, 4.4
+  minutes (177 CPU-seconds) at load 6-10; the previous quick (medium config, reference
+  scan, 5 rounds, peak-RSS subprocesses, associative-scan sweep) took ~15 minutes.
 - cpu: the README's Performance tables (a quiet machine; measured 4.5 minutes): LSTM and GRU
   at small / medium / long, forward and forward+backward, rnn_jax vs Flax vs torch plus remat
   and the XLA GEMM floor (the layer's matmuls alone: throughput_peers.gemm_floor), 5 rounds;
-  bidirectional LSTM and GRU at small and long; minGRU at small; the full sweep.
+  bidirectional and 2-layer stacked LSTM and GRU at small and long; minGRU at small; the full
+  sweep.
 - full: cpu plus Elman and minGRU everywhere, the reference scan, 11 rounds, a longer sweep,
   peak RSS per implementation in fresh processes at every config.
 - gpu: for a machine where JAX runs on an NVIDIA GPU (install the CUDA jaxlib first, README):
@@ -79,6 +81,14 @@ def _base() -> ml_collections.ConfigDict:
     # Bidirectional groups (forward+backward): <cell>:<shape> pairs; one scan vs two scans vs
     # Flax nn.Bidirectional vs one unidirectional layer.
     config.bidirectional = "lstm:small,lstm:long,gru:small,gru:long"
+    # Stacked groups (forward+backward): <cell>:<shape> pairs; a stack_layers-layer stack
+    # (rnn_jax, Flax, torch) against rnn_jax's single layers of the same sizes run alone.
+    config.stacked = "lstm:small,lstm:long,gru:small,gru:long"
+    config.stack_layers = 2
+    # "retain": rnn_jax.allocator.retain_freed_memory() before anything runs (process-wide,
+    # so the peers get it too): freed large buffers stay in the heap, no page faults per call.
+    # "default": glibc as users get it (the README's goal runs).
+    config.malloc = "default"
     config.sweep = ml_collections.ConfigDict()
     config.sweep.lengths = "64,256,1024"
     config.sweep.tokens = 16384
@@ -93,6 +103,7 @@ def _smoke() -> ml_collections.ConfigDict:
     config = _base()
     config.backends = "rnn_jax,rnn_jax_reference,rnn_jax_remat,flax,torch,xla_gemm_floor"
     config.bidirectional = "lstm:tiny"
+    config.stacked = "lstm:tiny"
     config.cells = "lstm"
     config.configs = "tiny"
     config.repetitions = 2
@@ -117,6 +128,7 @@ def _quick() -> ml_collections.ConfigDict:
     config.warmup = 1
     config.extra = ""
     config.bidirectional = "lstm:small"
+    config.stacked = "lstm:small"
     config.sweep.lengths = "64,1024"
     config.sweep.cells = "lstm,gru,min_gru:sequential,transformer"
     config.sweep.repetitions = 1
