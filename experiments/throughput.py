@@ -70,7 +70,6 @@ RULES: config_lib.Rules = {
     "bidirectional": _pairs_rule,
     "stacked": _pairs_rule,
     "stack_layers": config_lib.positive,
-    "malloc": config_lib.one_of("default", "retain"),
 }
 
 
@@ -353,8 +352,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(config.torch_threads)
-    if config.malloc == "retain" and not allocator.retain_freed_memory():
-        raise ValueError("malloc='retain' needs glibc (rnn_jax.allocator); this libc is not")
+    allocator.configure(config.malloc)  # the CLI has; again for direct callers (idempotent)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

@@ -15,7 +15,9 @@ slower per layer than its layers run one by one once the buffer crosses 32 MiB
 large requests come from the heap and freed memory stays there for the next call. It is an
 opt-in, process-wide trade: freed memory is not returned to the OS (up to `trim_threshold`
 at the heap's top), and every library in the process (PyTorch's CPU tensors too) is served
-the same way. Free of JAX; a no-op returning False where libc is not glibc.
+the same way. Free of JAX; a no-op returning False where libc is not glibc. Experiments
+choose it with the runtime config key `malloc` (`--config.malloc=retain`), which the
+command line applies through `configure` before anything is built.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 
 DEFAULT_TRIM_THRESHOLD = 1 << 30  # keep up to 1 GiB free at the heap's top
+MODES = ("default", "retain")  # the config key `malloc`
 
 
 def retain_freed_memory(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
@@ -48,3 +51,13 @@ def retain_freed_memory(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
         libc.mallopt(M_TRIM_THRESHOLD, trim_threshold)
     )
+
+
+def configure(mode: str) -> None:
+    """Apply the config key `malloc`: "default" leaves the C library as it is, "retain" calls
+    `retain_freed_memory()`. Raises ValueError for another mode, or for "retain" where the C
+    library is not glibc."""
+    if mode not in MODES:
+        raise ValueError(f"malloc={mode!r}; allowed: {', '.join(MODES)}")
+    if mode == "retain" and not retain_freed_memory():
+        raise ValueError("malloc='retain' needs glibc's mallopt; this C library is not glibc")

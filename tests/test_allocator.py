@@ -19,6 +19,8 @@ import ctypes, resource, sys
 from rnn_jax import allocator
 if sys.argv[1] == "retain":
     assert allocator.retain_freed_memory()
+elif sys.argv[1] == "configure":  # the config key `malloc`, as the command line applies it
+    allocator.configure("retain")
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = (ctypes.c_void_p,)
@@ -47,9 +49,16 @@ def test_retained_buffers_are_not_faulted_in_again():
     pages = 9 * 48 * 2**20 // 4096  # every round faults the whole buffer by default
     assert _faults("default") > pages // 2
     assert _faults("retain") < pages // 100
+    assert _faults("configure") < pages // 100
 
 
 def test_bad_trim_threshold_is_named():
     for bad in (0, -1, 2**31, 1.5, "1"):
         with pytest.raises(ValueError, match="trim_threshold"):
             allocator.retain_freed_memory(bad)
+
+
+def test_configure_names_a_bad_mode_and_leaves_default_alone():
+    allocator.configure("default")  # nothing to do
+    with pytest.raises(ValueError, match="malloc='jemalloc'; allowed: default, retain"):
+        allocator.configure("jemalloc")

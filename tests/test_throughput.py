@@ -321,7 +321,6 @@ def test_gpu_goals_and_kernel_columns():
         ({"bidirectional": "lsmt:small"}, "bidirectional"),
         ({"stacked": "lsmt:small"}, "stacked"),
         ({"stack_layers": 0}, "stack_layers"),
-        ({"malloc": "jemalloc"}, "malloc"),
     ],
 )
 def test_bad_config_values_fail_before_compiling(overrides, message):

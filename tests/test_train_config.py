@@ -50,6 +50,7 @@ def test_every_variant_is_valid_and_has_the_required_keys():
         ("optimizer.name", "adamax", "one of 'sgd'"),
         ("schedule.name", "linear", "one of 'constant'"),
         ("optimizer.learning_rate", float("nan"), "> 0"),
+        ("malloc", "jemalloc", "one of 'default', 'retain'"),
     ],
 )
 def test_out_of_range_values_name_key_value_and_rule(key, value, allowed):
@@ -98,6 +99,7 @@ def test_sweep_overrides_are_valid_configs():
     [
         ("--config.train.nm_steps=3", "nm_steps"),
         ("--config.optimizer.clip_global_norm=-5", "optimizer.clip_global_norm=-5.0"),
+        ("--config.malloc=tcmalloc", "malloc='tcmalloc'"),
     ],
 )
 def test_command_line_errors_exit_non_zero_before_compiling(tmp_path, flag, expected):

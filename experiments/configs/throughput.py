@@ -85,10 +85,8 @@ def _base() -> ml_collections.ConfigDict:
     # (rnn_jax, Flax, torch) against rnn_jax's single layers of the same sizes run alone.
     config.stacked = "lstm:small,lstm:long,gru:small,gru:long"
     config.stack_layers = 2
-    # "retain": rnn_jax.allocator.retain_freed_memory() before anything runs (process-wide,
-    # so the peers get it too): freed large buffers stay in the heap, no page faults per call.
-    # "default": glibc as users get it (the README's goal runs).
-    config.malloc = "default"
+    # config.malloc (base_config): "default" for the README's goal runs (glibc as users get
+    # it); "retain" keeps freed buffers in the heap for every member alike (process-wide).
     config.sweep = ml_collections.ConfigDict()
     config.sweep.lengths = "64,256,1024"
     config.sweep.tokens = 16384

@@ -30,6 +30,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rnn_jax import allocator
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import distributed
 from rnn_jax.train.loop import train_and_evaluate
@@ -82,6 +83,7 @@ def main(
         config = flags.FLAGS.config
         try:
             config_lib.validate(config, rules)
+            allocator.configure(config.malloc)  # before anything allocates XLA buffers
         except ValueError as error:
             sys.stderr.write(f"{error}\n")
             sys.exit(CONFIG_EXIT_STATUS)

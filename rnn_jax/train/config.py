@@ -16,6 +16,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from rnn_jax import allocator
+
 # A rule checks one value and returns a description of what is allowed when it is not.
 Rule = Callable[[Any], str | None]
 Rules = Mapping[str, Rule]
@@ -29,13 +31,16 @@ def base_config() -> ml_collections.ConfigDict:
     """The runtime's keys with their defaults; experiments fill in `model` and `data`.
 
     Returns:
-      A ConfigDict with `seed`, `num_seeds`, `train`, `optimizer`, `schedule`, and empty
+      A ConfigDict with `seed`, `num_seeds`, `malloc`, `train`, `optimizer`, `schedule`, and empty
       `model` / `data` sections (`model.hidden_size` is required by every experiment).
     """
     config = ml_collections.ConfigDict()
     config.seed = 0
     # Replicas with seeds seed..seed+num_seeds-1, trained together under jax.vmap.
     config.num_seeds = 1
+    # "retain": freed large buffers stay in the process heap (rnn_jax.allocator; glibc), so
+    # XLA:CPU's per-call temp buffers are not page-faulted in again; "default": as libc does.
+    config.malloc = "default"
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 100
@@ -144,6 +149,7 @@ def _is_number(value: Any) -> bool:
 RUNTIME_RULES: Rules = {
     "seed": non_negative,
     "num_seeds": positive,
+    "malloc": one_of(*allocator.MODES),
     "model.hidden_size": positive,
     "train.num_steps": positive,
     # Divisibility by the device count is checked when the devices are known (loop.py);
