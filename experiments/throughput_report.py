@@ -409,6 +409,11 @@ def _malloc(prov: dict[str, Any]) -> str:
     return "Allocator: glibc's default (large buffers mmapped and page-faulted in per call)."
 
 
+def _section(title: str, text: str, rows: list[str]) -> list[str]:
+    """A `## title` section of throughput.md: an explanatory paragraph, then a table."""
+    return ["", f"## {title}", "", text, "", *rows]
+
+
 def markdown(results: dict[str, Any]) -> str:
     final, prov = results["final"], results["provenance"]
     groups = final["groups"]
@@ -462,29 +467,23 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     bidirectional = final.get("bidirectional", [])
     if bidirectional:
-        lines += [
-            "",
-            "## bidirectional layer, forward + backward (tokens = batch × time)",
-            "",
+        lines += _section(
+            "bidirectional layer, forward + backward (tokens = batch × time)",
             "per-layer speed: 2 × (unidirectional time) ÷ (bidirectional time), per round "
             "(1.0: a bidirectional layer costs two unidirectional ones). vs: the one-scan "
             "layer's throughput over the peer's.",
-            "",
-            *_bidirectional_rows(bidirectional),
-        ]
+            _bidirectional_rows(bidirectional),
+        )
     stacked = final.get("stacked", [])
     if stacked:
-        lines += [
-            "",
-            "## stacked layers, forward + backward (tokens = batch × time)",
-            "",
+        lines += _section(
+            "stacked layers, forward + backward (tokens = batch × time)",
             "per-layer speed: (first layer's time + (L − 1) × upper layer's time, each run "
             "alone) ÷ (the L-layer stack's time), per round (1.0: a stack costs its layers run "
             "one by one). vs: rnn_jax's stack's throughput over the peer's stack (Flax "
             "`nn.Sequential` of `nn.RNN`s; torch `num_layers=L`).",
-            "",
-            *_stacked_rows(stacked),
-        ]
+            _stacked_rows(stacked),
+        )
     checks = goal_checks(groups) + bidirectional_checks(bidirectional + stacked)
     if prov["backend"] == "gpu":
         checks += gpu_checks(groups, final["sweep"])
