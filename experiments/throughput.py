@@ -243,11 +243,7 @@ def time_bidirectional(
     workloads = {name: w for name, w in workloads.items() if w is not None}
     workloads["unidirectional"] = peers.build("rnn_jax", cell, shape, "fwd_bwd")
     group = time_group(config, cell, shape_name, "fwd_bwd", peak, workloads)
-    for key, seconds in (("per_layer_speed", "seconds"), ("cpu_per_layer_speed", "cpu_seconds")):
-        ours = np.asarray(group["members"]["rnn_jax"][seconds])
-        single = np.asarray(group["members"]["unidirectional"][seconds])
-        group[key] = float(np.median(2.0 * single / ours))
-    return group
+    return _with_per_layer_speed(group, {"unidirectional": 2.0})
 
 
 def time_stacked(
@@ -277,13 +273,17 @@ def time_stacked(
     )
     group = time_group(config, cell, shape_name, "fwd_bwd", peak, workloads)
     group["layers"] = layers
+    return _with_per_layer_speed(group, {"first_layer": 1.0, "upper_layer": layers - 1.0})
+
+
+def _with_per_layer_speed(group: dict[str, Any], alone: dict[str, float]) -> dict[str, Any]:
+    """Add `per_layer_speed` (wall clock) and `cpu_per_layer_speed` to a timed group: per
+    round, the time of the members in `alone` weighted by how many of them rnn_jax's layer
+    does (e.g. {"unidirectional": 2.0}) over rnn_jax's own time; the median over rounds."""
+    m = group["members"]
     for key, seconds in (("per_layer_speed", "seconds"), ("cpu_per_layer_speed", "cpu_seconds")):
-        m = group["members"]
-        stack = np.asarray(m["rnn_jax"][seconds])
-        alone = np.asarray(m["first_layer"][seconds]) + (layers - 1) * np.asarray(
-            m["upper_layer"][seconds]
-        )
-        group[key] = float(np.median(alone / stack))
+        separate = sum(weight * np.asarray(m[name][seconds]) for name, weight in alone.items())
+        group[key] = float(np.median(separate / np.asarray(m["rnn_jax"][seconds])))
     return group
 
 
@@ -345,9 +345,8 @@ def run_sweep(config: ml_collections.ConfigDict, peak: Any) -> list[dict[str, An
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """The whole benchmark; returns the `results.json` object."""
     start = time.time()
-    groups = groups_of(config)
-    bidirectional_pairs(config)  # unknown shapes fail before anything is compiled
-    stacked_pairs(config)
+    groups = groups_of(config)  # unknown names and shapes fail before anything is compiled
+    pairs, stacks = bidirectional_pairs(config), stacked_pairs(config)
     if config.torch_threads and "torch" in backends_of(config):
         import torch
 
@@ -358,9 +357,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     load_before = os.getloadavg()
     peak = peers.matmul_peak(config.matmul_size)
     timed = [time_group(config, *group, peak) for group in groups]
-    pairs = bidirectional_pairs(config)
     bidirectional = [time_bidirectional(config, *pair, peak) for pair in pairs]
-    stacked = [time_stacked(config, *pair, peak) for pair in stacked_pairs(config)]
+    stacked = [time_stacked(config, *pair, peak) for pair in stacks]
     rss = [
         {
             "cell": cell,

@@ -174,7 +174,7 @@ def gpu_checks(groups: list[dict], sweep: list[dict]) -> list[str]:
     return lines
 
 
-def bidirectional_checks(groups: list[dict]) -> list[str]:
+def per_layer_checks(groups: list[dict]) -> list[str]:
     """Per-layer speed of a bidirectional layer against two unidirectional ones, and of a
     stack against its layers run alone."""
     lines = []
@@ -484,7 +484,7 @@ def markdown(results: dict[str, Any]) -> str:
             "`nn.Sequential` of `nn.RNN`s; torch `num_layers=L`).",
             _stacked_rows(stacked),
         )
-    checks = goal_checks(groups) + bidirectional_checks(bidirectional + stacked)
+    checks = goal_checks(groups) + per_layer_checks(bidirectional + stacked)
     if prov["backend"] == "gpu":
         checks += gpu_checks(groups, final["sweep"])
     if checks:

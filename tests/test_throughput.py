@@ -238,7 +238,7 @@ def test_goals_across_runs_include_stacks_from_the_runs_that_timed_them():
         "| lstm small 2-layer stack per-layer speed | ≥ 1.0× | – | 0.97× | 1.01× | split "
         "| 0.99× [0.97, 1.01] | – |"
     ) in table
-    lines = throughput_report.bidirectional_checks(run(0.97)["final"]["stacked"])
+    lines = throughput_report.per_layer_checks(run(0.97)["final"]["stacked"])
     assert lines == [
         "- MISSED: lstm small 2-layer stack per-layer speed 0.97× its layers' run alone "
         "(goal ≥ 1.0×; by CPU time 0.97×)"
