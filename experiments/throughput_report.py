@@ -99,14 +99,19 @@ def speed_goals(groups: list[dict]) -> list[tuple[str, float, float, float | Non
     return records
 
 
+def _per_layer_terms(group: dict) -> tuple[str, str]:
+    """`(what the group runs, what its per-layer speed compares it with)`: a stacked group
+    (it has a `layers` entry) or a bidirectional one. Decided here only."""
+    if "layers" in group:
+        return f"{group['layers']}-layer stack", "its layers' run alone"
+    return "bidirectional", "two unidirectional layers'"
+
+
 def per_layer_goals(groups: list[dict]) -> list[tuple[str, float, float, float | None]]:
-    """The same records for the per-layer speed of bidirectional groups and (those with a
-    `layers` entry) stacked groups."""
+    """The same records for the per-layer speed of bidirectional and stacked groups."""
     return [
         (
-            f"{g['cell']} {g['shape_name']} "
-            + (f"{g['layers']}-layer stack" if "layers" in g else "bidirectional")
-            + " per-layer speed",
+            f"{g['cell']} {g['shape_name']} {_per_layer_terms(g)[0]} per-layer speed",
             g["per_layer_speed"],
             PER_LAYER_GOAL,
             g["cpu_per_layer_speed"],
@@ -179,7 +184,7 @@ def per_layer_checks(groups: list[dict]) -> list[str]:
     stack against its layers run alone."""
     lines = []
     for g, (what, speed, goal, cpu) in zip(groups, per_layer_goals(groups), strict=True):
-        than = "its layers' run alone" if "layers" in g else "two unidirectional layers'"
+        than = _per_layer_terms(g)[1]
         verdict = "MET" if speed >= goal else "MISSED"
         lines.append(
             f"- {verdict}: {what} {speed:.2f}× {than} (goal ≥ {goal}×; by CPU time {cpu:.2f}×)"
