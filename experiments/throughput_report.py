@@ -8,7 +8,14 @@ import pathlib
 from typing import Any
 
 import numpy as np
-from absl import app
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool(
+    "per_run",
+    False,
+    "Show every run's ratio in the across-runs tables (default: runs, met-in count and range).",
+)
 
 PEERS = ("flax", "torch", "rnn_jax_reference")
 # Issue 7's goals: (mode, configs, min speed-up over torch, over flax).
@@ -222,14 +229,18 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
 MIN_COVERAGE = 0.9
 
 
-def across_runs(runs: list[dict]) -> str:
-    """Every speed goal of several benchmark runs (`results.json` objects) side by side, with
-    two verdicts. "every run": met in every run, missed in every run, or split. "median":
+def across_runs(runs: list[dict], *, per_run: bool = False) -> str:
+    """Every speed goal of several benchmark runs (`results.json` objects), with two
+    verdicts. "every run": met in every run, missed in every run, or split. "median":
     the median over runs with its distribution-free confidence interval (`median_interval`,
     each run one independent draw of the ratio): met when the whole interval is at or above
     the target, missed when it is below, open when it straddles it; "–" with fewer than five
     runs (`MIN_COVERAGE`). One run's ratio is not a verdict on a machine whose speed moves by
-    tens of percent between processes."""
+    tens of percent between processes.
+
+    Each row shows how many runs measured the goal, in how many it was met and the range of
+    their ratios; `per_run=True` shows every run's ratio instead ("–" where a run did not
+    measure it)."""
     table: dict[str, list] = {}
     for i, results in enumerate(runs):
         final = results["final"]
@@ -237,10 +248,14 @@ def across_runs(runs: list[dict]) -> str:
         for what, got, goal, _ in speed_goals(final["groups"]) + per_layer_goals(per_layer):
             table.setdefault(what, [goal, [None] * len(runs)])[1][i] = got
     coverages = set()
-    header = "| goal | target | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
+    if per_run:
+        columns = [f"run {i + 1}" for i in range(len(runs))]
+    else:
+        columns = ["runs", "met in", "min–max"]
     lines = [
-        header + " | every run | median [interval] | median verdict |",
-        "|---|---|" + "---|" * len(runs) + "---|---|---|",
+        "| goal | target | " + " | ".join(columns) + " | every run | median [interval] "
+        "| median verdict |",
+        "|---|---|" + "---|" * len(columns) + "---|---|---|",
     ]
     for what, (goal, ratios) in table.items():
         measured = [r for r in ratios if r is not None]
@@ -252,7 +267,10 @@ def across_runs(runs: list[dict]) -> str:
             by_median = "–"  # too few runs for the interval to say anything
         else:
             by_median = "met" if low >= goal else "missed" if high < goal else "open"
-        cells = " | ".join("–" if r is None else f"{r:.2f}×" for r in ratios)
+        if per_run:
+            cells = " | ".join("–" if r is None else f"{r:.2f}×" for r in ratios)
+        else:
+            cells = f"{len(measured)} | {met} | {min(measured):.2f}–{max(measured):.2f}×"
         lines.append(
             f"| {what} | ≥ {goal}× | {cells} | {verdict} "
             f"| {median:.2f}× [{low:.2f}, {high:.2f}] | {by_median} |"
@@ -305,9 +323,10 @@ def floor_rows(groups: list[dict]) -> list[str]:
     return rows
 
 
-def floor_across_runs(runs: list[dict]) -> str:
-    """torch's and rnn_jax's throughput over the XLA GEMM floor's, per run (the runs that timed
-    the floor), one row per (cell, config, mode)."""
+def floor_across_runs(runs: list[dict], *, per_run: bool = False) -> str:
+    """torch's and rnn_jax's throughput over the XLA GEMM floor's across the runs that timed
+    the floor, one row per (cell, config, mode): the median and range over those runs, or
+    (`per_run=True`) every run's ratio."""
     table: dict[str, list] = {}
     timed = [r for r in runs if any(FLOOR in g["members"] for g in r["final"]["groups"])]
     for i, results in enumerate(timed):
@@ -319,11 +338,28 @@ def floor_across_runs(runs: list[dict]) -> str:
                 row[0][i], row[1][i] = _over(m, "torch", FLOOR), _over(m, "rnn_jax", FLOOR)
     if not table:
         return ""
-    header = "| group | " + " | ".join(f"torch ÷ floor, run {i + 1}" for i in range(len(timed)))
-    header += " | " + " | ".join(f"rnn_jax ÷ floor, run {i + 1}" for i in range(len(timed)))
-    lines = [header + " |", "|---|" + "---|" * (2 * len(timed))]
+    if per_run:
+        header = "| group | " + " | ".join(
+            f"{who} ÷ floor, run {i + 1}" for who in ("torch", "rnn_jax") for i in range(len(timed))
+        )
+        lines = [header + " |", "|---|" + "---|" * (2 * len(timed))]
+        for what, (torch, ours) in table.items():
+            lines.append(f"| {what} | " + " | ".join(_ratio(v) for v in torch + ours) + " |")
+        return "\n".join(lines) + "\n"
+
+    def spread(values: list[float | None]) -> str:
+        got = [v for v in values if v is not None]
+        if not got:
+            return "–"
+        return f"{np.median(got):.2f}× ({min(got):.2f}–{max(got):.2f})"
+
+    lines = [
+        "| group | runs | torch ÷ floor, median (min–max) | rnn_jax ÷ floor, median (min–max) |",
+        "|---|---|---|---|",
+    ]
     for what, (torch, ours) in table.items():
-        lines.append(f"| {what} | " + " | ".join(_ratio(v) for v in torch + ours) + " |")
+        count = sum(v is not None for v in ours)
+        lines.append(f"| {what} | {count} | {spread(torch)} | {spread(ours)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -550,8 +586,8 @@ def plot_sweep(sweep: list[dict], path: pathlib.Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m experiments.throughput_report W1 W2 ...`: the goal table across runs, then
-    the GEMM-floor ratios of the runs that timed the floor."""
+    """`python -m experiments.throughput_report [--per_run] W1 W2 ...`: the goal table across
+    runs, then the GEMM-floor ratios of the runs that timed the floor."""
     if len(argv) < 2:
         raise app.UsageError("give one or more throughput workdirs (each with results.json)")
     runs = []
@@ -560,8 +596,8 @@ def main(argv: list[str]) -> None:
         if not path.is_file():
             raise app.UsageError(f"{path}: no such file (not a finished throughput workdir)")
         runs.append(json.loads(path.read_text()))
-    print(across_runs(runs), end="")
-    floor = floor_across_runs(runs)
+    print(across_runs(runs, per_run=FLAGS.per_run), end="")
+    floor = floor_across_runs(runs, per_run=FLAGS.per_run)
     if floor:
         print("\nThe XLA GEMM floor (the runs that timed it):\n\n" + floor, end="")
 

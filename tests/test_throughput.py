@@ -151,9 +151,14 @@ def test_floor_rows_are_per_round_ratios():
     assert "| 0.67× | 2.00× | – |" in row
     old_run = {"final": {"groups": [group | {"members": {"rnn_jax": member([1.0])}}]}}
     new_run = {"final": {"groups": [group]}}
-    table = throughput_report.floor_across_runs([old_run, new_run, new_run])
+    table = throughput_report.floor_across_runs([old_run, new_run, new_run], per_run=True)
     assert "| group | torch ÷ floor, run 1 | torch ÷ floor, run 2 |" in table
     assert "| lstm small fwd | 2.00× | 2.00× | 0.67× | 0.67× |" in table
+    faster = {
+        "final": {"groups": [group | {"members": group["members"] | {"torch": member([0.5])}}]}
+    }
+    table = throughput_report.floor_across_runs([old_run, new_run, faster, new_run])
+    assert "| lstm small fwd | 3 | 2.00× (2.00–4.00) | 0.67× (0.67–0.67) |" in table
     assert throughput_report.floor_across_runs([old_run]) == ""
 
 
@@ -196,7 +201,7 @@ def test_goals_across_runs_every_run_and_median_verdicts():
         }
         return {"final": {"groups": [group], "bidirectional": [bidirectional]}}
 
-    table = throughput_report.across_runs([run(1.1, 0.9), run(0.9, 0.8)])
+    table = throughput_report.across_runs([run(1.1, 0.9), run(0.9, 0.8)], per_run=True)
     assert (
         "| lstm long fwd_bwd vs torch | ≥ 1.0× | 1.10× | 0.90× | split | 1.00× [0.90, 1.10] | – |"
     ) in table
@@ -212,7 +217,8 @@ def test_goals_across_runs_every_run_and_median_verdicts():
     # longer splits it (interval x(2)..x(8)).
     ratios = [0.99, 1.02, 1.02, 1.02, 1.06, 1.09, 1.09, 1.10, 1.22]
     table = throughput_report.across_runs([run(r, 1.0) for r in ratios])
-    assert "| split | 1.06× [1.02, 1.10] | met |" in table
+    assert "| 9 | 8 | 0.99–1.22× | split | 1.06× [1.02, 1.10] | met |" in table
+    assert "| goal | target | runs | met in | min–max | every run |" in table
     assert "96.1%" in table
     table = throughput_report.across_runs([run(r, 1.0) for r in (0.8, 0.85, 0.9, 0.95, 0.97)])
     assert "| missed | 0.90× [0.80, 0.97] | missed |" in table  # five runs: 93.75%
@@ -233,11 +239,15 @@ def test_goals_across_runs_include_stacks_from_the_runs_that_timed_them():
             ]
         return {"final": final}
 
-    table = throughput_report.across_runs([run(None), run(0.97), run(1.01)])
+    runs = [run(None), run(0.97), run(1.01)]
     assert (
         "| lstm small 2-layer stack per-layer speed | ≥ 1.0× | – | 0.97× | 1.01× | split "
         "| 0.99× [0.97, 1.01] | – |"
-    ) in table
+    ) in throughput_report.across_runs(runs, per_run=True)
+    assert (
+        "| lstm small 2-layer stack per-layer speed | ≥ 1.0× | 2 | 1 | 0.97–1.01× | split "
+        "| 0.99× [0.97, 1.01] | – |"
+    ) in throughput_report.across_runs(runs)
     lines = throughput_report.per_layer_checks(run(0.97)["final"]["stacked"])
     assert lines == [
         "- MISSED: lstm small 2-layer stack per-layer speed 0.97× its layers' run alone "
