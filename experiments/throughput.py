@@ -3,7 +3,8 @@
     python -m experiments.throughput --workdir=W --config=experiments/configs/throughput.py:quick
 
 Writes `W/results.json` (`final`: every group's samples and ratios; `timing`; `provenance`),
-`W/throughput.md` (the tables the README quotes) and `W/throughput_vs_length.png`. The method
+`W/throughput.md` (the tables the README quotes) and `W/throughput_vs_length.png`; while it
+runs, `W/partial.json` holds what is measured so far (see `run`). The method
 (interleaved rounds, medians, per-round ratios, in-process matmul peak, load) is described in
 experiments/configs/throughput.py; the workloads in experiments/throughput_peers.py.
 """
@@ -342,8 +343,17 @@ def run_sweep(config: ml_collections.ConfigDict, peak: Any) -> list[dict[str, An
     return rows
 
 
+PARTIAL = "partial.json"
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """The whole benchmark; returns the `results.json` object."""
+    """The whole benchmark; returns the `results.json` object.
+
+    After every timed group (and the sweep) the results so far are written atomically to
+    `W/partial.json` (`timing.complete` false, stages not reached empty), so a run stopped
+    early (a lent accelerator's time limit, a crash, SIGTERM) keeps what it measured; a
+    finished run writes `results.json`, `throughput.md` and the plot and removes it. Only
+    finished runs count in `throughput_report`."""
     start = time.time()
     groups = groups_of(config)  # unknown names and shapes fail before anything is compiled
     pairs, stacks = bidirectional_pairs(config), stacked_pairs(config)
@@ -355,45 +365,49 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    peak = peers.matmul_peak(config.matmul_size)
-    timed = [time_group(config, *group, peak) for group in groups]
-    bidirectional = [time_bidirectional(config, *pair, peak) for pair in pairs]
-    stacked = [time_stacked(config, *pair, peak) for pair in stacks]
-    rss = [
-        {
-            "cell": cell,
-            "shape_name": shape_name,
-            "backend": backend,
-            "peak_rss_delta_mib": peak_rss(
-                backend, cell, tuple(config.shapes[shape_name]), "fwd_bwd"
-            ),
-        }
-        for shape_name in _split(config.rss_configs)
-        for cell in _split(config.cells)
-        for backend in backends_of(config)
-        if peers.supports(backend, cell)
-    ]
-    sweep = run_sweep(config, peak)
-    results = {
-        "final": {
-            "groups": timed,
-            "bidirectional": bidirectional,
-            "stacked": stacked,
-            "rss": rss,
-            "sweep": sweep,
-        },
-        "timing": {"wall_s": time.time() - start},
-        "provenance": metrics.provenance()
-        | {
-            "load_before": load_before,
-            "load_after": os.getloadavg(),
-            "malloc": config.malloc,
-        },
+    final: dict[str, list] = {
+        "groups": [],
+        "bidirectional": [],
+        "stacked": [],
+        "rss": [],
+        "sweep": [],
     }
-    (workdir / "throughput.md").write_text(report.markdown(results))
-    report.plot_sweep(sweep, workdir / "throughput_vs_length.png")
-    metrics.write_json_atomic(workdir / "results.json", results)
-    return results
+
+    provenance = metrics.provenance() | {"load_before": load_before, "malloc": config.malloc}
+
+    def results(complete: bool) -> dict[str, Any]:
+        return {
+            "final": final,
+            "timing": {"wall_s": time.time() - start, "complete": complete},
+            "provenance": provenance | {"load_after": os.getloadavg()},
+        }
+
+    def keep(stage: str, items: list[dict[str, Any]]) -> None:
+        final[stage] += items
+        metrics.write_json_atomic(workdir / PARTIAL, results(complete=False))
+
+    peak = peers.matmul_peak(config.matmul_size)
+    for group in groups:
+        keep("groups", [time_group(config, *group, peak)])
+    for pair in pairs:
+        keep("bidirectional", [time_bidirectional(config, *pair, peak)])
+    for pair in stacks:
+        keep("stacked", [time_stacked(config, *pair, peak)])
+    for shape_name in _split(config.rss_configs):
+        shape = tuple(config.shapes[shape_name])
+        for cell in _split(config.cells):
+            for backend in backends_of(config):
+                if peers.supports(backend, cell):
+                    rss = peak_rss(backend, cell, shape, "fwd_bwd")
+                    row = {"cell": cell, "shape_name": shape_name, "backend": backend}
+                    keep("rss", [row | {"peak_rss_delta_mib": rss}])
+    final["sweep"] = run_sweep(config, peak)
+    done = results(complete=True)
+    (workdir / "throughput.md").write_text(report.markdown(done))
+    report.plot_sweep(final["sweep"], workdir / "throughput_vs_length.png")
+    metrics.write_json_atomic(workdir / "results.json", done)
+    (workdir / PARTIAL).unlink(missing_ok=True)
+    return done
 
 
 def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: Any) -> None:

@@ -470,6 +470,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"Matmul peak (in-process n³ jnp.dot): median {np.median(peaks):.0f} GF/s "
         f"(range over groups {min(peaks):.0f}–{max(peaks):.0f}). " + _malloc(prov),
         "",
+        *(
+            []
+            if results["timing"].get("complete", True)
+            else [
+                "**Unfinished run** (`partial.json`): only the groups measured before it "
+                "stopped are below.",
+                "",
+            ]
+        ),
         "Entries: tokens/s, median (min–max) over interleaved rounds. vs flax / vs torch: "
         "rnn_jax's throughput over the peer's, median of per-round ratios (> 1: rnn_jax is "
         "faster); CPU time: the same ratio from the CPU time this process used per call "
@@ -594,7 +603,9 @@ def main(argv: list[str]) -> None:
     for workdir in argv[1:]:
         path = pathlib.Path(workdir) / "results.json"
         if not path.is_file():
-            raise app.UsageError(f"{path}: no such file (not a finished throughput workdir)")
+            unfinished = (pathlib.Path(workdir) / "partial.json").is_file()
+            why = "an unfinished run: only partial.json" if unfinished else "no such file"
+            raise app.UsageError(f"{path}: {why} (not a finished throughput workdir)")
         runs.append(json.loads(path.read_text()))
     print(across_runs(runs, per_run=FLAGS.per_run), end="")
     floor = floor_across_runs(runs, per_run=FLAGS.per_run)

@@ -5,10 +5,15 @@
 #      (tests/test_cudnn_scan.py, its GPU-only test included), the Pallas kernel compiled by
 #      Triton against the reference scan (tests/test_pallas_scan.py) and the fused/reference
 #      scans;
-#   2. the throughput benchmark's `gpu` variant (experiments/configs/throughput.py), whose
-#      report checks >= 0.9x cuDNN fwd+bwd at medium and associative minGRU >= 10x sequential
-#      at T = 4096.
-# Results go to $OUT (default runs/gpu): tests.txt, throughput.md, results.json and the plot.
+#   2. issue 7's two GPU goals alone, first (LSTM medium against cuDNN, torch's and
+#      jax.experimental.rnn's; minGRU's associative against its sequential scan at T = 4096),
+#      so that a lease that ends early still has them: $OUT/goals;
+#   3. the throughput benchmark's whole `gpu` variant (experiments/configs/throughput.py):
+#      $OUT/all. Its report repeats the goal checks (>= 0.9x cuDNN fwd+bwd at medium,
+#      associative minGRU >= 10x sequential at T = 4096).
+# Results go to $OUT (default runs/gpu): tests.txt, and in goals/ and all/ throughput.md,
+# results.json and the plot; a benchmark stopped early (the device's time limit) leaves
+# partial.json in its folder instead, with every group it finished.
 #
 # On a machine with no internet whose python3 has jax[cuda], flax, optax, torch and pytest
 # but not this project's other requirements (the lent H200 image lacks ml-collections), fetch
@@ -34,6 +39,9 @@ tests=0  # a test failure still lets the benchmark run; the script exits non-zer
 "$python" -m pytest -q -p no:cacheprovider tests/test_cudnn_scan.py tests/test_pallas_scan.py \
   tests/test_fast_scan.py \
   tests/test_scan.py 2>&1 | tee "$out/tests.txt" || tests=$?
-"$python" -m experiments.throughput --workdir="$out" \
-  --config=experiments/configs/throughput.py:gpu "$@"
+gpu=experiments/configs/throughput.py:gpu
+"$python" -m experiments.throughput --workdir="$out/goals" --config="$gpu" --config.cells=lstm \
+  --config.configs=medium --config.extra= --config.bidirectional= --config.stacked= \
+  --config.sweep.cells=min_gru:sequential,min_gru:associative --config.sweep.lengths=4096 "$@"
+"$python" -m experiments.throughput --workdir="$out/all" --config="$gpu" "$@"
 exit "$tests"

@@ -9,6 +9,7 @@ import json
 
 import jax
 import pytest
+from absl import app
 
 from experiments import throughput, throughput_peers, throughput_report
 from rnn_jax.train import cli
@@ -27,6 +28,9 @@ def smoke_run(tmp_path_factory):
 def test_smoke_run_writes_results_table_and_plot(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     assert set(results) == {"final", "timing", "provenance"}
+    assert results["timing"]["complete"] is True
+    assert not (smoke_run / throughput.PARTIAL).exists()  # removed once the run is finished
+    assert "Unfinished" not in (smoke_run / "throughput.md").read_text()
     groups = results["final"]["groups"]
     assert {(g["cell"], g["mode"]) for g in groups} == {("lstm", "fwd"), ("lstm", "fwd_bwd")}
     for g in groups:
@@ -345,3 +349,26 @@ def test_unknown_shape_names_fail():
     config = cli.load_config(f"{CONFIG}:smoke", {"stacked": "gru:huge"}, rules=throughput.RULES)
     with pytest.raises(ValueError, match="stacked: unknown shape 'huge'"):
         throughput.stacked_pairs(config)
+
+
+def test_a_run_stopped_midway_keeps_what_it_measured(tmp_path, monkeypatch):
+    """Each timed group is written to partial.json as it finishes; a run that dies later (here
+    in its stacked groups) leaves that file and no results.json, which the report refuses."""
+    config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES)
+    config.backends, config.modes = "rnn_jax", "fwd"
+    config.bidirectional = ""
+
+    def stopped(*args):
+        raise KeyboardInterrupt("the accelerator's time is up")
+
+    monkeypatch.setattr(throughput, "time_stacked", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        throughput.run(config, str(tmp_path))
+    partial = json.loads((tmp_path / throughput.PARTIAL).read_text())
+    assert partial["timing"]["complete"] is False
+    assert [(g["cell"], g["mode"]) for g in partial["final"]["groups"]] == [("lstm", "fwd")]
+    assert partial["final"]["stacked"] == partial["final"]["sweep"] == []
+    assert "**Unfinished run**" in throughput_report.markdown(partial)  # it still renders
+    assert not (tmp_path / "results.json").exists()
+    with pytest.raises(app.UsageError, match="unfinished run: only partial.json"):
+        throughput_report.main(["throughput_report", str(tmp_path)])
