@@ -349,11 +349,12 @@ PARTIAL = "partial.json"
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """The whole benchmark; returns the `results.json` object.
 
-    After every timed group (and the sweep) the results so far are written atomically to
-    `W/partial.json` (`timing.complete` false, stages not reached empty), so a run stopped
-    early (a lent accelerator's time limit, a crash, SIGTERM) keeps what it measured; a
-    finished run writes `results.json`, `throughput.md` and the plot and removes it. Only
-    finished runs count in `throughput_report`."""
+    After every timed group (bidirectional, stacked and RSS items included; the sweep comes
+    last) the results so far are written atomically to `W/partial.json` (`timing.complete`
+    false, stages not reached empty), so a run stopped early (a lent accelerator's time
+    limit, a crash, SIGTERM) keeps what it measured; a finished run writes `results.json`,
+    `throughput.md` and the plot and removes it. Only finished runs count in
+    `throughput_report`."""
     start = time.time()
     groups = groups_of(config)  # unknown names and shapes fail before anything is compiled
     pairs, stacks = bidirectional_pairs(config), stacked_pairs(config)
@@ -372,7 +373,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "rss": [],
         "sweep": [],
     }
-
     provenance = metrics.provenance() | {"load_before": load_before, "malloc": config.malloc}
 
     def results(complete: bool) -> dict[str, Any]:
@@ -382,17 +382,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             "provenance": provenance | {"load_after": os.getloadavg()},
         }
 
-    def keep(stage: str, items: list[dict[str, Any]]) -> None:
-        final[stage] += items
+    def keep(stage: str, item: dict[str, Any]) -> None:
+        final[stage].append(item)
         metrics.write_json_atomic(workdir / PARTIAL, results(complete=False))
 
     peak = peers.matmul_peak(config.matmul_size)
     for group in groups:
-        keep("groups", [time_group(config, *group, peak)])
+        keep("groups", time_group(config, *group, peak))
     for pair in pairs:
-        keep("bidirectional", [time_bidirectional(config, *pair, peak)])
+        keep("bidirectional", time_bidirectional(config, *pair, peak))
     for pair in stacks:
-        keep("stacked", [time_stacked(config, *pair, peak)])
+        keep("stacked", time_stacked(config, *pair, peak))
     for shape_name in _split(config.rss_configs):
         shape = tuple(config.shapes[shape_name])
         for cell in _split(config.cells):
@@ -400,7 +400,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 if peers.supports(backend, cell):
                     rss = peak_rss(backend, cell, shape, "fwd_bwd")
                     row = {"cell": cell, "shape_name": shape_name, "backend": backend}
-                    keep("rss", [row | {"peak_rss_delta_mib": rss}])
+                    keep("rss", row | {"peak_rss_delta_mib": rss})
     final["sweep"] = run_sweep(config, peak)
     done = results(complete=True)
     (workdir / "throughput.md").write_text(report.markdown(done))
