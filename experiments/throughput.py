@@ -343,9 +343,6 @@ def run_sweep(config: ml_collections.ConfigDict, peak: Any) -> list[dict[str, An
     return rows
 
 
-PARTIAL = "partial.json"
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """The whole benchmark; returns the `results.json` object.
 
@@ -384,7 +381,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     def keep(stage: str, item: dict[str, Any]) -> None:
         final[stage].append(item)
-        metrics.write_json_atomic(workdir / PARTIAL, results(complete=False))
+        metrics.write_json_atomic(workdir / report.PARTIAL, results(complete=False))
 
     peak = peers.matmul_peak(config.matmul_size)
     for group in groups:
@@ -406,7 +403,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     (workdir / "throughput.md").write_text(report.markdown(done))
     report.plot_sweep(final["sweep"], workdir / "throughput_vs_length.png")
     metrics.write_json_atomic(workdir / "results.json", done)
-    (workdir / PARTIAL).unlink(missing_ok=True)
+    (workdir / report.PARTIAL).unlink(missing_ok=True)
     return done
 
 

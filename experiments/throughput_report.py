@@ -17,6 +17,8 @@ flags.DEFINE_bool(
     "Show every run's ratio in the across-runs tables (default: runs, met-in count and range).",
 )
 
+# Written by a throughput run after every finished group, replaced by results.json at its end.
+PARTIAL = "partial.json"
 PEERS = ("flax", "torch", "rnn_jax_reference")
 # Issue 7's goals: (mode, configs, min speed-up over torch, over flax).
 SPEED_GOALS = (
@@ -458,6 +460,13 @@ def _section(title: str, text: str, rows: list[str]) -> list[str]:
 def markdown(results: dict[str, Any]) -> str:
     final, prov = results["final"], results["provenance"]
     groups = final["groups"]
+    unfinished = []
+    if not results["timing"].get("complete", True):  # runs before session 7 lack the key
+        unfinished = [
+            f"**Unfinished run** (`{PARTIAL}`): only the groups measured before it "
+            "stopped are below.",
+            "",
+        ]
     peaks = [g["matmul_peak_gflops"]["median"] for g in groups]
     packages = prov.get("packages", {})
     lines = [
@@ -470,15 +479,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Matmul peak (in-process n³ jnp.dot): median {np.median(peaks):.0f} GF/s "
         f"(range over groups {min(peaks):.0f}–{max(peaks):.0f}). " + _malloc(prov),
         "",
-        *(
-            []
-            if results["timing"].get("complete", True)
-            else [
-                "**Unfinished run** (`partial.json`): only the groups measured before it "
-                "stopped are below.",
-                "",
-            ]
-        ),
+        *unfinished,
         "Entries: tokens/s, median (min–max) over interleaved rounds. vs flax / vs torch: "
         "rnn_jax's throughput over the peer's, median of per-round ratios (> 1: rnn_jax is "
         "faster); CPU time: the same ratio from the CPU time this process used per call "
@@ -600,11 +601,11 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise app.UsageError("give one or more throughput workdirs (each with results.json)")
     runs = []
-    for workdir in argv[1:]:
-        path = pathlib.Path(workdir) / "results.json"
+    for workdir in map(pathlib.Path, argv[1:]):
+        path = workdir / "results.json"
         if not path.is_file():
-            unfinished = (pathlib.Path(workdir) / "partial.json").is_file()
-            why = "an unfinished run: only partial.json" if unfinished else "no such file"
+            unfinished = (workdir / PARTIAL).is_file()
+            why = f"an unfinished run: only {PARTIAL}" if unfinished else "no such file"
             raise app.UsageError(f"{path}: {why} (not a finished throughput workdir)")
         runs.append(json.loads(path.read_text()))
     print(across_runs(runs, per_run=FLAGS.per_run), end="")

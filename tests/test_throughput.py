@@ -29,7 +29,7 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     assert set(results) == {"final", "timing", "provenance"}
     assert results["timing"]["complete"] is True
-    assert not (smoke_run / throughput.PARTIAL).exists()  # removed once the run is finished
+    assert not (smoke_run / throughput_report.PARTIAL).exists()  # removed once the run is finished
     assert "Unfinished" not in (smoke_run / "throughput.md").read_text()
     groups = results["final"]["groups"]
     assert {(g["cell"], g["mode"]) for g in groups} == {("lstm", "fwd"), ("lstm", "fwd_bwd")}
@@ -364,7 +364,7 @@ def test_a_run_stopped_midway_keeps_what_it_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(throughput, "time_stacked", stopped)
     with pytest.raises(KeyboardInterrupt):
         throughput.run(config, str(tmp_path))
-    partial = json.loads((tmp_path / throughput.PARTIAL).read_text())
+    partial = json.loads((tmp_path / throughput_report.PARTIAL).read_text())
     assert partial["timing"]["complete"] is False
     assert [(g["cell"], g["mode"]) for g in partial["final"]["groups"]] == [("lstm", "fwd")]
     assert partial["final"]["stacked"] == partial["final"]["sweep"] == []
