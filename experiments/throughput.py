@@ -172,6 +172,7 @@ def time_group(
             "cpu_tokens_per_s": _summary(cpu[name], w.tokens),
             "compile_s": w.compile_s,
             "xla_temp_mib": None if w.temp_bytes is None else w.temp_bytes / 2**20,
+            "ops_per_step": w.ops_per_step,
             "seconds": samples[name],
             "cpu_seconds": cpu[name],
         }

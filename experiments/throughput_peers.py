@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import cells, initializers, scan
+from rnn_jax import cells, initializers, loop_ops, scan
 
 MODES = ("fwd", "fwd_bwd")
 BACKENDS = (
@@ -84,6 +84,7 @@ class Workload:
     compile_s: float | None = None
     temp_bytes: int | None = None
     inputs: tuple | None = None
+    ops_per_step: list[int] | None = None  # per `while` loop: instructions its body runs
 
 
 def rnn_flops(cell_spec: str, batch: int, time_: int, input_size: int, hidden: int) -> float:
@@ -117,14 +118,16 @@ def _parse(cell_spec: str) -> tuple[str, dict]:
     return (name, {"method": method}) if method else (name, {})
 
 
-def _compiled(fn: Callable, *args: Any) -> tuple[Callable, float, int | None]:
-    """jit, lower and compile `fn` for `args`: (call, compile seconds, XLA temp bytes)."""
+def _compiled(fn: Callable, *args: Any) -> tuple[Callable, float, int | None, list[int]]:
+    """jit, lower and compile `fn` for `args`: (call, compile seconds, XLA temp bytes, per
+    loop the instructions its body runs per step (`loop_ops.steps_ops`))."""
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     temp = None if analysis is None else int(analysis.temp_size_in_bytes)
-    return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp
+    ops = loop_ops.steps_ops(compiled.as_text())
+    return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp, ops
 
 
 def _mode_flops(flops: float, mode: str) -> float:
@@ -137,8 +140,8 @@ def _compiled_workload(
 ) -> Workload:
     """`fn(params, xs)` compiled (`_compiled`) as the `mode` call of a layer whose forward
     does `flops`."""
-    run, seconds, temp = _compiled(fn, params, xs)
-    return Workload(run, _mode_flops(flops, mode), tokens, seconds, temp, (params, xs))
+    run, seconds, temp, ops = _compiled(fn, params, xs)
+    return Workload(run, _mode_flops(flops, mode), tokens, seconds, temp, (params, xs), ops)
 
 
 def _jax_workload(forward: Callable, params: Any, xs: jax.Array, mode: str, flops: float):
@@ -402,5 +405,5 @@ def transformer_block(
 def matmul_peak(size: int) -> Workload:
     """An n x n x n float32 `jnp.dot`: the matmul rate the GF/s figures are compared with."""
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    run, seconds, temp = _compiled(jnp.dot, a, a)
+    run, seconds, temp, _ = _compiled(jnp.dot, a, a)
     return Workload(run, 2.0 * size**3, 0, seconds, temp)

@@ -63,8 +63,8 @@ def _group_rows(groups: list[dict], mode: str) -> list[str]:
         "| cell | config (B, T, I, H) | rnn_jax tok/s | flax | torch | reference scan "
         + "".join(f"| {GPU_KERNELS[b]} | vs {GPU_KERNELS[b]} " for b in kernels)
         + "| vs flax | vs torch | CPU time: vs flax | vs torch | rnn_jax GF/s (% peak) "
-        "| compile s ours / flax | XLA temp MiB ours / flax | load |",
-        "|---" * 6 + "|---" * (2 * len(kernels)) + "|---" * 8 + "|",
+        "| compile s ours / flax | XLA temp MiB ours / flax | loop ops/step ours / flax | load |",
+        "|---" * 6 + "|---" * (2 * len(kernels)) + "|---" * 9 + "|",
     ]
     for g in (g for g in groups if g["mode"] == mode):
         m = g["members"]
@@ -83,9 +83,17 @@ def _group_rows(groups: list[dict], mode: str) -> list[str]:
             f"| {_ratio(cpu.get('flax'))} | {_ratio(cpu.get('torch'))} | {gf} "
             f"| {_pair(ours and ours['compile_s'], flax and flax['compile_s'], '.2f')} "
             f"| {_pair(ours and ours['xla_temp_mib'], flax and flax['xla_temp_mib'], '.0f')} "
+            f"| {_loop_ops(ours)} / {_loop_ops(flax)} "
             f"| {np.median(g['load']):.1f} |"
         )
     return rows
+
+
+def _loop_ops(member: dict | None) -> str:
+    """A member's per-step instructions, one term per loop (forward+backward: "12+18"); "–"
+    for members without loops or runs from before they were recorded."""
+    ops = member and member.get("ops_per_step")
+    return "+".join(str(n) for n in ops) if ops else "–"
 
 
 def _ratio(value: float | None) -> str:
@@ -485,6 +493,9 @@ def markdown(results: dict[str, Any]) -> str:
         "faster); CPU time: the same ratio from the CPU time this process used per call "
         "(the work done; less disturbed by other processes than the wall clock). "
         "GF/s counts matmul FLOPs against the matmul peak timed in the same rounds. "
+        "loop ops/step: the instructions each `while` loop's compiled body runs per step "
+        "(forward+backward: forward loop + reverse loop; rnn_jax/loop_ops.py): on XLA:CPU "
+        "each is one thunk dispatched per step. "
         "load: median 1-minute load average over the rounds (2 cores: above ~2 the timings "
         "are shared with other processes).",
     ]

@@ -47,6 +47,10 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
             assert len(member["seconds"]) == 2  # smoke: 2 rounds
         assert g["members"]["rnn_jax"]["xla_temp_mib"] is not None
         assert g["members"]["torch"]["compile_s"] is None  # eager
+        # One loop forward, a forward and a reverse loop with the backward; torch: none known.
+        ops = g["members"]["rnn_jax"]["ops_per_step"]
+        assert len(ops) == (1 if g["mode"] == "fwd" else 2) and min(ops) > 0
+        assert g["members"]["torch"]["ops_per_step"] is None
     assert {r["cell"] for r in results["final"]["sweep"]} == {
         "gru",
         "min_gru:sequential",
@@ -86,6 +90,9 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     assert "lstm tiny 2-layer stack per-layer speed" in table
     assert "## forward + backward" in table and "## forward\n" in table
     assert "| lstm | tiny (4, 8, 8, 16) |" in table
+    fwd_bwd_ops = next(g for g in groups if g["mode"] == "fwd_bwd")["members"]["flax"]
+    assert "loop ops/step ours / flax" in table
+    assert f"/ {'+'.join(map(str, fwd_bwd_ops['ops_per_step']))} |" in table
     assert "## The XLA GEMM floor" in table and "| lstm | tiny (4, 8, 8, 16) | fwd_bwd |" in table
     assert (smoke_run / "throughput_vs_length.png").stat().st_size > 0
 
