@@ -3,8 +3,9 @@
 # (prepared for the project's lent H200 machines; not yet run: no GPU has been lent so far):
 #   1. the tests that mean something on a GPU: the cuDNN LSTM path against the fused scan
 #      (tests/test_cudnn_scan.py, its GPU-only test included), the Pallas kernel compiled by
-#      Triton against the reference scan (tests/test_pallas_scan.py) and the fused/reference
-#      scans;
+#      Triton against the reference scan (tests/test_pallas_scan.py), the fused/reference
+#      scans, and whether the fused scan's loops still update their time buffers in place as
+#      XLA:GPU compiles them (tests/test_loop_ops.py; its per-step op counts are CPU-only);
 #   2. issue 7's two GPU goals alone, first (LSTM medium against cuDNN, torch's and
 #      jax.experimental.rnn's; minGRU's associative against its sequential scan at T = 4096),
 #      so that a lease that ends early still has them: $OUT/goals;
@@ -37,7 +38,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$python" -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())"
 tests=0  # a test failure still lets the benchmark run; the script exits non-zero at the end
 "$python" -m pytest -q -p no:cacheprovider tests/test_cudnn_scan.py tests/test_pallas_scan.py \
-  tests/test_fast_scan.py \
+  tests/test_fast_scan.py tests/test_loop_ops.py \
   tests/test_scan.py 2>&1 | tee "$out/tests.txt" || tests=$?
 gpu=experiments/configs/throughput.py:gpu
 "$python" -m experiments.throughput --workdir="$out/goals" --config="$gpu" --config.cells=lstm \

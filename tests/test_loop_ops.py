@@ -75,6 +75,43 @@ def test_reads_a_scan_and_finds_a_whole_buffer_rewrite():
     assert any(i.root == "add" for i in found)  # buf * 0.5 + buf[t], fused
 
 
+# Hand-written HLO with what XLA:CPU's programs here do not show: a multi-output fusion whose
+# tuple shape has TPU-tiled layouts, a fusion whose computation is not in the text, and a line
+# that reads as no instruction. Nothing raises; what cannot be read is left out or has root "".
+ODD_PROGRAM = """HloModule odd
+
+%fused (p: f32[16,8]) -> (f32[16,8], f32[8]) {
+  %p = f32[16,8]{1,0:T(8,128)} parameter(0)
+  %s = f32[8]{0} reduce(%p), dimensions={0}
+  ROOT %t = (f32[16,8]{1,0:T(8,128)}, f32[8]{0}) tuple(%p, %s)
+}
+
+%body (arg: (s32[], f32[16,8])) -> (s32[], f32[16,8]) {
+  %arg = (s32[], f32[16,8]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%arg), index=0
+  %b = f32[16,8]{1,0} get-tuple-element(%arg), index=1
+  %both = (f32[16,8]{1,0:T(8,128)}, f32[8]{0}) fusion(%b), kind=kLoop, calls=%fused
+  %lost = f32[16,8]{1,0} fusion(%b), kind=kLoop, calls=%not_in_this_text
+  %what is this line
+  ROOT %r = (s32[], f32[16,8]{1,0}) tuple(%i, %lost)
+}
+
+ENTRY %main (a: f32[16,8]) -> f32[16,8] {
+  %w = (s32[], f32[16,8]{1,0}) while(%t0), condition=%cond, body=%body
+}
+"""
+
+
+def test_reads_what_it_can_of_an_unfamiliar_program():
+    (body,) = loop_ops.loop_bodies(ODD_PROGRAM)
+    assert body == [
+        loop_ops.Instruction("both", ((16, 8), (8,)), "fusion", "tuple"),
+        loop_ops.Instruction("lost", ((16, 8),), "fusion", ""),
+    ]
+    assert loop_ops.steps_ops(ODD_PROGRAM) == [2]
+    assert [i.name for i in loop_ops.whole_buffer_writes(ODD_PROGRAM, 16)] == ["both", "lost"]
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 @pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
 def test_fused_scan_updates_its_time_buffers_in_place(name, mode):

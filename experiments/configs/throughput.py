@@ -46,6 +46,9 @@ Method (perf-anchors.md): every implementation of one (cell, shape, mode) group 
 first, warmed up, then timed round-robin A, B, C, ... with the start rotated each round and a
 short gap between calls; medians with min-max, ratios taken per round. The n^3 matmul that
 gives "% of peak" is a member of every group. Load (`os.getloadavg`) is recorded per round.
+Measured outside the timing, from each JAX member's compiled program: its compile time, XLA's
+temp memory (`memory_analysis`) and the instructions each of its loops runs per step
+(rnn_jax.loop_ops).
 """
 
 import ml_collections
