@@ -120,13 +120,13 @@ def _parse(cell_spec: str) -> tuple[str, dict]:
 
 def _compiled(fn: Callable, *args: Any) -> tuple[Callable, float, int | None, list[int]]:
     """jit, lower and compile `fn` for `args`: (call, compile seconds, XLA temp bytes, per
-    loop the instructions its body runs per step (`loop_ops.steps_ops`))."""
+    loop the instructions its body runs per step (`loop_ops.ops_per_step`))."""
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     temp = None if analysis is None else int(analysis.temp_size_in_bytes)
-    ops = loop_ops.steps_ops(compiled.as_text())
+    ops = loop_ops.ops_per_step(compiled.as_text())
     return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp, ops
 
 

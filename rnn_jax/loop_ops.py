@@ -6,7 +6,7 @@ a copy, an in-place update of a `[time, ...]` buffer). So the body's instruction
 scan costs beyond its FLOPs (docs/design.md, Interop and performance), and two things about
 them are worth checking without a timer:
 
-- how many there are (`steps_ops`), against another implementation of the same layer;
+- how many there are (`ops_per_step`), against another implementation of the same layer;
 - that a `[time, ...]` buffer carried through a loop is only updated in place
   (`whole_buffer_writes`): an instruction that produces a whole `[time, ...]` array in some
   other way (a `copy`, a fusion ending in anything but `dynamic-update-slice`) rewrites
@@ -87,7 +87,7 @@ def loop_bodies(hlo_text: str) -> list[list[Instruction]]:
     return bodies
 
 
-def steps_ops(hlo_text: str) -> list[int]:
+def ops_per_step(hlo_text: str) -> list[int]:
     """Per `while` loop in `hlo_text`, how many instructions its body runs every step."""
     return [len(body) for body in loop_bodies(hlo_text)]
 

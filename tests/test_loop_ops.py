@@ -69,7 +69,7 @@ def test_reads_a_scan_and_finds_a_whole_buffer_rewrite():
     (body,) = loop_ops.loop_bodies(good)
     assert any(i.root == "dynamic-update-slice" and i.shapes == (xs.shape,) for i in body)
     assert loop_ops.whole_buffer_writes(good, TIME) == []
-    assert loop_ops.steps_ops(good) == [len(body)]
+    assert loop_ops.ops_per_step(good) == [len(body)]
     found = loop_ops.whole_buffer_writes(compiled_text(rewrites, xs), TIME)
     assert found and all(i.shapes == (xs.shape,) for i in found)
     assert any(i.root == "add" for i in found)  # buf * 0.5 + buf[t], fused
@@ -108,7 +108,7 @@ def test_reads_what_it_can_of_an_unfamiliar_program():
         loop_ops.Instruction("both", ((16, 8), (8,)), "fusion", "tuple"),
         loop_ops.Instruction("lost", ((16, 8),), "fusion", ""),
     ]
-    assert loop_ops.steps_ops(ODD_PROGRAM) == [2]
+    assert loop_ops.ops_per_step(ODD_PROGRAM) == [2]
     assert [i.name for i in loop_ops.whole_buffer_writes(ODD_PROGRAM, 16)] == ["both", "lost"]
 
 
@@ -143,7 +143,7 @@ def test_no_more_ops_per_step_than_flax(name, mode):
     """On XLA:CPU each loop-body instruction is a thunk dispatched every step; the forward
     loops of both are two dots plus the gate fusions (LSTM: the same count), and the fused
     backward runs about half of Flax's autodiff per step."""
-    ours, flax = map(loop_ops.steps_ops, programs(name, mode))
+    ours, flax = map(loop_ops.ops_per_step, programs(name, mode))
     assert sum(ours) <= sum(flax), (ours, flax)
     if mode == "fwd_bwd":
         assert sum(ours) < 0.75 * sum(flax), (ours, flax)
