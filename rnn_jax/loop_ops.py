@@ -28,9 +28,10 @@ import re
 _BOOKKEEPING = frozenset({"parameter", "get-tuple-element", "tuple", "constant", "bitcast"})
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*?\{\n(.*?)^\}", re.S | re.M)
 # A shape is one array (`f32[16,8,256]{2,1,0}`, TPU layouts with `:T(8,128)` tiles) or a tuple
-# of them, whose layouts may hold one level of parentheses.
+# of them, whose layouts may hold one level of parentheses. The last group is the rest of the
+# line (operands and attributes, e.g. a fusion's `calls=`).
 _INSTRUCTION = re.compile(
-    r"^\s*(ROOT )?%([\w.\-]+) = (\((?:[^()]|\([^()]*\))*\)|\S+) ([\w\-]+)\(", re.M
+    r"^\s*(ROOT )?%([\w.\-]+) = (\((?:[^()]|\([^()]*\))*\)|\S+) ([\w\-]+)\((.*)$", re.M
 )
 _ARRAY = re.compile(r"\w+\[([\d,]*)\]")
 
@@ -71,13 +72,12 @@ def loop_bodies(hlo_text: str) -> list[list[Instruction]]:
         instructions = []
         body = computations.get(name, "")
         for match in _INSTRUCTION.finditer(body):
-            _, instruction, shape, opcode = match.groups()
+            _, instruction, shape, opcode, rest = match.groups()
             if opcode in _BOOKKEEPING:
                 continue
             root = opcode
             if opcode == "fusion":
-                line = body[match.start() : body.find("\n", match.start())]
-                called = re.search(r"calls=%([\w.\-]+)", line)
+                called = re.search(r"calls=%([\w.\-]+)", rest)
                 root = _root_opcode(computations.get(called.group(1), "")) if called else ""
             shapes = tuple(
                 tuple(int(d) for d in dims.split(",") if d) for dims in _ARRAY.findall(shape)
