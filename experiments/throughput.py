@@ -12,6 +12,7 @@ experiments/configs/throughput.py; the workloads in experiments/throughput_peers
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import multiprocessing
 import os
 import pathlib
@@ -391,14 +392,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         keep("bidirectional", time_bidirectional(config, *pair, peak))
     for pair in stacks:
         keep("stacked", time_stacked(config, *pair, peak))
-    for shape_name in _split(config.rss_configs):
-        shape = tuple(config.shapes[shape_name])
-        for cell in _split(config.cells):
-            for backend in backends_of(config):
-                if peers.supports(backend, cell):
-                    rss = peak_rss(backend, cell, shape, "fwd_bwd")
-                    row = {"cell": cell, "shape_name": shape_name, "backend": backend}
-                    keep("rss", row | {"peak_rss_delta_mib": rss})
+    rss_items = itertools.product(
+        _split(config.rss_configs), _split(config.cells), backends_of(config)
+    )
+    for shape_name, cell, backend in rss_items:
+        if peers.supports(backend, cell):
+            rss = peak_rss(backend, cell, tuple(config.shapes[shape_name]), "fwd_bwd")
+            row = {"cell": cell, "shape_name": shape_name, "backend": backend}
+            keep("rss", row | {"peak_rss_delta_mib": rss})
     final["sweep"] = run_sweep(config, peak)
     done = results(complete=True)
     (workdir / "throughput.md").write_text(report.markdown(done))
