@@ -72,6 +72,24 @@ def _time_mask(lengths: jax.Array, time: int) -> jax.Array:
     return jnp.arange(time)[:, None] < lengths[None, :]
 
 
+def _logsumexp(x: jax.Array, axis: int) -> jax.Array:
+    """`logsumexp` over `axis` whose gradient stays finite where every entry is -inf.
+
+    A tag no path can reach (hard constraints as -inf scores, e.g. start = -inf and no finite
+    transition into it) makes a whole column -inf; `jax.nn.logsumexp` returns -inf there, as
+    this does, but its gradient is 0/0 = NaN, which then spreads to every parameter. Here such
+    a column's result is a constant -inf with zero gradient, so the reachable paths' gradients
+    are those of the CRF without the unreachable tag.
+    """
+    top = jnp.max(x, axis=axis, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    total = jnp.sum(jnp.exp(x - lax.stop_gradient(top)), axis=axis)
+    alive = total > 0
+    safe = jnp.where(alive, total, 1.0)
+    top = jnp.squeeze(top, axis)
+    return jnp.where(alive, jnp.log(safe) + lax.stop_gradient(top), -jnp.inf)
+
+
 def log_partition(
     emissions: jax.Array,
     lengths: jax.Array,
@@ -92,12 +110,12 @@ def log_partition(
     def step(alpha: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
         emission, valid = inputs
         scores = alpha[:, :, None] + transitions[None, :, :]  # [batch, from, to]
-        new_alpha = jax.nn.logsumexp(scores, axis=1) + emission
+        new_alpha = _logsumexp(scores, axis=1) + emission
         return jnp.where(valid[:, None], new_alpha, alpha), None
 
     alpha0 = start_transitions[None, :] + emissions_tm[0]
     alpha, _ = lax.scan(step, alpha0, (emissions_tm[1:], mask[1:]))
-    return jax.nn.logsumexp(alpha + end_transitions[None, :], axis=-1)
+    return _logsumexp(alpha + end_transitions[None, :], axis=-1)
 
 
 def _check_tags(tags: jax.Array, emissions: jax.Array, lengths: jax.Array) -> None:
@@ -129,14 +147,16 @@ def sequence_score(
     time = emissions.shape[1]
     # Padded tags may hold any value (e.g. -100); clip so gathers stay in range, then mask.
     tags = jnp.clip(tags, 0, emissions.shape[2] - 1)
-    mask = (jnp.arange(time)[None, :] < lengths[:, None]).astype(emissions.dtype)
+    # `where`, not a 0/1 product: a padded step's score may be -inf (a forbidden transition
+    # into the clipped padding tag), and -inf * 0 is NaN.
+    mask = jnp.arange(time)[None, :] < lengths[:, None]
     unary = jnp.take_along_axis(emissions, tags[:, :, None], axis=2)[:, :, 0]
     pairwise = transitions[tags[:, :-1], tags[:, 1:]]  # [batch, time - 1]
     last_tag = jnp.take_along_axis(tags, (lengths - 1)[:, None], axis=1)[:, 0]
     return (
         start_transitions[tags[:, 0]]
-        + jnp.sum(unary * mask, axis=1)
-        + jnp.sum(pairwise * mask[:, 1:], axis=1)
+        + jnp.sum(jnp.where(mask, unary, 0.0), axis=1)
+        + jnp.sum(jnp.where(mask[:, 1:], pairwise, 0.0), axis=1)
         + end_transitions[last_tag]
     )
 

@@ -132,6 +132,9 @@ def sample_decode(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Sample from softmax(logits / temperature), restricted to the `top_k` most likely tokens.
 
+    Exactly `top_k` tokens stay in: ties at the k-th value are broken toward the lower token
+    id (`lax.top_k`'s order), so `top_k=1` is greedy decoding.
+
     -> (tokens [batch, max_length], lengths [batch], log-probs under the model [batch]).
     """
     _check_common(max_length, bos_id, eos_id)
@@ -143,8 +146,12 @@ def sample_decode(
     def choose(logits: jax.Array, key: jax.Array) -> jax.Array:
         logits = logits.astype(jnp.float32) / temperature
         if top_k is not None and top_k < logits.shape[-1]:
-            kth_largest = lax.top_k(logits, top_k)[0][:, -1:]
-            logits = jnp.where(logits >= kth_largest, logits, -jnp.inf)
+            # Exactly top_k tokens: a `logits >= k-th largest` test would keep every token tied
+            # with the k-th, so top_k=1 would not be greedy on exact ties.
+            _, kept = lax.top_k(logits, top_k)  # [batch, top_k]
+            rows = jnp.arange(logits.shape[0])[:, None]
+            allowed = jnp.zeros(logits.shape, bool).at[rows, kept].set(True)
+            logits = jnp.where(allowed, logits, -jnp.inf)
         return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
     return _decode_loop(

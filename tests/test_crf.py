@@ -73,6 +73,51 @@ def test_sequence_score_matches_definition_and_ignores_padding():
         np.testing.assert_allclose(got[b], ref, rtol=1e-5)
 
 
+def test_sequence_score_with_forbidden_transitions_into_padding():
+    """A -inf transition from the last real tag into the (clipped) padding tag must not touch
+    the score: masking by a 0/1 product would give -inf * 0 = NaN."""
+    emissions, transitions, start, end = _random_case(11)
+    transitions[1:, 0] = -np.inf  # every tag but 0 is forbidden to precede tag 0
+    tags = np.array([[0, 1, 2, 1], [2, -100, -100, -100], [1, 2, 1, -100], [0, 2, -100, -100]])
+    got = crf.sequence_score(
+        jnp.asarray(emissions), jnp.asarray(tags), jnp.asarray(LENGTHS), transitions, start, end
+    )
+    for b, length in enumerate(LENGTHS):
+        ref = _path_score(emissions[b], tuple(tags[b, :length]), transitions, start, end)
+        np.testing.assert_allclose(got[b], ref, rtol=1e-5)
+
+
+def test_unreachable_tag_gives_the_smaller_crfs_values_and_finite_gradients():
+    """Tag 2 made unreachable by -inf scores (no start, no transition into it but from itself):
+    log Z, the NLL and their gradients equal those of the 2-tag CRF without it, and tag 2's
+    gradients are zero. `jax.nn.logsumexp` over its all--inf column gives NaN gradients."""
+    emissions, transitions, start, end = _random_case(12)
+    start[2] = -np.inf
+    transitions[:2, 2] = -np.inf
+    tags = jnp.asarray(np.random.default_rng(13).integers(0, 2, size=(len(LENGTHS), TIME)))
+    lengths = jnp.asarray(LENGTHS)
+
+    def loss(emissions, transitions, start, end):
+        return jnp.sum(crf.crf_nll(emissions, tags, lengths, transitions, start, end))
+
+    full = (jnp.asarray(emissions), jnp.asarray(transitions), jnp.asarray(start), end)
+    small = (full[0][..., :2], full[1][:2, :2], full[2][:2], end[:2])
+    value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(*full)
+    ref_value, ref_grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(*small)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g)))
+    np.testing.assert_allclose(grads[0][..., :2], ref_grads[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[1][:2, :2], ref_grads[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[2][:2], ref_grads[2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[3][:2], ref_grads[3], rtol=1e-5, atol=1e-6)
+    for g in (grads[0][..., 2], grads[1][:, 2], grads[2][2], grads[3][2]):
+        np.testing.assert_array_equal(np.asarray(g), 0.0)
+    brute = _brute_force(emissions, transitions, start, end)
+    log_z = crf.log_partition(full[0], lengths, *full[1:])
+    np.testing.assert_allclose(log_z, [r[0] for r in brute], rtol=1e-5)
+
+
 def test_probabilities_of_all_paths_sum_to_one():
     emissions, transitions, start, end = _random_case(5)
     lengths = jnp.full((len(LENGTHS),), TIME)

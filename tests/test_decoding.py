@@ -155,6 +155,27 @@ def test_top_k_one_equals_greedy(table):
     np.testing.assert_array_equal(sampled[0], greedy[0])
 
 
+def test_top_k_keeps_exactly_k_tokens_on_ties():
+    """Tied logits at the k-th value: exactly k tokens stay in (the lower ids, as lax.top_k
+    orders them); a `>= k-th largest` filter would sample all three tied tokens."""
+    logits = jnp.array([1.0, 1.0, 1.0, 0.0, -1.0])
+
+    def step(state, tokens):
+        return state, jnp.broadcast_to(logits, (tokens.shape[0], logits.shape[0]))
+
+    for top_k, allowed in [(1, {0}), (2, {0, 1})]:
+        tokens, _, _ = decoding.sample_decode(
+            step,
+            jnp.zeros((500,)),
+            jax.random.key(2),
+            bos_id=0,
+            eos_id=4,
+            max_length=1,
+            top_k=top_k,
+        )
+        assert set(np.unique(np.asarray(tokens[:, 0])).tolist()) == allowed
+
+
 def test_bad_arguments_raise(table):
     step = _make_step(table)
     kwargs = dict(bos_id=BOS, eos_id=EOS)
