@@ -105,6 +105,25 @@ class LanguageModelTask(Task):
         self.config = config
         self.corpus = load_corpus(config.data)
         self.vocab_size = len(self.corpus.vocab.tokens)
+        self._check_split_sizes()
+
+    def _check_split_sizes(self) -> None:
+        """Every split must hold at least one `[batch, bptt_length + 1]` window (LMStream),
+        checked here, before anything is compiled or written, rather than at the first
+        evaluation."""
+        bptt = self.config.data.bptt_length
+        needs = {"train": ("train.batch_size", self.config.train.batch_size)}
+        needs.update(
+            {s: ("data.eval_batch_size", self.eval_batch_size(s)) for s in ("valid", "test")}
+        )
+        for split, (key, batch) in needs.items():
+            tokens = len(self.corpus.splits[split])
+            if tokens < batch * (bptt + 1):
+                raise cfg.ConfigError(
+                    f"{key}={batch} with data.bptt_length={bptt}: the {split!r} split of "
+                    f"{self.config.data.corpus!r} has {tokens} tokens, fewer than the "
+                    f"{batch * (bptt + 1)} one batch of {batch} rows x {bptt + 1} tokens needs"
+                )
 
     def init_model(self, rng: jax.Array) -> RNNLanguageModel:
         m = self.config.model

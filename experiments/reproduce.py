@@ -19,10 +19,12 @@ import json
 import os
 import pathlib
 import platform
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from absl import app, flags
 
@@ -99,6 +101,7 @@ def select(names: Sequence[str], only: Sequence[str], skip: Sequence[str]) -> li
 
 
 STALLED = -1000  # exit status reported for a run the watchdog killed
+STOP_GRACE_S = 60.0  # how long a stopped experiment gets to save its checkpoint
 
 
 def run_experiment(
@@ -157,22 +160,53 @@ def _run_watched(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        cpu, since = _cpu_seconds(process.pid), time.monotonic()
-        while True:
-            try:
-                return process.wait(timeout=poll_s)
-            except subprocess.TimeoutExpired:
-                pass
-            last = _last_line(workdir / "log.txt")
-            elapsed = time.monotonic() - start
-            print(f"\r{label}: {elapsed:5.0f}s | {last[:90]:<90}", end="", flush=True)
-            now_cpu = _cpu_seconds(process.pid)
-            if now_cpu is None or cpu is None or now_cpu > cpu + 0.5:
-                cpu, since = now_cpu, time.monotonic()
-            elif stall_s > 0 and time.monotonic() - since > stall_s:
-                process.kill()  # a wedged XLA process ignores SIGTERM
-                process.wait()
-                return STALLED
+        try:
+            return _watch(process, workdir, label, start, stall_s, poll_s)
+        except BaseException:
+            # SIGTERM (made SystemExit by `main`), Ctrl-C or an error here: an experiment left
+            # running would go on writing into its workdir with nothing watching it, and a
+            # rerun would start a second trainer on the same directory.
+            _stop(process)
+            raise
+
+
+def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the experiment (it saves a checkpoint and exits), SIGKILL it after `grace_s`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()  # a wedged XLA process ignores SIGTERM
+        process.wait()
+
+
+def _watch(
+    process: subprocess.Popen,
+    workdir: pathlib.Path,
+    label: str,
+    start: float,
+    stall_s: float,
+    poll_s: float,
+) -> int:
+    """Wait for `process`, printing progress; kill it and return STALLED if it stops using CPU."""
+    cpu, since = _cpu_seconds(process.pid), time.monotonic()
+    while True:
+        try:
+            return process.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            pass
+        last = _last_line(workdir / "log.txt")
+        elapsed = time.monotonic() - start
+        print(f"\r{label}: {elapsed:5.0f}s | {last[:90]:<90}", end="", flush=True)
+        now_cpu = _cpu_seconds(process.pid)
+        if now_cpu is None or cpu is None or now_cpu > cpu + 0.5:
+            cpu, since = now_cpu, time.monotonic()
+        elif stall_s > 0 and time.monotonic() - since > stall_s:
+            process.kill()  # a wedged XLA process ignores SIGTERM
+            process.wait()
+            return STALLED
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -299,7 +333,13 @@ def define_flags() -> None:
     )
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(f"experiments.reproduce: stopped by SIGTERM (signal {signum})")
+
+
 def main(argv: Sequence[str]) -> None:
+    # SIGTERM becomes SystemExit, so the running experiment is stopped too (`_run_watched`).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     for flag in ("stall_minutes", "max_restarts"):

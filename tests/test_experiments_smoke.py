@@ -151,3 +151,41 @@ def test_reproduce_report_survives_a_run_whose_answers_cannot_be_read(tmp_path):
     (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
     text, answers = reproduce.experiment_section("language_model", workdir)
     assert answers == {} and "could not be read" in text
+
+
+def test_reproduce_stopped_by_sigterm_stops_its_experiment(tmp_path, repo_root):
+    """SIGTERM to `experiments.reproduce` reaches the experiment it is running (which saves a
+    checkpoint on SIGTERM), instead of leaving it training into its workdir unwatched."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = (
+        "import os, pathlib, signal, sys, time\n"
+        f"root = pathlib.Path({str(tmp_path)!r})\n"
+        "def on_term(*_):\n"
+        "    (root / 'child_got').write_text('SIGTERM')\n"
+        "    sys.exit(1)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "(root / 'child_pid').write_text(str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    )
+    driver = (
+        "import signal, sys, time\n"
+        "from experiments import reproduce\n"
+        "signal.signal(signal.SIGTERM, reproduce._exit_on_sigterm)\n"
+        f"reproduce._run_watched([sys.executable, '-c', {child!r}], "
+        f"reproduce.pathlib.Path({str(tmp_path)!r}), 'child', time.monotonic(), 0.0, 0.2)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", driver], cwd=repo_root)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "child_pid").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    child_pid = int((tmp_path / "child_pid").read_text())
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    assert (tmp_path / "child_got").read_text() == "SIGTERM"
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)

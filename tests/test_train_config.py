@@ -50,6 +50,7 @@ def test_every_variant_is_valid_and_has_the_required_keys():
         ("optimizer.name", "adamax", "one of 'sgd'"),
         ("schedule.name", "linear", "one of 'constant'"),
         ("optimizer.learning_rate", float("nan"), "> 0"),
+        ("optimizer.learning_rate", 1e300, "finite in float32"),
         ("malloc", "jemalloc", "one of 'default', 'retain'"),
     ],
 )
@@ -120,3 +121,57 @@ def test_command_line_errors_exit_non_zero_before_compiling(tmp_path, flag, expe
     assert proc.returncode != 0
     assert expected in proc.stderr, proc.stderr[-2000:]
     assert not workdir.exists()  # stopped before the run started
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # An empty --workdir would write the run into the current directory (the checkout).
+        (["--workdir=", f"--config={SPEC}"], "--workdir='': must name a run directory"),
+        # A missing config file: one line naming it, not config_flags' list of missing flags.
+        (
+            ["--workdir={w}", "--config=experiments/configs/nope.py:smoke"],
+            "config file 'experiments/configs/nope.py' not found",
+        ),
+        # Found when the task loads its corpus, before anything is compiled or written.
+        (
+            ["--workdir={w}", f"--config={SPEC}", "--config.data.eval_batch_size=4096"],
+            "data.eval_batch_size=4096 with data.bptt_length=16: the 'valid' split",
+        ),
+        (
+            ["--workdir={w}", f"--config={SPEC}", "--config.data.bptt_length=5000"],
+            "train.batch_size=16 with data.bptt_length=5000: the 'train' split",
+        ),
+    ],
+)
+def test_bad_workdir_config_file_and_data_sizes_exit_2_before_writing(tmp_path, args, expected):
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.language_model"]
+        + [a.replace("{w}", str(workdir)) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert expected in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not workdir.exists()
+
+
+def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
+    """A run directory with checkpoints resumes only under the config it was written with, up
+    to the keys a resumed run may change (how long it runs, how often it logs and saves)."""
+    config = _load()
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    cfg.check_resumable(tmp_path, _load(model__hidden_size=16))  # no checkpoints: nothing to mix
+    (tmp_path / "checkpoints" / "20").mkdir(parents=True)
+    cfg.check_resumable(tmp_path, config)
+    cfg.check_resumable(tmp_path, _load(train__num_steps=400, train__eval_every=7))
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.check_resumable(tmp_path, _load(model__hidden_size=16, optimizer__name="sgd"))
+    message = str(info.value)
+    hidden = config.model.hidden_size
+    assert f"model.hidden_size: {hidden!r} in {tmp_path / 'config.json'}, now 16" in message
+    changed = [line.split(":")[0].strip() for line in message.splitlines() if line[:2] == "  "]
+    assert changed == ["model.hidden_size", "optimizer.name"], message

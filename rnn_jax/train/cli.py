@@ -81,8 +81,14 @@ def main(
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         config = flags.FLAGS.config
+        workdir = flags.FLAGS.workdir
         try:
+            if not workdir.strip():
+                # An empty --workdir= would write checkpoints and results into the current
+                # directory (the checkout, when run as the README says).
+                raise ValueError(f"--workdir={workdir!r}: must name a run directory")
             config_lib.validate(config, rules)
+            config_lib.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
         except ValueError as error:
             sys.stderr.write(f"{error}\n")
@@ -93,7 +99,12 @@ def main(
             flags.FLAGS.process_id,
             flags.FLAGS.initialization_timeout,
         )
-        run(config, flags.FLAGS.workdir, make_task(config))
+        try:
+            task = make_task(config)
+        except config_lib.ConfigError as error:
+            sys.stderr.write(f"{error}\n")
+            sys.exit(CONFIG_EXIT_STATUS)
+        run(config, workdir, task)
 
     app.run(_main, flags_parser=_parse_flags)
 
@@ -106,6 +117,9 @@ class _QuietLibraries(std_logging.Filter):
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
+    # A --config file that does not exist makes config_flags report every other flag as
+    # missing (dozens of lines, the file never named): check it first.
+    _check_config_file(argv)
     # config_flags reports an unknown override key (`--config.train.nm_steps=3`) as an
     # AttributeError from deep inside; turn it into one line that names the key.
     try:
@@ -113,6 +127,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as error:
         sys.stderr.write(f"config error: unknown key in the command line overrides: {error}\n")
         sys.exit(CONFIG_EXIT_STATUS)
+
+
+def _check_config_file(argv: list[str]) -> None:
+    """Exit with status 2, naming the file, when `--config=<file>[:variant]` is not a file."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("--config="):
+            spec = arg.partition("=")[2]
+        elif arg == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        else:
+            continue
+        path = spec.partition(":")[0]
+        if not pathlib.Path(path).is_file():
+            sys.stderr.write(
+                f"config error: --config={spec}: config file {path!r} not found (expected "
+                "experiments/configs/<name>.py:<variant>, relative to the current directory)\n"
+            )
+            sys.exit(CONFIG_EXIT_STATUS)
 
 
 def load_config(

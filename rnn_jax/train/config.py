@@ -9,7 +9,9 @@ raises `ValueError` naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +19,29 @@ import ml_collections
 from ml_collections import config_dict
 
 from rnn_jax import allocator
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work with the data or the run directory it meets (found after
+    the per-key rules, e.g. when a task loads its corpus); the command line reports it in one
+    line with exit status 2, like a rule violation."""
+
+
+# Keys a resumed run may change: how long it runs and how often it logs, evaluates and saves.
+# Anything else (model, data, optimiser, seeds, batch size) changes what the checkpoints hold
+# or mean, so resuming with it changed is refused (`check_resumable`).
+RESUMABLE_CHANGES = (
+    "malloc",
+    "train.num_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.max_to_keep",
+    "train.patience",
+)
+
+# The largest finite float32: a learning rate above it is inf in the float32 update.
+_FLOAT32_MAX = 3.4028234663852886e38
 
 # A rule checks one value and returns a description of what is allowed when it is not.
 Rule = Callable[[Any], str | None]
@@ -126,6 +151,12 @@ def probability(value: Any) -> str | None:
     return None if _is_number(value) and 0 <= value < 1 else "a number in [0, 1)"
 
 
+def positive_float32(value: Any) -> str | None:
+    """> 0 and finite in float32 (1e300 passes `positive` but is inf on the device)."""
+    ok = _is_number(value) and 0 < value <= _FLOAT32_MAX
+    return None if ok else f"a number > 0 and <= {_FLOAT32_MAX:.4g} (finite in float32)"
+
+
 def one_of(*allowed: Any) -> Rule:
     return lambda value: None if value in allowed else f"one of {', '.join(map(repr, allowed))}"
 
@@ -165,7 +196,7 @@ RUNTIME_RULES: Rules = {
     "train.max_consecutive_nonfinite": positive,
     "train.grad_accum_steps": positive,
     "optimizer.name": one_of(*OPTIMIZERS),
-    "optimizer.learning_rate": positive,
+    "optimizer.learning_rate": positive_float32,
     "optimizer.momentum": probability,
     "optimizer.b1": probability,
     "optimizer.b2": probability,
@@ -236,3 +267,56 @@ def _lookup(config: ml_collections.ConfigDict, dotted: str) -> Any:
             raise KeyError(dotted)
         node = node[part]
     return node
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train.num_steps": 100, ...}` from nested mappings (a config's JSON form)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Refuse to resume a run directory whose checkpoints were written under another config.
+
+    A run resumes from `workdir/checkpoints` when it exists; the config it was written with is
+    `workdir/config.json`. Keys outside `RESUMABLE_CHANGES` must be unchanged: a different
+    model fails in orbax with a shape error only after `config.json` has been overwritten (so
+    the directory no longer says what its checkpoints are), and a different optimiser, data
+    or seed would resume silently into a run that is neither. Nothing is checked for a
+    directory without checkpoints.
+
+    Raises:
+      ConfigError: naming every changed key with its stored and new value.
+    """
+    workdir = pathlib.Path(workdir)
+    saved_path = workdir / "config.json"
+    checkpoints = workdir / "checkpoints"
+    if not (checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()):
+        return
+    try:
+        saved = flatten(json.loads(saved_path.read_text()))
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{saved_path}: cannot read the config this run directory's checkpoints were "
+            f"written with ({error}); use a new --workdir"
+        ) from None
+    new = flatten(json.loads(config.to_json_best_effort()))
+    changed = [
+        f"{key}: {saved.get(key, '<absent>')!r} in {saved_path}, now {new.get(key, '<absent>')!r}"
+        for key in sorted(set(saved) | set(new))
+        if key not in RESUMABLE_CHANGES and saved.get(key) != new.get(key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"--workdir={workdir} holds checkpoints written with another config; resuming "
+            "would mix two runs. Changed keys (only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change on resume):\n  "
+            + "\n  ".join(changed)
+            + "\nUse a new --workdir, or restore these values to resume."
+        )
