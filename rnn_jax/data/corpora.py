@@ -20,6 +20,7 @@ Tiny Shakespeare has no official split; char-rnn and nanoGPT use the first 90% o
 characters for training and the last 10% for validation. We cut that last 10% in two
 halves (valid, test) so that tuning on valid leaves an untouched test set; the training
 part is the same as theirs. Integer cut points: `int(0.9 * n)`, `int(0.95 * n)`.
+`read_tiny_shakespeare(path)` reads and splits the file, naming it when it cannot be split.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+
+from rnn_jax.data.readers import DataFormatError, read_file_text
 
 PathLike = str | os.PathLike
 SPLITS = ("train", "valid", "test")
@@ -126,3 +129,33 @@ def tiny_shakespeare_splits(text: str) -> dict[str, str]:
     """The 90/5/5 character split of the Tiny Shakespeare text."""
     a, b = (int(fraction * len(text)) for fraction in TINY_SHAKESPEARE_CUTS)
     return {"train": text[:a], "valid": text[a:b], "test": text[b:]}
+
+
+def read_tiny_shakespeare(path: PathLike) -> dict[str, str]:
+    """`tiny_shakespeare_splits` of the file at `path`, checked before anything trains on it.
+
+    Raises `DataFormatError` naming the file when it is not UTF-8 (file:line), when it is too
+    short for every split to get a character, or when valid or test hold a character that
+    the training part lacks (the character vocabulary is closed, built from train).
+    """
+    text = read_file_text(path)
+    texts = tiny_shakespeare_splits(text)
+    empty = [split for split, part in texts.items() if not part]
+    if empty:
+        raise DataFormatError(
+            f"{os.fspath(path)}: {len(text)} characters are too few for the Tiny Shakespeare "
+            f"90/5/5 character split: {empty} would be empty (the published input.txt has "
+            "1,115,394)"
+        )
+    seen = set(texts["train"])
+    start = len(texts["train"])
+    for split in ("valid", "test"):
+        unseen = sorted(set(texts[split]) - seen)
+        if unseen:
+            raise DataFormatError(
+                f"{os.fspath(path)}: the {split} part (from character {start}) "
+                f"holds characters the training part lacks: {unseen[:10]}; the character "
+                "vocabulary is closed (built from train), so they cannot be encoded"
+            )
+        start += len(texts[split])
+    return texts

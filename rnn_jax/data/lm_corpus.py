@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from rnn_jax.data.corpora import split_paths, tiny_shakespeare_splits
+from rnn_jax.data.corpora import read_tiny_shakespeare, split_paths
 from rnn_jax.data.readers import read_text
 from rnn_jax.data.root import default_data_root
 from rnn_jax.data.synthetic import MarkovLanguage
@@ -54,8 +54,7 @@ def tiny_shakespeare_lm(manual_dir: PathLike | None = None) -> LMCorpus:
     """Tiny Shakespeare as character streams (90/5/5 split, 65-character closed vocabulary)."""
     manual_dir = manual_dir or default_data_root() / "tiny_shakespeare"
     path = split_paths("tiny_shakespeare", manual_dir)["train"][0]
-    with open(path, encoding="utf-8", newline="") as f:
-        texts = tiny_shakespeare_splits(f.read())
+    texts = read_tiny_shakespeare(path)
     vocab = Vocabulary.build([texts["train"]], pad=None, unk=None, bos=None, eos=None)
     return LMCorpus(vocab, {s: vocab.encode(list(t)) for s, t in texts.items()})
 

@@ -14,9 +14,10 @@ time as a dict of Python lists/strings, so a corpus never has to fit in memory t
 
 `read_conllu` also gives "lemmas", "heads" (int) and "deprels". Parsing is strict: a
 malformed line raises `DataFormatError` (a `ValueError`) whose message starts with
-`file:line:`; a missing file raises `FileNotFoundError` naming it; a file that yields no
-example raises `DataFormatError` ("empty split"), because an empty split silently trains or
-evaluates on nothing.
+`file:line:`; bytes that are not UTF-8 raise it too, naming file:line and the bytes; a
+missing file raises `FileNotFoundError` naming it; a file that yields no example raises
+`DataFormatError` ("empty split"), because an empty split silently trains or evaluates on
+nothing. `read_lines` and `read_file_text` are the one place files are decoded.
 """
 
 from __future__ import annotations
@@ -39,12 +40,36 @@ def _check_file(path: PathLike) -> None:
         raise FileNotFoundError(f"data file {os.fspath(path)!r} does not exist")
 
 
-def read_lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """Yields `(line_number, line)` (1-based, without the trailing newline) of a UTF-8 file."""
+# Decoding with "surrogateescape" turns each byte that is not UTF-8 into a lone surrogate
+# U+DC80..U+DCFF, which a valid UTF-8 file never decodes to; so one search per line finds the
+# bad bytes together with their line number (a strict decoder reports only an offset into its
+# read buffer).
+_UNDECODABLE = re.compile("[\udc80-\udcff]+")
+
+
+def read_lines(path: PathLike, keepends: bool = False) -> Iterator[tuple[int, str]]:
+    """Yields `(line_number, line)` (1-based) of a UTF-8 file.
+
+    Lines end at "\\n", "\\r\\n" or "\\r"; the ending is dropped unless `keepends`. Bytes that are
+    not UTF-8 raise `DataFormatError` naming file:line, the bytes and their column.
+    """
     _check_file(path)
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         for number, line in enumerate(f, start=1):
-            yield number, line.rstrip("\r\n")
+            bad = _UNDECODABLE.search(line)
+            if bad is not None:
+                raw = line.encode("utf-8", "surrogateescape")
+                raise DataFormatError(
+                    f"{os.fspath(path)}:{number}: not UTF-8: bytes "
+                    f"{bad.group().encode('utf-8', 'surrogateescape')!r} at column "
+                    f"{bad.start() + 1}: {raw[:80]!r}"
+                )
+            yield number, line if keepends else line.rstrip("\r\n")
+
+
+def read_file_text(path: PathLike) -> str:
+    """The whole text of a UTF-8 file, line endings kept; checked like `read_lines`."""
+    return "".join(line for _, line in read_lines(path, keepends=True))
 
 
 def _nonempty(examples: Iterator[dict], path: PathLike) -> Iterator[dict]:
@@ -70,17 +95,17 @@ def read_text(path: PathLike, level: str = "word", eos: str | None = None) -> It
     _check_file(path)
 
     def examples() -> Iterator[dict]:
-        with open(path, encoding="utf-8", newline="") as f:
-            for line in f:
-                text = line if level == "char" else line.rstrip("\r\n")
-                tokens = tokenize(text)
-                if eos is not None:
-                    tokens.append(eos)
-                yield {"tokens": tokens}
+        for _, line in read_lines(path, keepends=level == "char"):
+            tokens = tokenize(line)
+            if eos is not None:
+                tokens.append(eos)
+            yield {"tokens": tokens}
 
     return _nonempty(examples(), path)
 
 
+# ASCII digits only: str.isdigit() and int() also take other scripts' digits ("\u00b9", "\u0663").
+_INTEGER = re.compile("[0-9]+")
 _CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 
@@ -113,12 +138,12 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
             word_id = fields[0]
             if "-" in word_id or "." in word_id:
                 continue
-            if not word_id.isdigit() or int(word_id) != len(words) + 1:
+            if not _INTEGER.fullmatch(word_id) or int(word_id) != len(words) + 1:
                 raise DataFormatError(
                     f"{where}: word id {word_id!r} should be {len(words) + 1} "
                     "(ids run 1, 2, ... within a sentence; ranges a-b and decimals a.b are skipped)"
                 )
-            if not fields[6].isdigit():
+            if not _INTEGER.fullmatch(fields[6]):
                 raise DataFormatError(f"{where}: HEAD {fields[6]!r} is not an integer")
             words.append(fields)
         if words:

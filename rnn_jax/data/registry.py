@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable
 
 from rnn_jax.data import readers
-from rnn_jax.data.corpora import split_paths, tiny_shakespeare_splits
+from rnn_jax.data.corpora import read_tiny_shakespeare, split_paths
 from rnn_jax.data.root import default_data_root
 from rnn_jax.data.synthetic import AddingProblem, CopyTask, MarkovLanguage, TemporalOrder
 from rnn_jax.data.vocab import Vocabulary
@@ -105,8 +105,7 @@ def ptb(manual_dir: PathLike) -> TextDataset:
 
 def tiny_shakespeare(manual_dir: PathLike) -> TextDataset:
     path = split_paths("tiny_shakespeare", manual_dir)["train"][0]
-    with open(path, encoding="utf-8", newline="") as f:
-        texts = tiny_shakespeare_splits(f.read())
+    texts = read_tiny_shakespeare(path)
     splits = {
         split: [{"tokens": list(line)} for line in text.splitlines(keepends=True)]
         for split, text in texts.items()

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import tensorflow_datasets as tfds
 
 from rnn_jax.data.builders.base import CorpusBuilder
-from rnn_jax.data.corpora import tiny_shakespeare_splits
+from rnn_jax.data.corpora import read_tiny_shakespeare
 
 _URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
@@ -36,5 +36,4 @@ class TinyShakespeare(CorpusBuilder, skip_registration=True):
         )
 
     def _generate_examples(self, split: str, paths: list[pathlib.Path]) -> Iterator:
-        text = pathlib.Path(paths[0]).read_text(encoding="utf-8")
-        yield 0, {"text": tiny_shakespeare_splits(text)[split]}
+        yield 0, {"text": read_tiny_shakespeare(paths[0])[split]}

@@ -1,0 +1,133 @@
+"""Bad data gets a message naming it: bytes that are not UTF-8 (file:line) in every reader,
+Tiny Shakespeare files too short for the split, CoNLL-U integers in other scripts' digits."""
+
+import pytest
+
+from rnn_jax.data import DataFormatError, lm_corpus, readers, stats
+from rnn_jax.data.registry import load_dataset
+
+CONLLU_LINE = "{id}\t{form}\t_\tX\tX\t_\t{head}\t_\t_\t_\n"
+
+
+def _conllu(*words: tuple[str, str, str]) -> str:
+    return "".join(CONLLU_LINE.format(id=i, form=f, head=h) for i, f, h in words)
+
+
+# kind -> (files to write, with b"\xff" on line 2 of the one named first; the reader's call)
+NON_UTF8 = {
+    "text": ({"a.txt": b"the cat\nsat \xff on\n"}, lambda p: readers.read_text(p["a.txt"])),
+    "text_char": (
+        {"a.txt": b"the cat\nsat \xff on\n"},
+        lambda p: readers.read_text(p["a.txt"], level="char"),
+    ),
+    "conllu": (
+        {"a.conllu": _conllu(("1", "a", "0")).encode() + b"2\t\xff\t_\tX\tX\t_\t1\t_\t_\t_\n"},
+        lambda p: readers.read_conllu(p["a.conllu"]),
+    ),
+    "conll": (
+        {"a.conll": b"EU NNP B-ORG\n\xe9t NNP O\n"},
+        lambda p: readers.read_conll(p["a.conll"]),
+    ),
+    "tsv": ({"a.tsv": b"a b\t1\nc \xff\t0\n"}, lambda p: readers.read_tsv(p["a.tsv"])),
+    "sst": (
+        {"a.txt": b"(3 (2 a) (4 b))\n(3 (2 \xff) (4 b))\n"},
+        lambda p: readers.read_sst(p["a.txt"]),
+    ),
+    "parallel": (
+        {"a.de": b"x\n\xffy\n", "a.en": b"a\nb\n"},
+        lambda p: readers.read_parallel(p["a.en"], p["a.de"]),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NON_UTF8))
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, kind):
+    files, read = NON_UTF8[kind]
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(data)
+    bad = next(iter(files))
+    with pytest.raises(DataFormatError, match=rf"{bad}:2: not UTF-8: bytes b'\\x(ff|e9)'"):
+        list(read(paths))
+
+
+def test_a_truncated_multibyte_character_is_named(tmp_path):
+    # "é" is C3 A9; C3 alone (cut by an editor) at the end of line 3.
+    path = tmp_path / "cut.txt"
+    path.write_bytes("caf\u00e9\nna\u00efve\nand caf".encode() + b"\xc3\n")
+    with pytest.raises(DataFormatError, match=r"cut.txt:3: not UTF-8: bytes b'\\xc3' at column 8"):
+        list(readers.read_text(path))
+
+
+def test_valid_utf8_and_line_endings_read_as_before(tmp_path):
+    path = tmp_path / "ok.txt"
+    path.write_bytes("caf\u00e9 \U0001f600\r\nb\rc\n".encode())
+    assert list(readers.read_lines(path)) == [(1, "caf\u00e9 \U0001f600"), (2, "b"), (3, "c")]
+    assert readers.read_file_text(path) == "caf\u00e9 \U0001f600\r\nb\rc\n"
+    chars = [e["tokens"] for e in readers.read_text(path, level="char")]
+    assert chars[1:] == [["b", "\r"], ["c", "\n"]]
+
+
+def test_stats_names_the_bad_line_and_exits_2(tmp_path, capsys):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"fine\nnot \xff fine\n")
+    assert stats.main([f"--dataset=text:{path}"]) == 2
+    assert f"error: {path}:2: not UTF-8" in capsys.readouterr().err
+
+
+def _tiny_shakespeare_root(tmp_path, data: bytes):
+    (tmp_path / "tiny_shakespeare").mkdir()
+    (tmp_path / "tiny_shakespeare" / "input.txt").write_bytes(data)
+    return tmp_path
+
+
+LOADERS = {
+    "lm_corpus": lambda root: lm_corpus("tiny_shakespeare", root),
+    "load_dataset": lambda root: load_dataset("tiny_shakespeare", root),
+}
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            b"",
+            r"input.txt: 0 characters are too few .* \['train', 'valid', 'test'\] would be empty",
+        ),
+        (b"ab", r"input.txt: 2 characters are too few .* \['valid'\] would be empty"),
+        (b"abc\n" * 10 + b"Z", r"input.txt: the test part \(from character 38\) .* \['Z'\]"),
+        (b"First Citizen:\nBefore \xff we\n", r"input.txt:2: not UTF-8: bytes b'\\xff'"),
+    ],
+    ids=["empty", "two_characters", "unseen_character", "not_utf8"],
+)
+def test_bad_tiny_shakespeare_file_is_named(tmp_path, loader, data, message):
+    root = _tiny_shakespeare_root(tmp_path, data)
+    with pytest.raises(DataFormatError, match=message):
+        LOADERS[loader](root)
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+def test_short_tiny_shakespeare_file_that_splits_is_read(tmp_path, loader):
+    root = _tiny_shakespeare_root(tmp_path, b"abc\n" * 10)
+    sizes = {s: len(v) for s, v in LOADERS[loader](root).splits.items()}
+    # 40 characters cut at 36 and 38; load_dataset gives one example per line.
+    expected = (36, 2, 2) if loader == "lm_corpus" else (9, 1, 1)
+    assert sizes == dict(zip(("train", "valid", "test"), expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        ((("\u00b9", "a", "0"),), r"sup.conllu:1: word id '\u00b9' should be 1"),
+        ((("1", "a", "0"), ("2", "b", "\u00b9")), r"sup.conllu:2: HEAD '\u00b9' is not an integer"),
+        ((("1", "a", "\u0660"),), r"sup.conllu:1: HEAD '\u0660' is not an integer"),
+    ],
+    ids=["superscript_id", "superscript_head", "arabic_indic_head"],
+)
+def test_conllu_integers_are_ascii_digits(tmp_path, words, message):
+    path = tmp_path / "sup.conllu"
+    path.write_text(_conllu(*words), encoding="utf-8")
+    with pytest.raises(DataFormatError, match=message):
+        list(readers.read_conllu(path))
