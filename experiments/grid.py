@@ -120,18 +120,17 @@ def run_points(
 
 def read_metric_curve(point_dir: pathlib.Path, key: str) -> tuple[list[int], np.ndarray]:
     """(steps, values [steps, seeds]) of a metric logged in metrics.jsonl (the runtime logs
-    `<key>_per_seed` beside the mean when num_seeds > 1)."""
-    import json
+    `<key>_per_seed` beside the mean when num_seeds > 1). A torn last line (a crash while it
+    was written) is skipped; a corrupt line elsewhere raises naming file:line
+    (`rnn_jax.train.metrics.read_metrics`)."""
+    from rnn_jax.train import metrics
 
     steps, values = [], []
-    path = point_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            value = record.get(f"{key}_per_seed", record.get(key))  # per seed when num_seeds > 1
-            if value is not None:
-                steps.append(int(record["step"]))
-                values.append(value if isinstance(value, list) else [value])
+    for record in metrics.read_metrics(point_dir / "metrics.jsonl"):
+        value = record.get(f"{key}_per_seed", record.get(key))  # per seed when num_seeds > 1
+        if value is not None:
+            steps.append(int(record["step"]))
+            values.append(value if isinstance(value, list) else [value])
     return steps, np.asarray(values, np.float64)
 
 

@@ -9,22 +9,29 @@ Grid experiments (initialization, exposure_bias, ...) write their own tables thr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import ml_collections
 import numpy as np
 
 from experiments import grid
+from rnn_jax.train import metrics as run_metrics
 
 if TYPE_CHECKING:
     from rnn_jax.train.task import Task
 
 CURVES_FILE = "learning_curves.png"
+RESULTS_FILE = "results.json"
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman RNN"}
+# results.json objects of runs whose reports are being written, by resolved run directory:
+# the reports come before results.json, the runtime's "done" marker (see `train_and_report`).
+_UNPUBLISHED_RESULTS: dict[pathlib.Path, dict] = {}
 
 
 def train_and_report(
@@ -36,24 +43,49 @@ def train_and_report(
     report: Callable[[pathlib.Path], str],
     train_key: str = "train_loss",
 ) -> dict:
-    """`train_and_evaluate`, then `W/<name>.md` (`report(W)`) and `W/learning_curves.png`.
+    """`train_and_evaluate`, with `W/<name>.md` (`report(W)`) and `W/learning_curves.png`
+    written before results.json.
 
     The `cli.main(..., run=...)` of an experiment; the training itself is untouched, so
-    results.json is what `train_and_evaluate` alone writes. One writer in multi-host runs.
+    results.json is what `train_and_evaluate` alone writes. The reports are written on
+    process 0 just before results.json, the "done" marker: a report that fails leaves the
+    run unfinished (rerunning it resumes from the last checkpoint and retries the reports),
+    never a finished-looking run without them. While they are written, `read_json(W,
+    "results.json")` returns the results about to be written.
     """
-    import jax
-
     from rnn_jax.train import train_and_evaluate
 
-    results = train_and_evaluate(config, workdir, task)
-    if jax.process_index() == 0:
-        workdir = pathlib.Path(workdir)
-        (workdir / f"{name}.md").write_text(report(workdir))
-        plot_learning_curves(workdir, workdir / CURVES_FILE, name, train_key)
-    return results
+    workdir = pathlib.Path(workdir)
+
+    def write_reports(results: dict) -> None:
+        with _unpublished_results(workdir, results):
+            _write_text_atomic(workdir / f"{name}.md", report(workdir))
+            plot_learning_curves(workdir, workdir / CURVES_FILE, name, train_key)
+
+    return train_and_evaluate(config, workdir, task, before_done=write_reports)
+
+
+@contextlib.contextmanager
+def _unpublished_results(workdir: pathlib.Path, results: dict) -> Iterator[None]:
+    key = workdir.resolve()
+    _UNPUBLISHED_RESULTS[key] = json.loads(json.dumps(results, default=run_metrics.json_default))
+    try:
+        yield
+    finally:
+        del _UNPUBLISHED_RESULTS[key]
+
+
+def _write_text_atomic(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def read_json(workdir: pathlib.Path, filename: str) -> Any:
+    """`W/<filename>` parsed; for results.json, the results of a run whose reports are being
+    written before the file itself (see `train_and_report`)."""
+    if filename == RESULTS_FILE and pathlib.Path(workdir).resolve() in _UNPUBLISHED_RESULTS:
+        return _UNPUBLISHED_RESULTS[pathlib.Path(workdir).resolve()]
     return json.loads((workdir / filename).read_text())
 
 
@@ -168,13 +200,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def read_curve(workdir: pathlib.Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps [n], values [n, seeds]) of `key` in W/metrics.jsonl, one row per step (a run
-    resumed after a kill logs some steps twice, identically: the last record is kept)."""
-    steps, values = grid.read_metric_curve(workdir, key)
-    last = {step: i for i, step in enumerate(steps)}
+    resumed after a kill logs some steps twice, identically: the last record is kept; a torn
+    last line is skipped, see `rnn_jax.train.metrics.read_metrics`)."""
+    last = {}
+    for record in run_metrics.read_metrics(workdir / "metrics.jsonl"):
+        value = record.get(f"{key}_per_seed", record.get(key))  # per seed when num_seeds > 1
+        if value is not None:
+            last[int(record["step"])] = value if isinstance(value, list) else [value]
     order = sorted(last)
     if not order:
         return np.zeros(0, np.int64), np.zeros((0, 1))
-    return np.asarray(order, np.int64), values[[last[s] for s in order]]
+    return np.asarray(order, np.int64), np.asarray([last[s] for s in order], np.float64)
 
 
 def plot_learning_curves(
@@ -203,5 +239,7 @@ def plot_learning_curves(
     ax.set_title(title, fontsize="small")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=90)
     plt.close(fig)
+    os.replace(tmp, path)

@@ -204,19 +204,17 @@ def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None
 
 
 def read_curve(workdir: pathlib.Path, key: str = CURVE_KEY) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, mean over seeds of `key`) from a run's metrics.jsonl; empty when absent."""
-    path = workdir / "metrics.jsonl"
+    """(steps, mean over seeds of `key`) from a run's metrics.jsonl; empty when absent. A last
+    line still being written (or torn by a kill) is skipped; a corrupt line elsewhere raises
+    naming file:line (`rnn_jax.train.metrics.read_metrics`)."""
+    from rnn_jax.train import metrics
+
     steps, values = [], []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written when the run was killed
-            samples = seed_samples(record.get(f"{key}_per_seed", record.get(key)))
-            if "step" in record and samples:
-                steps.append(record["step"])
-                values.append(float(np.mean(samples)))
+    for record in metrics.read_metrics(workdir / "metrics.jsonl"):
+        samples = seed_samples(record.get(f"{key}_per_seed", record.get(key)))
+        if "step" in record and samples:
+            steps.append(record["step"])
+            values.append(float(np.mean(samples)))
     return np.asarray(steps), np.asarray(values)
 
 

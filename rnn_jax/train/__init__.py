@@ -20,8 +20,10 @@ and runs as::
   the experiment's (`{"model.dropout": config.probability, ...}`); a bad value stops the run
   with a message naming key, value and what is allowed (exit status 2). Configs are locked,
   so an unknown key or a wrong type fails while flags are parsed.
-- `W/config.json` is written at start; `W/metrics.jsonl` gets one flushed JSON object per
-  logged step (`{"step": s, "train_loss": ..., "grad_norm": ..., "learning_rate": ...}` and
+- `W/config.json` is written at start; `W/metrics.jsonl` gets one JSON object per line, each
+  line appended by one `write` (a crash can tear only the last line: a resumed run truncates
+  it and `metrics.read_metrics` skips it), per logged step (`{"step": s, "train_loss": ...,
+  "grad_norm": ..., "learning_rate": ...}` and
   `{"step": s, "valid_loss": ...}` after each evaluation); `W/tensorboard/` the same scalars;
   `W/results.json` is written once, atomically, at the end: `{"final": {"step", "best_step",
   "train_loss", "<split>_<metric>", ...}, "timing": {...}, "provenance": {...}}`. With

@@ -15,9 +15,11 @@ State layout (a dict pytree; every leaf but `step` has a leading `[num_seeds]` r
 
 from __future__ import annotations
 
+import math
 import pathlib
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -35,11 +37,16 @@ from rnn_jax.train.task import Task
 
 
 class NonFiniteError(FloatingPointError):
-    """A non-finite loss or gradient norm; the message names the step and the checkpoint."""
+    """A non-finite loss, gradient norm, or updated parameters / optimiser state; the message
+    names the step and the last good checkpoint."""
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, task: Task
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    task: Task,
+    *,
+    before_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train `task` as configured, resuming from `workdir` when it holds a checkpoint.
 
@@ -47,13 +54,18 @@ def train_and_evaluate(
       config: a validated config (`rnn_jax.train.config.validate`).
       workdir: the run directory (checkpoints, metrics.jsonl, tensorboard/, results.json).
       task: the experiment's model, data, loss and evaluation.
+      before_done: called on process 0 with the results object once training, evaluation
+        and metrics.jsonl are complete, just before `results.json` (the "done" marker) is
+        written: reports written here are in place before the run counts as finished, and
+        an exception here leaves the run unfinished (rerunning resumes and retries it).
 
     Returns:
       The `results.json` object (`final`, `timing`, `provenance`).
 
     Raises:
-      NonFiniteError: a non-finite loss/gradient with `train.nonfinite='stop'` (or too many
-        in a row with 'skip'); the last good checkpoint stays in place.
+      NonFiniteError: a non-finite loss/gradient, or updated parameters/optimiser state, with
+        `train.nonfinite='stop'` (or too many in a row with 'skip'); the last good checkpoint
+        stays in place.
       SystemExit: after SIGTERM/SIGINT, once a checkpoint of the current step is written.
     """
     workdir = pathlib.Path(workdir)
@@ -181,6 +193,8 @@ def train_and_evaluate(
     writer.close()
     checkpointer.close()
     if primary:
+        if before_done is not None:
+            before_done(results)
         metrics.write_json_atomic(workdir / "results.json", results)
     return results
 
@@ -284,12 +298,27 @@ def _train_step_fn(task: Task, tx: optax.GradientTransformationExtraArgs, graphd
 
         (loss, (new_carry, aux)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
         grad_norm = optax.global_norm(grads)  # before clipping: what clipping acts on
-        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-        params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        # A non-finite forward pass leaves a non-finite carry: keep the last good one.
-        new_carry = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_carry, carry)
-        step_metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **aux}
+        updates, new_opt_state = tx.update(grads, opt_state, params, value=loss)
+        new_params = optax.apply_updates(params, updates)
+        # Finite gradients can still overflow the update (a huge learning rate, an optimiser
+        # state that grew without bound): such a step is as bad as a NaN loss, and must never
+        # reach a checkpoint. One reduced bool per replica.
+        update_finite = _all_finite((new_params, new_opt_state))
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & update_finite
+        # Keep the last good params, optimiser state and carry (a non-finite forward pass
+        # leaves a non-finite carry); optax.apply_if_finite only sees the gradient.
+        params, opt_state, new_carry = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (new_params, new_opt_state, new_carry),
+            (params, opt_state, carry),
+        )
+        step_metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "finite": finite,
+            "update_finite": update_finite,
+            **aux,
+        }
         return params, opt_state, new_carry, step_metrics
 
     def train_step(state: dict, batch: Any) -> tuple[dict, dict]:
@@ -313,6 +342,17 @@ def _train_step_fn(task: Task, tx: optax.GradientTransformationExtraArgs, graphd
         return new_state, step_metrics
 
     return train_step
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """One bool scalar: every element of every inexact leaf of `tree` is finite (integer
+    leaves, such as optimiser step counts, cannot overflow to inf)."""
+    checks = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.asarray(checks)) if checks else jnp.asarray(True)
 
 
 def _eval_step_fn(task: Task, graphdef: Any) -> Any:
@@ -364,11 +404,20 @@ def _check_finite(
         return
     loop["consecutive_nonfinite"] += 1
     bad = [int(i) for i in np.flatnonzero(~m["finite"])]
+    overflow = [i for i in bad if not m["update_finite"][i]]
+    cause = (
+        f"; the updated parameters or optimiser state of replicas {overflow} overflowed: is "
+        "the learning rate too large?"
+        if overflow
+        else ""
+    )
+    latest = checkpointer.latest_step()
     message = (
-        f"non-finite loss or gradient at step {step} (replicas {bad}: loss="
-        f"{m['loss'][bad].tolist()}, grad_norm={m['grad_norm'][bad].tolist()}); the update was "
-        f"not applied. Last good checkpoint: step {checkpointer.latest_step()} in "
-        f"{checkpointer.latest.directory}"
+        f"non-finite loss, gradient or update at step {step} (replicas {bad}: loss="
+        f"{m['loss'][bad].tolist()}, grad_norm={m['grad_norm'][bad].tolist()}{cause}); the "
+        "update was not applied. Last good checkpoint: "
+        + ("none yet" if latest is None else f"step {latest}")
+        + f" in {checkpointer.latest.directory}"
     )
     if (
         config.train.nonfinite == "stop"
@@ -381,7 +430,7 @@ def _check_finite(
 def _accumulate(loop: dict, m: dict) -> None:
     window = loop["window"]
     for name, value in m.items():
-        if name == "finite":
+        if name in ("finite", "update_finite"):
             continue
         value = np.asarray(value, np.float64)
         window.setdefault(name, [0.0] * value.shape[0])
@@ -418,7 +467,11 @@ def _mean_over_replicas(per_seed: dict[str, list[float]]) -> dict[str, Any]:
 def _track_best(
     loop: dict, step: int, scores: dict, config: ml_collections.ConfigDict, n: int
 ) -> tuple[bool, bool]:
-    """(improved, stop early) from the mean over replicas of `train.best_metric`."""
+    """(improved, stop early) from the mean over replicas of `train.best_metric`.
+
+    A non-finite value (a replica that diverged) is never an improvement: it counts as an
+    evaluation without improvement, and a later finite value can still become the best.
+    """
     name = config.train.best_metric
     if name not in scores:
         raise ValueError(
@@ -426,7 +479,11 @@ def _track_best(
         )
     value = float(np.mean(scores[name]))
     best = loop["best_value"]
-    better = best is None or (value < best if config.train.best_mode == "min" else value > best)
+    if best is not None and not math.isfinite(best):
+        best = None  # a checkpoint written before non-finite values were refused
+    better = math.isfinite(value) and (
+        best is None or (value < best if config.train.best_mode == "min" else value > best)
+    )
     if better:
         loop.update(best_value=value, best_step=step, bad_evals=0)
     else:

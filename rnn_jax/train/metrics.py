@@ -3,7 +3,9 @@
 Only the primary process (process 0) writes files; the others get a writer that does nothing.
 
 - `W/metrics.jsonl`: one JSON object per logged step, `{"step": s, "train_loss": ..., ...}`,
-  appended and flushed at once so that the file can be tailed during a run.
+  appended with one `write` call per whole line so that the file can be tailed during a
+  run. A crash can still cut the last line short; reopening the file for a resumed run
+  truncates such a torn line, and `read_metrics` skips one at the end of the file.
 - `W/tensorboard/`: the same scalars as tensorboardX event files.
 - `W/results.json`: written once, atomically (temporary file + `os.replace`), when the run is
   complete; its presence means the run is done. `{"final": {...}, "timing": {...},
@@ -51,7 +53,10 @@ class MetricsWriter:
             from tensorboardX import SummaryWriter
 
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115
+            path = self.workdir / "metrics.jsonl"
+            _truncate_torn_line(path)
+            # Unbuffered, append-only: each record goes to the file in one write() call.
+            self._jsonl = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -59,8 +64,9 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _json_float(v) for k, v in scalars.items()}}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        line = (json.dumps(record) + "\n").encode()
+        while line:  # write() may take part of it (signals, full disks): send the rest
+            line = line[os.write(self._jsonl, line) :]
         for name, value in scalars.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._tb.add_scalar(name, value, step)
@@ -68,8 +74,66 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self.enabled:
-            self._jsonl.close()
+            os.close(self._jsonl)
             self._tb.close()
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
+    """The records of a `metrics.jsonl`, in file order ([] when the file does not exist).
+
+    A last line without its newline that is not valid JSON was cut short by a crash (the
+    writer appends whole lines): it is skipped. Any other line that is not a JSON object is
+    corruption.
+
+    Raises:
+      ValueError: naming `file:line` of a line that is not a JSON object.
+    """
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")  # the last item is '' after a final newline, else a torn line
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                logging.warning("%s:%d: skipping a torn last line (%s)", path, number, error)
+                continue
+            raise ValueError(
+                f"{path}:{number}: not a JSON object ({error}): {line[:80]!r}"
+            ) from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {line[:80]!r}")
+        records.append(record)
+    return records
+
+
+def _truncate_torn_line(path: pathlib.Path) -> None:
+    """Cut a last line that lacks its newline (a write cut short by a crash), so that the
+    next record starts on a line of its own."""
+    try:
+        f = open(path, "r+b")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - 4096)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            logging.warning("%s: truncating a torn last line (%d bytes)", path, size - end)
+            f.truncate(end)
 
 
 class Progress:
@@ -106,7 +170,7 @@ def write_json_atomic(path: str | pathlib.Path, obj: Any) -> None:
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
+        json.dump(obj, f, indent=2, default=json_default)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -155,7 +219,8 @@ def _json_float(value: Any) -> Any:
     return value
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """`json.dump(..., default=json_default)`: numpy arrays and scalars as lists and numbers."""
     if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

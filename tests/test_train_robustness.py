@@ -1,0 +1,178 @@
+"""The runtime keeps its last good checkpoint and leaves no half-written output: an update
+that overflows the parameters is a non-finite step, a non-finite evaluation never becomes the
+best, a torn metrics.jsonl line (a crash mid-write) is dropped on resume and skipped by
+readers, and the reports are written before results.json, the "done" marker."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import run_report
+from rnn_jax.train import NonFiniteError, distributed, train_and_evaluate
+from rnn_jax.train import loop as loop_lib
+from rnn_jax.train import metrics as run_metrics
+from rnn_jax.train.checkpoint import Checkpointer
+from tests.report_check import assert_png
+from tests.test_train_loop import Regression, Stream, _config
+
+# Finite in float32, but lr * gradient (a few units here) overflows to inf.
+HUGE_LEARNING_RATE = 3e38
+
+
+def test_update_that_overflows_the_params_stops_and_is_never_checkpointed(tmp_path):
+    # Warmup from 0 over 2 steps: step 1 applies lr 0 (finite, checkpointed), step 2 applies
+    # lr 1.5e38 to finite gradients: loss and gradient norm are finite, the params are not.
+    config = _config(
+        optimizer__name="sgd",
+        optimizer__learning_rate=HUGE_LEARNING_RATE,
+        schedule__warmup_steps=2,
+        train__log_every=1,
+        train__eval_every=1,
+        train__checkpoint_every=1,
+    )
+    with pytest.raises(
+        NonFiniteError, match=r"at step 2 .*overflowed.*Last good checkpoint: step 1 "
+    ):
+        train_and_evaluate(config, tmp_path, Regression())
+    checkpointer = Checkpointer(tmp_path, max_to_keep=5)
+    assert checkpointer.latest.all_steps() == [1]
+    state, _ = checkpointer.restore(_abstract(checkpointer))
+    for name in ("params", "opt_state"):
+        for leaf in jax.tree.leaves(state[name]):
+            assert np.all(np.isfinite(leaf)), name
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_overflowing_update_is_not_applied_in_the_step():
+    # Replica 0's update overflows, replica 1's (smaller gradient) just fits in float32: the
+    # step keeps replica 0's params and optimiser state and applies replica 1's.
+    config = _config(
+        optimizer__name="sgd",
+        optimizer__learning_rate=HUGE_LEARNING_RATE,
+        train__nonfinite="skip",
+        num_seeds=2,
+    )
+    mesh, state, train_step, _ = loop_lib.build_steps(config, Regression())
+    before = jax.tree.map(np.asarray, {k: state[k] for k in ("params", "opt_state")})
+    batch = next(iter(Stream()))
+    state, step_metrics = train_step(state, distributed.put_global_batch(batch, mesh))
+    step_metrics = jax.tree.map(np.asarray, step_metrics)
+    assert np.all(np.isfinite(step_metrics["loss"]))
+    assert np.all(np.isfinite(step_metrics["grad_norm"]))
+    np.testing.assert_array_equal(step_metrics["finite"], [False, True])
+    np.testing.assert_array_equal(step_metrics["update_finite"], [False, True])
+    after = jax.tree.map(np.asarray, {k: state[k] for k in ("params", "opt_state")})
+    for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(new[0], old[0])
+        assert np.all(np.isfinite(new))
+    kernels = before["params"]["kernel"].value, after["params"]["kernel"].value
+    assert not np.array_equal(kernels[0][1], kernels[1][1])  # replica 1 was updated
+
+
+def _abstract(checkpointer):
+    import orbax.checkpoint as ocp
+
+    meta = checkpointer.latest.item_metadata(checkpointer.latest_step())["state"]
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+        meta,
+        is_leaf=lambda m: isinstance(m, ocp.metadata.ArrayMetadata),
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "best"),
+    [("min", [np.nan, 2.0, 1.5], 1.5), ("max", [np.inf, 0.5, 0.7], 0.7)],
+)
+def test_non_finite_evaluation_never_becomes_the_best(mode, values, best):
+    config = _config(train__best_mode=mode, train__patience=2)
+    loop = {"best_value": None, "best_step": None, "bad_evals": 0}
+    outcomes = [
+        loop_lib._track_best(loop, step, {"valid_loss": [value]}, config, 1)
+        for step, value in zip((5, 10, 15), values, strict=True)
+    ]
+    assert outcomes == [(False, False), (True, False), (True, False)]
+    assert loop["best_step"] == 15 and loop["best_value"] == best
+
+
+def test_writer_reopened_after_a_torn_line_starts_on_a_whole_line(tmp_path):
+    writer = run_metrics.MetricsWriter(tmp_path)
+    writer.write(1, {"train_loss": 2.0})
+    writer.write(2, {"train_loss": 1.5})
+    writer.close()
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "a") as f:
+        f.write('{"step": 3, "train_lo')  # a crash in the middle of a write
+    writer = run_metrics.MetricsWriter(tmp_path)  # the resumed run
+    writer.write(3, {"train_loss": 1.25})
+    writer.close()
+    text = path.read_text()
+    assert text.endswith("\n")
+    assert [json.loads(line)["step"] for line in text.splitlines()] == [1, 2, 3]
+
+
+def test_readers_skip_a_torn_last_line_and_name_a_corrupt_middle_one(tmp_path):
+    whole = [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.5}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in whole) + '{"step": 3, "tr')
+    assert run_metrics.read_metrics(path) == whole
+    steps, values = run_report.read_curve(tmp_path, "train_loss")
+    np.testing.assert_array_equal(steps, [1, 2])
+    np.testing.assert_array_equal(values, [[2.0], [1.5]])
+    path.write_text(json.dumps(whole[0]) + '\n{"step": 2, "tr\n' + json.dumps(whole[1]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a JSON object"):
+        run_metrics.read_metrics(path)
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a JSON object"):
+        run_report.read_curve(tmp_path, "train_loss")
+
+
+def test_grid_and_sweep_curve_readers_share_the_torn_line_rule(tmp_path):
+    """The grid experiments' and the sweep report's curve readers read metrics.jsonl the same
+    way: a torn last line skipped, a corrupt middle line named."""
+    from experiments import grid
+    from launch import report as launch_report
+
+    whole = [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.5}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in whole) + '{"step": 3, "tr')
+    steps, values = grid.read_metric_curve(tmp_path, "train_loss")
+    assert steps == [1, 2] and values.tolist() == [[2.0], [1.5]]
+    steps, means = launch_report.read_curve(tmp_path, "train_loss")
+    assert steps.tolist() == [1, 2] and means.tolist() == [2.0, 1.5]
+    path.write_text(json.dumps(whole[0]) + '\n{"step": 2, "tr\n' + json.dumps(whole[1]) + "\n")
+    for read in (grid.read_metric_curve, launch_report.read_curve):
+        with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a JSON object"):
+            read(tmp_path, "train_loss")
+
+
+def test_reports_come_before_results_json_and_survive_a_torn_line(tmp_path):
+    config = _config(train__num_steps=10)
+
+    def failing_report(workdir):
+        raise RuntimeError("report failed")
+
+    with pytest.raises(RuntimeError, match="report failed"):
+        run_report.train_and_report(
+            config, tmp_path, Regression(), name="regression", report=failing_report
+        )
+    assert not (tmp_path / "results.json").exists()  # not done: a rerun retries the report
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 10, "final_va')  # killed while logging
+
+    def report(workdir):
+        final = run_report.read_json(workdir, "results.json")["final"]
+        return f"step {final['step']}, valid loss {final['valid_loss']}\n"
+
+    results = run_report.train_and_report(
+        config, tmp_path, Regression(), name="regression", report=report
+    )
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["final"] == results["final"]
+    assert (tmp_path / "regression.md").read_text() == (
+        f"step 10, valid loss {saved['final']['valid_loss']}\n"
+    )
+    assert_png(tmp_path / run_report.CURVES_FILE)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert all(isinstance(json.loads(line), dict) for line in lines)
