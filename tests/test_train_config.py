@@ -142,6 +142,11 @@ def test_command_line_errors_exit_non_zero_before_compiling(tmp_path, flag, expe
             ["--workdir={w}", f"--config={SPEC}", "--config.data.bptt_length=5000"],
             "train.batch_size=16 with data.bptt_length=5000: the 'train' split",
         ),
+        # Checked against the metrics evaluation will give, before the first step.
+        (
+            ["--workdir={w}", f"--config={SPEC}", "--config.train.best_metric=valid_los"],
+            "train.best_metric='valid_los': must be one of the evaluation metrics [",
+        ),
     ],
 )
 def test_bad_workdir_config_file_and_data_sizes_exit_2_before_writing(tmp_path, args, expected):

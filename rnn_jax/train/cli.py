@@ -100,11 +100,12 @@ def main(
             flags.FLAGS.initialization_timeout,
         )
         try:
-            task = make_task(config)
+            run(config, workdir, make_task(config))
         except config_lib.ConfigError as error:
+            # Raised by the task's constructor (its data) or before the run writes anything
+            # (e.g. train.best_metric, checked against the metrics evaluation will give).
             sys.stderr.write(f"{error}\n")
             sys.exit(CONFIG_EXIT_STATUS)
-        run(config, workdir, task)
 
     app.run(_main, flags_parser=_parse_flags)
 

@@ -31,6 +31,7 @@ from absl import logging
 from flax import nnx
 
 from rnn_jax.data.batching import repeat_epochs
+from rnn_jax.train import config as config_lib
 from rnn_jax.train import distributed, metrics, optim, seeds
 from rnn_jax.train.checkpoint import Checkpointer, abstract_like
 from rnn_jax.train.task import Task
@@ -72,14 +73,15 @@ def train_and_evaluate(
     primary = jax.process_index() == 0
     multiprocess = jax.process_count() > 1
     _check_divisible(config, task)
-    if primary:
+    schedule = optim.build_schedule(config)
+    n = config.num_seeds
+    mesh, state, train_step, eval_step = build_steps(config, task)
+    _check_best_metric(config, task, state, eval_step)
+    if primary:  # only now: a config error above leaves no run directory behind
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         for name, content in task.artifacts().items():
             metrics.write_json_atomic(workdir / name, content)
-    schedule = optim.build_schedule(config)
-    n = config.num_seeds
-    mesh, state, train_step, eval_step = build_steps(config, task)
     checkpointer = Checkpointer(workdir, config.train.max_to_keep)
     data = task.train_data()
     loop = {
@@ -215,6 +217,39 @@ def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
                 f"{name}={size}: must be a multiple of the device count ({devices}); batches "
                 "are sharded over devices (multiples of 8 run on 1, 2, 4 or 8 devices)"
             )
+
+
+def _check_best_metric(
+    config: ml_collections.ConfigDict, task: Task, state: dict, eval_step: Any
+) -> None:
+    """`train.best_metric` must be one of the metrics evaluation will produce: found before
+    training from the shapes of one evaluation batch (`jax.eval_shape`, nothing runs) and the
+    task's `eval_metrics` of placeholder sums, instead of failing at the first evaluation
+    after a checkpoint has been written.
+
+    Raises:
+      ConfigError: naming the key, its value and the metrics there will be.
+    """
+    split = task.eval_splits[0]
+    batch = next(iter(task.eval_data(split)), None)
+    if batch is None:
+        return
+    one = task.init_carry(task.eval_batch_size(split))
+    n = config.num_seeds
+    carry = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((n, *np.shape(x)), np.asarray(x).dtype), one
+    )
+    _, sums = jax.eval_shape(eval_step, state["params"], state["others"], batch, carry)
+    try:
+        names = task.eval_metrics({name: 1.0 for name in sums})
+    except Exception:  # noqa: BLE001 - a task whose metrics need real sums: check at evaluation
+        return
+    available = sorted(f"{s}_{name}" for s in task.eval_splits for name in names)
+    if config.train.best_metric not in available:
+        raise config_lib.ConfigError(
+            f"train.best_metric={config.train.best_metric!r}: must be one of the evaluation "
+            f"metrics {available}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
