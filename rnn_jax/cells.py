@@ -487,6 +487,15 @@ CELLS: dict[str, type[Cell]] = {
 CELL_NAMES = tuple(CELLS)
 
 
+def carry_dtype(cell: Cell, params: Params, xs: jax.Array) -> jnp.dtype:
+    """The dtype of a zero carry for `xs [..., input_size]`: that of
+    `input_projection(params, xs)`, so the carry has the step's own dtype (float32 params
+    over bfloat16 inputs give a float32 carry, as the step computes; a carry in `xs.dtype`
+    would not match the step's output inside `lax.scan`)."""
+    row = jax.ShapeDtypeStruct((1, xs.shape[-1]), xs.dtype)
+    return jax.eval_shape(cell.input_projection, params, row).dtype
+
+
 def get_cell(name: str | Cell, **options: Any) -> Cell:
     """The cell called `name` (one of `CELL_NAMES`) with static `options`, e.g.
     `get_cell("elman", nonlinearity="relu")`, `get_cell("min_gru", method="associative")`.

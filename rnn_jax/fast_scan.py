@@ -38,7 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import Carry, Cell, Params
+from rnn_jax.cells import Carry, Cell, Params, carry_dtype
 from rnn_jax.fast_recurrence import (
     additive_slabs,
     carry_spec,
@@ -123,7 +123,7 @@ def fused_unroll(
     time, batch, _ = xs_tm.shape
     hidden_size = cell.sizes(params)[1]
     if initial_carry is None:
-        initial_carry = cell.zero_carry((batch,), hidden_size, _projection_dtype(cell, params, xs))
+        initial_carry = cell.zero_carry((batch,), hidden_size, carry_dtype(cell, params, xs))
     mask = None if lengths is None else jnp.arange(time)[:, None] < lengths[None, :]
     recurrence = recurrence_of(
         cell,
@@ -190,7 +190,7 @@ def fused_bidirectional(
     hidden_size = cell.sizes(params_fw)[1]
     params = jax.tree.map(lambda a, b: jnp.stack([a, b]), params_fw, params_bw)
     # The backward direction reads its inputs reversed in time.
-    zero = cell.zero_carry((batch,), hidden_size, _projection_dtype(cell, params_fw, xs))
+    zero = cell.zero_carry((batch,), hidden_size, carry_dtype(cell, params_fw, xs))
     carry0 = jax.tree.map(
         lambda a, b: jnp.stack([a, b]),
         zero if init_fw is None else init_fw,
@@ -237,9 +237,3 @@ def fits(cell: Cell, params: Params) -> bool:
         return False
     z_h = jax.eval_shape(cell.recurrent_projection, params, carry_spec(cell, params))
     return isinstance(z_h, jax.ShapeDtypeStruct) and z_h.shape[-1] % cell.num_gates == 0
-
-
-def _projection_dtype(cell: Cell, params: Params, xs: Array) -> jnp.dtype:
-    """The dtype of `input_projection(params, xs)` (the carry's, e.g. bfloat16 compute)."""
-    row = jax.ShapeDtypeStruct((1, xs.shape[-1]), xs.dtype)
-    return jax.eval_shape(cell.input_projection, params, row).dtype

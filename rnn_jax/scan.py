@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax import linear_scan
-from rnn_jax.cells import Carry, Cell, MinGRU, Params
+from rnn_jax.cells import Carry, Cell, MinGRU, Params, carry_dtype
 
 IMPLEMENTATIONS = ("auto", "reference", "fused", "cudnn", "pallas")
 
@@ -191,7 +191,8 @@ def _chunked(
     """Outer scan over `chunk`-step pieces of time-major `xs`; returns `(carry, ys [T, B, H])`.
 
     `checkpoint`: each piece is rematerialised in the backward pass (only the carries at piece
-    boundaries are stored). `stop_gradient`: no gradient flows into a piece's initial carry.
+    boundaries are stored). `stop_gradient`: no gradient flows from a piece into the carry
+    the piece before handed it (the first piece's, the given initial carry, keeps it).
     """
     time, batch = xs.shape[:2]
     if lengths is None and time % chunk:
@@ -204,14 +205,14 @@ def _chunked(
     def piece(carry: Carry, inputs: tuple) -> tuple:
         ts, xs_piece = inputs
         if stop_gradient:
-            # Cut only sequences still running: a finished sequence's final carry keeps its
-            # gradient path into the piece where it ended.
-            running = None if lengths is None else ts[0] < lengths
-            carry = (
-                jax.lax.stop_gradient(carry)
-                if running is None
-                else _where_valid(running, jax.lax.stop_gradient(carry), carry)
-            )
+            # Cut the carry coming in from the previous piece, not the given initial carry
+            # (the first piece's own: a learned initial state trains through it, as in full
+            # BPTT), and only for sequences still running: a finished sequence's final carry
+            # keeps its gradient path into the piece where it ended.
+            cut = jnp.broadcast_to(ts[0] > 0, (batch,))
+            if lengths is not None:
+                cut = cut & (ts[0] < lengths)
+            carry = _where_valid(cut, jax.lax.stop_gradient(carry), carry)
         return _run_chunk(cell, params, carry, ts, xs_piece, lengths, h_mask, unroll)
 
     if checkpoint:
@@ -237,7 +238,9 @@ def reference_unroll(
     xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
     time, batch = xs_tm.shape[:2]
     if initial_carry is None:
-        initial_carry = cell.zero_carry((batch,), cell.sizes(params)[1], xs.dtype)
+        initial_carry = cell.zero_carry(
+            (batch,), cell.sizes(params)[1], carry_dtype(cell, params, xs)
+        )
     if reverse:
         xs_tm = flip_sequences(xs_tm, lengths)
     if remat:
@@ -497,7 +500,9 @@ def truncated_unroll(
     boundaries through `jax.lax.stop_gradient`.
 
     The forward values equal `unroll`'s; gradients only flow within a chunk (Williams & Peng
-    1990; the usual language-model truncation). A sequence that ended in an earlier chunk
+    1990; the usual language-model truncation). The given `initial_carry` gets the first
+    chunk's gradient (a learned initial state trains through it; with `bptt_length >= T` the
+    gradients are full BPTT's). A sequence that ended in an earlier chunk
     keeps the gradient path from its final carry into the chunk where it ended. Arguments as
     in `unroll`; returns `(ys [batch, time, hidden], final_carry)`.
     """
@@ -534,7 +539,10 @@ def _truncated(
 ) -> tuple[jax.Array, Carry]:
     xs_tm = xs if time_major else jnp.swapaxes(xs, 0, 1)
     if initial_carry is None:
-        initial_carry = cell.zero_carry((xs_tm.shape[1],), cell.sizes(params)[1], xs.dtype)
+        hidden_size = cell.sizes(params)[1]
+        initial_carry = cell.zero_carry(
+            (xs_tm.shape[1],), hidden_size, carry_dtype(cell, params, xs)
+        )
     carry, ys = _chunked(
         cell, params, initial_carry, xs_tm, lengths, h_mask, unroll, bptt_length, False, True
     )

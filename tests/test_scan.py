@@ -209,6 +209,61 @@ def test_truncated_bptt_matches_chunk_by_chunk_reference():
     assert float(jnp.max(jnp.abs(full["W_hh"] - grads["W_hh"]))) > 1e-4
 
 
+def test_truncated_bptt_trains_the_given_initial_carry_through_the_first_chunk():
+    """Only carries passed from chunk to chunk are cut: the given initial carry gets the first
+    chunk's gradient (a learned initial state), and with one chunk truncation is full BPTT."""
+    cell, params, xs = setup("gru", seed=10)
+    initial = jnp.asarray(np.random.default_rng(3).standard_normal((BATCH, HIDDEN)), jnp.float32)
+    lengths = jnp.asarray(LENGTHS)
+
+    def grads(run):
+        return jax.grad(lambda p, x, c: jnp.sum(run(p, x, c)[0] ** 2), argnums=(0, 1, 2))(
+            params, xs, initial
+        )
+
+    full = grads(lambda p, x, c: scan.unroll(cell, p, x, lengths, c))
+    whole = grads(lambda p, x, c: scan.truncated_unroll(cell, p, x, TIME, lengths, c))
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(whole), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    bptt = 2
+    _, _, d_initial = grads(lambda p, x, c: scan.truncated_unroll(cell, p, x, bptt, lengths, c))
+    first = jax.grad(
+        lambda c: jnp.sum(
+            scan.unroll(cell, params, xs[:, :bptt], lengths.clip(max=bptt), c)[0] ** 2
+        )
+    )(initial)
+    np.testing.assert_allclose(d_initial, first, rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(d_initial))) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["reference", "remat", "truncated", "bidirectional_reference"],
+)
+def test_low_precision_inputs_with_float32_params_on_every_path(path):
+    """bfloat16 inputs with float32 params: the carry takes the step's dtype (float32) on every
+    path, as on the default one; a zero carry in the inputs' dtype failed inside lax.scan."""
+    from rnn_jax import layers
+
+    cell, params, xs = setup("lstm", seed=11)
+    xs16 = jnp.asarray(xs, jnp.bfloat16)
+    lengths = jnp.asarray(LENGTHS)
+    if path == "bidirectional_reference":
+        expected = layers.bidirectional(cell, params, params, xs16, lengths)[0]
+        ys = layers.bidirectional(cell, params, params, xs16, lengths, implementation="reference")[
+            0
+        ]
+    else:
+        expected = scan.unroll(cell, params, xs16, lengths)[0]
+        if path == "truncated":
+            ys = scan.truncated_unroll(cell, params, xs16, 2, lengths)[0]
+        else:
+            options = {"remat": True} if path == "remat" else {"implementation": "reference"}
+            ys = scan.unroll(cell, params, xs16, lengths, **options)[0]
+    assert expected.dtype == ys.dtype == jnp.float32
+    np.testing.assert_allclose(ys, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_remat_cuts_backward_temp_memory_at_4096_steps():
     """XLA's temp buffer estimate of forward+backward at T = 4096 falls >= 4x with remat
     against plain autodiff of the scan, and >= 3x against the fused default (which itself
