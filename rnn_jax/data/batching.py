@@ -100,7 +100,8 @@ def epoch_plan(
       lengths: int `[num_examples]` lengths (used for bucketing only).
       bucket_pool: None = no bucketing; k = sort each window of k*batch_size shuffled examples
         by length before cutting it into batches, then shuffle the batch order.
-      drop_remainder: drop the last, smaller batch.
+      drop_remainder: drop `num_examples % batch_size` examples (the last ones of the shuffled
+        order, before bucketing, so which ones is random) so that every batch is full.
     """
     lengths = np.asarray(lengths)
     if batch_size < 1:
@@ -110,6 +111,11 @@ def epoch_plan(
     rng = np.random.default_rng([seed, epoch])
     n = len(lengths)
     order = rng.permutation(n) if shuffle else np.arange(n)
+    if drop_remainder:
+        # Drop from the shuffled order, before any sorting by length: cut after bucketing, the
+        # dropped examples were always the longest of the last window.
+        n -= n % batch_size
+        order = order[:n]
     if bucket_pool is not None:
         window = bucket_pool * batch_size
         order = np.concatenate(
@@ -119,8 +125,6 @@ def epoch_plan(
             ]
         )
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if drop_remainder and batches and len(batches[-1]) < batch_size:
-        batches.pop()
     if bucket_pool is not None and shuffle:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
