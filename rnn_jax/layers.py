@@ -209,15 +209,24 @@ def stack_step(
     x: jax.Array,
     *,
     residual: bool = False,
+    dropout_rate: float = 0.0,
+    rng: jax.Array | None = None,
 ) -> tuple[list[Carry], jax.Array]:
-    """One time step of a unidirectional stack (streaming, evaluation mode: no dropout).
+    """One time step of a unidirectional stack.
 
-    `x [batch, input]` -> `(carries', y [batch, hidden])`; stepping through a sequence gives
-    the same outputs as `apply_stack` over it.
+    `x [batch, input]` -> `(carries', y [batch, hidden])`; without `rng` (evaluation),
+    stepping through a sequence gives the same outputs as `apply_stack` over it. With `rng`,
+    dropout with `dropout_rate` on each layer's input from layer 1 up, as in `apply_stack`
+    (fresh masks each step, like `apply_stack`'s per-element masks): a decoder that runs step
+    by step in training (rnn_jax.models.seq2seq) gets the same inter-layer dropout.
     """
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+    rngs = [None] * len(params) if rng is None else list(jax.random.split(rng, len(params)))
     new_carries = []
     for layer, (layer_params, carry) in enumerate(zip(params, carries, strict=True)):
-        carry, y = cell.step(layer_params, carry, x)
+        layer_in = dropout(rngs[layer], dropout_rate, x) if layer > 0 else x
+        carry, y = cell.step(layer_params, carry, layer_in)
         x = y + x if residual and _residual_applies(layer, x, y) else y
         new_carries.append(carry)
     return new_carries, x

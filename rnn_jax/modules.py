@@ -165,9 +165,20 @@ class RNN(nnx.Module):
             **self.unroll_options,
         )
 
-    def step(self, carries: list, x: jax.Array) -> tuple[list, jax.Array]:
+    def step(
+        self, carries: list, x: jax.Array, *, rng: jax.Array | None = None
+    ) -> tuple[list, jax.Array]:
         """One streaming step `x [batch, input]` -> `(carries', y [batch, hidden])` in constant
-        memory; stepping through a sequence equals `__call__` on it (evaluation mode)."""
+        memory; stepping through a sequence equals `__call__` on it (evaluation mode). With
+        `rng` (training step by step, e.g. a decoder), the inter-layer dropout of `__call__`."""
         if self.bidirectional:
             raise ValueError("step needs bidirectional=False: a backward pass cannot stream")
-        return layers.stack_step(self.cell, self.params, carries, x, residual=self.residual)
+        return layers.stack_step(
+            self.cell,
+            self.params,
+            carries,
+            x,
+            residual=self.residual,
+            dropout_rate=self.dropout,
+            rng=rng,
+        )

@@ -162,6 +162,31 @@ def test_stack_step_streams_the_stack():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+def test_stack_step_applies_apply_stacks_inter_layer_dropout():
+    """With an rng, one step of `stack_step` is `apply_stack` over a one-step sequence with the
+    same rng (the same per-layer masks: dropout draws flat); the first layer's input is
+    never dropped, so a one-layer stack ignores the rng."""
+    cell = cells.get_cell("gru")
+    params = random_stack(cell, INPUT, 3, False)
+    carries = [cell.zero_carry((BATCH,), HIDDEN)] * 3
+    key = jax.random.key(5)
+    ys, finals = layers.apply_stack(
+        cell, params, XS[:, :1], dropout_rate=0.5, residual=True, rng=key
+    )
+    stepped, y = layers.stack_step(
+        cell, params, carries, XS[:, 0], residual=True, dropout_rate=0.5, rng=key
+    )
+    np.testing.assert_allclose(y, ys[:, 0], rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(stepped), jax.tree.leaves(finals), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    _, evaluated = layers.stack_step(cell, params, carries, XS[:, 0], residual=True)
+    assert float(jnp.max(jnp.abs(evaluated - y))) > 1e-3
+    one = params[:1]
+    _, a = layers.stack_step(cell, one, carries[:1], XS[:, 0], dropout_rate=0.5, rng=key)
+    _, b = layers.stack_step(cell, one, carries[:1], XS[:, 0])
+    np.testing.assert_array_equal(a, b)
+
+
 def test_layer_errors():
     cell = cells.get_cell("lstm")
     params = random_stack(cell, INPUT, 2, False)

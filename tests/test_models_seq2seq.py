@@ -121,6 +121,25 @@ def test_attention_weights_are_distributions_over_real_source_positions(model, o
     assert np.all(np.asarray(weights)[np.broadcast_to(pad, weights.shape)] == 0.0)
 
 
+def test_training_applies_dropout_between_decoder_layers():
+    """The decoder runs step by step in training too: its inter-layer dropout must act (it
+    used to be skipped: `step` ran the stack in evaluation mode)."""
+    model = Seq2Seq(
+        SRC_VOCAB,
+        TGT_VOCAB,
+        embed_size=6,
+        hidden_size=8,
+        num_layers=2,
+        dropout_rate=0.5,
+        rngs=nnx.Rngs(0),
+    )
+    key = jax.random.key(3)
+    with_dropout, _ = model(SOURCE, SOURCE_LENGTHS, TARGET_INPUTS, rng=key)
+    model.decoder.dropout = 0.0
+    without, _ = model(SOURCE, SOURCE_LENGTHS, TARGET_INPUTS, rng=key)
+    assert float(jnp.max(jnp.abs(with_dropout - without))) > 1e-3
+
+
 def test_scheduled_sampling_needs_an_rng():
     model = Seq2Seq(SRC_VOCAB, TGT_VOCAB, embed_size=4, hidden_size=4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="rng is required"):

@@ -140,7 +140,10 @@ class Seq2Seq(nnx.Module):
         x = dropout(input_rng, self.dropout_rate, self.target_embed(tokens))
         if self.input_feeding:
             x = jnp.concatenate([x, state["feed"]], axis=-1)
-        carries, s = self.decoder.step(state["carries"], x)
+        # The layers' rng is folded in, not split off, so a one-layer decoder's input and
+        # output masks are what they were before inter-layer dropout was applied here.
+        layers_rng = None if rng is None else jax.random.fold_in(rng, 2)
+        carries, s = self.decoder.step(state["carries"], x, rng=layers_rng)
         state = {**state, "carries": carries}
         if self.use_attention:
             context, weights = self.attention(
