@@ -48,6 +48,19 @@ def test_kv_cache_steps_reproduce_the_causal_forward_pass(lm):
     np.testing.assert_allclose(run_steps(tokens), full, rtol=1e-5, atol=1e-5)
 
 
+def test_steps_past_the_cache_give_nan_not_silently_wrong_logits(lm):
+    """A cache of 4 slots: steps 0-3 equal the forward pass; from step 4 on the key/value
+    has no slot, and the logits are NaN instead of ignoring the token."""
+    tokens = jax.random.randint(jax.random.key(2), (2, 6), 0, VOCAB)
+    full = lm(tokens)
+    cache, logits = lm.init_cache(2, 4), []
+    for t in range(6):
+        cache, step_logits = lm.step(cache, tokens[:, t])
+        logits.append(step_logits)
+    np.testing.assert_allclose(jnp.stack(logits[:4], 1), full[:, :4], rtol=1e-5, atol=1e-5)
+    assert all(bool(jnp.all(jnp.isnan(x))) for x in logits[4:])
+
+
 def test_causality_future_tokens_do_not_change_the_past(lm):
     tokens = jax.random.randint(jax.random.key(2), (2, 6), 0, VOCAB)
     changed = tokens.at[:, 4:].set((tokens[:, 4:] + 1) % VOCAB)

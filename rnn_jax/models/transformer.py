@@ -12,7 +12,8 @@ embeddings, attention output and MLP output) uses an explicit `rng` (None = eval
 
 The KV cache holds keys/values `[batch, heads, max_length, head_size]` per layer and a
 `position [batch]`; a step writes the new key/value at `position` and attends to positions
-<= `position`, so `step` reproduces the causal forward pass token by token.
+<= `position`, so `step` reproduces the causal forward pass token by token. A step at a
+position past the cache's length returns NaN logits (make the cache as long as the decode).
 """
 
 import jax
@@ -184,7 +185,12 @@ class Block(nnx.Module):
         }
         visible = (slots[None, :] <= position[:, None])[:, None, None, :]
         x = x + self.self_attention.attend(normed, cache["key"], cache["value"], visible)
-        return self._mlp_and_cross(x, memory_kv, memory_mask, [None] * 3), cache
+        y = self._mlp_and_cross(x, memory_kv, memory_mask, [None] * 3)
+        # Past the cache's last slot the key/value has nowhere to go: poison the output with
+        # NaN (position is traced, so it cannot raise) rather than return logits that silently
+        # ignore this token.
+        fits = (position < slots.size)[:, None, None]
+        return jnp.where(fits, y, jnp.nan), cache
 
 
 class Stack(nnx.Module):
