@@ -30,18 +30,14 @@ VARIANTS = {
 }
 
 
+def _seq2seq(**options):
+    settings = dict(embed_size=6, hidden_size=8, num_layers=2, dropout_rate=0.2) | options
+    return Seq2Seq(SRC_VOCAB, TGT_VOCAB, rngs=nnx.Rngs(0), **settings)
+
+
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def model(request):
-    return Seq2Seq(
-        SRC_VOCAB,
-        TGT_VOCAB,
-        embed_size=6,
-        hidden_size=8,
-        num_layers=2,
-        dropout_rate=0.2,
-        rngs=nnx.Rngs(0),
-        **VARIANTS[request.param],
-    )
+    return _seq2seq(**VARIANTS[request.param])
 
 
 def _step_loop(model, feed):
@@ -124,15 +120,7 @@ def test_attention_weights_are_distributions_over_real_source_positions(model, o
 def test_training_applies_dropout_between_decoder_layers():
     """The decoder runs step by step in training too: its inter-layer dropout must act (it
     used to be skipped: `step` ran the stack in evaluation mode)."""
-    model = Seq2Seq(
-        SRC_VOCAB,
-        TGT_VOCAB,
-        embed_size=6,
-        hidden_size=8,
-        num_layers=2,
-        dropout_rate=0.5,
-        rngs=nnx.Rngs(0),
-    )
+    model = _seq2seq(dropout_rate=0.5)
     key = jax.random.key(3)
     with_dropout, _ = model(SOURCE, SOURCE_LENGTHS, TARGET_INPUTS, rng=key)
     model.decoder.dropout = 0.0
