@@ -71,6 +71,20 @@ def test_overflowing_update_is_not_applied_in_the_step():
     assert not np.array_equal(kernels[0][1], kernels[1][1])  # replica 1 was updated
 
 
+def test_a_state_with_an_overflowed_optimiser_state_is_never_saved(tmp_path):
+    """The per-step check reads the params; an optimiser state that overflowed alone (finite
+    params) is refused when a checkpoint would be written."""
+    config = _config(num_seeds=2)
+    _, state, _, _ = loop_lib.build_steps(config, Regression())
+    checkpointer = Checkpointer(tmp_path, max_to_keep=2)
+    loop_lib._check_saveable(3, state, checkpointer)  # finite: nothing to say
+    poisoned = {**state, "opt_state": jax.tree.map(lambda x: x * np.inf, state["opt_state"])}
+    if not jax.tree.leaves(poisoned["opt_state"]):
+        pytest.skip("this optimiser keeps no float state")
+    with pytest.raises(NonFiniteError, match=r"not finite at step 3; not saved.*none yet"):
+        loop_lib._check_saveable(3, poisoned, checkpointer)
+
+
 def _abstract(checkpointer):
     import orbax.checkpoint as ocp
 
