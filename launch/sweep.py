@@ -117,12 +117,29 @@ def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]
         ]
     elif isinstance(sweep, Sequence) and all(isinstance(p, Mapping) for p in sweep):
         points = [dict(point) for point in sweep]
+        seen: dict[tuple, int] = {}
+        for index, point in enumerate(points):
+            # The same combination in another key order (or 1 vs 1.0) is the same run twice,
+            # which the report would pool as if it were two seeds.
+            key = tuple(sorted((k, _comparable(v)) for k, v in point.items()))
+            if key in seen:
+                raise ValueError(
+                    f"get_sweep: points {seen[key]} and {index} are the same overrides {point}"
+                )
+            seen[key] = index
     else:
         raise ValueError(
             f"get_sweep returned {type(sweep).__name__}; "
             "expected a dict of lists or a list of dicts"
         )
     return points or [{}]
+
+
+def _comparable(value: Any) -> Any:
+    """A hashable form of an override value in which equal numbers compare equal."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return json.dumps(value, sort_keys=True, default=str)
+    return float(value)
 
 
 def _lookup(config: Any, key: str) -> Any:
@@ -206,6 +223,14 @@ def plan_runs(
     common = dict(common or {})
     for key in common:
         _lookup(config, key)
+    swept = sorted({key for point in points for key in point} & set(common))
+    if swept:
+        # A common override of a swept key would give every run the same value while the
+        # runs stay named (and reported) by their sweep values.
+        raise ValueError(
+            f"--set {', '.join(swept)}: the sweep varies "
+            f"{'this key' if len(swept) == 1 else 'these keys'}; change it in get_sweep instead"
+        )
     root = pathlib.Path(root).resolve()
     runs, names = [], set()
     for point in points:

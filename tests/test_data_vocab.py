@@ -19,6 +19,9 @@ def test_ids_follow_specials_then_frequency_then_string():
     np.testing.assert_array_equal(vocab.encode(["c", "zzz", "a"]), [6, 1, 4])
     assert vocab.encode(["a"]).dtype == np.int32
     assert vocab.decode([4, 5, 0]) == ["a", "b", "<pad>"]
+    for bad in (-1, len(vocab)):  # -1 used to decode as the last token
+        with pytest.raises(ValueError, match=f"id {bad} is outside the vocabulary"):
+            vocab.decode([4, bad])
 
 
 def test_min_freq_max_size_and_counter_input():

@@ -37,6 +37,20 @@ def test_expand_grid_and_list():
         sweep.expand_sweep({"a": 3})
 
 
+def test_duplicate_points_and_set_on_a_swept_key_are_refused(tmp_path):
+    """The same overrides in another key order (or 1 vs 1.0) would run twice and be pooled as
+    two seeds; `--set` on a swept key would give every run one value under different names."""
+    with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
+        sweep.expand_sweep(
+            [{"seed": 1, "model.hidden_size": 4}, {"model.hidden_size": 4, "seed": 1}]
+        )
+    with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
+        sweep.expand_sweep([{"lr": 1}, {"lr": 1.0}])
+    assert len(sweep.expand_sweep([{"lr": 1}, {"lr": "1"}, {"flag": True}, {"flag": 1}])) == 4
+    with pytest.raises(ValueError, match="--set model.hidden_size: the sweep varies this key"):
+        sweep.plan_runs(SMOKE, tmp_path, {"model.hidden_size": "32"})
+
+
 def test_plan_names_commands_and_overrides(tmp_path):
     runs = sweep.plan_runs(SMOKE, tmp_path, {"train.num_steps": "5"})
     assert [r.name for r in runs] == [

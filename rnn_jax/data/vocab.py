@@ -148,8 +148,18 @@ class Vocabulary:
         return np.fromiter((index.get(t, unk_id) for t in tokens), np.int32, len(tokens))
 
     def decode(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> token strings."""
-        return [self.tokens[int(i)] for i in ids]
+        """Ids -> token strings.
+
+        Raises:
+          ValueError: for an id outside [0, len(self)) (a negative id would otherwise index
+            from the end).
+        """
+        tokens = []
+        for i in ids:
+            if not 0 <= int(i) < len(self.tokens):
+                raise ValueError(f"id {int(i)} is outside the vocabulary [0, {len(self.tokens)})")
+            tokens.append(self.tokens[int(i)])
+        return tokens
 
     def oov_rate(self, sequences: Iterable[Sequence[str]]) -> float:
         """Fraction of tokens (over all sequences) that are not in the vocabulary."""
