@@ -42,9 +42,14 @@ def seed_samples(value: Any) -> list[float] | None:
     if (
         isinstance(value, list)
         and value
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value
+        )
+        and any(v is not None for v in value)
     ):
-        return [float(v) for v in value]
+        # A seed whose value was not finite is written as null: it stays, as NaN, so the
+        # group's mean shows it instead of the metric vanishing from the report.
+        return [math.nan if v is None else float(v) for v in value]
     return None
 
 

@@ -51,6 +51,14 @@ def test_duplicate_points_and_set_on_a_swept_key_are_refused(tmp_path):
         sweep.plan_runs(SMOKE, tmp_path, {"model.hidden_size": "32"})
 
 
+def test_a_seed_with_a_null_value_stays_as_nan():
+    """A non-finite value is written as null; the metric must not vanish with it."""
+    flat = report.flatten_final({"loss": [1.0, None, 3.0], "acc": 0.5})
+    assert flat["acc"] == [0.5]
+    assert flat["loss"][0] == 1.0 and np.isnan(flat["loss"][1]) and flat["loss"][2] == 3.0
+    assert report.seed_samples([None, None]) is None
+
+
 def test_plan_names_commands_and_overrides(tmp_path):
     runs = sweep.plan_runs(SMOKE, tmp_path, {"train.num_steps": "5"})
     assert [r.name for r in runs] == [
