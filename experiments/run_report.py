@@ -202,15 +202,12 @@ def read_curve(workdir: pathlib.Path, key: str) -> tuple[np.ndarray, np.ndarray]
     """(steps [n], values [n, seeds]) of `key` in W/metrics.jsonl, one row per step (a run
     resumed after a kill logs some steps twice, identically: the last record is kept; a torn
     last line is skipped, see `rnn_jax.train.metrics.read_metrics`)."""
-    last = {}
-    for record in run_metrics.read_metrics(workdir / "metrics.jsonl"):
-        value = record.get(f"{key}_per_seed", record.get(key))  # per seed when num_seeds > 1
-        if value is not None:
-            last[int(record["step"])] = value if isinstance(value, list) else [value]
+    steps, values = grid.read_metric_curve(workdir, key)
+    last = {step: i for i, step in enumerate(steps)}
     order = sorted(last)
     if not order:
         return np.zeros(0, np.int64), np.zeros((0, 1))
-    return np.asarray(order, np.int64), np.asarray([last[s] for s in order], np.float64)
+    return np.asarray(order, np.int64), values[[last[s] for s in order]]
 
 
 def plot_learning_curves(
