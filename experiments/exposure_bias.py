@@ -280,7 +280,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     points = [(f"{c}-{r}", functools.partial(run_point, config, c, r)) for c, r in lm_points]
     points += mt_points
     print(f"exposure_bias: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
-    summaries = grid.run_points(workdir, points)
+    summaries = grid.run_points(workdir, points, config)
     lm, mt = _split(summaries)
     final = {
         name: {k: s["metrics"][k] for k in ("tf_nll", "fr_nll", "true_nll") if k in s["metrics"]}

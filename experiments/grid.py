@@ -3,7 +3,8 @@
 An experiment's `quick` variant is a sub-grid of its `full` one, and `launch.sweep` splits a
 grid into one-point runs; both go through `run_points`, which trains each point with
 `rnn_jax.train.train_and_evaluate` in `W/points/<point>/` (so each point checkpoints and
-resumes on its own, and a finished point, whose results.json exists, is not redone).
+resumes on its own, and a finished point, whose summary.json exists and whose recorded
+experiment config is the current one, is not redone).
 
 Grid axes are comma-separated strings in the config (`grid.cells = "lstm,gru"`), so that a
 sweep overrides them with plain `--config.grid.cells=lstm`.
@@ -14,6 +15,7 @@ value is a float or a list with one float per seed (launch.report reads both).
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import time
@@ -24,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics as run_metrics
 
 RESULTS_FILE = "results.json"
@@ -85,37 +88,75 @@ class TaskStream:
         self._index = int(state["index"])
 
 
+POINT_CONFIG_FILE = "experiment_config.json"
+
+
+def point_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What a grid point's results depend on: the experiment's flattened config without its
+    `grid.*` keys, which only select points (each point's name carries its own axis values)."""
+    flat = config_lib.flatten(json.loads(config.to_json_best_effort()))
+    return {key: value for key, value in flat.items() if not key.startswith("grid.")}
+
+
 def run_points(
     workdir: pathlib.Path,
     points: Sequence[tuple[str, Callable[[pathlib.Path], dict]]],
+    config: ml_collections.ConfigDict,
 ) -> dict[str, dict]:
     """Runs `fn(point_dir)` for each `(name, fn)` not finished yet; returns name -> results.
 
     `fn` must train (train_and_evaluate writes point_dir/results.json) and return the
     point's summary dict, which is stored, with its wall time `point_wall_s`, as
-    point_dir/summary.json; a point whose summary exists is loaded instead of re-run. Prints
-    one progress line per point.
+    point_dir/summary.json. Before `fn` runs, `point_config(config)` is stored as
+    point_dir/experiment_config.json; a point whose summary exists is loaded instead of re-run
+    only when that record equals the current `point_config(config)` (so `full` run in a
+    `quick` workdir redoes the points the two share instead of reporting quick's numbers as
+    full's). A point redone under another config resumes from its checkpoints only if
+    `rnn_jax.train.config.check_resumable` allows it (train_and_evaluate checks it and
+    raises `ConfigError` naming the changed keys). Prints one progress line per point.
     """
-    import json
-
     summaries = {}
+    current = point_config(config)
     start = time.perf_counter()
     for i, (name, fn) in enumerate(points, 1):
         point_dir = workdir / "points" / name
         summary_path = point_dir / "summary.json"
-        if summary_path.is_file():
+        changed = _changed_keys(point_dir / POINT_CONFIG_FILE, current)
+        if summary_path.is_file() and not changed:
             summaries[name] = json.loads(summary_path.read_text())
             status = "done earlier"
         else:
+            redone = f"redone: {changed}; " if summary_path.is_file() else ""
             t0 = time.perf_counter()
             point_dir.mkdir(parents=True, exist_ok=True)
-            summaries[name] = {**fn(point_dir), "point_wall_s": time.perf_counter() - t0}
             if jax.process_index() == 0:  # multi-host runs: one writer, as the runtime does
+                summary_path.unlink(missing_ok=True)  # a stale summary never outlives its run
+                run_metrics.write_json_atomic(point_dir / POINT_CONFIG_FILE, current)
+            summaries[name] = {**fn(point_dir), "point_wall_s": time.perf_counter() - t0}
+            if jax.process_index() == 0:
                 run_metrics.write_json_atomic(summary_path, summaries[name])
-            status = f"{time.perf_counter() - t0:.0f}s"
+            status = f"{redone}{time.perf_counter() - t0:.0f}s"
         elapsed = time.perf_counter() - start
         print(f"  [{i}/{len(points)}] {name}: {status} (elapsed {elapsed:.0f}s)", flush=True)
     return summaries
+
+
+def _changed_keys(record_path: pathlib.Path, current: dict[str, Any]) -> str:
+    """'' when `record_path` holds `current`; otherwise what differs, for the progress line."""
+    if not record_path.is_file():
+        return f"no {POINT_CONFIG_FILE} (written before points recorded their config)"
+    try:
+        stored = json.loads(record_path.read_text())
+    except ValueError:
+        return f"{record_path} is not valid JSON"
+    keys = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    if not keys:
+        return ""
+    shown = ", ".join(
+        f"{k}: {stored.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}" for k in keys[:4]
+    )
+    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+    return f"its summary was for another config ({shown}{more})"
 
 
 def read_metric_curve(point_dir: pathlib.Path, key: str) -> tuple[list[int], np.ndarray]:

@@ -324,7 +324,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     start = time.perf_counter()
     print(f"initialization: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
     summaries = grid.run_points(
-        workdir, [(point_name(*p), functools.partial(run_point, config, *p)) for p in points]
+        workdir,
+        [(point_name(*p), functools.partial(run_point, config, *p)) for p in points],
+        config,
     )
     final = {
         name: {

@@ -359,7 +359,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     if "cost" in tasks:
         points.append(("cost", functools.partial(measure_cost, config, models)))
     print(f"rnn_vs_attention: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
-    summaries = grid.run_points(workdir, points)
+    summaries = grid.run_points(workdir, points, config)
     final = {}
     for name, s in summaries.items():
         if s["task"] == "cost":

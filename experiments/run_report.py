@@ -59,7 +59,7 @@ def train_and_report(
 
     def write_reports(results: dict) -> None:
         with _unpublished_results(workdir, results):
-            _write_text_atomic(workdir / f"{name}.md", report(workdir))
+            run_metrics.write_text_atomic(workdir / f"{name}.md", report(workdir))
             plot_learning_curves(workdir, workdir / CURVES_FILE, name, train_key)
 
     return train_and_evaluate(config, workdir, task, before_done=write_reports)
@@ -73,12 +73,6 @@ def _unpublished_results(workdir: pathlib.Path, results: dict) -> Iterator[None]
         yield
     finally:
         del _UNPUBLISHED_RESULTS[key]
-
-
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_json(workdir: pathlib.Path, filename: str) -> Any:

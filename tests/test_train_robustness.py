@@ -190,3 +190,55 @@ def test_reports_come_before_results_json_and_survive_a_torn_line(tmp_path):
     assert_png(tmp_path / run_report.CURVES_FILE)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def test_grid_point_is_redone_when_its_experiment_config_changed(tmp_path):
+    """A finished grid point is reused only under the config it was run with (grid.* keys
+    aside, which only select points): `full` run in a `quick` workdir redoes the points they
+    share instead of reporting quick's numbers as full's."""
+    from experiments import grid
+
+    calls = []
+
+    def point(point_dir):
+        calls.append(point_dir.name)
+        return {"value": len(calls)}
+
+    def run(config):
+        return grid.run_points(tmp_path, [("a", point), ("b", point)], config)
+
+    config = _config()
+    config.grid = {"cells": "lstm"}
+    assert run(config) == {
+        "a": {"value": 1, "point_wall_s": pytest.approx(0, abs=5)},
+        "b": {"value": 2, "point_wall_s": pytest.approx(0, abs=5)},
+    }
+    config.grid.cells = "lstm,gru"  # another selection: the same points, reused
+    assert run(config)["b"]["value"] == 2 and calls == ["a", "b"]
+    config.model.hidden_size = 2  # another experiment: redone
+    assert run(config)["a"]["value"] == 3 and calls == ["a", "b", "a", "b"]
+    assert run(config)["a"]["value"] == 3 and len(calls) == 4
+    (tmp_path / "points" / "b" / grid.POINT_CONFIG_FILE).unlink()  # a pre-record workdir
+    run(config)
+    assert calls[4:] == ["b"]
+
+
+def test_resuming_checkpoints_of_another_config_is_refused_before_anything_runs(tmp_path):
+    """train_and_evaluate (the grid points' entry, not only the command line) refuses to resume
+    checkpoints written under another model; a resumable change (more steps) or another grid
+    selection resumes."""
+    from rnn_jax.train.config import ConfigError
+
+    config = _config(train__num_steps=5)
+    config.grid = {"lengths": "10"}
+    train_and_evaluate(config, tmp_path, Regression())
+    config_text = (tmp_path / "config.json").read_text()
+    changed = _config(train__num_steps=5, model__hidden_size=2)
+    changed.grid = {"lengths": "10"}
+    with pytest.raises(ConfigError, match=r"model\.hidden_size: 1 in .*config\.json, now 2"):
+        train_and_evaluate(changed, tmp_path, Regression())
+    assert (tmp_path / "config.json").read_text() == config_text  # still says what it holds
+    longer = _config(train__num_steps=10)
+    longer.grid = {"lengths": "10,20"}
+    results = train_and_evaluate(longer, tmp_path, Regression())
+    assert results["final"]["step"] == 10

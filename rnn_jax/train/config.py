@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -281,7 +281,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def check_resumable(
+    workdir: str | pathlib.Path,
+    config: ml_collections.ConfigDict,
+    ignore_prefixes: Sequence[str] = (),
+) -> None:
     """Refuse to resume a run directory whose checkpoints were written under another config.
 
     A run resumes from `workdir/checkpoints` when it exists; the config it was written with is
@@ -289,12 +293,15 @@ def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     model fails in orbax with a shape error only after `config.json` has been overwritten (so
     the directory no longer says what its checkpoints are), and a different optimiser, data
     or seed would resume silently into a run that is neither. Nothing is checked for a
-    directory without checkpoints.
+    directory without checkpoints. Keys starting with one of `ignore_prefixes` are not
+    compared (a grid experiment's `grid.` keys only select which points run;
+    `experiments.grid.run_points`).
 
     Raises:
       ConfigError: naming every changed key with its stored and new value.
     """
     workdir = pathlib.Path(workdir)
+    ignored = tuple(ignore_prefixes)
     saved_path = workdir / "config.json"
     checkpoints = workdir / "checkpoints"
     if not (checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()):
@@ -310,7 +317,9 @@ def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     changed = [
         f"{key}: {saved.get(key, '<absent>')!r} in {saved_path}, now {new.get(key, '<absent>')!r}"
         for key in sorted(set(saved) | set(new))
-        if key not in RESUMABLE_CHANGES and saved.get(key) != new.get(key)
+        if key not in RESUMABLE_CHANGES
+        and not (ignored and key.startswith(ignored))
+        and saved.get(key) != new.get(key)
     ]
     if changed:
         raise ConfigError(

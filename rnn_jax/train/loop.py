@@ -64,6 +64,8 @@ def train_and_evaluate(
       The `results.json` object (`final`, `timing`, `provenance`).
 
     Raises:
+      ConfigError: `workdir` holds checkpoints written under a config that differs in a key
+        outside `RESUMABLE_CHANGES` (`rnn_jax.train.config.check_resumable`).
       NonFiniteError: a non-finite loss/gradient, or updated parameters/optimiser state, with
         `train.nonfinite='stop'` (or too many in a row with 'skip'); the last good checkpoint
         stays in place.
@@ -72,6 +74,9 @@ def train_and_evaluate(
     workdir = pathlib.Path(workdir)
     primary = jax.process_index() == 0
     multiprocess = jax.process_count() > 1
+    # Checkpoints written under another config are not resumed into this one. `grid.*` keys
+    # only select a grid experiment's points (experiments.grid), so they may differ.
+    config_lib.check_resumable(workdir, config, ignore_prefixes=("grid.",))
     _check_divisible(config, task)
     schedule = optim.build_schedule(config)
     n = config.num_seeds
@@ -404,6 +409,8 @@ def _check_saveable(step: int, state: dict, checkpointer: Checkpointer) -> None:
     (e.g. Adam's second moment from a finite but huge gradient) is found here, once per save.
 
     Raises:
+      ConfigError: `workdir` holds checkpoints written under a config that differs in a key
+        outside `RESUMABLE_CHANGES` (`rnn_jax.train.config.check_resumable`).
       NonFiniteError: naming the step and the last good checkpoint.
     """
     if bool(_state_finite(state["params"], state["opt_state"])):

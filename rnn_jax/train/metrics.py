@@ -167,10 +167,16 @@ class Progress:
 
 def write_json_atomic(path: str | pathlib.Path, obj: Any) -> None:
     """Write JSON so that readers see either nothing or the whole file."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=json_default))
+
+
+def write_text_atomic(path: str | pathlib.Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync it and rename it over `path`, so
+    that readers (and a crash) see either the old file or the whole new one."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=json_default)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
