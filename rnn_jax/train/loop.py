@@ -112,8 +112,12 @@ def train_and_evaluate(
     pending: list[tuple[int, dict]] = []  # per-step device metrics not yet checked on the host
     tokens_seen, t_first, t_compile, t_start = 0, None, None, time.perf_counter()
 
+    checked_step = [None]  # the step whose state `_check_saveable` passed last
+
     def save(step: int, *, best: bool = False) -> None:
-        _check_saveable(step, state, checkpointer)
+        if checked_step[0] != step:  # the best and the periodic save of one step: one check
+            _check_saveable(step, state, checkpointer)
+            checked_step[0] = step
         checkpointer.save(step, state, {**loop, "data": data.state_dict()}, best=best)
 
     def drain(step: int) -> None:
