@@ -32,6 +32,7 @@ from rnn_jax import decoding
 from rnn_jax.cells import get_cell
 from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
 from rnn_jax.data.lm_corpus import LMCorpus, markov_lm
+from rnn_jax.metrics import perplexity
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.train import Task, regularizers
 from rnn_jax.train import config as cfg
@@ -40,6 +41,7 @@ NAME = "language_model"
 RULES: cfg.Rules = {
     "model.cell": cfg.one_of("elman", "lstm", "gru"),
     "model.num_layers": cfg.positive,
+    "model.embed_size": cfg.positive_or_none,  # None: = model.hidden_size
     "model.dropout_input": cfg.probability,
     "model.dropout_between": cfg.probability,
     "model.dropout_output": cfg.probability,
@@ -195,7 +197,7 @@ class LanguageModelTask(Task):
 
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["nll"] / sums["tokens"]
-        return {"loss": loss, "perplexity": math.exp(loss)}
+        return {"loss": loss, "perplexity": perplexity(loss)}
 
     def tokens_in(self, batch: dict) -> int:
         return int(batch["inputs"].size)
@@ -209,7 +211,7 @@ class LanguageModelTask(Task):
         unigram = {}
         for split, tokens in self.corpus.splits.items():
             unigram[f"{split}_loss"] = float(-np.mean(log_probs[tokens]))
-            unigram[f"{split}_perplexity"] = math.exp(unigram[f"{split}_loss"])
+            unigram[f"{split}_perplexity"] = perplexity(unigram[f"{split}_loss"])
         uniform = {"loss": math.log(self.vocab_size), "perplexity": float(self.vocab_size)}
         return {"unigram": unigram, "uniform": uniform}
 
@@ -298,9 +300,9 @@ def report_markdown(workdir: pathlib.Path) -> str:
                 split,
                 nll,
                 [v / math.log(2) for v in nll],
-                [math.exp(v) for v in nll],
+                [perplexity(v) for v in nll],
                 None if base is None else base / math.log(2),
-                None if base is None else math.exp(base),
+                None if base is None else perplexity(base),
             ]
         )
     return "\n".join(
@@ -335,10 +337,10 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         f"batches) on {corpus} (`{run_report.config_name(workdir, NAME)}`) reaches a {split} "
         f"NLL of {run_report.summary_text(nll)} nats/{unit}, i.e. "
         f"{run_report.summary_text([v / math.log(2) for v in nll], seeds=False)} bits/{unit}, "
-        f"perplexity {run_report.summary_text([math.exp(v) for v in nll], 2, seeds=False)}; "
+        f"perplexity {run_report.summary_text([perplexity(v) for v in nll], 2, seeds=False)}; "
         f"a unigram model of the "
         f"training {unit}s (no context) gets {base / math.log(2):.3f} bits/{unit} (perplexity "
-        f"{math.exp(base):.2f}) and uniform guessing {math.log2(uniform['perplexity']):.3f} "
+        f"{perplexity(base):.2f}) and uniform guessing {math.log2(uniform['perplexity']):.3f} "
         f"(perplexity {uniform['perplexity']:.0f})."
     )
     return {7: text}

@@ -224,11 +224,11 @@ class Cell:
     # ---- the three parts of a step --------------------------------------------------------------
     def input_projection(self, params: Params, x: jax.Array) -> jax.Array:
         """`z_x = x @ W_ih + b_ih`, `[..., G]` for `x [..., input_size]`."""
-        return x @ params["W_ih"] + params["b_ih"]
+        return _matmul(x, params["W_ih"]) + params["b_ih"]
 
     def recurrent_projection(self, params: Params, carry: Carry) -> Any:
         """`z_h = h @ W_hh + b_hh`, `[..., G]`."""
-        return self.output(carry) @ params["W_hh"] + params["b_hh"]
+        return _matmul(self.output(carry), params["W_hh"]) + params["b_hh"]
 
     def pointwise(self, params: Params, z_x: jax.Array, z_h: Any, carry: Carry) -> tuple:
         """`(carry', y)` from the two projections and the old carry (the cell's equations)."""
@@ -339,10 +339,12 @@ class LayerNormLSTM(LSTM):
         }
 
     def input_projection(self, params: Params, x: jax.Array) -> jax.Array:
-        return _layer_norm(x @ params["W_ih"], params["ln_ih_scale"], params["b_ih"], self.eps)
+        return _layer_norm(
+            _matmul(x, params["W_ih"]), params["ln_ih_scale"], params["b_ih"], self.eps
+        )
 
     def recurrent_projection(self, params: Params, carry: Carry) -> jax.Array:
-        z = self.output(carry) @ params["W_hh"]
+        z = _matmul(self.output(carry), params["W_hh"])
         return _layer_norm(z, params["ln_hh_scale"], params["b_hh"], self.eps)
 
     def pointwise(self, params: Params, z_x: jax.Array, z_h: jax.Array, carry: Carry) -> tuple:
@@ -416,7 +418,7 @@ class ChoGRU(GRU):
 
     def recurrent_projection(self, params: Params, carry: Carry) -> tuple[jax.Array, jax.Array]:
         H = carry.shape[-1]
-        return carry @ params["W_hh"][:, : 2 * H] + params["b_hh"][: 2 * H], carry
+        return _matmul(carry, params["W_hh"][:, : 2 * H]) + params["b_hh"][: 2 * H], carry
 
     def pointwise(self, params: Params, z_x: jax.Array, z_h: tuple, carry: Carry) -> tuple:
         rz_h, h_rec = z_h
@@ -425,7 +427,7 @@ class ChoGRU(GRU):
         r_h, u_h = _split(rz_h, 2)
         reset = jax.nn.sigmoid(r_x + r_h)
         update = jax.nn.sigmoid(u_x + u_h)
-        n_h = (reset * h_rec) @ params["W_hh"][:, 2 * H :] + params["b_hh"][2 * H :]
+        n_h = _matmul(reset * h_rec, params["W_hh"][:, 2 * H :]) + params["b_hh"][2 * H :]
         candidate = jnp.tanh(n_x + n_h)
         h = (1.0 - update) * candidate + update * carry
         return h, h
@@ -485,6 +487,13 @@ CELLS: dict[str, type[Cell]] = {
     "min_gru": MinGRU,
 }
 CELL_NAMES = tuple(CELLS)
+
+
+def _matmul(x: jax.Array, W: jax.Array) -> jax.Array:
+    """`x @ W` in the weight's dtype: bfloat16 weights under float32 activations (a float32
+    carry, mixed precision) run a bfloat16 matmul instead of being promoted to float32; a
+    float32 weight under bfloat16 inputs promotes the inputs, as `@` would."""
+    return x.astype(W.dtype) @ W
 
 
 def carry_dtype(cell: Cell, params: Params, xs: jax.Array) -> jnp.dtype:

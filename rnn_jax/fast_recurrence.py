@@ -123,7 +123,7 @@ def _additive_slabs(cell: Cell, treedef: Any, shapes: tuple[tuple[int, ...], ...
         flags = []
         for k in range(cell.num_gates):
             delta = (
-                jnp.zeros((2, gates))
+                jnp.zeros((2, gates), jnp.float32)
                 .at[:, k * hidden_size : (k + 1) * hidden_size]
                 .set(draw((2, hidden_size)))
             )

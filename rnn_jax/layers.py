@@ -131,6 +131,15 @@ def recurrent_dropout_masks(
     return masks
 
 
+def locked_dropout(rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
+    """Dropout of `x [batch, time, features]` with one `[batch, 1, features]` mask per
+    sequence, the same at every time step (inverted scaling 1/(1-rate); Gal & Ghahramani
+    2016's variational dropout, AWD-LSTM's `LockedDropout`)."""
+    if rng is None or rate == 0.0:
+        return x
+    return x * dropout(rng, rate, jnp.ones((x.shape[0], 1, x.shape[-1]), x.dtype))
+
+
 def _residual_applies(layer: int, x: jax.Array, y: jax.Array) -> bool:
     # Residual connections join hidden representations: from layer 1 up, when widths match.
     return layer > 0 and x.shape[-1] == y.shape[-1]
@@ -146,6 +155,7 @@ def apply_stack(
     bidirectional: bool = False,
     merge: str = "concat",
     dropout_rate: float = 0.0,
+    locked: bool = False,
     residual: bool = False,
     rng: jax.Array | None = None,
     h_masks: list | None = None,
@@ -156,7 +166,9 @@ def apply_stack(
     Returns `(ys [batch, time, out], final_carries)` with one final carry per layer
     (`(forward, backward)` pairs when bidirectional). Dropout with `dropout_rate` is applied
     to each layer's input from layer 1 up (PyTorch's inter-layer dropout), only when `rng` is
-    given. With `residual=True`, layer k > 0 adds its input to its output where the widths
+    given: a fresh mask per element, or with `locked=True` one `[batch, 1, features]`
+    mask per sequence and layer, shared over time (`locked_dropout`; AWD-LSTM's
+    `dropouth`). With `residual=True`, layer k > 0 adds its input to its output where the widths
     match (Wu et al. 2016, GNMT). `initial_carries`/`h_masks`: per-layer lists (pairs when
     bidirectional) or None. `unroll_options` go to `rnn_jax.scan.unroll`.
     """
@@ -180,7 +192,10 @@ def apply_stack(
     for layer, layer_params in enumerate(params):
         initial = None if initial_carries is None else initial_carries[layer]
         mask = None if h_masks is None else h_masks[layer]
-        layer_in = dropout(rngs[layer], dropout_rate, x) if layer > 0 else x
+        layer_in = x
+        if layer > 0:
+            drop = locked_dropout if locked else dropout
+            layer_in = drop(rngs[layer], dropout_rate, x)
         if bidirectional:
             y, carry = _bidirectional_pass(
                 cell,

@@ -39,13 +39,15 @@ SCHEMES = {"IOB1": "BIO", "IOB2": "BIO", "BIO": "BIO", "IOBES": "BIOES"}
 
 
 def token_accuracy(predictions: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
-    """Fraction of real (mask True) tokens predicted right. All arrays [batch, time]."""
+    """Fraction of real tokens predicted right. All arrays [batch, time]; `mask` is any
+    dtype, nonzero = real token (bool, or `pad_batch`'s float32 1.0/0.0)."""
     predictions, targets, mask = map(np.asarray, (predictions, targets, mask))
     if predictions.shape != targets.shape or targets.shape != mask.shape:
         raise ValueError(
             f"predictions, targets and mask must share a shape, got {predictions.shape}, "
             f"{targets.shape}, {mask.shape}"
         )
+    mask = mask.astype(bool)  # `&` on a float mask raises; on an int mask 2 it is bitwise
     total = mask.sum()
     return float(((predictions == targets) & mask).sum() / max(total, 1))
 
@@ -225,11 +227,16 @@ def f1_from_counts(correct: float, num_gold: float, num_predicted: float) -> dic
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def perplexity(total_nll: float, num_tokens: int) -> float:
-    """exp(mean negative log-likelihood in nats per token)."""
+def perplexity(total_nll: float, num_tokens: float = 1) -> float:
+    """exp(mean negative log-likelihood in nats per token): `perplexity(sum, count)`, or
+    `perplexity(mean_nll)`. inf where that overflows a float (a mean NLL above ~709.78: a
+    diverged model with finite but huge logits), so a run records it instead of dying."""
     if num_tokens <= 0:
         raise ValueError(f"num_tokens must be > 0, got {num_tokens}")
-    return float(math.exp(total_nll / num_tokens))
+    try:
+        return float(math.exp(total_nll / num_tokens))
+    except OverflowError:
+        return math.inf
 
 
 def bits_per_char(total_nll: float, num_chars: int) -> float:

@@ -38,6 +38,8 @@ class RNN(nnx.Module):
       num_layers, bidirectional, merge, residual: stack shape (rnn_jax.layers.apply_stack).
       dropout: inter-layer dropout rate; recurrent_dropout: variational dropout rate on h
         (Gal & Ghahramani 2016). Both act only when `__call__` gets an `rng`.
+      locked_dropout: the inter-layer dropout draws one mask per sequence, shared over time
+        (rnn_jax.layers.apply_stack), instead of one per element and step.
       input_init, recurrent_init, forget_bias, chrono_max_length, **init_options: passed to
         `cell.init` (rnn_jax.cells.Cell.init).
       learned_initial_carry: learn the initial carry (one `[hidden]` vector per layer,
@@ -57,6 +59,7 @@ class RNN(nnx.Module):
         merge: str = "concat",
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        locked_dropout: bool = False,
         residual: bool = False,
         input_init: str = "glorot_uniform",
         recurrent_init: str = "orthogonal",
@@ -80,6 +83,7 @@ class RNN(nnx.Module):
         self.merge = merge
         self.dropout = dropout
         self.recurrent_dropout = recurrent_dropout
+        self.locked_dropout = locked_dropout
         self.residual = residual
         self.unroll_options = {"unroll": unroll, "remat": remat, "implementation": implementation}
         params = layers.init_stack(
@@ -159,6 +163,7 @@ class RNN(nnx.Module):
             bidirectional=self.bidirectional,
             merge=self.merge,
             dropout_rate=self.dropout,
+            locked=self.locked_dropout,
             residual=self.residual,
             rng=dropout_rng,
             h_masks=h_masks,
@@ -173,6 +178,11 @@ class RNN(nnx.Module):
         `rng` (training step by step, e.g. a decoder), the inter-layer dropout of `__call__`."""
         if self.bidirectional:
             raise ValueError("step needs bidirectional=False: a backward pass cannot stream")
+        if self.locked_dropout and self.dropout > 0.0 and rng is not None:
+            raise ValueError(
+                "step with an rng needs locked_dropout=False: a mask shared over time belongs "
+                "to the whole sequence, which a single step does not see"
+            )
         return layers.stack_step(
             self.cell,
             self.params,

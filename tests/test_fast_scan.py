@@ -186,3 +186,36 @@ def test_bidirectional_runs_one_scan_each_way():
     }
     assert counts["fused"] == (1, 2)
     assert counts["reference"][0] == 2
+
+
+_X64_SCRIPT = """
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+from rnn_jax import cells, scan
+for name in ("lstm", "gru"):
+    cell = cells.get_cell(name)
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), cell.init(jax.random.key(0), 3, 4))
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3), jnp.float64)
+    def loss(p, x, impl):
+        return scan.unroll(cell, p, x, jnp.array([5, 3]), implementation=impl)[0].sum()
+    fused = jax.grad(loss, (0, 1))(params, xs, "fused")
+    reference = jax.grad(loss, (0, 1))(params, xs, "reference")
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(reference), strict=True):
+        assert a.dtype == jnp.float64, a.dtype
+        assert float(jnp.max(jnp.abs(a - b))) < 1e-12
+print("ok")
+"""
+
+
+def test_fused_scan_runs_in_float64_under_jax_enable_x64():
+    """With x64 on, the trace-time probe of additive gate slabs used float64 tangents for
+    float32 primals and every fused forward failed; float64 gradients now equal the
+    reference scan's (a subprocess: x64 is a process-wide switch)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _X64_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

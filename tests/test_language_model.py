@@ -1,5 +1,6 @@
 """The RNN language model against a per-step numpy reference, its carries, streaming step,
-tied embeddings and dropout masks; the experiment's task on the smoke config."""
+tied embeddings, dropout masks and bfloat16 compute; the experiment's task and rules on the
+smoke config."""
 
 import math
 
@@ -136,7 +137,7 @@ def test_gradients_reach_every_parameter_with_weight_drop():
 
 @pytest.mark.parametrize(
     "option, value",
-    [("dropout_input", 1.0), ("weight_drop", -0.1), ("hidden_size", 0)],
+    [("dropout_input", 1.0), ("weight_drop", -0.1), ("hidden_size", 0), ("embed_size", 0)],
 )
 def test_bad_arguments_name_themselves(option, value):
     kwargs = {"dropout_input": 0.0, "weight_drop": 0.0, "hidden_size": HIDDEN, option: value}
@@ -218,3 +219,120 @@ def test_bfloat16_compute_keeps_float32_params_carry_and_logits():
 
     grads = nnx.state(nnx.grad(loss)(half), nnx.Param)
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_locked_dropout_also_locks_the_mask_between_layers(monkeypatch, locked):
+    """AWD-LSTM's `dropouth` / Gal & Ghahramani: with locked_dropout the between-layer mask
+    (layer 1's input over layer 0's output) is one `[batch, 1, hidden]` mask per sequence."""
+    model = RNNLanguageModel(
+        VOCAB,
+        HIDDEN,
+        num_layers=2,
+        dropout_input=0.5,
+        dropout_between=0.5,
+        dropout_output=0.5,
+        locked_dropout=locked,
+        rngs=nnx.Rngs(8),
+    )
+    calls = []
+    real = layers.unroll
+
+    def spy(cell, params, xs, *args, **kwargs):
+        ys, carry = real(cell, params, xs, *args, **kwargs)
+        calls.append((np.asarray(xs), np.asarray(ys)))
+        return ys, carry
+
+    monkeypatch.setattr(layers, "unroll", spy)
+    model(_tokens(8, time=12), rng=jax.random.key(2))
+    (_, y0), (x1, _) = calls
+    mask = x1 / y0
+    assert set(np.unique(mask).tolist()) == {0.0, 2.0}
+    assert np.all(mask == mask[:, :1]) == locked
+    assert len({row.tobytes() for row in mask[:, 0]}) > 1  # one mask per sequence
+
+
+def test_bfloat16_compute_keeps_the_carried_state_in_float32():
+    """Under bfloat16 compute the carry crossing batches and the cell's update stay float32:
+    a carry off the bfloat16 grid is not rounded onto it, and a 1e-4 change of it (below
+    bfloat16's resolution at 0.12, 2^-10) reaches the outputs and the logits."""
+    model = RNNLanguageModel(VOCAB, 16, num_layers=2, compute_dtype="bfloat16", rngs=nnx.Rngs(9))
+    tokens = _tokens(9, time=4)
+    carry = jax.tree.map(lambda z: z + 0.123456789, model.zero_carry(BATCH))
+    logits, new_carry, hidden = model(tokens, carry)
+    for c in jax.tree.leaves(new_carry):
+        assert c.dtype == jnp.float32
+        assert np.any(np.asarray(c.astype(jnp.bfloat16).astype(jnp.float32)) != np.asarray(c))
+    nudged = jax.tree.map(lambda c: c + 1e-4, carry)
+    nudged_logits, _, nudged_hidden = model(tokens, nudged)
+    assert np.any(np.asarray(nudged_hidden["outputs"]) != np.asarray(hidden["outputs"]))
+    assert np.any(np.asarray(nudged_logits) != np.asarray(logits))
+    # The streaming step keeps it float32 too.
+    step_carry, step_logits = model.step(carry, tokens[:, 0])
+    nudged_step_carry, _ = model.step(nudged, tokens[:, 0])
+    assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(step_carry))
+    for a, b in zip(jax.tree.leaves(step_carry), jax.tree.leaves(nudged_step_carry), strict=True):
+        assert np.any(np.asarray(a) != np.asarray(b))
+    np.testing.assert_allclose(step_logits, logits[:, 0], atol=1e-2)  # bf16 output matmul
+
+
+def test_perplexity_of_a_diverged_model_is_inf_not_an_error(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES, LanguageModelTask
+    from rnn_jax.metrics import perplexity
+    from rnn_jax.train import cli
+
+    assert perplexity(1.5) == math.exp(1.5) == perplexity(3.0, 2)
+    assert perplexity(800.0) == math.inf  # math.exp(800.0) raises OverflowError
+    assert perplexity(1600.0, 2) == math.inf
+    task = LanguageModelTask(
+        cli.load_config("experiments/configs/language_model.py:smoke", {}, RULES)
+    )
+    assert task.eval_metrics({"nll": 800.0, "tokens": 1.0}) == {
+        "loss": 800.0,
+        "perplexity": math.inf,
+    }
+
+
+@pytest.mark.parametrize("key", ["model.embed_size", "model.hidden_size"])
+def test_rules_refuse_a_zero_size(repo_root, monkeypatch, key):
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES
+    from rnn_jax.train import cli
+
+    with pytest.raises(ValueError, match=f"{key}=0"):
+        cli.load_config("experiments/configs/language_model.py:smoke", {key: 0}, RULES)
+    cli.load_config("experiments/configs/language_model.py:smoke", {"model.embed_size": 8}, RULES)
+
+
+def _dot_operand_dtypes(jaxpr) -> list:
+    """The operand dtypes of every dot_general in `jaxpr` and the jaxprs inside it (scan
+    bodies, custom-VJP forwards)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _dot_operand_dtypes(inner)
+    return found
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bfloat16_compute_runs_every_matmul_in_bfloat16(cell):
+    """The input, recurrent (every layer) and output projections multiply bfloat16 operands
+    while the carry stays float32: the cells multiply in the weight's dtype."""
+    model = RNNLanguageModel(
+        VOCAB, 16, num_layers=2, cell=cell, compute_dtype="bfloat16", rngs=nnx.Rngs(9)
+    )
+    graphdef, state = nnx.split(model)
+    tokens = _tokens(9, time=3)
+
+    def forward(s):
+        return nnx.merge(graphdef, s)(tokens)[0]
+
+    dots = _dot_operand_dtypes(jax.make_jaxpr(forward)(state).jaxpr)
+    assert len(dots) >= 5  # 2 layers x (input, recurrent) + output
+    assert all(d == ("bfloat16", "bfloat16") for d in dots), dots

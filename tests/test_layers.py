@@ -200,3 +200,60 @@ def test_layer_errors():
         layers.apply_stack(cell, params, XS, bidirectional=True)
     with pytest.raises(ValueError, match=r"num_layers=0"):
         layers.init_stack(jax.random.key(0), cell, INPUT, HIDDEN, 0)
+
+
+def _layer_one_input_mask(monkeypatch, run):
+    """The multiplier between layer 0's output and layer 1's input `[batch, time, features]`
+    in `run()` of a 2-layer unidirectional stack, read by spying on the per-layer scans."""
+    calls = []
+    real = layers.unroll
+
+    def spy(cell, params, xs, *args, **kwargs):
+        ys, carry = real(cell, params, xs, *args, **kwargs)
+        calls.append((np.asarray(xs), np.asarray(ys)))
+        return ys, carry
+
+    monkeypatch.setattr(layers, "unroll", spy)
+    run()
+    (_, y0), (x1, _) = calls
+    assert np.all(y0 != 0)
+    return x1 / y0
+
+
+@pytest.mark.parametrize("locked", [False, True])
+def test_locked_dropout_between_layers_draws_one_mask_per_sequence(monkeypatch, locked):
+    """`locked=True`: layer 1 reads layer 0's output times one `[batch, 1, features]`
+    inverted-dropout mask, the same at every step (Gal & Ghahramani 2016, AWD-LSTM's
+    `dropouth`), different across sequences and features; without it the mask changes over
+    time."""
+    cell = cells.get_cell("lstm")
+    params = random_stack(cell, INPUT, 2, False)
+    xs = np.random.default_rng(1).standard_normal((6, 12, INPUT)).astype(np.float32)
+    run = lambda: layers.apply_stack(
+        cell, params, xs, dropout_rate=0.5, locked=locked, rng=jax.random.key(3)
+    )
+    mask = _layer_one_input_mask(monkeypatch, run)
+    assert set(np.unique(mask).tolist()) == {0.0, 2.0}
+    constant_over_time = np.all(mask == mask[:, :1])
+    assert constant_over_time == locked
+    first = mask[:, 0]
+    assert len({row.tobytes() for row in first}) > 1  # differs across sequences
+    assert len({col.tobytes() for col in first.T}) > 1  # ... and across features
+    # Without an rng (evaluation) nothing is dropped, locked or not.
+    plain, _ = layers.apply_stack(cell, params, xs)
+    evaluated, _ = layers.apply_stack(cell, params, xs, dropout_rate=0.5, locked=True)
+    np.testing.assert_array_equal(evaluated, plain)
+
+
+def test_rnn_step_refuses_a_locked_inter_layer_mask():
+    from flax import nnx
+
+    from rnn_jax.modules import RNN
+
+    rnn = RNN(
+        "gru", INPUT, HIDDEN, num_layers=2, dropout=0.5, locked_dropout=True, rngs=nnx.Rngs(0)
+    )
+    carries = rnn.zero_carry(BATCH)
+    rnn.step(carries, XS[:, 0])  # evaluation: no mask, allowed
+    with pytest.raises(ValueError, match="locked_dropout"):
+        rnn.step(carries, XS[:, 0], rng=jax.random.key(0))

@@ -48,13 +48,16 @@ def _common() -> ml_collections.ConfigDict:
     config.model.dropout_input = 0.0
     config.model.dropout_between = 0.0
     config.model.dropout_output = 0.0
+    # True: the input, between-layer and output dropouts use one mask per sequence, shared
+    # over time (Gal & Ghahramani 2016; AWD-LSTM's LockedDropout).
     config.model.locked_dropout = False
     config.model.recurrent_dropout = 0.0
     config.model.embedding_dropout = 0.0
     config.model.weight_drop = 0.0
     config.model.init_scale = config_dict.placeholder(float)  # None: the RNN's defaults
     config.model.forget_bias = config_dict.placeholder(float)
-    # 'bfloat16': matmuls in bf16, params/optimiser/carry in float32 (for accelerators).
+    # 'bfloat16' (for accelerators): every matmul in bf16 (weight matrices rounded to bf16);
+    # params, optimiser, biases, carry and the cell update in float32 (rnn_jax/models/lm.py).
     config.model.compute_dtype = "float32"
 
     config.objective = ml_collections.ConfigDict()

@@ -6,7 +6,8 @@ AWD-LSTM (Merity et al. 2017), all off by default:
     E' = embedding_dropout(E)                          whole word types
     x_t = dropout_input(E'[w_t])                       (locked over time if locked_dropout)
     h^l_t = cell(h^l_{t-1} * m^l, dropout_between(h^{l-1}_t))   m^l: variational mask,
-                                                       W_hh DropConnect'ed by weight_drop
+                                                       W_hh DropConnect'ed by weight_drop,
+                                                       dropout_between locked likewise
     logits_t = dropout_output(h^L_t) @ W_out + b       W_out = E^T with tie_embeddings
 
 Carries go in and out (truncated BPTT over consecutive batches), and `step` runs one token at
@@ -29,20 +30,24 @@ _EMBEDDING, _INPUT, _WEIGHT, _RNN, _OUTPUT = range(5)
 
 class RNNLanguageModel(nnx.Module):
     """Args:
-    vocab_size, hidden_size: sizes; embed_size defaults to hidden_size.
+    vocab_size, hidden_size: sizes; embed_size=None means embed_size = hidden_size.
     num_layers, cell: the recurrent stack (`rnn_jax.cells.CELL_NAMES`).
     tie_embeddings: output weights = embedding^T (Press & Wolf 2017; Inan et al. 2017);
       needs embed_size == hidden_size.
     dropout_input / dropout_between / dropout_output: rates on the embedded input, between
       layers and on the last layer's output (Zaremba et al. use one rate for all three).
-    locked_dropout: input/output masks shared over time (Gal & Ghahramani; AWD-LSTM).
+    locked_dropout: the input, between-layer and output dropouts draw one mask per sequence,
+      shared over time (Gal & Ghahramani 2016; AWD-LSTM's `dropouti`, `dropouth`, `dropout`).
     recurrent_dropout: variational dropout of h before W_hh (one mask per sequence).
     embedding_dropout: drop word types; weight_drop: DropConnect on W_hh (AWD-LSTM).
     init_scale: if set, every weight ~ U(-init_scale, init_scale) (Zaremba: 0.05 medium,
       0.04 large); else embedding N(0, 1), RNN glorot/orthogonal, output lecun normal.
     forget_bias: LSTM forget-gate bias (Zaremba: 0).
-    compute_dtype: "bfloat16" runs the embedding, RNN and output matmuls in bfloat16; params,
-      gradients, optimiser state and the carried state stay float32, logits are float32.
+    compute_dtype: "bfloat16" rounds the weight matrices (embedding, W_ih, W_hh, output
+      kernel) to bfloat16 for the pass, so every matmul runs in bfloat16 (the cells multiply
+      in the weight's dtype, `rnn_jax.cells._matmul`; the output projection casts h).
+      Everything else is float32: params, gradients, optimiser state, biases and other
+      vector params, the carried state and the cell's elementwise update, the logits.
     rngs: nnx.Rngs for initialisation.
     """
 
@@ -67,7 +72,7 @@ class RNNLanguageModel(nnx.Module):
         compute_dtype: str = "float32",
         rngs: nnx.Rngs,
     ) -> None:
-        embed_size = embed_size or hidden_size
+        embed_size = hidden_size if embed_size is None else embed_size
         rates = {
             "dropout_input": dropout_input,
             "dropout_between": dropout_between,
@@ -119,6 +124,7 @@ class RNNLanguageModel(nnx.Module):
             num_layers=num_layers,
             dropout=dropout_between,
             recurrent_dropout=recurrent_dropout,
+            locked_dropout=locked_dropout,
             forget_bias=forget_bias,
             rngs=rngs,
             **rnn_init,
@@ -148,12 +154,13 @@ class RNNLanguageModel(nnx.Module):
         rnn = self._compute_rnn(key(_WEIGHT))
         if carry is None:
             carry = self.zero_carry(tokens.shape[0])
-        outputs, new_carry = rnn(x, None, self._cast(carry), rng=key(_RNN))
+        # The carry stays float32 (the RNN's biases do: rnn_jax.cells.carry_dtype).
+        outputs, new_carry = rnn(x, None, carry, rng=key(_RNN))
         dropped = self._dropout(key(_OUTPUT), self.rates["dropout_output"], outputs)
         logits = self._logits(dropped)
         return (
             logits,
-            self._cast(new_carry, like=carry),
+            new_carry,
             {
                 "outputs": outputs,
                 "dropped_outputs": dropped,
@@ -166,20 +173,15 @@ class RNNLanguageModel(nnx.Module):
         Stepping through a sequence gives the logits of `__call__` on it with `rng=None`.
         """
         x = self.embedding[...][token].astype(self.compute_dtype)
-        new_carry, h = self._compute_rnn(None).step(self._cast(carry), x)
-        return self._cast(new_carry, like=carry), self._logits(h)
+        new_carry, h = self._compute_rnn(None).step(carry, x)
+        return new_carry, self._logits(h)
 
     def _logits(self, h: jax.Array) -> jax.Array:
         """float32 logits (the softmax and the loss stay in float32 under bfloat16 compute)."""
         kernel = self.embedding[...].T if self.tie_embeddings else self.output_kernel[...]
-        logits = h @ kernel.astype(self.compute_dtype) + self.output_bias[...]
+        dtype = self.compute_dtype
+        logits = h.astype(dtype) @ kernel.astype(dtype) + self.output_bias[...]
         return logits.astype(jnp.float32)
-
-    def _cast(self, carry: list, like: list | None = None) -> list:
-        """The carry in the compute dtype, or back in the dtypes of `like`."""
-        if like is None:
-            return jax.tree.map(lambda c: c.astype(self.compute_dtype), carry)
-        return jax.tree.map(lambda c, ref: c.astype(ref.dtype), carry, like)
 
     def _dropout(self, rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
         if self.locked_dropout:
@@ -188,8 +190,10 @@ class RNNLanguageModel(nnx.Module):
 
     def _compute_rnn(self, rng: jax.Array | None) -> RNN:
         """The RNN as this pass uses it: DropConnect'ed W_hh (weight drop, when `rng` is
-        given) and params cast to the compute dtype, as a new module over the same graph
-        (gradients flow back to the float32 params); the RNN itself when neither applies."""
+        given) and the weight matrices cast to the compute dtype (biases and other vector
+        params stay float32, so the carry and the cell's elementwise update do too), as a
+        new module over the same graph (gradients flow back to the float32 params); the RNN
+        itself when neither applies."""
         drop = rng is not None and self.rates["weight_drop"] > 0.0
         if not drop and self.compute_dtype == jnp.float32:
             return self.rnn
@@ -197,5 +201,5 @@ class RNNLanguageModel(nnx.Module):
         if drop:
             dropped = regularizers.weight_drop(rng, self.rates["weight_drop"], self.rnn.params)
             nnx.replace_by_pure_dict(state, {"layers": dict(enumerate(dropped))})
-        state = jax.tree.map(lambda p: p.astype(self.compute_dtype), state)
+        state = jax.tree.map(lambda p: p.astype(self.compute_dtype) if p.ndim == 2 else p, state)
         return nnx.merge(graphdef, state)

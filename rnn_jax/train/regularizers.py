@@ -4,8 +4,9 @@ Plain dropout (`rnn_jax.layers.dropout`) and variational recurrent-dropout masks
 (`rnn_jax.layers.recurrent_dropout_masks`, Gal & Ghahramani 2016) live in the core; this file
 adds the AWD-LSTM family (Merity, Keskar & Socher 2017):
 
-- `locked_dropout`: one mask per sequence shared over time on non-recurrent connections
-  (Gal & Ghahramani's variational dropout of inputs/outputs; AWD's `LockedDropout`);
+- `locked_dropout` (re-exported from `rnn_jax.layers`, where the stack uses it between layers
+  with `apply_stack(locked=True)`): one mask per sequence shared over time on non-recurrent
+  connections (Gal & Ghahramani's variational dropout; AWD's `LockedDropout`, `dropouth`);
 - `embedding_dropout`: drop whole word types from the embedding matrix (Gal & Ghahramani
   2016, section 4.2), so every occurrence of a dropped word is zero in the batch;
 - `weight_drop`: DropConnect (Wan et al. 2013) on the hidden-to-hidden matrices, one mask per
@@ -22,16 +23,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.layers import dropout
+from rnn_jax.layers import dropout, locked_dropout
 
-
-def locked_dropout(rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
-    """Dropout of `x [batch, time, features]` with one `[batch, 1, features]` mask per
-    sequence, the same at every time step (inverted scaling 1/(1-rate))."""
-    if rng is None or rate == 0.0:
-        return x
-    mask = dropout(rng, rate, jnp.ones((x.shape[0], 1, x.shape[2]), x.dtype))
-    return x * mask
+__all__ = [
+    "activation_regularization",
+    "embedding_dropout",
+    "locked_dropout",
+    "temporal_activation_regularization",
+    "weight_drop",
+]
 
 
 def embedding_dropout(rng: jax.Array | None, rate: float, embedding: jax.Array) -> jax.Array:
