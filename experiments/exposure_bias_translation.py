@@ -43,6 +43,9 @@ RULES = {
     "translation.attention": config_rules.one_of("additive", "dot", "general"),
     "translation.dropout": config_rules.in_range(0.0, 1.0),
     "translation.length_penalty_alpha": config_rules.in_range(0.0, 10.0),
+    # 0 = all pairs; a negative value would slice pairs off the end (kept[:-1]) unnoticed
+    "translation.max_train_pairs": config_rules.non_negative,
+    "translation.max_eval_pairs": config_rules.non_negative,
     **{
         f"translation.{key}": config_rules.positive
         for key in (
@@ -56,7 +59,13 @@ DECODERS = ("greedy", "beam")
 
 
 def read_pairs(root: pathlib.Path, split: str, max_length: int, limit: int) -> list[dict]:
-    """The first `limit` (0 = all) pairs of a split with both sides <= `max_length` tokens."""
+    """The first `limit` (0 = all) pairs of a split with both sides <= `max_length` tokens.
+
+    Raises:
+      ValueError: for a negative `limit`.
+    """
+    if limit < 0:
+        raise ValueError(f"limit={limit}: must be >= 0 (0 = every pair that fits)")
     tok = root / CORPUS / "tok"
     name = FILES[split]
     pairs = read_parallel(tok / f"{name}.lc.norm.tok.en", tok / f"{name}.lc.norm.tok.de")
@@ -289,7 +298,9 @@ def points(
     schedule_options: Callable[[str, int, float], tuple[str, dict]],
 ) -> list[tuple[str, Callable[[pathlib.Path], dict]]]:
     """The grid points `multi30k-<regime>` (none unless `corpora` has multi30k): one per
-    `grid.translation_regimes`, its schedule decaying over `translation.num_steps`."""
+    `grid.translation_regimes`, its schedule decaying over `translation.num_steps`. Every
+    `schedule_options(regime, num_steps, final)` is called here, before any point trains, so
+    a schedule it cannot build fails the run at once."""
     if CORPUS not in corpora:
         return []
     final = config.schedule_sampling.final_teacher_forcing
