@@ -237,6 +237,12 @@ def stack_step(
     """
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+    for layer, layer_params in enumerate(params):
+        if set(layer_params) == {"fw", "bw"}:
+            raise ValueError(
+                f"stack_step: layer {layer} is bidirectional ({{'fw', 'bw'}} params); a "
+                "backward pass reads the whole sequence and cannot stream"
+            )
     rngs = [None] * len(params) if rng is None else list(jax.random.split(rng, len(params)))
     new_carries = []
     for layer, (layer_params, carry) in enumerate(zip(params, carries, strict=True)):

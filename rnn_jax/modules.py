@@ -178,6 +178,12 @@ class RNN(nnx.Module):
         `rng` (training step by step, e.g. a decoder), the inter-layer dropout of `__call__`."""
         if self.bidirectional:
             raise ValueError("step needs bidirectional=False: a backward pass cannot stream")
+        if self.recurrent_dropout > 0.0 and rng is not None:
+            raise ValueError(
+                f"step with an rng needs recurrent_dropout=0 (got {self.recurrent_dropout}): its "
+                "mask on h is drawn once per sequence (Gal & Ghahramani), which a single step "
+                "does not see; step without an rng (evaluation), or train with __call__"
+            )
         if self.locked_dropout and self.dropout > 0.0 and rng is not None:
             raise ValueError(
                 "step with an rng needs locked_dropout=False: a mask shared over time belongs "

@@ -257,3 +257,23 @@ def test_rnn_step_refuses_a_locked_inter_layer_mask():
     rnn.step(carries, XS[:, 0])  # evaluation: no mask, allowed
     with pytest.raises(ValueError, match="locked_dropout"):
         rnn.step(carries, XS[:, 0], rng=jax.random.key(0))
+
+
+def test_step_refuses_what_it_cannot_stream():
+    """A bidirectional layer in `stack_step` (it used to fail inside the cell with a KeyError)
+    and `RNN.step` with an rng under recurrent dropout (its per-sequence mask on h was
+    silently left out, so a stack trained step by step got none)."""
+    from flax import nnx
+
+    from rnn_jax.modules import RNN
+
+    cell = cells.get_cell("lstm")
+    params = layers.init_stack(jax.random.key(0), cell, INPUT, HIDDEN, 2, bidirectional=True)
+    carries = [cell.zero_carry((BATCH,), HIDDEN)] * 2
+    with pytest.raises(ValueError, match="layer 0 is bidirectional"):
+        layers.stack_step(cell, params, carries, jnp.ones((BATCH, INPUT)))
+    rnn = RNN("gru", INPUT, HIDDEN, num_layers=2, recurrent_dropout=0.3, rngs=nnx.Rngs(0))
+    x = jnp.ones((BATCH, INPUT))
+    with pytest.raises(ValueError, match="recurrent_dropout=0 \\(got 0.3\\)"):
+        rnn.step(rnn.zero_carry(BATCH), x, rng=jax.random.key(1))
+    rnn.step(rnn.zero_carry(BATCH), x)  # evaluation streams as before
