@@ -8,8 +8,12 @@
     the copied symbols.
 (c) Cost as the sequence length grows: training tokens/s (forward+backward+update) and XLA
     temporary memory at a fixed number of tokens per batch, and the per-token latency of
-    generation with a recurrent state vs a KV cache holding T tokens. Timings are medians and
-    min-max over `cost.repeats` interleaved repeats, with the load average recorded.
+    generation with a recurrent state vs a KV cache holding T tokens, timed both as one jitted
+    step called from Python and as `cost.decode_tokens` steps inside one jitted lax.scan
+    (rnn_jax.decoding.greedy_decode), with the generation state's bytes. Timings are medians
+    and min-max over `cost.repeats` interleaved repeats, with the load average recorded. The
+    cost models are those of (a): the same widths (matched at `data.window` positions), built
+    with position tables of max(cost.lengths) rows.
 
 Models: the RNN LM (embedding -> 1 recurrent layer -> softmax) with `model.hidden_size` for the
 LSTM; the GRU's hidden size and the transformer's d_model (pre-LN, learned positions,
@@ -71,6 +75,7 @@ def _base() -> ml_collections.ConfigDict:
     config.cost.lengths = "64,256,1024"
     config.cost.tokens_per_batch = 8192
     config.cost.repeats = 5
+    config.cost.decode_tokens = 32  # at most min(cost.lengths): fills a cache's last slots
 
     config.train.num_steps = 500
     config.train.batch_size = 32
@@ -97,6 +102,7 @@ def _smoke() -> ml_collections.ConfigDict:
     config.cost.lengths = "16"
     config.cost.tokens_per_batch = 64
     config.cost.repeats = 2
+    config.cost.decode_tokens = 8
     config.train.num_steps = 20
     config.train.batch_size = 8
     config.train.log_every = 5
