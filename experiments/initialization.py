@@ -3,10 +3,14 @@
 For every grid point (task, T, cell, recurrent init) this trains `num_seeds` replicas with the
 shared runtime and measures, with rnn_jax.diagnostics on held-out sequences of the *actual*
 cell, at initialisation and after training:
-- ‖∂L/∂h_{T−d}‖ for distances d from the loss (the vanishing-gradient picture);
-- log10 σ_max of the Jacobian product ∂h_T/∂h_{T−k} (not of W_hh alone);
+- ‖∂L/∂h_{T−d}‖ for distances d from the last state h_T (the vanishing-gradient picture);
+- log10 σ_max of the Jacobian product ∂h_T/∂h_{T−k} (not of W_hh alone), up to ∂h_T/∂h_1;
+  a product that is exactly 0 (σ_max = 0: a ReLU RNN with every unit off at one step) is
+  counted apart, as a fraction of the sequences, and left out of the mean of log10 σ_max;
 - for LSTM/GRU, how often their sigmoid gates are saturated (< 0.1 or > 0.9).
 It writes W/results.json, W/initialization.md and W/loss_curves.png, W/grad_vs_distance.png.
+h_1 … h_T are the states of the whole input sequence: T steps for the adding problem, the
+blank length plus twice the number of symbols for the copy task (its summary's `steps`).
 
     python -m experiments.initialization --workdir=W \
         --config=experiments/configs/initialization.py:quick
@@ -66,15 +70,18 @@ def recurrent_init(name: str, hidden_size: int) -> dict:
     return {"recurrent_init": named[name]}
 
 
-def distances(length: int) -> list[int]:
-    """Distances d of h_{T−d} from the loss at which gradients are reported (0 … T−1)."""
-    ds = {0, 1, 2, 5, 10, 20, 50, 100, 200, 400, length - 1}
-    return sorted(d for d in ds if d < length)
+def distances(steps: int) -> list[int]:
+    """Distances d of h_{T−d} from the last state h_T (T = `steps`) at which gradients are
+    reported (0 … T−1; d = T−1 is h_1)."""
+    ds = {0, 1, 2, 5, 10, 20, 50, 100, 200, 400, steps - 1}
+    return sorted(d for d in ds if d < steps)
 
 
-def product_lengths(length: int) -> list[int]:
-    """Lengths k of the Jacobian products ∂h_T/∂h_{T−k} that are reported (1 … T)."""
-    return sorted({k for k in (1, 10, length // 2, length) if 1 <= k <= length})
+def product_lengths(steps: int) -> list[int]:
+    """Lengths k of the Jacobian products ∂h_T/∂h_{T−k} that are reported (1 … T−1; the
+    longest, k = T−1, is ∂h_T/∂h_1, the span of the gradient ratio h_1 vs h_T). k = T would be
+    ∂h_T/∂h_0, a derivative with respect to the fixed zero initial carry."""
+    return sorted({k for k in (1, 10, steps // 2, steps - 1) if 1 <= k <= steps - 1})
 
 
 class Model(nnx.Module):
@@ -120,7 +127,7 @@ class LongRangeTask(Task):
         cell_name: str,
         init_name: str,
     ) -> None:
-        self.config, self.task, self.length = config, task, length
+        self.config, self.task, self.length = config, task, length  # length: the grid's T
         self.cell_name, self.init_name = cell_name, init_name
         if task == "adding":
             self.data = AddingProblem(length=length)
@@ -134,6 +141,9 @@ class LongRangeTask(Task):
             )
             self.baseline = self.data.baseline_cross_entropy()
             self.input_size = self.output_size = self.data.vocab_size
+        # The sequence's own length, which the diagnostics index: T for the adding problem,
+        # T + 2S for the copy task (its blank length T is what the grid names).
+        self.steps = self.data.length
         self.threshold = config.diagnostics.success_fraction * self.baseline
         self.batch_size = config.train.batch_size
 
@@ -195,8 +205,10 @@ class LongRangeTask(Task):
         return (), sums
 
     def diagnostics(self, model: Model, xs: jax.Array, targets: jax.Array) -> dict:
-        """Sums over the batch of ‖∂L/∂h_{T−d}‖, of log10 σ_max(∂h_T/∂h_{T−k}) (first
-        `num_sequences` examples) and of the fraction of saturated sigmoid gates."""
+        """Sums over the batch of ‖∂L/∂h_{T−d}‖, of log10 σ_max(∂h_T/∂h_{T−k}) over the first
+        `num_sequences` examples whose product is not exactly 0, the number of those that are
+        (`sigma_zero_count_k{k}`), and of the fraction of saturated sigmoid gates. T is the
+        last step of `xs [batch, steps, features]`."""
         cell, params = model.rnn.cell, model.rnn.params[0]
         carry0 = cell.zero_carry((xs.shape[0],), model.rnn.hidden_size, xs.dtype)
         step_fn = functools.partial(cell.step, params)
@@ -209,15 +221,17 @@ class LongRangeTask(Task):
             carry0,
             xs,
         )
-        for d in distances(self.length):
-            sums[f"grad_norm_d{d}"] = norms[:, self.length - 1 - d].sum()
+        for d in distances(self.steps):
+            sums[f"grad_norm_d{d}"] = norms[:, self.steps - 1 - d].sum()
         n = min(self.config.diagnostics.num_sequences, xs.shape[0])
         sub_carry = jax.tree.map(lambda c: c[:n], carry0)
         jacobians = diagnostics.state_jacobians(step_fn, sub_carry, xs[:n])
-        ks = product_lengths(self.length)
+        ks = product_lengths(self.steps)
         log_sv = diagnostics.jacobian_product_log10_singular_values(jacobians, ks)
         for row, k in enumerate(ks):
-            sums[f"log10_sigma_max_k{k}"] = log_sv[:, row, 0].sum()
+            zero = jnp.isneginf(log_sv[:, row, 0])  # the product is exactly 0: σ_max = 0
+            sums[f"log10_sigma_max_k{k}"] = jnp.where(zero, 0.0, log_sv[:, row, 0]).sum()
+            sums[f"sigma_zero_count_k{k}"] = zero.sum().astype(jnp.float32)
         sums["diag_sequences"] = jnp.asarray(n, jnp.float32)
         if self.cell_name in SIGMOID_GATES:
             pre = diagnostics.sigmoid_gate_preactivations(cell, params, carry0, xs)
@@ -227,18 +241,28 @@ class LongRangeTask(Task):
         return sums
 
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """Means per example; `log10_sigma_max_k{k}` is the mean over the diagnosed sequences
+        whose product is not 0 (NaN when none is), `sigma_zero_fraction_k{k}` the fraction of
+        diagnosed sequences whose product is 0."""
         out = {}
         for name, value in sums.items():
-            if name in ("examples", "diag_sequences"):
+            if name in ("examples", "diag_sequences") or name.startswith("sigma_zero_count_"):
                 continue
-            count = sums["diag_sequences"] if name.startswith("log10") else sums["examples"]
-            out[name] = value / count
+            if name.startswith("log10_sigma_max_k"):
+                k = name.removeprefix("log10_sigma_max_k")
+                zeros, sequences = sums[f"sigma_zero_count_k{k}"], sums["diag_sequences"]
+                nonzero = sequences - zeros
+                out[name] = value / nonzero if nonzero > 0 else float("nan")
+                out[f"sigma_zero_fraction_k{k}"] = zeros / sequences
+            else:
+                out[name] = value / sums["examples"]
         return out
 
 
 def initial_diagnostics(task: LongRangeTask, config: ml_collections.ConfigDict) -> dict:
-    """Eval metrics of each seed's model at initialisation (the same init keys as training)."""
-    per_seed: dict[str, list[float]] = {}
+    """Eval metrics of each seed's model at initialisation (the same init keys as training);
+    a value that is not finite (a diverged model, no non-zero Jacobian product) is None."""
+    per_seed: dict[str, list[float | None]] = {}
     step = None
     for base_key in seeds.base_keys(config.seed, config.num_seeds):
         model = task.init_model(seeds.init_key(base_key))
@@ -249,7 +273,7 @@ def initial_diagnostics(task: LongRangeTask, config: ml_collections.ConfigDict) 
             for name, value in step(nnx.state(model), batch).items():
                 totals[name] = totals.get(name, 0.0) + float(value)
         for name, value in task.eval_metrics(totals).items():
-            per_seed.setdefault(name, []).append(float(value))
+            per_seed.setdefault(name, []).append(grid.finite_or_none(value))
     return per_seed
 
 
@@ -286,6 +310,7 @@ def run_point(
     return {
         "task": task_name,
         "length": length,
+        "steps": task.steps,
         "cell": cell,
         "init": init,
         "baseline": task.baseline,
@@ -321,6 +346,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """The whole grid of `config`; writes results.json, initialization.md and the plots."""
     validate(config, RULES)
     points = grid_points(config)
+    _drop_stale_summaries(workdir, [point_name(*p) for p in points])
     start = time.perf_counter()
     print(f"initialization: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
     summaries = grid.run_points(
@@ -333,7 +359,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
             "success_rate": float(np.mean(s["success"])),
             "valid_loss": s["trained"]["loss"],
             "init_log10_sigma_max": s["at_init"][_longest(s)],
+            "init_sigma_zero_fraction": s["at_init"][_longest(s, "sigma_zero_fraction")],
             "trained_log10_sigma_max": s["trained"][_longest(s)],
+            "trained_sigma_zero_fraction": s["trained"][_longest(s, "sigma_zero_fraction")],
         }
         for name, s in summaries.items()
     }
@@ -346,13 +374,33 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     return final
 
 
-def _longest(summary: dict) -> str:
-    return f"log10_sigma_max_k{summary['length']}"
+def _drop_stale_summaries(workdir: pathlib.Path, names: list[str]) -> None:
+    """Summaries written before the diagnostics measured the whole copy sequence and
+    ∂h_T/∂h_1 have no `steps`; they are removed so that `grid.run_points` redoes those points
+    (resuming from their finished checkpoints: only the evaluation and diagnostics rerun)."""
+    for name in names:
+        path = workdir / "points" / name / "summary.json"
+        if path.is_file() and "steps" not in json.loads(path.read_text()):
+            print(f"  {name}: summary from an older experiments.initialization, redone", flush=True)
+            if jax.process_index() == 0:
+                path.unlink()
 
 
-def _grad_ratio(metrics: dict, length: int) -> list[float]:
-    """log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ per seed: how much gradient survives T−1 steps."""
-    far, near = metrics[f"grad_norm_d{length - 1}"], metrics["grad_norm_d0"]
+def _longest(summary: dict, metric: str = "log10_sigma_max") -> str:
+    """The metric of the longest Jacobian product, ∂h_T/∂h_1 (k = steps − 1)."""
+    if "steps" not in summary:
+        name = point_name(summary["task"], summary["length"], summary["cell"], summary["init"])
+        raise ValueError(
+            f"grid point {name} has no 'steps': written by an older experiments.initialization "
+            "(σ_max of ∂h_T/∂h_0); re-run it in a fresh --workdir"
+        )
+    return f"{metric}_k{summary['steps'] - 1}"
+
+
+def _grad_ratio(metrics: dict, steps: int) -> list[float]:
+    """log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ per seed (T = `steps`): how much gradient survives T−1
+    steps."""
+    far, near = metrics[f"grad_norm_d{steps - 1}"], metrics["grad_norm_d0"]
     ratios = []
     for f, n in zip(far, near, strict=True):
         if f is None or n is None or not (math.isfinite(f) and math.isfinite(n)) or n <= 0:
@@ -369,7 +417,38 @@ def _log10_cell(values: list[float]) -> str:
         return "< −38 (underflow)"
     if array.size and np.all(np.isnan(array)):
         return "diverged (NaN)"
-    return grid.mean_std(array)
+    seeds = _seeds_note(array)
+    return grid.mean_std(array) + (f" ({seeds})" if seeds else "")
+
+
+def _seeds_note(array: np.ndarray) -> str:
+    """'n/N seeds' when `grid.mean_std` leaves out seeds whose value is not finite, else ''."""
+    finite = int(np.isfinite(array).sum())
+    return f"{finite}/{array.size} seeds" if finite < array.size else ""
+
+
+def _sigma_values(metrics: dict, summary: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: mean log10 σ_max(∂h_T/∂h_1) over the sequences whose product is not 0 (NaN
+    when none is, or diverged) and the fraction of sequences whose product is 0."""
+    means = np.asarray(_none_to_nan(metrics[_longest(summary)]), np.float64)
+    zeros = np.asarray(_none_to_nan(metrics[_longest(summary, "sigma_zero_fraction")]), np.float64)
+    return means, zeros
+
+
+def _sigma_cell(metrics: dict, summary: dict) -> str:
+    """'mean ± std' of the per-seed log10 σ_max, with the share of exactly-zero products
+    ('σ=0: 25%', of all diagnosed sequences of all seeds) and the seeds the mean covers when
+    some have no non-zero product."""
+    means, zeros = _sigma_values(metrics, summary)
+    if np.all(zeros == 1.0):
+        return "−inf (σ=0: 100%)"
+    if not np.isfinite(means).any():
+        return "diverged (NaN)"
+    notes = [_seeds_note(means)]
+    if np.nanmean(zeros) > 0:
+        notes.append(f"σ=0: {100 * np.nanmean(zeros):.3g}%")
+    notes = [note for note in notes if note]
+    return grid.mean_std(means) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def report_markdown(summaries: dict[str, dict]) -> str:
@@ -379,7 +458,11 @@ def report_markdown(summaries: dict[str, dict]) -> str:
         "",
         "Success = final validation loss < 10% of the trivial baseline. σ_max is the largest "
         "singular value of the Jacobian product ∂h_T/∂h_1 of the cell (log10, mean ± std "
-        "over seeds); 'grad ratio' is log10 ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at initialisation.",
+        "over seeds of each seed's mean over its diagnosed sequences); a product that is "
+        "exactly 0 (σ_max = 0) is left out of that mean and counted as 'σ=0: x%' of the "
+        "sequences, '(n/N seeds)' when the mean leaves out seeds without a finite value. "
+        "'grad ratio' is log10 ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at initialisation. h_1 … h_T are the states "
+        "of the whole sequence (copy task: T + 2S steps for blank length T).",
         "",
     ]
     by_setting: dict[tuple, list[dict]] = {}
@@ -387,8 +470,9 @@ def report_markdown(summaries: dict[str, dict]) -> str:
         by_setting.setdefault((s["task"], s["length"]), []).append(s)
     for (task, length), rows in by_setting.items():
         first = rows[0]
+        steps = "" if first["steps"] == length else f", sequences of {first['steps']} steps"
         lines += [
-            f"## {task}, T = {length} (baseline {grid.fmt(first['baseline'])}, success "
+            f"## {task}, T = {length}{steps} (baseline {grid.fmt(first['baseline'])}, success "
             f"below {grid.fmt(first['threshold'])})",
             "",
         ]
@@ -403,9 +487,9 @@ def report_markdown(summaries: dict[str, dict]) -> str:
                     f"{sum(s['success']):.0f}/{len(s['success'])}",
                     _log10_cell(s["trained"]["loss"]),
                     f"{np.median(reached):.0f}" if reached else "–",
-                    grid.mean_std(s["at_init"][_longest(s)]),
-                    grid.mean_std(_none_to_nan(s["trained"][_longest(s)])),
-                    _log10_cell(_grad_ratio(s["at_init"], length)),
+                    _sigma_cell(s["at_init"], s),
+                    _sigma_cell(s["trained"], s),
+                    _log10_cell(_grad_ratio(s["at_init"], s["steps"])),
                     ", ".join(
                         f"{k.split('_')[1]} {grid.mean_std(_none_to_nan(s['trained'][k]))}"
                         for k in saturated
@@ -436,6 +520,20 @@ def _power(log10_value: float) -> str:
     if math.isinf(log10_value) and log10_value < 0:
         return "0 (underflow)"
     return f"10^{log10_value:.1f}"
+
+
+def _sigma_power(metrics: dict, summary: dict) -> str:
+    """σ_max(∂h_T/∂h_1) as '10^x' (x: mean over seeds of `_sigma_values`' means), with the
+    share of sequences whose product is exactly 0 when there are any."""
+    means, zeros = _sigma_values(metrics, summary)
+    if np.all(zeros == 1.0):
+        return "0 (every product exactly 0)"
+    if not np.isfinite(means).any():
+        return "diverged (NaN)"
+    text = _power(float(np.nanmean(means)))
+    if np.nanmean(zeros) > 0:
+        text += f" (exactly 0 for {100 * np.nanmean(zeros):.3g}% of the sequences)"
+    return text
 
 
 def _none_to_nan(values: list) -> list[float]:
@@ -481,24 +579,29 @@ def _none_to_nan_rows(rows: list[list]) -> list[list[float]]:
 
 
 def plot_grad_vs_distance(summaries: dict[str, dict], path: pathlib.Path) -> None:
-    """‖∂L/∂h_{T−d}‖ / ‖∂L/∂h_T‖ against d at initialisation: the vanishing-gradient picture."""
+    """‖∂L/∂h_{T−d}‖ / ‖∂L/∂h_T‖ against d at initialisation: the vanishing-gradient picture
+    (T: the sequence's last step, `steps`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     task, length, cells, rows = _plot_grid(summaries)
+    steps = rows[0]["steps"]
     fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 3.4), squeeze=False)
-    ds = distances(length)
+    ds = distances(steps)
     for ax, cell in zip(axes[0], cells, strict=True):
         for s in (r for r in rows if r["cell"] == cell):
-            norms = np.array([s["at_init"][f"grad_norm_d{d}"] for d in ds], np.float64)  # [d, seed]
+            norms = np.array(  # [d, seed]
+                [_none_to_nan(s["at_init"][f"grad_norm_d{d}"]) for d in ds], np.float64
+            )
             ratio = np.nanmean(norms / norms[:1], axis=1)
             ax.plot(ds, np.where(ratio > 0, ratio, np.nan), marker="o", label=s["init"])
         ax.set_yscale("log")
         ax.set_title(cell)
-        ax.set_xlabel("distance from the loss T − t")
-    axes[0][0].set_ylabel(f"‖∂L/∂h_t‖ / ‖∂L/∂h_T‖ at init ({task}, T={length})")
+        ax.set_xlabel("distance from the last state, T − t")
+    shown = f"T={length}" if steps == length else f"blank length {length}, T={steps}"
+    axes[0][0].set_ylabel(f"‖∂L/∂h_t‖ / ‖∂L/∂h_T‖ at init ({task}, {shown})")
     axes[0][-1].legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -526,19 +629,20 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
 
     def sigma(cell: str, init: str) -> str:
         s = by.get((cell, init))
-        return f"10^{np.nanmean(s['at_init'][_longest(s)]):.1f}" if s else "–"
+        return _sigma_power(s["at_init"], s) if s else "–"
 
     def trained_log_sigma(cell: str, init: str = "orthogonal") -> float:
         s = by.get((cell, init))
-        values = np.asarray(_none_to_nan(s["trained"][_longest(s)])) if s else np.array([np.nan])
-        return float(np.nanmean(values))
+        means = _sigma_values(s["trained"], s)[0] if s else np.array([np.nan])
+        return float(np.nanmean(means)) if np.isfinite(means).any() else float("nan")
 
     def trained_sigma(cell: str, init: str) -> str:
-        return _power(trained_log_sigma(cell, init))
+        s = by.get((cell, init))
+        return _sigma_power(s["trained"], s) if s else "–"
 
     def ratio(cell: str, init: str) -> float:
         s = by.get((cell, init))
-        values = np.asarray(_grad_ratio(s["at_init"], length)) if s else np.array([np.nan])
+        values = np.asarray(_grad_ratio(s["at_init"], s["steps"])) if s else np.array([np.nan])
         return float(np.mean(values)) if np.all(np.isneginf(values)) else float(np.nanmean(values))
 
     setting = f"{task} problem, T = {length}, {len(rows[0]['success'])} seeds"

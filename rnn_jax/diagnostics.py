@@ -9,6 +9,7 @@ Mikolov & Bengio 2013; Le et al. 2015), computed from the *actual* cell, not fro
 - `state_jacobians`: J_t = ∂h_t/∂h_{t−1} of the cell's step along a trajectory (`jax.jacrev`).
 - `jacobian_product_log10_singular_values`: the singular values of ∂h_T/∂h_{T−k} = J_T ⋯ J_{T−k+1}
   for several k; ‖∂L/∂h_{T−k}‖ ≤ σ_max(∂h_T/∂h_{T−k}) ‖∂L/∂h_T‖ is the bound those papers use.
+  A product that is exactly 0 (a ReLU RNN with every unit off at one step) gives -inf.
 - `sigmoid_gate_preactivations` + `gate_saturation`: how often gates sit near 0 or 1
   (Karpathy, Johnson & Fei-Fei 2015 count a gate as saturated below 0.1 / above 0.9).
 - `per_layer_grad_norms`: the global norm of each sub-tree of a gradient pytree.
@@ -129,7 +130,9 @@ def jacobian_product_log10_singular_values(jacobians: jax.Array, ks: tuple[int, 
     Returns:
       `[batch, len(ks), D]`, descending. The product is rescaled after every factor (its log
       scale tracked separately), so products of hundreds of contracting factors do not
-      underflow float32.
+      underflow float32. A singular value that is exactly 0 gives -inf; in particular a
+      product that is exactly 0 (some factor J_t = 0, e.g. a ReLU RNN whose units are all off
+      at step t) gives -inf for every singular value, σ_max included.
     """
     time = jacobians.shape[1]
     ks = tuple(int(k) for k in ks)
@@ -140,8 +143,16 @@ def jacobian_product_log10_singular_values(jacobians: jax.Array, ks: tuple[int, 
     def multiply(state: tuple[jax.Array, jax.Array], j: jax.Array) -> tuple[Any, None]:
         product, log_scale = state
         product = product @ j
-        norm = jnp.maximum(jnp.linalg.norm(product), jnp.finfo(product.dtype).tiny)
-        return (product / norm, log_scale + jnp.log10(norm)), None
+        # Rescaled by its largest |entry|, not its Frobenius norm: the squares in the norm
+        # underflow float32 for entries below ~1e-19, which would make a small product look
+        # like 0. The product is exactly 0 iff that entry is 0; it then stays 0 (0 / 1) and
+        # its log scale -inf for good (clamping the divisor instead added log10(tiny) = -37.9
+        # per later factor: a finite, made-up value).
+        largest = jnp.max(jnp.abs(product))
+        zero = largest == 0  # not `~(largest > 0)`: a NaN product stays NaN, not "σ = 0"
+        divisor = jnp.where(zero, 1.0, largest)
+        log_divisor = jnp.where(zero, -jnp.inf, jnp.log10(divisor))
+        return (product / divisor, log_scale + log_divisor), None
 
     def one_example(js: jax.Array) -> jax.Array:
         state = (jnp.eye(js.shape[-1], dtype=js.dtype), jnp.zeros((), js.dtype))
@@ -150,7 +161,8 @@ def jacobian_product_log10_singular_values(jacobians: jax.Array, ks: tuple[int, 
             state, _ = jax.lax.scan(multiply, state, js[done:k])
             done = k
             sv = linalg.singular_values(state[0])  # rnn_jax/linalg.py: no pool deadlock
-            rows[k] = jnp.log10(jnp.maximum(sv, jnp.finfo(sv.dtype).tiny)) + state[1]
+            log_scale = state[1]
+            rows[k] = jnp.where(jnp.isneginf(log_scale), -jnp.inf, jnp.log10(sv) + log_scale)
         return jnp.stack([rows[k] for k in ks])
 
     return jax.vmap(one_example)(reversed_jacobians)

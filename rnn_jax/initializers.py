@@ -15,9 +15,13 @@ Names (`get_initializer(name, **options)`):
   PyTorch's `nn.RNN`/`nn.LSTM`/`nn.GRU` default.
 - `glorot_uniform(scale=1.0)`, `glorot_normal(scale=1.0)`: variance 2/(fan_in+fan_out)
   (Glorot & Bengio 2010).
-- `lecun_normal(scale=1.0)`: variance 1/fan_in (Flax's default input kernel init).
+- `lecun_normal(scale=1.0)`: N(0, scale^2/fan_in), a plain normal (Flax's default kernel init
+  has the same variance but draws from a truncated normal).
 - `identity(scale=1.0)`: scale * I, for ReLU RNNs (IRNN, Le et al. 2015); square blocks only.
 - `zeros()`.
+
+Every `scale` must be a finite number > 0 (`uniform` also takes None); anything else raises
+ValueError (U(-s, s) with s < 0 used to give a constant matrix, and NaN a NaN one).
 
 Bias helpers: `chrono_bias` (Tallec & Ollivier 2018).
 """
@@ -41,8 +45,21 @@ def _flat(sample: Callable, key: jax.Array, shape: tuple[int, ...], *args: float
     return sample(key, (math.prod(shape),), jnp.float32, *args).reshape(shape)
 
 
+def _check_scale(initializer: str, scale: float) -> None:
+    """Raises ValueError unless `scale` is a finite number > 0."""
+    try:
+        ok = math.isfinite(scale) and scale > 0
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"initialiser {initializer!r}: scale={scale!r} must be a finite number > 0"
+        )
+
+
 def orthogonal(scale: float = 1.0) -> Initializer:
     """(Semi-)orthogonal matrix from the QR decomposition of a Gaussian (Saxe et al. 2013)."""
+    _check_scale("orthogonal", scale)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         *batch, rows, cols = shape
@@ -59,6 +76,7 @@ def orthogonal(scale: float = 1.0) -> Initializer:
 
 def normal(scale: float = 0.01) -> Initializer:
     """N(0, scale^2) entries."""
+    _check_scale("normal", scale)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         return (scale * _flat(jax.random.normal, key, shape)).astype(dtype)
@@ -68,6 +86,8 @@ def normal(scale: float = 0.01) -> Initializer:
 
 def uniform(scale: float | None = None) -> Initializer:
     """U(-scale, scale) entries; `scale=None` -> 1/sqrt(fan_out) (PyTorch's RNN default)."""
+    if scale is not None:
+        _check_scale("uniform", scale)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         bound = 1.0 / math.sqrt(shape[-1]) if scale is None else scale
@@ -78,6 +98,7 @@ def uniform(scale: float | None = None) -> Initializer:
 
 def glorot_uniform(scale: float = 1.0) -> Initializer:
     """U(-a, a) with a = scale * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
+    _check_scale("glorot_uniform", scale)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         bound = scale * math.sqrt(6.0 / (shape[-2] + shape[-1]))
@@ -88,6 +109,7 @@ def glorot_uniform(scale: float = 1.0) -> Initializer:
 
 def glorot_normal(scale: float = 1.0) -> Initializer:
     """N(0, scale^2 * 2 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
+    _check_scale("glorot_normal", scale)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         std = scale * math.sqrt(2.0 / (shape[-2] + shape[-1]))
@@ -97,7 +119,9 @@ def glorot_normal(scale: float = 1.0) -> Initializer:
 
 
 def lecun_normal(scale: float = 1.0) -> Initializer:
-    """N(0, scale^2 / fan_in) (LeCun et al. 1998)."""
+    """N(0, scale^2 / fan_in) (LeCun et al. 1998): a plain normal, where Flax's default
+    kernel init (`lecun_normal`) draws the same variance from a truncated normal."""
+    _check_scale("lecun_normal", scale)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         std = scale / math.sqrt(shape[-2])
@@ -108,6 +132,7 @@ def lecun_normal(scale: float = 1.0) -> Initializer:
 
 def identity(scale: float = 1.0) -> Initializer:
     """scale * I for square blocks: the IRNN recurrent init (Le et al. 2015)."""
+    _check_scale("identity", scale)
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
         del key
@@ -169,8 +194,14 @@ def chrono_bias(key: jax.Array, hidden_size: int, max_length: float) -> jax.Arra
     gate z in h' = (1-z) n + z h); the LSTM input gate gets -b. The characteristic forgetting
     times of the units are then spread over [1, max_length - 1] steps.
     """
-    if max_length <= 2:
-        raise ValueError(f"chrono_max_length={max_length} must be > 2 (the longest dependency)")
+    try:
+        ok = math.isfinite(max_length) and max_length > 2
+    except TypeError:
+        ok = False
+    if not ok:  # NaN and inf passed `max_length <= 2` and gave NaN / ±inf biases
+        raise ValueError(
+            f"chrono_max_length={max_length} must be > 2 and finite (the longest dependency)"
+        )
     return jnp.log(jax.random.uniform(key, (hidden_size,), jnp.float32, 1.0, max_length - 1.0))
 
 

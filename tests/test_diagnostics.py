@@ -241,3 +241,58 @@ def test_per_layer_grad_norms():
     np.testing.assert_allclose(got["readout/W"], np.sqrt(14))
     top = diagnostics.per_layer_grad_norms(grads)
     np.testing.assert_allclose(top["layers"], np.sqrt(15))
+
+
+def test_product_singular_values_of_an_exactly_zero_product_are_minus_inf():
+    # J_t = I except J_6 = 0 (1-based): products reaching J_6 are exactly 0, so σ = 0 and
+    # log10 σ = -inf. The clamped rescaling gave -37.93 per factor from J_6 on (k=7: -75.9).
+    time = 12
+    jacobians = np.tile(np.eye(3, dtype=np.float32), (1, time, 1, 1))
+    jacobians[0, 5] = 0.0
+    ks = (1, 6, 7, 8, 12)
+    got = np.asarray(diagnostics.jacobian_product_log10_singular_values(jnp.asarray(jacobians), ks))
+    for row, k in enumerate(ks):
+        product = np.eye(3)
+        for t in range(time - 1, time - 1 - k, -1):
+            product = product @ jacobians[0, t]
+        with np.errstate(divide="ignore"):
+            want = np.log10(np.linalg.svd(product, compute_uv=False))
+        np.testing.assert_allclose(got[0, row], want, atol=1e-6)  # 0 (k <= 6) or -inf (k >= 7)
+    assert np.all(np.isneginf(got[0, 2:]))
+
+
+def test_product_singular_values_exactly_zero_in_a_relu_rnn():
+    # A ReLU RNN whose pre-activations are all negative at one step: J_t = diag(relu') W_hh^T
+    # is 0 there, so ∂h_T/∂h_1 is 0, while products not reaching that step are finite.
+    time, hidden = 8, 3
+    w_hh = jnp.eye(hidden) * 0.9
+    step = lambda h, x: (jax.nn.relu(h @ w_hh + x), None)
+    xs = np.ones((1, time, hidden), np.float32)
+    xs[0, 3] = -100.0  # every unit off at 0-based step 3
+    jacobians = diagnostics.state_jacobians(step, jnp.ones((1, hidden)), jnp.asarray(xs))
+    got = np.asarray(diagnostics.jacobian_product_log10_singular_values(jacobians, (4, 5, 7)))
+    np.testing.assert_allclose(got[0, 0, 0], 4 * np.log10(0.9), rtol=1e-5)  # J_8 … J_5
+    assert np.all(np.isneginf(got[0, 1:]))  # products that include J_4 = 0
+
+
+def test_product_singular_values_of_a_tiny_but_nonzero_product_stay_finite():
+    # A factor 1e-20 I: the product's entries square to < 1e-38, so a Frobenius-norm rescaling
+    # sees norm 0; σ_max is 1e-20, not 0.
+    time = 12
+    jacobians = np.tile(np.eye(3, dtype=np.float32), (1, time, 1, 1))
+    jacobians[0, 5] *= 1e-20
+    jacobians[0, 2] *= 1e-30
+    got = diagnostics.jacobian_product_log10_singular_values(jnp.asarray(jacobians), (6, 7, 12))
+    np.testing.assert_allclose(got[0, :, 0], [0.0, -20.0, -50.0], atol=1e-5)
+
+
+def test_product_singular_values_of_a_nan_product_are_nan_not_minus_inf():
+    # A diverged trajectory (NaN Jacobian) must not be counted as an exactly-zero product.
+    jacobians = np.tile(np.eye(2, dtype=np.float32), (1, 6, 1, 1))
+    jacobians[0, 3] = np.nan  # J_4
+    jacobians[0, 1] = 0.0  # and a zero factor J_2 after it, in the product order J_6 … J_1
+    got = np.asarray(
+        diagnostics.jacobian_product_log10_singular_values(jnp.asarray(jacobians), (2, 3, 6))
+    )
+    np.testing.assert_allclose(got[0, 0], 0.0, atol=1e-6)  # J_6 J_5
+    assert np.all(np.isnan(got[0, 1:]))

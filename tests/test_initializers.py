@@ -46,6 +46,40 @@ def test_get_initializer_errors():
         initializers.get_initializer("normal", stddev=1.0)
 
 
+BAD_SCALES = [-0.1, 0.0, float("nan"), float("inf"), -float("inf"), "0.1"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "orthogonal",
+        "normal",
+        "uniform",
+        "glorot_uniform",
+        "glorot_normal",
+        "lecun_normal",
+        "identity",
+    ],
+)
+@pytest.mark.parametrize("scale", BAD_SCALES)
+def test_scale_must_be_finite_and_positive(name, scale):
+    # U(-s, s) with s < 0 gave a constant matrix (jax.random.uniform clamps minval > maxval),
+    # NaN a NaN matrix: every scale is checked when the initialiser is built.
+    with pytest.raises(ValueError, match=rf"initialiser '{name}': scale={scale!r} must be"):
+        initializers.get_initializer(name, scale=scale)
+    with pytest.raises(ValueError, match=rf"scale={scale!r} must be a finite number > 0"):
+        getattr(initializers, name)(scale)
+
+
+def test_bad_scale_is_refused_through_cell_init():
+    # Through the library: recurrent_scale=-0.5 gave W_hh = 0.5 everywhere (rank one).
+    with pytest.raises(ValueError, match=r"'uniform': scale=-0.5 must be a finite number > 0"):
+        cells.LSTM().init(KEY, 3, 4, recurrent_init="uniform", recurrent_scale=-0.5)
+    with pytest.raises(ValueError, match=r"'glorot_uniform': scale=nan must be"):
+        cells.GRU().init(KEY, 3, 4, input_scale=float("nan"))
+    assert initializers.uniform(None)(KEY, (4, 4)).shape == (4, 4)  # None: PyTorch's default
+
+
 def test_recurrent_init_is_applied_per_gate_block():
     H = 8
     params = cells.LSTM().init(KEY, 5, H, recurrent_init="orthogonal")
@@ -54,8 +88,10 @@ def test_recurrent_init_is_applied_per_gate_block():
         np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
     irnn = cells.get_cell("elman", nonlinearity="relu").init(KEY, 5, H, recurrent_init="identity")
     np.testing.assert_array_equal(irnn["W_hh"], np.eye(H))
-    scaled = cells.GRU().init(KEY, 5, H, input_init="normal", input_scale=0.0)
-    np.testing.assert_array_equal(scaled["W_ih"], 0.0)
+    # `input_scale` reaches the initialiser: the same draw, times the scale.
+    unit = cells.GRU().init(KEY, 5, H, input_init="normal", input_scale=1.0)
+    scaled = cells.GRU().init(KEY, 5, H, input_init="normal", input_scale=0.25)
+    np.testing.assert_allclose(scaled["W_ih"], 0.25 * unit["W_ih"], rtol=1e-6)
 
 
 def test_forget_bias_lands_on_the_keep_gate():
@@ -92,6 +128,12 @@ def test_cell_init_errors():
         cells.Elman().init(KEY, 3, 4, forget_bias=1.0)
     with pytest.raises(ValueError, match=r"chrono_max_length=2 must be > 2"):
         cells.LSTM().init(KEY, 3, 4, chrono_max_length=2)
+    # NaN and inf passed `<= 2` and gave NaN / ±inf input and forget biases.
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=rf"chrono_max_length={bad} must be > 2 and finite"):
+            cells.LSTM().init(KEY, 3, 4, chrono_max_length=bad)
+        with pytest.raises(ValueError, match=rf"chrono_max_length={bad} must be > 2 and finite"):
+            initializers.chrono_bias(KEY, 4, bad)
     with pytest.raises(ValueError, match=r"unknown initialiser name='ortho'"):
         cells.LSTM().init(KEY, 3, 4, input_init="ortho")
     assert jnp.dtype(cells.GRU().init(KEY, 3, 4, dtype=jnp.bfloat16)["W_hh"].dtype) == (

@@ -14,7 +14,8 @@ Variants:
 - quick: adding problem, T = 50; cells Elman-tanh, IRNN (Elman-relu), LSTM, GRU; inits
   orthogonal, normal(0.01), normal(1.0), identity, glorot (normal(1/sqrt(H)) has Glorot's
   variance for a square W_hh, so it is left to full); hidden 64, batch 32, 800 Adam steps,
-  2 seeds (vmapped): 20 points, about 8 minutes on 2 CPU cores.
+  2 seeds (vmapped): 20 points, about 4.5 minutes on 2 idle CPU cores (4.4 measured inside
+  the main job, experiments/README.md; more on a loaded machine).
   Expected: the gated cells solve it with sane inits within ~500 steps; Elman-tanh mostly
   does not in 800 steps; normal(1.0) explodes (σ_max of the Jacobian product >> 1) and
   normal(0.01) vanishes (σ_max << 1) at initialisation.

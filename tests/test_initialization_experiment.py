@@ -1,0 +1,192 @@
+"""experiments.initialization's gradient-flow measurements against numpy references: the
+whole sequence is diagnosed (copy task: T + 2S steps), the longest Jacobian product is
+∂h_T/∂h_1, and products that are exactly 0 are counted apart, not averaged as a made-up
+log10 σ_max."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import grid, initialization
+from experiments.configs.initialization import get_config
+from rnn_jax import diagnostics
+
+HIDDEN = 8
+
+
+def _config(**overrides):
+    config = get_config("smoke")
+    config.model.hidden_size = HIDDEN
+    config.diagnostics.num_sequences = 3
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return config
+
+
+def _numpy_elman_tanh_log10_sigma_max(params, xs, k):
+    """log10 σ_max(J_T ⋯ J_{T−k+1}) per sequence, J_t = diag(1 − h_t²) W_hhᵀ for
+    h_t = tanh(x_t W_ih + b_ih + h_{t−1} W_hh + b_hh), h_0 = 0 (float64)."""
+    p = {name: np.asarray(value, np.float64) for name, value in params.items()}
+    xs = np.asarray(xs, np.float64)
+    out = []
+    for sequence in xs:
+        h, jacobians = np.zeros(p["W_hh"].shape[0]), []
+        for x in sequence:
+            h = np.tanh(x @ p["W_ih"] + p["b_ih"] + h @ p["W_hh"] + p["b_hh"])
+            jacobians.append((1 - h**2)[:, None] * p["W_hh"].T)
+        product = np.eye(len(h))
+        for j in jacobians[::-1][:k]:
+            product = product @ j
+        out.append(np.log10(np.linalg.svd(product, compute_uv=False)[0]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("task_name", ["adding", "copy"])
+def test_diagnostics_cover_the_whole_sequence_up_to_dh_T_dh_1(task_name):
+    config = _config(**{"data.num_symbols": 2})
+    task = initialization.LongRangeTask(config, task_name, 10, "elman_tanh", "orthogonal")
+    steps = 10 if task_name == "adding" else 10 + 2 * 2
+    assert task.steps == steps
+    batch = task.eval_data("diagnostics")[0]
+    xs, targets = task._inputs(batch), jnp.asarray(batch["targets"])
+    assert xs.shape[1] == steps
+    model = task.init_model(jax.random.key(3))
+    sums = task.diagnostics(model, xs, targets)
+
+    # Gradient norms: d = 0 is the last state h_T, d = T-1 is h_1 (the copy task used h_10 and
+    # h_1 of a 14-step sequence: T = blank length).
+    cell, params = model.rnn.cell, model.rnn.params[0]
+    norms = diagnostics.hidden_state_grad_norms(
+        lambda c, x: cell.step(params, c, x),
+        cell.output,
+        lambda hs: task.per_example_loss(model, hs, targets).sum(),
+        cell.zero_carry((xs.shape[0],), HIDDEN, xs.dtype),
+        xs,
+    )
+    assert max(int(k.removeprefix("grad_norm_d")) for k in sums if "grad_norm" in k) == steps - 1
+    np.testing.assert_allclose(sums["grad_norm_d0"], norms[:, -1].sum(), rtol=1e-5)
+    np.testing.assert_allclose(sums[f"grad_norm_d{steps - 1}"], norms[:, 0].sum(), rtol=1e-5)
+
+    # The longest product is ∂h_T/∂h_1 = J_T ⋯ J_2: T - 1 factors (it was J_T ⋯ J_1, and for
+    # the copy task J_T' ⋯ J_{2S+1} of T' = blank length).
+    summary = {"task": task_name, "length": 10, "cell": "elman_tanh", "init": "orthogonal"}
+    longest = initialization._longest({**summary, "steps": steps})
+    assert longest == f"log10_sigma_max_k{steps - 1}"
+    n = config.diagnostics.num_sequences
+    want = _numpy_elman_tanh_log10_sigma_max(params, xs[:n], steps - 1)
+    assert float(sums[f"sigma_zero_count_k{steps - 1}"]) == 0.0
+    np.testing.assert_allclose(sums[longest], want.sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_longest_product_of_a_linear_step_spans_T_minus_1_factors():
+    # h_t = 0.5 h_{t-1} + x_t: ∂h_T/∂h_1 = 0.5^(T-1); the report showed 0.5^T (∂h_T/∂h_0).
+    time = 10
+    step = lambda h, x: (0.5 * h + x, None)
+    jacobians = diagnostics.state_jacobians(step, jnp.zeros((1, 1)), jnp.ones((1, time, 1)))
+    ks = initialization.product_lengths(time)
+    k = int(initialization._longest({"steps": time}).removeprefix("log10_sigma_max_k"))
+    assert k in ks and max(ks) == time - 1
+    got = diagnostics.jacobian_product_log10_singular_values(jacobians, ks)[0, ks.index(k), 0]
+    np.testing.assert_allclose(got, (time - 1) * np.log10(0.5), rtol=1e-6)
+
+
+def test_exactly_zero_products_are_counted_not_averaged():
+    # IRNN-like cell with W_hh = 0.5 I, zero biases and positive inputs: every unit is on, so
+    # ∂h_T/∂h_1 = 0.5^(T-1) I, except in the sequences where one input of -100 turns every
+    # unit off at a step: there J_t = 0 and the product is exactly 0 (σ_max = 0).
+    time, config = 10, _config(**{"diagnostics.num_sequences": 4})
+    task = initialization.LongRangeTask(config, "adding", time, "elman_relu", "identity")
+    model = task.init_model(jax.random.key(0))
+    layer = model.rnn.layers[0]
+    layer["W_hh"][...] = 0.5 * jnp.eye(HIDDEN)
+    layer["W_ih"][...] = jnp.ones((2, HIDDEN))
+    layer["b_ih"][...] = jnp.zeros(HIDDEN)
+    layer["b_hh"][...] = jnp.zeros(HIDDEN)
+    xs = np.full((4, time, 2), 0.5, np.float32)
+    xs[1, 4, 1] = xs[3, 7, 1] = -100.0
+    sums = task.diagnostics(model, jnp.asarray(xs), jnp.zeros(4))
+    sums = {name: float(value) for name, value in sums.items()}
+    sums["examples"] = 4.0
+    metrics = task.eval_metrics(sums)
+
+    # Reference: brute force per sequence, numpy, -inf for a zero product.
+    per_sequence = []
+    for sequence in xs:
+        h, product = np.zeros(HIDDEN), np.eye(HIDDEN)
+        for t, x in enumerate(sequence):
+            pre = x @ np.ones((2, HIDDEN)) + 0.5 * h
+            h = np.maximum(pre, 0.0)
+            if t > 0:  # J_2 … J_T
+                product = (np.diag((pre > 0).astype(float)) @ (0.5 * np.eye(HIDDEN)).T) @ product
+        sigma = np.linalg.svd(product, compute_uv=False)[0]
+        per_sequence.append(np.log10(sigma) if sigma > 0 else -np.inf)
+    per_sequence = np.array(per_sequence)
+    assert list(np.isneginf(per_sequence)) == [False, True, False, True]
+    k = time - 1
+    np.testing.assert_allclose(metrics[f"sigma_zero_fraction_k{k}"], 0.5)
+    np.testing.assert_allclose(
+        metrics[f"log10_sigma_max_k{k}"], per_sequence[np.isfinite(per_sequence)].mean(), rtol=1e-5
+    )
+    np.testing.assert_allclose(metrics[f"log10_sigma_max_k{k}"], k * np.log10(0.5), rtol=1e-5)
+    assert metrics["sigma_zero_fraction_k1"] == 0.0  # J_T alone is 0.5 I everywhere
+    assert not any(name.startswith("sigma_zero_count") for name in metrics)
+
+    # The report cell shows the mean over non-zero products and the share of zero ones; a
+    # seed with no non-zero product is named, not silently left out.
+    summary = {"steps": time}
+    cell = initialization._sigma_cell(
+        {f"log10_sigma_max_k{k}": [-2.0, None], f"sigma_zero_fraction_k{k}": [0.25, 1.0]}, summary
+    )
+    assert cell == "-2 ± 0 (1/2 seeds; σ=0: 62.5%)"
+    cell = initialization._sigma_cell(
+        {f"log10_sigma_max_k{k}": [-2.0, -4.0], f"sigma_zero_fraction_k{k}": [0.0, 0.0]}, summary
+    )
+    assert cell == "-3 ± 1"
+    every = {f"log10_sigma_max_k{k}": [None, None], f"sigma_zero_fraction_k{k}": [1.0, 1.0]}
+    assert initialization._sigma_cell(every, summary) == "−inf (σ=0: 100%)"
+    # No sequence with a non-zero product: NaN, which JSON stores as null.
+    none_left = dict(sums, **{f"sigma_zero_count_k{k}": 4.0, f"log10_sigma_max_k{k}": 0.0})
+    assert math.isnan(task.eval_metrics(none_left)[f"log10_sigma_max_k{k}"])
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_copy_run_reports_its_sequence_length_and_writes_valid_json(tmp_path):
+    # ReLU RNN with N(0, 1) W_hh over 220 steps: its gradients overflow at initialisation
+    # (inf, NaN), which results.json used to hold as Infinity/NaN literals.
+    config = _config()
+    config.grid.tasks, config.grid.lengths = "copy", "200"
+    config.grid.cells, config.grid.inits = "elman_relu", "normal_1.0"
+    config.train.num_steps = 10
+    initialization.run(config, tmp_path)
+    results = _strict_json(tmp_path / "results.json")
+    summary = _strict_json(tmp_path / "points/copy-T200-elman_relu-normal_1.0/summary.json")
+    assert summary["steps"] == 200 + 2 * config.data.num_symbols
+    assert f"grad_norm_d{summary['steps'] - 1}" in summary["at_init"]
+    assert None in summary["at_init"]["grad_norm_d0"]  # overflowed: stored as null
+    final = results["final"]["copy-T200-elman_relu-normal_1.0"]
+    assert set(final) >= {"init_log10_sigma_max", "init_sigma_zero_fraction"}
+    report = (tmp_path / "initialization.md").read_text()
+    assert f"## copy, T = 200, sequences of {summary['steps']} steps" in report
+
+
+def test_stale_summary_is_redone(tmp_path):
+    """A summary from before `steps` was recorded (σ_max of ∂h_T/∂h_0) is not reused."""
+    config = _config()
+    point = tmp_path / "points" / "adding-T10-elman_tanh-orthogonal"
+    point.mkdir(parents=True)
+    stale = {"length": 10, "at_init": {}}
+    (point / "summary.json").write_text(json.dumps(stale))
+    (point / grid.POINT_CONFIG_FILE).write_text(json.dumps(grid.point_config(config)))
+    initialization.run(config, tmp_path)
+    assert json.loads((point / "summary.json").read_text())["steps"] == 10
