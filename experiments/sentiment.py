@@ -97,13 +97,15 @@ class SentimentTask(Task):
         return self.config.data.eval_batch_size
 
     def eval_step(self, model: Classifier, batch: dict, carry: tuple) -> tuple:
+        # `weight` [batch] is 0 on the rows that fill the last batch (`evaluation_batches`).
+        weight = batch["weight"]
         logits, _ = model(batch["inputs"], batch["lengths"])
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
         correct = jnp.argmax(logits, -1) == batch["targets"]
         return carry, {
-            "nll": jnp.sum(nll),
-            "correct": jnp.sum(correct).astype(jnp.float32),
-            "sentences": jnp.asarray(nll.shape[0], jnp.float32),
+            "nll": jnp.sum(weight * nll),
+            "correct": jnp.sum(weight * correct),
+            "sentences": jnp.sum(weight),
         }
 
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:

@@ -30,6 +30,7 @@ from rnn_jax.data.pipeline import (
     build_vocabs,
     encode_split,
     evaluation_batches,
+    singleton_ids,
     training_batches,
 )
 from rnn_jax.data.registry import load_dataset
@@ -45,6 +46,7 @@ DATASETS = {"ud_en_ewt": "UD English-EWT (UPOS tags)", "conll2003": "CoNLL-2003 
 RULES: cfg.Rules = {
     "data.dataset": cfg.one_of("ud_en_ewt", "conll2003"),
     "data.min_freq": cfg.positive,
+    "data.singleton_unk_prob": cfg.probability,
     "data.max_word_chars": cfg.positive,
     "data.time_multiple": cfg.positive,
     "data.eval_batch_size": cfg.positive,
@@ -56,11 +58,34 @@ RULES: cfg.Rules = {
     "model.dropout_rate": cfg.probability,
     "model.char_embed_size": cfg.positive,
     "model.char_hidden_size": cfg.positive,
+    "objective.time_reduction": cfg.one_of("mean", "sum"),
 }
 
 
+def replace_singletons(
+    tokens: jax.Array, singletons: jax.Array, unk_id: int, prob: float, rng: jax.Array
+) -> jax.Array:
+    """Lample et al. (2016)'s training-time `<unk>`: each token whose id is a training
+    singleton becomes `unk_id` with probability `prob`, independently (glample/tagger's
+    `insert_singletons`; the word's characters are left as they are).
+
+    Args:
+      tokens: int32 `[batch, time]` word ids.
+      singletons: bool `[vocab]` (`pipeline.singleton_ids` of the training split).
+      rng: the key the Bernoulli draws come from (the runtime's per-step key, so a resumed
+        run draws the same replacements).
+    Returns:
+      int32 `[batch, time]`.
+    """
+    replace = singletons[tokens] & jax.random.bernoulli(rng, prob, tokens.shape)
+    return jnp.where(replace, jnp.asarray(unk_id, tokens.dtype), tokens)
+
+
 class SequenceLabellingTask(Task):
-    """Tags every token; loss = summed per-sentence NLL / number of tokens in the batch."""
+    """Tags every token. Loss (`objective.time_reduction`): 'mean' = the batch's summed NLL /
+    its number of tokens; 'sum' = each sentence's NLL summed over its tokens, mean over the
+    batch's sentences (Lample et al.'s per-sentence objective). Training words that occur
+    once become `<unk>` with probability `data.singleton_unk_prob` (0 = never)."""
 
     def __init__(self, config: ml_collections.ConfigDict) -> None:
         self.config = config
@@ -75,6 +100,7 @@ class SequenceLabellingTask(Task):
             split: self._with_chars(encode_split(dataset, split, self.vocabs), dataset, split)
             for split in dataset.splits
         }
+        self.singletons = singleton_ids(self.splits["train"], len(self.vocabs["tokens"]))
         self.scheme = "IOB2" if data.dataset == "conll2003" else None
         self.tables = None if self.scheme is None else metrics.tag_tables(self.tags.tokens)
 
@@ -138,11 +164,19 @@ class SequenceLabellingTask(Task):
         return {"chars": batch["chars"], "char_lengths": batch["char_lengths"]}
 
     def loss_fn(self, model: Tagger, batch: dict, carry: tuple, rng: jax.Array) -> tuple:
+        inputs, prob = batch["inputs"], self.config.data.singleton_unk_prob
+        if prob:  # with 0 the step is exactly what it was before the option existed
+            rng, unk_rng = jax.random.split(rng)
+            words = self.vocabs["tokens"]
+            inputs = replace_singletons(
+                inputs, jnp.asarray(self.singletons), words.unk_id, prob, unk_rng
+            )
         nll = model.loss(
-            batch["inputs"], batch["targets"], batch["lengths"], rng=rng, **self._char_kwargs(batch)
+            inputs, batch["targets"], batch["lengths"], rng=rng, **self._char_kwargs(batch)
         )
-        loss = jnp.sum(nll) / jnp.sum(batch["lengths"])
-        return loss, (carry, {"train_nll_per_token": loss})
+        per_token = jnp.sum(nll) / jnp.sum(batch["lengths"])
+        loss = jnp.mean(nll) if self.config.objective.time_reduction == "sum" else per_token
+        return loss, (carry, {"train_nll_per_token": per_token})
 
     def eval_data(self, split: str) -> list[dict]:
         return evaluation_batches(self.splits[split], self.eval_batch_size(split), self._collate)
@@ -152,18 +186,22 @@ class SequenceLabellingTask(Task):
 
     def eval_step(self, model: Tagger, batch: dict, carry: tuple) -> tuple:
         chars = self._char_kwargs(batch)
+        # `weight` [batch] is 0 on the rows that fill the last batch (`evaluation_batches`);
+        # they keep their real lengths for the model (a CRF needs >= 1 token) and count 0.
+        weight = batch["weight"]
         nll = model.loss(batch["inputs"], batch["targets"], batch["lengths"], **chars)
         predicted = model.predict(batch["inputs"], batch["lengths"], **chars)
-        mask = batch["mask"] > 0
+        mask = weight[:, None] * batch["mask"]
         sums = {
-            "nll": jnp.sum(nll),
-            "tokens": jnp.sum(mask).astype(jnp.float32),
-            "correct": jnp.sum((predicted == batch["targets"]) & mask).astype(jnp.float32),
+            "nll": jnp.sum(weight * nll),
+            "tokens": jnp.sum(mask),
+            "correct": jnp.sum(jnp.where(predicted == batch["targets"], mask, 0.0)),
         }
         if self.tables is not None:
+            counted = jnp.where(weight > 0, batch["lengths"], 0)  # length 0: no spans
             sums.update(
                 metrics.span_counts(
-                    batch["targets"], predicted, batch["lengths"], *map(jnp.asarray, self.tables)
+                    batch["targets"], predicted, counted, *map(jnp.asarray, self.tables)
                 )
             )
         return carry, sums
@@ -216,11 +254,23 @@ def _model_text(model: dict) -> str:
     return f"{run_report.describe_model(model)}{chars} tagger with a {head} head"
 
 
+def _train_loss_per_token(final: dict) -> dict:
+    """`final` whose `train_loss` is the NLL per token (`train_nll_per_token`), as valid's and
+    test's are: under `objective.time_reduction='sum'` the optimised loss is per sentence."""
+    if "train_nll_per_token" not in final:  # a run from before the key: its loss was per token
+        return final
+    per_seed = final.get("per_seed", {})
+    out = {**final, "train_loss": final["train_nll_per_token"]}
+    if "train_nll_per_token" in per_seed:
+        out["per_seed"] = {**per_seed, "train_loss": per_seed["train_nll_per_token"]}
+    return out
+
+
 def report_markdown(workdir: pathlib.Path) -> str:
     """W/sequence_labelling.md: loss, token accuracy (and span P/R/F1 for NER) per split
     beside the majority tag per word."""
     config = run_report.read_json(workdir, "config.json")
-    final = run_report.read_json(workdir, "results.json")["final"]
+    final = _train_loss_per_token(run_report.read_json(workdir, "results.json")["final"])
     majority = run_report.read_json(workdir, "baselines.json")["majority_tag_per_word"]
     spans = run_report.seed_values(final, "valid_f1") is not None
     measured = ("loss", "accuracy", *(("precision", "recall", "f1") if spans else ()))
@@ -265,7 +315,13 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
 
 
 # What the command line runs: train, then the table and the learning curves.
-train_and_report = functools.partial(run_report.train_and_report, name=NAME, report=report_markdown)
+# The curve's train loss is per token whatever the objective, like the validation loss.
+train_and_report = functools.partial(
+    run_report.train_and_report,
+    name=NAME,
+    report=report_markdown,
+    train_key="train_nll_per_token",
+)
 
 
 if __name__ == "__main__":

@@ -109,9 +109,19 @@ def test_training_batches_are_full_distinct_bucketed_and_seeded():
 def test_evaluation_batches_hold_every_example_once_longest_first():
     lengths = np.random.default_rng(1).integers(1, 30, size=23)
     batches = evaluation_batches(_numbered(lengths), 5)
-    assert [len(b["targets"]) for b in batches] == [5, 5, 5, 5, 3]
-    ids = np.concatenate([b["targets"] for b in batches])
+    # every batch full (shardable over devices); the 2 filler rows of the last weigh 0
+    assert [len(b["targets"]) for b in batches] == [5, 5, 5, 5, 5]
+    weights = np.concatenate([b["weight"] for b in batches])
+    assert weights.dtype == np.float32
+    np.testing.assert_array_equal(weights, [1.0] * 23 + [0.0] * 2)
+    ids = np.concatenate([b["targets"] for b in batches])[weights > 0]
     assert sorted(ids) == list(range(23))
     assert np.all(np.diff(lengths[ids]) <= 0)
+    last = batches[-1]  # fillers copy its shortest example: its width does not grow
+    np.testing.assert_array_equal(last["targets"][3:], [ids[-1], ids[-1]])
+    assert last["inputs"].shape[1] == lengths[ids[20:]].max()
+    assert all(b["weight"].sum() == 5 for b in evaluation_batches(_numbered(lengths[:20]), 5))
     with pytest.raises(ValueError, match="batch_size=0"):
         evaluation_batches(_numbered(lengths), 0)
+    with pytest.raises(ValueError, match="'weight' field"):
+        evaluation_batches([{**e, "weight": np.float32(1)} for e in _numbered(lengths)], 5)

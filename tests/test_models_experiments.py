@@ -109,3 +109,18 @@ def test_smoke_run_writes_table_curves_and_answer(smoke_run):
     section, answers = reproduce.experiment_section(name, workdir)
     assert answers == {QUESTION[name]: answer}
     assert "|---|" in section and "learning_curves.png" in section
+
+
+def test_full_configs_train_unk_and_state_their_steps():
+    """<unk> is what every unseen word is fed as: `full` must train it (min_freq 2, or
+    Lample's singleton replacement); the sentiment docstring's steps are the runtime's."""
+    from experiments.configs import sentiment, sequence_labelling
+    from rnn_jax.data.batching import epoch_plan
+
+    full = sentiment.get_config("full")
+    assert full.data.min_freq == 2
+    epoch = epoch_plan(np.ones(sentiment.SST2_TRAIN), 25, seed=0, epoch=0, drop_remainder=True)
+    assert full.train.num_steps == 20 * len(epoch) == 5_520
+    assert "5,520 steps" in sentiment.__doc__
+    tagging = sequence_labelling.get_config("full")
+    assert tagging.data.min_freq == 2 or tagging.data.singleton_unk_prob > 0

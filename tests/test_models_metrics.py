@@ -60,6 +60,26 @@ def test_token_accuracy_ignores_padding():
     assert metrics.token_accuracy(predictions, targets, mask) == pytest.approx(2 / 4)
 
 
+def test_token_accuracy_takes_pad_batch_float_mask_and_nonbinary_int_mask():
+    from rnn_jax.data.batching import pad_batch
+
+    sentences = [([4, 5, 6], [1, 2, 0]), ([7], [2])]
+    batch = pad_batch([{"inputs": np.array(x), "targets": np.array(y)} for x, y in sentences])
+    assert batch["mask"].dtype == np.float32  # the project's mask, which `&` refused
+    predictions = np.array([[1, 2, 3], [1, 9, 9]])
+    # the reference: a loop over the real tokens of each sentence
+    hits = [
+        p == t
+        for (_, tags), row in zip(sentences, predictions, strict=True)
+        for p, t in zip(row[: len(tags)], tags, strict=True)
+    ]
+    expected = sum(hits) / len(hits)  # 2 of 4
+    assert metrics.token_accuracy(predictions, batch["targets"], batch["mask"]) == expected
+    # an int mask with weight 2 on real tokens: True & 2 == 0 counted the hits as misses
+    int_mask = (2 * batch["mask"]).astype(np.int32)
+    assert metrics.token_accuracy(predictions, batch["targets"], int_mask) == expected
+
+
 def test_perplexity_of_uniform_model_is_vocab_size():
     vocab, tokens = 37, 100
     assert metrics.perplexity(tokens * math.log(vocab), tokens) == pytest.approx(vocab)

@@ -5,6 +5,7 @@
     train = encode_split(dataset, "train", vocabs)       # [{"inputs", "targets"}] of int32
     batches = training_batches(train, 32, seed=0, collate=collate_for(dataset))
     valid = evaluation_batches(encode_split(dataset, "valid", vocabs), 128, collate_for(dataset))
+    # every eval batch holds 128 rows; `weight` [128] is 0 on those that fill the last one
 
 What `encode_split` makes of each task's examples:
 
@@ -95,6 +96,27 @@ def encode_split(
     return out
 
 
+def singleton_ids(examples: list[dict], vocab_size: int, field: str = "inputs") -> np.ndarray:
+    """bool `[vocab_size]`: the ids that occur exactly once in `examples[*][field]`.
+
+    On the training split with `min_freq=1` these are the training singletons that Lample et
+    al. (2016) replace by `<unk>` with probability 0.5 during training, so that `<unk>`, the
+    id every unseen word gets, is trained (glample/tagger: `insert_singletons`).
+
+    Raises:
+      ValueError: for no examples, or an id outside `[0, vocab_size)`.
+    """
+    if not examples:
+        raise ValueError("singleton_ids got no examples (empty split)")
+    ids = np.concatenate([np.asarray(e[field]).ravel() for e in examples])
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(
+            f"{field!r} holds ids in [{ids.min()}, {ids.max()}], outside the vocabulary "
+            f"[0, {vocab_size})"
+        )
+    return np.bincount(ids, minlength=vocab_size) == 1
+
+
 def stream_ids(dataset: TextDataset, split: str, vocab: Vocabulary) -> np.ndarray:
     """int32 `[num_tokens]`: the split's tokens in order, one stream (for `LMStream`)."""
     return vocab.encode([t for tokens in dataset.token_lists(split) for t in tokens])
@@ -140,10 +162,31 @@ def evaluation_batches(
     collate: Callable[[list], Batch] = pad_batch,
     length_key: str = "inputs",
 ) -> list[Batch]:
-    """Every example exactly once, in batches of up to `batch_size` sorted by decreasing
-    length (least padding); order-independent sums (loss, counts) are all they are for."""
+    """Every example exactly once, in batches of exactly `batch_size` sorted by decreasing
+    length (least padding); order-independent sums (loss, counts) are all they are for.
+
+    Every batch carries `weight` float32 `[batch]`: 1 for a real example, 0 for the rows that
+    fill the last batch up to `batch_size` (copies of its last, shortest example, so its
+    padded width does not grow). Full batches are what a sharded evaluation needs (the batch
+    axis is split over the devices, and `batch_size` is checked to divide by their count),
+    and the last batch no longer compiles a batch size of its own. An `eval_step` multiplies
+    its sums by `weight`, so the filler counts for nothing (the repo's one convention for
+    filled eval batches; the translation task of `experiments.exposure_bias` uses it too).
+
+    Raises:
+      ValueError: for `batch_size < 1`, no examples, or examples that already have a
+        `weight` field.
+    """
+    if not examples:
+        raise ValueError("evaluation_batches got no examples (empty split)")
+    if "weight" in examples[0]:
+        raise ValueError("examples already have a 'weight' field; evaluation_batches adds it")
     lengths = np.array([len(e[length_key]) for e in examples])
-    return [
-        collate([examples[i] for i in indices])
-        for indices in sorted_eval_batches(lengths, batch_size)
-    ]
+    batches = []
+    for indices in sorted_eval_batches(lengths, batch_size):
+        filler = batch_size - len(indices)
+        rows = [examples[i] for i in indices] + [examples[indices[-1]]] * filler
+        batch = collate(rows)
+        batch["weight"] = np.repeat(np.array([1, 0], np.float32), [len(indices), filler])
+        batches.append(batch)
+    return batches

@@ -1,0 +1,120 @@
+"""The tagger's training objective: `objective.time_reduction` ('mean' per token, 'sum' per
+sentence and mean over the batch, Lample et al.'s) and Lample et al.'s training-time
+singleton -> `<unk>` replacement (`data.singleton_unk_prob`), against references computed
+sentence by sentence and with numpy."""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import sequence_labelling
+from experiments.configs import sequence_labelling as configs
+from rnn_jax.data.pipeline import singleton_ids
+from tests.test_eval_padding import make_task
+
+
+def test_singleton_ids_are_the_ids_seen_once():
+    rng = np.random.default_rng(0)
+    examples = [{"inputs": rng.integers(0, 30, size=rng.integers(1, 9))} for _ in range(12)]
+    counts = collections.Counter(int(i) for e in examples for i in e["inputs"])
+    expected = [counts[i] == 1 for i in range(40)]
+    np.testing.assert_array_equal(singleton_ids(examples, 40), expected)
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 20\)"):
+        singleton_ids(examples, 20)
+    with pytest.raises(ValueError, match="no examples"):
+        singleton_ids([], 40)
+
+
+def test_replace_singletons_only_touches_singletons_at_the_rate():
+    singletons = np.zeros(10, bool)
+    singletons[[3, 7]] = True
+    tokens = np.random.default_rng(1).integers(0, 10, size=(200, 100)).astype(np.int32)
+    key = jax.random.key(5)
+    out = np.asarray(sequence_labelling.replace_singletons(tokens, singletons, 1, 0.5, key))
+    changed = out != tokens
+    assert np.all(out[changed] == 1)  # to <unk> (id 1 here) and nothing else
+    assert not np.any(changed & ~singletons[tokens])  # other words and padding untouched
+    rate = changed[singletons[tokens]].mean()
+    n = singletons[tokens].sum()
+    assert abs(rate - 0.5) < 4 * np.sqrt(0.25 / n), (rate, n)  # ~4 sigma
+    again = sequence_labelling.replace_singletons(tokens, singletons, 1, 0.5, key)
+    np.testing.assert_array_equal(again, out)  # a function of the key: resumable
+    for prob, expected in ((0.0, tokens), (1.0, np.where(singletons[tokens], 1, tokens))):
+        got = sequence_labelling.replace_singletons(tokens, singletons, 1, prob, key)
+        np.testing.assert_array_equal(got, expected)
+
+
+def _batch(task, count=4):
+    return jax.tree.map(jnp.asarray, task._collate(task.splits["train"][:count]))
+
+
+def _nll_alone(model, task, examples, replace=None):
+    """Each sentence's summed NLL, the sentence run alone (the reference)."""
+    out = []
+    for e in examples:
+        b = task._collate([e])
+        if replace is not None:
+            b["inputs"] = replace(b["inputs"])
+        chars = {"chars": b["chars"], "char_lengths": b["char_lengths"]}
+        out.append(float(model.loss(b["inputs"], b["targets"], b["lengths"], **chars)[0]))
+    return np.array(out)
+
+
+def test_time_reduction_mean_per_token_and_sum_per_sentence(monkeypatch):
+    config, task = make_task("sequence_labelling", monkeypatch)
+    assert config.objective.time_reduction == "mean" and config.data.singleton_unk_prob == 0
+    model = task.init_model(jax.random.key(0))
+    examples = task.splits["train"][:4]
+    nll = _nll_alone(model, task, examples)
+    tokens = sum(len(e["inputs"]) for e in examples)
+    key = jax.random.key(2)
+    loss, (_, aux) = task.loss_fn(model, _batch(task), (), key)
+    assert float(loss) == pytest.approx(nll.sum() / tokens, rel=1e-5)
+    assert float(aux["train_nll_per_token"]) == pytest.approx(nll.sum() / tokens, rel=1e-5)
+    task.config.objective.time_reduction = "sum"
+    loss, (_, aux) = task.loss_fn(model, _batch(task), (), key)
+    assert float(loss) == pytest.approx(nll.mean(), rel=1e-5)  # per sentence, batch mean
+    assert float(aux["train_nll_per_token"]) == pytest.approx(nll.sum() / tokens, rel=1e-5)
+
+
+def test_singleton_unk_prob_feeds_unk_for_training_singletons(monkeypatch):
+    _, task = make_task("sequence_labelling", monkeypatch)
+    words = task.vocabs["tokens"]
+    counts = collections.Counter(w for s in task.dataset.splits["train"] for w in s["tokens"])
+    once = {w for w, c in counts.items() if c == 1}
+    assert once and "lamb" not in once  # the tiny data has both kinds
+    np.testing.assert_array_equal(
+        np.flatnonzero(task.singletons), sorted(words.encode(sorted(once)))
+    )
+    model = task.init_model(jax.random.key(0))
+    examples = task.splits["train"][:4]
+    tokens = sum(len(e["inputs"]) for e in examples)
+    table = np.asarray(task.singletons)
+    replaced = _nll_alone(
+        model, task, examples, lambda ids: np.where(table[ids], words.unk_id, ids)
+    )
+    key = jax.random.key(2)
+    plain, _ = task.loss_fn(model, _batch(task), (), key)
+    task.config.data.singleton_unk_prob = 1.0  # every singleton (the rule allows < 1)
+    loss, _ = task.loss_fn(model, _batch(task), (), key)
+    assert float(loss) == pytest.approx(replaced.sum() / tokens, rel=1e-5)
+    assert float(loss) != pytest.approx(float(plain), rel=1e-3)
+    task.config.data.singleton_unk_prob = 0.5
+    first, _ = task.loss_fn(model, _batch(task), (), key)
+    second, _ = task.loss_fn(model, _batch(task), (), key)
+    assert float(first) == float(second)  # drawn from the step's key: a resume redraws it
+
+
+def test_full_config_is_lamples_objective_and_quick_is_unchanged():
+    full = configs.get_config("full")
+    assert full.objective.time_reduction == "sum" and full.data.singleton_unk_prob == 0.5
+    assert full.optimizer.name == "sgd" and full.optimizer.clip_global_norm == 5.0
+    # the paper's lr 0.01 per one-sentence step, times the 10 sentences of a step here
+    assert full.optimizer.learning_rate == pytest.approx(0.01 * full.train.batch_size)
+    for variant in ("smoke", "quick"):  # the published quick numbers were made with these
+        config = configs.get_config(variant)
+        assert config.objective.time_reduction == "mean"
+        assert config.data.singleton_unk_prob == 0.0
