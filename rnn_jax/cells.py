@@ -114,8 +114,16 @@ class Cell:
                 "not both"
             )
 
-        for init, scale in ((input_init, input_scale), (recurrent_init, recurrent_scale)):
-            _build_initializer(init, scale)  # unknown names raise here, before tracing
+        for which, init, scale in (
+            ("input", input_init, input_scale),
+            ("recurrent", recurrent_init, recurrent_scale),
+        ):
+            try:  # unknown names and bad scales raise here, before tracing
+                _build_initializer(init, scale)
+            except ValueError as error:
+                raise ValueError(
+                    f"{which}_init={init!r}, {which}_scale={scale!r}: {error}"
+                ) from None
         return _init_params(
             self,
             key,

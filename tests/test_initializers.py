@@ -73,9 +73,13 @@ def test_scale_must_be_finite_and_positive(name, scale):
 
 def test_bad_scale_is_refused_through_cell_init():
     # Through the library: recurrent_scale=-0.5 gave W_hh = 0.5 everywhere (rank one).
-    with pytest.raises(ValueError, match=r"'uniform': scale=-0.5 must be a finite number > 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"recurrent_init='uniform', recurrent_scale=-0.5: .*'uniform': scale=-0.5 must be "
+        r"a finite number > 0",
+    ):
         cells.LSTM().init(KEY, 3, 4, recurrent_init="uniform", recurrent_scale=-0.5)
-    with pytest.raises(ValueError, match=r"'glorot_uniform': scale=nan must be"):
+    with pytest.raises(ValueError, match=r"input_scale=nan: .*'glorot_uniform': scale=nan must be"):
         cells.GRU().init(KEY, 3, 4, input_scale=float("nan"))
     assert initializers.uniform(None)(KEY, (4, 4)).shape == (4, 4)  # None: PyTorch's default
 
