@@ -12,6 +12,7 @@ from flax import nnx
 
 from rnn_jax import layers
 from rnn_jax.models import RNNLanguageModel
+from tests.layer_spy import layer_one_input_mask
 from tests.reference_numpy import elman_step, lstm_step
 
 VOCAB, HIDDEN, BATCH, TIME = 11, 6, 3, 5
@@ -235,18 +236,9 @@ def test_locked_dropout_also_locks_the_mask_between_layers(monkeypatch, locked):
         locked_dropout=locked,
         rngs=nnx.Rngs(8),
     )
-    calls = []
-    real = layers.unroll
-
-    def spy(cell, params, xs, *args, **kwargs):
-        ys, carry = real(cell, params, xs, *args, **kwargs)
-        calls.append((np.asarray(xs), np.asarray(ys)))
-        return ys, carry
-
-    monkeypatch.setattr(layers, "unroll", spy)
-    model(_tokens(8, time=12), rng=jax.random.key(2))
-    (_, y0), (x1, _) = calls
-    mask = x1 / y0
+    mask = layer_one_input_mask(
+        monkeypatch, lambda: model(_tokens(8, time=12), rng=jax.random.key(2))
+    )
     assert set(np.unique(mask).tolist()) == {0.0, 2.0}
     assert np.all(mask == mask[:, :1]) == locked
     assert len({row.tobytes() for row in mask[:, 0]}) > 1  # one mask per sequence

@@ -7,6 +7,7 @@ import pytest
 from reference_numpy import as_tuple, random_like, run_sequence
 
 from rnn_jax import cells, layers
+from tests.layer_spy import layer_one_input_mask
 
 BATCH, TIME, INPUT, HIDDEN = 3, 5, 4, 5
 LENGTHS = np.array([5, 2, 4], np.int32)
@@ -202,24 +203,6 @@ def test_layer_errors():
         layers.init_stack(jax.random.key(0), cell, INPUT, HIDDEN, 0)
 
 
-def _layer_one_input_mask(monkeypatch, run):
-    """The multiplier between layer 0's output and layer 1's input `[batch, time, features]`
-    in `run()` of a 2-layer unidirectional stack, read by spying on the per-layer scans."""
-    calls = []
-    real = layers.unroll
-
-    def spy(cell, params, xs, *args, **kwargs):
-        ys, carry = real(cell, params, xs, *args, **kwargs)
-        calls.append((np.asarray(xs), np.asarray(ys)))
-        return ys, carry
-
-    monkeypatch.setattr(layers, "unroll", spy)
-    run()
-    (_, y0), (x1, _) = calls
-    assert np.all(y0 != 0)
-    return x1 / y0
-
-
 @pytest.mark.parametrize("locked", [False, True])
 def test_locked_dropout_between_layers_draws_one_mask_per_sequence(monkeypatch, locked):
     """`locked=True`: layer 1 reads layer 0's output times one `[batch, 1, features]`
@@ -232,7 +215,7 @@ def test_locked_dropout_between_layers_draws_one_mask_per_sequence(monkeypatch, 
     run = lambda: layers.apply_stack(
         cell, params, xs, dropout_rate=0.5, locked=locked, rng=jax.random.key(3)
     )
-    mask = _layer_one_input_mask(monkeypatch, run)
+    mask = layer_one_input_mask(monkeypatch, run)
     assert set(np.unique(mask).tolist()) == {0.0, 2.0}
     constant_over_time = np.all(mask == mask[:, :1])
     assert constant_over_time == locked
