@@ -234,14 +234,17 @@ def time_bidirectional(
     """Forward+backward of one bidirectional layer against one unidirectional layer.
 
     Members: `rnn_jax` (both directions in one scan, the default), `rnn_jax_two_scans`,
-    `flax` (`nn.Bidirectional`) and `unidirectional` (rnn_jax, one direction). Besides the
+    `flax` (`nn.Bidirectional`, when `backends` lists it) and `unidirectional` (rnn_jax, one
+    direction). Besides the
     usual ratios, `per_layer_speed` is 2 x (unidirectional time) / (bidirectional time) per
     round: 1.0 means a bidirectional layer runs at the speed of two unidirectional ones.
     """
     shape = tuple(config.shapes[shape_name])
+    available = set(backends_of(config)) | {"rnn_jax", "rnn_jax_two_scans"}  # peers as asked
     workloads = {
         backend: peers.build_bidirectional(backend, cell, shape, "fwd_bwd")
         for backend in peers.BIDIRECTIONAL_BACKENDS
+        if backend in available
     }
     workloads = {name: w for name, w in workloads.items() if w is not None}
     workloads["unidirectional"] = peers.build("rnn_jax", cell, shape, "fwd_bwd")
@@ -291,11 +294,19 @@ def _with_per_layer_speed(group: dict[str, Any], alone: dict[str, float]) -> dic
 
 
 def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> None:
-    """Peak RSS growth (MiB) of building and running one workload in this fresh process."""
-    import jax  # noqa: F401  (imported before the baseline, like the peers' libraries)
+    """Peak RSS growth (MiB) of building and running one workload in this fresh process.
+
+    Everything every member pays alike happens before the baseline: importing the libraries
+    and starting JAX's CPU runtime (`peers.build` draws every backend's inputs with
+    `jax.random`; the runtime's first call and that draw's compile, ~80 MiB, were charged to
+    the workload, so torch's figure was mostly JAX's).
+    """
+    import jax
 
     if backend == "torch":
         import torch  # noqa: F401
+    batch, time_, input_size, _ = shape  # the inputs' draw as peers.build makes it, compiled
+    jax.block_until_ready(jax.random.normal(jax.random.key(0), (batch, time_, input_size)))
     page = os.sysconf("SC_PAGE_SIZE")
     with open("/proc/self/statm") as f:
         baseline = int(f.read().split()[1]) * page

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -284,9 +285,18 @@ def _torch_workload(
 ):
     import torch
 
+    if jax.default_backend() == "gpu" and not torch.cuda.is_available():
+        # JAX on a GPU against torch on the CPU is no peer comparison (and no cuDNN one):
+        # the CPU-only torch wheel of requirements-dev.txt would have run there silently.
+        warnings.warn(
+            "JAX runs on a GPU but this torch has no CUDA: torch is left out of the GPU "
+            "benchmark (install a CUDA torch build to compare against cuDNN)",
+            stacklevel=2,
+        )
+        return None
     torch.manual_seed(0)
     batch, time_, input_size, hidden = shape
-    cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    cuda = jax.default_backend() == "gpu"
     device = "cuda" if cuda else "cpu"
     module = getattr(torch.nn, TORCH_MODULES[name])(
         input_size, hidden, num_layers=num_layers, batch_first=True

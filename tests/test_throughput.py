@@ -379,3 +379,38 @@ def test_a_run_stopped_midway_keeps_what_it_measured(tmp_path, monkeypatch):
     assert not (tmp_path / "results.json").exists()
     with pytest.raises(app.UsageError, match="unfinished run: only partial.json"):
         throughput_report.main(["throughput_report", str(tmp_path)])
+
+
+def test_peak_memory_does_not_charge_jax_start_up_to_the_workload():
+    """The inputs are drawn with jax.random for every backend; JAX's runtime start and that
+    draw's compile (~80 MiB) happen before the baseline, so a tiny torch LSTM's growth is
+    torch's own (it was ~100 MiB, against 18 MiB in a process without JAX)."""
+    pytest.importorskip("torch")
+    grown = throughput.peak_rss("torch", "lstm", (4, 8, 8, 16), "fwd_bwd")
+    assert grown is not None and grown < 50, grown
+
+
+def test_torch_is_no_gpu_peer_without_cuda(monkeypatch):
+    """JAX on a GPU against a CPU-only torch is no cuDNN comparison: torch is left out (it ran
+    on the CPU and the GPU report called it "(cuDNN)")."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(throughput_peers.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="torch is left out of the GPU benchmark"):
+        assert throughput_peers.build("torch", "lstm", (2, 3, 4, 5), "fwd_bwd") is None
+
+
+def test_bidirectional_groups_keep_to_the_configured_backends(monkeypatch):
+    config = cli.load_config(f"{CONFIG}:smoke", {"backends": "rnn_jax"}, rules=throughput.RULES)
+    built = []
+
+    def fake_build(backend, *args):
+        built.append(backend)
+
+    monkeypatch.setattr(throughput_peers, "build_bidirectional", fake_build)
+    monkeypatch.setattr(throughput_peers, "build", lambda *a: None)
+    monkeypatch.setattr(throughput, "time_group", lambda *a: {"members": {}})
+    monkeypatch.setattr(throughput, "_with_per_layer_speed", lambda group, alone: group)
+    shape_name = next(iter(config.shapes))
+    throughput.time_bidirectional(config, "lstm", shape_name, peak=None)
+    assert built == ["rnn_jax", "rnn_jax_two_scans"]  # flax was built whatever `backends` said
