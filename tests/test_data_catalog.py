@@ -112,3 +112,12 @@ def test_catalog_names_in_the_registry():
         assert load_dataset("imdb_reviews").task == "classification"
     with pytest.raises(ValueError, match="unknown catalog dataset 'c4'"):
         catalog_data_sources("c4")
+
+
+def test_an_unprepared_catalog_dataset_fails_at_once_instead_of_downloading(tmp_path):
+    """tfds.data_source downloads by default: an unprepared name spent minutes retrying the
+    network and left downloads/ behind. Now nothing is fetched and the error says how to
+    prepare it."""
+    with pytest.raises(ValueError, match=r"'imdb_reviews' is not prepared .*tfds build imdb"):
+        catalog_data_sources("imdb_reviews", tmp_path)
+    assert not (tmp_path / "downloads").exists()

@@ -129,7 +129,12 @@ CATALOG: dict[str, CatalogEntry] = {
 
 
 def catalog_data_sources(name: str, data_dir: PathLike | None = None) -> dict[str, object]:
-    """`{our split: tfds data source}` for a catalog dataset prepared in `data_dir`."""
+    """`{our split: tfds data source}` for a catalog dataset prepared in `data_dir`.
+
+    Raises:
+      ValueError: for an unknown name, or a dataset not prepared there (nothing is
+        downloaded).
+    """
     if name not in CATALOG:
         raise ValueError(f"unknown catalog dataset {name!r}; choose from {sorted(CATALOG)}")
     import tensorflow_datasets as tfds
@@ -138,11 +143,23 @@ def catalog_data_sources(name: str, data_dir: PathLike | None = None) -> dict[st
     if entry.module:
         importlib.import_module(entry.module)
     ours = list(entry.splits)
-    sources = tfds.data_source(
-        name,
-        split=[entry.splits[s] for s in ours],
-        data_dir=None if data_dir is None else os.fspath(data_dir),
-    )
+    where = "TFDS's default data_dir" if data_dir is None else os.fspath(data_dir)
+    try:
+        # download=False: an unprepared dataset is an error here, not a (multi-GB) download
+        # started by a training run; preparing is a separate, explicit step.
+        sources = tfds.data_source(
+            name,
+            split=[entry.splits[s] for s in ours],
+            data_dir=None if data_dir is None else os.fspath(data_dir),
+            download=False,
+        )
+    except Exception as error:  # TFDS raises assorted types for "not prepared" / wrong format
+        raise ValueError(
+            f"catalog dataset {name!r} is not prepared as ArrayRecord in {where} "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); prepare it once "
+            f"with `tfds build {name} --data_dir=DIR --file_format=array_record` (needs the "
+            "network) and pass that data_dir"
+        ) from error
     return dict(zip(ours, sources, strict=True))
 
 

@@ -240,7 +240,10 @@ class MarkovLanguage(_Task):
         """float64 `[V] * order`: the stationary distribution pi(c_1, ..., c_n) of contexts.
 
         Found by power iteration of pi'(c_2..c_n, y) = sum_{c_1} pi(c_1..c_n) P(y | c_1..c_n),
-        the context chain's transition, until the L1 change is below 1e-13.
+        the context chain's transition, until the L1 change is below 1e-13. Every transition
+        probability is positive (floored), so the distribution is unique; a chain that mixes
+        too slowly for the iteration (a small `concentration`) is solved directly as the null
+        vector of (M^T - I) with sum 1, M the `[V^n, V^n]` context transition matrix.
         """
         pi = np.full((self.vocab_size,) * self.order, self.vocab_size**-self.order)
         for _ in range(100_000):
@@ -248,7 +251,26 @@ class MarkovLanguage(_Task):
             if np.abs(new - pi).sum() < 1e-13:
                 return new
             pi = new
-        raise RuntimeError("stationary distribution did not converge (chain not mixing)")
+        return self._stationary_by_solve()
+
+    def _stationary_by_solve(self) -> np.ndarray:
+        v, n = self.vocab_size, self.order
+        contexts = v**n
+        if contexts > 4096:
+            raise RuntimeError(
+                f"the stationary distribution of {contexts} contexts did not converge by power "
+                f"iteration (concentration={self.concentration} mixes slowly) and is too "
+                "large to solve directly; use a larger concentration"
+            )
+        probabilities = self.transitions.reshape(contexts, v)
+        following = np.arange(contexts) % (contexts // v) * v  # (c_2..c_n, 0) of each context
+        matrix = np.zeros((contexts, contexts))
+        matrix[np.arange(contexts)[:, None], following[:, None] + np.arange(v)] = probabilities
+        system = np.vstack([matrix.T - np.eye(contexts), np.ones((1, contexts))])
+        target = np.zeros(contexts + 1)
+        target[-1] = 1.0
+        pi = np.linalg.lstsq(system, target, rcond=None)[0]
+        return np.clip(pi, 0.0, None).reshape((v,) * n) / np.clip(pi, 0.0, None).sum()
 
     def entropy_rate(self) -> float:
         """H = sum_c pi(c) H(P(. | c)) in nats per token."""

@@ -4,8 +4,12 @@
     char_tokens("ab c")          == ["a", "b", " ", "c"]      # every character, spaces kept
     get_tokenizer("word" | "char") -> one of the two
 
-Word tokenisation is a whitespace split because every corpus we read (PTB, Multi30k `tok/`,
-CoNLL, UD) is already tokenised by its creators; re-tokenising would change published counts.
+Word tokenisation is a whitespace split, because the corpora whose published counts we
+reproduce (PTB, CoNLL, UD, the translation experiment's Multi30k `tok/` files) are already
+tokenised by their creators; re-tokenising would change those counts. The registry's
+`multi30k` reads the raw, untokenised files on purpose (docs/design.md), so there punctuation
+stays attached to words ("bushes." is one token); a model that needs the tokenised corpus
+reads `tok/` (experiments/exposure_bias_translation.py).
 Character tokenisation keeps spaces (and, when the caller passes them, newlines), as char-rnn
 does, so that the model predicts word boundaries too.
 """
