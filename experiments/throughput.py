@@ -16,7 +16,6 @@ import itertools
 import multiprocessing
 import os
 import pathlib
-import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -313,8 +312,18 @@ def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> 
     workload = peers.build(backend, cell, shape, mode)
     workload.run()
     workload.run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put((peak - baseline) / 2**20)
+    queue.put((_peak_rss_bytes() - baseline) / 2**20)
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS since its exec (`VmHWM`). Not `getrusage`'s `ru_maxrss`: Linux
+    carries that across fork and exec, so a spawned child reported the parent's peak (a
+    test suite's 4.9 GiB) whenever the parent had been larger."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("/proc/self/status has no VmHWM line")
 
 
 def peak_rss(backend: str, cell: str, shape: tuple, mode: str) -> float | None:
