@@ -95,7 +95,7 @@ def point_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What a grid point's results depend on: the experiment's flattened config without its
     `grid.*` keys, which only select points (each point's name carries its own axis values)."""
     flat = config_lib.flatten(json.loads(config.to_json_best_effort()))
-    return {key: value for key, value in flat.items() if not key.startswith("grid.")}
+    return {k: v for k, v in flat.items() if not k.startswith(config_lib.SELECTION_PREFIXES)}
 
 
 def run_points(
@@ -149,7 +149,7 @@ def _changed_keys(record_path: pathlib.Path, current: dict[str, Any]) -> str:
         stored = json.loads(record_path.read_text())
     except ValueError:
         return f"{record_path} is not valid JSON"
-    keys = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    keys = config_lib.changed_keys(stored, current)
     if not keys:
         return ""
     shown = ", ".join(

@@ -257,8 +257,6 @@ def _model_text(model: dict) -> str:
 def _train_loss_per_token(final: dict) -> dict:
     """`final` whose `train_loss` is the NLL per token (`train_nll_per_token`), as valid's and
     test's are: under `objective.time_reduction='sum'` the optimised loss is per sentence."""
-    if "train_nll_per_token" not in final:  # a run from before the key: its loss was per token
-        return final
     per_seed = final.get("per_seed", {})
     out = {**final, "train_loss": final["train_nll_per_token"]}
     if "train_nll_per_token" in per_seed:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,13 +46,17 @@ def _flat(sample: Callable, key: jax.Array, shape: tuple[int, ...], *args: float
     return sample(key, (math.prod(shape),), jnp.float32, *args).reshape(shape)
 
 
+def _finite_above(value: Any, bound: float) -> bool:
+    """`value` is a finite number > `bound` (False for NaN, ±inf and non-numbers)."""
+    try:
+        return math.isfinite(value) and value > bound
+    except TypeError:
+        return False
+
+
 def _check_scale(initializer: str, scale: float) -> None:
     """Raises ValueError unless `scale` is a finite number > 0."""
-    try:
-        ok = math.isfinite(scale) and scale > 0
-    except TypeError:
-        ok = False
-    if not ok:
+    if not _finite_above(scale, 0):
         raise ValueError(
             f"initialiser {initializer!r}: scale={scale!r} must be a finite number > 0"
         )
@@ -194,11 +199,7 @@ def chrono_bias(key: jax.Array, hidden_size: int, max_length: float) -> jax.Arra
     gate z in h' = (1-z) n + z h); the LSTM input gate gets -b. The characteristic forgetting
     times of the units are then spread over [1, max_length - 1] steps.
     """
-    try:
-        ok = math.isfinite(max_length) and max_length > 2
-    except TypeError:
-        ok = False
-    if not ok:  # NaN and inf passed `max_length <= 2` and gave NaN / ±inf biases
+    if not _finite_above(max_length, 2):  # NaN, inf passed `<= 2`: NaN / ±inf biases
         raise ValueError(
             f"chrono_max_length={max_length} must be > 2 and finite (the longest dependency)"
         )

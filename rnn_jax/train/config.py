@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_collections
@@ -39,6 +39,11 @@ RESUMABLE_CHANGES = (
     "train.max_to_keep",
     "train.patience",
 )
+
+# Key prefixes that only select what a run does, never what one run computes: a grid
+# experiment's `grid.*` axes pick its points (each point's name carries its own values).
+# Resuming may change them, and `experiments.grid` leaves them out of a point's record.
+SELECTION_PREFIXES = ("grid.",)
 
 # The largest finite float32: a learning rate above it is inf in the float32 update.
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -281,27 +286,25 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resumable(
-    workdir: str | pathlib.Path,
-    config: ml_collections.ConfigDict,
-    ignore_prefixes: Sequence[str] = (),
-) -> None:
+def changed_keys(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The sorted keys whose values differ between two flattened configs (absent counts)."""
+    return sorted(key for key in set(saved) | set(new) if saved.get(key) != new.get(key))
+
+
+def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
     """Refuse to resume a run directory whose checkpoints were written under another config.
 
     A run resumes from `workdir/checkpoints` when it exists; the config it was written with is
-    `workdir/config.json`. Keys outside `RESUMABLE_CHANGES` must be unchanged: a different
-    model fails in orbax with a shape error only after `config.json` has been overwritten (so
-    the directory no longer says what its checkpoints are), and a different optimiser, data
-    or seed would resume silently into a run that is neither. Nothing is checked for a
-    directory without checkpoints. Keys starting with one of `ignore_prefixes` are not
-    compared (a grid experiment's `grid.` keys only select which points run;
-    `experiments.grid.run_points`).
+    `workdir/config.json`. Keys outside `RESUMABLE_CHANGES` and `SELECTION_PREFIXES` must be
+    unchanged: a different model fails in orbax with a shape error only after `config.json`
+    has been overwritten (so the directory no longer says what its checkpoints are), and a
+    different optimiser, data or seed would resume silently into a run that is neither.
+    Nothing is checked for a directory without checkpoints.
 
     Raises:
       ConfigError: naming every changed key with its stored and new value.
     """
     workdir = pathlib.Path(workdir)
-    ignored = tuple(ignore_prefixes)
     saved_path = workdir / "config.json"
     checkpoints = workdir / "checkpoints"
     if not (checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()):
@@ -316,10 +319,8 @@ def check_resumable(
     new = flatten(json.loads(config.to_json_best_effort()))
     changed = [
         f"{key}: {saved.get(key, '<absent>')!r} in {saved_path}, now {new.get(key, '<absent>')!r}"
-        for key in sorted(set(saved) | set(new))
-        if key not in RESUMABLE_CHANGES
-        and not (ignored and key.startswith(ignored))
-        and saved.get(key) != new.get(key)
+        for key in changed_keys(saved, new)
+        if key not in RESUMABLE_CHANGES and not key.startswith(SELECTION_PREFIXES)
     ]
     if changed:
         raise ConfigError(

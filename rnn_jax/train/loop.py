@@ -74,9 +74,8 @@ def train_and_evaluate(
     workdir = pathlib.Path(workdir)
     primary = jax.process_index() == 0
     multiprocess = jax.process_count() > 1
-    # Checkpoints written under another config are not resumed into this one. `grid.*` keys
-    # only select a grid experiment's points (experiments.grid), so they may differ.
-    config_lib.check_resumable(workdir, config, ignore_prefixes=("grid.",))
+    # Checkpoints written under another config are not resumed into this one.
+    config_lib.check_resumable(workdir, config)
     _check_divisible(config, task)
     schedule = optim.build_schedule(config)
     n = config.num_seeds
@@ -112,12 +111,13 @@ def train_and_evaluate(
     pending: list[tuple[int, dict]] = []  # per-step device metrics not yet checked on the host
     tokens_seen, t_first, t_compile, t_start = 0, None, None, time.perf_counter()
 
-    checked_step = [None]  # the step whose state `_check_saveable` passed last
+    checked_step = None  # the step whose state `_check_saveable` passed last
 
     def save(step: int, *, best: bool = False) -> None:
-        if checked_step[0] != step:  # the best and the periodic save of one step: one check
+        nonlocal checked_step
+        if checked_step != step:  # the best and the periodic save of one step: one check
             _check_saveable(step, state, checkpointer)
-            checked_step[0] = step
+            checked_step = step
         checkpointer.save(step, state, {**loop, "data": data.state_dict()}, best=best)
 
     def drain(step: int) -> None:
