@@ -173,9 +173,11 @@ class SequenceEncoder(nnx.Module):
     ) -> tuple[jax.Array, list | None]:
         """tokens [batch, time], lengths [batch], chars [batch, time, max_chars] ->
         (states [batch, time, output_size], final RNN carries per layer (None: transformer))."""
-        check_ids(
-            "tokens", tokens, self.vocab_size, "vocab_size", length_mask(lengths, tokens.shape[1])
-        )
+        mask = length_mask(lengths, tokens.shape[1])
+        check_ids("tokens", tokens, self.vocab_size, "vocab_size", mask)
+        # Padding may hold any id, but an out-of-range one embeds as NaN (nnx.Embed), and
+        # masking later is too late: 0 * NaN is NaN in attention and in the RNN's gradients.
+        tokens = jnp.where(mask, tokens, 0)
         input_rng, rnn_rng, output_rng = _split(rng, 3)
         if self.kind == "transformer":
             states, carries = self.transformer(tokens, lengths, rng=rnn_rng), None

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_jax import initializers, layers
+from rnn_jax.models.checks import check_ids
 from rnn_jax.modules import RNN
 from rnn_jax.train import regularizers
 
@@ -145,6 +146,8 @@ class RNNLanguageModel(nnx.Module):
         `hidden` holds the last layer's output before (`"outputs"`) and after
         (`"dropped_outputs"`) output dropout, `[batch, time, hidden]`, for AR/TAR.
         """
+        # The gather below clamps an id >= vocab_size to the last row: wrong logits, no error.
+        check_ids("tokens", tokens, self.vocab_size, "vocab_size")
         key = (lambda stream: None) if rng is None else (lambda s: jax.random.fold_in(rng, s))
         embedding = regularizers.embedding_dropout(
             key(_EMBEDDING), self.rates["embedding_dropout"], self.embedding[...]

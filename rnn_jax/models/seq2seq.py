@@ -64,6 +64,14 @@ class Seq2Seq(nnx.Module):
     ):
         check_choice("attention", attention, ATTENTIONS)
         check_positive(target_vocab_size=target_vocab_size, num_layers=num_layers)
+        if attention == "dot" and bidirectional_encoder:
+            # s^T h needs equal widths; the attention module's own error names its arguments.
+            raise ValueError(
+                f"attention='dot' needs query_size == key_size, but the decoder state is "
+                f"hidden_size={hidden_size} wide and a bidirectional encoder's states are "
+                f"{2 * hidden_size}; use bidirectional_encoder=False, or attention='general' "
+                "or 'additive'"
+            )
         self.target_vocab_size = target_vocab_size
         self.hidden_size = hidden_size
         self.dropout_rate = dropout_rate

@@ -23,6 +23,7 @@ from flax import nnx
 
 from rnn_jax.attention import scaled_dot_product_attention
 from rnn_jax.layers import dropout
+from rnn_jax.models.checks import check_ids, length_mask
 
 __all__ = [
     "TransformerEncoder",
@@ -68,6 +69,7 @@ class Embedder(nnx.Module):
                 f"{max_length}"
             )
         self.max_length = max_length
+        self.vocab_size = vocab_size
         self.token = nnx.Embed(vocab_size, d_model, rngs=rngs)
         if positions == "learned":
             init = nnx.initializers.normal(0.02)
@@ -297,6 +299,7 @@ class TransformerLM(nnx.Module):
     def __call__(self, tokens: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
         batch, time = tokens.shape
         _check_length(time, self.embed.max_length)
+        check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size")
         embed_rng, stack_rng = _split_rng(rng, 2)
         x = self.embed(tokens, jnp.broadcast_to(jnp.arange(time), (batch, time)))
         x = dropout(embed_rng, self.dropout_rate, x)
@@ -392,6 +395,15 @@ class TransformerSeq2Seq(nnx.Module):
         )
         self.head = nnx.Linear(d_model, target_vocab_size, rngs=rngs)
 
+    def _encode(
+        self, source: jax.Array, source_lengths: jax.Array, rng: jax.Array | None
+    ) -> jax.Array:
+        """Memory [batch, src_time, d_model]; ids past source_lengths are padding (any id)."""
+        real = length_mask(source_lengths, source.shape[1])
+        check_ids("source", source, self.encoder.embed.vocab_size, "source_vocab_size", real)
+        # An out-of-range pad id would embed as NaN, and 0 attention weight * NaN is NaN.
+        return self.encoder(jnp.where(real, source, 0), source_lengths, rng=rng)
+
     def __call__(
         self,
         source: jax.Array,
@@ -402,9 +414,10 @@ class TransformerSeq2Seq(nnx.Module):
     ) -> jax.Array:
         """source [batch, src_time], target_inputs [batch, tgt_time] (BOS first) -> logits."""
         encoder_rng, embed_rng, decoder_rng = _split_rng(rng, 3)
-        memory = self.encoder(source, source_lengths, rng=encoder_rng)
+        memory = self._encode(source, source_lengths, encoder_rng)
         batch, time = target_inputs.shape
         _check_length(time, self.target_embed.max_length)
+        check_ids("target_inputs", target_inputs, self.target_embed.vocab_size, "target_vocab_size")
         x = self.target_embed(target_inputs, jnp.broadcast_to(jnp.arange(time), (batch, time)))
         x = dropout(embed_rng, self.dropout_rate, x)
         memory_mask = _padding_mask(source_lengths, source.shape[1])
@@ -416,7 +429,7 @@ class TransformerSeq2Seq(nnx.Module):
     ) -> dict:
         """Encode once; the state holds per-layer memory keys/values and the self-attn cache."""
         _check_length(max_length, self.target_embed.max_length)
-        memory = self.encoder(source, source_lengths)
+        memory = self._encode(source, source_lengths, None)
         batch = source.shape[0]
         return {
             "position": jnp.zeros((batch,), jnp.int32),
