@@ -5,11 +5,13 @@
 Runs `python -m experiments.<name> --workdir=W/<name> --config=experiments/configs/<name>.py:quick`
 for every experiment that has a config file (in the order of `ORDER`, then the rest), with a
 progress line per experiment; a finished experiment (W/<name>/results.json) is not re-run, so
-an interrupted reproduction continues where it stopped. Then writes W/report.md, which answers
-each of the seed's 20 questions with the numbers just measured (experiments that have an
-`answers(workdir) -> {question: markdown}` function supply the text; every other experiment's
-tables are included as they are) and links every plot. Needs no download: the real corpora
-come from ../shared/data (RNN_JAX_DATA), everything else is synthetic.
+an interrupted reproduction continues where it stopped (one finished under another
+`--variant`, as recorded in W/<name>/reproduce_variant.json, stops it before anything runs).
+Then writes W/report.md, which answers each of the seed's 20 questions with the numbers just
+measured (experiments that have an `answers(workdir) -> {question: markdown}` function supply
+the text; every other experiment's tables are included as they are) and links every plot.
+Needs no download: the real corpora come from ../shared/data (RNN_JAX_DATA), everything else
+is synthetic.
 """
 
 from __future__ import annotations
@@ -100,6 +102,22 @@ def select(names: Sequence[str], only: Sequence[str], skip: Sequence[str]) -> li
     return [n for n in names if (not only or n in only) and n not in skip]
 
 
+VARIANT_FILE = "reproduce_variant.json"  # W/<name>/: the variant the run was started with
+
+
+def record_variant(workdir: pathlib.Path, variant: str) -> None:
+    """Notes which config variant runs in `workdir`, before it starts."""
+    (workdir / VARIANT_FILE).write_text(json.dumps({"variant": variant}) + "\n")
+
+
+def finished_variant(workdir: pathlib.Path) -> str | None:
+    """The variant recorded in `workdir`; None for a run from before the record existed."""
+    try:
+        return json.loads((workdir / VARIANT_FILE).read_text())["variant"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 STALLED = -1000  # exit status reported for a run the watchdog killed
 STOP_GRACE_S = 60.0  # how long a stopped experiment gets to save its checkpoint
 
@@ -121,6 +139,7 @@ def run_experiment(
     moved for `stall_s` seconds is killed and started again, at most `max_restarts` times;
     experiments resume from their finished points and checkpoints, so little is redone."""
     workdir.mkdir(parents=True, exist_ok=True)
+    record_variant(workdir, variant)
     command = [
         sys.executable,
         "-m",
@@ -153,12 +172,15 @@ def _run_watched(
 ) -> int:
     """One attempt: the exit status, or STALLED after killing a run that stopped using CPU."""
     with open(workdir / "log.txt", "a") as log:
+        # Its own process group, so that the watchdog measures and stops the experiment
+        # together with any processes it starts (throughput's spawned measurements).
         process = subprocess.Popen(
             command,
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
         )
         try:
             return _watch(process, workdir, label, start, stall_s, poll_s)
@@ -171,15 +193,26 @@ def _run_watched(
 
 
 def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the experiment (it saves a checkpoint and exits), SIGKILL it after `grace_s`."""
+    """SIGTERM the experiment and its children (it saves a checkpoint and exits), SIGKILL them
+    after `grace_s`."""
     if process.poll() is not None:
+        _kill_group(process, signal.SIGKILL)  # children it left behind
         return
-    process.terminate()
+    _kill_group(process, signal.SIGTERM)
     try:
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        process.kill()  # a wedged XLA process ignores SIGTERM
-        process.wait()
+        pass
+    _kill_group(process, signal.SIGKILL)  # a wedged XLA process ignores SIGTERM
+    process.wait()
+
+
+def _kill_group(process: subprocess.Popen, signum: int) -> None:
+    """Signal the experiment's process group (its session: `_run_watched`)."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _watch(
@@ -203,19 +236,29 @@ def _watch(
         now_cpu = _cpu_seconds(process.pid)
         if now_cpu is None or cpu is None or now_cpu > cpu + 0.5:
             cpu, since = now_cpu, time.monotonic()
+        elif now_cpu < cpu:  # an orphan in the group exited: its time left the sum
+            cpu = now_cpu
         elif stall_s > 0 and time.monotonic() - since > stall_s:
-            process.kill()  # a wedged XLA process ignores SIGTERM
+            _kill_group(process, signal.SIGKILL)  # a wedged XLA process ignores SIGTERM
             process.wait()
             return STALLED
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads), from /proc; None elsewhere."""
-    try:
-        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of process `pid` and, when it leads a process group (an
+    experiment: `_run_watched`), of every other process in that group, each with its children
+    already reaped: an experiment waiting on a busy child is not stalled. From /proc; None
+    elsewhere or when `pid` is gone."""
+    ticks, found = 0, False
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if stat.parent.name == str(pid) or int(fields[2]) == pid:  # fields[2]: pgrp
+            found |= stat.parent.name == str(pid)
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def _last_line(path: pathlib.Path) -> str:
@@ -239,7 +282,7 @@ def experiment_section(name: str, workdir: pathlib.Path) -> tuple[str, dict[int,
     wall = results.get("timing", {}).get("wall_s")
     command = (
         f"python -m experiments.{name} --workdir=W/{name} "
-        f"--config=experiments/configs/{name}.py:quick"
+        f"--config=experiments/configs/{name}.py:{finished_variant(workdir) or 'quick'}"
     )
     lines += [f"Command: `{command}`" + (f" ({wall / 60:.1f} min)." if wall else "."), ""]
     answers: dict[int, str] = {}
@@ -350,6 +393,20 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as error:
         sys.exit(f"experiments.reproduce: {error}")
     root = pathlib.Path(flags.FLAGS.workdir).resolve()
+    # A finished run is skipped below: one of another variant would be reported as this one.
+    other = {
+        name: variant
+        for name in names
+        if (root / name / "results.json").is_file()
+        and (variant := finished_variant(root / name)) not in (None, flags.FLAGS.variant)
+    }
+    if other:
+        sys.exit(
+            f"experiments.reproduce: {root} holds finished runs of another variant than "
+            f"--variant={flags.FLAGS.variant}: "
+            + ", ".join(f"{name} ({variant})" for name, variant in other.items())
+            + "; use another --workdir, or delete those runs to redo them"
+        )
     root.mkdir(parents=True, exist_ok=True)
     print(
         f"reproducing {len(names)} experiments ({flags.FLAGS.variant}) into {root}: "

@@ -13,12 +13,13 @@
 #       the first is the coordinator, PORT defaults to 12355); with RUN=1 starts them over ssh.
 #
 # Every process runs the same command; only process 0 writes metrics and results. The workdir
-# must be on storage all hosts share (checkpoints are written by all processes through orbax).
+# must be a path on storage all hosts mount (checkpoints are written by all processes through
+# orbax); a URL such as gs://... is refused, the runtime writes only local paths.
 # DRY_RUN=1 prints the command(s) instead of running them.
 set -euo pipefail
 
 usage() {
-  sed -n '2,17p' "$0" >&2
+  sed -n '2,18p' "$0" >&2
   exit 2
 }
 
@@ -31,6 +32,14 @@ if [ ! -f "$repo/$config" ] || [ ! -f "$repo/experiments/${experiment}.py" ]; th
   echo "launch/multihost.sh: unknown experiment '$experiment' (no $config or experiments/${experiment}.py)" >&2
   exit 2
 fi
+case "$workdir" in
+  *://*)
+    # The runtime writes through the local filesystem: gs://b/x would become the directory
+    # gs:/b/x on each host's own disk (no shared checkpoints, no resume).
+    echo "launch/multihost.sh: workdir '$workdir' is a URL; give a path that every host mounts (NFS, Lustre, Filestore, a gcsfuse mount)" >&2
+    exit 2
+    ;;
+esac
 python=${PYTHON:-$repo/.venv/bin/python}
 base=(cd "$repo" "&&" "$python" -m "experiments.${experiment}" "--workdir=${workdir}"
       "--config=${config}:${variant}" "$@")

@@ -14,7 +14,9 @@ This module knows nothing about models: it relies only on the entry-point contra
 docs/design.md ("Training runtime"): `W/results.json` is written once, atomically, when a run
 completes, and a run restarted in the same workdir resumes from its latest checkpoint. So a
 sweep is resumable by running the same command again: finished runs (results.json present)
-are skipped, interrupted ones restart in place and resume.
+are skipped, interrupted ones restart in place and resume. A finished run whose recorded
+command (ROOT/sweep.json) differs from the one planned now (another `--set` or variant into
+the same root) stops the sweep before anything runs, instead of being reported as the new one.
 
 Everything is checked before anything runs: the experiment module exists, the variant is
 known to the config, every sweep key is a key of the config.
@@ -161,6 +163,13 @@ def check_overrides(config: Any, overrides: Mapping[str, Any]) -> None:
     """Every override names an existing config field of a compatible type, or ValueError."""
     for key, value in overrides.items():
         current = _lookup(config, key)
+        if value is None and current is not None:
+            # `--config.k=None` is the text "None" to config_flags, not None: a str field
+            # would get "None", any other type fails to parse once the run has started.
+            raise ValueError(
+                f"sweep key {key!r}: None cannot be set on the command line (the config's "
+                f"value is {current!r}); only a field whose default is None can be swept to None"
+            )
         if current is None or value is None:
             continue
         if isinstance(current, bool) != isinstance(value, bool):
@@ -240,7 +249,12 @@ def plan_runs(
             raise ValueError(f"get_sweep: two sweep points give the same run {name_!r}")
         names.add(name_)
         workdir = root / name_
-        args = {**{k: format_override(v) for k, v in point.items()}, **common}
+        # A None value is the config's own None (check_overrides): no flag, which would be
+        # the string "None".
+        args = {
+            **{k: format_override(v) for k, v in point.items() if v is not None},
+            **common,
+        }
         command = (
             sys.executable,
             "-m",
@@ -251,6 +265,46 @@ def plan_runs(
         )
         runs.append(Run(name_, workdir, dict(point), command))
     return runs
+
+
+def _settings(command: Sequence[str]) -> set[str]:
+    """What a run's results depend on in its command: the experiment module, the config file's
+    name and variant and the overrides (not the interpreter, the workdir or the config's
+    absolute path, which may differ between machines sharing the sweep root)."""
+    settings = set()
+    for arg in command[2:]:
+        if arg.startswith("--workdir="):
+            continue
+        if arg.startswith("--config="):
+            arg = f"--config={pathlib.PurePath(arg.split('=', 1)[1]).name}"
+        settings.add(arg)
+    return settings
+
+
+def check_finished_runs(root: pathlib.Path, runs: Sequence[Run]) -> None:
+    """A finished run is skipped only if ROOT/sweep.json records the same settings for it.
+
+    Runs are named by their sweep values alone, so rerunning into the same root with another
+    `--set` or variant would otherwise skip every finished run and report it under the new
+    settings. Raises ValueError naming the run and the differing arguments.
+    """
+    path = root / SWEEP_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = {r["name"]: r["command"] for r in json.loads(path.read_text())["runs"]}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a launch.sweep record ({error!r})") from None
+    for run in runs:
+        if not run.finished or run.name not in recorded:
+            continue
+        old, new = _settings(recorded[run.name]), _settings(run.command)
+        if old != new:
+            raise ValueError(
+                f"{run.workdir} finished under other settings than this sweep gives it "
+                f"(ran with {sorted(old - new)}, now {sorted(new - old)}); use a new --workdir, "
+                "or delete that run's directory to redo it"
+            )
 
 
 def write_sweep_file(root: pathlib.Path, config_arg: str, runs: Sequence[Run]) -> None:
@@ -395,11 +449,12 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS.config or not flags.FLAGS.workdir:
         raise app.UsageError("--config and --workdir are required")
+    root = pathlib.Path(flags.FLAGS.workdir).resolve()
     try:
         runs = plan_runs(flags.FLAGS.config, flags.FLAGS.workdir, parse_set_flags(flags.FLAGS.set))
+        check_finished_runs(root, runs)
     except ValueError as error:
         sys.exit(f"launch.sweep: {error}")
-    root = pathlib.Path(flags.FLAGS.workdir).resolve()
     write_sweep_file(root, flags.FLAGS.config, runs)
     for run in runs:
         print(f"{'done ' if run.finished else 'to do'}  {run.name}")

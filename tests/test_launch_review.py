@@ -1,0 +1,217 @@
+"""Review of launch/ and experiments.reproduce: a finished run is reused only under the
+settings it ran with, None overrides, the watchdog's process tree, and the multi-host recipe's
+commands against what the code accepts."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments import reproduce
+from launch import sweep
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = "experiments/configs/initialization.py:smoke"
+
+
+def run_sweep_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "launch.sweep", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _finish_all(root):
+    for entry in json.loads((root / "sweep.json").read_text())["runs"]:
+        (root / entry["name"]).mkdir(parents=True, exist_ok=True)
+        (root / entry["name"] / "results.json").write_text('{"final": {"loss": 1.0}}')
+
+
+def test_a_finished_run_is_not_reused_under_another_set(tmp_path):
+    """Runs are named by their sweep values only, so a rerun into the same root with another
+    --set found `results.json` under the same names and skipped every run: the report then
+    showed 5-step results as 50-step ones."""
+    root = tmp_path / "root"
+    first = run_sweep_cli(
+        f"--config={SMOKE}", f"--workdir={root}", "--set=train.num_steps=5", "--dry_run"
+    )
+    assert first.returncode == 0, first.stderr
+    _finish_all(root)
+    before = (root / "sweep.json").read_text()
+    result = run_sweep_cli(
+        f"--config={SMOKE}", f"--workdir={root}", "--set=train.num_steps=50", "--dry_run"
+    )
+    assert result.returncode != 0
+    assert "finished under other settings" in result.stderr
+    assert "--config.train.num_steps=5" in result.stderr
+    assert (root / "sweep.json").read_text() == before  # the record of what ran is kept
+    # The same settings again: finished runs are skipped as before.
+    again = run_sweep_cli(
+        f"--config={SMOKE}", f"--workdir={root}", "--set=train.num_steps=5", "--dry_run"
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done ") == 4
+
+
+def test_a_finished_run_of_another_variant_with_the_same_name_is_refused(tmp_path):
+    """language_model's smoke and quick sweeps name their runs alike (the same dropout rate):
+    a quick sweep in a smoke root reported the smoke runs as quick's."""
+    root = tmp_path / "root"
+    smoke = sweep.plan_runs("experiments/configs/language_model.py:smoke", root)
+    quick = sweep.plan_runs("experiments/configs/language_model.py:quick", root)
+    assert [r.name for r in smoke] == [r.name for r in quick]
+    sweep.write_sweep_file(root, "experiments/configs/language_model.py:smoke", smoke)
+    (smoke[0].workdir).mkdir()
+    (smoke[0].workdir / "results.json").write_text('{"final": {}}')
+    with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
+        sweep.check_finished_runs(root, quick)
+    sweep.check_finished_runs(root, smoke)  # the same plan: fine
+
+
+def _config_with_sweep(tmp_path, points):
+    """A copy of language_model's config file whose get_sweep returns `points`."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    source = (REPO / "experiments/configs/language_model.py").read_text()
+    source += f"\n\ndef get_sweep(variant=None):\n    return {points!r}\n"
+    (configs / "language_model.py").write_text(source)
+    return f"{configs / 'language_model.py'}:smoke"
+
+
+def test_a_none_override_keeps_the_config_none_instead_of_the_string_none(tmp_path):
+    """`--config.k=None` is not None on the command line: config_flags fails on a float
+    placeholder ("could not convert string to float: 'None'") once the run starts, and a string
+    field becomes the text 'None'. A None value of a field whose default is None now leaves the
+    field alone; a None for any other field fails before anything runs."""
+    config_arg = _config_with_sweep(tmp_path, {"model.init_scale": [None, 0.1]})
+    runs = sweep.plan_runs(config_arg, tmp_path / "root")
+    assert [r.name for r in runs] == ["init_scale=None", "init_scale=0.1"]
+    assert not any(a.startswith("--config.model.init_scale") for a in runs[0].command)
+    assert "--config.model.init_scale=0.1" in runs[1].command
+    with pytest.raises(ValueError, match="model.cell.*None.*cannot be set"):
+        sweep.check_overrides({"model": {"cell": "lstm"}}, {"model.cell": None})
+
+
+def _alive(pid):
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_watchdog_counts_the_cpu_of_an_experiment_s_children(tmp_path):
+    """An experiment that waits on a busy child process (throughput's spawned peak-RSS
+    measurements) used no CPU of its own and was killed as stalled after `stall_s`."""
+    busy = "import time\nt = time.time()\nwhile time.time() - t < 5: pass"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}], check=True)"
+    start = time.monotonic()
+    code = reproduce._run_watched(
+        [sys.executable, "-c", parent], tmp_path, "parent", start, stall_s=2.5, poll_s=0.2
+    )
+    assert code == 0
+
+
+def test_watchdog_kills_a_stalled_experiment_s_children_too(tmp_path):
+    """Killing only the experiment left its child running (orphaned, writing into the
+    workdir, holding memory) while the restart started another."""
+    pid_file = tmp_path / "child_pid"
+    sleeper = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {sleeper!r}])"
+    code = reproduce._run_watched(
+        [sys.executable, "-c", parent], tmp_path, "parent", time.monotonic(), 1.0, 0.2
+    )
+    assert code == reproduce.STALLED
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = _alive(child)
+    if alive:
+        os.kill(child, 9)
+    assert not alive, "the stalled experiment's child survived the watchdog"
+
+
+def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
+    """`--variant=smoke` then the default quick into the same --workdir reported smoke's
+    results as quick's (results.json was the only check), under a `:quick` command line."""
+    workdir = tmp_path / "language_model"
+    workdir.mkdir()
+    reproduce.record_variant(workdir, "smoke")
+    (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
+    assert reproduce.finished_variant(workdir) == "smoke"
+    text, _ = reproduce.experiment_section("language_model", workdir)
+    assert "language_model.py:smoke`" in text and ":quick" not in text
+    driver = (
+        "import sys\n"
+        "from absl import app\n"
+        "from experiments import reproduce\n"
+        "reproduce.define_flags()\n"
+        "sys.argv = ['reproduce', '--workdir=" + str(tmp_path) + "', '--only=language_model']\n"
+        "app.run(reproduce.main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "language_model" in result.stderr and "smoke" in result.stderr
+    assert json.loads((workdir / "results.json").read_text())["final"] == {"test_loss": 1.5}
+
+
+def _multihost(*args, **env):
+    return subprocess.run(
+        ["bash", str(REPO / "launch/multihost.sh"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "DRY_RUN": "1", **env},
+    )
+
+
+def test_multihost_refuses_a_url_workdir():
+    """The runtime's workdir is a local path: `gs://bucket/rva` became the directory
+    `gs:/bucket/rva` on each worker's own disk (no shared checkpoints, no resume)."""
+    result = _multihost(
+        "tpu", "rnn_vs_attention", "full", "gs://bucket/rva", TPU_NAME="t", ZONE="z"
+    )
+    assert result.returncode != 0 and "gs://bucket/rva" in result.stderr
+    ok = _multihost("tpu", "rnn_vs_attention", "full", "/mnt/shared/rva", TPU_NAME="t", ZONE="z")
+    assert ok.returncode == 0 and "--workdir=/mnt/shared/rva" in ok.stdout
+
+
+def _batch_sizes(name, variant):
+    from rnn_jax.train import cli
+
+    config = cli.load_config(f"experiments/configs/{name}.py:{variant}")
+    sizes = [config.train.batch_size]
+    if "eval_batch_size" in config.get("data", {}):
+        sizes.append(config.data.eval_batch_size)
+    return sizes
+
+
+def test_multihost_recipe_examples_fit_their_device_counts():
+    """The recipe's `sbatch --nodes=N --gpus-per-node=G ... multihost.sh slurm EXP VARIANT`
+    must name a config whose batches divide over N x G devices (the runtime refuses others):
+    it showed language_model full (batch 20, eval 8) on 4 x 8 GPUs."""
+    text = (REPO / "launch/multihost.md").read_text()
+    examples = re.findall(
+        r"sbatch --nodes=(\d+) --gpus-per-node=(\d+).*?multihost\.sh slurm (\w+) (\w+)",
+        text,
+        re.S,
+    )
+    assert examples
+    for nodes, gpus, name, variant in examples:
+        devices = int(nodes) * int(gpus)
+        for size in _batch_sizes(name, variant):
+            assert size % devices == 0, (name, variant, size, devices)
