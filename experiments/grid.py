@@ -175,13 +175,17 @@ def read_metric_curve(point_dir: pathlib.Path, key: str) -> tuple[list[int], np.
     return steps, np.asarray(values, np.float64)
 
 
-def mean_std(values: Any) -> str:
-    """`mean ± std` (population std over seeds) of finite values; '–' when none."""
+def mean_std(values: Any, *notes: str) -> str:
+    """`mean ± std` (population std over seeds) of the finite values, then in parentheses
+    'k/n seeds' when some seeds' values are not finite (a diverged seed must not vanish from a
+    table) and any `notes`, joined by '; '; '–' when no value is finite."""
     array = np.asarray(values, np.float64).ravel()
-    array = array[np.isfinite(array)]
-    if array.size == 0:
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
         return "–"
-    return f"{fmt(array.mean())} ± {fmt(array.std())}"
+    text = f"{fmt(finite.mean())} ± {fmt(finite.std())}"
+    notes = ((f"{finite.size}/{array.size} seeds",) if finite.size < array.size else ()) + notes
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def fmt(value: float) -> str:

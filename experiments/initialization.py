@@ -417,14 +417,7 @@ def _log10_cell(values: list[float]) -> str:
         return "< −38 (underflow)"
     if array.size and np.all(np.isnan(array)):
         return "diverged (NaN)"
-    seeds = _seeds_note(array)
-    return grid.mean_std(array) + (f" ({seeds})" if seeds else "")
-
-
-def _seeds_note(array: np.ndarray) -> str:
-    """'n/N seeds' when `grid.mean_std` leaves out seeds whose value is not finite, else ''."""
-    finite = int(np.isfinite(array).sum())
-    return f"{finite}/{array.size} seeds" if finite < array.size else ""
+    return grid.mean_std(array)  # notes 'n/N seeds' when some are not finite
 
 
 def _sigma_values(metrics: dict, summary: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -444,11 +437,9 @@ def _sigma_cell(metrics: dict, summary: dict) -> str:
         return "−inf (σ=0: 100%)"
     if not np.isfinite(means).any():
         return "diverged (NaN)"
-    notes = [_seeds_note(means)]
-    if np.nanmean(zeros) > 0:
-        notes.append(f"σ=0: {100 * np.nanmean(zeros):.3g}%")
-    notes = [note for note in notes if note]
-    return grid.mean_std(means) + (f" ({'; '.join(notes)})" if notes else "")
+    share = np.nanmean(zeros)
+    # mean_std adds 'n/N seeds' when some seeds have no non-zero product
+    return grid.mean_std(means, *([f"σ=0: {100 * share:.3g}%"] if share > 0 else []))
 
 
 def report_markdown(summaries: dict[str, dict]) -> str:

@@ -215,3 +215,14 @@ def test_multihost_recipe_examples_fit_their_device_counts():
         devices = int(nodes) * int(gpus)
         for size in _batch_sizes(name, variant):
             assert size % devices == 0, (name, variant, size, devices)
+
+
+def test_grid_mean_std_says_when_seeds_are_left_out():
+    """A diverged seed used to vanish: [1, nan, 3] read '2 ± 1' with no count."""
+    from experiments import grid
+
+    assert grid.mean_std([1.0, 3.0]) == "2 ± 1"
+    assert grid.mean_std([1.0, float("nan"), 3.0]) == "2 ± 1 (2/3 seeds)"
+    assert grid.mean_std([1.0, float("inf")], "note") == "1 ± 0 (1/2 seeds; note)"
+    assert grid.mean_std([2.0], "note") == "2 ± 0 (note)"
+    assert grid.mean_std([float("nan")]) == "–"
