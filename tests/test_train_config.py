@@ -180,3 +180,17 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
     assert f"model.hidden_size: {hidden!r} in {tmp_path / 'config.json'}, now 16" in message
     changed = [line.split(":")[0].strip() for line in message.splitlines() if line[:2] == "  "]
     assert changed == ["model.hidden_size", "optimizer.name"], message
+
+
+def test_resuming_a_cosine_run_refuses_a_new_num_steps(tmp_path):
+    """The cosine schedule decays over train.num_steps: a longer run resumed from a shorter
+    one's checkpoint used to jump from the old curve to the new one at the resumed step."""
+    config = _load(schedule__name="cosine", train__num_steps=300)
+    (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+    (tmp_path / "checkpoints" / "20").mkdir(parents=True)
+    cfg.check_resumable(tmp_path, _load(schedule__name="cosine", train__num_steps=300))
+    with pytest.raises(cfg.ConfigError, match=r"train.num_steps: 300 .* now 600 \(schedule"):
+        cfg.check_resumable(tmp_path, _load(schedule__name="cosine", train__num_steps=600))
+    constant = _load(train__num_steps=300)
+    (tmp_path / "config.json").write_text(constant.to_json_best_effort(indent=2))
+    cfg.check_resumable(tmp_path, _load(train__num_steps=600))  # a constant rate may go on

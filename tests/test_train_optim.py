@@ -185,3 +185,44 @@ def test_gradient_accumulation_applies_the_mean_of_k_micro_batch_gradients():
     np.testing.assert_array_equal(first["w"], np.zeros(2))  # nothing applied mid-accumulation
     second, _ = tx.update({"w": jnp.array([3.0, -4.0])}, state, params, value=jnp.asarray(0.0))
     np.testing.assert_allclose(second["w"], -np.array([2.0, -1.0]), rtol=1e-6)
+
+
+def test_reduce_on_plateau_with_gradient_accumulation_sees_the_loss():
+    # MultiSteps hands `value` on to reduce-on-plateau (it was dropped: TypeError, missing
+    # 'value'); every second micro-batch emits the plateau-scaled update of a k=1 run.
+    def sizes(k, n):
+        config = _config(
+            optimizer__name="sgd",
+            optimizer__learning_rate=1.0,
+            schedule__name="plateau",
+            schedule__plateau_patience=1,
+            train__grad_accum_steps=k,
+        )
+        tx = optim.build_optimizer(config)
+        params = {"w": jnp.zeros(1)}
+        state = tx.init(params)
+        out = []
+        for _ in range(n):
+            updates, state = tx.update({"w": jnp.ones(1)}, state, params, value=jnp.asarray(1.0))
+            out.append(float(-updates["w"][0]))
+        return out
+
+    assert sizes(2, 6)[1::2] == sizes(1, 3) == [1.0, 0.5, 0.25]
+
+
+def test_warmup_does_not_move_the_step_decays():
+    """decay_begin_step / decay_every_steps count from the first update: with a 5-step
+    warm-up, join_schedules used to hand the step decay `step - 5` (first decay at 25, not
+    20)."""
+    config = _config(
+        optimizer__learning_rate=1.0,
+        schedule__name="step_decay",
+        schedule__decay_rate=0.5,
+        schedule__decay_every_steps=10,
+        schedule__decay_begin_step=10,
+        schedule__warmup_steps=5,
+    )
+    schedule = optim.build_schedule(config)
+    got = [float(schedule(step)) for step in (0, 1, 4, 5, 19, 20, 29, 30)]
+    # linear warm-up from 0 over steps 0-4, then Zaremba's staircase: 1 up to step 19
+    assert got == pytest.approx([0.0, 0.2, 0.8, 1.0, 1.0, 0.5, 0.5, 0.25])

@@ -322,6 +322,13 @@ def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
         for key in changed_keys(saved, new)
         if key not in RESUMABLE_CHANGES and not key.startswith(SELECTION_PREFIXES)
     ]
+    if saved.get("schedule.name") == "cosine" and "train.num_steps" in changed_keys(saved, new):
+        # the cosine schedule's length is train.num_steps: the rate would jump at the resume
+        changed.append(
+            f"train.num_steps: {saved['train.num_steps']!r} in {saved_path}, now "
+            f"{new.get('train.num_steps')!r} (schedule.name='cosine' decays over "
+            "train.num_steps, so the learning rate would jump at the resumed step)"
+        )
     if changed:
         raise ConfigError(
             f"--workdir={workdir} holds checkpoints written with another config; resuming "

@@ -99,11 +99,16 @@ def train_and_evaluate(
     }
     restored = checkpointer.restore(abstract_like(state))
     start = 0
+    end = config.train.num_steps
     if restored is not None:
         state, loop = restored
         start = checkpointer.latest_step()
         data.load_state_dict(loop.pop("data"))
         logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+        if _patience_exhausted(loop, config):
+            # The run stopped early here (its last checkpoint is the stopping step) and ended
+            # before results.json: finish it, do not train on past the stop.
+            end = start
 
     writer = metrics.MetricsWriter(workdir, enabled=primary)
     progress = metrics.Progress(config.train.num_steps, start)
@@ -132,7 +137,7 @@ def train_and_evaluate(
     step = start
     stopped_early = False
     try:
-        for step in range(start + 1, config.train.num_steps + 1):
+        for step in range(start + 1, end + 1):
             batch = next(batches)
             tokens_seen += task.tokens_in(batch)
             state, step_metrics = train_step(state, distributed.put_global_batch(batch, mesh))
@@ -150,7 +155,11 @@ def train_and_evaluate(
             if step % config.train.log_every == 0 or last:
                 drain(step)
                 logged = _close_window(loop)
-                logged["learning_rate"] = float(schedule(step // config.train.grad_accum_steps))
+                # The rate step `step` applied: optax counts updates from 0, so the update of
+                # micro-batch s (1-based) is number (s - 1) // k.
+                logged["learning_rate"] = float(
+                    schedule((step - 1) // config.train.grad_accum_steps)
+                )
                 writer.write(step, logged)
                 if primary:
                     progress.log(step, logged["train_loss"], tokens_seen)
@@ -212,7 +221,12 @@ def train_and_evaluate(
 
 
 def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
-    """Batches are split over all devices: their sizes must divide evenly (before compiling)."""
+    """Batches are split over all devices: their sizes must divide evenly (before compiling).
+
+    Raises:
+      ConfigError: naming the batch size and the device count (the command line reports it
+        in one line with exit status 2, like any config value that cannot work).
+    """
     devices = jax.device_count()
     sizes = {"train.batch_size": config.train.batch_size}
     sizes.update(
@@ -223,7 +237,7 @@ def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
     )
     for name, size in sizes.items():
         if size % devices:
-            raise ValueError(
+            raise config_lib.ConfigError(
                 f"{name}={size}: must be a multiple of the device count ({devices}); batches "
                 "are sharded over devices (multiples of 8 run on 1, 2, 4 or 8 devices)"
             )
@@ -413,8 +427,6 @@ def _check_saveable(step: int, state: dict, checkpointer: Checkpointer) -> None:
     (e.g. Adam's second moment from a finite but huge gradient) is found here, once per save.
 
     Raises:
-      ConfigError: `workdir` holds checkpoints written under a config that differs in a key
-        outside `RESUMABLE_CHANGES` (`rnn_jax.train.config.check_resumable`).
       NonFiniteError: naming the step and the last good checkpoint.
     """
     if bool(_state_finite(state["params"], state["opt_state"])):
@@ -512,26 +524,37 @@ def _check_finite(
 
 
 def _accumulate(loop: dict, m: dict) -> None:
+    """Add one step's metrics to the log window of each replica whose update was applied: a
+    step skipped under 'skip' (non-finite) stays out of the means, which would all be NaN."""
     window = loop["window"]
+    applied = np.asarray(m["finite"], bool)
+    n = applied.shape[0]
     for name, value in m.items():
         if name in ("finite", "update_finite"):
             continue
-        value = np.asarray(value, np.float64)
-        window.setdefault(name, [0.0] * value.shape[0])
+        value = np.where(applied, np.asarray(value, np.float64), 0.0)
+        window.setdefault(name, [0.0] * n)
         window[name] = [float(a + b) for a, b in zip(window[name], value, strict=True)]
-        if name == "grad_norm":
-            old = window.get("grad_norm_max", [0.0] * value.shape[0])
+        if name == "grad_norm":  # norms are >= 0: the 0 of a skipped step changes no maximum
+            old = window.get("grad_norm_max", [0.0] * n)
             window["grad_norm_max"] = [float(max(a, b)) for a, b in zip(old, value, strict=True)]
-    loop["window_steps"] += 1
+    # Applied steps per replica (a plain int, shared by all replicas, in older checkpoints).
+    counts = loop["window_steps"]
+    counts = counts if isinstance(counts, list) else [counts] * n
+    loop["window_steps"] = [c + int(a) for c, a in zip(counts, applied, strict=True)]
 
 
 def _close_window(loop: dict) -> dict[str, Any]:
-    """Window means (max for grad_norm_max), per replica; the window starts afresh."""
-    count = max(loop["window_steps"], 1)
+    """Window means over the applied steps (max for grad_norm_max), per replica; NaN for a
+    replica without one. The window starts afresh."""
+    counts = loop["window_steps"]
+    n = len(next(iter(loop["window"].values()), []))
+    counts = counts if isinstance(counts, list) else [counts] * n
     per_seed = {
-        ("train_" + name if name == "loss" else name): (
-            values if name == "grad_norm_max" else [v / count for v in values]
-        )
+        ("train_" + name if name == "loss" else name): [
+            (v if name == "grad_norm_max" else v / c) if c else math.nan
+            for v, c in zip(values, counts, strict=True)
+        ]
         for name, values in loop["window"].items()
     }
     loop["window"], loop["window_steps"] = {}, 0
@@ -572,8 +595,12 @@ def _track_best(
         loop.update(best_value=value, best_step=step, bad_evals=0)
     else:
         loop["bad_evals"] += 1
-    stop = bool(config.train.patience) and loop["bad_evals"] >= config.train.patience
-    return better, stop
+    return better, _patience_exhausted(loop, config)
+
+
+def _patience_exhausted(loop: dict, config: ml_collections.ConfigDict) -> bool:
+    """Early stopping: `train.patience` evaluations in a row without improvement."""
+    return bool(config.train.patience) and loop["bad_evals"] >= config.train.patience
 
 
 class _StopRequest:

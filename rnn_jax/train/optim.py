@@ -29,7 +29,9 @@ def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     Returns:
       `step -> learning rate`. `step_decay` is Zaremba et al.'s "multiply by decay_rate
       every epoch after epoch k": `decay_every_steps` = steps per epoch and
-      `decay_begin_step` = k * steps per epoch, converted in the config file.
+      `decay_begin_step` = k * steps per epoch, converted in the config file. Steps count
+      from the first update also under a warm-up (which replaces the schedule's first
+      `warmup_steps` values with a linear ramp), so a warm-up does not move the decays.
     """
     lr = config.optimizer.learning_rate
     sched = config.schedule
@@ -55,7 +57,12 @@ def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
         raise ValueError(f"schedule.name={sched.name!r}: must be one of the known schedules")
     if sched.warmup_steps:
         warmup = optax.linear_schedule(0.0, lr, sched.warmup_steps)
-        return optax.join_schedules([warmup, main], [sched.warmup_steps])
+        # join_schedules hands `step - warmup_steps` to `main`; undo that shift so that a
+        # step decay's `decay_begin_step`/`decay_every_steps` count from the first step, as
+        # the config states them, whatever the warm-up.
+        return optax.join_schedules(
+            [warmup, lambda step: main(step + sched.warmup_steps)], [sched.warmup_steps]
+        )
     return main
 
 
@@ -85,7 +92,11 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     # applying a non-finite update by itself.
     tx = optax.apply_if_finite(optax.chain(*parts), max_consecutive_errors=2**30)
     if config.train.grad_accum_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=config.train.grad_accum_steps)
+        multi = optax.MultiSteps(tx, every_k_schedule=config.train.grad_accum_steps)
+        # MultiSteps passes extra args (reduce-on-plateau's `value`) to the inner chain, but
+        # it is not a GradientTransformationExtraArgs: `with_extra_args_support` would wrap
+        # it in an update that drops them.
+        return optax.GradientTransformationExtraArgs(multi.init, multi.update)
     return optax.with_extra_args_support(tx)
 
 

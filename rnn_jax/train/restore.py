@@ -35,6 +35,11 @@ def restore_model(
     """
     if not 0 <= replica < config.num_seeds:
         raise ValueError(f"replica={replica}: the run has num_seeds={config.num_seeds}")
+    directory = pathlib.Path(workdir) / ("best" if best else "checkpoints")
+    if not directory.is_dir():
+        # Checked first: the Checkpointer creates its directories, and a mistyped run
+        # directory would be left holding an empty run.
+        raise ValueError(f"no checkpoint in {directory}")
     graphdef, init_state = build_init(
         task,
         optim.build_optimizer(config),
@@ -54,7 +59,6 @@ def restore_model(
     finally:
         checkpointer.close()
     if restored is None:
-        kind = "best" if best else "checkpoints"
-        raise ValueError(f"no checkpoint in {pathlib.Path(workdir) / kind}")
+        raise ValueError(f"no checkpoint in {directory}")
     params, others = (seeds.replica(restored[0][name], replica) for name in ("params", "others"))
     return nnx.merge(graphdef, params, others), step
