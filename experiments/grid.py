@@ -161,17 +161,15 @@ def _changed_keys(record_path: pathlib.Path, current: dict[str, Any]) -> str:
 
 def read_metric_curve(point_dir: pathlib.Path, key: str) -> tuple[list[int], np.ndarray]:
     """(steps, values [steps, seeds]) of a metric logged in metrics.jsonl (the runtime logs
-    `<key>_per_seed` beside the mean when num_seeds > 1). A torn last line (a crash while it
-    was written) is skipped; a corrupt line elsewhere raises naming file:line
-    (`rnn_jax.train.metrics.read_metrics`)."""
+    `<key>_per_seed` beside the mean when num_seeds > 1), one row per step: steps a resumed
+    run logged twice keep their last record. A torn last line (a crash while it was written)
+    is skipped; a corrupt line elsewhere raises naming file:line
+    (`rnn_jax.train.metrics.metric_series`)."""
     from rnn_jax.train import metrics
 
-    steps, values = [], []
-    for record in metrics.read_metrics(point_dir / "metrics.jsonl"):
-        value = record.get(f"{key}_per_seed", record.get(key))  # per seed when num_seeds > 1
-        if value is not None:
-            steps.append(int(record["step"]))
-            values.append(value if isinstance(value, list) else [value])
+    series = metrics.metric_series(point_dir / "metrics.jsonl", key)
+    steps = [step for step, _ in series]
+    values = [value if isinstance(value, list) else [value] for _, value in series]
     return steps, np.asarray(values, np.float64)
 
 

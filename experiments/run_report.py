@@ -195,13 +195,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 def read_curve(workdir: pathlib.Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps [n], values [n, seeds]) of `key` in W/metrics.jsonl, one row per step (a run
     resumed after a kill logs some steps twice, identically: the last record is kept; a torn
-    last line is skipped, see `rnn_jax.train.metrics.read_metrics`)."""
+    last line is skipped, see `rnn_jax.train.metrics.metric_series`)."""
     steps, values = grid.read_metric_curve(workdir, key)
-    last = {step: i for i, step in enumerate(steps)}
-    order = sorted(last)
-    if not order:
+    if not steps:
         return np.zeros(0, np.int64), np.zeros((0, 1))
-    return np.asarray(order, np.int64), values[[last[s] for s in order]]
+    return np.asarray(steps, np.int64), values
 
 
 def plot_learning_curves(

@@ -209,16 +209,17 @@ def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None
 
 
 def read_curve(workdir: pathlib.Path, key: str = CURVE_KEY) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, mean over seeds of `key`) from a run's metrics.jsonl; empty when absent. A last
-    line still being written (or torn by a kill) is skipped; a corrupt line elsewhere raises
-    naming file:line (`rnn_jax.train.metrics.read_metrics`)."""
+    """(steps, mean over seeds of `key`) from a run's metrics.jsonl, one per step (a step a
+    resumed run logged twice keeps its last record); empty when absent. A last line still
+    being written (or torn by a kill) is skipped; a corrupt line elsewhere raises naming
+    file:line (`rnn_jax.train.metrics.metric_series`)."""
     from rnn_jax.train import metrics
 
     steps, values = [], []
-    for record in metrics.read_metrics(workdir / "metrics.jsonl"):
-        samples = seed_samples(record.get(f"{key}_per_seed", record.get(key)))
-        if "step" in record and samples:
-            steps.append(record["step"])
+    for step, value in metrics.metric_series(workdir / "metrics.jsonl", key):
+        samples = seed_samples(value)
+        if samples:
+            steps.append(step)
             values.append(float(np.mean(samples)))
     return np.asarray(steps), np.asarray(values)
 

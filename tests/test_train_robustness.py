@@ -242,3 +242,23 @@ def test_resuming_checkpoints_of_another_config_is_refused_before_anything_runs(
     longer.grid = {"lengths": "10,20"}
     results = train_and_evaluate(longer, tmp_path, Regression())
     assert results["final"]["step"] == 10
+
+
+def test_every_curve_reader_keeps_one_record_per_step(tmp_path):
+    """A run resumed after a kill logs the replayed steps again: the grid experiments' and the
+    sweep report's readers used to return steps [1, 2, 3, 2, 3] (a curve doubling back)."""
+    from experiments import grid
+    from launch import report as launch_report
+
+    records = [(1, 3.0), (2, 2.0), (3, 1.0), (2, 2.5), (3, 1.5), (4, 0.5)]
+    lines = [{"step": s, "train_loss": v} for s, v in records]
+    lines.insert(2, {"step": 2, "valid_loss": 9.0})  # another key at the same step stays apart
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    steps, values = grid.read_metric_curve(tmp_path, "train_loss")
+    assert steps == [1, 2, 3, 4] and values.tolist() == [[3.0], [2.5], [1.5], [0.5]]
+    steps, means = launch_report.read_curve(tmp_path, "train_loss")
+    assert steps.tolist() == [1, 2, 3, 4] and means.tolist() == [3.0, 2.5, 1.5, 0.5]
+    steps, values = run_report.read_curve(tmp_path, "train_loss")
+    assert steps.tolist() == [1, 2, 3, 4] and values.tolist() == [[3.0], [2.5], [1.5], [0.5]]
+    assert grid.read_metric_curve(tmp_path, "valid_loss")[0] == [2]

@@ -113,6 +113,22 @@ def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
     return records
 
 
+def metric_series(path: str | pathlib.Path, key: str) -> list[tuple[int, Any]]:
+    """(step, value) of `key` in a `metrics.jsonl`, one per step in step order; the value is
+    `<key>_per_seed` (a list) when logged, else `key`.
+
+    A run resumed after a kill replays the steps after its last checkpoint and logs them
+    again (identically): the last record of a step is kept, so curves neither double back nor
+    count a step twice. Torn and corrupt lines as in `read_metrics`.
+    """
+    last: dict[int, Any] = {}
+    for record in read_metrics(path):
+        value = record.get(f"{key}_per_seed", record.get(key))
+        if value is not None and "step" in record:
+            last[int(record["step"])] = value
+    return sorted(last.items())
+
+
 def _truncate_torn_line(path: pathlib.Path) -> None:
     """Cut a last line that lacks its newline (a write cut short by a crash), so that the
     next record starts on a line of its own."""
