@@ -31,7 +31,8 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
     """Convert a `torch.nn.RNN`, `torch.nn.LSTM` or `torch.nn.GRU` to `(apply_fn, params)`.
 
     Supported options: any `num_layers`, `bidirectional`, `batch_first`, `nonlinearity`
-    (RNN), `bias`; `dropout` is accepted and not applied (evaluation semantics).
+    (RNN), `bias`; `dropout` is accepted and not applied (evaluation semantics). `params`
+    keep the module's dtype (bfloat16 included).
 
     `apply_fn(params, xs, lengths=None, initial_state=None) -> (ys, final_state)` is pure,
     jittable and differentiable, with torch's semantics:
@@ -66,10 +67,7 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
     num_layers, hidden_size = module.num_layers, module.hidden_size
     directions = ("", "_reverse") if module.bidirectional else ("",)
     batch_first, has_bias = module.batch_first, module.bias
-    params = {
-        name: jnp.asarray(tensor.detach().cpu().numpy())
-        for name, tensor in module.named_parameters()
-    }
+    params = {name: _to_jax(tensor) for name, tensor in module.named_parameters()}
     gates = cell.num_gates * hidden_size
 
     def cell_params(params: dict[str, jax.Array], layer: int, suffix: str) -> dict:
@@ -90,6 +88,14 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
         lengths: jax.Array | None = None,
         initial_state: Any = None,
     ) -> tuple[jax.Array, Any]:
+        if jnp.ndim(xs) != 3:
+            # Checked here, in torch's terms: `unroll` would name the batch-major array it is
+            # given (swapped from a time-major `xs`), not the caller's.
+            layout = "[batch, time, input]" if batch_first else "[time, batch, input]"
+            raise ValueError(
+                f"xs has shape {jnp.shape(xs)}; expected {layout} (batch_first={batch_first}; "
+                "unbatched inputs are not supported)"
+            )
         stack = []
         for layer in range(num_layers):
             per_direction = [cell_params(params, layer, suffix) for suffix in directions]
@@ -145,8 +151,24 @@ def _final_state(carries: list, bidirectional: bool, is_lstm: bool) -> Any:
     return jnp.stack(flat)
 
 
+def _to_jax(tensor: Any) -> jax.Array:
+    """A torch tensor as a JAX array of the same dtype. NumPy has no bfloat16, so `.numpy()`
+    refuses one: it goes through float32, which holds every bfloat16 value exactly."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        return jnp.asarray(tensor.float().numpy(), jnp.bfloat16)
+    return jnp.asarray(tensor.numpy())
+
+
 def to_torch_state_dict(params: dict[str, jax.Array]) -> dict[str, Any]:
     """`params` (from `from_torch`, maybe trained in JAX) as a torch state dict to load back."""
     import torch
 
-    return {name: torch.from_numpy(np.array(value)) for name, value in params.items()}
+    def to_torch(value: jax.Array) -> Any:
+        if value.dtype == jnp.bfloat16:  # torch.from_numpy refuses ml_dtypes' bfloat16
+            return torch.from_numpy(np.array(value, np.float32)).to(torch.bfloat16)
+        return torch.from_numpy(np.array(value))
+
+    return {name: to_torch(value) for name, value in params.items()}

@@ -193,7 +193,11 @@ def apply_stack(
         initial = None if initial_carries is None else initial_carries[layer]
         mask = None if h_masks is None else h_masks[layer]
         layer_in = x
-        if layer > 0:
+        if layer > 0 and locked and unroll_options.get("time_major", False):
+            # One mask per sequence: `locked_dropout` takes batch-major `[batch, time, ...]`.
+            swapped = locked_dropout(rngs[layer], dropout_rate, jnp.swapaxes(x, 0, 1))
+            layer_in = jnp.swapaxes(swapped, 0, 1)
+        elif layer > 0:
             drop = locked_dropout if locked else dropout
             layer_in = drop(rngs[layer], dropout_rate, x)
         if bidirectional:

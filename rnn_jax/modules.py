@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_jax import layers
-from rnn_jax.cells import Cell, get_cell
+from rnn_jax.cells import Cell, carry_dtype, get_cell
 
 
 def _to_nnx(tree: Any) -> Any:
@@ -112,8 +112,19 @@ class RNN(nnx.Module):
         return [_from_nnx(layer) for layer in self.layers]
 
     def _zero_carries(self, batch_size: int) -> list:
-        zero = self.cell.zero_carry((batch_size,), self.hidden_size)
-        return [(zero, zero) if self.bidirectional else zero for _ in range(self.num_layers)]
+        carries = []
+        for layer in self.params:
+            first = layer["fw"] if self.bidirectional else layer
+            # The dtype a step's carry has (rnn_jax.cells.carry_dtype; the matmuls cast their
+            # input to the weights' dtype, so the input's own dtype does not matter): float32
+            # zeros into bfloat16-only or float64 params would make `step` run in another
+            # precision than `__call__`, and a learned initial carry fail inside the scan.
+            row = jax.ShapeDtypeStruct((1, first["W_ih"].shape[0]), first["W_ih"].dtype)
+            zero = self.cell.zero_carry(
+                (batch_size,), self.hidden_size, carry_dtype(self.cell, first, row)
+            )
+            carries.append((zero, zero) if self.bidirectional else zero)
+        return carries
 
     def zero_carry(self, batch_size: int) -> list:
         """Initial carries for `batch_size` sequences, one per layer (pairs if bidirectional):

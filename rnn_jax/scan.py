@@ -102,6 +102,23 @@ def _validate(
             raise ValueError(f"initial_carry has shapes {got}; expected {want}")
 
 
+def _match_step_dtype(cell: Cell, params: Params, xs: jax.Array, carry: Carry | None) -> Any:
+    """A given initial `carry` cast to the dtypes one step returns from it (None stays None).
+
+    `lax.scan` needs a carry whose dtype the step preserves, and the step's is set by the
+    params (`carry_dtype`): a float32 carry into float64 or bfloat16-only params, or a
+    bfloat16 one into float32 params, would fail inside the scan with a bare TypeError.
+    A carry the step already preserves (the usual case) is returned unchanged.
+    """
+    if carry is None:
+        return None
+    leaves = jax.tree.leaves(carry)
+    row = jax.ShapeDtypeStruct((leaves[0].shape[0], xs.shape[-1]), xs.dtype)
+    spec = jax.tree.map(lambda c: jax.ShapeDtypeStruct(c.shape, c.dtype), carry)
+    out = jax.eval_shape(lambda c, x: cell.step(params, c, x)[0], spec, row)
+    return jax.tree.map(lambda c, o: c if c.dtype == o.dtype else c.astype(o.dtype), carry, out)
+
+
 def flip_sequences(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
     """Reverse each sequence of `xs [time, batch, ...]` over its valid part only.
 
@@ -374,7 +391,7 @@ def unroll(
         params,
         xs,
         lengths,
-        initial_carry,
+        _match_step_dtype(cell, params, xs, initial_carry),
         reverse=reverse,
         unroll=unroll,
         remat=remat,
@@ -426,6 +443,11 @@ def bidirectional_unroll(
         )
     _check_kernel_limits(implementation, cell, params_fw, remat=remat, h_mask=h_mask)
     lengths = None if lengths is None else jnp.asarray(lengths)
+    if initial_carry is not None:
+        initial_carry = (
+            _match_step_dtype(cell, params_fw, xs, init_fw),
+            _match_step_dtype(cell, params_bw, xs, init_bw),
+        )
     run = _compiled_bidirectional(_select_implementation(implementation, cell, remat=remat))
     return run(
         cell,
@@ -520,6 +542,7 @@ def truncated_unroll(
         implementation="reference",
     )
     lengths = None if lengths is None else jnp.asarray(lengths)
+    initial_carry = _match_step_dtype(cell, params, xs, initial_carry)
     return _truncated(
         cell, params, xs, lengths, initial_carry, h_mask, bptt_length, unroll, time_major
     )

@@ -155,3 +155,30 @@ def test_unsupported_options_raise():
         apply_fn(params, xs, initial_state=(bad, bad))
     with pytest.raises(ValueError, match="xs feature size 2"):
         apply_fn(params, np.zeros((TIME, BATCH, 2), np.float32))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_unbatched_inputs_are_refused_in_torch_layout(batch_first):
+    """torch accepts an unbatched `[time, input]`; apply_fn refuses it naming the caller's
+    shape and layout (it named the swapped `(4, 7)` and the batch-major layout before)."""
+    apply_fn, params = interop.from_torch(make_module("gru", batch_first=batch_first))
+    layout = r"\[batch, time, input\]" if batch_first else r"\[time, batch, input\]"
+    with pytest.raises(ValueError, match=rf"xs has shape \(7, 4\); expected {layout}"):
+        apply_fn(params, np.zeros((TIME, INPUT), np.float32))
+
+
+def test_bfloat16_modules_convert_and_round_trip():
+    """A bfloat16 torch module: `from_torch` failed in `.numpy()` ("unsupported ScalarType
+    BFloat16") and `to_torch_state_dict` in `torch.from_numpy`; both now keep the values."""
+    module = make_module("lstm", batch_first=True).to(torch.bfloat16)
+    apply_fn, params = interop.from_torch(module)
+    assert {p.dtype for p in params.values()} == {jnp.dtype(jnp.bfloat16)}
+    xs = torch.randn(BATCH, TIME, INPUT, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, _ = module(xs.to(torch.bfloat16))
+    ys, _ = apply_fn(params, jnp.asarray(xs.numpy(), jnp.bfloat16))
+    np.testing.assert_allclose(np.asarray(ys, np.float32), want.float().numpy(), atol=2e-2)
+    state = interop.to_torch_state_dict(params)
+    for name, tensor in module.named_parameters():
+        assert state[name].dtype == torch.bfloat16
+        assert torch.equal(state[name], tensor.detach())

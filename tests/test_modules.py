@@ -101,3 +101,31 @@ def test_module_errors():
     model = RNN("lstm", INPUT, HIDDEN, bidirectional=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="step needs bidirectional=False"):
         model.step(model.zero_carry(BATCH), XS[:, 0])
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_zero_and_learned_carries_take_the_params_dtype(learned):
+    """`zero_carry` (and the learned initial carry) in the dtype the step computes: with
+    bfloat16-only params, float32 zeros made `step` run in float32 beside a bfloat16
+    `__call__`; under float64 params a float32 learned carry failed inside lax.scan."""
+    model = RNN(
+        "lstm", INPUT, HIDDEN, num_layers=2, learned_initial_carry=learned,
+        dtype=jnp.bfloat16, rngs=nnx.Rngs(5),
+    )  # fmt: skip
+    xs = jnp.asarray(XS, jnp.bfloat16)
+    ys, finals = model(xs)
+    carries = model.zero_carry(BATCH)
+    assert {c.dtype for c in jax.tree.leaves(carries)} == {jnp.dtype(jnp.bfloat16)}
+    for t in range(TIME):
+        carries, y = model.step(carries, xs[:, t])
+        assert y.dtype == ys.dtype == jnp.bfloat16
+        got, want = np.asarray(y, np.float32), np.asarray(ys[:, t], np.float32)
+        np.testing.assert_allclose(got, want, rtol=0, atol=8e-3)  # one bfloat16 ulp at 1
+    with jax.enable_x64(True):
+        model = RNN(
+            "gru", INPUT, HIDDEN, bidirectional=True, learned_initial_carry=learned,
+            dtype=jnp.float64, rngs=nnx.Rngs(6),
+        )  # fmt: skip
+        ys, finals = model(jnp.asarray(XS, jnp.float64), LENGTHS)
+        assert ys.dtype == jnp.float64
+        assert {c.dtype for c in jax.tree.leaves(finals)} == {jnp.dtype(jnp.float64)}
