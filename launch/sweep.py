@@ -337,8 +337,26 @@ def _slots(parallel: int) -> list[dict[str, str]]:
         raise ValueError(f"--parallel={parallel}: expected >= 0 (0 = automatic)")
     if gpus:
         count = parallel or len(gpus)
-        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
+        slots = [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
+        if count > len(gpus):
+            # Several runs per GPU: JAX's default preallocation (75% of the GPU's memory per
+            # process) would make the second one fail with out-of-memory.
+            for slot in slots:
+                slot["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        return slots
     return [{} for _ in range(parallel or os.cpu_count() or 1)]
+
+
+def _failure(run: Run, code: int) -> str:
+    """'FAILED (exit N, log PATH): <the log's last line>', the line that usually names the
+    error (absl and Python both end with it)."""
+    log = run.workdir / "log.txt"
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    last = f": {lines[-1].strip()[:300]}" if lines else ""
+    return f"FAILED (exit {code}, log {log}){last}"
 
 
 def run_local(runs: Sequence[Run], parallel: int = 0) -> list[Run]:
@@ -369,7 +387,7 @@ def run_local(runs: Sequence[Run], parallel: int = 0) -> list[Run]:
                 code = future.result()
                 done += 1
                 ok = code == 0 and run.finished
-                status = "done" if ok else f"FAILED (exit {code}, log {run.workdir}/log.txt)"
+                status = "done" if ok else _failure(run, code)
                 print(
                     f"[{done}/{len(todo)}] {run.name}: {status} in {time.monotonic() - start:.0f}s",
                     flush=True,
@@ -407,7 +425,7 @@ def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any
             print(f"{run.name}: job {job.job_id} raised {error!r}")
             code = -1
         ok = code == 0 and run.finished
-        print(f"[{i}/{len(jobs)}] {run.name}: {'done' if ok else f'FAILED (exit {code})'}")
+        print(f"[{i}/{len(jobs)}] {run.name}: {'done' if ok else _failure(run, code)}")
         if not ok:
             failed.append(run)
     return failed
@@ -467,10 +485,11 @@ def main(argv: Sequence[str]) -> None:
         if flags.FLAGS.launcher == "slurm":
             parameters.update(
                 slurm_partition=flags.FLAGS.slurm_partition,
-                gpus_per_node=flags.FLAGS.slurm_gpus_per_node,
                 cpus_per_task=flags.FLAGS.slurm_cpus_per_task,
                 mem_gb=flags.FLAGS.slurm_mem_gb,
             )
+            if flags.FLAGS.slurm_gpus_per_node:  # '--gpus-per-node=0' is refused by some sites
+                parameters["gpus_per_node"] = flags.FLAGS.slurm_gpus_per_node
         cluster = "slurm" if flags.FLAGS.launcher == "slurm" else "local"
         failed = run_submitit(runs, cluster, parameters)
     if failed:

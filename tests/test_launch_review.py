@@ -226,3 +226,22 @@ def test_grid_mean_std_says_when_seeds_are_left_out():
     assert grid.mean_std([1.0, float("inf")], "note") == "1 ± 0 (1/2 seeds; note)"
     assert grid.mean_std([2.0], "note") == "2 ± 0 (note)"
     assert grid.mean_std([float("nan")]) == "–"
+
+
+def test_a_failed_run_is_reported_with_the_last_line_of_its_log(tmp_path, capsys):
+    """A failed point printed only its exit code and log path; the error was one `cat` away."""
+    script = "import sys; print('step 1'); sys.exit('experiment: model.hidden_size=-1 refused')"
+    run = sweep.Run("bad", tmp_path / "bad", {}, (sys.executable, "-c", script))
+    assert sweep.run_local([run], parallel=1) == [run]
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "bad: FAILED" in line)
+    assert f"FAILED (exit 1, log {run.workdir / 'log.txt'}): experiment: model.hidden_size" in line
+
+
+def test_runs_sharing_a_gpu_do_not_preallocate(monkeypatch):
+    """Two runs per GPU each preallocated 75% of its memory: the second ran out of memory."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert sweep._slots(0) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    shared = sweep._slots(4)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "0", "1"]
+    assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for s in shared)
