@@ -115,3 +115,25 @@ def test_restore_model_from_a_missing_run_directory_creates_nothing(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint in"):
         restore_model(_config(), tmp_path / "typo" / "run", Regression())
     assert not (tmp_path / "typo").exists()
+
+
+def test_an_early_stop_logs_its_last_partial_window(tmp_path):
+    # Evaluations every 5 steps, logs every 20: the run stops at step 15 (best 5, patience 2)
+    # before its first log. It used to crash building `final` (no train window logged: None)
+    # and, with an earlier log, report a train_loss that left out the last steps.
+    config = _config(
+        train__best_mode="max", train__patience=2, train__num_steps=50, train__log_every=20
+    )
+    results = train_and_evaluate(config, tmp_path / "a", Regression())
+    assert results["final"]["step"] == 15
+    every = _config(
+        train__best_mode="max", train__patience=2, train__num_steps=50, train__log_every=1
+    )
+    train_and_evaluate(every, tmp_path / "b", Regression())
+    per_step = [
+        r["train_loss"]
+        for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").open())
+        if "train_loss" in r
+    ]
+    assert len(per_step) == 15
+    assert results["final"]["train_loss"] == pytest.approx(sum(per_step) / 15, rel=1e-6)

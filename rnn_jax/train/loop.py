@@ -134,6 +134,18 @@ def train_and_evaluate(
         pending.clear()
 
     batches = repeat_epochs(data)
+
+    def log_window(step: int) -> None:
+        """Log the window's means at `step`, which become the run's last train metrics."""
+        drain(step)
+        logged = _close_window(loop)
+        # The rate step `step` applied: optax counts updates from 0, so the update of
+        # micro-batch s (1-based) is number (s - 1) // k.
+        logged["learning_rate"] = float(schedule((step - 1) // config.train.grad_accum_steps))
+        writer.write(step, logged)
+        if primary:
+            progress.log(step, logged["train_loss"], tokens_seen)
+
     step = start
     stopped_early = False
     try:
@@ -152,17 +164,9 @@ def train_and_evaluate(
                 t_first = time.perf_counter()
                 t_compile = t_first - t_start
             last = step == config.train.num_steps
-            if step % config.train.log_every == 0 or last:
-                drain(step)
-                logged = _close_window(loop)
-                # The rate step `step` applied: optax counts updates from 0, so the update of
-                # micro-batch s (1-based) is number (s - 1) // k.
-                logged["learning_rate"] = float(
-                    schedule((step - 1) // config.train.grad_accum_steps)
-                )
-                writer.write(step, logged)
-                if primary:
-                    progress.log(step, logged["train_loss"], tokens_seen)
+            logged_now = step % config.train.log_every == 0 or last
+            if logged_now:
+                log_window(step)
             if step % config.train.eval_every == 0 or last:
                 drain(step)
                 scores = _evaluate(task, task.eval_splits, state, eval_step, mesh, n)
@@ -170,6 +174,10 @@ def train_and_evaluate(
                 improved, stopped_early = _track_best(loop, step, scores, config, n)
                 if improved and config.train.keep_best:
                     save(step, best=True)
+                if stopped_early and not logged_now:
+                    # the steps since the last log are the run's last: their window is its
+                    # final train_loss (none at all when it stops before the first log)
+                    log_window(step)
             if step % config.train.checkpoint_every == 0 or last or stopped_early:
                 drain(step)
                 save(step)
