@@ -222,7 +222,10 @@ def random_windows(
     stream: np.ndarray, seed: int, index: int, batch_size: int, length: int
 ) -> np.ndarray:
     """int32 `[batch_size, length]` windows at random offsets of a token `stream`, batch
-    `index` of the stream seeded by `seed` (deterministic, so resumable without state)."""
+    `index` of the stream seeded by `seed` (deterministic, so resumable without state).
+    Starts are uniform over [0, len(stream) - length): the one window that ends exactly at the
+    stream's end is never drawn; kept, since including it would redraw every published
+    window for a 1-in-len(stream) difference."""
     if len(stream) <= length:
         raise ValueError(f"stream of {len(stream)} tokens is too short for windows of {length}")
     starts = np.random.default_rng([seed, index]).integers(0, len(stream) - length, batch_size)
