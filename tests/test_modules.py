@@ -129,3 +129,22 @@ def test_zero_and_learned_carries_take_the_params_dtype(learned):
         ys, finals = model(jnp.asarray(XS, jnp.float64), LENGTHS)
         assert ys.dtype == jnp.float64
         assert {c.dtype for c in jax.tree.leaves(finals)} == {jnp.dtype(jnp.float64)}
+
+
+def test_recurrent_dropout_mask_has_the_carry_dtype(monkeypatch):
+    """float32 params over bfloat16 inputs keep a float32 carry; the mask was drawn in the
+    inputs' bfloat16, scaling kept units by 1.4296875 instead of 1/0.7 = 1.4285714."""
+    drawn = []
+    original = layers.recurrent_dropout_masks
+
+    def spy(*args, **kwargs):
+        drawn.append(original(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(layers, "recurrent_dropout_masks", spy)
+    rnn = RNN("lstm", 3, 4, recurrent_dropout=0.3, rngs=nnx.Rngs(0))
+    xs = jnp.ones((2, 5, 3), jnp.bfloat16)
+    ys, _ = rnn(xs, rng=jax.random.key(1))
+    (mask,) = drawn[0]
+    assert mask.dtype == jnp.float32
+    assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, float(np.float32(1 / 0.7))}
