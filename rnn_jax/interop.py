@@ -14,6 +14,7 @@ dropout is not applied). Torch is imported only inside `from_torch`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,14 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
         raise ValueError(
             f"proj_size={module.proj_size} is not supported (LSTM with projections); "
             "allowed: proj_size=0"
+        )
+    if module.dropout and module.num_layers > 1 and module.training:
+        # torch would drop between layers in this mode; apply_fn never does
+        warnings.warn(
+            f"from_torch: {kind}(dropout={module.dropout}) is in training mode, but apply_fn "
+            "has evaluation semantics (no dropout between layers); call module.eval() first "
+            "to compare like with like",
+            stacklevel=2,
         )
     options = {"nonlinearity": module.nonlinearity} if kind == "RNN" else {}
     cell = cells.get_cell(CELL_OF_MODULE[kind], **options)

@@ -182,3 +182,17 @@ def test_bfloat16_modules_convert_and_round_trip():
     for name, tensor in module.named_parameters():
         assert state[name].dtype == torch.bfloat16
         assert torch.equal(state[name], tensor.detach())
+
+
+def test_a_training_mode_module_with_dropout_warns():
+    """apply_fn has evaluation semantics; torch in training mode drops between layers, so a
+    comparison would differ with no hint why."""
+    import warnings
+
+    module = torch.nn.LSTM(3, 4, num_layers=2, dropout=0.5)
+    with pytest.warns(UserWarning, match=r"training mode.*module\.eval\(\)"):
+        interop.from_torch(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        interop.from_torch(module.eval())
+        interop.from_torch(torch.nn.LSTM(3, 4, num_layers=2))  # no dropout: nothing to warn about
