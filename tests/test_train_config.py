@@ -73,6 +73,13 @@ def test_unknown_variant_lists_the_allowed_ones():
         cli.load_config("experiments/configs/language_model.py:tiny")
 
 
+def test_missing_config_file_is_a_value_error_naming_it():
+    # load_config's callers (tests, sweeps) catch ValueError; a missing file raised
+    # FileNotFoundError from inside importlib instead.
+    with pytest.raises(ValueError, match="config file 'experiments/configs/nope.py' not found"):
+        cli.load_config("experiments/configs/nope.py:smoke")
+
+
 def test_cosine_warmup_must_be_shorter_than_the_run():
     with pytest.raises(ValueError, match=r"schedule.warmup_steps=50: must be fewer than the 40"):
         _load(schedule__name="cosine", schedule__warmup_steps=50)
@@ -132,6 +139,11 @@ def test_command_line_errors_exit_non_zero_before_compiling(tmp_path, flag, expe
         (
             ["--workdir={w}", "--config=experiments/configs/nope.py:smoke"],
             "config file 'experiments/configs/nope.py' not found",
+        ),
+        # A variant the config file lacks: one line listing the variants, not a traceback.
+        (
+            ["--workdir={w}", "--config=experiments/configs/language_model.py:tiny"],
+            "config 'language_model': unknown variant 'tiny'; allowed: smoke, quick, full",
         ),
         # Found when the task loads its corpus, before anything is compiled or written.
         (

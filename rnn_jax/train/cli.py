@@ -23,6 +23,7 @@ import importlib.util
 import logging as std_logging
 import pathlib
 import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -124,10 +125,29 @@ def _parse_flags(argv: list[str]) -> list[str]:
     # config_flags reports an unknown override key (`--config.train.nm_steps=3`) as an
     # AttributeError from deep inside; turn it into one line that names the key.
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
     except (AttributeError, KeyError) as error:
         sys.stderr.write(f"config error: unknown key in the command line overrides: {error}\n")
         sys.exit(CONFIG_EXIT_STATUS)
+    except flags.Error as error:
+        # config_flags wraps a ConfigError of `get_config` (an unknown variant) in a flag error
+        # whose text is a traceback; report the innermost one's own line, as for rule errors.
+        cause, config_error = error, None
+        while cause is not None:
+            if isinstance(cause, config_lib.ConfigError):
+                config_error = cause
+            cause = cause.__cause__ or cause.__context__
+        if config_error is not None:
+            sys.stderr.write(f"config error: {config_error}\n")
+            sys.exit(CONFIG_EXIT_STATUS)
+        # Any other flag error as `app.parse_flags_with_usage` reports it (parsing again would
+        # define the override flags twice).
+        message = str(error)
+        if "\n" in message:
+            message = "\n" + textwrap.indent(message, "  ")
+        sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+        sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
+        sys.exit(1)
 
 
 def _check_config_file(argv: list[str]) -> None:
@@ -162,6 +182,8 @@ def load_config(
       ValueError: an unknown variant, key or out-of-range value (naming it).
     """
     path, _, variant = spec.partition(":")
+    if not pathlib.Path(path).is_file():
+        raise ValueError(f"config file {path!r} not found")
     module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
     if module_spec is None or module_spec.loader is None:
         raise ValueError(f"config file {path!r} not found")

@@ -23,8 +23,8 @@ from rnn_jax import allocator
 
 class ConfigError(ValueError):
     """A config value that cannot work with the data or the run directory it meets (found after
-    the per-key rules, e.g. when a task loads its corpus); the command line reports it in one
-    line with exit status 2, like a rule violation."""
+    the per-key rules, e.g. when a task loads its corpus), or a variant the config file does not
+    have; the command line reports it in one line with exit status 2, like a rule violation."""
 
 
 # Keys a resumed run may change: how long it runs and how often it logs, evaluates and saves.
@@ -125,10 +125,10 @@ def select_variant(
     """Build the named variant of a config file (the part after ':' in `--config=f.py:v`).
 
     Raises:
-      ValueError: naming the config, the variant asked for and the variants it has.
+      ConfigError: naming the config, the variant asked for and the variants it has.
     """
     if variant not in variants:
-        raise ValueError(
+        raise ConfigError(
             f"config {name!r}: unknown variant {variant!r}; allowed: {', '.join(variants)} "
             f"(select one as --config=experiments/configs/{name}.py:<variant>)"
         )
