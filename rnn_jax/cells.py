@@ -24,10 +24,12 @@ slice is `forget_bias` or, with `chrono_max_length=T`, chrono-initialised
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax import initializers
 
@@ -44,6 +46,14 @@ def _layer_norm(v: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: flo
     var = jnp.mean(jnp.square(v - mean), axis=-1, keepdims=True)
     out = (v - mean) * jax.lax.rsqrt(var + eps) * scale
     return out if bias is None else out + bias
+
+
+def _is_finite_number(value: Any) -> bool:
+    """`value` is a finite real number (False for NaN, ±inf and non-numbers such as "1.0")."""
+    try:
+        return math.isfinite(value)
+    except TypeError:
+        return False
 
 
 def _build_initializer(
@@ -101,9 +111,13 @@ class Cell:
         the keep gate instead (Tallec & Ollivier 2018).
         """
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(size, int) or size < 1:
+            # numpy integers (sizes read from shapes or configs) are ints too; bools are not.
+            if not isinstance(size, int | np.integer) or isinstance(size, bool) or size < 1:
                 raise ValueError(f"{name}={size!r} must be a positive int")
-        if self.keep_gate is None and (forget_bias or chrono_max_length):
+        input_size, hidden_size = int(input_size), int(hidden_size)  # static jit arguments
+        if forget_bias is not None and not _is_finite_number(forget_bias):
+            raise ValueError(f"forget_bias={forget_bias!r} must be a finite number")
+        if self.keep_gate is None and (forget_bias or chrono_max_length is not None):
             raise ValueError(
                 f"{type(self).__name__} has no gates: forget_bias={forget_bias!r} and "
                 f"chrono_max_length={chrono_max_length!r} must be left unset"
