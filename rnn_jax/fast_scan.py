@@ -76,8 +76,9 @@ def fused_unroll(
         aligned with the inputs (a reverse scan whose padded steps are no-ops).
       unroll: `lax.scan` unroll factor of the forward loop. The reverse loop always uses 1:
         unrolling it is measured slower on this CPU (perf-anchors.md).
-      remat: recompute `z_h_t` in the backward pass instead of saving it (saves a
-        `[time, batch, G]` buffer for one extra recurrent matmul per step). The O(sqrt T)
+      remat: recompute both projections, `z_x_t` and `z_h_t`, in the backward pass instead
+        of saving their sum (saves a `[time, batch, G]` buffer for one extra input and one
+        extra recurrent matmul per step; fast_recurrence.py). The O(sqrt T)
         checkpointing of `scan.unroll(remat=True)` is the reference path's (see
         `scan._select_implementation`).
       time_major: `xs` and the returned outputs are `[time, batch, ...]`.
