@@ -60,3 +60,19 @@ def test_glorot_fans_are_per_gate_block_of_the_fused_layout():
     assert np.abs(w).max() > np.sqrt(6.0 / (IN + 4 * H)) + 0.01
     w = np.asarray(cells.GRU().init(KEY, IN, H, input_init="lecun_normal")["W_ih"])
     assert abs(w.std() - 1 / np.sqrt(IN)) < 0.05 / np.sqrt(IN)  # fan_in is the input axis
+
+
+def test_float64_weights_are_drawn_in_float64():
+    # Every initialiser drew float32 numbers and cast them: a float64 orthogonal matrix was
+    # orthogonal only to ~4e-7 and every float64 weight had float32's 24-bit mantissa.
+    with jax.enable_x64(True):
+        q = np.asarray(initializers.orthogonal()(KEY, (3, 64, 64), jax.numpy.float64))
+        assert q.dtype == np.float64
+        assert np.abs(np.einsum("gij,gik->gjk", q, q) - np.eye(64)).max() < 1e-12
+        for name in ("normal", "uniform", "glorot_uniform", "glorot_normal", "lecun_normal"):
+            w = np.asarray(initializers.get_initializer(name)(KEY, (64, 64), jax.numpy.float64))
+            assert np.any(w != w.astype(np.float32)), name  # more than float32's mantissa
+    # bfloat16 weights are still float32 draws rounded once (same values as before).
+    w32 = initializers.glorot_uniform()(KEY, (8, 8), jax.numpy.float32)
+    w16 = initializers.glorot_uniform()(KEY, (8, 8), jax.numpy.bfloat16)
+    np.testing.assert_array_equal(np.asarray(w16), np.asarray(w32.astype(jax.numpy.bfloat16)))
