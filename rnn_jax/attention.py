@@ -64,11 +64,32 @@ class _Attention(nnx.Module):
         values: jax.Array | None = None,
         prepared_keys: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """-> (context [batch, value_size], weights [batch, source_time]); values = keys if None."""
+        """-> (context [batch, value_size], weights [batch, source_time]); values = keys if None.
+
+        Padded positions may hold anything, inf and NaN included: they are zeroed before use,
+        because a zero weight alone does not hide them (0 * inf and 0 * NaN are NaN, in the
+        context and in the gradients). `prepared_keys` computed by the caller are zeroed too,
+        but gradients into whatever computed them are the caller's business.
+        """
+        values = keys if values is None else values
+        if mask is not None:
+            mask = jnp.asarray(mask)
+            batch, source_time = (keys if prepared_keys is None else prepared_keys).shape[:2]
+            if mask.shape != (batch, source_time):
+                raise ValueError(
+                    f"mask must be [batch, source_time] = {[batch, source_time]} like the keys, "
+                    f"got shape {list(mask.shape)}"
+                )
+            real = mask[:, :, None]
+            values = jnp.where(real, values, 0)
+            if prepared_keys is None:
+                keys = jnp.where(real, keys, 0)
+            else:
+                prepared_keys = jnp.where(real, prepared_keys, 0)
         if prepared_keys is None:
             prepared_keys = self.prepare_keys(keys)
         weights = masked_softmax(self.scores(query, prepared_keys), mask)
-        return _context(weights, keys if values is None else values), weights
+        return _context(weights, values), weights
 
 
 class AdditiveAttention(_Attention):

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 __all__ = ["beam_search", "greedy_decode", "length_penalty", "sample_decode"]
@@ -27,12 +28,19 @@ __all__ = ["beam_search", "greedy_decode", "length_penalty", "sample_decode"]
 StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 
 
-def _check_common(max_length: int, bos_id: int, eos_id: int) -> None:
-    if not isinstance(max_length, int) or max_length <= 0:
+def _is_int(value: object) -> bool:
+    """A Python or NumPy integer (e.g. `lengths.max() + 5`), not a bool or a float."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _check_common(max_length: int, bos_id: int, eos_id: int) -> int:
+    """-> max_length as a Python int (static shapes and `lax` sizes want one)."""
+    if not _is_int(max_length) or max_length <= 0:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
     for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
         if value < 0:
             raise ValueError(f"{name} must be a non-negative token id, got {value}")
+    return int(max_length)
 
 
 def _check_vocab(logits: jax.Array, **ids: int) -> None:
@@ -105,7 +113,7 @@ def greedy_decode(
     pad_id: int = 0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Argmax decoding. -> (tokens [batch, max_length], lengths [batch], log-probs [batch])."""
-    _check_common(max_length, bos_id, eos_id)
+    max_length = _check_common(max_length, bos_id, eos_id)
     return _decode_loop(
         step_fn,
         initial_state,
@@ -137,7 +145,7 @@ def sample_decode(
 
     -> (tokens [batch, max_length], lengths [batch], log-probs under the model [batch]).
     """
-    _check_common(max_length, bos_id, eos_id)
+    max_length = _check_common(max_length, bos_id, eos_id)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -188,17 +196,20 @@ def beam_search(
     hypotheses are kept; an extension that ends in EOS leaves the beam as a finished hypothesis
     (its slot stays empty), as in Sutskever et al. (2014). Hypotheses still alive after
     `max_length` steps are finished there. Finished hypotheses are ranked by
-    log p(y) / length_penalty(|y|, alpha). With beam_size 1 this is exactly greedy decoding;
-    with a beam as large as the number of prefixes it is exhaustive search.
+    log p(y) / length_penalty(|y|, alpha). With beam_size 1 this is greedy decoding, except
+    where two logits are within float32 rounding of the running log-probability (beam search
+    ranks prefix + log-prob sums, so such a near-tie rounds to a tie and the lower id wins,
+    where greedy's argmax of the logits may pick the other: both have the same score); with a
+    beam as large as the number of prefixes it is exhaustive search.
 
     -> (tokens [batch, beam_size, max_length], lengths [batch, beam_size],
         normalised scores [batch, beam_size]).
     """
-    _check_common(max_length, bos_id, eos_id)
-    if not isinstance(beam_size, int) or beam_size < 1:
+    max_length = _check_common(max_length, bos_id, eos_id)
+    if not _is_int(beam_size) or beam_size < 1:
         raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
     batch = _batch_size(initial_state)
-    k = beam_size
+    k = int(beam_size)
     neg_inf = jnp.array(-jnp.inf, jnp.float32)
 
     # Beams are folded into the batch axis for the step function: [batch * beam, ...].
