@@ -16,6 +16,12 @@ The score of a tag path y of length L is
 and p(y | x) = exp(s(y)) / Z with log Z = `log_partition`. Both the forward algorithm and
 Viterbi run in log space over time with `lax.scan`; a padded step leaves the forward variables
 unchanged (masking by `t < length`), so one scan serves a batch of mixed lengths.
+
+Dtypes: every function computes in the promoted dtype of its float inputs, but at least
+float32 (`_compute_dtype`), and returns scores in it. A bfloat16 log Z or path score (sums of
+~T terms of size ~10) is only good to ~1 nat, so an all-bfloat16 NLL could come out negative;
+mixed inputs (e.g. bfloat16 start/end with float32 transitions) would otherwise change the
+scan carry's dtype after the first step, which `lax.scan` refuses.
 """
 
 import jax
@@ -67,6 +73,17 @@ def _check(
             )
 
 
+def _compute_dtype(*arrays: jax.Array) -> jnp.dtype:
+    """The dtype the CRF sums in: the inputs' promoted float dtype, at least float32."""
+    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def _promote(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """`arrays` cast to `_compute_dtype` (the gradient returns in each input's own dtype)."""
+    dtype = _compute_dtype(*arrays)
+    return tuple(jnp.asarray(a).astype(dtype) for a in arrays)
+
+
 def _time_mask(lengths: jax.Array, time: int) -> jax.Array:
     """[time, batch] bool: True where step t is inside sequence b."""
     return jnp.arange(time)[:, None] < lengths[None, :]
@@ -103,6 +120,9 @@ def log_partition(
     log Z = logsumexp_j(alpha_{L-1}[j] + end[j]).
     """
     _check(emissions, lengths, transitions, start_transitions, end_transitions)
+    emissions, transitions, start_transitions, end_transitions = _promote(
+        emissions, transitions, start_transitions, end_transitions
+    )
     time = emissions.shape[1]
     emissions_tm = jnp.swapaxes(emissions, 0, 1)  # [time, batch, num_tags]
     mask = _time_mask(lengths, time)
@@ -144,6 +164,9 @@ def sequence_score(
     """Unnormalised score s(y) of the given tag paths (see the module docstring). -> [batch]."""
     _check(emissions, lengths, transitions, start_transitions, end_transitions)
     _check_tags(tags, emissions, lengths)
+    emissions, transitions, start_transitions, end_transitions = _promote(
+        emissions, transitions, start_transitions, end_transitions
+    )
     time = emissions.shape[1]
     # Padded tags may hold any value (e.g. -100); clip so gathers stay in range, then mask.
     tags = jnp.clip(tags, 0, emissions.shape[2] - 1)
@@ -175,6 +198,9 @@ def viterbi_decode(
     best final tag unchanged back to step `length - 1`.
     """
     _check(emissions, lengths, transitions, start_transitions, end_transitions)
+    emissions, transitions, start_transitions, end_transitions = _promote(
+        emissions, transitions, start_transitions, end_transitions
+    )
     batch, time, num_tags = emissions.shape
     emissions_tm = jnp.swapaxes(emissions, 0, 1)
     mask = _time_mask(lengths, time)
