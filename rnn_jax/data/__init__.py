@@ -14,7 +14,7 @@ Modules (one idea each):
   lm_corpus   LMCorpus (vocab + int32 token stream per split): ptb, tiny_shakespeare, markov
   batching    pad_batch, epoch_plan (shuffle + length buckets), sorted_eval_batches,
               BatchIterator (resumable), LMStream (Zaremba et al. 2014)
-  synthetic   CopyTask, AddingProblem, TemporalOrder, MarkovLanguage (exact entropy rate)
+  synthetic   CopyTask, AddingProblem, EchoTask, TemporalOrder, MarkovLanguage (exact entropy rate)
 """
 
 from rnn_jax.data.batching import (
@@ -28,7 +28,13 @@ from rnn_jax.data.batching import (
 from rnn_jax.data.lm_corpus import LMCorpus, lm_corpus
 from rnn_jax.data.readers import DataFormatError
 from rnn_jax.data.root import default_data_root
-from rnn_jax.data.synthetic import AddingProblem, CopyTask, MarkovLanguage, TemporalOrder
+from rnn_jax.data.synthetic import (
+    AddingProblem,
+    CopyTask,
+    EchoTask,
+    MarkovLanguage,
+    TemporalOrder,
+)
 from rnn_jax.data.vocab import Vocabulary
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "BatchIterator",
     "CopyTask",
     "DataFormatError",
+    "EchoTask",
     "LMCorpus",
     "LMStream",
     "MarkovLanguage",

@@ -9,6 +9,8 @@ so that a resumed run sees the same data without storing any iterator state.
   baseline cross-entropy is `S log(K) / (T+2S)`.
 - `AddingProblem` (Le et al. 2015): float32 inputs `[B, T, 2]`, targets `[B]`; predicting 1
   gives MSE 1/6.
+- `EchoTask` (delayed recall): int32 inputs `[B, T]`, targets the input `delay` steps earlier
+  with a float32 `mask` that is 0 for the first `delay` steps; chance accuracy `1 / K`.
 - `TemporalOrder` (Hochreiter & Schmidhuber 1997, 6a/6b): int32 inputs `[B, time]` with
   `lengths` and `mask`, int32 class targets `[B]`; chance accuracy `1 / 2**k`.
 - `MarkovLanguage` (order-n chain): int32 inputs `[B, L]`, targets the next tokens; the
@@ -122,6 +124,42 @@ class AddingProblem(_Task):
         markers[rows, second] = 1.0
         targets = values[rows, first] + values[rows, second]
         return {"inputs": np.stack([values, markers], axis=-1), "targets": targets}
+
+
+@dataclasses.dataclass(frozen=True)
+class EchoTask(_Task):
+    """Delayed recall ("echo"): output the symbol seen `delay` steps ago.
+
+    `inputs [batch, T]` are i.i.d. uniform over `num_symbols` ids 0..K-1; `targets[:, t] =
+    inputs[:, t - delay]` for t >= delay and 0 before, where `mask [batch, T]` (float32) is 0:
+    those steps have nothing to recall. A predictor without memory is at chance: accuracy
+    1/K, cross-entropy log K. Learning it needs a gradient from step t to step t - delay,
+    which truncated BPTT with windows of at most `delay` steps never has.
+    """
+
+    delay: int = 10
+    num_symbols: int = 8
+    length: int = 80
+
+    def __post_init__(self) -> None:
+        for name in ("delay", "num_symbols", "length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EchoTask {name}={getattr(self, name)} must be >= 1")
+        if self.length <= self.delay:
+            raise ValueError(f"EchoTask length={self.length} must exceed delay={self.delay}")
+
+    def baseline_cross_entropy(self) -> float:
+        """Nats/step of the memoryless predictor (uniform over the symbols)."""
+        return math.log(self.num_symbols)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """`{"inputs", "targets"}` int32 `[B, T]` and `{"mask"}` float32 `[B, T]`."""
+        inputs = rng.integers(0, self.num_symbols, size=(batch_size, self.length), dtype=np.int32)
+        targets = np.zeros_like(inputs)
+        targets[:, self.delay :] = inputs[:, : -self.delay]
+        mask = np.zeros(inputs.shape, np.float32)
+        mask[:, self.delay :] = 1.0
+        return {"inputs": inputs, "targets": targets, "mask": mask}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,178 @@
+"""experiments.truncated_bptt: the echo data, that its windowed training has exactly the
+gradients of rnn_jax.scan.truncated_unroll (and that those cut the (t − d, t) link exactly when
+the pair spans windows, against the untruncated scan.unroll), a smoke run's outputs and
+answers, and config errors that name the key."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from experiments import truncated_bptt as tb
+from rnn_jax import scan
+from rnn_jax.data import EchoTask
+from rnn_jax.train import cli
+from tests.report_check import assert_png
+
+SMOKE = "experiments/configs/truncated_bptt.py:smoke"  # delay 2, length 8, hidden 8, batch 8
+
+
+@pytest.fixture(scope="module")
+def config():
+    return cli.load_config(SMOKE, rules=tb.RULES)
+
+
+def test_echo_targets_are_the_inputs_delay_steps_earlier():
+    task = EchoTask(delay=3, num_symbols=5, length=12)
+    batch = task.batch(seed=7, step=2, batch_size=4)
+    inputs, targets, mask = batch["inputs"], batch["targets"], batch["mask"]
+    assert inputs.shape == targets.shape == mask.shape == (4, 12)
+    assert inputs.min() >= 0 and inputs.max() < 5 and len(np.unique(inputs)) > 1
+    for row in range(4):
+        for t in range(12):
+            assert mask[row, t] == (1.0 if t >= 3 else 0.0)
+            if t >= 3:
+                assert targets[row, t] == inputs[row, t - 3]
+    assert math.isclose(task.baseline_cross_entropy(), math.log(5))
+    np.testing.assert_array_equal(task.batch(7, 2, 4)["inputs"], inputs)  # deterministic
+    with pytest.raises(ValueError, match="length=3 must exceed delay=3"):
+        EchoTask(delay=3, length=3)
+
+
+def _split_model(task):
+    model = task.init_model(jax.random.key(0))
+    graphdef, params, others = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, others
+
+
+def _reference_window_loss(task, graphdef, params, others, sequence, window):
+    """Loss of window `window` when the whole sequence is unrolled by truncated_unroll."""
+    model = nnx.merge(graphdef, params, others)
+    xs = jax.nn.one_hot(sequence["inputs"], task.config.data.num_symbols)
+    ys, _ = scan.truncated_unroll(model.rnn.cell, model.rnn.params[0], xs, task.bptt_length)
+    logits = model.readout(ys)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, sequence["targets"])
+    span = np.zeros(sequence["mask"].shape, np.float32)
+    span[:, window * task.bptt_length : (window + 1) * task.bptt_length] = 1.0
+    mask = sequence["mask"] * span
+    return jnp.sum(nll * mask) / max(mask.sum(), 1.0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bptt_length", [2, 4])
+def test_windowed_training_has_truncated_unrolls_gradients(config, cell, bptt_length):
+    """Window by window with the carried state, `loss_fn` gives the loss and the parameter
+    gradient of that window under truncated_unroll over the whole sequence; a carry that
+    was not passed on (or a gradient that crossed windows) would differ."""
+    task = tb.EchoStreamTask(config, cell, bptt_length)
+    graphdef, params, others = _split_model(task)
+    sequence = task.data.batch(config.seed, 0, task.batch_size)
+    carry = task.init_carry(task.batch_size)
+    for window in range(task.windows):
+        batch = task.window(config.seed, window)
+        np.testing.assert_array_equal(batch["reset"], np.full(task.batch_size, window == 0))
+
+        def loss_of(p, batch=batch, carry=carry):
+            return task.loss_fn(nnx.merge(graphdef, p, others), batch, carry, None)
+
+        (loss, (carry, _)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        reference, expected = jax.value_and_grad(
+            lambda p, w=window: _reference_window_loss(task, graphdef, p, others, sequence, w)
+        )(params)
+        np.testing.assert_allclose(loss, reference, rtol=1e-5, atol=1e-6)
+        for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bptt_length", [1, 2, 3, 8])  # k < d, k = d, d < k < T, k = T
+def test_gradient_from_t_to_t_minus_d_is_zero_exactly_across_windows(config, bptt_length):
+    """d(logit at t)/d(x_{t−d}) under truncated_unroll: exactly 0 when t − d and t are in
+    different windows (always when k <= d), else equal to the untruncated gradient of
+    scan.unroll, which is non-zero."""
+    task = tb.EchoStreamTask(config, "lstm", 8)
+    model = task.init_model(jax.random.key(1))
+    cell, params, d = model.rnn.cell, model.rnn.params[0], config.data.delay
+    xs = jax.random.normal(jax.random.key(2), (2, 8, config.data.num_symbols))
+
+    def input_grad(unroll_fn, t):
+        def logit(x):
+            ys, _ = unroll_fn(x)
+            return model.readout(ys)[:, t, 0].sum()
+
+        return jax.grad(logit)(xs)[:, t - d]
+
+    for t in range(d, 8):
+        full = input_grad(lambda x: scan.unroll(cell, params, x), t)
+        truncated = input_grad(lambda x: scan.truncated_unroll(cell, params, x, bptt_length), t)
+        assert float(jnp.abs(full).max()) > 1e-6, t
+        if (t - d) // bptt_length == t // bptt_length:
+            np.testing.assert_allclose(truncated, full, rtol=1e-5, atol=1e-7)
+        else:
+            assert float(jnp.abs(truncated).max()) == 0.0, (t, bptt_length)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(config, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("truncated_bptt")
+    tb.run(config, workdir)
+    return workdir
+
+
+def test_smoke_writes_results_tables_plots_and_answers(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    bptt, clip = results["final"]["echo-d2-lstm-k4"], results["final"]["clip-elman_tanh-s1.5-none"]
+    assert len(bptt["valid_accuracy"]) == 2 and all(0 <= a <= 1 for a in bptt["valid_accuracy"])
+    assert bptt["temp_bytes"] > 0 and 0 < bptt["s_per_token"] < 1
+    assert len(clip["max_grad_norm"]) == 2 and all(g > 0 for g in clip["max_grad_norm"])
+    point = results["points"]["echo-d2-lstm-k4"]
+    # T = 8, k = 4, d = 2: windows [0, 4) and [4, 8) hold pairs at t = 2, 3, 6, 7 of 6 scored
+    assert point["updates"] == 5 * 2 and math.isclose(point["inside_fraction"], 4 / 6)
+    table = (smoke_run / "truncated_bptt.md").read_text()
+    assert sum(line.startswith("|---") for line in table.splitlines()) == 2
+    assert "| lstm | 4 | 10 | 0.67 |" in table
+    assert_png(smoke_run / "truncated_bptt.png")
+    assert_png(smoke_run / "clipping.png")
+    answers = tb.answers(smoke_run)
+    assert set(answers) == {11, 13}
+    assert "chance accuracy 0.125" in answers[13] and "seeds diverged" in answers[11]
+
+
+def test_step_memory_grows_with_the_window(config, smoke_run):
+    """XLA keeps each window's activations for the backward pass: more temp memory for a
+    longer window (the cost half of Q13, as `step_cost` measures it; k = 4 from the smoke run,
+    k = 8 here)."""
+    results = json.loads((smoke_run / "results.json").read_text())
+    shorter = results["final"]["echo-d2-lstm-k4"]["temp_bytes"]
+    point = tb.point_config(config, 8)
+    longer = tb.step_cost(point, tb.EchoStreamTask(point, "lstm", 8))["temp_bytes"]
+    assert longer > shorter > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"grid.bptt_lengths": "4,3"}, r"grid.bptt_lengths='4,3': 3 must divide data.length=8"),
+        ({"grid.bptt_lengths": "0"}, r"grid.bptt_lengths='0': '0' must be a positive integer"),
+        ({"grid.bptt_lengths": "2.5"}, r"'2.5' must be a positive integer or 'full'"),
+        ({"grid.clip_global_norms": "none,-1"}, r"grid.clip_global_norms='none,-1': '-1'"),
+        ({"grid.cells": "lstm,elman"}, r"grid.cells='lstm,elman': unknown \['elman'\]"),
+        ({"data.length": 2}, r"data.length=2: must exceed data.delay=2"),
+        ({"grid.bptt_lengths": "", "grid.clip_global_norms": ""}, "both empty"),
+    ],
+)
+def test_bad_grid_values_fail_naming_the_key(tmp_path, overrides, message):
+    config = cli.load_config(SMOKE, overrides, rules=tb.RULES)
+    with pytest.raises(ValueError, match=message):
+        tb.run(config, tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize("key, value", [("data.delay", 0), ("clipping.cell", "lstm2")])
+def test_bad_config_values_are_named(key, value):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        cli.load_config(SMOKE, {key: value}, rules=tb.RULES)
