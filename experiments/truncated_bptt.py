@@ -68,6 +68,7 @@ RULES = {
     "clipping.recurrent_scale": positive,
     "clipping.optimizer": one_of(*OPTIMIZERS),
     "clipping.learning_rate": positive_float32,
+    "clipping.num_seeds": int_at_least(1),
     "measure.timing_repeats": int_at_least(1),
 }
 
@@ -300,6 +301,7 @@ def run_clip_point(
     point = point_config(
         config, length, name=c.optimizer, learning_rate=c.learning_rate, clip_global_norm=clip
     )
+    point.num_seeds = c.num_seeds
     task = EchoStreamTask(point, c.cell, length, recurrent_scale=c.recurrent_scale)
     results = train_and_evaluate(point, point_dir, task)
     steps, grad_max = grid.read_metric_curve(point_dir, "grad_norm_max")
