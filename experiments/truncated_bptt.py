@@ -53,9 +53,13 @@ EVAL_SEED_OFFSET = 1_000_003  # held-out sequences come from a stream training n
 
 
 def int_at_least(low: int) -> Rule:
-    """Rule: an int (not a bool) >= `low`."""
-    ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
-    return lambda value: None if ok(value) else f"an integer >= {low}"
+    """Rule: an int (not a bool) >= `low` (counts and lengths: 2.5 steps is a typo)."""
+
+    def rule(value: object) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        return None if ok else f"an integer >= {low}"
+
+    return rule
 
 
 RULES = {
