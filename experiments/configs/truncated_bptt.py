@@ -27,10 +27,10 @@ Variants:
 - smoke: one Q13 point (LSTM, d = 2, T = 8, k = 4) and one Q11 point (no clipping), hidden 8,
   a few steps; seconds, for tests.
 - quick: d = 10, T = 80; LSTM and GRU at k in {5, 10, 20, 40, full}; Q11 without and with
-  clipping; hidden 64, batch 32, 400 sequence batches, 3 seeds (Q11: 8), vmapped: 12 points, 4.1
-  minutes measured on 2 CPU cores shared with another job (load average 2.4–4.0; idle not
-  measured, expected ~2–2.5). Expected: accuracy far below the k > d runs for k ≤ d, the
-  task learnt for k > d; XLA temp memory per step linear in k, time per token flat.
+  clipping; hidden 64, batch 32, 400 sequence batches, 3 seeds (Q11: 8), vmapped: 12
+  points, 3.0 minutes measured on 2 idle CPU cores (4.1 beside another job at load average
+  2.4–4.0). Expected: accuracy far below the k > d runs for k ≤ d, the task learnt for
+  k > d; XLA temp memory per step linear in k, time per token flat.
 - full: d = 50, T = 400, k in {25, 50, 100, 200, full}; hidden 128; 5 seeds (Q11: 16); longer;
   for accelerators (runtime not measured).
 
