@@ -1,0 +1,271 @@
+"""Tables, plots and seed answers of `experiments.regularization` (Q17 and Q12), from the
+point summaries that its `run` stores (results.json `points`)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from experiments import grid
+
+# Validation bits/token differences smaller than this are "no difference" in the answers
+# (the seed-to-seed std of the quick run's best valid is ~0.005-0.01 bits/char).
+TIE = 0.02
+
+
+def _values(values: list) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], np.float64)
+
+
+def _mean(values: list) -> float:
+    array = _values(values)
+    return float(np.nanmean(array)) if np.isfinite(array).any() else float("nan")
+
+
+def _gap(s: dict, when: str) -> np.ndarray:
+    """Valid minus train bits per seed, at the final (`when`="final") or best evaluation."""
+    train = "final_train_bits" if when == "final" else "train_at_best_bits"
+    valid = "final_valid_bits" if when == "final" else "best_valid_bits"
+    return _values(s[valid]) - _values(s[train])
+
+
+def _setting(s: dict) -> str:
+    settings = s["settings"]
+    return ", ".join(f"{k.split('.')[1]}={v}" for k, v in settings.items()) or "–"
+
+
+def _split(summaries: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    rows = list(summaries.values())
+    return [s for s in rows if 17 in s["questions"]], [s for s in rows if 12 in s["questions"]]
+
+
+def _describe(s: dict) -> str:
+    return (
+        f"{s['corpus']} ({s['train_tokens']:,} training {s['unit']}s, {s['valid_tokens']:,} "
+        f"validation), {s['cell'].upper()} language model, {s['num_steps']} steps "
+        f"(~{s['epochs']:.0f} epochs of the slice), {len(s['final_valid_bits'])} seeds"
+    )
+
+
+def markdown(summaries: dict[str, dict]) -> str:
+    """One table per question (a question without points is left out)."""
+    q17, q12 = _split(summaries)
+    lines = ["# Regularisation and depth in a language model (seed questions 17 and 12)", ""]
+    unit = next(iter(summaries.values()))["unit"]
+    if q17:
+        first = q17[0]
+        lines += [
+            f"## Regularisers: {first['layers']} x {first['hidden']} ({first['params']:,} "
+            f"parameters), {_describe(first)}",
+            "",
+            f"Bits per {unit}, evaluation mode (no dropout), mean ± std over seeds. 'train': the "
+            "training slice itself; 'best valid': the lowest validation evaluation (chosen on "
+            "the mean over seeds) and its step; gap: valid − train on the same weights. "
+            "'early stopping' is the unregularised run read at its best validation "
+            "evaluation, not another run.",
+            "",
+        ]
+        table = []
+        for s in q17:
+            table.append(
+                [
+                    s["regularizer"],
+                    _setting(s),
+                    grid.mean_std(_values(s["final_train_bits"])),
+                    grid.mean_std(_values(s["final_valid_bits"])),
+                    grid.mean_std(_values(s["best_valid_bits"])),
+                    s["best_step"],
+                    grid.mean_std(_gap(s, "final")),
+                ]
+            )
+            if s["regularizer"] == "none":
+                table.append(
+                    [
+                        "early stopping",
+                        f"none, stopped at step {s['best_step']}",
+                        grid.mean_std(_values(s["train_at_best_bits"])),
+                        grid.mean_std(_values(s["best_valid_bits"])),
+                        grid.mean_std(_values(s["best_valid_bits"])),
+                        s["best_step"],
+                        grid.mean_std(_gap(s, "best")),
+                    ]
+                )
+        header = ["regulariser", "setting", "final train", "final valid", "best valid"]
+        lines += [grid.markdown_table(header + ["best at step", "final gap"], table)]
+    if q12:
+        first = q12[0]
+        lines += [
+            f"## Depth at equal parameter count: {_describe(first)}",
+            "",
+            f"Hidden size chosen per depth so that the parameter count matches the "
+            f"{first['params']:,}-parameter Q17 model (embedding size fixed). Bits per "
+            f"{unit} as above.",
+            "",
+        ]
+        rows = sorted(q12, key=lambda s: (s["regularizer"], s["layers"]))
+        table = [
+            [
+                s["layers"],
+                s["hidden"],
+                f"{s['params']:,}",
+                s["regularizer"],
+                grid.mean_std(_values(s["final_train_bits"])),
+                grid.mean_std(_values(s["final_valid_bits"])),
+                grid.mean_std(_values(s["best_valid_bits"])),
+                s["best_step"],
+            ]
+            for s in rows
+        ]
+        header = ["layers", "hidden", "params", "regulariser", "final train", "final valid"]
+        lines += [grid.markdown_table(header + ["best valid", "best at step"], table)]
+    return "\n".join(lines)
+
+
+def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
+    """regularization.png (train and valid bits against step per Q17 point, mean over
+    seeds) and depth.png (best and final valid bits against depth per regulariser)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q17, q12 = _split(summaries)
+    unit = next(iter(summaries.values()))["unit"]
+    if q17:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+        for s, color in zip(q17, [f"C{i}" for i in range(10)], strict=False):
+            for ax, key in zip(axes, ("curve_train_bits", "curve_valid_bits"), strict=True):
+                curve = np.asarray([_values(row) for row in s[key]], np.float64)
+                ax.plot(s["curve_steps"], np.nanmean(curve, 1), color=color, label=s["regularizer"])
+        for ax, title in zip(axes, ("training slice", "validation"), strict=True):
+            ax.set_title(f"{title} (evaluation mode)")
+            ax.set_xlabel("step")
+        axes[0].set_ylabel(f"bits / {unit}")
+        axes[1].legend(fontsize="x-small")
+        fig.tight_layout()
+        fig.savefig(workdir / "regularization.png", dpi=90)
+        plt.close(fig)
+    if q12:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for i, reg in enumerate(dict.fromkeys(s["regularizer"] for s in q12)):
+            color = f"C{i}"
+            rows = sorted((s for s in q12 if s["regularizer"] == reg), key=lambda s: s["layers"])
+            layers = [s["layers"] for s in rows]
+            ax.plot(
+                layers,
+                [_mean(s["best_valid_bits"]) for s in rows],
+                "o-",
+                color=color,
+                label=f"{reg}: best valid",
+            )
+            ax.plot(
+                layers,
+                [_mean(s["final_valid_bits"]) for s in rows],
+                "x--",
+                color=color,
+                label=f"{reg}: final valid",
+            )
+        ax.set_xlabel("layers (equal parameter count)")
+        ax.set_ylabel(f"validation bits / {unit}")
+        ax.set_xticks(sorted({s["layers"] for s in q12}))
+        ax.legend(fontsize="x-small")
+        fig.tight_layout()
+        fig.savefig(workdir / "depth.png", dpi=90)
+        plt.close(fig)
+
+
+def _answer_17(q17: list[dict]) -> str:
+    first = q17[0]
+    unit = first["unit"]
+    text = [
+        f"Measured ({_describe(first)}; {first['layers']} x {first['hidden']}, "
+        f"{first['params']:,} parameters; bits/{unit} in evaluation mode): "
+        + "; ".join(
+            f"{s['regularizer']} final train {grid.mean_std(_values(s['final_train_bits']))}, "
+            f"final valid {grid.mean_std(_values(s['final_valid_bits']))}, best valid "
+            f"{grid.mean_std(_values(s['best_valid_bits']))} at step {s['best_step']}"
+            for s in q17
+        )
+        + "."
+    ]
+    none = next((s for s in q17 if s["regularizer"] == "none"), None)
+    if none is None:
+        return " ".join(text)
+    rise = _mean(none["final_valid_bits"]) - _mean(none["best_valid_bits"])
+    overfit = rise > TIE and none["best_step"] < none["num_steps"]
+    text.append(
+        (
+            f"Unregularised, the model overfits: validation bottoms out at step "
+            f"{none['best_step']} and then rises by {rise:.3g} bits while the train loss falls "
+            f"to {_mean(none['final_train_bits']):.3g} (final gap "
+            f"{_mean(_gap(none, 'final')):.3g})."
+            if overfit
+            else f"Unregularised, the model did not overfit in this budget (validation rose by "
+            f"only {rise:.3g} bits after its best evaluation): the comparison below says little."
+        )
+        + f" Early stopping at step {none['best_step']} keeps {_mean(none['best_valid_bits']):.3g}"
+        f" bits/{unit} instead of {_mean(none['final_valid_bits']):.3g}."
+    )
+    base = _mean(none["best_valid_bits"])
+    helped, not_helped = [], []
+    for s in q17:
+        if s is none:
+            continue
+        delta = _mean(s["best_valid_bits"]) - base
+        gap = _mean(_gap(s, "final"))
+        entry = f"{s['regularizer']} ({delta:+.3g} bits best valid, final gap {gap:.3g})"
+        (helped if delta < -TIE else not_helped).append(entry)
+    if helped:
+        text.append("Better than early stopping alone: " + ", ".join(helped) + ".")
+    if not_helped:
+        text.append(
+            f"Not better than early stopping by more than {TIE} bits: "
+            + ", ".join(not_helped)
+            + " (the seed's claim is not supported for these at this scale)."
+        )
+    return " ".join(text)
+
+
+def _answer_12(q12: list[dict]) -> str:
+    first = q12[0]
+    unit = first["unit"]
+    text = [
+        f"Measured ({_describe(first)}), depth at equal parameter count (~{first['params']:,}"
+        f"): "
+        + "; ".join(
+            f"{s['layers']} x {s['hidden']} ({s['params']:,} params) {s['regularizer']}: best "
+            f"valid {grid.mean_std(_values(s['best_valid_bits']))} bits/{unit}"
+            for s in sorted(q12, key=lambda s: (s["regularizer"], s["layers"]))
+        )
+        + "."
+    ]
+    for reg in dict.fromkeys(s["regularizer"] for s in q12):
+        rows = sorted((s for s in q12 if s["regularizer"] == reg), key=lambda s: s["layers"])
+        if len(rows) < 2:
+            continue
+        best = min(rows, key=lambda s: _mean(s["best_valid_bits"]))
+        one = rows[0]
+        delta = _mean(best["best_valid_bits"]) - _mean(one["best_valid_bits"])
+        verdict = (
+            f"{best['layers']} layers are best, {delta:+.3g} bits against {one['layers']}"
+            if best is not one and delta < -TIE
+            else f"more layers did not beat {one['layers']} by more than {TIE} bits"
+        )
+        text.append(f"With {reg}: {verdict}.")
+    text.append(
+        "Only the validation loss at equal size is measured here; the seed's 'more abstract "
+        "representations at higher layers' is not (no probe of the layers' states)."
+    )
+    return " ".join(text)
+
+
+def answers(points: dict[str, dict]) -> dict[int, str]:
+    """Q17 and Q12 in words, every claim with its measured numbers."""
+    q17, q12 = _split(points)
+    out = {}
+    if q17:
+        out[17] = _answer_17(q17)
+    if q12:
+        out[12] = _answer_12(q12)
+    return out

@@ -1,0 +1,191 @@
+"""experiments.regularization: each grid point switches its regulariser on in the objects the
+runtime builds (the model's dropout, the optimiser's decay), the depth points match the
+reference parameter count, a smoke run's outputs and answers, and config errors that name the
+key."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from experiments import regularization as reg
+from experiments.configs import regularization as reg_configs
+from rnn_jax.models.params import count_params
+from rnn_jax.train import cli, optim
+from tests.report_check import assert_png, cell_numbers, table_rows
+
+SMOKE = "experiments/configs/regularization.py:smoke"  # Markov language, 2 x 16, 10 steps
+QUICK = "experiments/configs/regularization.py:quick"
+
+
+@pytest.fixture(scope="module")
+def config():
+    return cli.load_config(SMOKE, rules=reg.RULES)
+
+
+@pytest.fixture(scope="module")
+def tasks(config):
+    """One task per regulariser at the smoke size (the Markov corpus is sampled once each)."""
+    return {
+        name: reg.SlicedLanguageModelTask(reg.point_config(config, name, 2, 16))
+        for name in reg.REGULARIZERS
+    }
+
+
+def test_regularizer_names_match_their_keys(config):
+    assert tuple(reg._regularizer_keys(config)) == reg.REGULARIZERS
+    assert reg_configs.REGULARIZERS.split(",") == list(reg.REGULARIZERS)
+
+
+def _logits(model, tokens, rng):
+    logits, _, _ = model(tokens, None, rng=rng)
+    return logits
+
+
+@pytest.mark.parametrize("name", reg.REGULARIZERS)
+def test_each_point_switches_its_dropout_on_in_the_model(config, tasks, name):
+    """The rates reach the built model (`rates`, the stack's own recurrent dropout and lock),
+    and a training-mode pass (an rng) differs from evaluation exactly when a dropout is on."""
+    model = tasks[name].init_model(jax.random.key(0))
+    r = config.reg
+    dropout = r.dropout if name in ("dropout", "variational") else 0.0
+    for where in ("input", "between", "output"):
+        assert model.rates[f"dropout_{where}"] == dropout
+    assert model.rnn.dropout == dropout
+    assert model.locked_dropout is (name == "variational")
+    assert model.rnn.recurrent_dropout == (r.recurrent_dropout if name == "variational" else 0.0)
+    assert model.rates["weight_drop"] == (r.weight_drop if name == "weight_drop" else 0.0)
+    tokens = jnp.asarray(np.arange(24).reshape(2, 12) % 16, jnp.int32)
+    train_mode = _logits(model, tokens, jax.random.key(3))
+    stochastic = name in ("dropout", "variational", "weight_drop")
+    assert bool(jnp.any(jnp.abs(train_mode - _logits(model, tokens, None)) > 1e-6)) is stochastic
+
+
+@pytest.mark.parametrize("name", reg.REGULARIZERS)
+def test_each_point_switches_its_weight_decay_on_in_the_optimizer(config, tasks, name):
+    """One update of the optimiser the runtime builds, from a zero gradient: Adam moves
+    nothing; AdamW shrinks every weight by exactly lr x wd; coupled L2 feeds wd x w to Adam,
+    whose first step is lr x sign(w): every weight moves towards 0."""
+    point = tasks[name].config
+    tx = optim.build_optimizer(point)
+    params = {"w": jnp.asarray([0.5, -2.0, 1.5])}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params, value=jnp.asarray(0.0))
+    new = optax.apply_updates(params, updates)["w"]
+    lr = point.optimizer.learning_rate
+    if name == "weight_decay":
+        assert point.optimizer.name == "adamw"
+        wd = config.reg.decoupled_weight_decay
+        np.testing.assert_allclose(new, params["w"] * (1 - lr * wd), rtol=1e-6)
+    elif name == "l2":
+        np.testing.assert_allclose(new, params["w"] - lr * jnp.sign(params["w"]), rtol=1e-4)
+    else:
+        np.testing.assert_array_equal(new, params["w"])
+
+
+def test_the_slices_cut_train_and_valid_only(config, tasks):
+    corpus = tasks["none"].corpus
+    assert len(corpus.splits["train"]) == config.data.train_tokens
+    assert len(corpus.splits["valid"]) == config.data.valid_tokens
+    assert len(corpus.splits["test"]) == config.data.markov_eval_tokens  # untouched
+    batch = next(iter(tasks["none"].eval_data(reg.TRAIN_EVAL)))  # the slice, as a split
+    np.testing.assert_array_equal(
+        batch["inputs"][0], corpus.splits["train"][: batch["inputs"].shape[1]]
+    )
+
+
+def _params_of(point):
+    task = reg.SlicedLanguageModelTask(point)
+    return count_params(nnx.eval_shape(lambda: task.init_model(jax.random.key(0))))
+
+
+@pytest.mark.data
+def test_depth_points_match_the_q17_models_parameter_count(data_root):
+    """quick's depth points: each built model within depth.tolerance of the 2 x 128 model,
+    fewer units per layer the deeper the stack."""
+    config = cli.load_config(QUICK, {"data.root": str(data_root)}, rules=reg.RULES)
+    sizes = reg.matched_hidden_sizes(config, 65, [1, 2, 3])
+    target = _params_of(reg.point_config(config, "none", 2, 128))
+    assert sizes[2] == (128, target)
+    assert sizes[1][0] > 128 > sizes[3][0]
+    for layers, (hidden, params) in sizes.items():
+        built = _params_of(reg.point_config(config, "none", layers, hidden))
+        assert built == params and abs(built - target) <= config.depth.tolerance * target
+
+
+def test_grid_points_and_sweep_cover_the_same_runs(config):
+    names = [name for name, _ in reg.grid_points(config)]
+    assert names == ["L2-h16-none", "L2-h16-dropout"]  # the depth-2 point is Q17's none
+    wide = cli.load_config(SMOKE, {"grid.depths": "1,2,3"}, rules=reg.RULES)
+    sizes = reg.matched_hidden_sizes(wide, 16, [1, 3])
+    swept = []
+    for overrides in reg_configs.get_sweep("smoke"):
+        swept += [n for n, _ in reg.grid_points(cli.load_config(SMOKE, overrides, reg.RULES))]
+    assert sorted(swept) == sorted(names)
+    assert sizes[1][0] > 16 > sizes[3][0]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(config, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("regularization")
+    reg.run(config, workdir)
+    return workdir
+
+
+def test_smoke_writes_results_tables_plots_and_answers(config, smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    points = results["points"]
+    none = points["L2-h16-none"]
+    assert none["questions"] == [17, 12] and points["L2-h16-dropout"]["questions"] == [17]
+    assert none["curve_steps"] == [5, 10] and len(none["curve_train_bits"]) == 2
+    # Our best evaluation (mean over seeds) is the runtime's own best_step.
+    assert none["best_step"] == none["runtime_best_step"]
+    assert none["train_tokens"] == 2_000 and none["epochs"] == pytest.approx(10 * 8 * 16 / 2000)
+    for s in points.values():
+        for key in ("final_train_bits", "final_valid_bits", "best_valid_bits"):
+            assert len(s[key]) == 2 and all(0 < v < 5 for v in s[key])  # log2(16) = 4 at init
+        assert min(map(np.mean, zip(*s["curve_valid_bits"], strict=True))) >= 0
+    table = (smoke_run / "regularization.md").read_text()
+    rows = table_rows(table.split("## Depth")[0])  # the Q17 table
+    assert list(rows) == ["none", "early stopping", "dropout"]
+    mean, _ = cell_numbers(rows["none"]["final valid"])
+    assert mean == pytest.approx(np.mean(none["final_valid_bits"]), abs=1e-3)
+    assert "dropout_input=0.3" in rows["dropout"]["setting"]
+    assert sum(line.startswith("|---") for line in table.splitlines()) == 2
+    assert_png(smoke_run / "regularization.png")
+    assert_png(smoke_run / "depth.png")
+    answers = reg.answers(smoke_run)
+    assert set(answers) == {12, 17}
+    assert f"{np.mean(none['best_valid_bits']):.3g}" in answers[17]
+    assert "Early stopping at step" in answers[17] and "not" in answers[12]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"grid.regularizers": "none,dropconnect"}, r"grid.regularizers='none,dropconnect': un"),
+        ({"grid.depths": "0"}, r"grid.depths='0': '0' must be an integer >= 1"),
+        ({"grid.depths": "1.5"}, r"grid.depths='1.5': '1.5' must be an integer"),
+        ({"grid.depth_regularizers": "dropout,x"}, r"grid.depth_regularizers='dropout,x'"),
+        ({"grid.regularizers": "", "grid.depths": ""}, "both empty"),
+        ({"data.train_tokens": 10**9}, r"data.train_tokens=1000000000: the 'train' split"),
+        ({"grid.depths": "1,4", "depth.tolerance": 0.001}, r"depth.tolerance=0.001: no width"),
+    ],
+)
+def test_bad_grid_values_fail_naming_the_key(tmp_path, overrides, message):
+    config = cli.load_config(SMOKE, overrides, rules=reg.RULES)
+    with pytest.raises(ValueError, match=message):
+        reg.run(config, tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize(
+    "key, value", [("reg.dropout", 1.0), ("data.train_tokens", -1), ("depth.tolerance", 0.0)]
+)
+def test_bad_config_values_are_named(key, value):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        cli.load_config(SMOKE, {key: value}, rules=reg.RULES)
