@@ -230,7 +230,7 @@ def _answer_17(q17: list[dict]) -> str:
         text.append(
             f"Not better than early stopping by more than {TIE} bits: "
             + ", ".join(not_helped)
-            + " (the seed's claim is not supported for these at this scale)."
+            + " (the seed's claim is not supported for these, at this scale and strength)."
         )
     return " ".join(text)
 
