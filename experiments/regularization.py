@@ -85,21 +85,11 @@ def _regularizer_keys(config: ml_collections.ConfigDict) -> dict[str, dict[str, 
 REGULARIZERS = ("none", "dropout", "variational", "weight_drop", "weight_decay", "l2")
 
 
-def int_at_least(low: int) -> cfg.Rule:
-    """Rule: an int (not a bool) >= `low` (token counts: 2.5 tokens is a typo)."""
-
-    def rule(value: object) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-        return None if ok else f"an integer >= {low}"
-
-    return rule
-
-
 RULES: cfg.Rules = {
     **lm.RULES,
     "model.embed_size": cfg.positive,  # fixed over depths: the stack is what changes
-    "data.train_tokens": int_at_least(0),  # 0: the whole training split
-    "data.valid_tokens": int_at_least(0),
+    "data.train_tokens": cfg.int_at_least(0),  # 0: the whole training split
+    "data.valid_tokens": cfg.int_at_least(0),
     "reg.dropout": cfg.probability,
     "reg.recurrent_dropout": cfg.probability,
     "reg.weight_drop": cfg.probability,

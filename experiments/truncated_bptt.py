@@ -40,7 +40,14 @@ from rnn_jax.cells import get_cell
 from rnn_jax.data.synthetic import EchoTask
 from rnn_jax.modules import RNN
 from rnn_jax.train import cli, distributed
-from rnn_jax.train.config import OPTIMIZERS, Rule, one_of, positive, positive_float32, validate
+from rnn_jax.train.config import (
+    OPTIMIZERS,
+    int_at_least,
+    one_of,
+    positive,
+    positive_float32,
+    validate,
+)
 from rnn_jax.train.loop import build_steps, train_and_evaluate
 from rnn_jax.train.task import Task
 
@@ -50,16 +57,6 @@ CELLS = {
     "gru": ("gru", {}),
 }
 EVAL_SEED_OFFSET = 1_000_003  # held-out sequences come from a stream training never reads
-
-
-def int_at_least(low: int) -> Rule:
-    """Rule: an int (not a bool) >= `low` (counts and lengths: 2.5 steps is a typo)."""
-
-    def rule(value: object) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-        return None if ok else f"an integer >= {low}"
-
-    return rule
 
 
 RULES = {

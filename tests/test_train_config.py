@@ -206,3 +206,10 @@ def test_resuming_a_cosine_run_refuses_a_new_num_steps(tmp_path):
     constant = _load(train__num_steps=300)
     (tmp_path / "config.json").write_text(constant.to_json_best_effort(indent=2))
     cfg.check_resumable(tmp_path, _load(train__num_steps=600))  # a constant rate may go on
+
+
+def test_int_at_least_takes_only_integers():
+    rule = cfg.int_at_least(1)
+    assert rule(1) is None and rule(7) is None
+    for bad in (0, -3, 2.5, 1.0, True, "2", None):
+        assert rule(bad) == "an integer >= 1", bad

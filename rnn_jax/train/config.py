@@ -178,6 +178,15 @@ def multiple_of(k: int) -> Rule:
     )
 
 
+def int_at_least(low: int) -> Rule:
+    """An int (not a bool) >= `low`: counts and lengths, where 2.5 steps is a typo."""
+    return lambda value: (
+        None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= low
+        else f"an integer >= {low}"
+    )
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
