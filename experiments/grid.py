@@ -176,8 +176,9 @@ def read_metric_curve(point_dir: pathlib.Path, key: str) -> tuple[list[int], np.
 def mean_std(values: Any, *notes: str) -> str:
     """`mean ± std` (population std over seeds) of the finite values, then in parentheses
     'k/n seeds' when some seeds' values are not finite (a diverged seed must not vanish from a
-    table) and any `notes`, joined by '; '; '–' when no value is finite."""
-    array = np.asarray(values, np.float64).ravel()
+    table) and any `notes`, joined by '; '; '–' when no value is finite. Stored per-seed
+    values may hold null (`finite_or_none`): those count as not finite."""
+    array = none_to_nan(values).ravel()
     finite = array[np.isfinite(array)]
     if finite.size == 0:
         return "–"
@@ -216,6 +217,19 @@ def write_results(workdir: pathlib.Path, final: dict, extra: dict | None = None)
 def finite_or_none(value: float) -> float | None:
     """JSON has no NaN: a missing measurement is null."""
     return float(value) if value is not None and math.isfinite(value) else None
+
+
+def none_to_nan(values: Any) -> np.ndarray:
+    """float64 array of stored measurements (lists, or lists of rows), null -> NaN: the
+    inverse of `finite_or_none` for results read back from JSON."""
+    array = np.asarray(values, dtype=object)
+    return np.where(np.equal(array, None), np.nan, array).astype(np.float64)
+
+
+def nan_mean(values: Any) -> float:
+    """Mean of the stored measurements that are not null; NaN when every one is."""
+    array = none_to_nan(values)
+    return float(np.nanmean(array)) if np.isfinite(array).any() else float("nan")
 
 
 def random_windows(

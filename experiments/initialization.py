@@ -412,7 +412,7 @@ def _grad_ratio(metrics: dict, steps: int) -> list[float]:
 
 def _log10_cell(values: list[float]) -> str:
     """mean ± std of log10 values; all −inf: the quantity underflowed float32 (< 1e-38)."""
-    array = np.asarray(_none_to_nan(values), np.float64)
+    array = grid.none_to_nan(values)
     if array.size and np.all(np.isneginf(array)):
         return "< −38 (underflow)"
     if array.size and np.all(np.isnan(array)):
@@ -423,8 +423,8 @@ def _log10_cell(values: list[float]) -> str:
 def _sigma_values(metrics: dict, summary: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per seed: mean log10 σ_max(∂h_T/∂h_1) over the sequences whose product is not 0 (NaN
     when none is, or diverged) and the fraction of sequences whose product is 0."""
-    means = np.asarray(_none_to_nan(metrics[_longest(summary)]), np.float64)
-    zeros = np.asarray(_none_to_nan(metrics[_longest(summary, "sigma_zero_fraction")]), np.float64)
+    means = grid.none_to_nan(metrics[_longest(summary)])
+    zeros = grid.none_to_nan(metrics[_longest(summary, "sigma_zero_fraction")])
     return means, zeros
 
 
@@ -482,8 +482,7 @@ def report_markdown(summaries: dict[str, dict]) -> str:
                     _sigma_cell(s["trained"], s),
                     _log10_cell(_grad_ratio(s["at_init"], s["steps"])),
                     ", ".join(
-                        f"{k.split('_')[1]} {grid.mean_std(_none_to_nan(s['trained'][k]))}"
-                        for k in saturated
+                        f"{k.split('_')[1]} {grid.mean_std(s['trained'][k])}" for k in saturated
                     )
                     or "–",
                 ]
@@ -527,10 +526,6 @@ def _sigma_power(metrics: dict, summary: dict) -> str:
     return text
 
 
-def _none_to_nan(values: list) -> list[float]:
-    return [float("nan") if v is None else v for v in values]
-
-
 def _plot_grid(summaries: dict[str, dict]) -> tuple[str, int, list[str], list[dict]]:
     """The (task, longest T) whose rows the plots show, its cells and rows."""
     task = next(iter(summaries.values()))["task"]
@@ -550,7 +545,7 @@ def plot_loss_curves(summaries: dict[str, dict], path: pathlib.Path) -> None:
     fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 3.4), squeeze=False)
     for ax, cell in zip(axes[0], cells, strict=True):
         for s in (r for r in rows if r["cell"] == cell):
-            values = np.asarray(_none_to_nan_rows(s["curve_valid_loss"]), np.float64)
+            values = grid.none_to_nan(s["curve_valid_loss"])
             if values.size:
                 ax.plot(s["curve_steps"], np.nanmean(values, axis=1), label=s["init"])
         ax.axhline(rows[0]["baseline"], color="gray", linestyle=":", label="baseline")
@@ -563,10 +558,6 @@ def plot_loss_curves(summaries: dict[str, dict], path: pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def _none_to_nan_rows(rows: list[list]) -> list[list[float]]:
-    return [_none_to_nan(row) for row in rows]
 
 
 def plot_grad_vs_distance(summaries: dict[str, dict], path: pathlib.Path) -> None:
@@ -583,9 +574,7 @@ def plot_grad_vs_distance(summaries: dict[str, dict], path: pathlib.Path) -> Non
     ds = distances(steps)
     for ax, cell in zip(axes[0], cells, strict=True):
         for s in (r for r in rows if r["cell"] == cell):
-            norms = np.array(  # [d, seed]
-                [_none_to_nan(s["at_init"][f"grad_norm_d{d}"]) for d in ds], np.float64
-            )
+            norms = grid.none_to_nan([s["at_init"][f"grad_norm_d{d}"] for d in ds])  # [d, seed]
             ratio = np.nanmean(norms / norms[:1], axis=1)
             ax.plot(ds, np.where(ratio > 0, ratio, np.nan), marker="o", label=s["init"])
         ax.set_yscale("log")

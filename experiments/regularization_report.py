@@ -14,20 +14,11 @@ from experiments import grid
 TIE = 0.02
 
 
-def _values(values: list) -> np.ndarray:
-    return np.asarray([np.nan if v is None else v for v in values], np.float64)
-
-
-def _mean(values: list) -> float:
-    array = _values(values)
-    return float(np.nanmean(array)) if np.isfinite(array).any() else float("nan")
-
-
 def _gap(s: dict, when: str) -> np.ndarray:
     """Valid minus train bits per seed, at the final (`when`="final") or best evaluation."""
     train = "final_train_bits" if when == "final" else "train_at_best_bits"
     valid = "final_valid_bits" if when == "final" else "best_valid_bits"
-    return _values(s[valid]) - _values(s[train])
+    return grid.none_to_nan(s[valid]) - grid.none_to_nan(s[train])
 
 
 def _setting(s: dict) -> str:
@@ -72,9 +63,9 @@ def markdown(summaries: dict[str, dict]) -> str:
                 [
                     s["regularizer"],
                     _setting(s),
-                    grid.mean_std(_values(s["final_train_bits"])),
-                    grid.mean_std(_values(s["final_valid_bits"])),
-                    grid.mean_std(_values(s["best_valid_bits"])),
+                    grid.mean_std(s["final_train_bits"]),
+                    grid.mean_std(s["final_valid_bits"]),
+                    grid.mean_std(s["best_valid_bits"]),
                     s["best_step"],
                     grid.mean_std(_gap(s, "final")),
                 ]
@@ -84,9 +75,9 @@ def markdown(summaries: dict[str, dict]) -> str:
                     [
                         "early stopping",
                         f"none, stopped at step {s['best_step']}",
-                        grid.mean_std(_values(s["train_at_best_bits"])),
-                        grid.mean_std(_values(s["best_valid_bits"])),
-                        grid.mean_std(_values(s["best_valid_bits"])),
+                        grid.mean_std(s["train_at_best_bits"]),
+                        grid.mean_std(s["best_valid_bits"]),
+                        grid.mean_std(s["best_valid_bits"]),
                         s["best_step"],
                         grid.mean_std(_gap(s, "best")),
                     ]
@@ -110,9 +101,9 @@ def markdown(summaries: dict[str, dict]) -> str:
                 s["hidden"],
                 f"{s['params']:,}",
                 s["regularizer"],
-                grid.mean_std(_values(s["final_train_bits"])),
-                grid.mean_std(_values(s["final_valid_bits"])),
-                grid.mean_std(_values(s["best_valid_bits"])),
+                grid.mean_std(s["final_train_bits"]),
+                grid.mean_std(s["final_valid_bits"]),
+                grid.mean_std(s["best_valid_bits"]),
                 s["best_step"],
             ]
             for s in rows
@@ -136,7 +127,7 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
         for s, color in zip(q17, [f"C{i}" for i in range(10)], strict=False):
             for ax, key in zip(axes, ("curve_train_bits", "curve_valid_bits"), strict=True):
-                curve = np.asarray([_values(row) for row in s[key]], np.float64)
+                curve = grid.none_to_nan(s[key])
                 ax.plot(s["curve_steps"], np.nanmean(curve, 1), color=color, label=s["regularizer"])
         for ax, title in zip(axes, ("training slice", "validation"), strict=True):
             ax.set_title(f"{title} (evaluation mode)")
@@ -154,14 +145,14 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
             layers = [s["layers"] for s in rows]
             ax.plot(
                 layers,
-                [_mean(s["best_valid_bits"]) for s in rows],
+                [grid.nan_mean(s["best_valid_bits"]) for s in rows],
                 "o-",
                 color=color,
                 label=f"{reg}: best valid",
             )
             ax.plot(
                 layers,
-                [_mean(s["final_valid_bits"]) for s in rows],
+                [grid.nan_mean(s["final_valid_bits"]) for s in rows],
                 "x--",
                 color=color,
                 label=f"{reg}: final valid",
@@ -182,9 +173,9 @@ def _answer_17(q17: list[dict]) -> str:
         f"Measured ({_describe(first)}; {first['layers']} x {first['hidden']}, "
         f"{first['params']:,} parameters; bits/{unit} in evaluation mode): "
         + "; ".join(
-            f"{s['regularizer']} final train {grid.mean_std(_values(s['final_train_bits']))}, "
-            f"final valid {grid.mean_std(_values(s['final_valid_bits']))}, best valid "
-            f"{grid.mean_std(_values(s['best_valid_bits']))} at step {s['best_step']}"
+            f"{s['regularizer']} final train {grid.mean_std(s['final_train_bits'])}, "
+            f"final valid {grid.mean_std(s['final_valid_bits'])}, "
+            f"best valid {grid.mean_std(s['best_valid_bits'])} at step {s['best_step']}"
             for s in q17
         )
         + "."
@@ -192,32 +183,34 @@ def _answer_17(q17: list[dict]) -> str:
     none = next((s for s in q17 if s["regularizer"] == "none"), None)
     if none is None:
         return " ".join(text)
-    rise = _mean(none["final_valid_bits"]) - _mean(none["best_valid_bits"])
+    rise = grid.nan_mean(none["final_valid_bits"]) - grid.nan_mean(none["best_valid_bits"])
     overfit = rise > TIE and none["best_step"] < none["num_steps"]
     text.append(
         (
             f"Unregularised, the model overfits: validation bottoms out at step "
             f"{none['best_step']} and then rises by {rise:.3g} bits while the train loss falls "
-            f"to {_mean(none['final_train_bits']):.3g} (final gap "
-            f"{_mean(_gap(none, 'final')):.3g})."
+            f"to {grid.nan_mean(none['final_train_bits']):.3g} (final gap "
+            f"{grid.nan_mean(_gap(none, 'final')):.3g})."
             if overfit
             else f"Unregularised, the model did not overfit in this budget (validation rose by "
             f"only {rise:.3g} bits after its best evaluation): the comparison below says little."
         )
-        + f" Early stopping at step {none['best_step']} keeps {_mean(none['best_valid_bits']):.3g}"
-        f" bits/{unit} instead of {_mean(none['final_valid_bits']):.3g}."
+        + f" Early stopping at step {none['best_step']} keeps "
+        f"{grid.nan_mean(none['best_valid_bits']):.3g} bits/{unit} instead of "
+        f"{grid.nan_mean(none['final_valid_bits']):.3g}."
     )
-    base = _mean(none["best_valid_bits"])
+    base = grid.nan_mean(none["best_valid_bits"])
     helped, not_helped = [], []
     for s in q17:
         if s is none:
             continue
-        delta = _mean(s["best_valid_bits"]) - base
-        gap = _mean(_gap(s, "final"))
+        delta = grid.nan_mean(s["best_valid_bits"]) - base
+        gap = grid.nan_mean(_gap(s, "final"))
         entry = f"{s['regularizer']} ({delta:+.3g} bits best valid, final gap {gap:.3g})"
         (helped if delta < -TIE else not_helped).append(entry)
     kept = [
-        f"{s['regularizer']} {_mean(s['final_valid_bits']) - _mean(s['best_valid_bits']):+.3g}"
+        f"{s['regularizer']} "
+        f"{grid.nan_mean(s['final_valid_bits']) - grid.nan_mean(s['best_valid_bits']):+.3g}"
         for s in q17
     ]
     text.append(
@@ -243,7 +236,7 @@ def _answer_12(q12: list[dict]) -> str:
         f"): "
         + "; ".join(
             f"{s['layers']} x {s['hidden']} ({s['params']:,} params) {s['regularizer']}: best "
-            f"valid {grid.mean_std(_values(s['best_valid_bits']))} bits/{unit}"
+            f"valid {grid.mean_std(s['best_valid_bits'])} bits/{unit}"
             for s in sorted(q12, key=lambda s: (s["regularizer"], s["layers"]))
         )
         + "."
@@ -252,9 +245,9 @@ def _answer_12(q12: list[dict]) -> str:
         rows = sorted((s for s in q12 if s["regularizer"] == reg), key=lambda s: s["layers"])
         if len(rows) < 2:
             continue
-        best = min(rows, key=lambda s: _mean(s["best_valid_bits"]))
+        best = min(rows, key=lambda s: grid.nan_mean(s["best_valid_bits"]))
         one = rows[0]
-        delta = _mean(best["best_valid_bits"]) - _mean(one["best_valid_bits"])
+        delta = grid.nan_mean(best["best_valid_bits"]) - grid.nan_mean(one["best_valid_bits"])
         verdict = (
             f"{best['layers']} layers are best, {delta:+.3g} bits against {one['layers']}"
             if best is not one and delta < -TIE

@@ -14,15 +14,6 @@ from experiments import grid
 CHANCE_TOLERANCE = 0.02
 
 
-def _values(values: list) -> np.ndarray:
-    return np.asarray([np.nan if v is None else v for v in values], np.float64)
-
-
-def _mean(values: list) -> float:
-    array = _values(values)
-    return float(np.nanmean(array)) if np.isfinite(array).any() else float("nan")
-
-
 def _bytes(value: float | None) -> str:
     return "–" if value is None else f"{value / 2**20:.3g} MiB"
 
@@ -65,7 +56,7 @@ def markdown(summaries: dict[str, dict]) -> str:
                 _k_label(s),
                 s["updates"],
                 f"{s['inside_fraction']:.2f}",
-                grid.mean_std(_values(s["accuracy"])),
+                grid.mean_std(s["accuracy"]),
                 grid.fmt(s["chance_accuracy"]),
                 _bytes(s["temp_bytes"]),
                 f"{s['s_per_token'] * 1e6:.3g} µs",
@@ -90,10 +81,10 @@ def markdown(summaries: dict[str, dict]) -> str:
             [
                 "none" if s["clip"] is None else grid.fmt(s["clip"]),
                 f"{sum(s['diverged'])}/{len(s['diverged'])}",
-                grid.mean_std(_values(s["loss"])),
-                grid.mean_std(_values(s["accuracy"])),
-                grid.mean_std(_values(s["max_grad_norm"])),
-                grid.fmt(float(np.nanmax(_values(s["max_grad_norm"])))),
+                grid.mean_std(s["loss"]),
+                grid.mean_std(s["accuracy"]),
+                grid.mean_std(s["max_grad_norm"]),
+                grid.fmt(float(np.nanmax(grid.none_to_nan(s["max_grad_norm"])))),
             ]
             for s in clip
         ]
@@ -116,7 +107,7 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
         for cell in dict.fromkeys(s["cell"] for s in bptt):
             rows = sorted((s for s in bptt if s["cell"] == cell), key=lambda s: s["bptt_length"])
             ks = [s["bptt_length"] for s in rows]
-            accuracy = [_values(s["accuracy"]) for s in rows]
+            accuracy = [grid.none_to_nan(s["accuracy"]) for s in rows]
             axes[0].errorbar(
                 ks, [np.nanmean(a) for a in accuracy], [np.nanstd(a) for a in accuracy], label=cell
             )
@@ -138,7 +129,7 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
         for s, color in zip(clip, ("C0", "C1", "C2", "C3", "C4"), strict=False):
             for key, ax in (("curve_grad_norm_max", axes[0]), ("curve_train_loss", axes[1])):
-                values = np.asarray([_values(r) for r in s[key]], np.float64)
+                values = grid.none_to_nan(s[key])
                 for seed in range(values.shape[1] if values.ndim == 2 else 0):
                     label = _clip_label(s) if seed == 0 else None
                     ax.plot(s["curve_steps"], values[:, seed], color=color, alpha=0.7, label=label)
@@ -161,13 +152,11 @@ def _answer_13(bptt: list[dict]) -> str:
         f"Measured (echo task, delay d = {d}, T = {first['length']}, windows of k steps, "
         f"{len(first['accuracy'])} seeds, the same tokens for every k; chance accuracy "
         f"{chance:.3g}): held-out accuracy "
-        + "; ".join(
-            f"{s['cell']} k={_k_label(s)} {grid.mean_std(_values(s['accuracy']))}" for s in bptt
-        )
+        + "; ".join(f"{s['cell']} k={_k_label(s)} {grid.mean_std(s['accuracy'])}" for s in bptt)
         + "."
     ]
-    short = [_mean(s["accuracy"]) for s in bptt if s["bptt_length"] <= d]
-    long = [_mean(s["accuracy"]) for s in bptt if s["bptt_length"] > d]
+    short = [grid.nan_mean(s["accuracy"]) for s in bptt if s["bptt_length"] <= d]
+    long = [grid.nan_mean(s["accuracy"]) for s in bptt if s["bptt_length"] > d]
     if short:
         at_chance = all(abs(a - chance) < CHANCE_TOLERANCE for a in short)
         text.append(
@@ -223,8 +212,8 @@ def _answer_11(clip: list[dict]) -> str:
     first = clip[0]
     parts = [
         f"{_clip_label(s)}: {sum(s['diverged'])}/{len(s['diverged'])} seeds diverged, final "
-        f"loss {grid.mean_std(_values(s['loss']))}, max pre-clip gradient norm "
-        f"{grid.mean_std(_values(s['max_grad_norm']))}"
+        f"loss {grid.mean_std(s['loss'])}, max pre-clip gradient norm "
+        f"{grid.mean_std(s['max_grad_norm'])}"
         for s in clip
     ]
     text = [
@@ -236,7 +225,7 @@ def _answer_11(clip: list[dict]) -> str:
     clipped = [s for s in clip if s["clip"] is not None]
     if unclipped and clipped:
         fewer = sum(unclipped[0]["diverged"]) > min(sum(s["diverged"]) for s in clipped)
-        lower = _mean(unclipped[0]["loss"]) > min(_mean(s["loss"]) for s in clipped)
+        lower = grid.nan_mean(unclipped[0]["loss"]) > min(grid.nan_mean(s["loss"]) for s in clipped)
         text.append(
             "Clipping "
             + ("reduced" if fewer else "did not reduce")

@@ -245,3 +245,19 @@ def test_runs_sharing_a_gpu_do_not_preallocate(monkeypatch):
     shared = sweep._slots(4)
     assert [s["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "0", "1"]
     assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for s in shared)
+
+
+def test_stored_nulls_read_back_as_nan():
+    """results.json stores a non-finite measurement as null (`finite_or_none`); reading it
+    back gives NaN, in lists and in lists of rows, and `mean_std` counts it as left out."""
+    import numpy as np
+
+    from experiments import grid
+
+    np.testing.assert_array_equal(grid.none_to_nan([1, None, 2.5]), [1.0, np.nan, 2.5])
+    rows = grid.none_to_nan([[1.0, None], [None, 4.0]])
+    assert rows.dtype == np.float64 and rows.shape == (2, 2)
+    np.testing.assert_array_equal(rows, [[1.0, np.nan], [np.nan, 4.0]])
+    assert grid.nan_mean([1.0, None, 3.0]) == 2.0
+    assert np.isnan(grid.nan_mean([None, None]))
+    assert grid.mean_std([1.0, None, 3.0]) == "2 ± 1 (2/3 seeds)"
