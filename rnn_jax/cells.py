@@ -24,14 +24,13 @@ slice is `forget_bias` or, with `chrono_max_length=T`, chrono-initialised
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnn_jax import initializers
+from rnn_jax.predicates import is_finite_number, is_int
 
 Params = dict[str, jax.Array]
 Carry = Any  # jax.Array `h` or tuple `(h, c)`
@@ -46,14 +45,6 @@ def _layer_norm(v: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: flo
     var = jnp.mean(jnp.square(v - mean), axis=-1, keepdims=True)
     out = (v - mean) * jax.lax.rsqrt(var + eps) * scale
     return out if bias is None else out + bias
-
-
-def _is_finite_number(value: Any) -> bool:
-    """`value` is a finite real number (False for NaN, ±inf and non-numbers such as "1.0")."""
-    try:
-        return math.isfinite(value)
-    except TypeError:
-        return False
 
 
 def _build_initializer(
@@ -111,11 +102,10 @@ class Cell:
         the keep gate instead (Tallec & Ollivier 2018).
         """
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            # numpy integers (sizes read from shapes or configs) are ints too; bools are not.
-            if not isinstance(size, int | np.integer) or isinstance(size, bool) or size < 1:
+            if not is_int(size) or size < 1:
                 raise ValueError(f"{name}={size!r} must be a positive int")
         input_size, hidden_size = int(input_size), int(hidden_size)  # static jit arguments
-        if forget_bias is not None and not _is_finite_number(forget_bias):
+        if forget_bias is not None and not is_finite_number(forget_bias):
             raise ValueError(f"forget_bias={forget_bias!r} must be a finite number")
         if self.keep_gate is None and (forget_bias or chrono_max_length is not None):
             raise ValueError(

@@ -20,22 +20,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
+
+from rnn_jax.predicates import is_int
 
 __all__ = ["beam_search", "greedy_decode", "length_penalty", "sample_decode"]
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 
 
-def _is_int(value: object) -> bool:
-    """A Python or NumPy integer (e.g. `lengths.max() + 5`), not a bool or a float."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
 def _check_common(max_length: int, bos_id: int, eos_id: int) -> int:
     """-> max_length as a Python int (static shapes and `lax` sizes want one)."""
-    if not _is_int(max_length) or max_length <= 0:
+    if not is_int(max_length) or max_length <= 0:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
     for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
         if value < 0:
@@ -206,7 +202,7 @@ def beam_search(
         normalised scores [batch, beam_size]).
     """
     max_length = _check_common(max_length, bos_id, eos_id)
-    if not _is_int(beam_size) or beam_size < 1:
+    if not is_int(beam_size) or beam_size < 1:
         raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
     batch = _batch_size(initial_state)
     k = int(beam_size)

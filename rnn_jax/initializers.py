@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from rnn_jax import linalg
+from rnn_jax.predicates import is_finite_number
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
@@ -53,17 +53,9 @@ def _flat(
     return sample(key, (math.prod(shape),), draw_dtype, *args).reshape(shape)
 
 
-def _finite_above(value: Any, bound: float) -> bool:
-    """`value` is a finite number > `bound` (False for NaN, ±inf and non-numbers)."""
-    try:
-        return math.isfinite(value) and value > bound
-    except TypeError:
-        return False
-
-
 def _check_scale(initializer: str, scale: float) -> None:
     """Raises ValueError unless `scale` is a finite number > 0."""
-    if not _finite_above(scale, 0):
+    if not (is_finite_number(scale) and scale > 0):
         raise ValueError(
             f"initialiser {initializer!r}: scale={scale!r} must be a finite number > 0"
         )
@@ -206,7 +198,8 @@ def chrono_bias(key: jax.Array, hidden_size: int, max_length: float) -> jax.Arra
     gate z in h' = (1-z) n + z h); the LSTM input gate gets -b. The characteristic forgetting
     times of the units are then spread over [1, max_length - 1] steps.
     """
-    if not _finite_above(max_length, 2):  # NaN, inf passed `<= 2`: NaN / ±inf biases
+    # NaN and inf pass a plain `<= 2` test and give NaN / ±inf biases.
+    if not (is_finite_number(max_length) and max_length > 2):
         raise ValueError(
             f"chrono_max_length={max_length} must be > 2 and finite (the longest dependency)"
         )

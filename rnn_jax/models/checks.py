@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.predicates import is_int
+
 
 def check_choice(name: str, value: object, allowed: Sequence) -> None:
     if value not in allowed:
@@ -18,7 +20,7 @@ def check_choice(name: str, value: object, allowed: Sequence) -> None:
 
 def check_positive(**sizes: int) -> None:
     for name, size in sizes.items():
-        if not isinstance(size, int | np.integer) or size < 1:
+        if not is_int(size) or size < 1:
             raise ValueError(f"{name}={size!r} must be a positive int")
 
 

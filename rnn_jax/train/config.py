@@ -10,7 +10,6 @@ raises `ValueError` naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,6 +18,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from rnn_jax import allocator
+from rnn_jax.predicates import is_finite_number, is_int
 
 
 class ConfigError(ValueError):
@@ -140,25 +140,26 @@ def select_variant(
 
 
 def positive(value: Any) -> str | None:
-    return None if _is_number(value) and value > 0 else "a number > 0"
+    return None if is_finite_number(value) and value > 0 else "a number > 0"
 
 
 def non_negative(value: Any) -> str | None:
-    return None if _is_number(value) and value >= 0 else "a number >= 0"
+    return None if is_finite_number(value) and value >= 0 else "a number >= 0"
 
 
 def positive_or_none(value: Any) -> str | None:
-    return None if value is None or (_is_number(value) and value > 0) else "None or a number > 0"
+    ok = value is None or (is_finite_number(value) and value > 0)
+    return None if ok else "None or a number > 0"
 
 
 def probability(value: Any) -> str | None:
     """A dropout-style rate: in [0, 1)."""
-    return None if _is_number(value) and 0 <= value < 1 else "a number in [0, 1)"
+    return None if is_finite_number(value) and 0 <= value < 1 else "a number in [0, 1)"
 
 
 def positive_float32(value: Any) -> str | None:
     """> 0 and finite in float32 (1e300 passes `positive` but is inf on the device)."""
-    ok = _is_number(value) and 0 < value <= _FLOAT32_MAX
+    ok = is_finite_number(value) and 0 < value <= _FLOAT32_MAX
     return None if ok else f"a number > 0 and <= {_FLOAT32_MAX:.4g} (finite in float32)"
 
 
@@ -168,27 +169,19 @@ def one_of(*allowed: Any) -> Rule:
 
 def in_range(low: float, high: float) -> Rule:
     return lambda value: (
-        None if _is_number(value) and low <= value <= high else f"a number in [{low}, {high}]"
+        None if is_finite_number(value) and low <= value <= high else f"a number in [{low}, {high}]"
     )
 
 
 def multiple_of(k: int) -> Rule:
     return lambda value: (
-        None if isinstance(value, int) and value > 0 and value % k == 0 else f"a multiple of {k}"
+        None if is_int(value) and value > 0 and value % k == 0 else f"a multiple of {k}"
     )
 
 
 def int_at_least(low: int) -> Rule:
     """An int (not a bool) >= `low`: counts and lengths, where 2.5 steps is a typo."""
-    return lambda value: (
-        None
-        if isinstance(value, int) and not isinstance(value, bool) and value >= low
-        else f"an integer >= {low}"
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return lambda value: None if is_int(value) and value >= low else f"an integer >= {low}"
 
 
 RUNTIME_RULES: Rules = {

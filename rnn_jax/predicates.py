@@ -1,0 +1,31 @@
+"""What the library's argument checks count as an integer and as a finite number.
+
+One definition for every check (cell sizes, initialiser scales, forget biases, decoding
+lengths, the models' sizes and the config rules), so that `True` is not a size of 1 in one
+place and refused in another, and NumPy scalars read from shapes or configs pass everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["is_finite_number", "is_int"]
+
+
+def is_int(value: Any) -> bool:
+    """A Python or NumPy integer (e.g. `lengths.max() + 5`); not a bool, not a float like 2.0."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite real number, Python or NumPy (or a 0-d array); False for NaN, ±inf, bools and
+    non-numbers such as the string "1.0"."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    try:
+        return math.isfinite(value)
+    except (TypeError, ValueError):  # ValueError: arrays with more than one element
+        return False

@@ -1,0 +1,69 @@
+"""One meaning of "an integer" and "a finite number" across every argument check.
+
+Each check used to have its own copy, and they disagreed: `True` was a size of 1 for the
+models' `check_positive` but refused by `Cell.init`; NumPy integers passed `Cell.init` but not
+the config rules.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from rnn_jax import cells, decoding, initializers
+from rnn_jax.models import checks
+from rnn_jax.predicates import is_finite_number, is_int
+from rnn_jax.train import config as config_lib
+
+INTS = [0, 3, -2, np.int32(4), np.int64(5), np.uint8(6)]
+NOT_INTS = [True, False, np.bool_(True), 2.0, np.float32(2.0), "3", None, np.array([1, 2])]
+FINITE = [0, 1.5, -2, np.float32(0.25), np.float64(-1e300), np.int64(3), np.array(1.0)]
+NOT_FINITE = [math.nan, math.inf, -math.inf, np.float32("nan"), True, np.bool_(False), "1.0"]
+NOT_FINITE += [None, [1.0], np.array([1.0, 2.0])]
+
+
+@pytest.mark.parametrize("value", INTS)
+def test_is_int_accepts_python_and_numpy_integers(value):
+    assert is_int(value)
+
+
+@pytest.mark.parametrize("value", NOT_INTS, ids=repr)
+def test_is_int_refuses_bools_floats_and_non_numbers(value):
+    assert not is_int(value)
+
+
+@pytest.mark.parametrize("value", FINITE, ids=repr)
+def test_is_finite_number_accepts_finite_reals(value):
+    assert is_finite_number(value)
+
+
+@pytest.mark.parametrize("value", NOT_FINITE, ids=repr)
+def test_is_finite_number_refuses_nan_inf_bools_and_non_numbers(value):
+    assert not is_finite_number(value)
+
+
+def test_every_size_check_refuses_true_as_one():
+    with pytest.raises(ValueError, match="num_tags=True"):
+        checks.check_positive(num_tags=True)
+    with pytest.raises(ValueError, match="hidden_size=True"):
+        cells.LSTM().init(None, 4, True)
+    with pytest.raises(ValueError, match="max_length"):
+        decoding._check_common(True, 1, 2)
+    assert config_lib.int_at_least(1)(True) is not None
+    assert config_lib.multiple_of(1)(True) is not None
+
+
+def test_every_size_check_takes_numpy_integers():
+    checks.check_positive(num_tags=np.int64(3))
+    assert decoding._check_common(np.int32(7), 1, 2) == 7
+    assert config_lib.int_at_least(1)(np.int64(2)) is None
+    assert config_lib.multiple_of(2)(np.int64(4)) is None
+
+
+def test_number_checks_refuse_bools():
+    with pytest.raises(ValueError, match="forget_bias=True"):
+        cells.LSTM().init(None, 4, 8, forget_bias=True)
+    with pytest.raises(ValueError, match="scale=True"):
+        initializers.get_initializer("orthogonal", scale=True)
+    assert config_lib.positive(True) is not None
+    assert config_lib.probability(np.float32(0.5)) is None
