@@ -10,16 +10,18 @@ Scores, for decoder state s and encoder state h:
   dot      (Luong, Pham & Manning 2015):   s^T h              (query_size == key_size)
   general  (Luong et al. 2015):            s^T W_a h
 
-The key-side half of each score does not depend on the decoder step, so `prepare_keys` computes
-it once per source sentence and the per-step `__call__` reuses it (`prepared_keys=`).
+The key-side half of each score and the zeroing of padded positions do not depend on the decoder
+step, so a decoder calls `memory` once per source sentence and `attend` at every step;
+`__call__` is the two in one (`prepared_keys=` reuses a `prepare_keys` result).
 """
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 __all__ = [
     "AdditiveAttention",
+    "AttentionMemory",
     "MultiplicativeAttention",
     "make_attention",
     "masked_softmax",
@@ -46,6 +48,21 @@ def _context(weights: jax.Array, values: jax.Array) -> jax.Array:
     return jnp.einsum("bs,bsv->bv", weights, values)
 
 
+@struct.dataclass
+class AttentionMemory:
+    """What a decoder attends over, built once per source by `_Attention.memory`.
+
+    keys: prepared keys (the key-side half of the score) [batch, source_time, ...];
+    values [batch, source_time, value_size]; mask [batch, source_time] bool or None.
+    Padded positions of keys and values are zero. A pytree, so it rides in a decoder state
+    through `lax.scan` and beam search's per-leaf reordering.
+    """
+
+    keys: jax.Array
+    values: jax.Array
+    mask: jax.Array | None = None
+
+
 class _Attention(nnx.Module):
     """Shared step: scores against prepared keys -> masked softmax -> weighted sum of values."""
 
@@ -55,21 +72,20 @@ class _Attention(nnx.Module):
     def scores(self, query: jax.Array, prepared_keys: jax.Array) -> jax.Array:
         raise NotImplementedError
 
-    def __call__(
+    def memory(
         self,
-        query: jax.Array,
         keys: jax.Array,
         mask: jax.Array | None = None,
         *,
         values: jax.Array | None = None,
         prepared_keys: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """-> (context [batch, value_size], weights [batch, source_time]); values = keys if None.
+    ) -> AttentionMemory:
+        """Once per source: the prepared keys and the values (= keys if None), padding zeroed.
 
-        Padded positions may hold anything, inf and NaN included: they are zeroed before use,
-        because a zero weight alone does not hide them (0 * inf and 0 * NaN are NaN, in the
-        context and in the gradients). `prepared_keys` computed by the caller are zeroed too,
-        but gradients into whatever computed them are the caller's business.
+        Padded positions may hold anything, inf and NaN included: they are zeroed here, because
+        a zero weight alone does not hide them (0 * inf and 0 * NaN are NaN, in the context and
+        in the gradients). `prepared_keys` computed by the caller are zeroed too, but gradients
+        into whatever computed them are the caller's business.
         """
         values = keys if values is None else values
         if mask is not None:
@@ -88,8 +104,29 @@ class _Attention(nnx.Module):
                 prepared_keys = jnp.where(real, prepared_keys, 0)
         if prepared_keys is None:
             prepared_keys = self.prepare_keys(keys)
-        weights = masked_softmax(self.scores(query, prepared_keys), mask)
-        return _context(weights, values), weights
+        return AttentionMemory(keys=prepared_keys, values=values, mask=mask)
+
+    def attend(self, query: jax.Array, memory: AttentionMemory) -> tuple[jax.Array, jax.Array]:
+        """One decoder step: query [batch, query_size] ->
+        (context [batch, value_size], weights [batch, source_time])."""
+        weights = masked_softmax(self.scores(query, memory.keys), memory.mask)
+        return _context(weights, memory.values), weights
+
+    def __call__(
+        self,
+        query: jax.Array,
+        keys: jax.Array,
+        mask: jax.Array | None = None,
+        *,
+        values: jax.Array | None = None,
+        prepared_keys: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """-> (context [batch, value_size], weights [batch, source_time]); values = keys if None.
+
+        `memory` then `attend`: padded positions may hold anything (see `memory`).
+        """
+        memory = self.memory(keys, mask, values=values, prepared_keys=prepared_keys)
+        return self.attend(query, memory)
 
 
 class AdditiveAttention(_Attention):

@@ -152,3 +152,46 @@ def test_beam_search_matches_a_python_beam_search(vocab, max_length, k, bos, eos
             assert np.all(np.asarray(tokens[b, i, lengths[b, i] :]) == pad)
             np.testing.assert_allclose(scores[b, i], score, rtol=1e-5, atol=1e-5)
         assert np.all(np.isneginf(np.asarray(scores[b, len(reference) :])))
+
+
+def _select_shapes(jaxpr) -> list[tuple]:
+    """Output shapes of every `select_n` (jnp.where) in a jaxpr, nested jaxprs included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "select_n":
+            shapes.append(tuple(eqn.outvars[0].aval.shape))
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            shapes += _select_shapes(sub)
+    return shapes
+
+
+@pytest.mark.parametrize("kind", ["additive", "general"])
+def test_seq2seq_zeroes_the_padded_memory_once_per_source_not_per_step(kind):
+    """The decoder state holds an AttentionMemory built once by `_init_state` (prepared keys and
+    values with padding zeroed); before, every target step re-ran `where` over the whole memory.
+    The step's program now has no select over a memory-shaped array, and its result equals the
+    all-in-one `__call__` on the raw encoder outputs."""
+    from rnn_jax.models.seq2seq import Seq2Seq
+
+    model = Seq2Seq(9, 10, embed_size=6, hidden_size=8, attention=kind, rngs=nnx.Rngs(0))
+    source = jnp.array([[3, 4, 5, 2], [5, 2, 0, 0]])
+    lengths = jnp.array([4, 2])
+    state = model.init_decode_state(source, lengths)
+    memory = state["memory"]
+    assert isinstance(memory, attention.AttentionMemory)
+    padded = ~np.asarray(memory.mask)
+    assert padded.any() and not np.asarray(memory.values)[padded].any()
+    assert not np.asarray(memory.keys)[padded].any()
+
+    tokens = jnp.array([1, 1])
+    step_jaxpr = jax.make_jaxpr(lambda s: model.step(s, tokens))(state).jaxpr
+    memory_shapes = {tuple(memory.values.shape), tuple(memory.keys.shape)}
+    assert not memory_shapes & set(_select_shapes(step_jaxpr))
+
+    query = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8)), jnp.float32)
+    raw, _ = model.encoder(source, lengths)
+    dirty = jnp.where(jnp.asarray(padded)[:, :, None], jnp.inf, raw)
+    context, weights = model.attention.attend(query, memory)
+    ref_context, ref_weights = model.attention(query, dirty, memory.mask)
+    np.testing.assert_allclose(context, ref_context, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(weights, ref_weights)

@@ -129,9 +129,9 @@ class Seq2Seq(nnx.Module):
         batch, source_time = source.shape
         state = {"carries": self._bridge(encoder_carries)}
         if self.use_attention:
-            state["memory"] = memory
-            state["keys"] = self.attention.prepare_keys(memory)
-            state["mask"] = length_mask(source_lengths, source_time)
+            # Prepared keys and padding zeroing once per source, not at every target step.
+            mask = length_mask(source_lengths, source_time)
+            state["memory"] = self.attention.memory(memory, mask)
             state["attention"] = jnp.zeros((batch, source_time))
         if self.input_feeding:
             state["feed"] = jnp.zeros((batch, self.hidden_size))
@@ -154,9 +154,7 @@ class Seq2Seq(nnx.Module):
         carries, s = self.decoder.step(state["carries"], x, rng=layers_rng)
         state = {**state, "carries": carries}
         if self.use_attention:
-            context, weights = self.attention(
-                s, state["memory"], state["mask"], prepared_keys=state["keys"]
-            )
+            context, weights = self.attention.attend(s, state["memory"])
             s = jnp.tanh(self.combine(jnp.concatenate([context, s], axis=-1)))
             state["attention"] = weights
             if self.input_feeding:
