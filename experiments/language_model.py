@@ -30,7 +30,7 @@ from flax import nnx
 from experiments import run_report
 from rnn_jax import decoding
 from rnn_jax.cells import get_cell
-from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
+from rnn_jax.data import LMEvalStream, LMStream, MarkovLanguage, lm_corpus
 from rnn_jax.data.lm_corpus import LMCorpus, markov_lm
 from rnn_jax.metrics import perplexity
 from rnn_jax.models import RNNLanguageModel
@@ -110,9 +110,10 @@ class LanguageModelTask(Task):
         self._check_split_sizes()
 
     def _check_split_sizes(self) -> None:
-        """Every split must hold at least one `[batch, bptt_length + 1]` window (LMStream),
-        checked here, before anything is compiled or written, rather than at the first
-        evaluation."""
+        """Every split must hold at least one `[batch, bptt_length + 1]` window (what
+        `LMStream` needs; evaluation's `LMEvalStream` would pad a shorter split, but rows of
+        mostly padding mean a mistyped size), checked here, before anything is compiled or
+        written, rather than at the first evaluation."""
         bptt = self.config.data.bptt_length
         needs = {"train": ("train.batch_size", self.config.train.batch_size)}
         needs.update(
@@ -182,8 +183,9 @@ class LanguageModelTask(Task):
             )
         return loss, (carry, {"train_nll": jnp.mean(nll)})
 
-    def eval_data(self, split: str) -> LMStream:
-        return LMStream(
+    def eval_data(self, split: str) -> LMEvalStream:
+        """Every target of the split once (`LMEvalStream`; `LMStream` would drop its tail)."""
+        return LMEvalStream(
             self.corpus.splits[split], self.eval_batch_size(split), self.config.data.bptt_length
         )
 
@@ -193,7 +195,8 @@ class LanguageModelTask(Task):
     def eval_step(self, model: RNNLanguageModel, batch: dict, carry: list) -> tuple:
         logits, carry, _ = model(batch["inputs"], carry)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        return carry, {"nll": jnp.sum(nll), "tokens": jnp.asarray(nll.size, jnp.float32)}
+        weights = batch["weights"]
+        return carry, {"nll": jnp.sum(nll * weights), "tokens": jnp.sum(weights)}
 
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["nll"] / sums["tokens"]

@@ -43,7 +43,7 @@ from flax import nnx
 from experiments import grid
 from experiments import language_model as lm
 from experiments import regularization_report as report
-from rnn_jax.data import LMStream
+from rnn_jax.data import LMEvalStream
 from rnn_jax.data.lm_corpus import LMCorpus
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.params import count_params, match_size
@@ -169,7 +169,7 @@ class SlicedLanguageModelTask(lm.LanguageModelTask):
         self.corpus = sliced_corpus(config, self.corpus)
         self._check_split_sizes()  # again: the slices must still hold one batch each
 
-    def eval_data(self, split: str) -> LMStream:
+    def eval_data(self, split: str) -> LMEvalStream:
         return super().eval_data("train" if split == TRAIN_EVAL else split)
 
 

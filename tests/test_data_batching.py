@@ -5,6 +5,7 @@ import pytest
 
 from rnn_jax.data.batching import (
     BatchIterator,
+    LMEvalStream,
     LMStream,
     epoch_plan,
     pad_batch,
@@ -161,3 +162,40 @@ def test_lm_stream_resume_and_errors():
         LMStream(np.arange(10), 4, 5)
     with pytest.raises(ValueError, match="1-D"):
         LMStream(np.zeros((2, 3)), 1, 1)
+
+
+@pytest.mark.parametrize(
+    "n, batch_size, steps", [(2, 1, 1), (11, 8, 3), (100, 4, 7), (1003, 4, 7), (57, 8, 35)]
+)
+def test_lm_eval_stream_scores_every_target_once_in_contiguous_rows(n, batch_size, steps):
+    """Brute force: each (input, target) pair of weight 1 is (ids[p], ids[p + 1]); together
+    they are every p in [0, n - 1) exactly once; within a row, scored positions follow each
+    other across batches (so a carried state sees the row's text in order)."""
+    ids = np.arange(5000, 5000 + n)  # value - 5000 = position
+    stream = LMEvalStream(ids, batch_size, steps)
+    batches = list(stream)
+    assert len(batches) == len(stream) and all(
+        b["inputs"].shape == (batch_size, steps) for b in batches
+    )
+    inputs, targets, weights = (
+        np.concatenate([b[k] for b in batches], 1) for k in ("inputs", "targets", "weights")
+    )
+    assert set(np.unique(weights)) <= {0.0, 1.0} and weights.sum() == n - 1
+    real = weights == 1.0
+    positions = inputs[real] - 5000
+    assert sorted(positions.tolist()) == list(range(n - 1))
+    np.testing.assert_array_equal(targets[real], inputs[real] + 1)
+    assert not inputs[~real].any() and not targets[~real].any()
+    for b in range(batch_size):
+        row = inputs[b][real[b]]
+        assert real[b].tolist() == sorted(real[b].tolist(), reverse=True)  # padding at the end
+        np.testing.assert_array_equal(np.diff(row), np.ones(max(len(row) - 1, 0)))
+
+
+def test_lm_eval_stream_errors():
+    with pytest.raises(ValueError, match=">= 2 tokens"):
+        LMEvalStream(np.arange(1), 1, 1)
+    with pytest.raises(ValueError, match="1-D"):
+        LMEvalStream(np.zeros((2, 3)), 1, 1)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        LMEvalStream(np.arange(10), 0, 3)

@@ -168,7 +168,8 @@ def test_task_loss_and_eval_agree_with_the_model(repo_root, monkeypatch):
     nll = -log_probs[b, t, batch["targets"]]
     assert float(aux["train_nll"]) == pytest.approx(nll.mean(), rel=1e-5)
     assert float(loss) == pytest.approx(nll.sum(1).mean(), rel=1e-5)  # Zaremba: sum over time
-    _, sums = task.eval_step(model, batch, carry)
+    weights = np.ones(batch["targets"].shape, np.float32)
+    _, sums = task.eval_step(model, {**batch, "weights": weights}, carry)
     metrics = task.eval_metrics({k: float(v) for k, v in sums.items()})
     assert metrics["loss"] == pytest.approx(nll.mean(), rel=1e-5)
     assert metrics["perplexity"] == pytest.approx(math.exp(nll.mean()), rel=1e-5)
@@ -328,3 +329,36 @@ def test_bfloat16_compute_runs_every_matmul_in_bfloat16(cell):
     dots = _dot_operand_dtypes(jax.make_jaxpr(forward)(state).jaxpr)
     assert len(dots) >= 5  # 2 layers x (input, recurrent) + output
     assert all(d == ("bfloat16", "bfloat16") for d in dots), dots
+
+
+def test_evaluation_scores_every_target_of_the_split_once(repo_root, monkeypatch):
+    """The evaluation stream (`LMEvalStream`, batches of 4 rows x bptt, state carried across
+    batches) against each row run through the model in one call from a zero state. Before,
+    evaluation used `LMStream`, which drops the stream's tail (up to rows x bptt + rows - 2
+    targets)."""
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES, LanguageModelTask
+    from rnn_jax.train import cli
+
+    overrides = {"data.eval_batch_size": 4, "data.markov_eval_tokens": 203}
+    config = cli.load_config("experiments/configs/language_model.py:smoke", overrides, RULES)
+    task = LanguageModelTask(config)
+    model = task.init_model(jax.random.key(1))
+    ids = task.corpus.splits["valid"]
+    assert (len(ids) - 1) % (4 * config.data.bptt_length) != 0  # a padded tail to get right
+    step = nnx.jit(task.eval_step)
+    carry, totals = task.init_carry(4), {"nll": 0.0, "tokens": 0.0}
+    for batch in task.eval_data("valid"):
+        carry, sums = step(model, jax.tree.map(jnp.asarray, batch), carry)
+        totals = {k: totals[k] + float(sums[k]) for k in totals}
+    assert totals["tokens"] == len(ids) - 1
+    row_length = -(-(len(ids) - 1) // 4)
+    nll = 0.0
+    for b in range(4):
+        row = ids[b * row_length : min((b + 1) * row_length + 1, len(ids))]
+        logits, _, _ = model(jnp.asarray(row[None, :-1]))
+        log_probs = np.asarray(jax.nn.log_softmax(logits[0].astype(jnp.float32)))
+        nll -= log_probs[np.arange(len(row) - 1), row[1:]].sum()
+    assert totals["nll"] == pytest.approx(nll, rel=1e-5)
+    got = task.eval_metrics(totals)["loss"]
+    assert got == pytest.approx(nll / (len(ids) - 1), rel=1e-5)

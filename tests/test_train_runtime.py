@@ -286,7 +286,9 @@ def test_best_checkpoint_restores_the_evaluated_model_and_samples(reference, mon
     for batch in task.eval_data("valid"):
         logits, carry, _ = model(batch["inputs"], carry)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        nll, tokens = nll + float(losses.sum()), tokens + losses.size
+        weights = batch["weights"]
+        nll, tokens = nll + float((losses * weights).sum()), tokens + weights.sum()
+    assert tokens == len(task.corpus.splits["valid"]) - 1  # every target, none dropped
     assert nll / tokens == pytest.approx(results["final"]["valid_loss"], rel=1e-5)
     vocab = json.loads((ref_dir / "vocab.json").read_text())
     sample = generate(model, vocab, ["1", "2"], 12, jax.random.key(0))

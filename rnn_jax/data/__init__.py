@@ -13,12 +13,14 @@ Modules (one idea each):
   corpora     the real corpora's files, splits and sha256
   lm_corpus   LMCorpus (vocab + int32 token stream per split): ptb, tiny_shakespeare, markov
   batching    pad_batch, epoch_plan (shuffle + length buckets), sorted_eval_batches,
-              BatchIterator (resumable), LMStream (Zaremba et al. 2014)
+              BatchIterator (resumable), LMStream (Zaremba et al. 2014), LMEvalStream
+              (every target once)
   synthetic   CopyTask, AddingProblem, EchoTask, TemporalOrder, MarkovLanguage (exact entropy rate)
 """
 
 from rnn_jax.data.batching import (
     BatchIterator,
+    LMEvalStream,
     LMStream,
     epoch_plan,
     pad_batch,
@@ -44,6 +46,7 @@ __all__ = [
     "DataFormatError",
     "EchoTask",
     "LMCorpus",
+    "LMEvalStream",
     "LMStream",
     "MarkovLanguage",
     "TemporalOrder",

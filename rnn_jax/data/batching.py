@@ -26,6 +26,8 @@ PTB tutorial's `ptb_producer`): the token stream is cut into `batch_size` rows; 
 `inputs = rows[:, i*steps:(i+1)*steps]`, `targets` = the same shifted by one token, so row `b`
 of batch `i+1` continues row `b` of batch `i` and the model carries its hidden state across
 batches (truncated BPTT), resetting it at the start of each epoch (each `for` loop).
+`LMEvalStream` is its evaluation counterpart: the same rows, but every target of the split
+scored once (padded tails with `weights` 0) instead of the tail dropped.
 """
 
 from __future__ import annotations
@@ -282,6 +284,66 @@ class LMStream:
         if missing:
             raise ValueError(f"stream state is missing {sorted(missing)}: {dict(state)}")
         self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])
+
+
+class LMEvalStream:
+    """Every target of a token stream scored exactly once, in `[batch_size, num_steps]` batches.
+
+    `LMStream` drops the stream's tail (up to `batch_size * num_steps + batch_size - 2`
+    targets: 0.15% of PTB's valid and test sets at batch 8 x 35); perplexity over a split
+    should count all `n - 1` targets, as the tutorial's 1 x 1 evaluation does. Here the
+    targets `ids[1:]` are cut into `batch_size` contiguous rows of
+    `row_length = ceil((n - 1) / batch_size)`; row `b` reads
+    `inputs = ids[b * row_length : (b + 1) * row_length]` and the tokens one later as
+    targets, `num_steps` at a time, carrying its state across batches. The last rows' tails
+    are padded (inputs and targets 0) with `weights` 0.0.
+
+    Batch `i`: `{"inputs", "targets": int32 [batch_size, num_steps], "weights": float32 [...]}`;
+    `sum(weights)` over all batches is `n - 1`. Like `LMStream`, each row after the first
+    starts from a zero state at its first token (`batch_size - 1` targets with a shorter
+    context than a 1 x 1 evaluation gives them).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or len(ids) < 2:
+            raise ValueError(f"ids must be a 1-D token stream of >= 2 tokens, got {ids.shape}")
+        if batch_size < 1 or num_steps < 1:
+            raise ValueError(f"batch_size={batch_size} and num_steps={num_steps} must be >= 1")
+        self.num_targets = len(ids) - 1
+        self.row_length = -(-self.num_targets // batch_size)
+        self.num_batches = -(-self.row_length // num_steps)
+        width = self.num_batches * num_steps
+        # Position p = b * row_length + t of the stream (t < width); a target exists at p when
+        # t < row_length and p + 1 < n.
+        t = np.arange(width)
+        positions = np.arange(batch_size)[:, None] * self.row_length + t[None, :]
+        real = (t[None, :] < self.row_length) & (positions + 1 < len(ids))
+        last = len(ids) - 1
+        ids = ids.astype(np.int32)
+        self.inputs = np.where(real, ids[np.minimum(positions, last)], 0).astype(np.int32)
+        self.targets = np.where(real, ids[np.minimum(positions + 1, last)], 0).astype(np.int32)
+        self.weights = real.astype(np.float32)
+        self.batch_size = batch_size
+        self.num_steps = num_steps
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def batch(self, index: int) -> Batch:
+        """Batch `index` (0 <= index < len(self))."""
+        if not 0 <= index < self.num_batches:
+            raise ValueError(f"batch index {index} is outside [0, {self.num_batches})")
+        window = slice(index * self.num_steps, (index + 1) * self.num_steps)
+        return {
+            "inputs": self.inputs[:, window],
+            "targets": self.targets[:, window],
+            "weights": self.weights[:, window],
+        }
+
+    def __iter__(self) -> Iterator[Batch]:
+        for index in range(self.num_batches):
+            yield self.batch(index)
 
 
 def repeat_epochs(iterable: BatchIterator | LMStream) -> Iterator[Batch]:
