@@ -19,12 +19,14 @@ command (ROOT/sweep.json) differs from the one planned now (another `--set` or v
 the same root) stops the sweep before anything runs, instead of being reported as the new one.
 
 Everything is checked before anything runs: the experiment module exists, the variant is
-known to the config, every sweep key is a key of the config.
+known to the config, every sweep key is a key of the config, and every point passes the
+experiment's value rules (`--set` values are command-line text, checked by each run).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import dataclasses
 import importlib.util
 import itertools
@@ -39,6 +41,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import app, flags
+
+from rnn_jax.train import config as config_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = "results.json"
@@ -160,16 +164,11 @@ def _lookup(config: Any, key: str) -> Any:
 
 
 def check_overrides(config: Any, overrides: Mapping[str, Any]) -> None:
-    """Every override names an existing config field of a compatible type, or ValueError."""
+    """Every override names an existing config field of a compatible type, or ValueError.
+    None is allowed for any field (`--config.k=None`, rnn_jax.train.cli); whether the
+    experiment accepts it is `check_rules`'s question."""
     for key, value in overrides.items():
         current = _lookup(config, key)
-        if value is None and current is not None:
-            # `--config.k=None` is the text "None" to config_flags, not None: a str field
-            # would get "None", any other type fails to parse once the run has started.
-            raise ValueError(
-                f"sweep key {key!r}: None cannot be set on the command line (the config's "
-                f"value is {current!r}); only a field whose default is None can be swept to None"
-            )
         if current is None or value is None:
             continue
         if isinstance(current, bool) != isinstance(value, bool):
@@ -187,8 +186,26 @@ def check_overrides(config: Any, overrides: Mapping[str, Any]) -> None:
             )
 
 
+def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
+    """The config with `overrides` applied passes the runtime's and experiment `name`'s value
+    rules (what the run itself checks at start), or ValueError naming the point: a sweep
+    value the experiment refuses stops the sweep before any run, not one run in the middle."""
+    config = copy.deepcopy(config)  # keeps FieldReferences, so dependent fields follow
+    for key, value in overrides.items():
+        parent, _, field = key.rpartition(".")
+        setattr(_lookup(config, parent) if parent else config, field, value)
+    rules = getattr(importlib.import_module(f"experiments.{name}"), "RULES", None)
+    try:
+        config_lib.validate(config, rules)
+    except ValueError as error:
+        raise ValueError(f"sweep point {dict(overrides)}: {error}") from None
+
+
 def format_override(value: Any) -> str:
-    """A value as `--config.k=<here>` expects it (config_flags parses by the field's type)."""
+    """A value as `--config.k=<here>` expects it (config_flags parses by the field's type;
+    rnn_jax.train.cli reads "None" as None for any field)."""
+    if value is None:
+        return "None"
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -244,17 +261,13 @@ def plan_runs(
     runs, names = [], set()
     for point in points:
         check_overrides(config, point)
+        check_rules(config, name, point)
         name_ = run_name(point)
         if name_ in names:
             raise ValueError(f"get_sweep: two sweep points give the same run {name_!r}")
         names.add(name_)
         workdir = root / name_
-        # A None value is the config's own None (check_overrides): no flag, which would be
-        # the string "None".
-        args = {
-            **{k: format_override(v) for k, v in point.items() if v is not None},
-            **common,
-        }
+        args = {**{k: format_override(v) for k, v in point.items()}, **common}
         command = (
             sys.executable,
             "-m",

@@ -79,25 +79,35 @@ def test_a_finished_run_of_another_variant_with_the_same_name_is_refused(tmp_pat
 def _config_with_sweep(tmp_path, points):
     """A copy of language_model's config file whose get_sweep returns `points`."""
     configs = tmp_path / "configs"
-    configs.mkdir()
+    configs.mkdir(parents=True)
     source = (REPO / "experiments/configs/language_model.py").read_text()
     source += f"\n\ndef get_sweep(variant=None):\n    return {points!r}\n"
     (configs / "language_model.py").write_text(source)
     return f"{configs / 'language_model.py'}:smoke"
 
 
-def test_a_none_override_keeps_the_config_none_instead_of_the_string_none(tmp_path):
-    """`--config.k=None` is not None on the command line: config_flags fails on a float
-    placeholder ("could not convert string to float: 'None'") once the run starts, and a string
-    field becomes the text 'None'. A None value of a field whose default is None now leaves the
-    field alone; a None for any other field fails before anything runs."""
-    config_arg = _config_with_sweep(tmp_path, {"model.init_scale": [None, 0.1]})
+def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_path):
+    """`--config.k=None` was the text "None" to config_flags (a float placeholder failed to
+    parse once the run started), so None could only be swept where it was the default. The
+    run's command line now reads "None" as None (rnn_jax.train.cli), the sweep passes it, and
+    every point is checked against the experiment's rules before anything runs."""
+    config_arg = _config_with_sweep(
+        tmp_path, {"optimizer.clip_global_norm": [None, 5.0], "model.init_scale": [None]}
+    )
     runs = sweep.plan_runs(config_arg, tmp_path / "root")
-    assert [r.name for r in runs] == ["init_scale=None", "init_scale=0.1"]
-    assert not any(a.startswith("--config.model.init_scale") for a in runs[0].command)
-    assert "--config.model.init_scale=0.1" in runs[1].command
-    with pytest.raises(ValueError, match="model.cell.*None.*cannot be set"):
-        sweep.check_overrides({"model": {"cell": "lstm"}}, {"model.cell": None})
+    assert [r.name for r in runs] == [
+        "clip_global_norm=None,init_scale=None",
+        "clip_global_norm=5.0,init_scale=None",
+    ]
+    assert "--config.optimizer.clip_global_norm=None" in runs[0].command
+    assert "--config.optimizer.clip_global_norm=5.0" in runs[1].command
+    bad = _config_with_sweep(tmp_path / "bad", [{"model.cell": None}])
+    with pytest.raises(ValueError, match=r"(?s)sweep point .*model.cell=None: must be one of"):
+        sweep.plan_runs(bad, tmp_path / "root2")
+    bad = _config_with_sweep(tmp_path / "bad2", {"model.hidden_size": [8, 0]})
+    with pytest.raises(ValueError, match=r"model.hidden_size=0: must be"):
+        sweep.plan_runs(bad, tmp_path / "root3")
+    assert not (tmp_path / "root2").exists() and not (tmp_path / "root3").exists()
 
 
 def _alive(pid):

@@ -213,3 +213,38 @@ def test_int_at_least_takes_only_integers():
     assert rule(1) is None and rule(7) is None
     for bad in (0, -3, 2.5, 1.0, True, "2", None):
         assert rule(bad) == "an integer >= 1", bad
+
+
+def _run_language_model(tmp_path, *flags_):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.language_model", f"--workdir={tmp_path / 'w'}"]
+        + [f"--config={SPEC}", *flags_],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_none_on_the_command_line_sets_the_field_to_none(tmp_path):
+    """config_flags parses `--config.k=None` by the field's type: "could not convert string to
+    float: 'None'" for a float, the text 'None' for a str. Now it is None, and the rules judge
+    it like any value: clip_global_norm=None (no clipping) passes, cell=None is named."""
+    proc = _run_language_model(
+        tmp_path,
+        "--config.optimizer.clip_global_norm=None",
+        "--config.model.cell=None",
+        "--config.data.root=None",
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "model.cell=None: must be one of" in proc.stderr, proc.stderr[-2000:]
+    assert "clip_global_norm" not in proc.stderr and "data.root" not in proc.stderr
+    proc = _run_language_model(tmp_path, "--config.train.nm_steps=None")
+    assert proc.returncode == 2 and "unknown key" in proc.stderr and "nm_steps" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_none_overrides_last_assignment_wins():
+    argv = ["prog", "--config=x.py:smoke", "--config.a.b=None", "--config.c=1", "--config.a.b=2"]
+    assert cli._none_overrides(argv) == (argv, [])
+    argv = ["prog", "--config.c=1", "--config.a.b=2", "--config.a.b=None", "--config.d=None"]
+    assert cli._none_overrides(argv) == (["prog", "--config.c=1"], ["a.b", "d"])

@@ -118,14 +118,48 @@ class _QuietLibraries(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
+NONE_TEXT = "None"
+
+
+def _none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split off `--config.<key>=None`: -> (argv without them, the keys to set to None).
+
+    config_flags parses an override by the field's type, so "None" fails on a float or int
+    field ("could not convert string to float") and is the text 'None' in a str field; a
+    researcher turning clipping off (`--config.optimizer.clip_global_norm=None`) means None.
+    The last assignment of a key wins, as on any command line."""
+    last: dict[str, int] = {}
+    for i, arg in enumerate(argv):
+        name, eq, _ = arg.partition("=")
+        if eq and name.startswith("--config."):
+            last[name[len("--config.") :]] = i
+    none_keys = [key for key, i in last.items() if argv[i].partition("=")[2] == NONE_TEXT]
+    drop = {f"--config.{key}" for key in none_keys}
+    kept = [arg for arg in argv if arg.partition("=")[0] not in drop or "=" not in arg]
+    return kept, none_keys
+
+
+def _set_none(config: ml_collections.ConfigDict, key: str) -> None:
+    node, parts = config, key.split(".")
+    for part in parts:
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise KeyError(key)
+        parent, node = node, node[part]
+    setattr(parent, parts[-1], None)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     # A --config file that does not exist makes config_flags report every other flag as
     # missing (dozens of lines, the file never named): check it first.
     _check_config_file(argv)
+    argv, none_keys = _none_overrides(argv)
     # config_flags reports an unknown override key (`--config.train.nm_steps=3`) as an
     # AttributeError from deep inside; turn it into one line that names the key.
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        for key in none_keys:
+            _set_none(flags.FLAGS.config, key)
+        return rest
     except (AttributeError, KeyError) as error:
         sys.stderr.write(f"config error: unknown key in the command line overrides: {error}\n")
         sys.exit(CONFIG_EXIT_STATUS)
