@@ -1,0 +1,284 @@
+"""Tables, plot and seed answers of `experiments.bidirectional` (Q6, and Q14's softmax vs CRF),
+from the point summaries that its `run` stores (results.json `points`).
+
+A difference between two points is called clear only when every seed of one is above every
+seed of the other; otherwise it is within the seed spread: inconclusive. Even "clear" is weak
+evidence with few seeds: if both points' seeds came from one distribution, a random ordering
+would separate n seeds from n with probability 2 / C(2n, n) (1/3 for 2 seeds, 1/10 for 3,
+1/126 for 5), which the answers state.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+
+import numpy as np
+
+from experiments import grid
+
+CLASS_TEXT = {
+    "majority": "gold = the word's majority training tag",
+    "minority": "gold ≠ the word's majority training tag",
+    "unk": "word out of the vocabulary, read as `<unk>`",
+}
+CLASSES = tuple(CLASS_TEXT)
+DIRECTION_TEXT = {"forward": "forward LSTM", "backward": "backward LSTM", "bi": "BiLSTM"}
+
+
+def _label(s: dict) -> str:
+    head = "CRF" if s["head"] == "crf" else "softmax"
+    return f"{DIRECTION_TEXT[s['direction']]} + {head}"
+
+
+def _values(s: dict, split: str = "test", token_class: str | None = None) -> np.ndarray:
+    key = f"{split}_accuracy" + (f"_{token_class}" if token_class else "")
+    return grid.none_to_nan(s[key])
+
+
+def _seeds(values: np.ndarray) -> str:
+    return ", ".join("–" if not np.isfinite(v) else f"{v:.4f}" for v in values)
+
+
+def _share(s: dict, split: str, token_class: str) -> float:
+    counts = s["class_tokens"][split]
+    return counts[token_class] / sum(counts.values())
+
+
+def _describe(s: dict) -> str:
+    chars = ", character BiLSTM features" if s["char_features"] else ""
+    return (
+        f"UD English-EWT UPOS ({s['train_sentences']:,} training sentences; "
+        f"{s['eval_sentences']['valid']:,} valid, {s['eval_sentences']['test']:,} test), "
+        f"word embeddings {s['embed_size']} over {s['vocab_size']:,} words (training words "
+        f"seen {s['min_freq']}+ times){chars}, "
+        f"{s['num_steps']} steps of {s['batch_size']} sentences (~{s['epochs']:.1f} epochs), "
+        f"{s['num_seeds']} seeds"
+    )
+
+
+def _rows(summaries: dict[str, dict]) -> list[dict]:
+    order = {d: i for i, d in enumerate(DIRECTION_TEXT)}
+    return sorted(summaries.values(), key=lambda s: (s["head"] != "softmax", order[s["direction"]]))
+
+
+def _reference(rows: list[dict]) -> dict | None:
+    return next((s for s in rows if s["point"] == "bi-softmax"), None)
+
+
+def markdown(summaries: dict[str, dict]) -> str:
+    """The accuracy table (all tokens, per seed) and the per-token-class table (test)."""
+    rows = _rows(summaries)
+    first, reference = rows[0], _reference(rows)
+    target = (reference or first)["params_varying"]
+    baseline = first["majority_baseline"]
+    lines = [
+        "# Uni- vs bidirectional LSTM taggers at equal size (seed questions 6 and 14)",
+        "",
+        f"{_describe(first)}. 'params': the LSTM, output layer and CRF (the part that differs "
+        "between points; the embeddings, the same at every point, are in 'all params'), "
+        "matched to bi-softmax's by the LSTM width. Token accuracy of the final evaluation, "
+        "mean ± std over seeds, then each seed's test value. backward = the same LSTM reading "
+        "every sentence right to left.",
+        "",
+        "## All tokens",
+        "",
+    ]
+    table = [
+        [
+            _label(s),
+            s["hidden"],
+            f"{s['params_varying']:,}",
+            f"{100 * (s['params_varying'] / target - 1):+.1f}%",
+            f"{s['params']:,}",
+            grid.mean_std(_values(s, "valid")),
+            grid.mean_std(_values(s, "test")),
+            _seeds(_values(s, "test")),
+        ]
+        for s in rows
+    ]
+    table.append(
+        [
+            "majority tag per word",
+            "–",
+            "–",
+            "–",
+            "–",
+            grid.fmt(baseline["valid_accuracy"]),
+            grid.fmt(baseline["test_accuracy"]),
+            "–",
+        ]
+    )
+    header = ["tagger", "LSTM width", "params", "vs bi-softmax", "all params"]
+    lines += [grid.markdown_table(header + ["valid acc", "test acc", "test per seed"], table)]
+    lines += [
+        "## By token class (test)",
+        "",
+        "Test accuracy by token class (share of test tokens in the header). A context-free "
+        "tagger that knows each word's majority tag scores 1 on 'majority' and 0 on "
+        "'minority' by construction, so what a tagger gets right on 'minority' it gets from "
+        "context.",
+        "",
+    ]
+    header = ["tagger"] + [
+        f"{c}: {CLASS_TEXT[c]} ({100 * _share(first, 'test', c):.1f}%)" for c in CLASSES
+    ]
+    table = [[_label(s)] + [grid.mean_std(_values(s, "test", c)) for c in CLASSES] for s in rows]
+    lines += [grid.markdown_table(header, table)]
+    return "\n".join(lines)
+
+
+def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
+    """bidirectional.png: test accuracy per point (each seed a dot, the mean a bar), all
+    tokens and per token class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _rows(summaries)
+    groups = [("all tokens", None)] + [(c, c) for c in CLASSES]
+    fig, axes = plt.subplots(1, len(groups), figsize=(13, 3.8))
+    x = np.arange(len(rows))
+    for ax, (title, token_class) in zip(axes, groups, strict=True):
+        for i, s in enumerate(rows):
+            values = _values(s, "test", token_class)
+            color = f"C{list(DIRECTION_TEXT).index(s['direction'])}"
+            hatch = "//" if s["head"] == "crf" else None
+            ax.bar(i, np.nanmean(values), color=color, alpha=0.5, hatch=hatch)
+            ax.plot(np.full(values.shape, i), values, "k.", markersize=4)
+        means = [np.nanmean(_values(s, "test", token_class)) for s in rows]
+        low, high = np.nanmin(means), np.nanmax(means)
+        pad = max(0.01, 0.6 * (high - low))
+        ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+        ax.set_xticks(x, [s["point"] for s in rows], rotation=45, ha="right", fontsize="small")
+        text = title if token_class is None else f"{title} ({CLASS_TEXT[title]})"
+        ax.set_title(text.replace("`", ""), fontsize=8)
+    axes[0].set_ylabel("test token accuracy")
+    fig.tight_layout()
+    fig.savefig(workdir / "bidirectional.png", dpi=90)
+    plt.close(fig)
+
+
+def compare(a: dict, b: dict, token_class: str | None = None, split: str = "test") -> dict:
+    """Mean accuracy of `a` minus `b` (fraction), and whether every seed of one is above
+    every seed of the other ('clear') or not ('within seed spread')."""
+    x, y = _values(a, split, token_class), _values(b, split, token_class)
+    delta = grid.nan_mean(x) - grid.nan_mean(y)
+    clear = bool(np.nanmin(x) > np.nanmax(y) or np.nanmax(x) < np.nanmin(y))
+    return {"delta": delta, "clear": clear}
+
+
+def chance_apart(num_seeds: int) -> float:
+    """Probability that n exchangeable seeds of one point all lie above or all below n of
+    another: 2 / C(2n, n)."""
+    return 2 / math.comb(2 * num_seeds, num_seeds)
+
+
+def _points(delta: float) -> str:
+    return f"{100 * delta:+.2f} points"
+
+
+def _diff_text(a: dict, b: dict, token_class: str | None = None) -> str:
+    c = compare(a, b, token_class)
+    spread = "every seed apart" if c["clear"] else "within the seed spread"
+    return f"{_points(c['delta'])} ({spread})"
+
+
+def _by_point(points: dict[str, dict]) -> dict[str, dict]:
+    return {s["point"]: s for s in points.values()}
+
+
+def _answer_6(p: dict[str, dict]) -> str:
+    rows = _rows(p)
+    first = rows[0]
+    reference = _reference(rows) or first
+    text = [
+        f"Measured ({_describe(first)}; every tagger has ~{reference['params_varying']:,} "
+        "parameters outside the embeddings): test token accuracy "
+        + "; ".join(f"{_label(s)} {grid.mean_std(_values(s))}" for s in rows)
+        + f" (majority tag per word {first['majority_baseline']['test_accuracy']:.4f})."
+    ]
+    fw, bw, bi = p.get("forward-softmax"), p.get("backward-softmax"), p.get("bi-softmax")
+    if fw is None or bi is None:
+        text.append("forward-softmax or bi-softmax was not run: no uni- vs bidirectional answer.")
+        return " ".join(text)
+    gain = compare(bi, fw)
+    if gain["delta"] > 0 and gain["clear"]:
+        verdict = "Supported: at equal size the BiLSTM tags better than the forward LSTM"
+    elif gain["delta"] > 0:
+        verdict = (
+            "Not supported at this scale (inconclusive): the BiLSTM's mean is higher but "
+            "its seeds overlap the forward LSTM's"
+        )
+    else:
+        verdict = "Not supported: the BiLSTM did not tag better than the forward LSTM"
+    text.append(
+        f"{verdict}, {_diff_text(bi, fw)}; 'every seed apart' happens by chance with "
+        f"probability {chance_apart(first['num_seeds']):.2g} at {first['num_seeds']} seeds."
+    )
+    shares = {c: 100 * _share(first, "test", c) for c in CLASSES}
+    text.append(
+        "Where the gain comes from (test accuracy by token class, BiLSTM vs forward): "
+        + "; ".join(
+            f"{c} ({shares[c]:.1f}% of tokens) {grid.nan_mean(_values(fw, 'test', c)):.4f} → "
+            f"{grid.nan_mean(_values(bi, 'test', c)):.4f}, {_diff_text(bi, fw, c)}"
+            for c in CLASSES
+        )
+        + ". On 'minority' tokens the word alone points to the wrong tag, so what a tagger "
+        "gets right there it gets from context; the forward LSTM already has the left context, "
+        "so the BiLSTM's gain over it is what adding the right context is worth (at the price "
+        "of fewer units per direction, at equal size)."
+    )
+    if bw is not None:
+        text.append(
+            f"Reading right to left instead (backward LSTM, same size): {_diff_text(bw, fw)} "
+            f"against the forward LSTM; the BiLSTM is {_diff_text(bi, bw)} against the "
+            "backward one."
+        )
+    text.append("The seed's 'or classification' half is not measured here (tagging only).")
+    return " ".join(text)
+
+
+def _answer_14(p: dict[str, dict]) -> str:
+    rows = _rows(p)
+    text = [
+        f"Softmax vs CRF head at equal size ({_describe(rows[0])}; test token accuracy): "
+        + "; ".join(f"{_label(s)} {grid.mean_std(_values(s))}" for s in rows)
+        + "."
+    ]
+    fw, fw_crf = p.get("forward-softmax"), p.get("forward-crf")
+    bi, bi_crf = p.get("bi-softmax"), p.get("bi-crf")
+    if fw is not None and fw_crf is not None:
+        sentence = f"A CRF on the forward LSTM: {_diff_text(fw_crf, fw)}"
+        if bi is not None:
+            gap = compare(bi, fw)["delta"]
+            recovered = compare(fw_crf, fw)["delta"] / gap if gap > 0 else float("nan")
+            sentence += (
+                f", i.e. {100 * recovered:.0f}% of the forward-to-BiLSTM gap "
+                f"({_points(gap)}); on minority tokens {_diff_text(fw_crf, fw, 'minority')}"
+                if np.isfinite(recovered)
+                else " (the BiLSTM had no gain over the forward LSTM to recover)"
+            )
+        text.append(sentence + ".")
+    if bi is not None and bi_crf is not None:
+        c = compare(bi_crf, bi)
+        verdict = (
+            "the CRF helps"
+            if c["clear"] and c["delta"] > 0
+            else "the CRF hurts"
+            if c["clear"]
+            else "no measurable difference: the seed's 'classifier or CRF' holds only in that "
+            "both work; a CRF advantage is not supported at this scale"
+        )
+        text.append(f"A CRF on the BiLSTM: {_diff_text(bi_crf, bi)}, {verdict}.")
+    return " ".join(text)
+
+
+def answers(points: dict[str, dict]) -> dict[int, str]:
+    """Q6 and Q14 (softmax vs CRF) in words, every claim with its measured numbers."""
+    p = _by_point(points)
+    out = {6: _answer_6(p)}
+    if any(s["head"] == "crf" for s in p.values()):
+        out[14] = _answer_14(p)
+    return out

@@ -1,0 +1,260 @@
+"""experiments.bidirectional: the token classes against a hand-worked example, the backward
+task reads every sentence reversed, every point's size (counted by a closed form) matches
+bi-softmax's, a smoke run's results, tables and answers agree with each other, and bad config
+values fail naming the key (exit status 2 on the command line)."""
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import bidirectional as bd
+from experiments import bidirectional_report as report
+from experiments.configs import bidirectional as bd_configs
+from rnn_jax.train import cli
+from rnn_jax.train import config as cfg
+from tests.report_check import assert_png, cell_numbers, table_rows
+
+SMOKE = "experiments/configs/bidirectional.py:smoke"  # UD EWT, LSTM 16, 12 steps, 64 sentences
+QUICK = "experiments/configs/bidirectional.py:quick"
+NUM_TAGS = 18  # UD UPOS: 17 tags + <pad>
+
+
+@pytest.fixture(scope="module")
+def config(data_root):
+    return cli.load_config(SMOKE, {"data.root": str(data_root)}, rules=bd.RULES)
+
+
+@pytest.fixture(scope="module")
+def tasks(config):
+    """The smoke's forward task (the data, loaded once for the module) and the backward one
+    it serves (same width: only the direction differs)."""
+    forward = bd.BidirectionalTask(bd.point_config(config, "forward-softmax", 16))
+    backward = forward.for_point(bd.point_config(config, "backward-softmax", 16))
+    return {"forward-softmax": forward, "backward-softmax": backward}
+
+
+def test_point_config_sets_direction_head_and_width(config):
+    for name in bd.POINTS:
+        point = bd.point_config(config, name, 7)
+        direction, head = name.split("-")
+        assert point.model.bidirectional is (direction == "bi")
+        assert point.data.reverse is (direction == "backward")
+        assert (point.model.head, point.model.hidden_size) == (head, 7)
+    assert set(bd.POINTS) == {"-".join(p) for p in itertools.product(bd.DIRECTIONS, bd.HEADS)}
+
+
+def test_token_classes_by_hand():
+    train = [
+        {"tokens": ["run", "the", "run"], "tags": ["VERB", "DET", "NOUN"]},
+        {"tokens": ["run", "fast"], "tags": ["VERB", "ADV"]},
+    ]
+    # run: VERB 2, NOUN 1 -> majority VERB; the: DET; 'dog' is out of the vocabulary.
+    sentences = [{"tokens": ["the", "run", "run", "dog"], "tags": ["DET", "NOUN", "VERB", "X"]}]
+    known = [np.array([True, True, True, False])]
+    (classes,) = bd.token_classes(train, sentences, known)
+    assert [bd.TOKEN_CLASSES[c] for c in classes] == ["majority", "minority", "majority", "unk"]
+    # A known word whose gold tag never occurred with it is 'minority' too.
+    (other,) = bd.token_classes(train, [{"tokens": ["fast"], "tags": ["ADJ"]}], [np.array([True])])
+    assert list(other) == [1]
+
+
+def test_backward_task_reads_every_sentence_reversed(tasks):
+    forward, backward = tasks["forward-softmax"], tasks["backward-softmax"]
+    for split in ("train", "valid", "test"):
+        for f, b in zip(forward.splits[split], backward.splits[split], strict=True):
+            for field in f:
+                np.testing.assert_array_equal(b[field], f[field][::-1])
+    # The batches the model sees: row i of a backward batch is row i of the forward one,
+    # reversed within its length, padding still on the right.
+    f_batch = forward.eval_data("valid")[0]
+    b_batch = backward.eval_data("valid")[0]
+    for row, length in enumerate(f_batch["lengths"]):
+        for field in ("inputs", "targets", "token_class"):
+            np.testing.assert_array_equal(
+                b_batch[field][row, :length], f_batch[field][row, :length][::-1]
+            )
+        assert (b_batch["token_class"][row, length:] == -1).all()
+
+
+def test_eval_splits_are_cut_and_classes_counted(config, tasks):
+    task = tasks["forward-softmax"]
+    for split in bd.EVAL_SPLITS:
+        examples = task.splits[split]
+        assert len(examples) == config.data.eval_sentences
+        counts = task.class_tokens[split]
+        assert sum(counts.values()) == sum(len(e["inputs"]) for e in examples)
+        assert all(counts[c] > 0 for c in bd.TOKEN_CLASSES)
+        unk = task.vocabs["tokens"].unk_id
+        for e in examples:  # 'unk' is exactly the tokens the model reads as <unk>
+            np.testing.assert_array_equal(e["token_class"] == 2, e["inputs"] == unk)
+    assert len(task.splits["train"]) == bd_configs.UD_SENTENCES  # training is never cut
+
+
+def _closed_form(hidden: int, embed: int, bidirectional: bool, head: str) -> int:
+    """LSTM (W_ih, W_hh, b_ih, b_hh per direction) + output layer + CRF transitions."""
+    directions = 2 if bidirectional else 1
+    lstm = directions * (4 * hidden * (embed + hidden) + 8 * hidden)
+    output = (directions * hidden + 1) * NUM_TAGS
+    crf = NUM_TAGS * NUM_TAGS + 2 * NUM_TAGS if head == "crf" else 0
+    return lstm + output + crf
+
+
+@pytest.mark.parametrize("spec", [SMOKE, QUICK])
+def test_every_point_matches_bi_softmax_within_tolerance(data_root, tasks, spec):
+    """Each point's parameters outside the embeddings, counted by the closed form, are within
+    match.tolerance of bi-softmax's; the embeddings (vocab x embed) are the rest. (quick's
+    sizes with smoke's evaluation cut: the loaded smoke task serves it, sizes do not change.)"""
+    overrides = {"data.root": str(data_root), "data.eval_sentences": 64}
+    config = cli.load_config(spec, overrides, rules=bd.RULES)
+    sizes = bd.matched_hidden_sizes(config, tasks["forward-softmax"], list(bd.POINTS))
+    embed = config.model.embed_size
+    target = _closed_form(config.model.hidden_size, embed, True, "softmax")
+    vocab = len(tasks["forward-softmax"].vocabs["tokens"])
+    assert sizes["bi-softmax"] == (config.model.hidden_size, target, target + vocab * embed)
+    for name, (hidden, varying, total) in sizes.items():
+        direction, head = name.split("-")
+        assert varying == _closed_form(hidden, embed, direction == "bi", head), name
+        assert total == varying + vocab * embed
+        assert abs(varying - target) <= config.match.tolerance * target, name
+        if direction != "bi":
+            assert hidden > config.model.hidden_size  # one LSTM gets the two's parameters
+    assert sizes["forward-softmax"] == sizes["backward-softmax"]
+
+
+def test_a_task_serves_only_configs_with_its_data(config, tasks):
+    other = bd.point_config(config, "bi-crf", 9)
+    served = tasks["forward-softmax"].for_point(other)
+    assert served.config is other and served.splits is tasks["forward-softmax"].splits
+    backward = tasks["backward-softmax"].for_point(other)  # reverse=False: forward order
+    np.testing.assert_array_equal(
+        backward.splits["valid"][0]["inputs"], served.splits["valid"][0]["inputs"]
+    )
+    other.data.eval_sentences = 65
+    with pytest.raises(ValueError, match=r"\['data.eval_sentences'\] differ"):
+        tasks["forward-softmax"].for_point(other)
+
+
+def test_an_unreachable_tolerance_fails_naming_the_key(data_root, tasks):
+    config = cli.load_config(
+        SMOKE, {"data.root": str(data_root), "match.tolerance": 0.001}, rules=bd.RULES
+    )
+    with pytest.raises(cfg.ConfigError, match=r"match\.tolerance=0\.001: forward-softmax"):
+        bd.matched_hidden_sizes(config, tasks["forward-softmax"], ["forward-softmax"])
+
+
+def test_sweep_covers_the_grid():
+    for variant in ("smoke", "quick", "full"):
+        config = cli.load_config(f"experiments/configs/bidirectional.py:{variant}", rules=bd.RULES)
+        swept = [o["grid.points"] for o in bd_configs.get_sweep(variant)]
+        assert swept == bd.point_names(config)
+    assert set(bd.point_names(bd_configs.get_config("full"))) == set(bd.POINTS)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(config, tasks, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("bidirectional")
+    bd.run(config, workdir, tasks["forward-softmax"])
+    return workdir
+
+
+def test_smoke_results_table_plot_and_answers(config, smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    points, final = results["points"], results["final"]
+    assert list(points) == bd.point_names(config)
+    for name, s in points.items():
+        for split in bd.EVAL_SPLITS:
+            accuracy = np.asarray(s[f"{split}_accuracy"])
+            assert accuracy.shape == (config.num_seeds,) and ((0 < accuracy) & (accuracy < 1)).all()
+            # Overall accuracy = the class accuracies weighted by their token counts, per seed.
+            counts = s["class_tokens"][split]
+            weighted = sum(
+                counts[c] * np.asarray(s[f"{split}_accuracy_{c}"]) for c in bd.TOKEN_CLASSES
+            ) / sum(counts.values())
+            np.testing.assert_allclose(weighted, accuracy, rtol=1e-9)
+        assert final[name]["test_accuracy"] == s["test_accuracy"]
+    table = (smoke_run / "bidirectional.md").read_text()
+    rows = table_rows(table.split("## By token class")[0])
+    labels = {name: report._label(s) for name, s in points.items()}
+    assert list(rows) == [  # softmax heads first, then CRFs; forward, backward, bi
+        "forward LSTM + softmax",
+        "BiLSTM + softmax",
+        "forward LSTM + CRF",
+        "majority tag per word",
+    ]
+    for name, s in points.items():
+        row = rows[labels[name]]
+        mean, _ = cell_numbers(row["test acc"])
+        assert mean == pytest.approx(np.mean(s["test_accuracy"]), abs=1e-4)
+        assert cell_numbers(row["test per seed"]) == pytest.approx(s["test_accuracy"], abs=1e-4)
+        (relative,) = cell_numbers(row["vs bi-softmax"])
+        assert abs(relative) <= 100 * config.match.tolerance
+        assert int(row["params"].replace(",", "")) == s["params_varying"]
+    baseline = cell_numbers(rows["majority tag per word"]["test acc"])[0]
+    assert 0.8 < baseline < 0.95  # the most frequent training tag of each word, 64 sentences
+    assert sum(line.startswith("|---") for line in table.splitlines()) == 2
+    by_class = table_rows(table.split("## By token class")[1])
+    for name, s in points.items():
+        for c in bd.TOKEN_CLASSES:
+            (cell,) = [v for k, v in by_class[labels[name]].items() if k.startswith(f"{c}:")]
+            mean = cell_numbers(cell)[0]
+            assert mean == pytest.approx(np.mean(s[f"test_accuracy_{c}"]), abs=1e-4)
+    assert_png(smoke_run / "bidirectional.png")
+    answers = bd.answers(smoke_run)
+    assert set(answers) == {6, 14}
+    fw, bi = points["forward-softmax"], points["bi-softmax"]
+    delta = np.mean(bi["test_accuracy"]) - np.mean(fw["test_accuracy"])
+    assert f"{100 * delta:+.2f} points" in answers[6]
+    assert f"{np.mean(fw['test_accuracy']):.4f}" in answers[6]
+    # The verdict follows the seeds: "Supported" only when every bi seed beats every forward one.
+    gain = report.compare(bi, fw)
+    supported = gain["clear"] and gain["delta"] > 0
+    assert ("Supported:" in answers[6]) is supported
+    assert ("Not supported" in answers[6]) is not supported
+    crf_gain = np.mean(points["forward-crf"]["test_accuracy"]) - np.mean(fw["test_accuracy"])
+    assert f"A CRF on the forward LSTM: {100 * crf_gain:+.2f} points" in answers[14]
+    assert "A CRF on the BiLSTM" not in answers[14]  # bi-crf is not a smoke point
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("grid.points", "forward-softmax,forward-lstm", "grid.points='forward-softmax,forward-"),
+        ("grid.points", "bi-crf,bi-crf", "grid.points='bi-crf,bi-crf': must be distinct"),
+        ("match.tolerance", 0.0, "match.tolerance=0.0: must be a number in [0.001, 0.5]"),
+        ("data.eval_sentences", -1, "data.eval_sentences=-1: must be an integer >= 0"),
+        ("data.dataset", "conll2003", "data.dataset='conll2003': must be one of 'ud_en_ewt'"),
+    ],
+)
+def test_bad_config_values_are_named(key, value, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        cli.load_config(SMOKE, {key: value}, rules=bd.RULES)
+
+
+def test_a_bad_value_on_the_command_line_exits_2_before_writing(tmp_path, repo_root):
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.bidirectional", f"--workdir={workdir}"]
+        + [f"--config={SMOKE}", "--config.grid.points=forward-gru"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=repo_root,
+    )
+    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert "grid.points='forward-gru': must be distinct names from" in proc.stderr
+    assert "Traceback" not in proc.stderr and not workdir.exists()
+
+
+def test_the_main_job_runs_it_and_reports_its_answers(smoke_run, tmp_path):
+    from experiments import reproduce
+
+    assert "bidirectional" in reproduce.experiment_names()
+    (tmp_path / "bidirectional").symlink_to(smoke_run, target_is_directory=True)
+    text = reproduce.write_report(tmp_path, ["bidirectional"], {"bidirectional": 60.0})
+    answers = bd.answers(smoke_run)
+    assert f"**Q6. {reproduce.QUESTIONS[6]}** {answers[6]}" in text  # not the library line
+    assert answers[14] in text and "![bidirectional.png](bidirectional/bidirectional.png)" in text
