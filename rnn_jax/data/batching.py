@@ -300,8 +300,8 @@ class LMEvalStream:
 
     Batch `i`: `{"inputs", "targets": int32 [batch_size, num_steps], "weights": float32 [...]}`;
     `sum(weights)` over all batches is `n - 1`. Like `LMStream`, each row after the first
-    starts from a zero state at its first token (`batch_size - 1` targets with a shorter
-    context than a 1 x 1 evaluation gives them).
+    starts from a zero state at its first token, so that row's first targets see less context
+    than a 1 x 1 evaluation gives them.
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
