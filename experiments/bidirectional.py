@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import json
 import pathlib
 import time
 
@@ -378,18 +377,15 @@ def run(
         }
         for name, s in summaries.items()
     }
-    grid.write_results(
-        workdir, final, {"points": summaries, "timing": {"wall_s": time.perf_counter() - start}}
+    grid.write_grid_outputs(
+        workdir, "bidirectional", final, summaries, report, time.perf_counter() - start
     )
-    (workdir / "bidirectional.md").write_text(report.markdown(summaries))
-    report.plot(summaries, workdir)
     return final
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Markdown answers to seed questions 6 and 14 from a finished run's results.json."""
-    points = json.loads((workdir / "results.json").read_text())["points"]
-    return report.answers(points)
+    return grid.grid_answers(workdir, report)
 
 
 def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:

@@ -214,6 +214,21 @@ def write_results(workdir: pathlib.Path, final: dict, extra: dict | None = None)
         run_metrics.write_json_atomic(workdir / RESULTS_FILE, results)
 
 
+def write_grid_outputs(
+    workdir: pathlib.Path, name: str, final: dict, summaries: dict, report: Any, wall_s: float
+) -> None:
+    """A grid experiment's outputs: results.json (`final`, every point's summary under
+    `points`, the wall time), `W/<name>.md` (`report.markdown`) and `report.plot`'s PNGs."""
+    write_results(workdir, final, {"points": summaries, "timing": {"wall_s": wall_s}})
+    (workdir / f"{name}.md").write_text(report.markdown(summaries))
+    report.plot(summaries, workdir)
+
+
+def grid_answers(workdir: pathlib.Path, report: Any) -> dict[int, str]:
+    """`report.answers` over the point summaries a finished run stored in results.json."""
+    return report.answers(json.loads((workdir / RESULTS_FILE).read_text())["points"])
+
+
 def finite_or_none(value: float) -> float | None:
     """JSON has no NaN: a missing measurement is null."""
     return float(value) if value is not None and math.isfinite(value) else None

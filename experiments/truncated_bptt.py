@@ -22,7 +22,6 @@ It writes W/results.json, W/truncated_bptt.md, W/truncated_bptt.png and W/clippi
 from __future__ import annotations
 
 import functools
-import json
 import math
 import pathlib
 import time
@@ -369,18 +368,15 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                 "max_grad_norm": s["max_grad_norm"],
                 "diverged_seeds": float(sum(s["diverged"])),
             }
-    grid.write_results(
-        workdir, final, {"points": summaries, "timing": {"wall_s": time.perf_counter() - start}}
+    grid.write_grid_outputs(
+        workdir, "truncated_bptt", final, summaries, report, time.perf_counter() - start
     )
-    (workdir / "truncated_bptt.md").write_text(report.markdown(summaries))
-    report.plot(summaries, workdir)
     return final
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Markdown answers to seed questions 11 and 13 from a finished run's results.json."""
-    points = json.loads((workdir / "results.json").read_text())["points"]
-    return report.answers(points)
+    return grid.grid_answers(workdir, report)
 
 
 def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
