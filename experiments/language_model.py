@@ -4,6 +4,7 @@
         --config=experiments/configs/language_model.py:<smoke|quick|full>
     # then, from the best-validation checkpoint and the saved vocabulary:
     python -m experiments.language_model --workdir=W --config=<same> --sample=200 --prompt=The
+    python -m experiments.language_model --workdir=W --config=<same> --eval_contexts=0,64,256
 
 Measures per-token cross-entropy and perplexity on the validation and test streams (test with
 the best-validation checkpoint, as published perplexities are measured) beside context-free
@@ -56,6 +57,7 @@ RULES: cfg.Rules = {
     "data.corpus": cfg.one_of("markov", "ptb", "tiny_shakespeare"),
     "data.bptt_length": cfg.positive,
     "data.eval_batch_size": cfg.positive,
+    "data.eval_context": cfg.int_at_least(0),
     "data.markov_vocab_size": cfg.positive,
     "data.markov_order": cfg.positive,
     "data.markov_train_tokens": cfg.positive,
@@ -184,9 +186,13 @@ class LanguageModelTask(Task):
         return loss, (carry, {"train_nll": jnp.mean(nll)})
 
     def eval_data(self, split: str) -> LMEvalStream:
-        """Every target of the split once (`LMEvalStream`; `LMStream` would drop its tail)."""
+        """Every target of the split once (`LMEvalStream`; `LMStream` would drop its tail),
+        each row first reading up to `data.eval_context` tokens of unscored history."""
         return LMEvalStream(
-            self.corpus.splits[split], self.eval_batch_size(split), self.config.data.bptt_length
+            self.corpus.splits[split],
+            self.eval_batch_size(split),
+            self.config.data.bptt_length,
+            context=self.config.data.eval_context,
         )
 
     def eval_batch_size(self, split: str) -> int:
@@ -349,11 +355,101 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     return {7: text}
 
 
+def split_nll(model: RNNLanguageModel, task: LanguageModelTask, stream: LMEvalStream) -> float:
+    """Mean NLL per target of `stream` under `model` (one replica), the state carried across
+    its batches from a zero state: what the run's evaluation computes for that stream."""
+    step = nnx.jit(task.eval_step)
+    carry = task.init_carry(stream.batch_size)
+    nll = tokens = 0.0
+    for batch in stream:
+        carry, sums = step(model, jax.tree.map(jnp.asarray, batch), carry)
+        nll, tokens = nll + float(sums["nll"]), tokens + float(sums["tokens"])
+    return nll / tokens
+
+
+def context_study(
+    model: RNNLanguageModel, task: LanguageModelTask, contexts: list[int]
+) -> dict[str, dict[str, float]]:
+    """How much history evaluation rows need: per split (valid, test), the NLL with one row
+    (`"1 row"`: every target sees the whole split before it, as the tutorial's 1 x 1
+    evaluation) and with `data.eval_batch_size` rows of `LMEvalStream` for each `context`."""
+    data = task.config.data
+    table = {}
+    for split in ("valid", "test"):
+        ids = task.corpus.splits[split]
+        row = {"1 row": split_nll(model, task, LMEvalStream(ids, 1, data.bptt_length))}
+        for context in contexts:
+            stream = LMEvalStream(ids, data.eval_batch_size, data.bptt_length, context=context)
+            row[f"{data.eval_batch_size} rows, context {context}"] = split_nll(model, task, stream)
+        table[split] = row
+    return table
+
+
+def _difference(value: float) -> str:
+    """'+0.00295'; a difference that rounds to zero at 5 decimals is '0' (not '-0.00000')."""
+    return "0" if abs(value) < 5e-6 else f"{value:+.5f}"
+
+
+def context_markdown(table: dict[str, dict[str, float]], step: int, unit: str) -> str:
+    """W/eval_context.md: the NLLs of `context_study` and their difference from one row."""
+    columns = list(next(iter(table.values())))
+    header = ["split"] + [f"{c} (nats/{unit})" for c in columns]
+    rows = []
+    for split, row in table.items():
+        exact = row["1 row"]
+        rows.append(
+            [split]
+            + [
+                f"{row[c]:.5f}" + ("" if c == "1 row" else f" ({_difference(row[c] - exact)})")
+                for c in columns
+            ]
+        )
+    return "\n".join(
+        [
+            "# LM evaluation: how much history the evaluation rows need",
+            "",
+            f"Best checkpoint (step {step}), replica 0. `1 row`: the whole split as one row, "
+            "every target seeing all the text before it (the tutorial's 1 x 1 evaluation); "
+            "`k rows, context c`: `rnn_jax.data.LMEvalStream`, each row reading up to c "
+            "unscored tokens before its first target (in brackets: the difference from 1 row).",
+            "",
+            run_report.metric_table(header, rows),
+            "",
+        ]
+    )
+
+
+def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
+    from absl import flags
+
+    from rnn_jax.train.metrics import write_json_atomic, write_text_atomic
+    from rnn_jax.train.restore import restore_model
+
+    try:
+        contexts = [int(c) for c in flags.FLAGS.eval_contexts.split(",")]
+    except ValueError:
+        contexts = [-1]
+    if any(c < 0 for c in contexts):
+        raise cfg.ConfigError(
+            f"--eval_contexts={flags.FLAGS.eval_contexts!r}: comma-separated integers >= 0"
+        )
+    model, step = restore_model(config, workdir, task)
+    table = context_study(model, task, contexts)
+    _, unit = _corpus_and_unit(pathlib.Path(workdir), config.to_dict()["data"])
+    text = context_markdown(table, step, unit)
+    write_json_atomic(pathlib.Path(workdir) / "eval_context.json", {"step": step, "nll": table})
+    write_text_atomic(pathlib.Path(workdir) / "eval_context.md", text)
+    print(text)
+
+
 def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
     from absl import flags
 
     from rnn_jax.train.restore import restore_model
 
+    if flags.FLAGS.eval_contexts:
+        _evaluate_contexts(config, workdir, task)
+        return
     if not flags.FLAGS.sample:
         run_report.train_and_report(
             config, workdir, task, name=NAME, report=report_markdown, train_key="train_nll"
@@ -388,4 +484,11 @@ if __name__ == "__main__":
     )
     flags.DEFINE_string("prompt", "The", "Prompt for --sample (characters or words).")
     flags.DEFINE_float("temperature", 1.0, "Softmax temperature for --sample.")
+    flags.DEFINE_string(
+        "eval_contexts",
+        "",
+        "If set (e.g. '0,64,256'): instead of training, evaluate the run's best checkpoint on "
+        "valid and test with one row (full history) and with data.eval_batch_size rows at "
+        "each of these contexts; writes W/eval_context.{json,md}.",
+    )
     cli.main(LanguageModelTask, RULES, run=_train_or_sample)

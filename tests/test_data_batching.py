@@ -165,14 +165,27 @@ def test_lm_stream_resume_and_errors():
 
 
 @pytest.mark.parametrize(
-    "n, batch_size, steps", [(2, 1, 1), (11, 8, 3), (100, 4, 7), (1003, 4, 7), (57, 8, 35)]
+    "n, batch_size, steps, context",
+    [
+        (2, 1, 1, 0),
+        (11, 8, 3, 0),
+        (100, 4, 7, 0),
+        (1003, 4, 7, 0),
+        (57, 8, 35, 0),
+        (11, 8, 3, 5),
+        (100, 4, 7, 10),
+        (1003, 4, 7, 300),
+        (57, 8, 35, 35),
+    ],
 )
-def test_lm_eval_stream_scores_every_target_once_in_contiguous_rows(n, batch_size, steps):
+def test_lm_eval_stream_scores_every_target_once_in_contiguous_rows(n, batch_size, steps, context):
     """Brute force: each (input, target) pair of weight 1 is (ids[p], ids[p + 1]); together
-    they are every p in [0, n - 1) exactly once; within a row, scored positions follow each
-    other across batches (so a carried state sees the row's text in order)."""
+    they are every p in [0, n - 1) exactly once; each row reads consecutive positions across
+    batches (so a carried state sees the row's text in order), from a zero state at its first
+    column, and that first column is min(context, p) positions before the row's first scored
+    p; after the row's last scored target only padding (0, weight 0) follows."""
     ids = np.arange(5000, 5000 + n)  # value - 5000 = position
-    stream = LMEvalStream(ids, batch_size, steps)
+    stream = LMEvalStream(ids, batch_size, steps, context=context)
     batches = list(stream)
     assert len(batches) == len(stream) and all(
         b["inputs"].shape == (batch_size, steps) for b in batches
@@ -185,11 +198,27 @@ def test_lm_eval_stream_scores_every_target_once_in_contiguous_rows(n, batch_siz
     positions = inputs[real] - 5000
     assert sorted(positions.tolist()) == list(range(n - 1))
     np.testing.assert_array_equal(targets[real], inputs[real] + 1)
-    assert not inputs[~real].any() and not targets[~real].any()
     for b in range(batch_size):
-        row = inputs[b][real[b]]
-        assert real[b].tolist() == sorted(real[b].tolist(), reverse=True)  # padding at the end
-        np.testing.assert_array_equal(np.diff(row), np.ones(max(len(row) - 1, 0)))
+        read = inputs[b] != 0
+        width = int(read.sum())
+        assert read[:width].all() and not read[width:].any()  # padding only at the end
+        assert not targets[b][width:].any() and not real[b][width:].any()
+        row = inputs[b][:width] - 5000
+        np.testing.assert_array_equal(np.diff(row), np.ones(max(width - 1, 0)))
+        np.testing.assert_array_equal(targets[b][:width], inputs[b][:width] + 1)
+        if real[b].any():
+            first_scored = int(np.argmax(real[b]))
+            assert first_scored == min(context, int(row[first_scored]))  # the history read
+            assert real[b][first_scored:width].all()  # scored through to the row's end
+        else:
+            assert width == 0
+
+
+def test_lm_eval_stream_context_costs_only_the_extra_columns():
+    """1000 targets in 4 rows of 250: context 40 widens every row by 40 columns, no more."""
+    plain = LMEvalStream(np.arange(1001), 4, 10)
+    wide = LMEvalStream(np.arange(1001), 4, 10, context=40)
+    assert (len(plain), len(wide)) == (25, 29)
 
 
 def test_lm_eval_stream_errors():
@@ -199,3 +228,6 @@ def test_lm_eval_stream_errors():
         LMEvalStream(np.zeros((2, 3)), 1, 1)
     with pytest.raises(ValueError, match="must be >= 1"):
         LMEvalStream(np.arange(10), 0, 3)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="context="):
+            LMEvalStream(np.arange(10), 2, 3, context=bad)

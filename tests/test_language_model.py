@@ -298,6 +298,19 @@ def test_rules_refuse_a_zero_size(repo_root, monkeypatch, key):
     cli.load_config("experiments/configs/language_model.py:smoke", {"model.embed_size": 8}, RULES)
 
 
+@pytest.mark.parametrize("bad", [-1, 2.5])
+def test_rules_refuse_a_bad_eval_context(repo_root, monkeypatch, bad):
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES
+    from rnn_jax.train import cli
+
+    with pytest.raises(ValueError, match="data.eval_context"):
+        cli.load_config(
+            "experiments/configs/language_model.py:smoke", {"data.eval_context": bad}, RULES
+        )
+    cli.load_config("experiments/configs/language_model.py:smoke", {"data.eval_context": 0}, RULES)
+
+
 def _dot_operand_dtypes(jaxpr) -> list:
     """The operand dtypes of every dot_general in `jaxpr` and the jaxprs inside it (scan
     bodies, custom-VJP forwards)."""
@@ -333,14 +346,20 @@ def test_bfloat16_compute_runs_every_matmul_in_bfloat16(cell):
 
 def test_evaluation_scores_every_target_of_the_split_once(repo_root, monkeypatch):
     """The evaluation stream (`LMEvalStream`, batches of 4 rows x bptt, state carried across
-    batches) against each row run through the model in one call from a zero state. Before,
-    evaluation used `LMStream`, which drops the stream's tail (up to rows x bptt + rows - 2
-    targets)."""
+    batches, each row first reading `data.eval_context` = 20 unscored tokens) against each
+    row run through the model in one call from a zero state, scoring only its own targets.
+    Before, evaluation used `LMStream`, which drops the stream's tail (up to rows x bptt +
+    rows - 2 targets), and rows after the first read no history."""
     monkeypatch.chdir(repo_root)
     from experiments.language_model import RULES, LanguageModelTask
     from rnn_jax.train import cli
 
-    overrides = {"data.eval_batch_size": 4, "data.markov_eval_tokens": 203}
+    context = 20
+    overrides = {
+        "data.eval_batch_size": 4,
+        "data.markov_eval_tokens": 203,
+        "data.eval_context": context,
+    }
     config = cli.load_config("experiments/configs/language_model.py:smoke", overrides, RULES)
     task = LanguageModelTask(config)
     model = task.init_model(jax.random.key(1))
@@ -353,12 +372,43 @@ def test_evaluation_scores_every_target_of_the_split_once(repo_root, monkeypatch
         totals = {k: totals[k] + float(sums[k]) for k in totals}
     assert totals["tokens"] == len(ids) - 1
     row_length = -(-(len(ids) - 1) // 4)
-    nll = 0.0
+    nll = no_history = 0.0
     for b in range(4):
+        start = max(0, b * row_length - context)
+        row = ids[start : min((b + 1) * row_length + 1, len(ids))]
+        logits, _, _ = model(jnp.asarray(row[None, :-1]))
+        log_probs = np.asarray(jax.nn.log_softmax(logits[0].astype(jnp.float32)))
+        scored = np.arange(b * row_length - start, len(row) - 1)
+        nll -= log_probs[scored, row[scored + 1]].sum()
         row = ids[b * row_length : min((b + 1) * row_length + 1, len(ids))]
         logits, _, _ = model(jnp.asarray(row[None, :-1]))
         log_probs = np.asarray(jax.nn.log_softmax(logits[0].astype(jnp.float32)))
-        nll -= log_probs[np.arange(len(row) - 1), row[1:]].sum()
+        no_history -= log_probs[np.arange(len(row) - 1), row[1:]].sum()
     assert totals["nll"] == pytest.approx(nll, rel=1e-5)
+    assert abs(nll - no_history) > 1e-3 * abs(nll)  # the history changes what is scored
     got = task.eval_metrics(totals)["loss"]
     assert got == pytest.approx(nll / (len(ids) - 1), rel=1e-5)
+
+
+def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypatch):
+    """`context_study`: one row (the whole split as history) against the model run over the
+    split in one call; 4 rows that each read back to the split's start (context >= n) score
+    every target with exactly that history, so they agree with one row; context 0 does not."""
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES, LanguageModelTask, context_study
+    from rnn_jax.train import cli
+
+    overrides = {"data.eval_batch_size": 4, "data.markov_eval_tokens": 203}
+    config = cli.load_config("experiments/configs/language_model.py:smoke", overrides, RULES)
+    task = LanguageModelTask(config)
+    model = task.init_model(jax.random.key(2))
+    table = context_study(model, task, [0, 203])
+    assert set(table) == {"valid", "test"}
+    ids = task.corpus.splits["valid"]
+    logits, _, _ = model(jnp.asarray(ids[None, :-1]))
+    log_probs = np.asarray(jax.nn.log_softmax(logits[0].astype(jnp.float32)))
+    direct = -log_probs[np.arange(len(ids) - 1), ids[1:]].mean()
+    row = table["valid"]
+    assert row["1 row"] == pytest.approx(direct, rel=1e-5)
+    assert row["4 rows, context 203"] == pytest.approx(row["1 row"], rel=1e-5)
+    assert abs(row["4 rows, context 0"] - row["1 row"]) > 1e-4

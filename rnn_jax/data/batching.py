@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from rnn_jax.predicates import is_int
+
 Batch = dict[str, np.ndarray]
 
 
@@ -293,39 +295,53 @@ class LMEvalStream:
     targets: 0.15% of PTB's valid and test sets at batch 8 x 35); perplexity over a split
     should count all `n - 1` targets, as the tutorial's 1 x 1 evaluation does. Here the
     targets `ids[1:]` are cut into `batch_size` contiguous rows of
-    `row_length = ceil((n - 1) / batch_size)`; row `b` reads
-    `inputs = ids[b * row_length : (b + 1) * row_length]` and the tokens one later as
-    targets, `num_steps` at a time, carrying its state across batches. The last rows' tails
-    are padded (inputs and targets 0) with `weights` 0.0.
+    `row_length = ceil((n - 1) / batch_size)`; row `b` scores the targets after
+    `ids[b * row_length : (b + 1) * row_length]`, `num_steps` at a time, carrying its state
+    across batches.
+
+    Each row starts from a zero state. So that a row's first targets do not see less history
+    than a 1 x 1 evaluation gives them, row `b` first reads up to `context` tokens before its
+    first scored input, `ids[max(0, b * row_length - context) : b * row_length]`, with
+    weight 0 (row 0 has no earlier text and starts at the stream's start). Then every scored
+    target sees at least `min(context, p)` tokens of history from a zero state, `p` its
+    position; `context=0` is the plain split into rows. Rows' tails are padded (inputs and
+    targets 0); every column that is not a scored target has weight 0.0.
 
     Batch `i`: `{"inputs", "targets": int32 [batch_size, num_steps], "weights": float32 [...]}`;
-    `sum(weights)` over all batches is `n - 1`. Like `LMStream`, each row after the first
-    starts from a zero state at its first token, so that row's first targets see less context
-    than a 1 x 1 evaluation gives them.
+    `sum(weights)` over all batches is `n - 1`.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
+    def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int, context: int = 0) -> None:
         ids = np.asarray(ids)
         if ids.ndim != 1 or len(ids) < 2:
             raise ValueError(f"ids must be a 1-D token stream of >= 2 tokens, got {ids.shape}")
         if batch_size < 1 or num_steps < 1:
             raise ValueError(f"batch_size={batch_size} and num_steps={num_steps} must be >= 1")
+        if not is_int(context) or context < 0:
+            raise ValueError(f"context={context!r} must be an integer >= 0")
         self.num_targets = len(ids) - 1
         self.row_length = -(-self.num_targets // batch_size)
-        self.num_batches = -(-self.row_length // num_steps)
+        # Row b's first scored input is at b * row_length; it starts `offset[b]` tokens before.
+        first = np.arange(batch_size) * self.row_length
+        offset = np.minimum(first, context)
+        self.num_batches = -(-(self.row_length + int(offset.max())) // num_steps)
         width = self.num_batches * num_steps
-        # Position p = b * row_length + t of the stream (t < width); a target exists at p when
-        # t < row_length and p + 1 < n.
-        t = np.arange(width)
-        positions = np.arange(batch_size)[:, None] * self.row_length + t[None, :]
-        real = (t[None, :] < self.row_length) & (positions + 1 < len(ids))
+        # Column t of row b reads position p = first[b] - offset[b] + t; its target is scored
+        # when offset[b] <= t < offset[b] + row_length and p + 1 < n.
+        t = np.arange(width)[None, :]
+        positions = (first - offset)[:, None] + t
+        # A row with no targets left (first >= n - 1: more rows than targets) reads nothing.
+        read = (t < offset[:, None] + self.row_length) & (positions + 1 < len(ids))
+        read &= (first < self.num_targets)[:, None]
+        scored = read & (t >= offset[:, None])
         last = len(ids) - 1
         ids = ids.astype(np.int32)
-        self.inputs = np.where(real, ids[np.minimum(positions, last)], 0).astype(np.int32)
-        self.targets = np.where(real, ids[np.minimum(positions + 1, last)], 0).astype(np.int32)
-        self.weights = real.astype(np.float32)
+        self.inputs = np.where(read, ids[np.minimum(positions, last)], 0).astype(np.int32)
+        self.targets = np.where(read, ids[np.minimum(positions + 1, last)], 0).astype(np.int32)
+        self.weights = scored.astype(np.float32)
         self.batch_size = batch_size
         self.num_steps = num_steps
+        self.context = context
 
     def __len__(self) -> int:
         return self.num_batches
