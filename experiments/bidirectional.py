@@ -291,12 +291,6 @@ def matched_hidden_sizes(
     return out
 
 
-def _per_seed(final: dict, key: str, num_seeds: int) -> list[float | None]:
-    """One value per seed of a final metric (the runtime stores lists only when n > 1)."""
-    values = final["per_seed"][key] if num_seeds > 1 else [final[key]]
-    return [grid.finite_or_none(v) for v in values]
-
-
 def run_point(
     config: ml_collections.ConfigDict,
     loaded: BidirectionalTask,
@@ -313,7 +307,7 @@ def run_point(
     n, t = point.num_seeds, point.train
     direction, head = name.split("-")
     metrics_per_seed = {
-        f"{split}_{metric}": _per_seed(final, f"{split}_{metric}", n)
+        f"{split}_{metric}": grid.final_per_seed(final, f"{split}_{metric}", n)
         for split in EVAL_SPLITS
         for metric in ("loss", "accuracy", *(f"accuracy_{c}" for c in TOKEN_CLASSES))
     }

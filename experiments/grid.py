@@ -234,6 +234,13 @@ def finite_or_none(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def final_per_seed(final: dict, key: str, num_seeds: int) -> list[float | None]:
+    """One value per seed of a metric in the runtime's `final` (it stores lists, under
+    `per_seed`, only when num_seeds > 1); not finite -> None."""
+    values = final["per_seed"][key] if num_seeds > 1 else [final[key]]
+    return [finite_or_none(v) for v in values]
+
+
 def none_to_nan(values: Any) -> np.ndarray:
     """float64 array of stored measurements (lists, or lists of rows), null -> NaN: the
     inverse of `finite_or_none` for results read back from JSON."""

@@ -1,10 +1,17 @@
-"""encoder_options: an experiment's `config.model` -> the SequenceEncoder it describes."""
+"""encoder_options: an experiment's `config.model` -> the SequenceEncoder it describes; the
+context-free `kind='bag'` encoder against a numpy reference, its independence from the other
+tokens, and the Tagger and Classifier that train with it."""
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+import optax
+import pytest
 from flax import nnx
 
 from rnn_jax.models.classifier import Classifier
-from rnn_jax.models.encoder import encoder_options
+from rnn_jax.models.encoder import SequenceEncoder, encoder_options
 from rnn_jax.models.tagger import Tagger
 
 
@@ -46,3 +53,91 @@ def test_encoder_options_build_the_transformer_baseline():
     assert transformer.embed.max_length == 12
     assert transformer.stack.blocks[0].self_attention.num_heads == 2
     assert not isinstance(transformer.embed.position, nnx.Param)  # a fixed sinusoid table
+
+
+BAG_TOKENS = np.array([[3, 1, 4, 1, 5], [2, 6, 5, 0, 0]], np.int32)
+BAG_LENGTHS = np.array([5, 3], np.int32)
+
+
+def _bag(**options):
+    return SequenceEncoder(10, embed_size=4, hidden_size=6, kind="bag", rngs=nnx.Rngs(3), **options)
+
+
+def test_bag_states_are_tanh_of_a_dense_layer_per_token():
+    """The reference: numpy tanh(E[token] W + b), token by token; padding is 0."""
+    encoder = _bag()
+    states, carries = encoder(BAG_TOKENS, BAG_LENGTHS)
+    assert carries is None and encoder.output_size == 6
+    table = np.asarray(encoder.embed.embedding[...])
+    kernel = np.asarray(encoder.position_wise.kernel[...])
+    bias = np.asarray(encoder.position_wise.bias[...])
+    for row, length in enumerate(BAG_LENGTHS):
+        for t in range(BAG_TOKENS.shape[1]):
+            expected = np.tanh(table[BAG_TOKENS[row, t]] @ kernel + bias) if t < length else 0.0
+            np.testing.assert_allclose(states[row, t], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bag_state_does_not_see_the_other_tokens():
+    chars = np.arange(2 * 5 * 3, dtype=np.int32).reshape(2, 5, 3) % 7 + 1
+    char_lengths = np.full((2, 5), 3, np.int32)
+    encoder = _bag(num_chars=8, char_embed_size=3, char_hidden_size=2)
+    states, _ = encoder(BAG_TOKENS, BAG_LENGTHS, chars=chars, char_lengths=char_lengths)
+    for position in range(5):
+        tokens, other_chars = BAG_TOKENS.copy(), chars.copy()
+        tokens[0, position] = (tokens[0, position] + 3) % 10
+        other_chars[0, position] = other_chars[0, position][::-1]
+        changed, _ = encoder(tokens, BAG_LENGTHS, chars=other_chars, char_lengths=char_lengths)
+        others = [t for t in range(5) if t != position]
+        np.testing.assert_array_equal(changed[0, others], states[0, others])
+        np.testing.assert_array_equal(changed[1], states[1])
+        assert not np.allclose(changed[0, position], states[0, position])
+
+
+def test_bag_states_permute_with_the_tokens():
+    encoder = _bag()
+    permutation = np.array([4, 2, 0, 3, 1])
+    states, _ = encoder(BAG_TOKENS[:1], BAG_LENGTHS[:1])
+    permuted, _ = encoder(BAG_TOKENS[:1, permutation], BAG_LENGTHS[:1])
+    np.testing.assert_allclose(permuted[0], states[0, permutation], rtol=1e-6)
+    # The BiLSTM is the contrast: its states do depend on the order.
+    lstm = SequenceEncoder(10, embed_size=4, hidden_size=6, rngs=nnx.Rngs(3))
+    states, _ = lstm(BAG_TOKENS[:1], BAG_LENGTHS[:1])
+    permuted, _ = lstm(BAG_TOKENS[:1, permutation], BAG_LENGTHS[:1])
+    assert not np.allclose(permuted[0], states[0, permutation], atol=1e-4)
+
+
+def _one_sgd_step(model, loss_fn):
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    assert np.abs(np.asarray(grads.encoder.position_wise.kernel[...])).sum() > 0
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda p, g: p - 0.5 * g, params, nnx.state(grads, nnx.Param)))
+    return float(loss), float(loss_fn(model))
+
+
+def test_a_bag_tagger_and_classifier_train():
+    tags = np.array([[1, 2, 1, 2, 3], [3, 1, 3, 0, 0]], np.int32)
+    tagger = Tagger(10, 4, kind="bag", embed_size=4, hidden_size=6, rngs=nnx.Rngs(0))
+    before, after = _one_sgd_step(tagger, lambda m: jnp.mean(m.loss(BAG_TOKENS, tags, BAG_LENGTHS)))
+    assert after < before
+    classifier = Classifier(
+        10, 2, pooling="mean", kind="bag", embed_size=4, hidden_size=6, rngs=nnx.Rngs(0)
+    )
+    labels = np.array([0, 1])
+
+    def classifier_loss(model):
+        logits, _ = model(BAG_TOKENS, BAG_LENGTHS)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+    before, after = _one_sgd_step(classifier, classifier_loss)
+    assert after < before
+
+
+def test_a_bag_refuses_last_pooling_and_streaming_and_a_bad_kind_is_named():
+    with pytest.raises(ValueError, match=r"pooling='last' needs an RNN encoder, got kind='bag'"):
+        Classifier(10, 2, pooling="last", kind="bag", embed_size=4, hidden_size=6, rngs=nnx.Rngs(0))
+    with pytest.raises(
+        ValueError, match=r"step needs a unidirectional RNN encoder, got kind='bag'"
+    ):
+        _bag().zero_carry(2)
+    with pytest.raises(ValueError, match=r"kind='bow'; allowed: 'rnn', 'transformer', 'bag'"):
+        SequenceEncoder(10, embed_size=4, hidden_size=6, kind="bow", rngs=nnx.Rngs(0))

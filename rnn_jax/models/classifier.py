@@ -43,8 +43,11 @@ class Classifier(nnx.Module):
         check_positive(num_classes=num_classes)
         self.pooling = pooling
         self.encoder = SequenceEncoder(vocab_size, rngs=rngs, **encoder_options)
-        if pooling == "last" and self.encoder.kind == "transformer":
-            raise ValueError("pooling='last' needs an RNN encoder; use mean, max or attention")
+        if pooling == "last" and self.encoder.kind != "rnn":
+            raise ValueError(
+                f"pooling='last' needs an RNN encoder, got kind={self.encoder.kind!r}; "
+                "use mean, max or attention"
+            )
         size = self.encoder.output_size
         if pooling == "attention":
             self.attention = AdditiveAttention(size, size, attention_size or size, rngs=rngs)

@@ -1,9 +1,17 @@
-"""The token encoder taggers, classifiers and seq2seq share: embeddings -> (Bi)RNN or transformer.
+"""The token encoder taggers, classifiers and seq2seq share: embeddings -> (Bi)RNN, transformer
+or a context-free bag.
 
   word embedding [+ character-level BiRNN word features (Lample et al. 2016)]
     -> dropout -> rnn_jax.modules.RNN (stacked, optionally bidirectional)
                   or rnn_jax.models.transformer.TransformerEncoder (the baseline)
+                  or, kind='bag', tanh(W x_t + b) at each position alone
     -> dropout -> states [batch, time, output_size]
+
+kind='bag' mixes nothing across positions: a token's state depends on that token (and its
+characters) only, so states permute with the tokens. Under a tagger it is a per-word
+classifier; under a classifier with mean pooling it is a neural bag of words, the deep
+averaging network of Iyyer et al. (2015) with one hidden layer before the average. It is the
+no-context, no-order reference of `experiments.word_order`.
 
 A unidirectional RNN encoder also runs one token at a time (`zero_carry`, `step`), in
 constant memory, with the same numbers as the full pass.
@@ -21,7 +29,7 @@ from rnn_jax.models.checks import check_choice, check_ids, check_positive, lengt
 from rnn_jax.models.transformer import TransformerEncoder
 from rnn_jax.modules import RNN
 
-ENCODER_KINDS = ("rnn", "transformer")
+ENCODER_KINDS = ("rnn", "transformer", "bag")
 
 # SequenceEncoder's architecture arguments, as an experiment's `config.model` names them.
 ENCODER_OPTIONS = (
@@ -84,7 +92,8 @@ class SequenceEncoder(nnx.Module):
 
     Args:
       vocab_size, embed_size, hidden_size: sizes (transformer: d_model = hidden_size).
-      kind: 'rnn' or 'transformer'.
+      kind: 'rnn', 'transformer' or 'bag' (position-wise Dense(hidden_size) + tanh, no context;
+        output_size = hidden_size).
       cell, num_layers, bidirectional: the RNN stack (rnn_jax.modules.RNN).
       dropout_rate: on embeddings, between RNN layers and on the output states.
       num_chars, char_embed_size, char_hidden_size: character features if num_chars is set.
@@ -124,8 +133,12 @@ class SequenceEncoder(nnx.Module):
             if num_chars is None
             else CharEncoder(num_chars, char_embed_size, char_hidden_size, cell, rngs=rngs)
         )
-        if kind == "rnn":
-            input_size = embed_size + (0 if num_chars is None else 2 * char_hidden_size)
+        input_size = embed_size + (0 if num_chars is None else 2 * char_hidden_size)
+        if kind == "bag":
+            self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
+            self.position_wise = nnx.Linear(input_size, hidden_size, rngs=rngs)
+            self.output_size = hidden_size
+        elif kind == "rnn":
             self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
             self.rnn = RNN(
                 cell,
@@ -172,7 +185,8 @@ class SequenceEncoder(nnx.Module):
         rng: jax.Array | None = None,
     ) -> tuple[jax.Array, list | None]:
         """tokens [batch, time], lengths [batch], chars [batch, time, max_chars] ->
-        (states [batch, time, output_size], final RNN carries per layer (None: transformer))."""
+        (states [batch, time, output_size], final RNN carries per layer (None: transformer,
+        bag)). A bag's states are 0 past each length."""
         mask = length_mask(lengths, tokens.shape[1])
         check_ids("tokens", tokens, self.vocab_size, "vocab_size", mask)
         # Padding may hold any id, but an out-of-range one embeds as NaN (nnx.Embed), and
@@ -181,6 +195,10 @@ class SequenceEncoder(nnx.Module):
         input_rng, rnn_rng, output_rng = _split(rng, 3)
         if self.kind == "transformer":
             states, carries = self.transformer(tokens, lengths, rng=rnn_rng), None
+        elif self.kind == "bag":
+            x = dropout(input_rng, self.dropout_rate, self._inputs(tokens, chars, char_lengths))
+            states = jnp.where(mask[:, :, None], jnp.tanh(self.position_wise(x)), 0.0)
+            carries = None
         else:
             x = dropout(input_rng, self.dropout_rate, self._inputs(tokens, chars, char_lengths))
             states, carries = self.rnn(x, lengths, rng=rnn_rng)
@@ -208,6 +226,8 @@ class SequenceEncoder(nnx.Module):
         return self.rnn.step(carries, x[:, 0])
 
     def _check_streaming(self) -> None:
+        # A bag could stream (each state is its token's alone) but nothing needs it: refused
+        # rather than kept untested.
         if self.kind != "rnn" or self.bidirectional:
             raise ValueError(
                 f"step needs a unidirectional RNN encoder, got kind={self.kind!r}, "
