@@ -39,7 +39,6 @@ import copy
 import dataclasses
 import functools
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -361,20 +360,8 @@ def run(
     `loaded`: as for `grid_points`."""
     cfg.validate(config, RULES)
     points = grid_points(config, loaded)
-    start = time.perf_counter()
-    print(f"bidirectional: {len(points)} points, {config.num_seeds} seeds each", flush=True)
-    summaries = grid.run_points(workdir, points, config)
-    final = {
-        name: {
-            key: s[key]
-            for key in ("valid_accuracy", "test_accuracy", "params", "params_varying", "hidden")
-        }
-        for name, s in summaries.items()
-    }
-    grid.write_grid_outputs(
-        workdir, "bidirectional", final, summaries, report, time.perf_counter() - start
-    )
-    return final
+    keys = ("valid_accuracy", "test_accuracy", "params", "params_varying", "hidden")
+    return grid.run_grid("bidirectional", config, workdir, points, report, keys)
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:

@@ -220,8 +220,32 @@ def write_grid_outputs(
     """A grid experiment's outputs: results.json (`final`, every point's summary under
     `points`, the wall time), `W/<name>.md` (`report.markdown`) and `report.plot`'s PNGs."""
     write_results(workdir, final, {"points": summaries, "timing": {"wall_s": wall_s}})
-    (workdir / f"{name}.md").write_text(report.markdown(summaries))
-    report.plot(summaries, workdir)
+    if jax.process_index() == 0:
+        run_metrics.write_text_atomic(workdir / f"{name}.md", report.markdown(summaries))
+        report.plot(summaries, workdir)
+
+
+def run_grid(
+    name: str,
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    points: Sequence[tuple[str, Callable[[pathlib.Path], dict]]],
+    report: Any,
+    final: Sequence[str] | Callable[[dict], dict],
+    start: float | None = None,
+) -> dict:
+    """A grid experiment's `run` after its points are built: `run_points`, then
+    `write_grid_outputs`. `final`: the summary keys that go into results.json's `final`
+    per point, or a function summary -> that point's `final` entry. `start`: the
+    `time.perf_counter()` the recorded wall time counts from (default: now). Returns `final`.
+    """
+    start = time.perf_counter() if start is None else start
+    print(f"{name}: {len(points)} points, {config.num_seeds} seeds each", flush=True)
+    summaries = run_points(workdir, points, config)
+    pick = final if callable(final) else (lambda s: {key: s[key] for key in final})
+    out = {point: pick(summary) for point, summary in summaries.items()}
+    write_grid_outputs(workdir, name, out, summaries, report, time.perf_counter() - start)
+    return out
 
 
 def grid_answers(workdir: pathlib.Path, report: Any) -> dict[int, str]:

@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import math
 import pathlib
-import time
 
 import jax
 import ml_collections
@@ -304,20 +303,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Every point of `config`; writes results.json, regularization.md and the plots."""
     cfg.validate(config, RULES)
     points = grid_points(config)
-    start = time.perf_counter()
-    print(f"regularization: {len(points)} points, {config.num_seeds} seeds each", flush=True)
-    summaries = grid.run_points(workdir, points, config)
-    final = {
-        name: {
-            key: s[key]
-            for key in ("final_train_bits", "final_valid_bits", "best_valid_bits", "params")
-        }
-        for name, s in summaries.items()
-    }
-    grid.write_grid_outputs(
-        workdir, "regularization", final, summaries, report, time.perf_counter() - start
-    )
-    return final
+    keys = ("final_train_bits", "final_valid_bits", "best_valid_bits", "params")
+    return grid.run_grid("regularization", config, workdir, points, report, keys)
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:

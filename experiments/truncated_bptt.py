@@ -351,27 +351,22 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Every point of `config`; writes results.json, truncated_bptt.md and the plots."""
     validate(config, RULES)
     points = grid_points(config)
-    start = time.perf_counter()
-    print(f"truncated_bptt: {len(points)} points, {config.num_seeds} seeds each", flush=True)
-    summaries = grid.run_points(workdir, points, config)
-    final = {}
-    for name, s in summaries.items():
-        if s["question"] == 13:
-            final[name] = {
-                "valid_accuracy": s["accuracy"],
-                "temp_bytes": s["temp_bytes"],
-                "s_per_token": s["s_per_token"],
-            }
-        else:
-            final[name] = {
-                "valid_loss": s["loss"],
-                "max_grad_norm": s["max_grad_norm"],
-                "diverged_seeds": float(sum(s["diverged"])),
-            }
-    grid.write_grid_outputs(
-        workdir, "truncated_bptt", final, summaries, report, time.perf_counter() - start
-    )
-    return final
+    return grid.run_grid("truncated_bptt", config, workdir, points, report, _final_entry)
+
+
+def _final_entry(s: dict) -> dict:
+    """results.json's `final` entry of one point (Q13: window points; Q11: clipping points)."""
+    if s["question"] == 13:
+        return {
+            "valid_accuracy": s["accuracy"],
+            "temp_bytes": s["temp_bytes"],
+            "s_per_token": s["s_per_token"],
+        }
+    return {
+        "valid_loss": s["loss"],
+        "max_grad_norm": s["max_grad_norm"],
+        "diverged_seeds": float(sum(s["diverged"])),
+    }
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:

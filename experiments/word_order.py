@@ -284,14 +284,8 @@ def run(
     cfg.validate(config, RULES)
     start = time.perf_counter()
     points = grid_points(config, loaded)
-    print(f"word_order: {len(points)} points, {config.num_seeds} seeds each", flush=True)
-    summaries = grid.run_points(workdir, points, config)
     keys = ("valid_accuracy", "test_accuracy", "params", "params_outside_embeddings")
-    final = {name: {key: s[key] for key in keys} for name, s in summaries.items()}
-    grid.write_grid_outputs(
-        workdir, "word_order", final, summaries, report, time.perf_counter() - start
-    )
-    return final
+    return grid.run_grid("word_order", config, workdir, points, report, keys, start)
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
