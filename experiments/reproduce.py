@@ -69,7 +69,9 @@ QUESTIONS = {
 # Where a question is answered by library code and its tests rather than by a measurement.
 LIBRARY = {
     1: "rnn_jax/cells.py (each cell's equations) and rnn_jax/scan.py (unroll), tested against "
-    "per-step numpy loops.",
+    "per-step numpy loops; what the state holds is measured by experiments/state_probe.py "
+    "(linear probes of each layer of an LSTM LM on UD English-EWT), whose answer replaces this "
+    "line once it has run.",
     2: "the language, tagging and classification models in rnn_jax/models/ and their tests on "
     "PTB/Tiny Shakespeare, UD-EWT, CoNLL-2003 and SST slices; measured by "
     "experiments/word_order.py (a context-free bag, a BiLSTM on shuffled words and on the real "
@@ -78,7 +80,9 @@ LIBRARY = {
     "by experiments/bidirectional.py (forward, backward and bidirectional LSTM taggers at equal "
     "size on UD English-EWT), whose answer replaces this line once it has run.",
     11: "rnn_jax/train/optim.py (clip_global_norm; the pre-clip norm is logged every step).",
-    12: "rnn_jax/layers.py (stacked layers, inter-layer dropout, residuals).",
+    12: "rnn_jax/layers.py (stacked layers, inter-layer dropout, residuals); measured by "
+    "experiments/regularization.py (depth at equal size) and experiments/state_probe.py (what "
+    "each layer holds), whose answers replace this line once they have run.",
     13: "rnn_jax/scan.py truncated_unroll and the language model's carried state.",
     14: "rnn_jax/models/tagger.py and rnn_jax/crf.py (BiRNN-CRF); measured by "
     "experiments/sequence_labelling.py and, softmax vs CRF head, experiments/bidirectional.py.",

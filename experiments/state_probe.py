@@ -1,0 +1,361 @@
+"""What does an RNN's hidden state hold, layer by layer? (seed Q1 and Q12)
+
+A stacked unidirectional LSTM language model (`RNNLanguageModel`, `experiments.language_model`'s
+task: truncated BPTT, the state carried across batches) learns the words of UD English-EWT's
+training split, its sentences joined into one stream with `<eos>` after each (vocabulary: the
+training words seen `data.min_freq` times or more, `<unk>` for the rest). Frozen, it reads two
+probe streams built the same way, from a zero state at the start of each stream and with the
+state carried across sentences (as it reads in training and evaluation):
+
+  probe-train  the first `probe.train_sentences` sentences of UD train (text the LM saw)
+  probe-test   the first `probe.test_sentences` sentences of `probe.test_split` (0: all)
+
+At every word position t (not `<eos>`; t >= max(k) so every k-back target exists; the last
+position excluded so the next word exists) it collects layer 0 = the embedding x_t `[embed]`
+and layer l = h^l_t `[hidden]` (`rnn_jax.probes.layer_states`), and fits one linear probe
+(`rnn_jax.probes.fit_lda_probes`: linear discriminant analysis with a shrunk covariance, the
+shrinkage chosen on the last `probe.holdout_fraction` of probe-train) per (model, seed, layer,
+target):
+
+  word_k<k>  memory (Q1): the token at t-k in the stream, as one of the `probe.num_words` most
+             frequent training tokens (`<eos>` is one of them) or "other" (one class);
+             k from `probe.distances` (k = 0 is the current word: lexical identity)
+  upos       abstraction (Q12): the UPOS tag of word t (17 classes)
+  upos_next  what an LM must anticipate: the UPOS tag of token t+1 (`<eos>` an 18th class)
+
+Models: the trained LM of each seed and, as the control, the same seed's untrained LM (its
+initial weights: what a probe decodes without learning, Hewitt & Liang 2019). Reported:
+accuracy on probe-test per (model, layer, target), per seed, beside the majority class of
+probe-train. W/results.json: `final` = {"<trained|untrained>-L<layer>": {target: [per seed]},
+"majority": {target: accuracy}}, plus the LM's perplexities, the chosen shrinkages and
+the sizes; W/state_probe.md; W/state_probe.png (memory curves).
+
+    python -m experiments.state_probe --workdir=W \
+        --config=experiments/configs/state_probe.py:quick
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import pathlib
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from experiments import grid
+from experiments import language_model as lm
+from experiments import state_probe_report as report
+from rnn_jax import probes
+from rnn_jax.data.lm_corpus import LMCorpus
+from rnn_jax.data.registry import load_dataset
+from rnn_jax.data.vocab import Vocabulary
+from rnn_jax.metrics import perplexity
+from rnn_jax.models import RNNLanguageModel
+from rnn_jax.train import cli, seeds
+from rnn_jax.train import config as cfg
+from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.metrics import write_text_atomic
+from rnn_jax.train.restore import restore_model
+
+EOS = "<eos>"
+UPOS = (
+    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
+    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
+)  # fmt: skip
+NEXT_UPOS = (*UPOS, EOS)  # the token after the last word is the sentence end
+MODELS = ("trained", "untrained")
+SPLITS = ("train", "valid", "test")
+
+
+def _int_list(value: object) -> str | None:
+    """Rule: distinct integers >= 0, comma-separated, increasing."""
+    try:
+        numbers = [int(v) for v in str(value).split(",")]
+    except ValueError:
+        numbers = []
+    ok = numbers and min(numbers) >= 0 and numbers == sorted(set(numbers))
+    return None if ok else "increasing distinct integers >= 0, comma-separated (e.g. '0,1,2,4,8')"
+
+
+def _positive_list(value: object) -> str | None:
+    """Rule: positive numbers, comma-separated."""
+    try:
+        numbers = [float(v) for v in str(value).split(",")]
+    except ValueError:
+        numbers = []
+    ok = numbers and all(math.isfinite(v) and v > 0 for v in numbers)
+    return None if ok else "positive numbers, comma-separated (e.g. '0.01,0.1,1')"
+
+
+RULES: cfg.Rules = {
+    # language_model's rules without its synthetic-corpus keys (this corpus is UD's).
+    **{k: v for k, v in lm.RULES.items() if not k.startswith("data.markov_")},
+    "data.corpus": cfg.one_of("ud_en_ewt"),
+    "data.min_freq": cfg.int_at_least(1),
+    "data.train_sentences": cfg.int_at_least(0),  # LM training sentences; 0: all of UD train
+    "model.locked_dropout": cfg.one_of(False, True),
+    "model.compute_dtype": cfg.one_of("float32"),  # states are read in float32
+    "probe.train_sentences": cfg.int_at_least(1),
+    "probe.test_split": cfg.one_of("valid", "test"),
+    "probe.test_sentences": cfg.int_at_least(0),  # 0: the whole split
+    "probe.num_words": cfg.int_at_least(1),
+    "probe.distances": _int_list,
+    "probe.shrinkages": _positive_list,
+    "probe.holdout_fraction": cfg.in_range(0.05, 0.5),
+}
+
+
+def distances(config: ml_collections.ConfigDict) -> list[int]:
+    """`probe.distances` as ints (the rule has checked them)."""
+    return [int(v) for v in str(config.probe.distances).split(",")]
+
+
+def shrinkages(config: ml_collections.ConfigDict) -> list[float]:
+    """`probe.shrinkages` as floats (the rule has checked them)."""
+    return [float(v) for v in str(config.probe.shrinkages).split(",")]
+
+
+def target_names(ks: list[int]) -> list[str]:
+    """The probe targets, in table order: word k back for each k, then the two UPOS ones."""
+    return [f"word_k{k}" for k in ks] + ["upos", "upos_next"]
+
+
+def stream(sentences: list[dict]) -> tuple[list[str], list[str]]:
+    """(forms, tags) `[T]` of `sentences` joined with `<eos>` after each (tag `<eos>`)."""
+    forms, tags = [], []
+    for sentence in sentences:
+        forms += [*sentence["tokens"], EOS]
+        tags += [*sentence["upos"], EOS]
+    return forms, tags
+
+
+def frequent_words(forms: list[str], num_words: int) -> dict[str, int]:
+    """The `num_words` most frequent tokens of `forms` -> class ids 0.. (ties: by string);
+    every other token is class `num_words` ("other")."""
+    counts = collections.Counter(forms)
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))[:num_words]
+    return {w: i for i, w in enumerate(ranked)}
+
+
+def probe_targets(
+    forms: list[str], tags: list[str], words: dict[str, int], ks: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions int `[m]`, labels int `[m, len(ks) + 2]`) of a stream of `forms` and `tags`.
+
+    Positions: word tokens (not `<eos>`) with t >= max(ks) and t + 1 < T. Label columns, in
+    `target_names` order: the class of forms[t - k] in `words` (`len(words)`: other) per k,
+    the index of tags[t] in `UPOS`, of tags[t + 1] in `NEXT_UPOS`.
+    """
+    length = len(forms)
+    positions = np.array([t for t in range(max(ks), length - 1) if forms[t] != EOS], dtype=np.int64)
+    other = len(words)
+    word_ids = np.array([words.get(f, other) for f in forms])
+    tag_ids = np.array([NEXT_UPOS.index(t) for t in tags])
+    columns = [word_ids[positions - k] for k in ks]
+    columns += [tag_ids[positions], tag_ids[positions + 1]]
+    if (columns[-2] == len(UPOS)).any():
+        raise ValueError("a word position carries the <eos> tag")
+    return positions, np.stack(columns, axis=1)
+
+
+def num_classes(config: ml_collections.ConfigDict) -> list[int]:
+    """Per target (`target_names` order): words + other, UPOS, UPOS + `<eos>`."""
+    return [config.probe.num_words + 1] * len(distances(config)) + [len(UPOS), len(NEXT_UPOS)]
+
+
+def ud_lm_corpus(sentences: dict[str, list[dict]], min_freq: int) -> LMCorpus:
+    """Word streams of UD sentences (`<eos>` after each); vocabulary: the training tokens seen
+    `min_freq` times or more, then `<unk>` for the rest."""
+    streams = {split: stream(s)[0] for split, s in sentences.items()}
+    vocab = Vocabulary.build(
+        [streams["train"]], min_freq=min_freq, pad=None, unk="<unk>", bos=None, eos=EOS
+    )
+    return LMCorpus(vocab, {split: vocab.encode(f) for split, f in streams.items()})
+
+
+class UDLanguageModelTask(lm.LanguageModelTask):
+    """`experiments.language_model`'s task on UD English-EWT's word streams."""
+
+    def __init__(self, config: ml_collections.ConfigDict, sentences: dict[str, list[dict]]):
+        self.config = config
+        self.corpus = ud_lm_corpus(sentences, config.data.min_freq)
+        self.vocab_size = len(self.corpus.vocab.tokens)
+        self._check_split_sizes()
+
+
+def load_sentences(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
+    """UD English-EWT by split, train cut to `data.train_sentences` (0: all).
+
+    Raises:
+      ConfigError: naming the key when a split holds fewer sentences than asked for.
+    """
+    splits = dict(load_dataset("ud_en_ewt", config.data.root).splits)
+    asked = {
+        "data.train_sentences": ("train", config.data.train_sentences),
+        "probe.train_sentences": ("train", config.probe.train_sentences),
+        "probe.test_sentences": (config.probe.test_split, config.probe.test_sentences),
+    }
+    for key, (split, count) in asked.items():
+        if count > len(splits[split]):
+            raise cfg.ConfigError(
+                f"{key}={count}: UD English-EWT {split!r} has only {len(splits[split])} sentences"
+            )
+    splits["train"] = splits["train"][: config.data.train_sentences or None]
+    return splits
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSet:
+    """A probe stream: LM ids `tokens [T]`, the probed `positions [m]` and `labels [m, targets]`."""
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    labels: np.ndarray
+
+
+def probe_sets(
+    config: ml_collections.ConfigDict, sentences: dict[str, list[dict]], corpus: LMCorpus
+) -> tuple[dict[str, ProbeSet], dict[str, int]]:
+    """({"train", "test"}: ProbeSet) and the word classes (from the LM's training stream)."""
+    p = config.probe
+    words = frequent_words(stream(sentences["train"])[0], p.num_words)
+    chosen = {
+        "train": sentences["train"][: p.train_sentences],
+        "test": sentences[p.test_split][: p.test_sentences or None],
+    }
+    sets = {}
+    for name, chosen_sentences in chosen.items():
+        forms, tags = stream(chosen_sentences)
+        positions, labels = probe_targets(forms, tags, words, distances(config))
+        sets[name] = ProbeSet(corpus.vocab.encode(forms), positions, labels)
+    return sets, words
+
+
+def untrained_model(
+    task: UDLanguageModelTask, config: ml_collections.ConfigDict, replica: int
+) -> RNNLanguageModel:
+    """Seed `replica`'s LM at initialisation (the weights its training started from)."""
+    base = seeds.base_keys(config.seed, config.num_seeds)[replica]
+    return task.init_model(seeds.init_key(base))
+
+
+def probe_model(
+    model: RNNLanguageModel, sets: dict[str, ProbeSet], config: ml_collections.ConfigDict
+) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy on probe-test, chosen shrinkage), each `[layers + 1, targets]`."""
+    train, test = sets["train"], sets["test"]
+    states = {n: probes.layer_states(model, s.tokens[None]) for n, s in sets.items()}
+    cut = int(len(train.positions) * (1 - config.probe.holdout_fraction))
+    holdout = np.arange(len(train.positions)) >= cut  # a contiguous block: no shared context
+    accuracy, shrinkage = [], []
+    for layer_train, layer_test in zip(states["train"], states["test"], strict=True):
+        fitted = probes.fit_lda_probes(
+            layer_train[0, train.positions],
+            train.labels,
+            num_classes(config),
+            shrinkages(config),
+            holdout,
+        )
+        features = layer_test[0, test.positions]
+        accuracy.append([p.accuracy(features, test.labels[:, j]) for j, p in enumerate(fitted)])
+        shrinkage.append([p.shrinkage for p in fitted])
+    return np.array(accuracy), np.array(shrinkage)
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    """Train the LM (W/lm, resumable), probe every seed's trained and untrained states, write
+    results.json, state_probe.md and state_probe.png; returns `final`."""
+    cfg.validate(config, RULES)
+    start = time.perf_counter()
+    sentences = load_sentences(config)
+    task = UDLanguageModelTask(config, sentences)
+    lm_dir = workdir / "lm"
+    print(f"state_probe: training the LM ({config.num_seeds} seeds) in {lm_dir}", flush=True)
+    lm_final = train_and_evaluate(config, lm_dir, task)["final"]
+    lm_wall = time.perf_counter() - start
+    sets, words = probe_sets(config, sentences, task.corpus)
+    names = target_names(distances(config))
+    n = config.num_seeds
+    accuracy = {m: [] for m in MODELS}
+    shrinkage = {m: [] for m in MODELS}
+    for replica in range(n):
+        models = {
+            "trained": restore_model(config, lm_dir, task, best=False, replica=replica)[0],
+            "untrained": untrained_model(task, config, replica),
+        }
+        for kind, model in models.items():
+            acc, chosen = probe_model(model, sets, config)
+            accuracy[kind].append(acc)
+            shrinkage[kind].append(chosen)
+        print(f"  probed seed {replica} ({time.perf_counter() - start:.0f}s)", flush=True)
+    final: dict = {}
+    for kind in MODELS:
+        per_seed = np.stack(accuracy[kind], axis=-1)  # [layers + 1, targets, seeds]
+        for layer in range(per_seed.shape[0]):
+            final[f"{kind}-L{layer}"] = {
+                name: [float(v) for v in per_seed[layer, j]] for j, name in enumerate(names)
+            }
+    train_labels, test_labels = sets["train"].labels, sets["test"].labels
+    final["majority"] = {
+        name: probes.majority_accuracy(train_labels[:, j], test_labels[:, j])
+        for j, name in enumerate(names)
+    }
+    extra = {
+        "setup": {
+            "targets": names,
+            "distances": distances(config),
+            "num_layers": config.model.num_layers,
+            "hidden_size": config.model.hidden_size,
+            "embed_size": config.model.embed_size or config.model.hidden_size,
+            "cell": config.model.cell,
+            "num_seeds": n,
+            "vocab_size": task.vocab_size,
+            "lm_train_tokens": len(task.corpus.splits["train"]),
+            "num_steps": config.train.num_steps,
+            "epochs": config.train.num_steps
+            * config.train.batch_size
+            * config.data.bptt_length
+            / len(task.corpus.splits["train"]),
+            "num_words": config.probe.num_words,
+            "frequent_words": list(words)[:20],
+            "probe_train_sentences": config.probe.train_sentences,
+            "probe_train_positions": len(sets["train"].positions),
+            "probe_test_split": config.probe.test_split,
+            "probe_test_positions": len(sets["test"].positions),
+            "shrinkages": shrinkages(config),
+            "holdout_fraction": config.probe.holdout_fraction,
+        },
+        "lm": {
+            f"{split}_perplexity": [
+                None if v is None else grid.finite_or_none(perplexity(v))
+                for v in grid.final_per_seed(lm_final, f"{split}_loss", n)
+            ]
+            for split in ("valid", "test")
+        },
+        # [layers + 1][targets][seeds]
+        "shrinkages": {kind: np.stack(shrinkage[kind], axis=-1).tolist() for kind in MODELS},
+        "timing": {"wall_s": time.perf_counter() - start, "lm_wall_s": lm_wall},
+    }
+    grid.write_results(workdir, final, extra)
+    results = {"final": final, **extra}
+    if jax.process_index() == 0:
+        write_text_atomic(workdir / "state_probe.md", report.markdown(results))
+        report.plot(results, workdir)
+    return final
+
+
+def answers(workdir: pathlib.Path) -> dict[int, str]:
+    """Markdown answers to seed questions 1 and 12 from a finished run's results.json."""
+    return report.answers(report.read_results(workdir))
+
+
+def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
+    return run(config, pathlib.Path(workdir))
+
+
+if __name__ == "__main__":
+    cli.main(lambda config: None, RULES, run=_cli_run)
