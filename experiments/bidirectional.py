@@ -67,13 +67,6 @@ EVAL_SPLITS = ("valid", "test")
 TOKEN_FIELDS = ("inputs", "targets", "chars", "char_lengths", "token_class")
 
 
-def _point_list(value: object) -> str | None:
-    """Rule: a comma-separated list of distinct point names."""
-    names = [v.strip() for v in str(value).split(",")]
-    ok = all(n in POINTS for n in names) and len(set(names)) == len(names)
-    return None if ok else f"distinct names from {', '.join(POINTS)}, comma-separated"
-
-
 RULES: cfg.Rules = {
     **sl.RULES,
     # The token classes and the accuracy are defined for POS tags (NER would need span F1).
@@ -81,14 +74,9 @@ RULES: cfg.Rules = {
     "data.eval_sentences": cfg.int_at_least(0),
     "model.kind": cfg.one_of("rnn"),
     "model.hidden_size": cfg.int_at_least(1),
-    "grid.points": _point_list,
+    "grid.points": grid.distinct_names(POINTS),
     "match.tolerance": cfg.in_range(0.001, 0.5),
 }
-
-
-def point_names(config: ml_collections.ConfigDict) -> list[str]:
-    """`grid.points` as a list (the rule has checked the names)."""
-    return [v.strip() for v in config.grid.points.split(",")]
 
 
 def point_config(
@@ -341,7 +329,7 @@ def grid_points(
     """(point name, fn(point_dir) -> summary) for every `grid.points` entry, sized first (a
     point that cannot be matched fails before anything trains). `loaded`: a task whose data
     serves `config` (`BidirectionalTask.for_point`); None loads it."""
-    names = point_names(config)
+    names = grid.point_names(config)
     reference = point_config(config, REFERENCE, config.model.hidden_size)
     reference_task = BidirectionalTask(reference) if loaded is None else loaded.for_point(reference)
     sizes = matched_hidden_sizes(config, reference_task, names)

@@ -51,6 +51,23 @@ def split_axis(
     return values
 
 
+def distinct_names(allowed: Sequence[str]) -> config_lib.Rule:
+    """Config rule: a comma-separated list of distinct names from `allowed` (e.g. the points of
+    `grid.points`)."""
+
+    def rule(value: object) -> str | None:
+        names = [v.strip() for v in str(value).split(",")]
+        ok = all(n in allowed for n in names) and len(set(names)) == len(names)
+        return None if ok else f"distinct names from {', '.join(allowed)}, comma-separated"
+
+    return rule
+
+
+def point_names(config: ml_collections.ConfigDict) -> list[str]:
+    """`grid.points` as a list (a `distinct_names` rule has checked the names)."""
+    return [v.strip() for v in config.grid.points.split(",")]
+
+
 def split_ints(config: ml_collections.ConfigDict, key: str, section: str = "grid") -> list[int]:
     """`config.<section>.<key>` "50,100" -> [50, 100] (each >= 1)."""
     text = config[section][key]

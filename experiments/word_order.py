@@ -60,13 +60,6 @@ EVAL_SPLITS = ("valid", "test")
 TOKEN_FIELDS = {"tag": bd.TOKEN_FIELDS, "sst": ("inputs",)}
 
 
-def _point_list(value: object) -> str | None:
-    """Rule: a comma-separated list of distinct point names."""
-    names = [v.strip() for v in str(value).split(",")]
-    ok = all(n in POINTS for n in names) and len(set(names)) == len(names)
-    return None if ok else f"distinct names from {', '.join(POINTS)}, comma-separated"
-
-
 RULES: cfg.Rules = {
     **sl.RULES,
     # The token classes are defined for POS tags (bidirectional's task).
@@ -78,7 +71,7 @@ RULES: cfg.Rules = {
     "model.bidirectional": cfg.one_of(True),
     "model.pooling": cfg.one_of("mean", "max", "attention"),  # 'last' has no bag meaning
     "model.bag_hidden_size": cfg.int_at_least(1),
-    "grid.points": _point_list,
+    "grid.points": grid.distinct_names(POINTS),
     "sst.dataset": cfg.one_of(*sentiment.DATASETS),
     "sst.min_freq": cfg.int_at_least(1),
     "sst.time_multiple": cfg.int_at_least(1),
@@ -87,11 +80,6 @@ RULES: cfg.Rules = {
     "sst.num_steps": cfg.int_at_least(1),
     "sst.eval_every": cfg.int_at_least(1),
 }
-
-
-def point_names(config: ml_collections.ConfigDict) -> list[str]:
-    """`grid.points` as a list (the rule has checked the names)."""
-    return [v.strip() for v in config.grid.points.split(",")]
 
 
 def word_permutation(seed: int, split: str, index: int, length: int) -> np.ndarray:
@@ -261,7 +249,7 @@ def grid_points(
 ) -> list[tuple[str, object]]:
     """(point name, fn(point_dir) -> summary) for every `grid.points` entry. `loaded`: task
     name -> a task whose data serves that task's points (`for_point`); missing ones load."""
-    names = point_names(config)
+    names = grid.point_names(config)
     tasks = dict(loaded or {})
     builders = {"tag": WordOrderTagTask, "sst": WordOrderSentimentTask}
     for task_name in TASKS:

@@ -13,6 +13,7 @@ import pytest
 
 from experiments import bidirectional as bd
 from experiments import bidirectional_report as report
+from experiments import grid
 from experiments.configs import bidirectional as bd_configs
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
@@ -150,8 +151,8 @@ def test_sweep_covers_the_grid():
     for variant in ("smoke", "quick", "full"):
         config = cli.load_config(f"experiments/configs/bidirectional.py:{variant}", rules=bd.RULES)
         swept = [o["grid.points"] for o in bd_configs.get_sweep(variant)]
-        assert swept == bd.point_names(config)
-    assert set(bd.point_names(bd_configs.get_config("full"))) == set(bd.POINTS)
+        assert swept == grid.point_names(config)
+    assert set(grid.point_names(bd_configs.get_config("full"))) == set(bd.POINTS)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def smoke_run(config, tasks, tmp_path_factory):
 def test_smoke_results_table_plot_and_answers(config, smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     points, final = results["points"], results["final"]
-    assert list(points) == bd.point_names(config)
+    assert list(points) == grid.point_names(config)
     for name, s in points.items():
         for split in bd.EVAL_SPLITS:
             accuracy = np.asarray(s[f"{split}_accuracy"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import bidirectional as bd
+from experiments import grid
 from experiments import word_order as wo
 from experiments import word_order_report as report
 from experiments.configs import word_order as wo_configs
@@ -139,9 +140,9 @@ def test_sweep_and_variants():
     for variant in ("smoke", "quick", "full"):
         config = cli.load_config(f"experiments/configs/word_order.py:{variant}", rules=wo.RULES)
         swept = [o["grid.points"] for o in wo_configs.get_sweep(variant)]
-        assert swept == wo.point_names(config)
+        assert swept == grid.point_names(config)
     quick = cli.load_config("experiments/configs/word_order.py:quick", rules=wo.RULES)
-    assert set(wo.point_names(quick)) == set(wo.POINTS) and quick.num_seeds == 3
+    assert set(grid.point_names(quick)) == set(wo.POINTS) and quick.num_seeds == 3
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,7 @@ def _tables(markdown: str) -> list[dict]:
 def test_smoke_results_tables_and_plot(config, smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     points, final = results["points"], results["final"]
-    assert list(points) == wo.point_names(config)
+    assert list(points) == grid.point_names(config)
     embed = config.model.embed_size
     for name, s in points.items():
         for split in wo.EVAL_SPLITS:
