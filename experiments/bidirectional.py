@@ -52,7 +52,6 @@ from experiments import sequence_labelling as sl
 from rnn_jax import metrics
 from rnn_jax.models.params import count_params, match_size
 from rnn_jax.models.tagger import Tagger
-from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
 from rnn_jax.train.loop import train_and_evaluate
 
@@ -357,9 +356,5 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     return grid.grid_answers(workdir, report)
 
 
-def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
-    return run(config, pathlib.Path(workdir))
-
-
 if __name__ == "__main__":
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    grid.main(run, RULES)

@@ -36,7 +36,6 @@ from rnn_jax.data.lm_corpus import lm_corpus
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.scheduled_sampling import choose_decoder_inputs, teacher_forcing_schedule
-from rnn_jax.train import cli
 from rnn_jax.train.config import ConfigError, in_range, one_of, positive
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
@@ -630,9 +629,5 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     return out
 
 
-def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
-    return run(config, pathlib.Path(workdir))
-
-
 if __name__ == "__main__":
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    grid.main(run, RULES)

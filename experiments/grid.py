@@ -38,16 +38,22 @@ def split_axis(
     allowed: Sequence[str] | None = None,
     section: str = "grid",
 ) -> list[str]:
-    """`config.<section>.<key>` "a,b" -> ["a", "b"], checked against `allowed`."""
+    """`config.<section>.<key>` "a,b" -> ["a", "b"], checked against `allowed`.
+
+    Raises:
+      ConfigError: naming the key (the command line reports it in one line, exit status 2).
+    """
     text = config[section][key]
     values = [v.strip() for v in str(text).split(",") if v.strip()]
     name = f"{section}.{key}"
     if not values:
-        raise ValueError(f"{name}={text!r}: expected a comma-separated non-empty list")
+        raise config_lib.ConfigError(f"{name}={text!r}: expected a comma-separated non-empty list")
     if allowed is not None:
         bad = [v for v in values if v not in allowed]
         if bad:
-            raise ValueError(f"{name}={text!r}: unknown {bad}; allowed: {', '.join(allowed)}")
+            raise config_lib.ConfigError(
+                f"{name}={text!r}: unknown {bad}; allowed: {', '.join(allowed)}"
+            )
     return values
 
 
@@ -69,16 +75,16 @@ def point_names(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def split_ints(config: ml_collections.ConfigDict, key: str, section: str = "grid") -> list[int]:
-    """`config.<section>.<key>` "50,100" -> [50, 100] (each >= 1)."""
+    """`config.<section>.<key>` "50,100" -> [50, 100] (each >= 1); ConfigError otherwise."""
     text = config[section][key]
     try:
         numbers = [int(v) for v in split_axis(config, key, section=section)]
     except ValueError as error:
         if "expected" in str(error):
             raise
-        raise ValueError(f"{section}.{key}={text!r}: expected integers") from None
+        raise config_lib.ConfigError(f"{section}.{key}={text!r}: expected integers") from None
     if min(numbers) < 1:
-        raise ValueError(f"{section}.{key}={text!r}: values must be >= 1")
+        raise config_lib.ConfigError(f"{section}.{key}={text!r}: values must be >= 1")
     return numbers
 
 
@@ -263,6 +269,18 @@ def run_grid(
     out = {point: pick(summary) for point, summary in summaries.items()}
     write_grid_outputs(workdir, name, out, summaries, report, time.perf_counter() - start)
     return out
+
+
+def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path], Any], rules: Any) -> None:
+    """The absl entry point of an experiment whose `run(config, workdir)` builds its own
+    tasks (a grid experiment): `rnn_jax.train.cli.main` with no Task of its own."""
+    from rnn_jax.train import cli  # absl flags are defined only by an entry point
+
+    cli.main(
+        lambda config: None,
+        rules,
+        run=lambda config, workdir, task: run(config, pathlib.Path(workdir)),
+    )
 
 
 def grid_answers(workdir: pathlib.Path, report: Any) -> dict[int, str]:

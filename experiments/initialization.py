@@ -36,7 +36,7 @@ from rnn_jax import diagnostics
 from rnn_jax.cells import get_cell
 from rnn_jax.data.synthetic import AddingProblem, CopyTask
 from rnn_jax.modules import RNN
-from rnn_jax.train import cli, seeds
+from rnn_jax.train import seeds
 from rnn_jax.train.config import one_of, positive, validate
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
@@ -588,12 +588,8 @@ def plot_grad_vs_distance(summaries: dict[str, dict], path: pathlib.Path) -> Non
     plt.close(fig)
 
 
-def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
-    return run(config, pathlib.Path(workdir))
-
-
 if __name__ == "__main__":
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    grid.main(run, RULES)
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:

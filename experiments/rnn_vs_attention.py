@@ -33,7 +33,6 @@ from rnn_jax.decoding import greedy_decode
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.params import count_params, match_size
 from rnn_jax.models.transformer import TransformerLM
-from rnn_jax.train import cli
 from rnn_jax.train.config import in_range, positive
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
@@ -816,9 +815,5 @@ def generation_answer(rows: list[dict]) -> str:
     )
 
 
-def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
-    return run(config, pathlib.Path(workdir))
-
-
 if __name__ == "__main__":
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    grid.main(run, RULES)

@@ -55,8 +55,8 @@ from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
 from rnn_jax.metrics import perplexity
 from rnn_jax.models import RNNLanguageModel
-from rnn_jax.train import cli, seeds
 from rnn_jax.train import config as cfg
+from rnn_jax.train import seeds
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.metrics import write_text_atomic
 from rnn_jax.train.restore import restore_model
@@ -353,9 +353,5 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     return report.answers(report.read_results(workdir))
 
 
-def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
-    return run(config, pathlib.Path(workdir))
-
-
 if __name__ == "__main__":
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    grid.main(run, RULES)

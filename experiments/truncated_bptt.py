@@ -38,7 +38,7 @@ from experiments import truncated_bptt_report as report
 from rnn_jax.cells import get_cell
 from rnn_jax.data.synthetic import EchoTask
 from rnn_jax.modules import RNN
-from rnn_jax.train import cli, distributed
+from rnn_jax.train import distributed
 from rnn_jax.train.config import (
     OPTIMIZERS,
     int_at_least,
@@ -374,9 +374,5 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     return grid.grid_answers(workdir, report)
 
 
-def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
-    return run(config, pathlib.Path(workdir))
-
-
 if __name__ == "__main__":
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    grid.main(run, RULES)

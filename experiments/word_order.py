@@ -47,7 +47,6 @@ from experiments import grid, sentiment
 from experiments import sequence_labelling as sl
 from experiments import word_order_report as report
 from rnn_jax.models.params import count_params
-from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
 from rnn_jax.train.loop import train_and_evaluate
 
@@ -281,9 +280,5 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     return grid.grid_answers(workdir, report)
 
 
-def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: None) -> dict:
-    return run(config, pathlib.Path(workdir))
-
-
 if __name__ == "__main__":
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    grid.main(run, RULES)

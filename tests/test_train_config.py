@@ -248,3 +248,27 @@ def test_none_overrides_last_assignment_wins():
     assert cli._none_overrides(argv) == (argv, [])
     argv = ["prog", "--config.c=1", "--config.a.b=2", "--config.a.b=None", "--config.d=None"]
     assert cli._none_overrides(argv) == (["prog", "--config.c=1"], ["a.b", "d"])
+
+
+def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root):
+    """A grid axis is read in the experiment's `run` (`grid.split_axis`), after the per-key
+    rules: it raised ValueError, which ended in a traceback. Now ConfigError: one line naming
+    the key, exit status 2, no run directory."""
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.initialization",
+            f"--workdir={workdir}",
+            "--config=experiments/configs/initialization.py:smoke",
+            "--config.grid.cells=lstm,bogus",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert "grid.cells='lstm,bogus': unknown ['bogus']" in proc.stderr
+    assert "Traceback" not in proc.stderr and not workdir.exists()
