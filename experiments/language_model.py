@@ -419,11 +419,21 @@ def context_markdown(table: dict[str, dict[str, float]], step: int, unit: str) -
     )
 
 
+def _restore(config: ml_collections.ConfigDict, workdir: str, task: Task) -> tuple:
+    """`restore_model` for `--sample` / `--eval_contexts`; a run directory without the best
+    checkpoint is a ConfigError (one line, exit status 2), not a traceback."""
+    from rnn_jax.train.restore import restore_model
+
+    try:
+        return restore_model(config, workdir, task)
+    except ValueError as error:
+        raise cfg.ConfigError(f"--workdir={workdir}: {error}; train the run first") from None
+
+
 def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
     from absl import flags
 
     from rnn_jax.train.metrics import write_json_atomic, write_text_atomic
-    from rnn_jax.train.restore import restore_model
 
     try:
         contexts = [int(c) for c in flags.FLAGS.eval_contexts.split(",")]
@@ -433,7 +443,7 @@ def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Ta
         raise cfg.ConfigError(
             f"--eval_contexts={flags.FLAGS.eval_contexts!r}: comma-separated integers >= 0"
         )
-    model, step = restore_model(config, workdir, task)
+    model, step = _restore(config, workdir, task)
     table = context_study(model, task, contexts)
     _, unit = _corpus_and_unit(pathlib.Path(workdir), config.to_dict()["data"])
     text = context_markdown(table, step, unit)
@@ -445,8 +455,6 @@ def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Ta
 def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
     from absl import flags
 
-    from rnn_jax.train.restore import restore_model
-
     if flags.FLAGS.eval_contexts:
         _evaluate_contexts(config, workdir, task)
         return
@@ -455,7 +463,7 @@ def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task
             config, workdir, task, name=NAME, report=report_markdown, train_key="train_nll"
         )
         return
-    model, step = restore_model(config, workdir, task)
+    model, step = _restore(config, workdir, task)
     vocab = json.loads((pathlib.Path(workdir) / "vocab.json").read_text())
     char_level = all(len(token) == 1 for token in vocab)
     prompt = list(flags.FLAGS.prompt) if char_level else flags.FLAGS.prompt.split()

@@ -412,3 +412,32 @@ def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypa
     assert row["1 row"] == pytest.approx(direct, rel=1e-5)
     assert row["4 rows, context 203"] == pytest.approx(row["1 row"], rel=1e-5)
     assert abs(row["4 rows, context 0"] - row["1 row"]) > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["--eval_contexts=0,64", "--sample=5"])
+def test_modes_after_training_name_a_run_without_checkpoint(repo_root, tmp_path, mode):
+    """`--eval_contexts` / `--sample` read W/best: on a directory without it, one line naming
+    it and exit status 2 (was restore_model's ValueError as a traceback), nothing written."""
+    import subprocess
+    import sys
+
+    from rnn_jax.train import cli
+
+    workdir = tmp_path / "never_trained"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.language_model",
+            f"--workdir={workdir}",
+            "--config=experiments/configs/language_model.py:smoke",
+            mode,
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert f"no checkpoint in {workdir / 'best'}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not workdir.exists()
