@@ -31,12 +31,14 @@ def _label(s: dict) -> str:
     return f"{DIRECTION_TEXT[s['direction']]} + {head}"
 
 
-def _values(s: dict, split: str = "test", token_class: str | None = None) -> np.ndarray:
+def accuracies(s: dict, split: str = "test", token_class: str | None = None) -> np.ndarray:
+    """Per-seed accuracy of a point summary on `split` (of one token class), null -> NaN."""
     key = f"{split}_accuracy" + (f"_{token_class}" if token_class else "")
     return grid.none_to_nan(s[key])
 
 
-def _seeds(values: np.ndarray) -> str:
+def seeds_text(values: np.ndarray) -> str:
+    """'0.9005, 0.9003, 0.9015' (a missing seed: '–')."""
     return ", ".join("–" if not np.isfinite(v) else f"{v:.4f}" for v in values)
 
 
@@ -91,9 +93,9 @@ def markdown(summaries: dict[str, dict]) -> str:
             f"{s['params_varying']:,}",
             f"{100 * (s['params_varying'] / target - 1):+.1f}%",
             f"{s['params']:,}",
-            grid.mean_std(_values(s, "valid")),
-            grid.mean_std(_values(s, "test")),
-            _seeds(_values(s, "test")),
+            grid.mean_std(accuracies(s, "valid")),
+            grid.mean_std(accuracies(s, "test")),
+            seeds_text(accuracies(s, "test")),
         ]
         for s in rows
     ]
@@ -123,7 +125,7 @@ def markdown(summaries: dict[str, dict]) -> str:
     header = ["tagger"] + [
         f"{c}: {CLASS_TEXT[c]} ({100 * _share(first, 'test', c):.1f}%)" for c in CLASSES
     ]
-    table = [[_label(s)] + [grid.mean_std(_values(s, "test", c)) for c in CLASSES] for s in rows]
+    table = [[_label(s)] + [grid.mean_std(accuracies(s, "test", c)) for c in CLASSES] for s in rows]
     lines += [grid.markdown_table(header, table)]
     return "\n".join(lines)
 
@@ -142,12 +144,12 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
     x = np.arange(len(rows))
     for ax, (title, token_class) in zip(axes, groups, strict=True):
         for i, s in enumerate(rows):
-            values = _values(s, "test", token_class)
+            values = accuracies(s, "test", token_class)
             color = f"C{list(DIRECTION_TEXT).index(s['direction'])}"
             hatch = "//" if s["head"] == "crf" else None
             ax.bar(i, np.nanmean(values), color=color, alpha=0.5, hatch=hatch)
             ax.plot(np.full(values.shape, i), values, "k.", markersize=4)
-        means = [np.nanmean(_values(s, "test", token_class)) for s in rows]
+        means = [np.nanmean(accuracies(s, "test", token_class)) for s in rows]
         low, high = np.nanmin(means), np.nanmax(means)
         pad = max(0.01, 0.6 * (high - low))
         ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
@@ -163,7 +165,7 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
 def compare(a: dict, b: dict, token_class: str | None = None, split: str = "test") -> dict:
     """Mean accuracy of `a` minus `b` (fraction), and whether every seed of one is above
     every seed of the other ('clear') or not ('within seed spread')."""
-    x, y = _values(a, split, token_class), _values(b, split, token_class)
+    x, y = accuracies(a, split, token_class), accuracies(b, split, token_class)
     delta = grid.nan_mean(x) - grid.nan_mean(y)
     clear = bool(np.nanmin(x) > np.nanmax(y) or np.nanmax(x) < np.nanmin(y))
     return {"delta": delta, "clear": clear}
@@ -196,7 +198,7 @@ def _answer_6(p: dict[str, dict]) -> str:
     text = [
         f"Measured ({_describe(first)}; every tagger has ~{reference['params_varying']:,} "
         "parameters outside the embeddings): test token accuracy "
-        + "; ".join(f"{_label(s)} {grid.mean_std(_values(s))}" for s in rows)
+        + "; ".join(f"{_label(s)} {grid.mean_std(accuracies(s))}" for s in rows)
         + f" (majority tag per word {first['majority_baseline']['test_accuracy']:.4f})."
     ]
     fw, bw, bi = p.get("forward-softmax"), p.get("backward-softmax"), p.get("bi-softmax")
@@ -221,8 +223,8 @@ def _answer_6(p: dict[str, dict]) -> str:
     text.append(
         "Where the gain comes from (test accuracy by token class, BiLSTM vs forward): "
         + "; ".join(
-            f"{c} ({shares[c]:.1f}% of tokens) {grid.nan_mean(_values(fw, 'test', c)):.4f} → "
-            f"{grid.nan_mean(_values(bi, 'test', c)):.4f}, {_diff_text(bi, fw, c)}"
+            f"{c} ({shares[c]:.1f}% of tokens) {grid.nan_mean(accuracies(fw, 'test', c)):.4f} → "
+            f"{grid.nan_mean(accuracies(bi, 'test', c)):.4f}, {_diff_text(bi, fw, c)}"
             for c in CLASSES
         )
         + ". On 'minority' tokens the word alone points to the wrong tag, so what a tagger "
@@ -244,7 +246,7 @@ def _answer_14(p: dict[str, dict]) -> str:
     rows = _rows(p)
     text = [
         f"Softmax vs CRF head at equal size ({_describe(rows[0])}; test token accuracy): "
-        + "; ".join(f"{_label(s)} {grid.mean_std(_values(s))}" for s in rows)
+        + "; ".join(f"{_label(s)} {grid.mean_std(accuracies(s))}" for s in rows)
         + "."
     ]
     fw, fw_crf = p.get("forward-softmax"), p.get("forward-crf")

@@ -13,7 +13,13 @@ import pathlib
 import numpy as np
 
 from experiments import grid
-from experiments.bidirectional_report import CLASS_TEXT, chance_apart, compare
+from experiments.bidirectional_report import (
+    CLASS_TEXT,
+    accuracies,
+    chance_apart,
+    compare,
+    seeds_text,
+)
 
 TASK_TEXT = {"tag": "UD English-EWT UPOS tagging", "sst": "SST-2 sentence sentiment"}
 ORDER_TEXT = {
@@ -28,15 +34,6 @@ EFFECTS = (
     ("order (ordered − shuffled)", "ordered", "shuffled"),
     ("context and order (ordered − bag)", "ordered", "bag"),
 )
-
-
-def _values(s: dict, split: str = "test", token_class: str | None = None) -> np.ndarray:
-    key = f"{split}_accuracy" + (f"_{token_class}" if token_class else "")
-    return grid.none_to_nan(s[key])
-
-
-def _seeds(values: np.ndarray) -> str:
-    return ", ".join("–" if not np.isfinite(v) else f"{v:.4f}" for v in values)
 
 
 def _by_task(summaries: dict[str, dict]) -> dict[str, dict[str, dict]]:
@@ -77,9 +74,9 @@ def _task_section(task: str, rows: dict[str, dict]) -> list[str]:
             s["hidden"],
             f"{s['params_outside_embeddings']:,}",
             f"{s['params']:,}",
-            grid.mean_std(_values(s, "valid")),
-            grid.mean_std(_values(s, "test")),
-            _seeds(_values(s, "test")),
+            grid.mean_std(accuracies(s, "valid")),
+            grid.mean_std(accuracies(s, "test")),
+            seeds_text(accuracies(s, "test")),
         ]
         for o, s in rows.items()
     ]
@@ -105,7 +102,7 @@ def _task_section(task: str, rows: dict[str, dict]) -> list[str]:
             f"{c}: {text} ({100 * counts[c] / total:.1f}%)" for c, text in CLASS_TEXT.items()
         ]
         table = [
-            [ORDER_TEXT[o]] + [grid.mean_std(_values(s, "test", c)) for c in CLASS_TEXT]
+            [ORDER_TEXT[o]] + [grid.mean_std(accuracies(s, "test", c)) for c in CLASS_TEXT]
             for o, s in rows.items()
         ]
         lines += [
@@ -147,7 +144,7 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
     for ax, (task, rows) in zip(axes[0], tasks.items(), strict=True):
         means = []
         for i, (order, s) in enumerate(rows.items()):
-            values = _values(s)
+            values = accuracies(s)
             means.append(np.nanmean(values))
             ax.bar(i, means[-1], color=f"C{list(ORDER_TEXT).index(order)}", alpha=0.5)
             ax.plot(np.full(values.shape, i), values, "k.", markersize=4)
@@ -170,7 +167,7 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
     text = (
         f"{_describe(rows)}; test {UNIT[task]} accuracy: "
         + "; ".join(
-            f"{ORDER_TEXT[o]} ({s['params']:,} parameters) {grid.mean_std(_values(s))}"
+            f"{ORDER_TEXT[o]} ({s['params']:,} parameters) {grid.mean_std(accuracies(s))}"
             for o, s in rows.items()
         )
         + f" (majority baseline {baseline:.4f})."
