@@ -12,23 +12,38 @@ state carried across sentences (as it reads in training and evaluation):
 
 At every word position t (not `<eos>`; t >= max(k) so every k-back target exists; the last
 position excluded so the next word exists) it collects layer 0 = the embedding x_t `[embed]`
-and layer l = h^l_t `[hidden]` (`rnn_jax.probes.layer_states`), and fits one linear probe
-(`rnn_jax.probes.fit_lda_probes`: linear discriminant analysis with a shrunk covariance, the
-shrinkage chosen on the last `probe.holdout_fraction` of probe-train) per (model, seed, layer,
-target):
+and layer l = h^l_t `[hidden]` (`rnn_jax.probes.layer_states`), and fits linear probes of the
+kinds in `probe.kinds` per (model, seed, layer, target), each regularisation strength chosen
+on the last `probe.holdout_fraction` of probe-train, then refitted on all of it:
+
+  lda       `rnn_jax.probes.fit_lda_probes`: linear discriminant analysis with a shrunk shared
+            covariance (grid `probe.shrinkages`); every target
+  logistic  `rnn_jax.probes.fit_logistic_probes`: multinomial logistic regression with an L2
+            penalty (grid `probe.l2_penalties`, `probe.logistic_iterations` L-BFGS steps); the
+            tag targets only (`TAG_TARGETS`: 101-class word probes cost ~6x as much)
+
+Targets:
 
   word_k<k>  memory (Q1): the token at t-k in the stream, as one of the `probe.num_words` most
              frequent training tokens (`<eos>` is one of them) or "other" (one class);
              k from `probe.distances` (k = 0 is the current word: lexical identity)
   upos       abstraction (Q12): the UPOS tag of word t (17 classes)
   upos_next  what an LM must anticipate: the UPOS tag of token t+1 (`<eos>` an 18th class)
+  upos_control, upos_next_control
+             Hewitt & Liang's (2019) control tasks: word t's type mapped to a random tag
+             (`rnn_jax.probes.control_task`, seeded by `seed` and `seed + 1`), drawn from
+             probe-train's distribution of the real target; selectivity = task − control
 
 Models: the trained LM of each seed and, as the control, the same seed's untrained LM (its
-initial weights: what a probe decodes without learning, Hewitt & Liang 2019). Reported:
-accuracy on probe-test per (model, layer, target), per seed, beside the majority class of
-probe-train. W/results.json: `final` = {"<trained|untrained>-L<layer>": {target: [per seed]},
-"majority": {target: accuracy}}, plus the LM's perplexities, the chosen shrinkages and
-the sizes; W/state_probe.md; W/state_probe.png (memory curves).
+initial weights: what a probe decodes without learning, Hewitt & Liang 2019). Baselines: the
+majority class of probe-train, and for the tag targets a lexical lookup
+(`rnn_jax.probes.lexical_accuracy`: word t's most frequent tag, or next tag, in probe-train;
+the overall majority for unseen words), the non-linear reference of what word identity alone
+gives. Reported: accuracy on probe-test per (probe, model, layer, target), per seed.
+W/results.json: `final` = {"<probe>-<trained|untrained>-L<layer>": {target: [per seed]},
+"majority": {target: accuracy}, "lexical": {tag target: accuracy}}, plus the LM's
+perplexities, the chosen regularisation, the sizes and the probes' time; W/state_probe.md;
+W/state_probe.png (memory curves).
 
     python -m experiments.state_probe --workdir=W \
         --config=experiments/configs/state_probe.py:quick
@@ -68,6 +83,11 @@ UPOS = (
 )  # fmt: skip
 NEXT_UPOS = (*UPOS, EOS)  # the token after the last word is the sentence end
 MODELS = ("trained", "untrained")
+PROBE_KINDS = ("lda", "logistic")
+# The targets of a word's tag (and their control tasks): what `logistic` probes and what the
+# lexical baseline is computed for. Each control target is "<target>_control".
+TAG_TARGETS = ("upos", "upos_next")
+CONTROL = "_control"
 SPLITS = ("train", "valid", "test")
 
 
@@ -91,6 +111,14 @@ def _positive_list(value: object) -> str | None:
     return None if ok else "positive numbers, comma-separated (e.g. '0.01,0.1,1')"
 
 
+def _probe_kinds(value: object) -> str | None:
+    """Rule: distinct probe kinds, comma-separated, `lda` among them (the only word probe)."""
+    names = [v.strip() for v in str(value).split(",")]
+    ok = "lda" in names and grid.distinct_names(PROBE_KINDS)(value) is None
+    allowed = ", ".join(PROBE_KINDS)
+    return None if ok else f"distinct names from {allowed}, comma-separated, lda among them"
+
+
 RULES: cfg.Rules = {
     # language_model's rules without its synthetic-corpus keys (this corpus is UD's).
     **{k: v for k, v in lm.RULES.items() if not k.startswith("data.markov_")},
@@ -106,6 +134,9 @@ RULES: cfg.Rules = {
     "probe.distances": _int_list,
     "probe.shrinkages": _positive_list,
     "probe.holdout_fraction": cfg.in_range(0.05, 0.5),
+    "probe.kinds": _probe_kinds,
+    "probe.l2_penalties": _positive_list,
+    "probe.logistic_iterations": cfg.int_at_least(1),
 }
 
 
@@ -119,9 +150,27 @@ def shrinkages(config: ml_collections.ConfigDict) -> list[float]:
     return [float(v) for v in str(config.probe.shrinkages).split(",")]
 
 
+def l2_penalties(config: ml_collections.ConfigDict) -> list[float]:
+    """`probe.l2_penalties` as floats (the rule has checked them)."""
+    return [float(v) for v in str(config.probe.l2_penalties).split(",")]
+
+
+def probe_kinds(config: ml_collections.ConfigDict) -> list[str]:
+    """`probe.kinds` as a list, in `PROBE_KINDS` order (the rule has checked them)."""
+    asked = {v.strip() for v in str(config.probe.kinds).split(",")}
+    return [kind for kind in PROBE_KINDS if kind in asked]
+
+
 def target_names(ks: list[int]) -> list[str]:
-    """The probe targets, in table order: word k back for each k, then the two UPOS ones."""
-    return [f"word_k{k}" for k in ks] + ["upos", "upos_next"]
+    """The probe targets, in table order: word k back for each k, the two UPOS ones, then
+    their control tasks."""
+    return [f"word_k{k}" for k in ks] + [*TAG_TARGETS] + [t + CONTROL for t in TAG_TARGETS]
+
+
+def probed_targets(kind: str, ks: list[int]) -> list[str]:
+    """The targets probe `kind` reads: lda every one, logistic the tag targets and controls."""
+    names = target_names(ks)
+    return names if kind == "lda" else [t for t in names if not t.startswith("word_k")]
 
 
 def stream(sentences: list[dict]) -> tuple[list[str], list[str]]:
@@ -163,8 +212,21 @@ def probe_targets(
 
 
 def num_classes(config: ml_collections.ConfigDict) -> list[int]:
-    """Per target (`target_names` order): words + other, UPOS, UPOS + `<eos>`."""
-    return [config.probe.num_words + 1] * len(distances(config)) + [len(UPOS), len(NEXT_UPOS)]
+    """Per target (`target_names` order): words + other, UPOS, UPOS + `<eos>`, and the
+    controls as their tasks."""
+    tags = [len(UPOS), len(NEXT_UPOS)]
+    return [config.probe.num_words + 1] * len(distances(config)) + tags + tags
+
+
+def control_labels(words: np.ndarray, train_tags: np.ndarray, seed: int) -> np.ndarray:
+    """The control tasks of `TAG_TARGETS` at word forms `words [m]`: int `[m, 2]`, column i a
+    random tag per word type (`probes.control_task` seeded `seed + i`), drawn from the
+    distribution of target i in `train_tags int [n, 2]` (probe-train's UPOS, next UPOS)."""
+    columns = []
+    for i, classes in enumerate((len(UPOS), len(NEXT_UPOS))):
+        counts = np.bincount(train_tags[:, i], minlength=classes)
+        columns.append(probes.control_task(list(words), counts, seed + i))
+    return np.stack(columns, axis=1)
 
 
 def ud_lm_corpus(sentences: dict[str, list[dict]], min_freq: int) -> LMCorpus:
@@ -210,28 +272,38 @@ def load_sentences(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
 
 @dataclasses.dataclass(frozen=True)
 class ProbeSet:
-    """A probe stream: LM ids `tokens [T]`, the probed `positions [m]` and `labels [m, targets]`."""
+    """A probe stream: LM ids `tokens [T]`, the probed `positions [m]`, the word forms there
+    `words str [m]` and `labels [m, targets]` (`target_names` order)."""
 
     tokens: np.ndarray
     positions: np.ndarray
+    words: np.ndarray
     labels: np.ndarray
 
 
 def probe_sets(
     config: ml_collections.ConfigDict, sentences: dict[str, list[dict]], corpus: LMCorpus
 ) -> tuple[dict[str, ProbeSet], dict[str, int]]:
-    """({"train", "test"}: ProbeSet) and the word classes (from the LM's training stream)."""
+    """({"train", "test"}: ProbeSet) and the word classes (from the LM's training stream); the
+    control tasks' tags are drawn from probe-train's tag distribution."""
     p = config.probe
     words = frequent_words(stream(sentences["train"])[0], p.num_words)
     chosen = {
         "train": sentences["train"][: p.train_sentences],
         "test": sentences[p.test_split][: p.test_sentences or None],
     }
-    sets = {}
+    streams = {}
     for name, chosen_sentences in chosen.items():
         forms, tags = stream(chosen_sentences)
         positions, labels = probe_targets(forms, tags, words, distances(config))
-        sets[name] = ProbeSet(corpus.vocab.encode(forms), positions, labels)
+        streams[name] = (forms, positions, np.array(forms, dtype=object)[positions], labels)
+    train_tags = streams["train"][3][:, -len(TAG_TARGETS) :]
+    sets = {}
+    for name, (forms, positions, forms_there, labels) in streams.items():
+        controls = control_labels(forms_there, train_tags, config.seed)
+        sets[name] = ProbeSet(
+            corpus.vocab.encode(forms), positions, forms_there, np.hstack([labels, controls])
+        )
     return sets, words
 
 
@@ -243,27 +315,73 @@ def untrained_model(
     return task.init_model(seeds.init_key(base))
 
 
+def _fit(
+    kind: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: list[int],
+    holdout: np.ndarray,
+    config: ml_collections.ConfigDict,
+) -> list[probes.LinearProbe]:
+    if kind == "lda":
+        return probes.fit_lda_probes(features, labels, classes, shrinkages(config), holdout)
+    return probes.fit_logistic_probes(
+        features, labels, classes, l2_penalties(config), holdout, config.probe.logistic_iterations
+    )
+
+
 def probe_model(
     model: RNNLanguageModel, sets: dict[str, ProbeSet], config: ml_collections.ConfigDict
-) -> tuple[np.ndarray, np.ndarray]:
-    """(accuracy on probe-test, chosen shrinkage), each `[layers + 1, targets]`."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Per probe kind: (accuracy on probe-test, chosen regularisation), each `[layers + 1,
+    probed targets]` (`probed_targets` order), and the seconds its fits took."""
     train, test = sets["train"], sets["test"]
     states = {n: probes.layer_states(model, s.tokens[None]) for n, s in sets.items()}
     cut = int(len(train.positions) * (1 - config.probe.holdout_fraction))
     holdout = np.arange(len(train.positions)) >= cut  # a contiguous block: no shared context
-    accuracy, shrinkage = [], []
-    for layer_train, layer_test in zip(states["train"], states["test"], strict=True):
-        fitted = probes.fit_lda_probes(
-            layer_train[0, train.positions],
-            train.labels,
-            num_classes(config),
-            shrinkages(config),
-            holdout,
+    names, classes = target_names(distances(config)), num_classes(config)
+    out = {}
+    for kind in probe_kinds(config):
+        columns = [names.index(t) for t in probed_targets(kind, distances(config))]
+        start = time.perf_counter()
+        accuracy, regularization = [], []
+        for layer_train, layer_test in zip(states["train"], states["test"], strict=True):
+            fitted = _fit(
+                kind,
+                layer_train[0, train.positions],
+                train.labels[:, columns],
+                [classes[j] for j in columns],
+                holdout,
+                config,
+            )
+            features = layer_test[0, test.positions]
+            accuracy.append(
+                [
+                    p.accuracy(features, test.labels[:, j])
+                    for p, j in zip(fitted, columns, strict=True)
+                ]
+            )
+            regularization.append([p.regularization for p in fitted])
+        out[kind] = (np.array(accuracy), np.array(regularization), time.perf_counter() - start)
+    return out
+
+
+def baselines(sets: dict[str, ProbeSet], names: list[str]) -> dict[str, dict[str, float]]:
+    """{"majority": {target: accuracy}, "lexical": {tag target or control: accuracy}} on
+    probe-test, each fitted on probe-train."""
+    train, test = sets["train"], sets["test"]
+    majority = {
+        name: probes.majority_accuracy(train.labels[:, j], test.labels[:, j])
+        for j, name in enumerate(names)
+    }
+    lexical = {
+        name: probes.lexical_accuracy(
+            train.words, train.labels[:, j], test.words, test.labels[:, j]
         )
-        features = layer_test[0, test.positions]
-        accuracy.append([p.accuracy(features, test.labels[:, j]) for j, p in enumerate(fitted)])
-        shrinkage.append([p.shrinkage for p in fitted])
-    return np.array(accuracy), np.array(shrinkage)
+        for j, name in enumerate(names)
+        if not name.startswith("word_k")
+    }
+    return {"majority": majority, "lexical": lexical}
 
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
@@ -278,36 +396,39 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     lm_final = train_and_evaluate(config, lm_dir, task)["final"]
     lm_wall = time.perf_counter() - start
     sets, words = probe_sets(config, sentences, task.corpus)
-    names = target_names(distances(config))
+    ks = distances(config)
+    names = target_names(ks)
+    kinds = probe_kinds(config)
     n = config.num_seeds
-    accuracy = {m: [] for m in MODELS}
-    shrinkage = {m: [] for m in MODELS}
+    accuracy = {(k, m): [] for k in kinds for m in MODELS}
+    regularization = {(k, m): [] for k in kinds for m in MODELS}
+    probe_wall = dict.fromkeys(kinds, 0.0)
     for replica in range(n):
         models = {
             "trained": restore_model(config, lm_dir, task, best=False, replica=replica)[0],
             "untrained": untrained_model(task, config, replica),
         }
-        for kind, model in models.items():
-            acc, chosen = probe_model(model, sets, config)
-            accuracy[kind].append(acc)
-            shrinkage[kind].append(chosen)
+        for model_name, model in models.items():
+            for kind, (acc, chosen, seconds) in probe_model(model, sets, config).items():
+                accuracy[kind, model_name].append(acc)
+                regularization[kind, model_name].append(chosen)
+                probe_wall[kind] += seconds
         print(f"  probed seed {replica} ({time.perf_counter() - start:.0f}s)", flush=True)
     final: dict = {}
-    for kind in MODELS:
-        per_seed = np.stack(accuracy[kind], axis=-1)  # [layers + 1, targets, seeds]
+    for (kind, model_name), per_model in accuracy.items():
+        per_seed = np.stack(per_model, axis=-1)  # [layers + 1, probed targets, seeds]
+        targets = probed_targets(kind, ks)
         for layer in range(per_seed.shape[0]):
-            final[f"{kind}-L{layer}"] = {
-                name: [float(v) for v in per_seed[layer, j]] for j, name in enumerate(names)
+            final[f"{kind}-{model_name}-L{layer}"] = {
+                name: [float(v) for v in per_seed[layer, j]] for j, name in enumerate(targets)
             }
-    train_labels, test_labels = sets["train"].labels, sets["test"].labels
-    final["majority"] = {
-        name: probes.majority_accuracy(train_labels[:, j], test_labels[:, j])
-        for j, name in enumerate(names)
-    }
+    final.update(baselines(sets, names))
     extra = {
         "setup": {
             "targets": names,
-            "distances": distances(config),
+            "probe_kinds": kinds,
+            "probed_targets": {kind: probed_targets(kind, ks) for kind in kinds},
+            "distances": ks,
             "num_layers": config.model.num_layers,
             "hidden_size": config.model.hidden_size,
             "embed_size": config.model.embed_size or config.model.hidden_size,
@@ -327,7 +448,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
             "probe_test_split": config.probe.test_split,
             "probe_test_positions": len(sets["test"].positions),
             "shrinkages": shrinkages(config),
+            "l2_penalties": l2_penalties(config),
+            "logistic_iterations": config.probe.logistic_iterations,
             "holdout_fraction": config.probe.holdout_fraction,
+            "control_seeds": [config.seed, config.seed + 1],
         },
         "lm": {
             f"{split}_perplexity": [
@@ -336,9 +460,16 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
             ]
             for split in ("valid", "test")
         },
-        # [layers + 1][targets][seeds]
-        "shrinkages": {kind: np.stack(shrinkage[kind], axis=-1).tolist() for kind in MODELS},
-        "timing": {"wall_s": time.perf_counter() - start, "lm_wall_s": lm_wall},
+        # "<probe>-<model>": [layers + 1][probed targets][seeds]; LDA's shrinkage, logistic's L2
+        "regularization": {
+            f"{kind}-{model_name}": np.stack(chosen, axis=-1).tolist()
+            for (kind, model_name), chosen in regularization.items()
+        },
+        "timing": {
+            "wall_s": time.perf_counter() - start,
+            "lm_wall_s": lm_wall,
+            "probe_fit_s": probe_wall,
+        },
     }
     grid.write_results(workdir, final, extra)
     results = {"final": final, **extra}

@@ -1,14 +1,20 @@
 """experiments.state_probe and rnn_jax.probes: the LDA probe against Gaussian log densities
-written out with scipy, the shrinkage choice against brute force, the k-back
-and UPOS targets by hand, the layer states against a per-step loop of the model, a smoke run's
-results, tables and plot agreeing with each other, the Q1/Q12 answers on hand-made results,
-the main job's report, and bad config values failing naming the key."""
+written out with scipy, the shrinkage choice against brute force, the logistic-regression probe
+against scipy's L-BFGS-B on the same objective written out in numpy and on classes LDA misreads,
+the lexical baseline and the control task by hand, the k-back and UPOS targets by hand, the
+layer states against a per-step loop of the model, a smoke run's results, tables and plot
+agreeing with each other, the Q1/Q12 answers on hand-made results, the main job's report, and
+bad config values failing naming the key."""
 
+import collections
 import json
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 import scipy.stats
 from flax import nnx
 
@@ -74,7 +80,7 @@ def test_shrinkage_choice_equals_brute_force():
             for s in grid
         ]
         best = max(range(len(grid)), key=lambda i: (accuracies[i], grid[i]))
-        assert fitted[j].shrinkage == grid[best]
+        assert fitted[j].regularization == grid[best]
         refit = probes.fit_lda_probe(x, target, 4, grid[best])
         np.testing.assert_allclose(fitted[j].weights, refit.weights, atol=1e-10)
         np.testing.assert_allclose(fitted[j].bias, refit.bias, atol=1e-10)
@@ -102,6 +108,129 @@ def test_probe_inputs_are_checked():
         probes.fit_lda_probe(x, labels, 2, 1.0)
     with pytest.raises(ValueError, match="holdout"):
         probes.fit_lda_probes(x, labels[:, None], [3], [1.0], np.zeros(80, bool))
+
+
+def _penalised_softmax_loss(theta, z, labels, classes, l2):
+    """numpy reference: mean NLL of softmax(z W + b) plus l2 / 2 ||W||^2, and its gradient."""
+    n, d = z.shape
+    weights, bias = theta[: d * classes].reshape(d, classes), theta[d * classes :]
+    logits = z @ weights + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    loss = -np.log(probs[np.arange(n), labels]).mean() + 0.5 * l2 * np.sum(weights**2)
+    residual = probs - np.eye(classes)[labels]
+    grad_w = z.T @ residual / n + l2 * weights
+    return loss, np.concatenate([grad_w.ravel(), residual.mean(axis=0)])
+
+
+def test_logistic_probe_equals_scipy_lbfgs_on_the_same_objective():
+    x, labels = _data(n=150, d=4, classes=3, seed=2)
+    labels[labels == 1] = 3  # class 1 never seen: bias -inf, never predicted
+    l2 = 0.05
+    probe = probes.fit_logistic_probe(x, labels, 4, l2, iterations=300)
+    seen = [0, 2, 3]
+    z = (x - x.mean(0)) / x.std(0)
+    compact = np.searchsorted(seen, labels)
+    reference = scipy.optimize.minimize(
+        _penalised_softmax_loss,
+        np.zeros(4 * 3 + 3),
+        args=(z, compact, 3, l2),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 10_000},
+    )
+    assert reference.success
+    ref_weights, ref_bias = reference.x[:12].reshape(4, 3), reference.x[12:]
+    assert np.isneginf(probe.bias[1]) and not np.isin(1, probe.predict(x))
+    np.testing.assert_allclose(probe.weights[:, seen], ref_weights, atol=2e-3)
+    bias = probe.bias[seen]  # defined up to a constant: the softmax ignores a shift
+    np.testing.assert_allclose(bias - bias.mean(), ref_bias - ref_bias.mean(), atol=2e-3)
+    theta = np.concatenate([probe.weights[:, seen].ravel(), bias])
+    loss = _penalised_softmax_loss(theta, z, compact, 3, l2)[0]
+    assert loss == pytest.approx(reference.fun, rel=1e-5)
+
+
+def test_logistic_penalty_choice_and_refit():
+    # Two targets fitted jointly (one parameter block each); a huge penalty flattens the
+    # weights, so the small one must win on the held-out rows, and the refit on all rows is
+    # the single-target fit at that penalty.
+    x, labels = _data(n=160, d=5, classes=3, seed=3)
+    labels2 = np.digitize(x[:, 1], np.quantile(x[:, 1], [1 / 3, 2 / 3]))
+    holdout = np.arange(160) >= 120
+    fitted = probes.fit_logistic_probes(
+        x, np.stack([labels, labels2], 1), [3, 3], [0.01, 100.0], holdout, iterations=200
+    )
+    for probe, target in zip(fitted, (labels, labels2), strict=True):
+        assert probe.regularization == 0.01 and probe.weights.shape == (5, 3)
+        alone = probes.fit_logistic_probe(x, target, 3, 0.01, iterations=200)
+        np.testing.assert_allclose(probe.weights, alone.weights, atol=2e-3)
+        assert probe.accuracy(x, target) == alone.accuracy(x, target)
+    with pytest.raises(ValueError, match="l2_penalties"):
+        probes.fit_logistic_probes(x, labels[:, None], [3], [0.0], holdout, 10)
+
+
+def test_logistic_reads_a_multimodal_class_lda_misreads():
+    # Class 0 is two clusters (at -20 and 0), class 1 one cluster at 1: a threshold at 0.5
+    # separates them, but LDA's class-0 mean (-10) and pooled variance (~100) put its boundary
+    # far left of 0, so it calls the cluster at 0 class 1. UPOS classes are like class 0.
+    rng = np.random.default_rng(0)
+    centres = np.array([-20.0, 0.0, 1.0])
+    cluster = rng.integers(0, 3, 600)
+    x = (centres[cluster] + rng.normal(size=600) * 0.1)[:, None]
+    x = np.hstack([x, rng.normal(size=(600, 1))])  # plus a noise feature
+    labels = (cluster == 2).astype(int)
+    lda = probes.fit_lda_probe(x, labels, 2, 0.01)
+    logistic = probes.fit_logistic_probe(x, labels, 2, 1e-3, iterations=200)
+    assert lda.accuracy(x, labels) < 0.75
+    assert logistic.accuracy(x, labels) > 0.99
+
+
+def test_lexical_baseline_by_hand():
+    train_words = ["the", "run", "run", "run", "dog", "the"]
+    train_tags = [
+        5,
+        15,
+        7,
+        15,
+        7,
+        5,
+    ]  # run: VERB twice, NOUN once; majority overall: 5 (tie 5/7/15 -> 5)
+    test_words = ["run", "dog", "cat", "the"]
+    np.testing.assert_array_equal(
+        probes.lexical_predictions(train_words, train_tags, test_words), [15, 7, 5, 5]
+    )
+    assert probes.lexical_accuracy(train_words, train_tags, test_words, [15, 15, 5, 5]) == 0.75
+    # A tie within a word goes to the smaller id: "a" seen as 3 and as 1.
+    assert probes.lexical_predictions(["a", "a"], [3, 1], ["a"]).tolist() == [1]
+
+
+def test_control_task_is_a_seeded_map_of_types():
+    probs = np.array([0.5, 0.0, 0.3, 0.2])
+    words = [f"w{i}" for i in range(4000)]
+    labels = probes.control_task(words, probs, seed=7)
+    # Type-level: every occurrence of a type gets the same tag, in any context or call, and an
+    # unseen type gets one too.
+    again = probes.control_task(["w3", "new", "w3", "w0"], probs, seed=7)
+    assert again[0] == again[2] == labels[3] and again[3] == labels[0]
+    assert 0 <= again[1] < 4
+    # Drawn from probs: class 1 (probability 0) never, the others near their probability.
+    frequencies = np.bincount(labels, minlength=4) / len(words)
+    assert frequencies[1] == 0
+    np.testing.assert_allclose(frequencies, probs, atol=0.03)
+    other_seed = probes.control_task(words, probs, seed=8)
+    assert 0.3 < np.mean(other_seed == labels) < 0.5  # independent maps agree ~sum(p^2) = 0.38
+
+
+def test_control_labels_of_the_experiment():
+    words = np.array(["a", "b", "a", "c"], dtype=object)
+    train_tags = np.array([[0, 1], [7, 17], [0, 1], [3, 17]])
+    controls = sp.control_labels(words, train_tags, seed=0)
+    assert controls.shape == (4, 2)
+    np.testing.assert_array_equal(controls[0], controls[2])  # one tag per type
+    assert set(controls[:, 0]) <= {0, 3, 7} and set(controls[:, 1]) <= {1, 17}
+    np.testing.assert_array_equal(
+        controls[:, 0], probes.control_task(list(words), np.bincount([0, 7, 0, 3], minlength=17), 0)
+    )
 
 
 def test_majority_accuracy_by_hand():
@@ -181,24 +310,86 @@ def test_smoke_writes_results_tables_and_plot(smoke_run, config):
     assert results["final"] == final
     names = sp.target_names(sp.distances(config))
     assert results["setup"]["targets"] == names
-    assert set(final) == {f"{m}-L{layer}" for m in sp.MODELS for layer in range(3)} | {"majority"}
+    assert results["setup"]["probe_kinds"] == ["lda", "logistic"]
+    tags = ["upos", "upos_next", "upos_control", "upos_next_control"]
+    assert names[-4:] == tags
+    probed = {
+        f"{probe}-{m}-L{layer}" for probe in sp.PROBE_KINDS for m in sp.MODELS for layer in range(3)
+    }
+    assert set(final) == probed | {"majority", "lexical"}
+    assert set(final["lda-trained-L1"]) == set(names) and set(final["logistic-trained-L1"]) == set(
+        tags
+    )
+    assert set(final["lexical"]) == set(tags)
     for key, row in final.items():
-        values = [row[t] if key == "majority" else row[t][0] for t in names]
+        values = [v if key in ("majority", "lexical") else v[0] for v in row.values()]
         assert all(0 <= v <= 1 for v in values), (key, row)
-    accuracy_section = (workdir / "state_probe.md").read_text().split("## Trained minus")[0]
+    text = (workdir / "state_probe.md").read_text()
+    accuracy_section = text.split("## UPOS by probe")[0]
     rows = table_rows(accuracy_section)
     assert rows["trained L2"]["UPOS"] and rows["majority class"]["word t-0"]
+    assert "UPOS control" not in accuracy_section
     mean = cell_numbers(rows["untrained L1"]["word t-2"])[0]
-    assert mean == pytest.approx(final["untrained-L1"]["word_k2"][0], abs=1e-3)
+    assert mean == pytest.approx(final["lda-untrained-L1"]["word_k2"][0], abs=1e-3)
     assert cell_numbers(rows["majority class"]["next UPOS"])[0] == pytest.approx(
         final["majority"]["upos_next"], abs=1e-3
     )
+    # The tag table: every probe kind's rows, control accuracy, selectivity = task - control,
+    # the lexical lookup and the majority class.
+    tag_rows = table_rows(text.split("## UPOS by probe")[1].split("## Trained minus")[0])
+    logistic = final["logistic-trained-L2"]
+    row = tag_rows["logistic trained L2"]
+    assert cell_numbers(row["UPOS"])[0] == pytest.approx(logistic["upos"][0], abs=1e-3)
+    assert cell_numbers(row["UPOS control"])[0] == pytest.approx(
+        logistic["upos_control"][0], abs=1e-3
+    )
+    assert cell_numbers(row["UPOS selectivity"])[0] == pytest.approx(
+        logistic["upos"][0] - logistic["upos_control"][0], abs=1e-3
+    )
+    assert "LDA untrained L0 (embedding)" in tag_rows
+    lexical = tag_rows["lexical lookup"]
+    assert cell_numbers(lexical["UPOS"])[0] == pytest.approx(final["lexical"]["upos"], abs=1e-3)
+    assert cell_numbers(lexical["next UPOS"])[0] == pytest.approx(
+        final["lexical"]["upos_next"], abs=1e-3
+    )
+    assert "majority class" in tag_rows
+    assert "logistic trained L1 -> L2" in text.split("## From one layer")[1]
     assert_png(workdir / "state_probe.png")
-    # The embedding layer of the untrained model is its initial table: the trained run's
-    # seed 0 started from it, so the untrained probes do not depend on training.
     assert results["lm"]["valid_perplexity"][0] > 1
+    assert set(results["timing"]["probe_fit_s"]) == {"lda", "logistic"}
     answers = sp.answers(workdir)
     assert set(answers) == {1, 12}
+    assert "UPOS by the logistic probe, LDA in parentheses" in answers[12]
+
+
+def test_smoke_lexical_baseline_and_controls_from_the_data(config):
+    # The experiment's baselines and control columns, recomputed from the UD sentences by hand.
+    sentences = sp.load_sentences(config)
+    task = sp.UDLanguageModelTask(config, sentences)
+    sets, _ = sp.probe_sets(config, sentences, task.corpus)
+    train, test = sets["train"], sets["test"]
+    names = sp.target_names(sp.distances(config))
+    upos, control = names.index("upos"), names.index("upos_control")
+    forms, _ = sp.stream(sentences["train"][: config.probe.train_sentences])
+    np.testing.assert_array_equal(train.words, np.array(forms, dtype=object)[train.positions])
+    # One control tag per word type, shared by probe-train and probe-test.
+    tag_of = {}
+    for split in (train, test):
+        for word, tag in zip(split.words, split.labels[:, control], strict=True):
+            assert tag_of.setdefault(word, tag) == tag
+    baselines = sp.baselines(sets, names)
+    counts: dict = {}
+    for word, tag in zip(train.words, train.labels[:, upos], strict=True):
+        counts.setdefault(word, collections.Counter())[tag] += 1
+    majority = collections.Counter(train.labels[:, upos].tolist()).most_common(1)[0][0]
+    guesses = [
+        min(counts[w], key=lambda t: (-counts[w][t], t)) if w in counts else majority
+        for w in test.words
+    ]
+    assert baselines["lexical"]["upos"] == pytest.approx(
+        np.mean(np.array(guesses) == test.labels[:, upos])
+    )
+    assert baselines["lexical"]["upos"] > baselines["majority"]["upos"]
 
 
 def test_the_main_job_runs_it_and_reports_its_answers(smoke_run, tmp_path):
@@ -213,21 +404,33 @@ def test_the_main_job_runs_it_and_reports_its_answers(smoke_run, tmp_path):
         assert f"**Q{q}. {reproduce.QUESTIONS[q]}** {answers[q]}" in text
 
 
-def _results(upos_by_layer, word_by_layer, memory):
-    """Hand-made results: 2 seeds, 2 layers; `memory[kind][layer]` = accuracy per k (0, 1, 4)."""
+TAGS = ["upos", "upos_next", "upos_control", "upos_next_control"]
+
+
+def _results(upos_by_layer, word_by_layer, memory, logistic_upos=None):
+    """Hand-made results: 2 seeds, 2 layers; `memory[kind][layer]` = accuracy per k (0, 1, 4);
+    LDA's UPOS `upos_by_layer[kind][layer]`, logistic's `logistic_upos` (default: the same)."""
     final = {
-        "majority": {"word_k0": 0.5, "word_k1": 0.5, "word_k4": 0.5, "upos": 0.2, "upos_next": 0.2}
+        "majority": {"word_k0": 0.5, "word_k1": 0.5, "word_k4": 0.5} | dict.fromkeys(TAGS, 0.2),
+        "lexical": {"upos": 0.85, "upos_next": 0.4, "upos_control": 0.7, "upos_next_control": 0.7},
     }
+    logistic_upos = logistic_upos or upos_by_layer
     for kind in ("trained", "untrained"):
         for layer in range(3):
             row = {f"word_k{k}": [memory[kind][layer][i]] * 2 for i, k in enumerate((0, 1, 4))}
             row["upos"] = list(upos_by_layer[kind][layer])
             row["upos_next"] = [0.3, 0.3]
+            row["upos_control"] = [0.25, 0.25]
+            row["upos_next_control"] = [0.2, 0.2]
             if kind == "trained":
                 row["word_k0"] = list(word_by_layer[layer])
-            final[f"{kind}-L{layer}"] = row
+            final[f"lda-{kind}-L{layer}"] = row
+            final[f"logistic-{kind}-L{layer}"] = {t: row[t] for t in TAGS} | {
+                "upos": list(logistic_upos[kind][layer])
+            }
     setup = {
-        "targets": ["word_k0", "word_k1", "word_k4", "upos", "upos_next"],
+        "targets": ["word_k0", "word_k1", "word_k4", *TAGS],
+        "probe_kinds": ["lda", "logistic"],
         "distances": [0, 1, 4],
         "num_layers": 2,
         "hidden_size": 8,
@@ -244,6 +447,8 @@ def _results(upos_by_layer, word_by_layer, memory):
         "probe_test_split": "valid",
         "probe_test_positions": 30,
         "shrinkages": [1.0],
+        "l2_penalties": [0.001],
+        "logistic_iterations": 10,
         "holdout_fraction": 0.2,
     }
     return {"final": final, "setup": setup, "lm": {"valid_perplexity": [100.0, 110.0]}}
@@ -269,12 +474,36 @@ def test_answers_on_hand_made_results(tmp_path):
     assert "Trained layer 1 holds the word up to k=4 back" in answers[1]
     assert "Trained layer 2 holds the word up to k=1 back" in answers[1]
     assert "gains on word identity by more than the margin in every seed" in answers[12]
-    assert "UPOS is best decoded from layer 2" in answers[12]
+    assert "The LDA probe gives the same verdict" in answers[12]
+    # Layer 2's 0.76 is within 0.02 of... nothing: layer 1 is 0.71 -> no tie.
+    assert "UPOS is best decoded from layer 2," in answers[12]
+    # Selectivity (UPOS - control 0.25) and the lexical lookup (0.85 - best 0.76 = 0.09).
+    assert "selectivity 0.510" in answers[12] and "0.090 below it" in answers[12]
+    assert "Logistic UPOS selectivity changes by 0.05 ± 0 over the same step" in answers[12]
+    markdown = report.markdown(rising)
+    tag_rows = table_rows(markdown.split("## UPOS by probe")[1].split("## Trained minus")[0])
+    assert cell_numbers(tag_rows["logistic trained L2"]["UPOS selectivity"])[0] == pytest.approx(
+        0.51
+    )
+    assert tag_rows["lexical lookup"]["UPOS selectivity"] == "+0.1500"
     # UPOS falls from layer 1 to 2 by more than word identity: the claim is not supported.
     falling = {"trained": [[0.6, 0.6], [0.8, 0.82], [0.7, 0.71]], "untrained": upos["untrained"]}
     text = report.answers(_results(falling, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY))
     assert "does not support 'more abstract representations at higher layers'" in text[12]
-    assert "UPOS is best decoded from layer 1" in text[12]
+    assert "UPOS is best decoded from layer 1," in text[12]
+    # Logistic regression tells another story than LDA: UPOS up by 0.1 from layer 1 to 2.
+    logistic = {"trained": [[0.6, 0.6], [0.7, 0.7], [0.8, 0.8]], "untrained": upos["untrained"]}
+    text = report.answers(
+        _results(falling, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY, logistic)
+    )
+    assert "logistic UPOS accuracy rises by 0.100" in text[12]
+    assert "gains on word identity by more than the margin in every seed" in text[12]
+    assert "The LDA probe disagrees (UPOS loses against word identity" in text[12]
+    assert "the verdict depends on the probe" in text[12]
+    # Layers within the margin of the best are named as a tie.
+    tied = {"trained": [[0.6, 0.6], [0.7, 0.7], [0.71, 0.71]], "untrained": upos["untrained"]}
+    text = report.answers(_results(tied, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY))
+    assert "UPOS is best decoded from layer 2 (layer 1 within 0.02: a tie" in text[12]
     mixed = {"trained": [[0.6, 0.6], [0.8, 0.8], [0.85, 0.75]], "untrained": upos["untrained"]}
     text = report.answers(_results(mixed, [[0.99, 0.99], [0.95, 0.95], [0.95, 0.95]], MEMORY))
     assert "mixed sign over seeds" in text[12]
@@ -284,7 +513,7 @@ def test_answers_on_hand_made_results(tmp_path):
         "untrained": upos["untrained"],
     }
     text = report.answers(_results(small, [[1.0, 1.0], [0.996, 0.996], [0.971, 0.971]], MEMORY))
-    assert "UPOS accuracy falls by 0.016" in text[12]
+    assert "logistic UPOS accuracy falls by 0.016" in text[12]
     assert "does not show the upper layer to be more abstract" in text[12]
 
 
@@ -297,6 +526,16 @@ def test_answers_on_hand_made_results(tmp_path):
         ("probe.test_split", "train", "probe.test_split='train': must be one of"),
         ("probe.num_words", 0, "probe.num_words=0: must be an integer >= 1"),
         ("probe.holdout_fraction", 0.9, "probe.holdout_fraction=0.9"),
+        ("probe.kinds", "lda,mlp", "probe.kinds='lda,mlp': must be distinct names from lda"),
+        (
+            "probe.kinds",
+            "logistic",
+            "probe.kinds='logistic': must be distinct names from lda, logistic, "
+            "comma-separated, lda among them",
+        ),
+        ("probe.kinds", "lda,lda", "probe.kinds='lda,lda'"),
+        ("probe.l2_penalties", "0.1,-1", "probe.l2_penalties='0.1,-1': must be positive"),
+        ("probe.logistic_iterations", 0, "probe.logistic_iterations=0: must be an integer >= 1"),
         ("data.corpus", "ptb", "data.corpus='ptb': must be one of 'ud_en_ewt'"),
         ("model.compute_dtype", "bfloat16", "model.compute_dtype='bfloat16'"),
     ],
@@ -304,6 +543,28 @@ def test_answers_on_hand_made_results(tmp_path):
 def test_bad_config_values_are_named(key, value, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
         cli.load_config(SMOKE, {key: value}, rules=sp.RULES)
+
+
+def test_a_bad_probe_kind_on_the_command_line_is_one_line_and_exit_status_2(tmp_path, repo_root):
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.state_probe",
+            f"--workdir={workdir}",
+            f"--config={SMOKE}",
+            "--config.probe.kinds=lda,mlp",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == cli.CONFIG_EXIT_STATUS == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "probe.kinds" in line]
+    assert len(lines) == 1 and "probe.kinds='lda,mlp': must be distinct names" in lines[0]
+    assert "Traceback" not in proc.stderr and not workdir.exists()
 
 
 def test_too_many_sentences_is_named(config):
