@@ -343,7 +343,9 @@ def write_report(root: pathlib.Path, names: Sequence[str], wall: dict[str, float
             if number in LIBRARY
             else "Not measured by this run (its experiment did not run or did not finish)."
         )
-        lines.append(f"**Q{number}. {question}** " + (" ".join(found) if found else fallback))
+        # Answers from several experiments are paragraphs of their own: one may end in a
+        # table, which a following line would otherwise join as a row.
+        lines.append(f"**Q{number}. {question}** " + ("\n\n".join(found) if found else fallback))
         lines.append("")
     text = "\n".join(lines + sections)
     (root / "report.md").write_text(text)
