@@ -271,15 +271,19 @@ def run_grid(
     return out
 
 
-def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path], Any], rules: Any) -> None:
+def main(
+    run: Callable[[ml_collections.ConfigDict, pathlib.Path], Any], rules: Any, trains: bool = True
+) -> None:
     """The absl entry point of an experiment whose `run(config, workdir)` builds its own
-    tasks (a grid experiment): `rnn_jax.train.cli.main` with no Task of its own."""
+    tasks (a grid experiment): `rnn_jax.train.cli.main` with no Task of its own; `trains`
+    False for one that trains nothing (its module's `TRAINS`)."""
     from rnn_jax.train import cli  # absl flags are defined only by an entry point
 
     cli.main(
         lambda config: None,
         rules,
         run=lambda config, workdir, task: run(config, pathlib.Path(workdir)),
+        trains=trains,
     )
 
 

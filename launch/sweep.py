@@ -194,9 +194,11 @@ def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
     for key, value in overrides.items():
         parent, _, field = key.rpartition(".")
         setattr(_lookup(config, parent) if parent else config, field, value)
-    rules = getattr(importlib.import_module(f"experiments.{name}"), "RULES", None)
+    experiment = importlib.import_module(f"experiments.{name}")
     try:
-        config_lib.validate(config, rules)
+        config_lib.validate(
+            config, getattr(experiment, "RULES", None), trains=getattr(experiment, "TRAINS", True)
+        )
     except ValueError as error:
         raise ValueError(f"sweep point {dict(overrides)}: {error}") from None
 

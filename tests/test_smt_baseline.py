@@ -166,7 +166,9 @@ def test_tiny_corpus_translates_a_seen_sentence_and_passes_unknown_words():
 
 @pytest.fixture(scope="module")
 def smoke_run(data_root, tmp_path_factory):
-    config = cli.load_config(SMOKE, {"data.root": str(data_root)}, smt_baseline.RULES)
+    config = cli.load_config(
+        SMOKE, {"data.root": str(data_root)}, smt_baseline.RULES, trains=smt_baseline.TRAINS
+    )
     workdir = tmp_path_factory.mktemp("smt_baseline")
     smt_baseline.run(config, workdir)
     return config, workdir

@@ -272,3 +272,24 @@ def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root):
     assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
     assert "grid.cells='lstm,bogus': unknown ['bogus']" in proc.stderr
     assert "Traceback" not in proc.stderr and not workdir.exists()
+
+
+def test_an_experiment_that_trains_nothing_needs_no_training_keys():
+    """smt_baseline's config (from `process_config`) has no train/optimizer/model keys: with
+    `trains=False` only the process's rules and the experiment's apply; the training rules
+    would name every key it lacks; the sweep check reads the module's TRAINS."""
+    from experiments import smt_baseline
+    from launch import sweep
+
+    spec = "experiments/configs/smt_baseline.py:smoke"
+    assert smt_baseline.TRAINS is False
+    config = cli.load_config(spec, {}, smt_baseline.RULES, trains=False)
+    assert "train" not in config and "model" not in config and "seed" not in config
+    with pytest.raises(ValueError, match=r"model.hidden_size: missing.*\n.*train.num_steps"):
+        cfg.validate(config, smt_baseline.RULES)
+    with pytest.raises(ValueError, match=r"malloc='mmap': must be one of"):
+        cli.load_config(spec, {"malloc": "mmap"}, smt_baseline.RULES, trains=False)
+    sweep.check_rules(config, "smt_baseline", {"smt.word_penalty": -0.5})
+    bad_point = r"(?s)sweep point .*smt.stack_size=0: must be an integer >= 1"
+    with pytest.raises(ValueError, match=bad_point):
+        sweep.check_rules(config, "smt_baseline", {"smt.stack_size": 0})

@@ -16,6 +16,9 @@ and runs as::
 - The config file starts from `config.base_config()` (keys `seed`, `num_seeds`, `train.*`,
   `optimizer.*`, `schedule.*`) and adds `model.*` (with `model.hidden_size`) and `data.*`;
   `config.select_variant(name, variant, {...})` gives the clear error for an unknown variant.
+  An experiment that trains nothing (experiments/smt_baseline.py) starts from
+  `config.process_config()` instead, sets `TRAINS = False` in its module and passes it on
+  (`cli.main(..., trains=False)`), so no training key is required of it.
 - Before anything is compiled, `config.validate(config, RULES)` checks the runtime's rules and
   the experiment's (`{"model.dropout": config.probability, ...}`); a bad value stops the run
   with a message naming key, value and what is allowed (exit status 2). Configs are locked,

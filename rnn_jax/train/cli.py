@@ -66,6 +66,7 @@ def main(
     make_task: Callable[[ml_collections.ConfigDict], Task],
     rules: Mapping | None = None,
     run: Callable[[ml_collections.ConfigDict, str, Task], Any] = train_and_evaluate,
+    trains: bool = True,
 ) -> None:
     """Parse the command line, validate the config, then `run(config, workdir, task)`.
 
@@ -74,6 +75,8 @@ def main(
       rules: the experiment's value rules (`rnn_jax.train.config.Rules`), checked with the
         runtime's own before anything is compiled.
       run: what to do with them (default: `train_and_evaluate`; a benchmark passes its own).
+      trains: False for an experiment that trains nothing: its config need not carry the
+        training runtime's keys (`rnn_jax.train.config.validate`).
     """
     define_flags()
 
@@ -88,7 +91,7 @@ def main(
                 # An empty --workdir= would write checkpoints and results into the current
                 # directory (the checkout, when run as the README says).
                 raise ValueError(f"--workdir={workdir!r}: must name a run directory")
-            config_lib.validate(config, rules)
+            config_lib.validate(config, rules, trains=trains)
             config_lib.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
         except ValueError as error:
@@ -203,7 +206,10 @@ def _check_config_file(argv: list[str]) -> None:
 
 
 def load_config(
-    spec: str, overrides: Mapping[str, Any] | None = None, rules: Mapping | None = None
+    spec: str,
+    overrides: Mapping[str, Any] | None = None,
+    rules: Mapping | None = None,
+    trains: bool = True,
 ) -> ml_collections.ConfigDict:
     """Load `path.py:variant`, apply dotted overrides and validate (for tests and sweeps).
 
@@ -211,6 +217,7 @@ def load_config(
       spec: `experiments/configs/<name>.py:<variant>`.
       overrides: `{"train.num_steps": 20, ...}`; unknown keys and wrong types raise.
       rules: the experiment's rules (see `main`).
+      trains: False for an experiment that trains nothing (see `main`).
 
     Raises:
       ValueError: an unknown variant, key or out-of-range value (naming it).
@@ -236,6 +243,6 @@ def load_config(
             raise ValueError(
                 f"config key {key!r}: value {value!r} has the wrong type: {error}"
             ) from None
-    config_lib.validate(config, rules)
+    config_lib.validate(config, rules, trains=trains)
     logging.debug("loaded config %s", spec)
     return config

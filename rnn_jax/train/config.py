@@ -1,10 +1,13 @@
 """Experiment configs: the runtime's defaults, variant selection and validation.
 
-A config is an `ml_collections.ConfigDict`. Its runtime part (`seed`, `num_seeds`, `train`,
-`optimizer`, `schedule`) comes from `base_config()`; an experiment adds `model` and `data`
-and its own `Rules`. Types are enforced by `ConfigDict` itself (an override of the wrong type
-fails while flags are parsed); `validate` checks values, before anything is compiled, and
-raises `ValueError` naming the key, the value and what is allowed.
+A config is an `ml_collections.ConfigDict`. Its runtime part (`seed`, `num_seeds`, `malloc`,
+`train`, `optimizer`, `schedule`) comes from `base_config()`; an experiment adds `model` and
+`data` and its own `Rules`. An experiment that trains nothing (a count-based baseline) starts
+from `process_config()` (`malloc`, `data`) and is validated with `trains=False`, so that its
+config carries no training keys it would ignore. Types are enforced by `ConfigDict` itself
+(an override of the wrong type fails while flags are parsed); `validate` checks values,
+before anything is compiled, and raises `ValueError` naming the key, the value and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -57,20 +60,31 @@ SCHEDULES = ("constant", "step_decay", "cosine", "plateau")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """The runtime's keys with their defaults; experiments fill in `model` and `data`.
+def process_config() -> ml_collections.ConfigDict:
+    """The keys every experiment's process reads, whether or not it trains.
 
     Returns:
-      A ConfigDict with `seed`, `num_seeds`, `malloc`, `train`, `optimizer`, `schedule`, and empty
-      `model` / `data` sections (`model.hidden_size` is required by every experiment).
+      A ConfigDict with `malloc` and an empty `data` section.
     """
     config = ml_collections.ConfigDict()
-    config.seed = 0
-    # Replicas with seeds seed..seed+num_seeds-1, trained together under jax.vmap.
-    config.num_seeds = 1
     # "retain": freed large buffers stay in the process heap (rnn_jax.allocator; glibc), so
     # XLA:CPU's per-call temp buffers are not page-faulted in again; "default": as libc does.
     config.malloc = "default"
+    config.data = ml_collections.ConfigDict()
+    return config
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The training runtime's keys with their defaults; experiments fill in `model` and `data`.
+
+    Returns:
+      `process_config()` plus `seed`, `num_seeds`, `train`, `optimizer`, `schedule` and an
+      empty `model` section (`model.hidden_size` is required of every experiment that trains).
+    """
+    config = process_config()
+    config.seed = 0
+    # Replicas with seeds seed..seed+num_seeds-1, trained together under jax.vmap.
+    config.num_seeds = 1
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 100
@@ -115,7 +129,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.schedule.plateau_rtol = 1e-4
 
     config.model = ml_collections.ConfigDict()
-    config.data = ml_collections.ConfigDict()
     return config
 
 
@@ -184,10 +197,13 @@ def int_at_least(low: int) -> Rule:
     return lambda value: None if is_int(value) and value >= low else f"an integer >= {low}"
 
 
-RUNTIME_RULES: Rules = {
+# Checked for every experiment: what `rnn_jax.train.cli.main` itself reads.
+PROCESS_RULES: Rules = {"malloc": one_of(*allocator.MODES)}
+
+# Checked for experiments that train (`validate(..., trains=True)`, the default).
+TRAINING_RULES: Rules = {
     "seed": non_negative,
     "num_seeds": positive,
-    "malloc": one_of(*allocator.MODES),
     "model.hidden_size": positive,
     "train.num_steps": positive,
     # Divisibility by the device count is checked when the devices are known (loop.py);
@@ -225,19 +241,25 @@ RUNTIME_RULES: Rules = {
 }
 
 
-def validate(config: ml_collections.ConfigDict, rules: Rules | None = None) -> None:
-    """Check every rule (runtime rules plus the experiment's) against the config.
+def validate(
+    config: ml_collections.ConfigDict, rules: Rules | None = None, *, trains: bool = True
+) -> None:
+    """Check every rule (the runtime's plus the experiment's) against the config.
 
     Args:
       config: the resolved config (after command-line overrides).
       rules: the experiment's rules, `{"model.dropout": probability, ...}`; a key listed here
         but missing from the config is an error too.
+      trains: whether the experiment trains with the runtime (`TRAINING_RULES` and the
+        optimiser/schedule consistency checks apply) or only runs in its process
+        (`PROCESS_RULES` only; an experiment module says so with `TRAINS = False`).
 
     Raises:
       ValueError: listing every offending key with its value and what is allowed.
     """
     problems = []
-    for key, rule in {**RUNTIME_RULES, **(rules or {})}.items():
+    runtime = {**PROCESS_RULES, **(TRAINING_RULES if trains else {})}
+    for key, rule in {**runtime, **(rules or {})}.items():
         try:
             value = _lookup(config, key)
         except KeyError:
@@ -247,7 +269,8 @@ def validate(config: ml_collections.ConfigDict, rules: Rules | None = None) -> N
         if allowed is not None:
             problems.append(f"{key}={value!r}: must be {allowed}")
     if (
-        not problems
+        trains
+        and not problems
         and config.optimizer.decoupled_weight_decay
         and config.optimizer.name != "adamw"
     ):
@@ -256,7 +279,7 @@ def validate(config: ml_collections.ConfigDict, rules: Rules | None = None) -> N
             f"optimizer.name={config.optimizer.name!r}: decoupled decay needs 'adamw' "
             "(use optimizer.weight_decay for coupled L2)"
         )
-    if not problems:
+    if trains and not problems:
         updates = config.train.num_steps // config.train.grad_accum_steps
         if config.schedule.name == "cosine" and config.schedule.warmup_steps >= updates:
             problems.append(
