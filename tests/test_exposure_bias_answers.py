@@ -245,3 +245,26 @@ def test_negative_pair_limits_are_refused(repo_root, key):
         validate(config, eb.RULES)
     with pytest.raises(ValueError, match="limit=-1"):
         translation.read_pairs(repo_root / "no-such-root", "test", 15, -1)
+
+
+def test_nmt_cpu_variant_is_the_readme_command(repo_root):
+    """experiments/README.md's Q16 table measured quick with these overrides; the `nmt_cpu`
+    variant must be that config exactly (and the grid one teacher-forced Multi30k point)."""
+    spec = str(repo_root / "experiments/configs/exposure_bias.py")
+    readme_command = {
+        "grid.corpora": "multi30k",
+        "grid.translation_regimes": "teacher_forcing",
+        "num_seeds": 1,
+        "translation.hidden_size": 256,
+        "translation.embed_size": 256,
+        "translation.dropout": 0.3,
+        "translation.num_steps": 6000,
+        "translation.eval_every": 2000,
+        "translation.checkpoint_every": 2000,
+    }
+    measured = cli.load_config(f"{spec}:quick", readme_command, rules=eb.RULES)
+    variant = cli.load_config(f"{spec}:nmt_cpu", rules=eb.RULES)
+    assert variant.to_dict() == measured.to_dict()
+    assert variant.to_dict() != cli.load_config(f"{spec}:quick", rules=eb.RULES).to_dict()
+    readme = (repo_root / "experiments/README.md").read_text()
+    assert "--config=experiments/configs/exposure_bias.py:nmt_cpu" in readme
