@@ -54,7 +54,10 @@ def _pairs_rule(value: Any) -> str | None:
     return f"comma-separated <cell>:<shape> pairs with cell in {', '.join(peers.CELL_SPECS)}"
 
 
+# A benchmark: the runtime's training keys are neither required nor checked.
+TRAINS = False
 RULES: config_lib.Rules = {
+    "model.hidden_size": config_lib.positive,
     "cells": _names_from(peers.CELL_SPECS),
     "backends": _names_from(peers.BACKENDS),
     "modes": _names_from(peers.MODES),
@@ -437,4 +440,4 @@ def _cli_run(config: ml_collections.ConfigDict, workdir: str, task: Any) -> None
 if __name__ == "__main__":
     from rnn_jax.train import cli
 
-    cli.main(lambda config: None, RULES, run=_cli_run)
+    cli.main(lambda config: None, RULES, run=_cli_run, trains=TRAINS)

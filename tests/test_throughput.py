@@ -20,7 +20,7 @@ CONFIG = "experiments/configs/throughput.py"
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("throughput")
-    config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES)
+    config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES, trains=False)
     throughput.run(config, str(workdir))
     return workdir
 
@@ -346,14 +346,18 @@ def test_gpu_goals_and_kernel_columns():
 )
 def test_bad_config_values_fail_before_compiling(overrides, message):
     with pytest.raises(ValueError, match=message):
-        cli.load_config(f"{CONFIG}:smoke", overrides, rules=throughput.RULES)
+        cli.load_config(f"{CONFIG}:smoke", overrides, rules=throughput.RULES, trains=False)
 
 
 def test_unknown_shape_names_fail():
-    config = cli.load_config(f"{CONFIG}:smoke", {"configs": "tiny,huge"}, rules=throughput.RULES)
+    config = cli.load_config(
+        f"{CONFIG}:smoke", {"configs": "tiny,huge"}, rules=throughput.RULES, trains=False
+    )
     with pytest.raises(ValueError, match="configs: unknown shape 'huge'"):
         throughput.groups_of(config)
-    config = cli.load_config(f"{CONFIG}:smoke", {"stacked": "gru:huge"}, rules=throughput.RULES)
+    config = cli.load_config(
+        f"{CONFIG}:smoke", {"stacked": "gru:huge"}, rules=throughput.RULES, trains=False
+    )
     with pytest.raises(ValueError, match="stacked: unknown shape 'huge'"):
         throughput.stacked_pairs(config)
 
@@ -361,7 +365,7 @@ def test_unknown_shape_names_fail():
 def test_a_run_stopped_midway_keeps_what_it_measured(tmp_path, monkeypatch):
     """Each timed group is written to partial.json as it finishes; a run that dies later (here
     in its stacked groups) leaves that file and no results.json, which the report refuses."""
-    config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES)
+    config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES, trains=False)
     config.backends, config.modes = "rnn_jax", "fwd"
     config.bidirectional = ""
 
@@ -407,7 +411,9 @@ def test_torch_is_no_gpu_peer_without_cuda(monkeypatch):
 
 
 def test_bidirectional_groups_keep_to_the_configured_backends(monkeypatch):
-    config = cli.load_config(f"{CONFIG}:smoke", {"backends": "rnn_jax"}, rules=throughput.RULES)
+    config = cli.load_config(
+        f"{CONFIG}:smoke", {"backends": "rnn_jax"}, rules=throughput.RULES, trains=False
+    )
     built = []
 
     def fake_build(backend, *args):

@@ -53,11 +53,11 @@ temp memory (`memory_analysis`) and the instructions each of its loops runs per 
 
 import ml_collections
 
-from rnn_jax.train.config import base_config, select_variant
+from rnn_jax.train.config import process_config, select_variant
 
 
 def _base() -> ml_collections.ConfigDict:
-    config = base_config()
+    config = process_config()  # a benchmark: no training keys
     # Named shapes (batch, time, input, hidden); `configs` picks among them.
     config.shapes = ml_collections.ConfigDict()
     config.shapes.tiny = (4, 8, 8, 16)
@@ -88,7 +88,7 @@ def _base() -> ml_collections.ConfigDict:
     # (rnn_jax, Flax, torch) against rnn_jax's single layers of the same sizes run alone.
     config.stacked = "lstm:small,lstm:long,gru:small,gru:long"
     config.stack_layers = 2
-    # config.malloc (base_config): "default" for the README's goal runs (glibc as users get
+    # config.malloc (process_config): "default" for the README's goal runs (glibc as users get
     # it); "retain" keeps freed buffers in the heap for every member alike (process-wide).
     config.sweep = ml_collections.ConfigDict()
     config.sweep.lengths = "64,256,1024"
@@ -96,6 +96,7 @@ def _base() -> ml_collections.ConfigDict:
     config.sweep.input_size = 128
     config.sweep.cells = "lstm,gru,min_gru:sequential,min_gru:associative,transformer"
     config.sweep.repetitions = 3
+    config.model = ml_collections.ConfigDict()
     config.model.hidden_size = 256  # the sweep's hidden size (named shapes carry their own)
     return config
 
