@@ -30,7 +30,8 @@ Targets:
   upos       abstraction (Q12): the UPOS tag of word t (17 classes)
   upos_next  what an LM must anticipate: the UPOS tag of token t+1 (`<eos>` an 18th class)
   upos_control, upos_next_control
-             Hewitt & Liang's (2019) control tasks: word t's type mapped to a random tag
+             Hewitt & Liang's (2019) control tasks: word t's type (the LM's token:
+             forms outside its vocabulary are one type, `<unk>`) mapped to a random tag
              (`rnn_jax.probes.control_task`, seeded by `seed` and `seed + 1`), drawn from
              probe-train's distribution of the real target; selectivity = task − control
 
@@ -219,14 +220,23 @@ def num_classes(config: ml_collections.ConfigDict) -> list[int]:
 
 
 def control_labels(words: np.ndarray, train_tags: np.ndarray, seed: int) -> np.ndarray:
-    """The control tasks of `TAG_TARGETS` at word forms `words [m]`: int `[m, 2]`, column i a
+    """The control tasks of `TAG_TARGETS` at word types `words [m]`: int `[m, 2]`, column i a
     random tag per word type (`probes.control_task` seeded `seed + i`), drawn from the
-    distribution of target i in `train_tags int [n, 2]` (probe-train's UPOS, next UPOS)."""
+    distribution of target i in `train_tags int [n, 2]` (probe-train's UPOS, next UPOS).
+
+    The types are the LM's tokens (`lm_types`), not the word forms: every form the LM reads
+    as `<unk>` gets one control tag, since a probe of its states cannot tell them apart."""
     columns = []
     for i, classes in enumerate((len(UPOS), len(NEXT_UPOS))):
         counts = np.bincount(train_tags[:, i], minlength=classes)
         columns.append(probes.control_task(list(words), counts, seed + i))
     return np.stack(columns, axis=1)
+
+
+def lm_types(vocab: Vocabulary, forms: np.ndarray) -> np.ndarray:
+    """The token the LM reads for each word form `forms str [m]`: the form itself when it is
+    in `vocab`, else `vocab.unk` (str `[m]`)."""
+    return np.array(vocab.tokens, dtype=object)[vocab.encode(list(forms))]
 
 
 def ud_lm_corpus(sentences: dict[str, list[dict]], min_freq: int) -> LMCorpus:
@@ -300,7 +310,7 @@ def probe_sets(
     train_tags = streams["train"][3][:, -len(TAG_TARGETS) :]
     sets = {}
     for name, (forms, positions, forms_there, labels) in streams.items():
-        controls = control_labels(forms_there, train_tags, config.seed)
+        controls = control_labels(lm_types(corpus.vocab, forms_there), train_tags, config.seed)
         sets[name] = ProbeSet(
             corpus.vocab.encode(forms), positions, forms_there, np.hstack([labels, controls])
         )

@@ -214,7 +214,8 @@ def setup_text(results: dict) -> str:
         f"{s['probe_train_sentences']:,} training sentences (regularisation chosen on the last "
         f"{s['holdout_fraction']:.0%}), accuracy on {s['probe_test_positions']:,} positions of "
         f"UD {s['probe_test_split']}. Word targets: the {s['num_words']} most frequent training "
-        "tokens + other. Control tasks (Hewitt & Liang 2019): each word type a random tag drawn "
+        "tokens + other. Control tasks (Hewitt & Liang 2019): each word type as the LM reads it "
+        "(its vocabulary's tokens, every unknown form one `<unk>` type) a random tag drawn "
         "from probe-train's tag distribution; selectivity = task − control accuracy. Lexical "
         "lookup: each word's most frequent tag (next tag) in probe-train, the majority for "
         "unseen words. Untrained: each seed's initial weights. Cells: mean ± std over seeds."
@@ -432,7 +433,7 @@ def answer_q12(results: dict) -> str:
             f"(`experiments.state_probe`; accuracy on UD dev, trained LM; UPOS by the {name} "
             f"probe"
             + "".join(f", {PROBE_NAMES[k]} in parentheses" for k in other)
-            + "; selectivity: UPOS minus a control task of random per-word tags, Hewitt & "
+            + "; selectivity: UPOS minus a control task of random tags per LM token, Hewitt & "
             f"Liang 2019): {table}. UPOS is best decoded from "
             f"{_best_text(results, 'upos', probe)}, the next word's UPOS from "
             f"{_best_text(results, 'upos_next', probe)}. A per-word lookup (each word's most "

@@ -151,7 +151,7 @@ def test_logistic_probe_equals_scipy_lbfgs_on_the_same_objective():
 
 
 def test_logistic_penalty_choice_and_refit():
-    # Two targets fitted jointly (one parameter block each); a huge penalty flattens the
+    # Two targets fitted in one call (one problem each); a huge penalty flattens the
     # weights, so the small one must win on the held-out rows, and the refit on all rows is
     # the single-target fit at that penalty.
     x, labels = _data(n=160, d=5, classes=3, seed=3)
@@ -167,6 +167,23 @@ def test_logistic_penalty_choice_and_refit():
         assert probe.accuracy(x, target) == alone.accuracy(x, target)
     with pytest.raises(ValueError, match="l2_penalties"):
         probes.fit_logistic_probes(x, labels[:, None], [3], [0.0], holdout, 10)
+
+
+def test_a_logistic_probe_does_not_depend_on_the_targets_fitted_with_it():
+    # After a few L-BFGS steps (far from converged) the first target's probe is the same
+    # whichever second target shares the call: each problem has its own line searches.
+    x, labels = _data(n=300, d=6, classes=4, seed=5)
+    holdout = np.arange(300) >= 220
+    rng = np.random.default_rng(0)
+    probes_of = [
+        probes.fit_logistic_probes(
+            x, np.stack([labels, other], 1), [4, 4], [1e-3, 1e-1], holdout, iterations=4
+        )[0]
+        for other in (rng.integers(0, 4, 300), np.digitize(x[:, 2], [-0.5, 0.0, 0.5]))
+    ]
+    assert probes_of[0].regularization == probes_of[1].regularization
+    np.testing.assert_allclose(probes_of[0].weights, probes_of[1].weights, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probes_of[0].bias, probes_of[1].bias, rtol=0, atol=1e-6)
 
 
 def test_logistic_reads_a_multimodal_class_lda_misreads():
@@ -231,6 +248,21 @@ def test_control_labels_of_the_experiment():
     np.testing.assert_array_equal(
         controls[:, 0], probes.control_task(list(words), np.bincount([0, 7, 0, 3], minlength=17), 0)
     )
+
+
+def test_control_types_are_the_lm_tokens():
+    """Forms outside the LM's vocabulary are one type (the LM reads them all as <unk>), so
+    they share one control tag; forms in it keep their own."""
+    from rnn_jax.data.vocab import Vocabulary
+
+    vocab = Vocabulary.build([["a", "a", "b", "b", "c"]], min_freq=2, pad=None, unk="<unk>")
+    forms = np.array(["a", "zz", "b", "c", "yy"], dtype=object)
+    types = sp.lm_types(vocab, forms)
+    assert types.tolist() == ["a", "<unk>", "b", "<unk>", "<unk>"]
+    train_tags = np.array([[i % 17, i % 18] for i in range(40)])
+    controls = sp.control_labels(types, train_tags, seed=3)
+    np.testing.assert_array_equal(controls[1], controls[3])
+    np.testing.assert_array_equal(controls[1], controls[4])
 
 
 def test_majority_accuracy_by_hand():
@@ -372,11 +404,14 @@ def test_smoke_lexical_baseline_and_controls_from_the_data(config):
     upos, control = names.index("upos"), names.index("upos_control")
     forms, _ = sp.stream(sentences["train"][: config.probe.train_sentences])
     np.testing.assert_array_equal(train.words, np.array(forms, dtype=object)[train.positions])
-    # One control tag per word type, shared by probe-train and probe-test.
+    # One control tag per type the LM reads (out-of-vocabulary forms: the one <unk> type),
+    # shared by probe-train and probe-test; forms the LM reads as <unk> occur in both.
+    vocab = set(task.corpus.vocab.tokens)
     tag_of = {}
     for split in (train, test):
         for word, tag in zip(split.words, split.labels[:, control], strict=True):
-            assert tag_of.setdefault(word, tag) == tag
+            assert tag_of.setdefault(word if word in vocab else "<unk>", tag) == tag
+    assert "<unk>" in tag_of and len({w for w in test.words if w not in vocab}) > 1
     baselines = sp.baselines(sets, names)
     counts: dict = {}
     for word, tag in zip(train.words, train.labels[:, upos], strict=True):
