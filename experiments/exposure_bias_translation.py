@@ -32,12 +32,16 @@ from rnn_jax.data.vocab import Vocabulary
 from rnn_jax.models.seq2seq import Seq2Seq
 from rnn_jax.scheduled_sampling import teacher_forcing_schedule
 from rnn_jax.train import config as config_rules
+from rnn_jax.train import metrics as run_metrics
+from rnn_jax.train.config import ConfigError
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
 
 CORPUS = "multi30k"
 FILES = {"train": "train", "valid": "val", "test": "test"}
 MAX_ORDER = 4
+# The checkpoint whose test BLEU is reported: the last, or the best evaluation by one of these.
+SELECT_BY = ("last", "valid_tf_nll", "valid_greedy_bleu", "valid_beam_bleu")
 RULES = {
     "translation.cell": config_rules.one_of("elman", "lstm", "gru"),
     "translation.attention": config_rules.one_of("additive", "dot", "general"),
@@ -46,6 +50,7 @@ RULES = {
     # 0 = all pairs; a negative value would slice pairs off the end (kept[:-1]) unnoticed
     "translation.max_train_pairs": config_rules.non_negative,
     "translation.max_eval_pairs": config_rules.non_negative,
+    "translation.select_by": config_rules.one_of(*SELECT_BY),
     **{
         f"translation.{key}": config_rules.positive
         for key in (
@@ -84,9 +89,26 @@ def point_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
         point.train.log_every = t.log_every
         point.train.eval_every = t.eval_every
         point.train.checkpoint_every = t.checkpoint_every
-        point.train.best_metric = "valid_tf_nll"
+        # "last": the best is still tracked (and logged) by valid_tf_nll, not kept.
+        point.train.keep_best = t.select_by != "last"
+        point.train.best_metric = "valid_tf_nll" if t.select_by == "last" else t.select_by
+        point.train.best_mode = "max" if t.select_by.endswith("_bleu") else "min"
         point.optimizer.learning_rate = t.learning_rate
     return point
+
+
+def check_selection(config: ml_collections.ConfigDict) -> None:
+    """Selecting by a validation BLEU needs val decoded at every evaluation.
+
+    Raises:
+      ConfigError: naming both keys, before anything trains.
+    """
+    t = config.translation
+    if t.select_by.endswith("_bleu") and not t.valid_bleu:
+        raise ConfigError(
+            f"translation.select_by={t.select_by!r} needs translation.valid_bleu=True (val is "
+            "decoded at every evaluation only then)"
+        )
 
 
 class StepStream:
@@ -139,8 +161,9 @@ class TranslationTask(Task):
         self.target_vocab = Vocabulary.build([p["target"] for p in train], min_freq=t.min_freq)
         self.schedule_name, self.schedule_options = schedule
         self.teacher_forcing = teacher_forcing_schedule(schedule[0], **schedule[1])
+        scored = {"test"} | ({"valid"} if t.valid_bleu else set())
         self.examples = {
-            split: [self._encode(p, split == "test") for p in pairs]
+            split: [self._encode(p, split in scored) for p in pairs]
             for split, pairs in self.pairs.items()
         }
 
@@ -303,6 +326,7 @@ def points(
     a schedule it cannot build fails the run at once."""
     if CORPUS not in corpora:
         return []
+    check_selection(config)
     final = config.schedule_sampling.final_teacher_forcing
     return [
         (
@@ -341,8 +365,27 @@ def run_point(
         "regime": regime,
         "schedule": {"name": task.schedule_name, **task.schedule_options},
         "metrics": metrics_,
+        "selected": {
+            "by": config.translation.select_by,
+            "step": final["step"] if config.translation.select_by == "last" else final["best_step"],
+            "of": final["step"],
+        },
+        "valid_curve": valid_curve(point_dir),
         "copy_source_bleu": task.copy_source_bleu(),
         "pairs": {split: len(pairs) for split, pairs in task.pairs.items()},
         "vocab_size": {"source": len(task.source_vocab), "target": len(task.target_vocab)},
         "timing": results["timing"],
     }
+
+
+def valid_curve(point_dir: pathlib.Path) -> list[dict]:
+    """Every evaluation's validation metrics from the point's metrics.jsonl, mean over seeds:
+    `[{"step": s, "tf_nll": ..., "greedy_bleu": ..., "beam_bleu": ...}]` in step order (the
+    BLEU keys only with `translation.valid_bleu`; a resumed run's replayed steps once)."""
+    rows: dict[int, dict] = {}
+    for name in ("tf_nll", "greedy_bleu", "beam_bleu"):
+        for step, value in run_metrics.metric_series(point_dir / "metrics.jsonl", f"valid_{name}"):
+            rows.setdefault(step, {"step": step})[name] = grid.finite_or_none(
+                grid.nan_mean(value if isinstance(value, list) else [value])
+            )
+    return [rows[step] for step in sorted(rows)]

@@ -79,8 +79,56 @@ def report_markdown(config: ml_collections.ConfigDict, summaries: dict[str, dict
             bleu_table(summaries),
             f"{PUBLISHED}.",
             "",
+            selection_sentence(summaries),
+            "",
+            *valid_curve_lines(summaries),
         ]
     )
+
+
+def selection_sentence(summaries: dict[str, dict]) -> str:
+    """Which checkpoint each regime's test numbers come from."""
+    parts = []
+    for s in summaries.values():
+        selected = s.get("selected")
+        if not selected:
+            continue
+        if selected["by"] == "last":
+            parts.append(f"{s['regime']}: the last (step {selected['of']})")
+        else:
+            parts.append(
+                f"{s['regime']}: the best by {selected['by']} (step {selected['step']} of "
+                f"{selected['of']})"
+            )
+    return "Scored checkpoint: " + "; ".join(parts) + "." if parts else ""
+
+
+def valid_curve_lines(summaries: dict[str, dict]) -> list[str]:
+    """With `translation.valid_bleu`: every evaluation's val TF NLL and BLEU per regime (the
+    scored step marked), what choosing a checkpoint by NLL or by BLEU would pick."""
+    rows = []
+    for s in summaries.values():
+        scored = (s.get("selected") or {}).get("step")
+        for point in s.get("valid_curve", []):
+            if "beam_bleu" not in point:
+                continue
+            rows.append(
+                [
+                    s["regime"],
+                    f"{point['step']}{' (scored)' if point['step'] == scored else ''}",
+                    grid.fmt(point.get("tf_nll")),
+                    grid.fmt(point.get("greedy_bleu")),
+                    grid.fmt(point.get("beam_bleu")),
+                ]
+            )
+    if not rows:
+        return []
+    header = ["regime", "step", "val TF NLL", "val greedy BLEU", "val beam BLEU"]
+    return [
+        "## Validation at every evaluation (mean over seeds)",
+        "",
+        grid.markdown_table(header, rows),
+    ]
 
 
 def final_metrics(summary: dict) -> dict:

@@ -8,6 +8,7 @@ import math
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 from rnn_jax.train import cli
@@ -104,15 +105,36 @@ def test_reproduce_rejects_unknown_experiment():
 @pytest.mark.data
 def test_exposure_bias_translation_smoke(data_root, tmp_path):
     """The Multi30k part of exposure_bias (real data): per-seed greedy and beam BLEU and the
-    copy baseline in results.json, the BLEU table and plot, and answers to Q8 and Q16."""
+    copy baseline in results.json, the BLEU table and plot, and answers to Q8 and Q16; val
+    decoded at every evaluation and the test numbers from the checkpoint best by val beam
+    BLEU (the earliest of equals), which the report names and marks."""
     module = _load("exposure_bias")
+    overrides = {
+        "grid.corpora": "multi30k",
+        "data.root": str(data_root),
+        "translation.eval_every": 5,
+        "translation.valid_bleu": True,
+        "translation.select_by": "valid_beam_bleu",
+    }
     config = cli.load_config(
-        "experiments/configs/exposure_bias.py:smoke",
-        {"grid.corpora": "multi30k", "data.root": str(data_root)},
-        rules=module.RULES,
+        "experiments/configs/exposure_bias.py:smoke", overrides, rules=module.RULES
     )
     module.run(config, tmp_path)
-    final = json.loads((tmp_path / "results.json").read_text())["final"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    point = results["points"]["multi30k-inverse_sigmoid"]
+    curve = point["valid_curve"]
+    assert [row["step"] for row in curve] == [5, 10]
+    assert all(0.0 <= row["beam_bleu"] <= 100.0 and row["tf_nll"] > 0 for row in curve)
+    best = max(curve, key=lambda row: (row["beam_bleu"], -row["step"]))
+    assert point["selected"] == {"by": "valid_beam_bleu", "step": best["step"], "of": 10}
+    # the runtime picks by the mean over seeds, as the curve holds it
+    assert np.mean(point["metrics"]["valid_beam_bleu"]) == pytest.approx(
+        best["beam_bleu"], abs=1e-6
+    )
+    report = (tmp_path / "translation_bleu.md").read_text()
+    assert f"the best by valid_beam_bleu (step {best['step']} of 10)" in report
+    assert f"| inverse_sigmoid | {best['step']} (scored) |" in report
+    final = results["final"]
     entry = final["multi30k-inverse_sigmoid"]
     for name in ("greedy_bleu", "beam_bleu", "tf_nll"):
         assert len(entry[name]) == config.num_seeds and all(math.isfinite(v) for v in entry[name])

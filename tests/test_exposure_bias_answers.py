@@ -268,3 +268,39 @@ def test_nmt_cpu_variant_is_the_readme_command(repo_root):
     assert variant.to_dict() != cli.load_config(f"{spec}:quick", rules=eb.RULES).to_dict()
     readme = (repo_root / "experiments/README.md").read_text()
     assert "--config=experiments/configs/exposure_bias.py:nmt_cpu" in readme
+
+
+def test_checkpoint_selection_maps_to_the_runtime_and_bleu_needs_valid_decoding(
+    repo_root, tmp_path
+):
+    last = translation.point_config(_config(repo_root))
+    assert (last.train.keep_best, last.train.best_metric, last.train.best_mode) == (
+        False,
+        "valid_tf_nll",
+        "min",
+    )
+    by_nll = translation.point_config(
+        _config(repo_root, **{"translation.select_by": "valid_tf_nll"})
+    )
+    assert (by_nll.train.keep_best, by_nll.train.best_metric, by_nll.train.best_mode) == (
+        True,
+        "valid_tf_nll",
+        "min",
+    )
+    overrides = {"translation.select_by": "valid_beam_bleu", "translation.valid_bleu": True}
+    by_bleu = translation.point_config(_config(repo_root, **overrides))
+    assert (by_bleu.train.keep_best, by_bleu.train.best_metric, by_bleu.train.best_mode) == (
+        True,
+        "valid_beam_bleu",
+        "max",
+    )
+    with pytest.raises(ValueError, match="translation.select_by"):
+        _config(repo_root, **{"translation.select_by": "test_beam_bleu"})
+    config = _config(
+        repo_root, **{"grid.corpora": "multi30k", "translation.select_by": "valid_greedy_bleu"}
+    )
+    with pytest.raises(
+        ConfigError, match="select_by='valid_greedy_bleu' needs translation.valid_bleu=True"
+    ):
+        eb.run(config, tmp_path)
+    assert not (tmp_path / "points").exists()
