@@ -20,9 +20,14 @@ references keep rare words too: they get ids its `<unk>` never matches):
    w_f log φ(e|f) + w_b log φ(f|e);
 4. a target trigram LM, interpolated Witten-Bell (`nltk.lm.WittenBellInterpolated`) on the
    same training sentences, its scores memoised (nltk.lm recomputes every score from counts);
-5. `nltk.translate.StackDecoder` (histogram pruning, future costs), with a distortion limit
-   added (`DistortionLimitedDecoder`). A source word the phrase table does not have passes
-   through unchanged (Moses's behaviour for unknown words).
+5. stack decoding with nltk's scoring (`nltk.translate.StackDecoder`: future costs,
+   histogram pruning) searched as Moses searches (`DistortionLimitedDecoder`): a
+   distortion limit with Moses's reordering constraint (no dead ends), the LM's sentence
+   end, hypothesis recombination, and stacks ranked once rather than re-sorted on every
+   push. At the default stack of 100 the search is no longer what limits BLEU (nltk's own
+   search at stack 10 lost 4-5 BLEU; see experiments/configs/smt_baseline.py). A source
+   word the phrase table does not have passes through unchanged (Moses's behaviour for
+   unknown words).
 
 Feature weights are fixed (config, no MERT). Writes `W/results.json` (`final`: BLEU, length
 ratio, copy-the-source BLEU; sizes; timing per stage; the first translations) and the table
@@ -33,17 +38,19 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import math
 import pathlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import ml_collections
 from nltk.lm import Vocabulary, WittenBellInterpolated
 from nltk.lm.preprocessing import padded_everygram_pipeline
 from nltk.translate import AlignedSent, IBMModel2, PhraseTable, StackDecoder
 from nltk.translate.phrase_based import phrase_extraction
+from nltk.translate.stack_decoder import _Hypothesis
 
 from experiments import grid
 from experiments.exposure_bias_translation import CORPUS, read_pairs
@@ -190,12 +197,19 @@ class DecoderLanguageModel:
     units: `probability(phrase)` (no history: the future-cost estimate) and
     `probability_change(hypothesis, phrase)` (the phrase after the hypothesis's output,
     sentence start padded with `<s>`). Scores are memoised: nltk.lm computes each from its
-    count tables on every call (~26 µs), and the decoder asks for the same ones many times."""
+    count tables on every call (~26 µs), and the decoder asks for the same ones many times.
+    So is Witten-Bell's weight γ(context) of each context, which nltk recounts over all the
+    context's continuations for every new word after it: most of a decode's time before (the
+    model must not be refitted once wrapped)."""
 
     def __init__(self, model: WittenBellInterpolated, weight: float) -> None:
         self.model, self.weight = model, weight
         self.history = model.order - 1
         self._scores: dict[tuple[str, tuple[str, ...]], float] = {}
+        estimator = getattr(model, "estimator", None)
+        gamma = getattr(estimator, "_gamma", None)  # nltk.lm.smoothing.WittenBell's (and others')
+        if gamma is not None and not hasattr(gamma, "cache_info"):  # not already memoised
+            estimator._gamma = functools.lru_cache(maxsize=None)(gamma)
 
     def word_score(self, word: str, context: tuple[str, ...]) -> float:
         key = (word, context)
@@ -223,12 +237,91 @@ class DecoderLanguageModel:
         return self._phrase_score(["<s>"] * self.history + list(output), ["</s>"])
 
 
+class Hypothesis(_Hypothesis):
+    """nltk's `_Hypothesis` that also carries what recombination and scoring ask of it, so that
+    they need not walk the back-pointer chain: `coverage` (bit i set: source word i is
+    translated) and `output` (the target words so far). `translated_positions`,
+    `total_translated_words` and `translation_so_far` answer from them, with nltk's values."""
+
+    def __init__(
+        self,
+        raw_score: float = 0.0,
+        src_phrase_span: tuple[int, int] | tuple[()] = (),
+        trg_phrase: tuple[str, ...] = (),
+        previous: Hypothesis | None = None,
+        future_score: float = 0.0,
+    ) -> None:
+        super().__init__(raw_score, src_phrase_span, trg_phrase, previous, future_score)
+        self.coverage, self.output = 0, tuple(trg_phrase)
+        if previous is not None:
+            start, end = src_phrase_span
+            self.coverage = previous.coverage | ((1 << end) - (1 << start))
+            self.output = previous.output + self.output
+
+    def translated_positions(self) -> list[int]:
+        return [i for i in range(self.coverage.bit_length()) if self.coverage >> i & 1]
+
+    def total_translated_words(self) -> int:
+        return self.coverage.bit_count()
+
+    def translation_so_far(self) -> list[str]:
+        return list(self.output)
+
+
+class RecombiningStack:
+    """The hypotheses that cover one number of source words, at most one per recombination
+    state (Koehn, *Statistical Machine Translation*, 2010, ch. 6; Moses): a push whose state
+    is already held keeps the higher-scoring of the two (the earlier on a tie); the loser
+    could never overtake the winner, since everything later (future cost included) depends
+    only on the state. Pushing is O(1); `pruned` ranks once, when the stack is expanded (all
+    its pushes come from smaller stacks), with nltk `_Stack`'s pruning: the best `size` by
+    `score()` (raw + future, ties in push order), less those below
+    `beam_threshold` times the best (0: none)."""
+
+    def __init__(self) -> None:
+        self.hypotheses: dict[Hashable, Hypothesis] = {}
+
+    def push(self, state: Hashable, hypothesis: Hypothesis) -> None:
+        held = self.hypotheses.get(state)
+        if held is None or hypothesis.score() > held.score():
+            self.hypotheses[state] = hypothesis
+
+    def pruned(self, size: int, beam_threshold: float = 0.0) -> list[Hypothesis]:
+        ranked = sorted(self.hypotheses.values(), key=Hypothesis.score, reverse=True)[:size]
+        if ranked and beam_threshold > 0.0:
+            floor = ranked[0].score() + math.log(beam_threshold)
+            ranked = [h for h in ranked if h.score() >= floor]
+        return ranked
+
+
 class DistortionLimitedDecoder(StackDecoder):
-    """`StackDecoder` with two things Moses has and nltk's decoder lacks: a distortion limit
-    (jumps of more than `distortion_limit` words score -inf; the cost counts from the
-    sentence start for the first phrase, Koehn et al. 2003: d = start_i - end_{i-1}, end_0 =
-    0) and the LM's sentence-end probability, P(</s> | last words), added to an expansion that
-    completes the translation, so that a complete translation is scored as a sentence."""
+    """nltk's `StackDecoder` scoring, searched as Moses searches. The scoring is nltk's
+    (`expansion_score`: phrase score, LM change, distortion, word penalty; `future_score`
+    from `compute_future_scores`'s table) plus two things Moses has and nltk lacks:
+
+    - a distortion limit (a jump of more than `distortion_limit` words scores -inf; the cost
+      counts from the sentence start for the first phrase, Koehn et al. 2003:
+      d = start_i - end_{i-1}, end_0 = 0);
+    - the LM's sentence-end probability, P(</s> | last words), added to an expansion that
+      completes the translation, so that a complete translation is scored as a sentence.
+
+    The search (`decode`, replacing nltk's `translate` loop; nltk's `find_all_src_phrases`,
+    `valid_phrases`, `expansion_score` and `future_score` do the rest) differs from nltk's in
+    three ways, none of which changes a hypothesis's score:
+
+    - hypothesis recombination (`recombination_state`, `RecombiningStack`; off with
+      `recombination = False`): of two hypotheses that the rest of the search cannot tell
+      apart, only the better is kept, so a stack's slots hold different futures;
+    - a stack is ranked once, when it is expanded, instead of re-sorted on every push (nltk's
+      `_Stack`: quadratic in the stack size); its pruning is nltk's;
+    - Moses's reordering constraint (`reorderable`): no expansion past the distortion limit
+      (nltk pushes them at -inf) and none that leaves the first untranslated word out of
+      reach. nltk keeps such dead ends, and returned a -inf translation (one that breaks the
+      limit) for 44 of the first 200 val sentences at stack 10 (37 at stack 30; quick's
+      system).
+
+    With stacks too large to prune it returns the best translation under the scoring among
+    the orders Moses allows (tests/test_smt_baseline.py checks it against brute force)."""
 
     def __init__(
         self,
@@ -240,13 +333,69 @@ class DistortionLimitedDecoder(StackDecoder):
         super().__init__(table, language_model)
         self.distortion_factor = distortion_factor
         self.distortion_limit = distortion_limit
+        self.recombination = True
+
+    def recombination_state(self, hypothesis: Hypothesis) -> tuple[int, tuple[str, ...], int]:
+        """What the rest of a search can see of a hypothesis: the coverage vector, the LM's
+        history (the last lm_order - 1 output words, `<s>`-padded as `probability_change`
+        pads them) and the end of the last source phrase (where the next jump counts from)."""
+        history = self.language_model.history
+        words = ("<s>",) * history + hypothesis.output
+        end = hypothesis.src_phrase_span[1] if hypothesis.src_phrase_span else 0
+        return hypothesis.coverage, words[len(words) - history :], end
+
+    def reorderable(self, hypothesis: Hypothesis, span: tuple[int, int]) -> bool:
+        """Moses's reordering constraint (`SearchNormal`): the jump to `span` is within the
+        distortion limit and, unless `span` starts at the first untranslated word, `span`
+        ends within the limit of that word. The second part means no dead end: every
+        hypothesis can still be completed (word by word, each jump within the limit, where
+        every word has a one-word translation, as `System.translate` ensures). nltk's search
+        has no such rule: it keeps dead ends, which score -inf once complete, and returns a
+        -inf translation when they crowd out the others."""
+        previous_end = hypothesis.src_phrase_span[1] if hypothesis.src_phrase_span else 0
+        if abs(span[0] - previous_end) > self.distortion_limit:
+            return False
+        coverage = hypothesis.coverage
+        first_gap = (~coverage & (coverage + 1)).bit_length() - 1
+        return span[0] == first_gap or abs(span[1] - first_gap) <= self.distortion_limit
+
+    def decode(self, src_sentence: Sequence[str]) -> Hypothesis | None:
+        """The best complete hypothesis (None: no finite-scoring one survived the search)."""
+        sentence = tuple(src_sentence)
+        self.sentence_length = length = len(sentence)
+        phrases = self.find_all_src_phrases(sentence)
+        future_table = self.compute_future_scores(sentence)
+        future_scores: dict[int, float] = {}
+        stacks = [RecombiningStack() for _ in range(length + 1)]
+        stacks[0].push(None, Hypothesis())
+        for stack in stacks[:-1]:
+            for hypothesis in stack.pruned(self.stack_size, self.beam_threshold):
+                for span in self.valid_phrases(phrases, hypothesis):
+                    if not self.reorderable(hypothesis, span):
+                        continue
+                    for option in self.phrase_table.translations_for(sentence[span[0] : span[1]]):
+                        new = Hypothesis(
+                            self.expansion_score(hypothesis, option, span),
+                            span,
+                            option.trg_phrase,
+                            hypothesis,
+                        )
+                        if new.coverage not in future_scores:
+                            future_scores[new.coverage] = self.future_score(
+                                new, future_table, length
+                            )
+                        new.future_score = future_scores[new.coverage]
+                        state = self.recombination_state(new) if self.recombination else new
+                        stacks[new.total_translated_words()].push(state, new)
+        complete = stacks[length].pruned(1)
+        return complete[0] if complete and complete[0].raw_score > -math.inf else None
 
     def translate(self, src_sentence: Sequence[str]) -> list[str]:
-        self.sentence_length = len(src_sentence)
-        return super().translate(src_sentence)
+        best = self.decode(src_sentence)
+        return [] if best is None else best.translation_so_far()
 
     def expansion_score(
-        self, hypothesis: object, translation_option: object, src_phrase_span: tuple[int, int]
+        self, hypothesis: _Hypothesis, translation_option: object, src_phrase_span: tuple[int, int]
     ) -> float:
         score = super().expansion_score(hypothesis, translation_option, src_phrase_span)
         covered = hypothesis.total_translated_words() + src_phrase_span[1] - src_phrase_span[0]
@@ -255,7 +404,9 @@ class DistortionLimitedDecoder(StackDecoder):
             score += self.language_model.end_probability(output)
         return score
 
-    def distortion_score(self, hypothesis: object, next_src_phrase_span: tuple[int, int]) -> float:
+    def distortion_score(
+        self, hypothesis: _Hypothesis, next_src_phrase_span: tuple[int, int]
+    ) -> float:
         previous_end = hypothesis.src_phrase_span[1] if hypothesis.src_phrase_span else 0
         distance = abs(next_src_phrase_span[0] - previous_end)
         if distance > self.distortion_limit:
