@@ -35,6 +35,7 @@ from rnn_jax.train import config as config_rules
 from rnn_jax.train import metrics as run_metrics
 from rnn_jax.train.config import ConfigError
 from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.restore import restore_model
 from rnn_jax.train.task import Task
 
 CORPUS = "multi30k"
@@ -266,7 +267,9 @@ class TranslationTask(Task):
             sums.update(self._bleu_sums(model, batch))
         return (), sums
 
-    def _bleu_sums(self, model: Seq2Seq, batch: dict) -> dict:
+    def decode(self, model: Seq2Seq, batch: dict) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """Each of `DECODERS`' output for the batch: (tokens `[batch, time]`, lengths `[batch]`
+        without the EOS); beam search's best hypothesis."""
         t, vocab = self.config.translation, self.target_vocab
         state = model.init_decode_state(batch["source"], batch["source_lengths"])
         ids = dict(bos_id=vocab.bos_id, eos_id=vocab.eos_id, max_length=t.max_decode_length)
@@ -274,14 +277,19 @@ class TranslationTask(Task):
         beam, beam_lengths, _ = decoding.beam_search(
             model.step, state, beam_size=t.beam_size, alpha=t.length_penalty_alpha, **ids
         )
-        weight = batch["weight"]
-        sums = {"reference_length": jnp.sum(weight * batch["references_lengths"])}
+        out = {}
         for name, tokens, lengths in (
             ("greedy", greedy, greedy_lengths),
             ("beam", beam[:, 0], beam_lengths[:, 0]),
         ):
             last = jnp.take_along_axis(tokens, jnp.maximum(lengths - 1, 0)[:, None], 1)[:, 0]
-            lengths = lengths - (last == vocab.eos_id)  # the EOS is not part of the output
+            out[name] = (tokens, lengths - (last == vocab.eos_id))  # the EOS is not output
+        return out
+
+    def _bleu_sums(self, model: Seq2Seq, batch: dict) -> dict:
+        weight = batch["weight"]
+        sums = {"reference_length": jnp.sum(weight * batch["references_lengths"])}
+        for name, (tokens, lengths) in self.decode(model, batch).items():
             matches, totals = metrics.bleu_statistics(
                 tokens, lengths, batch["references"], batch["references_lengths"], MAX_ORDER
             )
@@ -353,6 +361,7 @@ def run_point(
     point = point_config(config)
     task = TranslationTask(point, regime, schedule)
     results = train_and_evaluate(point, point_dir, task)
+    translations = write_test_translations(point, point_dir, task)
     final = results["final"]
     per_seed = final.get("per_seed", {})
     metrics_ = {
@@ -371,6 +380,7 @@ def run_point(
             "of": final["step"],
         },
         "valid_curve": valid_curve(point_dir),
+        "translations": translations,
         "copy_source_bleu": task.copy_source_bleu(),
         "pairs": {split: len(pairs) for split, pairs in task.pairs.items()},
         "vocab_size": {"source": len(task.source_vocab), "target": len(task.target_vocab)},
@@ -389,3 +399,49 @@ def valid_curve(point_dir: pathlib.Path) -> list[dict]:
                 grid.nan_mean(value if isinstance(value, list) else [value])
             )
     return [rows[step] for step in sorted(rows)]
+
+
+REFERENCES_FILE = "test_references.txt"
+
+
+def translations_file(decoder: str, replica: int) -> str:
+    """A point's test outputs of one decoder and seed replica (one sentence a line)."""
+    return f"test_{decoder}_seed{replica}.txt"
+
+
+def write_test_translations(
+    config: ml_collections.ConfigDict, point_dir: pathlib.Path, task: TranslationTask
+) -> dict:
+    """Decode the test sentences with the scored checkpoint (the best with
+    `train.keep_best`, else the last) of every seed replica and write them, tokenised, one a
+    line, with the references beside them: for paired significance tests against another
+    system's output on the same sentences (`rnn_jax.metrics.paired_bleu_significance`).
+    Their sacrebleu BLEU is the run's in-graph test BLEU (a test checks it).
+
+    Returns:
+      {"references": file name, "greedy"/"beam": [file name per replica]}.
+    """
+    decode = nnx.jit(task.decode)
+    tokens = task.target_vocab.tokens
+    written: dict = {"references": REFERENCES_FILE}
+    for replica in range(config.num_seeds):
+        model, _ = restore_model(
+            config, point_dir, task, best=config.train.keep_best, replica=replica
+        )
+        lines: dict[str, list[str]] = {name: [] for name in DECODERS}
+        for batch in task.eval_data("test"):
+            outputs = jax.device_get(decode(model, batch))
+            real = np.asarray(batch["weight"]) > 0
+            for name, (ids, lengths) in outputs.items():
+                lines[name] += [
+                    " ".join(tokens[i] for i in row[:length])
+                    for row, length, keep in zip(ids, lengths, real, strict=True)
+                    if keep
+                ]
+        for name, sentences in lines.items():
+            path = point_dir / translations_file(name, replica)
+            run_metrics.write_text_atomic(path, "".join(f"{line}\n" for line in sentences))
+            written.setdefault(name, []).append(path.name)
+    references = "".join(" ".join(p["target"]) + "\n" for p in task.pairs["test"])
+    run_metrics.write_text_atomic(point_dir / REFERENCES_FILE, references)
+    return written

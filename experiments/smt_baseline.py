@@ -82,6 +82,7 @@ RULES: cfg.Rules = {
 Alignment = set[tuple[int, int]]  # (source index, target index), 0-based
 NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
 SHOWN_TRANSLATIONS = 20  # kept in results.json to read
+TRANSLATIONS_FILE, REFERENCES_FILE = "translations.txt", "references.txt"
 
 
 def grow_diag_final_and(
@@ -521,6 +522,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         "config": json.loads(config.to_json_best_effort()),
     }
     workdir.mkdir(parents=True, exist_ok=True)
+    # Every output and its reference, one a line: for paired significance tests against the
+    # NMT's outputs of the same sentences (experiments/significance.py, `answers`).
+    run_metrics.write_text_atomic(
+        workdir / TRANSLATIONS_FILE, "".join(f"{h}\n" for h in hypotheses)
+    )
+    run_metrics.write_text_atomic(workdir / REFERENCES_FILE, "".join(f"{r}\n" for r in references))
     run_metrics.write_text_atomic(workdir / "smt_baseline.md", report_markdown(config, results))
     run_metrics.write_json_atomic(workdir / "results.json", results)
     print(f"BLEU {final['bleu']:.2f} (copy the source {final['copy_source_bleu']:.2f})")
@@ -585,6 +592,28 @@ def nmt_bleu(workdir: pathlib.Path, pairs: dict) -> tuple[str, float, float] | N
     return max(rows, key=lambda row: row[2]) if rows else None
 
 
+def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
+    """Per seed, the paired approximate-randomisation test of the beam outputs of the
+    exposure_bias point `multi30k-<regime>` beside `workdir` against this run's outputs
+    (`rnn_jax.metrics.paired_bleu_significance`, baseline = the SMT); None when either
+    run's output files are missing or their references differ from this run's."""
+    point_dir = workdir.parent / "exposure_bias" / "points" / f"{CORPUS}-{regime}"
+    try:
+        summary = json.loads((workdir.parent / "exposure_bias" / "results.json").read_text())
+        files = summary["points"][f"{CORPUS}-{regime}"]["translations"]
+        references = (workdir / REFERENCES_FILE).read_text().splitlines()
+        if (point_dir / files["references"]).read_text().splitlines() != references:
+            return None
+        baseline = (workdir / TRANSLATIONS_FILE).read_text().split("\n")[:-1]
+        outputs = [(point_dir / f).read_text().split("\n")[:-1] for f in files["beam"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [
+        metrics.paired_bleu_significance(baseline, output, references, tokenize="none")
+        for output in outputs
+    ]
+
+
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """A one-line answer to seed question 16 from a finished run's results.json (and, when
     the main job ran it beside this one on the same pairs, exposure_bias's NMT BLEU)."""
@@ -614,6 +643,14 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             text += (
                 f" The attention NMT's best regime ({regime}) scores {beam:.2f} beam / "
                 f"{greedy:.2f} greedy, {beam - final['bleu']:.1f} BLEU above SMT."
+            )
+        tests = nmt_significance(workdir, regime)
+        if tests:
+            text += (
+                f" Paired approximate randomisation ({tests[0]['samples']:,} trials, beam "
+                "outputs against the SMT's on the same sentences), per NMT seed: "
+                + ", ".join(f"{t['difference']:+.2f} BLEU, p = {t['p_value']:.4f}" for t in tests)
+                + "."
             )
     text += (
         " Published: Bahdanau et al.'s RNNsearch-50 scored 26.75 BLEU against Moses's 33.30 on "

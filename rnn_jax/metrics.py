@@ -264,6 +264,74 @@ def corpus_bleu(
     )
 
 
+SIGNIFICANCE_TESTS = ("ar", "bs")
+
+
+def paired_bleu_significance(
+    baseline: Sequence[str],
+    system: Sequence[str],
+    references: Sequence[str],
+    *,
+    test: str = "ar",
+    samples: int = 10_000,
+    tokenize: str = "13a",
+) -> dict:
+    """Is `system`'s corpus BLEU different from `baseline`'s on the same sentences? sacrebleu's
+    paired tests (Post 2018; `sacrebleu.significance.PairedTest`), one reference each.
+
+    - "ar": approximate randomisation (Riezler & Maxwell 2005; Clark et al. 2011's multeval):
+      each trial swaps the two systems' outputs of every sentence with probability 1/2; p is
+      the share of trials whose |BLEU difference| exceeds the real one ((c + 1) / (n + 1)).
+    - "bs": paired bootstrap resampling (Koehn 2004; Moses's
+      bootstrap-hypothesis-difference-significance.pl), with the system's 95% interval.
+
+    Two-sided; the trials are seeded (sacrebleu's SACREBLEU_SEED, 12345 unless set), so the
+    result repeats. Identical outputs get p = 1: sacrebleu counts only trials whose
+    difference exceeds the real one strictly, which gives them 1 / (samples + 1).
+
+    Returns:
+      {"test", "samples", "baseline_bleu", "system_bleu", "difference" (system - baseline),
+      "p_value"}, plus "system_mean" and "system_ci" (half-width) for "bs".
+
+    Raises:
+      ValueError: for an unknown test, fewer than 1 sample, or lists of different lengths.
+    """
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    if test not in SIGNIFICANCE_TESTS:
+        raise ValueError(f"test={test!r}: must be one of {SIGNIFICANCE_TESTS}")
+    if samples < 1:
+        raise ValueError(f"samples={samples}: must be >= 1")
+    if not len(baseline) == len(system) == len(references):
+        raise ValueError(
+            f"baseline ({len(baseline)}), system ({len(system)}) and references "
+            f"({len(references)}) differ in number"
+        )
+    paired = PairedTest(
+        [("baseline", list(baseline)), ("system", list(system))],
+        {"BLEU": BLEU(tokenize=tokenize)},
+        [list(references)],
+        test_type=test,
+        n_samples=samples,
+    )
+    _, scores = paired()
+    base, result = scores["BLEU"]
+    out = {
+        "test": test,
+        "samples": samples,
+        "baseline_bleu": float(base.score),
+        "system_bleu": float(result.score),
+        "difference": float(result.score - base.score),
+        "p_value": float(result.p_value),
+    }
+    if list(baseline) == list(system):
+        out["p_value"] = 1.0
+    if test == "bs":
+        out["system_mean"], out["system_ci"] = float(result.mean), float(result.ci)
+    return out
+
+
 def bleu_statistics(
     hypotheses: jax.Array,
     hypothesis_lengths: jax.Array,

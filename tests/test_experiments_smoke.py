@@ -131,6 +131,22 @@ def test_exposure_bias_translation_smoke(data_root, tmp_path):
     assert np.mean(point["metrics"]["valid_beam_bleu"]) == pytest.approx(
         best["beam_bleu"], abs=1e-6
     )
+    # The scored checkpoint's test outputs, written out: sacrebleu on them gives the run's
+    # in-graph test BLEU for every seed and decoder.
+    from rnn_jax.metrics import corpus_bleu
+
+    point_dir = tmp_path / "points" / "multi30k-inverse_sigmoid"
+    files = point["translations"]
+    references = (point_dir / files["references"]).read_text().splitlines()
+    assert len(references) == point["pairs"]["test"]
+    for name in ("greedy", "beam"):
+        assert len(files[name]) == config.num_seeds
+        for replica, file in enumerate(files[name]):
+            hypotheses = (point_dir / file).read_text().split("\n")[:-1]
+            assert len(hypotheses) == len(references)
+            assert corpus_bleu(hypotheses, references, "none") == pytest.approx(
+                point["metrics"][f"test_{name}_bleu"][replica], abs=1e-4
+            )
     report = (tmp_path / "translation_bleu.md").read_text()
     assert f"the best by valid_beam_bleu (step {best['step']} of 10)" in report
     assert f"| inverse_sigmoid | {best['step']} (scored) |" in report

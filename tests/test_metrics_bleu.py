@@ -60,3 +60,67 @@ def test_identical_sentences_score_100_and_disjoint_ones_0():
     assert not np.any(matches)
     with pytest.raises(ValueError, match="max_order"):
         metrics.bleu_statistics(ids, lengths, ids, lengths, max_order=0)
+
+
+def _corrupt(sentences, rate, rng, vocabulary):
+    return [
+        " ".join(
+            w if rng.random() > rate else vocabulary[rng.integers(len(vocabulary))]
+            for w in s.split()
+        )
+        for s in sentences
+    ]
+
+
+def test_paired_randomisation_matches_exact_enumeration():
+    """sacrebleu's approximate randomisation p-value against the exact one: every one of the
+    2^10 ways to swap the two systems' outputs of 10 sentences, each scored by corpus BLEU."""
+    import itertools
+
+    from rnn_jax.metrics import corpus_bleu, paired_bleu_significance
+
+    rng = np.random.default_rng(4)
+    vocabulary = [f"w{i}" for i in range(12)]
+    references = [" ".join(rng.choice(vocabulary, size=8)) for _ in range(10)]
+    baseline = _corrupt(references, 0.45, rng, vocabulary)
+    system = _corrupt(references, 0.35, rng, vocabulary)
+    real = abs(corpus_bleu(system, references, "none") - corpus_bleu(baseline, references, "none"))
+    exceed = 0
+    for mask in itertools.product((False, True), repeat=len(references)):
+        a = [s if m else b for m, s, b in zip(mask, system, baseline, strict=True)]
+        b = [b if m else s for m, s, b in zip(mask, system, baseline, strict=True)]
+        exceed += (
+            abs(corpus_bleu(a, references, "none") - corpus_bleu(b, references, "none")) > real
+        )
+    exact = exceed / 2 ** len(references)
+    assert 0.05 < exact < 0.95  # a case where the test has something to decide
+    samples = 20_000
+    result = paired_bleu_significance(
+        baseline, system, references, samples=samples, tokenize="none"
+    )
+    assert result["test"] == "ar" and result["samples"] == samples
+    assert result["system_bleu"] == pytest.approx(corpus_bleu(system, references, "none"))
+    assert result["difference"] == pytest.approx(result["system_bleu"] - result["baseline_bleu"])
+    assert abs(result["p_value"] - exact) < 4 * np.sqrt(exact * (1 - exact) / samples) + 1e-3
+
+
+def test_paired_bootstrap_separates_a_much_better_system_and_checks_inputs():
+    from rnn_jax.metrics import paired_bleu_significance
+
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{i}" for i in range(30)]
+    references = [" ".join(rng.choice(vocabulary, size=10)) for _ in range(200)]
+    worse = _corrupt(references, 0.6, rng, vocabulary)
+    better = _corrupt(references, 0.2, rng, vocabulary)
+    result = paired_bleu_significance(
+        worse, better, references, test="bs", samples=300, tokenize="none"
+    )
+    assert result["difference"] > 10 and result["p_value"] < 0.01
+    assert abs(result["system_mean"] - result["system_bleu"]) < result["system_ci"]
+    for test in ("ar", "bs"):  # sacrebleu alone would give 1 / (samples + 1)
+        same = paired_bleu_significance(worse, worse, references, test=test, samples=50)
+        assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="test='t': must be one of"):
+        paired_bleu_significance(worse, better, references, test="t")
+    with pytest.raises(ValueError, match=r"baseline \(200\), system \(199\)"):
+        paired_bleu_significance(worse, better[1:], references)

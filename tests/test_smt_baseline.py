@@ -196,6 +196,13 @@ def smoke_run(data_root, tmp_path_factory):
 @pytest.mark.data
 def test_smoke_run_writes_results_table_and_answer(smoke_run):
     config, workdir = smoke_run
+    from rnn_jax.metrics import corpus_bleu
+
+    outputs = (workdir / smt_baseline.TRANSLATIONS_FILE).read_text().split("\n")[:-1]
+    references = (workdir / smt_baseline.REFERENCES_FILE).read_text().split("\n")[:-1]
+    assert len(outputs) == len(references) == 20
+    bleu = json.loads((workdir / "results.json").read_text())["final"]["bleu"]
+    assert corpus_bleu(outputs, references, "none") == pytest.approx(bleu)
     results = json.loads((workdir / "results.json").read_text())
     final = results["final"]
     assert all(math.isfinite(v) for v in final.values()), final
@@ -263,6 +270,30 @@ def test_answer_compares_with_the_nmt_run_beside_it_on_the_same_pairs(smoke_run,
     bleu = json.loads((workdir / "results.json").read_text())["final"]["bleu"]
     assert "(teacher_forcing) scores 2.50 beam / 1.00 greedy" in answer
     assert f"SMT is {bleu - 2.5:.1f} BLEU ahead" in answer and "90.00" not in answer
+    assert "approximate randomisation" not in answer  # no NMT output files to test with
+
+    # With the NMT point's outputs beside it (seed 0: the references themselves; seed 1: the
+    # SMT's own output), the answer adds a paired test per seed; on other references, none.
+    smt_dir = tmp_path / "smt_baseline"
+    for name in (smt_baseline.TRANSLATIONS_FILE, smt_baseline.REFERENCES_FILE):
+        (smt_dir / name).write_text((workdir / name).read_text())
+    references = (workdir / smt_baseline.REFERENCES_FILE).read_text()
+    assert len(references.splitlines()) == 20
+    point_dir = tmp_path / "exposure_bias" / "points" / "multi30k-teacher_forcing"
+    point_dir.mkdir(parents=True)
+    (point_dir / "refs.txt").write_text(references)
+    (point_dir / "beam0.txt").write_text(references)
+    (point_dir / "beam1.txt").write_text((workdir / smt_baseline.TRANSLATIONS_FILE).read_text())
+    points["multi30k-teacher_forcing"]["translations"] = {
+        "references": "refs.txt",
+        "beam": ["beam0.txt", "beam1.txt"],
+    }
+    (tmp_path / "exposure_bias" / "results.json").write_text(json.dumps({"points": points}))
+    answer = smt_baseline.answers(smt_dir)[16]
+    assert "Paired approximate randomisation (10,000 trials" in answer
+    assert f"{100 - bleu:+.2f} BLEU, p = 0.0001, +0.00 BLEU, p = 1.0000." in answer
+    (point_dir / "refs.txt").write_text(references.replace("\n", " x\n", 1))
+    assert "approximate randomisation" not in smt_baseline.answers(smt_dir)[16]
 
 
 # The stack decoder's search: brute force, recombination, the old (nltk) search.

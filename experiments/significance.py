@@ -1,0 +1,118 @@
+"""Paired significance of BLEU differences between translation outputs of the same sentences.
+
+    python -m experiments.significance --references=R.txt --baseline=SMT.txt \
+        --systems=NMT_seed0.txt,NMT_seed1.txt [--test=ar|bs] [--samples=10000] \
+        [--tokenize=none] [--output=W/significance.json]
+
+Each file holds one sentence a line, in the same order (experiments.smt_baseline writes
+`translations.txt` and `references.txt`; experiments.exposure_bias's translation points write
+`test_<greedy|beam>_seed<i>.txt` and `test_references.txt`). Every system is compared with the
+baseline by `rnn_jax.metrics.paired_bleu_significance` (sacrebleu's approximate randomisation
+or paired bootstrap, seeded); a markdown table goes to stdout and, with --output, the results
+to JSON. A file that is missing or has another number of lines than the references is named,
+with exit status 2, before any test runs.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from experiments import grid
+from rnn_jax import metrics
+from rnn_jax.train import metrics as run_metrics
+
+FLAGS = flags.FLAGS
+USAGE_STATUS = 2
+
+
+def read_lines(path: str | pathlib.Path) -> list[str]:
+    """The lines of a one-sentence-a-line file (the last newline ends the last sentence)."""
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def compare(
+    references: Sequence[str],
+    baseline: Sequence[str],
+    systems: dict[str, Sequence[str]],
+    *,
+    test: str = "ar",
+    samples: int = 10_000,
+    tokenize: str = "none",
+) -> dict[str, dict]:
+    """`{system name: paired_bleu_significance(baseline, system, references)}`."""
+    return {
+        name: metrics.paired_bleu_significance(
+            baseline, output, references, test=test, samples=samples, tokenize=tokenize
+        )
+        for name, output in systems.items()
+    }
+
+
+def markdown(results: dict[str, dict], baseline_name: str) -> str:
+    """One row per system: its BLEU, the baseline's, the difference and the p-value."""
+    rows = [
+        [
+            name,
+            f"{r['system_bleu']:.2f}",
+            f"{r['baseline_bleu']:.2f}",
+            f"{r['difference']:+.2f}",
+            f"{r['p_value']:.4f}",
+        ]
+        for name, r in results.items()
+    ]
+    first = next(iter(results.values()))
+    header = ["system", "BLEU", f"baseline ({baseline_name})", "difference", "p"]
+    test = "approximate randomisation" if first["test"] == "ar" else "paired bootstrap"
+    return (
+        f"{grid.markdown_table(header, rows)}\n\np: two-sided {test}, {first['samples']} samples."
+    )
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
+    files += [("systems", path) for path in FLAGS.systems]
+    texts = []
+    for flag, path in files:
+        try:
+            texts.append(read_lines(path))
+        except OSError as error:
+            sys.stderr.write(f"--{flag}: cannot read {path}: {error.strerror}\n")
+            sys.exit(USAGE_STATUS)
+    for (flag, path), lines in zip(files, texts, strict=True):
+        if len(lines) != len(texts[0]):
+            sys.stderr.write(
+                f"--{flag}: {path} has {len(lines)} lines, --references {FLAGS.references} "
+                f"{len(texts[0])}\n"
+            )
+            sys.exit(USAGE_STATUS)
+    results = compare(
+        texts[0],
+        texts[1],
+        dict(zip(FLAGS.systems, texts[2:], strict=True)),
+        test=FLAGS.test,
+        samples=FLAGS.samples,
+        tokenize=FLAGS.tokenize,
+    )
+    print(markdown(results, FLAGS.baseline))
+    if FLAGS.output:
+        record = {"references": FLAGS.references, "baseline": FLAGS.baseline, "results": results}
+        run_metrics.write_json_atomic(pathlib.Path(FLAGS.output), record)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("references", None, "One reference sentence a line.", required=True)
+    flags.DEFINE_string("baseline", None, "The baseline system's output.", required=True)
+    flags.DEFINE_list("systems", None, "Outputs compared with the baseline.", required=True)
+    flags.DEFINE_enum("test", "ar", list(metrics.SIGNIFICANCE_TESTS), "ar or bs (bootstrap).")
+    flags.DEFINE_integer("samples", 10_000, "Randomisation trials or bootstrap resamples.", 1)
+    flags.DEFINE_string("tokenize", "none", "sacrebleu tokenizer ('none': pre-tokenised text).")
+    flags.DEFINE_string("output", "", "Also write the results here as JSON.")
+    app.run(main)
