@@ -251,7 +251,8 @@ def corpus_bleu(
 ) -> float:
     """Corpus BLEU (Papineni et al. 2002) with sacrebleu (Post 2018), one reference each.
 
-    Use tokenize='none' for text that is already tokenised (e.g. Multi30k's tok/ files).
+    Use tokenize='none' for text that is already tokenised (e.g. Multi30k's tok/ files); then
+    sacrebleu's warning that the text looks tokenised is off (`force`), since it is meant to be.
     """
     import sacrebleu
 
@@ -260,7 +261,9 @@ def corpus_bleu(
             f"hypotheses ({len(hypotheses)}) and references ({len(references)}) differ in number"
         )
     return float(
-        sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score
+        sacrebleu.corpus_bleu(
+            list(hypotheses), [list(references)], tokenize=tokenize, force=tokenize == "none"
+        ).score
     )
 
 
@@ -310,7 +313,7 @@ def paired_bleu_significance(
         )
     paired = PairedTest(
         [("baseline", list(baseline)), ("system", list(system))],
-        {"BLEU": BLEU(tokenize=tokenize)},
+        {"BLEU": BLEU(tokenize=tokenize, force=tokenize == "none")},
         [list(references)],
         test_type=test,
         n_samples=samples,
