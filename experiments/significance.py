@@ -69,9 +69,8 @@ def markdown(results: dict[str, dict], baseline_name: str) -> str:
     first = next(iter(results.values()))
     header = ["system", "BLEU", f"baseline ({baseline_name})", "difference", "p"]
     test = "approximate randomisation" if first["test"] == "ar" else "paired bootstrap"
-    return (
-        f"{grid.markdown_table(header, rows)}\n\np: two-sided {test}, {first['samples']} samples."
-    )
+    table = grid.markdown_table(header, rows).rstrip()
+    return f"{table}\n\np: two-sided {test}, {first['samples']} samples."
 
 
 def main(argv: list[str]) -> None:
