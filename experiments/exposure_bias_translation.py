@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from experiments import grid
+from experiments import grid, significance
 from rnn_jax import decoding, metrics
 from rnn_jax.data.batching import BatchIterator, pad_batch, repeat_epochs
 from rnn_jax.data.readers import read_parallel
@@ -440,8 +440,8 @@ def write_test_translations(
                 ]
         for name, sentences in lines.items():
             path = point_dir / translations_file(name, replica)
-            run_metrics.write_text_atomic(path, "".join(f"{line}\n" for line in sentences))
+            significance.write_lines(path, sentences)
             written.setdefault(name, []).append(path.name)
-    references = "".join(" ".join(p["target"]) + "\n" for p in task.pairs["test"])
-    run_metrics.write_text_atomic(point_dir / REFERENCES_FILE, references)
+    references = [" ".join(p["target"]) for p in task.pairs["test"]]
+    significance.write_lines(point_dir / REFERENCES_FILE, references)
     return written

@@ -36,6 +36,12 @@ def read_lines(path: str | pathlib.Path) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
+def write_lines(path: str | pathlib.Path, lines: Sequence[str]) -> None:
+    """One sentence a line, each ended by a newline, written atomically: what `read_lines`
+    reads back (an empty output is an empty line)."""
+    run_metrics.write_text_atomic(path, "".join(f"{line}\n" for line in lines))
+
+
 def compare(
     references: Sequence[str],
     baseline: Sequence[str],

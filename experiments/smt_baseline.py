@@ -52,7 +52,7 @@ from nltk.translate import AlignedSent, IBMModel2, PhraseTable, StackDecoder
 from nltk.translate.phrase_based import phrase_extraction
 from nltk.translate.stack_decoder import _Hypothesis
 
-from experiments import grid
+from experiments import grid, significance
 from experiments.exposure_bias_translation import CORPUS, read_pairs
 from rnn_jax import metrics
 from rnn_jax.data.root import default_data_root
@@ -524,10 +524,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     # Every output and its reference, one a line: for paired significance tests against the
     # NMT's outputs of the same sentences (experiments/significance.py, `answers`).
-    run_metrics.write_text_atomic(
-        workdir / TRANSLATIONS_FILE, "".join(f"{h}\n" for h in hypotheses)
-    )
-    run_metrics.write_text_atomic(workdir / REFERENCES_FILE, "".join(f"{r}\n" for r in references))
+    significance.write_lines(workdir / TRANSLATIONS_FILE, hypotheses)
+    significance.write_lines(workdir / REFERENCES_FILE, references)
     run_metrics.write_text_atomic(workdir / "smt_baseline.md", report_markdown(config, results))
     run_metrics.write_json_atomic(workdir / "results.json", results)
     print(f"BLEU {final['bleu']:.2f} (copy the source {final['copy_source_bleu']:.2f})")
@@ -602,11 +600,11 @@ def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
     try:
         summary = json.loads((workdir.parent / "exposure_bias" / "results.json").read_text())
         files = summary["points"][f"{CORPUS}-{regime}"]["translations"]
-        references = (workdir / REFERENCES_FILE).read_text().splitlines()
-        if (point_dir / files["references"]).read_text().splitlines() != references:
+        references = significance.read_lines(workdir / REFERENCES_FILE)
+        if significance.read_lines(point_dir / files["references"]) != references:
             return None
-        baseline = (workdir / TRANSLATIONS_FILE).read_text().split("\n")[:-1]
-        outputs = [(point_dir / f).read_text().split("\n")[:-1] for f in files["beam"]]
+        baseline = significance.read_lines(workdir / TRANSLATIONS_FILE)
+        outputs = [significance.read_lines(point_dir / f) for f in files["beam"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return [
