@@ -16,7 +16,7 @@ and runs as::
 - The config file starts from `config.base_config()` (keys `seed`, `num_seeds`, `train.*`,
   `optimizer.*`, `schedule.*`) and adds `model.*` (with `model.hidden_size`) and `data.*`;
   `config.select_variant(name, variant, {...})` gives the clear error for an unknown variant.
-  An experiment that trains nothing (experiments/smt_baseline.py) starts from
+  An experiment that trains nothing (smt_baseline, the throughput benchmark) starts from
   `config.process_config()` instead, sets `TRAINS = False` in its module and passes it on
   (`cli.main(..., trains=False)`), so no training key is required of it.
 - Before anything is compiled, `config.validate(config, RULES)` checks the runtime's rules and
