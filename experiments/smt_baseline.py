@@ -46,13 +46,14 @@ import time
 from collections.abc import Hashable, Iterable, Sequence
 
 import ml_collections
+import numpy as np
 from nltk.lm import Vocabulary, WittenBellInterpolated
 from nltk.lm.preprocessing import padded_everygram_pipeline
 from nltk.translate import AlignedSent, IBMModel2, PhraseTable, StackDecoder
 from nltk.translate.phrase_based import phrase_extraction
 from nltk.translate.stack_decoder import _Hypothesis
 
-from experiments import grid, significance
+from experiments import grid, mert, significance
 from experiments.exposure_bias_translation import CORPUS, read_pairs
 from rnn_jax import metrics
 from rnn_jax.data.root import default_data_root
@@ -78,6 +79,13 @@ RULES: cfg.Rules = {
     "smt.distortion_factor": cfg.in_range(0.0, 1.0),
     "smt.distortion_limit": cfg.int_at_least(0),
     "smt.stack_size": cfg.int_at_least(1),
+    "smt.phrase_penalty": cfg.in_range(-10.0, 10.0),
+    "smt.mert_iterations": cfg.int_at_least(0),
+    "smt.tune_pairs": cfg.int_at_least(0),
+    "smt.nbest": cfg.int_at_least(1),
+    "smt.mert_restarts": cfg.int_at_least(0),
+    "smt.mert_seed": cfg.int_at_least(0),
+    "smt.tune_stack_size": cfg.int_at_least(0),
 }
 Alignment = set[tuple[int, int]]  # (source index, target index), 0-based
 NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
@@ -167,24 +175,40 @@ def phrase_counts(
     return counts
 
 
-def phrase_table(
-    counts: collections.Counter,
-    max_translations: int,
-    weight_forward: float,
-    weight_backward: float,
-) -> PhraseTable:
-    """The best `max_translations` translations e of each source phrase f, scored
-    `weight_forward * log φ(e|f) + weight_backward * log φ(f|e)` (relative frequencies)."""
+PhraseFeatures = dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[float, float]]
+
+
+def phrase_features(counts: collections.Counter) -> PhraseFeatures:
+    """(source, target) -> (log φ(e|f), log φ(f|e)), relative frequencies of `counts`."""
     source_totals: collections.Counter = collections.Counter()
     target_totals: collections.Counter = collections.Counter()
     for (source, target), count in counts.items():
         source_totals[source] += count
         target_totals[target] += count
-    options = collections.defaultdict(list)
-    for (source, target), count in counts.items():
-        score = weight_forward * math.log(count / source_totals[source]) + (
-            weight_backward * math.log(count / target_totals[target])
+    return {
+        (source, target): (
+            math.log(count / source_totals[source]),
+            math.log(count / target_totals[target]),
         )
+        for (source, target), count in counts.items()
+    }
+
+
+def phrase_table(
+    counts: collections.Counter | PhraseFeatures,
+    max_translations: int,
+    weight_forward: float,
+    weight_backward: float,
+    phrase_weight: float = 0.0,
+) -> PhraseTable:
+    """The best `max_translations` translations e of each source phrase f, scored
+    `weight_forward * log φ(e|f) + weight_backward * log φ(f|e) + phrase_weight` (relative
+    frequencies; the last is Moses's phrase penalty, once per phrase used). `counts` may be
+    the phrase counts or their `phrase_features`."""
+    features = counts if not isinstance(counts, collections.Counter) else phrase_features(counts)
+    options = collections.defaultdict(list)
+    for (source, target), (forward, backward) in features.items():
+        score = weight_forward * forward + weight_backward * backward + phrase_weight
         options[source].append((score, target))
     table = PhraseTable()
     for source, scored in options.items():
@@ -206,23 +230,38 @@ class DecoderLanguageModel:
     def __init__(self, model: WittenBellInterpolated, weight: float) -> None:
         self.model, self.weight = model, weight
         self.history = model.order - 1
-        self._scores: dict[tuple[str, tuple[str, ...]], float] = {}
+        # Unweighted natural-log probabilities: MERT changes `weight` between decodes.
+        self._log_probabilities: dict[tuple[str, tuple[str, ...]], float] = {}
         estimator = getattr(model, "estimator", None)
         gamma = getattr(estimator, "_gamma", None)  # nltk.lm.smoothing.WittenBell's (and others')
         if gamma is not None and not hasattr(gamma, "cache_info"):  # not already memoised
             estimator._gamma = functools.lru_cache(maxsize=None)(gamma)
 
-    def word_score(self, word: str, context: tuple[str, ...]) -> float:
+    def log_probability(self, word: str, context: tuple[str, ...]) -> float:
+        """Unweighted natural-log P(word | context), floored at 1e-300."""
         key = (word, context)
-        if key not in self._scores:
-            self._scores[key] = self.weight * math.log(max(self.model.score(word, context), 1e-300))
-        return self._scores[key]
+        if key not in self._log_probabilities:
+            probability = self.model.score(word, context)
+            self._log_probabilities[key] = math.log(max(probability, 1e-300))
+        return self._log_probabilities[key]
+
+    def word_score(self, word: str, context: tuple[str, ...]) -> float:
+        return self.weight * self.log_probability(word, context)
 
     def _phrase_score(self, history: list[str], phrase: Iterable[str]) -> float:
         words, total = list(history), 0.0
         for word in phrase:
             context = tuple(words[len(words) - self.history :]) if self.history else ()
             total += self.word_score(word, context)
+            words.append(word)
+        return total
+
+    def sentence_log_probability(self, output: Sequence[str]) -> float:
+        """Unweighted log P(output </s>), `<s>`-padded: the LM feature of a whole translation."""
+        words, total = ["<s>"] * self.history, 0.0
+        for word in [*output, "</s>"]:
+            context = tuple(words[len(words) - self.history :]) if self.history else ()
+            total += self.log_probability(word, context)
             words.append(word)
         return total
 
@@ -332,7 +371,9 @@ class DistortionLimitedDecoder(StackDecoder):
         distortion_limit: int,
     ) -> None:
         super().__init__(table, language_model)
-        self.distortion_factor = distortion_factor
+        # Score per source word jumped: log(factor) (Koehn et al. 2003's d^|jump|); MERT sets
+        # the weight itself, which may leave (0, 1)'s log range.
+        self.distortion_weight = math.log(max(distortion_factor, 1e-9))
         self.distortion_limit = distortion_limit
         self.recombination = True
 
@@ -362,6 +403,15 @@ class DistortionLimitedDecoder(StackDecoder):
 
     def decode(self, src_sentence: Sequence[str]) -> Hypothesis | None:
         """The best complete hypothesis (None: no finite-scoring one survived the search)."""
+        best = self.decode_nbest(src_sentence, 1)
+        return best[0] if best else None
+
+    def decode_nbest(self, src_sentence: Sequence[str], size: int) -> list[Hypothesis]:
+        """The best `size` complete hypotheses with different outputs, best first (fewer when
+        fewer finite-scoring ones survived the search). The last stack is never expanded, so
+        it keeps the best derivation of each output rather than of each recombination state:
+        its n best are n different translations, as MERT's n-best lists need (an output that
+        two states reached once each is listed once), and its best is the search's best."""
         sentence = tuple(src_sentence)
         self.sentence_length = length = len(sentence)
         phrases = self.find_all_src_phrases(sentence)
@@ -386,10 +436,15 @@ class DistortionLimitedDecoder(StackDecoder):
                                 new, future_table, length
                             )
                         new.future_score = future_scores[new.coverage]
-                        state = self.recombination_state(new) if self.recombination else new
-                        stacks[new.total_translated_words()].push(state, new)
-        complete = stacks[length].pruned(1)
-        return complete[0] if complete and complete[0].raw_score > -math.inf else None
+                        covered = new.total_translated_words()
+                        if covered == length:
+                            state = new.output
+                        elif self.recombination:
+                            state = self.recombination_state(new)
+                        else:
+                            state = new
+                        stacks[covered].push(state, new)
+        return [h for h in stacks[length].pruned(size) if h.raw_score > -math.inf]
 
     def translate(self, src_sentence: Sequence[str]) -> list[str]:
         best = self.decode(src_sentence)
@@ -412,24 +467,106 @@ class DistortionLimitedDecoder(StackDecoder):
         distance = abs(next_src_phrase_span[0] - previous_end)
         if distance > self.distortion_limit:
             return -math.inf
-        return distance * math.log(max(self.distortion_factor, 1e-9))
+        return distance * self.distortion_weight
+
+
+# The log-linear model's features, in the order of a weight vector (`config_weights`): a
+# candidate's model score is weights · features (`System.features`).
+FEATURES = ("log φ(e|f)", "log φ(f|e)", "LM", "words", "distortion", "phrases")
+
+
+def config_weights(smt: ml_collections.ConfigDict) -> np.ndarray:
+    """The config's weights as a vector over FEATURES. nltk subtracts `word_penalty` per
+    output word and a jump of d words scores d · log(distortion_factor); the phrase penalty
+    is subtracted per phrase, as the word penalty is."""
+    return (
+        np.array(
+            [
+                smt.weight_forward,
+                smt.weight_backward,
+                smt.weight_lm,
+                -smt.word_penalty,
+                math.log(max(smt.distortion_factor, 1e-9)),
+                -smt.phrase_penalty,
+            ]
+        )
+        + 0.0
+    )  # -0.0 + 0.0 = 0.0: no negative zeros in reports
 
 
 @dataclasses.dataclass
 class System:
-    """A trained phrase-based system: `translate(words) -> words`."""
+    """A trained phrase-based system: `translate(words) -> words` under `weights` (over
+    FEATURES; `set_weights` rebuilds the phrase table, whose per-source pruning and option
+    scores depend on them)."""
 
-    table: PhraseTable
-    decoder: DistortionLimitedDecoder
+    features_of_phrases: PhraseFeatures
+    language_model: DecoderLanguageModel
+    smt: ml_collections.ConfigDict
     sizes: dict
+    weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(FEATURES)))
+    table: PhraseTable = dataclasses.field(default_factory=PhraseTable)
+    decoder: DistortionLimitedDecoder | None = None
 
-    def translate(self, source: Sequence[str]) -> list[str]:
-        """Best translation of a tokenised sentence; words without a phrase-table entry pass
-        through (a one-word phrase to itself, log score 0; the LM scores it as <UNK>)."""
+    def set_weights(self, weights: Sequence[float]) -> None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(FEATURES),):
+            raise ValueError(f"weights must be one per feature {FEATURES}, got {weights.shape}")
+        self.weights = weights
+        forward, backward, lm, words, distortion, phrases = map(float, weights)
+        self.table = phrase_table(
+            self.features_of_phrases, self.smt.max_translations, forward, backward, phrases
+        )
+        self.language_model.weight = lm
+        self.decoder = DistortionLimitedDecoder(
+            self.table, self.language_model, 0.5, self.smt.distortion_limit
+        )
+        self.decoder.distortion_weight = distortion
+        self.decoder.word_penalty = -words
+        self.decoder.stack_size = self.smt.stack_size
+
+    def _pass_through_unknown(self, source: Sequence[str]) -> None:
+        """Words without a phrase-table entry pass through: a one-word phrase to itself whose
+        translation features are log 1 = 0 (the LM scores it as <UNK>)."""
         for word in source:
             if (word,) not in self.table:
-                self.table.add((word,), (word,), 0.0)
+                self.table.add((word,), (word,), float(self.weights[5]))
+
+    def translate(self, source: Sequence[str]) -> list[str]:
+        """Best translation of a tokenised sentence (unknown words pass through)."""
+        self._pass_through_unknown(source)
         return self.decoder.translate(list(source))
+
+    def nbest(self, source: Sequence[str], size: int) -> list[tuple[str, np.ndarray]]:
+        """The best `size` different translations, best first, each with its feature vector."""
+        self._pass_through_unknown(source)
+        return [
+            (" ".join(h.output), self.features(source, h))
+            for h in self.decoder.decode_nbest(list(source), size)
+        ]
+
+    def features(self, source: Sequence[str], hypothesis: Hypothesis) -> np.ndarray:
+        """The FEATURES of a complete hypothesis, from its derivation (phrase by phrase): the
+        summed log φ both ways (0 for a passed-through word), the LM's log-probability of the
+        output with its sentence end, the output length, the source words jumped (counted
+        from the sentence start for the first phrase) and the phrase count. Its model score
+        `hypothesis.raw_score` is `weights @ features` (tests/test_smt_baseline.py checks it)."""
+        steps = []
+        node = hypothesis
+        while node is not None and node.src_phrase_span:
+            steps.append(node)
+            node = node.previous
+        forward = backward = distortion = 0.0
+        previous_end = 0
+        for step in reversed(steps):
+            start, end = step.src_phrase_span
+            logs = self.features_of_phrases.get((tuple(source[start:end]), step.trg_phrase))
+            if logs is not None:
+                forward, backward = forward + logs[0], backward + logs[1]
+            distortion += abs(start - previous_end)
+            previous_end = end
+        lm = self.language_model.sentence_log_probability(hypothesis.output)
+        return np.array([forward, backward, lm, len(hypothesis.output), distortion, len(steps)])
 
 
 def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple[System, dict]:
@@ -440,7 +577,7 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
     timing["align_s"] = time.perf_counter() - start
     start = time.perf_counter()
     counts = phrase_counts(pairs, alignments, smt.max_phrase_length)
-    table = phrase_table(counts, smt.max_translations, smt.weight_forward, smt.weight_backward)
+    features = phrase_features(counts)
     timing["phrases_s"] = time.perf_counter() - start
     start = time.perf_counter()
     ngrams, words = padded_everygram_pipeline(smt.lm_order, [p["target"] for p in pairs])
@@ -449,21 +586,15 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
     )
     model.fit(ngrams, words)
     timing["lm_s"] = time.perf_counter() - start
-    decoder = DistortionLimitedDecoder(
-        table,
-        DecoderLanguageModel(model, smt.weight_lm),
-        smt.distortion_factor,
-        smt.distortion_limit,
-    )
-    decoder.word_penalty = smt.word_penalty
-    decoder.stack_size = smt.stack_size
     sizes = {
         "phrase_pairs": len(counts),
-        "source_phrases": len(table.src_phrases),
+        "source_phrases": len({source for source, _ in counts}),
         "alignment_points": sum(map(len, alignments)),
         "lm_vocabulary": len(model.vocab),
     }
-    return System(table, decoder, sizes), timing
+    system = System(features, DecoderLanguageModel(model, smt.weight_lm), smt, sizes)
+    system.set_weights(config_weights(smt))
+    return system, timing
 
 
 def load_pairs(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
@@ -475,9 +606,54 @@ def load_pairs(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
             f"data.root={config.data.root!r}: no {root / CORPUS / 'tok'} (Multi30k's tokenised "
             "files; set RNN_JAX_DATA or data.root to the shared data directory)"
         )
-    return {
+    if smt.mert_iterations and smt.eval_split == "valid":
+        raise cfg.ConfigError(
+            f"smt.eval_split='valid' with smt.mert_iterations={smt.mert_iterations}: MERT tunes "
+            "on val, so val cannot also be the scored split (score test, or set "
+            "smt.mert_iterations=0)"
+        )
+    pairs = {
         "train": read_pairs(root, "train", smt.max_length, smt.max_train_pairs),
         smt.eval_split: read_pairs(root, smt.eval_split, smt.max_length, smt.max_eval_pairs),
+    }
+    if smt.mert_iterations:
+        pairs["tune"] = read_pairs(root, "valid", smt.max_length, smt.tune_pairs)
+    return pairs
+
+
+def tune_weights(system: System, pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> dict:
+    """MERT (`experiments.mert.tune`) of `system`'s weights on `pairs` (the first val pairs),
+    starting from the config's; sets the tuned weights and returns what to report."""
+    references = [" ".join(p["target"]) for p in pairs]
+    empty = ("", np.zeros(len(FEATURES)))  # a sentence the search could not complete
+
+    def decode(weights: np.ndarray) -> list[list[tuple[str, np.ndarray]]]:
+        system.set_weights(weights)
+        system.decoder.stack_size = smt.tune_stack_size or smt.stack_size
+        return [system.nbest(p["source"], smt.nbest) or [empty] for p in pairs]
+
+    start = time.perf_counter()
+    initial = config_weights(smt)
+    weights, history = mert.tune(
+        decode,
+        references,
+        initial,
+        iterations=smt.mert_iterations,
+        restarts=smt.mert_restarts,
+        seed=smt.mert_seed,
+        log=lambda line: print(line, flush=True),
+    )
+    system.set_weights(weights)  # and the scoring search's stack size
+    return {
+        "split": "valid",
+        "pairs": len(pairs),
+        "features": list(FEATURES),
+        "initial_weights": initial.tolist(),
+        "weights": weights.tolist(),
+        "initial_bleu": history[0]["decoded_bleu"],
+        "tuned_bleu": max(record["decoded_bleu"] for record in history),
+        "history": history,
+        "time_s": time.perf_counter() - start,
     }
 
 
@@ -489,6 +665,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     train, scored = pairs["train"], pairs[smt.eval_split]
     system, timing = train_system(train, smt)
     print(f"trained on {len(train)} pairs: {system.sizes} {timing}", flush=True)
+    tuning = tune_weights(system, pairs["tune"], smt) if smt.mert_iterations else None
+    if tuning is not None:
+        timing["tune_s"] = tuning["time_s"]
     start = time.perf_counter()
     hypotheses = []
     for index, pair in enumerate(scored):
@@ -515,6 +694,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         "pairs": {"train": len(train), "scored": len(scored)},
         "sizes": system.sizes,
         "timing": timing,
+        "tuning": tuning,
         "examples": [
             {"source": s, "reference": r, "translation": h}
             for s, r, h in zip(sources[:shown], references[:shown], hypotheses[:shown], strict=True)
@@ -535,10 +715,44 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
 def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
     smt, final, sizes, timing = config.smt, results["final"], results["sizes"], results["timing"]
     split = "test2016" if results["split"] == "test" else "val"
+    tuning = results.get("tuning")
+    name = "phrase-based SMT" + (" (MERT)" if tuning else "")
     rows = [
-        ["phrase-based SMT", grid.fmt(final["bleu"]), grid.fmt(final["length_ratio"])],
+        [name, grid.fmt(final["bleu"]), grid.fmt(final["length_ratio"])],
         ["copy the source", grid.fmt(final["copy_source_bleu"]), "–"],
     ]
+    weights = ", ".join(
+        f"{feature} {weight:.3g}"
+        for feature, weight in zip(FEATURES, tuning["weights"] if tuning else [], strict=False)
+    )
+    if tuning:
+        described = (
+            f"weights tuned by MERT (Och 2003; {len(tuning['history'])} decodes of "
+            f"{tuning['pairs']} val pairs at stack {smt.tune_stack_size or smt.stack_size}, "
+            f"{smt.nbest}-best lists, {smt.mert_restarts} random restarts; "
+            f"{tuning['time_s']:.0f} s) from the fixed ones below: {weights}"
+        )
+    else:
+        described = "fixed weights"
+    tuning_lines = []
+    if tuning:
+        tuning_rows = [
+            [
+                str(r["iteration"]),
+                grid.fmt(r["decoded_bleu"]),
+                str(r["candidates"]),
+                ", ".join(f"{w:.3g}" for w in r["weights"]),
+            ]
+            for r in tuning["history"]
+        ]
+        tuning_lines = [
+            f"MERT on {tuning['pairs']} val pairs (tuning BLEU of each decode, the "
+            "merged n-best candidates after it, and the weights it decoded with, over "
+            f"{', '.join(FEATURES)}); the weights of the best decode are kept:",
+            "",
+            grid.markdown_table(["decode", "tuning BLEU", "candidates", "weights"], tuning_rows),
+            "",
+        ]
     return "\n".join(
         [
             "# Phrase-based SMT on the NMT's Multi30k en->de data",
@@ -555,13 +769,15 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
             f"LM over {sizes['lm_vocabulary']} types; stack decoding with hypothesis "
             f"recombination (stack "
             f"{smt.stack_size}, distortion limit {smt.distortion_limit}, factor "
-            f"{smt.distortion_factor}); fixed weights: log φ(e|f) {smt.weight_forward}, "
-            f"log φ(f|e) {smt.weight_backward}, LM {smt.weight_lm}, word penalty "
-            f"{smt.word_penalty}. Wall time {timing['wall_s']:.0f} s (alignment "
-            f"{timing['align_s']:.0f} s, decoding {timing['decode_s']:.0f} s).",
+            f"{smt.distortion_factor}); {described}. Fixed weights: log φ(e|f) "
+            f"{smt.weight_forward}, log φ(f|e) {smt.weight_backward}, LM {smt.weight_lm}, word "
+            f"penalty {smt.word_penalty}, phrase penalty {smt.phrase_penalty}. Wall time "
+            f"{timing['wall_s']:.0f} s (alignment {timing['align_s']:.0f} s, decoding "
+            f"{timing['decode_s']:.0f} s).",
             "",
             grid.markdown_table(["system", "BLEU", "len/ref"], rows),
             "",
+            *tuning_lines,
         ]
     )
 
@@ -620,9 +836,16 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     results = json.loads((workdir / "results.json").read_text())
     final, pairs = results["final"], results["pairs"]
     split = "test2016" if results["split"] == "test" else "val"
+    tuning = results.get("tuning")
+    weights = (
+        f"weights tuned by MERT on {tuning['pairs']} val pairs, {tuning['initial_bleu']:.2f} -> "
+        f"{tuning['tuned_bleu']:.2f} BLEU there"
+        if tuning
+        else "fixed weights"
+    )
     text = (
         "A phrase-based SMT baseline (IBM 1+2 alignments, grow-diag-final-and, phrases, "
-        "Witten-Bell trigram LM, stack decoding with recombination; fixed weights) trained on "
+        f"Witten-Bell trigram LM, stack decoding with recombination; {weights}) trained on "
         "the same "
         f"{pairs['train']} Multi30k pairs as the NMT scores {final['bleu']:.2f} BLEU on the "
         f"same {pairs['scored']} {split} pairs (copying the source: "

@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from nltk.lm import Vocabulary, WittenBellInterpolated
 from nltk.lm.preprocessing import padded_everygram_pipeline
@@ -213,6 +214,15 @@ def test_smoke_run_writes_results_table_and_answer(smoke_run):
     assert "|---|" in table and f"{final['bleu']:.4g}" in table
     answer = smt_baseline.answers(workdir)[16]
     assert f"{final['bleu']:.2f} BLEU" in answer and "300 Multi30k pairs" in answer
+    # The smoke variant tunes (one MERT iteration on 10 val pairs): two decodes, the kept
+    # weights those of the better one, and the run's test outputs decoded with them.
+    tuning = results["tuning"]
+    assert tuning["pairs"] == 10 and len(tuning["history"]) == 2
+    decoded = [r["decoded_bleu"] for r in tuning["history"]]
+    assert tuning["tuned_bleu"] == max(decoded) and tuning["initial_bleu"] == decoded[0]
+    best = tuning["history"][decoded.index(max(decoded))]["weights"]
+    assert tuning["weights"] == pytest.approx(best)
+    assert "MERT" in table and "MERT on 10 val pairs" in answer
 
 
 def test_bad_config_value_exits_2_naming_the_key(tmp_path):
@@ -516,3 +526,77 @@ def test_decoder_scores_at_least_nltk_search_at_equal_stack_size(data_root, monk
         nltk_search.append(returned[-1].raw_score)
     assert all(math.isfinite(score) for score in ours)
     assert all(a >= b - 1e-9 for a, b in zip(ours, nltk_search, strict=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_system():
+    config = smt_configs.get_config("smoke")
+    with config.unlocked():
+        config.smt.ibm2_iterations, config.smt.stack_size = 5, 1000
+    pairs = [{"source": s.split(), "target": t.split()} for s, t in TINY]
+    system, _ = smt_baseline.train_system(pairs, config.smt)
+    return system
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        [1.0, 1.0, 1.0, 0.0, math.log(0.5), 0.0],  # the config's defaults
+        [0.3, 1.7, 0.6, 0.8, -0.9, -1.3],  # every feature weighted (MERT's freedom)
+        [1.2, -0.4, 1.5, -0.5, 0.2, 0.7],  # negative translation weight, jumps rewarded
+    ],
+)
+def test_nbest_features_reproduce_the_model_score_and_the_one_best(tiny_system, weights):
+    """An n-best entry's features, recomputed from its derivation, give the decoder's own
+    score: raw_score == weights · features (MERT's line search relies on it); the list holds
+    different outputs, best first, and its first is `translate`'s output."""
+    system = tiny_system
+    system.set_weights(weights)
+    for sentence in ("das haus ist ja klein", "ein buch ist groß", "das auto ist ein haus"):
+        source = sentence.split()
+        system._pass_through_unknown(source)
+        hypotheses = system.decoder.decode_nbest(source, 50)
+        assert len(hypotheses) > 1
+        outputs = [h.output for h in hypotheses]
+        assert len(set(outputs)) == len(outputs)
+        scores = [h.raw_score for h in hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        for hypothesis in hypotheses:
+            features = system.features(source, hypothesis)
+            assert float(np.dot(weights, features)) == pytest.approx(hypothesis.raw_score)
+        nbest = system.nbest(source, 50)
+        assert [h for h, _ in nbest] == [" ".join(o) for o in outputs]
+        assert nbest[0][0].split() == system.translate(source)
+
+
+def test_set_weights_rejects_a_vector_of_the_wrong_length(tiny_system):
+    with pytest.raises(ValueError, match="one per feature"):
+        tiny_system.set_weights([1.0, 1.0])
+
+
+def test_config_weights_are_the_decoders_defaults():
+    smt = smt_configs.get_config("quick").smt
+    weights = smt_baseline.config_weights(smt)
+    assert dict(zip(smt_baseline.FEATURES, weights, strict=True)) == pytest.approx(
+        {
+            "log φ(e|f)": smt.weight_forward,
+            "log φ(f|e)": smt.weight_backward,
+            "LM": smt.weight_lm,
+            "words": -smt.word_penalty,
+            "distortion": math.log(smt.distortion_factor),
+            "phrases": -smt.phrase_penalty,
+        }
+    )
+
+
+@pytest.mark.data
+def test_tuning_on_the_scored_split_is_refused(tmp_path, data_root):
+    config = cli.load_config(
+        SMOKE,
+        {"data.root": str(data_root), "smt.eval_split": "valid", "smt.mert_iterations": 1},
+        smt_baseline.RULES,
+        trains=smt_baseline.TRAINS,
+    )
+    with pytest.raises(smt_baseline.cfg.ConfigError, match="MERT tunes on val"):
+        smt_baseline.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -9,16 +9,20 @@ experiments/smt_baseline.py for what each stage is.
 
 Variants:
 - smoke: the first 300 training pairs and 20 test2016 pairs (both sides <= 15 tokens), one
-  IBM 2 iteration, stack 5; a few seconds, for tests: the pipeline, not BLEU.
+  IBM 2 iteration, stack 5, one MERT iteration on 10 val pairs; a few seconds, for tests:
+  the pipeline, not BLEU.
 - quick: exactly the NMT quick's data (experiments/configs/exposure_bias.py:quick,
   `translation.*`): the first 10,000 training pairs with both sides <= 15 tokens, scored on
-  the 749 test2016 pairs with both sides <= 15 tokens. Measured on the project's 2-vCPU
-  machine (shared with another job): 3.1 minutes wall (alignment 25 s, decoding 155 s),
-  29.08 BLEU (copy the source 0.53); nltk's own search at stack 10 had given 24.81 in 94 s.
+  the 749 test2016 pairs with both sides <= 15 tokens; MERT on the 720 val pairs with both
+  sides <= 15 tokens (tuning decodes at stack 30). Measured on the project's 2-vCPU machine
+  (session 17, shared with an NMT training run): 9.8 minutes wall (alignment 33 s, MERT 390 s
+  for 6 decodes, decoding 161 s), 30.14 BLEU (copy the source 0.53). With fixed weights
+  (`--config.smt.mert_iterations=0`): 29.08 BLEU in ~3 minutes; nltk's own search at stack
+  10 had given 24.81 in 94 s.
 - full: all 29,000 training pairs and all 1,000 test2016 pairs (max_length 50 drops none,
-  as the NMT full). Measured (machine shared): 9.6 minutes wall (alignment 229 s, decoding
-  334 s), 31.13 BLEU; nltk's search at stack 10: 5.6 minutes (alignment 152 s, decoding
-  172 s), 25.18 BLEU.
+  as the NMT full), MERT on all 1,014 val pairs at stack 100 (not run yet; with fixed
+  weights, measured with the machine shared: 9.6 minutes wall, alignment 229 s, decoding
+  334 s, 31.13 BLEU; nltk's search at stack 10: 5.6 minutes, 25.18 BLEU).
 
 Stack 100: where the decoder (recombination, Moses's reordering constraint) stops being
 search-limited. On the first 200 val pairs (quick's system) stacks 10/30/50/100/200 gave
@@ -29,12 +33,15 @@ keep quick near its old ~1.5 minutes (85 s, 28.19 BLEU); 100 costs about 1.5 min
 for 0.9 BLEU, taken because the NMT-vs-SMT comparison (Q16) should not rest on a
 search-limited baseline.
 
-Weights are fixed, not tuned (no MERT): φ(e|f), φ(f|e) and the LM at weight 1 (a plain
-product of the three models), no word penalty (nltk's default), distortion log(0.5) per
-word jumped (nltk's default factor) with Moses's default distortion limit of 6. On the first
-200 val pairs, LM weight 0.5 or 1 x word penalty -1, -0.5 or 0 gave 29.5-31.8 BLEU at stack
-100, the untuned product (31.79) the best of the six (26.2-27.6 with nltk's search at stack
-10, docs/design.md), so it was kept.
+MERT's starting weights (and the weights with `mert_iterations=0`): φ(e|f), φ(f|e) and the
+LM at weight 1 (a plain product of the three models), no word or phrase penalty (nltk's
+default), distortion log(0.5) per word jumped (nltk's default factor) with Moses's default
+distortion limit of 6. On the first 200 val pairs, LM weight 0.5 or 1 x word penalty -1,
+-0.5 or 0 gave 29.5-31.8 BLEU at stack 100, the untuned product (31.79) the best of the six.
+MERT over all six weights (session 17; quick's system, test2016 BLEU): tuned on the first 200
+val pairs at stack 100, 29.22; on all 720 at stack 100, 30.22 (16 minutes of tuning, machine
+shared); on all 720 at stack 30, 30.14 in a third of the time, hence quick's settings: 200
+sentences are too few to tune on (docs/design.md).
 """
 
 import ml_collections
@@ -63,6 +70,16 @@ def _base() -> ml_collections.ConfigDict:
     s.distortion_factor = 0.5  # log(factor) per source word jumped (nltk's default)
     s.distortion_limit = 6  # Moses's default
     s.stack_size = 100  # hypotheses per stack after recombination (histogram pruning)
+    s.phrase_penalty = 0.0  # score -= phrase_penalty per phrase used (Moses's phrase penalty)
+    # MERT (experiments/mert.py): Och's outer loop, at most this many re-decodes of the first
+    # `tune_pairs` val pairs (0 = all; max_length applies) after the first; 0 = fixed weights
+    # (the weights above).
+    s.mert_iterations = 5
+    s.tune_pairs = 0  # all 720 val pairs with both sides <= 15 tokens
+    s.nbest = 100  # different translations per tuning sentence and decode
+    s.mert_restarts = 5  # random starting points per optimisation, beside the current weights
+    s.mert_seed = 0
+    s.tune_stack_size = 30  # the tuning decodes' stack (0 = stack_size): ~3x faster than 100
     return config
 
 
@@ -71,6 +88,9 @@ def _smoke() -> ml_collections.ConfigDict:
     s = config.smt
     s.max_train_pairs, s.max_eval_pairs = 300, 20
     s.ibm2_iterations, s.stack_size = 1, 5
+    # One MERT iteration on 10 val pairs: the tuning path end to end, not its result.
+    s.mert_iterations, s.tune_pairs, s.nbest, s.mert_restarts = 1, 10, 10, 1
+    s.tune_stack_size = 0
     return config
 
 
@@ -81,6 +101,7 @@ def _quick() -> ml_collections.ConfigDict:
 def _full() -> ml_collections.ConfigDict:
     config = _base()
     config.smt.max_length, config.smt.max_train_pairs = 50, 0  # exposure_bias full's data
+    config.smt.tune_stack_size = 0  # tune at the scoring stack, 100, on all 1,014 val pairs
     return config
 
 
@@ -93,6 +114,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 def get_sweep(variant: str | None = None) -> dict[str, list]:
     """Grid for `launch.sweep`: the word penalty x the LM weight (the two weights that set
-    output length and fluency); score on `smt.eval_split=valid` when choosing from it."""
+    output length and fluency) with fixed weights (no MERT, which would move them); score on
+    `smt.eval_split=valid` when choosing from it."""
     select_variant("smt_baseline", variant, VARIANTS)  # the same error for a bad variant
-    return {"smt.word_penalty": [-1.0, -0.5, 0.0], "smt.weight_lm": [0.5, 1.0]}
+    return {
+        "smt.word_penalty": [-1.0, -0.5, 0.0],
+        "smt.weight_lm": [0.5, 1.0],
+        "smt.mert_iterations": [0],
+    }

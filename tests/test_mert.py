@@ -1,0 +1,164 @@
+"""MERT (experiments/mert.py) against independent references: sacrebleu for BLEU, brute force
+over dense grids of the step for the envelope and the line search."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+from sacrebleu.metrics.bleu import BLEU
+
+from experiments import mert
+from rnn_jax import metrics
+
+WORDS = "a b c d e f g".split()
+
+
+def _sentence(rng, low=0, high=9):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
+
+
+def test_bleu_from_statistics_equals_sacrebleu_corpus_bleu():
+    rng = random.Random(0)
+    for trial in range(40):
+        size = rng.randint(1, 8)
+        references = [_sentence(rng, 1) for _ in range(size)]
+        # Short hypotheses make orders without any n-gram or without any match (smoothing).
+        hypotheses = [_sentence(rng, 0, 3 if trial % 3 == 0 else 9) for _ in range(size)]
+        statistics = sum(map(mert.bleu_statistics, hypotheses, references))
+        expected = metrics.corpus_bleu(hypotheses, references, "none")
+        assert float(mert.bleu(statistics)) == pytest.approx(expected, abs=1e-9), trial
+
+
+def test_vectorised_bleu_equals_sacrebleu_compute_bleu_with_exp_smoothing():
+    rng = np.random.default_rng(1)
+    batch = []
+    for _ in range(300):
+        total = rng.integers(0, 12, mert.MAX_ORDER)
+        correct = np.minimum(rng.integers(0, 6, mert.MAX_ORDER), total)
+        batch.append([rng.integers(0, 15), rng.integers(1, 15), *np.ravel([correct, total], "F")])
+    batch = np.asarray(batch, dtype=np.float64)
+    ours = mert.bleu(batch)
+    for row, score in zip(batch, ours, strict=True):
+        correct, total = row[2::2].astype(int).tolist(), row[3::2].astype(int).tolist()
+        if row[0] == 0 or 0 in total:  # sacrebleu: log(0) -> ~exp(-1e10) = 0 or divides by 0
+            assert score == 0.0
+            continue
+        expected = BLEU.compute_bleu(correct, total, int(row[0]), int(row[1]), "exp").score
+        assert score == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_upper_envelope_is_the_pointwise_maximum():
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        n = int(rng.integers(1, 12))
+        intercepts = rng.integers(-5, 6, n).astype(float)  # ties and parallel lines included
+        slopes = rng.integers(-3, 4, n).astype(float)
+        hull, starts = mert.upper_envelope(intercepts, slopes)
+        assert starts[0] == -math.inf and np.all(np.diff(starts) > 0)
+        for gamma in np.linspace(-20, 20, 2001):
+            values = intercepts + gamma * slopes
+            on_top = hull[np.searchsorted(starts, gamma, side="right") - 1]
+            assert values[on_top] == pytest.approx(values.max())
+
+
+def _random_nbests(rng, sentences, candidates, features):
+    nbests = []
+    for _ in range(sentences):
+        reference = _sentence(rng, 2)
+        pool = [(_sentence(rng, 1), [rng.gauss(0, 1) for _ in range(features)])]
+        pool += [
+            (_sentence(rng, 1), [rng.gauss(0, 1) for _ in range(features)])
+            for _ in range(candidates)
+        ]
+        nbests.append(mert.NBest.build(pool, reference))
+    return nbests
+
+
+def _bleu_at(nbests, weights):
+    return float(mert.bleu(mert.corpus_statistics(nbests, weights)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_line_search_finds_the_best_bleu_on_a_dense_grid(seed):
+    rng = random.Random(seed)
+    nbests = _random_nbests(rng, 12, 8, 3)
+    weights = np.array([rng.gauss(0, 1) for _ in range(3)])
+    direction = np.array([rng.gauss(0, 1) for _ in range(3)])
+    step, found = mert.line_search(nbests, weights, direction)
+    assert found == pytest.approx(_bleu_at(nbests, weights + step * direction), abs=1e-9)
+    grid = max(_bleu_at(nbests, weights + g * direction) for g in np.linspace(-30, 30, 6001))
+    assert found >= grid - 1e-9
+
+
+def test_nbest_build_and_merge_keep_each_hypothesis_once():
+    first = mert.NBest.build([("a b", [1, 0]), ("a c", [0, 1]), ("a b", [5, 5])], "a b")
+    assert first.hypotheses == ["a b", "a c"]
+    np.testing.assert_array_equal(first.features, [[1, 0], [0, 1]])
+    merged, added = first.merge(mert.NBest.build([("a c", [0, 1]), ("d", [2, 2])], "a b"))
+    assert added == 1 and merged.hypotheses == ["a b", "a c", "d"]
+    np.testing.assert_array_equal(merged.statistics[2], mert.bleu_statistics("d", "a b"))
+    with pytest.raises(ValueError, match="at least one candidate"):
+        mert.NBest.build([], "a")
+
+
+def _planted_problem(rng, sentences=10):
+    """Each sentence: the reference among distractors; feature 0 prefers a distractor, feature
+    1 marks the reference. Perfect BLEU needs weight on feature 1 above feature 0's pull."""
+    nbests, pools, references = [], [], []
+    for _ in range(sentences):
+        reference = _sentence(rng, 4)
+        pool = [(reference, [0.0, 1.0, rng.gauss(0, 1)])]
+        pool += [(_sentence(rng, 4), [1.0, 0.0, rng.gauss(0, 1)]) for _ in range(5)]
+        nbests.append(mert.NBest.build(pool, reference))
+        pools.append(pool)
+        references.append(reference)
+    return nbests, pools, references
+
+
+def test_optimise_reaches_the_planted_optimum_and_keeps_the_l1_norm():
+    nbests, _, _ = _planted_problem(random.Random(3))
+    start = np.array([1.0, 0.2, 0.0])
+    assert _bleu_at(nbests, start) < 50
+    weights, found = mert.optimise(nbests, start, restarts=2, rng=np.random.default_rng(0))
+    assert found == pytest.approx(100.0) and _bleu_at(nbests, weights) == pytest.approx(100.0)
+    assert np.abs(weights).sum() == pytest.approx(np.abs(start).sum())
+
+
+def test_tune_iterates_over_growing_nbest_lists_and_returns_the_best_decode():
+    """A fake decoder shows each sentence only the 2 best of its candidates under the current
+    weights, so the first n-best lists miss the reference; MERT must re-decode to find it."""
+    _, pools, references = _planted_problem(random.Random(4))
+    decodes = []
+
+    def decode(weights):
+        decodes.append(weights.copy())
+        return [sorted(pool, key=lambda c: -np.dot(c[1], weights))[:2] for pool in pools]
+
+    start = np.array([1.0, 0.0, -1.0])
+    weights, history = mert.tune(
+        decode, references, start, iterations=6, restarts=3, seed=0, log=lambda _: None
+    )
+    assert len(history) == len(decodes) >= 2
+    assert history[0]["decoded_bleu"] < 50
+    best = max(r["decoded_bleu"] for r in history)
+    assert best == pytest.approx(100.0)
+    np.testing.assert_allclose(weights, decodes[[r["decoded_bleu"] for r in history].index(best)])
+    # It stops once a decode adds nothing new (before running out of iterations here).
+    assert history[-1]["candidates_added"] == 0 and len(history) < 7
+
+
+def test_tune_with_zero_iterations_decodes_once_and_keeps_the_weights():
+    _, pools, references = _planted_problem(random.Random(5))
+    start = np.array([1.0, 0.0, 0.0])
+    weights, history = mert.tune(
+        lambda w: [pool[:3] for pool in pools],
+        references,
+        start,
+        iterations=0,
+        restarts=0,
+        seed=0,
+        log=lambda _: None,
+    )
+    np.testing.assert_array_equal(weights, start)
+    assert len(history) == 1 and "nbest_bleu" not in history[0]
