@@ -423,6 +423,9 @@ def write_test_translations(
     """
     decode = nnx.jit(task.decode)
     tokens = task.target_vocab.tokens
+    # Every process decodes (the model's arrays may span processes); one writes, as the
+    # runtime and experiments.grid do.
+    primary = jax.process_index() == 0
     written: dict = {"references": REFERENCES_FILE}
     for replica in range(config.num_seeds):
         model, _ = restore_model(
@@ -440,8 +443,10 @@ def write_test_translations(
                 ]
         for name, sentences in lines.items():
             path = point_dir / translations_file(name, replica)
-            significance.write_lines(path, sentences)
+            if primary:
+                significance.write_lines(path, sentences)
             written.setdefault(name, []).append(path.name)
-    references = [" ".join(p["target"]) for p in task.pairs["test"]]
-    significance.write_lines(point_dir / REFERENCES_FILE, references)
+    if primary:
+        references = [" ".join(p["target"]) for p in task.pairs["test"]]
+        significance.write_lines(point_dir / REFERENCES_FILE, references)
     return written
