@@ -27,10 +27,13 @@ references keep rare words too: they get ids its `<unk>` never matches):
    push. At the default stack of 100 the search is no longer what limits BLEU (nltk's own
    search at stack 10 lost 4-5 BLEU; see experiments/configs/smt_baseline.py). A source
    word the phrase table does not have passes through unchanged (Moses's behaviour for
-   unknown words).
+   unknown words);
+6. the six log-linear weights (FEATURES: log φ both ways, the LM, word count, source words
+   jumped, phrase count) tuned by MERT on val (`experiments.mert`, Och 2003) from the
+   config's, unless `smt.mert_iterations=0`.
 
-Feature weights are fixed (config, no MERT). Writes `W/results.json` (`final`: BLEU, length
-ratio, copy-the-source BLEU; sizes; timing per stage; the first translations) and the table
+Writes `W/results.json` (`final`: BLEU, length ratio, copy-the-source BLEU; sizes; timing per
+stage; `tuning`: MERT's decodes and weights; the first translations) and the table
 `W/smt_baseline.md`, both atomically.
 """
 
@@ -479,19 +482,15 @@ def config_weights(smt: ml_collections.ConfigDict) -> np.ndarray:
     """The config's weights as a vector over FEATURES. nltk subtracts `word_penalty` per
     output word and a jump of d words scores d · log(distortion_factor); the phrase penalty
     is subtracted per phrase, as the word penalty is."""
-    return (
-        np.array(
-            [
-                smt.weight_forward,
-                smt.weight_backward,
-                smt.weight_lm,
-                -smt.word_penalty,
-                math.log(max(smt.distortion_factor, 1e-9)),
-                -smt.phrase_penalty,
-            ]
-        )
-        + 0.0
-    )  # -0.0 + 0.0 = 0.0: no negative zeros in reports
+    weights = [
+        smt.weight_forward,
+        smt.weight_backward,
+        smt.weight_lm,
+        -smt.word_penalty,
+        math.log(max(smt.distortion_factor, 1e-9)),
+        -smt.phrase_penalty,
+    ]
+    return np.array(weights) + 0.0  # -0.0 + 0.0 = 0.0: no negative zeros in the reports
 
 
 @dataclasses.dataclass
