@@ -13,19 +13,14 @@ import numpy as np
 import pytest
 
 from launch import report, sweep
+from tests.module_cli import run_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = "experiments/configs/initialization.py:smoke"
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "launch.sweep", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_module("launch.sweep", *args, timeout=timeout)
 
 
 def test_expand_grid_and_list():

@@ -14,19 +14,14 @@ import pytest
 
 from experiments import reproduce
 from launch import sweep
+from tests.module_cli import run_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = "experiments/configs/initialization.py:smoke"
 
 
 def run_sweep_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "launch.sweep", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("launch.sweep", *args)
 
 
 def _finish_all(root):

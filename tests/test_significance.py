@@ -3,22 +3,15 @@ sentences (the library's paired test), and names a file that is missing or has a
 number of lines, with exit status 2 and no output written."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 from rnn_jax.metrics import paired_bleu_significance
+from tests.module_cli import run_module
 
 
-def _run(repo_root, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.significance", *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(*args):
+    return run_module("experiments.significance", *args)
 
 
 def _files(tmp_path):
@@ -34,11 +27,10 @@ def _files(tmp_path):
     return paths, references, bad, good
 
 
-def test_table_and_json_equal_the_library_test(repo_root, tmp_path):
+def test_table_and_json_equal_the_library_test(tmp_path):
     paths, references, bad, good = _files(tmp_path)
     output = tmp_path / "sig.json"
     result = _run(
-        repo_root,
         f"--references={paths['refs']}",
         f"--baseline={paths['base']}",
         f"--systems={paths['good']}",
@@ -53,15 +45,15 @@ def test_table_and_json_equal_the_library_test(repo_root, tmp_path):
     assert "two-sided approximate randomisation, 2000 samples" in result.stdout
 
 
-def test_a_short_or_missing_file_is_named_with_exit_status_2(repo_root, tmp_path):
+def test_a_short_or_missing_file_is_named_with_exit_status_2(tmp_path):
     paths, *_ = _files(tmp_path)
     short = tmp_path / "short.txt"
     short.write_text("w1 w2\n")
     output = tmp_path / "sig.json"
     common = [f"--references={paths['refs']}", f"--baseline={paths['base']}", f"--output={output}"]
-    result = _run(repo_root, *common, f"--systems={paths['good']},{short}")
+    result = _run(*common, f"--systems={paths['good']},{short}")
     assert result.returncode == 2
     assert f"--systems: {short} has 1 lines, --references {paths['refs']} 60" in result.stderr
-    result = _run(repo_root, *common, f"--systems={tmp_path / 'none.txt'}")
+    result = _run(*common, f"--systems={tmp_path / 'none.txt'}")
     assert result.returncode == 2 and "--systems: cannot read" in result.stderr
     assert not output.exists()
