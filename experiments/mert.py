@@ -245,11 +245,9 @@ def tune(
         lists = decode(weights)
         if len(lists) != len(references):
             raise ValueError(f"decode gave {len(lists)} n-best lists for {len(references)} refs")
-        onebest = [candidates[0][0] for candidates in lists]
-        decoded = float(
-            bleu(sum(map(bleu_statistics, onebest, references), np.zeros(NUM_STATISTICS)))
-        )
         nbests = [NBest.build(c, r) for c, r in zip(lists, references, strict=True)]
+        # The decoded 1-best of each sentence is its list's first candidate (row 0).
+        decoded = float(bleu(sum((nb.statistics[0] for nb in nbests), np.zeros(NUM_STATISTICS))))
         if merged is None:
             merged, added = nbests, sum(len(nb.hypotheses) for nb in nbests)
         else:
