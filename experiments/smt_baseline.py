@@ -720,21 +720,18 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
         [name, grid.fmt(final["bleu"]), grid.fmt(final["length_ratio"])],
         ["copy the source", grid.fmt(final["copy_source_bleu"]), "–"],
     ]
-    weights = ", ".join(
-        f"{feature} {weight:.3g}"
-        for feature, weight in zip(FEATURES, tuning["weights"] if tuning else [], strict=False)
-    )
+    described, tuning_lines = "fixed weights", []
     if tuning:
+        weights = ", ".join(
+            f"{feature} {weight:.3g}"
+            for feature, weight in zip(FEATURES, tuning["weights"], strict=True)
+        )
         described = (
             f"weights tuned by MERT (Och 2003; {len(tuning['history'])} decodes of "
             f"{tuning['pairs']} val pairs at stack {smt.tune_stack_size or smt.stack_size}, "
             f"{smt.nbest}-best lists, {smt.mert_restarts} random restarts; "
             f"{tuning['time_s']:.0f} s) from the fixed ones below: {weights}"
         )
-    else:
-        described = "fixed weights"
-    tuning_lines = []
-    if tuning:
         tuning_rows = [
             [
                 str(r["iteration"]),
@@ -809,7 +806,7 @@ def nmt_bleu(workdir: pathlib.Path, pairs: dict) -> tuple[str, float, float] | N
 def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
     """Per seed, the paired approximate-randomisation test of the beam outputs of the
     exposure_bias point `multi30k-<regime>` beside `workdir` against this run's outputs
-    (`rnn_jax.metrics.paired_bleu_significance`, baseline = the SMT); None when either
+    (`experiments.significance.compare`, baseline = the SMT); None when either
     run's output files are missing or their references differ from this run's."""
     point_dir = workdir.parent / "exposure_bias" / "points" / f"{CORPUS}-{regime}"
     try:
@@ -819,13 +816,10 @@ def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
         if significance.read_lines(point_dir / files["references"]) != references:
             return None
         baseline = significance.read_lines(workdir / TRANSLATIONS_FILE)
-        outputs = [significance.read_lines(point_dir / f) for f in files["beam"]]
+        outputs = {name: significance.read_lines(point_dir / name) for name in files["beam"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return [
-        metrics.paired_bleu_significance(baseline, output, references, tokenize="none")
-        for output in outputs
-    ]
+    return list(significance.compare(references, baseline, outputs).values())
 
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
