@@ -13,11 +13,13 @@ references keep rare words too: they get ids its `<unk>` never matches):
 1. word alignment: IBM Model 1 then Model 2 (`nltk.translate.IBMModel2`, which runs Model 1
    for twice its own iterations first), once per direction;
 2. symmetrisation: grow-diag-final-and (`grow_diag_final_and` below, see there);
-3. phrase pairs up to `smt.max_phrase_length` words per side
-   (`nltk.translate.phrase_based.phrase_extraction`), scored by relative frequency in both
-   directions; the best `smt.max_translations` per source phrase go into an
-   `nltk.translate.PhraseTable` with the weighted log-linear score
-   w_f log φ(e|f) + w_b log φ(f|e);
+3. phrase pairs up to `smt.max_phrase_length` words per side, consistent with the alignment
+   (`consistent_phrase_pairs`; nltk's `phrase_extraction` returns inconsistent ones), scored
+   by relative frequency in both directions, and their lexical weights lex(e|f) and lex(f|e)
+   (Koehn et al. 2003, section 3.3: how well the words inside a phrase pair translate each
+   other, from word translation probabilities of the same alignments); the best
+   `smt.max_translations` per source phrase go into an `nltk.translate.PhraseTable` with the
+   weighted log-linear score of the four;
 4. a target trigram LM, interpolated Witten-Bell (`nltk.lm.WittenBellInterpolated`) on the
    same training sentences, its scores memoised (nltk.lm recomputes every score from counts);
 5. stack decoding with nltk's scoring (`nltk.translate.StackDecoder`: future costs,
@@ -28,8 +30,8 @@ references keep rare words too: they get ids its `<unk>` never matches):
    search at stack 10 lost 4-5 BLEU; see experiments/configs/smt_baseline.py). A source
    word the phrase table does not have passes through unchanged (Moses's behaviour for
    unknown words);
-6. the six log-linear weights (FEATURES: log φ both ways, the LM, word count, source words
-   jumped, phrase count) tuned by MERT on val (`experiments.mert`, Och 2003) from the
+6. the eight log-linear weights (FEATURES: log φ and log lex both ways, the LM, word count,
+   source words jumped, phrase count) tuned by MERT on val (`experiments.mert`, Och 2003) from the
    config's, unless `smt.mert_iterations=0`.
 
 Writes `W/results.json` (`final`: BLEU, length ratio, copy-the-source BLEU; sizes; timing per
@@ -53,7 +55,6 @@ import numpy as np
 from nltk.lm import Vocabulary, WittenBellInterpolated
 from nltk.lm.preprocessing import padded_everygram_pipeline
 from nltk.translate import AlignedSent, IBMModel2, PhraseTable, StackDecoder
-from nltk.translate.phrase_based import phrase_extraction
 from nltk.translate.stack_decoder import _Hypothesis
 
 from experiments import grid, mert, significance
@@ -77,6 +78,8 @@ RULES: cfg.Rules = {
     "smt.lm_unk_cutoff": cfg.int_at_least(1),
     "smt.weight_forward": cfg.non_negative,
     "smt.weight_backward": cfg.non_negative,
+    "smt.weight_lexical_forward": cfg.non_negative,
+    "smt.weight_lexical_backward": cfg.non_negative,
     "smt.weight_lm": cfg.non_negative,
     "smt.word_penalty": cfg.in_range(-10.0, 10.0),
     "smt.distortion_factor": cfg.in_range(0.0, 1.0),
@@ -162,27 +165,141 @@ def word_alignments(pairs: Sequence[dict], iterations: int) -> list[Alignment]:
     ]
 
 
-def phrase_counts(
-    pairs: Sequence[dict], alignments: Sequence[Alignment], max_phrase_length: int
-) -> collections.Counter:
-    """(source phrase, target phrase) -> how many sentence pairs' extractions gave it."""
-    counts: collections.Counter = collections.Counter()
+NULL = None  # the empty word: what lexical translation aligns an unaligned word to
+# (conditioning word or NULL, word) -> w(word | conditioning word)
+WordTable = dict[tuple[str | None, str], float]
+
+
+def lexical_translation(
+    pairs: Sequence[dict], alignments: Sequence[Alignment]
+) -> tuple[WordTable, WordTable]:
+    """Koehn, Och & Marcu's (2003, section 3.3) word translation tables: w(e|f) and w(f|e), the
+    relative frequencies of the word pairs linked by the symmetrised `alignments`, a word that
+    no point links counted as linked to NULL (as Moses's training counts them). Each table is
+    keyed (conditioning word, word): `e_given_f[f, e]` = w(e|f), `f_given_e[e, f]` = w(f|e)."""
+    links: collections.Counter = collections.Counter()  # (f or NULL, e or NULL)
     for pair, alignment in zip(pairs, alignments, strict=True):
-        for _, _, source, target in phrase_extraction(
-            " ".join(pair["source"]),
-            " ".join(pair["target"]),
-            sorted(alignment),
-            max_phrase_length,
+        source, target = pair["source"], pair["target"]
+        links.update((source[i], target[j]) for i, j in alignment)
+        linked_source, linked_target = {i for i, _ in alignment}, {j for _, j in alignment}
+        links.update((f, NULL) for i, f in enumerate(source) if i not in linked_source)
+        links.update((NULL, e) for j, e in enumerate(target) if j not in linked_target)
+    source_totals: collections.Counter = collections.Counter()
+    target_totals: collections.Counter = collections.Counter()
+    for (f, e), count in links.items():
+        source_totals[f] += count
+        target_totals[e] += count
+    e_given_f = {(f, e): count / source_totals[f] for (f, e), count in links.items() if e}
+    f_given_e = {(e, f): count / target_totals[e] for (f, e), count in links.items() if f}
+    return e_given_f, f_given_e
+
+
+def lexical_weight(
+    words: Sequence[str],
+    given: Sequence[str],
+    alignment: Iterable[tuple[int, int]],
+    table: WordTable,
+) -> float:
+    """log lex(words | given, a) = sum_i log( mean over the given words j linked to word i of
+    w(words_i | given_j), or w(words_i | NULL) for an unlinked word ) (Koehn et al. 2003,
+    eq. 6), for an `alignment` of (index into `given`, index into `words`) points."""
+    linked = collections.defaultdict(list)
+    for j, i in alignment:
+        linked[i].append(given[j])
+    total = 0.0
+    for i, word in enumerate(words):
+        conditioning = linked.get(i, [NULL])
+        total += math.log(sum(table[c, word] for c in conditioning) / len(conditioning))
+    return total
+
+
+def consistent_phrase_pairs(
+    source_length: int, target_length: int, alignment: Alignment, max_length: int
+) -> list[tuple[int, int, int, int]]:
+    """Every phrase pair consistent with `alignment`, as spans (s0, s1, t0, t1) (source words
+    s0..s1-1, target words t0..t1-1): each side at most `max_length` words, at least one
+    alignment point inside, and no point linking a word inside to a word outside (Och & Ney
+    2004; Koehn 2010, figure 5.5). The tightest target span of a source span is widened over
+    unaligned target words at either edge, one pair per widening.
+
+    Written here because `nltk.translate.phrase_based.phrase_extraction` (3.10.4) cuts a
+    tightest target span longer than `max_phrase_length` to its first `max_phrase_length`
+    words and still returns the pair: the cut words are linked inside its source phrase, so
+    the pair is inconsistent, and its widening over unaligned words ignores the length limit.
+    On quick's 10,000 training pairs it returned 235,231 span pairs: the 225,637 this function
+    returns (brute force's, tested), 6,979 inconsistent ones (a test shows one) and 2,615 over
+    the length limit."""
+    targets_of: list[list[int]] = [[] for _ in range(source_length)]
+    sources_of: list[list[int]] = [[] for _ in range(target_length)]
+    for i, j in alignment:
+        targets_of[i].append(j)
+        sources_of[j].append(i)
+    pairs = []
+    for s0 in range(source_length):
+        t_min, t_max = target_length, -1  # the tightest target span, inclusive
+        for s1 in range(s0 + 1, min(source_length, s0 + max_length) + 1):
+            for j in targets_of[s1 - 1]:
+                t_min, t_max = min(t_min, j), max(t_max, j)
+            if t_max < 0:
+                continue  # no alignment point yet
+            if t_max - t_min + 1 > max_length:
+                break  # a longer source span only widens the target span
+            if any(not s0 <= i < s1 for j in range(t_min, t_max + 1) for i in sources_of[j]):
+                continue  # a target word inside links outside; a longer span may take it in
+            lowest = t_min
+            while lowest > 0 and not sources_of[lowest - 1]:
+                lowest -= 1
+            highest = t_max + 1  # exclusive
+            while highest < target_length and not sources_of[highest]:
+                highest += 1
+            pairs.extend(
+                (s0, s1, t0, t1)
+                for t0 in range(lowest, t_min + 1)
+                for t1 in range(t_max + 1, highest + 1)
+                if t1 - t0 <= max_length
+            )
+    return pairs
+
+
+PhraseKey = tuple[tuple[str, ...], tuple[str, ...]]  # (source phrase, target phrase)
+
+
+def extract_phrases(
+    pairs: Sequence[dict], alignments: Sequence[Alignment], max_phrase_length: int
+) -> tuple[collections.Counter, dict[PhraseKey, tuple[float, float]]]:
+    """-> (counts, lexical): how many sentence pairs' extractions gave each (source phrase,
+    target phrase), and its (log lex(e|f), log lex(f|e)) under `lexical_translation`'s
+    tables, each the largest over the phrase pair's occurrences (the alignment inside it may
+    differ from one to the next; Koehn et al. 2003 take the best)."""
+    e_given_f, f_given_e = lexical_translation(pairs, alignments)
+    counts: collections.Counter = collections.Counter()
+    lexical: dict[PhraseKey, tuple[float, float]] = {}
+    for pair, alignment in zip(pairs, alignments, strict=True):
+        source, target = pair["source"], pair["target"]
+        for s0, s1, t0, t1 in consistent_phrase_pairs(
+            len(source), len(target), alignment, max_phrase_length
         ):
-            counts[tuple(source.split()), tuple(target.split())] += 1
-    return counts
+            key = (tuple(source[s0:s1]), tuple(target[t0:t1]))
+            counts[key] += 1
+            inside = [(i - s0, j - t0) for i, j in alignment if s0 <= i < s1 and t0 <= j < t1]
+            weights = (
+                lexical_weight(key[1], key[0], inside, e_given_f),
+                lexical_weight(key[0], key[1], [(j, i) for i, j in inside], f_given_e),
+            )
+            seen = lexical.get(key, weights)
+            lexical[key] = (max(seen[0], weights[0]), max(seen[1], weights[1]))
+    return counts, lexical
 
 
-PhraseFeatures = dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[float, float]]
+# (source, target) -> (log φ(e|f), log φ(f|e), log lex(e|f), log lex(f|e)): FEATURES[:4]
+PhraseFeatures = dict[PhraseKey, tuple[float, float, float, float]]
 
 
-def phrase_features(counts: collections.Counter) -> PhraseFeatures:
-    """(source, target) -> (log φ(e|f), log φ(f|e)), relative frequencies of `counts`."""
+def phrase_features(
+    counts: collections.Counter, lexical: dict[PhraseKey, tuple[float, float]]
+) -> PhraseFeatures:
+    """The translation features of each phrase pair: the relative frequencies of `counts`
+    both ways and `lexical`'s weights (`extract_phrases` gives both)."""
     source_totals: collections.Counter = collections.Counter()
     target_totals: collections.Counter = collections.Counter()
     for (source, target), count in counts.items():
@@ -192,26 +309,25 @@ def phrase_features(counts: collections.Counter) -> PhraseFeatures:
         (source, target): (
             math.log(count / source_totals[source]),
             math.log(count / target_totals[target]),
+            *lexical[source, target],
         )
         for (source, target), count in counts.items()
     }
 
 
 def phrase_table(
-    counts: collections.Counter | PhraseFeatures,
+    features: PhraseFeatures,
     max_translations: int,
-    weight_forward: float,
-    weight_backward: float,
+    translation_weights: Sequence[float],
     phrase_weight: float = 0.0,
 ) -> PhraseTable:
     """The best `max_translations` translations e of each source phrase f, scored
-    `weight_forward * log φ(e|f) + weight_backward * log φ(f|e) + phrase_weight` (relative
-    frequencies; the last is Moses's phrase penalty, once per phrase used). `counts` may be
-    the phrase counts or their `phrase_features`."""
-    features = counts if not isinstance(counts, collections.Counter) else phrase_features(counts)
+    `translation_weights · features + phrase_weight` (the four translation features of
+    `phrase_features`; the last is Moses's phrase penalty, once per phrase used)."""
+    w1, w2, w3, w4 = map(float, translation_weights)  # one per translation feature
     options = collections.defaultdict(list)
-    for (source, target), (forward, backward) in features.items():
-        score = weight_forward * forward + weight_backward * backward + phrase_weight
+    for (source, target), (f1, f2, f3, f4) in features.items():
+        score = w1 * f1 + w2 * f2 + w3 * f3 + w4 * f4 + phrase_weight
         options[source].append((score, target))
     table = PhraseTable()
     for source, scored in options.items():
@@ -475,7 +591,18 @@ class DistortionLimitedDecoder(StackDecoder):
 
 # The log-linear model's features, in the order of a weight vector (`config_weights`): a
 # candidate's model score is weights · features (`System.features`).
-FEATURES = ("log φ(e|f)", "log φ(f|e)", "LM", "words", "distortion", "phrases")
+FEATURES = (
+    "log φ(e|f)",
+    "log φ(f|e)",
+    "log lex(e|f)",
+    "log lex(f|e)",
+    "LM",
+    "words",
+    "distortion",
+    "phrases",
+)
+TRANSLATION = slice(0, 4)  # the phrase table's features (`phrase_features`)
+PHRASES = FEATURES.index("phrases")
 
 
 def config_weights(smt: ml_collections.ConfigDict) -> np.ndarray:
@@ -485,6 +612,8 @@ def config_weights(smt: ml_collections.ConfigDict) -> np.ndarray:
     weights = [
         smt.weight_forward,
         smt.weight_backward,
+        smt.weight_lexical_forward,
+        smt.weight_lexical_backward,
         smt.weight_lm,
         -smt.word_penalty,
         math.log(max(smt.distortion_factor, 1e-9)),
@@ -512,9 +641,9 @@ class System:
         if weights.shape != (len(FEATURES),):
             raise ValueError(f"weights must be one per feature {FEATURES}, got {weights.shape}")
         self.weights = weights
-        forward, backward, lm, words, distortion, phrases = map(float, weights)
+        *_, lm, words, distortion, phrases = map(float, weights)
         self.table = phrase_table(
-            self.features_of_phrases, self.smt.max_translations, forward, backward, phrases
+            self.features_of_phrases, self.smt.max_translations, weights[TRANSLATION], phrases
         )
         self.language_model.weight = lm
         self.decoder = DistortionLimitedDecoder(
@@ -529,7 +658,7 @@ class System:
         translation features are log 1 = 0 (the LM scores it as <UNK>)."""
         for word in source:
             if (word,) not in self.table:
-                self.table.add((word,), (word,), float(self.weights[5]))
+                self.table.add((word,), (word,), float(self.weights[PHRASES]))
 
     def translate(self, source: Sequence[str]) -> list[str]:
         """Best translation of a tokenised sentence (unknown words pass through)."""
@@ -546,26 +675,28 @@ class System:
 
     def features(self, source: Sequence[str], hypothesis: Hypothesis) -> np.ndarray:
         """The FEATURES of a complete hypothesis, from its derivation (phrase by phrase): the
-        summed log φ both ways (0 for a passed-through word), the LM's log-probability of the
-        output with its sentence end, the output length, the source words jumped (counted
-        from the sentence start for the first phrase) and the phrase count. Its model score
-        `hypothesis.raw_score` is `weights @ features` (tests/test_smt_baseline.py checks it)."""
+        summed log φ and log lex both ways (0 for a passed-through word), the LM's
+        log-probability of the output with its sentence end, the output length, the source
+        words jumped (counted from the sentence start for the first phrase) and the phrase
+        count. Its model score `hypothesis.raw_score` is `weights @ features`
+        (tests/test_smt_baseline.py checks it)."""
         steps = []
         node = hypothesis
         while node is not None and node.src_phrase_span:
             steps.append(node)
             node = node.previous
-        forward = backward = distortion = 0.0
-        previous_end = 0
+        translation, distortion, previous_end = np.zeros(4), 0.0, 0
         for step in reversed(steps):
             start, end = step.src_phrase_span
             logs = self.features_of_phrases.get((tuple(source[start:end]), step.trg_phrase))
             if logs is not None:
-                forward, backward = forward + logs[0], backward + logs[1]
+                translation += logs
             distortion += abs(start - previous_end)
             previous_end = end
         lm = self.language_model.sentence_log_probability(hypothesis.output)
-        return np.array([forward, backward, lm, len(hypothesis.output), distortion, len(steps)])
+        return np.array(
+            [*translation, lm, len(hypothesis.output), distortion, len(steps)], dtype=np.float64
+        )
 
 
 def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple[System, dict]:
@@ -575,8 +706,8 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
     alignments = word_alignments(pairs, smt.ibm2_iterations)
     timing["align_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    counts = phrase_counts(pairs, alignments, smt.max_phrase_length)
-    features = phrase_features(counts)
+    counts, lexical = extract_phrases(pairs, alignments, smt.max_phrase_length)
+    features = phrase_features(counts, lexical)
     timing["phrases_s"] = time.perf_counter() - start
     start = time.perf_counter()
     ngrams, words = padded_everygram_pipeline(smt.lm_order, [p["target"] for p in pairs])
@@ -766,7 +897,9 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
             f"recombination (stack "
             f"{smt.stack_size}, distortion limit {smt.distortion_limit}, factor "
             f"{smt.distortion_factor}); {described}. Fixed weights: log φ(e|f) "
-            f"{smt.weight_forward}, log φ(f|e) {smt.weight_backward}, LM {smt.weight_lm}, word "
+            f"{smt.weight_forward}, log φ(f|e) {smt.weight_backward}, log lex(e|f) "
+            f"{smt.weight_lexical_forward}, log lex(f|e) {smt.weight_lexical_backward}, LM "
+            f"{smt.weight_lm}, word "
             f"penalty {smt.word_penalty}, phrase penalty {smt.phrase_penalty}. Wall time "
             f"{timing['wall_s']:.0f} s (alignment {timing['align_s']:.0f} s, decoding "
             f"{timing['decode_s']:.0f} s).",

