@@ -29,10 +29,14 @@ references keep rare words too: they get ids its `<unk>` never matches):
    push. At the default stack of 100 the search is no longer what limits BLEU (nltk's own
    search at stack 10 lost 4-5 BLEU; see experiments/configs/smt_baseline.py). A source
    word the phrase table does not have passes through unchanged (Moses's behaviour for
-   unknown words);
-6. the eight log-linear weights (FEATURES: log φ and log lex both ways, the LM, word count,
-   source words jumped, phrase count) tuned by MERT on val (`experiments.mert`, Och 2003) from the
-   config's, unless `smt.mert_iterations=0`.
+   unknown words). Beside the distance penalty, a lexicalised reordering model (Koehn et al.
+   2005; Moses's msd-bidirectional-fe, `smt.reordering`): p(monotone | swap | discontinuous
+   | phrase pair) for the orientation after the previous phrase and before the next one,
+   counted at extraction (`training_orientations`) and scored in the search
+   (`decoding_orientation`);
+6. the ten log-linear weights (FEATURES: log φ and log lex both ways, the LM, word count,
+   source words jumped, reordering both ways, phrase count) tuned by MERT on val
+   (`experiments.mert`, Och 2003) from the config's, unless `smt.mert_iterations=0`.
 
 Writes `W/results.json` (`final`: BLEU, length ratio, copy-the-source BLEU; sizes; timing per
 stage; `tuning`: MERT's decodes and weights; the first translations) and the table
@@ -86,6 +90,9 @@ RULES: cfg.Rules = {
     "smt.distortion_limit": cfg.int_at_least(0),
     "smt.stack_size": cfg.int_at_least(1),
     "smt.phrase_penalty": cfg.in_range(-10.0, 10.0),
+    "smt.reordering": cfg.one_of("msd-bidirectional-fe", "distance"),
+    "smt.weight_reordering_backward": cfg.non_negative,
+    "smt.weight_reordering_forward": cfg.non_negative,
     "smt.mert_iterations": cfg.int_at_least(0),
     "smt.tune_pairs": cfg.int_at_least(0),
     "smt.nbest": cfg.int_at_least(1),
@@ -263,24 +270,126 @@ def consistent_phrase_pairs(
 
 PhraseKey = tuple[tuple[str, ...], tuple[str, ...]]  # (source phrase, target phrase)
 
+# Lexicalised reordering (Koehn et al. 2005, Moses's msd-bidirectional-fe): the orientation
+# of a phrase relative to the one translated before it.
+ORIENTATIONS = ("monotone", "swap", "discontinuous")
+MONOTONE, SWAP, DISCONTINUOUS = range(3)
+
+
+def training_orientations(
+    alignment: Alignment, source_length: int, target_length: int, spans: tuple[int, int, int, int]
+) -> tuple[int, int]:
+    """(backward, forward) orientations of an extracted phrase pair, word-based as Moses's
+    `wbe-msd` extraction reads them off the alignment. Backward (the previous target phrase):
+    monotone when a point links the words just before both spans (or both spans open their
+    sentences), swap when one links the source word just after the span to the target word
+    just before it, else discontinuous. Forward (the next target phrase) mirrors it at the
+    ends: monotone when a point links the words just after both spans (or both close their
+    sentences), swap when one links the source word just before the span to the target word
+    just after it."""
+    s0, s1, t0, t1 = spans
+    if (s0 == 0 and t0 == 0) or (s0 - 1, t0 - 1) in alignment:
+        backward = MONOTONE
+    elif (s1, t0 - 1) in alignment:
+        backward = SWAP
+    else:
+        backward = DISCONTINUOUS
+    if (s1 == source_length and t1 == target_length) or (s1, t1) in alignment:
+        forward = MONOTONE
+    elif (s0 - 1, t1) in alignment:
+        forward = SWAP
+    else:
+        forward = DISCONTINUOUS
+    return backward, forward
+
+
+def decoding_orientation(previous: tuple[int, int] | tuple[()], span: tuple[int, int]) -> int:
+    """The orientation of source `span` translated right after source span `previous` (`()`:
+    nothing yet, the sentence start, which ends at 0), phrase-based as Moses's decoder reads
+    it: monotone when `span` starts where `previous` ends, swap when it ends where `previous`
+    starts, else discontinuous."""
+    previous_start, previous_end = previous if previous else (None, 0)
+    if span[0] == previous_end:
+        return MONOTONE
+    if span[1] == previous_start:
+        return SWAP
+    return DISCONTINUOUS
+
+
+@dataclasses.dataclass
+class ReorderingModel:
+    """p(orientation | source phrase, target phrase) both ways, as natural logs: `backward`
+    scores a phrase's orientation after the previous one, `forward` the next phrase's
+    orientation after it (the sentence end counts as a next phrase: monotone when the phrase
+    closes the source sentence). A pair without counts (a passed-through word) takes the
+    priors, the orientations' relative frequencies over all extracted pairs."""
+
+    backward: dict[PhraseKey, tuple[float, float, float]]
+    forward: dict[PhraseKey, tuple[float, float, float]]
+    prior_backward: tuple[float, float, float]
+    prior_forward: tuple[float, float, float]
+
+    @classmethod
+    def estimate(
+        cls, counts: dict[PhraseKey, np.ndarray], smoothing: float = 0.5
+    ) -> ReorderingModel:
+        """From each pair's orientation counts (`[backward, forward] x ORIENTATIONS`), smoothed
+        towards the priors: p(o | pair) = (count(o, pair) + smoothing * p(o)) /
+        (count(pair) + smoothing), Moses's smoothing with counts (0.5 its default); the priors
+        p(o) are the summed counts plus `smoothing` each, so that no orientation gets
+        probability 0 (log -inf) where training never saw it."""
+        totals = sum(counts.values(), np.zeros((2, 3))) + smoothing
+        priors = totals / totals.sum(axis=1, keepdims=True)
+        tables: tuple[dict, dict] = ({}, {})
+        for key, count in counts.items():
+            probabilities = (count + smoothing * priors) / (
+                count.sum(axis=1, keepdims=True) + smoothing
+            )
+            for direction in (0, 1):
+                tables[direction][key] = tuple(np.log(probabilities[direction]).tolist())
+        backward_prior, forward_prior = (tuple(np.log(p).tolist()) for p in priors)
+        return cls(tables[0], tables[1], backward_prior, forward_prior)
+
+    def backward_score(self, key: PhraseKey, orientation: int) -> float:
+        return self.backward.get(key, self.prior_backward)[orientation]
+
+    def forward_score(self, key: PhraseKey, orientation: int) -> float:
+        return self.forward.get(key, self.prior_forward)[orientation]
+
+
+@dataclasses.dataclass
+class ExtractedPhrases:
+    """What phrase extraction counts, per (source phrase, target phrase): `counts`, how many
+    sentence pairs' extractions gave it; `lexical`, its (log lex(e|f), log lex(f|e)); and
+    `orientations`, its `training_orientations` counts ([backward, forward] x ORIENTATIONS)."""
+
+    counts: collections.Counter
+    lexical: dict[PhraseKey, tuple[float, float]]
+    orientations: dict[PhraseKey, np.ndarray]
+
 
 def extract_phrases(
     pairs: Sequence[dict], alignments: Sequence[Alignment], max_phrase_length: int
-) -> tuple[collections.Counter, dict[PhraseKey, tuple[float, float]]]:
-    """-> (counts, lexical): how many sentence pairs' extractions gave each (source phrase,
-    target phrase), and its (log lex(e|f), log lex(f|e)) under `lexical_translation`'s
-    tables, each the largest over the phrase pair's occurrences (the alignment inside it may
-    differ from one to the next; Koehn et al. 2003 take the best)."""
+) -> ExtractedPhrases:
+    """Every `consistent_phrase_pairs` pair of every sentence pair, counted; its lexical
+    weights under `lexical_translation`'s tables are each the largest over the pair's
+    occurrences (the alignment inside it may differ from one to the next; Koehn et al. 2003
+    take the best)."""
     e_given_f, f_given_e = lexical_translation(pairs, alignments)
     counts: collections.Counter = collections.Counter()
     lexical: dict[PhraseKey, tuple[float, float]] = {}
+    orientations: dict[PhraseKey, np.ndarray] = collections.defaultdict(lambda: np.zeros((2, 3)))
     for pair, alignment in zip(pairs, alignments, strict=True):
         source, target = pair["source"], pair["target"]
-        for s0, s1, t0, t1 in consistent_phrase_pairs(
+        for spans in consistent_phrase_pairs(
             len(source), len(target), alignment, max_phrase_length
         ):
+            s0, s1, t0, t1 = spans
             key = (tuple(source[s0:s1]), tuple(target[t0:t1]))
             counts[key] += 1
+            backward, forward = training_orientations(alignment, len(source), len(target), spans)
+            orientations[key][0, backward] += 1
+            orientations[key][1, forward] += 1
             inside = [(i - s0, j - t0) for i, j in alignment if s0 <= i < s1 and t0 <= j < t1]
             weights = (
                 lexical_weight(key[1], key[0], inside, e_given_f),
@@ -288,7 +397,7 @@ def extract_phrases(
             )
             seen = lexical.get(key, weights)
             lexical[key] = (max(seen[0], weights[0]), max(seen[1], weights[1]))
-    return counts, lexical
+    return ExtractedPhrases(counts, lexical, dict(orientations))
 
 
 # (source, target) -> (log φ(e|f), log φ(f|e), log lex(e|f), log lex(f|e)): FEATURES[:4]
@@ -480,7 +589,13 @@ class DistortionLimitedDecoder(StackDecoder):
       system).
 
     With stacks too large to prune it returns the best translation under the scoring among
-    the orders Moses allows (tests/test_smt_baseline.py checks it against brute force)."""
+    the orders Moses allows (tests/test_smt_baseline.py checks it against brute force).
+
+    With a `reordering` model, each expansion also scores its phrase's `decoding_orientation`
+    after the previous phrase, `reordering_weights[0]` times the backward log-probability of
+    the new phrase pair and `reordering_weights[1]` times the forward one of the previous
+    pair (of the last pair towards the sentence end, on completion); recombination then also
+    keeps apart hypotheses whose last phrase pairs differ."""
 
     def __init__(
         self,
@@ -488,6 +603,7 @@ class DistortionLimitedDecoder(StackDecoder):
         language_model: DecoderLanguageModel,
         distortion_factor: float,
         distortion_limit: int,
+        reordering: ReorderingModel | None = None,
     ) -> None:
         super().__init__(table, language_model)
         # Score per source word jumped: log(factor) (Koehn et al. 2003's d^|jump|); MERT sets
@@ -495,15 +611,23 @@ class DistortionLimitedDecoder(StackDecoder):
         self.distortion_weight = math.log(max(distortion_factor, 1e-9))
         self.distortion_limit = distortion_limit
         self.recombination = True
+        self.reordering = reordering
+        self.reordering_weights = (1.0, 1.0)  # backward, forward
+        self.source_sentence: tuple[str, ...] = ()  # set by `decode_nbest`
 
-    def recombination_state(self, hypothesis: Hypothesis) -> tuple[int, tuple[str, ...], int]:
+    def recombination_state(self, hypothesis: Hypothesis) -> tuple:
         """What the rest of a search can see of a hypothesis: the coverage vector, the LM's
         history (the last lm_order - 1 output words, `<s>`-padded as `probability_change`
-        pads them) and the end of the last source phrase (where the next jump counts from)."""
+        pads them) and the end of the last source phrase (where the next jump counts from);
+        with a reordering model, also the last phrase pair (its source span and target words:
+        the next orientation and the forward score depend on them)."""
         history = self.language_model.history
         words = ("<s>",) * history + hypothesis.output
         end = hypothesis.src_phrase_span[1] if hypothesis.src_phrase_span else 0
-        return hypothesis.coverage, words[len(words) - history :], end
+        state = (hypothesis.coverage, words[len(words) - history :], end)
+        if self.reordering is not None:
+            state += (hypothesis.src_phrase_span, hypothesis.trg_phrase)
+        return state
 
     def reorderable(self, hypothesis: Hypothesis, span: tuple[int, int]) -> bool:
         """Moses's reordering constraint (`SearchNormal`): the jump to `span` is within the
@@ -531,7 +655,7 @@ class DistortionLimitedDecoder(StackDecoder):
         it keeps the best derivation of each output rather than of each recombination state:
         its n best are n different translations, as MERT's n-best lists need (an output that
         two states reached once each is listed once), and its best is the search's best."""
-        sentence = tuple(src_sentence)
+        sentence = self.source_sentence = tuple(src_sentence)
         self.sentence_length = length = len(sentence)
         phrases = self.find_all_src_phrases(sentence)
         future_table = self.compute_future_scores(sentence)
@@ -574,10 +698,40 @@ class DistortionLimitedDecoder(StackDecoder):
     ) -> float:
         score = super().expansion_score(hypothesis, translation_option, src_phrase_span)
         covered = hypothesis.total_translated_words() + src_phrase_span[1] - src_phrase_span[0]
-        if covered == self.sentence_length:
+        complete = covered == self.sentence_length
+        if complete:
             output = hypothesis.translation_so_far() + list(translation_option.trg_phrase)
             score += self.language_model.end_probability(output)
+        if self.reordering is not None:
+            backward, forward = self.reordering_scores(
+                hypothesis, translation_option.trg_phrase, src_phrase_span, complete
+            )
+            score += self.reordering_weights[0] * backward + self.reordering_weights[1] * forward
         return score
+
+    def reordering_scores(
+        self,
+        hypothesis: _Hypothesis,
+        trg_phrase: tuple[str, ...],
+        span: tuple[int, int],
+        complete: bool,
+    ) -> tuple[float, float]:
+        """(backward, forward) reordering log-probabilities that translating source `span` as
+        `trg_phrase` after `hypothesis` adds: the new pair's backward score of its orientation,
+        the previous pair's forward score of the same orientation (none at the sentence
+        start) and, when this completes the translation, the new pair's forward score of the
+        sentence end (monotone when `span` closes the source sentence)."""
+        source, model = self.source_sentence, self.reordering
+        orientation = decoding_orientation(hypothesis.src_phrase_span, span)
+        key = (source[span[0] : span[1]], tuple(trg_phrase))
+        backward, forward = model.backward_score(key, orientation), 0.0
+        if hypothesis.src_phrase_span:
+            start, end = hypothesis.src_phrase_span
+            forward = model.forward_score((source[start:end], hypothesis.trg_phrase), orientation)
+        if complete:
+            final = MONOTONE if span[1] == len(source) else DISCONTINUOUS
+            forward += model.forward_score(key, final)
+        return backward, forward
 
     def distortion_score(
         self, hypothesis: _Hypothesis, next_src_phrase_span: tuple[int, int]
@@ -599,6 +753,8 @@ FEATURES = (
     "LM",
     "words",
     "distortion",
+    "reordering (backward)",
+    "reordering (forward)",
     "phrases",
 )
 TRANSLATION = slice(0, 4)  # the phrase table's features (`phrase_features`)
@@ -617,6 +773,8 @@ def config_weights(smt: ml_collections.ConfigDict) -> np.ndarray:
         smt.weight_lm,
         -smt.word_penalty,
         math.log(max(smt.distortion_factor, 1e-9)),
+        smt.weight_reordering_backward,
+        smt.weight_reordering_forward,
         -smt.phrase_penalty,
     ]
     return np.array(weights) + 0.0  # -0.0 + 0.0 = 0.0: no negative zeros in the reports
@@ -626,12 +784,14 @@ def config_weights(smt: ml_collections.ConfigDict) -> np.ndarray:
 class System:
     """A trained phrase-based system: `translate(words) -> words` under `weights` (over
     FEATURES; `set_weights` rebuilds the phrase table, whose per-source pruning and option
-    scores depend on them)."""
+    scores depend on them). Without a `reordering` model (`smt.reordering='distance'`) its
+    two features stay 0."""
 
     features_of_phrases: PhraseFeatures
     language_model: DecoderLanguageModel
     smt: ml_collections.ConfigDict
     sizes: dict
+    reordering: ReorderingModel | None = None
     weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(len(FEATURES)))
     table: PhraseTable = dataclasses.field(default_factory=PhraseTable)
     decoder: DistortionLimitedDecoder | None = None
@@ -641,14 +801,15 @@ class System:
         if weights.shape != (len(FEATURES),):
             raise ValueError(f"weights must be one per feature {FEATURES}, got {weights.shape}")
         self.weights = weights
-        *_, lm, words, distortion, phrases = map(float, weights)
+        *_, lm, words, distortion, backward, forward, phrases = map(float, weights)
         self.table = phrase_table(
             self.features_of_phrases, self.smt.max_translations, weights[TRANSLATION], phrases
         )
         self.language_model.weight = lm
         self.decoder = DistortionLimitedDecoder(
-            self.table, self.language_model, 0.5, self.smt.distortion_limit
+            self.table, self.language_model, 0.5, self.smt.distortion_limit, self.reordering
         )
+        self.decoder.reordering_weights = (backward, forward)
         self.decoder.distortion_weight = distortion
         self.decoder.word_penalty = -words
         self.decoder.stack_size = self.smt.stack_size
@@ -677,7 +838,8 @@ class System:
         """The FEATURES of a complete hypothesis, from its derivation (phrase by phrase): the
         summed log φ and log lex both ways (0 for a passed-through word), the LM's
         log-probability of the output with its sentence end, the output length, the source
-        words jumped (counted from the sentence start for the first phrase) and the phrase
+        words jumped (counted from the sentence start for the first phrase), the summed
+        reordering log-probabilities both ways (0 without a reordering model) and the phrase
         count. Its model score `hypothesis.raw_score` is `weights @ features`
         (tests/test_smt_baseline.py checks it)."""
         steps = []
@@ -685,17 +847,29 @@ class System:
         while node is not None and node.src_phrase_span:
             steps.append(node)
             node = node.previous
-        translation, distortion, previous_end = np.zeros(4), 0.0, 0
+        translation, distortion, reordering = np.zeros(4), 0.0, np.zeros(2)
+        previous: tuple[int, int] | tuple[()] = ()  # the last source span so far
+        previous_key = None  # and its phrase pair
         for step in reversed(steps):
             start, end = step.src_phrase_span
-            logs = self.features_of_phrases.get((tuple(source[start:end]), step.trg_phrase))
+            key = (tuple(source[start:end]), step.trg_phrase)
+            logs = self.features_of_phrases.get(key)
             if logs is not None:
                 translation += logs
-            distortion += abs(start - previous_end)
-            previous_end = end
+            distortion += abs(start - (previous[1] if previous else 0))
+            if self.reordering is not None:
+                orientation = decoding_orientation(previous, step.src_phrase_span)
+                reordering[0] += self.reordering.backward_score(key, orientation)
+                if previous_key is not None:
+                    reordering[1] += self.reordering.forward_score(previous_key, orientation)
+            previous, previous_key = step.src_phrase_span, key
+        if self.reordering is not None and previous_key is not None:
+            final = MONOTONE if previous[1] == len(source) else DISCONTINUOUS
+            reordering[1] += self.reordering.forward_score(previous_key, final)
         lm = self.language_model.sentence_log_probability(hypothesis.output)
         return np.array(
-            [*translation, lm, len(hypothesis.output), distortion, len(steps)], dtype=np.float64
+            [*translation, lm, len(hypothesis.output), distortion, *reordering, len(steps)],
+            dtype=np.float64,
         )
 
 
@@ -706,8 +880,12 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
     alignments = word_alignments(pairs, smt.ibm2_iterations)
     timing["align_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    counts, lexical = extract_phrases(pairs, alignments, smt.max_phrase_length)
-    features = phrase_features(counts, lexical)
+    extracted = extract_phrases(pairs, alignments, smt.max_phrase_length)
+    counts = extracted.counts
+    features = phrase_features(counts, extracted.lexical)
+    reordering = None
+    if smt.reordering == "msd-bidirectional-fe":
+        reordering = ReorderingModel.estimate(extracted.orientations)
     timing["phrases_s"] = time.perf_counter() - start
     start = time.perf_counter()
     ngrams, words = padded_everygram_pipeline(smt.lm_order, [p["target"] for p in pairs])
@@ -722,7 +900,7 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
         "alignment_points": sum(map(len, alignments)),
         "lm_vocabulary": len(model.vocab),
     }
-    system = System(features, DecoderLanguageModel(model, smt.weight_lm), smt, sizes)
+    system = System(features, DecoderLanguageModel(model, smt.weight_lm), smt, sizes, reordering)
     system.set_weights(config_weights(smt))
     return system, timing
 
@@ -896,10 +1074,12 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
             f"LM over {sizes['lm_vocabulary']} types; stack decoding with hypothesis "
             f"recombination (stack "
             f"{smt.stack_size}, distortion limit {smt.distortion_limit}, factor "
-            f"{smt.distortion_factor}); {described}. Fixed weights: log φ(e|f) "
-            f"{smt.weight_forward}, log φ(f|e) {smt.weight_backward}, log lex(e|f) "
-            f"{smt.weight_lexical_forward}, log lex(f|e) {smt.weight_lexical_backward}, LM "
-            f"{smt.weight_lm}, word "
+            f"{smt.distortion_factor}; reordering {smt.reordering}); {described}. Fixed "
+            f"weights: log φ(e|f) {smt.weight_forward}, log φ(f|e) {smt.weight_backward}, log "
+            f"lex(e|f) {smt.weight_lexical_forward}, log lex(f|e) "
+            f"{smt.weight_lexical_backward}, LM {smt.weight_lm}, reordering "
+            f"{smt.weight_reordering_backward} backward and {smt.weight_reordering_forward} "
+            "forward, word "
             f"penalty {smt.word_penalty}, phrase penalty {smt.phrase_penalty}. Wall time "
             f"{timing['wall_s']:.0f} s (alignment {timing['align_s']:.0f} s, decoding "
             f"{timing['decode_s']:.0f} s).",

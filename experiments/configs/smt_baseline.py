@@ -71,6 +71,11 @@ def _base() -> ml_collections.ConfigDict:
     s.word_penalty = 0.0  # nltk: score -= word_penalty per output word (< 0: longer output)
     s.distortion_factor = 0.5  # log(factor) per source word jumped (nltk's default)
     s.distortion_limit = 6  # Moses's default
+    # Lexicalised reordering (Koehn et al. 2005): Moses's msd-bidirectional-fe, or "distance"
+    # (the distortion penalty alone; the two reordering features stay 0).
+    s.reordering = "msd-bidirectional-fe"
+    s.weight_reordering_backward = 1.0  # log p(orientation | this pair), after the previous
+    s.weight_reordering_forward = 1.0  # log p(orientation of the next phrase | this pair)
     s.stack_size = 100  # hypotheses per stack after recombination (histogram pruning)
     s.phrase_penalty = 0.0  # score -= phrase_penalty per phrase used (Moses's phrase penalty)
     # MERT (experiments/mert.py): Och's outer loop, at most this many re-decodes of the first
