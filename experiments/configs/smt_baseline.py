@@ -15,14 +15,16 @@ Variants:
   `translation.*`): the first 10,000 training pairs with both sides <= 15 tokens, scored on
   the 749 test2016 pairs with both sides <= 15 tokens; MERT on the 720 val pairs with both
   sides <= 15 tokens (tuning decodes at stack 30). Measured on the project's 2-vCPU machine
-  (session 17, shared with an NMT training run): 9.8 minutes wall (alignment 33 s, MERT 390 s
-  for 6 decodes, decoding 161 s), 30.14 BLEU (copy the source 0.53). With fixed weights
-  (`--config.smt.mert_iterations=0`): 29.08 BLEU in ~3 minutes; nltk's own search at stack
-  10 had given 24.81 in 94 s.
+  (session 18, shared with a second SMT run): 11.5 minutes wall (alignment 26 s, MERT 478 s
+  for 6 decodes, decoding 183 s), 30.71 BLEU (copy the source 0.53). With fixed weights
+  (`--config.smt.mert_iterations=0`): 30.41 BLEU in ~3.5 minutes. Before session 18 (no
+  lexical weights, no lexicalised reordering, nltk's phrase extraction): 30.14 with MERT,
+  29.08 with fixed weights; nltk's own search at stack 10 had given 24.81.
 - full: all 29,000 training pairs and all 1,000 test2016 pairs (max_length 50 drops none,
   as the NMT full), MERT on all 1,014 val pairs at stack 100 (not run yet; with fixed
-  weights, measured with the machine shared: 9.6 minutes wall, alignment 229 s, decoding
-  334 s, 31.13 BLEU; nltk's search at stack 10: 5.6 minutes, 25.18 BLEU).
+  weights, measured with the machine shared, before session 18's features: 9.6 minutes
+  wall, alignment 229 s, decoding 334 s, 31.13 BLEU; nltk's search at stack 10: 5.6
+  minutes, 25.18 BLEU).
 
 Stack 100: where the decoder (recombination, Moses's reordering constraint) stops being
 search-limited. On the first 200 val pairs (quick's system) stacks 10/30/50/100/200 gave
@@ -33,15 +35,16 @@ keep quick near its old ~1.5 minutes (85 s, 28.19 BLEU); 100 costs about 1.5 min
 for 0.9 BLEU, taken because the NMT-vs-SMT comparison (Q16) should not rest on a
 search-limited baseline.
 
-MERT's starting weights (and the weights with `mert_iterations=0`): φ(e|f), φ(f|e) and the
-LM at weight 1 (a plain product of the three models), no word or phrase penalty (nltk's
-default), distortion log(0.5) per word jumped (nltk's default factor) with Moses's default
-distortion limit of 6. On the first 200 val pairs, LM weight 0.5 or 1 x word penalty -1,
--0.5 or 0 gave 29.5-31.8 BLEU at stack 100, the untuned product (31.79) the best of the six.
-MERT over all six weights (session 17; quick's system, test2016 BLEU): tuned on the first 200
-val pairs at stack 100, 29.22; on all 720 at stack 100, 30.22 (16 minutes of tuning, machine
-shared); on all 720 at stack 30, 30.14 in a third of the time, hence quick's settings: 200
-sentences are too few to tune on (docs/design.md).
+MERT's starting weights (and the weights with `mert_iterations=0`): φ and lex both ways,
+the LM and both lexicalised reordering scores at weight 1 (a plain product of the seven
+models), no word or phrase penalty (nltk's default), distortion log(0.5) per word jumped
+(nltk's default factor) with Moses's default distortion limit of 6. Session 16, before the
+lexical and reordering features: on the first 200 val pairs, LM weight 0.5 or 1 x word
+penalty -1, -0.5 or 0 gave 29.5-31.8 BLEU at stack 100, the untuned product (31.79) the best
+of the six. MERT over session 17's six weights (quick's system then, test2016 BLEU): tuned on
+the first 200 val pairs at stack 100, 29.22; on all 720 at stack 100, 30.22 (16 minutes of
+tuning, machine shared); on all 720 at stack 30, 30.14 in a third of the time, hence quick's
+settings: 200 sentences are too few to tune on (docs/design.md).
 """
 
 import ml_collections
