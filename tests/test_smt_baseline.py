@@ -609,7 +609,14 @@ def test_decoder_with_a_large_stack_finds_the_brute_force_best(seed):
     decoder = smt_baseline.DistortionLimitedDecoder(
         table, smt_baseline.DecoderLanguageModel(model, weight), factor, limit
     )
-    decoder.word_penalty, decoder.stack_size = word_penalty, 100_000
+    decoder.word_penalty = word_penalty
+    _assert_unpruned_search_finds(decoder, sentence, expected)
+
+
+def _assert_unpruned_search_finds(decoder, sentence, expected):
+    """With and without recombination, at a stack too large to prune, `decoder` returns the
+    brute-force best (score, output) `expected`."""
+    decoder.stack_size = 100_000
     for recombination in (True, False):
         decoder.recombination = recombination
         best = decoder.decode(sentence)
@@ -619,8 +626,9 @@ def test_decoder_with_a_large_stack_finds_the_brute_force_best(seed):
 
 
 def _random_reordering(seed, table, sentence):
-    """Random log-probabilities of the orientations for most of `table`'s pairs (the rest
-    take random priors), strongly uneven so that they move the argmax."""
+    """(model, weights): random log-probabilities of the orientations for most of `table`'s
+    pairs (the rest take random priors), strongly uneven so that they move the argmax, and
+    random weights for its two features."""
     rng = np.random.default_rng(seed)
 
     def logs():
@@ -637,7 +645,9 @@ def _random_reordering(seed, table, sentence):
                     backward[phrase, option.trg_phrase] = logs()
                 if rng.random() < 0.8:
                     forward[phrase, option.trg_phrase] = logs()
-    return smt_baseline.ReorderingModel(backward, forward, logs(), logs())
+    model = smt_baseline.ReorderingModel(backward, forward, logs(), logs())
+    weights = tuple(np.random.default_rng(seed + 100).uniform(0.2, 1.5, size=2).tolist())
+    return model, weights
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -645,8 +655,7 @@ def test_decoder_with_lexicalised_reordering_finds_the_brute_force_best(seed):
     """The same with a random lexicalised reordering model at random weights: the decoder's
     orientation scores and its finer recombination state (the last phrase pair) are exact."""
     sentence, table, limit, factor, word_penalty = _random_case(seed)
-    reordering = _random_reordering(seed, table, sentence)
-    weights = tuple(np.random.default_rng(seed + 100).uniform(0.2, 1.5, size=2).tolist())
+    reordering, weights = _random_reordering(seed, table, sentence)
     model, weight = _trigram_model(), 0.7
     expected = _brute_force_best(
         sentence, table, model, weight, limit, factor, word_penalty, reordering, weights
@@ -654,13 +663,8 @@ def test_decoder_with_lexicalised_reordering_finds_the_brute_force_best(seed):
     decoder = smt_baseline.DistortionLimitedDecoder(
         table, smt_baseline.DecoderLanguageModel(model, weight), factor, limit, reordering
     )
-    decoder.reordering_weights = weights
-    decoder.word_penalty, decoder.stack_size = word_penalty, 100_000
-    for recombination in (True, False):
-        decoder.recombination = recombination
-        best = decoder.decode(sentence)
-        assert best.raw_score == pytest.approx(expected[0], abs=1e-9)
-        assert tuple(best.translation_so_far()) == expected[1]
+    decoder.reordering_weights, decoder.word_penalty = weights, word_penalty
+    _assert_unpruned_search_finds(decoder, sentence, expected)
 
 
 def test_lexicalised_reordering_changes_some_brute_force_argmaxes():
@@ -668,8 +672,7 @@ def test_lexicalised_reordering_changes_some_brute_force_argmaxes():
     changed = 0
     for seed in range(20):
         sentence, table, limit, factor, word_penalty = _random_case(seed)
-        reordering = _random_reordering(seed, table, sentence)
-        weights = tuple(np.random.default_rng(seed + 100).uniform(0.2, 1.5, size=2).tolist())
+        reordering, weights = _random_reordering(seed, table, sentence)
         with_reordering = _brute_force_best(
             sentence, table, _trigram_model(), 0.7, limit, factor, word_penalty, reordering, weights
         )
