@@ -1149,11 +1149,13 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         if tuning
         else "fixed weights"
     )
-    lexicalised = results["config"]["smt"].get("reordering", "distance") != "distance"
-    reordering = "lexicalised " if lexicalised else "distance "
+    smt = results["config"]["smt"]  # a run from before session 18 has neither key
+    phrases = "phrases with lexical weights" if "weight_lexical_forward" in smt else "phrases"
+    lexicalised = smt.get("reordering", "distance") != "distance"
+    reordering = "lexicalised" if lexicalised else "distance"
     text = (
-        "A phrase-based SMT baseline (IBM 1+2 alignments, grow-diag-final-and, phrases with "
-        f"lexical weights, Witten-Bell trigram LM, {reordering}reordering, stack decoding with "
+        f"A phrase-based SMT baseline (IBM 1+2 alignments, grow-diag-final-and, {phrases}, "
+        f"Witten-Bell trigram LM, {reordering} reordering, stack decoding with "
         f"recombination; {weights}) trained on the same "
         f"{pairs['train']} Multi30k pairs as the NMT scores {final['bleu']:.2f} BLEU on the "
         f"same {pairs['scored']} {split} pairs (copying the source: "
