@@ -172,6 +172,17 @@ def word_alignments(pairs: Sequence[dict], iterations: int) -> list[Alignment]:
     ]
 
 
+def relative_frequencies(counts: collections.Counter) -> dict[tuple, tuple[float, float]]:
+    """(a, b) -> (count / count(a, *), count / count(*, b)) for pair `counts`: p(b | a) and
+    p(a | b), the two conditional relative frequencies of each counted pair."""
+    left: collections.Counter = collections.Counter()
+    right: collections.Counter = collections.Counter()
+    for (a, b), count in counts.items():
+        left[a] += count
+        right[b] += count
+    return {(a, b): (count / left[a], count / right[b]) for (a, b), count in counts.items()}
+
+
 NULL = None  # the empty word: what lexical translation aligns an unaligned word to
 # (conditioning word or NULL, word) -> w(word | conditioning word)
 WordTable = dict[tuple[str | None, str], float]
@@ -191,13 +202,9 @@ def lexical_translation(
         linked_source, linked_target = {i for i, _ in alignment}, {j for _, j in alignment}
         links.update((f, NULL) for i, f in enumerate(source) if i not in linked_source)
         links.update((NULL, e) for j, e in enumerate(target) if j not in linked_target)
-    source_totals: collections.Counter = collections.Counter()
-    target_totals: collections.Counter = collections.Counter()
-    for (f, e), count in links.items():
-        source_totals[f] += count
-        target_totals[e] += count
-    e_given_f = {(f, e): count / source_totals[f] for (f, e), count in links.items() if e}
-    f_given_e = {(e, f): count / target_totals[e] for (f, e), count in links.items() if f}
+    frequencies = relative_frequencies(links).items()
+    e_given_f = {(f, e): given_f for (f, e), (given_f, _) in frequencies if e is not NULL}
+    f_given_e = {(e, f): given_e for (f, e), (_, given_e) in frequencies if f is not NULL}
     return e_given_f, f_given_e
 
 
@@ -409,18 +416,9 @@ def phrase_features(
 ) -> PhraseFeatures:
     """The translation features of each phrase pair: the relative frequencies of `counts`
     both ways and `lexical`'s weights (`extract_phrases` gives both)."""
-    source_totals: collections.Counter = collections.Counter()
-    target_totals: collections.Counter = collections.Counter()
-    for (source, target), count in counts.items():
-        source_totals[source] += count
-        target_totals[target] += count
     return {
-        (source, target): (
-            math.log(count / source_totals[source]),
-            math.log(count / target_totals[target]),
-            *lexical[source, target],
-        )
-        for (source, target), count in counts.items()
+        key: (math.log(given_source), math.log(given_target), *lexical[key])
+        for key, (given_source, given_target) in relative_frequencies(counts).items()
     }
 
 
