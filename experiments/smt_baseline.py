@@ -345,7 +345,7 @@ class ReorderingModel:
         (count(pair) + smoothing), Moses's smoothing with counts (0.5 its default); the priors
         p(o) are the summed counts plus `smoothing` each, so that no orientation gets
         probability 0 (log -inf) where training never saw it."""
-        totals = sum(counts.values(), np.zeros((2, 3))) + smoothing
+        totals = sum(counts.values(), np.zeros((2, len(ORIENTATIONS)))) + smoothing
         priors = totals / totals.sum(axis=1, keepdims=True)
         tables: tuple[dict, dict] = ({}, {})
         for key, count in counts.items():
@@ -362,6 +362,33 @@ class ReorderingModel:
 
     def forward_score(self, key: PhraseKey, orientation: int) -> float:
         return self.forward.get(key, self.prior_forward)[orientation]
+
+    def expansion_scores(
+        self,
+        source: Sequence[str],
+        previous: _Hypothesis,
+        span: tuple[int, int],
+        trg_phrase: tuple[str, ...],
+        complete: bool,
+    ) -> tuple[float, float]:
+        """(backward, forward) log-probabilities that translating `source[span]` as
+        `trg_phrase` right after `previous` (a hypothesis; its last phrase pair, none at the
+        sentence start) adds: the new pair's backward score of its `decoding_orientation`,
+        the previous pair's forward score of the same orientation and, when this completes
+        the translation, the new pair's forward score of the sentence end (monotone when
+        `span` closes the source sentence). The decoder adds them per expansion and
+        `System.features` sums them over a derivation."""
+        orientation = decoding_orientation(previous.src_phrase_span, span)
+        key = (tuple(source[span[0] : span[1]]), tuple(trg_phrase))
+        backward, forward = self.backward_score(key, orientation), 0.0
+        if previous.src_phrase_span:
+            start, end = previous.src_phrase_span
+            before = (tuple(source[start:end]), tuple(previous.trg_phrase))
+            forward = self.forward_score(before, orientation)
+        if complete:
+            final = MONOTONE if span[1] == len(source) else DISCONTINUOUS
+            forward += self.forward_score(key, final)
+        return backward, forward
 
 
 @dataclasses.dataclass
@@ -385,7 +412,9 @@ def extract_phrases(
     e_given_f, f_given_e = lexical_translation(pairs, alignments)
     counts: collections.Counter = collections.Counter()
     lexical: dict[PhraseKey, tuple[float, float]] = {}
-    orientations: dict[PhraseKey, np.ndarray] = collections.defaultdict(lambda: np.zeros((2, 3)))
+    orientations: dict[PhraseKey, np.ndarray] = collections.defaultdict(
+        lambda: np.zeros((2, len(ORIENTATIONS)))
+    )
     for pair, alignment in zip(pairs, alignments, strict=True):
         source, target = pair["source"], pair["target"]
         for spans in consistent_phrase_pairs(
@@ -701,35 +730,15 @@ class DistortionLimitedDecoder(StackDecoder):
             output = hypothesis.translation_so_far() + list(translation_option.trg_phrase)
             score += self.language_model.end_probability(output)
         if self.reordering is not None:
-            backward, forward = self.reordering_scores(
-                hypothesis, translation_option.trg_phrase, src_phrase_span, complete
+            backward, forward = self.reordering.expansion_scores(
+                self.source_sentence,
+                hypothesis,
+                src_phrase_span,
+                translation_option.trg_phrase,
+                complete,
             )
             score += self.reordering_weights[0] * backward + self.reordering_weights[1] * forward
         return score
-
-    def reordering_scores(
-        self,
-        hypothesis: _Hypothesis,
-        trg_phrase: tuple[str, ...],
-        span: tuple[int, int],
-        complete: bool,
-    ) -> tuple[float, float]:
-        """(backward, forward) reordering log-probabilities that translating source `span` as
-        `trg_phrase` after `hypothesis` adds: the new pair's backward score of its orientation,
-        the previous pair's forward score of the same orientation (none at the sentence
-        start) and, when this completes the translation, the new pair's forward score of the
-        sentence end (monotone when `span` closes the source sentence)."""
-        source, model = self.source_sentence, self.reordering
-        orientation = decoding_orientation(hypothesis.src_phrase_span, span)
-        key = (source[span[0] : span[1]], tuple(trg_phrase))
-        backward, forward = model.backward_score(key, orientation), 0.0
-        if hypothesis.src_phrase_span:
-            start, end = hypothesis.src_phrase_span
-            forward = model.forward_score((source[start:end], hypothesis.trg_phrase), orientation)
-        if complete:
-            final = MONOTONE if span[1] == len(source) else DISCONTINUOUS
-            forward += model.forward_score(key, final)
-        return backward, forward
 
     def distortion_score(
         self, hypothesis: _Hypothesis, next_src_phrase_span: tuple[int, int]
@@ -846,24 +855,17 @@ class System:
             steps.append(node)
             node = node.previous
         translation, distortion, reordering = np.zeros(4), 0.0, np.zeros(2)
-        previous: tuple[int, int] | tuple[()] = ()  # the last source span so far
-        previous_key = None  # and its phrase pair
         for step in reversed(steps):
             start, end = step.src_phrase_span
-            key = (tuple(source[start:end]), step.trg_phrase)
-            logs = self.features_of_phrases.get(key)
+            logs = self.features_of_phrases.get((tuple(source[start:end]), step.trg_phrase))
             if logs is not None:
                 translation += logs
-            distortion += abs(start - (previous[1] if previous else 0))
+            before = step.previous.src_phrase_span
+            distortion += abs(start - (before[1] if before else 0))
             if self.reordering is not None:
-                orientation = decoding_orientation(previous, step.src_phrase_span)
-                reordering[0] += self.reordering.backward_score(key, orientation)
-                if previous_key is not None:
-                    reordering[1] += self.reordering.forward_score(previous_key, orientation)
-            previous, previous_key = step.src_phrase_span, key
-        if self.reordering is not None and previous_key is not None:
-            final = MONOTONE if previous[1] == len(source) else DISCONTINUOUS
-            reordering[1] += self.reordering.forward_score(previous_key, final)
+                reordering += self.reordering.expansion_scores(
+                    source, step.previous, step.src_phrase_span, step.trg_phrase, step is hypothesis
+                )
         lm = self.language_model.sentence_log_probability(hypothesis.output)
         return np.array(
             [*translation, lm, len(hypothesis.output), distortion, *reordering, len(steps)],
