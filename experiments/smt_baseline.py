@@ -20,8 +20,10 @@ references keep rare words too: they get ids its `<unk>` never matches):
    other, from word translation probabilities of the same alignments); the best
    `smt.max_translations` per source phrase go into an `nltk.translate.PhraseTable` with the
    weighted log-linear score of the four;
-4. a target trigram LM, interpolated Witten-Bell (`nltk.lm.WittenBellInterpolated`) on the
-   same training sentences, its scores memoised (nltk.lm recomputes every score from counts);
+4. a target n-gram LM on the same training sentences (`smt.lm_smoothing`, `smt.lm_order`):
+   interpolated Witten-Bell (`nltk.lm.WittenBellInterpolated`), or interpolated modified
+   Kneser-Ney as KenLM estimates it (`experiments.kneser_ney`, Moses's standard LM), its
+   scores memoised (nltk.lm recomputes every score from counts);
 5. stack decoding with nltk's scoring (`nltk.translate.StackDecoder`: future costs,
    histogram pruning) searched as Moses searches (`DistortionLimitedDecoder`): a
    distortion limit with Moses's reordering constraint (no dead ends), the LM's sentence
@@ -63,6 +65,7 @@ from nltk.translate.stack_decoder import _Hypothesis
 
 from experiments import grid, mert, significance
 from experiments.exposure_bias_translation import CORPUS, read_pairs
+from experiments.kneser_ney import KneserNeyLM
 from rnn_jax import metrics
 from rnn_jax.data.root import default_data_root
 from rnn_jax.train import config as cfg
@@ -80,6 +83,7 @@ RULES: cfg.Rules = {
     "smt.max_translations": cfg.int_at_least(1),
     "smt.lm_order": cfg.int_at_least(1),
     "smt.lm_unk_cutoff": cfg.int_at_least(1),
+    "smt.lm_smoothing": cfg.one_of("witten-bell", "modified-kneser-ney"),
     "smt.weight_forward": cfg.non_negative,
     "smt.weight_backward": cfg.non_negative,
     "smt.weight_lexical_forward": cfg.non_negative,
@@ -482,7 +486,7 @@ class DecoderLanguageModel:
     context's continuations for every new word after it: most of a decode's time before (the
     model must not be refitted once wrapped)."""
 
-    def __init__(self, model: WittenBellInterpolated, weight: float) -> None:
+    def __init__(self, model: WittenBellInterpolated | KneserNeyLM, weight: float) -> None:
         self.model, self.weight = model, weight
         self.history = model.order - 1
         # Unweighted natural-log probabilities: MERT changes `weight` between decodes.
@@ -522,6 +526,15 @@ class DecoderLanguageModel:
 
     def probability(self, phrase: Sequence[str]) -> float:
         return self._phrase_score([], phrase)
+
+    def state(self, output: tuple[str, ...]) -> tuple[str, ...]:
+        """What the LM's later scores can see of `output`: its last order - 1 words
+        (`<s>`-padded), cut by the model's own `state` where it has one (Kneser-Ney: the
+        longest suffix seen as a context)."""
+        words = ("<s>",) * self.history + output
+        history = words[len(words) - self.history :]
+        state = getattr(self.model, "state", None)
+        return history if state is None else state(history)
 
     def probability_change(self, hypothesis: object, phrase: Sequence[str]) -> float:
         history = ["<s>"] * self.history + hypothesis.translation_so_far()
@@ -644,14 +657,12 @@ class DistortionLimitedDecoder(StackDecoder):
 
     def recombination_state(self, hypothesis: Hypothesis) -> tuple:
         """What the rest of a search can see of a hypothesis: the coverage vector, the LM's
-        history (the last lm_order - 1 output words, `<s>`-padded as `probability_change`
-        pads them) and the end of the last source phrase (where the next jump counts from);
-        with a reordering model, also the last phrase pair (its source span and target words:
-        the next orientation and the forward score depend on them)."""
-        history = self.language_model.history
-        words = ("<s>",) * history + hypothesis.output
+        state (`DecoderLanguageModel.state`: at most the last lm_order - 1 output words) and
+        the end of the last source phrase (where the next jump counts from); with a
+        reordering model, also the last phrase pair (its source span and target words: the
+        next orientation and the forward score depend on them)."""
         end = hypothesis.src_phrase_span[1] if hypothesis.src_phrase_span else 0
-        state = (hypothesis.coverage, words[len(words) - history :], end)
+        state = (hypothesis.coverage, self.language_model.state(hypothesis.output), end)
         if self.reordering is not None:
             state += (hypothesis.src_phrase_span, hypothesis.trg_phrase)
         return state
@@ -873,6 +884,9 @@ class System:
         )
 
 
+LM_NAMES = {"witten-bell": "Witten-Bell", "modified-kneser-ney": "modified Kneser-Ney"}
+
+
 def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple[System, dict]:
     """Align, extract, score and build the LM from `pairs`; -> (system, seconds per stage)."""
     timing = {}
@@ -888,11 +902,15 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
         reordering = ReorderingModel.estimate(extracted.orientations)
     timing["phrases_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    ngrams, words = padded_everygram_pipeline(smt.lm_order, [p["target"] for p in pairs])
-    model = WittenBellInterpolated(
-        smt.lm_order, vocabulary=Vocabulary(unk_cutoff=smt.lm_unk_cutoff)
-    )
-    model.fit(ngrams, words)
+    targets = [p["target"] for p in pairs]
+    if smt.lm_smoothing == "modified-kneser-ney":
+        model = KneserNeyLM.estimate(targets, smt.lm_order, smt.lm_unk_cutoff)
+    else:
+        ngrams, words = padded_everygram_pipeline(smt.lm_order, targets)
+        model = WittenBellInterpolated(
+            smt.lm_order, vocabulary=Vocabulary(unk_cutoff=smt.lm_unk_cutoff)
+        )
+        model.fit(ngrams, words)
     timing["lm_s"] = time.perf_counter() - start
     sizes = {
         "phrase_pairs": len(counts),
@@ -965,6 +983,14 @@ def tune_weights(system: System, pairs: Sequence[dict], smt: ml_collections.Conf
     }
 
 
+def reference_perplexity(language_model: DecoderLanguageModel, pairs: Sequence[dict]) -> float:
+    """The target LM's perplexity on the reference translations of `pairs`: exp of the mean
+    negative log-probability per token, `</s>` included, a word unseen in training scored as
+    `<UNK>` (so open-vocabulary models compare only on the same training data)."""
+    total = sum(language_model.sentence_log_probability(tuple(p["target"])) for p in pairs)
+    return math.exp(-total / sum(len(p["target"]) + 1 for p in pairs))
+
+
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Train on the training pairs, translate the scored split, write the results."""
     smt, workdir = config.smt, pathlib.Path(workdir)
@@ -993,6 +1019,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         / sum(len(r.split()) for r in references),
         "copy_source_bleu": metrics.corpus_bleu(sources, references, "none"),
         "source_oov_rate": sum(w not in known for w in source_tokens) / len(source_tokens),
+        "lm_perplexity": reference_perplexity(system.language_model, scored),
     }
     timing["wall_s"] = time.perf_counter() - begin
     shown = SHOWN_TRANSLATIONS
@@ -1070,8 +1097,10 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
             f"({2 * smt.ibm2_iterations} it.) then 2 ({smt.ibm2_iterations} it.) both ways, "
             f"grow-diag-final-and ({sizes['alignment_points']} points); phrases <= "
             f"{smt.max_phrase_length} words ({sizes['phrase_pairs']} pairs, the best "
-            f"{smt.max_translations} per source phrase kept); Witten-Bell {smt.lm_order}-gram "
-            f"LM over {sizes['lm_vocabulary']} types; stack decoding with hypothesis "
+            f"{smt.max_translations} per source phrase kept); {LM_NAMES[smt.lm_smoothing]} "
+            f"{smt.lm_order}-gram "
+            f"LM over {sizes['lm_vocabulary']} types (perplexity {final['lm_perplexity']:.1f} "
+            f"on the {split} references); stack decoding with hypothesis "
             f"recombination (stack "
             f"{smt.stack_size}, distortion limit {smt.distortion_limit}, factor "
             f"{smt.distortion_factor}; reordering {smt.reordering}); {described}. Fixed "
@@ -1153,9 +1182,11 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     phrases = "phrases with lexical weights" if "weight_lexical_forward" in smt else "phrases"
     lexicalised = smt.get("reordering", "distance") != "distance"
     reordering = "lexicalised" if lexicalised else "distance"
+    # A run from before session 19 has no lm_smoothing: it was Witten-Bell.
+    lm = f"{LM_NAMES[smt.get('lm_smoothing', 'witten-bell')]} {smt['lm_order']}-gram LM"
     text = (
         f"A phrase-based SMT baseline (IBM 1+2 alignments, grow-diag-final-and, {phrases}, "
-        f"Witten-Bell trigram LM, {reordering} reordering, stack decoding with "
+        f"{lm}, {reordering} reordering, stack decoding with "
         f"recombination; {weights}) trained on the same "
         f"{pairs['train']} Multi30k pairs as the NMT scores {final['bleu']:.2f} BLEU on the "
         f"same {pairs['scored']} {split} pairs (copying the source: "

@@ -24,6 +24,7 @@ from nltk.translate.stack_decoder import _Hypothesis, _Stack
 
 from experiments import smt_baseline
 from experiments.configs import smt_baseline as smt_configs
+from experiments.kneser_ney import KneserNeyLM
 from rnn_jax.train import cli
 
 SMOKE = "experiments/configs/smt_baseline.py:smoke"
@@ -306,6 +307,22 @@ def test_decoder_language_model_matches_nltk_lm():
     assert floored == pytest.approx(math.log(1e-300))
 
 
+def test_reference_perplexity_is_the_lms_per_token_perplexity():
+    model = KneserNeyLM.estimate(SENTENCES, 3)
+    pairs = [{"source": ["x"], "target": ["a", "b", "c"]}, {"source": ["y"], "target": ["d", "zz"]}]
+    log_probability = 0.0
+    for pair in pairs:
+        words = ["<s>", *pair["target"], "</s>"]
+        log_probability += sum(
+            math.log(model.score(words[i], tuple(words[max(i - 2, 0) : i])))
+            for i in range(1, len(words))
+        )
+    perplexity = smt_baseline.reference_perplexity(
+        smt_baseline.DecoderLanguageModel(model, 0.3), pairs
+    )
+    assert perplexity == pytest.approx(math.exp(-log_probability / 7))
+
+
 def test_memoised_witten_bell_weights_leave_scores_unchanged():
     """The adapter memoises nltk's γ(context) on the model it wraps: every score stays a fresh
     model's, and wrapping the model again does not memoise twice."""
@@ -398,6 +415,8 @@ def test_smoke_run_writes_results_table_and_answer(smoke_run):
     assert "|---|" in table and f"{final['bleu']:.4g}" in table
     answer = smt_baseline.answers(workdir)[16]
     assert f"{final['bleu']:.2f} BLEU" in answer and "300 Multi30k pairs" in answer
+    lm = f"{smt_baseline.LM_NAMES[config.smt.lm_smoothing]} {config.smt.lm_order}-gram"
+    assert f"{lm} LM" in answer and f"{lm} LM over" in table
     # The smoke variant tunes (one MERT iteration on 10 val pairs): two decodes, the kept
     # weights those of the better one, and the run's test outputs decoded with them.
     tuning = results["tuning"]
@@ -499,17 +518,19 @@ def _brute_force_best(
     """(score, output, order of source spans) of the best complete translation, enumerating
     every order of source phrases and every translation of each, scored from the model's
     definition rather than the decoder's code: phrase log-probabilities + weight * log P(output
-    </s>) under the trigram with <s> <s> before it + log(factor) * |start - previous end| per
-    phrase (end 0 before the first) - word_penalty per output word; with a `reordering` model,
-    + `_reordering_score` of the whole derivation. The orders allowed are Moses's: each jump
-    within `limit`, and a phrase that leaves the first untranslated word behind ends within
-    `limit` of it."""
+    </s>) under the n-gram `model` with order - 1 <s> before it + log(factor) * |start -
+    previous end| per phrase (end 0 before the first) - word_penalty per output word; with a
+    `reordering` model, + `_reordering_score` of the whole derivation. The orders allowed are
+    Moses's: each jump within `limit`, and a phrase that leaves the first untranslated word
+    behind ends within `limit` of it."""
     length, best = len(sentence), (-math.inf, None, None)
 
     def lm(output):
-        words = ["<s>", "<s>", *output, "</s>"]
+        history = model.order - 1
+        words = ["<s>"] * history + [*output, "</s>"]
         return sum(
-            math.log(model.score(words[i], tuple(words[i - 2 : i]))) for i in range(2, len(words))
+            math.log(model.score(words[i], tuple(words[i - history : i])))
+            for i in range(history, len(words))
         )
 
     def extend(covered, end, score, output, order, phrases=()):
@@ -606,6 +627,20 @@ def test_decoder_with_a_large_stack_finds_the_brute_force_best(seed):
     distortion and word-penalty terms, the sentence end, the distortion limit) are exact."""
     sentence, table, limit, factor, word_penalty = _random_case(seed)
     model, weight, expected = _trigram_model(), 0.7, _random_case_best(seed)
+    decoder = smt_baseline.DistortionLimitedDecoder(
+        table, smt_baseline.DecoderLanguageModel(model, weight), factor, limit
+    )
+    decoder.word_penalty = word_penalty
+    _assert_unpruned_search_finds(decoder, sentence, expected)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_decoder_with_a_kneser_ney_4gram_finds_the_brute_force_best(seed):
+    """The same with the modified Kneser-Ney 4-gram, whose recombination state is KenLM's
+    minimal one (`KneserNeyLM.state`, often shorter than three words): still exact."""
+    sentence, table, limit, factor, word_penalty = _random_case(seed)
+    model, weight = KneserNeyLM.estimate(SENTENCES, 4, unk_cutoff=2), 0.7
+    expected = _brute_force_best(sentence, table, model, weight, limit, factor, word_penalty)
     decoder = smt_baseline.DistortionLimitedDecoder(
         table, smt_baseline.DecoderLanguageModel(model, weight), factor, limit
     )
@@ -721,6 +756,19 @@ def test_recombination_state_is_coverage_lm_history_and_last_end():
     short = _chain(((0, 2), "b", -1.0))
     assert decoder.recombination_state(short) == (0b11, ("<s>", "b"), 2)
     assert decoder.recombination_state(_chain()) == (0, ("<s>", "<s>"), 0)
+    # Kneser-Ney: the longest suffix of the last words seen as a context, so outputs that
+    # differ only where the model cannot see recombine.
+    kneser_ney = KneserNeyLM.estimate(SENTENCES, 4)
+    decoder.language_model = smt_baseline.DecoderLanguageModel(kneser_ney, 1.0)
+    assert decoder.recombination_state(two_phrases) == (0b11, ("a", "b"), 2)  # "x a b" unseen
+    assert decoder.recombination_state(_chain(((0, 2), "e e a b", -1.0))) == (0b11, ("a", "b"), 2)
+    assert decoder.recombination_state(_chain(((0, 2), "c d a b", -1.0))) == (
+        0b11,
+        ("d", "a", "b"),
+        2,
+    )
+    assert decoder.recombination_state(short) == (0b11, ("<s>", "b"), 2)
+    assert decoder.recombination_state(_chain()) == (0, ("<s>",), 0)
 
 
 def test_recombining_stack_keeps_the_better_of_two_equivalent_hypotheses():
@@ -813,11 +861,14 @@ def test_decoder_scores_at_least_nltk_search_at_equal_stack_size(data_root, monk
     assert sum(a for a, _ in both_finite) > sum(b for _, b in both_finite)
 
 
-@pytest.fixture(scope="module")
-def tiny_system():
+@pytest.fixture(
+    scope="module", params=[("witten-bell", 3), ("modified-kneser-ney", 5)], ids=["wb3", "kn5"]
+)
+def tiny_system(request):
     config = smt_configs.get_config("smoke")
     with config.unlocked():
         config.smt.ibm2_iterations, config.smt.stack_size = 5, 1000
+        config.smt.lm_smoothing, config.smt.lm_order = request.param
     pairs = [{"source": s.split(), "target": t.split()} for s, t in TINY]
     system, _ = smt_baseline.train_system(pairs, config.smt)
     return system

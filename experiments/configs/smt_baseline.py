@@ -67,6 +67,9 @@ def _base() -> ml_collections.ConfigDict:
     s.max_phrase_length = 4  # words per side (Moses's default is 7; 4 suffices at <= 15)
     s.max_translations = 10  # per source phrase (Moses's ttable-limit is 20)
     s.lm_order = 3  # trigram
+    # "witten-bell" (nltk.lm's interpolated WB) or "modified-kneser-ney" (KenLM's estimate,
+    # experiments/kneser_ney.py)
+    s.lm_smoothing = "witten-bell"
     s.lm_unk_cutoff = 2  # training words seen once are the LM's <UNK> (so it has mass)
     s.weight_forward = 1.0  # log φ(e|f)
     s.weight_backward = 1.0  # log φ(f|e)
