@@ -81,13 +81,16 @@ def adjusted_counts(sentences: Iterable[Sequence[str]], order: int) -> list[dict
 
 @dataclasses.dataclass(frozen=True)
 class _Order:
-    """One order's tables: the discounted numerator of each n-gram, and per context
-    (the n-gram less its last word) 1 / a(h •) and γ(h)."""
+    """One order's tables: the discounted numerator of each n-gram, and per context (the
+    n-gram less its last word) (1 / a(h •), γ(h))."""
 
     numerators: dict[Ngram, float]
-    inverse_totals: dict[Ngram, float]
-    gammas: dict[Ngram, float]
+    contexts: dict[Ngram, tuple[float, float]]
     discounts: tuple[float, float, float]
+
+
+# Entries of the memo of `KneserNeyLM.state` before it starts afresh (bounds its memory).
+STATE_MEMO_LIMIT = 1 << 21
 
 
 class KneserNeyLM:
@@ -98,6 +101,7 @@ class KneserNeyLM:
     def __init__(self, order: int, orders: list[_Order], vocabulary: frozenset[str]) -> None:
         self.order, self._orders, self.vocab = order, orders, vocabulary
         self._uniform = 1.0 / len(vocabulary)
+        self._states: dict[Ngram, Ngram] = {}
 
     @classmethod
     def estimate(
@@ -123,12 +127,14 @@ class KneserNeyLM:
                 numerators[ngram] = count - discounts[min(count, 3) - 1]
                 totals[ngram[:-1]] += count
                 kinds[ngram[:-1]][min(count, 3) - 1] += 1
-            gammas = {
-                context: sum(d * n for d, n in zip(discounts, kinds[context], strict=True)) / total
+            contexts = {
+                context: (
+                    1.0 / total,
+                    sum(d * n for d, n in zip(discounts, kinds[context], strict=True)) / total,
+                )
                 for context, total in totals.items()
             }
-            inverse = {context: 1.0 / total for context, total in totals.items()}
-            orders.append(_Order(numerators, inverse, gammas, discounts))
+            orders.append(_Order(numerators, contexts, discounts))
         return cls(order, orders, vocabulary)
 
     @property
@@ -145,26 +151,33 @@ class KneserNeyLM:
         return context[max(len(context) - self.order + 1, 0) :] if self.order > 1 else ()
 
     def score(self, word: str, context: Sequence[str] = ()) -> float:
-        """p(word | context); a word outside the vocabulary (and `<s>`) is scored as `<UNK>`."""
+        """p(word | context); a word outside the vocabulary (and `<s>`) is scored as `<UNK>`.
+        Conditioned on `state(context)`, which gives the same probability: the interpolation
+        stops at the first suffix never seen as a context."""
         word = word if word in self.vocab else UNK
-        context = self._context(context)
+        history = self.state(context)
         probability = self._uniform
-        for k, table in enumerate(self._orders[: len(context) + 1]):
-            history = context[len(context) - k :]
-            inverse = table.inverse_totals.get(history)
-            if inverse is None:  # never seen as a context: neither is any longer one
-                break
-            numerator = table.numerators.get((*history, word), 0.0)
-            probability = numerator * inverse + table.gammas[history] * probability
+        for k, table in enumerate(self._orders[: len(history) + 1]):
+            suffix = history[len(history) - k :]
+            inverse, gamma = table.contexts[suffix]  # seen: a suffix of a seen context
+            probability = table.numerators.get((*suffix, word), 0.0) * inverse + gamma * probability
         return probability
 
     def state(self, context: Sequence[str]) -> Ngram:
         """The longest suffix of `context` (as `score` reads it) seen as a context. Every later
         probability depends on `context` only through it: a longer suffix v s never seen as a
         context stays unseen after more words (were v s w a context, v s w would be an
-        n-gram, and v s a context), so scoring never reaches it."""
-        context = self._context(context)
-        for k in range(len(context), 0, -1):
-            if context[len(context) - k :] in self._orders[k].inverse_totals:
-                return context[len(context) - k :]
-        return ()
+        n-gram, and v s a context), so scoring never reaches it. Memoised: the decoder asks
+        for the same few contexts millions of times."""
+        context = tuple(context)
+        state = self._states.get(context)
+        if state is None:
+            if len(self._states) >= STATE_MEMO_LIMIT:
+                self._states.clear()
+            reduced, state = self._context(context), ()
+            for k in range(len(reduced), 0, -1):
+                if reduced[len(reduced) - k :] in self._orders[k].contexts:
+                    state = reduced[len(reduced) - k :]
+                    break
+            self._states[context] = state
+        return state

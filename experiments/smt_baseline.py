@@ -491,6 +491,9 @@ class DecoderLanguageModel:
         self.history = model.order - 1
         # Unweighted natural-log probabilities: MERT changes `weight` between decodes.
         self._log_probabilities: dict[tuple[str, tuple[str, ...]], float] = {}
+        # A model with `state` (Kneser-Ney) is memoised on the state of the context: the same
+        # probability (`KneserNeyLM.score` conditions on it), and far more hits on 4 words.
+        self._state = getattr(model, "state", None)
         estimator = getattr(model, "estimator", None)
         gamma = getattr(estimator, "_gamma", None)  # nltk.lm.smoothing.WittenBell's (and others')
         if gamma is not None and not hasattr(gamma, "cache_info"):  # not already memoised
@@ -498,7 +501,7 @@ class DecoderLanguageModel:
 
     def log_probability(self, word: str, context: tuple[str, ...]) -> float:
         """Unweighted natural-log P(word | context), floored at 1e-300."""
-        key = (word, context)
+        key = (word, context if self._state is None else self._state(context))
         if key not in self._log_probabilities:
             probability = self.model.score(word, context)
             self._log_probabilities[key] = math.log(max(probability, 1e-300))
@@ -533,8 +536,7 @@ class DecoderLanguageModel:
         longest suffix seen as a context)."""
         words = ("<s>",) * self.history + output
         history = words[len(words) - self.history :]
-        state = getattr(self.model, "state", None)
-        return history if state is None else state(history)
+        return history if self._state is None else self._state(history)
 
     def probability_change(self, hypothesis: object, phrase: Sequence[str]) -> float:
         history = ["<s>"] * self.history + hypothesis.translation_so_far()
