@@ -22,7 +22,7 @@ references keep rare words too: they get ids its `<unk>` never matches):
    weighted log-linear score of the four;
 4. a target n-gram LM on the same training sentences (`smt.lm_smoothing`, `smt.lm_order`):
    interpolated Witten-Bell (`nltk.lm.WittenBellInterpolated`), or interpolated modified
-   Kneser-Ney as KenLM estimates it (`experiments.kneser_ney`, Moses's standard LM), its
+   Kneser-Ney as KenLM estimates it (`experiments.kneser_ney`, as Moses recommends), its
    scores memoised (nltk.lm recomputes every score from counts);
 5. stack decoding with nltk's scoring (`nltk.translate.StackDecoder`: future costs,
    histogram pruning) searched as Moses searches (`DistortionLimitedDecoder`): a
