@@ -22,12 +22,13 @@ Variants:
   session 18 (no lexical weights, no lexicalised reordering, nltk's phrase extraction):
   30.14 with MERT, 29.08 with fixed weights; nltk's own search at stack 10 had given 24.81.
 - full: all 29,000 training pairs and all 1,000 test2016 pairs (max_length 50 drops none,
-  as the NMT full), MERT on all 1,014 val pairs at stack 100 (not run yet). Measured in
-  session 18 (the machine shared by the two runs): fixed weights 33.70 BLEU, len/ref 0.980,
-  8.9 minutes wall (alignment 148 s, decoding 364 s); MERT with quick's stack-30 tuning
-  decodes (`--config.smt.tune_stack_size=30`) 33.16, len/ref 1.056, 26 minutes (tuning 1009
-  s): val 31.42 -> 34.50 in-sample, test -0.55 (p = 0.18). Before session 18's features:
-  31.13 with fixed weights; nltk's search at stack 10: 25.18.
+  as the NMT full), MERT on all 1,014 val pairs at stack 100. Measured in session 19 (the
+  machine shared with another SMT run or the test suite): 33.96 BLEU, len/ref 1.035, 68
+  minutes wall (alignment 133 s, tuning 3297 s for 6 decodes, decoding 633 s); val 33.54 ->
+  35.67 in-sample. With fixed weights: 34.74 BLEU, len/ref 0.981, 11 minutes: MERT lost
+  0.77 on test (p = 0.07; val's references run ~3% longer against their sources than
+  test2016's, experiments/README.md). Session 18's LM (Witten-Bell trigram): 33.70 with
+  fixed weights; before session 18's features 31.13; nltk's search at stack 10: 25.18.
 
 Stack 100: where the decoder (recombination, Moses's reordering constraint) stops being
 search-limited. On the first 200 val pairs (quick's system) stacks 10/30/50/100/200 gave
