@@ -987,8 +987,9 @@ def tune_weights(system: System, pairs: Sequence[dict], smt: ml_collections.Conf
 
 def reference_perplexity(language_model: DecoderLanguageModel, pairs: Sequence[dict]) -> float:
     """The target LM's perplexity on the reference translations of `pairs`: exp of the mean
-    negative log-probability per token, `</s>` included, a word unseen in training scored as
-    `<UNK>` (so open-vocabulary models compare only on the same training data)."""
+    negative log-probability per token, `</s>` included, a word outside the LM's vocabulary
+    scored as `<UNK>` (so two LMs' perplexities compare only where their vocabularies are the
+    same: not across `smt.lm_unk_cutoff` values)."""
     total = sum(language_model.sentence_log_probability(tuple(p["target"])) for p in pairs)
     return math.exp(-total / sum(len(p["target"]) + 1 for p in pairs))
 
