@@ -501,7 +501,9 @@ class DecoderLanguageModel:
 
     def log_probability(self, word: str, context: tuple[str, ...]) -> float:
         """Unweighted natural-log P(word | context), floored at 1e-300."""
-        key = (word, context if self._state is None else self._state(context))
+        if self._state is not None:  # its own state: the same probability, found once
+            context = self._state(context)
+        key = (word, context)
         if key not in self._log_probabilities:
             probability = self.model.score(word, context)
             self._log_probabilities[key] = math.log(max(probability, 1e-300))
