@@ -54,3 +54,10 @@ def test_cli_exit_status_in_a_subprocess(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "unknown dataset 'nope'" in result.stderr
+
+
+@pytest.mark.parametrize("spec", ["parallel:a.en,", "parallel:,a.de", "parallel:a,b,c"])
+def test_parallel_spec_needs_two_nonempty_paths(spec):
+    """An empty path gave "data file '' does not exist", which does not name the spec."""
+    with pytest.raises(ValueError, match=rf"'parallel:SOURCE,TARGET'.*got '{spec[9:]}'"):
+        load_dataset(spec)

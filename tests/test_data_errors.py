@@ -131,3 +131,70 @@ def test_conllu_integers_are_ascii_digits(tmp_path, words, message):
     path.write_text(_conllu(*words), encoding="utf-8")
     with pytest.raises(DataFormatError, match=message):
         list(readers.read_conllu(path))
+
+
+# A UTF-8 byte order mark (what Windows editors put first) is an encoding signature, not text.
+BOM = "\ufeff"
+WITH_BOM = {
+    "text": ("a.txt", "the cat\n", lambda p: [e["tokens"] for e in readers.read_text(p)]),
+    "text_char": (
+        "a.txt",
+        "ab\n",
+        lambda p: [e["tokens"] for e in readers.read_text(p, level="char")],
+    ),
+    "conll": (
+        "a.conll",
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n",
+        lambda p: list(readers.read_conll(p)),
+    ),
+    "conllu": ("a.conllu", "# sent_id = 1\n" + _conllu(("1", "a", "0")), readers.read_conllu),
+    "tsv": ("a.tsv", "good film\t1\n", lambda p: list(readers.read_tsv(p))),
+    "sst": ("a.txt", "(3 (2 a) (4 b))\n", lambda p: list(readers.read_sst(p))),
+    "file_text": ("a.txt", "ab\ncd", readers.read_file_text),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WITH_BOM))
+def test_a_byte_order_mark_is_not_read_as_text(tmp_path, kind):
+    """With the BOM, `read_conll` took "\\ufeff-DOCSTART-" for a token (a one-word sentence)
+    and every reader glued U+FEFF to the first token (a vocabulary entry of its own)."""
+    name, text, read = WITH_BOM[kind]
+    plain, marked = tmp_path / f"plain_{name}", tmp_path / f"bom_{name}"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_text(BOM + text, encoding="utf-8")
+    expected = read(plain)
+    if not isinstance(expected, str):
+        expected = list(expected)
+    got = read(marked)
+    assert (got if isinstance(got, str) else list(got)) == expected
+
+
+def test_a_byte_order_mark_inside_the_file_is_kept(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text(f"a\nb{BOM}c\n", encoding="utf-8")
+    assert list(readers.read_lines(path)) == [(1, "a"), (2, f"b{BOM}c")]
+
+
+@pytest.mark.parametrize("word_id", ["2.", "2-", "-2", "2-x", "2.1.1", "2..1"])
+def test_conllu_malformed_ids_are_not_skipped(tmp_path, word_id):
+    """Only `a-b` (a multiword token) and `a.b` (an empty node) lines are skipped; any other id
+    holding '-' or '.' was skipped too, so a sentence's last word was silently lost."""
+    path = tmp_path / "ids.conllu"
+    path.write_text(_conllu(("1", "a", "0"), (word_id, "b", "1")), encoding="utf-8")
+    with pytest.raises(DataFormatError, match=rf"ids.conllu:2: word id '{word_id}' should be 2"):
+        list(readers.read_conllu(path))
+
+
+def test_conllu_head_must_be_a_word_of_its_sentence(tmp_path):
+    """HEAD is 0 (the root) or the id of a word of the same sentence."""
+    path = tmp_path / "heads.conllu"
+    first, second = (
+        _conllu(("1", "a", "0"), ("2", "b", "1")),
+        _conllu(("1", "c", "2"), ("2", "d", "3")),
+    )
+    path.write_text(first + "\n" + second, encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"heads.conllu:5: HEAD 3 is not 0 or a word id 1-2"):
+        list(readers.read_conllu(path))
+    # a word may head a later word: the check waits for the sentence's end
+    path.write_text(_conllu(("1", "a", "2"), ("2", "b", "0")), encoding="utf-8")
+    assert [s["heads"] for s in readers.read_conllu(path)] == [[2, 0]]

@@ -55,3 +55,11 @@ def test_markov_corpus_and_user_text(tmp_path):
 def test_unknown_corpus_lists_the_choices():
     with pytest.raises(ValueError, match="'wikitext'.*'ptb', 'tiny_shakespeare', 'markov'"):
         lm_corpus("wikitext")
+
+
+@pytest.mark.parametrize("spec", ["text:", "text:a,b,c,d", "text:a,,c", "text:a,"])
+def test_bad_text_corpus_spec_is_named(spec):
+    """Four paths raised TypeError from text_lm's signature; an empty path, "data file ''
+    does not exist": neither named the spec."""
+    with pytest.raises(ValueError, match=rf"'{spec}' is not text:TRAIN\[,VALID\[,TEST\]\]"):
+        lm_corpus(spec)

@@ -75,6 +75,24 @@ def test_classification_and_tagging_targets():
         encode_split(tag, "dev", vocabs)
 
 
+def test_a_tag_unseen_in_training_names_split_and_example():
+    tag = TextDataset(
+        "t",
+        "tagging",
+        {
+            "train": [{"tokens": ["EU"], "tags": ["B-ORG"]}],
+            "valid": [{"tokens": ["a"], "tags": ["B-ORG"]}, {"tokens": ["b"], "tags": ["B-PER"]}],
+        },
+    )
+    vocabs = build_vocabs(tag)
+    with pytest.raises(
+        ValueError, match=r"'t' split 'valid', example 1 \(0-based\): token 'B-PER'"
+    ):
+        encode_split(tag, "valid", vocabs)
+    with pytest.raises(ValueError, match="no per-example encoding"):
+        encode_split(TextDataset("c", "char_language_modeling", tag.splits), "train", vocabs)
+
+
 def test_empty_split_is_an_error():
     with pytest.raises(ValueError, match="split 'valid' is empty"):
         TextDataset("t", "tagging", {"train": [{"tokens": ["a"], "tags": ["O"]}], "valid": []})

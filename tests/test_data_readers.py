@@ -149,3 +149,29 @@ def test_missing_file_and_empty_split(tmp_path):
     blank = _write(tmp_path / "blank.conll", "\n\n-DOCSTART- -X- O\n\n")
     with pytest.raises(DataFormatError, match="empty split"):
         list(readers.read_conll(blank))
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ("(3 (2 a) b)", "not a leaf"),  # a bare word beside a subtree: "(2 b)" lost its "(2 "
+        ("(3 a (2 b))", "not a leaf"),  # a word before a subtree
+        ("(3 (2 a) (1))", "no children"),  # a node with a label and nothing else
+        ("(3 (2 a) ())", r"label '\)'"),
+    ],
+)
+def test_sst_tree_nodes_are_a_leaf_or_subtrees(bad, reason):
+    """A node is `(LABEL word)` or `(LABEL subtree...)`; the parser took a bare word beside a
+    subtree as one more leaf, and an empty node as nothing, so these lines were read."""
+    with pytest.raises(ValueError, match=reason):
+        parse_sst_tree(bad)
+
+
+def test_tsv_label_is_not_a_class_of_its_own_for_surrounding_spaces(tmp_path):
+    """ "1 " (a trailing space) was a label apart from "1", a class of its own, and a label of
+    spaces only was read as a label."""
+    path = _write(tmp_path / "a.tsv", "good film\t1\nfine\t1 \nbad\t 0\r\n")
+    assert [e["label"] for e in readers.read_tsv(path)] == ["1", "1", "0"]
+    blank = _write(tmp_path / "b.tsv", "good film\t1\nno label\t \n")
+    with pytest.raises(DataFormatError, match=r"b.tsv:2: expected a non-empty text"):
+        list(readers.read_tsv(blank))

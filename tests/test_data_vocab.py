@@ -1,6 +1,7 @@
 """Vocabulary and tokenisation: ids by frequency, specials, OOV, save/load round trip."""
 
 import collections
+import os
 
 import numpy as np
 import pytest
@@ -61,6 +62,21 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.encode(["ß", "x"]), vocab.encode(["ß", "x"]))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         Vocabulary.load(tmp_path / "missing.json")
+
+
+def test_save_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "vocab.json"
+    old = Vocabulary.build([["a"]], min_freq=1)
+    old.save(path)
+
+    def interrupted(src, dst):
+        raise OSError("interrupted before the rename")
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(OSError, match="interrupted"):
+        Vocabulary.build([["é", "ß"]], min_freq=1).save(path)
+    assert Vocabulary.load(path) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vocab.json"]
 
 
 def test_bad_arguments_name_the_value():

@@ -103,5 +103,11 @@ def lm_corpus(name: str, data_root: PathLike | None = None) -> LMCorpus:
     if name == "markov":
         return markov_lm(MarkovLanguage())
     if name.startswith("text:"):
-        return text_lm(*name[len("text:") :].split(","))
+        paths = name[len("text:") :].split(",")
+        if len(paths) > 3 or not all(paths):
+            raise ValueError(
+                f"language-model corpus {name!r} is not text:TRAIN[,VALID[,TEST]] (one to three "
+                "non-empty paths, comma-separated)"
+            )
+        return text_lm(*paths)
     raise ValueError(f"unknown language-model corpus {name!r}; choose from {list(LM_CORPORA)}")

@@ -46,54 +46,66 @@ def build_vocabs(
     return vocabs
 
 
+_ENCODED_TASKS = ("language_modeling", "tagging", "classification", "translation")
+
+
 def encode_split(
     dataset: TextDataset, split: str, vocabs: dict[str, Vocabulary]
 ) -> list[dict[str, np.ndarray]]:
-    """Id examples of one split (see the module docstring for each task's fields)."""
+    """Id examples of one split (see the module docstring for each task's fields).
+
+    A token, tag or label that a closed vocabulary (`unk=None`) lacks raises ValueError naming
+    the dataset, the split and the example's index in it.
+    """
     task = dataset.task
     if split not in dataset.splits:
         raise ValueError(f"split={split!r}; {dataset.name!r} has {list(dataset.splits)}")
+    if task not in _ENCODED_TASKS:
+        raise ValueError(
+            f"task={task!r} has no per-example encoding; use stream_ids for character LMs"
+        )
     examples = dataset.splits[split]
     words = vocabs[dataset.token_field]
     out = []
-    for example in examples:
-        if task == "language_modeling":
-            ids = words.encode(example["tokens"])
-            out.append(
-                {
-                    "inputs": np.concatenate([[words.eos_id], ids[:-1]]).astype(np.int32),
-                    "targets": ids,
-                }
-            )
-        elif task == "tagging":
-            out.append(
-                {
-                    "inputs": words.encode(example["tokens"]),
-                    "targets": vocabs["tags"].encode(example["tags"]),
-                }
-            )
-        elif task == "classification":
-            out.append(
-                {
-                    "inputs": words.encode(example["tokens"]),
-                    "targets": np.int32(vocabs["label"].encode([str(example["label"])])[0]),
-                }
-            )
-        elif task == "translation":
-            target = vocabs["target"]
-            ids = target.encode(example["target"])
-            out.append(
-                {
-                    "source": words.encode(example["source"]),
-                    "target_inputs": np.concatenate([[target.bos_id], ids]).astype(np.int32),
-                    "targets": np.concatenate([ids, [target.eos_id]]).astype(np.int32),
-                }
-            )
-        else:
+    for index, example in enumerate(examples):
+        try:
+            out.append(_encode_example(task, example, words, vocabs))
+        except ValueError as error:
             raise ValueError(
-                f"task={task!r} has no per-example encoding; use stream_ids for character LMs"
-            )
+                f"{dataset.name!r} split {split!r}, example {index} (0-based): {error}"
+            ) from error
     return out
+
+
+def _encode_example(
+    task: str, example: dict, words: Vocabulary, vocabs: dict[str, Vocabulary]
+) -> dict[str, np.ndarray]:
+    """The id arrays of one example of `task` (see `encode_split`)."""
+    if task == "language_modeling":
+        ids = words.encode(example["tokens"])
+        return {
+            "inputs": np.concatenate([[words.eos_id], ids[:-1]]).astype(np.int32),
+            "targets": ids,
+        }
+    if task == "tagging":
+        return {
+            "inputs": words.encode(example["tokens"]),
+            "targets": vocabs["tags"].encode(example["tags"]),
+        }
+    if task == "classification":
+        return {
+            "inputs": words.encode(example["tokens"]),
+            "targets": np.int32(vocabs["label"].encode([str(example["label"])])[0]),
+        }
+    if task == "translation":
+        target = vocabs["target"]
+        ids = target.encode(example["target"])
+        return {
+            "source": words.encode(example["source"]),
+            "target_inputs": np.concatenate([[target.bos_id], ids]).astype(np.int32),
+            "targets": np.concatenate([ids, [target.eos_id]]).astype(np.int32),
+        }
+    raise ValueError(f"task={task!r} has no per-example encoding; use stream_ids for character LMs")
 
 
 def singleton_ids(examples: list[dict], vocab_size: int, field: str = "inputs") -> np.ndarray:

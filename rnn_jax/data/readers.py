@@ -15,7 +15,8 @@ time as a dict of Python lists/strings, so a corpus never has to fit in memory t
 `read_conllu` also gives "lemmas", "heads" (int) and "deprels". Parsing is strict: a
 malformed line raises `DataFormatError` (a `ValueError`) whose message starts with
 `file:line:`; bytes that are not UTF-8 raise it too, naming file:line and the bytes; a
-missing file raises `FileNotFoundError` naming it; a file that yields no example raises
+missing file raises `FileNotFoundError` naming it; a UTF-8 byte order mark that opens a file is
+dropped (it is an encoding signature, not text); a file that yields no example raises
 `DataFormatError` ("empty split"), because an empty split silently trains or evaluates on
 nothing. `read_lines` and `read_file_text` are the one place files are decoded.
 """
@@ -45,17 +46,22 @@ def _check_file(path: PathLike) -> None:
 # bad bytes together with their line number (a strict decoder reports only an offset into its
 # read buffer).
 _UNDECODABLE = re.compile("[\udc80-\udcff]+")
+_BYTE_ORDER_MARK = "\ufeff"
 
 
 def read_lines(path: PathLike, keepends: bool = False) -> Iterator[tuple[int, str]]:
     """Yields `(line_number, line)` (1-based) of a UTF-8 file.
 
     Lines end at "\\n", "\\r\\n" or "\\r"; the ending is dropped unless `keepends`. Bytes that are
-    not UTF-8 raise `DataFormatError` naming file:line, the bytes and their column.
+    not UTF-8 raise `DataFormatError` naming file:line, the bytes and their column. A UTF-8 byte
+    order mark (U+FEFF) that opens the file is an encoding signature (Windows editors write
+    one), not text, and is dropped; one elsewhere is kept.
     """
     _check_file(path)
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         for number, line in enumerate(f, start=1):
+            if number == 1:
+                line = line.removeprefix(_BYTE_ORDER_MARK)
             bad = _UNDECODABLE.search(line)
             if bad is not None:
                 raw = line.encode("utf-8", "surrogateescape")
@@ -106,6 +112,8 @@ def read_text(path: PathLike, level: str = "word", eos: str | None = None) -> It
 
 # ASCII digits only: str.isdigit() and int() also take other scripts' digits ("\u00b9", "\u0663").
 _INTEGER = re.compile("[0-9]+")
+# Multiword tokens `a-b` and empty nodes `a.b`: lines that are not syntactic words.
+_SKIPPED_ID = re.compile("[0-9]+(-[0-9]+|[.][0-9]+)")
 _CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 
@@ -113,19 +121,21 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
     """CoNLL-U sentences (https://universaldependencies.org/format.html).
 
     Yields `{"tokens", "lemmas", "upos", "xpos", "heads", "deprels"}` over the syntactic words:
-    multiword-token lines (`1-2`) and empty nodes (`8.1`) are skipped, as taggers and parsers
-    use the words. Word ids must run 1, 2, 3, ... within a sentence; heads must be integers.
+    multiword-token lines (ids `a-b`, e.g. `1-2`) and empty nodes (`a.b`, e.g. `8.1`) are
+    skipped, as taggers and parsers use the words. Word ids must run 1, 2, 3, ... within a
+    sentence; a head must be 0 or the id of a word of the sentence.
     """
     _check_file(path)
 
     def sentences() -> Iterator[dict]:
         words: list[list[str]] = []
+        numbers: list[int] = []  # the line number of each word
         for number, line in read_lines(path):
             where = f"{os.fspath(path)}:{number}"
             if not line.strip():
                 if words:
-                    yield _conllu_sentence(words)
-                    words = []
+                    yield _conllu_sentence(words, numbers, path)
+                    words, numbers = [], []
                 continue
             if line.startswith("#"):
                 continue
@@ -136,7 +146,7 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
                     f"{line[:80]!r}"
                 )
             word_id = fields[0]
-            if "-" in word_id or "." in word_id:
+            if _SKIPPED_ID.fullmatch(word_id):
                 continue
             if not _INTEGER.fullmatch(word_id) or int(word_id) != len(words) + 1:
                 raise DataFormatError(
@@ -146,20 +156,28 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
             if not _INTEGER.fullmatch(fields[6]):
                 raise DataFormatError(f"{where}: HEAD {fields[6]!r} is not an integer")
             words.append(fields)
+            numbers.append(number)
         if words:
-            yield _conllu_sentence(words)
+            yield _conllu_sentence(words, numbers, path)
 
     return _nonempty(sentences(), path)
 
 
-def _conllu_sentence(words: list[list[str]]) -> dict:
+def _conllu_sentence(words: list[list[str]], numbers: list[int], path: PathLike) -> dict:
     column = {name: [w[i] for w in words] for i, name in enumerate(_CONLLU_COLUMNS)}
+    heads = [int(h) for h in column["head"]]
+    for head, number in zip(heads, numbers, strict=True):
+        if head > len(words):
+            raise DataFormatError(
+                f"{os.fspath(path)}:{number}: HEAD {head} is not 0 or a word id 1-{len(words)} "
+                "of its sentence"
+            )
     return {
         "tokens": column["form"],
         "lemmas": column["lemma"],
         "upos": column["upos"],
         "xpos": column["xpos"],
-        "heads": [int(h) for h in column["head"]],
+        "heads": heads,
         "deprels": column["deprel"],
     }
 
@@ -277,13 +295,15 @@ def read_tsv(
             if header and number == 1:
                 continue
             fields = line.split("\t")
-            if len(fields) < needed or not fields[text_column].strip() or not fields[label_column]:
+            # The label without surrounding whitespace: "1 " is no class apart from "1".
+            label = fields[label_column].strip() if len(fields) >= needed else ""
+            if len(fields) < needed or not fields[text_column].strip() or not label:
                 raise DataFormatError(
                     f"{os.fspath(path)}:{number}: expected a non-empty text in field "
                     f"{text_column} and a label in field {label_column} (tab-separated), "
                     f"found {len(fields)} fields: {line[:80]!r}"
                 )
-            yield {"tokens": tokenize(fields[text_column]), "label": fields[label_column]}
+            yield {"tokens": tokenize(fields[text_column]), "label": label}
 
     return _nonempty(rows(), path)
 
@@ -294,37 +314,48 @@ _TREE_TOKEN = re.compile(r"\(|\)|[^ ()]+")
 def parse_sst_tree(line: str) -> tuple[int, list[str]]:
     """`(3 (2 a) (4 b))` -> `(3, ["a", "b"])`: the root label and the leaf words.
 
-    Every node is `(LABEL CHILD...)` with an integer label 0-4; a leaf is `(LABEL word)`.
+    Every node is `(LABEL CHILD...)` with an integer label 0-4 and one or more children, all
+    nodes; a leaf is `(LABEL word)`, a word being a node's only child.
     Raises ValueError (no location; `read_sst` adds file:line) when the tree is malformed.
     """
     tokens = _TREE_TOKEN.findall(line)
     leaves: list[str] = []
-    depth = 0
+    children: list[int] = []  # per open node, outermost first: its children so far
     position = 0
     root_label = None
     while position < len(tokens):
         token = tokens[position]
         if token == "(":
-            if depth == 0 and root_label is not None:
+            if not children and root_label is not None:
                 raise ValueError("more than one tree on the line")
             label = tokens[position + 1] if position + 1 < len(tokens) else ""
             if label not in ("0", "1", "2", "3", "4"):
                 raise ValueError(f"node label {label!r} is not an integer 0-4")
             if root_label is None:
                 root_label = int(label)
-            depth += 1
+            if children:
+                children[-1] += 1
+            children.append(0)
             position += 2
         elif token == ")":
-            depth -= 1
-            if depth < 0:
+            if not children:
                 raise ValueError("unbalanced ')'")
+            if children.pop() == 0:
+                raise ValueError("a node has no children: '(label)'")
             position += 1
         else:
-            if position + 1 >= len(tokens) or tokens[position + 1] != ")":
+            # A word is the first and only child of its node: `(label word)`.
+            if (
+                not children
+                or children[-1] != 0
+                or position + 1 >= len(tokens)
+                or tokens[position + 1] != ")"
+            ):
                 raise ValueError(f"word {token!r} is not a leaf '(label word)'")
+            children[-1] += 1
             leaves.append(token)
             position += 1
-    if depth != 0 or root_label is None:
+    if children or root_label is None:
         raise ValueError("unbalanced '(' or no tree")
     if not leaves:
         raise ValueError("tree has no words")

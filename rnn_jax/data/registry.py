@@ -170,8 +170,10 @@ USER_KINDS: dict[str, tuple[str, Callable[[str], object]]] = {
 
 def _two_paths(spec: str) -> tuple[str, str]:
     parts = spec.split(",")
-    if len(parts) != 2:
-        raise ValueError(f"parallel data needs 'parallel:SOURCE,TARGET' (two paths), got {spec!r}")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(
+            f"parallel data needs 'parallel:SOURCE,TARGET' (two non-empty paths), got {spec!r}"
+        )
     return parts[0], parts[1]
 
 

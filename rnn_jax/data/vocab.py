@@ -186,9 +186,18 @@ class Vocabulary:
         return cls(tuple(d["tokens"]), *(d[r] for r in SPECIAL_ROLES), int(d["num_specials"]))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the vocabulary as JSON (UTF-8)."""
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False)
+        """Writes the vocabulary as JSON (UTF-8), atomically: a temporary file beside `path` is
+        renamed over it, so a reader (or a crash mid-write) sees the old file or the whole new
+        one."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False)
+        tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
