@@ -51,6 +51,9 @@ SELECTION_PREFIXES = ("grid.",)
 # The largest finite float32: a learning rate above it is inf in the float32 update.
 _FLOAT32_MAX = 3.4028234663852886e38
 
+# jax.random.PRNGKey keeps a seed's low 32 bits (without jax_enable_x64): seed 2**32 is seed 0.
+_SEED_MAX = 2**32 - 1
+
 # A rule checks one value and returns a description of what is allowed when it is not.
 Rule = Callable[[Any], str | None]
 Rules = Mapping[str, Rule]
@@ -170,6 +173,16 @@ def probability(value: Any) -> str | None:
     return None if is_finite_number(value) and 0 <= value < 1 else "a number in [0, 1)"
 
 
+def open_fraction(value: Any) -> str | None:
+    """A factor strictly between 0 and 1 (reduce-on-plateau's `factor`)."""
+    return None if is_finite_number(value) and 0 < value < 1 else "a number in (0, 1)"
+
+
+def positive_fraction(value: Any) -> str | None:
+    """In (0, 1] (reduce-on-plateau's relative tolerance)."""
+    return None if is_finite_number(value) and 0 < value <= 1 else "a number in (0, 1]"
+
+
 def positive_float32(value: Any) -> str | None:
     """> 0 and finite in float32 (1e300 passes `positive` but is inf on the device)."""
     ok = is_finite_number(value) and 0 < value <= _FLOAT32_MAX
@@ -202,7 +215,7 @@ PROCESS_RULES: Rules = {"malloc": one_of(*allocator.MODES)}
 
 # Checked for experiments that train (`validate(..., trains=True)`, the default).
 TRAINING_RULES: Rules = {
-    "seed": non_negative,
+    "seed": in_range(0, _SEED_MAX),
     "num_seeds": positive,
     "model.hidden_size": positive,
     "train.num_steps": positive,
@@ -234,10 +247,13 @@ TRAINING_RULES: Rules = {
     "schedule.decay_every_steps": positive,
     "schedule.decay_rate": positive,
     "schedule.end_value": non_negative,
-    "schedule.plateau_factor": probability,
-    "schedule.plateau_patience": non_negative,
+    # optax.contrib.reduce_on_plateau refuses a factor outside (0, 1) and an rtol outside
+    # (0, 1] (its atol is 0); it cuts the rate when the windows without improvement, counted
+    # from 1, equal `patience`: with 0 it would cut at every improvement instead.
+    "schedule.plateau_factor": open_fraction,
+    "schedule.plateau_patience": int_at_least(1),
     "schedule.plateau_accumulation_steps": positive,
-    "schedule.plateau_rtol": non_negative,
+    "schedule.plateau_rtol": positive_fraction,
 }
 
 
@@ -268,6 +284,12 @@ def validate(
         allowed = rule(value)
         if allowed is not None:
             problems.append(f"{key}={value!r}: must be {allowed}")
+    if trains and not problems and config.seed + config.num_seeds - 1 > _SEED_MAX:
+        problems.append(
+            f"seed={config.seed!r} with num_seeds={config.num_seeds!r}: the replicas' seeds "
+            f"seed..seed+num_seeds-1 must be <= {_SEED_MAX} (a PRNG key keeps 32 bits: larger "
+            "seeds repeat smaller ones)"
+        )
     if (
         trains
         and not problems
@@ -278,6 +300,14 @@ def validate(
             f"optimizer.decoupled_weight_decay={config.optimizer.decoupled_weight_decay!r} with "
             f"optimizer.name={config.optimizer.name!r}: decoupled decay needs 'adamw' "
             "(use optimizer.weight_decay for coupled L2)"
+        )
+    if trains and not problems and config.train.num_steps % config.train.grad_accum_steps:
+        problems.append(
+            f"train.grad_accum_steps={config.train.grad_accum_steps!r}: must divide "
+            f"train.num_steps={config.train.num_steps!r} (the optimiser updates once every "
+            "train.grad_accum_steps steps, so the steps after the last whole group would be "
+            "computed and never applied; with more accumulation steps than steps, no update at "
+            "all)"
         )
     if trains and not problems:
         updates = config.train.num_steps // config.train.grad_accum_steps

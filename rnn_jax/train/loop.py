@@ -81,13 +81,7 @@ def train_and_evaluate(
     n = config.num_seeds
     mesh, state, train_step, eval_step = build_steps(config, task)
     _check_best_metric(config, task, state, eval_step)
-    if primary:  # only now: a config error above leaves no run directory behind
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        for name, content in task.artifacts().items():
-            metrics.write_json_atomic(workdir / name, content)
     checkpointer = Checkpointer(workdir, config.train.max_to_keep)
-    data = task.train_data()
     loop = {
         "window": {},
         "window_steps": 0,
@@ -96,6 +90,7 @@ def train_and_evaluate(
         "bad_evals": 0,
         "consecutive_nonfinite": 0,
         "last_train": None,
+        "evaluated_step": None,  # the step of the last evaluation
     }
     restored = checkpointer.restore(abstract_like(state))
     start = 0
@@ -103,12 +98,29 @@ def train_and_evaluate(
     if restored is not None:
         state, loop = restored
         start = checkpointer.latest_step()
-        data.load_state_dict(loop.pop("data"))
-        logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+        # Checkpoints written before the key existed: taken as evaluated (as they were read).
+        loop.setdefault("evaluated_step", start)
+        if config.train.num_steps < start:
+            checkpointer.close()
+            raise config_lib.ConfigError(
+                f"train.num_steps={config.train.num_steps}: the newest checkpoint in "
+                f"{workdir / 'checkpoints'} is of step {start}, and a run cannot be shortened "
+                f"to before it; use train.num_steps >= {start} or a new --workdir"
+            )
         if _patience_exhausted(loop, config):
             # The run stopped early here (its last checkpoint is the stopping step) and ended
             # before results.json: finish it, do not train on past the stop.
             end = start
+    if primary:  # only now: a config error above leaves the run directory as it was
+        workdir.mkdir(parents=True, exist_ok=True)
+        # Atomic: a resume rewrites it, and a torn config.json makes the run unresumable.
+        metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
+        for name, content in task.artifacts().items():
+            metrics.write_json_atomic(workdir / name, content)
+    data = task.train_data()
+    if restored is not None:
+        data.load_state_dict(loop.pop("data"))
+        logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
 
     writer = metrics.MetricsWriter(workdir, enabled=primary)
     progress = metrics.Progress(config.train.num_steps, start)
@@ -146,9 +158,39 @@ def train_and_evaluate(
         if primary:
             progress.log(step, logged["train_loss"], tokens_seen)
 
+    def bookkeeping(step: int, *, log: bool, evaluate: bool, checkpoint: bool) -> bool:
+        """Log, evaluate and save after `step` as asked; True when early stopping ends the run."""
+        stopped_early = False
+        if log:
+            log_window(step)
+        if evaluate:
+            drain(step)
+            scores = _evaluate(task, task.eval_splits, state, eval_step, mesh, n)
+            loop["evaluated_step"] = step
+            writer.write(step, _mean_over_replicas(scores))
+            improved, stopped_early = _track_best(loop, step, scores, config, n)
+            if improved and config.train.keep_best:
+                save(step, best=True)
+            if stopped_early and not log:
+                # the steps since the last log are the run's last: their window is its
+                # final train_loss (none at all when it stops before the first log)
+                log_window(step)
+        if checkpoint or stopped_early:
+            drain(step)
+            save(step)
+        return stopped_early
+
     step = start
     stopped_early = False
     try:
+        if restored is not None and start == end:
+            # The newest checkpoint is the run's last step, but it may have been written as an
+            # ordinary step (train.num_steps lowered to it on resume): do what the last step
+            # does and that checkpoint's run did not, so that the results equal a run of
+            # this length.
+            log, evaluate = bool(loop["window"]), loop["evaluated_step"] != start
+            if log or evaluate:
+                bookkeeping(start, log=log, evaluate=evaluate, checkpoint=False)
         for step in range(start + 1, end + 1):
             batch = next(batches)
             tokens_seen += task.tokens_in(batch)
@@ -164,23 +206,12 @@ def train_and_evaluate(
                 t_first = time.perf_counter()
                 t_compile = t_first - t_start
             last = step == config.train.num_steps
-            logged_now = step % config.train.log_every == 0 or last
-            if logged_now:
-                log_window(step)
-            if step % config.train.eval_every == 0 or last:
-                drain(step)
-                scores = _evaluate(task, task.eval_splits, state, eval_step, mesh, n)
-                writer.write(step, _mean_over_replicas(scores))
-                improved, stopped_early = _track_best(loop, step, scores, config, n)
-                if improved and config.train.keep_best:
-                    save(step, best=True)
-                if stopped_early and not logged_now:
-                    # the steps since the last log are the run's last: their window is its
-                    # final train_loss (none at all when it stops before the first log)
-                    log_window(step)
-            if step % config.train.checkpoint_every == 0 or last or stopped_early:
-                drain(step)
-                save(step)
+            stopped_early = bookkeeping(
+                step,
+                log=step % config.train.log_every == 0 or last,
+                evaluate=step % config.train.eval_every == 0 or last,
+                checkpoint=step % config.train.checkpoint_every == 0 or last,
+            )
             if distributed.any_process(stop.requested):
                 drain(step)
                 save(step)

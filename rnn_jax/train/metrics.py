@@ -191,11 +191,15 @@ def write_text_atomic(path: str | pathlib.Path, text: str) -> None:
     that readers (and a crash) see either the old file or the whole new one."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal: leave no half-written temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def provenance() -> dict[str, Any]:

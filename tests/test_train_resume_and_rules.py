@@ -1,0 +1,177 @@
+"""Review tests of the training runtime: a resume that lowers `train.num_steps` to (or below)
+the newest checkpoint, and config values that validated but could not work (reduce-on-plateau
+settings optax refuses or inverts, seeds that alias in a 32-bit PRNG key)."""
+
+import json
+
+import pytest
+
+from rnn_jax.train import config as cfg
+from rnn_jax.train import optim, train_and_evaluate
+from tests.test_train_loop import Regression, Stream, _config
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashingStream(Stream):
+    """The regression stream that raises before yielding batch `crash_at` (1-based step)."""
+
+    def __init__(self, crash_at):
+        super().__init__()
+        self.crash_at, self.served = crash_at, 0
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            self.served += 1
+            if self.served == self.crash_at:
+                raise _Crash
+            yield batch
+
+
+class _CrashingRegression(Regression):
+    def __init__(self, crash_at):
+        super().__init__()
+        self.crash_at = crash_at
+
+    def train_data(self):
+        return _CrashingStream(self.crash_at)
+
+
+def _crash_after_step_12(workdir, **overrides):
+    # 20 steps planned, checkpoints every 4: the run dies at step 13 with step 12 saved
+    # (evaluated at 5 and 10 only; its log window holds steps 11 and 12).
+    config = _config(train__checkpoint_every=4, **overrides)
+    with pytest.raises(_Crash):
+        train_and_evaluate(config, workdir, _CrashingRegression(crash_at=13))
+
+
+@pytest.mark.parametrize("log_every", [5, 20])
+def test_resume_with_num_steps_lowered_to_the_checkpoint_equals_a_run_of_that_length(
+    tmp_path, log_every
+):
+    # `train.num_steps` may change on resume. Lowered to the newest checkpoint's step, the
+    # run used to end without its last step's log and evaluation: another train_loss,
+    # best_step and valid_loss than a 12-step run (log_every=5), or a TypeError building
+    # `final` when nothing had been logged yet (log_every=20).
+    _crash_after_step_12(tmp_path / "run", train__log_every=log_every)
+    short = _config(train__checkpoint_every=4, train__num_steps=12, train__log_every=log_every)
+    reference = train_and_evaluate(short, tmp_path / "reference", Regression())["final"]
+    results = train_and_evaluate(short, tmp_path / "run", Regression())
+    assert results["timing"]["steps_run"] == 0
+    assert results["final"] == reference
+    assert reference["step"] == reference["best_step"] == 12
+
+
+def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):
+    # It used to "finish" at step 12 of a 10-step run and overwrite config.json with a
+    # num_steps its checkpoints had already passed.
+    _crash_after_step_12(tmp_path)
+    saved = (tmp_path / "config.json").read_text()
+    with pytest.raises(cfg.ConfigError, match=r"train.num_steps=10: .* step 12"):
+        train_and_evaluate(_config(train__num_steps=10), tmp_path, Regression())
+    assert (tmp_path / "config.json").read_text() == saved
+    assert not (tmp_path / "results.json").exists()
+    assert json.loads(saved)["train"]["num_steps"] == 20
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        # optax.contrib.reduce_on_plateau compares the windows without improvement with
+        # `patience` after counting one: patience 0 never cuts on a plateau and instead cuts
+        # the rate at every improvement.
+        ("plateau_patience", 0, "an integer >= 1"),
+        # optax refuses these when it builds the optimiser (a traceback, exit 1).
+        ("plateau_factor", 0.0, "a number in (0, 1)"),
+        ("plateau_rtol", 0.0, "a number in (0, 1]"),
+        ("plateau_rtol", 2.0, "a number in (0, 1]"),
+    ],
+)
+def test_plateau_values_optax_refuses_or_inverts_are_config_errors(key, value, allowed):
+    config = _config()
+    config.schedule.name = "plateau"
+    config.schedule[key] = value
+    with pytest.raises(ValueError) as info:
+        cfg.validate(config)
+    assert f"schedule.{key}={value!r}: must be {allowed}" in str(info.value)
+
+
+def test_allowed_plateau_values_build():
+    config = _config(
+        schedule__name="plateau",
+        schedule__plateau_patience=1,
+        schedule__plateau_factor=0.1,
+        schedule__plateau_rtol=1.0,
+    )
+    optim.build_optimizer(config)
+
+
+@pytest.mark.parametrize("seed, num_seeds", [(2**32, 1), (2**32 - 1, 2), (2**63, 1)])
+def test_seeds_beyond_32_bits_are_config_errors(seed, num_seeds):
+    # jax.random.PRNGKey keeps a seed's low 32 bits: seed 2**32 trained exactly seed 0's run
+    # (replica seed+i likewise), and 2**63 failed with an OverflowError inside jax.
+    config = _config()
+    config.seed, config.num_seeds = seed, num_seeds
+    with pytest.raises(ValueError, match=r"seed="):
+        cfg.validate(config)
+
+
+def test_the_largest_seed_is_its_own():
+    import jax
+    import numpy as np
+
+    from rnn_jax.train import seeds
+
+    config = _config()
+    config.seed, config.num_seeds = 2**32 - 2, 2
+    cfg.validate(config)
+    keys = np.asarray(seeds.base_keys(config.seed, config.num_seeds))
+    assert len({tuple(k) for k in keys} | {tuple(np.asarray(jax.random.PRNGKey(0)))}) == 3
+
+
+def test_a_config_json_write_that_fails_midway_keeps_the_old_one(tmp_path, monkeypatch):
+    # A resumed run rewrites config.json. With the disk full halfway through, a plain write
+    # left half a JSON file, and every later resume was refused ("cannot read the config this
+    # run directory's checkpoints were written with").
+    import builtins
+    import errno
+    import io
+
+    _crash_after_step_12(tmp_path)
+    saved = (tmp_path / "config.json").read_text()
+    real_open = io.open
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "config.json" in str(file) and "w" in mode:
+            write = f.write
+
+            def half_then_enospc(text):
+                write(text[: len(text) // 2])
+                f.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            f.write = half_then_enospc
+        return f
+
+    monkeypatch.setattr(io, "open", full_disk_open)
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    with pytest.raises(OSError, match="No space left"):
+        train_and_evaluate(_config(train__checkpoint_every=4), tmp_path, Regression())
+    monkeypatch.undo()
+    assert (tmp_path / "config.json").read_text() == saved
+    assert not list(tmp_path.glob(".config.json.tmp-*"))  # nor a half-written temporary
+    cfg.check_resumable(tmp_path, _config(train__checkpoint_every=4))  # still resumable
+
+
+def test_accumulation_steps_that_do_not_divide_the_steps_are_a_config_error(tmp_path):
+    # optax.MultiSteps updates once every k micro-batches: with k > train.num_steps the run
+    # trained nothing and reported its initial model as trained; with 20 steps and k = 3 the
+    # last two steps' gradients were computed and never applied.
+    for k in (30, 3):
+        with pytest.raises(ValueError, match=rf"train.grad_accum_steps={k}: must divide train.num"):
+            _config(train__num_steps=20, train__grad_accum_steps=k)
+    _config(train__num_steps=20, train__grad_accum_steps=20)
+    _config(train__num_steps=20, train__grad_accum_steps=4)
