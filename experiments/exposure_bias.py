@@ -36,8 +36,9 @@ from rnn_jax.data.lm_corpus import lm_corpus
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.scheduled_sampling import choose_decoder_inputs, teacher_forcing_schedule
-from rnn_jax.train.config import ConfigError, in_range, one_of, positive
+from rnn_jax.train.config import ConfigError, in_range, int_at_least, one_of, positive
 from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.metrics import write_text_atomic
 from rnn_jax.train.task import Task
 
 REGIMES = ("teacher_forcing", "linear", "exponential", "inverse_sigmoid", "free_running")
@@ -52,6 +53,11 @@ RULES = {
     "data.real_window": positive,
     "data.prefix": positive,
     "data.eval_batches": positive,
+    # MarkovLanguage's own limits, checked here so that the key is named (and a sweep point
+    # is refused before any run) instead of a traceback from the library
+    "data.markov_vocab_size": int_at_least(2),
+    "data.markov_order": int_at_least(1),
+    "data.markov_concentration": positive,
     "schedule_sampling.final_teacher_forcing": in_range(0.0, 1.0),
     **translation.RULES,
 }
@@ -151,7 +157,7 @@ class ExposureBiasTask(Task):
             self.vocab_size = len(self.corpus.vocab.tokens)
             self.window, self.hidden = data.real_window, config.model.real_hidden_size
         if not 0 < data.prefix < self.window:
-            raise ValueError(f"data.prefix={data.prefix}: must be in 1..{self.window - 1}")
+            raise ConfigError(f"data.prefix={data.prefix}: must be in 1..{self.window - 1}")
         if self.language is not None and data.prefix < self.language.order:
             # the true process scores a generated token from the `order` tokens before it;
             # with a shorter prefix the first generated positions would have no context
@@ -412,14 +418,15 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     }
     final.update({name: translation_report.final_metrics(s) for name, s in mt.items()})
     extra = {"points": summaries, "true_process": reference}
-    grid.write_results(workdir, final, {**extra, "timing": {"wall_s": time.perf_counter() - start}})
+    # the tables and plots before results.json, the "done" marker (grid.write_grid_outputs)
     if lm:
-        (workdir / "exposure_bias.md").write_text(report_markdown(lm, reference))
+        write_text_atomic(workdir / "exposure_bias.md", report_markdown(lm, reference))
         plot_gaps(lm, workdir / "free_running_gap.png")
     if any(s["entropy_rate"] for s in lm.values()):
         plot_true_nll(lm, workdir / "true_process_nll.png")
     if mt:
         translation_report.write_report(config, mt, workdir)
+    grid.write_results(workdir, final, {**extra, "timing": {"wall_s": time.perf_counter() - start}})
     return final
 
 

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from experiments import grid
+from rnn_jax.train.metrics import write_text_atomic
 
 PUBLISHED = (
     "Published Multi30k en-de RNN+attention systems reach about 35-37 BLEU on test2016 "
@@ -142,7 +143,7 @@ def write_report(
     config: ml_collections.ConfigDict, summaries: dict[str, dict], workdir: pathlib.Path
 ) -> None:
     """W/translation_bleu.md and W/translation_bleu.png."""
-    (workdir / "translation_bleu.md").write_text(report_markdown(config, summaries))
+    write_text_atomic(workdir / "translation_bleu.md", report_markdown(config, summaries))
     plot_bleu(summaries, workdir / "translation_bleu.png")
 
 

@@ -54,7 +54,16 @@ def split_axis(
             raise config_lib.ConfigError(
                 f"{name}={text!r}: unknown {bad}; allowed: {', '.join(allowed)}"
             )
+    check_distinct(name, text, values)
     return values
+
+
+def check_distinct(name: str, text: object, values: Sequence[Any]) -> None:
+    """ConfigError when a grid axis lists a value twice ("lstm,lstm", "10,010"): the point
+    would be counted twice and run once, under one name."""
+    repeated = sorted({str(v) for i, v in enumerate(values) if v in values[:i]})
+    if repeated:
+        raise config_lib.ConfigError(f"{name}={text!r}: {repeated} listed more than once")
 
 
 def distinct_names(allowed: Sequence[str]) -> config_lib.Rule:
@@ -85,6 +94,7 @@ def split_ints(config: ml_collections.ConfigDict, key: str, section: str = "grid
         raise config_lib.ConfigError(f"{section}.{key}={text!r}: expected integers") from None
     if min(numbers) < 1:
         raise config_lib.ConfigError(f"{section}.{key}={text!r}: values must be >= 1")
+    check_distinct(f"{section}.{key}", text, numbers)
     return numbers
 
 
@@ -240,12 +250,16 @@ def write_results(workdir: pathlib.Path, final: dict, extra: dict | None = None)
 def write_grid_outputs(
     workdir: pathlib.Path, name: str, final: dict, summaries: dict, report: Any, wall_s: float
 ) -> None:
-    """A grid experiment's outputs: results.json (`final`, every point's summary under
-    `points`, the wall time), `W/<name>.md` (`report.markdown`) and `report.plot`'s PNGs."""
-    write_results(workdir, final, {"points": summaries, "timing": {"wall_s": wall_s}})
+    """A grid experiment's outputs: `W/<name>.md` (`report.markdown`) and `report.plot`'s
+    PNGs, then results.json (`final`, every point's summary under `points`, the wall time),
+    the "done" marker: a report that fails leaves the run unfinished, so the next invocation
+    (which reuses the finished points) writes it again, instead of a finished-looking run
+    that reproduce and launch.sweep skip without its tables (docs/design.md, "Reports before
+    the done marker")."""
     if jax.process_index() == 0:
         run_metrics.write_text_atomic(workdir / f"{name}.md", report.markdown(summaries))
         report.plot(summaries, workdir)
+    write_results(workdir, final, {"points": summaries, "timing": {"wall_s": wall_s}})
 
 
 def run_grid(

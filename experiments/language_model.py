@@ -455,6 +455,16 @@ def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Ta
 def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
     from absl import flags
 
+    sample, temperature = flags.FLAGS.sample, flags.FLAGS.temperature
+    if sample < 0:
+        raise cfg.ConfigError(f"--sample={sample}: must be >= 0 (0: train)")
+    if sample and flags.FLAGS.eval_contexts:
+        # one of the two would silently be ignored
+        raise cfg.ConfigError(
+            f"--sample={sample} and --eval_contexts={flags.FLAGS.eval_contexts!r}: give one"
+        )
+    if sample and not (math.isfinite(temperature) and temperature > 0):
+        raise cfg.ConfigError(f"--temperature={temperature}: must be a number > 0")
     if flags.FLAGS.eval_contexts:
         _evaluate_contexts(config, workdir, task)
         return

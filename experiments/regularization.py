@@ -106,9 +106,10 @@ def regularizers(config: ml_collections.ConfigDict, key: str) -> list[str]:
     names = _entries(config, key)
     bad = [n for n in names if n not in REGULARIZERS]
     if bad:
-        raise ValueError(
+        raise cfg.ConfigError(
             f"grid.{key}={config.grid[key]!r}: unknown {bad}; allowed: {', '.join(REGULARIZERS)}"
         )
+    grid.check_distinct(f"grid.{key}", config.grid[key], names)
     return names
 
 
@@ -117,8 +118,9 @@ def depths(config: ml_collections.ConfigDict) -> list[int]:
     text, out = config.grid.depths, []
     for entry in _entries(config, "depths"):
         if not entry.isdigit() or int(entry) < 1:
-            raise ValueError(f"grid.depths={text!r}: {entry!r} must be an integer >= 1")
+            raise cfg.ConfigError(f"grid.depths={text!r}: {entry!r} must be an integer >= 1")
         out.append(int(entry))
+    grid.check_distinct("grid.depths", text, out)
     return out
 
 
@@ -210,7 +212,7 @@ def matched_hidden_sizes(
                 tolerance=config.depth.tolerance,
             )
         except ValueError as error:
-            raise ValueError(f"depth.tolerance={config.depth.tolerance}: {error}") from None
+            raise cfg.ConfigError(f"depth.tolerance={config.depth.tolerance}: {error}") from None
     return out
 
 
@@ -279,7 +281,7 @@ def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object]]:
     layer_counts = depths(config)
     q12 = regularizers(config, "depth_regularizers") if layer_counts else []
     if not q17 and not (layer_counts and q12):
-        raise ValueError("grid.regularizers and grid.depths are both empty: no point")
+        raise cfg.ConfigError("grid.regularizers and grid.depths are both empty: no point")
     corpus = sliced_corpus(config, lm.load_corpus(config.data))  # a bad slice fails here
     vocab_size = len(corpus.vocab.tokens)
     sizes = matched_hidden_sizes(config, vocab_size, layer_counts)

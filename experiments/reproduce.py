@@ -108,7 +108,24 @@ def select(names: Sequence[str], only: Sequence[str], skip: Sequence[str]) -> li
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise ValueError(f"{flag}={','.join(values)}: unknown {unknown}; known: {names}")
+    both = sorted(set(only) & set(skip))
+    if both:
+        # --skip would silently win over --only for these (and with nothing else named in
+        # --only, nothing would run and an empty report would be written)
+        raise ValueError(f"--only and --skip both name {both}")
     return [n for n in names if (not only or n in only) and n not in skip]
+
+
+def check_variant(names: Sequence[str], variant: str) -> None:
+    """ValueError unless every experiment in `names` has config variant `variant`, so that a
+    misspelt --variant stops before any workdir, log or report is written."""
+    missing = [
+        name
+        for name in names
+        if variant not in importlib.import_module(f"experiments.configs.{name}").VARIANTS
+    ]
+    if missing:
+        raise ValueError(f"--variant={variant}: unknown to the config of {', '.join(missing)}")
 
 
 VARIANT_FILE = "reproduce_variant.json"  # W/<name>/: the variant the run was started with
@@ -401,6 +418,7 @@ def main(argv: Sequence[str]) -> None:
             sys.exit(f"experiments.reproduce: --{flag}={getattr(flags.FLAGS, flag)} must be >= 0")
     try:
         names = select(experiment_names(), flags.FLAGS.only, flags.FLAGS.skip)
+        check_variant(names, flags.FLAGS.variant)
     except ValueError as error:
         sys.exit(f"experiments.reproduce: {error}")
     root = pathlib.Path(flags.FLAGS.workdir).resolve()

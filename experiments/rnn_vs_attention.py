@@ -33,8 +33,9 @@ from rnn_jax.decoding import greedy_decode
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.params import count_params, match_size
 from rnn_jax.models.transformer import TransformerLM
-from rnn_jax.train.config import in_range, positive
+from rnn_jax.train.config import ConfigError, in_range, positive
 from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.metrics import write_text_atomic
 from rnn_jax.train.task import Task
 
 MODELS = ("lstm", "gru", "transformer")
@@ -406,7 +407,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     if "cost" in tasks:
         lengths = grid.split_ints(config, "lengths", section="cost")
         if config.cost.decode_tokens > min(lengths):
-            raise ValueError(
+            raise ConfigError(
                 f"cost.decode_tokens={config.cost.decode_tokens}: must be at most the shortest "
                 f"of cost.lengths={config.cost.lengths!r} (the decode fills the last "
                 "decode_tokens slots of a cache of T)"
@@ -444,9 +445,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         extra["equal_time_bits"] = {
             k: grid.finite_or_none(v) for k, v in equal_time_bits(lm).items()
         }
-    grid.write_results(workdir, final, extra)
-    (workdir / "rnn_vs_attention.md").write_text(report_markdown(summaries))
+    # the tables and plots before results.json, the "done" marker (grid.write_grid_outputs)
+    write_text_atomic(workdir / "rnn_vs_attention.md", report_markdown(summaries))
     plot_all(summaries, workdir)
+    grid.write_results(workdir, final, extra)
     return final
 
 

@@ -9,8 +9,9 @@ Each file holds one sentence a line, in the same order (experiments.smt_baseline
 `test_<greedy|beam>_seed<i>.txt` and `test_references.txt`). Every system is compared with the
 baseline by `rnn_jax.metrics.paired_bleu_significance` (sacrebleu's approximate randomisation
 or paired bootstrap, seeded); a markdown table goes to stdout and, with --output, the results
-to JSON. A file that is missing or has another number of lines than the references is named,
-with exit status 2, before any test runs.
+to JSON. A file that is missing or has another number of lines than the references (or empty
+references, no --systems or one listed twice) is named, with exit status 2, before any test
+runs; an unknown --test or --tokenize is a flag error.
 """
 
 from __future__ import annotations
@@ -82,6 +83,14 @@ def markdown(results: dict[str, dict], baseline_name: str) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.systems:
+        sys.stderr.write("--systems: expected one or more comma-separated files, got none\n")
+        sys.exit(USAGE_STATUS)
+    repeated = sorted({path for path in FLAGS.systems if FLAGS.systems.count(path) > 1})
+    if repeated:
+        # `compare` keys results by file: a repeated one would silently become one row.
+        sys.stderr.write(f"--systems: {', '.join(repeated)} listed more than once\n")
+        sys.exit(USAGE_STATUS)
     files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
     files += [("systems", path) for path in FLAGS.systems]
     texts = []
@@ -91,6 +100,9 @@ def main(argv: list[str]) -> None:
         except OSError as error:
             sys.stderr.write(f"--{flag}: cannot read {path}: {error.strerror}\n")
             sys.exit(USAGE_STATUS)
+    if not texts[0]:
+        sys.stderr.write(f"--references: {FLAGS.references} has no lines\n")
+        sys.exit(USAGE_STATUS)
     for (flag, path), lines in zip(files, texts, strict=True):
         if len(lines) != len(texts[0]):
             sys.stderr.write(
@@ -113,11 +125,18 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from sacrebleu.metrics import BLEU
+
     flags.DEFINE_string("references", None, "One reference sentence a line.", required=True)
     flags.DEFINE_string("baseline", None, "The baseline system's output.", required=True)
     flags.DEFINE_list("systems", None, "Outputs compared with the baseline.", required=True)
     flags.DEFINE_enum("test", "ar", list(metrics.SIGNIFICANCE_TESTS), "ar or bs (bootstrap).")
     flags.DEFINE_integer("samples", 10_000, "Randomisation trials or bootstrap resamples.", 1)
-    flags.DEFINE_string("tokenize", "none", "sacrebleu tokenizer ('none': pre-tokenised text).")
+    flags.DEFINE_enum(
+        "tokenize",
+        "none",
+        list(BLEU.TOKENIZERS),
+        "sacrebleu tokenizer ('none': pre-tokenised text).",
+    )
     flags.DEFINE_string("output", "", "Also write the results here as JSON.")
     app.run(main)

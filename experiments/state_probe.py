@@ -481,11 +481,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
             "probe_fit_s": probe_wall,
         },
     }
-    grid.write_results(workdir, final, extra)
     results = {"final": final, **extra}
+    # the tables and plots before results.json, the "done" marker (grid.write_grid_outputs)
     if jax.process_index() == 0:
         write_text_atomic(workdir / "state_probe.md", report.markdown(results))
         report.plot(results, workdir)
+    grid.write_results(workdir, final, extra)
     return final
 
 

@@ -425,7 +425,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             keep("rss", row | {"peak_rss_delta_mib": rss})
     final["sweep"] = run_sweep(config, peak)
     done = results(complete=True)
-    (workdir / "throughput.md").write_text(report.markdown(done))
+    metrics.write_text_atomic(workdir / "throughput.md", report.markdown(done))
     report.plot_sweep(final["sweep"], workdir / "throughput_vs_length.png")
     metrics.write_json_atomic(workdir / "results.json", done)
     (workdir / report.PARTIAL).unlink(missing_ok=True)

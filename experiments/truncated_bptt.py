@@ -41,6 +41,7 @@ from rnn_jax.modules import RNN
 from rnn_jax.train import distributed
 from rnn_jax.train.config import (
     OPTIMIZERS,
+    ConfigError,
     int_at_least,
     one_of,
     positive,
@@ -83,20 +84,21 @@ def bptt_lengths(config: ml_collections.ConfigDict) -> list[int]:
     windows tile each sequence), "full" meaning `data.length`."""
     text, length = config.grid.bptt_lengths, config.data.length
     if length <= config.data.delay:
-        raise ValueError(f"data.length={length}: must exceed data.delay={config.data.delay}")
+        raise ConfigError(f"data.length={length}: must exceed data.delay={config.data.delay}")
     out = []
     for entry in _entries(config, "bptt_lengths"):
         k = length if entry == "full" else int(entry) if entry.isdigit() else 0
         if k < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"grid.bptt_lengths={text!r}: {entry!r} must be a positive integer or 'full'"
             )
         if length % k:
-            raise ValueError(
+            raise ConfigError(
                 f"grid.bptt_lengths={text!r}: {k} must divide data.length={length} (the "
                 "windows tile each sequence)"
             )
         out.append(k)
+    grid.check_distinct("grid.bptt_lengths", text, out)  # "8,full" is 8 twice at length 8
     return out
 
 
@@ -109,10 +111,11 @@ def clip_norms(config: ml_collections.ConfigDict) -> list[float | None]:
         except ValueError:
             value = -1.0
         if value is not None and not (math.isfinite(value) and value > 0):
-            raise ValueError(
+            raise ConfigError(
                 f"grid.clip_global_norms={text!r}: {entry!r} must be 'none' or a number > 0"
             )
         out.append(value)
+    grid.check_distinct("grid.clip_global_norms", text, out)
     return out
 
 
@@ -329,7 +332,7 @@ def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object]]:
     """(point name, fn(point_dir) -> summary) for every Q13 and Q11 point of the config."""
     lengths, norms = bptt_lengths(config), clip_norms(config)
     if not lengths and not norms:
-        raise ValueError("grid.bptt_lengths and grid.clip_global_norms are both empty: no point")
+        raise ConfigError("grid.bptt_lengths and grid.clip_global_norms are both empty: no point")
     cells = grid.split_axis(config, "cells", ("lstm", "gru")) if lengths else []
     d, scale = config.data.delay, config.clipping.recurrent_scale
     points = [

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from rnn_jax.train.metrics import write_text_atomic
+
 RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
 CURVE_KEY = "train_loss"
@@ -86,9 +88,13 @@ def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
     sweep_path = root / SWEEP_FILE
     if not sweep_path.is_file():
         raise ValueError(f"{sweep_path}: no sweep.json; is {root} a launch.sweep --workdir?")
-    sweep = json.loads(sweep_path.read_text())
+    try:
+        sweep = json.loads(sweep_path.read_text())
+        entries = sweep["runs"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{sweep_path}: not a launch.sweep record ({error!r})") from None
     runs = []
-    for entry in sweep["runs"]:
+    for entry in entries:
         workdir = root / entry["name"]
         results_path = workdir / RESULTS_FILE
         metrics = None
@@ -280,7 +286,7 @@ def write_report(root: str | pathlib.Path) -> str:
         *(f"![{p}]({p})" for p in plots),
         "",
     ]
-    (root / "report.md").write_text("\n".join(lines))
+    write_text_atomic(root / "report.md", "\n".join(lines))
     return table
 
 

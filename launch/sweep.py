@@ -123,21 +123,22 @@ def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]
         ]
     elif isinstance(sweep, Sequence) and all(isinstance(p, Mapping) for p in sweep):
         points = [dict(point) for point in sweep]
-        seen: dict[tuple, int] = {}
-        for index, point in enumerate(points):
-            # The same combination in another key order (or 1 vs 1.0) is the same run twice,
-            # which the report would pool as if it were two seeds.
-            key = tuple(sorted((k, _comparable(v)) for k, v in point.items()))
-            if key in seen:
-                raise ValueError(
-                    f"get_sweep: points {seen[key]} and {index} are the same overrides {point}"
-                )
-            seen[key] = index
     else:
         raise ValueError(
             f"get_sweep returned {type(sweep).__name__}; "
             "expected a dict of lists or a list of dicts"
         )
+    seen: dict[tuple, int] = {}
+    for index, point in enumerate(points):
+        # The same combination in another key order (or 1 vs 1.0, also as two values of one
+        # grid key, which run_name spells differently) is the same run twice, which the report
+        # would pool as two seeds or show as two settings.
+        key = tuple(sorted((k, _comparable(v)) for k, v in point.items()))
+        if key in seen:
+            raise ValueError(
+                f"get_sweep: points {seen[key]} and {index} are the same overrides {point}"
+            )
+        seen[key] = index
     return points or [{}]
 
 
@@ -301,15 +302,12 @@ def check_finished_runs(root: pathlib.Path, runs: Sequence[Run]) -> None:
 
     Runs are named by their sweep values alone, so rerunning into the same root with another
     `--set` or variant would otherwise skip every finished run and report it under the new
-    settings. Raises ValueError naming the run and the differing arguments.
+    settings. The record is the file's `runs` (the latest plan) over its `history` (every run
+    any earlier plan put in this root), so a plan with other run names in between does not
+    erase what a finished run ran with. Raises ValueError naming the run and the differing
+    arguments.
     """
-    path = root / SWEEP_FILE
-    if not path.is_file():
-        return
-    try:
-        recorded = {r["name"]: r["command"] for r in json.loads(path.read_text())["runs"]}
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a launch.sweep record ({error!r})") from None
+    recorded = _recorded_commands(root)
     for run in runs:
         if not run.finished or run.name not in recorded:
             continue
@@ -322,12 +320,31 @@ def check_finished_runs(root: pathlib.Path, runs: Sequence[Run]) -> None:
             )
 
 
+def _recorded_commands(root: pathlib.Path) -> dict[str, list[str]]:
+    """Run name -> the command ROOT/sweep.json last recorded for it (`history`, then `runs`)."""
+    path = root / SWEEP_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        recorded = {name: list(command) for name, command in record.get("history", {}).items()}
+        recorded.update({r["name"]: r["command"] for r in record["runs"]})
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a launch.sweep record ({error!r})") from None
+    return recorded
+
+
 def write_sweep_file(root: pathlib.Path, config_arg: str, runs: Sequence[Run]) -> None:
-    """ROOT/sweep.json: what launch.report needs to group runs by their overrides."""
+    """ROOT/sweep.json: what launch.report needs to group runs by their overrides (`runs`, this
+    plan), and `history`: the command of every run any plan has put in this root, for
+    `check_finished_runs`."""
+    history = _recorded_commands(root)
+    history.update({r.name: list(r.command) for r in runs})
     root.mkdir(parents=True, exist_ok=True)
     record = {
         "config": config_arg,
         "runs": [{"name": r.name, "overrides": r.overrides, "command": r.command} for r in runs],
+        "history": history,
     }
     tmp = root / (SWEEP_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))

@@ -227,3 +227,82 @@ def test_reproduce_stopped_by_sigterm_stops_its_experiment(tmp_path, repo_root):
     assert (tmp_path / "child_got").read_text() == "SIGTERM"
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)
+
+
+def test_a_grid_axis_listing_a_value_twice_is_refused():
+    """A grid axis listing "lstm,lstm" (or "10,010", or truncated_bptt's "8,full" at length 8)
+    was accepted: the progress said two points, one ran, and the second was "done earlier"
+    under the same name.
+    Config-value errors of the grid parsers are ConfigErrors (one line, exit status 2), not
+    ValueErrors whose traceback the command line printed with exit status 1."""
+    from experiments import grid, regularization, truncated_bptt
+    from rnn_jax.train.config import ConfigError
+
+    spec = "experiments/configs/{}.py:smoke"
+    config = cli.load_config(spec.format("initialization"), {"grid.cells": "lstm,gru,lstm"})
+    with pytest.raises(ConfigError, match=r"grid.cells='lstm,gru,lstm': \['lstm'\] listed more"):
+        grid.split_axis(config, "cells")
+    config = cli.load_config(spec.format("initialization"), {"grid.lengths": "10,010"})
+    with pytest.raises(ConfigError, match=r"grid.lengths='10,010': \['10'\] listed more"):
+        grid.split_ints(config, "lengths")
+    config = cli.load_config(spec.format("truncated_bptt"), {"grid.bptt_lengths": "8,full"})
+    with pytest.raises(ConfigError, match=r"grid.bptt_lengths='8,full': \['8'\] listed more"):
+        truncated_bptt.bptt_lengths(config)
+    config = cli.load_config(spec.format("truncated_bptt"), {"grid.bptt_lengths": "3"})
+    with pytest.raises(ConfigError, match="3 must divide data.length=8"):
+        truncated_bptt.bptt_lengths(config)
+    config = cli.load_config(spec.format("truncated_bptt"), {"grid.clip_global_norms": "1,1.0"})
+    with pytest.raises(ConfigError, match=r"\['1.0'\] listed more than once"):
+        truncated_bptt.clip_norms(config)
+    config = cli.load_config(spec.format("regularization"), {"grid.depths": "2,02"})
+    with pytest.raises(ConfigError, match=r"grid.depths='2,02': \['2'\] listed more"):
+        regularization.depths(config)
+    config = cli.load_config(spec.format("regularization"), {"grid.regularizers": "dropot"})
+    with pytest.raises(ConfigError, match="unknown"):
+        regularization.regularizers(config, "regularizers")
+
+
+def test_a_grid_report_that_fails_leaves_the_run_unfinished(tmp_path, monkeypatch):
+    """results.json is the "done" marker (reproduce and launch.sweep skip such runs), so it
+    comes after the tables and plots; it was written first, and a report or plot that raised
+    left a finished-looking run without them (docs/design.md, "Reports before the done
+    marker"). Grid experiments writing their own outputs follow the same order."""
+    from experiments import grid, initialization
+
+    class Report:
+        fail = "markdown"
+
+        def markdown(self, summaries):
+            if self.fail == "markdown":
+                raise RuntimeError("markdown failed")
+            return "| a |\n|---|\n"
+
+        def plot(self, summaries, workdir):
+            if self.fail == "plot":
+                raise RuntimeError("plot failed")
+
+    report = Report()
+    for fail in ("markdown", "plot"):
+        report.fail = fail
+        with pytest.raises(RuntimeError, match=f"{fail} failed"):
+            grid.write_grid_outputs(tmp_path, "x", {"p": {"m": 1.0}}, {"p": {}}, report, 1.0)
+        assert not (tmp_path / "results.json").exists()
+    report.fail = None
+    grid.write_grid_outputs(tmp_path, "x", {"p": {"m": 1.0}}, {"p": {}}, report, 1.0)
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "x.md").is_file()
+
+    workdir = tmp_path / "initialization"
+    config = cli.load_config(
+        "experiments/configs/initialization.py:smoke",
+        {"grid.cells": "lstm", "train.num_steps": 2},
+        rules=initialization.RULES,
+    )
+
+    def broken_plot(summaries, path):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(initialization, "plot_grad_vs_distance", broken_plot)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        initialization.run(config, workdir)
+    assert (workdir / "initialization.md").is_file()
+    assert not (workdir / "results.json").exists()

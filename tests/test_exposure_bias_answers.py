@@ -304,3 +304,17 @@ def test_checkpoint_selection_maps_to_the_runtime_and_bleu_needs_valid_decoding(
     ):
         eb.run(config, tmp_path)
     assert not (tmp_path / "points").exists()
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("data.markov_vocab_size", 1), ("data.markov_order", 0), ("data.markov_concentration", 0.0)],
+)
+def test_markov_language_settings_are_config_rules(repo_root, key, value):
+    """A Markov setting MarkovLanguage cannot build used to pass validation and stop the run
+    with the library's traceback, not naming the key (and launch.sweep's rule check let the
+    point through); a prefix outside the window was a plain ValueError (a traceback, exit 1)."""
+    with pytest.raises(ValueError, match=rf"{key}={value!r}: must be"):
+        _config(repo_root, **{key: value})
+    with pytest.raises(ConfigError, match="data.prefix=99: must be in 1..11"):
+        eb.ExposureBiasTask(_config(repo_root, **{"data.prefix": 99}), "markov", "linear")

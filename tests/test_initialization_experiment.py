@@ -190,3 +190,16 @@ def test_stale_summary_is_redone(tmp_path):
     (point / grid.POINT_CONFIG_FILE).write_text(json.dumps(grid.point_config(config)))
     initialization.run(config, tmp_path)
     assert json.loads((point / "summary.json").read_text())["steps"] == 10
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5])
+def test_success_fraction_is_a_fraction_of_the_baseline(value):
+    # above 1, a final loss worse than the baseline's would count as a success
+    from rnn_jax.train import cli
+
+    with pytest.raises(ValueError, match=rf"diagnostics.success_fraction={value}: must be"):
+        cli.load_config(
+            "experiments/configs/initialization.py:smoke",
+            {"diagnostics.success_fraction": value},
+            rules=initialization.RULES,
+        )

@@ -441,3 +441,39 @@ def test_modes_after_training_name_a_run_without_checkpoint(repo_root, tmp_path,
     assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
     assert f"no checkpoint in {workdir / 'best'}" in proc.stderr
     assert "Traceback" not in proc.stderr and not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--sample=5", "--eval_contexts=0,64"], "--sample=5 and --eval_contexts='0,64': give one"),
+        (["--sample=-3"], "--sample=-3: must be >= 0"),
+        (["--sample=5", "--temperature=0"], "--temperature=0.0: must be a number > 0"),
+    ],
+)
+def test_contradictory_or_invalid_mode_flags_are_named(repo_root, tmp_path, flags, message):
+    """`--eval_contexts` silently won over `--sample`; a negative --sample or a temperature
+    <= 0 reached the restore (or the sampler) instead of being named."""
+    import subprocess
+    import sys
+
+    from rnn_jax.train import cli
+
+    workdir = tmp_path / "never_trained"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.language_model",
+            f"--workdir={workdir}",
+            "--config=experiments/configs/language_model.py:smoke",
+            *flags,
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and not workdir.exists()

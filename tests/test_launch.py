@@ -185,3 +185,13 @@ def test_report_reads_runtime_multiseed_format(tmp_path):
     assert report.final_rows(final) == {"": {"valid_loss": [1.0, 3.0], "step": [10.0, 10.0]}}
     rows = report.final_rows({"p1": {"loss": [1.0, 2.0]}, "p2": {"loss": 3.0}})
     assert rows == {"p1": {"loss": [1.0, 2.0]}, "p2": {"loss": [3.0]}}
+
+
+def test_a_grid_listing_one_value_twice_is_refused():
+    """The list form refused 1 vs 1.0; the grid form ran `lr=1` and `lr=1.0` as two runs of
+    the same setting (distinct run names, so the name check did not see it)."""
+    with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
+        sweep.expand_sweep({"optimizer.learning_rate": [1, 1.0]})
+    with pytest.raises(ValueError, match="points 1 and 2 are the same overrides"):
+        sweep.expand_sweep({"a": [1, 2, 2.0], "b": ["x"]})
+    assert len(sweep.expand_sweep({"a": [1, "1", True], "b": ["x", "y"]})) == 6

@@ -2,6 +2,7 @@
 settings it ran with, None overrides, the watchdog's process tree, and the multi-host recipe's
 commands against what the code accepts."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -69,6 +70,25 @@ def test_a_finished_run_of_another_variant_with_the_same_name_is_refused(tmp_pat
     with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
         sweep.check_finished_runs(root, quick)
     sweep.check_finished_runs(root, smoke)  # the same plan: fine
+
+
+def test_a_plan_with_other_run_names_in_between_does_not_erase_the_record(tmp_path):
+    """sweep.json held only the latest plan: a sweep with other run names written into the
+    root in between left a finished run unrecorded, and a later plan under other settings
+    skipped it as done."""
+    root = tmp_path / "root"
+    smoke = sweep.plan_runs("experiments/configs/language_model.py:smoke", root)
+    quick = sweep.plan_runs("experiments/configs/language_model.py:quick", root)
+    sweep.write_sweep_file(root, "experiments/configs/language_model.py:smoke", smoke)
+    (smoke[0].workdir).mkdir()
+    (smoke[0].workdir / "results.json").write_text('{"final": {}}')
+    renamed = [dataclasses.replace(r, name=f"other_{r.name}") for r in quick]
+    sweep.write_sweep_file(root, "experiments/configs/language_model.py:quick", renamed)
+    with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
+        sweep.check_finished_runs(root, quick)
+    sweep.check_finished_runs(root, smoke)
+    record = json.loads((root / "sweep.json").read_text())
+    assert [r["name"] for r in record["runs"]] == [r.name for r in renamed]  # what report reads
 
 
 def _config_with_sweep(tmp_path, points):
@@ -266,3 +286,35 @@ def test_stored_nulls_read_back_as_nan():
     assert grid.nan_mean([1.0, None, 3.0]) == 2.0
     assert np.isnan(grid.nan_mean([None, None]))
     assert grid.mean_std([1.0, None, 3.0]) == "2 ± 1 (2/3 seeds)"
+
+
+def test_reproduce_refuses_an_unknown_variant_or_only_and_skip_naming_one_experiment(tmp_path):
+    """A misspelt --variant started every experiment (each failed on its own), leaving
+    workdirs, logs, a variant record and a report of failures; --only=x --skip=x silently ran
+    nothing and wrote an empty report with exit status 0."""
+    root = tmp_path / "reproduce"
+    driver = (
+        "import sys\n"
+        "from absl import app\n"
+        "from experiments import reproduce\n"
+        "reproduce.define_flags()\n"
+        f"sys.argv = ['reproduce', '--workdir={root}'] + sys.argv[1:]\n"
+        "app.run(reproduce.main)\n"
+    )
+    for args, message in [
+        (["--only=initialization", "--variant=quik"], "--variant=quik: unknown to the config"),
+        (["--only=initialization", "--skip=initialization"], "--only and --skip both name"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-c", driver, *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert not root.exists()
+    names = reproduce.experiment_names()
+    assert reproduce.select(names, ["initialization"], ["language_model"]) == ["initialization"]
+    reproduce.check_variant(names, "smoke")  # every experiment has smoke and quick
+    reproduce.check_variant(names, "quick")

@@ -57,3 +57,29 @@ def test_a_short_or_missing_file_is_named_with_exit_status_2(tmp_path):
     result = _run(*common, f"--systems={tmp_path / 'none.txt'}")
     assert result.returncode == 2 and "--systems: cannot read" in result.stderr
     assert not output.exists()
+
+
+def test_no_systems_empty_references_a_repeated_system_or_unknown_tokenizer_are_named(tmp_path):
+    """These crashed with a traceback (StopIteration for an empty --systems, IndexError in
+    sacrebleu for empty files, KeyError for an unknown tokenizer) or silently merged a file
+    listed twice into one row."""
+    paths, *_ = _files(tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    output = tmp_path / "sig.json"
+    common = [f"--references={paths['refs']}", f"--baseline={paths['base']}", f"--output={output}"]
+    result = _run(*common, "--systems=")
+    assert result.returncode == 2, result.stderr
+    assert "--systems: expected one or more" in result.stderr
+    result = _run(*common, f"--systems={paths['good']},{paths['good']}")
+    assert result.returncode == 2, result.stderr
+    assert f"--systems: {paths['good']} listed more than once" in result.stderr
+    result = _run(
+        f"--references={empty}", f"--baseline={empty}", f"--systems={empty}", f"--output={output}"
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--references: {empty} has no lines" in result.stderr
+    result = _run(*common, f"--systems={paths['good']}", "--tokenize=nope")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--tokenize" in result.stderr and "13a" in result.stderr
+    assert not output.exists()
