@@ -25,6 +25,15 @@ def is_finite_number(value: Any) -> bool:
     non-numbers such as the string "1.0"."""
     if isinstance(value, bool | np.bool_):
         return False
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:
+        # A 0-d array converts to float whatever it holds: np.array(True) reads as 1.0 and
+        # np.array("1.0") is parsed; its dtype says whether it holds a number.
+        kind = np.dtype(dtype).kind
+        if kind == "O":
+            return getattr(value, "ndim", None) == 0 and is_finite_number(value.item())
+        if kind in "bSU":
+            return False
     try:
         return math.isfinite(value)
     except (TypeError, ValueError):  # ValueError: arrays with more than one element

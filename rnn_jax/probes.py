@@ -32,9 +32,9 @@ preconditioned by the features' inverse square-root covariance (a change of vari
 leaves the minimum where it is and makes the curvature nearly isotropic). It makes no
 Gaussian assumption, so it reads classes LDA cannot (a class of several clusters, whose mean
 and pooled covariance misplace LDA's boundary). Every (target, l2) problem on one feature set
-is one block of a single parameter array, so each iteration is one `[n, features] @
-[features, problems * classes]` product; the L2 strength is chosen per target on held-out rows
-as for LDA, then the probe is refitted on all rows from the chosen solution.
+is fitted in one jitted call, each by its own L-BFGS (`lax.map`), so a probe is the one it
+would be if fitted alone; the L2 strength is chosen per target on held-out rows as for LDA,
+then the probe is refitted on all rows from the chosen solution.
 
 Baselines beside them: `majority_accuracy`; `lexical_accuracy`, a per-type lookup (each word's
 most frequent class in the fitting set), the non-linear reference of what word identity alone

@@ -1,4 +1,5 @@
-"""Transformer baselines: KV-cache steps reproduce the full forward pass; masks; sizing."""
+"""Transformer baselines: the forward passes against a per-head numpy transcription of the
+pre-LN equations; KV-cache steps reproduce the full forward pass; masks; sizing."""
 
 import jax
 import jax.numpy as jnp
@@ -24,13 +25,106 @@ def lm(request):
     )
 
 
-def test_sinusoidal_table_matches_formula():
-    table = transformer.sinusoidal_positions(5, 6)
+@pytest.mark.parametrize("d", [6, 5])
+def test_sinusoidal_table_matches_formula(d):
+    table = transformer.sinusoidal_positions(5, d)
+    assert table.shape == (5, d)
     for p in range(5):
-        for i in range(3):
-            angle = p / 10000 ** (2 * i / 6)
+        for i in range((d + 1) // 2):
+            angle = p / 10000 ** (2 * i / d)
             np.testing.assert_allclose(table[p, 2 * i], np.sin(angle), rtol=1e-6, atol=1e-7)
-            np.testing.assert_allclose(table[p, 2 * i + 1], np.cos(angle), rtol=1e-6, atol=1e-7)
+            if 2 * i + 1 < d:
+                np.testing.assert_allclose(table[p, 2 * i + 1], np.cos(angle), rtol=1e-6, atol=1e-7)
+
+
+# ---- numpy reference: the pre-LN equations written out, one head and one example at a time ----
+def _np(variable):
+    return np.asarray(variable[...], np.float64)
+
+
+def _layer_norm(x, norm):
+    centred = x - x.mean(-1, keepdims=True)
+    variance = (centred**2).mean(-1, keepdims=True)
+    return centred / np.sqrt(variance + norm.epsilon) * _np(norm.scale) + _np(norm.bias)
+
+
+def _linear(x, layer):
+    return x @ _np(layer.kernel) + _np(layer.bias)
+
+
+def _attention(mha, queries_from, keys_from, mask):
+    """mask bool [batch, query_time, key_time]; softmax over the visible keys only."""
+    q = _linear(queries_from, mha.query)
+    k, v = np.split(_linear(keys_from, mha.key_value), 2, axis=-1)
+    size = q.shape[-1] // mha.num_heads
+    out = np.zeros_like(q)
+    for b in range(q.shape[0]):
+        for h in range(mha.num_heads):
+            cols = slice(h * size, (h + 1) * size)
+            scores = q[b][:, cols] @ k[b][:, cols].T / np.sqrt(size)
+            weights = np.exp(scores - scores.max(-1, keepdims=True)) * mask[b]
+            out[b][:, cols] = weights / weights.sum(-1, keepdims=True) @ v[b][:, cols]
+    return _linear(out, mha.out)
+
+
+def _stack(stack, x, mask, memory=None, memory_mask=None):
+    """x + Attn(LN(x)); [x + CrossAttn(LN(x), memory)]; x + MLP(LN(x)); final LN."""
+    for block in stack.blocks:
+        normed = _layer_norm(x, block.self_norm)
+        x = x + _attention(block.self_attention, normed, normed, mask)
+        if memory is not None:
+            x = x + _attention(
+                block.cross_attention, _layer_norm(x, block.cross_norm), memory, memory_mask
+            )
+        hidden = _linear(_layer_norm(x, block.mlp_norm), block.mlp_in)
+        gelu = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden**3)))
+        x = x + _linear(gelu, block.mlp_out)
+    return _layer_norm(x, stack.final_norm)
+
+
+def _embed(embedder, tokens):
+    return _np(embedder.token.embedding)[tokens] + _np(embedder.position)[: tokens.shape[1]]
+
+
+def _key_mask(lengths, query_time, key_time):
+    return np.broadcast_to(
+        (np.arange(key_time) < lengths[:, None])[:, None], (len(lengths), query_time, key_time)
+    )
+
+
+def test_lm_forward_equals_the_numpy_reference(lm):
+    tokens = np.asarray(jax.random.randint(jax.random.key(8), (3, 6), 0, VOCAB))
+    causal = np.broadcast_to(np.tril(np.ones((6, 6), bool)), (3, 6, 6))
+    expected = _linear(_stack(lm.stack, _embed(lm.embed, tokens), causal), lm.head)
+    np.testing.assert_allclose(lm(jnp.asarray(tokens)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_and_seq2seq_forward_equal_the_numpy_reference():
+    model = transformer.TransformerSeq2Seq(
+        7,
+        VOCAB,
+        d_model=D,
+        num_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        max_length=MAX_LEN,
+        rngs=nnx.Rngs(9),
+    )
+    source = np.asarray(jax.random.randint(jax.random.key(10), (3, 7), 0, 7))
+    lengths = np.array([7, 3, 1])
+    target = np.asarray(jax.random.randint(jax.random.key(11), (3, 5), 0, VOCAB))
+    memory = _stack(
+        model.encoder.stack, _embed(model.encoder.embed, source), _key_mask(lengths, 7, 7)
+    )
+    states = model.encoder(jnp.asarray(source), jnp.asarray(lengths))
+    for b, length in enumerate(lengths):  # real positions only: padded queries are unused
+        np.testing.assert_allclose(states[b, :length], memory[b, :length], rtol=1e-5, atol=1e-5)
+    causal = np.broadcast_to(np.tril(np.ones((5, 5), bool)), (3, 5, 5))
+    decoded = _stack(
+        model.decoder, _embed(model.target_embed, target), causal, memory, _key_mask(lengths, 5, 7)
+    )
+    logits = model(jnp.asarray(source), jnp.asarray(lengths), jnp.asarray(target))
+    np.testing.assert_allclose(logits, _linear(decoded, model.head), rtol=1e-5, atol=1e-5)
 
 
 def test_kv_cache_steps_reproduce_the_causal_forward_pass(lm):

@@ -67,3 +67,23 @@ def test_number_checks_refuse_bools():
         initializers.get_initializer("orthogonal", scale=True)
     assert config_lib.positive(True) is not None
     assert config_lib.probability(np.float32(0.5)) is None
+
+
+# A 0-d array is a number when its dtype is one: `math.isfinite` alone reads a 0-d bool array
+# as 1 and a 0-d string array by parsing it ("1.0" -> 1.0), the very values refused above.
+ZERO_D_NOT_FINITE = [np.array(True), np.array(False), np.array("1.0"), np.array(b"2")]
+ZERO_D_NOT_FINITE += [np.array(True, dtype=object), np.array("1.0", dtype=object)]
+
+
+@pytest.mark.parametrize("value", ZERO_D_NOT_FINITE, ids=repr)
+def test_is_finite_number_refuses_0d_arrays_of_bools_and_strings(value):
+    assert not is_finite_number(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.array(2, np.int8), np.array(0.5, np.float16), np.array(1.5, dtype=object)],
+    ids=repr,
+)
+def test_is_finite_number_accepts_0d_arrays_of_numbers(value):
+    assert is_finite_number(value)
