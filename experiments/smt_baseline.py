@@ -24,8 +24,9 @@ references keep rare words too: they get ids its `<unk>` never matches):
    interpolated Witten-Bell (`nltk.lm.WittenBellInterpolated`), or interpolated modified
    Kneser-Ney as KenLM estimates it (`experiments.kneser_ney`, as Moses recommends), its
    scores memoised (nltk.lm recomputes every score from counts);
-5. stack decoding with nltk's scoring (`nltk.translate.StackDecoder`: future costs,
-   histogram pruning) searched as Moses searches (`DistortionLimitedDecoder`): a
+5. stack decoding with nltk's scoring (`nltk.translate.StackDecoder`: histogram pruning;
+   future costs from the target phrases, as Moses estimates them, where nltk's scored the
+   source phrase with the target LM) searched as Moses searches (`DistortionLimitedDecoder`): a
    distortion limit with Moses's reordering constraint (no dead ends), the LM's sentence
    end, hypothesis recombination, and stacks ranked once rather than re-sorted on every
    push. At the default stack of 100 the search is no longer what limits BLEU (nltk's own
@@ -515,7 +516,9 @@ class DecoderLanguageModel:
     def _phrase_score(self, history: list[str], phrase: Iterable[str]) -> float:
         words, total = list(history), 0.0
         for word in phrase:
-            context = tuple(words[len(words) - self.history :]) if self.history else ()
+            # At most the last `self.history` words; all of them while fewer (`probability`:
+            # a phrase without history; a negative start would cut that context short).
+            context = tuple(words[max(len(words) - self.history, 0) :]) if self.history else ()
             total += self.word_score(word, context)
             words.append(word)
         return total
@@ -609,7 +612,8 @@ class RecombiningStack:
 class DistortionLimitedDecoder(StackDecoder):
     """nltk's `StackDecoder` scoring, searched as Moses searches. The scoring is nltk's
     (`expansion_score`: phrase score, LM change, distortion, word penalty; `future_score`
-    from `compute_future_scores`'s table) plus two things Moses has and nltk lacks:
+    from `compute_future_scores`'s table, which is written here: nltk's scored the source
+    phrase with the target LM) plus two things Moses has and nltk lacks:
 
     - a distortion limit (a jump of more than `distortion_limit` words scores -inf; the cost
       counts from the sentence start for the first phrase, Koehn et al. 2003:
@@ -754,6 +758,37 @@ class DistortionLimitedDecoder(StackDecoder):
             )
             score += self.reordering_weights[0] * backward + self.reordering_weights[1] * forward
         return score
+
+    def compute_future_scores(self, src_sentence: Sequence[str]) -> dict[int, dict[int, float]]:
+        """The future-cost table: `[start][end]` is the estimated best score of translating
+        source words start..end-1 (Koehn 2010, section 6.3.3; Moses's translation options'
+        future scores): the best over the span's segmentations into table phrases of the
+        summed best option estimate, an option's estimate being its phrase score, the LM's
+        score of its target words alone (`probability`: no context before the first) and
+        the word penalty per target word; -inf where no segmentation exists. No reordering
+        term. Replaces nltk's (3.10.4), which scored the *source* phrase with the target LM
+        (its words `<UNK>` there, unless the target language shares them) beside the option
+        best by phrase score alone, and left out the word penalty."""
+        length = len(src_sentence)
+        scores: dict[int, dict[int, float]] = collections.defaultdict(
+            lambda: collections.defaultdict(lambda: -math.inf)
+        )
+        for size in range(1, length + 1):
+            for start in range(length - size + 1):
+                end = start + size
+                phrase = tuple(src_sentence[start:end])
+                if phrase in self.phrase_table:
+                    scores[start][end] = max(
+                        option.log_prob
+                        + self.language_model.probability(option.trg_phrase)
+                        - self.word_penalty * len(option.trg_phrase)
+                        for option in self.phrase_table.translations_for(phrase)
+                    )
+                for mid in range(start + 1, end):
+                    combined = scores[start][mid] + scores[mid][end]
+                    if combined > scores[start][end]:
+                        scores[start][end] = combined
+        return scores
 
     def distortion_score(
         self, hypothesis: _Hypothesis, next_src_phrase_span: tuple[int, int]
