@@ -70,3 +70,50 @@ def test_locked_dropout_in_a_time_major_stack_is_one_mask_per_sequence():
     want, _ = layers.apply_stack(cell, params, xs, **options)
     got, _ = layers.apply_stack(cell, params, jnp.swapaxes(xs, 0, 1), time_major=True, **options)
     np.testing.assert_allclose(jnp.swapaxes(got, 0, 1), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fused"])
+def test_every_option_at_once_matches_each_sequence_run_alone(implementation):
+    """lengths (one of them 1), reverse, a given initial carry, h_mask and remat together:
+    outputs and final carry equal the numpy reference run on each valid prefix alone, the
+    gradients w.r.t. `xs` and the initial carry equal those of that sequence run alone (and
+    are exactly zero at padded inputs)."""
+    from reference_numpy import as_tuple, run_sequence
+    from scan_harness import scan_case
+
+    cell, params, xs, initial, h_mask = scan_case("lstm", 0, 3, 5, INPUT, HIDDEN)
+    lengths = np.array([5, 1, 3], np.int32)
+    weights = np.sin(np.arange(3 * 5 * HIDDEN)).reshape(3, 5, HIDDEN).astype(np.float32)
+    options = dict(reverse=True, remat=True, implementation=implementation)
+
+    def loss(xs, initial, lengths, h_mask, weights):
+        ys, carry = scan.unroll(cell, params, xs, lengths, initial, h_mask=h_mask, **options)
+        total = jnp.sum(ys * weights) + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
+        return total, (ys, carry)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+
+    def alone(xs, carry, h_mask, weights):
+        """One unpadded sequence, backwards, as a Python loop of `cell.step`."""
+        total = 0.0
+        for t in reversed(range(xs.shape[0])):
+            z_h = cell.recurrent_projection(params, cell.mask_hidden(carry, h_mask))
+            carry, y = cell.pointwise(params, cell.input_projection(params, xs[t]), z_h, carry)
+            total = total + jnp.sum(y * weights[t])
+        return total + sum(jnp.sum(jnp.cos(c)) for c in jax.tree.leaves(carry))
+
+    (d_xs, d_initial), (ys, carry) = grad(xs, initial, jnp.asarray(lengths), h_mask, weights)
+    for b, n in enumerate(lengths):
+        init_b = tuple(np.asarray(c)[b] for c in as_tuple(initial))
+        want_ys, want_carry = run_sequence("lstm", params, xs[b, :n][::-1], init_b, h_mask[b])
+        np.testing.assert_allclose(ys[b, :n], want_ys[::-1], rtol=2e-5, atol=2e-5)
+        np.testing.assert_array_equal(ys[b, n:], 0.0)
+        for got, want in zip(as_tuple(carry), want_carry, strict=True):
+            np.testing.assert_allclose(got[b], want, rtol=2e-5, atol=2e-5)
+        want_dx, want_dinit = jax.grad(alone, argnums=(0, 1))(
+            xs[b, :n], jax.tree.map(lambda c, b=b: c[b], initial), h_mask[b], weights[b, :n]
+        )
+        np.testing.assert_allclose(d_xs[b, :n], want_dx, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(d_xs[b, n:], 0.0)
+        for got, want in zip(jax.tree.leaves(d_initial), jax.tree.leaves(want_dinit), strict=True):
+            np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-6)
