@@ -225,13 +225,24 @@ def _answer_11(clip: list[dict]) -> str:
     clipped = [s for s in clip if s["clip"] is not None]
     if unclipped and clipped:
         fewer = sum(unclipped[0]["diverged"]) > min(sum(s["diverged"]) for s in clipped)
-        lower = grid.nan_mean(unclipped[0]["loss"]) > min(grid.nan_mean(s["loss"]) for s in clipped)
+        # Final losses are means over the seeds that did not diverge (NaN when none): a
+        # clipped run with a finite loss beats an unclipped one whose every seed diverged.
+        base = grid.nan_mean(unclipped[0]["loss"])
+        finite = [v for v in (grid.nan_mean(s["loss"]) for s in clipped) if np.isfinite(v)]
+        lower = bool(finite) and (not np.isfinite(base) or base > min(finite))
+        loss_text = ("lowered" if lower else "did not lower") + " the final loss"
+        if not np.isfinite(base):
+            loss_text = (
+                "kept a finite final loss where every unclipped seed diverged"
+                if lower
+                else "did not help: every seed diverged with and without clipping"
+            )
         text.append(
             "Clipping "
             + ("reduced" if fewer else "did not reduce")
             + " the number of diverged seeds and "
-            + ("lowered" if lower else "did not lower")
-            + " the final loss in this run"
+            + loss_text
+            + " in this run"
             + ("." if fewer or lower else ": the seed's claim is not supported here.")
         )
     return " ".join(text)

@@ -176,3 +176,32 @@ def test_bad_grid_values_fail_naming_the_key(tmp_path, overrides, message):
 def test_bad_config_values_are_named(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         cli.load_config(SMOKE, {key: value}, rules=tb.RULES)
+
+
+def test_clipping_answer_when_every_unclipped_seed_diverged():
+    """The unclipped run's final loss is a mean over seeds that did not diverge: NaN when all
+    did. Compared with `>`, NaN made the answer say clipping "did not lower the final loss"."""
+    from experiments import truncated_bptt_report as report
+
+    def point(clip, losses, diverged):
+        return {
+            "question": 11,
+            "clip": clip,
+            "cell": "elman_tanh",
+            "recurrent_scale": 1.5,
+            "optimizer": "sgd",
+            "baseline": 2.08,
+            "loss": losses,
+            "diverged": diverged,
+            "max_grad_norm": [1e3, 1e4],
+        }
+
+    answer = report.answers(
+        {"a": point(None, [None, None], [True, True]), "b": point(1.0, [1.9, 2.0], [False, False])}
+    )[11]
+    assert "reduced the number of diverged seeds and kept a finite final loss" in answer
+    answer = report.answers(
+        {"a": point(None, [None, None], [True, True]), "b": point(1.0, [None, None], [True, True])}
+    )[11]
+    assert "every seed diverged with and without clipping" in answer
+    assert "not supported" in answer
