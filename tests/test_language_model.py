@@ -415,32 +415,12 @@ def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypa
 
 
 @pytest.mark.parametrize("mode", ["--eval_contexts=0,64", "--sample=5"])
-def test_modes_after_training_name_a_run_without_checkpoint(repo_root, tmp_path, mode):
+def test_modes_after_training_name_a_run_without_checkpoint(tmp_path, mode):
     """`--eval_contexts` / `--sample` read W/best: on a directory without it, one line naming
     it and exit status 2 (was restore_model's ValueError as a traceback), nothing written."""
-    import subprocess
-    import sys
-
-    from rnn_jax.train import cli
-
     workdir = tmp_path / "never_trained"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.language_model",
-            f"--workdir={workdir}",
-            "--config=experiments/configs/language_model.py:smoke",
-            mode,
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
-    assert f"no checkpoint in {workdir / 'best'}" in proc.stderr
-    assert "Traceback" not in proc.stderr and not workdir.exists()
+    stderr = _refused_smoke_cli(workdir, mode)
+    assert f"no checkpoint in {workdir / 'best'}" in stderr
 
 
 @pytest.mark.parametrize(
@@ -451,29 +431,25 @@ def test_modes_after_training_name_a_run_without_checkpoint(repo_root, tmp_path,
         (["--sample=5", "--temperature=0"], "--temperature=0.0: must be a number > 0"),
     ],
 )
-def test_contradictory_or_invalid_mode_flags_are_named(repo_root, tmp_path, flags, message):
+def test_contradictory_or_invalid_mode_flags_are_named(tmp_path, flags, message):
     """`--eval_contexts` silently won over `--sample`; a negative --sample or a temperature
     <= 0 reached the restore (or the sampler) instead of being named."""
-    import subprocess
-    import sys
+    assert message in _refused_smoke_cli(tmp_path / "never_trained", *flags)
 
+
+def _refused_smoke_cli(workdir, *flags):
+    """Runs language_model's smoke CLI with `flags`; checks it exits with the config-error
+    status, without a traceback and without creating `workdir`; returns its stderr."""
     from rnn_jax.train import cli
+    from tests.module_cli import run_module
 
-    workdir = tmp_path / "never_trained"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.language_model",
-            f"--workdir={workdir}",
-            "--config=experiments/configs/language_model.py:smoke",
-            *flags,
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "experiments.language_model",
+        f"--workdir={workdir}",
+        "--config=experiments/configs/language_model.py:smoke",
+        *flags,
         timeout=300,
     )
     assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
-    assert message in proc.stderr
     assert "Traceback" not in proc.stderr and not workdir.exists()
+    return proc.stderr
