@@ -15,20 +15,24 @@ Variants:
   `translation.*`): the first 10,000 training pairs with both sides <= 15 tokens, scored on
   the 749 test2016 pairs with both sides <= 15 tokens; MERT on the 720 val pairs with both
   sides <= 15 tokens (tuning decodes at stack 30). Measured on the project's 2-vCPU machine
-  (session 19, shared with a second SMT run): 12.2 minutes wall (alignment 24 s, MERT 469 s
-  for 5 decodes, decoding 231 s), 31.89 BLEU (copy the source 0.53). With fixed weights
-  (`--config.smt.mert_iterations=0`): 31.75 BLEU in ~4 minutes. Session 18's LM (nltk's
+  (session 20, with the decoder's own future-cost table; shared with the full SMT run and
+  the test suite): 20.5 minutes wall (alignment 55 s, MERT 871 s for 6 decodes, decoding
+  292 s), 31.76 BLEU (copy the source 0.53); restarts seeded 1: 32.17. Session 19's
+  decoder (nltk's future costs): 31.89 and 31.46 in 12-14 minutes. With fixed weights
+  (`--config.smt.mert_iterations=0`): 31.75 BLEU in ~4 minutes (the same translations
+  with either table). Session 18's LM (nltk's
   Witten-Bell trigram, training singletons as <UNK>): 30.71 with MERT, 30.41 fixed. Before
   session 18 (no lexical weights, no lexicalised reordering, nltk's phrase extraction):
   30.14 with MERT, 29.08 with fixed weights; nltk's own search at stack 10 had given 24.81.
 - full: all 29,000 training pairs and all 1,000 test2016 pairs (max_length 50 drops none,
-  as the NMT full), MERT on all 1,014 val pairs at stack 100. Measured in session 19 (the
-  machine shared with another SMT run or the test suite): 33.96 BLEU, len/ref 1.035, 68
-  minutes wall (alignment 133 s, tuning 3297 s for 6 decodes, decoding 633 s); val 33.54 ->
-  35.67 in-sample. With fixed weights: 34.74 BLEU, len/ref 0.981, 11 minutes: MERT lost
-  0.77 on test (p = 0.07; val's references run ~3% longer against their sources than
-  test2016's, experiments/README.md). Session 18's LM (Witten-Bell trigram): 33.70 with
-  fixed weights; before session 18's features 31.13; nltk's search at stack 10: 25.18.
+  as the NMT full), MERT on all 1,014 val pairs at stack 100. Measured in session 20 (the
+  machine shared with the quick SMT runs and the test suite): 34.97 BLEU, len/ref 1.033,
+  90 minutes wall (alignment 244 s, tuning 4532 s for 6 decodes, decoding 605 s); val
+  33.56 -> 36.42 in-sample. With fixed weights: 34.76 BLEU, len/ref 0.981, 12 minutes.
+  With session 19's decoder (nltk's future costs) MERT had scored 33.96 (val 35.67), 0.77
+  below the fixed weights' 34.74 (experiments/README.md). Session 18's LM (Witten-Bell
+  trigram): 33.70 with fixed weights; before session 18's features 31.13; nltk's search at
+  stack 10: 25.18.
 
 Stack 100: where the decoder (recombination, Moses's reordering constraint) stops being
 search-limited. On the first 200 val pairs (quick's system) stacks 10/30/50/100/200 gave
