@@ -37,6 +37,7 @@ from experiments.language_model import LanguageModelTask
 from rnn_jax.data import BatchIterator, CopyTask, LMStream, MarkovLanguage, repeat_epochs
 from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split, length_key
 from rnn_jax.data.registry import load_dataset
+from rnn_jax.files import write_text_atomic
 from rnn_jax.train import config as cfg
 from rnn_jax.train import distributed
 from rnn_jax.train.loop import build_steps
@@ -210,9 +211,7 @@ def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
             "compile_s": report["compile_s"],
         },
     }
-    temporary = workdir / "results.json.tmp"
-    temporary.write_text(json.dumps(results, indent=1, default=float))
-    temporary.replace(workdir / "results.json")
+    write_text_atomic(workdir / "results.json", json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":

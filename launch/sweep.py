@@ -42,6 +42,7 @@ from typing import Any
 
 from absl import app, flags
 
+from rnn_jax.files import write_text_atomic
 from rnn_jax.train import config as config_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -346,9 +347,7 @@ def write_sweep_file(root: pathlib.Path, config_arg: str, runs: Sequence[Run]) -
         "runs": [{"name": r.name, "overrides": r.overrides, "command": r.command} for r in runs],
         "history": history,
     }
-    tmp = root / (SWEEP_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, root / SWEEP_FILE)
+    write_text_atomic(root / SWEEP_FILE, json.dumps(record, indent=2, default=str))
 
 
 def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str]) -> int:

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from rnn_jax.files import write_text_atomic
+
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos")
 
 
@@ -189,15 +191,7 @@ class Vocabulary:
         """Writes the vocabulary as JSON (UTF-8), atomically: a temporary file beside `path` is
         renamed over it, so a reader (or a crash mid-write) sees the old file or the whole new
         one."""
-        text = json.dumps(self.to_dict(), ensure_ascii=False)
-        tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_text_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from rnn_jax.files import write_text_atomic
 from rnn_jax.hardware import cpu_description
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy")
@@ -184,22 +185,6 @@ class Progress:
 def write_json_atomic(path: str | pathlib.Path, obj: Any) -> None:
     """Write JSON so that readers see either nothing or the whole file."""
     write_text_atomic(path, json.dumps(obj, indent=2, default=json_default))
-
-
-def write_text_atomic(path: str | pathlib.Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, fsync it and rename it over `path`, so
-    that readers (and a crash) see either the old file or the whole new one."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, a signal: leave no half-written temporary behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def provenance() -> dict[str, Any]:
