@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_jax.train.metrics import write_text_atomic
+from rnn_jax.files import write_text_atomic
 
 RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
