@@ -97,15 +97,14 @@ def _encode_example(
             "inputs": words.encode(example["tokens"]),
             "targets": np.int32(vocabs["label"].encode([str(example["label"])])[0]),
         }
-    if task == "translation":
-        target = vocabs["target"]
-        ids = target.encode(example["target"])
-        return {
-            "source": words.encode(example["source"]),
-            "target_inputs": np.concatenate([[target.bos_id], ids]).astype(np.int32),
-            "targets": np.concatenate([ids, [target.eos_id]]).astype(np.int32),
-        }
-    raise ValueError(f"task={task!r} has no per-example encoding; use stream_ids for character LMs")
+    # translation, the last of `_ENCODED_TASKS` (encode_split refuses any other task)
+    target = vocabs["target"]
+    ids = target.encode(example["target"])
+    return {
+        "source": words.encode(example["source"]),
+        "target_inputs": np.concatenate([[target.bos_id], ids]).astype(np.int32),
+        "targets": np.concatenate([ids, [target.eos_id]]).astype(np.int32),
+    }
 
 
 def singleton_ids(examples: list[dict], vocab_size: int, field: str = "inputs") -> np.ndarray:
