@@ -316,12 +316,18 @@ def test_phrase_probability_without_history_conditions_on_every_earlier_word(ord
     word of a phrase to one word under a 4-gram (and of the fourth under a 5-gram)."""
     model = KneserNeyLM.estimate(SENTENCES, order)
     phrase = ("c", "d", "a", "b", "c")
-    expected = sum(
-        math.log(model.score(word, phrase[max(i - order + 1, 0) : i]))
-        for i, word in enumerate(phrase)
-    )
     adapter = smt_baseline.DecoderLanguageModel(model, 0.7)
-    assert adapter.probability(phrase) == pytest.approx(0.7 * expected)
+    assert adapter.probability(phrase) == pytest.approx(0.7 * _alone_log_probability(model, phrase))
+
+
+def _alone_log_probability(model, words):
+    """log P(words) scored alone, from the n-gram definition: word i given the (up to)
+    order - 1 words of `words` before it, no `<s>` and no `</s>`."""
+    history = model.order - 1
+    return sum(
+        math.log(model.score(word, tuple(words[max(i - history, 0) : i])))
+        for i, word in enumerate(words)
+    )
 
 
 def test_reference_perplexity_is_the_lms_per_token_perplexity():
@@ -848,14 +854,10 @@ def _future_cost_reference(sentence, table, model, weight, word_penalty):
     phrase, an option's estimate being its phrase score, the weighted LM log-probability of
     its *target* words scored alone (no context before the first) and the word penalty per
     target word. Segmentations by brute force over every set of cut points."""
-    history = model.order - 1
 
     def estimate(option):
         words = option.trg_phrase
-        lm = sum(
-            math.log(model.score(word, tuple(words[max(i - history, 0) : i])))
-            for i, word in enumerate(words)
-        )
+        lm = _alone_log_probability(model, words)
         return option.log_prob + weight * lm - word_penalty * len(words)
 
     costs = {}
