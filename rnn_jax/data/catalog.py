@@ -11,11 +11,14 @@ the pipeline (vocabulary, batching) is the same as for the project's own corpora
 |---|---|---|---|
 | tiny_shakespeare | char LM | `tokens` (characters, per line) | train/validation/test |
 | imdb_reviews | classification | `tokens` (whitespace), `label` | train/test |
-| glue/sst2 | classification | `tokens`, `label` | train/validation/test |
+| glue/sst2 | classification | `tokens`, `label` | train/validation (test: no labels) |
 | conll2003 | tagging (NER) | `tokens`, `tags` | train/dev/test |
 | universal_dependencies/en_ewt | tagging (UPOS) | `tokens`, `tags`, `upos` | train/dev/test |
 | ted_hrlr_translate/pt_to_en | translation | `source` pt, `target` en | train/validation/test |
 | wmt14_translate/de-en | translation | `source` de, `target` en | train/validation/test |
+
+GLUE keeps its test labels private (TFDS stores -1 for each), so glue/sst2 has no test split
+here; a label below 0 in any converted example raises instead of becoming a class.
 
 TFDS's own tiny_shakespeare split (1,003,854 / 55,770 / 55,770 characters) is the same as
 ours (`corpora.tiny_shakespeare_splits`). The catalog CoNLL-2003 and UD builders pin other
@@ -73,7 +76,13 @@ def _lines_of_characters(example: dict, features: object) -> list[dict]:
 
 def _classification(text_key: str) -> Callable[[dict, object], list[dict]]:
     def convert(example: dict, features: object) -> list[dict]:
-        return [{"tokens": word_tokens(_text(example[text_key])), "label": int(example["label"])}]
+        label = int(example["label"])
+        if label < 0:
+            raise ValueError(
+                f"label {label}: an unlabelled example (TFDS's placeholder for hidden labels) "
+                f"in a split mapped as labelled: {_text(example[text_key])[:80]!r}"
+            )
+        return [{"tokens": word_tokens(_text(example[text_key])), "label": label}]
 
     return convert
 
@@ -113,7 +122,10 @@ CATALOG: dict[str, CatalogEntry] = {
         "classification", {"train": "train", "test": "test"}, None, _classification("text")
     ),
     "glue/sst2": CatalogEntry(
-        "classification", _VALID_TEST, "tensorflow_datasets.text.glue", _classification("sentence")
+        "classification",
+        {"train": "train", "valid": "validation"},  # GLUE's test labels are hidden (-1)
+        "tensorflow_datasets.text.glue",
+        _classification("sentence"),
     ),
     "conll2003": CatalogEntry(
         "tagging", _DEV_TEST, "tensorflow_datasets.text.conll2003", _tagging("ner")
@@ -143,14 +155,16 @@ def catalog_data_sources(name: str, data_dir: PathLike | None = None) -> dict[st
     if entry.module:
         importlib.import_module(entry.module)
     ours = list(entry.splits)
-    where = "TFDS's default data_dir" if data_dir is None else os.fspath(data_dir)
+    # TFDS expands `~` only in its default data_dirs; a given one is taken literally.
+    data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
+    where = "TFDS's default data_dir" if data_dir is None else data_dir
     try:
         # download=False: an unprepared dataset is an error here, not a (multi-GB) download
         # started by a training run; preparing is a separate, explicit step.
         sources = tfds.data_source(
             name,
             split=[entry.splits[s] for s in ours],
-            data_dir=None if data_dir is None else os.fspath(data_dir),
+            data_dir=data_dir,
             download=False,
         )
     except Exception as error:  # TFDS raises assorted types for "not prepared" / wrong format
@@ -174,9 +188,13 @@ def load_catalog_dataset(name: str, data_dir: PathLike | None = None) -> TextDat
     splits = {}
     for split, source in sources.items():
         features = source.dataset_info.features  # type: ignore[attr-defined]
-        splits[split] = [
-            converted
-            for example in _read_all(source)
-            for converted in entry.convert(example, features)
-        ]
+        splits[split] = []
+        for index, example in enumerate(_read_all(source)):
+            try:
+                splits[split].extend(entry.convert(example, features))
+            except ValueError as error:
+                raise ValueError(
+                    f"catalog dataset {name!r} split {entry.splits[split]!r}, example {index} "
+                    f"(0-based): {error}"
+                ) from error
     return TextDataset(name, entry.task, splits)

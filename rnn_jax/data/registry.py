@@ -224,7 +224,8 @@ def load_dataset(
     from rnn_jax.data.catalog import CATALOG, load_catalog_dataset
 
     catalog_name = name.removeprefix("tfds:")
-    if catalog_name in CATALOG:
+    if catalog_name in CATALOG or name.startswith("tfds:"):
+        # an unknown tfds: name gets the catalog's own "unknown ...; choose from" message
         return load_catalog_dataset(catalog_name, data_dir)
     if ":" in name:
         return user_dataset(name)

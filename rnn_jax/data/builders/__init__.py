@@ -13,6 +13,7 @@ which path the data took. Names: ptb, tiny_shakespeare, multi30k, sst/sst5, sst/
 from __future__ import annotations
 
 import os
+import pathlib
 
 import tensorflow_datasets as tfds
 
@@ -21,6 +22,7 @@ from rnn_jax.data.builders.multi30k import Multi30k
 from rnn_jax.data.builders.ptb import Ptb
 from rnn_jax.data.builders.sst import Sst
 from rnn_jax.data.builders.tiny_shakespeare import TinyShakespeare
+from rnn_jax.data.corpora import SPLIT_FILES
 from rnn_jax.data.readers import parse_sst_tree
 from rnn_jax.data.registry import TextDataset
 from rnn_jax.data.tokenize import char_tokens, word_tokens
@@ -36,19 +38,38 @@ BUILDERS: dict[str, tuple[type[CorpusBuilder], str | None]] = {
 }
 
 
+def _folder(path: PathLike) -> str:
+    # TFDS takes a given data_dir literally: "~/tfds" became a folder named "~" in the cwd.
+    return os.path.expanduser(os.fspath(path))
+
+
 def builder(name: str, data_dir: PathLike) -> CorpusBuilder:
-    """The builder `name` (see `BUILDERS`) writing ArrayRecord under `data_dir`."""
+    """The builder `name` (see `BUILDERS`) writing ArrayRecord under `data_dir` (`~` expanded)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown builder {name!r}; choose from {sorted(BUILDERS)}")
     cls, config = BUILDERS[name]
-    return cls(data_dir=os.fspath(data_dir), config=config, file_format="array_record")
+    return cls(data_dir=_folder(data_dir), config=config, file_format="array_record")
 
 
 def prepare(name: str, data_dir: PathLike, manual_dir: PathLike | None = None) -> CorpusBuilder:
-    """Prepares `name` in `data_dir` from `manual_dir` (or its public sources); idempotent."""
+    """Prepares `name` in `data_dir` from `manual_dir` (or its public sources); idempotent.
+
+    Without `manual_dir` the files come from TFDS's default manual folder
+    (`<data_dir>/downloads/manual`) when it holds them, else from `URLS`. A `manual_dir` that
+    is given must be a folder that is not empty (`FileNotFoundError` naming it otherwise): a
+    mistyped path is not a request to download.
+    """
     corpus_builder = builder(name, data_dir)
+    if manual_dir is not None:
+        folder = pathlib.Path(_folder(manual_dir))
+        if not folder.is_dir() or not any(folder.iterdir()):
+            files = sorted({f for fs in SPLIT_FILES[corpus_builder.CORPUS].values() for f in fs})
+            raise FileNotFoundError(
+                f"{name}: manual_dir {os.fspath(folder)} does not exist or is empty; it must "
+                f"directly hold {files} (leave manual_dir out to download them)"
+            )
     config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+        manual_dir=None if manual_dir is None else _folder(manual_dir)
     )
     corpus_builder.download_and_prepare(download_config=config)
     return corpus_builder
@@ -98,7 +119,7 @@ def prepared_dataset(name: str, data_dir: PathLike) -> TextDataset:
     """Reads a prepared builder back with `tfds.data_source` into a `TextDataset`."""
     if name not in BUILDERS:
         raise ValueError(f"unknown builder {name!r}; choose from {sorted(BUILDERS)}")
-    sources = tfds.data_source(name, data_dir=os.fspath(data_dir))
+    sources = tfds.data_source(name, data_dir=_folder(data_dir))
     splits = {
         split: examples_from_records(name, read_records(source))
         for split, source in sources.items()

@@ -8,8 +8,10 @@ published example order (`disable_shuffling`): LM streams depend on it.
 
 Files: if `manual_dir` (the folder that directly holds the extracted files, laid out as
 `../shared/data/<name>`) exists and is not empty, it is used; otherwise `URLS` are downloaded
-(and decompressed). Either way each file's sha256 must equal the pinned one
-(`corpora.SHA256`), or preparation stops with an error naming the file.
+(and decompressed); `builders.prepare` refuses a `manual_dir` it is given that is missing or
+empty, so only TFDS's default manual folder falls back to the download. Either way each
+file's sha256 must equal the pinned one (`corpora.SHA256`), or preparation stops with an
+error naming the file.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         except Exception as e:  # network errors come in many types; say what was tried
             raise RuntimeError(
                 f"{self.name}: no manual_dir with the files, and downloading {sorted(urls)} "
-                f"failed ({type(e).__name__}: {e}); pass --manual_dir=<folder with {names}>"
+                f"failed ({type(e).__name__}: {e}); pass manual_dir=<folder with {names}>"
             ) from e
         files = {}
         for name in names:
