@@ -66,15 +66,26 @@ case "$mode" in
     : "${HOSTS:?set HOSTS to the space-separated host names, coordinator first}"
     read -r -a hosts <<< "$HOSTS"
     coordinator="${hosts[0]}:${PORT:-12355}"
+    pids=()
     for i in "${!hosts[@]}"; do
       command="${base[*]} --coordinator_address=${coordinator} --num_processes=${#hosts[@]} --process_id=${i}"
       if [ "${RUN:-0}" = 1 ] && [ "${DRY_RUN:-0}" != 1 ]; then
         ssh "${hosts[$i]}" "$command" &
+        pids+=("$!")
       else
         printf '%s: %s\n' "${hosts[$i]}" "$command"
       fi
     done
-    wait
+    # A bare `wait` returns 0 whatever the processes return: wait for each, keep a failure.
+    status=0
+    for i in "${!pids[@]}"; do
+      wait "${pids[$i]}" || {
+        code=$?
+        echo "launch/multihost.sh: process ${i} on ${hosts[$i]} exited with status ${code}" >&2
+        status=$code
+      }
+    done
+    exit "$status"
     ;;
   *)
     echo "launch/multihost.sh: unknown mode '$mode' (slurm, tpu, manual)" >&2

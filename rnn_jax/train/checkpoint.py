@@ -8,7 +8,10 @@ A checkpoint holds two items:
     (the data-iterator position, the partial logging window, early-stopping counters).
 Per-step randomness is `fold_in(base_key, step)`, so the base key and the step are the whole
 RNG state. Orbax writes to a temporary directory and renames it when complete, so a run
-killed mid-save resumes from the previous complete checkpoint.
+killed mid-save resumes from the previous complete checkpoint. `W/best` is kept consistent
+with that resume point: a periodic save waits for a pending best save, the best checkpoint
+the newest complete periodic one names is kept (not only the newest best), and a resumed run
+first drops best checkpoints newer than the periodic one it resumes from.
 """
 
 from __future__ import annotations
@@ -27,39 +30,73 @@ class Checkpointer:
     Args:
       workdir: the run directory; checkpoints go to `workdir/checkpoints` and `workdir/best`.
       max_to_keep: how many periodic checkpoints to keep (the newest).
+      read_only: for readers (`rnn_jax.train.restore`), possibly beside a live run: create
+        and delete nothing (and do not `save`). A training run's Checkpointer (the default)
+        first deletes best checkpoints newer than the newest periodic one (`_drop_stale_best`).
     """
 
-    def __init__(self, workdir: str | pathlib.Path, max_to_keep: int) -> None:
+    def __init__(
+        self, workdir: str | pathlib.Path, max_to_keep: int, *, read_only: bool = False
+    ) -> None:
         workdir = pathlib.Path(workdir).resolve()
+        self._read_only = read_only
         # Multi-process runs save synchronously: a background save thread that runs its own
         # cross-process synchronisation beside the training step's collectives is one more
         # way for CPU (gloo) runs to deadlock, and saving a checkpoint is rare.
         asynchronous = jax.process_count() == 1
-        self.latest = ocp.CheckpointManager(
-            workdir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=asynchronous
-            ),
-        )
+
+        def options(keep: int | None) -> ocp.CheckpointManagerOptions:
+            if read_only:  # (orbax's read_only=True logs warnings on every construction)
+                return ocp.CheckpointManagerOptions(create=False)
+            return ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous
+            )
+
+        self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(max_to_keep))
         # The loop decides what "better" is (it tracks the best value for early stopping), so
-        # this manager only ever receives improvements and keeps the newest one.
-        self.best = ocp.CheckpointManager(
-            workdir / "best",
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, create=True, enable_async_checkpointing=asynchronous
-            ),
-        )
+        # this manager only ever receives improvements. It keeps, not only the newest, every
+        # best checkpoint a resume may need (`_prune_best`), so its newest is the best model.
+        self.best = ocp.CheckpointManager(workdir / "best", options=options(None))
+        if not read_only:
+            self._drop_stale_best()
         # Steps saved by this process, per manager: every process must take the same
         # save/skip decision, so it must not depend on what one of them sees on disk.
         self._saved = {"latest": self.latest.latest_step(), "best": self.best.latest_step()}
 
+    def _drop_stale_best(self) -> None:
+        """Delete best checkpoints newer than the newest periodic one (all of them when there
+        is none): a run killed between the two saves left them, and the run resumes from the
+        periodic checkpoint, whose loop state has not seen them. Kept, they would be taken
+        as the resumed run's best model, e.g. after resuming with a lower `train.num_steps`
+        or `eval_every`, or when its replay of them does not improve (another device count)."""
+        latest = self.latest.latest_step()
+        for step in self.best.all_steps():
+            if latest is None or step > latest:
+                self.best.delete(step)
+
+    def _prune_best(self, periodic: int) -> None:
+        """Delete the best checkpoints older than the newest one at or before the complete
+        periodic checkpoint of step `periodic`: a resume from it (or from a newer one) never
+        needs them. One kept only by step (orbax's `max_to_keep=1`) was gone when a run
+        killed after a later improvement resumed from an earlier periodic checkpoint."""
+        needed = [step for step in self.best.all_steps() if step <= periodic]
+        for step in needed[:-1]:
+            self.best.delete(step)
+
     def save(self, step: int, state: Any, loop: dict, *, best: bool = False) -> None:
-        """Save asynchronously (orbax); `best=True` writes to the best-on-validation manager."""
+        """Save (asynchronously in a one-process run); `best=True` writes to the
+        best-on-validation manager. A periodic save first waits for a pending best save."""
         name = "best" if best else "latest"
         if self._saved[name] == step:
             return
+        previous = self._saved["latest"]
         self._saved[name] = step
         manager = self.best if best else self.latest
+        if not best:
+            # A periodic checkpoint must never be complete on disk while the best one its
+            # `loop` names (an improvement at this or an earlier step) is still being
+            # written: killed in between, the resumed run would evaluate an older best.
+            self.best.wait_until_finished()
         # The save is asynchronous: orbax serialises `loop` after this call returns, while the
         # host loop keeps accumulating into its nested logging window. A deep copy freezes the
         # JSON at this step (without it a resumed run counted a window twice).
@@ -70,6 +107,9 @@ class Checkpointer:
             ),
             force=True,
         )
+        if not best and previous is not None:
+            # orbax finished the previous periodic save before starting this one.
+            self._prune_best(previous)
 
     def latest_step(self, *, best: bool = False) -> int | None:
         return (self.best if best else self.latest).latest_step()
@@ -100,6 +140,12 @@ class Checkpointer:
         self.best.wait_until_finished()
 
     def close(self) -> None:
+        """Finish pending saves; then keep only the best checkpoint a resume from the newest
+        periodic one needs (a finished run keeps one)."""
+        self.wait()
+        periodic = self.latest.latest_step()
+        if not self._read_only and periodic is not None:
+            self._prune_best(periodic)
         self.latest.close()
         self.best.close()
 

@@ -97,12 +97,16 @@ def main(
         except ValueError as error:
             sys.stderr.write(f"{error}\n")
             sys.exit(CONFIG_EXIT_STATUS)
-        distributed.initialize(
-            flags.FLAGS.coordinator_address,
-            flags.FLAGS.num_processes,
-            flags.FLAGS.process_id,
-            flags.FLAGS.initialization_timeout,
-        )
+        try:
+            distributed.initialize(
+                flags.FLAGS.coordinator_address,
+                flags.FLAGS.num_processes,
+                flags.FLAGS.process_id,
+                flags.FLAGS.initialization_timeout,
+            )
+        except ValueError as error:  # partial or malformed multi-host flags
+            sys.stderr.write(f"{error}\n")
+            sys.exit(CONFIG_EXIT_STATUS)
         try:
             run(config, workdir, make_task(config))
         except config_lib.ConfigError as error:

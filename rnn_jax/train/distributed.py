@@ -33,7 +33,8 @@ def initialize(
     detected by `jax.distributed.initialize()` itself. Must run before any JAX computation.
 
     Raises:
-      ValueError: when only some of the three explicit arguments are given.
+      ValueError: when only some of the three explicit arguments are given, or
+        `coordinator_address` is not host:port.
     """
     explicit = (coordinator_address, num_processes, process_id)
     if any(v is not None for v in explicit):
@@ -43,14 +44,25 @@ def initialize(
                 f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
                 f"process_id={process_id!r}"
             )
+        host, colon, port = coordinator_address.rpartition(":")
+        if not (colon and host and port.isdigit()):
+            # jax would fail on a missing port with "IndexError: list index out of range".
+            raise ValueError(
+                f"--coordinator_address={coordinator_address!r}: must be host:port (process "
+                "0's host name or address and a port free on it, e.g. node0:12355)"
+            )
         jax.distributed.initialize(
             coordinator_address=coordinator_address,
             num_processes=num_processes,
             process_id=process_id,
+            local_device_ids=_slurm_local_device_ids(),
             initialization_timeout=initialization_timeout,
         )
     elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "TPU_WORKER_HOSTNAMES" in os.environ:
-        jax.distributed.initialize(initialization_timeout=initialization_timeout)
+        jax.distributed.initialize(
+            local_device_ids=_slurm_local_device_ids(),
+            initialization_timeout=initialization_timeout,
+        )
     else:
         return
     logging.info(
@@ -60,6 +72,22 @@ def initialize(
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+def _slurm_local_device_ids() -> list[int] | None:
+    """`local_device_ids` for `jax.distributed.initialize`: `[]` (no restriction: every
+    device of the node) when SLURM runs one task per node, else None (jax decides).
+
+    Under SLURM jax gives each process only the GPU numbered by its `SLURM_LOCALID`, which
+    suits one task per GPU; with one task per node (`launch/multihost.sh slurm`) every
+    process would own GPU 0 alone and 4 nodes x 8 GPUs would train on 4 of them. An empty
+    list is what jax's auto-detection leaves alone and its device restriction ignores.
+    """
+    tasks = os.environ.get("SLURM_NTASKS")
+    nodes = os.environ.get("SLURM_STEP_NUM_NODES") or os.environ.get("SLURM_NNODES")
+    if tasks is None or nodes is None or int(tasks) != int(nodes):
+        return None
+    return []
 
 
 def data_mesh() -> Mesh:

@@ -37,8 +37,7 @@ def restore_model(
         raise ValueError(f"replica={replica}: the run has num_seeds={config.num_seeds}")
     directory = pathlib.Path(workdir) / ("best" if best else "checkpoints")
     if not directory.is_dir():
-        # Checked first: the Checkpointer creates its directories, and a mistyped run
-        # directory would be left holding an empty run.
+        # Checked first: orbax would report a missing directory less clearly.
         raise ValueError(f"no checkpoint in {directory}")
     graphdef, init_state = build_init(
         task,
@@ -52,7 +51,9 @@ def restore_model(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
         jax.eval_shape(init_state),
     )
-    checkpointer = Checkpointer(workdir, config.train.max_to_keep)
+    # Read-only: the run may still be training (its newest best checkpoint can be ahead of
+    # its newest periodic one), and a reader must not create, save or delete anything.
+    checkpointer = Checkpointer(workdir, config.train.max_to_keep, read_only=True)
     try:
         restored = checkpointer.restore(abstract, best=best)
         step = checkpointer.latest_step(best=best)
