@@ -30,6 +30,8 @@ from rnn_jax import allocator
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics
 
+PLOT = "throughput_vs_length.png"
+
 
 def _names_from(allowed: tuple, empty_ok: bool = False) -> config_lib.Rule:
     def rule(value: Any) -> str | None:
@@ -92,7 +94,8 @@ def backends_of(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def groups_of(config: ml_collections.ConfigDict) -> list[tuple[str, str, str]]:
-    """(cell spec, shape name, mode) for every group; raises on unknown shape names."""
+    """(cell spec, shape name, mode) for every group; raises `ConfigError` (the command line's
+    exit 2) on unknown shape names."""
     shapes = dict(config.shapes)
     pairs = [(c, s) for c in _split(config.cells) for s in _split(config.configs)]
     for item in _split(config.extra):
@@ -101,10 +104,12 @@ def groups_of(config: ml_collections.ConfigDict) -> list[tuple[str, str, str]]:
     for key in ("configs", "rss_configs"):
         for name in _split(config[key]):
             if name not in shapes:
-                raise ValueError(f"{key}: unknown shape {name!r}; allowed: {', '.join(shapes)}")
+                raise config_lib.ConfigError(
+                    f"{key}: unknown shape {name!r}; allowed: {', '.join(shapes)}"
+                )
     for cell, shape in pairs:
         if cell not in peers.CELL_SPECS or shape not in shapes:
-            raise ValueError(
+            raise config_lib.ConfigError(
                 f"extra: {cell}:{shape} is not <cell>:<shape> with cell in "
                 f"{', '.join(peers.CELL_SPECS)} and shape in {', '.join(shapes)}"
             )
@@ -212,11 +217,14 @@ def _speedups(seconds: dict[str, list[float]], peers_: dict) -> dict[str, float]
 
 
 def _pairs(config: ml_collections.ConfigDict, key: str) -> list[tuple[str, str]]:
-    """(cell spec, shape name) of every group listed under `key`; raises on unknown shapes."""
+    """(cell spec, shape name) of every group listed under `key`; raises `ConfigError` on
+    unknown shapes."""
     pairs = [tuple(v.rsplit(":", 1)) for v in _split(config[key])]
     for _, shape in pairs:
         if shape not in config.shapes:
-            raise ValueError(f"{key}: unknown shape {shape!r}; allowed: {', '.join(config.shapes)}")
+            raise config_lib.ConfigError(
+                f"{key}: unknown shape {shape!r}; allowed: {', '.join(config.shapes)}"
+            )
     return pairs
 
 
@@ -329,13 +337,20 @@ def _peak_rss_bytes() -> int:
     raise OSError("/proc/self/status has no VmHWM line")
 
 
-def peak_rss(backend: str, cell: str, shape: tuple, mode: str) -> float | None:
-    """`_rss_child` in a spawned process (each measurement starts from a clean heap)."""
+def peak_rss(
+    backend: str, cell: str, shape: tuple, mode: str, timeout_s: float = 600.0
+) -> float | None:
+    """`_rss_child` in a spawned process (each measurement starts from a clean heap); None
+    when it fails or runs past `timeout_s` (then it is killed)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_rss_child, args=(backend, cell, shape, mode, queue))
     process.start()
-    process.join(timeout=600)
+    process.join(timeout=timeout_s)
+    if process.exitcode is None:  # hung past the limit: no figure, and no process left behind
+        process.kill()
+        process.join()
+        return None
     return queue.get() if process.exitcode == 0 and not queue.empty() else None
 
 
@@ -376,7 +391,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     false, stages not reached empty), so a run stopped early (a lent accelerator's time
     limit, a crash, SIGTERM) keeps what it measured; a finished run writes `results.json`,
     `throughput.md` and the plot and removes it. Only finished runs count in
-    `throughput_report`."""
+    `throughput_report`; a previous run's outputs in `workdir` are removed when this one
+    starts, so a rerun that stops early is not taken for a finished one."""
     start = time.time()
     groups = groups_of(config)  # unknown names and shapes fail before anything is compiled
     pairs, stacks = bidirectional_pairs(config), stacked_pairs(config)
@@ -387,6 +403,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     allocator.configure(config.malloc)  # the CLI has; again for direct callers (idempotent)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "throughput.md", PLOT, report.PARTIAL):
+        (workdir / name).unlink(missing_ok=True)
     load_before = os.getloadavg()
     final: dict[str, list] = {
         "groups": [],
@@ -426,7 +444,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     final["sweep"] = run_sweep(config, peak)
     done = results(complete=True)
     metrics.write_text_atomic(workdir / "throughput.md", report.markdown(done))
-    report.plot_sweep(final["sweep"], workdir / "throughput_vs_length.png")
+    report.plot_sweep(final["sweep"], workdir / PLOT)
     metrics.write_json_atomic(workdir / "results.json", done)
     (workdir / report.PARTIAL).unlink(missing_ok=True)
     return done

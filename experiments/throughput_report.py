@@ -137,19 +137,44 @@ def per_layer_goals(groups: list[dict]) -> list[tuple[str, float, float, float |
     ]
 
 
+def unmeasured_goals(groups: list[dict]) -> list[str]:
+    """The speed goals a group was timed for but could not be judged on: rnn_jax or the peer
+    was not a member (torch not installed, a peer left out of `backends`)."""
+    lines = []
+    for mode, configs, _, _ in SPEED_GOALS:
+        for g in groups:
+            if g["mode"] != mode or g["shape_name"] not in configs or g["cell"] not in CELLS:
+                continue
+            for peer in ("torch", "flax"):
+                if g["rnn_jax_speedup_over"].get(peer) is None:
+                    missing = [m for m in ("rnn_jax", peer) if m not in g["members"]]
+                    lines.append(
+                        f"- NOT MEASURED: {g['cell']} {g['shape_name']} {mode} vs {peer}: "
+                        f"no {' or '.join(missing) or 'ratio'} in this run"
+                    )
+    return lines
+
+
 def goal_checks(groups: list[dict]) -> list[str]:
-    """One line per (goal, group): MET or MISSED with the measured ratio."""
+    """One line per (goal, group): MET or MISSED with the measured ratio, NOT MEASURED where
+    the group lacks rnn_jax or the peer (`unmeasured_goals`)."""
     lines = []
     for what, got, goal, cpu in speed_goals(groups):
         verdict = "MET" if got >= goal else "MISSED"
         by_cpu = "" if cpu is None else f"; by CPU time {cpu:.2f}×"
         lines.append(f"- {verdict}: {what}: {got:.2f}× wall-clock (goal ≥ {goal}×{by_cpu})")
+    lines += unmeasured_goals(groups)
     for g in groups:
         m = g["members"]
-        if g["mode"] != "fwd_bwd" or "rnn_jax" not in m or "flax" not in m:
+        if g["mode"] != "fwd_bwd":
             continue
-        ours, flax = m["rnn_jax"]["xla_temp_mib"], m["flax"]["xla_temp_mib"]
+        ours, flax = (m.get(name, {}).get("xla_temp_mib") for name in ("rnn_jax", "flax"))
         if ours is None or not flax:
+            if g["cell"] in CELLS:
+                lines.append(
+                    f"- NOT MEASURED: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory: "
+                    "no rnn_jax or flax figure in this run"
+                )
             continue
         verdict = "MET" if ours <= MEMORY_GOAL * flax else "MISSED"
         lines.append(
@@ -475,7 +500,15 @@ def markdown(results: dict[str, Any]) -> str:
             "stopped are below.",
             "",
         ]
-    peaks = [g["matmul_peak_gflops"]["median"] for g in groups]
+    timed = groups + final.get("bidirectional", []) + final.get("stacked", [])
+    peaks = [g["matmul_peak_gflops"]["median"] for g in timed]
+    if peaks:
+        peak = (
+            f"Matmul peak (in-process n³ jnp.dot): median {np.median(peaks):.0f} GF/s "
+            f"(range over groups {min(peaks):.0f}–{max(peaks):.0f}). "
+        )
+    else:  # e.g. a sweep-only run (`configs` empty): no group timed the peak
+        peak = "Matmul peak: not timed (no groups). "
     packages = prov.get("packages", {})
     lines = [
         "# Throughput: one recurrent layer, float32",
@@ -483,9 +516,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{prov['cpu_count']} CPUs ({_cpu(prov)}), backend {prov['backend']}; "
         f"jax {packages.get('jax')}, flax {packages.get('flax')}. "
         f"Load average (1, 5, 15 min) before {tuple(round(v, 1) for v in prov['load_before'])}, "
-        f"after {tuple(round(v, 1) for v in prov['load_after'])}. "
-        f"Matmul peak (in-process n³ jnp.dot): median {np.median(peaks):.0f} GF/s "
-        f"(range over groups {min(peaks):.0f}–{max(peaks):.0f}). " + _malloc(prov),
+        f"after {tuple(round(v, 1) for v in prov['load_after'])}. " + peak + _malloc(prov),
         "",
         *unfinished,
         "Entries: tokens/s, median (min–max) over interleaved rounds. vs flax / vs torch: "
@@ -554,7 +585,8 @@ def markdown(results: dict[str, Any]) -> str:
     if final["rss"]:
         lines += [
             "",
-            "## Peak RSS growth, forward + backward (one fresh process per implementation)",
+            "## Peak RSS growth of building (compiling, for JAX) and running forward + backward "
+            "(one fresh process per implementation)",
             "",
             "| cell | config | backend | MiB |",
             "|---|---|---|---|",
