@@ -2,10 +2,10 @@
 from the point summaries that its `run` stores (results.json `points`).
 
 A difference between two points is called clear only when every seed of one is above every
-seed of the other; otherwise it is within the seed spread: inconclusive. Even "clear" is weak
-evidence with few seeds: if both points' seeds came from one distribution, a random ordering
-would separate n seeds from n with probability 2 / C(2n, n) (1/3 for 2 seeds, 1/10 for 3,
-1/126 for 5), which the answers state.
+seed of the other; otherwise it is within the seed spread, or a seed of either diverged (not
+finite): inconclusive. Even "clear" is weak evidence with few seeds: if both points' seeds
+came from one distribution, a random ordering would separate n seeds from n with probability
+2 / C(2n, n) (1/3 for 2 seeds, 1/10 for 3, 1/126 for 5), which the answers state.
 """
 
 from __future__ import annotations
@@ -147,12 +147,16 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
             values = accuracies(s, "test", token_class)
             color = f"C{list(DIRECTION_TEXT).index(s['direction'])}"
             hatch = "//" if s["head"] == "crf" else None
-            ax.bar(i, np.nanmean(values), color=color, alpha=0.5, hatch=hatch)
+            ax.bar(i, grid.nan_mean(values), color=color, alpha=0.5, hatch=hatch)
             ax.plot(np.full(values.shape, i), values, "k.", markersize=4)
-        means = [np.nanmean(accuracies(s, "test", token_class)) for s in rows]
-        low, high = np.nanmin(means), np.nanmax(means)
-        pad = max(0.01, 0.6 * (high - low))
-        ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+        # Every finite seed inside the axes; a class without test tokens (no accuracy at any
+        # point: a short `data.eval_sentences` cut) keeps the default limits.
+        shown = np.concatenate([accuracies(s, "test", token_class) for s in rows])
+        shown = shown[np.isfinite(shown)]
+        if shown.size:
+            low, high = shown.min(), shown.max()
+            pad = max(0.01, 0.6 * (high - low))
+            ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
         ax.set_xticks(x, [s["point"] for s in rows], rotation=45, ha="right", fontsize="small")
         text = title if token_class is None else f"{title} ({CLASS_TEXT[title]})"
         ax.set_title(text.replace("`", ""), fontsize=8)
@@ -163,12 +167,15 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
 
 
 def compare(a: dict, b: dict, token_class: str | None = None, split: str = "test") -> dict:
-    """Mean accuracy of `a` minus `b` (fraction), and whether every seed of one is above
-    every seed of the other ('clear') or not ('within seed spread')."""
+    """Mean accuracy of `a` minus `b` (fraction, over the finite seeds), whether every seed
+    of one is above every seed of the other ('clear') or not ('within seed spread'), and
+    whether a seed of either is not finite ('diverged': never clear, since that seed is
+    above or below nothing and 2 / C(2n, n) no longer is the event's chance)."""
     x, y = accuracies(a, split, token_class), accuracies(b, split, token_class)
     delta = grid.nan_mean(x) - grid.nan_mean(y)
-    clear = bool(np.nanmin(x) > np.nanmax(y) or np.nanmax(x) < np.nanmin(y))
-    return {"delta": delta, "clear": clear}
+    diverged = not (np.isfinite(x).all() and np.isfinite(y).all())
+    clear = not diverged and bool(x.min() > y.max() or x.max() < y.min())
+    return {"delta": delta, "clear": clear, "diverged": diverged}
 
 
 def chance_apart(num_seeds: int) -> float:
@@ -181,9 +188,17 @@ def _points(delta: float) -> str:
     return f"{100 * delta:+.2f} points"
 
 
-def _diff_text(a: dict, b: dict, token_class: str | None = None) -> str:
+def diff_text(a: dict, b: dict, token_class: str | None = None) -> str:
+    """'+1.23 points (every seed apart)': `compare`'s difference in accuracy points, and
+    whether the seeds separate, overlap or include one that diverged."""
     c = compare(a, b, token_class)
-    spread = "every seed apart" if c["clear"] else "within the seed spread"
+    spread = (
+        "every seed apart"
+        if c["clear"]
+        else "a seed diverged: not compared seed by seed"
+        if c["diverged"]
+        else "within the seed spread"
+    )
     return f"{_points(c['delta'])} ({spread})"
 
 
@@ -209,14 +224,13 @@ def _answer_6(p: dict[str, dict]) -> str:
     if gain["delta"] > 0 and gain["clear"]:
         verdict = "Supported: at equal size the BiLSTM tags better than the forward LSTM"
     elif gain["delta"] > 0:
-        verdict = (
-            "Not supported at this scale (inconclusive): the BiLSTM's mean is higher but "
-            "its seeds overlap the forward LSTM's"
+        verdict = "Not supported at this scale (inconclusive): the BiLSTM's mean is higher but " + (
+            "a seed diverged" if gain["diverged"] else "its seeds overlap the forward LSTM's"
         )
     else:
         verdict = "Not supported: the BiLSTM did not tag better than the forward LSTM"
     text.append(
-        f"{verdict}, {_diff_text(bi, fw)}; 'every seed apart' happens by chance with "
+        f"{verdict}, {diff_text(bi, fw)}; 'every seed apart' happens by chance with "
         f"probability {chance_apart(first['num_seeds']):.2g} at {first['num_seeds']} seeds."
     )
     shares = {c: 100 * _share(first, "test", c) for c in CLASSES}
@@ -224,7 +238,7 @@ def _answer_6(p: dict[str, dict]) -> str:
         "Where the gain comes from (test accuracy by token class, BiLSTM vs forward): "
         + "; ".join(
             f"{c} ({shares[c]:.1f}% of tokens) {grid.nan_mean(accuracies(fw, 'test', c)):.4f} → "
-            f"{grid.nan_mean(accuracies(bi, 'test', c)):.4f}, {_diff_text(bi, fw, c)}"
+            f"{grid.nan_mean(accuracies(bi, 'test', c)):.4f}, {diff_text(bi, fw, c)}"
             for c in CLASSES
         )
         + ". On 'minority' tokens the word alone points to the wrong tag, so what a tagger "
@@ -234,8 +248,8 @@ def _answer_6(p: dict[str, dict]) -> str:
     )
     if bw is not None:
         text.append(
-            f"Reading right to left instead (backward LSTM, same size): {_diff_text(bw, fw)} "
-            f"against the forward LSTM; the BiLSTM is {_diff_text(bi, bw)} against the "
+            f"Reading right to left instead (backward LSTM, same size): {diff_text(bw, fw)} "
+            f"against the forward LSTM; the BiLSTM is {diff_text(bi, bw)} against the "
             "backward one."
         )
     text.append("The seed's 'or classification' half is not measured here (tagging only).")
@@ -252,13 +266,13 @@ def _answer_14(p: dict[str, dict]) -> str:
     fw, fw_crf = p.get("forward-softmax"), p.get("forward-crf")
     bi, bi_crf = p.get("bi-softmax"), p.get("bi-crf")
     if fw is not None and fw_crf is not None:
-        sentence = f"A CRF on the forward LSTM: {_diff_text(fw_crf, fw)}"
+        sentence = f"A CRF on the forward LSTM: {diff_text(fw_crf, fw)}"
         if bi is not None:
             gap = compare(bi, fw)["delta"]
             recovered = compare(fw_crf, fw)["delta"] / gap if gap > 0 else float("nan")
             sentence += (
                 f", i.e. {100 * recovered:.0f}% of the forward-to-BiLSTM gap "
-                f"({_points(gap)}); on minority tokens {_diff_text(fw_crf, fw, 'minority')}"
+                f"({_points(gap)}); on minority tokens {diff_text(fw_crf, fw, 'minority')}"
                 if np.isfinite(recovered)
                 else " (the BiLSTM had no gain over the forward LSTM to recover)"
             )
@@ -273,7 +287,7 @@ def _answer_14(p: dict[str, dict]) -> str:
             else "no measurable difference: the seed's 'classifier or CRF' holds only in that "
             "both work; a CRF advantage is not supported at this scale"
         )
-        text.append(f"A CRF on the BiLSTM: {_diff_text(bi_crf, bi)}, {verdict}.")
+        text.append(f"A CRF on the BiLSTM: {diff_text(bi_crf, bi)}, {verdict}.")
     return " ".join(text)
 
 

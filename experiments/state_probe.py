@@ -128,6 +128,9 @@ RULES: cfg.Rules = {
     "data.train_sentences": cfg.int_at_least(0),  # LM training sentences; 0: all of UD train
     "model.locked_dropout": cfg.one_of(False, True),
     "model.compute_dtype": cfg.one_of("float32"),  # states are read in float32
+    # The probes read the last checkpoint: the LM's reported perplexities must be its too
+    # (with keep_best the runtime's final evaluation scores the best-validation checkpoint).
+    "train.keep_best": cfg.one_of(False),
     "probe.train_sentences": cfg.int_at_least(1),
     "probe.test_split": cfg.one_of("valid", "test"),
     "probe.test_sentences": cfg.int_at_least(0),  # 0: the whole split

@@ -68,6 +68,11 @@ def selectivity(results: dict, probe: str, kind: str, layer: int, target: str) -
     )
 
 
+def _test_split(setup: dict) -> str:
+    """The split the probes are scored on, in words: 'UD dev' or 'UD test'."""
+    return "UD dev" if setup["probe_test_split"] == "valid" else f"UD {setup['probe_test_split']}"
+
+
 def _layer_name(layer: int) -> str:
     return "L0 (embedding)" if layer == 0 else f"L{layer}"
 
@@ -300,7 +305,7 @@ def answer_q1(results: dict) -> str:
     lines = [
         "Measured with linear probes on a frozen LSTM language model "
         "(`experiments.state_probe`): from a layer's state at word t, the identity of the "
-        f"token k back, for k in {s['distances']} (accuracy on UD dev; majority class: "
+        f"token k back, for k in {s['distances']} (accuracy on {_test_split(s)}; majority class: "
         f"{baseline})."
     ]
     for layer in _layers(results)[1:]:
@@ -323,22 +328,46 @@ def answer_q1(results: dict) -> str:
             )
             + ")."
         )
-    reaches = [memory_reach(results, "trained", layer) for layer in _layers(results)[1:]]
-    summary = (
-        "No layer holds a past word beyond the margin: this measurement does not show the "
-        "state carrying the past."
-        if all(r is None or r == 0 for r in reaches)
-        else "So the state is a memory of the recent past whose decodability falls with k."
+    recurrent = _layers(results)[1:]
+    reaches = [memory_reach(results, "trained", layer) for layer in recurrent]
+    if all(r is None or r == 0 for r in reaches):
+        summary = (
+            "No layer holds a past word beyond the margin: this measurement does not show the "
+            "state carrying the past."
+        )
+    else:
+        rising = [layer for layer in recurrent if not _falls_with_k(results, layer)]
+        summary = "So the state is a memory of the recent past" + (
+            " whose decodability falls with k."
+            if not rising
+            else ", but its decodability does not fall steadily with k (a farther word is read "
+            f"better than a nearer one by more than {MARGIN} at layer "
+            + ", ".join(str(layer) for layer in rising)
+            + ")."
+        )
+    untrained = [memory_reach(results, "untrained", layer) for layer in recurrent]
+    control = (
+        " An untrained LSTM of the same shape also keeps some of the past (a random recurrence "
+        "is already a memory), which is why the control matters;"
+        if any(r is not None and r > 0 for r in untrained)
+        else " The untrained LSTM of the same shape holds no past word beyond the margin;"
     )
     lines.append(
-        summary + " An untrained LSTM of the same shape also "
-        "keeps some of the past (a random recurrence is already a memory), which is why the "
-        "control matters; what training adds is in state_probe.md's trained-minus-untrained "
+        summary + control + " what training adds is in state_probe.md's trained-minus-untrained "
         "table. Caveat: the word probe is linear (LDA with a shared, shrunk covariance) over "
         f"the most frequent {s['num_words']} tokens only; a more expressive probe could read "
         "more."
     )
     return "\n".join(lines)
+
+
+def _falls_with_k(results: dict, layer: int) -> bool:
+    """The trained LM's word t-k accuracy at `layer` never rises by more than `MARGIN` from one
+    k to a larger one (noise at the majority level is not a rise)."""
+    means = [_mean(results, "trained", layer, f"word_k{k}") for k in results["setup"]["distances"]]
+    return not any(
+        later > earlier + MARGIN for i, earlier in enumerate(means) for later in means[i + 1 :]
+    )
 
 
 def q12_verdict(relative: np.ndarray) -> str:
@@ -430,8 +459,8 @@ def answer_q12(results: dict) -> str:
     return "\n".join(
         [
             f"Measured by probing each layer of a {s['num_layers']}-layer LSTM LM "
-            f"(`experiments.state_probe`; accuracy on UD dev, trained LM; UPOS by the {name} "
-            f"probe"
+            f"(`experiments.state_probe`; accuracy on {_test_split(s)}, trained LM; UPOS by the "
+            f"{name} probe"
             + "".join(f", {PROBE_NAMES[k]} in parentheses" for k in other)
             + "; selectivity: UPOS minus a control task of random tags per LM token, Hewitt & "
             f"Liang 2019): {table}. UPOS is best decoded from "
@@ -439,7 +468,8 @@ def answer_q12(results: dict) -> str:
             f"{_best_text(results, 'upos_next', probe)}. A per-word lookup (each word's most "
             f"frequent tag in probe-train) gets {lexical['upos']:.3f} (next UPOS "
             f"{lexical['upos_next']:.3f}): the best layer's linear probe is "
-            f"{lexical['upos'] - best_upos:.3f} below it.",
+            f"{abs(lexical['upos'] - best_upos):.3f} "
+            f"{'below' if best_upos < lexical['upos'] else 'above'} it.",
             measured,
             "Published probing of stacked LSTMs often finds POS best decoded from the first "
             "layer, with higher layers more task- or semantics-specific (Belinkov et al. 2017 "

@@ -2,8 +2,9 @@
 that its `run` stores (results.json `points`).
 
 Differences between points are read as in `experiments.bidirectional_report`: "every seed
-apart" when every seed of one point is above every seed of the other, else "within the seed
-spread"; the answer gives that event's chance under no difference, 2 / C(2n, n).
+apart" when every seed of one point is above every seed of the other, "a seed diverged" when
+a seed of either is not finite, else "within the seed spread"; the answer gives the first
+event's chance under no difference, 2 / C(2n, n).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from experiments.bidirectional_report import (
     accuracies,
     chance_apart,
     compare,
+    diff_text,
     seeds_text,
 )
 
@@ -58,12 +60,6 @@ def _describe(rows: dict[str, dict]) -> str:
     )
 
 
-def _diff(a: dict, b: dict, token_class: str | None = None) -> str:
-    c = compare(a, b, token_class)
-    spread = "every seed apart" if c["clear"] else "within the seed spread"
-    return f"{100 * c['delta']:+.2f} points ({spread})"
-
-
 def _task_section(task: str, rows: dict[str, dict]) -> list[str]:
     first = next(iter(rows.values()))
     baseline = first["majority_baseline"]
@@ -92,7 +88,9 @@ def _task_section(task: str, rows: dict[str, dict]) -> list[str]:
         "",
         grid.markdown_table(header + ["valid acc", "test acc", "test per seed"], table),
     ]
-    effects = [[label, _diff(rows[a], rows[b])] for label, a, b in EFFECTS if {a, b} <= set(rows)]
+    effects = [
+        [label, diff_text(rows[a], rows[b])] for label, a, b in EFFECTS if {a, b} <= set(rows)
+    ]
     if effects:
         lines += [grid.markdown_table(["test accuracy difference", "points"], effects)]
     if task == "tag":
@@ -142,16 +140,16 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
     tasks = _by_task(summaries)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, (task, rows) in zip(axes[0], tasks.items(), strict=True):
-        means = []
         for i, (order, s) in enumerate(rows.items()):
             values = accuracies(s)
-            means.append(np.nanmean(values))
-            ax.bar(i, means[-1], color=f"C{list(ORDER_TEXT).index(order)}", alpha=0.5)
+            ax.bar(i, grid.nan_mean(values), color=f"C{list(ORDER_TEXT).index(order)}", alpha=0.5)
             ax.plot(np.full(values.shape, i), values, "k.", markersize=4)
         baseline = next(iter(rows.values()))["majority_baseline"]["test_accuracy"]
         ax.axhline(baseline, color="grey", linestyle=":", label="majority baseline")
-        low = min(np.nanmin(means), baseline)
-        ax.set_ylim(max(0.0, low - 0.05), min(1.0, np.nanmax(means) + 0.03))
+        # Every finite seed inside the axes (a poor seed must not fall off the plot).
+        shown = np.concatenate([accuracies(s) for s in rows.values()] + [[baseline]])
+        shown = shown[np.isfinite(shown)]
+        ax.set_ylim(max(0.0, shown.min() - 0.05), min(1.0, shown.max() + 0.03))
         ax.set_xticks(range(len(rows)), list(rows))
         ax.set_title(TASK_TEXT[task], fontsize=9)
         ax.set_ylabel(f"test {UNIT[task]} accuracy")
@@ -173,7 +171,7 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
         + f" (majority baseline {baseline:.4f})."
     )
     effects = [
-        f"{label}: {_diff(rows[a], rows[b])}" for label, a, b in EFFECTS if {a, b} <= set(rows)
+        f"{label}: {diff_text(rows[a], rows[b])}" for label, a, b in EFFECTS if {a, b} <= set(rows)
     ]
     if effects:
         text += " " + "; ".join(effects) + "."
@@ -183,8 +181,9 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
             verdict = "that word order matters is supported"
         elif order["delta"] > 0:
             verdict = (
-                "the ordered mean is higher but the seeds overlap: that word order matters is "
-                "not supported at this scale (inconclusive)"
+                "the ordered mean is higher but "
+                + ("a seed diverged" if order["diverged"] else "the seeds overlap")
+                + ": that word order matters is not supported at this scale (inconclusive)"
             )
         else:
             verdict = "order did not help: that word order matters is not supported here"
@@ -193,12 +192,12 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
             over_bag = compare(rows["ordered"], rows["bag"])
             if over_bag["clear"] and over_bag["delta"] > 0:
                 text += (
-                    f", and the ordered BiLSTM is {_diff(rows['ordered'], rows['bag'])} over "
+                    f", and the ordered BiLSTM is {diff_text(rows['ordered'], rows['bag'])} over "
                     "the context-free bag"
                 )
             else:
                 text += (
-                    f", but the context-free bag is {_diff(rows['bag'], rows['ordered'])} "
+                    f", but the context-free bag is {diff_text(rows['bag'], rows['ordered'])} "
                     "against the ordered BiLSTM: the RNN's use of order does not make it beat "
                     "a bag of words here"
                 )
@@ -207,7 +206,7 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
             text += (
                 " By token class, order is worth "
                 + "; ".join(
-                    f"{c} {_diff(rows['ordered'], rows['shuffled'], c)}" for c in CLASS_TEXT
+                    f"{c} {diff_text(rows['ordered'], rows['shuffled'], c)}" for c in CLASS_TEXT
                 )
                 + " (minority: the word alone points to a wrong tag)."
             )
