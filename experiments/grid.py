@@ -331,6 +331,15 @@ def nan_mean(values: Any) -> float:
     return float(np.nanmean(array)) if np.isfinite(array).any() else float("nan")
 
 
+def finite_seeds_below(a: Any, b: Any) -> bool:
+    """Every finite per-seed value of `a` below every finite one of `b`, each having at least
+    one: a difference beyond the seed spread (a mean difference with overlapping seeds is
+    within it). Seeds that are not finite are left to the caller to report."""
+    x, y = none_to_nan(a), none_to_nan(b)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    return bool(x.size and y.size and x.max() < y.min())
+
+
 def random_windows(
     stream: np.ndarray, seed: int, index: int, batch_size: int, length: int
 ) -> np.ndarray:

@@ -227,10 +227,19 @@ def _answer_11(clip: list[dict]) -> str:
         fewer = sum(unclipped[0]["diverged"]) > min(sum(s["diverged"]) for s in clipped)
         # Final losses are means over the seeds that did not diverge (NaN when none): a
         # clipped run with a finite loss beats an unclipped one whose every seed diverged.
+        # Otherwise a lower mean is claimed only beyond the seed spread: every finite seed
+        # of a clipped run below every finite seed of the unclipped one.
         base = grid.nan_mean(unclipped[0]["loss"])
-        finite = [v for v in (grid.nan_mean(s["loss"]) for s in clipped) if np.isfinite(v)]
-        lower = bool(finite) and (not np.isfinite(base) or base > min(finite))
-        loss_text = ("lowered" if lower else "did not lower") + " the final loss"
+        finite = [s["loss"] for s in clipped if np.isfinite(grid.nan_mean(s["loss"]))]
+        lower = bool(finite) and (
+            not np.isfinite(base)
+            or any(grid.finite_seeds_below(loss, unclipped[0]["loss"]) for loss in finite)
+        )
+        loss_text = (
+            "lowered the final loss (every seed apart)"
+            if lower
+            else "did not lower the final loss beyond the seed spread"
+        )
         if not np.isfinite(base):
             loss_text = (
                 "kept a finite final loss where every unclipped seed diverged"

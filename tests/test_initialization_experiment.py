@@ -203,3 +203,63 @@ def test_success_fraction_is_a_fraction_of_the_baseline(value):
             {"diagnostics.success_fraction": value},
             rules=initialization.RULES,
         )
+
+
+def _answer_point(cell, success, log_sigma_trained, grad_ratio_log10, steps=10):
+    """A point summary for `answers`: per-seed success, trained log10 σ_max(∂h_T/∂h_1) and
+    the log10 gradient ratio ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at init (2 seeds)."""
+    k = steps - 1
+    metrics = {
+        "grad_norm_d0": [1.0, 1.0],
+        f"grad_norm_d{k}": [10.0**grad_ratio_log10] * 2,
+        f"log10_sigma_max_k{k}": [-1.0, -1.0],
+        f"sigma_zero_fraction_k{k}": [0.0, 0.0],
+    }
+    trained = {**metrics, f"log10_sigma_max_k{k}": [log_sigma_trained] * 2}
+    return {
+        "task": "adding",
+        "length": steps,
+        "steps": steps,
+        "cell": cell,
+        "init": "orthogonal",
+        "success": success,
+        "at_init": metrics,
+        "trained": trained,
+    }
+
+
+def test_q4_explains_an_lstm_advantage_only_when_it_solved_more(tmp_path):
+    """The Q4 answer said "The LSTM's advantage here is ... that it learns a path that keeps
+    information" whenever its trained σ_max exceeded Elman-tanh's, even where neither (or only
+    the Elman RNN) solved the task: an advantage the run did not measure."""
+
+    def q4(lstm_success, elman_success):
+        points = {
+            "lstm": _answer_point("lstm", lstm_success, 0.8, -1.6),
+            "elman": _answer_point("elman_tanh", elman_success, -14.0, -1.2),
+        }
+        (tmp_path / "results.json").write_text(json.dumps({"points": points}))
+        return initialization.answers(tmp_path)[4]
+
+    assert "The LSTM's advantage" in q4([1.0, 1.0], [0.0, 0.0])
+    assert "The LSTM's advantage" not in q4([0.0, 0.0], [0.0, 0.0])
+    assert "The LSTM's advantage" not in q4([1.0, 0.0], [1.0, 0.0])
+
+
+def test_q19_says_the_claim_holds_only_when_orthogonal_beat_an_init(tmp_path):
+    """With orthogonal solving no more often than any other init (here: each init solved
+    one seed of two), the Q19 answer still ended "So the seed's claim holds"."""
+
+    def q19(glorot_success):
+        points = {
+            "orth": _answer_point("lstm", [1.0, 0.0], 0.8, -1.6),
+            "glorot": {**_answer_point("lstm", glorot_success, 0.5, -1.4), "init": "glorot"},
+        }
+        (tmp_path / "results.json").write_text(json.dumps({"points": points}))
+        return initialization.answers(tmp_path)[19]
+
+    tied = q19([0.0, 1.0])
+    assert "strictly better than: lstm: none" in tied
+    assert "claim holds" not in tied and "does not support the seed's claim" in tied
+    beaten = q19([0.0, 0.0])
+    assert "strictly better than: lstm: glorot" in beaten and "claim holds" in beaten

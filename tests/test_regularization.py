@@ -189,3 +189,47 @@ def test_bad_grid_values_fail_naming_the_key(tmp_path, overrides, message):
 def test_bad_config_values_are_named(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         cli.load_config(SMOKE, {key: value}, rules=reg.RULES)
+
+
+def _summary(regularizer, best, layers=2, questions=(17,)):
+    """A point summary for the answers: `best` per-seed best valid bits."""
+    return {
+        "questions": list(questions),
+        "regularizer": regularizer,
+        "settings": {},
+        "layers": layers,
+        "hidden": 16,
+        "params": 1000,
+        "cell": "lstm",
+        "corpus": "markov",
+        "unit": "token",
+        "train_tokens": 2000,
+        "valid_tokens": 1000,
+        "num_steps": 500,
+        "epochs": 10.0,
+        "final_train_bits": [1.0, 1.0],
+        "final_valid_bits": [3.7, 3.7],
+        "best_valid_bits": best,
+        "train_at_best_bits": [2.0, 2.0],
+        "best_step": 200,
+    }
+
+
+def test_answers_claim_a_gain_only_when_it_exceeds_the_seed_spread():
+    """A mean difference over TIE whose seeds overlap is within the seed spread: it was
+    claimed as 'better than early stopping' (and 'N layers are best')."""
+    from experiments import regularization_report as report
+
+    none = _summary("none", [3.25, 3.29], questions=(17, 12))  # mean 3.27
+    overlapping = _summary("dropout", [3.225, 3.265])  # mean 3.245: -0.025, seeds overlap
+    apart = _summary("variational", [3.21, 3.23])  # mean 3.22: -0.05, every seed below
+    answer = report.answers({"a": none, "b": overlapping, "c": apart})[17]
+    helped = answer.split("Better than early stopping alone: ")[1].split(".")[0]
+    assert "variational" in helped and "dropout" not in helped
+    assert "dropout (-0.025 bits best valid" in answer.split("Not better")[1]
+
+    deep = _summary("none", [3.225, 3.265], layers=3, questions=(12,))
+    answer = report.answers({"a": none, "b": deep})[12]
+    assert "layers are best" not in answer and "did not beat 2" in answer
+    deeper = _summary("none", [3.21, 3.23], layers=3, questions=(12,))
+    assert "3 layers are best, -0.05 bits against 2" in report.answers({"a": none, "b": deeper})[12]
