@@ -213,13 +213,14 @@ class LanguageModelTask(Task):
 
     def baselines(self) -> dict[str, dict[str, float]]:
         """Context-free baselines: the add-one smoothed unigram model of the training tokens
-        (NLL in nats/token and perplexity over each split's whole stream) and the uniform
-        model over the vocabulary (perplexity V)."""
+        (NLL in nats/token and perplexity over each split's targets `tokens[1:]`, the tokens
+        the model's evaluation scores: no model predicts a stream's first token) and the
+        uniform model over the vocabulary (perplexity V)."""
         counts = np.bincount(self.corpus.splits["train"], minlength=self.vocab_size) + 1.0
         log_probs = np.log(counts / counts.sum())
         unigram = {}
         for split, tokens in self.corpus.splits.items():
-            unigram[f"{split}_loss"] = float(-np.mean(log_probs[tokens]))
+            unigram[f"{split}_loss"] = float(-np.mean(log_probs[tokens[1:]]))
             unigram[f"{split}_perplexity"] = perplexity(unigram[f"{split}_loss"])
         uniform = {"loss": math.log(self.vocab_size), "perplexity": float(self.vocab_size)}
         return {"unigram": unigram, "uniform": uniform}

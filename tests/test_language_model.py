@@ -453,3 +453,36 @@ def _refused_smoke_cli(workdir, *flags):
     assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not workdir.exists()
     return proc.stderr
+
+
+
+
+def test_unigram_baseline_scores_the_targets_the_model_scores(repo_root, monkeypatch):
+    """W/baselines.json's unigram NLL per split is a mean over the same n - 1 targets as the
+    model's evaluation (`LMEvalStream`'s weights), brute-forced here from the add-one counts
+    (float64); it averaged over all n tokens, the first one included, which no model scores."""
+    monkeypatch.chdir(repo_root)
+    from experiments.language_model import RULES, LanguageModelTask
+    from rnn_jax.train import cli
+
+    overrides = {"data.eval_batch_size": 4, "data.markov_eval_tokens": 203}
+    config = cli.load_config("experiments/configs/language_model.py:smoke", overrides, RULES)
+    task = LanguageModelTask(config)
+    train = task.corpus.splits["train"]
+    counts = {v: 1.0 + float(np.sum(train == v)) for v in range(task.vocab_size)}
+    total = sum(counts.values())
+    baselines = task.baselines()
+    for split in ("valid", "test"):
+        ids = task.corpus.splits[split]
+        nll = weight = 0.0
+        for batch in task.eval_data(split):
+            weights = batch["weights"].ravel().astype(np.float64)
+            for target, w in zip(batch["targets"].ravel(), weights, strict=True):
+                if w:
+                    nll -= w * math.log(counts[int(target)] / total)
+                    weight += w
+        assert weight == len(ids) - 1
+        assert baselines["unigram"][f"{split}_loss"] == pytest.approx(nll / weight, rel=1e-12)
+        assert baselines["unigram"][f"{split}_perplexity"] == pytest.approx(
+            math.exp(nll / weight), rel=1e-12
+        )

@@ -84,8 +84,10 @@ def test_language_model_unigram_baseline_matches_counting(repo_root, monkeypatch
     counts, size = collections.Counter(train), task.vocab_size
     for split, tokens in task.corpus.splits.items():
         # Add-one smoothing: p(w) = (count(w) + 1) / (N + V).
-        nll = -sum(math.log((counts[t] + 1) / (len(train) + size)) for t in tokens.tolist())
-        nll /= len(tokens)
+        # Over the targets tokens[1:], as the model is scored.
+        targets = tokens.tolist()[1:]
+        nll = -sum(math.log((counts[t] + 1) / (len(train) + size)) for t in targets)
+        nll /= len(targets)
         assert baselines["unigram"][f"{split}_loss"] == pytest.approx(nll, rel=1e-9)
         assert baselines["unigram"][f"{split}_perplexity"] == pytest.approx(math.exp(nll))
     assert baselines["uniform"] == {"loss": math.log(size), "perplexity": float(size)}
