@@ -455,8 +455,6 @@ def _refused_smoke_cli(workdir, *flags):
     return proc.stderr
 
 
-
-
 def test_unigram_baseline_scores_the_targets_the_model_scores(repo_root, monkeypatch):
     """W/baselines.json's unigram NLL per split is a mean over the same n - 1 targets as the
     model's evaluation (`LMEvalStream`'s weights), brute-forced here from the add-one counts
