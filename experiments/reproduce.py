@@ -9,7 +9,9 @@ an interrupted reproduction continues where it stopped (one finished under anoth
 `--variant`, as recorded in W/<name>/reproduce_variant.json, stops it before anything runs).
 Then writes W/report.md, which answers each of the seed's 20 questions with the numbers just
 measured (experiments that have an `answers(workdir) -> {question: markdown}` function supply
-the text; every other experiment's tables are included as they are) and links every plot.
+the text; every other experiment's tables are included as they are) and links every plot;
+an experiment that failed in this run, or that --only/--skip left out, is named as such in the
+report's header and in a section of its own.
 Needs no download: the real corpora come from ../shared/data (RNN_JAX_DATA), everything else
 is synthetic.
 """
@@ -183,7 +185,8 @@ def run_experiment(
             log.write(f"experiments.reproduce: {message}\n")
         print(f"\r{index} {name}: {message}{' ' * 40}", flush=True)
     elapsed = time.monotonic() - start
-    status = "done" if code == 0 else f"FAILED (exit {code}; see {workdir / 'log.txt'})"
+    why = f"stalled {max_restarts + 1} times" if code == STALLED else f"exit {code}"
+    status = "done" if code == 0 else f"FAILED ({why}; see {workdir / 'log.txt'})"
     print(f"\r{index} {name}: {status} in {elapsed:.0f}s{' ' * 80}", flush=True)
     return elapsed, code
 
@@ -297,14 +300,30 @@ def _last_line(path: pathlib.Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def experiment_section(name: str, workdir: pathlib.Path) -> tuple[str, dict[int, str]]:
-    """(markdown section with the experiment's tables and plots, its answers by question)."""
+def experiment_section(
+    name: str, workdir: pathlib.Path, exit_code: int = 0
+) -> tuple[str, dict[int, str]]:
+    """(markdown section with the experiment's tables and plots, its answers by question).
+
+    `exit_code`: the status its run in this reproduction ended with (0: it succeeded or ran
+    earlier); a failed run says so, and its answers are reported only if it finished."""
     lines = [f"## `{name}`", ""]
+    if exit_code:
+        how = (
+            "stalled (no CPU time) on its last attempt and was killed by the watchdog"
+            if exit_code == STALLED
+            else f"exited with status {exit_code}"
+        )
+        lines += [f"**FAILED in this run**: it {how} (log: `{name}/log.txt`).", ""]
     results_path = workdir / "results.json"
     if not results_path.is_file():
         lines += [f"Not finished: no results.json (log: `{name}/log.txt`).", ""]
         return "\n".join(lines), {}
-    results = json.loads(results_path.read_text())
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, ValueError) as error:
+        lines += [f"Its results.json could not be read ({type(error).__name__}: {error}).", ""]
+        return "\n".join(lines), {}
     wall = results.get("timing", {}).get("wall_s")
     command = (
         f"python -m experiments.{name} --workdir=W/{name} "
@@ -316,8 +335,10 @@ def experiment_section(name: str, workdir: pathlib.Path) -> tuple[str, dict[int,
     if hasattr(module, "answers"):
         try:
             answers = module.answers(workdir)
-        except (OSError, KeyError, ValueError) as error:  # e.g. a run from an older version
+        except Exception as error:  # e.g. a run from an older version, or a bug in answers():
+            # one experiment's answers must not cost the report of all the others
             lines += [f"Its answers could not be read ({type(error).__name__}: {error}).", ""]
+            print(f"experiments.reproduce: {name}: answers failed: {error!r}", file=sys.stderr)
     for table in sorted(workdir.glob("*.md")):
         text = table.read_text().strip()
         lines += [_demote_headings(text), ""]
@@ -332,33 +353,70 @@ def _demote_headings(text: str) -> str:
     return "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
 
 
-def write_report(root: pathlib.Path, names: Sequence[str], wall: dict[str, float]) -> str:
-    """W/report.md: answers by question, then each experiment's tables and plots."""
+def write_report(
+    root: pathlib.Path,
+    names: Sequence[str],
+    wall: dict[str, float],
+    *,
+    failed: dict[str, int] | None = None,
+    skipped: Sequence[str] = (),
+    variant: str = "quick",
+) -> str:
+    """W/report.md: answers by question, then each experiment's tables and plots.
+
+    `failed`: exit status by experiment, of those whose run in this reproduction failed;
+    `skipped`: experiments left out by --only/--skip that have no finished run of this variant
+    in `root` (`main` passes those that have one in `names`: `wall` lacks them). Both are
+    named in the header and get a section saying so, instead of silently missing. `variant`:
+    the config variant this reproduction ran (named in the header's command unless `quick`)."""
+    failed = failed or {}
     sections, answers = [], {}
     for name in names:
-        section, found = experiment_section(name, root / name)
+        section, found = experiment_section(name, root / name, failed.get(name, 0))
         sections.append(section)
         for question, text in found.items():
             answers.setdefault(question, []).append(text)
+    for name in skipped:
+        sections.append(
+            f"## `{name}`\n\nSkipped (--only/--skip): not run, and not reported, by this "
+            "reproduction.\n"
+        )
     lines = [
         "# rnn_jax: the seed's 20 questions, measured",
         "",
-        f"Produced by `python -m experiments.reproduce --workdir={root}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M')}; experiments run: "
+        f"Produced by `python -m experiments.reproduce --workdir={root}"
+        + ("" if variant == "quick" else f" --variant={variant}")
+        + f"` on {time.strftime('%Y-%m-%d %H:%M')}; experiments run: "
         + ", ".join(f"{n} ({wall[n] / 60:.1f} min)" if n in wall else n for n in names)
+        + (
+            f" (not run this time: {', '.join(n for n in names if n not in wall)}, reported "
+            "from their earlier finished runs in this workdir)"
+            if len(wall) < len(names)
+            else ""
+        )
         + ". experiments/README.md maps each question to its experiment and to published results.",
         "",
-        _machine_line(wall),
-        "",
-        "## Answers by question",
-        "",
     ]
+    if failed:
+        lines += [
+            "**Failed in this run** (their sections below say how; questions only they answer "
+            "fall back to the text below): " + ", ".join(failed) + ".",
+            "",
+        ]
+    if skipped:
+        lines += [
+            "**Skipped** (--only/--skip; questions only they answer fall back to the text "
+            "below): " + ", ".join(skipped) + ".",
+            "",
+        ]
+    lines += [_machine_line(wall), "", "## Answers by question", ""]
     for number, question in QUESTIONS.items():
         found = answers.get(number)
         fallback = (
             f"Answered by library code: {LIBRARY[number]}"
             if number in LIBRARY
-            else "Not measured by this run (its experiment did not run or did not finish)."
+            else "Not measured by this run (its experiment did not run, did not finish or was "
+            "skipped)."
         )
         # Answers from several experiments are paragraphs of their own: one may end in a
         # table, which a following line would otherwise join as a row.
@@ -417,7 +475,8 @@ def main(argv: Sequence[str]) -> None:
         if getattr(flags.FLAGS, flag) < 0:
             sys.exit(f"experiments.reproduce: --{flag}={getattr(flags.FLAGS, flag)} must be >= 0")
     try:
-        names = select(experiment_names(), flags.FLAGS.only, flags.FLAGS.skip)
+        known = experiment_names()
+        names = select(known, flags.FLAGS.only, flags.FLAGS.skip)
         check_variant(names, flags.FLAGS.variant)
     except ValueError as error:
         sys.exit(f"experiments.reproduce: {error}")
@@ -441,7 +500,7 @@ def main(argv: Sequence[str]) -> None:
         f"reproducing {len(names)} experiments ({flags.FLAGS.variant}) into {root}: "
         + ", ".join(names)
     )
-    wall, failed, start = {}, [], time.monotonic()
+    wall, failed, start = {}, {}, time.monotonic()
     for i, name in enumerate(names, 1):
         index = f"[{i}/{len(names)}]"
         if (root / name / "results.json").is_file():
@@ -456,8 +515,25 @@ def main(argv: Sequence[str]) -> None:
             max_restarts=flags.FLAGS.max_restarts,
         )
         if code:
-            failed.append(name)
-    write_report(root, names, wall)
+            failed[name] = code
+    # Left out this time but finished earlier in this workdir under this variant (e.g. one
+    # experiment redone with --only): reported as they stand, so the report stays whole.
+    earlier = [
+        name
+        for name in known
+        if name not in names
+        and (root / name / "results.json").is_file()
+        and finished_variant(root / name) == flags.FLAGS.variant
+    ]
+    skipped = [name for name in known if name not in names and name not in earlier]
+    write_report(
+        root,
+        [name for name in known if name in names or name in earlier],
+        wall,
+        failed=failed,
+        skipped=skipped,
+        variant=flags.FLAGS.variant,
+    )
     print(f"total {(time.monotonic() - start) / 60:.1f} min; report: {root / 'report.md'}")
     if failed:
         sys.exit(f"experiments.reproduce: failed: {', '.join(failed)} (their logs are named above)")

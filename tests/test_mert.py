@@ -162,3 +162,40 @@ def test_tune_with_zero_iterations_decodes_once_and_keeps_the_weights():
     )
     np.testing.assert_array_equal(weights, start)
     assert len(history) == 1 and "nbest_bleu" not in history[0]
+
+
+def test_line_search_equals_the_best_bleu_between_every_pair_of_breakpoints():
+    """Exact optimum, not just the best of a grid: corpus BLEU along the line is constant
+    between the points where two candidates of a sentence swap places, so evaluating it
+    between every two consecutive such points (and beyond both ends) is exhaustive. Small
+    integer features give parallel lines, identical candidates and breakpoints shared by
+    several sentences."""
+    import itertools
+
+    checked = 0
+    for seed in range(150):
+        rng = random.Random(seed)
+        nbests = []
+        for _ in range(rng.randint(1, 4)):
+            pool = [
+                (_sentence(rng, 0, 6), [rng.randint(-3, 3), rng.randint(-3, 3)])
+                for _ in range(rng.randint(1, 5))
+            ]
+            nbests.append(mert.NBest.build(pool, _sentence(rng, 2)))
+        weights = np.array([rng.randint(-2, 2), rng.randint(-2, 2)], dtype=float)
+        direction = np.array([rng.randint(-2, 2), rng.randint(-2, 2)], dtype=float)
+        step, found = mert.line_search(nbests, weights, direction)
+        breakpoints = set()
+        for nb in nbests:
+            a, b = nb.features @ weights, nb.features @ direction
+            for i, j in itertools.combinations(range(len(a)), 2):
+                if b[i] != b[j]:
+                    breakpoints.add((a[j] - a[i]) / (b[i] - b[j]))
+        points = sorted(breakpoints)
+        gammas = [0.0] if not points else [points[0] - 1.0, points[-1] + 1.0]
+        gammas += [(x + y) / 2 for x, y in itertools.pairwise(points)]
+        exact = max(_bleu_at(nbests, weights + g * direction) for g in gammas)
+        assert found == pytest.approx(exact, abs=1e-9), seed
+        assert _bleu_at(nbests, weights + step * direction) == pytest.approx(found, abs=1e-9)
+        checked += len(points) > 1
+    assert checked > 50  # most cases have a line with several breakpoints

@@ -11,7 +11,9 @@ def test_answers_from_two_experiments_are_separate_paragraphs(tmp_path, monkeypa
         "first": ("## `first`\n", {16: table_answer}),
         "second": ("## `second`\n", {16: "A phrase-based baseline scores 24.81."}),
     }
-    monkeypatch.setattr(reproduce, "experiment_section", lambda name, workdir: sections[name])
+    monkeypatch.setattr(
+        reproduce, "experiment_section", lambda name, workdir, exit_code=0: sections[name]
+    )
     text = reproduce.write_report(pathlib.Path(tmp_path), ["first", "second"], {})
     # The second answer starts a paragraph after a blank line, not a row of the first's table.
     assert "| teacher_forcing | 5.96 |\n\nA phrase-based baseline scores 24.81." in text

@@ -5,6 +5,7 @@ number of lines, with exit status 2 and no output written."""
 import json
 
 import numpy as np
+import pytest
 
 from rnn_jax.metrics import paired_bleu_significance
 from tests.module_cli import run_module
@@ -83,3 +84,74 @@ def test_no_systems_empty_references_a_repeated_system_or_unknown_tokenizer_are_
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--tokenize" in result.stderr and "13a" in result.stderr
     assert not output.exists()
+
+
+def _tiny_corpus(seed, size=5):
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(8)]
+
+    def corrupt(references, p):
+        return [
+            " ".join(w if rng.random() > p else str(rng.choice(words)) for w in r.split())
+            for r in references
+        ]
+
+    references = [" ".join(rng.choice(words, size=int(rng.integers(4, 9)))) for _ in range(size)]
+    return references, corrupt(references, 0.5), corrupt(references, 0.3)
+
+
+@pytest.mark.parametrize("seed", [2, 7])
+def test_paired_bootstrap_p_value_equals_exhaustive_resampling_of_corpus_bleu(seed):
+    """Paired bootstrap (Koehn 2004, as Moses's script and sacrebleu compute it: p is the share
+    of resamples whose |difference| minus the resamples' mean |difference| exceeds the real
+    one) against all 5^5 resamples of a 5-sentence corpus, each scored by corpus BLEU from
+    summed n-gram statistics (experiments.mert's, checked against sacrebleu in test_mert.py).
+    On these corpora the average of sentence BLEUs gives another p-value, so a test that
+    averaged sentence scores would fail here."""
+    import itertools
+
+    from experiments import mert
+
+    references, baseline, system = _tiny_corpus(seed)
+    stats = {
+        name: np.stack([mert.bleu_statistics(h, r) for h, r in zip(out, references, strict=True)])
+        for name, out in (("baseline", baseline), ("system", system))
+    }
+    resamples = np.array(list(itertools.product(range(len(references)), repeat=len(references))))
+
+    def exact_p(score):  # score: [..., sentences, statistics] -> [...]
+        real = abs(score(stats["system"]) - score(stats["baseline"]))
+        diffs = np.abs(score(stats["system"][resamples]) - score(stats["baseline"][resamples]))
+        return float(np.mean(diffs - diffs.mean() > real))
+
+    exact = exact_p(lambda s: mert.bleu(s.sum(-2)))
+    sentence_average = exact_p(lambda s: mert.bleu(s).mean(-1))
+    assert 0.05 < exact < 0.5 and abs(exact - sentence_average) > 0.1
+    samples = 20_000
+    result = paired_bleu_significance(
+        baseline, system, references, test="bs", samples=samples, tokenize="none"
+    )
+    assert abs(result["p_value"] - exact) < 4 * np.sqrt(exact * (1 - exact) / samples) + 1e-3
+
+
+@pytest.mark.parametrize("test", ["ar", "bs"])
+def test_p_values_carry_the_plus_one_correction(test):
+    """p = (r + 1) / (R + 1) for r of R trials at least as extreme: never 0, and exactly
+    1 / (R + 1) when no trial is (a much better system), for any number of samples."""
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(20)]
+    references = [" ".join(rng.choice(words, size=8)) for _ in range(40)]
+    bad = [" ".join(rng.choice(words, size=8)) for _ in references]
+    for samples in (1, 9, 50):
+        result = paired_bleu_significance(
+            bad, references, references, test=test, samples=samples, tokenize="none"
+        )
+        assert result["difference"] > 50
+        assert result["p_value"] == pytest.approx(1 / (samples + 1), abs=1e-12)
+    references, baseline, system = _tiny_corpus(7)  # p about 0.17 (bootstrap)
+    for samples in (1, 9, 50):
+        p = paired_bleu_significance(
+            baseline, system, references, test=test, samples=samples, tokenize="none"
+        )["p_value"]
+        count = p * (samples + 1)
+        assert count >= 1 - 1e-9 and abs(count - round(count)) < 1e-9
