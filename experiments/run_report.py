@@ -145,14 +145,22 @@ def protocol_text(config: dict, final: dict) -> str:
 
 def summary_text(values: list[float] | None, digits: int = 3, seeds: bool = True) -> str:
     """`0.913 ± 0.002 (3 seeds)` / `0.913 (1 seed)` for answers (without the count if not
-    `seeds`); 'not measured' if None."""
+    `seeds`); 'not measured' if None. Over the finite seeds, as `grid.mean_std`: with a seed
+    that is not finite (null or NaN) the count reads `2/3 seeds` (always shown then), and
+    'no finite value (3 seeds)' when none is."""
     if not values:
         return "not measured"
-    array = np.asarray(values, np.float64)
-    count = f" ({array.size} seed{'s' if array.size > 1 else ''})" if seeds else ""
-    if array.size == 1:
-        return f"{array[0]:.{digits}f}{count}"
-    return f"{array.mean():.{digits}f} ± {array.std():.{digits}f}{count}"
+    array = grid.none_to_nan(values).ravel()
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return f"no finite value ({array.size} seed{'s' if array.size > 1 else ''})"
+    if finite.size < array.size:
+        count = f" ({finite.size}/{array.size} seeds)"
+    else:
+        count = f" ({array.size} seed{'s' if array.size > 1 else ''})" if seeds else ""
+    if finite.size == 1:
+        return f"{finite[0]:.{digits}f}{count}"
+    return f"{finite.mean():.{digits}f} ± {finite.std():.{digits}f}{count}"
 
 
 def describe_model(model: dict) -> str:

@@ -40,6 +40,17 @@ def test_split_table_gives_mean_and_population_std_over_seeds_beside_the_baselin
     assert run_report.summary_text([0.5], seeds=False) == "0.500"
 
 
+def test_summary_text_leaves_out_a_seed_that_is_not_finite_and_says_so():
+    """A diverged seed gave 'nan ± nan (3 seeds)' in an answer beside the table's
+    'x ± y (2/3 seeds)'."""
+    finite = [0.8, 0.9]
+    expected = f"{statistics.mean(finite):.3f} ± {statistics.pstdev(finite):.3f} (2/3 seeds)"
+    assert run_report.summary_text([0.8, None, 0.9]) == expected
+    assert run_report.summary_text([0.8, float("nan"), 0.9], seeds=False) == expected
+    assert run_report.summary_text([None, 0.7]) == "0.700 (1/2 seeds)"
+    assert run_report.summary_text([None, float("nan")]) == "no finite value (2 seeds)"
+
+
 def test_curves_keep_one_record_per_step_and_the_plot_is_written(tmp_path):
     records = [
         {"step": 2, "train_loss": 2.0, "train_loss_per_seed": [1.9, 2.1]},
