@@ -22,3 +22,80 @@ def test_readme_block_runs(index):
     if "import torch" in source and importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch (the dev set-up installs torch 2.13.0 CPU)")
     exec(compile(source, f"README.md python block {index}", "exec"), {"__name__": "readme"})
+
+
+DOCS = [README, README.parent / "experiments" / "README.md"]
+CONFIGS = README.parent / "experiments" / "configs"
+
+
+def _shell_blocks(text: str) -> list[str]:
+    """Each fenced bash block, and each inline `python -m ...` span, with continuations joined."""
+    blocks = re.findall(r"^\s*```bash\n(.*?)^\s*```", text, flags=re.S | re.M)
+    spans = re.findall(r"`(python -m [^`]+)`", text)
+    return [re.sub(r"\\\n\s*", " ", block) for block in blocks + spans]
+
+
+def _documented_commands() -> list[tuple[str, str, list[str]]]:
+    """(doc, command, the `--config.<key>` keys named in the command or in its block's
+    comment lines after it) for every `python -m` command of the two READMEs."""
+    commands = []
+    for doc in DOCS:
+        for block in _shell_blocks(doc.read_text()):
+            lines = block.splitlines()
+            for i, line in enumerate(lines):
+                command = line.split(" #")[0].strip()
+                if not command.startswith("python -m "):
+                    continue
+                comments = []
+                for later in lines[i + 1 :]:
+                    if later.strip().startswith("python -m "):
+                        break
+                    if later.strip().startswith("#"):
+                        comments.append(later)
+                keys = re.findall(r"--config\.([\w.]+)=", " ".join([command, *comments]))
+                commands.append((str(doc.relative_to(README.parent)), command, keys))
+    return commands
+
+
+def _flat_keys(config, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in config.items():
+        keys.add(prefix + key)
+        if hasattr(value, "items"):
+            keys |= _flat_keys(value, prefix + key + ".")
+    return keys
+
+
+def _load_config_module(path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(f"readme_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readmes_have_commands():
+    assert len(_documented_commands()) >= 20
+
+
+@pytest.mark.parametrize(
+    "doc, command, keys", _documented_commands(), ids=lambda v: str(v)[:60] if v else ""
+)
+def test_readme_command_names_a_module_config_variant_and_keys_that_exist(doc, command, keys):
+    """A documented command must still run: its module exists, its `--config=<file>:<variant>`
+    loads, and each `--config.<key>` it (or a comment under it) names is a key of that config."""
+    module = command.split()[2]
+    if "<" in module:  # the template `python -m experiments.<name> ...`: every config file
+        for path in sorted(CONFIGS.glob("[!_]*.py")):
+            config_module = _load_config_module(path)
+            for variant in ("smoke", "quick", "full"):
+                config_module.get_config(variant)
+        return
+    assert importlib.util.find_spec(module) is not None, f"{doc}: no module {module}: {command}"
+    spec = re.search(r"--config=(\S+)", command)
+    if spec is None:
+        assert not keys, f"{doc}: --config.<key> without --config=: {command}"
+        return
+    path, _, variant = spec.group(1).partition(":")
+    config = _load_config_module(README.parent / path).get_config(variant)
+    missing = sorted(set(keys) - _flat_keys(config))
+    assert not missing, f"{doc}: {command}: no config key(s) {missing} in {path}:{variant}"
