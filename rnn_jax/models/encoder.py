@@ -80,8 +80,14 @@ class CharEncoder(nnx.Module):
         self.rnn = RNN(cell, embed_size, hidden_size, bidirectional=True, rngs=rngs)
 
     def __call__(self, chars: jax.Array, char_lengths: jax.Array) -> jax.Array:
+        """chars [batch, time, width], char_lengths [batch, time] -> [batch, time, 2 * hidden].
+        Characters past a word's char_length are padding and may hold any id."""
         batch, time, width = chars.shape
-        check_ids("chars", chars, self.num_chars, "num_chars")
+        real = jnp.arange(width) < jnp.asarray(char_lengths)[..., None]
+        check_ids("chars", chars, self.num_chars, "num_chars", real)
+        # As for tokens: an out-of-range padding id embeds as NaN, and the RNN's masking
+        # keeps the forward pass finite but not the gradients (0 * NaN).
+        chars = jnp.where(real, chars, 0)
         flat_lengths = jnp.maximum(char_lengths.reshape(-1), 1)  # padded words: 1 pad char
         states, _ = self.rnn(self.embed(chars.reshape(batch * time, width)), flat_lengths)
         return first_and_last(states, flat_lengths, self.hidden_size).reshape(batch, time, -1)

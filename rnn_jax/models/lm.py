@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_jax import initializers, layers
+from rnn_jax.cells import get_cell
 from rnn_jax.models.checks import check_ids
 from rnn_jax.modules import RNN
 from rnn_jax.train import regularizers
@@ -40,7 +41,8 @@ class RNNLanguageModel(nnx.Module):
     locked_dropout: the input, between-layer and output dropouts draw one mask per sequence,
       shared over time (Gal & Ghahramani 2016; AWD-LSTM's `dropouti`, `dropouth`, `dropout`).
     recurrent_dropout: variational dropout of h before W_hh (one mask per sequence).
-    embedding_dropout: drop word types; weight_drop: DropConnect on W_hh (AWD-LSTM).
+    embedding_dropout: drop word types; weight_drop: DropConnect on W_hh (AWD-LSTM; cells
+      without W_hh, min_gru, refuse it).
     init_scale: if set, every weight ~ U(-init_scale, init_scale) (Zaremba: 0.05 medium,
       0.04 large); else embedding N(0, 1), RNN glorot/orthogonal, output lecun normal.
     forget_bias: LSTM forget-gate bias (Zaremba: 0).
@@ -97,6 +99,12 @@ class RNNLanguageModel(nnx.Module):
             raise ValueError(
                 f"tie_embeddings needs embed_size == hidden_size; got embed_size={embed_size}, "
                 f"hidden_size={hidden_size}"
+            )
+        if weight_drop > 0.0 and not get_cell(cell).has_recurrent_weights:
+            # It would fail in the first training pass with KeyError: 'W_hh'.
+            raise ValueError(
+                f"weight_drop={weight_drop!r} needs a cell with a recurrent matrix W_hh, but "
+                f"cell={cell!r} has none; use weight_drop=0"
             )
         if compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype={compute_dtype!r}; allowed: float32, bfloat16")

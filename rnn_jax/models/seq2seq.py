@@ -183,7 +183,11 @@ class Seq2Seq(nnx.Module):
         0.0 = free running. Probabilities other than 0/1 need `rng`.
         """
         check_ids("target_inputs", target_inputs, self.target_vocab_size, "target_vocab_size")
-        exact = isinstance(teacher_forcing_prob, float | int) and teacher_forcing_prob in (0, 1)
+        number = isinstance(teacher_forcing_prob, float | int)
+        if number and not 0.0 <= teacher_forcing_prob <= 1.0:
+            # u < p with u ~ U[0, 1) would silently read 1.5 as 1.0 and -0.5 as 0.0.
+            raise ValueError(f"teacher_forcing_prob={teacher_forcing_prob!r}; allowed: [0, 1]")
+        exact = number and teacher_forcing_prob in (0, 1)
         if teacher_forcing_prob is not None and rng is None and not exact:
             raise ValueError(
                 "rng is required for scheduled sampling with teacher_forcing_prob="

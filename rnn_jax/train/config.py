@@ -122,7 +122,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.schedule = ml_collections.ConfigDict()
     config.schedule.name = "constant"
     config.schedule.warmup_steps = 0
-    config.schedule.decay_begin_step = 0  # step_decay: first decay after this many steps
+    # step_decay: decays count from here; the first decayed step is begin + every
+    config.schedule.decay_begin_step = 0
     config.schedule.decay_every_steps = 1  # step_decay: steps per decay (= steps per epoch)
     config.schedule.decay_rate = 1.0
     config.schedule.end_value = 0.0  # cosine: final learning rate

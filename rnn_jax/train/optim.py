@@ -27,11 +27,15 @@ def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       config: the full config; reads `optimizer.learning_rate` and `schedule.*`.
 
     Returns:
-      `step -> learning rate`. `step_decay` is Zaremba et al.'s "multiply by decay_rate
-      every epoch after epoch k": `decay_every_steps` = steps per epoch and
-      `decay_begin_step` = k * steps per epoch, converted in the config file. Steps count
-      from the first update also under a warm-up (which replaces the schedule's first
-      `warmup_steps` values with a linear ramp), so a warm-up does not move the decays.
+      `step -> learning rate`. `step_decay` is
+      `lr * decay_rate ** floor((step - decay_begin_step) / decay_every_steps)` from
+      `decay_begin_step` on (lr before it): the first decayed step is
+      `decay_begin_step + decay_every_steps`. Zaremba et al.'s "multiply by decay_rate every
+      epoch after epoch k" (the TF tutorial's `max_epoch` = k) is `decay_every_steps` =
+      steps per epoch and `decay_begin_step` = (k - 1) * steps per epoch, converted in the
+      config file. Steps count from the first update also under a warm-up (which replaces
+      the schedule's first `warmup_steps` values with a linear ramp), so a warm-up does not
+      move the decays.
     """
     lr = config.optimizer.learning_rate
     sched = config.schedule
