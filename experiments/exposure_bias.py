@@ -441,8 +441,10 @@ def _ks(summary: dict) -> list[int]:
 
 
 def _gap(summary: dict, k: int) -> list[float]:
+    """Per-seed FR − TF NLL at step k; NaN for a seed whose NLL was not finite (stored as
+    null by `grid.finite_or_none`)."""
     m = summary["metrics"]
-    return [f - t for f, t in zip(m[f"fr_nll_k{k}"], m[f"tf_nll_k{k}"], strict=True)]
+    return [f - t for f, t in zip(_nan(m[f"fr_nll_k{k}"]), _nan(m[f"tf_nll_k{k}"]), strict=True)]
 
 
 def report_markdown(summaries: dict[str, dict], reference: dict[str, dict] | None = None) -> str:
@@ -563,6 +565,11 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     entropy rate (what the true process's own samples score) is named best. The FR − TF gap
     is reported as what it is, how firmly a model follows its own history, beside the true
     process's own gap when W/results.json has it (`true_process`).
+
+    A regime is called better than another (lowest teacher-forced NLL, samples closer to the
+    entropy rate) only beyond the seed spread: every seed of one better than every seed of
+    the other (`grid.finite_seeds_below`); a lower mean with overlapping seeds is reported as
+    within the seed spread.
     """
     results = json.loads((workdir / "results.json").read_text())
     points, mt = _split(results["points"])
@@ -575,14 +582,19 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         far = ks[-1]
 
         def mean(s: dict, key: str) -> float:
-            return float(np.nanmean(_nan(s["metrics"][key])))
+            return grid.nan_mean(s["metrics"][key])
 
-        best_tf = min(rows, key=lambda r: mean(rows[r], "tf_nll"))
+        best_tf, tied_tf = _lowest({r: s["metrics"]["tf_nll"] for r, s in rows.items()})
         text = (
             f"{corpus}: teacher-forced NLL after the gold prefix "
             + ", ".join(f"{r} {mean(s, 'tf_nll'):.3f}" for r, s in rows.items())
-            + f" (best: {best_tf}); FR − TF gap at k={far} "
-            + ", ".join(f"{r} {np.nanmean(_nan(_gap(s, far))):+.3f}" for r, s in rows.items())
+            + (
+                f" (best: {best_tf})"
+                if not tied_tf
+                else f" (lowest mean: {best_tf}, within the seed spread of {', '.join(tied_tf)})"
+            )
+            + f"; FR − TF gap at k={far} "
+            + ", ".join(f"{r} {grid.nan_mean(_gap(s, far)):+.3f}" for r, s in rows.items())
             + " (how firmly the model follows its own history, not damage: the gold "
             "continuation does not depend on the model's samples)."
         )
@@ -597,28 +609,38 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             )
         if entropy:
             true = {r: mean(s, "true_nll") for r, s in rows.items()}
-            best = min(true, key=lambda r: abs(true[r] - entropy))
+            # per seed: how far its samples' true-process NLL is from the entropy rate
+            distance = {
+                r: [None if v is None else abs(v - entropy) for v in s["metrics"]["true_nll"]]
+                for r, s in rows.items()
+            }
+            best, tied = _lowest(distance)
             text += (
                 " True-process NLL of the free-running samples "
                 + ", ".join(f"{r} {v:.3f}" for r, v in true.items())
                 + f" against an entropy rate of {entropy:.3f} (what the true process's own "
-                f"samples score); best samples by this measure: {best}."
+                + (
+                    f"samples score); best samples by this measure: {best}."
+                    if not tied
+                    else f"samples score); closest on average: {best}, but within the seed "
+                    f"spread of {', '.join(tied)}, so no regime's samples are named best."
+                )
             )
             scheduled = [r for r in ("linear", "exponential", "inverse_sigmoid") if r in true]
             if scheduled and "teacher_forcing" in true:
-                distance = {r: abs(v - entropy) for r, v in true.items()}
-                closer = [r for r in scheduled if distance[r] < distance["teacher_forcing"]]
-                text += (
-                    f" Scheduled sampling comes closer to it than teacher forcing with "
-                    f"{', '.join(closer)}."
-                    if closer
-                    else " No scheduled-sampling regime comes closer to it than teacher forcing."
-                )
+                text += _scheduled_vs_teacher_forcing(distance, scheduled)
             if "teacher_forcing" in rows:
+                tf_nll = mean(rows["teacher_forcing"], "tf_nll")
+                own = (
+                    f", {tf_nll - reference['tf_nll']:+.3f} against the true process's own NLL "
+                    f"of the same held-out windows ({reference['tf_nll']:.3f})"
+                    if "tf_nll" in reference
+                    else ""
+                )
                 q7.append(
                     f"On the Markov language (entropy rate {entropy:.3f} nats), the "
-                    f"teacher-forced LSTM LM reaches {mean(rows['teacher_forcing'], 'tf_nll'):.3f} "
-                    "nats/token."
+                    f"teacher-forced LSTM LM reaches {tf_nll:.3f} nats/token on held-out "
+                    f"windows ({tf_nll - entropy:+.3f} against the entropy rate{own})."
                 )
         else:
             text += (
@@ -634,6 +656,55 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     if q7:
         out[7] = " ".join(q7)
     return out
+
+
+def _lowest(per_seed: dict[str, list]) -> tuple[str, list[str]]:
+    """(the key with the lowest mean of its per-seed values, the other keys whose seeds it does
+    not beat beyond the seed spread: not every finite seed of it below every one of theirs).
+    A key with no finite seed (diverged) ranks last, never lowest by accident of order, and is
+    not listed as within the spread."""
+    best = min(per_seed, key=lambda r: _rank(per_seed[r]))
+    tied = [
+        r
+        for r in per_seed
+        if r != best
+        and math.isfinite(_rank(per_seed[r]))
+        and not grid.finite_seeds_below(per_seed[best], per_seed[r])
+    ]
+    return best, tied
+
+
+def _rank(values: list) -> float:
+    """Mean of the finite per-seed values; inf when there is none (every seed diverged)."""
+    value = grid.nan_mean(values)
+    return value if math.isfinite(value) else math.inf
+
+
+def _scheduled_vs_teacher_forcing(distance: dict[str, list], scheduled: list[str]) -> str:
+    """The sentence comparing the scheduled-sampling regimes' samples with teacher forcing's
+    by their per-seed distance from the entropy rate, claiming only beyond the seed spread."""
+    teacher = distance["teacher_forcing"]
+    closer = [r for r in scheduled if _rank(distance[r]) < _rank(teacher)]
+    clear = [r for r in closer if grid.finite_seeds_below(distance[r], teacher)]
+    unclear = [r for r in closer if r not in clear]
+    text = ""
+    if clear:
+        text += (
+            f" Scheduled sampling comes closer to it than teacher forcing with {', '.join(clear)}."
+        )
+    if unclear:
+        text += (
+            f" {', '.join(unclear)} closer on average than teacher forcing, but within the "
+            "seed spread."
+        )
+    if not closer:
+        overlapping = [r for r in scheduled if not grid.finite_seeds_below(teacher, distance[r])]
+        text += " No scheduled-sampling regime comes closer to it than teacher forcing" + (
+            f" (on average; {', '.join(overlapping)} within the seed spread)."
+            if overlapping
+            else "."
+        )
+    return text
 
 
 if __name__ == "__main__":
