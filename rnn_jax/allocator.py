@@ -26,6 +26,8 @@ import ctypes
 import ctypes.util
 import platform
 
+from rnn_jax.predicates import is_int
+
 # mallopt parameters (glibc <malloc.h>).
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -41,8 +43,9 @@ def retain_freed_memory(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
     Returns True when glibc accepted both, False where the C library is not glibc. Raises
     ValueError for a `trim_threshold` that is not a positive int that fits a C int.
     """
-    if not isinstance(trim_threshold, int) or not 0 < trim_threshold < 2**31:
+    if not is_int(trim_threshold) or not 0 < trim_threshold < 2**31:
         raise ValueError(f"trim_threshold={trim_threshold!r}; allowed: an int in [1, 2**31 - 1]")
+    trim_threshold = int(trim_threshold)
     if platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.cells import Carry, Cell, Params
+from rnn_jax.predicates import is_int
 from rnn_jax.scan import bidirectional_unroll, unroll
 
 MERGES = ("concat", "sum")
@@ -76,8 +77,9 @@ def init_stack(
 ) -> list[Params | dict[str, Params]]:
     """Per-layer params of a stack (`init_options` go to `cell.init`)."""
     _check_merge(merge)
-    if not isinstance(num_layers, int) or num_layers < 1:
+    if not is_int(num_layers) or num_layers < 1:
         raise ValueError(f"num_layers={num_layers!r} must be a positive int")
+    num_layers = int(num_layers)
     sizes = layer_input_sizes(
         input_size, hidden_size, num_layers, bidirectional=bidirectional, merge=merge
     )
@@ -96,10 +98,17 @@ def init_stack(
     return params
 
 
+def _check_dropout_rate(rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate={rate!r}; allowed: 0 <= rate < 1")
+
+
 def dropout(rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
     """Inverted dropout: zero with probability `rate`, scale the rest by 1/(1-rate).
 
-    `rng=None` or `rate=0` is the identity (evaluation)."""
+    `rng=None` or `rate=0` is the identity (evaluation). Raises ValueError unless
+    0 <= rate < 1 (rate 1 gave zeros with NaN gradients, a negative rate a down-scaling)."""
+    _check_dropout_rate(rate)
     if rng is None or rate == 0.0:
         return x
     # Drawn flat: XLA:CPU compiles a 1-D threefry draw several times faster than an N-D one.
@@ -135,9 +144,19 @@ def locked_dropout(rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Arra
     """Dropout of `x [batch, time, features]` with one `[batch, 1, features]` mask per
     sequence, the same at every time step (inverted scaling 1/(1-rate); Gal & Ghahramani
     2016's variational dropout, AWD-LSTM's `LockedDropout`)."""
+    if x.ndim != 3:
+        # A [batch, features] x broadcast against the mask to [batch, batch, features].
+        raise ValueError(f"locked_dropout needs x [batch, time, features]; got shape {x.shape}")
+    _check_dropout_rate(rate)
     if rng is None or rate == 0.0:
         return x
     return x * dropout(rng, rate, jnp.ones((x.shape[0], 1, x.shape[-1]), x.dtype))
+
+
+def _check_layers(params: list, caller: str) -> None:
+    # An empty list would hand back the input unchanged, as if it were a stack's output.
+    if len(params) == 0:
+        raise ValueError(f"{caller}: params is empty; a stack has at least one layer (init_stack)")
 
 
 def _residual_applies(layer: int, x: jax.Array, y: jax.Array) -> bool:
@@ -175,6 +194,7 @@ def apply_stack(
     _check_merge(merge)
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+    _check_layers(params, "apply_stack")
     num_layers = len(params)
     for layer, layer_params in enumerate(params):
         if (set(layer_params) == {"fw", "bw"}) != bidirectional:
@@ -241,12 +261,18 @@ def stack_step(
     """
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+    _check_layers(params, "stack_step")
     for layer, layer_params in enumerate(params):
         if set(layer_params) == {"fw", "bw"}:
             raise ValueError(
                 f"stack_step: layer {layer} is bidirectional ({{'fw', 'bw'}} params); a "
                 "backward pass reads the whole sequence and cannot stream"
             )
+    if len(carries) != len(params):
+        raise ValueError(
+            f"stack_step: {len(carries)} carries for a stack of {len(params)} layers; "
+            "one carry per layer"
+        )
     rngs = [None] * len(params) if rng is None else list(jax.random.split(rng, len(params)))
     new_carries = []
     for layer, (layer_params, carry) in enumerate(zip(params, carries, strict=True)):

@@ -18,6 +18,7 @@ measure Jacobian spectra; neither is differentiated).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,8 @@ def _one_matrix_at_a_time(fn: Callable[[jax.Array], Any]) -> Callable[[jax.Array
         lead, matrix = a.shape[:-2], a.shape[-2:]
         if not lead:
             return single(a)
-        out = jax.lax.map(single, a.reshape((-1, *matrix)))
+        # math.prod, not -1: a batch of empty matrices has size 0, which -1 cannot divide.
+        out = jax.lax.map(single, a.reshape((math.prod(lead), *matrix)))
         return jax.tree.map(lambda o: o.reshape(lead + o.shape[1:]), out)
 
     return apply

@@ -76,9 +76,13 @@ class RNN(nnx.Module):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name}={rate!r}; allowed: 0 <= rate < 1")
         self.cell = get_cell(cell)
+        if recurrent_dropout > 0.0 and not self.cell.has_recurrent_weights:
+            raise ValueError(
+                f"recurrent_dropout={recurrent_dropout!r} needs a cell with recurrent weights; "
+                f"{type(self.cell).__name__} has no recurrent matmul whose input h to mask"
+            )
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.num_layers = num_layers
         self.bidirectional = bidirectional
         self.merge = merge
         self.dropout = dropout
@@ -100,6 +104,7 @@ class RNN(nnx.Module):
             chrono_max_length=chrono_max_length,
             **init_options,
         )
+        self.num_layers = len(params)  # an int, whatever integer type `num_layers` was
         self.layers = nnx.List([_to_nnx(p) for p in params])
         self.learned_initial_carry = learned_initial_carry
         if learned_initial_carry:
