@@ -231,3 +231,20 @@ def test_lm_eval_stream_errors():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="context="):
             LMEvalStream(np.arange(10), 2, 3, context=bad)
+
+
+@pytest.mark.parametrize(
+    "position", [{"epoch": 0, "batch_index": -1}, {"epoch": -1, "batch_index": 0}]
+)
+def test_an_iterator_state_outside_the_data_is_refused(position):
+    """A negative batch index resumed at the epoch's last batch (plan[-1]) and one past the
+    end skipped the rest of the epoch; a corrupt state must not resume silently."""
+    examples = [{"inputs": np.arange(n + 1)} for n in range(10)]
+    iterator = BatchIterator(examples, 4, collate=list, seed=0)
+    stream = LMStream(np.arange(101), batch_size=2, num_steps=5)
+    for data, extra in ((iterator, {"seed": 0}), (stream, {})):
+        with pytest.raises(ValueError, match="outside this data"):
+            data.load_state_dict({**position, **extra})
+        with pytest.raises(ValueError, match="outside this data"):
+            data.load_state_dict({"epoch": 0, "batch_index": len(data) + 1, **extra})
+        data.load_state_dict({"epoch": 1, "batch_index": len(data), **extra})  # epoch's end

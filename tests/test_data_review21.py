@@ -107,3 +107,9 @@ def test_catalog_expands_the_home_folder(home, monkeypatch):
     monkeypatch.setattr(tfds, "data_source", data_source)
     catalog_data_sources("imdb_reviews", "~/tensorflow_datasets")
     assert asked["data_dir"] == str(home / "tensorflow_datasets")
+
+
+def test_records_of_an_unknown_builder_are_named():
+    """An unknown name fell through to the SST branch and raised KeyError: 'tree'."""
+    with pytest.raises(ValueError, match="unknown builder 'imdb'"):
+        builders.examples_from_records("imdb", [{"text": "good", "label": 1}])

@@ -217,10 +217,19 @@ class BatchIterator:
         missing = {"seed", "epoch", "batch_index"} - set(state)
         if missing:
             raise ValueError(f"iterator state is missing {sorted(missing)}: {dict(state)}")
-        self.seed, self.epoch, self.batch_index = (
-            int(state["seed"]),
-            int(state["epoch"]),
-            int(state["batch_index"]),
+        seed, epoch, batch_index = (int(state[k]) for k in ("seed", "epoch", "batch_index"))
+        # Every epoch has as many batches (the same examples, batch size and dropping).
+        _check_position(epoch, batch_index, len(self), state)
+        self.seed, self.epoch, self.batch_index = seed, epoch, batch_index
+
+
+def _check_position(epoch: int, batch_index: int, num_batches: int, state: Mapping) -> None:
+    # A negative batch index read plan[-1] (one batch repeated); one past the epoch's end
+    # skipped the rest of it: a corrupt or foreign state must not resume silently.
+    if epoch < 0 or not 0 <= batch_index <= num_batches:
+        raise ValueError(
+            f"iterator state {dict(state)} is outside this data: epoch must be >= 0 and "
+            f"batch_index in [0, {num_batches}] (batches per epoch)"
         )
 
 
@@ -285,7 +294,9 @@ class LMStream:
         missing = {"epoch", "batch_index"} - set(state)
         if missing:
             raise ValueError(f"stream state is missing {sorted(missing)}: {dict(state)}")
-        self.epoch, self.batch_index = int(state["epoch"]), int(state["batch_index"])
+        epoch, batch_index = int(state["epoch"]), int(state["batch_index"])
+        _check_position(epoch, batch_index, self.num_batches, state)
+        self.epoch, self.batch_index = epoch, batch_index
 
 
 class LMEvalStream:

@@ -82,7 +82,8 @@ def markov_lm(
 
     Args:
       num_tokens: tokens per split (default train 200,000, valid and test 20,000 each).
-      seed: split `k` (in train, valid, test order) is sampled with seed `[seed, k]`.
+      seed: the `k`-th split of `num_tokens` (0-based, in its order: train 0, valid 1, test 2
+        by default) is sampled with seed `[seed, k]`.
     """
     num_tokens = num_tokens or {"train": 200_000, "valid": 20_000, "test": 20_000}
     vocab = Vocabulary(tuple(str(i) for i in range(language.vocab_size)), None, None, None, None, 0)

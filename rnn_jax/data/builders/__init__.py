@@ -81,6 +81,8 @@ def _text(value: object) -> str:
 
 def examples_from_records(name: str, records: list[dict]) -> list[dict]:
     """Stored records of builder `name` -> our example dicts (as `registry` reads the files)."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown builder {name!r}; choose from {sorted(BUILDERS)}")
     if name == "ptb":
         return [{"tokens": word_tokens(_text(r["text"])) + ["<eos>"]} for r in records]
     if name == "tiny_shakespeare":
