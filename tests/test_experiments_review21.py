@@ -129,6 +129,15 @@ def ud_task(data_root):
     return bd.BidirectionalTask(bd.point_config(config, "forward-softmax", 16))
 
 
+def test_tagging_throughput_counts_real_tokens_not_padding(ud_task):
+    """tokens/s of tagging runs counted every padded position (the default `tokens_in`), so
+    it was not comparable with sentiment's and translation's real-token counts."""
+    batch = next(iter(ud_task.train_data()))
+    positions = np.arange(batch["inputs"].shape[1])
+    real = int(np.count_nonzero(positions < np.asarray(batch["lengths"])[:, None]))
+    assert ud_task.tokens_in(batch) == real < batch["inputs"].size
+
+
 def test_accuracy_per_token_class_equals_a_brute_force_reference(ud_task):
     """Classes from the training counts (in the vocabulary: seen `min_freq` times; majority:
     the word's most frequent training tag, ties to the first seen), predictions per sentence

@@ -98,5 +98,6 @@ class Task:
         return {}
 
     def tokens_in(self, batch: Batch) -> int:
-        """Tokens in a batch, for the tokens/s throughput (default: size of the first leaf)."""
+        """Tokens in a batch, for the tokens/s throughput (default: size of the first leaf,
+        right for unpadded streams; tasks with padding count their real tokens)."""
         return int(np.size(jax.tree.leaves(batch)[0]))
