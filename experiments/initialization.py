@@ -510,6 +510,8 @@ def report_markdown(summaries: dict[str, dict]) -> str:
 
 
 def _power(log10_value: float) -> str:
+    if math.isnan(log10_value):
+        return "not finite"
     if math.isinf(log10_value) and log10_value < 0:
         return "0 (underflow)"
     return f"10^{log10_value:.1f}"
@@ -671,11 +673,15 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         )
     out[19] = " ".join(q19)
     if "elman_tanh" in cells:
-        worst = min(inits, key=lambda i: ratio("elman_tanh", i))
+        # A ratio that is not finite (a diverged measurement) is never the worst by accident
+        # of order: min() keeps a leading NaN.
+        measured = [i for i in inits if not math.isnan(ratio("elman_tanh", i))]
+        worst = min(measured, key=lambda i: ratio("elman_tanh", i)) if measured else None
         out[3] = (
             f"Gradient reaching h_1 relative to h_T at initialisation, Elman-tanh ({setting}): "
             + ", ".join(f"{i} {_power(ratio('elman_tanh', i))}" for i in inits)
-            + f"; worst with {worst}. See grad_vs_distance.png for ‖∂L/∂h_t‖ against T − t."
+            + (f"; worst with {worst}" if worst else "; no init gave a finite ratio")
+            + ". See grad_vs_distance.png for ‖∂L/∂h_t‖ against T − t."
         )
     if "lstm" in cells:
         out[4] = (

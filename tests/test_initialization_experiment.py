@@ -263,3 +263,16 @@ def test_q19_says_the_claim_holds_only_when_orthogonal_beat_an_init(tmp_path):
     assert "claim holds" not in tied and "does not support the seed's claim" in tied
     beaten = q19([0.0, 0.0])
     assert "strictly better than: lstm: glorot" in beaten and "claim holds" in beaten
+
+
+def test_q3_never_names_a_ratio_that_is_not_finite_the_worst(tmp_path):
+    """min() over the inits kept a leading NaN ratio as the "worst", printed as 10^nan."""
+    points = {
+        "nan": {**_answer_point("elman_tanh", [0.0, 0.0], -1.0, float("nan")), "init": "glorot"},
+        "orth": _answer_point("elman_tanh", [0.0, 0.0], -1.0, -2.0),
+        "small": {**_answer_point("elman_tanh", [0.0, 0.0], -1.0, -0.5), "init": "normal_0.01"},
+    }
+    (tmp_path / "results.json").write_text(json.dumps({"points": points}))
+    q3 = initialization.answers(tmp_path)[3]
+    assert "glorot not finite" in q3 and "10^nan" not in q3
+    assert "worst with orthogonal" in q3
