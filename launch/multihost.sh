@@ -40,27 +40,42 @@ case "$workdir" in
     exit 2
     ;;
 esac
+case "$workdir" in
+  /*) ;;
+  *) workdir="$PWD/$workdir" ;;  # relative to the caller, not to the repository we cd into
+esac
 python=${PYTHON:-$repo/.venv/bin/python}
-base=(cd "$repo" "&&" "$python" -m "experiments.${experiment}" "--workdir=${workdir}"
-      "--config=${config}:${variant}" "$@")
+
+# A shell word for each argument: as it is when it needs no quoting, else single-quoted
+# (`${a@Q}`), so that the remote shell (srun's bash -c, gcloud's and ssh's command) gets back
+# exactly these arguments, spaces and quotes included.
+words() {
+  local out=() a
+  for a in "$@"; do
+    if [[ "$a" =~ ^[][A-Za-z0-9_./:=,+@%^-]+$ ]]; then out+=("$a"); else out+=("${a@Q}"); fi
+  done
+  printf '%s' "${out[*]}"
+}
+command="cd $(words "$repo") && $(words "$python" -m "experiments.${experiment}" \
+  "--workdir=${workdir}" "--config=${config}:${variant}" "$@")"
 
 run() {
   if [ "${DRY_RUN:-0}" = 1 ]; then
-    printf '%s\n' "$*"
+    printf '%s\n' "$(words "$@")"
   else
-    eval "$@"
+    "$@"
   fi
 }
 
 case "$mode" in
   slurm)
     # One task per node; each task sees all the node's GPUs (jax uses them all).
-    run srun --ntasks-per-node=1 bash -c "'${base[*]}'"
+    run srun --ntasks-per-node=1 bash -c "$command"
     ;;
   tpu)
     : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
     run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all \
-      --command="'${base[*]}'"
+      --command="$command"
     ;;
   manual)
     : "${HOSTS:?set HOSTS to the space-separated host names, coordinator first}"
@@ -68,12 +83,12 @@ case "$mode" in
     coordinator="${hosts[0]}:${PORT:-12355}"
     pids=()
     for i in "${!hosts[@]}"; do
-      command="${base[*]} --coordinator_address=${coordinator} --num_processes=${#hosts[@]} --process_id=${i}"
+      command_i="$command --coordinator_address=${coordinator} --num_processes=${#hosts[@]} --process_id=${i}"
       if [ "${RUN:-0}" = 1 ] && [ "${DRY_RUN:-0}" != 1 ]; then
-        ssh "${hosts[$i]}" "$command" &
+        ssh "${hosts[$i]}" "$command_i" &
         pids+=("$!")
       else
-        printf '%s: %s\n' "${hosts[$i]}" "$command"
+        printf '%s: %s\n' "${hosts[$i]}" "$command_i"
       fi
     done
     # A bare `wait` returns 0 whatever the processes return: wait for each, keep a failure.

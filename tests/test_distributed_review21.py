@@ -336,3 +336,42 @@ def test_bad_multihost_flags_exit_2_naming_them(tmp_path, flags, named):
     assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and named in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_multihost_passes_arguments_with_spaces_and_quotes_through_unchanged(tmp_path):
+    """The command was assembled as `'${base[*]}'` and eval'ed: an override holding a space or
+    a single quote was split or broke the quoting. A fake srun runs the command it is given,
+    and a fake python records the argv it receives; a relative workdir is the caller's."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text('#!/usr/bin/env bash\nshift\nexec "$@"\n')
+    (fake / "python").write_text(
+        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        "open(os.environ['ARGV_LOG'], 'w').write(json.dumps(sys.argv[1:]))\n"
+    )
+    for name in ("srun", "python"):
+        (fake / name).chmod(0o755)
+    overrides = ["--config.model.name=a b", '--config.note=it\'s "x" $HOME']
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DRY_RUN"}
+    env.update(
+        PATH=f"{fake}:{env['PATH']}", PYTHON=str(fake / "python"), ARGV_LOG=str(tmp_path / "a")
+    )
+    result = subprocess.run(
+        ["bash", os.path.join(REPO, "launch/multihost.sh"), "slurm", "exposure_bias", "full"]
+        + ["runs/eb", *overrides],
+        cwd=caller,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "a").read_text()) == [
+        "-m",
+        "experiments.exposure_bias",
+        f"--workdir={caller / 'runs/eb'}",
+        "--config=experiments/configs/exposure_bias.py:full",
+        *overrides,
+    ]
