@@ -318,3 +318,29 @@ def test_teacher_forcing_probability_outside_zero_one_is_refused(prob):
     args = (jnp.asarray(SOURCE), jnp.asarray(SOURCE_LENGTHS), jnp.asarray(TARGET_INPUTS))
     with pytest.raises(ValueError, match=rf"teacher_forcing_prob={prob}; allowed: \[0, 1\]"):
         model(*args, teacher_forcing_prob=prob, rng=jax.random.key(0))
+
+
+def test_decoder_inputs_past_the_target_length_may_hold_any_id():
+    """Seq2Seq.loss checked every decoder input and, under jit, embedded an out-of-range
+    padding input as NaN: the loss stayed finite (masked) but the gradients did not."""
+    model = Seq2Seq(SRC_VOCAB, TGT_VOCAB, embed_size=4, hidden_size=4, rngs=nnx.Rngs(0))
+    real = np.arange(TARGET_INPUTS.shape[1]) < TARGET_LENGTHS[:, None]
+
+    @nnx.jit
+    def loss_and_grads(model, target_inputs):
+        def loss(m):
+            return jnp.sum(m.loss(SOURCE, SOURCE_LENGTHS, target_inputs, TARGETS, TARGET_LENGTHS))
+
+        return loss(model), nnx.state(nnx.grad(loss)(model), nnx.Param)
+
+    reference = loss_and_grads(model, jnp.asarray(np.where(real, TARGET_INPUTS, 0)))
+    for pad in (TGT_VOCAB, 10_000):
+        padded = jnp.asarray(np.where(real, TARGET_INPUTS, pad))
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+            loss_and_grads(model, padded),
+            reference,
+        )
+    # Eagerly, a padding id outside the vocabulary is not refused either.
+    padded = jnp.asarray(np.where(real, TARGET_INPUTS, TGT_VOCAB))
+    model.loss(SOURCE, SOURCE_LENGTHS, padded, TARGETS, TARGET_LENGTHS)

@@ -228,13 +228,16 @@ class Seq2Seq(nnx.Module):
         teacher_forcing_prob: float | jax.Array | None = None,
         rng: jax.Array | None = None,
     ) -> jax.Array:
-        """Token NLL of targets [batch, time] summed per sentence (padding excluded): [batch]."""
+        """Token NLL of targets [batch, time] summed per sentence (padding excluded): [batch].
+        Decoder inputs and targets past `target_lengths` are padding and may hold any id."""
         mask = length_mask(target_lengths, targets.shape[1])
         check_ids("targets", targets, self.target_vocab_size, "target_vocab_size", mask)
+        # The decoder is causal: inputs past the length only feed masked positions, but an
+        # out-of-range id there embeds as NaN and 0 * NaN reaches the gradients.
         logits, _ = self(
             source,
             source_lengths,
-            target_inputs,
+            jnp.where(mask, target_inputs, 0),
             teacher_forcing_prob=teacher_forcing_prob,
             rng=rng,
         )
