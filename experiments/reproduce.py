@@ -93,7 +93,8 @@ LIBRARY = {
     17: "rnn_jax/train/regularizers.py and rnn_jax/models/lm.py (dropout variants, weight "
     "drop, AR/TAR).",
     18: "rnn_jax/models/classifier.py (many-to-one) vs tagger.py / lm.py (many-to-many).",
-    20: "this report and experiments/README.md.",
+    20: 'this report, and experiments/README.md\'s "Q20 in short" (what Q1-Q19 measured and '
+    "did not reproduce).",
 }
 
 
