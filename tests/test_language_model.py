@@ -438,21 +438,12 @@ def test_contradictory_or_invalid_mode_flags_are_named(tmp_path, flags, message)
 
 
 def _refused_smoke_cli(workdir, *flags):
-    """Runs language_model's smoke CLI with `flags`; checks it exits with the config-error
-    status, without a traceback and without creating `workdir`; returns its stderr."""
-    from rnn_jax.train import cli
-    from tests.module_cli import run_module
+    """language_model's smoke CLI with `flags`, refused with exit 2 (`refused_cli`)."""
+    from tests.module_cli import refused_cli
 
-    proc = run_module(
-        "experiments.language_model",
-        f"--workdir={workdir}",
-        "--config=experiments/configs/language_model.py:smoke",
-        *flags,
-        timeout=300,
+    return refused_cli(
+        "experiments.language_model", "experiments/configs/language_model.py:smoke", workdir, *flags
     )
-    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr and not workdir.exists()
-    return proc.stderr
 
 
 def test_unigram_baseline_scores_the_targets_the_model_scores(repo_root, monkeypatch):

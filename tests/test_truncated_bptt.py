@@ -178,31 +178,30 @@ def test_bad_config_values_are_named(key, value):
         cli.load_config(SMOKE, {key: value}, rules=tb.RULES)
 
 
+def _clip_point(clip, losses, diverged=None):
+    """A Q11 point summary (clip None: unclipped) with per-seed final losses (None: diverged)."""
+    return {
+        "question": 11,
+        "clip": clip,
+        "cell": "elman_tanh",
+        "recurrent_scale": 1.5,
+        "optimizer": "sgd",
+        "baseline": 2.08,
+        "loss": losses,
+        "diverged": diverged or [False] * len(losses),
+        "max_grad_norm": [5.0] * len(losses),
+    }
+
+
 def test_clipping_answer_when_every_unclipped_seed_diverged():
     """The unclipped run's final loss is a mean over seeds that did not diverge: NaN when all
     did. Compared with `>`, NaN made the answer say clipping "did not lower the final loss"."""
     from experiments import truncated_bptt_report as report
 
-    def point(clip, losses, diverged):
-        return {
-            "question": 11,
-            "clip": clip,
-            "cell": "elman_tanh",
-            "recurrent_scale": 1.5,
-            "optimizer": "sgd",
-            "baseline": 2.08,
-            "loss": losses,
-            "diverged": diverged,
-            "max_grad_norm": [1e3, 1e4],
-        }
-
-    answer = report.answers(
-        {"a": point(None, [None, None], [True, True]), "b": point(1.0, [1.9, 2.0], [False, False])}
-    )[11]
+    diverged = _clip_point(None, [None, None], [True, True])
+    answer = report.answers({"a": diverged, "b": _clip_point(1.0, [1.9, 2.0])})[11]
     assert "reduced the number of diverged seeds and kept a finite final loss" in answer
-    answer = report.answers(
-        {"a": point(None, [None, None], [True, True]), "b": point(1.0, [None, None], [True, True])}
-    )[11]
+    answer = report.answers({"a": diverged, "b": _clip_point(1.0, [None, None], [True, True])})[11]
     assert "every seed diverged with and without clipping" in answer
     assert "not supported" in answer
 
@@ -212,23 +211,10 @@ def test_clipping_answer_claims_a_lower_loss_only_beyond_the_seed_spread():
     0.65 ± 0.20) was worded "lowered the final loss"; every seed apart still is."""
     from experiments import truncated_bptt_report as report
 
-    def point(clip, losses):
-        return {
-            "question": 11,
-            "clip": clip,
-            "cell": "elman_tanh",
-            "recurrent_scale": 1.5,
-            "optimizer": "sgd",
-            "baseline": 2.08,
-            "loss": losses,
-            "diverged": [False] * len(losses),
-            "max_grad_norm": [5.0] * len(losses),
-        }
-
-    unclipped = point(None, [0.45, 0.85])
-    answer = report.answers({"a": unclipped, "b": point(1.0, [0.40, 0.80])})[11]
+    unclipped = _clip_point(None, [0.45, 0.85])
+    answer = report.answers({"a": unclipped, "b": _clip_point(1.0, [0.40, 0.80])})[11]
     assert "did not lower the final loss beyond the seed spread" in answer
     assert "not supported" in answer
-    answer = report.answers({"a": unclipped, "b": point(1.0, [0.20, 0.40])})[11]
+    answer = report.answers({"a": unclipped, "b": _clip_point(1.0, [0.20, 0.40])})[11]
     assert "lowered the final loss (every seed apart)" in answer
     assert "not supported" not in answer
