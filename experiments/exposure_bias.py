@@ -584,7 +584,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         def mean(s: dict, key: str) -> float:
             return grid.nan_mean(s["metrics"][key])
 
-        best_tf, tied_tf = _lowest({r: s["metrics"]["tf_nll"] for r, s in rows.items()})
+        best_tf, tied_tf = grid.best_within_spread(
+            {r: s["metrics"]["tf_nll"] for r, s in rows.items()}
+        )
         text = (
             f"{corpus}: teacher-forced NLL after the gold prefix "
             + ", ".join(f"{r} {mean(s, 'tf_nll'):.3f}" for r, s in rows.items())
@@ -614,7 +616,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 r: [None if v is None else abs(v - entropy) for v in s["metrics"]["true_nll"]]
                 for r, s in rows.items()
             }
-            best, tied = _lowest(distance)
+            best, tied = grid.best_within_spread(distance)
             text += (
                 " True-process NLL of the free-running samples "
                 + ", ".join(f"{r} {v:.3f}" for r, v in true.items())
@@ -658,33 +660,11 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     return out
 
 
-def _lowest(per_seed: dict[str, list]) -> tuple[str, list[str]]:
-    """(the key with the lowest mean of its per-seed values, the other keys whose seeds it does
-    not beat beyond the seed spread: not every finite seed of it below every one of theirs).
-    A key with no finite seed (diverged) ranks last, never lowest by accident of order, and is
-    not listed as within the spread."""
-    best = min(per_seed, key=lambda r: _rank(per_seed[r]))
-    tied = [
-        r
-        for r in per_seed
-        if r != best
-        and math.isfinite(_rank(per_seed[r]))
-        and not grid.finite_seeds_below(per_seed[best], per_seed[r])
-    ]
-    return best, tied
-
-
-def _rank(values: list) -> float:
-    """Mean of the finite per-seed values; inf when there is none (every seed diverged)."""
-    value = grid.nan_mean(values)
-    return value if math.isfinite(value) else math.inf
-
-
 def _scheduled_vs_teacher_forcing(distance: dict[str, list], scheduled: list[str]) -> str:
     """The sentence comparing the scheduled-sampling regimes' samples with teacher forcing's
     by their per-seed distance from the entropy rate, claiming only beyond the seed spread."""
     teacher = distance["teacher_forcing"]
-    closer = [r for r in scheduled if _rank(distance[r]) < _rank(teacher)]
+    closer = [r for r in scheduled if grid.ranking_mean(distance[r]) < grid.ranking_mean(teacher)]
     clear = [r for r in closer if grid.finite_seeds_below(distance[r], teacher)]
     unclear = [r for r in closer if r not in clear]
     text = ""

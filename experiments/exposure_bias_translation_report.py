@@ -22,11 +22,6 @@ PUBLISHED = (
 )
 
 
-def _mean(values: list) -> float:
-    finite = [v for v in values if v is not None]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def bleu_table(summaries: dict[str, dict]) -> str:
     """Markdown: regime x (greedy, beam) test BLEU, mean ± std over seeds, and the copy
     baseline."""
@@ -186,14 +181,9 @@ def answer_text(summaries: dict[str, dict]) -> str:
     """
     rows = {s["regime"]: s for s in summaries.values()}
     seeds = {r: s["metrics"]["test_beam_bleu"] for r, s in rows.items()}
-    greedy = {r: _mean(s["metrics"]["test_greedy_bleu"]) for r, s in rows.items()}
-    beam = {r: _mean(s) for r, s in seeds.items()}
-    best = max(beam, key=lambda r: beam[r] if np.isfinite(beam[r]) else -np.inf)
-    tied = [
-        r
-        for r in rows
-        if r != best and np.isfinite(beam[r]) and not grid.finite_seeds_below(seeds[r], seeds[best])
-    ]
+    greedy = {r: grid.nan_mean(s["metrics"]["test_greedy_bleu"]) for r, s in rows.items()}
+    beam = {r: grid.nan_mean(s) for r, s in seeds.items()}
+    best, tied = grid.best_within_spread(seeds, higher_is_better=True)
     copy = next(iter(rows.values()))["copy_source_bleu"]
     pairs = next(iter(rows.values()))["pairs"]
     text = (

@@ -19,7 +19,7 @@ import json
 import math
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -338,6 +338,37 @@ def finite_seeds_below(a: Any, b: Any) -> bool:
     x, y = none_to_nan(a), none_to_nan(b)
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
     return bool(x.size and y.size and x.max() < y.min())
+
+
+def ranking_mean(values: Any, higher_is_better: bool = False) -> float:
+    """A key for ranking runs by their per-seed values, lowest first: the mean of the finite
+    seeds (negated when higher is better), inf when no seed is finite, so a diverged run ranks
+    last and never first by accident of order (NaN compares false both ways)."""
+    value = nan_mean(values)
+    if not math.isfinite(value):
+        return math.inf
+    return -value if higher_is_better else value
+
+
+def best_within_spread(
+    per_seed: Mapping[Hashable, Any], higher_is_better: bool = False
+) -> tuple[Hashable, list[Hashable]]:
+    """(the key whose finite seeds have the best mean, the other keys it does not beat beyond
+    the seed spread: not every finite seed of the best better than every one of theirs), in
+    `per_seed`'s order. A key with no finite seed ranks last and is never within the spread."""
+    best = min(per_seed, key=lambda k: ranking_mean(per_seed[k], higher_is_better))
+
+    def beaten(k: Hashable) -> bool:
+        if higher_is_better:
+            return finite_seeds_below(per_seed[k], per_seed[best])
+        return finite_seeds_below(per_seed[best], per_seed[k])
+
+    tied = [
+        k
+        for k in per_seed
+        if k != best and math.isfinite(ranking_mean(per_seed[k])) and not beaten(k)
+    ]
+    return best, tied
 
 
 def random_windows(

@@ -251,7 +251,7 @@ def _answer_12(q12: list[dict]) -> str:
         rows = sorted((s for s in q12 if s["regularizer"] == reg), key=lambda s: s["layers"])
         if len(rows) < 2:
             continue
-        best = min(rows, key=lambda s: grid.nan_mean(s["best_valid_bits"]))
+        best = min(rows, key=lambda s: grid.ranking_mean(s["best_valid_bits"]))
         one = rows[0]
         delta = grid.nan_mean(best["best_valid_bits"]) - grid.nan_mean(one["best_valid_bits"])
         beaten = best is not one and delta < -TIE

@@ -288,6 +288,53 @@ def test_stored_nulls_read_back_as_nan():
     assert grid.mean_std([1.0, None, 3.0]) == "2 ± 1 (2/3 seeds)"
 
 
+def test_best_within_spread_against_a_seed_by_seed_definition():
+    """The ranking the answers use (exposure bias's best regime and generator, translation's
+    best BLEU): on random per-seed tables, with nulls and fully diverged runs, the best is the
+    key with the best mean of its finite seeds, and a key is within its spread unless every
+    finite seed of the best is better than every finite seed of that key. A diverged run is
+    never best and never within the spread, whichever position it has."""
+    import itertools
+    import math
+
+    import numpy as np
+
+    from experiments import grid
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 5))
+        table = {}
+        for key in range(n):
+            seeds = [float(v) for v in rng.integers(0, 6, size=3)]
+            if rng.random() < 0.3:
+                seeds[int(rng.integers(3))] = None
+            if rng.random() < 0.15:
+                seeds = [None, None, None]
+            table[f"run{key}"] = seeds
+        if all(all(v is None for v in seeds) for seeds in table.values()):
+            continue
+        for higher in (False, True):
+            best, tied = grid.best_within_spread(table, higher_is_better=higher)
+            finite = {k: [v for v in s if v is not None] for k, s in table.items()}
+            means = {k: sum(v) / len(v) for k, v in finite.items() if v}
+            target = (max if higher else min)(means.values())
+            assert finite[best] and math.isclose(means[best], target), (trial, table)
+            expected = []
+            for key, values in finite.items():
+                if key == best or not values:
+                    continue
+                pairs = itertools.product(finite[best], values)
+                apart = all((b > v) if higher else (b < v) for b, v in pairs)
+                if not apart:
+                    expected.append(key)
+            assert tied == expected, (trial, higher, table)
+    diverged_first = {"a": [None, None], "b": [2.0, 3.0], "c": [1.0, 1.5]}
+    assert grid.best_within_spread(diverged_first) == ("c", [])
+    assert grid.best_within_spread(diverged_first, higher_is_better=True) == ("b", [])
+    assert grid.ranking_mean([None, float("nan")]) == math.inf
+
+
 def test_reproduce_refuses_an_unknown_variant_or_only_and_skip_naming_one_experiment(tmp_path):
     """A misspelt --variant started every experiment (each failed on its own), leaving
     workdirs, logs, a variant record and a report of failures; --only=x --skip=x silently ran
