@@ -211,12 +211,11 @@ def mean_std(values: Any, *notes: str) -> str:
     'k/n seeds' when some seeds' values are not finite (a diverged seed must not vanish from a
     table) and any `notes`, joined by '; '; '–' when no value is finite. Stored per-seed
     values may hold null (`finite_or_none`): those count as not finite."""
-    array = none_to_nan(values).ravel()
-    finite = array[np.isfinite(array)]
+    finite, total = finite_seeds(values)
     if finite.size == 0:
         return "–"
     text = f"{fmt(finite.mean())} ± {fmt(finite.std())}"
-    notes = ((f"{finite.size}/{array.size} seeds",) if finite.size < array.size else ()) + notes
+    notes = ((f"{finite.size}/{total} seeds",) if finite.size < total else ()) + notes
     return f"{text} ({'; '.join(notes)})" if notes else text
 
 
@@ -325,18 +324,24 @@ def none_to_nan(values: Any) -> np.ndarray:
     return np.where(np.equal(array, None), np.nan, array).astype(np.float64)
 
 
+def finite_seeds(values: Any) -> tuple[np.ndarray, int]:
+    """(the finite per-seed values, flattened, null and NaN and inf dropped; how many values
+    there were): what every seed summary starts from, so that a diverged seed is counted."""
+    array = none_to_nan(values).ravel()
+    return array[np.isfinite(array)], array.size
+
+
 def nan_mean(values: Any) -> float:
-    """Mean of the stored measurements that are not null; NaN when every one is."""
-    array = none_to_nan(values)
-    return float(np.nanmean(array)) if np.isfinite(array).any() else float("nan")
+    """Mean of the finite stored measurements; NaN when none is."""
+    finite, _ = finite_seeds(values)
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def finite_seeds_below(a: Any, b: Any) -> bool:
     """Every finite per-seed value of `a` below every finite one of `b`, each having at least
     one: a difference beyond the seed spread (a mean difference with overlapping seeds is
     within it). Seeds that are not finite are left to the caller to report."""
-    x, y = none_to_nan(a), none_to_nan(b)
-    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    (x, _), (y, _) = finite_seeds(a), finite_seeds(b)
     return bool(x.size and y.size and x.max() < y.min())
 
 

@@ -150,14 +150,13 @@ def summary_text(values: list[float] | None, digits: int = 3, seeds: bool = True
     'no finite value (3 seeds)' when none is."""
     if not values:
         return "not measured"
-    array = grid.none_to_nan(values).ravel()
-    finite = array[np.isfinite(array)]
+    finite, total = grid.finite_seeds(values)
     if finite.size == 0:
-        return f"no finite value ({array.size} seed{'s' if array.size > 1 else ''})"
-    if finite.size < array.size:
-        count = f" ({finite.size}/{array.size} seeds)"
+        return f"no finite value ({total} seed{'s' if total > 1 else ''})"
+    if finite.size < total:
+        count = f" ({finite.size}/{total} seeds)"
     else:
-        count = f" ({array.size} seed{'s' if array.size > 1 else ''})" if seeds else ""
+        count = f" ({total} seed{'s' if total > 1 else ''})" if seeds else ""
     if finite.size == 1:
         return f"{finite[0]:.{digits}f}{count}"
     return f"{finite.mean():.{digits}f} ± {finite.std():.{digits}f}{count}"
