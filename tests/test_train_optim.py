@@ -129,6 +129,60 @@ def test_coupled_l2_and_decoupled_weight_decay_first_adam_step():
     np.testing.assert_allclose(decoupled["w"], -lr * (np.sign(g) + wd * p), atol=1e-5)
 
 
+def test_decay_params_matrices_decays_only_leaves_with_two_axes_per_replica():
+    """`optimizer.decay_params='matrices'` decays parameters with two or more axes only, for
+    coupled L2 (SGD: u = -lr (g + wd m w)) and AdamW's decoupled decay (zero gradient: Adam's
+    step is 0, u = -lr wd m w), m the mask ('all', the default, is the closed forms of the
+    test above). Updated as the runtime does, vmapped over a seed axis: a bias stored
+    [num_seeds, n] is still a vector."""
+    decay_params = "matrices"
+    lr, wd, seeds = 0.1, 0.5, 2
+    params = {
+        "W": jnp.arange(1.0, 1.0 + seeds * 6).reshape(seeds, 2, 3),
+        "b": jnp.arange(1.0, 1.0 + seeds * 3).reshape(seeds, 3),
+        "scale": jnp.full((seeds,), 2.0),
+        "kernel3d": jnp.ones((seeds, 2, 2, 2)),
+    }
+    decays = {"W": True, "b": False, "scale": False, "kernel3d": True}
+    grads = jax.tree.map(lambda p: 0.25 * jnp.ones_like(p), params)
+
+    def update(config, grads):
+        tx = optim.build_optimizer(config)
+        one = lambda g, p: tx.update(g, tx.init(p), p, value=jnp.asarray(0.0))[0]  # noqa: E731
+        return jax.jit(jax.vmap(one))(grads, params)
+
+    coupled = update(
+        _config(
+            optimizer__name="sgd",
+            optimizer__learning_rate=lr,
+            optimizer__weight_decay=wd,
+            optimizer__decay_params=decay_params,
+        ),
+        grads,
+    )
+    decoupled = update(
+        _config(
+            optimizer__name="adamw",
+            optimizer__learning_rate=lr,
+            optimizer__decoupled_weight_decay=wd,
+            optimizer__decay_params=decay_params,
+        ),
+        jax.tree.map(jnp.zeros_like, grads),
+    )
+    for name, p in params.items():
+        m = float(decays[name])
+        np.testing.assert_allclose(coupled[name], -lr * (0.25 + wd * m * p), rtol=1e-6)
+        np.testing.assert_allclose(decoupled[name], -lr * wd * m * p, rtol=1e-6, atol=1e-7)
+
+
+def test_decay_params_is_a_config_rule():
+    config = cfg.base_config()
+    config.model.hidden_size = 1
+    config.optimizer.decay_params = "biases"
+    with pytest.raises(ValueError, match="optimizer.decay_params='biases'"):
+        cfg.validate(config)
+
+
 def test_sgd_momentum_matches_the_heavy_ball_recursion():
     lr, mu = 0.1, 0.9
     config = _config(optimizer__name="sgd", optimizer__learning_rate=lr, optimizer__momentum=mu)

@@ -59,6 +59,7 @@ Rule = Callable[[Any], str | None]
 Rules = Mapping[str, Rule]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+DECAY_PARAMS = ("all", "matrices")  # optimizer.decay_params: see rnn_jax.train.optim
 SCHEDULES = ("constant", "step_decay", "cosine", "plateau")
 NONFINITE_POLICIES = ("stop", "skip")
 
@@ -116,6 +117,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.eps = 1e-8
     config.optimizer.weight_decay = 0.0  # coupled L2: g += wd * w before the optimiser
     config.optimizer.decoupled_weight_decay = 0.0  # Loshchilov & Hutter: w -= lr * wd * w
+    # Which parameters either decay reaches: 'all', or 'matrices' (ndim >= 2: weight matrices
+    # and embedding tables; biases, norm scales and other vectors are left alone).
+    config.optimizer.decay_params = "all"
     config.optimizer.clip_global_norm = config_dict.placeholder(float)  # None = no clipping
     config.optimizer.clip_value = config_dict.placeholder(float)
 
@@ -240,6 +244,7 @@ TRAINING_RULES: Rules = {
     "optimizer.eps": positive,
     "optimizer.weight_decay": non_negative,
     "optimizer.decoupled_weight_decay": non_negative,
+    "optimizer.decay_params": one_of(*DECAY_PARAMS),
     "optimizer.clip_global_norm": positive_or_none,
     "optimizer.clip_value": positive_or_none,
     "schedule.name": one_of(*SCHEDULES),

@@ -12,10 +12,19 @@
 Decoupled weight decay (Loshchilov & Hutter 2019) is `optimizer.decoupled_weight_decay`, the
 `weight_decay` of optax.adamw (only `adamw` takes it: for plain SGD decoupled and coupled decay
 coincide up to the learning rate, so use `optimizer.weight_decay` there).
+
+Both decays reach every parameter by default (`optimizer.decay_params='all'`, what Zaremba et
+al.'s L2 and optax do). `'matrices'` decays only parameters with two or more axes (weight
+matrices, embedding tables, a CRF's transition matrix) and leaves biases, layer-norm scales
+and other vectors alone, the common practice for transformers (BERT, nanoGPT). The rule reads
+one replica's shapes: the runtime vmaps the update over the seed axis.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import ml_collections
 import optax
 
@@ -80,7 +89,7 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     if opt.clip_global_norm is not None:
         parts.append(optax.clip_by_global_norm(opt.clip_global_norm))
     if opt.weight_decay:
-        parts.append(optax.add_decayed_weights(opt.weight_decay))
+        parts.append(optax.add_decayed_weights(opt.weight_decay, mask=_decay_mask(opt)))
     parts.append(_base_optimizer(opt, schedule))
     if config.schedule.name == "plateau":
         parts.append(
@@ -104,6 +113,15 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     return optax.with_extra_args_support(tx)
 
 
+def _decay_mask(opt: ml_collections.ConfigDict) -> Any:
+    """optax's `mask` for the decays: None (every parameter) or params -> bools per leaf."""
+    if opt.decay_params == "all":
+        return None
+    if opt.decay_params == "matrices":
+        return lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    raise ValueError(f"optimizer.decay_params={opt.decay_params!r}: must be 'all' or 'matrices'")
+
+
 def _base_optimizer(
     opt: ml_collections.ConfigDict, schedule: optax.Schedule
 ) -> optax.GradientTransformation:
@@ -114,7 +132,12 @@ def _base_optimizer(
         return optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
     if opt.name == "adamw":
         return optax.adamw(
-            schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.decoupled_weight_decay
+            schedule,
+            b1=opt.b1,
+            b2=opt.b2,
+            eps=opt.eps,
+            weight_decay=opt.decoupled_weight_decay,
+            mask=_decay_mask(opt),
         )
     if opt.name == "rmsprop":
         return optax.rmsprop(schedule, eps=opt.eps, momentum=momentum, nesterov=opt.nesterov)
