@@ -38,6 +38,16 @@ def test_user_parallel_file_stats(tmp_path, capsys):
     assert '"vocab_size": 2' in out and '"target_vocab_size": 3' in out and '"tokens": 3' in out
 
 
+def test_user_tsv_with_a_header_line(tmp_path):
+    """GLUE's tsv files start with column names: `tsv_header:` skips that line, where `tsv:`
+    reads it as one more example, of a class named 'label'."""
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\ngood film\t1\nbad\t0\n")
+    with_header = load_dataset(f"tsv_header:{path}").splits["train"]
+    assert [e["label"] for e in with_header] == ["1", "0"]
+    assert [e["label"] for e in load_dataset(f"tsv:{path}").splits["train"]] == ["label", "1", "0"]
+
+
 def test_registry_errors():
     with pytest.raises(ValueError, match="kind:path with kind in"):
         load_dataset("csv:/x")

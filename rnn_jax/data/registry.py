@@ -19,7 +19,9 @@ fields as in `rnn_jax.data.readers`), its `task`, and the specials its pipeline 
 
 Project corpora: ptb, tiny_shakespeare, multi30k (en->de), sst (SST-5 root labels), sst2
 (SST-5 without neutral: 0-1 -> 0, 3-4 -> 1), ud_en_ewt (UPOS tags), conll2003 (NER tags).
-User files (`kind:path`): text, conllu, conll, parallel (`parallel:SRC,TGT`), tsv.
+User files (`kind:path`): text, conllu, conll, parallel (`parallel:SRC,TGT`), tsv, and
+tsv_header (a tsv whose first line names the columns, as GLUE's files do: read as `tsv` its
+names would be one more example, of a class named after the label column).
 Synthetic tasks (`synthetic_task(name, **options)`): copy, adding, temporal_order, markov.
 """
 
@@ -165,6 +167,7 @@ USER_KINDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "conll": ("tagging", readers.read_conll),
     "parallel": ("translation", lambda p: readers.read_parallel(*_two_paths(p))),
     "tsv": ("classification", readers.read_tsv),
+    "tsv_header": ("classification", lambda p: readers.read_tsv(p, header=True)),
 }
 
 
