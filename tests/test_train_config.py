@@ -208,6 +208,29 @@ def test_resuming_a_cosine_run_refuses_a_new_num_steps(tmp_path):
     cfg.check_resumable(tmp_path, _load(train__num_steps=600))  # a constant rate may go on
 
 
+def test_a_run_written_before_an_added_key_resumes_under_its_older_behaviour(tmp_path):
+    """A run directory written before a key of `ADDED_KEYS` existed lacks it in config.json:
+    it resumes when the key has the value that reproduces the older code, and is refused
+    (naming the key) under any other value; a grid point's stored record compares the same."""
+    import json
+
+    config = _load()
+    stored = json.loads(config.to_json_best_effort())
+    for key in cfg.ADDED_KEYS:
+        section, name = key.split(".")
+        del stored[section][name]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    (tmp_path / "checkpoints" / "20").mkdir(parents=True)
+    cfg.check_resumable(tmp_path, config)
+    assert config.optimizer.decay_params == cfg.ADDED_KEYS["optimizer.decay_params"]
+    with pytest.raises(cfg.ConfigError, match="optimizer.decay_params: '<absent>'"):
+        cfg.check_resumable(tmp_path, _load(optimizer__decay_params="matrices"))
+    flat_new = cfg.flatten(json.loads(config.to_json_best_effort()))
+    assert cfg.changed_keys(cfg.flatten(stored), flat_new) == []
+    # a config without the key's section (a process-only experiment) gains nothing
+    assert cfg.changed_keys({"a": 1}, {"a": 1}) == []
+
+
 def test_int_at_least_takes_only_integers():
     rule = cfg.int_at_least(1)
     assert rule(1) is None and rule(7) is None

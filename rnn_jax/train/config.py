@@ -347,8 +347,21 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Keys added to the base config after runs may have been written with it, each with the
+# value under which the code behaves as it did before the key existed: a stored config that
+# lacks the key was written by that behaviour, so it compares as having this value (a run
+# directory or a grid point from before the key neither refuses to resume nor reruns). A new
+# key goes here only with the value that reproduces the older code exactly.
+ADDED_KEYS: dict[str, Any] = {
+    "optimizer.decay_params": "all",  # session 22; before it every parameter decayed
+}
+
+
 def changed_keys(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """The sorted keys whose values differ between two flattened configs (absent counts)."""
+    """The sorted keys whose values differ between two flattened configs: `saved` (read back
+    from a run) and `new`. Absent counts as a difference, except that a key of `ADDED_KEYS`
+    absent from `saved` reads as its value there when `new` has it."""
+    saved = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **saved}
     return sorted(key for key in set(saved) | set(new) if saved.get(key) != new.get(key))
 
 
