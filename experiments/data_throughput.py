@@ -65,7 +65,11 @@ def data_paths(
         ),
     }
     if bench.sentence_dataset:
-        dataset = load_dataset(bench.sentence_dataset, data.root)
+        try:
+            dataset = load_dataset(bench.sentence_dataset, data.root)
+        except ValueError as error:  # an unknown name: a config error (exit 2), no traceback
+            name = bench.sentence_dataset
+            raise cfg.ConfigError(f"bench.sentence_dataset={name!r}: {error}") from None
         examples = encode_split(dataset, "train", build_vocabs(dataset))
         paths["sentences_bucketed"] = lambda: repeat_epochs(
             BatchIterator(
@@ -170,7 +174,8 @@ def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
         f"{report['data_over_train'][name]:,.0f}× |"
         for name in names
     ]
-    (workdir / "data_throughput.md").write_text(
+    write_text_atomic(
+        workdir / "data_throughput.md",
         "\n".join(
             [
                 "# Data paths against the LM's train step (batches/s, median over rounds)",
@@ -184,7 +189,7 @@ def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
                 *rows,
                 "",
             ]
-        )
+        ),
     )
     import matplotlib
 
@@ -197,8 +202,11 @@ def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
     ax.axvline(1.0, color="gray", linestyle="--")
     ax.set_xlabel("data batches/s ÷ LM train steps/s")
     fig.tight_layout()
-    fig.savefig(workdir / "data_over_train.png", dpi=90)
+    plot = workdir / "data_over_train.png"
+    tmp = plot.with_name(f".{plot.name}.tmp-{os.getpid()}{plot.suffix}")  # atomic, as the table
+    fig.savefig(tmp, dpi=90)
     plt.close(fig)
+    os.replace(tmp, plot)
     results = {
         "final": final,
         "rounds": report["rounds"],

@@ -33,7 +33,7 @@ from rnn_jax.data.pipeline import (
 )
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.models.classifier import Classifier
-from rnn_jax.models.encoder import encoder_options
+from rnn_jax.models.encoder import config_problems, encoder_options
 from rnn_jax.models.params import count_params
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
@@ -51,6 +51,8 @@ RULES: cfg.Rules = {
     "model.embed_size": cfg.positive,
     "model.num_layers": cfg.positive,
     "model.dropout_rate": cfg.probability,
+    "model.num_heads": cfg.int_at_least(1),  # transformer only
+    "model.max_length": cfg.int_at_least(1),  # transformer only
 }
 
 
@@ -59,6 +61,9 @@ class SentimentTask(Task):
 
     def __init__(self, config: ml_collections.ConfigDict) -> None:
         self.config = config
+        # The model's constructor refused these only once training began: a traceback, exit 1.
+        if problems := config_problems(config.model):
+            raise cfg.ConfigError("; ".join(problems))
         dataset = load_dataset(config.data.dataset, config.data.root)
         self.vocabs = build_vocabs(dataset, min_freq=config.data.min_freq)
         self.splits = {split: encode_split(dataset, split, self.vocabs) for split in dataset.splits}

@@ -35,7 +35,7 @@ from rnn_jax.data.pipeline import (
 )
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
-from rnn_jax.models.encoder import encoder_options
+from rnn_jax.models.encoder import config_problems, encoder_options
 from rnn_jax.models.params import count_params
 from rnn_jax.models.tagger import Tagger
 from rnn_jax.train import Task
@@ -58,6 +58,8 @@ RULES: cfg.Rules = {
     "model.dropout_rate": cfg.probability,
     "model.char_embed_size": cfg.positive,
     "model.char_hidden_size": cfg.positive,
+    "model.num_heads": cfg.int_at_least(1),  # transformer only
+    "model.max_length": cfg.int_at_least(1),  # transformer only
     "objective.time_reduction": cfg.one_of("mean", "sum"),
 }
 
@@ -89,6 +91,9 @@ class SequenceLabellingTask(Task):
 
     def __init__(self, config: ml_collections.ConfigDict) -> None:
         self.config = config
+        # The model's constructor refused these only once training began: a traceback, exit 1.
+        if problems := config_problems(config.model):
+            raise cfg.ConfigError("; ".join(problems))
         data = config.data
         dataset = load_dataset(data.dataset, data.root)
         self.dataset = dataset
@@ -300,10 +305,15 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     final = run_report.read_json(workdir, "results.json")["final"]
     majority = run_report.read_json(workdir, "baselines.json")["majority_tag_per_word"]
     split = "test" if run_report.seed_values(final, "test_accuracy") else "valid"
+    model = config["model"]
+    # Said of the transformer baseline and of a CRF head, "read from the RNN's state at that
+    # token" was not what the measured model did.
+    encoder = "the transformer encoder's" if model["kind"] == "transformer" else "the RNN's"
+    joint = "; the CRF head decodes the sentence's tags jointly" if model["head"] == "crf" else ""
     text = (
-        "Sequence labelling is many-to-many: one tag per token, read from the RNN's state at "
-        "that token. "
-        f"The {_model_text(config['model'])} on {DATASETS[config['data']['dataset']]} "
+        "Sequence labelling is many-to-many: one tag per token, scored from "
+        f"{encoder} state at that token{joint}. "
+        f"The {_model_text(model)} on {DATASETS[config['data']['dataset']]} "
         f"(`{run_report.config_name(workdir, NAME)}`) tags {split} tokens with accuracy "
         f"{run_report.summary_text(run_report.seed_values(final, f'{split}_accuracy'))}, "
         f"against {majority[f'{split}_accuracy']:.3f} for each word's most frequent training tag"

@@ -50,7 +50,7 @@ def seed_samples(value: Any) -> list[float] | None:
         and any(v is not None for v in value)
     ):
         # A seed whose value was not finite is written as null: it stays, as NaN, so the
-        # group's mean shows it instead of the metric vanishing from the report.
+        # group's seed count shows it (`count_text`) instead of the seed vanishing.
         return [math.nan if v is None else float(v) for v in value]
     return None
 
@@ -133,10 +133,21 @@ def group_runs(runs: Sequence[dict]) -> list[dict]:
 
 
 def mean_std(samples: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single sample)."""
+    """Mean and sample standard deviation (ddof=1; 0 for a single sample) of the finite
+    samples; (NaN, NaN) when none is. A seed that diverged (stored as null, read as NaN)
+    used to turn its whole group's cell into `nan ± nan`; `count_text` says it is left out."""
     values = np.asarray(samples, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return math.nan, math.nan
     std = float(values.std(ddof=1)) if values.size > 1 else 0.0
     return float(values.mean()), std
+
+
+def count_text(samples: Sequence[float]) -> str:
+    """The number of seeds behind a cell: `3`, or `2 of 3 finite` when some were not."""
+    finite = int(np.isfinite(np.asarray(samples, dtype=np.float64)).sum())
+    return str(len(samples)) if finite == len(samples) else f"{finite} of {len(samples)} finite"
 
 
 def format_number(value: float) -> str:
@@ -148,7 +159,8 @@ def format_number(value: float) -> str:
 
 
 def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
-    """One row per group: its sweep settings, then `mean ± std (n)` for each metric."""
+    """One row per group: its sweep settings, then `mean ± std (n)` for each metric (mean and
+    std over the finite seeds, `n` as `count_text` gives it)."""
     if not groups:
         return "(no finished runs)\n"
     axes = list(dict.fromkeys(k for g in groups for k in g["setting"]))
@@ -164,7 +176,7 @@ def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None)
                 cells.append("")
                 continue
             mean, std = mean_std(samples)
-            cells.append(f"{format_number(mean)} ± {format_number(std)} ({len(samples)})")
+            cells.append(f"{format_number(mean)} ± {format_number(std)} ({count_text(samples)})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -280,7 +292,8 @@ def write_report(root: str | pathlib.Path) -> str:
         "",
         f"{finished} of {len(runs)} runs finished"
         + (f"; not finished: {', '.join(missing)}" if missing else "")
-        + ". Cells are mean ± sample std (number of seeds).",
+        + ". Cells are mean ± sample std over the finite seeds (number of seeds; "
+        "'k of n finite' where some seed's value was not finite).",
         "",
         table,
         *(f"![{p}]({p})" for p in plots),

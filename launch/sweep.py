@@ -40,6 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from absl import app, flags
 
 from rnn_jax.files import write_text_atomic
@@ -129,6 +130,7 @@ def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]
             f"get_sweep returned {type(sweep).__name__}; "
             "expected a dict of lists or a list of dicts"
         )
+    points = [{key: _plain(value) for key, value in point.items()} for point in points]
     seen: dict[tuple, int] = {}
     for index, point in enumerate(points):
         # The same combination in another key order (or 1 vs 1.0, also as two values of one
@@ -141,6 +143,18 @@ def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]
             )
         seen[key] = index
     return points or [{}]
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars (a grid written as `list(np.logspace(...))`) as Python numbers, also
+    inside tuples and lists: their repr (`np.float64(0.001)`) was passed as the flag value,
+    which every run then failed to parse, and named the run `learning_rate=np.float64_0.001_`;
+    an `np.int64` was refused for an int field."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def _comparable(value: Any) -> Any:
@@ -195,7 +209,12 @@ def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
     config = copy.deepcopy(config)  # keeps FieldReferences, so dependent fields follow
     for key, value in overrides.items():
         parent, _, field = key.rpartition(".")
-        setattr(_lookup(config, parent) if parent else config, field, value)
+        try:
+            setattr(_lookup(config, parent) if parent else config, field, value)
+        except TypeError as error:
+            # A placeholder field (None now, so `check_overrides` had no type to compare)
+            # refuses a value of another type than it was declared with.
+            raise ValueError(f"sweep point {dict(overrides)}: {key}={value!r}: {error}") from None
     experiment = importlib.import_module(f"experiments.{name}")
     try:
         config_lib.validate(
@@ -232,12 +251,15 @@ def run_name(overrides: Mapping[str, Any]) -> str:
 
 def parse_set_flags(assignments: Sequence[str]) -> dict[str, Any]:
     """`["train.num_steps=50"]` -> `{"train.num_steps": "50"}` (strings; the runner passes
-    them through unchanged)."""
+    them through unchanged). A key given twice is a ValueError."""
     overrides = {}
     for assignment in assignments:
         if "=" not in assignment:
             raise ValueError(f"--set={assignment!r}: expected key=value")
         key, value = assignment.split("=", 1)
+        if key in overrides:
+            # The last one used to win silently (and a mistyped repeat went unnoticed).
+            raise ValueError(f"--set {key} given twice ({overrides[key]!r} and {value!r})")
         overrides[key] = value
     return overrides
 
@@ -481,16 +503,17 @@ def define_flags() -> None:
         0,
         "local launcher: runs at once. 0 = one per GPU listed in CUDA_VISIBLE_DEVICES, "
         "else one per CPU core.",
+        lower_bound=0,  # refused when parsed: `_slots` refused it only after sweep.json
     )
     flags.DEFINE_multi_string(
         "set", [], "key=value config override applied to every run (e.g. --set=train.num_steps=50)."
     )
     flags.DEFINE_boolean("dry_run", False, "Print the planned runs and exit.")
     flags.DEFINE_string("slurm_partition", None, "SLURM partition.")
-    flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run.")
-    flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per run.")
-    flags.DEFINE_integer("slurm_time_min", 240, "Wall-clock limit per run, minutes.")
-    flags.DEFINE_integer("slurm_mem_gb", 32, "Memory per run, GiB.")
+    flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run.", lower_bound=0)
+    flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per run.", lower_bound=1)
+    flags.DEFINE_integer("slurm_time_min", 240, "Wall-clock limit per run, minutes.", lower_bound=1)
+    flags.DEFINE_integer("slurm_mem_gb", 32, "Memory per run, GiB.", lower_bound=1)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -57,6 +57,26 @@ def encoder_options(model_config: Mapping[str, Any]) -> dict[str, Any]:
     return {name: model_config[name] for name in ENCODER_OPTIONS if name in model_config}
 
 
+def config_problems(model_config: Mapping[str, Any]) -> list[str]:
+    """What SequenceEncoder would refuse in an experiment's `config.model` only once it is
+    built (after the data is read), across keys no single-key rule sees, each naming the
+    keys: a transformer's `num_heads` must divide `hidden_size`, and character features
+    (`char_features`, where the experiment has them) need an RNN or bag encoder."""
+    problems = []
+    kind, heads, width = (model_config.get(k) for k in ("kind", "num_heads", "hidden_size"))
+    if kind == "transformer" and isinstance(heads, int) and heads > 0 and width % heads:
+        problems.append(
+            f"model.num_heads={heads}: must divide model.hidden_size={width} (the "
+            "transformer's width)"
+        )
+    if kind == "transformer" and model_config.get("char_features"):
+        problems.append(
+            "model.char_features=True: character features need model.kind='rnn' or 'bag' "
+            "(set --config.model.char_features=false for the transformer)"
+        )
+    return problems
+
+
 def first_and_last(states: jax.Array, lengths: jax.Array, hidden_size: int) -> jax.Array:
     """Sentence vector of a concatenating BiRNN: forward state at `length - 1` ++ backward
     state at 0. states [batch, time, 2 * hidden] -> [batch, 2 * hidden]."""
