@@ -33,7 +33,7 @@ from rnn_jax.decoding import greedy_decode
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.params import count_params, match_size
 from rnn_jax.models.transformer import TransformerLM
-from rnn_jax.train.config import ConfigError, in_range, positive
+from rnn_jax.train.config import ConfigError, in_range, int_at_least, positive
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.metrics import write_text_atomic
 from rnn_jax.train.task import Task
@@ -41,12 +41,16 @@ from rnn_jax.train.task import Task
 MODELS = ("lstm", "gru", "transformer")
 TASKS = ("shakespeare", "copy", "cost")
 EVAL_SEED_OFFSET = 1_000_003
+COST_VOCAB = 65  # Tiny Shakespeare's characters; the data itself does not matter for cost
 RULES = {
     "model.transformer_layers": positive,
     "model.transformer_heads": positive,
     "model.size_tolerance": in_range(0.001, 0.5),
     "data.window": positive,
     "data.eval_batches": positive,
+    # CopyTask's own check raised inside the run (a traceback, exit status 1)
+    "data.num_symbols": int_at_least(1),
+    "data.num_categories": int_at_least(1),
     "cost.tokens_per_batch": positive,
     "cost.repeats": positive,
     "cost.decode_tokens": positive,
@@ -92,14 +96,22 @@ def matched_widths(
             out[kind] = (hidden, target)
             continue
         multiple = config.model.transformer_heads if kind == "transformer" else 1
-        out[kind] = match_size(
-            functools.partial(build, kind),
-            target,
-            low=multiple,
-            high=16 * hidden,
-            tolerance=config.model.size_tolerance,
-            multiple_of=multiple,
-        )
+        try:
+            out[kind] = match_size(
+                functools.partial(build, kind),
+                target,
+                low=multiple,
+                high=16 * hidden,
+                tolerance=config.model.size_tolerance,
+                multiple_of=multiple,
+            )
+        except ValueError as error:
+            raise ConfigError(
+                f"model.size_tolerance={config.model.size_tolerance!r}: no {kind} matches the "
+                f"LSTM of model.hidden_size={hidden} (model.transformer_heads="
+                f"{config.model.transformer_heads}, vocabulary {vocab}, {max_length} "
+                f"positions): {error}"
+            ) from None
     return out
 
 
@@ -272,7 +284,7 @@ def measure_cost(
     compiled first; then the models are timed round-robin (A, B, C, A, B, C, ...)
     `cost.repeats` times so that load from other processes hits them alike.
     """
-    vocab = 65  # Tiny Shakespeare's characters; the data itself does not matter for cost
+    vocab = COST_VOCAB
     lengths = grid.split_ints(config, "lengths", section="cost")
     widths = cost_widths(config, vocab, models)
     tx = optax.adam(1e-3)
@@ -412,6 +424,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                 f"of cost.lengths={config.cost.lengths!r} (the decode fills the last "
                 "decode_tokens slots of a cache of T)"
             )
+        cost_widths(config, COST_VOCAB, models)  # a ConfigError now, not after the other points
     if "copy" in tasks:
         grid.split_ints(config, "copy_lengths")
     start = time.perf_counter()
@@ -429,7 +442,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         if s["task"] == "cost":
             for row in s["rows"]:
                 final[f"cost-T{row['length']}-{row['model']}"] = {
-                    "temp_memory_mib": row["temp_memory_mib"] or 0.0,
+                    "temp_memory_mib": row["temp_memory_mib"],  # None (unmeasured) is not 0
                     "state_bytes": float(row["state_bytes"]),
                 }
         else:
@@ -458,7 +471,9 @@ def equal_time_bits(rows: list[dict]) -> dict[str, float]:
 
     NaN for a model that reaches fewer steps than its first evaluation (the runtime does not
     evaluate at step 0): it has no measured loss at that time, and clamping to the first
-    evaluation would credit it with steps it did not train.
+    evaluation would credit it with steps it did not train. NaN too for a model without a
+    measured rate: the runtime's steps/s is None when it ran fewer than 2 steps
+    (`train.num_steps=1`, or a rerun that resumed at the last checkpoint).
     """
 
     def total(s: dict) -> float:
@@ -469,16 +484,16 @@ def equal_time_bits(rows: list[dict]) -> dict[str, float]:
     for s in rows:
         steps = np.asarray(s["curve_steps"], np.float64)
         loss = np.nanmean(np.asarray(s["curve_valid_loss"], np.float64), axis=1)
-        reached = budget * s["steps_per_s"]
-        if steps.size == 0 or reached < steps[0]:
+        reached = budget * (s["steps_per_s"] or math.nan)
+        if steps.size == 0 or not reached >= steps[0]:
             out[s["model"]] = math.nan
         else:
             out[s["model"]] = float(np.interp(reached, steps, loss) / math.log(2))
     return out
 
 
-def _bits_or_dash(value: float) -> str:
-    return f"{value:.3f}" if math.isfinite(value) else "–"
+def _number_or_dash(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "–"
 
 
 def _shared_note(load_average: float) -> str:
@@ -511,8 +526,8 @@ def report_markdown(summaries: dict[str, dict]) -> str:
                 s["width"],
                 f"{s['params']:,}",
                 grid.mean_std(s["metrics"]["bits_per_token"]),
-                _bits_or_dash(at_time[s["model"]]),
-                f"{s['steps_per_s']:.1f}",
+                _number_or_dash(at_time[s["model"]]),
+                _number_or_dash(s["steps_per_s"] or math.nan, 1),
             ]
             for s in lm
         ]
@@ -624,7 +639,8 @@ def plot_all(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
             loss = np.nanmean(np.asarray(s["curve_valid_loss"], np.float64), axis=1) / math.log(2)
             steps = np.asarray(s["curve_steps"], np.float64)
             axes[0].plot(steps, loss, marker="o", label=f"{s['model']} ({s['params']:,})")
-            axes[1].plot(steps / s["steps_per_s"], loss, marker="o", label=s["model"])
+            if s["steps_per_s"]:  # None: fewer than 2 steps run, no rate measured
+                axes[1].plot(steps / s["steps_per_s"], loss, marker="o", label=s["model"])
         axes[0].set_xlabel("step")
         axes[1].set_xlabel("training seconds (this run)")
         axes[0].set_ylabel("validation bits per character")
@@ -654,7 +670,7 @@ def plot_all(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
     for s in (s for s in summaries.values() if s["task"] == "cost"):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
         for kind in dict.fromkeys(r["model"] for r in s["rows"]):
-            rows = [r for r in s["rows"] if r["model"] == kind]
+            rows = sorted((r for r in s["rows"] if r["model"] == kind), key=lambda r: r["length"])
             x = [r["length"] for r in rows]
             line = axes[0].plot(
                 x, [np.median(r["train_tokens_per_s"]) for r in rows], marker="o", label=kind
@@ -697,12 +713,11 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     if lm:
         at_time = equal_time_bits(lm)
         q9.append(
-            "Tiny Shakespeare, matched parameters, validation bits/char at equal steps: "
-            + ", ".join(
-                f"{s['model']} {np.nanmean(s['metrics']['bits_per_token']):.3f}" for s in lm
-            )
+            "Tiny Shakespeare, matched parameters, validation bits/char at equal steps (mean ± "
+            "std over seeds; a diverged seed is counted, not dropped): "
+            + ", ".join(f"{s['model']} {grid.mean_std(s['metrics']['bits_per_token'])}" for s in lm)
             + "; at equal wall-clock: "
-            + ", ".join(f"{k} {_bits_or_dash(v)}" for k, v in at_time.items())
+            + ", ".join(f"{k} {_number_or_dash(v)}" for k, v in at_time.items())
             + "."
         )
         if not all(math.isfinite(v) for v in at_time.values()):
@@ -715,9 +730,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     copy = [s for s in points.values() if s["task"] == "copy"]
     if copy:
         q15.append(
-            "Copy accuracy against distance T: "
+            "Copy accuracy against distance T (mean ± std over seeds): "
             + "; ".join(
-                f"T={s['length']} {s['model']} {np.nanmean(s['metrics']['copy_accuracy']):.2f}"
+                f"T={s['length']} {s['model']} {grid.mean_std(s['metrics']['copy_accuracy'])}"
                 for s in copy
             )
             + "."
@@ -734,7 +749,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
 
         def memory(model: str, length: int) -> str:
             r = next(r for r in rows if r["model"] == model and r["length"] == length)
-            return "–" if r["temp_memory_mib"] is None else f"{r['temp_memory_mib']:.0f} MiB"
+            return "–" if r["temp_memory_mib"] is None else f"{grid.fmt(r['temp_memory_mib'])} MiB"
 
         kinds = list(dict.fromkeys(r["model"] for r in rows))
         q15.append(

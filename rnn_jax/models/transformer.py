@@ -233,6 +233,9 @@ class Stack(nnx.Module):
         return self.final_norm(x)
 
     def init_cache(self, batch_size: int, max_length: int) -> list[dict]:
+        """Per block: zero keys and values [batch, heads, max_length, head_size]."""
+        if max_length < 1:
+            raise ValueError(f"a KV cache needs max_length >= 1, got {max_length}")
         heads = self.blocks[0].self_attention.num_heads
         head_size = self.final_norm.num_features // heads
         shape = (batch_size, heads, max_length, head_size)
@@ -307,7 +310,7 @@ class TransformerLM(nnx.Module):
 
     def init_cache(self, batch_size: int, max_length: int | None = None) -> dict:
         """Empty KV cache for up to `max_length` (default: the model's) generated tokens."""
-        max_length = max_length or self.embed.max_length
+        max_length = self.embed.max_length if max_length is None else max_length
         _check_length(max_length, self.embed.max_length)
         return {
             "position": jnp.zeros((batch_size,), jnp.int32),
@@ -349,9 +352,15 @@ class TransformerEncoder(nnx.Module):
     def __call__(
         self, tokens: jax.Array, lengths: jax.Array, *, rng: jax.Array | None = None
     ) -> jax.Array:
+        """tokens int [batch, time] (ids past `lengths [batch]` are padding: any id) ->
+        states [batch, time, d_model]; states at padded positions are not meaningful."""
         batch, time = tokens.shape
         _check_length(time, self.embed.max_length)
+        real = length_mask(lengths, time)
+        check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size", real)
         embed_rng, stack_rng = _split_rng(rng, 2)
+        # An out-of-range pad id would embed as NaN, and 0 attention weight * NaN is NaN.
+        tokens = jnp.where(real, tokens, 0)
         x = self.embed(tokens, jnp.broadcast_to(jnp.arange(time), (batch, time)))
         x = dropout(embed_rng, self.dropout_rate, x)
         return self.stack(x, _padding_mask(lengths, time), rng=stack_rng)
@@ -401,8 +410,7 @@ class TransformerSeq2Seq(nnx.Module):
         """Memory [batch, src_time, d_model]; ids past source_lengths are padding (any id)."""
         real = length_mask(source_lengths, source.shape[1])
         check_ids("source", source, self.encoder.embed.vocab_size, "source_vocab_size", real)
-        # An out-of-range pad id would embed as NaN, and 0 attention weight * NaN is NaN.
-        return self.encoder(jnp.where(real, source, 0), source_lengths, rng=rng)
+        return self.encoder(source, source_lengths, rng=rng)  # which zeroes the padding ids
 
     def __call__(
         self,
