@@ -7,11 +7,12 @@
 Each file holds one sentence a line, in the same order (experiments.smt_baseline writes
 `translations.txt` and `references.txt`; experiments.exposure_bias's translation points write
 `test_<greedy|beam>_seed<i>.txt` and `test_references.txt`). Every system is compared with the
-baseline by `rnn_jax.metrics.paired_bleu_significance` (sacrebleu's approximate randomisation
-or paired bootstrap, seeded); a markdown table goes to stdout and, with --output, the results
-to JSON. A file that is missing or has another number of lines than the references (or empty
-references, no --systems or one listed twice) is named, with exit status 2, before any test
-runs; an unknown --test or --tokenize is a flag error.
+baseline by `rnn_jax.metrics.paired_bleu_significance` (approximate randomisation counting
+ties, on sacrebleu's statistics and draws, or sacrebleu's paired bootstrap; seeded); a
+markdown table goes to stdout and, with --output, the results to JSON. A file that is missing
+or has another number of lines than the references (or empty references, no --systems or one
+listed twice) is named, with exit status 2, before any test runs; an unknown --test or
+--tokenize is a flag error.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ B/S, at an I/E that follows O/E/S, or at any change of type.
 import collections
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -279,18 +280,24 @@ def paired_bleu_significance(
     samples: int = 10_000,
     tokenize: str = "13a",
 ) -> dict:
-    """Is `system`'s corpus BLEU different from `baseline`'s on the same sentences? sacrebleu's
-    paired tests (Post 2018; `sacrebleu.significance.PairedTest`), one reference each.
+    """Is `system`'s corpus BLEU different from `baseline`'s on the same sentences? Paired
+    tests on sacrebleu's corpus BLEU (Post 2018), one reference each.
 
-    - "ar": approximate randomisation (Riezler & Maxwell 2005; Clark et al. 2011's multeval):
-      each trial swaps the two systems' outputs of every sentence with probability 1/2; p is
-      the share of trials whose |BLEU difference| exceeds the real one ((c + 1) / (n + 1)).
+    - "ar": approximate randomisation (Noreen 1989; Riezler & Maxwell 2005): each trial swaps
+      the two systems' outputs of every sentence with probability 1/2; p = (c + 1) / (n + 1)
+      for the c of n trials whose |BLEU difference| is at least the real one. The trials are
+      sacrebleu's (`PairedTest`'s draw and seed), but sacrebleu, after Clark et al.'s multeval,
+      counts only trials that exceed the real difference strictly: a trial that swaps none or
+      all of the k sentences where the systems differ always ties, so its p-value is at least
+      2^(1-k) too small (two systems that differ in one sentence of 50 got p = 0.001 where
+      the exact test gives 1). Ties count here.
     - "bs": paired bootstrap resampling (Koehn 2004; Moses's
-      bootstrap-hypothesis-difference-significance.pl), with the system's 95% interval.
+      bootstrap-hypothesis-difference-significance.pl; sacrebleu's `PairedTest`), with the
+      system's 95% interval.
 
     Two-sided; the trials are seeded (sacrebleu's SACREBLEU_SEED, 12345 unless set), so the
-    result repeats. Identical outputs get p = 1: sacrebleu counts only trials whose
-    difference exceeds the real one strictly, which gives them 1 / (samples + 1).
+    result repeats. Identical outputs get p = 1 (with "bs" by definition: sacrebleu's
+    bootstrap would give them 1 / (samples + 1)).
 
     Returns:
       {"test", "samples", "baseline_bleu", "system_bleu", "difference" (system - baseline),
@@ -311,28 +318,67 @@ def paired_bleu_significance(
             f"baseline ({len(baseline)}), system ({len(system)}) and references "
             f"({len(references)}) differ in number"
         )
-    paired = PairedTest(
-        [("baseline", list(baseline)), ("system", list(system))],
-        {"BLEU": BLEU(tokenize=tokenize, force=tokenize == "none")},
-        [list(references)],
-        test_type=test,
-        n_samples=samples,
-    )
-    _, scores = paired()
-    base, result = scores["BLEU"]
-    out = {
+    metric = BLEU(tokenize=tokenize, force=tokenize == "none")
+    if test == "ar":
+        base_bleu, system_bleu, p_value = _approximate_randomisation(
+            metric, list(baseline), list(system), [list(references)], samples
+        )
+        extra = {}
+    else:
+        paired = PairedTest(
+            [("baseline", list(baseline)), ("system", list(system))],
+            {"BLEU": metric},
+            [list(references)],
+            test_type=test,
+            n_samples=samples,
+        )
+        _, scores = paired()
+        base, result = scores["BLEU"]
+        base_bleu, system_bleu, p_value = float(base.score), float(result.score), result.p_value
+        extra = {"system_mean": float(result.mean), "system_ci": float(result.ci)}
+    return {
         "test": test,
         "samples": samples,
-        "baseline_bleu": float(base.score),
-        "system_bleu": float(result.score),
-        "difference": float(result.score - base.score),
-        "p_value": float(result.p_value),
+        "baseline_bleu": base_bleu,
+        "system_bleu": system_bleu,
+        "difference": system_bleu - base_bleu,
+        "p_value": 1.0 if list(baseline) == list(system) else float(p_value),
+        **extra,
     }
-    if list(baseline) == list(system):
-        out["p_value"] = 1.0
-    if test == "bs":
-        out["system_mean"], out["system_ci"] = float(result.mean), float(result.ci)
-    return out
+
+
+def _approximate_randomisation(
+    metric: Any,
+    baseline: list[str],
+    system: list[str],
+    references: list[list[str]],
+    samples: int,
+) -> tuple[float, float, float]:
+    """(baseline BLEU, system BLEU, p) of the "ar" test of `paired_bleu_significance`: the
+    swaps drawn as sacrebleu's `_paired_ar_test` draws them, from its seed, each trial scored
+    from summed per-sentence statistics, and ties with the real difference counted."""
+    import os
+
+    seed = os.environ.get("SACREBLEU_SEED", "12345")
+    seed = None if seed.lower() == "none" or int(seed) == 0 else int(seed)  # as PairedTest
+    stats = [
+        np.asarray(metric._extract_corpus_statistics(outputs, references), np.int64)
+        for outputs in (baseline, system)
+    ]
+
+    def bleu(summed: np.ndarray) -> float:
+        return float(metric._compute_score_from_stats(summed.tolist()).score)
+
+    base_bleu, system_bleu = bleu(stats[0].sum(0)), bleu(stats[1].sum(0))
+    real = abs(system_bleu - base_bleu)
+    swap = np.random.default_rng(seed).integers(2, size=(samples, len(system)), dtype=bool)
+    one = swap.astype(np.int64) @ stats[0] + (~swap).astype(np.int64) @ stats[1]
+    other = (~swap).astype(np.int64) @ stats[0] + swap.astype(np.int64) @ stats[1]
+    trials = np.array([abs(bleu(a) - bleu(b)) for a, b in zip(one, other, strict=True)])
+    # A trial that reproduces the two systems' statistics scores exactly as they do; the
+    # tolerance only absorbs rounding between equal scores reached through other sums.
+    extreme = int(np.sum(trials >= real - 1e-9 * max(1.0, real)))
+    return base_bleu, system_bleu, (extreme + 1) / (samples + 1)
 
 
 def bleu_statistics(

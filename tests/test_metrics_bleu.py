@@ -73,8 +73,9 @@ def _corrupt(sentences, rate, rng, vocabulary):
 
 
 def test_paired_randomisation_matches_exact_enumeration():
-    """sacrebleu's approximate randomisation p-value against the exact one: every one of the
-    2^10 ways to swap the two systems' outputs of 10 sentences, each scored by corpus BLEU."""
+    """The approximate randomisation p-value against the exact one: every one of the 2^10 ways
+    to swap the two systems' outputs of 10 sentences, each scored by corpus BLEU, counting the
+    swaps at least as extreme as the real difference."""
     import itertools
 
     from rnn_jax.metrics import corpus_bleu, paired_bleu_significance
@@ -90,7 +91,8 @@ def test_paired_randomisation_matches_exact_enumeration():
         a = [s if m else b for m, s, b in zip(mask, system, baseline, strict=True)]
         b = [b if m else s for m, s, b in zip(mask, system, baseline, strict=True)]
         exceed += (
-            abs(corpus_bleu(a, references, "none") - corpus_bleu(b, references, "none")) > real
+            abs(corpus_bleu(a, references, "none") - corpus_bleu(b, references, "none"))
+            >= real - 1e-9
         )
     exact = exceed / 2 ** len(references)
     assert 0.05 < exact < 0.95  # a case where the test has something to decide
@@ -102,6 +104,38 @@ def test_paired_randomisation_matches_exact_enumeration():
     assert result["system_bleu"] == pytest.approx(corpus_bleu(system, references, "none"))
     assert result["difference"] == pytest.approx(result["system_bleu"] - result["baseline_bleu"])
     assert abs(result["p_value"] - exact) < 4 * np.sqrt(exact * (1 - exact) / samples) + 1e-3
+
+
+def test_paired_randomisation_counts_ties_when_few_sentences_differ():
+    """Systems that differ in k sentences have 2^k distinct swaps, and swapping none or all of
+    them reproduces the real difference. Counting only strictly larger differences (sacrebleu,
+    after multeval) gave one differing sentence of 50 p = 1/(n+1), 'significant'; the exact
+    test gives 1. With most sentences differing there are no ties, and the p-value is
+    sacrebleu's, trial for trial (the same draws)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    from rnn_jax.metrics import paired_bleu_significance
+
+    rng = np.random.default_rng(5)
+    vocabulary = [f"w{i}" for i in range(12)]
+    references = [" ".join(rng.choice(vocabulary, size=8)) for _ in range(50)]
+    baseline = _corrupt(references, 0.4, rng, vocabulary)
+    one_differs = list(baseline)
+    one_differs[7] = references[7]
+    result = paired_bleu_significance(baseline, one_differs, references, tokenize="none")
+    assert result["difference"] > 0 and result["p_value"] == 1.0
+    system = _corrupt(references, 0.39, rng, vocabulary)
+    ours = paired_bleu_significance(baseline, system, references, samples=500, tokenize="none")
+    theirs = PairedTest(
+        [("baseline", baseline), ("system", system)],
+        {"BLEU": BLEU(tokenize="none", force=True)},
+        [references],
+        test_type="ar",
+        n_samples=500,
+    )()[1]["BLEU"][1]
+    assert ours["system_bleu"] == pytest.approx(theirs.score)
+    assert 0.01 < ours["p_value"] == pytest.approx(theirs.p_value, abs=1e-12)
 
 
 def test_paired_bootstrap_separates_a_much_better_system_and_checks_inputs():
