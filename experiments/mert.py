@@ -75,7 +75,9 @@ def bleu(statistics: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass
 class NBest:
     """One tuning sentence's candidates: features [n, K] and BLEU statistics
-    [n, NUM_STATISTICS] row by row, and their strings (to merge lists without duplicates)."""
+    [n, NUM_STATISTICS] row by row, and their strings (to merge lists without duplicates).
+    A string appears once per decode but may appear again in a merged list with other
+    features: another derivation of it, found by a later decode."""
 
     features: np.ndarray
     statistics: np.ndarray
@@ -97,9 +99,20 @@ class NBest:
         )
 
     def merge(self, other: NBest) -> tuple[NBest, int]:
-        """This list plus `other`'s candidates it lacks -> (merged list, how many were new)."""
-        known = set(self.hypotheses)
-        new = [i for i, h in enumerate(other.hypotheses) if h not in known]
+        """This list plus `other`'s candidates it lacks -> (merged list, how many were new).
+        A candidate is new unless the same string with the same features is held: a known
+        string reached by another derivation (other phrases, so other features) stays beside
+        the old one, since under some weights it scores higher and the decoder outputs the
+        string where the old features would not; Moses's mert likewise drops only entries
+        with equal features and scores (`Data::removeDuplicates`)."""
+        known = set(zip(self.hypotheses, map(tuple, self.features.tolist()), strict=True))
+        new = [
+            i
+            for i, key in enumerate(
+                zip(other.hypotheses, map(tuple, other.features.tolist()), strict=True)
+            )
+            if key not in known
+        ]
         merged = NBest(
             np.concatenate([self.features, other.features[new]]),
             np.concatenate([self.statistics, other.statistics[new]]),

@@ -292,27 +292,32 @@ def training_orientations(
     alignment: Alignment, source_length: int, target_length: int, spans: tuple[int, int, int, int]
 ) -> tuple[int, int]:
     """(backward, forward) orientations of an extracted phrase pair, word-based as Moses's
-    `wbe-msd` extraction reads them off the alignment. Backward (the previous target phrase):
-    monotone when a point links the words just before both spans (or both spans open their
-    sentences), swap when one links the source word just after the span to the target word
-    just before it, else discontinuous. Forward (the next target phrase) mirrors it at the
-    ends: monotone when a point links the words just after both spans (or both close their
-    sentences), swap when one links the source word just before the span to the target word
-    just after it."""
+    `wbe-msd` extraction reads them off the alignment (`getOrientWordModel`). Backward (the
+    previous target phrase): monotone when a point links the words just before both spans (or
+    both spans open their sentences), swap when one links the source word just after the span
+    to the target word just before it, discontinuous when neither or both do (a target word
+    linked to source words on both sides of the span: Moses's "other"). Forward (the next
+    target phrase) mirrors it at the ends: monotone when a point links the words just after
+    both spans (or both close their sentences), swap when one links the source word just
+    before the span to the target word just after it."""
     s0, s1, t0, t1 = spans
-    if (s0 == 0 and t0 == 0) or (s0 - 1, t0 - 1) in alignment:
-        backward = MONOTONE
-    elif (s1, t0 - 1) in alignment:
-        backward = SWAP
-    else:
-        backward = DISCONTINUOUS
-    if (s1 == source_length and t1 == target_length) or (s1, t1) in alignment:
-        forward = MONOTONE
-    elif (s0 - 1, t1) in alignment:
-        forward = SWAP
-    else:
-        forward = DISCONTINUOUS
+    backward = _orientation(
+        (s0 == 0 and t0 == 0) or (s0 - 1, t0 - 1) in alignment, (s1, t0 - 1) in alignment
+    )
+    forward = _orientation(
+        (s1 == source_length and t1 == target_length) or (s1, t1) in alignment,
+        (s0 - 1, t1) in alignment,
+    )
     return backward, forward
+
+
+def _orientation(monotone_corner: bool, swap_corner: bool) -> int:
+    """Moses's msd orientation from the two corners: one of them alone linked decides it."""
+    if monotone_corner and not swap_corner:
+        return MONOTONE
+    if swap_corner and not monotone_corner:
+        return SWAP
+    return DISCONTINUOUS
 
 
 def decoding_orientation(previous: tuple[int, int] | tuple[()], span: tuple[int, int]) -> int:

@@ -140,11 +140,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 def get_sweep(variant: str | None = None) -> dict[str, list]:
     """Grid for `launch.sweep`: the word penalty x the LM weight (the two weights that set
-    output length and fluency) with fixed weights (no MERT, which would move them); score on
-    `smt.eval_split=valid` when choosing from it."""
+    output length and fluency) with fixed weights (no MERT, which would move them), scored on
+    val: a grid to choose weights from must not be scored on test2016, the config's split."""
     select_variant("smt_baseline", variant, VARIANTS)  # the same error for a bad variant
     return {
         "smt.word_penalty": [-1.0, -0.5, 0.0],
         "smt.weight_lm": [0.5, 1.0],
         "smt.mert_iterations": [0],
+        "smt.eval_split": ["valid"],
     }
