@@ -107,11 +107,15 @@ class KneserNeyLM:
     def estimate(
         cls, sentences: Iterable[Sequence[str]], order: int, unk_cutoff: int = 1
     ) -> KneserNeyLM:
-        """Fit on tokenised `sentences` (no padding). Words seen fewer than `unk_cutoff` times
-        become `<UNK>` first (as `nltk.lm.Vocabulary(unk_cutoff=...)` does)."""
+        """Fit on tokenised `sentences` (no padding; at least one, possibly empty). Words seen
+        fewer than `unk_cutoff` times become `<UNK>` first (as `nltk.lm.Vocabulary(unk_cutoff=...)`
+        does)."""
         if order < 1 or unk_cutoff < 1:
             raise ValueError(f"order and unk_cutoff must be >= 1, got {order}, {unk_cutoff}")
         sentences = [tuple(sentence) for sentence in sentences]
+        if not sentences:
+            # Nothing to count: every later `score` would fail with KeyError: ().
+            raise ValueError("no sentences to estimate the language model from")
         frequencies = collections.Counter(word for sentence in sentences for word in sentence)
         known = {word for word, count in frequencies.items() if count >= unk_cutoff}
         sentences = [tuple(w if w in known else UNK for w in s) for s in sentences]

@@ -58,8 +58,12 @@ RULES: cfg.Rules = {
     "data.bptt_length": cfg.positive,
     "data.eval_batch_size": cfg.positive,
     "data.eval_context": cfg.int_at_least(0),
-    "data.markov_vocab_size": cfg.positive,
+    # What MarkovLanguage accepts (vocab_size >= 2, concentration > 0; the seed seeds numpy):
+    # anything else failed in the task's constructor with a traceback, not exit status 2.
+    "data.markov_vocab_size": cfg.int_at_least(2),
     "data.markov_order": cfg.positive,
+    "data.markov_concentration": cfg.positive,
+    "data.markov_seed": cfg.int_at_least(0),
     "data.markov_train_tokens": cfg.positive,
     "data.markov_eval_tokens": cfg.positive,
 }
@@ -107,9 +111,21 @@ class LanguageModelTask(Task):
 
     def __init__(self, config: ml_collections.ConfigDict) -> None:
         self.config = config
+        self._check_tied_sizes()
         self.corpus = load_corpus(config.data)
         self.vocab_size = len(self.corpus.vocab.tokens)
         self._check_split_sizes()
+
+    def _check_tied_sizes(self) -> None:
+        """`model.tie_embeddings` needs the embedding as wide as the hidden state (the output
+        kernel is its transpose): a ConfigError here (exit status 2), not the model's
+        ValueError as a traceback from `init_model`."""
+        m = self.config.model
+        if m.tie_embeddings and m.embed_size not in (None, m.hidden_size):
+            raise cfg.ConfigError(
+                f"model.tie_embeddings=True needs model.embed_size == model.hidden_size (or "
+                f"None); got model.embed_size={m.embed_size}, model.hidden_size={m.hidden_size}"
+            )
 
     def _check_split_sizes(self) -> None:
         """Every split must hold at least one `[batch, bptt_length + 1]` window (what
@@ -229,6 +245,14 @@ class LanguageModelTask(Task):
         return {"vocab.json": list(self.corpus.vocab.tokens), "baselines.json": self.baselines()}
 
 
+def check_prompt(prompt: list[str], vocab: list[str]) -> None:
+    """Raises ValueError unless `prompt` is non-empty and every token is in `vocab`."""
+    known = set(vocab)
+    unknown = sorted({token for token in prompt if token not in known})
+    if not prompt or unknown:
+        raise ValueError(f"prompt must be non-empty and in the vocabulary; unknown: {unknown}")
+
+
 def generate(
     model: RNNLanguageModel,
     vocab: list[str],
@@ -242,11 +266,12 @@ def generate(
     The prompt runs through the model in one call; sampling then streams with `model.step`
     through `rnn_jax.decoding.sample_decode`, with an extra never-sampled end token so that the
     continuation has exactly `num_tokens` tokens.
+
+    Raises:
+      ValueError: an empty prompt or one with tokens outside `vocab` (`check_prompt`).
     """
+    check_prompt(prompt, vocab)
     index = {token: i for i, token in enumerate(vocab)}
-    unknown = [token for token in prompt if token not in index]
-    if not prompt or unknown:
-        raise ValueError(f"prompt must be non-empty and in the vocabulary; unknown: {unknown}")
     ids = jnp.asarray([[index[token] for token in prompt]], jnp.int32)
     carry = model.zero_carry(1)
     if ids.shape[1] > 1:
@@ -269,10 +294,17 @@ def generate(
     return [vocab[i] for i in tokens[0].tolist()]
 
 
+def unit_of(corpus: str) -> str:
+    """'char' for the character corpus, else 'token': what a model of `corpus` (`data.corpus`)
+    predicts. Not read off the vocabulary: a Markov language of at most 10 symbols has
+    one-character token names ("0".."9") but its tokens are symbols, not characters."""
+    return "char" if corpus == "tiny_shakespeare" else "token"
+
+
 def _corpus_and_unit(workdir: pathlib.Path, data: dict) -> tuple[str, str]:
     """('Tiny Shakespeare', 'char') etc.: what the run modelled, and per what its NLL is."""
     vocab = run_report.read_json(workdir, "vocab.json")
-    unit = "char" if all(len(token) == 1 for token in vocab) else "token"
+    unit = unit_of(data["corpus"])
     corpus = {
         "markov": f"a synthetic order-{data['markov_order']} Markov language",
         "ptb": "Penn Treebank words",
@@ -453,6 +485,22 @@ def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Ta
     print(text)
 
 
+def sample_prompt(prompt: str, vocab: list[str], char_level: bool) -> list[str]:
+    """`--prompt` as tokens of the run's vocabulary: its characters for a character-level run,
+    else its whitespace-separated words.
+
+    Raises:
+      ConfigError: an empty prompt or one with tokens outside `vocab` (exit status 2, naming
+        the flag and those tokens), before sampling starts.
+    """
+    tokens = list(prompt) if char_level else prompt.split()
+    try:
+        check_prompt(tokens, vocab)
+    except ValueError as error:
+        raise cfg.ConfigError(f"--prompt={prompt!r}: {error} (W/vocab.json)") from None
+    return tokens
+
+
 def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
     from absl import flags
 
@@ -476,8 +524,8 @@ def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task
         return
     model, step = _restore(config, workdir, task)
     vocab = json.loads((pathlib.Path(workdir) / "vocab.json").read_text())
-    char_level = all(len(token) == 1 for token in vocab)
-    prompt = list(flags.FLAGS.prompt) if char_level else flags.FLAGS.prompt.split()
+    char_level = unit_of(config.data.corpus) == "char"
+    prompt = sample_prompt(flags.FLAGS.prompt, vocab, char_level)
     text = generate(
         model,
         vocab,
