@@ -33,7 +33,8 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
 
     Supported options: any `num_layers`, `bidirectional`, `batch_first`, `nonlinearity`
     (RNN), `bias`; `dropout` is accepted and not applied (evaluation semantics). `params`
-    keep the module's dtype (bfloat16 included).
+    keep the module's dtype (bfloat16 included); float64 only with JAX's x64 mode on
+    (`jax_enable_x64`): without it JAX makes them float32, and `from_torch` warns.
 
     `apply_fn(params, xs, lengths=None, initial_state=None) -> (ys, final_state)` is pure,
     jittable and differentiable, with torch's semantics:
@@ -77,6 +78,19 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
     directions = ("", "_reverse") if module.bidirectional else ("",)
     batch_first, has_bias = module.batch_first, module.bias
     params = {name: _to_jax(tensor) for name, tensor in module.named_parameters()}
+    narrowed = sorted(
+        name
+        for name, tensor in module.named_parameters()
+        if tensor.dtype == torch.float64 and params[name].dtype != jnp.float64
+    )
+    if narrowed:
+        # jnp.asarray drops float64 to float32 silently when x64 is off
+        warnings.warn(
+            f"from_torch: {kind} has float64 parameters ({', '.join(narrowed)}) but JAX's "
+            "x64 mode is off, so params and apply_fn are float32; set "
+            "jax.config.update('jax_enable_x64', True) first to keep float64",
+            stacklevel=2,
+        )
     gates = cell.num_gates * hidden_size
 
     def cell_params(params: dict[str, jax.Array], layer: int, suffix: str) -> dict:

@@ -71,10 +71,15 @@ def choose_decoder_inputs(
 
     gold, predicted: [batch] int. A probability of exactly 1.0 always returns `gold` and 0.0
     always returns `predicted` (u ~ U[0, 1) so u < 1 always and u < 0 never holds).
-    `rng=None` is allowed only for a Python float probability of 0.0 or 1.0.
+    `rng=None` is allowed only for a Python float probability of 0.0 or 1.0. A Python
+    number outside [0, 1] raises ValueError (a traced probability cannot be checked).
     """
+    number = isinstance(teacher_forcing_prob, float | int)
+    if number and not 0.0 <= teacher_forcing_prob <= 1.0:
+        # u < 1.5 always holds: it would act as 1.0 without a word
+        raise ValueError(f"teacher_forcing_prob={teacher_forcing_prob!r}; allowed: [0, 1]")
     if rng is None:
-        if isinstance(teacher_forcing_prob, float | int) and teacher_forcing_prob in (0, 1):
+        if number and teacher_forcing_prob in (0, 1):
             return gold if teacher_forcing_prob == 1 else predicted
         raise ValueError(
             "rng is required when teacher_forcing_prob is not the constant 0.0 or 1.0, got "
