@@ -60,6 +60,7 @@ import optax
 from flax import nnx
 
 from rnn_jax import layers
+from rnn_jax.models.checks import check_ids
 from rnn_jax.models.lm import RNNLanguageModel
 
 
@@ -487,8 +488,9 @@ def control_task(types: Sequence[str], class_probs: np.ndarray, seed: int) -> np
     task's accuracy minus it is the probe's selectivity.
     """
     probs = np.asarray(class_probs, np.float64)
-    if probs.ndim != 1 or (probs < 0).any() or probs.sum() <= 0:
-        raise ValueError(f"class_probs must be non-negative weights [classes], got {probs}")
+    # NaN and inf passed `< 0` and `sum <= 0` and gave every type class 0.
+    if probs.ndim != 1 or not np.isfinite(probs).all() or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(f"class_probs must be finite non-negative weights [classes], got {probs}")
     cumulative = np.cumsum(probs / probs.sum())
     drawn: dict[str, int] = {}
     for word_type in set(types):
@@ -523,11 +525,13 @@ def layer_states(model: RNNLanguageModel, tokens: jax.Array) -> list[np.ndarray]
 
     Raises:
       ValueError: for a model whose layers do not simply feed each other (residual or
-        bidirectional stacks) or that computes in another dtype than float32.
+        bidirectional stacks) or that computes in another dtype than float32, and for a
+        token id outside [0, vocab_size) (the embedding gather would clamp it, silently).
     """
     rnn = model.rnn
     if rnn.residual or rnn.bidirectional or rnn.learned_initial_carry:
         raise ValueError("layer_states needs a plain unidirectional stack without residuals")
     if model.compute_dtype != jnp.float32:
         raise ValueError(f"layer_states needs compute_dtype float32, not {model.compute_dtype}")
+    check_ids("tokens", tokens, model.vocab_size, "vocab_size")
     return [np.asarray(s) for s in _layer_states(model, jnp.asarray(tokens, jnp.int32))]

@@ -64,7 +64,7 @@ def test_diagnostics_cover_the_whole_sequence_up_to_dh_T_dh_1(task_name):
     norms = diagnostics.hidden_state_grad_norms(
         lambda c, x: cell.step(params, c, x),
         cell.output,
-        lambda hs: task.per_example_loss(model, hs, targets).sum(),
+        lambda hs: task.diagnosed_loss(model, hs, targets).sum(),
         cell.zero_carry((xs.shape[0],), HIDDEN, xs.dtype),
         xs,
     )
@@ -223,6 +223,8 @@ def _answer_point(cell, success, log_sigma_trained, grad_ratio_log10, steps=10):
         "cell": cell,
         "init": "orthogonal",
         "success": success,
+        "baseline": 0.2,
+        "threshold": 0.02,
         "at_init": metrics,
         "trained": trained,
     }
