@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from experiments import grid
+from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics as run_metrics
 
 if TYPE_CHECKING:
@@ -175,28 +176,21 @@ def describe_model(model: dict) -> str:
 
 def config_name(workdir: pathlib.Path, name: str) -> str:
     """The config a run used: `experiments/configs/<name>.py:<variant>` whose values W/config.json
-    equals, else the nearest variant followed by the keys that differ (`with k=v, ...`)."""
+    equals, else the nearest variant followed by the keys that differ (`with k=v, ...`). A run
+    written before a key of `ADDED_KEYS` existed equals a variant holding its older value."""
     configs = importlib.import_module(f"experiments.configs.{name}")
-    run = _flatten(read_json(workdir, "config.json"))
+    run = config_lib.flatten(read_json(workdir, "config.json"))
     nearest: tuple[str, list[str]] | None = None
     for variant in configs.VARIANTS:
-        reference = _flatten(json.loads(configs.get_config(variant).to_json_best_effort()))
-        differ = sorted(k for k in run.keys() | reference.keys() if run.get(k) != reference.get(k))
+        reference = config_lib.flatten(
+            json.loads(configs.get_config(variant).to_json_best_effort())
+        )
+        differ = config_lib.changed_keys(run, reference)
         if nearest is None or len(differ) < len(nearest[1]):
             nearest = (variant, differ)
     variant, differ = nearest
     spec = f"experiments/configs/{name}.py:{variant}"
     return spec + (" with " + ", ".join(f"{k}={run.get(k)}" for k in differ) if differ else "")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def read_curve(workdir: pathlib.Path, key: str) -> tuple[np.ndarray, np.ndarray]:
