@@ -11,6 +11,11 @@ the best-validation checkpoint, as published perplexities are measured) beside c
 baselines (W/baselines.json: add-one smoothed unigram of the training tokens, uniform), and
 writes W/language_model.md and W/learning_curves.png (experiments/run_report.py). Configs,
 expected runtimes and results: experiments/configs/language_model.py.
+
+`--prompt` is in the run's own vocabulary: characters for Tiny Shakespeare, whitespace-separated
+tokens otherwise (PTB's words are lower case, so `--prompt=The` is refused there; Markov symbols
+as `--prompt="3 4"`); a prompt outside the vocabulary exits 2 naming its unknown tokens. A
+Markov run is reported per token, never per character.
 """
 
 from __future__ import annotations
