@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import os
 import pathlib
 from collections.abc import Callable, Iterator, Sequence
@@ -88,12 +89,13 @@ def seed_values(final: dict, key: str) -> list[float] | None:
     """The per-seed values of `final[key]` (results.json); None if not measured.
 
     With num_seeds > 1 the runtime stores them under `final["per_seed"][key]`, else the one
-    value under `final[key]`.
+    value under `final[key]`. A seed stored as null (JSON's form of a non-finite value where a
+    writer used `grid.finite_or_none`) reads as NaN, counted by `summary_text`.
     """
     values = final.get("per_seed", {}).get(key)
     if values is None and isinstance(final.get(key), int | float):
         values = [final[key]]
-    return None if values is None else [float(v) for v in values]
+    return None if values is None else [math.nan if v is None else float(v) for v in values]
 
 
 def cell(value: list[float] | float | str | None) -> str:

@@ -109,3 +109,14 @@ def test_language_model_unigram_baseline_matches_counting(repo_root, monkeypatch
         assert baselines["unigram"][f"{split}_loss"] == pytest.approx(nll, rel=1e-9)
         assert baselines["unigram"][f"{split}_perplexity"] == pytest.approx(math.exp(nll))
     assert baselines["uniform"] == {"loss": math.log(size), "perplexity": float(size)}
+
+
+def test_seed_values_read_a_null_seed_as_nan_and_summary_counts_it():
+    """A per-seed list with a null (a writer's `finite_or_none`) raised TypeError in
+    `float(None)`; it reads as NaN, and the summary names the finite share."""
+    final = {"per_seed": {"test_accuracy": [0.9, None, 0.8]}, "test_accuracy": 0.85}
+    values = run_report.seed_values(final, "test_accuracy")
+    assert values[0] == 0.9 and math.isnan(values[1]) and values[2] == 0.8
+    assert run_report.summary_text(values) == "0.850 ± 0.050 (2/3 seeds)"
+    assert run_report.seed_values({"test_accuracy": 0.5}, "test_accuracy") == [0.5]
+    assert run_report.seed_values({}, "test_accuracy") is None
