@@ -134,7 +134,9 @@ def _additive_slabs(cell: Cell, treedef: Any, shapes: tuple[tuple[int, ...], ...
     return tuple(flags)
 
 
-@functools.lru_cache(maxsize=256)
+# typed: `unroll=True` (full) and `unroll=1` (none) are equal and hash alike, so an untyped
+# cache handed whichever came first to the other.
+@functools.lru_cache(maxsize=256, typed=True)
 def recurrence_of(
     cell: Cell,
     reverse: bool,

@@ -117,3 +117,22 @@ def test_every_option_at_once_matches_each_sequence_run_alone(implementation):
         np.testing.assert_array_equal(d_xs[b, n:], 0.0)
         for got, want in zip(jax.tree.leaves(d_initial), jax.tree.leaves(want_dinit), strict=True):
             np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-6)
+
+
+def test_full_unroll_is_not_served_the_loop_built_for_unroll_1():
+    """`unroll=True` and `unroll=1` compare and hash equal: the fused path's cache of built
+    recurrences gave a full unroll the one-step loop built before it (speed only, but not what
+    was asked). The jaxpr's scan carries the factor asked for, on both paths."""
+    import re
+
+    cell = cells.get_cell("gru")
+    params = cell.init(jax.random.key(0), 3, 4)
+    xs = jnp.ones((2, 7, 3))
+    for implementation in ("reference", "fused"):
+        for factor, expected in ((1, "unroll=1"), (True, "unroll=7")):
+            jaxpr = jax.make_jaxpr(
+                lambda p, x, f=factor, i=implementation: scan.unroll(
+                    cell, p, x, unroll=f, implementation=i
+                )
+            )(params, xs)
+            assert set(re.findall(r"unroll=\w+", str(jaxpr))) == {expected}, implementation
