@@ -65,7 +65,7 @@ def test_tagging_metrics_equal_a_per_sentence_reference(monkeypatch):
     assert config.model.head == "crf" and config.model.char_features  # both paths exercised
     model = task.init_model(jax.random.key(0))
     names = task.tags.tokens
-    for split in ("valid", "test"):
+    for split in ("test",):  # valid's path is the same; a split costs ~8 s of compiling
         got = _task_metrics(task, model, split)
         hits = tokens = nll = 0.0
         correct = num_gold = num_predicted = 0
