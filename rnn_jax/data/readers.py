@@ -283,11 +283,14 @@ def read_tsv(
     """Labelled sentences, one `text<TAB>label` line each (GLUE layout): `{"tokens", "label"}`.
 
     Args:
-      text_column, label_column: which tab-separated fields hold the text and the label.
+      text_column, label_column: which tab-separated fields hold the text and the label
+        (Python indices: -1 is a line's last field); every line must have both, as two
+        different fields.
       header: skip the first line (column names).
     """
     tokenize = get_tokenizer(level)
-    needed = max(text_column, label_column) + 1
+    if text_column == label_column:
+        raise ValueError(f"text_column and label_column are both {text_column}")
     _check_file(path)
 
     def rows() -> Iterator[dict]:
@@ -295,15 +298,22 @@ def read_tsv(
             if header and number == 1:
                 continue
             fields = line.split("\t")
+            # Each column's index into this line's fields, None where the line lacks it: a
+            # negative column counts from the line's end, so on a line without a tab -1 is
+            # the text field itself, which must not be read as its own label.
+            text_at, label_at = (
+                column % len(fields) if -len(fields) <= column < len(fields) else None
+                for column in (text_column, label_column)
+            )
             # The label without surrounding whitespace: "1 " is no class apart from "1".
-            label = fields[label_column].strip() if len(fields) >= needed else ""
-            if len(fields) < needed or not fields[text_column].strip() or not label:
+            label = fields[label_at].strip() if label_at is not None else ""
+            if text_at is None or text_at == label_at or not fields[text_at].strip() or not label:
                 raise DataFormatError(
                     f"{os.fspath(path)}:{number}: expected a non-empty text in field "
                     f"{text_column} and a label in field {label_column} (tab-separated), "
                     f"found {len(fields)} fields: {line[:80]!r}"
                 )
-            yield {"tokens": tokenize(fields[text_column]), "label": label}
+            yield {"tokens": tokenize(fields[text_at]), "label": label}
 
     return _nonempty(rows(), path)
 

@@ -33,6 +33,19 @@ from functools import cached_property
 import numpy as np
 
 from rnn_jax.data.batching import Batch
+from rnn_jax.predicates import is_finite_number, is_int
+
+
+def _check_integers(task: object, names: Sequence[str], minimum: int = 1) -> None:
+    """Raises ValueError naming the first of `names` that is not an integer >= `minimum`, at
+    construction: a float such as 2.5 would fail only when sampling, inside numpy, and True
+    would be a size of 1."""
+    for name in names:
+        value = getattr(task, name)
+        if not is_int(value) or value < minimum:
+            raise ValueError(
+                f"{type(task).__name__} {name}={value!r} must be an integer >= {minimum}"
+            )
 
 
 class _Task:
@@ -60,9 +73,7 @@ class CopyTask(_Task):
     num_categories: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("blank_length", "num_symbols", "num_categories"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"CopyTask {name}={getattr(self, name)} must be >= 1")
+        _check_integers(self, ("blank_length", "num_symbols", "num_categories"))
 
     @property
     def vocab_size(self) -> int:
@@ -105,8 +116,7 @@ class AddingProblem(_Task):
     length: int = 100
 
     def __post_init__(self) -> None:
-        if self.length < 2:
-            raise ValueError(f"AddingProblem length={self.length} must be >= 2")
+        _check_integers(self, ("length",), minimum=2)
 
     @staticmethod
     def baseline_mse() -> float:
@@ -142,9 +152,7 @@ class EchoTask(_Task):
     length: int = 80
 
     def __post_init__(self) -> None:
-        for name in ("delay", "num_symbols", "length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"EchoTask {name}={getattr(self, name)} must be >= 1")
+        _check_integers(self, ("delay", "num_symbols", "length"))
         if self.length <= self.delay:
             raise ValueError(f"EchoTask length={self.length} must exceed delay={self.delay}")
 
@@ -182,6 +190,7 @@ class TemporalOrder(_Task):
     vocab_size = 9
 
     def __post_init__(self) -> None:
+        _check_integers(self, ("min_length", "max_length"), minimum=3)
         if not 3 <= self.min_length <= self.max_length:
             raise ValueError(
                 f"TemporalOrder needs 3 <= min_length <= max_length, got "
@@ -252,10 +261,19 @@ class MarkovLanguage(_Task):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 2 or self.order < 1 or self.concentration <= 0:
+        # A NaN or infinite concentration is not `<= 0` but makes every transition NaN, and
+        # `stationary` would iterate 100,000 times before failing in LAPACK.
+        if (
+            not (is_int(self.vocab_size) and is_int(self.order))
+            or self.vocab_size < 2
+            or self.order < 1
+            or not is_finite_number(self.concentration)
+            or self.concentration <= 0
+        ):
             raise ValueError(
-                f"MarkovLanguage needs vocab_size >= 2, order >= 1, concentration > 0; got "
-                f"{self.vocab_size}, {self.order}, {self.concentration}"
+                f"MarkovLanguage needs integers vocab_size >= 2, order >= 1 and a finite "
+                f"concentration > 0; got {self.vocab_size!r}, {self.order!r}, "
+                f"{self.concentration!r}"
             )
         if self.vocab_size ** (self.order + 1) > 50_000_000:
             raise ValueError(
