@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging as std_logging
+import os
 import pathlib
 import sys
 import textwrap
@@ -87,10 +88,7 @@ def main(
         config = flags.FLAGS.config
         workdir = flags.FLAGS.workdir
         try:
-            if not workdir.strip():
-                # An empty --workdir= would write checkpoints and results into the current
-                # directory (the checkout, when run as the README says).
-                raise ValueError(f"--workdir={workdir!r}: must name a run directory")
+            _check_workdir(workdir)
             config_lib.validate(config, rules, trains=trains)
             config_lib.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
@@ -118,6 +116,23 @@ def main(
     app.run(_main, flags_parser=_parse_flags)
 
 
+def _check_workdir(workdir: str) -> None:
+    """`--workdir` must name a directory, or a path where one can be created.
+
+    Raises:
+      ValueError: for an empty value (checkpoints and results would land in the current
+        directory, the checkout when run as the README says), or when the path or one of its
+        parents is a file (the run failed with a traceback once compiled, at its first
+        checkpoint directory).
+    """
+    if not workdir.strip():
+        raise ValueError(f"--workdir={workdir!r}: must name a run directory")
+    path = pathlib.Path(workdir)
+    existing = next(p for p in (path, *path.parents) if os.path.exists(p))
+    if not os.path.isdir(existing):
+        raise ValueError(f"--workdir={workdir!r}: {str(existing)!r} is a file, not a directory")
+
+
 class _QuietLibraries(std_logging.Filter):
     """Drop INFO chatter of orbax (several lines per save) so the progress line stays readable."""
 
@@ -134,7 +149,9 @@ def _none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     config_flags parses an override by the field's type, so "None" fails on a float or int
     field ("could not convert string to float") and is the text 'None' in a str field; a
     researcher turning clipping off (`--config.optimizer.clip_global_norm=None`) means None.
-    The last assignment of a key wins, as on any command line."""
+    The last assignment of a key wins, as on any command line: every `=None` is taken out
+    (an earlier one that a later value overrides too, which config_flags would fail to
+    parse), and so is every assignment before a last `=None`."""
     last: dict[str, int] = {}
     for i, arg in enumerate(argv):
         name, eq, _ = arg.partition("=")
@@ -142,8 +159,12 @@ def _none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
             last[name[len("--config.") :]] = i
     none_keys = [key for key, i in last.items() if argv[i].partition("=")[2] == NONE_TEXT]
     drop = {f"--config.{key}" for key in none_keys}
-    kept = [arg for arg in argv if arg.partition("=")[0] not in drop or "=" not in arg]
-    return kept, none_keys
+
+    def dropped(arg: str) -> bool:
+        name, eq, value = arg.partition("=")
+        return bool(eq) and name.startswith("--config.") and (name in drop or value == NONE_TEXT)
+
+    return [arg for arg in argv if not dropped(arg)], none_keys
 
 
 def _set_none(config: ml_collections.ConfigDict, key: str) -> None:

@@ -127,6 +127,7 @@ def train_and_evaluate(
     stop = _StopRequest()
     pending: list[tuple[int, dict]] = []  # per-step device metrics not yet checked on the host
     tokens_seen, t_first, t_compile, t_start = 0, None, None, time.perf_counter()
+    tokens_first = 0  # the first step's tokens: its time (compilation) is left out of the rates
 
     checked_step = None  # the step whose state `_check_saveable` passed last
 
@@ -205,6 +206,7 @@ def train_and_evaluate(
                 jax.block_until_ready(step_metrics)
                 t_first = time.perf_counter()
                 t_compile = t_first - t_start
+                tokens_first = tokens_seen
             last = step == config.train.num_steps
             stopped_early = bookkeeping(
                 step,
@@ -240,7 +242,8 @@ def train_and_evaluate(
             "compile_s": t_compile,
             "steps_run": train_steps,
             "steps_per_s": (train_steps - 1) / (t_end - t_first) if train_steps > 1 else None,
-            "tokens_per_s": tokens_seen * (train_steps - 1) / train_steps / (t_end - t_first)
+            # The tokens of the steps after the first (batches of padded tasks differ in size).
+            "tokens_per_s": (tokens_seen - tokens_first) / (t_end - t_first)
             if train_steps > 1
             else None,
             "resumed_from_step": start,
@@ -402,7 +405,9 @@ def _train_step_fn(
             return task.loss_fn(nnx.merge(graphdef, p, others), batch, carry, rng)
 
         (loss, (new_carry, aux)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-        grad_norm = optax.global_norm(grads)  # before clipping: what clipping acts on
+        # Before clipping. With grad_accum_steps > 1 this is the micro-batch's norm; clipping
+        # acts on the mean of the k micro-batch gradients (inside optax.MultiSteps).
+        grad_norm = optax.global_norm(grads)
         updates, new_opt_state = tx.update(grads, opt_state, params, value=loss)
         new_params = optax.apply_updates(params, updates)
         # Finite gradients can still overflow the update (a huge learning rate): such a step

@@ -72,5 +72,8 @@ def activation_regularization(outputs: jax.Array, alpha: float) -> jax.Array:
 
 def temporal_activation_regularization(outputs: jax.Array, beta: float) -> jax.Array:
     """TAR: `beta * mean((h_t - h_{t-1})^2)` over `outputs [batch, time, hidden]` (the last
-    layer's output before dropout)."""
+    layer's output before dropout). 0 for a single time step (`data.bptt_length=1`): there is
+    no pair of steps to compare, and the mean of none is NaN."""
+    if outputs.shape[1] < 2:
+        return jnp.zeros((), outputs.dtype)
     return beta * jnp.mean(jnp.square(outputs[:, 1:] - outputs[:, :-1]))
