@@ -282,10 +282,12 @@ def run_point(
     loaded: BidirectionalTask,
     name: str,
     sizes: tuple[int, int, int],
+    reference_params: int,
     point_dir: pathlib.Path,
 ) -> dict:
     """Train one point; its summary holds the per-seed final metrics of valid and test (all
-    tokens and per token class), the sizes and the training budget."""
+    tokens and per token class), the sizes (with `reference_params`, bi-softmax's count
+    outside the embeddings, which the point was matched to) and the training budget."""
     hidden, matched, total = sizes
     point = point_config(config, name, hidden)
     task = loaded.for_point(point)
@@ -304,6 +306,7 @@ def run_point(
         "head": head,
         "hidden": hidden,
         "params_varying": matched,
+        "params_reference": reference_params,
         "params": total,
         "embed_size": point.model.embed_size,
         "char_features": point.model.char_features,
@@ -331,9 +334,12 @@ def grid_points(
     names = grid.point_names(config)
     reference = point_config(config, REFERENCE, config.model.hidden_size)
     reference_task = BidirectionalTask(reference) if loaded is None else loaded.for_point(reference)
-    sizes = matched_hidden_sizes(config, reference_task, names)
+    # bi-softmax's own count as well when it is not a point of this run (a sweep's one-point
+    # runs): every summary states what it was matched to.
+    sizes = matched_hidden_sizes(config, reference_task, list(dict.fromkeys([*names, REFERENCE])))
+    target = sizes[REFERENCE][1]
     return [
-        (name, functools.partial(run_point, config, reference_task, name, sizes[name]))
+        (name, functools.partial(run_point, config, reference_task, name, sizes[name], target))
         for name in names
     ]
 

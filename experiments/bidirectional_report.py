@@ -64,22 +64,27 @@ def _rows(summaries: dict[str, dict]) -> list[dict]:
     return sorted(summaries.values(), key=lambda s: (s["head"] != "softmax", order[s["direction"]]))
 
 
-def _reference(rows: list[dict]) -> dict | None:
-    return next((s for s in rows if s["point"] == "bi-softmax"), None)
+def _reference_params(rows: list[dict]) -> int | None:
+    """bi-softmax's count outside the embeddings, which every point was matched to: stored by
+    each point (`params_reference`; bi-softmax need not be a point of the run), in results
+    written before that from bi-softmax's row; None when neither is there."""
+    if "params_reference" in rows[0]:
+        return rows[0]["params_reference"]
+    return next((s["params_varying"] for s in rows if s["point"] == "bi-softmax"), None)
 
 
 def markdown(summaries: dict[str, dict]) -> str:
     """The accuracy table (all tokens, per seed) and the per-token-class table (test)."""
     rows = _rows(summaries)
-    first, reference = rows[0], _reference(rows)
-    target = (reference or first)["params_varying"]
+    first, target = rows[0], _reference_params(rows)
     baseline = first["majority_baseline"]
     lines = [
         "# Uni- vs bidirectional LSTM taggers at equal size (seed questions 6 and 14)",
         "",
         f"{_describe(first)}. 'params': the LSTM, output layer and CRF (the part that differs "
         "between points; the embeddings, the same at every point, are in 'all params'), "
-        "matched to bi-softmax's by the LSTM width. Token accuracy of the final evaluation, "
+        f"matched to bi-softmax's{'' if target is None else f' ({target:,})'} by the LSTM "
+        "width. Token accuracy of the final evaluation, "
         "mean ± std over seeds, then each seed's test value. backward = the same LSTM reading "
         "every sentence right to left.",
         "",
@@ -91,7 +96,7 @@ def markdown(summaries: dict[str, dict]) -> str:
             _label(s),
             s["hidden"],
             f"{s['params_varying']:,}",
-            f"{100 * (s['params_varying'] / target - 1):+.1f}%",
+            "–" if target is None else f"{100 * (s['params_varying'] / target - 1):+.1f}%",
             f"{s['params']:,}",
             grid.mean_std(accuracies(s, "valid")),
             grid.mean_std(accuracies(s, "test")),
@@ -190,7 +195,10 @@ def _points(delta: float) -> str:
 
 def diff_text(a: dict, b: dict, token_class: str | None = None) -> str:
     """'+1.23 points (every seed apart)': `compare`'s difference in accuracy points, and
-    whether the seeds separate, overlap or include one that diverged."""
+    whether the seeds separate, overlap or include one that diverged; a `token_class` without
+    test tokens (a short `data.eval_sentences` cut: no accuracy, at every seed) is said so."""
+    if token_class is not None and a["class_tokens"]["test"][token_class] == 0:
+        return "no test tokens in this class: not compared"
     c = compare(a, b, token_class)
     spread = (
         "every seed apart"
@@ -209,9 +217,9 @@ def _by_point(points: dict[str, dict]) -> dict[str, dict]:
 def _answer_6(p: dict[str, dict]) -> str:
     rows = _rows(p)
     first = rows[0]
-    reference = _reference(rows) or first
+    target = _reference_params(rows) or first["params_varying"]
     text = [
-        f"Measured ({_describe(first)}; every tagger has ~{reference['params_varying']:,} "
+        f"Measured ({_describe(first)}; every tagger has ~{target:,} "
         "parameters outside the embeddings): test token accuracy "
         + "; ".join(f"{_label(s)} {grid.mean_std(accuracies(s))}" for s in rows)
         + f" (majority tag per word {first['majority_baseline']['test_accuracy']:.4f})."
@@ -239,6 +247,8 @@ def _answer_6(p: dict[str, dict]) -> str:
         + "; ".join(
             f"{c} ({shares[c]:.1f}% of tokens) {grid.nan_mean(accuracies(fw, 'test', c)):.4f} → "
             f"{grid.nan_mean(accuracies(bi, 'test', c)):.4f}, {diff_text(bi, fw, c)}"
+            if shares[c]
+            else f"{c} (no test tokens)"
             for c in CLASSES
         )
         + ". On 'minority' tokens the word alone points to the wrong tag, so what a tagger "

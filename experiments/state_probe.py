@@ -266,8 +266,17 @@ def load_sentences(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
     """UD English-EWT by split, train cut to `data.train_sentences` (0: all).
 
     Raises:
-      ConfigError: naming the key when a split holds fewer sentences than asked for.
+      ConfigError: naming the key when a split holds fewer sentences than asked for, or
+        `probe.train_sentences` exceeds `data.train_sentences` (probe-train is text the LM
+        read: its first sentences).
     """
+    lm_sentences, probe_sentences = config.data.train_sentences, config.probe.train_sentences
+    if lm_sentences and probe_sentences > lm_sentences:
+        # probe_sets cut the LM's training sentences: fewer than asked for, silently.
+        raise cfg.ConfigError(
+            f"probe.train_sentences={probe_sentences}: more than the LM's "
+            f"data.train_sentences={lm_sentences} (probe-train is text the LM read)"
+        )
     splits = dict(load_dataset("ud_en_ewt", config.data.root).splits)
     asked = {
         "data.train_sentences": ("train", config.data.train_sentences),
@@ -279,7 +288,7 @@ def load_sentences(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
             raise cfg.ConfigError(
                 f"{key}={count}: UD English-EWT {split!r} has only {len(splits[split])} sentences"
             )
-    splits["train"] = splits["train"][: config.data.train_sentences or None]
+    splits["train"] = splits["train"][: lm_sentences or None]
     return splits
 
 

@@ -138,18 +138,37 @@ def gain_table(results: dict) -> str:
     return grid.markdown_table(["layer", *[_label(t) for t in targets]], rows)
 
 
-def memory_reach(results: dict, kind: str, layer: int) -> int | None:
-    """The largest k whose word t-k probe beats the majority class and (for the trained LM)
-    the untrained LM's same layer by more than `MARGIN`; None when no k does."""
-    reach = None
+def held_distances(results: dict, kind: str, layer: int) -> list[int]:
+    """The k whose word t-k probe beats the majority class and (for the trained LM) the
+    untrained LM's same layer by more than `MARGIN`, in increasing order."""
+    held = []
     for k in results["setup"]["distances"]:
         target = f"word_k{k}"
         floor = results["final"]["majority"][target]
         if kind == "trained":
             floor = max(floor, _mean(results, "untrained", layer, target))
         if _mean(results, kind, layer, target) > floor + MARGIN:
-            reach = k
-    return reach
+            held.append(k)
+    return held
+
+
+def memory_reach(results: dict, kind: str, layer: int) -> int | None:
+    """The largest k of `held_distances`; None when no k is held."""
+    held = held_distances(results, kind, layer)
+    return held[-1] if held else None
+
+
+def _held_text(results: dict, kind: str, layer: int) -> str | None:
+    """'up to k=2 back' when every probed k up to the reach is held, else 'at k=1, 2 back
+    (not at k=0)': a nearer word that is not held is named, not covered by 'up to'; None
+    when no k is held."""
+    held = held_distances(results, kind, layer)
+    if not held:
+        return None
+    missed = [k for k in results["setup"]["distances"] if k < held[-1] and k not in held]
+    if not missed:
+        return f"up to k={held[-1]} back"
+    return f"at k={', '.join(map(str, held))} back (not at k={', '.join(map(str, missed))})"
 
 
 def abstraction(results: dict, kind: str, upper: int, probe: str = "lda") -> dict[str, np.ndarray]:
@@ -309,10 +328,10 @@ def answer_q1(results: dict) -> str:
         f"{baseline})."
     ]
     for layer in _layers(results)[1:]:
-        reach = memory_reach(results, "trained", layer)
-        control = memory_reach(results, "untrained", layer)
+        reach = _held_text(results, "trained", layer)
+        control = _held_text(results, "untrained", layer)
         held = (
-            f"holds the word up to k={reach} back"
+            f"holds the word {reach}"
             if reach is not None
             else "holds no word back beyond the margin"
         )
@@ -321,11 +340,7 @@ def answer_q1(results: dict) -> str:
             f"untrained LSTM's layer {layer} by > {MARGIN}): "
             f"{_row(results, 'trained', layer, words)}; "
             f"untrained: {_row(results, 'untrained', layer, words)} ("
-            + (
-                "beats the majority at no k"
-                if control is None
-                else f"beats the majority up to k={control}"
-            )
+            + ("beats the majority at no k" if control is None else f"beats the majority {control}")
             + ")."
         )
     recurrent = _layers(results)[1:]
@@ -382,10 +397,12 @@ def q12_verdict(relative: np.ndarray) -> str:
 
 
 VERDICTS = {
-    "rises": "UPOS gains on word identity by more than the margin in every seed: in this "
-    "relative sense the upper layer is more abstract",
-    "falls": "UPOS loses against word identity in every seed: this measurement does not "
-    "support 'more abstract representations at higher layers'",
+    # `q12_verdict`'s condition: the margin holds for the mean, the sign for every seed.
+    "rises": f"UPOS gains on word identity in every seed, by more than {MARGIN} on average: in "
+    "this relative sense the upper layer is more abstract",
+    "falls": f"UPOS loses against word identity in every seed, by more than {MARGIN} on "
+    "average: this measurement does not support 'more abstract representations at higher "
+    "layers'",
     "flat": f"that is within ±{MARGIN} or of mixed sign over seeds: this measurement does "
     "not show the upper layer to be more abstract than the one below",
 }

@@ -60,6 +60,20 @@ def _describe(rows: dict[str, dict]) -> str:
     )
 
 
+def _sizes_text(rows: dict[str, dict]) -> str:
+    """' The bag (no recurrent weights) has N parameters outside the embeddings, the BiLSTM
+    M: the bag is the smaller model.' from the counts ('' without a bag and a BiLSTM)."""
+    lstm = next((rows[o] for o in ("ordered", "shuffled") if o in rows), None)
+    if "bag" not in rows or lstm is None:
+        return ""
+    bag, rnn = rows["bag"]["params_outside_embeddings"], lstm["params_outside_embeddings"]
+    verdict = "the smaller model" if bag < rnn else "not the smaller model here"
+    return (
+        f" The bag (no recurrent weights) has {bag:,} parameters outside the embeddings, the "
+        f"BiLSTM {rnn:,}: the bag is {verdict}."
+    )
+
+
 def _task_section(task: str, rows: dict[str, dict]) -> list[str]:
     first = next(iter(rows.values()))
     baseline = first["majority_baseline"]
@@ -84,7 +98,8 @@ def _task_section(task: str, rows: dict[str, dict]) -> list[str]:
     lines = [
         f"## {TASK_TEXT[task]}",
         "",
-        f"{_describe(rows)}. Width: the bag's Dense layer, or the BiLSTM's per direction.",
+        f"{_describe(rows)}. Width: the bag's Dense layer, or the BiLSTM's per direction."
+        + _sizes_text(rows),
         "",
         grid.markdown_table(header + ["valid acc", "test acc", "test per seed"], table),
     ]
@@ -120,8 +135,7 @@ def markdown(summaries: dict[str, dict]) -> str:
         "Accuracy of the final evaluation. 'bag' sees each token alone; 'shuffled' is the "
         "ordered BiLSTM trained and evaluated on sentences whose words were permuted (one "
         "fixed permutation per sentence), so ordered − shuffled is what order is worth and "
-        "shuffled − bag what unordered context is worth. The bag has no recurrent weights: "
-        "it is the smaller model.",
+        "shuffled − bag what unordered context is worth.",
         "",
     ]
     for task, rows in _by_task(summaries).items():

@@ -508,7 +508,7 @@ def test_answers_on_hand_made_results(tmp_path):
     answers = sp.answers(tmp_path)
     assert "Trained layer 1 holds the word up to k=4 back" in answers[1]
     assert "Trained layer 2 holds the word up to k=1 back" in answers[1]
-    assert "gains on word identity by more than the margin in every seed" in answers[12]
+    assert "gains on word identity in every seed, by more than 0.02 on average" in answers[12]
     assert "The LDA probe gives the same verdict" in answers[12]
     # Layer 2's 0.76 is within 0.02 of... nothing: layer 1 is 0.71 -> no tie.
     assert "UPOS is best decoded from layer 2," in answers[12]
@@ -532,7 +532,7 @@ def test_answers_on_hand_made_results(tmp_path):
         _results(falling, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY, logistic)
     )
     assert "logistic UPOS accuracy rises by 0.100" in text[12]
-    assert "gains on word identity by more than the margin in every seed" in text[12]
+    assert "gains on word identity in every seed, by more than 0.02 on average" in text[12]
     assert "The LDA probe disagrees (UPOS loses against word identity" in text[12]
     assert "the verdict depends on the probe" in text[12]
     # Layers within the margin of the best are named as a tie.
