@@ -385,6 +385,7 @@ def run_point(
     return {
         "corpus": corpus,
         "regime": regime,
+        "cell": config.model.cell,
         "schedule": {"name": task.schedule_name, **task.schedule_options},
         "vocab_size": task.vocab_size,
         "entropy_rate": task.language.entropy_rate() if task.language else None,
@@ -633,6 +634,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 text += _scheduled_vs_teacher_forcing(distance, scheduled)
             if "teacher_forcing" in rows:
                 tf_nll = mean(rows["teacher_forcing"], "tf_nll")
+                # `model.cell`; a summary stored before the cell was recorded names none
+                cell = rows["teacher_forcing"].get("cell", "").upper()
                 own = (
                     f", {tf_nll - reference['tf_nll']:+.3f} against the true process's own NLL "
                     f"of the same held-out windows ({reference['tf_nll']:.3f})"
@@ -641,7 +644,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 )
                 q7.append(
                     f"On the Markov language (entropy rate {entropy:.3f} nats), the "
-                    f"teacher-forced LSTM LM reaches {tf_nll:.3f} nats/token on held-out "
+                    f"teacher-forced {cell + ' ' if cell else ''}LM reaches {tf_nll:.3f} "
+                    "nats/token on held-out "
                     f"windows ({tf_nll - entropy:+.3f} against the entropy rate{own})."
                 )
         else:

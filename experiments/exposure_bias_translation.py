@@ -79,6 +79,34 @@ def read_pairs(root: pathlib.Path, split: str, max_length: int, limit: int) -> l
     return kept[:limit] if limit else kept
 
 
+def read_splits(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
+    """The train/valid/test pairs that `translation.*` keeps (`read_pairs` of each split).
+
+    Raises:
+      ConfigError: naming `translation.max_length` when a split keeps no pair, and
+        `translation.batch_size` when the training pairs fill no batch (the training batches
+        drop the remainder): before anything trains, not an IndexError or a library error
+        from inside the point.
+    """
+    t = config.translation
+    root = default_data_root(config.data.root or None)
+    limits = {"train": t.max_train_pairs, "valid": t.max_eval_pairs, "test": t.max_eval_pairs}
+    pairs = {split: read_pairs(root, split, t.max_length, limits[split]) for split in FILES}
+    for split, kept in pairs.items():
+        if not kept:
+            raise ConfigError(
+                f"translation.max_length={t.max_length}: no {split} pair of {CORPUS} has both "
+                "sides that short"
+            )
+    if len(pairs["train"]) < t.batch_size:
+        raise ConfigError(
+            f"translation.batch_size={t.batch_size}: more than the {len(pairs['train'])} "
+            f"training pairs kept (translation.max_length={t.max_length}, "
+            f"translation.max_train_pairs={t.max_train_pairs}); no batch would be full"
+        )
+    return pairs
+
+
 def point_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The experiment's config with the runtime's train/optimizer keys set from
     `translation.*` (what the point's own config.json records)."""
@@ -151,12 +179,7 @@ class TranslationTask(Task):
     ) -> None:
         self.config, self.regime = config, regime
         t = config.translation
-        root = default_data_root(config.data.root or None)
-        self.pairs = {
-            "train": read_pairs(root, "train", t.max_length, t.max_train_pairs),
-            "valid": read_pairs(root, "valid", t.max_length, t.max_eval_pairs),
-            "test": read_pairs(root, "test", t.max_length, t.max_eval_pairs),
-        }
+        self.pairs = read_splits(config)
         train = self.pairs["train"]
         self.source_vocab = Vocabulary.build([p["source"] for p in train], min_freq=t.min_freq)
         self.target_vocab = Vocabulary.build([p["target"] for p in train], min_freq=t.min_freq)
@@ -330,13 +353,14 @@ def points(
 ) -> list[tuple[str, Callable[[pathlib.Path], dict]]]:
     """The grid points `multi30k-<regime>` (none unless `corpora` has multi30k): one per
     `grid.translation_regimes`, its schedule decaying over `translation.num_steps`. Every
-    `schedule_options(regime, num_steps, final)` is called here, before any point trains, so
-    a schedule it cannot build fails the run at once."""
+    `schedule_options(regime, num_steps, final)` is called, and the pairs are read
+    (`read_splits`), here, before any point trains, so a schedule it cannot build or a
+    setting that keeps too few pairs fails the run at once."""
     if CORPUS not in corpora:
         return []
     check_selection(config)
     final = config.schedule_sampling.final_teacher_forcing
-    return [
+    out = [
         (
             f"{CORPUS}-{regime}",
             functools.partial(
@@ -348,6 +372,8 @@ def points(
         )
         for regime in grid.split_axis(config, "translation_regimes", regimes)
     ]
+    read_splits(config)
+    return out
 
 
 def run_point(

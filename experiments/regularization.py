@@ -194,8 +194,20 @@ def matched_hidden_sizes(
     config: ml_collections.ConfigDict, vocab_size: int, layer_counts: list[int]
 ) -> dict[int, tuple[int, int]]:
     """Layers -> (hidden size, params) at the parameter count of the Q17 model
-    (`model.num_layers` x `model.hidden_size`), within `depth.tolerance` (relative)."""
+    (`model.num_layers` x `model.hidden_size`), within `depth.tolerance` (relative).
+
+    Raises:
+      ConfigError: naming `model.tie_embeddings` when another depth is asked for with tied
+        embeddings (its hidden size would have to change at the fixed `model.embed_size`,
+        which tying forbids), and `depth.tolerance` when no hidden size comes close enough.
+    """
     m = config.model
+    if m.tie_embeddings and any(layers != m.num_layers for layers in layer_counts):
+        raise cfg.ConfigError(
+            f"model.tie_embeddings=True: grid.depths={config.grid.depths!r} needs other hidden "
+            f"sizes at the fixed model.embed_size={m.embed_size}, which tied embeddings forbid "
+            "(set model.tie_embeddings=False, or grid.depths to model.num_layers only)"
+        )
     build = _builder(config, vocab_size, m.num_layers)
     target = count_params(nnx.eval_shape(lambda: build(m.hidden_size)))
     out = {}

@@ -11,7 +11,8 @@ Williams & Peng 1990); k = full is one update per sequence (full BPTT). Every k 
 tokens (`train.num_steps` counts sequences), so small k gets T/k times more updates. Measured
 per (cell, k): held-out echo accuracy, the XLA temp memory of one compiled training step and
 its time per token. Prediction: for k ≤ d no (t − d, t) pair lies inside one window, so
-accuracy stays at chance; for k > d a fraction (k − d)/k of the pairs does.
+accuracy stays at chance; for k > d a fraction (T/k)(k − d)/(T − d) of the scored pairs does
+(the report's 'pairs in a window'; 4/7 at k = 2d, T = 8d).
 
 Q11: an Elman-tanh RNN with orthogonal W_hh scaled by `clipping.recurrent_scale` (> 1: an
 expanding recurrence, prone to exploding gradients), plain SGD at a high learning rate, full
