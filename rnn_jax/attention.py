@@ -182,9 +182,12 @@ def make_attention(
     attention_size: int | None = None,
     rngs: nnx.Rngs,
 ) -> AdditiveAttention | MultiplicativeAttention:
-    """Build an attention by name: 'additive', 'dot' or 'general'."""
+    """Build an attention by name: 'additive', 'dot' or 'general'. `attention_size` (additive
+    only; None: `query_size`) is the width of v and the two projections."""
     if attention_type == "additive":
-        return AdditiveAttention(query_size, key_size, attention_size or query_size, rngs=rngs)
+        # `attention_size or query_size` read an illegal 0 as "the default" without a word.
+        size = query_size if attention_size is None else attention_size
+        return AdditiveAttention(query_size, key_size, size, rngs=rngs)
     if attention_type in ("dot", "general"):
         return MultiplicativeAttention(query_size, key_size, attention_type, rngs=rngs)
     raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {attention_type!r}")

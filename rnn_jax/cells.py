@@ -47,6 +47,11 @@ def _layer_norm(v: jax.Array, scale: jax.Array, bias: jax.Array | None, eps: flo
     return out if bias is None else out + bias
 
 
+def _scalar_item(value: Any) -> Any:
+    """A 0-d NumPy/JAX array as its Python scalar (hashable); anything else unchanged."""
+    return value.item() if hasattr(value, "item") and jnp.ndim(value) == 0 else value
+
+
 def _build_initializer(
     name: str | initializers.Initializer, scale: float | None
 ) -> initializers.Initializer:
@@ -105,6 +110,11 @@ class Cell:
             if not is_int(size) or size < 1:
                 raise ValueError(f"{name}={size!r} must be a positive int")
         input_size, hidden_size = int(input_size), int(hidden_size)  # static jit arguments
+        # Static jit arguments must hash: a 0-d array (np.array(1.0), a jax scalar), which
+        # is_finite_number accepts, failed there with "Non-hashable static arguments".
+        forget_bias, chrono_max_length, input_scale, recurrent_scale = (
+            _scalar_item(v) for v in (forget_bias, chrono_max_length, input_scale, recurrent_scale)
+        )
         if forget_bias is not None and not is_finite_number(forget_bias):
             raise ValueError(f"forget_bias={forget_bias!r} must be a finite number")
         if self.keep_gate is None and (forget_bias or chrono_max_length is not None):
@@ -217,7 +227,7 @@ class Cell:
         self, batch_shape: int | tuple[int, ...], hidden_size: int, dtype: jnp.dtype = jnp.float32
     ) -> Carry:
         """All-zero carry: `h [*batch_shape, hidden_size]` (LSTM cells: `(h, c)`)."""
-        shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
+        shape = (int(batch_shape),) if is_int(batch_shape) else tuple(batch_shape)
         h = jnp.zeros((*shape, hidden_size), dtype)
         return (h, h) if self.is_lstm else h
 

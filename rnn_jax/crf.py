@@ -53,6 +53,10 @@ def _check(
         raise ValueError(f"emissions must have time >= 1, got shape {tuple(emissions.shape)}")
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        # A float length 2.5 passed the range check below, and `t < 2.5` made log Z and
+        # Viterbi run over 3 steps (sequence_score refused it in a gather).
+        raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
     if tuple(transitions.shape) != (num_tags, num_tags):
         raise ValueError(
             f"transitions must have shape ({num_tags}, {num_tags}) to match num_tags of "
@@ -142,6 +146,8 @@ def _check_tags(tags: jax.Array, emissions: jax.Array, lengths: jax.Array) -> No
     batch, time, num_tags = emissions.shape
     if tuple(tags.shape) != (batch, time):
         raise ValueError(f"tags must have shape ({batch}, {time}), got {tuple(tags.shape)}")
+    if not jnp.issubdtype(tags.dtype, jnp.integer):
+        raise ValueError(f"tags must be integer tag ids, got dtype {tags.dtype}")
     if _is_concrete(tags) and _is_concrete(lengths):
         tags_np = np.asarray(tags)
         valid = np.arange(time)[None, :] < np.asarray(lengths)[:, None]

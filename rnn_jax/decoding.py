@@ -22,20 +22,24 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnn_jax.predicates import is_int
+from rnn_jax.predicates import is_finite_number, is_int
 
 __all__ = ["beam_search", "greedy_decode", "length_penalty", "sample_decode"]
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 
 
-def _check_common(max_length: int, bos_id: int, eos_id: int) -> int:
+def _check_common(max_length: int, bos_id: int, eos_id: int, pad_id: int) -> int:
     """-> max_length as a Python int (static shapes and `lax` sizes want one)."""
     if not is_int(max_length) or max_length <= 0:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    # Token ids must be ints: eos_id=1.5 never equals a token, so decoding ran to max_length
+    # without a word; pad_id=0.5 failed inside lax.scan with a carry dtype message.
     for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
-        if value < 0:
-            raise ValueError(f"{name} must be a non-negative token id, got {value}")
+        if not is_int(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int token id, got {value!r}")
+    if not is_int(pad_id):
+        raise ValueError(f"pad_id must be an int token id, got {pad_id!r}")
     return int(max_length)
 
 
@@ -109,7 +113,7 @@ def greedy_decode(
     pad_id: int = 0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Argmax decoding. -> (tokens [batch, max_length], lengths [batch], log-probs [batch])."""
-    max_length = _check_common(max_length, bos_id, eos_id)
+    max_length = _check_common(max_length, bos_id, eos_id, pad_id)
     return _decode_loop(
         step_fn,
         initial_state,
@@ -141,11 +145,11 @@ def sample_decode(
 
     -> (tokens [batch, max_length], lengths [batch], log-probs under the model [batch]).
     """
-    max_length = _check_common(max_length, bos_id, eos_id)
+    max_length = _check_common(max_length, bos_id, eos_id, pad_id)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
+        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
 
     def choose(logits: jax.Array, key: jax.Array) -> jax.Array:
         logits = logits.astype(jnp.float32) / temperature
@@ -201,9 +205,12 @@ def beam_search(
     -> (tokens [batch, beam_size, max_length], lengths [batch, beam_size],
         normalised scores [batch, beam_size]).
     """
-    max_length = _check_common(max_length, bos_id, eos_id)
+    max_length = _check_common(max_length, bos_id, eos_id, pad_id)
     if not is_int(beam_size) or beam_size < 1:
         raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+    if not is_finite_number(alpha):
+        # alpha=nan made every score NaN and the ranking arbitrary, without an error.
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
     batch = _batch_size(initial_state)
     k = int(beam_size)
     neg_inf = jnp.array(-jnp.inf, jnp.float32)

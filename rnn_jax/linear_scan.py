@@ -47,7 +47,8 @@ def linear_recurrence(
     Args:
       a, b: `[batch, time, features]` coefficients (`[time, batch, features]` with
         `time_axis=0`, the layout scans use internally).
-      h0: `[batch, features]` state before the first step.
+      h0: `[batch, features]` state before the first step. The states come out in the
+        promoted dtype of `a`, `b` and `h0`, whichever the method.
       method: `"sequential"`, `"associative"` or `"auto"` (see the module docstring).
       time_axis: 1 (batch-major) or 0 (time-major).
       unroll: `lax.scan` unroll factor of the sequential method.
@@ -55,6 +56,19 @@ def linear_recurrence(
     method = resolve_method(method)
     if time_axis not in (0, 1):
         raise ValueError(f"time_axis={time_axis!r}; allowed: 0 (time-major), 1 (batch-major)")
+    a, b, h0 = (jnp.asarray(v) for v in (a, b, h0))
+    state_shape = a.shape[:time_axis] + a.shape[time_axis + 1 :]
+    if a.ndim < 2 or b.shape != a.shape or h0.shape != state_shape:
+        # The two methods must not differ here: the associative one broadcast a [1, features]
+        # h0 over the batch without a word, where the sequential one failed inside lax.scan.
+        raise ValueError(
+            f"a and b must have one shape with a time axis {time_axis} and h0 that shape "
+            f"without it; got a {tuple(a.shape)}, b {tuple(b.shape)}, h0 {tuple(h0.shape)}"
+        )
+    # Both methods compute in the promoted dtype (sequential failed in lax.scan, whose carry
+    # must keep its dtype, on e.g. a float32 h0 with float64 a and b; associative gave b's).
+    dtype = jnp.result_type(a, b, h0)
+    a, b, h0 = (v.astype(dtype) for v in (a, b, h0))
     if method == "sequential":
 
         def body(h: jax.Array, ab: tuple) -> tuple:
@@ -64,6 +78,8 @@ def linear_recurrence(
         a_t, b_t = (jnp.moveaxis(v, time_axis, 0) for v in (a, b))
         _, hs = jax.lax.scan(body, h0, (a_t, b_t), unroll=unroll)
         return jnp.moveaxis(hs, 0, time_axis)
+    if a.shape[time_axis] == 0:
+        return b  # no steps, no states (as the sequential method returns)
     # Fold h0 into the first step: h_1 = a_1 h0 + b_1 is then the affine map (0, h_1).
     first = (slice(None),) * time_axis + (0,)
     b = b.at[first].add(a[first] * h0)

@@ -41,6 +41,8 @@ class Classifier(nnx.Module):
     ):
         check_choice("pooling", pooling, POOLINGS)
         check_positive(num_classes=num_classes)
+        if attention_size is not None:
+            check_positive(attention_size=attention_size)
         self.pooling = pooling
         self.encoder = SequenceEncoder(vocab_size, rngs=rngs, **encoder_options)
         if pooling == "last" and self.encoder.kind != "rnn":
@@ -50,7 +52,9 @@ class Classifier(nnx.Module):
             )
         size = self.encoder.output_size
         if pooling == "attention":
-            self.attention = AdditiveAttention(size, size, attention_size or size, rngs=rngs)
+            # `attention_size or size` read an illegal 0 as "the default" without a word.
+            width = size if attention_size is None else attention_size
+            self.attention = AdditiveAttention(size, size, width, rngs=rngs)
             self.query = nnx.Param(jnp.zeros((size,)))
         self.output = nnx.Linear(size, num_classes, rngs=rngs)
 

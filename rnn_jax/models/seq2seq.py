@@ -64,6 +64,8 @@ class Seq2Seq(nnx.Module):
     ):
         check_choice("attention", attention, ATTENTIONS)
         check_positive(target_vocab_size=target_vocab_size, num_layers=num_layers)
+        if attention_size is not None:
+            check_positive(attention_size=attention_size)
         if attention == "dot" and bidirectional_encoder:
             # s^T h needs equal widths; the attention module's own error names its arguments.
             raise ValueError(
