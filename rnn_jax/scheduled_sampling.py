@@ -61,6 +61,22 @@ def teacher_forcing_schedule(
     raise ValueError(f"schedule name must be one of {SCHEDULES}, got {name!r}")
 
 
+def concrete_probability(teacher_forcing_prob: jax.Array | float) -> float | None:
+    """The probability as a Python float when it is concrete (a number, or a 0-d array that is
+    not traced), None when traced (inside jit: it cannot be checked).
+
+    Raises:
+      ValueError: a concrete probability outside [0, 1] (NaN included): with u ~ U[0, 1),
+        `u < 1.5` always holds and `u < -0.5` never, so it would act as 1.0 or 0.0 silently.
+    """
+    if isinstance(teacher_forcing_prob, jax.core.Tracer):
+        return None
+    value = float(teacher_forcing_prob)  # a number, or a concrete 0-d NumPy/JAX array
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"teacher_forcing_prob={teacher_forcing_prob!r}; allowed: [0, 1]")
+    return value
+
+
 def choose_decoder_inputs(
     gold: jax.Array,
     predicted: jax.Array,
@@ -71,16 +87,14 @@ def choose_decoder_inputs(
 
     gold, predicted: [batch] int. A probability of exactly 1.0 always returns `gold` and 0.0
     always returns `predicted` (u ~ U[0, 1) so u < 1 always and u < 0 never holds).
-    `rng=None` is allowed only for a Python float probability of 0.0 or 1.0. A Python
-    number outside [0, 1] raises ValueError (a traced probability cannot be checked).
+    `rng=None` is allowed only for a concrete probability of 0.0 or 1.0. A concrete
+    probability outside [0, 1] raises ValueError (`concrete_probability`; a traced one cannot
+    be checked).
     """
-    number = isinstance(teacher_forcing_prob, float | int)
-    if number and not 0.0 <= teacher_forcing_prob <= 1.0:
-        # u < 1.5 always holds: it would act as 1.0 without a word
-        raise ValueError(f"teacher_forcing_prob={teacher_forcing_prob!r}; allowed: [0, 1]")
+    value = concrete_probability(teacher_forcing_prob)
     if rng is None:
-        if number and teacher_forcing_prob in (0, 1):
-            return gold if teacher_forcing_prob == 1 else predicted
+        if value in (0.0, 1.0):
+            return gold if value == 1.0 else predicted
         raise ValueError(
             "rng is required when teacher_forcing_prob is not the constant 0.0 or 1.0, got "
             f"teacher_forcing_prob={teacher_forcing_prob!r}"

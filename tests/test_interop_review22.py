@@ -49,3 +49,13 @@ def test_choose_decoder_inputs_refuses_a_probability_outside_0_1():
     for bad, rng in ((1.5, jax.random.key(0)), (-0.1, jax.random.key(0)), (1.5, None)):
         with pytest.raises(ValueError, match=rf"teacher_forcing_prob={bad}; allowed: \[0, 1\]"):
             scheduled_sampling.choose_decoder_inputs(gold, predicted, bad, rng)
+    # A concrete 0-d array is checked as a number (np.float32(1.5) also acted as 1.0); a
+    # traced probability cannot be, and is used as it is.
+    for bad in (np.float32(1.5), jnp.asarray(float("nan"))):
+        with pytest.raises(ValueError, match="allowed: \\[0, 1\\]"):
+            scheduled_sampling.choose_decoder_inputs(gold, predicted, bad, jax.random.key(0))
+    assert scheduled_sampling.concrete_probability(jnp.float32(1.0)) == 1.0
+    traced = jax.jit(
+        lambda p: scheduled_sampling.choose_decoder_inputs(gold, predicted, p, jax.random.key(0))
+    )
+    np.testing.assert_array_equal(traced(jnp.float32(1.0)), gold)

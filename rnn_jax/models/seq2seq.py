@@ -31,7 +31,7 @@ from rnn_jax.layers import dropout
 from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
 from rnn_jax.models.encoder import SequenceEncoder
 from rnn_jax.modules import RNN
-from rnn_jax.scheduled_sampling import choose_decoder_inputs
+from rnn_jax.scheduled_sampling import choose_decoder_inputs, concrete_probability
 
 ATTENTIONS = ("additive", "dot", "general", "none")
 
@@ -185,12 +185,8 @@ class Seq2Seq(nnx.Module):
         0.0 = free running. Probabilities other than 0/1 need `rng`.
         """
         check_ids("target_inputs", target_inputs, self.target_vocab_size, "target_vocab_size")
-        number = isinstance(teacher_forcing_prob, float | int)
-        if number and not 0.0 <= teacher_forcing_prob <= 1.0:
-            # u < p with u ~ U[0, 1) would silently read 1.5 as 1.0 and -0.5 as 0.0.
-            raise ValueError(f"teacher_forcing_prob={teacher_forcing_prob!r}; allowed: [0, 1]")
-        exact = number and teacher_forcing_prob in (0, 1)
-        if teacher_forcing_prob is not None and rng is None and not exact:
+        value = None if teacher_forcing_prob is None else concrete_probability(teacher_forcing_prob)
+        if teacher_forcing_prob is not None and rng is None and value not in (0.0, 1.0):
             raise ValueError(
                 "rng is required for scheduled sampling with teacher_forcing_prob="
                 f"{teacher_forcing_prob!r} (only the constants 0.0 and 1.0 need none)"
