@@ -17,6 +17,7 @@ from rnn_jax import diagnostics, probes
 from rnn_jax.models.lm import RNNLanguageModel
 from rnn_jax.train import cli
 from rnn_jax.train.config import ConfigError
+from tests.test_initialization_experiment import answer_point
 
 HIDDEN = 8
 
@@ -89,26 +90,9 @@ def test_bad_grid_values_are_refused_before_any_point_trains(tmp_path):
 
 
 def _point(cell, init, success, grad_ratio_log10, steps=10, success_fraction=0.1):
-    k = steps - 1
-    metrics = {
-        "grad_norm_d0": [1.0, 1.0],
-        f"grad_norm_d{k}": [10.0**grad_ratio_log10] * 2,
-        f"log10_sigma_max_k{k}": [-1.0, -1.0],
-        f"sigma_zero_fraction_k{k}": [0.0, 0.0],
-    }
-    return {
-        "task": "adding",
-        "length": steps,
-        "steps": steps,
-        "cell": cell,
-        "init": init,
-        "success": success,
-        "steps_to_success": [None, None],
-        "baseline": 0.2,
-        "threshold": 0.2 * success_fraction,
-        "at_init": metrics,
-        "trained": {**metrics, "loss": [0.1, 0.1]},
-    }
+    return answer_point(
+        cell, success, -1.0, grad_ratio_log10, steps, init=init, success_fraction=success_fraction
+    )
 
 
 def _answers(tmp_path, points):

@@ -183,6 +183,35 @@ def test_accuracy_per_token_class_equals_a_brute_force_reference(ud_task):
             assert got[f"accuracy_{name}"] == pytest.approx(want, abs=1e-6), (split, name)
 
 
+def tagger_summary(name, test, class_tokens=None, by_class=None):
+    """A hand-made bidirectional point summary (3 seeds): test accuracy `test` overall and,
+    unless `by_class` says otherwise, in every token class; `class_tokens` the test tokens per
+    class (default 3 majority, 1 minority, 1 unk)."""
+    direction, head = name.split("-")
+    by_class = by_class or {}
+    return {
+        "point": name,
+        "direction": direction,
+        "head": head,
+        "params_varying": 1000,
+        "params_reference": 1000,
+        "embed_size": 8,
+        "char_features": False,
+        "vocab_size": 10,
+        "min_freq": 2,
+        "num_seeds": 3,
+        "num_steps": 5,
+        "batch_size": 2,
+        "epochs": 1.0,
+        "train_sentences": 10,
+        "eval_sentences": {"valid": 5, "test": 5},
+        "class_tokens": {"test": class_tokens or {"majority": 3, "minority": 1, "unk": 1}},
+        "majority_baseline": {"valid_accuracy": 0.8, "test_accuracy": 0.8},
+        "test_accuracy": test,
+        **{f"test_accuracy_{c}": by_class.get(c, test) for c in bd.TOKEN_CLASSES},
+    }
+
+
 def _point(accuracy):
     return {"test_accuracy": accuracy}
 
@@ -200,29 +229,10 @@ def test_a_diverged_seed_is_never_every_seed_apart():
     assert bd_report.compare(_point([0.9, 0.91]), _point([0.8, 0.85]))["clear"]
     assert not bd_report.compare(_point([0.9, 0.91]), _point([0.8, 0.85]))["diverged"]
     # Q6's verdict: not "Supported", and not "seeds overlap" either.
-    points = {}
-    for name, accuracy in (("forward-softmax", fw), ("bi-softmax", bi)):
-        direction, head = name.split("-")
-        points[name] = {
-            "point": name,
-            "direction": direction,
-            "head": head,
-            "params_varying": 1000,
-            "embed_size": 8,
-            "char_features": False,
-            "vocab_size": 10,
-            "min_freq": 2,
-            "num_seeds": 3,
-            "num_steps": 5,
-            "batch_size": 2,
-            "epochs": 1.0,
-            "train_sentences": 10,
-            "eval_sentences": {"valid": 5, "test": 5},
-            "class_tokens": {"test": {"majority": 3, "minority": 1, "unk": 1}},
-            "majority_baseline": {"valid_accuracy": 0.8, "test_accuracy": 0.8},
-            **accuracy,
-            **{f"test_accuracy_{c}": accuracy["test_accuracy"] for c in bd.TOKEN_CLASSES},
-        }
+    points = {
+        name: tagger_summary(name, accuracy["test_accuracy"])
+        for name, accuracy in (("forward-softmax", fw), ("bi-softmax", bi))
+    }
     text = bd_report.answers(points)[6]
     assert "Supported:" not in text and "every seed apart)" not in text
     assert "mean is higher but a seed diverged, +6.50 points (a seed diverged" in text

@@ -256,7 +256,9 @@ def test_q7_gives_the_excess_over_the_entropy_rate_and_the_true_process(tmp_path
     )
 
 
-def _mt_point(regime, greedy, beam):
+def mt_point(regime, greedy, beam, train=100, test=10):
+    """A translation point summary as exposure_bias stores it: per-seed greedy and beam BLEU,
+    trained on `train` pairs and scored on `test` sentences."""
     return {
         "corpus": "multi30k",
         "regime": regime,
@@ -264,12 +266,12 @@ def _mt_point(regime, greedy, beam):
         "metrics": {
             "test_greedy_bleu": greedy,
             "test_beam_bleu": beam,
-            "test_greedy_length_ratio": [1.0, 1.0],
-            "test_beam_length_ratio": [1.0, 1.0],
-            "test_tf_nll": [3.0, 3.0],
+            "test_greedy_length_ratio": [1.0] * len(beam),
+            "test_beam_length_ratio": [1.0] * len(beam),
+            "test_tf_nll": [3.0] * len(beam),
         },
         "copy_source_bleu": 0.53,
-        "pairs": {"train": 100, "valid": 10, "test": 10},
+        "pairs": {"train": train, "valid": 10, "test": test},
         "vocab_size": {"source": 50, "target": 50},
     }
 
@@ -277,9 +279,9 @@ def _mt_point(regime, greedy, beam):
 def test_translation_answer_claims_only_beyond_the_seed_spread():
     text = translation_report.answer_text(
         {
-            "a": _mt_point("teacher_forcing", [5.0, 5.6], [5.8, 6.1]),
-            "b": _mt_point("inverse_sigmoid", [4.0, 5.0], [4.0, 5.9]),
-            "c": _mt_point("free_running", [3.0, 3.1], [2.9, 3.0]),
+            "a": mt_point("teacher_forcing", [5.0, 5.6], [5.8, 6.1]),
+            "b": mt_point("inverse_sigmoid", [4.0, 5.0], [4.0, 5.9]),
+            "c": mt_point("free_running", [3.0, 3.1], [2.9, 3.0]),
         }
     )
     assert "best beam BLEU" not in text
@@ -292,7 +294,7 @@ def test_translation_answer_claims_only_beyond_the_seed_spread():
 
 def test_translation_answer_near_the_published_range_says_so():
     text = translation_report.answer_text(
-        {"a": _mt_point("teacher_forcing", [35.5, 36.0], [36.2, 36.4])}
+        {"a": mt_point("teacher_forcing", [35.5, 36.0], [36.2, 36.4])}
     )
     assert "best beam BLEU 36.30 with teacher_forcing" in text
     assert "BLEU below that" not in text  # was "-1-1 BLEU below that"

@@ -205,9 +205,18 @@ def test_success_fraction_is_a_fraction_of_the_baseline(value):
         )
 
 
-def _answer_point(cell, success, log_sigma_trained, grad_ratio_log10, steps=10):
+def answer_point(
+    cell,
+    success,
+    log_sigma_trained,
+    grad_ratio_log10,
+    steps=10,
+    init="orthogonal",
+    success_fraction=0.1,
+):
     """A point summary for `answers`: per-seed success, trained log10 σ_max(∂h_T/∂h_1) and
-    the log10 gradient ratio ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at init (2 seeds)."""
+    the log10 gradient ratio ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at init (2 seeds), success meaning a loss
+    below `success_fraction` of the baseline's."""
     k = steps - 1
     metrics = {
         "grad_norm_d0": [1.0, 1.0],
@@ -215,16 +224,17 @@ def _answer_point(cell, success, log_sigma_trained, grad_ratio_log10, steps=10):
         f"log10_sigma_max_k{k}": [-1.0, -1.0],
         f"sigma_zero_fraction_k{k}": [0.0, 0.0],
     }
-    trained = {**metrics, f"log10_sigma_max_k{k}": [log_sigma_trained] * 2}
+    trained = {**metrics, f"log10_sigma_max_k{k}": [log_sigma_trained] * 2, "loss": [0.1, 0.1]}
     return {
         "task": "adding",
         "length": steps,
         "steps": steps,
         "cell": cell,
-        "init": "orthogonal",
+        "init": init,
         "success": success,
+        "steps_to_success": [None, None],
         "baseline": 0.2,
-        "threshold": 0.02,
+        "threshold": 0.2 * success_fraction,
         "at_init": metrics,
         "trained": trained,
     }
@@ -237,8 +247,8 @@ def test_q4_explains_an_lstm_advantage_only_when_it_solved_more(tmp_path):
 
     def q4(lstm_success, elman_success):
         points = {
-            "lstm": _answer_point("lstm", lstm_success, 0.8, -1.6),
-            "elman": _answer_point("elman_tanh", elman_success, -14.0, -1.2),
+            "lstm": answer_point("lstm", lstm_success, 0.8, -1.6),
+            "elman": answer_point("elman_tanh", elman_success, -14.0, -1.2),
         }
         (tmp_path / "results.json").write_text(json.dumps({"points": points}))
         return initialization.answers(tmp_path)[4]
@@ -254,8 +264,8 @@ def test_q19_says_the_claim_holds_only_when_orthogonal_beat_an_init(tmp_path):
 
     def q19(glorot_success):
         points = {
-            "orth": _answer_point("lstm", [1.0, 0.0], 0.8, -1.6),
-            "glorot": {**_answer_point("lstm", glorot_success, 0.5, -1.4), "init": "glorot"},
+            "orth": answer_point("lstm", [1.0, 0.0], 0.8, -1.6),
+            "glorot": {**answer_point("lstm", glorot_success, 0.5, -1.4), "init": "glorot"},
         }
         (tmp_path / "results.json").write_text(json.dumps({"points": points}))
         return initialization.answers(tmp_path)[19]
@@ -270,9 +280,9 @@ def test_q19_says_the_claim_holds_only_when_orthogonal_beat_an_init(tmp_path):
 def test_q3_never_names_a_ratio_that_is_not_finite_the_worst(tmp_path):
     """min() over the inits kept a leading NaN ratio as the "worst", printed as 10^nan."""
     points = {
-        "nan": {**_answer_point("elman_tanh", [0.0, 0.0], -1.0, float("nan")), "init": "glorot"},
-        "orth": _answer_point("elman_tanh", [0.0, 0.0], -1.0, -2.0),
-        "small": {**_answer_point("elman_tanh", [0.0, 0.0], -1.0, -0.5), "init": "normal_0.01"},
+        "nan": {**answer_point("elman_tanh", [0.0, 0.0], -1.0, float("nan")), "init": "glorot"},
+        "orth": answer_point("elman_tanh", [0.0, 0.0], -1.0, -2.0),
+        "small": {**answer_point("elman_tanh", [0.0, 0.0], -1.0, -0.5), "init": "normal_0.01"},
     }
     (tmp_path / "results.json").write_text(json.dumps({"points": points}))
     q3 = initialization.answers(tmp_path)[3]

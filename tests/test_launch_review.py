@@ -91,12 +91,14 @@ def test_a_plan_with_other_run_names_in_between_does_not_erase_the_record(tmp_pa
     assert [r["name"] for r in record["runs"]] == [r.name for r in renamed]  # what report reads
 
 
-def _config_with_sweep(tmp_path, points):
-    """A copy of language_model's config file whose get_sweep returns `points`."""
+def config_with_sweep(tmp_path, points):
+    """A copy of language_model's config file whose get_sweep returns `points`: a value, or a
+    string of Python source (numpy as `np`) that builds it."""
     configs = tmp_path / "configs"
     configs.mkdir(parents=True)
     source = (REPO / "experiments/configs/language_model.py").read_text()
-    source += f"\n\ndef get_sweep(variant=None):\n    return {points!r}\n"
+    expression = points if isinstance(points, str) else repr(points)
+    source += f"\n\nimport numpy as np\n\ndef get_sweep(variant=None):\n    return {expression}\n"
     (configs / "language_model.py").write_text(source)
     return f"{configs / 'language_model.py'}:smoke"
 
@@ -106,7 +108,7 @@ def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_p
     parse once the run started), so None could only be swept where it was the default. The
     run's command line now reads "None" as None (rnn_jax.train.cli), the sweep passes it, and
     every point is checked against the experiment's rules before anything runs."""
-    config_arg = _config_with_sweep(
+    config_arg = config_with_sweep(
         tmp_path, {"optimizer.clip_global_norm": [None, 5.0], "model.init_scale": [None]}
     )
     runs = sweep.plan_runs(config_arg, tmp_path / "root")
@@ -116,10 +118,10 @@ def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_p
     ]
     assert "--config.optimizer.clip_global_norm=None" in runs[0].command
     assert "--config.optimizer.clip_global_norm=5.0" in runs[1].command
-    bad = _config_with_sweep(tmp_path / "bad", [{"model.cell": None}])
+    bad = config_with_sweep(tmp_path / "bad", [{"model.cell": None}])
     with pytest.raises(ValueError, match=r"(?s)sweep point .*model.cell=None: must be one of"):
         sweep.plan_runs(bad, tmp_path / "root2")
-    bad = _config_with_sweep(tmp_path / "bad2", {"model.hidden_size": [8, 0]})
+    bad = config_with_sweep(tmp_path / "bad2", {"model.hidden_size": [8, 0]})
     with pytest.raises(ValueError, match=r"model.hidden_size=0: must be"):
         sweep.plan_runs(bad, tmp_path / "root3")
     assert not (tmp_path / "root2").exists() and not (tmp_path / "root3").exists()

@@ -10,18 +10,9 @@ import numpy as np
 import pytest
 
 from launch import report, sweep
+from tests.test_launch_review import config_with_sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _config_with_sweep(tmp_path, sweep_source):
-    """A copy of language_model's config file whose get_sweep returns `sweep_source`."""
-    configs = tmp_path / "configs"
-    configs.mkdir(parents=True)
-    source = (REPO / "experiments/configs/language_model.py").read_text()
-    source += f"\n\nimport numpy as np\n\ndef get_sweep(variant=None):\n    return {sweep_source}\n"
-    (configs / "language_model.py").write_text(source)
-    return f"{configs / 'language_model.py'}:smoke"
 
 
 def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_typed(tmp_path):
@@ -30,7 +21,7 @@ def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_
     name `learning_rate=np.float64_0.001_`; an np.int64 was refused for an int field. A value
     of the wrong type for a placeholder field (None by default) crashed the planner with a
     TypeError traceback instead of naming the point."""
-    config_arg = _config_with_sweep(
+    config_arg = config_with_sweep(
         tmp_path,
         "{'optimizer.learning_rate': list(np.array([1e-3, 0.5])), "
         "'model.hidden_size': [np.int64(8)], 'optimizer.clip_global_norm': [np.float64(5)]}",
@@ -46,7 +37,7 @@ def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_
     assert type(runs[0].overrides["model.hidden_size"]) is int
     assert sweep.format_override(sweep._plain((np.float64(0.5), [np.int32(2)]))) == "(0.5, [2])"
 
-    bad = _config_with_sweep(tmp_path / "bad", "{'data.root': ['/data', 5]}")
+    bad = config_with_sweep(tmp_path / "bad", "{'data.root': ['/data', 5]}")
     with pytest.raises(ValueError, match=r"sweep point \{'data.root': 5\}: data.root=5: "):
         sweep.plan_runs(bad, tmp_path / "root2")
     assert not (tmp_path / "root2").exists()

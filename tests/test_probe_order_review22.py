@@ -21,6 +21,7 @@ from experiments.configs import bidirectional as bd_configs
 from experiments.configs import state_probe as sp_configs
 from rnn_jax.train import config as cfg
 from tests.report_check import table_rows
+from tests.test_experiments_review21 import tagger_summary
 from tests.test_word_order import _summary as word_order_summary
 
 
@@ -117,30 +118,12 @@ def test_q12_verdict_words_match_its_condition():
 
 def _tagger(name: str, test: list[float]) -> dict:
     """A hand-made bidirectional summary whose test split has no `unk` tokens."""
-    direction, head = name.split("-")
-    return {
-        "point": name,
-        "direction": direction,
-        "head": head,
-        "params_varying": 1000,
-        "params_reference": 1000,
-        "embed_size": 8,
-        "char_features": False,
-        "vocab_size": 10,
-        "min_freq": 2,
-        "num_seeds": 3,
-        "num_steps": 5,
-        "batch_size": 2,
-        "epochs": 1.0,
-        "train_sentences": 10,
-        "eval_sentences": {"valid": 2, "test": 2},
-        "class_tokens": {"test": {"majority": 4, "minority": 1, "unk": 0}},
-        "majority_baseline": {"valid_accuracy": 0.8, "test_accuracy": 0.8},
-        "test_accuracy": test,
-        "test_accuracy_majority": test,
-        "test_accuracy_minority": test,
-        "test_accuracy_unk": [None] * 3,  # no tokens: no accuracy at any seed
-    }
+    return tagger_summary(
+        name,
+        test,
+        class_tokens={"majority": 4, "minority": 1, "unk": 0},
+        by_class={"unk": [None] * 3},  # no tokens: no accuracy at any seed
+    )
 
 
 def test_a_class_without_test_tokens_is_not_called_a_diverged_seed():

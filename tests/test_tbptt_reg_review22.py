@@ -19,26 +19,9 @@ from experiments import truncated_bptt as tb
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.train import cli
 from rnn_jax.train.config import ConfigError
+from tests.test_exposure_bias_review21 import mt_point
 
 SMOKE = "experiments/configs/truncated_bptt.py:smoke"
-
-
-def _mt_point(regime, greedy, beam, train=10_000, test=749):
-    return {
-        "corpus": "multi30k",
-        "regime": regime,
-        "schedule": {"name": "constant", "k": 1.0},
-        "metrics": {
-            "test_greedy_bleu": greedy,
-            "test_beam_bleu": beam,
-            "test_greedy_length_ratio": [1.0] * len(beam),
-            "test_beam_length_ratio": [1.0] * len(beam),
-            "test_tf_nll": [2.0] * len(beam),
-        },
-        "copy_source_bleu": 0.53,
-        "pairs": {"train": train, "valid": 720, "test": test},
-        "vocab_size": {"source": 2195, "target": 2259},
-    }
 
 
 def test_translation_answer_of_one_regime_has_no_empty_comparison_or_invented_causes():
@@ -46,7 +29,9 @@ def test_translation_answer_of_one_regime_has_no_empty_comparison_or_invented_ca
     relative to teacher forcing: ." (nothing to compare) and blamed its distance to the
     published range on "the tiny model and the few training steps" "in quick", which that
     run did not measure (and which were not even its settings)."""
-    text = translation_report.answer_text({"a": _mt_point("teacher_forcing", [30.83], [31.58])})
+    text = translation_report.answer_text(
+        {"a": mt_point("teacher_forcing", [30.83], [31.58], 10_000, 749)}
+    )
     assert "relative to teacher forcing" not in text
     assert "in quick" not in text and "tiny model" not in text
     assert (
@@ -56,8 +41,8 @@ def test_translation_answer_of_one_regime_has_no_empty_comparison_or_invented_ca
     # with a second regime the comparison is still made
     text = translation_report.answer_text(
         {
-            "a": _mt_point("teacher_forcing", [30.8, 31.0], [31.5, 31.7]),
-            "b": _mt_point("free_running", [20.0, 21.0], [20.5, 21.5]),
+            "a": mt_point("teacher_forcing", [30.8, 31.0], [31.5, 31.7], 10_000, 749),
+            "b": mt_point("free_running", [20.0, 21.0], [20.5, 21.5], 10_000, 749),
         }
     )
     assert "Beam BLEU relative to teacher forcing: free_running -10.60 (beyond the seed" in text
