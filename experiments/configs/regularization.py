@@ -30,7 +30,7 @@ Variants:
   steps (~26 epochs of the slice), evaluation every 50 steps; 6 Q17 points, depths 1 and 2
   without and with variational dropout: 8 points, 2 seeds (vmapped). 4.5 minutes measured
   on 2 idle CPU cores (commit b7ec7c8; 5.3 with evaluations every 25 steps). Measured: none
-  best valid 3.26 bits/char at step 200, 3.72 at step 500; dropout, variational and weight
+  best valid 3.27 bits/char at step 200, 3.73 at step 500; dropout, variational and weight
   drop 3.22 at best and at most 0.06 above it at the end; AdamW decay and L2 still overfit;
   1 x 207 vs 2 x 128 within seed noise (experiments/README.md).
 - full: PTB words (Zaremba et al. 2014 medium settings from language_model's full: 2 x 650,

@@ -15,9 +15,10 @@ Variants:
   `translation.*`): the first 10,000 training pairs with both sides <= 15 tokens, scored on
   the 749 test2016 pairs with both sides <= 15 tokens; MERT on the 720 val pairs with both
   sides <= 15 tokens (tuning decodes at stack 30). Measured on the project's 2-vCPU machine
-  (session 20, with the decoder's own future-cost table; shared with the full SMT run and
-  the test suite): 20.5 minutes wall (alignment 55 s, MERT 871 s for 6 decodes, decoding
-  292 s), 31.76 BLEU (copy the source 0.53); restarts seeded 1: 32.17. Session 19's
+  (session 22, after Moses's orientation rule and MERT's merge of new derivations; shared
+  with six review helpers): 24.0 minutes wall (alignment 23 s, MERT 1119 s for 6 decodes,
+  decoding 293 s), 31.66 BLEU (copy the source 0.53). Session 20's code (with the decoder's
+  own future-cost table): 31.76 in 20.5 minutes; restarts seeded 1: 32.17. Session 19's
   decoder (nltk's future costs): 31.89 and 31.46 in 12-14 minutes. With fixed weights
   (`--config.smt.mert_iterations=0`): 31.75 BLEU in ~4 minutes (the same translations
   with either table). Session 18's LM (nltk's
