@@ -27,7 +27,7 @@ Variants:
 - quick: Markov language (V=16, order 2) and Tiny Shakespeare (characters, ../shared/data),
   5 regimes each; LSTM hidden 64 (Markov) / 128 (Shakespeare), windows of 48 tokens, 600 Adam
   steps, batch 32; plus Multi30k translation under 3 regimes (below); 2 seeds: 13 points,
-  about 9 minutes on 2 idle CPU cores (~15 CPU-minutes; the translation part ~5 of them).
+  6.3 minutes on 2 idle CPU cores in session 21's main job (the translation part ~2 of them).
   Measured (experiments/README.md): teacher forcing gives the lowest teacher-forced NLL on
   both corpora and, on the Markov language, the free-running samples closest to the entropy
   rate (true-process NLL 2.458 against 3.69-3.82 for scheduled sampling and 3.99 for free

@@ -11,7 +11,8 @@ smoke  Synthetic order-1 Markov language (16 symbols, Dirichlet(0.2) transitions
 quick  Tiny Shakespeare characters (`data.root`/tiny_shakespeare; 90/5/5 split), 1x256 LSTM,
        Adam 2e-3 with cosine decay, batch 32 x 64 characters, 1,500 steps: 1,003,854 train
        characters -> 32 rows of 31,370 -> (31,370 - 1) // 64 = 490 steps per epoch, so ~3 epochs.
-       3.3 minutes on 2 quiet CPU cores (the main job, 2026-11-25, commit 296151b, seed 0).
+       3.3 minutes on 2 quiet CPU cores (the main job, 2026-11-25, commit 296151b, seed 0;
+       1.7 in session 21's main job, commit 423c4c3).
        Session 14 (evaluation over every character, each of the 32 rows reading 256
        characters of history first): valid 1.563 nats/char (perplexity 4.77), test 1.648
        (5.20, 2.38 bits/char), train 1.488; with one evaluation row (every character seeing

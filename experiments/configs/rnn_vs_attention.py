@@ -30,7 +30,8 @@ Variants:
 - smoke: copy task T=5, LSTM vs transformer, 20 steps, one cost length; seconds.
 - quick: (a) 3 models x 500 steps on 64-character windows; (b) copy T in {10, 40} x 3
   models x 500 steps; (c) T in {64, 256, 1024} at 8,192 tokens per batch; hidden 128,
-  2 seeds: about 8 minutes on 2 otherwise idle CPU cores (far longer on a shared machine).
+  2 seeds: 4.3 minutes on 2 otherwise idle CPU cores in session 21's main job (longer on a
+  shared machine).
   Expected (perf-anchors.md measured the blocks alone): on this CPU the
   LSTM trains more tokens/s than the transformer block and the gap grows with T; the
   transformer's per-token generation cost grows with the cache length, the RNN's does not;
