@@ -18,16 +18,15 @@ Variants:
 - smoke: 2 x 16 LSTM, embeddings 16, 1 seed, 20 steps of 8 x 16 on the first 300 UD training
   sentences, probes on 200 of them and 100 dev sentences; seconds, for tests: the pipeline,
   not accuracy.
-- quick: 2 x 128 LSTM, embeddings 64, no dropout, Adam 3e-3 (cosine to 1e-4, clip 1), batch
-  16 x 35, 2 seeds (vmapped); probes: 2,000 UD training sentences (39,794 word positions) and the whole
-  dev split (2,001 sentences, ~25k tokens), 100 word classes + other, shrinkage 1e-3..1,
-  logistic L2 1e-5..1e-3. Measured on 2 shared CPU cores (load ~2.5): 3.3 minutes wall (LM
-  2.1, probes 1.1: LDA 0.25, logistic regression 0.75); validation perplexity 265; the words
-  1-2 back are read from layers 1 and 2 (k=1: 0.82, 0.81; majority 0.49), 4+ back are not;
-  UPOS (logistic) 0.563, 0.627, 0.611 from layers 0, 1, 2 (LDA 0.506, 0.575, 0.559; a
-  per-word lookup 0.806), selectivity −0.062, −0.006, +0.015 (session 21's main job; the
-  control task keyed on the LM's tokens since session 16): layer 2 is not shown more
-  abstract (experiments/README.md, `state_probe`).
+- quick: 2 x 128 LSTM, embeddings 64, no dropout, Adam 3e-3 (cosine to 1e-4, clip 1), batch 16 x
+  35, 2 seeds (vmapped); probes: 2,000 UD training sentences (39,794 word positions) and the whole
+  dev split (2,001 sentences, ~25k tokens), 100 word classes + other, shrinkage 1e-3..1, logistic
+  L2 1e-5..1e-3. Measured on 2 shared CPU cores (load ~2.5): 3.3 minutes wall (LM 2.1, probes 1.1:
+  LDA 0.25, logistic regression 0.75); validation perplexity 265; the words 1-2 back are read from
+  layers 1 and 2 (k=1: 0.82, 0.81; majority 0.49), 4+ back are not; UPOS (logistic) 0.563, 0.627,
+  0.611 from layers 0, 1, 2 (LDA 0.506, 0.575, 0.559; a per-word lookup 0.806), selectivity
+  −0.062, −0.006, +0.015 (session 21's main job; the control task keyed on the LM's tokens since
+  session 16): layer 2 is not shown more abstract (experiments/README.md, `state_probe`).
 - full: 2 x 650 (Zaremba medium's size), dropout 0.5 between layers, 5 seeds, 10 epochs;
   probes on 6,000 training sentences and the test split. For accelerators; not run.
 
