@@ -55,3 +55,22 @@ def test_synthetic_task_sizes_must_be_integers_and_the_concentration_finite():
     task = CopyTask(blank_length=np.int64(3), num_symbols=2, num_categories=4)
     assert task.sample(np.random.default_rng(0), 2)["inputs"].shape == (2, 7)
     assert MarkovLanguage(vocab_size=3, order=1, concentration=np.float32(0.5)).entropy_rate() > 0
+
+
+def test_directory_data_file_broken_vocabulary_and_missing_length_key_are_named(tmp_path):
+    """A directory given as a data file was said not to exist; a corrupt vocabulary file
+    raised JSON's or a KeyError's message without the file; a length_key the examples lack
+    was a bare KeyError."""
+    from rnn_jax.data import pipeline, readers
+    from rnn_jax.data.vocab import Vocabulary
+
+    with pytest.raises(FileNotFoundError, match="is a directory, not a file"):
+        list(readers.read_tsv(tmp_path))
+    broken = tmp_path / "vocab.json"
+    for text in ("{not json", '{"tokens": ["a"]}', "[1, 2]"):
+        broken.write_text(text)
+        with pytest.raises(ValueError, match=r"vocab.json: not a saved vocabulary"):
+            Vocabulary.load(broken)
+    examples = [{"source": [1, 2], "target": [3]}]
+    with pytest.raises(ValueError, match=r"length_key='inputs' is not a field .*'source'"):
+        pipeline.evaluation_batches(examples, 2)

@@ -185,13 +185,18 @@ def evaluation_batches(
     filled eval batches; the translation task of `experiments.exposure_bias` uses it too).
 
     Raises:
-      ValueError: for `batch_size < 1`, no examples, or examples that already have a
-        `weight` field.
+      ValueError: for `batch_size < 1`, no examples, examples that already have a
+        `weight` field, or a `length_key` they lack.
     """
     if not examples:
         raise ValueError("evaluation_batches got no examples (empty split)")
     if "weight" in examples[0]:
         raise ValueError("examples already have a 'weight' field; evaluation_batches adds it")
+    if length_key not in examples[0]:
+        raise ValueError(
+            f"length_key={length_key!r} is not a field of the examples ({sorted(examples[0])}); "
+            "translation examples are measured by length_key='source'"
+        )
     lengths = np.array([len(e[length_key]) for e in examples])
     batches = []
     for indices in sorted_eval_batches(lengths, batch_size):

@@ -37,6 +37,8 @@ class DataFormatError(ValueError):
 
 
 def _check_file(path: PathLike) -> None:
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"data file {os.fspath(path)!r} is a directory, not a file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {os.fspath(path)!r} does not exist")
 

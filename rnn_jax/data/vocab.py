@@ -195,8 +195,16 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
-        """Reads a vocabulary written by `save`."""
+        """Reads a vocabulary written by `save`.
+
+        Raises:
+          FileNotFoundError: no such file. ValueError: naming `path`, when it is not JSON or
+            lacks a vocabulary's keys.
+        """
         if not os.path.isfile(path):
             raise FileNotFoundError(f"vocabulary file {path} does not exist")
         with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+            try:
+                return cls.from_dict(json.load(f))
+            except (ValueError, TypeError, AttributeError) as error:
+                raise ValueError(f"{os.fspath(path)}: not a saved vocabulary ({error})") from None
