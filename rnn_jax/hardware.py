@@ -18,8 +18,8 @@ def cpu_description(cpuinfo: str | pathlib.Path = "/proc/cpuinfo") -> dict[str, 
     """`{"cpu_model", "cpu_simd"}`: the CPU's model name and its widest SIMD extension, from
     `cpuinfo` (Linux); `platform.processor()` / `platform.machine()` and None elsewhere."""
     model, flags = None, set()
-    try:
-        text = pathlib.Path(cpuinfo).read_text()
+    try:  # bytes that are not UTF-8 (a vendor's model string) must not stop a run's provenance
+        text = pathlib.Path(cpuinfo).read_bytes().decode("utf-8", errors="replace")
     except OSError:
         text = ""
     for line in text.splitlines():

@@ -74,7 +74,8 @@ def _split_tag(tag: str, scheme: str, position: int) -> tuple[str, str]:
     if tag == "O":
         return "O", ""
     prefix, _, label = tag.partition("-")
-    if prefix not in SCHEMES[scheme] or not label:
+    # One letter of the scheme's: `in` on the string alone would also take "", "BI", "IO".
+    if len(prefix) != 1 or prefix not in SCHEMES[scheme] or not label:
         raise ValueError(
             f"tag {tag!r} at position {position} is not a valid {scheme} tag "
             f"(expected 'O' or one of {sorted(SCHEMES[scheme])} + '-TYPE')"
@@ -232,8 +233,8 @@ def perplexity(total_nll: float, num_tokens: float = 1) -> float:
     """exp(mean negative log-likelihood in nats per token): `perplexity(sum, count)`, or
     `perplexity(mean_nll)`. inf where that overflows a float (a mean NLL above ~709.78: a
     diverged model with finite but huge logits), so a run records it instead of dying."""
-    if num_tokens <= 0:
-        raise ValueError(f"num_tokens must be > 0, got {num_tokens}")
+    if not num_tokens > 0 or not math.isfinite(num_tokens):  # `not >`: NaN is refused too
+        raise ValueError(f"num_tokens must be a finite number > 0, got {num_tokens}")
     try:
         return float(math.exp(total_nll / num_tokens))
     except OverflowError:
@@ -242,8 +243,8 @@ def perplexity(total_nll: float, num_tokens: float = 1) -> float:
 
 def bits_per_char(total_nll: float, num_chars: int) -> float:
     """Mean negative log-likelihood in bits per character (nats / ln 2)."""
-    if num_chars <= 0:
-        raise ValueError(f"num_chars must be > 0, got {num_chars}")
+    if not num_chars > 0 or not math.isfinite(num_chars):  # `not >`: NaN is refused too
+        raise ValueError(f"num_chars must be a finite number > 0, got {num_chars}")
     return float(total_nll / num_chars / math.log(2.0))
 
 

@@ -32,9 +32,11 @@ def is_finite_number(value: Any) -> bool:
         kind = np.dtype(dtype).kind
         if kind == "O":
             return getattr(value, "ndim", None) == 0 and is_finite_number(value.item())
-        if kind in "bSU":
+        if kind in "bcSU":  # complex: math.isfinite would drop the imaginary part
             return False
     try:
         return math.isfinite(value)
+    except OverflowError:  # an int (or Fraction) too large for a float is still finite
+        return True
     except (TypeError, ValueError):  # ValueError: arrays with more than one element
         return False

@@ -48,14 +48,14 @@ def test_every_size_check_refuses_true_as_one():
     with pytest.raises(ValueError, match="hidden_size=True"):
         cells.LSTM().init(None, 4, True)
     with pytest.raises(ValueError, match="max_length"):
-        decoding._check_common(True, 1, 2)
+        decoding._check_common(True, 1, 2, 0)
     assert config_lib.int_at_least(1)(True) is not None
     assert config_lib.multiple_of(1)(True) is not None
 
 
 def test_every_size_check_takes_numpy_integers():
     checks.check_positive(num_tags=np.int64(3))
-    assert decoding._check_common(np.int32(7), 1, 2) == 7
+    assert decoding._check_common(np.int32(7), 1, 2, 0) == 7
     assert config_lib.int_at_least(1)(np.int64(2)) is None
     assert config_lib.multiple_of(2)(np.int64(4)) is None
 

@@ -17,10 +17,24 @@ __all__ = ["count_params", "match_size"]
 
 
 def count_params(model_or_tree: Any) -> int:
-    """Number of trainable scalars: the `nnx.Param`s of a module, or all leaves of a pytree."""
+    """Number of trainable scalars: the `nnx.Param`s of a module, or of any pytree of modules
+    or nnx state (a list of models, `nnx.split`'s state), leaving out their other variables
+    (RNG keys and counts, batch statistics, caches); a pytree of plain arrays counts all its
+    leaves."""
+
+    def is_variable(leaf: Any) -> bool:
+        return isinstance(leaf, nnx.Variable)
+
     if isinstance(model_or_tree, nnx.Module):
         model_or_tree = nnx.state(model_or_tree, nnx.Param)
-    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(model_or_tree)))
+    leaves = jax.tree.leaves(model_or_tree, is_leaf=is_variable)
+    return int(
+        sum(
+            np.prod(np.shape(leaf.value if is_variable(leaf) else leaf))
+            for leaf in leaves
+            if not is_variable(leaf) or isinstance(leaf, nnx.Param)
+        )
+    )
 
 
 def match_size(
