@@ -245,8 +245,6 @@ print("RESULT", json.dumps(results["final"]), results["timing"]["resumed_from_st
 def test_a_run_saved_on_one_device_resumes_on_eight(tmp_path):
     """Checkpoints restore onto another device count (orbax reshards to the new mesh): a run
     of 10 steps on one device, resumed to 20 on eight, ends where 20 steps on one device do."""
-    config = _config(num_seeds=2, train__num_steps=20, train__checkpoint_every=10)
-    reference = train_and_evaluate(config, tmp_path / "reference", Regression())["final"]
     first = _config(num_seeds=2, train__num_steps=10, train__checkpoint_every=10)
     train_and_evaluate(first, tmp_path / "run", Regression())
     (tmp_path / "run" / "results.json").unlink()
@@ -255,6 +253,9 @@ def test_a_run_saved_on_one_device_resumes_on_eight(tmp_path):
     )
     proc = _start_python(_RESUME_ON_EIGHT, env, str(tmp_path / "run"))
     try:
+        # The reference trains here while the resumed run starts up and trains (one core each).
+        config = _config(num_seeds=2, train__num_steps=20, train__checkpoint_every=10)
+        reference = train_and_evaluate(config, tmp_path / "reference", Regression())["final"]
         out, _ = proc.communicate(timeout=HARD_TIMEOUT)
     finally:
         if proc.poll() is None:

@@ -65,17 +65,31 @@ def test_tagging_metrics_equal_a_per_sentence_reference(monkeypatch):
     assert config.model.head == "crf" and config.model.char_features  # both paths exercised
     model = task.init_model(jax.random.key(0))
     names = task.tags.tokens
+    # One jitted program for every sentence, each its own batch of one at its own length
+    # (eager calls re-trace the scans at every call; a compile per shape costs more).
+    predict_and_loss = nnx.jit(
+        lambda m, sentences: [
+            (m.predict(x, n, **kwargs), m.loss(x, y, n, **kwargs)) for x, y, n, kwargs in sentences
+        ]
+    )
     for split in ("test",):  # valid's path is the same; a split costs ~8 s of compiling
         got = _task_metrics(task, model, split)
         hits = tokens = nll = 0.0
         correct = num_gold = num_predicted = 0
-        for example in task.splits[split]:
-            length = len(example["inputs"])
-            kwargs = {k: jnp.asarray(example[k])[None] for k in ("chars", "char_lengths")}
-            inputs, targets = jnp.asarray(example["inputs"])[None], example["targets"]
-            lengths = jnp.array([length])
-            predicted = np.asarray(model.predict(inputs, lengths, **kwargs))[0]
-            nll += float(model.loss(inputs, jnp.asarray(targets)[None], lengths, **kwargs)[0])
+        alone = [
+            (
+                jnp.asarray(example["inputs"])[None],
+                jnp.asarray(example["targets"])[None],
+                jnp.array([len(example["inputs"])]),
+                {k: jnp.asarray(example[k])[None] for k in ("chars", "char_lengths")},
+            )
+            for example in task.splits[split]
+        ]
+        outputs = predict_and_loss(model, alone)
+        for example, (predicted, loss) in zip(task.splits[split], outputs, strict=True):
+            length, targets = len(example["inputs"]), example["targets"]
+            predicted = np.asarray(predicted)[0]
+            nll += float(loss[0])
             hits += sum(int(p == t) for p, t in zip(predicted, targets, strict=True))
             tokens += length
             # A predicted tag that is no chunk tag (`<pad>`) counts as O.
@@ -106,12 +120,16 @@ def test_sentiment_metrics_equal_a_per_sentence_reference(kind, pooling, monkeyp
     _, task = make_task("sentiment", monkeypatch)
     task.config.model.kind, task.config.model.pooling = kind, pooling
     model = task.init_model(jax.random.key(5))
+    alone = {}  # each sentence's logits, computed once (test repeats valid's first sentences)
     for split in ("valid", "test"):
         got = _task_metrics(task, model, split)
         hits, nll = 0, 0.0
         for example in task.splits[split]:
-            inputs = jnp.asarray(example["inputs"])[None]
-            logits = np.asarray(model(inputs, jnp.array([len(example["inputs"])]))[0][0], float)
+            key = tuple(example["inputs"])
+            if key not in alone:
+                inputs = jnp.asarray(example["inputs"])[None]
+                alone[key] = np.asarray(model(inputs, jnp.array([len(key)]))[0][0], float)
+            logits = alone[key]
             hits += int(np.argmax(logits) == example["targets"])
             nll += np.log(np.exp(logits - logits.max()).sum()) + logits.max()
             nll -= logits[example["targets"]]
@@ -153,6 +171,9 @@ def test_accuracy_per_token_class_equals_a_brute_force_reference(ud_task):
     majority = {word: max(tags, key=lambda t, c=tags: c[t]) for word, tags in count.items()}
 
     model = task.init_model(jax.random.key(0))
+    # One jitted program for all the length groups, each its own batch with no padding (eager
+    # calls re-trace the scans at every call; a compile per length costs more).
+    predict = nnx.jit(lambda m, groups: [m.predict(x, n) for x, n in groups])
     for split in ("test",):  # valid's path is the same (~15 s of compiling per split)
         got = _task_metrics(task, model, split)
         sentences = task.dataset.splits[split]
@@ -163,10 +184,16 @@ def test_accuracy_per_token_class_equals_a_brute_force_reference(ud_task):
         by_length = collections.defaultdict(list)
         for index, example in enumerate(examples):
             by_length[len(example["inputs"])].append(index)
-        for length, indices in by_length.items():  # equal lengths: one batch, no padding
-            inputs = jnp.asarray(np.stack([examples[i]["inputs"] for i in indices]))
-            predicted = np.asarray(model.predict(inputs, jnp.full(len(indices), length)))
-            for row, index in zip(predicted, indices, strict=True):
+        groups = [  # equal lengths: one batch, no padding
+            (
+                jnp.asarray(np.stack([examples[i]["inputs"] for i in indices])),
+                jnp.full(len(indices), n),
+            )
+            for n, indices in by_length.items()
+        ]
+        predictions = predict(model, groups)
+        for indices, predicted in zip(by_length.values(), predictions, strict=True):
+            for row, index in zip(np.asarray(predicted), indices, strict=True):
                 sentence, example = sentences[index], examples[index]
                 pairs = zip(sentence["tokens"], sentence["tags"], strict=True)
                 for t, (word, tag) in enumerate(pairs):

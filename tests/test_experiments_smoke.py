@@ -294,7 +294,7 @@ def test_a_grid_report_that_fails_leaves_the_run_unfinished(tmp_path, monkeypatc
     workdir = tmp_path / "initialization"
     config = cli.load_config(
         "experiments/configs/initialization.py:smoke",
-        {"grid.cells": "lstm", "train.num_steps": 2},
+        {"train.num_steps": 2},
         rules=initialization.RULES,
     )
 

@@ -92,8 +92,9 @@ def test_lm_beats_unigram_perplexity_on_held_out_text(corpus, kind):
     prefix = jnp.asarray(held[:2, :16])
     full = _logits(kind, model, prefix)
     state = model.zero_carry(2) if kind == "rnn" else model.init_cache(2)
+    step = nnx.jit(lambda model, state, tokens: model.step(state, tokens))  # one compile
     stepped = []
     for t in range(prefix.shape[1]):
-        state, logits = model.step(state, prefix[:, t])
+        state, logits = step(model, state, prefix[:, t])
         stepped.append(logits)
     np.testing.assert_allclose(jnp.stack(stepped, 1), full, rtol=1e-4, atol=1e-4)

@@ -124,15 +124,16 @@ def test_seq2seq_equals_a_numpy_per_sentence_reference(variant):
         rngs=nnx.Rngs(5),
         **options,
     )
-    logits, weights = model(
-        jnp.asarray(SOURCE), jnp.asarray(SOURCE_LENGTHS), jnp.asarray(TARGET_INPUTS)
-    )
-    loss = model.loss(
-        jnp.asarray(SOURCE),
-        jnp.asarray(SOURCE_LENGTHS),
-        jnp.asarray(TARGET_INPUTS),
-        jnp.asarray(TARGETS),
-        jnp.asarray(TARGET_LENGTHS),
+
+    @nnx.jit  # one compile (eager, the decoder's steps are traced op by op)
+    def forward_and_loss(model, source, source_lengths, target_inputs, targets, target_lengths):
+        logits, weights = model(source, source_lengths, target_inputs)
+        loss = model.loss(source, source_lengths, target_inputs, targets, target_lengths)
+        return logits, weights, loss
+
+    logits, weights, loss = forward_and_loss(
+        model,
+        *map(jnp.asarray, (SOURCE, SOURCE_LENGTHS, TARGET_INPUTS, TARGETS, TARGET_LENGTHS)),
     )
     assert (weights is None) == (options["attention"] == "none")
     for b in range(SOURCE.shape[0]):

@@ -73,17 +73,27 @@ def test_windowed_training_has_truncated_unrolls_gradients(config, cell, bptt_le
     graphdef, params, others = _split_model(task)
     sequence = task.data.batch(config.seed, 0, task.batch_size)
     carry = task.init_carry(task.batch_size)
-    for window in range(task.windows):
+
+    # Jitted (eager gradients of scans re-trace at every call): one compile for the windows'
+    # steps, one program for every window's reference.
+    @jax.jit
+    def window_loss_and_grads(p, batch, carry):
+        loss_of = lambda p: task.loss_fn(nnx.merge(graphdef, p, others), batch, carry, None)
+        return jax.value_and_grad(loss_of, has_aux=True)(p)
+
+    @jax.jit
+    def references(p):
+        return [
+            jax.value_and_grad(
+                lambda p, w=w: _reference_window_loss(task, graphdef, p, others, sequence, w)
+            )(p)
+            for w in range(task.windows)
+        ]
+
+    for window, (reference, expected) in enumerate(references(params)):
         batch = task.window(config.seed, window)
         np.testing.assert_array_equal(batch["reset"], np.full(task.batch_size, window == 0))
-
-        def loss_of(p, batch=batch, carry=carry):
-            return task.loss_fn(nnx.merge(graphdef, p, others), batch, carry, None)
-
-        (loss, (carry, _)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-        reference, expected = jax.value_and_grad(
-            lambda p, w=window: _reference_window_loss(task, graphdef, p, others, sequence, w)
-        )(params)
+        (loss, (carry, _)), grads = window_loss_and_grads(params, batch, carry)
         np.testing.assert_allclose(loss, reference, rtol=1e-5, atol=1e-6)
         for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
