@@ -592,7 +592,8 @@ def plot_loss_curves(summaries: dict[str, dict], path: pathlib.Path) -> None:
         for s in (r for r in rows if r["cell"] == cell):
             values = grid.none_to_nan(s["curve_valid_loss"])
             if values.size:
-                ax.plot(s["curve_steps"], np.nanmean(values, axis=1), label=s["init"])
+                mean = [grid.nan_mean(row) for row in values]  # NaN where every seed diverged
+                ax.plot(s["curve_steps"], mean, label=s["init"])
         ax.axhline(rows[0]["baseline"], color="gray", linestyle=":", label="baseline")
         ax.axhline(rows[0]["threshold"], color="gray", linestyle="--", label="success")
         ax.set_yscale("log")
@@ -620,7 +621,7 @@ def plot_grad_vs_distance(summaries: dict[str, dict], path: pathlib.Path) -> Non
     for ax, cell in zip(axes[0], cells, strict=True):
         for s in (r for r in rows if r["cell"] == cell):
             norms = grid.none_to_nan([s["at_init"][f"grad_norm_d{d}"] for d in ds])  # [d, seed]
-            ratio = np.nanmean(norms / norms[:1], axis=1)
+            ratio = np.array([grid.nan_mean(row) for row in norms / norms[:1]])  # no warning
             ax.plot(ds, np.where(ratio > 0, ratio, np.nan), marker="o", label=s["init"])
         ax.set_yscale("log")
         ax.set_title(cell)
