@@ -175,11 +175,16 @@ class TranslationTask(Task):
     final_splits = ("valid", "test")
 
     def __init__(
-        self, config: ml_collections.ConfigDict, regime: str, schedule: tuple[str, dict]
+        self,
+        config: ml_collections.ConfigDict,
+        regime: str,
+        schedule: tuple[str, dict],
+        pairs: dict[str, list[dict]] | None = None,
     ) -> None:
         self.config, self.regime = config, regime
         t = config.translation
-        self.pairs = read_splits(config)
+        # `pairs`: `read_splits(config)` when the caller has read them already (`points`)
+        self.pairs = read_splits(config) if pairs is None else pairs
         train = self.pairs["train"]
         self.source_vocab = Vocabulary.build([p["source"] for p in train], min_freq=t.min_freq)
         self.target_vocab = Vocabulary.build([p["target"] for p in train], min_freq=t.min_freq)
@@ -355,37 +360,35 @@ def points(
     `grid.translation_regimes`, its schedule decaying over `translation.num_steps`. Every
     `schedule_options(regime, num_steps, final)` is called, and the pairs are read
     (`read_splits`), here, before any point trains, so a schedule it cannot build or a
-    setting that keeps too few pairs fails the run at once."""
+    setting that keeps too few pairs fails the run at once; every point trains on these
+    pairs (the corpus is read once per run)."""
     if CORPUS not in corpora:
         return []
     check_selection(config)
     final = config.schedule_sampling.final_teacher_forcing
-    out = [
-        (
-            f"{CORPUS}-{regime}",
-            functools.partial(
-                run_point,
-                config,
-                regime,
-                schedule_options(regime, config.translation.num_steps, final),
-            ),
-        )
+    schedules = [
+        (regime, schedule_options(regime, config.translation.num_steps, final))
         for regime in grid.split_axis(config, "translation_regimes", regimes)
     ]
-    read_splits(config)
-    return out
+    pairs = read_splits(config)
+    return [
+        (f"{CORPUS}-{regime}", functools.partial(run_point, config, regime, schedule, pairs))
+        for regime, schedule in schedules
+    ]
 
 
 def run_point(
     config: ml_collections.ConfigDict,
     regime: str,
     schedule: tuple[str, dict],
+    pairs: dict[str, list[dict]],
     point_dir: pathlib.Path,
 ) -> dict:
-    """Train one regime (`schedule` = (name, options) of its ε_i) and summarise it: per-seed
-    test BLEU (greedy, beam), valid/test teacher-forced NLL, the copy baseline, sizes."""
+    """Train one regime (`schedule` = (name, options) of its ε_i) on `pairs` (`read_splits`
+    of `config`) and summarise it: per-seed test BLEU (greedy, beam), valid/test
+    teacher-forced NLL, the copy baseline, sizes."""
     point = point_config(config)
-    task = TranslationTask(point, regime, schedule)
+    task = TranslationTask(point, regime, schedule, pairs)
     results = train_and_evaluate(point, point_dir, task)
     translations = write_test_translations(point, point_dir, task)
     final = results["final"]

@@ -103,7 +103,7 @@ def test_reproduce_rejects_unknown_experiment():
 
 
 @pytest.mark.data
-def test_exposure_bias_translation_smoke(data_root, tmp_path):
+def test_exposure_bias_translation_smoke(data_root, tmp_path, monkeypatch):
     """The Multi30k part of exposure_bias (real data): per-seed greedy and beam BLEU and the
     copy baseline in results.json, the BLEU table and plot, and answers to Q8 and Q16; val
     decoded at every evaluation and the test numbers from the checkpoint best by val beam
@@ -119,7 +119,17 @@ def test_exposure_bias_translation_smoke(data_root, tmp_path):
     config = cli.load_config(
         "experiments/configs/exposure_bias.py:smoke", overrides, rules=module.RULES
     )
+    from experiments import exposure_bias_translation as translation
+
+    reads = []
+    read_pairs = translation.read_pairs
+    monkeypatch.setattr(
+        translation,
+        "read_pairs",
+        lambda root, split, *a: reads.append(split) or read_pairs(root, split, *a),
+    )
     module.run(config, tmp_path)
+    assert sorted(reads) == ["test", "train", "valid"]  # the corpus is read once per run
     results = json.loads((tmp_path / "results.json").read_text())
     point = results["points"]["multi30k-inverse_sigmoid"]
     curve = point["valid_curve"]
