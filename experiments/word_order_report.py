@@ -3,8 +3,10 @@ that its `run` stores (results.json `points`).
 
 Differences between points are read as in `experiments.bidirectional_report`: "every seed
 apart" when every seed of one point is above every seed of the other, "a seed diverged" when
-a seed of either is not finite, else "within the seed spread"; the answer gives the first
-event's chance under no difference, 2 / C(2n, n).
+a seed of either is not finite, else "within the seed spread"; the answer bounds the first
+event's chance under no difference by the paired sign test's 2^(1-n)
+(`bidirectional_report.chance_apart`: seed i of every point shares its initialisation and
+batches).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from experiments import grid
 from experiments.bidirectional_report import (
     CLASS_TEXT,
     accuracies,
-    chance_apart,
+    chance_text,
     compare,
     diff_text,
     seeds_text,
@@ -236,8 +238,5 @@ def answers(points: dict[str, dict]) -> dict[int, str]:
         "shuffled) and all context (a per-token bag) on two real tasks."
     ]
     parts += [_task_answer(task, rows) for task, rows in tasks.items()]
-    parts.append(
-        f"'Every seed apart' happens by chance with probability {chance_apart(seeds):.2g} at "
-        f"{seeds} seeds."
-    )
+    parts.append(chance_text(seeds))
     return {2: " ".join(parts)}

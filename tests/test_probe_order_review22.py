@@ -25,16 +25,30 @@ from tests.test_experiments_review21 import tagger_summary
 from tests.test_word_order import _summary as word_order_summary
 
 
-def test_every_seed_apart_chance_equals_an_enumeration_of_rankings():
-    # Under no difference every split of the 2n ranks into the two points' n is equally
-    # likely; count the splits where one point's n ranks are all above the other's.
-    for n in range(1, 5):
-        apart = sum(
+def test_every_seed_apart_chance_bounds_paired_seeds_and_is_reached():
+    # Seed i of both points shares its key and batches: under no difference only the two runs
+    # of a pair are exchangeable. Enumerate the 2^n label swaps of n fixed pairs: "every seed
+    # apart" needs every pair's sign the same, so its chance is at most 2^(1-n) for any pair
+    # values, and anti-correlated pairs (a_i = -b_i) reach it; 2n exchangeable runs
+    # (every split of the 2n ranks) give the smaller 2 / C(2n, n).
+    rng = np.random.default_rng(0)
+    for n in range(1, 6):
+        bound = bd_report.chance_apart(n)
+        for pairs in (rng.normal(size=(n, 2)), np.stack([rng.normal(size=n)] * 2, 1) * [1, -1]):
+            apart = 0
+            for swap in itertools.product((False, True), repeat=n):
+                a = np.where(swap, pairs[:, 1], pairs[:, 0])
+                b = np.where(swap, pairs[:, 0], pairs[:, 1])
+                apart += a.min() > b.max() or a.max() < b.min()
+            assert apart / 2**n <= bound + 1e-12
+        assert apart / 2**n == pytest.approx(bound)  # the anti-correlated pairs
+        exchangeable = sum(
             max(a) < min(set(range(2 * n)) - set(a)) or min(a) > max(set(range(2 * n)) - set(a))
             for a in itertools.combinations(range(2 * n), n)
-        )
-        assert bd_report.chance_apart(n) == pytest.approx(apart / math.comb(2 * n, n))
-    assert bd_report.chance_apart(3) == pytest.approx(0.1)
+        ) / math.comb(2 * n, n)
+        assert exchangeable <= bound
+    assert bd_report.chance_apart(3) == pytest.approx(0.25)
+    assert "at most 0.25 at 3 seeds" in bd_report.chance_text(3)
 
 
 class _FakeTask:

@@ -264,7 +264,7 @@ def test_answers_on_hand_made_results(tmp_path):
     assert "+10.00 points (every seed apart) over the context-free bag" in tag
     assert "order (ordered − shuffled): +1.00 points (within the seed spread)" in sst
     assert "not supported at this scale (inconclusive), but the context-free bag is -2.00" in sst
-    assert "probability 0.1 at 3 seeds" in answer
+    assert "probability at most 0.25 at 3 seeds" in answer
     points["sst-ordered"]["test_accuracy"] = [0.70, 0.74, 0.78]  # below shuffled's mean
     (tmp_path / "results.json").write_text(json.dumps({"final": {}, "points": points}))
     assert "order did not help: that word order matters is not supported" in wo.answers(tmp_path)[2]
