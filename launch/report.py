@@ -55,11 +55,16 @@ def seed_samples(value: Any) -> list[float] | None:
     return None
 
 
+def _all_null(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(v is None for v in value)
+
+
 def flatten_final(final: Mapping[str, Any], prefix: str = "") -> dict[str, list[float]]:
     """A flat `final` -> `{metric: per-seed samples}`; nested dicts become dotted names.
 
     The runtime's multi-seed form (`name` = mean, `name_std`, `per_seed: {name: [...]}`) is
-    read as the per-seed samples of `name`; non-numeric leaves are dropped.
+    read as the per-seed samples of `name`; non-numeric leaves are dropped. A list of nulls
+    only (every seed non-finite) is kept as NaN samples, one per seed.
     """
     per_seed = final.get("per_seed") if isinstance(final.get("per_seed"), Mapping) else {}
     metrics = {}
@@ -68,6 +73,10 @@ def flatten_final(final: Mapping[str, Any], prefix: str = "") -> dict[str, list[
             continue
         name = f"{prefix}{key}"
         samples = seed_samples(per_seed.get(key, value))
+        if samples is None and _all_null(per_seed.get(key, value)):
+            # Every seed diverged (each written as null): the metric stays in the table,
+            # saying so, instead of vanishing from the report.
+            samples = [math.nan] * len(per_seed.get(key, value))
         if samples is not None:
             metrics[name] = samples
         elif isinstance(value, Mapping):
@@ -115,6 +124,20 @@ def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
     return sweep.get("config", ""), runs
 
 
+def _setting_key(value: Any) -> Any:
+    """A hashable form of a setting in which equal numbers are equal (1 and 1.0, as
+    `launch.sweep` compares points; their JSON text made two groups), but True is not 1."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, int | float):
+        return ("number", "nan" if value != value else value)
+    if isinstance(value, Mapping):
+        return ("mapping", tuple(sorted((str(k), _setting_key(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return ("sequence", tuple(_setting_key(v) for v in value))
+    return ("text", json.dumps(value, sort_keys=True, default=str))
+
+
 def group_runs(runs: Sequence[dict]) -> list[dict]:
     """Finished runs' rows grouped by (overrides without the seed, row name), in sweep order;
     each group holds every seed's sample of every metric."""
@@ -124,7 +147,7 @@ def group_runs(runs: Sequence[dict]) -> list[dict]:
             setting = {k: v for k, v in run["overrides"].items() if not _is_seed_key(k)}
             if row:
                 setting["row"] = row
-            key = json.dumps(setting, sort_keys=True, default=str)
+            key = _setting_key(setting)
             group = groups.setdefault(key, {"setting": setting, "samples": {}, "runs": []})
             group["runs"].append(run)
             for metric, values in metrics.items():
@@ -160,7 +183,8 @@ def format_number(value: float) -> str:
 
 def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
     """One row per group: its sweep settings, then `mean ± std (n)` for each metric (mean and
-    std over the finite seeds, `n` as `count_text` gives it)."""
+    std over the finite seeds, `n` as `count_text` gives it), or `no finite value (0 of n)`
+    when none of its n seeds' values was finite."""
     if not groups:
         return "(no finished runs)\n"
     axes = list(dict.fromkeys(k for g in groups for k in g["setting"]))
@@ -176,9 +200,16 @@ def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None)
                 cells.append("")
                 continue
             mean, std = mean_std(samples)
+            if math.isnan(mean):
+                cells.append(f"no finite value (0 of {len(samples)})")
+                continue
             cells.append(f"{format_number(mean)} ± {format_number(std)} ({count_text(samples)})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _has_finite(samples: Sequence[float]) -> bool:
+    return bool(np.isfinite(np.asarray(samples, dtype=np.float64)).any())
 
 
 def _safe(name: str) -> str:
@@ -193,7 +224,7 @@ def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [g for g in groups if g["samples"].get(metric)]
+    groups = [g for g in groups if _has_finite(g["samples"].get(metric, []))]
     axes = list(dict.fromkeys(k for g in groups for k in g["setting"]))
     numeric = [a for a in axes if all(isinstance(g["setting"].get(a), int | float) for g in groups)]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -281,6 +312,8 @@ def write_report(root: str | pathlib.Path) -> str:
     plots = []
     metrics = list(dict.fromkeys(m for g in groups for m in g["samples"]))
     for metric in metrics:
+        if not any(_has_finite(g["samples"].get(metric, [])) for g in groups):
+            continue  # nothing to draw; the table says 'no finite value'
         name = f"{_safe(metric)}.png"
         plot_metric(groups, metric, root / name)
         plots.append(name)
@@ -293,7 +326,8 @@ def write_report(root: str | pathlib.Path) -> str:
         f"{finished} of {len(runs)} runs finished"
         + (f"; not finished: {', '.join(missing)}" if missing else "")
         + ". Cells are mean ± sample std over the finite seeds (number of seeds; "
-        "'k of n finite' where some seed's value was not finite).",
+        "'k of n finite' where some seed's value was not finite, 'no finite value' where "
+        "none was).",
         "",
         table,
         *(f"![{p}]({p})" for p in plots),

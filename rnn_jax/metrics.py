@@ -144,16 +144,18 @@ PREFIX_IDS = {"O": 0, "B": 1, "I": 2, "E": 3, "S": 4}
 def tag_tables(tags: Sequence[str], scheme: str = "IOB2") -> tuple[np.ndarray, np.ndarray]:
     """Per tag id: prefix id (O/B/I/E/S = 0..4) and chunk-type id (0 for O), for `span_counts`.
 
-    Tags that are not chunk tags (e.g. '<pad>') count as O.
+    A vocabulary's special tokens, written in angle brackets ('<pad>', '<unk>', '</s>'), count
+    as O. Every other tag must be one `extract_spans` reads, 'O' or a prefix of the scheme +
+    '-TYPE'; any other (e.g. 'PER' without its prefix) raises the same error, naming the tag
+    and its id.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
     type_ids: dict[str, int] = {"": 0}
     prefixes, types = [], []
     for position, tag in enumerate(tags):
-        prefix, label = (
-            ("O", "") if tag == "O" or "-" not in tag else _split_tag(tag, scheme, position)
-        )
+        special = tag.startswith("<") and tag.endswith(">")
+        prefix, label = ("O", "") if special else _split_tag(tag, scheme, position)
         prefixes.append(PREFIX_IDS[prefix])
         types.append(type_ids.setdefault(label, len(type_ids)))
     return np.array(prefixes, np.int32), np.array(types, np.int32)

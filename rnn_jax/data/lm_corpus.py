@@ -15,6 +15,7 @@ line and an `<unk>` for tokens unseen in training.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 
@@ -55,7 +56,9 @@ def tiny_shakespeare_lm(manual_dir: PathLike | None = None) -> LMCorpus:
     manual_dir = manual_dir or default_data_root() / "tiny_shakespeare"
     path = split_paths("tiny_shakespeare", manual_dir)["train"][0]
     texts = read_tiny_shakespeare(path)
-    vocab = Vocabulary.build([texts["train"]], pad=None, unk=None, bos=None, eos=None)
+    vocab = Vocabulary.build(
+        collections.Counter(texts["train"]), pad=None, unk=None, bos=None, eos=None
+    )
     return LMCorpus(vocab, {s: vocab.encode(list(t)) for s, t in texts.items()})
 
 

@@ -85,14 +85,30 @@ class Vocabulary:
           min_freq: keep tokens seen at least this often (>= 1).
           max_size: at most this many tokens in total, specials included (None = no limit).
           pad, unk, bos, eos: special token strings; `None` leaves the role out.
+
+        Raises:
+          TypeError: when `sequences` is a string or holds one where a token sequence belongs
+            (`["a b", "c"]` would otherwise be read character by character); a character
+            vocabulary takes `[list(text)]` or `collections.Counter(text)`.
         """
         if min_freq < 1:
             raise ValueError(f"min_freq={min_freq} must be >= 1")
         if isinstance(sequences, collections.Counter):
             counts = sequences
         else:
+            if isinstance(sequences, str):
+                raise TypeError(
+                    f"Vocabulary.build: sequences is a string ({sequences[:30]!r}); expected "
+                    "an iterable of token sequences, e.g. [['the', 'cat'], ...]"
+                )
             counts = collections.Counter()
-            for tokens in sequences:
+            for index, tokens in enumerate(sequences):
+                if isinstance(tokens, str):
+                    raise TypeError(
+                        f"Vocabulary.build: sequences[{index}] is a string ({tokens[:30]!r}), "
+                        "not a sequence of tokens; split it into tokens first (a character "
+                        "vocabulary: list(text))"
+                    )
                 counts.update(tokens)
         specials = [t for t in (pad, unk, bos, eos) if t is not None]
         if len(set(specials)) != len(specials):
