@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from launch.sweep import setting_key
 from rnn_jax.files import write_text_atomic
 
 RESULTS_FILE = "results.json"
@@ -124,20 +125,6 @@ def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
     return sweep.get("config", ""), runs
 
 
-def _setting_key(value: Any) -> Any:
-    """A hashable form of a setting in which equal numbers are equal (1 and 1.0, as
-    `launch.sweep` compares points; their JSON text made two groups), but True is not 1."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return (type(value).__name__, value)
-    if isinstance(value, int | float):
-        return ("number", "nan" if value != value else value)
-    if isinstance(value, Mapping):
-        return ("mapping", tuple(sorted((str(k), _setting_key(v)) for k, v in value.items())))
-    if isinstance(value, list | tuple):
-        return ("sequence", tuple(_setting_key(v) for v in value))
-    return ("text", json.dumps(value, sort_keys=True, default=str))
-
-
 def group_runs(runs: Sequence[dict]) -> list[dict]:
     """Finished runs' rows grouped by (overrides without the seed, row name), in sweep order;
     each group holds every seed's sample of every metric."""
@@ -147,7 +134,7 @@ def group_runs(runs: Sequence[dict]) -> list[dict]:
             setting = {k: v for k, v in run["overrides"].items() if not _is_seed_key(k)}
             if row:
                 setting["row"] = row
-            key = _setting_key(setting)
+            key = setting_key(setting)
             group = groups.setdefault(key, {"setting": setting, "samples": {}, "runs": []})
             group["runs"].append(run)
             for metric, values in metrics.items():

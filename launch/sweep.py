@@ -136,7 +136,7 @@ def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]
         # The same combination in another key order (or 1 vs 1.0, also as two values of one
         # grid key, which run_name spells differently) is the same run twice, which the report
         # would pool as two seeds or show as two settings.
-        key = tuple(sorted((k, _comparable(v)) for k, v in point.items()))
+        key = setting_key(point)
         if key in seen:
             raise ValueError(
                 f"get_sweep: points {seen[key]} and {index} are the same overrides {point}"
@@ -157,11 +157,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _comparable(value: Any) -> Any:
-    """A hashable form of an override value in which equal numbers compare equal."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return json.dumps(value, sort_keys=True, default=str)
-    return float(value)
+def setting_key(value: Any) -> Any:
+    """A hashable form of an override value (or a dict of them) in which equal numbers are
+    equal, also inside lists and dicts (1 == 1.0, [1, 2] == [1.0, 2.0]), but True is not 1:
+    how `get_sweep` finds duplicate points and `launch.report` groups runs."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, int | float):
+        return ("number", "nan" if value != value else value)
+    if isinstance(value, Mapping):
+        return ("mapping", tuple(sorted((str(k), setting_key(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return ("sequence", tuple(setting_key(v) for v in value))
+    return ("text", json.dumps(value, sort_keys=True, default=str))
 
 
 def _lookup(config: Any, key: str) -> Any:

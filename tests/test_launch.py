@@ -41,6 +41,9 @@ def test_duplicate_points_and_set_on_a_swept_key_are_refused(tmp_path):
         )
     with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
         sweep.expand_sweep([{"lr": 1}, {"lr": 1.0}])
+    with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
+        sweep.expand_sweep([{"sizes": [1, 2]}, {"sizes": [1.0, 2.0]}])  # compared as JSON text
+    assert len(sweep.expand_sweep([{"sizes": [1, 2]}, {"sizes": [True, 2]}])) == 2
     assert len(sweep.expand_sweep([{"lr": 1}, {"lr": "1"}, {"flag": True}, {"flag": 1}])) == 4
     with pytest.raises(ValueError, match="--set model.hidden_size: the sweep varies this key"):
         sweep.plan_runs(SMOKE, tmp_path, {"model.hidden_size": "32"})
