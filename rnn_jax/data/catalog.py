@@ -23,6 +23,8 @@ here; a label below 0 in any converted example raises instead of becoming a clas
 TFDS's own tiny_shakespeare split (1,003,854 / 55,770 / 55,770 characters) is the same as
 ours (`corpora.tiny_shakespeare_splits`). The catalog CoNLL-2003 and UD builders pin other
 releases than `../shared/data`, which the `conll`/`conllu` readers read (see registry).
+UD sentences keep their syntactic words only, as `read_conllu` does: TFDS also stores the
+multiword tokens ("don't", UPOS `_`) and empty nodes, which are dropped (see `_ud_words`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,27 @@ def _tagging(tag_key: str) -> Callable[[dict, object], list[dict]]:
     return convert
 
 
+def _ud_words(example: dict, features: object) -> list[dict]:
+    """A TFDS UD sentence tagged with UPOS, over its syntactic words only.
+
+    TFDS (through the `conllu` library) keeps every line of a sentence: multiword tokens
+    (`1-2 don't`, UPOS `_`, beside their words `do`, `n't`) and empty nodes (`8.1`, copies of
+    a word). It stores no ids, but the UD format gives both HEAD `_`, which `conllu` reads as
+    None, stored as "None"; a word's HEAD is an integer. Our own reader (`read_conllu`) and
+    the literature's word counts keep the words only, and so does this.
+    """
+    heads = _texts(example["head"])
+    if not len(heads) == len(example["tokens"]) == len(example["upos"]):
+        raise ValueError(
+            f"{len(example['tokens'])} tokens, {len(example['upos'])} upos tags and "
+            f"{len(heads)} heads: {_texts(example['tokens'])[:10]}"
+        )
+    words = [i for i, head in enumerate(heads) if head != "None"]
+    tokens, upos = list(example["tokens"]), list(example["upos"])
+    sentence = {"tokens": [tokens[i] for i in words], "upos": [upos[i] for i in words]}
+    return _tagging("upos")(sentence, features)
+
+
 def _translation(source: str, target: str) -> Callable[[dict, object], list[dict]]:
     def convert(example: dict, features: object) -> list[dict]:
         return [
@@ -130,7 +153,7 @@ CATALOG: dict[str, CatalogEntry] = {
     "conll2003": CatalogEntry(
         "tagging", _DEV_TEST, "tensorflow_datasets.text.conll2003", _tagging("ner")
     ),
-    "universal_dependencies/en_ewt": CatalogEntry("tagging", _DEV_TEST, None, _tagging("upos")),
+    "universal_dependencies/en_ewt": CatalogEntry("tagging", _DEV_TEST, None, _ud_words),
     "ted_hrlr_translate/pt_to_en": CatalogEntry(
         "translation", _VALID_TEST, None, _translation("pt", "en")
     ),
@@ -168,6 +191,17 @@ def catalog_data_sources(name: str, data_dir: PathLike | None = None) -> dict[st
             download=False,
         )
     except Exception as error:  # TFDS raises assorted types for "not prepared" / wrong format
+        try:
+            owner = tfds.builder(name, data_dir=data_dir).info.module_name
+        except Exception:  # the builder itself failed to load: the message below gives why
+            owner = ""
+        if owner.startswith("rnn_jax."):
+            # `tfds build` there would reuse that folder ("already prepared"): another dir it is.
+            raise ValueError(
+                f"catalog dataset {name!r}: {where} holds the project's own builder of that "
+                f"name ({owner}; read it with rnn_jax.data.builders.prepared_dataset), which "
+                "shares the catalog's folder: prepare the catalog's in another data_dir"
+            ) from error
         raise ValueError(
             f"catalog dataset {name!r} is not prepared as ArrayRecord in {where} "
             f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); prepare it once "

@@ -2,8 +2,12 @@
 
     from rnn_jax.data import builders
     builders.prepare("ptb", data_dir="~/tfds", manual_dir="../shared/data/ptb")
-    sources = tfds.data_source("ptb", data_dir="~/tfds")        # ArrayRecord, no TensorFlow
+    sources = builders.builder("ptb", "~/tfds").as_data_source()  # ArrayRecord, no TensorFlow
     dataset = builders.prepared_dataset("ptb", data_dir="~/tfds")  # -> registry.TextDataset
+
+(`tfds.data_source("tiny_shakespeare", ...)` would take the TFDS catalog's builder of that
+name, which shares our folder `<data_dir>/tiny_shakespeare/1.0.0`; `builder(name, ...)` is
+always ours. A folder the catalog's prepared is refused by `prepare` and `prepared_dataset`.)
 
 `prepared_dataset` turns the stored examples into the same `TextDataset` the registry reads
 straight from the files (tested equal on ../shared/data), so training code does not care
@@ -51,6 +55,23 @@ def builder(name: str, data_dir: PathLike) -> CorpusBuilder:
     return cls(data_dir=_folder(data_dir), config=config, file_format="array_record")
 
 
+def _check_ours(name: str, corpus_builder: CorpusBuilder) -> None:
+    """Refuses a folder that another builder of the same name prepared.
+
+    The TFDS catalog's tiny_shakespeare stores itself in the same `<data_dir>/
+    tiny_shakespeare/1.0.0` as ours, with splits train/validation/test: reused as if it were
+    ours, it came back without a `valid` split.
+    """
+    stored, ours = corpus_builder.info.module_name, type(corpus_builder).__module__
+    if stored != ours:
+        raise ValueError(
+            f"{name}: {os.fspath(corpus_builder.data_path)} holds a dataset prepared by "
+            f"{stored or 'an unnamed module'} (splits {sorted(corpus_builder.info.splits)}), "
+            f"not by our builder ({ours}); it has the same name and folder: use another "
+            "data_dir for ours"
+        )
+
+
 def prepare(name: str, data_dir: PathLike, manual_dir: PathLike | None = None) -> CorpusBuilder:
     """Prepares `name` in `data_dir` from `manual_dir` (or its public sources); idempotent.
 
@@ -60,6 +81,7 @@ def prepare(name: str, data_dir: PathLike, manual_dir: PathLike | None = None) -
     mistyped path is not a request to download.
     """
     corpus_builder = builder(name, data_dir)
+    _check_ours(name, corpus_builder)
     if manual_dir is not None:
         folder = pathlib.Path(_folder(manual_dir))
         if not folder.is_dir() or not any(folder.iterdir()):
@@ -118,10 +140,20 @@ def read_records(source: object, chunk: int = 4096) -> list[dict]:
 
 
 def prepared_dataset(name: str, data_dir: PathLike) -> TextDataset:
-    """Reads a prepared builder back with `tfds.data_source` into a `TextDataset`."""
-    if name not in BUILDERS:
-        raise ValueError(f"unknown builder {name!r}; choose from {sorted(BUILDERS)}")
-    sources = tfds.data_source(name, data_dir=_folder(data_dir))
+    """Reads a prepared builder back (ArrayRecord data sources) into a `TextDataset`.
+
+    Nothing is downloaded or prepared here: a `data_dir` where `prepare` did not run, or
+    where another builder of the same name prepared its data, raises an error naming it.
+    """
+    corpus_builder = builder(name, data_dir)
+    if not corpus_builder.is_prepared():
+        raise FileNotFoundError(
+            f"{name} is not prepared in {_folder(data_dir)} (no "
+            f"{os.fspath(corpus_builder.data_path)}/dataset_info.json); run "
+            f"rnn_jax.data.builders.prepare({name!r}, data_dir, manual_dir) first"
+        )
+    _check_ours(name, corpus_builder)
+    sources = corpus_builder.as_data_source()
     splits = {
         split: examples_from_records(name, read_records(source))
         for split, source in sources.items()
