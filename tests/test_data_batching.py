@@ -176,6 +176,8 @@ def test_lm_stream_resume_and_errors():
         (100, 4, 7, 10),
         (1003, 4, 7, 300),
         (57, 8, 35, 35),
+        (2, 3, 1, 3),  # more rows than targets: rows 1 and 2 read nothing
+        (11, 8, 2, 256),  # a short last row read from far back
     ],
 )
 def test_lm_eval_stream_scores_every_target_once_in_contiguous_rows(n, batch_size, steps, context):
@@ -183,7 +185,8 @@ def test_lm_eval_stream_scores_every_target_once_in_contiguous_rows(n, batch_siz
     they are every p in [0, n - 1) exactly once; each row reads consecutive positions across
     batches (so a carried state sees the row's text in order), from a zero state at its first
     column, and that first column is min(context, p) positions before the row's first scored
-    p; after the row's last scored target only padding (0, weight 0) follows."""
+    p; after the row's last scored target only padding (0, weight 0) follows; no batch is
+    all padding (the stream ends at the last scored column of any row)."""
     ids = np.arange(5000, 5000 + n)  # value - 5000 = position
     stream = LMEvalStream(ids, batch_size, steps, context=context)
     batches = list(stream)
@@ -194,6 +197,7 @@ def test_lm_eval_stream_scores_every_target_once_in_contiguous_rows(n, batch_siz
         np.concatenate([b[k] for b in batches], 1) for k in ("inputs", "targets", "weights")
     )
     assert set(np.unique(weights)) <= {0.0, 1.0} and weights.sum() == n - 1
+    assert all(b["weights"].sum() > 0 for b in batches)
     real = weights == 1.0
     positions = inputs[real] - 5000
     assert sorted(positions.tolist()) == list(range(n - 1))

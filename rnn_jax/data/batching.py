@@ -335,7 +335,11 @@ class LMEvalStream:
         # Row b's first scored input is at b * row_length; it starts `offset[b]` tokens before.
         first = np.arange(batch_size) * self.row_length
         offset = np.minimum(first, context)
-        self.num_batches = -(-(self.row_length + int(offset.max())) // num_steps)
+        # The stream ends at the last scored column of any row: a short last row, or rows past
+        # the last target (more rows than targets), would only add all-padding batches.
+        scored_per_row = np.clip(self.num_targets - first, 0, self.row_length)
+        end = np.where(scored_per_row > 0, offset + scored_per_row, 0)
+        self.num_batches = -(-int(end.max()) // num_steps)
         width = self.num_batches * num_steps
         # Column t of row b reads position p = first[b] - offset[b] + t; its target is scored
         # when offset[b] <= t < offset[b] + row_length and p + 1 < n.
