@@ -15,9 +15,15 @@ slower per layer than its layers run one by one once the buffer crosses 32 MiB
 large requests come from the heap and freed memory stays there for the next call. It is an
 opt-in, process-wide trade: freed memory is not returned to the OS (up to `trim_threshold`
 at the heap's top), and every library in the process (PyTorch's CPU tensors too) is served
-the same way. Free of JAX; a no-op returning False where libc is not glibc. Experiments
-choose it with the runtime config key `malloc` (`--config.malloc=retain`), which the
-command line applies through `configure` before anything is built.
+the same way. One limit: a thread other than the main one allocates from its own arena,
+whose heaps are at most 64 MiB (glibc's HEAP_MAX_SIZE on 64-bit), so a request above that
+from such a thread is still a fresh `mmap`, faulted in on every call (measured: a 100 MiB
+malloc/free in a second thread faults all its pages each round, retained or not; 48 MiB
+faults none once retained). XLA:CPU allocates on such worker threads: under strace a jitted
+call whose temp buffer is 80 MiB maps and unmaps it from a worker thread every call, retained
+or not. Free of JAX; a no-op returning False where libc is not glibc.
+Experiments choose it with the runtime config key `malloc` (`--config.malloc=retain`), which
+the command line applies through `configure` before anything is built.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ MODES = ("default", "retain")  # the config key `malloc`
 
 
 def retain_freed_memory(trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
-    """Serve every allocation of this process from the heap (`mallopt(M_MMAP_MAX, 0)`) and
-    keep up to `trim_threshold` bytes free at its top (`mallopt(M_TRIM_THRESHOLD, ...)`).
+    """Serve allocations from the heap (`mallopt(M_MMAP_MAX, 0)`; above 64 MiB in a thread
+    other than the main one glibc still maps them, see the module docstring) and keep up to
+    `trim_threshold` bytes free at its top (`mallopt(M_TRIM_THRESHOLD, ...)`).
 
     Returns True when glibc accepted both, False where the C library is not glibc. Raises
     ValueError for a `trim_threshold` that is not a positive int that fits a C int.
