@@ -11,6 +11,7 @@ experiments/configs/throughput.py; the workloads in experiments/throughput_peers
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import itertools
 import multiprocessing
@@ -303,20 +304,28 @@ def _with_per_layer_speed(group: dict[str, Any], alone: dict[str, float]) -> dic
     return group
 
 
+# The peer library a backend's workload imports inside `peers.build` (rnn_jax's modules come
+# with this one): imported before the baseline, like JAX's runtime.
+_PEER_MODULES = {"flax": "flax.linen", "torch": "torch"}
+
+
 def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> None:
     """Peak RSS growth (MiB) of building and running one workload in this fresh process.
 
     Everything every member pays alike happens before the baseline: importing the libraries
-    and starting JAX's CPU runtime (`peers.build` draws every backend's inputs with
-    `jax.random`; the runtime's first call and that draw's compile, ~80 MiB, were charged to
-    the workload, so torch's figure was mostly JAX's).
+    (the peer's own too: importing `flax.linen` inside `peers.build` was charged to Flax) and
+    starting JAX's CPU runtime (`peers.build` draws every backend's inputs with `jax.random`;
+    the runtime's first call and that draw's compile, ~80 MiB, were charged to the workload,
+    so torch's figure was mostly JAX's). The peak is then reset to the current RSS, so a
+    transient peak of that start-up is not charged either.
     """
     import jax
 
-    if backend == "torch":
-        import torch  # noqa: F401
+    if backend in _PEER_MODULES:
+        importlib.import_module(_PEER_MODULES[backend])
     batch, time_, input_size, _ = shape  # the inputs' draw as peers.build makes it, compiled
     jax.block_until_ready(jax.random.normal(jax.random.key(0), (batch, time_, input_size)))
+    _reset_peak_rss()
     page = os.sysconf("SC_PAGE_SIZE")
     with open("/proc/self/statm") as f:
         baseline = int(f.read().split()[1]) * page
@@ -326,10 +335,16 @@ def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> 
     queue.put((_peak_rss_bytes() - baseline) / 2**20)
 
 
+def _reset_peak_rss() -> None:
+    """Set this process's peak RSS (`VmHWM`) to its current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _peak_rss_bytes() -> int:
-    """This process's peak RSS since its exec (`VmHWM`). Not `getrusage`'s `ru_maxrss`: Linux
-    carries that across fork and exec, so a spawned child reported the parent's peak (a
-    test suite's 4.9 GiB) whenever the parent had been larger."""
+    """This process's peak RSS since its exec or `_reset_peak_rss` (`VmHWM`). Not `getrusage`'s
+    `ru_maxrss`: Linux carries that across fork and exec, so a spawned child reported the
+    parent's peak (a test suite's 4.9 GiB) whenever the parent had been larger."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):

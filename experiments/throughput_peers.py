@@ -131,6 +131,13 @@ def _compiled(fn: Callable, *args: Any) -> tuple[Callable, float, int | None, li
     return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp, ops
 
 
+def _check_mode(mode: str) -> None:
+    """Raises ValueError on a mode not in `MODES` (every builder's first step: anything but
+    "fwd" would otherwise be built and counted as forward+backward)."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; allowed: {', '.join(MODES)}")
+
+
 def _mode_flops(flops: float, mode: str) -> float:
     """A call's FLOPs from the forward's: forward+backward is 3x (see the module docstring)."""
     return flops if mode == "fwd" else 3.0 * flops
@@ -158,6 +165,7 @@ def build(
 ) -> Workload | None:
     """The workload of `backend` for `cell_spec` at `shape = (batch, time, input, hidden)`;
     None when that backend has no such cell (e.g. Flax or torch minGRU)."""
+    _check_mode(mode)
     batch, time_, input_size, hidden = shape
     name, options = _parse(cell_spec)
     flops = rnn_flops(cell_spec, *shape)
@@ -203,6 +211,7 @@ def build_bidirectional(
     `rnn_jax` is `layers.bidirectional` (both directions in one scan), `rnn_jax_two_scans`
     two `scan.unroll` calls (forward, then `reverse=True`), `flax` `nn.Bidirectional` of two
     `nn.RNN`s. FLOPs are twice one direction's; tokens are batch x time."""
+    _check_mode(mode)
     from rnn_jax import layers
 
     batch, time_, input_size, hidden = shape
@@ -250,6 +259,7 @@ def build_stacked(
     default scan, `flax` an `nn.Sequential` of `nn.RNN`s (how Flax users stack them), `torch`
     `nn.LSTM | nn.GRU(num_layers=layers)` (oneDNN runs the whole LSTM stack in one call).
     None where the backend has no such cell."""
+    _check_mode(mode)
     from rnn_jax import layers as layers_lib
 
     if layers < 1:
@@ -338,6 +348,7 @@ def gemm_floor(gates: int, shape: tuple[int, int, int, int], mode: str, seed: in
     other member. Any glue that mixed a step's whole `[B, G]` product into `h` cost more than
     a cell's gates on XLA:CPU (docs/design.md), so the floor leaves it out.
     """
+    _check_mode(mode)
     batch, time_, input_size, hidden = shape
     width = gates * hidden
     keys = jax.random.split(jax.random.key(seed), 3)
@@ -394,6 +405,7 @@ def transformer_block(
     FLOPs: per token 24 d^2 (QKV, output and MLP projections) + 4 T d (scores and mixing,
     the full T x T: the causal mask is not exploited).
     """
+    _check_mode(mode)
     from flax import nnx
 
     from rnn_jax.models.transformer import Block

@@ -30,8 +30,9 @@ Variants:
   (`rnn_jax_cudnn`) and the Pallas forward kernel (`rnn_jax_pallas`), plus a `narrow`
   config (256, 256, 64, 64) with the small hidden size that kernel is for; bidirectional
   groups; the sweep to T = 4096 with both minGRU scans.
-  The report adds issue 7's GPU goals (>= 0.9x cuDNN fwd+bwd at medium; associative minGRU
-  >= 10x sequential at T = 4096). Not run yet: no GPU has been lent to this project.
+  The report judges issue 7's GPU goals (>= 0.9x cuDNN fwd+bwd at medium; associative minGRU
+  >= 10x sequential at T = 4096) in place of its CPU speed goals against torch and Flax
+  (memory and per-layer goals as on CPU). Not run yet: no GPU has been lent to this project.
 
 Shapes (batch, time, input, hidden) are those of perf-anchors.md and issue 7: small
 (32, 64, 128, 256), medium (64, 128, 256, 512), long (16, 1024, 64, 128). The sweep holds
