@@ -458,14 +458,17 @@ def context_markdown(table: dict[str, dict[str, float]], step: int, unit: str) -
 
 
 def _restore(config: ml_collections.ConfigDict, workdir: str, task: Task) -> tuple:
-    """`restore_model` for `--sample` / `--eval_contexts`; a run directory without the best
-    checkpoint is a ConfigError (one line, exit status 2), not a traceback."""
+    """`restore_model` for `--sample` / `--eval_contexts`: the best checkpoint, or the newest
+    one of a run that kept none (`train.keep_best=False`). A run directory without it, or a
+    config other than the run's, is a ConfigError (one line, exit status 2), not a
+    traceback."""
     from rnn_jax.train.restore import restore_model
 
     try:
-        return restore_model(config, workdir, task)
+        return restore_model(config, workdir, task, best=config.train.keep_best)
     except ValueError as error:
-        raise cfg.ConfigError(f"--workdir={workdir}: {error}; train the run first") from None
+        advice = "; train the run first" if str(error).startswith("no checkpoint") else ""
+        raise cfg.ConfigError(f"--workdir={workdir}: {error}{advice}") from None
 
 
 def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:

@@ -121,17 +121,38 @@ class Checkpointer:
           abstract_state: a pytree of `jax.ShapeDtypeStruct` with shardings, e.g.
             `jax.tree.map(ocp.utils.to_shape_dtype_struct, state)`: arrays come back with
             exactly these shardings, whatever the device count of the run that saved them.
+
+        Raises:
+          ValueError: when the checkpoint's arrays do not fit `abstract_state`, naming each
+            array whose shape differs or that only one of them has.
         """
         manager = self.best if best else self.latest
         step = manager.latest_step()
         if step is None:
             return None
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()
+                ),
+            )
+        except ValueError as error:
+            # orbax names no array in a shape mismatch ("Requested shape: (1, 6) is not
+            # compatible with the stored shape: (1, 4)"): name each one that differs.
+            try:
+                differences = _differences(manager.item_metadata(step)["state"], abstract_state)
+            except Exception:  # noqa: BLE001 - nothing to compare with: orbax's error stands
+                differences = []
+            if not differences:
+                raise error
+            more = f"\n  ... and {len(differences) - 10} more" if len(differences) > 10 else ""
+            raise ValueError(
+                f"{manager.directory / str(step)} does not fit this run's state (a model, "
+                "vocabulary or optimiser other than the checkpoint's):\n  "
+                + "\n  ".join(differences[:10])
+                + more
+            ) from error
         return restored.state, restored.loop
 
     def wait(self) -> None:
@@ -148,6 +169,30 @@ class Checkpointer:
             self._prune_best(periodic)
         self.latest.close()
         self.best.close()
+
+
+def _differences(stored: Any, abstract_state: Any) -> list[str]:
+    """The arrays whose shapes differ between a checkpoint's metadata tree and a restore
+    target, and those only one of them has, by orbax's dotted names (`params.kernel.value`)."""
+
+    def name(path: tuple) -> str:
+        return ".".join(
+            str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key)))) for key in path
+        )
+
+    saved = {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(stored)}
+    wanted = {
+        name(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    }
+    return [
+        f"{key}: shape {saved[key]} in the checkpoint, {wanted[key]} in this run"
+        for key in sorted(saved.keys() & wanted.keys())
+        if saved[key] != wanted[key]
+    ] + [
+        f"{key}: {'only in the checkpoint' if key in saved else 'not in the checkpoint'}"
+        for key in sorted(saved.keys() ^ wanted.keys())
+    ]
 
 
 def abstract_like(state: Any) -> Any:

@@ -365,6 +365,17 @@ def changed_keys(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return sorted(key for key in set(saved) | set(new) if saved.get(key) != new.get(key))
 
 
+def run_changes(saved: dict, new: dict, saved_path: pathlib.Path) -> list[str]:
+    """`'key: stored in saved_path, now new'` for every key of two flat configs (`flatten`)
+    that differs outside `RESUMABLE_CHANGES` and `SELECTION_PREFIXES`: the changes that make
+    a run directory's checkpoints another run's (`check_resumable`, `restore_model`)."""
+    return [
+        f"{key}: {saved.get(key, '<absent>')!r} in {saved_path}, now {new.get(key, '<absent>')!r}"
+        for key in changed_keys(saved, new)
+        if key not in RESUMABLE_CHANGES and not key.startswith(SELECTION_PREFIXES)
+    ]
+
+
 def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
     """Refuse to resume a run directory whose checkpoints were written under another config.
 
@@ -391,11 +402,7 @@ def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
             f"written with ({error}); use a new --workdir"
         ) from None
     new = flatten(json.loads(config.to_json_best_effort()))
-    changed = [
-        f"{key}: {saved.get(key, '<absent>')!r} in {saved_path}, now {new.get(key, '<absent>')!r}"
-        for key in changed_keys(saved, new)
-        if key not in RESUMABLE_CHANGES and not key.startswith(SELECTION_PREFIXES)
-    ]
+    changed = run_changes(saved, new, saved_path)
     if saved.get("schedule.name") == "cosine" and "train.num_steps" in changed_keys(saved, new):
         # the cosine schedule's length is train.num_steps: the rate would jump at the resume
         changed.append(

@@ -188,11 +188,14 @@ def write_json_atomic(path: str | pathlib.Path, obj: Any) -> None:
 
 
 def provenance() -> dict[str, Any]:
-    """Git commit, package versions, devices and host of this run."""
+    """Git commit, package versions, devices and host of this run (`git_sha` and `git_dirty`
+    are None where git cannot tell)."""
     repo = pathlib.Path(__file__).resolve().parents[2]
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
     return {
         "git_sha": _git(repo, "rev-parse", "HEAD"),
-        "git_dirty": bool(_git(repo, "status", "--porcelain", "--untracked-files=no")),
+        # None when git could not tell (no git, not a repository): not a claim of a clean tree
+        "git_dirty": None if status is None else bool(status),
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "backend": jax.default_backend(),

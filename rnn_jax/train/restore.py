@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import jax
 import ml_collections
 from flax import nnx
 
+from rnn_jax.train import config as config_lib
 from rnn_jax.train import optim, seeds
 from rnn_jax.train.checkpoint import Checkpointer
 from rnn_jax.train.loop import build_init
@@ -31,7 +33,9 @@ def restore_model(
       task: the experiment's task (it builds the model's structure).
 
     Raises:
-      ValueError: when the run directory holds no such checkpoint or replica.
+      ValueError: when the run directory holds no such checkpoint or replica, or `config`
+        differs from the run's `config.json` in a key that a resume may not change
+        (`rnn_jax.train.config.RESUMABLE_CHANGES`), naming each such key.
     """
     if not 0 <= replica < config.num_seeds:
         raise ValueError(f"replica={replica}: the run has num_seeds={config.num_seeds}")
@@ -39,6 +43,7 @@ def restore_model(
     if not directory.is_dir():
         # Checked first: orbax would report a missing directory less clearly.
         raise ValueError(f"no checkpoint in {directory}")
+    _check_same_run(config, pathlib.Path(workdir))
     graphdef, init_state = build_init(
         task,
         optim.build_optimizer(config),
@@ -63,3 +68,22 @@ def restore_model(
         raise ValueError(f"no checkpoint in {directory}")
     params, others = (seeds.replica(restored[0][name], replica) for name in ("params", "others"))
     return nnx.merge(graphdef, params, others), step
+
+
+def _check_same_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Refuse a config that differs from the run's `config.json` beyond what a resume may
+    change: a changed model either failed inside orbax with a shape or tree error naming no
+    key, or, with equal shapes (`model.cell='gru'` for a `'gru_cho'` run), silently gave a
+    model that computes something else with the run's weights."""
+    saved_path = workdir / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = config_lib.flatten(json.loads(saved_path.read_text()))
+    new = config_lib.flatten(json.loads(config.to_json_best_effort()))
+    changed = config_lib.run_changes(saved, new, saved_path)
+    if changed:
+        raise ValueError(
+            f"restore_model: the config differs from the one {workdir} was trained with:\n  "
+            + "\n  ".join(changed)
+            + "\nPass the run's config (its config.json, or the same config file and overrides)."
+        )

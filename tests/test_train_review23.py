@@ -1,0 +1,50 @@
+"""Review 23 of the training state and its persistence: reading a model back names the config
+keys that differ from the run's, a checkpoint that does not fit names its arrays, and
+provenance does not claim a clean tree that git was not asked about."""
+
+import jax.numpy as jnp
+import pytest
+
+from rnn_jax.train import metrics
+from rnn_jax.train.checkpoint import Checkpointer, abstract_like
+from rnn_jax.train.restore import restore_model
+from tests.test_train_loop import Regression, _config
+
+
+def test_restore_model_names_the_keys_that_differ_from_the_runs_config(tmp_path):
+    """A config other than the run's failed inside orbax with a tree or shape error that
+    named no key, or (equal shapes: `model.cell='gru'` read into a `'gru_cho'` run) gave a
+    model that silently computed something else with the run's weights."""
+    (tmp_path / "best").mkdir()
+    (tmp_path / "config.json").write_text(_config().to_json_best_effort(indent=2))
+    changed = _config(optimizer__name="sgd", model__hidden_size=2, train__num_steps=7)
+    with pytest.raises(ValueError, match="model.hidden_size: 1 in .*config.json, now 2") as error:
+        restore_model(changed, tmp_path, Regression())
+    assert "optimizer.name: 'adam'" in str(error.value)
+    assert "train.num_steps" not in str(error.value)  # a resume may change it: so may a reader
+    with pytest.raises(ValueError, match="no checkpoint in"):
+        restore_model(_config(train__num_steps=7), tmp_path, Regression())
+
+
+def test_provenance_does_not_claim_a_clean_tree_when_git_cannot_tell(monkeypatch):
+    """Without git (or outside a repository) `git_dirty` was False, a clean tree that nobody
+    checked, beside `git_sha: None`."""
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(metrics.subprocess, "run", no_git)
+    record = metrics.provenance()
+    assert record["git_sha"] is None and record["git_dirty"] is None
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path):
+    """orbax's shape error ("Requested shape: (2, 4) is not compatible with the stored shape:
+    (2, 3)") named no array, e.g. after a corpus change resized a vocabulary."""
+    checkpointer = Checkpointer(tmp_path, 1)
+    checkpointer.save(3, {"params": {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}}, {"data": {}})
+    checkpointer.wait()
+    wanted = {"params": {"w": jnp.ones((2, 4)), "b": jnp.ones(3)}}
+    with pytest.raises(ValueError, match=r"params\.w: shape \(2, 3\) in the checkpoint, \(2, 4\)"):
+        checkpointer.restore(abstract_like(wanted))
+    checkpointer.close()
