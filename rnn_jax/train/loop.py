@@ -88,7 +88,7 @@ def train_and_evaluate(
         "best_value": None,
         "best_step": None,
         "bad_evals": 0,
-        "consecutive_nonfinite": 0,
+        "consecutive_nonfinite": [0] * config.num_seeds,  # per replica
         "last_train": None,
         "evaluated_step": None,  # the step of the last evaluation
     }
@@ -539,11 +539,18 @@ def _evaluate(
 def _check_finite(
     step: int, m: dict, config: ml_collections.ConfigDict, loop: dict, checkpointer: Checkpointer
 ) -> None:
-    if bool(np.all(m["finite"])):
-        loop["consecutive_nonfinite"] = 0
+    """Count each replica's non-finite steps in a row and raise where a single-seed run of
+    that replica's seed would: at any non-finite step under 'stop', after more than
+    `train.max_consecutive_nonfinite` in a row under 'skip' (replicas failing on alternate
+    steps go on, as each would alone)."""
+    finite = np.asarray(m["finite"], bool)
+    counts = _per_replica(loop["consecutive_nonfinite"], finite.shape[0])
+    loop["consecutive_nonfinite"] = [
+        0 if ok else c + 1 for c, ok in zip(counts, finite, strict=True)
+    ]
+    if finite.all():
         return
-    loop["consecutive_nonfinite"] += 1
-    bad = [int(i) for i in np.flatnonzero(~m["finite"])]
+    bad = [int(i) for i in np.flatnonzero(~finite)]
     overflow = [i for i in bad if not m["update_finite"][i]]
     cause = (
         f"; the updated parameters of replicas {overflow} overflowed: is "
@@ -559,12 +566,23 @@ def _check_finite(
         + ("none yet" if latest is None else f"step {latest}")
         + f" in {checkpointer.latest.directory}"
     )
-    if (
-        config.train.nonfinite == "stop"
-        or loop["consecutive_nonfinite"] > config.train.max_consecutive_nonfinite
-    ):
+    limit = config.train.max_consecutive_nonfinite
+    too_many = [i for i, c in enumerate(loop["consecutive_nonfinite"]) if c > limit]
+    if config.train.nonfinite == "stop":
         raise NonFiniteError(message)
+    if too_many:
+        raise NonFiniteError(
+            f"{message}; replicas {too_many} had more than "
+            f"train.max_consecutive_nonfinite={limit} non-finite steps in a row"
+        )
     logging.warning("%s; skipping it (train.nonfinite='skip')", message)
+
+
+def _per_replica(count: int | list[int], n: int) -> list[int]:
+    """A loop record's per-replica count; older checkpoints stored one int for all replicas
+    (for `consecutive_nonfinite`: the steps in a row where any replica failed, at least each
+    replica's own count)."""
+    return list(count) if isinstance(count, list) else [count] * n
 
 
 def _accumulate(loop: dict, m: dict) -> None:
@@ -583,17 +601,15 @@ def _accumulate(loop: dict, m: dict) -> None:
             old = window.get("grad_norm_max", [0.0] * n)
             window["grad_norm_max"] = [float(max(a, b)) for a, b in zip(old, value, strict=True)]
     # Applied steps per replica (a plain int, shared by all replicas, in older checkpoints).
-    counts = loop["window_steps"]
-    counts = counts if isinstance(counts, list) else [counts] * n
+    counts = _per_replica(loop["window_steps"], n)
     loop["window_steps"] = [c + int(a) for c, a in zip(counts, applied, strict=True)]
 
 
 def _close_window(loop: dict) -> dict[str, Any]:
     """Window means over the applied steps (max for grad_norm_max), per replica; NaN for a
     replica without one. The window starts afresh."""
-    counts = loop["window_steps"]
     n = len(next(iter(loop["window"].values()), []))
-    counts = counts if isinstance(counts, list) else [counts] * n
+    counts = _per_replica(loop["window_steps"], n)
     per_seed = {
         ("train_" + name if name == "loss" else name): [
             (v if name == "grad_norm_max" else v / c) if c else math.nan

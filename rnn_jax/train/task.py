@@ -42,9 +42,11 @@ class Task:
     (a multiple of the device count); a carry is a pytree of arrays `[batch, ...]`.
     """
 
-    #: Splits evaluated every `train.eval_every` steps (the first drives best/early stopping).
+    #: Splits evaluated every `train.eval_every` steps; `train.best_metric` (a
+    #: `<split>_<metric>` of any of them, mean over replicas) drives best/early stopping.
     eval_splits: tuple[str, ...] = ("valid",)
-    #: Splits evaluated once at the end with the best-validation checkpoint.
+    #: Splits evaluated once at the end, with the best checkpoint (the last state when
+    #: `train.keep_best` is False or no evaluation improved).
     final_splits: tuple[str, ...] = ("valid", "test")
 
     def init_model(self, rng: jax.Array) -> nnx.Module:
