@@ -48,3 +48,17 @@ def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path):
     with pytest.raises(ValueError, match=r"params\.w: shape \(2, 3\) in the checkpoint, \(2, 4\)"):
         checkpointer.restore(abstract_like(wanted))
     checkpointer.close()
+
+
+def test_nesterov_without_momentum_or_with_another_optimiser_is_a_config_error():
+    """optax.sgd and optax.rmsprop ignore nesterov=True without momentum (and adam has none):
+    the flag did nothing, silently."""
+    from rnn_jax.train import config as cfg
+
+    for name, momentum in (("sgd", 0.0), ("rmsprop", 0.0), ("adam", 0.9)):
+        config = _config()
+        config.optimizer.update(name=name, momentum=momentum, nesterov=True)
+        with pytest.raises(ValueError, match=r"optimizer.nesterov=True with optimizer.name="):
+            cfg.validate(config)
+    config.optimizer.update(name="sgd", momentum=0.9)
+    cfg.validate(config)

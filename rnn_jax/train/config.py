@@ -114,7 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.nesterov = False
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999
-    config.optimizer.eps = 1e-8
+    config.optimizer.eps = 1e-8  # adam/adamw: outside the sqrt; rmsprop: inside (optax's default)
     config.optimizer.weight_decay = 0.0  # coupled L2: g += wd * w before the optimiser
     config.optimizer.decoupled_weight_decay = 0.0  # Loshchilov & Hutter: w -= lr * wd * w
     # Which parameters either decay reaches: 'all', or 'matrices' (ndim >= 2: weight matrices
@@ -306,6 +306,17 @@ def validate(
             f"optimizer.decoupled_weight_decay={config.optimizer.decoupled_weight_decay!r} with "
             f"optimizer.name={config.optimizer.name!r}: decoupled decay needs 'adamw' "
             "(use optimizer.weight_decay for coupled L2)"
+        )
+    opt = config.optimizer if trains and not problems else None
+    if (
+        opt is not None
+        and opt.nesterov
+        and (opt.name not in ("sgd", "rmsprop") or not opt.momentum)
+    ):
+        problems.append(
+            f"optimizer.nesterov={opt.nesterov!r} with optimizer.name={opt.name!r} and "
+            f"optimizer.momentum={opt.momentum!r}: Nesterov momentum needs 'sgd' or 'rmsprop' "
+            "with optimizer.momentum > 0 (optax ignores it otherwise)"
         )
     if trains and not problems and config.train.num_steps % config.train.grad_accum_steps:
         problems.append(
