@@ -62,3 +62,23 @@ def test_nesterov_without_momentum_or_with_another_optimiser_is_a_config_error()
             cfg.validate(config)
     config.optimizer.update(name="sgd", momentum=0.9)
     cfg.validate(config)
+
+
+def test_bfloat16_embedding_dropout_rounds_the_scaled_rows_once():
+    """Kept rows are bf16(x / 0.7) computed in float32, dropped rows 0 (the mask was built in
+    bfloat16: x * 1.4296875)."""
+    import jax
+    import ml_dtypes
+    import numpy as np
+
+    from rnn_jax.train.regularizers import embedding_dropout
+
+    table = jax.random.normal(jax.random.key(0), (64, 8), jnp.bfloat16)
+    dropped = embedding_dropout(jax.random.key(1), 0.3, table)
+    assert dropped.dtype == jnp.bfloat16
+    out = np.asarray(dropped.astype(jnp.float32))
+    kept = out.any(axis=1)
+    assert 0 < kept.sum() < 64 and not out[~kept].any()
+    x = np.asarray(table.astype(jnp.float32))
+    expected = (x[kept] / np.float32(0.7)).astype(ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(out[kept], expected)

@@ -39,8 +39,11 @@ def embedding_dropout(rng: jax.Array | None, rate: float, embedding: jax.Array) 
     probability `rate` and the rest scaled by 1/(1-rate)."""
     if rng is None or rate == 0.0:
         return embedding
-    mask = dropout(rng, rate, jnp.ones((embedding.shape[0], 1), embedding.dtype))
-    return embedding * mask
+    # The mask in float32 (or wider), the product rounded once, as `layers.locked_dropout`
+    # does: a bfloat16 mask is 1/bf16(1 - rate) (1.4296875 for 1/0.7), a bias on every row.
+    wide = jnp.promote_types(jnp.float32, embedding.dtype)
+    mask = dropout(rng, rate, jnp.ones((embedding.shape[0], 1), wide))
+    return (embedding * mask).astype(embedding.dtype)
 
 
 def weight_drop(rng: jax.Array | None, rate: float, stack_params: list[Any]) -> list[Any]:
