@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import LSTM, Carry, Cell, Params
+from rnn_jax.cells import LSTM, Carry, Cell, Params, carry_dtype
 
 Array = jax.Array
 
@@ -146,7 +146,13 @@ def _run(
     x = jnp.swapaxes(xs, 0, 1) if time_major else xs
     batch, time, input_size = x.shape
     hidden_size = cell.sizes(layers[0])[1]
-    zero = cell.zero_carry((batch,), hidden_size, x.dtype)
+    # One dtype for the kernel, the step's (`carry_dtype`, which a given initial carry was
+    # cast to): bfloat16 inputs under float32 params ran with a bfloat16 zero carry and
+    # failed ("carry input and carry output must have equal types"), where every other path
+    # computes in float32 as the cell's own projection does.
+    dtype = carry_dtype(cell, layers[0], x)
+    x = x.astype(dtype)
+    zero = cell.zero_carry((batch,), hidden_size, dtype)
     h_0 = jnp.stack([(zero if c is None else c)[0] for c in carries])
     c_0 = jnp.stack([(zero if c is None else c)[1] for c in carries])
     seq_lengths = (

@@ -395,7 +395,7 @@ def _weight_gradients(
     """
     time, batch = d_z_h.shape[:2]
     flat_carries = jax.tree.map(lambda c: c.reshape(time * batch, *c.shape[2:]), carries)
-    flat_d_z_h = d_z_h.reshape(time * batch, -1)
+    flat_d_z_h = d_z_h.reshape(time * batch, d_z_h.shape[-1])
 
     def project_all(p: Params, m: Any) -> Array:
         return cell.recurrent_projection(p, _with_h_mask(cell, flat_carries, m))
@@ -406,7 +406,7 @@ def _weight_gradients(
         return d_params, None
     _, params_vjp = jax.vjp(project_all, params, jnp.tile(h_mask, (time, 1)))
     d_params, d_h_mask = params_vjp(flat_d_z_h)
-    return d_params, d_h_mask.reshape(time, batch, -1).sum(0)
+    return d_params, d_h_mask.reshape(time, batch, d_h_mask.shape[-1]).sum(0)
 
 
 def _input_gradients(cell: Cell, params: Params, xs: Array, d_z_x: Array) -> tuple[Params, Array]:
@@ -418,5 +418,5 @@ def _input_gradients(cell: Cell, params: Params, xs: Array, d_z_x: Array) -> tup
     """
     time, batch, input_size = xs.shape
     _, vjp = jax.vjp(cell.input_projection, params, xs.reshape(time * batch, input_size))
-    d_params, d_xs = vjp(d_z_x.reshape(time * batch, -1))
+    d_params, d_xs = vjp(d_z_x.reshape(time * batch, d_z_x.shape[-1]))
     return d_params, d_xs.reshape(time, batch, input_size)

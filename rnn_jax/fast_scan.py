@@ -126,6 +126,7 @@ def fused_unroll(
     if initial_carry is None:
         initial_carry = cell.zero_carry((batch,), hidden_size, carry_dtype(cell, params, xs))
     mask = None if lengths is None else jnp.arange(time)[:, None] < lengths[None, :]
+    h_mask = _float_mask(h_mask, initial_carry)
     recurrence = recurrence_of(
         cell,
         reverse,
@@ -205,7 +206,9 @@ def fused_bidirectional(
         h_masks = None
     else:
         ones = jnp.ones((batch, hidden_size), xs.dtype)
-        h_masks = jnp.stack([ones if m is None else m for m in (mask_fw, mask_bw)])
+        h_masks = jnp.stack(
+            [ones if m is None else _float_mask(m, zero) for m in (mask_fw, mask_bw)]
+        )
     recurrence = recurrence_of(
         cell,
         False,
@@ -222,6 +225,16 @@ def fused_bidirectional(
     carry_fw = jax.tree.map(lambda c: c[0], carry)
     carry_bw = jax.tree.map(lambda c: c[1], carry)
     return (ys_fw, ys_bw), (carry_fw, carry_bw)
+
+
+def _float_mask(h_mask: Array | None, carry: Carry) -> Array | None:
+    """A bool or integer `h_mask [batch, hidden]` in the dtype of the carry's `h`, the dtype
+    `h * h_mask` promotes it to on the reference path (a float mask is returned unchanged).
+    The custom VJP's backward pass differentiates w.r.t. the mask, which has no float
+    cotangent when it is not a float: `jax.grad` through a bool mask failed inside it."""
+    if h_mask is None or jnp.issubdtype(jnp.result_type(h_mask), jnp.inexact):
+        return h_mask
+    return jnp.asarray(h_mask).astype(jax.tree.leaves(carry)[0].dtype)
 
 
 def fits(cell: Cell, params: Params) -> bool:

@@ -152,8 +152,10 @@ def forward_loop(
     """
     time, batch, input_size = xs.shape
     z_x = cell.input_projection(params, xs.reshape(time * batch, input_size))
-    z_x = z_x.reshape(time, batch, -1)
-    pad = -batch % BLOCK_BATCH
+    z_x = z_x.reshape(time, batch, z_x.shape[-1])
+    # Whole blocks, at least one: with an empty batch (a zero-size grid) Pallas's interpreter
+    # still sliced a full block out of the inputs and failed.
+    pad = -batch % BLOCK_BATCH if batch else BLOCK_BATCH
     rows = batch + pad
 
     def padded(a: Array, axis: int, value: float = 0) -> Array:

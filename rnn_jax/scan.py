@@ -64,6 +64,21 @@ def _validate(
     if jnp.ndim(xs) != 3:
         raise ValueError(f"xs has shape {jnp.shape(xs)}; expected {layout}")
     input_size, hidden_size = cell.sizes(params)
+    gates = cell.num_gates * hidden_size
+    # A mis-sized matrix or bias (e.g. params of another hidden size) otherwise fails inside
+    # the scan with dot_general's or broadcasting's message, which names no parameter.
+    for name, shape in (
+        ("W_ih", (input_size, gates)),
+        ("W_hh", (hidden_size, gates)),
+        ("b_ih", (gates,)),
+        ("b_hh", (gates,)),
+    ):
+        if name in params and jnp.shape(params[name]) != shape:
+            raise ValueError(
+                f"params[{name!r}] has shape {jnp.shape(params[name])}; expected {shape} for "
+                f"input_size={input_size}, hidden_size={hidden_size} ({cell.num_gates} gates, "
+                f"from params['W_ih'].shape={jnp.shape(params['W_ih'])})"
+            )
     batch, time = (xs.shape[1], xs.shape[0]) if time_major else xs.shape[:2]
     if xs.shape[-1] != input_size:
         raise ValueError(
@@ -156,7 +171,7 @@ def _run_chunk(
     """Scan time-major `xs [chunk, batch, input]` (time indices `ts [chunk]`) from `carry`."""
     chunk, batch, input_size = xs.shape
     z_x = cell.input_projection(params, xs.reshape(chunk * batch, input_size))
-    z_x = z_x.reshape(chunk, batch, -1)
+    z_x = z_x.reshape(chunk, batch, z_x.shape[-1])
     valid = None if lengths is None else ts[:, None] < lengths[None, :]  # [chunk, batch]
 
     if isinstance(cell, MinGRU):
@@ -362,7 +377,9 @@ def unroll(
       reverse: run each sequence backwards over its valid part only; `ys[:, t]` stays aligned
         with `xs[:, t]` and the final carry is the state after reading position 0.
       unroll: `lax.scan` unroll factor (on CPU >1 helps the forward, hurts the backward).
-      remat: rematerialise sqrt(T)-step pieces in the backward pass: O(sqrt T) memory.
+      remat: rematerialise sqrt(T)-step pieces in the backward pass: O(sqrt T) memory (with
+        "auto" or "reference"; with "fused" it recomputes each step's projections instead,
+        still O(T) memory, `fast_scan.fused_unroll`).
       h_mask: `[batch, hidden]`, multiplies h before the recurrent projection at every step
         (variational recurrent dropout, Gal & Ghahramani 2016: one mask per sequence).
       implementation: "reference" (lax.scan over `cell.pointwise`), "fused" (custom-VJP scan
@@ -422,8 +439,8 @@ def bidirectional_unroll(
     in one scan (`rnn_jax.fast_scan.fused_bidirectional`); with "cudnn" as one cuDNN
     bidirectional layer; otherwise (with "pallas" two kernel passes) as two scans.
     """
-    init_fw, init_bw = (None, None) if initial_carry is None else initial_carry
-    mask_fw, mask_bw = (None, None) if h_mask is None else h_mask
+    init_fw, init_bw = _pair("initial_carry", initial_carry)
+    mask_fw, mask_bw = _pair("h_mask", h_mask)
     for params, init, mask in ((params_fw, init_fw, mask_fw), (params_bw, init_bw, mask_bw)):
         _validate(
             cell,
@@ -460,6 +477,22 @@ def bidirectional_unroll(
         remat=remat,
         time_major=time_major,
         h_mask=h_mask,
+    )
+
+
+def _pair(name: str, value: Any) -> tuple[Any, Any]:
+    """The `(forward, backward)` halves of `bidirectional_unroll`'s pair argument `name`
+    (None: both None); anything but a 2-tuple or 2-list raises ValueError naming `name`.
+    A single carry or mask used to be unpacked along its batch axis ("too many values to
+    unpack", or a row per direction when the batch was 2)."""
+    if value is None:
+        return None, None
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return value[0], value[1]
+    shapes = jax.tree.map(jnp.shape, value)
+    raise ValueError(
+        f"{name} must be a (forward, backward) pair (either may be None) or None; got "
+        f"{type(value).__name__} with shapes {shapes}"
     )
 
 
@@ -528,7 +561,7 @@ def truncated_unroll(
     keeps the gradient path from its final carry into the chunk where it ended. Arguments as
     in `unroll`; returns `(ys [batch, time, hidden], final_carry)`.
     """
-    if not isinstance(bptt_length, int) or bptt_length < 1:
+    if isinstance(bptt_length, bool) or not isinstance(bptt_length, int) or bptt_length < 1:
         raise ValueError(f"bptt_length={bptt_length!r} must be a positive int")
     _validate(
         cell,
@@ -566,7 +599,10 @@ def _truncated(
         initial_carry = cell.zero_carry(
             (xs_tm.shape[1],), hidden_size, carry_dtype(cell, params, xs)
         )
+    # A chunk longer than the sequence is the whole sequence: `_chunked` would pad the time
+    # axis up to `bptt_length` and scan the padding (bptt_length=1000 on T=35: 28x the steps).
+    chunk = min(bptt_length, xs_tm.shape[0])
     carry, ys = _chunked(
-        cell, params, initial_carry, xs_tm, lengths, h_mask, unroll, bptt_length, False, True
+        cell, params, initial_carry, xs_tm, lengths, h_mask, unroll, chunk, False, True
     )
     return (ys if time_major else jnp.swapaxes(ys, 0, 1)), carry
