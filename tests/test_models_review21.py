@@ -160,7 +160,9 @@ def test_weight_drop_with_a_cell_without_w_hh_is_refused_by_name():
 def test_character_padding_may_hold_any_id():
     """Characters past a word's char_length are padding, like tokens past `lengths`: an
     out-of-range pad id was refused eagerly as a vocabulary mismatch and, under jit, embedded
-    as NaN (nnx.Embed), which left the loss finite but made every gradient NaN."""
+    as NaN (nnx.Embed), which left the loss finite but made every gradient NaN. Review 23:
+    so are the characters of a padded word (a token past `lengths`) whatever its char_length
+    says; they were read as real, with the same two failures."""
     model = Tagger(
         10,
         3,
@@ -175,7 +177,7 @@ def test_character_padding_may_hold_any_id():
     char_lengths = jnp.array([[2, 1, 0]])
 
     @nnx.jit
-    def loss_and_grads(model, chars):
+    def loss_and_grads(model, chars, char_lengths=char_lengths):
         loss = lambda m: jnp.sum(
             m.loss(tokens, tags, lengths, chars=chars, char_lengths=char_lengths)
         )
@@ -191,8 +193,22 @@ def test_character_padding_may_hold_any_id():
             loss_and_grads(model, chars_padded_with(pad)),
             reference,
         )
+    # The padded third word with a char_length of 2 and out-of-range ids (same shapes, so no
+    # second compile): as if it were empty.
+    padded_word = jnp.array([[[1, 2, 0], [3, 0, 0], [100, 6, 0]]])
+    padded_word_lengths = jnp.array([[2, 1, 2]])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        loss_and_grads(model, padded_word, padded_word_lengths),
+        reference,
+    )
     # Eagerly too, and the check still looks at the real characters.
     model.loss(tokens, tags, lengths, chars=chars_padded_with(6), char_lengths=char_lengths)
+    np.testing.assert_allclose(
+        model.loss(tokens, tags, lengths, chars=padded_word, char_lengths=padded_word_lengths),
+        reference[0][None],
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match=r"chars holds ids in \[1, 6\] but num_chars=6"):
         model.loss(
             tokens,

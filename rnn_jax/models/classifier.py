@@ -43,6 +43,13 @@ class Classifier(nnx.Module):
         check_positive(num_classes=num_classes)
         if attention_size is not None:
             check_positive(attention_size=attention_size)
+        if encoder_options.get("num_chars") is not None:
+            # `__call__` and `step` take no characters: the encoder would build a char BiRNN
+            # and then refuse every call for want of `chars`.
+            raise ValueError(
+                f"num_chars={encoder_options['num_chars']!r}: the classifier has no character "
+                "features (its calls take no chars); leave num_chars unset"
+            )
         self.pooling = pooling
         self.encoder = SequenceEncoder(vocab_size, rngs=rngs, **encoder_options)
         if pooling == "last" and self.encoder.kind != "rnn":

@@ -25,7 +25,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
+from rnn_jax.models.checks import (
+    check_choice,
+    check_ids,
+    check_lengths,
+    check_positive,
+    length_mask,
+)
 from rnn_jax.models.transformer import TransformerEncoder
 from rnn_jax.modules import RNN
 
@@ -60,14 +66,20 @@ def encoder_options(model_config: Mapping[str, Any]) -> dict[str, Any]:
 def config_problems(model_config: Mapping[str, Any]) -> list[str]:
     """What SequenceEncoder would refuse in an experiment's `config.model` only once it is
     built (after the data is read), across keys no single-key rule sees, each naming the
-    keys: a transformer's `num_heads` must divide `hidden_size`, and character features
-    (`char_features`, where the experiment has them) need an RNN or bag encoder."""
+    keys: a transformer's `num_heads` must divide `hidden_size`, a classifier's
+    `pooling='last'` (where the experiment has `pooling`) needs an RNN encoder, and character
+    features (`char_features`, where the experiment has them) need an RNN or bag encoder."""
     problems = []
     kind, heads, width = (model_config.get(k) for k in ("kind", "num_heads", "hidden_size"))
     if kind == "transformer" and isinstance(heads, int) and heads > 0 and width % heads:
         problems.append(
             f"model.num_heads={heads}: must divide model.hidden_size={width} (the "
             "transformer's width)"
+        )
+    if kind in ("transformer", "bag") and model_config.get("pooling") == "last":
+        problems.append(
+            f"model.pooling='last': needs model.kind='rnn', got model.kind={kind!r} (use "
+            "mean, max or attention pooling)"
         )
     if kind == "transformer" and model_config.get("char_features"):
         problems.append(
@@ -213,11 +225,16 @@ class SequenceEncoder(nnx.Module):
         """tokens [batch, time], lengths [batch], chars [batch, time, max_chars] ->
         (states [batch, time, output_size], final RNN carries per layer (None: transformer,
         bag)). A bag's states are 0 past each length."""
+        check_lengths(lengths, tokens.shape[1])  # the RNN checks too; a bag or transformer not
         mask = length_mask(lengths, tokens.shape[1])
         check_ids("tokens", tokens, self.vocab_size, "vocab_size", mask)
         # Padding may hold any id, but an out-of-range one embeds as NaN (nnx.Embed), and
         # masking later is too late: 0 * NaN is NaN in attention and in the RNN's gradients.
         tokens = jnp.where(mask, tokens, 0)
+        if char_lengths is not None:
+            # A padded word's characters are padding too: as empty words they are not checked
+            # and their ids are zeroed (CharEncoder), whatever the batch holds there.
+            char_lengths = jnp.where(mask, char_lengths, 0)
         input_rng, rnn_rng, output_rng = _split(rng, 3)
         if self.kind == "transformer":
             states, carries = self.transformer(tokens, lengths, rng=rnn_rng), None
@@ -244,6 +261,7 @@ class SequenceEncoder(nnx.Module):
         """One token per sequence: tokens [batch] (chars [batch, max_chars]) ->
         (carries, state [batch, output_size]); evaluation mode."""
         self._check_streaming()
+        check_ids("tokens", tokens, self.vocab_size, "vocab_size")
         x = self._inputs(
             tokens[:, None],
             None if chars is None else chars[:, None],

@@ -183,6 +183,7 @@ class RNNLanguageModel(nnx.Module):
 
         Stepping through a sequence gives the logits of `__call__` on it with `rng=None`.
         """
+        check_ids("token", token, self.vocab_size, "vocab_size")  # the gather clamps
         x = self.embedding[...][token].astype(self.compute_dtype)
         new_carry, h = self._compute_rnn(None).step(carry, x)
         return new_carry, self._logits(h)

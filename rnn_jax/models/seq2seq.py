@@ -166,6 +166,7 @@ class Seq2Seq(nnx.Module):
     def step(self, state: dict, tokens: jax.Array) -> tuple[dict, jax.Array]:
         """Feed target tokens [batch] -> (state, next-token logits [batch, target_vocab]).
         The last attention weights are in state['attention'] [batch, source_time]."""
+        check_ids("tokens", tokens, self.target_vocab_size, "target_vocab_size")
         return self._step(state, tokens, None)
 
     def __call__(

@@ -23,7 +23,7 @@ from flax import nnx
 
 from rnn_jax.attention import scaled_dot_product_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_ids, length_mask
+from rnn_jax.models.checks import check_ids, check_lengths, length_mask
 
 __all__ = [
     "TransformerEncoder",
@@ -319,6 +319,7 @@ class TransformerLM(nnx.Module):
 
     def step(self, cache: dict, tokens: jax.Array) -> tuple[dict, jax.Array]:
         """Feed tokens [batch] at cache['position'] -> (cache, next-token logits [batch, vocab])."""
+        check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size")
         position = cache["position"]
         x = self.embed(tokens[:, None], position[:, None])
         h, layers = self.stack.step(x, cache["layers"], position)
@@ -356,6 +357,9 @@ class TransformerEncoder(nnx.Module):
         states [batch, time, d_model]; states at padded positions are not meaningful."""
         batch, time = tokens.shape
         _check_length(time, self.embed.max_length)
+        # A length of 0 left no real key to attend to and one past `time` was read as `time`,
+        # both silently.
+        check_lengths(lengths, time)
         real = length_mask(lengths, time)
         check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size", real)
         embed_rng, stack_rng = _split_rng(rng, 2)
@@ -450,6 +454,7 @@ class TransformerSeq2Seq(nnx.Module):
 
     def step(self, state: dict, tokens: jax.Array) -> tuple[dict, jax.Array]:
         """Feed target tokens [batch]; -> (state, next-token logits [batch, target_vocab])."""
+        check_ids("tokens", tokens, self.target_embed.vocab_size, "target_vocab_size")
         position = state["position"]
         x = self.target_embed(tokens[:, None], position[:, None])
         h, layers = self.decoder.step(
