@@ -16,7 +16,8 @@ the vocabulary (every word seen, `</s>` and `<UNK>`; not `<s>`, which is never p
 every word, `<UNK>` included, has mass. A context never seen (a(h •) = 0) backs off whole:
 p(w | h) = p(w | h'). The discounts of each order come from that order's counts of adjusted
 counts n_1..n_4: Y = n_1 / (n_1 + 2 n_2), D_j = j - (j + 1) Y n_{j+1} / n_j; where those are
-not in (0, j] (too little data), KenLM's `--discount_fallback` values 0.5, 1, 1.5.
+not defined (n_1, n_2 or n_3 is 0, lmplz's rule) or not in (0, j] (too little data), KenLM's
+`--discount_fallback` values 0.5, 1, 1.5.
 
 Sentences are padded as KenLM pads them, with one `<s>` and one `</s>`; a context that holds
 `<s>` keeps only what follows its last one (so the decoder's `<s>`-padded histories score as
@@ -44,9 +45,13 @@ Ngram = tuple[str, ...]
 
 def modified_discounts(count_of_counts: Sequence[int]) -> tuple[float, float, float]:
     """Chen & Goodman's D1, D2, D3+ from n_1..n_4 (how many n-grams have adjusted count 1..4);
-    KenLM's fallback (0.5, 1, 1.5) where those do not give 0 < D_j <= j."""
+    KenLM's fallback (0.5, 1, 1.5) where, as in lmplz's `CalculateDiscounts`, n_1, n_2 or n_3
+    is 0 (the formulas divide by them) or a D_j falls outside (0, j] (lmplz allows D_j = 0,
+    which can leave a context no mass to back off with: every word it never preceded would
+    get probability 0). No n-gram seen 4 times (n_4 = 0) is no reason to fall back: D3+ = 3
+    then, as lmplz estimates it."""
     n1, n2, n3, n4 = count_of_counts
-    if min(n1, n2, n3, n4) <= 0:
+    if min(n1, n2, n3) <= 0:
         return FALLBACK_DISCOUNTS
     y = n1 / (n1 + 2 * n2)
     discounts = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
@@ -109,13 +114,26 @@ class KneserNeyLM:
     ) -> KneserNeyLM:
         """Fit on tokenised `sentences` (no padding; at least one, possibly empty). Words seen
         fewer than `unk_cutoff` times become `<UNK>` first (as `nltk.lm.Vocabulary(unk_cutoff=...)`
-        does)."""
+        does).
+
+        Raises:
+          ValueError: a bad order or cutoff, no sentences, or a sentence holding `<s>` or
+            `</s>` (KenLM's lmplz refuses them too: counted as words, they would be predicted
+            and `<s>` would cut contexts mid-sentence), naming the sentence (1-based).
+        """
         if order < 1 or unk_cutoff < 1:
             raise ValueError(f"order and unk_cutoff must be >= 1, got {order}, {unk_cutoff}")
         sentences = [tuple(sentence) for sentence in sentences]
         if not sentences:
             # Nothing to count: every later `score` would fail with KeyError: ().
             raise ValueError("no sentences to estimate the language model from")
+        for number, sentence in enumerate(sentences, 1):
+            padding = sorted({BOS, EOS} & set(sentence))
+            if padding:
+                raise ValueError(
+                    f"sentence {number} holds {', '.join(padding)}: the padding symbols are "
+                    "added here and may not be words of the corpus"
+                )
         frequencies = collections.Counter(word for sentence in sentences for word in sentence)
         known = {word for word, count in frequencies.items() if count >= unk_cutoff}
         sentences = [tuple(w if w in known else UNK for w in s) for s in sentences]

@@ -428,8 +428,17 @@ def _difference(value: float) -> str:
     return "0" if abs(value) < 5e-6 else f"{value:+.5f}"
 
 
-def context_markdown(table: dict[str, dict[str, float]], step: int, unit: str) -> str:
-    """W/eval_context.md: the NLLs of `context_study` and their difference from one row."""
+def checkpoint_label(config: ml_collections.ConfigDict) -> str:
+    """Which checkpoint `_restore` reads, for the outputs that name it: the best-validation
+    one, or the newest of a run that kept none (`train.keep_best=False`)."""
+    return "best checkpoint" if config.train.keep_best else "newest checkpoint (keep_best=False)"
+
+
+def context_markdown(
+    table: dict[str, dict[str, float]], step: int, unit: str, checkpoint: str = "best checkpoint"
+) -> str:
+    """W/eval_context.md: the NLLs of `context_study` and their difference from one row;
+    `checkpoint` names the one evaluated (`checkpoint_label`)."""
     columns = list(next(iter(table.values())))
     header = ["split"] + [f"{c} (nats/{unit})" for c in columns]
     rows = []
@@ -446,8 +455,9 @@ def context_markdown(table: dict[str, dict[str, float]], step: int, unit: str) -
         [
             "# LM evaluation: how much history the evaluation rows need",
             "",
-            f"Best checkpoint (step {step}), replica 0. `1 row`: the whole split as one row, "
-            "every target seeing all the text before it (the tutorial's 1 x 1 evaluation); "
+            f"{checkpoint[0].upper()}{checkpoint[1:]} (step {step}), replica 0. `1 row`: the "
+            "whole split as one row, every target seeing all the text before it (the "
+            "tutorial's 1 x 1 evaluation); "
             "`k rows, context c`: `rnn_jax.data.LMEvalStream`, each row reading up to c "
             "unscored tokens before its first target (in brackets: the difference from 1 row).",
             "",
@@ -487,7 +497,7 @@ def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Ta
     model, step = _restore(config, workdir, task)
     table = context_study(model, task, contexts)
     _, unit = _corpus_and_unit(pathlib.Path(workdir), config.to_dict()["data"])
-    text = context_markdown(table, step, unit)
+    text = context_markdown(table, step, unit, checkpoint_label(config))
     write_json_atomic(pathlib.Path(workdir) / "eval_context.json", {"step": step, "nll": table})
     write_text_atomic(pathlib.Path(workdir) / "eval_context.md", text)
     print(text)
@@ -542,7 +552,7 @@ def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task
         jax.random.key(config.seed),
         flags.FLAGS.temperature,
     )
-    print(f"[best checkpoint, step {step}]")
+    print(f"[{checkpoint_label(config)}, step {step}]")
     print(("" if char_level else " ").join(prompt + text))
 
 
@@ -554,15 +564,17 @@ if __name__ == "__main__":
     flags.DEFINE_integer(
         "sample",
         0,
-        "If > 0: sample this many tokens from the run's best "
-        "checkpoint (W/best, vocabulary W/vocab.json) instead of training.",
+        "If > 0: sample this many tokens from the run's best checkpoint (W/best; the "
+        "newest of W/checkpoints with train.keep_best=False; vocabulary W/vocab.json) "
+        "instead of training.",
     )
     flags.DEFINE_string("prompt", "The", "Prompt for --sample (characters or words).")
     flags.DEFINE_float("temperature", 1.0, "Softmax temperature for --sample.")
     flags.DEFINE_string(
         "eval_contexts",
         "",
-        "If set (e.g. '0,64,256'): instead of training, evaluate the run's best checkpoint on "
+        "If set (e.g. '0,64,256'): instead of training, evaluate the run's best checkpoint "
+        "(the newest with train.keep_best=False) on "
         "valid and test with one row (full history) and with data.eval_batch_size rows at "
         "each of these contexts; writes W/eval_context.{json,md}.",
     )

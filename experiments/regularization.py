@@ -269,7 +269,7 @@ def run_point(
         "params": count_params(nnx.eval_shape(lambda: task.init_model(jax.random.key(0)))),
         "cell": point.model.cell,
         "corpus": d.corpus,
-        "unit": "char" if d.corpus == "tiny_shakespeare" else "token",
+        "unit": lm.unit_of(d.corpus),
         "train_tokens": train_tokens,
         "valid_tokens": len(task.corpus.splits["valid"]),
         "num_steps": t.num_steps,

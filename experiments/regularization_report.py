@@ -88,12 +88,16 @@ def markdown(summaries: dict[str, dict]) -> str:
         lines += [grid.markdown_table(header + ["best at step", "final gap"], table)]
     if q12:
         first = q12[0]
+        # The Q17 model's count is known only from a Q17 point: q12[0] is another depth's
+        # matched model when the run has no Q17 point of a depth regulariser (a sweep's
+        # depth-only run).
+        reference = f"{q17[0]['params']:,}-parameter Q17 model" if q17 else "Q17 model"
         lines += [
             f"## Depth at equal parameter count: {_describe(first)}",
             "",
             f"Hidden size chosen per depth so that the parameter count matches the "
-            f"{first['params']:,}-parameter Q17 model (embedding size fixed). Bits per "
-            f"{unit} as above.",
+            f"{reference} within depth.tolerance (embedding size fixed). Bits per {unit} as "
+            "above.",
             "",
         ]
         rows = sorted(q12, key=lambda s: (s["regularizer"], s["layers"]))
@@ -168,6 +172,13 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
         plt.close(fig)
 
 
+def _beats(a: dict, b: dict) -> bool:
+    """Point `a`'s best valid below `b`'s by more than `TIE` on the mean and with every seed
+    below every seed of `b` (beyond the seed spread)."""
+    delta = grid.nan_mean(a["best_valid_bits"]) - grid.nan_mean(b["best_valid_bits"])
+    return delta < -TIE and grid.finite_seeds_below(a["best_valid_bits"], b["best_valid_bits"])
+
+
 def _answer_17(q17: list[dict]) -> str:
     first = q17[0]
     unit = first["unit"]
@@ -186,7 +197,23 @@ def _answer_17(q17: list[dict]) -> str:
     if none is None:
         return " ".join(text)
     rise = grid.nan_mean(none["final_valid_bits"]) - grid.nan_mean(none["best_valid_bits"])
-    overfit = rise > TIE and none["best_step"] < none["num_steps"]
+    # Overfitting: validation up by more than TIE with every final seed above every best one,
+    # while the loss on the training slice went down (up too would be instability).
+    beyond_spread = grid.finite_seeds_below(none["best_valid_bits"], none["final_valid_bits"])
+    train_fell = grid.nan_mean(none["final_train_bits"]) < grid.nan_mean(none["train_at_best_bits"])
+    if rise <= TIE:
+        why = f"validation rose by only {rise:.3g} bits after its best evaluation"
+    elif not beyond_spread:
+        why = (
+            f"validation rose by {rise:.3g} bits after its best evaluation, within the seed spread"
+        )
+    else:
+        why = (
+            f"validation rose by {rise:.3g} bits after its best evaluation, but the training "
+            f"slice's loss rose too ({grid.nan_mean(none['train_at_best_bits']):.3g} -> "
+            f"{grid.nan_mean(none['final_train_bits']):.3g})"
+        )
+    overfit = rise > TIE and beyond_spread and train_fell and none["best_step"] < none["num_steps"]
     text.append(
         (
             f"Unregularised, the model overfits: validation bottoms out at step "
@@ -194,8 +221,8 @@ def _answer_17(q17: list[dict]) -> str:
             f"to {grid.nan_mean(none['final_train_bits']):.3g} (final gap "
             f"{grid.nan_mean(_gap(none, 'final')):.3g})."
             if overfit
-            else f"Unregularised, the model did not overfit in this budget (validation rose by "
-            f"only {rise:.3g} bits after its best evaluation): the comparison below says little."
+            else f"Unregularised, the model is not shown to overfit in this budget ({why}): "
+            "the comparison below says little."
         )
         + f" Early stopping at step {none['best_step']} keeps "
         f"{grid.nan_mean(none['best_valid_bits']):.3g} bits/{unit} instead of "
@@ -209,10 +236,7 @@ def _answer_17(q17: list[dict]) -> str:
         delta = grid.nan_mean(s["best_valid_bits"]) - base
         gap = grid.nan_mean(_gap(s, "final"))
         entry = f"{s['regularizer']} ({delta:+.3g} bits best valid, final gap {gap:.3g})"
-        better = delta < -TIE and grid.finite_seeds_below(
-            s["best_valid_bits"], none["best_valid_bits"]
-        )
-        (helped if better else not_helped).append(entry)
+        (helped if _beats(s, none) else not_helped).append(entry)
     kept = [
         f"{s['regularizer']} "
         f"{grid.nan_mean(s['final_valid_bits']) - grid.nan_mean(s['best_valid_bits']):+.3g}"
@@ -254,13 +278,20 @@ def _answer_12(q12: list[dict]) -> str:
         best = min(rows, key=lambda s: grid.ranking_mean(s["best_valid_bits"]))
         one = rows[0]
         delta = grid.nan_mean(best["best_valid_bits"]) - grid.nan_mean(one["best_valid_bits"])
-        beaten = best is not one and delta < -TIE
-        verdict = (
-            f"{best['layers']} layers are best, {delta:+.3g} bits against {one['layers']}"
-            if beaten and grid.finite_seeds_below(best["best_valid_bits"], one["best_valid_bits"])
-            else f"more layers did not beat {one['layers']} by more than {TIE} bits with every "
-            "seed apart"
-        )
+        if best is one or not _beats(best, one):
+            verdict = (
+                f"more layers did not beat {one['layers']} by more than {TIE} bits with every "
+                "seed apart"
+            )
+        else:
+            # "best" only against every other depth: a middle depth may be as good.
+            close = [str(s["layers"]) for s in rows if s is not best and not _beats(best, s)]
+            verdict = (
+                f"{best['layers']} layers beat {one['layers']} ({delta:+.3g} bits) but not "
+                f"{', '.join(close)} by more than {TIE} bits with every seed apart"
+                if close
+                else f"{best['layers']} layers are best, {delta:+.3g} bits against {one['layers']}"
+            )
         text.append(f"With {reg}: {verdict}.")
     text.append(
         "Only the validation loss at equal size is measured here; the seed's 'more abstract "

@@ -9,10 +9,10 @@ Each file holds one sentence a line, in the same order (experiments.smt_baseline
 `test_<greedy|beam>_seed<i>.txt` and `test_references.txt`). Every system is compared with the
 baseline by `rnn_jax.metrics.paired_bleu_significance` (approximate randomisation counting
 ties, on sacrebleu's statistics and draws, or sacrebleu's paired bootstrap; seeded); a
-markdown table goes to stdout and, with --output, the results to JSON. A file that is missing
-or has another number of lines than the references (or empty references, no --systems or one
-listed twice) is named, with exit status 2, before any test runs; an unknown --test or
---tokenize is a flag error.
+markdown table goes to stdout and, with --output, the results to JSON. A file that is missing,
+is not UTF-8 (named with file:line) or has another number of lines than the references (or
+empty references, no --systems or one listed twice) is named, with exit status 2, before any
+test runs; an unknown --test or --tokenize is a flag error.
 """
 
 from __future__ import annotations
@@ -32,8 +32,19 @@ USAGE_STATUS = 2
 
 
 def read_lines(path: str | pathlib.Path) -> list[str]:
-    """The lines of a one-sentence-a-line file (the last newline ends the last sentence)."""
-    text = pathlib.Path(path).read_text(encoding="utf-8")
+    """The lines of a one-sentence-a-line file (the last newline ends the last sentence).
+
+    Raises:
+      OSError: the file cannot be read.
+      ValueError: it is not UTF-8, naming `path:line` of the first bad byte.
+    """
+    data = pathlib.Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 ({error.reason})") from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     lines = text.split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
 
@@ -100,6 +111,9 @@ def main(argv: list[str]) -> None:
             texts.append(read_lines(path))
         except OSError as error:
             sys.stderr.write(f"--{flag}: cannot read {path}: {error.strerror}\n")
+            sys.exit(USAGE_STATUS)
+        except ValueError as error:
+            sys.stderr.write(f"--{flag}: {error}\n")
             sys.exit(USAGE_STATUS)
     if not texts[0]:
         sys.stderr.write(f"--references: {FLAGS.references} has no lines\n")

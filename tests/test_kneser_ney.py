@@ -66,7 +66,7 @@ class _Naive:
         n = collections.Counter(self.adjusted(g) for g in self.types(k))
         n1, n2, n3, n4 = (n[j] for j in (1, 2, 3, 4))
         fallback = {1: 0.5, 2: 1.0, 3: 1.5}
-        if 0 in (n1, n2, n3, n4):
+        if 0 in (n1, n2, n3):  # lmplz's rule: n4 = 0 gives D3+ = 3
             return fallback[min(count, 3)]
         y = n1 / (n1 + 2 * n2)
         d = {1: 1 - 2 * y * n2 / n1, 2: 2 - 3 * y * n3 / n2, 3: 3 - 4 * y * n4 / n3}

@@ -24,7 +24,7 @@ Variants:
 - smoke: the synthetic Markov language of language_model's smoke (no files), 2 points
   (none and dropout, 2 layers x 16, 2 seeds; the first is also the depth grid's only point),
   10 steps; seconds, for tests.
-- quick: Tiny Shakespeare characters, the first 20,000 training characters (1.8% of the
+- quick: Tiny Shakespeare characters, the first 20,000 training characters (2.0% of the
   90% split) and 16,384 validation characters; 2-layer LSTM, hidden 128, embedding 64 (243,969
   parameters, ~12 per training character); Adam 3e-3, clipped at 1; batch 16 x 64, 500
   steps (~26 epochs of the slice), evaluation every 50 steps; 6 Q17 points, depths 1 and 2
