@@ -138,11 +138,18 @@ def split_table(
 def protocol_text(config: dict, final: dict) -> str:
     """How the table's numbers were measured (the runtime's contract), for its caption."""
     seeds = config["num_seeds"]
+    train = config["train"]
+    if train.get("keep_best", True) and final.get("best_step") is not None:
+        scored = (
+            f"the best-validation checkpoint (by {train['best_metric']}, step "
+            f"{final.get('best_step')} of {final.get('step')})"
+        )
+    else:  # what the runtime evaluates then: the last state
+        why = "train.keep_best=False" if not train.get("keep_best", True) else "no best checkpoint"
+        scored = f"the final state (step {final.get('step')}; {why})"
     return (
         "Train: the mean over the last logging window (training mode, dropout on); valid/test: "
-        f"the best-validation checkpoint (by {config['train']['best_metric']}, step "
-        f"{final.get('best_step')} of {final.get('step')}). "
-        + (f"Mean ± std over {seeds} seeds." if seeds > 1 else "One seed.")
+        f"{scored}. " + (f"Mean ± std over {seeds} seeds." if seeds > 1 else "One seed.")
     )
 
 

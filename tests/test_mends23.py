@@ -105,3 +105,20 @@ def test_tag_tables_refuses_tags_extract_spans_refuses():
         assert f"tag {tag!r} at position 1 is not a valid {scheme} tag" in str(spans_error.value)
     prefixes, types = metrics.tag_tables(["<pad>", "O", "B-PER", "I-PER", "</s>", "S-LOC"], "IOBES")
     assert prefixes.tolist() == [0, 0, 1, 2, 0, 4] and types.tolist() == [0, 0, 1, 1, 0, 2]
+
+
+def test_the_protocol_caption_names_the_state_the_runtime_scored():
+    """With train.keep_best=False (or no best checkpoint) the runtime scores valid/test on the
+    final state; the caption said 'the best-validation checkpoint' whatever the config."""
+    from experiments import run_report
+
+    config = {"num_seeds": 2, "train": {"keep_best": True, "best_metric": "valid_loss"}}
+    best = run_report.protocol_text(config, {"best_step": 40, "step": 100})
+    assert "the best-validation checkpoint (by valid_loss, step 40 of 100)" in best
+    config["train"]["keep_best"] = False
+    last = run_report.protocol_text(config, {"best_step": 40, "step": 100})
+    assert "the final state (step 100; train.keep_best=False)" in last
+    assert "best-validation" not in last
+    config["train"]["keep_best"] = True
+    none = run_report.protocol_text(config, {"best_step": None, "step": 100})
+    assert "the final state (step 100; no best checkpoint)" in none
