@@ -11,7 +11,10 @@ Then writes W/report.md, which answers each of the seed's 20 questions with the 
 measured (experiments that have an `answers(workdir) -> {question: markdown}` function supply
 the text; every other experiment's tables are included as they are) and links every plot;
 an experiment that failed in this run, or that --only/--skip left out, is named as such in the
-report's header and in a section of its own.
+report's header and in a section of its own (a failed one makes the job exit 1, after the
+report is written). A bad flag (an unknown experiment or variant, an empty --workdir) exits
+2 before anything is written. SIGTERM and SIGHUP stop the running experiment too (it saves a
+checkpoint).
 Needs no download: the real corpora come from ../shared/data (RNN_JAX_DATA), everything else
 is synthetic.
 """
@@ -28,11 +31,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import app, flags
 
 from rnn_jax import hardware
+from rnn_jax.files import write_text_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The issue-6 experiments first, then the runtime's and the performance work's.
@@ -136,7 +140,7 @@ VARIANT_FILE = "reproduce_variant.json"  # W/<name>/: the variant the run was st
 
 def record_variant(workdir: pathlib.Path, variant: str) -> None:
     """Notes which config variant runs in `workdir`, before it starts."""
-    (workdir / VARIANT_FILE).write_text(json.dumps({"variant": variant}) + "\n")
+    write_text_atomic(workdir / VARIANT_FILE, json.dumps({"variant": variant}) + "\n")
 
 
 def finished_variant(workdir: pathlib.Path) -> str | None:
@@ -201,6 +205,11 @@ def _run_watched(
     poll_s: float = 5.0,
 ) -> int:
     """One attempt: the exit status, or STALLED after killing a run that stopped using CPU."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if env.get("RNN_JAX_DATA"):
+        # The experiment runs in the checkout: a relative data root means the caller's
+        # directory, as it does for an experiment run directly.
+        env["RNN_JAX_DATA"] = os.path.abspath(env["RNN_JAX_DATA"])
     with open(workdir / "log.txt", "a") as log:
         # Its own process group, so that the watchdog measures and stops the experiment
         # together with any processes it starts (throughput's spawned measurements).
@@ -209,7 +218,7 @@ def _run_watched(
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=env,
             start_new_session=True,
         )
         try:
@@ -224,7 +233,7 @@ def _run_watched(
 
 def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the experiment and its children (it saves a checkpoint and exits), SIGKILL them
-    after `grace_s`."""
+    after `grace_s`, or at once when a second Ctrl-C or SIGTERM cuts the grace period short."""
     if process.poll() is not None:
         _kill_group(process, signal.SIGKILL)  # children it left behind
         return
@@ -233,7 +242,8 @@ def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         pass
-    _kill_group(process, signal.SIGKILL)  # a wedged XLA process ignores SIGTERM
+    finally:
+        _kill_group(process, signal.SIGKILL)  # a wedged XLA process ignores SIGTERM
     process.wait()
 
 
@@ -424,7 +434,7 @@ def write_report(
         lines.append(f"**Q{number}. {question}** " + ("\n\n".join(found) if found else fallback))
         lines.append("")
     text = "\n".join(lines + sections)
-    (root / "report.md").write_text(text)
+    write_text_atomic(root / "report.md", text)  # a stop mid-write keeps the old report whole
     return text
 
 
@@ -464,24 +474,52 @@ def define_flags() -> None:
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(f"experiments.reproduce: stopped by SIGTERM (signal {signum})")
+    """The handler of SIGTERM and SIGHUP (`main`)."""
+    name = signal.Signals(signum).name
+    raise SystemExit(f"experiments.reproduce: stopped by {name} (signal {signum})")
+
+
+BAD_FLAGS_EXIT_STATUS = 2  # as the experiments' own CLIs (rnn_jax.train.cli.CONFIG_EXIT_STATUS)
+
+
+def check_workdir(workdir: str) -> pathlib.Path:
+    """--workdir, resolved; ValueError when it is empty (it would resolve to the current
+    directory, the checkout under scripts/reproduce.sh, and every experiment's folder and
+    report.md would land there) or when it or a parent is a file."""
+    if not workdir.strip():
+        raise ValueError(f"--workdir={workdir!r}: must name a directory")
+    root = pathlib.Path(workdir).resolve()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--workdir={workdir}: {existing} is a file, not a directory")
+    return root
+
+
+def _bad_flags(message: str) -> NoReturn:
+    sys.stderr.write(f"experiments.reproduce: {message}\n")
+    sys.exit(BAD_FLAGS_EXIT_STATUS)
 
 
 def main(argv: Sequence[str]) -> None:
-    # SIGTERM becomes SystemExit, so the running experiment is stopped too (`_run_watched`).
+    # SIGTERM, and SIGHUP (the terminal or ssh session closing), become SystemExit, so the
+    # running experiment is stopped too (`_run_watched`): it runs in a session of its own, so
+    # neither reaches it directly, and left running it would go on writing into its workdir.
+    # A SIGHUP ignored by the caller (`nohup`) stays ignored.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _exit_on_sigterm)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     for flag in ("stall_minutes", "max_restarts"):
-        if getattr(flags.FLAGS, flag) < 0:
-            sys.exit(f"experiments.reproduce: --{flag}={getattr(flags.FLAGS, flag)} must be >= 0")
+        if not getattr(flags.FLAGS, flag) >= 0:  # NaN too: it would disable the watchdog
+            _bad_flags(f"--{flag}={getattr(flags.FLAGS, flag)} must be >= 0")
     try:
         known = experiment_names()
         names = select(known, flags.FLAGS.only, flags.FLAGS.skip)
         check_variant(names, flags.FLAGS.variant)
+        root = check_workdir(flags.FLAGS.workdir)
     except ValueError as error:
-        sys.exit(f"experiments.reproduce: {error}")
-    root = pathlib.Path(flags.FLAGS.workdir).resolve()
+        _bad_flags(str(error))
     # A finished run is skipped below: one of another variant would be reported as this one.
     other = {
         name: variant
@@ -490,8 +528,8 @@ def main(argv: Sequence[str]) -> None:
         and (variant := finished_variant(root / name)) not in (None, flags.FLAGS.variant)
     }
     if other:
-        sys.exit(
-            f"experiments.reproduce: {root} holds finished runs of another variant than "
+        _bad_flags(
+            f"{root} holds finished runs of another variant than "
             f"--variant={flags.FLAGS.variant}: "
             + ", ".join(f"{name} ({variant})" for name, variant in other.items())
             + "; use another --workdir, or delete those runs to redo them"

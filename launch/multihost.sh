@@ -32,6 +32,11 @@ if [ ! -f "$repo/$config" ] || [ ! -f "$repo/experiments/${experiment}.py" ]; th
   echo "launch/multihost.sh: unknown experiment '$experiment' (no $config or experiments/${experiment}.py)" >&2
   exit 2
 fi
+if [ -z "${workdir//[[:space:]]/}" ]; then
+  # Made absolute below, an empty workdir would be the caller's directory (the checkout).
+  echo "launch/multihost.sh: the workdir '$workdir' is empty; give the run's directory" >&2
+  exit 2
+fi
 case "$workdir" in
   *://*)
     # The runtime writes through the local filesystem: gs://b/x would become the directory

@@ -8,7 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 want=${1:-runtime}
+if [ "$want" != runtime ] && [ "$want" != dev ] || [ $# -gt 1 ]; then
+  echo "scripts/setup_env.sh: unknown arguments '$*' (give nothing, 'runtime' or 'dev')" >&2
+  exit 2
+fi
 if [ ! -x .venv/bin/python ]; then
+  # The pins of requirements.txt (numpy 2.4, scipy 1.17, jax 0.10) need Python >= 3.11; an
+  # older one fails later in pip with "no matching distribution found for jax==0.10.2".
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "scripts/setup_env.sh: $PYTHON is not Python >= 3.11 (set PYTHON to one that is)" >&2
+    exit 2
+  fi
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
 fi

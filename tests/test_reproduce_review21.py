@@ -3,19 +3,15 @@ that failed or were skipped instead of leaving them out, one experiment's broken
 not cost the whole report, and a stalled run is restarted by the watchdog."""
 
 import json
-import subprocess
-import sys
+
+import pytest
 
 from experiments import reproduce
+from tests.test_reproduce_review23 import run_main
 
-# Runs `reproduce.main` as the command line does, with `run_experiment` faked: initialization
-# fails (exit 3) without results.json, language_model finishes (results.json written).
-DRIVER = """
-import json, pathlib, sys
-from absl import app
-from experiments import reproduce
 
-def fake_run(name, workdir, variant, index, stall_s=0.0, max_restarts=5):
+def _fake_run(name, workdir, variant, index, stall_s=0.0, max_restarts=5):
+    """initialization fails (exit 3) without results.json, language_model finishes."""
     workdir.mkdir(parents=True, exist_ok=True)
     reproduce.record_variant(workdir, variant)
     if name == "initialization":
@@ -23,30 +19,23 @@ def fake_run(name, workdir, variant, index, stall_s=0.0, max_restarts=5):
     (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
     return 1.0, 0
 
-reproduce.run_experiment = fake_run
-reproduce.define_flags()
-app.run(reproduce.main, argv=["reproduce", *sys.argv[1:]])
-"""
 
-
-def _reproduce(repo_root, *args):
-    return subprocess.run(
-        [sys.executable, "-c", DRIVER, *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
+@pytest.fixture
+def _reproduce(monkeypatch):
+    """(workdir, --only) -> the main job's exit status (None: 0) with --variant=smoke, run
+    in this process with `run_experiment` faked."""
+    monkeypatch.setattr(reproduce, "run_experiment", _fake_run)
+    return lambda root, only: run_main(
+        monkeypatch, workdir=str(root), only=only.split(","), variant="smoke"
     )
 
 
-def test_failed_and_skipped_experiments_are_named_in_the_report(tmp_path, repo_root):
+def test_failed_and_skipped_experiments_are_named_in_the_report(tmp_path, _reproduce):
     """The report left a skipped experiment out altogether and called a failed one only "Not
     finished", so a report of part of the experiments read like a complete one."""
     root = tmp_path / "reproduce"
-    result = _reproduce(
-        repo_root, f"--workdir={root}", "--only=initialization,language_model", "--variant=smoke"
-    )
-    assert result.returncode != 0 and "failed: initialization" in result.stderr
+    code = _reproduce(root, "initialization,language_model")
+    assert code and "failed: initialization" in str(code)
     text = (root / "report.md").read_text()
     # The header's command is the one that ran (it claimed the default, quick, variant).
     assert f"`python -m experiments.reproduce --workdir={root} --variant=smoke` on" in text
@@ -66,15 +55,14 @@ def test_failed_and_skipped_experiments_are_named_in_the_report(tmp_path, repo_r
 
 
 def test_an_experiment_redone_alone_keeps_the_others_finished_runs_in_the_report(
-    tmp_path, repo_root
+    tmp_path, _reproduce
 ):
     """Redoing one experiment with --only rewrote report.md without the experiments that had
     finished earlier in the same workdir; they are reported as they stand (same variant)."""
     root = tmp_path / "reproduce"
-    first = _reproduce(repo_root, f"--workdir={root}", "--only=language_model", "--variant=smoke")
-    assert first.returncode == 0, first.stderr[-2000:]
-    again = _reproduce(repo_root, f"--workdir={root}", "--only=initialization", "--variant=smoke")
-    assert again.returncode != 0 and "failed: initialization" in again.stderr
+    assert _reproduce(root, "language_model") is None  # returned: exit 0
+    again = _reproduce(root, "initialization")
+    assert again and "failed: initialization" in str(again)
     text = (root / "report.md").read_text()
     section = text.split("## `language_model`")[1].split("## `")[0]
     assert "Command:" in section and "Skipped" not in section
