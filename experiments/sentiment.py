@@ -33,7 +33,7 @@ from rnn_jax.data.pipeline import (
 )
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.models.classifier import Classifier
-from rnn_jax.models.encoder import config_problems, encoder_options
+from rnn_jax.models.encoder import config_problems, encoder_options, position_problems
 from rnn_jax.models.params import count_params
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
@@ -67,6 +67,8 @@ class SentimentTask(Task):
         dataset = load_dataset(config.data.dataset, config.data.root)
         self.vocabs = build_vocabs(dataset, min_freq=config.data.min_freq)
         self.splits = {split: encode_split(dataset, split, self.vocabs) for split in dataset.splits}
+        if problems := position_problems(config.model, self.splits, config.data.time_multiple):
+            raise cfg.ConfigError("; ".join(problems))
 
     def _collate(self, examples: list[dict]) -> dict:
         return pad_batch(examples, 0, ("inputs",), self.config.data.time_multiple)

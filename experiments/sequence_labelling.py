@@ -35,7 +35,7 @@ from rnn_jax.data.pipeline import (
 )
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
-from rnn_jax.models.encoder import config_problems, encoder_options
+from rnn_jax.models.encoder import config_problems, encoder_options, position_problems
 from rnn_jax.models.params import count_params
 from rnn_jax.models.tagger import Tagger
 from rnn_jax.train import Task
@@ -105,6 +105,8 @@ class SequenceLabellingTask(Task):
             split: self._with_chars(encode_split(dataset, split, self.vocabs), dataset, split)
             for split in dataset.splits
         }
+        if problems := position_problems(config.model, self.splits, data.time_multiple):
+            raise cfg.ConfigError("; ".join(problems))
         self.singletons = singleton_ids(self.splits["train"], len(self.vocabs["tokens"]))
         self.scheme = "IOB2" if data.dataset == "conll2003" else None
         self.tables = None if self.scheme is None else metrics.tag_tables(self.tags.tokens)

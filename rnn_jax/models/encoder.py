@@ -89,6 +89,27 @@ def config_problems(model_config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def position_problems(
+    model_config: Mapping[str, Any], splits: dict[str, list[dict]], time_multiple: int
+) -> list[str]:
+    """What a transformer encoder would refuse only when a batch of long sentences reaches it
+    (mid-training, or at the first evaluation), for an experiment's `config.model` once its
+    data is read: `model.max_length` positions must cover the longest sentence of every split
+    padded to a multiple of `time_multiple` (the widest batch `pad_batch` builds).
+    `splits`: `{split: [{"inputs": int [time], ...}]}`."""
+    if model_config.get("kind") != "transformer":
+        return []
+    longest = max(len(e["inputs"]) for examples in splits.values() for e in examples)
+    padded = -(-longest // time_multiple) * time_multiple
+    if padded <= model_config["max_length"]:
+        return []
+    return [
+        f"model.max_length={model_config['max_length']}: the transformer's positions must "
+        f"cover the longest sentence, {longest} tokens, padded to {padded} (a multiple of "
+        f"data.time_multiple={time_multiple})"
+    ]
+
+
 def first_and_last(states: jax.Array, lengths: jax.Array, hidden_size: int) -> jax.Array:
     """Sentence vector of a concatenating BiRNN: forward state at `length - 1` ++ backward
     state at 0. states [batch, time, 2 * hidden] -> [batch, 2 * hidden]."""
