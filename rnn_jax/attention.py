@@ -34,10 +34,18 @@ ATTENTION_TYPES = ("additive", "dot", "general")
 def masked_softmax(scores: jax.Array, mask: jax.Array | None, axis: int = -1) -> jax.Array:
     """Softmax over `axis` that puts exactly zero weight where `mask` is False.
 
-    A fully masked row gives all-zero weights rather than NaN.
+    A fully masked row gives all-zero weights rather than NaN. `mask` must be boolean: an
+    additive float mask (0 = attend, -inf = blocked) read as `where(mask, ...)` would attend
+    only to the blocked positions (-inf is truthy), so any other dtype is refused.
     """
     if mask is None:
         return jax.nn.softmax(scores, axis=axis)
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise ValueError(
+            f"mask must be boolean (True = may attend), got dtype {mask.dtype}; an additive "
+            "0/-inf mask would be read inverted"
+        )
     # finfo.min (not -inf) keeps a fully masked row finite; exp(min - max) underflows to 0.
     scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
     return jnp.where(mask, jax.nn.softmax(scores, axis=axis), 0.0)

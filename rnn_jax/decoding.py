@@ -146,21 +146,28 @@ def sample_decode(
     -> (tokens [batch, max_length], lengths [batch], log-probs under the model [batch]).
     """
     max_length = _check_common(max_length, bos_id, eos_id, pad_id)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (is_finite_number(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
 
     def choose(logits: jax.Array, key: jax.Array) -> jax.Array:
-        logits = logits.astype(jnp.float32) / temperature
+        logits = logits.astype(jnp.float32)
+        # Shifted so the largest is 0 before dividing: logits / 1e-40 overflowed to +inf for
+        # every token (then token 0 was drawn, not the argmax); this way an overflow goes to
+        # -inf, the greedy limit. The `where` keeps 0 / 0 (a temperature flushed to 0) out.
+        shifted = logits - jnp.max(logits, axis=-1, keepdims=True)
+        tempered = jnp.where(shifted == 0, 0.0, shifted / temperature)
         if top_k is not None and top_k < logits.shape[-1]:
             # Exactly top_k tokens: a `logits >= k-th largest` test would keep every token tied
-            # with the k-th, so top_k=1 would not be greedy on exact ties.
+            # with the k-th, so top_k=1 would not be greedy on exact ties. Chosen on the
+            # untempered logits: at temperature 1e38 the tempered ones all round to 0, and the
+            # lowest ids were kept.
             _, kept = lax.top_k(logits, top_k)  # [batch, top_k]
             rows = jnp.arange(logits.shape[0])[:, None]
             allowed = jnp.zeros(logits.shape, bool).at[rows, kept].set(True)
-            logits = jnp.where(allowed, logits, -jnp.inf)
-        return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+            tempered = jnp.where(allowed, tempered, -jnp.inf)
+        return jax.random.categorical(key, tempered, axis=-1).astype(jnp.int32)
 
     return _decode_loop(
         step_fn,

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.predicates import is_finite_number
+
 __all__ = ["SCHEDULES", "choose_decoder_inputs", "teacher_forcing_schedule"]
 
 SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
@@ -41,10 +43,12 @@ def teacher_forcing_schedule(
             raise ValueError(f"constant teacher-forcing probability k must be in [0, 1], got {k}")
         return lambda step: jnp.asarray(k, jnp.float32)
     if name == "linear":
-        if c < 0 or not 0.0 <= minimum <= 1.0:
-            raise ValueError(
-                f"linear schedule needs c >= 0 and minimum in [0, 1], got {c}, {minimum}"
-            )
+        # k=nan gave epsilon NaN at every step and c=inf gave NaN at step 0 (inf * 0); under
+        # jit `u < NaN` never holds, so such a run trained free-running without a word.
+        if not (is_finite_number(k) and is_finite_number(c)) or c < 0:
+            raise ValueError(f"linear schedule needs a finite k and a finite c >= 0, got {k}, {c}")
+        if not 0.0 <= minimum <= 1.0:
+            raise ValueError(f"linear schedule needs minimum in [0, 1], got {minimum}")
         return lambda step: jnp.clip(k - c * jnp.asarray(step, jnp.float32), minimum, 1.0)
     if name == "exponential":
         if not 0.0 < k < 1.0:
@@ -55,8 +59,8 @@ def teacher_forcing_schedule(
         log_k = math.log(k)
         return lambda step: jnp.exp(log_k * jnp.asarray(step, jnp.float32))
     if name == "inverse_sigmoid":
-        if k < 1.0:
-            raise ValueError(f"inverse_sigmoid schedule needs k >= 1, got k={k}")
+        if not (is_finite_number(k) and k >= 1.0):  # k=nan or inf: epsilon NaN at every step
+            raise ValueError(f"inverse_sigmoid schedule needs a finite k >= 1, got k={k}")
         return lambda step: k / (k + jnp.exp(jnp.asarray(step, jnp.float32) / k))
     raise ValueError(f"schedule name must be one of {SCHEDULES}, got {name!r}")
 
