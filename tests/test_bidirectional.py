@@ -5,8 +5,6 @@ values fail naming the key (exit status 2 on the command line)."""
 
 import itertools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from experiments import grid
 from experiments.configs import bidirectional as bd_configs
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
+from tests.module_cli import StartedModule
 from tests.report_check import assert_png, cell_numbers, table_rows
 
 SMOKE = "experiments/configs/bidirectional.py:smoke"  # UD EWT, LSTM 16, 12 steps, 64 sentences
@@ -235,16 +234,24 @@ def test_bad_config_values_are_named(key, value, message):
         cli.load_config(SMOKE, {key: value}, rules=bd.RULES)
 
 
-def test_a_bad_value_on_the_command_line_exits_2_before_writing(tmp_path, repo_root):
-    workdir = tmp_path / "w"
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.bidirectional", f"--workdir={workdir}"]
-        + [f"--config={SMOKE}", "--config.grid.points=forward-gru"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=repo_root,
+@pytest.fixture(scope="module", autouse=True)
+def bad_value_run(tmp_path_factory):
+    """test_a_bad_value_on_the_command_line_exits_2_before_writing's command line, started
+    with the module's first test: it runs (mostly imports, on one core) beside the smoke run."""
+    workdir = tmp_path_factory.mktemp("bidirectional_bad_value") / "w"
+    run = StartedModule(
+        "experiments.bidirectional",
+        f"--workdir={workdir}",
+        f"--config={SMOKE}",
+        "--config.grid.points=forward-gru",
     )
+    yield workdir, run
+    run.close()
+
+
+def test_a_bad_value_on_the_command_line_exits_2_before_writing(bad_value_run):
+    workdir, run = bad_value_run
+    proc = run.result()
     assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
     assert "grid.points='forward-gru': must be distinct names from" in proc.stderr
     assert "Traceback" not in proc.stderr and not workdir.exists()

@@ -23,14 +23,18 @@ from tests.test_state_probe import _results as probe_results
 from tests.test_word_order import _summary as word_order_summary
 
 
-def _task_metrics(task, model, split: str) -> dict[str, float]:
-    """What the runtime reports for `split`: the task's eval sums over its padded batches."""
+def _task_metrics(task, model, splits: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """What the runtime reports for each of `splits`: the task's eval sums over its padded
+    batches (one jitted step for all the splits: batches of one shape compile once)."""
     step = nnx.jit(lambda m, b: task.eval_step(m, b, ())[1])
-    totals: dict[str, float] = collections.Counter()
-    for batch in task.eval_data(split):
-        for key, value in step(model, jax.tree.map(jnp.asarray, batch)).items():
-            totals[key] += float(value)
-    return task.eval_metrics(dict(totals))
+    metrics = {}
+    for split in splits:
+        totals: dict[str, float] = collections.Counter()
+        for batch in task.eval_data(split):
+            for key, value in step(model, jax.tree.map(jnp.asarray, batch)).items():
+                totals[key] += float(value)
+        metrics[split] = task.eval_metrics(dict(totals))
+    return metrics
 
 
 def _conlleval_chunks(tags: list[str]) -> set[tuple[str, int, int]]:
@@ -73,7 +77,7 @@ def test_tagging_metrics_equal_a_per_sentence_reference(monkeypatch):
         ]
     )
     for split in ("test",):  # valid's path is the same; a split costs ~8 s of compiling
-        got = _task_metrics(task, model, split)
+        got = _task_metrics(task, model, (split,))[split]
         hits = tokens = nll = 0.0
         correct = num_gold = num_predicted = 0
         alone = [
@@ -120,16 +124,20 @@ def test_sentiment_metrics_equal_a_per_sentence_reference(kind, pooling, monkeyp
     _, task = make_task("sentiment", monkeypatch)
     task.config.model.kind, task.config.model.pooling = kind, pooling
     model = task.init_model(jax.random.key(5))
-    alone = {}  # each sentence's logits, computed once (test repeats valid's first sentences)
-    for split in ("valid", "test"):
-        got = _task_metrics(task, model, split)
+    splits = ("valid", "test")
+    # Each distinct sentence alone (test repeats valid's first sentences), a batch of one at
+    # its own length, all in one jitted program (eager calls re-trace the scans at every call).
+    distinct = list(dict.fromkeys(tuple(e["inputs"]) for s in splits for e in task.splits[s]))
+    logits_alone = nnx.jit(lambda m, sentences: [m(x, n)[0][0] for x, n in sentences])(
+        model, [(jnp.asarray(key)[None], jnp.array([len(key)])) for key in distinct]
+    )
+    alone = {k: np.asarray(v, float) for k, v in zip(distinct, logits_alone, strict=True)}
+    all_got = _task_metrics(task, model, splits)
+    for split in splits:
+        got = all_got[split]
         hits, nll = 0, 0.0
         for example in task.splits[split]:
-            key = tuple(example["inputs"])
-            if key not in alone:
-                inputs = jnp.asarray(example["inputs"])[None]
-                alone[key] = np.asarray(model(inputs, jnp.array([len(key)]))[0][0], float)
-            logits = alone[key]
+            logits = alone[tuple(example["inputs"])]
             hits += int(np.argmax(logits) == example["targets"])
             nll += np.log(np.exp(logits - logits.max()).sum()) + logits.max()
             nll -= logits[example["targets"]]
@@ -158,7 +166,7 @@ def test_tagging_throughput_counts_real_tokens_not_padding(ud_task):
 def test_accuracy_per_token_class_equals_a_brute_force_reference(ud_task):
     """Classes from the training counts (in the vocabulary: seen `min_freq` times; majority:
     the word's most frequent training tag, ties to the first seen), predictions per sentence
-    without padding, accuracies counted in Python."""
+    token by token without padding, accuracies counted in Python."""
     task = ud_task
     train = task.dataset.splits["train"]
     seen = collections.Counter(w for s in train for w in s["tokens"])
@@ -171,38 +179,37 @@ def test_accuracy_per_token_class_equals_a_brute_force_reference(ud_task):
     majority = {word: max(tags, key=lambda t, c=tags: c[t]) for word, tags in count.items()}
 
     model = task.init_model(jax.random.key(0))
-    # One jitted program for all the length groups, each its own batch with no padding (eager
-    # calls re-trace the scans at every call; a compile per length costs more).
-    predict = nnx.jit(lambda m, groups: [m.predict(x, n) for x, n in groups])
-    for split in ("test",):  # valid's path is the same (~15 s of compiling per split)
-        got = _task_metrics(task, model, split)
+    # The forward LSTM's predictions token by token through its streaming step, the sentences
+    # as the rows of one batch: row i's prediction at t reads its tokens up to t only, so no
+    # lengths, masks or padding enter it (one compile of the step; a whole-sequence program
+    # per sentence length compiled for ~15 s per split).
+    assert not task.config.model.bidirectional and task.config.model.head == "softmax"
+    step = nnx.jit(lambda m, carries, tokens: m.step(carries, tokens))
+    for split in ("test",):  # valid's path is the same
+        got = _task_metrics(task, model, (split,))[split]
         sentences = task.dataset.splits[split]
         examples = task.splits[split]
         assert len(sentences) == len(examples) == task.config.data.eval_sentences
         hits = collections.Counter()
         counts = collections.Counter()
-        by_length = collections.defaultdict(list)
+        width = max(len(example["inputs"]) for example in examples)
+        tokens = np.zeros((len(examples), width), np.int32)  # past a sentence's end: unread
         for index, example in enumerate(examples):
-            by_length[len(example["inputs"])].append(index)
-        groups = [  # equal lengths: one batch, no padding
-            (
-                jnp.asarray(np.stack([examples[i]["inputs"] for i in indices])),
-                jnp.full(len(indices), n),
-            )
-            for n, indices in by_length.items()
-        ]
-        predictions = predict(model, groups)
-        for indices, predicted in zip(by_length.values(), predictions, strict=True):
-            for row, index in zip(np.asarray(predicted), indices, strict=True):
-                sentence, example = sentences[index], examples[index]
-                pairs = zip(sentence["tokens"], sentence["tags"], strict=True)
-                for t, (word, tag) in enumerate(pairs):
-                    if seen[word] < task.config.data.min_freq:
-                        name = "unk"
-                    else:
-                        name = "majority" if majority[word] == tag else "minority"
-                    counts[name] += 1
-                    hits[name] += int(row[t] == example["targets"][t])
+            tokens[index, : len(example["inputs"])] = example["inputs"]
+        carries, predicted = model.zero_carry(len(examples)), []
+        for t in range(width):
+            carries, emissions = step(model, carries, jnp.asarray(tokens[:, t]))
+            predicted.append(np.argmax(np.asarray(emissions), axis=-1))
+        predictions = np.stack(predicted, axis=1)
+        for row, sentence, example in zip(predictions, sentences, examples, strict=True):
+            pairs = zip(sentence["tokens"], sentence["tags"], strict=True)
+            for t, (word, tag) in enumerate(pairs):
+                if seen[word] < task.config.data.min_freq:
+                    name = "unk"
+                else:
+                    name = "majority" if majority[word] == tag else "minority"
+                counts[name] += 1
+                hits[name] += int(row[t] == example["targets"][t])
         assert counts == collections.Counter(task.class_tokens[split])
         assert got["accuracy"] == pytest.approx(sum(hits.values()) / counts.total(), abs=1e-6)
         for name in bd.TOKEN_CLASSES:

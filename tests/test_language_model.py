@@ -13,6 +13,7 @@ from flax import nnx
 from rnn_jax import layers
 from rnn_jax.models import RNNLanguageModel
 from tests.layer_spy import layer_one_input_mask
+from tests.module_cli import StartedModule, check_refused
 from tests.reference_numpy import elman_step, lstm_step
 
 VOCAB, HIDDEN, BATCH, TIME = 11, 6, 3, 5
@@ -414,36 +415,58 @@ def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypa
     assert abs(row["4 rows, context 0"] - row["1 row"]) > 1e-4
 
 
-@pytest.mark.parametrize("mode", ["--eval_contexts=0,64", "--sample=5"])
-def test_modes_after_training_name_a_run_without_checkpoint(tmp_path, mode):
+MODES = ["--eval_contexts=0,64", "--sample=5"]
+BAD_MODE_FLAGS = [
+    (["--sample=5", "--eval_contexts=0,64"], "--sample=5 and --eval_contexts='0,64': give one"),
+    (["--sample=-3"], "--sample=-3: must be >= 0"),
+    (["--sample=5", "--temperature=0"], "--temperature=0.0: must be a number > 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused_smoke_runs(tmp_path_factory):
+    """language_model's smoke CLI with each flag set of the two tests below, all started at
+    once (each run is mostly imports, on one core): flags -> (its workdir, the run)."""
+    runs = {}
+    try:
+        for flags in [[mode] for mode in MODES] + [flags for flags, _ in BAD_MODE_FLAGS]:
+            workdir = tmp_path_factory.mktemp("lm_refused") / "never_trained"
+            runs[tuple(flags)] = (
+                workdir,
+                StartedModule(
+                    "experiments.language_model",
+                    f"--workdir={workdir}",
+                    "--config=experiments/configs/language_model.py:smoke",
+                    *flags,
+                    timeout=300,
+                ),
+            )
+        yield runs
+    finally:
+        for _, run in runs.values():
+            run.close()
+
+
+def _refused_smoke_cli(runs, *flags):
+    """The run of language_model's smoke CLI with `flags`, refused with exit 2
+    (`check_refused`): its workdir and stderr."""
+    workdir, run = runs[flags]
+    return workdir, check_refused(run.result(), workdir)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_modes_after_training_name_a_run_without_checkpoint(refused_smoke_runs, mode):
     """`--eval_contexts` / `--sample` read W/best: on a directory without it, one line naming
     it and exit status 2 (was restore_model's ValueError as a traceback), nothing written."""
-    workdir = tmp_path / "never_trained"
-    stderr = _refused_smoke_cli(workdir, mode)
+    workdir, stderr = _refused_smoke_cli(refused_smoke_runs, mode)
     assert f"no checkpoint in {workdir / 'best'}" in stderr
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--sample=5", "--eval_contexts=0,64"], "--sample=5 and --eval_contexts='0,64': give one"),
-        (["--sample=-3"], "--sample=-3: must be >= 0"),
-        (["--sample=5", "--temperature=0"], "--temperature=0.0: must be a number > 0"),
-    ],
-)
-def test_contradictory_or_invalid_mode_flags_are_named(tmp_path, flags, message):
+@pytest.mark.parametrize("flags, message", BAD_MODE_FLAGS)
+def test_contradictory_or_invalid_mode_flags_are_named(refused_smoke_runs, flags, message):
     """`--eval_contexts` silently won over `--sample`; a negative --sample or a temperature
     <= 0 reached the restore (or the sampler) instead of being named."""
-    assert message in _refused_smoke_cli(tmp_path / "never_trained", *flags)
-
-
-def _refused_smoke_cli(workdir, *flags):
-    """language_model's smoke CLI with `flags`, refused with exit 2 (`refused_cli`)."""
-    from tests.module_cli import refused_cli
-
-    return refused_cli(
-        "experiments.language_model", "experiments/configs/language_model.py:smoke", workdir, *flags
-    )
+    assert message in _refused_smoke_cli(refused_smoke_runs, *flags)[1]
 
 
 def test_unigram_baseline_scores_the_targets_the_model_scores(repo_root, monkeypatch):

@@ -8,11 +8,21 @@ import numpy as np
 import pytest
 
 from rnn_jax.metrics import paired_bleu_significance
-from tests.module_cli import run_module
+from tests.module_cli import StartedModule, run_module
 
 
 def _run(*args):
     return run_module("experiments.significance", *args)
+
+
+def _run_all(*arg_lists):
+    """One run per argument list, all started at once (each is mostly imports, on one core)."""
+    started = [StartedModule("experiments.significance", *args) for args in arg_lists]
+    try:
+        return [run.result() for run in started]
+    finally:
+        for run in started:
+            run.close()
 
 
 def _files(tmp_path):
@@ -52,11 +62,13 @@ def test_a_short_or_missing_file_is_named_with_exit_status_2(tmp_path):
     short.write_text("w1 w2\n")
     output = tmp_path / "sig.json"
     common = [f"--references={paths['refs']}", f"--baseline={paths['base']}", f"--output={output}"]
-    result = _run(*common, f"--systems={paths['good']},{short}")
-    assert result.returncode == 2
-    assert f"--systems: {short} has 1 lines, --references {paths['refs']} 60" in result.stderr
-    result = _run(*common, f"--systems={tmp_path / 'none.txt'}")
-    assert result.returncode == 2 and "--systems: cannot read" in result.stderr
+    short_run, missing_run = _run_all(
+        [*common, f"--systems={paths['good']},{short}"],
+        [*common, f"--systems={tmp_path / 'none.txt'}"],
+    )
+    assert short_run.returncode == 2
+    assert f"--systems: {short} has 1 lines, --references {paths['refs']} 60" in short_run.stderr
+    assert missing_run.returncode == 2 and "--systems: cannot read" in missing_run.stderr
     assert not output.exists()
 
 
@@ -69,18 +81,23 @@ def test_no_systems_empty_references_a_repeated_system_or_unknown_tokenizer_are_
     empty.write_text("")
     output = tmp_path / "sig.json"
     common = [f"--references={paths['refs']}", f"--baseline={paths['base']}", f"--output={output}"]
-    result = _run(*common, "--systems=")
-    assert result.returncode == 2, result.stderr
-    assert "--systems: expected one or more" in result.stderr
-    result = _run(*common, f"--systems={paths['good']},{paths['good']}")
-    assert result.returncode == 2, result.stderr
-    assert f"--systems: {paths['good']} listed more than once" in result.stderr
-    result = _run(
-        f"--references={empty}", f"--baseline={empty}", f"--systems={empty}", f"--output={output}"
+    no_systems, repeated, empty_files, result = _run_all(
+        [*common, "--systems="],
+        [*common, f"--systems={paths['good']},{paths['good']}"],
+        [
+            f"--references={empty}",
+            f"--baseline={empty}",
+            f"--systems={empty}",
+            f"--output={output}",
+        ],
+        [*common, f"--systems={paths['good']}", "--tokenize=nope"],
     )
-    assert result.returncode == 2, result.stderr
-    assert f"--references: {empty} has no lines" in result.stderr
-    result = _run(*common, f"--systems={paths['good']}", "--tokenize=nope")
+    assert no_systems.returncode == 2, no_systems.stderr
+    assert "--systems: expected one or more" in no_systems.stderr
+    assert repeated.returncode == 2, repeated.stderr
+    assert f"--systems: {paths['good']} listed more than once" in repeated.stderr
+    assert empty_files.returncode == 2, empty_files.stderr
+    assert f"--references: {empty} has no lines" in empty_files.stderr
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--tokenize" in result.stderr and "13a" in result.stderr
     assert not output.exists()

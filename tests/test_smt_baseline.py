@@ -11,8 +11,6 @@ import json
 import math
 import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ from experiments import smt_baseline
 from experiments.configs import smt_baseline as smt_configs
 from experiments.kneser_ney import KneserNeyLM
 from rnn_jax.train import cli
+from tests.module_cli import StartedModule
 
 SMOKE = "experiments/configs/smt_baseline.py:smoke"
 
@@ -451,24 +450,28 @@ def test_smoke_run_writes_results_table_and_answer(smoke_run):
     assert "MERT" in table and "MERT on 10 val pairs" in answer
 
 
-def test_bad_config_value_exits_2_naming_the_key(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.smt_baseline",
-            f"--workdir={tmp_path / 'run'}",
-            f"--config={SMOKE}",
-            "--config.smt.max_phrase_length=0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+@pytest.fixture(scope="module", autouse=True)
+def bad_config_run(tmp_path_factory):
+    """test_bad_config_value_exits_2_naming_the_key's command line, started with the module's
+    first test: it runs (mostly imports, on one core) beside the others."""
+    workdir = tmp_path_factory.mktemp("smt_bad_config") / "run"
+    run = StartedModule(
+        "experiments.smt_baseline",
+        f"--workdir={workdir}",
+        f"--config={SMOKE}",
+        "--config.smt.max_phrase_length=0",
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
+    yield workdir, run
+    run.close()
+
+
+def test_bad_config_value_exits_2_naming_the_key(bad_config_run):
+    workdir, run = bad_config_run
+    proc = run.result()
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "smt.max_phrase_length=0: must be an integer >= 1" in proc.stderr
-    assert not (tmp_path / "run").exists()
+    assert not workdir.exists()
 
 
 @pytest.mark.data

@@ -8,8 +8,6 @@ bad config values failing naming the key."""
 
 import collections
 import json
-import subprocess
-import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +22,7 @@ from rnn_jax import probes
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
+from tests.module_cli import StartedModule
 from tests.report_check import assert_png, cell_numbers, table_rows
 
 SMOKE = "experiments/configs/state_probe.py:smoke"  # UD EWT, 2 x 16 LSTM, 20 steps
@@ -580,22 +579,26 @@ def test_bad_config_values_are_named(key, value, message):
         cli.load_config(SMOKE, {key: value}, rules=sp.RULES)
 
 
-def test_a_bad_probe_kind_on_the_command_line_is_one_line_and_exit_status_2(tmp_path, repo_root):
-    workdir = tmp_path / "w"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.state_probe",
-            f"--workdir={workdir}",
-            f"--config={SMOKE}",
-            "--config.probe.kinds=lda,mlp",
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
+@pytest.fixture(scope="module", autouse=True)
+def bad_probe_kind_run(tmp_path_factory):
+    """test_a_bad_probe_kind_on_the_command_line_is_one_line_and_exit_status_2's command line,
+    started with the module's first test: it runs (mostly imports, on one core) beside the
+    others."""
+    workdir = tmp_path_factory.mktemp("state_probe_bad_kind") / "w"
+    run = StartedModule(
+        "experiments.state_probe",
+        f"--workdir={workdir}",
+        f"--config={SMOKE}",
+        "--config.probe.kinds=lda,mlp",
         timeout=300,
     )
+    yield workdir, run
+    run.close()
+
+
+def test_a_bad_probe_kind_on_the_command_line_is_one_line_and_exit_status_2(bad_probe_kind_run):
+    workdir, run = bad_probe_kind_run
+    proc = run.result()
     assert proc.returncode == cli.CONFIG_EXIT_STATUS == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "probe.kinds" in line]
     assert len(lines) == 1 and "probe.kinds='lda,mlp': must be distinct names" in lines[0]
