@@ -12,6 +12,7 @@ import pytest
 from experiments import kneser_ney, language_model, significance
 from experiments import regularization_report as report
 from experiments.kneser_ney import EOS, UNK, KneserNeyLM
+from tests.test_regularization import _summary
 
 
 def test_kneser_ney_bigram_equals_a_hand_computation():
@@ -76,26 +77,8 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
 
 
 def _depth_point(layers, best, params=1000, questions=(12,)):
-    return {
-        "questions": list(questions),
-        "regularizer": "none",
-        "settings": {},
-        "layers": layers,
-        "hidden": 16,
-        "params": params,
-        "cell": "lstm",
-        "corpus": "markov",
-        "unit": "token",
-        "train_tokens": 2000,
-        "valid_tokens": 1000,
-        "num_steps": 500,
-        "epochs": 10.0,
-        "final_train_bits": [1.0, 1.0],
-        "final_valid_bits": [3.7, 3.7],
-        "best_valid_bits": best,
-        "train_at_best_bits": [2.0, 2.0],
-        "best_step": 200,
-    }
+    """test_regularization's unregularised point summary with `params` parameters."""
+    return {**_summary("none", best, layers, questions), "params": params}
 
 
 def test_depth_answer_calls_a_depth_best_only_beyond_every_other_depths_spread():

@@ -18,75 +18,7 @@ from rnn_jax.data.batching import pad_batch
 from rnn_jax.data.readers import read_conll
 from rnn_jax.train.config import ConfigError
 from tests.test_eval_padding import TASKS, tiny_config
-
-
-# conlleval.pl (CoNLL-2000 shared task, 2004 version), transcribed line by line.
-def _end_of_chunk(prev: str, tag: str, prev_type: str, tag_type: str) -> bool:
-    end = (prev, tag) in {
-        ("B", "B"),
-        ("B", "O"),
-        ("I", "B"),
-        ("I", "O"),
-        ("E", "E"),
-        ("E", "I"),
-        ("E", "O"),
-    }
-    if prev not in ("O", ".") and prev_type != tag_type:
-        end = True
-    return end or prev in ("[", "]")
-
-
-def _start_of_chunk(prev: str, tag: str, prev_type: str, tag_type: str) -> bool:
-    start = (prev, tag) in {
-        ("B", "B"),
-        ("I", "B"),
-        ("O", "B"),
-        ("O", "I"),
-        ("E", "E"),
-        ("E", "I"),
-        ("O", "E"),
-    }
-    if tag not in ("O", ".") and prev_type != tag_type:
-        start = True
-    return start or tag in ("[", "]")
-
-
-def _split(tag: str) -> tuple[str, str]:
-    prefix, dash, kind = tag.partition("-")
-    return (prefix, kind) if dash else (tag, "")
-
-
-def conlleval_counts(sentences: list[tuple[list[str], list[str]]]) -> tuple[int, int, int]:
-    """(correct chunks, gold chunks, guessed chunks) of conlleval.pl over (gold, guessed) tag
-    sentences, each followed by the blank line conlleval reads as an O token."""
-    correct = found_gold = found_guessed = 0
-    in_correct = False
-    last_gold, last_guess, last_gold_type, last_guess_type = "O", "O", "", ""
-    for gold_tags, guessed_tags in sentences:
-        for gold_tag, guessed_tag in [*zip(gold_tags, guessed_tags, strict=True), ("O", "O")]:
-            gold, gold_type = _split(gold_tag)
-            guess, guess_type = _split(guessed_tag)
-            if in_correct:
-                gold_end = _end_of_chunk(last_gold, gold, last_gold_type, gold_type)
-                guess_end = _end_of_chunk(last_guess, guess, last_guess_type, guess_type)
-                if gold_end and guess_end and last_guess_type == last_gold_type:
-                    in_correct = False
-                    correct += 1
-                elif gold_end != guess_end or guess_type != gold_type:
-                    in_correct = False
-            gold_start = _start_of_chunk(last_gold, gold, last_gold_type, gold_type)
-            guess_start = _start_of_chunk(last_guess, guess, last_guess_type, guess_type)
-            if gold_start and guess_start and guess_type == gold_type:
-                in_correct = True
-            found_gold += gold_start
-            found_guessed += guess_start
-            last_gold, last_guess, last_gold_type, last_guess_type = (
-                gold,
-                guess,
-                gold_type,
-                guess_type,
-            )
-    return correct + in_correct, found_gold, found_guessed
+from tests.test_misc_review22 import _conlleval_counts
 
 
 def test_tagger_span_f1_on_the_conll_test_tags_is_conllevals(data_root):
@@ -141,7 +73,8 @@ def test_tagger_span_f1_on_the_conll_test_tags_is_conllevals(data_root):
     for batch in task.eval_data("test"):
         for key, value in sums(batch).items():
             totals[key] = totals.get(key, 0.0) + float(value)
-    correct, found_gold, found_guessed = conlleval_counts(list(zip(gold, guessed, strict=True)))
+    # conlleval.pl's counting, transcribed (test_misc_review22)
+    correct, found_gold, found_guessed = _conlleval_counts(gold, guessed)
     assert found_gold == 5648  # CoNLL-2003 test's entity count
     assert (totals["correct_spans"], totals["gold_spans"], totals["predicted_spans"]) == (
         correct,
