@@ -104,7 +104,7 @@ class Cell:
         `input_init`/`recurrent_init`: initialiser names (or callables), applied per gate block;
         `input_scale`/`recurrent_scale`: their `scale` option. `forget_bias`: bias of the keep
         gate (default: the cell's `default_forget_bias`); `chrono_max_length`: chrono init of
-        the keep gate instead (Tallec & Ollivier 2018).
+        the keep gate instead (Tallec & Ollivier 2018). `dtype`: of every param, floating.
         """
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not is_int(size) or size < 1:
@@ -115,6 +115,9 @@ class Cell:
         forget_bias, chrono_max_length, input_scale, recurrent_scale = (
             _scalar_item(v) for v in (forget_bias, chrono_max_length, input_scale, recurrent_scale)
         )
+        if not jnp.issubdtype(dtype, jnp.floating):
+            # Integer dtypes cast the draws silently (an orthogonal W_hh became all zeros).
+            raise ValueError(f"dtype={dtype!r} must be a floating dtype")
         if forget_bias is not None and not is_finite_number(forget_bias):
             raise ValueError(f"forget_bias={forget_bias!r} must be a finite number")
         if self.keep_gate is None and (forget_bias or chrono_max_length is not None):
@@ -350,6 +353,12 @@ class LayerNormLSTM(LSTM):
     """
 
     eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        # eps <= 0 or NaN made every LN of a constant vector 0 * inf = NaN: the recurrent LN of
+        # the zero initial state at step 1, and the input LN of zero-padded steps.
+        if not (is_finite_number(self.eps) and self.eps > 0):
+            raise ValueError(f"eps={self.eps!r} must be a finite number > 0")
 
     def extra_params(self, key: jax.Array, hidden_size: int, dtype: jnp.dtype) -> Params:
         G = 4 * hidden_size
