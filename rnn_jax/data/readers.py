@@ -184,12 +184,19 @@ def _conllu_sentence(words: list[list[str]], numbers: list[int], path: PathLike)
     }
 
 
+# CoNLL columns are separated by ASCII spaces or tabs only: `str.split()` would also split a
+# token at a no-break space or an ideographic space (U+3000).
+_CONLL_SEPARATOR = re.compile("[ \t]+")
+
+
 def read_conll(path: PathLike, label_column: int = -1) -> Iterator[dict]:
     """CoNLL column files (CoNLL-2000 chunking, CoNLL-2003 NER, ...): `{"tokens", "tags"}`.
 
-    A token is a non-blank line of two or more space- or tab-separated columns, the token
-    first; a sentence is a block of token lines between blank lines; `-DOCSTART-` lines are
-    neither. Every token line of a file must have the same number of columns.
+    A token is a non-blank line of two or more columns separated by ASCII spaces or tabs (a
+    no-break space, U+00A0, inside a token is part of it), the token first; a sentence is a
+    block of token lines between blank lines; a `-DOCSTART-` line is neither, and ends a
+    sentence like a blank line (no sentence spans two documents). Every token line of a file
+    must have the same number of columns.
 
     Args:
       label_column: which column holds the tag (CoNLL-2003: 1 POS, 2 chunk, 3 = -1 NER).
@@ -201,13 +208,12 @@ def read_conll(path: PathLike, label_column: int = -1) -> Iterator[dict]:
         tags: list[str] = []
         num_columns = None
         for number, line in read_lines(path):
-            fields = line.split()
-            if not fields:
+            stripped = line.strip(" \t")
+            fields = _CONLL_SEPARATOR.split(stripped) if stripped else []
+            if not fields or fields[0] == "-DOCSTART-":
                 if tokens:
                     yield {"tokens": tokens, "tags": tags}
                     tokens, tags = [], []
-                continue
-            if fields[0] == "-DOCSTART-":
                 continue
             where = f"{os.fspath(path)}:{number}"
             if num_columns is None:

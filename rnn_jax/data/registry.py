@@ -219,11 +219,13 @@ def load_dataset(
       data_root: root of the project corpora (default: `default_data_root()`).
       data_dir: the TFDS data directory for catalog datasets (default: TFDS's own).
       manual_dir: the folder that directly holds a project corpus's files (overrides
-        `<data_root>/<dir>`).
+        `<data_root>/<dir>`); a leading `~` is the home folder, as in `data_root`.
     """
     if name in PROJECT_DATASETS:
         loader, directory = PROJECT_DATASETS[name]
-        return loader(manual_dir or default_data_root(data_root) / directory)
+        if manual_dir:
+            return loader(os.path.expanduser(manual_dir))
+        return loader(default_data_root(data_root) / directory)
     from rnn_jax.data.catalog import CATALOG, load_catalog_dataset
 
     catalog_name = name.removeprefix("tfds:")

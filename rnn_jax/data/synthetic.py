@@ -53,7 +53,12 @@ class _Task:
         raise NotImplementedError
 
     def batch(self, seed: int, step: int, batch_size: int) -> Batch:
-        """Batch number `step` of the stream seeded by `seed` (deterministic, resumable)."""
+        """Batch number `step` of the stream seeded by `seed` (deterministic, resumable).
+
+        NumPy's `SeedSequence` ignores trailing zero words, so batch 0 draws exactly the
+        numbers of `default_rng(seed)`: do not use `default_rng(seed)` for anything that must be
+        independent of this stream (a `MarkovLanguage`'s own `seed` included).
+        """
         return self.sample(np.random.default_rng([seed, step]), batch_size)
 
 

@@ -11,9 +11,11 @@ training data always gives the same ids.
     vocab.save(workdir / "vocab.json"); Vocabulary.load(workdir / "vocab.json")
 
 Out-of-vocabulary tokens map to `unk_id`; a vocabulary built with `unk=None` raises on them
-(closed vocabularies: Penn Treebank, Tiny Shakespeare characters). `num_specials` counts the
-specials that never occur in the training data (the ones the pipeline adds): for PTB, whose
-files already contain `<unk>` and get one `<eos>` per line, it is 0 and `len(vocab)` is 10,000.
+(closed vocabularies: Penn Treebank, Tiny Shakespeare characters). `added_specials` are the
+specials that never occur in the training data (the ones the pipeline adds; `num_specials`
+counts them): for PTB, whose files already contain `<unk>` and get one `<eos>` per line, there
+are none and `len(vocab)` is 10,000. `oov_rate` counts a data token spelled like an added
+special (a test sentence's "<unk>" where training had none) as unseen in training.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from rnn_jax.files import write_text_atomic
+from rnn_jax.predicates import is_finite_number, is_int
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos")
 
@@ -38,7 +41,8 @@ class Vocabulary:
     Attributes:
       tokens: every token, specials first; the id of a token is its index.
       pad, unk, bos, eos: the special token strings, or `None` when the role is absent.
-      num_specials: how many specials were added (did not occur in the training data).
+      added_specials: the specials that were added (did not occur in the training data);
+        `num_specials` is their number.
     """
 
     tokens: tuple[str, ...]
@@ -46,7 +50,7 @@ class Vocabulary:
     unk: str | None = "<unk>"
     bos: str | None = "<bos>"
     eos: str | None = "<eos>"
-    num_specials: int = 0
+    added_specials: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(set(self.tokens)) != len(self.tokens):
@@ -56,6 +60,19 @@ class Vocabulary:
             token = getattr(self, role)
             if token is not None and token not in self._index:
                 raise ValueError(f"Vocabulary {role}={token!r} is not one of its tokens")
+        specials = [getattr(self, role) for role in SPECIAL_ROLES]
+        if len(set(self.added_specials)) != len(self.added_specials) or any(
+            token is None or token not in specials for token in self.added_specials
+        ):
+            raise ValueError(
+                f"Vocabulary added_specials={self.added_specials!r} must be distinct specials "
+                f"of the vocabulary ({[t for t in specials if t is not None]})"
+            )
+
+    @property
+    def num_specials(self) -> int:
+        """How many specials were added (did not occur in the training data)."""
+        return len(self.added_specials)
 
     @property
     def _index(self) -> dict[str, int]:
@@ -82,8 +99,9 @@ class Vocabulary:
 
         Args:
           sequences: iterable of token lists, or a `collections.Counter` of token counts.
-          min_freq: keep tokens seen at least this often (>= 1).
-          max_size: at most this many tokens in total, specials included (None = no limit).
+          min_freq: keep tokens seen at least this often (a number >= 1).
+          max_size: at most this many tokens in total, specials included (an integer; None = no
+            limit).
           pad, unk, bos, eos: special token strings; `None` leaves the role out.
 
         Raises:
@@ -91,8 +109,13 @@ class Vocabulary:
             (`["a b", "c"]` would otherwise be read character by character); a character
             vocabulary takes `[list(text)]` or `collections.Counter(text)`.
         """
-        if min_freq < 1:
-            raise ValueError(f"min_freq={min_freq} must be >= 1")
+        # A NaN (or inf) min_freq kept no token at all: every `count >= nan` is False.
+        if not is_finite_number(min_freq) or min_freq < 1:
+            raise ValueError(f"min_freq={min_freq!r} must be a number >= 1")
+        if max_size is not None and not is_int(max_size):
+            # A float failed inside the slice below ("slice indices must be integers"); True
+            # was a size of 1.
+            raise ValueError(f"max_size={max_size!r} must be an integer or None")
         if isinstance(sequences, collections.Counter):
             counts = sequences
         else:
@@ -121,7 +144,7 @@ class Vocabulary:
         )
         if max_size is not None:
             rest = rest[: max_size - len(specials)]
-        added = sum(1 for t in specials if counts.get(t, 0) == 0)
+        added = tuple(t for t in specials if counts.get(t, 0) == 0)
         return cls(tuple(specials + rest), pad, unk, bos, eos, added)
 
     def __len__(self) -> int:
@@ -180,12 +203,14 @@ class Vocabulary:
         return tokens
 
     def oov_rate(self, sequences: Iterable[Sequence[str]]) -> float:
-        """Fraction of tokens (over all sequences) that are not in the vocabulary."""
+        """Fraction of tokens (over all sequences) unseen in training: not in the vocabulary, or
+        spelled like one of its `added_specials` (those never occurred in the training data, so
+        a test token "<unk>" or "<pad>" is no more seen than any other new word)."""
         total = oov = 0
-        index = self._index
+        seen = self._index.keys() - set(self.added_specials)
         for tokens in sequences:
             total += len(tokens)
-            oov += sum(1 for t in tokens if t not in index)
+            oov += sum(1 for t in tokens if t not in seen)
         return oov / total if total else 0.0
 
     def to_dict(self) -> dict:
@@ -193,15 +218,28 @@ class Vocabulary:
         return {
             "tokens": list(self.tokens),
             **{role: getattr(self, role) for role in SPECIAL_ROLES},
-            "num_specials": self.num_specials,
+            "added_specials": list(self.added_specials),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
-        missing = {"tokens", *SPECIAL_ROLES, "num_specials"} - set(d)
+        """The vocabulary `to_dict` gave. A dict saved before session 23 holds `num_specials`
+        (a count) instead of `added_specials`: 0 or every special says which were added; any
+        other count cannot, and is refused."""
+        d = dict(d)
+        if "added_specials" not in d and "num_specials" in d:
+            specials = [d[r] for r in SPECIAL_ROLES if d.get(r) is not None]
+            if int(d["num_specials"]) not in (0, len(specials)):
+                raise ValueError(
+                    f"vocabulary dict with num_specials={d['num_specials']} of the specials "
+                    f"{specials} (saved before session 23): which were added is unknown; "
+                    "rebuild the vocabulary"
+                )
+            d["added_specials"] = specials if int(d["num_specials"]) else []
+        missing = {"tokens", *SPECIAL_ROLES, "added_specials"} - set(d)
         if missing:
             raise ValueError(f"vocabulary dict is missing keys {sorted(missing)}")
-        return cls(tuple(d["tokens"]), *(d[r] for r in SPECIAL_ROLES), int(d["num_specials"]))
+        return cls(tuple(d["tokens"]), *(d[r] for r in SPECIAL_ROLES), tuple(d["added_specials"]))
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the vocabulary as JSON (UTF-8), atomically: a temporary file beside `path` is
