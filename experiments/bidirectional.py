@@ -261,19 +261,31 @@ def matched_hidden_sizes(
         if name == REFERENCE:
             out[name] = (width, target, total)
             continue
+        # The embeddings are the same at every width, so the width whose whole model is
+        # closest to bi-softmax's total is the one whose varying part is closest to `target`;
+        # the tolerance is checked here, on the varying part (match_size's own message spoke
+        # of the totals and of tolerance * target / total, "within 0%" for match.tolerance
+        # 0.01).
+        high = 4 * width
         try:
-            # The embeddings are the same at every width, so matching the whole model's count
-            # within tolerance * target matches the varying part within `tolerance`.
             hidden, count = match_size(
                 lambda w, n=name: _abstract_model(task, point_config(config, n, w)),
                 total,
                 low=1,
-                high=4 * width,
-                tolerance=tolerance * target / total,
+                high=high,
+                tolerance=0.999,  # any closest width; `tolerance` is checked below
             )
         except ValueError as error:
             raise cfg.ConfigError(f"match.tolerance={tolerance}: {name}: {error}") from None
-        out[name] = (hidden, count - shared, count)
+        varying = count - shared
+        if abs(varying - target) > tolerance * target:
+            raise cfg.ConfigError(
+                f"match.tolerance={tolerance}: {name}: no LSTM width in [1, {high}] has "
+                f"parameters outside the embeddings within {tolerance:.2%} of bi-softmax's "
+                f"{target:,}: the closest is width {hidden} with {varying:,} "
+                f"({varying / target - 1:+.2%})"
+            )
+        out[name] = (hidden, varying, count)
     return out
 
 

@@ -424,6 +424,17 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                 f"of cost.lengths={config.cost.lengths!r} (the decode fills the last "
                 "decode_tokens slots of a cache of T)"
             )
+        uneven = [t for t in lengths if config.cost.tokens_per_batch % t]
+        if uneven:
+            # batch = tokens_per_batch // T (at least 1) trained another number of tokens per
+            # batch at these T, while the report and the Q15 answer compare throughput and
+            # memory "at the same tokens per batch"
+            raise ConfigError(
+                f"cost.lengths={config.cost.lengths!r}: {uneven} do not divide "
+                f"cost.tokens_per_batch={config.cost.tokens_per_batch} (the cost task trains "
+                "every T at the same number of tokens per batch, tokens_per_batch / T "
+                "sequences)"
+            )
         cost_widths(config, COST_VOCAB, models)  # a ConfigError now, not after the other points
     if "copy" in tasks:
         grid.split_ints(config, "copy_lengths")
@@ -473,7 +484,10 @@ def equal_time_bits(rows: list[dict]) -> dict[str, float]:
     evaluate at step 0): it has no measured loss at that time, and clamping to the first
     evaluation would credit it with steps it did not train. NaN too for a model without a
     measured rate: the runtime's steps/s is None when it ran fewer than 2 steps
-    (`train.num_steps=1`, or a rerun that resumed at the last checkpoint).
+    (`train.num_steps=1`, or a rerun that resumed at the last checkpoint). NaN too when a
+    seed's validation loss is not finite at an evaluation the reading interpolates from: a
+    mean over the finite seeds would drop a diverged seed that the equal-steps column beside
+    it counts ("1/2 seeds").
     """
 
     def total(s: dict) -> float:
@@ -483,7 +497,7 @@ def equal_time_bits(rows: list[dict]) -> dict[str, float]:
     out = {}
     for s in rows:
         steps = np.asarray(s["curve_steps"], np.float64)
-        loss = np.nanmean(np.asarray(s["curve_valid_loss"], np.float64), axis=1)
+        loss = np.mean(np.asarray(s["curve_valid_loss"], np.float64), axis=1)
         reached = budget * (s["steps_per_s"] or math.nan)
         if steps.size == 0 or not reached >= steps[0]:
             out[s["model"]] = math.nan
@@ -516,8 +530,9 @@ def report_markdown(summaries: dict[str, dict]) -> str:
             "",
             "Equal wall-clock: each model's curve read at the training time of the quickest "
             "model (time per step from each run's own steps/s, evaluation included; "
-            "indicative only when other jobs shared the machine); – for a model that had not "
-            "reached its first evaluation by then.",
+            "indicative only when other jobs shared the machine); – for a model without a "
+            "measured loss by then: not at its first evaluation yet, no measured steps/s, or "
+            "a seed whose validation loss was not finite (not averaged away).",
             "",
         ]
         table = [
@@ -723,9 +738,11 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         if not all(math.isfinite(v) for v in at_time.values()):
             first = min((s["curve_steps"][0] for s in lm if s["curve_steps"]), default=None)
             q9.append(
-                "– marks a model that had not reached its first evaluation"
+                "– marks a model without a measured loss in the quickest model's training "
+                "time: it had not reached its first evaluation"
                 + ("" if first is None else f" (step {first})")
-                + " in the quickest model's training time."
+                + ", had no measured steps/s, or had a seed whose validation loss was not "
+                "finite there."
             )
     copy = [s for s in points.values() if s["task"] == "copy"]
     if copy:

@@ -26,7 +26,7 @@ Targets:
 
   word_k<k>  memory (Q1): the token at t-k in the stream, as one of the `probe.num_words` most
              frequent training tokens (`<eos>` is one of them) or "other" (one class);
-             k from `probe.distances` (k = 0 is the current word: lexical identity)
+             k from `probe.distances`, 0 first (k = 0 is the current word: lexical identity)
   upos       abstraction (Q12): the UPOS tag of word t (17 classes)
   upos_next  what an LM must anticipate: the UPOS tag of token t+1 (`<eos>` an 18th class)
   upos_control, upos_next_control
@@ -92,14 +92,21 @@ CONTROL = "_control"
 SPLITS = ("train", "valid", "test")
 
 
-def _int_list(value: object) -> str | None:
-    """Rule: distinct integers >= 0, comma-separated, increasing."""
+def _distance_list(value: object) -> str | None:
+    """Rule: distinct integers >= 0, comma-separated, increasing, 0 first: word t itself is
+    Q12's lexical reference (`state_probe_report.abstraction`), and without it the report
+    failed (KeyError 'word_k0') after the LM had trained and every probe was fitted."""
     try:
         numbers = [int(v) for v in str(value).split(",")]
     except ValueError:
         numbers = []
-    ok = numbers and min(numbers) >= 0 and numbers == sorted(set(numbers))
-    return None if ok else "increasing distinct integers >= 0, comma-separated (e.g. '0,1,2,4,8')"
+    ok = numbers and numbers[0] == 0 and numbers == sorted(set(numbers))
+    return (
+        None
+        if ok
+        else "increasing distinct integers >= 0, comma-separated, starting at 0 (word t "
+        "itself, the lexical reference of Q12's layer comparison; e.g. '0,1,2,4,8')"
+    )
 
 
 def _positive_list(value: object) -> str | None:
@@ -135,7 +142,7 @@ RULES: cfg.Rules = {
     "probe.test_split": cfg.one_of("valid", "test"),
     "probe.test_sentences": cfg.int_at_least(0),  # 0: the whole split
     "probe.num_words": cfg.int_at_least(1),
-    "probe.distances": _int_list,
+    "probe.distances": _distance_list,
     "probe.shrinkages": _positive_list,
     "probe.holdout_fraction": cfg.in_range(0.05, 0.5),
     "probe.kinds": _probe_kinds,

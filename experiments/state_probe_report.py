@@ -285,9 +285,10 @@ def plot(results: dict, workdir: pathlib.Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for layer in _layers(results):
+        color = colors[layer % len(colors)]  # colors[layer] failed from model.num_layers=10 on
         for kind, style in (("trained", "-"), ("untrained", "--")):
             means = [_mean(results, kind, layer, f"word_k{k}") for k in ks]
-            left.plot(ks, means, style, marker="o", color=colors[layer], label=f"{kind} L{layer}")
+            left.plot(ks, means, style, marker="o", color=color, label=f"{kind} L{layer}")
     majority = [results["final"]["majority"][f"word_k{k}"] for k in ks]
     left.plot(ks, majority, ":", color="gray", label="majority class")
     left.set(xlabel="k (tokens back)", ylabel="accuracy on probe-test", title="word t-k")

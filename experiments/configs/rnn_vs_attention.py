@@ -50,7 +50,6 @@ import ml_collections
 from rnn_jax.train.config import base_config, select_variant
 
 MODELS = ("lstm", "gru", "transformer")
-TASKS = ("shakespeare", "copy")
 
 
 def _base() -> ml_collections.ConfigDict:
@@ -74,7 +73,7 @@ def _base() -> ml_collections.ConfigDict:
 
     config.cost = ml_collections.ConfigDict()
     config.cost.lengths = "64,256,1024"
-    config.cost.tokens_per_batch = 8192
+    config.cost.tokens_per_batch = 8192  # each of cost.lengths must divide it
     config.cost.repeats = 5
     config.cost.decode_tokens = 32  # at most min(cost.lengths): fills a cache's last slots
 
