@@ -124,6 +124,37 @@ def regime_schedule(regime: str, num_steps: int, final: float) -> tuple[str, dic
     return name, options
 
 
+def check_schedule_resume(point_dir: pathlib.Path, regime: str, num_steps: int) -> None:
+    """Refuse to resume a decaying regime's checkpoints under another `train.num_steps`.
+
+    The runtime lets `train.num_steps` change on resume (to train longer), but a decaying
+    schedule's ε_i is fitted to it (`schedule_options`): resuming a linear run of 20 steps
+    with 40 put ε back from 0.29 to 0.625 at step 20 without a word, and the summary showed
+    the 40-step schedule. Teacher forcing and free running (constants) may resume. Checked as
+    the runtime's `check_resumable` does: only a `point_dir` with checkpoints and its
+    config.json (a config.json it cannot read is left to that check).
+
+    Raises:
+      ConfigError: naming `train.num_steps`, both values and the point's directory.
+    """
+    checkpoints, saved_path = point_dir / "checkpoints", point_dir / "config.json"
+    if regime in ("teacher_forcing", "free_running") or not (
+        checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()
+    ):
+        return
+    try:
+        saved = json.loads(saved_path.read_text())["train"]["num_steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if saved != num_steps:
+        raise ConfigError(
+            f"train.num_steps={num_steps}: {point_dir} holds checkpoints of the {regime!r} "
+            f"regime trained with train.num_steps={saved}, and its teacher-forcing schedule "
+            "is fitted to train.num_steps, so resuming would make ε jump at the resumed step; "
+            f"use a new --workdir, or restore train.num_steps={saved}"
+        )
+
+
 def positions(generated: int) -> list[int]:
     """Free-running steps k (0 = the first generated position) reported per position."""
     return [k for k in (0, 1, 2, 4, 8, 16, 32, 64, 128) if k < generated]
@@ -402,6 +433,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         regime_schedule(
             regime, config.train.num_steps, config.schedule_sampling.final_teacher_forcing
         )
+        for corpus in lm_corpora:  # and so does a resume that would change the schedule
+            check_schedule_resume(
+                workdir / "points" / f"{corpus}-{regime}", regime, config.train.num_steps
+            )
     mt_points = translation.points(config, corpora, REGIMES, regime_schedule)
     # the true process's own FR − TF gap, the reference for the models' gaps (no training;
     # built first, so a bad data.prefix fails before any point trains)

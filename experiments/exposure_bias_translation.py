@@ -357,7 +357,10 @@ def points(
     schedule_options: Callable[[str, int, float], tuple[str, dict]],
 ) -> list[tuple[str, Callable[[pathlib.Path], dict]]]:
     """The grid points `multi30k-<regime>` (none unless `corpora` has multi30k): one per
-    `grid.translation_regimes`, its schedule decaying over `translation.num_steps`. Every
+    `grid.translation_regimes`, its schedule decaying over `translation.num_steps`. The
+    runtime config of the points (`point_config`) is validated, since the command line only
+    checked the experiment's own `train.*` (`train.grad_accum_steps` must divide
+    `translation.num_steps`, not only `train.num_steps`). Every
     `schedule_options(regime, num_steps, final)` is called, and the pairs are read
     (`read_splits`), here, before any point trains, so a schedule it cannot build or a
     setting that keeps too few pairs fails the run at once; every point trains on these
@@ -365,6 +368,14 @@ def points(
     if CORPUS not in corpora:
         return []
     check_selection(config)
+    try:  # the runtime's cross-key checks, on the train.* that translation.* sets
+        config_rules.validate(point_config(config))
+    except ValueError as error:
+        raise ConfigError(
+            f"the translation points' train.* (train.num_steps = translation.num_steps="
+            f"{config.translation.num_steps}, train.batch_size = translation.batch_size, ...): "
+            + " ".join(str(error).split())  # one line, as the command line reports it
+        ) from None
     final = config.schedule_sampling.final_teacher_forcing
     schedules = [
         (regime, schedule_options(regime, config.translation.num_steps, final))

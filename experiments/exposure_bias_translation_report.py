@@ -68,8 +68,8 @@ def report_markdown(config: ml_collections.ConfigDict, summaries: dict[str, dict
             f"std over {config.num_seeds} seeds. Training: {pairs['train']} pairs, vocabularies "
             f"{vocab['source']} (en) / {vocab['target']} (de) tokens; a bidirectional "
             f"{t.cell.upper()} encoder and {t.attention} attention decoder (embeddings "
-            f"{t.embed_size}, hidden {t.hidden_size}), {t.num_steps} Adam steps of "
-            f"{t.batch_size} pairs. Beam {t.beam_size} with length penalty alpha "
+            f"{t.embed_size}, hidden {t.hidden_size}), {training_phrase(config)}. Beam "
+            f"{t.beam_size} with length penalty alpha "
             f"{t.length_penalty_alpha}; at most {t.max_decode_length} tokens decoded. "
             "len/ref = output length / reference length (BLEU's brevity penalty acts below 1).",
             "",
@@ -80,6 +80,16 @@ def report_markdown(config: ml_collections.ConfigDict, summaries: dict[str, dict
             "",
             *valid_curve_lines(summaries),
         ]
+    )
+
+
+def training_phrase(config: ml_collections.ConfigDict) -> str:
+    """How the translation points trained: `translation.*`'s steps, batch and learning rate
+    with the shared `optimizer.name` (the report said "Adam" whatever it was)."""
+    t = config.translation
+    return (
+        f"{t.num_steps} steps of {t.batch_size} pairs, optimizer {config.optimizer.name} "
+        f"(lr {t.learning_rate:g})"
     )
 
 
