@@ -230,12 +230,22 @@ class EchoStreamTask(Task):
 def point_config(
     config: ml_collections.ConfigDict, bptt_length: int, **optimizer: object
 ) -> ml_collections.ConfigDict:
-    """The runtime config of one point: `train.*` step counts (in sequences) times the windows
-    per sequence, and the `optimizer.*` overrides given."""
+    """The runtime config of one point: `train.*` and `schedule.*` step counts (in sequences)
+    times the windows per sequence (one update per window), so every k sees the same
+    learning-rate schedule per token, and the `optimizer.*` overrides given."""
     point = config.copy_and_resolve_references()
     windows = config.data.length // bptt_length
     for key in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
         point.train[key] = config.train[key] * windows
+    # Counted in updates too: unscaled, a warm-up or step decay ended k times sooner per token
+    # at k = T/k windows (session 23; the quick config's constant schedule was not affected).
+    for key in (
+        "warmup_steps",
+        "decay_begin_step",
+        "decay_every_steps",
+        "plateau_accumulation_steps",
+    ):
+        point.schedule[key] = config.schedule[key] * windows
     for key, value in optimizer.items():
         point.optimizer[key] = value
     return point

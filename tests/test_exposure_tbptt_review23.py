@@ -88,3 +88,22 @@ def test_translation_points_validate_the_train_keys_set_from_translation(repo_ro
     ):
         eb.run(config, tmp_path)
     assert not (tmp_path / "points").exists()
+
+
+def test_schedule_step_counts_scale_with_the_windows_per_sequence():
+    """One update per window: a warm-up of 2 sequences is 2 * T/k updates at every k, as
+    train.num_steps is (it stayed 2 updates, k times shorter per token at small k)."""
+    from experiments import truncated_bptt
+    from experiments.configs import truncated_bptt as configs
+
+    config = configs.get_config("smoke")
+    with config.unlocked():
+        config.schedule.update(warmup_steps=2, decay_begin_step=3, decay_every_steps=5)
+    k = config.data.length // 4
+    point = truncated_bptt.point_config(config, k)
+    assert point.train.num_steps == config.train.num_steps * 4
+    assert (point.schedule.warmup_steps, point.schedule.decay_begin_step) == (8, 12)
+    assert point.schedule.decay_every_steps == 20
+    assert (
+        point.schedule.plateau_accumulation_steps == config.schedule.plateau_accumulation_steps * 4
+    )
