@@ -127,7 +127,8 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
         plt.close(fig)
     if clip:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for s, color in zip(clip, ("C0", "C1", "C2", "C3", "C4"), strict=False):
+        for i, s in enumerate(clip):  # every clip point (a zip with 5 colours dropped a 6th)
+            color = f"C{i % 10}"
             for key, ax in (("curve_grad_norm_max", axes[0]), ("curve_train_loss", axes[1])):
                 values = grid.none_to_nan(s[key])
                 for seed in range(values.shape[1] if values.ndim == 2 else 0):
