@@ -121,6 +121,9 @@ def test_a_closed_terminal_stops_the_running_experiment(tmp_path, repo_root):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # SIGHUP's default disposition, as from a terminal: a suite run under `nohup` passes
+        # SIG_IGN down, which the job rightly keeps (the test below), and this test hung.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     log = root / "sentiment" / "log.txt"
     deadline = time.monotonic() + 60
