@@ -41,6 +41,8 @@ RESUMABLE_CHANGES = (
     "train.checkpoint_every",
     "train.max_to_keep",
     "train.patience",
+    # Only the state's shardings (orbax restores onto the new ones; `restore_model` ignores it).
+    "train.shard_params",
 )
 
 # Key prefixes that only select what a run does, never what one run computes: a grid
@@ -194,6 +196,17 @@ def positive_float32(value: Any) -> str | None:
     return None if ok else f"a number > 0 and <= {_FLOAT32_MAX:.4g} (finite in float32)"
 
 
+def boolean(value: Any) -> str | None:
+    """A switch: True or False (a `--config.k=None` on the command line is neither)."""
+    return None if isinstance(value, bool) else "True or False"
+
+
+def metric_name(value: Any) -> str | None:
+    """A metric's name; which names a task's evaluation gives is checked before training."""
+    ok = isinstance(value, str) and value
+    return None if ok else "the name of an evaluation metric, e.g. 'valid_loss'"
+
+
 def one_of(*allowed: Any) -> Rule:
     return lambda value: None if value in allowed else f"one of {', '.join(map(repr, allowed))}"
 
@@ -231,14 +244,18 @@ TRAINING_RULES: Rules = {
     "train.eval_every": positive,
     "train.checkpoint_every": positive,
     "train.max_to_keep": positive,
+    "train.keep_best": boolean,
+    "train.best_metric": metric_name,
     "train.best_mode": one_of("min", "max"),
     "train.patience": non_negative,
     "train.nonfinite": one_of(*NONFINITE_POLICIES),
     "train.max_consecutive_nonfinite": positive,
     "train.grad_accum_steps": positive,
+    "train.shard_params": boolean,
     "optimizer.name": one_of(*OPTIMIZERS),
     "optimizer.learning_rate": positive_float32,
     "optimizer.momentum": probability,
+    "optimizer.nesterov": boolean,
     "optimizer.b1": probability,
     "optimizer.b2": probability,
     "optimizer.eps": positive,
@@ -308,6 +325,11 @@ def validate(
             "(use optimizer.weight_decay for coupled L2)"
         )
     opt = config.optimizer if trains and not problems else None
+    if opt is not None and opt.momentum and opt.name not in ("sgd", "rmsprop"):
+        problems.append(
+            f"optimizer.momentum={opt.momentum!r} with optimizer.name={opt.name!r}: momentum "
+            "needs 'sgd' or 'rmsprop' (optax's other optimisers take none: it would be ignored)"
+        )
     if (
         opt is not None
         and opt.nesterov
