@@ -968,7 +968,13 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
 
 
 def load_pairs(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
-    """The training pairs and the scored split, as `read_pairs` gives them to the NMT."""
+    """The training pairs, the scored split and (with MERT) the tuning pairs, as `read_pairs`
+    gives them to the NMT.
+
+    Raises:
+      ConfigError: naming `smt.max_length` when a split keeps no pair (the aligner, MERT or
+        sacrebleu would fail on it later, with errors that name nothing).
+    """
     smt = config.smt
     root = default_data_root(config.data.root or None)
     if not (root / CORPUS / "tok").is_dir():
@@ -988,6 +994,13 @@ def load_pairs(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
     }
     if smt.mert_iterations:
         pairs["tune"] = read_pairs(root, "valid", smt.max_length, smt.tune_pairs)
+    for name, kept in pairs.items():
+        if not kept:  # the limits keep the first pairs that fit (0 = all): only length empties
+            split = "valid (tuning)" if name == "tune" else name
+            raise cfg.ConfigError(
+                f"smt.max_length={smt.max_length}: no {split} pair of {CORPUS} has both sides "
+                "that short"
+            )
     return pairs
 
 
