@@ -39,6 +39,18 @@ def _is_traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def check_length_range(lengths: Any, time: int) -> None:
+    """Raise ValueError unless every concrete length `[batch]` is in [1, time] (traced ones
+    cannot be checked and are trusted): the rule of every scan here, and of the encoders that
+    take lengths without one (`rnn_jax.models`)."""
+    if _is_traced(lengths):
+        return
+    values = np.asarray(lengths)
+    bad = values[(values < 1) | (values > time)]
+    if bad.size:
+        raise ValueError(f"lengths contains {bad.tolist()}; allowed: 1 <= length <= time={time}")
+
+
 def _validate(
     cell: Cell,
     params: Params,
@@ -94,13 +106,7 @@ def _validate(
             raise ValueError(f"lengths has shape {jnp.shape(lengths)}; expected [batch]=({batch},)")
         if not jnp.issubdtype(lengths.dtype, jnp.integer):
             raise ValueError(f"lengths has dtype {lengths.dtype}; expected integers")
-        if not _is_traced(lengths):
-            values = np.asarray(lengths)
-            bad = values[(values < 1) | (values > time)]
-            if bad.size:
-                raise ValueError(
-                    f"lengths contains {bad.tolist()}; allowed: 1 <= length <= time={time}"
-                )
+        check_length_range(lengths, time)
     if h_mask is not None:
         if isinstance(cell, MinGRU):
             raise ValueError("h_mask is not allowed for min_gru: it has no recurrent matmul")

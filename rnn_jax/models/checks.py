@@ -38,17 +38,6 @@ def check_ids(name: str, ids: jax.Array, size: int, size_name: str, mask: jax.Ar
         )
 
 
-def check_lengths(lengths: jax.Array, time: int) -> None:
-    """Raise unless every concrete length is in [1, time] (the RNN scan's own rule, so the
-    bag and transformer encoders refuse what the RNN refuses)."""
-    if isinstance(lengths, jax.core.Tracer):
-        return
-    values = np.asarray(lengths)
-    bad = values[(values < 1) | (values > time)]
-    if bad.size:
-        raise ValueError(f"lengths contains {bad.tolist()}; allowed: 1 <= length <= time={time}")
-
-
 def length_mask(lengths: jax.Array, time: int) -> jax.Array:
     """[batch] -> [batch, time] bool, True inside each sequence."""
     return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]

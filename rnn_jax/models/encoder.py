@@ -28,12 +28,12 @@ from rnn_jax.layers import dropout
 from rnn_jax.models.checks import (
     check_choice,
     check_ids,
-    check_lengths,
     check_positive,
     length_mask,
 )
 from rnn_jax.models.transformer import TransformerEncoder
 from rnn_jax.modules import RNN
+from rnn_jax.scan import check_length_range
 
 ENCODER_KINDS = ("rnn", "transformer", "bag")
 
@@ -246,7 +246,7 @@ class SequenceEncoder(nnx.Module):
         """tokens [batch, time], lengths [batch], chars [batch, time, max_chars] ->
         (states [batch, time, output_size], final RNN carries per layer (None: transformer,
         bag)). A bag's states are 0 past each length."""
-        check_lengths(lengths, tokens.shape[1])  # the RNN checks too; a bag or transformer not
+        check_length_range(lengths, tokens.shape[1])  # the RNN checks too; a bag or transformer not
         mask = length_mask(lengths, tokens.shape[1])
         check_ids("tokens", tokens, self.vocab_size, "vocab_size", mask)
         # Padding may hold any id, but an out-of-range one embeds as NaN (nnx.Embed), and

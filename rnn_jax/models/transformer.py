@@ -23,7 +23,8 @@ from flax import nnx
 
 from rnn_jax.attention import scaled_dot_product_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_ids, check_lengths, length_mask
+from rnn_jax.models.checks import check_ids, length_mask
+from rnn_jax.scan import check_length_range
 
 __all__ = [
     "TransformerEncoder",
@@ -359,7 +360,7 @@ class TransformerEncoder(nnx.Module):
         _check_length(time, self.embed.max_length)
         # A length of 0 left no real key to attend to and one past `time` was read as `time`,
         # both silently.
-        check_lengths(lengths, time)
+        check_length_range(lengths, time)
         real = length_mask(lengths, time)
         check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size", real)
         embed_rng, stack_rng = _split_rng(rng, 2)
