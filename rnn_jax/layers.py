@@ -151,11 +151,21 @@ def locked_dropout(rng: jax.Array | None, rate: float, x: jax.Array) -> jax.Arra
         # A [batch, features] x broadcast against the mask to [batch, batch, features].
         raise ValueError(f"locked_dropout needs x [batch, time, features]; got shape {x.shape}")
     _check_dropout_rate(rate)
+    return broadcast_dropout(rng, rate, x, (x.shape[0], 1, x.shape[-1]))
+
+
+def broadcast_dropout(
+    rng: jax.Array | None, rate: float, x: jax.Array, mask_shape: tuple[int, ...]
+) -> jax.Array:
+    """Dropout of `x` with one inverted-dropout mask of `mask_shape` broadcast over it (a unit
+    of `mask_shape` kept or dropped everywhere it reaches): `locked_dropout`'s mask per
+    sequence, `regularizers.embedding_dropout`'s per word type. The mask is built in float32
+    (or wider) and the product rounded once, as in `dropout`: a bfloat16 mask is
+    1/bf16(1 - rate) (1.4296875 for 1/0.7), a bias on every kept unit."""
     if rng is None or rate == 0.0:
         return x
-    # The mask in float32 (or wider), the product rounded once, as in `dropout`.
     wide = jnp.promote_types(jnp.float32, x.dtype)
-    mask = dropout(rng, rate, jnp.ones((x.shape[0], 1, x.shape[-1]), wide))
+    mask = dropout(rng, rate, jnp.ones(mask_shape, wide))
     return (x * mask).astype(x.dtype)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.layers import dropout, locked_dropout
+from rnn_jax.layers import broadcast_dropout, dropout, locked_dropout
 
 __all__ = [
     "activation_regularization",
@@ -37,13 +37,7 @@ __all__ = [
 def embedding_dropout(rng: jax.Array | None, rate: float, embedding: jax.Array) -> jax.Array:
     """The embedding matrix `[vocab, features]` with whole rows (word types) dropped with
     probability `rate` and the rest scaled by 1/(1-rate)."""
-    if rng is None or rate == 0.0:
-        return embedding
-    # The mask in float32 (or wider), the product rounded once, as `layers.locked_dropout`
-    # does: a bfloat16 mask is 1/bf16(1 - rate) (1.4296875 for 1/0.7), a bias on every row.
-    wide = jnp.promote_types(jnp.float32, embedding.dtype)
-    mask = dropout(rng, rate, jnp.ones((embedding.shape[0], 1), wide))
-    return (embedding * mask).astype(embedding.dtype)
+    return broadcast_dropout(rng, rate, embedding, (embedding.shape[0], 1))
 
 
 def weight_drop(rng: jax.Array | None, rate: float, stack_params: list[Any]) -> list[Any]:
