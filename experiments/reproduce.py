@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 from absl import app, flags
 
 from rnn_jax import hardware
-from rnn_jax.files import write_text_atomic
+from rnn_jax.files import check_workdir, write_text_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The issue-6 experiments first, then the runtime's and the performance work's.
@@ -482,19 +482,6 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 BAD_FLAGS_EXIT_STATUS = 2  # as the experiments' own CLIs (rnn_jax.train.cli.CONFIG_EXIT_STATUS)
 
 
-def check_workdir(workdir: str) -> pathlib.Path:
-    """--workdir, resolved; ValueError when it is empty (it would resolve to the current
-    directory, the checkout under scripts/reproduce.sh, and every experiment's folder and
-    report.md would land there) or when it or a parent is a file."""
-    if not workdir.strip():
-        raise ValueError(f"--workdir={workdir!r}: must name a directory")
-    root = pathlib.Path(workdir).resolve()
-    existing = next(p for p in (root, *root.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"--workdir={workdir}: {existing} is a file, not a directory")
-    return root
-
-
 def _bad_flags(message: str) -> NoReturn:
     sys.stderr.write(f"experiments.reproduce: {message}\n")
     sys.exit(BAD_FLAGS_EXIT_STATUS)
@@ -517,7 +504,8 @@ def main(argv: Sequence[str]) -> None:
         known = experiment_names()
         names = select(known, flags.FLAGS.only, flags.FLAGS.skip)
         check_variant(names, flags.FLAGS.variant)
-        root = check_workdir(flags.FLAGS.workdir)
+        check_workdir(flags.FLAGS.workdir)
+        root = pathlib.Path(flags.FLAGS.workdir).resolve()
     except ValueError as error:
         _bad_flags(str(error))
     # A finished run is skipped below: one of another variant would be reported as this one.

@@ -38,3 +38,27 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     except BaseException:  # a full disk, a signal: leave no half-written temporary behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_workdir(workdir: str) -> None:
+    """`--workdir` must name a directory, or a path where one can be created (the runtime's
+    command line and the main job, `experiments.reproduce`).
+
+    Raises:
+      ValueError: for an empty value (checkpoints and results would land in the current
+        directory, the checkout when run as the README says), or when the path or one of its
+        parents is a file (the run failed with a traceback once compiled, at its first
+        checkpoint directory), or a symbolic link to a missing path (`runs` linking to an
+        unmounted disk: creating the run directory failed in the same place).
+    """
+    if not workdir.strip():
+        raise ValueError(f"--workdir={workdir!r}: must name a run directory")
+    path = pathlib.Path(workdir)
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    if not os.path.exists(existing):
+        raise ValueError(
+            f"--workdir={workdir!r}: {str(existing)!r} is a symbolic link to a missing path "
+            f"({os.readlink(existing)!r})"
+        )
+    if not os.path.isdir(existing):
+        raise ValueError(f"--workdir={workdir!r}: {str(existing)!r} is a file, not a directory")

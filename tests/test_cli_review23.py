@@ -8,8 +8,9 @@ import shutil
 
 import pytest
 
-from rnn_jax.train import cli, train_and_evaluate
+from rnn_jax.files import check_workdir
 from rnn_jax.train import config as cfg
+from rnn_jax.train import train_and_evaluate
 from tests.test_train_loop import Regression, _config
 
 
@@ -56,9 +57,9 @@ def test_a_workdir_below_a_dangling_symbolic_link_is_refused(tmp_path):
     link.symlink_to(tmp_path / "scratch" / "runs")
     for workdir in (link, link / "lm"):
         with pytest.raises(ValueError, match=r"runs' is a symbolic link to a missing path"):
-            cli._check_workdir(str(workdir))
+            check_workdir(str(workdir))
     (tmp_path / "scratch" / "runs").mkdir(parents=True)
-    cli._check_workdir(str(link / "lm"))
+    check_workdir(str(link / "lm"))
 
 
 def test_a_run_resumes_with_shard_params_switched_on(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from rnn_jax.files import check_workdir
 from rnn_jax.train import cli, regularizers, train_and_evaluate
 from rnn_jax.train import loop as loop_lib
 from tests.test_train_loop import Regression, Stream, _config
@@ -131,10 +132,10 @@ def test_a_workdir_that_is_a_file_is_a_flag_error(tmp_path):
     file.write_text("{}")
     for workdir in (file, file / "run"):
         with pytest.raises(ValueError, match=r"--workdir=.*results.json' is a file"):
-            cli._check_workdir(str(workdir))
+            check_workdir(str(workdir))
     with pytest.raises(ValueError, match="must name a run directory"):
-        cli._check_workdir(" ")
-    cli._check_workdir(str(tmp_path / "new" / "run"))  # to be created: fine
+        check_workdir(" ")
+    check_workdir(str(tmp_path / "new" / "run"))  # to be created: fine
 
 
 def test_tar_over_a_single_time_step_is_zero_not_nan():

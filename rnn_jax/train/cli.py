@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging as std_logging
-import os
 import pathlib
 import sys
 import textwrap
@@ -33,6 +32,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rnn_jax import allocator
+from rnn_jax.files import check_workdir
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import distributed
 from rnn_jax.train.loop import train_and_evaluate
@@ -88,7 +88,7 @@ def main(
         config = flags.FLAGS.config
         workdir = flags.FLAGS.workdir
         try:
-            _check_workdir(workdir)
+            check_workdir(workdir)
             config_lib.validate(config, rules, trains=trains)
             config_lib.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
@@ -114,29 +114,6 @@ def main(
             sys.exit(CONFIG_EXIT_STATUS)
 
     app.run(_main, flags_parser=_parse_flags)
-
-
-def _check_workdir(workdir: str) -> None:
-    """`--workdir` must name a directory, or a path where one can be created.
-
-    Raises:
-      ValueError: for an empty value (checkpoints and results would land in the current
-        directory, the checkout when run as the README says), or when the path or one of its
-        parents is a file (the run failed with a traceback once compiled, at its first
-        checkpoint directory), or a symbolic link to a missing path (`runs` linking to an
-        unmounted disk: creating the run directory failed in the same place).
-    """
-    if not workdir.strip():
-        raise ValueError(f"--workdir={workdir!r}: must name a run directory")
-    path = pathlib.Path(workdir)
-    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
-    if not os.path.exists(existing):
-        raise ValueError(
-            f"--workdir={workdir!r}: {str(existing)!r} is a symbolic link to a missing path "
-            f"({os.readlink(existing)!r})"
-        )
-    if not os.path.isdir(existing):
-        raise ValueError(f"--workdir={workdir!r}: {str(existing)!r} is a file, not a directory")
 
 
 class _QuietLibraries(std_logging.Filter):
