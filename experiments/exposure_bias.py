@@ -36,7 +36,14 @@ from rnn_jax.data.lm_corpus import lm_corpus
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.scheduled_sampling import choose_decoder_inputs, teacher_forcing_schedule
-from rnn_jax.train.config import ConfigError, in_range, int_at_least, one_of, positive
+from rnn_jax.train.config import (
+    ConfigError,
+    checkpointed_config,
+    in_range,
+    int_at_least,
+    one_of,
+    positive,
+)
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.metrics import write_text_atomic
 from rnn_jax.train.task import Task
@@ -130,22 +137,17 @@ def check_schedule_resume(point_dir: pathlib.Path, regime: str, num_steps: int) 
     The runtime lets `train.num_steps` change on resume (to train longer), but a decaying
     schedule's ε_i is fitted to it (`schedule_options`): resuming a linear run of 20 steps
     with 40 put ε back from 0.29 to 0.625 at step 20 without a word, and the summary showed
-    the 40-step schedule. Teacher forcing and free running (constants) may resume. Checked as
-    the runtime's `check_resumable` does: only a `point_dir` with checkpoints and its
-    config.json (a config.json it cannot read is left to that check).
+    the 40-step schedule. Teacher forcing and free running (constants) may resume. Read as
+    the runtime's `check_resumable` reads it (`checkpointed_config`): only a `point_dir` with
+    checkpoints and its config.json.
 
     Raises:
-      ConfigError: naming `train.num_steps`, both values and the point's directory.
+      ConfigError: naming `train.num_steps`, both values and the point's directory, or a
+        config.json that cannot be read.
     """
-    checkpoints, saved_path = point_dir / "checkpoints", point_dir / "config.json"
-    if regime in ("teacher_forcing", "free_running") or not (
-        checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()
-    ):
+    if regime in ("teacher_forcing", "free_running"):
         return
-    try:
-        saved = json.loads(saved_path.read_text())["train"]["num_steps"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
+    saved = (checkpointed_config(point_dir) or {}).get("train.num_steps", num_steps)
     if saved != num_steps:
         raise ConfigError(
             f"train.num_steps={num_steps}: {point_dir} holds checkpoints of the {regime!r} "

@@ -409,6 +409,28 @@ def run_changes(saved: dict, new: dict, saved_path: pathlib.Path) -> list[str]:
     ]
 
 
+def checkpointed_config(workdir: str | pathlib.Path) -> dict[str, Any] | None:
+    """The flat config (`flatten`) that `workdir`'s checkpoints were written with: its
+    `config.json`, or None when the directory has no checkpoints or no config.json (nothing
+    to resume).
+
+    Raises:
+      ConfigError: when that config.json cannot be read.
+    """
+    workdir = pathlib.Path(workdir)
+    saved_path = workdir / "config.json"
+    checkpoints = workdir / "checkpoints"
+    if not (checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()):
+        return None
+    try:
+        return flatten(json.loads(saved_path.read_text()))
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{saved_path}: cannot read the config this run directory's checkpoints were "
+            f"written with ({error}); use a new --workdir"
+        ) from None
+
+
 def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
     """Refuse to resume a run directory whose checkpoints were written under another config.
 
@@ -422,18 +444,10 @@ def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     Raises:
       ConfigError: naming every changed key with its stored and new value.
     """
-    workdir = pathlib.Path(workdir)
-    saved_path = workdir / "config.json"
-    checkpoints = workdir / "checkpoints"
-    if not (checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()):
+    saved = checkpointed_config(workdir)
+    if saved is None:
         return
-    try:
-        saved = flatten(json.loads(saved_path.read_text()))
-    except (OSError, ValueError) as error:
-        raise ConfigError(
-            f"{saved_path}: cannot read the config this run directory's checkpoints were "
-            f"written with ({error}); use a new --workdir"
-        ) from None
+    saved_path = pathlib.Path(workdir) / "config.json"
     new = flatten(json.loads(config.to_json_best_effort()))
     changed = run_changes(saved, new, saved_path)
     if saved.get("schedule.name") == "cosine" and "train.num_steps" in changed_keys(saved, new):
