@@ -28,3 +28,14 @@ def cell_numbers(cell: str) -> list[float]:
 def assert_png(path: pathlib.Path) -> None:
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, (path, len(data))
+
+
+def plotted_axes(monkeypatch, draw) -> list:
+    """The axes of the figure `draw()` saves (captured where it is closed)."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    draw()
+    (figure,) = figures
+    return figure.axes

@@ -1,13 +1,14 @@
-"""rnn_jax.allocator: freed large buffers stay in the heap (counted in page faults, not time).
+"""rnn_jax.allocator: freed large buffers stay in the heap (counted in page faults, not time),
+and the switch's argument checks and its answer where the C library is not glibc.
 
-Each check runs in a fresh interpreter: the setting is process-wide and one-way, so it must
-not leak into the rest of the suite.
-"""
+Each check that applies the setting runs in a fresh interpreter: the setting is process-wide
+and one-way, so it must not leak into the rest of the suite."""
 
 import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rnn_jax import allocator
@@ -62,3 +63,21 @@ def test_configure_names_a_bad_mode_and_leaves_default_alone():
     allocator.configure("default")  # nothing to do
     with pytest.raises(ValueError, match="malloc='jemalloc'; allowed: default, retain"):
         allocator.configure("jemalloc")
+
+
+def test_trim_threshold_follows_the_librarys_integer_rule(monkeypatch):
+    """`True` was a 1-byte trim threshold; a NumPy integer was refused. (libc is reported as
+    not glibc here, so nothing is applied to this process, even with the check removed.)"""
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("musl", ""))
+    with pytest.raises(ValueError, match="trim_threshold=True"):
+        allocator.retain_freed_memory(True)
+    assert allocator.retain_freed_memory(np.int64(2**20)) is False
+
+
+def test_allocator_where_the_c_library_is_not_glibc(monkeypatch):
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
+    assert allocator.retain_freed_memory(np.int64(1 << 20)) is False
+    with pytest.raises(ValueError, match="needs glibc's mallopt"):
+        allocator.configure("retain")
+    with pytest.raises(ValueError, match="trim_threshold=True"):
+        allocator.retain_freed_memory(True)

@@ -1,4 +1,6 @@
-"""Attention: weights are a distribution over real source positions; numbers match numpy."""
+"""Attention: weights are a distribution over real source positions; numbers match numpy;
+padding holding inf or NaN changes neither outputs nor gradients; masks of the wrong shape or
+dtype and a zero attention size are refused; Seq2Seq zeroes its padded memory once per source."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,8 @@ import pytest
 from flax import nnx
 
 from rnn_jax import attention
+from rnn_jax.models.classifier import Classifier
+from rnn_jax.models.seq2seq import Seq2Seq
 
 BATCH, SOURCE, QUERY, KEY = 3, 5, 4, 6
 LENGTHS = np.array([5, 2, 3])
@@ -107,3 +111,126 @@ def test_gradient_flows_only_through_real_positions(inputs):
     )
     assert np.all(np.asarray(grad)[~mask] == 0.0)
     assert np.any(np.asarray(grad)[mask] != 0.0)
+
+
+MASK_LENGTHS = np.array([3, 1])
+
+
+MASK = np.arange(4)[None, :] < MASK_LENGTHS[:, None]  # [batch 2, source_time 4]
+
+
+def _inputs(fill):
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(2, 5)).astype(np.float32)
+    keys = rng.normal(size=(2, 4, 5)).astype(np.float32)
+    dirty = keys.copy()
+    dirty[~MASK] = fill
+    return jnp.asarray(query), jnp.asarray(keys), jnp.asarray(dirty)
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+@pytest.mark.parametrize("fill", [np.inf, np.nan])
+def test_non_finite_padding_changes_neither_outputs_nor_gradients(kind, fill):
+    """A padded position gets weight exactly 0, but 0 * inf = NaN: before the fix the context
+    (and every parameter gradient) was NaN when padding held inf or NaN."""
+    query, clean, dirty = _inputs(fill)
+    module = attention.make_attention(kind, 5, 5, attention_size=3, rngs=nnx.Rngs(0))
+    mask = jnp.asarray(MASK)
+    context, weights = module(query, dirty, mask)
+    ref_context, ref_weights = module(query, clean, mask)
+    np.testing.assert_allclose(context, ref_context, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(weights, ref_weights)
+
+    def loss(module, query, keys):
+        return jnp.sum(module(query, keys, mask)[0] ** 2)
+
+    grads = nnx.grad(loss, argnums=(0, 1))(module, query, dirty)
+    ref_grads = nnx.grad(loss, argnums=(0, 1))(module, query, clean)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads
+    )
+    # Precomputed keys (Seq2Seq's decoding path) and separate values are covered too.
+    context, _ = module(
+        query, dirty, mask, values=dirty * 2.0, prepared_keys=module.prepare_keys(dirty)
+    )
+    np.testing.assert_allclose(context, 2.0 * ref_context, rtol=1e-5, atol=1e-6)
+
+
+def test_mask_of_the_wrong_shape_is_named():
+    """A wrong-length mask failed inside jnp.where with a message that did not mention the
+    mask; `lengths [batch]` passed as the mask, with batch == source_time, was broadcast along
+    the source axis and silently used as a mask of source positions."""
+    module = attention.make_attention("dot", 5, 5, rngs=nnx.Rngs(0))
+    query, keys, _ = _inputs(0.0)
+    with pytest.raises(ValueError, match=r"mask must be \[batch, source_time\] = \[2, 4\]"):
+        module(query, keys, jnp.ones((2, 3), bool))
+    lengths = jnp.array([2, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"got shape \[4\]"):
+        module(jnp.ones((4, 5)), jnp.ones((4, 4, 5)), lengths)
+
+
+def _select_shapes(jaxpr) -> list[tuple]:
+    """Output shapes of every `select_n` (jnp.where) in a jaxpr, nested jaxprs included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "select_n":
+            shapes.append(tuple(eqn.outvars[0].aval.shape))
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            shapes += _select_shapes(sub)
+    return shapes
+
+
+@pytest.mark.parametrize("kind", ["additive", "general"])
+def test_seq2seq_zeroes_the_padded_memory_once_per_source_not_per_step(kind):
+    """The decoder state holds an AttentionMemory built once by `_init_state` (prepared keys and
+    values with padding zeroed); before, every target step re-ran `where` over the whole memory.
+    The step's program now has no select over a memory-shaped array, and its result equals the
+    all-in-one `__call__` on the raw encoder outputs."""
+    from rnn_jax.models.seq2seq import Seq2Seq
+
+    model = Seq2Seq(9, 10, embed_size=6, hidden_size=8, attention=kind, rngs=nnx.Rngs(0))
+    source = jnp.array([[3, 4, 5, 2], [5, 2, 0, 0]])
+    lengths = jnp.array([4, 2])
+    state = model.init_decode_state(source, lengths)
+    memory = state["memory"]
+    assert isinstance(memory, attention.AttentionMemory)
+    padded = ~np.asarray(memory.mask)
+    assert padded.any() and not np.asarray(memory.values)[padded].any()
+    assert not np.asarray(memory.keys)[padded].any()
+
+    tokens = jnp.array([1, 1])
+    step_jaxpr = jax.make_jaxpr(lambda s: model.step(s, tokens))(state).jaxpr
+    memory_shapes = {tuple(memory.values.shape), tuple(memory.keys.shape)}
+    assert not memory_shapes & set(_select_shapes(step_jaxpr))
+
+    query = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8)), jnp.float32)
+    raw, _ = model.encoder(source, lengths)
+    dirty = jnp.where(jnp.asarray(padded)[:, :, None], jnp.inf, raw)
+    context, weights = model.attention.attend(query, memory)
+    ref_context, ref_weights = model.attention(query, dirty, memory.mask)
+    np.testing.assert_allclose(context, ref_context, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(weights, ref_weights)
+
+
+def test_attention_size_zero_is_refused_not_read_as_the_default():
+    """`attention_size or size` turned an illegal 0 into the default size without a word."""
+    options = dict(embed_size=3, hidden_size=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="attention_size=0 must be a positive int"):
+        Classifier(5, 2, pooling="attention", attention_size=0, **options)
+    with pytest.raises(ValueError, match="attention_size=0 must be a positive int"):
+        Seq2Seq(5, 5, attention_size=0, **options)
+
+
+def test_attention_refuses_a_mask_that_is_not_boolean():
+    """An additive float mask (0 = attend, -inf = blocked, PyTorch's `attn_mask` convention)
+    was read as `where(mask, ...)`: -inf is truthy, so only the blocked position was attended
+    ([[0, 0, 1]] here) and rows of zeros got no weight at all, without an error."""
+    scores = jnp.array([[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="mask must be boolean.*float32"):
+        attention.masked_softmax(scores, jnp.array([[0.0, 0.0, -jnp.inf]]))
+    q = jnp.ones((1, 1, 2, 2))
+    with pytest.raises(ValueError, match="mask must be boolean"):
+        attention.scaled_dot_product_attention(q, q, q, jnp.array([[0.0, -jnp.inf], [0.0, 0.0]]))
+    module = attention.make_attention("dot", 2, 2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="mask must be boolean.*int32"):
+        module(jnp.ones((1, 2)), jnp.ones((1, 3, 2)), jnp.array([[1, 1, 0]]))

@@ -1,10 +1,14 @@
 """experiments.bidirectional: the token classes against a hand-worked example, the backward
 task reads every sentence reversed, every point's size (counted by a closed form) matches
 bi-softmax's, a smoke run's results, tables and answers agree with each other, and bad config
-values fail naming the key (exit status 2 on the command line)."""
+values fail naming the key (exit status 2 on the command line). The report: the "every seed
+apart" chance against an enumeration of every ranking, the words where a seed diverged or a
+token class has no test tokens, and the plot showing every seed."""
 
+import collections
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +20,7 @@ from experiments.configs import bidirectional as bd_configs
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
 from tests.module_cli import StartedModule
-from tests.report_check import assert_png, cell_numbers, table_rows
+from tests.report_check import assert_png, cell_numbers, plotted_axes, table_rows
 
 SMOKE = "experiments/configs/bidirectional.py:smoke"  # UD EWT, LSTM 16, 12 steps, 64 sentences
 QUICK = "experiments/configs/bidirectional.py:quick"
@@ -266,3 +270,221 @@ def test_the_main_job_runs_it_and_reports_its_answers(smoke_run, tmp_path):
     answers = bd.answers(smoke_run)
     assert f"**Q6. {reproduce.QUESTIONS[6]}** {answers[6]}" in text  # not the library line
     assert answers[14] in text and "![bidirectional.png](bidirectional/bidirectional.png)" in text
+
+
+def _lstm_tagger_params(hidden, embed, bidirectional, num_tags):
+    """Closed form of a softmax Tagger's parameters outside the word embeddings: the LSTM
+    (4 gates x (input + recurrent weights) + 2 biases per gate, per direction) and the output
+    layer (weights and bias)."""
+    directions = 2 if bidirectional else 1
+    lstm = directions * (4 * hidden * (embed + hidden) + 8 * hidden)
+    return lstm + (directions * hidden + 1) * num_tags
+
+
+def test_unreachable_size_error_states_the_counts_it_compared():
+    """match_size was handed bi-softmax's whole count and `tolerance * target / total`, so the
+    error read 'gives 12946 params within 0%' (the embeddings' 8,000 included, the tolerance
+    rounded away) for match.tolerance=0.01."""
+    config = cli.load_config(
+        "experiments/configs/bidirectional.py:smoke", {"match.tolerance": 0.01}, rules=bd.RULES
+    )
+    vocab, tags = 500, 18
+    task = object.__new__(bd.BidirectionalTask)  # what sizing reads of a task, without data
+    task.config = bd.point_config(config, bd.REFERENCE, config.model.hidden_size)
+    task.vocabs, task.tags = {"tokens": [None] * vocab}, [None] * tags
+    task.splits, task._oriented = {}, {False: {}, True: {}}
+    embed, width = config.model.embed_size, config.model.hidden_size
+    target = _lstm_tagger_params(width, embed, True, tags)
+    # the closest forward width: one LSTM of the BiLSTM's count
+    counts = {h: _lstm_tagger_params(h, embed, False, tags) for h in range(1, 4 * width + 1)}
+    closest = min(counts, key=lambda h: abs(counts[h] - target))
+    assert abs(counts[closest] - target) > 0.01 * target  # unreachable, as the error says
+    message = (
+        f"match.tolerance=0.01: forward-softmax: no LSTM width in [1, {4 * width}] has "
+        f"parameters outside the embeddings within 1.00% of bi-softmax's {target:,}: the "
+        f"closest is width {closest} with {counts[closest]:,} "
+        f"({counts[closest] / target - 1:+.2%})"
+    )
+    with pytest.raises(cfg.ConfigError) as error:
+        bd.matched_hidden_sizes(config, task, ["forward-softmax"])
+    assert str(error.value) == message
+    # within the tolerance the sizes are those of the closed form, as before
+    loose = config.copy_and_resolve_references()
+    loose.match.tolerance = 0.05
+    sizes = bd.matched_hidden_sizes(loose, task, ["forward-softmax", "bi-softmax"])
+    shared = vocab * embed
+    assert sizes["bi-softmax"] == (width, target, target + shared)
+    assert sizes["forward-softmax"] == (closest, counts[closest], counts[closest] + shared)
+
+
+def tagger_summary(name, test, class_tokens=None, by_class=None):
+    """A hand-made bidirectional point summary (3 seeds): test accuracy `test` overall and,
+    unless `by_class` says otherwise, in every token class; `class_tokens` the test tokens per
+    class (default 3 majority, 1 minority, 1 unk)."""
+    direction, head = name.split("-")
+    by_class = by_class or {}
+    return {
+        "point": name,
+        "direction": direction,
+        "head": head,
+        "params_varying": 1000,
+        "params_reference": 1000,
+        "embed_size": 8,
+        "char_features": False,
+        "vocab_size": 10,
+        "min_freq": 2,
+        "num_seeds": 3,
+        "num_steps": 5,
+        "batch_size": 2,
+        "epochs": 1.0,
+        "train_sentences": 10,
+        "eval_sentences": {"valid": 5, "test": 5},
+        "class_tokens": {"test": class_tokens or {"majority": 3, "minority": 1, "unk": 1}},
+        "majority_baseline": {"valid_accuracy": 0.8, "test_accuracy": 0.8},
+        "test_accuracy": test,
+        **{f"test_accuracy_{c}": by_class.get(c, test) for c in bd.TOKEN_CLASSES},
+    }
+
+
+def _point(accuracy):
+    return {"test_accuracy": accuracy}
+
+
+def test_a_diverged_seed_is_never_every_seed_apart():
+    # Bi's two finite seeds are above every forward seed, but its third seed diverged: the
+    # 2 / C(2n, n) event "every seed apart" did not happen.
+    bi, fw = _point([0.92, 0.93, None]), _point([0.85, 0.86, 0.87])
+    gain = report.compare(bi, fw)
+    assert gain["delta"] == pytest.approx(0.925 - 0.86)
+    assert not gain["clear"] and gain["diverged"]
+    assert report.diff_text(bi, fw) == "+6.50 points (a seed diverged: not compared seed by seed)"
+    assert report.compare(_point([0.9, 0.91]), _point([0.8, 0.85]))["clear"]
+    assert not report.compare(_point([0.9, 0.91]), _point([0.8, 0.85]))["diverged"]
+    # Q6's verdict: not "Supported", and not "seeds overlap" either.
+    points = {
+        name: tagger_summary(name, accuracy["test_accuracy"])
+        for name, accuracy in (("forward-softmax", fw), ("bi-softmax", bi))
+    }
+    text = report.answers(points)[6]
+    assert "Supported:" not in text and "every seed apart)" not in text
+    assert "mean is higher but a seed diverged, +6.50 points (a seed diverged" in text
+
+
+def _tagger(name, test, unk):
+    direction, head = name.split("-")
+    return {
+        "point": name,
+        "direction": direction,
+        "head": head,
+        "test_accuracy": test,
+        "test_accuracy_majority": test,
+        "test_accuracy_minority": test,
+        "test_accuracy_unk": unk,
+    }
+
+
+def test_bidirectional_plot_shows_every_seed_beside_a_class_without_tokens(tmp_path, monkeypatch):
+    # No test token was out of the vocabulary (a short eval cut): 'unk' has no accuracy.
+    # forward's third seed is far below the means.
+    points = {
+        "forward-softmax": _tagger("forward-softmax", [0.88, 0.88, 0.70], [None] * 3),
+        "bi-softmax": _tagger("bi-softmax", [0.90, 0.91, 0.90], [None] * 3),
+    }
+    axes = plotted_axes(monkeypatch, lambda: report.plot(points, tmp_path))
+    assert (tmp_path / "bidirectional.png").is_file()
+    low, high = axes[0].get_ylim()
+    assert low < 0.70 and high > 0.91
+
+
+def test_every_seed_apart_chance_bounds_paired_seeds_and_is_reached():
+    # Seed i of both points shares its key and batches: under no difference only the two runs
+    # of a pair are exchangeable. Enumerate the 2^n label swaps of n fixed pairs: "every seed
+    # apart" needs every pair's sign the same, so its chance is at most 2^(1-n) for any pair
+    # values, and anti-correlated pairs (a_i = -b_i) reach it; 2n exchangeable runs
+    # (every split of the 2n ranks) give the smaller 2 / C(2n, n).
+    rng = np.random.default_rng(0)
+    for n in range(1, 6):
+        bound = report.chance_apart(n)
+        for pairs in (rng.normal(size=(n, 2)), np.stack([rng.normal(size=n)] * 2, 1) * [1, -1]):
+            apart = 0
+            for swap in itertools.product((False, True), repeat=n):
+                a = np.where(swap, pairs[:, 1], pairs[:, 0])
+                b = np.where(swap, pairs[:, 0], pairs[:, 1])
+                apart += a.min() > b.max() or a.max() < b.min()
+            assert apart / 2**n <= bound + 1e-12
+        assert apart / 2**n == pytest.approx(bound)  # the anti-correlated pairs
+        exchangeable = sum(
+            max(a) < min(set(range(2 * n)) - set(a)) or min(a) > max(set(range(2 * n)) - set(a))
+            for a in itertools.combinations(range(2 * n), n)
+        ) / math.comb(2 * n, n)
+        assert exchangeable <= bound
+    assert report.chance_apart(3) == pytest.approx(0.25)
+    assert "at most 0.25 at 3 seeds" in report.chance_text(3)
+
+
+class _FakeTask:
+    """What `bidirectional.run_point` reads of a loaded task, without data."""
+
+    splits = {"train": [None] * 10, "valid": [None] * 4, "test": [None] * 5}
+    vocabs = {"tokens": [None] * 7}
+    class_tokens = {s: {"majority": 3, "minority": 1, "unk": 1} for s in bd.EVAL_SPLITS}
+
+    def for_point(self, point):
+        return self
+
+    def baselines(self):
+        return {"valid_accuracy": 0.8, "test_accuracy": 0.8}
+
+
+def test_a_point_run_without_bi_softmax_is_compared_with_bi_softmax(tmp_path, monkeypatch):
+    # A sweep runs each point alone: forward-softmax's 1,010 parameters outside the
+    # embeddings are +1.0% of bi-softmax's 1,000, not +0.0% of its own.
+    asked = []
+
+    def sizes(config, task, names):
+        asked.append(list(names))
+        table = {"bi-softmax": (16, 1000, 5000), "forward-softmax": (26, 1010, 5010)}
+        return {name: table[name] for name in names}
+
+    monkeypatch.setattr(bd, "matched_hidden_sizes", sizes)
+    per_seed = collections.defaultdict(lambda: [0.9, 0.91])
+    monkeypatch.setattr(bd, "train_and_evaluate", lambda *a: {"final": {"per_seed": per_seed}})
+    config = bd_configs.get_config("smoke")
+    config.grid.points = "forward-softmax"
+    ((name, run_point),) = bd.grid_points(config, _FakeTask())
+    assert name == "forward-softmax" and "bi-softmax" in asked[0]
+    summary = run_point(tmp_path)
+    assert summary["params_reference"] == 1000 and summary["params_varying"] == 1010
+    text = report.markdown({name: summary})
+    row = table_rows(text.split("## By token class")[0])["forward LSTM + softmax"]
+    assert row["vs bi-softmax"] == "+1.0%"
+    assert "matched to bi-softmax's (1,000)" in text
+    assert "every tagger has ~1,000 parameters" in report.answers({name: summary})[6]
+    # Results written before the count was stored, without a bi-softmax row: not known.
+    old = {k: v for k, v in summary.items() if k != "params_reference"}
+    row = table_rows(report.markdown({name: old}).split("## By token class")[0])
+    assert row["forward LSTM + softmax"]["vs bi-softmax"] == "–"
+
+
+def _tagger_without_unk_tokens(name: str, test: list[float]) -> dict:
+    """A hand-made bidirectional summary whose test split has no `unk` tokens."""
+    return tagger_summary(
+        name,
+        test,
+        class_tokens={"majority": 4, "minority": 1, "unk": 0},
+        by_class={"unk": [None] * 3},  # no tokens: no accuracy at any seed
+    )
+
+
+def test_a_class_without_test_tokens_is_not_called_a_diverged_seed():
+    points = {
+        "forward-softmax": _tagger_without_unk_tokens("forward-softmax", [0.80, 0.81, 0.82]),
+        "bi-softmax": _tagger_without_unk_tokens("bi-softmax", [0.90, 0.91, 0.92]),
+        "forward-crf": _tagger_without_unk_tokens("forward-crf", [0.84, 0.85, 0.86]),
+    }
+    answers = report.answers(points)
+    assert "diverged" not in answers[6] + answers[14]
+    assert "unk (no test tokens)" in answers[6]
+    assert "minority (20.0% of tokens) 0.8100 → 0.9100, +10.00 points (every seed" in answers[6]
+    fw, bi = points["forward-softmax"], points["bi-softmax"]
+    assert report.diff_text(bi, fw, "unk") == "no test tokens in this class: not compared"

@@ -1,4 +1,6 @@
-"""CRF against brute-force enumeration of every tag path (numpy, written from the definition)."""
+"""CRF against brute-force enumeration of every tag path (numpy, written from the definition):
+scores, `log_partition` and its gradients (the enumerated marginals); float lengths and tags
+are refused."""
 
 import itertools
 
@@ -181,3 +183,53 @@ def test_bad_shapes_and_lengths_raise():
         crf.log_partition(e, jnp.asarray([5, 1, 1, 1]), transitions, start, end)
     with pytest.raises(ValueError, match="start_transitions"):
         crf.viterbi_decode(e, jnp.asarray(LENGTHS), transitions, start[:2], end)
+
+
+def test_crf_refuses_float_lengths_and_tags():
+    """A float length 2.5 passed the range check and log Z ran over 3 steps."""
+    emissions = jnp.zeros((2, 3, 2))
+    params = (jnp.zeros((2, 2)), jnp.zeros(2), jnp.zeros(2))
+    with pytest.raises(ValueError, match="lengths must be integers"):
+        crf.log_partition(emissions, jnp.array([2.5, 3.0]), *params)
+    with pytest.raises(ValueError, match="tags must be integer"):
+        crf.sequence_score(emissions, jnp.zeros((2, 3)), jnp.array([2, 3]), *params)
+
+
+def test_log_partition_gradients_are_the_enumerated_marginals():
+    """d log Z / d(emissions, transitions, start, end) are the posterior marginals of tags,
+    tag pairs, first and last tags, brute-forced; padded positions get exactly zero."""
+    rng = np.random.default_rng(1)
+    tags, time, lengths = 3, 3, np.array([1, 3, 2])
+    emissions = rng.normal(size=(3, time, tags))
+    transitions, start, end = (
+        rng.normal(size=(tags, tags)),
+        rng.normal(size=tags),
+        rng.normal(size=tags),
+    )
+    want = [np.zeros((3, time, tags)), np.zeros((tags, tags)), np.zeros(tags), np.zeros(tags)]
+    for b, length in enumerate(lengths):
+        paths = list(itertools.product(range(tags), repeat=int(length)))
+        scores = np.array(
+            [
+                start[p[0]]
+                + end[p[-1]]
+                + sum(emissions[b, t, y] for t, y in enumerate(p))
+                + sum(transitions[i, j] for i, j in itertools.pairwise(p))
+                for p in paths
+            ]
+        )
+        probs = np.exp(scores - scores.max())
+        probs /= probs.sum()
+        for path, prob in zip(paths, probs, strict=True):
+            want[0][b, np.arange(length), path] += prob
+            for i, j in itertools.pairwise(path):
+                want[1][i, j] += prob
+            want[2][path[0]] += prob
+            want[3][path[-1]] += prob
+    total = lambda *args: jnp.sum(crf.log_partition(args[0], jnp.asarray(lengths), *args[1:]))
+    got = jax.grad(total, argnums=(0, 1, 2, 3))(
+        *(jnp.asarray(v, jnp.float32) for v in (emissions, transitions, start, end))
+    )
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(got[0])[np.arange(time)[None, :] >= lengths[:, None]] == 0.0)

@@ -1,7 +1,13 @@
 """Our TFDS builders on the real files: prepared once per session, read back with
 tfds.data_source (no TensorFlow), counts equal to ../shared/data/README.md and examples
-equal to what the registry reads straight from the files."""
+equal to what the registry reads straight from the files.
 
+Also: a manual_dir that is missing or empty fails at once (not after network retries), `~`
+is expanded, and our `tiny_shakespeare` folder and the TFDS catalog's (same path, other
+splits) are told apart: a folder one prepared is never read as the other's, and an unprepared
+data_dir is named without downloading."""
+
+import json
 import shutil
 
 import pytest
@@ -11,6 +17,7 @@ tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is
 from data_cache import cached_dataset  # noqa: E402
 
 from rnn_jax.data import builders  # noqa: E402
+from rnn_jax.data.catalog import load_catalog_dataset  # noqa: E402
 
 MANUAL_DIRS = {
     "ptb": "ptb",
@@ -101,3 +108,78 @@ def test_missing_file_in_manual_dir(tmp_path, shakespeare_copy):
 def test_unknown_builder():
     with pytest.raises(ValueError, match="unknown builder 'wikitext'.*'ptb'"):
         builders.builder("wikitext", "/tmp")
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_a_given_manual_dir_that_is_missing_or_empty_fails_at_once(tmp_path, state):
+    manual = tmp_path / "ptbb"
+    if state == "empty":
+        manual.mkdir()
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(FileNotFoundError, match=r"ptb: manual_dir .*ptbb does not exist or is"):
+        builders.prepare("ptb", data_dir, manual)
+    assert not (data_dir / "downloads").exists()  # nothing was fetched
+
+
+def test_builders_expand_the_home_folder(home, data_root):
+    shutil.copytree(data_root / "tiny_shakespeare", home / "manual")
+    builders.prepare("tiny_shakespeare", "~/tfds", "~/manual")
+    assert (home / "tfds" / "tiny_shakespeare" / "1.0.0" / "dataset_info.json").is_file()
+    assert not (home.parent / "cwd" / "~").exists()
+    dataset = builders.prepared_dataset("tiny_shakespeare", "~/tfds")
+    text = (data_root / "tiny_shakespeare" / "input.txt").read_text(encoding="utf-8")
+    assert "".join(t for e in dataset.splits["test"] for t in e["tokens"]) == text[1_059_624:]
+
+
+def test_records_of_an_unknown_builder_are_named():
+    """An unknown name fell through to the SST branch and raised KeyError: 'tree'."""
+    with pytest.raises(ValueError, match="unknown builder 'imdb'"):
+        builders.examples_from_records("imdb", [{"text": "good", "label": 1}])
+
+
+CATALOG_MODULE = "tensorflow_datasets.datasets.tiny_shakespeare.tiny_shakespeare_dataset_builder"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, data_root):
+    """`{"ours": data_dir with our tiny_shakespeare, "catalog": one as the catalog's}`."""
+    ours = tmp_path_factory.mktemp("ours")
+    builders.prepare("tiny_shakespeare", ours, data_root / "tiny_shakespeare")
+    # The catalog's build (it needs TensorFlow and the network to prepare) differs from ours
+    # in what dataset_info.json records: its module, its split names, shuffling not disabled.
+    catalog = tmp_path_factory.mktemp("catalog")
+    folder = catalog / "tiny_shakespeare" / "1.0.0"
+    shutil.copytree(ours / "tiny_shakespeare" / "1.0.0", folder)
+    for path in folder.glob("*-valid.array_record*"):
+        path.rename(path.with_name(path.name.replace("-valid.", "-validation.")))
+    info = json.loads((folder / "dataset_info.json").read_text())
+    info["moduleName"] = CATALOG_MODULE
+    info.pop("disableShuffling")
+    info["splits"] = [
+        {**s, "name": s["name"].replace("valid", "validation")} for s in info["splits"]
+    ]
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    return {"ours": ours, "catalog": catalog}
+
+
+def test_a_folder_the_catalog_prepared_is_not_taken_for_ours(prepared, data_root):
+    foreign = r"tiny_shakespeare/1.0.0 holds a dataset prepared by tensorflow_datasets\.dat"
+    with pytest.raises(ValueError, match=foreign + r".*\['test', 'train', 'validation'\]"):
+        builders.prepare("tiny_shakespeare", prepared["catalog"], data_root / "tiny_shakespeare")
+    with pytest.raises(ValueError, match=foreign + r".*use another data_dir for ours"):
+        builders.prepared_dataset("tiny_shakespeare", prepared["catalog"])
+    # Our own folder reads back with our splits.
+    dataset = builders.prepared_dataset("tiny_shakespeare", prepared["ours"])
+    assert list(dataset.splits) == ["train", "valid", "test"]
+
+
+def test_an_unprepared_data_dir_is_named_without_downloading(tmp_path):
+    for name in ("ptb", "tiny_shakespeare"):
+        with pytest.raises(FileNotFoundError, match=rf"{name} is not prepared in .*prepare\("):
+            builders.prepared_dataset(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no downloads/, no half-prepared folder
+
+
+def test_the_catalog_names_our_build_in_its_folder(prepared):
+    with pytest.raises(ValueError, match=r"holds the project's own builder .*another data_dir"):
+        load_catalog_dataset("tiny_shakespeare", prepared["ours"])

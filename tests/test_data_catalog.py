@@ -1,15 +1,17 @@
 """TFDS catalog datasets through tfds.data_source under tfds.testing.mock_data (no TensorFlow).
 
 Each catalog dataset's mocked examples go through our whole pipeline (tokenise -> vocabulary
--> padded batches); lengths, masks and ids are checked against the mocked examples.
-"""
+-> padded batches); lengths, masks and ids are checked against the mocked examples. Also: an
+unknown `tfds:` name lists the catalog, GLUE SST-2's unlabelled test split is left out, `~`
+is expanded, and UD sentences keep the syntactic words only (our CoNLL-U reader the
+reference)."""
 
 import numpy as np
 import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
 
-from rnn_jax.data import LMStream, pad_batch  # noqa: E402
+from rnn_jax.data import LMStream, pad_batch, stats  # noqa: E402
 from rnn_jax.data.catalog import CATALOG, catalog_data_sources, load_catalog_dataset  # noqa: E402
 from rnn_jax.data.pipeline import build_vocabs, encode_split, stream_ids  # noqa: E402
 from rnn_jax.data.registry import load_dataset  # noqa: E402
@@ -121,3 +123,103 @@ def test_an_unprepared_catalog_dataset_fails_at_once_instead_of_downloading(tmp_
     with pytest.raises(ValueError, match=r"'imdb_reviews' is not prepared .*tfds build imdb"):
         catalog_data_sources("imdb_reviews", tmp_path)
     assert not (tmp_path / "downloads").exists()
+
+
+def test_an_unknown_tfds_name_lists_the_catalog():
+    with pytest.raises(ValueError, match=r"unknown catalog dataset 'lm1b'; choose from .*glue"):
+        load_dataset("tfds:lm1b")
+    assert stats.main(["--dataset=tfds:lm1b"]) == 2
+
+
+class _Source(list):
+    """A `tfds.data_source` split: the records plus `dataset_info`."""
+
+    def __init__(self, records, info):
+        super().__init__(records)
+        self.dataset_info = info
+
+
+def _glue_sources(self, split, **kwargs):
+    """GLUE SST-2 as TFDS prepares it: the test split has no labels, so every label is -1."""
+
+    def one(name):
+        label = (lambda i: -1) if name == "test" else (lambda i: i % 2)
+        return _Source(
+            [{"sentence": b"a fine film", "label": label(i)} for i in range(3)], self.info
+        )
+
+    return [one(s) for s in split] if isinstance(split, list) else one(split)
+
+
+def test_glue_sst2_has_no_test_split_with_placeholder_labels(monkeypatch):
+    with tfds.testing.mock_data(as_data_source_fn=_glue_sources):
+        dataset = load_catalog_dataset("glue/sst2")
+    assert set(dataset.splits) == {"train", "valid"}
+    assert [e["label"] for e in dataset.splits["valid"]] == [0, 1, 0]
+    assert all(e["label"] >= 0 for split in dataset.splits.values() for e in split)
+    # A catalog entry whose split does hold unlabelled examples is refused, not read as -1.
+    with pytest.raises(ValueError, match=r"label -1.*unlabelled"):
+        CATALOG["imdb_reviews"].convert({"text": b"good", "label": np.int64(-1)}, None)
+    # Mapped as labelled anyway, the split is refused naming the dataset, split and example.
+    monkeypatch.setitem(CATALOG["glue/sst2"].splits, "test", "test")
+    with (
+        tfds.testing.mock_data(as_data_source_fn=_glue_sources),
+        pytest.raises(ValueError, match=r"'glue/sst2' split 'test', example 0 .*label -1"),
+    ):
+        load_catalog_dataset("glue/sst2")
+
+
+def test_catalog_expands_the_home_folder(home, monkeypatch):
+    asked = {}
+
+    def data_source(name, split, data_dir, download):
+        asked["data_dir"] = data_dir
+        return [[] for _ in split]
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
+    catalog_data_sources("imdb_reviews", "~/tensorflow_datasets")
+    assert asked["data_dir"] == str(home / "tensorflow_datasets")
+
+
+# One sentence with a multiword token (1-2) and an empty node (3.1), as UD writes them.
+UD_SENTENCE = """# text = don't go.
+1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_
+1\tdo\tdo\tAUX\tVBP\t_\t3\taux\t3:aux\t_
+2\tn't\tnot\tPART\tRB\t_\t3\tadvmod\t3:advmod\t_
+3\tgo\tgo\tVERB\tVB\t_\t0\troot\t0:root\t_
+3.1\tgo\tgo\tVERB\tVB\t_\t_\t_\t3:conj\tCopyOf=3
+4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t3:punct\t_
+
+"""
+
+
+def test_catalog_ud_sentences_keep_the_syntactic_words_only(tmp_path):
+    """TFDS's UD builder (conllu.parse_incr + get_conllu_example) stores every line: "don't"
+    tagged `_` beside "do" "n't", and the empty node's copy of "go"; the catalog passed them
+    on as words. Reference: our strict CoNLL-U reader on the same text."""
+    from tensorflow_datasets.core.dataset_builders.conll import conllu_dataset_builder_utils
+
+    from rnn_jax.data.catalog import CATALOG
+    from rnn_jax.data.readers import read_conllu
+
+    upos_names = conllu_dataset_builder_utils.UPOS
+    features = tfds.features.FeaturesDict(
+        {"upos": tfds.features.Sequence(tfds.features.ClassLabel(names=upos_names))}
+    )
+    # TFDS's record: one entry per line; conllu reads HEAD "_" as None, stored as "None".
+    rows = [line.split("\t") for line in UD_SENTENCE.splitlines()[1:-1]]
+    record = {
+        "tokens": [row[1].encode() for row in rows],
+        "upos": [upos_names.index(row[3]) for row in rows],
+        "head": [("None" if row[6] == "_" else row[6]).encode() for row in rows],
+    }
+    (converted,) = CATALOG["universal_dependencies/en_ewt"].convert(record, features)
+    path = tmp_path / "one.conllu"
+    path.write_text(UD_SENTENCE, encoding="utf-8")
+    (expected,) = read_conllu(path)
+    assert converted["tokens"] == expected["tokens"] == ["do", "n't", "go", "."]
+    assert converted["tags"] == converted["upos"] == expected["upos"]
+    with pytest.raises(ValueError, match="4 tokens, 6 upos tags and 6 heads"):
+        CATALOG["universal_dependencies/en_ewt"].convert(
+            {**record, "tokens": record["tokens"][:4]}, features
+        )

@@ -1,5 +1,6 @@
 """Bad data gets a message naming it: bytes that are not UTF-8 (file:line) in every reader,
-Tiny Shakespeare files too short for the split, CoNLL-U integers in other scripts' digits."""
+Tiny Shakespeare files too short for the split, CoNLL-U integers in other scripts' digits, a
+directory given as a data file, a broken vocabulary file, a missing length key."""
 
 import pytest
 
@@ -198,3 +199,22 @@ def test_conllu_head_must_be_a_word_of_its_sentence(tmp_path):
     # a word may head a later word: the check waits for the sentence's end
     path.write_text(_conllu(("1", "a", "2"), ("2", "b", "0")), encoding="utf-8")
     assert [s["heads"] for s in readers.read_conllu(path)] == [[2, 0]]
+
+
+def test_directory_data_file_broken_vocabulary_and_missing_length_key_are_named(tmp_path):
+    """A directory given as a data file was said not to exist; a corrupt vocabulary file
+    raised JSON's or a KeyError's message without the file; a length_key the examples lack
+    was a bare KeyError."""
+    from rnn_jax.data import pipeline, readers
+    from rnn_jax.data.vocab import Vocabulary
+
+    with pytest.raises(FileNotFoundError, match="is a directory, not a file"):
+        list(readers.read_tsv(tmp_path))
+    broken = tmp_path / "vocab.json"
+    for text in ("{not json", '{"tokens": ["a"]}', "[1, 2]"):
+        broken.write_text(text)
+        with pytest.raises(ValueError, match=r"vocab.json: not a saved vocabulary"):
+            Vocabulary.load(broken)
+    examples = [{"source": [1, 2], "target": [3]}]
+    with pytest.raises(ValueError, match=r"length_key='inputs' is not a field .*'source'"):
+        pipeline.evaluation_batches(examples, 2)

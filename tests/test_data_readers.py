@@ -1,4 +1,6 @@
-"""Strict readers on small hand-written files: parsed fields and clear errors (file:line)."""
+"""Strict readers on small hand-written files: parsed fields and clear errors (file:line);
+columns split at ASCII whitespace only, DOCSTART ends a sentence, TSV columns counted from the
+end, `~` in the data root, and the readers against a plain-Python parse of the real files."""
 
 import pytest
 
@@ -175,3 +177,110 @@ def test_tsv_label_is_not_a_class_of_its_own_for_surrounding_spaces(tmp_path):
     blank = _write(tmp_path / "b.tsv", "good film\t1\nno label\t \n")
     with pytest.raises(DataFormatError, match=r"b.tsv:2: expected a non-empty text"):
         list(readers.read_tsv(blank))
+
+
+def test_conll_columns_are_split_at_ascii_spaces_and_tabs_only(tmp_path):
+    """`line.split()` also split at a no-break space (U+00A0) or an ideographic space
+    (U+3000) inside a token: "8\\xa01/2 CD B-NP O" was five columns, so the file's first
+    token line set five and the next (four) was refused; a token with one later was refused
+    as a line of the wrong width."""
+    path = _write(
+        tmp_path / "a.txt",
+        "8\xa01/2 CD B-NP O\nx  NN\tB-NP O \n\n\u6771\u3000\u4eac NNP B-NP B-LOC\n",
+    )
+    assert list(readers.read_conll(path)) == [
+        {"tokens": ["8\xa01/2", "x"], "tags": ["O", "O"]},
+        {"tokens": ["\u6771\u3000\u4eac"], "tags": ["B-LOC"]},
+    ]
+
+
+def test_a_docstart_line_ends_the_sentence_before_it(tmp_path):
+    """A `-DOCSTART-` line with no blank line before it was skipped inside the block, so the
+    last sentence of one document and the first of the next were read as one sentence."""
+    path = _write(
+        tmp_path / "b.txt",
+        "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n-DOCSTART- -X- -X- O\nPeter NNP B-NP B-PER\n",
+    )
+    assert list(readers.read_conll(path)) == [
+        {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]},
+        {"tokens": ["Peter"], "tags": ["B-PER"]},
+    ]
+    # Lines of a wrong width after a DOCSTART line are still named.
+    bad = _write(tmp_path / "c.txt", "-DOCSTART- -X- -X- O\nEU NNP B-NP B-ORG\nPeter NNP\n")
+    with pytest.raises(DataFormatError, match=r"c.txt:3: expected 4 columns"):
+        list(readers.read_conll(bad))
+
+
+def test_the_data_root_and_manual_dir_expand_the_home_folder(tmp_path, monkeypatch):
+    """`data_root="~/data"` (a config's data.root, `stats --data_root=~/data`, a quoted
+    RNN_JAX_DATA) and `manual_dir="~/..."` were taken literally: "manual_dir '~/data/sst'
+    ... does not exist", though the TFDS data_dir/manual_dir expand `~`."""
+    from rnn_jax.data.registry import load_dataset
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data" / "sst").mkdir(parents=True)
+    for name in ("train", "dev", "test"):
+        _write(tmp_path / "data" / "sst" / f"{name}.txt", "(3 (2 a) (4 b))\n")
+    monkeypatch.chdir(tmp_path / "data")  # where a literal "~" folder would be looked for
+    expected = {split: [{"tokens": ["a", "b"], "label": 3}] for split in ("train", "valid", "test")}
+    assert load_dataset("sst", data_root="~/data").splits == expected
+    assert load_dataset("sst", manual_dir="~/data/sst").splits == expected
+    monkeypatch.setenv("RNN_JAX_DATA", "~/data")
+    assert load_dataset("sst").splits == expected
+
+
+def test_readers_equal_an_independent_parse_of_the_real_dev_files(data_root):
+    """The readers' examples against a plain-Python parse of the published dev files: CoNLL-2003
+    NER is column 3 with -DOCSTART- lines skipped; UD words are the integer-id lines (README:
+    359 multiword tokens and 4 empty nodes in dev); SST's label is the root's and its words the
+    leaves. The dev files only: a second of reading at most."""
+    import collections
+    import re
+
+    path = data_root / "conll2003" / "valid.txt"
+    blocks = [b for b in path.read_text(encoding="utf-8").split("\n\n") if b[:10] != "-DOCSTART-"]
+    rows = [[line.split(" ") for line in b.strip().split("\n")] for b in blocks]
+    assert list(readers.read_conll(path)) == [
+        {"tokens": [r[0] for r in s], "tags": [r[3] for r in s]} for s in rows
+    ]
+
+    path = data_root / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
+    text = path.read_text(encoding="utf-8")
+    lines = [line.split("\t") for line in text.split("\n") if line and line[0] != "#"]
+    assert collections.Counter(
+        "-" if "-" in c[0] else "." if "." in c[0] else "word" for c in lines
+    ) == {"word": 25_147, "-": 359, ".": 4}
+    sentences = [
+        [c for c in (line.split("\t") for line in b.split("\n")) if c[0].isdigit()]
+        for b in text.strip().split("\n\n")
+    ]
+    ud = list(readers.read_conllu(path))
+    assert [e["tokens"] for e in ud] == [[c[1] for c in s] for s in sentences]
+    assert [e["upos"] for e in ud] == [[c[3] for c in s] for s in sentences]
+    assert [e["heads"] for e in ud] == [[int(c[6]) for c in s] for s in sentences]
+
+    path = data_root / "sst" / "dev.txt"
+    trees = path.read_text(encoding="utf-8").splitlines()
+    assert list(readers.read_sst(path)) == [
+        {"tokens": re.findall(r"\([0-4] ([^()]+?)\)", t), "label": int(t[1])} for t in trees
+    ]
+
+
+def test_a_tsv_column_counted_from_the_end_is_not_the_text_itself(tmp_path):
+    """`label_column=-1` (the last field) on a line without a tab named the text field too:
+    the line was read as its own label ("no label here" a class of one) instead of refused;
+    the same for `text_column == label_column`."""
+    path = tmp_path / "a.tsv"
+    path.write_text("good film\t1\nno label here\n", encoding="utf-8")
+    first = {"tokens": ["good", "film"], "label": "1"}
+    examples = readers.read_tsv(path, label_column=-1)
+    assert next(examples) == first
+    with pytest.raises(DataFormatError, match=r"a.tsv:2: expected a non-empty text"):
+        next(examples)
+    path.write_text("1\tgood film\n2\tbad\n", encoding="utf-8")
+    assert [e["label"] for e in readers.read_tsv(path, text_column=-1, label_column=0)] == [
+        "1",
+        "2",
+    ]
+    with pytest.raises(ValueError, match="both 1"):
+        readers.read_tsv(path, text_column=1, label_column=1)

@@ -1,4 +1,5 @@
-"""Synthetic tasks checked against their known answers (Monte Carlo and brute force)."""
+"""Synthetic tasks checked against their known answers (Monte Carlo and brute force), and their
+argument checks (integer sizes, a finite concentration)."""
 
 import itertools
 import math
@@ -6,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from rnn_jax.data.synthetic import AddingProblem, CopyTask, MarkovLanguage, TemporalOrder
+from rnn_jax.data.synthetic import (
+    AddingProblem,
+    CopyTask,
+    EchoTask,
+    MarkovLanguage,
+    TemporalOrder,
+)
 
 
 def test_copy_task_layout_and_memoryless_baseline():
@@ -144,3 +151,26 @@ def test_slowly_mixing_markov_chain_is_solved_not_refused():
     np.testing.assert_allclose(pi @ slow.transitions, pi, atol=1e-12)
     mixing = MarkovLanguage(vocab_size=5, order=2, concentration=0.5, seed=1)
     np.testing.assert_allclose(mixing._stationary_by_solve(), mixing.stationary, atol=1e-12)
+
+
+def test_synthetic_task_sizes_must_be_integers_and_the_concentration_finite():
+    """A float size failed only when sampling, inside numpy ("'float' object cannot be
+    interpreted as an integer"), True was a size of 1, and a NaN concentration passed
+    `concentration <= 0`: `stationary` then iterated 100,000 times and failed in LAPACK."""
+    bad = [
+        (lambda: CopyTask(blank_length=2.5), "CopyTask blank_length=2.5 must be an integer"),
+        (lambda: CopyTask(num_symbols=True), "CopyTask num_symbols=True must be an integer"),
+        (lambda: AddingProblem(length=10.0), "AddingProblem length=10.0 must be an integer >= 2"),
+        (lambda: EchoTask(delay=2.5), "EchoTask delay=2.5 must be an integer"),
+        (lambda: TemporalOrder(min_length=100.0), "TemporalOrder min_length=100.0"),
+        (lambda: MarkovLanguage(vocab_size=4.0), "integers vocab_size >= 2"),
+        (lambda: MarkovLanguage(concentration=float("nan")), "finite concentration > 0"),
+        (lambda: MarkovLanguage(concentration=float("inf")), "finite concentration > 0"),
+    ]
+    for make, message in bad:
+        with pytest.raises(ValueError, match=message):
+            make()
+    # NumPy scalars (read from shapes or arrays) are still sizes.
+    task = CopyTask(blank_length=np.int64(3), num_symbols=2, num_categories=4)
+    assert task.sample(np.random.default_rng(0), 2)["inputs"].shape == (2, 7)
+    assert MarkovLanguage(vocab_size=3, order=1, concentration=np.float32(0.5)).entropy_rate() > 0

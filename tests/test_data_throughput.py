@@ -1,6 +1,8 @@
-"""The data benchmark (experiments/data_throughput.py): data paths and the smoke run."""
+"""The data benchmark (experiments/data_throughput.py): data paths and the smoke run, an unknown
+sentence dataset refused, the table written atomically."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -52,3 +54,47 @@ def test_smoke_run_reports_batches_beside_train_steps(smoke, tmp_path):
     )
     # Slicing a contiguous stream is orders of magnitude cheaper than an LSTM train step.
     assert ratio > 10
+
+
+def test_data_throughput_refuses_an_unknown_sentence_dataset_and_writes_its_table_atomically(
+    tmp_path, monkeypatch
+):
+    """An unknown `bench.sentence_dataset` raised the registry's ValueError from inside the
+    run: a traceback and exit 1 instead of a config error naming the key. The table was
+    written in place (a reader or a kill mid-write saw half of it), unlike every other report."""
+    from experiments import data_throughput
+    from experiments.configs import data_throughput as configs
+    from rnn_jax.train import config as cfg
+
+    config = configs.get_config("smoke")
+    config.bench.sentence_dataset = "conll2004"
+    with pytest.raises(cfg.ConfigError, match="bench.sentence_dataset='conll2004': unknown"):
+        data_throughput.data_paths(config, task=None)  # the LM's path is made lazily
+
+    written = []
+
+    def recording(path, text):
+        written.append(pathlib.Path(path).name)
+        real(path, text)
+
+    real = data_throughput.write_text_atomic
+    monkeypatch.setattr(data_throughput, "write_text_atomic", recording)
+    report = {
+        "train_steps_per_s": 2.0,
+        "data_batches_per_s": {"lm_stream": 400.0},
+        "data_over_train": {"lm_stream": 200.0},
+        "rounds": {},
+        "loadavg": [(1.0, 1.0, 1.0)],
+        "prepare_s": 0.1,
+        "compile_s": 1.0,
+        "batch": {"lm": [4, 8], "sentences": 32, "synthetic": 128},
+        "devices": ["cpu"],
+    }
+    data_throughput.write_outputs(report, tmp_path, 3.0)
+    assert written == ["data_throughput.md", "results.json"]  # the table first, then done
+    assert "| lm_stream | 400 | 200× |" in (tmp_path / "data_throughput.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data_over_train.png",
+        "data_throughput.md",
+        "results.json",
+    ]

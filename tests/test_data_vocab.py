@@ -1,4 +1,5 @@
-"""Vocabulary and tokenisation: ids by frequency, specials, OOV, save/load round trip."""
+"""Vocabulary and tokenisation: ids by frequency, specials, OOV, save/load round trip; data
+tokens spelled like an added special, size checks, strings given as token sequences."""
 
 import collections
 import os
@@ -6,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from rnn_jax.data.lm_corpus import tiny_shakespeare_lm
 from rnn_jax.data.tokenize import char_tokens, get_tokenizer, word_tokens
 from rnn_jax.data.vocab import Vocabulary
 
@@ -94,3 +96,83 @@ def test_tokenizers():
     assert get_tokenizer("char") is char_tokens
     with pytest.raises(ValueError, match="level='bpe'.*'word', 'char'"):
         get_tokenizer("bpe")
+
+
+def test_a_data_token_spelled_like_an_added_special_is_unseen_in_training(tmp_path):
+    """`oov_rate` ("the fraction of a split's tokens unseen in training", as `stats` reports
+    it) counted a test token "<unk>" or "<pad>" as seen, because the vocabulary holds the
+    specials the pipeline adds; it could not tell which those were (`num_specials` was only
+    their number). Reference: tokens not in the set of training tokens, counted by hand."""
+    from rnn_jax.data.vocab import Vocabulary
+
+    train = [["a", "b", "<eos>"], ["b", "<eos>"]]
+    test = [["a", "<unk>", "<pad>", "z", "<eos>"], ["<bos>", "b", "<eos>"]]
+    vocab = Vocabulary.build(train)
+    assert vocab.added_specials == ("<pad>", "<unk>", "<bos>") and vocab.num_specials == 3
+    seen = {t for s in train for t in s}
+    unseen = sum(t not in seen for s in test for t in s)
+    assert unseen == 4
+    assert vocab.oov_rate(test) == pytest.approx(unseen / 8)
+    # Specials that occur in the training data are seen (PTB's <unk>: its OOV rate is 0).
+    ptb_like = Vocabulary.build([["<unk>", "x", "<eos>"]], pad=None, bos=None)
+    assert ptb_like.added_specials == () and ptb_like.oov_rate([["<unk>", "<eos>"]]) == 0.0
+    # Which specials were added survives a save/load round trip.
+    vocab.save(tmp_path / "vocab.json")
+    assert Vocabulary.load(tmp_path / "vocab.json") == vocab
+    with pytest.raises(ValueError, match=r"added_specials=\('x',\) must be distinct specials"):
+        Vocabulary(("<pad>", "x"), "<pad>", None, None, None, ("x",))
+
+
+def test_vocabulary_sizes_are_checked_and_named():
+    """`min_freq=nan` passed `min_freq < 1` and kept no token (only the specials), silently;
+    `max_size=2.5` failed in a slice ("slice indices must be integers") without its name,
+    and `max_size=True` was a size of 1."""
+    from rnn_jax.data.vocab import Vocabulary
+
+    no_specials = {"pad": None, "unk": None, "bos": None, "eos": None}
+    for kwargs, message in [
+        ({"min_freq": float("nan")}, "min_freq=nan must be a number >= 1"),
+        ({"min_freq": float("inf")}, "min_freq=inf must be a number >= 1"),
+        ({"max_size": 2.5}, "max_size=2.5 must be an integer or None"),
+        ({"max_size": True}, "max_size=True must be an integer or None"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Vocabulary.build([["a", "b", "a"]], **kwargs, **no_specials)
+    # A real-valued min_freq still keeps the tokens seen at least that often.
+    assert Vocabulary.build([["a", "b", "a"]], min_freq=1.5, **no_specials).tokens == ("a",)
+
+
+def test_a_vocabulary_saved_with_a_count_of_added_specials_still_loads():
+    """Dicts saved before `added_specials` hold `num_specials`: 0 or all of them is clear, a
+    partial count is refused by name."""
+    from rnn_jax.data.vocab import Vocabulary
+
+    old = {
+        "tokens": ["<pad>", "<unk>", "a"],
+        "pad": "<pad>",
+        "unk": "<unk>",
+        "bos": None,
+        "eos": None,
+    }
+    assert Vocabulary.from_dict({**old, "num_specials": 2}).added_specials == ("<pad>", "<unk>")
+    assert Vocabulary.from_dict({**old, "num_specials": 0}).added_specials == ()
+    with pytest.raises(ValueError, match="num_specials=1 .* which were added is unknown"):
+        Vocabulary.from_dict({**old, "num_specials": 1})
+
+
+def test_vocabulary_build_refuses_strings_for_token_sequences(tmp_path):
+    """`Vocabulary.build(["a b", "c"])` read each string character by character: a vocabulary
+    of 'a', ' ', 'b', 'c' with no error. Tiny Shakespeare's character vocabulary (the one
+    caller that relied on it) is unchanged: every training character, by frequency then
+    character, counted here by hand."""
+    with pytest.raises(TypeError, match=r"sequences\[1\] is a string \('c d'\), not a seq"):
+        Vocabulary.build([["a", "b"], "c d"])
+    with pytest.raises(TypeError, match=r"sequences is a string \('a b'\); expected an it"):
+        Vocabulary.build("a b")
+    text = "ab\nba ca!\n" * 9 + "ab cab\n! ba"  # train: the first 90% of the characters
+    (tmp_path / "input.txt").write_text(text)
+    corpus = tiny_shakespeare_lm(tmp_path)
+    train = text[: int(len(text) * 0.9)]
+    counts = {c: train.count(c) for c in set(train)}
+    assert corpus.vocab.tokens == tuple(sorted(counts, key=lambda c: (-counts[c], c)))
+    assert corpus.vocab.num_specials == 0 and corpus.vocab.unk is None

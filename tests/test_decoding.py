@@ -1,4 +1,7 @@
-"""Decoding: beam 1 == greedy; a full beam == exhaustive search; sampling follows its law."""
+"""Decoding: beam 1 == greedy; a full beam == exhaustive search; beams in between against a
+plain-Python beam search with the same rules; sampling follows its law and keeps the greedy
+and top-k limits at extreme temperatures; NumPy-integer sizes are accepted and fractional ids,
+NaN alpha and fractional top_k refused."""
 
 import itertools
 
@@ -195,3 +198,149 @@ def test_bad_arguments_raise(table):
         decoding.beam_search(
             step, _initial_state(), beam_size=2, bos_id=9, eos_id=EOS, max_length=2
         )
+
+
+def _table_step(table):
+    """Logits depend on (example, position, previous token)."""
+    max_length = table.shape[1]
+
+    def step(state, tokens):
+        example, position = state
+        return (example, position + 1), table[
+            example, jnp.minimum(position, max_length - 1), tokens
+        ]
+
+    return step
+
+
+def _state(batch):
+    return (jnp.arange(batch), jnp.zeros(batch, jnp.int32))
+
+
+def test_numpy_integer_sizes_are_accepted():
+    """`max_length=lengths.max() + 5` is a NumPy integer; it used to be rejected as 'not a
+    positive int'."""
+    table = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, 4, 4)), jnp.float32)
+    step, ids = _table_step(table), dict(bos_id=0, eos_id=1)
+    greedy = decoding.greedy_decode(step, _state(2), max_length=np.int64(3), **ids)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        greedy,
+        decoding.greedy_decode(step, _state(2), max_length=3, **ids),
+    )
+    beam = decoding.beam_search(
+        step, _state(2), beam_size=np.int32(2), max_length=np.int64(3), **ids
+    )
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        beam,
+        decoding.beam_search(step, _state(2), beam_size=2, max_length=3, **ids),
+    )
+    with pytest.raises(ValueError, match="beam_size"):
+        decoding.beam_search(step, _state(2), beam_size=2.0, max_length=3, **ids)
+
+
+def _reference_beam(table, example, k, bos, eos, alpha):
+    """The documented rules in plain Python: keep the k best extensions of the live
+    hypotheses by log-probability; one ending in EOS leaves the beam; rank finished ones (and
+    those alive at max_length) by log p / ((5 + length) / 6)^alpha."""
+    max_length, vocab = table.shape[1], table.shape[2]
+    alive, finished = [((), 0.0)], []
+    for t in range(max_length):
+        candidates = []
+        for seq, log_prob in alive:
+            log_probs = _log_softmax(table[example, t, seq[-1] if seq else bos])
+            candidates += [(seq + (v,), log_prob + log_probs[v]) for v in range(vocab)]
+        candidates = sorted(candidates, key=lambda c: -c[1])[:k]
+        finished += [c for c in candidates if c[0][-1] == eos]
+        alive = [c for c in candidates if c[0][-1] != eos]
+    ranked = [(seq, lp / ((5.0 + len(seq)) / 6.0) ** alpha) for seq, lp in finished + alive]
+    return sorted(ranked, key=lambda c: -c[1])[:k]
+
+
+@pytest.mark.parametrize(
+    "vocab, max_length, k, bos, eos, pad, alpha",
+    [(5, 4, 3, 2, 0, 4, 0.6), (3, 4, 2, 0, 2, 1, 0.0), (2, 3, 5, 1, 1, 0, 2.0)],
+)
+def test_beam_search_matches_a_python_beam_search(vocab, max_length, k, bos, eos, pad, alpha):
+    """Between beam 1 (== greedy) and a full beam (== exhaustive), which the existing tests
+    cover: batch > 1 with different lengths, EOS/BOS/pad at other ids, pad after the end."""
+    rng = np.random.default_rng(vocab * 10 + k)
+    table = rng.normal(scale=2.0, size=(3, max_length, vocab, vocab)).astype(np.float32)
+    tokens, lengths, scores = decoding.beam_search(
+        _table_step(jnp.asarray(table)),
+        _state(3),
+        beam_size=k,
+        bos_id=bos,
+        eos_id=eos,
+        max_length=max_length,
+        alpha=alpha,
+        pad_id=pad,
+    )
+    for b in range(3):
+        reference = _reference_beam(table, b, k, bos, eos, alpha)
+        for i, (seq, score) in enumerate(reference):
+            assert tuple(np.asarray(tokens[b, i, : lengths[b, i]])) == seq
+            assert np.all(np.asarray(tokens[b, i, lengths[b, i] :]) == pad)
+            np.testing.assert_allclose(scores[b, i], score, rtol=1e-5, atol=1e-5)
+        assert np.all(np.isneginf(np.asarray(scores[b, len(reference) :])))
+
+
+def _step(state, tokens):
+    logits = jnp.stack([jnp.zeros_like(tokens, jnp.float32), jnp.ones_like(tokens, jnp.float32)])
+    return state, jnp.concatenate([logits.T, jnp.zeros((tokens.shape[0], 2))], axis=-1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(eos_id=1.5), "eos_id must be a non-negative int"),
+        (dict(pad_id=0.5), "pad_id must be an int"),
+        (dict(alpha=float("nan")), "alpha must be a finite number"),
+        (dict(top_k=2.5), "top_k must be an int"),
+    ],
+)
+def test_decoders_refuse_fractional_ids_nan_alpha_and_fractional_top_k(kwargs, match):
+    """eos_id=1.5 never matched a token (no sequence ended, without a word), alpha=nan made
+    every beam score NaN; pad_id=0.5 and top_k=2.5 failed inside lax.scan / lax.top_k."""
+    state = jnp.zeros((2, 1))
+    common = dict(bos_id=0, eos_id=1, max_length=3)
+    top_k = kwargs.pop("top_k", None)
+    with pytest.raises(ValueError, match=match):
+        if top_k is not None:
+            decoding.sample_decode(_step, state, jax.random.key(0), top_k=top_k, **common)
+        elif "alpha" in kwargs:
+            decoding.beam_search(_step, state, beam_size=2, **common, **kwargs)
+        else:
+            decoding.greedy_decode(_step, state, **{**common, **kwargs})
+
+
+LOGITS = jnp.array([1.0, 3.0, 2.0])  # argmax 1, then 2: neither is the lowest id
+
+
+def _sampled_tokens(temperature: float, top_k: int | None) -> set[int]:
+    def step(state, tokens):
+        return state, jnp.broadcast_to(LOGITS, (tokens.shape[0], LOGITS.shape[0]))
+
+    tokens, _, _ = decoding.sample_decode(
+        step,
+        jnp.zeros((200,)),
+        jax.random.key(0),
+        bos_id=0,
+        eos_id=2,
+        max_length=1,
+        temperature=temperature,
+        top_k=top_k,
+    )
+    return set(np.unique(np.asarray(tokens[:, 0])).tolist())
+
+
+def test_sampling_keeps_the_greedy_and_top_k_limits_at_extreme_temperatures():
+    """logits / temperature overflowed to +inf for every token at a tiny temperature, so the
+    sampler drew token 0 instead of the argmax; at a huge one it underflowed to 0 for every
+    token, so `top_k` kept the lowest ids instead of the most likely tokens (top_k=1 was then
+    not greedy, against the docstring). An infinite temperature did the same and is refused."""
+    assert _sampled_tokens(1e-40, None) == {1}
+    assert _sampled_tokens(1e38, 2) == {1, 2}  # was {0, 1}
+    with pytest.raises(ValueError, match="temperature"):
+        _sampled_tokens(float("inf"), None)

@@ -1,7 +1,8 @@
 """experiments.initialization's gradient-flow measurements against numpy references: the
 whole sequence is diagnosed (copy task: T + 2S steps), the longest Jacobian product is
 ∂h_T/∂h_1, and products that are exactly 0 are counted apart, not averaged as a made-up
-log10 σ_max."""
+log10 σ_max. Its answers and report: bad grid values refused before any point trains, no
+10^nan, differences claimed only beyond the seed spread, the configured success fraction."""
 
 import json
 import math
@@ -14,6 +15,8 @@ import pytest
 from experiments import grid, initialization
 from experiments.configs.initialization import get_config
 from rnn_jax import diagnostics
+from rnn_jax.train import cli
+from rnn_jax.train.config import ConfigError
 
 HIDDEN = 8
 
@@ -293,3 +296,131 @@ def test_q3_never_names_a_ratio_that_is_not_finite_the_worst(tmp_path):
     q3 = initialization.answers(tmp_path)[3]
     assert "glorot not finite" in q3 and "10^nan" not in q3
     assert "worst with orthogonal" in q3
+
+
+def test_bad_grid_values_are_refused_before_any_point_trains(tmp_path):
+    # grid.lengths="10,1" trained the T=10 point, then died on the adding problem's T=1 with
+    # a traceback (exit 1) that named no key, leaving an empty point directory behind.
+    config = get_config("smoke")
+    config.grid.lengths = "10,1"
+    with pytest.raises(ConfigError, match=r"grid.lengths='10,1': adding task, T=1: .*>= 2"):
+        initialization.run(config, tmp_path)
+    assert not (tmp_path / "points").exists()
+    # The copy task's data options are rules (exit 2 before anything runs), not a crash at
+    # the first copy point.
+    with pytest.raises(ValueError, match=r"data.num_symbols=0: must be an integer >= 1"):
+        cli.load_config(
+            "experiments/configs/initialization.py:smoke",
+            {"grid.tasks": "copy", "data.num_symbols": 0},
+            rules=initialization.RULES,
+        )
+
+
+def _point(cell, init, success, grad_ratio_log10, steps=10, success_fraction=0.1):
+    return answer_point(
+        cell, success, -1.0, grad_ratio_log10, steps, init=init, success_fraction=success_fraction
+    )
+
+
+def _answers(tmp_path, points):
+    (tmp_path / "results.json").write_text(json.dumps({"points": dict(enumerate(points))}))
+    return initialization.answers(tmp_path)
+
+
+def test_q4_prints_no_power_of_nan_and_marks_a_point_not_run(tmp_path):
+    # A diverged Elman-tanh ratio was printed "10^nan", a missing Elman-tanh point too.
+    diverged = [
+        _point("lstm", "orthogonal", [1.0, 1.0], -1.5),
+        _point("elman_tanh", "orthogonal", [0.0, 0.0], float("nan")),
+    ]
+    q4 = _answers(tmp_path, diverged)[4]
+    assert "nan" not in q4 and "LSTM 10^-1.5, Elman-tanh not finite;" in q4
+    q4 = _answers(tmp_path, diverged[:1])[4]
+    assert "nan" not in q4 and "LSTM 10^-1.5, Elman-tanh –;" in q4
+
+
+def test_q19_names_the_inits_that_solved_more_often_than_orthogonal(tmp_path):
+    # The IRNN solving what orthogonal did not was left out of the answer, which then said
+    # "the seed's claim holds" from orthogonal's win over N(0, 1) alone.
+    q19 = _answers(
+        tmp_path,
+        [
+            _point("elman_relu", "orthogonal", [0.0, 0.0], -6.0),
+            _point("elman_relu", "identity", [1.0, 1.0], -0.2),
+            _point("lstm", "orthogonal", [1.0, 1.0], -1.6),
+            _point("lstm", "identity", [1.0, 1.0], -1.6),
+            _point("lstm", "normal_1.0", [0.0, 0.0], 15.0),
+            _point("elman_relu", "normal_1.0", [0.0, 0.0], 15.0),
+        ],
+    )[19]
+    assert "strictly better than: elman_relu: none; lstm: normal_1.0" in q19
+    assert "other inits solved more often than orthogonal for elman_relu: identity." in q19
+
+
+def test_report_and_answer_state_the_configured_success_fraction(tmp_path):
+    # Both said "10% of the baseline" whatever diagnostics.success_fraction was.
+    point = _point("lstm", "orthogonal", [1.0, 0.0], -1.6, success_fraction=0.05)
+    assert "Success = final validation loss < 5% of the trivial baseline" in (
+        initialization.report_markdown({"p": point})
+    )
+    assert "solved = seeds reaching 5% of the baseline loss" in _answers(tmp_path, [point])[19]
+    # The copy task's T is its blank length; the answers said "T = 10" beside ∂h_T/∂h_1 of
+    # the last of its 16 states, as the report's heading does not.
+    copy = {**_point("lstm", "orthogonal", [0.0, 0.0], -1.0, steps=16), "length": 10}
+    q19 = _answers(tmp_path, [{**copy, "task": "copy"}])[19]
+    assert "(copy problem, T = 10, sequences of 16 steps, 2 seeds;" in q19
+
+
+def _adding_point(cell, init, success, grad_ratios, trained_log_sigmas):
+    """A 10-step adding-problem point summary for `initialization.answers`, per seed: success,
+    log10 ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at init and log10 σ_max(∂h_T/∂h_1) after training."""
+    n, k = len(success), 9
+    metrics_ = {
+        "grad_norm_d0": [1.0] * n,
+        f"grad_norm_d{k}": [10.0**r for r in grad_ratios],
+        f"log10_sigma_max_k{k}": [-1.0] * n,
+        f"sigma_zero_fraction_k{k}": [0.0] * n,
+    }
+    trained = {**metrics_, f"log10_sigma_max_k{k}": trained_log_sigmas, "loss": [0.1] * n}
+    return {
+        "task": "adding",
+        "length": 10,
+        "steps": 10,
+        "cell": cell,
+        "init": init,
+        "success": success,
+        "steps_to_success": [None] * n,
+        "baseline": 0.2,
+        "threshold": 0.02,
+        "at_init": metrics_,
+        "trained": trained,
+    }
+
+
+def test_q3_and_q4_claim_differences_only_beyond_the_seed_spread(tmp_path):
+    """Q3 named the init with the lowest mean gradient ratio "worst", and Q4 said the LSTM
+    "keeps information (and gradient) ..., which the Elman cell loses" from a higher mean
+    trained σ_max, both with the seeds overlapping."""
+    overlapping = [
+        _adding_point("elman_tanh", "orthogonal", [0.0, 0.0], [-2.0, -0.4], [-14.0, -14.0]),
+        _adding_point("elman_tanh", "glorot", [0.0, 0.0], [-1.0, -1.0], [-14.0, -14.0]),
+        _adding_point("lstm", "orthogonal", [1.0, 1.0], [-2.0, -2.0], [0.8, -16.0]),
+    ]
+    answers = _answers(tmp_path, overlapping)
+    assert "; lowest mean with orthogonal, within the seed spread of glorot." in answers[3]
+    assert "worst with" not in answers[3]
+    assert "The LSTM's advantage" not in answers[4]
+
+    apart = [
+        _adding_point("elman_tanh", "orthogonal", [0.0, 0.0], [-2.0, -1.5], [-14.0, -14.0]),
+        _adding_point("elman_tanh", "glorot", [0.0, 0.0], [-1.0, -1.0], [-14.0, -14.0]),
+        _adding_point("elman_tanh", "normal_0.01", [0.0, 0.0], [-np.inf, -np.inf], [-14.0, -14.0]),
+        _adding_point("lstm", "orthogonal", [1.0, 1.0], [-2.0, -2.0], [0.8, 0.6]),
+    ]
+    answers = _answers(tmp_path, apart)
+    # an underflowed ratio (-inf in every seed) is below every finite one
+    assert "; worst with normal_0.01." in answers[3]
+    assert "The LSTM's advantage" in answers[4]
+    both_underflow = [*apart[:3], {**apart[2], "init": "normal_1.0"}]
+    answers = _answers(tmp_path, both_underflow)
+    assert "; lowest mean with normal_0.01, within the seed spread of normal_1.0." in answers[3]

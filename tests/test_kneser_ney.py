@@ -1,6 +1,7 @@
 """The modified Kneser-Ney LM (`experiments.kneser_ney`) against a direct transcription of
 Chen & Goodman's formulas that recounts everything from the padded sentences on every call,
-normalisation over the vocabulary, and the exactness of its recombination `state`."""
+normalisation over the vocabulary, the exactness of its recombination `state`, a hand
+computation of a bigram model, discounts estimated as lmplz does, and refused corpora."""
 
 import collections
 import itertools
@@ -192,3 +193,56 @@ def test_estimate_rejects_bad_orders():
         KneserNeyLM.estimate(SENTENCES, 0)
     with pytest.raises(ValueError, match="unk_cutoff"):
         KneserNeyLM.estimate(SENTENCES, 3, unk_cutoff=0)
+
+
+def test_kneser_ney_refuses_an_empty_corpus():
+    """No sentences gave a model whose every `score` raised KeyError: ()."""
+    with pytest.raises(ValueError, match="no sentences"):
+        KneserNeyLM.estimate([], 3)
+    assert KneserNeyLM.estimate([[]], 2).score("</s>") > 0.0
+
+
+def test_kneser_ney_bigram_equals_a_hand_computation():
+    """ "a b", "a", "b a" padded as <s> ... </s>, order 2. Bigrams (raw): <s> a 2, a </s> 2,
+    a b 1, b </s> 1, <s> b 1, b a 1: no count 3 or 4, so KenLM's fallback D = 0.5, 1, 1.5
+    at both orders. Unigrams (distinct left words): a {<s>, b}, b {<s>, a}, </s> {a, b}: 2
+    each, total 6, numerators 2 - 1 = 1, gamma = 1 * 3 / 6 = 1/2, so p(w) = 1/6 + 1/2 / 4
+    = 7/24 for a, b, </s> and 1/8 for <UNK> (|V| = 4: a, b, </s>, <UNK>).
+    p(. | a): a(a .) = 3, gamma = (0.5 + 1) / 3 = 1/2: p(b|a) = 0.5/3 + 7/48 = 15/48,
+    p(</s>|a) = 1/3 + 7/48 = 23/48, p(a|a) = 7/48, p(<UNK>|a) = 3/48.
+    p(. | b): a(b .) = 2, gamma = (0.5 + 0.5) / 2 = 1/2: p(a|b) = 0.5/2 + 7/48 = 19/48."""
+    model = KneserNeyLM.estimate([["a", "b"], ["a"], ["b", "a"]], 2)
+    assert model.discounts == [(0.5, 1.0, 1.5)] * 2
+    unigram = {"a": 7 / 24, "b": 7 / 24, EOS: 7 / 24, UNK: 1 / 8, "never seen": 1 / 8}
+    for word, p in unigram.items():
+        assert model.score(word) == pytest.approx(p, rel=1e-12)
+    after_a = {"b": 15 / 48, EOS: 23 / 48, "a": 7 / 48, UNK: 3 / 48}
+    for word, p in after_a.items():
+        assert model.score(word, ["a"]) == pytest.approx(p, rel=1e-12)
+    assert model.score("a", ["b"]) == pytest.approx(19 / 48, rel=1e-12)
+    assert model.score("a", ["<s>"]) == pytest.approx(2 / 3 - 1 / 3 + 7 / 48, rel=1e-12)
+
+
+def test_kneser_ney_refuses_padding_symbols_inside_a_sentence():
+    """ "a </s> c" was counted with `</s>` as a word (and `<s>` became a predicted word that
+    also cut the contexts after it); KenLM's lmplz refuses both in its corpus."""
+    for bad in ("<s>", "</s>"):
+        with pytest.raises(ValueError, match=f"sentence 2 holds {bad}: the padding symbols"):
+            KneserNeyLM.estimate([["a", "b"], ["a", bad, "c"]], 3)
+    assert KneserNeyLM.estimate([["a", UNK, "c"]], 3).score("c", ["a", UNK]) > 0.5
+
+
+def test_discounts_without_an_ngram_seen_four_times_are_estimated_as_lmplz_does():
+    """lmplz falls back only when n_1, n_2 or n_3 is 0 (or a discount leaves its range):
+    n_4 = 0 gives D3+ = 3 - 0 = 3. Here every order with n_4 = 0 fell back to 0.5, 1, 1.5.
+    The bigrams of "a b" x 3 and "c d" / "c d" / "e f": <s> a 3, a b 3, b </s> 3, <s> c 2,
+    c d 2, d </s> 2, <s> e 1, e f 1, f </s> 1: n = 3, 3, 3, 0."""
+    n1, n2, n3 = 10, 4, 2
+    y = n1 / (n1 + 2 * n2)
+    expected = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3.0)
+    assert kneser_ney.modified_discounts([n1, n2, n3, 0]) == pytest.approx(expected)
+    sentences = [["a", "b"]] * 3 + [["c", "d"]] * 2 + [["e", "f"]]
+    model = KneserNeyLM.estimate(sentences, 2)
+    assert model.discounts[1] == pytest.approx((1 / 3, 1.0, 3.0))  # Y = 3 / (3 + 6)
+    # a b seen 3 times: all of it discounted, p(b | a) = gamma(a) p(b) = (3 / 3) p(b).
+    assert model.score("b", ["a"]) == pytest.approx(model.score("b"), rel=1e-12)

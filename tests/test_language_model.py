@@ -1,17 +1,22 @@
 """The RNN language model against a per-step numpy reference, its carries, streaming step,
 tied embeddings, dropout masks and bfloat16 compute; the experiment's task and rules on the
-smoke config."""
+smoke config; its unit, prompt parsing, generation (the per-step argmax of full passes at a
+tiny temperature) and the checkpoint its evaluation and samples name."""
 
+import json
 import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
+from experiments import language_model
 from rnn_jax import layers
 from rnn_jax.models import RNNLanguageModel
+from rnn_jax.train.config import ConfigError
 from tests.layer_spy import layer_one_input_mask
 from tests.module_cli import StartedModule, check_refused
 from tests.reference_numpy import elman_step, lstm_step
@@ -498,3 +503,104 @@ def test_unigram_baseline_scores_the_targets_the_model_scores(repo_root, monkeyp
         assert baselines["unigram"][f"{split}_perplexity"] == pytest.approx(
             math.exp(nll / weight), rel=1e-12
         )
+
+
+def test_a_markov_language_of_few_symbols_is_reported_per_token_not_per_char(tmp_path):
+    """Its token names "0".."7" are one character long: the unit was read off the vocabulary,
+    so the report and answer said nats/char and bits/char for a synthetic symbol language."""
+    (tmp_path / "vocab.json").write_text(json.dumps([str(i) for i in range(8)]))
+    corpus, unit = language_model._corpus_and_unit(
+        tmp_path, {"corpus": "markov", "markov_order": 1}
+    )
+    assert (corpus, unit) == ("a synthetic order-1 Markov language (vocabulary 8)", "token")
+    data = {"corpus": "tiny_shakespeare", "markov_order": 1}
+    _, unit = language_model._corpus_and_unit(tmp_path, data)
+    assert unit == "char"
+
+
+def test_sample_prompt_splits_by_unit_and_names_unknown_tokens():
+    """`--sample` with a prompt outside W/vocab.json (the default "The" on PTB, whose words
+    are lower case, or on a Markov language) was generate's ValueError as a traceback (exit
+    1); now a ConfigError naming the flag and the tokens (exit 2). Word prompts split on
+    whitespace, character prompts into characters."""
+    vocab = [str(i) for i in range(8)]
+    assert language_model.sample_prompt("3 4", vocab, char_level=False) == ["3", "4"]
+    assert language_model.sample_prompt("ab a", ["a", "b", " "], char_level=True) == list("ab a")
+    with pytest.raises(ConfigError, match=r"--prompt='The'.*unknown: \['The'\]"):
+        language_model.sample_prompt("The", vocab, char_level=False)
+    with pytest.raises(ConfigError, match=r"--prompt=''.*non-empty"):
+        language_model.sample_prompt("", vocab, char_level=False)
+
+
+def test_generate_at_a_tiny_temperature_is_the_per_step_argmax_of_full_passes():
+    """Reference: the whole prefix (prompt + tokens so far) through `__call__` each step and
+    the argmax of its last logits (one jitted pass over a fixed width: the model is causal, so
+    the zeros after the prefix do not change them). Checks the prompt's carry, that the
+    continuation starts after the prompt's last token, and that `temperature` reaches the
+    sampler (at T = 1 the untrained model would not follow the argmax for 5 tokens)."""
+    vocab = [f"w{i}" for i in range(11)]
+    model = RNNLanguageModel(len(vocab), 6, init_scale=1.0, rngs=nnx.Rngs(3))
+    prompt, count = ["w3", "w7", "w1"], 5
+    sampled = language_model.generate(model, vocab, prompt, count, jax.random.key(0), 1e-5)
+    full = nnx.jit(lambda m, x: m(x)[0])
+    ids = [vocab.index(t) for t in prompt]
+    for _ in range(count):
+        width = np.zeros((1, len(prompt) + count), np.int32)
+        width[0, : len(ids)] = ids
+        last = np.sort(np.asarray(full(model, jnp.asarray(width))[0, len(ids) - 1], np.float64))
+        assert last[-1] - last[-2] > 1e-3  # no near-tie at this temperature
+        ids.append(int(np.argmax(np.asarray(full(model, jnp.asarray(width))[0, len(ids) - 1]))))
+    assert sampled == [vocab[i] for i in ids[len(prompt) :]]
+
+
+def test_tied_embeddings_of_another_width_are_a_config_error(repo_root, monkeypatch):
+    """`model.tie_embeddings=True` with `model.embed_size` != `model.hidden_size` passed the
+    rules and failed in `init_model` with the model's ValueError: a traceback, exit status 1
+    (the CLI turns only ConfigError into one line and exit 2). Equal or None sizes pass."""
+    monkeypatch.chdir(repo_root)
+    from rnn_jax.train import cli
+
+    config_file = "experiments/configs/language_model.py:smoke"
+    small = {"data.markov_train_tokens": 300, "data.markov_eval_tokens": 200}
+    tied = {**small, "model.tie_embeddings": True, "model.embed_size": 8}
+    config = cli.load_config(config_file, tied, language_model.RULES)
+    with pytest.raises(ConfigError, match=r"model.tie_embeddings=True .* model.embed_size=8"):
+        language_model.LanguageModelTask(config)
+    for embed_size in (None, 32):
+        ok = cli.load_config(
+            config_file, {**tied, "model.embed_size": embed_size}, language_model.RULES
+        )
+        assert language_model.LanguageModelTask(ok).vocab_size == 16
+
+
+def test_rules_refuse_markov_settings_the_language_refuses(repo_root, monkeypatch):
+    """A Markov language of one symbol, a concentration <= 0 or a negative seed passed the
+    rules and failed in the task's constructor with a traceback (exit status 1)."""
+    monkeypatch.chdir(repo_root)
+    from rnn_jax.train import cli
+
+    config_file = "experiments/configs/language_model.py:smoke"
+    for key, bad in (
+        ("data.markov_vocab_size", 1),
+        ("data.markov_concentration", 0.0),
+        ("data.markov_concentration", -1.0),
+        ("data.markov_seed", -1),
+    ):
+        with pytest.raises(ValueError, match=f"{key}={bad}"):
+            cli.load_config(config_file, {key: bad}, language_model.RULES)
+    good = {"data.markov_vocab_size": 2, "data.markov_concentration": 0.01, "data.markov_seed": 3}
+    cli.load_config(config_file, good, language_model.RULES)
+
+
+def test_eval_context_and_sample_name_the_newest_checkpoint_without_keep_best():
+    """With `train.keep_best=False`, `_restore` reads the newest periodic checkpoint, but
+    W/eval_context.md and `--sample`'s first line still said 'Best checkpoint'."""
+    config = ml_collections.ConfigDict({"train": {"keep_best": False}})
+    label = language_model.checkpoint_label(config)
+    assert "newest" in label and "best" not in label.replace("keep_best", "")
+    table = {"valid": {"1 row": 1.0, "8 rows, context 0": 1.25}}
+    text = language_model.context_markdown(table, 40, "token", label)
+    assert "Newest checkpoint (keep_best=False) (step 40)" in text and "Best" not in text
+    config.train.keep_best = True
+    label = language_model.checkpoint_label(config)
+    assert "Best checkpoint (step 40)" in language_model.context_markdown(table, 40, "x", label)

@@ -1,7 +1,11 @@
 """launch.sweep and launch.report: bad input fails before anything runs; a 2x2 grid runs end
-to end, survives a SIGKILL without redoing finished runs, and the report aggregates it."""
+to end, survives a SIGKILL without redoing finished runs, and the report aggregates it. A
+finished run is reused only under the settings it ran with; sweep values (None, NumPy numbers,
+repeated keys) reach the run as written; diverged seeds are left out of the mean and counted."""
 
+import dataclasses
 import json
+import math
 import os
 import pathlib
 import signal
@@ -200,3 +204,240 @@ def test_a_grid_listing_one_value_twice_is_refused():
     with pytest.raises(ValueError, match="points 1 and 2 are the same overrides"):
         sweep.expand_sweep({"a": [1, 2, 2.0], "b": ["x"]})
     assert len(sweep.expand_sweep({"a": [1, "1", True], "b": ["x", "y"]})) == 6
+
+
+def run_sweep_cli(*args):
+    return run_module("launch.sweep", *args)
+
+
+def _finish_all(root):
+    for entry in json.loads((root / "sweep.json").read_text())["runs"]:
+        (root / entry["name"]).mkdir(parents=True, exist_ok=True)
+        (root / entry["name"] / "results.json").write_text('{"final": {"loss": 1.0}}')
+
+
+def test_a_finished_run_is_not_reused_under_another_set(tmp_path):
+    """Runs are named by their sweep values only, so a rerun into the same root with another
+    --set found `results.json` under the same names and skipped every run: the report then
+    showed 5-step results as 50-step ones."""
+    root = tmp_path / "root"
+    first = run_sweep_cli(
+        f"--config={SMOKE}", f"--workdir={root}", "--set=train.num_steps=5", "--dry_run"
+    )
+    assert first.returncode == 0, first.stderr
+    _finish_all(root)
+    before = (root / "sweep.json").read_text()
+    result = run_sweep_cli(
+        f"--config={SMOKE}", f"--workdir={root}", "--set=train.num_steps=50", "--dry_run"
+    )
+    assert result.returncode != 0
+    assert "finished under other settings" in result.stderr
+    assert "--config.train.num_steps=5" in result.stderr
+    assert (root / "sweep.json").read_text() == before  # the record of what ran is kept
+    # The same settings again: finished runs are skipped as before.
+    again = run_sweep_cli(
+        f"--config={SMOKE}", f"--workdir={root}", "--set=train.num_steps=5", "--dry_run"
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done ") == 4
+
+
+def test_a_finished_run_of_another_variant_with_the_same_name_is_refused(tmp_path):
+    """language_model's smoke and quick sweeps name their runs alike (the same dropout rate):
+    a quick sweep in a smoke root reported the smoke runs as quick's."""
+    root = tmp_path / "root"
+    smoke = sweep.plan_runs("experiments/configs/language_model.py:smoke", root)
+    quick = sweep.plan_runs("experiments/configs/language_model.py:quick", root)
+    assert [r.name for r in smoke] == [r.name for r in quick]
+    sweep.write_sweep_file(root, "experiments/configs/language_model.py:smoke", smoke)
+    (smoke[0].workdir).mkdir()
+    (smoke[0].workdir / "results.json").write_text('{"final": {}}')
+    with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
+        sweep.check_finished_runs(root, quick)
+    sweep.check_finished_runs(root, smoke)  # the same plan: fine
+
+
+def test_a_plan_with_other_run_names_in_between_does_not_erase_the_record(tmp_path):
+    """sweep.json held only the latest plan: a sweep with other run names written into the
+    root in between left a finished run unrecorded, and a later plan under other settings
+    skipped it as done."""
+    root = tmp_path / "root"
+    smoke = sweep.plan_runs("experiments/configs/language_model.py:smoke", root)
+    quick = sweep.plan_runs("experiments/configs/language_model.py:quick", root)
+    sweep.write_sweep_file(root, "experiments/configs/language_model.py:smoke", smoke)
+    (smoke[0].workdir).mkdir()
+    (smoke[0].workdir / "results.json").write_text('{"final": {}}')
+    renamed = [dataclasses.replace(r, name=f"other_{r.name}") for r in quick]
+    sweep.write_sweep_file(root, "experiments/configs/language_model.py:quick", renamed)
+    with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
+        sweep.check_finished_runs(root, quick)
+    sweep.check_finished_runs(root, smoke)
+    record = json.loads((root / "sweep.json").read_text())
+    assert [r["name"] for r in record["runs"]] == [r.name for r in renamed]  # what report reads
+
+
+def config_with_sweep(tmp_path, points):
+    """A copy of language_model's config file whose get_sweep returns `points`: a value, or a
+    string of Python source (numpy as `np`) that builds it."""
+    configs = tmp_path / "configs"
+    configs.mkdir(parents=True)
+    source = (REPO / "experiments/configs/language_model.py").read_text()
+    expression = points if isinstance(points, str) else repr(points)
+    source += f"\n\nimport numpy as np\n\ndef get_sweep(variant=None):\n    return {expression}\n"
+    (configs / "language_model.py").write_text(source)
+    return f"{configs / 'language_model.py'}:smoke"
+
+
+def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_path):
+    """`--config.k=None` was the text "None" to config_flags (a float placeholder failed to
+    parse once the run started), so None could only be swept where it was the default. The
+    run's command line now reads "None" as None (rnn_jax.train.cli), the sweep passes it, and
+    every point is checked against the experiment's rules before anything runs."""
+    config_arg = config_with_sweep(
+        tmp_path, {"optimizer.clip_global_norm": [None, 5.0], "model.init_scale": [None]}
+    )
+    runs = sweep.plan_runs(config_arg, tmp_path / "root")
+    assert [r.name for r in runs] == [
+        "clip_global_norm=None,init_scale=None",
+        "clip_global_norm=5.0,init_scale=None",
+    ]
+    assert "--config.optimizer.clip_global_norm=None" in runs[0].command
+    assert "--config.optimizer.clip_global_norm=5.0" in runs[1].command
+    bad = config_with_sweep(tmp_path / "bad", [{"model.cell": None}])
+    with pytest.raises(ValueError, match=r"(?s)sweep point .*model.cell=None: must be one of"):
+        sweep.plan_runs(bad, tmp_path / "root2")
+    bad = config_with_sweep(tmp_path / "bad2", {"model.hidden_size": [8, 0]})
+    with pytest.raises(ValueError, match=r"model.hidden_size=0: must be"):
+        sweep.plan_runs(bad, tmp_path / "root3")
+    assert not (tmp_path / "root2").exists() and not (tmp_path / "root3").exists()
+
+
+def test_a_failed_run_is_reported_with_the_last_line_of_its_log(tmp_path, capsys):
+    """A failed point printed only its exit code and log path; the error was one `cat` away."""
+    script = "import sys; print('step 1'); sys.exit('experiment: model.hidden_size=-1 refused')"
+    run = sweep.Run("bad", tmp_path / "bad", {}, (sys.executable, "-c", script))
+    assert sweep.run_local([run], parallel=1) == [run]
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "bad: FAILED" in line)
+    assert f"FAILED (exit 1, log {run.workdir / 'log.txt'}): experiment: model.hidden_size" in line
+
+
+def test_runs_sharing_a_gpu_do_not_preallocate(monkeypatch):
+    """Two runs per GPU each preallocated 75% of its memory: the second ran out of memory."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert sweep._slots(0) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    shared = sweep._slots(4)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "0", "1"]
+    assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for s in shared)
+
+
+def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_typed(tmp_path):
+    """`list(np.logspace(...))` gives np.float64 values: they passed every check, and each run
+    got `--config.optimizer.learning_rate=np.float64(0.001)` (a flag it cannot parse) under the
+    name `learning_rate=np.float64_0.001_`; an np.int64 was refused for an int field. A value
+    of the wrong type for a placeholder field (None by default) crashed the planner with a
+    TypeError traceback instead of naming the point."""
+    config_arg = config_with_sweep(
+        tmp_path,
+        "{'optimizer.learning_rate': list(np.array([1e-3, 0.5])), "
+        "'model.hidden_size': [np.int64(8)], 'optimizer.clip_global_norm': [np.float64(5)]}",
+    )
+    runs = sweep.plan_runs(config_arg, tmp_path / "root")
+    assert [r.name for r in runs] == [
+        "learning_rate=0.001,hidden_size=8,clip_global_norm=5.0",
+        "learning_rate=0.5,hidden_size=8,clip_global_norm=5.0",
+    ]
+    assert "--config.optimizer.learning_rate=0.001" in runs[0].command
+    assert "--config.model.hidden_size=8" in runs[0].command
+    assert type(runs[0].overrides["optimizer.learning_rate"]) is float
+    assert type(runs[0].overrides["model.hidden_size"]) is int
+    assert sweep.format_override(sweep._plain((np.float64(0.5), [np.int32(2)]))) == "(0.5, [2])"
+
+    bad = config_with_sweep(tmp_path / "bad", "{'data.root': ['/data', 5]}")
+    with pytest.raises(ValueError, match=r"sweep point \{'data.root': 5\}: data.root=5: "):
+        sweep.plan_runs(bad, tmp_path / "root2")
+    assert not (tmp_path / "root2").exists()
+
+
+def test_a_set_key_given_twice_is_refused():
+    """`--set=train.num_steps=5 --set=train.num_steps=50` silently ran 50 steps."""
+    assert sweep.parse_set_flags(["a.b=1", "c=x=y"]) == {"a.b": "1", "c": "x=y"}
+    with pytest.raises(ValueError, match=r"--set a.b given twice \('1' and '2'\)"):
+        sweep.parse_set_flags(["a.b=1", "c=3", "a.b=2"])
+
+
+def test_a_diverged_seed_is_left_out_of_the_mean_and_counted(tmp_path):
+    """One seed stored as null (non-finite) made its group's cell `nan ± nan (3)`: the other
+    seeds' numbers were lost. The mean and std are over the finite seeds, and the cell says
+    how many of the seeds those are (json reads a stored Infinity as inf: left out too)."""
+    root = tmp_path / "root"
+    entries = []
+    finals = {
+        "lr=0.1,seed=0": {"loss": [1.0, None], "acc": 0.5},
+        "lr=0.1,seed=1": {"loss": 3.0, "acc": 0.7},
+        "lr=0.2,seed=0": {"loss": [float("inf"), 4.0], "acc": 0.9},
+        "lr=0.2,seed=1": None,  # not finished
+    }
+    for name, final in finals.items():
+        lr, seed = (float(part.split("=")[1]) for part in name.split(","))
+        entries.append({"name": name, "overrides": {"lr": lr, "seed": int(seed)}, "command": []})
+        if final is not None:
+            (root / name).mkdir(parents=True)
+            (root / name / "results.json").write_text(json.dumps({"final": final}))
+    (root / "sweep.json").write_text(json.dumps({"config": "x.py:smoke", "runs": entries}))
+    groups = report.group_runs(report.load_runs(root)[1])
+    assert [g["setting"] for g in groups] == [{"lr": 0.1}, {"lr": 0.2}]
+    loss = groups[0]["samples"]["loss"]
+    assert len(loss) == 3 and math.isnan(loss[1])
+    finite = np.array([1.0, 3.0])
+    assert report.mean_std(loss) == pytest.approx((finite.mean(), finite.std(ddof=1)))
+    assert report.mean_std([2.0, float("inf")]) == (2.0, 0.0)
+    assert all(math.isnan(v) for v in report.mean_std([math.nan]))
+    table = report.markdown_table(groups, ["loss", "acc"])
+    assert "| 0.1 | 2 ± 1.414 (2 of 3 finite) | 0.6 ± 0.1414 (2) |" in table
+    assert "| 0.2 | 4 ± 0 (1 of 2 finite) | 0.9 ± 0 (1) |" in table
+
+
+def test_a_negative_parallel_or_slurm_size_is_refused_before_the_plan(tmp_path):
+    """`--parallel=-1` was accepted by the flag, planned the sweep, wrote ROOT/sweep.json and
+    then raised from `_slots` with a traceback; the SLURM sizes took 0 and negatives."""
+    from tests.module_cli import run_module
+
+    root = tmp_path / "root"
+    config = "--config=experiments/configs/initialization.py:smoke"
+    for flag in ("--parallel=-1", "--slurm_mem_gb=0"):
+        result = run_module(
+            "launch.sweep", config, f"--workdir={root}", "--dry_run", flag, timeout=60
+        )
+        assert result.returncode != 0 and f"flag {flag}: " in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not root.exists()
+
+
+def test_report_keeps_an_all_diverged_metric_and_groups_equal_numbers(tmp_path):
+    """A metric null for every seed of every group (all diverged) vanished from the table, in
+    the runtime's multi-seed form (`per_seed`) and as a grid's list. Groups keyed on the JSON
+    text of the setting, so lr=1 and lr=1.0 (other seeds of one sweep) became two rows."""
+    runs = [
+        (
+            "lr=1,seed=0",
+            {"lr": 1, "seed": 0},
+            {"acc": 0.5, "loss": None, "loss_std": None, "per_seed": {"loss": [None, None]}},
+        ),
+        ("lr=1.0,seed=1", {"lr": 1.0, "seed": 1}, {"acc": 0.7, "loss": [None]}),
+        ("lr=True,seed=0", {"lr": True, "seed": 0}, {"acc": 0.9, "loss": [None]}),
+    ]
+    for name, _, final in runs:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"final": final}))
+    entries = [{"name": name, "overrides": o, "command": []} for name, o, _ in runs]
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "x.py:smoke", "runs": entries}))
+    groups = report.group_runs(report.load_runs(tmp_path)[1])
+    assert [g["setting"] for g in groups] == [{"lr": 1}, {"lr": True}]
+    assert [len(g["runs"]) for g in groups] == [2, 1]
+    loss = groups[0]["samples"]["loss"]
+    assert len(loss) == 3 and np.isnan(loss).all()
+    table = report.markdown_table(groups)
+    assert table.splitlines()[0] == "| lr | acc | loss |"
+    assert "| 1 | 0.6 ± 0.1414 (2) | no finite value (0 of 3) |" in table
+    assert "| True | 0.9 ± 0 (1) | no finite value (0 of 1) |" in table
+    assert report.seed_samples([None, None]) is None  # a curve's step with no value: no point

@@ -1,4 +1,5 @@
-"""rnn_jax.linalg: one matrix per LAPACK call on CPU, bitwise the batched result, no hang."""
+"""rnn_jax.linalg: one matrix per LAPACK call on CPU, bitwise the batched result, no hang;
+batches of empty matrices."""
 
 import os
 import subprocess
@@ -76,3 +77,15 @@ def test_concurrent_orthogonal_inits_do_not_hang_the_cpu_pool():
         pytest.fail("concurrent QRs through rnn_jax.linalg hung the XLA:CPU pool")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "finished" in done.stdout
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3), (2, 3, 0), (0, 3, 3)])
+def test_qr_and_singular_values_take_batches_of_empty_matrices(shape):
+    """A batch of empty matrices failed with ZeroDivisionError (a reshape to `(-1, 0, n)`)."""
+    a = jnp.zeros(shape)
+    for got, want in zip(
+        jax.tree.leaves((linalg.qr(a), linalg.singular_values(a))),
+        jax.tree.leaves((jnp.linalg.qr(a), jnp.linalg.svd(a, compute_uv=False))),
+        strict=True,
+    ):
+        assert got.shape == want.shape

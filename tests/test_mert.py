@@ -1,5 +1,6 @@
 """MERT (experiments/mert.py) against independent references: sacrebleu for BLEU, brute force
-over dense grids of the step for the envelope and the line search."""
+over dense grids of the step for the envelope and the line search; merged n-best lists keep a
+known translation reached by a new derivation."""
 
 import math
 import random
@@ -199,3 +200,23 @@ def test_line_search_equals_the_best_bleu_between_every_pair_of_breakpoints():
         assert _bleu_at(nbests, weights + step * direction) == pytest.approx(found, abs=1e-9)
         checked += len(points) > 1
     assert checked > 50  # most cases have a line with several breakpoints
+
+
+def test_merged_nbest_keeps_a_known_translation_reached_by_a_new_derivation():
+    """A later decode can reach a known translation by another derivation (other phrases, so
+    other features) that scores higher under the new weights; the envelope must see it, as
+    Moses's mert keeps n-best entries that differ in features (`Data::removeDuplicates`).
+    Before review 22 the merge kept one feature vector per string, the first decode's: under
+    weights [1, 0] the line search then predicted the wrong one (BLEU 0 for 100)."""
+    reference, right, wrong = "a b c d e", "a b c d e", "v w x y z"
+    first = mert.NBest.build([(right, [0.0, 0.0]), (wrong, [1.0, 0.0])], reference)
+    again = mert.NBest.build([(right, [2.0, 0.0]), (wrong, [1.0, 0.0])], reference)
+    merged, added = first.merge(again)
+    assert added == 1 and len(merged.hypotheses) == 3
+    weights = np.array([1.0, 0.0])
+    np.testing.assert_array_equal(
+        mert.corpus_statistics([merged], weights), mert.bleu_statistics(right, reference)
+    )
+    assert mert.bleu(mert.corpus_statistics([merged], weights)) == 100.0
+    _, repeated = merged.merge(again)
+    assert repeated == 0  # the same derivation twice is nothing new

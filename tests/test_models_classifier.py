@@ -1,4 +1,5 @@
-"""Many-to-one classifier: pooling ignores padding, streaming == full pass, learns SST-2."""
+"""Many-to-one classifier: pooling ignores padding (and equals numpy over the real states),
+padding ids outside the vocabulary change nothing, streaming == full pass, learns SST-2."""
 
 import collections
 
@@ -136,3 +137,36 @@ def test_classifier_learns_sst2(data_root, name):
     )
     assert losses[-10:].mean() < 0.7 * losses[:5].mean()
     assert accuracy > majority_accuracy + 0.08, (accuracy, majority_accuracy)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+def test_padding_ids_outside_the_vocabulary_change_nothing(kind):
+    """The id check skips padding, so a pad id of vocab_size (or any) is accepted; it used to
+    be embedded anyway, as NaN (nnx.Embed fills out-of-range rows): the transformer's
+    attention gives the padded keys weight 0, but 0 * NaN = NaN poisoned every output, and the
+    RNN's forward pass stayed finite while its gradients were NaN."""
+    model = Classifier(
+        9,
+        3,
+        pooling="mean",
+        kind=kind,
+        embed_size=4,
+        hidden_size=4,
+        num_heads=1,
+        max_length=8,
+        rngs=nnx.Rngs(0),
+    )
+    lengths = jnp.array([3, 2])
+
+    def logits_and_grads(pad):
+        tokens = jnp.array([[1, 2, 3, pad], [4, 5, pad, pad]])
+        loss = lambda m: jnp.sum(m(tokens, lengths)[0] ** 2)
+        return model(tokens, lengths)[0], nnx.state(nnx.grad(loss)(model), nnx.Param)
+
+    reference = logits_and_grads(0)
+    for pad in (9, 100):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+            logits_and_grads(pad),
+            reference,
+        )

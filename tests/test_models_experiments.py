@@ -1,7 +1,7 @@
 """The sequence-labelling and sentiment experiments' configs: every variant and every sweep
-point passes the runtime's and the experiment's validation; bad values are named. A short
-smoke run of each (2 seeds) writes its table (mean ± std beside the baseline), its learning
-curves and the answer to its seed question."""
+point passes the runtime's and the experiment's validation; bad values are named (also the
+transformer options the models refuse). A short smoke run of each (2 seeds) writes its table
+(mean ± std beside the baseline), its learning curves and the answer to its seed question."""
 
 import importlib
 import json
@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from experiments import sequence_labelling
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
 from tests.report_check import assert_png, cell_numbers, table_rows
@@ -124,3 +125,73 @@ def test_full_configs_train_unk_and_state_their_steps():
     assert "5,520 steps" in sentiment.__doc__
     tagging = sequence_labelling.get_config("full")
     assert tagging.data.min_freq == 2 or tagging.data.singleton_unk_prob > 0
+
+
+def test_transformer_options_the_model_refuses_are_config_errors():
+    """A transformer tagger/classifier with num_heads not dividing hidden_size, or a tagger
+    with character features, failed when training built the model: a traceback and
+    exit 1, not the config error (exit 2) naming the key; num_heads=0 or max_length=0 passed
+    the rules, so a sweep ran into it too. Checked before the data is loaded."""
+    from experiments import sentiment
+    from experiments.configs import sentiment as sentiment_configs
+    from experiments.configs import sequence_labelling as tagging_configs
+    from rnn_jax.train import config as cfg
+
+    for task, configs, rules in [
+        (sentiment.SentimentTask, sentiment_configs, sentiment.RULES),
+        (sequence_labelling.SequenceLabellingTask, tagging_configs, sequence_labelling.RULES),
+    ]:
+        config = configs.get_config("smoke")
+        config.model.kind = "transformer"
+        if "char_features" in config.model:  # tagging: its own check, below
+            config.model.char_features = False
+        config.model.num_heads = 3
+        config.model.max_length = 0
+        with pytest.raises(ValueError, match=r"model.max_length=0: must be an integer >= 1"):
+            cfg.validate(config, rules)
+        config.model.max_length = 64
+        cfg.validate(config, rules)
+        config.data.root = "/nonexistent"  # the check comes before the data is read
+        with pytest.raises(cfg.ConfigError, match=r"num_heads=3: must divide .*hidden_size=16"):
+            task(config)
+    config = tagging_configs.get_config("smoke")
+    config.model.kind = "transformer"
+    with pytest.raises(
+        cfg.ConfigError, match=r"model.char_features=True: .* need model.kind='rnn'"
+    ):
+        sequence_labelling.SequenceLabellingTask(config)
+
+
+def test_tagging_answer_describes_the_model_that_was_measured(tmp_path):
+    """Q14's answer said every tagger's tag is "read from the RNN's state at that token",
+    also for the transformer baseline and for a CRF head, which decodes the tags jointly."""
+    from experiments.configs import sequence_labelling as configs
+
+    config = configs.get_config("quick")  # UD POS, softmax head
+    config.model.kind = "transformer"
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    final = {"test_accuracy": 0.8, "valid_accuracy": 0.81}
+    (tmp_path / "results.json").write_text(json.dumps({"final": final}))
+    baseline = {"test_accuracy": 0.7, "valid_accuracy": 0.71}
+    (tmp_path / "baselines.json").write_text(json.dumps({"majority_tag_per_word": baseline}))
+    answer = sequence_labelling.answers(tmp_path)[14]
+    assert "from the transformer encoder's state at that token. " in answer
+    assert "RNN" not in answer and "0.800 (1 seed)" in answer and "0.700" in answer
+    config.model.kind, config.model.head = "rnn", "crf"
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    answer = sequence_labelling.answers(tmp_path)[14]
+    assert "from the RNN's state at that token; the CRF head decodes" in answer
+
+
+def test_the_sentiment_experiment_refuses_last_pooling_of_a_transformer_before_reading_data():
+    from experiments import sentiment
+    from experiments.configs import sentiment as configs
+    from rnn_jax.train import config as cfg
+
+    config = configs.get_config("smoke")
+    config.model.kind = "transformer"
+    assert config.model.pooling == "last"  # the default a user meets
+    cfg.validate(config, sentiment.RULES)
+    config.data.root = "/nonexistent"  # it used to fail here, in the reader, or after it
+    with pytest.raises(cfg.ConfigError, match=r"model.pooling='last': needs model.kind='rnn'"):
+        sentiment.SentimentTask(config)

@@ -1,6 +1,7 @@
 """Language models learn Tiny Shakespeare: the runtime's RNN LM and the transformer baseline
 both get below the unigram perplexity of held-out text within a few hundred steps, and each
-model's single-step API reproduces its full pass on real text."""
+model's single-step API reproduces its full pass on real text. Also: token ids outside the
+vocabulary are refused, weight drop (one W_hh mask per pass) and tied-embedding gradients."""
 
 import collections
 import math
@@ -15,7 +16,7 @@ from model_training import train
 
 from rnn_jax import metrics
 from rnn_jax.models import RNNLanguageModel
-from rnn_jax.models.transformer import TransformerLM
+from rnn_jax.models.transformer import TransformerLM, TransformerSeq2Seq
 
 TIME, TRAIN_CHARS, HELD_CHARS = 64, 120_000, 8_192
 
@@ -98,3 +99,36 @@ def test_lm_beats_unigram_perplexity_on_held_out_text(corpus, kind):
         state, logits = step(model, state, prefix[:, t])
         stepped.append(logits)
     np.testing.assert_allclose(jnp.stack(stepped, 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_language_models_reject_token_ids_outside_the_vocabulary():
+    """Out-of-range ids used to give silently wrong logits (the RNN LM's gather clamps id 7 to
+    the last row, 4) or all-NaN logits (the transformers' nnx.Embed fills with NaN)."""
+    bad = jnp.array([[1, 7, 2]])
+    rnn = RNNLanguageModel(5, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"tokens holds ids in \[1, 7\] but vocab_size=5"):
+        rnn(bad)
+    lm = TransformerLM(5, d_model=4, num_heads=1, num_layers=1, max_length=6, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"tokens holds ids in \[1, 7\] but vocab_size=5"):
+        lm(bad)
+    with pytest.raises(ValueError, match=r"tokens holds ids in \[-1, 2\] but vocab_size=5"):
+        lm(jnp.array([[1, -1, 2]]))
+    s2s = TransformerSeq2Seq(
+        5,
+        6,
+        d_model=4,
+        num_heads=1,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        max_length=6,
+        rngs=nnx.Rngs(0),
+    )
+    source, lengths, target = jnp.array([[1, 2, 9]]), jnp.array([2]), jnp.array([[1, 2]])
+    # Padding may hold anything: only ids inside source_lengths are checked.
+    assert bool(jnp.all(jnp.isfinite(s2s(source, lengths, target))))
+    with pytest.raises(ValueError, match=r"source holds ids in \[1, 9\] but source_vocab_size=5"):
+        s2s(source, jnp.array([3]), target)
+    with pytest.raises(ValueError, match=r"target_inputs holds ids .* target_vocab_size=6"):
+        s2s(source, lengths, jnp.array([[1, 6]]))
+    with pytest.raises(ValueError, match=r"source holds ids .* source_vocab_size=5"):
+        s2s.init_decode_state(jnp.array([[5, 1]]), jnp.array([2]), 4)

@@ -1,4 +1,5 @@
-"""Metrics: conlleval span rules on hand-worked cases, accuracy, perplexity, BLEU, schedules."""
+"""Metrics: conlleval span rules on hand-worked cases and against a transcription of the
+script, accuracy, perplexity, BLEU statistics against sacrebleu, schedules, tag tables."""
 
 import math
 
@@ -155,3 +156,168 @@ def test_jax_span_counts_match_the_python_conlleval_rules(scheme):
     assert counts["correct_spans"] > 10
     for key in ("precision", "recall", "f1"):
         assert ours[key] == pytest.approx(reference[key], rel=1e-9), key
+
+
+def test_tag_tables_refuses_tags_extract_spans_refuses():
+    """tag_tables read any tag without '-' as O ('PER', 'B', ''), so the jitted span counts
+    scored a tag set that span_f1 refused; now both raise the same error. A vocabulary's
+    specials in angle brackets ('<pad>') still count as O."""
+    for tag, scheme in (("PER", "IOB2"), ("B", "IOB1"), ("", "IOBES"), ("<pad", "IOB2")):
+        with pytest.raises(ValueError) as spans_error:
+            metrics.extract_spans(["B-LOC", tag], scheme)
+        with pytest.raises(ValueError) as tables_error:
+            metrics.tag_tables(["<pad>", tag], scheme)
+        assert str(tables_error.value) == str(spans_error.value)
+        assert f"tag {tag!r} at position 1 is not a valid {scheme} tag" in str(spans_error.value)
+    prefixes, types = metrics.tag_tables(["<pad>", "O", "B-PER", "I-PER", "</s>", "S-LOC"], "IOBES")
+    assert prefixes.tolist() == [0, 0, 1, 2, 0, 4] and types.tolist() == [0, 0, 1, 1, 0, 2]
+
+
+def _parse(tag):
+    prefix, sep, kind = tag.partition("-")
+    return (prefix, kind) if sep else (tag, "")
+
+
+def _end_of_chunk(prev_tag, tag, prev_type, kind):
+    end = prev_tag in ("E", "S")
+    end |= (prev_tag, tag) in {("B", "B"), ("B", "S"), ("B", "O")}
+    end |= (prev_tag, tag) in {("I", "B"), ("I", "S"), ("I", "O")}
+    return end or (prev_tag not in ("O", ".") and prev_type != kind)
+
+
+def _start_of_chunk(prev_tag, tag, prev_type, kind):
+    start = tag in ("B", "S")
+    start |= (prev_tag, tag) in {("E", "E"), ("E", "I"), ("S", "E"), ("S", "I")}
+    start |= (prev_tag, tag) in {("O", "E"), ("O", "I")}
+    return start or (tag not in ("O", ".") and prev_type != kind)
+
+
+def _conlleval_counts(gold, predicted):
+    """(correct, gold, predicted) chunk counts as conlleval counts them over a corpus whose
+    sentences are separated by boundary lines (tags O O)."""
+    lines = []
+    for gold_tags, predicted_tags in zip(gold, predicted, strict=True):
+        lines += list(zip(gold_tags, predicted_tags, strict=True)) + [("O", "O")]
+    correct = found_gold = found_predicted = 0
+    in_correct = False
+    last_c, last_ct, last_g, last_gt = "O", "", "O", ""
+    for gold_tag, predicted_tag in lines:
+        c, ct = _parse(gold_tag)
+        g, gt = _parse(predicted_tag)
+        end_c, end_g = _end_of_chunk(last_c, c, last_ct, ct), _end_of_chunk(last_g, g, last_gt, gt)
+        start_c = _start_of_chunk(last_c, c, last_ct, ct)
+        start_g = _start_of_chunk(last_g, g, last_gt, gt)
+        if in_correct:
+            if end_c and end_g and last_gt == last_ct:
+                in_correct, correct = False, correct + 1
+            elif end_c != end_g or gt != ct:
+                in_correct = False
+        in_correct |= start_c and start_g and gt == ct
+        found_gold += start_c
+        found_predicted += start_g
+        last_c, last_ct, last_g, last_gt = c, ct, g, gt
+    return correct, found_gold, found_predicted
+
+
+def test_chunking_matches_conlleval_on_random_and_invalid_tag_sequences():
+    """IOB1 (I- opens a chunk, B- only between same-type chunks), IOB2 and IOBES with every
+    invalid order (E- or I- without B-, B- B-, S- then E-), type changes, a type with a
+    hyphen, 'O-A' and non-chunk tags inside sentences; extract_spans and span_counts (jit, padded
+    batch, lengths 0..time) against the transcription, on the same sentences."""
+    rng = np.random.default_rng(0)
+    batch, time = 48, 7
+    counts = jax.jit(metrics.span_counts)
+    for scheme, prefixes in (("IOB1", "BI"), ("IOB2", "BI"), ("IOBES", "BIES")):
+        chunk_tags = [f"{p}-{t}" for t in ("A", "B-C") for p in prefixes]
+        # Same table size for every scheme (one compilation); '<s>' etc. count as O, and
+        # conlleval reads 'O-A' as an O that carries a type.
+        tags = ["<pad>", "O", *chunk_tags, "O-A", "<s>", "</s>", "<unk>", "O"][:11]
+        gold = rng.integers(1, len(tags), (batch, time))
+        noise = rng.integers(1, len(tags), (batch, time))
+        predicted = np.where(rng.random((batch, time)) < 0.6, gold, noise)
+        lengths = rng.integers(0, time + 1, batch)
+        lengths[:2] = 0, time
+
+        gold_tags, predicted_tags = (
+            [
+                ["O" if tags[i].startswith("<") else tags[i] for i in row[:n]]
+                for row, n in zip(ids, lengths, strict=True)
+            ]
+            for ids in (gold, predicted)
+        )
+        expected = _conlleval_counts(gold_tags, predicted_tags)
+        ours = [0, 0, 0]
+        for g, p in zip(gold_tags, predicted_tags, strict=True):
+            gold_spans, predicted_spans = (
+                metrics.extract_spans(g, scheme),
+                metrics.extract_spans(p, scheme),
+            )
+            ours = [
+                ours[0] + len(gold_spans & predicted_spans),
+                ours[1] + len(gold_spans),
+                ours[2] + len(predicted_spans),
+            ]
+        assert tuple(ours) == expected, scheme
+        assert expected[0] > 10 and expected[1] > expected[0], scheme  # not vacuous
+        table = metrics.tag_tables(tags, scheme)
+        jitted = counts(gold, predicted, lengths, *table)
+        assert (
+            int(jitted["correct_spans"]),
+            int(jitted["gold_spans"]),
+            int(jitted["predicted_spans"]),
+        ) == expected, scheme
+
+
+def test_prefixes_that_are_not_one_letter_of_the_scheme_are_refused():
+    """`prefix in "BIO"` took "", "BI" and "IO" (substrings): extract_spans read "BI-PER" as
+    some chunk tag and tag_tables died with a bare KeyError."""
+    for tag, scheme in (("BI-PER", "IOB2"), ("-PER", "IOB1"), ("IO-X", "IOB2"), ("ES-X", "IOBES")):
+        with pytest.raises(ValueError, match=f"tag '{tag}' at position 1 is not a valid {scheme}"):
+            metrics.extract_spans(["B-PER", tag, "I-PER"], scheme)
+        with pytest.raises(ValueError, match=f"tag '{tag}' at position 1"):
+            metrics.tag_tables(["O", tag], scheme)
+    assert metrics.extract_spans(["S-X", "B-Y", "E-Y"], "IOBES") == {("X", 0, 1), ("Y", 1, 3)}
+
+
+def test_bleu_statistics_equal_sacrebleu_segment_statistics_on_ragged_shapes():
+    """Empty references and hypotheses, padded widths shorter than max_order, orders 1..5, a
+    three-word vocabulary (repeated n-grams, clipping)."""
+    bleu = pytest.importorskip("sacrebleu.metrics").BLEU
+    statistics = jax.jit(metrics.bleu_statistics, static_argnames="max_order")
+    rng = np.random.default_rng(2)
+    for hyp_time, ref_time, order in ((1, 3, 4), (5, 2, 2), (6, 6, 5), (3, 1, 1)):
+        batch = 6
+        hyp = rng.integers(0, 3, (batch, hyp_time))
+        ref = rng.integers(0, 3, (batch, ref_time))
+        hyp_len = rng.integers(0, hyp_time + 1, batch)
+        ref_len = rng.integers(0, ref_time + 1, batch)
+        hyp_len[0], ref_len[1] = 0, 0
+        matches, totals = map(np.asarray, statistics(hyp, hyp_len, ref, ref_len, max_order=order))
+        reference = bleu(tokenize="none", force=True, max_ngram_order=order)
+        for b in range(batch):
+            text = [
+                " ".join(f"w{t}" for t in row[:n])
+                for row, n in ((hyp[b], hyp_len[b]), (ref[b], ref_len[b]))
+            ]
+            stats = reference._extract_corpus_statistics([text[0]], [[text[1]]])[0]
+            assert stats[:2] == [hyp_len[b], ref_len[b]]
+            assert list(matches[b]) == stats[2 : 2 + order], text
+            assert list(totals[b]) == stats[2 + order :], text
+
+
+def test_perplexity_and_bits_per_char_convert_and_refuse_nan_or_infinite_counts():
+    total, count = 1234.5678, 1000
+    assert metrics.perplexity(total, count) == pytest.approx(math.exp(total / count), rel=1e-15)
+    assert metrics.bits_per_char(total, count) == pytest.approx(
+        total / count / math.log(2), rel=1e-15
+    )
+    assert 2 ** metrics.bits_per_char(total, count) == pytest.approx(
+        metrics.perplexity(total, count), rel=1e-12
+    )
+    assert metrics.perplexity(np.float32(800.0)) == math.inf  # overflow, recorded as inf
+    assert math.isnan(metrics.perplexity(math.nan, 3))  # a diverged model's NaN loss is kept
+    for bad in (0, -1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="num_tokens must be a finite number > 0"):
+            metrics.perplexity(1.0, bad)
+        with pytest.raises(ValueError, match="num_chars must be a finite number > 0"):
+            metrics.bits_per_char(1.0, bad)

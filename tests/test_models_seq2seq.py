@@ -267,3 +267,19 @@ def test_seq2seq_learns_multi30k_beyond_copying(data_root, name):
     )
     assert losses[-10:].mean() < 0.6 * losses[:5].mean()
     assert bleu > max(2 * copy_bleu, copy_bleu + 2.0), (bleu, copy_bleu)
+
+
+def test_dot_attention_with_a_bidirectional_encoder_names_the_seq2seq_options():
+    """The error used to come from the attention module: 'use score=...', an argument that
+    Seq2Seq does not have, with no hint that the bidirectional encoder doubles the width."""
+    with pytest.raises(ValueError, match="bidirectional_encoder=False"):
+        Seq2Seq(9, 9, embed_size=4, hidden_size=4, attention="dot", rngs=nnx.Rngs(0))
+    Seq2Seq(
+        9,
+        9,
+        embed_size=4,
+        hidden_size=4,
+        attention="dot",
+        bidirectional_encoder=False,
+        rngs=nnx.Rngs(0),
+    )

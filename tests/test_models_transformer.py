@@ -1,5 +1,6 @@
 """Transformer baselines: the forward passes against a per-head numpy transcription of the
-pre-LN equations; KV-cache steps reproduce the full forward pass; masks; sizing."""
+pre-LN equations; KV-cache steps reproduce the full forward pass; masks (the encoder's padding
+against each sequence alone); sizing; a cache of no slots refused."""
 
 import jax
 import jax.numpy as jnp
@@ -268,3 +269,46 @@ def test_bad_arguments_raise(lm):
         )
     with pytest.raises(ValueError, match=f"max_length={MAX_LEN}"):
         lm(jnp.zeros((1, MAX_LEN + 1), jnp.int32))
+
+
+def test_encoder_padding_matches_each_sequence_alone():
+    """Each sequence encoded alone (no padding, no mask) by the float64 numpy transcription
+    equals its real positions in a padded batch whose padding holds arbitrary ids, out of
+    range included (they embedded as NaN, and 0 attention weight x NaN is NaN)."""
+    vocab = 11
+    abstract = nnx.eval_shape(  # weights drawn below: initialising on the device takes seconds
+        lambda: transformer.TransformerEncoder(
+            vocab, d_model=8, num_heads=2, num_layers=2, max_length=6, rngs=nnx.Rngs(1)
+        )
+    )
+    graphdef, shapes = nnx.split(abstract)
+    rng = np.random.default_rng(0)
+    weights = jax.tree.map(lambda s: rng.normal(0.0, 0.5, s.shape).astype(s.dtype), shapes)
+    encoder = nnx.merge(graphdef, weights)
+    lengths = np.array([6, 4, 1])
+    tokens = rng.integers(0, vocab, (3, 6))
+    padded = tokens.copy()
+    padded[1, 4:] = [vocab + 7, -3]
+    padded[2, 1:] = rng.integers(0, vocab, 5)
+    states = np.asarray(nnx.jit(lambda m, x, n: m(x, n))(encoder, padded, lengths))
+    for b, length in enumerate(lengths):
+        alone = tokens[b : b + 1, :length]
+        everywhere = np.ones((1, length, length), bool)
+        expected = _stack(encoder.stack, _embed(encoder.embed, alone), everywhere)[0]
+        np.testing.assert_allclose(states[b, :length], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"tokens holds ids in \[\d+, 18\] but vocab_size=11"):
+        encoder(jnp.asarray(padded), jnp.asarray([6, 5, 1]))  # id 18 inside a sequence
+
+
+def test_a_cache_of_no_slots_is_refused():
+    """init_cache(batch, 0) silently gave a cache of the model's max_length (`0 or default`);
+    a negative length failed inside jnp.zeros."""
+    lm = nnx.eval_shape(
+        lambda: transformer.TransformerLM(
+            11, d_model=8, num_heads=2, num_layers=1, max_length=6, rngs=nnx.Rngs(0)
+        )
+    )
+    assert lm.init_cache(2)["layers"][0]["key"].shape == (2, 2, 6, 4)
+    for length in (0, -1):
+        with pytest.raises(ValueError, match=f"max_length >= 1, got {length}"):
+            lm.init_cache(2, length)

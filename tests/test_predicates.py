@@ -2,11 +2,11 @@
 
 Each check used to have its own copy, and they disagreed: `True` was a size of 1 for the
 models' `check_positive` but refused by `Cell.init`; NumPy integers passed `Cell.init` but not
-the config rules.
-"""
+the config rules."""
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -87,3 +87,14 @@ def test_is_finite_number_refuses_0d_arrays_of_bools_and_strings(value):
 )
 def test_is_finite_number_accepts_0d_arrays_of_numbers(value):
     assert is_finite_number(value)
+
+
+def test_is_finite_number_refuses_complex_and_answers_for_huge_ints():
+    """np.complex128(1+5j) passed (math.isfinite drops the imaginary part, with a warning);
+    an int beyond a float's range raised OverflowError instead of answering."""
+    assert not is_finite_number(np.complex128(1 + 5j))
+    assert not is_finite_number(np.complex64(2))
+    assert not is_finite_number(np.array(1 + 0j))
+    assert is_finite_number(10**400)
+    assert not is_finite_number(np.array(np.nan)) and not is_finite_number(jnp.array(-np.inf))
+    assert is_finite_number(np.array(3, np.int8)) and is_finite_number(jnp.bfloat16(1.5))

@@ -1,7 +1,7 @@
 """experiments.regularization: each grid point switches its regulariser on in the objects the
 runtime builds (the model's dropout, the optimiser's decay), the depth points match the
-reference parameter count, a smoke run's outputs and answers, and config errors that name the
-key."""
+reference parameter count, a smoke run's outputs and answers (depth and overfitting claimed
+only beyond the seed spread), and config errors that name the key."""
 
 import json
 
@@ -13,9 +13,11 @@ import pytest
 from flax import nnx
 
 from experiments import regularization as reg
+from experiments import regularization_report as report
 from experiments.configs import regularization as reg_configs
 from rnn_jax.models.params import count_params
 from rnn_jax.train import cli, optim
+from rnn_jax.train.config import ConfigError
 from tests.report_check import assert_png, cell_numbers, table_rows
 
 SMOKE = "experiments/configs/regularization.py:smoke"  # Markov language, 2 x 16, 10 steps
@@ -233,3 +235,62 @@ def test_answers_claim_a_gain_only_when_it_exceeds_the_seed_spread():
     assert "layers are best" not in answer and "did not beat 2" in answer
     deeper = _summary("none", [3.21, 3.23], layers=3, questions=(12,))
     assert "3 layers are best, -0.05 bits against 2" in report.answers({"a": none, "b": deeper})[12]
+
+
+def _depth_point(layers, best, params=1000, questions=(12,)):
+    """test_regularization's unregularised point summary with `params` parameters."""
+    return {**_summary("none", best, layers, questions), "params": params}
+
+
+def test_depth_answer_calls_a_depth_best_only_beyond_every_other_depths_spread():
+    """3 layers beat 1 beyond the spread, but 2 layers are 0.005 bits behind with
+    overlapping seeds: '3 layers are best' (checked against the shallowest depth only) was
+    a claim the measurement does not support."""
+    one = _depth_point(1, [3.25, 3.29])
+    two = _depth_point(2, [3.21, 3.23])
+    three = _depth_point(3, [3.205, 3.225])
+    answer = report.answers({"a": one, "b": two, "c": three})[12]
+    assert "layers are best" not in answer
+    assert "3 layers beat 1 (-0.055 bits) but not 2 by more than 0.02 bits" in answer
+    three_apart = _depth_point(3, [3.15, 3.17])
+    answer = report.answers({"a": one, "b": two, "c": three_apart})[12]
+    assert "3 layers are best, -0.11 bits against 1" in answer
+
+
+def test_depth_table_takes_the_q17_parameter_count_from_a_q17_point():
+    """A depth-only run (a sweep's entry without Q17 points) called its first depth point's
+    matched count (here the 1-layer model's 1,010) 'the 1,010-parameter Q17 model'."""
+    only_depths = {"a": _depth_point(1, [3.2, 3.3], 1010), "b": _depth_point(3, [3.2, 3.3], 990)}
+    text = report.markdown(only_depths)
+    assert "1,010-parameter" not in text and "matches the Q17 model within" in text
+    q17 = _depth_point(2, [3.2, 3.3], 1000, questions=(17,))
+    text = report.markdown({"q": q17, **only_depths})
+    assert "matches the 1,000-parameter Q17 model within" in text
+
+
+def test_overfitting_is_claimed_only_beyond_the_seed_spread_with_the_train_loss_falling():
+    """The unregularised run was said to overfit whenever its mean validation rose by more
+    than TIE after the best evaluation: also when one seed ended below the other's best
+    (within the spread) and when the training slice's loss rose as well (instability)."""
+    none = _depth_point(2, [3.25, 3.29], questions=(17,))
+    overfitting = {**none, "final_valid_bits": [3.6, 3.7]}  # train 2.0 -> 1.0
+    assert "the model overfits" in report.answers({"n": overfitting})[17]
+    overlapping = {**none, "final_valid_bits": [3.2, 3.5]}  # mean rise 0.08
+    answer = report.answers({"n": overlapping})[17]
+    assert "overfits" not in answer and "0.08 bits after its best evaluation, within" in answer
+    unstable = {**overfitting, "final_train_bits": [2.5, 2.5]}
+    answer = report.answers({"n": unstable})[17]
+    assert "overfits" not in answer and "training slice's loss rose too (2 -> 2.5)" in answer
+
+
+# ---- regularisation: tied embeddings cannot take part in the equal-size depth grid -------------
+def test_depth_grid_with_tied_embeddings_names_tie_embeddings_not_the_tolerance():
+    """With `model.tie_embeddings=True` the hidden-size search of another depth failed inside
+    the model and was reported as "depth.tolerance=0.1: tie_embeddings needs ...", naming a
+    key whose value was not the problem."""
+    spec = "experiments/configs/regularization.py:smoke"  # 2 x 16, embeddings 8
+    overrides = {"model.tie_embeddings": True, "model.embed_size": 16, "grid.depths": "1,2"}
+    config = cli.load_config(spec, overrides, rules=reg.RULES)
+    with pytest.raises(ConfigError, match=r"model.tie_embeddings=True: grid.depths='1,2'"):
+        reg.matched_hidden_sizes(config, 10, [1, 2])
+    assert reg.matched_hidden_sizes(config, 10, [2])[2][0] == 16  # its own depth still runs

@@ -1,17 +1,21 @@
 """experiments.rnn_vs_attention: the cost task times the models of the quality comparison,
-equal-time bits never credit unmeasured steps, the generation state's size is measured and
-the Q10 answer follows the measured ratios, and the copy task's chance level follows
-`data.num_categories`."""
+equal-time bits never credit unmeasured steps nor drop a diverged seed, the generation state's
+size is measured and the Q10 answer follows the measured ratios, the copy task's chance level
+follows `data.num_categories`, config values are refused with errors that name the key, and
+the curves and tables say what was not measured."""
 
 import json
 import math
 
+import matplotlib.axes
 import pytest
 from flax import nnx
 
 from experiments import rnn_vs_attention as rva
 from rnn_jax.models.params import count_params
 from rnn_jax.train import cli
+from rnn_jax.train import config as cfg
+from rnn_jax.train.config import ConfigError
 
 SMOKE = "experiments/configs/rnn_vs_attention.py:smoke"
 MODELS = ["lstm", "transformer"]
@@ -199,3 +203,192 @@ def test_copy_points_record_num_categories():
     config = _config(**{"data.num_categories": 4})
     points = rva.copy_points(config, ["lstm"])
     assert points and all(fn.keywords["extra"]["num_categories"] == 4 for _, fn in points)
+
+
+RVA_SMOKE = "experiments/configs/rnn_vs_attention.py:smoke"
+
+
+def _lm_point_per_seed(model, steps_per_s, per_seed_losses):
+    """A Shakespeare summary with evaluations at steps 100, 200, ... and their per-seed losses
+    `[evaluations][seeds]`."""
+    return {
+        "task": "shakespeare",
+        "model": model,
+        "width": 8,
+        "params": 100,
+        "metrics": {"bits_per_token": [v / math.log(2) for v in per_seed_losses[-1]]},
+        "steps_per_s": steps_per_s,
+        "curve_steps": [100 * (i + 1) for i in range(len(per_seed_losses))],
+        "curve_valid_loss": per_seed_losses,
+    }
+
+
+def test_equal_time_bits_do_not_drop_a_diverged_seed(tmp_path, monkeypatch):
+    """np.nanmean over seeds: a seed whose validation loss was NaN vanished from the equal-time
+    value (the equal-steps column beside it said "1/2 seeds"); the seeds' values at an
+    evaluation after the reading do not matter."""
+    fast = _lm_point_per_seed(
+        "lstm", 20.0, [[2.0, 2.2], [1.8, 2.0], [1.6, 1.8]]
+    )  # 300 steps in 15 s
+    # 15 s x 10 steps/s = 150 steps: halfway between the evaluations at 100 and 200.
+    late = _lm_point_per_seed("gru", 10.0, [[2.0, 2.4], [1.6, 2.0], [1.4, math.nan]])  # NaN at 300
+    early = _lm_point_per_seed("transformer", 10.0, [[2.0, 2.4], [1.6, math.nan], [1.4, math.nan]])
+    bits = rva.equal_time_bits([fast, late, early])
+    assert bits["lstm"] == pytest.approx((1.6 + 1.8) / 2 / math.log(2))
+    assert bits["gru"] == pytest.approx((2.2 + 1.8) / 2 / math.log(2))  # means 2.2, 1.8 at 150
+    assert math.isnan(bits["transformer"])  # was (2.2 + 1.6) / 2: seed 1 alone at step 200
+    rows = {s["model"]: s for s in (fast, late, early)}
+    table = rva.report_markdown(rows)
+    row = next(line for line in table.splitlines() if line.startswith("| transformer"))
+    assert row.split(" | ")[3:5] == ["2.02 ± 0 (1/2 seeds)", "–"]
+    assert "a seed whose validation loss was not finite" in table
+    monkeypatch.setattr(rva, "shakespeare_points", lambda config, models: [])
+    monkeypatch.setattr(rva.grid, "run_points", lambda w, p, c: rows)
+    rva.run(cli.load_config(RVA_SMOKE, {"grid.tasks": "shakespeare"}, rules=rva.RULES), tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["equal_time_bits"] == {
+        "lstm": pytest.approx(bits["lstm"]),
+        "gru": pytest.approx(bits["gru"]),
+        "transformer": None,
+    }
+    answer = rva.answers(tmp_path)[9]
+    assert "transformer –." in answer
+    assert "had a seed whose validation loss was not finite there" in answer
+
+
+def test_cost_lengths_must_divide_tokens_per_batch(tmp_path, monkeypatch):
+    """cost.lengths "16,48" at 64 tokens per batch trained batch 64 // 48 = 1 (48 tokens) at
+    T = 48 against 64 at T = 16, while the report compares them "at the same tokens per
+    batch"; refused before anything runs, naming the key."""
+    monkeypatch.setattr(rva.grid, "run_points", lambda *args: pytest.fail("points ran"))
+    for lengths, uneven in (("16,48", "[48]"), ("16,128", "[128]")):  # 128: batch 1, 128 tokens
+        config = cli.load_config(RVA_SMOKE, {"cost.lengths": lengths}, rules=rva.RULES)
+        with pytest.raises(cfg.ConfigError, match=rf"cost\.lengths='{lengths}': \{uneven}"):
+            rva.run(config, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "key", ["data.num_symbols", "data.num_categories"], ids=["symbols", "categories"]
+)
+def test_copy_task_sizes_are_config_rules(key):
+    """0 reached CopyTask's own ValueError inside the run: a traceback, exit status 1."""
+    with pytest.raises(ValueError, match=f"{key}=0: must be"):
+        cli.load_config(SMOKE, {key: 0}, rules=rva.RULES)
+
+
+def test_unmatchable_size_is_a_config_error_before_any_point(tmp_path, monkeypatch):
+    """A tolerance no width meets was match_size's bare ValueError (exit 1, no key named),
+    and for the cost task only after the other points had trained."""
+    config = cli.load_config(
+        SMOKE, {"model.size_tolerance": 0.01, "grid.tasks": "cost"}, rules=rva.RULES
+    )
+    monkeypatch.setattr(rva.grid, "run_points", lambda *args: pytest.fail("points ran"))
+    with pytest.raises(ConfigError, match="model.size_tolerance=0.01"):
+        rva.run(config, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def _lm_point_one_eval(model, steps_per_s):
+    return {
+        "task": "shakespeare",
+        "model": model,
+        "width": 8,
+        "params": 100,
+        "metrics": {"bits_per_token": [2.0]},
+        "steps_per_s": steps_per_s,
+        "curve_steps": [1],
+        "curve_valid_loss": [[1.5]],
+    }
+
+
+def test_run_without_measured_steps_per_s_reports_no_equal_time_value(tmp_path):
+    """The runtime's steps/s is None for a run of one step (train.num_steps=1) or one resumed
+    at its last checkpoint; equal_time_bits multiplied by it (TypeError) and the table
+    formatted it."""
+    rows = [_lm_point_one_eval("lstm", 20.0), _lm_point_one_eval("transformer", None)]
+    bits = rva.equal_time_bits(rows)
+    assert bits["lstm"] == pytest.approx(1.5 / math.log(2))
+    assert math.isnan(bits["transformer"])
+    table = rva.report_markdown({r["model"]: r for r in rows})
+    row = [line for line in table.splitlines() if line.startswith("| transformer")][0]
+    assert row.split(" | ")[4:] == ["–", "– |"]
+    rva.plot_all({r["model"]: r for r in rows}, tmp_path)
+    assert math.isnan(rva.equal_time_bits([_lm_point_one_eval("gru", None)])["gru"])
+
+
+def test_cost_curves_are_drawn_in_length_order(tmp_path, monkeypatch):
+    """cost.lengths "256,64,1024" drew each line 256 -> 64 -> 1024 (a zigzag on a log axis)."""
+    rows = [
+        {
+            "length": length,
+            "model": "lstm",
+            "train_tokens_per_s": [1.0],
+            "generate_ms_per_token": [1.0],
+            "decode_ms_per_token": [1.0],
+            "state_bytes": 1024,
+        }
+        for length in (256, 64, 1024)
+    ]
+    drawn = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "plot", lambda ax, x, *a, **k: drawn.append(x) or plot(ax, x, *a, **k)
+    )
+    rva.plot_all({"cost": {"task": "cost", "rows": rows}}, tmp_path)
+    assert drawn and all(list(x) == [64, 256, 1024] for x in drawn)
+
+
+def test_temp_memory_unmeasured_is_null_and_small_values_keep_their_digits(tmp_path, monkeypatch):
+    """An unmeasured XLA temp size (memory_analysis without it) went into `final` as 0.0, and
+    the Q15 answer printed 0.048 MiB as "0 MiB" (the table beside it said 0.04776)."""
+    rows = [
+        {
+            "length": length,
+            "batch": 64 // length,
+            "model": model,
+            "width": 16,
+            "params": 100,
+            "params_built": 100,
+            "train_tokens_per_s": [1.0],
+            "generate_ms_per_token": [1.0],
+            "decode_ms_per_token": [1.0],
+            "state_bytes": 1024,
+            "temp_memory_mib": temp,
+        }
+        for length in (16, 32)
+        for model, temp in (("lstm", 0.04776), ("transformer", None))
+    ]
+    summary = {
+        "task": "cost",
+        "rows": rows,
+        "params": {"lstm": 100, "transformer": 100},
+        "widths": {"lstm": 16, "transformer": 16},
+        "decode_tokens": 8,
+        "machine": "test",
+        "load_average": 0.0,
+    }
+    config = cli.load_config(SMOKE, {"grid.tasks": "cost", "cost.lengths": "16,32"}, rva.RULES)
+    monkeypatch.setattr(rva, "cost_widths", lambda *args: {})
+    monkeypatch.setattr(rva.grid, "run_points", lambda *args: {"cost": summary})
+    final = rva.run(config, tmp_path)
+    assert final["cost-T16-transformer"]["temp_memory_mib"] is None
+    assert final["cost-T16-lstm"]["temp_memory_mib"] == 0.04776
+    answer = rva.answers(tmp_path)[15]
+    assert "lstm 0.04776 MiB → 0.04776 MiB, transformer – → –." in answer
+
+
+def test_answers_count_a_diverged_seed(tmp_path):
+    """Q9 and Q15 printed np.nanmean over seeds: a seed whose loss was NaN vanished from the
+    answer (the tables beside it said "1/2 seeds")."""
+    lm = {**_lm_point_one_eval("transformer", 2.0), "metrics": {"bits_per_token": [2.0, math.nan]}}
+    copy = {
+        "task": "copy",
+        "length": 10,
+        "model": "lstm",
+        "metrics": {"copy_accuracy": [0.5, math.nan]},
+    }
+    points = {"shakespeare-transformer": lm, "copy-T10-lstm": copy}
+    (tmp_path / "results.json").write_text(json.dumps({"points": points}))
+    answers = rva.answers(tmp_path)
+    assert "transformer 2 ± 0 (1/2 seeds)" in answers[9]
+    assert "T=10 lstm 0.5 ± 0 (1/2 seeds)" in answers[15]

@@ -1,6 +1,6 @@
 """experiments/run_report.py: per-seed table cells against numpy, metrics.jsonl curves (a
-resumed run's repeated steps), the config's name, and the language model's unigram baseline
-against a counting loop."""
+resumed run's repeated steps), the config's name, the language model's unigram baseline
+against a counting loop, and the protocol caption naming the state the runtime scored."""
 
 import collections
 import json
@@ -120,3 +120,20 @@ def test_seed_values_read_a_null_seed_as_nan_and_summary_counts_it():
     assert run_report.summary_text(values) == "0.850 ± 0.050 (2/3 seeds)"
     assert run_report.seed_values({"test_accuracy": 0.5}, "test_accuracy") == [0.5]
     assert run_report.seed_values({}, "test_accuracy") is None
+
+
+def test_the_protocol_caption_names_the_state_the_runtime_scored():
+    """With train.keep_best=False (or no best checkpoint) the runtime scores valid/test on the
+    final state; the caption said 'the best-validation checkpoint' whatever the config."""
+    from experiments import run_report
+
+    config = {"num_seeds": 2, "train": {"keep_best": True, "best_metric": "valid_loss"}}
+    best = run_report.protocol_text(config, {"best_step": 40, "step": 100})
+    assert "the best-validation checkpoint (by valid_loss, step 40 of 100)" in best
+    config["train"]["keep_best"] = False
+    last = run_report.protocol_text(config, {"best_step": 40, "step": 100})
+    assert "the final state (step 100; train.keep_best=False)" in last
+    assert "best-validation" not in last
+    config["train"]["keep_best"] = True
+    none = run_report.protocol_text(config, {"best_step": None, "step": 100})
+    assert "the final state (step 100; no best checkpoint)" in none

@@ -1,4 +1,5 @@
-"""`unroll`, `truncated_unroll` and the linear scan against independent references."""
+"""`unroll`, `truncated_unroll` and the linear scan against independent references; the linear
+recurrence's methods agree on dtypes and refuse mismatched shapes."""
 
 import functools
 
@@ -319,3 +320,24 @@ def test_bad_arguments_raise_before_tracing():
     np.testing.assert_array_equal(
         scan.unroll(cell, params, xs, [5, 2, 4])[0], scan.unroll(cell, params, xs, LENGTHS)[0]
     )
+
+
+def test_linear_recurrence_methods_agree_on_dtypes_and_refuse_mismatched_shapes():
+    """A float32 h0 under float64 a, b failed inside lax.scan for "sequential" and ran for
+    "associative"; a [1, features] h0 was broadcast over the batch by "associative" only."""
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.2, 1.0, (2, 5, 3)), rng.standard_normal((2, 5, 3))
+    h0 = rng.standard_normal((2, 3)).astype(np.float32)
+    h, reference = h0.astype(np.float64), []
+    for t in range(5):
+        h = a[:, t] * h + b[:, t]
+        reference.append(h)
+    with jax.enable_x64(True):
+        for method in ("sequential", "associative"):
+            hs = linear_scan.linear_recurrence(a, b, h0, method=method)
+            assert hs.dtype == jnp.float64
+            np.testing.assert_allclose(hs, np.stack(reference, axis=1), rtol=1e-12)
+            with pytest.raises(ValueError, match=r"h0 \(1, 3\)"):
+                linear_scan.linear_recurrence(a, b, h0[:1], method=method)
+            empty = linear_scan.linear_recurrence(a[:, :0], b[:, :0], h0, method=method)
+            assert empty.shape == (2, 0, 3)

@@ -1,12 +1,15 @@
 """experiments.significance: the command line compares systems with a baseline on the same
-sentences (the library's paired test), and names a file that is missing or has another
-number of lines, with exit status 2 and no output written."""
+sentences (the library's paired test), and names a file that is missing, has another number
+of lines or is not UTF-8 (file and line), with exit status 2 and no output written."""
 
 import json
+import re
+import types
 
 import numpy as np
 import pytest
 
+from experiments import significance
 from rnn_jax.metrics import paired_bleu_significance
 from tests.module_cli import StartedModule, run_module
 
@@ -172,3 +175,29 @@ def test_p_values_carry_the_plus_one_correction(test):
         )["p_value"]
         count = p * (samples + 1)
         assert count >= 1 - 1e-9 and abs(count - round(count)) < 1e-9
+
+
+def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
+    tmp_path, monkeypatch, capsys
+):
+    """A Latin-1 system output was a UnicodeDecodeError traceback (exit 1); now its file:line
+    and exit status 2, before any test runs and with nothing written. CRLF files read as
+    before (text mode's newline translation)."""
+    references = tmp_path / "refs.txt"
+    references.write_text("a b c\nd e f\ng h\n")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("a b c\nd e f\ng caf\u00e9\n".encode("latin-1"))
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"a b c\r\nd e f\r\ng h\r\n")
+    assert significance.read_lines(crlf) == significance.read_lines(references)
+    with pytest.raises(ValueError, match=re.escape(f"{latin}:3: not UTF-8")):
+        significance.read_lines(latin)
+    output = tmp_path / "sig.json"
+    flags = dict(references=str(references), baseline=str(crlf), systems=[str(latin)])
+    flags.update(test="ar", samples=10, tokenize="none", output=str(output))
+    monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
+    with pytest.raises(SystemExit) as exit_info:
+        significance.main(["significance"])
+    assert exit_info.value.code == significance.USAGE_STATUS
+    assert f"--systems: {latin}:3: not UTF-8" in capsys.readouterr().err
+    assert not output.exists()

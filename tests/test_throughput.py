@@ -1,18 +1,22 @@
 """The throughput benchmark runs end to end (smoke config) and its harness behaves.
 
 No timed assertions: timings on shared CI cores say nothing. What is checked is that every
-output exists and is consistent, that the interleaving rotates, and that bad configs fail
-before anything is compiled.
-"""
+output exists and is consistent, that the interleaving rotates, that bad configs (unknown
+shape names or modes) fail before anything is compiled, and that the peak-memory child keeps
+to its limit and measures after the peer's import."""
 
 import json
+import math
+import types
 
 import jax
+import numpy as np
 import pytest
 from absl import app
 
 from experiments import throughput, throughput_peers, throughput_report
 from rnn_jax.train import cli
+from tests.module_cli import run_module
 
 CONFIG = "experiments/configs/throughput.py"
 
@@ -102,7 +106,6 @@ def test_gemm_floor_runs_the_layers_matmuls(gates):
     """The floor's outputs are the products it claims (per-step loop and explicit GEMMs), its
     recurrent blocks keep h's norm (no subnormal slow-down at long T), and its FLOPs are the
     layer's: 2BTG(I+H) forward, 3x that forward+backward."""
-    import numpy as np
 
     shape = batch, time_, input_size, hidden = (3, 5, 4, 8)
     width = gates * hidden
@@ -269,7 +272,6 @@ def test_goals_across_runs_include_stacks_from_the_runs_that_timed_them():
 def test_median_interval_is_the_order_statistic_interval_and_covers_as_stated():
     """[x(k), x(n+1-k)] with the largest k whose binomial coverage is >= 95%; checked against
     the coverage formula and by simulation from a skewed distribution."""
-    import math
 
     import numpy as np
 
@@ -391,7 +393,6 @@ def test_peak_memory_does_not_charge_jax_start_up_to_the_workload():
     torch's own (it was ~100 MiB, against 18 MiB in a process without JAX). The peak is the
     child's own even when the parent has been larger (ru_maxrss carried the parent's over
     fork and exec: 4.9 GiB inside the test suite)."""
-    import numpy as np
 
     pytest.importorskip("torch")
     ballast = np.ones(2**28 // 8)  # 256 MiB resident in this (the parent) process
@@ -426,3 +427,82 @@ def test_bidirectional_groups_keep_to_the_configured_backends(monkeypatch):
     shape_name = next(iter(config.shapes))
     throughput.time_bidirectional(config, "lstm", shape_name, peak=None)
     assert built == ["rnn_jax", "rnn_jax_two_scans"]  # flax was built whatever `backends` said
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.configs=tiny,huge", "configs: unknown shape 'huge'"),
+        ("--config.extra=lstm:huge", "extra: lstm:huge is not <cell>:<shape>"),
+        ("--config.bidirectional=lstm:huge", "bidirectional: unknown shape 'huge'"),
+        ("--config.rss_configs=huge", "rss_configs: unknown shape 'huge'"),
+    ],
+)
+def test_unknown_shape_names_exit_2_with_one_line(tmp_path, override, message):
+    """Shape names are checked against `shapes` in the run (the per-key rules cannot): a bad
+    one exits with the config status 2 and one line, not a traceback, and writes nothing."""
+    workdir = tmp_path / "w"
+    result = run_module(
+        "experiments.throughput", f"--workdir={workdir}", f"--config={CONFIG}:smoke", override
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not workdir.exists()
+
+
+def test_peak_memory_kills_a_child_that_runs_past_its_limit():
+    """A measurement past `timeout_s` gives no figure and leaves no process behind (the
+    child was joined with a timeout and then left running)."""
+    import multiprocessing
+
+    assert throughput.peak_rss("rnn_jax", "lstm", (4, 8, 8, 16), "fwd_bwd", timeout_s=0.1) is None
+    assert multiprocessing.active_children() == []
+
+
+def test_an_unknown_mode_fails_before_anything_is_built():
+    """A misspelt "fwd_bwd" was built as a forward+backward workload with 3x the FLOPs."""
+    shape = (2, 3, 4, 5)
+    builders = [
+        lambda mode, backend=backend: throughput_peers.build(backend, "gru", shape, mode)
+        for backend in ("rnn_jax", "flax", "torch")
+    ] + [
+        lambda mode: throughput_peers.build_bidirectional("rnn_jax", "lstm", shape, mode),
+        lambda mode: throughput_peers.build_stacked("flax", "lstm", shape, 2, mode),
+        lambda mode: throughput_peers.gemm_floor(4, shape, mode),
+        lambda mode: throughput_peers.transformer_block(shape, mode),
+    ]
+    for builder in builders:
+        with pytest.raises(ValueError, match="mode='backward'; allowed: fwd, fwd_bwd"):
+            builder("backward")
+
+
+def test_peak_memory_baseline_comes_after_the_peer_import_and_a_peak_reset(monkeypatch):
+    """The child's baseline must follow everything the members do not pay for themselves:
+    Flax's `flax.linen` was imported inside `peers.build`, after the baseline (~6 MiB charged
+    to Flax alone), and VmHWM counted from the exec, so a start-up transient above the
+    baseline's RSS was charged to the workload. Run in this process with the measurement's
+    steps recorded (a spawned child takes ~10 s)."""
+    steps = []
+    importer = types.SimpleNamespace(import_module=steps.append)  # throughput's name only
+    monkeypatch.setattr(throughput, "importlib", importer)
+    monkeypatch.setattr(throughput, "_reset_peak_rss", lambda: steps.append("reset"), raising=False)
+
+    class Workload:
+        def run(self):
+            steps.append("run")
+
+    def build(backend, *args):
+        steps.append("build")
+        return Workload()
+
+    monkeypatch.setattr(throughput.peers, "build", build)
+    figures = []
+
+    class Queue:
+        put = figures.append
+
+    for backend, imported in (("flax", ["flax.linen"]), ("torch", ["torch"]), ("rnn_jax", [])):
+        steps.clear()
+        throughput._rss_child(backend, "lstm", (2, 3, 4, 5), "fwd_bwd", Queue())
+        assert steps == imported + ["reset", "build", "run", "run"], backend
+    assert len(figures) == 3 and all(isinstance(f, float) for f in figures)

@@ -1,7 +1,10 @@
-"""`train_and_evaluate` in-process on a tiny regression task: the non-finite guard, seed
-replicas under vmap, early stopping, and the contract files."""
+"""`train_and_evaluate` in-process on a tiny regression task: the non-finite guard (per seed
+replica), seed replicas under vmap (with gradient accumulation, against a hand-written loop),
+early stopping and resuming after it, the logged learning rate and window means, exit
+statuses, tokens/s, and the contract files (provenance included)."""
 
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -9,9 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_jax.train import NonFiniteError, Task, train_and_evaluate
+from rnn_jax.train import NonFiniteError, Task, metrics, train_and_evaluate
 from rnn_jax.train import config as cfg
+from rnn_jax.train import loop as loop_lib
 from rnn_jax.train.checkpoint import Checkpointer
+from rnn_jax.train.restore import restore_model
 
 TRUE_W = np.array([1.0, -2.0, 0.5], np.float32)
 
@@ -156,3 +161,277 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
     assert results["final"]["best_step"] == 5
     assert results["final"]["step"] == 15  # evaluations at 10 and 15 did not improve
     assert Checkpointer(tmp_path, max_to_keep=2).latest_step(best=True) == 5
+
+
+_CHECKPOINTER = types.SimpleNamespace(
+    latest_step=lambda: None, latest=types.SimpleNamespace(directory="W/checkpoints")
+)
+
+
+def _first_stop(finite_per_step, max_in_a_row, counted=0):
+    """The step (1-based) at which the host check raises for these per-step `finite` flags
+    (one list of per-replica flags per step), or None; `counted` is the loop record's count."""
+    n = len(finite_per_step[0])
+    config = _config(
+        num_seeds=n, train__nonfinite="skip", train__max_consecutive_nonfinite=max_in_a_row
+    )
+    loop = {"consecutive_nonfinite": counted}
+    for step, flags in enumerate(finite_per_step, 1):
+        finite = np.asarray(flags, bool)
+        m = {
+            "finite": finite,
+            "update_finite": np.ones(n, bool),
+            "loss": np.where(finite, 1.0, np.nan),
+            "grad_norm": np.where(finite, 1.0, np.nan),
+        }
+        try:
+            loop_lib._check_finite(step, m, config, loop, _CHECKPOINTER)
+        except NonFiniteError as error:
+            return step, str(error)
+    return None, None
+
+
+def test_skip_counts_non_finite_steps_in_a_row_per_replica():
+    # Replica 0 fails at odd steps and replica 1 at even ones up to step 8, then replica 1
+    # three times in a row (steps 10-12). With max 2 in a row a single-seed run of seed + 1
+    # stops at step 12 and one of seed + 0 never; the run of both used to stop at step 3 (a
+    # third step in a row where *any* replica failed), although no replica had two in a row.
+    steps = [[s % 2 == 0, s % 2 == 1] for s in range(1, 9)] + [[True, True]]
+    steps += [[True, False]] * 3
+    alone = [_first_stop([[flags[i]] for flags in steps], 2)[0] for i in range(2)]
+    assert alone == [None, 12]
+    step, message = _first_stop(steps, 2)
+    assert step == 12  # where the first single-seed run stops
+    assert "replicas [1] had more than train.max_consecutive_nonfinite=2" in message
+    # A count stored by an older checkpoint (an int, any replica) goes on for each replica.
+    assert _first_stop([[True, False]], 2, counted=2)[0] == 1
+    assert _first_stop([[True, True], [True, False]] * 3, 2, counted=2)[0] is None
+
+
+class _ReportFailed(Exception):
+    pass
+
+
+def _fail(results):
+    raise _ReportFailed
+
+
+def test_resuming_an_early_stopped_run_does_not_train_past_the_stop(tmp_path):
+    # 'max' mode on a falling loss: the run stops at step 15 (best 5, patience 2). A report
+    # that fails leaves the run unfinished; the rerun must finish it, not train on.
+    config = _config(train__best_mode="max", train__patience=2, train__num_steps=50)
+    reference = train_and_evaluate(config, tmp_path / "a", Regression())["final"]
+    assert reference["step"] == 15
+    with pytest.raises(_ReportFailed):
+        train_and_evaluate(config, tmp_path / "b", Regression(), before_done=_fail)
+    results = train_and_evaluate(config, tmp_path / "b", Regression())
+    assert results["timing"]["resumed_from_step"] == 15
+    assert results["timing"]["steps_run"] == 0
+    assert results["final"] == reference
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
+    assert max(steps) == 15
+
+
+def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):
+    # Warmup from 0 over 4 updates, lr 0.05: optax's first update (count 0) uses rate 0, so
+    # steps 1, 2, 3 apply 0, 0.0125, 0.025 (the rate of step s+1 was logged before).
+    config = _config(
+        optimizer__name="sgd",
+        schedule__warmup_steps=4,
+        train__num_steps=3,
+        train__log_every=1,
+    )
+    train_and_evaluate(config, tmp_path, Regression())
+    logged = [
+        r["learning_rate"]
+        for r in map(json.loads, (tmp_path / "metrics.jsonl").open())
+        if "learning_rate" in r
+    ]
+    assert logged == pytest.approx([0.0, 0.0125, 0.025])
+
+
+def test_batch_not_divisible_by_the_devices_exits_2_naming_it_and_writes_nothing(tmp_path):
+    # 16 fake devices: the smoke variant's batches of 8 cannot be split; a config error
+    # (exit 2, one line), not a traceback (exit 1).
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=16"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.language_model",
+            f"--workdir={tmp_path / 'run'}",
+            "--config=experiments/configs/language_model.py:smoke",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "must be a multiple of the device count (16)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_skipped_non_finite_step_stays_out_of_the_logged_window_means(tmp_path):
+    # Batch index 7 (step 8) holds a NaN; 'skip' drops that update. The window 6..10 must
+    # average the four applied steps (per replica), not turn NaN with the skipped one.
+    import numpy as np
+
+    def records(log_every, workdir):
+        config = _config(
+            train__nonfinite="skip",
+            num_seeds=2,
+            train__num_steps=10,
+            train__log_every=log_every,
+        )
+        results = train_and_evaluate(config, workdir, Regression(nan_at=7))
+        rows = map(json.loads, (workdir / "metrics.jsonl").open())
+        return results, {r["step"]: r for r in rows if "train_loss" in r}
+
+    per_step = records(1, tmp_path / "every_step")[1]
+    results, windows = records(5, tmp_path / "windows")
+    assert np.isnan(per_step[8]["train_loss"])  # a window of only the skipped step
+    assert np.isnan(per_step[8]["grad_norm_max"])
+    want = np.mean([per_step[s]["train_loss_per_seed"] for s in (6, 7, 9, 10)], axis=0)
+    np.testing.assert_allclose(windows[10]["train_loss_per_seed"], want, rtol=1e-12)
+    assert results["final"]["per_seed"]["train_loss"] == pytest.approx(list(want), rel=1e-12)
+    assert np.isfinite(results["final"]["grad_norm"])
+
+
+def test_restore_model_from_a_missing_run_directory_creates_nothing(tmp_path):
+
+    with pytest.raises(ValueError, match="no checkpoint in"):
+        restore_model(_config(), tmp_path / "typo" / "run", Regression())
+    assert not (tmp_path / "typo").exists()
+
+
+def test_an_early_stop_logs_its_last_partial_window(tmp_path):
+    # Evaluations every 5 steps, logs every 20: the run stops at step 15 (best 5, patience 2)
+    # before its first log. It used to crash building `final` (no train window logged: None)
+    # and, with an earlier log, report a train_loss that left out the last steps.
+    config = _config(
+        train__best_mode="max", train__patience=2, train__num_steps=50, train__log_every=20
+    )
+    results = train_and_evaluate(config, tmp_path / "a", Regression())
+    assert results["final"]["step"] == 15
+    every = _config(
+        train__best_mode="max", train__patience=2, train__num_steps=50, train__log_every=1
+    )
+    train_and_evaluate(every, tmp_path / "b", Regression())
+    per_step = [
+        r["train_loss"]
+        for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").open())
+        if "train_loss" in r
+    ]
+    assert len(per_step) == 15
+    assert results["final"]["train_loss"] == pytest.approx(sum(per_step) / 15, rel=1e-6)
+
+
+def _reference_params(seed, steps, k, nan_at, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """One seed's run written out by hand in float64 numpy: its own init and dropout keys,
+    Adam applied to the mean gradient of every k micro-batches (optax.MultiSteps), and the
+    non-finite micro-batch left out (as if it were not in the stream). Returns (w [3], b)."""
+    base = jax.random.PRNGKey(seed)
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(params=jax.random.fold_in(base, 0)))
+    w = np.asarray(model.kernel.value, np.float64)[:, 0]
+    b = float(model.bias.value[0])
+    mu, nu, count, acc, micro = np.zeros(4), np.zeros(4), 0, np.zeros(4), 0
+    batches = iter(Stream(nan_at))
+    for step in range(1, steps + 1):
+        batch = next(batches)
+        rng = jax.random.fold_in(jax.random.fold_in(base, 1), step)
+        keep = np.asarray(jax.random.bernoulli(rng, 0.9, batch["x"].shape))
+        x = np.where(keep, batch["x"].astype(np.float64) / 0.9, 0.0)
+        err = x @ w + b - batch["y"]
+        if not np.all(np.isfinite(err)):
+            continue  # skipped: no update, no accumulation
+        grad = np.append(2 * x.T @ err, 2 * err.sum()) / err.size  # d mean(err^2) / d(w, b)
+        acc, micro = acc + grad, micro + 1
+        if micro == k:
+            g, acc, micro, count = acc / k, np.zeros(4), 0, count + 1
+            mu, nu = b1 * mu + (1 - b1) * g, b2 * nu + (1 - b2) * g**2
+            update = lr * (mu / (1 - b1**count)) / (np.sqrt(nu / (1 - b2**count)) + eps)
+            w, b = w - update[:3], b - update[3]
+    return w, b
+
+
+class _UnevenTokens(Regression):
+    """Micro-batch 3 (index 2) is NaN; the first batch counts 100 tokens, every later one 1
+    (the real tokens of a padded task differ between batches)."""
+
+    def __init__(self):
+        super().__init__(nan_at=2)
+        self.calls = 0
+
+    def tokens_in(self, batch):
+        self.calls += 1
+        return 100 if self.calls == 1 else 1
+
+
+@pytest.fixture(scope="module")
+def accumulated_run(tmp_path_factory):
+    """Two replicas (seeds 3 and 4), an update every 2 micro-batches, micro-batch 3 skipped,
+    6 steps; a clock that ticks 1 s per reading: the run starts at 0, its first step
+    (compilation) ends at 1, its last at 2."""
+    ticks = iter(range(100))
+    clock = types.SimpleNamespace(perf_counter=lambda: next(ticks))
+    config = _config(
+        num_seeds=2,
+        seed=3,
+        train__grad_accum_steps=2,
+        train__nonfinite="skip",
+        train__num_steps=6,
+        train__log_every=6,
+        train__eval_every=6,
+        train__checkpoint_every=6,
+        train__keep_best=False,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop_lib, "time", clock)
+        return train_and_evaluate(config, tmp_path_factory.mktemp("run"), _UnevenTokens())
+
+
+def test_seed_replicas_with_accumulation_and_a_skipped_step_match_a_hand_written_loop(
+    accumulated_run,
+):
+    # Each replica equals its own single-seed optax loop that never saw the NaN batch:
+    # validation MSE of the hand-written loop's params, in float64 numpy.
+    per_seed = accumulated_run["final"]["per_seed"]["valid_loss"]
+    eval_batches = list(Stream(batches=2))
+    x = np.concatenate([b["x"] for b in eval_batches]).astype(np.float64)
+    y = np.concatenate([b["y"] for b in eval_batches]).astype(np.float64)
+    for i in range(2):
+        w, b = _reference_params(3 + i, 6, 2, nan_at=2, lr=0.05)
+        assert per_seed[i] == pytest.approx(np.mean((x @ w + b - y) ** 2), rel=1e-5)
+    assert per_seed[0] != per_seed[1]  # independent replicas
+
+
+def test_tokens_per_s_counts_the_tokens_of_the_timed_steps(accumulated_run):
+    # Steps 2..6 took 1 s and held 5 tokens: 5 tokens/s (the runtime scaled all 105 tokens
+    # by 5/6 and reported 87.5).
+    timing = accumulated_run["timing"]
+    assert timing["compile_s"] == 1
+    assert timing["steps_per_s"] == 5.0
+    assert timing["tokens_per_s"] == 5.0
+
+
+def test_provenance_does_not_claim_a_clean_tree_when_git_cannot_tell(monkeypatch):
+    """Without git (or outside a repository) `git_dirty` was False, a clean tree that nobody
+    checked, beside `git_sha: None`."""
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(metrics.subprocess, "run", no_git)
+    record = metrics.provenance()
+    assert record["git_sha"] is None and record["git_dirty"] is None

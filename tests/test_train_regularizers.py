@@ -1,4 +1,5 @@
-"""Regularisers: masks have the structure the papers define; AR/TAR match their formulas."""
+"""Regularisers: masks have the structure the papers define; AR/TAR match their formulas (TAR
+over one time step is 0); bfloat16 embedding dropout rounds the scaled rows once."""
 
 import jax
 import jax.numpy as jnp
@@ -59,3 +60,34 @@ def test_activation_and_temporal_activation_regularization_match_their_formulas(
     assert float(
         regularizers.temporal_activation_regularization(jnp.asarray(h), beta)
     ) == pytest.approx(tar, rel=1e-6)
+
+
+def test_tar_over_a_single_time_step_is_zero_not_nan():
+    # data.bptt_length=1 with objective.tar_beta > 0: no consecutive pair, penalty 0 (the mean
+    # over an empty axis was NaN, and the run stopped on a "non-finite loss").
+    h = jnp.ones((2, 1, 3))
+    assert float(regularizers.temporal_activation_regularization(h, 2.0)) == 0.0
+    h2 = np.array([[[1.0, 2.0], [3.0, 0.0]]], np.float32)  # one pair: diffs (2, -2)
+    assert float(regularizers.temporal_activation_regularization(jnp.asarray(h2), 0.5)) == (
+        pytest.approx(0.5 * (4 + 4) / 2)
+    )
+
+
+def test_bfloat16_embedding_dropout_rounds_the_scaled_rows_once():
+    """Kept rows are bf16(x / 0.7) computed in float32, dropped rows 0 (the mask was built in
+    bfloat16: x * 1.4296875)."""
+    import jax
+    import ml_dtypes
+    import numpy as np
+
+    from rnn_jax.train.regularizers import embedding_dropout
+
+    table = jax.random.normal(jax.random.key(0), (64, 8), jnp.bfloat16)
+    dropped = embedding_dropout(jax.random.key(1), 0.3, table)
+    assert dropped.dtype == jnp.bfloat16
+    out = np.asarray(dropped.astype(jnp.float32))
+    kept = out.any(axis=1)
+    assert 0 < kept.sum() < 64 and not out[~kept].any()
+    x = np.asarray(table.astype(jnp.float32))
+    expected = (x[kept] / np.float32(0.7)).astype(ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(out[kept], expected)

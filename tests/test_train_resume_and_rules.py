@@ -1,13 +1,19 @@
-"""Review tests of the training runtime: a resume that lowers `train.num_steps` to (or below)
-the newest checkpoint, and config values that validated but could not work (reduce-on-plateau
-settings optax refuses or inverts, seeds that alias in a 32-bit PRNG key)."""
+"""The training runtime's resume and config rules: a resume that lowers `train.num_steps` to (or
+below) the newest checkpoint or switches `train.shard_params`, and config values that
+validated but could not work or were silently ignored (reduce-on-plateau settings optax
+refuses or inverts, seeds that alias in a 32-bit PRNG key, momentum or Nesterov without an
+optimiser that has them, `=None` on a switch), and `--workdir` checks."""
 
 import json
+import shutil
 
+import jax
+import numpy as np
 import pytest
 
+from rnn_jax.files import check_workdir
+from rnn_jax.train import cli, optim, train_and_evaluate
 from rnn_jax.train import config as cfg
-from rnn_jax.train import optim, train_and_evaluate
 from tests.test_train_loop import Regression, Stream, _config
 
 
@@ -119,8 +125,6 @@ def test_seeds_beyond_32_bits_are_config_errors(seed, num_seeds):
 
 
 def test_the_largest_seed_is_its_own():
-    import jax
-    import numpy as np
 
     from rnn_jax.train import seeds
 
@@ -175,3 +179,122 @@ def test_accumulation_steps_that_do_not_divide_the_steps_are_a_config_error(tmp_
             _config(train__num_steps=20, train__grad_accum_steps=k)
     _config(train__num_steps=20, train__grad_accum_steps=20)
     _config(train__num_steps=20, train__grad_accum_steps=4)
+
+
+def _validate(**overrides):
+    config = cfg.base_config()
+    config.model.hidden_size = 4
+    for key, value in overrides.items():
+        section, _, name = key.rpartition("__")
+        (config[section] if section else config)[name] = value
+    cfg.validate(config)
+
+
+def test_momentum_with_an_optimizer_that_has_none_is_refused():
+    # optax.adam/adamw/adagrad take no momentum: `optimizer.momentum=0.9` with 'adam' trained
+    # plain Adam with no word (as `nesterov` did before its rule).
+    for name in ("adam", "adamw", "adagrad"):
+        with pytest.raises(
+            ValueError, match=rf"optimizer.momentum=0.9 with optimizer.name='{name}'"
+        ):
+            _validate(optimizer__name=name, optimizer__momentum=0.9)
+    for name in ("sgd", "rmsprop"):
+        _validate(optimizer__name=name, optimizer__momentum=0.9)
+    _validate(optimizer__name="adam", optimizer__momentum=0.0)
+
+
+def test_switches_and_the_best_metric_set_to_none_are_refused():
+    # `--config.train.keep_best=None` (any field takes None on the command line) ran without a
+    # best checkpoint and reported the last step's model; the switches had no rule at all.
+    keys = ("train.keep_best", "train.shard_params", "optimizer.nesterov", "train.best_metric")
+    with pytest.raises(ValueError) as info:
+        _validate(**{key.replace(".", "__"): None for key in keys})
+    for key in keys:
+        assert f"{key}=None: must be" in str(info.value)
+    assert "train.keep_best=None: must be True or False" in str(info.value)
+    assert "train.best_metric=None: must be the name of an evaluation metric" in str(info.value)
+    _validate(train__keep_best=False, train__shard_params=True)
+
+
+def test_a_workdir_below_a_dangling_symbolic_link_is_refused(tmp_path):
+    # `runs` linking to an unmounted scratch disk: `--workdir=runs/lm` passed the check (the
+    # link does not "exist"), loaded the data and built the model, then died at mkdir with a
+    # FileExistsError traceback.
+    link = tmp_path / "runs"
+    link.symlink_to(tmp_path / "scratch" / "runs")
+    for workdir in (link, link / "lm"):
+        with pytest.raises(ValueError, match=r"runs' is a symbolic link to a missing path"):
+            check_workdir(str(workdir))
+    (tmp_path / "scratch" / "runs").mkdir(parents=True)
+    check_workdir(str(link / "lm"))
+
+
+def test_a_run_resumes_with_shard_params_switched_on(tmp_path):
+    # `train.shard_params` only changes the state's shardings (orbax restores onto the new
+    # ones): a run started unsharded resumes sharded and ends where it would have. It was
+    # refused as "another config" (and `restore_model`, which ignores it, refused it too).
+    config = _config(train__num_steps=4, train__checkpoint_every=2, train__keep_best=False)
+    run = tmp_path / "run"
+    reference = train_and_evaluate(config, run, Regression())["final"]
+    # as if killed after step 3: the newest checkpoint is step 2, no results yet
+    (run / "results.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "4")
+    sharded = _config(
+        train__num_steps=4,
+        train__checkpoint_every=2,
+        train__keep_best=False,
+        train__shard_params=True,
+    )
+    assert cfg.run_changes(cfg.flatten(config.to_dict()), cfg.flatten(sharded.to_dict()), run) == []
+    results = train_and_evaluate(sharded, run, Regression())
+    assert results["timing"]["resumed_from_step"] == 2
+    assert results["final"] == pytest.approx(reference, rel=1e-6)
+    assert json.loads((run / "config.json").read_text())["train"]["shard_params"] is True
+
+
+def test_an_earlier_none_override_is_overridden_by_a_later_value():
+    # "The last assignment of a key wins": an earlier `=None` reached config_flags, which
+    # could not parse 'None' as a float (exit 1) although the later 1.0 was meant.
+    argv = [
+        "prog",
+        "--config.optimizer.clip_global_norm=None",
+        "--config.train.num_steps=5",
+        "--config.optimizer.clip_global_norm=1.0",
+        "--config.optimizer.clip_value=2.0",
+        "--config.optimizer.clip_value=None",
+    ]
+    kept, none_keys = cli._none_overrides(argv)
+    assert kept == [
+        "prog",
+        "--config.train.num_steps=5",
+        "--config.optimizer.clip_global_norm=1.0",
+    ]
+    assert none_keys == ["optimizer.clip_value"]
+
+
+def test_a_workdir_that_is_a_file_is_a_flag_error(tmp_path):
+    # `--workdir` naming a file (or a path below one) ran, compiled and then died with a
+    # NotADirectoryError traceback (exit 1) at its checkpoint directory; `cli.main` exits 2
+    # with this message (the ValueError path of the empty --workdir=).
+    file = tmp_path / "results.json"
+    file.write_text("{}")
+    for workdir in (file, file / "run"):
+        with pytest.raises(ValueError, match=r"--workdir=.*results.json' is a file"):
+            check_workdir(str(workdir))
+    with pytest.raises(ValueError, match="must name a run directory"):
+        check_workdir(" ")
+    check_workdir(str(tmp_path / "new" / "run"))  # to be created: fine
+
+
+def test_nesterov_without_momentum_or_with_another_optimiser_is_a_config_error():
+    """optax.sgd and optax.rmsprop ignore nesterov=True without momentum (and adam has none):
+    the flag did nothing, silently."""
+    from rnn_jax.train import config as cfg
+
+    for name, momentum in (("sgd", 0.0), ("rmsprop", 0.0), ("adam", 0.9)):
+        config = _config()
+        config.optimizer.update(name=name, momentum=momentum, nesterov=True)
+        with pytest.raises(ValueError, match=r"optimizer.nesterov=True with optimizer.name="):
+            cfg.validate(config)
+    config.optimizer.update(name="sgd", momentum=0.9)
+    cfg.validate(config)

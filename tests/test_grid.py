@@ -1,0 +1,80 @@
+"""experiments.grid: mean and std say when seeds are left out, stored nulls read back as NaN,
+and `best_within_spread` against a seed-by-seed definition."""
+
+
+def test_grid_mean_std_says_when_seeds_are_left_out():
+    """A diverged seed used to vanish: [1, nan, 3] read '2 ± 1' with no count."""
+    from experiments import grid
+
+    assert grid.mean_std([1.0, 3.0]) == "2 ± 1"
+    assert grid.mean_std([1.0, float("nan"), 3.0]) == "2 ± 1 (2/3 seeds)"
+    assert grid.mean_std([1.0, float("inf")], "note") == "1 ± 0 (1/2 seeds; note)"
+    assert grid.mean_std([2.0], "note") == "2 ± 0 (note)"
+    assert grid.mean_std([float("nan")]) == "–"
+
+
+def test_stored_nulls_read_back_as_nan():
+    """results.json stores a non-finite measurement as null (`finite_or_none`); reading it
+    back gives NaN, in lists and in lists of rows, and `mean_std` counts it as left out."""
+    import numpy as np
+
+    from experiments import grid
+
+    np.testing.assert_array_equal(grid.none_to_nan([1, None, 2.5]), [1.0, np.nan, 2.5])
+    rows = grid.none_to_nan([[1.0, None], [None, 4.0]])
+    assert rows.dtype == np.float64 and rows.shape == (2, 2)
+    np.testing.assert_array_equal(rows, [[1.0, np.nan], [np.nan, 4.0]])
+    assert grid.nan_mean([1.0, None, 3.0]) == 2.0
+    assert np.isnan(grid.nan_mean([None, None]))
+    assert grid.mean_std([1.0, None, 3.0]) == "2 ± 1 (2/3 seeds)"
+
+
+def test_best_within_spread_against_a_seed_by_seed_definition():
+    """The ranking the answers use (exposure bias's best regime and generator, translation's
+    best BLEU): on random per-seed tables, with nulls and fully diverged runs, the best is the
+    key with the best mean of its finite seeds, and a key is within its spread unless every
+    finite seed of the best is better than every finite seed of that key, each with at least
+    two (one seed has no spread to be beyond). A diverged run is
+    never best and never within the spread, whichever position it has."""
+    import itertools
+    import math
+
+    import numpy as np
+
+    from experiments import grid
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 5))
+        table = {}
+        for key in range(n):
+            seeds = [float(v) for v in rng.integers(0, 6, size=3)]
+            for _ in range(2):  # one or two seeds lost; one finite seed has no spread
+                if rng.random() < 0.3:
+                    seeds[int(rng.integers(3))] = None
+            if rng.random() < 0.15:
+                seeds = [None, None, None]
+            table[f"run{key}"] = seeds
+        if all(all(v is None for v in seeds) for seeds in table.values()):
+            continue
+        for higher in (False, True):
+            best, tied = grid.best_within_spread(table, higher_is_better=higher)
+            finite = {k: [v for v in s if v is not None] for k, s in table.items()}
+            means = {k: sum(v) / len(v) for k, v in finite.items() if v}
+            target = (max if higher else min)(means.values())
+            assert finite[best] and math.isclose(means[best], target), (trial, table)
+            expected = []
+            for key, values in finite.items():
+                if key == best or not values:
+                    continue
+                pairs = itertools.product(finite[best], values)
+                apart = min(len(finite[best]), len(values)) >= 2 and all(
+                    (b > v) if higher else (b < v) for b, v in pairs
+                )
+                if not apart:
+                    expected.append(key)
+            assert tied == expected, (trial, higher, table)
+    diverged_first = {"a": [None, None], "b": [2.0, 3.0], "c": [1.0, 1.5]}
+    assert grid.best_within_spread(diverged_first) == ("c", [])
+    assert grid.best_within_spread(diverged_first, higher_is_better=True) == ("b", [])
+    assert grid.ranking_mean([None, float("nan")]) == math.inf

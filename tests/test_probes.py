@@ -1,0 +1,24 @@
+"""rnn_jax.probes: the layer states and the control task refuse inputs that are out of range."""
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from rnn_jax import probes
+from rnn_jax.models.lm import RNNLanguageModel
+
+
+def test_layer_states_refuse_token_ids_outside_the_vocabulary():
+    # The embedding gather clamps an id >= vocab_size to the last row: the probe read the
+    # states of another word, with no error. (An abstract model: the ids are checked first.)
+    model = nnx.eval_shape(lambda: RNNLanguageModel(11, 6, embed_size=4, rngs=nnx.Rngs(3)))
+    for bad in (11, -1):
+        with pytest.raises(ValueError, match=r"tokens holds ids in .* but vocab_size=11"):
+            probes.layer_states(model, np.array([[1, bad, 2]]))
+
+
+def test_control_task_refuses_class_probs_that_are_not_finite():
+    # NaN or inf weights passed the checks and gave every type class 0.
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match=r"class_probs must be finite non-negative"):
+            probes.control_task(["a", "b", "c"], np.array([bad, 1.0]), seed=0)

@@ -1,0 +1,157 @@
+"""The scan engine on inputs the other scan tests do not reach: a bool or integer
+recurrent-dropout mask under `jax.grad`, an empty batch, malformed arguments, a truncated
+unroll at the sequence's end, bfloat16 inputs on the cuDNN path under float32 params."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import cells, scan
+
+BATCH, TIME, INPUT, HIDDEN = 2, 2, 3, 4
+
+
+def _elman(batch=BATCH):
+    """Elman cell, random params (drawn in numpy: `Cell.init` would compile) and inputs."""
+    rng = np.random.default_rng(0)
+    shapes = {
+        "W_ih": (INPUT, HIDDEN),
+        "W_hh": (HIDDEN, HIDDEN),
+        "b_ih": (HIDDEN,),
+        "b_hh": (HIDDEN,),
+    }
+    params = {k: jnp.asarray(rng.standard_normal(s) * 0.7, jnp.float32) for k, s in shapes.items()}
+    xs = jnp.asarray(rng.standard_normal((batch, TIME, INPUT)), jnp.float32)
+    return cells.get_cell("elman"), params, xs
+
+
+def test_bool_and_integer_h_mask_differentiate_on_the_default_path():
+    """A 0/1 recurrent-dropout mask given as bool or int multiplies `h` as the float mask
+    does. On the fused (default) path `jax.grad` failed inside the custom VJP's backward
+    pass ("a bytes-like object is required"), which differentiated w.r.t. the mask; the
+    reference path took it. Gradients w.r.t. params, inputs and the initial carry now equal
+    those of a per-step Python loop with the float mask, in one direction and in both."""
+    cell, params, xs = _elman()
+    keep = np.array([[1, 0, 1, 1], [0, 1, 1, 0]])
+    initial = jnp.full((BATCH, HIDDEN), 0.5)
+
+    def loss(ys, carry, ys_fw, ys_bw):
+        return jnp.sum(ys * jnp.cos(ys)) + jnp.sum(carry**2) + jnp.sum(ys_fw * ys_bw)
+
+    def fused(params, xs, initial, masks):
+        ys, carry = scan.unroll(cell, params, xs, None, initial, h_mask=masks[0])
+        (ys_fw, ys_bw), _ = scan.bidirectional_unroll(
+            cell, params, params, xs, None, (initial, initial), h_mask=masks
+        )
+        return loss(ys, carry, ys_fw, ys_bw)
+
+    def loop(params, xs, initial, mask, steps):
+        h, ys = initial, [None] * TIME
+        for t in steps:
+            z_h = cell.recurrent_projection(params, cell.mask_hidden(h, mask))
+            h, ys[t] = cell.pointwise(params, cell.input_projection(params, xs[:, t]), z_h, h)
+        return jnp.stack(ys, axis=1), h
+
+    def python(params, xs, initial, mask):
+        ys, carry = loop(params, xs, initial, mask, range(TIME))
+        return loss(ys, carry, ys, loop(params, xs, initial, mask, reversed(range(TIME)))[0])
+
+    mask = jnp.asarray(keep, jnp.float32)
+    want = jax.jit(jax.grad(python, argnums=(0, 1, 2)))(params, xs, initial, mask)
+    masks = (jnp.asarray(keep, bool), jnp.asarray(keep))
+    got = jax.jit(jax.grad(fused, argnums=(0, 1, 2)))(params, xs, initial, masks)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_empty_batch_runs_and_differentiates():
+    """`xs [0, time, input]` passes validation; its forward and gradient failed with
+    ZeroDivisionError (a `reshape(..., -1)` of a zero-size array) on the reference path
+    (remat and truncated BPTT share its line) and the gradient on the fused path, and the
+    Pallas interpreter sliced a block out of an empty batch. Now outputs are
+    `[0, time, hidden]` and every gradient is exactly zero."""
+    cell, params, xs = _elman(batch=0)
+    lengths, h_mask = jnp.zeros((0,), jnp.int32), jnp.ones((0, HIDDEN))
+
+    def loss(params, implementation):
+        ys, _ = scan.unroll(cell, params, xs, lengths, h_mask=h_mask, implementation=implementation)
+        return jnp.sum(ys), ys.shape
+
+    for implementation in ("reference", "fused"):
+        grads, shape = jax.grad(loss, has_aux=True)(params, implementation)
+        assert shape == (0, TIME, HIDDEN), implementation
+        for g in jax.tree.leaves(grads):
+            np.testing.assert_array_equal(g, 0.0, err_msg=implementation)
+    assert loss(params, "pallas")[1] == (0, TIME, HIDDEN)
+
+
+def test_malformed_arguments_are_named():
+    """A single carry or mask where `bidirectional_unroll` takes a (forward, backward) pair
+    failed with "too many values to unpack" (or, with a batch of 2, was split into rows);
+    params of another size failed inside the scan with dot_general's or broadcasting's
+    message; a bool `bptt_length` ran as 1."""
+    gru = cells.get_cell("gru")
+    gru_params = {"W_ih": jnp.zeros((INPUT, 12)), "W_hh": jnp.zeros((HIDDEN, 12))}
+    xs = jnp.ones((3, TIME, INPUT))
+    with pytest.raises(ValueError, match=r"initial_carry must be a \(forward, backward\) pair"):
+        scan.bidirectional_unroll(gru, gru_params, gru_params, xs, initial_carry=jnp.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"h_mask must be a \(forward, backward\) pair"):
+        scan.bidirectional_unroll(gru, gru_params, gru_params, xs, h_mask=jnp.ones((2, HIDDEN)))
+    with pytest.raises(
+        ValueError, match=r"params\['W_ih'\] has shape \(3, 13\); expected \(3, 12\)"
+    ):
+        scan.unroll(gru, {**gru_params, "W_ih": jnp.zeros((INPUT, 13))}, xs)
+    cell, params, xs = _elman()
+    for name, value, shape in (
+        ("W_hh", jnp.ones((5, 5)), r"\(5, 5\); expected \(4, 4\)"),
+        ("b_hh", params["b_hh"][:3], r"\(3,\); expected \(4,\)"),
+    ):
+        with pytest.raises(ValueError, match=rf"params\['{name}'\] has shape {shape}"):
+            scan.unroll(cell, {**params, name: value}, xs)
+    with pytest.raises(ValueError, match="bptt_length=True"):
+        scan.truncated_unroll(cell, params, xs, True)
+
+
+def test_truncated_unroll_does_not_scan_past_the_sequence():
+    """`bptt_length >= T` is full BPTT (the docstring's own case), but the time axis was
+    padded up to `bptt_length` and the padding scanned: bptt_length=1000 on T=2 ran a
+    1000-step loop for 2 steps of work. The loop now has the sequence's length."""
+    import re
+
+    cell, params, xs = _elman()
+    jaxpr = jax.make_jaxpr(lambda p: scan.truncated_unroll(cell, p, xs, 1000))(params)
+    assert set(re.findall(r"length=(\d+)", str(jaxpr))) == {"1", str(TIME)}
+
+
+def test_cudnn_path_takes_bfloat16_inputs_under_float32_params(monkeypatch):
+    """bfloat16 inputs with float32 params run in float32 on every path (the carry takes the
+    step's dtype); the "cudnn" path made its zero carry in the inputs' dtype and failed
+    ("carry input and carry output must have equal types"). On CPU the kernel is
+    `jax.experimental.rnn.lstm_ref`, as in test_cudnn_scan.py; outputs, final carry and
+    gradients w.r.t. params and inputs now equal the reference scan's."""
+    from test_cudnn_scan import ON_GPU, _lstm_ref_kernel
+
+    from rnn_jax import cudnn_scan
+
+    if ON_GPU:
+        pytest.skip("CPU stand-in for the cuDNN kernel")
+    rng = np.random.default_rng(1)
+    shapes = {"W_ih": (INPUT, 16), "W_hh": (HIDDEN, 16), "b_ih": (16,), "b_hh": (16,)}
+    params = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in shapes.items()}
+    xs = jnp.asarray(rng.standard_normal((BATCH, TIME, INPUT)), jnp.bfloat16)
+    lstm, lengths = cells.get_cell("lstm"), jnp.array([TIME, 1])
+    monkeypatch.setattr(cudnn_scan, "lstm_kernel", _lstm_ref_kernel)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+
+    def loss(params, xs, implementation):
+        ys, (h, c) = scan.unroll(lstm, params, xs, lengths, implementation=implementation)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(h * c), (ys, h, c)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True), static_argnums=2)
+    got, want = grad(params, xs, "cudnn"), grad(params, xs, "reference")
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-5
+        )

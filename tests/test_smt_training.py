@@ -1,0 +1,171 @@
+"""experiments.smt_baseline's training side: orientations against a transcription of Moses's
+word-based extraction (`extract-main.cpp`: `isAligned`, `getOrientWordModel`), phrase
+probabilities normalised in their own direction, the phrase table keeping the best
+translations by weighted score, the weight sweep scored on val, and config checks."""
+
+import math
+import random
+
+import pytest
+
+from experiments import smt_baseline
+from experiments.configs import smt_baseline as smt_configs
+from launch import sweep
+from rnn_jax.train import cli
+
+
+def _moses_is_aligned(alignment, source_length, target_length, fi, ei):
+    """Moses's `isAligned(sentence, fi, ei)`: the two corners outside the sentence count as
+    aligned, any other point outside it does not."""
+    if ei == -1 and fi == -1:
+        return True
+    if ei <= -1 or fi <= -1:
+        return False
+    if ei == target_length and fi == source_length:
+        return True
+    if ei >= target_length or fi >= source_length:
+        return False
+    return (fi, ei) in alignment
+
+
+def _moses_msd(connected_left_top, connected_right_top):
+    """Moses's `getOrientWordModel` for REO_MSD: mono only when the left-top corner alone is
+    connected, swap only when the right-top corner alone is, otherwise "other"."""
+    if connected_left_top and not connected_right_top:
+        return smt_baseline.MONOTONE
+    if not connected_left_top and connected_right_top:
+        return smt_baseline.SWAP
+    return smt_baseline.DISCONTINUOUS
+
+
+def _moses_orientations(alignment, source_length, target_length, spans):
+    """Moses's `extract` (wbe-msd): spans are inclusive there, (startF, endF, startE, endE)."""
+    s0, s1, t0, t1 = spans
+    start_f, end_f, start_e, end_e = s0, s1 - 1, t0, t1 - 1
+
+    def aligned(fi, ei):
+        return _moses_is_aligned(alignment, source_length, target_length, fi, ei)
+
+    previous = _moses_msd(aligned(start_f - 1, start_e - 1), aligned(end_f + 1, start_e - 1))
+    following = _moses_msd(aligned(end_f + 1, end_e + 1), aligned(start_f - 1, end_e + 1))
+    return previous, following
+
+
+def test_training_orientations_equal_moses_word_based_extraction():
+    """Every consistent phrase pair of random alignments (dense enough that a word before or
+    after a phrase often links to source words on both sides of it) gets Moses's orientations.
+    Before review 22 a target word linked to the source words on both sides of the phrase
+    counted as monotone; Moses counts it as neither monotone nor swap ("other")."""
+    rng = random.Random(22)
+    both_sides = 0
+    for _ in range(300):
+        source_length, target_length = rng.randint(1, 7), rng.randint(1, 7)
+        alignment = {
+            (i, j) for i in range(source_length) for j in range(target_length) if rng.random() < 0.3
+        }
+        for spans in smt_baseline.consistent_phrase_pairs(
+            source_length, target_length, alignment, 4
+        ):
+            s0, s1, t0, t1 = spans
+            both_sides += {(s0 - 1, t0 - 1), (s1, t0 - 1)} <= alignment
+            both_sides += {(s1, t1), (s0 - 1, t1)} <= alignment
+            got = smt_baseline.training_orientations(alignment, source_length, target_length, spans)
+            assert got == _moses_orientations(alignment, source_length, target_length, spans), (
+                alignment,
+                spans,
+            )
+    assert both_sides > 10  # the case that used to differ is exercised
+
+
+def test_a_word_linked_on_both_sides_of_a_phrase_is_discontinuous():
+    """ "did not go" -> "ging nicht": "ging" links to "did" and "go", so "not" -> "nicht" has a
+    target word before it linked to the source words on both sides: Moses's "other"."""
+    alignment = {(0, 0), (2, 0), (1, 1)}
+    D = smt_baseline.DISCONTINUOUS
+    backward, _ = smt_baseline.training_orientations(alignment, 3, 2, (1, 2, 1, 2))
+    assert backward == D
+
+
+def test_the_weight_sweep_scores_on_val_not_test(tmp_path):
+    """`get_sweep` is a grid to choose the word penalty and LM weight from; the config scores
+    test2016, so before review 22 every point of it was scored (and chosen) on test."""
+    assert smt_configs.get_config("quick").smt.eval_split == "test"
+    runs = sweep.plan_runs("experiments/configs/smt_baseline.py:quick", tmp_path)
+    assert len(runs) == 6
+    for run in runs:
+        assert run.overrides["smt.eval_split"] == "valid", run.overrides
+        assert run.overrides["smt.mert_iterations"] == 0
+        assert "--config.smt.eval_split=valid" in run.command
+
+
+def test_phrase_probabilities_are_normalised_in_their_own_direction():
+    """log φ(e|f) sums to one over the target phrases of each source phrase and log φ(f|e)
+    over the source phrases of each target phrase, counted over every consistent pair of
+    random alignments (so a swapped direction would not sum to one)."""
+    rng = random.Random(5)
+    pairs, alignments = [], []
+    for _ in range(40):
+        source = [rng.choice("abcd") for _ in range(rng.randint(1, 5))]
+        target = [rng.choice("wxyz") for _ in range(rng.randint(1, 5))]
+        pairs.append({"source": source, "target": target})
+        alignments.append(
+            {(i, j) for i in range(len(source)) for j in range(len(target)) if rng.random() < 0.4}
+        )
+    extracted = smt_baseline.extract_phrases(pairs, alignments, 3)
+    features = smt_baseline.phrase_features(extracted.counts, extracted.lexical)
+    given_source, given_target = {}, {}
+    for (source, target), (forward, backward, *_) in features.items():
+        given_source[source] = given_source.get(source, 0.0) + math.exp(forward)
+        given_target[target] = given_target.get(target, 0.0) + math.exp(backward)
+    assert len(given_source) > 10 and len(given_target) > 10
+    assert all(abs(total - 1.0) < 1e-12 for total in given_source.values())
+    assert all(abs(total - 1.0) < 1e-12 for total in given_target.values())
+    assert max(extracted.counts.values()) > 1  # pairs seen more than once
+
+
+SMOKE = "experiments/configs/smt_baseline.py:smoke"
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("max_length", [3, 4])
+def test_a_split_left_empty_by_max_length_is_a_config_error(tmp_path, data_root, max_length):
+    """Multi30k has no pair with both sides <= 3 tokens, and none in test2016 with <= 4 (3
+    training pairs, 1 val pair): the run stops before training with a message naming the key,
+    not a ZeroDivisionError from nltk's aligner or an IndexError from sacrebleu after MERT."""
+    config = cli.load_config(
+        SMOKE,
+        {"data.root": str(data_root), "smt.max_length": max_length},
+        smt_baseline.RULES,
+        trains=smt_baseline.TRAINS,
+    )
+    with pytest.raises(smt_baseline.cfg.ConfigError, match=r"smt\.max_length=.*no (train|test)"):
+        smt_baseline.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_phrase_table_keeps_the_best_translations_by_weighted_score():
+    """`phrase_table` against a hand computation: each option scores weights · (log φ(e|f),
+    log φ(f|e), log lex(e|f), log lex(f|e)) + the phrase weight, and of each source phrase
+    the best `max_translations` by that score are kept (here the weights, a negative one
+    included, reverse the order that log φ(e|f) alone would give)."""
+    features = {
+        (("a",), ("x",)): (-0.1, -2.0, -0.5, -1.0),
+        (("a",), ("y",)): (-1.0, -0.2, -0.5, -1.0),
+        (("a",), ("z", "z")): (-2.0, -0.1, -0.4, -3.0),
+        (("b", "c"), ("w",)): (-0.7, -0.3, -0.2, -0.1),
+    }
+    weights, phrase_weight = (0.5, 2.0, 1.0, -0.5), -0.3
+    table = smt_baseline.phrase_table(features, 2, weights, phrase_weight)
+
+    def score(f1, f2, f3, f4):
+        return 0.5 * f1 + 2.0 * f2 + 1.0 * f3 - 0.5 * f4 - 0.3
+
+    # a -> z z: -1 - 0.2 - 0.4 + 1.5 - 0.3 = -0.4; y: -0.5 - 0.4 - 0.5 + 0.5 - 0.3 = -1.2;
+    # x: -0.05 - 4 - 0.5 + 0.5 - 0.3 = -4.35, dropped.
+    kept = [(e.trg_phrase, e.log_prob) for e in table.translations_for(("a",))]
+    assert [phrase for phrase, _ in kept] == [("z", "z"), ("y",)]
+    assert [s for _, s in kept] == pytest.approx([-0.4, -1.2])
+    assert kept[0][1] == pytest.approx(score(*features[("a",), ("z", "z")]))
+    (only,) = table.translations_for(("b", "c"))
+    assert only.trg_phrase == ("w",)
+    assert only.log_prob == pytest.approx(score(*features[("b", "c"), ("w",)]))

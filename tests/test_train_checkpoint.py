@@ -1,0 +1,163 @@
+"""Checkpoints of the training runtime: a best checkpoint left ahead of the periodic ones by a
+killed run is not taken as the resumed run's best, and the best one a resume needs is still on
+disk; a reader leaves a live run's best alone; a periodic checkpoint is never complete before
+the best one its loop state names; a checkpoint or config that does not fit is named."""
+
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax.train import train_and_evaluate
+from rnn_jax.train.checkpoint import Checkpointer, abstract_like
+from rnn_jax.train.restore import restore_model
+from tests.test_train_loop import Regression, Stream, _config
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashingStream(Stream):
+    """Stream that dies at its `at`-th batch (0-based, counted over epochs), as a killed
+    process would."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def __iter__(self):
+        for index, batch in enumerate(super().__iter__()):
+            if self.epoch * self.batches + index == self.at:
+                raise _Crash(f"killed at step {self.at + 1}")
+            yield batch
+
+
+class _CrashingRegression(Regression):
+    def train_data(self):
+        return _CrashingStream(at=16)  # step 17
+
+
+def test_best_checkpoint_left_ahead_of_the_periodic_ones_is_not_the_resumed_runs_best(tmp_path):
+    """Killed at step 17 (best saved at 15, periodic at 10), the run resumes from step 10;
+    resumed with train.num_steps=10 it must report and evaluate the best of steps <= 10, as a
+    run of 10 steps does, not the step-15 model the dead segment left in W/best."""
+    config = _config(train__num_steps=20, train__checkpoint_every=10)
+    with pytest.raises(_Crash):
+        train_and_evaluate(config, tmp_path / "run", _CrashingRegression())
+    run = tmp_path / "run"
+    reader = Checkpointer(run, 2, read_only=True)
+    assert reader.latest.all_steps() == [10] and reader.latest_step(best=True) == 15
+    reader.close()
+    shorter = _config(train__num_steps=10, train__checkpoint_every=10)
+    resumed = train_and_evaluate(shorter, run, Regression())
+    fresh = train_and_evaluate(shorter, tmp_path / "fresh", Regression())
+    assert resumed["timing"]["resumed_from_step"] == 10
+    assert resumed["final"]["best_step"] == 10
+    assert resumed["final"] == fresh["final"]
+    reader = Checkpointer(run, 2, read_only=True)
+    assert reader.best.all_steps() == [10]
+    reader.close()
+
+
+def _tiny_state():
+    return {"w": jax.numpy.arange(4.0), "step": jax.numpy.zeros((), jax.numpy.int32)}
+
+
+def test_best_checkpoints_a_resume_needs_are_kept_and_stale_ones_dropped(tmp_path):
+    """Best at 5, periodic at 10, best at 15, killed before the periodic save of 20: the
+    resumed run (from 10, whose loop says best_step=5) needs best 5, which orbax's
+    max_to_keep=1 deleted when 15 was saved; best 15 is stale."""
+    state = _tiny_state()
+    checkpointer = Checkpointer(tmp_path, 2)
+    checkpointer.save(5, state, {"best_step": 5}, best=True)
+    checkpointer.save(10, state, {"best_step": 5})
+    checkpointer.save(15, state, {"best_step": 15}, best=True)
+    checkpointer.close()
+    resumed = Checkpointer(tmp_path, 2)
+    assert resumed.best.all_steps() == [5]
+    assert resumed.restore(abstract_like(state), best=True)[1] == {"best_step": 5}
+    # Pruning: once a periodic save after step 15 is complete, best 5 is never needed again.
+    resumed.save(15, state, {"best_step": 15}, best=True)
+    resumed.save(20, state, {"best_step": 15})
+    assert resumed.best.all_steps() == [5, 15]  # periodic 20 may still be in flight
+    resumed.save(30, state, {"best_step": 15})
+    assert resumed.best.all_steps() == [15]
+    resumed.close()
+
+
+def test_a_reader_leaves_a_live_runs_best_checkpoint_alone(tmp_path):
+    """restore_model may read a run that is still training, whose newest best checkpoint is
+    ahead of its newest periodic one: a read-only Checkpointer deletes and creates nothing."""
+    config = _config(train__num_steps=20, train__checkpoint_every=10)
+    train_and_evaluate(config, tmp_path, Regression())
+    shutil.rmtree(tmp_path / "checkpoints" / "20")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    reader = Checkpointer(tmp_path, 2, read_only=True)
+    assert reader.best.all_steps() == [20]
+    reader.close()
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    Checkpointer(tmp_path / "nothing", 2, read_only=True).close()
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_periodic_save_waits_for_the_pending_best_save(tmp_path, monkeypatch):
+    """The loop saves the best checkpoint of a step, then the periodic one, both
+    asynchronously: a kill after the periodic one is complete but before the best one is
+    would resume into a loop whose best_step names a best checkpoint that is not on disk."""
+    checkpointer = Checkpointer(tmp_path, 2)
+    best = checkpointer.best
+    finalize = best._finalize
+
+    def slow_finalize(*args, **kwargs):  # the best save's background work takes a while
+        time.sleep(0.5)
+        return finalize(*args, **kwargs)
+
+    monkeypatch.setattr(best, "_finalize", slow_finalize)
+    best_in_flight = []
+    latest_save = checkpointer.latest.save
+
+    def recording_save(*args, **kwargs):
+        best_in_flight.append(best.is_saving_in_progress())
+        return latest_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpointer.latest, "save", recording_save)
+    state = _tiny_state()
+    checkpointer.save(5, state, {"best_step": 5}, best=True)
+    checkpointer.save(5, state, {"best_step": 5})
+    checkpointer.wait()
+    assert best_in_flight == [False]
+    restored, loop = checkpointer.restore(abstract_like(state), best=True)
+    np.testing.assert_array_equal(restored["w"], np.arange(4.0))
+    assert loop == {"best_step": 5}
+    checkpointer.close()
+
+
+def test_restore_model_names_the_keys_that_differ_from_the_runs_config(tmp_path):
+    """A config other than the run's failed inside orbax with a tree or shape error that
+    named no key, or (equal shapes: `model.cell='gru'` read into a `'gru_cho'` run) gave a
+    model that silently computed something else with the run's weights."""
+    (tmp_path / "best").mkdir()
+    (tmp_path / "config.json").write_text(_config().to_json_best_effort(indent=2))
+    changed = _config(optimizer__name="sgd", model__hidden_size=2, train__num_steps=7)
+    with pytest.raises(ValueError, match="model.hidden_size: 1 in .*config.json, now 2") as error:
+        restore_model(changed, tmp_path, Regression())
+    assert "optimizer.name: 'adam'" in str(error.value)
+    assert "train.num_steps" not in str(error.value)  # a resume may change it: so may a reader
+    with pytest.raises(ValueError, match="no checkpoint in"):
+        restore_model(_config(train__num_steps=7), tmp_path, Regression())
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path):
+    """orbax's shape error ("Requested shape: (2, 4) is not compatible with the stored shape:
+    (2, 3)") named no array, e.g. after a corpus change resized a vocabulary."""
+    checkpointer = Checkpointer(tmp_path, 1)
+    checkpointer.save(3, {"params": {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}}, {"data": {}})
+    checkpointer.wait()
+    wanted = {"params": {"w": jnp.ones((2, 4)), "b": jnp.ones(3)}}
+    with pytest.raises(ValueError, match=r"params\.w: shape \(2, 3\) in the checkpoint, \(2, 4\)"):
+        checkpointer.restore(abstract_like(wanted))
+    checkpointer.close()

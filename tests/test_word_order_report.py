@@ -1,0 +1,56 @@
+"""experiments.word_order's report: answers and plots with a diverged seed, and the bag called
+smaller only when its count is."""
+
+import json
+
+from experiments import word_order as wo
+from experiments import word_order_report as wo_report
+from tests.report_check import plotted_axes
+from tests.test_word_order import _summary as word_order_summary
+
+
+def test_word_order_answer_with_a_diverged_seed(tmp_path):
+    accuracy = {
+        "sst-bag": [0.70, 0.71, 0.72],
+        "sst-shuffled": [0.73, 0.74, 0.75],
+        "sst-ordered": [0.80, None, 0.82],  # above every shuffled seed, one diverged
+    }
+    points = {n: word_order_summary(*n.split("-"), v) for n, v in accuracy.items()}
+    (tmp_path / "results.json").write_text(json.dumps({"final": {}, "points": points}))
+    answer = wo.answers(tmp_path)[2]
+    assert "order (ordered − shuffled): +7.00 points (a seed diverged" in answer
+    assert "the ordered mean is higher but a seed diverged: that word order matters is not" in (
+        answer
+    )
+    assert "word order matters is supported" not in answer
+
+
+def test_word_order_plot_shows_every_seed(tmp_path, monkeypatch):
+    from experiments import word_order_report as wo_report
+
+    points = {
+        name: {
+            "task": "sst",
+            "order": name.split("-")[1],
+            "test_accuracy": accuracy,
+            "majority_baseline": {"test_accuracy": 0.5},
+        }
+        for name, accuracy in (("sst-bag", [0.80, 0.81, 0.99]), ("sst-ordered", [0.8, 0.8, None]))
+    }
+    (axis,) = plotted_axes(monkeypatch, lambda: wo_report.plot(points, tmp_path))
+    low, high = axis.get_ylim()
+    assert low < 0.5 and high > 0.99
+
+
+def test_the_bag_is_called_smaller_only_when_its_count_is():
+    accuracy = [0.8, 0.81, 0.82]
+    points = {o: word_order_summary("sst", o, accuracy) for o in ("bag", "ordered")}
+    points["ordered"]["params_outside_embeddings"] = 5000
+    points["bag"]["params_outside_embeddings"] = 9000  # a wide bag
+    text = wo_report.markdown({f"sst-{o}": s for o, s in points.items()})
+    assert "the bag is not the smaller model here" in text
+    assert "it is the smaller model" not in text  # the fixed sentence it replaced
+    assert "has 9,000 parameters outside the embeddings, the BiLSTM 5,000" in text
+    points["bag"]["params_outside_embeddings"] = 1000
+    text = wo_report.markdown({f"sst-{o}": s for o, s in points.items()})
+    assert "BiLSTM 5,000: the bag is the smaller model." in text
