@@ -6,6 +6,8 @@ each word (unseen words: the most frequent tag), the baseline a tagger must beat
 learnt anything from context.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -247,3 +249,55 @@ def test_birnn_crf_with_char_features_learns_conll2003_ner(data_root):
         f"{baseline_f1:.1f}; loss {losses[:5].mean():.3f} -> {losses[-10:].mean():.3f}"
     )
     assert model_f1 > baseline_f1 + 2.0, (model_f1, baseline_f1)
+
+
+def _pad_favoured(head):
+    """A tiny tagger whose emissions (and, for the CRF, transitions and start/end scores) all
+    favour tag 0, the padding tag, so that a decoder over every tag would predict it."""
+    model = Tagger(12, 4, head=head, embed_size=4, hidden_size=3, rngs=nnx.Rngs(3))
+    model.output.bias[...] = model.output.bias[...].at[0].add(50.0)
+    if head == "crf":
+        model.transitions[...] = model.transitions[...].at[:, 0].add(50.0)
+        model.start_transitions[...] = model.start_transitions[...].at[0].add(50.0)
+        model.end_transitions[...] = model.end_transitions[...].at[0].add(50.0)
+    return model
+
+
+def _path_score(emissions, path, transitions, start, end):
+    """s(y) as a Python loop over the steps (the CRF module docstring's formula)."""
+    score = start[path[0]] + end[path[-1]]
+    for t, tag in enumerate(path):
+        score += emissions[t, tag]
+        if t:
+            score += transitions[path[t - 1], tag]
+    return score
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_predict_never_returns_the_padding_tag(head):
+    """Brute force: the best over the real tags (1..3) of every path of each sentence's length;
+    before the padding tag was excluded, every prediction here was tag 0."""
+    model = _pad_favoured(head)
+    tokens = jnp.array([[1, 5, 7, 2], [3, 9, 0, 0]])
+    lengths = jnp.array([4, 2])
+    predicted = np.asarray(model.predict(tokens, lengths))
+    emissions = np.asarray(model(tokens, lengths), np.float64)
+    if head == "crf":
+        crf_params = [np.asarray(p, np.float64) for p in model._crf_params()]
+    else:  # a softmax head is a CRF with zero transition, start and end scores
+        crf_params = [np.zeros((4, 4)), np.zeros(4), np.zeros(4)]
+    for row, length in enumerate(np.asarray(lengths)):
+        paths = list(itertools.product(range(1, 4), repeat=int(length)))
+        scores = [_path_score(emissions[row], p, *crf_params) for p in paths]
+        np.testing.assert_array_equal(predicted[row, :length], paths[int(np.argmax(scores))])
+        assert np.all(predicted[row, length:] == 0)
+    # Without the reserved id the same model predicts the padding tag everywhere.
+    model.pad_tag_id = None
+    np.testing.assert_array_equal(np.asarray(model.predict(tokens, lengths))[0], [0, 0, 0, 0])
+
+
+def test_pad_tag_id_is_checked():
+    with pytest.raises(ValueError, match="pad_tag_id=4 must be None or an int in"):
+        Tagger(12, 4, pad_tag_id=4, embed_size=4, hidden_size=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="pad_tag_id=0 .* at least one other tag"):
+        Tagger(12, 1, embed_size=4, hidden_size=3, rngs=nnx.Rngs(0))
