@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from experiments.language_model import RULES
-from rnn_jax.train import cli
+from rnn_jax.train import cli, optim
 from rnn_jax.train import config as cfg
 
 SPEC = "experiments/configs/language_model.py:smoke"
@@ -83,6 +83,73 @@ def test_missing_config_file_is_a_value_error_naming_it():
 def test_cosine_warmup_must_be_shorter_than_the_run():
     with pytest.raises(ValueError, match=r"schedule.warmup_steps=50: must be fewer than the 40"):
         _load(schedule__name="cosine", schedule__warmup_steps=50)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "plateau", "step_decay"])
+def test_every_warmup_must_be_shorter_than_the_run(schedule):
+    """The smoke run has 40 updates: a 40-update ramp ends at 39/40 of the rate (only cosine
+    was refused before). 39 updates reach the rate at the last one."""
+    decays = dict(schedule__decay_every_steps=5) if schedule == "step_decay" else {}
+    with pytest.raises(ValueError, match=r"schedule.warmup_steps=40: must be fewer than the 40 "):
+        _load(schedule__name=schedule, schedule__warmup_steps=40, **decays)
+    assert _load(schedule__name=schedule, schedule__warmup_steps=39, **decays)
+    # In updates: 40 steps accumulated 2 at a time are 20 updates.
+    with pytest.raises(ValueError, match=r"warmup_steps=20: must be fewer than the 20 optimiser"):
+        _load(schedule__warmup_steps=20, train__grad_accum_steps=2)
+
+
+def test_step_decay_must_decay_within_the_run():
+    """The first decayed update is decay_begin_step + decay_every_steps (counting from 0): of
+    the smoke run's 40 updates (0..39), 39 is the last that can be it."""
+    with pytest.raises(
+        ValueError,
+        match=r"schedule.decay_begin_step=30 with schedule.decay_every_steps=10: the first "
+        r"decayed update, 40 \(counting from 0\), must come before the end of the 40 ",
+    ):
+        _load(
+            schedule__name="step_decay",
+            schedule__decay_begin_step=30,
+            schedule__decay_every_steps=10,
+        )
+    config = _load(
+        schedule__name="step_decay",
+        schedule__decay_begin_step=30,
+        schedule__decay_every_steps=9,
+        schedule__decay_rate=0.5,
+    )
+    schedule = optim.build_schedule(config)
+    rate = config.optimizer.learning_rate
+    assert [float(schedule(38)), float(schedule(39))] == pytest.approx([rate, 0.5 * rate])
+    # Only step_decay reads the decay keys: a constant schedule with them is not refused.
+    assert _load(schedule__decay_begin_step=30, schedule__decay_every_steps=10)
+
+
+def test_no_committed_config_has_a_warmup_or_decay_beyond_its_run():
+    """Every variant of every experiment config, and truncated_bptt's per-k point configs
+    (which scale the schedule by the windows per sequence), pass the schedule checks."""
+    import importlib
+    import pkgutil
+
+    import experiments.configs
+    from experiments import truncated_bptt
+
+    checked = 0
+    for module_info in pkgutil.iter_modules(experiments.configs.__path__):
+        module = importlib.import_module(f"experiments.configs.{module_info.name}")
+        for variant in getattr(module, "VARIANTS", {}):
+            config = module.get_config(variant)
+            if "schedule" not in config:
+                continue
+            configs = [config]
+            if module_info.name == "truncated_bptt":
+                configs += [
+                    truncated_bptt.point_config(config, k)
+                    for k in truncated_bptt.bptt_lengths(config)
+                ]
+            for point in configs:
+                assert cfg._schedule_problems(point) == [], (module_info.name, variant)
+                checked += 1
+    assert checked > 30
 
 
 def test_decoupled_weight_decay_needs_adamw():

@@ -234,11 +234,12 @@ def test_resuming_an_early_stopped_run_does_not_train_past_the_stop(tmp_path):
 
 def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):
     # Warmup from 0 over 4 updates, lr 0.05: optax's first update (count 0) uses rate 0, so
-    # steps 1, 2, 3 apply 0, 0.0125, 0.025 (the rate of step s+1 was logged before).
+    # steps 1..5 apply 0, 0.0125, 0.025, 0.0375, 0.05 (the rate of step s+1 was logged
+    # before). 5 steps: a warm-up as long as the run is refused (config.validate).
     config = _config(
         optimizer__name="sgd",
         schedule__warmup_steps=4,
-        train__num_steps=3,
+        train__num_steps=5,
         train__log_every=1,
     )
     train_and_evaluate(config, tmp_path, Regression())
@@ -247,7 +248,7 @@ def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):
         for r in map(json.loads, (tmp_path / "metrics.jsonl").open())
         if "learning_rate" in r
     ]
-    assert logged == pytest.approx([0.0, 0.0125, 0.025])
+    assert logged == pytest.approx([0.0, 0.0125, 0.025, 0.0375, 0.05])
 
 
 def test_batch_not_divisible_by_the_devices_exits_2_naming_it_and_writes_nothing(tmp_path):

@@ -349,14 +349,40 @@ def validate(
             "all)"
         )
     if trains and not problems:
-        updates = config.train.num_steps // config.train.grad_accum_steps
-        if config.schedule.name == "cosine" and config.schedule.warmup_steps >= updates:
-            problems.append(
-                f"schedule.warmup_steps={config.schedule.warmup_steps!r}: must be fewer than "
-                f"the {updates} optimiser updates (train.num_steps // train.grad_accum_steps)"
-            )
+        problems += _schedule_problems(config)
     if problems:
         raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """A warm-up or first step decay the run never reaches (schedules count optimiser updates,
+    `train.num_steps // train.grad_accum_steps`, from 0 as optax does).
+
+    A warm-up of at least the run's updates never reaches `optimizer.learning_rate` under any
+    schedule (a linear ramp over `warmup_steps` updates; cosine's decay would not begin
+    either). A step decay's first decayed update is `decay_begin_step + decay_every_steps`
+    (`optim.build_schedule`); at or past the run's last update (`updates - 1`) the schedule
+    is constant and the decay keys say something the run never does.
+    """
+    sched = config.schedule
+    updates = config.train.num_steps // config.train.grad_accum_steps
+    counted = f"the {updates} optimiser updates (train.num_steps // train.grad_accum_steps)"
+    problems = []
+    if sched.warmup_steps >= updates:
+        problems.append(
+            f"schedule.warmup_steps={sched.warmup_steps!r}: must be fewer than {counted}; "
+            f"the rate would never reach optimizer.learning_rate="
+            f"{config.optimizer.learning_rate!r}"
+        )
+    first_decay = sched.decay_begin_step + sched.decay_every_steps
+    if sched.name == "step_decay" and first_decay >= updates:
+        problems.append(
+            f"schedule.decay_begin_step={sched.decay_begin_step!r} with "
+            f"schedule.decay_every_steps={sched.decay_every_steps!r}: the first decayed "
+            f"update, {first_decay} (counting from 0), must come before the end of {counted}; "
+            "the rate would never decay"
+        )
+    return problems
 
 
 def _lookup(config: ml_collections.ConfigDict, dotted: str) -> Any:
