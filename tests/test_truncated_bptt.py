@@ -188,6 +188,14 @@ def test_bad_config_values_are_named(key, value):
         cli.load_config(SMOKE, {key: value}, rules=tb.RULES)
 
 
+def test_gradient_accumulation_is_refused_naming_the_key():
+    """One update per window is the question: with 2 accumulated windows per update the run
+    went ahead, reporting twice the updates it made."""
+    with pytest.raises(ValueError, match=r"train\.grad_accum_steps=2: must be 1 \(truncated_bptt"):
+        cli.load_config(SMOKE, {"train.grad_accum_steps": 2, "train.num_steps": 6}, rules=tb.RULES)
+    assert cli.load_config(SMOKE, {"train.grad_accum_steps": 1}, rules=tb.RULES)
+
+
 def _clip_point(clip, losses, diverged=None):
     """A Q11 point summary (clip None: unclipped) with per-seed final losses (None: diverged)."""
     return {
