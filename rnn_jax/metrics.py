@@ -63,6 +63,8 @@ def majority_tag_per_word(train: Sequence[dict], sentences: Sequence[dict]) -> l
         for word, tag in zip(sentence["tokens"], sentence["tags"], strict=True):
             counts[word][tag] += 1
             overall[tag] += 1
+    if not overall:  # most_common(1)[0] would die with a bare IndexError
+        raise ValueError(f"train has no tagged token ({len(train)} sentences): no majority tag")
     default = overall.most_common(1)[0][0]
     return [
         [counts[w].most_common(1)[0][0] if w in counts else default for w in s["tokens"]]
@@ -264,6 +266,8 @@ def corpus_bleu(
         raise ValueError(
             f"hypotheses ({len(hypotheses)}) and references ({len(references)}) differ in number"
         )
+    if not hypotheses:  # sacrebleu dies with a bare IndexError
+        raise ValueError("corpus BLEU of no sentences: hypotheses and references are empty")
     return float(
         sacrebleu.corpus_bleu(
             list(hypotheses), [list(references)], tokenize=tokenize, force=tokenize == "none"

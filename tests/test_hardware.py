@@ -31,6 +31,30 @@ def test_widest_simd_extension_and_model_name(tmp_path):
     assert hardware.cpu_description(tmp_path / "cpuinfo")["cpu_simd"] == "asimd"
 
 
+GRAVITON2 = (
+    "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 "
+    "atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs\nCPU implementer\t: 0x41\n"
+    "CPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n\n"
+    "processor\t: 1\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n"
+)
+GRAVITON3 = GRAVITON2.replace("asimddp ssbs", "asimddp sha512 sve asimdfhm svei8mm svebf16")
+GRAVITON3 = GRAVITON3.replace("0xd0c", "0xd40")
+
+
+def test_arm_cores_are_told_apart_by_part_number_and_sve(tmp_path):
+    """Arm's cpuinfo has no model name, and every Arm core lists asimd: a NEON-only Graviton2
+    (Neoverse N1) and an SVE Graviton3 (Neoverse V1) were both ("aarch64", "asimd"), so
+    their timings looked comparable."""
+    described = []
+    for text in (GRAVITON2, GRAVITON3):
+        (tmp_path / "cpuinfo").write_text(text)
+        described.append(hardware.cpu_description(tmp_path / "cpuinfo"))
+    assert described == [
+        {"cpu_model": "Arm implementer 0x41 part 0xd0c", "cpu_simd": "asimd"},
+        {"cpu_model": "Arm implementer 0x41 part 0xd40", "cpu_simd": "sve"},
+    ]
+
+
 def test_missing_cpuinfo_falls_back_to_platform(tmp_path):
     described = hardware.cpu_description(tmp_path / "absent")
     assert described["cpu_simd"] is None

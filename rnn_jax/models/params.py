@@ -17,24 +17,30 @@ __all__ = ["count_params", "match_size"]
 
 
 def count_params(model_or_tree: Any) -> int:
-    """Number of trainable scalars: the `nnx.Param`s of a module, or of any pytree of modules
-    or nnx state (a list of models, `nnx.split`'s state), leaving out their other variables
-    (RNG keys and counts, batch statistics, caches); a pytree of plain arrays counts all its
-    leaves."""
+    """Number of distinct trainable scalars: the `nnx.Param`s of a module, or of any pytree of
+    modules or nnx state (a list of models, `nnx.split`'s state), leaving out their other
+    variables (RNG keys and counts, batch statistics, caches); a pytree of plain arrays counts
+    all its leaves.
+
+    A Param reached twice (weights tied between two modules of a list, or the same model
+    listed twice) counts once, as `nnx.state` counts it inside one module: flattening a list
+    of modules as a pytree reaches a shared Param once per owner.
+    """
 
     def is_variable(leaf: Any) -> bool:
         return isinstance(leaf, nnx.Variable)
 
     if isinstance(model_or_tree, nnx.Module):
         model_or_tree = nnx.state(model_or_tree, nnx.Param)
-    leaves = jax.tree.leaves(model_or_tree, is_leaf=is_variable)
-    return int(
-        sum(
-            np.prod(np.shape(leaf.value if is_variable(leaf) else leaf))
-            for leaf in leaves
-            if not is_variable(leaf) or isinstance(leaf, nnx.Param)
-        )
-    )
+    total, seen = 0, set()
+    for leaf in jax.tree.leaves(model_or_tree, is_leaf=is_variable):
+        if is_variable(leaf):
+            if not isinstance(leaf, nnx.Param) or id(leaf) in seen:
+                continue
+            seen.add(id(leaf))
+            leaf = leaf.value
+        total += int(np.prod(np.shape(leaf)))
+    return total
 
 
 def match_size(
