@@ -4,7 +4,8 @@
         --config=experiments/configs/data_throughput.py:<smoke|quick|full>
 
 Data paths timed (numpy batches, made as the training loop asks for them):
-  lm_stream           LMStream over the LM corpus's train split (what the LM consumes)
+  lm_stream           the LM task's train_data(): LMStream over the corpus's train split with
+                      its epoch_start flags (what the LM's train step consumes)
   sentences_bucketed  BatchIterator over a sentence dataset: shuffle, length buckets, padding
   copy_task           CopyTask(T).batch(seed, step, B)
   markov_sample       MarkovLanguage.sample(rng, B, bptt_length)
@@ -34,7 +35,7 @@ import numpy as np
 
 from experiments.language_model import RULES as LM_RULES
 from experiments.language_model import LanguageModelTask
-from rnn_jax.data import BatchIterator, CopyTask, LMStream, MarkovLanguage, repeat_epochs
+from rnn_jax.data import BatchIterator, CopyTask, MarkovLanguage, repeat_epochs
 from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split, length_key
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.files import write_text_atomic
@@ -60,9 +61,9 @@ def data_paths(
     """Name -> a function returning an endless batch iterator for that data path."""
     bench, data = config.bench, config.data
     paths: dict[str, Callable[[], Iterator[dict]]] = {
-        "lm_stream": lambda: repeat_epochs(
-            LMStream(task.corpus.splits["train"], config.train.batch_size, data.bptt_length)
-        ),
+        # The task's own stream (LMStream plus the `epoch_start` flags), not a bare LMStream:
+        # the batches the timed train step consumes.
+        "lm_stream": lambda: repeat_epochs(task.train_data()),
     }
     if bench.sentence_dataset:
         try:
@@ -157,8 +158,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: LanguageModelTask
     write_outputs(report, workdir, time.perf_counter() - start)
     print(f"LM train steps/s: {train_steps_per_s:.2f} (loadavg {loadavg[0][0]:.1f})")
     for name, rate in data.items():
-        print(f"{name:>20}: {rate:10.1f} batches/s = {rate / train_steps_per_s:8.0f} x train")
+        ratio = rate_text(rate / train_steps_per_s)
+        print(f"{name:>20}: {rate_text(rate):>10} batches/s = {ratio:>8} x train")
     return report
+
+
+def rate_text(value: float) -> str:
+    """A rate or ratio for the table: whole numbers from 100 up (`12,345`), 3 significant
+    digits below (`0.42`): rounded to whole numbers, a data path slower than the train step
+    (a ratio below 1, the case the benchmark is for) read `0×`."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
@@ -170,8 +179,8 @@ def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
         final[f"{name}_over_train"] = report["data_over_train"][name]
     load = report["loadavg"][0]
     rows = [
-        f"| {name} | {report['data_batches_per_s'][name]:,.0f} | "
-        f"{report['data_over_train'][name]:,.0f}× |"
+        f"| {name} | {rate_text(report['data_batches_per_s'][name])} | "
+        f"{rate_text(report['data_over_train'][name])}× |"
         for name in names
     ]
     write_text_atomic(

@@ -86,11 +86,12 @@ def point_names(config: ml_collections.ConfigDict) -> list[str]:
 def split_ints(config: ml_collections.ConfigDict, key: str, section: str = "grid") -> list[int]:
     """`config.<section>.<key>` "50,100" -> [50, 100] (each >= 1); ConfigError otherwise."""
     text = config[section][key]
+    # split_axis's own errors (empty list, a value listed twice) pass through as they are:
+    # caught below with int()'s, "5,5" was reported as "expected integers".
+    values = split_axis(config, key, section=section)
     try:
-        numbers = [int(v) for v in split_axis(config, key, section=section)]
-    except ValueError as error:
-        if "expected" in str(error):
-            raise
+        numbers = [int(v) for v in values]
+    except ValueError:
         raise config_lib.ConfigError(f"{section}.{key}={text!r}: expected integers") from None
     if min(numbers) < 1:
         raise config_lib.ConfigError(f"{section}.{key}={text!r}: values must be >= 1")

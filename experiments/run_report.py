@@ -144,12 +144,30 @@ def protocol_text(config: dict, final: dict) -> str:
             f"the best-validation checkpoint (by {train['best_metric']}, step "
             f"{final.get('best_step')} of {final.get('step')})"
         )
+        if seeds > 1:
+            # The runtime keeps one best step for all replicas, where the mean over them was
+            # best (docs/design.md, "Seeds are a vmapped leading axis"), not each seed's own.
+            scored += f", one step for all seeds, where their mean {train['best_metric']} was best"
     else:  # what the runtime evaluates then: the last state
         why = "train.keep_best=False" if not train.get("keep_best", True) else "no best checkpoint"
         scored = f"the final state (step {final.get('step')}; {why})"
-    return (
-        "Train: the mean over the last logging window (training mode, dropout on); valid/test: "
-        f"{scored}. " + (f"Mean ± std over {seeds} seeds." if seeds > 1 else "One seed.")
+    # "dropout on" was said of models without any dropout (the smoke configs).
+    mode = "training mode, dropout on" if has_dropout(config.get("model", {})) else "training mode"
+    return f"Train: the mean over the last logging window ({mode}); valid/test: {scored}. " + (
+        f"Mean ± std over {seeds} seeds." if seeds > 1 else "One seed."
+    )
+
+
+def has_dropout(model: dict) -> bool:
+    """Whether a config.json model drops anything in training mode: a `*dropout*` rate (the
+    classifiers' `dropout_rate`, the language model's `dropout_input`, `recurrent_dropout`,
+    ...) or `weight_drop` above 0."""
+    return any(
+        ("dropout" in key or key == "weight_drop")
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > 0
+        for key, value in model.items()
     )
 
 

@@ -1,0 +1,200 @@
+"""Review of the single-run task experiments (sentiment, sequence_labelling), the data
+benchmark, the grid helpers and the run report: errors name what is wrong, sweeps run each
+model once, and report text claims only what the run did."""
+
+import itertools
+import json
+
+import ml_collections
+import pytest
+
+from experiments import data_throughput, grid, run_report
+from experiments.configs import data_throughput as data_throughput_configs
+from experiments.configs import sentiment as sentiment_configs
+from experiments.configs import sequence_labelling as tagging_configs
+from rnn_jax.train import config as config_lib
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5,5", "['5'] listed more than once"),
+        ("3,03", "['3'] listed more than once"),
+        ("a,b", "expected integers"),
+        ("1.5", "expected integers"),
+        (" , ", "expected a comma-separated non-empty list"),
+        ("0,2", "values must be >= 1"),
+    ],
+)
+def test_split_ints_names_what_is_wrong_with_the_axis(text, message):
+    """'5,5' was reported as 'expected integers': split_axis's repeated-value error was caught
+    with int()'s and replaced."""
+    config = ml_collections.ConfigDict({"grid": {"lengths": text}})
+    with pytest.raises(config_lib.ConfigError) as error:
+        grid.split_ints(config, "lengths")
+    assert str(error.value) == f"grid.lengths={text!r}: {message}"
+
+
+def test_split_ints_reads_distinct_positive_integers():
+    config = ml_collections.ConfigDict({"cost": {"lengths": " 10, 200 ,3"}})
+    assert grid.split_ints(config, "lengths", section="cost") == [10, 200, 3]
+
+
+def _points(sweep):
+    """Override dicts of a sweep, the grid form expanded here by its own product."""
+    if isinstance(sweep, dict):
+        return [
+            dict(zip(sweep, combo, strict=True)) for combo in itertools.product(*sweep.values())
+        ]
+    return list(sweep)
+
+
+def _effective(configs, variant, point):
+    """The flat config a run of `point` trains with."""
+    config = configs.get_config(variant)
+    for key, value in point.items():
+        parent, _, field = key.rpartition(".")
+        node = config
+        for part in parent.split(".") if parent else ():
+            node = node[part]
+        assert field in node, f"{key} is not a config field"
+        setattr(node, field, value)
+    return json.dumps(config_lib.flatten(json.loads(config.to_json_best_effort())), sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [sentiment_configs, tagging_configs, data_throughput_configs],
+    ids=lambda m: m.__name__,
+)
+def test_every_sweep_point_trains_another_model(configs):
+    """In sequence_labelling's `quick` (no char features) the char ablation point
+    `char_features=False` was the BiRNN-CRF point again: one model, two runs and two rows.
+    Checked on the configs the points give, not on the override dicts (launch.sweep's check)."""
+    for variant in configs.VARIANTS:
+        points = _points(configs.get_sweep(variant))
+        effective = [_effective(configs, variant, point) for point in points]
+        same = [
+            (points[i], points[j])
+            for i, j in itertools.combinations(range(len(points)), 2)
+            if effective[i] == effective[j]
+        ]
+        assert not same, f"{variant}: {same}"
+
+
+@pytest.mark.parametrize("variant", list(tagging_configs.VARIANTS))
+def test_the_char_ablation_differs_from_the_birnn_crf_in_char_features_only(variant):
+    points = tagging_configs.get_sweep(variant)
+    ablation = next(p for p in points if "model.char_features" in p and "model.kind" not in p)
+    base = {"model.bidirectional": True, "model.head": "crf"}
+    assert base in points
+    with_chars = json.loads(_effective(tagging_configs, variant, ablation))
+    without = json.loads(_effective(tagging_configs, variant, base))
+    assert {k for k in with_chars if with_chars[k] != without[k]} == {"model.char_features"}
+
+
+def _protocol(model, seeds=1, best_step=40):
+    config = {
+        "num_seeds": seeds,
+        "model": model,
+        "train": {"keep_best": True, "best_metric": "valid_accuracy"},
+    }
+    return run_report.protocol_text(config, {"best_step": best_step, "step": 100})
+
+
+def test_the_caption_says_dropout_only_of_a_model_with_dropout():
+    """'(training mode, dropout on)' was said of the smoke configs, which have no dropout."""
+    smoke = sentiment_configs.get_config("smoke").model.to_dict()
+    assert smoke["dropout_rate"] == 0.0
+    assert "dropout" not in _protocol(smoke)
+    assert "(training mode); valid/test" in _protocol(smoke)
+    quick = sentiment_configs.get_config("quick").model.to_dict()
+    assert "(training mode, dropout on); valid/test" in _protocol(quick)
+    lm = {"dropout_input": 0.0, "recurrent_dropout": 0.25, "locked_dropout": True}
+    assert "dropout on" in _protocol(lm)
+    assert "dropout on" not in _protocol({"weight_drop": 0.0, "locked_dropout": True})
+    assert "dropout on" in _protocol({"weight_drop": 0.5})
+
+
+def test_the_caption_says_one_best_step_chosen_on_the_mean_over_seeds():
+    """With vmapped seeds the runtime keeps one best checkpoint, where the mean over seeds was
+    best; 'the best-validation checkpoint' alone read as each seed's own best."""
+    three = _protocol({}, seeds=3)
+    assert (
+        "the best-validation checkpoint (by valid_accuracy, step 40 of 100), one step for all "
+        "seeds, where their mean valid_accuracy was best. Mean ± std over 3 seeds." in three
+    )
+    one = _protocol({}, seeds=1)
+    assert "all seeds" not in one and one.endswith("step 40 of 100). One seed.")
+    assert "all seeds" not in _protocol({}, seeds=3, best_step=None)
+
+
+def test_rates_below_one_are_not_rounded_to_zero(tmp_path):
+    """A data path slower than the train step (ratio 0.42) read '0×' in the table, the one
+    outcome the benchmark is there to show."""
+    assert [data_throughput.rate_text(v) for v in (0.4213, 42.13, 123456.7, 2.0)] == [
+        "0.421",
+        "42.1",
+        "123,457",
+        "2",
+    ]
+    rates = {"slow": 4.2, "fast": 25_000.0}
+    report = {
+        "train_steps_per_s": 10.0,
+        "data_batches_per_s": rates,
+        "data_over_train": {name: rate / 10.0 for name, rate in rates.items()},
+        "rounds": {
+            "train_steps_per_s": [10.0],
+            "data_batches_per_s": {k: [v] for k, v in rates.items()},
+        },
+        "loadavg": [(0.5, 0.5, 0.5)],
+        "prepare_s": 0.0,
+        "compile_s": 0.0,
+        "batch": {"lm": [20, 35], "sentences": 32, "synthetic": 128},
+        "devices": ["cpu"],
+    }
+    data_throughput.write_outputs(report, tmp_path, 1.0)
+    table = (tmp_path / "data_throughput.md").read_text()
+    assert "| slow | 4.2 | 0.42× |" in table
+    assert "| fast | 25,000 | 2,500× |" in table
+
+
+def test_the_lm_data_path_times_the_batches_the_train_step_consumes():
+    """The timed `lm_stream` was a bare LMStream: the LM task's batches also carry
+    `epoch_start` (experiments.language_model.EpochStarts)."""
+    import numpy as np
+
+    from experiments.language_model import LanguageModelTask
+    from rnn_jax.train import cli
+
+    config = cli.load_config(
+        "experiments/configs/data_throughput.py:smoke", {}, data_throughput.RULES
+    )
+    task = LanguageModelTask(config)
+    timed = data_throughput.data_paths(config, task)["lm_stream"]()
+    consumed = iter(task.train_data())
+    for _ in range(2):
+        a, b = next(timed), next(consumed)
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_the_significance_table_never_shows_a_p_value_of_zero():
+    """p >= 1 / (samples + 1) (the +1 correction); with 20,000 samples and more the table's
+    four decimals printed the smallest p as 0.0000."""
+    from experiments import significance
+
+    result = {
+        "test": "ar",
+        "samples": 100_000,
+        "baseline_bleu": 20.0,
+        "system_bleu": 30.0,
+        "difference": 10.0,
+        "p_value": 1 / 100_001,
+    }
+    table = significance.markdown({"nmt.txt": result}, "smt.txt")
+    assert "| nmt.txt | 30.00 | 20.00 | +10.00 | 1.0e-05 |" in table
+    assert "0.0000" not in table
+    assert significance.p_value_text(1 / 2001) == "0.0005"
+    assert significance.p_value_text(0.25) == "0.2500"
