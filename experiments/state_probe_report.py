@@ -237,7 +237,7 @@ def setup_text(results: dict) -> str:
         f"fitted on {s['probe_train_positions']:,} word positions of the first "
         f"{s['probe_train_sentences']:,} training sentences (regularisation chosen on the last "
         f"{s['holdout_fraction']:.0%}), accuracy on {s['probe_test_positions']:,} positions of "
-        f"UD {s['probe_test_split']}. Word targets: the {s['num_words']} most frequent training "
+        f"{_test_split(s)}. Word targets: the {s['num_words']} most frequent training "
         "tokens + other. Control tasks (Hewitt & Liang 2019): each word type as the LM reads it "
         "(its vocabulary's tokens, every unknown form one `<unk>` type) a random tag drawn "
         "from probe-train's tag distribution; selectivity = task − control accuracy. Lexical "

@@ -81,7 +81,9 @@ class LinearProbe:
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """`features [n, features]` -> float64 `[n, classes]`."""
-        z = (np.asarray(features, np.float64) - self.mean) / self.scale
+        x = np.asarray(features, np.float64)
+        _check_finite(x)
+        z = (x - self.mean) / self.scale
         return z @ self.weights + self.bias
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -93,10 +95,24 @@ class LinearProbe:
         return float(np.mean(self.predict(features) == np.asarray(labels)))
 
 
+def _check_finite(x: np.ndarray) -> None:
+    """A diverged model's NaN/inf states: named here, not left to the eigendecomposition's
+    "Eigenvalues did not converge" (fitting) or to argmax reading a NaN row as class 0
+    (predicting)."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(
+            f"features hold non-finite values in {len(rows)} of {len(x)} rows (first: row "
+            f"{rows[0]}); a diverged model's states?"
+        )
+
+
 def _standardisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) `[features]` of `features [n, features]`; a constant feature (a dead unit)
     gets scale 1: it is zero after centring either way."""
     x = np.asarray(features, np.float64)
+    _check_finite(x)
     std = x.std(axis=0)
     return x.mean(axis=0), np.where(std > 0, std, 1.0)
 
@@ -216,7 +232,7 @@ def fit_lda_probes(
       holdout: bool `[n]`, the rows that choose the shrinkage (some true, some false).
     """
     labels, holdout = _check_grid_inputs(labels, num_classes, shrinkages, "shrinkages", holdout)
-    fitting, full = _Moments(features[~holdout]), _Moments(features)
+    full, fitting = _Moments(features), _Moments(features[~holdout])  # full: checks every row
     probes = []
     for j, classes in enumerate(num_classes):
         path = fitting.path(labels[~holdout, j], classes)

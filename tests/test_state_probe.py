@@ -630,3 +630,47 @@ def test_untrained_model_is_the_initialisation_of_its_seed(config):
         np.testing.assert_array_equal(
             model.embedding[...], state["params"]["embedding"].value[replica]
         )
+
+
+def test_non_finite_features_are_named():
+    # A diverged model's NaN states failed deep in np.linalg.eigh ("Eigenvalues did not
+    # converge", naming nothing) when fitting, and a NaN row was silently predicted as class 0
+    # (argmax of NaN scores) when scoring.
+    x, labels = _data()
+    bad = x.copy()
+    bad[7, 2] = np.nan
+    message = r"non-finite values in 1 of 80 rows \(first: row 7\)"
+    with pytest.raises(ValueError, match=message):
+        probes.fit_lda_probes(bad, labels[:, None], [3], [1.0], np.arange(80) >= 60)
+    with pytest.raises(ValueError, match=message):
+        probes.fit_logistic_probe(bad, labels, 3, 0.1, iterations=2)
+    probe = probes.fit_lda_probe(x, labels, 3, 1.0)
+    bad[7, 2] = np.inf
+    with pytest.raises(ValueError, match=message):
+        probe.accuracy(bad, labels)
+
+
+def test_the_setup_text_names_the_scored_split_as_the_answers_do():
+    # It said "positions of UD valid" where the answers say "UD dev".
+    upos = {"trained": [[0.6, 0.6], [0.7, 0.72], [0.75, 0.77]], "untrained": [[0.5, 0.5]] * 3}
+    results = _results(upos, [[0.99, 0.99], [0.95, 0.95], [0.9, 0.9]], MEMORY)
+    assert "30 positions of UD dev." in report.setup_text(results)
+    assert "UD valid" not in report.markdown(results)
+    results["setup"]["probe_test_split"] = "test"
+    assert "30 positions of UD test." in report.setup_text(results)
+
+
+def test_lda_weights_equal_a_closed_form_solve():
+    # Independent of the eigendecomposition path: W = (S_within + shrinkage I)^-1 mu_c by
+    # np.linalg.solve on the fitting set's standardised features, b_c = -mu_c.W_c / 2 + log pi_c.
+    x, labels = _data(n=200, d=6, classes=4, seed=4)
+    shrinkage = 0.05
+    probe = probes.fit_lda_probe(x, labels, 4, shrinkage)
+    z = (x - x.mean(0)) / x.std(0)
+    means = np.stack([z[labels == c].mean(0) for c in range(4)])
+    residual = z - means[labels]
+    within = residual.T @ residual / len(z) + shrinkage * np.eye(6)
+    weights = np.linalg.solve(within, means.T)
+    bias = -0.5 * np.sum(means.T * weights, axis=0) + np.log(np.bincount(labels) / len(z))
+    np.testing.assert_allclose(probe.weights, weights, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(probe.bias, bias, rtol=0, atol=1e-10)
