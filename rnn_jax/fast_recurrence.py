@@ -325,7 +325,7 @@ def recurrence_of(
             _, project_vjp = jax.vjp(lambda c: lift(project)(params, c, h_mask), carry_t)
             (d_carry_from_h,) = project_vjp(d_z_h_t)
             d_carry_prev = jax.tree.map(jnp.add, d_carry_prev, d_carry_from_h)
-            d_pw = [a + b for a, b in zip(d_pw, d_pw_t, strict=True)]
+            d_pw = [a + b.astype(a.dtype) for a, b in zip(d_pw, d_pw_t, strict=True)]
             # Where the slab is additive, d z_x = d z_h: only the other slabs emit d z_x.
             d_z_x_slabs = zip(additive, _slabs(d_z_x_t, num_gates), strict=True)
             d_z_x_t = None if whole else tuple(None if a else s for a, s in d_z_x_slabs)
@@ -337,7 +337,9 @@ def recurrence_of(
             )
             return (d_carry_prev, d_pw, buffers), (None, None)
 
-        d_pw0 = [jnp.zeros_like(p) for p in pw]
+        # Summed over T steps in float32 at least (one rounding to a bfloat16 param's dtype at
+        # the end), as the weight gradients' one GEMM after the loop accumulates.
+        d_pw0 = [jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)) for p in pw]
         buffers = tuple(k[0] for k in kept) if in_place else ()
         (d_carry0, d_pw, buffers), (d_z_h, d_z_x_own) = jax.lax.scan(
             body,
@@ -361,7 +363,7 @@ def recurrence_of(
             grads = jax.tree.map(jnp.add, grads, d_inputs)
             leaves, treedef = jax.tree.flatten(grads)
             for i, g in zip(pointwise_leaves, unstack(d_pw)[d], strict=True):
-                leaves[i] = leaves[i] + g
+                leaves[i] = (leaves[i].astype(g.dtype) + g).astype(leaves[i].dtype)
             d_params.append(jax.tree.unflatten(treedef, leaves))
             d_xs.append(d_x)
             d_h_mask.append(d_mask)

@@ -173,6 +173,10 @@ def forward_loop(
     read = kernel_leaves(cell, params)
     leaves, params_def = jax.tree.flatten(params)
     inputs += [leaves[i] for i in read]
+    # The outputs' dtypes are the step's, not `z_x`'s: bfloat16 params under a float32 carry
+    # (an LSTM's carry stays float32 there) emit float32 outputs on every other path; stored
+    # as bfloat16 here, they failed the backward pass's dtype check and lost precision.
+    sum_dtype, y_dtype = _step_dtypes(cell, params, z_x[0], carry0, h_mask)
     call = _kernel_call(
         cell,
         params_def,
@@ -182,7 +186,8 @@ def forward_loop(
         tuple(jax.ShapeDtypeStruct((rows,) + c.shape[1:], c.dtype) for c in carry_leaves),
         time,
         z_x.shape[-1],
-        z_x.dtype,
+        sum_dtype,
+        y_dtype,
         mask is not None,
         h_mask is not None,
         reverse,
@@ -198,6 +203,20 @@ def forward_loop(
     return final, ys, carries, outputs[-1]
 
 
+def _step_dtypes(
+    cell: Cell, params: Params, z_x_t: Array, carry: Carry, h_mask: Array | None
+) -> tuple[Any, Any]:
+    """The dtypes of one step's `z_x_t + z_h_t` and output `y`, as the fused loop makes them."""
+
+    def step(z_x_t: Array, carry: Carry) -> tuple[Array, Array]:
+        seen = carry if h_mask is None else cell.mask_hidden(carry, h_mask)
+        z = z_x_t + cell.recurrent_projection(params, seen)
+        return z, cell.pointwise(params, z, jnp.zeros_like(z), carry)[1]
+
+    z, y = jax.eval_shape(step, z_x_t, carry)
+    return z.dtype, y.dtype
+
+
 @functools.lru_cache(maxsize=64)
 def _kernel_call(
     cell: Cell,
@@ -208,7 +227,8 @@ def _kernel_call(
     carry_shapes: tuple[jax.ShapeDtypeStruct, ...],
     time: int,
     gates: int,
-    dtype: Any,
+    sum_dtype: Any,
+    y_dtype: Any,
     has_mask: bool,
     has_h_mask: bool,
     reverse: bool,
@@ -271,11 +291,11 @@ def _kernel_call(
     in_specs += [pl.BlockSpec((time, block), lambda i: (0, i))] if has_mask else []
     in_specs += [per_row(hidden)] if has_h_mask else []
     in_specs += [per_row(hidden)] * count + [whole(shape) for shape in leaf_shapes]
-    out_shape = [jax.ShapeDtypeStruct((time, rows, hidden), dtype)] + list(carry_shapes)
+    out_shape = [jax.ShapeDtypeStruct((time, rows, hidden), y_dtype)] + list(carry_shapes)
     out_specs = [over_time(hidden)] + [per_row(hidden)] * count
     if save:
         out_shape += [jax.ShapeDtypeStruct((time,) + c.shape, c.dtype) for c in carry_shapes]
-        out_shape += [jax.ShapeDtypeStruct((time, rows, gates), dtype)]
+        out_shape += [jax.ShapeDtypeStruct((time, rows, gates), sum_dtype)]
         out_specs += [over_time(hidden)] * count + [over_time(gates)]
     return pl.pallas_call(
         kernel,

@@ -129,3 +129,25 @@ def test_what_it_does_not_take_is_named_before_tracing():
     cifg = cells.get_cell("cifg_lstm")  # three gate slabs: a gate width of 24
     with pytest.raises(ValueError, match="gates=24"):
         scan.unroll(cifg, cifg.init(jax.random.key(0), INPUT, HIDDEN), xs, implementation="pallas")
+
+
+def test_bfloat16_params_under_a_float32_carry():
+    """bfloat16 params with a float32 initial carry: an LSTM's step keeps the carry, and so
+    its outputs, in float32 there. The kernel stored its outputs in `z_x`'s dtype (bfloat16),
+    so they differed from the fused scan's and the backward pass failed on their dtype.
+    (The backward pass is the fused scan's, over what the kernel saved.)"""
+    cell, params, xs, initial, _ = setup("lstm", seed=13)
+    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+
+    def loss(params, implementation):
+        ys, carry = scan.unroll(cell, params, xs, LENGTHS, initial, implementation=implementation)
+        weights = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        return jnp.sum(ys * weights) + jnp.sum(carry[1]), ys
+
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (_, ys), grads = grad(params, "pallas")
+    (_, ys_fused), grads_fused = grad(params, "fused")
+    assert ys.dtype == ys_fused.dtype == jnp.float32
+    got, want = jax.tree.leaves((ys, grads)), jax.tree.leaves((ys_fused, grads_fused))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=1e-2, atol=1e-2)
