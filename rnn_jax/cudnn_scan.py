@@ -11,7 +11,9 @@ transpose, same gate order); it is differentiable, so gradients reach the params
 Only the plain LSTM (`cells.LSTM`) maps onto cuDNN, and only without `reverse` (a
 bidirectional layer's backward direction is cuDNN's own), `h_mask` (cuDNN has no recurrent
 dropout mask) and `remat`; `check_supported` says which argument rules it out before anything
-is traced. On other backends `jax.experimental.rnn` has no kernel, so "cudnn" raises there;
+is traced. The kernel is float32 only (cuDNN's descriptors are set to CUDNN_DATA_FLOAT):
+other params or carry dtypes raise when traced, by name. On other backends
+`jax.experimental.rnn` has no kernel, so "cudnn" raises there;
 the layout and this module's handling of lengths and carries are tested on CPU against
 `jax.experimental.rnn.lstm_ref`, its pure-JAX reference (tests/test_cudnn_scan.py).
 Matmul precision is cuDNN's default for the dtype (`precision=None`).
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 
 from rnn_jax.cells import LSTM, Carry, Cell, Params, carry_dtype
@@ -89,6 +92,20 @@ def check_supported(
             "implementation='cudnn' needs an NVIDIA GPU (jax.experimental.rnn runs cuDNN); "
             f"this process's backend is {backend!r}: use implementation='auto'"
         )
+    version = gpu_platform_version()
+    if "rocm" in version.lower():
+        # jax.experimental.rnn lowers to MIOpen on ROCm, whose weight layout and gate order
+        # pack_lstm_weights has not been checked against: refuse rather than risk wrong sums.
+        raise ValueError(
+            "implementation='cudnn' runs on NVIDIA GPUs only; this GPU's platform is "
+            f"{version!r} (ROCm: MIOpen, whose weight layout is not checked here): use "
+            "implementation='auto'"
+        )
+
+
+def gpu_platform_version() -> str:
+    """The default backend's platform version ("cuda 12040", "rocm 60000", ...)."""
+    return jax.extend.backend.get_backend().platform_version
 
 
 def cudnn_unroll(
@@ -155,6 +172,8 @@ def _run(
     zero = cell.zero_carry((batch,), hidden_size, dtype)
     h_0 = jnp.stack([(zero if c is None else c)[0] for c in carries])
     c_0 = jnp.stack([(zero if c is None else c)[1] for c in carries])
+    weights = pack_lstm_weights(layers)
+    _check_float32(x=x, h_0=h_0, c_0=c_0, weights=weights)
     seq_lengths = (
         jnp.full((batch,), time, jnp.int32) if lengths is None else lengths.astype(jnp.int32)
     )
@@ -162,7 +181,7 @@ def _run(
         x,
         h_0,
         c_0,
-        pack_lstm_weights(layers),
+        weights,
         seq_lengths,
         input_size=input_size,
         hidden_size=hidden_size,
@@ -171,3 +190,16 @@ def _run(
     valid = jnp.arange(time)[None, :] < seq_lengths[:, None]
     y = jnp.where(valid[..., None], y, jnp.zeros_like(y))
     return (jnp.swapaxes(y, 0, 1) if time_major else y), (h_n, c_n)
+
+
+def _check_float32(**arrays: Array) -> None:
+    """Raise ValueError unless every array is float32: jax.experimental.rnn's cuDNN kernel
+    describes every buffer as CUDNN_DATA_FLOAT, whatever the arrays hold (its lowering
+    rejects bfloat16 with "Unknown output type" and takes float64 buffers as float32 ones)."""
+    other = {name: str(a.dtype) for name, a in arrays.items() if a.dtype != jnp.float32}
+    if other:
+        raise ValueError(
+            f"implementation='cudnn' runs cuDNN's float32 LSTM only (jax.experimental.rnn); "
+            f"here {other} (the step's dtype comes from the params, the carry's from "
+            "initial_carry): use float32 params and carry, or implementation='fused'"
+        )

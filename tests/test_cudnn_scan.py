@@ -143,3 +143,25 @@ def test_cudnn_kernel_equals_the_fused_scan_on_gpu():
     got = _unroll_grads("cudnn", False)(params, xs, initial)
     want = _unroll_grads("fused", False)(params, xs, initial)
     assert_close(got, want, rtol=2e-3, atol=2e-3)
+
+
+def test_dtypes_other_than_float32_are_refused_by_name(reference_kernel):
+    """jax.experimental.rnn's cuDNN kernel is float32 only (CUDNN_DATA_FLOAT descriptors):
+    bfloat16 params reached it and failed in its lowering ("Unknown output type"), float64
+    ones would be read as float32. The stand-in kernel here takes any dtype, so the refusal
+    must come from cudnn_scan itself."""
+    xs, initial = inputs()
+    params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), lstm_params(0))
+    with pytest.raises(ValueError, match=r"float32 LSTM only.*'x': 'bfloat16'"):
+        scan.unroll(LSTM, params16, xs, LENGTHS, implementation="cudnn")
+    with pytest.raises(ValueError, match=r"float32 LSTM only.*'weights': 'bfloat16'"):
+        scan.bidirectional_unroll(LSTM, params16, params16, xs, implementation="cudnn")
+
+
+def test_a_rocm_gpu_is_refused(reference_kernel, monkeypatch):
+    """jax.experimental.rnn lowers to MIOpen on ROCm, whose layout pack_lstm_weights does not
+    claim: the backend check names the platform instead of running it."""
+    xs, _ = inputs()
+    monkeypatch.setattr(cudnn_scan, "gpu_platform_version", lambda: "PJRT C API\nrocm 60300")
+    with pytest.raises(ValueError, match="NVIDIA GPUs only.*rocm 60300"):
+        scan.unroll(LSTM, lstm_params(0), xs, implementation="cudnn")
