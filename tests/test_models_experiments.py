@@ -12,6 +12,7 @@ import pytest
 from experiments import sequence_labelling
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
+from tests.module_cli import StartedModule, check_refused
 from tests.report_check import assert_png, cell_numbers, table_rows
 
 EXPERIMENTS = ["sequence_labelling", "sentiment"]
@@ -195,3 +196,26 @@ def test_the_sentiment_experiment_refuses_last_pooling_of_a_transformer_before_r
     config.data.root = "/nonexistent"  # it used to fail here, in the reader, or after it
     with pytest.raises(cfg.ConfigError, match=r"model.pooling='last': needs model.kind='rnn'"):
         sentiment.SentimentTask(config)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def missing_data_run(tmp_path_factory):
+    """test_missing_task_data_exits_2_naming_the_path's command line, started with the
+    module's first test (it is mostly imports, on one core, beside the other tests)."""
+    workdir = tmp_path_factory.mktemp("missing_data") / "w"
+    run = StartedModule(
+        "experiments.sentiment",
+        f"--workdir={workdir}",
+        "--config=experiments/configs/sentiment.py:smoke",
+        "--config.data.root=/nonexistent_rnn_jax_data",
+    )
+    yield workdir, run
+    run.close()
+
+
+def test_missing_task_data_exits_2_naming_the_path(missing_data_run):
+    """A task whose corpus directory is missing (a `data.root` typo) is a setting to fix: one
+    line naming the path and exit 2, as a bad value is; it was a traceback with exit 1."""
+    workdir, run = missing_data_run
+    stderr = check_refused(run.result(), workdir)
+    assert "task data not found" in stderr and "/nonexistent_rnn_jax_data/sst" in stderr

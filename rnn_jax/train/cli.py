@@ -106,7 +106,13 @@ def main(
             sys.stderr.write(f"{error}\n")
             sys.exit(CONFIG_EXIT_STATUS)
         try:
-            run(config, workdir, make_task(config))
+            try:
+                task = make_task(config)
+            except FileNotFoundError as error:
+                # The task's data (a config's data.root or dataset path) is missing: a
+                # setting to fix, named by the error, not a traceback.
+                raise config_lib.ConfigError(f"task data not found: {error}") from error
+            run(config, workdir, task)
         except config_lib.ConfigError as error:
             # Raised by the task's constructor (its data) or before the run writes anything
             # (e.g. train.best_metric, checked against the metrics evaluation will give).
