@@ -89,7 +89,9 @@ def markdown(results: dict[str, dict], baseline_name: str) -> str:
     header = ["system", "BLEU", f"baseline ({baseline_name})", "difference", "p"]
     test = "approximate randomisation" if first["test"] == "ar" else "paired bootstrap"
     table = grid.markdown_table(header, rows).rstrip()
-    return f"{table}\n\np: two-sided {test}, {first['samples']} samples."
+    seed = first.get("seed")
+    seeded = "unseeded" if seed is None else f"seed {seed} (SACREBLEU_SEED)"
+    return f"{table}\n\np: two-sided {test}, {first['samples']} samples, {seeded}."
 
 
 def p_value_text(p_value: float) -> str:

@@ -307,8 +307,9 @@ def paired_bleu_significance(
     bootstrap would give them 1 / (samples + 1)).
 
     Returns:
-      {"test", "samples", "baseline_bleu", "system_bleu", "difference" (system - baseline),
-      "p_value"}, plus "system_mean" and "system_ci" (half-width) for "bs".
+      {"test", "samples", "seed" (`significance_seed()`: None if unseeded), "baseline_bleu",
+      "system_bleu", "difference" (system - baseline), "p_value"}, plus "system_mean" and
+      "system_ci" (half-width) for "bs".
 
     Raises:
       ValueError: for an unknown test, fewer than 1 sample, or lists of different lengths.
@@ -325,6 +326,7 @@ def paired_bleu_significance(
             f"baseline ({len(baseline)}), system ({len(system)}) and references "
             f"({len(references)}) differ in number"
         )
+    seed = significance_seed()  # named before any work when SACREBLEU_SEED is malformed
     metric = BLEU(tokenize=tokenize, force=tokenize == "none")
     if test == "ar":
         base_bleu, system_bleu, p_value = _approximate_randomisation(
@@ -346,12 +348,34 @@ def paired_bleu_significance(
     return {
         "test": test,
         "samples": samples,
+        "seed": seed,
         "baseline_bleu": base_bleu,
         "system_bleu": system_bleu,
         "difference": system_bleu - base_bleu,
         "p_value": 1.0 if list(baseline) == list(system) else float(p_value),
         **extra,
     }
+
+
+def significance_seed() -> int | None:
+    """The seed of the paired tests' draws, read as sacrebleu's `PairedTest` reads it:
+    SACREBLEU_SEED (default 12345); "none" or 0 means unseeded (None).
+
+    Raises:
+      ValueError: naming SACREBLEU_SEED when it is neither an integer nor "none".
+    """
+    import os
+
+    text = os.environ.get("SACREBLEU_SEED", "12345")
+    if text.strip().lower() == "none":
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ValueError(
+            f"SACREBLEU_SEED={text!r}: must be an integer, or 'none' (0 also means unseeded)"
+        ) from None
+    return None if seed == 0 else seed
 
 
 def _approximate_randomisation(
@@ -364,10 +388,7 @@ def _approximate_randomisation(
     """(baseline BLEU, system BLEU, p) of the "ar" test of `paired_bleu_significance`: the
     swaps drawn as sacrebleu's `_paired_ar_test` draws them, from its seed, each trial scored
     from summed per-sentence statistics, and ties with the real difference counted."""
-    import os
-
-    seed = os.environ.get("SACREBLEU_SEED", "12345")
-    seed = None if seed.lower() == "none" or int(seed) == 0 else int(seed)  # as PairedTest
+    seed = significance_seed()
     stats = [
         np.asarray(metric._extract_corpus_statistics(outputs, references), np.int64)
         for outputs in (baseline, system)

@@ -56,7 +56,7 @@ def test_table_and_json_equal_the_library_test(tmp_path):
     record = json.loads(output.read_text())["results"][str(paths["good"])]
     assert record == expected
     assert f"| {expected['difference']:+.2f} | {expected['p_value']:.4f} |" in result.stdout
-    assert "two-sided approximate randomisation, 2000 samples" in result.stdout
+    assert "two-sided approximate randomisation, 2000 samples, seed 12345" in result.stdout
 
 
 def test_a_short_or_missing_file_is_named_with_exit_status_2(tmp_path):
@@ -201,3 +201,25 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
     assert exit_info.value.code == significance.USAGE_STATUS
     assert f"--systems: {latin}:3: not UTF-8" in capsys.readouterr().err
     assert not output.exists()
+
+
+def test_the_seed_of_the_draws_is_recorded_and_a_malformed_one_named(monkeypatch):
+    """p depends on SACREBLEU_SEED's draws: the result and the table caption say which seed
+    (or that the draws were unseeded); a value that is neither an integer nor 'none' is
+    named before any work (it was int()'s bare error from inside the test)."""
+    references, baseline, system = _tiny_corpus(2)
+    run = lambda: paired_bleu_significance(  # noqa: E731
+        baseline, system, references, samples=10, tokenize="none"
+    )
+    monkeypatch.setenv("SACREBLEU_SEED", "7")
+    result = run()
+    assert result["seed"] == 7
+    assert "10 samples, seed 7 (SACREBLEU_SEED)." in significance.markdown({"s": result}, "b")
+    for unseeded in ("none", "0"):
+        monkeypatch.setenv("SACREBLEU_SEED", unseeded)
+        result = run()
+        assert result["seed"] is None
+        assert "10 samples, unseeded." in significance.markdown({"s": result}, "b")
+    monkeypatch.setenv("SACREBLEU_SEED", "seven")
+    with pytest.raises(ValueError, match=r"SACREBLEU_SEED='seven': must be an integer"):
+        run()
