@@ -55,10 +55,22 @@ def _check_vocab(logits: jax.Array, **ids: int) -> None:
 
 
 def _batch_size(state: Any) -> int:
-    leaves = jax.tree.leaves(state)
+    """The leading axis every leaf of `state` shares. A leaf without it (a table the batch
+    shares) was read as the batch when it came first: greedy decoding then ran one row per
+    table row without a word, and beam search failed inside `lax.scan`."""
+    leaves = jax.tree.leaves_with_path(state)
     if not leaves:
         raise ValueError("state must contain at least one array with a leading batch axis")
-    return leaves[0].shape[0]
+    shapes = {jax.tree_util.keystr(path): jnp.shape(leaf) for path, leaf in leaves}
+    leading = {shape[:1] for shape in shapes.values()}
+    if len(leading) > 1 or leading == {()}:
+        listed = ", ".join(f"state{path} {list(shape)}" for path, shape in shapes.items())
+        listed = listed if len(listed) <= 400 else listed[:400] + " ..."
+        raise ValueError(
+            "every leaf of the decode state must have the batch as axis 0 (close over arrays "
+            f"the batch shares in step_fn instead); the leaves' shapes: {listed}"
+        )
+    return leading.pop()[0]
 
 
 def _decode_loop(

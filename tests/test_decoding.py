@@ -1,8 +1,9 @@
 """Decoding: beam 1 == greedy; a full beam == exhaustive search; beams in between against a
 plain-Python beam search with the same rules; sampling follows its law and keeps the greedy
 and top-k limits at extreme temperatures; NumPy-integer sizes are accepted and fractional ids,
-NaN alpha and fractional top_k refused."""
+NaN alpha, fractional top_k and a state leaf without the batch axis refused."""
 
+import functools
 import itertools
 
 import jax
@@ -198,6 +199,14 @@ def test_bad_arguments_raise(table):
         decoding.beam_search(
             step, _initial_state(), beam_size=2, bos_id=9, eos_id=EOS, max_length=2
         )
+    # A table the batch shares, kept in the state: its first axis (VOCAB rows) was read as the
+    # batch, and greedy decoding returned VOCAB rows for a batch of BATCH without a word.
+    shared = {"a_table": table[0, 0], "position": jnp.zeros(BATCH, jnp.int32)}
+    shared_step = lambda state, tokens: (state, state["a_table"][tokens])
+    match = r"batch as axis 0 .* state\['a_table'\] \[4, 4\], state\['position'\] \[3\]"
+    for decode in (decoding.greedy_decode, functools.partial(decoding.beam_search, beam_size=2)):
+        with pytest.raises(ValueError, match=match):
+            decode(shared_step, shared, max_length=2, **kwargs)
 
 
 def _table_step(table):
