@@ -52,11 +52,20 @@ class Checkpointer:
                 max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous
             )
 
-        self.latest = ocp.CheckpointManager(workdir / "checkpoints", options=options(max_to_keep))
+        def manager(directory: pathlib.Path, keep: int | None) -> ocp.CheckpointManager:
+            # Handlers named up front: a manager that has not saved yet (a resumed run, a
+            # reader) otherwise reads no array metadata (`item_metadata` gives None).
+            handlers = {
+                "state": ocp.StandardCheckpointHandler(),
+                "loop": ocp.JsonCheckpointHandler(),
+            }
+            return ocp.CheckpointManager(directory, options=options(keep), item_handlers=handlers)
+
+        self.latest = manager(workdir / "checkpoints", max_to_keep)
         # The loop decides what "better" is (it tracks the best value for early stopping), so
         # this manager only ever receives improvements. It keeps, not only the newest, every
         # best checkpoint a resume may need (`_prune_best`), so its newest is the best model.
-        self.best = ocp.CheckpointManager(workdir / "best", options=options(None))
+        self.best = manager(workdir / "best", None)
         if not read_only:
             self._drop_stale_best()
         # Steps saved by this process, per manager: every process must take the same
@@ -130,6 +139,13 @@ class Checkpointer:
         step = manager.latest_step()
         if step is None:
             return None
+        # Shapes compared before reading: orbax's shape error names no array ("Requested
+        # shape: (1, 6) is not compatible with the stored shape: (1, 4)"), and its failed
+        # restore left the reads of the other arrays unfinished (coroutines never awaited).
+        reshaped, unmatched = _stored_differences(manager, step, abstract_state)
+        differences = reshaped + unmatched
+        if reshaped:
+            raise _does_not_fit(manager, step, differences)
         try:
             restored = manager.restore(
                 step,
@@ -137,22 +153,10 @@ class Checkpointer:
                     state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()
                 ),
             )
-        except ValueError as error:
-            # orbax names no array in a shape mismatch ("Requested shape: (1, 6) is not
-            # compatible with the stored shape: (1, 4)"): name each one that differs.
-            try:
-                differences = _differences(manager.item_metadata(step)["state"], abstract_state)
-            except Exception:  # noqa: BLE001 - nothing to compare with: orbax's error stands
-                differences = []
+        except ValueError as error:  # a tree that differs: orbax names no array either
             if not differences:
-                raise error
-            more = f"\n  ... and {len(differences) - 10} more" if len(differences) > 10 else ""
-            raise ValueError(
-                f"{manager.directory / str(step)} does not fit this run's state (a model, "
-                "vocabulary or optimiser other than the checkpoint's):\n  "
-                + "\n  ".join(differences[:10])
-                + more
-            ) from error
+                raise
+            raise _does_not_fit(manager, step, differences) from error
         return restored.state, restored.loop
 
     def wait(self) -> None:
@@ -171,9 +175,30 @@ class Checkpointer:
         self.best.close()
 
 
-def _differences(stored: Any, abstract_state: Any) -> list[str]:
-    """The arrays whose shapes differ between a checkpoint's metadata tree and a restore
-    target, and those only one of them has, by orbax's dotted names (`params.kernel.value`)."""
+def _stored_differences(
+    manager: ocp.CheckpointManager, step: int, abstract_state: Any
+) -> tuple[list[str], list[str]]:
+    """`_differences` of checkpoint `step` of `manager` and `abstract_state`; none when the
+    checkpoint has no array metadata to compare with (orbax's own checks stand alone)."""
+    try:
+        stored = manager.item_metadata(step)["state"]
+    except Exception:  # noqa: BLE001 - unreadable metadata: orbax's error says more
+        return [], []
+    return ([], []) if stored is None else _differences(stored, abstract_state)
+
+
+def _does_not_fit(manager: ocp.CheckpointManager, step: int, differences: list[str]) -> ValueError:
+    more = f"\n  ... and {len(differences) - 10} more" if len(differences) > 10 else ""
+    return ValueError(
+        f"{manager.directory / str(step)} does not fit this run's state (a model, vocabulary "
+        "or optimiser other than the checkpoint's):\n  " + "\n  ".join(differences[:10]) + more
+    )
+
+
+def _differences(stored: Any, abstract_state: Any) -> tuple[list[str], list[str]]:
+    """`(reshaped, unmatched)`: the arrays whose shapes differ between a checkpoint's metadata
+    tree and a restore target, and those only one of them has, by orbax's dotted names
+    (`params.kernel.value`)."""
 
     def name(path: tuple) -> str:
         return ".".join(
@@ -189,7 +214,7 @@ def _differences(stored: Any, abstract_state: Any) -> list[str]:
         f"{key}: shape {saved[key]} in the checkpoint, {wanted[key]} in this run"
         for key in sorted(saved.keys() & wanted.keys())
         if saved[key] != wanted[key]
-    ] + [
+    ], [
         f"{key}: {'only in the checkpoint' if key in saved else 'not in the checkpoint'}"
         for key in sorted(saved.keys() ^ wanted.keys())
     ]
