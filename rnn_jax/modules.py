@@ -154,7 +154,9 @@ class RNN(nnx.Module):
         """`xs [batch, time, input]`, `lengths [batch]` -> `(ys [batch, time, out], carries)`.
 
         `rng=None`: deterministic (no dropout). `initial_carry`: per-layer list as returned
-        by `zero_carry` (None: `zero_carry(batch)`).
+        by `zero_carry` (None: `zero_carry(batch)`). `ys` and the carries take the params'
+        step dtype whatever `xs`'s (`rnn_jax.scan.unroll`): `dtype=jnp.bfloat16` params give
+        bfloat16 outputs from float32 inputs.
         """
         if initial_carry is None and self.learned_initial_carry:
             initial_carry = self.zero_carry(xs.shape[0])

@@ -372,6 +372,11 @@ def unroll(
 ) -> tuple[jax.Array, Carry]:
     """Run `cell` over `xs`; returns `(ys [batch, time, hidden], final_carry)`.
 
+    dtypes: `ys` and the carry have the step's dtype (`cells.carry_dtype`), which the params
+    set, not `xs`: all-bfloat16 params give bfloat16 outputs from float32 inputs, float32
+    params float32 outputs from bfloat16 inputs, bfloat16 matrices with float32 biases
+    float32 (each projection multiplies in its weight's dtype; docs/design.md).
+
     Args:
       cell: an rnn_jax.cells.Cell. params: its params dict.
       xs: `[batch, time, input]` (`[time, batch, input]` with `time_major=True`; `ys` follows).

@@ -114,6 +114,7 @@ def test_zero_and_learned_carries_take_the_params_dtype(learned):
     )  # fmt: skip
     xs = jnp.asarray(XS, jnp.bfloat16)
     ys, finals = model(xs)
+    assert model(XS)[0].dtype == jnp.bfloat16  # the params set the dtype, not xs (documented)
     carries = model.zero_carry(BATCH)
     assert {c.dtype for c in jax.tree.leaves(carries)} == {jnp.dtype(jnp.bfloat16)}
     for t in range(TIME):
