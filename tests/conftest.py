@@ -41,18 +41,3 @@ def home(tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     return tmp_path / "home"
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(session, config, items):
-    """Starts the selected test modules' slow command lines at the end of collection: a module
-    with a `start_in_background(nodeids)` is called once with its selected tests' node ids.
-    The suite runs its tests one at a time, mostly on one core: a smoke run started here runs
-    on the other core beside the whole suite, and its fixture only collects it."""
-    selected: dict = {}
-    for item in items:
-        module = getattr(item, "module", None)
-        if module is not None and hasattr(module, "start_in_background"):
-            selected.setdefault(module, []).append(item.nodeid)
-    for module, nodeids in selected.items():
-        module.start_in_background(nodeids)

@@ -1,12 +1,9 @@
 """Run a module's command line as a user does (`python -m MODULE ARGS`) from the repo root,
 capturing its output: what the CLI tests check for exit status, messages and files."""
 
-import atexit
 import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -67,42 +64,3 @@ def refused_cli(module: str, config: str, workdir: pathlib.Path, *flags: str) ->
     """Runs `python -m module --workdir=workdir --config=config flags`; `check_refused`."""
     proc = run_module(module, f"--workdir={workdir}", f"--config={config}", *flags, timeout=300)
     return check_refused(proc, workdir)
-
-
-class _LoggedModule(StartedModule):
-    """A StartedModule whose output goes to files in `logs` (a pipe nobody reads while the
-    tests go on would fill up and stop a long run)."""
-
-    def __init__(self, module: str, *args: str, logs: pathlib.Path, timeout: float) -> None:
-        self.timeout = timeout
-        self.logs = logs
-        with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, *args], cwd=REPO, stdout=out, stderr=err
-            )
-
-    def result(self) -> subprocess.CompletedProcess:
-        try:
-            self.proc.wait(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            self.close()
-            raise
-        out, err = ((self.logs / name).read_text() for name in ("stdout", "stderr"))
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
-def start_in_background(module: str, *args: str, timeout: float = 900) -> tuple:
-    """`python -m MODULE --workdir=W ARGS` started now, W a fresh folder (for a test module's
-    `start_in_background`, see conftest.py): `(W, StartedModule)`; killed, and its folders
-    removed, when the test session's process exits."""
-    top = pathlib.Path(tempfile.mkdtemp(prefix=module.rsplit(".", 1)[-1] + "_"))
-    workdir = top / "workdir"
-    run = _LoggedModule(module, f"--workdir={workdir}", *args, logs=top, timeout=timeout)
-    atexit.register(shutil.rmtree, top, ignore_errors=True)
-    atexit.register(run.close)
-    return workdir, run

@@ -19,9 +19,7 @@ from experiments import grid
 from experiments.configs import bidirectional as bd_configs
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
-from tests.conftest import shared_data_root
 from tests.module_cli import StartedModule
-from tests.module_cli import start_in_background as start_in_background_cli
 from tests.report_check import assert_png, cell_numbers, plotted_axes, table_rows
 
 SMOKE = "experiments/configs/bidirectional.py:smoke"  # UD EWT, LSTM 16, 12 steps, 64 sentences
@@ -160,27 +158,8 @@ def test_sweep_covers_the_grid():
     assert set(grid.point_names(bd_configs.get_config("full"))) == set(bd.POINTS)
 
 
-_started: dict = {}
-
-
-def start_in_background(nodeids: list[str]) -> None:
-    """The smoke run (compiles, on one core), started by its command line at the end of
-    collection when a test that uses it is selected (conftest.py); `smoke_run` collects it."""
-    data = shared_data_root()
-    users = ("test_smoke_results_table_plot_and_answers", "test_the_main_job_runs_it")
-    if data.is_dir() and any(name in nodeid for nodeid in nodeids for name in users):
-        _started["smoke"] = start_in_background_cli(
-            "experiments.bidirectional", f"--config={SMOKE}", f"--config.data.root={data}"
-        )
-
-
 @pytest.fixture(scope="module")
 def smoke_run(config, tasks, tmp_path_factory):
-    if "smoke" in _started:
-        workdir, run = _started.pop("smoke")
-        proc = run.result()
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return workdir
     workdir = tmp_path_factory.mktemp("bidirectional")
     bd.run(config, workdir, tasks["forward-softmax"])
     return workdir

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from rnn_jax.train import cli
-from tests.module_cli import start_in_background as start_in_background_cli
 
 EXPERIMENTS = ["initialization", "exposure_bias", "rnn_vs_attention"]
 
@@ -35,31 +34,13 @@ def _load(name):
         pytest.skip(f"experiments.{name} cannot be imported yet: {error}")
 
 
-BACKGROUND = "rnn_vs_attention"  # the slowest smoke (compiles, one core): run by its CLI
-_started: dict = {}
-
-
-def start_in_background(nodeids: list[str]) -> None:
-    """`BACKGROUND`'s smoke run, started by its command line at the end of collection when a
-    test of it is selected (conftest.py); `smoke_run` collects it."""
-    if any(f"[{BACKGROUND}]" in nodeid for nodeid in nodeids):
-        _started[BACKGROUND] = start_in_background_cli(
-            f"experiments.{BACKGROUND}", f"--config=experiments/configs/{BACKGROUND}.py:smoke"
-        )
-
-
 @pytest.fixture(scope="module", params=EXPERIMENTS)
 def smoke_run(request, tmp_path_factory):
     name = request.param
     module = _load(name)
+    workdir = tmp_path_factory.mktemp(name)
     config = cli.load_config(f"experiments/configs/{name}.py:smoke", rules=module.RULES)
-    if name in _started:
-        workdir, run = _started.pop(name)
-        proc = run.result()
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    else:
-        workdir = tmp_path_factory.mktemp(name)
-        module.run(config, workdir)
+    module.run(config, workdir)
     return name, module, config, workdir
 
 

@@ -2,10 +2,7 @@
 in subprocesses: determinism, SIGTERM, SIGKILL + resume, 8 fake devices, two processes.
 
 Every run uses the same overrides (dropout on, so that RNG handling is exercised) and a
-persistent XLA compilation cache shared by the session, so only the first run compiles. The
-8-device and two-process runs compile programs of their own (other device layouts): they are
-started in the background with the reference run (each run is mostly imports and compiles on
-one core) and only collected by their tests.
+persistent XLA compilation cache shared by the session, so only the first run compiles.
 """
 
 import json
@@ -137,48 +134,9 @@ def _flatten(tree, prefix=()):
     return {prefix: tree}
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def started(tmp_path_factory, cache_dir):
-    """The 8-device run and the two processes of one run, started at once in the background:
-    `{"eight": (workdir, [proc]), "two": (workdir, [proc, proc])}`; killed at the end if a
-    test did not collect them."""
-    eight = tmp_path_factory.mktemp("eight_devices")
-    two = tmp_path_factory.mktemp("two_processes")
-    port = _free_port()
-    runs = {
-        "eight": (eight, [_start(eight, cache_dir, "--config.train.shard_params=True", devices=8)]),
-        "two": (
-            two,
-            [
-                _start(
-                    two,
-                    cache_dir,
-                    f"--coordinator_address=127.0.0.1:{port}",
-                    "--num_processes=2",
-                    f"--process_id={i}",
-                    "--initialization_timeout=60",
-                )
-                for i in range(2)
-            ],
-        ),
-    }
-    yield runs
-    for _, procs in runs.values():
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-
-
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory, cache_dir, started):
-    """One uninterrupted run: `(workdir, results)` (the background runs start first)."""
+def reference(tmp_path_factory, cache_dir):
+    """One uninterrupted run: `(workdir, results)`."""
     workdir = tmp_path_factory.mktemp("reference")
     return workdir, _run(workdir, cache_dir)
 
@@ -266,21 +224,36 @@ def test_sigterm_saves_then_sigkill_and_resume_equal_an_uninterrupted_run(
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
-def test_eight_fake_devices_match_one_device(reference, started):
+def test_eight_fake_devices_match_one_device(reference, tmp_path, cache_dir):
     ref_dir, _ = reference
     # Data parallel over 8 devices, with params and optimiser state split over them too.
-    tmp_path, (proc,) = started["eight"]
-    code, out = _finish(proc)
-    assert code == 0, out[-3000:]
+    _run(tmp_path, cache_dir, "--config.train.shard_params=True", devices=8)
     got = [m["train_loss"] for m in _metrics(tmp_path) if "train_loss" in m]
     want = [m["train_loss"] for m in _metrics(ref_dir) if "train_loss" in m]
     np.testing.assert_allclose(got, want, rtol=2e-4)
     assert json.loads((tmp_path / "results.json").read_text())["provenance"]["device_count"] == 8
 
 
-def test_two_processes_train_to_the_params_of_one(reference, started):
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_to_the_params_of_one(reference, tmp_path, cache_dir):
     ref_dir, _ = reference
-    tmp_path, procs = started["two"]
+    port = _free_port()
+    procs = [
+        _start(
+            tmp_path,
+            cache_dir,
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            "--initialization_timeout=60",
+        )
+        for i in range(2)
+    ]
     outcomes = [_finish(p) for p in procs]
     for code, out in outcomes:
         assert code == 0, out[-3000:]

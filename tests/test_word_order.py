@@ -16,8 +16,6 @@ from experiments import word_order_report as report
 from experiments.configs import word_order as wo_configs
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
-from tests.conftest import shared_data_root
-from tests.module_cli import start_in_background as start_in_background_cli
 from tests.report_check import assert_png, cell_numbers, table_rows
 
 SMOKE = "experiments/configs/word_order.py:smoke"  # UD EWT + SST-2, tiny models, 12 steps
@@ -147,27 +145,8 @@ def test_sweep_and_variants():
     assert set(grid.point_names(quick)) == set(wo.POINTS) and quick.num_seeds == 3
 
 
-_started: dict = {}
-
-
-def start_in_background(nodeids: list[str]) -> None:
-    """The smoke run (compiles, on one core), started by its command line at the end of
-    collection when a test that uses it is selected (conftest.py); `smoke_run` collects it."""
-    data = shared_data_root()
-    users = ("test_smoke_results_tables_and_plot", "test_the_main_job_runs_it")
-    if data.is_dir() and any(name in nodeid for nodeid in nodeids for name in users):
-        _started["smoke"] = start_in_background_cli(
-            "experiments.word_order", f"--config={SMOKE}", f"--config.data.root={data}"
-        )
-
-
 @pytest.fixture(scope="module")
 def smoke_run(config, tasks, tmp_path_factory):
-    if "smoke" in _started:
-        workdir, run = _started.pop("smoke")
-        proc = run.result()
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return workdir
     workdir = tmp_path_factory.mktemp("word_order")
     wo.run(config, workdir, tasks)
     return workdir
