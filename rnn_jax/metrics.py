@@ -330,7 +330,7 @@ def paired_bleu_significance(
     metric = BLEU(tokenize=tokenize, force=tokenize == "none")
     if test == "ar":
         base_bleu, system_bleu, p_value = _approximate_randomisation(
-            metric, list(baseline), list(system), [list(references)], samples
+            metric, list(baseline), list(system), [list(references)], samples, seed
         )
         extra = {}
     else:
@@ -384,11 +384,12 @@ def _approximate_randomisation(
     system: list[str],
     references: list[list[str]],
     samples: int,
+    seed: int | None,
 ) -> tuple[float, float, float]:
     """(baseline BLEU, system BLEU, p) of the "ar" test of `paired_bleu_significance`: the
-    swaps drawn as sacrebleu's `_paired_ar_test` draws them, from its seed, each trial scored
-    from summed per-sentence statistics, and ties with the real difference counted."""
-    seed = significance_seed()
+    swaps drawn as sacrebleu's `_paired_ar_test` draws them, from `seed`
+    (`significance_seed()`), each trial scored from summed per-sentence statistics, and ties
+    with the real difference counted."""
     stats = [
         np.asarray(metric._extract_corpus_statistics(outputs, references), np.int64)
         for outputs in (baseline, system)
