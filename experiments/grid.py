@@ -208,14 +208,16 @@ def read_metric_curve(point_dir: pathlib.Path, key: str) -> tuple[list[int], np.
 
 
 def mean_std(values: Any, *notes: str) -> str:
-    """`mean ± std` (population std over seeds) of the finite values, then in parentheses
-    'k/n seeds' when some seeds' values are not finite (a diverged seed must not vanish from a
-    table) and any `notes`, joined by '; '; '–' when no value is finite. Stored per-seed
+    """`mean ± std` (population std over seeds) of the finite values (the value alone when only
+    one is finite), then in parentheses 'k/n seeds' when some seeds' values are not finite (a
+    diverged seed must not vanish from a table) and any `notes`, joined by '; '; '–' when no
+    value is finite. Stored per-seed
     values may hold null (`finite_or_none`): those count as not finite."""
     finite, total = finite_seeds(values)
     if finite.size == 0:
         return "–"
-    text = f"{fmt(finite.mean())} ± {fmt(finite.std())}"
+    # One value has no spread: "x ± 0" would read as seeds that agreed exactly.
+    text = fmt(finite[0]) if finite.size == 1 else f"{fmt(finite.mean())} ± {fmt(finite.std())}"
     notes = ((f"{finite.size}/{total} seeds",) if finite.size < total else ()) + notes
     return f"{text} ({'; '.join(notes)})" if notes else text
 

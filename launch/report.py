@@ -143,7 +143,8 @@ def group_runs(runs: Sequence[dict]) -> list[dict]:
 
 
 def mean_std(samples: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single sample) of the finite
+    """Mean and sample standard deviation (ddof=1; 0 for a single sample, which the table
+    prints as the value alone) of the finite
     samples; (NaN, NaN) when none is. A seed that diverged (stored as null, read as NaN)
     used to turn its whole group's cell into `nan ± nan`; `count_text` says it is left out."""
     values = np.asarray(samples, dtype=np.float64)
@@ -154,9 +155,13 @@ def mean_std(samples: Sequence[float]) -> tuple[float, float]:
     return float(values.mean()), std
 
 
+def _finite_count(samples: Sequence[float]) -> int:
+    return int(np.isfinite(np.asarray(samples, dtype=np.float64)).sum())
+
+
 def count_text(samples: Sequence[float]) -> str:
     """The number of seeds behind a cell: `3`, or `2 of 3 finite` when some were not."""
-    finite = int(np.isfinite(np.asarray(samples, dtype=np.float64)).sum())
+    finite = _finite_count(samples)
     return str(len(samples)) if finite == len(samples) else f"{finite} of {len(samples)} finite"
 
 
@@ -190,7 +195,9 @@ def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None)
             if math.isnan(mean):
                 cells.append(f"no finite value (0 of {len(samples)})")
                 continue
-            cells.append(f"{format_number(mean)} ± {format_number(std)} ({count_text(samples)})")
+            # One finite seed has no spread: the value alone, not "x ± 0" (seeds that agreed).
+            spread = f" ± {format_number(std)}" if _finite_count(samples) > 1 else ""
+            cells.append(f"{format_number(mean)}{spread} ({count_text(samples)})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -8,8 +8,9 @@ def test_grid_mean_std_says_when_seeds_are_left_out():
 
     assert grid.mean_std([1.0, 3.0]) == "2 ± 1"
     assert grid.mean_std([1.0, float("nan"), 3.0]) == "2 ± 1 (2/3 seeds)"
-    assert grid.mean_std([1.0, float("inf")], "note") == "1 ± 0 (1/2 seeds; note)"
-    assert grid.mean_std([2.0], "note") == "2 ± 0 (note)"
+    assert grid.mean_std([1.0, float("inf")], "note") == "1 (1/2 seeds; note)"
+    assert grid.mean_std([2.0], "note") == "2 (note)"
+    assert grid.mean_std([2.0, 2.0]) == "2 ± 0"
     assert grid.mean_std([float("nan")]) == "–"
 
 

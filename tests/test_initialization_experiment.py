@@ -145,7 +145,7 @@ def test_exactly_zero_products_are_counted_not_averaged():
     cell = initialization._sigma_cell(
         {f"log10_sigma_max_k{k}": [-2.0, None], f"sigma_zero_fraction_k{k}": [0.25, 1.0]}, summary
     )
-    assert cell == "-2 ± 0 (1/2 seeds; σ=0: 62.5%)"
+    assert cell == "-2 (1/2 seeds; σ=0: 62.5%)"
     cell = initialization._sigma_cell(
         {f"log10_sigma_max_k{k}": [-2.0, -4.0], f"sigma_zero_fraction_k{k}": [0.0, 0.0]}, summary
     )

@@ -240,7 +240,7 @@ def test_equal_time_bits_do_not_drop_a_diverged_seed(tmp_path, monkeypatch):
     rows = {s["model"]: s for s in (fast, late, early)}
     table = rva.report_markdown(rows)
     row = next(line for line in table.splitlines() if line.startswith("| transformer"))
-    assert row.split(" | ")[3:5] == ["2.02 ± 0 (1/2 seeds)", "–"]
+    assert row.split(" | ")[3:5] == ["2.02 (1/2 seeds)", "–"]
     assert "a seed whose validation loss was not finite" in table
     monkeypatch.setattr(rva, "shakespeare_points", lambda config, models: [])
     monkeypatch.setattr(rva.grid, "run_points", lambda w, p, c: rows)
@@ -390,5 +390,5 @@ def test_answers_count_a_diverged_seed(tmp_path):
     points = {"shakespeare-transformer": lm, "copy-T10-lstm": copy}
     (tmp_path / "results.json").write_text(json.dumps({"points": points}))
     answers = rva.answers(tmp_path)
-    assert "transformer 2 ± 0 (1/2 seeds)" in answers[9]
-    assert "T=10 lstm 0.5 ± 0 (1/2 seeds)" in answers[15]
+    assert "transformer 2 (1/2 seeds)" in answers[9]
+    assert "T=10 lstm 0.5 (1/2 seeds)" in answers[15]
