@@ -273,6 +273,7 @@ def stack_step(
     residual: bool = False,
     dropout_rate: float = 0.0,
     rng: jax.Array | None = None,
+    active: jax.Array | None = None,
 ) -> tuple[list[Carry], jax.Array]:
     """One time step of a unidirectional stack.
 
@@ -281,6 +282,10 @@ def stack_step(
     dropout with `dropout_rate` on each layer's input from layer 1 up, as in `apply_stack`
     (fresh masks each step, like `apply_stack`'s per-element masks): a decoder that runs step
     by step in training (rnn_jax.models.seq2seq) gets the same inter-layer dropout.
+
+    `active [batch]` (bool; None: every row): rows where it is False keep their carries and
+    give zeros, as `apply_stack` does past each row's `lengths`: stepping a padded batch with
+    `active = t < lengths` gives `apply_stack(..., lengths)`'s outputs and final carries.
     """
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
@@ -296,11 +301,24 @@ def stack_step(
             f"stack_step: {len(carries)} carries for a stack of {len(params)} layers; "
             "one carry per layer"
         )
+    if active is not None:
+        active = jnp.asarray(active)
+        if active.dtype != jnp.bool_ or active.shape != x.shape[:1]:
+            raise ValueError(
+                f"stack_step: active has shape {active.shape} and dtype {active.dtype}; "
+                f"needs a bool [batch] = {x.shape[:1]} array (True: step that row)"
+            )
     rngs = [None] * len(params) if rng is None else list(jax.random.split(rng, len(params)))
     new_carries = []
     for layer, (layer_params, carry) in enumerate(zip(params, carries, strict=True)):
         layer_in = dropout(rngs[layer], dropout_rate, x) if layer > 0 else x
-        carry, y = cell.step(layer_params, carry, layer_in)
+        new_carry, y = cell.step(layer_params, carry, layer_in)
+        if active is not None:
+            new_carry = jax.tree.map(
+                lambda new, old: jnp.where(active[:, None], new, old), new_carry, carry
+            )
         x = y + x if residual and _residual_applies(layer, x, y) else y
-        new_carries.append(carry)
+        new_carries.append(new_carry)
+    if active is not None:
+        x = jnp.where(active[:, None], x, jnp.zeros((), x.dtype))
     return new_carries, x

@@ -191,11 +191,19 @@ class RNN(nnx.Module):
         )
 
     def step(
-        self, carries: list, x: jax.Array, *, rng: jax.Array | None = None
+        self,
+        carries: list,
+        x: jax.Array,
+        *,
+        rng: jax.Array | None = None,
+        active: jax.Array | None = None,
     ) -> tuple[list, jax.Array]:
         """One streaming step `x [batch, input]` -> `(carries', y [batch, hidden])` in constant
         memory; stepping through a sequence equals `__call__` on it (evaluation mode). With
-        `rng` (training step by step, e.g. a decoder), the inter-layer dropout of `__call__`."""
+        `rng` (training step by step, e.g. a decoder), the inter-layer dropout of `__call__`.
+        `active [batch]` bool (None: all rows): rows where it is False keep their carries and
+        give zeros, so stepping a padded batch with `active = t < lengths` equals
+        `__call__(xs, lengths)` (outputs and final carries)."""
         if self.bidirectional:
             raise ValueError("step needs bidirectional=False: a backward pass cannot stream")
         if self.recurrent_dropout > 0.0 and rng is not None:
@@ -217,4 +225,5 @@ class RNN(nnx.Module):
             residual=self.residual,
             dropout_rate=self.dropout,
             rng=rng,
+            active=active,
         )

@@ -55,6 +55,24 @@ def test_streaming_step_equals_full_forward(cell):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+def test_stepping_a_padded_batch_with_active_rows_equals_the_call_with_lengths():
+    """`step` had no lengths: stepping a padded batch advanced each row past its end, so its
+    carry was not `__call__(xs, lengths)`'s final carry. `active = t < lengths` keeps it."""
+    model = RNN("lstm", INPUT, HIDDEN, num_layers=2, residual=True, rngs=nnx.Rngs(2))
+    ys, finals = model(XS, LENGTHS)
+    step = nnx.jit(lambda m, carries, x, active: m.step(carries, x, active=active))
+    carries = model.zero_carry(BATCH)
+    for t in range(TIME):
+        carries, y = step(model, carries, XS[:, t], t < LENGTHS)
+        np.testing.assert_allclose(y, ys[:, t], rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(carries), jax.tree.leaves(finals), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"active has shape \(2,\).*bool \[batch\]"):
+        model.step(carries, XS[:, 0], active=np.array([True, False]))
+    with pytest.raises(ValueError, match="dtype int"):
+        model.step(carries, XS[:, 0], active=LENGTHS)
+
+
 def test_learned_initial_carry_is_trained_and_used():
     model = RNN("lstm", INPUT, HIDDEN, learned_initial_carry=True, rngs=nnx.Rngs(3))
     model.initial_carry[0][...] = jnp.linspace(-1, 1, HIDDEN)  # h0
