@@ -149,6 +149,9 @@ def test_restore_model_names_the_keys_that_differ_from_the_runs_config(tmp_path)
     assert "train.num_steps" not in str(error.value)  # a resume may change it: so may a reader
     with pytest.raises(ValueError, match="no checkpoint in"):
         restore_model(_config(train__num_steps=7), tmp_path, Regression())
+    (tmp_path / "config.json").write_text('{"model": ')  # torn: a bare JSONDecodeError before
+    with pytest.raises(ValueError, match=r"cannot read .*config.json, the config .* trained"):
+        restore_model(_config(), tmp_path, Regression())
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path, monkeypatch):

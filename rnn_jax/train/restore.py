@@ -78,7 +78,13 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
     saved_path = workdir / "config.json"
     if not saved_path.is_file():
         return
-    saved = config_lib.flatten(json.loads(saved_path.read_text()))
+    try:
+        saved = config_lib.flatten(json.loads(saved_path.read_text()))
+    except (OSError, ValueError) as error:  # a bare JSONDecodeError named no file
+        raise ValueError(
+            f"restore_model: cannot read {saved_path}, the config {workdir} was trained with "
+            f"({error})"
+        ) from None
     new = config_lib.flatten(json.loads(config.to_json_best_effort()))
     changed = config_lib.run_changes(saved, new, saved_path)
     if changed:
