@@ -84,7 +84,26 @@ def _stack(stack, x, mask, memory=None, memory_mask=None):
 
 
 def _embed(embedder, tokens):
-    return _np(embedder.token.embedding)[tokens] + _np(embedder.position)[: tokens.shape[1]]
+    table = _np(embedder.token.embedding)
+    # Sinusoidal positions: tokens scaled by sqrt(d_model) (Vaswani et al. 2017, section 3.4).
+    scale = 1.0 if isinstance(embedder.position, nnx.Param) else np.sqrt(table.shape[1])
+    return scale * table[tokens] + _np(embedder.position)[: tokens.shape[1]]
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_token_and_position_parts_start_at_comparable_sizes(positions):
+    """Sinusoidal positions (RMS 0.71) used to outweigh nnx.Embed's tokens (std 1/sqrt(d))
+    by sqrt(d/2): 5.7x at d = 64, so at initialisation a token's identity was a small
+    perturbation of its position. Learned positions start small (std 0.02) by design."""
+    embedder = transformer.Embedder(1000, 64, 32, positions, rngs=nnx.Rngs(0))
+    tokens = np.arange(32)[None] % 1000
+    token_part = embedder(tokens, np.arange(32)[None]) - embedder.position[...][:32]
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))  # noqa: E731
+    ratio = rms(embedder.position[...][:32]) / rms(token_part)
+    if positions == "sinusoidal":
+        assert 0.5 < ratio < 1.0, ratio  # 0.71 / 1.0
+    else:
+        assert ratio < 0.3, ratio  # 0.02 / 0.125
 
 
 def _key_mask(lengths, query_time, key_time):

@@ -59,7 +59,14 @@ def _split_rng(rng: jax.Array | None, num: int) -> list[jax.Array | None]:
 
 
 class Embedder(nnx.Module):
-    """Token embedding + learned or sinusoidal position encoding: [batch, time] -> [b, t, d]."""
+    """Token embedding + learned or sinusoidal position encoding: [batch, time] -> [b, t, d].
+
+    With sinusoidal positions the token embedding is multiplied by sqrt(d_model), as in
+    Vaswani et al. (2017, section 3.4): `nnx.Embed` draws entries with std 1/sqrt(d_model),
+    while the sine/cosine entries have RMS 1/sqrt(2), so unscaled the positions outweighed the
+    tokens by sqrt(d_model / 2) (5.7x at d_model = 64). Learned positions start at std 0.02
+    and need no scale. A tied output head reads the unscaled table.
+    """
 
     def __init__(
         self, vocab_size: int, d_model: int, max_length: int, positions: str, *, rngs: nnx.Rngs
@@ -75,11 +82,13 @@ class Embedder(nnx.Module):
         if positions == "learned":
             init = nnx.initializers.normal(0.02)
             self.position = nnx.Param(init(rngs.params(), (max_length, d_model)))
+            self.token_scale = 1.0
         else:
             self.position = nnx.Variable(jnp.asarray(sinusoidal_positions(max_length, d_model)))
+            self.token_scale = float(np.sqrt(d_model))
 
     def __call__(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
-        return self.token(tokens) + self.position[...][positions]
+        return self.token(tokens) * self.token_scale + self.position[...][positions]
 
 
 class MultiHeadAttention(nnx.Module):
