@@ -40,7 +40,7 @@ def test_tiny_shakespeare_split_and_vocabulary(data_root):
     assert "".join(corpus.vocab.decode(corpus.splits["test"])) == text[1_059_624:]
 
 
-def test_markov_corpus_and_user_text(tmp_path):
+def test_markov_corpus_and_user_text(tmp_path, monkeypatch):
     lang = MarkovLanguage(vocab_size=5, order=2)
     corpus = markov_lm(lang, {"train": 3000, "valid": 500}, seed=1)
     assert len(corpus.vocab) == 5 and len(corpus.splits["valid"]) == 500
@@ -50,6 +50,9 @@ def test_markov_corpus_and_user_text(tmp_path):
     corpus = text_lm(tmp_path / "train.txt", tmp_path / "valid.txt")
     assert corpus.vocab.decode(corpus.splits["valid"]) == ["a", "<unk>", "<eos>"]
     assert lm_corpus(f"text:{tmp_path / 'train.txt'}").splits["train"].shape == (7,)
+    # A leading ~ is the home folder, as in data_root: "text:~/train.txt" was taken literally.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert lm_corpus("text:~/train.txt,~/valid.txt").splits["valid"].shape == (3,)
 
 
 def test_unknown_corpus_lists_the_choices():

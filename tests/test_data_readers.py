@@ -124,6 +124,9 @@ def test_sst_trees():
     assert parse_sst_tree("(3 (2 (2 The) (2 Rock)) (4 rocks))") == (3, ["The", "Rock", "rocks"])
     # A leaf word may hold a non-breaking space ("8\xa01/2" in SST train): only ' ' separates.
     assert parse_sst_tree("(2 (2 8\xa01\\/2) (2 .))") == (2, ["8\xa01\\/2", "."])
+    # A tab separates like a space (a trailing tab, or tab-indented trees): it was read as a
+    # word, "word '\t' is not a leaf".
+    assert parse_sst_tree("(3\t(2 a)\t(4 b))\t") == (3, ["a", "b"])
     for bad, reason in [
         ("(3 (2 a)", "unbalanced"),
         ("(7 a)", "label '7'"),

@@ -25,6 +25,11 @@ def test_ids_follow_specials_then_frequency_then_string():
     for bad in (-1, len(vocab)):  # -1 used to decode as the last token
         with pytest.raises(ValueError, match=f"id {bad} is outside the vocabulary"):
             vocab.decode([4, bad])
+    # A fractional or string id was truncated or parsed: 4.7 decoded as "a", "5" as "b".
+    assert vocab.decode(np.array([4.0, 5.0])) == ["a", "b"]
+    for bad in (4.7, "5"):
+        with pytest.raises(ValueError, match=f"id {bad!r} is not an integer"):
+            vocab.decode([4, bad])
 
 
 def test_min_freq_max_size_and_counter_input():
@@ -88,6 +93,16 @@ def test_bad_arguments_name_the_value():
         Vocabulary.build(SENTENCES, max_size=2)
     with pytest.raises(ValueError, match="repeated"):
         Vocabulary(("a", "a"), None, None, None, None)
+    # Tokens are strings: int tokens made a vocabulary that encoded every string as <unk>,
+    # mixed ones failed in the sort ("'<' not supported"), and a saved "tokens": "abc" loaded
+    # as the three characters.
+    with pytest.raises(TypeError, match=r"token 1 \(int\) is not a string"):
+        Vocabulary.build([["a", 1]])
+    with pytest.raises(TypeError, match=r"token 2 \(int\) is not a string"):
+        Vocabulary(("a", 2), None, None, None, None)
+    saved = {"tokens": "abc", "pad": None, "unk": None, "bos": None, "eos": None}
+    with pytest.raises(ValueError, match="tokens='abc' is not a list"):
+        Vocabulary.from_dict({**saved, "added_specials": []})
 
 
 def test_tokenizers():

@@ -10,7 +10,8 @@ the vocabulary is the training tokens with no added specials (`<unk>` is already
 files). Character level (Tiny Shakespeare): every character of the text, newlines included,
 with the 90/5/5 split of `corpora.tiny_shakespeare_splits` and a closed 65-character
 vocabulary. A user's own text (`text:PATH[,VALID[,TEST]]`) is word level with `<eos>` per
-line and an `<unk>` for tokens unseen in training.
+line and an `<unk>` for tokens unseen in training; a leading `~` in its paths is the home
+folder.
 """
 
 from __future__ import annotations
@@ -115,5 +116,6 @@ def lm_corpus(name: str, data_root: PathLike | None = None) -> LMCorpus:
                 f"language-model corpus {name!r} is not text:TRAIN[,VALID[,TEST]] (one to three "
                 "non-empty paths, comma-separated)"
             )
-        return text_lm(*paths)
+        # A leading ~ is the home folder, as in `data_root` (a config value reaches us unexpanded).
+        return text_lm(*(os.path.expanduser(path) for path in paths))
     raise ValueError(f"unknown language-model corpus {name!r}; choose from {list(LM_CORPORA)}")

@@ -326,7 +326,9 @@ def read_tsv(
     return _nonempty(rows(), path)
 
 
-_TREE_TOKEN = re.compile(r"\(|\)|[^ ()]+")
+# Words are separated by ASCII spaces or tabs (a tab was read as part of a word or label: "node
+# label '3\\t'"); a no-break space inside a word is part of it ("8\xa01\\/2" in SST train).
+_TREE_TOKEN = re.compile(r"\(|\)|[^ \t()]+")
 
 
 def parse_sst_tree(line: str) -> tuple[int, list[str]]:

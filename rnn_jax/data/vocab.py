@@ -53,6 +53,11 @@ class Vocabulary:
     added_specials: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for token in self.tokens:
+            if not isinstance(token, str):
+                raise TypeError(
+                    f"Vocabulary token {token!r} ({type(token).__name__}) is not a string"
+                )
         if len(set(self.tokens)) != len(self.tokens):
             dup = [t for t, c in collections.Counter(self.tokens).items() if c > 1]
             raise ValueError(f"Vocabulary tokens must be distinct; repeated: {dup[:10]}")
@@ -133,6 +138,13 @@ class Vocabulary:
                         "vocabulary: list(text))"
                     )
                 counts.update(tokens)
+        for token in counts:
+            # An int token made a vocabulary that encoded every string as <unk>; a mix of
+            # types failed in the sort below ("'<' not supported between 'int' and 'str'").
+            if not isinstance(token, str):
+                raise TypeError(
+                    f"Vocabulary.build: token {token!r} ({type(token).__name__}) is not a string"
+                )
         specials = [t for t in (pad, unk, bos, eos) if t is not None]
         if len(set(specials)) != len(specials):
             raise ValueError(f"special tokens must be distinct, got {specials}")
@@ -192,14 +204,21 @@ class Vocabulary:
         """Ids -> token strings.
 
         Raises:
-          ValueError: for an id outside [0, len(self)) (a negative id would otherwise index
-            from the end).
+          ValueError: for an id that is not an integer (4.7 or "5": `int` would truncate or
+            parse it) or is outside [0, len(self)) (a negative id would otherwise index from
+            the end). An integral float (4.0) is that integer.
         """
         tokens = []
         for i in ids:
-            if not 0 <= int(i) < len(self.tokens):
-                raise ValueError(f"id {int(i)} is outside the vocabulary [0, {len(self.tokens)})")
-            tokens.append(self.tokens[int(i)])
+            try:
+                j = int(i)
+            except (TypeError, ValueError):
+                j = None
+            if j is None or isinstance(i, str | bytes) or j != i:
+                raise ValueError(f"id {i!r} is not an integer")
+            if not 0 <= j < len(self.tokens):
+                raise ValueError(f"id {j} is outside the vocabulary [0, {len(self.tokens)})")
+            tokens.append(self.tokens[j])
         return tokens
 
     def oov_rate(self, sequences: Iterable[Sequence[str]]) -> float:
@@ -239,6 +258,10 @@ class Vocabulary:
         missing = {"tokens", *SPECIAL_ROLES, "added_specials"} - set(d)
         if missing:
             raise ValueError(f"vocabulary dict is missing keys {sorted(missing)}")
+        for key in ("tokens", "added_specials"):
+            # tuple("abc") would be the three characters.
+            if not isinstance(d[key], list | tuple):
+                raise ValueError(f"vocabulary dict {key}={d[key]!r:.80} is not a list")
         return cls(tuple(d["tokens"]), *(d[r] for r in SPECIAL_ROLES), tuple(d["added_specials"]))
 
     def save(self, path: str | os.PathLike) -> None:
