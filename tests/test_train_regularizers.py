@@ -27,6 +27,12 @@ def test_embedding_dropout_drops_whole_word_types():
     assert 0 < kept.sum() < 50
     np.testing.assert_array_equal(dropped[~kept], 0.0)
     np.testing.assert_allclose(dropped[kept], np.asarray(embedding)[kept] / (1 - rate), rtol=1e-6)
+    # A [vocab] vector broadcast against the [vocab, 1] mask to [vocab, vocab], silently; a bad
+    # rate passed at evaluation (rng=None) as the identity, where dropout/locked_dropout refuse.
+    with pytest.raises(ValueError, match=r"embedding \[vocab, features\]; got shape \(50,\)"):
+        regularizers.embedding_dropout(jax.random.key(2), rate, embedding[:, 0])
+    with pytest.raises(ValueError, match="rate=1.5"):
+        regularizers.embedding_dropout(None, 1.5, embedding)
 
 
 def test_weight_drop_masks_only_the_recurrent_matrices():
@@ -47,6 +53,12 @@ def test_weight_drop_masks_only_the_recurrent_matrices():
     for name in ("W_ih", "b_ih", "b_hh"):
         assert dropped[0][name] is layer[name]
     assert regularizers.weight_drop(None, rate, stack) is stack
+    # One cell's params dict (not a stack's list) failed with "'str' object is not a mapping";
+    # a bad rate at evaluation (rng=None) passed silently.
+    with pytest.raises(ValueError, match=r"weight_drop: params is one cell's params dict"):
+        regularizers.weight_drop(key, rate, layer)
+    with pytest.raises(ValueError, match="rate=-0.1"):
+        regularizers.weight_drop(None, -0.1, stack)
 
 
 def test_activation_and_temporal_activation_regularization_match_their_formulas():

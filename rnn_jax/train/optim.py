@@ -2,7 +2,7 @@
 
 `build_optimizer(config)` returns one `optax.GradientTransformationExtraArgs`:
 
-    clip (by value, then by global norm)   # on the raw gradient
+    clip (by value, then by global norm)   # on the gradient (k micro-batches' mean if k > 1)
     -> coupled L2 (g += weight_decay * w)   # "L2 regularisation" as in Zaremba et al.
     -> the optimiser, with its schedule     # sgd / adam / adamw / rmsprop / adagrad
     -> reduce-on-plateau (optional)          # scales the update; driven by `value=loss`

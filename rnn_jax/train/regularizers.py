@@ -23,7 +23,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.layers import broadcast_dropout, dropout, locked_dropout
+from rnn_jax.layers import (
+    _check_dropout_rate,
+    _check_layers,
+    broadcast_dropout,
+    dropout,
+    locked_dropout,
+)
 
 __all__ = [
     "activation_regularization",
@@ -36,13 +42,23 @@ __all__ = [
 
 def embedding_dropout(rng: jax.Array | None, rate: float, embedding: jax.Array) -> jax.Array:
     """The embedding matrix `[vocab, features]` with whole rows (word types) dropped with
-    probability `rate` and the rest scaled by 1/(1-rate)."""
+    probability `rate` and the rest scaled by 1/(1-rate). Raises ValueError unless the table is
+    2-D and 0 <= rate < 1, also at evaluation (`rng=None`), as `dropout` does."""
+    if embedding.ndim != 2:
+        # A [vocab] vector broadcast against the [vocab, 1] mask to [vocab, vocab].
+        raise ValueError(
+            f"embedding_dropout needs embedding [vocab, features]; got shape {embedding.shape}"
+        )
+    _check_dropout_rate(rate)
     return broadcast_dropout(rng, rate, embedding, (embedding.shape[0], 1))
 
 
 def weight_drop(rng: jax.Array | None, rate: float, stack_params: list[Any]) -> list[Any]:
     """A stack's params (`rnn_jax.layers` layout: one dict per layer, `{"fw", "bw"}` pairs for
-    bidirectional layers) with DropConnect on every `W_hh [hidden, G]`."""
+    bidirectional layers) with DropConnect on every `W_hh [hidden, G]`. Raises ValueError for
+    one cell's params dict or an empty list, and unless 0 <= rate < 1, also at evaluation."""
+    _check_layers(stack_params, "weight_drop")
+    _check_dropout_rate(rate)
     if rng is None or rate == 0.0:
         return stack_params
     cells = [
