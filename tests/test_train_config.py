@@ -98,6 +98,20 @@ def test_every_warmup_must_be_shorter_than_the_run(schedule):
         _load(schedule__warmup_steps=20, train__grad_accum_steps=2)
 
 
+def test_a_plateau_schedule_must_be_able_to_reduce_within_the_run():
+    """40 updates, windows of 10, patience 3: the first window sets the best, so a flat loss is
+    reduced at update 10 * 4 - 1 = 39, the last; patience 4 could never act (it was accepted
+    and the rate stayed constant). optax's own count is in test_train_optim."""
+    plateau = dict(schedule__name="plateau", schedule__plateau_accumulation_steps=10)
+    assert _load(schedule__plateau_patience=3, **plateau)
+    with pytest.raises(
+        ValueError,
+        match=r"plateau_accumulation_steps=10 with schedule.plateau_patience=4: the earliest "
+        r"reduced update, 49 \(counting from 0\), must come before the end of the 40 ",
+    ):
+        _load(schedule__plateau_patience=4, **plateau)
+
+
 def test_step_decay_must_decay_within_the_run():
     """The first decayed update is decay_begin_step + decay_every_steps (counting from 0): of
     the smoke run's 40 updates (0..39), 39 is the last that can be it."""

@@ -222,6 +222,9 @@ def test_reduce_on_plateau_halves_the_step_after_patience_flat_values():
         sizes.append(float(-updates["w"][0]))
     assert sizes[0] == 1.0 and sizes == sorted(sizes, reverse=True)
     assert min(sizes) <= 0.25  # two reductions within 8 flat steps
+    # The first window sets the best: the first reduced update is accumulation 1 x (patience
+    # 2 + 1) - 1 = 2, the count config._schedule_problems refuses runs too short for.
+    assert sizes.index(0.5) == 2
 
 
 def test_non_finite_gradient_is_not_applied():

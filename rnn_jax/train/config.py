@@ -355,14 +355,15 @@ def validate(
 
 
 def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
-    """A warm-up or first step decay the run never reaches (schedules count optimiser updates,
-    `train.num_steps // train.grad_accum_steps`, from 0 as optax does).
+    """A warm-up, first step decay or plateau reduction the run never reaches (schedules count
+    optimiser updates, `train.num_steps // train.grad_accum_steps`, from 0 as optax does).
 
     A warm-up of at least the run's updates never reaches `optimizer.learning_rate` under any
     schedule (a linear ramp over `warmup_steps` updates; cosine's decay would not begin
     either). A step decay's first decayed update is `decay_begin_step + decay_every_steps`
     (`optim.build_schedule`); at or past the run's last update (`updates - 1`) the schedule
-    is constant and the decay keys say something the run never does.
+    is constant and the decay keys say something the run never does. Likewise a plateau
+    schedule whose patience cannot run out within the run.
     """
     sched = config.schedule
     updates = config.train.num_steps // config.train.grad_accum_steps
@@ -381,6 +382,17 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
             f"schedule.decay_every_steps={sched.decay_every_steps!r}: the first decayed "
             f"update, {first_decay} (counting from 0), must come before the end of {counted}; "
             "the rate would never decay"
+        )
+    # optax's reduce_on_plateau compares window means of `accumulation_steps` updates; the
+    # first window sets the best value, so the earliest reduced update is number
+    # accumulation_steps * (patience + 1) - 1 (counting from 0), even on a flat loss.
+    first_reduction = sched.plateau_accumulation_steps * (sched.plateau_patience + 1) - 1
+    if sched.name == "plateau" and first_reduction >= updates:
+        problems.append(
+            f"schedule.plateau_accumulation_steps={sched.plateau_accumulation_steps!r} with "
+            f"schedule.plateau_patience={sched.plateau_patience!r}: the earliest reduced "
+            f"update, {first_reduction} (counting from 0), must come before the end of "
+            f"{counted}; the rate could never be reduced"
         )
     return problems
 
