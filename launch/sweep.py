@@ -172,7 +172,7 @@ def setting_key(value: Any) -> Any:
     return ("text", json.dumps(value, sort_keys=True, default=str))
 
 
-def _lookup(config: Any, key: str) -> Any:
+def _lookup(config: Any, key: str, what: str = "sweep key") -> Any:
     node = config
     for i, part in enumerate(key.split(".")):
         try:
@@ -181,7 +181,7 @@ def _lookup(config: Any, key: str) -> Any:
             parent = ".".join(key.split(".")[:i]) or "<config>"
             choices = sorted(node.keys()) if hasattr(node, "keys") else []
             raise ValueError(
-                f"sweep key {key!r} is not in the config: {parent} has no field {part!r} "
+                f"{what} {key!r} is not in the config: {parent} has no field {part!r} "
                 f"(fields: {choices})"
             ) from None
     return node
@@ -282,7 +282,7 @@ def plan_runs(
     points = expand_sweep(_call_variant(module, "get_sweep", variant, path))
     common = dict(common or {})
     for key in common:
-        _lookup(config, key)
+        _lookup(config, key, "--set key")  # not "sweep key": not in get_sweep
     swept = sorted({key for point in points for key in point} & set(common))
     if swept:
         # A common override of a swept key would give every run the same value while the
@@ -291,6 +291,7 @@ def plan_runs(
             f"--set {', '.join(swept)}: the sweep varies "
             f"{'this key' if len(swept) == 1 else 'these keys'}; change it in get_sweep instead"
         )
+    check_seed_replicas(config, points, common)
     root = pathlib.Path(root).resolve()
     runs, names = [], set()
     for point in points:
@@ -312,6 +313,44 @@ def plan_runs(
         )
         runs.append(Run(name_, workdir, dict(point), command))
     return runs
+
+
+def check_seed_replicas(
+    config: Any, points: Sequence[Mapping[str, Any]], common: Mapping[str, str]
+) -> None:
+    """Points that differ only in `seed` train disjoint replica seeds, or ValueError.
+
+    A run trains the replicas `seed .. seed+num_seeds-1` (rnn_jax.train.seeds), and
+    launch.report pools the runs of one setting as seeds: `seed: [0, 1]` with `num_seeds=2`
+    trained seed 1 twice and reported it as two samples of the seed spread.
+    """
+
+    def value(key: str, point: Mapping[str, Any]) -> Any:
+        if key in point:
+            return point[key]
+        if key in common:
+            try:
+                return int(common[key])
+            except ValueError:
+                return None  # not an int: the run itself refuses it
+        return config.get(key) if hasattr(config, "get") else None
+
+    spans: dict[Any, list[tuple[dict, int, int]]] = {}
+    for point in points:
+        seed, count = value("seed", point), value("num_seeds", point)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (seed, count)):
+            continue
+        setting = setting_key({k: v for k, v in point.items() if k != "seed"})
+        for other, start, stop in spans.get(setting, []):
+            if seed < stop and start < seed + count:
+                via = f" (--set num_seeds={common['num_seeds']})" if "num_seeds" in common else ""
+                raise ValueError(
+                    f"get_sweep: points {other} and {dict(point)} train replica seeds "
+                    f"{start}..{stop - 1} and {seed}..{seed + count - 1} overlap with "
+                    f"num_seeds={count}{via}; the report would pool the shared seeds twice. "
+                    f"Space the seed values at least num_seeds apart"
+                )
+        spans.setdefault(setting, []).append((dict(point), seed, seed + count))
 
 
 def _settings(command: Sequence[str]) -> set[str]:
@@ -392,7 +431,8 @@ def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str])
 
 
 def _slots(parallel: int) -> list[dict[str, str]]:
-    """Per-slot environments: one GPU each when CUDA_VISIBLE_DEVICES lists several."""
+    """Per-slot environments: one GPU each when CUDA_VISIBLE_DEVICES lists several; no
+    preallocation where runs may share a GPU (more runs than listed GPUs, or none listed)."""
     gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     if parallel < 0:
         raise ValueError(f"--parallel={parallel}: expected >= 0 (0 = automatic)")
@@ -405,7 +445,10 @@ def _slots(parallel: int) -> list[dict[str, str]]:
             for slot in slots:
                 slot["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         return slots
-    return [{} for _ in range(parallel or os.cpu_count() or 1)]
+    count = parallel or os.cpu_count() or 1
+    # No GPU listed: on a GPU machine with CUDA_VISIBLE_DEVICES unset every run uses the same
+    # GPU, and each preallocating 75% of its memory made all runs but one fail (harmless on CPU).
+    return [{"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if count > 1 else {} for _ in range(count)]
 
 
 def _failure(run: Run, code: int) -> str:

@@ -329,6 +329,10 @@ def test_runs_sharing_a_gpu_do_not_preallocate(monkeypatch):
     shared = sweep._slots(4)
     assert [s["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "0", "1"]
     assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for s in shared)
+    # No GPU listed (unset on a GPU machine): every run sees, and preallocated, GPU 0.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert sweep._slots(3) == [{"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}] * 3
+    assert sweep._slots(1) == [{}]
 
 
 def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_typed(tmp_path):
@@ -441,3 +445,27 @@ def test_report_keeps_an_all_diverged_metric_and_groups_equal_numbers(tmp_path):
     assert "| 1 | 0.6 ± 0.1414 (2) | no finite value (0 of 3) |" in table
     assert "| True | 0.9 (1) | no finite value (0 of 1) |" in table
     assert report.seed_samples([None, None]) is None  # a curve's step with no value: no point
+
+
+def test_seed_points_whose_replicas_overlap_are_refused_and_set_errors_name_the_flag(tmp_path):
+    """A run trains seeds seed..seed+num_seeds-1; seeds [0, 1] with num_seeds=2 trained seed 1
+    twice and the report pooled it as two seeds. A --set key the config lacks was reported as
+    a 'sweep key' (the user looked in get_sweep)."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    source = (REPO / "experiments/configs/initialization.py").read_text()
+    source += (
+        "\n\ndef get_sweep(variant='quick'):\n"
+        "    return {'seed': [0, 1], 'model.hidden_size': [4]}\n"
+    )
+    (configs / "initialization.py").write_text(source)
+    config_arg = f"{configs / 'initialization.py'}:smoke"  # num_seeds=2
+    with pytest.raises(ValueError, match=r"seeds 0\.\.1 and 1\.\.2 overlap"):
+        sweep.plan_runs(config_arg, tmp_path / "a")
+    assert len(sweep.plan_runs(config_arg, tmp_path / "b", {"num_seeds": "1"})) == 2
+    with pytest.raises(
+        ValueError, match=r"seeds 0\.\.2 and 2\.\.4 overlap with num_seeds=3 \(--set num_seeds=3\)"
+    ):
+        sweep.plan_runs(SMOKE, tmp_path / "c", {"num_seeds": "3"})
+    with pytest.raises(ValueError, match="--set key 'train.num_step' is not in the config"):
+        sweep.plan_runs(SMOKE, tmp_path / "d", {"train.num_step": "5"})
