@@ -12,7 +12,7 @@ from rnn_jax.data.pipeline import (
     stream_ids,
     training_batches,
 )
-from rnn_jax.data.registry import TextDataset
+from rnn_jax.data.registry import TextDataset, load_dataset
 
 
 def test_sentence_lm_starts_from_eos():
@@ -143,3 +143,23 @@ def test_evaluation_batches_hold_every_example_once_longest_first():
         evaluation_batches(_numbered(lengths), 0)
     with pytest.raises(ValueError, match="'weight' field"):
         evaluation_batches([{**e, "weight": np.float32(1)} for e in _numbered(lengths)], 5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ("text:~/a.txt", "tokens"),
+        ("tsv:~/a.tsv", "label"),
+        ("conll:~/a.conll", "tags"),
+        ("parallel:~/a.en,~/a.de", "target"),
+    ],
+)
+def test_user_files_expand_the_home_folder(home, spec, field):
+    # "text:~/a.txt" was opened literally (./~/a.txt), while lm_corpus and data_root expand ~.
+    (home / "a.txt").write_text("a b\n")
+    (home / "a.tsv").write_text("a b\t1\n")
+    (home / "a.conll").write_text("a X\nb Y\n\n")
+    (home / "a.en").write_text("a b\n")
+    (home / "a.de").write_text("c d\n")
+    (example,) = load_dataset(spec).splits["train"]
+    assert field in example

@@ -19,9 +19,10 @@ fields as in `rnn_jax.data.readers`), its `task`, and the specials its pipeline 
 
 Project corpora: ptb, tiny_shakespeare, multi30k (en->de), sst (SST-5 root labels), sst2
 (SST-5 without neutral: 0-1 -> 0, 3-4 -> 1), ud_en_ewt (UPOS tags), conll2003 (NER tags).
-User files (`kind:path`): text, conllu, conll, parallel (`parallel:SRC,TGT`), tsv, and
-tsv_header (a tsv whose first line names the columns, as GLUE's files do: read as `tsv` its
-names would be one more example, of a class named after the label column).
+User files (`kind:path`, a leading `~` the home folder): text, conllu, conll, parallel
+(`parallel:SRC,TGT`), tsv, and tsv_header (a tsv whose first line names the columns, as GLUE's
+files do: read as `tsv` its names would be one more example, of a class named after the label
+column).
 Synthetic tasks (`synthetic_task(name, **options)`): copy, adding, temporal_order, markov.
 """
 
@@ -177,16 +178,20 @@ def _two_paths(spec: str) -> tuple[str, str]:
         raise ValueError(
             f"parallel data needs 'parallel:SOURCE,TARGET' (two non-empty paths), got {spec!r}"
         )
-    return parts[0], parts[1]
+    return os.path.expanduser(parts[0]), os.path.expanduser(parts[1])
 
 
 def user_dataset(spec: str) -> TextDataset:
-    """A user's own file, `kind:path`, as a dataset with one split, `train`."""
+    """A user's own file, `kind:path`, as a dataset with one split, `train`.
+
+    A leading `~` in a path (each of `parallel`'s two) is the home folder, as in `data_root`.
+    """
     kind, _, path = spec.partition(":")
     if kind not in USER_KINDS or not path:
         raise ValueError(f"dataset {spec!r} is not kind:path with kind in {sorted(USER_KINDS)}")
     task, read = USER_KINDS[kind]
-    examples = list(read(path))
+    # parallel's two paths are expanded one by one in `_two_paths`
+    examples = list(read(path if kind == "parallel" else os.path.expanduser(path)))
     if kind == "conllu":
         for example in examples:
             example["tags"] = example["upos"]
