@@ -103,16 +103,31 @@ def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
         entries = sweep["runs"]
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{sweep_path}: not a launch.sweep record ({error!r})") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{sweep_path}: `runs` is {type(entries).__name__}, not a list")
     runs = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
+        if not (
+            isinstance(entry, Mapping)
+            and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("overrides"), Mapping)
+        ):
+            raise ValueError(
+                f"{sweep_path}: runs[{index}] = {entry!r} is not a launch.sweep run record "
+                "(a `name` string and an `overrides` object)"
+            )
         workdir = root / entry["name"]
         results_path = workdir / RESULTS_FILE
         metrics = None
         if results_path.is_file():
             try:
                 final = json.loads(results_path.read_text())["final"]
-            except (json.JSONDecodeError, KeyError) as error:
-                raise ValueError(f"{results_path}: no readable `final` object ({error})") from None
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(
+                    f"{results_path}: no readable `final` object ({error!r})"
+                ) from None
+            if not isinstance(final, Mapping):
+                raise ValueError(f"{results_path}: `final` is {final!r}, not a JSON object")
             metrics = final_rows(final)
         runs.append(
             {
@@ -210,6 +225,11 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass, but a True/False axis is categorical: bars, not a line's x
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None:
     """Mean ± std of one metric: a line per setting of the other axes against the first
     numeric sweep axis, or one bar per group when no axis is numeric."""
@@ -220,7 +240,7 @@ def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None
 
     groups = [g for g in groups if _has_finite(g["samples"].get(metric, []))]
     axes = list(dict.fromkeys(k for g in groups for k in g["setting"]))
-    numeric = [a for a in axes if all(isinstance(g["setting"].get(a), int | float) for g in groups)]
+    numeric = [a for a in axes if all(_is_number(g["setting"].get(a)) for g in groups)]
     fig, ax = plt.subplots(figsize=(6, 4))
     if numeric:
         x_axis = numeric[0]
@@ -252,10 +272,11 @@ def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None
 
 
 def read_curve(workdir: pathlib.Path, key: str = CURVE_KEY) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, mean over seeds of `key`) from a run's metrics.jsonl, one per step (a step a
-    resumed run logged twice keeps its last record); empty when absent. A last line still
-    being written (or torn by a kill) is skipped; a corrupt line elsewhere raises naming
-    file:line (`rnn_jax.train.metrics.metric_series`)."""
+    """(steps, mean over the finite seeds of `key`) from a run's metrics.jsonl, one per step
+    (a step a resumed run logged twice keeps its last record; a step no seed logged a finite
+    value for has no point); empty when absent. A last line still being written (or torn by
+    a kill) is skipped; a corrupt line elsewhere raises naming file:line
+    (`rnn_jax.train.metrics.metric_series`)."""
     from rnn_jax.train import metrics
 
     steps, values = [], []
@@ -263,7 +284,9 @@ def read_curve(workdir: pathlib.Path, key: str = CURVE_KEY) -> tuple[np.ndarray,
         samples = seed_samples(value)
         if samples:
             steps.append(step)
-            values.append(float(np.mean(samples)))
+            # over the finite seeds, as the tables (`mean_std`): one diverged seed (null)
+            # no longer blanks the curve of the others; NaN (a gap) when none is finite
+            values.append(mean_std(samples)[0])
     return np.asarray(steps), np.asarray(values)
 
 

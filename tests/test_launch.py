@@ -469,3 +469,60 @@ def test_seed_points_whose_replicas_overlap_are_refused_and_set_errors_name_the_
         sweep.plan_runs(SMOKE, tmp_path / "c", {"num_seeds": "3"})
     with pytest.raises(ValueError, match="--set key 'train.num_step' is not in the config"):
         sweep.plan_runs(SMOKE, tmp_path / "d", {"train.num_step": "5"})
+
+
+@pytest.mark.parametrize(
+    "results, entry, bad",
+    [
+        ({"final": [1.0, 2.0]}, {"name": "r", "overrides": {}}, "results.json"),
+        ({"final": 3.0}, {"name": "r", "overrides": {}}, "results.json"),
+        ([1.0], {"name": "r", "overrides": {}}, "results.json"),
+        (None, {"overrides": {"lr": 1}}, "sweep.json"),
+        (None, {"name": "r", "overrides": [1]}, "sweep.json"),
+    ],
+)
+def test_a_malformed_results_or_sweep_entry_is_a_value_error_naming_the_file(
+    tmp_path, results, entry, bad
+):
+    """A `final` that is not an object (or a results.json that is not one) raised
+    AttributeError/TypeError, and a sweep.json entry without `name` a KeyError: tracebacks
+    from `python -m launch.report`, which exits cleanly on ValueError only."""
+    (tmp_path / "r").mkdir()
+    if results is not None:
+        (tmp_path / "r" / "results.json").write_text(json.dumps(results))
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "x", "runs": [entry]}))
+    with pytest.raises(ValueError, match=rf"{tmp_path}/(r/)?{bad}"):
+        report.load_runs(tmp_path)
+
+
+def test_a_bool_sweep_axis_is_not_the_x_axis_of_a_line_plot(tmp_path, monkeypatch):
+    """`isinstance(True, int)`: a bool axis counted as numeric, and as the first axis it
+    became the x of a line plot (0..1) in place of the numeric `lr` axis after it."""
+    import matplotlib.axes
+
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda self, x, **k: labels.append(x))
+    groups = [
+        {"setting": {"model.bidirectional": b, "lr": lr}, "samples": {"loss": [lr + b]}}
+        for b in (True, False)
+        for lr in (0.1, 0.2)
+    ]
+    report.plot_metric(groups, "loss", tmp_path / "loss.png")
+    assert labels == ["lr"]
+    labels.clear()
+    only_bool = [{"setting": {"b": b}, "samples": {"loss": [1.0]}} for b in (True, False)]
+    report.plot_metric(only_bool, "loss", tmp_path / "loss.png")
+    assert labels == []  # bars, one per group
+
+
+def test_a_diverged_seed_does_not_blank_the_curve_of_the_others(tmp_path):
+    """The curve was `np.mean` over seeds: one seed logged as null (non-finite) made the
+    run's curve NaN, a gap, at those steps, while the tables use the finite seeds."""
+    records = [
+        {"step": 1, "train_loss_per_seed": [2.0, 4.0]},
+        {"step": 2, "train_loss_per_seed": [1.0, None]},
+        {"step": 3, "train_loss_per_seed": [None, None]},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    steps, means = report.read_curve(tmp_path)
+    assert steps.tolist() == [1, 2] and means.tolist() == [3.0, 1.0]  # step 3: no point
