@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from rnn_jax.cells import Carry, Cell, Params
 from rnn_jax.predicates import is_int
-from rnn_jax.scan import bidirectional_unroll, unroll
+from rnn_jax.scan import _where_valid, bidirectional_unroll, unroll
 
 MERGES = ("concat", "sum")
 
@@ -313,12 +313,10 @@ def stack_step(
     for layer, (layer_params, carry) in enumerate(zip(params, carries, strict=True)):
         layer_in = dropout(rngs[layer], dropout_rate, x) if layer > 0 else x
         new_carry, y = cell.step(layer_params, carry, layer_in)
-        if active is not None:
-            new_carry = jax.tree.map(
-                lambda new, old: jnp.where(active[:, None], new, old), new_carry, carry
-            )
+        if active is not None:  # as unroll keeps a carry past `lengths`
+            new_carry = _where_valid(active, new_carry, carry)
         x = y + x if residual and _residual_applies(layer, x, y) else y
         new_carries.append(new_carry)
     if active is not None:
-        x = jnp.where(active[:, None], x, jnp.zeros((), x.dtype))
+        x = _where_valid(active, x, jnp.zeros_like(x))
     return new_carries, x
