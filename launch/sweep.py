@@ -44,6 +44,7 @@ import numpy as np
 from absl import app, flags
 
 from rnn_jax.files import write_text_atomic
+from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -338,7 +339,7 @@ def check_seed_replicas(
     spans: dict[Any, list[tuple[dict, int, int]]] = {}
     for point in points:
         seed, count = value("seed", point), value("num_seeds", point)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (seed, count)):
+        if not (is_int(seed) and is_int(count)):  # numpy ints too (sweeps may hold them)
             continue
         setting = setting_key({k: v for k, v in point.items() if k != "seed"})
         for other, start, stop in spans.get(setting, []):
