@@ -13,6 +13,7 @@ from rnn_jax.data.synthetic import (
     EchoTask,
     MarkovLanguage,
     TemporalOrder,
+    sample_rng,
 )
 
 
@@ -127,6 +128,19 @@ def test_markov_first_tokens_follow_the_stationary_marginal():
     counts = np.zeros((4, 4))
     np.add.at(counts, (x[:, 1], x[:, 2]), 1)
     np.testing.assert_allclose(counts / 40000, lang.stationary, atol=0.01)
+
+
+def test_markov_samples_never_reuse_the_draws_that_made_the_language():
+    # SeedSequence drops trailing zero words: default_rng([7, 0]) is default_rng(7), the
+    # generator of the transitions. A stream's first batch or first split with the language's
+    # own seed sampled those very uniforms before sample_rng.
+    lang = MarkovLanguage(vocab_size=4, order=1, seed=7)
+    reused = lang.sample(np.random.default_rng(7), 8, 16)["inputs"]
+    assert not np.array_equal(lang.batch(7, 0, 8, 16)["inputs"], reused)
+    assert not np.array_equal(sample_rng([7, 0]).random(8), np.random.default_rng(7).random(8))
+    # still deterministic, and a different seed gives a different stream
+    np.testing.assert_array_equal(lang.stream([7, 0], 200), lang.stream([7, 0], 200))
+    assert not np.array_equal(lang.stream([7, 0], 200), lang.stream([7, 1], 200))
 
 
 def test_markov_bad_arguments():

@@ -87,9 +87,8 @@ def markov_lm(
     Args:
       num_tokens: tokens per split (default train 200,000, valid and test 20,000 each).
       seed: the `k`-th split of `num_tokens` (0-based, in its order: train 0, valid 1, test 2
-        by default) is sampled with seed `[seed, k]`. NumPy reads `[seed, 0]` as `seed`
-        (trailing zero words are dropped), so with `seed == language.seed` the first split's
-        uniforms are the very draws that made `language.transitions`.
+        by default) is `language.stream([seed, k], n)`, whose draws never repeat those that
+        made `language.transitions` (`synthetic.sample_rng`), `seed == language.seed` included.
     """
     num_tokens = num_tokens or {"train": 200_000, "valid": 20_000, "test": 20_000}
     vocab = Vocabulary(tuple(str(i) for i in range(language.vocab_size)), None, None, None, None)

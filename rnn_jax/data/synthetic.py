@@ -57,7 +57,7 @@ class _Task:
 
         NumPy's `SeedSequence` ignores trailing zero words, so batch 0 draws exactly the
         numbers of `default_rng(seed)`: do not use `default_rng(seed)` for anything that must be
-        independent of this stream (a `MarkovLanguage`'s own `seed` included).
+        independent of this stream (`MarkovLanguage` samples with `sample_rng` for this reason).
         """
         return self.sample(np.random.default_rng([seed, step]), batch_size)
 
@@ -244,6 +244,20 @@ class TemporalOrder(_Task):
         }
 
 
+def sample_rng(seed: int | Sequence[int]) -> np.random.Generator:
+    """The generator `MarkovLanguage.batch` and `.stream` sample with: `SeedSequence(seed)`'s
+    first spawned child (`spawn_key=(0,)`).
+
+    `transitions` are drawn by `default_rng(language.seed)`, and NumPy's `SeedSequence` ignores
+    trailing zero words, so sampling with `default_rng([seed, 0])` (a stream's first batch or
+    first split) reused exactly the draws that made the language when `seed` equalled its
+    seed. A spawned child is pooled with the spawn key after the entropy padded to the pool
+    size, so it differs from every plain seed, `language.seed` included (NumPy's documented way
+    to derive independent streams).
+    """
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class MarkovLanguage(_Task):
     """A stationary order-n Markov chain over `vocab_size` tokens with a known entropy rate.
@@ -345,7 +359,9 @@ class MarkovLanguage(_Task):
         return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
 
     def batch(self, seed: int, step: int, batch_size: int, length: int = 128) -> Batch:
-        return self.sample(np.random.default_rng([seed, step]), batch_size, length)
+        """Batch number `step` of the stream seeded by `seed`, drawn by `sample_rng([seed, step])`
+        (never the draws that made `transitions`, whatever the seeds)."""
+        return self.sample(sample_rng([seed, step]), batch_size, length)
 
     def sample_sequences(
         self, rng: np.random.Generator, batch_size: int, length: int
@@ -366,12 +382,13 @@ class MarkovLanguage(_Task):
         return tokens
 
     def stream(self, seed: int | Sequence[int], num_tokens: int) -> np.ndarray:
-        """One stationary token stream int32 `[num_tokens]` (for `LMStream`).
+        """One stationary token stream int32 `[num_tokens]` (for `LMStream`), drawn by
+        `sample_rng(seed)`.
 
         A plain-Python loop over tokens: for one long sequence it is ~20x faster than the
         batched numpy loop of `sample_sequences` (no per-step array overhead).
         """
-        rng = np.random.default_rng(seed)
+        rng = sample_rng(seed)
         v, n = self.vocab_size, self.order
         if num_tokens < n:
             raise ValueError(f"num_tokens={num_tokens} must be >= order={n}")
