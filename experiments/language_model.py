@@ -195,7 +195,7 @@ class LanguageModelTask(Task):
         logits, carry, hidden = model(batch["inputs"], carry, rng=rng)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
         objective = self.config.objective
-        loss = jnp.mean(nll) * (nll.shape[1] if objective.time_reduction == "sum" else 1)
+        loss = jnp.mean(nll)
         if objective.ar_alpha:
             loss += regularizers.activation_regularization(
                 hidden["dropped_outputs"], objective.ar_alpha
@@ -204,6 +204,11 @@ class LanguageModelTask(Task):
             loss += regularizers.temporal_activation_regularization(
                 hidden["outputs"], objective.tar_beta
             )
+        # 'sum' (Zaremba's loss, summed over the window) scales the whole per-token objective,
+        # AR/TAR included, so that ar_alpha and tar_beta weigh the same against the NLL under
+        # either reduction (Merity et al. add them to the per-token mean).
+        if objective.time_reduction == "sum":
+            loss = loss * nll.shape[1]
         return loss, (carry, {"train_nll": jnp.mean(nll)})
 
     def eval_data(self, split: str) -> LMEvalStream:

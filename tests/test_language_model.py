@@ -180,6 +180,13 @@ def test_task_loss_and_eval_agree_with_the_model(repo_root, monkeypatch):
     assert metrics["loss"] == pytest.approx(nll.mean(), rel=1e-5)
     assert metrics["perplexity"] == pytest.approx(math.exp(nll.mean()), rel=1e-5)
     assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
+    # AR/TAR are scaled with the NLL: 'sum' is the whole per-token objective times the window
+    config.objective.ar_alpha, config.objective.tar_beta = 2.0, 3.0
+    summed = float(task.loss_fn(model, batch, carry, None)[0])
+    config.objective.time_reduction = "mean"
+    mean = float(task.loss_fn(model, batch, carry, None)[0])
+    assert mean > nll.mean() + 1e-3  # the regularisers weigh
+    assert summed == pytest.approx(mean * nll.shape[1], rel=1e-5)
 
 
 def test_epoch_starts_flag_each_epochs_first_batch_and_reset_the_carry(repo_root, monkeypatch):
