@@ -141,6 +141,10 @@ def test_sst_file_error_names_the_line(tmp_path):
     path = _write(tmp_path / "sst.txt", "(3 (2 a) (4 b))\n(3 (2 a) (4 b)\n")
     with pytest.raises(DataFormatError, match=r"sst.txt:2: unbalanced"):
         list(readers.read_sst(path))
+    # A blank line (here after the last tree's newline) was "unbalanced '(' or no tree: ''".
+    path = _write(tmp_path / "sst.txt", "(3 (2 a) (4 b))\n\n")
+    with pytest.raises(DataFormatError, match=r"sst.txt:2: blank line: an SST file holds one"):
+        list(readers.read_sst(path))
 
 
 def test_missing_file_and_empty_split(tmp_path):

@@ -108,6 +108,9 @@ def test_bad_arguments_name_the_value():
 def test_tokenizers():
     assert word_tokens(" the  cat\tsat \n") == ["the", "cat", "sat"]
     assert char_tokens("a b\n") == ["a", " ", "b", "\n"]
+    # Running text splits at a no-break space, as Multi30k's own tokeniser did ("Nummer\xa028."
+    # in train.de is "nummer 28." in tok/); SST trees and CoNLL columns keep it in the token.
+    assert word_tokens("Nummer\xa028.") == ["Nummer", "28."]
     assert get_tokenizer("char") is char_tokens
     with pytest.raises(ValueError, match="level='bpe'.*'word', 'char'"):
         get_tokenizer("bpe")
@@ -191,3 +194,17 @@ def test_vocabulary_build_refuses_strings_for_token_sequences(tmp_path):
     counts = {c: train.count(c) for c in set(train)}
     assert corpus.vocab.tokens == tuple(sorted(counts, key=lambda c: (-counts[c], c)))
     assert corpus.vocab.num_specials == 0 and corpus.vocab.unk is None
+
+
+def test_a_data_token_spelled_like_the_pad_is_not_padding():
+    """A text's literal "<pad>" was encoded as pad_id, the id padding masks out (`ids !=
+    pad_id`), so the word silently weighed nothing; it is an unseen word (unk). "<unk>" and
+    "<eos>" in the data stay those specials (PTB); a closed vocabulary refuses a "<pad>"."""
+    vocab = Vocabulary.build([["a", "<pad>", "<unk>", "<eos>"]], bos=None)
+    assert vocab.added_specials == ("<pad>",) and vocab.tokens[:3] == ("<pad>", "<unk>", "<eos>")
+    np.testing.assert_array_equal(vocab.encode(["a", "<pad>", "<unk>", "<eos>"]), [3, 1, 1, 2])
+    with pytest.raises(ValueError, match=r"pad token '<pad>' \(sequences\[1\]\)"):
+        Vocabulary.build([["A"], ["<pad>", "B"]], unk=None, bos=None, eos=None)
+    tags = Vocabulary.build([["A"]], unk=None, bos=None, eos=None)
+    with pytest.raises(ValueError, match="'<pad>' at position 1 is spelled like the pad"):
+        tags.encode(["A", "<pad>"])

@@ -336,8 +336,12 @@ def parse_sst_tree(line: str) -> tuple[int, list[str]]:
 
     Every node is `(LABEL CHILD...)` with an integer label 0-4 and one or more children, all
     nodes; a leaf is `(LABEL word)`, a word being a node's only child.
-    Raises ValueError (no location; `read_sst` adds file:line) when the tree is malformed.
+    Raises ValueError (no location; `read_sst` adds file:line) when the tree is malformed, or
+    when the line is blank: a file holds one tree per line, and the line ending of the last is
+    no line of its own, so a blank line is an edit or a concatenation to look at.
     """
+    if not line.strip(" \t"):
+        raise ValueError("blank line: an SST file holds one tree per line, with no blank lines")
     tokens = _TREE_TOKEN.findall(line)
     leaves: list[str] = []
     children: list[int] = []  # per open node, outermost first: its children so far

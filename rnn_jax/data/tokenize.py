@@ -10,6 +10,12 @@ tokenised by their creators; re-tokenising would change those counts. The regist
 `multi30k` reads the raw, untokenised files on purpose (docs/design.md), so there punctuation
 stays attached to words ("bushes." is one token); a model that needs the tokenised corpus
 reads `tok/` (experiments/exposure_bias_translation.py).
+`word_tokens` splits running text (read_text, read_tsv, read_parallel, the catalog and the TFDS
+builders) at any Unicode whitespace, a no-break space (U+00A0) included, as the creators' own
+tokenisers did: raw Multi30k's "Nummer\\xa028." is "nummer 28." in `tok/`. Formats whose
+separators are part of the format split at ASCII spaces and tabs only (`read_conll`, SST trees
+in readers.py; CoNLL-U at tabs), so a no-break space inside a token stays in it (SST's leaf
+"8\\xa01\\/2").
 Character tokenisation keeps spaces (and, when the caller passes them, newlines), as char-rnn
 does, so that the model predicts word boundaries too.
 """

@@ -16,6 +16,13 @@ specials that never occur in the training data (the ones the pipeline adds; `num
 counts them): for PTB, whose files already contain `<unk>` and get one `<eos>` per line, there
 are none and `len(vocab)` is 10,000. `oov_rate` counts a data token spelled like an added
 special (a test sentence's "<unk>" where training had none) as unseen in training.
+
+A data token spelled like `unk`, `bos` or `eos` *is* that special (PTB's "<unk>" is its
+unknown word, and readers append "<eos>"), as in torchtext and Hugging Face tokenizers. The
+pad is the exception: padding is never data, and the pad id is what padding masks out (`ids
+!= pad_id`), so a text's literal "<pad>" is a word the vocabulary cannot hold: `encode` gives
+it `unk_id` like any unseen word, `build` never counts it as the pad (the pad is always one of
+`added_specials`), and a closed vocabulary (no `unk`) refuses it, naming where it is.
 """
 
 from __future__ import annotations
@@ -121,8 +128,11 @@ class Vocabulary:
             # A float failed inside the slice below ("slice indices must be integers"); True
             # was a size of 1.
             raise ValueError(f"max_size={max_size!r} must be an integer or None")
+        pad_at = None  # where the data holds a token spelled like the pad, if it does
         if isinstance(sequences, collections.Counter):
             counts = sequences
+            if pad is not None and counts.get(pad):
+                pad_at = "the Counter"
         else:
             if isinstance(sequences, str):
                 raise TypeError(
@@ -138,6 +148,8 @@ class Vocabulary:
                         "vocabulary: list(text))"
                     )
                 counts.update(tokens)
+                if pad_at is None and pad is not None and counts.get(pad):
+                    pad_at = f"sequences[{index}]"
         for token in counts:
             # An int token made a vocabulary that encoded every string as <unk>; a mix of
             # types failed in the sort below ("'<' not supported between 'int' and 'str'").
@@ -148,6 +160,14 @@ class Vocabulary:
         specials = [t for t in (pad, unk, bos, eos) if t is not None]
         if len(set(specials)) != len(specials):
             raise ValueError(f"special tokens must be distinct, got {specials}")
+        if pad_at is not None and unk is None:
+            # `encode` maps a data "<pad>" to unk; without one it could only be the pad id,
+            # which padding masks out: the token would silently weigh nothing.
+            raise ValueError(
+                f"Vocabulary.build: the data holds the pad token {pad!r} ({pad_at}); a "
+                "vocabulary without unk cannot encode it as anything but padding; rename the "
+                "token in the data or choose another pad"
+            )
         if max_size is not None and max_size < len(specials):
             raise ValueError(f"max_size={max_size} is smaller than the {len(specials)} specials")
         rest = sorted(
@@ -156,7 +176,8 @@ class Vocabulary:
         )
         if max_size is not None:
             rest = rest[: max_size - len(specials)]
-        added = tuple(t for t in specials if counts.get(t, 0) == 0)
+        # The pad is never a data token (a data "<pad>" encodes as unk), so it is always added.
+        added = tuple(t for t in specials if t == pad or counts.get(t, 0) == 0)
         return cls(tuple(specials + rest), pad, unk, bos, eos, added)
 
     def __len__(self) -> int:
@@ -187,15 +208,35 @@ class Vocabulary:
     def eos_id(self) -> int:
         return self._id("eos")
 
+    @property
+    def _data_index(self) -> dict[str, int]:
+        # `_index` without the pad: the ids a data token can have (see the module docstring).
+        index = self.__dict__.get("_data_index_cache")
+        if index is None:
+            index = {t: i for t, i in self._index.items() if t != self.pad}
+            object.__setattr__(self, "_data_index_cache", index)
+        return index
+
     def encode(self, tokens: Sequence[str]) -> np.ndarray:
-        """Token strings -> int32 ids `[len(tokens)]`; OOV -> `unk_id` (error if no unk)."""
-        index = self._index
+        """Token strings -> int32 ids `[len(tokens)]`; OOV -> `unk_id` (error if no unk).
+
+        A token spelled like the pad is data, not padding: it gets `unk_id` (a closed
+        vocabulary refuses it, naming its position), never `pad_id`.
+        """
+        index = self._data_index
         if self.unk is None:
             try:
                 return np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
             except KeyError as e:
+                token = e.args[0]
+                if token == self.pad:
+                    raise ValueError(
+                        f"token {token!r} at position {list(tokens).index(token)} is spelled like "
+                        "the pad token, which is not a data token; this closed vocabulary "
+                        "(built with unk=None) has no other id for it"
+                    ) from None
                 raise ValueError(
-                    f"token {e.args[0]!r} is not in this closed vocabulary (built with unk=None)"
+                    f"token {token!r} is not in this closed vocabulary (built with unk=None)"
                 ) from None
         unk_id = index[self.unk]
         return np.fromiter((index.get(t, unk_id) for t in tokens), np.int32, len(tokens))
