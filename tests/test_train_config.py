@@ -49,6 +49,7 @@ def test_every_variant_is_valid_and_has_the_required_keys():
         ("optimizer.clip_value", -1.0, "None or a number > 0"),
         ("optimizer.name", "adamax", "one of 'sgd'"),
         ("schedule.name", "linear", "one of 'constant'"),
+        ("schedule.decay_rate", 1.5, "in (0, 1]"),  # a step "decay" that grows the rate
         ("optimizer.learning_rate", float("nan"), "> 0"),
         ("optimizer.learning_rate", 1e300, "finite in float32"),
         ("malloc", "jemalloc", "one of 'default', 'retain'"),
@@ -89,7 +90,9 @@ def test_cosine_warmup_must_be_shorter_than_the_run():
 def test_every_warmup_must_be_shorter_than_the_run(schedule):
     """The smoke run has 40 updates: a 40-update ramp ends at 39/40 of the rate (only cosine
     was refused before). 39 updates reach the rate at the last one."""
-    decays = dict(schedule__decay_every_steps=5) if schedule == "step_decay" else {}
+    # (a step decay's warm-up must also end by its first decayed update, 34 + 5)
+    decays = dict(schedule__decay_every_steps=5, schedule__decay_begin_step=34)
+    decays = decays if schedule == "step_decay" else {}
     with pytest.raises(ValueError, match=r"schedule.warmup_steps=40: must be fewer than the 40 "):
         _load(schedule__name=schedule, schedule__warmup_steps=40, **decays)
     assert _load(schedule__name=schedule, schedule__warmup_steps=39, **decays)
@@ -136,6 +139,24 @@ def test_step_decay_must_decay_within_the_run():
     assert [float(schedule(38)), float(schedule(39))] == pytest.approx([rate, 0.5 * rate])
     # Only step_decay reads the decay keys: a constant schedule with them is not refused.
     assert _load(schedule__decay_begin_step=30, schedule__decay_every_steps=10)
+
+
+def test_schedules_that_would_not_decay_as_stated_are_refused():
+    """A warm-up past the first decayed update (10 + 5) ramped to the rate, then dropped at
+    once to the decays already due; a cosine end_value above the rate raised it."""
+    step = dict(schedule__name="step_decay", schedule__decay_begin_step=10)
+    assert _load(schedule__warmup_steps=15, schedule__decay_every_steps=5, **step)
+    with pytest.raises(
+        ValueError,
+        match=r"schedule.warmup_steps=16 with schedule.decay_begin_step=10 and "
+        r"schedule.decay_every_steps=5: the warm-up must end by the first decayed update, 15",
+    ):
+        _load(schedule__warmup_steps=16, schedule__decay_every_steps=5, **step)
+    with pytest.raises(
+        ValueError, match=r"schedule.end_value=0.5 with optimizer.learning_rate=0.1: the cosine"
+    ):
+        _load(schedule__name="cosine", schedule__end_value=0.5, optimizer__learning_rate=0.1)
+    assert _load(schedule__name="cosine", schedule__end_value=0.1, optimizer__learning_rate=0.1)
 
 
 def test_no_committed_config_has_a_warmup_or_decay_beyond_its_run():

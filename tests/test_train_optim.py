@@ -244,6 +244,21 @@ def test_gradient_accumulation_applies_the_mean_of_k_micro_batch_gradients():
     np.testing.assert_allclose(second["w"], -np.array([2.0, -1.0]), rtol=1e-6)
 
 
+def test_a_non_finite_micro_batch_is_dropped_not_accumulated():
+    """With apply_if_finite inside MultiSteps the NaN stayed in the accumulator (reset by
+    0 * NaN) and every later update was zero; now the window waits for one more micro-batch."""
+    config = _config(optimizer__name="sgd", optimizer__learning_rate=1.0, train__grad_accum_steps=2)
+    tx = optim.build_optimizer(config)
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    out = []
+    for g in ([jnp.nan, 1.0], [1.0, 2.0], [3.0, -4.0], [1.0, 1.0], [3.0, 3.0]):
+        updates, state = tx.update({"w": jnp.array(g)}, state, params, value=jnp.asarray(0.0))
+        out.append(np.asarray(updates["w"]))
+    np.testing.assert_array_equal(np.stack(out[:2]), np.zeros((2, 2)))
+    np.testing.assert_allclose(np.stack(out[2:]), [[-2.0, 1.0], [0.0, 0.0], [-2.0, -2.0]])
+
+
 def test_reduce_on_plateau_with_gradient_accumulation_sees_the_loss():
     # MultiSteps hands `value` on to reduce-on-plateau (it was dropped: TypeError, missing
     # 'value'); every second micro-batch emits the plateau-scaled update of a k=1 run.

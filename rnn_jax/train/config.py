@@ -186,7 +186,7 @@ def open_fraction(value: Any) -> str | None:
 
 
 def positive_fraction(value: Any) -> str | None:
-    """In (0, 1] (reduce-on-plateau's relative tolerance)."""
+    """In (0, 1] (reduce-on-plateau's relative tolerance, a step decay's rate)."""
     return None if is_finite_number(value) and 0 < value <= 1 else "a number in (0, 1]"
 
 
@@ -268,7 +268,9 @@ TRAINING_RULES: Rules = {
     "schedule.warmup_steps": non_negative,
     "schedule.decay_begin_step": non_negative,
     "schedule.decay_every_steps": positive,
-    "schedule.decay_rate": positive,
+    # Only step_decay reads it: a rate above 1 would grow the rate every decay (inf in float32
+    # within a few hundred decays); 1 (the default) keeps it constant.
+    "schedule.decay_rate": positive_fraction,
     "schedule.end_value": non_negative,
     # optax.contrib.reduce_on_plateau refuses a factor outside (0, 1) and an rtol outside
     # (0, 1] (its atol is 0); it cuts the rate when the windows without improvement, counted
@@ -364,6 +366,12 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
     (`optim.build_schedule`); at or past the run's last update (`updates - 1`) the schedule
     is constant and the decay keys say something the run never does. Likewise a plateau
     schedule whose patience cannot run out within the run.
+
+    Two schedules that would not decay as their keys say: a warm-up ending after a step
+    decay's first decayed update (the ramp rises to `learning_rate`, then the rate drops at
+    once to the decays already due, e.g. 0.96 -> 0.25 for lr 1, rate 0.5 every 10 from 0
+    with a 25-step warm-up), and a cosine `end_value` above `learning_rate` (the "decay"
+    would raise the rate).
     """
     sched = config.schedule
     updates = config.train.num_steps // config.train.grad_accum_steps
@@ -382,6 +390,20 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
             f"schedule.decay_every_steps={sched.decay_every_steps!r}: the first decayed "
             f"update, {first_decay} (counting from 0), must come before the end of {counted}; "
             "the rate would never decay"
+        )
+    if sched.name == "step_decay" and sched.warmup_steps > first_decay:
+        problems.append(
+            f"schedule.warmup_steps={sched.warmup_steps!r} with "
+            f"schedule.decay_begin_step={sched.decay_begin_step!r} and "
+            f"schedule.decay_every_steps={sched.decay_every_steps!r}: the warm-up must end by "
+            f"the first decayed update, {first_decay} (the ramp would reach "
+            "optimizer.learning_rate and the rate then drop at once to the decays already due)"
+        )
+    lr = config.optimizer.learning_rate
+    if sched.name == "cosine" and sched.end_value > lr:
+        problems.append(
+            f"schedule.end_value={sched.end_value!r} with optimizer.learning_rate={lr!r}: "
+            "the cosine schedule's end value must be at most its peak (it would raise the rate)"
         )
     # optax's reduce_on_plateau compares window means of `accumulation_steps` updates; the
     # first window sets the best value, so the earliest reduced update is number

@@ -9,6 +9,11 @@
     -> optax.apply_if_finite                  # a non-finite gradient never reaches the params
     -> optax.MultiSteps (optional)            # gradient accumulation over micro-batches
 
+Under accumulation a non-finite micro-batch gradient is dropped before MultiSteps adds it to
+its running mean (`should_skip_update_fn`): the window waits for one more micro-batch. Left to
+the inner `apply_if_finite`, the NaN would stay in the accumulator (MultiSteps resets it by
+multiplying with 0, and 0 * NaN = NaN), so every later update would be skipped.
+
 Decoupled weight decay (Loshchilov & Hutter 2019) is `optimizer.decoupled_weight_decay`, the
 `weight_decay` of optax.adamw (only `adamw` takes it: for plain SGD decoupled and coupled decay
 coincide up to the learning rate, so use `optimizer.weight_decay` there).
@@ -25,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -46,7 +52,9 @@ def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       the schedule's first `warmup_steps` values with a linear ramp), so a warm-up does not
       move the decays. `config.validate` refuses a warm-up of at least the run's updates
       (the rate would never reach `learning_rate`) and a step decay whose first decayed step
-      is past the run's last update (it would never decay).
+      is past the run's last update (it would never decay), a warm-up that ends after the
+      first decayed step (the ramp would reach `learning_rate`, then the rate would drop at
+      once to the decays already due) and a cosine `end_value` above `learning_rate`.
     """
     lr = config.optimizer.learning_rate
     sched = config.schedule
@@ -107,12 +115,27 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     # applying a non-finite update by itself.
     tx = optax.apply_if_finite(optax.chain(*parts), max_consecutive_errors=2**30)
     if config.train.grad_accum_steps > 1:
-        multi = optax.MultiSteps(tx, every_k_schedule=config.train.grad_accum_steps)
+        multi = optax.MultiSteps(
+            tx,
+            every_k_schedule=config.train.grad_accum_steps,
+            should_skip_update_fn=_skip_nonfinite,
+        )
         # MultiSteps passes extra args (reduce-on-plateau's `value`) to the inner chain, but
         # it is not a GradientTransformationExtraArgs: `with_extra_args_support` would wrap
         # it in an update that drops them.
         return optax.GradientTransformationExtraArgs(multi.init, multi.update)
     return optax.with_extra_args_support(tx)
+
+
+def _skip_nonfinite(updates: Any, gradient_step: Any, params: Any) -> tuple[jax.Array, tuple]:
+    """MultiSteps' `should_skip_update_fn`: skip a micro-batch whose gradient holds inf/NaN.
+
+    optax.skip_not_finite does the same but keeps a dict of counts in the optimiser state;
+    the empty skip state here keeps the state's structure (and older checkpoints) unchanged.
+    """
+    del gradient_step, params
+    finite = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(updates)]
+    return jnp.logical_not(jnp.all(jnp.asarray(finite))) if finite else jnp.asarray(False), ()
 
 
 def _decay_mask(opt: ml_collections.ConfigDict) -> Any:
