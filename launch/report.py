@@ -31,7 +31,11 @@ CURVE_KEY = "train_loss"
 
 
 def _is_seed_key(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] == "seed"
+    """Only the top-level `seed` names a replica (runs train `seed..seed+num_seeds-1`,
+    rnn_jax.train.seeds; `launch.sweep.check_seed_replicas` checks the same key). Any key
+    ending in `.seed` used to be pooled too: runs differing in a data seed (other data) would
+    have been averaged as replicas of one setting."""
+    return key == "seed"
 
 
 def seed_samples(value: Any) -> list[float] | None:

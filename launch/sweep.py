@@ -17,6 +17,9 @@ sweep is resumable by running the same command again: finished runs (results.jso
 are skipped, interrupted ones restart in place and resume. A finished run whose recorded
 command (ROOT/sweep.json) differs from the one planned now (another `--set` or variant into
 the same root) stops the sweep before anything runs, instead of being reported as the new one.
+A run being executed holds an exclusive lock (`flock` on ROOT/<run_name>/run.lock, released by
+the kernel when its processes exit): a second sweep into the same root refuses to start while
+any of its runs is locked, and never executes a locked run.
 
 Everything is checked before anything runs: the experiment module exists, the variant is
 known to the config, every sweep key is a key of the config, and every point passes the
@@ -28,6 +31,8 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import dataclasses
+import fcntl
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -51,6 +56,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
 LAUNCHERS = ("local", "slurm", "submitit_local")
+# The longest run directory name, in bytes: NAME_MAX of Linux's common filesystems (ext4, XFS,
+# Btrfs, NFS, Lustre). Names up to it are kept as they were, so existing roots still resume.
+MAX_RUN_NAME = 255
+LOCK_FILE = "run.lock"  # flock'ed while a run executes (`execute`)
+RUN_IN_USE = -75  # execute's code for a run another process is executing (no process exits so)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,14 +258,26 @@ def format_override(value: Any) -> str:
 
 
 def run_name(overrides: Mapping[str, Any]) -> str:
-    """`{model.hidden_size: 64, seed: 1}` -> `hidden_size=64,seed=1` (filesystem-safe)."""
+    """`{model.hidden_size: 64, seed: 1}` -> `hidden_size=64,seed=1` (filesystem-safe).
+
+    A name longer than `MAX_RUN_NAME` bytes (long values, many axes) keeps its first
+    characters and ends in `+` and 12 hex digits of the SHA-256 of every full key and value:
+    the whole name made ROOT/<name> fail with "File name too long" when the run started,
+    mid-sweep. Only the directory's name is shortened; ROOT/sweep.json keeps each run's
+    overrides, which is what launch.report groups by (it never parses a name).
+    """
     if not overrides:
         return "default"
     parts = []
     for key, value in overrides.items():
         text = format_override(value)
         parts.append(f"{key.rsplit('.', 1)[-1]}={text}")
-    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
+    name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
+    if len(name) <= MAX_RUN_NAME:  # ASCII only: characters are bytes
+        return name
+    full = ",".join(f"{key}={format_override(value)}" for key, value in overrides.items())
+    digest = hashlib.sha256(full.encode()).hexdigest()[:12]
+    return f"{name[: MAX_RUN_NAME - len(digest) - 1]}+{digest}"
 
 
 def parse_set_flags(assignments: Sequence[str]) -> dict[str, Any]:
@@ -420,15 +442,55 @@ def write_sweep_file(root: pathlib.Path, config_arg: str, runs: Sequence[Run]) -
     write_text_atomic(root / SWEEP_FILE, json.dumps(record, indent=2, default=str))
 
 
+def _lock_run(workdir: pathlib.Path) -> int | None:
+    """An open descriptor of workdir/LOCK_FILE holding an exclusive `flock`, None if another
+    process holds it. The kernel drops the lock when every descriptor of it is closed, i.e.
+    when the sweep process and the experiment it started have both exited (killed included),
+    so no stale lock is left behind and the file itself is never removed. On a filesystem
+    without `flock` (e.g. Lustre mounted without `-o flock`) runs are not guarded, as before."""
+    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:  # ENOLCK, EOPNOTSUPP, ...: no locking here
+        pass
+    return fd
+
+
+def run_in_use(workdir: pathlib.Path) -> bool:
+    """Whether another process (another sweep, or an experiment a killed sweep left running)
+    holds workdir's run lock now."""
+    if not (workdir / LOCK_FILE).is_file():
+        return False
+    fd = _lock_run(workdir)
+    if fd is None:
+        return True
+    os.close(fd)  # releases it
+    return False
+
+
 def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str]) -> int:
-    """Runs one experiment command, output to workdir/log.txt; returns its exit code.
-    Module-level so that submitit can pickle it."""
+    """Runs one experiment command, output to workdir/log.txt; returns its exit code, or
+    RUN_IN_USE without running it when another process holds the run's lock (`_lock_run`):
+    two sweeps in one root trained the same run in one workdir at once. The experiment
+    inherits the lock, so it stays held while the experiment lives, even if the sweep is
+    killed. Module-level so that submitit can pickle it."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **env_update}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    with open(workdir / "log.txt", "a") as log:
-        return subprocess.call(list(command), cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+    lock = _lock_run(workdir)
+    if lock is None:
+        return RUN_IN_USE
+    try:
+        with open(workdir / "log.txt", "a") as log:
+            return subprocess.call(
+                list(command), cwd=REPO_ROOT, env=env, stdout=log, stderr=log, pass_fds=(lock,)
+            )
+    finally:
+        os.close(lock)
 
 
 def _slots(parallel: int) -> list[dict[str, str]]:
@@ -455,6 +517,11 @@ def _slots(parallel: int) -> list[dict[str, str]]:
 def _failure(run: Run, code: int) -> str:
     """'FAILED (exit N, log PATH): <the log's last line>', the line that usually names the
     error (absl and Python both end with it)."""
+    if code == RUN_IN_USE:
+        return (
+            f"NOT RUN: {run.workdir} is in use by another process (it holds "
+            f"{run.workdir / LOCK_FILE}); rerun this sweep once that one has ended"
+        )
     log = run.workdir / "log.txt"
     try:
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
@@ -577,6 +644,13 @@ def main(argv: Sequence[str]) -> None:
     try:
         runs = plan_runs(flags.FLAGS.config, flags.FLAGS.workdir, parse_set_flags(flags.FLAGS.set))
         check_finished_runs(root, runs)
+        busy = [run.name for run in runs if not run.finished and run_in_use(run.workdir)]
+        if busy:
+            # before sweep.json is rewritten with this plan's commands
+            raise ValueError(
+                f"runs {busy} are being executed by another process (another sweep into "
+                f"{root}, or experiments a killed sweep left running); wait for it to end"
+            )
     except ValueError as error:
         sys.exit(f"launch.sweep: {error}")
     write_sweep_file(root, flags.FLAGS.config, runs)

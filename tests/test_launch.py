@@ -526,3 +526,33 @@ def test_a_diverged_seed_does_not_blank_the_curve_of_the_others(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     steps, means = report.read_curve(tmp_path)
     assert steps.tolist() == [1, 2] and means.tolist() == [3.0, 1.0]  # step 3: no point
+
+
+def test_a_long_run_name_is_shortened_stably_and_only_replica_seeds_are_pooled(tmp_path):
+    """A long sweep value made ROOT/<run_name> exceed NAME_MAX ("File name too long") when the
+    run started; the report pooled any `*.seed` key (a data seed: other data) as replicas."""
+    long = {"data.path": "x" * 300, "seed": 0}
+    name = sweep.run_name(long)
+    assert len(name.encode()) <= 255 and name.startswith("path=xxx")
+    assert name == sweep.run_name(dict(long)) != sweep.run_name({**long, "seed": 1})
+    (tmp_path / name).mkdir()
+    runs = [
+        {"name": str(s), "overrides": {k: s}, "metrics": {"": {"loss": [1.0]}}}
+        for k in ("data.seed", "seed")
+        for s in (0, 1)
+    ]
+    assert [len(g["runs"]) for g in report.group_runs(runs)] == [1, 1, 2]
+
+
+def test_a_run_another_process_executes_is_not_run_again(tmp_path, capsys):
+    """A second sweep into one root executed a run the first was executing, in one workdir."""
+    import fcntl
+
+    script = "import sys; open(sys.argv[1] + '/results.json', 'w').write('{}')"
+    run = sweep.Run("a", tmp_path / "a", {}, (sys.executable, "-c", script, str(tmp_path / "a")))
+    run.workdir.mkdir()
+    with open(run.workdir / "run.lock", "w") as held:  # what the other sweep's execute holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert sweep.run_local([run], parallel=1) == [run] and not run.finished
+        assert "a: NOT RUN" in capsys.readouterr().out and sweep.run_in_use(run.workdir)
+    assert not sweep.run_in_use(run.workdir)
