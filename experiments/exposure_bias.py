@@ -406,12 +406,14 @@ def markov_reference(config: ml_collections.ConfigDict) -> dict[str, float]:
 def true_process_seed(config: ml_collections.ConfigDict) -> np.random.SeedSequence:
     """The true process's sampler, a stream no evaluation window is drawn from.
 
-    The windows are `MarkovLanguage.batch(e, i)` = `default_rng([e, i])` with e = seed +
-    EVAL_SEED_OFFSET; `default_rng(e)` (the sampler's seed until session 24) is NumPy's
-    `default_rng([e, 0])`, window batch 0's own stream, so the process's continuation reused
-    the uniforms of that batch's gold tokens (56% of its tokens equalled the gold token 15
-    positions earlier at quick's settings, against 6% by chance). A spawn key pads the entropy
-    to `[e, 0, 0, 0, 1]`, which no `[e, i]` list equals.
+    The windows are `MarkovLanguage.batch(e, i)` with e = seed + EVAL_SEED_OFFSET, drawn
+    since session 26 by `synthetic.sample_rng([e, i])` (spawn key 0: entropy
+    `[e, i, 0, 0, 0]`); until then by `default_rng([e, i])`, and `default_rng(e)` (the
+    sampler's seed until session 24) is NumPy's `default_rng([e, 0])`, window batch 0's own
+    stream, so the process's continuation reused the uniforms of that batch's gold tokens (56%
+    of its tokens equalled the gold token 15 positions earlier at quick's settings, against 6%
+    by chance). Spawn key 1 pads the entropy to `[e, 0, 0, 0, 1]`, which no window's stream
+    and no plain seed equals.
     """
     return np.random.SeedSequence(config.seed + EVAL_SEED_OFFSET, spawn_key=(1,))
 

@@ -30,13 +30,13 @@ Variants:
   6.3 minutes on 2 idle CPU cores in session 21's main job (the translation part ~2 of them).
   Measured (experiments/README.md): teacher forcing gives the lowest teacher-forced NLL on
   both corpora and, on the Markov language, the free-running samples closest to the entropy
-  rate (true-process NLL 2.458 against 3.69-3.82 for scheduled sampling and 3.99 for free
+  rate (true-process NLL 2.447 against 3.72-3.82 for scheduled sampling and 3.98 for free
   running; entropy rate 2.109). The FR − TF gap at k = 1-16 is largest for teacher forcing
-  (Markov 0.92-1.23, Tiny Shakespeare 1.9-4.4 nats), smaller for scheduled sampling (0.14-0.24,
+  (Markov 0.93-1.19, Tiny Shakespeare 1.9-4.4 nats), smaller for scheduled sampling (0.13-0.24,
   0.44-0.96) and about 0 for free running; on Tiny Shakespeare it grows over the first 16
   steps, on the Markov language it is about flat after the first steps, and the true process's
-  own gap there is +1.87 nats averaged over the generated positions. Free running alone trains
-  worst (teacher-forced NLL 2.770 Markov, 3.356 Tiny Shakespeare; "always sampling" was much
+  own gap there is +1.78 nats averaged over the generated positions. Free running alone trains
+  worst (teacher-forced NLL 2.769 Markov, 3.356 Tiny Shakespeare; "always sampling" was much
   worse in Bengio et al. 2015 too).
 - full: the same on PTB words too, hidden 650, windows of 128, 20,000 steps, 5 seeds; and
   translation under all 5 regimes on the whole Multi30k training set (accelerator).
