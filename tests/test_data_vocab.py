@@ -203,6 +203,7 @@ def test_a_data_token_spelled_like_the_pad_is_not_padding():
     vocab = Vocabulary.build([["a", "<pad>", "<unk>", "<eos>"]], bos=None)
     assert vocab.added_specials == ("<pad>",) and vocab.tokens[:3] == ("<pad>", "<unk>", "<eos>")
     np.testing.assert_array_equal(vocab.encode(["a", "<pad>", "<unk>", "<eos>"]), [3, 1, 1, 2])
+    assert "<pad>" not in vocab and "<unk>" in vocab and "a" in vocab  # as encode reads them
     with pytest.raises(ValueError, match=r"pad token '<pad>' \(sequences\[1\]\)"):
         Vocabulary.build([["A"], ["<pad>", "B"]], unk=None, bos=None, eos=None)
     tags = Vocabulary.build([["A"]], unk=None, bos=None, eos=None)

@@ -184,7 +184,10 @@ class Vocabulary:
         return len(self.tokens)
 
     def __contains__(self, token: str) -> bool:
-        return token in self._index
+        """Whether `token`, read as data, has an id of its own: false for the pad, which
+        `encode` maps to unk (a reference's "<pad>" counted as in-vocabulary matched a
+        hypothesis's `<unk>` in the translation BLEU)."""
+        return token in self._data_index
 
     def _id(self, role: str) -> int:
         token = getattr(self, role)
