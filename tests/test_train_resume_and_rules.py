@@ -10,6 +10,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from rnn_jax.files import check_workdir
 from rnn_jax.train import cli, optim, train_and_evaluate
@@ -80,6 +81,29 @@ def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):
     assert (tmp_path / "config.json").read_text() == saved
     assert not (tmp_path / "results.json").exists()
     assert json.loads(saved)["train"]["num_steps"] == 20
+    # A data position that does not fit this run's data (a changed corpus) was a ValueError
+    # traceback (exit 1) raised after config.json and the task's files had been rewritten.
+    with pytest.raises(cfg.ConfigError, match=r"data position saved there does not fit.*gone"):
+        train_and_evaluate(_config(), tmp_path, _ChangedDataRegression())
+    # So was a checkpoint that does not fit the model (Checkpointer.restore names the arrays).
+    with pytest.raises(cfg.ConfigError, match=r"(?s)cannot resume in .*does not fit.*params.kern"):
+        train_and_evaluate(_config(), tmp_path, _WiderRegression())
+    assert (tmp_path / "config.json").read_text() == saved
+
+
+class _ChangedDataStream(Stream):
+    def load_state_dict(self, state):
+        raise ValueError("batch 3 is gone")
+
+
+class _WiderRegression(Regression):
+    def init_model(self, rng):
+        return nnx.Linear(3, 2, rngs=nnx.Rngs(params=rng))
+
+
+class _ChangedDataRegression(Regression):
+    def train_data(self):
+        return _ChangedDataStream()
 
 
 @pytest.mark.parametrize(

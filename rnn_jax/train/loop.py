@@ -92,7 +92,11 @@ def train_and_evaluate(
         "last_train": None,
         "evaluated_step": None,  # the step of the last evaluation
     }
-    restored = checkpointer.restore(abstract_like(state))
+    try:
+        restored = checkpointer.restore(abstract_like(state))
+    except ValueError as error:  # `_does_not_fit`: another model, vocabulary or optimiser
+        checkpointer.close()
+        raise config_lib.ConfigError(f"cannot resume in {workdir}: {error}") from error
     start = 0
     end = config.train.num_steps
     if restored is not None:
@@ -111,16 +115,23 @@ def train_and_evaluate(
             # The run stopped early here (its last checkpoint is the stopping step) and ended
             # before results.json: finish it, do not train on past the stop.
             end = start
+    data = task.train_data()
+    if restored is not None:
+        try:
+            data.load_state_dict(loop.pop("data"))
+        except ValueError as error:  # e.g. a corpus that changed under the checkpoints
+            checkpointer.close()
+            raise config_lib.ConfigError(
+                f"cannot resume in {workdir} at step {start}: the data position saved there "
+                f"does not fit this run's data: {error}"
+            ) from error
+        logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
     if primary:  # only now: a config error above leaves the run directory as it was
         workdir.mkdir(parents=True, exist_ok=True)
         # Atomic: a resume rewrites it, and a torn config.json makes the run unresumable.
         metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
         for name, content in task.artifacts().items():
             metrics.write_json_atomic(workdir / name, content)
-    data = task.train_data()
-    if restored is not None:
-        data.load_state_dict(loop.pop("data"))
-        logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
 
     writer = metrics.MetricsWriter(workdir, enabled=primary)
     progress = metrics.Progress(config.train.num_steps, start)
