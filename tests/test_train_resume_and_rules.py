@@ -76,6 +76,11 @@ def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):
     # num_steps its checkpoints had already passed.
     _crash_after_step_12(tmp_path)
     saved = (tmp_path / "config.json").read_text()
+    # A best checkpoint newer than the periodic one (a run killed between the two saves, or
+    # a live run's): the refused runs below deleted it before their checks; a resume that
+    # passes them drops it (test_train_checkpoint).
+    newest_best = max((tmp_path / "best").iterdir(), key=lambda path: int(path.name))
+    shutil.copytree(newest_best, tmp_path / "best" / "14")
     with pytest.raises(cfg.ConfigError, match=r"train.num_steps=10: .* step 12"):
         train_and_evaluate(_config(train__num_steps=10), tmp_path, Regression())
     assert (tmp_path / "config.json").read_text() == saved
@@ -89,6 +94,7 @@ def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(cfg.ConfigError, match=r"(?s)cannot resume in .*does not fit.*params.kern"):
         train_and_evaluate(_config(), tmp_path, _WiderRegression())
     assert (tmp_path / "config.json").read_text() == saved
+    assert (tmp_path / "best" / "14").is_dir()
 
 
 class _ChangedDataStream(Stream):

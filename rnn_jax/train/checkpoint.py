@@ -32,11 +32,19 @@ class Checkpointer:
       max_to_keep: how many periodic checkpoints to keep (the newest).
       read_only: for readers (`rnn_jax.train.restore`), possibly beside a live run: create
         and delete nothing (and do not `save`). A training run's Checkpointer (the default)
-        first deletes best checkpoints newer than the newest periodic one (`_drop_stale_best`).
+        first deletes best checkpoints newer than the newest periodic one (`drop_stale_best`).
+      drop_stale: False defers that deletion to an explicit `drop_stale_best()` call: the
+        training loop makes it once its resume checks have passed, so that a run refused
+        with a config error leaves the run directory as it was.
     """
 
     def __init__(
-        self, workdir: str | pathlib.Path, max_to_keep: int, *, read_only: bool = False
+        self,
+        workdir: str | pathlib.Path,
+        max_to_keep: int,
+        *,
+        read_only: bool = False,
+        drop_stale: bool = True,
     ) -> None:
         workdir = pathlib.Path(workdir).resolve()
         self._read_only = read_only
@@ -66,22 +74,25 @@ class Checkpointer:
         # this manager only ever receives improvements. It keeps, not only the newest, every
         # best checkpoint a resume may need (`_prune_best`), so its newest is the best model.
         self.best = manager(workdir / "best", None)
-        if not read_only:
-            self._drop_stale_best()
         # Steps saved by this process, per manager: every process must take the same
         # save/skip decision, so it must not depend on what one of them sees on disk.
         self._saved = {"latest": self.latest.latest_step(), "best": self.best.latest_step()}
+        if drop_stale:
+            self.drop_stale_best()
 
-    def _drop_stale_best(self) -> None:
+    def drop_stale_best(self) -> None:
         """Delete best checkpoints newer than the newest periodic one (all of them when there
         is none): a run killed between the two saves left them, and the run resumes from the
         periodic checkpoint, whose loop state has not seen them. Kept, they would be taken
         as the resumed run's best model, e.g. after resuming with a lower `train.num_steps`
         or `eval_every`, or when its replay of them does not improve (another device count)."""
+        if self._read_only:
+            return
         latest = self.latest.latest_step()
         for step in self.best.all_steps():
             if latest is None or step > latest:
                 self.best.delete(step)
+        self._saved["best"] = self.best.latest_step()
 
     def _prune_best(self, periodic: int) -> None:
         """Delete the best checkpoints older than the newest one at or before the complete

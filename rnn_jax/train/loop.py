@@ -81,7 +81,8 @@ def train_and_evaluate(
     n = config.num_seeds
     mesh, state, train_step, eval_step = build_steps(config, task)
     _check_best_metric(config, task, state, eval_step)
-    checkpointer = Checkpointer(workdir, config.train.max_to_keep)
+    # Stale best checkpoints are dropped only once the resume checks below have passed.
+    checkpointer = Checkpointer(workdir, config.train.max_to_keep, drop_stale=False)
     loop = {
         "window": {},
         "window_steps": 0,
@@ -126,6 +127,7 @@ def train_and_evaluate(
                 f"does not fit this run's data: {error}"
             ) from error
         logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+    checkpointer.drop_stale_best()
     if primary:  # only now: a config error above leaves the run directory as it was
         workdir.mkdir(parents=True, exist_ok=True)
         # Atomic: a resume rewrites it, and a torn config.json makes the run unresumable.
