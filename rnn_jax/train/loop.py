@@ -426,7 +426,7 @@ def _train_step_fn(
         # Finite gradients can still overflow the update (a huge learning rate): such a step
         # is as bad as a NaN loss. One reduced bool per replica, over the params only (an
         # optimiser state that overflows alone is caught before every save, `_check_saveable`).
-        update_finite = _all_finite(new_params)
+        update_finite = optim.all_finite(new_params)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & update_finite
         # A non-finite forward pass leaves a non-finite carry: keep the last good one.
         new_carry = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_carry, carry)
@@ -475,7 +475,7 @@ def _train_step_fn(
 
 @jax.jit
 def _state_finite(params: Any, opt_state: Any) -> jax.Array:
-    return _all_finite((params, opt_state))
+    return optim.all_finite((params, opt_state))
 
 
 def _check_saveable(step: int, state: dict, checkpointer: Checkpointer) -> None:
@@ -495,17 +495,6 @@ def _check_saveable(step: int, state: dict, checkpointer: Checkpointer) -> None:
         + ("none yet" if latest is None else f"step {latest}")
         + f" in {checkpointer.latest.directory}"
     )
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    """One bool scalar: every element of every inexact leaf of `tree` is finite (integer
-    leaves, such as optimiser step counts, cannot overflow to inf)."""
-    checks = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-    ]
-    return jnp.all(jnp.asarray(checks)) if checks else jnp.asarray(True)
 
 
 def _eval_step_fn(task: Task, graphdef: Any) -> Any:

@@ -134,8 +134,19 @@ def _skip_nonfinite(updates: Any, gradient_step: Any, params: Any) -> tuple[jax.
     the empty skip state here keeps the state's structure (and older checkpoints) unchanged.
     """
     del gradient_step, params
-    finite = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(updates)]
-    return jnp.logical_not(jnp.all(jnp.asarray(finite))) if finite else jnp.asarray(False), ()
+    return jnp.logical_not(all_finite(updates)), ()
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """One bool scalar: every element of every inexact leaf of `tree` is finite (integer
+    leaves, such as optimiser step counts, cannot overflow to inf). Also the training loop's
+    check of updated params and of a state before it is saved."""
+    checks = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.asarray(checks)) if checks else jnp.asarray(True)
 
 
 def _decay_mask(opt: ml_collections.ConfigDict) -> Any:
