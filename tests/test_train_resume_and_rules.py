@@ -15,6 +15,7 @@ from flax import nnx
 from rnn_jax.files import check_workdir
 from rnn_jax.train import cli, optim, train_and_evaluate
 from rnn_jax.train import config as cfg
+from rnn_jax.train import loop as loop_lib
 from tests.test_train_loop import Regression, Stream, _config
 
 
@@ -95,6 +96,26 @@ def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):
         train_and_evaluate(_config(), tmp_path, _WiderRegression())
     assert (tmp_path / "config.json").read_text() == saved
     assert (tmp_path / "best" / "14").is_dir()
+
+
+class _UnreadableRegression(Regression):
+    def train_data(self):
+        raise OSError("no such corpus")
+
+
+def test_a_start_that_fails_before_training_closes_the_checkpointer(tmp_path, monkeypatch):
+    # Only the refused resumes closed it; a task whose data cannot be read left it open.
+    closed = []
+
+    class Recording(loop_lib.Checkpointer):
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    monkeypatch.setattr(loop_lib, "Checkpointer", Recording)
+    with pytest.raises(OSError, match="no such corpus"):
+        train_and_evaluate(_config(), tmp_path, _UnreadableRegression())
+    assert closed == [True]
 
 
 class _ChangedDataStream(Stream):

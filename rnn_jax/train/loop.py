@@ -83,50 +83,11 @@ def train_and_evaluate(
     _check_best_metric(config, task, state, eval_step)
     # Stale best checkpoints are dropped only once the resume checks below have passed.
     checkpointer = Checkpointer(workdir, config.train.max_to_keep, drop_stale=False)
-    loop = {
-        "window": {},
-        "window_steps": 0,
-        "best_value": None,
-        "best_step": None,
-        "bad_evals": 0,
-        "consecutive_nonfinite": [0] * config.num_seeds,  # per replica
-        "last_train": None,
-        "evaluated_step": None,  # the step of the last evaluation
-    }
     try:
-        restored = checkpointer.restore(abstract_like(state))
-    except ValueError as error:  # `_does_not_fit`: another model, vocabulary or optimiser
+        state, loop, start, end, data = _resume(checkpointer, state, config, workdir, task)
+    except BaseException:  # a refused resume (ConfigError) or a task that cannot read its data
         checkpointer.close()
-        raise config_lib.ConfigError(f"cannot resume in {workdir}: {error}") from error
-    start = 0
-    end = config.train.num_steps
-    if restored is not None:
-        state, loop = restored
-        start = checkpointer.latest_step()
-        # Checkpoints written before the key existed: taken as evaluated (as they were read).
-        loop.setdefault("evaluated_step", start)
-        if config.train.num_steps < start:
-            checkpointer.close()
-            raise config_lib.ConfigError(
-                f"train.num_steps={config.train.num_steps}: the newest checkpoint in "
-                f"{workdir / 'checkpoints'} is of step {start}, and a run cannot be shortened "
-                f"to before it; use train.num_steps >= {start} or a new --workdir"
-            )
-        if _patience_exhausted(loop, config):
-            # The run stopped early here (its last checkpoint is the stopping step) and ended
-            # before results.json: finish it, do not train on past the stop.
-            end = start
-    data = task.train_data()
-    if restored is not None:
-        try:
-            data.load_state_dict(loop.pop("data"))
-        except ValueError as error:  # e.g. a corpus that changed under the checkpoints
-            checkpointer.close()
-            raise config_lib.ConfigError(
-                f"cannot resume in {workdir} at step {start}: the data position saved there "
-                f"does not fit this run's data: {error}"
-            ) from error
-        logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+        raise
     checkpointer.drop_stale_best()
     if primary:  # only now: a config error above leaves the run directory as it was
         workdir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +158,7 @@ def train_and_evaluate(
     step = start
     stopped_early = False
     try:
-        if restored is not None and start == end:
+        if start == end:  # only on resume: a fresh run starts at 0 and num_steps is positive
             # The newest checkpoint is the run's last step, but it may have been written as an
             # ordinary step (train.num_steps lowered to it on resume): do what the last step
             # does and that checkpoint's run did not, so that the results equal a run of
@@ -273,6 +234,66 @@ def train_and_evaluate(
             before_done(results)
         metrics.write_json_atomic(workdir / "results.json", results)
     return results
+
+
+def _resume(
+    checkpointer: Checkpointer,
+    state: dict,
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    task: Task,
+) -> tuple[dict, dict, int, int, Any]:
+    """The state, loop state, first and end step and training data a run starts from.
+
+    A fresh run starts at step 0 from `state`; a run with checkpoints in `workdir` starts at
+    the newest one, its data stream at the position saved there.
+
+    Raises:
+      ConfigError: naming `workdir`, when the newest checkpoint does not fit the model (another
+        model, vocabulary or optimiser), is of a step past `train.num_steps`, or saved a data
+        position this run's data refuses. Nothing in `workdir` has been changed by then.
+    """
+    loop = {
+        "window": {},
+        "window_steps": 0,
+        "best_value": None,
+        "best_step": None,
+        "bad_evals": 0,
+        "consecutive_nonfinite": [0] * config.num_seeds,  # per replica
+        "last_train": None,
+        "evaluated_step": None,  # the step of the last evaluation
+    }
+    try:
+        restored = checkpointer.restore(abstract_like(state))
+    except ValueError as error:  # `_does_not_fit`: another model, vocabulary or optimiser
+        raise config_lib.ConfigError(f"cannot resume in {workdir}: {error}") from error
+    if restored is None:
+        return state, loop, 0, config.train.num_steps, task.train_data()
+    state, loop = restored
+    start = checkpointer.latest_step()
+    end = config.train.num_steps
+    # Checkpoints written before the key existed: taken as evaluated (as they were read).
+    loop.setdefault("evaluated_step", start)
+    if config.train.num_steps < start:
+        raise config_lib.ConfigError(
+            f"train.num_steps={config.train.num_steps}: the newest checkpoint in "
+            f"{workdir / 'checkpoints'} is of step {start}, and a run cannot be shortened "
+            f"to before it; use train.num_steps >= {start} or a new --workdir"
+        )
+    if _patience_exhausted(loop, config):
+        # The run stopped early here (its last checkpoint is the stopping step) and ended
+        # before results.json: finish it, do not train on past the stop.
+        end = start
+    data = task.train_data()
+    try:
+        data.load_state_dict(loop.pop("data"))
+    except ValueError as error:  # e.g. a corpus that changed under the checkpoints
+        raise config_lib.ConfigError(
+            f"cannot resume in {workdir} at step {start}: the data position saved there "
+            f"does not fit this run's data: {error}"
+        ) from error
+    logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+    return state, loop, start, end, data
 
 
 def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
