@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -86,14 +87,11 @@ class Vocabulary:
         """How many specials were added (did not occur in the training data)."""
         return len(self.added_specials)
 
-    @property
+    # Cached on first use: `cached_property` writes to the instance `__dict__` directly, which
+    # a frozen dataclass allows (its fields, and so `==` and `hash`, are unaffected).
+    @functools.cached_property
     def _index(self) -> dict[str, int]:
-        # Cached on first use; the dataclass is frozen, so write through object.__setattr__.
-        index = self.__dict__.get("_index_cache")
-        if index is None:
-            index = {token: i for i, token in enumerate(self.tokens)}
-            object.__setattr__(self, "_index_cache", index)
-        return index
+        return {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
     def build(
@@ -211,14 +209,10 @@ class Vocabulary:
     def eos_id(self) -> int:
         return self._id("eos")
 
-    @property
+    @functools.cached_property
     def _data_index(self) -> dict[str, int]:
         # `_index` without the pad: the ids a data token can have (see the module docstring).
-        index = self.__dict__.get("_data_index_cache")
-        if index is None:
-            index = {t: i for t, i in self._index.items() if t != self.pad}
-            object.__setattr__(self, "_data_index_cache", index)
-        return index
+        return {t: i for t, i in self._index.items() if t != self.pad}
 
     def encode(self, tokens: Sequence[str]) -> np.ndarray:
         """Token strings -> int32 ids `[len(tokens)]`; OOV -> `unk_id` (error if no unk).
