@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
-from rnn_jax.data.lm_corpus import markov_lm, text_lm
+from rnn_jax.data.lm_corpus import markov_lm, ptb_lm, text_lm
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +66,13 @@ def test_bad_text_corpus_spec_is_named(spec):
     does not exist": neither named the spec."""
     with pytest.raises(ValueError, match=rf"'{spec}' is not text:TRAIN\[,VALID\[,TEST\]\]"):
         lm_corpus(spec)
+
+
+def test_a_corpus_file_given_as_its_folder_is_named_as_such(tmp_path):
+    """manual_dir pointing at a file said it "does not exist", though it is there."""
+    (tmp_path / "ptb.train.txt").write_text("a\n")
+    (tmp_path / "ptb.valid.txt").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"ptb\.train\.txt' for corpus 'ptb' is not a dir"):
+        ptb_lm(tmp_path / "ptb.train.txt")
+    with pytest.raises(FileNotFoundError, match=r"ptb\.valid\.txt is not a file"):
+        ptb_lm(tmp_path)

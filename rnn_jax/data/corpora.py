@@ -86,18 +86,23 @@ def split_paths(name: str, manual_dir: PathLike) -> dict[str, tuple[pathlib.Path
     if name not in SPLIT_FILES:
         raise ValueError(f"unknown corpus {name!r}; known corpora: {sorted(SPLIT_FILES)}")
     manual_dir = pathlib.Path(manual_dir)
+    needed = sorted({f for fs in SPLIT_FILES[name].values() for f in fs})
     if not manual_dir.is_dir():
+        # A file given as manual_dir (e.g. one of the corpus's files) exists: "does not exist"
+        # sent the user looking for a path that is there. Still FileNotFoundError: the CLI
+        # reports that as a setting to fix (exit status 2).
+        what = "is not a directory" if manual_dir.exists() else "does not exist"
         raise FileNotFoundError(
-            f"manual_dir {os.fspath(manual_dir)!r} for corpus {name!r} does not exist; it must "
-            f"hold {sorted({f for fs in SPLIT_FILES[name].values() for f in fs})}"
+            f"manual_dir {os.fspath(manual_dir)!r} for corpus {name!r} {what}; it must be the "
+            f"folder that holds {needed}"
         )
     paths = {s: tuple(manual_dir / f for f in files) for s, files in SPLIT_FILES[name].items()}
     for files in paths.values():
         for path in files:
             if not path.is_file():
+                what = "is not a file" if path.exists() else "is missing"
                 raise FileNotFoundError(
-                    f"{os.fspath(path)} is missing: corpus {name!r} needs "
-                    f"{sorted({f for fs in SPLIT_FILES[name].values() for f in fs})} in "
+                    f"{os.fspath(path)} {what}: corpus {name!r} needs {needed} in "
                     f"{os.fspath(manual_dir)}"
                 )
     return paths
