@@ -173,7 +173,19 @@ def sigmoid_gate_preactivations(cell: Any, params: Any, carry0: Carry, xs: jax.A
 
     Uses the cell's own `input_projection`, `recurrent_projection` and `step` (design.md), so
     the gates are those of the trained cell; the recurrent projection is taken of h_{t−1}.
+
+    Raises:
+      ValueError: for a cell whose `recurrent_projection` is not one `[..., G]` array to add
+        to the input projection (`gru_cho`: a pair; `min_gru`: None), which has no such fused
+        pre-activation (those failed with a TypeError about `+` after the whole trajectory).
     """
+    z_h_shape = jax.eval_shape(cell.recurrent_projection, params, carry0)
+    if not isinstance(z_h_shape, jax.ShapeDtypeStruct):
+        raise ValueError(
+            f"sigmoid_gate_preactivations: {type(cell).__name__}.recurrent_projection gives "
+            f"{type(z_h_shape).__name__}, not one [..., G] array, so its gates are not "
+            "sigmoids of z_x + z_h (supported: cells like the plain LSTM and PyTorch-form GRU)"
+        )
     carries = trajectory(lambda c, x: cell.step(params, c, x), carry0, xs)
     previous = jax.tree.map(
         lambda c0, c: jnp.concatenate([c0[:, None], c[:, :-1]], axis=1), carry0, carries

@@ -62,6 +62,7 @@ from flax import nnx
 from rnn_jax import layers
 from rnn_jax.models.checks import check_ids
 from rnn_jax.models.lm import RNNLanguageModel
+from rnn_jax.predicates import is_finite_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,12 +178,18 @@ class _LDAPath:
         return LinearProbe(m.mean, m.scale, weights, bias, float(shrinkage))
 
 
+def _check_regularization(name: str, value: float) -> None:
+    """Raises ValueError unless `value` is a finite number > 0: a NaN shrinkage or L2 penalty
+    (or an infinite penalty) gave NaN weights, and a probe that predicts class 0 everywhere."""
+    if not (is_finite_number(value) and value > 0):
+        raise ValueError(f"{name}={value!r}; allowed: a finite number > 0")
+
+
 def fit_lda_probe(
     features: np.ndarray, labels: np.ndarray, num_classes: int, shrinkage: float
 ) -> LinearProbe:
     """The LDA probe of `labels int [n]` on `features [n, features]` at `shrinkage` (> 0)."""
-    if shrinkage <= 0:
-        raise ValueError(f"shrinkage={shrinkage!r}; allowed: > 0")
+    _check_regularization("shrinkage", shrinkage)
     return _Moments(features).path(labels, num_classes).probe(shrinkage)
 
 
@@ -201,8 +208,10 @@ def _check_grid_inputs(
         )
     if not 0 < holdout.sum() < len(holdout):
         raise ValueError("holdout must mark some rows, not all")
-    if not grid or min(grid) <= 0:
-        raise ValueError(f"{grid_name}={list(grid)}: expected values > 0")
+    if not grid:
+        raise ValueError(f"{grid_name}={list(grid)}: expected at least one value")
+    for value in grid:
+        _check_regularization(f"{grid_name} value", value)
     for j, classes in enumerate(num_classes):
         _check_labels(labels[:, j], classes)
     return labels, holdout
@@ -408,8 +417,7 @@ def fit_logistic_probe(
 ) -> LinearProbe:
     """The logistic-regression probe of `labels int [n]` on `features [n, features]` at L2
     penalty `l2` (> 0), after `iterations` L-BFGS steps from zero."""
-    if l2 <= 0:
-        raise ValueError(f"l2={l2!r}; allowed: > 0")
+    _check_regularization("l2", l2)
     labels = _check_labels(labels, num_classes)[:, None]
     problems = _SoftmaxProblems(features, labels, [num_classes])
     weights, bias, _ = problems.fit([0], [l2], np.ones(len(labels), bool), iterations)

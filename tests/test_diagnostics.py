@@ -351,3 +351,18 @@ def test_copy_task_gradient_norms_are_those_of_the_recall_loss():
                 g = g + probs @ w_out.T / steps
             norms[b, t] = np.linalg.norm(g)
     np.testing.assert_allclose(got, norms, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gru_cho", "min_gru"])
+def test_gate_preactivations_refuse_cells_without_a_fused_recurrent_projection(name):
+    # gru_cho's recurrent projection is a pair, min_gru's None: `z_x + z_h` failed with a
+    # TypeError about `+`, after running the whole trajectory.
+    from rnn_jax import cells
+
+    cell = cells.get_cell(name)
+    shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), D_IN, H))
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    with pytest.raises(ValueError, match=rf"{type(cell).__name__}\.recurrent_projection"):
+        diagnostics.sigmoid_gate_preactivations(
+            cell, params, jnp.zeros((B, H)), jnp.zeros((B, T, D_IN))
+        )

@@ -22,3 +22,19 @@ def test_control_task_refuses_class_probs_that_are_not_finite():
     for bad in (np.nan, np.inf):
         with pytest.raises(ValueError, match=r"class_probs must be finite non-negative"):
             probes.control_task(["a", "b", "c"], np.array([bad, 1.0]), seed=0)
+
+
+def test_probes_refuse_a_regularization_that_is_not_finite_and_positive():
+    # A NaN shrinkage or L2 penalty (or an infinite penalty) gave NaN weights: a probe that
+    # predicted class 0 everywhere, with no error.
+    x, labels = np.eye(4), np.array([0, 1, 0, 1])
+    holdout = np.array([True, False, False, False])
+    for bad in (np.nan, np.inf, 0.0):
+        with pytest.raises(ValueError, match=r"shrinkage=.*allowed: a finite number > 0"):
+            probes.fit_lda_probe(x, labels, 2, bad)
+        with pytest.raises(ValueError, match=r"l2=.*allowed: a finite number > 0"):
+            probes.fit_logistic_probe(x, labels, 2, bad, iterations=1)
+        with pytest.raises(ValueError, match=r"shrinkages value=.*a finite number > 0"):
+            probes.fit_lda_probes(x, labels[:, None], [2], [1.0, bad], holdout)
+        with pytest.raises(ValueError, match=r"l2_penalties value=.*a finite number > 0"):
+            probes.fit_logistic_probes(x, labels[:, None], [2], [bad], holdout, iterations=1)
