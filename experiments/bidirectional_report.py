@@ -2,14 +2,15 @@
 from the point summaries that its `run` stores (results.json `points`).
 
 A difference between two points is called clear only when every seed of one is above every
-seed of the other; otherwise it is within the seed spread, or a seed of either diverged (not
-finite): inconclusive. Even "clear" is weak evidence with few seeds. The seeds are paired:
-seed i of every point starts from the same initialisation key and all see the same batches,
-so under no difference only the two runs of each pair are exchangeable, and "every seed
-apart" (which needs every pair to differ the same way) happens by chance with probability at
-most 2^(1-n), the sign test's (1/2 for 2 seeds, 1/4 for 3, 1/16 for 5), which the answers
-state. 2 / C(2n, n) (1/10 at 3 seeds) would need all 2n runs exchangeable, which shared keys
-and batches do not give.
+seed of the other, each having at least two; otherwise it is within the seed spread (one seed
+has no spread to be beyond), or a seed of either diverged (not finite): inconclusive. Even
+"clear" is weak evidence with few seeds. The seeds are paired: seed i of every point starts
+from the same initialisation key and all see the same batches, so under no difference only
+the two runs of each pair are exchangeable, and "every seed apart" (which needs every pair
+to differ the same way) happens by chance with probability at most 2^(1-n), the sign
+test's (1/2 for 2 seeds, 1/4 for 3, 1/16 for 5), which the answers state. 2 / C(2n, n)
+(1/10 at 3 seeds) would need all 2n runs exchangeable, which shared keys and batches do not
+give.
 """
 
 from __future__ import annotations
@@ -176,14 +177,18 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
 
 def compare(a: dict, b: dict, token_class: str | None = None, split: str = "test") -> dict:
     """Mean accuracy of `a` minus `b` (fraction, over the finite seeds), whether every seed
-    of one is above every seed of the other ('clear') or not ('within seed spread'), and
-    whether a seed of either is not finite ('diverged': never clear, since that seed is
-    above or below nothing and `chance_apart` no longer bounds the event's chance)."""
+    of one is above every seed of the other, each having at least two ('clear'), or not
+    ('within seed spread'), whether a seed of either is not finite ('diverged': never clear,
+    since that seed is above or below nothing and `chance_apart` no longer bounds the event's
+    chance), and whether either has a single seed ('one_seed': never clear, one seed has no
+    spread to be beyond and `chance_apart(1)` is 1; `grid.finite_seeds_below`'s rule)."""
     x, y = accuracies(a, split, token_class), accuracies(b, split, token_class)
     delta = grid.nan_mean(x) - grid.nan_mean(y)
     diverged = not (np.isfinite(x).all() and np.isfinite(y).all())
-    clear = not diverged and bool(x.min() > y.max() or x.max() < y.min())
-    return {"delta": delta, "clear": clear, "diverged": diverged}
+    apart = grid.finite_seeds_below(x, y) or grid.finite_seeds_below(y, x)
+    clear = not diverged and apart
+    one_seed = min(x.size, y.size) < 2
+    return {"delta": delta, "clear": clear, "diverged": diverged, "one_seed": one_seed}
 
 
 def chance_apart(num_seeds: int) -> float:
@@ -249,7 +254,11 @@ def _answer_6(p: dict[str, dict]) -> str:
         verdict = "Supported: at equal size the BiLSTM tags better than the forward LSTM"
     elif gain["delta"] > 0:
         verdict = "Not supported at this scale (inconclusive): the BiLSTM's mean is higher but " + (
-            "a seed diverged" if gain["diverged"] else "its seeds overlap the forward LSTM's"
+            "a seed diverged"
+            if gain["diverged"]
+            else "one seed per tagger has no spread to be beyond"
+            if gain["one_seed"]
+            else "its seeds overlap the forward LSTM's"
         )
     else:
         verdict = "Not supported: the BiLSTM did not tag better than the forward LSTM"

@@ -2,11 +2,11 @@
 that its `run` stores (results.json `points`).
 
 Differences between points are read as in `experiments.bidirectional_report`: "every seed
-apart" when every seed of one point is above every seed of the other, "a seed diverged" when
-a seed of either is not finite, else "within the seed spread"; the answer bounds the first
-event's chance under no difference by the paired sign test's 2^(1-n)
-(`bidirectional_report.chance_apart`: seed i of every point shares its initialisation and
-batches).
+apart" when every seed of one point is above every seed of the other (at least two seeds
+each), "a seed diverged" when a seed of either is not finite, else "within the seed spread";
+the answer bounds the first event's chance under no difference by the paired sign test's
+2^(1-n) (`bidirectional_report.chance_apart`: seed i of every point shares its
+initialisation and batches).
 """
 
 from __future__ import annotations
@@ -198,7 +198,13 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
         elif order["delta"] > 0:
             verdict = (
                 "the ordered mean is higher but "
-                + ("a seed diverged" if order["diverged"] else "the seeds overlap")
+                + (
+                    "a seed diverged"
+                    if order["diverged"]
+                    else "one seed per point has no spread to be beyond"
+                    if order["one_seed"]
+                    else "the seeds overlap"
+                )
                 + ": that word order matters is not supported at this scale (inconclusive)"
             )
         else:
@@ -218,9 +224,9 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
                     "a bag of words here"
                 )
             else:
-                # Overlapping seeds or a diverged one: neither "beats" nor "does not beat" is
-                # measured (this branch once said "does not make it beat a bag" of an ordered
-                # BiLSTM 10 points above the bag with one seed diverged).
+                # Overlapping seeds, a diverged one or one seed a side: neither "beats" nor
+                # "does not beat" is measured (this branch once said "does not make it beat a
+                # bag" of an ordered BiLSTM 10 points above the bag with one seed diverged).
                 text += (
                     f"; the ordered BiLSTM is {diff_text(rows['ordered'], rows['bag'])} against "
                     "the context-free bag: not shown to beat a bag of words, nor to lose to it, "

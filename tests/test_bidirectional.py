@@ -370,6 +370,21 @@ def test_a_diverged_seed_is_never_every_seed_apart():
     assert "mean is higher but a seed diverged, +6.50 points (a seed diverged" in text
 
 
+def test_one_seed_a_side_is_never_every_seed_apart():
+    # One seed has no spread to be beyond (`grid.finite_seeds_below`): 0.90 against 0.80 was
+    # "Supported ... (every seed apart)" beside a chance bound of 1, and "the CRF helps".
+    points = {
+        name: {**tagger_summary(name, [acc]), "num_seeds": 1}
+        for name, acc in (("forward-softmax", 0.8), ("bi-softmax", 0.9), ("bi-crf", 0.95))
+    }
+    gain = report.compare(points["bi-softmax"], points["forward-softmax"])
+    assert not gain["clear"] and not gain["diverged"] and gain["one_seed"]
+    answers = report.answers(points)
+    assert "Supported:" not in answers[6] and "every seed apart)" not in answers[6]
+    assert "mean is higher but one seed per tagger has no spread to be beyond" in answers[6]
+    assert "the CRF helps" not in answers[14] and "+5.00 points (within the" in answers[14]
+
+
 def _tagger(name, test, unk):
     direction, head = name.split("-")
     return {

@@ -23,6 +23,12 @@ def test_word_order_answer_with_a_diverged_seed(tmp_path):
         answer
     )
     assert "word order matters is supported" not in answer
+    # One seed a side has no spread to be beyond: it was "every seed apart", "supported".
+    for name, value in (("sst-shuffled", [0.73]), ("sst-ordered", [0.80])):
+        points[name] = {**word_order_summary(*name.split("-"), value), "num_seeds": 1}
+    answer = wo_report.answers({n: points[n] for n in ("sst-shuffled", "sst-ordered")})[2]
+    assert "order (ordered − shuffled): +7.00 points (within the seed spread)" in answer
+    assert "higher but one seed per point has no spread to be beyond: that word order" in answer
 
 
 def test_word_order_plot_shows_every_seed(tmp_path, monkeypatch):
