@@ -62,8 +62,9 @@ class AttentionMemory:
 
     keys: prepared keys (the key-side half of the score) [batch, source_time, ...];
     values [batch, source_time, value_size]; mask [batch, source_time] bool or None.
-    Padded positions of keys and values are zero. A pytree, so it rides in a decoder state
-    through `lax.scan` and beam search's per-leaf reordering.
+    Padded positions of the values are zero, and so were the keys' before `prepare_keys`
+    (additive attention's prepared keys hold its key bias there). A pytree, so it rides in
+    a decoder state through `lax.scan` and beam search's per-leaf reordering.
     """
 
     keys: jax.Array

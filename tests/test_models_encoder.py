@@ -206,6 +206,19 @@ def test_every_encoder_kind_refuses_the_lengths_the_rnn_refuses():
                 encoder(tokens, jnp.array([bad, 2]))
 
 
+def test_character_lengths_outside_the_word_width_are_named():
+    """A char_length past chars.shape[2] reached the char RNN's check, which named the
+    flattened `lengths` and `time=3`, the word width, as if the sentence were wrong."""
+    encoder = SequenceEncoder(
+        9, num_chars=5, char_embed_size=2, char_hidden_size=2, **SMALL, rngs=nnx.Rngs(0)
+    )
+    tokens, chars = jnp.array([[1, 2]]), jnp.ones((1, 2, 3), jnp.int32)
+    for bad in (4, -1):
+        want = rf"char_lengths contains \[{bad}\]; allowed: 0 <= length <= chars\.shape\[2\]=3"
+        with pytest.raises(ValueError, match=want):
+            encoder(tokens, jnp.array([2]), chars=chars, char_lengths=jnp.array([[2, bad]]))
+
+
 def test_one_token_steps_refuse_ids_outside_the_vocabulary():
     """`__call__` checks ids; `step` did not: the RNN LM's gather clamped id 7 to row 4 (the
     logits of another token, silently) and the other models embedded it as NaN. The check

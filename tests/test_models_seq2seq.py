@@ -158,6 +158,14 @@ def test_bad_input_raises():
         model(SOURCE, SOURCE_LENGTHS, TARGET_INPUTS + 5)
     with pytest.raises(ValueError, match="tokens holds ids .* vocab_size=9"):
         model(SOURCE + 4, SOURCE_LENGTHS, TARGET_INPUTS)
+    # Checked before anything runs: a length past the time was read as the time, 0 dropped
+    # the sentence, and [batch, 1] target_inputs were broadcast over the time, all silently.
+    targets = TARGET_INPUTS
+    for bad in (5, 0):
+        with pytest.raises(ValueError, match=rf"target_lengths contains \[{bad}\]; allowed: 1 <="):
+            model.loss(SOURCE, SOURCE_LENGTHS, TARGET_INPUTS, targets, jnp.array([4, bad, 2]))
+    with pytest.raises(ValueError, match=r"target_inputs \[3, 1\] and targets \[3, 4\]"):
+        model.loss(SOURCE, SOURCE_LENGTHS, TARGET_INPUTS[:, :1], targets, jnp.array([4, 3, 2]))
     with pytest.raises(ValueError, match="attention='luong'"):
         Seq2Seq(
             SRC_VOCAB, TGT_VOCAB, embed_size=4, hidden_size=4, attention="luong", rngs=nnx.Rngs(0)

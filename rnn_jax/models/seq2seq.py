@@ -28,7 +28,13 @@ from jax import lax
 
 from rnn_jax.attention import make_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
+from rnn_jax.models.checks import (
+    check_choice,
+    check_ids,
+    check_lengths,
+    check_positive,
+    length_mask,
+)
 from rnn_jax.models.encoder import SequenceEncoder
 from rnn_jax.modules import RNN
 from rnn_jax.scheduled_sampling import choose_decoder_inputs, concrete_probability
@@ -229,6 +235,14 @@ class Seq2Seq(nnx.Module):
     ) -> jax.Array:
         """Token NLL of targets [batch, time] summed per sentence (padding excluded): [batch].
         Decoder inputs and targets past `target_lengths` are padding and may hold any id."""
+        if jnp.shape(target_inputs) != jnp.shape(targets):
+            raise ValueError(
+                f"target_inputs {list(jnp.shape(target_inputs))} and targets "
+                f"{list(jnp.shape(targets))} must have the same [batch, time] shape"
+            )
+        # As the encoder does for source_lengths: one past the time was read as the time and
+        # 0 dropped the sentence from the loss, both silently.
+        check_lengths("target_lengths", target_lengths, 1, targets.shape[1], "targets.shape[1]")
         mask = length_mask(target_lengths, targets.shape[1])
         check_ids("targets", targets, self.target_vocab_size, "target_vocab_size", mask)
         # The decoder is causal: inputs past the length only feed masked positions, but an
