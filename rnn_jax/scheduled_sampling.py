@@ -37,7 +37,15 @@ def teacher_forcing_schedule(
     """Build epsilon(step) by name; `k`, `c`, `minimum` are the paper's k, c and epsilon_min.
 
     For 'constant' the probability is `k` (so k=1 is teacher forcing, k=0 free running).
+    `c` and `minimum` belong to 'linear' only; any other schedule refuses a nonzero one.
     """
+    if name in SCHEDULES and name != "linear" and (c != 0.0 or minimum != 0.0):
+        # They were ignored: exponential with minimum=0.5 decayed to 4e-5 at step 1000, with
+        # no floor and no word.
+        raise ValueError(
+            f"{name} schedule takes only k; c and minimum are the linear schedule's, got "
+            f"c={c}, minimum={minimum}"
+        )
     if name == "constant":
         if not 0.0 <= k <= 1.0:
             raise ValueError(f"constant teacher-forcing probability k must be in [0, 1], got {k}")
@@ -95,6 +103,12 @@ def choose_decoder_inputs(
     probability outside [0, 1] raises ValueError (`concrete_probability`; a traced one cannot
     be checked).
     """
+    if jnp.shape(gold) != jnp.shape(predicted):
+        # jnp.where broadcast them: gold [4] with predicted [4, 1] gave [4, 4] at p=0.5, yet
+        # [4] at p=1.0 and [4, 1] at p=0.0 (no rng).
+        raise ValueError(
+            f"gold {jnp.shape(gold)} and predicted {jnp.shape(predicted)} must share a shape"
+        )
     value = concrete_probability(teacher_forcing_prob)
     if rng is None:
         if value in (0.0, 1.0):

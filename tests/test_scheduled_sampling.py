@@ -16,11 +16,15 @@ from rnn_jax import scheduled_sampling
         ("linear", dict(k=1.0, c=float("inf"))),
         ("inverse_sigmoid", dict(k=float("nan"))),
         ("inverse_sigmoid", dict(k=float("inf"))),
+        ("exponential", dict(k=0.99, minimum=0.5)),
+        ("inverse_sigmoid", dict(k=10.0, c=0.1)),
+        ("constant", dict(k=1.0, minimum=0.2)),
     ],
 )
-def test_schedules_refuse_parameters_that_make_epsilon_nan(name, options):
+def test_schedules_refuse_parameters_that_make_epsilon_nan_or_go_unused(name, options):
     """These schedules returned NaN (c=inf: NaN at step 0 only, from inf * 0); under jit a NaN
-    probability cannot be checked and `u < NaN` never holds, so training ran free-running."""
+    probability cannot be checked and `u < NaN` never holds, so training ran free-running.
+    `c` and `minimum` are linear's only: the others ignored them (no floor, no word)."""
     with pytest.raises(ValueError, match=name):
         scheduled_sampling.teacher_forcing_schedule(name, **options)
 
@@ -42,3 +46,6 @@ def test_choose_decoder_inputs_refuses_a_probability_outside_0_1():
         lambda p: scheduled_sampling.choose_decoder_inputs(gold, predicted, p, jax.random.key(0))
     )
     np.testing.assert_array_equal(traced(jnp.float32(1.0)), gold)
+    # jnp.where broadcast mismatched shapes: [4] and [4, 1] gave [4, 4] at p=0.5
+    with pytest.raises(ValueError, match=r"gold \(4,\) and predicted \(4, 1\)"):
+        scheduled_sampling.choose_decoder_inputs(gold, predicted[:, None], 0.5, jax.random.key(0))
