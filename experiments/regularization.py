@@ -45,6 +45,7 @@ from rnn_jax.data import LMEvalStream
 from rnn_jax.data.lm_corpus import LMCorpus
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.params import count_params, match_size
+from rnn_jax.predicates import is_decimal
 from rnn_jax.train import config as cfg
 from rnn_jax.train.loop import train_and_evaluate
 
@@ -117,7 +118,7 @@ def depths(config: ml_collections.ConfigDict) -> list[int]:
     """`grid.depths` "1,2,3" -> [1, 2, 3] (layer counts >= 1; "" -> none)."""
     text, out = config.grid.depths, []
     for entry in _entries(config, "depths"):
-        if not entry.isdigit() or int(entry) < 1:
+        if not is_decimal(entry) or int(entry) < 1:
             raise cfg.ConfigError(f"grid.depths={text!r}: {entry!r} must be an integer >= 1")
         out.append(int(entry))
     grid.check_distinct("grid.depths", text, out)

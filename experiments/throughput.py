@@ -28,6 +28,7 @@ from absl import logging
 from experiments import throughput_peers as peers
 from experiments import throughput_report as report
 from rnn_jax import allocator
+from rnn_jax.predicates import is_decimal
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics
 
@@ -46,7 +47,7 @@ def _names_from(allowed: tuple, empty_ok: bool = False) -> config_lib.Rule:
 
 def _positive_ints(value: Any) -> str | None:
     parts = [p for p in str(value).split(",") if p]  # empty: no sweep
-    ok = all(p.isdigit() and int(p) > 0 for p in parts)
+    ok = all(is_decimal(p) and int(p) > 0 for p in parts)
     return None if ok else "comma-separated ints > 0 (empty: none)"
 
 

@@ -38,7 +38,7 @@ from experiments import truncated_bptt_report as report
 from rnn_jax.cells import get_cell
 from rnn_jax.data.synthetic import EchoTask
 from rnn_jax.modules import RNN
-from rnn_jax.predicates import is_int
+from rnn_jax.predicates import is_decimal, is_int
 from rnn_jax.train import distributed
 from rnn_jax.train.config import (
     OPTIMIZERS,
@@ -105,7 +105,9 @@ def bptt_lengths(config: ml_collections.ConfigDict) -> list[int]:
         raise ConfigError(f"data.length={length}: must exceed data.delay={config.data.delay}")
     out = []
     for entry in _entries(config, "bptt_lengths"):
-        k = length if entry == "full" else int(entry) if entry.isdigit() else 0
+        # ASCII digits only (`is_decimal`): '²' passed str.isdigit() and then failed in int()
+        # naming no key, and '٣' was read as 3.
+        k = length if entry == "full" else int(entry) if is_decimal(entry) else 0
         if k < 1:
             raise ConfigError(
                 f"grid.bptt_lengths={text!r}: {entry!r} must be a positive integer or 'full'"

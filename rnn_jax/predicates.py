@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_finite_number", "is_int"]
+__all__ = ["is_decimal", "is_finite_number", "is_int"]
 
 
 def is_int(value: Any) -> bool:
@@ -40,3 +40,10 @@ def is_finite_number(value: Any) -> bool:
         return True
     except (TypeError, ValueError):  # ValueError: arrays with more than one element
         return False
+
+
+def is_decimal(text: str) -> bool:
+    """A non-empty string of ASCII digits 0-9, the integers a flag, config list or data file
+    may spell. `str.isdigit()` (and `int()`) also take other scripts' digits: '²' passed
+    `isdigit` and then failed in `int`, and '٣' was read as 3."""
+    return isinstance(text, str) and text.isascii() and text.isdigit()

@@ -12,7 +12,7 @@ import pytest
 
 from rnn_jax import cells, decoding, initializers
 from rnn_jax.models import checks
-from rnn_jax.predicates import is_finite_number, is_int
+from rnn_jax.predicates import is_decimal, is_finite_number, is_int
 from rnn_jax.train import config as config_lib
 
 INTS = [0, 3, -2, np.int32(4), np.int64(5), np.uint8(6)]
@@ -98,3 +98,10 @@ def test_is_finite_number_refuses_complex_and_answers_for_huge_ints():
     assert is_finite_number(10**400)
     assert not is_finite_number(np.array(np.nan)) and not is_finite_number(jnp.array(-np.inf))
     assert is_finite_number(np.array(3, np.int8)) and is_finite_number(jnp.bfloat16(1.5))
+
+
+def test_is_decimal_takes_ascii_digits_only():
+    # str.isdigit() takes '²' (then int() fails) and '٣' (int() reads 3).
+    assert is_decimal("0") and is_decimal("0123")
+    for text in ("", "²", "\u0663", "1\u0663", "-1", "+1", "1.0", " 1", "1_0", 1):
+        assert not is_decimal(text), text

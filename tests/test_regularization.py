@@ -172,6 +172,7 @@ def test_smoke_writes_results_tables_plots_and_answers(config, smoke_run):
         ({"grid.regularizers": "none,dropconnect"}, r"grid.regularizers='none,dropconnect': un"),
         ({"grid.depths": "0"}, r"grid.depths='0': '0' must be an integer >= 1"),
         ({"grid.depths": "1.5"}, r"grid.depths='1.5': '1.5' must be an integer"),
+        ({"grid.depths": "1,\u0663"}, r"grid.depths='1,\u0663': '\u0663' must be an integer"),
         ({"grid.depth_regularizers": "dropout,x"}, r"grid.depth_regularizers='dropout,x'"),
         ({"grid.regularizers": "", "grid.depths": ""}, "both empty"),
         ({"data.train_tokens": 10**9}, r"data.train_tokens=1000000000: the 'train' split"),

@@ -341,6 +341,7 @@ def test_gpu_goals_and_kernel_columns():
         ({"cells": "lstm,lsmt"}, "cells"),
         ({"backends": "jax"}, "backends"),
         ({"sweep.lengths": "64,-1"}, "sweep.lengths"),
+        ({"sweep.lengths": "64,\u0663"}, "sweep.lengths"),  # int() read it as 3
         ({"bidirectional": "lsmt:small"}, "bidirectional"),
         ({"stacked": "lsmt:small"}, "stacked"),
         ({"stack_layers": 0}, "stack_layers"),

@@ -169,6 +169,8 @@ def test_step_memory_grows_with_the_window(config, smoke_run):
         ({"grid.bptt_lengths": "4,3"}, r"grid.bptt_lengths='4,3': 3 must divide data.length=8"),
         ({"grid.bptt_lengths": "0"}, r"grid.bptt_lengths='0': '0' must be a positive integer"),
         ({"grid.bptt_lengths": "2.5"}, r"'2.5' must be a positive integer or 'full'"),
+        # str.isdigit() is true of '²' (int() then raised, not naming the key) and of '٣'
+        ({"grid.bptt_lengths": "4,²"}, r"'4,²': '²' must be a positive integer or 'full'"),
         ({"grid.clip_global_norms": "none,-1"}, r"grid.clip_global_norms='none,-1': '-1'"),
         ({"grid.cells": "lstm,elman"}, r"grid.cells='lstm,elman': unknown \['elman'\]"),
         ({"data.length": 2}, r"data.length=2: must exceed data.delay=2"),
