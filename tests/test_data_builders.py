@@ -183,3 +183,31 @@ def test_an_unprepared_data_dir_is_named_without_downloading(tmp_path):
 def test_the_catalog_names_our_build_in_its_folder(prepared):
     with pytest.raises(ValueError, match=r"holds the project's own builder .*another data_dir"):
         load_catalog_dataset("tiny_shakespeare", prepared["ours"])
+
+
+def test_the_default_manual_folder_without_our_files_falls_back_to_the_download(
+    tmp_path, monkeypatch, data_root
+):
+    """TFDS's `<data_dir>/downloads/manual` holds every dataset's manual files: one other file
+    there ("ptb.train.txt") made preparing tiny_shakespeare without a manual_dir fail with
+    "manual_dir ... lacks ['.../input.txt']" instead of downloading, as `prepare` documents."""
+    from rnn_jax.data.builders.base import CorpusBuilder
+
+    downloads = tmp_path / "downloads"
+    (downloads / "manual").mkdir(parents=True)
+    (downloads / "manual" / "ptb.train.txt").write_text("another dataset's file")
+    source = data_root / "tiny_shakespeare" / "input.txt"
+    monkeypatch.setattr(CorpusBuilder, "_download", lambda self, dl, names: {"input.txt": source})
+    manager = tfds.download.DownloadManager(
+        download_dir=downloads, manual_dir=downloads / "manual", manual_dir_instructions="x"
+    )
+    corpus_builder = builders.builder("tiny_shakespeare", tmp_path)
+    assert corpus_builder._files(manager) == {"input.txt": source}
+    # A manual_dir that was given (any other folder) still has to hold the files.
+    given = tfds.download.DownloadManager(
+        download_dir=downloads,
+        manual_dir=shutil.copytree(downloads / "manual", tmp_path / "m"),
+        manual_dir_instructions="x",
+    )
+    with pytest.raises(FileNotFoundError, match=r"manual_dir .*m lacks \[.*input.txt'\]"):
+        corpus_builder._files(given)

@@ -6,10 +6,11 @@ and writes examples per split. Builders are TensorFlow-free `GeneratorBasedBuild
 write ArrayRecord (read back with `tfds.data_source`, no TensorFlow either) and keep the
 published example order (`disable_shuffling`): LM streams depend on it.
 
-Files: if `manual_dir` (the folder that directly holds the extracted files, laid out as
-`../shared/data/<name>`) exists and is not empty, it is used; otherwise `URLS` are downloaded
-(and decompressed); `builders.prepare` refuses a `manual_dir` it is given that is missing or
-empty, so only TFDS's default manual folder falls back to the download. Either way each
+Files: a `manual_dir` that is given (the folder that directly holds the extracted files, laid
+out as `../shared/data/<name>`) is used, and must hold every file (`builders.prepare` refuses
+one that is missing or empty); without one, TFDS's default manual folder
+(`<data_dir>/downloads/manual`, shared by every dataset there) is used when it holds all of
+them, otherwise `URLS` are downloaded (and decompressed). Either way each
 file's sha256 must equal the pinned one (`corpora.SHA256`), or preparation stops with an
 error naming the file.
 """
@@ -46,12 +47,20 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if manual_dir is not None:
             files = {name: manual_dir / name for name in names}
             missing = [os.fspath(p) for p in files.values() if not p.is_file()]
-            if missing:
+            # TFDS's default manual folder is shared by every dataset of the data_dir: other
+            # datasets' files there are no request to read ours from it, so ours are
+            # downloaded unless it holds them all. Any other manual_dir must hold them.
+            if (
+                missing
+                and manual_dir == pathlib.Path(os.fspath(dl_manager.download_dir)) / "manual"
+            ):
+                manual_dir = None
+            elif missing:
                 raise FileNotFoundError(
                     f"{self.name}: manual_dir {os.fspath(manual_dir)} lacks {missing}; it must "
                     f"directly hold {names}"
                 )
-        else:
+        if manual_dir is None:
             files = self._download(dl_manager, names)
         for name, path in files.items():
             want, got = expected_sha256(self.CORPUS, name), file_sha256(path)
