@@ -98,7 +98,7 @@ def test_slurm_one_task_per_gpu_keeps_jaxs_one_device_per_process():
     assert _slurm_processes(tasks=2, nodes=1) == [(2, "'0'"), (2, "'1'")]
 
 
-@pytest.mark.parametrize("address", ["node0", "node0:", ":12355", "node0:port"])
+@pytest.mark.parametrize("address", ["node0", "node0:", ":12355", "node0:port", "node0:\u00b2"])
 def test_a_coordinator_address_without_a_port_is_named(address):
     """jax.distributed failed on `--coordinator_address=node0` with "IndexError: list index
     out of range" (it splits off the port); checked before jax is asked to connect."""
@@ -150,3 +150,13 @@ def test_a_run_saved_on_one_device_resumes_on_eight(tmp_path):
             final["per_seed"][name], reference["per_seed"][name], rtol=1e-5, err_msg=name
         )
     assert final["step"] == 20 and final["best_step"] == reference["best_step"]
+
+
+def test_put_global_batch_names_a_leaf_without_the_batch_axis():
+    """A per-batch scalar was refused with "must be a multiple of the device count 1" on one
+    device (any size is), naming no leaf."""
+    from rnn_jax.train import distributed
+
+    mesh = distributed.data_mesh()
+    with pytest.raises(ValueError, match=r"batch\['count'\] of shape \(\) has no batch axis 0"):
+        distributed.put_global_batch({"inputs": np.zeros((8, 3)), "count": np.int32(3)}, mesh)

@@ -294,3 +294,38 @@ def test_best_checkpoint_restores_the_evaluated_model_and_samples(reference, mon
     sample = generate(model, vocab, ["1", "2"], 12, jax.random.key(0))
     assert len(sample) == 12 and set(sample) <= set(vocab)
     assert sample == generate(model, vocab, ["1", "2"], 12, jax.random.key(0))
+
+
+def test_metrics_writer_sends_numpy_floats_to_tensorboard_too(tmp_path):
+    """A numpy float32 scalar reached metrics.jsonl but was silently left out of TensorBoard
+    (it is not a Python float); the event file now holds every finite scalar of the line."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    from rnn_jax.train import metrics
+
+    writer = metrics.MetricsWriter(tmp_path)
+    writer.write(3, {"a": 0.5, "b": np.float32(0.25), "c": float("nan")})
+    writer.close()
+    assert metrics.read_metrics(tmp_path / "metrics.jsonl")[0]["b"] == 0.25
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    data, i, scalars = events.read_bytes(), 0, {}
+    while i < len(data):  # TFRecords: u64 length, u32 crc, payload, u32 crc
+        (n,) = struct.unpack("<Q", data[i : i + 8])
+        event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+        scalars.update({(event.step, v.tag): v.simple_value for v in event.summary.value})
+        i += 16 + n
+    assert scalars == {(3, "a"): 0.5, (3, "b"): 0.25}
+
+
+def test_restore_model_reports_the_runs_num_seeds_not_the_configs(tmp_path):
+    """A config without the run's num_seeds=2 override and replica=1 was refused with "the
+    run has num_seeds=1"; the config check comes first and names the key."""
+    from rnn_jax.train.restore import restore_model
+    from tests.test_train_loop import _config
+
+    (tmp_path / "best").mkdir()
+    (tmp_path / "config.json").write_text(_config(num_seeds=2).to_json_best_effort())
+    with pytest.raises(ValueError, match=r"num_seeds: 2 in .*config.json, now 1"):
+        restore_model(_config(num_seeds=1), tmp_path, None, replica=1)

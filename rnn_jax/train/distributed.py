@@ -18,6 +18,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rnn_jax.predicates import is_decimal
+
 DATA_AXIS = "data"
 
 
@@ -45,7 +47,7 @@ def initialize(
                 f"process_id={process_id!r}"
             )
         host, colon, port = coordinator_address.rpartition(":")
-        if not (colon and host and port.isdigit()):
+        if not (colon and host and is_decimal(port)):
             # jax would fail on a missing port with "IndexError: list index out of range".
             raise ValueError(
                 f"--coordinator_address={coordinator_address!r}: must be host:port (process "
@@ -128,20 +130,29 @@ def put_global_batch(batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
     cross-process communication happens here.
 
     Raises:
-      ValueError: when a batch dimension is not divisible by the device count.
+      ValueError: naming the leaf, when it has no axis `batch_axis` or its size there is
+        not divisible by the device count.
     """
     sharding = batch_sharded(mesh, batch_axis)
 
-    def put(x: Any) -> jax.Array:
+    def put(path: tuple, x: Any) -> jax.Array:
         x = np.asarray(x)
-        if x.ndim <= batch_axis or x.shape[batch_axis] % mesh.size:
+        name = f"batch{jax.tree_util.keystr(path)}"
+        if x.ndim <= batch_axis:
+            # Reported as "must be a multiple of the device count 1" on one device, which any
+            # size is: the leaf has no batch axis at all (a per-batch scalar, say).
             raise ValueError(
-                f"batch array of shape {x.shape}: its batch dimension (axis {batch_axis}) "
+                f"{name} of shape {x.shape} has no batch axis {batch_axis}: every leaf of a "
+                "batch is an array with the global batch along that axis"
+            )
+        if x.shape[batch_axis] % mesh.size:
+            raise ValueError(
+                f"{name} of shape {x.shape}: its batch dimension (axis {batch_axis}) "
                 f"must be a multiple of the device count {mesh.size}"
             )
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
-    return jax.tree.map(put, batch)
+    return jax.tree_util.tree_map_with_path(put, batch)
 
 
 def to_host(tree: Any) -> Any:

@@ -64,10 +64,13 @@ class MetricsWriter:
         """One record: `{"step": step, **scalars}` (floats at full precision)."""
         if not self.enabled:
             return
-        record = {"step": int(step), **{k: _json_float(v) for k, v in scalars.items()}}
+        scalars = {k: _json_float(v) for k, v in scalars.items()}
+        record = {"step": int(step), **scalars}
         line = (json.dumps(record) + "\n").encode()
         while line:  # write() may take part of it (signals, full disks): send the rest
             line = line[os.write(self._jsonl, line) :]
+        # The converted values: a numpy float32 (not a Python float) was in metrics.jsonl but
+        # silently missing from TensorBoard.
         for name, value in scalars.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._tb.add_scalar(name, value, step)

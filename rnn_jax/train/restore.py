@@ -37,13 +37,15 @@ def restore_model(
         differs from the run's `config.json` in a key that a resume may not change
         (`rnn_jax.train.config.RESUMABLE_CHANGES`), naming each such key.
     """
-    if not 0 <= replica < config.num_seeds:
-        raise ValueError(f"replica={replica}: the run has num_seeds={config.num_seeds}")
     directory = pathlib.Path(workdir) / ("best" if best else "checkpoints")
     if not directory.is_dir():
         # Checked first: orbax would report a missing directory less clearly.
         raise ValueError(f"no checkpoint in {directory}")
     _check_same_run(config, pathlib.Path(workdir))
+    # After the config check: `config.num_seeds` is the run's only once it has passed (a
+    # config without the run's num_seeds=2 override reported "the run has num_seeds=1").
+    if not 0 <= replica < config.num_seeds:
+        raise ValueError(f"replica={replica}: the run has num_seeds={config.num_seeds}")
     graphdef, init_state = build_init(
         task,
         optim.build_optimizer(config),
