@@ -157,6 +157,35 @@ def check_schedule_resume(point_dir: pathlib.Path, regime: str, num_steps: int) 
         )
 
 
+def check_prefix(config: ml_collections.ConfigDict, corpus: str) -> None:
+    """Refuse a `data.prefix` that leaves `corpus`'s windows no generated position, or (the
+    Markov language) gives its first generated token less than `data.markov_order` of gold
+    context. Reads the config only (no corpus), so `run` checks every corpus before any
+    point trains: a prefix too long for `data.real_window` alone failed only when the first
+    real-corpus point started, after every Markov point had trained.
+
+    Raises:
+      ConfigError: naming `data.prefix` and the window key of `corpus` (`data.window` for
+        the Markov language, `data.real_window` otherwise) or `data.markov_order`.
+    """
+    data = config.data
+    key = "data.window" if corpus == "markov" else "data.real_window"
+    window = data.window if corpus == "markov" else data.real_window
+    if not 0 < data.prefix < window:
+        raise ConfigError(
+            f"data.prefix={data.prefix}: must be in 1..{window - 1} (below {key}={window}, "
+            f"the length of the {corpus} windows)"
+        )
+    if corpus == "markov" and data.prefix < data.markov_order:
+        # the true process scores a generated token from the `order` tokens before it;
+        # with a shorter prefix the first generated positions would have no context
+        raise ConfigError(
+            f"data.prefix={data.prefix}: must be >= data.markov_order="
+            f"{data.markov_order} on the Markov language (the true process needs a "
+            "gold context of that many tokens before the first generated one)"
+        )
+
+
 def positions(generated: int) -> list[int]:
     """Free-running steps k (0 = the first generated position) reported per position."""
     return [k for k in (0, 1, 2, 4, 8, 16, 32, 64, 128) if k < generated]
@@ -189,16 +218,7 @@ class ExposureBiasTask(Task):
             self.corpus = lm_corpus(corpus, data.root or None)
             self.vocab_size = len(self.corpus.vocab.tokens)
             self.window, self.hidden = data.real_window, config.model.real_hidden_size
-        if not 0 < data.prefix < self.window:
-            raise ConfigError(f"data.prefix={data.prefix}: must be in 1..{self.window - 1}")
-        if self.language is not None and data.prefix < self.language.order:
-            # the true process scores a generated token from the `order` tokens before it;
-            # with a shorter prefix the first generated positions would have no context
-            raise ConfigError(
-                f"data.prefix={data.prefix}: must be >= data.markov_order="
-                f"{self.language.order} on the Markov language (the true process needs a "
-                "gold context of that many tokens before the first generated one)"
-            )
+        check_prefix(config, corpus)
         name, options = regime_schedule(
             regime, config.train.num_steps, config.schedule_sampling.final_teacher_forcing
         )
@@ -447,6 +467,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     corpora = grid.split_axis(config, "corpora", CORPORA)
     lm_corpora = [c for c in corpora if c != translation.CORPUS]
     regimes = grid.split_axis(config, "regimes", REGIMES) if lm_corpora else []
+    for corpus in lm_corpora:  # every corpus's windows, before any point trains
+        check_prefix(config, corpus)
     for regime in regimes:  # a schedule that cannot be built fails here, before any training
         regime_schedule(
             regime, config.train.num_steps, config.schedule_sampling.final_teacher_forcing

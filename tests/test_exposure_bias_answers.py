@@ -234,6 +234,19 @@ def test_prefix_shorter_than_the_markov_order_is_refused(repo_root, tmp_path):
     eb.ExposureBiasTask(_config(repo_root, **{"data.prefix": 2}), "markov", "teacher_forcing")
 
 
+def test_prefix_too_long_for_the_real_corpus_window_fails_before_any_point_trains(
+    repo_root, tmp_path, monkeypatch
+):
+    """data.prefix=4 fits the Markov windows (data.window=12) but not data.real_window=4:
+    the run trained every Markov point, then stopped at the first Tiny Shakespeare point
+    with 'must be in 1..3', naming neither window key."""
+    overrides = {"grid.corpora": "markov,tiny_shakespeare", "data.real_window": 4}
+    config = _config(repo_root, **overrides)
+    monkeypatch.setattr(eb.grid, "run_points", lambda *a: pytest.fail("a point started"))
+    with pytest.raises(ConfigError, match=r"data.prefix=4: must be in 1..3 \(below data.real"):
+        eb.run(config, tmp_path)
+
+
 @pytest.mark.parametrize("key", ["translation.max_train_pairs", "translation.max_eval_pairs"])
 def test_negative_pair_limits_are_refused(repo_root, key):
     config = _config(repo_root)
