@@ -310,9 +310,15 @@ def _with_per_layer_speed(group: dict[str, Any], alone: dict[str, float]) -> dic
 _PEER_MODULES = {"flax": "flax.linen", "torch": "torch"}
 
 
-def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> None:
+def _rss_child(
+    backend: str, cell: str, shape: tuple, mode: str, queue: Any, malloc: str = "default"
+) -> None:
     """Peak RSS growth (MiB) of building and running one workload in this fresh process.
 
+    The run's `malloc` mode is applied first (`allocator.configure`): a spawned child starts
+    with glibc's default, so a `malloc=retain` run measured its peaks under another allocator
+    than the one its report names (torch LSTM at long, measured: 146-158 MiB default, 187-227
+    MiB retained).
     Everything every member pays alike happens before the baseline: importing the libraries
     (the peer's own too: importing `flax.linen` inside `peers.build` was charged to Flax) and
     starting JAX's CPU runtime (`peers.build` draws every backend's inputs with `jax.random`;
@@ -320,6 +326,7 @@ def _rss_child(backend: str, cell: str, shape: tuple, mode: str, queue: Any) -> 
     so torch's figure was mostly JAX's). The peak is then reset to the current RSS, so a
     transient peak of that start-up is not charged either.
     """
+    allocator.configure(malloc)
     import jax
 
     if backend in _PEER_MODULES:
@@ -354,13 +361,20 @@ def _peak_rss_bytes() -> int:
 
 
 def peak_rss(
-    backend: str, cell: str, shape: tuple, mode: str, timeout_s: float = 600.0
+    backend: str,
+    cell: str,
+    shape: tuple,
+    mode: str,
+    timeout_s: float = 600.0,
+    malloc: str = "default",
 ) -> float | None:
-    """`_rss_child` in a spawned process (each measurement starts from a clean heap); None
-    when it fails or runs past `timeout_s` (then it is killed)."""
+    """`_rss_child` in a spawned process (each measurement starts from a clean heap) under the
+    allocator mode `malloc` (the config key); None when it fails or runs past `timeout_s`
+    (then it is killed)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_rss_child, args=(backend, cell, shape, mode, queue))
+    args = (backend, cell, shape, mode, queue, malloc)
+    process = context.Process(target=_rss_child, args=args)
     process.start()
     process.join(timeout=timeout_s)
     if process.exitcode is None:  # hung past the limit: no figure, and no process left behind
@@ -454,7 +468,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     for shape_name, cell, backend in rss_items:
         if peers.supports(backend, cell):
-            rss = peak_rss(backend, cell, tuple(config.shapes[shape_name]), "fwd_bwd")
+            shape = tuple(config.shapes[shape_name])
+            rss = peak_rss(backend, cell, shape, "fwd_bwd", malloc=config.malloc)
             row = {"cell": cell, "shape_name": shape_name, "backend": backend}
             keep("rss", row | {"peak_rss_delta_mib": rss})
     final["sweep"] = run_sweep(config, peak)

@@ -487,6 +487,8 @@ def test_peak_memory_baseline_comes_after_the_peer_import_and_a_peak_reset(monke
     importer = types.SimpleNamespace(import_module=steps.append)  # throughput's name only
     monkeypatch.setattr(throughput, "importlib", importer)
     monkeypatch.setattr(throughput, "_reset_peak_rss", lambda: steps.append("reset"), raising=False)
+    # The run's `malloc` mode applies in the child too (it starts with glibc's default).
+    monkeypatch.setattr(throughput.allocator, "configure", lambda m: steps.append(f"malloc={m}"))
 
     class Workload:
         def run(self):
@@ -504,6 +506,7 @@ def test_peak_memory_baseline_comes_after_the_peer_import_and_a_peak_reset(monke
 
     for backend, imported in (("flax", ["flax.linen"]), ("torch", ["torch"]), ("rnn_jax", [])):
         steps.clear()
-        throughput._rss_child(backend, "lstm", (2, 3, 4, 5), "fwd_bwd", Queue())
-        assert steps == imported + ["reset", "build", "run", "run"], backend
+        throughput._rss_child(backend, "lstm", (2, 3, 4, 5), "fwd_bwd", Queue(), "retain")
+        want = ["malloc=retain", *imported, "reset", "build", "run", "run"]
+        assert steps == want, backend
     assert len(figures) == 3 and all(isinstance(f, float) for f in figures)
