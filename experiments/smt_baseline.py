@@ -482,6 +482,11 @@ def phrase_table(
     return table
 
 
+# The log-probability `DecoderLanguageModel` gives a word of probability 0 (finite, so that
+# translations that all hold such a word still rank by their other scores).
+LOG_PROBABILITY_FLOOR = math.log(1e-300)
+
+
 class DecoderLanguageModel:
     """An `nltk.lm` model behind the interface `StackDecoder` calls, in weighted natural-log
     units: `probability(phrase)` (no history: the future-cost estimate) and
@@ -506,7 +511,7 @@ class DecoderLanguageModel:
             estimator._gamma = functools.lru_cache(maxsize=None)(gamma)
 
     def log_probability(self, word: str, context: tuple[str, ...]) -> float:
-        """Unweighted natural-log P(word | context), floored at 1e-300."""
+        """Unweighted natural-log P(word | context), floored at 1e-300 (`LOG_PROBABILITY_FLOOR`)."""
         if self._state is not None:  # its own state: the same probability, found once
             context = self._state(context)
         key = (word, context)
@@ -528,14 +533,18 @@ class DecoderLanguageModel:
             words.append(word)
         return total
 
-    def sentence_log_probability(self, output: Sequence[str]) -> float:
-        """Unweighted log P(output </s>), `<s>`-padded: the LM feature of a whole translation."""
-        words, total = ["<s>"] * self.history, 0.0
+    def token_log_probabilities(self, output: Sequence[str]) -> list[float]:
+        """Unweighted log P(w | context) of each word of `output` and of `</s>`, `<s>`-padded."""
+        words, scores = ["<s>"] * self.history, []
         for word in [*output, "</s>"]:
             context = tuple(words[len(words) - self.history :]) if self.history else ()
-            total += self.log_probability(word, context)
+            scores.append(self.log_probability(word, context))
             words.append(word)
-        return total
+        return scores
+
+    def sentence_log_probability(self, output: Sequence[str]) -> float:
+        """Unweighted log P(output </s>), `<s>`-padded: the LM feature of a whole translation."""
+        return sum(self.token_log_probabilities(output))
 
     def probability(self, phrase: Sequence[str]) -> float:
         return self._phrase_score([], phrase)
@@ -1040,13 +1049,23 @@ def tune_weights(system: System, pairs: Sequence[dict], smt: ml_collections.Conf
     }
 
 
-def reference_perplexity(language_model: DecoderLanguageModel, pairs: Sequence[dict]) -> float:
-    """The target LM's perplexity on the reference translations of `pairs`: exp of the mean
-    negative log-probability per token, `</s>` included, a word outside the LM's vocabulary
-    scored as `<UNK>` (so two LMs' perplexities compare only where their vocabularies are the
-    same: not across `smt.lm_unk_cutoff` values)."""
-    total = sum(language_model.sentence_log_probability(tuple(p["target"])) for p in pairs)
-    return math.exp(-total / sum(len(p["target"]) + 1 for p in pairs))
+def reference_perplexity(
+    language_model: DecoderLanguageModel, pairs: Sequence[dict]
+) -> tuple[float, int]:
+    """The target LM's perplexity on the reference translations of `pairs` -> (exp of the
+    mean negative log-probability per token, `</s>` included, a word outside the LM's
+    vocabulary scored as `<UNK>`; the number of tokens left out of it). A token the LM gives
+    probability 0 is left out and counted, as SRILM's `-ppl` leaves out its "zeroprobs":
+    Witten-Bell (nltk) gives `<UNK>` no mass when no training word was cut to it
+    (`smt.lm_unk_cutoff=1`), and each such token, scored at the decoder's floor of 1e-300,
+    would add 690.8 to the summed negative log-probability (perplexity 1e75 for one unknown
+    word among four tokens). Kneser-Ney gives every word mass: nothing is left out. Two LMs'
+    perplexities compare only where their vocabularies are the same (not across
+    `smt.lm_unk_cutoff` values)."""
+    scores = [s for p in pairs for s in language_model.token_log_probabilities(p["target"])]
+    scored = [s for s in scores if s > LOG_PROBABILITY_FLOOR]
+    perplexity = math.exp(-math.fsum(scored) / len(scored)) if scored else math.nan
+    return perplexity, len(scores) - len(scored)
 
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
@@ -1077,8 +1096,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         / sum(len(r.split()) for r in references),
         "copy_source_bleu": metrics.corpus_bleu(sources, references, "none"),
         "source_oov_rate": sum(w not in known for w in source_tokens) / len(source_tokens),
-        "lm_perplexity": reference_perplexity(system.language_model, scored),
     }
+    final["lm_perplexity"], final["lm_zero_probability_tokens"] = reference_perplexity(
+        system.language_model, scored
+    )
     timing["wall_s"] = time.perf_counter() - begin
     shown = SHOWN_TRANSLATIONS
     results = {
@@ -1115,6 +1136,8 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
         ["copy the source", grid.fmt(final["copy_source_bleu"]), "–"],
     ]
     described, tuning_lines = "fixed weights", []
+    zeros = final.get("lm_zero_probability_tokens", 0)
+    zero_probability = f", less {zeros} tokens of probability 0" if zeros else ""
     if tuning:
         weights = ", ".join(
             f"{feature} {weight:.3g}"
@@ -1158,7 +1181,7 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
             f"{smt.max_translations} per source phrase kept); {LM_NAMES[smt.lm_smoothing]} "
             f"{smt.lm_order}-gram "
             f"LM over {sizes['lm_vocabulary']} types (perplexity {final['lm_perplexity']:.1f} "
-            f"on the {split} references); stack decoding with hypothesis "
+            f"on the {split} references{zero_probability}); stack decoding with hypothesis "
             f"recombination (stack "
             f"{smt.stack_size}, distortion limit {smt.distortion_limit}, factor "
             f"{smt.distortion_factor}; reordering {smt.reordering}); {described}. Fixed "

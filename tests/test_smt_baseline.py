@@ -339,10 +339,22 @@ def test_reference_perplexity_is_the_lms_per_token_perplexity():
             math.log(model.score(words[i], tuple(words[max(i - 2, 0) : i])))
             for i in range(1, len(words))
         )
-    perplexity = smt_baseline.reference_perplexity(
+    perplexity, left_out = smt_baseline.reference_perplexity(
         smt_baseline.DecoderLanguageModel(model, 0.3), pairs
     )
-    assert perplexity == pytest.approx(math.exp(-log_probability / 7))
+    assert perplexity == pytest.approx(math.exp(-log_probability / 7)) and left_out == 0
+    # nltk's Witten-Bell gives <UNK> probability 0 when no training word was cut to it: "zz"
+    # is left out (SRILM's zeroprobs), not scored at the floor of 1e-300 (perplexity 1e75).
+    ngrams, words = padded_everygram_pipeline(3, SENTENCES)
+    witten_bell = WittenBellInterpolated(3, vocabulary=Vocabulary(unk_cutoff=1))
+    witten_bell.fit(ngrams, words)
+    pair = {"source": ["x"], "target": ["a", "zz", "b"]}
+    scored = [("a", ("<s>", "<s>")), ("b", ("a", "zz")), ("</s>", ("zz", "b"))]
+    expected = math.exp(-sum(math.log(witten_bell.score(w, c)) for w, c in scored) / 3)
+    perplexity, left_out = smt_baseline.reference_perplexity(
+        smt_baseline.DecoderLanguageModel(witten_bell, 1.0), [pair]
+    )
+    assert perplexity == pytest.approx(expected) and left_out == 1
 
 
 def test_memoised_witten_bell_weights_leave_scores_unchanged():
