@@ -52,6 +52,8 @@ def test_every_variant_is_valid_and_has_the_required_keys():
         ("schedule.decay_rate", 1.5, "in (0, 1]"),  # a step "decay" that grows the rate
         ("optimizer.learning_rate", float("nan"), "> 0"),
         ("optimizer.learning_rate", 1e300, "finite in float32"),
+        # the device's step counter is int32: 10**23 steps failed after writing the run
+        ("train.num_steps", 2**31, "[1, 2147483647] (the step counter is int32)"),
         ("malloc", "jemalloc", "one of 'default', 'retain'"),
     ],
 )
@@ -375,6 +377,9 @@ def test_none_overrides_last_assignment_wins():
     assert cli._none_overrides(argv) == (kept, [])
     argv = ["prog", "--config.c=1", "--config.a.b=2", "--config.a.b=None", "--config.d=None"]
     assert cli._none_overrides(argv) == (["prog", "--config.c=1"], ["a.b", "d"])
+    # absl's other spellings: the value as the next argument, one dash ("could not convert")
+    argv = ["prog", "--config.a.b", "None", "-config.c=None", "--config.d", "2", "--", "-x"]
+    assert cli._none_overrides(argv) == (["prog", "--config.d=2", "--", "-x"], ["a.b", "c"])
 
 
 def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root):

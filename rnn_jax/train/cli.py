@@ -140,7 +140,10 @@ def _none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     researcher turning clipping off (`--config.optimizer.clip_global_norm=None`) means None.
     The last assignment of a key wins, as on any command line: every `=None` is taken out
     (an earlier one that a later value overrides too, which config_flags would fail to
-    parse), and so is every assignment before a last `=None`."""
+    parse), and so is every assignment before a last `=None`. absl also takes a flag's value
+    as the next argument (`--config.k None`) and one leading dash (`-config.k=None`): both
+    are read here as `--config.k=None` too."""
+    argv = _joined_overrides(argv)
     last: dict[str, int] = {}
     for i, arg in enumerate(argv):
         name, eq, _ = arg.partition("=")
@@ -154,6 +157,28 @@ def _none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
         return bool(eq) and name.startswith("--config.") and (name in drop or value == NONE_TEXT)
 
     return [arg for arg in argv if not dropped(arg)], none_keys
+
+
+def _joined_overrides(argv: list[str]) -> list[str]:
+    """`--config.k=v` for every `-config.k=v` and `--config.k v` (a next argument that is not
+    a flag) up to a `--`, so that `_none_overrides` sees each assignment in one argument."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + argv[i:]
+        if arg.startswith("-config."):
+            arg = "-" + arg
+        if arg.startswith("--config.") and "=" not in arg and i + 1 < len(argv):
+            value = argv[i + 1]
+            if value != "--" and not value.startswith("-"):
+                out.append(f"{arg}={value}")
+                i += 2
+                continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def _set_none(config: ml_collections.ConfigDict, key: str) -> None:

@@ -53,6 +53,10 @@ SELECTION_PREFIXES = ("grid.",)
 # The largest finite float32: a learning rate above it is inf in the float32 update.
 _FLOAT32_MAX = 3.4028234663852886e38
 
+# The training loop's step counter is int32 on the device (so are optax's update counts): a
+# longer run would wrap it, and a huge value failed only after the run directory was written.
+_STEP_MAX = 2**31 - 1
+
 # jax.random.PRNGKey keeps a seed's low 32 bits (without jax_enable_x64): seed 2**32 is seed 0.
 _SEED_MAX = 2**32 - 1
 
@@ -228,6 +232,12 @@ def int_at_least(low: int) -> Rule:
     return lambda value: None if is_int(value) and value >= low else f"an integer >= {low}"
 
 
+def step_count(value: Any) -> str | None:
+    """`train.num_steps`: an int in [1, 2**31 - 1], what the device's int32 step counter holds."""
+    ok = is_int(value) and 1 <= value <= _STEP_MAX
+    return None if ok else f"an integer in [1, {_STEP_MAX}] (the step counter is int32)"
+
+
 # Checked for every experiment: what `rnn_jax.train.cli.main` itself reads.
 PROCESS_RULES: Rules = {"malloc": one_of(*allocator.MODES)}
 
@@ -236,7 +246,7 @@ TRAINING_RULES: Rules = {
     "seed": in_range(0, _SEED_MAX),
     "num_seeds": positive,
     "model.hidden_size": positive,
-    "train.num_steps": positive,
+    "train.num_steps": step_count,
     # Divisibility by the device count is checked when the devices are known (loop.py);
     # smoke variants use multiples of 8 so that they run on 1, 2, 4 or 8 devices.
     "train.batch_size": positive,
