@@ -251,6 +251,44 @@ def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):
     assert logged == pytest.approx([0.0, 0.0125, 0.025, 0.0375, 0.05])
 
 
+def _logged_rates(workdir):
+    records = map(json.loads, (workdir / "metrics.jsonl").open())
+    return [r["learning_rate"] for r in records if "learning_rate" in r]
+
+
+def test_logged_learning_rate_follows_skipped_steps_and_plateau_cuts(tmp_path):
+    # It was schedule((step - 1) // k), from the step number alone. (1) A step decay halving
+    # every update, step 2 non-finite and skipped under 'skip': updates 0, 1, 2, 3 are steps
+    # 1, 3, 4, 5, and step 2 applied nothing (the last applied rate, 0.05, is logged there).
+    # Logged before: 0.05, 0.025, 0.0125, 0.00625, 0.003125.
+    skip = _config(
+        optimizer__name="sgd",
+        schedule__name="step_decay",
+        schedule__decay_rate=0.5,
+        schedule__decay_every_steps=1,
+        schedule__decay_begin_step=0,
+        train__num_steps=5,
+        train__log_every=1,
+        train__nonfinite="skip",
+    )
+    train_and_evaluate(skip, tmp_path / "skip", Regression(nan_at=1))
+    assert _logged_rates(tmp_path / "skip") == pytest.approx([0.05, 0.05, 0.025, 0.0125, 0.00625])
+    # (2) Reduce-on-plateau with a learning rate too small to improve the loss by rtol=50%:
+    # from the second update on every update is a plateau, and patience 1 halves the scale at
+    # each. Logged before: 1e-9 at every step (the constant schedule alone).
+    plateau = _config(
+        optimizer__name="sgd",
+        optimizer__learning_rate=1e-9,
+        schedule__name="plateau",
+        schedule__plateau_patience=1,
+        schedule__plateau_rtol=0.5,
+        train__num_steps=4,
+        train__log_every=1,
+    )
+    train_and_evaluate(plateau, tmp_path / "plateau", Regression())
+    assert _logged_rates(tmp_path / "plateau") == pytest.approx([1e-9, 5e-10, 2.5e-10, 1.25e-10])
+
+
 def test_batch_not_divisible_by_the_devices_exits_2_naming_it_and_writes_nothing(tmp_path):
     # 16 fake devices: the smoke variant's batches of 8 cannot be split; a config error
     # (exit 2, one line), not a traceback (exit 1).

@@ -126,9 +126,11 @@ def train_and_evaluate(
         """Log the window's means at `step`, which become the run's last train metrics."""
         drain(step)
         logged = _close_window(loop)
-        # The rate step `step` applied: optax counts updates from 0, so the update of
-        # micro-batch s (1-based) is number (s - 1) // k.
-        logged["learning_rate"] = float(schedule((step - 1) // config.train.grad_accum_steps))
+        # The rate of the last update applied, read from the optimiser state (the schedule at
+        # its count, times reduce-on-plateau's scale): computed from the step number it
+        # ignored the plateau's cuts and ran ahead of a run's skipped (non-finite) steps.
+        rates = optim.applied_learning_rates(state["opt_state"], schedule, distributed.to_host)
+        logged.update(_mean_over_replicas({"learning_rate": rates}))
         writer.write(step, logged)
         if primary:
             progress.log(step, logged["train_loss"], tokens_seen)

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 
@@ -182,3 +183,43 @@ def _base_optimizer(
     raise ValueError(
         f"optimizer.name={opt.name!r}: must be one of sgd, adam, adamw, rmsprop, adagrad"
     )
+
+
+def applied_learning_rates(
+    opt_state: Any, schedule: optax.Schedule, fetch: Any = jax.device_get
+) -> list[float]:
+    """The rate of each replica's most recent update, read from its optimiser state: the
+    schedule at the update's count (`ScaleByScheduleState.count` is the number of updates
+    applied, so the last one used `schedule(count - 1)`) times reduce-on-plateau's scale
+    (`ReduceLROnPlateauState.scale` after that update, the factor it applied). A step whose
+    update was skipped (non-finite) or that ended no accumulation window moves neither, so
+    the rate stays the last applied one; before the first update it is the first update's.
+
+    Args:
+      opt_state: a state of `build_optimizer`'s optimiser; under the training loop's vmap
+        its leaves have a leading replica axis `[n]` (a single state: `[]`).
+      schedule: `build_schedule(config)`.
+      fetch: brings the two small leaves to the host (`distributed.to_host` across
+        processes).
+
+    Returns:
+      `n` floats (one for an unbatched state).
+    """
+    nodes = jax.tree.leaves(
+        opt_state,
+        is_leaf=lambda x: isinstance(
+            x, optax.ScaleByScheduleState | optax.contrib.ReduceLROnPlateauState
+        ),
+    )
+    counts = [x.count for x in nodes if isinstance(x, optax.ScaleByScheduleState)]
+    scales = [x.scale for x in nodes if isinstance(x, optax.contrib.ReduceLROnPlateauState)]
+    if len(counts) != 1 or len(scales) > 1:
+        raise ValueError(
+            f"expected one scheduled learning rate and at most one plateau scale in the "
+            f"optimiser state, found {len(counts)} and {len(scales)}"
+        )
+    count = np.atleast_1d(np.asarray(fetch(counts[0])))
+    scale = np.atleast_1d(np.asarray(fetch(scales[0]))) if scales else np.ones(count.shape)
+    return [
+        float(schedule(max(int(c) - 1, 0))) * float(s) for c, s in zip(count, scale, strict=True)
+    ]
