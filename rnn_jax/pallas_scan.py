@@ -25,9 +25,12 @@ shapes) with `hidden_size <= MAX_HIDDEN` (W_hh must fit on chip), no `remat`. On
 per call: `bidirectional_unroll` runs two (`scan.reference_bidirectional(run=pallas_unroll)`).
 On an NVIDIA GPU the kernel is compiled by Pallas's Triton back end; elsewhere it runs in
 Pallas's interpreter (`interpret=True`), which is exact but slow: that is how the CPU tests
-check it, and the tests also lower it for CUDA (Triton) on CPU. Matmul precision inside the
-kernel is the backend default (TF32 for float32 on Ampere and later, as XLA's GPU dots). Not
-measured on a GPU yet (issue 7).
+check it, and the tests also lower it for CUDA (Triton) on CPU. Compiled by Triton it is
+float32 only (Triton's lowering has no bfloat16 division, which every sigmoid needs): other
+dtypes raise when traced, by name; the interpreter takes any. Matmul precision inside the
+kernel is the backend default (TF32 for float32 on Ampere and later, as XLA's GPU dots;
+`jax.default_matmul_precision("highest")` makes it IEEE float32). Not measured on a GPU yet
+(issue 7).
 
 Shapes: batch-major `[batch, time, features]` unless `time_major=True`; `lengths [batch]`.
 """
@@ -177,6 +180,15 @@ def forward_loop(
     # (an LSTM's carry stays float32 there) emit float32 outputs on every other path; stored
     # as bfloat16 here, they failed the backward pass's dtype check and lost precision.
     sum_dtype, y_dtype = _step_dtypes(cell, params, z_x[0], carry0, h_mask)
+    interpret = jax.default_backend() != "gpu" if INTERPRET is None else INTERPRET
+    if not interpret:
+        _check_float32(
+            z_x=z_x.dtype,
+            carry=[c.dtype for c in carry_leaves],
+            params=[leaves[i].dtype for i in read],
+            z=sum_dtype,
+            y=y_dtype,
+        )
     call = _kernel_call(
         cell,
         params_def,
@@ -192,7 +204,7 @@ def forward_loop(
         h_mask is not None,
         reverse,
         save,
-        jax.default_backend() != "gpu" if INTERPRET is None else INTERPRET,
+        interpret,
     )
     outputs = [o[:, :batch] if o.ndim == 3 else o[:batch] for o in call(*inputs)]
     count = len(carry_leaves)
@@ -201,6 +213,21 @@ def forward_loop(
         return final, ys, None, None
     carries = carry_def.unflatten(outputs[1 + count : 1 + 2 * count])
     return final, ys, carries, outputs[-1]
+
+
+def _check_float32(**dtypes: Any) -> None:
+    """Raise ValueError unless every dtype the Triton kernel computes in is float32. Pallas's
+    Triton lowering (jax 0.10-0.11) has no bfloat16 division, which every sigmoid lowers to
+    ("NotImplementedError: unsupported types: tensor<16x8xbf16>"), and float64 dots need
+    sizes of 16 and more; the interpreter takes every dtype."""
+    found = {name: [str(d) for d in jax.tree.leaves(value)] for name, value in dtypes.items()}
+    other = {name: d for name, d in found.items() if any(x != "float32" for x in d)}
+    if other:
+        raise ValueError(
+            f"implementation='pallas' compiles float32 kernels only on a GPU (Pallas's Triton "
+            f"lowering has no bfloat16 division); here {other}: use float32 params and "
+            "carry, or implementation='fused'"
+        )
 
 
 def _step_dtypes(
