@@ -600,6 +600,13 @@ def markdown(results: dict[str, Any]) -> str:
         checks += gpu_checks(groups, final["sweep"])
     if checks:
         lines += ["", "## Goals (issue 7)", "", *checks]
+    failures = [
+        f"- {g['cell']} {g['shape_name']} {g['mode']}, {backend}: {message}"
+        for g in groups
+        for backend, message in g.get("failed", {}).items()
+    ]
+    if failures:
+        lines += ["", "## Members that failed to build or compile (shown as –)", "", *failures]
     if final["rss"]:
         lines += [
             "",

@@ -7,6 +7,7 @@ rerun that stops is not taken for the finished run before it, and the median's i
 checked against brute-force enumeration."""
 
 import json
+import types
 
 import pytest
 
@@ -161,3 +162,42 @@ def test_median_interval_against_brute_force_enumeration():
         k = max([k for k in range(1, (n + 1) // 2 + 1) if coverage(k) >= 0.95], default=1)
         _, low, high, cover = throughput_report.median_interval(list(range(n)))
         assert (low, high) == (k - 1, n - k) and cover == pytest.approx(coverage(k)), n
+
+
+def test_a_gpu_kernel_that_fails_to_build_is_reported_and_the_group_still_timed(monkeypatch):
+    """A GPU kernel backend (cuDNN, Pallas; never run on a GPU yet) that raised while it was
+    built or compiled ended the whole benchmark; it is named instead. Any other backend's
+    failure still ends it."""
+    config = cli.load_config(
+        "experiments/configs/throughput.py:smoke",
+        {"backends": "rnn_jax,rnn_jax_pallas"},
+        rules=throughput.RULES,
+        trains=False,
+    )
+    member = types.SimpleNamespace(
+        run=None, flops=1e6, tokens=100, compile_s=0.0, temp_bytes=None, ops_per_step=None
+    )
+
+    def build(backend, *args):
+        if backend == "rnn_jax_pallas":
+            raise NotImplementedError("unsupported types: tensor<16x8xbf16>\nmore")
+        return member
+
+    def interleaved(runs, *args):
+        return {name: [1.0, 2.0, 3.0] for name in runs}, {name: [1.0] * 3 for name in runs}, [0]
+
+    monkeypatch.setattr(throughput.peers, "build", build)
+    monkeypatch.setattr(throughput, "interleaved", interleaved)
+    peak = types.SimpleNamespace(run=None, flops=1e9)
+    shape_name = next(iter(config.shapes))
+    group = throughput.time_group(config, "lstm", shape_name, "fwd_bwd", peak)
+    assert list(group["members"]) == ["rnn_jax"]
+    message = "NotImplementedError: unsupported types: tensor<16x8xbf16>"
+    assert group["failed"] == {"rnn_jax_pallas": message}
+    results = _results("gpu", 0.95)
+    results["final"]["groups"][0]["failed"] = group["failed"]
+    report = throughput_report.markdown(results)
+    assert f"- lstm medium fwd_bwd, rnn_jax_pallas: {message}" in report
+    monkeypatch.setattr(throughput.peers, "build", lambda backend, *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        throughput.time_group(config, "lstm", shape_name, "fwd_bwd", peak)
