@@ -60,6 +60,27 @@ def test_initial_carry_of_another_dtype_takes_the_steps_dtype(
         assert float(jnp.max(jnp.abs(g.astype(jnp.float32)))) > 0
 
 
+@pytest.mark.parametrize(
+    "name,bf16_params",
+    [
+        ("elman", ("W_ih", "b_ih")),  # bfloat16 input side under a float32 W_hh
+        ("peephole_lstm", ("W_ih", "W_hh", "b_ih", "b_hh")),  # float32 peepholes
+    ],
+)
+def test_zero_carry_takes_the_dtype_the_step_widens_to(name, bf16_params):
+    """The default zero carry has the dtype one step keeps, not just the input projection's:
+    these params widen a bfloat16 carry to float32 in the step, and `unroll` without an
+    initial carry failed inside lax.scan while an explicit float32 zero carry ran."""
+    cell = cells.get_cell(name)
+    params = cell.init(jax.random.key(0), INPUT, HIDDEN)
+    params = {k: v.astype(jnp.bfloat16) if k in bf16_params else v for k, v in params.items()}
+    xs = jax.random.normal(jax.random.key(1), (BATCH, TIME, INPUT))
+    assert cells.carry_dtype(cell, params, xs) == jnp.float32
+    if name == "peephole_lstm":  # one compile: the default path end to end
+        ys, (h, c) = scan.unroll(cell, params, xs)
+        assert ys.dtype == h.dtype == c.dtype == jnp.float32
+
+
 def test_locked_dropout_in_a_time_major_stack_is_one_mask_per_sequence():
     """`apply_stack(..., time_major=True)` passes `time_major` to `unroll`; its locked
     inter-layer mask must still be per sequence and constant over time, so the stack equals the
