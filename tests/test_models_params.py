@@ -50,7 +50,8 @@ def test_match_size_returns_the_brute_force_closest_width_within_tolerance():
             assert found == (best, counts[best]), (target, multiple)
     # The tolerance is relative and inclusive: count 96 (width 15) is 4% from 100.
     assert match_size(build, 100, low=13, high=15, tolerance=0.04) == (15, 96)
-    with pytest.raises(ValueError, match="closest is width 15 with 96 params"):
+    # The message gives the tolerance unrounded: `.0%` printed "within 4%" beside a 4% miss.
+    with pytest.raises(ValueError, match="within 3.9%: closest is width 15 with 96 params"):
         match_size(build, 100, low=13, high=15, tolerance=0.039)
 
 
