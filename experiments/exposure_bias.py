@@ -667,7 +667,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             f"{corpus}: teacher-forced NLL after the gold prefix "
             + ", ".join(f"{r} {mean(s, 'tf_nll'):.3f}" for r, s in rows.items())
             + (
-                f" (best: {best_tf})"
+                " (no regime has a finite value)"
+                if best_tf is None
+                else f" (best: {best_tf})"
                 if not tied_tf
                 else f" (lowest mean: {best_tf}, within the seed spread of {', '.join(tied_tf)})"
             )
@@ -698,7 +700,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 + ", ".join(f"{r} {v:.3f}" for r, v in true.items())
                 + f" against an entropy rate of {entropy:.3f} (what the true process's own "
                 + (
-                    f"samples score); best samples by this measure: {best}."
+                    "samples score); no regime's samples have a finite value."
+                    if best is None
+                    else f"samples score); best samples by this measure: {best}."
                     if not tied
                     else f"samples score); closest on average: {best}, but within the seed "
                     f"spread of {', '.join(tied)}, so no regime's samples are named best."

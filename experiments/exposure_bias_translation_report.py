@@ -201,7 +201,9 @@ def answer_text(summaries: dict[str, dict]) -> str:
         f"Translation (Multi30k en->de, {pairs['train']} training pairs, {pairs['test']} "
         f"test2016 pairs): "
         + (
-            f"best beam BLEU {beam[best]:.2f} with {best}"
+            "no regime has a finite beam BLEU"
+            if best is None
+            else f"best beam BLEU {beam[best]:.2f} with {best}"
             if not tied
             else f"highest mean beam BLEU {beam[best]:.2f} with {best}, within the seed spread "
             f"of {', '.join(tied)}"

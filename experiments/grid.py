@@ -361,11 +361,14 @@ def ranking_mean(values: Any, higher_is_better: bool = False) -> float:
 
 def best_within_spread(
     per_seed: Mapping[Hashable, Any], higher_is_better: bool = False
-) -> tuple[Hashable, list[Hashable]]:
+) -> tuple[Hashable | None, list[Hashable]]:
     """(the key whose finite seeds have the best mean, the other keys it does not beat beyond
     the seed spread: not every finite seed of the best better than every one of theirs), in
-    `per_seed`'s order. A key with no finite seed ranks last and is never within the spread."""
+    `per_seed`'s order. A key with no finite seed ranks last and is never within the spread;
+    when no key has one there is no best: `(None, [])` (the first key was named best)."""
     best = min(per_seed, key=lambda k: ranking_mean(per_seed[k], higher_is_better))
+    if not math.isfinite(ranking_mean(per_seed[best], higher_is_better)):
+        return None, []
 
     def beaten(k: Hashable) -> bool:
         if higher_is_better:

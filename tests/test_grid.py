@@ -79,3 +79,5 @@ def test_best_within_spread_against_a_seed_by_seed_definition():
     assert grid.best_within_spread(diverged_first) == ("c", [])
     assert grid.best_within_spread(diverged_first, higher_is_better=True) == ("b", [])
     assert grid.ranking_mean([None, float("nan")]) == math.inf
+    # Every key diverged: no best (the first key was named best, and the answers printed it).
+    assert grid.best_within_spread({"a": [None], "b": [float("nan")]}) == (None, [])
