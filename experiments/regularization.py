@@ -12,9 +12,11 @@ Q17 points (at `model.num_layers` layers, `model.hidden_size` units): one per en
 `grid.regularizers` (`REGULARIZERS`: none; dropout on the input, between layers and on the
 output; variational (locked) dropout with recurrent dropout on h; weight drop; decoupled
 weight decay; coupled L2), each switched on through the model or optimiser config keys it
-names. Early stopping needs no run of its own: it is the unregularised run stopped at its best
-validation evaluation (the runtime tracks it as `best_step`; `train.keep_best` / `patience`
-would return or stop there), read from that run's curve.
+names; the base config must leave every regulariser key off (`OFF`, checked by `RULES`), or it
+would regularise every point, "none" included. Early stopping needs no run of its own: it is
+the unregularised run stopped at its best validation evaluation (the runtime tracks it as
+`best_step`; `train.keep_best` / `patience` would return or stop there), read from that run's
+curve.
 
 Q12 points: `grid.depths` layers, each at the parameter count of the Q17 model (hidden size
 searched with `rnn_jax.models.params.match_size` within `depth.tolerance`), without and with
@@ -83,8 +85,36 @@ def _regularizer_keys(config: ml_collections.ConfigDict) -> dict[str, dict[str, 
 REGULARIZERS = ("none", "dropout", "variational", "weight_drop", "weight_decay", "l2")
 
 
+def _off(off: object) -> cfg.Rule:
+    """A base-config regulariser key must be `off`: the points switch theirs on from `reg.*`,
+    and one left on in the base config would regularise every point, "none" included."""
+    return lambda value: (
+        None
+        if value == off and isinstance(value, bool) == isinstance(off, bool)
+        else f"{off!r}: the points set their regularisers from reg.*; on in the base config it "
+        "would apply to every point, 'none' included"
+    )
+
+
+# Base-config keys of the regularisers (those `_regularizer_keys` sets and the LM's others).
+OFF: dict[str, object] = {
+    "model.dropout_input": 0.0,
+    "model.dropout_between": 0.0,
+    "model.dropout_output": 0.0,
+    "model.locked_dropout": False,
+    "model.recurrent_dropout": 0.0,
+    "model.embedding_dropout": 0.0,
+    "model.weight_drop": 0.0,
+    "optimizer.decoupled_weight_decay": 0.0,
+    "optimizer.weight_decay": 0.0,
+    "objective.ar_alpha": 0.0,
+    "objective.tar_beta": 0.0,
+}
+
+
 RULES: cfg.Rules = {
     **lm.RULES,
+    **{key: _off(value) for key, value in OFF.items()},
     "model.embed_size": cfg.positive,  # fixed over depths: the stack is what changes
     "data.train_tokens": cfg.int_at_least(0),  # 0: the whole training split
     "data.valid_tokens": cfg.int_at_least(0),

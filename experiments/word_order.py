@@ -68,6 +68,9 @@ RULES: cfg.Rules = {
     "data.shuffle": cfg.one_of(False),  # set per point
     "model.kind": cfg.one_of("rnn"),  # the BiLSTM; bag points set their own kind
     "model.bidirectional": cfg.one_of(True),
+    # A CRF's transitions score neighbouring tags: the bag tagger would see order through
+    # them (its per-sentence loss changes when the words are permuted).
+    "model.head": cfg.one_of("softmax"),
     "model.pooling": cfg.one_of("mean", "max", "attention"),  # 'last' has no bag meaning
     "model.bag_hidden_size": cfg.int_at_least(1),
     "grid.points": grid.distinct_names(POINTS),

@@ -187,7 +187,16 @@ def test_bad_grid_values_fail_naming_the_key(tmp_path, overrides, message):
 
 
 @pytest.mark.parametrize(
-    "key, value", [("reg.dropout", 1.0), ("data.train_tokens", -1), ("depth.tolerance", 0.0)]
+    "key, value",
+    [
+        ("reg.dropout", 1.0),
+        ("data.train_tokens", -1),
+        ("depth.tolerance", 0.0),
+        # A regulariser on in the base config would regularise every point, "none" included.
+        ("model.dropout_output", 0.1),
+        ("model.locked_dropout", True),
+        ("optimizer.weight_decay", 1e-4),
+    ],
 )
 def test_bad_config_values_are_named(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):

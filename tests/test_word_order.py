@@ -287,6 +287,8 @@ def test_answers_on_hand_made_results(tmp_path):
         ("sst.num_steps", 0, "sst.num_steps=0: must be an integer >= 1"),
         ("data.shuffle", True, "data.shuffle=True: must be one of False"),
         ("model.kind", "bag", "model.kind='bag': must be one of 'rnn'"),
+        # A CRF's transitions would give the bag tagger word order.
+        ("model.head", "crf", "model.head='crf': must be one of 'softmax'"),
     ],
 )
 def test_bad_config_values_are_named(key, value, message):
