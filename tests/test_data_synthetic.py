@@ -170,7 +170,8 @@ def test_slowly_mixing_markov_chain_is_solved_not_refused():
 def test_synthetic_task_sizes_must_be_integers_and_the_concentration_finite():
     """A float size failed only when sampling, inside numpy ("'float' object cannot be
     interpreted as an integer"), True was a size of 1, and a NaN concentration passed
-    `concentration <= 0`: `stationary` then iterated 100,000 times and failed in LAPACK."""
+    `concentration <= 0`: `stationary` then iterated 100,000 times and failed in LAPACK. A seed
+    of None made a new random language on each construction."""
     bad = [
         (lambda: CopyTask(blank_length=2.5), "CopyTask blank_length=2.5 must be an integer"),
         (lambda: CopyTask(num_symbols=True), "CopyTask num_symbols=True must be an integer"),
@@ -180,6 +181,9 @@ def test_synthetic_task_sizes_must_be_integers_and_the_concentration_finite():
         (lambda: MarkovLanguage(vocab_size=4.0), "integers vocab_size >= 2"),
         (lambda: MarkovLanguage(concentration=float("nan")), "finite concentration > 0"),
         (lambda: MarkovLanguage(concentration=float("inf")), "finite concentration > 0"),
+        # seed=None drew a different language from OS entropy on every construction
+        (lambda: MarkovLanguage(seed=None), "MarkovLanguage seed=None must be an integer"),
+        (lambda: MarkovLanguage(seed=-1), "MarkovLanguage seed=-1 must be an integer >= 0"),
     ]
     for make, message in bad:
         with pytest.raises(ValueError, match=message):

@@ -25,9 +25,10 @@ def test_ids_follow_specials_then_frequency_then_string():
     for bad in (-1, len(vocab)):  # -1 used to decode as the last token
         with pytest.raises(ValueError, match=f"id {bad} is outside the vocabulary"):
             vocab.decode([4, bad])
-    # A fractional or string id was truncated or parsed: 4.7 decoded as "a", "5" as "b".
+    # A fractional or string id was truncated or parsed: 4.7 decoded as "a", "5" as "b"; a bool
+    # (a mask) decoded as "<unk>", and inf raised OverflowError.
     assert vocab.decode(np.array([4.0, 5.0])) == ["a", "b"]
-    for bad in (4.7, "5"):
+    for bad in (4.7, "5", True, float("inf")):
         with pytest.raises(ValueError, match=f"id {bad!r} is not an integer"):
             vocab.decode([4, bad])
 

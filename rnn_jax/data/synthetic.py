@@ -294,6 +294,11 @@ class MarkovLanguage(_Task):
                 f"concentration > 0; got {self.vocab_size!r}, {self.order!r}, "
                 f"{self.concentration!r}"
             )
+        # `default_rng(None)` drew a fresh language from OS entropy: two equal configurations
+        # (or the same one built again to evaluate) were different processes, without a word;
+        # a negative or float seed failed only at first use, inside NumPy, without the field.
+        if not is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"MarkovLanguage seed={self.seed!r} must be an integer >= 0")
         if self.vocab_size ** (self.order + 1) > 50_000_000:
             raise ValueError(
                 f"vocab_size**(order+1) = {self.vocab_size ** (self.order + 1)} transition "

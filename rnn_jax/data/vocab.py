@@ -242,17 +242,24 @@ class Vocabulary:
         """Ids -> token strings.
 
         Raises:
-          ValueError: for an id that is not an integer (4.7 or "5": `int` would truncate or
-            parse it) or is outside [0, len(self)) (a negative id would otherwise index from
-            the end). An integral float (4.0) is that integer.
+          ValueError: for an id that is not an integer (4.7, inf, "5" or True: `int` would
+            truncate, overflow or parse it, and a bool mask is not ids) or is outside
+            [0, len(self)) (a negative id would otherwise index from the end). An integral
+            float (4.0) is that integer.
         """
         tokens = []
         for i in ids:
-            try:
-                j = int(i)
-            except (TypeError, ValueError):
+            # A bool (a mask passed for ids) decoded as pad/unk tokens; an infinite float
+            # raised OverflowError, not the documented ValueError.
+            kind = getattr(getattr(i, "dtype", None), "kind", None)  # numpy and jax scalars
+            if isinstance(i, bool | str | bytes) or kind in ("b", "S", "U"):
                 j = None
-            if j is None or isinstance(i, str | bytes) or j != i:
+            else:
+                try:
+                    j = int(i)
+                except (TypeError, ValueError, OverflowError):
+                    j = None
+            if j is None or j != i:
                 raise ValueError(f"id {i!r} is not an integer")
             if not 0 <= j < len(self.tokens):
                 raise ValueError(f"id {j} is outside the vocabulary [0, {len(self.tokens)})")
