@@ -1,4 +1,6 @@
-"""The README's Python blocks run as they stand (a user copies them first)."""
+"""The README's Python blocks run as they stand (a user copies them first), and every documented
+command names a module, config, config keys and flags that exist (README, experiments/README,
+launch/multihost.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,11 @@ def test_readme_block_runs(index):
     exec(compile(source, f"README.md python block {index}", "exec"), {"__name__": "readme"})
 
 
-DOCS = [README, README.parent / "experiments" / "README.md"]
+DOCS = [
+    README,
+    README.parent / "experiments" / "README.md",
+    README.parent / "launch" / "multihost.md",
+]
 CONFIGS = README.parent / "experiments" / "configs"
 
 
@@ -99,3 +105,36 @@ def test_readme_command_names_a_module_config_variant_and_keys_that_exist(doc, c
     config = _load_config_module(README.parent / path).get_config(variant)
     missing = sorted(set(keys) - _flat_keys(config))
     assert not missing, f"{doc}: {command}: no config key(s) {missing} in {path}:{variant}"
+
+
+_DEFINED = re.compile(r"""(?:DEFINE_\w+|add_argument)\(\s*["'](?:--)?(\w+)["']""")
+
+
+def _flags_of(module: str) -> set[str]:
+    """The flags `python -m module` takes, read from its source (no import: absl flags are
+    global, and two modules defining `--workdir` cannot both be imported): its own DEFINE_*
+    and argparse `add_argument` names, plus the training CLI's when it runs through it."""
+    source = pathlib.Path(importlib.util.find_spec(module).origin).read_text()
+    names = set(_DEFINED.findall(source))
+    if "cli.main(" in source or "grid.main(" in source:
+        cli_source = (README.parent / "rnn_jax" / "train" / "cli.py").read_text()
+        names |= set(_DEFINED.findall(cli_source))
+    return names
+
+
+@pytest.mark.parametrize(
+    "doc, command, keys", _documented_commands(), ids=lambda v: str(v)[:60] if v else ""
+)
+def test_readme_command_flags_exist(doc, command, keys):
+    """Every `--flag` of a documented command (other than `--config.<key>`, checked above) is
+    one its module defines: a renamed flag is an absl error on the user's first try."""
+    module = command.split()[2]
+    if "<" in module:
+        return
+    used = {
+        name
+        for name in re.findall(r"(?<![\w-])--(\w[\w.]*)", " ".join(command.split()[3:]))
+        if not name.startswith("config.")
+    }
+    unknown = sorted(used - _flags_of(module) - {"config"})
+    assert not unknown, f"{doc}: {command}: no flag(s) {unknown} in {module}"
