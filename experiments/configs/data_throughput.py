@@ -9,9 +9,10 @@ rounds of `bench.data_batches` batches of every data path.
 
 smoke  Markov language, 2x32 LSTM, batch 16 x 16 (no files needed); 3 rounds of 10 steps.
        ~15 s on 2 CPU cores, mostly compilation. Used by the tests.
-quick  PTB words with Zaremba et al.'s "small" model (2x200 LSTM, batch 20 x 35, SGD lr 1,
-       clip 5; TensorFlow PTB tutorial SmallConfig), 3 rounds of 10 steps, plus CoNLL-2003
-       sentence batches (bucketed, padded). ~1 min on 2 CPU cores. Expected: every data path
+quick  PTB words with Zaremba et al.'s "small" model (2x200 LSTM, no dropout, init 0.1, SGD
+       lr 1, clip 5; TensorFlow PTB tutorial SmallConfig) but the medium's batch 20 x 35
+       (SmallConfig unrolls 20 steps), 3 rounds of 10 steps, plus CoNLL-2003 sentence batches
+       (bucketed, padded). ~1 min on 2 CPU cores. Expected: every data path
        makes batches >= 100x faster than the train step consumes them.
 full   PTB "medium" (2x650, dropout 0.5, language_model.py:full), 3 rounds of 100 steps,
        for a GPU, where the train step is fastest and the margin smallest.
