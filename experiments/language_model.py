@@ -7,8 +7,8 @@
     python -m experiments.language_model --workdir=W --config=<same> --eval_contexts=0,64,256
 
 Measures per-token cross-entropy and perplexity on the validation and test streams (test with
-the best-validation checkpoint; Zaremba et al.'s code and the TF tutorial test the final model,
-which under their decay schedule is rarely worse on validation) beside context-free
+the best-validation checkpoint; Zaremba et al.'s code and the TF tutorial test the final
+model) beside context-free
 baselines (W/baselines.json: add-one smoothed unigram of the training tokens, uniform), and
 writes W/language_model.md and W/learning_curves.png (experiments/run_report.py). Configs,
 expected runtimes and results: experiments/configs/language_model.py.
