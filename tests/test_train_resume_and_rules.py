@@ -55,21 +55,31 @@ def _crash_after_step_12(workdir, **overrides):
         train_and_evaluate(config, workdir, _CrashingRegression(crash_at=13))
 
 
-@pytest.mark.parametrize("log_every", [5, 20])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train__log_every": 5},
+        {"train__log_every": 20},
+        {"train__log_every": 4, "train__best_mode": "max", "train__patience": 2},
+    ],
+)
 def test_resume_with_num_steps_lowered_to_the_checkpoint_equals_a_run_of_that_length(
-    tmp_path, log_every
+    tmp_path, overrides
 ):
     # `train.num_steps` may change on resume. Lowered to the newest checkpoint's step, the
     # run used to end without its last step's log and evaluation: another train_loss,
     # best_step and valid_loss than a 12-step run (log_every=5), or a TypeError building
-    # `final` when nothing had been logged yet (log_every=20).
-    _crash_after_step_12(tmp_path / "run", train__log_every=log_every)
-    short = _config(train__checkpoint_every=4, train__num_steps=12, train__log_every=log_every)
+    # `final` when nothing had been logged yet (log_every=20). With step 12 logged before the
+    # kill and its evaluation (the second without improvement: 'max' on a falling loss) an
+    # early stop, the stop re-closed the empty window: KeyError 'train_loss' (log_every=4).
+    _crash_after_step_12(tmp_path / "run", **overrides)
+    short = _config(train__checkpoint_every=4, train__num_steps=12, **overrides)
     reference = train_and_evaluate(short, tmp_path / "reference", Regression())["final"]
     results = train_and_evaluate(short, tmp_path / "run", Regression())
     assert results["timing"]["steps_run"] == 0
     assert results["final"] == reference
-    assert reference["step"] == reference["best_step"] == 12
+    assert reference["step"] == 12
+    assert reference["best_step"] == (5 if "train__patience" in overrides else 12)
 
 
 def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):

@@ -148,9 +148,11 @@ def train_and_evaluate(
             improved, stopped_early = _track_best(loop, step, scores, config, n)
             if improved and config.train.keep_best:
                 save(step, best=True)
-            if stopped_early and not log:
+            if stopped_early and not log and loop["window"]:
                 # the steps since the last log are the run's last: their window is its
-                # final train_loss (none at all when it stops before the first log)
+                # final train_loss (none at all when it stops before the first log). An
+                # empty window: a resume at a step logged before the kill, whose window
+                # (`last_train`) is already the run's last (closing it left no train_loss).
                 log_window(step)
         if checkpoint or stopped_early:
             drain(step)
