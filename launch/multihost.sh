@@ -85,6 +85,11 @@ case "$mode" in
   manual)
     : "${HOSTS:?set HOSTS to the space-separated host names, coordinator first}"
     read -r -a hosts <<< "$HOSTS"
+    if [ ${#hosts[@]} -eq 0 ]; then
+      # `:?` lets a blank HOSTS through; set -u then failed with 'hosts[0]: unbound variable'.
+      echo "launch/multihost.sh: HOSTS='$HOSTS' names no host; set HOSTS to the space-separated host names, coordinator first" >&2
+      exit 2
+    fi
     coordinator="${hosts[0]}:${PORT:-12355}"
     pids=()
     for i in "${!hosts[@]}"; do

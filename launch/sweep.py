@@ -39,8 +39,10 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -61,6 +63,11 @@ LAUNCHERS = ("local", "slurm", "submitit_local")
 MAX_RUN_NAME = 255
 LOCK_FILE = "run.lock"  # flock'ed while a run executes (`execute`)
 RUN_IN_USE = -75  # execute's code for a run another process is executing (no process exits so)
+# The experiments `execute` is running in this process, and whether `run_local` was told to
+# stop (SIGTERM): its handler forwards the signal to them (`_forward_sigterm`).
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,12 +492,33 @@ def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str])
     if lock is None:
         return RUN_IN_USE
     try:
+        if _STOPPING.is_set():  # submitted just before the sweep was told to stop
+            return -signal.SIGTERM
         with open(workdir / "log.txt", "a") as log:
-            return subprocess.call(
+            process = subprocess.Popen(
                 list(command), cwd=REPO_ROOT, env=env, stdout=log, stderr=log, pass_fds=(lock,)
             )
+            with _CHILDREN_LOCK:
+                _CHILDREN.add(process)
+            try:
+                if _STOPPING.is_set():  # the handler ran before it was registered
+                    process.terminate()
+                return process.wait()
+            finally:
+                with _CHILDREN_LOCK:
+                    _CHILDREN.discard(process)
     finally:
         os.close(lock)
+
+
+def _forward_sigterm(signum: int, frame: Any) -> None:
+    """`run_local`'s SIGTERM handler: start no more runs and pass the signal on to the running
+    experiments (each saves a checkpoint and exits; a rerun resumes it). Without it, `kill`
+    of the sweep left its experiments running on, unsupervised, for the rest of their runs."""
+    _STOPPING.set()
+    with _CHILDREN_LOCK:
+        for process in _CHILDREN:
+            process.send_signal(signum)
 
 
 def _slots(parallel: int) -> list[dict[str, str]]:
@@ -508,10 +536,20 @@ def _slots(parallel: int) -> list[dict[str, str]]:
             for slot in slots:
                 slot["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         return slots
-    count = parallel or os.cpu_count() or 1
+    count = parallel or _cpu_cores()
     # No GPU listed: on a GPU machine with CUDA_VISIBLE_DEVICES unset every run uses the same
     # GPU, and each preallocating 75% of its memory made all runs but one fail (harmless on CPU).
     return [{"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if count > 1 else {} for _ in range(count)]
+
+
+def _cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a SLURM allocation, `taskset`, a
+    container's cpuset), not `os.cpu_count()`, the machine's: with 4 cores of a 64-core node
+    allotted, the sweep started 64 runs at once on them."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
 
 
 def _failure(run: Run, code: int) -> str:
@@ -532,12 +570,37 @@ def _failure(run: Run, code: int) -> str:
 
 
 def run_local(runs: Sequence[Run], parallel: int = 0) -> list[Run]:
-    """Runs the unfinished runs as parallel subprocesses; returns the runs that failed."""
+    """Runs the unfinished runs as parallel subprocesses; returns the runs that failed.
+
+    Called from the main thread, it forwards a SIGTERM to the running experiments (each saves
+    a checkpoint and exits), starts no further run and then exits (SystemExit) saying so; the
+    same command later resumes them."""
     todo = [r for r in runs if not r.finished]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; {len(todo)} to run")
     slots = _slots(parallel)
+    _STOPPING.clear()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _forward_sigterm)
+    try:
+        failed, queue = _run_pool(todo, slots)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if _STOPPING.is_set():
+        _STOPPING.clear()
+        sys.exit(
+            f"launch.sweep: stopped by SIGTERM ({len(queue)} run(s) not started); running the "
+            "same command again resumes the unfinished runs"
+        )
+    return failed
+
+
+def _run_pool(todo: Sequence[Run], slots: Sequence[Mapping[str, str]]) -> tuple[list, list]:
+    """`run_local`'s pool: (the runs that failed, those never started after a SIGTERM)."""
     free = list(range(len(slots)))
     failed, done = [], 0
+    queue = list(todo)
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(slots)) as pool:
         pending = {}
 
@@ -546,7 +609,6 @@ def run_local(runs: Sequence[Run], parallel: int = 0) -> list[Run]:
             future = pool.submit(execute, run.command, str(run.workdir), slots[slot])
             pending[future] = (run, slot, time.monotonic())
 
-        queue = list(todo)
         while queue and free:
             submit(queue.pop(0))
         while pending:
@@ -559,16 +621,21 @@ def run_local(runs: Sequence[Run], parallel: int = 0) -> list[Run]:
                 code = future.result()
                 done += 1
                 ok = code == 0 and run.finished
-                status = "done" if ok else _failure(run, code)
+                if ok:
+                    status = "done"
+                elif _STOPPING.is_set():
+                    status = f"stopped (SIGTERM; log {run.workdir / 'log.txt'})"
+                else:
+                    status = _failure(run, code)
                 print(
                     f"[{done}/{len(todo)}] {run.name}: {status} in {time.monotonic() - start:.0f}s",
                     flush=True,
                 )
                 if not ok:
                     failed.append(run)
-                if queue:
+                if queue and not _STOPPING.is_set():
                     submit(queue.pop(0))
-    return failed
+    return failed, queue
 
 
 def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any]) -> list[Run]:
@@ -621,7 +688,7 @@ def define_flags() -> None:
         "parallel",
         0,
         "local launcher: runs at once. 0 = one per GPU listed in CUDA_VISIBLE_DEVICES, "
-        "else one per CPU core.",
+        "else one per CPU core this process may use.",
         lower_bound=0,  # refused when parsed: `_slots` refused it only after sweep.json
     )
     flags.DEFINE_multi_string(

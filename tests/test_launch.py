@@ -333,6 +333,10 @@ def test_runs_sharing_a_gpu_do_not_preallocate(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert sweep._slots(3) == [{"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}] * 3
     assert sweep._slots(1) == [{}]
+    # One run per core this process may use (a SLURM allocation, taskset), not the machine's.
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5}, raising=False)
+    assert len(sweep._slots(0)) == 2
 
 
 def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_typed(tmp_path):
@@ -556,3 +560,35 @@ def test_a_run_another_process_executes_is_not_run_again(tmp_path, capsys):
         assert sweep.run_local([run], parallel=1) == [run] and not run.finished
         assert "a: NOT RUN" in capsys.readouterr().out and sweep.run_in_use(run.workdir)
     assert not sweep.run_in_use(run.workdir)
+
+
+def test_sigterm_to_a_local_sweep_stops_its_experiments_and_starts_no_more(tmp_path):
+    """`kill` (SIGTERM) of a local sweep ended the sweep alone: its experiments ran on,
+    orphaned and unsupervised, and a rerun refused to start until they had finished."""
+    import threading
+
+    script = (
+        "import pathlib, signal, sys, time; d = pathlib.Path(sys.argv[1]); "
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit('got SIGTERM')); "
+        "(d / 'started').write_text(''); time.sleep(3)"
+    )
+    runs = [
+        sweep.Run(n, tmp_path / n, {}, (sys.executable, "-c", script, str(tmp_path / n)))
+        for n in "ab"
+    ]
+
+    def kill_when_started():
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "a" / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)  # only run_local's may act
+    threading.Thread(target=kill_when_started, daemon=True).start()
+    try:
+        with pytest.raises(SystemExit, match=r"stopped by SIGTERM \(1 run\(s\) not started\)"):
+            sweep.run_local(runs, parallel=1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "got SIGTERM" in (tmp_path / "a" / "log.txt").read_text()
+    assert not (tmp_path / "b").exists()

@@ -168,3 +168,11 @@ def test_multihost_refuses_an_empty_workdir(repo_root):
             text=True,
         )
         assert result.returncode == 2 and "workdir" in result.stderr and not result.stdout
+
+
+def test_multihost_manual_refuses_blank_hosts():
+    """A blank HOSTS passed `${HOSTS:?}` and failed with 'hosts[0]: unbound variable'."""
+    result = _multihost("manual", "sentiment", "quick", "/shared/s", HOSTS=" ")
+    assert result.returncode == 2 and "HOSTS=' ' names no host" in result.stderr
+    ok = _multihost("manual", "sentiment", "quick", "/shared/s", HOSTS=" h0  h1 ")
+    assert ok.returncode == 0 and "h1: cd " in ok.stdout and "--process_id=1" in ok.stdout
