@@ -213,6 +213,35 @@ def missing_data_run(tmp_path_factory):
     run.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def malformed_data_run(tmp_path_factory):
+    """A UD corpus whose files have a line of 4 columns, read by a grid experiment inside its
+    `run` (not the task constructor the CLI guarded): started with the module's first test."""
+    root = tmp_path_factory.mktemp("malformed_data")
+    folder = root / "ud_english_ewt"
+    folder.mkdir()
+    for split in ("train", "dev", "test"):
+        (folder / f"en_ewt-ud-{split}.conllu").write_text("# text = x\n1\tx\tx\tNOUN\n\n")
+    workdir = root / "w"
+    run = StartedModule(
+        "experiments.bidirectional",
+        f"--workdir={workdir}",
+        "--config=experiments/configs/bidirectional.py:smoke",
+        f"--config.data.root={root}",
+    )
+    yield workdir, run
+    run.close()
+
+
+def test_a_malformed_data_line_exits_2_naming_file_and_line(malformed_data_run):
+    """The reader names file:line (DataFormatError), but the CLI let it through as a traceback
+    with exit 1 in every experiment; and a grid experiment's missing corpus (read in `run`)
+    likewise. Both are the data to fix: one line, exit 2, nothing written."""
+    workdir, run = malformed_data_run
+    stderr = check_refused(run.result(), workdir)
+    assert "data error: " in stderr and "en_ewt-ud-train.conllu:2: " in stderr, stderr[-2000:]
+
+
 def test_missing_task_data_exits_2_naming_the_path(missing_data_run):
     """A task whose corpus directory is missing (a `data.root` typo) is a setting to fix: one
     line naming the path and exit 2, as a bad value is; it was a traceback with exit 1."""

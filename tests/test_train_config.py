@@ -382,7 +382,15 @@ def test_none_overrides_last_assignment_wins():
     assert cli._none_overrides(argv) == (["prog", "--config.d=2", "--", "-x"], ["a.b", "c"])
 
 
-def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.grid.cells=lstm,bogus", "grid.cells='lstm,bogus': unknown ['bogus']"),
+        # A value that does not parse as its field's type was absl's usage error (exit 1).
+        ("--config.seed=abc", "config error: flag --config.seed=abc: invalid literal"),
+    ],
+)
+def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root, override, message):
     """A grid axis is read in the experiment's `run` (`grid.split_axis`), after the per-key
     rules: it raised ValueError, which ended in a traceback. Now ConfigError: one line naming
     the key, exit status 2, no run directory."""
@@ -394,7 +402,7 @@ def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root):
             "experiments.initialization",
             f"--workdir={workdir}",
             "--config=experiments/configs/initialization.py:smoke",
-            "--config.grid.cells=lstm,bogus",
+            override,
         ],
         cwd=repo_root,
         capture_output=True,
@@ -402,7 +410,7 @@ def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root):
         timeout=300,
     )
     assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
-    assert "grid.cells='lstm,bogus': unknown ['bogus']" in proc.stderr
+    assert message in proc.stderr
     assert "Traceback" not in proc.stderr and not workdir.exists()
 
 
@@ -425,3 +433,21 @@ def test_an_experiment_that_trains_nothing_needs_no_training_keys():
     bad_point = r"(?s)sweep point .*smt.stack_size=0: must be an integer >= 1"
     with pytest.raises(ValueError, match=bad_point):
         sweep.check_rules(config, "smt_baseline", {"smt.stack_size": 0})
+
+
+def test_an_unknown_override_key_is_named_with_its_section():
+    """config_flags' error is an AttributeError holding a KeyError holding the bare key; it
+    was printed as the escaped repr of the inner text ('\\'nm_steps\\'\\nDid you mean...'),
+    without the key's section."""
+    try:
+        try:
+            try:
+                raise KeyError("nm_steps")
+            except KeyError as bare:
+                hint = '\'nm_steps\'\nDid you mean "num_steps" instead of "nm_steps"?'
+                raise KeyError(hint) from bare
+        except KeyError as inner:
+            raise AttributeError(inner) from inner
+    except AttributeError as error:
+        message = cli._unknown_key(error, ["prog", "--config.seed=1", "--config.train.nm_steps=3"])
+    assert message == '\'train.nm_steps\' (Did you mean "num_steps" instead of "nm_steps"?)'

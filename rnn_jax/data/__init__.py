@@ -28,7 +28,7 @@ from rnn_jax.data.batching import (
     sorted_eval_batches,
 )
 from rnn_jax.data.lm_corpus import LMCorpus, lm_corpus
-from rnn_jax.data.readers import DataFormatError
+from rnn_jax.data.readers import DataFormatError, DataNotFoundError
 from rnn_jax.data.root import default_data_root
 from rnn_jax.data.synthetic import (
     AddingProblem,
@@ -44,6 +44,7 @@ __all__ = [
     "BatchIterator",
     "CopyTask",
     "DataFormatError",
+    "DataNotFoundError",
     "EchoTask",
     "LMCorpus",
     "LMEvalStream",

@@ -29,7 +29,7 @@ import hashlib
 import os
 import pathlib
 
-from rnn_jax.data.readers import DataFormatError, read_file_text
+from rnn_jax.data.readers import DataFormatError, DataNotFoundError, read_file_text
 
 PathLike = str | os.PathLike
 SPLITS = ("train", "valid", "test")
@@ -92,7 +92,7 @@ def split_paths(name: str, manual_dir: PathLike) -> dict[str, tuple[pathlib.Path
         # sent the user looking for a path that is there. Still FileNotFoundError: the CLI
         # reports that as a setting to fix (exit status 2).
         what = "is not a directory" if manual_dir.exists() else "does not exist"
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"manual_dir {os.fspath(manual_dir)!r} for corpus {name!r} {what}; it must be the "
             f"folder that holds {needed}"
         )
@@ -101,7 +101,7 @@ def split_paths(name: str, manual_dir: PathLike) -> dict[str, tuple[pathlib.Path
         for path in files:
             if not path.is_file():
                 what = "is not a file" if path.exists() else "is missing"
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f"{os.fspath(path)} {what}: corpus {name!r} needs {needed} in "
                     f"{os.fspath(manual_dir)}"
                 )

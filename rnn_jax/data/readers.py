@@ -36,11 +36,17 @@ class DataFormatError(ValueError):
     """A data file does not follow its format; the message names file:line."""
 
 
+class DataNotFoundError(FileNotFoundError):
+    """A data file or corpus folder a dataset needs is missing (or is the wrong kind of path);
+    the message names it. The training CLI reports it as a setting to fix (exit 2) wherever
+    it is raised, while other `FileNotFoundError`s of a run stay tracebacks."""
+
+
 def _check_file(path: PathLike) -> None:
     if os.path.isdir(path):
-        raise FileNotFoundError(f"data file {os.fspath(path)!r} is a directory, not a file")
+        raise DataNotFoundError(f"data file {os.fspath(path)!r} is a directory, not a file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file {os.fspath(path)!r} does not exist")
+        raise DataNotFoundError(f"data file {os.fspath(path)!r} does not exist")
 
 
 # Decoding with "surrogateescape" turns each byte that is not UTF-8 into a lone surrogate

@@ -32,6 +32,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rnn_jax import allocator
+from rnn_jax.data.readers import DataFormatError, DataNotFoundError
 from rnn_jax.files import check_workdir
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import distributed
@@ -118,6 +119,15 @@ def main(
             # (e.g. train.best_metric, checked against the metrics evaluation will give).
             sys.stderr.write(f"{error}\n")
             sys.exit(CONFIG_EXIT_STATUS)
+        except DataNotFoundError as error:
+            # Grid experiments load each point's data inside `run`: the same setting to fix.
+            sys.stderr.write(f"task data not found: {error}\n")
+            sys.exit(CONFIG_EXIT_STATUS)
+        except DataFormatError as error:
+            # A malformed data line, named file:line by the reader: the data to fix, in one
+            # line (it was a traceback, exit 1, in every experiment that reads files).
+            sys.stderr.write(f"data error: {error}\n")
+            sys.exit(CONFIG_EXIT_STATUS)
 
     app.run(_main, flags_parser=_parse_flags)
 
@@ -203,7 +213,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
             _set_none(flags.FLAGS.config, key)
         return rest
     except (AttributeError, KeyError) as error:
-        sys.stderr.write(f"config error: unknown key in the command line overrides: {error}\n")
+        message = _unknown_key(error, argv)
+        sys.stderr.write(f"config error: unknown key in the command line overrides: {message}\n")
         sys.exit(CONFIG_EXIT_STATUS)
     except flags.Error as error:
         # config_flags wraps a ConfigError of `get_config` (an unknown variant) in a flag error
@@ -216,14 +227,39 @@ def _parse_flags(argv: list[str]) -> list[str]:
         if config_error is not None:
             sys.stderr.write(f"config error: {config_error}\n")
             sys.exit(CONFIG_EXIT_STATUS)
+        message = str(error)
+        if message.startswith("flag --config."):
+            # A config override whose value does not parse as its field's type
+            # (`--config.seed=abc`): a config error like any other (exit 2), not a usage one.
+            sys.stderr.write(f"config error: {message}\n")
+            sys.exit(CONFIG_EXIT_STATUS)
         # Any other flag error as `app.parse_flags_with_usage` reports it (parsing again would
         # define the override flags twice).
-        message = str(error)
         if "\n" in message:
             message = "\n" + textwrap.indent(message, "  ")
         sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
         sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
         sys.exit(1)
+
+
+def _unknown_key(error: BaseException, argv: list[str]) -> str:
+    """The dotted key of the override config_flags could not set, with ml_collections' hint:
+    `'train.nm_steps' (Did you mean "num_steps" instead of "nm_steps"?)`. Its error is an
+    AttributeError holding a KeyError holding the bare key; printed as it came, the message
+    was the escaped repr of the innermost text, without the key's section."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    texts = [e.args[0] for e in chain if isinstance(e, KeyError) and e.args]
+    texts = [t for t in texts if isinstance(t, str)]
+    if not texts:
+        return str(chain[0])
+    bare = texts[-1].split("\n")[0].strip("'")
+    hint = next((t.split("\n", 1)[1] for t in texts if "\n" in t), "")
+    overrides = [a[len("--config.") :].partition("=")[0] for a in argv if a.startswith("--config.")]
+    key = next((o for o in overrides if o.rpartition(".")[2] == bare), bare)
+    return repr(key) + (f" ({hint})" if hint else "")
 
 
 def _check_config_file(argv: list[str]) -> None:

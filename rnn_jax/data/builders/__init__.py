@@ -27,7 +27,7 @@ from rnn_jax.data.builders.ptb import Ptb
 from rnn_jax.data.builders.sst import Sst
 from rnn_jax.data.builders.tiny_shakespeare import TinyShakespeare
 from rnn_jax.data.corpora import SPLIT_FILES
-from rnn_jax.data.readers import parse_sst_tree
+from rnn_jax.data.readers import DataNotFoundError, parse_sst_tree
 from rnn_jax.data.registry import TextDataset
 from rnn_jax.data.tokenize import char_tokens, word_tokens
 
@@ -86,7 +86,7 @@ def prepare(name: str, data_dir: PathLike, manual_dir: PathLike | None = None) -
         folder = pathlib.Path(_folder(manual_dir))
         if not folder.is_dir() or not any(folder.iterdir()):
             files = sorted({f for fs in SPLIT_FILES[corpus_builder.CORPUS].values() for f in fs})
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{name}: manual_dir {os.fspath(folder)} does not exist or is empty; it must "
                 f"directly hold {files} (leave manual_dir out to download them)"
             )
@@ -147,7 +147,7 @@ def prepared_dataset(name: str, data_dir: PathLike) -> TextDataset:
     """
     corpus_builder = builder(name, data_dir)
     if not corpus_builder.is_prepared():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{name} is not prepared in {_folder(data_dir)} (no "
             f"{os.fspath(corpus_builder.data_path)}/dataset_info.json); run "
             f"rnn_jax.data.builders.prepare({name!r}, data_dir, manual_dir) first"
