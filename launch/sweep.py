@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from rnn_jax.files import write_text_atomic
+from rnn_jax.files import check_workdir, write_text_atomic
 from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
 
@@ -250,6 +250,33 @@ def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
         raise ValueError(f"sweep point {dict(overrides)}: {error}") from None
 
 
+_UNPARSED = object()  # a `--set` value of a field whose type does not say how to read it
+
+
+def _set_value(config: Any, key: str, text: str) -> Any:
+    """A `--set key=text` value as config_flags parses `--config.key=text` (by the field's
+    type; "None" is None for any field, as rnn_jax.train.cli reads it), or ValueError naming
+    it; `_UNPARSED` for list, tuple and placeholder (None) fields, left to the run."""
+    current = _lookup(config, key)
+    if text == "None":
+        return None
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            return text.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError as error:
+        wanted = {"bool": "true or false", "int": "an integer", "float": "a number"}
+        raise ValueError(
+            f"--set {key}={text}: must be {wanted[type(current).__name__]} ({error})"
+        ) from None
+    return text if isinstance(current, str) else _UNPARSED
+
+
 def format_override(value: Any) -> str:
     """A value as `--config.k=<here>` expects it (config_flags parses by the field's type;
     rnn_jax.train.cli reads "None" as None for any field)."""
@@ -322,11 +349,16 @@ def plan_runs(
             f"{'this key' if len(swept) == 1 else 'these keys'}; change it in get_sweep instead"
         )
     check_seed_replicas(config, points, common)
+    # `--set` values as each run's command line will read them, so that they meet the rules
+    # with every point (they reached the runs unchecked: --set=train.num_steps=-5 started every
+    # run, each to fail with exit 2).
+    parsed = {key: _set_value(config, key, text) for key, text in common.items()}
+    checked = {key: value for key, value in parsed.items() if value is not _UNPARSED}
     root = pathlib.Path(root).resolve()
     runs, names = [], set()
     for point in points:
         check_overrides(config, point)
-        check_rules(config, name, point)
+        check_rules(config, name, {**point, **checked})
         name_ = run_name(point)
         if name_ in names:
             raise ValueError(f"get_sweep: two sweep points give the same run {name_!r}")
@@ -709,6 +741,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError("--config and --workdir are required")
     root = pathlib.Path(flags.FLAGS.workdir).resolve()
     try:
+        check_workdir(flags.FLAGS.workdir)  # a file there was a FileExistsError traceback
         runs = plan_runs(flags.FLAGS.config, flags.FLAGS.workdir, parse_set_flags(flags.FLAGS.set))
         check_finished_runs(root, runs)
         busy = [run.name for run in runs if not run.finished and run_in_use(run.workdir)]

@@ -419,6 +419,11 @@ def test_a_negative_parallel_or_slurm_size_is_refused_before_the_plan(tmp_path):
         )
         assert result.returncode != 0 and f"flag {flag}: " in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and not root.exists()
+    # A --workdir that is a file was a FileExistsError traceback when sweep.json was written.
+    root.write_text("")
+    result = run_module("launch.sweep", config, f"--workdir={root}", "--dry_run", timeout=60)
+    assert result.returncode != 0 and "is a file, not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_report_keeps_an_all_diverged_metric_and_groups_equal_numbers(tmp_path):
@@ -473,6 +478,14 @@ def test_seed_points_whose_replicas_overlap_are_refused_and_set_errors_name_the_
         sweep.plan_runs(SMOKE, tmp_path / "c", {"num_seeds": "3"})
     with pytest.raises(ValueError, match="--set key 'train.num_step' is not in the config"):
         sweep.plan_runs(SMOKE, tmp_path / "d", {"train.num_step": "5"})
+    # --set values meet the rules with every point, read as the runs will read them: they
+    # were not checked, and every run started only to fail with exit 2.
+    with pytest.raises(ValueError, match=r"train.num_steps=-5: must be an integer in \[1, "):
+        sweep.plan_runs(SMOKE, tmp_path / "e", {"train.num_steps": "-5"})
+    with pytest.raises(ValueError, match="--set train.num_steps=abc: must be an integer"):
+        sweep.plan_runs(SMOKE, tmp_path / "e", {"train.num_steps": "abc"})
+    with pytest.raises(ValueError, match="train.batch_size=None: must be a number > 0"):
+        sweep.plan_runs(SMOKE, tmp_path / "e", {"train.batch_size": "None"})
 
 
 @pytest.mark.parametrize(
