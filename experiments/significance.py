@@ -127,6 +127,11 @@ def main(argv: list[str]) -> None:
     if not texts[0]:
         sys.stderr.write(f"--references: {FLAGS.references} has no lines\n")
         sys.exit(USAGE_STATUS)
+    folder = pathlib.Path(FLAGS.output).parent
+    if FLAGS.output and not folder.is_dir():
+        # Checked before the test runs: it failed after the whole test, with a traceback.
+        sys.stderr.write(f"--output: {FLAGS.output}: its folder {folder} is not a directory\n")
+        sys.exit(USAGE_STATUS)
     for (flag, path), lines in zip(files, texts, strict=True):
         if len(lines) != len(texts[0]):
             sys.stderr.write(

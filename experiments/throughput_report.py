@@ -675,7 +675,14 @@ def main(argv: list[str]) -> None:
             unfinished = (workdir / PARTIAL).is_file()
             why = f"an unfinished run: only {PARTIAL}" if unfinished else "no such file"
             raise app.UsageError(f"{path}: {why} (not a finished throughput workdir)")
-        runs.append(json.loads(path.read_text()))
+        try:
+            run = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise app.UsageError(f"{path}: not JSON ({error})") from None
+        if not isinstance(run, dict) or "groups" not in run.get("final", {}):
+            # Another experiment's workdir: a KeyError traceback in the table.
+            raise app.UsageError(f"{path}: not a throughput run's results (no final.groups)")
+        runs.append(run)
     print(across_runs(runs, per_run=FLAGS.per_run), end="")
     floor = floor_across_runs(runs, per_run=FLAGS.per_run)
     if floor:

@@ -84,7 +84,8 @@ def test_no_systems_empty_references_a_repeated_system_or_unknown_tokenizer_are_
     empty.write_text("")
     output = tmp_path / "sig.json"
     common = [f"--references={paths['refs']}", f"--baseline={paths['base']}", f"--output={output}"]
-    no_systems, repeated, empty_files, result = _run_all(
+    nowhere = tmp_path / "no_such_folder" / "sig.json"
+    no_systems, repeated, empty_files, result, no_folder = _run_all(
         [*common, "--systems="],
         [*common, f"--systems={paths['good']},{paths['good']}"],
         [
@@ -94,6 +95,8 @@ def test_no_systems_empty_references_a_repeated_system_or_unknown_tokenizer_are_
             f"--output={output}",
         ],
         [*common, f"--systems={paths['good']}", "--tokenize=nope"],
+        # It failed after the whole test, with a traceback.
+        [*common[:2], f"--systems={paths['good']}", f"--output={nowhere}"],
     )
     assert no_systems.returncode == 2, no_systems.stderr
     assert "--systems: expected one or more" in no_systems.stderr
@@ -103,6 +106,8 @@ def test_no_systems_empty_references_a_repeated_system_or_unknown_tokenizer_are_
     assert f"--references: {empty} has no lines" in empty_files.stderr
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--tokenize" in result.stderr and "13a" in result.stderr
+    assert no_folder.returncode == 2, no_folder.stderr
+    assert f"--output: {nowhere}: its folder" in no_folder.stderr
     assert not output.exists()
 
 
