@@ -36,7 +36,7 @@ def assert_same(fused, reference):
 
 # Cho's GRU and minGRU do not fit the custom VJP and run on the reference path itself
 # (test_structure_detection checks that routing).
-FUSED_CASES = sorted(set(CASES) - {"gru_cho", "min_gru", "elman_relu"})
+FUSED_CASES = sorted(set(CASES) - {"gru_cho", "min_gru"})
 
 
 @pytest.mark.parametrize("case", FUSED_CASES)

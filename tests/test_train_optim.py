@@ -197,12 +197,32 @@ def test_sgd_momentum_matches_the_heavy_ball_recursion():
         np.testing.assert_allclose(updates["w"], -lr * velocity, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
-def test_every_optimizer_builds_and_descends(name):
-    config = _config(optimizer__name=name, optimizer__learning_rate=0.01)
-    grads = {"w": jnp.array([1.0, -1.0])}
-    updates = _one_update(config, grads, {"w": jnp.zeros(2)})
-    assert np.all(np.sign(updates["w"]) == -np.sign(grads["w"]))
+@pytest.mark.parametrize("name, momentum", [("rmsprop", 0.0), ("rmsprop", 0.9), ("adagrad", 0.0)])
+def test_rmsprop_and_adagrad_match_their_recursions(name, momentum):
+    """Tieleman & Hinton's RMSProp (nu = 0.9 nu + 0.1 g^2, optax's eps inside the root, then
+    heavy-ball momentum on the scaled step) and Duchi et al.'s AdaGrad (a running sum of g^2
+    from optax's 0.1). Only the sign of one step was checked: any descent method passed, SGD
+    in their place included."""
+    lr = 0.01
+    config = _config(
+        optimizer__name=name, optimizer__learning_rate=lr, optimizer__momentum=momentum
+    )
+    eps = config.optimizer.eps
+    tx = optim.build_optimizer(config)
+    params = {"w": jnp.zeros(3)}
+    state = tx.init(params)
+    second_moment = np.full(3, 0.1) if name == "adagrad" else np.zeros(3)
+    velocity = np.zeros(3)
+    for k in range(4):
+        g = np.array([1.0, -0.5, 0.25]) * (k + 1)  # sizes that change: no steady state
+        updates, state = tx.update({"w": jnp.asarray(g)}, state, params, value=jnp.asarray(0.0))
+        if name == "adagrad":
+            second_moment = second_moment + g**2
+        else:
+            second_moment = 0.9 * second_moment + 0.1 * g**2
+        step = -lr * g / np.sqrt(second_moment + eps)
+        velocity = momentum * velocity + step
+        np.testing.assert_allclose(updates["w"], velocity, rtol=1e-5)
 
 
 def test_reduce_on_plateau_halves_the_step_after_patience_flat_values():
