@@ -145,8 +145,10 @@ def identity(scale: float = 1.0) -> Initializer:
                 f"identity initialiser needs a square block, got shape={shape}; use it for "
                 "recurrent weights (recurrent_init='identity'), not input weights"
             )
-        eye = jnp.broadcast_to(jnp.eye(shape[-1], dtype=jnp.float32), shape)
-        return (scale * eye).astype(dtype)
+        # Scaled in float32 or wider `dtype` (as `_flat` draws): a float32 eye made a float64
+        # identity(0.9) hold 0.8999999761581421.
+        eye = jnp.eye(shape[-1], dtype=jnp.promote_types(jnp.float32, dtype))
+        return (scale * jnp.broadcast_to(eye, shape)).astype(dtype)
 
     return init
 

@@ -179,6 +179,8 @@ def test_float64_weights_are_drawn_in_float64():
         for name in ("normal", "uniform", "glorot_uniform", "glorot_normal", "lecun_normal"):
             w = np.asarray(initializers.get_initializer(name)(KEY, (64, 64), jax.numpy.float64))
             assert np.any(w != w.astype(np.float32)), name  # more than float32's mantissa
+        eye = initializers.identity(0.9)(KEY, (2, 2), jax.numpy.float64)  # was float32's 0.9
+        np.testing.assert_array_equal(np.asarray(eye), 0.9 * np.eye(2))
     # bfloat16 weights are still float32 draws rounded once (same values as before).
     w32 = initializers.glorot_uniform()(KEY, (8, 8), jax.numpy.float32)
     w16 = initializers.glorot_uniform()(KEY, (8, 8), jax.numpy.bfloat16)
