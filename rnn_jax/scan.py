@@ -39,16 +39,21 @@ def _is_traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def check_length_range(lengths: Any, time: int) -> None:
-    """Raise ValueError unless every concrete length `[batch]` is in [1, time] (traced ones
-    cannot be checked and are trusted): the rule of every scan here, and of the encoders that
-    take lengths without one (`rnn_jax.models`)."""
+def check_length_range(
+    lengths: Any, time: int, *, name: str = "lengths", low: int = 1, time_name: str = "time"
+) -> None:
+    """Raise ValueError unless every concrete length is in [low, time] (traced ones cannot be
+    checked and are trusted): the rule of every scan here, and of the models' other lengths
+    (`Seq2Seq.loss`'s `target_lengths`; `CharEncoder`'s `char_lengths`, where 0 is a padded
+    word's), each error naming the argument and what bounds it."""
     if _is_traced(lengths):
         return
     values = np.asarray(lengths)
-    bad = values[(values < 1) | (values > time)]
+    bad = values[(values < low) | (values > time)]
     if bad.size:
-        raise ValueError(f"lengths contains {bad.tolist()}; allowed: 1 <= length <= time={time}")
+        raise ValueError(
+            f"{name} contains {bad.tolist()}; allowed: {low} <= length <= {time_name}={time}"
+        )
 
 
 def _validate(

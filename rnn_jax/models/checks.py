@@ -38,20 +38,6 @@ def check_ids(name: str, ids: jax.Array, size: int, size_name: str, mask: jax.Ar
         )
 
 
-def check_lengths(name: str, lengths: jax.Array, low: int, high: int, high_name: str) -> None:
-    """Raise if a concrete length array holds values outside [low, high], naming them, e.g.
-    `target_lengths contains [5]; allowed: 1 <= length <= time=4 (targets.shape[1])`."""
-    if isinstance(lengths, jax.core.Tracer):
-        return
-    values = np.asarray(lengths)
-    bad = values[(values < low) | (values > high)]
-    if bad.size:
-        raise ValueError(
-            f"{name} contains {sorted(set(bad.tolist()))}; allowed: "
-            f"{low} <= length <= {high_name}={high}"
-        )
-
-
 def length_mask(lengths: jax.Array, time: int) -> jax.Array:
     """[batch] -> [batch, time] bool, True inside each sequence."""
     return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]

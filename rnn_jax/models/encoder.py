@@ -28,7 +28,6 @@ from rnn_jax.layers import dropout
 from rnn_jax.models.checks import (
     check_choice,
     check_ids,
-    check_lengths,
     check_positive,
     length_mask,
 )
@@ -139,7 +138,9 @@ class CharEncoder(nnx.Module):
         batch, time, width = chars.shape
         # Else the char RNN's own check names the flattened `lengths` and `time=width`. 0 is a
         # padded word's (it runs as one padding character, zeroed by SequenceEncoder).
-        check_lengths("char_lengths", char_lengths, 0, width, "chars.shape[2]")
+        check_length_range(
+            char_lengths, width, name="char_lengths", low=0, time_name="chars.shape[2]"
+        )
         real = jnp.arange(width) < jnp.asarray(char_lengths)[..., None]
         check_ids("chars", chars, self.num_chars, "num_chars", real)
         # As for tokens: an out-of-range padding id embeds as NaN, and the RNN's masking

@@ -28,15 +28,10 @@ from jax import lax
 
 from rnn_jax.attention import make_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import (
-    check_choice,
-    check_ids,
-    check_lengths,
-    check_positive,
-    length_mask,
-)
+from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
 from rnn_jax.models.encoder import SequenceEncoder
 from rnn_jax.modules import RNN
+from rnn_jax.scan import check_length_range
 from rnn_jax.scheduled_sampling import choose_decoder_inputs, concrete_probability
 
 ATTENTIONS = ("additive", "dot", "general", "none")
@@ -242,7 +237,9 @@ class Seq2Seq(nnx.Module):
             )
         # As the encoder does for source_lengths: one past the time was read as the time and
         # 0 dropped the sentence from the loss, both silently.
-        check_lengths("target_lengths", target_lengths, 1, targets.shape[1], "targets.shape[1]")
+        check_length_range(
+            target_lengths, targets.shape[1], name="target_lengths", time_name="targets.shape[1]"
+        )
         mask = length_mask(target_lengths, targets.shape[1])
         check_ids("targets", targets, self.target_vocab_size, "target_vocab_size", mask)
         # The decoder is causal: inputs past the length only feed masked positions, but an
