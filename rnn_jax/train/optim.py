@@ -218,8 +218,8 @@ def applied_learning_rates(
             f"expected one scheduled learning rate and at most one plateau scale in the "
             f"optimiser state, found {len(counts)} and {len(scales)}"
         )
-    count = np.atleast_1d(np.asarray(fetch(counts[0])))
-    scale = np.atleast_1d(np.asarray(fetch(scales[0]))) if scales else np.ones(count.shape)
-    return [
-        float(schedule(max(int(c) - 1, 0))) * float(s) for c, s in zip(count, scale, strict=True)
-    ]
+    count, scale = fetch((counts[0], scales[0] if scales else 1.0))  # one transfer
+    count = np.atleast_1d(np.asarray(count))
+    # One schedule call for every replica (optax schedules take arrays of counts).
+    rate = np.asarray(schedule(np.maximum(count - 1, 0)), np.float64)
+    return np.broadcast_to(rate * np.asarray(scale, np.float64), count.shape).tolist()
