@@ -249,18 +249,12 @@ class Vocabulary:
         """
         tokens = []
         for i in ids:
-            # A bool (a mask passed for ids) decoded as pad/unk tokens; an infinite float
+            # The library's one meaning of an integer (`predicates`), plus integral floats: a
+            # bool (a mask passed for ids) decoded as pad/unk tokens, and an infinite float
             # raised OverflowError, not the documented ValueError.
-            kind = getattr(getattr(i, "dtype", None), "kind", None)  # numpy and jax scalars
-            if isinstance(i, bool | str | bytes) or kind in ("b", "S", "U"):
-                j = None
-            else:
-                try:
-                    j = int(i)
-                except (TypeError, ValueError, OverflowError):
-                    j = None
-            if j is None or j != i:
+            if not (is_int(i) or (is_finite_number(i) and float(i).is_integer())):
                 raise ValueError(f"id {i!r} is not an integer")
+            j = int(i)
             if not 0 <= j < len(self.tokens):
                 raise ValueError(f"id {j} is outside the vocabulary [0, {len(self.tokens)})")
             tokens.append(self.tokens[j])
