@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import tensorflow_datasets as tfds
 
 from rnn_jax.data.corpora import SPLIT_FILES, expected_sha256, file_sha256
+from rnn_jax.data.readers import DataNotFoundError
 
 
 class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -56,7 +57,7 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             ):
                 manual_dir = None
             elif missing:
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f"{self.name}: manual_dir {os.fspath(manual_dir)} lacks {missing}; it must "
                     f"directly hold {names}"
                 )
