@@ -531,22 +531,17 @@ def carry_dtype(cell: Cell, params: Params, xs: jax.Array) -> jnp.dtype:
     """The dtype of a zero carry for `xs [..., input_size]`: the one `step` keeps, so the
     carry has the step's own dtype (float32 params over bfloat16 inputs give a float32 carry,
     as the step computes; a carry in `xs.dtype` would not match the step's output inside
-    `lax.scan`). It starts from `input_projection(params, xs)`'s dtype and widens to what
-    one step returns from a carry of it until stable: params the step reads after that
-    projection (bfloat16 input weights under a float32 `W_hh`, float32 peepholes beside
-    bfloat16 biases) promote the step's output, and a zero carry of the projection's
-    dtype then failed inside `lax.scan`."""
+    `lax.scan`). It starts from `input_projection(params, xs)`'s dtype and widens it to what
+    one step returns from a carry of it: params the step reads after that projection
+    (bfloat16 input weights under a float32 `W_hh`, float32 peepholes beside bfloat16
+    biases) promote the step's output, and a zero carry of the projection's dtype then
+    failed inside `lax.scan`. One step settles it: the step's output dtype is the promotion
+    of its carry's and its params', so a second step from the widened carry gives it back."""
     row = jax.ShapeDtypeStruct((1, xs.shape[-1]), xs.dtype)
     dtype = jax.eval_shape(cell.input_projection, params, row).dtype
-    hidden_size = cell.sizes(params)[1]
-    for _ in range(4):  # each pass only widens; the cells here settle after one
-        carry = jax.eval_shape(lambda d=dtype: cell.zero_carry((1,), hidden_size, d))
-        out = jax.eval_shape(lambda p, c, x: cell.step(p, c, x)[0], params, carry, row)
-        widened = jnp.result_type(dtype, *jax.tree.leaves(out))
-        if widened == dtype:
-            break
-        dtype = widened
-    return jnp.dtype(dtype)
+    carry = jax.eval_shape(lambda: cell.zero_carry((1,), cell.sizes(params)[1], dtype))
+    out = jax.eval_shape(lambda p, c, x: cell.step(p, c, x)[0], params, carry, row)
+    return jnp.dtype(jnp.result_type(dtype, *jax.tree.leaves(out)))
 
 
 def get_cell(name: str | Cell, **options: Any) -> Cell:
