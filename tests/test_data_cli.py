@@ -1,12 +1,13 @@
 """The data CLI and registry on bad input: non-zero exit and a message naming the problem."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-from rnn_jax.data.registry import load_dataset, synthetic_task
-from rnn_jax.data.stats import main
+from rnn_jax.data.registry import TextDataset, load_dataset, synthetic_task
+from rnn_jax.data.stats import dataset_stats, main
 
 
 def test_unknown_dataset_lists_the_choices(capsys):
@@ -31,11 +32,37 @@ def test_bad_user_files(tmp_path, capsys):
 
 
 def test_user_parallel_file_stats(tmp_path, capsys):
+    """The whole JSON, target side included: substring checks ('"vocab_size": 2' in out) also
+    matched 20, and no test read `target_tokens` or `target_oov_rate`, so either computed from
+    the source side passed. Counted by hand; a held-out split makes the OOV rates non-zero."""
     (tmp_path / "a.en").write_text("a b\nb\n")
     (tmp_path / "a.de").write_text("x\ny y z\n")
-    assert main([f"--dataset=parallel:{tmp_path / 'a.en'},{tmp_path / 'a.de'}"]) == 0
-    out = capsys.readouterr().out
-    assert '"vocab_size": 2' in out and '"target_vocab_size": 3' in out and '"tokens": 3' in out
+    spec = f"parallel:{tmp_path / 'a.en'},{tmp_path / 'a.de'}"
+    assert main([f"--dataset={spec}"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "dataset": spec,
+        "vocab_size": 2,
+        "num_specials": 4,
+        "target_vocab_size": 3,
+        "splits": {
+            "train": {
+                "examples": 2,
+                "tokens": 3,
+                "oov_rate": 0.0,
+                "target_tokens": 4,
+                "target_oov_rate": 0.0,
+            }
+        },
+    }
+    held_out = [{"source": ["a", "q", "r"], "target": ["x", "new"]}]  # 2/3 and 1/2 unseen
+    splits = {"train": load_dataset(spec).splits["train"], "test": held_out}
+    assert dataset_stats(TextDataset("d", "translation", splits))["splits"]["test"] == {
+        "examples": 1,
+        "tokens": 3,
+        "oov_rate": pytest.approx(2 / 3),
+        "target_tokens": 2,
+        "target_oov_rate": 0.5,
+    }
 
 
 def test_user_tsv_with_a_header_line(tmp_path):
