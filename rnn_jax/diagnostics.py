@@ -88,8 +88,20 @@ def hidden_state_grad_norms(
         return loss_fn(jnp.swapaxes(ys, 0, 1))
 
     grads = jax.grad(perturbed_loss)(zeros)
-    squares = sum(jnp.sum(g.reshape(time, batch, -1) ** 2, axis=-1) for g in jax.tree.leaves(grads))
-    return jnp.sqrt(squares).T
+    return _l2_norm([g.reshape(time, batch, -1) for g in jax.tree.leaves(grads)]).T
+
+
+def _l2_norm(parts: list[jax.Array]) -> jax.Array:
+    """‖·‖₂ of `parts` joined along their last axis, scaled by the largest |entry| first.
+
+    The plain sqrt(Σ x²) underflows to 0 in float32 once every entry is below ~1e-19 (their
+    squares are below 1e-38), and overflows to inf above ~1e19, though the norm itself is
+    representable: a vanishing gradient of 1e-24 would read as exactly 0.
+    """
+    scale = jnp.max(jnp.stack([jnp.max(jnp.abs(p), axis=-1, initial=0) for p in parts]), axis=0)
+    safe = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1)  # 0, inf, NaN: left as is
+    squares = sum(jnp.sum(jnp.square(p / safe[..., None]), axis=-1) for p in parts)
+    return jnp.where(jnp.isposinf(scale), jnp.inf, jnp.sqrt(squares) * safe)
 
 
 def _flat_step(step_fn: StepFn, carry_example: Carry) -> Callable:
@@ -239,11 +251,12 @@ def per_layer_grad_norms(grads: Any, depth: int = 1) -> dict[str, jax.Array]:
     """
     if depth < 1:
         raise ValueError(f"depth={depth}: expected >= 1")
-    squares: dict[str, jax.Array] = {}
+    groups: dict[str, list[jax.Array]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
         name = "/".join(_key_name(k) for k in path[:depth]) or "<root>"
-        squares[name] = squares.get(name, 0.0) + jnp.sum(jnp.square(leaf))
-    return {name: jnp.sqrt(total) for name, total in squares.items()}
+        groups.setdefault(name, []).append(jnp.ravel(leaf))
+    # scaled: the plain sqrt(Σ g²) read float32 gradients below ~1e-19 as a norm of exactly 0
+    return {name: _l2_norm(leaves) for name, leaves in groups.items()}
 
 
 def _key_name(key: Any) -> str:

@@ -147,6 +147,13 @@ def _initial_carries(state: Any, num_layers: int, directions: int, is_lstm: bool
     """torch `h_0 [L*D, B, H]` (LSTM `(h_0, c_0)`) -> per-layer carries (pairs if D = 2)."""
     if state is None:
         return None
+    if is_lstm and not isinstance(state, (tuple, list)):
+        # tuple(array) split a lone h_0 [L*D, B, H] along its first axis: with L*D = 2 it
+        # passed as a pair and failed naming a [B, H] shape the caller never gave
+        raise ValueError(
+            f"initial_state for an LSTM must be a pair (h_0, c_0); got one array of shape "
+            f"{jnp.shape(state)}"
+        )
     parts = tuple(state) if is_lstm else (state,)
     if is_lstm and len(parts) != 2:
         raise ValueError(f"initial_state for an LSTM must be (h_0, c_0); got {len(parts)} arrays")

@@ -113,12 +113,15 @@ def test_grad_norms_match_finite_differences(tanh_case):
     np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
-def test_grad_norms_closed_form_linear_rnn():
+@pytest.mark.parametrize("v_scale", [1.0, 1e-22])
+def test_grad_norms_closed_form_linear_rnn(v_scale):
     # h_t = h_{t-1} (aQ) + x_t U, L = <v, h_T>  =>  dL/dh_t = v ((aQ)^T)^{T-t}, norm |v| a^{T-t}
+    # v_scale 1e-22: a vanishing gradient whose entries square to < 1e-38, the float32 range;
+    # the unscaled sqrt(Σ g²) gave norms of exactly 0.
     a, time = 0.7, 12
     q, _ = np.linalg.qr(RNG.normal(size=(H, H)))
     w, u = jnp.asarray(a * q, jnp.float32), jnp.asarray(RNG.normal(size=(D_IN, H)), jnp.float32)
-    v = RNG.normal(size=(H,))
+    v = v_scale * RNG.normal(size=(H,))
     step = lambda h, x: (h @ w + x @ u, None)
     xs = jnp.asarray(RNG.normal(size=(1, time, D_IN)), jnp.float32)
     got = diagnostics.hidden_state_grad_norms(
@@ -244,6 +247,10 @@ def test_per_layer_grad_norms():
     np.testing.assert_allclose(got["readout/W"], np.sqrt(14))
     top = diagnostics.per_layer_grad_norms(grads)
     np.testing.assert_allclose(top["layers"], np.sqrt(15))
+    # float32 gradients whose squares under- or overflow (sqrt(Σ g²) gave 0 and inf)
+    for scale in (1e-25, 1e25):
+        got = diagnostics.per_layer_grad_norms({"a": [jnp.full((4,), 3 * scale), 6 * scale]})
+        np.testing.assert_allclose(got["a"], np.sqrt(72) * scale, rtol=1e-6)
 
 
 def test_product_singular_values_of_an_exactly_zero_product_are_minus_inf():

@@ -153,6 +153,10 @@ def test_unsupported_options_raise():
     bad = np.zeros((1, BATCH, HIDDEN), np.float32)
     with pytest.raises(ValueError, match=r"initial_state has shape \(1, 3, 5\)"):
         apply_fn(params, xs, initial_state=(bad, bad))
+    # A lone h_0 of the right shape [2, 3, 5]: tuple() split it into a "pair" of [3, 5] arrays
+    # and the error named shape (3, 5), not the missing c_0.
+    with pytest.raises(ValueError, match=r"pair \(h_0, c_0\); got one array of shape \(2, 3, 5\)"):
+        apply_fn(params, xs, initial_state=np.zeros((2, BATCH, HIDDEN), np.float32))
     with pytest.raises(ValueError, match="xs feature size 2"):
         apply_fn(params, np.zeros((TIME, BATCH, 2), np.float32))
 
