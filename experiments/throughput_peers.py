@@ -77,7 +77,8 @@ TORCH_MODULES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}
 @dataclasses.dataclass
 class Workload:
     """One timed call and what is known about it (`inputs`: the arguments a JAX workload's
-    compiled function is called with, e.g. `(params, xs)`, for tests to check its outputs)."""
+    compiled function is called with, e.g. `(params, xs)`; for torch `(named parameters,
+    input tensor)`, whose `.grad` the forward+backward call fills: for tests to check it)."""
 
     run: Callable[[], Any]
     flops: float
@@ -314,6 +315,7 @@ def _torch_workload(
     module = module.to(device)
     x = torch.tensor(xs, device=device)
     done = torch.cuda.synchronize if cuda else (lambda: None)
+    inputs = (dict(module.named_parameters()), x)
     if mode == "fwd":
 
         def run() -> Any:
@@ -322,7 +324,7 @@ def _torch_workload(
             done()
             return out
 
-        return Workload(run, flops, batch * time_)
+        return Workload(run, flops, batch * time_, inputs=inputs)
     x.requires_grad_(True)
 
     def run_backward() -> Any:
@@ -332,7 +334,7 @@ def _torch_workload(
         done()
         return x.grad
 
-    return Workload(run_backward, _mode_flops(flops, mode), batch * time_)
+    return Workload(run_backward, _mode_flops(flops, mode), batch * time_, inputs=inputs)
 
 
 def gemm_floor(gates: int, shape: tuple[int, int, int, int], mode: str, seed: int = 0) -> Workload:

@@ -29,6 +29,8 @@ def test_data_paths_make_the_batches_the_consumers_expect(smoke):
     lm = next(paths["lm_stream"]())
     assert lm["inputs"].shape == (config.train.batch_size, config.data.bptt_length)
     np.testing.assert_array_equal(lm["inputs"][0, 1:], lm["targets"][0, :-1])
+    # The task's stream, not a bare LMStream: the first batch of an epoch resets the state.
+    np.testing.assert_array_equal(lm["epoch_start"], np.ones(config.train.batch_size, bool))
     copy = next(paths["copy_task"]())
     assert copy["inputs"].shape == (config.bench.synthetic_batch_size, 120)
     assert batches_per_second(paths["copy_task"], 5) > 0
