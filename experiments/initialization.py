@@ -12,6 +12,8 @@ cell, at initialisation and after training:
 It writes W/results.json, W/initialization.md and W/loss_curves.png, W/grad_vs_distance.png.
 h_1 … h_T are the states of the whole input sequence: T steps for the adding problem, the
 blank length plus twice the number of symbols for the copy task (its summary's `steps`).
+h_t is the cell's whole carry: for the LSTM (h_t, c_t), so its ‖∂L/∂h_t‖ and Jacobians
+(2H × 2H) include the cell-state path (rnn_jax.diagnostics flattens the carry).
 
     python -m experiments.initialization --workdir=W \
         --config=experiments/configs/initialization.py:quick
@@ -496,7 +498,8 @@ def report_markdown(summaries: dict[str, dict]) -> str:
         "sequences, '(n/N seeds)' when the mean leaves out seeds without a finite value. "
         "'grad ratio' is log10 ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at initialisation (copy task: L is the "
         "loss of the S recall steps only). h_1 … h_T are the states of the whole sequence "
-        "(copy task: T + 2S steps for blank length T).",
+        "(copy task: T + 2S steps for blank length T). For the LSTM, h_t is its whole state "
+        "(h_t, c_t): the Jacobians and gradients include the cell-state path.",
         "",
     ]
     by_setting: dict[tuple, list[dict]] = {}
@@ -779,7 +782,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     if "lstm" in cells:
         out[4] = (
             f"LSTM vs Elman-tanh ({setting}), gradient ratio ‖∂L/∂h_1‖/‖∂L/∂h_T‖ at init with "
-            f"orthogonal W_hh: LSTM {ratio_text('lstm', 'orthogonal')}, Elman-tanh "
+            "orthogonal W_hh (for the LSTM, h is its whole state (h, c)): LSTM "
+            f"{ratio_text('lstm', 'orthogonal')}, Elman-tanh "
             f"{ratio_text('elman_tanh', 'orthogonal')}; solved: LSTM "
             f"{solved('lstm', 'orthogonal')}, Elman-tanh {solved('elman_tanh', 'orthogonal')}. "
             f"After training, σ_max(∂h_T/∂h_1): LSTM {trained_sigma('lstm', 'orthogonal')}, "

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import grid, initialization
-from experiments.configs.initialization import get_config
+from experiments.configs.initialization import get_config, get_sweep
 from rnn_jax import diagnostics
 from rnn_jax.train import cli
 from rnn_jax.train.config import ConfigError
@@ -360,10 +360,14 @@ def test_q19_names_the_inits_that_solved_more_often_than_orthogonal(tmp_path):
 def test_report_and_answer_state_the_configured_success_fraction(tmp_path):
     # Both said "10% of the baseline" whatever diagnostics.success_fraction was.
     point = _point("lstm", "orthogonal", [1.0, 0.0], -1.6, success_fraction=0.05)
-    assert "Success = final validation loss < 5% of the trivial baseline" in (
-        initialization.report_markdown({"p": point})
-    )
-    assert "solved = seeds reaching 5% of the baseline loss" in _answers(tmp_path, [point])[19]
+    report = initialization.report_markdown({"p": point})
+    assert "Success = final validation loss < 5% of the trivial baseline" in report
+    answers = _answers(tmp_path, [point])
+    assert "solved = seeds reaching 5% of the baseline loss" in answers[19]
+    # The diagnostics differentiate the whole carry, (h, c) for the LSTM (2H × 2H Jacobians),
+    # where both texts named h alone.
+    assert "For the LSTM, h_t is its whole state (h_t, c_t)" in report
+    assert "(for the LSTM, h is its whole state (h, c)): LSTM 10^-1.6" in answers[4]
     # The copy task's T is its blank length; the answers said "T = 10" beside ∂h_T/∂h_1 of
     # the last of its 16 states, as the report's heading does not.
     copy = {**_point("lstm", "orthogonal", [0.0, 0.0], -1.0, steps=16), "length": 10}
@@ -424,3 +428,13 @@ def test_q3_and_q4_claim_differences_only_beyond_the_seed_spread(tmp_path):
     both_underflow = [*apart[:3], {**apart[2], "init": "normal_1.0"}]
     answers = _answers(tmp_path, both_underflow)
     assert "; lowest mean with normal_0.01, within the seed spread of normal_1.0." in answers[3]
+
+
+def test_sweep_runs_each_point_of_the_variants_grid_once():
+    """quick leaves normal(1/sqrt(H)) to full, but its sweep ran every name of INITS: 24 runs
+    for its 20 grid points."""
+    for variant in ("quick", "full"):
+        sweep = get_sweep(variant)
+        swept = [(cell, init) for cell in sweep["grid.cells"] for init in sweep["grid.inits"]]
+        points = initialization.grid_points(get_config(variant))
+        assert sorted(swept) == sorted({(cell, init) for _, _, cell, init in points}), variant

@@ -61,6 +61,21 @@ def test_padding_is_ignored_and_attention_weights_are_a_distribution(pooling, ki
     if pooling == "attention":
         np.testing.assert_allclose(np.sum(weights, axis=1), 1.0, rtol=1e-6)
         assert np.all(np.asarray(weights)[1, 2:] == 0.0)
+    # The encoder zeroes padded ids, so NOISY alone cannot tell a pooling that reads padded
+    # states (an RNN's are 0, a transformer's are not) from one that masks them: numpy over
+    # the real states only (bidirectional 'last': forward at length - 1 ++ backward at 0).
+    states, _ = model.encoder(TOKENS, LENGTHS)
+    pooled, _ = model.pool(states, LENGTHS)
+    states, half = np.asarray(states), states.shape[-1] // 2
+    for row, length in enumerate(np.asarray(LENGTHS)):
+        real = states[row, :length]
+        if pooling == "last":
+            want = np.concatenate([real[-1, :half], real[0, half:]])
+        elif pooling == "attention":
+            want = np.asarray(weights)[row, :length] @ real
+        else:
+            want = getattr(real, pooling)(axis=0)  # mean, max
+        np.testing.assert_allclose(pooled[row], want, rtol=1e-5, atol=1e-6)
 
 
 def test_bidirectional_last_pooling_uses_both_directions():
