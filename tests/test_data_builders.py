@@ -81,7 +81,11 @@ def test_multi30k_and_sst_match_the_files(sources, data_root):
         from_files = cached_dataset(registry_name, str(data_root))
         for split, source in sources[name].items():
             records = builders.read_records(source)
-            assert builders.examples_from_records(name, records) == from_files.splits[split]
+            examples = builders.examples_from_records(name, records)
+            assert examples == from_files.splits[split]
+            # The stored sentence (never read back above) is the tree's leaves joined by " ".
+            sentences = [r["sentence"].decode().split(" ") for r in records]
+            assert sentences == [e["tokens"] for e in examples]
 
 
 @pytest.fixture()

@@ -106,6 +106,10 @@ def test_tiny_shakespeare_catalog_stream():
     first = next(iter(stream))
     row_length = len(ids) // 2
     np.testing.assert_array_equal(first["inputs"][1], ids[row_length : row_length + 3])
+    # The mocked text holds no newline, so the above passes whatever happens at one: a text
+    # that has them is cut into lines that keep their "\n" (a blank line is one "\n").
+    lines = CATALOG["tiny_shakespeare"].convert({"text": b"Speak.\n\nAll:\nSpeak"}, None)
+    assert [e["tokens"] for e in lines] == [list("Speak.\n"), ["\n"], list("All:\n"), list("Speak")]
 
 
 def test_catalog_names_in_the_registry():
@@ -116,13 +120,21 @@ def test_catalog_names_in_the_registry():
         catalog_data_sources("c4")
 
 
-def test_an_unprepared_catalog_dataset_fails_at_once_instead_of_downloading(tmp_path):
+def test_an_unprepared_catalog_dataset_fails_at_once_instead_of_downloading(tmp_path, monkeypatch):
     """tfds.data_source downloads by default: an unprepared name spent minutes retrying the
     network and left downloads/ behind. Now nothing is fetched and the error says how to
     prepare it."""
     with pytest.raises(ValueError, match=r"'imdb_reviews' is not prepared .*tfds build imdb"):
         catalog_data_sources("imdb_reviews", tmp_path)
     assert not (tmp_path / "downloads").exists()
+
+    # An error without a message (a bare assert in TFDS) raised IndexError from the handler.
+    def bare_assert(*args, **kwargs):
+        raise AssertionError()
+
+    monkeypatch.setattr(tfds, "data_source", bare_assert)
+    with pytest.raises(ValueError, match=r"'imdb_reviews' is not prepared .*\(AssertionError\);"):
+        catalog_data_sources("imdb_reviews", tmp_path)
 
 
 def test_an_unknown_tfds_name_lists_the_catalog():

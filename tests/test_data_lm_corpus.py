@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
-from rnn_jax.data.lm_corpus import markov_lm, ptb_lm, text_lm
+from rnn_jax.data.lm_corpus import markov_lm, ptb_lm, text_lm, tiny_shakespeare_lm
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +76,15 @@ def test_a_corpus_file_given_as_its_folder_is_named_as_such(tmp_path):
         ptb_lm(tmp_path / "ptb.train.txt")
     with pytest.raises(FileNotFoundError, match=r"ptb\.valid\.txt is not a file"):
         ptb_lm(tmp_path)
+
+
+def test_a_corpus_folder_under_the_home_folder(home):
+    """`~` in a corpus folder was taken literally: ptb_lm("~/ptb") said it "does not exist"."""
+    (home / "ptb").mkdir()
+    for split, text in (("train", "a b\n"), ("valid", "b\n"), ("test", "a c\n")):
+        (home / "ptb" / f"ptb.{split}.txt").write_text(text)
+    corpus = ptb_lm("~/ptb")
+    assert corpus.vocab.decode(corpus.splits["test"]) == ["a", "<unk>", "<eos>"]
+    (home / "ts").mkdir()
+    (home / "ts" / "input.txt").write_text("ab" * 20)
+    assert len(tiny_shakespeare_lm("~/ts").splits["valid"]) == 2

@@ -202,9 +202,13 @@ def catalog_data_sources(name: str, data_dir: PathLike | None = None) -> dict[st
                 f"name ({owner}; read it with rnn_jax.data.builders.prepared_dataset), which "
                 "shares the catalog's folder: prepare the catalog's in another data_dir"
             ) from error
+        # The first line of the message, if any: an exception without one (a bare
+        # `AssertionError()`) made `splitlines()[0]` raise IndexError here, hiding this advice.
+        lines = str(error).splitlines()
+        first_line = f": {lines[0][:200]}" if lines else ""
         raise ValueError(
             f"catalog dataset {name!r} is not prepared as ArrayRecord in {where} "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); prepare it once "
+            f"({type(error).__name__}{first_line}); prepare it once "
             f"with `tfds build {name} --data_dir=DIR --file_format=array_record` (needs the "
             "network) and pass that data_dir"
         ) from error

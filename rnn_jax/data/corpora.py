@@ -82,10 +82,14 @@ def expected_sha256(name: str, filename: str) -> str:
 
 
 def split_paths(name: str, manual_dir: PathLike) -> dict[str, tuple[pathlib.Path, ...]]:
-    """`{split: (path, ...)}` for corpus `name` in `manual_dir`; missing files raise."""
+    """`{split: (path, ...)}` for corpus `name` in `manual_dir`; missing files raise.
+
+    A leading `~` in `manual_dir` is the home folder, as for `root.default_data_root` and
+    the TFDS builders' `manual_dir` (`ptb_lm("~/data/ptb")` said "does not exist").
+    """
     if name not in SPLIT_FILES:
         raise ValueError(f"unknown corpus {name!r}; known corpora: {sorted(SPLIT_FILES)}")
-    manual_dir = pathlib.Path(manual_dir)
+    manual_dir = pathlib.Path(manual_dir).expanduser()
     needed = sorted({f for fs in SPLIT_FILES[name].values() for f in fs})
     if not manual_dir.is_dir():
         # A file given as manual_dir (e.g. one of the corpus's files) exists: "does not exist"
