@@ -56,8 +56,8 @@ def _slurm_processes(tasks, nodes):
     procs = []
     for i in range(tasks):
         env = dict(os.environ)
-        for name in [k for k in env if k.startswith("SLURM_")]:
-            del env[name]
+        for name in [k for k in env if k.startswith("SLURM_")] + ["JAX_LOCAL_DEVICE_IDS"]:
+            env.pop(name, None)
         env.update(
             JAX_PLATFORMS="cpu",
             JAX_COORDINATOR_PORT=str(port),
@@ -96,6 +96,29 @@ def test_slurm_one_task_per_node_owns_all_the_nodes_devices():
 def test_slurm_one_task_per_gpu_keeps_jaxs_one_device_per_process():
     # Several tasks on a node: each must keep its own GPU, not all of them.
     assert _slurm_processes(tasks=2, nodes=1) == [(2, "'0'"), (2, "'1'")]
+
+
+@pytest.mark.parametrize("local_ids, expected", [(None, []), ("0,1", None)])
+def test_slurm_one_task_per_node_keeps_a_users_jax_local_device_ids(
+    monkeypatch, local_ids, expected
+):
+    """JAX reads JAX_LOCAL_DEVICE_IDS only when `local_device_ids` is None; the `[]` that lifts
+    SLURM's one-GPU restriction silently lifted the user's restriction too (all GPUs used)."""
+    import jax
+
+    from rnn_jax.train import distributed
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for name in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("JAX_LOCAL_DEVICE_IDS", raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    if local_ids is not None:
+        monkeypatch.setenv("JAX_LOCAL_DEVICE_IDS", local_ids)
+    distributed.initialize(initialization_timeout=7)
+    assert calls == [{"local_device_ids": expected, "initialization_timeout": 7}]
 
 
 @pytest.mark.parametrize("address", ["node0", "node0:", ":12355", "node0:port", "node0:\u00b2"])

@@ -84,7 +84,11 @@ def _slurm_local_device_ids() -> list[int] | None:
     suits one task per GPU; with one task per node (`launch/multihost.sh slurm`) every
     process would own GPU 0 alone and 4 nodes x 8 GPUs would train on 4 of them. An empty
     list is what jax's auto-detection leaves alone and its device restriction ignores.
+    None too when `JAX_LOCAL_DEVICE_IDS` is set: jax reads it only for `local_device_ids=None`,
+    and a user's device restriction must not be lifted.
     """
+    if os.environ.get("JAX_LOCAL_DEVICE_IDS"):
+        return None
     tasks = os.environ.get("SLURM_NTASKS")
     nodes = os.environ.get("SLURM_STEP_NUM_NODES") or os.environ.get("SLURM_NNODES")
     if tasks is None or nodes is None or int(tasks) != int(nodes):
