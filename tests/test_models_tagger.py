@@ -50,10 +50,16 @@ def test_padding_does_not_change_loss_or_predictions(head):
     other = jnp.array([[1, 2, 3, 7, 9]])
     tags = jnp.array([[1, 2, 3, 0, 0]])
     lengths = jnp.array([3])
-    np.testing.assert_allclose(
-        model.loss(tokens, tags, lengths), model.loss(other, tags, lengths), rtol=1e-6
-    )
+    # Against the same sentence unpadded: the encoder's states at padded steps are zero, so
+    # `tokens` and `other` alone give equal emissions there and could not show padded steps
+    # being summed into the loss.
+    unpadded = model.loss(tokens[:, :3], tags[:, :3], lengths)
+    for padded in (tokens, other):
+        np.testing.assert_allclose(model.loss(padded, tags, lengths), unpadded, rtol=1e-6)
     np.testing.assert_array_equal(model.predict(tokens, lengths), model.predict(other, lengths))
+    np.testing.assert_array_equal(
+        model.predict(tokens, lengths)[:, :3], model.predict(tokens[:, :3], lengths)
+    )
     assert np.all(np.asarray(model.predict(tokens, lengths))[0, 3:] == 0)
 
 

@@ -106,6 +106,10 @@ def test_singleton_unk_prob_feeds_unk_for_training_singletons(monkeypatch):
     first, _ = task.loss_fn(model, _batch(task), (), key)
     second, _ = task.loss_fn(model, _batch(task), (), key)
     assert float(first) == float(second)  # drawn from the step's key: a resume redraws it
+    # ... and from that key, not a fixed one (which the equality above also allows): another
+    # step's key replaces other singletons (no dropout here, so only the draws differ).
+    other, _ = task.loss_fn(model, _batch(task), (), jax.random.key(3))
+    assert float(other) != float(first)
 
 
 def test_full_config_is_lamples_objective_and_quick_is_unchanged():
