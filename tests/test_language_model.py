@@ -180,12 +180,23 @@ def test_task_loss_and_eval_agree_with_the_model(repo_root, monkeypatch):
     assert metrics["loss"] == pytest.approx(nll.mean(), rel=1e-5)
     assert metrics["perplexity"] == pytest.approx(math.exp(nll.mean()), rel=1e-5)
     assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
-    # AR/TAR are scaled with the NLL: 'sum' is the whole per-token objective times the window
+    # AR (alpha, on the dropped-out output) and TAR (beta, on the output before dropout), as
+    # AWD-LSTM adds them to the per-token mean; 'sum' scales the whole objective by the window.
+    # Output dropout under a key tells the two tensors apart (AR on the raw output, TAR on the
+    # dropped one, swapped alpha/beta or a missing term each miss `want`).
     config.objective.ar_alpha, config.objective.tar_beta = 2.0, 3.0
-    summed = float(task.loss_fn(model, batch, carry, None)[0])
+    config.model.dropout_output = 0.5
+    model, rng = task.init_model(jax.random.key(0)), jax.random.key(3)
+    logits, _, hidden = model(batch["inputs"], carry, rng=rng)
+    log_probs = np.asarray(jax.nn.log_softmax(logits), np.float64)
+    dropped, raw = (np.asarray(hidden[k], np.float64) for k in ("dropped_outputs", "outputs"))
+    assert not np.allclose(dropped, raw)
+    want = -log_probs[b, t, batch["targets"]].mean()
+    want += 2.0 * np.mean(dropped**2) + 3.0 * np.mean(np.diff(raw, axis=1) ** 2)
+    summed = float(task.loss_fn(model, batch, carry, rng)[0])
     config.objective.time_reduction = "mean"
-    mean = float(task.loss_fn(model, batch, carry, None)[0])
-    assert mean > nll.mean() + 1e-3  # the regularisers weigh
+    mean = float(task.loss_fn(model, batch, carry, rng)[0])
+    assert mean == pytest.approx(want, rel=1e-5)
     assert summed == pytest.approx(mean * nll.shape[1], rel=1e-5)
 
 

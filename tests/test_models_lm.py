@@ -1,7 +1,8 @@
 """Language models learn Tiny Shakespeare: the runtime's RNN LM and the transformer baseline
 both get below the unigram perplexity of held-out text within a few hundred steps, and each
 model's single-step API reproduces its full pass on real text. Also: token ids outside the
-vocabulary are refused, weight drop (one W_hh mask per pass) and tied-embedding gradients."""
+vocabulary are refused (weight drop's one W_hh mask per pass and tied-embedding gradients:
+tests/test_models_reference.py)."""
 
 import collections
 import math
