@@ -26,7 +26,7 @@ def _examples(n, seed=0):
 
 def test_pad_batch_matches_per_example_loop():
     examples = _examples(7)
-    batch = pad_batch(examples, pad_id=0, time_multiple=8)
+    batch = pad_batch(examples, pad_id=-1, time_multiple=8)  # not 0: an ignored pad_id shows
     time = batch["inputs"].shape[1]
     longest = max(len(e["inputs"]) for e in examples)
     assert time % 8 == 0 and longest <= time < longest + 8
@@ -36,8 +36,8 @@ def test_pad_batch_matches_per_example_loop():
         for t in range(time):
             real = t < n
             assert batch["mask"][row, t] == (1.0 if real else 0.0)
-            assert batch["inputs"][row, t] == (example["inputs"][t] if real else 0)
-            assert batch["targets"][row, t] == (example["targets"][t] if real else 0)
+            assert batch["inputs"][row, t] == (example["inputs"][t] if real else -1)
+            assert batch["targets"][row, t] == (example["targets"][t] if real else -1)
     np.testing.assert_array_equal(batch["label"], np.arange(7))
     assert batch["lengths"].dtype == np.int32 and batch["mask"].dtype == np.float32
 
@@ -100,6 +100,13 @@ def test_bucketing_reduces_padding_and_keeps_every_example():
     bucketed = epoch_plan(lengths, 32, seed=0, epoch=0, bucket_pool=50)
     assert sorted(np.concatenate(bucketed).tolist()) == list(range(2000))
     assert padding(bucketed) < 0.1 * padding(plain)
+    # Sorted within pools of 50 batches (2 here), not over the whole epoch: batches of the two
+    # pools overlap in length (a global sort gives disjoint length ranges), and the batch order
+    # is shuffled (unshuffled, the first pool's 50 batches come shortest first).
+    low, high = (np.array([f(lengths[b]) for b in bucketed]) for f in (np.min, np.max))
+    overlap = (low[:, None] < high[None, :]) & (low[None, :] < high[:, None])
+    assert np.any(overlap & ~np.eye(len(bucketed), dtype=bool))
+    assert np.any(np.diff(high[:50]) < 0)
     evaluation = sorted_eval_batches(lengths, 32)
     flat = np.concatenate(evaluation)
     assert sorted(flat.tolist()) == list(range(2000))
@@ -128,13 +135,16 @@ def test_iterator_resumes_exactly_from_its_state_dict():
         resumed.load_state_dict({"epoch": 0})
 
 
-def test_lm_stream_matches_the_zaremba_reader_formula():
-    ids = np.arange(1000, 1000 + 1003)
+@pytest.mark.parametrize("n", [1003, 115, 116])  # rows of 250, 28, 29 tokens: 5, 0, 1 mod 7
+def test_lm_stream_matches_the_zaremba_reader_formula(n):
+    ids = np.arange(1000, 1000 + n)
     batch_size, steps = 4, 7
     stream = LMStream(ids, batch_size, steps)
     row_length = len(ids) // batch_size
-    assert len(stream) == (row_length - 1) // steps
+    # as many batches as fit a row with their targets (one token past the inputs), no fewer
+    assert len(stream) * steps + 1 <= row_length < (len(stream) + 1) * steps + 1
     batches = list(stream)
+    assert all(b[k].shape == (batch_size, steps) for b in batches for k in ("inputs", "targets"))
     assert len(batches) == len(stream) and stream.state_dict() == {"epoch": 1, "batch_index": 0}
     for i, batch in enumerate(batches):
         for b in range(batch_size):
