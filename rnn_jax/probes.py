@@ -93,7 +93,19 @@ class LinearProbe:
 
     def accuracy(self, features: np.ndarray, labels: np.ndarray) -> float:
         """Fraction of `labels int [n]` predicted."""
-        return float(np.mean(self.predict(features) == np.asarray(labels)))
+        return _accuracy(self.predict(features), labels)
+
+
+def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of `labels int [n]` equal to `predictions [n]`. Other shapes are refused:
+    `==` broadcast a `[n, 1]` column (or a `[1]` label) against the predictions and averaged
+    an `[n, n]` table, a wrong accuracy without an error."""
+    labels = np.asarray(labels)
+    if labels.shape != predictions.shape:
+        raise ValueError(
+            f"labels of shape {labels.shape}: expected {predictions.shape}, one per prediction"
+        )
+    return float(np.mean(predictions == labels))
 
 
 def _check_finite(x: np.ndarray) -> None:
@@ -111,11 +123,18 @@ def _check_finite(x: np.ndarray) -> None:
 
 def _standardisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) `[features]` of `features [n, features]`; a constant feature (a dead unit)
-    gets scale 1: it is zero after centring either way."""
+    gets its value as mean and scale 1, so that it is exactly zero after centring.
+
+    Constancy is tested exactly, not by `std > 0`: the float64 mean of n equal float64 values
+    can miss them by an ulp (200 rows of 0.1: std 6.9e-17), and dividing by that std made the
+    feature -1 on every fitting row and ~1e15 on a row where it is 0.2."""
     x = np.asarray(features, np.float64)
+    if x.ndim != 2 or not len(x):
+        raise ValueError(f"features {x.shape}: expected [n, features] with n >= 1 rows")
     _check_finite(x)
-    std = x.std(axis=0)
-    return x.mean(axis=0), np.where(std > 0, std, 1.0)
+    constant = (x == x[0]).all(axis=0)
+    mean, std = np.where(constant, x[0], x.mean(axis=0)), x.std(axis=0)
+    return mean, np.where(constant | (std == 0), 1.0, std)  # std 0: differences that underflow
 
 
 def _check_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -497,8 +516,7 @@ def lexical_accuracy(
 ) -> float:
     """Accuracy on `test_labels int [m]` of `lexical_predictions`: what the identity of the
     type alone gives, read by a lookup rather than a linear probe."""
-    predictions = lexical_predictions(train_types, train_labels, test_types)
-    return float(np.mean(predictions == np.asarray(test_labels)))
+    return _accuracy(lexical_predictions(train_types, train_labels, test_types), test_labels)
 
 
 def control_task(types: Sequence[str], class_probs: np.ndarray, seed: int) -> np.ndarray:

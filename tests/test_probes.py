@@ -1,4 +1,5 @@
-"""rnn_jax.probes: the layer states and the control task refuse inputs that are out of range."""
+"""rnn_jax.probes: the layer states, the control task, the probes and their accuracies refuse
+inputs that are out of range; a constant float64 feature standardises to exactly zero."""
 
 import numpy as np
 import pytest
@@ -38,3 +39,23 @@ def test_probes_refuse_a_regularization_that_is_not_finite_and_positive():
             probes.fit_lda_probes(x, labels[:, None], [2], [1.0, bad], holdout)
         with pytest.raises(ValueError, match=r"l2_penalties value=.*a finite number > 0"):
             probes.fit_logistic_probes(x, labels[:, None], [2], [bad], holdout, iterations=1)
+
+
+def test_a_constant_float64_feature_is_zero_after_standardising():
+    # np.std of 200 rows of 0.1 (float64) is 6.9e-17, not 0: the feature was scaled by it, -1
+    # on every fitting row and ~1e15 where a scored row has 0.2, which then decided the class.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    x = rng.normal(size=(200, 3)) + labels[:, None]
+    probe = probes.fit_lda_probe(np.hstack([x, np.full((200, 1), 0.1)]), labels, 3, 0.01)
+    alone = probes.fit_lda_probe(x, labels, 3, 0.01)
+    shifted = np.hstack([x, np.full((200, 1), 0.2)])
+    np.testing.assert_array_equal(probe.predict(shifted), alone.predict(x))
+    # A label column ([n, 1]) was broadcast against the predictions: the mean of an [n, n] table.
+    with pytest.raises(ValueError, match=r"labels of shape \(200, 1\): expected \(200,\)"):
+        probe.accuracy(shifted, labels[:, None])
+    with pytest.raises(ValueError, match=r"labels of shape \(2, 1\): expected \(2,\)"):
+        probes.lexical_accuracy(["a", "b"], [0, 1], ["a", "b"], np.array([[0], [1]]))
+    # No rows to fit: "Eigenvalues did not converge" (the eigendecomposition of a NaN moment).
+    with pytest.raises(ValueError, match=r"features \(0, 3\): expected \[n, features\]"):
+        probes.fit_lda_probe(np.zeros((0, 3)), np.zeros(0, int), 2, 0.1)
