@@ -65,6 +65,9 @@ def test_shuffle_by_hand():
     assert not np.array_equal(
         wo.word_permutation(4, "train", 0, 6), wo.word_permutation(3, "train", 0, 6)
     )
+    # A fresh permutation per sentence: one shared by every sentence of a length kept the pin
+    # above (sentence 0) and every check of the real tasks (they ask `word_permutation` too).
+    assert len({tuple(wo.word_permutation(3, "train", i, 6)) for i in range(20)}) > 10
     # Fields not named are left in place (SST permutes only its words).
     only_words = wo.shuffled_splits(splits, ("inputs",), seed=3)["train"][0]
     np.testing.assert_array_equal(only_words["targets"], splits["train"][0]["targets"])

@@ -23,6 +23,12 @@ def test_word_order_answer_with_a_diverged_seed(tmp_path):
         answer
     )
     assert "word order matters is supported" not in answer
+    # Every seed of one point diverged (its mean is NaN): neither "did not help" nor helped.
+    for name in ("sst-shuffled", "sst-ordered"):
+        dead = {**points, name: word_order_summary(*name.split("-"), [None, None, None])}
+        answer = wo_report.answers(dead)[2]
+        assert "order did not help" not in answer
+        assert "ordered or the shuffled point diverged: that word order matters is not" in answer
     # One seed a side has no spread to be beyond: it was "every seed apart", "supported".
     for name, value in (("sst-shuffled", [0.73]), ("sst-ordered", [0.80])):
         points[name] = {**word_order_summary(*name.split("-"), value), "num_seeds": 1}
@@ -57,6 +63,7 @@ def test_the_bag_is_called_smaller_only_when_its_count_is():
     assert "the bag is not the smaller model here" in text
     assert "it is the smaller model" not in text  # the fixed sentence it replaced
     assert "has 9,000 parameters outside the embeddings, the BiLSTM 5,000" in text
+    assert "over 225 vocabulary entries (training words, `<pad>` and `<unk>`)" in text
     points["bag"]["params_outside_embeddings"] = 1000
     text = wo_report.markdown({f"sst-{o}": s for o, s in points.items()})
     assert "BiLSTM 5,000: the bag is the smaller model." in text
