@@ -522,6 +522,13 @@ def _shared_note(load_average: float) -> str:
 
 def report_markdown(summaries: dict[str, dict]) -> str:
     lines = ["# RNN vs attention (seed questions 9, 10, 15)", ""]
+    if any(s["task"] != "cost" for s in summaries.values()):
+        # the config's docstring says the report states this limitation; it did not
+        lines += [
+            "Every model trains with the same optimizer settings (`optimizer.*`, e.g. Adam at "
+            "one learning rate): no per-model tuning, a limitation of this comparison.",
+            "",
+        ]
     lm = [s for s in summaries.values() if s["task"] == "shakespeare"]
     if lm:
         at_time = equal_time_bits(lm)
@@ -836,13 +843,16 @@ def generation_answer(rows: list[dict]) -> str:
     ):
         attention = growth("transformer", key)
         rnn = max(growth(k, key) for k in recurrent)
-        # timings vary by ~10% between repeats on a shared CPU: smaller differences are noise
-        if attention > 1.1 * rnn:
-            verdicts.append(f"{what}: supported (KV cache ×{attention:.1f}, RNNs ≤ ×{rnn:.1f})")
+        measured = f"KV cache ×{attention:.1f}, RNNs up to ×{rnn:.1f}"
+        # timings vary by ~10% between repeats on a shared CPU: smaller differences are noise.
+        # Both halves of the claim are checked: a KV cache whose cost fell (×0.6) beside RNNs
+        # at ×0.5, or RNNs at ×3.0 beside a KV cache at ×3.5, do not support it.
+        if attention <= 1.1 * max(rnn, 1.0):
+            verdicts.append(f"{what}: not supported here ({measured})")
+        elif rnn > 1.1:
+            verdicts.append(f"{what}: not supported here, the RNNs' grew too ({measured})")
         else:
-            verdicts.append(
-                f"{what}: not supported here (KV cache ×{attention:.1f}, RNNs up to ×{rnn:.1f})"
-            )
+            verdicts.append(f"{what}: supported (KV cache ×{attention:.1f}, RNNs ≤ ×{rnn:.1f})")
     return (
         text + ' "A recurrent state keeps the same cost and memory at any context length; a KV '
         'cache grows with it": ' + "; ".join(verdicts) + "."

@@ -124,12 +124,12 @@ def test_equal_time_bits_null_in_results_and_dash_in_answer(tmp_path, monkeypatc
     assert "first evaluation (step 100)" in answer
 
 
-def _cost_rows(transformer_ms):
-    """Cost rows at T = 64 and 1024: flat RNN latency, the given transformer latencies."""
+def _cost_rows(transformer_ms, lstm_ms=(0.4, 0.4)):
+    """Cost rows at T = 64 and 1024: the given latencies (flat for the RNN by default)."""
     rows = []
-    for length, ms in zip((64, 1024), transformer_ms, strict=True):
+    for length, ms, rnn_ms in zip((64, 1024), transformer_ms, lstm_ms, strict=True):
         for model, latency, state in (
-            ("lstm", 0.4, 1024),
+            ("lstm", rnn_ms, 1024),
             ("transformer", ms, 2 * 2 * length * 76 * 4 + 4),
         ):
             rows.append(
@@ -173,6 +173,14 @@ def test_q10_answer_follows_measured_ratios(tmp_path):
     grows = rva.answers(tmp_path)[10]
     assert "step-call latency: supported (KV cache ×4.0, RNNs ≤ ×1.0)" in grows
     assert "lstm 1.0 → 1.0 (×1.0)" in grows  # KiB, from state_bytes
+    # Both halves of the claim: a KV cache whose latency fell (×0.6) beside an RNN at ×0.5,
+    # and an RNN at ×3.0 beside a KV cache at ×3.5, were "supported" (attention > 1.1 x RNN).
+    _write_cost_results(tmp_path, _cost_rows([0.5, 0.3], lstm_ms=[0.4, 0.2]))
+    fell = rva.answers(tmp_path)[10]
+    assert "step-call latency: not supported here (KV cache ×0.6, RNNs up to ×0.5)" in fell
+    _write_cost_results(tmp_path, _cost_rows([0.5, 1.75], lstm_ms=[0.4, 1.2]))
+    both = rva.answers(tmp_path)[10]
+    assert "in-scan latency: not supported here, the RNNs' grew too (KV cache ×3.5" in both
 
 
 def test_copy_chance_level_follows_num_categories(tmp_path):
@@ -188,6 +196,7 @@ def test_copy_chance_level_follows_num_categories(tmp_path):
     }
     text = rva.report_markdown({"copy-T10-lstm": point})
     assert "chance 1/4" in text and "1/8" not in text
+    assert "no per-model tuning" in text  # the config's docstring says the report states it
     rva.plot_all({"copy-T10-lstm": point}, tmp_path)
     assert (tmp_path / "copy_vs_length.png").stat().st_size > 1000
 

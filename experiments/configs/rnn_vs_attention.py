@@ -41,8 +41,8 @@ Variants:
   result, test loss 1.548 minGRU vs 1.547 transformer, Feng et al. 2024).
 
 Sources: Vaswani et al. 2017 (transformer), Arjovsky et al. 2016 (copy task), Karpathy's
-char-rnn data; Adam lr 3e-3 with clipping at 1 for all models (no per-model tuning: a
-limitation the report states).
+char-rnn data; Adam lr 3e-3 (1e-3 in full) with clipping at 1 for all models (no per-model
+tuning: a limitation the report states).
 """
 
 import ml_collections
