@@ -2,8 +2,9 @@
 from the point summaries that its `run` stores (results.json `points`).
 
 A difference between two points is called clear only when every seed of one is above every
-seed of the other, each having at least two; otherwise it is within the seed spread (one seed
-has no spread to be beyond), or a seed of either diverged (not finite): inconclusive. Even
+seed of the other, each having at least two; otherwise it is within the seed spread, or a
+seed of either diverged (not finite), or one has a single seed (no spread to be beyond, nor to
+be within): inconclusive. Even
 "clear" is weak evidence with few seeds. The seeds are paired: seed i of every point starts
 from the same initialisation key and all see the same batches, so under no difference only
 the two runs of each pair are exchangeable, and "every seed apart" (which needs every pair
@@ -56,8 +57,10 @@ def _describe(s: dict) -> str:
     return (
         f"UD English-EWT UPOS ({s['train_sentences']:,} training sentences; "
         f"{s['eval_sentences']['valid']:,} valid, {s['eval_sentences']['test']:,} test), "
-        f"word embeddings {s['embed_size']} over {s['vocab_size']:,} words (training words "
-        f"seen {s['min_freq']}+ times){chars}, "
+        # `vocab_size` counts the embedding table's rows: the training words seen min_freq+
+        # times and the specials (it was called that many "training words": 2 too many).
+        f"word embeddings {s['embed_size']} over {s['vocab_size']:,} vocabulary entries (the "
+        f"training words seen {s['min_freq']}+ times, `<pad>` and `<unk>`){chars}, "
         f"{s['num_steps']} steps of {s['batch_size']} sentences (~{s['epochs']:.1f} epochs), "
         f"{s['num_seeds']} seeds"
     )
@@ -216,8 +219,9 @@ def _points(delta: float) -> str:
 
 def diff_text(a: dict, b: dict, token_class: str | None = None) -> str:
     """'+1.23 points (every seed apart)': `compare`'s difference in accuracy points, and
-    whether the seeds separate, overlap or include one that diverged; a `token_class` without
-    test tokens (a short `data.eval_sentences` cut: no accuracy, at every seed) is said so."""
+    whether the seeds separate, overlap, include one that diverged or are one a side (no spread:
+    "within the seed spread" said so of 0.90 against 0.80); a `token_class` without test
+    tokens (a short `data.eval_sentences` cut: no accuracy, at every seed) is said so."""
     if token_class is not None and a["class_tokens"]["test"][token_class] == 0:
         return "no test tokens in this class: not compared"
     c = compare(a, b, token_class)
@@ -226,6 +230,8 @@ def diff_text(a: dict, b: dict, token_class: str | None = None) -> str:
         if c["clear"]
         else "a seed diverged: not compared seed by seed"
         if c["diverged"]
+        else "one seed: no seed spread to compare"
+        if c["one_seed"]
         else "within the seed spread"
     )
     return f"{_points(c['delta'])} ({spread})"

@@ -3,7 +3,8 @@ that its `run` stores (results.json `points`).
 
 Differences between points are read as in `experiments.bidirectional_report`: "every seed
 apart" when every seed of one point is above every seed of the other (at least two seeds
-each), "a seed diverged" when a seed of either is not finite, else "within the seed spread";
+each), "a seed diverged" when a seed of either is not finite, "one seed" when either has a
+single seed (no spread), else "within the seed spread";
 the answer bounds the first event's chance under no difference by the paired sign test's
 2^(1-n) (`bidirectional_report.chance_apart`: seed i of every point shares its
 initialisation and batches).

@@ -165,10 +165,19 @@ def smoke_run(config, tasks, tmp_path_factory):
     return workdir
 
 
-def test_smoke_results_table_plot_and_answers(config, smoke_run):
+def test_smoke_results_table_plot_and_answers(config, tasks, smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     points, final = results["points"], results["final"]
     assert list(points) == grid.point_names(config)
+    # The embedding rows: the training words seen min_freq+ times and two specials (the text
+    # called all rows "training words").
+    task = tasks["forward-softmax"]
+    seen = collections.Counter(w for s in task.dataset.splits["train"] for w in s["tokens"])
+    words = sum(n >= config.data.min_freq for n in seen.values())
+    vocab_size = points["bi-softmax"]["vocab_size"]
+    assert vocab_size == words + 2 and task.vocabs["tokens"].tokens[:2] == ("<pad>", "<unk>")
+    described = f"over {vocab_size:,} vocabulary entries (the training words seen 2+ times, `<pad>`"
+    assert described in (smoke_run / "bidirectional.md").read_text()
     for name, s in points.items():
         for split in bd.EVAL_SPLITS:
             accuracy = np.asarray(s[f"{split}_accuracy"])
@@ -382,7 +391,10 @@ def test_one_seed_a_side_is_never_every_seed_apart():
     answers = report.answers(points)
     assert "Supported:" not in answers[6] and "every seed apart)" not in answers[6]
     assert "mean is higher but one seed per tagger has no spread to be beyond" in answers[6]
-    assert "the CRF helps" not in answers[14] and "+5.00 points (within the" in answers[14]
+    assert "the CRF helps" not in answers[14] and "+5.00 points (one seed: no seed" in answers[14]
+    # There is no spread to be within either: that said "+10.00 points (within the seed spread)".
+    assert "within the seed spread" not in answers[6] + answers[14]
+    assert "+10.00 points (one seed: no seed spread to compare)" in answers[6]
 
 
 def _tagger(name, test, unk):

@@ -33,7 +33,7 @@ def test_word_order_answer_with_a_diverged_seed(tmp_path):
     for name, value in (("sst-shuffled", [0.73]), ("sst-ordered", [0.80])):
         points[name] = {**word_order_summary(*name.split("-"), value), "num_seeds": 1}
     answer = wo_report.answers({n: points[n] for n in ("sst-shuffled", "sst-ordered")})[2]
-    assert "order (ordered − shuffled): +7.00 points (within the seed spread)" in answer
+    assert "shuffled): +7.00 points (one seed: no seed spread to compare)" in answer
     assert "higher but one seed per point has no spread to be beyond: that word order" in answer
 
 

@@ -18,16 +18,17 @@ Variants:
   with a CRF, 24), 3 points (forward-softmax, forward-crf, bi-softmax), 2 seeds, 12 steps of
   batch 16, the first 64 valid and test sentences, one padded width; seconds per point
   (mostly compiling), for tests: checks the pipeline, not accuracy.
-- quick: sequence_labelling's quick model (embeddings 64, random init, vocabulary: the
-  9,875 training words seen twice or more, dropout 0.3, Adam 3e-3, batch 32) with BiLSTM 64
-  per direction (68,882 parameters outside the 632,000-parameter word embedding;
-  forward/backward LSTM 101: 69,304 (+0.6%); forward LSTM-CRF 100: 68,578 (−0.4%); BiLSTM-CRF
-  64: 69,242 (+0.5%)); 5 points: forward-softmax, backward-softmax, forward-crf, bi-softmax,
-  bi-crf (backward-crf, the mirror of forward-crf, is `full`'s); 450 steps (~1.1 epochs of
-  12,544 sentences), one evaluation at the end, 3 seeds (vmapped); the whole valid and test
-  splits. Measured on the project's 2-vCPU machine with another job's tests using part of it:
-  3.2 minutes wall (306 CPU-seconds), points of 29-45 s. Test accuracy: forward 0.878,
-  backward 0.888, forward-CRF 0.891, BiLSTM 0.901, BiLSTM-CRF 0.902 (experiments/README.md).
+- quick: sequence_labelling's quick model (embeddings 64, random init, vocabulary: the 9,873
+  training words seen twice or more, <pad> and <unk>: 9,875 entries, dropout 0.3, Adam 3e-3,
+  batch 32) with BiLSTM 64 per direction (68,882 parameters outside the 632,000-parameter
+  word embedding; forward/backward LSTM 101: 69,304 (+0.6%); forward LSTM-CRF 100: 68,578
+  (−0.4%); BiLSTM-CRF 64: 69,242 (+0.5%)); 5 points: forward-softmax, backward-softmax,
+  forward-crf, bi-softmax, bi-crf (backward-crf, the mirror of forward-crf, is `full`'s);
+  450 steps (~1.1 epochs of 12,544 sentences), one evaluation at the end, 3 seeds (vmapped);
+  the whole valid and test splits. Measured on the project's 2-vCPU machine with another
+  job's tests using part of it: 3.2 minutes wall (306 CPU-seconds), points of 29-45 s. Test
+  accuracy: forward 0.878, backward 0.888, forward-CRF 0.891, BiLSTM 0.901, BiLSTM-CRF 0.902
+  (experiments/README.md).
 - full: Lample et al. (2016)'s LSTM-CRF settings as sequence_labelling's `full` uses them
   (word embeddings 100, char embeddings 25 + char BiLSTM 25, BiLSTM 100 per direction,
   dropout 0.5, training singletons -> <unk> with p 0.5, SGD 0.1 on each sentence's summed
