@@ -95,9 +95,11 @@ class _Naive:
         return self.probability(word, context)
 
 
-def _contexts(vocab, order, rng, count=40):
+def _contexts(vocab, order, rng, sentences, count=34, seen=6):
     """Random contexts of every length up to order + 1: known words, an unknown one, `<s>`
-    (first, or inside as the decoder's padding puts it)."""
+    (first, or inside as the decoder's padding puts it); and `seen` histories cut from the
+    corpus, up to order - 1 words before a word or `</s>`. Random words alone seldom made a
+    4- or 5-gram's history (0 of 44 on SENTENCES): their highest order went unchecked."""
     words = sorted(vocab - {UNK}) + ["zz"]
     contexts = [(), (BOS,), (BOS, BOS), (BOS, BOS, "a")]
     for _ in range(count):
@@ -106,6 +108,10 @@ def _contexts(vocab, order, rng, count=40):
         if context and rng.random() < 0.3:
             context = (BOS, *context[1:])
         contexts.append(context)
+    for _ in range(seen):
+        padded = (BOS, *rng.choice(sentences))
+        end = rng.randint(min(order - 1, len(padded)), len(padded))
+        contexts.append(padded[max(end - order + 1, 0) : end])
     return contexts
 
 
@@ -119,7 +125,7 @@ def test_probabilities_equal_the_direct_transcription_and_sum_to_one(sentences, 
     naive = _Naive(sentences, order, unk_cutoff)
     assert model.vocab == naive.vocab
     rng = random.Random(order * 10 + unk_cutoff)
-    for context in _contexts(model.vocab, order, rng):
+    for context in _contexts(model.vocab, order, rng, sentences):
         total = 0.0
         for word in sorted(model.vocab):
             probability = model.score(word, context)
@@ -164,10 +170,25 @@ def test_adjusted_counts_by_hand():
     assert counts[0] == {("a",): 1, ("b",): 2, ("c",): 1, (EOS,): 1}
 
 
+def _score_without_state(model, word, context):
+    """p(word | context) interpolated over every suffix of the whole context (as `_context`
+    reads it), a context never seen backing off whole: the model's tables, not its `state`."""
+    word = word if word in model.vocab else UNK
+    history, probability = model._context(context), 1 / len(model.vocab)
+    for k in range(len(history) + 1):
+        suffix, table = history[len(history) - k :], model._orders[k]
+        if suffix in table.contexts:
+            inverse, gamma = table.contexts[suffix]
+            probability = table.numerators.get((*suffix, word), 0.0) * inverse + gamma * probability
+    return probability
+
+
 @pytest.mark.parametrize("order", [2, 3, 4, 5])
 def test_state_keeps_every_later_probability(order):
-    """Two histories with the same `state` score every continuation alike (what recombining
-    the decoder's hypotheses on it needs), and `state` is shorter than the history often."""
+    """The history and its `state` score every continuation as the whole history does (what
+    recombining the decoder's hypotheses on it needs), and `state` is shorter than the
+    history often. (Comparing `score` on the two alone held for a `state` cut too short:
+    `score` conditions both on `state`.)"""
     sentences = SENTENCES + _random_corpus(order)
     model = KneserNeyLM.estimate(sentences, order)
     rng = random.Random(order)
@@ -182,9 +203,11 @@ def test_state_keeps_every_later_probability(order):
             for k in range(len(continuation) + 1):
                 seen = continuation[:k]
                 for word in ("a", EOS, "zz"):
-                    assert model.score(word, (*history, *seen)) == pytest.approx(
-                        model.score(word, (*state, *seen)), rel=1e-12
+                    expected = pytest.approx(
+                        _score_without_state(model, word, (*history, *seen)), rel=1e-12
                     )
+                    assert model.score(word, (*history, *seen)) == expected
+                    assert model.score(word, (*state, *seen)) == expected
     assert shortened >= 10
 
 
