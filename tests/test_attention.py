@@ -68,12 +68,16 @@ def test_weights_match_reference_sum_to_one_and_ignore_padding(inputs, kind):
 
 
 def test_prepared_keys_give_the_same_result(inputs):
+    """The scores come from `prepared_keys`, not from the keys: passed beside the same keys,
+    code that ignored `prepared_keys` passed too, so the keys given here are zeros."""
     query, keys, mask = inputs
     module = attention.AdditiveAttention(QUERY, KEY, 8, rngs=nnx.Rngs(2))
     prepared = module.prepare_keys(jnp.asarray(keys))
     a = module(jnp.asarray(query), jnp.asarray(keys), jnp.asarray(mask))
-    b = module(jnp.asarray(query), jnp.asarray(keys), jnp.asarray(mask), prepared_keys=prepared)
+    zeros = jnp.zeros_like(keys)
+    b = module(jnp.asarray(query), zeros, jnp.asarray(mask), values=keys, prepared_keys=prepared)
     np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_fully_masked_row_gives_zero_weights_not_nan():

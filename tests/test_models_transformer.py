@@ -252,6 +252,10 @@ def test_tied_embeddings_and_param_count_by_hand():
     block += D * 4 * D + 4 * D + 4 * D * D + D  # MLP
     expected = VOCAB * D + block + 2 * D  # + final LayerNorm; sinusoidal table is not a Param
     assert params.count_params(tied) == expected
+    # The output head is the unscaled embedding table (the inputs use it times sqrt(d_model)).
+    hidden = np.random.default_rng(0).normal(size=(2, D)).astype(np.float32)
+    expected_logits = hidden @ _np(tied.embed.token.embedding).T
+    np.testing.assert_allclose(tied._logits(hidden), expected_logits, rtol=1e-5, atol=1e-5)
 
 
 def test_match_size_finds_a_width_within_five_percent():
@@ -288,6 +292,19 @@ def test_bad_arguments_raise(lm):
         )
     with pytest.raises(ValueError, match=f"max_length={MAX_LEN}"):
         lm(jnp.zeros((1, MAX_LEN + 1), jnp.int32))
+    # `mlp_size or 4 * d_model` built the default-width MLP for an illegal 0 without a word.
+    with pytest.raises(ValueError, match="mlp_size=0 must be a positive int"):
+        transformer.TransformerSeq2Seq(
+            5,
+            5,
+            d_model=8,
+            num_heads=2,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            max_length=4,
+            mlp_size=0,
+            rngs=nnx.Rngs(0),
+        )
 
 
 def test_encoder_padding_matches_each_sequence_alone():

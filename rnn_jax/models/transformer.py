@@ -23,7 +23,7 @@ from flax import nnx
 
 from rnn_jax.attention import scaled_dot_product_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_ids, length_mask
+from rnn_jax.models.checks import check_ids, check_positive, length_mask
 from rnn_jax.scan import check_length_range
 
 __all__ = [
@@ -46,12 +46,18 @@ def sinusoidal_positions(max_length: int, d_model: int) -> np.ndarray:
     return table
 
 
-def _check_sizes(d_model: int, num_heads: int, positions: str) -> None:
-    """Constructor checks, run before any parameter is allocated."""
+def _check_sizes(d_model: int, num_heads: int, positions: str, mlp_size: int | None) -> int:
+    """Constructor checks, run before any parameter is allocated; -> the MLP width.
+
+    `mlp_size=None` is 4 * d_model; 0 is refused (`mlp_size or 4 * d_model` read it as None).
+    """
+    if mlp_size is not None:
+        check_positive(mlp_size=mlp_size)
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
     if num_heads < 1 or d_model % num_heads:
         raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads} (>= 1)")
+    return 4 * d_model if mlp_size is None else mlp_size
 
 
 def _split_rng(rng: jax.Array | None, num: int) -> list[jax.Array | None]:
@@ -298,12 +304,10 @@ class TransformerLM(nnx.Module):
         tie_embeddings: bool = False,
         rngs: nnx.Rngs,
     ):
-        _check_sizes(d_model, num_heads, positions)
+        mlp_size = _check_sizes(d_model, num_heads, positions, mlp_size)
         self.dropout_rate = dropout_rate
         self.embed = Embedder(vocab_size, d_model, max_length, positions, rngs=rngs)
-        self.stack = Stack(
-            num_layers, d_model, num_heads, mlp_size or 4 * d_model, dropout_rate, False, rngs=rngs
-        )
+        self.stack = Stack(num_layers, d_model, num_heads, mlp_size, dropout_rate, False, rngs=rngs)
         self.head = None if tie_embeddings else nnx.Linear(d_model, vocab_size, rngs=rngs)
 
     def _logits(self, h: jax.Array) -> jax.Array:
@@ -352,13 +356,11 @@ class TransformerEncoder(nnx.Module):
         dropout_rate: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        _check_sizes(d_model, num_heads, positions)
+        mlp_size = _check_sizes(d_model, num_heads, positions, mlp_size)
         self.dropout_rate = dropout_rate
         self.output_size = d_model
         self.embed = Embedder(vocab_size, d_model, max_length, positions, rngs=rngs)
-        self.stack = Stack(
-            num_layers, d_model, num_heads, mlp_size or 4 * d_model, dropout_rate, False, rngs=rngs
-        )
+        self.stack = Stack(num_layers, d_model, num_heads, mlp_size, dropout_rate, False, rngs=rngs)
 
     def __call__(
         self, tokens: jax.Array, lengths: jax.Array, *, rng: jax.Array | None = None
@@ -398,8 +400,7 @@ class TransformerSeq2Seq(nnx.Module):
         dropout_rate: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        _check_sizes(d_model, num_heads, positions)
-        mlp_size = mlp_size or 4 * d_model
+        mlp_size = _check_sizes(d_model, num_heads, positions, mlp_size)
         self.dropout_rate = dropout_rate
         self.encoder = TransformerEncoder(
             source_vocab_size,
