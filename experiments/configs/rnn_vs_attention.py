@@ -37,7 +37,8 @@ Variants:
   transformer's per-token generation cost grows with the cache length, the RNN's does not;
   on the copy task attention reaches any distance in one step, the RNNs degrade with T.
 - full: hidden 512, 4-layer transformer, 20,000 steps, copy T up to 500,
-  lengths up to 8,192, 5 seeds (accelerator; compare with the minGRU paper's Shakespeare
+  lengths up to 8,192 at 8,192 tokens per batch (so that the transformer's T x T attention
+  fits one accelerator's memory), 5 seeds (accelerator; compare with the minGRU paper's Shakespeare
   result, test loss 1.548 minGRU vs 1.547 transformer, Feng et al. 2024).
 
 Sources: Vaswani et al. 2017 (transformer), Arjovsky et al. 2016 (copy task), Karpathy's
@@ -125,7 +126,10 @@ def _full() -> ml_collections.ConfigDict:
     config.data.window = 256
     config.data.eval_batches = 16
     config.cost.lengths = "64,256,1024,4096,8192"
-    config.cost.tokens_per_batch = 65536
+    # 8,192 tokens: batch 1 at T = 8,192. The transformer's training step keeps [batch, heads,
+    # T, T] attention weights per layer; at 65,536 tokens (batch 8) XLA planned 212 GiB of
+    # temporaries for it (memory_analysis, CPU), 26.5 GiB at batch 1 (session 28).
+    config.cost.tokens_per_batch = 8192
     config.cost.repeats = 11
     config.train.num_steps = 20_000
     config.train.batch_size = 64
