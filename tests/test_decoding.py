@@ -23,6 +23,14 @@ def table():
     return jnp.asarray(rng.normal(scale=1.5, size=(BATCH, MAX_LEN, VOCAB, VOCAB)), jnp.float32)
 
 
+@pytest.fixture(scope="module")
+def early_eos_table(table):
+    """`table` with EOS made likely at step 0 for example 1 and at step 1 for example 2, so the
+    greedy lengths are 3, 1, 2: on `table` every greedy sequence ran to MAX_LEN, and the checks
+    of the padding and of the score after EOS were over empty slices."""
+    return table.at[1, 0, BOS, EOS].add(8.0).at[2, 1, :, EOS].add(8.0)
+
+
 def _make_step(table):
     def step(state, tokens):
         example, position = state
@@ -58,10 +66,12 @@ def _exhaustive(table, example, alpha):
     return best
 
 
-def test_greedy_matches_a_python_argmax_loop(table):
+def test_greedy_matches_a_python_argmax_loop(early_eos_table):
+    table, pad = early_eos_table, 3  # a pad id that is neither BOS nor EOS
     tokens, lengths, scores = decoding.greedy_decode(
-        _make_step(table), _initial_state(), bos_id=BOS, eos_id=EOS, max_length=MAX_LEN
+        _make_step(table), _initial_state(), bos_id=BOS, eos_id=EOS, max_length=MAX_LEN, pad_id=pad
     )
+    np.testing.assert_array_equal(lengths, [3, 1, 2])  # the checks after EOS are not vacuous
     for b in range(BATCH):
         previous, ref, log_prob = BOS, [], 0.0
         for t in range(MAX_LEN):
@@ -72,20 +82,22 @@ def test_greedy_matches_a_python_argmax_loop(table):
             if previous == EOS:
                 break
         assert list(np.asarray(tokens[b, : len(ref)])) == ref
-        assert np.all(np.asarray(tokens[b, len(ref) :]) == 0)
+        assert np.all(np.asarray(tokens[b, len(ref) :]) == pad)
         assert int(lengths[b]) == len(ref)
-        np.testing.assert_allclose(scores[b], log_prob, rtol=1e-5)
+        np.testing.assert_allclose(scores[b], log_prob, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.7])
-def test_beam_size_one_equals_greedy(table, alpha):
-    step = _make_step(table)
+def test_beam_size_one_equals_greedy(early_eos_table, alpha):
+    step = _make_step(early_eos_table)
     greedy = decoding.greedy_decode(step, _initial_state(), bos_id=BOS, eos_id=EOS, max_length=3)
-    tokens, lengths, _ = decoding.beam_search(
+    tokens, lengths, scores = decoding.beam_search(
         step, _initial_state(), beam_size=1, bos_id=BOS, eos_id=EOS, max_length=3, alpha=alpha
     )
     np.testing.assert_array_equal(tokens[:, 0], greedy[0])
     np.testing.assert_array_equal(lengths[:, 0], greedy[1])
+    penalty = ((5.0 + np.asarray(greedy[1])) / 6.0) ** alpha
+    np.testing.assert_allclose(scores[:, 0], np.asarray(greedy[2]) / penalty, rtol=1e-5)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.5])
@@ -129,7 +141,7 @@ def test_sampling_follows_tempered_top_k_distribution():
 
     state = jnp.zeros((num,))
     for temperature, top_k in [(0.5, None), (2.0, 3)]:
-        tokens, _, _ = decoding.sample_decode(
+        tokens, _, scores = decoding.sample_decode(
             step,
             state,
             jax.random.key(1),
@@ -148,15 +160,18 @@ def test_sampling_follows_tempered_top_k_distribution():
         np.testing.assert_allclose(counts, expected, atol=0.03)
         if top_k is not None:
             assert np.all(counts[expected == 0] == 0)
+        # The scores are log-probabilities under the model, not the tempered distribution.
+        model_log_probs = _log_softmax(logits)[np.asarray(tokens[:, 0])]
+        np.testing.assert_allclose(scores, model_log_probs, rtol=1e-5, atol=1e-6)
 
 
-def test_top_k_one_equals_greedy(table):
-    step = _make_step(table)
+def test_top_k_one_equals_greedy(early_eos_table):
+    step = _make_step(early_eos_table)
     greedy = decoding.greedy_decode(step, _initial_state(), bos_id=BOS, eos_id=EOS, max_length=3)
     sampled = decoding.sample_decode(
         step, _initial_state(), jax.random.key(3), bos_id=BOS, eos_id=EOS, max_length=3, top_k=1
     )
-    np.testing.assert_array_equal(sampled[0], greedy[0])
+    jax.tree.map(np.testing.assert_array_equal, sampled, greedy)  # tokens, lengths, log-probs
 
 
 def test_top_k_keeps_exactly_k_tokens_on_ties():
