@@ -7,6 +7,7 @@ sets them beside the published Multi30k numbers.
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import ml_collections
@@ -187,8 +188,13 @@ def answer_text(summaries: dict[str, dict]) -> str:
     """Markdown for seed questions 8 and 16: the measured BLEU table and what it says.
 
     One regime is said to beat another only beyond the seed spread (every seed's BLEU of one
-    above every seed's of the other, `grid.finite_seeds_below`); beam against greedy is given
-    per seed, both decoders scoring the same checkpoint.
+    above every seed's of the other, `grid.finite_seeds_below`, by the finite seeds); short of
+    that, a pair with a seed that is not finite is "not compared seed by seed" and one seed a
+    regime has no spread (both read "within the seed spread", a diverged regime "+nan"), and
+    only the rest is "within the seed spread"; beam against greedy is given per seed, both
+    decoders scoring the same checkpoint. The distance to the published range is taken from
+    the finite means only (a first regime with no finite BLEU made the best "nan", "above that
+    range").
     """
     rows = {s["regime"]: s for s in summaries.values()}
     seeds = {r: s["metrics"]["test_beam_bleu"] for r, s in rows.items()}
@@ -207,6 +213,9 @@ def answer_text(summaries: dict[str, dict]) -> str:
             if not tied
             else f"highest mean beam BLEU {beam[best]:.2f} with {best}, within the seed spread "
             f"of {', '.join(tied)}"
+            if _seed_count(seeds[best]) >= 2
+            else f"highest beam BLEU {beam[best]:.2f} with {best} (one seed: no seed spread to "
+            f"compare with {', '.join(tied)})"
         )
         + "; greedy/beam BLEU "
         + ", ".join(f"{r} {greedy[r]:.2f}/{beam[r]:.2f}" for r in rows)
@@ -219,19 +228,32 @@ def answer_text(summaries: dict[str, dict]) -> str:
         teacher = seeds["teacher_forcing"]
 
         def verdict(r: str) -> str:
-            beyond = grid.finite_seeds_below(seeds[r], teacher) or grid.finite_seeds_below(
+            # "beyond" by the finite seeds, as the headline's `grid.best_within_spread`
+            if grid.finite_seeds_below(seeds[r], teacher) or grid.finite_seeds_below(
                 teacher, seeds[r]
-            )
-            return "beyond the seed spread" if beyond else "within the seed spread"
+            ):
+                return "beyond the seed spread"
+            (finite_a, total_a), (finite_b, total_b) = map(grid.finite_seeds, (seeds[r], teacher))
+            if finite_a.size < total_a or finite_b.size < total_b:
+                return "a seed diverged: not compared seed by seed"
+            if min(total_a, total_b) < 2:
+                return "one seed: no seed spread to compare"
+            return "within the seed spread"
+
+        def gain(r: str) -> str:
+            delta = beam[r] - beam["teacher_forcing"]
+            return f"{delta:+.2f}" if math.isfinite(delta) else "n/a"
 
         others = [r for r in rows if r != "teacher_forcing"]
-        gains = ", ".join(
-            f"{r} {beam[r] - beam['teacher_forcing']:+.2f} ({verdict(r)})" for r in others
-        )
+        gains = ", ".join(f"{r} {gain(r)} ({verdict(r)})" for r in others)
         if others:
             text += f"Beam BLEU relative to teacher forcing: {gains}. "
-    top = max(max(beam.values()), max(greedy.values()))
-    if top < 35:
+    # max() of a list that starts with NaN is NaN (every comparison with it is false)
+    means = [v for v in [*beam.values(), *greedy.values()] if math.isfinite(v)]
+    top = max(means) if means else math.nan
+    if not means:
+        distance = "no regime has a finite BLEU to set beside it."
+    elif top < 35:
         # What differs from the published setting is stated from the summary; the model size
         # and the training length are not in it, and no run here says which difference costs
         # how much.
@@ -254,6 +276,11 @@ def _per_seed_gain(metrics_: dict) -> str:
         "n/a" if b is None or g is None else f"{b - g:+.2f}"
         for g, b in zip(metrics_["test_greedy_bleu"], metrics_["test_beam_bleu"], strict=True)
     )
+
+
+def _seed_count(values: list) -> int:
+    """How many seeds a regime has (finite or not)."""
+    return grid.finite_seeds(values)[1]
 
 
 def _nan(values: list) -> list[float]:

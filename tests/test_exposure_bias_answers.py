@@ -11,6 +11,7 @@ import pytest
 
 from experiments import exposure_bias as eb
 from experiments import exposure_bias_translation as translation
+from experiments import exposure_bias_translation_report as translation_report
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.scheduled_sampling import teacher_forcing_schedule
 from rnn_jax.train import cli
@@ -165,8 +166,11 @@ def test_schedules_reach_final_at_num_steps(num_steps, final):
         name, options = eb.schedule_options(regime, num_steps, final)
         end = _paper_schedule(regime, num_steps, **options)
         assert end == pytest.approx(final, abs=1e-6), (regime, options)
-        # the last training batch is i = num_steps - 1: one step's decay before `final`
-        assert _paper_schedule(regime, num_steps - 1, **options) >= end
+        # the last training batch is i = num_steps - 1: one step's decay before `final`, not
+        # at it (linear's `minimum` = final made ε_N = final whatever c, so a c that reached
+        # final at half the steps passed)
+        before = _paper_schedule(regime, num_steps - 1, **options)
+        assert before > end if final < 1.0 else before == end, (regime, options)
         schedule = teacher_forcing_schedule(name, **options)
         # float32 on the device; k**i with k rounded to float32 ended 0.9988 for 0.999 over
         # 20,000 steps (exponential), exp(i log k) keeps every step within float32 rounding
@@ -331,3 +335,39 @@ def test_markov_language_settings_are_config_rules(repo_root, key, value):
         _config(repo_root, **{key: value})
     with pytest.raises(ConfigError, match="data.prefix=99: must be in 1..11"):
         eb.ExposureBiasTask(_config(repo_root, **{"data.prefix": 99}), "markov", "linear")
+
+
+def _mt(regime, beam):
+    """A translation point summary: per-seed beam BLEU (greedy 1 below), 100/10 pairs."""
+    greedy = [None if b is None else b - 1.0 for b in beam]
+    ones = [1.0] * len(beam)
+    return {
+        "regime": regime,
+        "schedule": {"name": "constant", "k": 1.0},
+        "metrics": {
+            "test_greedy_bleu": greedy,
+            "test_beam_bleu": beam,
+            "test_greedy_length_ratio": ones,
+            "test_beam_length_ratio": ones,
+            "test_tf_nll": ones,
+        },
+        "copy_source_bleu": 0.53,
+        "pairs": {"train": 100, "valid": 10, "test": 10},
+    }
+
+
+def test_translation_answer_with_one_seed_or_a_diverged_regime_claims_no_spread():
+    """One seed a regime read "within the seed spread" (no spread there); a regime with no
+    finite BLEU read "+nan (within the seed spread)", and when it came first the published
+    range's sentence read "the best here, nan, is above that range" (max() of [nan, ...])."""
+    answer = translation_report.answer_text
+    text = answer({"a": _mt("teacher_forcing", [21.0]), "b": _mt("free_running", [11.0])})
+    assert "within the seed spread" not in text
+    assert "free_running -10.00 (one seed: no seed spread to compare)" in text
+    assert "highest beam BLEU 21.00 with teacher_forcing (one seed: no seed spread" in text
+    text = answer({"a": _mt("teacher_forcing", [None, None]), "b": _mt("linear", [11.0, 12.0])})
+    assert "nan" not in text.split("\n\n")[0].replace("nan/nan", "")
+    assert "linear n/a (a seed diverged: not compared seed by seed)" in text
+    assert "these numbers are 24-26 BLEU below that" in text  # the finite best, 11.50
+    text = answer({"a": _mt("teacher_forcing", [None])})
+    assert "no regime has a finite BLEU to set beside it" in text and "nan," not in text
