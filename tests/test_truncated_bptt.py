@@ -238,3 +238,37 @@ def test_clipping_answer_claims_a_lower_loss_only_beyond_the_seed_spread():
     answer = report.answers({"a": unclipped, "b": _clip_point(1.0, [0.20, 0.40])})[11]
     assert "lowered the final loss (every seed apart)" in answer
     assert "not supported" not in answer
+
+
+def _window_point(k, accuracy, s_per_token=1e-6):
+    """A Q13 point summary (d = 10, T = 80, chance 0.125) with per-seed accuracies."""
+    return {
+        "question": 13,
+        "cell": "lstm",
+        "bptt_length": k,
+        "length": 80,
+        "delay": 10,
+        "chance_accuracy": 0.125,
+        "accuracy": accuracy,
+        "temp_bytes": k * 1e5,
+        "s_per_token": s_per_token,
+    }
+
+
+def test_window_answer_places_each_short_window_on_its_side_of_chance():
+    """k <= d accuracies of 0.13 (within 0.02 of chance) and 0.17 were worded "0.13–0.17,
+    above chance by more than 0.02", and 0.09 "above chance" too, each followed by the
+    carried-state explanation; a 4x time per token read "changed the computation per token"
+    before "every k runs each step once forward and once backward"."""
+    from experiments import truncated_bptt_report as report
+
+    long = _window_point(80, [0.9, 0.9], s_per_token=4e-6)
+    mixed = {"a": _window_point(5, [0.13, 0.13]), "b": _window_point(10, [0.17, 0.17]), "c": long}
+    answer = report.answers(mixed)[13]
+    assert "1 of 2 points above chance by more than 0.02, 1 within 0.02 of chance" in answer
+    assert "time per token was not within a factor 2 (longest vs shortest: 4x)" in answer
+    assert "computation per token" not in answer
+    answer = report.answers({"a": _window_point(5, [0.09, 0.09]), "c": long})[13]
+    assert "below chance by more than 0.02" in answer and "carried state" not in answer
+    answer = report.answers({"a": _window_point(5, [0.13, 0.12]), "c": long})[13]
+    assert "at chance (within 0.02)" in answer and "carried state" not in answer
