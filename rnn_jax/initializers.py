@@ -6,6 +6,8 @@ hidden_size]`), leading axes index independent blocks. Cells draw `[num_gates, f
 lay the blocks side by side (`gate_blocks`), so that, e.g., an orthogonal recurrent init is
 orthogonal per gate (Saxe et al. 2013 analyse one square linear map, not four stacked ones).
 One call for all gates, not one per gate: each random draw costs ~0.5 s of XLA compile on CPU.
+A callable from elsewhere (`jax.nn.initializers`, ...) reads leading axes as a receptive
+field, so `gate_blocks` calls it once per `[fan_in, H]` block instead.
 
 Names (`get_initializer(name, **options)`):
 
@@ -216,6 +218,18 @@ def gate_blocks(
     num_gates: int,
     dtype: jnp.dtype,
 ) -> jax.Array:
-    """`[fan_in, num_gates * hidden_size]`: `init` applied per `[fan_in, hidden_size]` block."""
-    blocks = init(key, (num_gates, fan_in, hidden_size), dtype)
+    """`[fan_in, num_gates * hidden_size]`: `init` applied per `[fan_in, hidden_size]` block.
+
+    This module's initialisers take the `[num_gates, fan_in, hidden_size]` shape in one call.
+    A callable from elsewhere (`jax.nn.initializers`, `flax.nnx.initializers`) is called once
+    per block with the 2-D shape, in a sequential `lax.map` (one QR per call, as
+    rnn_jax.linalg needs on CPU): given the 3-D shape, those fold the leading axis into their
+    fans (`glorot_uniform` drew a G times smaller variance) or orthogonalise the stacked
+    `[G * fan_in, hidden_size]` matrix (each block's columns then had norm ~1/sqrt(G))."""
+    shape = (num_gates, fan_in, hidden_size)
+    if getattr(init, "__module__", None) == __name__:
+        blocks = init(key, shape, dtype)
+    else:
+        keys = jax.random.split(key, num_gates)
+        blocks = jax.lax.map(lambda k: init(k, shape[1:], dtype), keys)
     return jnp.transpose(blocks, (1, 0, 2)).reshape(fan_in, num_gates * hidden_size)

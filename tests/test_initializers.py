@@ -300,3 +300,15 @@ def test_orthogonal_is_haar_distributed(shape):
     entry_var = 1.0 / max(shape)
     assert np.max(np.abs(w.mean(0))) < 5 * np.sqrt(entry_var / n)
     assert abs(w.var(0).mean() / entry_var - 1.0) < 0.05
+
+
+def test_foreign_initialisers_are_applied_per_gate_block():
+    """Given `[G, fan_in, H]`, `jax.nn.initializers` fold G into their fans (`glorot_uniform`
+    drew a 4x smaller variance for an LSTM) and `orthogonal` orthogonalised the stacked
+    `[G * fan_in, H]` matrix, so each block's columns had norm 1/sqrt(G) = 0.5 here.
+    `gate_blocks` calls them once per block, as `Cell.init` documents."""
+    H = 3
+    w = initializers.gate_blocks(jax.nn.initializers.orthogonal(), KEY, 5, H, 4, jnp.float32)
+    for k in range(4):
+        block = np.asarray(w[:, k * H : (k + 1) * H], np.float64)
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
