@@ -178,9 +178,10 @@ class Cell:
                 self.num_gates,
                 dtype,
             ),
-            "b_ih": self._keep_gate_bias(k_bias, hidden_size, forget_bias, chrono_max_length),
+            "b_ih": self._keep_gate_bias(
+                k_bias, hidden_size, forget_bias, chrono_max_length, dtype
+            ).astype(dtype),
         }
-        params["b_ih"] = params["b_ih"].astype(dtype)
         if self.has_recurrent_weights:
             params["W_hh"] = initializers.gate_blocks(
                 _build_initializer(recurrent_init, recurrent_scale),
@@ -200,16 +201,21 @@ class Cell:
         hidden_size: int,
         forget_bias: float | None,
         chrono_max_length: float | None,
+        dtype: jnp.dtype = jnp.float32,
     ) -> jax.Array:
-        """`b_ih [G]`: zeros, with the keep gate's slice set to the forget bias or chrono."""
-        blocks = [jnp.zeros((hidden_size,), jnp.float32) for _ in range(self.num_gates)]
+        """`b_ih [G]`: zeros, with the keep gate's slice set to the forget bias or chrono.
+
+        Computed in float32, or in `dtype` where wider (as the initialisers are): built in
+        float32 alone, a float64 `forget_bias=0.9` held 0.8999999762."""
+        compute = jnp.promote_types(jnp.float32, dtype)
+        blocks = [jnp.zeros((hidden_size,), compute) for _ in range(self.num_gates)]
         if self.keep_gate is None:
             return jnp.concatenate(blocks)
         if chrono_max_length is not None:
-            keep = initializers.chrono_bias(key, hidden_size, chrono_max_length)
+            keep = initializers.chrono_bias(key, hidden_size, chrono_max_length, compute)
         else:
             value = self.default_forget_bias if forget_bias is None else forget_bias
-            keep = jnp.full((hidden_size,), value, jnp.float32)
+            keep = jnp.full((hidden_size,), value, compute)
         blocks[self.keep_gate] = self.keep_sign * keep
         if chrono_max_length is not None and self.chrono_input_gate is not None:
             blocks[self.chrono_input_gate] = -keep

@@ -195,8 +195,11 @@ def get_initializer(name: str | Initializer, **options: float) -> Initializer:
         raise ValueError(f"bad options {options} for initialiser {name!r}: {err}") from None
 
 
-def chrono_bias(key: jax.Array, hidden_size: int, max_length: float) -> jax.Array:
-    """Chrono initialisation (Tallec & Ollivier 2018): b ~ log(U[1, max_length - 1]), `[hidden]`.
+def chrono_bias(
+    key: jax.Array, hidden_size: int, max_length: float, dtype: jnp.dtype = jnp.float32
+) -> jax.Array:
+    """Chrono initialisation (Tallec & Ollivier 2018): b ~ log(U[1, max_length - 1]), `[hidden]`,
+    drawn in `dtype` (a float type; float32 draws differ from float64 ones under one key).
 
     Used for the bias of the gate that *keeps* the old state (LSTM forget gate, GRU update
     gate z in h' = (1-z) n + z h); the LSTM input gate gets -b. The characteristic forgetting
@@ -207,7 +210,7 @@ def chrono_bias(key: jax.Array, hidden_size: int, max_length: float) -> jax.Arra
         raise ValueError(
             f"chrono_max_length={max_length} must be > 2 and finite (the longest dependency)"
         )
-    return jnp.log(jax.random.uniform(key, (hidden_size,), jnp.float32, 1.0, max_length - 1.0))
+    return jnp.log(jax.random.uniform(key, (hidden_size,), dtype, 1.0, max_length - 1.0))
 
 
 def gate_blocks(

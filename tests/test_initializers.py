@@ -181,6 +181,11 @@ def test_float64_weights_are_drawn_in_float64():
             assert np.any(w != w.astype(np.float32)), name  # more than float32's mantissa
         eye = initializers.identity(0.9)(KEY, (2, 2), jax.numpy.float64)  # was float32's 0.9
         np.testing.assert_array_equal(np.asarray(eye), 0.9 * np.eye(2))
+        # The keep gate's bias too: built in float32, a float64 forget_bias=0.9 held 0.89999998.
+        b = cells.LSTM().init(KEY, 2, 3, forget_bias=0.9, dtype=jax.numpy.float64)["b_ih"]
+        np.testing.assert_array_equal(np.asarray(b)[3:6], 0.9)
+        chrono = np.asarray(initializers.chrono_bias(KEY, 64, 100.0, jax.numpy.float64))
+        assert chrono.dtype == np.float64 and np.any(chrono != chrono.astype(np.float32))
     # bfloat16 weights are still float32 draws rounded once (same values as before).
     w32 = initializers.glorot_uniform()(KEY, (8, 8), jax.numpy.float32)
     w16 = initializers.glorot_uniform()(KEY, (8, 8), jax.numpy.bfloat16)
