@@ -271,6 +271,21 @@ def _bits(values: np.ndarray) -> list | float | None:
     return _json(np.asarray(values, np.float64) / math.log(2))
 
 
+def best_evaluation(valid: np.ndarray) -> int:
+    """Row of `valid` [evaluations, seeds] with the lowest mean over seeds, among the rows
+    whose seeds are all finite (the runtime's `best_step`: a diverged seed's evaluation is
+    never the best); when no row has every seed finite (a seed diverged before the first
+    evaluation, where the runtime has no best), the lowest mean of the finite seeds (row 0
+    was taken, whatever the surviving seeds measured)."""
+    finite = np.isfinite(valid)
+    mean = np.where(finite.all(1), valid.mean(1), np.inf)
+    if not np.isfinite(mean).any():
+        count = finite.sum(1)
+        total = np.where(finite, valid, 0.0).sum(1)
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.inf)
+    return int(np.argmin(mean))
+
+
 def run_point(
     config: ml_collections.ConfigDict,
     regularizer: str,
@@ -281,14 +296,13 @@ def run_point(
 ) -> dict:
     """Train one point; its summary holds the per-seed curves (bits/token, evaluation mode)
     of the validation stream and the training slice, the final values and the best-valid
-    evaluation (chosen on the mean over seeds, as the runtime's `best_step` is)."""
+    evaluation (`best_evaluation`: on the mean over seeds, as the runtime's `best_step` is)."""
     point = point_config(config, regularizer, layers, hidden)
     task = SlicedLanguageModelTask(point)
     results = train_and_evaluate(point, point_dir, task)
     steps, valid = grid.read_metric_curve(point_dir, "valid_loss")  # [evals, seeds] nats
     _, train = grid.read_metric_curve(point_dir, f"{TRAIN_EVAL}_loss")
-    mean = np.where(np.isfinite(valid).all(1), valid.mean(1), np.inf)
-    best = int(np.argmin(mean))
+    best = best_evaluation(valid)
     d, t = point.data, point.train
     train_tokens = len(task.corpus.splits["train"])
     return {

@@ -275,15 +275,18 @@ def _answer_12(q12: list[dict]) -> str:
         rows = sorted((s for s in q12 if s["regularizer"] == reg), key=lambda s: s["layers"])
         if len(rows) < 2:
             continue
-        best = min(rows, key=lambda s: grid.ranking_mean(s["best_valid_bits"]))
         one = rows[0]
-        delta = grid.nan_mean(best["best_valid_bits"]) - grid.nan_mean(one["best_valid_bits"])
-        if best is one or not _beats(best, one):
+        # The lowest mean among the depths that beat the shallowest: the lowest mean overall
+        # may have a seed within the shallowest's spread while another depth beats it.
+        winners = [s for s in rows[1:] if _beats(s, one)]
+        if not winners:
             verdict = (
                 f"more layers did not beat {one['layers']} by more than {TIE} bits with every "
                 "seed apart"
             )
         else:
+            best = min(winners, key=lambda s: grid.ranking_mean(s["best_valid_bits"]))
+            delta = grid.nan_mean(best["best_valid_bits"]) - grid.nan_mean(one["best_valid_bits"])
             # "best" only against every other depth: a middle depth may be as good.
             close = [str(s["layers"]) for s in rows if s is not best and not _beats(best, s)]
             verdict = (

@@ -12,6 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
+from experiments import grid
 from experiments import regularization as reg
 from experiments import regularization_report as report
 from experiments.configs import regularization as reg_configs
@@ -131,6 +132,15 @@ def test_grid_points_and_sweep_cover_the_same_runs(config):
     assert sizes[1][0] > 16 > sizes[3][0]
 
 
+def test_best_evaluation_is_on_the_seed_mean_and_skips_a_diverged_seed():
+    """The best row: lowest mean over seeds among rows with every seed finite (not seed 0's
+    own best, row 1); when a seed diverged before the first evaluation, no row qualified
+    and row 0 was taken, whatever the surviving seed measured later."""
+    nan, inf = np.nan, np.inf
+    assert reg.best_evaluation(np.array([[3.0, 3.0], [2.0, nan], [2.5, 2.7], [2.4, 3.0]])) == 2
+    assert reg.best_evaluation(np.array([[2.9, nan], [2.4, nan], [2.2, inf], [2.6, nan]])) == 2
+
+
 @pytest.fixture(scope="module")
 def smoke_run(config, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("regularization")
@@ -163,7 +173,11 @@ def test_smoke_writes_results_tables_plots_and_answers(config, smoke_run):
     answers = reg.answers(smoke_run)
     assert set(answers) == {12, 17}
     assert f"{np.mean(none['best_valid_bits']):.3g}" in answers[17]
-    assert "Early stopping at step" in answers[17] and "not" in answers[12]
+    assert "Early stopping at step" in answers[17]
+    # The depth point's own measurement ("not" was asserted: the closing sentence always
+    # holds one).
+    depth = f"2 x 16 ({none['params']:,} params) none: best valid "
+    assert depth + grid.mean_std(none["best_valid_bits"]) in answers[12]
 
 
 @pytest.mark.parametrize(
@@ -265,6 +279,11 @@ def test_depth_answer_calls_a_depth_best_only_beyond_every_other_depths_spread()
     three_apart = _depth_point(3, [3.15, 3.17])
     answer = report.answers({"a": one, "b": two, "c": three_apart})[12]
     assert "3 layers are best, -0.11 bits against 1" in answer
+    # The lowest mean (3) has a seed within 1's spread, but 2 beats 1 beyond it: "more layers
+    # did not beat 1" was said.
+    three_wide = _depth_point(3, [3.17, 3.27])
+    answer = report.answers({"a": one, "b": _depth_point(2, [3.22, 3.23]), "c": three_wide})[12]
+    assert "2 layers beat 1 (-0.045 bits) but not 3 by more than 0.02 bits" in answer
 
 
 def test_depth_table_takes_the_q17_parameter_count_from_a_q17_point():
