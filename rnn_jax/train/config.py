@@ -481,8 +481,10 @@ def run_changes(saved: dict, new: dict, saved_path: pathlib.Path) -> list[str]:
 
 def checkpointed_config(workdir: str | pathlib.Path) -> dict[str, Any] | None:
     """The flat config (`flatten`) that `workdir`'s checkpoints were written with: its
-    `config.json`, or None when the directory has no checkpoints or no config.json (nothing
-    to resume).
+    `config.json`, or None when the directory has no complete checkpoint or no config.json
+    (nothing to resume). Orbax writes a checkpoint to `<step>.orbax-checkpoint-tmp-<time>`
+    and renames it to `<step>` when complete: a run killed during its first save left only
+    the temporary one, which a resumed run ignores (it starts from step 0).
 
     Raises:
       ConfigError: when that config.json cannot be read.
@@ -490,7 +492,8 @@ def checkpointed_config(workdir: str | pathlib.Path) -> dict[str, Any] | None:
     workdir = pathlib.Path(workdir)
     saved_path = workdir / "config.json"
     checkpoints = workdir / "checkpoints"
-    if not (checkpoints.is_dir() and any(checkpoints.iterdir()) and saved_path.is_file()):
+    complete = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+    if not (complete and saved_path.is_file()):
         return None
     try:
         return flatten(json.loads(saved_path.read_text()))
@@ -509,7 +512,7 @@ def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     unchanged: a different model fails in orbax with a shape error only after `config.json`
     has been overwritten (so the directory no longer says what its checkpoints are), and a
     different optimiser, data or seed would resume silently into a run that is neither.
-    Nothing is checked for a directory without checkpoints.
+    Nothing is checked for a directory without a complete checkpoint (`checkpointed_config`).
 
     Raises:
       ConfigError: naming every changed key with its stored and new value.
