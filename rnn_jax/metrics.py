@@ -7,8 +7,8 @@ sacrebleu's score (the same formula and 'exp' smoothing as `corpus_bleu`).
 
 Span scoring follows conlleval (the CoNLL-2000 shared-task script) chunk boundary rules, which
 cover IOB1, IOB2 (= BIO) and IOBES tags: a chunk ends before a tag when the previous tag closes
-it (B/I/E/S followed by B, O or a new type; E or S followed by anything) and starts at
-B/S, at an I/E that follows O/E/S, or at any change of type.
+it (B/I followed by B, S, O or a new type; E or S followed by anything) and starts at
+B/S, or at an I/E that follows O/E/S or a tag of another type.
 """
 
 import collections
@@ -312,7 +312,8 @@ def paired_bleu_significance(
       "system_ci" (half-width) for "bs".
 
     Raises:
-      ValueError: for an unknown test, fewer than 1 sample, or lists of different lengths.
+      ValueError: for an unknown test, fewer than 1 sample, lists of different lengths, or
+        empty ones.
     """
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
@@ -325,6 +326,10 @@ def paired_bleu_significance(
         raise ValueError(
             f"baseline ({len(baseline)}), system ({len(system)}) and references "
             f"({len(references)}) differ in number"
+        )
+    if not references:  # sacrebleu dies with a bare TypeError ("ar") or IndexError ("bs")
+        raise ValueError(
+            "paired BLEU test on no sentences: baseline, system and references are empty"
         )
     seed = significance_seed()  # named before any work when SACREBLEU_SEED is malformed
     metric = BLEU(tokenize=tokenize, force=tokenize == "none")

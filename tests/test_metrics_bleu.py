@@ -158,3 +158,6 @@ def test_paired_bootstrap_separates_a_much_better_system_and_checks_inputs():
         paired_bleu_significance(worse, better, references, test="t")
     with pytest.raises(ValueError, match=r"baseline \(200\), system \(199\)"):
         paired_bleu_significance(worse, better[1:], references)
+    for test in ("ar", "bs"):  # sacrebleu died with a bare TypeError / IndexError
+        with pytest.raises(ValueError, match="paired BLEU test on no sentences"):
+            paired_bleu_significance([], [], [], test=test, samples=5)

@@ -36,13 +36,14 @@ def test_extract_spans_follows_conlleval(tags, scheme, expected):
 
 
 def test_span_f1_counts():
-    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
-    predicted = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "B-MISC"]]
-    # gold 3 spans, predicted 3 spans, 2 correct.
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "I-ORG"], []]
+    # A predicted I- after O opens a chunk (gold's LOC); ORG cut short, MISC spurious.
+    predicted = [["B-PER", "I-PER", "O", "I-LOC"], ["B-ORG", "B-MISC"], []]
+    # gold 3 spans, predicted 4, 2 correct: P 50 and R 66.7 differ, so a swap would show.
     result = metrics.span_f1(gold, predicted)
-    assert result["precision"] == pytest.approx(200 / 3)
+    assert result["precision"] == pytest.approx(50.0)
     assert result["recall"] == pytest.approx(200 / 3)
-    assert result["f1"] == pytest.approx(200 / 3)
+    assert result["f1"] == pytest.approx(2 * 50 * (200 / 3) / (50 + 200 / 3))
 
 
 def test_bad_tags_and_schemes_raise():
