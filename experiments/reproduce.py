@@ -204,7 +204,8 @@ def _run_watched(
     stall_s: float,
     poll_s: float = 5.0,
 ) -> int:
-    """One attempt: the exit status, or STALLED after killing a run that stopped using CPU."""
+    """One attempt: the exit status, or STALLED after killing a run that stopped using CPU.
+    Either way no process of the experiment's group outlives the attempt."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if env.get("RNN_JAX_DATA"):
         # The experiment runs in the checkout: a relative data root means the caller's
@@ -222,13 +223,18 @@ def _run_watched(
             start_new_session=True,
         )
         try:
-            return _watch(process, workdir, label, start, stall_s, poll_s)
+            code = _watch(process, workdir, label, start, stall_s, poll_s)
         except BaseException:
             # SIGTERM (made SystemExit by `main`), Ctrl-C or an error here: an experiment left
             # running would go on writing into its workdir with nothing watching it, and a
             # rerun would start a second trainer on the same directory.
             _stop(process)
             raise
+    # The experiment has exited, but processes it started may not have: one killed (the OOM
+    # killer's SIGKILL) or crashed past its cleanup leaves its children running, beside the
+    # next experiment (its memory, its CPU, its timings) and writing into this workdir.
+    _kill_group(process, signal.SIGKILL)
+    return code
 
 
 def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:

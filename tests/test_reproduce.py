@@ -51,18 +51,29 @@ def test_watchdog_counts_the_cpu_of_an_experiment_s_children(tmp_path):
     assert code == 0
 
 
-def test_watchdog_kills_a_stalled_experiment_s_children_too(tmp_path):
+@pytest.mark.parametrize("exits", [False, True], ids=["stalled", "exited"])
+def test_watchdog_kills_a_stalled_experiment_s_children_too(tmp_path, exits):
     """Killing only the experiment left its child running (orphaned, writing into the
-    workdir, holding memory) while the restart started another."""
+    workdir, holding memory) while the restart started another; so did an experiment that
+    exited (crashed, or killed by the OOM killer) with a child still running."""
     pid_file = tmp_path / "child_pid"
     sleeper = (
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     )
     parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {sleeper!r}])"
+    if exits:  # starts the child, waits until it has written its pid, exits 3 without it
+        parent = (
+            "import os, subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', {sleeper!r}])\n"
+            f"while not (os.path.exists({str(pid_file)!r}) and open({str(pid_file)!r}).read()):\n"
+            "    time.sleep(0.01)\n"
+            "sys.exit(3)"
+        )
+    stall_s = 0.0 if exits else 1.0  # an exiting parent is not to be taken for a stalled one
     code = reproduce._run_watched(
-        [sys.executable, "-c", parent], tmp_path, "parent", time.monotonic(), 1.0, 0.2
+        [sys.executable, "-c", parent], tmp_path, "parent", time.monotonic(), stall_s, 0.2
     )
-    assert code == reproduce.STALLED
+    assert code == (3 if exits else reproduce.STALLED)
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 10
     while _alive(child) and time.monotonic() < deadline:
@@ -70,7 +81,7 @@ def test_watchdog_kills_a_stalled_experiment_s_children_too(tmp_path):
     alive = _alive(child)
     if alive:
         os.kill(child, 9)
-    assert not alive, "the stalled experiment's child survived the watchdog"
+    assert not alive, f"the {'exited' if exits else 'stalled'} experiment's child survived it"
 
 
 def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
