@@ -152,6 +152,7 @@ def finished_variant(workdir: pathlib.Path) -> str | None:
 
 
 STALLED = -1000  # exit status reported for a run the watchdog killed
+NO_RESULTS = -1001  # reported for a run that exited 0 without writing its results.json
 STOP_GRACE_S = 60.0  # how long a stopped experiment gets to save its checkpoint
 
 
@@ -329,6 +330,8 @@ def experiment_section(
         how = (
             "stalled (no CPU time) on its last attempt and was killed by the watchdog"
             if exit_code == STALLED
+            else "exited with status 0 but wrote no results.json"
+            if exit_code == NO_RESULTS
             else f"exited with status {exit_code}"
         )
         lines += [f"**FAILED in this run**: it {how} (log: `{name}/log.txt`).", ""]
@@ -549,6 +552,9 @@ def main(argv: Sequence[str]) -> None:
         )
         if code:
             failed[name] = code
+        elif not (root / name / "results.json").is_file():
+            # exit 0 without results: the report said "Not finished" and the job exited 0
+            failed[name] = NO_RESULTS
     # Left out this time but finished earlier in this workdir under this variant (e.g. one
     # experiment redone with --only): reported as they stand, so the report stays whole.
     earlier = [

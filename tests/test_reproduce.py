@@ -143,11 +143,14 @@ def test_reproduce_refuses_an_unknown_variant_or_only_and_skip_naming_one_experi
 
 
 def _fake_run(name, workdir, variant, index, stall_s=0.0, max_restarts=5):
-    """initialization fails (exit 3) without results.json, language_model finishes."""
+    """initialization fails (exit 3) without results.json, sentiment exits 0 without it,
+    language_model finishes."""
     workdir.mkdir(parents=True, exist_ok=True)
     reproduce.record_variant(workdir, variant)
     if name == "initialization":
         return 1.0, 3
+    if name == "sentiment":
+        return 1.0, 0
     (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
     return 1.0, 0
 
@@ -184,6 +187,11 @@ def test_failed_and_skipped_experiments_are_named_in_the_report(tmp_path, _repro
     assert "Not finished: no results.json" in section
     section = text.split("## `language_model`")[1].split("## `")[0]
     assert "FAILED" not in section and "Command:" in section
+    # An experiment that exits 0 without its results.json failed too (the job exited 0).
+    code = _reproduce(root, "sentiment")
+    assert code and "failed: sentiment" in str(code)
+    section = (root / "report.md").read_text().split("## `sentiment`")[1].split("## `")[0]
+    assert "**FAILED in this run**: it exited with status 0 but wrote no results.json" in section
 
 
 def test_an_experiment_redone_alone_keeps_the_others_finished_runs_in_the_report(
@@ -277,10 +285,16 @@ def run_main(monkeypatch, **values) -> int | str | None:
 
 
 def _record_runs(monkeypatch) -> list[str]:
+    """Fakes `run_experiment` as a run that succeeds (exit 0, a results.json); -> the names."""
     ran = []
-    monkeypatch.setattr(
-        reproduce, "run_experiment", lambda name, *a, **k: ran.append(name) or (0.0, 0)
-    )
+
+    def run(name, workdir, *args, **kwargs):
+        ran.append(name)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "results.json").write_text("{}")
+        return 0.0, 0
+
+    monkeypatch.setattr(reproduce, "run_experiment", run)
     return ran
 
 
