@@ -279,10 +279,15 @@ def test_a_non_finite_micro_batch_is_dropped_not_accumulated():
     np.testing.assert_allclose(np.stack(out[2:]), [[-2.0, 1.0], [0.0, 0.0], [-2.0, -2.0]])
 
 
-def test_reduce_on_plateau_with_gradient_accumulation_sees_the_loss():
-    # MultiSteps hands `value` on to reduce-on-plateau (it was dropped: TypeError, missing
-    # 'value'); every second micro-batch emits the plateau-scaled update of a k=1 run.
-    def sizes(k, n):
+def test_reduce_on_plateau_with_gradient_accumulation_sees_the_window_mean_loss():
+    """MultiSteps hands `value` on to reduce-on-plateau (it was dropped: TypeError, missing
+    'value'), and the value is the window's mean loss: micro-batch losses (3, 1), (2, 1), ...
+    are windows of mean 2, 1.5, 1.5, 1.5, so every second micro-batch emits the update of a
+    k=1 run on those means (patience 1: cuts at the 3rd and 4th). It saw only each window's
+    last micro-batch (1 every time: 1, 0.5, 0.25, 0.125). The NaN-gradient micro-batch (loss
+    100) is dropped from its window's gradient and mean loss alike."""
+
+    def sizes(k, steps):
         config = _config(
             optimizer__name="sgd",
             optimizer__learning_rate=1.0,
@@ -294,12 +299,17 @@ def test_reduce_on_plateau_with_gradient_accumulation_sees_the_loss():
         params = {"w": jnp.zeros(1)}
         state = tx.init(params)
         out = []
-        for _ in range(n):
-            updates, state = tx.update({"w": jnp.ones(1)}, state, params, value=jnp.asarray(1.0))
+        for g, loss in steps:
+            grads = {"w": jnp.full(1, g, jnp.float32)}
+            updates, state = tx.update(grads, state, params, value=jnp.asarray(loss, jnp.float32))
             out.append(float(-updates["w"][0]))
         return out
 
-    assert sizes(2, 6)[1::2] == sizes(1, 3) == [1.0, 0.5, 0.25]
+    micro = [(1, 3), (1, 1), (np.nan, 100), (1, 2), (1, 1), (1, 2), (1, 1), (1, 2), (1, 1)]
+    accumulated = sizes(2, micro)
+    assert [accumulated[i] for i in (1, 4, 6, 8)] == [1.0, 1.0, 0.5, 0.25]
+    assert sizes(1, [(1, 2), (1, 1.5), (1, 1.5), (1, 1.5)]) == [1.0, 1.0, 0.5, 0.25]
+    assert [accumulated[i] for i in (0, 2, 3, 5, 7)] == [0.0] * 5
 
 
 def test_warmup_does_not_move_the_step_decays():

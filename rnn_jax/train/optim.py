@@ -14,6 +14,14 @@ its running mean (`should_skip_update_fn`): the window waits for one more micro-
 the inner `apply_if_finite`, the NaN would stay in the accumulator (MultiSteps resets it by
 multiplying with 0, and 0 * NaN = NaN), so every later update would be skipped.
 
+Reduce-on-plateau under accumulation is driven by the window's mean loss, the mean over the
+micro-batches whose gradients the update averages (a dropped micro-batch's loss left out).
+MultiSteps hands the inner chain only the `value` of the micro-batch that ends the window,
+so it compared one micro-batch in k (a noisier signal from 1/k of the data, blind to the
+other micro-batches' losses); `_WindowLossState` keeps the running sum beside MultiSteps'
+state. Without accumulation, or with another schedule, the state is MultiSteps' or the
+chain's alone.
+
 Decoupled weight decay (Loshchilov & Hutter 2019) is `optimizer.decoupled_weight_decay`, the
 `weight_decay` of optax.adamw (only `adamw` takes it: for plain SGD decoupled and coupled decay
 coincide up to the learning rate, so use `optimizer.weight_decay` there).
@@ -27,7 +35,7 @@ one replica's shapes: the runtime vmaps the update over the seed axis.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -121,11 +129,41 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
             every_k_schedule=config.train.grad_accum_steps,
             should_skip_update_fn=_skip_nonfinite,
         )
+        if config.schedule.name == "plateau":
+            return _window_mean_loss(multi)
         # MultiSteps passes extra args (reduce-on-plateau's `value`) to the inner chain, but
         # it is not a GradientTransformationExtraArgs: `with_extra_args_support` would wrap
         # it in an update that drops them.
         return optax.GradientTransformationExtraArgs(multi.init, multi.update)
     return optax.with_extra_args_support(tx)
+
+
+class _WindowLossState(NamedTuple):
+    loss_sum: jax.Array  # float32: the losses of the window's accepted micro-batches so far
+    multi_steps: optax.MultiStepsState
+
+
+def _window_mean_loss(multi: optax.MultiSteps) -> optax.GradientTransformationExtraArgs:
+    """`multi` with its `value` (the micro-batch loss) replaced by the mean loss of the
+    accumulation window so far: at the micro-batch that ends the window, the mean over the
+    window's k accepted micro-batches, the loss of the averaged gradient it applies. A
+    micro-batch whose gradient MultiSteps drops (`_skip_nonfinite`) adds nothing."""
+
+    def init(params: Any) -> _WindowLossState:
+        return _WindowLossState(jnp.zeros((), jnp.float32), multi.init(params))
+
+    def update(
+        updates: Any, state: _WindowLossState, params: Any = None, *, value: Any, **extra: Any
+    ) -> tuple[Any, _WindowLossState]:
+        skipped = _skip_nonfinite(updates, None, None)[0]
+        loss_sum = state.loss_sum + jnp.where(skipped, 0.0, jnp.asarray(value, jnp.float32))
+        mean = loss_sum / (state.multi_steps.mini_step + 1).astype(jnp.float32)
+        updates, inner = multi.update(updates, state.multi_steps, params, value=mean, **extra)
+        # mini_step is 0 again after the window's last micro-batch (and stays 0 at a skipped
+        # first one, whose sum is still 0).
+        return updates, _WindowLossState(jnp.where(inner.mini_step == 0, 0.0, loss_sum), inner)
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def _skip_nonfinite(updates: Any, gradient_step: Any, params: Any) -> tuple[jax.Array, tuple]:
