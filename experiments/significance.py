@@ -11,8 +11,9 @@ baseline by `rnn_jax.metrics.paired_bleu_significance` (approximate randomisatio
 ties, on sacrebleu's statistics and draws, or sacrebleu's paired bootstrap; seeded); a
 markdown table goes to stdout and, with --output, the results to JSON. A file that is missing,
 is not UTF-8 (named with file:line) or has another number of lines than the references (or
-empty references, no --systems or one listed twice) is named, with exit status 2, before any
-test runs; an unknown --test or --tokenize is a flag error.
+empty references, no --systems or one listed twice, an --output that is a directory or whose
+folder is not one) is named, with exit status 2, before any test runs; an unknown --test or
+--tokenize is a flag error.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def read_lines(path: str | pathlib.Path) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
+        # Lines end as below: a lone "\r" ends one too (it counted none, so a file with
+        # old-Mac line ends named line 1 for every bad byte).
+        before = data[: error.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        line = before.count(b"\n") + 1
         raise ValueError(f"{path}:{line}: not UTF-8 ({error.reason})") from None
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     lines = text.split("\n")
@@ -131,6 +135,10 @@ def main(argv: list[str]) -> None:
     if FLAGS.output and not folder.is_dir():
         # Checked before the test runs: it failed after the whole test, with a traceback.
         sys.stderr.write(f"--output: {FLAGS.output}: its folder {folder} is not a directory\n")
+        sys.exit(USAGE_STATUS)
+    if FLAGS.output and pathlib.Path(FLAGS.output).is_dir():
+        # Likewise: the atomic rename over a directory raised IsADirectoryError at the end.
+        sys.stderr.write(f"--output: {FLAGS.output} is a directory, not a file to write\n")
         sys.exit(USAGE_STATUS)
     for (flag, path), lines in zip(files, texts, strict=True):
         if len(lines) != len(texts[0]):

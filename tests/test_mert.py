@@ -126,6 +126,25 @@ def test_optimise_reaches_the_planted_optimum_and_keeps_the_l1_norm():
     assert np.abs(weights).sum() == pytest.approx(np.abs(start).sum())
 
 
+def test_optimise_random_restarts_leave_a_coordinate_wise_local_optimum():
+    """The reference wins only in a cone around the diagonal of the positive quadrant (two
+    bad candidates take each side of it): no coordinate line through [-1, -1] enters the cone,
+    so the search from the start alone stays at the middling candidate and only a restart
+    finds the reference (dropping the restarts passed every other test here)."""
+    reference = "a b c d e"
+    pool = [("a b c x y", [0.0, 0.0]), (reference, [1.2, 1.2])]
+    pool += [("v w x y z", [2.0, 0.0]), ("z y x w v", [0.0, 2.0])]
+    nbests = [mert.NBest.build(pool, reference)]
+    start = np.array([-1.0, -1.0])
+    middling = _bleu_at(nbests, start)
+    assert 0 < middling < 50
+    stuck = mert.optimise(nbests, start, restarts=0, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(stuck[0], start)
+    assert stuck[1] == middling
+    weights, found = mert.optimise(nbests, start, restarts=3, rng=np.random.default_rng(0))
+    assert found == 100.0 and _bleu_at(nbests, weights) == 100.0
+
+
 def test_tune_iterates_over_growing_nbest_lists_and_returns_the_best_decode():
     """A fake decoder shows each sentence only the 2 best of its candidates under the current
     weights, so the first n-best lists miss the reference; MERT must re-decode to find it."""
@@ -147,6 +166,35 @@ def test_tune_iterates_over_growing_nbest_lists_and_returns_the_best_decode():
     np.testing.assert_allclose(weights, decodes[[r["decoded_bleu"] for r in history].index(best)])
     # It stops once a decode adds nothing new (before running out of iterations here).
     assert history[-1]["candidates_added"] == 0 and len(history) < 7
+
+
+def test_tune_returns_an_earlier_decode_when_later_ones_are_worse_and_merges_the_lists():
+    """MERT's overfitting to its n-best lists: the start's 2-best holds a middling candidate
+    and the reference; wherever the reference outscores the middling one a third candidate,
+    unseen, scores higher still and shares no word with the reference. The first optimum
+    (100 on the 2-best) decodes to BLEU 0; once that candidate is merged in, the lists show
+    the reference is unreachable (n-best optimum = the middling BLEU, 100 from the latest
+    decode's list alone) and the next decode returns to the middling one. The best decode is
+    the first (tied by the last): tune returns the start's weights, not the final ones. In the
+    test above the last decode is the best, so returning the last weights passed it."""
+    reference = "a b c d e"
+    pool = [("a b c x y", [1.0, 0.0]), (reference, [0.0, 1.0]), ("v w x y z", [-1.0, 2.0])]
+    start = np.array([1.0, 0.4])
+    weights, history = mert.tune(
+        lambda w: [sorted(pool, key=lambda c: -np.dot(c[1], w))[:2]],
+        [reference],
+        start,
+        iterations=3,
+        restarts=2,
+        seed=0,
+        log=lambda _: None,
+    )
+    middling = _bleu_at([mert.NBest.build(pool[:1], reference)], np.ones(2))
+    assert [r["decoded_bleu"] for r in history] == [middling, 0.0, middling]
+    assert [r.get("nbest_bleu") for r in history] == [100.0, middling, None]
+    assert [r["candidates_added"] for r in history] == [2, 1, 0]
+    np.testing.assert_array_equal(weights, start)
+    assert history[-1]["weights"] != start.tolist()
 
 
 def test_tune_with_zero_iterations_decodes_once_and_keeps_the_weights():

@@ -187,7 +187,8 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
 ):
     """A Latin-1 system output was a UnicodeDecodeError traceback (exit 1); now its file:line
     and exit status 2, before any test runs and with nothing written. CRLF files read as
-    before (text mode's newline translation)."""
+    before (text mode's newline translation); with lone-CR line ends the line named is the one
+    read_lines reads (it was always 1). An --output that is a directory is named too."""
     references = tmp_path / "refs.txt"
     references.write_text("a b c\nd e f\ng h\n")
     latin = tmp_path / "latin.txt"
@@ -197,6 +198,10 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
     assert significance.read_lines(crlf) == significance.read_lines(references)
     with pytest.raises(ValueError, match=re.escape(f"{latin}:3: not UTF-8")):
         significance.read_lines(latin)
+    old_mac = tmp_path / "old_mac.txt"  # lone CR line ends: read as 3 lines, so named line 3
+    old_mac.write_bytes(latin.read_bytes().replace(b"\n", b"\r"))
+    with pytest.raises(ValueError, match=re.escape(f"{old_mac}:3: not UTF-8")):
+        significance.read_lines(old_mac)
     output = tmp_path / "sig.json"
     flags = dict(references=str(references), baseline=str(crlf), systems=[str(latin)])
     flags.update(test="ar", samples=10, tokenize="none", output=str(output))
@@ -206,6 +211,13 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
     assert exit_info.value.code == significance.USAGE_STATUS
     assert f"--systems: {latin}:3: not UTF-8" in capsys.readouterr().err
     assert not output.exists()
+    # An --output that is a directory: named before the test (IsADirectoryError after it).
+    flags.update(systems=[str(crlf)], output=str(tmp_path))
+    monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
+    with pytest.raises(SystemExit) as exit_info:
+        significance.main(["significance"])
+    assert exit_info.value.code == significance.USAGE_STATUS
+    assert f"--output: {tmp_path} is a directory" in capsys.readouterr().err
 
 
 def test_the_seed_of_the_draws_is_recorded_and_a_malformed_one_named(monkeypatch):
