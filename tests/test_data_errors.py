@@ -170,6 +170,17 @@ def test_a_byte_order_mark_is_not_read_as_text(tmp_path, kind):
     assert (got if isinstance(got, str) else list(got)) == expected
 
 
+def test_a_file_of_only_a_byte_order_mark_is_an_empty_split(tmp_path):
+    """A file of the mark alone (an empty file saved by some Windows editors) was read as one
+    blank line: `read_text(eos="<eos>")` gave the split `[["<eos>"]]` where the same file
+    without the mark is refused as an empty split."""
+    path = tmp_path / "a.txt"
+    path.write_text(BOM, encoding="utf-8")
+    assert list(readers.read_lines(path)) == []
+    with pytest.raises(DataFormatError, match=r"a.txt: no examples .*empty split"):
+        list(readers.read_text(path, eos="<eos>"))
+
+
 def test_a_byte_order_mark_inside_the_file_is_kept(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text(f"a\nb{BOM}c\n", encoding="utf-8")

@@ -66,8 +66,12 @@ def test_temporal_order_class_matches_the_symbols():
         label = int("".join("1" if s == task.Y else "0" for _, s in relevant), 2)
         assert batch["targets"][row] == label
     assert np.bincount(batch["targets"], minlength=8).min() > 15
-    with pytest.raises(ValueError, match="windows"):
+    with pytest.raises(ValueError, match="increasing and disjoint"):
         TemporalOrder(windows=((0.5, 0.6), (0.1, 0.2)))
+    # A relevant symbol at position 0 or from min_length - 1 on would overwrite B or E.
+    for windows in (((0.0, 0.1),), ((0.9, 0.99),)):
+        with pytest.raises(ValueError, match=r"positions inside 1\.\.98"):
+            TemporalOrder(windows=windows)
 
 
 def test_batches_are_reproducible_from_seed_and_step():
@@ -146,8 +150,17 @@ def test_markov_samples_never_reuse_the_draws_that_made_the_language():
 def test_markov_bad_arguments():
     with pytest.raises(ValueError, match="order >= 1"):
         MarkovLanguage(order=0)
+    lang = MarkovLanguage(vocab_size=4)
     with pytest.raises(ValueError, match="ids in"):
-        MarkovLanguage(vocab_size=4).log_prob(np.array([[0, 5]]))
+        lang.log_prob(np.array([[0, 5]]))
+    # Float or bool ids failed inside the indexing (IndexError), not as documented.
+    for ids in ([[0.0, 1.0, 2.0]], [[True, False, True]]):
+        with pytest.raises(ValueError, match=r"ids in \[0, 4\), got (float64|bool)"):
+            lang.log_prob(np.array(ids))
+    # An empty batch, or empty sequences (log 1 = 0), raised numpy's "zero-size array to
+    # reduction operation minimum".
+    np.testing.assert_array_equal(lang.log_prob(np.zeros((2, 0), np.int32)), [0.0, 0.0])
+    assert lang.log_prob(np.zeros((0, 3), np.int32)).shape == (0,)
 
 
 def test_slowly_mixing_markov_chain_is_solved_not_refused():

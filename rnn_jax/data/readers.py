@@ -63,13 +63,18 @@ def read_lines(path: PathLike, keepends: bool = False) -> Iterator[tuple[int, st
     Lines end at "\\n", "\\r\\n" or "\\r"; the ending is dropped unless `keepends`. Bytes that are
     not UTF-8 raise `DataFormatError` naming file:line, the bytes and their column. A UTF-8 byte
     order mark (U+FEFF) that opens the file is an encoding signature (Windows editors write
-    one), not text, and is dropped; one elsewhere is kept.
+    one), not text, and is dropped; one elsewhere is kept. A file of the mark alone has no lines.
     """
     _check_file(path)
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         for number, line in enumerate(f, start=1):
             if number == 1:
                 line = line.removeprefix(_BYTE_ORDER_MARK)
+                if not line:
+                    # The file was the mark alone (an "empty" file some editors save): no
+                    # line, as for an empty file; not one blank line that an LM split reads
+                    # as a sentence of "<eos>" instead of refusing the empty split.
+                    return
             bad = _UNDECODABLE.search(line)
             if bad is not None:
                 raw = line.encode("utf-8", "surrogateescape")

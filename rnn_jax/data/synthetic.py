@@ -411,14 +411,25 @@ class MarkovLanguage(_Task):
 
         For t >= order this is log P(x_t | x_{t-n..t-1}); for t < order it is the stationary
         process's own conditional (a ratio of marginals of pi), so the row sums are exact
-        sequence log-probabilities.
+        sequence log-probabilities; an empty sequence has log-probability 0. Ids that are not
+        integers in [0, vocab_size) raise ValueError.
         """
         x = np.asarray(sequences)
-        if x.ndim != 2 or x.min() < 0 or x.max() >= self.vocab_size:
+        # An empty batch or empty sequences score 0 (log 1), whatever dtype `[[]]` gave: `min`
+        # of no ids raised numpy's "zero-size array to reduction operation"; a float or bool
+        # array of ids failed inside the indexing (IndexError), not here.
+        if x.ndim != 2 or (
+            x.size
+            and (
+                not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() >= self.vocab_size
+            )
+        ):
             raise ValueError(
                 f"sequences must be int [batch, time] with ids in [0, {self.vocab_size}), got "
-                f"shape {x.shape}"
+                f"{x.dtype} shape {x.shape}"
             )
+        if not x.size:
+            return np.zeros(x.shape, np.float64)
         n = self.order
         out = np.zeros(x.shape, np.float64)
         prefix = min(n, x.shape[1])
