@@ -260,20 +260,19 @@ def _set_value(config: Any, key: str, text: str) -> Any:
     current = _lookup(config, key)
     if text == "None":
         return None
-    try:
-        if isinstance(current, bool):
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError("expected true or false")
-            return text.lower() in ("true", "1")
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-    except ValueError as error:
-        wanted = {"bool": "true or false", "int": "an integer", "float": "a number"}
-        raise ValueError(
-            f"--set {key}={text}: must be {wanted[type(current).__name__]} ({error})"
-        ) from None
+    # absl's parsers, which config_flags uses for these types: our own reading refused text
+    # the run accepts (`t`/`f` for a bool, `0x10` for an int), e.g. "must be true or false".
+    for kind, parser, wanted in (
+        (bool, flags.BooleanParser(), "true or false"),  # before int: a bool is an int
+        (int, flags.IntegerParser(), "an integer"),
+        (float, flags.FloatParser(), "a number"),
+    ):
+        if isinstance(current, kind):
+            try:
+                return parser.parse(text)
+            except ValueError as error:  # absl's bool error's args are (message, text)
+                detail = error.args[0] if error.args else error
+                raise ValueError(f"--set {key}={text}: must be {wanted} ({detail})") from None
     return text if isinstance(current, str) else _UNPARSED
 
 
@@ -684,10 +683,15 @@ def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
     )
+    # The importable `launch.sweep.execute`, which cloudpickle pickles by reference: run as
+    # `python -m launch.sweep` this module is `__main__`, whose functions it pickles by value
+    # with the globals they use (`_STOPPING`'s lock), and every submission failed with
+    # "TypeError: cannot pickle '_thread.lock' object".
+    target = importlib.import_module("launch.sweep").execute
     jobs = []
     for run in todo:
         executor.update_parameters(name=run.name)
-        jobs.append((run, executor.submit(execute, run.command, str(run.workdir), {})))
+        jobs.append((run, executor.submit(target, run.command, str(run.workdir), {})))
     failed = []
     for i, (run, job) in enumerate(jobs, 1):
         try:

@@ -171,17 +171,33 @@ def test_grid_runs_resumes_after_kill_and_report_aggregates(tmp_path):
         assert report.format_number(mean) in table
 
 
-def test_submitit_local_executor_runs_and_skips(tmp_path):
+def test_submitit_local_executor_runs_and_skips(tmp_path, monkeypatch):
+    """Through a copy of launch/sweep.py that is not importable by its module name, as
+    `python -m launch.sweep` runs it (`__main__`): cloudpickle pickled that copy's `execute`
+    by value, with its globals, and every submission raised "cannot pickle '_thread.lock'"
+    (`--launcher=slurm` never submitted a job). The imported module took the other path."""
     pytest.importorskip("submitit")
-    script = "import json, sys; open(sys.argv[1] + '/results.json', 'w').write('{\"final\": {}}')"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("launch_sweep_as_script", sweep.__file__)
+    script_module = importlib.util.module_from_spec(spec)
+    with monkeypatch.context() as patch:  # registered while it runs (dataclasses look it up)
+        patch.setitem(sys.modules, spec.name, script_module)
+        spec.loader.exec_module(script_module)
+    # capsys is not used: submitit's logging handler keeps the stream it was imported under.
+    script = (
+        "import sys; open(sys.argv[1] + '/ran', 'a').write('x'); "
+        "open(sys.argv[1] + '/results.json', 'w').write('{\"final\": {}}')"
+    )
     runs = []
     for name in ("a", "b"):
         workdir = tmp_path / name
         workdir.mkdir()
         runs.append(sweep.Run(name, workdir, {}, (sys.executable, "-c", script, str(workdir))))
-    failed = sweep.run_submitit(runs, "local", {"timeout_min": 5})
+    failed = script_module.run_submitit(runs, "local", {"timeout_min": 5})
     assert failed == [] and all(r.finished for r in runs)
-    assert sweep.run_submitit(runs, "local", {"timeout_min": 5}) == []  # all skipped
+    assert sweep.run_submitit(runs, "local", {"timeout_min": 5}) == []
+    assert [(r.workdir / "ran").read_text() for r in runs] == ["x", "x"]  # skipped, not rerun
 
 
 def test_report_reads_runtime_multiseed_format(tmp_path):
@@ -372,6 +388,19 @@ def test_a_set_key_given_twice_is_refused():
     assert sweep.parse_set_flags(["a.b=1", "c=x=y"]) == {"a.b": "1", "c": "x=y"}
     with pytest.raises(ValueError, match=r"--set a.b given twice \('1' and '2'\)"):
         sweep.parse_set_flags(["a.b=1", "c=3", "a.b=2"])
+
+
+def test_set_values_are_read_as_the_runs_read_them():
+    """`--set` values are checked with absl's parsers, which config_flags reads
+    `--config.k=v` with: `t`/`f` for a bool and `0x10` for an int were refused before
+    anything ran ("must be true or false") though the run accepts them."""
+    config = {"flag": False, "size": 1, "rate": 0.5}
+    assert sweep._set_value(config, "flag", "t") is True
+    assert sweep._set_value(config, "flag", "F") is False
+    assert sweep._set_value(config, "size", "0x10") == 16
+    assert sweep._set_value(config, "rate", "2") == 2.0
+    with pytest.raises(ValueError, match=r"--set flag=maybe: must be true or false \(Non-b"):
+        sweep._set_value(config, "flag", "maybe")
 
 
 def test_a_diverged_seed_is_left_out_of_the_mean_and_counted(tmp_path):
