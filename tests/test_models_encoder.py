@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+import reference_numpy as ref
 from flax import nnx
 
 from rnn_jax.models import RNNLanguageModel
@@ -83,11 +84,31 @@ def test_bag_states_are_tanh_of_a_dense_layer_per_token():
             np.testing.assert_allclose(states[row, t], expected, rtol=1e-5, atol=1e-6)
 
 
+def _char_features(encoder: SequenceEncoder, chars: np.ndarray, length: int) -> np.ndarray:
+    """numpy Lample et al. (2016) word features: the forward state after the last real
+    character ++ the backward state after the first (the char BiLSTM read up to `length`)."""
+    layer = encoder.chars.rnn.params[0]
+    x = np.asarray(encoder.chars.embed.embedding[...], np.float64)[chars[:length]]
+    forward, _ = ref.run_sequence("lstm", layer["fw"], x)
+    backward, _ = ref.run_sequence("lstm", layer["bw"], x[::-1])
+    return np.concatenate([forward[-1], backward[-1]])
+
+
 def test_a_bag_state_does_not_see_the_other_tokens():
     chars = np.arange(2 * 5 * 3, dtype=np.int32).reshape(2, 5, 3) % 7 + 1
-    char_lengths = np.full((2, 5), 3, np.int32)
+    # Words shorter than the width: the character features must be read at each word's own
+    # last character, not at the padded end (the RNN's zeros there passed every other test).
+    char_lengths = np.array([[3, 1, 2, 3, 2], [2, 3, 1, 0, 0]], np.int32)
     encoder = _bag(num_chars=8, char_embed_size=3, char_hidden_size=2)
     states, _ = encoder(BAG_TOKENS, BAG_LENGTHS, chars=chars, char_lengths=char_lengths)
+    table = np.asarray(encoder.embed.embedding[...], np.float64)
+    kernel = np.asarray(encoder.position_wise.kernel[...], np.float64)
+    bias = np.asarray(encoder.position_wise.bias[...], np.float64)
+    for row, length in enumerate(BAG_LENGTHS):
+        for t in range(length):
+            features = _char_features(encoder, chars[row, t], char_lengths[row, t])
+            x = np.concatenate([table[BAG_TOKENS[row, t]], features])
+            np.testing.assert_allclose(states[row, t], np.tanh(x @ kernel + bias), atol=1e-6)
     for position in range(5):
         tokens, other_chars = BAG_TOKENS.copy(), chars.copy()
         tokens[0, position] = (tokens[0, position] + 3) % 10
@@ -147,6 +168,11 @@ def test_a_bag_refuses_last_pooling_and_streaming_and_a_bad_kind_is_named():
         _bag().zero_carry(2)
     with pytest.raises(ValueError, match=r"kind='bow'; allowed: 'rnn', 'transformer', 'bag'"):
         SequenceEncoder(10, embed_size=4, hidden_size=6, kind="bow", rngs=nnx.Rngs(0))
+    # The transformer's refusal of characters named 'rnn' alone, as if a bag could not take them.
+    with pytest.raises(ValueError, match=r"num_chars=5: .* need kind='rnn' or 'bag', got kind='t"):
+        _abstract(
+            lambda: SequenceEncoder(5, kind="transformer", num_chars=5, rngs=nnx.Rngs(0), **SMALL)
+        )
 
 
 SMALL = dict(embed_size=4, hidden_size=4, num_heads=2, max_length=8)

@@ -216,7 +216,11 @@ class SequenceEncoder(nnx.Module):
             self.output_size = hidden_size * (2 if bidirectional else 1)
         else:
             if num_chars is not None:
-                raise ValueError("character features (num_chars) need kind='rnn'")
+                # The bag takes them too (config_problems says so); 'rnn' alone misled.
+                raise ValueError(
+                    f"num_chars={num_chars}: character features need kind='rnn' or 'bag', got "
+                    f"kind={kind!r}"
+                )
             self.transformer = TransformerEncoder(
                 vocab_size,
                 d_model=hidden_size,
