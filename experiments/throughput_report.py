@@ -281,8 +281,9 @@ MIN_COVERAGE = 0.9
 
 def across_runs(runs: list[dict], *, per_run: bool = False) -> str:
     """Every speed goal of several benchmark runs (`results.json` objects; the CPU speed goals
-    from the runs on the CPU only, `speed_goals`), with two verdicts. "every run": met in
-    every run, missed in every run, or split. "median": the median over runs with its
+    from the runs on the CPU only, `speed_goals`; a GPU run's per-layer goals in rows of
+    their own, "... on gpu"), with two verdicts. "every run": met in every run, missed in
+    every run, or split. "median": the median over runs with its
     distribution-free confidence interval (`median_interval`, each run one independent draw
     of the ratio): met when the whole interval is at or above the target, missed when it is
     below, open when it straddles it; "–" with fewer than five runs (`MIN_COVERAGE`). One
@@ -298,7 +299,11 @@ def across_runs(runs: list[dict], *, per_run: bool = False) -> str:
         per_layer = final.get("bidirectional", []) + final.get("stacked", [])
         backend = results.get("provenance", {}).get("backend", "cpu")
         speed = speed_goals(final["groups"], backend)
-        for what, got, goal, _ in speed + per_layer_goals(per_layer):
+        # Per-layer goals hold on every backend, but a GPU run's ratio is no draw of the
+        # CPU's: it gets its own row, named by its backend.
+        where = "" if backend == "cpu" else f" on {backend}"
+        per_layer_records = [(what + where, *rest) for what, *rest in per_layer_goals(per_layer)]
+        for what, got, goal, _ in speed + per_layer_records:
             table.setdefault(what, [goal, [None] * len(runs)])[1][i] = got
     coverages = set()
     if per_run:
@@ -381,7 +386,10 @@ def floor_across_runs(runs: list[dict], *, per_run: bool = False) -> str:
     the floor, one row per (cell, config, mode): the median and range over those runs, or
     (`per_run=True`) every run's ratio."""
     table: dict[str, list] = {}
-    timed = [r for r in runs if any(FLOOR in g["members"] for g in r["final"]["groups"])]
+    # Runs are numbered by their place in `runs` (as in `across_runs`), not among those timed.
+    timed_floor = [any(FLOOR in g["members"] for g in r["final"]["groups"]) for r in runs]
+    numbers = [i + 1 for i, timed_it in enumerate(timed_floor) if timed_it]
+    timed = [runs[n - 1] for n in numbers]
     for i, results in enumerate(timed):
         for g in results["final"]["groups"]:
             m = g["members"]
@@ -393,7 +401,7 @@ def floor_across_runs(runs: list[dict], *, per_run: bool = False) -> str:
         return ""
     if per_run:
         header = "| group | " + " | ".join(
-            f"{who} ÷ floor, run {i + 1}" for who in ("torch", "rnn_jax") for i in range(len(timed))
+            f"{who} ÷ floor, run {n}" for who in ("torch", "rnn_jax") for n in numbers
         )
         lines = [header + " |", "|---|" + "---|" * (2 * len(timed))]
         for what, (torch, ours) in table.items():

@@ -155,24 +155,26 @@ def test_floor_rows_are_per_round_ratios():
         "members": {
             "rnn_jax": member([3.0, 3.0, 6.0]),
             "torch": member([1.0, 2.0, 1.0]),
-            "xla_gemm_floor": member([2.0, 2.0, 2.0]),
+            "xla_gemm_floor": member([1.0, 4.0, 2.0]),
         },
         "load": [0.1],
     }
     header, rule, row = throughput_report.floor_rows([group])
     assert header.count("|") == rule.count("|") == row.count("|")
-    # rnn_jax over floor per round: 2/3, 2/3, 1/3 -> 0.67; torch: 2, 1, 2 -> 2.00; no flax.
-    assert "| 0.67× | 2.00× | – |" in row
+    # rnn_jax over floor per round: 1/3, 4/3, 1/3 -> 0.33 (the ratio of medians: 0.67); torch:
+    # 1, 2, 2 -> 2.00; no flax.
+    assert "| 0.33× | 2.00× | – |" in row
     old_run = {"final": {"groups": [group | {"members": {"rnn_jax": member([1.0])}}]}}
     new_run = {"final": {"groups": [group]}}
     table = throughput_report.floor_across_runs([old_run, new_run, new_run], per_run=True)
-    assert "| group | torch ÷ floor, run 1 | torch ÷ floor, run 2 |" in table
-    assert "| lstm small fwd | 2.00× | 2.00× | 0.67× | 0.67× |" in table
+    # Numbered as in the goal table (the first run, without the floor, is run 1).
+    assert "| group | torch ÷ floor, run 2 | torch ÷ floor, run 3 |" in table
+    assert "| lstm small fwd | 2.00× | 2.00× | 0.33× | 0.33× |" in table
     faster = {
         "final": {"groups": [group | {"members": group["members"] | {"torch": member([0.5])}}]}
     }
     table = throughput_report.floor_across_runs([old_run, new_run, faster, new_run])
-    assert "| lstm small fwd | 3 | 2.00× (2.00–4.00) | 0.67× (0.67–0.67) |" in table
+    assert "| lstm small fwd | 3 | 2.00× (2.00–4.00) | 0.33× (0.33–0.33) |" in table
     assert throughput_report.floor_across_runs([old_run]) == ""
 
 
@@ -236,6 +238,11 @@ def test_goals_across_runs_every_run_and_median_verdicts():
     assert "96.1%" in table
     table = throughput_report.across_runs([run(r, 1.0) for r in (0.8, 0.85, 0.9, 0.95, 0.97)])
     assert "| missed | 0.90× [0.80, 0.97] | missed |" in table  # five runs: 93.75%
+    # The interval straddling the target is open; one at its lower end is met.
+    table = throughput_report.across_runs([run(r, 1.0) for r in (0.95, 0.98, 1.0, 1.02, 1.05)])
+    assert "| split | 1.00× [0.95, 1.05] | open |" in table
+    table = throughput_report.across_runs([run(r, 1.0) for r in (1.0, 1.0, 1.02, 1.03, 1.04)])
+    assert "| met | 1.02× [1.00, 1.04] | met |" in table
 
 
 def test_goals_across_runs_include_stacks_from_the_runs_that_timed_them():
