@@ -645,7 +645,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     A regime is called better than another (lowest teacher-forced NLL, samples closer to the
     entropy rate) only beyond the seed spread: every seed of one better than every seed of
     the other (`grid.finite_seeds_below`); a lower mean with overlapping seeds is reported as
-    within the seed spread.
+    within the seed spread. Short of that, a pair with a seed that is not finite is "not
+    compared seed by seed" and a pair with one seed has "no seed spread to compare" (both
+    read "within the seed spread"); a regime with no finite value reads "n/a" (was "nan").
     """
     results = json.loads((workdir / "results.json").read_text())
     points, mt = _split(results["points"])
@@ -660,21 +662,23 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         def mean(s: dict, key: str) -> float:
             return grid.nan_mean(s["metrics"][key])
 
-        best_tf, tied_tf = grid.best_within_spread(
-            {r: s["metrics"]["tf_nll"] for r, s in rows.items()}
-        )
+        tf_seeds = {r: s["metrics"]["tf_nll"] for r, s in rows.items()}
+        best_tf, tied_tf = grid.best_within_spread(tf_seeds)
         text = (
             f"{corpus}: teacher-forced NLL after the gold prefix "
-            + ", ".join(f"{r} {mean(s, 'tf_nll'):.3f}" for r, s in rows.items())
+            + ", ".join(f"{r} {_number(mean(s, 'tf_nll'), '.3f')}" for r, s in rows.items())
             + (
                 " (no regime has a finite value)"
                 if best_tf is None
                 else f" (best: {best_tf})"
                 if not tied_tf
-                else f" (lowest mean: {best_tf}, within the seed spread of {', '.join(tied_tf)})"
+                else f" (lowest mean: {best_tf}, "
+                f"{_spread_phrase(tf_seeds[best_tf], {r: tf_seeds[r] for r in tied_tf})})"
             )
             + f"; FR − TF gap at k={far} "
-            + ", ".join(f"{r} {grid.nan_mean(_gap(s, far)):+.3f}" for r, s in rows.items())
+            + ", ".join(
+                f"{r} {_number(grid.nan_mean(_gap(s, far)), '+.3f')}" for r, s in rows.items()
+            )
             + " (how firmly the model follows its own history, not damage: the gold "
             "continuation does not depend on the model's samples)."
         )
@@ -697,15 +701,16 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             best, tied = grid.best_within_spread(distance)
             text += (
                 " True-process NLL of the free-running samples "
-                + ", ".join(f"{r} {v:.3f}" for r, v in true.items())
+                + ", ".join(f"{r} {_number(v, '.3f')}" for r, v in true.items())
                 + f" against an entropy rate of {entropy:.3f} (what the true process's own "
                 + (
                     "samples score); no regime's samples have a finite value."
                     if best is None
                     else f"samples score); best samples by this measure: {best}."
                     if not tied
-                    else f"samples score); closest on average: {best}, but within the seed "
-                    f"spread of {', '.join(tied)}, so no regime's samples are named best."
+                    else f"samples score); closest on average: {best}, but "
+                    f"{_spread_phrase(distance[best], {r: distance[r] for r in tied})}, so no "
+                    "regime's samples are named best."
                 )
             )
             scheduled = [r for r in ("linear", "exponential", "inverse_sigmoid") if r in true]
@@ -713,6 +718,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 text += _scheduled_vs_teacher_forcing(distance, scheduled)
             if "teacher_forcing" in rows:
                 tf_nll = mean(rows["teacher_forcing"], "tf_nll")
+                finite, total = grid.finite_seeds(rows["teacher_forcing"]["metrics"]["tf_nll"])
                 # `model.cell`; a summary stored before the cell was recorded names none
                 cell = rows["teacher_forcing"].get("cell", "").upper()
                 own = (
@@ -721,11 +727,19 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                     if "tf_nll" in reference
                     else ""
                 )
+                lm = f"the teacher-forced {cell + ' ' if cell else ''}LM"
+                seeds = (
+                    f" ({finite.size} of {total} seeds; the others' NLL was not finite)"
+                    if finite.size < total
+                    else ""
+                )
                 q7.append(
-                    f"On the Markov language (entropy rate {entropy:.3f} nats), the "
-                    f"teacher-forced {cell + ' ' if cell else ''}LM reaches {tf_nll:.3f} "
-                    "nats/token on held-out "
-                    f"windows ({tf_nll - entropy:+.3f} against the entropy rate{own})."
+                    f"On the Markov language (entropy rate {entropy:.3f} nats), {lm} reaches "
+                    f"{tf_nll:.3f} nats/token on held-out windows{seeds} "
+                    f"({tf_nll - entropy:+.3f} against the entropy rate{own})."
+                    if finite.size
+                    else f"On the Markov language (entropy rate {entropy:.3f} nats), {lm} has "
+                    "no finite held-out NLL: every seed diverged."
                 )
         else:
             text += (
@@ -747,27 +761,57 @@ def _scheduled_vs_teacher_forcing(distance: dict[str, list], scheduled: list[str
     """The sentence comparing the scheduled-sampling regimes' samples with teacher forcing's
     by their per-seed distance from the entropy rate, claiming only beyond the seed spread."""
     teacher = distance["teacher_forcing"]
+    if not grid.finite_seeds(teacher)[0].size:
+        # every regime with a finite mean was "closer on average", "within the seed spread"
+        return " Teacher forcing's samples have no finite value to compare with (it diverged)."
     closer = [r for r in scheduled if grid.ranking_mean(distance[r]) < grid.ranking_mean(teacher)]
     clear = [r for r in closer if grid.finite_seeds_below(distance[r], teacher)]
-    unclear = [r for r in closer if r not in clear]
+    reasons = {r: grid.unranked_reason(distance[r], teacher) for r in scheduled}
+    within = [r for r in closer if r not in clear and reasons[r] == grid.WITHIN_SPREAD]
+    unranked = [
+        f"{r} ({reasons[r]})" for r in closer if r not in clear and reasons[r] != grid.WITHIN_SPREAD
+    ]
     text = ""
     if clear:
         text += (
             f" Scheduled sampling comes closer to it than teacher forcing with {', '.join(clear)}."
         )
-    if unclear:
+    if within:
         text += (
-            f" {', '.join(unclear)} closer on average than teacher forcing, but within the "
+            f" {', '.join(within)} closer on average than teacher forcing, but within the "
             "seed spread."
         )
+    if unranked:
+        text += f" Closer on average than teacher forcing, but not ranked: {', '.join(unranked)}."
     if not closer:
         overlapping = [r for r in scheduled if not grid.finite_seeds_below(teacher, distance[r])]
+        labels = [
+            f"{r} within the seed spread"
+            if reasons[r] == grid.WITHIN_SPREAD
+            else f"{r} not ranked ({reasons[r]})"
+            for r in overlapping
+        ]
         text += " No scheduled-sampling regime comes closer to it than teacher forcing" + (
-            f" (on average; {', '.join(overlapping)} within the seed spread)."
-            if overlapping
-            else "."
+            f" (on average; {', '.join(labels)})." if labels else "."
         )
     return text
+
+
+def _spread_phrase(best: list, others: dict[str, list]) -> str:
+    """'within the seed spread of a, b; not ranked against c (one seed: ...)' for the regimes
+    `grid.best_within_spread` left level with the best."""
+    reasons = {r: grid.unranked_reason(best, values) for r, values in others.items()}
+    within = [r for r, why in reasons.items() if why == grid.WITHIN_SPREAD]
+    rest = [f"{r} ({why})" for r, why in reasons.items() if why != grid.WITHIN_SPREAD]
+    return "; ".join(
+        ([f"within the seed spread of {', '.join(within)}"] if within else [])
+        + ([f"not ranked against {', '.join(rest)}"] if rest else [])
+    )
+
+
+def _number(value: float, spec: str) -> str:
+    """`value` formatted, or 'n/a' when no seed had a finite value (was 'nan')."""
+    return format(value, spec) if math.isfinite(value) else "n/a"
 
 
 if __name__ == "__main__":

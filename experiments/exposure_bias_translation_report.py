@@ -233,12 +233,7 @@ def answer_text(summaries: dict[str, dict]) -> str:
                 teacher, seeds[r]
             ):
                 return "beyond the seed spread"
-            (finite_a, total_a), (finite_b, total_b) = map(grid.finite_seeds, (seeds[r], teacher))
-            if finite_a.size < total_a or finite_b.size < total_b:
-                return "a seed diverged: not compared seed by seed"
-            if min(total_a, total_b) < 2:
-                return "one seed: no seed spread to compare"
-            return "within the seed spread"
+            return grid.unranked_reason(seeds[r], teacher)
 
         def gain(r: str) -> str:
             delta = beam[r] - beam["teacher_forcing"]

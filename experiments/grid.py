@@ -349,6 +349,23 @@ def finite_seeds_below(a: Any, b: Any) -> bool:
     return bool(x.size >= 2 and y.size >= 2 and x.max() < y.min())
 
 
+WITHIN_SPREAD = "within the seed spread"
+
+
+def unranked_reason(a: Any, b: Any) -> str:
+    """Why two per-seed value lists, neither beyond the other's seed spread
+    (`finite_seeds_below`), are not ranked: a seed that is not finite ("a seed diverged: not
+    compared seed by seed"), one seed a side ("one seed: no seed spread to compare"), or
+    overlapping seeds (`WITHIN_SPREAD`). Answers said "within the seed spread" for all three,
+    which claimed a spread one seed or a diverged seed does not have."""
+    (x, n), (y, m) = finite_seeds(a), finite_seeds(b)
+    if x.size < n or y.size < m:
+        return "a seed diverged: not compared seed by seed"
+    if min(n, m) < 2:
+        return "one seed: no seed spread to compare"
+    return WITHIN_SPREAD
+
+
 def ranking_mean(values: Any, higher_is_better: bool = False) -> float:
     """A key for ranking runs by their per-seed values, lowest first: the mean of the finite
     seeds (negated when higher is better), inf when no seed is finite, so a diverged run ranks

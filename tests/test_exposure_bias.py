@@ -20,6 +20,7 @@ from flax import nnx
 from experiments import exposure_bias as eb
 from experiments import exposure_bias_translation as mt
 from experiments import exposure_bias_translation_report as translation_report
+from rnn_jax.data import synthetic
 from rnn_jax.data.batching import BatchIterator
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.train import cli
@@ -249,6 +250,48 @@ def test_a_diverged_regime_is_never_named_best(tmp_path):
     )[8]
     assert "(best: teacher_forcing)" in text
     assert "best samples by this measure: teacher_forcing." in text
+
+
+def test_answers_with_one_seed_or_a_diverged_seed_claim_no_seed_spread(tmp_path):
+    """One seed has no spread, yet Q8 read "within the seed spread of linear" three times; a
+    teacher forcing whose seeds all diverged read "nan", made every finite regime "closer on
+    average than teacher forcing, but within the seed spread", and Q7 said it "reaches nan
+    nats/token"; one diverged seed of two vanished from Q7."""
+    one = _answers(
+        tmp_path,
+        [
+            _lm_point("teacher_forcing", [2.2], [3.2], [2.45], 2.1),
+            _lm_point("linear", [2.6], [2.8], [3.7], 2.1),
+        ],
+    )[8]
+    assert "within the seed spread" not in one
+    assert "(lowest mean: teacher_forcing, not ranked against linear (one seed: no seed" in one
+    assert "closest on average: teacher_forcing, but not ranked against linear (one seed" in one
+    assert "(on average; linear not ranked (one seed: no seed spread to compare))." in one
+    diverged = [None, None]
+    answers = _answers(
+        tmp_path,
+        [
+            _lm_point("teacher_forcing", diverged, diverged, diverged, 2.1),
+            _lm_point("linear", [2.6, 2.61], [2.8, 2.8], [3.7, 3.71], 2.1),
+        ],
+        {"markov": {"tf_nll": 2.1, "fr_nll": 3.9, "gap_k32": 1.8}},
+    )
+    assert "nan" not in answers[8] + answers[7] and "within the seed spread" not in answers[8]
+    assert "prefix teacher_forcing n/a, linear 2.605 (best: linear)" in answers[8]
+    assert "Teacher forcing's samples have no finite value to compare with" in answers[8]
+    assert "LM has no finite held-out NLL: every seed diverged." in answers[7]
+    half = [2.2, None]
+    answers = _answers(
+        tmp_path,
+        [
+            _lm_point("teacher_forcing", half, half, [2.45, None], 2.1),
+            _lm_point("linear", [2.6, 2.61], [2.8, 2.8], [3.7, 3.71], 2.1),
+        ],
+    )
+    assert "within the seed spread" not in answers[8]
+    assert "not ranked against linear (a seed diverged: not compared seed by seed)" in answers[8]
+    assert "reaches 2.200 nats/token on held-out windows (1 of 2 seeds; the others'" in answers[7]
 
 
 def test_q7_gives_the_excess_over_the_entropy_rate_and_the_true_process(tmp_path):
@@ -518,3 +561,5 @@ def test_the_true_process_samples_from_a_stream_no_evaluation_window_uses(monkey
     e = config.seed + eb.EVAL_SEED_OFFSET
     for entropy in [e, *([e, i] for i in range(4))]:
         assert not np.allclose(drawn, np.random.default_rng(entropy).random(8)), entropy
+        # the windows' own streams since session 26 (spawn_key=(0,) passed the loop above)
+        assert not np.allclose(drawn, synthetic.sample_rng(entropy).random(8)), entropy

@@ -96,7 +96,7 @@ def _base() -> ml_collections.ConfigDict:
     config.grid.translation_regimes = "teacher_forcing,inverse_sigmoid,free_running"
 
     config.model.cell = "lstm"
-    config.model.hidden_size = 64  # Markov; data.real_hidden_size for a real corpus
+    config.model.hidden_size = 64  # Markov; model.real_hidden_size for a real corpus
     config.model.real_hidden_size = 128
 
     config.data.root = ""  # empty: $RNN_JAX_DATA or ../shared/data
