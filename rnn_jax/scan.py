@@ -31,6 +31,7 @@ import numpy as np
 
 from rnn_jax import linear_scan
 from rnn_jax.cells import Carry, Cell, MinGRU, Params, carry_dtype
+from rnn_jax.predicates import is_int
 
 IMPLEMENTATIONS = ("auto", "reference", "fused", "cudnn", "pallas")
 
@@ -75,7 +76,9 @@ def _validate(
         raise ValueError(
             f"implementation={implementation!r}; allowed: {', '.join(IMPLEMENTATIONS)}"
         )
-    if not (unroll is True or (isinstance(unroll, int) and unroll >= 1)):
+    # A NumPy integer (e.g. `lengths.max()`) is an int here, as everywhere in the library
+    # (rnn_jax.predicates.is_int); it was refused as not "a positive int".
+    if not (unroll is True or (is_int(unroll) and unroll >= 1)):
         raise ValueError(f"unroll={unroll!r} must be a positive int or True")
     layout = "[time, batch, features]" if time_major else "[batch, time, features]"
     if jnp.ndim(xs) != 3:
@@ -126,6 +129,12 @@ def _validate(
         want = jax.tree.map(jnp.shape, expected)
         if jax.tree.structure(initial_carry) != jax.tree.structure(expected) or got != want:
             raise ValueError(f"initial_carry has shapes {got}; expected {want}")
+
+
+def _unroll_factor(unroll: int | bool) -> int | bool:
+    """A validated `unroll` as `lax.scan` and the static-argument caches take it: True, or a
+    Python int (a NumPy integer converted)."""
+    return True if unroll is True else int(unroll)
 
 
 def _match_step_dtype(cell: Cell, params: Params, xs: jax.Array, carry: Carry | None) -> Any:
@@ -426,7 +435,7 @@ def unroll(
         lengths,
         _match_step_dtype(cell, params, xs, initial_carry),
         reverse=reverse,
-        unroll=unroll,
+        unroll=_unroll_factor(unroll),
         remat=remat,
         time_major=time_major,
         h_mask=h_mask,
@@ -489,7 +498,7 @@ def bidirectional_unroll(
         xs,
         lengths,
         initial_carry,
-        unroll=unroll,
+        unroll=_unroll_factor(unroll),
         remat=remat,
         time_major=time_major,
         h_mask=h_mask,
@@ -577,7 +586,7 @@ def truncated_unroll(
     keeps the gradient path from its final carry into the chunk where it ended. Arguments as
     in `unroll`; returns `(ys [batch, time, hidden], final_carry)`.
     """
-    if isinstance(bptt_length, bool) or not isinstance(bptt_length, int) or bptt_length < 1:
+    if not is_int(bptt_length) or bptt_length < 1:
         raise ValueError(f"bptt_length={bptt_length!r} must be a positive int")
     _validate(
         cell,
@@ -593,7 +602,15 @@ def truncated_unroll(
     lengths = None if lengths is None else jnp.asarray(lengths)
     initial_carry = _match_step_dtype(cell, params, xs, initial_carry)
     return _truncated(
-        cell, params, xs, lengths, initial_carry, h_mask, bptt_length, unroll, time_major
+        cell,
+        params,
+        xs,
+        lengths,
+        initial_carry,
+        h_mask,
+        int(bptt_length),
+        _unroll_factor(unroll),
+        time_major,
     )
 
 

@@ -155,3 +155,27 @@ def test_cudnn_path_takes_bfloat16_inputs_under_float32_params(monkeypatch):
         np.testing.assert_allclose(
             np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-5
         )
+
+
+def test_numpy_integer_unroll_and_bptt_length_are_ints():
+    """A NumPy integer (`lengths.max()`, a size read from a config) is an int in every check of
+    the library (`rnn_jax.predicates.is_int`); `unroll` and `bptt_length` refused it as not
+    "a positive int". It now runs as the Python int would, on every entry point."""
+    cell, params, xs = _elman()
+    lengths = np.array([TIME, 1])
+    runs = {
+        "unroll": lambda p: scan.unroll(cell, p, xs, lengths, unroll=np.int64(2)),
+        "bidirectional": lambda p: scan.bidirectional_unroll(
+            cell, p, p, xs, lengths, unroll=np.int32(2)
+        ),
+        "truncated": lambda p: scan.truncated_unroll(
+            cell, p, xs, lengths.max() // 2, lengths, unroll=np.int64(2)
+        ),
+    }
+    for name, run in runs.items():
+        jaxpr = str(jax.make_jaxpr(run)(params))
+        assert "unroll=2" in jaxpr, name
+    with pytest.raises(ValueError, match=r"unroll=np.int64\(0\) must be a positive int"):
+        scan.unroll(cell, params, xs, unroll=np.int64(0))
+    with pytest.raises(ValueError, match=r"bptt_length=np.True_ must be a positive int"):
+        scan.truncated_unroll(cell, params, xs, np.True_)
