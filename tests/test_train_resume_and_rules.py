@@ -333,6 +333,24 @@ def test_an_earlier_none_override_is_overridden_by_a_later_value():
     assert none_keys == ["optimizer.clip_value"]
 
 
+def test_an_unknown_key_set_to_none_is_named_with_its_section(monkeypatch, capsys):
+    # config_flags reads the overrides from sys.argv, `=None` ones included, and fails on an
+    # unknown key (an AttributeError holding the bare key); the key was then looked up among
+    # the overrides left once the `=None` ones were taken out, and named bare: 'hidden_sise'.
+    def config_flags(argv):
+        try:
+            hint = 'Did you mean "hidden_size" instead of "hidden_sise"?'
+            raise KeyError(f"'hidden_sise'\n{hint}")
+        except KeyError as inner:
+            raise AttributeError(inner) from inner
+
+    monkeypatch.setattr(cli.flags, "FLAGS", config_flags)
+    with pytest.raises(SystemExit) as info:
+        cli._parse_flags(["prog", "--config.model.hidden_sise=None"])
+    assert info.value.code == cli.CONFIG_EXIT_STATUS
+    assert "'model.hidden_sise' (Did you mean" in capsys.readouterr().err
+
+
 def test_a_workdir_that_is_a_file_is_a_flag_error(tmp_path):
     # `--workdir` naming a file (or a path below one) ran, compiled and then died with a
     # NotADirectoryError traceback (exit 1) at its checkpoint directory; `cli.main` exits 2

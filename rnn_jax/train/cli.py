@@ -204,6 +204,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
     # A --config file that does not exist makes config_flags report every other flag as
     # missing (dozens of lines, the file never named): check it first.
     _check_config_file(argv)
+    # config_flags reads the overrides from sys.argv, `=None` ones included: an unknown key
+    # is named from all of them (from those left below it was the bare 'nm_steps').
+    given = _joined_overrides(argv)
     argv, none_keys = _none_overrides(argv)
     # config_flags reports an unknown override key (`--config.train.nm_steps=3`) as an
     # AttributeError from deep inside; turn it into one line that names the key.
@@ -213,7 +216,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
             _set_none(flags.FLAGS.config, key)
         return rest
     except (AttributeError, KeyError) as error:
-        message = _unknown_key(error, argv)
+        message = _unknown_key(error, given)
         sys.stderr.write(f"config error: unknown key in the command line overrides: {message}\n")
         sys.exit(CONFIG_EXIT_STATUS)
     except flags.Error as error:
