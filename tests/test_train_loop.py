@@ -93,6 +93,19 @@ def _config(**overrides):
     return config
 
 
+class MissingData(Regression):
+    def train_data(self):
+        raise FileNotFoundError("no such corpus")
+
+
+def test_a_run_whose_data_cannot_be_read_leaves_no_run_directory(tmp_path):
+    # The Checkpointer made W/checkpoints and W/best before the data was read: a refused run
+    # left them behind, empty, where the runtime promises the directory as it was.
+    with pytest.raises(FileNotFoundError, match="no such corpus"):
+        train_and_evaluate(_config(), tmp_path / "run", MissingData())
+    assert not (tmp_path / "run").exists()
+
+
 def test_nan_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # Batch index 6 is step 7; checkpoints every 5 steps; the host checks at step 10.
     with pytest.raises(NonFiniteError, match=r"at step 7 .*Last good checkpoint: step 5"):

@@ -15,6 +15,7 @@ State layout (a dict pytree; every leaf but `step` has a leading `[num_seeds]` r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import signal
@@ -82,11 +83,17 @@ def train_and_evaluate(
     mesh, state, train_step, eval_step = build_steps(config, task)
     _check_best_metric(config, task, state, eval_step)
     # Stale best checkpoints are dropped only once the resume checks below have passed.
+    made = [d for d in (workdir, workdir / "checkpoints", workdir / "best") if not d.exists()]
     checkpointer = Checkpointer(workdir, config.train.max_to_keep, drop_stale=False)
     try:
         state, loop, start, end, data = _resume(checkpointer, state, config, workdir, task)
     except BaseException:  # a refused resume (ConfigError) or a task that cannot read its data
         checkpointer.close()
+        # ... leaves the run directory as it was: the empty folders the Checkpointer made go
+        # (a fresh run whose data was missing left an empty checkpoints/ and best/ behind)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):  # rmdir: only an empty folder
+                folder.rmdir()
         raise
     checkpointer.drop_stale_best()
     if primary:  # only now: a config error above leaves the run directory as it was
