@@ -361,6 +361,9 @@ class LayerNormLSTM(LSTM):
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
+        # A 0-d array eps (is_finite_number accepts one) left the cell unhashable, so every jit
+        # taking it as a static argument (init, the scans) failed; keep its Python scalar.
+        object.__setattr__(self, "eps", _scalar_item(self.eps))
         # eps <= 0 or NaN made every LN of a constant vector 0 * inf = NaN: the recurrent LN of
         # the zero initial state at step 1, and the input LN of zero-padded steps.
         if not (is_finite_number(self.eps) and self.eps > 0):

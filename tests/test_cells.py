@@ -168,7 +168,8 @@ def test_init_refuses_a_non_floating_dtype():
 
 def test_cell_options_may_be_zero_dimensional_arrays():
     """is_finite_number accepts a 0-d array, which then failed as an unhashable jit static
-    argument; a NumPy integer batch size failed in `zero_carry` ('not iterable')."""
+    argument; a NumPy integer batch size failed in `zero_carry` ('not iterable'), and a 0-d
+    layer-norm `eps` left the cell unhashable ('Non-hashable static arguments' in `init`)."""
     cell = cells.get_cell("min_gru", method="sequential")
     key = jax.random.key(0)
     plain = cell.init(key, 3, 2, forget_bias=0.5, input_scale=2.0)
@@ -177,3 +178,7 @@ def test_cell_options_may_be_zero_dimensional_arrays():
     chrono = cell.init(key, 3, 2, chrono_max_length=np.array(10.0))
     assert np.all(np.asarray(chrono["b_ih"][:2]) < 0)  # keep factor 1 - σ(z) = σ(-b_z) > 1/2
     assert cell.zero_carry(np.int64(4), 2).shape == (4, 2)
+    plain_ln = cells.LayerNormLSTM(eps=0.5)
+    for eps in (np.array(0.5), jnp.array(0.5, jnp.float32)):
+        ln = cells.get_cell("layer_norm_lstm", eps=eps)
+        assert ln == plain_ln and hash(ln) == hash(plain_ln) and type(ln.eps) is float
