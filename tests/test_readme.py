@@ -4,10 +4,14 @@ launch/multihost.md)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pathlib
 import re
+import types
+from collections.abc import Mapping
 
+import jax
 import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -18,12 +22,57 @@ def test_the_readme_has_python_blocks():
     assert len(BLOCKS) >= 3
 
 
+# A shape a block's comment claims: `# ys [4, 10, 32]`, `# W_ih [16, 128], W_hh [32, 128]`
+# (keys of the value assigned), `# (h, c), each [4, 32]` (every array the statement assigns).
+_SHAPE_CLAIM = re.compile(r"(\w+) \[(\d+(?:, \d+)*)\]")
+
+
+def _shape_claims(source: str) -> dict[int, list[tuple[str, tuple[int, ...]]]]:
+    """{line number: [(name, shape), ...]} for each comment of `source` that claims shapes."""
+    claims = {}
+    for number, line in enumerate(source.splitlines(), 1):
+        code, hash_, comment = line.partition("#")
+        if hash_ and (found := _SHAPE_CLAIM.findall(comment)):
+            claims[number] = [(name, tuple(map(int, dims.split(", ")))) for name, dims in found]
+    return claims
+
+
+def _check_shape_claims(statement: ast.stmt, claims: list, namespace: dict, where: str) -> None:
+    """Each claimed shape is that of the variable, of that key of the value the statement
+    assigns, or ("each") of every array it assigns."""
+    targets = statement.targets if isinstance(statement, ast.Assign) else []
+    assigned = [namespace[n.id] for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    for name, shape in claims:
+        if name == "each":
+            arrays = jax.tree.leaves(assigned)
+        elif name in namespace and not isinstance(namespace[name], types.ModuleType):
+            arrays = [namespace[name]]
+        else:
+            arrays = [value[name] for value in assigned if isinstance(value, Mapping)]
+        assert arrays, f"{where}: the comment names {name!r}, which the statement does not assign"
+        got = [tuple(array.shape) for array in arrays]
+        claim = f"{name} {list(shape)}"
+        assert all(g == shape for g in got), f"{where}: the comment says {claim}, got {got}"
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index):
+    """The block runs, one top-level statement at a time (one run, no extra compiles), and
+    every shape its comments claim (`# ys [4, 10, 32]`) is the shape it computes."""
     source = BLOCKS[index]
     if "import torch" in source and importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch (the dev set-up installs torch 2.13.0 CPU)")
-    exec(compile(source, f"README.md python block {index}", "exec"), {"__name__": "readme"})
+    where = f"README.md python block {index}"
+    claims = _shape_claims(source)
+    namespace = {"__name__": "readme"}
+    for statement in ast.parse(source).body:
+        module = ast.Module(body=[statement], type_ignores=[])
+        exec(compile(module, where, "exec"), namespace)
+        lines = range(statement.lineno, statement.end_lineno + 1)
+        for number in [n for n in lines if n in claims]:
+            _check_shape_claims(statement, claims.pop(number), namespace, f"{where} line {number}")
+    # a claim inside a loop or function body would otherwise go unchecked
+    assert not claims, f"{where}: shape comments not on a top-level statement: {claims}"
 
 
 DOCS = [
@@ -42,8 +91,9 @@ def _shell_blocks(text: str) -> list[str]:
 
 
 def _documented_commands() -> list[tuple[str, str, list[str]]]:
-    """(doc, command, the `--config.<key>` keys named in the command or in its block's
-    comment lines after it) for every `python -m` command of the two READMEs."""
+    """(doc, command, the `--config.<key>=<value>` overrides, as (key, value) pairs, named in
+    the command or in its block's comment lines after it) for every `python -m` command of the
+    READMEs."""
     commands = []
     for doc in DOCS:
         for block in _shell_blocks(doc.read_text()):
@@ -58,7 +108,7 @@ def _documented_commands() -> list[tuple[str, str, list[str]]]:
                         break
                     if later.strip().startswith("#"):
                         comments.append(later)
-                keys = re.findall(r"--config\.([\w.]+)=", " ".join([command, *comments]))
+                keys = re.findall(r"--config\.([\w.]+)=([^\s,;)]+)", " ".join([command, *comments]))
                 commands.append((str(doc.relative_to(README.parent)), command, keys))
     return commands
 
@@ -103,7 +153,7 @@ def test_readme_command_names_a_module_config_variant_and_keys_that_exist(doc, c
         return
     path, _, variant = spec.group(1).partition(":")
     config = _load_config_module(README.parent / path).get_config(variant)
-    missing = sorted(set(keys) - _flat_keys(config))
+    missing = sorted({key for key, _ in keys} - _flat_keys(config))
     assert not missing, f"{doc}: {command}: no config key(s) {missing} in {path}:{variant}"
 
 
@@ -138,3 +188,46 @@ def test_readme_command_flags_exist(doc, command, keys):
     }
     unknown = sorted(used - _flags_of(module) - {"config"})
     assert not unknown, f"{doc}: {command}: no flag(s) {unknown} in {module}"
+
+
+def _override_value(config, key: str, text: str):
+    """The value `--config.<key>=<text>` sets, as the CLI parses it: None for "None", the text
+    for a str field, else the Python literal (`0`, `0.3`, `True`)."""
+    if text == "None":
+        return None
+    current = config
+    for part in key.split("."):
+        current = current[part]
+    if isinstance(current, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+@pytest.mark.parametrize(
+    "doc, command, keys",
+    [c for c in _documented_commands() if c[2] and "--config=" in c[1]],
+    ids=lambda v: str(v)[:60] if v else "",
+)
+def test_readme_command_override_values_pass_the_experiments_rules(doc, command, keys):
+    """The values a documented command (or a comment under it) sets, applied together to its
+    config, pass the runtime's and the experiment's rules (`cli.load_config`, what the CLI
+    checks before anything runs): a value the experiment no longer accepts
+    (`--config.smt.lm_smoothing=witten-bell` after a rename) is an error on the first try."""
+    from rnn_jax.train import cli
+
+    module = importlib.import_module(command.split()[2])
+    path, _, variant = re.search(r"--config=(\S+)", command).group(1).partition(":")
+    config = _load_config_module(README.parent / path).get_config(variant)
+    values = {key: _override_value(config, key, text) for key, text in keys}
+    try:
+        cli.load_config(
+            f"{README.parent / path}:{variant}",
+            values,
+            getattr(module, "RULES", None),
+            trains=getattr(module, "TRAINS", True),
+        )
+    except ValueError as error:
+        pytest.fail(f"{doc}: {command} with {values}: {error}")
