@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import secrets
 import stat
 
 
@@ -18,11 +19,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
     A file that exists keeps its permission bits (a new one gets `open`'s, from the umask);
     when `path` is a symbolic link its target is replaced and the link stays a link.
+    Concurrent writers (threads, processes) each write their own temporary; the last rename
+    wins.
     """
     # The rename must happen beside the file itself: renaming over the link would put a
     # regular file in its place and leave its target stale.
     path = pathlib.Path(os.path.realpath(path))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # One temporary per call, not per process: two threads writing the same file shared it,
+    # so one renamed the other's half-written text into place and then failed (or deleted
+    # the other's temporary) with a FileNotFoundError naming the temporary.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:

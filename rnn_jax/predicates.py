@@ -27,6 +27,11 @@ def is_finite_number(value: Any) -> bool:
         return False
     dtype = getattr(value, "dtype", None)
     if dtype is not None:
+        # An array of any other shape is not a number, whatever its size: NumPy before 2.4
+        # (setup.cfg allows 2.0) converts a one-element array to float, so np.array([0.5])
+        # passed there (an eps that stayed an unhashable array) and was refused on 2.4.
+        if getattr(value, "ndim", 0) != 0:
+            return False
         # A 0-d array converts to float whatever it holds: np.array(True) reads as 1.0 and
         # np.array("1.0") is parsed; its dtype says whether it holds a number.
         kind = np.dtype(dtype).kind
@@ -38,7 +43,7 @@ def is_finite_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int (or Fraction) too large for a float is still finite
         return True
-    except (TypeError, ValueError):  # ValueError: arrays with more than one element
+    except (TypeError, ValueError):  # ValueError: float(Decimal("sNaN"))
         return False
 
 

@@ -3,6 +3,7 @@ file's mode and write through a symbolic link."""
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -50,3 +51,21 @@ def test_atomic_write_leaves_the_old_file_and_no_temporary_when_it_fails(tmp_pat
     write_text_atomic(path, "néw")
     assert path.read_text(encoding="utf-8") == "néw"
     assert sorted(os.listdir(tmp_path)) == ["dir", "results.json"]
+
+
+def test_atomic_writes_from_two_threads_each_use_their_own_temporary(tmp_path, monkeypatch):
+    """Both threads used `.<name>.tmp-<pid>`: the second truncated and renamed the first's
+    temporary, whose own rename then failed with FileNotFoundError."""
+    path, replace, done = tmp_path / "results.json", os.replace, []
+
+    def replace_after_another_writer(src, dst):  # the other thread writes between
+        if not done:
+            done.append(True)
+            other = threading.Thread(target=write_text_atomic, args=(path, "second"))
+            other.start()
+            other.join()
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_another_writer)
+    write_text_atomic(path, "first")  # its rename comes last
+    assert path.read_text() == "first" and os.listdir(tmp_path) == ["results.json"]
