@@ -19,7 +19,10 @@ if [ ! -x .venv/bin/python ]; then
     echo "scripts/setup_env.sh: $PYTHON is not Python >= 3.11 (set PYTHON to one that is)" >&2
     exit 2
   fi
-  "$PYTHON" -m venv .venv
+  # --clear: a .venv whose python no longer runs (its base interpreter was removed or
+  # upgraded) is rebuilt from scratch, stamps included, so everything is installed again
+  # (in place, venv keeps the dangling link and pip would fail, or a stamp would skip it all).
+  "$PYTHON" -m venv --clear .venv
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 stamp=".venv/.rnn_jax-${want}.stamp"

@@ -417,6 +417,42 @@ def test_setup_env_refuses_an_unknown_set_and_an_old_python(tmp_path, repo_root)
     assert not (tmp_path / ".venv").exists()
 
 
+def test_setup_env_rebuilds_a_venv_whose_python_is_gone(tmp_path, repo_root):
+    """A .venv whose python no longer runs (its base interpreter removed or upgraded) was
+    re-made in place: its stamp survived, so nothing was installed and the script exited 0
+    (or venv kept the dangling link and pip failed). It is rebuilt with `venv --clear`."""
+    script = _copy_setup_env(tmp_path, repo_root)
+    for name in ("requirements.txt", "requirements-dev.txt", "setup.cfg", "pyproject.toml"):
+        shutil.copy(repo_root / name, tmp_path)
+    digest = subprocess.run(
+        "cat requirements.txt requirements-dev.txt setup.cfg pyproject.toml | sha256sum",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".rnn_jax-runtime.stamp").write_text(digest + "\n")
+    log = tmp_path / "log.txt"
+    # A stand-in for the base python: `-c` checks pass, `-m venv` acts as venv does (--clear
+    # empties the folder first) and leaves a python that logs its arguments.
+    fake = tmp_path / "python3"
+    fake.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = -c ] && exit 0\n'
+        'case " $* " in *" --clear "*) rm -rf .venv;; esac\n'
+        f"mkdir -p .venv/bin && printf '#!/bin/sh\\necho \"$@\" >> {log}\\n' > .venv/bin/python\n"
+        "chmod +x .venv/bin/python\n"
+    )
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["bash", script], env={**os.environ, "PYTHON": str(fake)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "-m pip install -q -r requirements.txt" in log.read_text()
+
+
 def test_python_requires_matches_what_the_pinned_packages_need(repo_root):
     """setup.cfg (and the README) said Python >= 3.10, which no pin of requirements.txt
     installs on (numpy 2.4, scipy 1.17, jax 0.10 need 3.11)."""
