@@ -52,7 +52,9 @@ BLOCK_BATCH = 16  # sequences per Pallas program: Triton's dots need at least 16
 # 256 KiB at H = 128 (more than one SM's registers: Triton spills, which the GPU run measures).
 MAX_HIDDEN = 128
 # None: Pallas's interpreter unless JAX's default backend is a GPU. The tests set False to
-# lower the Triton kernel for CUDA on a machine without a GPU.
+# lower the Triton kernel for CUDA on a machine without a GPU. Read when a call is traced:
+# jit's caches (scan.unroll's own jit included) keep an earlier trace's choice for the same
+# shapes, so a change takes effect for new shapes or after `jax.clear_caches()`.
 INTERPRET: bool | None = None
 
 

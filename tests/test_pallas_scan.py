@@ -83,17 +83,24 @@ def test_without_lengths_or_masks_and_in_the_bidirectional_layer():
 
 
 def test_forward_saves_what_the_fused_loop_saves():
-    """`carries[t]` is the carry step t read and `sums[t] = z_x_t + z_h_t`."""
-    cell, params, xs, initial, _ = setup("lstm", seed=7)
+    """`carries[t]` is the carry step t read and `sums[t] = z_x_t + z_h_t`. Over two kernel
+    blocks, the second part padding: every other test's batch fits one block, where block
+    index maps that always read block 0 passed everything."""
+    batch = pallas_scan.BLOCK_BATCH + 3
+    cell, params, xs, initial, h_mask = scan_harness.scan_case(
+        "lstm", 7, batch, TIME, INPUT, HIDDEN
+    )
     xs_tm = jnp.swapaxes(xs, 0, 1)
-    mask = jnp.arange(TIME)[:, None] < LENGTHS[None, :]
+    lengths = np.resize(LENGTHS, batch)
+    mask = jnp.arange(TIME)[:, None] < lengths[None, :]
     final, ys, carries, sums = pallas_scan.forward_loop(
-        cell, params, xs_tm, initial, mask, None, reverse=False, save=True
+        cell, params, xs_tm, initial, mask, h_mask, reverse=False, save=True
     )
     carry = initial
     for t in range(TIME):
         assert_same(jax.tree.map(lambda c, t=t: c[t], carries), carry)
-        z = cell.input_projection(params, xs_tm[t]) + cell.recurrent_projection(params, carry)
+        seen = cell.mask_hidden(carry, h_mask)
+        z = cell.input_projection(params, xs_tm[t]) + cell.recurrent_projection(params, seen)
         np.testing.assert_allclose(sums[t], z, **TOL)
         new, y = cell.pointwise(params, z, jnp.zeros_like(z), carry)
         valid = mask[t][:, None]
