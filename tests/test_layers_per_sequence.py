@@ -153,6 +153,9 @@ def test_rnn_step_by_step_equals_the_scanned_call_with_a_learned_initial_carry(c
         p[...] = jnp.asarray(rng.standard_normal(p[...].shape), jnp.float32)
     ys, finals = model(XS)
     carries = model.zero_carry(BATCH)
+    # The learned carry is what both paths start from (ignored in both, they still agree).
+    for got, p in zip(jax.tree.leaves(carries), model.initial_carry, strict=True):
+        np.testing.assert_array_equal(got, np.broadcast_to(p[...], (BATCH, HIDDEN)))
     for t in range(TIME):
         carries, y = model.step(carries, XS[:, t])
         np.testing.assert_allclose(y, ys[:, t], rtol=1e-6, atol=1e-6)
@@ -191,8 +194,9 @@ def test_locked_dropout_needs_batch_time_features():
         layers.locked_dropout(jax.random.key(0), 0.5, jnp.ones((4, 8)))
     out = layers.locked_dropout(jax.random.key(0), 0.5, jnp.ones((4, 3, 8)))
     assert out.shape == (4, 3, 8)
-    # one mask per sequence, shared over time
+    # one mask per sequence, shared over time (and not one mask shared by the whole batch)
     np.testing.assert_array_equal(out, jnp.broadcast_to(out[:, :1], out.shape))
+    assert len({tuple(np.asarray(row) != 0) for row in out[:, 0]}) > 1
 
 
 def test_stack_step_names_a_carry_count_that_does_not_match_the_stack():
