@@ -97,11 +97,24 @@ def _l2_norm(parts: list[jax.Array]) -> jax.Array:
     The plain sqrt(Σ x²) underflows to 0 in float32 once every entry is below ~1e-19 (their
     squares are below 1e-38), and overflows to inf above ~1e19, though the norm itself is
     representable: a vanishing gradient of 1e-24 would read as exactly 0.
+
+    XLA computes `x / scale` as `x * (1 / scale)`, and `1 / scale` flushes to 0 once it is
+    subnormal (scale above ~8.5e37 in float32): an exploding gradient read as a norm of 0.
+    So the scale is clamped to [2^-e, 2^e], e = maxexp - 28 (100 in float32), where it and its
+    reciprocal are normal; the scaled entries stay within 2^±49 of 1, whose squares do too.
+    Computed in float32 or wider (float16 has too few exponent bits for that), returned in
+    the parts' dtype.
     """
+    dtype = jnp.result_type(*parts)
+    wide = jnp.promote_types(jnp.float32, dtype)
+    parts = [p.astype(wide) for p in parts]
+    bound = 2.0 ** (jnp.finfo(wide).maxexp - 28)
     scale = jnp.max(jnp.stack([jnp.max(jnp.abs(p), axis=-1, initial=0) for p in parts]), axis=0)
-    safe = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1)  # 0, inf, NaN: left as is
+    # inf, NaN: 1 (inf is restored below, NaN stays in the squares); 0 gives 0 at any scale.
+    safe = jnp.where(jnp.isfinite(scale), jnp.clip(scale, 1 / bound, bound), 1)
     squares = sum(jnp.sum(jnp.square(p / safe[..., None]), axis=-1) for p in parts)
-    return jnp.where(jnp.isposinf(scale), jnp.inf, jnp.sqrt(squares) * safe)
+    norm = jnp.where(jnp.isposinf(scale), jnp.inf, jnp.sqrt(squares) * safe)
+    return norm.astype(dtype)
 
 
 def _flat_step(step_fn: StepFn, carry_example: Carry) -> Callable:

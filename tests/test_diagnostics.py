@@ -247,8 +247,9 @@ def test_per_layer_grad_norms():
     np.testing.assert_allclose(got["readout/W"], np.sqrt(14))
     top = diagnostics.per_layer_grad_norms(grads)
     np.testing.assert_allclose(top["layers"], np.sqrt(15))
-    # float32 gradients whose squares under- or overflow (sqrt(Σ g²) gave 0 and inf)
-    for scale in (1e-25, 1e25):
+    # float32 gradients whose squares under- or overflow (sqrt(Σ g²) gave 0 and inf); 2e37:
+    # entries up to 1.2e38, whose reciprocal XLA flushed to 0 (the norm read 0, not 1.7e38)
+    for scale in (1e-25, 1e25, 2e37):
         got = diagnostics.per_layer_grad_norms({"a": [jnp.full((4,), 3 * scale), 6 * scale]})
         np.testing.assert_allclose(got["a"], np.sqrt(72) * scale, rtol=1e-6)
 
