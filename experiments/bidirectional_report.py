@@ -214,7 +214,8 @@ def chance_text(num_seeds: int) -> str:
 
 
 def _points(delta: float) -> str:
-    return f"{100 * delta:+.2f} points"
+    """'+1.23 points'; 'n/a' when a point has no finite seed (it read '+nan points')."""
+    return f"{100 * delta:+.2f} points" if np.isfinite(delta) else "n/a"
 
 
 def diff_text(a: dict, b: dict, token_class: str | None = None) -> str:
@@ -256,7 +257,13 @@ def _answer_6(p: dict[str, dict]) -> str:
         text.append("forward-softmax or bi-softmax was not run: no uni- vs bidirectional answer.")
         return " ".join(text)
     gain = compare(bi, fw)
-    if gain["delta"] > 0 and gain["clear"]:
+    if not np.isfinite(gain["delta"]):
+        # Every seed of a tagger diverged: its mean is NaN, not "> 0", which read "Not
+        # supported: the BiLSTM did not tag better" of a BiLSTM measured against nothing.
+        verdict = (
+            "Not measured (inconclusive): every seed of the BiLSTM or of the forward LSTM diverged"
+        )
+    elif gain["delta"] > 0 and gain["clear"]:
         verdict = "Supported: at equal size the BiLSTM tags better than the forward LSTM"
     elif gain["delta"] > 0:
         verdict = "Not supported at this scale (inconclusive): the BiLSTM's mean is higher but " + (

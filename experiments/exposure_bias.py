@@ -673,7 +673,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 else f" (best: {best_tf})"
                 if not tied_tf
                 else f" (lowest mean: {best_tf}, "
-                f"{_spread_phrase(tf_seeds[best_tf], {r: tf_seeds[r] for r in tied_tf})})"
+                f"{grid.spread_phrase(tf_seeds[best_tf], {r: tf_seeds[r] for r in tied_tf})})"
             )
             + f"; FR − TF gap at k={far} "
             + ", ".join(
@@ -709,7 +709,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                     else f"samples score); best samples by this measure: {best}."
                     if not tied
                     else f"samples score); closest on average: {best}, but "
-                    f"{_spread_phrase(distance[best], {r: distance[r] for r in tied})}, so no "
+                    f"{grid.spread_phrase(distance[best], {r: distance[r] for r in tied})}, so no "
                     "regime's samples are named best."
                 )
             )
@@ -795,18 +795,6 @@ def _scheduled_vs_teacher_forcing(distance: dict[str, list], scheduled: list[str
             f" (on average; {', '.join(labels)})." if labels else "."
         )
     return text
-
-
-def _spread_phrase(best: list, others: dict[str, list]) -> str:
-    """'within the seed spread of a, b; not ranked against c (one seed: ...)' for the regimes
-    `grid.best_within_spread` left level with the best."""
-    reasons = {r: grid.unranked_reason(best, values) for r, values in others.items()}
-    within = [r for r, why in reasons.items() if why == grid.WITHIN_SPREAD]
-    rest = [f"{r} ({why})" for r, why in reasons.items() if why != grid.WITHIN_SPREAD]
-    return "; ".join(
-        ([f"within the seed spread of {', '.join(within)}"] if within else [])
-        + ([f"not ranked against {', '.join(rest)}"] if rest else [])
-    )
 
 
 def _number(value: float, spec: str) -> str:

@@ -211,8 +211,8 @@ def answer_text(summaries: dict[str, dict]) -> str:
             if best is None
             else f"best beam BLEU {beam[best]:.2f} with {best}"
             if not tied
-            else f"highest mean beam BLEU {beam[best]:.2f} with {best}, within the seed spread "
-            f"of {', '.join(tied)}"
+            else f"highest mean beam BLEU {beam[best]:.2f} with {best}, "
+            + grid.spread_phrase(seeds[best], {r: seeds[r] for r in tied})
             if _seed_count(seeds[best]) >= 2
             else f"highest beam BLEU {beam[best]:.2f} with {best} (one seed: no seed spread to "
             f"compare with {', '.join(tied)})"

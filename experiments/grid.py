@@ -366,6 +366,20 @@ def unranked_reason(a: Any, b: Any) -> str:
     return WITHIN_SPREAD
 
 
+def spread_phrase(best: Any, level: Mapping[str, Any]) -> str:
+    """'within the seed spread of a, b; not ranked against c (one seed: ...)': how the keys
+    `best_within_spread` left level with the best stand against it, each by
+    `unranked_reason` (a level key with a diverged seed or one seed was called "within the
+    seed spread" while the answer's detail sentence said why it was not)."""
+    reasons = {r: unranked_reason(best, values) for r, values in level.items()}
+    within = [r for r, why in reasons.items() if why == WITHIN_SPREAD]
+    rest = [f"{r} ({why})" for r, why in reasons.items() if why != WITHIN_SPREAD]
+    return "; ".join(
+        ([f"within the seed spread of {', '.join(within)}"] if within else [])
+        + ([f"not ranked against {', '.join(rest)}"] if rest else [])
+    )
+
+
 def ranking_mean(values: Any, higher_is_better: bool = False) -> float:
     """A key for ranking runs by their per-seed values, lowest first: the mean of the finite
     seeds (negated when higher is better), inf when no seed is finite, so a diverged run ranks

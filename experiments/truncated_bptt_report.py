@@ -224,7 +224,9 @@ def _answer_13(bptt: list[dict]) -> str:
             + ", ".join(f"{m:.3g}x" for m, _ in ratios)
             + ") "
             + (
-                "but not the computation per token (time per token within a factor 2: True)"
+                # "did not cut the memory ... but not the computation" read as if it had cut it
+                f"{'but not' if memory else 'nor'} the computation per token (time per token "
+                "within a factor 2: True)"
                 if same_time
                 # "and changed the computation per token", then "every k runs each step once
                 # forward and once backward": the time changed, the arithmetic per token not.

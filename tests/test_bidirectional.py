@@ -377,6 +377,12 @@ def test_a_diverged_seed_is_never_every_seed_apart():
     text = report.answers(points)[6]
     assert "Supported:" not in text and "every seed apart)" not in text
     assert "mean is higher but a seed diverged, +6.50 points (a seed diverged" in text
+    # Every BiLSTM seed diverged: a NaN mean is not "> 0", which read "Not supported: the
+    # BiLSTM did not tag better than the forward LSTM, +nan points".
+    points["bi-softmax"] = tagger_summary("bi-softmax", [None, None, None])
+    text = report.answers(points)[6]
+    assert "did not tag better" not in text and "nan points" not in text
+    assert "Not measured (inconclusive): every seed of the BiLSTM or" in text
 
 
 def test_one_seed_a_side_is_never_every_seed_apart():

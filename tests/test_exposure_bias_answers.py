@@ -371,3 +371,8 @@ def test_translation_answer_with_one_seed_or_a_diverged_regime_claims_no_spread(
     assert "these numbers are 24-26 BLEU below that" in text  # the finite best, 11.50
     text = answer({"a": _mt("teacher_forcing", [None])})
     assert "no regime has a finite BLEU to set beside it" in text and "nan," not in text
+    # two seeds for the best, but the level regime has one finite seed of two: the headline
+    # said "within the seed spread of linear" beside "linear -1.50 (a seed diverged...)"
+    text = answer({"a": _mt("teacher_forcing", [30.0, 31.0]), "b": _mt("linear", [29.0, None])})
+    assert "within the seed spread" not in text
+    assert "with teacher_forcing, not ranked against linear (a seed diverged: not" in text

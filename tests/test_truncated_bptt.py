@@ -272,3 +272,7 @@ def test_window_answer_places_each_short_window_on_its_side_of_chance():
     assert "below chance by more than 0.02" in answer and "carried state" not in answer
     answer = report.answers({"a": _window_point(5, [0.13, 0.12]), "c": long})[13]
     assert "at chance (within 0.02)" in answer and "carried state" not in answer
+    # the same memory at every k: "did not cut the memory ... but not the computation"
+    same = {**long, "temp_bytes": 5e5, "s_per_token": 1e-6}
+    answer = report.answers({"a": _window_point(5, [0.13, 0.12]), "c": same})[13]
+    assert "did not cut the memory of an update (longest vs shortest window: 1x) nor the " in answer
