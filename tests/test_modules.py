@@ -86,7 +86,7 @@ def test_learned_initial_carry_is_trained_and_used():
     assert all(float(jnp.max(jnp.abs(g[...]))) > 0 for g in grads["initial_carry"].values())
 
 
-def test_dropouts_need_an_rng_and_train_step_runs():
+def test_dropouts_need_an_rng_and_train_step_runs(monkeypatch):
     model = RNN(
         "gru", INPUT, HIDDEN, num_layers=2, dropout=0.3, recurrent_dropout=0.3, rngs=nnx.Rngs(4)
     )
@@ -96,6 +96,13 @@ def test_dropouts_need_an_rng_and_train_step_runs():
     train, _ = model(XS, LENGTHS, rng=jax.random.key(0))
     assert float(jnp.max(jnp.abs(train - eval_a))) > 1e-3
     np.testing.assert_array_equal(np.asarray(train)[1, 2:], 0.0)
+    # The inter-layer dropout acts on its own (recurrent masks all ones): the rng reached it.
+    masks = layers.recurrent_dropout_masks
+    ones = lambda *a, **k: jax.tree.map(jnp.ones_like, masks(*a, **k))  # noqa: E731
+    monkeypatch.setattr(layers, "recurrent_dropout_masks", ones)
+    inter_layer_only, _ = model(XS, LENGTHS, rng=jax.random.key(0))
+    assert float(jnp.max(jnp.abs(inter_layer_only - eval_a))) > 1e-3
+    monkeypatch.undo()
 
     # The training runtime's pattern: split, jit a pure function of the state, merge.
     graphdef, state = nnx.split(model)
@@ -167,3 +174,7 @@ def test_recurrent_dropout_mask_has_the_carry_dtype(monkeypatch):
     (mask,) = drawn[0]
     assert mask.dtype == jnp.float32
     assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, float(np.float32(1 / 0.7))}
+    # The drawn masks reach the stack (a mask drawn but not passed on left h unmasked).
+    want, _ = layers.apply_stack(rnn.cell, rnn.params, xs, h_masks=drawn[0])
+    np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(ys, rnn(xs)[0], rtol=1e-3, atol=1e-3)

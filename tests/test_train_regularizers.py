@@ -16,6 +16,7 @@ def test_locked_dropout_mask_is_constant_over_time_and_differs_across_sequences(
     assert set(np.unique(y)) == {0.0, 1.0 / (1.0 - rate)}
     np.testing.assert_array_equal(y, np.broadcast_to(y[:, :1], y.shape))  # same at every t
     assert len({row.tobytes() for row in y[:, 0]}) > 1  # sequences get their own masks
+    assert any(len(np.unique(row)) == 2 for row in y[:, 0])  # features too: not whole rows
     assert regularizers.locked_dropout(None, rate, x) is x
 
 

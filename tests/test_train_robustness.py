@@ -98,17 +98,25 @@ def _abstract(checkpointer):
 
 @pytest.mark.parametrize(
     ("mode", "values", "best"),
-    [("min", [np.nan, 2.0, 1.5], 1.5), ("max", [np.inf, 0.5, 0.7], 0.7)],
+    [
+        ("min", [np.nan, 2.0, 1.5, np.nan, -np.inf], 1.5),
+        ("max", [np.inf, 0.5, 0.7, np.nan, np.inf], 0.7),
+    ],
 )
 def test_non_finite_evaluation_never_becomes_the_best(mode, values, best):
     config = _config(train__best_mode=mode, train__patience=2)
     loop = {"best_value": None, "best_step": None, "bad_evals": 0}
     outcomes = [
         loop_lib._track_best(loop, step, {"valid_loss": [value]}, config, 1)
-        for step, value in zip((5, 10, 15), values, strict=True)
+        for step, value in zip((5, 10, 15, 20, 25), values, strict=True)
     ]
-    assert outcomes == [(False, False), (True, False), (True, False)]
+    # A non-finite value counts as an evaluation without improvement: two in a row stop.
+    assert outcomes == [(False, False), (True, False), (True, False), (False, False), (False, True)]
     assert loop["best_step"] == 15 and loop["best_value"] == best
+    # A loop state saved before non-finite values were refused (its best NaN or inf): the next
+    # finite value is the best, not one that never beats it.
+    loop = {"best_value": values[0], "best_step": 5, "bad_evals": 0}
+    assert loop_lib._track_best(loop, 10, {"valid_loss": [values[1]]}, config, 1) == (True, False)
 
 
 def test_writer_reopened_after_a_torn_line_starts_on_a_whole_line(tmp_path):
