@@ -182,6 +182,17 @@ def test_tagging_answer_describes_the_model_that_was_measured(tmp_path):
     (tmp_path / "config.json").write_text(config.to_json_best_effort())
     answer = sequence_labelling.answers(tmp_path)[14]
     assert "from the RNN's state at that token; the CRF head decodes" in answer
+    # Span F1's unit goes on the number: it followed the seed count and "no finite value".
+    baseline.update(test_f1=50.0, valid_f1=51.0)
+    (tmp_path / "baselines.json").write_text(json.dumps({"majority_tag_per_word": baseline}))
+    for f1, said in [
+        ([None, 70.0, 72.0], "span F1 71.0 ± 1.0 % (2/3 seeds) vs 50.0 %"),
+        ([None, None], "span F1 no finite value (2 seeds) vs 50.0 %"),
+    ]:
+        per_seed = {"test_accuracy": [0.8] * len(f1), "test_f1": f1}
+        results = {"final": {**final, "test_f1": 71.0, "per_seed": per_seed}}
+        (tmp_path / "results.json").write_text(json.dumps(results))
+        assert said in sequence_labelling.answers(tmp_path)[14]
 
 
 def test_the_sentiment_experiment_refuses_last_pooling_of_a_transformer_before_reading_data():
