@@ -247,6 +247,13 @@ def test_control_labels_of_the_experiment():
     np.testing.assert_array_equal(
         controls[:, 0], probes.control_task(list(words), np.bincount([0, 7, 0, 3], minlength=17), 0)
     )
+    # Column i is seeded seed + i: the two control tasks draw independently (the same seed
+    # for both put a type's two tags at one quantile of each distribution).
+    many = np.array([f"w{i}" for i in range(40)], dtype=object)
+    np.testing.assert_array_equal(
+        sp.control_labels(many, train_tags, seed=5)[:, 1],
+        probes.control_task(list(many), np.bincount([1, 17, 1, 17], minlength=18), 6),
+    )
 
 
 def test_control_types_are_the_lm_tokens():
@@ -520,6 +527,13 @@ def test_answers_on_hand_made_results(tmp_path):
         0.51
     )
     assert tag_rows["lexical lookup"]["UPOS selectivity"] == "+0.1500"
+    # Trained minus untrained: L1 UPOS 0.71 - 0.5, word t 0.95 - 0.90, word t-1 0.80 - 0.6.
+    gain_rows = table_rows(markdown.split("## Trained minus")[1].split("## From one layer")[0])
+    assert [gain_rows["L1"][c] for c in ("UPOS", "word t-0", "word t-1")] == [
+        "+0.210",
+        "+0.050",
+        "+0.200",
+    ]
     # UPOS falls from layer 1 to 2 by more than word identity: the claim is not supported.
     falling = {"trained": [[0.6, 0.6], [0.8, 0.82], [0.7, 0.71]], "untrained": upos["untrained"]}
     text = report.answers(_results(falling, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY))

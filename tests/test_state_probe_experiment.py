@@ -83,6 +83,10 @@ def test_q1_summary_states_only_what_the_memory_curves_show():
         "does not fall steadily with k (a farther word is read better than a nearer one by "
         "more than 0.02 at layer 2)"
     ) in text
+    # A farther word read better by 0.01 (within the margin: noise) is not a rise.
+    memory = {**MEMORY, "trained": [[0.99, 0.5, 0.5], [0.95, 0.80, 0.6], [0.9, 0.7, 0.71]]}
+    text = sp_report.answers(probe_results(UPOS, WORD, memory))[1]
+    assert "So the state is a memory of the recent past whose decodability falls with k." in text
     # An untrained LSTM at the majority level everywhere keeps nothing beyond the margin.
     memory = {**MEMORY, "untrained": [[0.99, 0.5, 0.5], [0.9, 0.5, 0.5], [0.85, 0.5, 0.5]]}
     text = sp_report.answers(probe_results(UPOS, WORD, memory))[1]
@@ -121,6 +125,11 @@ def test_q12_verdict_words_match_its_condition():
     assert "by more than the margin in every seed" not in text
     assert text.startswith("UPOS gains on word identity in every seed, by more than 0.02 on av")
     assert sp_report.q12_verdict(np.array([-0.05, -0.001])) == "falls"
+    # A mean beyond the margin with one seed of the other sign is no verdict either way.
+    assert sp_report.q12_verdict(np.array([0.06, -0.001])) == "flat"
+    assert sp_report.q12_verdict(np.array([-0.06, 0.001])) == "flat"
+    # A diverged seed (NaN) is left out, not read as a seed of no verdict.
+    assert sp_report.q12_verdict(np.array([0.05, np.nan, 0.03])) == "rises"
     assert "in every seed, by more than 0.02 on average" in sp_report.VERDICTS["falls"]
 
 
