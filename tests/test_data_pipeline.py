@@ -54,11 +54,19 @@ def test_classification_and_tagging_targets():
     cls = TextDataset(
         "c",
         "classification",
-        {"train": [{"tokens": ["good"], "label": 1}, {"tokens": ["bad", "x"], "label": 0}]},
+        {
+            "train": [
+                {"tokens": ["good"], "label": 1},
+                {"tokens": ["bad", "x"], "label": 0},
+                {"tokens": ["fine"], "label": 1},
+            ]
+        },
     )
     vocabs = build_vocabs(cls)
     encoded = encode_split(cls, "train", vocabs)
-    assert [vocabs["label"].decode([e["targets"]])[0] for e in encoded] == ["1", "0"]
+    # "1" is the commoner label, so id 0: a target that was the raw label read as an id shows
+    assert vocabs["label"].tokens == ("1", "0")
+    assert [vocabs["label"].decode([e["targets"]])[0] for e in encoded] == ["1", "0", "1"]
     tag = TextDataset(
         "t",
         "tagging",

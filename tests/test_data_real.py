@@ -113,6 +113,10 @@ def test_tagging_batches_match_the_sentences(load):
             n = len(sentence["tokens"])
             assert batch["lengths"][row] == n and batch["mask"][row].sum() == n
             assert vocabs["tags"].decode(batch["targets"][row, :n]) == sentence["tags"]
+            # ... and the words are the sentence's, in order (valid words unseen in train: unk)
+            words = vocabs["tokens"]
+            known = [t if t in words else words.unk for t in sentence["tokens"]]
+            assert words.decode(batch["inputs"][row, :n]) == known
             assert np.all(batch["targets"][row, n:] == vocabs["tags"].pad_id)
         seen += len(plan)
     assert seen == 3_250

@@ -24,6 +24,11 @@ def test_singleton_ids_are_the_ids_seen_once():
     np.testing.assert_array_equal(singleton_ids(examples, 40), expected)
     with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 20\)"):
         singleton_ids(examples, 20)
+    top = max(counts)  # the largest id is one past a vocabulary of `top` ids: the boundary
+    with pytest.raises(ValueError, match=rf"\[0, {top}\], outside the vocabulary \[0, {top}\)"):
+        singleton_ids(examples, top)
+    with pytest.raises(ValueError, match=r"ids in \[-1, 2\], outside the vocabulary"):
+        singleton_ids([{"inputs": np.array([2, -1])}], 40)
     with pytest.raises(ValueError, match="no examples"):
         singleton_ids([], 40)
 
