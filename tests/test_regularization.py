@@ -3,6 +3,7 @@ runtime builds (the model's dropout, the optimiser's decay), the depth points ma
 reference parameter count, a smoke run's outputs and answers (depth and overfitting claimed
 only beyond the seed spread), and config errors that name the key."""
 
+import dataclasses
 import json
 
 import jax
@@ -86,6 +87,15 @@ def test_each_point_switches_its_weight_decay_on_in_the_optimizer(config, tasks,
         np.testing.assert_allclose(new, params["w"] * (1 - lr * wd), rtol=1e-6)
     elif name == "l2":
         np.testing.assert_allclose(new, params["w"] - lr * jnp.sign(params["w"]), rtol=1e-4)
+        # Adam's first step is lr x sign(g + wd x w) whatever wd's size, so the zero gradient
+        # cannot see the rate: a gradient of -k x wd x w moves w towards 0 where k < 1 and
+        # away where k > 1 only with the configured wd (a rate 10x off flips k = 0.5 or 2).
+        k = jnp.asarray([0.5, 2.0, 0.5])
+        grads = {"w": -k * config.reg.l2 * params["w"]}
+        updates, _ = tx.update(grads, tx.init(params), params, value=jnp.asarray(0.0))
+        new = optax.apply_updates(params, updates)["w"]
+        want = params["w"] - lr * jnp.sign(params["w"]) * jnp.sign(1 - k)
+        np.testing.assert_allclose(new, want, rtol=1e-4)
     else:
         np.testing.assert_array_equal(new, params["w"])
 
@@ -95,6 +105,16 @@ def test_the_slices_cut_train_and_valid_only(config, tasks):
     assert len(corpus.splits["train"]) == config.data.train_tokens
     assert len(corpus.splits["valid"]) == config.data.valid_tokens
     assert len(corpus.splits["test"]) == config.data.markov_eval_tokens  # untouched
+    # The first tokens of each split: the length checks held for any window of them.
+    whole = dataclasses.replace(corpus, splits={s: np.arange(5000) for s in ("train", "valid")})
+    sliced = reg.sliced_corpus(config, whole).splits
+    np.testing.assert_array_equal(sliced["train"], np.arange(config.data.train_tokens))
+    np.testing.assert_array_equal(sliced["valid"], np.arange(config.data.valid_tokens))
+    everything = config.copy_and_resolve_references()
+    everything.data.train_tokens = 0  # 0: the whole split
+    np.testing.assert_array_equal(
+        reg.sliced_corpus(everything, whole).splits["train"], whole.splits["train"]
+    )
     batch = next(iter(tasks["none"].eval_data(reg.TRAIN_EVAL)))  # the slice, as a split
     np.testing.assert_array_equal(
         batch["inputs"][0], corpus.splits["train"][: batch["inputs"].shape[1]]

@@ -47,7 +47,10 @@ def test_schedule_step_counts_scale_with_the_windows_per_sequence():
         config.schedule.update(warmup_steps=2, decay_begin_step=3, decay_every_steps=5)
     k = config.data.length // 4
     point = truncated_bptt.point_config(config, k)
-    assert point.train.num_steps == config.train.num_steps * 4
+    # log/eval/checkpoint counts are in sequences too (1, 5, 5 at smoke): unscaled, a point
+    # evaluated T/k times as often per token and its curve sat at other token counts.
+    for key in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+        assert point.train[key] == config.train[key] * 4, key
     assert (point.schedule.warmup_steps, point.schedule.decay_begin_step) == (8, 12)
     assert point.schedule.decay_every_steps == 20
     assert (
