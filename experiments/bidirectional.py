@@ -71,6 +71,7 @@ RULES: cfg.Rules = {
     # The token classes and the accuracy are defined for POS tags (NER would need span F1).
     "data.dataset": cfg.one_of("ud_en_ewt"),
     "data.eval_sentences": cfg.int_at_least(0),
+    "data.reverse": cfg.boolean,  # a `--config.data.reverse=None` would read as False
     "model.kind": cfg.one_of("rnn"),
     "model.hidden_size": cfg.int_at_least(1),
     "grid.points": grid.distinct_names(POINTS),

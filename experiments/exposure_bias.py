@@ -65,6 +65,7 @@ RULES = {
     "data.markov_vocab_size": int_at_least(2),
     "data.markov_order": int_at_least(1),
     "data.markov_concentration": positive,
+    "data.markov_seed": int_at_least(0),
     "schedule_sampling.final_teacher_forcing": in_range(0.0, 1.0),
     **translation.RULES,
 }

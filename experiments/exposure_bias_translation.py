@@ -46,7 +46,9 @@ SELECT_BY = ("last", "valid_tf_nll", "valid_greedy_bleu", "valid_beam_bleu")
 RULES = {
     "translation.cell": config_rules.one_of("elman", "lstm", "gru"),
     "translation.attention": config_rules.one_of("additive", "dot", "general"),
-    "translation.dropout": config_rules.in_range(0.0, 1.0),
+    # a rate of 1 zeroes every unit it reaches (flax's Dropout), so the model trained blind
+    "translation.dropout": config_rules.probability,
+    "translation.valid_bleu": config_rules.boolean,  # a `=None` would read as False
     "translation.length_penalty_alpha": config_rules.in_range(0.0, 10.0),
     # 0 = all pairs; a negative value would slice pairs off the end (kept[:-1]) unnoticed
     "translation.max_train_pairs": config_rules.non_negative,

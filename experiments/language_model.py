@@ -56,6 +56,11 @@ RULES: cfg.Rules = {
     "model.embedding_dropout": cfg.probability,
     "model.weight_drop": cfg.probability,
     "model.init_scale": cfg.positive_or_none,
+    # cells.init refused NaN/inf only when the model was built: a traceback, exit status 1
+    "model.forget_bias": cfg.number_or_none,
+    # switches: a `--config.k=None` would read as False
+    "model.tie_embeddings": cfg.boolean,
+    "model.locked_dropout": cfg.boolean,
     "model.compute_dtype": cfg.one_of("float32", "bfloat16"),
     "objective.time_reduction": cfg.one_of("mean", "sum"),
     "objective.ar_alpha": cfg.non_negative,

@@ -49,6 +49,7 @@ RULES: cfg.Rules = {
     "model.cell": cfg.one_of("elman", "lstm", "gru"),
     "model.pooling": cfg.one_of("last", "mean", "max", "attention"),
     "model.embed_size": cfg.positive,
+    "model.bidirectional": cfg.boolean,  # a `--config.k=None` would read as False
     "model.num_layers": cfg.positive,
     "model.dropout_rate": cfg.probability,
     "model.num_heads": cfg.int_at_least(1),  # transformer only

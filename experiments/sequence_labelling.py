@@ -54,6 +54,9 @@ RULES: cfg.Rules = {
     "model.cell": cfg.one_of("elman", "lstm", "gru"),
     "model.head": cfg.one_of("softmax", "crf"),
     "model.embed_size": cfg.positive,
+    # switches: a `--config.k=None` would read as False
+    "model.bidirectional": cfg.boolean,
+    "model.char_features": cfg.boolean,
     "model.num_layers": cfg.positive,
     "model.dropout_rate": cfg.probability,
     "model.char_embed_size": cfg.positive,

@@ -198,3 +198,28 @@ def test_the_significance_table_never_shows_a_p_value_of_zero():
     assert "0.0000" not in table
     assert significance.p_value_text(1 / 2001) == "0.0005"
     assert significance.p_value_text(0.25) == "0.2500"
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        # cells.init refused it only when the model was built: a traceback, exit status 1
+        ("language_model", "model.forget_bias", float("nan")),
+        # switches a `--config.k=None` turned off silently
+        ("language_model", "model.tie_embeddings", None),
+        ("bidirectional", "data.reverse", None),
+        ("exposure_bias", "translation.valid_bleu", None),
+        # MarkovLanguage refused it inside the grid run: a traceback
+        ("exposure_bias", "data.markov_seed", -1),
+        # a dropout rate of 1 zeroes every unit: the model trained on zeros
+        ("exposure_bias", "translation.dropout", 1.0),
+    ],
+)
+def test_bad_experiment_values_are_refused_naming_the_key(name, key, value):
+    import importlib
+
+    from rnn_jax.train import cli
+
+    rules = importlib.import_module(f"experiments.{name}").RULES
+    with pytest.raises(ValueError, match=f"{key}={value!r}"):
+        cli.load_config(f"experiments/configs/{name}.py:smoke", {key: value}, rules)

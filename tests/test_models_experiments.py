@@ -56,6 +56,11 @@ def test_unknown_variant_and_bad_values_are_named(name):
     config.model.cell = "transformer-xl"
     with pytest.raises(ValueError, match="model.cell"):
         cfg.validate(config, experiment.RULES)
+    # `--config.model.bidirectional=None` read as False: a unidirectional model, silently
+    config = configs.get_config("smoke")
+    config.model.bidirectional = None
+    with pytest.raises(ValueError, match="model.bidirectional=None"):
+        cfg.validate(config, experiment.RULES)
 
 
 def test_majority_tag_per_word_baseline():

@@ -179,6 +179,11 @@ def positive_or_none(value: Any) -> str | None:
     return None if ok else "None or a number > 0"
 
 
+def number_or_none(value: Any) -> str | None:
+    """None or any finite number (a bias or offset: negative and 0 are allowed, NaN/inf not)."""
+    return None if value is None or is_finite_number(value) else "None or a finite number"
+
+
 def probability(value: Any) -> str | None:
     """A dropout-style rate: in [0, 1)."""
     return None if is_finite_number(value) and 0 <= value < 1 else "a number in [0, 1)"
