@@ -100,10 +100,11 @@ class MissingData(Regression):
 
 def test_a_run_whose_data_cannot_be_read_leaves_no_run_directory(tmp_path):
     # The Checkpointer made W/checkpoints and W/best before the data was read: a refused run
-    # left them behind, empty, where the runtime promises the directory as it was.
+    # left them behind, empty, where the runtime promises the directory as it was; and the
+    # missing folders above the run directory it made on the way.
     with pytest.raises(FileNotFoundError, match="no such corpus"):
-        train_and_evaluate(_config(), tmp_path / "run", MissingData())
-    assert not (tmp_path / "run").exists()
+        train_and_evaluate(_config(), tmp_path / "runs" / "lm" / "run", MissingData())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_nan_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path):

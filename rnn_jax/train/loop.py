@@ -83,7 +83,9 @@ def train_and_evaluate(
     mesh, state, train_step, eval_step = build_steps(config, task)
     _check_best_metric(config, task, state, eval_step)
     # Stale best checkpoints are dropped only once the resume checks below have passed.
-    made = [d for d in (workdir, workdir / "checkpoints", workdir / "best") if not d.exists()]
+    # Outermost first: a --workdir below folders that did not exist yet has them made too.
+    folders = (*reversed(workdir.parents), workdir, workdir / "checkpoints", workdir / "best")
+    made = [d for d in folders if not d.exists()]
     checkpointer = Checkpointer(workdir, config.train.max_to_keep, drop_stale=False)
     try:
         state, loop, start, end, data = _resume(checkpointer, state, config, workdir, task)
