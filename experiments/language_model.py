@@ -137,6 +137,12 @@ class LanguageModelTask(Task):
                 f"model.tie_embeddings=True needs model.embed_size == model.hidden_size (or "
                 f"None); got model.embed_size={m.embed_size}, model.hidden_size={m.hidden_size}"
             )
+        # Likewise a forget-gate bias on a cell without gates (cells.init's ValueError).
+        if m.forget_bias and get_cell(m.cell).keep_gate is None:
+            raise cfg.ConfigError(
+                f"model.forget_bias={m.forget_bias} needs a gated cell; model.cell={m.cell!r} "
+                "has no gates (leave model.forget_bias None or 0)"
+            )
 
     def _check_split_sizes(self) -> None:
         """Every split must hold at least one `[batch, bptt_length + 1]` window (what

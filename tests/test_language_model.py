@@ -589,6 +589,13 @@ def test_tied_embeddings_of_another_width_are_a_config_error(repo_root, monkeypa
             config_file, {**tied, "model.embed_size": embed_size}, language_model.RULES
         )
         assert language_model.LanguageModelTask(ok).vocab_size == 16
+    # A forget-gate bias on a gateless cell: cells.init's ValueError at init_model, likewise.
+    gateless = {**small, "model.cell": "elman", "model.forget_bias": 1.0}
+    config = cli.load_config(config_file, gateless, language_model.RULES)
+    with pytest.raises(ConfigError, match=r"model.forget_bias=1.0 .* model.cell='elman'"):
+        language_model.LanguageModelTask(config)
+    ok = cli.load_config(config_file, {**gateless, "model.forget_bias": 0.0}, language_model.RULES)
+    assert language_model.LanguageModelTask(ok).vocab_size == 16
 
 
 def test_rules_refuse_markov_settings_the_language_refuses(repo_root, monkeypatch):
