@@ -28,7 +28,7 @@ from absl import logging
 from experiments import throughput_peers as peers
 from experiments import throughput_report as report
 from rnn_jax import allocator
-from rnn_jax.predicates import is_decimal
+from rnn_jax.predicates import is_decimal, is_int
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics
 
@@ -58,6 +58,23 @@ def _pairs_rule(value: Any) -> str | None:
     return f"comma-separated <cell>:<shape> pairs with cell in {', '.join(peers.CELL_SPECS)}"
 
 
+def _text(value: Any) -> str | None:
+    """Shape names (`configs`, `rss_configs`), checked against `shapes` by `groups_of`; the rule
+    only keeps out a non-string (`--config.configs=None` was a traceback in `_split`)."""
+    return None if isinstance(value, str) else "comma-separated shape names (empty: none)"
+
+
+def _shape(value: Any) -> str | None:
+    """A named shape: (batch, time, input, hidden), ints > 0. None, () or 3 numbers were
+    accepted and failed only when the group was built, after `run` had cleared the workdir."""
+    ok = isinstance(value, tuple | list) and len(value) == 4
+    ok = ok and all(is_int(v) and v > 0 for v in value)
+    return None if ok else "(batch, time, input, hidden): 4 ints > 0"
+
+
+# The named shapes of experiments/configs/throughput.py (every variant has them all).
+SHAPE_NAMES = ("tiny", "small", "medium", "long", "narrow")
+
 # A benchmark: the runtime's training keys are neither required nor checked.
 TRAINS = False
 RULES: config_lib.Rules = {
@@ -78,6 +95,10 @@ RULES: config_lib.Rules = {
     "bidirectional": _pairs_rule,
     "stacked": _pairs_rule,
     "stack_layers": config_lib.positive,
+    "configs": _text,
+    "rss_configs": _text,
+    "extra": _pairs_rule,
+    **{f"shapes.{name}": _shape for name in SHAPE_NAMES},
 }
 
 

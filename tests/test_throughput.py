@@ -352,11 +352,24 @@ def test_gpu_goals_and_kernel_columns():
         ({"bidirectional": "lsmt:small"}, "bidirectional"),
         ({"stacked": "lsmt:small"}, "stacked"),
         ({"stack_layers": 0}, "stack_layers"),
+        # Accepted, then a traceback in the run (exit 1, after the workdir was cleared).
+        ({"shapes.tiny": None}, "shapes.tiny"),
+        ({"shapes.long": (16, 1024, 64)}, "shapes.long"),
+        ({"configs": None}, "configs"),
+        ({"rss_configs": None}, "rss_configs"),
+        ({"extra": None}, "extra"),
     ],
 )
 def test_bad_config_values_fail_before_compiling(overrides, message):
     with pytest.raises(ValueError, match=message):
         cli.load_config(f"{CONFIG}:smoke", overrides, rules=throughput.RULES, trains=False)
+
+
+def test_every_variants_shapes_have_a_rule():
+    from experiments.configs import throughput as throughput_configs
+
+    for variant in throughput_configs.VARIANTS:
+        assert set(throughput_configs.get_config(variant).shapes) == set(throughput.SHAPE_NAMES)
 
 
 def test_unknown_shape_names_fail():
