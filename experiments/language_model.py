@@ -81,14 +81,26 @@ RULES: cfg.Rules = {
 
 
 def load_corpus(data: ml_collections.ConfigDict) -> LMCorpus:
-    """The corpus named by `data.corpus` (Markov: sampled from the config's language)."""
+    """The corpus named by `data.corpus` (Markov: sampled from the config's language).
+
+    Raises:
+      ConfigError: a Markov language `MarkovLanguage` refuses, e.g. more than 5e7 transition
+        probabilities (`data.markov_vocab_size ** (data.markov_order + 1)`, which no
+        single-key rule sees): one line naming both keys, not a traceback (exit status 1).
+    """
     if data.corpus == "markov":
-        language = MarkovLanguage(
-            vocab_size=data.markov_vocab_size,
-            order=data.markov_order,
-            concentration=data.markov_concentration,
-            seed=data.markov_seed,
-        )
+        try:
+            language = MarkovLanguage(
+                vocab_size=data.markov_vocab_size,
+                order=data.markov_order,
+                concentration=data.markov_concentration,
+                seed=data.markov_seed,
+            )
+        except ValueError as error:
+            raise cfg.ConfigError(
+                f"data.markov_vocab_size={data.markov_vocab_size} with "
+                f"data.markov_order={data.markov_order}: {error}"
+            ) from None
         tokens = {
             "train": data.markov_train_tokens,
             "valid": data.markov_eval_tokens,

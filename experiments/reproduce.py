@@ -110,7 +110,12 @@ def experiment_names() -> list[str]:
     return [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
 
 
-def select(names: Sequence[str], only: Sequence[str], skip: Sequence[str]) -> list[str]:
+def select(names: Sequence[str], only: Sequence[str] | None, skip: Sequence[str]) -> list[str]:
+    """The experiments to run: `only` (None: all) without `skip`. An empty `--only=` (say
+    `--only=$EXP` with EXP unset) is refused: it parsed to [] and ran all 14."""
+    if only is not None and not [name for name in only if name]:
+        raise ValueError(f"--only={','.join(only)} names no experiment; leave it out to run all")
+    only = only or []
     for flag, values in (("--only", only), ("--skip", skip)):
         unknown = sorted(set(values) - set(names))
         if unknown:
@@ -463,7 +468,7 @@ def _machine_line(wall: dict[str, float]) -> str:
 def define_flags() -> None:
     """The command-line flags, defined only when run as a program (importable in tests)."""
     flags.DEFINE_string("workdir", "runs/reproduce", "Where every experiment writes.")
-    flags.DEFINE_list("only", [], "Run only these experiments (default: all).")
+    flags.DEFINE_list("only", None, "Run only these experiments (default: all).")
     flags.DEFINE_list("skip", [], "Experiments not to run.")
     flags.DEFINE_string("variant", "quick", "Config variant to run (tests use smoke).")
     flags.DEFINE_float(

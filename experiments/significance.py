@@ -111,13 +111,20 @@ def main(argv: list[str]) -> None:
     if not FLAGS.systems:
         sys.stderr.write("--systems: expected one or more comma-separated files, got none\n")
         sys.exit(USAGE_STATUS)
+    files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
+    files += [("systems", path) for path in FLAGS.systems]
+    for flag, path in files:
+        if not path:
+            # `--systems=a.txt,` read "" as the current folder ("cannot read : Is a
+            # directory"), and `--systems=,` was "--systems:  listed more than once".
+            value = ",".join(FLAGS.systems) if flag == "systems" else path
+            sys.stderr.write(f"--{flag}={value}: an empty file name\n")
+            sys.exit(USAGE_STATUS)
     repeated = sorted({path for path in FLAGS.systems if FLAGS.systems.count(path) > 1})
     if repeated:
         # `compare` keys results by file: a repeated one would silently become one row.
         sys.stderr.write(f"--systems: {', '.join(repeated)} listed more than once\n")
         sys.exit(USAGE_STATUS)
-    files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
-    files += [("systems", path) for path in FLAGS.systems]
     texts = []
     for flag, path in files:
         try:

@@ -684,10 +684,11 @@ def main(argv: list[str]) -> None:
             why = f"an unfinished run: only {PARTIAL}" if unfinished else "no such file"
             raise app.UsageError(f"{path}: {why} (not a finished throughput workdir)")
         try:
-            run = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+            run = json.loads(path.read_bytes())
+        except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError (a traceback)
             raise app.UsageError(f"{path}: not JSON ({error})") from None
-        if not isinstance(run, dict) or "groups" not in run.get("final", {}):
+        final = run.get("final") if isinstance(run, dict) else None
+        if not isinstance(final, dict) or "groups" not in final:
             # Another experiment's workdir: a KeyError traceback in the table.
             raise app.UsageError(f"{path}: not a throughput run's results (no final.groups)")
         runs.append(run)

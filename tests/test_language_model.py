@@ -600,7 +600,8 @@ def test_tied_embeddings_of_another_width_are_a_config_error(repo_root, monkeypa
 
 def test_rules_refuse_markov_settings_the_language_refuses(repo_root, monkeypatch):
     """A Markov language of one symbol, a concentration <= 0 or a negative seed passed the
-    rules and failed in the task's constructor with a traceback (exit status 1)."""
+    rules and failed in the task's constructor with a traceback (exit status 1); too many
+    transition probabilities, a pair of keys, is the constructor's ConfigError."""
     monkeypatch.chdir(repo_root)
     from rnn_jax.train import cli
 
@@ -615,6 +616,12 @@ def test_rules_refuse_markov_settings_the_language_refuses(repo_root, monkeypatc
             cli.load_config(config_file, {key: bad}, language_model.RULES)
     good = {"data.markov_vocab_size": 2, "data.markov_concentration": 0.01, "data.markov_seed": 3}
     cli.load_config(config_file, good, language_model.RULES)
+    # Each key passes its rule, the pair does not (64**6 transition probabilities): that was
+    # MarkovLanguage's ValueError in the constructor, a traceback; now a ConfigError (exit 2).
+    big = {"data.markov_vocab_size": 64, "data.markov_order": 5}
+    config = cli.load_config(config_file, big, language_model.RULES)
+    with pytest.raises(ConfigError, match=r"data.markov_vocab_size=64 with data.markov_order=5"):
+        language_model.LanguageModelTask(config)
 
 
 def test_eval_context_and_sample_name_the_newest_checkpoint_without_keep_best():

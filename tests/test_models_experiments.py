@@ -214,6 +214,30 @@ def test_the_sentiment_experiment_refuses_last_pooling_of_a_transformer_before_r
         sentiment.SentimentTask(config)
 
 
+def test_a_training_batch_larger_than_the_split_is_a_config_error(monkeypatch):
+    """`train.batch_size` above the training sentences passed the rules and failed when
+    training asked `training_batches` for data: a traceback, exit 1. (A 3-sentence stand-in
+    dataset: the real one takes seconds to read.)"""
+    from types import SimpleNamespace
+
+    from experiments import sentiment
+    from experiments.configs import sentiment as configs
+    from rnn_jax.train import config as cfg
+
+    dataset = SimpleNamespace(splits={"train": [0] * 3, "validation": [0]})
+    monkeypatch.setattr(sentiment, "load_dataset", lambda name, root: dataset)
+    monkeypatch.setattr(sentiment, "build_vocabs", lambda data, min_freq: {})
+    monkeypatch.setattr(
+        sentiment, "encode_split", lambda data, split, vocabs: [{"inputs": [1]}] * 3
+    )
+    config = configs.get_config("smoke")
+    config.train.batch_size = 4
+    with pytest.raises(cfg.ConfigError, match=r"train.batch_size=4: .* has 3 sentences"):
+        sentiment.SentimentTask(config)
+    config.train.batch_size = 3
+    assert len(sentiment.SentimentTask(config).splits["train"]) == 3
+
+
 @pytest.fixture(scope="module", autouse=True)
 def missing_data_run(tmp_path_factory):
     """test_missing_task_data_exits_2_naming_the_path's command line, started with the

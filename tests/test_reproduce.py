@@ -138,6 +138,12 @@ def test_reproduce_refuses_an_unknown_variant_or_only_and_skip_naming_one_experi
         assert not root.exists()
     names = reproduce.experiment_names()
     assert reproduce.select(names, ["initialization"], ["language_model"]) == ["initialization"]
+    assert reproduce.select(names, None, ["language_model"]) == [
+        n for n in names if n != "language_model"
+    ]
+    # `--only=` (an unset shell variable) parsed to [] and ran all 14 experiments
+    with pytest.raises(ValueError, match=r"--only= names no experiment"):
+        reproduce.select(names, [], [])
     reproduce.check_variant(names, "smoke")  # every experiment has smoke and quick
     reproduce.check_variant(names, "quick")
 

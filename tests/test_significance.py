@@ -240,3 +240,19 @@ def test_the_seed_of_the_draws_is_recorded_and_a_malformed_one_named(monkeypatch
     monkeypatch.setenv("SACREBLEU_SEED", "seven")
     with pytest.raises(ValueError, match=r"SACREBLEU_SEED='seven': must be an integer"):
         run()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("systems", ["s.txt", ""]), ("systems", ["", ""]), ("baseline", "")]
+)
+def test_an_empty_file_name_is_named(flag, value, tmp_path, monkeypatch, capsys):
+    """`--systems=s.txt,` read "" as the current folder ("cannot read : Is a directory") and
+    `--systems=,` said "--systems:  listed more than once"."""
+    flags = dict(references="r.txt", baseline="b.txt", systems=["s.txt"], output="")
+    flags[flag] = value
+    monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
+    with pytest.raises(SystemExit) as exit_info:
+        significance.main(["significance"])
+    assert exit_info.value.code == significance.USAGE_STATUS
+    shown = ",".join(value) if flag == "systems" else value
+    assert f"--{flag}={shown}: an empty file name" in capsys.readouterr().err

@@ -92,11 +92,13 @@ def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == [throughput_report.PARTIAL]
     with pytest.raises(app.UsageError, match="unfinished run: only partial.json"):
         throughput_report.main(["throughput_report", str(tmp_path)])
-    # Another experiment's results (a KeyError traceback) or a torn file (JSONDecodeError).
+    # Another experiment's results (a KeyError traceback; a null `final`: a TypeError one) or a
+    # torn file (JSONDecodeError; not UTF-8: a UnicodeDecodeError traceback).
     other = tmp_path / "other"
     other.mkdir()
-    for text, message in (('{"final": {}}', "no final.groups"), ('{"fin', "not JSON")):
-        (other / "results.json").write_text(text)
+    cases = [(b'{"final": {}}', "no final.groups"), (b'{"final": null}', "no final.groups")]
+    for data, message in cases + [(b'{"fin', "not JSON"), (b'\xff{"final"', "not JSON")]:
+        (other / "results.json").write_bytes(data)
         with pytest.raises(app.UsageError, match=message):
             throughput_report.main(["throughput_report", str(other)])
 
