@@ -21,6 +21,7 @@ from __future__ import annotations
 import pathlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from absl import app, flags
 
@@ -105,12 +106,17 @@ def p_value_text(p_value: float) -> str:
     return f"{p_value:.4f}" if p_value >= 5e-5 else f"{p_value:.1e}"
 
 
+def _refuse(message: str) -> NoReturn:
+    """A bad input, named before any test runs: the message on stderr, exit status 2."""
+    sys.stderr.write(f"{message}\n")
+    sys.exit(USAGE_STATUS)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.systems:
-        sys.stderr.write("--systems: expected one or more comma-separated files, got none\n")
-        sys.exit(USAGE_STATUS)
+        _refuse("--systems: expected one or more comma-separated files, got none")
     files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
     files += [("systems", path) for path in FLAGS.systems]
     for flag, path in files:
@@ -118,42 +124,34 @@ def main(argv: list[str]) -> None:
             # `--systems=a.txt,` read "" as the current folder ("cannot read : Is a
             # directory"), and `--systems=,` was "--systems:  listed more than once".
             value = ",".join(FLAGS.systems) if flag == "systems" else path
-            sys.stderr.write(f"--{flag}={value}: an empty file name\n")
-            sys.exit(USAGE_STATUS)
+            _refuse(f"--{flag}={value}: an empty file name")
     repeated = sorted({path for path in FLAGS.systems if FLAGS.systems.count(path) > 1})
     if repeated:
         # `compare` keys results by file: a repeated one would silently become one row.
-        sys.stderr.write(f"--systems: {', '.join(repeated)} listed more than once\n")
-        sys.exit(USAGE_STATUS)
+        _refuse(f"--systems: {', '.join(repeated)} listed more than once")
     texts = []
     for flag, path in files:
         try:
             texts.append(read_lines(path))
         except OSError as error:
-            sys.stderr.write(f"--{flag}: cannot read {path}: {error.strerror}\n")
-            sys.exit(USAGE_STATUS)
+            _refuse(f"--{flag}: cannot read {path}: {error.strerror}")
         except ValueError as error:
-            sys.stderr.write(f"--{flag}: {error}\n")
-            sys.exit(USAGE_STATUS)
+            _refuse(f"--{flag}: {error}")
     if not texts[0]:
-        sys.stderr.write(f"--references: {FLAGS.references} has no lines\n")
-        sys.exit(USAGE_STATUS)
+        _refuse(f"--references: {FLAGS.references} has no lines")
     folder = pathlib.Path(FLAGS.output).parent
     if FLAGS.output and not folder.is_dir():
         # Checked before the test runs: it failed after the whole test, with a traceback.
-        sys.stderr.write(f"--output: {FLAGS.output}: its folder {folder} is not a directory\n")
-        sys.exit(USAGE_STATUS)
+        _refuse(f"--output: {FLAGS.output}: its folder {folder} is not a directory")
     if FLAGS.output and pathlib.Path(FLAGS.output).is_dir():
         # Likewise: the atomic rename over a directory raised IsADirectoryError at the end.
-        sys.stderr.write(f"--output: {FLAGS.output} is a directory, not a file to write\n")
-        sys.exit(USAGE_STATUS)
+        _refuse(f"--output: {FLAGS.output} is a directory, not a file to write")
     for (flag, path), lines in zip(files, texts, strict=True):
         if len(lines) != len(texts[0]):
-            sys.stderr.write(
+            _refuse(
                 f"--{flag}: {path} has {len(lines)} lines, --references {FLAGS.references} "
-                f"{len(texts[0])}\n"
+                f"{len(texts[0])}"
             )
-            sys.exit(USAGE_STATUS)
     results = compare(
         texts[0],
         texts[1],
