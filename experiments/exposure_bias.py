@@ -667,7 +667,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         best_tf, tied_tf = grid.best_within_spread(tf_seeds)
         text = (
             f"{corpus}: teacher-forced NLL after the gold prefix "
-            + ", ".join(f"{r} {_number(mean(s, 'tf_nll'), '.3f')}" for r, s in rows.items())
+            + ", ".join(
+                f"{r} {grid.number_text(mean(s, 'tf_nll'), '.3f')}" for r, s in rows.items()
+            )
             + (
                 " (no regime has a finite value)"
                 if best_tf is None
@@ -678,7 +680,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             )
             + f"; FR − TF gap at k={far} "
             + ", ".join(
-                f"{r} {_number(grid.nan_mean(_gap(s, far)), '+.3f')}" for r, s in rows.items()
+                f"{r} {grid.number_text(grid.nan_mean(_gap(s, far)), '+.3f')}"
+                for r, s in rows.items()
             )
             + " (how firmly the model follows its own history, not damage: the gold "
             "continuation does not depend on the model's samples)."
@@ -702,7 +705,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             best, tied = grid.best_within_spread(distance)
             text += (
                 " True-process NLL of the free-running samples "
-                + ", ".join(f"{r} {_number(v, '.3f')}" for r, v in true.items())
+                + ", ".join(f"{r} {grid.number_text(v, '.3f')}" for r, v in true.items())
                 + f" against an entropy rate of {entropy:.3f} (what the true process's own "
                 + (
                     "samples score); no regime's samples have a finite value."
@@ -796,11 +799,6 @@ def _scheduled_vs_teacher_forcing(distance: dict[str, list], scheduled: list[str
             f" (on average; {', '.join(labels)})." if labels else "."
         )
     return text
-
-
-def _number(value: float, spec: str) -> str:
-    """`value` formatted, or 'n/a' when no seed had a finite value (was 'nan')."""
-    return format(value, spec) if math.isfinite(value) else "n/a"
 
 
 if __name__ == "__main__":

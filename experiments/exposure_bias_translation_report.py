@@ -235,12 +235,11 @@ def answer_text(summaries: dict[str, dict]) -> str:
                 return "beyond the seed spread"
             return grid.unranked_reason(seeds[r], teacher)
 
-        def gain(r: str) -> str:
-            delta = beam[r] - beam["teacher_forcing"]
-            return f"{delta:+.2f}" if math.isfinite(delta) else "n/a"
-
         others = [r for r in rows if r != "teacher_forcing"]
-        gains = ", ".join(f"{r} {gain(r)} ({verdict(r)})" for r in others)
+        gains = ", ".join(
+            f"{r} {grid.number_text(beam[r] - beam['teacher_forcing'], '+.2f')} ({verdict(r)})"
+            for r in others
+        )
         if others:
             text += f"Beam BLEU relative to teacher forcing: {gains}. "
     # max() of a list that starts with NaN is NaN (every comparison with it is false)

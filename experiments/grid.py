@@ -230,6 +230,12 @@ def fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def number_text(value: float, spec: str) -> str:
+    """`value` formatted by `spec`, or 'n/a' when it is not finite (no seed had a finite
+    value): answers printed 'nan' and '+nan' there."""
+    return format(value, spec) if math.isfinite(value) else "n/a"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
