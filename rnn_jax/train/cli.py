@@ -25,7 +25,7 @@ import pathlib
 import sys
 import textwrap
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import ml_collections
 from absl import app, flags, logging
@@ -64,6 +64,12 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _config_exit(message: str) -> NoReturn:
+    """A setting to fix (config, flags, data): the message on stderr, exit status 2."""
+    sys.stderr.write(f"{message}\n")
+    sys.exit(CONFIG_EXIT_STATUS)
+
+
 def main(
     make_task: Callable[[ml_collections.ConfigDict], Task],
     rules: Mapping | None = None,
@@ -94,8 +100,7 @@ def main(
             config_lib.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
         except ValueError as error:
-            sys.stderr.write(f"{error}\n")
-            sys.exit(CONFIG_EXIT_STATUS)
+            _config_exit(str(error))
         try:
             distributed.initialize(
                 flags.FLAGS.coordinator_address,
@@ -104,8 +109,7 @@ def main(
                 flags.FLAGS.initialization_timeout,
             )
         except ValueError as error:  # partial or malformed multi-host flags
-            sys.stderr.write(f"{error}\n")
-            sys.exit(CONFIG_EXIT_STATUS)
+            _config_exit(str(error))
         try:
             try:
                 task = make_task(config)
@@ -117,17 +121,14 @@ def main(
         except config_lib.ConfigError as error:
             # Raised by the task's constructor (its data) or before the run writes anything
             # (e.g. train.best_metric, checked against the metrics evaluation will give).
-            sys.stderr.write(f"{error}\n")
-            sys.exit(CONFIG_EXIT_STATUS)
+            _config_exit(str(error))
         except DataNotFoundError as error:
             # Grid experiments load each point's data inside `run`: the same setting to fix.
-            sys.stderr.write(f"task data not found: {error}\n")
-            sys.exit(CONFIG_EXIT_STATUS)
+            _config_exit(f"task data not found: {error}")
         except DataFormatError as error:
             # A malformed data line, named file:line by the reader: the data to fix, in one
             # line (it was a traceback, exit 1, in every experiment that reads files).
-            sys.stderr.write(f"data error: {error}\n")
-            sys.exit(CONFIG_EXIT_STATUS)
+            _config_exit(f"data error: {error}")
 
     app.run(_main, flags_parser=_parse_flags)
 
@@ -217,8 +218,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return rest
     except (AttributeError, KeyError) as error:
         message = _unknown_key(error, given)
-        sys.stderr.write(f"config error: unknown key in the command line overrides: {message}\n")
-        sys.exit(CONFIG_EXIT_STATUS)
+        _config_exit(f"config error: unknown key in the command line overrides: {message}")
     except flags.Error as error:
         # config_flags wraps a ConfigError of `get_config` (an unknown variant) in a flag error
         # whose text is a traceback; report the innermost one's own line, as for rule errors.
@@ -228,14 +228,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
                 config_error = cause
             cause = cause.__cause__ or cause.__context__
         if config_error is not None:
-            sys.stderr.write(f"config error: {config_error}\n")
-            sys.exit(CONFIG_EXIT_STATUS)
+            _config_exit(f"config error: {config_error}")
         message = str(error)
         if message.startswith("flag --config."):
             # A config override whose value does not parse as its field's type
             # (`--config.seed=abc`): a config error like any other (exit 2), not a usage one.
-            sys.stderr.write(f"config error: {message}\n")
-            sys.exit(CONFIG_EXIT_STATUS)
+            _config_exit(f"config error: {message}")
         # Any other flag error as `app.parse_flags_with_usage` reports it (parsing again would
         # define the override flags twice).
         if "\n" in message:
@@ -276,11 +274,10 @@ def _check_config_file(argv: list[str]) -> None:
             continue
         path = spec.partition(":")[0]
         if not pathlib.Path(path).is_file():
-            sys.stderr.write(
+            _config_exit(
                 f"config error: --config={spec}: config file {path!r} not found (expected "
-                "experiments/configs/<name>.py:<variant>, relative to the current directory)\n"
+                "experiments/configs/<name>.py:<variant>, relative to the current directory)"
             )
-            sys.exit(CONFIG_EXIT_STATUS)
 
 
 def load_config(
