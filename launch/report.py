@@ -99,6 +99,11 @@ def final_rows(final: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
 
 def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
     """(config string, [{name, overrides, final metrics or None, workdir}]) for a sweep root."""
+    # A missing root, or a file, used to be reported as a folder without sweep.json
+    if not root.exists():
+        raise ValueError(f"sweep folder {root} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder (a launch.sweep --workdir)")
     sweep_path = root / SWEEP_FILE
     if not sweep_path.is_file():
         raise ValueError(f"{sweep_path}: no sweep.json; is {root} a launch.sweep --workdir?")

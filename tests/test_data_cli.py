@@ -76,8 +76,11 @@ def test_user_tsv_with_a_header_line(tmp_path):
 
 
 def test_registry_errors():
-    with pytest.raises(ValueError, match="kind:path with kind in"):
+    with pytest.raises(ValueError, match=r"'csv:/x': unknown kind 'csv'; .*kind:path with kind in"):
         load_dataset("csv:/x")
+    # "text:" was "not kind:path", though its kind is right: the path is what is missing
+    with pytest.raises(ValueError, match=r"dataset 'text:': the path after 'text:' is empty"):
+        load_dataset("text:")
     with pytest.raises(ValueError, match="'markov'"):
         synthetic_task("parity")
     assert synthetic_task("copy", blank_length=7).length == 27

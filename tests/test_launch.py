@@ -541,6 +541,14 @@ def test_a_malformed_results_or_sweep_entry_is_a_value_error_naming_the_file(
         report.load_runs(tmp_path)
 
 
+def test_report_on_a_missing_or_file_root_names_it(tmp_path):
+    """A missing ROOT, or a file, was reported as 'ROOT/sweep.json: no sweep.json'."""
+    (tmp_path / "f").write_text("")
+    for root, said in [("nope", "does not exist"), ("f", "is not a folder")]:
+        with pytest.raises(SystemExit, match=rf"launch.report: .*{tmp_path}/{root} {said}"):
+            report.main([str(tmp_path / root)])
+
+
 def test_a_bool_sweep_axis_is_not_the_x_axis_of_a_line_plot(tmp_path, monkeypatch):
     """`isinstance(True, int)`: a bool axis counted as numeric, and as the first axis it
     became the x of a line plot (0..1) in place of the numeric `lr` axis after it."""

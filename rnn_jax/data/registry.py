@@ -187,8 +187,14 @@ def user_dataset(spec: str) -> TextDataset:
     A leading `~` in a path (each of `parallel`'s two) is the home folder, as in `data_root`.
     """
     kind, _, path = spec.partition(":")
-    if kind not in USER_KINDS or not path:
-        raise ValueError(f"dataset {spec!r} is not kind:path with kind in {sorted(USER_KINDS)}")
+    if kind not in USER_KINDS:
+        raise ValueError(
+            f"dataset {spec!r}: unknown kind {kind!r}; a user file is kind:path with kind in "
+            f"{sorted(USER_KINDS)}"
+        )
+    if not path.strip():
+        # "text:" used to be reported as "not kind:path", though the kind was right
+        raise ValueError(f"dataset {spec!r}: the path after {kind + ':'!r} is empty")
     task, read = USER_KINDS[kind]
     # parallel's two paths are expanded one by one in `_two_paths`
     examples = list(read(path if kind == "parallel" else os.path.expanduser(path)))
