@@ -203,6 +203,29 @@ def test_config_problems_name_every_pooling_the_classifier_refuses():
                 ]
 
 
+def test_a_transformer_encoder_refuses_to_be_unidirectional():
+    """`kind='transformer', bidirectional=False` built the same non-causal transformer, a
+    "unidirectional" baseline that read every later token, and `config_problems` passed it.
+    `cell` stays accepted: it is inert there, and a sweep's `--set model.cell=gru` reaches
+    its transformer points."""
+
+    def build(**options):
+        return _abstract(
+            lambda: SequenceEncoder(9, kind="transformer", rngs=nnx.Rngs(0), **SMALL, **options)
+        )
+
+    with pytest.raises(ValueError, match=r"bidirectional=False has no effect on a transformer"):
+        build(bidirectional=False)
+    assert build(bidirectional=True, cell="gru").output_size == 4
+    model = {"kind": "transformer", "cell": "gru", **SMALL}
+    assert config_problems(model) == config_problems({**model, "bidirectional": True}) == []
+    assert config_problems({**model, "bidirectional": False}) == [
+        "model.bidirectional=False: has no effect on a transformer encoder, which attends in "
+        "both directions (set --config.model.bidirectional=true for model.kind='transformer')"
+    ]
+    assert config_problems({"kind": "rnn", "bidirectional": False, **SMALL}) == []
+
+
 def _abstract(build: Callable[[], nnx.Module]) -> nnx.Module:
     """The model with shape-only params (nnx.eval_shape: nothing allocated or run), for
     checks that refuse an argument before any param is read."""

@@ -66,15 +66,22 @@ def encoder_options(model_config: Mapping[str, Any]) -> dict[str, Any]:
 def config_problems(model_config: Mapping[str, Any]) -> list[str]:
     """What SequenceEncoder would refuse in an experiment's `config.model` only once it is
     built (after the data is read), across keys no single-key rule sees, each naming the
-    keys: a transformer's `num_heads` must divide `hidden_size`, a classifier's
-    `pooling='last'` (where the experiment has `pooling`) needs an RNN encoder, and character
-    features (`char_features`, where the experiment has them) need an RNN or bag encoder."""
+    keys: a transformer's `num_heads` must divide `hidden_size`, a transformer reads both
+    directions (`bidirectional=False` is refused), a classifier's `pooling='last'` (where the
+    experiment has `pooling`) needs an RNN encoder, and character features (`char_features`,
+    where the experiment has them) need an RNN or bag encoder."""
     problems = []
     kind, heads, width = (model_config.get(k) for k in ("kind", "num_heads", "hidden_size"))
     if kind == "transformer" and isinstance(heads, int) and heads > 0 and width % heads:
         problems.append(
             f"model.num_heads={heads}: must divide model.hidden_size={width} (the "
             "transformer's width)"
+        )
+    if kind == "transformer" and not model_config.get("bidirectional", True):
+        problems.append(
+            f"model.bidirectional={model_config['bidirectional']!r}: has no effect on a "
+            "transformer encoder, which attends in both directions (set "
+            "--config.model.bidirectional=true for model.kind='transformer')"
         )
     if kind in ("transformer", "bag") and model_config.get("pooling") == "last":
         problems.append(
@@ -158,7 +165,8 @@ class SequenceEncoder(nnx.Module):
       vocab_size, embed_size, hidden_size: sizes (transformer: d_model = hidden_size).
       kind: 'rnn', 'transformer' or 'bag' (position-wise Dense(hidden_size) + tanh, no context;
         output_size = hidden_size).
-      cell, num_layers, bidirectional: the RNN stack (rnn_jax.modules.RNN).
+      cell, num_layers, bidirectional: the RNN stack (rnn_jax.modules.RNN); a transformer
+        uses num_layers, ignores cell and refuses bidirectional=False (it reads both ways).
       dropout_rate: on embeddings, between RNN layers and on the output states.
       num_chars, char_embed_size, char_hidden_size: character features if num_chars is set.
       num_heads, max_length, positions: transformer options ('learned' or 'sinusoidal').
@@ -184,6 +192,14 @@ class SequenceEncoder(nnx.Module):
         rngs: nnx.Rngs,
     ):
         check_choice("kind", kind, ENCODER_KINDS)
+        if kind == "transformer" and not bidirectional:
+            # It built the same (non-causal) transformer: a "unidirectional" baseline that
+            # saw every later token. `cell` is not refused: it is inert here, and a sweep's
+            # `--set model.cell=gru` reaches its transformer points too.
+            raise ValueError(
+                f"bidirectional={bidirectional!r} has no effect on a transformer encoder "
+                "(kind='transformer'), which attends in both directions; leave it True"
+            )
         check_positive(vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size)
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
