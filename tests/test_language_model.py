@@ -636,3 +636,15 @@ def test_eval_context_and_sample_name_the_newest_checkpoint_without_keep_best():
     config.train.keep_best = True
     label = language_model.checkpoint_label(config)
     assert "Best checkpoint (step 40)" in language_model.context_markdown(table, 40, "x", label)
+
+
+def test_sweep_sets_between_layer_dropout_only_on_stacked_variants():
+    """Quick's one-layer model has no layer boundary: its sweep set an inert
+    `model.dropout_between`."""
+    from experiments.configs import language_model as configs
+
+    for variant in configs.VARIANTS:
+        layered = configs.get_config(variant).model.num_layers > 1
+        for arm in configs.get_sweep(variant):
+            assert ("model.dropout_between" in arm) == layered, (variant, arm)
+            assert {arm["model.dropout_input"], arm["model.dropout_output"]} <= {0.0, 0.2, 0.5}

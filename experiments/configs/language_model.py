@@ -159,14 +159,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(variant: str | None = None) -> list[dict]:
-    """Override dicts for `launch.sweep`: the cell type, without and with dropout."""
+    """Override dicts for `launch.sweep`: the cell type, without and with dropout (input,
+    output, and between layers where the variant stacks more than one)."""
     select_variant("language_model", variant, VARIANTS)  # the same error for a bad variant
     rate = {"smoke": 0.2, "quick": 0.2, "full": 0.5}[variant]
+    # dropout_between acts between stacked layers: on quick's one layer it set an inert key
+    layered = get_config(variant).model.num_layers > 1
+    wheres = ("input", "between", "output") if layered else ("input", "output")
     return [
-        {
-            "model.cell": cell,
-            **{f"model.dropout_{where}": r for where in ("input", "between", "output")},
-        }
+        {"model.cell": cell, **{f"model.dropout_{where}": r for where in wheres}}
         for cell in ("lstm", "gru")
         for r in (0.0, rate)
     ]
