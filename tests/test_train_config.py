@@ -1,5 +1,6 @@
 """Config loading and validation: bad configs fail before compilation, naming key, value, rule."""
 
+import re
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 from experiments.language_model import RULES
 from rnn_jax.train import cli, optim
 from rnn_jax.train import config as cfg
+from tests.module_cli import refused_cli
 
 SPEC = "experiments/configs/language_model.py:smoke"
 
@@ -278,6 +280,44 @@ def test_bad_workdir_config_file_and_data_sizes_exit_2_before_writing(tmp_path, 
     assert expected in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not workdir.exists()
+
+
+BAD_CONFIG_FILES = [
+    # was "unknown key in the command line overrides: module 'config_config' has no ..."
+    ("X = 1\n", "", "bad.py' defines no get_config function"),
+    # was "unknown key in the command line overrides: 'b'"
+    ("def get_config(v):\n    return {}[v]\n", ":b", "get_config('b') raised KeyError"),
+    # a traceback, exit status 1
+    ("def get_config(v)\n", "", "bad.py' failed to load: SyntaxError"),
+    # absl's "flag --config=None: Flag --config must have a value other than None", exit 1
+    ("def get_config():\n    pass\n", "", "get_config() returned None (a missing return"),
+    # a traceback inside absl's usage error, exit status 1
+    ("def get_config():\n    pass\n", ":smoke", "give the file without ':smoke'"),
+]
+
+
+@pytest.mark.parametrize("source, variant, expected", BAD_CONFIG_FILES[:2])
+def test_a_config_file_that_gives_no_config_is_named_exit_2(tmp_path, source, variant, expected):
+    """A --config file that exists but gives no ConfigDict: one line naming the file (and the
+    variant), exit status 2, nothing written (the CLI's parser and `load_config` share
+    `cli._read_config_file`: the other cases are checked in-process below). A missing file
+    and an unknown variant are in
+    `test_bad_workdir_config_file_and_data_sizes_exit_2_before_writing`."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(source)
+    stderr = refused_cli("experiments.language_model", f"{bad}{variant}", tmp_path / "w")
+    assert f"config error: config file '{bad}'" in stderr, stderr[-2000:]
+    assert expected in stderr and len(stderr.strip().splitlines()) == 1, stderr[-2000:]
+
+
+@pytest.mark.parametrize("source, variant, expected", BAD_CONFIG_FILES)
+def test_load_config_names_a_config_file_that_gives_no_config(tmp_path, source, variant, expected):
+    bad = tmp_path / "bad.py"
+    bad.write_text(source)
+    with pytest.raises(cfg.ConfigError, match=re.escape(expected)) as caught:
+        cli.load_config(f"{bad}{variant}")
+    assert str(caught.value).startswith(f"config file '{bad}'")
+    assert "\n" not in str(caught.value)
 
 
 def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
