@@ -27,6 +27,7 @@ from experiments import run_report
 from rnn_jax.data.batching import BatchIterator, pad_batch
 from rnn_jax.data.pipeline import (
     build_vocabs,
+    check_training_batch_size,
     encode_split,
     evaluation_batches,
     training_batches,
@@ -70,13 +71,9 @@ class SentimentTask(Task):
         self.splits = {split: encode_split(dataset, split, self.vocabs) for split in dataset.splits}
         if problems := position_problems(config.model, self.splits, config.data.time_multiple):
             raise cfg.ConfigError("; ".join(problems))
-        # Training batches are full (`training_batches` drops the remainder): a batch larger
-        # than the split failed only once training asked for data, a traceback, exit 1.
-        if (size := len(self.splits["train"])) < config.train.batch_size:
-            raise cfg.ConfigError(
-                f"train.batch_size={config.train.batch_size}: the 'train' split of "
-                f"{config.data.dataset!r} has {size} sentences, fewer than one full batch"
-            )
+        check_training_batch_size(
+            self.splits["train"], config.train.batch_size, dataset=config.data.dataset
+        )
 
     def _collate(self, examples: list[dict]) -> dict:
         return pad_batch(examples, 0, ("inputs",), self.config.data.time_multiple)

@@ -28,6 +28,7 @@ from rnn_jax import metrics
 from rnn_jax.data.batching import BatchIterator, pad_batch
 from rnn_jax.data.pipeline import (
     build_vocabs,
+    check_training_batch_size,
     encode_split,
     evaluation_batches,
     singleton_ids,
@@ -110,13 +111,9 @@ class SequenceLabellingTask(Task):
         }
         if problems := position_problems(config.model, self.splits, data.time_multiple):
             raise cfg.ConfigError("; ".join(problems))
-        # Training batches are full (`training_batches` drops the remainder): a batch larger
-        # than the split failed only once training asked for data, a traceback, exit 1.
-        if (size := len(self.splits["train"])) < config.train.batch_size:
-            raise cfg.ConfigError(
-                f"train.batch_size={config.train.batch_size}: the 'train' split of "
-                f"{data.dataset!r} has {size} sentences, fewer than one full batch"
-            )
+        check_training_batch_size(
+            self.splits["train"], config.train.batch_size, dataset=data.dataset
+        )
         self.singletons = singleton_ids(self.splits["train"], len(self.vocabs["tokens"]))
         self.scheme = "IOB2" if data.dataset == "conll2003" else None
         self.tables = None if self.scheme is None else metrics.tag_tables(self.tags.tokens)

@@ -6,6 +6,7 @@ import pytest
 from rnn_jax.data import BatchIterator
 from rnn_jax.data.pipeline import (
     build_vocabs,
+    check_training_batch_size,
     collate_for,
     encode_split,
     evaluation_batches,
@@ -130,6 +131,22 @@ def test_training_batches_are_full_distinct_bucketed_and_seeded():
     other = list(training_batches(examples, 8, seed=4, bucket_pool=4))
     np.testing.assert_array_equal(np.concatenate([b["targets"] for b in again]), ids)
     assert not np.array_equal(np.concatenate([b["targets"] for b in other]), ids)
+
+
+def test_check_training_batch_size_refuses_exactly_the_sizes_that_give_no_batch():
+    from rnn_jax.train.config import ConfigError
+
+    examples = _numbered([1, 2, 3])
+    check_training_batch_size(examples, 3, dataset="d")  # one full batch: accepted
+    assert len(training_batches(examples, 3, seed=0)) == 1
+    with pytest.raises(ConfigError, match=r"^train.batch_size=4: the 'train' split of 'd' has 3 "):
+        check_training_batch_size(examples, 4, dataset="d")
+    with pytest.raises(ValueError, match="give no batch"):  # what the check stands in for
+        training_batches(examples, 4, seed=0)
+    with pytest.raises(ConfigError, match=r"^translation.batch_size=9: .* has 3 pairs, fewer"):
+        check_training_batch_size(
+            examples, 9, dataset="d", key="translation.batch_size", unit="pairs"
+        )
 
 
 def test_evaluation_batches_hold_every_example_once_longest_first():

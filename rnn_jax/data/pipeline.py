@@ -23,7 +23,7 @@ Character LMs (Tiny Shakespeare) train on one stream: `stream_ids` + `LMStream`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 import numpy as np
 
@@ -165,6 +165,42 @@ def training_batches(
         length_key=length_key,
         collate=collate,
     )
+
+
+def check_training_batch_size(
+    train_examples: Sized,
+    batch_size: int,
+    *,
+    dataset: str,
+    key: str = "train.batch_size",
+    unit: str = "sentences",
+) -> None:
+    """Refuse a `batch_size` above the number of training examples, which `training_batches`
+    (full batches only: it drops the remainder) would turn into no batch at all.
+
+    A task calls this where it loads its data, so that the config error comes before anything
+    is compiled or written (`BatchIterator`'s ValueError would come when training asks for
+    data: a traceback, exit status 1).
+
+    Args:
+      train_examples: the encoded 'train' split (only its length is read).
+      batch_size: the training batch size (`key` of the config).
+      dataset: the dataset's name, for the message.
+      key: the config key `batch_size` comes from, for the message.
+      unit: what one example is, for the message ("sentences", "pairs").
+    Raises:
+      ConfigError (`rnn_jax.train.config`, a ValueError): naming `key`, `batch_size`, the
+        dataset and the split's size, when the split holds fewer than `batch_size` examples.
+    """
+    # Imported here: `rnn_jax.data` stays free of ml_collections/absl at import time (the
+    # config module loads them); no cycle, as `rnn_jax.train.config` imports no `rnn_jax.data`.
+    from rnn_jax.train.config import ConfigError
+
+    if (size := len(train_examples)) < batch_size:
+        raise ConfigError(
+            f"{key}={batch_size}: the 'train' split of {dataset!r} has {size} {unit}, "
+            "fewer than one full batch"
+        )
 
 
 def evaluation_batches(
