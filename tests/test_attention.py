@@ -153,11 +153,23 @@ def test_non_finite_padding_changes_neither_outputs_nor_gradients(kind, fill):
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads
     )
-    # Precomputed keys (Seq2Seq's decoding path) and separate values are covered too.
-    context, _ = module(
-        query, dirty, mask, values=dirty * 2.0, prepared_keys=module.prepare_keys(dirty)
+
+    # Precomputed keys (Seq2Seq's decoding path) and separate values are covered too; the
+    # masked scores hide unzeroed prepared keys from the context but not from the gradients
+    # (additive: tanh'(NaN) * 0; dot, general: 0 * inf in d score / d query).
+    def prepared_loss(module, query, keys):
+        prepared = jax.lax.stop_gradient(module.prepare_keys(keys))  # the caller's business
+        context = module(query, keys, mask, values=keys * 2.0, prepared_keys=prepared)[0]
+        return jnp.sum(context**2), context
+
+    (_, context), grads = nnx.value_and_grad(prepared_loss, argnums=(0, 1), has_aux=True)(
+        module, query, dirty
     )
     np.testing.assert_allclose(context, 2.0 * ref_context, rtol=1e-5, atol=1e-6)
+    ref_grads, _ = nnx.grad(prepared_loss, argnums=(0, 1), has_aux=True)(module, query, clean)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads
+    )
 
 
 def test_mask_of_the_wrong_shape_is_named():
@@ -217,7 +229,10 @@ def test_seq2seq_zeroes_the_padded_memory_once_per_source_not_per_step(kind):
 
 
 def test_attention_size_zero_is_refused_not_read_as_the_default():
-    """`attention_size or size` turned an illegal 0 into the default size without a word."""
+    """`attention_size or size` turned an illegal 0 into the default size without a word.
+    The default (None) is `query_size`, as `make_attention` documents (QUERY != KEY here)."""
+    default = attention.make_attention("additive", QUERY, KEY, rngs=nnx.Rngs(0))
+    assert default.v.kernel.shape == (QUERY, 1)
     options = dict(embed_size=3, hidden_size=3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="attention_size=0 must be a positive int"):
         Classifier(5, 2, pooling="attention", attention_size=0, **options)

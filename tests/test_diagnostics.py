@@ -374,3 +374,26 @@ def test_gate_preactivations_refuse_cells_without_a_fused_recurrent_projection(n
         diagnostics.sigmoid_gate_preactivations(
             cell, params, jnp.zeros((B, H)), jnp.zeros((B, T, D_IN))
         )
+
+
+def test_gru_gate_indices_name_the_cells_reset_and_update_gates():
+    """GRU_SIGMOID_GATES against the PyTorch-form GRU cell itself: an update gate saturated at
+    1 keeps h (h' = (1 - z) n + z h), whatever the reset gate does; swapped indices would
+    report one gate's saturation under the other's name."""
+    from rnn_jax import cells
+
+    cell = cells.get_cell("gru")
+    shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), D_IN, H))
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    bias = np.zeros(3 * H, np.float32)
+    for name, value in (("update", 30.0), ("reset", -30.0)):
+        index, chunks = diagnostics.GRU_SIGMOID_GATES[name]
+        assert chunks == 3
+        bias[index * H : (index + 1) * H] = value
+    params["b_ih"] = jnp.asarray(bias)
+    h0, x = jnp.full((B, H), 0.5), jnp.ones((B, D_IN))
+    h1, _ = cell.step(params, h0, x)
+    np.testing.assert_allclose(h1, h0, atol=1e-6)  # swapped: update 0, h' = tanh(0) = 0
+    pre = cell.input_projection(params, x) + cell.recurrent_projection(params, h0)
+    stats = diagnostics.gate_saturation(pre, diagnostics.GRU_SIGMOID_GATES)
+    assert float(stats["update"]["right"]) == float(stats["reset"]["left"]) == 1.0

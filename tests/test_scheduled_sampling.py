@@ -49,3 +49,13 @@ def test_choose_decoder_inputs_refuses_a_probability_outside_0_1():
     # jnp.where broadcast mismatched shapes: [4] and [4, 1] gave [4, 4] at p=0.5
     with pytest.raises(ValueError, match=r"gold \(4,\) and predicted \(4, 1\)"):
         scheduled_sampling.choose_decoder_inputs(gold, predicted[:, None], 0.5, jax.random.key(0))
+
+
+def test_constant_schedule_and_the_rng_free_extremes():
+    """'constant' is epsilon = k (the probability of the gold token); with no rng a
+    probability of exactly 1.0 gives the gold tokens and 0.0 the model's predictions."""
+    schedule = scheduled_sampling.teacher_forcing_schedule("constant", k=0.25)
+    assert float(schedule(0)) == float(schedule(10_000)) == 0.25
+    gold, predicted = np.zeros(3, np.int32), np.ones(3, np.int32)
+    assert scheduled_sampling.choose_decoder_inputs(gold, predicted, 1.0, None) is gold
+    assert scheduled_sampling.choose_decoder_inputs(gold, predicted, 0.0, None) is predicted

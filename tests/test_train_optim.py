@@ -59,6 +59,16 @@ def test_clip_by_value():
     updates = _one_update(config, grads, jax.tree.map(jnp.zeros_like, grads))
     for got, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
         np.testing.assert_allclose(got, -np.clip(np.asarray(g), -0.5, 0.5), rtol=1e-6)
+    # Both set: by value, then by global norm (the module docstring's order). g = (3, 0.1):
+    # value first gives (0.5, 0.1), norm 0.51 < 1, kept; norm first gave (0.5, 0.033).
+    config = _config(
+        optimizer__name="sgd",
+        optimizer__learning_rate=1.0,
+        optimizer__clip_value=0.5,
+        optimizer__clip_global_norm=1.0,
+    )
+    updates = _one_update(config, {"w": jnp.array([3.0, 0.1])}, {"w": jnp.zeros(2)})
+    np.testing.assert_allclose(updates["w"], [-0.5, -0.1], rtol=1e-6)
 
 
 def test_zaremba_step_decay_matches_the_tensorflow_tutorial_formula():
@@ -78,14 +88,19 @@ def test_zaremba_step_decay_matches_the_tensorflow_tutorial_formula():
         assert float(schedule(count)) == pytest.approx(want, rel=1e-6), count
 
 
-def test_cosine_with_warmup_matches_its_formula():
+@pytest.mark.parametrize("accum", [1, 2])
+def test_cosine_with_warmup_matches_its_formula(accum):
+    """The schedule counts optimiser updates: under gradient accumulation over `accum`
+    micro-batches it reaches `end_value` after num_steps / accum updates (decaying over
+    num_steps left the rate half-way down the cosine at the end of the run)."""
     lr, warmup, total, end = 0.1, 10, 100, 0.001
     config = _config(
         optimizer__learning_rate=lr,
         schedule__name="cosine",
         schedule__warmup_steps=warmup,
         schedule__end_value=end,
-        train__num_steps=total,
+        train__num_steps=total * accum,
+        train__grad_accum_steps=accum,
     )
     schedule = optim.build_schedule(config)
     for k in range(total + 1):
@@ -183,9 +198,17 @@ def test_decay_params_is_a_config_rule():
         cfg.validate(config)
 
 
-def test_sgd_momentum_matches_the_heavy_ball_recursion():
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_momentum_matches_the_heavy_ball_recursion(nesterov):
+    """Heavy ball: u = -lr v, v = mu v + g; Nesterov (Sutskever et al. 2013, as optax and
+    PyTorch write it): u = -lr (g + mu v) with the new v."""
     lr, mu = 0.1, 0.9
-    config = _config(optimizer__name="sgd", optimizer__learning_rate=lr, optimizer__momentum=mu)
+    config = _config(
+        optimizer__name="sgd",
+        optimizer__learning_rate=lr,
+        optimizer__momentum=mu,
+        optimizer__nesterov=nesterov,
+    )
     tx = optim.build_optimizer(config)
     params = {"w": jnp.zeros(3)}
     state = tx.init(params)
@@ -194,7 +217,8 @@ def test_sgd_momentum_matches_the_heavy_ball_recursion():
         g = np.array([1.0, -0.5, 0.25]) * (k + 1)
         updates, state = tx.update({"w": jnp.asarray(g)}, state, params, value=jnp.asarray(0.0))
         velocity = mu * velocity + g
-        np.testing.assert_allclose(updates["w"], -lr * velocity, rtol=1e-6)
+        want = -lr * (g + mu * velocity) if nesterov else -lr * velocity
+        np.testing.assert_allclose(updates["w"], want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name, momentum", [("rmsprop", 0.0), ("rmsprop", 0.9), ("adagrad", 0.0)])
