@@ -53,6 +53,7 @@ from absl import app, flags
 from rnn_jax.files import check_workdir, write_text_atomic
 from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
+from rnn_jax.train import config_file
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = "results.json"
@@ -107,29 +108,11 @@ def parse_config_arg(config_arg: str) -> tuple[pathlib.Path, str, str]:
     return path, name, variant
 
 
-def load_config_module(path: pathlib.Path) -> Any:
-    """Imports a config file by path (it needs `get_config` and `get_sweep`)."""
-    spec = importlib.util.spec_from_file_location(f"_sweep_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for function in ("get_config", "get_sweep"):
-        if not hasattr(module, function):
-            raise ValueError(f"config file {path} defines no {function}(variant)")
-    return module
-
-
-def _call_variant(module: Any, function: str, variant: str, path: pathlib.Path) -> Any:
-    try:
-        return getattr(module, function)(variant)
-    except (KeyError, ValueError) as error:
-        raise ValueError(
-            f"--config: variant {variant!r} rejected by {path.name}:{function}: {error}"
-        ) from error
-
-
 def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict]:
     """A grid `{key: [values]}` (Cartesian product, keys in order) or a list of override dicts
-    -> a list of override dicts. An empty grid or list is one run with no overrides."""
+    -> a list of override dicts. An empty grid (the product of no axes) is one run with no
+    overrides; an empty list (no runs) is refused, as are a point that is not a dict and a key
+    that is not a string."""
     if isinstance(sweep, Mapping):
         keys = list(sweep)
         for key in keys:
@@ -141,13 +124,32 @@ def expand_sweep(sweep: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]
         points = [
             dict(zip(keys, combo, strict=True)) for combo in itertools.product(*sweep.values())
         ]
-    elif isinstance(sweep, Sequence) and all(isinstance(p, Mapping) for p in sweep):
+    elif isinstance(sweep, Sequence) and not isinstance(sweep, str | bytes):
+        if not sweep:
+            # It ran one run of the config as it is, as if the sweep had asked for that.
+            raise ValueError(
+                "get_sweep returned an empty list: no runs (return [{}] for one run of the "
+                "config as it is)"
+            )
+        for index, point in enumerate(sweep):
+            if not isinstance(point, Mapping):
+                raise ValueError(
+                    f"get_sweep: point {index} is {type(point).__name__} {point!r}, not a dict "
+                    "of overrides {dotted_key: value}"
+                )
         points = [dict(point) for point in sweep]
     else:
         raise ValueError(
             f"get_sweep returned {type(sweep).__name__}; "
             "expected a dict of lists or a list of dicts"
         )
+    for index, point in enumerate(points):
+        for key in point:
+            if not isinstance(key, str):  # was an AttributeError traceback (`key.split`)
+                raise ValueError(
+                    f"get_sweep: point {index} has key {key!r} ({type(key).__name__}); "
+                    "keys are dotted config field names (str)"
+                )
     points = [{key: _plain(value) for key, value in point.items()} for point in points]
     seen: dict[tuple, int] = {}
     for index, point in enumerate(points):
@@ -333,9 +335,32 @@ def plan_runs(
 ) -> list[Run]:
     """Validates the config and its sweep and returns the runs, before anything runs."""
     path, name, variant = parse_config_arg(config_arg)
-    module = load_config_module(path)
-    config = _call_variant(module, "get_config", variant, path)
-    points = expand_sweep(_call_variant(module, "get_sweep", variant, path))
+    try:
+        # Read as the experiment's CLI reads it (`config_file`: one line naming the file for
+        # a syntax error, no get_config, a get_config that raises or returns no ConfigDict).
+        module = config_file.load_config_file(path)
+        config = config_file.config_of(module, path, (variant,), variant_optional=False)
+        sweep = config_file.call_config_function(
+            module, "get_sweep", path, (variant,), variant_optional=False
+        )
+        return _plan(path, name, variant, config, expand_sweep(sweep), root, common)
+    except ValueError as error:
+        text = str(error)
+        if repr(str(path)) in text:
+            raise
+        raise ValueError(f"config file {str(path)!r}, variant {variant!r}: {text}") from None
+
+
+def _plan(
+    path: pathlib.Path,
+    name: str,
+    variant: str,
+    config: Any,
+    points: list[dict],
+    root: str | os.PathLike,
+    common: Mapping[str, str] | None,
+) -> list[Run]:
+    """`plan_runs` once the config and the sweep's points are read."""
     common = dict(common or {})
     for key in common:
         _lookup(config, key, "--set key")  # not "sweep key": not in get_sweep

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from launch import report, sweep
+from rnn_jax.train import config_file
 from tests.module_cli import run_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def test_plan_names_commands_and_overrides(tmp_path):
 def test_every_experiment_config_has_a_sweep_whose_points_are_config_keys(tmp_path, name):
     """Every experiment can be swept: get_sweep exists for every variant and each of its
     points overrides only keys the config has (plan_runs checks them against the config)."""
-    module = sweep.load_config_module(REPO / f"experiments/configs/{name}.py")
+    module = config_file.load_config_file(REPO / f"experiments/configs/{name}.py")
     for variant in module.VARIANTS:
         runs = sweep.plan_runs(f"experiments/configs/{name}.py:{variant}", tmp_path / variant)
         assert runs and len({r.name for r in runs}) == len(runs), (name, variant)
@@ -114,6 +115,59 @@ def test_unknown_sweep_key_fails_before_running(tmp_path):
         sweep.plan_runs(f"{configs / 'initialization.py'}:smoke", tmp_path / "root")
     with pytest.raises(ValueError, match="does not match"):
         sweep.check_overrides({"model": {"hidden_size": 4}}, {"model.hidden_size": "big"})
+    assert not (tmp_path / "root").exists()
+
+
+_GOOD = (REPO / "experiments/configs/initialization.py").read_text()
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def get_config(variant:\n", "failed to load: SyntaxError"),
+        ("import no_such_module_xyz\n", "failed to load: ModuleNotFoundError"),
+        ("def get_sweep(variant):\n    return {}\n", "defines no get_config function"),
+        ("def get_config():\n    pass\n", "cannot be called as get_config('smoke')"),
+        ("def get_config(variant):\n    return VARIANTS[variant]()\n", "raised NameError"),
+        ("def get_config(variant):\n    pass\n", "returned None (a missing return"),
+        (_GOOD.split("def get_sweep")[0], "defines no get_sweep function"),
+        (_GOOD + "\ndef get_sweep():\n    return {}\n", "cannot be called as get_sweep('sm"),
+        (_GOOD + "\ndef get_sweep(v):\n    return {}[v]\n", "get_sweep('smoke') raised KeyError"),
+        (_GOOD + "\ndef get_sweep(v):\n    return 3\n", "get_sweep returned int"),
+        (_GOOD + "\ndef get_sweep(v):\n    return []\n", "get_sweep returned an empty list"),
+        (_GOOD + "\ndef get_sweep(v):\n    return [{}, 5]\n", "point 1 is int 5, not a dict"),
+        (_GOOD + "\ndef get_sweep(v):\n    return [{1: 2}]\n", "point 0 has key 1 (int)"),
+        (_GOOD + "\ndef get_sweep(v):\n    return [{'nope': 2}]\n", "sweep key 'nope' is not"),
+    ],
+    ids=[
+        "syntax",
+        "import",
+        "no_get_config",
+        "get_config_args",
+        "get_config_raises",
+        "get_config_none",
+        "no_get_sweep",
+        "get_sweep_args",
+        "get_sweep_raises",
+        "sweep_int",
+        "sweep_empty_list",
+        "point_not_dict",
+        "key_not_str",
+        "unknown_key",
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_it(tmp_path, source, message):
+    """Each bad config file or sweep is a ValueError (`main` exits with it as one line) naming
+    the file: a syntax error, a get_config or get_sweep that raises or cannot take the variant
+    were tracebacks, a get_config returning None was reported as an unknown sweep key, a
+    KeyError in get_sweep as the variant being rejected, and an empty list of points planned one
+    run of the config as it is."""
+    path = tmp_path / "initialization.py"  # named like a real experiment
+    path.write_text(source)
+    with pytest.raises(ValueError) as error:
+        sweep.plan_runs(f"{path}:smoke", tmp_path / "root")
+    text = str(error.value)
+    assert message in text and str(path) in text and "\n" not in text, text
     assert not (tmp_path / "root").exists()
 
 
@@ -259,13 +313,14 @@ def test_a_finished_run_is_not_reused_under_another_set(tmp_path):
 
 
 def test_a_finished_run_of_another_variant_with_the_same_name_is_refused(tmp_path):
-    """language_model's smoke and quick sweeps name their runs alike (the same dropout rate):
-    a quick sweep in a smoke root reported the smoke runs as quick's."""
+    """Two variants' sweeps can name their runs alike (state_probe's smoke and quick: the same
+    depths; language_model's did until its get_sweep changed): a quick sweep in a smoke root
+    reported the smoke runs as quick's."""
     root = tmp_path / "root"
-    smoke = sweep.plan_runs("experiments/configs/language_model.py:smoke", root)
-    quick = sweep.plan_runs("experiments/configs/language_model.py:quick", root)
+    smoke = sweep.plan_runs("experiments/configs/state_probe.py:smoke", root)
+    quick = sweep.plan_runs("experiments/configs/state_probe.py:quick", root)
     assert [r.name for r in smoke] == [r.name for r in quick]
-    sweep.write_sweep_file(root, "experiments/configs/language_model.py:smoke", smoke)
+    sweep.write_sweep_file(root, "experiments/configs/state_probe.py:smoke", smoke)
     (smoke[0].workdir).mkdir()
     (smoke[0].workdir / "results.json").write_text('{"final": {}}')
     with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
@@ -278,13 +333,13 @@ def test_a_plan_with_other_run_names_in_between_does_not_erase_the_record(tmp_pa
     root in between left a finished run unrecorded, and a later plan under other settings
     skipped it as done."""
     root = tmp_path / "root"
-    smoke = sweep.plan_runs("experiments/configs/language_model.py:smoke", root)
-    quick = sweep.plan_runs("experiments/configs/language_model.py:quick", root)
-    sweep.write_sweep_file(root, "experiments/configs/language_model.py:smoke", smoke)
+    smoke = sweep.plan_runs("experiments/configs/state_probe.py:smoke", root)
+    quick = sweep.plan_runs("experiments/configs/state_probe.py:quick", root)
+    sweep.write_sweep_file(root, "experiments/configs/state_probe.py:smoke", smoke)
     (smoke[0].workdir).mkdir()
     (smoke[0].workdir / "results.json").write_text('{"final": {}}')
     renamed = [dataclasses.replace(r, name=f"other_{r.name}") for r in quick]
-    sweep.write_sweep_file(root, "experiments/configs/language_model.py:quick", renamed)
+    sweep.write_sweep_file(root, "experiments/configs/state_probe.py:quick", renamed)
     with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
         sweep.check_finished_runs(root, quick)
     sweep.check_finished_runs(root, smoke)

@@ -300,7 +300,7 @@ BAD_CONFIG_FILES = [
 def test_a_config_file_that_gives_no_config_is_named_exit_2(tmp_path, source, variant, expected):
     """A --config file that exists but gives no ConfigDict: one line naming the file (and the
     variant), exit status 2, nothing written (the CLI's parser and `load_config` share
-    `cli._read_config_file`: the other cases are checked in-process below). A missing file
+    `config_file.read_config_file`: the other cases are checked in-process below). A missing file
     and an unknown variant are in
     `test_bad_workdir_config_file_and_data_sizes_exit_2_before_writing`."""
     bad = tmp_path / "bad.py"

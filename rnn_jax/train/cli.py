@@ -19,14 +19,10 @@ allowed, and exit status 1 (absl flag errors) or 2 (config values).
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import inspect
 import logging as std_logging
 import pathlib
 import sys
 import textwrap
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -38,7 +34,7 @@ from rnn_jax import allocator
 from rnn_jax.data.readers import DataFormatError, DataNotFoundError
 from rnn_jax.files import check_workdir
 from rnn_jax.train import config as config_lib
-from rnn_jax.train import distributed
+from rnn_jax.train import config_file, distributed
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
 
@@ -289,104 +285,19 @@ def _check_config_file(argv: list[str]) -> None:
 
 class _ConfigFileParser(flags.ArgumentParser):
     """The parser of `--config=<file>[:variant]` (the variant, when given, passed to
-    `get_config` as config_flags' own parser does), loading the file with `_read_config_file`:
+    `get_config` as config_flags' own parser does), loading the file with
+    `config_file.read_config_file`:
     a file that cannot give a config is a `ConfigError` naming it, reported in one line (exit
     status 2). The result is locked (`lock_config=True`)."""
 
     def parse(self, argument: str) -> ml_collections.ConfigDict:
         file, colon, variant = argument.partition(":")
-        config = _read_config_file(file, (variant,) if colon else ())
+        config = config_file.read_config_file(file, (variant,) if colon else ())
         config.lock()
         return config
 
     def flag_type(self) -> str:
         return "config object"
-
-
-def _read_config_file(path: str, args: tuple[str | None, ...] = ()) -> ml_collections.ConfigDict:
-    """Execute the config file at `path` and return its `get_config(*args)`.
-
-    Raises:
-      ConfigError: naming the file (and the arguments) when it does not exist, cannot be
-        executed (a syntax error, a failed import), defines no `get_config`, has a
-        `get_config` that cannot take `args`, raises, or returns something other than a
-        ConfigDict; a `ConfigError` of `get_config` itself (an unknown variant,
-        `config.select_variant`) as it came.
-    """
-    if not pathlib.Path(path).is_file():
-        raise config_lib.ConfigError(f"config file {path!r} not found")
-    name = "_config_file_" + "".join(c if c.isalnum() else "_" for c in pathlib.Path(path).stem)
-    loader = importlib.machinery.SourceFileLoader(name, path)  # any suffix, as config_flags
-    module_spec = importlib.util.spec_from_loader(name, loader)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # as config_flags did (dataclasses look their module up)
-    try:
-        loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[name]
-        raise config_lib.ConfigError(
-            f"config file {path!r} failed to load: {_error_line(error, path)}"
-        ) from None
-    get_config = getattr(module, "get_config", None)
-    if not callable(get_config):
-        raise config_lib.ConfigError(
-            f"config file {path!r} defines no get_config function (a config file's "
-            "get_config(variant) returns the run's ml_collections.ConfigDict)"
-        )
-    call = f"get_config({', '.join(map(repr, args))})"
-    try:
-        signature = inspect.signature(get_config)
-    except (TypeError, ValueError):  # no signature to check (a builtin): just call it
-        signature = None
-    if signature is not None:
-        try:
-            signature.bind(*args)
-        except TypeError as error:
-            hint = (
-                f"give the file without ':{args[0]}'"
-                if args
-                else f"give a variant as {path}:<variant>"
-            )
-            raise config_lib.ConfigError(
-                f"config file {path!r}: get_config{signature} cannot be called as {call} "
-                f"({error}); {hint}"
-            ) from None
-    try:
-        config = get_config(*args)
-    except config_lib.ConfigError:
-        raise  # the config's own message (an unknown variant lists the allowed ones)
-    except Exception as error:
-        raise config_lib.ConfigError(
-            f"config file {path!r}: {call} raised {_error_line(error, path)}"
-        ) from None
-    if not isinstance(config, ml_collections.ConfigDict):
-        got = "None (a missing return statement?)" if config is None else _short_repr(config)
-        raise config_lib.ConfigError(
-            f"config file {path!r}: {call} returned {got}, not an ml_collections.ConfigDict"
-        )
-    return config
-
-
-def _error_line(error: BaseException, path: str) -> str:
-    """`Type: message (file, line N)`: where in the config file `error` was raised (its last
-    frame there; a SyntaxError names its line itself)."""
-    text = f"{type(error).__name__}: {error}"
-    if isinstance(error, SyntaxError):
-        return text
-    target = pathlib.Path(path).resolve()
-    lines = [
-        frame.lineno
-        for frame in traceback.extract_tb(error.__traceback__)
-        if pathlib.Path(frame.filename).resolve() == target
-    ]
-    return text + (f" ({path}, line {lines[-1]})" if lines else "")
-
-
-def _short_repr(value: Any, limit: int = 60) -> str:
-    """`type repr`, the repr cut to `limit` characters."""
-    text = repr(value)
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"{type(value).__name__} {text}"
 
 
 def load_config(
@@ -405,10 +316,11 @@ def load_config(
 
     Raises:
       ValueError: an unknown variant, key or out-of-range value (naming it), or a config
-        file that gives no config (`ConfigError`, naming the file: `_read_config_file`).
+        file that gives no config (`ConfigError`, naming the file:
+        `config_file.read_config_file`).
     """
     path, _, variant = spec.partition(":")
-    config = _read_config_file(path, (variant,) if variant else ())
+    config = config_file.read_config_file(path, (variant,) if variant else ())
     config.lock()
     for key, value in (overrides or {}).items():
         try:
