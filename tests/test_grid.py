@@ -81,3 +81,24 @@ def test_best_within_spread_against_a_seed_by_seed_definition():
     assert grid.ranking_mean([None, float("nan")]) == math.inf
     # Every key diverged: no best (the first key was named best, and the answers printed it).
     assert grid.best_within_spread({"a": [None], "b": [float("nan")]}) == (None, [])
+
+
+def test_unranked_reason_and_spread_phrase_name_why_a_pair_is_not_ranked():
+    """Short of `finite_seeds_below`, a pair is not ranked because a seed is not finite (on
+    either side), because a side has one seed (either side: one seed against three has no
+    spread to compare either), or else is within the seed spread; `spread_phrase` sorts the
+    keys by that reason. The mean of the finite seeds leaves inf out as it leaves out null."""
+    from experiments import grid
+
+    diverged, one = "a seed diverged: not compared seed by seed", "one seed: no seed spread"
+    assert grid.unranked_reason([1.0, 2.0], [1.5, None]) == diverged
+    assert grid.unranked_reason([1.0, float("inf")], [1.5, 2.5]) == diverged
+    assert grid.unranked_reason([1.0], [1.5, 2.5, 3.0]).startswith(one)
+    assert grid.unranked_reason([1.0, 2.0, 3.0], [1.5]).startswith(one)
+    assert grid.unranked_reason([1.0, 2.0], [1.5, 2.5]) == grid.WITHIN_SPREAD
+    level = {"b": [1.5, 2.5], "c": [1.2], "d": [None, 2.0]}
+    assert grid.spread_phrase([1.0, 2.0], level) == (
+        "within the seed spread of b; not ranked against "
+        f"c (one seed: no seed spread to compare), d ({diverged})"
+    )
+    assert grid.nan_mean([1.0, float("inf"), 3.0]) == 2.0
