@@ -196,5 +196,8 @@ def test_majority_tag_baseline_ties_to_the_first_tag_seen_and_refuses_empty_trai
     test = [{"tokens": ["a", "b", "c", "unseen"]}]
     # a: X once, Y once -> X (seen first); b: Y, X -> Y; unseen: X (3 of 5 overall).
     assert metrics.majority_tag_per_word(train, test) == [["X", "Y", "X", "X"]]
+    # The overall default ties to the tag seen first as well: Y (not the smaller X).
+    tied = [{"tokens": ["a", "b"], "tags": ["Y", "X"]}]
+    assert metrics.majority_tag_per_word(tied, [{"tokens": ["unseen"]}]) == [["Y"]]
     with pytest.raises(ValueError, match="train has no tagged token"):
         metrics.majority_tag_per_word([{"tokens": [], "tags": []}], test)

@@ -56,8 +56,9 @@ def test_bad_tags_and_schemes_raise():
 
 
 def test_token_accuracy_ignores_padding():
+    # Padding predicted as the pad id (0 == 0): counted as hits, the accuracy would be 4/4.
     predictions = np.array([[1, 2, 3], [1, 0, 0]])
-    targets = np.array([[1, 2, 0], [2, 5, 5]])
+    targets = np.array([[1, 2, 0], [2, 0, 0]])
     mask = np.array([[True, True, True], [True, False, False]])
     assert metrics.token_accuracy(predictions, targets, mask) == pytest.approx(2 / 4)
 
@@ -96,6 +97,9 @@ def test_bleu_extremes_and_hand_computed_case():
     hyp, ref = "the cat sat on a mat", "the cat sat on the mat"
     expected = 100 * math.exp(np.mean(np.log([5 / 6, 3 / 5, 2 / 4, 1 / 3])))
     assert metrics.corpus_bleu([hyp], [ref]) == pytest.approx(expected, rel=1e-4)
+    # `tokenize` reaches sacrebleu: 13a splits off the final '.', 'none' keeps "mat." a word.
+    assert metrics.corpus_bleu([ref + "."], [ref + " ."]) == pytest.approx(100.0)
+    assert metrics.corpus_bleu([ref + "."], [ref + " ."], tokenize="none") < 70.0
 
 
 def test_schedules_follow_bengio_et_al():
@@ -304,6 +308,10 @@ def test_bleu_statistics_equal_sacrebleu_segment_statistics_on_ragged_shapes():
             assert stats[:2] == [hyp_len[b], ref_len[b]]
             assert list(matches[b]) == stats[2 : 2 + order], text
             assert list(totals[b]) == stats[2 + order :], text
+        # The corpus score at orders other than 4 (max_ngram_order follows the statistics).
+        summed = [int(hyp_len.sum()), int(ref_len.sum()), *matches.sum(0), *totals.sum(0)]
+        score = metrics.bleu_from_statistics(matches.sum(0), totals.sum(0), *summed[:2])
+        assert score == pytest.approx(reference._compute_score_from_stats(summed).score, abs=1e-9)
 
 
 def test_perplexity_and_bits_per_char_convert_and_refuse_nan_or_infinite_counts():
@@ -322,3 +330,14 @@ def test_perplexity_and_bits_per_char_convert_and_refuse_nan_or_infinite_counts(
             metrics.perplexity(1.0, bad)
         with pytest.raises(ValueError, match="num_chars must be a finite number > 0"):
             metrics.bits_per_char(1.0, bad)
+
+
+def test_provenance_git_dirty_follows_the_status_output(monkeypatch):
+    """rnn_jax.train.metrics: a clean tree (empty `git status --porcelain`) is not dirty."""
+    from rnn_jax.train import metrics as run_metrics
+
+    for status, dirty in (("", False), (" M rnn_jax/metrics.py", True)):
+        answers = {"status": status, "rev-parse": "0" * 40}
+        monkeypatch.setattr(run_metrics, "_git", lambda repo, c, *a, d=answers: d[c])
+        record = run_metrics.provenance()
+        assert record["git_dirty"] is dirty and record["git_sha"] == "0" * 40

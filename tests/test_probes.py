@@ -59,3 +59,27 @@ def test_a_constant_float64_feature_is_zero_after_standardising():
     # No rows to fit: "Eigenvalues did not converge" (the eigendecomposition of a NaN moment).
     with pytest.raises(ValueError, match=r"features \(0, 3\): expected \[n, features\]"):
         probes.fit_lda_probe(np.zeros((0, 3)), np.zeros(0, int), 2, 0.1)
+
+
+def test_unseen_types_get_the_majority_label_and_each_target_refits_from_its_own_choice(
+    monkeypatch,
+):
+    # A type absent from training gets the overall majority (1), not e.g. the first label (3).
+    assert probes.lexical_predictions(["a", "b", "b"], [3, 1, 1], ["new", "a"]).tolist() == [1, 3]
+
+    # Target j's refit must start from target j's chosen fit (problem j * len(grid) + best), not
+    # from problem `best` (target 0's). A stand-in for the L-BFGS fit (no compile): it adds
+    # the mean label of the problem's fitted rows to the starting weights.
+    def fit(z, labels, class_mask, l2, init, precondition, iterations):
+        start = np.einsum("fg,gpc->fpc", np.asarray(precondition), np.asarray(init[0]))
+        return start + np.mean(labels, axis=1)[None, :, None], np.asarray(init[1])
+
+    monkeypatch.setattr(probes, "_fit_softmax", fit)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 2))
+    labels = np.stack([np.arange(20) % 2, (np.arange(20) % 5 == 0)], 1).astype(int)
+    holdout = np.arange(20) >= 14
+    fitted = probes.fit_logistic_probes(x, labels, [2, 2], [1e-3, 1.0], holdout, 1)
+    for j, probe in enumerate(fitted):
+        expected = labels[~holdout, j].mean() + labels[:, j].mean()  # selection fit + refit
+        np.testing.assert_allclose(probe.weights, np.full((2, 2), expected), atol=1e-5)
