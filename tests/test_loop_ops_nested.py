@@ -82,3 +82,35 @@ def test_loop_ops_counts_a_nested_loop_as_hand_counted():
     assert outer[4].shapes == ((), (4,), (4,)) and outer[5].root == "dynamic-update-slice"
     assert loop_ops.ops_per_step(NESTED) == [3, 6]
     assert loop_ops.whole_buffer_writes(NESTED, 5) == []
+
+
+# A loop body (time = 5) with a bitcast (no kernel: not counted) and a fusion producing a
+# rank-1 `[5]` array (not a `[time, ...]` buffer: rank >= 2 only), beside one real rewrite.
+SMALL = """HloModule small
+
+%fused_mul (p: f32[5,4]) -> f32[5,4] {
+  %p = f32[5,4]{1,0} parameter(0)
+  ROOT %m = f32[5,4]{1,0} multiply(%p, %p)
+}
+
+%body (arg: (s32[], f32[5,4], f32[5])) -> (s32[], f32[5,4], f32[5]) {
+  %arg = (s32[], f32[5,4]{1,0}, f32[5]{0}) parameter(0)
+  %b = f32[5,4]{1,0} get-tuple-element(%arg), index=1
+  %v = f32[5]{0} get-tuple-element(%arg), index=2
+  %flat = f32[20]{0} bitcast(%b)
+  %vec = f32[5]{0} negate(%v)
+  %rewrite = f32[5,4]{1,0} fusion(%b), kind=kLoop, calls=%fused_mul
+  ROOT %r = (s32[], f32[5,4]{1,0}, f32[5]{0}) tuple(%i, %rewrite, %vec)
+}
+
+ENTRY %main (a: f32[5,4]) -> f32[5,4] {
+  %w = (s32[], f32[5,4]{1,0}, f32[5]{0}) while(%t0), condition=%cond, body=%body
+}
+"""
+
+
+def test_bitcasts_are_not_counted_and_rank_1_arrays_are_not_time_buffers():
+    assert loop_ops.ops_per_step(SMALL) == [2]
+    assert [(i.name, i.root) for i in loop_ops.whole_buffer_writes(SMALL, 5)] == [
+        ("rewrite", "multiply")
+    ]

@@ -179,3 +179,49 @@ def test_numpy_integer_unroll_and_bptt_length_are_ints():
         scan.unroll(cell, params, xs, unroll=np.int64(0))
     with pytest.raises(ValueError, match=r"bptt_length=np.True_ must be a positive int"):
         scan.truncated_unroll(cell, params, xs, np.True_)
+
+
+def test_truncated_unroll_time_major_and_a_sequence_ending_at_a_window_boundary():
+    """`truncated_unroll(time_major=True)` against a per-step Python loop that cuts the carry
+    (`stop_gradient`) at each window start, for running sequences only: outputs, final carry
+    and the gradient w.r.t. `xs`. Sequence 1 ends exactly at the first boundary, so its final
+    carry keeps the gradient path into window 0 (cutting it there too would zero that part);
+    `time_major` is not ignored (T=4 != batch=2); without lengths, the steps that pad
+    the last window do not run."""
+    cell, params, _ = _elman()
+    time, bptt, lengths = 4, 2, np.array([4, 2])
+    xs = jnp.asarray(np.random.default_rng(5).standard_normal((time, BATCH, INPUT)), jnp.float32)
+    weights = jnp.cos(jnp.arange(time * BATCH * HIDDEN, dtype=jnp.float32)).reshape(
+        time, BATCH, HIDDEN
+    )
+
+    def loss(ys, h):
+        return jnp.sum(ys * weights) + jnp.sum(jnp.sin(h)), (ys, h)
+
+    def loop(xs):
+        h, ys, running = jnp.zeros((BATCH, HIDDEN)), [], jnp.asarray(lengths)
+        for t in range(time):
+            valid = (t < running)[:, None]
+            if t and t % bptt == 0:
+                h = jnp.where(valid, jax.lax.stop_gradient(h), h)
+            new, y = cell.step(params, h, xs[t])
+            h, ys = jnp.where(valid, new, h), ys + [jnp.where(valid, y, 0.0)]
+        return loss(jnp.stack(ys), h)
+
+    def truncated(xs):
+        return loss(*scan.truncated_unroll(cell, params, xs, bptt, lengths, time_major=True))
+
+    (d_xs, (ys, h)), (want_d_xs, (want_ys, want_h)) = (
+        jax.jit(jax.grad(f, has_aux=True))(xs) for f in (truncated, loop)
+    )
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d_xs, want_d_xs, rtol=1e-5, atol=1e-6)
+    # No lengths, T=4 not a multiple of bptt_length=3: the steps padding the last window must
+    # not run (the final carry is the one after step T-1).
+    ys, h = scan.truncated_unroll(cell, params, xs, 3, time_major=True)
+    want_h = jnp.zeros((BATCH, HIDDEN))
+    for t in range(time):
+        want_h, y = cell.step(params, want_h, xs[t])
+        np.testing.assert_allclose(ys[t], y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-6)
