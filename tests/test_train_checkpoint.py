@@ -9,6 +9,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from rnn_jax.train import train_and_evaluate
@@ -92,13 +93,24 @@ def test_best_checkpoints_a_resume_needs_are_kept_and_stale_ones_dropped(tmp_pat
 def test_a_reader_leaves_a_live_runs_best_checkpoint_alone(tmp_path):
     """restore_model may read a run that is still training, whose newest best checkpoint is
     ahead of its newest periodic one: a read-only Checkpointer deletes and creates nothing."""
-    config = _config(train__num_steps=20, train__checkpoint_every=10)
-    train_and_evaluate(config, tmp_path, Regression())
+    config = _config(num_seeds=2, train__num_steps=20, train__checkpoint_every=10)
+    final = train_and_evaluate(config, tmp_path, Regression())["final"]
     shutil.rmtree(tmp_path / "checkpoints" / "20")
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     reader = Checkpointer(tmp_path, 2, read_only=True)
     assert reader.best.all_steps() == [20]
     reader.close()
+    # restore_model reads the best checkpoint (step 20, the one the final scores evaluated)
+    # of the replica asked for, or with best=False the newest periodic one (step 10).
+    for replica in (0, 1):
+        model, step = restore_model(config, tmp_path, Regression(), replica=replica)
+        batches = list(Regression().eval_data("valid"))
+        se = sum(float(np.sum((model(b["x"])[:, 0] - b["y"]) ** 2)) for b in batches)
+        loss = se / sum(b["y"].size for b in batches)
+        assert step == 20
+        assert loss == pytest.approx(final["per_seed"]["valid_loss"][replica], rel=1e-5)
+    periodic, step = restore_model(config, tmp_path, Regression(), best=False, replica=1)
+    assert step == 10 and not np.array_equal(periodic.kernel.value, model.kernel.value)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
     Checkpointer(tmp_path / "nothing", 2, read_only=True).close()
     assert not (tmp_path / "nothing").exists()
@@ -125,14 +137,29 @@ def test_periodic_save_waits_for_the_pending_best_save(tmp_path, monkeypatch):
         return latest_save(*args, **kwargs)
 
     monkeypatch.setattr(checkpointer.latest, "save", recording_save)
+    # The loop JSON is written in the background too (slowed down here), while the host loop
+    # goes on accumulating into its nested log window: the save must freeze it at its step.
+    json_write = ocp.JsonCheckpointHandler._save_fn
+
+    async def slow_json_write(self, *args, **kwargs):
+        time.sleep(0.2)
+        return await json_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", slow_json_write)
     state = _tiny_state()
     checkpointer.save(5, state, {"best_step": 5}, best=True)
-    checkpointer.save(5, state, {"best_step": 5})
+    loop = {"best_step": 5, "window": {"loss": [1.0]}}
+    checkpointer.save(5, state, loop)
+    loop["window"]["loss"][0] += 2.0  # the next step's loss, not in checkpoint 5
     checkpointer.wait()
     assert best_in_flight == [False]
-    restored, loop = checkpointer.restore(abstract_like(state), best=True)
+    restored, saved = checkpointer.restore(abstract_like(state), best=True)
     np.testing.assert_array_equal(restored["w"], np.arange(4.0))
-    assert loop == {"best_step": 5}
+    assert saved == {"best_step": 5}
+    assert checkpointer.restore(abstract_like(state))[1] == {
+        "best_step": 5,
+        "window": {"loss": [1.0]},
+    }
     checkpointer.close()
 
 

@@ -5,7 +5,9 @@ refuses or inverts, seeds that alias in a 32-bit PRNG key, momentum or Nesterov 
 optimiser that has them, `=None` on a switch), and `--workdir` checks."""
 
 import json
+import os
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -16,6 +18,7 @@ from rnn_jax.files import check_workdir
 from rnn_jax.train import cli, optim, train_and_evaluate
 from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
+from rnn_jax.train.metrics import metric_series
 from tests.test_train_loop import Regression, Stream, _config
 
 
@@ -80,6 +83,9 @@ def test_resume_with_num_steps_lowered_to_the_checkpoint_equals_a_run_of_that_le
     assert results["final"] == reference
     assert reference["step"] == 12
     assert reference["best_step"] == (5 if "train__patience" in overrides else 12)
+    # The final scores are the best checkpoint's, not the last step's model's.
+    evals = dict(metric_series(tmp_path / "reference" / "metrics.jsonl", "valid_loss"))
+    assert reference["valid_loss"] == evals[reference["best_step"]] != evals[10]
 
 
 def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):
@@ -377,3 +383,29 @@ def test_nesterov_without_momentum_or_with_another_optimiser_is_a_config_error()
             cfg.validate(config)
     config.optimizer.update(name="sgd", momentum=0.9)
     cfg.validate(config)
+
+
+class _TerminatedStream(Stream):
+    """The regression stream that receives SIGTERM while it serves batch 3 (step 3)."""
+
+    def __iter__(self):
+        for index, batch in enumerate(super().__iter__()):
+            if index == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+
+class _TerminatedRegression(Regression):
+    def train_data(self):
+        return _TerminatedStream()
+
+
+def test_sigterm_saves_the_step_it_stopped_at(tmp_path):
+    # The subprocess test (test_train_runtime) signals after a periodic checkpoint and can
+    # stop at one: a stop that saved nothing went unnoticed there. Step 3 is no periodic step.
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit, match=r"stopped by SIGTERM at step 3; checkpoint saved"):
+        train_and_evaluate(_config(train__num_steps=5), tmp_path, _TerminatedRegression())
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3"]
+    assert not (tmp_path / "results.json").exists()

@@ -71,18 +71,44 @@ def test_overflowing_update_is_not_applied_in_the_step():
     assert not np.array_equal(kernels[0][1], kernels[1][1])  # replica 1 was updated
 
 
-def test_a_state_with_an_overflowed_optimiser_state_is_never_saved(tmp_path):
+def test_a_state_with_an_overflowed_optimiser_state_is_never_saved(tmp_path, monkeypatch):
     """The per-step check reads the params; an optimiser state that overflowed alone (finite
     params) is refused when a checkpoint would be written."""
     config = _config(num_seeds=2)
     _, state, _, _ = loop_lib.build_steps(config, Regression())
-    checkpointer = Checkpointer(tmp_path, max_to_keep=2)
+    checkpointer = Checkpointer(tmp_path / "direct", max_to_keep=2)
     loop_lib._check_saveable(3, state, checkpointer)  # finite: nothing to say
     poisoned = {**state, "opt_state": jax.tree.map(lambda x: x * np.inf, state["opt_state"])}
     if not jax.tree.leaves(poisoned["opt_state"]):
         pytest.skip("this optimiser keeps no float state")
     with pytest.raises(NonFiniteError, match=r"not finite at step 3; not saved.*none yet"):
         loop_lib._check_saveable(3, poisoned, checkpointer)
+    checkpointer.close()
+
+    # In a run: from step 2 on the optimiser state is inf/NaN, the params and loss still finite.
+    build_steps = loop_lib.build_steps
+
+    def overflowing_steps(config, task):
+        mesh, state, train_step, eval_step = build_steps(config, task)
+
+        def step(state, batch):
+            state, step_metrics = train_step(state, batch)
+            if int(state["step"]) >= 2:
+                floats = lambda x: x * np.inf if np.issubdtype(x.dtype, np.floating) else x
+                state = {**state, "opt_state": jax.tree.map(floats, state["opt_state"])}
+            return state, step_metrics
+
+        return mesh, state, step, eval_step
+
+    monkeypatch.setattr(loop_lib, "build_steps", overflowing_steps)
+    run = tmp_path / "run"
+    with pytest.raises(
+        NonFiniteError, match=r"not finite at step 2; not saved\. Last good checkpoint: step 1 "
+    ):
+        train_and_evaluate(_config(train__checkpoint_every=1), run, Regression())
+    reader = Checkpointer(run, max_to_keep=2, read_only=True)
+    assert reader.latest.all_steps() == [1]
+    reader.close()
 
 
 def _abstract(checkpointer):
