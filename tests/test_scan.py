@@ -60,6 +60,18 @@ def test_lengths_and_reverse_match_one_by_one_reference(case, reverse, implement
     check_against_reference(case, np.asarray(ys), carry, params, xs, LENGTHS, reverse)
 
 
+def test_flip_sequences_reverses_each_valid_part_and_keeps_padding_in_place():
+    """`[time, batch, ...]` with non-zero padding: each sequence's valid part reversed, the
+    positions past it unmoved (so the map is its own inverse); inside `unroll` the padding is
+    masked, so a padding position read from the wrong place would not show there."""
+    xs = np.arange(1, TIME * BATCH * 2 + 1, dtype=np.float32).reshape(TIME, BATCH, 2)
+    flipped = np.asarray(scan.flip_sequences(jnp.asarray(xs), jnp.asarray(LENGTHS)))
+    for b, n in enumerate(LENGTHS):
+        np.testing.assert_array_equal(flipped[:, b], np.concatenate([xs[:n, b][::-1], xs[n:, b]]))
+    np.testing.assert_array_equal(scan.flip_sequences(flipped, jnp.asarray(LENGTHS)), xs)
+    np.testing.assert_array_equal(scan.flip_sequences(xs, None), xs[::-1])
+
+
 @pytest.mark.parametrize("case", ["lstm", "gru_cho", "min_gru"])
 def test_initial_carry_and_full_lengths(case):
     cell, params, xs = setup(case, seed=3)
