@@ -181,11 +181,17 @@ def test_bfloat16_modules_convert_and_round_trip():
     with torch.no_grad():
         want, _ = module(xs.to(torch.bfloat16))
     ys, _ = apply_fn(params, jnp.asarray(xs.numpy(), jnp.bfloat16))
+    assert ys.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(ys, np.float32), want.float().numpy(), atol=2e-2)
     state = interop.to_torch_state_dict(params)
     for name, tensor in module.named_parameters():
         assert state[name].dtype == torch.bfloat16
         assert torch.equal(state[name], tensor.detach())
+    # bfloat16's range is float32's: a detour through float16 would flush 1e-30 to 0 and
+    # overflow 3e38 to inf; the weights above are too tame to tell.
+    extreme = torch.tensor([1e-30, 3e38, -2.5e-5], dtype=torch.bfloat16)
+    back = interop.to_torch_state_dict({"w": interop._to_jax(extreme)})["w"]
+    assert torch.equal(back, extreme)
 
 
 def test_a_training_mode_module_with_dropout_warns():
@@ -197,6 +203,10 @@ def test_a_training_mode_module_with_dropout_warns():
     with pytest.warns(UserWarning, match=r"training mode.*module\.eval\(\)"):
         interop.from_torch(module)
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own: dropout with num_layers=1 does nothing
+        one_layer = torch.nn.LSTM(3, 4, num_layers=1, dropout=0.5)
+    with warnings.catch_warnings():
         warnings.simplefilter("error")
         interop.from_torch(module.eval())
         interop.from_torch(torch.nn.LSTM(3, 4, num_layers=2))  # no dropout: nothing to warn about
+        interop.from_torch(one_layer)  # training mode, but no layer to drop between

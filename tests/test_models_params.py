@@ -53,6 +53,15 @@ def test_match_size_returns_the_brute_force_closest_width_within_tolerance():
     # The message gives the tolerance unrounded: `.0%` printed "within 4%" beside a 4% miss.
     with pytest.raises(ValueError, match="within 3.9%: closest is width 15 with 96 params"):
         match_size(build, 100, low=13, high=15, tolerance=0.039)
+    # Refused up front, naming the argument: without the checks target=0 would end in "no
+    # width ... gives 0 params within 5%", tolerance=0 would run, multiple_of=0 divide by 0.
+    for bad, kwargs in (
+        ("target must be a positive parameter count, got 0", dict(target=0)),
+        (r"tolerance must be in \(0, 1\), got 0", dict(target=96, tolerance=0.0)),
+        ("multiple_of must be >= 1, got 0", dict(target=96, multiple_of=0)),
+    ):
+        with pytest.raises(ValueError, match=bad):
+            match_size(build, low=13, high=15, **kwargs)
 
 
 def test_seq2seq_parameter_count_by_hand():
