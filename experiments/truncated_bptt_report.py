@@ -257,15 +257,18 @@ def _answer_11(clip: list[dict]) -> str:
     clipped = [s for s in clip if s["clip"] is not None]
     if unclipped and clipped:
         fewer = sum(unclipped[0]["diverged"]) > min(sum(s["diverged"]) for s in clipped)
-        # Final losses are means over the seeds that did not diverge (NaN when none): a
-        # clipped run with a finite loss beats an unclipped one whose every seed diverged.
-        # Otherwise a lower mean is claimed only beyond the seed spread: every finite seed
-        # of a clipped run below every finite seed of the unclipped one.
+        # Final losses are means over the finite seeds (NaN when none), and a seed whose
+        # finite loss ended at or above chance counts as diverged too. Where every unclipped
+        # seed went non-finite, a clipped run beats it only with a seed that did not diverge
+        # (a finite loss at chance learned nothing). Otherwise a lower mean is claimed only
+        # beyond the seed spread: every finite seed of a clipped run below every finite seed
+        # of the unclipped one.
         base = grid.nan_mean(unclipped[0]["loss"])
-        finite = [s["loss"] for s in clipped if np.isfinite(grid.nan_mean(s["loss"]))]
+        finite = [s for s in clipped if np.isfinite(grid.nan_mean(s["loss"]))]
         lower = bool(finite) and (
-            not np.isfinite(base)
-            or any(grid.finite_seeds_below(loss, unclipped[0]["loss"]) for loss in finite)
+            any(not all(s["diverged"]) for s in finite)
+            if not np.isfinite(base)
+            else any(grid.finite_seeds_below(s["loss"], unclipped[0]["loss"]) for s in finite)
         )
         loss_text = (
             "lowered the final loss (every seed apart)"
@@ -276,7 +279,8 @@ def _answer_11(clip: list[dict]) -> str:
             loss_text = (
                 "kept a finite final loss where every unclipped seed diverged"
                 if lower
-                else "did not help: every seed diverged with and without clipping"
+                else "did not help: every seed diverged with and without clipping (a finite "
+                "loss at or above chance counts as diverged)"
             )
         text.append(
             "Clipping "

@@ -365,10 +365,13 @@ def test_translation_answer_with_one_seed_or_a_diverged_regime_claims_no_spread(
     assert "within the seed spread" not in text
     assert "free_running -10.00 (one seed: no seed spread to compare)" in text
     assert "highest beam BLEU 21.00 with teacher_forcing (one seed: no seed spread" in text
+    assert "| teacher_forcing | constant (k=1) | 20 | 21 |" in text  # greedy, then beam
     text = answer({"a": _mt("teacher_forcing", [None, None]), "b": _mt("linear", [11.0, 12.0])})
     assert "nan" not in text.split("\n\n")[0].replace("nan/nan", "")
     assert "linear n/a (a seed diverged: not compared seed by seed)" in text
     assert "these numbers are 24-26 BLEU below that" in text  # the finite best, 11.50
+    assert "the best here" not in answer({"a": _mt("teacher_forcing", [34.9])})
+    assert "the best here, 38.00, is above that range." in answer({"a": _mt("x", [38.0])})
     text = answer({"a": _mt("teacher_forcing", [None])})
     assert "no regime has a finite BLEU to set beside it" in text and "nan," not in text
     # two seeds for the best, but the level regime has one finite seed of two: the headline

@@ -273,6 +273,10 @@ def test_answers_claim_a_gain_only_when_it_exceeds_the_seed_spread():
     helped = answer.split("Better than early stopping alone: ")[1].split(".")[0]
     assert "variational" in helped and "dropout" not in helped
     assert "dropout (-0.025 bits best valid" in answer.split("Not better")[1]
+    # Every seed apart but only 0.0125 bits lower: within TIE, not a gain.
+    tight = _summary("none", [3.25, 3.26])
+    answer = report.answers({"a": tight, "b": _summary("l2", [3.24, 3.245])})[17]
+    assert "Better than" not in answer and "l2 (-0.0125 bits best valid" in answer
 
     deep = _summary("none", [3.225, 3.265], layers=3, questions=(12,))
     answer = report.answers({"a": none, "b": deep})[12]
@@ -299,6 +303,9 @@ def test_depth_answer_calls_a_depth_best_only_beyond_every_other_depths_spread()
     three_apart = _depth_point(3, [3.15, 3.17])
     answer = report.answers({"a": one, "b": two, "c": three_apart})[12]
     assert "3 layers are best, -0.11 bits against 1" in answer
+    # The depths are compared with the shallowest, whatever the points' order.
+    answer = report.answers({"c": three_apart, "b": two, "a": one})[12]
+    assert "3 layers are best, -0.11 bits against 1" in answer
     # The lowest mean (3) has a seed within 1's spread, but 2 beats 1 beyond it: "more layers
     # did not beat 1" was said.
     three_wide = _depth_point(3, [3.17, 3.27])
@@ -313,8 +320,11 @@ def test_depth_table_takes_the_q17_parameter_count_from_a_q17_point():
     text = report.markdown(only_depths)
     assert "1,010-parameter" not in text and "matches the Q17 model within" in text
     q17 = _depth_point(2, [3.2, 3.3], 1000, questions=(17,))
-    text = report.markdown({"q": q17, **only_depths})
+    text = report.markdown({"q": q17, "b": only_depths["b"], "a": only_depths["a"]})
     assert "matches the 1,000-parameter Q17 model within" in text
+    q17_rows = table_rows(text.split("## Depth")[0])  # early stopping: train at best, 2.0
+    assert [q17_rows[r]["final train"] for r in ("none", "early stopping")] == ["1 ± 0", "2 ± 0"]
+    assert list(table_rows(text.split("## Depth")[1])) == ["1", "3"]  # by depth
 
 
 def test_overfitting_is_claimed_only_beyond_the_seed_spread_with_the_train_loss_falling():
@@ -323,7 +333,13 @@ def test_overfitting_is_claimed_only_beyond_the_seed_spread_with_the_train_loss_
     (within the spread) and when the training slice's loss rose as well (instability)."""
     none = _depth_point(2, [3.25, 3.29], questions=(17,))
     overfitting = {**none, "final_valid_bits": [3.6, 3.7]}  # train 2.0 -> 1.0
-    assert "the model overfits" in report.answers({"n": overfitting})[17]
+    answer = report.answers({"n": overfitting})[17]
+    assert "the model overfits" in answer
+    assert "without early stopping): none +0.38." in answer  # final 3.65 - best 3.27
+    # Beyond the spread with the train loss falling, but a rise of 0.0125 <= TIE.
+    small = {**none, "best_valid_bits": [3.25, 3.26], "final_valid_bits": [3.265, 3.27]}
+    answer = report.answers({"n": small})[17]
+    assert "overfits" not in answer and "validation rose by only 0.0125 bits" in answer
     overlapping = {**none, "final_valid_bits": [3.2, 3.5]}  # mean rise 0.08
     answer = report.answers({"n": overlapping})[17]
     assert "overfits" not in answer and "0.08 bits after its best evaluation, within" in answer

@@ -555,6 +555,11 @@ def test_answers_on_hand_made_results(tmp_path):
     mixed = {"trained": [[0.6, 0.6], [0.8, 0.8], [0.85, 0.75]], "untrained": upos["untrained"]}
     text = report.answers(_results(mixed, [[0.99, 0.99], [0.95, 0.95], [0.95, 0.95]], MEMORY))
     assert "mixed sign over seeds" in text[12]
+    # Every trained layer holds the current word (k=0) and nothing further back.
+    current = {**MEMORY, "trained": [[0.99, 0.5, 0.5], [0.95, 0.6, 0.5], [0.9, 0.5, 0.5]]}
+    text = report.answers(_results(mixed, [[0.99, 0.99], [0.95, 0.95], [0.9, 0.9]], current))
+    assert "No layer holds a past word beyond the margin" in text[1]
+    assert "memory of the recent past" not in text[1]
     # UPOS -0.016 and word -0.025 (the quick run's): +0.009 in both seeds, within the margin.
     small = {
         "trained": [[0.6, 0.6], [0.575, 0.575], [0.559, 0.559]],

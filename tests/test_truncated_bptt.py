@@ -210,6 +210,7 @@ def _clip_point(clip, losses, diverged=None):
         "loss": losses,
         "diverged": diverged or [False] * len(losses),
         "max_grad_norm": [5.0] * len(losses),
+        "accuracy": [0.5] * len(losses),
     }
 
 
@@ -221,9 +222,16 @@ def test_clipping_answer_when_every_unclipped_seed_diverged():
     diverged = _clip_point(None, [None, None], [True, True])
     answer = report.answers({"a": diverged, "b": _clip_point(1.0, [1.9, 2.0])})[11]
     assert "reduced the number of diverged seeds and kept a finite final loss" in answer
+    table = report.markdown({"a": diverged, "b": _clip_point(1.0, [1.9, 2.0])})
+    assert "| none | 2/2 | – |" in table and "| 1 | 0/2 | 1.95 ± 0.05 |" in table
     answer = report.answers({"a": diverged, "b": _clip_point(1.0, [None, None], [True, True])})[11]
     assert "every seed diverged with and without clipping" in answer
     assert "not supported" in answer
+    # Finite but at or above chance (2.08): diverged by the report's own rule, not "kept".
+    at_chance = _clip_point(1.0, [2.5, 2.6], [True, True])
+    answer = report.answers({"a": diverged, "b": at_chance})[11]
+    assert "every seed diverged with and without clipping" in answer
+    assert "not supported" in answer and "kept a finite" not in answer
 
 
 def test_clipping_answer_claims_a_lower_loss_only_beyond_the_seed_spread():
@@ -266,6 +274,7 @@ def test_window_answer_places_each_short_window_on_its_side_of_chance():
     mixed = {"a": _window_point(5, [0.13, 0.13]), "b": _window_point(10, [0.17, 0.17]), "c": long}
     answer = report.answers(mixed)[13]
     assert "1 of 2 points above chance by more than 0.02, 1 within 0.02 of chance" in answer
+    assert "does not hold exactly: the carried state" in answer  # one point above is enough
     assert "time per token was not within a factor 2 (longest vs shortest: 4x)" in answer
     assert "computation per token" not in answer
     answer = report.answers({"a": _window_point(5, [0.09, 0.09]), "c": long})[13]
@@ -276,3 +285,21 @@ def test_window_answer_places_each_short_window_on_its_side_of_chance():
     same = {**long, "temp_bytes": 5e5, "s_per_token": 1e-6}
     answer = report.answers({"a": _window_point(5, [0.13, 0.12]), "c": same})[13]
     assert "did not cut the memory of an update (longest vs shortest window: 1x) nor the " in answer
+
+
+def test_window_cost_verdicts_hold_for_every_cell():
+    """Truncation "cuts the memory" only when every cell's longest window uses more memory
+    than its shortest, and "within a factor 2" needs every cell's time ratio: one cell's 16x
+    memory (lstm) or 1x time (gru) does not speak for the other."""
+    from experiments import truncated_bptt_report as report
+
+    gru = {"cell": "gru", "temp_bytes": 5e5}
+    points = {
+        "a": _window_point(5, [0.13, 0.13]),
+        "b": _window_point(80, [0.9, 0.9]),  # lstm: memory 16x, time 1x
+        "c": {**_window_point(5, [0.13, 0.13]), **gru},
+        "d": {**_window_point(80, [0.9, 0.9], s_per_token=4e-6), **gru},  # memory 1x, time 4x
+    }
+    answer = report.answers(points)[13]
+    assert "did not cut the memory of an update (longest vs shortest window: 16x, 1x)" in answer
+    assert "time per token was not within a factor 2 (longest vs shortest: 1x, 4x)" in answer

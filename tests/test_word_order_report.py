@@ -35,6 +35,13 @@ def test_word_order_answer_with_a_diverged_seed(tmp_path):
     answer = wo_report.answers({n: points[n] for n in ("sst-shuffled", "sst-ordered")})[2]
     assert "shuffled): +7.00 points (one seed: no seed spread to compare)" in answer
     assert "higher but one seed per point has no spread to be beyond: that word order" in answer
+    # The ordered mean 0.33 points below the bag's, seeds overlapping: no loss to the bag.
+    accuracy = {"bag": [0.74, 0.75, 0.80], "shuffled": [0.73, 0.74, 0.75]}
+    accuracy["ordered"] = [0.73, 0.76, 0.79]
+    points = {f"sst-{o}": word_order_summary("sst", o, v) for o, v in accuracy.items()}
+    answer = wo_report.answers(points)[2]
+    assert "does not make it beat" not in answer
+    assert "BiLSTM is -0.33 points (within the seed spread) against the context-free bag" in answer
 
 
 def test_word_order_plot_shows_every_seed(tmp_path, monkeypatch):
