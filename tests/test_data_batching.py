@@ -108,9 +108,28 @@ def test_bucketing_reduces_padding_and_keeps_every_example():
     assert np.any(overlap & ~np.eye(len(bucketed), dtype=bool))
     assert np.any(np.diff(high[:50]) < 0)
     evaluation = sorted_eval_batches(lengths, 32)
-    flat = np.concatenate(evaluation)
-    assert sorted(flat.tolist()) == list(range(2000))
-    assert np.all(np.diff(lengths[flat]) <= 0)
+    # Decreasing length, ties in index order (Python's sort is stable): the same every run.
+    assert np.concatenate(evaluation).tolist() == sorted(range(2000), key=lambda i: -lengths[i])
+    assert [len(b) for b in evaluation] == [32] * 62 + [16]
+
+
+@pytest.mark.parametrize("bucket_pool, drop", [(None, True), (2, False), (2, True)])
+def test_an_unshuffled_plan_is_the_brute_force_order(bucket_pool, drop):
+    """shuffle=False: the examples in order (drop_remainder drops the last ones), each window
+    of bucket_pool batches sorted by length (ties in order), batches in order, any epoch."""
+    lengths = np.array([5, 3, 9, 3, 1, 7, 2, 8, 6, 4, 3])
+    order = list(range(len(lengths) - (len(lengths) % 3 if drop else 0)))
+    if bucket_pool:
+        window = bucket_pool * 3
+        order = [
+            i
+            for start in range(0, len(order), window)
+            for i in sorted(order[start : start + window], key=lambda i: lengths[i])
+        ]
+    want = [order[i : i + 3] for i in range(0, len(order), 3)]
+    for epoch in (0, 1):
+        plan = epoch_plan(lengths, 3, 5, epoch, False, bucket_pool, drop)
+        assert [b.tolist() for b in plan] == want
 
 
 def test_iterator_resumes_exactly_from_its_state_dict():
@@ -162,11 +181,14 @@ def test_lm_stream_matches_the_zaremba_reader_formula(n):
 def test_lm_stream_resume_and_errors():
     ids = np.arange(500)
     stream = LMStream(ids, 3, 5)
+    list(stream)  # one whole epoch
     it = iter(stream)
     next(it), next(it)
     state = stream.state_dict()
+    assert state == {"epoch": 1, "batch_index": 2}
     resumed = LMStream(ids, 3, 5)
     resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
     np.testing.assert_array_equal(next(iter(resumed))["inputs"], stream.batch(2)["inputs"])
     with pytest.raises(ValueError, match="too short"):
         LMStream(np.arange(10), 4, 5)

@@ -42,9 +42,11 @@ def test_tiny_shakespeare_split_and_vocabulary(data_root):
 
 def test_markov_corpus_and_user_text(tmp_path, monkeypatch):
     lang = MarkovLanguage(vocab_size=5, order=2)
-    corpus = markov_lm(lang, {"train": 3000, "valid": 500}, seed=1)
+    sizes = {"train": 3000, "valid": 500, "test": 40}  # split k is stream([seed, k]), in order
+    corpus = markov_lm(lang, sizes, seed=1)
     assert len(corpus.vocab) == 5 and len(corpus.splits["valid"]) == 500
-    np.testing.assert_array_equal(corpus.splits["train"], lang.stream([1, 0], 3000))
+    for k, (split, n) in enumerate(sizes.items()):
+        np.testing.assert_array_equal(corpus.splits[split], lang.stream([1, k], n))
     (tmp_path / "train.txt").write_text("a b\nb c a\n")
     (tmp_path / "valid.txt").write_text("a z\n")
     corpus = text_lm(tmp_path / "train.txt", tmp_path / "valid.txt")

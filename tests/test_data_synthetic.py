@@ -48,6 +48,9 @@ def test_adding_problem_targets_and_baseline():
         marked = np.nonzero(x[row, :, 1])[0]
         assert len(marked) == 2 and marked[0] < 25 <= marked[1]
         assert y[row] == pytest.approx(x[row, marked, 0].sum())
+    # Each marker is uniform over its whole half: every position occurs.
+    columns = np.nonzero(x[:, :, 1])[1].reshape(-1, 2)
+    assert set(columns[:, 0]) == set(range(25)) and set(columns[:, 1]) == set(range(25, 50))
     assert np.mean((y - 1.0) ** 2) == pytest.approx(task.baseline_mse(), abs=0.005)
 
 
@@ -55,6 +58,9 @@ def test_temporal_order_class_matches_the_symbols():
     task = TemporalOrder(windows=((0.1, 0.2), (0.33, 0.43), (0.66, 0.76)))
     batch = task.sample(np.random.default_rng(2), 300)
     assert task.num_classes == 8
+    # L ~ U{min_length..max_length} and each window's positions [lo, hi], both ends included.
+    assert set(batch["lengths"]) == set(range(100, 111))
+    seen = [set(), set(), set()]
     for row in range(300):
         n = batch["lengths"][row]
         seq = batch["inputs"][row]
@@ -63,8 +69,11 @@ def test_temporal_order_class_matches_the_symbols():
         relevant = [(t, s) for t, s in enumerate(seq[:n]) if s in (task.X, task.Y)]
         windows = [(10, 20), (33, 43), (66, 76)]
         assert all(lo <= t <= hi for (t, _), (lo, hi) in zip(relevant, windows, strict=True))
+        for positions, (t, _) in zip(seen, relevant, strict=True):
+            positions.add(t)
         label = int("".join("1" if s == task.Y else "0" for _, s in relevant), 2)
         assert batch["targets"][row] == label
+    assert seen == [set(range(lo, hi + 1)) for lo, hi in windows]
     assert np.bincount(batch["targets"], minlength=8).min() > 15
     with pytest.raises(ValueError, match="increasing and disjoint"):
         TemporalOrder(windows=((0.5, 0.6), (0.1, 0.2)))
@@ -72,6 +81,17 @@ def test_temporal_order_class_matches_the_symbols():
     for windows in (((0.0, 0.1),), ((0.9, 0.99),)):
         with pytest.raises(ValueError, match=r"positions inside 1\.\.98"):
             TemporalOrder(windows=windows)
+
+
+def test_echo_task_targets_and_mask_by_a_per_step_loop():
+    task = EchoTask(delay=3, num_symbols=4, length=9)
+    batch = task.sample(np.random.default_rng(0), 5)
+    x = batch["inputs"]
+    assert x.shape == (5, 9) and set(np.unique(x)) == set(range(4))
+    for b in range(5):
+        for t in range(9):
+            assert batch["targets"][b, t] == (x[b, t - 3] if t >= 3 else 0)
+            assert batch["mask"][b, t] == (1.0 if t >= 3 else 0.0)
 
 
 def test_batches_are_reproducible_from_seed_and_step():
@@ -142,6 +162,17 @@ def test_markov_samples_never_reuse_the_draws_that_made_the_language():
     reused = lang.sample(np.random.default_rng(7), 8, 16)["inputs"]
     assert not np.array_equal(lang.batch(7, 0, 8, 16)["inputs"], reused)
     assert not np.array_equal(sample_rng([7, 0]).random(8), np.random.default_rng(7).random(8))
+    # A batch is one sample of length + 1 tokens, targets one ahead, drawn by sample_rng([seed,
+    # step]); the stream is the batched sampler's single row (same draws, bisect for the sum).
+    for step in (0, 1):
+        tokens = lang.sample_sequences(sample_rng([7, step]), 8, 17)
+        batch = lang.batch(7, step, 8, 16)
+        np.testing.assert_array_equal(batch["inputs"], tokens[:, :-1])
+        np.testing.assert_array_equal(batch["targets"], tokens[:, 1:])
+    order2 = MarkovLanguage(vocab_size=4, order=2, seed=7)
+    for seed in ([3, 1], 5):
+        expected = order2.sample_sequences(sample_rng(seed), 1, 40)[0]
+        np.testing.assert_array_equal(order2.stream(seed, 40), expected)
     # still deterministic, and a different seed gives a different stream
     np.testing.assert_array_equal(lang.stream([7, 0], 200), lang.stream([7, 0], 200))
     assert not np.array_equal(lang.stream([7, 0], 200), lang.stream([7, 1], 200))

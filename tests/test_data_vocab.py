@@ -90,8 +90,10 @@ def test_save_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="min_freq=0"):
         Vocabulary.build(SENTENCES, min_freq=0)
-    with pytest.raises(ValueError, match="max_size=2"):
-        Vocabulary.build(SENTENCES, max_size=2)
+    for small in (2, 3):  # 3, one less than the 4 specials, sliced rest[:-1]: 7 tokens kept
+        with pytest.raises(ValueError, match=f"max_size={small} is smaller than the 4 specials"):
+            Vocabulary.build(SENTENCES, max_size=small)
+    assert Vocabulary.build(SENTENCES, max_size=4).tokens == ("<pad>", "<unk>", "<bos>", "<eos>")
     with pytest.raises(ValueError, match="repeated"):
         Vocabulary(("a", "a"), None, None, None, None)
     # Tokens are strings: int tokens made a vocabulary that encoded every string as <unk>,
@@ -207,6 +209,8 @@ def test_a_data_token_spelled_like_the_pad_is_not_padding():
     assert "<pad>" not in vocab and "<unk>" in vocab and "a" in vocab  # as encode reads them
     with pytest.raises(ValueError, match=r"pad token '<pad>' \(sequences\[1\]\)"):
         Vocabulary.build([["A"], ["<pad>", "B"]], unk=None, bos=None, eos=None)
+    with pytest.raises(ValueError, match=r"pad token '<pad>' \(the Counter\)"):
+        Vocabulary.build(collections.Counter(["A", "<pad>"]), unk=None, bos=None, eos=None)
     tags = Vocabulary.build([["A"]], unk=None, bos=None, eos=None)
     with pytest.raises(ValueError, match="'<pad>' at position 1 is spelled like the pad"):
         tags.encode(["A", "<pad>"])
