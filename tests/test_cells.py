@@ -182,3 +182,22 @@ def test_cell_options_may_be_zero_dimensional_arrays():
     for eps in (np.array(0.5), jnp.array(0.5, jnp.float32)):
         ln = cells.get_cell("layer_norm_lstm", eps=eps)
         assert ln == plain_ln and hash(ln) == hash(plain_ln) and type(ln.eps) is float
+
+
+def test_cell_extras_start_neutral():
+    """As documented: peepholes start at zero, so a fresh PeepholeLSTM is the plain LSTM of
+    the same key, and the layer norms start as identities (scales 1, cell-state shift 0)."""
+    peephole = cells.PeepholeLSTM().init(KEY, INPUT, HIDDEN)
+    plain = cells.LSTM().init(KEY, INPUT, HIDDEN)
+    assert set(peephole) == set(plain) | {"w_ci", "w_cf", "w_co"}
+    for name, value in peephole.items():
+        np.testing.assert_array_equal(value, plain[name] if name in plain else 0.0)
+    ln = cells.LayerNormLSTM().init(KEY, INPUT, HIDDEN)
+    for name, size, value in (
+        ("ln_ih_scale", 4 * HIDDEN, 1.0),
+        ("ln_hh_scale", 4 * HIDDEN, 1.0),
+        ("ln_c_scale", HIDDEN, 1.0),
+        ("ln_c_bias", HIDDEN, 0.0),
+    ):
+        assert ln[name].shape == (size,), name
+        np.testing.assert_array_equal(ln[name], value, err_msg=name)

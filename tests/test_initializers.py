@@ -23,6 +23,7 @@ def test_random_initialisers_have_their_variance():
     shape = (300, 200)
     sample = lambda name, **kw: np.asarray(initializers.get_initializer(name, **kw)(KEY, shape))
     assert abs(sample("normal", scale=0.1).std() - 0.1) < 0.003
+    assert abs(sample("normal").std() - 0.01) < 0.0003  # the documented default scale
     u = sample("uniform", scale=0.3)
     assert u.min() >= -0.3 and u.max() <= 0.3 and abs(u.std() - 0.3 / np.sqrt(3)) < 0.005
     default = sample("uniform")  # PyTorch's RNN default: U(-1/sqrt(hidden), 1/sqrt(hidden))
@@ -311,9 +312,11 @@ def test_foreign_initialisers_are_applied_per_gate_block():
     """Given `[G, fan_in, H]`, `jax.nn.initializers` fold G into their fans (`glorot_uniform`
     drew a 4x smaller variance for an LSTM) and `orthogonal` orthogonalised the stacked
     `[G * fan_in, H]` matrix, so each block's columns had norm 1/sqrt(G) = 0.5 here.
-    `gate_blocks` calls them once per block, as `Cell.init` documents."""
+    `gate_blocks` calls them once per block, as `Cell.init` documents, each with its own key
+    (one key for all would give every gate the same weights)."""
     H = 3
     w = initializers.gate_blocks(jax.nn.initializers.orthogonal(), KEY, 5, H, 4, jnp.float32)
-    for k in range(4):
-        block = np.asarray(w[:, k * H : (k + 1) * H], np.float64)
+    blocks = [np.asarray(w[:, k * H : (k + 1) * H], np.float64) for k in range(4)]
+    for block in blocks:
         np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+    assert len({block.tobytes() for block in blocks}) == 4

@@ -260,3 +260,12 @@ def test_step_refuses_what_it_cannot_stream():
     with pytest.raises(ValueError, match="recurrent_dropout=0 \\(got 0.3\\)"):
         rnn.step(rnn.zero_carry(BATCH), x, rng=jax.random.key(1))
     rnn.step(rnn.zero_carry(BATCH), x)  # evaluation streams as before
+
+
+def test_init_stack_draws_each_layer_and_direction_from_its_own_key():
+    """A key shared by the two directions (or by layers of one shape) gave them identical
+    weights: a bidirectional layer whose halves start as one function."""
+    cell = cells.get_cell("lstm")
+    params = layers.init_stack(jax.random.key(0), cell, INPUT, HIDDEN, 3, bidirectional=True)
+    recurrent = [np.asarray(p[d]["W_hh"]) for p in params for d in ("fw", "bw")]
+    assert len({w.tobytes() for w in recurrent}) == 6

@@ -75,6 +75,9 @@ def test_stepping_a_padded_batch_with_active_rows_equals_the_call_with_lengths()
 
 def test_learned_initial_carry_is_trained_and_used():
     model = RNN("lstm", INPUT, HIDDEN, learned_initial_carry=True, rngs=nnx.Rngs(3))
+    assert [p[...].shape for p in model.initial_carry] == [(HIDDEN,)] * 2  # h0, c0
+    for p in model.initial_carry:  # it starts at zero (documented)
+        np.testing.assert_array_equal(p[...], 0.0)
     model.initial_carry[0][...] = jnp.linspace(-1, 1, HIDDEN)  # h0
     model.initial_carry[1][...] = jnp.linspace(1, -1, HIDDEN)  # c0
     ys, _ = model(XS, LENGTHS)
@@ -82,6 +85,10 @@ def test_learned_initial_carry_is_trained_and_used():
     c0 = jnp.broadcast_to(jnp.linspace(1, -1, HIDDEN), (BATCH, HIDDEN))
     want, _ = scan.unroll(model.cell, model.params[0], XS, LENGTHS, (h0, c0))
     np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
+    # A given initial carry (a window of truncated BPTT) replaces the learned one.
+    given, _ = model(XS, LENGTHS, [(c0, h0)])
+    want, _ = scan.unroll(model.cell, model.params[0], XS, LENGTHS, (c0, h0))
+    np.testing.assert_allclose(given, want, rtol=1e-6, atol=1e-6)
     grads = nnx.grad(lambda m: jnp.sum(m(XS, LENGTHS)[0] ** 2))(model)
     assert all(float(jnp.max(jnp.abs(g[...]))) > 0 for g in grads["initial_carry"].values())
 
@@ -159,22 +166,36 @@ def test_zero_and_learned_carries_take_the_params_dtype(learned):
 
 def test_recurrent_dropout_mask_has_the_carry_dtype(monkeypatch):
     """float32 params over bfloat16 inputs keep a float32 carry; the mask was drawn in the
-    inputs' bfloat16, scaling kept units by 1.4296875 instead of 1/0.7 = 1.4285714."""
-    drawn = []
-    original = layers.recurrent_dropout_masks
+    inputs' bfloat16, scaling kept units by 1.4296875 instead of 1/0.7 = 1.4285714. A
+    bidirectional stack draws one mask per direction (a flat list of masks reached the
+    backward scan as one array, refused there), from a key of its own: the inter-layer
+    dropout's rng is another split of the call's rng (the same key would draw correlated
+    masks)."""
+    drawn, keys = [], {}
+    original, original_stack = layers.recurrent_dropout_masks, layers.apply_stack
 
     def spy(*args, **kwargs):
+        keys["masks"] = args[0]
         drawn.append(original(*args, **kwargs))
         return drawn[-1]
 
+    def stack_spy(*args, **kwargs):
+        keys["stack"] = kwargs["rng"]
+        return original_stack(*args, **kwargs)
+
     monkeypatch.setattr(layers, "recurrent_dropout_masks", spy)
-    rnn = RNN("lstm", 3, 4, recurrent_dropout=0.3, rngs=nnx.Rngs(0))
+    monkeypatch.setattr(layers, "apply_stack", stack_spy)
+    rnn = RNN("lstm", 3, 4, bidirectional=True, recurrent_dropout=0.3, rngs=nnx.Rngs(0))
     xs = jnp.ones((2, 5, 3), jnp.bfloat16)
     ys, _ = rnn(xs, rng=jax.random.key(1))
-    (mask,) = drawn[0]
-    assert mask.dtype == jnp.float32
-    assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, float(np.float32(1 / 0.7))}
+    ((mask_fw, mask_bw),) = drawn[0]
+    assert not np.array_equal(mask_fw, mask_bw)
+    for mask in (mask_fw, mask_bw):
+        assert mask.dtype == jnp.float32
+        assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, float(np.float32(1 / 0.7))}
+    masks_key, stack_key = (jax.random.key_data(keys[k]) for k in ("masks", "stack"))
+    assert not np.array_equal(masks_key, stack_key)
     # The drawn masks reach the stack (a mask drawn but not passed on left h unmasked).
-    want, _ = layers.apply_stack(rnn.cell, rnn.params, xs, h_masks=drawn[0])
+    want, _ = original_stack(rnn.cell, rnn.params, xs, h_masks=drawn[0], bidirectional=True)
     np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
     assert not np.allclose(ys, rnn(xs)[0], rtol=1e-3, atol=1e-3)
