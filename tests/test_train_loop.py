@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_jax.train import NonFiniteError, Task, metrics, train_and_evaluate
+from rnn_jax.train import NonFiniteError, Task, distributed, metrics, train_and_evaluate
 from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
 from rnn_jax.train.checkpoint import Checkpointer
@@ -142,12 +142,17 @@ def _abstract(checkpointer):
 
 
 def test_nan_with_skip_drops_the_update_and_goes_on(tmp_path):
-    results = train_and_evaluate(_config(train__nonfinite="skip"), tmp_path, Regression(nan_at=6))
-    assert results["final"]["step"] == 20
+    # 22 steps, logs and evaluations every 5: the last step (22) is logged and evaluated too.
+    config = _config(train__nonfinite="skip", train__num_steps=22)
+    results = train_and_evaluate(config, tmp_path, Regression(nan_at=6))
+    assert results["final"]["step"] == 22
     evals = dict(metrics.metric_series(tmp_path / "metrics.jsonl", "valid_loss"))
     # Training went on after the NaN (step 7): every later evaluation improves. (The final
     # loss below the first evaluation's held with no update applied after step 6 at all.)
-    assert evals[10] > evals[15] > evals[20] == results["final"]["valid_loss"]
+    assert evals[10] > evals[15] > evals[20]
+    assert sorted(evals) == [5, 10, 15, 20, 22] and evals[22] == results["final"]["valid_loss"]
+    train = dict(metrics.metric_series(tmp_path / "metrics.jsonl", "train_loss"))
+    assert sorted(train) == [5, 10, 15, 20, 22] and train[22] == results["final"]["train_loss"]
 
 
 def test_seed_replicas_equal_single_seed_runs(tmp_path):
@@ -165,13 +170,42 @@ def test_seed_replicas_equal_single_seed_runs(tmp_path):
     assert all(len(r["train_loss_per_seed"]) == 2 for r in logged if "train_loss" in r)
 
 
+class _WithTest(Regression):
+    final_splits = ("valid", "test")  # the test split's batches are valid's (Stream)
+
+
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
     # 'max' mode on a loss that only falls: every evaluation after the first is worse.
     config = _config(train__best_mode="max", train__patience=2, train__num_steps=50)
-    results = train_and_evaluate(config, tmp_path, Regression())
+    results = train_and_evaluate(config, tmp_path, _WithTest())
     assert results["final"]["best_step"] == 5
     assert results["final"]["step"] == 15  # evaluations at 10 and 15 did not improve
     assert Checkpointer(tmp_path, max_to_keep=2).latest_step(best=True) == 5
+    # The final evaluation scores the best checkpoint (step 5), not the last params (step 15).
+    evals = dict(metrics.metric_series(tmp_path / "metrics.jsonl", "valid_loss"))
+    assert sorted(evals) == [5, 10, 15] and evals[5] > evals[15]
+    assert results["final"]["valid_loss"] == pytest.approx(evals[5], rel=1e-6)
+    # Test is evaluated at the end only (eval_splits during training, then final_splits).
+    assert results["final"]["test_loss"] == results["final"]["valid_loss"]
+    records = list(map(json.loads, (tmp_path / "metrics.jsonl").open()))
+    assert [r["step"] for r in records if "test_loss" in r or "final_test_loss" in r] == [15]
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_best_is_the_replica_mean_a_tie_is_no_improvement_and_patience_counts_in_a_row(mode):
+    # Two replicas; their means 2, 2, 1, 1.5, 1 (negated under 'max'). The tie at step 10
+    # counts toward patience (docs/design.md), the improvement at 15 starts the count afresh,
+    # and the tie at 25 is the second evaluation in a row without improvement: stop there.
+    sign = 1.0 if mode == "min" else -1.0
+    pairs = [[3.0, 1.0], [1.0, 3.0], [0.0, 2.0], [2.5, 0.5], [1.0, 1.0]]
+    config = _config(train__best_mode=mode, train__patience=2)
+    loop = {"best_value": None, "best_step": None, "bad_evals": 0}
+    outcomes = [
+        loop_lib._track_best(loop, step, {"valid_loss": [sign * v for v in pair]}, config, 2)
+        for step, pair in zip((5, 10, 15, 20, 25), pairs, strict=True)
+    ]
+    assert outcomes == [(True, False), (False, False), (True, False), (False, False), (False, True)]
+    assert loop["best_step"] == 15 and loop["best_value"] == sign * 1.0
 
 
 _CHECKPOINTER = types.SimpleNamespace(
@@ -352,8 +386,17 @@ def test_a_skipped_non_finite_step_stays_out_of_the_logged_window_means(tmp_path
     results, windows = records(5, tmp_path / "windows")
     assert np.isnan(per_step[8]["train_loss"])  # a window of only the skipped step
     assert np.isnan(per_step[8]["grad_norm_max"])
-    want = np.mean([per_step[s]["train_loss_per_seed"] for s in (6, 7, 9, 10)], axis=0)
+    applied = (6, 7, 9, 10)
+    want = np.mean([per_step[s]["train_loss_per_seed"] for s in applied], axis=0)
     np.testing.assert_allclose(windows[10]["train_loss_per_seed"], want, rtol=1e-12)
+    # grad_norm: the window's mean; grad_norm_max: its maximum (per replica).
+    norms = [per_step[s]["grad_norm_per_seed"] for s in applied]
+    np.testing.assert_allclose(windows[10]["grad_norm_per_seed"], np.mean(norms, 0), rtol=1e-12)
+    np.testing.assert_allclose(windows[10]["grad_norm_max_per_seed"], np.max(norms, 0), rtol=1e-12)
+    # Every replica's learning rate is logged, and their mean.
+    rates = [r["learning_rate_per_seed"] for r in per_step.values()]
+    assert len(rates) == 10 and all(len(r) == 2 for r in rates)
+    assert [r["learning_rate"] for r in per_step.values()] == pytest.approx(np.mean(rates, 1))
     assert results["final"]["per_seed"]["train_loss"] == pytest.approx(list(want), rel=1e-12)
     assert np.isfinite(results["final"]["grad_norm"])
 
@@ -473,6 +516,41 @@ def test_tokens_per_s_counts_the_tokens_of_the_timed_steps(accumulated_run):
     assert timing["compile_s"] == 1
     assert timing["steps_per_s"] == 5.0
     assert timing["tokens_per_s"] == 5.0
+
+
+class _UnevenEval(Task):
+    """Two eval batches of 2 rows, the second's last row filler (weight 0); the summed errors
+    of replicas 0 and 1 are 2 and 4 in the first batch, 3 and 4 in the second."""
+
+    def eval_batch_size(self, split):
+        return 2
+
+    def eval_data(self, split):
+        return [{"weight": np.array([1.0, 1.0])}, {"weight": np.array([1.0, 0.0])}]
+
+    def eval_metrics(self, sums):
+        return {"loss": sums["se"] / sums["n"]}
+
+
+def _uneven_eval_step(params, others, batch, carry):
+    n = np.asarray(batch["weight"]).sum()
+    se = np.array([2.0, 4.0]) if n == 2 else np.array([3.0, 4.0])
+    return carry, {"se": se, "n": np.full(2, n)}
+
+
+def test_evaluation_weights_batches_by_their_counts_per_replica():
+    # Sums over the split, then the metric: replica 0 (2 + 3) / 3, replica 1 (4 + 4) / 3;
+    # not the mean of the batches' metrics (2 and 2.5 for replica 0; 2 and 4 for replica 1).
+    state = {"params": None, "others": None}
+    mesh = distributed.data_mesh()
+    scores = loop_lib._evaluate(_UnevenEval(), ("valid",), state, _uneven_eval_step, mesh, 2)
+    assert scores == {"valid_loss": [pytest.approx(5 / 3), pytest.approx(8 / 3)]}
+
+
+def test_default_tokens_in_counts_the_elements_of_the_first_leaf():
+    # The tokens/s of unpadded tasks (rnn_vs_attention, initialization, truncated_bptt).
+    batch = {"inputs": np.zeros((4, 7), np.int32), "targets": np.zeros((4, 7), np.int32)}
+    assert Task().tokens_in(batch) == 28
 
 
 def test_provenance_does_not_claim_a_clean_tree_when_git_cannot_tell(monkeypatch):
