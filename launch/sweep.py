@@ -454,7 +454,9 @@ def _settings(command: Sequence[str]) -> set[str]:
 
 
 def check_finished_runs(root: pathlib.Path, runs: Sequence[Run]) -> None:
-    """A finished run is skipped only if ROOT/sweep.json records the same settings for it.
+    """A finished run that ROOT/sweep.json records under other settings is refused; one it
+    records under the same settings is skipped, and so is one it does not record at all (a
+    root whose sweep.json was lost or that was put together by hand: no record to compare).
 
     Runs are named by their sweep values alone, so rerunning into the same root with another
     `--set` or variant would otherwise skip every finished run and report it under the new

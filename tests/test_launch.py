@@ -264,6 +264,15 @@ def test_report_reads_runtime_multiseed_format(tmp_path):
     assert report.final_rows(final) == {"": {"valid_loss": [1.0, 3.0], "step": [10.0, 10.0]}}
     rows = report.final_rows({"p1": {"loss": [1.0, 2.0]}, "p2": {"loss": 3.0}})
     assert rows == {"p1": {"loss": [1.0, 2.0]}, "p2": {"loss": [3.0]}}
+    # One nested metric among numbers is a dotted metric, not a grid; a bool is no sample.
+    mixed = {"loss": 1.0, "done": True, "probe": {"acc": [0.5, None]}}
+    assert report.final_rows(mixed) == {"": {"loss": [1.0], "probe.acc": [0.5, math.nan]}}
+    assert report.seed_samples(True) is None and report.seed_samples([True, 1.0]) is None
+    # A grid's rows stay apart when pooling runs of one setting as seeds.
+    runs = [{"name": f"s{s}", "overrides": {"lr": 0.1, "seed": s}, "metrics": rows} for s in (0, 2)]
+    groups = report.group_runs(runs)
+    assert [g["setting"] for g in groups] == [{"lr": 0.1, "row": "p1"}, {"lr": 0.1, "row": "p2"}]
+    assert [g["samples"]["loss"] for g in groups] == [[1.0, 2.0, 1.0, 2.0], [3.0, 3.0]]
 
 
 def test_a_grid_listing_one_value_twice_is_refused():
@@ -697,3 +706,55 @@ def test_sigterm_to_a_local_sweep_stops_its_experiments_and_starts_no_more(tmp_p
         signal.signal(signal.SIGTERM, previous)
     assert "got SIGTERM" in (tmp_path / "a" / "log.txt").read_text()
     assert not (tmp_path / "b").exists()
+
+
+def test_finished_runs_are_compared_by_settings_and_unfinished_ones_may_change(tmp_path):
+    """A finished run is reused when only the interpreter, the root's path or the config's
+    folder differ (a root shared between machines), refused when an override was added, and an
+    unfinished run may be planned anew (its resume checks what may change)."""
+    root = tmp_path / "root"
+
+    def command(python, workdir, config, *overrides):
+        head = (python, "-m", "experiments.x", f"--workdir={workdir}", f"--config={config}:smoke")
+        return head + tuple(f"--config.{o}" for o in overrides)
+
+    old = command("/a/python", "/mnt/a/root/r", "/a/experiments/configs/x.py", "lr=1")
+    runs = [{"name": n, "overrides": {}, "command": list(old)} for n in ("r", "u")]
+    root.mkdir()
+    (root / "sweep.json").write_text(json.dumps({"config": "x.py:smoke", "runs": runs}))
+    (root / "r").mkdir()
+    (root / "r" / "results.json").write_text('{"final": {}}')
+
+    def plan(*overrides):
+        return [
+            sweep.Run(n, root / n, {}, command("/b/py", root / n, "/b/x.py", *overrides))
+            for n in ("r", "u")
+        ]
+
+    sweep.check_finished_runs(root, plan("lr=1"))
+    with pytest.raises(ValueError, match=r"root/r finished under.*now \['--config.steps=5'\]"):
+        sweep.check_finished_runs(root, plan("lr=1", "steps=5"))
+    sweep.check_finished_runs(root, plan("lr=2")[1:])  # u, unfinished, may run with lr=2
+
+
+def test_run_names_keep_every_digit_and_replica_overlap_is_found_in_either_order():
+    """Two learning rates must not share a run directory (the plan refuses a shared name), and
+    seeds [2, 1] with num_seeds=2 train seed 2 twice as surely as seeds [1, 2] do."""
+    assert sweep.run_name({"optimizer.learning_rate": 3e-4, "seed": 0}) == (
+        "learning_rate=0.0003,seed=0"
+    )
+    assert sweep.run_name({"lr": 1e-4}) != sweep.run_name({"lr": 1.0001e-4})
+    config = {"seed": 0, "num_seeds": 2}
+    sweep.check_seed_replicas(config, [{"seed": 2}, {"seed": 0}], {})
+    with pytest.raises(ValueError, match=r"seeds 2\.\.3 and 1\.\.2 overlap"):
+        sweep.check_seed_replicas(config, [{"seed": 2}, {"seed": 1}], {})
+
+
+def test_run_local_skips_finished_runs_and_fails_a_run_that_wrote_no_results(tmp_path, capsys):
+    """A finished run is not executed again; an exit 0 without results.json is no success."""
+    runs = [sweep.Run(n, tmp_path / n, {}, ("touch", str(tmp_path / n / "ran"))) for n in "ab"]
+    runs[0].workdir.mkdir()
+    (runs[0].workdir / "results.json").write_text('{"final": {}}')
+    assert sweep.run_local(runs, parallel=1) == [runs[1]]
+    assert not (tmp_path / "a" / "ran").exists() and (tmp_path / "b" / "ran").exists()
+    assert "1 of 2 runs already finished; 1 to run" in capsys.readouterr().out
