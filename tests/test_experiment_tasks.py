@@ -223,3 +223,35 @@ def test_bad_experiment_values_are_refused_naming_the_key(name, key, value):
     rules = importlib.import_module(f"experiments.{name}").RULES
     with pytest.raises(ValueError, match=f"{key}={value!r}"):
         cli.load_config(f"experiments/configs/{name}.py:smoke", {key: value}, rules)
+
+
+def test_sentence_tasks_count_real_tokens_for_throughput():
+    """tokens/s of sentiment and tagging runs counts the real tokens, not the padded batch
+    (`inputs.size`), so that it compares with translation's and across time multiples."""
+    import numpy as np
+
+    from experiments import sentiment, sequence_labelling
+
+    batch = {"inputs": np.zeros((3, 8), np.int32), "lengths": np.array([2, 5, 1], np.int32)}
+    for task_class in (sentiment.SentimentTask, sequence_labelling.SequenceLabellingTask):
+        assert object.__new__(task_class).tokens_in(batch) == 8, task_class
+
+
+def test_sentence_task_baselines_are_fitted_on_train_and_scored_on_held_out_splits():
+    """The majority class (sentiment) and the majority tag per word (tagging) come from the
+    training split and are scored on each held-out split; fitted on the split they score,
+    they would read as an unbeatable baseline."""
+    import types
+
+    from experiments import sentiment, sequence_labelling
+
+    task = object.__new__(sentiment.SentimentTask)
+    task.vocabs = {"label": types.SimpleNamespace(tokens=["neg", "pos"])}
+    labels = {"train": [1, 1, 0], "valid": [0, 0, 1]}
+    task.splits = {s: [{"targets": y} for y in ys] for s, ys in labels.items()}
+    assert task.baselines() == {"label": "pos", "valid_accuracy": 1 / 3}
+    task = object.__new__(sequence_labelling.SequenceLabellingTask)
+    tagged = {"train": [["X", "X", "Y"]], "valid": [["Y", "Y", "X"]]}
+    splits = {s: [{"tokens": ["a", "a", "b"], "tags": t} for t in ts] for s, ts in tagged.items()}
+    task.dataset, task.scheme = types.SimpleNamespace(splits=splits), None
+    assert task.baselines() == {"valid_accuracy": 0.0}

@@ -10,6 +10,7 @@ translation points' settings are validated, naming the key."""
 import itertools
 import json
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +127,9 @@ def test_scheduled_sampling_gradient_does_not_flow_through_the_choice(task_and_m
 def test_eval_step_matches_a_per_position_loop(task_and_model):
     task, model = task_and_model
     batch = task.eval_data("valid")[0]
+    # As the second evaluation batch: its samples' key folds in the batch index (a key that
+    # ignored it, drawing every batch's samples alike, passed with index 0).
+    batch = {**batch, "index": np.ones_like(batch["index"])}
     tokens = batch["tokens"]
     prefix, window = task.config.data.prefix, task.window
     generated = window - prefix + 1
@@ -169,6 +173,32 @@ def test_eval_step_matches_a_per_position_loop(task_and_model):
         assert sums[f"fr_nll_k{k}"] == pytest.approx(fr[:, k].sum(), rel=1e-4)
         assert sums[f"true_nll_k{k}"] == pytest.approx(true[:, k].sum(), rel=1e-4)
     assert sums["fr_nll_k0"] == pytest.approx(sums["tf_nll_k0"], rel=1e-5)  # no sample yet
+
+
+def test_training_mixes_with_the_schedules_epsilon_on_windows_evaluation_never_sees(
+    task_and_model,
+):
+    """The teacher-forcing regime's training loss is the teacher-forced NLL (a loss that fed
+    samples with probability ε instead of 1 − ε trained it free running while logging ε = 1);
+    the evaluation windows are not the training windows (the Markov windows ignore the split:
+    only the evaluation seed's offset keeps them held out)."""
+    task, model = task_and_model
+    tokens = task.eval_data("valid")[0]["tokens"]
+    batch = {"tokens": jnp.asarray(tokens), "step": jnp.zeros(len(tokens), jnp.int32)}
+    loss, (_, aux) = task.loss_fn(model, batch, (), jax.random.key(0))
+    logp = _log_softmax(model(jnp.asarray(tokens[:, :-1]))[0])
+    b, t = np.indices(tokens[:, 1:].shape)
+    assert float(aux["teacher_forcing_prob"]) == 1.0
+    assert float(loss) == pytest.approx(-logp[b, t, tokens[:, 1:]].mean(), rel=1e-5)
+    trained = next(iter(task.train_data()))["tokens"]
+    assert not any(np.array_equal(trained, e["tokens"]) for e in task.eval_data("valid"))
+    # A real corpus's windows come from the split asked for.
+    text = object.__new__(eb.ExposureBiasTask)
+    text.config, text.language, text.window = task.config, None, 5
+    text.corpus = types.SimpleNamespace(
+        splits={"train": np.zeros(50, np.int32), "valid": np.ones(50, np.int32)}
+    )
+    assert np.all(text.eval_data("valid")[0]["tokens"] == 1)
 
 
 # ---- report claims: only beyond the seed spread ------------------------------------------------

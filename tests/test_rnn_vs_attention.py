@@ -6,8 +6,11 @@ the curves and tables say what was not measured."""
 
 import json
 import math
+import types
 
+import jax.numpy as jnp
 import matplotlib.axes
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -401,3 +404,42 @@ def test_answers_count_a_diverged_seed(tmp_path):
     answers = rva.answers(tmp_path)
     assert "transformer 2 (1/2 seeds)" in answers[9]
     assert "T=10 lstm 0.5 (1/2 seeds)" in answers[15]
+
+
+def test_sequence_task_scores_the_copied_tail_in_bits_on_held_out_draws(monkeypatch):
+    """Hand-made logits: copy accuracy counts the last `copy_positions` positions only (the
+    copied symbols; the first positions are blanks to output), bits are nats / ln 2, the
+    evaluation draws are not the training draws, and a Shakespeare point's validation windows
+    come from the valid split."""
+    calls = []
+
+    def draw(seed, index, split):
+        calls.append((seed, index, split))
+        return {"inputs": np.zeros((1, 4), np.int32), "targets": np.array([[0, 0, 2, 1]])}
+
+    task = rva.SequenceTask(_config(), "lstm", 8, 3, 4, draw, copy_positions=2)
+    # argmax 1, 1, 2, 1: wrong at the two blanks, right at the two copied symbols
+    logits = jnp.asarray(np.eye(3)[[1, 1, 2, 1]][None] * 5.0, jnp.float32)
+    monkeypatch.setattr(rva, "logits_of", lambda m, inputs: logits)
+    _, sums = task.eval_step(None, draw(0, 0, "valid"), ())
+    got = task.eval_metrics({k: float(v) for k, v in sums.items()})
+    assert got["copy_accuracy"] == 1.0
+    assert got["bits_per_token"] == pytest.approx(got["loss"] / math.log(2), rel=1e-6)
+    calls.clear()
+    task.eval_data("valid")
+    next(iter(task.train_data()))
+    (train,) = [c for c in calls if c[2] == "train"]
+    assert all(c[:2] != train[:2] for c in calls if c[2] == "valid")
+    # Shakespeare windows: from the split the draw is asked for (train: 0s, valid: 1s).
+    splits = {"train": np.zeros(64, np.int32), "valid": np.ones(64, np.int32)}
+    monkeypatch.setattr(
+        rva,
+        "lm_corpus",
+        lambda *a: types.SimpleNamespace(
+            splits=splits, vocab=types.SimpleNamespace(tokens=["a", "b"])
+        ),
+    )
+    monkeypatch.setattr(rva, "matched_widths", lambda c, v, w, models: {"lstm": (8, 100)})
+    ((_, point),) = rva.shakespeare_points(_config(), ["lstm"])
+    shakespeare = point.args[1]
+    assert np.all(shakespeare.eval_data("valid")[0]["inputs"] == 1)
