@@ -1,6 +1,8 @@
 """Many devices and many processes: SLURM start-up with one task per node gives each process
 all its node's devices (one task per GPU keeps JAX's one device per process); a coordinator
-address without a port is named; a run saved on one device resumes on eight."""
+address without a port is named; a run saved on one device resumes on eight; the shardings
+of batches, carries and params, the global batch-size check and stop requests, on an abstract
+8-device mesh or with jax's process functions replaced (milliseconds, no devices)."""
 
 import json
 import os
@@ -98,27 +100,57 @@ def test_slurm_one_task_per_gpu_keeps_jaxs_one_device_per_process():
     assert _slurm_processes(tasks=2, nodes=1) == [(2, "'0'"), (2, "'1'")]
 
 
-@pytest.mark.parametrize("local_ids, expected", [(None, []), ("0,1", None)])
-def test_slurm_one_task_per_node_keeps_a_users_jax_local_device_ids(
-    monkeypatch, local_ids, expected
-):
+_SLURM_STARTS = [
+    # one task per node: every device of the node
+    ({"SLURM_NTASKS": "2", "SLURM_NNODES": "2"}, []),
+    # ... unless the user restricted them: JAX_LOCAL_DEVICE_IDS is read only for None
+    ({"SLURM_NTASKS": "2", "SLURM_NNODES": "2", "JAX_LOCAL_DEVICE_IDS": "0,1"}, None),
+    # the step's node count, not the allocation's: one task on each of 2 of 4 nodes ...
+    ({"SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "2", "SLURM_NNODES": "4"}, []),
+    # ... and 2 tasks on one node of 2: jax's one GPU per task
+    ({"SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "1", "SLURM_NNODES": "2"}, None),
+]
+
+
+@pytest.mark.parametrize("env, expected", _SLURM_STARTS)
+def test_slurm_local_device_ids_follow_the_steps_tasks_per_node(monkeypatch, env, expected):
     """JAX reads JAX_LOCAL_DEVICE_IDS only when `local_device_ids` is None; the `[]` that lifts
     SLURM's one-GPU restriction silently lifted the user's restriction too (all GPUs used)."""
+    calls = _initialize_calls(monkeypatch, env)
+    assert calls == [{"local_device_ids": expected, "initialization_timeout": 7}]
+
+
+def test_explicit_arguments_reach_jax_and_one_slurm_task_starts_nothing(monkeypatch):
+    """--coordinator_address/--num_processes/--process_id go to jax.distributed unchanged
+    (mix-ups show only in a two-process run); a one-task SLURM job is an ordinary run."""
+    assert _initialize_calls(monkeypatch, {"SLURM_NTASKS": "1", "SLURM_NNODES": "1"}) == []
+    calls = _initialize_calls(monkeypatch, {}, "node0:12355", 4, 3)
+    assert calls == [
+        {
+            "coordinator_address": "node0:12355",
+            "num_processes": 4,
+            "process_id": 3,
+            "local_device_ids": None,
+            "initialization_timeout": 7,
+        }
+    ]
+
+
+def _initialize_calls(monkeypatch, env, *args):
+    """The keyword arguments `distributed.initialize(*args, initialization_timeout=7)` hands
+    jax.distributed.initialize under the environment variables `env` (no other SLURM_*)."""
     import jax
 
     from rnn_jax.train import distributed
 
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
-    for name in [k for k in os.environ if k.startswith("SLURM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.delenv("JAX_LOCAL_DEVICE_IDS", raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "2")
-    monkeypatch.setenv("SLURM_NNODES", "2")
-    if local_ids is not None:
-        monkeypatch.setenv("JAX_LOCAL_DEVICE_IDS", local_ids)
-    distributed.initialize(initialization_timeout=7)
-    assert calls == [{"local_device_ids": expected, "initialization_timeout": 7}]
+    for name in [k for k in os.environ if k.startswith("SLURM_")] + ["JAX_LOCAL_DEVICE_IDS"]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    distributed.initialize(*args, initialization_timeout=7)
+    return calls
 
 
 @pytest.mark.parametrize("address", ["node0", "node0:", ":12355", "node0:port", "node0:\u00b2"])
@@ -183,3 +215,72 @@ def test_put_global_batch_names_a_leaf_without_the_batch_axis():
     mesh = distributed.data_mesh()
     with pytest.raises(ValueError, match=r"batch\['count'\] of shape \(\) has no batch axis 0"):
         distributed.put_global_batch({"inputs": np.zeros((8, 3)), "count": np.int32(3)}, mesh)
+
+
+def test_shardings_split_batches_and_carries_on_their_batch_axis_and_params_as_asked():
+    """On an 8-device mesh (abstract: no devices needed): batches on axis 0, carries
+    `[num_seeds, batch, ...]` on axis 1, params replicated unless `train.shard_params`, then
+    split along their last axis 8 divides but never the replica axis."""
+    import jax
+    from jax.sharding import AbstractMesh
+    from jax.sharding import PartitionSpec as P
+
+    from rnn_jax.train import distributed
+    from rnn_jax.train.loop import _state_shardings
+
+    mesh = AbstractMesh((8,), (distributed.DATA_AXIS,))
+    leaf = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)
+    state = {
+        "params": {"w": leaf(8, 16, 24, 5), "b": leaf(8, 3)},
+        "others": {},
+        "opt_state": {"mu": leaf(8, 16, 24, 5)},
+        "carry": {"h": leaf(8, 16, 4)},
+        "rng": leaf(8, 2),
+        "step": leaf(),
+    }
+    specs = lambda shard: jax.tree.map(lambda s: s.spec, _state_shardings(state, mesh, shard))
+    split = P(None, None, "data", None)
+    assert specs(False) == {
+        **jax.tree.map(lambda _: P(), state),
+        "carry": {"h": P(None, "data")},
+    }
+    assert specs(True) == {
+        **specs(False),
+        "params": {"w": split, "b": P()},
+        "opt_state": {"mu": split},
+    }
+    assert distributed.batch_sharded(mesh).spec == P("data")
+    # The checks come before any device is touched: on 8 devices a batch of 12 is refused.
+    with pytest.raises(ValueError, match=r"batch\['x'\] of shape \(2, 12\): its batch dim"):
+        distributed.put_global_batch({"x": np.zeros((2, 12))}, mesh, batch_axis=1)
+
+
+def test_batch_sizes_must_divide_the_global_device_count(monkeypatch):
+    """Two hosts of 8 devices: batch 24 divides each host's 8 but not the 16 it is split
+    over (`put_global_batch` would refuse the first batch, after compiling)."""
+    import jax
+
+    from rnn_jax.train.config import ConfigError
+    from rnn_jax.train.loop import _check_divisible
+
+    monkeypatch.setattr(jax, "device_count", lambda: 16)
+    monkeypatch.setattr(jax, "local_device_count", lambda: 8)
+    with pytest.raises(ConfigError, match=r"batch_size=24: must be a multiple of .* \(16\)"):
+        _check_divisible(_config(train__batch_size=24, num_seeds=2), Regression())
+
+
+def test_a_stop_request_on_any_process_stops_every_process(monkeypatch):
+    """SIGTERM reaching one process of a multi-process run (a `kill` of one of them) must
+    stop all of them at the same step, checkpointed."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from rnn_jax.train import distributed
+
+    other = [1]  # the other process's flag
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    gather = lambda x: np.stack([x, np.asarray(other, np.int32)])
+    monkeypatch.setattr(multihost_utils, "process_allgather", gather)
+    assert distributed.any_process(False) is True
+    other[0] = 0
+    assert distributed.any_process(False) is False

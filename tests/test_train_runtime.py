@@ -262,6 +262,9 @@ def test_two_processes_train_to_the_params_of_one(reference, tmp_path, cache_dir
     got, want = _params(tmp_path, FINAL_STEP), _params(ref_dir, FINAL_STEP)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    # Only process 0 writes: with every process writing, each log line came twice.
+    logged = [[m["step"] for m in _metrics(d) if "train_loss" in m] for d in (tmp_path, ref_dir)]
+    assert logged[0] == logged[1] and len(set(logged[0])) == len(logged[0]) > 1
 
 
 def test_best_checkpoint_restores_the_evaluated_model_and_samples(reference, monkeypatch):
