@@ -61,6 +61,11 @@ def test_ptb_tokens_through_the_builder(sources, data_root):
         )
         assert sum(len(e["tokens"]) for e in examples) == tokens
         assert examples == from_files.splits[split]
+    # The stored text is the line as published, its spaces kept and no <eos> (the tokens
+    # above are the same for a stripped line).
+    first = (data_root / "ptb" / "ptb.valid.txt").read_text(encoding="utf-8").split("\n")[0]
+    assert sources["ptb"]["valid"][0]["text"].decode() == first
+    assert first.startswith(" consumers may want to move") and first.endswith(" tv set ")
 
 
 def test_tiny_shakespeare_split_through_the_builder(tfds_dir, data_root):

@@ -31,6 +31,7 @@ CONLLU = """# sent_id = 1
 3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_
 3.1\tgone\tgo\tVERB\tVBN\t_\t_\t_\t3:conj\t_
 
+#sent_id=2 (a comment is any line that starts with "#")
 1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_
 """
 

@@ -96,9 +96,13 @@ def test_tiny_shakespeare_characters(load):
     assert dataset_stats(dataset)["vocab_size"] == 65
 
 
-def test_checksums_of_every_shared_file(data_root):
+def test_checksums_of_every_shared_file(data_root, tmp_path):
     for name in ("ptb", "tiny_shakespeare", "multi30k", "sst", "ud_english_ewt", "conll2003"):
         verify_files(name, data_root / name)
+    # ... and a file that is not the published one is refused (else the loop above can't fail)
+    (tmp_path / "input.txt").write_text("First Citizen:\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"input.txt: sha256 [0-9a-f]{64} differs from .*86c4e6"):
+        verify_files("tiny_shakespeare", tmp_path)
 
 
 def test_tagging_batches_match_the_sentences(load):
