@@ -264,16 +264,18 @@ def test_numpy_integer_sizes_are_accepted():
         decoding.beam_search(step, _state(2), beam_size=2.0, max_length=3, **ids)
 
 
-def _reference_beam(table, example, k, bos, eos, alpha):
+def _reference_beam(table, example, k, bos, eos, alpha, context=None):
     """The documented rules in plain Python: keep the k best extensions of the live
     hypotheses by log-probability; one ending in EOS leaves the beam; rank finished ones (and
-    those alive at max_length) by log p / ((5 + length) / 6)^alpha."""
+    those alive at max_length) by log p / ((5 + length) / 6)^alpha. The logits at step t are
+    table[example, t, context(prefix)], by default the previous token's row."""
     max_length, vocab = table.shape[1], table.shape[2]
+    context = context or (lambda seq: seq[-1] if seq else bos)
     alive, finished = [((), 0.0)], []
     for t in range(max_length):
         candidates = []
         for seq, log_prob in alive:
-            log_probs = _log_softmax(table[example, t, seq[-1] if seq else bos])
+            log_probs = _log_softmax(table[example, t, context(seq)])
             candidates += [(seq + (v,), log_prob + log_probs[v]) for v in range(vocab)]
         candidates = sorted(candidates, key=lambda c: -c[1])[:k]
         finished += [c for c in candidates if c[0][-1] == eos]
@@ -308,6 +310,32 @@ def test_beam_search_matches_a_python_beam_search(vocab, max_length, k, bos, eos
             assert np.all(np.asarray(tokens[b, i, lengths[b, i] :]) == pad)
             np.testing.assert_allclose(scores[b, i], score, rtol=1e-5, atol=1e-5)
         assert np.all(np.isneginf(np.asarray(scores[b, len(reference) :])))
+
+
+def test_beam_search_moves_the_step_state_with_its_hypotheses():
+    """The logits depend on the sum of every token fed so far, which only the step state
+    holds: a state left in its old beam slot when the beams are reordered scores the wrong
+    prefix. The table models above keep the same state in every beam, so they cannot see it."""
+    vocab, max_length, k, bos, eos = 3, 4, 2, 0, 1
+    table = np.random.default_rng(5).normal(scale=2.0, size=(3, max_length, vocab, vocab))
+
+    def step(state, tokens):
+        example, position, total = state
+        total = total + tokens
+        logits = jnp.asarray(table, jnp.float32)[example, position, total % vocab]
+        return (example, position + 1, total), logits
+
+    state = (jnp.arange(3), jnp.zeros(3, jnp.int32), jnp.zeros(3, jnp.int32))
+    tokens, lengths, scores = decoding.beam_search(
+        step, state, beam_size=k, bos_id=bos, eos_id=eos, max_length=max_length
+    )
+    for b in range(3):
+        reference = _reference_beam(
+            table, b, k, bos, eos, 0.0, context=lambda seq: (bos + sum(seq)) % vocab
+        )
+        for i, (seq, score) in enumerate(reference):
+            assert tuple(np.asarray(tokens[b, i, : lengths[b, i]])) == seq
+            np.testing.assert_allclose(scores[b, i], score, rtol=1e-5, atol=1e-5)
 
 
 def _step(state, tokens):

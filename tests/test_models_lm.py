@@ -133,3 +133,16 @@ def test_language_models_reject_token_ids_outside_the_vocabulary():
         s2s(source, lengths, jnp.array([[1, 6]]))
     with pytest.raises(ValueError, match=r"source holds ids .* source_vocab_size=5"):
         s2s.init_decode_state(jnp.array([[5, 1]]), jnp.array([2]), 4)
+
+
+def test_logits_are_the_dropped_outputs_times_the_undropped_tied_embedding():
+    """logits = dropout_output(h) @ E^T + b (module docstring): the output dropout acts on the
+    logits' input, and embedding dropout (whole word types zeroed for the input lookup, as in
+    AWD-LSTM) leaves the tied output kernel whole."""
+    model = RNNLanguageModel(
+        7, 5, tie_embeddings=True, embedding_dropout=0.5, dropout_output=0.5, rngs=nnx.Rngs(0)
+    )
+    logits, _, hidden = model(jnp.array([[1, 2, 3, 4, 5, 6]]), rng=jax.random.key(0))
+    assert not np.allclose(hidden["dropped_outputs"], hidden["outputs"])
+    want = hidden["dropped_outputs"] @ model.embedding[...].T + model.output_bias[...]
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-6)

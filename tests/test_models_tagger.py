@@ -282,7 +282,8 @@ def _path_score(emissions, path, transitions, start, end):
 @pytest.mark.parametrize("head", ["softmax", "crf"])
 def test_predict_never_returns_the_padding_tag(head):
     """Brute force: the best over the real tags (1..3) of every path of each sentence's length;
-    before the padding tag was excluded, every prediction here was tag 0."""
+    before the padding tag was excluded, every prediction here was tag 0. The loss of that
+    path still normalises over all four tags."""
     model = _pad_favoured(head)
     tokens = jnp.array([[1, 5, 7, 2], [3, 9, 0, 0]])
     lengths = jnp.array([4, 2])
@@ -292,11 +293,19 @@ def test_predict_never_returns_the_padding_tag(head):
         crf_params = [np.asarray(p, np.float64) for p in model._crf_params()]
     else:  # a softmax head is a CRF with zero transition, start and end scores
         crf_params = [np.zeros((4, 4)), np.zeros(4), np.zeros(4)]
+    # The loss normalises over every tag, the padding tag included (the module docstring).
+    loss = np.asarray(model.loss(tokens, jnp.asarray(predicted), lengths))
     for row, length in enumerate(np.asarray(lengths)):
         paths = list(itertools.product(range(1, 4), repeat=int(length)))
         scores = [_path_score(emissions[row], p, *crf_params) for p in paths]
         np.testing.assert_array_equal(predicted[row, :length], paths[int(np.argmax(scores))])
         assert np.all(predicted[row, length:] == 0)
+        every_path = itertools.product(range(4), repeat=int(length))
+        log_z = np.logaddexp.reduce(
+            [_path_score(emissions[row], p, *crf_params) for p in every_path]
+        )
+        gold = _path_score(emissions[row], predicted[row, :length], *crf_params)
+        np.testing.assert_allclose(loss[row], log_z - gold, rtol=1e-5)
     # Without the reserved id the same model predicts the padding tag everywhere.
     model.pad_tag_id = None
     np.testing.assert_array_equal(np.asarray(model.predict(tokens, lengths))[0], [0, 0, 0, 0])
