@@ -85,6 +85,21 @@ def test_missing_config_file_is_a_value_error_naming_it():
         cli.load_config("experiments/configs/nope.py:smoke")
 
 
+def test_a_config_file_in_a_folder_with_a_colon_is_read(tmp_path):
+    """`launch.sweep` passes the resolved path (`/scratch/run:2/.../x.py:smoke`); split at the
+    first ':' (config_flags), the file was '/scratch/run' and every run of the sweep refused."""
+    folder = tmp_path / "run:2"
+    folder.mkdir()
+    copy = folder / "language_model.py"
+    copy.write_text(open("experiments/configs/language_model.py").read())
+    cli._check_config_file(["prog", f"--config={copy}:smoke"])  # no exit
+    want = cli.load_config(SPEC, rules=RULES).to_dict()
+    assert cli._ConfigFileParser().parse(f"{copy}:smoke").to_dict() == want
+    assert cli.load_config(f"{copy}:smoke", rules=RULES).to_dict() == want
+    with pytest.raises(ValueError, match=re.escape(f"config file '{tmp_path}/nope.py' not")):
+        cli.load_config(f"{tmp_path}/nope.py:smoke")
+
+
 def test_cosine_warmup_must_be_shorter_than_the_run():
     with pytest.raises(ValueError, match=r"schedule.warmup_steps=50: must be fewer than the 40"):
         _load(schedule__name="cosine", schedule__warmup_steps=50)

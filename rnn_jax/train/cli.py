@@ -275,7 +275,7 @@ def _check_config_file(argv: list[str]) -> None:
             spec = argv[i + 1]
         else:
             continue
-        path = spec.partition(":")[0]
+        path = config_file.split_config_arg(spec)[0]
         if not pathlib.Path(path).is_file():
             _config_exit(
                 f"config error: --config={spec}: config file {path!r} not found (expected "
@@ -285,14 +285,15 @@ def _check_config_file(argv: list[str]) -> None:
 
 class _ConfigFileParser(flags.ArgumentParser):
     """The parser of `--config=<file>[:variant]` (the variant, when given, passed to
-    `get_config` as config_flags' own parser does), loading the file with
+    `get_config` as config_flags' own parser does; split by `config_file.split_config_arg`,
+    so that a folder with ':' in its name is read), loading the file with
     `config_file.read_config_file`:
     a file that cannot give a config is a `ConfigError` naming it, reported in one line (exit
     status 2). The result is locked (`lock_config=True`)."""
 
     def parse(self, argument: str) -> ml_collections.ConfigDict:
-        file, colon, variant = argument.partition(":")
-        config = config_file.read_config_file(file, (variant,) if colon else ())
+        file, variant = config_file.split_config_arg(argument)
+        config = config_file.read_config_file(file, () if variant is None else (variant,))
         config.lock()
         return config
 
@@ -319,7 +320,7 @@ def load_config(
         file that gives no config (`ConfigError`, naming the file:
         `config_file.read_config_file`).
     """
-    path, _, variant = spec.partition(":")
+    path, variant = config_file.split_config_arg(spec)
     config = config_file.read_config_file(path, (variant,) if variant else ())
     config.lock()
     for key, value in (overrides or {}).items():

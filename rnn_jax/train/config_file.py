@@ -25,6 +25,26 @@ import ml_collections
 from rnn_jax.train.config import ConfigError
 
 
+def split_config_arg(argument: str) -> tuple[str, str | None]:
+    """`<file>[:<variant>]` -> (file, variant; None without a ':'), as the training CLI's
+    `--config` and `cli.load_config` read it.
+
+    config_flags splits at the first ':', which cut a file in a folder whose name holds a ':'
+    (`/scratch/run:2/experiments/configs/x.py:smoke`, as `launch.sweep` passes the resolved
+    path) at that folder: every run refused. The split is at the first ':' before which a
+    file exists, else the whole argument when it is a file, else at the first ':' (the missing
+    file is named as before); wherever config_flags' split found a file, it is the same."""
+    start = 0
+    while (colon := argument.find(":", start)) >= 0:
+        if pathlib.Path(argument[:colon]).is_file():
+            return argument[:colon], argument[colon + 1 :]
+        start = colon + 1
+    if pathlib.Path(argument).is_file():
+        return argument, None
+    file, colon, variant = argument.partition(":")
+    return file, variant if colon else None
+
+
 def load_config_file(path: str | pathlib.Path) -> types.ModuleType:
     """Execute the config file at `path` (any suffix, as config_flags) and return it as a
     module, registered in `sys.modules` as config_flags registers it (dataclasses defined in
