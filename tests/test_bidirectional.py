@@ -521,3 +521,38 @@ def test_a_class_without_test_tokens_is_not_called_a_diverged_seed():
     assert "minority (20.0% of tokens) 0.8100 → 0.9100, +10.00 points (every seed" in answers[6]
     fw, bi = points["forward-softmax"], points["bi-softmax"]
     assert report.diff_text(bi, fw, "unk") == "no test tokens in this class: not compared"
+
+
+def test_class_accuracies_count_real_tokens_of_real_rows_and_nan_for_an_empty_class():
+    """`eval_step` counts each token class on the real tokens of real rows only (the last
+    batch's filler row, weight 0, and padding count nowhere), and `eval_metrics` gives a class
+    without tokens NaN (no accuracy), not 0. A fake model that predicts its input ids."""
+    task = object.__new__(bd.BidirectionalTask)  # what the evaluation reads of a task
+    task.config = bd.point_config(bd_configs.get_config("smoke"), "forward-softmax", 4)
+    task.config.model.char_features, task.tables = False, None
+
+    class Model:
+        def loss(self, inputs, targets, lengths):
+            return np.zeros(len(inputs), np.float32)
+
+        def predict(self, inputs, lengths):
+            return inputs
+
+    batch = {
+        "inputs": np.array([[1, 2, 3], [1, 2, 0]]),
+        "targets": np.array([[1, 0, 3], [0, 0, 0]]),  # row 0: hit, miss, hit
+        "mask": np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]),
+        "lengths": np.array([3, 2]),
+        "weight": np.array([1.0, 0.0]),  # row 1 fills the batch
+        "token_class": np.array([[0, 1, 2], [0, 1, -1]]),
+    }
+    _, sums = task.eval_step(Model(), batch, ())
+    counts = {
+        name: (float(sums[f"tokens_{name}"]), float(sums[f"correct_{name}"]))
+        for name in bd.TOKEN_CLASSES
+    }
+    assert counts == {"majority": (1.0, 1.0), "minority": (1.0, 0.0), "unk": (1.0, 1.0)}
+    sums = {**sums, "tokens_unk": 0.0, "correct_unk": 0.0}
+    result = task.eval_metrics(sums)
+    assert (result["accuracy_majority"], result["accuracy_minority"]) == (1.0, 0.0)
+    assert math.isnan(result["accuracy_unk"])

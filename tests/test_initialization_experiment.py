@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from experiments import grid, initialization
 from experiments.configs.initialization import get_config, get_sweep
@@ -438,3 +439,45 @@ def test_sweep_runs_each_point_of_the_variants_grid_once():
         swept = [(cell, init) for cell in sweep["grid.cells"] for init in sweep["grid.inits"]]
         points = initialization.grid_points(get_config(variant))
         assert sorted(swept) == sorted({(cell, init) for _, _, cell, init in points}), variant
+
+
+def test_the_points_init_reaches_w_hh_and_eval_reads_its_own_stream():
+    """The grid's init name sets the built cell's W_hh (Model passes it on: an init that did
+    not reach it left every row orthogonal), normal_inv_sqrt_h at 1/sqrt(H); held-out
+    batches are not training batches."""
+    assert initialization.recurrent_init("normal_inv_sqrt_h", 16) == {
+        "recurrent_init": "normal",
+        "recurrent_scale": 0.25,
+    }
+    config = _config()
+
+    def w_hh(init):
+        task = initialization.LongRangeTask(config, "adding", 10, "elman_relu", init)
+        return np.asarray(task.init_model(jax.random.key(0)).rnn.layers[0]["W_hh"][...])
+
+    np.testing.assert_array_equal(w_hh("identity"), np.eye(HIDDEN))
+    task = initialization.LongRangeTask(config, "adding", 10, "elman_tanh", "orthogonal")
+    train = next(iter(task.train_data()))["inputs"]
+    assert not np.array_equal(task.eval_data("valid")[0]["inputs"], train)
+
+
+def test_run_point_keeps_seeds_apart(tmp_path, monkeypatch):
+    """Per seed: each seed's own init key at initialisation, its own final loss against the
+    threshold (success_fraction x baseline, not the baseline) and the first evaluation of
+    its own curve below the threshold. The runtime and the eval step are faked: no training."""
+    config = _config()  # adding, T = 10, 2 seeds; threshold 0.1 / 6 = 0.0167
+
+    def fake_sums(task, graphdef, state, batch):  # one number per model: its W_hh's sum
+        model = nnx.merge(graphdef, state)
+        return {"loss": jnp.sum(model.rnn.layers[0]["W_hh"][...]), "examples": jnp.ones(())}
+
+    monkeypatch.setattr(initialization, "_eval_sums", fake_sums)
+    final = {"diagnostics_loss": 0.03, "per_seed": {"diagnostics_loss": [0.01, 0.05]}}
+    monkeypatch.setattr(initialization, "train_and_evaluate", lambda *a: {"final": final})
+    curve = ([10, 20], np.array([[0.3, 0.01], [0.01, 0.02]]))  # [evaluations, seeds]
+    monkeypatch.setattr(grid, "read_metric_curve", lambda *a: curve)
+    s = initialization.run_point(config, "adding", 10, "elman_tanh", "normal_1.0", tmp_path)
+    assert s["success"] == [1.0, 0.0] and s["trained"]["loss"] == [0.01, 0.05]
+    assert s["steps_to_success"] == [20.0, 10.0]
+    first, second = s["at_init"]["loss"]  # one init key for every seed: equal
+    assert first != second

@@ -161,6 +161,23 @@ def test_best_evaluation_is_on_the_seed_mean_and_skips_a_diverged_seed():
     assert reg.best_evaluation(np.array([[2.9, nan], [2.4, nan], [2.2, inf], [2.6, nan]])) == 2
 
 
+def test_run_point_reads_every_seed_at_the_common_best_evaluation(config, tmp_path, monkeypatch):
+    """The best evaluation is one row for every seed (the lowest seed mean, as the runtime's
+    best_step), and the training slice is read at that row too: not each seed's own minimum,
+    nor the last evaluation. The runtime and its curves are faked: no training."""
+    valid = np.array([[3.0, 3.0], [2.0, 2.6], [2.5, 2.4]])  # seed means 3, 2.3, 2.45: row 1
+    train = np.array([[4.0, 4.0], [3.0, 3.0], [2.0, 2.0]])
+    curves = {"valid_loss": valid, f"{reg.TRAIN_EVAL}_loss": train}
+    monkeypatch.setattr(reg, "train_and_evaluate", lambda *a: {"final": {"best_step": 20}})
+    monkeypatch.setattr(grid, "read_metric_curve", lambda _, key: ([10, 20, 30], curves[key]))
+    s = reg.run_point(config, "none", 2, 16, [17], tmp_path)
+    bits = lambda row: list(row / np.log(2))  # noqa: E731
+    assert s["best_step"] == s["runtime_best_step"] == 20
+    np.testing.assert_allclose(s["best_valid_bits"], bits(valid[1]))
+    np.testing.assert_allclose(s["train_at_best_bits"], bits(train[1]))
+    np.testing.assert_allclose(s["final_valid_bits"], bits(valid[2]))
+
+
 @pytest.fixture(scope="module")
 def smoke_run(config, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("regularization")

@@ -146,3 +146,63 @@ def test_q1_names_a_nearer_word_the_layer_does_not_hold():
     text = sp_report.answers(results)[1]
     assert "Trained layer 1 holds the word at k=1, 4 back (not at k=0) (accuracy above" in text
     assert "Trained layer 2 holds the word up to k=1 back (accuracy above" in text
+
+
+def test_baselines_and_controls_are_drawn_from_probe_train():
+    """The majority class is probe-train's, scored on probe-test, and the control tasks draw
+    their tags from probe-train's tag distribution: here every probe-train word is a NOUN
+    and every probe-test word a VERB."""
+    config = sp_configs.get_config("smoke")
+    config.probe.train_sentences, config.probe.test_sentences = 3, 0
+    config.probe.test_split, config.probe.num_words, config.probe.distances = "valid", 2, "0"
+    sentences = {
+        "train": [{"tokens": ["a", "b"], "upos": ["NOUN", "NOUN"]}] * 3,
+        "valid": [{"tokens": ["a", "c"], "upos": ["VERB", "VERB"]}] * 3,
+    }
+    sets, _ = sp.probe_sets(config, sentences, sp.ud_lm_corpus(sentences, 1))
+    names = sp.target_names([0])
+    noun, eos = sp.UPOS.index("NOUN"), len(sp.UPOS)
+    for split in sets.values():
+        assert set(split.labels[:, names.index("upos_control")]) == {noun}
+        assert set(split.labels[:, names.index("upos_next_control")]) <= {noun, eos}
+    baselines = sp.baselines(sets, names)
+    assert baselines["majority"]["upos"] == baselines["lexical"]["upos"] == 0.0  # NOUN guessed
+
+
+def test_probe_model_fits_each_layer_on_probe_train_and_scores_it_on_probe_test(monkeypatch):
+    """Layer l's probe is fitted on layer l's probe-train states at the probed positions, its
+    strength chosen on the last `probe.holdout_fraction` of them (a contiguous block), and
+    scored on layer l's probe-test states. Fake states (100 l + t, + 1000 in probe-test) and a
+    fit that records what it was given: no model, no fitting."""
+    config = sp_configs.get_config("smoke")
+    config.probe.distances, config.probe.kinds, config.probe.holdout_fraction = "0", "lda", 0.25
+    sets = {
+        "train": sp.ProbeSet(np.arange(10), np.arange(1, 9), None, np.zeros((8, 5), int)),
+        "test": sp.ProbeSet(np.arange(6), np.array([2, 3]), None, np.zeros((2, 5), int)),
+    }
+
+    def states(model, tokens):
+        offset = 1000.0 if tokens.shape[1] == 6 else 0.0
+        return [
+            offset + 100 * layer + np.arange(tokens.shape[1])[None, :, None] for layer in range(3)
+        ]
+
+    fits = []
+
+    class Probe:
+        regularization = 0.0
+
+        def accuracy(self, features, labels):
+            return float(features.mean())
+
+    def fit(kind, features, labels, classes, holdout, config):
+        fits.append((features[:, 0], holdout))
+        return [Probe() for _ in classes]
+
+    monkeypatch.setattr(sp.probes, "layer_states", states)
+    monkeypatch.setattr(sp, "_fit", fit)
+    accuracy, _, _ = sp.probe_model(None, sets, config)["lda"]
+    for layer, (features, holdout) in enumerate(fits):
+        np.testing.assert_array_equal(features, 100 * layer + np.arange(1, 9))
+        assert holdout.tolist() == [False] * 6 + [True] * 2
+    np.testing.assert_array_equal(accuracy, [[1002.5 + 100 * layer] * 5 for layer in range(3)])

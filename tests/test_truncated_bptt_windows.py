@@ -116,3 +116,39 @@ def test_windowed_gradients_match_a_per_step_loop_with_the_carry_cut_at_each_win
                     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
             else:
                 assert max(float(jnp.abs(g - w).max()) for g, w in pairs) > 1e-4
+
+
+def test_point_summaries_keep_each_seeds_values(tmp_path, monkeypatch):
+    """What `run_bptt_point` and `run_clip_point` make of the runtime's results, seed by seed
+    (the runtime, the metric curves and the step cost faked: no training): per-seed values
+    (not their mean), the clipping seeds' count reaching the runtime, the largest gradient
+    norm of each seed's curve, a seed diverged when its loss is not finite or not below
+    chance (ln 8), and the share of scored (t − d, t) pairs inside one window."""
+    from experiments import grid
+
+    config = cli.load_config(TBPTT_SMOKE, {"clipping.num_seeds": 3}, rules=tb.RULES)  # d 2, T 8
+    ran = []
+    per_seed = {"valid_loss": [np.nan, 2.5, 1.0], "valid_accuracy": [0.1, 0.2, 0.9]}
+
+    def train(point, point_dir, task):
+        ran.append(point)
+        n = point.num_seeds
+        final = {k: float(np.nanmean(v[:n])) for k, v in per_seed.items()}
+        return {"final": {**final, "per_seed": {k: v[:n] for k, v in per_seed.items()}}}
+
+    curves = {
+        "grad_norm_max": np.array([[1.0, 5.0, 2.0], [3.0, np.nan, 4.0]]),  # [steps, seeds]
+        "train_loss": np.ones((2, 3)),
+        "valid_accuracy": np.ones((2, 2)),
+    }
+    monkeypatch.setattr(tb, "train_and_evaluate", train)
+    monkeypatch.setattr(grid, "read_metric_curve", lambda _, key: ([1, 2], curves[key]))
+    monkeypatch.setattr(tb, "step_cost", lambda *a: dict.fromkeys(("temp_bytes", "s_per_token")))
+    clip = tb.run_clip_point(config, None, tmp_path)
+    assert ran[-1].num_seeds == 3 and ran[-1].train.num_steps == config.train.num_steps
+    assert clip["loss"] == [None, 2.5, 1.0] and clip["diverged"] == [True, True, False]
+    assert clip["max_grad_norm"] == [3.0, 5.0, 4.0]
+    window = tb.run_bptt_point(config, "lstm", 4, tmp_path)
+    assert ran[-1].num_seeds == 2 and window["accuracy"] == [0.1, 0.2]
+    # windows [0, 4) and [4, 8): pairs at t = 2, 3, 6, 7 of the 6 scored steps t >= 2
+    assert window["inside_fraction"] == 4 / 6 and window["chance_accuracy"] == 1 / 8
