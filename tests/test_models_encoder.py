@@ -15,6 +15,7 @@ import reference_numpy as ref
 from flax import nnx
 
 from rnn_jax.models import RNNLanguageModel
+from rnn_jax.models import encoder as encoder_module
 from rnn_jax.models.classifier import POOLINGS, Classifier
 from rnn_jax.models.encoder import ENCODER_KINDS, SequenceEncoder, config_problems, encoder_options
 from rnn_jax.models.seq2seq import Seq2Seq
@@ -70,18 +71,25 @@ def _bag(**options):
     return SequenceEncoder(10, embed_size=4, hidden_size=6, kind="bag", rngs=nnx.Rngs(3), **options)
 
 
-def test_bag_states_are_tanh_of_a_dense_layer_per_token():
-    """The reference: numpy tanh(E[token] W + b), token by token; padding is 0."""
+def test_bag_states_are_tanh_of_a_dense_layer_per_token(monkeypatch):
+    """The reference: numpy tanh(E[token] W + b), token by token; padding is 0. Dropout
+    falls on the embeddings and on the states (a stand-in that halves what it is given
+    shows where): 0.5 tanh(0.5 E[token] W + b)."""
     encoder = _bag()
     states, carries = encoder(BAG_TOKENS, BAG_LENGTHS)
+    monkeypatch.setattr(encoder_module, "dropout", lambda rng, rate, x: x if rng is None else x / 2)
+    dropped, _ = encoder(BAG_TOKENS, BAG_LENGTHS, rng=jax.random.key(0))
     assert carries is None and encoder.output_size == 6
     table = np.asarray(encoder.embed.embedding[...])
     kernel = np.asarray(encoder.position_wise.kernel[...])
     bias = np.asarray(encoder.position_wise.bias[...])
     for row, length in enumerate(BAG_LENGTHS):
         for t in range(BAG_TOKENS.shape[1]):
-            expected = np.tanh(table[BAG_TOKENS[row, t]] @ kernel + bias) if t < length else 0.0
+            x = table[BAG_TOKENS[row, t]]
+            expected = np.tanh(x @ kernel + bias) if t < length else 0.0
             np.testing.assert_allclose(states[row, t], expected, rtol=1e-5, atol=1e-6)
+            expected = np.tanh(x / 2 @ kernel + bias) / 2 if t < length else 0.0
+            np.testing.assert_allclose(dropped[row, t], expected, rtol=1e-5, atol=1e-6)
 
 
 def _char_features(encoder: SequenceEncoder, chars: np.ndarray, length: int) -> np.ndarray:
@@ -118,6 +126,36 @@ def test_a_bag_state_does_not_see_the_other_tokens():
         np.testing.assert_array_equal(changed[0, others], states[0, others])
         np.testing.assert_array_equal(changed[1], states[1])
         assert not np.allclose(changed[0, position], states[0, position])
+
+
+def test_padding_ids_and_characters_change_neither_states_nor_gradients():
+    """Padding may hold any id, and a padded word any characters and char_length: an
+    out-of-range id embeds as NaN (nnx.Embed), which the masked forward pass hid while
+    0 * NaN made every gradient NaN; a padded word's char_length made its characters be
+    checked (and refused) as real ones."""
+    encoder = _bag(num_chars=8, char_embed_size=3, char_hidden_size=2, cell="elman")
+    char_lengths = np.array([[3, 1, 2, 3, 2], [2, 3, 1, 0, 0]], np.int32)
+    real_chars = np.arange(3) < char_lengths[..., None]
+    chars = np.where(real_chars, np.arange(2 * 5 * 3).reshape(2, 5, 3) % 7 + 1, 0)
+    tokens, noisy_chars = BAG_TOKENS.copy(), np.where(real_chars, chars, 8)
+    tokens[1, 3:] = [10, 99]
+    noisy_lengths = char_lengths.copy()
+    noisy_lengths[1, 3:] = 3  # padded words
+
+    @nnx.jit  # one compile for both calls; eager, the char RNN's gradient took seconds
+    def states_and_grads(model, tokens, chars, char_lengths):
+        def loss(model):
+            states, _ = model(tokens, BAG_LENGTHS, chars=chars, char_lengths=char_lengths)
+            return jnp.sum(states**2), states
+
+        grads, states = nnx.grad(loss, has_aux=True)(model)
+        return states, nnx.state(grads, nnx.Param)
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        states_and_grads(encoder, tokens, noisy_chars, noisy_lengths),
+        states_and_grads(encoder, BAG_TOKENS, chars, char_lengths),
+    )
 
 
 def test_bag_states_permute_with_the_tokens():
@@ -173,6 +211,14 @@ def test_a_bag_refuses_last_pooling_and_streaming_and_a_bad_kind_is_named():
         _abstract(
             lambda: SequenceEncoder(5, kind="transformer", num_chars=5, rngs=nnx.Rngs(0), **SMALL)
         )
+    # config_problems names the same refusal before the data is read, for the transformer only.
+    refusal = (
+        "model.char_features=True: character features need model.kind='rnn' or 'bag' "
+        "(set --config.model.char_features=false for the transformer)"
+    )
+    for kind in ENCODER_KINDS:
+        expected = [refusal] if kind == "transformer" else []
+        assert config_problems({"kind": kind, "char_features": True, **SMALL}) == expected
 
 
 SMALL = dict(embed_size=4, hidden_size=4, num_heads=2, max_length=8)

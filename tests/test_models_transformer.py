@@ -1,6 +1,7 @@
 """Transformer baselines: the forward passes against a per-head numpy transcription of the
-pre-LN equations; KV-cache steps reproduce the full forward pass; masks (the encoder's padding
-against each sequence alone); sizing; a cache of no slots refused."""
+pre-LN equations (and where dropout falls); KV-cache steps reproduce the full forward pass;
+masks (the encoder's padding against each sequence alone); sizing; a cache of no slots
+refused."""
 
 import jax
 import jax.numpy as jnp
@@ -68,19 +69,33 @@ def _attention(mha, queries_from, keys_from, mask):
     return _linear(out, mha.out)
 
 
-def _stack(stack, x, mask, memory=None, memory_mask=None):
-    """x + Attn(LN(x)); [x + CrossAttn(LN(x), memory)]; x + MLP(LN(x)); final LN."""
+def _stack(stack, x, mask, memory=None, memory_mask=None, kept=1.0):
+    """x + Attn(LN(x)); [x + CrossAttn(LN(x), memory)]; x + MLP(LN(x)); final LN. `kept`
+    scales each branch's output, where dropout falls (not on the residual stream x)."""
     for block in stack.blocks:
         normed = _layer_norm(x, block.self_norm)
-        x = x + _attention(block.self_attention, normed, normed, mask)
+        x = x + kept * _attention(block.self_attention, normed, normed, mask)
         if memory is not None:
-            x = x + _attention(
-                block.cross_attention, _layer_norm(x, block.cross_norm), memory, memory_mask
-            )
+            cross_normed = _layer_norm(x, block.cross_norm)
+            x = x + kept * _attention(block.cross_attention, cross_normed, memory, memory_mask)
         hidden = _linear(_layer_norm(x, block.mlp_norm), block.mlp_in)
         gelu = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden**3)))
-        x = x + _linear(gelu, block.mlp_out)
+        x = x + kept * _linear(gelu, block.mlp_out)
     return _layer_norm(x, stack.final_norm)
+
+
+def _halving_dropout(keys):
+    """A dropout stand-in that halves whatever it is given when it has an rng (appended to
+    `keys`): the forward pass then equals the reference with kept = 0.5 wherever dropout is
+    documented to fall, and each site must draw from its own rng."""
+
+    def dropout(rng, rate, x):
+        if rng is None:
+            return x
+        keys.append(tuple(np.asarray(jax.random.key_data(rng)).ravel()))
+        return x / 2
+
+    return dropout
 
 
 def _embed(embedder, tokens):
@@ -112,14 +127,22 @@ def _key_mask(lengths, query_time, key_time):
     )
 
 
-def test_lm_forward_equals_the_numpy_reference(lm):
+def test_lm_forward_equals_the_numpy_reference(lm, monkeypatch):
     tokens = np.asarray(jax.random.randint(jax.random.key(8), (3, 6), 0, VOCAB))
     causal = np.broadcast_to(np.tril(np.ones((6, 6), bool)), (3, 6, 6))
     expected = _linear(_stack(lm.stack, _embed(lm.embed, tokens), causal), lm.head)
     np.testing.assert_allclose(lm(jnp.asarray(tokens)), expected, rtol=1e-5, atol=1e-5)
+    # Dropout on the embeddings and each branch's output (pre-LN: x + Dropout(Attn(LN(x)))).
+    monkeypatch.setattr(transformer, "dropout", _halving_dropout(keys := []))
+    halved = _stack(lm.stack, _embed(lm.embed, tokens) / 2, causal, kept=0.5)
+    dropped = lm(jnp.asarray(tokens), rng=jax.random.key(0))
+    np.testing.assert_allclose(dropped, _linear(halved, lm.head), rtol=1e-5, atol=1e-5)
+    assert len(set(keys)) == len(keys) == 1 + 2 * LAYERS  # embeddings; attention, MLP
 
 
-def test_encoder_and_seq2seq_forward_equal_the_numpy_reference():
+def test_encoder_and_seq2seq_forward_equal_the_numpy_reference(monkeypatch):
+    """Dropout (the halving stand-in) falls on the embeddings of both sides and on every
+    branch: self-attention, cross-attention and MLP outputs, not the residual stream."""
     model = transformer.TransformerSeq2Seq(
         7,
         VOCAB,
@@ -145,6 +168,14 @@ def test_encoder_and_seq2seq_forward_equal_the_numpy_reference():
     )
     logits = model(jnp.asarray(source), jnp.asarray(lengths), jnp.asarray(target))
     np.testing.assert_allclose(logits, _linear(decoded, model.head), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(transformer, "dropout", _halving_dropout(keys := []))
+    embedded = _embed(model.encoder.embed, source) / 2
+    memory = _stack(model.encoder.stack, embedded, _key_mask(lengths, 7, 7), kept=0.5)
+    embedded = _embed(model.target_embed, target) / 2
+    decoded = _stack(model.decoder, embedded, causal, memory, _key_mask(lengths, 5, 7), kept=0.5)
+    logits = model(*map(jnp.asarray, (source, lengths, target)), rng=jax.random.key(0))
+    np.testing.assert_allclose(logits, _linear(decoded, model.head), rtol=1e-5, atol=1e-5)
+    assert len(set(keys)) == len(keys) == (1 + 2 * 2) + (1 + 3 * 2)  # encoder, decoder
 
 
 def test_kv_cache_steps_reproduce_the_causal_forward_pass(lm):
