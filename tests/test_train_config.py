@@ -510,3 +510,21 @@ def test_an_unknown_override_key_is_named_with_its_section():
     except AttributeError as error:
         message = cli._unknown_key(error, ["prog", "--config.seed=1", "--config.train.nm_steps=3"])
     assert message == '\'train.nm_steps\' (Did you mean "num_steps" instead of "nm_steps"?)'
+
+
+def test_config_files_sharing_a_stem_stay_apart(tmp_path):
+    """`a/quick.py` and `b/quick.py` got one module name: the second load replaced the first
+    in `sys.modules`, and a dataclass made by the first no longer pickled."""
+    import pickle
+
+    from rnn_jax.train import config_file
+
+    source = "import dataclasses\n\n@dataclasses.dataclass\nclass Point:\n    x: int = {}\n"
+    modules = []
+    for folder, value in (("a", 1), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "quick.py").write_text(source.format(value))
+        modules.append(config_file.load_config_file(tmp_path / folder / "quick.py"))
+    assert modules[0].__name__ != modules[1].__name__
+    assert pickle.loads(pickle.dumps(modules[0].Point())).x == 1
+    assert pickle.loads(pickle.dumps(modules[1].Point())).x == 2

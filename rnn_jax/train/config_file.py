@@ -11,6 +11,7 @@ wherever it is read.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import importlib.util
 import inspect
@@ -57,7 +58,12 @@ def load_config_file(path: str | pathlib.Path) -> types.ModuleType:
     path = str(path)
     if not pathlib.Path(path).is_file():
         raise ConfigError(f"config file {path!r} not found")
-    name = "_config_file_" + "".join(c if c.isalnum() else "_" for c in pathlib.Path(path).stem)
+    # One name per file (its stem and a digest of its resolved path): two files sharing a
+    # stem (`a/quick.py`, `b/quick.py`) shared one name, and loading the second replaced the
+    # first in `sys.modules`, so a dataclass instance of the first no longer pickled.
+    resolved = str(pathlib.Path(path).resolve())
+    stem = "".join(c if c.isalnum() else "_" for c in pathlib.Path(path).stem)
+    name = f"_config_file_{stem}_{hashlib.sha256(resolved.encode()).hexdigest()[:12]}"
     loader = importlib.machinery.SourceFileLoader(name, path)
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
     sys.modules[name] = module
