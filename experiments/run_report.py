@@ -171,11 +171,15 @@ def has_dropout(model: dict) -> bool:
     )
 
 
-def summary_text(values: list[float] | None, digits: int = 3, seeds: bool = True) -> str:
+def summary_text(
+    values: list[float] | None, digits: int = 3, seeds: bool = True, unit: str = ""
+) -> str:
     """`0.913 ± 0.002 (3 seeds)` / `0.913 (1 seed)` for answers (without the count if not
     `seeds`); 'not measured' if None. Over the finite seeds, as `grid.mean_std`: with a seed
     that is not finite (null or NaN) the count reads `2/3 seeds` (always shown then), and
-    'no finite value (3 seeds)' when none is."""
+    'no finite value (3 seeds)' when none is. `unit` (e.g. ' %', ' nats/word') goes on the
+    number, before the count (appended to the whole text it followed the count, and the words
+    of a run without a finite value)."""
     if not values:
         return "not measured"
     finite, total = grid.finite_seeds(values)
@@ -186,8 +190,8 @@ def summary_text(values: list[float] | None, digits: int = 3, seeds: bool = True
     else:
         count = f" ({total} seed{'s' if total > 1 else ''})" if seeds else ""
     if finite.size == 1:
-        return f"{finite[0]:.{digits}f}{count}"
-    return f"{finite.mean():.{digits}f} ± {finite.std():.{digits}f}{count}"
+        return f"{finite[0]:.{digits}f}{unit}{count}"
+    return f"{finite.mean():.{digits}f} ± {finite.std():.{digits}f}{unit}{count}"
 
 
 def describe_model(model: dict) -> str:

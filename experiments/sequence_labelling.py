@@ -308,18 +308,6 @@ def report_markdown(workdir: pathlib.Path) -> str:
     )
 
 
-def _percent_text(values: list[float]) -> str:
-    """`91.2 ± 0.3 %`, `91.2 ± 0.4 % (2/3 seeds)`, `no finite value (3 seeds)`: `summary_text` with
-    the unit on the number. Appended to the whole text, it followed the seed count ("70.0 ±
-    0.4 (2/3 seeds) %") and the words of a run without a finite value ("no finite value (3
-    seeds) %")."""
-    text = run_report.summary_text(values, 1, seeds=False)
-    if not np.isfinite(np.asarray(values, np.float64)).any():
-        return text
-    number, count, rest = text.partition(" (")
-    return f"{number} %{count}{rest}"
-
-
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Question 14 from a finished run: tagging accuracy vs the majority tag per word."""
     config = run_report.read_json(workdir, "config.json")
@@ -342,7 +330,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     f1 = run_report.seed_values(final, f"{split}_f1")
     if f1 is not None:
         baseline = majority[f"{split}_f1"]
-        text += f"; span F1 {_percent_text(f1)} vs {baseline:.1f} % for that baseline"
+        summary = run_report.summary_text(f1, 1, seeds=False, unit=" %")
+        text += f"; span F1 {summary} vs {baseline:.1f} % for that baseline"
     return {14: text + "."}
 
 
