@@ -102,7 +102,7 @@ def call_config_function(
             f"{function}(variant) gives the run's "
             f"{'ml_collections.ConfigDict' if function == 'get_config' else 'sweep points'})"
         )
-    call = f"{function}({', '.join(map(repr, args))})"
+    call = _call_text(function, args)
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # no signature to check (a builtin): just call it
@@ -145,7 +145,7 @@ def config_of(
     )
     if not isinstance(config, ml_collections.ConfigDict):
         got = "None (a missing return statement?)" if config is None else _short_repr(config)
-        call = f"get_config({', '.join(map(repr, args))})"
+        call = _call_text("get_config", args)
         raise ConfigError(
             f"config file {str(path)!r}: {call} returned {got}, not an ml_collections.ConfigDict"
         )
@@ -171,6 +171,11 @@ def error_line(error: BaseException, path: str | pathlib.Path) -> str:
         if pathlib.Path(frame.filename).resolve() == target
     ]
     return text + (f" ({path}, line {lines[-1]})" if lines else "")
+
+
+def _call_text(function: str, args: tuple) -> str:
+    """`get_config('smoke')`: the call as messages name it."""
+    return f"{function}({', '.join(map(repr, args))})"
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
