@@ -369,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit("usage: python -m launch.report ROOT")
     try:
         table = write_report(argv[0])
-    except ValueError as error:
+    except (ValueError, OSError) as error:
+        # An OSError (ROOT not writable, report.md a folder, a file that cannot be read) was a
+        # traceback; its text names the path.
         sys.exit(f"launch.report: {error}")
     print(table)
     print(f"wrote {pathlib.Path(argv[0]) / 'report.md'}")

@@ -613,6 +613,15 @@ def test_report_on_a_missing_or_file_root_names_it(tmp_path):
             report.main([str(tmp_path / root)])
 
 
+def test_report_that_cannot_be_written_exits_naming_the_path(tmp_path):
+    """An OSError (here report.md is a folder, so it cannot be replaced) was a traceback from
+    `python -m launch.report`, which exited cleanly on ValueError only."""
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "x", "runs": []}))
+    (tmp_path / "report.md").mkdir()
+    with pytest.raises(SystemExit, match=rf"launch.report: .*{tmp_path}/report.md"):
+        report.main([str(tmp_path)])
+
+
 def test_a_bool_sweep_axis_is_not_the_x_axis_of_a_line_plot(tmp_path, monkeypatch):
     """`isinstance(True, int)`: a bool axis counted as numeric, and as the first axis it
     became the x of a line plot (0..1) in place of the numeric `lr` axis after it."""
