@@ -406,13 +406,14 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     rows = _split_rows(workdir)
     split = "test" if "test" in rows else "valid"
     nll, base = rows[split]["nll"], rows[split]["unigram"]
+    bits = [v / math.log(2) for v in nll]
     text = (
         f"A language model predicts each next {unit} from a recurrent state that summarises "
         f"everything before it. The {run_report.describe_model(config['model'])} trained with "
         f"truncated BPTT ({config['data']['bptt_length']} steps, state carried across "
         f"batches) on {corpus} (`{run_report.config_name(workdir, NAME)}`) reaches a {split} "
-        f"NLL of {run_report.summary_text(nll)} nats/{unit}, i.e. "
-        f"{run_report.summary_text([v / math.log(2) for v in nll], seeds=False)} bits/{unit}, "
+        f"NLL of {run_report.summary_text(nll, unit=f' nats/{unit}')}, i.e. "
+        f"{run_report.summary_text(bits, seeds=False, unit=f' bits/{unit}')}, "
         f"perplexity {run_report.summary_text([perplexity(v) for v in nll], 2, seeds=False)}; "
         f"a unigram model of the "
         f"training {unit}s (no context) gets {base / math.log(2):.3f} bits/{unit} (perplexity "

@@ -177,7 +177,7 @@ def test_reference_run_writes_the_report_table_curves_and_answer(reference):
     )
     assert_png(workdir / "learning_curves.png")
     answer = language_model.answers(workdir)[7]
-    assert f"{final['test_loss']:.3f} (1 seed) nats/token" in answer
+    assert f"{final['test_loss']:.3f} nats/token (1 seed)" in answer
     assert "language_model.py:smoke with" in answer
 
 
