@@ -348,13 +348,18 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
     (tmp_path / "checkpoints" / "20").mkdir(parents=True)
     cfg.check_resumable(tmp_path, config)
     cfg.check_resumable(tmp_path, _load(train__num_steps=400, train__eval_every=7))
+    other = dict(model__hidden_size=16, optimizer__name="sgd", seed=config.seed + 1)
     with pytest.raises(cfg.ConfigError) as info:
-        cfg.check_resumable(tmp_path, _load(model__hidden_size=16, optimizer__name="sgd"))
+        cfg.check_resumable(tmp_path, _load(train__batch_size=8, **other))
     message = str(info.value)
     hidden = config.model.hidden_size
     assert f"model.hidden_size: {hidden!r} in {tmp_path / 'config.json'}, now 16" in message
     changed = [line.split(":")[0].strip() for line in message.splitlines() if line[:2] == "  "]
-    assert changed == ["model.hidden_size", "optimizer.name"], message
+    assert changed == ["model.hidden_size", "optimizer.name", "seed", "train.batch_size"], message
+    # A grid's axes only select its points (`SELECTION_PREFIXES`): narrowing them may resume.
+    flat = cfg.flatten(config.to_dict())
+    narrowed = {**flat, "grid.cells": "lstm"}
+    assert cfg.run_changes({**flat, "grid.cells": "lstm,gru"}, narrowed, tmp_path) == []
 
 
 def test_resuming_a_cosine_run_refuses_a_new_num_steps(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from rnn_jax.data.synthetic import AddingProblem
 from rnn_jax.train import NonFiniteError, Task, distributed, metrics, train_and_evaluate
 from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
@@ -547,10 +548,13 @@ def test_evaluation_weights_batches_by_their_counts_per_replica():
     assert scores == {"valid_loss": [pytest.approx(5 / 3), pytest.approx(8 / 3)]}
 
 
-def test_default_tokens_in_counts_the_elements_of_the_first_leaf():
+def test_default_tokens_in_counts_batch_times_time_of_the_first_leaf():
     # The tokens/s of unpadded tasks (rnn_vs_attention, initialization, truncated_bptt).
     batch = {"inputs": np.zeros((4, 7), np.int32), "targets": np.zeros((4, 7), np.int32)}
     assert Task().tokens_in(batch) == 28
+    # The adding problem's inputs are [batch, T, 2]: every element counted both channels (2x).
+    assert Task().tokens_in(AddingProblem(length=5).batch(0, 0, 4)) == 4 * 5
+    assert Task().tokens_in({"x": np.zeros((8, 3), np.float32)}) == 24  # [B, F] as before
 
 
 def test_provenance_does_not_claim_a_clean_tree_when_git_cannot_tell(monkeypatch):

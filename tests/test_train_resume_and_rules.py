@@ -409,3 +409,42 @@ def test_sigterm_saves_the_step_it_stopped_at(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is handler
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3"]
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        # optax computes in float32: an eps of 1e39 is inf there (every update 0: the run
+        # trained nothing, silently), 1e-46 is 0 (0/0 = NaN for a parameter with no gradient
+        # yet), as is a learning rate of 1e-46 (no update at all).
+        ("eps", 1e39, "a number in [1.401e-45, 3.403e+38] (> 0 and finite in float32)"),
+        ("eps", 1e-46, "a number in [1.401e-45, 3.403e+38] (> 0 and finite in float32)"),
+        ("learning_rate", 1e-46, "a number in [1.401e-45, 3.403e+38]"),
+        # 0.99999999 is 1.0 in float32: Adam's bias correction 1 - b2**t is 0, updates NaN.
+        ("b2", 0.99999999, "a number in [0, 1 - 2**-24] (below 1 in float32)"),
+        ("b1", 0.999999999, "a number in [0, 1 - 2**-24] (below 1 in float32)"),
+    ],
+)
+def test_optimizer_values_that_are_0_1_or_inf_in_float32_are_refused(key, value, allowed):
+    with pytest.raises(ValueError) as info:
+        _validate(**{f"optimizer__{key}": value})
+    assert f"optimizer.{key}={value!r}: must be {allowed}" in str(info.value)
+
+
+def test_the_float32_bounds_of_the_optimizer_rules_are_allowed():
+    _validate(optimizer__eps=1.401298464324817e-45, optimizer__learning_rate=3.4028234663852886e38)
+    _validate(optimizer__b1=1 - 2**-24, optimizer__b2=1 - 2**-24)
+    _validate(optimizer__name="sgd", optimizer__momentum=1 - 2**-24)
+    assert np.float32(1 - 2**-24) < 1 and np.float32(1.401298464324817e-45) > 0
+
+
+def test_step_keys_differ_by_step_replica_and_stream():
+    """A step key that ignored the step drew the same dropout mask at every step (a fixed
+    thinned network, not dropout), silently; each replica and stream draws its own numbers,
+    and a step's key is a pure function of (base key, step), so a resumed run draws the same."""
+    from rnn_jax.train import seeds
+
+    base = seeds.base_keys(0, 2)
+    keys = [seeds.step_key(b, s) for b in base for s in (0, 1)] + [seeds.init_key(b) for b in base]
+    assert len({tuple(np.asarray(k)) for k in keys}) == 6
+    assert np.array_equal(seeds.step_key(base[1], 1), keys[3])

@@ -50,8 +50,11 @@ RESUMABLE_CHANGES = (
 # Resuming may change them, and `experiments.grid` leaves them out of a point's record.
 SELECTION_PREFIXES = ("grid.",)
 
-# The largest finite float32: a learning rate above it is inf in the float32 update.
+# The largest finite float32 (a learning rate above it is inf in the float32 update), the
+# smallest positive one (a subnormal: an eps below it is 0 there) and the largest below 1.
 _FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_TINY = 1.401298464324817e-45
+_FLOAT32_BELOW_ONE = 1 - 2**-24
 
 # The training loop's step counter is int32 on the device (so are optax's update counts): a
 # longer run would wrap it, and a huge value failed only after the run directory was written.
@@ -200,9 +203,18 @@ def positive_fraction(value: Any) -> str | None:
 
 
 def positive_float32(value: Any) -> str | None:
-    """> 0 and finite in float32 (1e300 passes `positive` but is inf on the device)."""
-    ok = is_finite_number(value) and 0 < value <= _FLOAT32_MAX
-    return None if ok else f"a number > 0 and <= {_FLOAT32_MAX:.4g} (finite in float32)"
+    """> 0 and finite in float32: 1e300 passes `positive` but is inf on the device, and 1e-46 is
+    0 there (a learning rate that trains nothing; an Adam eps giving 0/0 = NaN updates)."""
+    ok = is_finite_number(value) and _FLOAT32_TINY <= value <= _FLOAT32_MAX
+    allowed = f"[{_FLOAT32_TINY:.4g}, {_FLOAT32_MAX:.4g}]"
+    return None if ok else f"a number in {allowed} (> 0 and finite in float32)"
+
+
+def moment_decay(value: Any) -> str | None:
+    """An optimiser's moment decay (Adam's b1, b2; momentum): in [0, 1) and below 1 in float32.
+    0.99999999 is 1.0 there: Adam's bias correction `1 - b2**t` is 0 and its updates NaN."""
+    ok = is_finite_number(value) and 0 <= value <= _FLOAT32_BELOW_ONE
+    return None if ok else "a number in [0, 1 - 2**-24] (below 1 in float32)"
 
 
 def boolean(value: Any) -> str | None:
@@ -269,11 +281,11 @@ TRAINING_RULES: Rules = {
     "train.shard_params": boolean,
     "optimizer.name": one_of(*OPTIMIZERS),
     "optimizer.learning_rate": positive_float32,
-    "optimizer.momentum": probability,
+    "optimizer.momentum": moment_decay,
     "optimizer.nesterov": boolean,
-    "optimizer.b1": probability,
-    "optimizer.b2": probability,
-    "optimizer.eps": positive,
+    "optimizer.b1": moment_decay,
+    "optimizer.b2": moment_decay,
+    "optimizer.eps": positive_float32,
     "optimizer.weight_decay": non_negative,
     "optimizer.decoupled_weight_decay": non_negative,
     "optimizer.decay_params": one_of(*DECAY_PARAMS),

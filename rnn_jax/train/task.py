@@ -100,6 +100,8 @@ class Task:
         return {}
 
     def tokens_in(self, batch: Batch) -> int:
-        """Tokens in a batch, for the tokens/s throughput (default: size of the first leaf,
-        right for unpadded streams; tasks with padding count their real tokens)."""
-        return int(np.size(jax.tree.leaves(batch)[0]))
+        """Tokens in a batch, for the tokens/s throughput (default: batch x time of the first
+        leaf, the product of its first two axes, right for unpadded streams; a feature axis,
+        e.g. the adding problem's 2 input channels `[batch, T, 2]`, holds no further tokens;
+        tasks with padding count their real tokens)."""
+        return int(np.prod(np.shape(jax.tree.leaves(batch)[0])[:2]))
