@@ -12,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from rnn_jax.train import config as cfg
 from rnn_jax.train import train_and_evaluate
 from rnn_jax.train.checkpoint import Checkpointer, abstract_like
 from rnn_jax.train.restore import restore_model
@@ -179,6 +180,14 @@ def test_restore_model_names_the_keys_that_differ_from_the_runs_config(tmp_path)
     (tmp_path / "config.json").write_text('{"model": ')  # torn: a bare JSONDecodeError before
     with pytest.raises(ValueError, match=r"cannot read .*config.json, the config .* trained"):
         restore_model(_config(), tmp_path, Regression())
+    # JSON that is not an object was an AttributeError traceback (`.items()` of None), here
+    # and in `checkpointed_config`, which a resume reads.
+    (tmp_path / "config.json").write_text("null")
+    with pytest.raises(ValueError, match=r"config.json, the config .* \(not a JSON object but"):
+        restore_model(_config(), tmp_path, Regression())
+    (tmp_path / "checkpoints" / "3").mkdir(parents=True)
+    with pytest.raises(cfg.ConfigError, match=r"config.json: cannot read .*\(not a JSON object"):
+        cfg.checkpointed_config(tmp_path)
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path, monkeypatch):

@@ -496,6 +496,20 @@ def run_changes(saved: dict, new: dict, saved_path: pathlib.Path) -> list[str]:
     ]
 
 
+def read_json_object(path: str | pathlib.Path) -> dict[str, Any]:
+    """The JSON object in the file at `path` (a run's `config.json`).
+
+    Raises:
+      OSError: when the file cannot be read.
+      ValueError: when it is not JSON, or JSON that is not an object (`null`, a list: it
+        failed later as an AttributeError traceback from `.items()`).
+    """
+    value = json.loads(pathlib.Path(path).read_text())
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object but {type(value).__name__}")
+    return value
+
+
 def checkpointed_config(workdir: str | pathlib.Path) -> dict[str, Any] | None:
     """The flat config (`flatten`) that `workdir`'s checkpoints were written with: its
     `config.json`, or None when the directory has no complete checkpoint or no config.json
@@ -513,7 +527,7 @@ def checkpointed_config(workdir: str | pathlib.Path) -> dict[str, Any] | None:
     if not (complete and saved_path.is_file()):
         return None
     try:
-        return flatten(json.loads(saved_path.read_text()))
+        return flatten(read_json_object(saved_path))
     except (OSError, ValueError) as error:
         raise ConfigError(
             f"{saved_path}: cannot read the config this run directory's checkpoints were "

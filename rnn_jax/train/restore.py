@@ -81,7 +81,7 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
     if not saved_path.is_file():
         return
     try:
-        saved = config_lib.flatten(json.loads(saved_path.read_text()))
+        saved = config_lib.flatten(config_lib.read_json_object(saved_path))
     except (OSError, ValueError) as error:  # a bare JSONDecodeError named no file
         raise ValueError(
             f"restore_model: cannot read {saved_path}, the config {workdir} was trained with "
