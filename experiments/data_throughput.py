@@ -68,10 +68,12 @@ def data_paths(
     if bench.sentence_dataset:
         try:
             dataset = load_dataset(bench.sentence_dataset, data.root)
-        except ValueError as error:  # an unknown name: a config error (exit 2), no traceback
+            # A character corpus (tiny_shakespeare) has no sentences to encode: its ValueError
+            # was a traceback naming neither the key nor the value.
+            examples = encode_split(dataset, "train", build_vocabs(dataset))
+        except ValueError as error:  # an unknown or unusable name: a config error (exit 2)
             name = bench.sentence_dataset
             raise cfg.ConfigError(f"bench.sentence_dataset={name!r}: {error}") from None
-        examples = encode_split(dataset, "train", build_vocabs(dataset))
         paths["sentences_bucketed"] = lambda: repeat_epochs(
             BatchIterator(
                 examples,

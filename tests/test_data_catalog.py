@@ -231,6 +231,9 @@ def test_catalog_ud_sentences_keep_the_syntactic_words_only(tmp_path):
     (expected,) = read_conllu(path)
     assert converted["tokens"] == expected["tokens"] == ["do", "n't", "go", "."]
     assert converted["tags"] == converted["upos"] == expected["upos"]
+    # A user's CoNLL-U file through the registry is tagged with the same UPOS.
+    (user,) = load_dataset(f"conllu:{path}").splits["train"]
+    assert user["tags"] == expected["upos"] == ["AUX", "PART", "VERB", "PUNCT"]
     with pytest.raises(ValueError, match="4 tokens, 6 upos tags and 6 heads"):
         CATALOG["universal_dependencies/en_ewt"].convert(
             {**record, "tokens": record["tokens"][:4]}, features

@@ -50,6 +50,11 @@ def test_smoke_run_reports_batches_beside_train_steps(smoke, tmp_path):
     assert (tmp_path / "data_over_train.png").stat().st_size > 0
     assert len(report["rounds"]["train_steps_per_s"]) == len(report["loadavg"]) == 2
     assert all(len(v) == 2 for v in report["rounds"]["data_batches_per_s"].values())
+    # The reported rates are the medians over rounds (of 2: their mean, not the best round).
+    rounds = report["rounds"]
+    assert report["train_steps_per_s"] == pytest.approx(np.median(rounds["train_steps_per_s"]))
+    for name, rates in rounds["data_batches_per_s"].items():
+        assert report["data_batches_per_s"][name] == pytest.approx(np.median(rates))
     ratio = report["data_over_train"]["lm_stream"]
     assert ratio == pytest.approx(
         report["data_batches_per_s"]["lm_stream"] / report["train_steps_per_s"]
@@ -72,6 +77,20 @@ def test_data_throughput_refuses_an_unknown_sentence_dataset_and_writes_its_tabl
     config.bench.sentence_dataset = "conll2004"
     with pytest.raises(cfg.ConfigError, match="bench.sentence_dataset='conll2004': unknown"):
         data_throughput.data_paths(config, task=None)  # the LM's path is made lazily
+    # A character corpus has no sentences: its ValueError was a traceback not naming the key.
+    data = tmp_path / "data"
+    (data / "tiny_shakespeare").mkdir(parents=True)
+    (data / "tiny_shakespeare" / "input.txt").write_text("ab\n" * 20)
+    config.data.root = str(data)
+    config.bench.sentence_dataset = "tiny_shakespeare"
+    with pytest.raises(cfg.ConfigError, match="sentence_dataset='tiny_shakespeare': task='char_"):
+        data_throughput.data_paths(config, task=None)
+    # A usable one (smoke has none): padded, bucketed batches of its sentences.
+    (data / "train.conll").write_text("a X\nb Y\n\nc X\n\n")
+    config.bench.sentence_dataset = f"conll:{data / 'train.conll'}"
+    config.bench.sentence_batch_size = 2
+    batch = next(data_throughput.data_paths(config, task=None)["sentences_bucketed"]())
+    assert sorted(batch["lengths"].tolist()) == [1, 2] and batch["mask"].sum() == 3
 
     written = []
 
@@ -96,6 +115,7 @@ def test_data_throughput_refuses_an_unknown_sentence_dataset_and_writes_its_tabl
     assert written == ["data_throughput.md", "results.json"]  # the table first, then done
     assert "| lm_stream | 400 | 200× |" in (tmp_path / "data_throughput.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data",
         "data_over_train.png",
         "data_throughput.md",
         "results.json",

@@ -84,6 +84,28 @@ def test_watchdog_kills_a_stalled_experiment_s_children_too(tmp_path, exits):
     assert not alive, f"the {'exited' if exits else 'stalled'} experiment's child survived it"
 
 
+def test_an_orphan_s_exit_does_not_make_a_busy_experiment_look_stalled(tmp_path, monkeypatch):
+    """The group's CPU sum drops when an orphan in it exits (reparented, its time leaves the
+    group); progress is then measured from the drop, not from the higher sum before it. A
+    fake clock ticks once per reading: no waiting."""
+    readings = iter([10.0, 10.0, 2.0] + [2.0 + 0.6 * i for i in range(1, 20)])
+    monkeypatch.setattr(reproduce, "_cpu_seconds", lambda pid: next(readings))
+    monkeypatch.setattr(reproduce, "_kill_group", lambda process, signum: None)
+    ticks = iter(range(1000))
+    monkeypatch.setattr(reproduce, "time", types.SimpleNamespace(monotonic=lambda: next(ticks)))
+
+    class Busy:  # busy for 15 polls, then exits 0
+        pid, polls = -1, 0
+
+        def wait(self, timeout=None):
+            self.polls += 1
+            if timeout is None or self.polls > 15:
+                return 0
+            raise subprocess.TimeoutExpired("experiment", timeout)
+
+    assert reproduce._watch(Busy(), tmp_path, "busy", 0.0, stall_s=10.0, poll_s=0.0) == 0
+
+
 def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
     """`--variant=smoke` then the default quick into the same --workdir reported smoke's
     results as quick's (results.json was the only check), under a `:quick` command line."""
@@ -94,6 +116,7 @@ def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
     assert reproduce.finished_variant(workdir) == "smoke"
     text, _ = reproduce.experiment_section("language_model", workdir)
     assert "language_model.py:smoke`" in text and ":quick" not in text
+    assert "- test_loss: 1.5\n" in text  # no table: its final scalars are listed
     driver = (
         "import sys\n"
         "from absl import app\n"
@@ -201,11 +224,15 @@ def test_failed_and_skipped_experiments_are_named_in_the_report(tmp_path, _repro
 
 
 def test_an_experiment_redone_alone_keeps_the_others_finished_runs_in_the_report(
-    tmp_path, _reproduce
+    tmp_path, monkeypatch, _reproduce
 ):
     """Redoing one experiment with --only rewrote report.md without the experiments that had
     finished earlier in the same workdir; they are reported as they stand (same variant)."""
     root = tmp_path / "reproduce"
+    ran, fake = [], reproduce.run_experiment
+    monkeypatch.setattr(
+        reproduce, "run_experiment", lambda n, *a, **k: ran.append(n) or fake(n, *a, **k)
+    )
     assert _reproduce(root, "language_model") is None  # returned: exit 0
     again = _reproduce(root, "initialization")
     assert again and "failed: initialization" in str(again)
@@ -217,6 +244,12 @@ def test_an_experiment_redone_alone_keeps_the_others_finished_runs_in_the_report
         "**Skipped**" in text
         and "language_model" not in text.split("**Skipped**")[1].split("\n")[0]
     )
+    _reproduce(root, "language_model,initialization")
+    assert ran == ["language_model", "initialization", "initialization"]  # finished: not redone
+    # Finished under another variant: not reported as this one's (--variant=smoke here).
+    reproduce.record_variant(root / "language_model", "quick")
+    _reproduce(root, "initialization")
+    assert "## `language_model`\n\nSkipped (--only/--skip)" in (root / "report.md").read_text()
 
 
 def test_a_stalled_experiment_is_restarted_and_then_reported_as_stalled(
@@ -243,6 +276,10 @@ def test_a_stalled_experiment_is_restarted_and_then_reported_as_stalled(
     assert "sentiment: FAILED (stalled 2 times;" in capsys.readouterr().out  # not "exit -1000"
     text, answers = reproduce.experiment_section("sentiment", workdir, code)
     assert answers == {} and "stalled (no CPU time) on its last attempt" in text
+    calls.clear()
+    monkeypatch.setattr(reproduce, "_run_watched", lambda *args: calls.append(args) or 3)
+    _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 5)
+    assert code == 3 and len(calls) == 1  # a crash is a failure, not a stall: not restarted
 
 
 def test_answers_that_raise_any_error_leave_the_report_written(tmp_path, monkeypatch):
@@ -258,10 +295,15 @@ def test_answers_that_raise_any_error_leave_the_report_written(tmp_path, monkeyp
     workdir = tmp_path / "sentiment"
     workdir.mkdir()
     (workdir / "results.json").write_text(json.dumps({"final": {"test_accuracy": 0.8}}))
-    (workdir / "sentiment.md").write_text("| split | accuracy |\n|---|---|\n| test | 0.8 |\n")
+    (workdir / "sentiment.md").write_text(
+        "# Accuracy\n\n| split | accuracy |\n|---|---|\n| test | 0.8 |\n"
+    )
+    (workdir / "curve.png").write_bytes(b"")
     text = reproduce.write_report(tmp_path, ["sentiment"], {})
     assert "Its answers could not be read (TypeError: unsupported operand)" in text
     assert "| test | 0.8 |" in text  # its tables are still reported
+    # under the section's "## `sentiment`"; the plot's path from report.md's folder
+    assert "\n### Accuracy\n" in text and "![curve.png](sentiment/curve.png)" in text
     assert (tmp_path / "report.md").read_text() == text
 
 
