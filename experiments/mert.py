@@ -161,8 +161,10 @@ def line_search(
     nbests: Sequence[NBest], weights: np.ndarray, direction: np.ndarray
 ) -> tuple[float, float]:
     """Och's exact line search: the step γ maximising corpus BLEU of weights + γ·direction
-    over the n-best lists -> (γ, BLEU). Of the best interval of γ the midpoint is taken (for
-    an unbounded one, one unit past its finite end; γ = 0 when BLEU is flat along the line)."""
+    over the n-best lists -> (γ, BLEU). Of the best interval of γ (the leftmost on a tie) the
+    midpoint is taken (for an unbounded one, one unit past its finite end; γ = 0 when no
+    sentence's best candidate changes along the line). BLEU flat along a line that has
+    breakpoints gives the leftmost interval, not γ = 0: `optimise` moves only on a gain."""
     base = np.zeros(NUM_STATISTICS)
     points, changes = [], []
     for nb in nbests:

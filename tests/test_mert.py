@@ -268,3 +268,41 @@ def test_merged_nbest_keeps_a_known_translation_reached_by_a_new_derivation():
     assert mert.bleu(mert.corpus_statistics([merged], weights)) == 100.0
     _, repeated = merged.merge(again)
     assert repeated == 0  # the same derivation twice is nothing new
+
+
+def test_line_search_takes_the_midpoint_of_the_best_interval():
+    """Along direction [0, 1] from [1, 0] the three candidates' lines are 0, -1 + γ and
+    -3 + 2γ: the reference is on top in [1, 2], so γ = 1.5 (not a point next to a breakpoint,
+    where rounding in the decoder's own sum could pick the neighbour); without the third
+    candidate the best interval is [1, inf): one unit past its end. Where BLEU is flat but
+    candidates change (two wrong ones) the leftmost interval's step comes back, not 0."""
+    reference, wrong, other = "a b c d e", "v w x y z", "z y x w v"
+    weights, direction = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    pool = [(wrong, [0.0, 0.0]), (reference, [-1.0, 1.0]), (other, [-3.0, 2.0])]
+    assert mert.line_search([mert.NBest.build(pool, reference)], weights, direction) == (1.5, 100)
+    bounded_left = [mert.NBest.build(pool[:2], reference)]
+    assert mert.line_search(bounded_left, weights, direction) == (2.0, 100)
+    flat = [mert.NBest.build([pool[0], (other, [-5.0, 1.0])], reference)]
+    assert mert.line_search(flat, weights, direction) == (4.0, 0.0)
+
+
+def test_optimise_sweeps_again_and_keeps_a_gain_below_one_bleu():
+    """From [1, 1] no step of w0 fixes sentence 1 (its lines are parallel in w0) and w1 fixes
+    it only by breaking sentence 2 (59.5 BLEU); a second sweep's step of w0 then fixes
+    sentence 2 as well (100): one sweep stops at 59.5. And a gain of 0.48 BLEU (one word of
+    one of 20 sentences) is kept, not only gains above some threshold."""
+    pools = [
+        [("c a d b e", [2.0, -2.0]), ("z b a a b", [2.0, 1.0])],
+        [("d a e c b", [-1.0, 2.0]), ("a e e b e", [0.0, -1.0])],
+    ]
+    nbests = [mert.NBest.build(pool, pool[0][0]) for pool in pools]
+    rng = np.random.default_rng(0)
+    weights, found = mert.optimise(nbests, np.array([1.0, 1.0]), restarts=0, rng=rng)
+    assert found == 100.0 and _bleu_at(nbests, weights) == 100.0
+    reference, near = "a b c d e f g h i j k l", "a b c d e f g h i j k x"
+    nbests = [mert.NBest.build([(near, [1.0, 0.0]), (reference, [0.0, 1.0])], reference)]
+    nbests += [mert.NBest.build([(reference, [0.0, 0.0])], reference)] * 19
+    start = np.array([1.0, 0.5])
+    assert _bleu_at(nbests, start) == pytest.approx(100 - 0.4817, abs=1e-4)
+    weights, found = mert.optimise(nbests, start, restarts=0, rng=rng)
+    assert found == 100.0 and _bleu_at(nbests, weights) == 100.0

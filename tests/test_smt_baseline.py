@@ -46,6 +46,10 @@ def test_grow_diag_final_and_by_hand():
     # pass), (3, 0) included.
     union = sorted(forward | backward)
     assert nltk_grow_diag_final_and(4, 3, _pharaoh(forward), _pharaoh(backward)) == union
+    # The "diag": (1,1) only neighbours (0,0) diagonally and has target 1 aligned (by (3,1)),
+    # so only diagonal growth adds it (final-and needs both words unaligned).
+    forward, backward = {(0, 0), (3, 1), (1, 1)}, {(0, 0), (3, 1)}
+    assert smt_baseline.grow_diag_final_and(4, 2, forward, backward) == forward
 
 
 def test_final_and_adds_only_points_whose_words_are_both_unaligned():
