@@ -67,14 +67,16 @@ def test_out_of_range_values_name_key_value_and_rule(key, value, allowed):
 
 
 def test_unknown_key_and_wrong_type_fail():
-    with pytest.raises(ValueError, match="train.nm_steps"):
+    with pytest.raises(ValueError, match=r"'train.nm_steps' \(value 3\) does not exist"):
         _load(train__nm_steps=3)
-    with pytest.raises(ValueError, match="train.num_steps"):
+    with pytest.raises(ValueError, match="'train.num_steps': value 'many' has the wrong type"):
         _load(train__num_steps="many")
 
 
 def test_unknown_variant_lists_the_allowed_ones():
-    with pytest.raises(ValueError, match="unknown variant 'tiny'; allowed: smoke, quick, full"):
+    # the config's own ConfigError as it came (not wrapped as "get_config('tiny') raised")
+    allowed = "^config 'language_model': unknown variant 'tiny'; allowed: smoke, quick, full"
+    with pytest.raises(ValueError, match=allowed):
         cli.load_config("experiments/configs/language_model.py:tiny")
 
 
@@ -308,6 +310,12 @@ BAD_CONFIG_FILES = [
     ("def get_config():\n    pass\n", "", "get_config() returned None (a missing return"),
     # a traceback inside absl's usage error, exit status 1
     ("def get_config():\n    pass\n", ":smoke", "give the file without ':smoke'"),
+    # `x.py:` asks for variant '' as the CLI and launch.sweep read it (was get_config())
+    ("def get_config(v='quick'):\n    return {}[v]\n", ":", "get_config('') raised KeyError"),
+    # the line in the file where it was raised, not where get_config called into it
+    ("def f(v):\n    return {}[v]\n\ndef get_config(v):\n    return f(v)\n", ":b", "py, line 2)"),
+    # a dict is no ConfigDict (accepted, the CLI's lock() would be an AttributeError traceback)
+    ("def get_config():\n    return {'a': 1}\n", "", "returned dict {'a': 1}, not an ml_collec"),
 ]
 
 
@@ -444,6 +452,12 @@ def test_none_overrides_last_assignment_wins():
     # absl's other spellings: the value as the next argument, one dash ("could not convert")
     argv = ["prog", "--config.a.b", "None", "-config.c=None", "--config.d", "2", "--", "-x"]
     assert cli._none_overrides(argv) == (["prog", "--config.d=2", "--", "-x"], ["a.b", "c"])
+    # a later bare boolean, its --no form, and a value absl takes although it starts with '-'
+    # are later assignments too (the key was set to None after them); after `--` nothing is
+    # an override (absl: "unexpected arguments"; the key was set to None)
+    later = ["--config.a", "--noconfig.b", "--config.c", "-5", "--", "--config.d=None"]
+    argv = ["prog", "--config.a=None", "--config.b=None", "--config.c=None", *later]
+    assert cli._none_overrides(argv) == (["prog", *later], [])
 
 
 @pytest.mark.parametrize(
@@ -515,6 +529,16 @@ def test_an_unknown_override_key_is_named_with_its_section():
     except AttributeError as error:
         message = cli._unknown_key(error, ["prog", "--config.seed=1", "--config.train.nm_steps=3"])
     assert message == '\'train.nm_steps\' (Did you mean "num_steps" instead of "nm_steps"?)'
+    # Two overrides end in the bare key: the one the config lacks is named (was the first,
+    # 'model.hidden_size', a key that exists).
+    bare = KeyError("hidden_size")
+    argv = ["p", f"--config={SPEC}", "--config.model.hidden_size=64"]
+    argv += ["--config.train.hidden_size=3"]
+    assert cli._unknown_key(bare, argv) == "'train.hidden_size'"
+    # a mistyped section is named with the rest of the key (was the bare 'trian')
+    assert cli._unknown_key(KeyError("trian"), ["p", "--config.trian.num_steps=3"]) == (
+        "'trian.num_steps'"
+    )
 
 
 def test_config_files_sharing_a_stem_stay_apart(tmp_path):

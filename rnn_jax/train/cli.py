@@ -154,23 +154,37 @@ def _none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     researcher turning clipping off (`--config.optimizer.clip_global_norm=None`) means None.
     The last assignment of a key wins, as on any command line: every `=None` is taken out
     (an earlier one that a later value overrides too, which config_flags would fail to
-    parse), and so is every assignment before a last `=None`. absl also takes a flag's value
-    as the next argument (`--config.k None`) and one leading dash (`-config.k=None`): both
-    are read here as `--config.k=None` too."""
+    parse), and so is every `=` assignment before a last `=None`. absl also takes a flag's
+    value as the next argument (`--config.k None`) and one leading dash (`-config.k=None`):
+    both are read here as `--config.k=None` too. Any later spelling of the key overrides an
+    earlier None: a bare boolean `--config.k` or `--noconfig.k`, and `--config.k -5` (a value
+    starting with '-', which absl takes as the value: it was set to None after it). After a
+    `--` every argument is positional (absl's "unexpected arguments"), never an override."""
     argv = _joined_overrides(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
     last: dict[str, int] = {}
-    for i, arg in enumerate(argv):
-        name, eq, _ = arg.partition("=")
-        if eq and name.startswith("--config."):
-            last[name[len("--config.") :]] = i
-    none_keys = [key for key, i in last.items() if argv[i].partition("=")[2] == NONE_TEXT]
+    for i, arg in enumerate(argv[:end]):
+        key = _override_key(arg)
+        if key is not None:
+            last[key] = i
+    none_keys = [key for key, i in last.items() if argv[i] == f"--config.{key}={NONE_TEXT}"]
     drop = {f"--config.{key}" for key in none_keys}
 
     def dropped(arg: str) -> bool:
         name, eq, value = arg.partition("=")
         return bool(eq) and name.startswith("--config.") and (name in drop or value == NONE_TEXT)
 
-    return [arg for arg in argv if not dropped(arg)], none_keys
+    return [arg for i, arg in enumerate(argv) if i >= end or not dropped(arg)], none_keys
+
+
+def _override_key(arg: str) -> str | None:
+    """The config key an argument assigns (`--config.<key>[=v]`, `--noconfig.<key>`, after
+    `_joined_overrides`), else None."""
+    name = arg.partition("=")[0]
+    for prefix in ("--config.", "--noconfig.", "-noconfig."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return None
 
 
 def _joined_overrides(argv: list[str]) -> list[str]:
@@ -261,20 +275,59 @@ def _unknown_key(error: BaseException, argv: list[str]) -> str:
         return str(chain[0])
     bare = texts[-1].split("\n")[0].strip("'")
     hint = next((t.split("\n", 1)[1] for t in texts if "\n" in t), "")
-    overrides = [a[len("--config.") :].partition("=")[0] for a in argv if a.startswith("--config.")]
-    key = next((o for o in overrides if o.rpartition(".")[2] == bare), bare)
+    # The overrides naming the bare key (`--config.model.hidden_size=64` and
+    # `--config.train.hidden_size=3` both do): the unknown one is the one the config lacks (the
+    # first used to be named, a key that exists).
+    matches = [o for a in argv if (o := _override_key(a)) and (bare == o or bare in o.split("."))]
+    config = _given_config(argv)
+    if config is not None:
+        matches = [o for o in matches if not _has_key(config, o)] or matches
+    key = matches[0] if matches else bare
     return repr(key) + (f" ({hint})" if hint else "")
+
+
+def _given_config(argv: list[str]) -> ml_collections.ConfigDict | None:
+    """The config of the (last) `--config` in `argv`, without overrides; None if there is
+    none or it cannot be read."""
+    specs = _config_specs(argv)
+    if not specs:
+        return None
+    file, variant = config_file.split_config_arg(specs[-1])
+    try:
+        return config_file.read_config_file(file, () if variant is None else (variant,))
+    except config_lib.ConfigError:
+        return None
+
+
+def _has_key(config: ml_collections.ConfigDict, key: str) -> bool:
+    """Whether the dotted `key` is a field of `config`."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _config_specs(argv: list[str]) -> list[str]:
+    """The values given to `--config` in `argv` (`--config=<spec>`, `--config <spec>`, one
+    leading dash too), up to a `--`."""
+    specs = []
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if name in ("--config", "-config"):
+            if eq:
+                specs.append(value)
+            elif i + 1 < len(argv):
+                specs.append(argv[i + 1])
+    return specs
 
 
 def _check_config_file(argv: list[str]) -> None:
     """Exit with status 2, naming the file, when `--config=<file>[:variant]` is not a file."""
-    for i, arg in enumerate(argv[1:], 1):
-        if arg.startswith("--config="):
-            spec = arg.partition("=")[2]
-        elif arg == "--config" and i + 1 < len(argv):
-            spec = argv[i + 1]
-        else:
-            continue
+    for spec in _config_specs(argv):
         path = config_file.split_config_arg(spec)[0]
         if not pathlib.Path(path).is_file():
             _config_exit(
@@ -321,7 +374,9 @@ def load_config(
         `config_file.read_config_file`).
     """
     path, variant = config_file.split_config_arg(spec)
-    config = config_file.read_config_file(path, (variant,) if variant else ())
+    # `x.py:` passes '' as the CLI (config_flags) and launch.sweep do: it gave get_config()'s
+    # default variant here while the run of the same spec was refused.
+    config = config_file.read_config_file(path, () if variant is None else (variant,))
     config.lock()
     for key, value in (overrides or {}).items():
         try:
