@@ -50,10 +50,14 @@ def test_packing_is_jax_experimental_rnns_layout():
 
 
 def _lstm_ref_kernel(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size, bidirectional):
+    """lstm_ref, with outputs past each sequence's end non-zero: lstm_ref zeroes them itself,
+    so the zeros `unroll` promises there would not show whether cudnn_scan makes them."""
     unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, 1, bidirectional)
-    return rnn.lstm_ref(
+    y, h_n, c_n = rnn.lstm_ref(
         x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size, 1, 0.0, bidirectional
     )
+    valid = jnp.arange(x.shape[1])[None, :, None] < seq_lengths[:, None, None]
+    return jnp.where(valid, y, 7.0), h_n, c_n
 
 
 @pytest.fixture
@@ -117,6 +121,16 @@ def test_bidirectional_equals_two_reference_scans(reference_kernel):
 
     grad = jax.value_and_grad(loss, has_aux=True)
     assert_close(grad(params, "cudnn"), grad(params, "reference"))
+
+
+def test_without_lengths_every_step_is_valid(reference_kernel):
+    """No lengths: the kernel is given every sequence's full length (forward values only)."""
+    xs, initial = inputs(seed=3)
+    got, want = (
+        scan.unroll(LSTM, lstm_params(0), xs, None, initial, implementation=implementation)
+        for implementation in ("cudnn", "reference")
+    )
+    assert_close(got, want)
 
 
 def test_unsupported_cells_options_and_backends_are_named():

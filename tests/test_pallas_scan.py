@@ -130,7 +130,7 @@ def test_kernel_lowers_for_cuda_through_triton(case, monkeypatch):
     assert f"rnn_jax_{type(cell).__name__.lower()}_forward" in text
 
 
-def test_what_it_does_not_take_is_named_before_tracing():
+def test_what_it_does_not_take_is_named_before_tracing(monkeypatch):
     gru, gru_params, xs, _, _ = setup("gru")
     with pytest.raises(ValueError, match="all additive"):
         scan.unroll(gru, gru_params, xs, implementation="pallas")
@@ -138,10 +138,14 @@ def test_what_it_does_not_take_is_named_before_tracing():
     odd = lstm.init(jax.random.key(0), INPUT, 6)
     with pytest.raises(ValueError, match="powers of two.*hidden_size=6"):
         scan.unroll(lstm, odd, xs, implementation="pallas")
-    big = lstm.init(jax.random.key(0), INPUT, 2 * pallas_scan.MAX_HIDDEN)
-    with pytest.raises(ValueError, match="MAX_HIDDEN"):
-        scan.unroll(lstm, big, xs, implementation="pallas")
     params = lstm.init(jax.random.key(0), INPUT, HIDDEN)
+    # hidden_size <= MAX_HIDDEN: the bound itself is taken (a `>=` refused it unseen).
+    monkeypatch.setattr(pallas_scan, "MAX_HIDDEN", HIDDEN)
+    pallas_scan.check_supported(lstm, params)
+    monkeypatch.setattr(pallas_scan, "MAX_HIDDEN", HIDDEN // 2)
+    with pytest.raises(ValueError, match=f"hidden_size={HIDDEN} is over MAX_HIDDEN={HIDDEN // 2}"):
+        scan.unroll(lstm, params, xs, implementation="pallas")
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="remat"):
         scan.unroll(lstm, params, xs, remat=True, implementation="pallas")
     cifg = cells.get_cell("cifg_lstm")  # three gate slabs: a gate width of 24

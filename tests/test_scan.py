@@ -130,7 +130,7 @@ def test_gradients_match_finite_differences(case):
         check_grads(f, (params, xs), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-6)
 
 
-def test_linear_scan_associative_equals_sequential():
+def test_linear_scan_associative_equals_sequential(monkeypatch):
     rng = np.random.default_rng(7)
     a = jnp.asarray(rng.uniform(0.2, 1.0, (2, 13, 3)), jnp.float32)
     b = jnp.asarray(rng.standard_normal((2, 13, 3)), jnp.float32)
@@ -157,8 +157,15 @@ def test_linear_scan_associative_equals_sequential():
         np.testing.assert_allclose(tm, hs, rtol=1e-6)
     for x, y in zip(g_seq, g_assoc, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
-    expected = "sequential" if jax.default_backend() == "cpu" else "associative"
-    assert linear_scan.resolve_method("auto") == expected
+    # "auto" by backend, each backend answered here (on CPU alone an "auto" that always
+    # chose "sequential" passed).
+    for backend, expected in (
+        ("cpu", "sequential"),
+        ("gpu", "associative"),
+        ("tpu", "associative"),
+    ):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        assert linear_scan.resolve_method("auto") == expected, backend
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -353,3 +360,9 @@ def test_linear_recurrence_methods_agree_on_dtypes_and_refuse_mismatched_shapes(
                 linear_scan.linear_recurrence(a, b, h0[:1], method=method)
             empty = linear_scan.linear_recurrence(a[:, :0], b[:, :0], h0, method=method)
             assert empty.shape == (2, 0, 3)
+            # h0 the widest of the three: its dtype is the states' (h0 is not rounded to a
+            # and b's float32 first).
+            a32, b32, h64 = a.astype(np.float32), b.astype(np.float32), h0 / np.float64(3)
+            wide = linear_scan.linear_recurrence(a32, b32, h64, method=method)
+            assert wide.dtype == jnp.float64
+            np.testing.assert_allclose(wide[:, 0], a32[:, 0] * h64 + b32[:, 0], rtol=1e-12)
