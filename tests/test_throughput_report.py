@@ -19,7 +19,8 @@ CONFIG = "experiments/configs/throughput.py"
 
 def test_a_run_without_groups_writes_its_report(tmp_path):
     """configs empty (a sweep-only run) is legal: the report says the matmul peak was not
-    timed instead of failing on min() of no groups after the sweep was measured."""
+    timed instead of failing on min() of no groups after the sweep was measured. The sweep
+    holds batch x time at `sweep.tokens` (64 here: T=4, B=16)."""
     config = cli.load_config(
         f"{CONFIG}:smoke",
         {
@@ -27,16 +28,19 @@ def test_a_run_without_groups_writes_its_report(tmp_path):
             "bidirectional": "",
             "stacked": "",
             "sweep.cells": "min_gru:sequential",
+            "sweep.lengths": "4",
         },
         rules=throughput.RULES,
         trains=False,
     )
     throughput.run(config, str(tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["final"]["groups"] == [] and len(results["final"]["sweep"]) == 1
+    assert results["final"]["groups"] == []
+    (row,) = results["final"]["sweep"]
+    assert (row["time"], row["batch"]) == (4, 16)
     table = (tmp_path / "throughput.md").read_text()
     assert "Matmul peak: not timed (no groups)." in table
-    assert "| min_gru:sequential |" in table
+    assert "| T=4 (B=16) |" in table and "| min_gru:sequential |" in table
 
 
 def _group(cell, shape_name, mode, members, speedups):
@@ -182,10 +186,12 @@ def test_median_interval_against_brute_force_enumeration():
 def test_a_gpu_kernel_that_fails_to_build_is_reported_and_the_group_still_timed(monkeypatch):
     """A GPU kernel backend (cuDNN, Pallas; never run on a GPU yet) that raised while it was
     built or compiled ended the whole benchmark; it is named instead. Any other backend's
-    failure still ends it."""
+    failure still ends it. The group's ratios are rnn_jax's throughput over the peer's, the
+    median of per-round ratios (not the ratio of medians), wall-clock and CPU time each
+    from its own samples."""
     config = cli.load_config(
         "experiments/configs/throughput.py:smoke",
-        {"backends": "rnn_jax,rnn_jax_pallas"},
+        {"backends": "rnn_jax,rnn_jax_pallas,flax"},
         rules=throughput.RULES,
         trains=False,
     )
@@ -199,19 +205,27 @@ def test_a_gpu_kernel_that_fails_to_build_is_reported_and_the_group_still_timed(
         return member
 
     def interleaved(runs, *args):
-        return {name: [1.0, 2.0, 3.0] for name in runs}, {name: [1.0] * 3 for name in runs}, [0]
+        wall = {"rnn_jax": [1.0, 2.0, 3.0], "flax": [3.0, 3.0, 9.0], "matmul": [1.0, 2.0, 3.0]}
+        cpu = {"rnn_jax": [1.0] * 3, "flax": [1.5, 0.5, 4.0], "matmul": [1.0] * 3}
+        assert set(runs) == set(wall)
+        return wall, cpu, [0]
 
     monkeypatch.setattr(throughput.peers, "build", build)
     monkeypatch.setattr(throughput, "interleaved", interleaved)
     peak = types.SimpleNamespace(run=None, flops=1e9)
     shape_name = next(iter(config.shapes))
     group = throughput.time_group(config, "lstm", shape_name, "fwd_bwd", peak)
-    assert list(group["members"]) == ["rnn_jax"]
+    assert list(group["members"]) == ["rnn_jax", "flax"]
+    # Per round flax / rnn_jax seconds: 3, 1.5, 3 wall-clock (ratio of medians: 1.5); CPU time
+    # 1.5, 0.5, 4.
+    assert group["rnn_jax_speedup_over"] == {"flax": 3.0}
+    assert group["rnn_jax_cpu_speedup_over"] == {"flax": 1.5}
     # Rates are work / seconds per round (100 tokens in 1, 2, 3 s); % of peak is 1e6 against
     # the matmul's 1e9 FLOPs in the same times.
     ours = group["members"]["rnn_jax"]
     assert ours["tokens_per_s"] == pytest.approx({"median": 50.0, "min": 100 / 3, "max": 100.0})
     assert ours["percent_of_peak"] == pytest.approx(0.1)
+    assert ours["cpu_tokens_per_s"]["median"] == 100.0  # 100 tokens in 1 s of CPU time
     message = "NotImplementedError: unsupported types: tensor<16x8xbf16>"
     assert group["failed"] == {"rnn_jax_pallas": message}
     results = _results("gpu", 0.95)
@@ -221,3 +235,46 @@ def test_a_gpu_kernel_that_fails_to_build_is_reported_and_the_group_still_timed(
     monkeypatch.setattr(throughput.peers, "build", lambda backend, *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         throughput.time_group(config, "lstm", shape_name, "fwd_bwd", peak)
+
+
+def test_bidirectional_stacked_and_remat_rows_put_each_figure_in_its_column():
+    """Every member's rate, ratio and memory figure lands under its own header (distinct
+    values: a swapped pair of columns, or a wall-clock figure in a CPU-time one, shows)."""
+
+    def member(k, mib=None):
+        return {"tokens_per_s": {"median": k, "min": k, "max": k}, "xla_temp_mib": mib}
+
+    shape = {"cell": "gru", "shape_name": "small", "shape": [32, 64, 128, 256], "load": [1.0]}
+    ratios = {
+        "rnn_jax_speedup_over": {"rnn_jax_two_scans": 1.1, "flax": 1.2, "torch": 1.5},
+        "rnn_jax_cpu_speedup_over": {"rnn_jax_two_scans": 1.3, "flax": 1.4, "torch": 1.6},
+        "per_layer_speed": 0.9,
+        "cpu_per_layer_speed": 0.8,
+    }
+    names = ("rnn_jax", "rnn_jax_two_scans", "flax", "unidirectional")
+    members = {n: member(k, 10.0 * k) for k, n in enumerate(names, 1)}
+    rows = throughput_report._bidirectional_rows([shape | ratios | {"members": members}])
+    assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|")
+    assert rows[2] == (
+        "| gru | small (32, 64, 128, 256) | 1 (1–1) | 2 (2–2) | 3 (3–3) | 4 (4–4) | 0.90× "
+        "| 0.80× | 1.10× | 1.20× | 1.30× | 1.40× | 10 / 20 / 30 | 1.0 |"
+    )
+    names = ("rnn_jax", "flax", "torch", "first_layer", "upper_layer")
+    members = {n: member(k, 10.0 * k) for k, n in enumerate(names, 1)}
+    rows = throughput_report._stacked_rows([shape | ratios | {"members": members, "layers": 3}])
+    assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|")
+    assert rows[2] == (
+        "| gru | 3 | small (32, 64, 128, 256) | 1 (1–1) | 2 (2–2) | 3 (3–3) | 4 (4–4) "
+        "| 5 (5–5) | 0.90× | 0.80× | 1.20× | 1.50× | 1.40× | 1.60× | 10 / 20 | 1.0 |"
+    )
+    members = {"rnn_jax_remat": member(1, 6.0), "rnn_jax": member(2, 12.0), "flax": member(3, 10.0)}
+    ratios = {
+        "rnn_jax_speedup_over": {"rnn_jax_remat": 1.25},
+        "rnn_jax_cpu_speedup_over": {"rnn_jax_remat": 1.15},
+    }
+    group = shape | ratios | {"members": members, "mode": "fwd_bwd"}
+    rows = throughput_report._remat_rows([group])
+    assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|")
+    assert rows[2] == (
+        "| gru | small (32, 64, 128, 256) | 1 (1–1) | 1.25× | 1.15× | 6 / 12 / 10 | 0.60× | 1.0 |"
+    )
