@@ -87,7 +87,9 @@ class Run:
 
 def parse_config_arg(config_arg: str) -> tuple[pathlib.Path, str, str]:
     """`experiments/configs/<name>.py:<variant>` -> (config path, experiment name, variant)."""
-    if not config_arg or ":" not in config_arg:
+    # A file whose folder holds a ':' given without a variant was split at that ':' and
+    # reported as a missing file ('/scratch/run' for '/scratch/run:2/.../x.py').
+    if not config_arg or ":" not in config_arg or pathlib.Path(config_arg).is_file():
         raise ValueError(
             f"--config={config_arg!r}: expected experiments/configs/<name>.py:<variant>, "
             "e.g. experiments/configs/initialization.py:smoke"

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,17 @@ def test_bad_config_fails_before_running(tmp_path, config_arg, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert not root.exists()  # nothing ran, nothing was written
+
+
+def test_a_config_in_a_folder_with_a_colon_needs_its_variant(tmp_path):
+    """Without a variant it was split at the folder's ':' and reported as no such file."""
+    folder = tmp_path / "run:2"
+    folder.mkdir()
+    shutil.copy(REPO / "experiments/configs/initialization.py", folder)
+    path = folder / "initialization.py"
+    with pytest.raises(ValueError, match=r"expected experiments/configs/<name>.py:<variant>"):
+        sweep.parse_config_arg(str(path))
+    assert sweep.parse_config_arg(f"{path}:smoke") == (path, "initialization", "smoke")
 
 
 def test_unknown_sweep_key_fails_before_running(tmp_path):
