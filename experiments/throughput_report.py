@@ -305,6 +305,12 @@ def across_runs(runs: list[dict], *, per_run: bool = False) -> str:
         per_layer_records = [(what + where, *rest) for what, *rest in per_layer_goals(per_layer)]
         for what, got, goal, _ in speed + per_layer_records:
             table.setdefault(what, [goal, [None] * len(runs)])[1][i] = got
+    if not table:
+        # An empty table and "covering the median with probability  (..." before.
+        return (
+            f"No speed goal in these {len(runs)} run(s): none timed a shape and mode that a "
+            "goal names (`speed_goals`) or a bidirectional or stacked group.\n"
+        )
     coverages = set()
     if per_run:
         columns = [f"run {i + 1}" for i in range(len(runs))]

@@ -268,6 +268,9 @@ def test_goals_across_runs_every_run_and_median_verdicts():
     assert "| split | 1.00× [0.95, 1.05] | open |" in table
     table = throughput_report.across_runs([run(r, 1.0) for r in (1.0, 1.0, 1.02, 1.03, 1.04)])
     assert "| met | 1.02× [1.00, 1.04] | met |" in table
+    # Runs that timed no goal: one line, not an empty table with a blank probability.
+    none = {"final": {"groups": [], "bidirectional": []}}
+    assert throughput_report.across_runs([none, none]).startswith("No speed goal in these 2 ")
 
 
 def test_goals_across_runs_include_stacks_from_the_runs_that_timed_them():
