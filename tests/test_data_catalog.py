@@ -106,9 +106,15 @@ def test_tiny_shakespeare_catalog_stream():
     first = next(iter(stream))
     row_length = len(ids) // 2
     np.testing.assert_array_equal(first["inputs"][1], ids[row_length : row_length + 3])
+
     # The mocked text holds no newline, so the above passes whatever happens at one: a text
-    # that has them is cut into lines that keep their "\n" (a blank line is one "\n").
-    lines = CATALOG["tiny_shakespeare"].convert({"text": b"Speak.\n\nAll:\nSpeak"}, None)
+    # that has them is cut into lines that keep their "\n" (a blank line is one "\n"), every
+    # line an example of the split.
+    def one_text(self, split, **kwargs):
+        return [_Source([{"text": b"Speak.\n\nAll:\nSpeak"}], self.info) for _ in split]
+
+    with tfds.testing.mock_data(as_data_source_fn=one_text):
+        lines = load_catalog_dataset("tiny_shakespeare").splits["valid"]
     assert [e["tokens"] for e in lines] == [list("Speak.\n"), ["\n"], list("All:\n"), list("Speak")]
 
 

@@ -10,6 +10,7 @@ from rnn_jax.data.pipeline import (
     collate_for,
     encode_split,
     evaluation_batches,
+    length_key,
     stream_ids,
     training_batches,
 )
@@ -49,6 +50,16 @@ def test_translation_targets_are_shifted_with_bos_and_eos():
     np.testing.assert_array_equal(
         batch["target_inputs"][1], [target.bos_id, target.encode(["yes"])[0], 0]
     )
+    # The pipeline's own helpers measure and pad translation examples the same way.
+    collate = collate_for(dataset, pad_id=9)
+    (evaluated,) = evaluation_batches(encoded, 2, collate, length_key(dataset))
+    np.testing.assert_array_equal(evaluated["source_lengths"], [2, 1])
+    np.testing.assert_array_equal(evaluated["targets_lengths"], [3, 2])
+    assert evaluated["source"][1, 1] == 9
+    assert len(training_batches(encoded, 2, seed=0, length_key="source")) == 1
+    # min_freq and max_size reach both vocabularies (each word here occurs once)
+    assert [len(v) for v in build_vocabs(dataset, min_freq=2).values()] == [4, 4]  # specials
+    assert [len(v) for v in build_vocabs(dataset, max_size=5).values()] == [5, 5]
 
 
 def test_classification_and_tagging_targets():
@@ -98,6 +109,13 @@ def test_a_tag_unseen_in_training_names_split_and_example():
         ValueError, match=r"'t' split 'valid', example 1 \(0-based\): token 'B-PER'"
     ):
         encode_split(tag, "valid", vocabs)
+    # Misaligned examples, which padding would have scored against pad or `<unk>` targets.
+    tag.splits["valid"][1] = {"tokens": ["b", "c"], "tags": ["B-ORG"]}
+    with pytest.raises(ValueError, match=r"example 1 \(0-based\): 2 tokens but 1 tags"):
+        encode_split(tag, "valid", vocabs)
+    lm = TextDataset("lm", "language_modeling", {"train": [{"tokens": ["a"]}, {"tokens": []}]})
+    with pytest.raises(ValueError, match=r"'lm' split 'train', example 1 .*: no tokens"):
+        encode_split(lm, "train", build_vocabs(lm))
     with pytest.raises(ValueError, match="no per-example encoding"):
         encode_split(TextDataset("c", "char_language_modeling", tag.splits), "train", vocabs)
 

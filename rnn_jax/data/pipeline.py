@@ -54,8 +54,9 @@ def encode_split(
 ) -> list[dict[str, np.ndarray]]:
     """Id examples of one split (see the module docstring for each task's fields).
 
-    A token, tag or label that a closed vocabulary (`unk=None`) lacks raises ValueError naming
-    the dataset, the split and the example's index in it.
+    A token, tag or label that a closed vocabulary (`unk=None`) lacks, a language-model
+    example without tokens, or a tagging example with more or fewer tags than tokens raises
+    ValueError naming the dataset, the split and the example's index in it.
     """
     task = dataset.task
     if split not in dataset.splits:
@@ -82,12 +83,23 @@ def _encode_example(
 ) -> dict[str, np.ndarray]:
     """The id arrays of one example of `task` (see `encode_split`)."""
     if task == "language_modeling":
+        if not example["tokens"]:
+            # `[eos] + ids[:-1]` would be one input with no target: a batch pads the target
+            # with 0, `<unk>`, and the inputs' mask scores it (a line's tokens end in `<eos>`).
+            raise ValueError("no tokens; a language-model example ends in '<eos>' at least")
         ids = words.encode(example["tokens"])
         return {
             "inputs": np.concatenate([[words.eos_id], ids[:-1]]).astype(np.int32),
             "targets": ids,
         }
     if task == "tagging":
+        if len(example["tokens"]) != len(example["tags"]):
+            # Each would be padded to its own length, and the inputs' mask would score a
+            # missing tag as the `<pad>` tag (id 0), or leave an extra one unread.
+            raise ValueError(
+                f"{len(example['tokens'])} tokens but {len(example['tags'])} tags: "
+                f"{list(example['tokens'])[:10]}"
+            )
         return {
             "inputs": words.encode(example["tokens"]),
             "targets": vocabs["tags"].encode(example["tags"]),
