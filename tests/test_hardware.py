@@ -1,5 +1,7 @@
 """The CPU description in every run's provenance (rnn_jax/hardware.py)."""
 
+import platform
+
 from experiments import throughput_report
 from rnn_jax import hardware
 from rnn_jax.train import metrics
@@ -72,3 +74,21 @@ def test_throughput_report_names_the_cpu_of_old_and_new_runs():
     )
     # Runs recorded before the provenance had the model kept platform.processor() as "cpu".
     assert throughput_report._cpu({"cpu": "x86_64"}) == "x86_64"
+
+
+def test_widest_extension_of_every_pair_and_the_first_cores_model(tmp_path):
+    """AVX without AVX2 (Sandy Bridge) is "avx", SVE2 with SVE (Graviton4, Grace) "sve2";
+    on a big.LITTLE Arm the model is the first core's, as x86's first "model name"; an
+    implementer without a part number is no model."""
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, simd in (("flags\t: fpu sse4_2 avx", "avx"), ("Features\t: asimd sve sve2", "sve2")):
+        cpuinfo.write_text(f"processor\t: 0\n{flags}\n")
+        assert hardware.cpu_description(cpuinfo)["cpu_simd"] == simd
+    little, big = (f"CPU implementer\t: 0x41\nCPU part\t: {p}\n" for p in ("0xd05", "0xd0b"))
+    cpuinfo.write_text(f"processor\t: 0\n{little}\nprocessor\t: 4\n{big}")
+    assert hardware.cpu_description(cpuinfo)["cpu_model"] == "Arm implementer 0x41 part 0xd05"
+    cpuinfo.write_text("model name\t: Xeon A\n\nmodel name\t: Xeon B\n")
+    assert hardware.cpu_description(cpuinfo)["cpu_model"] == "Xeon A"
+    cpuinfo.write_text("CPU implementer\t: 0x41\n")
+    fallback = platform.processor() or platform.machine()
+    assert hardware.cpu_description(cpuinfo)["cpu_model"] == fallback

@@ -104,7 +104,11 @@ def _torch_peer_state(cell, num_layers=1):
     return {k: v.detach().numpy() for k, v in module.named_parameters()}
 
 
-def _check(workload, backend, cell, mode, **module):
+def _check(workload, backend, cell, mode, forward_flops, **module):
+    """`workload` against the float64 torch reference; its FLOPs are `forward_flops` (3x
+    forward+backward) and its tokens batch x time."""
+    factor = 3 if mode == "fwd_bwd" else 1
+    assert (workload.flops, workload.tokens) == (factor * forward_flops, SHAPE[0] * SHAPE[1])
     if backend == "torch":
         state = _torch_peer_state(cell, module.get("num_layers", 1))
         xs = jax.random.normal(jax.random.key(1), SHAPE[:3], jnp.float32)
@@ -151,7 +155,7 @@ def test_every_backend_computes_the_same_layer(cell, mode):
         if workload is None:
             assert backend == "rnn_jax_remat" and mode == "fwd"
             continue
-        _check(workload, backend, cell, mode)
+        _check(workload, backend, cell, mode, throughput_peers.rnn_flops(cell, *SHAPE))
         built += 1
     assert built == len(backends) - (mode == "fwd")
 
@@ -160,12 +164,35 @@ def test_every_backend_computes_the_same_layer(cell, mode):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_stacked_and_bidirectional_backends_compute_the_same_layers(cell, mode):
     pytest.importorskip("torch")
+    stack = throughput_peers.stacked_flops(cell, SHAPE, 2)
     for backend in throughput_peers.STACKED_BACKENDS:
         workload = throughput_peers.build_stacked(backend, cell, SHAPE, 2, mode)
-        _check(workload, backend, cell, mode, num_layers=2)
+        _check(workload, backend, cell, mode, stack, num_layers=2)
+    two_ways = 2 * throughput_peers.rnn_flops(cell, *SHAPE)
     for backend in throughput_peers.BIDIRECTIONAL_BACKENDS:
         workload = throughput_peers.build_bidirectional(backend, cell, SHAPE, mode)
-        _check(workload, backend, cell, mode, bidirectional=True)
+        _check(workload, backend, cell, mode, two_ways, bidirectional=True)
+
+
+def test_rnn_jax_backends_call_their_own_implementation(monkeypatch):
+    """The reference and remat members compute the default's numbers, so only the call
+    tells them apart: `rnn_jax_reference` is `implementation="reference"`, `rnn_jax_remat`
+    `remat=True` (traced, not compiled: a stand-in `unroll` records its options)."""
+    calls = []
+
+    def unroll(cell, params, xs, **options):
+        calls.append(options)
+        return (xs,)
+
+    monkeypatch.setattr(throughput_peers, "scan", type("Scan", (), {"unroll": unroll}))
+    monkeypatch.setattr(throughput_peers, "_compiled_workload", lambda fn, p, xs, *_: fn(p, xs))
+    for backend in ("rnn_jax", "rnn_jax_reference", "rnn_jax_remat"):
+        throughput_peers.build(backend, "gru", SHAPE, "fwd_bwd")
+    assert calls == [
+        {"implementation": "auto", "remat": False},
+        {"implementation": "reference", "remat": False},
+        {"implementation": "auto", "remat": True},
+    ]
 
 
 def _dot_flops(jaxpr, times: int = 1) -> int:
@@ -242,3 +269,8 @@ def test_transformer_flops_are_the_matmuls_the_block_runs():
     )
     assert workload.flops == forward
     assert throughput_peers.transformer_block(shape, "fwd_bwd").flops == both == 3 * forward
+    # d_model: 12 d^2 ~ the LSTM's 4H(I+H) weights (sqrt(4*512*1024/12) = 418), a multiple
+    # of the head size, at least one head.
+    assert (d, throughput_peers.transformer_width(512, 512)) == (32, 416)
+    assert throughput_peers.transformer_width(1, 1) == 32
+    assert throughput_peers.matmul_peak(8).flops == 2 * 8**3
