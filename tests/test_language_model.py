@@ -251,8 +251,10 @@ def test_bfloat16_compute_keeps_float32_params_carry_and_logits():
 
 @pytest.mark.parametrize("locked", [False, True])
 def test_locked_dropout_also_locks_the_mask_between_layers(monkeypatch, locked):
-    """AWD-LSTM's `dropouth` / Gal & Ghahramani: with locked_dropout the between-layer mask
-    (layer 1's input over layer 0's output) is one `[batch, 1, hidden]` mask per sequence."""
+    """AWD-LSTM's `dropouti` / `dropouth` / `dropout` (Gal & Ghahramani): with locked_dropout
+    the input mask (layer 0's input over the embedding), the between-layer mask (layer 1's
+    input over layer 0's output) and the output mask are each one `[batch, 1, features]` mask
+    per sequence."""
     model = RNNLanguageModel(
         VOCAB,
         HIDDEN,
@@ -263,12 +265,27 @@ def test_locked_dropout_also_locks_the_mask_between_layers(monkeypatch, locked):
         locked_dropout=locked,
         rngs=nnx.Rngs(8),
     )
+    tokens, inputs, out = _tokens(8, time=12), [], {}
+    real = layers.unroll
+
+    def record_inputs(cell, params, xs, *args, **kwargs):
+        inputs.append(np.asarray(xs))
+        return real(cell, params, xs, *args, **kwargs)
+
+    monkeypatch.setattr(layers, "unroll", record_inputs)  # the spy below wraps this one
     mask = layer_one_input_mask(
-        monkeypatch, lambda: model(_tokens(8, time=12), rng=jax.random.key(2))
+        monkeypatch, lambda: out.update(hidden=model(tokens, rng=jax.random.key(2))[2])
     )
-    assert set(np.unique(mask).tolist()) == {0.0, 2.0}
-    assert np.all(mask == mask[:, :1]) == locked
-    assert len({row.tobytes() for row in mask[:, 0]}) > 1  # one mask per sequence
+    # The embedded input's and the last layer output's masks follow the same switch (both
+    # were unlocked whatever locked_dropout said, and only the between-layer mask was tested).
+    embedded = np.asarray(model.embedding[...])[np.asarray(tokens)]
+    raw = np.asarray(out["hidden"]["outputs"])
+    assert np.all(embedded != 0) and np.all(raw != 0)
+    masks = [inputs[0] / embedded, mask, np.asarray(out["hidden"]["dropped_outputs"]) / raw]
+    for mask in masks:
+        assert set(np.unique(mask).tolist()) == {0.0, 2.0}
+        assert np.all(mask == mask[:, :1]) == locked
+        assert len({row.tobytes() for row in mask[:, 0]}) > 1  # one mask per sequence
 
 
 def test_bfloat16_compute_keeps_the_carried_state_in_float32():
@@ -354,8 +371,9 @@ def _dot_operand_dtypes(jaxpr) -> list:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_bfloat16_compute_runs_every_matmul_in_bfloat16(cell):
-    """The input, recurrent (every layer) and output projections multiply bfloat16 operands
-    while the carry stays float32: the cells multiply in the weight's dtype."""
+    """The input, recurrent (every layer) and output projections multiply bfloat16 operands,
+    in `__call__` and in `step`, while the carry and the biases stay float32: the cells
+    multiply in the weight's dtype."""
     model = RNNLanguageModel(
         VOCAB, 16, num_layers=2, cell=cell, compute_dtype="bfloat16", rngs=nnx.Rngs(9)
     )
@@ -368,6 +386,14 @@ def test_bfloat16_compute_runs_every_matmul_in_bfloat16(cell):
     dots = _dot_operand_dtypes(jax.make_jaxpr(forward)(state).jaxpr)
     assert len(dots) >= 5  # 2 layers x (input, recurrent) + output
     assert all(d == ("bfloat16", "bfloat16") for d in dots), dots
+    # The streaming step too (it ran float32 matmuls with the RNN's own weights unnoticed:
+    # its logits are compared with __call__'s only to bfloat16's tolerance).
+    carry = model.zero_carry(BATCH)
+    dots = _dot_operand_dtypes(jax.make_jaxpr(lambda c, t: model.step(c, t))(carry, tokens[:, 0]))
+    assert len(dots) >= 5 and all(d == ("bfloat16", "bfloat16") for d in dots), dots
+    # Only the matrices are rounded: biases and other vector params stay float32.
+    for path, p in jax.tree_util.tree_leaves_with_path(model._compute_rnn(None).params):
+        assert p.dtype == (jnp.bfloat16 if p.ndim == 2 else jnp.float32), path
 
 
 def test_evaluation_scores_every_target_of_the_split_once(repo_root, monkeypatch):
@@ -600,6 +626,79 @@ def test_tied_embeddings_of_another_width_are_a_config_error(repo_root, monkeypa
     assert language_model.LanguageModelTask(ok).vocab_size == 16
 
 
+def test_zaremba_init_and_split_sizes_reach_the_model_and_the_checks(repo_root, monkeypatch):
+    """`model.init_scale` / `model.forget_bias` (the full config's Zaremba init: U(-0.05,
+    0.05), forget-gate bias 0) reach every weight of `init_model`'s model: a forget bias
+    dropped on its way kept the cell's default 1.0, untested. And each split must hold one
+    `[batch, bptt_length + 1]` window, no more (`LMStream`'s bound), the short one named."""
+    monkeypatch.chdir(repo_root)
+    from rnn_jax.train import cli
+
+    config_file = "experiments/configs/language_model.py:smoke"
+    small = {"data.markov_train_tokens": 300, "data.markov_eval_tokens": 200}
+    zaremba = {**small, "model.init_scale": 0.05, "model.forget_bias": 0.0}
+    task = language_model.LanguageModelTask(
+        cli.load_config(config_file, zaremba, language_model.RULES)
+    )
+    params = jax.tree.leaves(nnx.state(task.init_model(jax.random.key(0)), nnx.Param))
+    assert max(float(jnp.max(jnp.abs(p))) for p in params) <= 0.05
+    assert min(float(jnp.max(jnp.abs(p))) for p in params if p.ndim == 2) > 0.04
+    # smoke: train batch 16, eval batch 8, bptt 16: 272 and 136 tokens are just enough.
+    for tokens, error in (
+        ({"data.markov_train_tokens": 272, "data.markov_eval_tokens": 136}, None),
+        ({"data.markov_train_tokens": 271}, "train.batch_size=16 .* 'train' split .* 271 tokens"),
+        ({"data.markov_eval_tokens": 135}, "data.eval_batch_size=8 .* 'valid' split .* 135 "),
+    ):
+        config = cli.load_config(config_file, {**small, **tokens}, language_model.RULES)
+        if error is None:
+            language_model.LanguageModelTask(config)
+        else:
+            with pytest.raises(ConfigError, match=error):
+                language_model.LanguageModelTask(config)
+
+
+def test_report_table_and_answer_convert_nats_to_bits_and_perplexity(tmp_path):
+    """W/language_model.md's columns and the Q7 answer from a faked finished run: bits =
+    nats / ln 2 and perplexity = e^nats for the model and the unigram baseline, the uniform
+    model at log2 V bits (the reference run's test checks only the model's columns)."""
+    from experiments.configs import language_model as configs
+    from tests.report_check import cell_numbers, table_rows
+
+    config = json.loads(configs.get_config("smoke").to_json_best_effort())
+    final = {"train_nll": 1.1, "valid_loss": 1.2, "test_loss": 1.3, "step": 20, "best_step": 10}
+    unigram = {f"{s}_loss": v for s, v in (("train", 2.1), ("valid", 2.2), ("test", 2.3))}
+    unigram.update({f"{s}_perplexity": math.exp(unigram[f"{s}_loss"]) for s in ("valid",)})
+    files = {
+        "config.json": config,
+        "results.json": {"final": final},
+        "baselines.json": {"unigram": unigram, "uniform": {"loss": 3.0, "perplexity": 20.0}},
+        "vocab.json": [str(i) for i in range(20)],
+    }
+    for name, value in files.items():
+        (tmp_path / name).write_text(json.dumps(value))
+    rows = table_rows(language_model.report_markdown(tmp_path))
+    for split, nll, base in (("train", 1.1, 2.1), ("valid", 1.2, 2.2), ("test", 1.3, 2.3)):
+        row = {k: cell_numbers(v)[0] for k, v in rows[split].items() if k != "split"}
+        assert row == pytest.approx(
+            {
+                "NLL (nats/token)": nll,
+                "bits/token": nll / math.log(2),
+                "perplexity": math.exp(nll),
+                "unigram bits/token": base / math.log(2),
+                "unigram perplexity": math.exp(base),
+            },
+            rel=1e-3,
+        )
+    answer = language_model.answers(tmp_path)[7]
+    for text in (
+        "test NLL of 1.300 nats/token (1 seed)",
+        f"{1.3 / math.log(2):.3f} bits/token, perplexity {math.exp(1.3):.2f};",
+        f"gets {2.3 / math.log(2):.3f} bits/token (perplexity {math.exp(2.3):.2f})",
+        f"uniform guessing {math.log2(20):.3f} (perplexity 20)",
+    ):
+        assert text in answer, (text, answer)
+
+
 def test_rules_refuse_markov_settings_the_language_refuses(repo_root, monkeypatch):
     """A Markov language of one symbol, a concentration <= 0 or a negative seed passed the
     rules and failed in the task's constructor with a traceback (exit status 1); too many
@@ -635,6 +734,7 @@ def test_eval_context_and_sample_name_the_newest_checkpoint_without_keep_best():
     table = {"valid": {"1 row": 1.0, "8 rows, context 0": 1.25}}
     text = language_model.context_markdown(table, 40, "token", label)
     assert "Newest checkpoint (keep_best=False) (step 40)" in text and "Best" not in text
+    assert "| 1.00000 | 1.25000 (+0.25000) |" in text  # the difference from one row, signed
     config.train.keep_best = True
     label = language_model.checkpoint_label(config)
     assert "Best checkpoint (step 40)" in language_model.context_markdown(table, 40, "x", label)

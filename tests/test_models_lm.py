@@ -18,6 +18,7 @@ from model_training import train
 from rnn_jax import metrics
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.transformer import TransformerLM, TransformerSeq2Seq
+from rnn_jax.train import regularizers
 
 TIME, TRAIN_CHARS, HELD_CHARS = 64, 120_000, 8_192
 
@@ -138,11 +139,20 @@ def test_language_models_reject_token_ids_outside_the_vocabulary():
 def test_logits_are_the_dropped_outputs_times_the_undropped_tied_embedding():
     """logits = dropout_output(h) @ E^T + b (module docstring): the output dropout acts on the
     logits' input, and embedding dropout (whole word types zeroed for the input lookup, as in
-    AWD-LSTM) leaves the tied output kernel whole."""
+    AWD-LSTM) leaves the tied output kernel whole but reaches the RNN's input."""
     model = RNNLanguageModel(
         7, 5, tie_embeddings=True, embedding_dropout=0.5, dropout_output=0.5, rngs=nnx.Rngs(0)
     )
-    logits, _, hidden = model(jnp.array([[1, 2, 3, 4, 5, 6]]), rng=jax.random.key(0))
+    tokens = jnp.array([[1, 2, 3, 4, 5, 6]])
+    logits, _, hidden = model(tokens, rng=jax.random.key(0))
     assert not np.allclose(hidden["dropped_outputs"], hidden["outputs"])
     want = hidden["dropped_outputs"] @ model.embedding[...].T + model.output_bias[...]
     np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-6)
+    # ... while the input lookup reads the dropped table (stream 0 of the pass's key): a
+    # lookup in the whole table passed everything above.
+    table = regularizers.embedding_dropout(
+        jax.random.fold_in(jax.random.key(0), 0), 0.5, model.embedding[...]
+    )
+    assert np.any(np.all(np.asarray(table[tokens]) == 0, axis=-1))  # a dropped word is read
+    outputs, _ = model.rnn(table[tokens])
+    np.testing.assert_allclose(hidden["outputs"], outputs, rtol=1e-5, atol=1e-6)
