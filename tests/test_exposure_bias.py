@@ -24,6 +24,7 @@ from experiments import exposure_bias_translation_report as translation_report
 from rnn_jax.data import synthetic
 from rnn_jax.data.batching import BatchIterator
 from rnn_jax.data.synthetic import MarkovLanguage
+from rnn_jax.metrics import corpus_bleu
 from rnn_jax.train import cli
 from rnn_jax.train.config import ConfigError
 
@@ -346,8 +347,8 @@ def mt_point(regime, greedy, beam, train=100, test=10):
         "metrics": {
             "test_greedy_bleu": greedy,
             "test_beam_bleu": beam,
-            "test_greedy_length_ratio": [1.0] * len(beam),
-            "test_beam_length_ratio": [1.0] * len(beam),
+            "test_greedy_length_ratio": [0.9] * len(beam),
+            "test_beam_length_ratio": [1.1] * len(beam),
             "test_tf_nll": [3.0] * len(beam),
         },
         "copy_source_bleu": 0.53,
@@ -379,6 +380,16 @@ def test_translation_answer_near_the_published_range_says_so():
     assert "best beam BLEU 36.30 with teacher_forcing" in text
     assert "BLEU below that" not in text  # was "-1-1 BLEU below that"
     assert "the best here, 36.30, is within that range." in text
+    # the table's columns: greedy, beam BLEU, greedy, beam len/ref, TF NLL
+    row = "| teacher_forcing | constant (k=1) | 35.75 ± 0.25 | 36.3 ± 0.1 | 0.9 ± 0 | 1.1 ± 0 |"
+    assert row + " 3 ± 0 |" in text
+    point = mt_point("teacher_forcing", [35.5, 36.0], [36.2, 36.4])
+    assert translation_report.final_metrics(point) == {
+        "greedy_bleu": [35.5, 36.0],
+        "beam_bleu": [36.2, 36.4],
+        "tf_nll": [3.0, 3.0],
+        "copy_source_bleu": 0.53,
+    }
 
 
 def test_report_survives_a_diverged_seed(tmp_path):
@@ -593,3 +604,160 @@ def test_the_true_process_samples_from_a_stream_no_evaluation_window_uses(monkey
         assert not np.allclose(drawn, np.random.default_rng(entropy).random(8)), entropy
         # the windows' own streams since session 26 (spawn_key=(0,) passed the loop above)
         assert not np.allclose(drawn, synthetic.sample_rng(entropy).random(8)), entropy
+
+
+# ---- translation: the task's encoding, scoring and feeding against sacrebleu and by hand -------
+def _pairs(lines):
+    return [{"source": s.split(), "target": t.split()} for s, t in lines]
+
+
+_MT_PAIRS = {
+    "train": _pairs([("a b", "x y z"), ("b c", "y z w"), ("c a", "z x")]),
+    "valid": _pairs([("c b", "w y")]),
+    # `q` and `r` are unseen in training; the references give them ids the model cannot emit
+    "test": _pairs([("a x y q", "x q y q"), ("b", "y z r"), ("c", "z w")]),
+}
+
+
+class _ScriptedModel:
+    """Decodes `script[first source id]` (one-hot logits, whatever it is fed); the NLL of a
+    sentence is the sum of its target ids within `target_lengths` (the EOS's included)."""
+
+    def __init__(self, script, vocab_size):
+        self.script, self.vocab_size, self.feeding = jnp.asarray(script), vocab_size, None
+
+    def loss(self, source, source_lengths, target_inputs, targets, target_lengths, **feeding):
+        self.feeding = feeding
+        mask = jnp.arange(targets.shape[1])[None] < target_lengths[:, None]
+        return jnp.sum(jnp.where(mask, targets, 0), 1).astype(jnp.float32)
+
+    def init_decode_state(self, source, source_lengths):
+        return {"rows": self.script[source[:, 0]], "t": jnp.zeros(len(source), jnp.int32)}
+
+    def step(self, state, tokens):
+        token = jnp.take_along_axis(state["rows"], state["t"][:, None], 1)[:, 0]
+        # the first word least sure: the second beam differs there, losing a match
+        logits = jnp.where(state["t"] == 0, 10.0, 20.0)[:, None] * jax.nn.one_hot(
+            token, self.vocab_size
+        )
+        return {**state, "t": state["t"] + 1}, logits
+
+
+def _mt_task(repo_root, regime="teacher_forcing", **overrides):
+    spec = str(repo_root / EXPOSURE_SMOKE)  # translation: min_freq 1, beam 2, 8 decoded
+    overrides = {"translation.eval_batch_size": 2, "translation.time_multiple": 1, **overrides}
+    config = mt.point_config(cli.load_config(spec, overrides, rules=eb.RULES))
+    schedule = eb.regime_schedule(regime, 10, config.schedule_sampling.final_teacher_forcing)
+    return mt.TranslationTask(config, regime, schedule, _MT_PAIRS)
+
+
+def test_translation_task_scores_like_sacrebleu_and_feeds_each_regime(repo_root):
+    """The in-graph test BLEU (greedy and beam), length ratio and TF NLL of a scripted model
+    against sacrebleu on the words and a per-sentence sum: a reference's unseen word never
+    matches the model's <unk>, the EOS is not a hypothesis word but is an NLL token, the
+    filler row of the last eval batch counts nowhere, and beam search's best hypothesis is
+    scored. The training loss feeds each regime its own teacher-forcing probability."""
+    task = _mt_task(repo_root)
+    vocab = task.target_vocab
+    assert "references" not in task.examples["valid"][0]  # decoded only with valid_bleu
+    assert (
+        "references" in _mt_task(repo_root, **{"translation.valid_bleu": True}).examples["valid"][0]
+    )
+    x, y, z, w = (vocab.encode([t])[0] for t in "xyzw")
+    unk, eos = vocab.unk_id, vocab.eos_id
+    # greedy = beam's best: "x <unk> y <unk>", "y z" (no EOS within 8 steps), "z w x"
+    script = np.full((len(task.source_vocab), 8), y)
+    for word, row in (("a", [x, unk, y, unk, eos]), ("c", [z, w, x, eos])):
+        script[task.source_vocab.encode([word])[0], : len(row)] = row
+    script[task.source_vocab.encode(["b"])[0], :2] = [y, z]
+    model = _ScriptedModel(script, len(vocab))
+    sums = {}
+    batches = task.eval_data("test")
+    assert [list(b["weight"]) for b in batches] == [[1, 1], [1, 0]]
+    eval_step = jax.jit(lambda batch: task.eval_step(model, batch, ())[1])  # one compile
+    for batch in batches:
+        step_sums = eval_step(batch)
+        for key, value in step_sums.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+    got = task.eval_metrics(sums)
+    hypotheses = ["x <unk> y <unk>", "y z y y y y y y", "z w x"]
+    references = ["x q y q", "y z r", "z w"]
+    for name in mt.DECODERS:
+        assert got[f"{name}_bleu"] == pytest.approx(
+            corpus_bleu(hypotheses, references, "none"), abs=1e-4
+        ), name
+        assert got[f"{name}_length_ratio"] == pytest.approx(15 / 9)
+    longer_beam = task.eval_metrics({**sums, "beam_length": sums["beam_length"] + 3})
+    assert longer_beam["beam_length_ratio"] == pytest.approx(18 / 9)
+    assert longer_beam["greedy_length_ratio"] == pytest.approx(15 / 9)
+    targets = [e["targets"] for e in task.examples["test"]]
+    assert list(targets[0][-1:]) == [eos]
+    assert got["tf_nll"] == pytest.approx(sum(t.sum() for t in targets) / 12)
+    copy = corpus_bleu(["a x y q", "b", "c"], references, "none")
+    assert copy > 0 and task.copy_source_bleu() == copy
+
+    train = task._collate(task.examples["train"])
+    batch = {**{k: jnp.asarray(v) for k, v in train.items()}, "step": jnp.full(3, 4)}
+    nll = sum(e["targets"].sum() for e in task.examples["train"]) / 11
+    for regime, feeding in (
+        ("teacher_forcing", {}),
+        ("free_running", {"teacher_forcing_prob": 0.0}),
+        ("linear", {"teacher_forcing_prob": 1.0 - 4 * (1.0 - 0.25) / 10}),
+    ):
+        task = _mt_task(repo_root, regime, **{"schedule_sampling.final_teacher_forcing": 0.25})
+        loss, _ = task.loss_fn(model, batch, (), jax.random.key(0))
+        assert float(loss) == pytest.approx(nll), regime
+        assert {k: float(v) for k, v in model.feeding.items() if k != "rng"} == pytest.approx(
+            feeding
+        ), regime
+
+
+def test_translation_splits_come_from_their_files_within_their_limits(repo_root, tmp_path):
+    """valid is val.*, test is test.* (test2016), both limited by `max_eval_pairs`, train by
+    `max_train_pairs`; a pair with both sides exactly `max_length` tokens is kept."""
+    tok = tmp_path / "multi30k" / "tok"
+    tok.mkdir(parents=True)
+    for name in ("train", "val", "test"):
+        # per file: a pair of 3 + 3 tokens (kept), one of 4 + 1 (dropped), 4 more of 1 + 1
+        lines = [f"{name} {name} {name}", f"{name} x y z", *[name] * 4]
+        for lang in ("en", "de"):
+            text = "\n".join(line if lang == "en" or " x " not in line else name for line in lines)
+            (tok / f"{name}.lc.norm.tok.{lang}").write_text(text + "\n")
+    spec = str(repo_root / EXPOSURE_SMOKE)
+    limits = {"translation.max_train_pairs": 4, "translation.max_eval_pairs": 2}
+    overrides = {"data.root": str(tmp_path), "translation.max_length": 3, **limits}
+    overrides["translation.batch_size"] = 4
+    pairs = mt.read_splits(cli.load_config(spec, overrides, rules=eb.RULES))
+    for split, name, count in (("train", "train", 4), ("valid", "val", 2), ("test", "test", 2)):
+        assert len(pairs[split]) == count, split
+        assert pairs[split][0] == {"source": [name] * 3, "target": [name] * 3}, split
+        assert all(p["source"] == p["target"] == [name] for p in pairs[split][1:]), split
+
+
+@pytest.mark.parametrize("select_by", ["last", "valid_tf_nll"])
+def test_translation_point_summary_keeps_each_seeds_numbers_and_the_scored_step(
+    repo_root, tmp_path, monkeypatch, select_by
+):
+    """`run_point`'s summary (the runtime patched out): per-seed lists in seed order, no
+    `_std`, the scored checkpoint's step (the last, or the runtime's best), the mean val
+    curve from metrics.jsonl."""
+    per_seed = {"test_beam_bleu": [7.0, 9.0], "valid_tf_nll": [2.0, 4.0]}
+    final = {"step": 10, "best_step": 5, "per_seed": per_seed, "train_loss": 1.0}
+    final |= {name: float(np.mean(v)) for name, v in per_seed.items()}
+    final |= {f"{name}_std": 1.0 for name in per_seed}
+    results = {"final": final, "timing": {}}
+    monkeypatch.setattr(mt, "train_and_evaluate", lambda *a: results)
+    monkeypatch.setattr(mt, "write_test_translations", lambda *a: {"references": "r"})
+    records = [{"step": 5, "valid_tf_nll_per_seed": [3.0, 5.0]}, {"step": 10, "valid_tf_nll": 3.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    spec = str(repo_root / EXPOSURE_SMOKE)
+    config = cli.load_config(spec, {"translation.select_by": select_by}, rules=eb.RULES)
+    schedule = ("constant", {"k": 0.0})
+    summary = mt.run_point(config, "free_running", schedule, _MT_PAIRS, tmp_path)
+    assert summary["metrics"] == per_seed
+    assert summary["regime"] == "free_running"
+    assert summary["schedule"] == {"name": "constant", "k": 0.0}
+    scored = 10 if select_by == "last" else 5
+    assert summary["selected"] == {"by": select_by, "step": scored, "of": 10}
+    assert summary["valid_curve"] == [{"step": 5, "tf_nll": 4.0}, {"step": 10, "tf_nll": 3.5}]
+    assert summary["pairs"] == {"train": 3, "valid": 1, "test": 3}
