@@ -152,9 +152,15 @@ class WordOrderSentimentTask(_ShuffledViews, sentiment.SentimentTask):
         Raises:
           ValueError: `point` differs from this task's config in a key of `SST_DATA_KEYS`.
         """
-        differ = [k for k in SST_DATA_KEYS if self.config.data[k] != point.data[k]]
+        differ = [
+            f"data.{k}={point.data[k]!r} (loaded: {self.config.data[k]!r})"
+            for k in SST_DATA_KEYS
+            if self.config.data[k] != point.data[k]
+        ]
         if differ:
-            raise ValueError(f"for_point: data.{differ} differ from the loaded task's")
+            raise ValueError(
+                f"for_point: {', '.join(differ)} differ from the loaded task's; load another"
+            )
         task = copy.copy(self)
         task.config = point
         task.splits = self._view(point)

@@ -2,6 +2,7 @@
 batches of empty matrices."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,28 @@ def test_nested_vmap_under_jit_equals_the_batched_calls_bitwise():
     blocks = jax.vmap(lambda k: initializers.orthogonal()(k, (4, 16, 16)))(keys)
     eye = np.broadcast_to(np.eye(16), (3, 4, 16, 16))
     np.testing.assert_allclose(np.swapaxes(blocks, -1, -2) @ blocks, eye, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="LAPACK custom calls are CPU's")
+def test_every_lapack_call_gets_one_matrix_under_any_batching():
+    """The property itself, read off the lowered program (milliseconds): every LAPACK custom
+    call has `num_batch_dims = "0"`. A vmap rule that made one batched call per vmapped batch
+    was bitwise right and did not hang the test below (batches of 2 went unsplit)."""
+    a = jnp.zeros((2, 3, 8, 5))
+    programs = [
+        linalg.qr,
+        linalg.singular_values,
+        jax.vmap(linalg.qr),
+        jax.vmap(lambda m: linalg.singular_values(m), in_axes=2),
+        jax.vmap(jax.vmap(lambda m: linalg.qr(m)[0])),
+        jax.vmap(lambda k: linalg.qr(k * jnp.ones((8, 5)))),  # a batched closure, no leading axes
+    ]
+    for fn in programs:
+        arg = jnp.arange(2.0) if fn is programs[-1] else a
+        text = jax.jit(fn).lower(arg).as_text()
+        calls = re.findall(r"custom_call @(lapack_\w+).*?num_batch_dims = \"(\d+)\"", text)
+        assert calls, text  # the pattern still finds LAPACK's calls
+        assert all(dims == "0" for _, dims in calls), calls
 
 
 def test_concurrent_orthogonal_inits_do_not_hang_the_cpu_pool():

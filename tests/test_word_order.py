@@ -5,6 +5,7 @@ agreeing with each other, the Q2 answer on hand-made summaries, the main job's r
 config values failing naming the key."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -77,7 +78,10 @@ def test_shuffle_by_hand():
 def config(data_root):
     # seed 3, not the default 0: a shuffle that ignored the configured seed (always seed 0)
     # agreed with `word_permutation(config.seed, ...)` at 0 and passed the checks below.
-    return cli.load_config(SMOKE, {"data.root": str(data_root), "seed": 3}, rules=wo.RULES)
+    # SST's 10 steps, not the smoke's 12 (= tagging's): a summary that reported the tagging
+    # budget for an SST point agreed with it.
+    overrides = {"data.root": str(data_root), "seed": 3, "sst.num_steps": 10, "sst.eval_every": 10}
+    return cli.load_config(SMOKE, overrides, rules=wo.RULES)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +121,16 @@ def test_shuffled_tasks_permute_every_sentence_and_nothing_else(config, tasks, t
                 dict(zip(bd.TOKEN_CLASSES, counts.tolist(), strict=True))
                 == ordered.class_tokens[split]
             )
+
+
+def test_sst_for_point_refuses_other_data_naming_the_key(config, tasks):
+    # Without the check an SST point with another vocabulary cut-off silently trained on the
+    # loaded task's data; the message once read "data.['min_freq'] differ".
+    point = wo.point_config(config, "sst-shuffled")
+    point.data.min_freq = config.sst.min_freq + 1
+    message = f"for_point: data.min_freq={config.sst.min_freq + 1} (loaded: {config.sst.min_freq})"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tasks["sst"].for_point(point)
 
 
 def test_point_configs(config):
@@ -161,7 +175,7 @@ def _tables(markdown: str) -> list[dict]:
     return [table_rows(block) for block in markdown.split("\n\n") if block.startswith("|")]
 
 
-def test_smoke_results_tables_and_plot(config, smoke_run):
+def test_smoke_results_tables_and_plot(config, tasks, smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     points, final = results["points"], results["final"]
     assert list(points) == grid.point_names(config)
@@ -172,6 +186,20 @@ def test_smoke_results_tables_and_plot(config, smoke_run):
             assert accuracy.shape == (config.num_seeds,) and ((0 < accuracy) & (accuracy < 1)).all()
         assert final[name]["test_accuracy"] == s["test_accuracy"]
         assert s["params"] == s["params_outside_embeddings"] + s["vocab_size"] * embed
+        # The sizes and budget the report prints are this point's, not the tagging config's.
+        point = wo.point_config(config, name)
+        task = tasks[s["task"]].for_point(point)
+        assert s["hidden"] == point.model.hidden_size
+        assert s["num_steps"] == point.train.num_steps
+        assert s["learning_rate"] == point.optimizer.learning_rate
+        assert s["train_sentences"] == len(task.splits["train"])
+        assert s["eval_sentences"] == {split: len(task.splits[split]) for split in wo.EVAL_SPLITS}
+        assert s["epochs"] == pytest.approx(
+            point.train.num_steps * point.train.batch_size / s["train_sentences"]
+        )
+    assert points["tag-bag"]["hidden"] == config.model.bag_hidden_size != config.model.hidden_size
+    assert points["sst-bag"]["num_steps"] == config.sst.num_steps != config.train.num_steps
+    assert points["tag-bag"]["eval_sentences"] == {"valid": 64, "test": 64}  # data.eval_sentences
     tag = points["tag-shuffled"]
     for split in wo.EVAL_SPLITS:  # accuracy = the class accuracies weighted by their counts
         counts = tag["class_tokens"][split]
