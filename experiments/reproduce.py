@@ -37,6 +37,7 @@ from absl import app, flags
 
 from rnn_jax import hardware
 from rnn_jax.files import check_workdir, write_text_atomic
+from rnn_jax.train.config import read_json_object
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The issue-6 experiments first, then the runtime's and the performance work's.
@@ -345,7 +346,8 @@ def experiment_section(
         lines += [f"Not finished: no results.json (log: `{name}/log.txt`).", ""]
         return "\n".join(lines), {}
     try:
-        results = json.loads(results_path.read_text())
+        # JSON that is not an object (a hand-edited file) was an AttributeError traceback.
+        results = read_json_object(results_path)
     except (OSError, ValueError) as error:
         lines += [f"Its results.json could not be read ({type(error).__name__}: {error}).", ""]
         return "\n".join(lines), {}

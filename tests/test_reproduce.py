@@ -305,6 +305,9 @@ def test_answers_that_raise_any_error_leave_the_report_written(tmp_path, monkeyp
     # under the section's "## `sentiment`"; the plot's path from report.md's folder
     assert "\n### Accuracy\n" in text and "![curve.png](sentiment/curve.png)" in text
     assert (tmp_path / "report.md").read_text() == text
+    (workdir / "results.json").write_text("[0.8]")  # JSON, not an object: was a traceback
+    text, _ = reproduce.experiment_section("sentiment", workdir)
+    assert "Its results.json could not be read (ValueError: not a JSON object but list)" in text
 
 
 def run_main(monkeypatch, **values) -> int | str | None:
