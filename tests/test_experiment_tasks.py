@@ -255,3 +255,49 @@ def test_sentence_task_baselines_are_fitted_on_train_and_scored_on_held_out_spli
     splits = {s: [{"tokens": ["a", "a", "b"], "tags": t} for t in ts] for s, ts in tagged.items()}
     task.dataset, task.scheme = types.SimpleNamespace(splits=splits), None
     assert task.baselines() == {"valid_accuracy": 0.0}
+    # NER: span F1 of the same train-fitted guesses (Ann -> B-PER; unseen Bob -> O, the most
+    # frequent training tag): gold has 2 spans, the guesses 1, both right: P 100, R 50.
+    tagged = {"train": [["B-PER", "O", "O"]], "valid": [["B-PER", "B-PER", "O"]]}
+    words = {"train": ["Ann", "runs", "fast"], "valid": ["Ann", "Bob", "runs"]}
+    splits = {s: [{"tokens": words[s], "tags": t} for t in ts] for s, ts in tagged.items()}
+    task.dataset, task.scheme = types.SimpleNamespace(splits=splits), "IOB2"
+    assert task.baselines() == pytest.approx({"valid_accuracy": 2 / 3, "valid_f1": 200 / 3})
+
+
+def test_tagging_report_shows_per_token_train_loss_and_span_columns(tmp_path):
+    """Under `objective.time_reduction='sum'` (`full`) the optimised train_loss is per
+    sentence; the table's train loss is the NLL per token (as valid's and test's), for every
+    seed, and the learning curves plot that key. NER rows carry span P/R/F1 beside the
+    baseline's F1. (A hand-written run: the smoke run's 'mean' objective hides the first.)"""
+    from experiments import sequence_labelling as sl
+    from tests.report_check import cell_numbers, table_rows
+
+    config = tagging_configs.get_config("full")  # CoNLL NER, 'sum', keep_best on valid_f1
+    config.num_seeds = 2
+    assert config.objective.time_reduction == "sum"
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    per_seed = {"train_loss": [19.0, 21.0], "train_nll_per_token": [0.4, 0.6]}
+    for split, values in {"valid": (0.6, 0.9, 79.0, 81.0), "test": (0.7, 0.88, 76.0, 80.0)}.items():
+        names = ("loss", "accuracy", "precision", "recall")
+        per_seed.update({f"{split}_{k}": [v, v] for k, v in zip(names, values, strict=True)})
+    per_seed.update(valid_f1=[79.0, 81.0], test_f1=[77.0, 79.0])
+    final = {"step": 10, "best_step": 8, **{k: sum(v) / 2 for k, v in per_seed.items()}}
+    (tmp_path / "results.json").write_text(json.dumps({"final": {**final, "per_seed": per_seed}}))
+    baseline = {"valid_accuracy": 0.8, "valid_f1": 60.0, "test_accuracy": 0.79, "test_f1": 59.0}
+    (tmp_path / "baselines.json").write_text(json.dumps({"majority_tag_per_word": baseline}))
+    text = sl.report_markdown(tmp_path)
+    assert text.count("BiLSTM 100 + char BiRNN 25 tagger with a CRF head on CoNLL") == 1
+    rows = table_rows(text)
+    assert cell_numbers(rows["train"]["loss"]) == pytest.approx([0.5, 0.1])
+    test = {k: cell_numbers(v) for k, v in rows["test"].items() if k != "split"}
+    assert test == {
+        "loss": [0.7, 0.0],
+        "accuracy": [0.88, 0.0],
+        "precision": [76.0, 0.0],
+        "recall": [80.0, 0.0],
+        "f1": [78.0, 1.0],
+        "majority tag accuracy": [0.79],
+        "majority tag f1": [59.0],
+    }
+    assert "span F1 78.0 ± 1.0 % vs 59.0 % for that baseline" in sl.answers(tmp_path)[14]
+    assert sl.train_and_report.keywords["train_key"] == "train_nll_per_token"
