@@ -779,3 +779,116 @@ def test_run_local_skips_finished_runs_and_fails_a_run_that_wrote_no_results(tmp
     assert sweep.run_local(runs, parallel=1) == [runs[1]]
     assert not (tmp_path / "a" / "ran").exists() and (tmp_path / "b" / "ran").exists()
     assert "1 of 2 runs already finished; 1 to run" in capsys.readouterr().out
+
+
+# Outcomes of the fake jobs below: (exit code or exception, whether results.json was written).
+_OUTCOMES = {
+    "b": (0, True),
+    "c": (0, False),  # exited 0 without results.json
+    "d": (3, True),  # wrote results.json, then failed
+    "e": (RuntimeError("node lost"), False),
+    "f": (sweep.RUN_IN_USE, False),
+}
+
+
+def test_run_submitit_counts_a_job_done_only_when_it_exited_0_and_wrote_results(
+    tmp_path, monkeypatch, capsys
+):
+    """A fake submitit (no job runs): one job per unfinished run, each named after its run,
+    running the importable `launch.sweep.execute`; finished runs are not submitted; a job is
+    done only when it returned 0 and results.json exists; the others are returned and their
+    lines say why."""
+    import types
+
+    made, submitted = [], []
+
+    class Job:
+        def __init__(self, name):
+            self.name, self.job_id = name, f"j-{name}"
+
+        def result(self):
+            code, writes = _OUTCOMES[self.name]
+            if writes:
+                (tmp_path / self.name / "results.json").write_text('{"final": {}}')
+            if isinstance(code, Exception):
+                raise code
+            return code
+
+    class Executor:
+        def __init__(self, folder, cluster):
+            made.append((folder, cluster))
+            self.parameters = {}
+
+        def update_parameters(self, **parameters):
+            self.parameters.update(parameters)
+
+        def submit(self, fn, *args):
+            submitted.append((fn, args, dict(self.parameters)))
+            return Job(self.parameters["name"])
+
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Executor))
+    monkeypatch.setenv("PYTHONPATH", "")  # run_submitit extends it for the jobs
+    runs = [sweep.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abcdef"]
+    for run in runs:
+        run.workdir.mkdir()
+    (tmp_path / "a" / "results.json").write_text('{"final": {}}')
+    assert sweep.run_submitit(runs, "slurm", {"timeout_min": 7}) == runs[2:]
+    assert made == [(tmp_path / ".submitit" / "%j", "slurm")]
+    assert [(fn, args) for fn, args, _ in submitted] == [
+        (sweep.execute, (("cmd", n), str(tmp_path / n), {})) for n in "bcdef"
+    ]
+    assert [p for _, _, p in submitted] == [{"timeout_min": 7, "name": n} for n in "bcdef"]
+    out = capsys.readouterr().out
+    assert "1 of 6 runs already finished; 5 to submit" in out
+    assert "[1/5] b: done" in out
+    assert f"[2/5] c: FAILED (exit 0, log {tmp_path / 'c' / 'log.txt'})" in out
+    assert "[3/5] d: FAILED (exit 3," in out
+    assert (
+        "e: job j-e raised RuntimeError('node lost')" in out and "[4/5] e: FAILED (exit -1," in out
+    )
+    assert "[5/5] f: NOT RUN" in out
+    made.clear()
+    assert sweep.run_submitit(runs[:2], "local", {}) == [] and made == []  # nothing to submit
+
+
+def test_run_local_gives_each_slot_its_environment_and_counts_as_run_submitit_does(
+    tmp_path, monkeypatch, capsys
+):
+    """`execute` replaced (no process starts): runs at once hold different slots (GPUs), a slot
+    is reused when its run ends, and success is exit 0 with results.json, as for submitit; the
+    SIGTERM handler of the caller is back afterwards."""
+    import threading
+
+    holding, seen, lock = set(), [], threading.Lock()
+
+    def fake_execute(command, workdir, env):
+        name = pathlib.Path(workdir).name
+        with lock:
+            assert env["CUDA_VISIBLE_DEVICES"] not in holding, "two runs on one slot"
+            holding.add(env["CUDA_VISIBLE_DEVICES"])
+            seen.append((name, dict(env)))
+        time.sleep(0.01)
+        code, writes = _OUTCOMES[name]
+        if writes:
+            (pathlib.Path(workdir) / "results.json").write_text('{"final": {}}')
+        with lock:
+            holding.discard(env["CUDA_VISIBLE_DEVICES"])
+        if isinstance(code, Exception):
+            return -1
+        return code
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    runs = [sweep.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abcdef"]
+    for run in runs:
+        run.workdir.mkdir()
+    (tmp_path / "a" / "results.json").write_text('{"final": {}}')
+    handler = signal.getsignal(signal.SIGTERM)
+    failed = sweep.run_local(runs, parallel=2)
+    assert sorted(failed, key=lambda run: run.name) == runs[2:]  # in the order they ended
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert sorted(name for name, _ in seen) == list("bcdef")
+    assert {env["CUDA_VISIBLE_DEVICES"] for _, env in seen} == {"5", "7"}
+    assert all(len(env) == 1 for _, env in seen)  # one GPU each: no preallocation setting
+    out = capsys.readouterr().out
+    assert "c: FAILED (exit 0," in out and "d: FAILED (exit 3," in out and "f: NOT RUN" in out

@@ -567,3 +567,22 @@ def test_provenance_does_not_claim_a_clean_tree_when_git_cannot_tell(monkeypatch
     monkeypatch.setattr(metrics.subprocess, "run", no_git)
     record = metrics.provenance()
     assert record["git_sha"] is None and record["git_dirty"] is None
+
+
+def test_a_disabled_writer_writes_nothing_and_a_replayed_step_keeps_its_last_record(tmp_path):
+    """Processes other than 0 get `enabled=False`: they create no file (with a shared workdir
+    each line would be logged once per process). A resumed run logs the steps after its
+    checkpoint again: `metric_series` keeps the last record of a step, per-seed list first."""
+    off = metrics.MetricsWriter(tmp_path / "other", enabled=False)
+    off.write(1, {"train_loss": 1.0})
+    off.close()
+    assert not (tmp_path / "other").exists()
+    writer = metrics.MetricsWriter(tmp_path)
+    writer.write(1, {"train_loss": 2.0, "train_loss_per_seed": [1.5, 2.5]})
+    writer.write(2, {"train_loss": 1.0})
+    writer.close()
+    writer = metrics.MetricsWriter(tmp_path)  # resumed from the checkpoint of step 1
+    writer.write(2, {"train_loss": 0.75})
+    writer.close()
+    path = tmp_path / "metrics.jsonl"
+    assert metrics.metric_series(path, "train_loss") == [(1, [1.5, 2.5]), (2, 0.75)]
