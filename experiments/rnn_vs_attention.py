@@ -313,34 +313,8 @@ def measure_cost(
                 "state_bytes": sum(x.nbytes for x in jax.tree.leaves(gen_state[1])),
                 "params_built": count_params(model),
             }
-        samples = {kind: {"train": [], "generate": [], "decode": []} for kind in models}
-        loads = []
-        for r in range(config.cost.repeats):
-            order = models[r % len(models) :] + models[: r % len(models)]
-            for kind in order:
-                for part in ("train", "generate", "decode"):
-                    samples[kind][part].append(_time(*timed[kind][part]))
-            loads.append(os.getloadavg()[0])
-        for kind in models:
-            train_s = np.asarray(samples[kind]["train"])
-            temp = timed[kind]["temp_bytes"]
-            rows.append(
-                {
-                    "length": length,
-                    "batch": batch,
-                    "model": kind,
-                    "width": widths[kind][0],
-                    "params": widths[kind][1],
-                    "params_built": timed[kind]["params_built"],
-                    "train_tokens_per_s": (batch * length / train_s).tolist(),
-                    "generate_ms_per_token": (1e3 * np.asarray(samples[kind]["generate"])).tolist(),
-                    "decode_ms_per_token": (
-                        1e3 * np.asarray(samples[kind]["decode"]) / config.cost.decode_tokens
-                    ).tolist(),
-                    "state_bytes": int(timed[kind]["state_bytes"]),
-                    "temp_memory_mib": None if temp is None else temp / 2**20,
-                }
-            )
+        samples, loads = _time_interleaved(timed, models, config.cost.repeats)
+        rows += cost_rows(length, batch, widths, timed, samples, config.cost.decode_tokens)
         print(f"    cost T={length}: done (load average {np.median(loads):.1f})", flush=True)
     return {
         "task": "cost",
@@ -351,6 +325,64 @@ def measure_cost(
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {jax.devices()[0].platform}",
         "load_average": os.getloadavg()[0],
     }
+
+
+COST_PARTS = ("train", "generate", "decode")
+
+
+def _time_interleaved(
+    timed: dict[str, dict], models: list[str], repeats: int
+) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
+    """Seconds per call of each model's `timed[kind][part]` = (fn, args) for the parts of
+    `COST_PARTS`, `repeats` rounds, the models round-robin with a rotating start (A, B, C, then
+    B, C, A, ...); -> ({kind: {part: [seconds per round]}}, [1-min load average per round])."""
+    samples = {kind: {part: [] for part in COST_PARTS} for kind in models}
+    loads = []
+    for r in range(repeats):
+        order = models[r % len(models) :] + models[: r % len(models)]
+        for kind in order:
+            for part in COST_PARTS:
+                samples[kind][part].append(_time(*timed[kind][part]))
+        loads.append(os.getloadavg()[0])
+    return samples, loads
+
+
+def cost_rows(
+    length: int,
+    batch: int,
+    widths: dict[str, tuple[int, int]],
+    measured: dict[str, dict],
+    samples: dict[str, dict[str, list[float]]],
+    decode_tokens: int,
+) -> list[dict]:
+    """The cost table's rows at one length T, one per model of `samples`, from the seconds per
+    call of `_time_interleaved` (a training step on `batch` sequences of T tokens, one
+    generation step, a scan decode of `decode_tokens` tokens) and `measured[kind]`'s
+    `temp_bytes` (None: unmeasured), `state_bytes` and `params_built`."""
+    rows = []
+    for kind in samples:
+        train_s = np.asarray(samples[kind]["train"], np.float64)
+        temp = measured[kind]["temp_bytes"]
+        rows.append(
+            {
+                "length": length,
+                "batch": batch,
+                "model": kind,
+                "width": widths[kind][0],
+                "params": widths[kind][1],
+                "params_built": measured[kind]["params_built"],
+                "train_tokens_per_s": (batch * length / train_s).tolist(),
+                "generate_ms_per_token": (
+                    1e3 * np.asarray(samples[kind]["generate"], np.float64)
+                ).tolist(),
+                "decode_ms_per_token": (
+                    1e3 * np.asarray(samples[kind]["decode"], np.float64) / decode_tokens
+                ).tolist(),
+                "state_bytes": int(measured[kind]["state_bytes"]),
+                "temp_memory_mib": None if temp is None else temp / 2**20,
+            }
+        )
+    return rows
 
 
 def _train_step(
