@@ -34,7 +34,7 @@ def test_every_variant_is_valid_and_has_the_required_keys():
             "train.checkpoint_every",
             "train.log_every",
         ):
-            assert cfg._lookup(config, key) is not None
+            assert cfg.lookup(config, key) is not None
     smoke = _load()
     assert smoke.train.batch_size % 8 == 0 and smoke.data.eval_batch_size % 8 == 0
     assert smoke.train.log_every <= 10

@@ -210,12 +210,9 @@ def _joined_overrides(argv: list[str]) -> list[str]:
 
 
 def _set_none(config: ml_collections.ConfigDict, key: str) -> None:
-    node, parts = config, key.split(".")
-    for part in parts:
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            raise KeyError(key)
-        parent, node = node, node[part]
-    setattr(parent, parts[-1], None)
+    config_lib.lookup(config, key)  # KeyError(key) when the config has no such field
+    section, _, name = key.rpartition(".")
+    setattr(config_lib.lookup(config, section) if section else config, name, None)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -278,7 +275,7 @@ def _unknown_key(error: BaseException, argv: list[str]) -> str:
     # The overrides naming the bare key (`--config.model.hidden_size=64` and
     # `--config.train.hidden_size=3` both do): the unknown one is the one the config lacks (the
     # first used to be named, a key that exists).
-    matches = [o for a in argv if (o := _override_key(a)) and (bare == o or bare in o.split("."))]
+    matches = [o for a in argv if (o := _override_key(a)) and bare in o.split(".")]
     config = _given_config(argv)
     if config is not None:
         matches = [o for o in matches if not _has_key(config, o)] or matches
@@ -292,20 +289,18 @@ def _given_config(argv: list[str]) -> ml_collections.ConfigDict | None:
     specs = _config_specs(argv)
     if not specs:
         return None
-    file, variant = config_file.split_config_arg(specs[-1])
     try:
-        return config_file.read_config_file(file, () if variant is None else (variant,))
+        return config_file.read_config_spec(specs[-1])
     except config_lib.ConfigError:
         return None
 
 
 def _has_key(config: ml_collections.ConfigDict, key: str) -> bool:
     """Whether the dotted `key` is a field of `config`."""
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            return False
-        node = node[part]
+    try:
+        config_lib.lookup(config, key)
+    except KeyError:
+        return False
     return True
 
 
@@ -345,8 +340,7 @@ class _ConfigFileParser(flags.ArgumentParser):
     status 2). The result is locked (`lock_config=True`)."""
 
     def parse(self, argument: str) -> ml_collections.ConfigDict:
-        file, variant = config_file.split_config_arg(argument)
-        config = config_file.read_config_file(file, () if variant is None else (variant,))
+        config = config_file.read_config_spec(argument)
         config.lock()
         return config
 
@@ -373,10 +367,9 @@ def load_config(
         file that gives no config (`ConfigError`, naming the file:
         `config_file.read_config_file`).
     """
-    path, variant = config_file.split_config_arg(spec)
     # `x.py:` passes '' as the CLI (config_flags) and launch.sweep do: it gave get_config()'s
     # default variant here while the run of the same spec was refused.
-    config = config_file.read_config_file(path, () if variant is None else (variant,))
+    config = config_file.read_config_spec(spec)
     config.lock()
     for key, value in (overrides or {}).items():
         try:

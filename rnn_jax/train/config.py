@@ -329,7 +329,7 @@ def validate(
     runtime = {**PROCESS_RULES, **(TRAINING_RULES if trains else {})}
     for key, rule in {**runtime, **(rules or {})}.items():
         try:
-            value = _lookup(config, key)
+            value = lookup(config, key)
         except KeyError:
             problems.append(f"{key}: missing (every config of this experiment needs it)")
             continue
@@ -446,7 +446,12 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
     return problems
 
 
-def _lookup(config: ml_collections.ConfigDict, dotted: str) -> Any:
+def lookup(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    """The value (or section) at the dotted key `dotted` of `config` (`"train.num_steps"`).
+
+    Raises:
+      KeyError: `dotted`, when `config` has no such field.
+    """
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:

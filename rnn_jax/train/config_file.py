@@ -158,6 +158,14 @@ def read_config_file(path: str | pathlib.Path, args: tuple = ()) -> ml_collectio
     return config_of(load_config_file(path), path, args)
 
 
+def read_config_spec(spec: str) -> ml_collections.ConfigDict:
+    """`<file>[:<variant>]` (split by `split_config_arg`) -> the file's `get_config(variant)`,
+    or `get_config()` without a ':' (unlocked; `read_config_file`). `x.py:` passes the empty
+    variant '', as config_flags does."""
+    file, variant = split_config_arg(spec)
+    return read_config_file(file, () if variant is None else (variant,))
+
+
 def error_line(error: BaseException, path: str | pathlib.Path) -> str:
     """`Type: message (file, line N)`: where in the file at `path` `error` was raised (its last
     frame there; a SyntaxError names its line itself)."""
