@@ -172,8 +172,20 @@ def _run(
     zero = cell.zero_carry((batch,), hidden_size, dtype)
     h_0 = jnp.stack([(zero if c is None else c)[0] for c in carries])
     c_0 = jnp.stack([(zero if c is None else c)[1] for c in carries])
+    # Each param by name before packing: the flat vector is their promotion, so a bfloat16
+    # direction (or param) beside float32 ones passed as float32 and ran silently in float32.
+    names = ["params"] if len(layers) == 1 else ["params_fw", "params_bw"]
+    _check_float32(
+        x=x,
+        h_0=h_0,
+        c_0=c_0,
+        **{
+            f"{name}[{key!r}]": p[key]
+            for name, p in zip(names, layers, strict=True)
+            for key in ("W_ih", "W_hh", "b_ih", "b_hh")
+        },
+    )
     weights = pack_lstm_weights(layers)
-    _check_float32(x=x, h_0=h_0, c_0=c_0, weights=weights)
     seq_lengths = (
         jnp.full((batch,), time, jnp.int32) if lengths is None else lengths.astype(jnp.int32)
     )

@@ -168,13 +168,16 @@ def test_dtypes_other_than_float32_are_refused_by_name(reference_kernel):
     """jax.experimental.rnn's cuDNN kernel is float32 only (CUDNN_DATA_FLOAT descriptors):
     bfloat16 params reached it and failed in its lowering ("Unknown output type"), float64
     ones would be read as float32. The stand-in kernel here takes any dtype, so the refusal
-    must come from cudnn_scan itself."""
+    must come from cudnn_scan itself. Each direction's params are checked before packing: a
+    bfloat16 backward direction beside a float32 forward one was promoted to float32 in the
+    packed vector, passed, and ran in float32 (the reference keeps it bfloat16)."""
     xs, initial = inputs()
-    params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), lstm_params(0))
+    params = lstm_params(0)
+    params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     with pytest.raises(ValueError, match=r"float32 LSTM only.*'x': 'bfloat16'"):
         scan.unroll(LSTM, params16, xs, LENGTHS, implementation="cudnn")
-    with pytest.raises(ValueError, match=r"float32 LSTM only.*'weights': 'bfloat16'"):
-        scan.bidirectional_unroll(LSTM, params16, params16, xs, implementation="cudnn")
+    with pytest.raises(ValueError, match=r"float32 LSTM only.*\"params_bw\['W_hh'\]\": 'bfloat16'"):
+        scan.bidirectional_unroll(LSTM, params, params16, xs, implementation="cudnn")
 
 
 def test_a_rocm_gpu_is_refused(reference_kernel, monkeypatch):
