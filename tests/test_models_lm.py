@@ -136,6 +136,16 @@ def test_language_models_reject_token_ids_outside_the_vocabulary():
         s2s.init_decode_state(jnp.array([[5, 1]]), jnp.array([2]), 4)
 
 
+def test_rnn_lm_refuses_misshaped_tokens_naming_them():
+    """T = 0 used to fail in the scan naming the embedded `xs` (shape (1, 0, 4)), and a
+    [batch, 1] token to `step` broadcast against the carry into [batch, batch, vocab] logits."""
+    rnn = RNNLanguageModel(5, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"^tokens has shape \(1, 0\); expected int \[batch, time"):
+        rnn(jnp.zeros((1, 0), jnp.int32))
+    with pytest.raises(ValueError, match=r"^token has shape \(2, 1\); expected int \[batch\]"):
+        rnn.step(rnn.zero_carry(2), jnp.zeros((2, 1), jnp.int32))
+
+
 def test_logits_are_the_dropped_outputs_times_the_undropped_tied_embedding():
     """logits = dropout_output(h) @ E^T + b (module docstring): the output dropout acts on the
     logits' input, and embedding dropout (whole word types zeroed for the input lookup, as in

@@ -154,6 +154,11 @@ class RNNLanguageModel(nnx.Module):
         `hidden` holds the last layer's output before (`"outputs"`) and after
         (`"dropped_outputs"`) output dropout, `[batch, time, hidden]`, for AR/TAR.
         """
+        # Static shape checks (fine under jit): the RNN's own would name the embedded `xs`.
+        if jnp.ndim(tokens) != 2 or jnp.shape(tokens)[1] < 1:
+            raise ValueError(
+                f"tokens has shape {jnp.shape(tokens)}; expected int [batch, time] with time >= 1"
+            )
         # The gather below clamps an id >= vocab_size to the last row: wrong logits, no error.
         check_ids("tokens", tokens, self.vocab_size, "vocab_size")
         key = (lambda stream: None) if rng is None else (lambda s: jax.random.fold_in(rng, s))
@@ -183,6 +188,8 @@ class RNNLanguageModel(nnx.Module):
 
         Stepping through a sequence gives the logits of `__call__` on it with `rng=None`.
         """
+        if jnp.ndim(token) != 1:  # a [batch, 1] token broadcast against the carry, silently
+            raise ValueError(f"token has shape {jnp.shape(token)}; expected int [batch]")
         check_ids("token", token, self.vocab_size, "vocab_size")  # the gather clamps
         x = self.embedding[...][token].astype(self.compute_dtype)
         new_carry, h = self._compute_rnn(None).step(carry, x)
