@@ -940,6 +940,26 @@ class System:
 LM_NAMES = {"witten-bell": "Witten-Bell", "modified-kneser-ney": "modified Kneser-Ney"}
 
 
+def witten_bell(
+    sentences: Sequence[Sequence[str]], order: int, unk_cutoff: int
+) -> WittenBellInterpolated:
+    """nltk's interpolated Witten-Bell `order`-gram LM fitted on tokenised `sentences`, padded
+    by nltk's `padded_everygram_pipeline` (order - 1 `<s>` and `</s>` each side). That pads
+    nothing at order 1, so a unigram LM would never count `</s>`: probability 0 (or `<UNK>`'s)
+    for every sentence end, the decoder's end score at the floor, and one token per sentence
+    left out of `reference_perplexity`. At order 1 each sentence gets one `</s>` (no `<s>`,
+    which nothing predicts), as `experiments.kneser_ney` pads it."""
+    if order > 1:
+        ngrams, words = padded_everygram_pipeline(order, sentences)
+    else:
+        padded = [[*sentence, "</s>"] for sentence in sentences]
+        ngrams = ([(word,) for word in sentence] for sentence in padded)
+        words = (word for sentence in padded for word in sentence)
+    model = WittenBellInterpolated(order, vocabulary=Vocabulary(unk_cutoff=unk_cutoff))
+    model.fit(ngrams, words)
+    return model
+
+
 def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple[System, dict]:
     """Align, extract, score and build the LM from `pairs`; -> (system, seconds per stage)."""
     timing = {}
@@ -959,11 +979,7 @@ def train_system(pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> tuple
     if smt.lm_smoothing == "modified-kneser-ney":
         model = KneserNeyLM.estimate(targets, smt.lm_order, smt.lm_unk_cutoff)
     else:
-        ngrams, words = padded_everygram_pipeline(smt.lm_order, targets)
-        model = WittenBellInterpolated(
-            smt.lm_order, vocabulary=Vocabulary(unk_cutoff=smt.lm_unk_cutoff)
-        )
-        model.fit(ngrams, words)
+        model = witten_bell(targets, smt.lm_order, smt.lm_unk_cutoff)
     timing["lm_s"] = time.perf_counter() - start
     sizes = {
         "phrase_pairs": len(counts),

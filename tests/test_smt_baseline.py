@@ -361,6 +361,23 @@ def test_reference_perplexity_is_the_lms_per_token_perplexity():
     assert perplexity == pytest.approx(expected) and left_out == 1
 
 
+def test_witten_bell_unigram_counts_the_sentence_end_as_kneser_ney_does():
+    """nltk's `padded_everygram_pipeline(1, ...)` pads nothing: `</s>` had probability 0, the
+    decoder's sentence end scored at the floor (log 1e-300), one token per sentence left out
+    of the perplexity. Now one `</s>` per sentence is counted: P(</s>) = 5 / (18 words + 5)."""
+    unigram = smt_baseline.witten_bell(SENTENCES, 1, 1)
+    assert unigram.score("</s>") == pytest.approx(5 / 23)
+    pair = {"source": ["x"], "target": ["a", "b"]}
+    perplexity, left_out = smt_baseline.reference_perplexity(
+        smt_baseline.DecoderLanguageModel(unigram, 1.0), [pair]
+    )
+    assert left_out == 0 and perplexity == pytest.approx((6 / 23 * 5 / 23 * 5 / 23) ** (-1 / 3))
+    # Higher orders keep nltk's padding.
+    trigram, reference = smt_baseline.witten_bell(SENTENCES, 3, 2), _trigram_model()
+    for word, context in (("</s>", ("a", "b")), ("c", ("<s>", "b")), ("e", ())):
+        assert trigram.score(word, context) == reference.score(word, context)
+
+
 def test_memoised_witten_bell_weights_leave_scores_unchanged():
     """The adapter memoises nltk's γ(context) on the model it wraps: every score stays a fresh
     model's, and wrapping the model again does not memoise twice."""
