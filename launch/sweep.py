@@ -102,7 +102,9 @@ def parse_config_arg(config_arg: str) -> tuple[pathlib.Path, str, str]:
         known = sorted(p.stem for p in (REPO_ROOT / "experiments" / "configs").glob("[!_]*.py"))
         raise ValueError(f"--config: no config file {path_str!r}; known experiments: {known}")
     name = path.stem
-    if importlib.util.find_spec(f"experiments.{name}") is None:
+    # A stem that is no module name (`my.exp.py`) raised ModuleNotFoundError from find_spec
+    # (it imports `experiments.my`): a traceback instead of this message.
+    if not name.isidentifier() or importlib.util.find_spec(f"experiments.{name}") is None:
         raise ValueError(
             f"--config={config_arg!r}: config {name!r} has no experiment module "
             f"experiments/{name}.py (the module is named after its config file)"
@@ -417,10 +419,12 @@ def check_seed_replicas(
         if key in point:
             return point[key]
         if key in common:
+            # As the run reads it (absl's parser, `_set_value`): `int()` refused `0x3`, which
+            # the run reads as 3, and the overlap went unchecked.
             try:
-                return int(common[key])
+                return flags.IntegerParser().parse(common[key])
             except ValueError:
-                return None  # not an int: the run itself refuses it
+                return None  # not an int: `_set_value` refuses it, naming the flag
         return config.get(key) if hasattr(config, "get") else None
 
     spans: dict[Any, list[tuple[dict, int, int]]] = {}

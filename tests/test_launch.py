@@ -464,6 +464,8 @@ def test_a_set_key_given_twice_is_refused():
     assert sweep.parse_set_flags(["a.b=1", "c=x=y"]) == {"a.b": "1", "c": "x=y"}
     with pytest.raises(ValueError, match=r"--set a.b given twice \('1' and '2'\)"):
         sweep.parse_set_flags(["a.b=1", "c=3", "a.b=2"])
+    with pytest.raises(ValueError, match=r"--set='a.b': expected key=value"):
+        sweep.parse_set_flags(["a.b"])
 
 
 def test_set_values_are_read_as_the_runs_read_them():
@@ -769,6 +771,11 @@ def test_run_names_keep_every_digit_and_replica_overlap_is_found_in_either_order
     sweep.check_seed_replicas(config, [{"seed": 2}, {"seed": 0}], {})
     with pytest.raises(ValueError, match=r"seeds 2\.\.3 and 1\.\.2 overlap"):
         sweep.check_seed_replicas(config, [{"seed": 2}, {"seed": 1}], {})
+    # `--set num_seeds=0x3` is 3 to the run (absl's parser); int() refused it, unchecked.
+    with pytest.raises(ValueError, match=r"seeds 0\.\.2 and 2\.\.4 .*\(--set num_seeds=0x3\)"):
+        sweep.check_seed_replicas(config, [{"seed": 0}, {"seed": 2}], {"num_seeds": "0x3"})
+    sweep.check_seed_replicas(config, [{"seed": 0}, {"seed": 2}], {"num_seeds": "abc"})
+    assert sweep.run_name({}) == "default"
 
 
 def test_run_local_skips_finished_runs_and_fails_a_run_that_wrote_no_results(tmp_path, capsys):
@@ -892,3 +899,151 @@ def test_run_local_gives_each_slot_its_environment_and_counts_as_run_submitit_do
     assert all(len(env) == 1 for _, env in seen)  # one GPU each: no preallocation setting
     out = capsys.readouterr().out
     assert "c: FAILED (exit 0," in out and "d: FAILED (exit 3," in out and "f: NOT RUN" in out
+
+
+def test_plan_edges_name_the_bad_config_value_or_point(tmp_path):
+    """Plan-time refusals a user can reach: a config file with no experiment module (a stem
+    that is no module name, `my.exp.py`, raised ModuleNotFoundError from find_spec), a value
+    of another type than its field, two points that map to one run directory."""
+    import ml_collections
+
+    for stem in ("no_such_experiment", "my.exp"):
+        (tmp_path / f"{stem}.py").write_text("")
+        with pytest.raises(ValueError, match=rf"config '{stem}' has no experiment module"):
+            sweep.parse_config_arg(f"{tmp_path / stem}.py:smoke")
+    config = ml_collections.ConfigDict({"flag": True, "sizes": (1, 2), "name": "a"})
+    sweep.check_overrides(config, {"sizes": [3], "flag": False, "name": "b"})
+    for key, value, kind in [("flag", 1, "bool"), ("sizes", 3, "tuple"), ("name", 1, "str")]:
+        with pytest.raises(ValueError, match=rf"sweep key '{key}': value {value} .*{kind} field"):
+            sweep.check_overrides(config, {key: value})
+    assert sweep._set_value(config, "name", "x y") == "x y"
+    assert sweep._set_value(config, "sizes", "(3,)") is sweep._UNPARSED
+    assert sweep.format_override([1, 2]) == "(1, 2)"  # as config_flags reads a tuple
+    assert sweep.setting_key(frozenset([1])) == ("text", '"frozenset({1})"')
+    same = config_with_sweep(tmp_path, [{"data.root": "/a b"}, {"data.root": "/a_b"}])
+    with pytest.raises(ValueError, match="two sweep points give the same run 'root=_a_b'"):
+        sweep.plan_runs(same, tmp_path / "root")
+
+
+def test_execute_without_flock_or_told_to_stop_and_slots_edges(tmp_path, monkeypatch):
+    """A filesystem without flock runs unguarded; a run submitted after SIGTERM (or whose
+    process started as the handler ran) is stopped, not left running; --parallel < 0 and
+    a platform without sched_getaffinity."""
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "no locks")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fcntl, "flock", no_flock)
+        assert sweep.execute([sys.executable, "-c", "pass"], str(tmp_path / "a"), {}) == 0
+    sweep._STOPPING.set()
+    try:
+        assert sweep.execute(["false"], str(tmp_path / "b"), {}) == -signal.SIGTERM
+        assert not (tmp_path / "b" / "log.txt").exists()  # never started
+    finally:
+        sweep._STOPPING.clear()
+    popen = subprocess.Popen
+
+    def popen_then_stop(*args, **kwargs):  # SIGTERM lands between Popen and registration
+        process = popen(*args, **kwargs)
+        sweep._STOPPING.set()
+        return process
+
+    with monkeypatch.context() as patch:
+        patch.setattr(subprocess, "Popen", popen_then_stop)
+        try:
+            code = sweep.execute(["sleep", "30"], str(tmp_path / "c"), {})
+        finally:
+            sweep._STOPPING.clear()
+    assert code == -signal.SIGTERM
+    with pytest.raises(ValueError, match=r"--parallel=-1: expected >= 0"):
+        sweep._slots(-1)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert sweep._cpu_cores() == 3
+
+
+def test_main_passes_the_launcher_its_parameters_and_exits_naming_failed_runs(
+    tmp_path, monkeypatch
+):
+    """`main`'s flags (a stand-in for absl's FLAGS; defined only when run as a program): the
+    SLURM sizes reach submitit, `--slurm_gpus_per_node=0` is left out, failed runs end it."""
+    import types
+
+    from absl import app
+
+    with pytest.raises(app.UsageError, match=r"unexpected arguments: \['x'\]"):
+        sweep.main(["prog", "x"])
+    values = dict(config=None, workdir=str(tmp_path), set=[], dry_run=False, parallel=0)
+    values.update(slurm_partition="p", slurm_cpus_per_task=4, slurm_mem_gb=32)
+    values.update(slurm_time_min=60, slurm_gpus_per_node=0, launcher="slurm")
+    monkeypatch.setattr(sweep.flags, "FLAGS", types.SimpleNamespace(**values))
+    with pytest.raises(app.UsageError, match="--config and --workdir are required"):
+        sweep.main(["prog"])
+    sweep.flags.FLAGS.config = SMOKE
+    run = sweep.Run("a", tmp_path / "a", {}, ("python",))
+    monkeypatch.setattr(sweep, "plan_runs", lambda *args: [run])
+    calls = []
+    monkeypatch.setattr(sweep, "run_submitit", lambda *args: calls.append(args[1:]) or [run])
+    slurm = {"timeout_min": 60, "slurm_partition": "p", "cpus_per_task": 4, "mem_gb": 32}
+    with pytest.raises(SystemExit, match=r"launch.sweep: 1 run\(s\) failed: \['a'\]"):
+        sweep.main(["prog"])
+    sweep.flags.FLAGS.slurm_gpus_per_node = 2
+    sweep.flags.FLAGS.launcher = "submitit_local"
+    with pytest.raises(SystemExit):
+        sweep.main(["prog"])
+    assert calls == [("slurm", slurm), ("local", {"timeout_min": 60})]
+    sweep.flags.FLAGS.launcher = "slurm"
+    with pytest.raises(SystemExit):
+        sweep.main(["prog"])
+    assert calls[-1] == ("slurm", {**slurm, "gpus_per_node": 2})
+
+
+def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, capsys):
+    """A root without (or with a malformed) sweep.json, a metric one group lacks (blank), a
+    nested multi-seed row, numbers outside 1e-3..1e5, a metric with no finite value (no
+    plot), and `main`'s usage and output."""
+    with pytest.raises(ValueError, match=rf"{tmp_path}/sweep.json: no sweep.json; is {tmp_path}"):
+        report.load_runs(tmp_path)
+    for text, said in [
+        ("{", "not a launch.sweep"),
+        ("{}", "not a launch.sweep"),
+        ('{"runs": {}}', "`runs` is dict, not a list"),
+    ]:
+        (tmp_path / "sweep.json").write_text(text)
+        with pytest.raises(ValueError, match=rf"{tmp_path}/sweep.json: {said}"):
+            report.load_runs(tmp_path)
+        if said.startswith("not"):
+            with pytest.raises(ValueError, match=rf"{tmp_path}/sweep.json: {said}"):
+                sweep._recorded_commands(tmp_path)
+    nested = {"steps": 5, "adding": {"loss": 1.5, "loss_std": 0.5, "per_seed": {"loss": [1, 2]}}}
+    assert report.flatten_final(nested) == {"steps": [5.0], "adding.loss": [1.0, 2.0]}
+    assert [report.format_number(v) for v in (123456.0, 1.234e-4, 0.0, math.inf)] == [
+        "1.23e+05",
+        "0.000123",
+        "0",
+        "inf",
+    ]
+    groups = [
+        {"setting": {"lr": 1}, "samples": {"acc": [0.5]}},
+        {"setting": {"lr": 2}, "samples": {"loss": [2.0]}},
+    ]
+    assert "| 1 | 0.5 (1) |  |" in report.markdown_table(groups)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text('{"final": {"acc": 0.5, "loss": [null]}}')
+    runs = [{"name": "r", "overrides": {"lr": 1}}, {"name": "s", "overrides": {"lr": 2}}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "c.py:v", "runs": runs}))
+    plotted = []
+    monkeypatch.setattr(report, "plot_metric", lambda groups, metric, path: plotted.append(metric))
+    monkeypatch.setattr(report, "plot_curves", lambda groups, path: False)
+    with pytest.raises(SystemExit, match="usage: python -m launch.report ROOT"):
+        report.main([])
+    report.main([str(tmp_path)])
+    assert plotted == ["acc"]
+    out = capsys.readouterr().out
+    assert "| 1 | 0.5 (1) | no finite value (0 of 1) |" in out
+    assert out.endswith(f"wrote {tmp_path / 'report.md'}\n")
+    text = (tmp_path / "report.md").read_text()
+    assert "1 of 2 runs finished; not finished: s." in text and "![acc.png](acc.png)" in text
