@@ -425,7 +425,9 @@ def floor_across_runs(runs: list[dict], *, per_run: bool = False) -> str:
         "|---|---|---|---|",
     ]
     for what, (torch, ours) in table.items():
-        count = sum(v is not None for v in ours)
+        # The runs that timed this group's floor, not those with an rnn_jax ratio (a run
+        # without rnn_jax in `backends` counted 0 beside its torch ratios).
+        count = sum(t is not None or o is not None for t, o in zip(torch, ours, strict=True))
         lines.append(f"| {what} | {count} | {spread(torch)} | {spread(ours)} |")
     return "\n".join(lines) + "\n"
 

@@ -159,7 +159,8 @@ def test_floor_rows_are_per_round_ratios():
         },
         "load": [0.1],
     }
-    header, rule, row = throughput_report.floor_rows([group])
+    no_floor = group | {"members": {"rnn_jax": member([1.0])}}
+    header, rule, row = throughput_report.floor_rows([no_floor, group])  # no row without one
     assert header.count("|") == rule.count("|") == row.count("|")
     # rnn_jax over floor per round: 1/3, 4/3, 1/3 -> 0.33 (the ratio of medians: 0.67); torch:
     # 1, 2, 2 -> 2.00; no flax.
@@ -176,6 +177,11 @@ def test_floor_rows_are_per_round_ratios():
     table = throughput_report.floor_across_runs([old_run, new_run, faster, new_run])
     assert "| lstm small fwd | 3 | 2.00× (2.00–4.00) | 0.33× (0.33–0.33) |" in table
     assert throughput_report.floor_across_runs([old_run]) == ""
+    # Runs without rnn_jax in `backends` (a peer-only run): counted by their torch ratios.
+    peers_only = {"final": {"groups": [group | {"members": {"torch": member([1.0, 2.0, 1.0])}}]}}
+    peers_only["final"]["groups"][0]["members"]["xla_gemm_floor"] = member([1.0, 4.0, 2.0])
+    table = throughput_report.floor_across_runs([peers_only, peers_only])
+    assert "| lstm small fwd | 2 | 2.00× (2.00–2.00) | – |" in table
 
 
 def test_interleaving_rotates_the_start(monkeypatch):
@@ -359,7 +365,8 @@ def test_gpu_goals_and_kernel_columns():
         {"cell": "min_gru:sequential", "time": 4096, "tokens_per_s": {"median": 1e4}},
         {"cell": "min_gru:associative", "time": 4096, "tokens_per_s": {"median": 1.2e5}},
     ]
-    lines = throughput_report.gpu_checks([group], sweep)
+    other = group | {"shape_name": "small"}  # the goal is medium's only
+    lines = throughput_report.gpu_checks([other, group], sweep)
     assert lines == [
         "- MISSED: lstm medium fwd_bwd vs torch (cuDNN): 0.85× (goal ≥ 0.9×)",
         "- MET: lstm medium fwd_bwd vs rnn_jax_cudnn (cuDNN): 0.95× (goal ≥ 0.9×)",
@@ -571,6 +578,23 @@ def test_an_unknown_mode_fails_before_anything_is_built():
         with pytest.raises(ValueError, match="mode='backward'; allowed: fwd, fwd_bwd"):
             builder("backward")
 
+    # A backend a builder does not know is named with the ones it does; a known one without
+    # the cell is None (skipped), as is a stack of no layers an error.
+    def stacked(backend, cell, shape, mode):
+        return throughput_peers.build_stacked(backend, cell, shape, 2, mode)
+
+    unknown = [
+        (throughput_peers.build, "jax", "rnn_jax, rnn_jax_reference"),
+        (throughput_peers.build_bidirectional, "torch", "rnn_jax, rnn_jax_two_scans, flax$"),
+        (stacked, "rnn_jax_remat", "rnn_jax, flax, torch$"),
+    ]
+    for builder, backend, allowed in unknown:
+        with pytest.raises(ValueError, match=f"backend='{backend}'; allowed: {allowed}"):
+            builder(backend, "lstm", shape, "fwd")
+        assert builder("flax", "min_gru:sequential", shape, "fwd") is None
+    with pytest.raises(ValueError, match="layers=0 must be >= 1"):
+        throughput_peers.build_stacked("rnn_jax", "lstm", shape, 0, "fwd")
+
 
 def test_peak_memory_baseline_comes_after_the_peer_import_and_a_peak_reset(monkeypatch):
     """The child's baseline must follow everything the members do not pay for themselves:
@@ -605,3 +629,53 @@ def test_peak_memory_baseline_comes_after_the_peer_import_and_a_peak_reset(monke
         want = ["malloc=retain", *imported, "reset", "build", "run", "run"]
         assert steps == want, backend
     assert len(figures) == 3 and all(isinstance(f, float) for f in figures)
+
+
+def test_rss_items_torch_threads_and_a_torchless_install_reach_the_run(tmp_path, monkeypatch):
+    """The parts of `run` the smoke run leaves out (each costs a spawned process or a GPU):
+    one peak-RSS row per supported (shape, cell, backend), unsupported pairs skipped and a
+    failed measurement shown as –; `torch_threads` set only when torch is benchmarked; the
+    `malloc` mode passed on and named in the table; `torch` dropped where it is not installed."""
+    torch = pytest.importorskip("torch")
+    config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES, trains=False)
+    config.configs = config.bidirectional = config.stacked = config.sweep.lengths = ""
+    config.cells, config.backends = "lstm,min_gru:sequential", "rnn_jax,torch"
+    config.rss_configs, config.torch_threads, config.malloc = "tiny", 3, "retain"
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+    monkeypatch.setattr(throughput.allocator, "configure", lambda m: calls.append(("malloc", m)))
+    monkeypatch.setattr(throughput.peers, "matmul_peak", lambda size: None)
+    figures = {"rnn_jax": 12.0, "torch": None}  # torch's child failed or ran past its limit
+
+    def peak_rss(backend, cell, shape, mode, malloc):
+        calls.append((backend, cell, shape, mode, malloc))
+        return figures[backend]
+
+    monkeypatch.setattr(throughput, "peak_rss", peak_rss)
+    results = throughput.run(config, str(tmp_path))
+    tiny = tuple(config.shapes.tiny)
+    assert calls == [("threads", 3), ("malloc", "retain")] + [
+        ("rnn_jax", "lstm", tiny, "fwd_bwd", "retain"),
+        ("torch", "lstm", tiny, "fwd_bwd", "retain"),
+        ("rnn_jax", "min_gru:sequential", tiny, "fwd_bwd", "retain"),  # no torch minGRU
+    ]
+    rss = results["final"]["rss"]
+    assert [(r["cell"], r["backend"], r["peak_rss_delta_mib"]) for r in rss] == [
+        ("lstm", "rnn_jax", 12.0),
+        ("lstm", "torch", None),
+        ("min_gru:sequential", "rnn_jax", 12.0),
+    ]
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| lstm | tiny | rnn_jax | 12 |\n| lstm | tiny | torch | – |\n" in table
+    assert "Allocator: freed memory retained in the heap" in table
+    assert not (tmp_path / throughput.PLOT).exists()  # no sweep, no plot
+    calls.clear()
+    config.backends, config.rss_configs = "rnn_jax", ""
+    throughput.run(config, str(tmp_path))
+    assert calls == [("malloc", "retain")]  # torch's threads are torch's business only
+    real = throughput.importlib.util.find_spec
+    monkeypatch.setattr(
+        throughput.importlib.util, "find_spec", lambda n: None if n == "torch" else real(n)
+    )
+    config.backends = "torch,rnn_jax"
+    assert throughput.backends_of(config) == ["rnn_jax"]

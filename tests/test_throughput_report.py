@@ -76,7 +76,9 @@ def test_goal_checks_name_the_goals_a_missing_peer_leaves_unmeasured():
     assert throughput_report.goal_checks([_group("lstm", "tiny", "fwd", ["rnn_jax"], {})]) == []
 
 
-def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(tmp_path, monkeypatch):
+def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(
+    tmp_path, monkeypatch, capsys
+):
     """A previous run's results.json in the workdir stayed while a rerun measured: stopped,
     the rerun left its partial.json beside the old results.json, and throughput_report read
     the old run as this directory's finished one."""
@@ -105,6 +107,20 @@ def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(tmp_path
         (other / "results.json").write_bytes(data)
         with pytest.raises(app.UsageError, match=message):
             throughput_report.main(["throughput_report", str(other)])
+    with pytest.raises(app.UsageError, match="give one or more throughput workdirs"):
+        throughput_report.main(["throughput_report"])
+    # A finished run that timed the floor: the goal table, then the floor's.
+    results = _results("cpu", 1.1)
+    seconds = {"rnn_jax": [1.0], "torch": [1.1], throughput_report.FLOOR: [0.5]}
+    members = {name: MEMBER | {"seconds": s} for name, s in seconds.items()}
+    results["final"]["groups"][0]["members"] = members
+    (other / "results.json").write_text(json.dumps(results))
+    monkeypatch.setattr(throughput_report, "FLAGS", types.SimpleNamespace(per_run=False))
+    throughput_report.main(["throughput_report", str(other)])
+    out = capsys.readouterr().out
+    assert out.startswith(throughput_report.across_runs([results]))
+    assert "The XLA GEMM floor (the runs that timed it)" in out
+    assert "| lstm medium fwd_bwd | 1 | 0.45× (0.45–0.45) | 0.50× (0.50–0.50) |" in out
 
 
 MEMBER = {
