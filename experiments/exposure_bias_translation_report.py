@@ -111,6 +111,12 @@ def selection_sentence(summaries: dict[str, dict]) -> str:
     return "Scored checkpoint: " + "; ".join(parts) + "." if parts else ""
 
 
+def _curve_cell(value: float | None) -> str:
+    """A valid_curve value; 'n/a' for a diverged one (`valid_curve` stores it as null), which
+    `grid.fmt` printed as Python's 'None'."""
+    return "n/a" if value is None or not math.isfinite(value) else grid.fmt(value)
+
+
 def valid_curve_lines(summaries: dict[str, dict]) -> list[str]:
     """With `translation.valid_bleu`: every evaluation's val TF NLL and BLEU per regime (the
     scored step marked), what choosing a checkpoint by NLL or by BLEU would pick."""
@@ -124,9 +130,7 @@ def valid_curve_lines(summaries: dict[str, dict]) -> list[str]:
                 [
                     s["regime"],
                     f"{point['step']}{' (scored)' if point['step'] == scored else ''}",
-                    grid.fmt(point.get("tf_nll")),
-                    grid.fmt(point.get("greedy_bleu")),
-                    grid.fmt(point.get("beam_bleu")),
+                    *(_curve_cell(point.get(k)) for k in ("tf_nll", "greedy_bleu", "beam_bleu")),
                 ]
             )
     if not rows:

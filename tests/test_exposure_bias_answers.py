@@ -379,3 +379,30 @@ def test_translation_answer_with_one_seed_or_a_diverged_regime_claims_no_spread(
     text = answer({"a": _mt("teacher_forcing", [30.0, 31.0]), "b": _mt("linear", [29.0, None])})
     assert "within the seed spread" not in text
     assert "with teacher_forcing, not ranked against linear (a seed diverged: not" in text
+
+
+def test_unranked_closer_regimes_and_the_valid_curve_table_edge_rows():
+    """A regime closer on average but with one seed or a diverged seed is named as not
+    ranked, with why; the scored checkpoint of a 'last' selection; a valid_curve row without
+    BLEU is left out and a diverged (null) value reads 'n/a', not Python's 'None'."""
+    text = eb._scheduled_vs_teacher_forcing(
+        {"teacher_forcing": [1.0, 2.0], "linear": [0.5], "exp": [0.2, None], "sig": [0.1, 0.2]},
+        ["linear", "exp", "sig"],
+    )
+    assert text == (
+        " Scheduled sampling comes closer to it than teacher forcing with sig. Closer on "
+        "average than teacher forcing, but not ranked: linear (one seed: no seed spread to "
+        "compare), exp (a seed diverged: not compared seed by seed)."
+    )
+    curve = [
+        {"step": 10, "tf_nll": 2.5},
+        {"step": 20, "tf_nll": None, "greedy_bleu": 1.5, "beam_bleu": 2.0},
+    ]
+    summaries = {"a": {"regime": "linear", "selected": {"by": "last", "step": 20, "of": 20}}}
+    summaries["a"]["valid_curve"] = curve
+    assert translation_report.selection_sentence(summaries) == (
+        "Scored checkpoint: linear: the last (step 20)."
+    )
+    lines = translation_report.valid_curve_lines(summaries)
+    rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| linear")]
+    assert rows == ["| linear | 20 (scored) | n/a | 1.5 | 2 |"]

@@ -102,3 +102,25 @@ def test_unranked_reason_and_spread_phrase_name_why_a_pair_is_not_ranked():
         f"c (one seed: no seed spread to compare), d ({diverged})"
     )
     assert grid.nan_mean([1.0, float("inf"), 3.0]) == 2.0
+
+
+def test_grid_helpers_edge_inputs(tmp_path):
+    """A resumed TaskStream continues at the stored index; an unreadable point record is
+    named; `fmt` passes non-finite values through; a stream no longer than the window is
+    refused naming both lengths."""
+    import numpy as np
+    import pytest
+
+    from experiments import grid
+
+    stream = grid.TaskStream(lambda i: {"i": i})
+    stream.load_state_dict({"index": np.int64(5)})
+    assert next(stream) == {"i": 5} and stream.state_dict() == {"index": 6}
+    record = tmp_path / grid.POINT_CONFIG_FILE
+    record.write_text("{torn")
+    assert grid._changed_keys(record, {}) == f"{record} is not valid JSON"
+    fmts = [grid.fmt(v) for v in (None, float("nan"), 0.0, 2e-4)]
+    assert fmts == ["None", "nan", "0", "2.00e-04"]
+    with pytest.raises(ValueError, match="stream of 4 tokens is too short for windows of 4"):
+        grid.random_windows(np.arange(4), 0, 0, 2, 4)
+    assert grid.random_windows(np.arange(5), 0, 0, 3, 4).tolist() == [[0, 1, 2, 3]] * 3

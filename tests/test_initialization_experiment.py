@@ -481,3 +481,36 @@ def test_run_point_keeps_seeds_apart(tmp_path, monkeypatch):
     assert s["steps_to_success"] == [20.0, 10.0]
     first, second = s["at_init"]["loss"]  # one init key for every seed: equal
     assert first != second
+
+
+def test_sigma_and_log10_cells_name_underflow_divergence_and_old_summaries(tmp_path):
+    """The report cells for an all-underflowed / all-diverged quantity, the share of exactly
+    zero products in '10^x', a summary from before 'steps' refused naming its point, and
+    Q5's GRU/LSTM sentence once both cells ran."""
+    k, summary = 9, {"steps": 10}
+
+    def metrics(means, zeros):
+        return {f"log10_sigma_max_k{k}": means, f"sigma_zero_fraction_k{k}": zeros}
+
+    assert initialization._log10_cell([-math.inf, -math.inf]) == "< −38 (underflow)"
+    assert initialization._log10_cell([None, float("nan")]) == "diverged (NaN)"
+    assert initialization._log10_cell([-math.inf, -2.0]) == "-2 (1/2 seeds)"
+    assert initialization._sigma_cell(metrics([None, None], [0.0, None]), summary) == (
+        "diverged (NaN)"
+    )
+    power = initialization._sigma_power
+    assert power(metrics([None, None], [1.0, 1.0]), summary) == "0 (every product exactly 0)"
+    assert power(metrics([None, None], [0.0, None]), summary) == "diverged (NaN)"
+    assert power(metrics([-2.0, -4.0], [0.5, 0.0]), summary) == (
+        "10^-3.0 (exactly 0 for 25% of the sequences)"
+    )
+    old = {"task": "adding", "length": 10, "cell": "lstm", "init": "glorot"}
+    with pytest.raises(ValueError, match="grid point adding-T10-lstm-glorot has no 'steps'"):
+        initialization._longest(old)
+    points = [
+        _point("gru", "orthogonal", [1.0, 0.0], -1.0),
+        _point("lstm", "orthogonal", [1.0, 1.0], -1.0),
+        _point("lstm", "glorot", [0.0, 0.0], -1.0),
+    ]
+    q5 = _answers(tmp_path, points)[5]
+    assert "GRU 1/2, LSTM 2/2; with Glorot: GRU –, LSTM 0/2." in q5

@@ -546,3 +546,7 @@ def test_cost_arithmetic_and_wording_from_faked_timings(tmp_path, monkeypatch):
         "latency: not supported here, the RNNs' grew too (KV cache ×4.0, RNNs up to ×1.4); "
         "in-scan latency: supported (KV cache ×5.0, RNNs ≤ ×1.1)."
     )
+    rnns_only = rva.generation_answer([r for r in rows if r["model"] != "transformer"])
+    assert rnns_only.startswith("Per-token generation, batch 1, with 16 → 64 tokens")
+    assert "transformer 0." not in rnns_only and "gru 0.250 → 0.350 (×1.4)" in rnns_only
+    assert rnns_only.endswith("KiB. Needs both an RNN and the transformer to compare.")

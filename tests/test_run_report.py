@@ -49,6 +49,7 @@ def test_summary_text_leaves_out_a_seed_that_is_not_finite_and_says_so():
     assert run_report.summary_text([0.8, float("nan"), 0.9], seeds=False) == expected
     assert run_report.summary_text([None, 0.7]) == "0.700 (1/2 seeds)"
     assert run_report.summary_text([None, float("nan")]) == "no finite value (2 seeds)"
+    assert run_report.summary_text(None) == run_report.summary_text([]) == "not measured"
 
 
 def test_curves_keep_one_record_per_step_and_the_plot_is_written(tmp_path):
@@ -66,7 +67,10 @@ def test_curves_keep_one_record_per_step_and_the_plot_is_written(tmp_path):
     np.testing.assert_array_equal(values, [[1.9, 2.1], [1.4, 1.6], [1.1, 1.3]])
     steps, values = run_report.read_curve(tmp_path, "valid_loss")
     np.testing.assert_array_equal(steps, [4])
-    run_report.plot_learning_curves(tmp_path, tmp_path / "curves.png", "test")
+    steps, values = run_report.read_curve(tmp_path, "train_nll")  # never logged
+    assert steps.shape == (0,) and values.shape == (0, 1)
+    # a train key the run did not log: the validation curve alone, no error
+    run_report.plot_learning_curves(tmp_path, tmp_path / "curves.png", "test", "train_nll")
     assert_png(tmp_path / "curves.png")
 
 

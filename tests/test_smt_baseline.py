@@ -1052,3 +1052,10 @@ def test_tuning_on_the_scored_split_is_refused(tmp_path, data_root):
     with pytest.raises(smt_baseline.cfg.ConfigError, match="MERT tunes on val"):
         smt_baseline.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_data_root_without_multi30k_is_named(tmp_path):
+    config = smt_configs.get_config("smoke")
+    config.data.root = str(tmp_path)
+    with pytest.raises(ValueError, match=rf"data\.root='{tmp_path}': no {tmp_path}/multi30k/tok"):
+        smt_baseline.load_pairs(config)

@@ -575,7 +575,9 @@ def test_answers_on_hand_made_results(tmp_path):
     [
         ("probe.distances", "2,1", "probe.distances='2,1': must be increasing distinct integers"),
         ("probe.distances", "0,-1", "probe.distances='0,-1': must be increasing"),
+        ("probe.distances", "0,a", "probe.distances='0,a': must be increasing distinct integers"),
         ("probe.shrinkages", "0,1", "probe.shrinkages='0,1': must be positive numbers"),
+        ("probe.shrinkages", "0.1,x", "probe.shrinkages='0.1,x': must be positive numbers"),
         ("probe.test_split", "train", "probe.test_split='train': must be one of"),
         ("probe.num_words", 0, "probe.num_words=0: must be an integer >= 1"),
         ("probe.holdout_fraction", 0.9, "probe.holdout_fraction=0.9"),
