@@ -227,7 +227,9 @@ def _check_grid_inputs(
         )
     if not 0 < holdout.sum() < len(holdout):
         raise ValueError("holdout must mark some rows, not all")
-    if not grid:
+    # `not grid` raised NumPy's "truth value ... is ambiguous" for a grid such as
+    # np.logspace(-3, 0, 4); an empty array leant on NumPy's deprecated empty truth value.
+    if len(grid) == 0:
         raise ValueError(f"{grid_name}={list(grid)}: expected at least one value")
     for value in grid:
         _check_regularization(f"{grid_name} value", value)

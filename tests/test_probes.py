@@ -16,6 +16,11 @@ def test_layer_states_refuse_token_ids_outside_the_vocabulary():
     for bad in (11, -1):
         with pytest.raises(ValueError, match=r"tokens holds ids in .* but vocab_size=11"):
             probes.layer_states(model, np.array([[1, bad, 2]]))
+    half = nnx.eval_shape(
+        lambda: RNNLanguageModel(11, 6, compute_dtype="bfloat16", rngs=nnx.Rngs(3))
+    )
+    with pytest.raises(ValueError, match=r"needs compute_dtype float32, not bfloat16"):
+        probes.layer_states(half, np.array([[1, 2]]))
 
 
 def test_control_task_refuses_class_probs_that_are_not_finite():
@@ -39,6 +44,16 @@ def test_probes_refuse_a_regularization_that_is_not_finite_and_positive():
             probes.fit_lda_probes(x, labels[:, None], [2], [1.0, bad], holdout)
         with pytest.raises(ValueError, match=r"l2_penalties value=.*a finite number > 0"):
             probes.fit_logistic_probes(x, labels[:, None], [2], [bad], holdout, iterations=1)
+    # A NumPy grid (np.logspace) died in `not grid` ("truth value ... is ambiguous").
+    grid = np.array([0.5, 1.0])
+    by_array = probes.fit_lda_probes(x, labels[:, None], [2], grid, holdout)[0]
+    by_list = probes.fit_lda_probes(x, labels[:, None], [2], grid.tolist(), holdout)[0]
+    np.testing.assert_array_equal(by_array.predict(x), by_list.predict(x))
+    assert by_array.regularization == by_list.regularization
+    with pytest.raises(ValueError, match=r"shrinkages=\[\]: expected at least one value"):
+        probes.fit_lda_probes(x, labels[:, None], [2], np.array([]), holdout)
+    with pytest.raises(ValueError, match=r"labels \(4,\): expected \[n, 1\]"):
+        probes.fit_lda_probes(x, labels, [2], [1.0], holdout)
 
 
 def test_a_constant_float64_feature_is_zero_after_standardising():
