@@ -105,6 +105,13 @@ def test_bad_arguments_raise():
         attention.make_attention("cosine", 4, 4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="query_size == key_size"):
         attention.make_attention("dot", 4, 5, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="score must be 'dot' or 'general', got 'cosine'"):
+        attention.MultiplicativeAttention(4, 4, "cosine", rngs=nnx.Rngs(0))
+    # No mask: a plain softmax over the axis (checked against NumPy's).
+    scores = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], np.float32)
+    expected = np.exp(scores[:, 1]) / np.exp(scores).sum(axis=1)
+    got = attention.masked_softmax(jnp.asarray(scores), None, axis=-1)
+    np.testing.assert_allclose(np.asarray(got)[:, 1], expected, rtol=1e-6)
 
 
 def test_gradient_flows_only_through_real_positions(inputs):

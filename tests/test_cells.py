@@ -87,6 +87,12 @@ def test_get_cell_errors():
         cells.get_cell("elman", nonlinearity="sigmoid")
     with pytest.raises(ValueError, match=r"method='parallel'.*auto, sequential, associative"):
         cells.get_cell("min_gru", method="parallel")
+    lstm = cells.LSTM()
+    assert cells.get_cell(lstm) is lstm
+    with pytest.raises(
+        ValueError, match=r"options \{'method': 'scan'\} given with a cell instance"
+    ):
+        cells.get_cell(lstm, method="scan")
     with pytest.raises(ValueError, match="hidden_size=0"):
         cells.LSTM().init(jax.random.key(0), 3, 0)
 

@@ -183,6 +183,17 @@ def test_bad_shapes_and_lengths_raise():
         crf.log_partition(e, jnp.asarray([5, 1, 1, 1]), transitions, start, end)
     with pytest.raises(ValueError, match="start_transitions"):
         crf.viterbi_decode(e, jnp.asarray(LENGTHS), transitions, start[:2], end)
+    with pytest.raises(
+        ValueError, match=r"emissions must be \[batch, time, num_tags\], got shape \(4, 3\)"
+    ):
+        crf.log_partition(e[0], jnp.asarray(LENGTHS), transitions, start, end)
+    with pytest.raises(ValueError, match=r"emissions must have time >= 1, got shape \(4, 0, 3\)"):
+        crf.log_partition(e[:, :0], jnp.asarray(LENGTHS), transitions, start, end)
+    with pytest.raises(ValueError, match=r"lengths must have shape \(4,\), got \(3,\)"):
+        crf.log_partition(e, jnp.asarray(LENGTHS[:3]), transitions, start, end)
+    tags = jnp.zeros(e.shape[:2], jnp.int32)
+    with pytest.raises(ValueError, match=r"tags must have shape \(4, 4\), got \(4, 3\)"):
+        crf.sequence_score(e, tags[:, 1:], jnp.asarray(LENGTHS), transitions, start, end)
 
 
 def test_crf_refuses_float_lengths_and_tags():

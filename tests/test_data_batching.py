@@ -284,3 +284,24 @@ def test_an_iterator_state_outside_the_data_is_refused(position):
         with pytest.raises(ValueError, match="outside this data"):
             data.load_state_dict({"epoch": 0, "batch_index": len(data) + 1, **extra})
         data.load_state_dict({"epoch": 1, "batch_index": len(data), **extra})  # epoch's end
+
+
+def test_bad_arguments_are_refused_naming_the_value():
+    one = [{"inputs": np.arange(3)}]
+    cases = [
+        (lambda: pad_batch(one, time_multiple=0), "time_multiple=0 must be >= 1"),
+        (lambda: pad_batch([{"inputs": np.arange(0)}]), "field 'inputs' has an empty sequence"),
+        (lambda: epoch_plan(np.arange(5), 0, 0, 0), "batch_size=0 must be >= 1"),
+        (lambda: epoch_plan(np.arange(5), 2, 0, 0, True, 0), "bucket_pool=0 must be None"),
+        (lambda: BatchIterator([], 2), "no examples"),
+        (lambda: BatchIterator(one, 2, length_key="x"), r"length_key='x' .*\['inputs'\]"),
+        (lambda: LMStream(np.arange(50), 2, 0), "batch_size=2 and num_steps=0 must be >= 1"),
+        (lambda: LMStream(np.arange(50), 2, 3).batch(8), r"index 8 is outside \[0, 8\)"),
+        (lambda: LMEvalStream(np.arange(50), 2, 3).batch(-1), r"index -1 is outside \[0, 9\)"),
+        (lambda: LMStream(np.arange(50), 2, 3).load_state_dict({"epoch": 0}), "'batch_index'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    # a field outside length_fields may be empty: it is padded to width 0, not refused
+    assert pad_batch([{"inputs": np.arange(0)}], length_fields=())["inputs"].shape == (1, 0)

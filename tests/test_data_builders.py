@@ -220,3 +220,31 @@ def test_the_default_manual_folder_without_our_files_falls_back_to_the_download(
     )
     with pytest.raises(FileNotFoundError, match=r"manual_dir .*m lacks \[.*input.txt'\]"):
         corpus_builder._files(given)
+
+
+def test_without_a_manual_dir_the_urls_are_downloaded_and_a_failure_is_named(
+    tmp_path, monkeypatch, data_root
+):
+    """No manual_dir at all: the files come from `URLS` (an archive member for SST), their
+    sha256 is checked; a failed download names the URL and says to pass a manual_dir."""
+    sst = builders.builder("sst/sst5", tmp_path)
+    manager = tfds.download.DownloadManager(download_dir=tmp_path / "downloads")
+    extracted = tmp_path / "extracted"
+    (extracted / "trees").mkdir(parents=True)
+    for name in ("train.txt", "dev.txt", "test.txt"):
+        (extracted / "trees" / name).symlink_to(data_root / "sst" / name)
+    url = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
+    monkeypatch.setattr(manager, "download_and_extract", lambda urls: {u: extracted for u in urls})
+    want = {n: extracted / "trees" / n for n in ("dev.txt", "test.txt", "train.txt")}
+    assert sst._files(manager) == want
+
+    def offline(urls):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(manager, "download_and_extract", offline)
+    with pytest.raises(RuntimeError, match=rf"sst: .*downloading \['{url}'\] failed \(OSError: "):
+        sst._files(manager)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("(3 (2 good) (3 film))\n(3 (2 good) (3 film)))\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: unbalanced '\)'$"):
+        list(sst._generate_examples("train", [bad]))

@@ -94,6 +94,9 @@ def test_tagging_labels_are_class_names():
     names = tfds.builder("conll2003").info.features["ner"].feature.names
     for source, example in zip(raw["train"], dataset.splits["train"], strict=True):
         assert example["tags"] == [names[int(i)] for i in source["ner"]]
+    features = tfds.builder("conll2003").info.features
+    with pytest.raises(ValueError, match=r"2 tokens but 1 ner tags: \['EU', 'rejects'\]"):
+        CATALOG["conll2003"].convert({"tokens": [b"EU", b"rejects"], "ner": [0]}, features)
 
 
 def test_tiny_shakespeare_catalog_stream():
@@ -139,6 +142,10 @@ def test_an_unprepared_catalog_dataset_fails_at_once_instead_of_downloading(tmp_
         raise AssertionError()
 
     monkeypatch.setattr(tfds, "data_source", bare_assert)
+    with pytest.raises(ValueError, match=r"'imdb_reviews' is not prepared .*\(AssertionError\);"):
+        catalog_data_sources("imdb_reviews", tmp_path)
+    # A builder that does not even load is still reported as not prepared (with the reason).
+    monkeypatch.setattr(tfds, "builder", bare_assert)
     with pytest.raises(ValueError, match=r"'imdb_reviews' is not prepared .*\(AssertionError\);"):
         catalog_data_sources("imdb_reviews", tmp_path)
 

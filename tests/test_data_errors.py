@@ -229,3 +229,19 @@ def test_directory_data_file_broken_vocabulary_and_missing_length_key_are_named(
     examples = [{"source": [1, 2], "target": [3]}]
     with pytest.raises(ValueError, match=r"length_key='inputs' is not a field .*'source'"):
         pipeline.evaluation_batches(examples, 2)
+
+
+def test_a_text_dataset_names_a_bad_task_split_or_field():
+    from rnn_jax.data.registry import TextDataset
+
+    train = {"train": [{"tokens": ["a"], "label": 1}]}
+    with pytest.raises(ValueError, match=r"task='tagger'; known tasks: \['language_modeling'"):
+        TextDataset("d", "tagger", train)
+    with pytest.raises(ValueError, match=r"dataset 'd' has no train split: \['valid'\]"):
+        TextDataset("d", "classification", {"valid": train["train"]})
+    dataset = TextDataset("d", "classification", train)
+    with pytest.raises(ValueError, match=r"split='dev'; 'd' has \['train'\]"):
+        dataset.token_lists("dev")
+    with pytest.raises(ValueError, match=r"field='tags' is not in 'd' examples: \['tokens', 'l"):
+        dataset.label_vocab()
+    assert dataset.label_vocab("label").tokens == ("1",)  # a scalar label: no <pad>

@@ -2,6 +2,8 @@
 columns split at ASCII whitespace only, DOCSTART ends a sentence, TSV columns counted from the
 end, `~` in the data root, and the readers against a plain-Python parse of the real files."""
 
+import pathlib
+
 import pytest
 
 from rnn_jax.data import readers
@@ -235,6 +237,16 @@ def test_the_data_root_and_manual_dir_expand_the_home_folder(tmp_path, monkeypat
     assert load_dataset("sst", manual_dir="~/data/sst").splits == expected
     monkeypatch.setenv("RNN_JAX_DATA", "~/data")
     assert load_dataset("sst").splits == expected
+    # Unset or empty, the default is ../shared/data beside the checkout (this file's ../..).
+    from rnn_jax.data.root import default_data_root
+
+    beside = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    for value in (None, ""):
+        if value is None:
+            monkeypatch.delenv("RNN_JAX_DATA")
+        else:
+            monkeypatch.setenv("RNN_JAX_DATA", value)
+        assert default_data_root() == beside
 
 
 def test_readers_equal_an_independent_parse_of_the_real_dev_files(data_root):

@@ -182,6 +182,13 @@ def test_markov_bad_arguments():
     with pytest.raises(ValueError, match="order >= 1"):
         MarkovLanguage(order=0)
     lang = MarkovLanguage(vocab_size=4)
+    with pytest.raises(ValueError, match="length=1 must be >= order=2"):
+        lang.sample_sequences(np.random.default_rng(0), 2, 1)
+    with pytest.raises(ValueError, match="num_tokens=1 must be >= order=2"):
+        lang.stream(0, 1)
+    # Too many contexts to solve directly: refused before building the 4225 x 4225 system.
+    with pytest.raises(RuntimeError, match="of 4225 contexts did not converge"):
+        MarkovLanguage(vocab_size=65, order=2)._stationary_by_solve()
     with pytest.raises(ValueError, match="ids in"):
         lang.log_prob(np.array([[0, 5]]))
     # Float or bool ids failed inside the indexing (IndexError), not as documented.
@@ -222,6 +229,7 @@ def test_synthetic_task_sizes_must_be_integers_and_the_concentration_finite():
         (lambda: AddingProblem(length=10.0), "AddingProblem length=10.0 must be an integer >= 2"),
         (lambda: EchoTask(delay=2.5), "EchoTask delay=2.5 must be an integer"),
         (lambda: TemporalOrder(min_length=100.0), "TemporalOrder min_length=100.0"),
+        (lambda: TemporalOrder(min_length=9, max_length=8), "min_length <= max_length, got 9, 8"),
         (lambda: MarkovLanguage(vocab_size=4.0), "integers vocab_size >= 2"),
         (lambda: MarkovLanguage(concentration=float("nan")), "finite concentration > 0"),
         (lambda: MarkovLanguage(concentration=float("inf")), "finite concentration > 0"),

@@ -96,6 +96,10 @@ def test_bad_arguments_name_the_value():
     assert Vocabulary.build(SENTENCES, max_size=4).tokens == ("<pad>", "<unk>", "<bos>", "<eos>")
     with pytest.raises(ValueError, match="repeated"):
         Vocabulary(("a", "a"), None, None, None, None)
+    with pytest.raises(ValueError, match=r"Vocabulary unk='<unk>' is not one of its tokens"):
+        Vocabulary(("a",), None, "<unk>", None, None)
+    with pytest.raises(ValueError, match=r"distinct, got \['<x>', '<x>', '<bos>', '<eos>'\]"):
+        Vocabulary.build(SENTENCES, pad="<x>", unk="<x>")
     # Tokens are strings: int tokens made a vocabulary that encoded every string as <unk>,
     # mixed ones failed in the sort ("'<' not supported"), and a saved "tokens": "abc" loaded
     # as the three characters.

@@ -202,6 +202,8 @@ def test_bad_arguments_raise(table):
         decoding.beam_search(step, _initial_state(), beam_size=0, max_length=3, **kwargs)
     with pytest.raises(ValueError, match="max_length"):
         decoding.greedy_decode(step, _initial_state(), max_length=0, **kwargs)
+    with pytest.raises(ValueError, match="state must contain at least one array"):
+        decoding.greedy_decode(step, {}, max_length=2, **kwargs)
     with pytest.raises(ValueError, match="max_length"):
         decoding.beam_search(step, _initial_state(), beam_size=2, max_length=-1, **kwargs)
     with pytest.raises(ValueError, match="temperature"):

@@ -234,6 +234,13 @@ def test_gate_saturation_matches_numpy_gates():
 def test_gate_saturation_rejects_bad_layout():
     with pytest.raises(ValueError, match="gates"):
         diagnostics.gate_saturation(jnp.zeros((2, 10)), {"x": (0, 4)})
+    for low, high in ((0.9, 0.1), (0.0, 0.5), (float("nan"), 0.9)):
+        with pytest.raises(ValueError, match=rf"low={low}, high={high}: need 0 < low < high < 1"):
+            diagnostics.gate_saturation(jnp.zeros((2, 4)), {"x": (0, 2)}, low=low, high=high)
+    with pytest.raises(ValueError, match=r"depth=0: expected >= 1"):
+        diagnostics.per_layer_grad_norms({"a": jnp.ones(2)}, depth=0)
+    with pytest.raises(ValueError, match=r"xs: expected \[batch, time, ...\], got shape \(3,\)"):
+        diagnostics.trajectory(lambda carry, x: carry, jnp.zeros(2), jnp.zeros(3))
 
 
 def test_per_layer_grad_norms():

@@ -81,6 +81,16 @@ def test_structure_detection():
     read = [names[i] for i in fast_recurrence.pointwise_leaves(peephole, peephole_params)]
     assert read == ["w_cf", "w_ci", "w_co"]
     assert fast_scan.fits(gru, gru_params)
+    # recurrence_of(cell, reverse, unroll, remat, pointwise_leaves, additive, directions, loop)
+    with pytest.raises(ValueError, match=r"forward_loop='triton'; allowed: 'scan', 'pallas'"):
+        fast_recurrence.recurrence_of(lstm, False, 1, False, (), (True,) * 4, None, "triton")
+    for remat, additive, directions in (
+        (True, (True,) * 4, None),
+        (False, (True, True, False), None),
+        (False, (True,) * 4, 2),
+    ):
+        with pytest.raises(ValueError, match=r"'pallas' takes one direction, additive slabs"):
+            fast_recurrence.recurrence_of(lstm, False, 1, remat, (), additive, directions, "pallas")
     assert not fast_scan.fits(*params_of["gru_cho"])  # pointwise reads W_hh
     min_gru = cells.get_cell("min_gru")
     assert not fast_scan.fits(min_gru, min_gru.init(jax.random.key(0), INPUT, HIDDEN))

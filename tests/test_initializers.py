@@ -47,6 +47,10 @@ def test_get_initializer_errors():
         initializers.get_initializer("xavier")
     with pytest.raises(ValueError, match=r"bad options \{'stddev': 1.0\} for initialiser 'normal'"):
         initializers.get_initializer("normal", stddev=1.0)
+    zeros = jax.nn.initializers.zeros
+    assert initializers.get_initializer(zeros) is zeros
+    with pytest.raises(ValueError, match=r"options \{'scale': 2.0\} given with a callable"):
+        initializers.get_initializer(zeros, scale=2.0)
 
 
 BAD_SCALES = [-0.1, 0.0, float("nan"), float("inf"), -float("inf"), "0.1"]

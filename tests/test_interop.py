@@ -157,6 +157,8 @@ def test_unsupported_options_raise():
     # and the error named shape (3, 5), not the missing c_0.
     with pytest.raises(ValueError, match=r"pair \(h_0, c_0\); got one array of shape \(2, 3, 5\)"):
         apply_fn(params, xs, initial_state=np.zeros((2, BATCH, HIDDEN), np.float32))
+    with pytest.raises(ValueError, match=r"must be \(h_0, c_0\); got 3 arrays"):
+        apply_fn(params, xs, initial_state=(bad, bad, bad))
     with pytest.raises(ValueError, match="xs feature size 2"):
         apply_fn(params, np.zeros((TIME, BATCH, 2), np.float32))
 

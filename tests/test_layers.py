@@ -195,6 +195,10 @@ def test_layer_errors():
         layers.apply_stack(cell, params, XS, merge="mean")
     with pytest.raises(ValueError, match=r"dropout_rate=1.0; allowed"):
         layers.apply_stack(cell, params, XS, dropout_rate=1.0)
+    with pytest.raises(ValueError, match=r"dropout_rate=-0.1; allowed: 0 <= rate < 1"):
+        layers.stack_step(cell, params, [None, None], XS[:, 0], dropout_rate=-0.1)
+    with pytest.raises(ValueError, match=r"recurrent dropout rate=1.0; allowed: 0 <= rate < 1"):
+        layers.recurrent_dropout_masks(jax.random.key(0), 1.0, 2, 3, 1)
     with pytest.raises(ValueError, match=r"h_masks has 1 entries; expected num_layers=2"):
         layers.apply_stack(cell, params, XS, h_masks=[None])
     with pytest.raises(ValueError, match=r"params\[0\] has keys \['W_hh'.*bidirectional=True"):

@@ -60,6 +60,10 @@ def test_identical_sentences_score_100_and_disjoint_ones_0():
     assert not np.any(matches)
     with pytest.raises(ValueError, match="max_order"):
         metrics.bleu_statistics(ids, lengths, ids, lengths, max_order=0)
+    with pytest.raises(ValueError, match=r"matches \(2\) and totals \(1\) differ in order"):
+        metrics.bleu_from_statistics([1, 1], [1], 1, 1)
+    with pytest.raises(ValueError, match=r"hypotheses \(1\) and references \(0\) differ"):
+        metrics.corpus_bleu(["a b"], [])
 
 
 def _corrupt(sentences, rate, rng, vocabulary):
@@ -156,6 +160,8 @@ def test_paired_bootstrap_separates_a_much_better_system_and_checks_inputs():
         assert same["difference"] == 0.0 and same["p_value"] == 1.0
     with pytest.raises(ValueError, match="test='t': must be one of"):
         paired_bleu_significance(worse, better, references, test="t")
+    with pytest.raises(ValueError, match="samples=0: must be >= 1"):
+        paired_bleu_significance(worse, better, references, samples=0)
     with pytest.raises(ValueError, match=r"baseline \(200\), system \(199\)"):
         paired_bleu_significance(worse, better[1:], references)
     for test in ("ar", "bs"):  # sacrebleu died with a bare TypeError / IndexError

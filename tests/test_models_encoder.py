@@ -109,6 +109,8 @@ def test_a_bag_state_does_not_see_the_other_tokens():
     char_lengths = np.array([[3, 1, 2, 3, 2], [2, 3, 1, 0, 0]], np.int32)
     encoder = _bag(num_chars=8, char_embed_size=3, char_hidden_size=2)
     states, _ = encoder(BAG_TOKENS, BAG_LENGTHS, chars=chars, char_lengths=char_lengths)
+    with pytest.raises(ValueError, match="has character features: pass chars and char_lengths"):
+        encoder(BAG_TOKENS, BAG_LENGTHS, chars=chars)
     table = np.asarray(encoder.embed.embedding[...], np.float64)
     kernel = np.asarray(encoder.position_wise.kernel[...], np.float64)
     bias = np.asarray(encoder.position_wise.bias[...], np.float64)
@@ -206,6 +208,8 @@ def test_a_bag_refuses_last_pooling_and_streaming_and_a_bad_kind_is_named():
         _bag().zero_carry(2)
     with pytest.raises(ValueError, match=r"kind='bow'; allowed: 'rnn', 'transformer', 'bag'"):
         SequenceEncoder(10, embed_size=4, hidden_size=6, kind="bow", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"dropout_rate=1.0; allowed: 0 <= rate < 1"):
+        SequenceEncoder(10, embed_size=4, hidden_size=6, dropout_rate=1.0, rngs=nnx.Rngs(0))
     # The transformer's refusal of characters named 'rnn' alone, as if a bag could not take them.
     with pytest.raises(ValueError, match=r"num_chars=5: .* need kind='rnn' or 'bag', got kind='t"):
         _abstract(

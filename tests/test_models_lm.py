@@ -144,6 +144,8 @@ def test_rnn_lm_refuses_misshaped_tokens_naming_them():
         rnn(jnp.zeros((1, 0), jnp.int32))
     with pytest.raises(ValueError, match=r"^token has shape \(2, 1\); expected int \[batch\]"):
         rnn.step(rnn.zero_carry(2), jnp.zeros((2, 1), jnp.int32))
+    with pytest.raises(ValueError, match=r"compute_dtype='float16'; allowed: float32, bfloat16"):
+        RNNLanguageModel(5, 4, compute_dtype="float16", rngs=nnx.Rngs(0))
 
 
 def test_logits_are_the_dropped_outputs_times_the_undropped_tied_embedding():

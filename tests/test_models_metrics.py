@@ -53,6 +53,10 @@ def test_bad_tags_and_schemes_raise():
         metrics.extract_spans(["O"], "BILOU")
     with pytest.raises(ValueError, match="sentence 0"):
         metrics.span_f1([["O"]], [["O", "O"]])
+    with pytest.raises(ValueError, match="gold has 1 sentences but predicted has 0"):
+        metrics.span_f1([["O"]], [])
+    with pytest.raises(ValueError, match=r"scheme must be one of .*, got 'BILOU'"):
+        metrics.tag_tables(["O"], "BILOU")
 
 
 def test_token_accuracy_ignores_padding():
@@ -61,6 +65,8 @@ def test_token_accuracy_ignores_padding():
     targets = np.array([[1, 2, 0], [2, 0, 0]])
     mask = np.array([[True, True, True], [True, False, False]])
     assert metrics.token_accuracy(predictions, targets, mask) == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match=r"must share a shape, got \(2, 3\), \(2, 3\), \(2, 2\)"):
+        metrics.token_accuracy(predictions, targets, mask[:, :2])
 
 
 def test_token_accuracy_takes_pad_batch_float_mask_and_nonbinary_int_mask():

@@ -59,6 +59,7 @@ def test_match_size_returns_the_brute_force_closest_width_within_tolerance():
         ("target must be a positive parameter count, got 0", dict(target=0)),
         (r"tolerance must be in \(0, 1\), got 0", dict(target=96, tolerance=0.0)),
         ("multiple_of must be >= 1, got 0", dict(target=96, multiple_of=0)),
+        (r"no multiple of 16 in \[low=13, high=15\]", dict(target=96, multiple_of=16)),
     ):
         with pytest.raises(ValueError, match=bad):
             match_size(build, low=13, high=15, **kwargs)

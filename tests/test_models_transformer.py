@@ -323,6 +323,14 @@ def test_bad_arguments_raise(lm):
         )
     with pytest.raises(ValueError, match=f"max_length={MAX_LEN}"):
         lm(jnp.zeros((1, MAX_LEN + 1), jnp.int32))
+    for vocab, layers, message in (
+        (0, 1, "vocab_size, d_model and max_length must be >= 1, got 0, 8, 4"),
+        (VOCAB, 0, "num_layers must be >= 1, got 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            transformer.TransformerLM(
+                vocab, d_model=8, num_heads=2, num_layers=layers, max_length=4, rngs=nnx.Rngs(0)
+            )
     # `mlp_size or 4 * d_model` built the default-width MLP for an illegal 0 without a word.
     with pytest.raises(ValueError, match="mlp_size=0 must be a positive int"):
         transformer.TransformerSeq2Seq(

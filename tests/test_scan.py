@@ -321,6 +321,7 @@ def test_bad_arguments_raise_before_tracing():
             r"implementation=.triton.; allowed: auto, reference, fused, cudnn, pallas",
         ),
         (dict(unroll=0), "unroll=0"),
+        (dict(xs=xs[:, :0]), r"xs has an empty time axis: xs.shape=\(3, 0, 4\)"),
         (dict(h_mask=np.ones((3, 4))), r"h_mask has shape \(3, 4\); expected"),
         (dict(initial_carry=np.zeros((3, 5))), "initial_carry has shapes"),
     ]
@@ -358,6 +359,10 @@ def test_linear_recurrence_methods_agree_on_dtypes_and_refuse_mismatched_shapes(
             np.testing.assert_allclose(hs, np.stack(reference, axis=1), rtol=1e-12)
             with pytest.raises(ValueError, match=r"h0 \(1, 3\)"):
                 linear_scan.linear_recurrence(a, b, h0[:1], method=method)
+            with pytest.raises(ValueError, match=r"time_axis=2; allowed: 0 \(time-major\)"):
+                linear_scan.linear_recurrence(a, b, h0, method=method, time_axis=2)
+            with pytest.raises(ValueError, match="method='parallel'; allowed: auto, sequential"):
+                linear_scan.linear_recurrence(a, b, h0, method="parallel")
             empty = linear_scan.linear_recurrence(a[:, :0], b[:, :0], h0, method=method)
             assert empty.shape == (2, 0, 3)
             # h0 the widest of the three: its dtype is the states' (h0 is not rounded to a

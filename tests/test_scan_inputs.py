@@ -98,6 +98,11 @@ def test_malformed_arguments_are_named():
         scan.bidirectional_unroll(gru, gru_params, gru_params, xs, initial_carry=jnp.zeros((3, 4)))
     with pytest.raises(ValueError, match=r"h_mask must be a \(forward, backward\) pair"):
         scan.bidirectional_unroll(gru, gru_params, gru_params, xs, h_mask=jnp.ones((2, HIDDEN)))
+    wider = {"W_ih": jnp.zeros((INPUT, 15)), "W_hh": jnp.zeros((5, 15))}
+    with pytest.raises(
+        ValueError, match=r"params_fw sizes \(3, 4\) differ from params_bw sizes \(3, 5\)"
+    ):
+        scan.bidirectional_unroll(gru, gru_params, wider, xs)
     with pytest.raises(
         ValueError, match=r"params\['W_ih'\] has shape \(3, 13\); expected \(3, 12\)"
     ):

@@ -19,6 +19,8 @@ from rnn_jax import scheduled_sampling
         ("exponential", dict(k=0.99, minimum=0.5)),
         ("inverse_sigmoid", dict(k=10.0, c=0.1)),
         ("constant", dict(k=1.0, minimum=0.2)),
+        ("constant", dict(k=1.5)),
+        ("linear", dict(k=1.0, c=0.1, minimum=2.0)),
     ],
 )
 def test_schedules_refuse_parameters_that_make_epsilon_nan_or_go_unused(name, options):

@@ -169,7 +169,11 @@ def test_restore_model_names_the_keys_that_differ_from_the_runs_config(tmp_path)
     named no key, or (equal shapes: `model.cell='gru'` read into a `'gru_cho'` run) gave a
     model that silently computed something else with the run's weights."""
     (tmp_path / "best").mkdir()
+    with pytest.raises(ValueError, match=r"no checkpoint in .*best$"):  # no config.json to check
+        restore_model(_config(), tmp_path, Regression(), best=True)
     (tmp_path / "config.json").write_text(_config().to_json_best_effort(indent=2))
+    with pytest.raises(ValueError, match=r"^replica=1: the run has num_seeds=1$"):
+        restore_model(_config(), tmp_path, Regression(), replica=1)
     changed = _config(optimizer__name="sgd", model__hidden_size=2, train__num_steps=7)
     with pytest.raises(ValueError, match="model.hidden_size: 1 in .*config.json, now 2") as error:
         restore_model(changed, tmp_path, Regression())
@@ -197,7 +201,8 @@ def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path, m
     later test): shapes are compared, by a resumed run's fresh Checkpointer too, before any
     array is read."""
     saver = Checkpointer(tmp_path, 1)
-    saver.save(3, {"params": {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}}, {"data": {}})
+    saved_state = {"params": {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}}
+    saver.save(3, saved_state, {"data": {}})
     saver.close()
     checkpointer = Checkpointer(tmp_path, 1)
 
@@ -212,4 +217,14 @@ def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path, m
     wider = {"params": {"w": jnp.ones((2, 3)), "b": jnp.ones(3), "c": jnp.ones(1)}}
     with pytest.raises(ValueError, match=r"does not fit .*\n  params\.c: not in the checkpoint$"):
         checkpointer.restore(abstract_like(wider))
+
+    # Stored metadata that cannot be read: orbax's own error, as it came (nothing to name)
+    def unreadable(step):
+        raise OSError("metadata gone")
+
+    monkeypatch.setattr(checkpointer.latest, "item_metadata", unreadable)
+    with pytest.raises(ValueError) as error:
+        checkpointer.restore(abstract_like(wider))
+    assert "does not fit" not in str(error.value)
+    assert checkpointer.restore(abstract_like(saved_state))[1] == {"data": {}}
     checkpointer.close()

@@ -100,6 +100,11 @@ def test_a_config_file_in_a_folder_with_a_colon_is_read(tmp_path):
     assert cli.load_config(f"{copy}:smoke", rules=RULES).to_dict() == want
     with pytest.raises(ValueError, match=re.escape(f"config file '{tmp_path}/nope.py' not")):
         cli.load_config(f"{tmp_path}/nope.py:smoke")
+    # `--config <spec>` and `-config=<spec>` are read as absl reads them; none after a `--`
+    argv = ["prog", "--config", f"{copy}:smoke", f"-config={SPEC}", "--", "--config=x.py"]
+    assert cli._config_specs(argv) == [f"{copy}:smoke", SPEC]
+    assert cli._config_specs(["prog", "--config"]) == []
+    assert cli._ConfigFileParser().flag_type() == "config object"  # absl's --helpfull
 
 
 def test_cosine_warmup_must_be_shorter_than_the_run():
@@ -316,6 +321,10 @@ BAD_CONFIG_FILES = [
     ("def f(v):\n    return {}[v]\n\ndef get_config(v):\n    return f(v)\n", ":b", "py, line 2)"),
     # a dict is no ConfigDict (accepted, the CLI's lock() would be an AttributeError traceback)
     ("def get_config():\n    return {'a': 1}\n", "", "returned dict {'a': 1}, not an ml_collec"),
+    # a variant it needs, not given: the hint names the file
+    ("def get_config(v):\n    return {}[v]\n", "", "(missing a required argument: 'v'); give /"),
+    # a builtin has no signature to check: called as it is
+    ("get_config = dict\n", "", "get_config() returned dict {}, not an ml_collections"),
 ]
 
 
@@ -539,6 +548,9 @@ def test_an_unknown_override_key_is_named_with_its_section():
     assert cli._unknown_key(KeyError("trian"), ["p", "--config.trian.num_steps=3"]) == (
         "'trian.num_steps'"
     )
+    # a config file that cannot be read: the first override ending in the key is named
+    argv = ["p", "--config=/nonexistent/x.py:smoke", "--config.model.hidden_size=64"]
+    assert cli._unknown_key(bare, [*argv, "--config.train.hidden_size=3"]) == "'model.hidden_size'"
 
 
 def test_config_files_sharing_a_stem_stay_apart(tmp_path):

@@ -99,6 +99,16 @@ class MissingData(Regression):
         raise FileNotFoundError("no such corpus")
 
 
+def test_the_package_lists_and_resolves_its_lazy_exports():
+    import rnn_jax.train as train
+
+    names = {"DataSource", "NonFiniteError", "Task", "base_config", "select_variant"}
+    assert names | {"train_and_evaluate", "validate", "loop"} <= set(dir(train))
+    assert train.select_variant is cfg.select_variant
+    with pytest.raises(AttributeError, match="module 'rnn_jax.train' has no attribute 'Tsak'"):
+        train.Tsak  # noqa: B018
+
+
 def test_a_run_whose_data_cannot_be_read_leaves_no_run_directory(tmp_path):
     # The Checkpointer made W/checkpoints and W/best before the data was read: a refused run
     # left them behind, empty, where the runtime promises the directory as it was; and the

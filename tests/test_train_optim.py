@@ -196,6 +196,19 @@ def test_decay_params_is_a_config_rule():
     config.optimizer.decay_params = "biases"
     with pytest.raises(ValueError, match="optimizer.decay_params='biases'"):
         cfg.validate(config)
+    # The builders called on an unvalidated config (a script, a sweep) name the key too.
+    config.optimizer.name = "adamw"
+    with pytest.raises(ValueError, match="optimizer.decay_params='biases': must be 'all' or"):
+        optim.build_optimizer(config)
+    config.optimizer.name, config.optimizer.decay_params = "nadam", "all"
+    with pytest.raises(ValueError, match="optimizer.name='nadam': must be one of sgd, adam,"):
+        optim.build_optimizer(config)
+    config.schedule.name = "linear"
+    with pytest.raises(ValueError, match="schedule.name='linear': must be one of"):
+        optim.build_schedule(config)
+    # A state of another optimiser (no scheduled rate in it) is refused, counts named.
+    with pytest.raises(ValueError, match="found 0 and 0"):
+        optim.applied_learning_rates(optax.sgd(0.1).init({"w": jnp.zeros(2)}), lambda n: 0.1)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])

@@ -357,6 +357,36 @@ def test_an_unknown_key_set_to_none_is_named_with_its_section(monkeypatch, capsy
     assert "'model.hidden_sise' (Did you mean" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "error, code, err",
+    [
+        # an override below a field that is no section (`--config.seed.x=1`): its own text
+        (
+            AttributeError("Attribute <class 'int'>.x does not exist"),
+            2,
+            "config error: unknown "
+            "key in the command line overrides: Attribute <class 'int'>.x does not exist\n",
+        ),
+        # any other flag error as absl's own parser reports it (exit 1)
+        (
+            cli.flags.IllegalFlagValueError("flag --num_processes=abc: not an int"),
+            1,
+            "FATAL Flags parsing error: flag --num_processes=abc: not an int\nPass --helpshort",
+        ),
+        (cli.flags.IllegalFlagValueError("two\nlines"), 1, "\n  two\n  lines\nPass --helpshort"),
+    ],
+)
+def test_flag_errors_that_name_no_config_key(monkeypatch, capsys, error, code, err):
+    def flag_values(argv):
+        raise error
+
+    monkeypatch.setattr(cli.flags, "FLAGS", flag_values)
+    with pytest.raises(SystemExit) as info:
+        cli._parse_flags(["prog", "--config.seed.x=1"])
+    assert info.value.code == code
+    assert err in capsys.readouterr().err
+
+
 def test_a_workdir_that_is_a_file_is_a_flag_error(tmp_path):
     # `--workdir` naming a file (or a path below one) ran, compiled and then died with a
     # NotADirectoryError traceback (exit 1) at its checkpoint directory; `cli.main` exits 2

@@ -4,6 +4,8 @@ best, a torn metrics.jsonl line (a crash mid-write) is dropped on resume and ski
 readers, and the reports are written before results.json, the "done" marker."""
 
 import json
+import signal
+import threading
 
 import jax
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 
 from experiments import run_report
 from rnn_jax.train import NonFiniteError, distributed, train_and_evaluate
+from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
 from rnn_jax.train import metrics as run_metrics
 from rnn_jax.train.checkpoint import Checkpointer
@@ -143,6 +146,60 @@ def test_non_finite_evaluation_never_becomes_the_best(mode, values, best):
     # finite value is the best, not one that never beats it.
     loop = {"best_value": values[0], "best_step": 5, "bad_evals": 0}
     assert loop_lib._track_best(loop, 10, {"valid_loss": [values[1]]}, config, 1) == (True, False)
+    # A metric evaluation does not give (a task whose metrics the start could not check)
+    with pytest.raises(ValueError, match=r"best_metric='valid_loss': not among .*\['valid_ppl'\]"):
+        loop_lib._track_best(loop, 15, {"valid_ppl": [1.0]}, config, 1)
+
+
+class _EvalOnly:
+    """The parts of a Task `_check_best_metric` reads: one split, its batches and metrics."""
+
+    eval_splits = ("valid",)
+
+    def __init__(self, batches, metrics):
+        self.batches, self.metrics = batches, metrics
+
+    def eval_data(self, split):
+        return iter(self.batches)
+
+    def init_carry(self, batch_size):
+        return ()
+
+    def eval_batch_size(self, split):
+        return 2
+
+    def eval_metrics(self, sums):
+        return self.metrics(sums)
+
+
+def test_best_metric_is_checked_at_start_only_where_evaluation_shapes_tell():
+    config = _config(train__best_metric="valid_los")
+    state = {"params": {}, "others": {}}
+
+    def eval_step(params, others, batch, carry):
+        return carry, {"nll": batch["x"].sum()}
+
+    batches = [{"x": np.ones(2, np.float32)}]
+    task = _EvalOnly(batches, lambda sums: {"loss": sums["nll"]})
+    with pytest.raises(cfg.ConfigError, match=r"best_metric='valid_los': .* \['valid_loss'\]"):
+        loop_lib._check_best_metric(config, task, state, eval_step)
+    # Left to the first evaluation (`_track_best`): an empty split, and metrics that need
+    # real sums (placeholder sums of 1.0 make this one divide by zero).
+    loop_lib._check_best_metric(config, _EvalOnly([], task.metrics), state, eval_step)
+    task = _EvalOnly(batches, lambda sums: {"loss": sums["nll"] / (sums["nll"] - 1.0)})
+    loop_lib._check_best_metric(config, task, state, eval_step)
+
+
+def test_a_run_outside_the_main_thread_leaves_the_signal_handlers_alone():
+    # signal.signal raises ValueError off the main thread (a run started from a worker thread)
+    before = signal.getsignal(signal.SIGTERM)
+    made = []
+    thread = threading.Thread(target=lambda: made.append(loop_lib._StopRequest()))
+    thread.start()
+    thread.join()
+    assert made and made[0]._previous == {} and not made[0].requested
+    made[0].restore()
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_writer_reopened_after_a_torn_line_starts_on_a_whole_line(tmp_path):
@@ -152,7 +209,8 @@ def test_writer_reopened_after_a_torn_line_starts_on_a_whole_line(tmp_path):
     writer.close()
     path = tmp_path / "metrics.jsonl"
     with open(path, "a") as f:
-        f.write('{"step": 3, "train_lo')  # a crash in the middle of a write
+        # a crash in the middle of a write (longer than the 4096-byte chunks read from the end)
+        f.write('{"step": 3, "train_lo' + "s" * 5000)
     writer = run_metrics.MetricsWriter(tmp_path)  # the resumed run
     writer.write(3, {"train_loss": 1.25})
     writer.close()
@@ -174,6 +232,19 @@ def test_readers_skip_a_torn_last_line_and_name_a_corrupt_middle_one(tmp_path):
         run_metrics.read_metrics(path)
     with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a JSON object"):
         run_report.read_curve(tmp_path, "train_loss")
+    path.write_text(json.dumps(whole[0]) + "\n[2, 1.5]\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: expected a JSON object, got '\[2"):
+        run_metrics.read_metrics(path)
+    assert run_metrics.read_metrics(tmp_path / "none.jsonl") == []  # no run yet
+
+
+def test_json_default_writes_numpy_values_and_names_what_it_cannot(tmp_path):
+    obj = {"a": np.float32(1.5), "b": np.arange(3, dtype=np.int64), "c": np.bool_(True)}
+    run_metrics.write_json_atomic(tmp_path / "r.json", obj)
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": True}
+    with pytest.raises(TypeError, match="not JSON serialisable: set"):
+        run_metrics.json_default({1})
+    assert run_metrics._version("rnn-jax-no-such-package") is None  # provenance: not installed
 
 
 def test_grid_and_sweep_curve_readers_share_the_torn_line_rule(tmp_path):
