@@ -324,6 +324,24 @@ def test_unreachable_size_error_states_the_counts_it_compared():
     shared = vocab * embed
     assert sizes["bi-softmax"] == (width, target, target + shared)
     assert sizes["forward-softmax"] == (closest, counts[closest], counts[closest] + shared)
+    # A CRF's width-free transitions (18 x 18 + 2 x 18) at model.hidden_size=1 outweigh the
+    # whole of bi-softmax's count: even match_size's 99.9% failed, and its message ("gives 88
+    # params within 99.9%") named neither match.tolerance's 1% nor the varying parameters.
+    tiny = cli.load_config(
+        "experiments/configs/bidirectional.py:smoke",
+        {"match.tolerance": 0.01, "model.hidden_size": 1, "model.embed_size": 1},
+        rules=bd.RULES,
+    )
+    task.vocabs = {"tokens": [None] * 2}  # embeddings of 2 x 1: the 99.9% reach 88 params
+    target = _lstm_tagger_params(1, 1, True, tags)
+    crf = _lstm_tagger_params(1, 1, False, tags) + tags * tags + 2 * tags  # width 1: closest
+    with pytest.raises(cfg.ConfigError) as error:
+        bd.matched_hidden_sizes(tiny, task, ["forward-crf"])
+    assert str(error.value) == (
+        "match.tolerance=0.01: forward-crf: no LSTM width in [1, 4] has parameters outside "
+        f"the embeddings within 1.00% of bi-softmax's {target:,}: the closest is width 1 "
+        f"with {crf:,} ({crf / target - 1:+.2%})"
+    )
 
 
 def tagger_summary(name, test, class_tokens=None, by_class=None):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rnn_jax.data import LMStream, MarkovLanguage, lm_corpus
+from rnn_jax.data.corpora import split_paths
 from rnn_jax.data.lm_corpus import markov_lm, ptb_lm, text_lm, tiny_shakespeare_lm
 
 
@@ -60,6 +61,21 @@ def test_markov_corpus_and_user_text(tmp_path, monkeypatch):
 def test_unknown_corpus_lists_the_choices():
     with pytest.raises(ValueError, match="'wikitext'.*'ptb', 'tiny_shakespeare', 'markov'"):
         lm_corpus("wikitext")
+    # the name is checked before the folder (a missing one would hide the typo)
+    with pytest.raises(ValueError, match=r"unknown corpus 'wikitext'; known corpora: \[.*'ptb'"):
+        split_paths("wikitext", "/nonexistent")
+
+
+def test_default_markov_corpus():
+    """'markov': `MarkovLanguage()` with the documented split sizes, split k = stream([0, k])."""
+    corpus = lm_corpus("markov")
+    assert corpus.vocab.tokens == tuple(str(i) for i in range(16))
+    assert {s: len(t) for s, t in corpus.splits.items()} == {
+        "train": 200_000,
+        "valid": 20_000,
+        "test": 20_000,
+    }
+    np.testing.assert_array_equal(corpus.splits["valid"], MarkovLanguage().stream([0, 1], 20_000))
 
 
 @pytest.mark.parametrize("spec", ["text:", "text:a,b,c,d", "text:a,,c", "text:a,"])

@@ -184,6 +184,8 @@ def test_evaluation_batches_hold_every_example_once_longest_first():
     assert all(b["weight"].sum() == 5 for b in evaluation_batches(_numbered(lengths[:20]), 5))
     with pytest.raises(ValueError, match="batch_size=0"):
         evaluation_batches(_numbered(lengths), 0)
+    with pytest.raises(ValueError, match=r"got no examples \(empty split\)"):
+        evaluation_batches([], 5)
     with pytest.raises(ValueError, match="'weight' field"):
         evaluation_batches([{**e, "weight": np.float32(1)} for e in _numbered(lengths)], 5)
 

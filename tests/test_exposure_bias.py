@@ -10,7 +10,6 @@ translation points' settings are validated, naming the key."""
 import itertools
 import json
 import math
-import types
 
 import jax
 import jax.numpy as jnp
@@ -177,7 +176,7 @@ def test_eval_step_matches_a_per_position_loop(task_and_model):
 
 
 def test_training_mixes_with_the_schedules_epsilon_on_windows_evaluation_never_sees(
-    task_and_model,
+    task_and_model, tmp_path
 ):
     """The teacher-forcing regime's training loss is the teacher-forced NLL (a loss that fed
     samples with probability ε instead of 1 − ε trained it free running while logging ε = 1);
@@ -193,13 +192,19 @@ def test_training_mixes_with_the_schedules_epsilon_on_windows_evaluation_never_s
     assert float(loss) == pytest.approx(-logp[b, t, tokens[:, 1:]].mean(), rel=1e-5)
     trained = next(iter(task.train_data()))["tokens"]
     assert not any(np.array_equal(trained, e["tokens"]) for e in task.eval_data("valid"))
-    # A real corpus's windows come from the split asked for.
-    text = object.__new__(eb.ExposureBiasTask)
-    text.config, text.language, text.window = task.config, None, 5
-    text.corpus = types.SimpleNamespace(
-        splits={"train": np.zeros(50, np.int32), "valid": np.ones(50, np.int32)}
-    )
+    # A real corpus (a tiny one under data.root) sets the real_* sizes; its windows come from
+    # the split asked for: train "abab..." (chars 0-900), valid "b" * 50 (900-950).
+    (tmp_path / "tiny_shakespeare").mkdir()
+    (tmp_path / "tiny_shakespeare" / "input.txt").write_text("ab" * 450 + "b" * 50 + "a" * 50)
+    config = task.config.copy_and_resolve_references()
+    config.data.root = str(tmp_path)
+    text = eb.ExposureBiasTask(config, "tiny_shakespeare", "teacher_forcing")
+    assert text.language is None and text.corpus.vocab.tokens == ("a", "b")
+    real = (config.data.real_window, config.model.real_hidden_size)
+    assert real != (config.data.window, config.model.hidden_size)
+    assert (text.vocab_size, text.window, text.hidden) == (2, *real)
     assert np.all(text.eval_data("valid")[0]["tokens"] == 1)
+    assert set(np.unique(next(iter(text.train_data()))["tokens"])) == {0, 1}
 
 
 # ---- report claims: only beyond the seed spread ------------------------------------------------

@@ -5,6 +5,7 @@ tiny temperature) and the checkpoint its evaluation and samples name."""
 
 import json
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -442,19 +443,36 @@ def test_evaluation_scores_every_target_of_the_split_once(repo_root, monkeypatch
     assert got == pytest.approx(nll / (len(ids) - 1), rel=1e-5)
 
 
-def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypatch):
-    """`context_study`: one row (the whole split as history) against the model run over the
-    split in one call; 4 rows that each read back to the split's start (context >= n) score
-    every target with exactly that history, so they agree with one row; context 0 does not."""
+def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypatch, tmp_path):
+    """`context_study`, run by `--eval_contexts=0,203` (the restore faked): one row (the whole
+    split as history) against the model run over the split in one call; 4 rows that each read
+    back to the split's start (context >= n) score every target with exactly that history, so
+    they agree with one row; context 0 does not. A bad --eval_contexts is named first."""
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES, LanguageModelTask, context_study
+    from absl import flags
+
+    from experiments.language_model import RULES, LanguageModelTask
     from rnn_jax.train import cli
 
     overrides = {"data.eval_batch_size": 4, "data.markov_eval_tokens": 203}
     config = cli.load_config("experiments/configs/language_model.py:smoke", overrides, RULES)
     task = LanguageModelTask(config)
     model = task.init_model(jax.random.key(2))
-    table = context_study(model, task, [0, 203])
+    monkeypatch.setattr(language_model, "_restore", lambda *args: (model, 7))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "vocab.json").write_text(json.dumps(list(task.corpus.vocab.tokens)))
+    mode = dict(sample=0, temperature=1.0, prompt="0")
+    for bad in ("0,x", "64,-1", "0,,64"):
+        monkeypatch.setattr(flags, "FLAGS", types.SimpleNamespace(eval_contexts=bad, **mode))
+        with pytest.raises(ConfigError) as error:
+            language_model._train_or_sample(config, str(workdir), task)
+        assert str(error.value) == f"--eval_contexts={bad!r}: comma-separated integers >= 0"
+    monkeypatch.setattr(flags, "FLAGS", types.SimpleNamespace(eval_contexts="0,203", **mode))
+    language_model._train_or_sample(config, str(workdir), task)
+    saved = json.loads((workdir / "eval_context.json").read_text())
+    assert saved["step"] == 7 and "(step 7)" in (workdir / "eval_context.md").read_text()
+    table = saved["nll"]
     assert set(table) == {"valid", "test"}
     ids = task.corpus.splits["valid"]
     logits, _, _ = model(jnp.asarray(ids[None, :-1]))
@@ -576,6 +594,42 @@ def test_sample_prompt_splits_by_unit_and_names_unknown_tokens():
         language_model.sample_prompt("The", vocab, char_level=False)
     with pytest.raises(ConfigError, match=r"--prompt=''.*non-empty"):
         language_model.sample_prompt("", vocab, char_level=False)
+
+
+@pytest.mark.parametrize(
+    "corpus, prompt, printed", [("ptb", "3 4", "3 4 5 6"), ("tiny_shakespeare", "34", "3456")]
+)
+def test_sample_hands_the_flags_to_generate_and_prints_prompt_and_text(
+    tmp_path, monkeypatch, capsys, corpus, prompt, printed
+):
+    """`--sample=2 --temperature=0.5` (the restore and the sampler faked): W/vocab.json, the
+    prompt split by the corpus's unit, the count, key(seed) and the temperature reach
+    `generate`; the checkpoint and step, then prompt + continuation are printed."""
+    from absl import flags
+
+    vocab = [str(i) for i in range(8)]
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    config = ml_collections.ConfigDict(
+        {"seed": 5, "data": {"corpus": corpus}, "train": {"keep_best": True}}
+    )
+    calls = []
+
+    def generate(*args):
+        calls.append(args)
+        return ["5", "6"]
+
+    monkeypatch.setattr(language_model, "_restore", lambda *args: ("model", 9))
+    monkeypatch.setattr(language_model, "generate", generate)
+    monkeypatch.setattr(
+        flags,
+        "FLAGS",
+        types.SimpleNamespace(sample=2, temperature=0.5, eval_contexts="", prompt=prompt),
+    )
+    language_model._train_or_sample(config, str(tmp_path), "task")
+    [(model, got_vocab, tokens, count, key, temperature)] = calls
+    assert (model, got_vocab, tokens, count, temperature) == ("model", vocab, ["3", "4"], 2, 0.5)
+    assert (jax.random.key_data(key) == jax.random.key_data(jax.random.key(5))).all()
+    assert capsys.readouterr().out == f"[best checkpoint, step 9]\n{printed}\n"
 
 
 def test_generate_at_a_tiny_temperature_is_the_per_step_argmax_of_full_passes():

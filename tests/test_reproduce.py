@@ -24,6 +24,7 @@ import types
 from importlib import metadata
 
 import pytest
+from absl import app
 
 from experiments import reproduce
 from rnn_jax.train import cli
@@ -310,7 +311,7 @@ def test_answers_that_raise_any_error_leave_the_report_written(tmp_path, monkeyp
     assert "Its results.json could not be read (ValueError: not a JSON object but list)" in text
 
 
-def run_main(monkeypatch, **values) -> int | str | None:
+def run_main(monkeypatch, argv=("reproduce",), **values) -> int | str | None:
     """`reproduce.main` in this process with these flag values (the others: the command line's
     defaults, but --only=sentiment --variant=smoke); its exit status, None when it returns.
     The SIGTERM/SIGHUP handlers it installs are put back."""
@@ -326,7 +327,7 @@ def run_main(monkeypatch, **values) -> int | str | None:
     monkeypatch.setattr(reproduce, "flags", fake)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        reproduce.main(["reproduce"])
+        reproduce.main(list(argv))
     except SystemExit as stopped:
         return stopped.code
     finally:
@@ -365,6 +366,8 @@ def test_bad_flags_exit_2_and_an_empty_or_file_workdir_is_refused(tmp_path, monk
     assert run_main(monkeypatch, variant="qiuck") == 2
     assert run_main(monkeypatch, stall_minutes=float("nan")) == 2  # would disable the watchdog
     assert run_main(monkeypatch, max_restarts=-1) == 2
+    with pytest.raises(app.UsageError, match=r"^unexpected arguments: \['quick'\]$"):
+        run_main(monkeypatch, argv=["reproduce", "quick"])  # absl: the usage, exit 1
     assert ran == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
     finished = tmp_path / "runs" / "sentiment"  # a finished run of another variant
     finished.mkdir(parents=True)
@@ -606,3 +609,36 @@ def test_a_second_interrupt_during_the_grace_period_still_kills_the_experiment()
     finally:
         process.kill()
         process.stdout.close()
+
+
+def test_stop_kills_after_the_grace_period_and_the_children_of_an_exited_experiment():
+    """`_stop`: an experiment that ignores SIGTERM is SIGKILLed once the grace period runs
+    out; one that has already exited has the children it left in its group killed."""
+    ignores = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    exited = subprocess.Popen(
+        ["sh", "-c", "sleep 60 >/dev/null & echo $!"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert ignores.stdout.readline().strip() == "ready"
+        start = time.monotonic()
+        reproduce._stop(ignores, grace_s=0.2)
+        assert ignores.returncode == -signal.SIGKILL and time.monotonic() - start >= 0.2
+        orphan = int(exited.stdout.readline())
+        assert exited.wait(timeout=10) == 0 and _alive(orphan)
+        reproduce._stop(exited)  # returns at once: no grace period for an exited process
+        deadline = time.monotonic() + 10
+        while _alive(orphan) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _alive(orphan)
+    finally:
+        for process in (ignores, exited):
+            process.kill()
+            process.stdout.close()

@@ -543,6 +543,13 @@ def test_answer_compares_with_the_nmt_run_beside_it_on_the_same_pairs(smoke_run,
     assert "(teacher_forcing) scores 2.50 beam / 1.00 greedy" in answer
     assert f"SMT is {bleu - 2.5:.1f} BLEU ahead" in answer and "90.00" not in answer
     assert "approximate randomisation" not in answer  # no NMT output files to test with
+    above = json.loads(json.dumps(points))  # an NMT ahead of the SMT: the other sentence
+    above["multi30k-teacher_forcing"]["metrics"]["test_beam_bleu"] = [bleu + 1.0, bleu + 3.0]
+    (tmp_path / "exposure_bias" / "results.json").write_text(json.dumps({"points": above}))
+    answer = smt_baseline.answers(tmp_path / "smt_baseline")[16]
+    message = f"(teacher_forcing) scores {bleu + 2.0:.2f} beam / 1.00 greedy, 2.0 BLEU above SMT."
+    assert message in answer
+    assert "ahead" not in answer and "not reproduced" not in answer
 
     # With the NMT point's outputs beside it (seed 0: the references themselves; seed 1: the
     # SMT's own output), the answer adds a paired test per seed; on other references, none.

@@ -297,6 +297,10 @@ def test_targets_by_hand():
         [1, 0, det, eos_tag],  # a; t-2 = <eos>
     ]
     np.testing.assert_array_equal(labels, expected)
+    # only inconsistent input reaches it (read_conllu pairs each form with its own UPOS)
+    forms, tags = sp.stream([{"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN", "<eos>"]}])
+    with pytest.raises(ValueError, match="a word position carries the <eos> tag"):
+        sp.probe_targets(forms, tags, words, [0, 2])
 
 
 @pytest.fixture(scope="module")

@@ -478,3 +478,51 @@ def test_step_keys_differ_by_step_replica_and_stream():
     keys = [seeds.step_key(b, s) for b in base for s in (0, 1)] + [seeds.init_key(b) for b in base]
     assert len({tuple(np.asarray(k)) for k in keys}) == 6
     assert np.array_equal(seeds.step_key(base[1], 1), keys[3])
+
+
+def test_cli_main_refuses_positional_arguments_and_names_data_missing_inside_a_run(
+    tmp_path, monkeypatch, capsys
+):
+    """`cli.main`'s own `_main` (absl's app.run and the flags faked): a positional argument is
+    absl's usage error naming it; a DataNotFoundError raised inside `run` (a grid experiment
+    loads each point's data there) is a setting to fix, exit 2 naming the path."""
+    import types
+
+    import ml_collections
+    from absl import app
+
+    from rnn_jax.data.readers import DataNotFoundError
+
+    values = dict(coordinator_address=None, num_processes=None, process_id=None)
+    monkeypatch.setattr(cli, "define_flags", lambda: None)
+    monkeypatch.setattr(
+        cli,
+        "flags",
+        types.SimpleNamespace(
+            FLAGS=types.SimpleNamespace(
+                config=ml_collections.ConfigDict({"malloc": "default"}),
+                workdir=str(tmp_path / "run"),
+                initialization_timeout=300,
+                **values,
+            )
+        ),
+    )
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
+    mains = []
+    monkeypatch.setattr(cli.app, "run", lambda main, flags_parser: mains.append(main))
+    missing = tmp_path / "data" / "point_3.txt"
+
+    def run(config, workdir, task):
+        assert task == "task"
+        raise DataNotFoundError(f"data file {str(missing)!r} does not exist")
+
+    cli.main(lambda config: "task", run=run, trains=False)
+    with pytest.raises(app.UsageError, match=r"^unexpected arguments: \['extra'\]$"):
+        mains[0](["prog", "extra"])
+    with pytest.raises(SystemExit) as info:
+        mains[0](["prog"])
+    assert info.value.code == cli.CONFIG_EXIT_STATUS
+    message = f"task data not found: data file {str(missing)!r} does not exist\n"
+    assert capsys.readouterr().err == message
+    assert not (tmp_path / "run").exists()

@@ -133,7 +133,15 @@ def test_sst_for_point_refuses_other_data_naming_the_key(config, tasks):
         tasks["sst"].for_point(point)
 
 
-def test_point_configs(config):
+def test_point_configs(config, monkeypatch):
+    # grid_points builds a task it is not handed once, from its first point's config
+    built = []
+    monkeypatch.setattr(wo, "WordOrderSentimentTask", lambda point: built.append(point) or "sst")
+    names = grid.point_names(config)
+    points = wo.grid_points(config, {"tag": "tag"})
+    first_sst = next(n for n in names if n.startswith("sst-"))
+    assert [b.to_json() for b in built] == [wo.point_config(config, first_sst).to_json()]
+    assert [(n, fn.args[1:]) for n, fn in points] == [(n, (n[:3], n)) for n in names]
     flat = {n: cfg.flatten(json.loads(wo.point_config(config, n).to_json())) for n in wo.POINTS}
     for task in wo.TASKS:
         shuffled, ordered = flat[f"{task}-shuffled"], flat[f"{task}-ordered"]
