@@ -574,3 +574,22 @@ def test_class_accuracies_count_real_tokens_of_real_rows_and_nan_for_an_empty_cl
     result = task.eval_metrics(sums)
     assert (result["accuracy_majority"], result["accuracy_minority"]) == (1.0, 0.0)
     assert math.isnan(result["accuracy_unk"])
+
+
+def test_q6_compares_a_backward_lstm_with_both_others_when_it_ran():
+    """With the backward point in the grid, Q6 adds a sentence: backward against forward and
+    the BiLSTM against backward, each with its seed comparison; without it, no such sentence."""
+    accuracies = {
+        "forward-softmax": [0.80, 0.81, 0.82],
+        "backward-softmax": [0.84, 0.85, 0.86],
+        "bi-softmax": [0.85, 0.90, 0.91],
+    }
+    points = {name: tagger_summary(name, acc) for name, acc in accuracies.items()}
+    text = report.answers(points)[6]
+    assert (
+        "Reading right to left instead (backward LSTM, same size): +4.00 points (every seed "
+        "apart) against the forward LSTM; the BiLSTM is +3.67 points (within the seed spread) "
+        "against the backward one." in text
+    )
+    del points["backward-softmax"]
+    assert "Reading right to left" not in report.answers(points)[6]

@@ -211,6 +211,25 @@ def test_state_keeps_every_later_probability(order):
     assert shortened >= 10
 
 
+def test_state_memo_is_emptied_at_its_limit_and_answers_the_same(monkeypatch):
+    """At `STATE_MEMO_LIMIT` entries the memo is emptied before the next new context (a
+    decoder's run asks for millions), and the states it then recomputes are the same."""
+    import experiments.kneser_ney as kn
+
+    model = KneserNeyLM.estimate(SENTENCES + _random_corpus(3), 3)
+    words = [BOS, *sorted(model.vocab - {UNK}), "zz"]
+    histories = list(itertools.product(words, repeat=2))
+    unlimited = [model.state(h) for h in histories]
+    fresh = KneserNeyLM.estimate(SENTENCES + _random_corpus(3), 3)
+    monkeypatch.setattr(kn, "STATE_MEMO_LIMIT", 5)
+    sizes = []
+    for history, want in zip(histories, unlimited, strict=True):
+        assert fresh.state(history) == want
+        sizes.append(len(fresh._states))
+    assert max(sizes) == 5 and sizes.count(1) >= len(histories) // 5 - 1
+    assert len(model._states) == len(histories)
+
+
 def test_estimate_rejects_bad_orders():
     with pytest.raises(ValueError, match="order"):
         KneserNeyLM.estimate(SENTENCES, 0)

@@ -311,6 +311,8 @@ def test_bad_arguments_raise(lm):
         transformer.TransformerLM(
             VOCAB, d_model=10, num_heads=3, num_layers=1, max_length=4, rngs=nnx.Rngs(0)
         )
+    with pytest.raises(ValueError, match="d_model=10 must be divisible by num_heads=4"):
+        transformer.MultiHeadAttention(10, 4, rngs=nnx.Rngs(0))  # the layer on its own
     with pytest.raises(ValueError, match="positions"):
         transformer.TransformerLM(
             VOCAB,

@@ -295,6 +295,13 @@ def test_answers_claim_a_gain_only_when_it_exceeds_the_seed_spread():
     answer = report.answers({"a": tight, "b": _summary("l2", [3.24, 3.245])})[17]
     assert "Better than" not in answer and "l2 (-0.0125 bits best valid" in answer
 
+    # A grid without the unregularised point (--set regularizer=...): the measurements alone,
+    # no verdict against early stopping, whose baseline is that point.
+    answer = report.answers({"b": overlapping, "c": apart})[17]
+    assert answer.startswith("Measured (") and answer.endswith("at step 200.")
+    assert "dropout final train" in answer and "variational final train" in answer
+    assert "early stopping" not in answer and "Not better" not in answer
+
     deep = _summary("none", [3.225, 3.265], layers=3, questions=(12,))
     answer = report.answers({"a": none, "b": deep})[12]
     assert "layers are best" not in answer and "did not beat 2" in answer

@@ -422,6 +422,15 @@ def test_unknown_shape_names_fail():
     )
     with pytest.raises(ValueError, match="configs: unknown shape 'huge'"):
         throughput.groups_of(config)
+    # `extra` adds <cell>:<shape> groups after the cells x configs grid, in every mode.
+    overrides = {"cells": "lstm", "configs": "tiny", "modes": "fwd,fwd_bwd", "extra": "gru:long"}
+    config = cli.load_config(f"{CONFIG}:smoke", overrides, rules=throughput.RULES, trains=False)
+    assert throughput.groups_of(config) == [
+        ("lstm", "tiny", "fwd"),
+        ("lstm", "tiny", "fwd_bwd"),
+        ("gru", "long", "fwd"),
+        ("gru", "long", "fwd_bwd"),
+    ]
     config = cli.load_config(
         f"{CONFIG}:smoke", {"stacked": "gru:huge"}, rules=throughput.RULES, trains=False
     )
