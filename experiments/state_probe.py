@@ -185,9 +185,17 @@ def probed_targets(kind: str, ks: list[int]) -> list[str]:
 
 
 def stream(sentences: list[dict]) -> tuple[list[str], list[str]]:
-    """(forms, tags) `[T]` of `sentences` joined with `<eos>` after each (tag `<eos>`)."""
+    """(forms, tags) `[T]` of `sentences` joined with `<eos>` after each (tag `<eos>`).
+
+    Raises ValueError naming the first sentence whose `tokens` and `upos` differ in length
+    (every later tag would sit on another word)."""
     forms, tags = [], []
-    for sentence in sentences:
+    for index, sentence in enumerate(sentences):
+        if len(sentence["tokens"]) != len(sentence["upos"]):
+            raise ValueError(
+                f"sentence {index}: {len(sentence['tokens'])} tokens but "
+                f"{len(sentence['upos'])} UPOS tags"
+            )
         forms += [*sentence["tokens"], EOS]
         tags += [*sentence["upos"], EOS]
     return forms, tags

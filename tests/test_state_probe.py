@@ -301,6 +301,10 @@ def test_targets_by_hand():
     forms, tags = sp.stream([{"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN", "<eos>"]}])
     with pytest.raises(ValueError, match="a word position carries the <eos> tag"):
         sp.probe_targets(forms, tags, words, [0, 2])
+    # A sentence with one tag fewer than tokens shifted every later tag onto another word.
+    aligned = {"tokens": ["a"], "upos": ["DET"]}
+    with pytest.raises(ValueError, match=r"^sentence 1: 3 tokens but 2 UPOS tags$"):
+        sp.stream([aligned, {"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN"]}, aligned])
 
 
 @pytest.fixture(scope="module")
