@@ -264,29 +264,18 @@ def matched_hidden_sizes(
             continue
         # The embeddings are the same at every width, so the width whose whole model is
         # closest to bi-softmax's total is the one whose varying part is closest to `target`;
-        # the tolerance is checked here, on the varying part (match_size's own message spoke
-        # of the totals and of tolerance * target / total, "within 0%" for match.tolerance
-        # 0.01).
+        # match_size finds it however far (`tolerance=None`) and the tolerance is checked
+        # here, on the varying part (match_size's own message spoke of the totals and of
+        # tolerance * target / total, "within 0%" for match.tolerance 0.01; and with a CRF's
+        # width-free transitions at a tiny model.hidden_size it raised even at 99.9%).
         high = 4 * width
-
-        def build(w: int, n: str = name) -> Tagger:
-            return _abstract_model(task, point_config(config, n, w))
-
-        try:
-            hidden, count = match_size(
-                build,
-                total,
-                low=1,
-                high=high,
-                tolerance=0.999,  # any closest width; `tolerance` is checked below
-            )
-        except ValueError:
-            # Even the closest width misses by more than 99.9% of the total: bi-softmax's
-            # count lies outside every width's (a CRF's width-free transitions at a tiny
-            # model.hidden_size), so the closest is an end of the range. match_size's own
-            # message named its 99.9% and the totals, beside the user's match.tolerance.
-            hidden = min((1, high), key=lambda w: abs(count_params(build(w)) - total))
-            count = count_params(build(hidden))
+        hidden, count = match_size(
+            lambda w, n=name: _abstract_model(task, point_config(config, n, w)),
+            total,
+            low=1,
+            high=high,
+            tolerance=None,
+        )
         varying = count - shared
         if abs(varying - target) > tolerance * target:
             raise cfg.ConfigError(

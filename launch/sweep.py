@@ -419,12 +419,12 @@ def check_seed_replicas(
         if key in point:
             return point[key]
         if key in common:
-            # As the run reads it (absl's parser, `_set_value`): `int()` refused `0x3`, which
+            # As the run reads it (`_set_value`: absl's parser): `int()` refused `0x3`, which
             # the run reads as 3, and the overlap went unchecked.
             try:
-                return flags.IntegerParser().parse(common[key])
+                return _set_value(config, key, common[key])
             except ValueError:
-                return None  # not an int: `_set_value` refuses it, naming the flag
+                return None  # not an int: plan_runs refuses it, naming the flag
         return config.get(key) if hasattr(config, "get") else None
 
     spans: dict[Any, list[tuple[dict, int, int]]] = {}

@@ -704,8 +704,7 @@ def test_translation_task_scores_like_sacrebleu_and_feeds_each_regime(repo_root)
     valid = {
         k: float(v) for k, v in task.eval_step(model, task.eval_data("valid")[0], ())[1].items()
     }
-    assert set(task.eval_metrics(valid)) == {"tf_nll"}
-    assert task.eval_metrics(valid)["tf_nll"] == pytest.approx(valid["nll"] / valid["tokens"])
+    assert task.eval_metrics(valid) == {"tf_nll": pytest.approx(valid["nll"] / valid["tokens"])}
 
     train = task._collate(task.examples["train"])
     batch = {**{k: jnp.asarray(v) for k, v in train.items()}, "step": jnp.full(3, 4)}

@@ -516,41 +516,32 @@ def test_sigma_and_log10_cells_name_underflow_divergence_and_old_summaries(tmp_p
     assert "GRU 1/2, LSTM 2/2; with Glorot: GRU –, LSTM 0/2." in q5
 
 
-def _numpy_saturated_fractions(cell_name, params, xs):
-    """Per gate, the fraction of gate values (every unit, step and example) below 0.1 or above
-    0.9, from a per-step float64 loop over the cell's equations (PyTorch gate order)."""
+def _numpy_lstm_saturated_fractions(params, xs):
+    """Per LSTM sigmoid gate, the fraction of gate values (every unit, step and example) below
+    0.1 or above 0.9, from a per-step float64 loop over the LSTM's equations (PyTorch order)."""
     p = {name: np.asarray(value, np.float64) for name, value in params.items()}
     xs = np.asarray(xs, np.float64)
     sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))
-    hidden = p["W_hh"].shape[0]
-    h, c = np.zeros((xs.shape[0], hidden)), np.zeros((xs.shape[0], hidden))
-    values = {}
+    h = c = np.zeros((xs.shape[0], p["W_hh"].shape[0]))
+    values = {"input": [], "forget": [], "output": []}
     for t in range(xs.shape[1]):
-        z_x, z_h = xs[:, t] @ p["W_ih"] + p["b_ih"], h @ p["W_hh"] + p["b_hh"]
-        chunks = np.split(z_x + z_h, 4 if cell_name == "lstm" else 3, axis=-1)
-        if cell_name == "lstm":
-            i, f, g, o = (sigmoid(chunks[0]), sigmoid(chunks[1]), chunks[2], sigmoid(chunks[3]))
-            c = f * c + i * np.tanh(g)
-            h = o * np.tanh(c)
-            gates = {"input": i, "forget": f, "output": o}
-        else:
-            r, u = sigmoid(chunks[0]), sigmoid(chunks[1])
-            n_x, n_h = np.split(z_x, 3, axis=-1)[2], np.split(z_h, 3, axis=-1)[2]
-            h = (1 - u) * np.tanh(n_x + r * n_h) + u * h
-            gates = {"reset": r, "update": u}
-        for name, value in gates.items():
-            values.setdefault(name, []).append(value)
+        z = xs[:, t] @ p["W_ih"] + p["b_ih"] + h @ p["W_hh"] + p["b_hh"]
+        i, f, g, o = np.split(z, 4, axis=-1)
+        i, f, o = sigmoid(i), sigmoid(f), sigmoid(o)
+        c = f * c + i * np.tanh(g)
+        h = o * np.tanh(c)
+        for name, value in (("input", i), ("forget", f), ("output", o)):
+            values[name].append(value)
     return {name: np.mean((np.stack(v) < 0.1) | (np.stack(v) > 0.9)) for name, v in values.items()}
 
 
-@pytest.mark.parametrize("cell_name", ["lstm"])  # the GRU's gate map: test_diagnostics.py
-def test_gate_saturation_is_the_fraction_of_sigmoid_gates_past_0_1_or_0_9(cell_name):
+def test_lstm_gate_saturation_is_the_fraction_of_sigmoid_gates_past_0_1_or_0_9():
     """The experiment's `gate_*_saturated` (never computed by a test before: the other tests
-    diagnose tanh and ReLU cells): its per-example mean equals a per-step numpy loop's
-    fraction of gate values < 0.1 or > 0.9 (weights scaled x4 so the fractions lie strictly
-    between 0 and 1). The loop also knows the GRU, for a second parameter."""
+    diagnose tanh and ReLU cells; the GRU's gate map is checked in test_diagnostics.py): its
+    per-example mean equals a per-step numpy loop's fraction of gate values < 0.1 or > 0.9
+    (weights scaled x4 so the fractions lie strictly between 0 and 1)."""
     config = _config()
-    task = initialization.LongRangeTask(config, "adding", 10, cell_name, "orthogonal")
+    task = initialization.LongRangeTask(config, "adding", 10, "lstm", "orthogonal")
     model = task.init_model(jax.random.key(5))
     layer = model.rnn.layers[0]
     layer["W_ih"][...] = 4.0 * layer["W_ih"][...]
@@ -564,8 +555,8 @@ def test_gate_saturation_is_the_fraction_of_sigmoid_gates_past_0_1_or_0_9(cell_n
         for k, v in task.eval_metrics(sums).items()
         if k.startswith("gate_")
     }
-    want = _numpy_saturated_fractions(cell_name, model.rnn.params[0], xs)
-    assert set(got) == set(want) == set(initialization.SIGMOID_GATES[cell_name])
+    want = _numpy_lstm_saturated_fractions(model.rnn.params[0], xs)
+    assert set(got) == set(want) == set(initialization.SIGMOID_GATES["lstm"])
     for gate in want:
         # A gate value within float32 rounding of 0.1 or 0.9 may fall either side.
         assert got[gate] == pytest.approx(want[gate], abs=2 / (xs.shape[0] * 10 * HIDDEN))

@@ -53,6 +53,11 @@ def test_match_size_returns_the_brute_force_closest_width_within_tolerance():
     # The message gives the tolerance unrounded: `.0%` printed "within 4%" beside a 4% miss.
     with pytest.raises(ValueError, match="within 3.9%: closest is width 15 with 96 params"):
         match_size(build, 100, low=13, high=15, tolerance=0.039)
+    # tolerance=None: the closest width however far, never an error (an end of the range
+    # when every count lies on one side of the target).
+    assert match_size(build, 100, low=13, high=15, tolerance=None) == (15, 96)
+    assert match_size(build, 10**6, low=1, high=24, tolerance=None) == (24, counts[24])
+    assert match_size(build, 1, low=1, high=24, tolerance=None) == (1, counts[1])
     # Refused up front, naming the argument: without the checks target=0 would end in "no
     # width ... gives 0 params within 5%", tolerance=0 would run, multiple_of=0 divide by 0.
     for bad, kwargs in (

@@ -49,18 +49,19 @@ def match_size(
     *,
     low: int,
     high: int,
-    tolerance: float = 0.05,
+    tolerance: float | None = 0.05,
     multiple_of: int = 1,
 ) -> tuple[int, int]:
     """Width in [low, high] (a multiple of `multiple_of`) whose model best matches `target`.
 
     `build(width)` returns the model (it is only traced, with `nnx.eval_shape`); the parameter
     count must grow with width. Returns `(width, count)`; raises ValueError if no width gives
-    a count within `tolerance` (relative) of `target`.
+    a count within `tolerance` (relative) of `target`. `tolerance=None`: the closest width,
+    however far (for a caller that checks its own tolerance on part of the count).
     """
     if target <= 0:
         raise ValueError(f"target must be a positive parameter count, got {target}")
-    if not 0 < tolerance < 1:
+    if tolerance is not None and not 0 < tolerance < 1:
         raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
     if multiple_of < 1:
         raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
@@ -85,7 +86,7 @@ def match_size(
             hi = mid
     candidates = [int(widths[i]) for i in (lo - 1, lo) if 0 <= i < widths.size]
     best = min(candidates, key=lambda width: abs(count(width) - target))
-    if abs(count(best) - target) > tolerance * target:
+    if tolerance is not None and abs(count(best) - target) > tolerance * target:
         # The tolerance unrounded: `.0%` printed 0.039 as "within 4%" beside a 4% miss.
         raise ValueError(
             f"no width in [{low}, {high}] gives {target} params within {tolerance * 100:g}%: "
