@@ -313,12 +313,15 @@ def _answer_14(p: dict[str, dict]) -> str:
     if fw is not None and fw_crf is not None:
         sentence = f"A CRF on the forward LSTM: {diff_text(fw_crf, fw)}"
         if bi is not None:
-            gap = compare(bi, fw)["delta"]
-            recovered = compare(fw_crf, fw)["delta"] / gap if gap > 0 else float("nan")
+            gap, crf_gain = compare(bi, fw)["delta"], compare(fw_crf, fw)["delta"]
+            # A NaN gap or CRF gain (every seed of a point diverged) said the BiLSTM "had no
+            # gain over the forward LSTM to recover", whatever the BiLSTM's gain was.
             sentence += (
-                f", i.e. {100 * recovered:.0f}% of the forward-to-BiLSTM gap "
+                f", i.e. {100 * crf_gain / gap:.0f}% of the forward-to-BiLSTM gap "
                 f"({_points(gap)}); on minority tokens {diff_text(fw_crf, fw, 'minority')}"
-                if np.isfinite(recovered)
+                if gap > 0 and np.isfinite(crf_gain)
+                else " (no share of the forward-to-BiLSTM gap: a point has no finite accuracy)"
+                if not np.isfinite(gap + crf_gain)
                 else " (the BiLSTM had no gain over the forward LSTM to recover)"
             )
         text.append(sentence + ".")

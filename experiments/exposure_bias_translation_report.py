@@ -222,7 +222,10 @@ def answer_text(summaries: dict[str, dict]) -> str:
             f"compare with {', '.join(tied)})"
         )
         + "; greedy/beam BLEU "
-        + ", ".join(f"{r} {greedy[r]:.2f}/{beam[r]:.2f}" for r in rows)
+        + ", ".join(
+            f"{r} {grid.number_text(greedy[r], '.2f')}/{grid.number_text(beam[r], '.2f')}"
+            for r in rows
+        )
         + f"; copying the source scores {copy:.2f}. Beam − greedy BLEU per seed (the same "
         "checkpoints): "
         + ", ".join(f"{r} {_per_seed_gain(s['metrics'])}" for r, s in rows.items())

@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from rnn_jax import predicates
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics as run_metrics
 
@@ -89,10 +90,10 @@ def split_ints(config: ml_collections.ConfigDict, key: str, section: str = "grid
     # split_axis's own errors (empty list, a value listed twice) pass through as they are:
     # caught below with int()'s, "5,5" was reported as "expected integers".
     values = split_axis(config, key, section=section)
-    try:
-        numbers = [int(v) for v in values]
-    except ValueError:
-        raise config_lib.ConfigError(f"{section}.{key}={text!r}: expected integers") from None
+    if not all(predicates.is_decimal(v.removeprefix("-")) for v in values):
+        # int() alone read '٣' as 3, '1_0' as 10 and '+5' as 5
+        raise config_lib.ConfigError(f"{section}.{key}={text!r}: expected integers")
+    numbers = [int(v) for v in values]
     if min(numbers) < 1:
         raise config_lib.ConfigError(f"{section}.{key}={text!r}: values must be >= 1")
     check_distinct(f"{section}.{key}", text, numbers)
@@ -134,10 +135,17 @@ def point_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def run_points(
     workdir: pathlib.Path,
-    points: Sequence[tuple[str, Callable[[pathlib.Path], dict]]],
+    points: Sequence[tuple[str, Callable[[pathlib.Path], dict]] | tuple[str, Callable, dict]],
     config: ml_collections.ConfigDict,
 ) -> dict[str, dict]:
     """Runs `fn(point_dir)` for each `(name, fn)` not finished yet; returns name -> results.
+
+    A point may be `(name, fn, labels)`: `labels` (e.g. which seed questions the point
+    answers) are what this run's grid asks of the point, not results, so they go into its
+    summary whether it is run or loaded (a summary loaded from an earlier run with another
+    grid kept the labels of that grid: regularization's point answering Q12 now was left out
+    of Q12's table). A point whose *results* depend on a grid key carries that key's value in
+    its name instead (rnn_vs_attention's cost point: `cost-lstm-transformer`).
 
     `fn` must train (train_and_evaluate writes point_dir/results.json) and return the
     point's summary dict, which is stored, with its wall time `point_wall_s`, as
@@ -152,12 +160,13 @@ def run_points(
     summaries = {}
     current = point_config(config)
     start = time.perf_counter()
-    for i, (name, fn) in enumerate(points, 1):
+    for i, (name, fn, *rest) in enumerate(points, 1):
+        labels = rest[0] if rest else {}
         point_dir = workdir / "points" / name
         summary_path = point_dir / "summary.json"
         changed = _changed_keys(point_dir / POINT_CONFIG_FILE, current)
         if summary_path.is_file() and not changed:
-            summaries[name] = json.loads(summary_path.read_text())
+            summaries[name] = {**json.loads(summary_path.read_text()), **labels}
             status = "done earlier"
         else:
             redone = f"redone: {changed}; " if summary_path.is_file() else ""
@@ -166,7 +175,7 @@ def run_points(
             if jax.process_index() == 0:  # multi-host runs: one writer, as the runtime does
                 summary_path.unlink(missing_ok=True)  # a stale summary never outlives its run
                 run_metrics.write_json_atomic(point_dir / POINT_CONFIG_FILE, current)
-            summaries[name] = {**fn(point_dir), "point_wall_s": time.perf_counter() - t0}
+            summaries[name] = {**fn(point_dir), **labels, "point_wall_s": time.perf_counter() - t0}
             if jax.process_index() == 0:
                 run_metrics.write_json_atomic(summary_path, summaries[name])
             status = f"{redone}{time.perf_counter() - t0:.0f}s"
@@ -274,7 +283,7 @@ def run_grid(
     name: str,
     config: ml_collections.ConfigDict,
     workdir: pathlib.Path,
-    points: Sequence[tuple[str, Callable[[pathlib.Path], dict]]],
+    points: Sequence[tuple[str, Callable[[pathlib.Path], dict]] | tuple[str, Callable, dict]],
     report: Any,
     final: Sequence[str] | Callable[[dict], dict],
     start: float | None = None,

@@ -671,6 +671,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         values = np.asarray(_grad_ratio(s["at_init"], s["steps"])) if s else np.array([])
         return values[~np.isnan(values)]
 
+    def seeds_of(cell: str, init: str) -> int:
+        return len(by[(cell, init)]["success"])
+
     def ratio(cell: str, init: str) -> float:
         values = ratios(cell, init)
         return float(np.mean(values)) if values.size else float("nan")
@@ -708,19 +711,39 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             for c in measured
             if all(rate[(c, "orthogonal")] >= rate.get((c, i), 0.0) for i in others)
         ]
+
         # Beyond the seed spread: every seed of orthogonal solved the task and none of the
-        # other init's did; a higher rate with seeds of both alike is only 'more often'.
+        # other init's did, with two seeds or more a side (1/1 against 0/1 has no spread to
+        # be beyond); a higher rate with seeds of both alike is only 'more often'.
+        def seeds(c: str, i: str) -> int:
+            return len(by[(c, i)]["success"])
+
+        def more_often(c: str, i: str) -> bool:
+            return (c, i) in rate and rate[(c, "orthogonal")] > rate[(c, i)]
+
         strictly = {
-            c: [i for i in others if rate[(c, "orthogonal")] == 1.0 and rate.get((c, i)) == 0.0]
+            c: [
+                i
+                for i in others
+                if rate[(c, "orthogonal")] == 1.0
+                and rate.get((c, i)) == 0.0
+                and min(seeds(c, "orthogonal"), seeds(c, i)) >= 2
+            ]
+            for c in measured
+        }
+        one_seed = {
+            c: [
+                i
+                for i in others
+                if more_often(c, i) and min(seeds(c, "orthogonal"), seeds(c, i)) < 2
+            ]
             for c in measured
         }
         within = {
             c: [
                 i
                 for i in others
-                if (c, i) in rate
-                and rate[(c, "orthogonal")] > rate[(c, i)]
-                and i not in strictly[c]
+                if more_often(c, i) and i not in strictly[c] and i not in one_seed[c]
             ]
             for c in measured
         }
@@ -733,6 +756,9 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             "are the ones listed); where orthogonal ties Glorot or small random inits, this "
             "run does not show orthogonality itself to matter."
             if any(strictly.values())
+            else ". With one seed a side this run cannot test the seed's claim beyond the seed "
+            "spread."
+            if any(one_seed.values()) and not any(within.values())
             else ". So this run does not support the seed's claim: orthogonal init solved the "
             "task more often than no other init beyond the seed spread."
         )
@@ -745,6 +771,12 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 "; more often, but within the seed spread (not every seed solved against none), "
                 "than: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in within.items() if v)
                 if any(within.values())
+                else ""
+            )
+            + (
+                "; more often, from one seed (no seed spread to compare), than: "
+                + "; ".join(f"{c}: {', '.join(v)}" for c, v in one_seed.items() if v)
+                if any(one_seed.values())
                 else ""
             )
             + (
@@ -761,16 +793,34 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         # of order: min() keeps a leading NaN.
         measured = [i for i in inits if not math.isnan(ratio("elman_tanh", i))]
         worst = min(measured, key=lambda i: ratio("elman_tanh", i)) if measured else None
-        # "worst" only beyond the seed spread: every seed of it below every seed of the others
-        tied = [
-            i
-            for i in measured
-            if i != worst and not ratios("elman_tanh", worst).max() < ratios("elman_tanh", i).min()
+
+        def unranked(init: str) -> str | None:
+            """None when every seed of `worst` is below every seed of `init` (an underflowed
+            -inf ratio counts as measured), two or more a side (grid.finite_seeds_below's
+            rule); else why the two are not ranked (grid.unranked_reason's wording)."""
+            x, y = ratios("elman_tanh", worst), ratios("elman_tanh", init)
+            if x.size >= 2 and y.size >= 2 and x.max() < y.min():
+                return None
+            total = (seeds_of("elman_tanh", worst), seeds_of("elman_tanh", init))
+            if x.size < total[0] or y.size < total[1]:
+                return "a seed diverged: not compared seed by seed"
+            if min(total) < 2:
+                return "one seed: no seed spread to compare"
+            return grid.WITHIN_SPREAD
+
+        reasons = {i: unranked(i) for i in measured if i != worst}
+        within = [i for i, why in reasons.items() if why == grid.WITHIN_SPREAD]
+        rest = [
+            f"{i} ({why})" for i, why in reasons.items() if why not in (None, grid.WITHIN_SPREAD)
         ]
         if worst is None:
             verdict = "; no init gave a finite ratio"
-        elif tied:
-            verdict = f"; lowest mean with {worst}, within the seed spread of {', '.join(tied)}"
+        elif within or rest:
+            # "worst" only beyond the seed spread: every seed of it below every seed of the others
+            verdict = f"; lowest mean with {worst}" + "".join(
+                ([f", within the seed spread of {', '.join(within)}"] if within else [])
+                + ([f"; not ranked against {', '.join(rest)}"] if rest else [])
+            )
         else:
             verdict = f"; worst with {worst}"
         out[3] = (

@@ -291,7 +291,6 @@ def run_point(
     regularizer: str,
     layers: int,
     hidden: int,
-    questions: list[int],
     point_dir: pathlib.Path,
 ) -> dict:
     """Train one point; its summary holds the per-seed curves (bits/token, evaluation mode)
@@ -306,7 +305,6 @@ def run_point(
     d, t = point.data, point.train
     train_tokens = len(task.corpus.splits["train"])
     return {
-        "questions": questions,
         "regularizer": regularizer,
         "settings": _regularizer_keys(config)[regularizer],
         "layers": layers,
@@ -331,9 +329,11 @@ def run_point(
     }
 
 
-def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object]]:
-    """(point name, fn(point_dir) -> summary): the Q17 points, then the Q12 points not
-    already among them; a point in both answers both questions."""
+def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object, dict]]:
+    """(point name, fn(point_dir) -> summary, {"questions": [17 and/or 12]}): the Q17 points,
+    then the Q12 points not already among them; a point in both answers both questions. The
+    questions are labels (`grid.run_points`): which ones a point answers depends on this
+    run's grid, not on what it trained."""
     q17 = regularizers(config, "regularizers")
     layer_counts = depths(config)
     q12 = regularizers(config, "depth_regularizers") if layer_counts else []
@@ -351,7 +351,8 @@ def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object]]:
     return [
         (
             f"L{layers}-h{hidden}-{reg}",
-            functools.partial(run_point, config, reg, layers, hidden, qs),
+            functools.partial(run_point, config, reg, layers, hidden),
+            {"questions": qs},
         )
         for (reg, layers, hidden), qs in specs.items()
     ]

@@ -477,7 +477,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     if "copy" in tasks:
         points += copy_points(config, models)
     if "cost" in tasks:
-        points.append(("cost", functools.partial(measure_cost, config, models)))
+        # the point measures every model of grid.models, so its name carries them: named
+        # "cost", a rerun with another grid.models reused the summary of the first
+        points.append((f"cost-{'-'.join(models)}", functools.partial(measure_cost, config, models)))
     print(f"rnn_vs_attention: {len(points)} grid points, {config.num_seeds} seeds each", flush=True)
     summaries = grid.run_points(workdir, points, config)
     final = {}

@@ -106,7 +106,8 @@ def cell(value: list[float] | float | str | None) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return grid.mean_std(value) if len(value) > 1 else grid.fmt(value[0])
+        # mean_std for one seed too: grid.fmt printed a one-seed NaN as "nan", two as "–"
+        return grid.mean_std(value)
     return grid.fmt(float(value))
 
 

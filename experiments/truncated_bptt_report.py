@@ -270,10 +270,21 @@ def _answer_11(clip: list[dict]) -> str:
             if not np.isfinite(base)
             else any(grid.finite_seeds_below(s["loss"], unclipped[0]["loss"]) for s in finite)
         )
+        # Why no clipped run is ranked below the unclipped one: the seeds overlap, or one
+        # seed a side or a diverged seed leaves no spread to compare (then the run cannot
+        # test the claim; it said "not supported ... beyond the seed spread" for all three).
+        best = min(finite, key=lambda s: grid.nan_mean(s["loss"]), default=None)
+        reason = (
+            grid.unranked_reason(best["loss"], unclipped[0]["loss"])
+            if best is not None and not lower
+            else grid.WITHIN_SPREAD
+        )
         loss_text = (
             "lowered the final loss (every seed apart)"
             if lower
             else "did not lower the final loss beyond the seed spread"
+            if reason == grid.WITHIN_SPREAD
+            else f"did not lower the final loss measurably ({reason})"
         )
         if not np.isfinite(base):
             loss_text = (
@@ -288,7 +299,13 @@ def _answer_11(clip: list[dict]) -> str:
             + " the number of diverged seeds and "
             + loss_text
             + " in this run"
-            + ("." if fewer or lower else ": the seed's claim is not supported here.")
+            + (
+                "."
+                if fewer or lower
+                else ": the seed's claim is not supported here."
+                if reason == grid.WITHIN_SPREAD or not np.isfinite(base)
+                else ": this run cannot test the seed's claim."
+            )
         )
     return " ".join(text)
 

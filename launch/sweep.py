@@ -763,7 +763,7 @@ def define_flags() -> None:
     flags.DEFINE_multi_string(
         "set", [], "key=value config override applied to every run (e.g. --set=train.num_steps=50)."
     )
-    flags.DEFINE_boolean("dry_run", False, "Print the planned runs and exit.")
+    flags.DEFINE_boolean("dry_run", False, "Print the planned runs and exit, writing nothing.")
     flags.DEFINE_string("slurm_partition", None, "SLURM partition.")
     flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run.", lower_bound=0)
     flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per run.", lower_bound=1)
@@ -790,11 +790,13 @@ def main(argv: Sequence[str]) -> None:
             )
     except ValueError as error:
         sys.exit(f"launch.sweep: {error}")
-    write_sweep_file(root, flags.FLAGS.config, runs)
     for run in runs:
         print(f"{'done ' if run.finished else 'to do'}  {run.name}")
     if flags.FLAGS.dry_run:
+        # before sweep.json: a dry run into a finished root rewrote it with the planned runs,
+        # and launch.report then grouped that root's finished runs by a plan that never ran
         return
+    write_sweep_file(root, flags.FLAGS.config, runs)
     if flags.FLAGS.launcher == "local":
         failed = run_local(runs, flags.FLAGS.parallel)
     else:

@@ -395,6 +395,12 @@ def test_a_diverged_seed_is_never_every_seed_apart():
     text = report.answers(points)[6]
     assert "Supported:" not in text and "every seed apart)" not in text
     assert "mean is higher but a seed diverged, +6.50 points (a seed diverged" in text
+    # Every seed of the forward CRF diverged: Q14 said "the BiLSTM had no gain over the
+    # forward LSTM to recover" beside a BiLSTM +6.50 points above it.
+    points["forward-crf"] = tagger_summary("forward-crf", [None, None, None])
+    q14 = report.answers(points)[14]
+    assert "no gain" not in q14 and "a point has no finite accuracy" in q14
+    del points["forward-crf"]
     # Every BiLSTM seed diverged: a NaN mean is not "> 0", which read "Not supported: the
     # BiLSTM did not tag better than the forward LSTM, +nan points".
     points["bi-softmax"] = tagger_summary("bi-softmax", [None, None, None])

@@ -24,11 +24,16 @@ from rnn_jax.train import config as config_lib
         ("1.5", "expected integers"),
         (" , ", "expected a comma-separated non-empty list"),
         ("0,2", "values must be >= 1"),
+        ("-1", "values must be >= 1"),
+        # int() reads these as 3, 10 and 5: another script's digit, a Python literal's _, a sign
+        ("\u0663", "expected integers"),
+        ("1_0", "expected integers"),
+        ("+5", "expected integers"),
     ],
 )
 def test_split_ints_names_what_is_wrong_with_the_axis(text, message):
     """'5,5' was reported as 'expected integers': split_axis's repeated-value error was caught
-    with int()'s and replaced."""
+    with int()'s and replaced. int() alone also read '٣' as a length of 3."""
     config = ml_collections.ConfigDict({"grid": {"lengths": text}})
     with pytest.raises(config_lib.ConfigError) as error:
         grid.split_ints(config, "lengths")

@@ -431,6 +431,33 @@ def test_q3_and_q4_claim_differences_only_beyond_the_seed_spread(tmp_path):
     assert "; lowest mean with normal_0.01, within the seed spread of normal_1.0." in answers[3]
 
 
+def test_one_seed_or_a_diverged_seed_ranks_no_init_in_q3_and_q19(tmp_path):
+    """Q3 named the init with the lower ratio "worst" and Q19 said orthogonal "did strictly
+    better" from one seed a side (1/1 solved against 0/1), where grid's rule asks for two;
+    a diverged seed's ratio was dropped and the one left compared as if it were all."""
+    one = [
+        _adding_point("elman_tanh", "orthogonal", [1.0], [-2.0], [-14.0]),
+        _adding_point("elman_tanh", "normal_0.01", [0.0], [-3.0], [-14.0]),
+    ]
+    answers = _answers(tmp_path, one)
+    assert (
+        "; lowest mean with normal_0.01; not ranked against orthogonal (one seed: no seed "
+        "spread to compare)." in answers[3]
+    )
+    assert "worst with" not in answers[3]
+    assert "strictly better than: elman_tanh: none; more often, from one seed" in answers[19]
+    assert "than: elman_tanh: normal_0.01. With one seed a side this run cannot" in answers[19]
+    diverged = [
+        _adding_point("elman_tanh", "orthogonal", [1.0, 1.0], [-2.0, -1.9], [-14.0, -14.0]),
+        _adding_point("elman_tanh", "normal_0.01", [0.0, 0.0], [-3.0, np.nan], [-14.0, -14.0]),
+    ]
+    answers = _answers(tmp_path, diverged)
+    assert (
+        "not ranked against orthogonal (a seed diverged: not compared seed by seed)" in (answers[3])
+    )
+    assert "strictly better than: elman_tanh: normal_0.01." in answers[19]  # 2/2 against 0/2
+
+
 def test_sweep_runs_each_point_of_the_variants_grid_once():
     """quick leaves normal(1/sqrt(H)) to full, but its sweep ran every name of INITS: 24 runs
     for its 20 grid points."""

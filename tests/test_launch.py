@@ -312,10 +312,9 @@ def test_a_finished_run_is_not_reused_under_another_set(tmp_path):
     --set found `results.json` under the same names and skipped every run: the report then
     showed 5-step results as 50-step ones."""
     root = tmp_path / "root"
-    first = run_sweep_cli(
-        f"--config={SMOKE}", f"--workdir={root}", "--set=train.num_steps=5", "--dry_run"
-    )
-    assert first.returncode == 0, first.stderr
+    # The record a sweep writes before it runs (a dry run writes nothing, checked below).
+    first = sweep.plan_runs(SMOKE, root, {"train.num_steps": "5"})
+    sweep.write_sweep_file(root, SMOKE, first)
     _finish_all(root)
     before = (root / "sweep.json").read_text()
     result = run_sweep_cli(
@@ -331,6 +330,13 @@ def test_a_finished_run_is_not_reused_under_another_set(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("done ") == 4
+    # A dry run of another variant into this root (other run names, so no refusal) printed
+    # its plan and rewrote sweep.json with it: launch.report then found no finished run.
+    other = run_sweep_cli(
+        f"--config={SMOKE.replace(':smoke', ':quick')}", f"--workdir={root}", "--dry_run"
+    )
+    assert other.returncode == 0 and "to do" in other.stdout, other.stderr
+    assert (root / "sweep.json").read_text() == before
 
 
 def test_a_finished_run_of_another_variant_with_the_same_name_is_refused(tmp_path):

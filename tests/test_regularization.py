@@ -141,13 +141,13 @@ def test_depth_points_match_the_q17_models_parameter_count(data_root):
 
 
 def test_grid_points_and_sweep_cover_the_same_runs(config):
-    names = [name for name, _ in reg.grid_points(config)]
+    names = [point[0] for point in reg.grid_points(config)]
     assert names == ["L2-h16-none", "L2-h16-dropout"]  # the depth-2 point is Q17's none
     wide = cli.load_config(SMOKE, {"grid.depths": "1,2,3"}, rules=reg.RULES)
     sizes = reg.matched_hidden_sizes(wide, 16, [1, 3])
     swept = []
     for overrides in reg_configs.get_sweep("smoke"):
-        swept += [n for n, _ in reg.grid_points(cli.load_config(SMOKE, overrides, reg.RULES))]
+        swept += [p[0] for p in reg.grid_points(cli.load_config(SMOKE, overrides, reg.RULES))]
     assert sorted(swept) == sorted(names)
     assert sizes[1][0] > 16 > sizes[3][0]
 
@@ -170,7 +170,7 @@ def test_run_point_reads_every_seed_at_the_common_best_evaluation(config, tmp_pa
     curves = {"valid_loss": valid, f"{reg.TRAIN_EVAL}_loss": train}
     monkeypatch.setattr(reg, "train_and_evaluate", lambda *a: {"final": {"best_step": 20}})
     monkeypatch.setattr(grid, "read_metric_curve", lambda _, key: ([10, 20, 30], curves[key]))
-    s = reg.run_point(config, "none", 2, 16, [17], tmp_path)
+    s = reg.run_point(config, "none", 2, 16, tmp_path)
     bits = lambda row: list(row / np.log(2))  # noqa: E731
     assert s["best_step"] == s["runtime_best_step"] == 20
     np.testing.assert_allclose(s["best_valid_bits"], bits(valid[1]))

@@ -406,6 +406,25 @@ def test_temp_memory_unmeasured_is_null_and_small_values_keep_their_digits(tmp_p
     assert "lstm 0.04776 MiB → 0.04776 MiB, transformer – → –." in answer
 
 
+def test_the_cost_point_is_named_by_the_models_it_measures(tmp_path, monkeypatch):
+    """One point measures every model of grid.models; named "cost" alone, a rerun with
+    another grid.models found it finished and reused its rows (the transformer's row missing
+    from the cost table and results.json)."""
+    names = []
+
+    def run_points(workdir, points, config):
+        names.extend(point[0] for point in points)
+        raise StopIteration  # the plan is all this test needs
+
+    monkeypatch.setattr(rva, "cost_widths", lambda *args: {})
+    monkeypatch.setattr(rva.grid, "run_points", run_points)
+    for models in ("lstm", "lstm,transformer"):
+        config = cli.load_config(SMOKE, {"grid.tasks": "cost", "grid.models": models}, rva.RULES)
+        with pytest.raises(StopIteration):
+            rva.run(config, tmp_path)
+    assert names == ["cost-lstm", "cost-lstm-transformer"]
+
+
 def test_answers_count_a_diverged_seed(tmp_path):
     """Q9 and Q15 printed np.nanmean over seeds: a seed whose loss was NaN vanished from the
     answer (the tables beside it said "1/2 seeds")."""

@@ -124,6 +124,9 @@ def test_seed_values_read_a_null_seed_as_nan_and_summary_counts_it():
     assert run_report.summary_text(values) == "0.850 ± 0.050 (2/3 seeds)"
     assert run_report.seed_values({"test_accuracy": 0.5}, "test_accuracy") == [0.5]
     assert run_report.seed_values({}, "test_accuracy") is None
+    # A table cell: one non-finite seed printed "nan" where two printed "–".
+    assert run_report.cell([math.nan]) == run_report.cell([math.nan, math.nan]) == "–"
+    assert run_report.cell([0.5]) == "0.5" and run_report.cell([0.5, math.nan]) == "0.5 (1/2 seeds)"
 
 
 def test_the_protocol_caption_names_the_state_the_runtime_scored():

@@ -367,3 +367,26 @@ def test_every_curve_reader_keeps_one_record_per_step(tmp_path):
     steps, values = run_report.read_curve(tmp_path, "train_loss")
     assert steps.tolist() == [1, 2, 3, 4] and values.tolist() == [[3.0], [2.5], [1.5], [0.5]]
     assert grid.read_metric_curve(tmp_path, "valid_loss")[0] == [2]
+
+
+def test_grid_point_labels_follow_the_current_grid_not_the_stored_summary(tmp_path):
+    """A point's labels (regularization: which seed questions it answers) depend on the grid
+    of this run, not on what trained: a summary reused from a run whose grid asked only Q17
+    kept [17], and the point was left out of Q12's table and answer."""
+    from experiments import grid
+
+    calls = []
+
+    def point(point_dir):
+        calls.append(point_dir.name)
+        return {"value": 1.0}
+
+    config = _config()
+    config.grid = {"depths": ""}
+    first = grid.run_points(tmp_path, [("a", point, {"questions": [17]})], config)
+    assert first["a"]["questions"] == [17]
+    assert json.loads((tmp_path / "points/a/summary.json").read_text())["questions"] == [17]
+    config.grid.depths = "2"
+    again = grid.run_points(tmp_path, [("a", point, {"questions": [17, 12]})], config)
+    assert again["a"]["questions"] == [17, 12] and again["a"]["value"] == 1.0
+    assert calls == ["a"]  # reused, not retrained

@@ -247,6 +247,10 @@ def test_clipping_answer_claims_a_lower_loss_only_beyond_the_seed_spread():
     answer = report.answers({"a": unclipped, "b": _clip_point(1.0, [0.20, 0.40])})[11]
     assert "lowered the final loss (every seed apart)" in answer
     assert "not supported" not in answer
+    # One seed a side has no spread: it blamed one and called the claim "not supported".
+    one = report.answers({"a": _clip_point(None, [1.9]), "b": _clip_point(1.0, [0.2])})[11]
+    assert "did not lower the final loss measurably (one seed: no seed spread" in one
+    assert "this run cannot test the seed's claim." in one and "not supported" not in one
 
 
 def _window_point(k, accuracy, s_per_token=1e-6):
