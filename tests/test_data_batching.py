@@ -57,6 +57,19 @@ def test_pad_batch_seq2seq_fields_get_their_own_lengths():
         pad_batch([])
 
 
+def test_pad_batch_keeps_every_example_value_whatever_the_first_examples_dtype():
+    """The padded array took the first example's dtype: a weight 0.5 after an integer row
+    became 0, and an id of 300 after an int8 row became 44."""
+    batch = pad_batch(
+        [
+            {"inputs": np.array([1, 2], np.int8), "weight": np.array([1, 1])},
+            {"inputs": np.array([300], np.int32), "weight": np.array([0.5])},
+        ]
+    )
+    np.testing.assert_array_equal(batch["inputs"], [[1, 2], [300, 0]])
+    np.testing.assert_array_equal(batch["weight"], [[1.0, 1.0], [0.5, 0.0]])
+
+
 def test_epoch_plan_is_a_deterministic_permutation_per_epoch():
     lengths = np.arange(103) % 17 + 1
     plan = epoch_plan(lengths, 10, seed=3, epoch=0)
@@ -305,3 +318,20 @@ def test_bad_arguments_are_refused_naming_the_value():
             call()
     # a field outside length_fields may be empty: it is padded to width 0, not refused
     assert pad_batch([{"inputs": np.arange(0)}], length_fields=())["inputs"].shape == (1, 0)
+
+
+@pytest.mark.parametrize("stream", [LMStream, LMEvalStream])
+def test_lm_streams_refuse_ids_that_are_not_int32_token_ids(stream):
+    """`astype(np.int32)` read float ids 0.7, 1.9 as 0, 1, bools as 0/1 and an id of 2**31 + 5
+    as a negative one, silently."""
+    good = stream(np.arange(20, dtype=np.int64), 2, 3)
+    assert good.batch(0)["inputs"].dtype == np.int32
+    for ids, message in [
+        (np.linspace(0.7, 9.7, 20), "integer token ids, got dtype float64"),
+        (np.arange(20) % 2 == 0, "integer token ids, got dtype bool"),
+        (np.arange(20) + 2**31 - 10, r"in \[0, 2\*\*31\)"),
+        (np.arange(20) - 1, r"got -1\.\.18"),
+        (np.zeros((4, 5), np.int32), "1-D token stream"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            stream(ids, 2, 3)

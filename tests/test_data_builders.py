@@ -119,13 +119,19 @@ def test_unknown_builder():
         builders.builder("wikitext", "/tmp")
 
 
-@pytest.mark.parametrize("state", ["missing", "empty"])
-def test_a_given_manual_dir_that_is_missing_or_empty_fails_at_once(tmp_path, state):
+@pytest.mark.parametrize(
+    ("state", "what"),
+    [("missing", "does not exist"), ("empty", "is empty"), ("file", "is not a directory")],
+)
+def test_a_given_manual_dir_that_is_missing_or_empty_fails_at_once(tmp_path, state, what):
+    """Each says which: one of the corpus's files given as manual_dir "did not exist"."""
     manual = tmp_path / "ptbb"
     if state == "empty":
         manual.mkdir()
+    if state == "file":
+        manual.write_text("a file\n")
     data_dir = tmp_path / "tfds"
-    with pytest.raises(FileNotFoundError, match=r"ptb: manual_dir .*ptbb does not exist or is"):
+    with pytest.raises(FileNotFoundError, match=rf"ptb: manual_dir .*ptbb {what}; it must"):
         builders.prepare("ptb", data_dir, manual)
     assert not (data_dir / "downloads").exists()  # nothing was fetched
 

@@ -62,6 +62,18 @@ def test_read_conllu_errors_name_file_and_line(tmp_path):
     )
     with pytest.raises(DataFormatError, match=r"ids.conllu:2: word id '3' should be 2"):
         list(readers.read_conllu(skipped))
+    # An empty FORM or UPOS became the token or tag "" ("fields must not be empty"), and a
+    # line of a no-break space (Unicode whitespace, not a blank line) split the sentence.
+    empty = _write(tmp_path / "empty.conllu", CONLLU.replace("3\tgo\tgo\tVERB", "3\tgo\tgo\t"))
+    with pytest.raises(
+        DataFormatError, match=r"empty.conllu:6: empty CoNLL-U column\(s\) \['upos'\]"
+    ):
+        list(readers.read_conllu(empty))
+    nbsp = _write(tmp_path / "nbsp.conllu", CONLLU.replace("2\tn't", "\u00a0\n2\tn't"))
+    with pytest.raises(DataFormatError, match=r"nbsp.conllu:5: expected 10 tab-separated"):
+        list(readers.read_conllu(nbsp))
+    blank = _write(tmp_path / "blank.conllu", CONLLU.replace("\n\n#sent_id", "\n \t\n#sent_id"))
+    assert len(list(readers.read_conllu(blank))) == 2  # spaces and tabs alone: a blank line
 
 
 CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER"

@@ -68,8 +68,12 @@ def test_save_load_round_trip(tmp_path):
     loaded = Vocabulary.load(tmp_path / "vocab.json")
     assert loaded == vocab
     np.testing.assert_array_equal(loaded.encode(["ß", "x"]), vocab.encode(["ß", "x"]))
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
         Vocabulary.load(tmp_path / "missing.json")
+    with pytest.raises(
+        FileNotFoundError, match="is a directory, not a file"
+    ):  # was "does not exist"
+        Vocabulary.load(tmp_path)
 
 
 def test_save_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -76,7 +76,10 @@ def pad_batch(
         if key in length_fields and lengths.min() < 1:
             raise ValueError(f"field {key!r} has an empty sequence; lengths must be >= 1")
         time = -(-int(lengths.max()) // time_multiple) * time_multiple
-        padded = np.full((len(values), time), pad_id, dtype=values[0].dtype)
+        # the examples' common dtype (as np.stack gives scalars): the first example's cast
+        # the rest into it, so a weight 0.5 after an integer 1 became 0 and an int32 id of
+        # 300 after an int8 row became 44
+        padded = np.full((len(values), time), pad_id, dtype=np.result_type(*values))
         for row, value in enumerate(values):
             padded[row, : len(value)] = value
         batch[key] = padded
@@ -87,6 +90,23 @@ def pad_batch(
                 np.float32
             )
     return batch
+
+
+def token_stream(ids: np.ndarray) -> np.ndarray:
+    """`ids` as a 1-D int32 token stream, refused (ValueError naming what is wrong) unless it
+    is 1-D, of an integer dtype (not bool) and within [0, 2**31): the LM streams cast with
+    `astype(np.int32)`, which read float ids 0.7, 1.9 as 0, 1, bools as 0/1 and an id of
+    2**31 + 5 as a negative one."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be a 1-D token stream, got shape {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= 2**31):
+        raise ValueError(
+            f"ids must be in [0, 2**31) (int32 token ids), got {int(ids.min())}..{int(ids.max())}"
+        )
+    return ids.astype(np.int32)
 
 
 def epoch_plan(
@@ -252,9 +272,7 @@ class LMStream:
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
-        ids = np.asarray(ids)
-        if ids.ndim != 1:
-            raise ValueError(f"ids must be a 1-D token stream, got shape {ids.shape}")
+        ids = token_stream(ids)
         if batch_size < 1 or num_steps < 1:
             raise ValueError(f"batch_size={batch_size} and num_steps={num_steps} must be >= 1")
         self.row_length = len(ids) // batch_size
@@ -264,7 +282,7 @@ class LMStream:
                 f"a stream of {len(ids)} tokens is too short for batch_size={batch_size} x "
                 f"num_steps={num_steps} (needs > {batch_size * (num_steps + 1) - 1} tokens)"
             )
-        self.rows = ids[: batch_size * self.row_length].astype(np.int32).reshape(batch_size, -1)
+        self.rows = ids[: batch_size * self.row_length].reshape(batch_size, -1)
         self.batch_size = batch_size
         self.num_steps = num_steps
         self.epoch = 0
@@ -327,8 +345,8 @@ class LMEvalStream:
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int, context: int = 0) -> None:
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or len(ids) < 2:
+        ids = token_stream(ids)
+        if len(ids) < 2:
             raise ValueError(f"ids must be a 1-D token stream of >= 2 tokens, got {ids.shape}")
         if batch_size < 1 or num_steps < 1:
             raise ValueError(f"batch_size={batch_size} and num_steps={num_steps} must be >= 1")
@@ -354,7 +372,6 @@ class LMEvalStream:
         read &= (first < self.num_targets)[:, None]
         scored = read & (t >= offset[:, None])
         last = len(ids) - 1
-        ids = ids.astype(np.int32)
         self.inputs = np.where(read, ids[np.minimum(positions, last)], 0).astype(np.int32)
         self.targets = np.where(read, ids[np.minimum(positions + 1, last)], 0).astype(np.int32)
         self.weights = scored.astype(np.float32)

@@ -145,7 +145,9 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
         numbers: list[int] = []  # the line number of each word
         for number, line in read_lines(path):
             where = f"{os.fspath(path)}:{number}"
-            if not line.strip():
+            # Blank: nothing but spaces or tabs. `str.strip()` also strips Unicode spaces, so a
+            # line of a no-break space ended the sentence silently instead of being named.
+            if not line.strip(" \t"):
                 if words:
                     yield _conllu_sentence(words, numbers, path)
                     words, numbers = [], []
@@ -161,6 +163,14 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
             word_id = fields[0]
             if _SKIPPED_ID.fullmatch(word_id):
                 continue
+            empty = [name for name, field in zip(_CONLLU_COLUMNS, fields, strict=True) if not field]
+            if empty:
+                # "Fields must not be empty" (the format; an unknown value is "_"): an empty
+                # FORM or UPOS became the token or tag "" in the vocabularies
+                raise DataFormatError(
+                    f"{where}: empty CoNLL-U column(s) {empty} (an unknown value is '_'): "
+                    f"{line[:80]!r}"
+                )
             if not _INTEGER.fullmatch(word_id) or int(word_id) != len(words) + 1:
                 raise DataFormatError(
                     f"{where}: word id {word_id!r} should be {len(words) + 1} "

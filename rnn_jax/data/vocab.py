@@ -318,7 +318,8 @@ class Vocabulary:
             lacks a vocabulary's keys.
         """
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"vocabulary file {path} does not exist")
+            what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+            raise FileNotFoundError(f"vocabulary file {path} {what}")
         with open(path, encoding="utf-8") as f:
             try:
                 return cls.from_dict(json.load(f))

@@ -86,8 +86,16 @@ def prepare(name: str, data_dir: PathLike, manual_dir: PathLike | None = None) -
         folder = pathlib.Path(_folder(manual_dir))
         if not folder.is_dir() or not any(folder.iterdir()):
             files = sorted({f for fs in SPLIT_FILES[corpus_builder.CORPUS].values() for f in fs})
+            # one of the corpus's files given as manual_dir "did not exist" (as split_paths said)
+            what = (
+                "is empty"
+                if folder.is_dir()
+                else "is not a directory"
+                if folder.exists()
+                else "does not exist"
+            )
             raise DataNotFoundError(
-                f"{name}: manual_dir {os.fspath(folder)} does not exist or is empty; it must "
+                f"{name}: manual_dir {os.fspath(folder)} {what}; it must "
                 f"directly hold {files} (leave manual_dir out to download them)"
             )
     config = tfds.download.DownloadConfig(
