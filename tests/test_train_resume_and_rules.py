@@ -526,3 +526,36 @@ def test_cli_main_refuses_positional_arguments_and_names_data_missing_inside_a_r
     message = f"task data not found: data file {str(missing)!r} does not exist\n"
     assert capsys.readouterr().err == message
     assert not (tmp_path / "run").exists()
+
+
+def test_a_rerun_leaves_no_record_of_what_it_does_not_continue(tmp_path):
+    """(a) A finished run extended by a larger train.num_steps kept its results.json (the
+    "done" marker) while it trained again: killed midway, the run read as finished with the
+    old final beside the new config.json, and sweeps skipped it. (b) A run killed before its
+    first checkpoint left metrics.jsonl and TensorBoard records that a fresh start under
+    another config appended to: the old run's step-5 evaluation stayed in the curves."""
+    extended = tmp_path / "extended"
+    train_and_evaluate(
+        _config(train__num_steps=8, train__checkpoint_every=4), extended, Regression()
+    )
+    assert (extended / "results.json").is_file()
+    with pytest.raises(_Crash):  # dies in step 11, after the step-8 checkpoint
+        train_and_evaluate(
+            _config(train__num_steps=12, train__checkpoint_every=4),
+            extended,
+            _CrashingRegression(crash_at=3),
+        )
+    assert not (extended / "results.json").exists()
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(_Crash):  # dies in step 9: evaluated at 5, no checkpoint written
+        train_and_evaluate(_config(train__checkpoint_every=50), fresh, _CrashingRegression(9))
+    assert metric_series(fresh / "metrics.jsonl", "valid_loss")[0][0] == 5
+    assert not list((fresh / "checkpoints").iterdir())
+    train_and_evaluate(
+        _config(train__num_steps=8, train__eval_every=4, optimizer__learning_rate=0.5),
+        fresh,
+        Regression(),
+    )
+    assert [s for s, _ in metric_series(fresh / "metrics.jsonl", "valid_loss")] == [4, 8]
+    assert len(list((fresh / "tensorboard").glob("events.out.tfevents.*"))) == 1

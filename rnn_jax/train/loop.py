@@ -102,10 +102,15 @@ def train_and_evaluate(
         workdir.mkdir(parents=True, exist_ok=True)
         # Atomic: a resume rewrites it, and a torn config.json makes the run unresumable.
         metrics.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
+        if end > start:
+            # It trains again (a finished run extended by a larger train.num_steps): the done
+            # marker goes until it finishes, or a crash left the old results beside the new
+            # config.json and newer checkpoints, and sweeps skipped the run as finished.
+            (workdir / "results.json").unlink(missing_ok=True)
         for name, content in task.artifacts().items():
             metrics.write_json_atomic(workdir / name, content)
 
-    writer = metrics.MetricsWriter(workdir, enabled=primary)
+    writer = metrics.MetricsWriter(workdir, enabled=primary, fresh=start == 0)
     progress = metrics.Progress(config.train.num_steps, start)
     stop = _StopRequest()
     pending: list[tuple[int, dict]] = []  # per-step device metrics not yet checked on the host

@@ -43,9 +43,14 @@ class MetricsWriter:
     Args:
       workdir: the run directory.
       enabled: False on processes other than 0 (they write nothing).
+      fresh: the run starts from step 0 (no checkpoint to resume): records an earlier attempt
+        left (one killed before its first checkpoint, under any config) are removed, not
+        appended to; `metric_series` kept the old run's steps that the new one does not log.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, enabled: bool = True) -> None:
+    def __init__(
+        self, workdir: str | pathlib.Path, enabled: bool = True, fresh: bool = False
+    ) -> None:
         self.enabled = enabled
         self.workdir = pathlib.Path(workdir)
         self._jsonl = None
@@ -55,6 +60,10 @@ class MetricsWriter:
 
             self.workdir.mkdir(parents=True, exist_ok=True)
             path = self.workdir / "metrics.jsonl"
+            if fresh:
+                path.unlink(missing_ok=True)
+                for events in (self.workdir / "tensorboard").glob("events.out.tfevents.*"):
+                    events.unlink()
             _truncate_torn_line(path)
             # Unbuffered, append-only: each record goes to the file in one write() call.
             self._jsonl = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
