@@ -301,6 +301,13 @@ def stack_step(
             f"stack_step: {len(carries)} carries for a stack of {len(params)} layers; "
             "one carry per layer"
         )
+    # A carry of batch 1 beside x of batch 3 was broadcast to 3 rows silently.
+    batches = {leaf.shape[:1] for leaf in jax.tree.leaves(carries)}
+    if jnp.ndim(x) != 2 or batches != {jnp.shape(x)[:1]}:
+        raise ValueError(
+            f"stack_step: x has shape {jnp.shape(x)} and the carries' leaves batch "
+            f"{sorted(batches)}; needs x [batch, input] and every carry leaf [batch, ...]"
+        )
     if active is not None:
         active = jnp.asarray(active)
         if active.dtype != jnp.bool_ or active.shape != x.shape[:1]:

@@ -41,12 +41,26 @@ def _is_traced(x: Any) -> bool:
 
 
 def check_length_range(
-    lengths: Any, time: int, *, name: str = "lengths", low: int = 1, time_name: str = "time"
+    lengths: Any,
+    time: int,
+    *,
+    name: str = "lengths",
+    low: int = 1,
+    time_name: str = "time",
+    batch: int | None = None,
 ) -> None:
-    """Raise ValueError unless every concrete length is in [low, time] (traced ones cannot be
-    checked and are trusted): the rule of every scan here, and of the models' other lengths
-    (`Seq2Seq.loss`'s `target_lengths`; `CharEncoder`'s `char_lengths`, where 0 is a padded
-    word's), each error naming the argument and what bounds it."""
+    """Raise ValueError unless `lengths` has an integer dtype (and shape `[batch]` when `batch`
+    is given; both checked traced too, they are static) and every concrete length is in
+    [low, time] (traced values cannot be checked and are trusted): the rule of every scan
+    here, and of the models' other lengths (`Seq2Seq.loss`'s `target_lengths`;
+    `CharEncoder`'s `char_lengths`, where 0 is a padded word's), each error naming the
+    argument and what bounds it. A float length 2.5 kept 3 states and divided by 2.5."""
+    if not isinstance(lengths, jax.Array):  # a list or numpy array (tracers are Arrays)
+        lengths = np.asarray(lengths)
+    if batch is not None and jnp.shape(lengths) != (batch,):
+        raise ValueError(f"{name} has shape {jnp.shape(lengths)}; expected [batch]=({batch},)")
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(f"{name} has dtype {lengths.dtype}; expected integers")
     if _is_traced(lengths):
         return
     values = np.asarray(lengths)
@@ -108,13 +122,7 @@ def _validate(
     if time < 1:
         raise ValueError(f"xs has an empty time axis: xs.shape={xs.shape}; expected {layout}")
     if lengths is not None:
-        if not isinstance(lengths, jax.Array):  # a list or numpy array (tracers are Arrays)
-            lengths = np.asarray(lengths)
-        if jnp.shape(lengths) != (batch,):
-            raise ValueError(f"lengths has shape {jnp.shape(lengths)}; expected [batch]=({batch},)")
-        if not jnp.issubdtype(lengths.dtype, jnp.integer):
-            raise ValueError(f"lengths has dtype {lengths.dtype}; expected integers")
-        check_length_range(lengths, time)
+        check_length_range(lengths, time, batch=batch)
     if h_mask is not None:
         if isinstance(cell, MinGRU):
             raise ValueError("h_mask is not allowed for min_gru: it has no recurrent matmul")

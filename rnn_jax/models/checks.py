@@ -1,7 +1,9 @@
 """Argument checks the models share: id ranges against vocabulary sizes, choices by name.
 
-Checks on arrays run only when the array is concrete (not traced), i.e. on the first eager
-call or on the host before a jitted step; under `jax.jit` they are skipped, not wrong.
+Checks on array *values* run only when the array is concrete (not traced), i.e. on the first
+eager call or on the host before a jitted step; under `jax.jit` they are skipped, not wrong.
+Checks on shapes and dtypes are static and run under `jax.jit` too (session 33: a `[1]`
+lengths or `[batch, 1]` tags were broadcast there silently).
 """
 
 from collections.abc import Sequence
@@ -25,7 +27,13 @@ def check_positive(**sizes: int) -> None:
 
 
 def check_ids(name: str, ids: jax.Array, size: int, size_name: str, mask: jax.Array = None) -> None:
-    """Raise if a concrete id array holds ids outside [0, size) (where `mask` is True)."""
+    """Raise if a concrete id array holds ids outside [0, size) (where `mask` is True), or if
+    `mask` has another shape than `ids` (checked traced too: shapes are static)."""
+    if mask is not None and jnp.shape(mask) != jnp.shape(ids):
+        # it was broadcast under jit and an unnamed IndexError eagerly
+        raise ValueError(
+            f"{name} has shape {jnp.shape(ids)} but its mask {jnp.shape(mask)} (from the lengths)"
+        )
     if isinstance(ids, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
         return
     values = np.asarray(ids)
@@ -41,3 +49,16 @@ def check_ids(name: str, ids: jax.Array, size: int, size_name: str, mask: jax.Ar
 def length_mask(lengths: jax.Array, time: int) -> jax.Array:
     """[batch] -> [batch, time] bool, True inside each sequence."""
     return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]
+
+
+def check_step_tokens(tokens: jax.Array, state: object, name: str = "tokens") -> None:
+    """A streaming `step`'s tokens must be `int [batch]`, one per sequence of `state` (a
+    pytree whose leaves all have the batch as axis 0): a `[batch, 1]` token or a state of
+    another batch was broadcast silently (logits `[batch, batch, vocab]`, or a transformer
+    cache whose position and layers disagree on the batch)."""
+    batch = jax.tree.leaves(state)[0].shape[0]
+    if jnp.shape(tokens) != (batch,):
+        raise ValueError(
+            f"{name} has shape {jnp.shape(tokens)}; expected int [batch]=({batch},), one token "
+            "per sequence of the state"
+        )

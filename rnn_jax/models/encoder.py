@@ -29,6 +29,7 @@ from rnn_jax.models.checks import (
     check_choice,
     check_ids,
     check_positive,
+    check_step_tokens,
     length_mask,
 )
 from rnn_jax.models.transformer import TransformerEncoder
@@ -271,7 +272,8 @@ class SequenceEncoder(nnx.Module):
         """tokens [batch, time], lengths [batch], chars [batch, time, max_chars] ->
         (states [batch, time, output_size], final RNN carries per layer (None: transformer,
         bag)). A bag's states are 0 past each length."""
-        check_length_range(lengths, tokens.shape[1])  # the RNN checks too; a bag or transformer not
+        # the RNN checks too; a bag or transformer not (a [1] lengths was broadcast under jit)
+        check_length_range(lengths, tokens.shape[1], batch=tokens.shape[0])
         mask = length_mask(lengths, tokens.shape[1])
         check_ids("tokens", tokens, self.vocab_size, "vocab_size", mask)
         # Padding may hold any id, but an out-of-range one embeds as NaN (nnx.Embed), and
@@ -308,6 +310,7 @@ class SequenceEncoder(nnx.Module):
         (carries, state [batch, output_size]); evaluation mode."""
         self._check_streaming()
         check_ids("tokens", tokens, self.vocab_size, "vocab_size")
+        check_step_tokens(tokens, carries)
         x = self._inputs(
             tokens[:, None],
             None if chars is None else chars[:, None],

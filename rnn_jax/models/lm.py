@@ -22,7 +22,7 @@ from flax import nnx
 
 from rnn_jax import initializers, layers
 from rnn_jax.cells import get_cell
-from rnn_jax.models.checks import check_ids
+from rnn_jax.models.checks import check_ids, check_positive, check_step_tokens
 from rnn_jax.modules import RNN
 from rnn_jax.train import regularizers
 
@@ -87,14 +87,13 @@ class RNNLanguageModel(nnx.Module):
         for name, rate in rates.items():
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name}={rate!r}; allowed: 0 <= rate < 1")
-        for name, size in (
-            ("vocab_size", vocab_size),
-            ("hidden_size", hidden_size),
-            ("embed_size", embed_size),
-            ("num_layers", num_layers),
-        ):
-            if not isinstance(size, int) or size < 1:
-                raise ValueError(f"{name}={size!r}; allowed: a positive int")
+        # NumPy integers too (`is_int`): isinstance(size, int) refused np.int64 and took True
+        check_positive(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            embed_size=embed_size,
+            num_layers=num_layers,
+        )
         if tie_embeddings and embed_size != hidden_size:
             raise ValueError(
                 f"tie_embeddings needs embed_size == hidden_size; got embed_size={embed_size}, "
@@ -188,9 +187,8 @@ class RNNLanguageModel(nnx.Module):
 
         Stepping through a sequence gives the logits of `__call__` on it with `rng=None`.
         """
-        if jnp.ndim(token) != 1:  # a [batch, 1] token broadcast against the carry, silently
-            raise ValueError(f"token has shape {jnp.shape(token)}; expected int [batch]")
         check_ids("token", token, self.vocab_size, "vocab_size")  # the gather clamps
+        check_step_tokens(token, carry, name="token")  # a [batch, 1] token was broadcast
         x = self.embedding[...][token].astype(self.compute_dtype)
         new_carry, h = self._compute_rnn(None).step(carry, x)
         return new_carry, self._logits(h)

@@ -28,7 +28,13 @@ from jax import lax
 
 from rnn_jax.attention import make_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
+from rnn_jax.models.checks import (
+    check_choice,
+    check_ids,
+    check_positive,
+    check_step_tokens,
+    length_mask,
+)
 from rnn_jax.models.encoder import SequenceEncoder
 from rnn_jax.modules import RNN
 from rnn_jax.scan import check_length_range
@@ -138,7 +144,10 @@ class Seq2Seq(nnx.Module):
             state["attention"] = jnp.zeros((batch, source_time))
         if self.input_feeding:
             state["feed"] = jnp.zeros((batch, self.hidden_size))
-        return state
+        # The zeros in the dtypes the step returns: under jax_enable_x64 they were float64
+        # beside the step's float32 (the params' dtype), and lax.scan refused the carry.
+        after, _ = jax.eval_shape(lambda: self._step(state, jnp.zeros((batch,), jnp.int32), None))
+        return jax.tree.map(lambda x, a: x.astype(a.dtype), state, after)
 
     def init_decode_state(self, source: jax.Array, source_lengths: jax.Array) -> dict:
         """Encode source [batch, source_time] once; every leaf has the batch as axis 0."""
@@ -168,6 +177,7 @@ class Seq2Seq(nnx.Module):
         """Feed target tokens [batch] -> (state, next-token logits [batch, target_vocab]).
         The last attention weights are in state['attention'] [batch, source_time]."""
         check_ids("tokens", tokens, self.target_vocab_size, "target_vocab_size")
+        check_step_tokens(tokens, state)
         return self._step(state, tokens, None)
 
     def __call__(
@@ -187,6 +197,11 @@ class Seq2Seq(nnx.Module):
         0.0 = free running. Probabilities other than 0/1 need `rng`.
         """
         check_ids("target_inputs", target_inputs, self.target_vocab_size, "target_vocab_size")
+        if jnp.shape(source)[0] != jnp.shape(target_inputs)[0]:  # a TypeError from concatenate
+            raise ValueError(
+                f"source {list(jnp.shape(source))} and target_inputs "
+                f"{list(jnp.shape(target_inputs))} must have the same batch size"
+            )
         value = None if teacher_forcing_prob is None else concrete_probability(teacher_forcing_prob)
         if teacher_forcing_prob is not None and rng is None and value not in (0.0, 1.0):
             raise ValueError(
@@ -210,7 +225,8 @@ class Seq2Seq(nnx.Module):
             state, logits = self._step(state, token, step_rng)
             return (state, logits), (logits, state.get("attention"))
 
-        initial_logits = jnp.zeros((batch, self.target_vocab_size))
+        step_logits = jax.eval_shape(lambda: self._step(state, target_inputs[:, 0], None)[1])
+        initial_logits = jnp.zeros(step_logits.shape, step_logits.dtype)
         _, (logits, weights) = lax.scan(
             body, (state, initial_logits), (target_inputs.T, jnp.arange(time), keys)
         )
@@ -238,7 +254,11 @@ class Seq2Seq(nnx.Module):
         # As the encoder does for source_lengths: one past the time was read as the time and
         # 0 dropped the sentence from the loss, both silently.
         check_length_range(
-            target_lengths, targets.shape[1], name="target_lengths", time_name="targets.shape[1]"
+            target_lengths,
+            targets.shape[1],
+            name="target_lengths",
+            time_name="targets.shape[1]",
+            batch=targets.shape[0],
         )
         mask = length_mask(target_lengths, targets.shape[1])
         check_ids("targets", targets, self.target_vocab_size, "target_vocab_size", mask)

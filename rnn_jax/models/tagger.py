@@ -25,6 +25,7 @@ from rnn_jax import crf
 from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
 from rnn_jax.models.encoder import SequenceEncoder
 from rnn_jax.predicates import is_int
+from rnn_jax.scan import check_length_range
 
 HEADS = ("softmax", "crf")
 
@@ -96,6 +97,11 @@ class Tagger(nnx.Module):
         rng: jax.Array | None = None,
     ) -> jax.Array:
         """Negative log-likelihood of the gold tags [batch, time], summed per sentence: [batch]."""
+        if jnp.shape(tags) != jnp.shape(tokens):  # the softmax head broadcast [batch, 1] tags
+            raise ValueError(
+                f"tags must have shape {jnp.shape(tokens)} (tokens'), got {jnp.shape(tags)}"
+            )
+        check_length_range(lengths, tokens.shape[1], batch=tokens.shape[0])
         mask = length_mask(lengths, tokens.shape[1])
         check_ids("tags", tags, self.num_tags, "num_tags", mask)
         emissions = self(tokens, lengths, chars=chars, char_lengths=char_lengths, rng=rng)

@@ -23,7 +23,7 @@ from flax import nnx
 
 from rnn_jax.attention import scaled_dot_product_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_ids, check_positive, length_mask
+from rnn_jax.models.checks import check_ids, check_positive, check_step_tokens, length_mask
 from rnn_jax.scan import check_length_range
 
 __all__ = [
@@ -55,7 +55,8 @@ def _check_sizes(d_model: int, num_heads: int, positions: str, mlp_size: int | N
         check_positive(mlp_size=mlp_size)
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
-    if num_heads < 1 or d_model % num_heads:
+    check_positive(d_model=d_model, num_heads=num_heads)  # True ran as 1 head, 2.0 failed later
+    if d_model % num_heads:
         raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads} (>= 1)")
     return 4 * d_model if mlp_size is None else mlp_size
 
@@ -273,6 +274,15 @@ class Stack(nnx.Module):
         return self.final_norm(x), new_caches
 
 
+def _check_batches(source: jax.Array, target_inputs: jax.Array) -> None:
+    """A source batch of 1 against target inputs of 3 was broadcast silently."""
+    if jnp.shape(source)[0] != jnp.shape(target_inputs)[0]:
+        raise ValueError(
+            f"source {list(jnp.shape(source))} and target_inputs "
+            f"{list(jnp.shape(target_inputs))} must have the same batch size"
+        )
+
+
 def _check_length(time: int, max_length: int) -> None:
     if time > max_length:
         raise ValueError(f"sequence length {time} exceeds the model's max_length={max_length}")
@@ -334,6 +344,7 @@ class TransformerLM(nnx.Module):
     def step(self, cache: dict, tokens: jax.Array) -> tuple[dict, jax.Array]:
         """Feed tokens [batch] at cache['position'] -> (cache, next-token logits [batch, vocab])."""
         check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size")
+        check_step_tokens(tokens, cache["position"])
         position = cache["position"]
         x = self.embed(tokens[:, None], position[:, None])
         h, layers = self.stack.step(x, cache["layers"], position)
@@ -371,7 +382,7 @@ class TransformerEncoder(nnx.Module):
         _check_length(time, self.embed.max_length)
         # A length of 0 left no real key to attend to and one past `time` was read as `time`,
         # both silently.
-        check_length_range(lengths, time)
+        check_length_range(lengths, time, batch=batch)
         real = length_mask(lengths, time)
         check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size", real)
         embed_rng, stack_rng = _split_rng(rng, 2)
@@ -423,6 +434,9 @@ class TransformerSeq2Seq(nnx.Module):
         self, source: jax.Array, source_lengths: jax.Array, rng: jax.Array | None
     ) -> jax.Array:
         """Memory [batch, src_time, d_model]; ids past source_lengths are padding (any id)."""
+        check_length_range(
+            source_lengths, source.shape[1], name="source_lengths", batch=source.shape[0]
+        )
         real = length_mask(source_lengths, source.shape[1])
         check_ids("source", source, self.encoder.embed.vocab_size, "source_vocab_size", real)
         return self.encoder(source, source_lengths, rng=rng)  # which zeroes the padding ids
@@ -437,6 +451,7 @@ class TransformerSeq2Seq(nnx.Module):
     ) -> jax.Array:
         """source [batch, src_time], target_inputs [batch, tgt_time] (BOS first) -> logits."""
         encoder_rng, embed_rng, decoder_rng = _split_rng(rng, 3)
+        _check_batches(source, target_inputs)
         memory = self._encode(source, source_lengths, encoder_rng)
         batch, time = target_inputs.shape
         _check_length(time, self.target_embed.max_length)
@@ -466,6 +481,7 @@ class TransformerSeq2Seq(nnx.Module):
     def step(self, state: dict, tokens: jax.Array) -> tuple[dict, jax.Array]:
         """Feed target tokens [batch]; -> (state, next-token logits [batch, target_vocab])."""
         check_ids("tokens", tokens, self.target_embed.vocab_size, "target_vocab_size")
+        check_step_tokens(tokens, state["position"])
         position = state["position"]
         x = self.target_embed(tokens[:, None], position[:, None])
         h, layers = self.decoder.step(
