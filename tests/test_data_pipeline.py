@@ -116,6 +116,17 @@ def test_a_tag_unseen_in_training_names_split_and_example():
     lm = TextDataset("lm", "language_modeling", {"train": [{"tokens": ["a"]}, {"tokens": []}]})
     with pytest.raises(ValueError, match=r"'lm' split 'train', example 1 .*: no tokens"):
         encode_split(lm, "train", build_vocabs(lm))
+    # Empty examples of the other tasks got as far as pad_batch, which named no example.
+    for task, empty in [
+        ("tagging", {"tokens": [], "tags": []}),
+        ("classification", {"tokens": [], "label": 1}),
+        ("translation", {"source": [], "target": ["b"]}),
+    ]:
+        first = {"tokens": ["a"], "tags": ["O"], "label": 0, "source": ["a"], "target": ["b"]}
+        data = TextDataset("e", task, {"train": [first, empty]})
+        field = "source" if task == "translation" else "tokens"
+        with pytest.raises(ValueError, match=rf"'e' split 'train', example 1 .*: no {field}"):
+            encode_split(data, "train", build_vocabs(data))
     with pytest.raises(ValueError, match="no per-example encoding"):
         encode_split(TextDataset("c", "char_language_modeling", tag.splits), "train", vocabs)
 

@@ -54,9 +54,10 @@ def encode_split(
 ) -> list[dict[str, np.ndarray]]:
     """Id examples of one split (see the module docstring for each task's fields).
 
-    A token, tag or label that a closed vocabulary (`unk=None`) lacks, a language-model
-    example without tokens, or a tagging example with more or fewer tags than tokens raises
-    ValueError naming the dataset, the split and the example's index in it.
+    A token, tag or label that a closed vocabulary (`unk=None`) lacks, an example without
+    tokens (a translation example: without source tokens), or a tagging example with more or
+    fewer tags than tokens raises ValueError naming the dataset, the split and the example's
+    index in it (an empty one got as far as `pad_batch`, which named none of them).
     """
     task = dataset.task
     if split not in dataset.splits:
@@ -92,6 +93,10 @@ def _encode_example(
             "inputs": np.concatenate([[words.eos_id], ids[:-1]]).astype(np.int32),
             "targets": ids,
         }
+    field = "source" if task == "translation" else "tokens"
+    if not len(example[field]):
+        # a batch needs every sequence >= 1 long (`pad_batch`), and a model reads no state
+        raise ValueError(f"no {field}: every example needs at least one")
     if task == "tagging":
         if len(example["tokens"]) != len(example["tags"]):
             # Each would be padded to its own length, and the inputs' mask would score a
