@@ -174,6 +174,8 @@ def test_restore_model_names_the_keys_that_differ_from_the_runs_config(tmp_path)
     (tmp_path / "config.json").write_text(_config().to_json_best_effort(indent=2))
     with pytest.raises(ValueError, match=r"^replica=1: the run has num_seeds=1$"):
         restore_model(_config(), tmp_path, Regression(), replica=1)
+    with pytest.raises(ValueError, match=r"^replica=True: must be an int seed index$"):
+        restore_model(_config(), tmp_path, Regression(), replica=True)
     changed = _config(optimizer__name="sgd", model__hidden_size=2, train__num_steps=7)
     with pytest.raises(ValueError, match="model.hidden_size: 1 in .*config.json, now 2") as error:
         restore_model(changed, tmp_path, Regression())

@@ -9,6 +9,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import optim, seeds
 from rnn_jax.train.checkpoint import Checkpointer
@@ -44,6 +45,8 @@ def restore_model(
     _check_same_run(config, pathlib.Path(workdir))
     # After the config check: `config.num_seeds` is the run's only once it has passed (a
     # config without the run's num_seeds=2 override reported "the run has num_seeds=1").
+    if not is_int(replica):  # True passed the range check and indexed as 1
+        raise ValueError(f"replica={replica!r}: must be an int seed index")
     if not 0 <= replica < config.num_seeds:
         raise ValueError(f"replica={replica}: the run has num_seeds={config.num_seeds}")
     graphdef, init_state = build_init(
