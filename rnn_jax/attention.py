@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from rnn_jax.predicates import is_int
+
 __all__ = [
     "AdditiveAttention",
     "AttentionMemory",
@@ -196,6 +198,8 @@ def make_attention(
     if attention_type == "additive":
         # `attention_size or query_size` read an illegal 0 as "the default" without a word.
         size = query_size if attention_size is None else attention_size
+        if not is_int(size) or size < 1:  # a ZeroDivisionError (0) or a shape error (< 0)
+            raise ValueError(f"attention_size={attention_size!r} must be a positive int")
         return AdditiveAttention(query_size, key_size, size, rngs=rngs)
     if attention_type in ("dot", "general"):
         return MultiplicativeAttention(query_size, key_size, attention_type, rngs=rngs)

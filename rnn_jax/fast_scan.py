@@ -125,6 +125,8 @@ def fused_unroll(
     hidden_size = cell.sizes(params)[1]
     if initial_carry is None:
         initial_carry = cell.zero_carry((batch,), hidden_size, carry_dtype(cell, params, xs))
+    # a list or NumPy array passes `_validate`, as for `scan.unroll` (a list crashed here)
+    lengths = None if lengths is None else jnp.asarray(lengths)
     mask = None if lengths is None else jnp.arange(time)[:, None] < lengths[None, :]
     h_mask = _float_mask(h_mask, initial_carry)
     recurrence = recurrence_of(
@@ -200,6 +202,7 @@ def fused_bidirectional(
     )
     mask = None
     if lengths is not None:
+        lengths = jnp.asarray(lengths)  # a list or NumPy array, as `scan.unroll` takes
         valid = jnp.arange(time)[:, None] < lengths[None, :]
         mask = (valid, valid[::-1])
     if mask_fw is None and mask_bw is None:

@@ -245,6 +245,10 @@ def test_attention_size_zero_is_refused_not_read_as_the_default():
         Classifier(5, 2, pooling="attention", attention_size=0, **options)
     with pytest.raises(ValueError, match="attention_size=0 must be a positive int"):
         Seq2Seq(5, 5, attention_size=0, **options)
+    # make_attention itself: a ZeroDivisionError (0) or a shape TypeError (-2) named nothing
+    for size in (0, -2, True):
+        with pytest.raises(ValueError, match=rf"^attention_size={size!r} must be a positive int"):
+            attention.make_attention("additive", QUERY, KEY, attention_size=size, rngs=nnx.Rngs(0))
 
 
 def test_attention_refuses_a_mask_that_is_not_boolean():

@@ -253,3 +253,18 @@ def test_pointwise_param_gradients_sum_over_time_in_float32():
         assert got[name].dtype == jnp.bfloat16
         error = np.linalg.norm(np.float32(got[name]) - want[name]) / np.linalg.norm(want[name])
         assert error < 5e-3, (name, error)
+
+
+def test_fused_entry_points_take_lengths_as_a_list_like_scan_unroll():
+    """`_validate` accepts a list or NumPy array (the contract of `scan.unroll`), but the fused
+    entry points then indexed `lengths[None, :]` and a list raised TypeError."""
+    cell, params, xs, _, _ = setup("lstm")
+    params_bw = setup("lstm", seed=1)[1]
+    as_list = LENGTHS.tolist()
+    assert_same(
+        fast_scan.fused_unroll(cell, params, xs, as_list), scan.unroll(cell, params, xs, LENGTHS)
+    )
+    assert_same(
+        fast_scan.fused_bidirectional(cell, params, params_bw, xs, as_list),
+        scan.bidirectional_unroll(cell, params, params_bw, xs, LENGTHS),
+    )
