@@ -197,6 +197,16 @@ def format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
+def axis_names(keys: Sequence[str]) -> dict[str, str]:
+    """Each config key's name in tables and legends: its last part (`hidden_size`) where no
+    other key ends the same way, else the whole key (`model.hidden_size` beside
+    `decoder.hidden_size` both read `hidden_size`)."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {
+        k: (short if last.count(short) == 1 else k) for k, short in zip(keys, last, strict=True)
+    }
+
+
 def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None) -> str:
     """One row per group: its sweep settings, then `mean ± std (n)` for each metric (mean and
     std over the finite seeds, `n` as `count_text` gives it), or `no finite value (0 of n)`
@@ -206,7 +216,8 @@ def markdown_table(groups: Sequence[dict], metrics: Sequence[str] | None = None)
     axes = list(dict.fromkeys(k for g in groups for k in g["setting"]))
     if metrics is None:
         metrics = list(dict.fromkeys(m for g in groups for m in g["samples"]))
-    header = [a.rsplit(".", 1)[-1] for a in axes] + list(metrics)
+    names = axis_names(axes)
+    header = [names[a] for a in axes] + list(metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
         cells = [str(group["setting"].get(a, "")) for a in axes]
@@ -253,12 +264,11 @@ def plot_metric(groups: Sequence[dict], metric: str, path: pathlib.Path) -> None
     fig, ax = plt.subplots(figsize=(6, 4))
     if numeric:
         x_axis = numeric[0]
+        names = axis_names(axes)
         series: dict[str, list] = {}
         for g in groups:
             label = (
-                ", ".join(
-                    f"{k.rsplit('.', 1)[-1]}={v}" for k, v in g["setting"].items() if k != x_axis
-                )
+                ", ".join(f"{names[k]}={v}" for k, v in g["setting"].items() if k != x_axis)
                 or metric
             )
             stats = mean_std(g["samples"][metric])

@@ -1037,6 +1037,11 @@ def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, cap
         {"setting": {"lr": 2}, "samples": {"loss": [2.0]}},
     ]
     assert "| 1 | 0.5 (1) |  |" in report.markdown_table(groups)
+    # Two axes ending alike both read "hidden_size": the whole key tells them apart.
+    two = [{"setting": {"model.hidden_size": 4, "decoder.hidden_size": 8, "train.lr": 1}}]
+    two[0]["samples"] = {"acc": [0.5]}
+    header = report.markdown_table(two).splitlines()[0]
+    assert header == "| model.hidden_size | decoder.hidden_size | lr | acc |"
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.json").write_text('{"final": {"acc": 0.5, "loss": [null]}}')
     runs = [{"name": "r", "overrides": {"lr": 1}}, {"name": "s", "overrides": {"lr": 2}}]
