@@ -715,9 +715,6 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
         # Beyond the seed spread: every seed of orthogonal solved the task and none of the
         # other init's did, with two seeds or more a side (1/1 against 0/1 has no spread to
         # be beyond); a higher rate with seeds of both alike is only 'more often'.
-        def seeds(c: str, i: str) -> int:
-            return len(by[(c, i)]["success"])
-
         def more_often(c: str, i: str) -> bool:
             return (c, i) in rate and rate[(c, "orthogonal")] > rate[(c, i)]
 
@@ -727,7 +724,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 for i in others
                 if rate[(c, "orthogonal")] == 1.0
                 and rate.get((c, i)) == 0.0
-                and min(seeds(c, "orthogonal"), seeds(c, i)) >= 2
+                and min(seeds_of(c, "orthogonal"), seeds_of(c, i)) >= 2
             ]
             for c in measured
         }
@@ -735,7 +732,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             c: [
                 i
                 for i in others
-                if more_often(c, i) and min(seeds(c, "orthogonal"), seeds(c, i)) < 2
+                if more_often(c, i) and min(seeds_of(c, "orthogonal"), seeds_of(c, i)) < 2
             ]
             for c in measured
         }

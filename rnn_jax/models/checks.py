@@ -51,6 +51,16 @@ def length_mask(lengths: jax.Array, time: int) -> jax.Array:
     return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]
 
 
+def check_same_batch(source: jax.Array, target_inputs: jax.Array) -> None:
+    """A sequence-to-sequence model's source and target batches must agree: a source batch
+    of 1 against target inputs of 3 was broadcast (transformer) or a TypeError (RNN)."""
+    if jnp.shape(source)[0] != jnp.shape(target_inputs)[0]:
+        raise ValueError(
+            f"source {list(jnp.shape(source))} and target_inputs "
+            f"{list(jnp.shape(target_inputs))} must have the same batch size"
+        )
+
+
 def check_step_tokens(tokens: jax.Array, state: object, name: str = "tokens") -> None:
     """A streaming `step`'s tokens must be `int [batch]`, one per sequence of `state` (a
     pytree whose leaves all have the batch as axis 0): a `[batch, 1]` token or a state of

@@ -32,6 +32,7 @@ from rnn_jax.models.checks import (
     check_choice,
     check_ids,
     check_positive,
+    check_same_batch,
     check_step_tokens,
     length_mask,
 )
@@ -197,11 +198,7 @@ class Seq2Seq(nnx.Module):
         0.0 = free running. Probabilities other than 0/1 need `rng`.
         """
         check_ids("target_inputs", target_inputs, self.target_vocab_size, "target_vocab_size")
-        if jnp.shape(source)[0] != jnp.shape(target_inputs)[0]:  # a TypeError from concatenate
-            raise ValueError(
-                f"source {list(jnp.shape(source))} and target_inputs "
-                f"{list(jnp.shape(target_inputs))} must have the same batch size"
-            )
+        check_same_batch(source, target_inputs)
         value = None if teacher_forcing_prob is None else concrete_probability(teacher_forcing_prob)
         if teacher_forcing_prob is not None and rng is None and value not in (0.0, 1.0):
             raise ValueError(

@@ -23,7 +23,13 @@ from flax import nnx
 
 from rnn_jax.attention import scaled_dot_product_attention
 from rnn_jax.layers import dropout
-from rnn_jax.models.checks import check_ids, check_positive, check_step_tokens, length_mask
+from rnn_jax.models.checks import (
+    check_ids,
+    check_positive,
+    check_same_batch,
+    check_step_tokens,
+    length_mask,
+)
 from rnn_jax.scan import check_length_range
 
 __all__ = [
@@ -274,15 +280,6 @@ class Stack(nnx.Module):
         return self.final_norm(x), new_caches
 
 
-def _check_batches(source: jax.Array, target_inputs: jax.Array) -> None:
-    """A source batch of 1 against target inputs of 3 was broadcast silently."""
-    if jnp.shape(source)[0] != jnp.shape(target_inputs)[0]:
-        raise ValueError(
-            f"source {list(jnp.shape(source))} and target_inputs "
-            f"{list(jnp.shape(target_inputs))} must have the same batch size"
-        )
-
-
 def _check_length(time: int, max_length: int) -> None:
     if time > max_length:
         raise ValueError(f"sequence length {time} exceeds the model's max_length={max_length}")
@@ -451,7 +448,7 @@ class TransformerSeq2Seq(nnx.Module):
     ) -> jax.Array:
         """source [batch, src_time], target_inputs [batch, tgt_time] (BOS first) -> logits."""
         encoder_rng, embed_rng, decoder_rng = _split_rng(rng, 3)
-        _check_batches(source, target_inputs)
+        check_same_batch(source, target_inputs)
         memory = self._encode(source, source_lengths, encoder_rng)
         batch, time = target_inputs.shape
         _check_length(time, self.target_embed.max_length)
