@@ -464,7 +464,14 @@ def run_point(
     }
 
 
-def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+def check_grid(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+    """(corpora, language-model regimes) of the grid, after every check that needs the config
+    alone (no corpus read, nothing trained): `run` calls it first, and `launch.sweep` for each
+    of its runs before any starts.
+
+    Raises:
+      ConfigError: naming the key.
+    """
     corpora = grid.split_axis(config, "corpora", CORPORA)
     lm_corpora = [c for c in corpora if c != translation.CORPUS]
     regimes = grid.split_axis(config, "regimes", REGIMES) if lm_corpora else []
@@ -474,7 +481,16 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         regime_schedule(
             regime, config.train.num_steps, config.schedule_sampling.final_teacher_forcing
         )
-        for corpus in lm_corpora:  # and so does a resume that would change the schedule
+    if translation.CORPUS in corpora:
+        translation.check_points(config, REGIMES, regime_schedule)
+    return corpora, regimes
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    corpora, regimes = check_grid(config)
+    lm_corpora = [c for c in corpora if c != translation.CORPUS]
+    for regime in regimes:
+        for corpus in lm_corpora:  # a resume that would change the schedule fails here
             check_schedule_resume(
                 workdir / "points" / f"{corpus}-{regime}", regime, config.train.num_steps
             )

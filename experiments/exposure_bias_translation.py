@@ -369,6 +369,25 @@ def points(
     pairs (the corpus is read once per run)."""
     if CORPUS not in corpora:
         return []
+    schedules = check_points(config, regimes, schedule_options)
+    pairs = read_splits(config)
+    return [
+        (f"{CORPUS}-{regime}", functools.partial(run_point, config, regime, schedule, pairs))
+        for regime, schedule in schedules
+    ]
+
+
+def check_points(
+    config: ml_collections.ConfigDict,
+    regimes: tuple[str, ...],
+    schedule_options: Callable[[str, int, float], tuple[str, dict]],
+) -> list[tuple[str, tuple[str, dict]]]:
+    """(regime, schedule) of each translation point, after every check of `points` that needs
+    the config alone (no pairs read, nothing trained).
+
+    Raises:
+      ConfigError: naming the key.
+    """
     check_selection(config)
     try:  # the runtime's cross-key checks, on the train.* that translation.* sets
         config_rules.validate(point_config(config))
@@ -379,14 +398,9 @@ def points(
             + " ".join(str(error).split())  # one line, as the command line reports it
         ) from None
     final = config.schedule_sampling.final_teacher_forcing
-    schedules = [
+    return [
         (regime, schedule_options(regime, config.translation.num_steps, final))
         for regime in grid.split_axis(config, "translation_regimes", regimes)
-    ]
-    pairs = read_splits(config)
-    return [
-        (f"{CORPUS}-{regime}", functools.partial(run_point, config, regime, schedule, pairs))
-        for regime, schedule in schedules
     ]
 
 

@@ -375,6 +375,11 @@ def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, int, str, 
     return points
 
 
+# The grid's points need the config alone (no data, nothing trained): `launch.sweep` checks
+# each of its runs' grids with them before any starts.
+check_grid = grid_points
+
+
 def point_name(task: str, length: int, cell: str, init: str) -> str:
     return f"{task}-T{length}-{cell}-{init}"
 

@@ -329,16 +329,28 @@ def run_point(
     }
 
 
-def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object, dict]]:
-    """(point name, fn(point_dir) -> summary, {"questions": [17 and/or 12]}): the Q17 points,
-    then the Q12 points not already among them; a point in both answers both questions. The
-    questions are labels (`grid.run_points`): which ones a point answers depends on this
-    run's grid, not on what it trained."""
+def check_grid(config: ml_collections.ConfigDict) -> tuple[list[str], list[int], list[str]]:
+    """(Q17 regularisers, depths, Q12 regularisers) of the grid, after every check that needs
+    the config alone (no corpus read, nothing trained); `launch.sweep` calls it for each of
+    its runs before any starts.
+
+    Raises:
+      ConfigError: naming the grid key.
+    """
     q17 = regularizers(config, "regularizers")
     layer_counts = depths(config)
     q12 = regularizers(config, "depth_regularizers") if layer_counts else []
     if not q17 and not (layer_counts and q12):
         raise cfg.ConfigError("grid.regularizers and grid.depths are both empty: no point")
+    return q17, layer_counts, q12
+
+
+def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object, dict]]:
+    """(point name, fn(point_dir) -> summary, {"questions": [17 and/or 12]}): the Q17 points,
+    then the Q12 points not already among them; a point in both answers both questions. The
+    questions are labels (`grid.run_points`): which ones a point answers depends on this
+    run's grid, not on what it trained."""
+    q17, layer_counts, q12 = check_grid(config)
     corpus = sliced_corpus(config, lm.load_corpus(config.data))  # a bad slice fails here
     vocab_size = len(corpus.vocab.tokens)
     sizes = matched_hidden_sizes(config, vocab_size, layer_counts)

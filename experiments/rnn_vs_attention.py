@@ -445,7 +445,14 @@ def _time(fn: callable, args: tuple) -> float:
 
 
 # ---- the grid and the report --------------------------------------------------------------------
-def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+def check_grid(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+    """(tasks, models) of the grid, after every check that needs the config alone (no data
+    read, nothing trained): `run` calls it first, and `launch.sweep` for each of its runs
+    before any starts.
+
+    Raises:
+      ConfigError: naming the grid or cost key.
+    """
     tasks = grid.split_axis(config, "tasks", TASKS)
     models = grid.split_axis(config, "models", MODELS)
     if "cost" in tasks:
@@ -470,6 +477,11 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
         cost_widths(config, COST_VOCAB, models)  # a ConfigError now, not after the other points
     if "copy" in tasks:
         grid.split_ints(config, "copy_lengths")
+    return tasks, models
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    tasks, models = check_grid(config)
     start = time.perf_counter()
     points = []
     if "shakespeare" in tasks:

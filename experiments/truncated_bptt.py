@@ -384,6 +384,11 @@ def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object]]:
     return points
 
 
+# The grid's points need the config alone (no data, nothing trained): `launch.sweep` checks
+# each of its runs' grids with them before any starts.
+check_grid = grid_points
+
+
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Every point of `config`; writes results.json, truncated_bptt.md and the plots."""
     validate(config, RULES)

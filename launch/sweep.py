@@ -236,8 +236,9 @@ def check_overrides(config: Any, overrides: Mapping[str, Any]) -> None:
 
 def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
     """The config with `overrides` applied passes the runtime's and experiment `name`'s value
-    rules (what the run itself checks at start), or ValueError naming the point: a sweep
-    value the experiment refuses stops the sweep before any run, not one run in the middle."""
+    rules and the experiment's `check_grid(config)` where it has one (what the run itself
+    checks at start, before reading data), or ValueError naming the point: a sweep value the
+    experiment refuses stops the sweep before any run, not one run in the middle."""
     config = copy.deepcopy(config)  # keeps FieldReferences, so dependent fields follow
     for key, value in overrides.items():
         parent, _, field = key.rpartition(".")
@@ -252,6 +253,11 @@ def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
         config_lib.validate(
             config, getattr(experiment, "RULES", None), trains=getattr(experiment, "TRAINS", True)
         )
+        # A grid experiment's own checks of its grid axes (`grid.cells="lstm,bogus"`), which
+        # need the config alone: without them each run of such a sweep failed on its own.
+        check_grid = getattr(experiment, "check_grid", None)
+        if check_grid is not None:
+            check_grid(config)
     except ValueError as error:
         raise ValueError(f"sweep point {dict(overrides)}: {error}") from None
 

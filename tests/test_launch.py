@@ -90,6 +90,39 @@ def test_every_experiment_config_has_a_sweep_whose_points_are_config_keys(tmp_pa
 
 
 @pytest.mark.parametrize(
+    "name, point, message",
+    [
+        ("initialization", {"grid.cells": "lstm,bogus"}, r"grid\.cells='lstm,bogus': unknown"),
+        ("truncated_bptt", {"grid.bptt_lengths": "3,full"}, r"3 must divide data\.length"),
+        ("regularization", {"grid.depths": "1,x"}, r"grid\.depths='1,x': 'x' must be an int"),
+        ("rnn_vs_attention", {"cost.lengths": "64,64"}, r"\['64'\] listed more than once"),
+        ("exposure_bias", {"grid.regimes": "nope"}, r"grid\.regimes='nope': unknown \['nope'\]"),
+        # the translation points' checks, which `points` runs before reading the pairs
+        (
+            "exposure_bias",
+            {"grid.corpora": "multi30k", "grid.translation_regimes": "bogus"},
+            r"translation_regimes='bogus': unknown",
+        ),
+    ],
+)
+def test_grid_axis_text_the_experiment_refuses_stops_the_sweep_before_any_run(
+    tmp_path, name, point, message
+):
+    """An experiment's `check_grid` runs with each point's config when the sweep is planned:
+    a point whose grid text the experiment refuses (`grid.cells="lstm,bogus"`) passed the
+    value rules, and every such run started only to fail on its own inside `run`."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    source = (REPO / f"experiments/configs/{name}.py").read_text()
+    source += f"\n\ndef get_sweep(variant='quick'):\n    return [{{}}, {point!r}]\n"
+    (configs / f"{name}.py").write_text(source)
+    with pytest.raises(ValueError, match=r"sweep point .*" + message) as error:
+        sweep.plan_runs(f"{configs / name}.py:smoke", tmp_path / "root")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize(
     "config_arg, message",
     [
         ("experiments/configs/initialization.py:nope", "unknown variant 'nope'"),
