@@ -89,10 +89,11 @@ def test_fully_masked_row_gives_zero_weights_not_nan():
 
 def test_scaled_dot_product_matches_numpy():
     rng = np.random.default_rng(3)
-    q, k, v = (rng.normal(size=(2, 2, 3, 4)).astype(np.float32) for _ in range(3))
+    # head size 9: at 4, 1/sqrt(d) equals 2/d and a wrong scale passed
+    q, k, v = (rng.normal(size=(2, 2, 3, 9)).astype(np.float32) for _ in range(3))
     causal = np.tril(np.ones((3, 3), bool))
     out, weights = attention.scaled_dot_product_attention(q, k, v, causal)
-    scores = np.einsum("bhqd,bhkd->bhqk", q, k) / 2.0
+    scores = np.einsum("bhqd,bhkd->bhqk", q, k) / 3.0
     scores = np.where(causal, scores, -np.inf)
     ref = np.exp(scores - scores.max(-1, keepdims=True))
     ref /= ref.sum(-1, keepdims=True)

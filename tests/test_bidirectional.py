@@ -427,6 +427,27 @@ def test_one_seed_a_side_is_never_every_seed_apart():
     assert "+10.00 points (one seed: no seed spread to compare)" in answers[6]
 
 
+@pytest.mark.parametrize(
+    "bi, verdict",
+    [
+        ([0.92, 0.93, 0.94], "Supported: at equal size the BiLSTM tags better"),
+        ([0.86, 0.90, 0.91], "mean is higher but its seeds overlap the forward LSTM's"),
+        ([0.84, 0.85, 0.86], "Not supported: the BiLSTM did not tag better"),
+    ],
+    ids=["apart", "overlap", "lower"],
+)
+def test_q6_verdict_follows_the_seeds_of_both_taggers(bi, verdict):
+    """Q6 on hand-made seeds (forward 0.87-0.89): the smoke run reaches one verdict only, so
+    a verdict that said "Supported" of overlapping seeds passed every other test."""
+    points = {
+        "forward-softmax": tagger_summary("forward-softmax", [0.87, 0.88, 0.89]),
+        "bi-softmax": tagger_summary("bi-softmax", bi),
+    }
+    text = report.answers(points)[6]
+    assert verdict in text
+    assert ("Supported:" in text) == verdict.startswith("Supported:")
+
+
 def _tagger(name, test, unk):
     direction, head = name.split("-")
     return {
