@@ -2,7 +2,7 @@
 
 Each regime (teacher forcing, scheduled sampling with one of the decaying schedules of
 `experiments.exposure_bias`, free running) trains the attention encoder-decoder
-`rnn_jax.models.Seq2Seq` through the runtime (`train_and_evaluate`, `num_seeds` vmapped
+`rnn_jax.models.seq2seq.Seq2Seq` through the runtime (`train_and_evaluate`, `num_seeds` vmapped
 replicas) on Multi30k's tokenised, lower-cased files (`tok/*.lc.norm.tok.{en,de}`). The
 scheduled-sampling input is the model's argmax at the previous step (Bengio et al. 2015 and
 the library's `Seq2Seq`). The final evaluation decodes the test set (test2016) greedily and

@@ -398,7 +398,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     )
     final = {
         name: {
-            "success_rate": float(np.mean(s["success"])),
+            # one 0/1 per seed, like every other metric here: as the seeds' mean, one number,
+            # launch.report counted a run's rate as one seed
+            "success_rate": [float(x) for x in s["success"]],
             "valid_loss": s["trained"]["loss"],
             "init_log10_sigma_max": s["at_init"][_longest(s)],
             "init_sigma_zero_fraction": s["at_init"][_longest(s, "sigma_zero_fraction")],

@@ -11,9 +11,9 @@ baseline by `rnn_jax.metrics.paired_bleu_significance` (approximate randomisatio
 ties, on sacrebleu's statistics and draws, or sacrebleu's paired bootstrap; seeded); a
 markdown table goes to stdout and, with --output, the results to JSON. A file that is missing,
 is not UTF-8 (named with file:line) or has another number of lines than the references (or
-empty references, no --systems or one listed twice, an --output that is a directory or whose
+empty references, an empty --systems or one listed twice, an --output that is a directory or whose
 folder is not one) is named, with exit status 2, before any test runs; an unknown --test or
---tokenize is a flag error.
+--tokenize, or no --systems flag at all, is absl's flag error (exit status 1).
 """
 
 from __future__ import annotations

@@ -180,6 +180,9 @@ def test_copy_run_reports_its_sequence_length_and_writes_valid_json(tmp_path):
     assert None in summary["at_init"]["grad_norm_d0"]  # overflowed: stored as null
     final = results["final"]["copy-T200-elman_relu-normal_1.0"]
     assert set(final) >= {"init_log10_sigma_max", "init_sigma_zero_fraction"}
+    # a 0/1 per seed (launch.report pools seeds; the mean alone counted as one seed)
+    assert final["success_rate"] == summary["success"]
+    assert len(final["success_rate"]) == config.num_seeds
     report = (tmp_path / "initialization.md").read_text()
     assert f"## copy, T = 200, sequences of {summary['steps']} steps" in report
 

@@ -42,7 +42,7 @@ Variants:
   translation under all 5 regimes on the whole Multi30k training set (accelerator).
 
 Translation (corpus 'multi30k', experiments/exposure_bias_translation.py; `translation.*`
-keys): the attention encoder-decoder (rnn_jax.models.Seq2Seq: bidirectional LSTM encoder,
+keys): the attention encoder-decoder (rnn_jax.models.seq2seq.Seq2Seq: bidirectional LSTM encoder,
 LSTM decoder with additive attention, Bahdanau et al. 2014, and input feeding, Luong et al.
 2015) trained on Multi30k en->de (tokenised lower-cased tok/*.lc.norm.tok files) with teacher
 forcing, scheduled sampling (the schedules above, decaying to `final_teacher_forcing` over
