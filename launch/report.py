@@ -375,6 +375,9 @@ def write_report(root: str | pathlib.Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if list(argv) in (["--help"], ["-h"]):  # was "sweep folder --help does not exist"
+        print(__doc__.strip())
+        return
     if len(argv) != 1:
         sys.exit("usage: python -m launch.report ROOT")
     try:

@@ -1084,6 +1084,8 @@ def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, cap
     monkeypatch.setattr(report, "plot_curves", lambda groups, path: False)
     with pytest.raises(SystemExit, match="usage: python -m launch.report ROOT"):
         report.main([])
+    report.main(["--help"])  # was "sweep folder --help does not exist"
+    assert capsys.readouterr().out.startswith("Aggregate a sweep's runs")
     report.main([str(tmp_path)])
     assert plotted == ["acc"]
     out = capsys.readouterr().out
