@@ -113,6 +113,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: LanguageModelTask
     workdir = pathlib.Path(workdir)
     start = time.perf_counter()
     paths = data_paths(config, task)
+    # results.json, the "done" marker, goes before anything is redone: a rerun under another
+    # config killed midway kept the old one and read as finished (reproduce skipped it)
+    (workdir / "results.json").unlink(missing_ok=True)
     prepare_s = time.perf_counter() - start
     # Exactly the jitted train step `train_and_evaluate` runs.
     mesh, state, train_step, _ = build_steps(config, task)

@@ -155,7 +155,10 @@ def run_points(
     `quick` workdir redoes the points the two share instead of reporting quick's numbers as
     full's). A point redone under another config resumes from its checkpoints only if
     `rnn_jax.train.config.check_resumable` allows it (train_and_evaluate checks it and
-    raises `ConfigError` naming the changed keys). Prints one progress line per point.
+    raises `ConfigError` naming the changed keys). `workdir/results.json`, the grid's "done"
+    marker, is removed before a point trains (a run killed then must not read as finished);
+    a rerun that only loads summaries leaves it to be rewritten. Prints one progress line per
+    point.
     """
     summaries = {}
     current = point_config(config)
@@ -173,6 +176,9 @@ def run_points(
             t0 = time.perf_counter()
             point_dir.mkdir(parents=True, exist_ok=True)
             if jax.process_index() == 0:  # multi-host runs: one writer, as the runtime does
+                # The grid's "done" marker goes while a point trains: a rerun under another
+                # config killed midway kept the old results.json and read as finished.
+                (workdir / RESULTS_FILE).unlink(missing_ok=True)
                 summary_path.unlink(missing_ok=True)  # a stale summary never outlives its run
                 run_metrics.write_json_atomic(point_dir / POINT_CONFIG_FILE, current)
             summaries[name] = {**fn(point_dir), **labels, "point_wall_s": time.perf_counter() - t0}

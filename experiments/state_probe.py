@@ -428,6 +428,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     start = time.perf_counter()
     sentences = load_sentences(config)
     task = UDLanguageModelTask(config, sentences)
+    if jax.process_index() == 0:
+        # results.json, the "done" marker, goes before anything is redone: a rerun under
+        # another config killed midway kept the old one and read as finished
+        (workdir / grid.RESULTS_FILE).unlink(missing_ok=True)
     lm_dir = workdir / "lm"
     print(f"state_probe: training the LM ({config.num_seeds} seeds) in {lm_dir}", flush=True)
     lm_final = train_and_evaluate(config, lm_dir, task)["final"]

@@ -328,6 +328,29 @@ def test_grid_point_is_redone_when_its_experiment_config_changed(tmp_path):
     assert calls[4:] == ["b"]
 
 
+def test_a_grid_rerun_removes_its_done_marker_only_while_a_point_trains(tmp_path):
+    """results.json is a grid's "done" marker: a rerun under another config that was killed
+    while a point trained kept the old file, and read as finished with the old results."""
+    from experiments import grid
+
+    done = tmp_path / grid.RESULTS_FILE
+    seen = []
+
+    def point(point_dir):
+        seen.append(done.exists())
+        return {"value": 1.0}
+
+    config = _config()
+    config.grid = {"cells": "lstm"}
+    grid.run_points(tmp_path, [("a", point)], config)
+    done.write_text("{}")
+    grid.run_points(tmp_path, [("a", point)], config)  # loads the summary: the marker stays
+    assert done.is_file() and seen == [False]
+    config.model.hidden_size = 2  # the point trains again: the marker goes first
+    grid.run_points(tmp_path, [("a", point)], config)
+    assert seen == [False, False] and not done.exists()
+
+
 def test_resuming_checkpoints_of_another_config_is_refused_before_anything_runs(tmp_path):
     """train_and_evaluate (the grid points' entry, not only the command line) refuses to resume
     checkpoints written under another model; a resumable change (more steps) or another grid
