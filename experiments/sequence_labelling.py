@@ -34,6 +34,7 @@ from rnn_jax.data.pipeline import (
     singleton_ids,
     training_batches,
 )
+from rnn_jax.data.readers import DataFormatError
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
 from rnn_jax.models.encoder import config_problems, encoder_options, position_problems
@@ -87,6 +88,26 @@ def replace_singletons(
     return jnp.where(replace, jnp.asarray(unk_id, tokens.dtype), tokens)
 
 
+def _tag_tables(dataset: object, tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`metrics.tag_tables` of the train split's tags, or DataFormatError naming the first
+    training example with a tag that is not IOB2 (the error named only the tag's position in
+    the vocabulary, and was a traceback)."""
+    try:
+        return metrics.tag_tables(tags)
+    except ValueError:
+        pass
+    for index, example in enumerate(dataset.splits["train"]):
+        for tag in example["tags"]:
+            try:
+                metrics.tag_tables([tag])
+            except ValueError:
+                raise DataFormatError(
+                    f"{dataset.name!r} split 'train', example {index} (0-based, in file order): "
+                    f"tag {tag!r} is not an IOB2 tag ('O', or 'B-' or 'I-' and a type)"
+                ) from None
+    return metrics.tag_tables(tags)  # raises: the vocabulary holds a tag no example has
+
+
 class SequenceLabellingTask(Task):
     """Tags every token. Loss (`objective.time_reduction`): 'mean' = the batch's summed NLL /
     its number of tokens; 'sum' = each sentence's NLL summed over its tokens, mean over the
@@ -116,7 +137,7 @@ class SequenceLabellingTask(Task):
         )
         self.singletons = singleton_ids(self.splits["train"], len(self.vocabs["tokens"]))
         self.scheme = "IOB2" if data.dataset == "conll2003" else None
-        self.tables = None if self.scheme is None else metrics.tag_tables(self.tags.tokens)
+        self.tables = None if self.scheme is None else _tag_tables(dataset, self.tags.tokens)
 
     def _with_chars(self, examples: list[dict], dataset: object, split: str) -> list[dict]:
         if not self.config.model.char_features:

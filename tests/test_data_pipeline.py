@@ -14,6 +14,7 @@ from rnn_jax.data.pipeline import (
     stream_ids,
     training_batches,
 )
+from rnn_jax.data.readers import DataFormatError
 from rnn_jax.data.registry import TextDataset, load_dataset
 
 
@@ -105,13 +106,16 @@ def test_a_tag_unseen_in_training_names_split_and_example():
         },
     )
     vocabs = build_vocabs(tag)
+    # A DataFormatError, which the command line reports in one line (a ValueError was a
+    # traceback).
     with pytest.raises(
-        ValueError, match=r"'t' split 'valid', example 1 \(0-based\): token 'B-PER'"
+        DataFormatError,
+        match=r"'t' split 'valid', example 1 \(0-based, in file order\): token 'B-PER'",
     ):
         encode_split(tag, "valid", vocabs)
     # Misaligned examples, which padding would have scored against pad or `<unk>` targets.
     tag.splits["valid"][1] = {"tokens": ["b", "c"], "tags": ["B-ORG"]}
-    with pytest.raises(ValueError, match=r"example 1 \(0-based\): 2 tokens but 1 tags"):
+    with pytest.raises(DataFormatError, match=r"example 1 \(0-based, .*\): 2 tokens but 1 tags"):
         encode_split(tag, "valid", vocabs)
     lm = TextDataset("lm", "language_modeling", {"train": [{"tokens": ["a"]}, {"tokens": []}]})
     with pytest.raises(ValueError, match=r"'lm' split 'train', example 1 .*: no tokens"):

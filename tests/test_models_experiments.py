@@ -288,3 +288,23 @@ def test_missing_task_data_exits_2_naming_the_path(missing_data_run):
     workdir, run = missing_data_run
     stderr = check_refused(run.result(), workdir)
     assert "task data not found" in stderr and "/nonexistent_rnn_jax_data/sst" in stderr
+
+
+def test_a_training_tag_that_is_not_iob2_is_named_by_example():
+    """A CoNLL training file with 'Q-PER' was a traceback naming the tag's vocabulary id."""
+    from rnn_jax.data.pipeline import build_vocabs
+    from rnn_jax.data.readers import DataFormatError
+    from rnn_jax.data.registry import TextDataset
+
+    good = {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}
+    data = TextDataset(
+        "conll2003", "tagging", {"train": [good, {"tokens": ["Peter"], "tags": ["Q-PER"]}]}
+    )
+    tags = build_vocabs(data)["tags"].tokens
+    with pytest.raises(
+        DataFormatError, match=r"'conll2003' split 'train', example 1 \(0-based, .*'Q-PER' is not"
+    ):
+        sequence_labelling._tag_tables(data, tags)
+    data.splits["train"][1]["tags"] = ["I-PER"]
+    prefixes, types = sequence_labelling._tag_tables(data, build_vocabs(data)["tags"].tokens)
+    assert len(prefixes) == len(types) == len(build_vocabs(data)["tags"].tokens)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sized
 import numpy as np
 
 from rnn_jax.data.batching import Batch, BatchIterator, pad_batch, sorted_eval_batches
+from rnn_jax.data.readers import DataFormatError
 from rnn_jax.data.registry import TextDataset
 from rnn_jax.data.vocab import Vocabulary
 
@@ -54,10 +55,12 @@ def encode_split(
 ) -> list[dict[str, np.ndarray]]:
     """Id examples of one split (see the module docstring for each task's fields).
 
-    A token, tag or label that a closed vocabulary (`unk=None`) lacks, an example without
-    tokens (a translation example: without source tokens), or a tagging example with more or
-    fewer tags than tokens raises ValueError naming the dataset, the split and the example's
-    index in it (an empty one got as far as `pad_batch`, which named none of them).
+    A token, tag or label that a closed vocabulary (`unk=None`) lacks (e.g. a test tag the
+    train split never has), an example without tokens (a translation example: without source
+    tokens), or a tagging example with more or fewer tags than tokens raises DataFormatError
+    (a ValueError; the command line reports it in one line, exit status 2) naming the dataset,
+    the split and the example's index in it, in file order (an empty one got as far as
+    `pad_batch`, which named none of them; an unseen tag was a traceback).
     """
     task = dataset.task
     if split not in dataset.splits:
@@ -73,8 +76,9 @@ def encode_split(
         try:
             out.append(_encode_example(task, example, words, vocabs))
         except ValueError as error:
-            raise ValueError(
-                f"{dataset.name!r} split {split!r}, example {index} (0-based): {error}"
+            raise DataFormatError(
+                f"{dataset.name!r} split {split!r}, example {index} (0-based, in file order): "
+                f"{error}"
             ) from error
     return out
 
