@@ -55,7 +55,8 @@ def check_workdir(workdir: str) -> None:
         directory, the checkout when run as the README says), or when the path or one of its
         parents is a file (the run failed with a traceback once compiled, at its first
         checkpoint directory), or a symbolic link to a missing path (`runs` linking to an
-        unmounted disk: creating the run directory failed in the same place).
+        unmounted disk: creating the run directory failed in the same place), or when the
+        nearest existing folder on the path cannot be written in.
     """
     if not workdir.strip():
         raise ValueError(f"--workdir={workdir!r}: must name a run directory")
@@ -68,3 +69,15 @@ def check_workdir(workdir: str) -> None:
         )
     if not os.path.isdir(existing):
         raise ValueError(f"--workdir={workdir!r}: {str(existing)!r} is a file, not a directory")
+    # A folder nothing can be written in (read-only, another user's, /sys) was a
+    # PermissionError traceback, for the training command line once compiled. A file is
+    # created and removed: os.access says yes to root wherever the mode bits do.
+    probe = existing / f".rnn_jax_write_test.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"--workdir={workdir!r}: cannot write in {str(existing)!r} "
+            f"({error.strerror or error})"
+        ) from None

@@ -399,6 +399,14 @@ def test_a_workdir_that_is_a_file_is_a_flag_error(tmp_path):
     with pytest.raises(ValueError, match="must name a run directory"):
         check_workdir(" ")
     check_workdir(str(tmp_path / "new" / "run"))  # to be created: fine
+    assert list(tmp_path.iterdir()) == [file]  # the write test left nothing behind
+
+
+def test_a_workdir_nothing_can_be_written_in_is_a_flag_error():
+    # /proc takes no new files, even from root (whom os.access and mode bits let through):
+    # the run, the main job and launch.sweep ended in a PermissionError traceback.
+    with pytest.raises(ValueError, match=r"--workdir='/proc/rnn_jax/run': cannot write in '/proc'"):
+        check_workdir("/proc/rnn_jax/run")
 
 
 def test_nesterov_without_momentum_or_with_another_optimiser_is_a_config_error():
