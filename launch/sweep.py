@@ -688,11 +688,19 @@ def _run_pool(todo: Sequence[Run], slots: Sequence[Mapping[str, str]]) -> tuple[
             for future in finished:
                 run, slot, start = pending.pop(future)
                 free.append(slot)
-                code = future.result()
+                try:
+                    code, error = future.result(), None
+                except OSError as exc:
+                    # The run's folder or log could not be made (a file of that name in the
+                    # root, a full disk): a traceback that ended the sweep, the other runs
+                    # never started.
+                    code, error = None, exc
                 done += 1
-                ok = code == 0 and run.finished
+                ok = error is None and code == 0 and run.finished
                 if ok:
                     status = "done"
+                elif error is not None:
+                    status = f"FAILED (not started: {error})"
                 elif _STOPPING.is_set():
                     status = f"stopped (SIGTERM; log {run.workdir / 'log.txt'})"
                 else:

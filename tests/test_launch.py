@@ -827,6 +827,19 @@ def test_run_local_skips_finished_runs_and_fails_a_run_that_wrote_no_results(tmp
     assert "1 of 2 runs already finished; 1 to run" in capsys.readouterr().out
 
 
+def test_a_run_whose_folder_cannot_be_made_fails_alone(tmp_path, capsys):
+    """A file where a run's folder goes: its mkdir's FileExistsError was a traceback that
+    ended the sweep, and the runs after it never started."""
+    runs = [
+        sweep.Run(n, tmp_path / n, {}, ("sh", "-c", f"echo {{}} > {tmp_path / n}/results.json"))
+        for n in "ab"
+    ]
+    (tmp_path / "a").write_text("not a folder")
+    assert sweep.run_local(runs, parallel=1) == [runs[0]]
+    assert runs[1].finished
+    assert "a: FAILED (not started: [Errno 17] File exists" in capsys.readouterr().out
+
+
 # Outcomes of the fake jobs below: (exit code or exception, whether results.json was written).
 _OUTCOMES = {
     "b": (0, True),
