@@ -78,6 +78,5 @@ def check_workdir(workdir: str) -> None:
         probe.unlink()
     except OSError as error:
         raise ValueError(
-            f"--workdir={workdir!r}: cannot write in {str(existing)!r} "
-            f"({error.strerror or error})"
+            f"--workdir={workdir!r}: cannot write in {str(existing)!r} ({error.strerror or error})"
         ) from None
