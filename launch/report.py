@@ -131,7 +131,9 @@ def load_runs(root: pathlib.Path) -> tuple[str, list[dict]]:
         if results_path.is_file():
             try:
                 final = json.loads(results_path.read_text())["final"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
+            # ValueError: invalid JSON, and bytes that are not UTF-8 (a UnicodeDecodeError,
+            # which named no file)
+            except (ValueError, KeyError, TypeError) as error:
                 raise ValueError(
                     f"{results_path}: no readable `final` object ({error!r})"
                 ) from None

@@ -642,6 +642,8 @@ def test_seed_points_whose_replicas_overlap_are_refused_and_set_errors_name_the_
         ([1.0], {"name": "r", "overrides": {}}, "results.json"),
         (None, {"overrides": {"lr": 1}}, "sweep.json"),
         (None, {"name": "r", "overrides": [1]}, "sweep.json"),
+        # not UTF-8: a UnicodeDecodeError that named no file
+        (b'\xff{"final": {}}', {"name": "r", "overrides": {}}, "results.json"),
     ],
 )
 def test_a_malformed_results_or_sweep_entry_is_a_value_error_naming_the_file(
@@ -651,7 +653,9 @@ def test_a_malformed_results_or_sweep_entry_is_a_value_error_naming_the_file(
     AttributeError/TypeError, and a sweep.json entry without `name` a KeyError: tracebacks
     from `python -m launch.report`, which exits cleanly on ValueError only."""
     (tmp_path / "r").mkdir()
-    if results is not None:
+    if isinstance(results, bytes):
+        (tmp_path / "r" / "results.json").write_bytes(results)
+    elif results is not None:
         (tmp_path / "r" / "results.json").write_text(json.dumps(results))
     (tmp_path / "sweep.json").write_text(json.dumps({"config": "x", "runs": [entry]}))
     with pytest.raises(ValueError, match=rf"{tmp_path}/(r/)?{bad}"):

@@ -236,6 +236,14 @@ def test_readers_skip_a_torn_last_line_and_name_a_corrupt_middle_one(tmp_path):
     with pytest.raises(ValueError, match=r"metrics\.jsonl:2: expected a JSON object, got '\[2"):
         run_metrics.read_metrics(path)
     assert run_metrics.read_metrics(tmp_path / "none.jsonl") == []  # no run yet
+    # Bytes that are not UTF-8 in a middle line: named by file:line (a UnicodeDecodeError
+    # named a byte offset of no file); a last line torn inside a character is skipped.
+    line = json.dumps(whole[0]).encode()
+    path.write_bytes(line + b"\n\xff\xfe\n" + line + b"\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a JSON object .*utf-8"):
+        run_metrics.read_metrics(path)
+    path.write_bytes(line + b"\n" + '{"step": 2, "note": "é'.encode()[:-1])
+    assert run_metrics.read_metrics(path) == whole[:1]
 
 
 def test_json_default_writes_numpy_values_and_names_what_it_cannot(tmp_path):

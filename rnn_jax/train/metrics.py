@@ -103,17 +103,22 @@ def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
     """
     path = pathlib.Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         return []
-    lines = text.split("\n")  # the last item is '' after a final newline, else a torn line
+    # Decoded line by line: bytes that are not UTF-8 were a UnicodeDecodeError naming a byte
+    # offset of no file. The last item is b'' after a final newline, else a torn line (which
+    # may end inside a character).
+    lines = data.split(b"\n")
     records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, raw in enumerate(lines, 1):
         try:
+            line = raw.decode()
+            if not line.strip():
+                continue
             record = json.loads(line)
-        except json.JSONDecodeError as error:
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+            line = raw.decode(errors="replace")
             if number == len(lines):
                 logging.warning("%s:%d: skipping a torn last line (%s)", path, number, error)
                 continue
