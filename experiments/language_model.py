@@ -41,6 +41,7 @@ from rnn_jax.data import LMEvalStream, LMStream, MarkovLanguage, lm_corpus
 from rnn_jax.data.lm_corpus import LMCorpus, markov_lm
 from rnn_jax.metrics import perplexity
 from rnn_jax.models import RNNLanguageModel
+from rnn_jax.predicates import is_decimal
 from rnn_jax.train import Task, regularizers
 from rnn_jax.train import config as cfg
 
@@ -516,14 +517,13 @@ def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Ta
 
     from rnn_jax.train.metrics import write_json_atomic, write_text_atomic
 
-    try:
-        contexts = [int(c) for c in flags.FLAGS.eval_contexts.split(",")]
-    except ValueError:
-        contexts = [-1]
-    if any(c < 0 for c in contexts):
+    # ASCII digits only (`is_decimal`): int() read '٣' as 3 and '1_6' as 16
+    entries = [c.strip() for c in flags.FLAGS.eval_contexts.split(",")]
+    if not all(map(is_decimal, entries)):
         raise cfg.ConfigError(
             f"--eval_contexts={flags.FLAGS.eval_contexts!r}: comma-separated integers >= 0"
         )
+    contexts = [int(c) for c in entries]
     model, step = _restore(config, workdir, task)
     table = context_study(model, task, contexts)
     _, unit = _corpus_and_unit(pathlib.Path(workdir), config.to_dict()["data"])

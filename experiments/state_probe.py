@@ -71,6 +71,7 @@ from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
 from rnn_jax.metrics import perplexity
 from rnn_jax.models import RNNLanguageModel
+from rnn_jax.predicates import is_decimal
 from rnn_jax.train import config as cfg
 from rnn_jax.train import seeds
 from rnn_jax.train.loop import train_and_evaluate
@@ -96,10 +97,9 @@ def _distance_list(value: object) -> str | None:
     """Rule: distinct integers >= 0, comma-separated, increasing, 0 first: word t itself is
     Q12's lexical reference (`state_probe_report.abstraction`), and without it the report
     failed (KeyError 'word_k0') after the LM had trained and every probe was fitted."""
-    try:
-        numbers = [int(v) for v in str(value).split(",")]
-    except ValueError:
-        numbers = []
+    # ASCII digits only (`is_decimal`): int() read '١' as 1, '1_0' as 10 and '+2' as 2
+    entries = [v.strip() for v in str(value).split(",")]
+    numbers = [int(v) for v in entries] if all(map(is_decimal, entries)) else []
     ok = numbers and numbers[0] == 0 and numbers == sorted(set(numbers))
     return (
         None

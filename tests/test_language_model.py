@@ -463,7 +463,7 @@ def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypa
     workdir.mkdir()
     (workdir / "vocab.json").write_text(json.dumps(list(task.corpus.vocab.tokens)))
     mode = dict(sample=0, temperature=1.0, prompt="0")
-    for bad in ("0,x", "64,-1", "0,,64"):
+    for bad in ("0,x", "64,-1", "0,,64", "٣,1_6", "+2"):  # ASCII digits only
         monkeypatch.setattr(flags, "FLAGS", types.SimpleNamespace(eval_contexts=bad, **mode))
         with pytest.raises(ConfigError) as error:
             language_model._train_or_sample(config, str(workdir), task)

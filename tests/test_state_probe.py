@@ -584,6 +584,10 @@ def test_answers_on_hand_made_results(tmp_path):
         ("probe.distances", "2,1", "probe.distances='2,1': must be increasing distinct integers"),
         ("probe.distances", "0,-1", "probe.distances='0,-1': must be increasing"),
         ("probe.distances", "0,a", "probe.distances='0,a': must be increasing distinct integers"),
+        # ASCII digits only: int() read '١' as 1, '1_0' as 10 and '+2' as 2
+        ("probe.distances", "0,١", "probe.distances='0,١': must be increasing distinct"),
+        ("probe.distances", "0,1_0", "probe.distances='0,1_0': must be increasing distinct"),
+        ("probe.distances", "0,+2", r"probe.distances='0,\+2': must be increasing distinct"),
         ("probe.shrinkages", "0,1", "probe.shrinkages='0,1': must be positive numbers"),
         ("probe.shrinkages", "0.1,x", "probe.shrinkages='0.1,x': must be positive numbers"),
         ("probe.test_split", "train", "probe.test_split='train': must be one of"),
