@@ -347,6 +347,9 @@ def write_report(root: str | pathlib.Path) -> str:
     groups = group_runs(runs)
     finished = sum(r["metrics"] is not None for r in runs)
     table = markdown_table(groups)
+    # The curves first: they read every metrics.jsonl, and a corrupt line failed the report
+    # after the metric plots were rewritten, leaving new plots beside the old report.md.
+    curves = plot_curves(groups, root / "train_loss_curves.png")
     plots = []
     metrics = list(dict.fromkeys(m for g in groups for m in g["samples"]))
     for metric in metrics:
@@ -355,7 +358,7 @@ def write_report(root: str | pathlib.Path) -> str:
         name = f"{_safe(metric)}.png"
         plot_metric(groups, metric, root / name)
         plots.append(name)
-    if plot_curves(groups, root / "train_loss_curves.png"):
+    if curves:
         plots.append("train_loss_curves.png")
     missing = [r["name"] for r in runs if r["metrics"] is None]
     lines = [

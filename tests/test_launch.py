@@ -1110,3 +1110,16 @@ def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, cap
     assert out.endswith(f"wrote {tmp_path / 'report.md'}\n")
     text = (tmp_path / "report.md").read_text()
     assert "1 of 2 runs finished; not finished: s." in text and "![acc.png](acc.png)" in text
+
+
+def test_a_report_that_fails_on_a_corrupt_curve_writes_no_plot(tmp_path):
+    """The curves are read before any plot is drawn: a corrupt metrics.jsonl line failed the
+    report after the metric plots were rewritten, beside the old report.md."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text('{"final": {"acc": [0.5, 0.6]}}')
+    (tmp_path / "r" / "metrics.jsonl").write_text('{"step": 1, "tr\n{"step": 2}\n')
+    runs = [{"name": "r", "overrides": {"lr": 1}}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "c.py:v", "runs": runs}))
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:1: not a JSON object"):
+        report.write_report(tmp_path)
+    assert not list(tmp_path.glob("*.png")) and not (tmp_path / "report.md").exists()
