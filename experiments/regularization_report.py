@@ -3,6 +3,7 @@ point summaries that its `run` stores (results.json `points`)."""
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import numpy as np
@@ -172,6 +173,12 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
         plt.close(fig)
 
 
+def _diverged(point: dict) -> bool:
+    """Some seed of the point has no finite best validation loss."""
+    finite, count = grid.finite_seeds(point["best_valid_bits"])
+    return finite.size < count
+
+
 def _beats(a: dict, b: dict) -> bool:
     """Point `a`'s best valid below `b`'s by more than `TIE` on the mean and with every seed
     below every seed of `b` (beyond the seed spread)."""
@@ -196,22 +203,33 @@ def _answer_17(q17: list[dict]) -> str:
     none = next((s for s in q17 if s["regularizer"] == "none"), None)
     if none is None:
         return " ".join(text)
+    num = grid.number_text
+    if not math.isfinite(grid.nan_mean(none["best_valid_bits"])):
+        # NaN against NaN read "within the seed spread" and every regulariser "not supported",
+        # with '+nan bits': a run that trained set against nothing.
+        text.append(
+            "Not measured (inconclusive): every seed of the unregularised run diverged, so no "
+            "regulariser is compared with it."
+        )
+        return " ".join(text)
     rise = grid.nan_mean(none["final_valid_bits"]) - grid.nan_mean(none["best_valid_bits"])
     # Overfitting: validation up by more than TIE with every final seed above every best one,
     # while the loss on the training slice went down (up too would be instability).
     beyond_spread = grid.finite_seeds_below(none["best_valid_bits"], none["final_valid_bits"])
     train_fell = grid.nan_mean(none["final_train_bits"]) < grid.nan_mean(none["train_at_best_bits"])
-    if rise <= TIE:
+    if not math.isfinite(rise):
+        why = "no seed has a finite final validation loss"
+    elif rise <= TIE:
         why = f"validation rose by only {rise:.3g} bits after its best evaluation"
     elif not beyond_spread:
-        why = (
-            f"validation rose by {rise:.3g} bits after its best evaluation, within the seed spread"
-        )
+        # one seed has no spread to be within, nor has a diverged one (`unranked_reason`)
+        reason = grid.unranked_reason(none["best_valid_bits"], none["final_valid_bits"])
+        why = f"validation rose by {rise:.3g} bits after its best evaluation, {reason}"
     else:
         why = (
             f"validation rose by {rise:.3g} bits after its best evaluation, but the training "
-            f"slice's loss rose too ({grid.nan_mean(none['train_at_best_bits']):.3g} -> "
-            f"{grid.nan_mean(none['final_train_bits']):.3g})"
+            f"slice's loss rose too ({num(grid.nan_mean(none['train_at_best_bits']), '.3g')} -> "
+            f"{num(grid.nan_mean(none['final_train_bits']), '.3g')})"
         )
     overfit = rise > TIE and beyond_spread and train_fell and none["best_step"] < none["num_steps"]
     text.append(
@@ -219,27 +237,39 @@ def _answer_17(q17: list[dict]) -> str:
             f"Unregularised, the model overfits: validation bottoms out at step "
             f"{none['best_step']} and then rises by {rise:.3g} bits while the train loss falls "
             f"to {grid.nan_mean(none['final_train_bits']):.3g} (final gap "
-            f"{grid.nan_mean(_gap(none, 'final')):.3g})."
+            f"{num(grid.nan_mean(_gap(none, 'final')), '.3g')})."
             if overfit
             else f"Unregularised, the model is not shown to overfit in this budget ({why}): "
             "the comparison below says little."
         )
         + f" Early stopping at step {none['best_step']} keeps "
         f"{grid.nan_mean(none['best_valid_bits']):.3g} bits/{unit} instead of "
-        f"{grid.nan_mean(none['final_valid_bits']):.3g}."
+        f"{num(grid.nan_mean(none['final_valid_bits']), '.3g')}."
     )
     base = grid.nan_mean(none["best_valid_bits"])
-    helped, not_helped = [], []
+    helped, not_helped, untested = [], [], []
     for s in q17:
         if s is none:
             continue
         delta = grid.nan_mean(s["best_valid_bits"]) - base
         gap = grid.nan_mean(_gap(s, "final"))
-        entry = f"{s['regularizer']} ({delta:+.3g} bits best valid, final gap {gap:.3g})"
-        (helped if _beats(s, none) else not_helped).append(entry)
+        entry = (
+            f"{s['regularizer']} ({num(delta, '+.3g')} bits best valid, final gap "
+            f"{num(gap, '.3g')})"
+        )
+        if _beats(s, none):
+            helped.append(entry)
+            continue
+        # "Not supported" needs seeds to compare: one seed a side, or a diverged seed, cannot
+        # test the claim either way (Q11's rule; this said "not supported" for them too).
+        reason = grid.unranked_reason(s["best_valid_bits"], none["best_valid_bits"])
+        if reason == grid.WITHIN_SPREAD:
+            not_helped.append(entry)
+        else:
+            untested.append(f"{entry}: {reason}")
     kept = [
         f"{s['regularizer']} "
-        f"{grid.nan_mean(s['final_valid_bits']) - grid.nan_mean(s['best_valid_bits']):+.3g}"
+        + num(grid.nan_mean(s["final_valid_bits"]) - grid.nan_mean(s["best_valid_bits"]), "+.3g")
         for s in q17
     ]
     text.append(
@@ -254,6 +284,10 @@ def _answer_17(q17: list[dict]) -> str:
             "every early-stopped seed: "
             + ", ".join(not_helped)
             + " (the seed's claim is not supported for these, at this scale and strength)."
+        )
+    if untested:
+        text.append(
+            "Not compared (this run cannot test the claim for these): " + "; ".join(untested) + "."
         )
     return " ".join(text)
 
@@ -275,14 +309,31 @@ def _answer_12(q12: list[dict]) -> str:
         rows = sorted((s for s in q12 if s["regularizer"] == reg), key=lambda s: s["layers"])
         if len(rows) < 2:
             continue
+        # A depth with a diverged seed is not ranked (a NaN mean is not "worse", and its
+        # finite seeds alone were called "best"): named instead.
+        diverged = [s for s in rows if _diverged(s)]
+        if rows[0] in diverged:
+            text.append(
+                f"With {reg}: not measured (inconclusive): a seed of the shallowest stack, "
+                f"{rows[0]['layers']} layer(s), diverged."
+            )
+            continue
+        depths = ", ".join(str(s["layers"]) for s in diverged)
+        skipped = f" (not compared, a seed diverged: depth {depths})" if diverged else ""
+        rows = [s for s in rows if s not in diverged]
         one = rows[0]
+        if len(rows) < 2:
+            text.append(f"With {reg}: no deeper stack to compare with{skipped}.")
+            continue
         # The lowest mean among the depths that beat the shallowest: the lowest mean overall
         # may have a seed within the shallowest's spread while another depth beats it.
         winners = [s for s in rows[1:] if _beats(s, one)]
         if not winners:
+            nearest = min(rows[1:], key=lambda s: grid.ranking_mean(s["best_valid_bits"]))
+            reason = grid.unranked_reason(nearest["best_valid_bits"], one["best_valid_bits"])
             verdict = (
                 f"more layers did not beat {one['layers']} by more than {TIE} bits with every "
-                "seed apart"
+                "seed apart" + ("" if reason == grid.WITHIN_SPREAD else f" ({reason})")
             )
         else:
             best = min(winners, key=lambda s: grid.ranking_mean(s["best_valid_bits"]))
@@ -295,7 +346,7 @@ def _answer_12(q12: list[dict]) -> str:
                 if close
                 else f"{best['layers']} layers are best, {delta:+.3g} bits against {one['layers']}"
             )
-        text.append(f"With {reg}: {verdict}.")
+        text.append(f"With {reg}: {verdict}{skipped}.")
     text.append(
         "Only the validation loss at equal size is measured here; the seed's 'more abstract "
         "representations at higher layers' is not (no probe of the layers' states)."

@@ -383,3 +383,40 @@ def test_depth_grid_with_tied_embeddings_names_tie_embeddings_not_the_tolerance(
     with pytest.raises(ConfigError, match=r"model.tie_embeddings=True: grid.depths='1,2'"):
         reg.matched_hidden_sizes(config, 10, [1, 2])
     assert reg.matched_hidden_sizes(config, 10, [2])[2][0] == 16  # its own depth still runs
+
+
+def test_q17_and_q12_do_not_rank_against_diverged_or_single_seeds():
+    """A diverged unregularised run (NaN against NaN) read "within the seed spread" and every
+    regulariser "not supported" with '+nan bits'; one seed a side was "within the seed spread"
+    and "not supported" too; a depth whose seeds all diverged was "not beaten" by the best
+    (NaN compares false), and finite seeds beside a diverged one were called "best"."""
+    dead = {**_summary("none", [None, None]), "final_valid_bits": [None, None]}
+    answer = report.answers({"a": dead, "b": _summary("dropout", [3.0, 3.01])})[17]
+    assert "Not measured (inconclusive): every seed of the unregularised run diverged" in answer
+    assert "not supported" not in answer and "nan" not in answer
+    one = {**_summary("none", [3.25]), "final_valid_bits": [3.7], "final_train_bits": [1.0]}
+    one["train_at_best_bits"] = [2.0]
+    drop = {**_summary("dropout", [2.5]), "final_valid_bits": [2.6], "final_train_bits": [2.0]}
+    answer = report.answers({"a": one, "b": drop})[17]
+    assert "within the seed spread" not in answer and "not supported" not in answer
+    assert "0.45 bits after its best evaluation, one seed: no seed spread to compare" in answer
+    assert "Not compared (this run cannot test the claim for these): dropout (-0.75" in answer
+    # a regulariser with a diverged seed is not compared; overlapping seeds are "not supported"
+    base = _summary("none", [3.25, 3.29])
+    answer = report.answers(
+        {"a": base, "b": _summary("l2", [None, 3.0]), "c": _summary("dropout", [3.24, 3.3])}
+    )[17]
+    assert "l2 (-0.27 bits best valid, final gap 2.7): a seed diverged" in answer
+    assert "every early-stopped seed: dropout (" in answer and "nan" not in answer
+    shallow = _depth_point(1, [3.25, 3.29])
+    answer = report.answers(
+        {"a": shallow, "b": _depth_point(2, [3.0, 3.01]), "c": _depth_point(3, [None, None])}
+    )[12]
+    assert (
+        "2 layers are best, -0.265 bits against 1 (not compared, a seed diverged: depth 3)"
+        in answer
+    )
+    answer = report.answers({"a": shallow, "b": _depth_point(3, [3.0, None])})[12]
+    assert "layers are best" not in answer and "depth 3" in answer
+    answer = report.answers({"a": _depth_point(1, [None, 3.2]), "b": shallow | {"layers": 2}})[12]
+    assert "not measured (inconclusive): a seed of the shallowest stack, 1 layer(s)" in answer
