@@ -280,8 +280,10 @@ def _answer_6(p: dict[str, dict]) -> str:
     text.append(
         "Where the gain comes from (test accuracy by token class, BiLSTM vs forward): "
         + "; ".join(
-            f"{c} ({shares[c]:.1f}% of tokens) {grid.nan_mean(accuracies(fw, 'test', c)):.4f} → "
-            f"{grid.nan_mean(accuracies(bi, 'test', c)):.4f}, {diff_text(bi, fw, c)}"
+            f"{c} ({shares[c]:.1f}% of tokens) "
+            f"{grid.number_text(grid.nan_mean(accuracies(fw, 'test', c)), '.4f')} → "
+            f"{grid.number_text(grid.nan_mean(accuracies(bi, 'test', c)), '.4f')}, "
+            f"{diff_text(bi, fw, c)}"
             if shares[c]
             else f"{c} (no test tokens)"
             for c in CLASSES
@@ -327,14 +329,21 @@ def _answer_14(p: dict[str, dict]) -> str:
         text.append(sentence + ".")
     if bi is not None and bi_crf is not None:
         c = compare(bi_crf, bi)
-        verdict = (
-            "the CRF helps"
-            if c["clear"] and c["delta"] > 0
-            else "the CRF hurts"
-            if c["clear"]
-            else "no measurable difference: the seed's 'classifier or CRF' holds only in that "
-            "both work; a CRF advantage is not supported at this scale"
-        )
+        # A diverged seed or one seed a side fell to "no measurable difference ... both work",
+        # of a CRF tagger every seed of which had diverged (Q6's rule since session 28).
+        if not np.isfinite(c["delta"]):
+            verdict = "not measured (inconclusive): every seed of one of the two taggers diverged"
+        elif c["clear"]:
+            verdict = "the CRF helps" if c["delta"] > 0 else "the CRF hurts"
+        elif c["diverged"]:
+            verdict = "not compared seed by seed (inconclusive): a seed diverged"
+        elif c["one_seed"]:
+            verdict = "not ranked (inconclusive): one seed per tagger has no spread to be beyond"
+        else:
+            verdict = (
+                "no measurable difference: the seed's 'classifier or CRF' holds only in that "
+                "both work; a CRF advantage is not supported at this scale"
+            )
         text.append(f"A CRF on the BiLSTM: {diff_text(bi_crf, bi)}, {verdict}.")
     return " ".join(text)
 

@@ -448,6 +448,31 @@ def test_q6_verdict_follows_the_seeds_of_both_taggers(bi, verdict):
     assert ("Supported:" in text) == verdict.startswith("Supported:")
 
 
+def test_q14_does_not_call_a_diverged_or_single_seed_crf_a_tie():
+    """Every seed of the CRF tagger diverged, one seed diverged, or one seed a side: each fell
+    to "no measurable difference: ... holds only in that both work"."""
+    bi = tagger_summary("bi-softmax", [0.90, 0.91, 0.92])
+    cases = [
+        ([None, None, None], 3, "not measured (inconclusive): every seed of one of the two"),
+        ([0.90, 0.91, None], 3, "not compared seed by seed (inconclusive): a seed diverged"),
+        ([0.95], 1, "not ranked (inconclusive): one seed per tagger has no spread"),
+    ]
+    for crf, seeds, verdict in cases:
+        points = {
+            "bi-softmax": {**bi, "num_seeds": seeds, "test_accuracy": bi["test_accuracy"][:seeds]},
+            "bi-crf": {**tagger_summary("bi-crf", crf), "num_seeds": seeds},
+        }
+        text = report.answers(points)[14]
+        assert verdict in text and "both work" not in text, text
+    # Q6's by-class figures of a BiLSTM whose every seed diverged: n/a, not nan
+    points = {
+        "forward-softmax": tagger_summary("forward-softmax", [0.87, 0.88, 0.89]),
+        "bi-softmax": tagger_summary("bi-softmax", [None, None, None]),
+    }
+    text = report.answers(points)[6]
+    assert "→ n/a" in text and "nan" not in text
+
+
 def _tagger(name, test, unk):
     direction, head = name.split("-")
     return {
