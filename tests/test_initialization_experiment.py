@@ -591,3 +591,31 @@ def test_lstm_gate_saturation_is_the_fraction_of_sigmoid_gates_past_0_1_or_0_9()
         # A gate value within float32 rounding of 0.1 or 0.9 may fall either side.
         assert got[gate] == pytest.approx(want[gate], abs=2 / (xs.shape[0] * 10 * HIDDEN))
     assert any(0.05 < fraction < 0.95 for fraction in want.values())
+
+
+def _answers_of(tmp_path, points):
+    (tmp_path / "results.json").write_text(json.dumps({"points": dict(enumerate(points))}))
+    return initialization.answers(tmp_path)
+
+
+def test_q4_explains_an_lstm_advantage_only_beyond_the_seed_spread(tmp_path):
+    """1 of 3 LSTM seeds solved against 0 of 3 tanh seeds was explained as 'the LSTM's
+    advantage', which Q19's rule calls within the seed spread (every seed against none)."""
+    elman = _adding_point("elman_tanh", "orthogonal", [0.0] * 3, [-1.0] * 3, [-14.0] * 3)
+    for success, explained in (([1.0, 0.0, 0.0], False), ([1.0, 1.0, 1.0], True)):
+        lstm = _adding_point("lstm", "orthogonal", success, [-2.0] * 3, [0.8, 0.6, 0.7])
+        text = _answers_of(tmp_path, [elman, lstm])[4]
+        assert ("The LSTM's advantage here" in text) is explained, text
+
+
+def test_one_init_is_not_ranked_by_q19_or_q3(tmp_path):
+    """With orthogonal the only init, Q19 said 'strictly better than: ... none' and 'does not
+    support the seed's claim', and Q3 'worst with orthogonal'."""
+    points = [
+        _adding_point("elman_tanh", "orthogonal", [1.0, 1.0], [-1.0, -1.2], [-1.0, -1.0]),
+        _adding_point("lstm", "orthogonal", [1.0, 1.0], [-2.0, -2.0], [0.8, 0.6]),
+    ]
+    answers = _answers_of(tmp_path, points)
+    assert "Only orthogonal init was run: there is no other init to compare" in answers[19]
+    assert "does not support" not in answers[19] and "worst" not in answers[3]
+    assert "only orthogonal gave a ratio: no init to rank it against" in answers[3]
