@@ -256,7 +256,14 @@ def _answer_11(clip: list[dict]) -> str:
     unclipped = [s for s in clip if s["clip"] is None]
     clipped = [s for s in clip if s["clip"] is not None]
     if unclipped and clipped:
-        fewer = sum(unclipped[0]["diverged"]) > min(sum(s["diverged"]) for s in clipped)
+        counts = [sum(s["diverged"]) for s in clipped]
+        fewer = sum(unclipped[0]["diverged"]) > min(counts)
+        # every clipped run lost more seeds: "did not reduce" and no verdict hid it
+        more = min(counts) > sum(unclipped[0]["diverged"])
+        # every seed of every run diverged by the report's rule (a finite loss at or above
+        # chance counts): the same whether the losses ended finite or not (a finite one
+        # compared its losses and said "lowered the final loss" of runs that learned nothing)
+        every = all(unclipped[0]["diverged"]) and all(all(s["diverged"]) for s in clipped)
         # Final losses are means over the finite seeds (NaN when none), and a seed whose
         # finite loss ended at or above chance counts as diverged too. Where every unclipped
         # seed went non-finite, a clipped run beats it only with a seed that did not diverge
@@ -265,10 +272,9 @@ def _answer_11(clip: list[dict]) -> str:
         # of the unclipped one.
         base = grid.nan_mean(unclipped[0]["loss"])
         finite = [s for s in clipped if np.isfinite(grid.nan_mean(s["loss"]))]
+        below = [s for s in finite if grid.finite_seeds_below(s["loss"], unclipped[0]["loss"])]
         lower = bool(finite) and (
-            any(not all(s["diverged"]) for s in finite)
-            if not np.isfinite(base)
-            else any(grid.finite_seeds_below(s["loss"], unclipped[0]["loss"]) for s in finite)
+            any(not all(s["diverged"]) for s in finite) if not np.isfinite(base) else bool(below)
         )
         # Why no clipped run is ranked below the unclipped one: the seeds overlap, or one
         # seed a side or a diverged seed leaves no spread to compare (then the run cannot
@@ -279,14 +285,23 @@ def _answer_11(clip: list[dict]) -> str:
             if best is not None and not lower
             else grid.WITHIN_SPREAD
         )
+        # "every seed apart" of finite seeds beside a diverged one
+        some_lost = any(
+            grid.finite_seeds(s["loss"])[0].size < len(s["loss"]) for s in below + unclipped[:1]
+        )
         loss_text = (
-            "lowered the final loss (every seed apart)"
+            f"lowered the final loss (every {'finite ' if some_lost else ''}seed apart)"
             if lower
             else "did not lower the final loss beyond the seed spread"
             if reason == grid.WITHIN_SPREAD
             else f"did not lower the final loss measurably ({reason})"
         )
-        if not np.isfinite(base):
+        if every:
+            loss_text = (
+                "did not help: every seed diverged with and without clipping (a finite loss at "
+                "or above chance counts as diverged)"
+            )
+        elif not np.isfinite(base):
             loss_text = (
                 "kept a finite final loss where every unclipped seed diverged"
                 if lower
@@ -295,13 +310,19 @@ def _answer_11(clip: list[dict]) -> str:
             )
         text.append(
             "Clipping "
-            + ("reduced" if fewer else "did not reduce")
+            + ("reduced" if fewer else "increased" if more else "did not reduce")
             + " the number of diverged seeds and "
             + loss_text
             + " in this run"
             + (
-                "."
-                if fewer or lower
+                ": the seed's claim is not supported here."
+                if every
+                else "."
+                if fewer
+                else ": it made training less stable, so the seed's claim is not supported here."
+                if more
+                else "."
+                if lower
                 else ": the seed's claim is not supported here."
                 if reason == grid.WITHIN_SPREAD or not np.isfinite(base)
                 else ": this run cannot test the seed's claim."

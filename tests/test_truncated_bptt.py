@@ -308,3 +308,28 @@ def test_window_cost_verdicts_hold_for_every_cell():
     answer = report.answers(points)[13]
     assert "did not cut the memory of an update (longest vs shortest window: 16x, 1x)" in answer
     assert "time per token was not within a factor 2 (longest vs shortest: 1x, 4x)" in answer
+
+
+def test_q11_names_diverged_seeds_and_runs_that_learned_nothing():
+    """A clipped run that lost a seed the unclipped one kept read "did not reduce the number
+    of diverged seeds and lowered the final loss (every seed apart)", with no verdict; runs
+    whose every seed ended finite but at or above chance were compared by their losses."""
+    from experiments import truncated_bptt_report as report
+
+    worse = report.answers(
+        {
+            "a": _clip_point(None, [0.9, 1.0, 1.1]),
+            "b": _clip_point(1.0, [0.2, 0.3, None], [False, False, True]),
+        }
+    )[11]
+    assert "Clipping increased the number of diverged seeds" in worse
+    assert "(every finite seed apart)" in worse and "(every seed apart)" not in worse
+    assert "less stable, so the seed's claim is not supported here." in worse
+    nothing = report.answers(
+        {
+            "a": _clip_point(None, [2.5, 2.6], [True, True]),
+            "b": _clip_point(1.0, [2.2, 2.3], [True, True]),
+        }
+    )[11]
+    assert "did not help: every seed diverged with and without clipping" in nothing
+    assert "lowered" not in nothing and "not supported here." in nothing
