@@ -370,7 +370,9 @@ def test_translation_answer_with_one_seed_or_a_diverged_regime_claims_no_spread(
     # greedy/beam of the diverged regime read "nan/nan"
     assert "nan" not in text.split("\n\n")[0] and "teacher_forcing n/a/n/a" in text
     assert "linear n/a (a seed diverged: not compared seed by seed)" in text
-    assert "these numbers are 24-26 BLEU below that" in text  # the finite best, 11.50
+    assert "these numbers are 23.5-25.5 BLEU below that" in text  # the finite best, 11.50
+    # one decimal: a best of 34.65 read "0-2 BLEU below"
+    assert "0.4-2.4 BLEU below" in answer({"a": _mt("teacher_forcing", [34.65])})
     assert "the best here" not in answer({"a": _mt("teacher_forcing", [34.9])})
     assert "the best here, 38.00, is above that range." in answer({"a": _mt("x", [38.0])})
     text = answer({"a": _mt("teacher_forcing", [None])})
