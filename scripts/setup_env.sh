@@ -12,7 +12,10 @@ if [ "$want" != runtime ] && [ "$want" != dev ] || [ $# -gt 1 ]; then
   echo "scripts/setup_env.sh: unknown arguments '$*' (give nothing, 'runtime' or 'dev')" >&2
   exit 2
 fi
-if [ ! -x .venv/bin/python ]; then
+# A venv is whole once its pip runs: `venv` makes .venv/bin/python before ensurepip installs
+# pip, so an interrupted set-up left a python without pip that every rerun then failed on
+# ("No module named pip"); it is rebuilt like a venv whose python is gone.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
   # The pins of requirements.txt (numpy 2.4, scipy 1.17, jax 0.10) need Python >= 3.11; an
   # older one fails later in pip with "no matching distribution found for jax==0.10.2".
   if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -20,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
     exit 2
   fi
   # --clear: a .venv whose python no longer runs (its base interpreter was removed or
-  # upgraded) is rebuilt from scratch, stamps included, so everything is installed again
+  # upgraded) or has no pip is rebuilt from scratch, stamps included, so everything is installed again
   # (in place, venv keeps the dangling link and pip would fail, or a stamp would skip it all).
   "$PYTHON" -m venv --clear .venv
   .venv/bin/python -m pip install -q --upgrade pip

@@ -471,10 +471,13 @@ def test_setup_env_refuses_an_unknown_set_and_an_old_python(tmp_path, repo_root)
     assert not (tmp_path / ".venv").exists()
 
 
-def test_setup_env_rebuilds_a_venv_whose_python_is_gone(tmp_path, repo_root):
+@pytest.mark.parametrize("pip_missing", [False, True], ids=["python_gone", "pip_missing"])
+def test_setup_env_rebuilds_a_venv_whose_python_is_gone(tmp_path, repo_root, pip_missing):
     """A .venv whose python no longer runs (its base interpreter removed or upgraded) was
     re-made in place: its stamp survived, so nothing was installed and the script exited 0
-    (or venv kept the dangling link and pip failed). It is rebuilt with `venv --clear`."""
+    (or venv kept the dangling link and pip failed). It is rebuilt with `venv --clear`, as is
+    one whose python runs without pip (a set-up interrupted inside `venv`: every rerun failed
+    with "No module named pip")."""
     script = _copy_setup_env(tmp_path, repo_root)
     for name in ("requirements.txt", "requirements-dev.txt", "setup.cfg", "pyproject.toml"):
         shutil.copy(repo_root / name, tmp_path)
@@ -488,6 +491,10 @@ def test_setup_env_rebuilds_a_venv_whose_python_is_gone(tmp_path, repo_root):
     ).stdout.split()[0]
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / ".rnn_jax-runtime.stamp").write_text(digest + "\n")
+    if pip_missing:  # a set-up interrupted between venv's python and its pip
+        (tmp_path / ".venv" / "bin").mkdir()
+        (tmp_path / ".venv" / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / ".venv" / "bin" / "python").chmod(0o755)
     log = tmp_path / "log.txt"
     # A stand-in for the base python: `-c` checks pass, `-m venv` acts as venv does (--clear
     # empties the folder first) and leaves a python that logs its arguments.
