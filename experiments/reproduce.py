@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 from absl import app, flags
 
 from rnn_jax import hardware
-from rnn_jax.files import check_workdir, write_text_atomic
+from rnn_jax.files import LOCK_FILE, check_workdir, lock_run, write_text_atomic
 from rnn_jax.train.config import read_json_object
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -159,6 +159,8 @@ def finished_variant(workdir: pathlib.Path) -> str | None:
 
 STALLED = -1000  # exit status reported for a run the watchdog killed
 NO_RESULTS = -1001  # reported for a run that exited 0 without writing its results.json
+IN_USE = -1002  # reported for an experiment not run: another process holds its workdir's lock
+NOT_STARTED = -1003  # reported for an experiment whose workdir could not be made
 STOP_GRACE_S = 60.0  # how long a stopped experiment gets to save its checkpoint
 
 
@@ -177,9 +179,46 @@ def run_experiment(
     sessions 1-3 was jaxlib 0.10's batched LAPACK kernels deadlocking the XLA:CPU pool at a
     model's init, fixed by rnn_jax/linalg.py; docs/design.md). A run whose CPU time has not
     moved for `stall_s` seconds is killed and started again, at most `max_restarts` times;
-    experiments resume from their finished points and checkpoints, so little is redone."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    record_variant(workdir, variant)
+    experiments resume from their finished points and checkpoints, so little is redone.
+
+    The experiment runs holding an exclusive lock on W/<name>/run.lock (`rnn_jax.files.
+    lock_run`, as `launch.sweep` runs do): two main jobs on one workdir trained one run side
+    by side and wedged each other's checkpoints; the second now leaves it (IN_USE). On Linux
+    the experiment gets SIGTERM when the main job dies, even by SIGKILL (it saves its
+    checkpoint), instead of training on with nothing watching it. A workdir that cannot be
+    made is NOT_STARTED (the other experiments still run); an exit 0 without results.json is
+    NO_RESULTS."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run(workdir)
+        if lock is not None:
+            record_variant(workdir, variant)
+    except OSError as error:  # a file of the experiment's name in W, a full disk
+        print(f"{index} {name}: FAILED (not started: {error})", flush=True)
+        return 0.0, NOT_STARTED
+    if lock is None:
+        print(
+            f"{index} {name}: NOT RUN: {workdir} is in use by another process (it holds "
+            f"{workdir / LOCK_FILE}); rerun once that one has ended",
+            flush=True,
+        )
+        return 0.0, IN_USE
+    try:
+        return _run_locked(name, workdir, variant, index, stall_s, max_restarts, lock)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(
+    name: str,
+    workdir: pathlib.Path,
+    variant: str,
+    index: str,
+    stall_s: float,
+    max_restarts: int,
+    lock: int,
+) -> tuple[float, int]:
+    """`run_experiment`'s attempts, with `lock` held (and passed on to the experiment)."""
     command = [
         sys.executable,
         "-m",
@@ -189,7 +228,7 @@ def run_experiment(
     ]
     start = time.monotonic()
     for attempt in range(max_restarts + 1):
-        code = _run_watched(command, workdir, f"{index} {name}", start, stall_s)
+        code = _run_watched(command, workdir, f"{index} {name}", start, stall_s, lock=lock)
         if code != STALLED:
             break
         message = f"no CPU time used for {stall_s:.0f}s: killed (attempt {attempt + 1})"
@@ -197,7 +236,16 @@ def run_experiment(
             log.write(f"experiments.reproduce: {message}\n")
         print(f"\r{index} {name}: {message}{' ' * 40}", flush=True)
     elapsed = time.monotonic() - start
-    why = f"stalled {max_restarts + 1} times" if code == STALLED else f"exit {code}"
+    if code == 0 and not (workdir / "results.json").is_file():
+        # "done" was printed, and the job's last line said its log was named above
+        code = NO_RESULTS
+    why = (
+        f"stalled {max_restarts + 1} times"
+        if code == STALLED
+        else "exit 0 without results.json"
+        if code == NO_RESULTS
+        else f"exit {code}"
+    )
     status = "done" if code == 0 else f"FAILED ({why}; see {workdir / 'log.txt'})"
     print(f"\r{index} {name}: {status} in {elapsed:.0f}s{' ' * 80}", flush=True)
     return elapsed, code
@@ -210,9 +258,11 @@ def _run_watched(
     start: float,
     stall_s: float,
     poll_s: float = 5.0,
+    lock: int | None = None,
 ) -> int:
     """One attempt: the exit status, or STALLED after killing a run that stopped using CPU.
-    Either way no process of the experiment's group outlives the attempt."""
+    Either way no process of the experiment's group outlives the attempt. `lock`: a
+    descriptor the experiment inherits (the run lock, held while it lives)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if env.get("RNN_JAX_DATA"):
         # The experiment runs in the checkout: a relative data root means the caller's
@@ -228,6 +278,8 @@ def _run_watched(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            pass_fds=() if lock is None else (lock,),
+            preexec_fn=_die_with_parent(),
         )
         try:
             code = _watch(process, workdir, label, start, stall_s, poll_s)
@@ -242,6 +294,29 @@ def _run_watched(
     # next experiment (its memory, its CPU, its timings) and writing into this workdir.
     _kill_group(process, signal.SIGKILL)
     return code
+
+
+def _die_with_parent() -> Any:
+    """A `preexec_fn` that asks Linux to SIGTERM the experiment when the main job dies
+    (`PR_SET_PDEATHSIG`): killed by SIGKILL or SIGQUIT, which no handler sees, the main job
+    left its experiment training on, and a rerun started a second one beside it. None
+    elsewhere. prctl is looked up here, before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the main job died before the call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
@@ -338,6 +413,10 @@ def experiment_section(
             if exit_code == STALLED
             else "exited with status 0 but wrote no results.json"
             if exit_code == NO_RESULTS
+            else "was not run: another process held its folder's run.lock"
+            if exit_code == IN_USE
+            else "could not be started: its folder could not be made (the job's output says why)"
+            if exit_code == NOT_STARTED
             else f"exited with status {exit_code}"
         )
         lines += [f"**FAILED in this run**: it {how} (log: `{name}/log.txt`).", ""]
@@ -560,7 +639,8 @@ def main(argv: Sequence[str]) -> None:
         if code:
             failed[name] = code
         elif not (root / name / "results.json").is_file():
-            # exit 0 without results: the report said "Not finished" and the job exited 0
+            # exit 0 without results (run_experiment says so too): the report said "Not
+            # finished" and the job exited 0
             failed[name] = NO_RESULTS
     # Left out this time but finished earlier in this workdir under this variant (e.g. one
     # experiment redone with --only): reported as they stand, so the report stays whole.

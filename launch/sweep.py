@@ -31,7 +31,6 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import dataclasses
-import fcntl
 import hashlib
 import importlib.util
 import itertools
@@ -50,7 +49,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from rnn_jax.files import check_workdir, write_text_atomic
+from rnn_jax.files import LOCK_FILE, check_workdir, lock_run, run_in_use, write_text_atomic
 from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import config_file
@@ -62,7 +61,6 @@ LAUNCHERS = ("local", "slurm", "submitit_local")
 # The longest run directory name, in bytes: NAME_MAX of Linux's common filesystems (ext4, XFS,
 # Btrfs, NFS, Lustre). Names up to it are kept as they were, so existing roots still resume.
 MAX_RUN_NAME = 255
-LOCK_FILE = "run.lock"  # flock'ed while a run executes (`execute`)
 RUN_IN_USE = -75  # execute's code for a run another process is executing (no process exits so)
 # The experiments `execute` is running in this process, and whether `run_local` was told to
 # stop (SIGTERM): its handler forwards the signal to them (`_forward_sigterm`).
@@ -519,35 +517,6 @@ def write_sweep_file(root: pathlib.Path, config_arg: str, runs: Sequence[Run]) -
     write_text_atomic(root / SWEEP_FILE, json.dumps(record, indent=2, default=str))
 
 
-def _lock_run(workdir: pathlib.Path) -> int | None:
-    """An open descriptor of workdir/LOCK_FILE holding an exclusive `flock`, None if another
-    process holds it. The kernel drops the lock when every descriptor of it is closed, i.e.
-    when the sweep process and the experiment it started have both exited (killed included),
-    so no stale lock is left behind and the file itself is never removed. On a filesystem
-    without `flock` (e.g. Lustre mounted without `-o flock`) runs are not guarded, as before."""
-    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except OSError:  # ENOLCK, EOPNOTSUPP, ...: no locking here
-        pass
-    return fd
-
-
-def run_in_use(workdir: pathlib.Path) -> bool:
-    """Whether another process (another sweep, or an experiment a killed sweep left running)
-    holds workdir's run lock now."""
-    if not (workdir / LOCK_FILE).is_file():
-        return False
-    fd = _lock_run(workdir)
-    if fd is None:
-        return True
-    os.close(fd)  # releases it
-    return False
-
-
 def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str]) -> int:
     """Runs one experiment command, output to workdir/log.txt; returns its exit code, or
     RUN_IN_USE without running it when another process holds the run's lock (`_lock_run`):
@@ -558,7 +527,7 @@ def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str])
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **env_update}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    lock = _lock_run(workdir)
+    lock = lock_run(workdir)
     if lock is None:
         return RUN_IN_USE
     try:

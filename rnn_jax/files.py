@@ -6,6 +6,7 @@ the launcher; `rnn_jax.train.metrics` re-exports it beside `write_json_atomic`.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import secrets
@@ -80,3 +81,37 @@ def check_workdir(workdir: str) -> None:
         raise ValueError(
             f"--workdir={workdir!r}: cannot write in {str(existing)!r} ({error.strerror or error})"
         ) from None
+
+
+LOCK_FILE = "run.lock"  # flock'ed while a launcher's experiment runs in a workdir (`lock_run`)
+
+
+def lock_run(workdir: pathlib.Path) -> int | None:
+    """An open descriptor of workdir/LOCK_FILE holding an exclusive `flock`, None if another
+    process holds it: what `launch.sweep` and the main job (`experiments.reproduce`) take
+    before they start an experiment in `workdir`, and pass on to it, so that two of them never
+    train in one workdir at once. The kernel drops the lock when every descriptor of it is
+    closed, i.e. when the launcher and the experiment it started have both exited (killed
+    included), so no stale lock is left behind and the file itself is never removed. On a
+    filesystem without `flock` (e.g. Lustre mounted without `-o flock`) runs are not guarded."""
+    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:  # ENOLCK, EOPNOTSUPP, ...: no locking here
+        pass
+    return fd
+
+
+def run_in_use(workdir: pathlib.Path) -> bool:
+    """Whether another process (a launcher, or an experiment a killed launcher left running)
+    holds workdir's run lock now."""
+    if not (workdir / LOCK_FILE).is_file():
+        return False
+    fd = lock_run(workdir)
+    if fd is None:
+        return True
+    os.close(fd)  # releases it
+    return False

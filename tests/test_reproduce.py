@@ -258,9 +258,12 @@ def test_a_stalled_experiment_is_restarted_and_then_reported_as_stalled(
 ):
     calls = []
 
-    def stalls(command, workdir, label, start, stall_s):
+    def stalls(command, workdir, label, start, stall_s, lock):
         calls.append(command)
-        return reproduce.STALLED if len(calls) < 3 else 0
+        if len(calls) < 3:
+            return reproduce.STALLED
+        (workdir / "results.json").write_text("{}")
+        return 0
 
     monkeypatch.setattr(reproduce, "_run_watched", stalls)
     workdir = tmp_path / "sentiment"
@@ -278,7 +281,7 @@ def test_a_stalled_experiment_is_restarted_and_then_reported_as_stalled(
     text, answers = reproduce.experiment_section("sentiment", workdir, code)
     assert answers == {} and "stalled (no CPU time) on its last attempt" in text
     calls.clear()
-    monkeypatch.setattr(reproduce, "_run_watched", lambda *args: calls.append(args) or 3)
+    monkeypatch.setattr(reproduce, "_run_watched", lambda *args, lock: calls.append(args) or 3)
     _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 5)
     assert code == 3 and len(calls) == 1  # a crash is a failure, not a stall: not restarted
 
@@ -649,3 +652,75 @@ def test_stop_kills_after_the_grace_period_and_the_children_of_an_exited_experim
         for process in (ignores, exited):
             process.kill()
             process.stdout.close()
+
+
+def test_a_held_run_lock_an_unmakeable_folder_and_missing_results_each_fail_alone(
+    tmp_path, monkeypatch, capsys
+):
+    """Two main jobs on one workdir trained one experiment side by side (orbax's temporary
+    checkpoint folders collided); a file where an experiment's folder goes was a traceback
+    that ended the job; an exit 0 without results.json printed "done"."""
+    from rnn_jax.files import lock_run
+
+    workdir = tmp_path / "sentiment"
+    workdir.mkdir()
+    held = lock_run(workdir)  # another main job, or an experiment a killed one left running
+    monkeypatch.setattr(reproduce, "_run_watched", lambda *args, lock: pytest.fail("started"))
+    try:
+        _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/3]")
+    finally:
+        os.close(held)
+    assert code == reproduce.IN_USE
+    assert "sentiment: NOT RUN: " in capsys.readouterr().out
+    (tmp_path / "initialization").write_text("a file")
+    _, code = reproduce.run_experiment("initialization", tmp_path / "initialization", "quick", "")
+    assert code == reproduce.NOT_STARTED
+    assert "initialization: FAILED (not started: [Errno 17] File exists" in capsys.readouterr().out
+    monkeypatch.setattr(reproduce, "_run_watched", lambda *args, lock: 0)
+    _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[3/3]")
+    assert code == reproduce.NO_RESULTS
+    assert "sentiment: FAILED (exit 0 without results.json;" in capsys.readouterr().out
+    for code in (reproduce.IN_USE, reproduce.NOT_STARTED):
+        text, _ = reproduce.experiment_section("sentiment", workdir, code)
+        assert "**FAILED in this run**: it " in text and "status -100" not in text
+
+
+_DRIVER = """
+import sys, time
+from experiments import reproduce
+from rnn_jax.files import lock_run
+workdir = __import__("pathlib").Path(sys.argv[1])
+child = "import os, time; print(os.getpid(), flush=True); time.sleep(120)"
+reproduce._run_watched(
+    [sys.executable, "-c", child], workdir, "x", time.monotonic(), 0.0, 0.05,
+    lock=lock_run(workdir),
+)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_an_experiment_does_not_outlive_a_main_job_killed_by_sigkill(tmp_path, repo_root):
+    """SIGKILL (or SIGQUIT) of the main job left its experiment training on, holding the run
+    lock, and a rerun of the job would have found the run in use."""
+    from rnn_jax.files import run_in_use
+
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(tmp_path)], cwd=repo_root, start_new_session=True
+    )
+    log = tmp_path / "log.txt"
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and log.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(log.read_text().split()[0])
+    assert run_in_use(tmp_path)
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not _alive(child)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert not run_in_use(tmp_path)
