@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 from absl import app, flags
 
-from rnn_jax import hardware
+from rnn_jax import hardware, predicates
 from rnn_jax.files import LOCK_FILE, check_workdir, lock_run, write_text_atomic
 from rnn_jax.train.config import read_json_object
 
@@ -126,7 +126,12 @@ def select(names: Sequence[str], only: Sequence[str] | None, skip: Sequence[str]
         # --skip would silently win over --only for these (and with nothing else named in
         # --only, nothing would run and an empty report would be written)
         raise ValueError(f"--only and --skip both name {both}")
-    return [n for n in names if (not only or n in only) and n not in skip]
+    selected = [n for n in names if (not only or n in only) and n not in skip]
+    if not selected:
+        # every experiment skipped: nothing ran, a report of none was written, exit 0 (and
+        # --variant went unchecked, with no experiment to check it against)
+        raise ValueError(f"--skip={','.join(skip)} leaves no experiment to run")
+    return selected
 
 
 def check_variant(names: Sequence[str], variant: str) -> None:
@@ -430,7 +435,15 @@ def experiment_section(
     except (OSError, ValueError) as error:
         lines += [f"Its results.json could not be read ({type(error).__name__}: {error}).", ""]
         return "\n".join(lines), {}
-    wall = results.get("timing", {}).get("wall_s")
+    # A member of another type (`"timing": null`, `"final": [...]`, a wall time in quotes)
+    # was a traceback that lost the whole report after every experiment had run.
+    timing, final = results.get("timing", {}), results.get("final", {})
+    wall = timing.get("wall_s") if isinstance(timing, dict) else None
+    if not predicates.is_finite_number(wall):
+        wall = None
+    if not isinstance(final, dict):
+        lines += [f"Its results.json's `final` is not an object: {str(final)[:80]!r}.", ""]
+        final = {}
     command = (
         f"python -m experiments.{name} --workdir=W/{name} "
         f"--config=experiments/configs/{name}.py:{finished_variant(workdir) or 'quick'}"
@@ -449,7 +462,7 @@ def experiment_section(
         text = table.read_text().strip()
         lines += [_demote_headings(text), ""]
     if not list(workdir.glob("*.md")):
-        scalars = {k: v for k, v in results.get("final", {}).items() if isinstance(v, int | float)}
+        scalars = {k: v for k, v in final.items() if predicates.is_finite_number(v)}
         lines += [f"- {k}: {v:.6g}" for k, v in scalars.items()] + [""]
     lines += [f"![{p.name}]({name}/{p.name})" for p in sorted(workdir.glob("*.png"))] + [""]
     return "\n".join(lines), answers

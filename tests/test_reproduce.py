@@ -168,6 +168,9 @@ def test_reproduce_refuses_an_unknown_variant_or_only_and_skip_naming_one_experi
     # `--only=` (an unset shell variable) parsed to [] and ran all 14 experiments
     with pytest.raises(ValueError, match=r"--only= names no experiment"):
         reproduce.select(names, [], [])
+    # every experiment skipped: exit 0 with a report of none, and --variant=bogus unchecked
+    with pytest.raises(ValueError, match=r"--skip=.* leaves no experiment to run"):
+        reproduce.select(names, None, names)
     reproduce.check_variant(names, "smoke")  # every experiment has smoke and quick
     reproduce.check_variant(names, "quick")
 
@@ -724,3 +727,24 @@ def test_an_experiment_does_not_outlive_a_main_job_killed_by_sigkill(tmp_path, r
         if _alive(child):
             os.kill(child, signal.SIGKILL)
     assert not run_in_use(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        {"final": {"a": 1.0}, "timing": None},
+        {"final": [1.0]},
+        {"final": {"a": 1.0}, "timing": {"wall_s": "12"}},
+    ],
+    ids=["timing_null", "final_list", "wall_text"],
+)
+def test_a_results_json_with_odd_members_does_not_cost_the_report(tmp_path, results):
+    """`"timing": null`, a `final` list and a wall time in quotes were tracebacks that lost
+    the whole report after every experiment had run."""
+    workdir = tmp_path / "sentiment"
+    workdir.mkdir()
+    (workdir / "results.json").write_text(json.dumps(results))
+    text, _ = reproduce.experiment_section("sentiment", workdir)
+    assert "Command: `python -m experiments.sentiment" in text and " min)" not in text
+    if isinstance(results["final"], list):
+        assert "`final` is not an object: '[1.0]'" in text
