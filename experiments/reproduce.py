@@ -444,9 +444,11 @@ def experiment_section(
     if not isinstance(final, dict):
         lines += [f"Its results.json's `final` is not an object: {str(final)[:80]!r}.", ""]
         final = {}
+    # a run finished before variants were recorded was labelled ':quick' whatever it ran
+    variant = finished_variant(workdir)
     command = (
         f"python -m experiments.{name} --workdir=W/{name} "
-        f"--config=experiments/configs/{name}.py:{finished_variant(workdir) or 'quick'}"
+        f"--config=experiments/configs/{name}.py:{variant or '<variant not recorded>'}"
     )
     lines += [f"Command: `{command}`" + (f" ({wall / 60:.1f} min)." if wall else "."), ""]
     answers: dict[int, str] = {}
@@ -662,7 +664,8 @@ def main(argv: Sequence[str]) -> None:
         for name in known
         if name not in names
         and (root / name / "results.json").is_file()
-        and finished_variant(root / name) == flags.FLAGS.variant
+        # unrecorded (None): taken as this variant, as the check before the runs takes it
+        and finished_variant(root / name) in (None, flags.FLAGS.variant)
     ]
     skipped = [name for name in known if name not in names and name not in earlier]
     write_report(

@@ -118,6 +118,10 @@ def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
     text, _ = reproduce.experiment_section("language_model", workdir)
     assert "language_model.py:smoke`" in text and ":quick" not in text
     assert "- test_loss: 1.5\n" in text  # no table: its final scalars are listed
+    (workdir / reproduce.VARIANT_FILE).unlink()  # a run from before variants were recorded
+    text, _ = reproduce.experiment_section("language_model", workdir)
+    assert "language_model.py:<variant not recorded>`" in text and ":quick" not in text
+    reproduce.record_variant(workdir, "smoke")
     driver = (
         "import sys\n"
         "from absl import app\n"
