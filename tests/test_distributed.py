@@ -100,16 +100,39 @@ def test_slurm_one_task_per_gpu_keeps_jaxs_one_device_per_process():
     assert _slurm_processes(tasks=2, nodes=1) == [(2, "'0'"), (2, "'1'")]
 
 
+# what a task of an srun step has besides the counts (jax's SLURM detection reads them)
+_STEP = {"SLURM_JOB_ID": "42", "SLURM_STEP_NODELIST": "n1", "SLURM_PROCID": "0"}
+_STEP["SLURM_LOCALID"] = "0"
+
 _SLURM_STARTS = [
     # one task per node: every device of the node
-    ({"SLURM_NTASKS": "2", "SLURM_NNODES": "2"}, []),
+    ({**_STEP, "SLURM_NTASKS": "2", "SLURM_NNODES": "2"}, []),
     # ... unless the user restricted them: JAX_LOCAL_DEVICE_IDS is read only for None
-    ({"SLURM_NTASKS": "2", "SLURM_NNODES": "2", "JAX_LOCAL_DEVICE_IDS": "0,1"}, None),
+    ({**_STEP, "SLURM_NTASKS": "2", "SLURM_NNODES": "2", "JAX_LOCAL_DEVICE_IDS": "0,1"}, None),
     # the step's node count, not the allocation's: one task on each of 2 of 4 nodes ...
-    ({"SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "2", "SLURM_NNODES": "4"}, []),
+    ({**_STEP, "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "2", "SLURM_NNODES": "4"}, []),
     # ... and 2 tasks on one node of 2: jax's one GPU per task
-    ({"SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "1", "SLURM_NNODES": "2"}, None),
+    ({**_STEP, "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "1", "SLURM_NNODES": "2"}, None),
 ]
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"SLURM_NTASKS": "2", "SLURM_JOB_ID": "42"},
+            r"SLURM_NTASKS=2 asks for 2 processes, but this is not a task of an srun step "
+            r"\(SLURM_STEP_NODELIST, SLURM_PROCID, SLURM_LOCALID unset\): start it with srun",
+        ),
+        ({"SLURM_NTASKS": "two"}, r"SLURM_NTASKS='two': expected a number of tasks"),
+    ],
+)
+def test_a_multi_task_allocation_outside_an_srun_step_is_named(monkeypatch, env, message):
+    """`python -m ...` in a 2-task allocation's shell or batch script (no srun): jax's
+    detection failed with only "coordinator_address should be defined", and a SLURM_NTASKS
+    that is not a number with "invalid literal for int()"."""
+    with pytest.raises(ValueError, match=message):
+        _initialize_calls(monkeypatch, env)
 
 
 @pytest.mark.parametrize("env, expected", _SLURM_STARTS)

@@ -596,3 +596,21 @@ def test_a_disabled_writer_writes_nothing_and_a_replayed_step_keeps_its_last_rec
     writer.close()
     path = tmp_path / "metrics.jsonl"
     assert metrics.metric_series(path, "train_loss") == [(1, [1.5, 2.5]), (2, 0.75)]
+
+
+def test_a_stop_that_another_process_received_is_named_so(tmp_path, monkeypatch):
+    """The processes of a multi-host run that did not get the SIGTERM learn of it through
+    `distributed.any_process` alone, and exited with "stopped by None at step N" (process 0,
+    whose output users read, among them)."""
+    calls = []
+
+    def another_process_stopped(flag):
+        calls.append(flag)
+        return len(calls) >= 3  # this process's own flag stays False
+
+    monkeypatch.setattr(distributed, "any_process", another_process_stopped)
+    with pytest.raises(SystemExit) as stopped:
+        train_and_evaluate(_config(), tmp_path, Regression())
+    assert str(stopped.value).startswith(
+        "stopped by a signal (SIGTERM or SIGINT) to another process of the run at step 3;"
+    )

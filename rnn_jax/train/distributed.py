@@ -60,7 +60,7 @@ def initialize(
             local_device_ids=_slurm_local_device_ids(),
             initialization_timeout=initialization_timeout,
         )
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "TPU_WORKER_HOSTNAMES" in os.environ:
+    elif _slurm_tasks() > 1 or "TPU_WORKER_HOSTNAMES" in os.environ:
         jax.distributed.initialize(
             local_device_ids=_slurm_local_device_ids(),
             initialization_timeout=initialization_timeout,
@@ -74,6 +74,36 @@ def initialize(
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+# What jax's SLURM detection reads (jax._src.clusters.slurm_cluster): a task of an `srun` step
+_SLURM_STEP_VARIABLES = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+)
+
+
+def _slurm_tasks() -> int:
+    """SLURM_NTASKS (1 when unset); ValueError naming it when it is not a number, or when it
+    asks for several processes outside an `srun` step (jax's detection then fails with only
+    "coordinator_address should be defined", and a bad number was "invalid literal for
+    int()")."""
+    text = os.environ.get("SLURM_NTASKS", "1")
+    if not is_decimal(text.strip()):
+        raise ValueError(f"SLURM_NTASKS={text!r}: expected a number of tasks")
+    tasks = int(text)
+    missing = [v for v in _SLURM_STEP_VARIABLES if v not in os.environ]
+    if tasks > 1 and missing:
+        raise ValueError(
+            f"SLURM_NTASKS={tasks} asks for {tasks} processes, but this is not a task of an "
+            f"srun step ({', '.join(missing)} unset): start it with srun (launch/multihost.sh "
+            "slurm), pass --coordinator_address, --num_processes and --process_id, or set "
+            "SLURM_NTASKS=1 to train in this one process"
+        )
+    return tasks
 
 
 def _slurm_local_device_ids() -> list[int] | None:

@@ -210,7 +210,7 @@ def train_and_evaluate(
                 drain(step)
                 save(step)
                 raise SystemExit(
-                    f"stopped by {stop.signal_name} at step {step}; checkpoint saved in "
+                    f"stopped by {stop.cause()} at step {step}; checkpoint saved in "
                     f"{workdir / 'checkpoints'}; rerun the same command to resume"
                 )
             if stopped_early:
@@ -720,6 +720,12 @@ class _StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+
+    def cause(self) -> str:
+        """What stopped the run: this process's signal, or (multi-host) another process's,
+        which reaches this one as the gathered flag alone ("stopped by None" was printed by
+        the processes that did not get the signal, process 0 among them)."""
+        return self.signal_name or "a signal (SIGTERM or SIGINT) to another process of the run"
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
