@@ -201,7 +201,9 @@ def time_group(
                 # A GPU kernel backend that fails to build or compile (never run on a GPU
                 # yet) is reported with its error instead of ending the run and every group
                 # after it.
-                failed[backend] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                # the first non-empty line: an empty message (a bare assert) was an IndexError
+                first = next((line for line in str(error).splitlines() if line.strip()), "")
+                failed[backend] = f"{type(error).__name__}: {first[:300]}".rstrip(": ")
                 logging.warning("%s %s %s: %s failed: %s", cell, shape_name, mode, backend, error)
                 continue
             if workload is not None:

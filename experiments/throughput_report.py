@@ -397,10 +397,13 @@ def floor_across_runs(runs: list[dict], *, per_run: bool = False) -> str:
     numbers = [i + 1 for i, timed_it in enumerate(timed_floor) if timed_it]
     timed = [runs[n - 1] for n in numbers]
     for i, results in enumerate(timed):
+        # a GPU run's ratios are no draws of the CPU's (as in `across_runs`): rows of their own
+        backend = results.get("provenance", {}).get("backend", "cpu")
+        where = "" if backend == "cpu" else f" on {backend}"
         for g in results["final"]["groups"]:
             m = g["members"]
             if FLOOR in m:
-                what = f"{g['cell']} {g['shape_name']} {g['mode']}"
+                what = f"{g['cell']} {g['shape_name']} {g['mode']}{where}"
                 row = table.setdefault(what, [[None] * len(timed), [None] * len(timed)])
                 row[0][i], row[1][i] = _over(m, "torch", FLOOR), _over(m, "rnn_jax", FLOOR)
     if not table:

@@ -182,6 +182,11 @@ def test_floor_rows_are_per_round_ratios():
     peers_only["final"]["groups"][0]["members"]["xla_gemm_floor"] = member([1.0, 4.0, 2.0])
     table = throughput_report.floor_across_runs([peers_only, peers_only])
     assert "| lstm small fwd | 2 | 2.00× (2.00–2.00) | – |" in table
+    # A GPU run's ratios get a row of their own (they were pooled with the CPU runs')
+    on_gpu = faster | {"provenance": {"backend": "gpu"}}
+    table = throughput_report.floor_across_runs([new_run, new_run, on_gpu])
+    assert "| lstm small fwd | 2 | 2.00× (2.00–2.00) | 0.33× (0.33–0.33) |" in table
+    assert "| lstm small fwd on gpu | 1 | 4.00× (4.00–4.00) |" in table
 
 
 def test_interleaving_rotates_the_start(monkeypatch):

@@ -215,9 +215,11 @@ def test_a_gpu_kernel_that_fails_to_build_is_reported_and_the_group_still_timed(
         run=None, flops=1e6, tokens=100, compile_s=0.0, temp_bytes=None, ops_per_step=None
     )
 
+    errors = [NotImplementedError("unsupported types: tensor<16x8xbf16>\nmore")]
+
     def build(backend, *args):
         if backend == "rnn_jax_pallas":
-            raise NotImplementedError("unsupported types: tensor<16x8xbf16>\nmore")
+            raise errors[0]
         return member
 
     def interleaved(runs, *args):
@@ -244,6 +246,11 @@ def test_a_gpu_kernel_that_fails_to_build_is_reported_and_the_group_still_timed(
     assert ours["cpu_tokens_per_s"]["median"] == 100.0  # 100 tokens in 1 s of CPU time
     message = "NotImplementedError: unsupported types: tensor<16x8xbf16>"
     assert group["failed"] == {"rnn_jax_pallas": message}
+    # an empty message (a bare assert, a NotImplementedError()) was an IndexError that ended
+    # the run from inside the handler
+    for errors[0], named in [(AssertionError(), "AssertionError"), (RuntimeError("\nb"), "b")]:
+        again = throughput.time_group(config, "lstm", shape_name, "fwd_bwd", peak)
+        assert again["failed"]["rnn_jax_pallas"].endswith(named)
     results = _results("gpu", 0.95)
     results["final"]["groups"][0]["failed"] = group["failed"]
     report = throughput_report.markdown(results)
