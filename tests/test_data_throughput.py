@@ -120,3 +120,24 @@ def test_data_throughput_refuses_an_unknown_sentence_dataset_and_writes_its_tabl
         "data_throughput.md",
         "results.json",
     ]
+
+
+def test_train_steps_are_timed_without_drawing_their_batches():
+    """The LM batches were drawn inside the train-step timer: a slow data path counted as
+    the model's time, and lm_stream's ratio to the train steps could never fall below 1."""
+    import time
+
+    from experiments.data_throughput import time_train_steps
+
+    def slow_batches():
+        while True:
+            time.sleep(0.05)  # 20 batches/s
+            yield {"x": np.zeros((2, 3), np.float32)}
+
+    def step(state, batch):
+        return state + 1, {"loss": np.float32(0.0)}
+
+    from rnn_jax.train import distributed
+
+    state, rate = time_train_steps(0, step, slow_batches(), distributed.data_mesh(), 5)
+    assert state == 5 and rate > 100  # the model alone, not 20 steps/s
