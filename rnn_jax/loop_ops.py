@@ -95,7 +95,12 @@ def ops_per_step(hlo_text: str) -> list[int]:
 def whole_buffer_writes(hlo_text: str, time: int) -> list[Instruction]:
     """Loop-body instructions that produce a whole `[time, ...]` array (rank >= 2) other than
     by `dynamic-update-slice` (which XLA runs in place on a loop-carried buffer): each costs
-    a pass over `time` steps' worth of memory per step. Empty for a well-formed scan."""
+    a pass over `time` steps' worth of memory per step. Empty for a well-formed scan.
+
+    A `[time, ...]` array is recognised by its leading dimension alone, so `time` must differ
+    from the leading dimension of every per-step array (the batch above all): at batch ==
+    time a per-step `[batch, hidden]` product is reported too. Measure with shapes that keep
+    them apart (the tests and the benchmark's configs do)."""
     found = []
     for body in loop_bodies(hlo_text):
         for instruction in body:
