@@ -614,3 +614,22 @@ def test_a_stop_that_another_process_received_is_named_so(tmp_path, monkeypatch)
     assert str(stopped.value).startswith(
         "stopped by a signal (SIGTERM or SIGINT) to another process of the run at step 3;"
     )
+
+
+def test_an_eval_batch_size_the_devices_do_not_divide_names_the_first_split_and_the_key(
+    monkeypatch,
+):
+    """The splits were visited as a set (another split named from run to run), and the
+    message named no setting to change."""
+    task = types.SimpleNamespace(
+        eval_splits=("valid",),
+        final_splits=("valid", "test"),
+        eval_batch_size=lambda split: {"valid": 6, "test": 6}[split],
+    )
+    monkeypatch.setattr(jax, "device_count", lambda: 4)
+    with pytest.raises(cfg.ConfigError) as error:
+        loop_lib._check_divisible(_config(train__batch_size=8), task)
+    assert str(error.value).startswith(
+        "eval batch size of 'valid' (the experiment's eval batch size, e.g. "
+        "data.eval_batch_size)=6: must be a multiple of the device count (4)"
+    )

@@ -323,10 +323,13 @@ def _check_divisible(config: ml_collections.ConfigDict, task: Task) -> None:
     """
     devices = jax.device_count()
     sizes = {"train.batch_size": config.train.batch_size}
+    # in the task's order (a set named a different split from run to run), and with where the
+    # size is set: the task reads it from its own key (data.eval_batch_size for most)
     sizes.update(
         {
-            f"eval batch size of {s!r}": task.eval_batch_size(s)
-            for s in {*task.eval_splits, *task.final_splits}
+            f"eval batch size of {s!r} (the experiment's eval batch size, e.g. "
+            "data.eval_batch_size)": task.eval_batch_size(s)
+            for s in dict.fromkeys((*task.eval_splits, *task.final_splits))
         }
     )
     for name, size in sizes.items():
