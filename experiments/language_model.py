@@ -549,6 +549,15 @@ def sample_prompt(prompt: str, vocab: list[str], char_level: bool) -> list[str]:
     return tokens
 
 
+def _given(flag_values: Any, name: str) -> bool:
+    """Whether flag `name` was given on the command line (a test's stand-in namespace of
+    values has no such record: taken as not given)."""
+    try:
+        return bool(flag_values[name].present)
+    except (TypeError, KeyError, AttributeError):
+        return False
+
+
 def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task) -> None:
     from absl import flags
 
@@ -562,6 +571,10 @@ def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task
         )
     if sample and not (math.isfinite(temperature) and temperature > 0):
         raise cfg.ConfigError(f"--temperature={temperature}: must be a number > 0")
+    unused = [f"--{name}" for name in ("temperature", "prompt") if _given(flags.FLAGS, name)]
+    if not sample and unused:
+        # ignored without --sample, unchecked too (--temperature=-3 ran the context study)
+        raise cfg.ConfigError(f"{' and '.join(unused)}: only used with --sample=N")
     if flags.FLAGS.eval_contexts:
         _evaluate_contexts(config, workdir, task)
         return
@@ -608,4 +621,11 @@ if __name__ == "__main__":
         "valid and test with one row (full history) and with data.eval_batch_size rows at "
         "each of these contexts; writes W/eval_context.{json,md}.",
     )
-    cli.main(LanguageModelTask, RULES, run=_train_or_sample)
+    cli.main(
+        LanguageModelTask,
+        RULES,
+        run=_train_or_sample,
+        # sampling and the context study restore a finished run: `_restore` names a config
+        # that differs from it
+        reads_only=lambda: bool(flags.FLAGS.sample or flags.FLAGS.eval_contexts),
+    )

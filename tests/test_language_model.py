@@ -489,6 +489,11 @@ BAD_MODE_FLAGS = [
     (["--sample=5", "--eval_contexts=0,64"], "--sample=5 and --eval_contexts='0,64': give one"),
     (["--sample=-3"], "--sample=-3: must be >= 0"),
     (["--sample=5", "--temperature=0"], "--temperature=0.0: must be a number > 0"),
+    # ignored (and unchecked) without --sample: --temperature=-3 ran the context study
+    (
+        ["--eval_contexts=0", "--temperature=-3", "--prompt=x"],
+        "--temperature and --prompt: only used with --sample=N",
+    ),
 ]
 
 

@@ -567,3 +567,31 @@ def test_a_rerun_leaves_no_record_of_what_it_does_not_continue(tmp_path):
     )
     assert [s for s, _ in metric_series(fresh / "metrics.jsonl", "valid_loss")] == [4, 8]
     assert len(list((fresh / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_run_that_only_reads_a_finished_run_skips_the_resume_check(tmp_path, monkeypatch):
+    """The language model's `--sample` with a config other than the run's was told "resuming
+    would mix two runs ... use a new --workdir": nothing resumes, and its restore names the
+    difference itself. `reads_only` skips the resume check; a training run keeps it."""
+    import types
+
+    import ml_collections
+
+    values = dict(coordinator_address=None, num_processes=None, process_id=None)
+    config = ml_collections.ConfigDict({"malloc": "default"})
+    namespace = types.SimpleNamespace(
+        config=config, workdir=str(tmp_path / "run"), initialization_timeout=300, **values
+    )
+    monkeypatch.setattr(cli, "define_flags", lambda: None)
+    monkeypatch.setattr(cli, "flags", types.SimpleNamespace(FLAGS=namespace))
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
+    checked, ran = [], []
+    monkeypatch.setattr(cli.config_lib, "check_resumable", lambda *args: checked.append(args))
+    mains = []
+    monkeypatch.setattr(cli.app, "run", lambda main, flags_parser: mains.append(main))
+    for reads_only in (None, lambda: False, lambda: True):
+        run = lambda config, workdir, task: ran.append(task)  # noqa: E731
+        cli.main(lambda config: "task", run=run, trains=False, reads_only=reads_only)
+        mains.pop()(["prog"])
+    assert len(checked) == 2 and ran == ["task"] * 3

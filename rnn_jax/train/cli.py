@@ -78,6 +78,7 @@ def main(
     rules: Mapping | None = None,
     run: Callable[[ml_collections.ConfigDict, str, Task], Any] = train_and_evaluate,
     trains: bool = True,
+    reads_only: Callable[[], bool] | None = None,
 ) -> None:
     """Parse the command line, validate the config, then `run(config, workdir, task)`.
 
@@ -88,6 +89,10 @@ def main(
       run: what to do with them (default: `train_and_evaluate`; a benchmark passes its own).
       trains: False for an experiment that trains nothing: its config need not carry the
         training runtime's keys (`rnn_jax.train.config.validate`).
+      reads_only: called once the flags are parsed; True when this invocation only reads a
+        finished run (the language model's `--sample`): the resume check, whose advice is
+        about resuming, is left to the run's own restore (it said "resuming would mix two
+        runs ... use a new --workdir" of a run that was to be sampled, not resumed).
     """
     define_flags()
 
@@ -100,7 +105,8 @@ def main(
         try:
             check_workdir(workdir)
             config_lib.validate(config, rules, trains=trains)
-            config_lib.check_resumable(workdir, config)
+            if reads_only is None or not reads_only():
+                config_lib.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
         except ValueError as error:
             _config_exit(str(error))
