@@ -468,6 +468,16 @@ def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypa
         with pytest.raises(ConfigError) as error:
             language_model._train_or_sample(config, str(workdir), task)
         assert str(error.value) == f"--eval_contexts={bad!r}: comma-separated integers >= 0"
+
+    class Given(types.SimpleNamespace):  # absl's FlagValues: flags[name].present
+        def __getitem__(self, name):
+            return types.SimpleNamespace(present=name in ("temperature", "prompt"))
+
+    # ignored (and unchecked) without --sample: --temperature=-3 ran the context study
+    ignored = Given(eval_contexts="0,203", sample=0, temperature=-3.0, prompt="x")
+    monkeypatch.setattr(flags, "FLAGS", ignored)
+    with pytest.raises(ConfigError, match=r"^--temperature and --prompt: only used with --samp"):
+        language_model._train_or_sample(config, str(workdir), task)
     monkeypatch.setattr(flags, "FLAGS", types.SimpleNamespace(eval_contexts="0,203", **mode))
     language_model._train_or_sample(config, str(workdir), task)
     saved = json.loads((workdir / "eval_context.json").read_text())
@@ -489,11 +499,6 @@ BAD_MODE_FLAGS = [
     (["--sample=5", "--eval_contexts=0,64"], "--sample=5 and --eval_contexts='0,64': give one"),
     (["--sample=-3"], "--sample=-3: must be >= 0"),
     (["--sample=5", "--temperature=0"], "--temperature=0.0: must be a number > 0"),
-    # ignored (and unchecked) without --sample: --temperature=-3 ran the context study
-    (
-        ["--eval_contexts=0", "--temperature=-3", "--prompt=x"],
-        "--temperature and --prompt: only used with --sample=N",
-    ),
 ]
 
 
