@@ -355,6 +355,12 @@ def finite_seeds(values: Any) -> tuple[np.ndarray, int]:
     return array[np.isfinite(array)], array.size
 
 
+def some_seed_diverged(values: Any) -> bool:
+    """Some stored per-seed value is not finite (null, NaN or inf): `finite_seeds` dropped it."""
+    finite, total = finite_seeds(values)
+    return finite.size < total
+
+
 def nan_mean(values: Any) -> float:
     """Mean of the finite stored measurements; NaN when none is."""
     finite, _ = finite_seeds(values)

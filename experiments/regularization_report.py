@@ -175,8 +175,7 @@ def plot(summaries: dict[str, dict], workdir: pathlib.Path) -> None:
 
 def _diverged(point: dict) -> bool:
     """Some seed of the point has no finite best validation loss."""
-    finite, count = grid.finite_seeds(point["best_valid_bits"])
-    return finite.size < count
+    return grid.some_seed_diverged(point["best_valid_bits"])
 
 
 def _beats(a: dict, b: dict) -> bool:

@@ -203,7 +203,8 @@ def time_group(
                 # after it.
                 # the first non-empty line: an empty message (a bare assert) was an IndexError
                 first = next((line for line in str(error).splitlines() if line.strip()), "")
-                failed[backend] = f"{type(error).__name__}: {first[:300]}".rstrip(": ")
+                kind = type(error).__name__
+                failed[backend] = f"{kind}: {first[:300]}" if first else kind
                 logging.warning("%s %s %s: %s failed: %s", cell, shape_name, mode, backend, error)
                 continue
             if workload is not None:

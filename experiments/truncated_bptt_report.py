@@ -286,9 +286,7 @@ def _answer_11(clip: list[dict]) -> str:
             else grid.WITHIN_SPREAD
         )
         # "every seed apart" of finite seeds beside a diverged one
-        some_lost = any(
-            grid.finite_seeds(s["loss"])[0].size < len(s["loss"]) for s in below + unclipped[:1]
-        )
+        some_lost = any(grid.some_seed_diverged(s["loss"]) for s in below + unclipped[:1])
         loss_text = (
             f"lowered the final loss (every {'finite ' if some_lost else ''}seed apart)"
             if lower
