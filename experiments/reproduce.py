@@ -651,12 +651,8 @@ def main(argv: Sequence[str]) -> None:
             stall_s=60 * flags.FLAGS.stall_minutes,
             max_restarts=flags.FLAGS.max_restarts,
         )
-        if code:
+        if code:  # NO_RESULTS among them: an exit 0 without results.json (`run_experiment`)
             failed[name] = code
-        elif not (root / name / "results.json").is_file():
-            # exit 0 without results (run_experiment says so too): the report said "Not
-            # finished" and the job exited 0
-            failed[name] = NO_RESULTS
     # Left out this time but finished earlier in this workdir under this variant (e.g. one
     # experiment redone with --only): reported as they stand, so the report stays whole.
     earlier = [

@@ -180,14 +180,14 @@ def test_reproduce_refuses_an_unknown_variant_or_only_and_skip_naming_one_experi
 
 
 def _fake_run(name, workdir, variant, index, stall_s=0.0, max_restarts=5):
-    """initialization fails (exit 3) without results.json, sentiment exits 0 without it,
-    language_model finishes."""
+    """initialization fails (exit 3) without results.json, sentiment exits 0 without it
+    (which `run_experiment` returns as NO_RESULTS), language_model finishes."""
     workdir.mkdir(parents=True, exist_ok=True)
     reproduce.record_variant(workdir, variant)
     if name == "initialization":
         return 1.0, 3
     if name == "sentiment":
-        return 1.0, 0
+        return 1.0, reproduce.NO_RESULTS
     (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
     return 1.0, 0
 
