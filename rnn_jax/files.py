@@ -115,3 +115,11 @@ def run_in_use(workdir: pathlib.Path) -> bool:
         return True
     os.close(fd)  # releases it
     return False
+
+
+def not_a_file(path: str | os.PathLike) -> str:
+    """Why `path`, which `os.path.isfile` refuses, is not a data file: a directory, another
+    kind of path that exists (a FIFO, a socket, `/dev/fd/N`) or nothing at all."""
+    if os.path.isdir(path):
+        return "is a directory, not a file"
+    return "is not a regular file" if os.path.exists(path) else "does not exist"

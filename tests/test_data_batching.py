@@ -53,6 +53,10 @@ def test_pad_batch_seq2seq_fields_get_their_own_lengths():
     np.testing.assert_array_equal(batch["targets_mask"], [[1, 0], [1, 1]])
     with pytest.raises(ValueError, match="length field 'inputs'"):
         pad_batch(examples)
+    # a length field of scalars got neither lengths nor a mask, and no error
+    labelled = [{**e, "label": 1} for e in examples]
+    with pytest.raises(ValueError, match="length field 'label' holds scalars"):
+        pad_batch(labelled, length_fields=("source", "label"))
     with pytest.raises(ValueError, match="empty list"):
         pad_batch([])
 

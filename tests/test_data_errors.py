@@ -2,6 +2,8 @@
 Tiny Shakespeare files too short for the split, CoNLL-U integers in other scripts' digits, a
 directory given as a data file, a broken vocabulary file, a missing length key."""
 
+import os
+
 import pytest
 
 from rnn_jax.data import DataFormatError, lm_corpus, readers, stats
@@ -221,6 +223,9 @@ def test_directory_data_file_broken_vocabulary_and_missing_length_key_are_named(
 
     with pytest.raises(FileNotFoundError, match="is a directory, not a file"):
         list(readers.read_tsv(tmp_path))
+    os.mkfifo(tmp_path / "fifo")  # exists, not a regular file: was "does not exist"
+    with pytest.raises(FileNotFoundError, match="fifo' is not a regular file"):
+        list(readers.read_tsv(tmp_path / "fifo"))
     broken = tmp_path / "vocab.json"
     for text in ("{not json", '{"tokens": ["a"]}', "[1, 2]"):
         broken.write_text(text)

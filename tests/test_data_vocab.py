@@ -58,6 +58,12 @@ def test_oov_rate_and_closed_vocabulary():
     closed = Vocabulary.build(SENTENCES, pad=None, unk=None, bos=None, eos=None)
     with pytest.raises(ValueError, match="'q' is not in this closed vocabulary"):
         closed.encode(["a", "q"])
+    # ids or undecoded bytes for tokens all read as unk; `build` refuses them too
+    vocab = Vocabulary.build(SENTENCES)
+    for token in (5, b"a", None):
+        with pytest.raises(TypeError, match=rf"token {token!r} \({type(token).__name__}\)"):
+            vocab.encode(["a", token])
+    np.testing.assert_array_equal(vocab.encode(["a", "zz"]), [vocab.encode(["a"])[0], vocab.unk_id])
     with pytest.raises(ValueError, match="no unk token"):
         _ = closed.unk_id
 
@@ -74,6 +80,10 @@ def test_save_load_round_trip(tmp_path):
         FileNotFoundError, match="is a directory, not a file"
     ):  # was "does not exist"
         Vocabulary.load(tmp_path)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # exists, but not a regular file: was "does not exist" too
+    with pytest.raises(FileNotFoundError, match="fifo.json is not a regular file"):
+        Vocabulary.load(fifo)
 
 
 def test_save_replaces_the_file_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -70,6 +70,8 @@ def pad_batch(
     for key in keys:
         values = [np.asarray(example[key]) for example in examples]
         if values[0].ndim == 0:
+            if key in length_fields:
+                raise ValueError(f"length field {key!r} holds scalars, not sequences")
             batch[key] = np.stack(values)
             continue
         lengths = np.array([len(v) for v in values], dtype=np.int32)

@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterator
 
 from rnn_jax.data.tokenize import get_tokenizer
+from rnn_jax.files import not_a_file
 
 PathLike = str | os.PathLike
 
@@ -43,10 +44,8 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def _check_file(path: PathLike) -> None:
-    if os.path.isdir(path):
-        raise DataNotFoundError(f"data file {os.fspath(path)!r} is a directory, not a file")
     if not os.path.isfile(path):
-        raise DataNotFoundError(f"data file {os.fspath(path)!r} does not exist")
+        raise DataNotFoundError(f"data file {os.fspath(path)!r} {not_a_file(path)}")
 
 
 # Decoding with "surrogateescape" turns each byte that is not UTF-8 into a lone surrogate

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from rnn_jax.files import write_text_atomic
+from rnn_jax.files import not_a_file, write_text_atomic
 from rnn_jax.predicates import is_finite_number, is_int
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos")
@@ -236,7 +236,21 @@ class Vocabulary:
                     f"token {token!r} is not in this closed vocabulary (built with unk=None)"
                 ) from None
         unk_id = index[self.unk]
-        return np.fromiter((index.get(t, unk_id) for t in tokens), np.int32, len(tokens))
+
+        def lookup(token: str) -> int:
+            # only a token the index lacks is type-checked: ids or undecoded bytes passed for
+            # tokens would otherwise all read as unk (`build` refuses them too)
+            i = index.get(token)
+            if i is None:
+                if not isinstance(token, str):
+                    raise TypeError(
+                        f"Vocabulary.encode: token {token!r} ({type(token).__name__}) is not "
+                        "a string"
+                    )
+                return unk_id
+            return i
+
+        return np.fromiter(map(lookup, tokens), np.int32, len(tokens))
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Ids -> token strings.
@@ -318,7 +332,7 @@ class Vocabulary:
             lacks a vocabulary's keys.
         """
         if not os.path.isfile(path):
-            what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+            what = not_a_file(path)
             raise FileNotFoundError(f"vocabulary file {path} {what}")
         with open(path, encoding="utf-8") as f:
             try:
