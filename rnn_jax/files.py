@@ -14,7 +14,12 @@ import stat
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` (UTF-8) to a temporary file beside `path`, fsync it and rename it over
+    """`write_bytes_atomic` of `text` in UTF-8."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it and rename it over
     `path`, so that readers (and a crash) see either the old file or the whole new one; a
     failed write leaves no temporary behind.
 
@@ -35,10 +40,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     except FileNotFoundError:
         mode = None
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "wb") as f:
             if mode is not None:
                 os.fchmod(f.fileno(), mode)
-            f.write(text)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -4,6 +4,7 @@ early stopping and resuming after it, the logged learning rate and window means,
 statuses, tokens/s, and the contract files (provenance included)."""
 
 import json
+import struct
 import types
 
 import jax
@@ -138,6 +139,36 @@ def test_nan_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     ):
         np.testing.assert_array_equal(a, b)
     assert loop["data"] == {"epoch": 0, "index": 5}
+
+
+def test_a_resumed_run_drops_the_records_of_steps_after_its_checkpoint(tmp_path):
+    """The failed attempt logged step 6 after its checkpoint of step 5; resumed with 5 steps,
+    the run never takes step 6: its record stayed in the curves beside the final step 5 (a
+    validation loss better than the reported best, from a step never taken)."""
+    with pytest.raises(NonFiniteError, match="Last good checkpoint: step 5"):
+        train_and_evaluate(_config(train__log_every=1), tmp_path, Regression(nan_at=6))
+    assert max(r["step"] for r in metrics.read_metrics(tmp_path / "metrics.jsonl")) == 6
+    train_and_evaluate(_config(train__num_steps=5, train__log_every=1), tmp_path, Regression())
+    steps = [r["step"] for r in metrics.read_metrics(tmp_path / "metrics.jsonl")]
+    assert steps[0] == 1 and max(steps) == 5
+    # TensorBoard hides the events of steps >= 6 (a purge in the resumed run's event file)
+    assert _tensorboard_purges(tmp_path / "tensorboard") == [6]
+
+
+def _tensorboard_purges(folder):
+    """The purge steps of TensorBoard's session-start events in `folder`'s event files."""
+    from tensorboardX.proto import event_pb2
+
+    purges = []
+    for events in sorted(folder.glob("events.out.tfevents.*")):
+        data, i = events.read_bytes(), 0
+        while i < len(data):  # TFRecords: u64 length, u32 crc, payload, u32 crc
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            if event.session_log.status == event_pb2.SessionLog.START:
+                purges.append(event.step)
+            i += 12 + n + 4
+    return purges
 
 
 def _abstract(checkpointer):

@@ -110,7 +110,7 @@ def train_and_evaluate(
         for name, content in task.artifacts().items():
             metrics.write_json_atomic(workdir / name, content)
 
-    writer = metrics.MetricsWriter(workdir, enabled=primary, fresh=start == 0)
+    writer = metrics.MetricsWriter(workdir, enabled=primary, start=start)
     progress = metrics.Progress(config.train.num_steps, start)
     stop = _StopRequest()
     pending: list[tuple[int, dict]] = []  # per-step device metrics not yet checked on the host

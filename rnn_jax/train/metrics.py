@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from rnn_jax.files import write_text_atomic
+from rnn_jax.files import write_bytes_atomic, write_text_atomic
 from rnn_jax.hardware import cpu_description
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy")
@@ -43,13 +43,18 @@ class MetricsWriter:
     Args:
       workdir: the run directory.
       enabled: False on processes other than 0 (they write nothing).
-      fresh: the run starts from step 0 (no checkpoint to resume): records an earlier attempt
-        left (one killed before its first checkpoint, under any config) are removed, not
-        appended to; `metric_series` kept the old run's steps that the new one does not log.
+      start: the step the run starts from. 0 (no checkpoint to resume): the records an
+        earlier attempt left (one killed before its first checkpoint, under any config) are
+        removed, not appended to. s > 0 (resumed from the checkpoint of step s): the records
+        of steps after s are removed, in metrics.jsonl and (TensorBoard's `purge_step`) in
+        the event files; the killed attempt logged them, and a resumed run that does not take
+        those steps again (a lower `train.num_steps`, an earlier stop) left curves with
+        validation losses better than its reported best, from steps it never took. None:
+        appended to as they are.
     """
 
     def __init__(
-        self, workdir: str | pathlib.Path, enabled: bool = True, fresh: bool = False
+        self, workdir: str | pathlib.Path, enabled: bool = True, start: int | None = None
     ) -> None:
         self.enabled = enabled
         self.workdir = pathlib.Path(workdir)
@@ -60,14 +65,17 @@ class MetricsWriter:
 
             self.workdir.mkdir(parents=True, exist_ok=True)
             path = self.workdir / "metrics.jsonl"
-            if fresh:
+            if start == 0:
                 path.unlink(missing_ok=True)
                 for events in (self.workdir / "tensorboard").glob("events.out.tfevents.*"):
                     events.unlink()
             _truncate_torn_line(path)
+            if start:
+                _drop_records_after(path, start)
             # Unbuffered, append-only: each record goes to the file in one write() call.
             self._jsonl = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+            purge = start + 1 if start else None  # TensorBoard hides events at steps >= it
+            self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=purge)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """One record: `{"step": step, **scalars}` (floats at full precision)."""
@@ -145,6 +153,28 @@ def metric_series(path: str | pathlib.Path, key: str) -> list[tuple[int, Any]]:
         if value is not None and "step" in record:
             last[int(record["step"])] = value
     return sorted(last.items())
+
+
+def _drop_records_after(path: pathlib.Path, step: int) -> None:
+    """Rewrite `path` (atomically, and only when it changes) without the records of steps
+    after `step`. A line that is not a record with an integer step is kept as it is: it is
+    for the readers to name, not for a resumed run to fail on or to remove."""
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    kept = [line for line in lines if not _step_after(line, step)]
+    if len(kept) < len(lines):
+        write_bytes_atomic(path, b"".join(kept))
+
+
+def _step_after(line: bytes, step: int) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    value = record.get("step") if isinstance(record, dict) else None
+    return isinstance(value, int) and not isinstance(value, bool) and value > step
 
 
 def _truncate_torn_line(path: pathlib.Path) -> None:
