@@ -436,10 +436,13 @@ def _run_language_model(tmp_path, *flags_):
 def test_none_on_the_command_line_sets_the_field_to_none(tmp_path):
     """config_flags parses `--config.k=None` by the field's type: "could not convert string to
     float: 'None'" for a float, the text 'None' for a str. Now it is None, and the rules judge
-    it like any value: clip_global_norm=None (no clipping) passes, cell=None is named."""
+    it like any value: clip_global_norm=None (no clipping) passes, cell=None is named. The
+    same in absl's flag files (expanded first: a `=None` in one failed to parse, and one on
+    the command line before a flag file that set the key won over it)."""
+    (tmp_path / "flags.txt").write_text("--config.optimizer.clip_global_norm=None\n")
     proc = _run_language_model(
         tmp_path,
-        "--config.optimizer.clip_global_norm=None",
+        "--flagfile=" + str(tmp_path / "flags.txt"),
         "--config.model.cell=None",
         "--config.data.root=None",
     )

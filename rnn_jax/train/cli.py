@@ -45,12 +45,17 @@ def define_flags() -> None:
     """Define `--config`, `--workdir` and the multi-host flags (once per process)."""
     if "workdir" in flags.FLAGS:
         return
-    config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "experiments/configs/<name>.py:<variant>; override keys with --config.<key>=<value>",
-        lock_config=True,
-    )
+    try:
+        config_flags.DEFINE_config_file(
+            "config",
+            None,
+            "experiments/configs/<name>.py:<variant>; override keys with --config.<key>=<value>",
+            lock_config=True,
+        )
+    except flags.Error as error:
+        # config_flags reads sys.argv, its --flagfile expanded, when the flag is defined: a
+        # flag file that cannot be opened was a traceback from there
+        _flag_error_exit(str(error))
     # config_flags' own loading reported a config file without get_config, or whose
     # get_config raised a KeyError/AttributeError, as an unknown override key, and a syntax
     # error or any other failure in it as a traceback (exit 1): load it with ours.
@@ -222,6 +227,14 @@ def _set_none(config: ml_collections.ConfigDict, key: str) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
+    # absl's --flagfile expanded first (as flags.FLAGS(argv) would): the `=None` overrides,
+    # the unknown-key naming and the config-file check read the arguments themselves, so a
+    # `--config.k=None` in a flag file failed to parse, and one on the command line before a
+    # flag file that set the key won over it.
+    try:
+        argv = flags.FlagValues().read_flags_from_files(argv, force_gnu=False)
+    except flags.Error as error:
+        _flag_error_exit(str(error))
     # A --config file that does not exist makes config_flags report every other flag as
     # missing (dozens of lines, the file never named): check it first.
     _check_config_file(argv)
@@ -254,13 +267,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
             # A config override whose value does not parse as its field's type
             # (`--config.seed=abc`): a config error like any other (exit 2), not a usage one.
             _config_exit(f"config error: {message}")
-        # Any other flag error as `app.parse_flags_with_usage` reports it (parsing again would
-        # define the override flags twice).
-        if "\n" in message:
-            message = "\n" + textwrap.indent(message, "  ")
-        sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
-        sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
-        sys.exit(1)
+        _flag_error_exit(message)
+
+
+def _flag_error_exit(message: str) -> NoReturn:
+    """Exit 1 with a flag error as `app.parse_flags_with_usage` reports it (parsing again
+    would define the override flags twice)."""
+    if "\n" in message:
+        message = "\n" + textwrap.indent(message, "  ")
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+    sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
 
 
 def _unknown_key(error: BaseException, argv: list[str]) -> str:
