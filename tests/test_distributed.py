@@ -125,6 +125,12 @@ _SLURM_STARTS = [
             r"\(SLURM_STEP_NODELIST, SLURM_PROCID, SLURM_LOCALID unset\): start it with srun",
         ),
         ({"SLURM_NTASKS": "two"}, r"SLURM_NTASKS='two': expected a number of tasks"),
+        # the node counts, read for the device ids: "invalid literal for int()"
+        ({**_STEP, "SLURM_NTASKS": "2", "SLURM_NNODES": "two"}, r"SLURM_NNODES='two': expected"),
+        (
+            {**_STEP, "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "2x"},
+            r"SLURM_STEP_NUM_NODES='2x': expected a number",
+        ),
     ],
 )
 def test_a_multi_task_allocation_outside_an_srun_step_is_named(monkeypatch, env, message):

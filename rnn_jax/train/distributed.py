@@ -119,11 +119,22 @@ def _slurm_local_device_ids() -> list[int] | None:
     """
     if os.environ.get("JAX_LOCAL_DEVICE_IDS"):
         return None
-    tasks = os.environ.get("SLURM_NTASKS")
-    nodes = os.environ.get("SLURM_STEP_NUM_NODES") or os.environ.get("SLURM_NNODES")
-    if tasks is None or nodes is None or int(tasks) != int(nodes):
+    tasks = _slurm_count("SLURM_NTASKS")
+    nodes = _slurm_count("SLURM_STEP_NUM_NODES") or _slurm_count("SLURM_NNODES")
+    if tasks is None or nodes is None or tasks != nodes:
         return None
     return []
+
+
+def _slurm_count(name: str) -> int | None:
+    """The number in SLURM variable `name` (None when unset or empty); ValueError naming it
+    when it is not a number (it was "invalid literal for int()", naming no variable)."""
+    text = os.environ.get(name)
+    if not text:
+        return None
+    if not is_decimal(text.strip()):
+        raise ValueError(f"{name}={text!r}: expected a number")
+    return int(text)
 
 
 def data_mesh() -> Mesh:
