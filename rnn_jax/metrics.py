@@ -300,11 +300,15 @@ def paired_bleu_significance(
       the exact test gives 1). Ties count here.
     - "bs": paired bootstrap resampling (Koehn 2004; Moses's
       bootstrap-hypothesis-difference-significance.pl; sacrebleu's `PairedTest`), with the
-      system's 95% interval.
+      system's 95% interval: p = (c + 1) / (n + 1) for the c of n resamples whose |BLEU
+      difference| minus the resamples' mean |difference| is at least the real one. The
+      resamples are sacrebleu's draw; sacrebleu again counts only those that exceed the real
+      difference strictly, so two systems with equal statistics in every sentence (outputs
+      that differ only in words matching nothing, or both at BLEU 0) got p = 1 / (n + 1),
+      "significant", where every resample ties. Ties count here.
 
     Two-sided; the trials are seeded (sacrebleu's SACREBLEU_SEED, 12345 unless set), so the
-    result repeats. Identical outputs get p = 1 (with "bs" by definition: sacrebleu's
-    bootstrap would give them 1 / (samples + 1)).
+    result repeats. Identical outputs get p = 1.
 
     Returns:
       {"test", "samples", "seed" (`significance_seed()`: None if unseeded), "baseline_bleu",
@@ -316,7 +320,6 @@ def paired_bleu_significance(
         empty ones.
     """
     from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
 
     if test not in SIGNIFICANCE_TESTS:
         raise ValueError(f"test={test!r}: must be one of {SIGNIFICANCE_TESTS}")
@@ -333,23 +336,10 @@ def paired_bleu_significance(
         )
     seed = significance_seed()  # named before any work when SACREBLEU_SEED is malformed
     metric = BLEU(tokenize=tokenize, force=tokenize == "none")
-    if test == "ar":
-        base_bleu, system_bleu, p_value = _approximate_randomisation(
-            metric, list(baseline), list(system), [list(references)], samples, seed
-        )
-        extra = {}
-    else:
-        paired = PairedTest(
-            [("baseline", list(baseline)), ("system", list(system))],
-            {"BLEU": metric},
-            [list(references)],
-            test_type=test,
-            n_samples=samples,
-        )
-        _, scores = paired()
-        base, result = scores["BLEU"]
-        base_bleu, system_bleu, p_value = float(base.score), float(result.score), result.p_value
-        extra = {"system_mean": float(result.mean), "system_ci": float(result.ci)}
+    test_fn = _approximate_randomisation if test == "ar" else _paired_bootstrap
+    base_bleu, system_bleu, p_value, extra = test_fn(
+        metric, list(baseline), list(system), [list(references)], samples, seed
+    )
     return {
         "test": test,
         "samples": samples,
@@ -390,11 +380,52 @@ def _approximate_randomisation(
     references: list[list[str]],
     samples: int,
     seed: int | None,
-) -> tuple[float, float, float]:
-    """(baseline BLEU, system BLEU, p) of the "ar" test of `paired_bleu_significance`: the
-    swaps drawn as sacrebleu's `_paired_ar_test` draws them, from `seed`
+) -> tuple[float, float, float, dict]:
+    """(baseline BLEU, system BLEU, p, {}) of the "ar" test of `paired_bleu_significance`:
+    the swaps drawn as sacrebleu's `_paired_ar_test` draws them, from `seed`
     (`significance_seed()`), each trial scored from summed per-sentence statistics, and ties
     with the real difference counted."""
+    stats, bleu = _sentence_statistics(metric, baseline, system, references)
+    base_bleu, system_bleu = bleu(stats[0].sum(0)), bleu(stats[1].sum(0))
+    swap = np.random.default_rng(seed).integers(2, size=(samples, len(system)), dtype=bool)
+    one = swap.astype(np.int64) @ stats[0] + (~swap).astype(np.int64) @ stats[1]
+    other = (~swap).astype(np.int64) @ stats[0] + swap.astype(np.int64) @ stats[1]
+    trials = np.array([abs(bleu(a) - bleu(b)) for a, b in zip(one, other, strict=True)])
+    p_value = _p_value(trials, abs(system_bleu - base_bleu))
+    return base_bleu, system_bleu, p_value, {}
+
+
+def _paired_bootstrap(
+    metric: Any,
+    baseline: list[str],
+    system: list[str],
+    references: list[list[str]],
+    samples: int,
+    seed: int | None,
+) -> tuple[float, float, float, dict]:
+    """(baseline BLEU, system BLEU, p, {"system_mean", "system_ci"}) of the "bs" test of
+    `paired_bleu_significance`: the resamples drawn as sacrebleu's `_paired_bs_test` draws
+    them, from `seed`, its centred statistic, and ties with the real difference counted."""
+    from sacrebleu.significance import estimate_ci
+
+    stats, bleu = _sentence_statistics(metric, baseline, system, references)
+    base_bleu, system_bleu = bleu(stats[0].sum(0)), bleu(stats[1].sum(0))
+    n = len(system)
+    picks = np.random.default_rng(seed).choice(n, size=(samples, n), replace=True)
+    counts = np.stack([np.bincount(row, minlength=n) for row in picks]).astype(np.int64)
+    base_scores = np.array([bleu(summed) for summed in counts @ stats[0]])
+    system_scores = np.array([bleu(summed) for summed in counts @ stats[1]])
+    diffs = np.abs(system_scores - base_scores)
+    p_value = _p_value(diffs - diffs.mean(), abs(system_bleu - base_bleu))
+    mean, ci = estimate_ci(system_scores)
+    return base_bleu, system_bleu, p_value, {"system_mean": float(mean), "system_ci": float(ci)}
+
+
+def _sentence_statistics(
+    metric: Any, baseline: list[str], system: list[str], references: list[list[str]]
+) -> tuple[list[np.ndarray], Any]:
+    """sacrebleu's per-sentence statistics of both systems (int64 `[sentences, stats]` each)
+    and corpus BLEU from summed statistics."""
     stats = [
         np.asarray(metric._extract_corpus_statistics(outputs, references), np.int64)
         for outputs in (baseline, system)
@@ -403,16 +434,15 @@ def _approximate_randomisation(
     def bleu(summed: np.ndarray) -> float:
         return float(metric._compute_score_from_stats(summed.tolist()).score)
 
-    base_bleu, system_bleu = bleu(stats[0].sum(0)), bleu(stats[1].sum(0))
-    real = abs(system_bleu - base_bleu)
-    swap = np.random.default_rng(seed).integers(2, size=(samples, len(system)), dtype=bool)
-    one = swap.astype(np.int64) @ stats[0] + (~swap).astype(np.int64) @ stats[1]
-    other = (~swap).astype(np.int64) @ stats[0] + swap.astype(np.int64) @ stats[1]
-    trials = np.array([abs(bleu(a) - bleu(b)) for a, b in zip(one, other, strict=True)])
-    # A trial that reproduces the two systems' statistics scores exactly as they do; the
-    # tolerance only absorbs rounding between equal scores reached through other sums.
+    return stats, bleu
+
+
+def _p_value(trials: np.ndarray, real: float) -> float:
+    """(c + 1) / (n + 1) for the c of n trial statistics at least `real`. A trial that
+    reproduces the two systems' statistics scores exactly as they do; the tolerance only
+    absorbs rounding between equal scores reached through other sums."""
     extreme = int(np.sum(trials >= real - 1e-9 * max(1.0, real)))
-    return base_bleu, system_bleu, (extreme + 1) / (samples + 1)
+    return (extreme + 1) / (len(trials) + 1)
 
 
 def bleu_statistics(

@@ -142,6 +142,46 @@ def test_paired_randomisation_counts_ties_when_few_sentences_differ():
     assert 0.01 < ours["p_value"] == pytest.approx(theirs.p_value, abs=1e-12)
 
 
+def test_paired_bootstrap_counts_ties_and_otherwise_equals_sacrebleu():
+    """Two systems whose outputs differ only in words that match nothing (or that both score
+    BLEU 0) have equal statistics in every sentence: every resample ties with the real
+    difference, and counting only strictly larger ones (sacrebleu) gave p = 1/(n+1),
+    'significant'. Without ties the p-value, mean and interval are sacrebleu's (its draws)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    from rnn_jax.metrics import paired_bleu_significance
+
+    references = ["the cat sat on the mat today", "a dog ran in the park fast", "we eat jam"]
+    baseline = ["the cat sat on the rug today", "a dog ran in the yard fast", "we eat jam"]
+    system = ["the cat sat on the sofa today", "a dog ran in the lane fast", "we eat jam"]
+    short = (["a b c", "d e x"], ["a b x", "d e f"], ["a b c", "d e f"])  # BLEU 0 both
+    for base, other, refs in ((baseline, system, references), short):
+        for test in ("ar", "bs"):
+            result = paired_bleu_significance(base, other, refs, test=test, samples=99)
+            assert result["difference"] == 0.0 and result["p_value"] == 1.0, (test, refs)
+    rng = np.random.default_rng(6)
+    vocabulary = [f"w{i}" for i in range(12)]
+    references = [" ".join(rng.choice(vocabulary, size=8)) for _ in range(30)]
+    baseline = _corrupt(references, 0.4, rng, vocabulary)
+    system = _corrupt(references, 0.37, rng, vocabulary)
+    ours = paired_bleu_significance(
+        baseline, system, references, test="bs", samples=300, tokenize="none"
+    )
+    theirs = PairedTest(
+        [("baseline", baseline), ("system", system)],
+        {"BLEU": BLEU(tokenize="none", force=True)},
+        [references],
+        test_type="bs",
+        n_samples=300,
+    )()[1]["BLEU"][1]
+    assert 0.01 < ours["p_value"] == pytest.approx(theirs.p_value, abs=1e-12)
+    assert ours["system_bleu"] == pytest.approx(theirs.score)
+    # sacrebleu sums float32 statistics: its scores differ from the int64 ones in the 8th digit
+    assert ours["system_mean"] == pytest.approx(theirs.mean, abs=1e-6)
+    assert ours["system_ci"] == pytest.approx(theirs.ci, abs=1e-6)
+
+
 def test_paired_bootstrap_separates_a_much_better_system_and_checks_inputs():
     from rnn_jax.metrics import paired_bleu_significance
 
