@@ -7,13 +7,14 @@
 Each file holds one sentence a line, in the same order (experiments.smt_baseline writes
 `translations.txt` and `references.txt`; experiments.exposure_bias's translation points write
 `test_<greedy|beam>_seed<i>.txt` and `test_references.txt`). Every system is compared with the
-baseline by `rnn_jax.metrics.paired_bleu_significance` (approximate randomisation counting
-ties, on sacrebleu's statistics and draws, or sacrebleu's paired bootstrap; seeded); a
-markdown table goes to stdout and, with --output, the results to JSON. A file that is missing,
-is not UTF-8 (named with file:line) or has another number of lines than the references (or
-empty references, an empty --systems or one listed twice, an --output that is a directory or whose
-folder is not one) is named, with exit status 2, before any test runs; an unknown --test or
---tokenize, or no --systems flag at all, is absl's flag error (exit status 1).
+baseline by `rnn_jax.metrics.paired_bleu_significance` (approximate randomisation or the
+paired bootstrap, each counting ties, on sacrebleu's statistics and draws; seeded by
+SACREBLEU_SEED); a markdown table goes to stdout and, with --output, the results to JSON. A
+file that is missing, is not UTF-8 (named with file:line) or has another number of lines than
+the references (or empty references, an empty --systems or one listed twice, an --output that
+is a directory or whose folder is not one, a malformed SACREBLEU_SEED) is named, with exit
+status 2, before any test runs; an unknown --test or --tokenize, or no --systems flag at all,
+is absl's flag error (exit status 1).
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.systems:
         _refuse("--systems: expected one or more comma-separated files, got none")
+    try:  # the draws' seed: a malformed SACREBLEU_SEED was a traceback from inside the test
+        metrics.significance_seed()
+    except ValueError as error:
+        _refuse(str(error))
     files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
     files += [("systems", path) for path in FLAGS.systems]
     for flag, path in files:

@@ -220,7 +220,7 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
     assert f"--output: {tmp_path} is a directory" in capsys.readouterr().err
 
 
-def test_the_seed_of_the_draws_is_recorded_and_a_malformed_one_named(monkeypatch):
+def test_the_seed_of_the_draws_is_recorded_and_a_malformed_one_named(monkeypatch, capsys):
     """p depends on SACREBLEU_SEED's draws: the result and the table caption say which seed
     (or that the draws were unseeded); a value that is neither an integer nor 'none' is
     named before any work (it was int()'s bare error from inside the test)."""
@@ -240,6 +240,13 @@ def test_the_seed_of_the_draws_is_recorded_and_a_malformed_one_named(monkeypatch
     monkeypatch.setenv("SACREBLEU_SEED", "seven")
     with pytest.raises(ValueError, match=r"SACREBLEU_SEED='seven': must be an integer"):
         run()
+    # the command line names it before reading any file (it was a traceback, exit 1)
+    flags = dict(references="r.txt", baseline="b.txt", systems=["s.txt"], output="")
+    monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
+    with pytest.raises(SystemExit) as exit_info:
+        significance.main(["significance"])
+    assert exit_info.value.code == significance.USAGE_STATUS
+    assert "SACREBLEU_SEED='seven'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
