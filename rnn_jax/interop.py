@@ -119,6 +119,13 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
                 f"xs has shape {jnp.shape(xs)}; expected {layout} (batch_first={batch_first}; "
                 "unbatched inputs are not supported)"
             )
+        batch = jnp.shape(xs)[0 if batch_first else 1]
+        if jnp.shape(xs)[-1] != module.input_size:
+            # likewise: `unroll` named the transposed W_ih [in, G], a shape torch never shows
+            raise ValueError(
+                f"xs has shape {jnp.shape(xs)}; its last axis must be the module's "
+                f"input_size={module.input_size}"
+            )
         stack = []
         for layer in range(num_layers):
             per_direction = [cell_params(params, layer, suffix) for suffix in directions]
@@ -133,7 +140,9 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
             stack,
             xs_bm,
             lengths,
-            _initial_carries(initial_state, num_layers, len(directions), kind == "LSTM"),
+            _initial_carries(
+                initial_state, num_layers, len(directions), kind == "LSTM", batch, hidden_size
+            ),
             bidirectional=module.bidirectional,
         )
         return (ys if batch_first else jnp.swapaxes(ys, 0, 1)), _final_state(
@@ -143,7 +152,9 @@ def from_torch(module: Any) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
     return apply_fn, params
 
 
-def _initial_carries(state: Any, num_layers: int, directions: int, is_lstm: bool) -> Any:
+def _initial_carries(
+    state: Any, num_layers: int, directions: int, is_lstm: bool, batch: int, hidden: int
+) -> Any:
     """torch `h_0 [L*D, B, H]` (LSTM `(h_0, c_0)`) -> per-layer carries (pairs if D = 2)."""
     if state is None:
         return None
@@ -157,11 +168,14 @@ def _initial_carries(state: Any, num_layers: int, directions: int, is_lstm: bool
     parts = tuple(state) if is_lstm else (state,)
     if is_lstm and len(parts) != 2:
         raise ValueError(f"initial_state for an LSTM must be (h_0, c_0); got {len(parts)} arrays")
-    for part in parts:
-        if jnp.ndim(part) != 3 or jnp.shape(part)[0] != num_layers * directions:
+    shape = (num_layers * directions, batch, hidden)
+    for name, part in zip(("h_0", "c_0") if is_lstm else ("h_0",), parts, strict=True):
+        if tuple(jnp.shape(part)) != shape:
+            # the whole shape, in torch's terms: a batch or hidden size that did not match
+            # was named by `unroll` as the per-layer carries' [batch, hidden] shapes
             raise ValueError(
-                f"initial_state has shape {jnp.shape(part)}; expected "
-                f"[num_layers * num_directions={num_layers * directions}, batch, hidden]"
+                f"initial_state {name} has shape {tuple(jnp.shape(part))}; expected "
+                f"[num_layers * num_directions, batch, hidden_size] = {shape}"
             )
 
     def carry(index: int) -> Any:

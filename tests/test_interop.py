@@ -151,15 +151,22 @@ def test_unsupported_options_raise():
     apply_fn, params = interop.from_torch(make_module("lstm", num_layers=2))
     xs = np.zeros((TIME, BATCH, INPUT), np.float32)
     bad = np.zeros((1, BATCH, HIDDEN), np.float32)
-    with pytest.raises(ValueError, match=r"initial_state has shape \(1, 3, 5\)"):
+    with pytest.raises(ValueError, match=r"initial_state h_0 has shape \(1, 3, 5\)"):
         apply_fn(params, xs, initial_state=(bad, bad))
+    # a batch or width of its own: `unroll` named the per-layer carries' [batch, hidden]
+    # shapes, not initial_state; expected as torch's "Expected hidden[0] size (2, 3, 5)"
+    good, narrow = np.zeros((2, BATCH, HIDDEN), np.float32), np.zeros((2, 1, HIDDEN), np.float32)
+    for h, c, name in ((narrow, good, "h_0"), (good, good[..., :2], "c_0")):
+        with pytest.raises(ValueError, match=rf"initial_state {name} has shape .*= \(2, 3, 5\)$"):
+            apply_fn(params, xs, initial_state=(h, c))
     # A lone h_0 of the right shape [2, 3, 5]: tuple() split it into a "pair" of [3, 5] arrays
     # and the error named shape (3, 5), not the missing c_0.
     with pytest.raises(ValueError, match=r"pair \(h_0, c_0\); got one array of shape \(2, 3, 5\)"):
         apply_fn(params, xs, initial_state=np.zeros((2, BATCH, HIDDEN), np.float32))
     with pytest.raises(ValueError, match=r"must be \(h_0, c_0\); got 3 arrays"):
         apply_fn(params, xs, initial_state=(bad, bad, bad))
-    with pytest.raises(ValueError, match="xs feature size 2"):
+    # named in torch's terms (it was the transposed W_ih's shape, (2, 20))
+    with pytest.raises(ValueError, match=rf"\(7, 3, 2\); its last axis must .* input_size={INPUT}"):
         apply_fn(params, np.zeros((TIME, BATCH, 2), np.float32))
 
 
