@@ -120,6 +120,12 @@ class _Attention(nnx.Module):
     def attend(self, query: jax.Array, memory: AttentionMemory) -> tuple[jax.Array, jax.Array]:
         """One decoder step: query [batch, query_size] ->
         (context [batch, value_size], weights [batch, source_time])."""
+        if jnp.ndim(query) != 2 or jnp.shape(query)[0] != memory.keys.shape[0]:
+            # a query batch of 1 against keys of 3 (or 3 against 1) was broadcast silently
+            raise ValueError(
+                f"query has shape {jnp.shape(query)}; expected [batch, query_size] with the "
+                f"keys' batch {memory.keys.shape[0]}"
+            )
         weights = masked_softmax(self.scores(query, memory.keys), memory.mask)
         return _context(weights, memory.values), weights
 

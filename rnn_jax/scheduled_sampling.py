@@ -79,8 +79,14 @@ def concrete_probability(teacher_forcing_prob: jax.Array | float) -> float | Non
 
     Raises:
       ValueError: a concrete probability outside [0, 1] (NaN included): with u ~ U[0, 1),
-        `u < 1.5` always holds and `u < -0.5` never, so it would act as 1.0 or 0.0 silently.
+        `u < 1.5` always holds and `u < -0.5` never, so it would act as 1.0 or 0.0 silently;
+        one that is not 0-d (traced too).
     """
+    if jnp.ndim(teacher_forcing_prob) != 0:  # static: a [batch] one was a TypeError from float()
+        raise ValueError(
+            f"teacher_forcing_prob has shape {jnp.shape(teacher_forcing_prob)}; expected one "
+            "number (a 0-d array)"
+        )
     if isinstance(teacher_forcing_prob, jax.core.Tracer):
         return None
     value = float(teacher_forcing_prob)  # a number, or a concrete 0-d NumPy/JAX array

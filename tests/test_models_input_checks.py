@@ -23,6 +23,7 @@ from rnn_jax.models.transformer import TransformerLM, TransformerSeq2Seq
 from rnn_jax.modules import RNN
 
 TOKENS = jnp.asarray([[3, 4, 5, 6], [2, 7, 1, 8]])
+KEY = jax.random.key(0)
 
 
 def _classifier(kind):
@@ -146,3 +147,53 @@ def test_sizes_take_numpy_integers_and_refuse_bools():
             TransformerLM(
                 9, d_model=4, num_heads=heads, num_layers=1, max_length=8, rngs=nnx.Rngs(0)
             )
+
+
+def test_token_arrays_of_another_rank_or_dtype_are_named(seq2seq):
+    """A 1-D token array failed unpacking `batch, time = tokens.shape` (or an IndexError), float
+    ids reached nnx.Embed ("Input type must be an integer") or optax unnamed, a transformer LM
+    returned `[batch, 0, vocab]` logits for time 0, and Seq2Seq indexed target_inputs[:, 0]."""
+    lm = TransformerLM(9, d_model=4, num_heads=2, num_layers=1, max_length=8, rngs=nnx.Rngs(0))
+    tagger = Tagger(9, 3, embed_size=4, hidden_size=4, kind="bag", rngs=nnx.Rngs(0))
+    lengths, target = jnp.asarray([4, 2]), jnp.asarray([[1, 2], [1, 3]])
+    rank = r"has shape \(4,\); expected int \[batch, time\] with time >= 1"
+    for call in (
+        lambda: lm(TOKENS[0]),
+        lambda: _classifier("bag")(TOKENS[0], lengths[:1]),
+        lambda: tagger(TOKENS[0], lengths[:1]),
+    ):
+        with pytest.raises(ValueError, match="^tokens " + rank):
+            call()
+    with pytest.raises(ValueError, match=r"^tokens has shape \(2, 0\); expected int"):
+        lm(TOKENS[:, :0])
+    for model in (seq2seq, _transformer_seq2seq()):
+        with pytest.raises(ValueError, match=r"^target_inputs has shape \(2, 0\)"):
+            model(TOKENS, lengths, target[:, :0])
+        with pytest.raises(ValueError, match="^target_inputs has dtype float32; expected integer"):
+            model(TOKENS, lengths, target.astype(jnp.float32))
+    with pytest.raises(ValueError, match="^tags has dtype float32; expected integer ids"):
+        tagger.loss(TOKENS, jnp.ones(TOKENS.shape), lengths)
+    with pytest.raises(ValueError, match=r"^teacher_forcing_prob has shape \(2,\); expected one"):
+        seq2seq(TOKENS, lengths, target, teacher_forcing_prob=jnp.full(2, 0.5), rng=KEY)
+
+
+def test_transformer_rates_and_layer_counts_and_attention_queries_are_named():
+    """A transformer's dropout rate outside [0, 1) failed only at its first call (the RNN models
+    refuse it when built), `num_decoder_layers=0` was named "num_layers" and True built one
+    layer; an attention query of another batch than its keys was broadcast."""
+    from rnn_jax.attention import make_attention
+
+    sizes = dict(d_model=4, num_heads=2, max_length=8, rngs=nnx.Rngs(0))
+    for rate in (1.5, -0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=rf"^dropout_rate={rate!r}; allowed: 0 <= rate < 1"):
+            TransformerLM(9, num_layers=1, dropout_rate=rate, **sizes)
+    with pytest.raises(ValueError, match="^num_decoder_layers=0 must be a positive int"):
+        TransformerSeq2Seq(9, 6, num_encoder_layers=1, num_decoder_layers=0, **sizes)
+    with pytest.raises(ValueError, match="^num_layers=True must be a positive int"):
+        TransformerLM(9, num_layers=True, **sizes)
+    keys = jnp.ones((3, 4, 6))
+    for kind in ("additive", "dot", "general"):
+        attention = make_attention(kind, 6, 6, rngs=nnx.Rngs(0))
+        for query, keys_ in ((jnp.ones((1, 6)), keys), (jnp.ones((3, 6)), keys[:1])):
+            with pytest.raises(ValueError, match=r"^query has shape .*; expected \[batch, query"):
+                attention(query, keys_)

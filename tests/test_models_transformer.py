@@ -327,7 +327,7 @@ def test_bad_arguments_raise(lm):
         lm(jnp.zeros((1, MAX_LEN + 1), jnp.int32))
     for vocab, layers, message in (
         (0, 1, "vocab_size, d_model and max_length must be >= 1, got 0, 8, 4"),
-        (VOCAB, 0, "num_layers must be >= 1, got 0"),
+        (VOCAB, 0, "num_layers=0 must be a positive int"),
     ):
         with pytest.raises(ValueError, match=message):
             transformer.TransformerLM(

@@ -26,9 +26,24 @@ def check_positive(**sizes: int) -> None:
             raise ValueError(f"{name}={size!r} must be a positive int")
 
 
+def check_sequences(name: str, ids: jax.Array) -> None:
+    """Raise unless `ids` is `[batch, time]` with time >= 1 (static: fine under jit). A 1-D
+    array failed unpacking `batch, time = ids.shape` or indexing `ids.shape[1]`, naming
+    nothing, and a transformer LM returned `[batch, 0, vocab]` logits for time 0."""
+    if jnp.ndim(ids) != 2 or jnp.shape(ids)[1] < 1:
+        raise ValueError(
+            f"{name} has shape {jnp.shape(ids)}; expected int [batch, time] with time >= 1"
+        )
+
+
 def check_ids(name: str, ids: jax.Array, size: int, size_name: str, mask: jax.Array = None) -> None:
-    """Raise if a concrete id array holds ids outside [0, size) (where `mask` is True), or if
-    `mask` has another shape than `ids` (checked traced too: shapes are static)."""
+    """Raise if `ids` is not of an integer dtype (bool neither; static), if a concrete id array
+    holds ids outside [0, size) (where `mask` is True), or if `mask` has another shape than
+    `ids` (checked traced too: shapes are static)."""
+    dtype = jnp.result_type(ids)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        # float ids reached nnx.Embed ("Input type must be an integer") or optax unnamed
+        raise ValueError(f"{name} has dtype {dtype}; expected integer ids")
     if mask is not None and jnp.shape(mask) != jnp.shape(ids):
         # it was broadcast under jit and an unnamed IndexError eagerly
         raise ValueError(

@@ -29,6 +29,7 @@ from rnn_jax.models.checks import (
     check_choice,
     check_ids,
     check_positive,
+    check_sequences,
     check_step_tokens,
     length_mask,
 )
@@ -272,6 +273,7 @@ class SequenceEncoder(nnx.Module):
         """tokens [batch, time], lengths [batch], chars [batch, time, max_chars] ->
         (states [batch, time, output_size], final RNN carries per layer (None: transformer,
         bag)). A bag's states are 0 past each length."""
+        check_sequences("tokens", tokens)
         # the RNN checks too; a bag or transformer not (a [1] lengths was broadcast under jit)
         check_length_range(lengths, tokens.shape[1], batch=tokens.shape[0])
         mask = length_mask(lengths, tokens.shape[1])

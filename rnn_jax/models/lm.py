@@ -22,7 +22,7 @@ from flax import nnx
 
 from rnn_jax import initializers, layers
 from rnn_jax.cells import get_cell
-from rnn_jax.models.checks import check_ids, check_positive, check_step_tokens
+from rnn_jax.models.checks import check_ids, check_positive, check_sequences, check_step_tokens
 from rnn_jax.modules import RNN
 from rnn_jax.train import regularizers
 
@@ -154,10 +154,7 @@ class RNNLanguageModel(nnx.Module):
         (`"dropped_outputs"`) output dropout, `[batch, time, hidden]`, for AR/TAR.
         """
         # Static shape checks (fine under jit): the RNN's own would name the embedded `xs`.
-        if jnp.ndim(tokens) != 2 or jnp.shape(tokens)[1] < 1:
-            raise ValueError(
-                f"tokens has shape {jnp.shape(tokens)}; expected int [batch, time] with time >= 1"
-            )
+        check_sequences("tokens", tokens)
         # The gather below clamps an id >= vocab_size to the last row: wrong logits, no error.
         check_ids("tokens", tokens, self.vocab_size, "vocab_size")
         key = (lambda stream: None) if rng is None else (lambda s: jax.random.fold_in(rng, s))

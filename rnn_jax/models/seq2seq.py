@@ -33,6 +33,7 @@ from rnn_jax.models.checks import (
     check_ids,
     check_positive,
     check_same_batch,
+    check_sequences,
     check_step_tokens,
     length_mask,
 )
@@ -197,6 +198,8 @@ class Seq2Seq(nnx.Module):
         input at t >= 1 is gold with probability p, else the argmax of step t-1's logits);
         0.0 = free running. Probabilities other than 0/1 need `rng`.
         """
+        check_sequences("source", source)
+        check_sequences("target_inputs", target_inputs)
         check_ids("target_inputs", target_inputs, self.target_vocab_size, "target_vocab_size")
         check_same_batch(source, target_inputs)
         value = None if teacher_forcing_prob is None else concrete_probability(teacher_forcing_prob)

@@ -27,9 +27,11 @@ from rnn_jax.models.checks import (
     check_ids,
     check_positive,
     check_same_batch,
+    check_sequences,
     check_step_tokens,
     length_mask,
 )
+from rnn_jax.predicates import is_finite_number
 from rnn_jax.scan import check_length_range
 
 __all__ = [
@@ -52,11 +54,24 @@ def sinusoidal_positions(max_length: int, d_model: int) -> np.ndarray:
     return table
 
 
-def _check_sizes(d_model: int, num_heads: int, positions: str, mlp_size: int | None) -> int:
+def _check_sizes(
+    d_model: int,
+    num_heads: int,
+    positions: str,
+    mlp_size: int | None,
+    dropout_rate: float,
+    **layer_counts: int,
+) -> int:
     """Constructor checks, run before any parameter is allocated; -> the MLP width.
 
     `mlp_size=None` is 4 * d_model; 0 is refused (`mlp_size or 4 * d_model` read it as None).
+    The layer counts are named as the caller's arguments (`num_decoder_layers=0` was
+    "num_layers must be >= 1", and `num_layers=True` built one layer); a dropout rate outside
+    [0, 1) failed only at the first call, where the RNN models refuse it when built.
     """
+    check_positive(**layer_counts)
+    if not (is_finite_number(dropout_rate) and 0.0 <= dropout_rate < 1.0):
+        raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
     if mlp_size is not None:
         check_positive(mlp_size=mlp_size)
     if positions not in POSITIONS:
@@ -232,8 +247,7 @@ class Stack(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        check_positive(num_layers=num_layers)
         self.blocks = nnx.List(
             [
                 Block(d_model, num_heads, mlp_size, dropout_rate, cross_attention, rngs=rngs)
@@ -311,7 +325,9 @@ class TransformerLM(nnx.Module):
         tie_embeddings: bool = False,
         rngs: nnx.Rngs,
     ):
-        mlp_size = _check_sizes(d_model, num_heads, positions, mlp_size)
+        mlp_size = _check_sizes(
+            d_model, num_heads, positions, mlp_size, dropout_rate, num_layers=num_layers
+        )
         self.dropout_rate = dropout_rate
         self.embed = Embedder(vocab_size, d_model, max_length, positions, rngs=rngs)
         self.stack = Stack(num_layers, d_model, num_heads, mlp_size, dropout_rate, False, rngs=rngs)
@@ -321,6 +337,7 @@ class TransformerLM(nnx.Module):
         return self.embed.token.attend(h) if self.head is None else self.head(h)
 
     def __call__(self, tokens: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
+        check_sequences("tokens", tokens)
         batch, time = tokens.shape
         _check_length(time, self.embed.max_length)
         check_ids("tokens", tokens, self.embed.vocab_size, "vocab_size")
@@ -364,7 +381,9 @@ class TransformerEncoder(nnx.Module):
         dropout_rate: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        mlp_size = _check_sizes(d_model, num_heads, positions, mlp_size)
+        mlp_size = _check_sizes(
+            d_model, num_heads, positions, mlp_size, dropout_rate, num_layers=num_layers
+        )
         self.dropout_rate = dropout_rate
         self.output_size = d_model
         self.embed = Embedder(vocab_size, d_model, max_length, positions, rngs=rngs)
@@ -375,6 +394,7 @@ class TransformerEncoder(nnx.Module):
     ) -> jax.Array:
         """tokens int [batch, time] (ids past `lengths [batch]` are padding: any id) ->
         states [batch, time, d_model]; states at padded positions are not meaningful."""
+        check_sequences("tokens", tokens)
         batch, time = tokens.shape
         _check_length(time, self.embed.max_length)
         # A length of 0 left no real key to attend to and one past `time` was read as `time`,
@@ -408,7 +428,15 @@ class TransformerSeq2Seq(nnx.Module):
         dropout_rate: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        mlp_size = _check_sizes(d_model, num_heads, positions, mlp_size)
+        mlp_size = _check_sizes(
+            d_model,
+            num_heads,
+            positions,
+            mlp_size,
+            dropout_rate,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+        )
         self.dropout_rate = dropout_rate
         self.encoder = TransformerEncoder(
             source_vocab_size,
@@ -448,6 +476,8 @@ class TransformerSeq2Seq(nnx.Module):
     ) -> jax.Array:
         """source [batch, src_time], target_inputs [batch, tgt_time] (BOS first) -> logits."""
         encoder_rng, embed_rng, decoder_rng = _split_rng(rng, 3)
+        check_sequences("source", source)
+        check_sequences("target_inputs", target_inputs)
         check_same_batch(source, target_inputs)
         memory = self._encode(source, source_lengths, encoder_rng)
         batch, time = target_inputs.shape
