@@ -172,7 +172,11 @@ def fused_bidirectional(
     `[batch, time, hidden]` (time-major with `time_major`) aligned with the inputs.
     Cells that do not fit the custom VJP run as two `scan.reference_unroll` passes.
     """
-    if not (fits(cell, params_fw) and fits(cell, params_bw)):
+    # Directions of different dtypes (a bfloat16 backward beside a float32 forward) each keep
+    # their own, as in two scans: stacked into one, they were promoted to a common dtype, or
+    # the carry (from the forward params) failed the scan's type check naming nothing.
+    dtypes = [[leaf.dtype for leaf in jax.tree.leaves(p)] for p in (params_fw, params_bw)]
+    if not (fits(cell, params_fw) and fits(cell, params_bw)) or dtypes[0] != dtypes[1]:
         from rnn_jax import scan
 
         return scan.reference_bidirectional(

@@ -113,6 +113,21 @@ def _validate(
                 f"input_size={input_size}, hidden_size={hidden_size} ({cell.num_gates} gates, "
                 f"from params['W_ih'].shape={jnp.shape(params['W_ih'])})"
             )
+    # The cell's own params (peepholes, layer-norm gains) likewise: a `(1,)` or batch-shaped
+    # peephole was broadcast silently, and a mis-sized one failed naming no parameter.
+    extra = jax.eval_shape(lambda: cell.extra_params(jax.random.key(0), hidden_size, jnp.float32))
+    for name, spec in extra.items():
+        if name not in params:
+            raise ValueError(
+                f"params has no {name!r}, which {type(cell).__name__} needs (its params: "
+                f"{sorted(params)})"
+            )
+        if jnp.shape(params[name]) != spec.shape:
+            raise ValueError(
+                f"params[{name!r}] has shape {jnp.shape(params[name])}; expected {spec.shape} "
+                f"for hidden_size={hidden_size} (from params['W_ih'].shape="
+                f"{jnp.shape(params['W_ih'])})"
+            )
     batch, time = (xs.shape[1], xs.shape[0]) if time_major else xs.shape[:2]
     if xs.shape[-1] != input_size:
         raise ValueError(

@@ -116,6 +116,29 @@ def test_malformed_arguments_are_named():
             scan.unroll(cell, {**params, name: value}, xs)
     with pytest.raises(ValueError, match="bptt_length=True"):
         scan.truncated_unroll(cell, params, xs, True)
+    # A cell's own params: a (1,) or batch-shaped peephole was broadcast silently, a (5,) one
+    # failed naming no parameter, and a missing one was a bare KeyError.
+    peephole = cells.get_cell("peephole_lstm")
+    lstm_params = {"W_ih": jnp.zeros((INPUT, 4 * HIDDEN)), "W_hh": jnp.zeros((HIDDEN, 4 * HIDDEN))}
+    lstm_params.update({name: jnp.zeros(HIDDEN) for name in ("w_ci", "w_cf", "w_co")})
+    for shape in ((1,), (BATCH, HIDDEN), (5,)):
+        with pytest.raises(ValueError, match=rf"params\['w_ci'\] has shape \({shape[0]},"):
+            scan.unroll(peephole, {**lstm_params, "w_ci": jnp.zeros(shape)}, xs)
+    del lstm_params["w_co"]
+    with pytest.raises(ValueError, match=r"params has no 'w_co', which PeepholeLSTM needs"):
+        scan.unroll(peephole, lstm_params, xs)
+
+
+def test_bidirectional_directions_keep_their_own_dtypes():
+    """The one-scan pass stacked the two directions' params: a bfloat16 backward direction
+    beside a float32 forward one ran in float32, and the other way round failed the scan's
+    carry type check naming nothing. Each keeps its own dtype, as with two scans."""
+    cell, params, xs = _elman()
+    half = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+    for fw, bw in ((params, half), (half, params)):
+        (ys_fw, ys_bw), (h_fw, h_bw) = scan.bidirectional_unroll(cell, fw, bw, xs)
+        assert [a.dtype for a in (ys_fw, h_fw)] == [fw["W_ih"].dtype] * 2
+        assert [a.dtype for a in (ys_bw, h_bw)] == [bw["W_ih"].dtype] * 2
 
 
 def test_truncated_unroll_does_not_scan_past_the_sequence():
