@@ -336,10 +336,18 @@ def paired_bleu_significance(
         )
     seed = significance_seed()  # named before any work when SACREBLEU_SEED is malformed
     metric = BLEU(tokenize=tokenize, force=tokenize == "none")
+    # sacrebleu's per-sentence statistics of both systems; corpus BLEU from summed ones
+    stats = [
+        np.asarray(metric._extract_corpus_statistics(list(outputs), [list(references)]), np.int64)
+        for outputs in (baseline, system)
+    ]
+
+    def bleu(summed: np.ndarray) -> float:
+        return float(metric._compute_score_from_stats(summed.tolist()).score)
+
+    base_bleu, system_bleu = bleu(stats[0].sum(0)), bleu(stats[1].sum(0))
     test_fn = _approximate_randomisation if test == "ar" else _paired_bootstrap
-    base_bleu, system_bleu, p_value, extra = test_fn(
-        metric, list(baseline), list(system), [list(references)], samples, seed
-    )
+    p_value, extra = test_fn(stats, bleu, abs(system_bleu - base_bleu), samples, seed)
     return {
         "test": test,
         "samples": samples,
@@ -374,67 +382,39 @@ def significance_seed() -> int | None:
 
 
 def _approximate_randomisation(
-    metric: Any,
-    baseline: list[str],
-    system: list[str],
-    references: list[list[str]],
-    samples: int,
-    seed: int | None,
-) -> tuple[float, float, float, dict]:
-    """(baseline BLEU, system BLEU, p, {}) of the "ar" test of `paired_bleu_significance`:
-    the swaps drawn as sacrebleu's `_paired_ar_test` draws them, from `seed`
-    (`significance_seed()`), each trial scored from summed per-sentence statistics, and ties
-    with the real difference counted."""
-    stats, bleu = _sentence_statistics(metric, baseline, system, references)
-    base_bleu, system_bleu = bleu(stats[0].sum(0)), bleu(stats[1].sum(0))
-    swap = np.random.default_rng(seed).integers(2, size=(samples, len(system)), dtype=bool)
+    stats: list[np.ndarray], bleu: Any, real: float, samples: int, seed: int | None
+) -> tuple[float, dict]:
+    """(p, {}) of the "ar" test of `paired_bleu_significance`, from both systems' per-sentence
+    statistics `stats` and the real |BLEU difference|: the swaps drawn as sacrebleu's
+    `_paired_ar_test` draws them, from `seed` (`significance_seed()`), each trial scored from
+    summed statistics, and ties with the real difference counted."""
+    swap = np.random.default_rng(seed).integers(2, size=(samples, len(stats[0])), dtype=bool)
     one = swap.astype(np.int64) @ stats[0] + (~swap).astype(np.int64) @ stats[1]
     other = (~swap).astype(np.int64) @ stats[0] + swap.astype(np.int64) @ stats[1]
     trials = np.array([abs(bleu(a) - bleu(b)) for a, b in zip(one, other, strict=True)])
-    p_value = _p_value(trials, abs(system_bleu - base_bleu))
-    return base_bleu, system_bleu, p_value, {}
+    return _p_value(trials, real), {}
 
 
 def _paired_bootstrap(
-    metric: Any,
-    baseline: list[str],
-    system: list[str],
-    references: list[list[str]],
-    samples: int,
-    seed: int | None,
-) -> tuple[float, float, float, dict]:
-    """(baseline BLEU, system BLEU, p, {"system_mean", "system_ci"}) of the "bs" test of
-    `paired_bleu_significance`: the resamples drawn as sacrebleu's `_paired_bs_test` draws
-    them, from `seed`, its centred statistic, and ties with the real difference counted."""
+    stats: list[np.ndarray], bleu: Any, real: float, samples: int, seed: int | None
+) -> tuple[float, dict]:
+    """(p, {"system_mean", "system_ci"}) of the "bs" test of `paired_bleu_significance`
+    (arguments as `_approximate_randomisation`'s): the resamples drawn as sacrebleu's
+    `_paired_bs_test` draws them, from `seed`, its centred statistic, and ties with the real
+    difference counted."""
     from sacrebleu.significance import estimate_ci
 
-    stats, bleu = _sentence_statistics(metric, baseline, system, references)
-    base_bleu, system_bleu = bleu(stats[0].sum(0)), bleu(stats[1].sum(0))
-    n = len(system)
+    n = len(stats[0])
     picks = np.random.default_rng(seed).choice(n, size=(samples, n), replace=True)
     counts = np.stack([np.bincount(row, minlength=n) for row in picks]).astype(np.int64)
     base_scores = np.array([bleu(summed) for summed in counts @ stats[0]])
     system_scores = np.array([bleu(summed) for summed in counts @ stats[1]])
     diffs = np.abs(system_scores - base_scores)
-    p_value = _p_value(diffs - diffs.mean(), abs(system_bleu - base_bleu))
     mean, ci = estimate_ci(system_scores)
-    return base_bleu, system_bleu, p_value, {"system_mean": float(mean), "system_ci": float(ci)}
-
-
-def _sentence_statistics(
-    metric: Any, baseline: list[str], system: list[str], references: list[list[str]]
-) -> tuple[list[np.ndarray], Any]:
-    """sacrebleu's per-sentence statistics of both systems (int64 `[sentences, stats]` each)
-    and corpus BLEU from summed statistics."""
-    stats = [
-        np.asarray(metric._extract_corpus_statistics(outputs, references), np.int64)
-        for outputs in (baseline, system)
-    ]
-
-    def bleu(summed: np.ndarray) -> float:
-        return float(metric._compute_score_from_stats(summed.tolist()).score)
-
-    return stats, bleu
+    return _p_value(diffs - diffs.mean(), real), {
+        "system_mean": float(mean),
+        "system_ci": float(ci),
+    }
 
 
 def _p_value(trials: np.ndarray, real: float) -> float:

@@ -110,15 +110,26 @@ def test_paired_randomisation_matches_exact_enumeration():
     assert abs(result["p_value"] - exact) < 4 * np.sqrt(exact * (1 - exact) / samples) + 1e-3
 
 
+def _sacrebleu_paired_test(test_type, samples, baseline, system, references):
+    """sacrebleu's own result for `system` against `baseline` (score, p_value, mean, ci)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    return PairedTest(
+        [("baseline", baseline), ("system", system)],
+        {"BLEU": BLEU(tokenize="none", force=True)},
+        [references],
+        test_type=test_type,
+        n_samples=samples,
+    )()[1]["BLEU"][1]
+
+
 def test_paired_randomisation_counts_ties_when_few_sentences_differ():
     """Systems that differ in k sentences have 2^k distinct swaps, and swapping none or all of
     them reproduces the real difference. Counting only strictly larger differences (sacrebleu,
     after multeval) gave one differing sentence of 50 p = 1/(n+1), 'significant'; the exact
     test gives 1. With most sentences differing there are no ties, and the p-value is
     sacrebleu's, trial for trial (the same draws)."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
     from rnn_jax.metrics import paired_bleu_significance
 
     rng = np.random.default_rng(5)
@@ -131,13 +142,7 @@ def test_paired_randomisation_counts_ties_when_few_sentences_differ():
     assert result["difference"] > 0 and result["p_value"] == 1.0
     system = _corrupt(references, 0.39, rng, vocabulary)
     ours = paired_bleu_significance(baseline, system, references, samples=500, tokenize="none")
-    theirs = PairedTest(
-        [("baseline", baseline), ("system", system)],
-        {"BLEU": BLEU(tokenize="none", force=True)},
-        [references],
-        test_type="ar",
-        n_samples=500,
-    )()[1]["BLEU"][1]
+    theirs = _sacrebleu_paired_test("ar", 500, baseline, system, references)
     assert ours["system_bleu"] == pytest.approx(theirs.score)
     assert 0.01 < ours["p_value"] == pytest.approx(theirs.p_value, abs=1e-12)
 
@@ -147,9 +152,6 @@ def test_paired_bootstrap_counts_ties_and_otherwise_equals_sacrebleu():
     BLEU 0) have equal statistics in every sentence: every resample ties with the real
     difference, and counting only strictly larger ones (sacrebleu) gave p = 1/(n+1),
     'significant'. Without ties the p-value, mean and interval are sacrebleu's (its draws)."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
     from rnn_jax.metrics import paired_bleu_significance
 
     references = ["the cat sat on the mat today", "a dog ran in the park fast", "we eat jam"]
@@ -168,13 +170,7 @@ def test_paired_bootstrap_counts_ties_and_otherwise_equals_sacrebleu():
     ours = paired_bleu_significance(
         baseline, system, references, test="bs", samples=300, tokenize="none"
     )
-    theirs = PairedTest(
-        [("baseline", baseline), ("system", system)],
-        {"BLEU": BLEU(tokenize="none", force=True)},
-        [references],
-        test_type="bs",
-        n_samples=300,
-    )()[1]["BLEU"][1]
+    theirs = _sacrebleu_paired_test("bs", 300, baseline, system, references)
     assert 0.01 < ours["p_value"] == pytest.approx(theirs.p_value, abs=1e-12)
     assert ours["system_bleu"] == pytest.approx(theirs.score)
     # sacrebleu sums float32 statistics: its scores differ from the int64 ones in the 8th digit
