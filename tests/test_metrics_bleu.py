@@ -76,6 +76,15 @@ def _corrupt(sentences, rate, rng, vocabulary):
     ]
 
 
+def _two_systems(seed, sentences, words, vocabulary_size, rates):
+    """Random references of `words` words and two systems that replace each word with a
+    random one at `rates[0]` (the baseline) and `rates[1]` (the system)."""
+    rng = np.random.default_rng(seed)
+    vocabulary = [f"w{i}" for i in range(vocabulary_size)]
+    references = [" ".join(rng.choice(vocabulary, size=words)) for _ in range(sentences)]
+    return references, *(_corrupt(references, rate, rng, vocabulary) for rate in rates)
+
+
 def test_paired_randomisation_matches_exact_enumeration():
     """The approximate randomisation p-value against the exact one: every one of the 2^10 ways
     to swap the two systems' outputs of 10 sentences, each scored by corpus BLEU, counting the
@@ -162,11 +171,7 @@ def test_paired_bootstrap_counts_ties_and_otherwise_equals_sacrebleu():
         for test in ("ar", "bs"):
             result = paired_bleu_significance(base, other, refs, test=test, samples=99)
             assert result["difference"] == 0.0 and result["p_value"] == 1.0, (test, refs)
-    rng = np.random.default_rng(6)
-    vocabulary = [f"w{i}" for i in range(12)]
-    references = [" ".join(rng.choice(vocabulary, size=8)) for _ in range(30)]
-    baseline = _corrupt(references, 0.4, rng, vocabulary)
-    system = _corrupt(references, 0.37, rng, vocabulary)
+    references, baseline, system = _two_systems(6, 30, 8, 12, (0.4, 0.37))
     ours = paired_bleu_significance(
         baseline, system, references, test="bs", samples=300, tokenize="none"
     )
@@ -181,11 +186,7 @@ def test_paired_bootstrap_counts_ties_and_otherwise_equals_sacrebleu():
 def test_paired_bootstrap_separates_a_much_better_system_and_checks_inputs():
     from rnn_jax.metrics import paired_bleu_significance
 
-    rng = np.random.default_rng(0)
-    vocabulary = [f"w{i}" for i in range(30)]
-    references = [" ".join(rng.choice(vocabulary, size=10)) for _ in range(200)]
-    worse = _corrupt(references, 0.6, rng, vocabulary)
-    better = _corrupt(references, 0.2, rng, vocabulary)
+    references, worse, better = _two_systems(0, 200, 10, 30, (0.6, 0.2))
     result = paired_bleu_significance(
         worse, better, references, test="bs", samples=300, tokenize="none"
     )
