@@ -67,6 +67,16 @@ def check_distinct(name: str, text: object, values: Sequence[Any]) -> None:
         raise config_lib.ConfigError(f"{name}={text!r}: {repeated} listed more than once")
 
 
+def value_name(value: float) -> str:
+    """A grid value as it goes into a point's name: `:g` (1, 0.5, 2.5e-05) when that reads
+    back as the same number, else all its digits. `:g` keeps 6 significant digits, so
+    thresholds 1 and 1.0000001 shared a name: the second found the first's summary and was
+    never trained (a point's results depend on its name and the recorded config only, and
+    the recorded config leaves the `grid.*` keys out)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def distinct_names(allowed: Sequence[str]) -> config_lib.Rule:
     """Config rule: a comma-separated list of distinct names from `allowed` (e.g. the points of
     `grid.points`)."""
@@ -160,6 +170,10 @@ def run_points(
     a rerun that only loads summaries leaves it to be rewritten. Prints one progress line per
     point.
     """
+    names = [point[0] for point in points]
+    repeated = sorted({name for i, name in enumerate(names) if name in names[:i]})
+    if repeated:  # the second would load the first's summary as its own
+        raise config_lib.ConfigError(f"grid points share a name: {repeated}")
     summaries = {}
     current = point_config(config)
     start = time.perf_counter()

@@ -376,7 +376,8 @@ def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object]]:
     ]
     points += [
         (
-            f"clip-{config.clipping.cell}-s{scale:g}-{'none' if n is None else f'{n:g}'}",
+            f"clip-{config.clipping.cell}-s{scale:g}-"
+            + ("none" if n is None else grid.value_name(n)),
             functools.partial(run_clip_point, config, n),
         )
         for n in norms

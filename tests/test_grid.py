@@ -124,3 +124,29 @@ def test_grid_helpers_edge_inputs(tmp_path):
     with pytest.raises(ValueError, match="stream of 4 tokens is too short for windows of 4"):
         grid.random_windows(np.arange(4), 0, 0, 2, 4)
     assert grid.random_windows(np.arange(5), 0, 0, 3, 4).tolist() == [[0, 1, 2, 3]] * 3
+
+
+def test_points_that_would_share_a_name_are_refused_and_float_values_keep_their_digits(tmp_path):
+    """Clip thresholds 1 and 1.0000001 were both named `...-1` (`:g` keeps 6 digits): the
+    second loaded the first's summary as its own and was never trained."""
+    import pytest
+
+    from experiments import grid
+    from experiments import truncated_bptt as tb
+    from rnn_jax.train import cli, config
+
+    ran = []
+    points = [(name, lambda d, n=name: ran.append(n) or {}) for name in ("a", "b", "a")]
+    with pytest.raises(config.ConfigError, match=r"grid points share a name: \['a'\]"):
+        grid.run_points(tmp_path, points, config.base_config())
+    assert not ran and not list(tmp_path.iterdir())
+    assert [grid.value_name(v) for v in (1.0, 1.0000001, 2.5e-05, 0.1)] == [
+        "1",
+        "1.0000001",
+        "2.5e-05",
+        "0.1",
+    ]
+    smoke = "experiments/configs/truncated_bptt.py:smoke"
+    overrides = {"grid.bptt_lengths": "", "grid.clip_global_norms": "none,1,1.0000001"}
+    names = [name for name, _ in tb.grid_points(cli.load_config(smoke, overrides, rules=tb.RULES))]
+    assert len(set(names)) == 3 and names[2].endswith("-1.0000001"), names
