@@ -22,7 +22,6 @@ It writes W/results.json, W/truncated_bptt.md, W/truncated_bptt.png and W/clippi
 from __future__ import annotations
 
 import functools
-import math
 import pathlib
 import time
 
@@ -130,9 +129,11 @@ def clip_norms(config: ml_collections.ConfigDict) -> list[float | None]:
             value = None if entry == "none" else float(entry)
         except ValueError:
             value = -1.0
-        if value is not None and not (math.isfinite(value) and value > 0):
+        # in float32 too: 1e-50 is 0 there, and clipping by it zeroed every update
+        if value is not None and positive_float32(value) is not None:
             raise ConfigError(
-                f"grid.clip_global_norms={text!r}: {entry!r} must be 'none' or a number > 0"
+                f"grid.clip_global_norms={text!r}: {entry!r} must be 'none' or a number > 0 "
+                "(and finite in float32)"
             )
         out.append(value)
     grid.check_distinct("grid.clip_global_norms", text, out)

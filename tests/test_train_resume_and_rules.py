@@ -461,6 +461,9 @@ def test_sigterm_saves_the_step_it_stopped_at(tmp_path):
         # 0.99999999 is 1.0 in float32: Adam's bias correction 1 - b2**t is 0, updates NaN.
         ("b2", 0.99999999, "a number in [0, 1 - 2**-24] (below 1 in float32)"),
         ("b1", 0.999999999, "a number in [0, 1 - 2**-24] (below 1 in float32)"),
+        # a clipping threshold of 1e-50 is 0 there: clipping by it zeroed every update
+        ("clip_global_norm", 1e-50, "None or a number in [1.401e-45, 3.403e+38]"),
+        ("clip_value", 1e39, "None or a number in [1.401e-45, 3.403e+38]"),
     ],
 )
 def test_optimizer_values_that_are_0_1_or_inf_in_float32_are_refused(key, value, allowed):

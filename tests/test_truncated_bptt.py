@@ -173,6 +173,8 @@ def test_step_memory_grows_with_the_window(config, smoke_run):
         ({"grid.bptt_lengths": "4,²"}, r"'4,²': '²' must be a positive integer or 'full'"),
         ({"grid.clip_global_norms": "none,-1"}, r"grid.clip_global_norms='none,-1': '-1'"),
         ({"grid.clip_global_norms": "1,abc"}, r"'1,abc': 'abc' must be 'none' or a number > 0"),
+        # 0 in float32: clipping by it zeroed every update
+        ({"grid.clip_global_norms": "1e-50"}, r"'1e-50' must be 'none' or a number > 0 \(and"),
         ({"grid.cells": "lstm,elman"}, r"grid.cells='lstm,elman': unknown \['elman'\]"),
         ({"data.length": 2}, r"data.length=2: must exceed data.delay=2"),
         ({"grid.bptt_lengths": "", "grid.clip_global_norms": ""}, "both empty"),

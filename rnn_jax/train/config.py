@@ -210,6 +210,14 @@ def positive_float32(value: Any) -> str | None:
     return None if ok else f"a number in {allowed} (> 0 and finite in float32)"
 
 
+def positive_float32_or_none(value: Any) -> str | None:
+    """None, or `positive_float32`: a clipping threshold of 1e-50 is 0 on the device, where
+    clipping by it zeroes every update (the run trains nothing, silently)."""
+    return (
+        None if value is None else positive_float32(value) and f"None or {positive_float32(value)}"
+    )
+
+
 def moment_decay(value: Any) -> str | None:
     """An optimiser's moment decay (Adam's b1, b2; momentum): in [0, 1) and below 1 in float32.
     0.99999999 is 1.0 there: Adam's bias correction `1 - b2**t` is 0 and its updates NaN."""
@@ -289,8 +297,8 @@ TRAINING_RULES: Rules = {
     "optimizer.weight_decay": non_negative,
     "optimizer.decoupled_weight_decay": non_negative,
     "optimizer.decay_params": one_of(*DECAY_PARAMS),
-    "optimizer.clip_global_norm": positive_or_none,
-    "optimizer.clip_value": positive_or_none,
+    "optimizer.clip_global_norm": positive_float32_or_none,
+    "optimizer.clip_value": positive_float32_or_none,
     "schedule.name": one_of(*SCHEDULES),
     "schedule.warmup_steps": non_negative,
     "schedule.decay_begin_step": non_negative,
