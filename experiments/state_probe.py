@@ -304,7 +304,39 @@ def load_sentences(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
                 f"{key}={count}: UD English-EWT {split!r} has only {len(splits[split])} sentences"
             )
     splits["train"] = splits["train"][: lm_sentences or None]
+    _check_probe_positions(config, splits)
     return splits
+
+
+def _check_probe_positions(config: ml_collections.ConfigDict, splits: dict[str, list]) -> None:
+    """ConfigError, before the LM trains, when a probe set has no word position to probe
+    (`probe_targets` keeps t >= max(probe.distances)), or probe-train too few for both sides
+    of its holdout split: a test set of one 7-word sentence at distance 8 wrote NaN
+    accuracies with verdicts beside them, and an empty probe-train failed after training in
+    the control task, naming no key."""
+    p, ks = config.probe, distances(config)
+    test = splits[p.test_split][: p.test_sentences or None]
+    chosen = {
+        "probe.train_sentences": (p.train_sentences, splits["train"][: p.train_sentences]),
+        "probe.test_sentences": (p.test_sentences, test),
+    }
+    for key, (count, sentences) in chosen.items():
+        forms = stream(sentences)[0]
+        positions = sum(1 for t in range(max(ks), len(forms) - 1) if forms[t] != EOS)
+        cut = int(positions * (1 - p.holdout_fraction))
+        few = positions < 1 if key == "probe.test_sentences" else not 0 < cut < positions
+        if few:
+            raise cfg.ConfigError(
+                f"{key}={count} with probe.distances={p.distances!r}: {positions} word "
+                f"positions at or past distance {max(ks)} to probe"
+                + (
+                    ""
+                    if key == "probe.test_sentences"
+                    else ", too few to hold out "
+                    f"probe.holdout_fraction={p.holdout_fraction} of them"
+                )
+                + "; probe more sentences or shorter distances"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -645,6 +645,17 @@ def test_too_many_sentences_is_named(config):
         cfg.ConfigError, match="probe.test_sentences=999999: UD English-EWT 'valid'"
     ):
         sp.load_sentences(big)
+    # No position to probe, named before the LM trains: the first valid sentence has 7 words,
+    # fewer than the smoke config's largest distance (it wrote NaN accuracies with verdicts),
+    # and distance 5000 leaves probe-train empty (it failed in the control task, unnamed).
+    short = config.copy_and_resolve_references()
+    short.probe.test_sentences = 1
+    with pytest.raises(cfg.ConfigError, match=r"^probe.test_sentences=1 with probe.distances="):
+        sp.load_sentences(short)
+    far = config.copy_and_resolve_references()
+    far.probe.distances = "0,5000"
+    with pytest.raises(cfg.ConfigError, match=r"^probe.train_sentences=\d+ .*'0,5000': 0 word"):
+        sp.load_sentences(far)
 
 
 def test_untrained_model_is_the_initialisation_of_its_seed(config):
