@@ -1,7 +1,7 @@
 """Data for rnn_jax: corpora, vocabularies, batches and synthetic tasks, all numpy.
 
 Batches are dicts of numpy arrays, batch-major (see `rnn_jax.data.batching`):
-`{"inputs": int32 [batch, time], "targets": ..., "lengths": int32 [batch],
+`{"inputs": int [batch, time], "targets": ..., "lengths": int32 [batch],
 "mask": float32 [batch, time]}`; language-model streams give `{"inputs", "targets"}`
 `[batch, steps]` with the state carried across batches.
 

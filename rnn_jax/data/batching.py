@@ -2,10 +2,13 @@
 
 Batches are dicts of numpy arrays, batch-major (the project's contract):
 
-    {"inputs":  int32   [batch, time]   right-padded with pad_id,
-     "targets": int32   [batch, time]   (or [batch] for sequence labels),
+    {"inputs":  int     [batch, time]   right-padded with pad_id,
+     "targets": int     [batch, time]   (or [batch] for sequence labels),
      "lengths": int32   [batch]         1 <= lengths <= time,
      "mask":    float32 [batch, time]   1.0 on real positions, 0.0 on padding}
+
+`inputs` and `targets` keep the examples' common dtype (int32 from `Vocabulary.encode`; int64
+from plain lists); `lengths` and `mask` are always int32 and float32.
 
 `pad_batch` builds one from a list of examples (dicts of 1-D int arrays and scalars); every
 field named in `length_fields` gets its own lengths and mask (`inputs` -> `lengths`, `mask`;
@@ -60,15 +63,26 @@ def pad_batch(
     """
     if not examples:
         raise ValueError("pad_batch needs at least one example, got an empty list")
-    if time_multiple < 1:
-        raise ValueError(f"time_multiple={time_multiple} must be >= 1")
+    _check_sizes(time_multiple=time_multiple)
     keys = list(examples[0])
+    for index, example in enumerate(examples):
+        # a key of a later example only was dropped, and one it lacked a bare KeyError
+        if set(example) != set(keys):
+            raise ValueError(
+                f"example {index} has keys {sorted(example)}; example 0 has {sorted(keys)}"
+            )
     for field in length_fields:
         if field not in keys:
             raise ValueError(f"length field {field!r} is not an example key; keys are {keys}")
     batch: Batch = {}
     for key in keys:
         values = [np.asarray(example[key]) for example in examples]
+        for index, value in enumerate(values):
+            if value.ndim != values[0].ndim or value.ndim > 1:  # numpy's broadcast error else
+                raise ValueError(
+                    f"example {index}'s {key!r} has shape {value.shape}; expected a scalar or "
+                    "a 1-D sequence, as in every example"
+                )
         if values[0].ndim == 0:
             if key in length_fields:
                 raise ValueError(f"length field {key!r} holds scalars, not sequences")
@@ -92,6 +106,14 @@ def pad_batch(
                 np.float32
             )
     return batch
+
+
+def _check_sizes(**sizes: int) -> None:
+    """ValueError naming a size that is not an integer >= 1 (NumPy integers count; bools do
+    not): True was a batch size of 1, and 2.0 failed later naming no argument."""
+    for name, size in sizes.items():
+        if not is_int(size) or size < 1:
+            raise ValueError(f"{name}={size!r} must be an integer >= 1")
 
 
 def token_stream(ids: np.ndarray) -> np.ndarray:
@@ -130,10 +152,9 @@ def epoch_plan(
         order, before bucketing, so which ones is random) so that every batch is full.
     """
     lengths = np.asarray(lengths)
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
-    if bucket_pool is not None and bucket_pool < 1:
-        raise ValueError(f"bucket_pool={bucket_pool} must be None or >= 1")
+    _check_sizes(batch_size=batch_size)
+    if bucket_pool is not None and (not is_int(bucket_pool) or bucket_pool < 1):
+        raise ValueError(f"bucket_pool={bucket_pool!r} must be None or an integer >= 1")
     rng = np.random.default_rng([seed, epoch])
     n = len(lengths)
     order = rng.permutation(n) if shuffle else np.arange(n)
@@ -161,8 +182,7 @@ def sorted_eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray
 
     Returns example-index arrays; results for example `j` are found through them.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    _check_sizes(batch_size=batch_size)
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -275,8 +295,7 @@ class LMStream:
 
     def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
         ids = token_stream(ids)
-        if batch_size < 1 or num_steps < 1:
-            raise ValueError(f"batch_size={batch_size} and num_steps={num_steps} must be >= 1")
+        _check_sizes(batch_size=batch_size, num_steps=num_steps)
         self.row_length = len(ids) // batch_size
         self.num_batches = (self.row_length - 1) // num_steps
         if self.num_batches < 1:
@@ -350,8 +369,7 @@ class LMEvalStream:
         ids = token_stream(ids)
         if len(ids) < 2:
             raise ValueError(f"ids must be a 1-D token stream of >= 2 tokens, got {ids.shape}")
-        if batch_size < 1 or num_steps < 1:
-            raise ValueError(f"batch_size={batch_size} and num_steps={num_steps} must be >= 1")
+        _check_sizes(batch_size=batch_size, num_steps=num_steps)
         if not is_int(context) or context < 0:
             raise ValueError(f"context={context!r} must be an integer >= 0")
         self.num_targets = len(ids) - 1
