@@ -47,8 +47,8 @@ def test_every_variant_is_valid_and_has_the_required_keys():
         ("train.batch_size", 0, "> 0"),
         ("model.dropout_input", 1.0, "[0, 1)"),
         ("model.recurrent_dropout", -0.1, "[0, 1)"),
-        ("optimizer.clip_global_norm", 0.0, "None or a number > 0"),
-        ("optimizer.clip_value", -1.0, "None or a number > 0"),
+        ("optimizer.clip_global_norm", 0.0, "None or a number in [1.401e-45"),
+        ("optimizer.clip_value", -1.0, "None or a number in [1.401e-45"),
         ("optimizer.name", "adamax", "one of 'sgd'"),
         ("schedule.name", "linear", "one of 'constant'"),
         ("schedule.decay_rate", 1.5, "in (0, 1]"),  # a step "decay" that grows the rate

@@ -124,9 +124,9 @@ def test_a_start_that_fails_before_training_closes_the_checkpointer(tmp_path, mo
     closed = []
 
     class Recording(loop_lib.Checkpointer):
-        def close(self):
+        def close(self, prune=True):
             closed.append(True)
-            super().close()
+            super().close(prune)
 
     monkeypatch.setattr(loop_lib, "Checkpointer", Recording)
     with pytest.raises(OSError, match="no such corpus"):

@@ -168,6 +168,15 @@ class Checkpointer:
             if not differences:
                 raise
             raise _does_not_fit(manager, step, differences) from error
+        found, wanted = len(jax.tree.leaves(restored.state)), len(jax.tree.leaves(abstract_state))
+        if found != wanted:
+            # orbax filled an array the checkpoint lacks with the stored empty node (a task's
+            # carry `()` where the run now has an array) without an error: the resume then
+            # failed inside the task's loss. (Containers may come back as other types, lists
+            # for tuples: the arrays are what must match.)
+            raise _does_not_fit(
+                manager, step, differences or [f"{found} arrays in the checkpoint, {wanted} here"]
+            )
         return restored.state, restored.loop
 
     def wait(self) -> None:
@@ -175,12 +184,15 @@ class Checkpointer:
         self.latest.wait_until_finished()
         self.best.wait_until_finished()
 
-    def close(self) -> None:
-        """Finish pending saves; then keep only the best checkpoint a resume from the newest
-        periodic one needs (a finished run keeps one)."""
+    def close(self, prune: bool = True) -> None:
+        """Finish pending saves; then (with `prune`) keep only the best checkpoint a resume
+        from the newest periodic one needs (a finished run keeps one). A run refused before
+        it trains closes with `prune=False`: it leaves the run directory as it was (its
+        close deleted best checkpoints that a SIGTERM'd run had kept past its last periodic
+        one)."""
         self.wait()
         periodic = self.latest.latest_step()
-        if not self._read_only and periodic is not None:
+        if prune and not self._read_only and periodic is not None:
             self._prune_best(periodic)
         self.latest.close()
         self.best.close()

@@ -90,7 +90,7 @@ def train_and_evaluate(
     try:
         state, loop, start, end, data = _resume(checkpointer, state, config, workdir, task)
     except BaseException:  # a refused resume (ConfigError) or a task that cannot read its data
-        checkpointer.close()
+        checkpointer.close(prune=False)
         # ... leaves the run directory as it was: the empty folders the Checkpointer made go
         # (a fresh run whose data was missing left an empty checkpoints/ and best/ behind)
         for folder in reversed(made):
