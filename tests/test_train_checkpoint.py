@@ -3,9 +3,7 @@ killed run is not taken as the resumed run's best, and the best one a resume nee
 disk; a reader leaves a live run's best alone; a periodic checkpoint is never complete before
 the best one its loop state names; a checkpoint or config that does not fit is named."""
 
-import os
 import shutil
-import signal
 import time
 
 import jax
@@ -241,36 +239,3 @@ def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path, m
     with pytest.raises(ValueError, match=r"does not fit .*\n  carry: not in the checkpoint$"):
         stateful.restore(abstract_like({**saved_state, "carry": jnp.zeros(2)}))
     stateful.close()
-
-
-class _SignalledStream(Stream):
-    """The regression stream that receives SIGTERM while it serves batch 7 (step 7)."""
-
-    def __iter__(self):
-        for index, batch in enumerate(super().__iter__()):
-            if index == 6:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
-
-
-class _SignalledRegression(Regression):
-    def train_data(self):
-        return _SignalledStream()
-
-
-def test_a_refused_resume_leaves_the_best_checkpoints_as_they_were(tmp_path):
-    """Stopped at step 7 with best checkpoints at 5, 6 and 7, a resume refused (a run cannot
-    be shortened) closed its Checkpointer, which pruned best 5 and 6: a refused run must
-    leave the run directory as it was."""
-    config = _config(train__num_steps=20, train__eval_every=1)  # every evaluation improves
-    with pytest.raises(SystemExit, match="stopped by SIGTERM at step 7"):
-        train_and_evaluate(config, tmp_path, _SignalledRegression())
-
-    def listing():
-        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
-
-    before = listing()
-    assert {"best/5", "best/6", "best/7"} <= set(before)
-    with pytest.raises(cfg.ConfigError, match="train.num_steps=6"):
-        train_and_evaluate(_config(train__num_steps=6, train__eval_every=1), tmp_path, Regression())
-    assert listing() == before

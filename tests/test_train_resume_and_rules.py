@@ -424,18 +424,27 @@ def test_nesterov_without_momentum_or_with_another_optimiser_is_a_config_error()
 
 
 class _TerminatedStream(Stream):
-    """The regression stream that receives SIGTERM while it serves batch 3 (step 3)."""
+    """The regression stream that receives SIGTERM while it serves batch `at` + 1 (that step:
+    3 by default)."""
+
+    def __init__(self, at=2):
+        super().__init__()
+        self.at = at
 
     def __iter__(self):
         for index, batch in enumerate(super().__iter__()):
-            if index == 2:
+            if index == self.at:
                 os.kill(os.getpid(), signal.SIGTERM)
             yield batch
 
 
 class _TerminatedRegression(Regression):
+    def __init__(self, at=2):
+        super().__init__()
+        self.at = at
+
     def train_data(self):
-        return _TerminatedStream()
+        return _TerminatedStream(self.at)
 
 
 def test_sigterm_saves_the_step_it_stopped_at(tmp_path):
@@ -447,6 +456,26 @@ def test_sigterm_saves_the_step_it_stopped_at(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is handler
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3"]
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_refused_resume_leaves_the_best_checkpoints_as_they_were(tmp_path):
+    """Stopped at step 7 with best checkpoints at 5, 6 and 7, a resume refused (a run cannot
+    be shortened) closed its Checkpointer, which pruned best 5 and 6: a refused run must
+    leave the run directory as it was."""
+    from rnn_jax.train import config as cfg
+
+    config = _config(train__num_steps=20, train__eval_every=1)  # every evaluation improves
+    with pytest.raises(SystemExit, match="stopped by SIGTERM at step 7"):
+        train_and_evaluate(config, tmp_path, _TerminatedRegression(at=6))
+
+    def listing():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+    before = listing()
+    assert {"best/5", "best/6", "best/7"} <= set(before)
+    with pytest.raises(cfg.ConfigError, match="train.num_steps=6"):
+        train_and_evaluate(_config(train__num_steps=6, train__eval_every=1), tmp_path, Regression())
+    assert listing() == before
 
 
 @pytest.mark.parametrize(
