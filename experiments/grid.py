@@ -62,9 +62,14 @@ def split_axis(
 def check_distinct(name: str, text: object, values: Sequence[Any]) -> None:
     """ConfigError when a grid axis lists a value twice ("lstm,lstm", "10,010"): the point
     would be counted twice and run once, under one name."""
-    repeated = sorted({str(v) for i, v in enumerate(values) if v in values[:i]})
+    repeated = _repeated(values)
     if repeated:
         raise config_lib.ConfigError(f"{name}={text!r}: {repeated} listed more than once")
+
+
+def _repeated(values: Sequence[Any]) -> list[str]:
+    """The values that occur more than once in `values`, as sorted strings."""
+    return sorted({str(v) for i, v in enumerate(values) if v in values[:i]})
 
 
 def value_name(value: float) -> str:
@@ -170,8 +175,7 @@ def run_points(
     a rerun that only loads summaries leaves it to be rewritten. Prints one progress line per
     point.
     """
-    names = [point[0] for point in points]
-    repeated = sorted({name for i, name in enumerate(names) if name in names[:i]})
+    repeated = _repeated([point[0] for point in points])
     if repeated:  # the second would load the first's summary as its own
         raise config_lib.ConfigError(f"grid points share a name: {repeated}")
     summaries = {}

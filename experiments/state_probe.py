@@ -218,8 +218,7 @@ def probe_targets(
     `target_names` order: the class of forms[t - k] in `words` (`len(words)`: other) per k,
     the index of tags[t] in `UPOS`, of tags[t + 1] in `NEXT_UPOS`.
     """
-    length = len(forms)
-    positions = np.array([t for t in range(max(ks), length - 1) if forms[t] != EOS], dtype=np.int64)
+    positions = probe_positions(forms, ks)
     other = len(words)
     word_ids = np.array([words.get(f, other) for f in forms])
     tag_ids = np.array([NEXT_UPOS.index(t) for t in tags])
@@ -228,6 +227,18 @@ def probe_targets(
     if (columns[-2] == len(UPOS)).any():
         raise ValueError("a word position carries the <eos> tag")
     return positions, np.stack(columns, axis=1)
+
+
+def probe_positions(forms: list[str], ks: list[int]) -> np.ndarray:
+    """The probed positions of a stream of `forms`: int64 `[m]`, the word tokens (not `<eos>`)
+    with t >= max(ks) (every distance reaches back into the stream) and t + 1 < T (a next
+    tag exists)."""
+    return np.array([t for t in range(max(ks), len(forms) - 1) if forms[t] != EOS], np.int64)
+
+
+def holdout_cut(count: int, config: ml_collections.ConfigDict) -> int:
+    """Where the last `probe.holdout_fraction` of `count` probe-train positions begins."""
+    return int(count * (1 - config.probe.holdout_fraction))
 
 
 def num_classes(config: ml_collections.ConfigDict) -> list[int]:
@@ -315,28 +326,28 @@ def _check_probe_positions(config: ml_collections.ConfigDict, splits: dict[str, 
     accuracies with verdicts beside them, and an empty probe-train failed after training in
     the control task, naming no key."""
     p, ks = config.probe, distances(config)
-    test = splits[p.test_split][: p.test_sentences or None]
-    chosen = {
-        "probe.train_sentences": (p.train_sentences, splits["train"][: p.train_sentences]),
-        "probe.test_sentences": (p.test_sentences, test),
-    }
-    for key, (count, sentences) in chosen.items():
-        forms = stream(sentences)[0]
-        positions = sum(1 for t in range(max(ks), len(forms) - 1) if forms[t] != EOS)
-        cut = int(positions * (1 - p.holdout_fraction))
-        few = positions < 1 if key == "probe.test_sentences" else not 0 < cut < positions
-        if few:
+    for name, sentences in probe_sentences(config, splits).items():
+        positions = len(probe_positions(stream(sentences)[0], ks))
+        held_out = name == "train"  # probe-train needs rows on both sides of its holdout cut
+        if (not 0 < holdout_cut(positions, config) < positions) if held_out else positions < 1:
+            too_few = f", too few to hold out probe.holdout_fraction={p.holdout_fraction} of them"
             raise cfg.ConfigError(
-                f"{key}={count} with probe.distances={p.distances!r}: {positions} word "
-                f"positions at or past distance {max(ks)} to probe"
-                + (
-                    ""
-                    if key == "probe.test_sentences"
-                    else ", too few to hold out "
-                    f"probe.holdout_fraction={p.holdout_fraction} of them"
-                )
-                + "; probe more sentences or shorter distances"
+                f"probe.{name}_sentences={p[f'{name}_sentences']} with probe.distances="
+                f"{p.distances!r}: {positions} word positions at or past distance {max(ks)} to "
+                f"probe{too_few if held_out else ''}; probe more sentences or shorter distances"
             )
+
+
+def probe_sentences(
+    config: ml_collections.ConfigDict, sentences: dict[str, list[dict]]
+) -> dict[str, list[dict]]:
+    """{"train": probe-train's sentences (the first of the LM's training text), "test":
+    probe-test's (of `probe.test_split`; `probe.test_sentences=0`: all)}."""
+    p = config.probe
+    return {
+        "train": sentences["train"][: p.train_sentences],
+        "test": sentences[p.test_split][: p.test_sentences or None],
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,14 +366,9 @@ def probe_sets(
 ) -> tuple[dict[str, ProbeSet], dict[str, int]]:
     """({"train", "test"}: ProbeSet) and the word classes (from the LM's training stream); the
     control tasks' tags are drawn from probe-train's tag distribution."""
-    p = config.probe
-    words = frequent_words(stream(sentences["train"])[0], p.num_words)
-    chosen = {
-        "train": sentences["train"][: p.train_sentences],
-        "test": sentences[p.test_split][: p.test_sentences or None],
-    }
+    words = frequent_words(stream(sentences["train"])[0], config.probe.num_words)
     streams = {}
-    for name, chosen_sentences in chosen.items():
+    for name, chosen_sentences in probe_sentences(config, sentences).items():
         forms, tags = stream(chosen_sentences)
         positions, labels = probe_targets(forms, tags, words, distances(config))
         streams[name] = (forms, positions, np.array(forms, dtype=object)[positions], labels)
@@ -406,7 +412,7 @@ def probe_model(
     probed targets]` (`probed_targets` order), and the seconds its fits took."""
     train, test = sets["train"], sets["test"]
     states = {n: probes.layer_states(model, s.tokens[None]) for n, s in sets.items()}
-    cut = int(len(train.positions) * (1 - config.probe.holdout_fraction))
+    cut = holdout_cut(len(train.positions), config)
     holdout = np.arange(len(train.positions)) >= cut  # a contiguous block: no shared context
     names, classes = target_names(distances(config)), num_classes(config)
     out = {}

@@ -63,9 +63,9 @@ def test_match_size_returns_the_brute_force_closest_width_within_tolerance():
     for bad, kwargs in (
         ("target must be a positive parameter count, got 0", dict(target=0)),
         (r"tolerance must be in \(0, 1\), got 0", dict(target=96, tolerance=0.0)),
-        ("multiple_of must be an integer >= 1, got 0", dict(target=96, multiple_of=0)),
+        ("multiple_of=0 must be a positive int", dict(target=96, multiple_of=0)),
         # 2.5 returned a width that is no multiple of it
-        ("multiple_of must be an integer >= 1, got 2.5", dict(target=96, multiple_of=2.5)),
+        ("multiple_of=2.5 must be a positive int", dict(target=96, multiple_of=2.5)),
         (r"no multiple of 16 in \[low=13, high=15\]", dict(target=96, multiple_of=16)),
     ):
         with pytest.raises(ValueError, match=bad):

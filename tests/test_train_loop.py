@@ -152,23 +152,28 @@ def test_a_resumed_run_drops_the_records_of_steps_after_its_checkpoint(tmp_path)
     steps = [r["step"] for r in metrics.read_metrics(tmp_path / "metrics.jsonl")]
     assert steps[0] == 1 and max(steps) == 5
     # TensorBoard hides the events of steps >= 6 (a purge in the resumed run's event file)
-    assert _tensorboard_purges(tmp_path / "tensorboard") == [6]
-
-
-def _tensorboard_purges(folder):
-    """The purge steps of TensorBoard's session-start events in `folder`'s event files."""
     from tensorboardX.proto import event_pb2
 
-    purges = []
-    for events in sorted(folder.glob("events.out.tfevents.*")):
-        data, i = events.read_bytes(), 0
+    purges = [
+        event.step
+        for event in tensorboard_events(tmp_path / "tensorboard")
+        if event.session_log.status == event_pb2.SessionLog.START
+    ]
+    assert purges == [6]
+
+
+def tensorboard_events(folder):
+    """The events of `folder`'s TensorBoard event files, file by file in name order."""
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
         while i < len(data):  # TFRecords: u64 length, u32 crc, payload, u32 crc
             (n,) = struct.unpack("<Q", data[i : i + 8])
-            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
-            if event.session_log.status == event_pb2.SessionLog.START:
-                purges.append(event.step)
-            i += 12 + n + 4
-    return purges
+            events.append(event_pb2.Event.FromString(data[i + 12 : i + 12 + n]))
+            i += 16 + n
+    return events
 
 
 def _abstract(checkpointer):

@@ -302,23 +302,17 @@ def test_best_checkpoint_restores_the_evaluated_model_and_samples(reference, mon
 def test_metrics_writer_sends_numpy_floats_to_tensorboard_too(tmp_path):
     """A numpy float32 scalar reached metrics.jsonl but was silently left out of TensorBoard
     (it is not a Python float); the event file now holds every finite scalar of the line."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
     from rnn_jax.train import metrics
+    from tests.test_train_loop import tensorboard_events
 
     writer = metrics.MetricsWriter(tmp_path)
     writer.write(3, {"a": 0.5, "b": np.float32(0.25), "c": float("nan")})
     writer.close()
     assert metrics.read_metrics(tmp_path / "metrics.jsonl")[0]["b"] == 0.25
-    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
-    data, i, scalars = events.read_bytes(), 0, {}
-    while i < len(data):  # TFRecords: u64 length, u32 crc, payload, u32 crc
-        (n,) = struct.unpack("<Q", data[i : i + 8])
-        event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    scalars = {}
+    for event in tensorboard_events(tmp_path / "tensorboard"):
         scalars.update({(event.step, v.tag): v.simple_value for v in event.summary.value})
-        i += 16 + n
     assert scalars == {(3, "a"): 0.5, (3, "b"): 0.25}
 
 

@@ -26,6 +26,13 @@ def check_positive(**sizes: int) -> None:
             raise ValueError(f"{name}={size!r} must be a positive int")
 
 
+def check_rates(**rates: float) -> None:
+    """Dropout rates must lie in [0, 1) (NaN neither): a rate of 1 zeroes every unit."""
+    for name, rate in rates.items():
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name}={rate!r}; allowed: 0 <= rate < 1")
+
+
 def check_sequences(name: str, ids: jax.Array) -> None:
     """Raise unless `ids` is `[batch, time]` with time >= 1 (static: fine under jit). A 1-D
     array failed unpacking `batch, time = ids.shape` or indexing `ids.shape[1]`, naming

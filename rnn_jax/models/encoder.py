@@ -29,6 +29,7 @@ from rnn_jax.models.checks import (
     check_choice,
     check_ids,
     check_positive,
+    check_rates,
     check_sequences,
     check_step_tokens,
     length_mask,
@@ -203,8 +204,7 @@ class SequenceEncoder(nnx.Module):
                 "(kind='transformer'), which attends in both directions; leave it True"
             )
         check_positive(vocab_size=vocab_size, embed_size=embed_size, hidden_size=hidden_size)
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+        check_rates(dropout_rate=dropout_rate)
         self.kind = kind
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size

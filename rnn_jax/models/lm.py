@@ -22,7 +22,13 @@ from flax import nnx
 
 from rnn_jax import initializers, layers
 from rnn_jax.cells import get_cell
-from rnn_jax.models.checks import check_ids, check_positive, check_sequences, check_step_tokens
+from rnn_jax.models.checks import (
+    check_ids,
+    check_positive,
+    check_rates,
+    check_sequences,
+    check_step_tokens,
+)
 from rnn_jax.modules import RNN
 from rnn_jax.train import regularizers
 
@@ -84,9 +90,7 @@ class RNNLanguageModel(nnx.Module):
             "embedding_dropout": embedding_dropout,
             "weight_drop": weight_drop,
         }
-        for name, rate in rates.items():
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"{name}={rate!r}; allowed: 0 <= rate < 1")
+        check_rates(**rates)
         # NumPy integers too (`is_int`): isinstance(size, int) refused np.int64 and took True
         check_positive(
             vocab_size=vocab_size,

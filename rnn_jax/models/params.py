@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rnn_jax.predicates import is_int
+from rnn_jax.models.checks import check_positive
 
 __all__ = ["count_params", "match_size"]
 
@@ -65,8 +65,7 @@ def match_size(
         raise ValueError(f"target must be a positive parameter count, got {target}")
     if tolerance is not None and not 0 < tolerance < 1:
         raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
-    if not is_int(multiple_of) or multiple_of < 1:  # 2.5 gave widths of no multiple
-        raise ValueError(f"multiple_of must be an integer >= 1, got {multiple_of!r}")
+    check_positive(multiple_of=multiple_of)  # 2.5 gave widths of no multiple
     widths = np.arange(-(-low // multiple_of) * multiple_of, high + 1, multiple_of)
     if widths.size == 0:
         raise ValueError(f"no multiple of {multiple_of} in [low={low}, high={high}]")

@@ -26,12 +26,12 @@ from rnn_jax.layers import dropout
 from rnn_jax.models.checks import (
     check_ids,
     check_positive,
+    check_rates,
     check_same_batch,
     check_sequences,
     check_step_tokens,
     length_mask,
 )
-from rnn_jax.predicates import is_finite_number
 from rnn_jax.scan import check_length_range
 
 __all__ = [
@@ -70,8 +70,7 @@ def _check_sizes(
     [0, 1) failed only at the first call, where the RNN models refuse it when built.
     """
     check_positive(**layer_counts)
-    if not (is_finite_number(dropout_rate) and 0.0 <= dropout_rate < 1.0):
-        raise ValueError(f"dropout_rate={dropout_rate!r}; allowed: 0 <= rate < 1")
+    check_rates(dropout_rate=dropout_rate)
     if mlp_size is not None:
         check_positive(mlp_size=mlp_size)
     if positions not in POSITIONS:

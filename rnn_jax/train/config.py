@@ -213,9 +213,8 @@ def positive_float32(value: Any) -> str | None:
 def positive_float32_or_none(value: Any) -> str | None:
     """None, or `positive_float32`: a clipping threshold of 1e-50 is 0 on the device, where
     clipping by it zeroes every update (the run trains nothing, silently)."""
-    return (
-        None if value is None else positive_float32(value) and f"None or {positive_float32(value)}"
-    )
+    allowed = None if value is None else positive_float32(value)
+    return None if allowed is None else f"None or {allowed}"
 
 
 def moment_decay(value: Any) -> str | None:
