@@ -20,6 +20,13 @@ flags.DEFINE_bool(
 # Written by a throughput run after every finished group, replaced by results.json at its end.
 PARTIAL = "partial.json"
 PEERS = ("flax", "torch", "rnn_jax_reference")
+# Issue 7's shapes (batch, time, input, hidden), the ones its goals are stated for; the
+# benchmark's config takes its `shapes.small`, `.medium` and `.long` from here.
+GOAL_SHAPES = {
+    "small": (32, 64, 128, 256),
+    "medium": (64, 128, 256, 512),
+    "long": (16, 1024, 64, 128),
+}
 # Issue 7's goals: (mode, configs, min speed-up over torch, over flax).
 SPEED_GOALS = (
     ("fwd_bwd", ("small", "long"), 1.0, 1.3),
@@ -100,6 +107,50 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def goal_shape(group: dict) -> str | None:
+    """The name of issue 7's shape (`GOAL_SHAPES`) the group ran, None for any other: a shape
+    without a goal (tiny, narrow) or a named one whose values a flag changed (a run with
+    `--config.shapes.small=...` did not run issue 7's small, whatever the name says)."""
+    name = group["shape_name"]
+    return name if tuple(group["shape"]) == GOAL_SHAPES.get(name) else None
+
+
+def shape_label(group: dict) -> str:
+    """The group's shape as goal lines and the across-runs tables name it: issue 7's shapes by
+    name, any other with its values too ("small (8, 64, 128, 256)"), so runs whose shapes
+    share a name but not their sizes are not pooled into one row."""
+    if goal_shape(group) is not None:
+        return group["shape_name"]
+    return f"{group['shape_name']} {tuple(group['shape'])}"
+
+
+def _speed_goal_groups(groups: list[dict]) -> list[tuple[str, float, float, dict]]:
+    """`(mode, vs torch, vs flax, group)` for every CPU speed goal (`SPEED_GOALS`) a group was
+    timed for: its cell, mode and shape, by values as well as name (`goal_shape`)."""
+    return [
+        (mode, vs_torch, vs_flax, g)
+        for mode, configs, vs_torch, vs_flax in SPEED_GOALS
+        for g in groups
+        if g["mode"] == mode and goal_shape(g) in configs and g["cell"] in CELLS
+    ]
+
+
+def unjudged_shapes(groups: list[dict]) -> list[str]:
+    """Why no speed goal is judged for the groups a goal names by cell, mode and shape name
+    whose shape's values are not issue 7's, one line each."""
+    lines = []
+    for mode, configs, _, _ in SPEED_GOALS:
+        for g in groups:
+            name = g["shape_name"]
+            if g["mode"] == mode and name in configs and g["cell"] in CELLS:
+                if goal_shape(g) is None:
+                    lines.append(
+                        f"{g['cell']} {shape_label(g)} {mode}: not issue 7's {name} "
+                        f"{GOAL_SHAPES[name]}, so no speed goal applies"
+                    )
+    return lines
+
+
 def speed_goals(
     groups: list[dict], backend: str = "cpu"
 ) -> list[tuple[str, float, float, float | None]]:
@@ -109,16 +160,13 @@ def speed_goals(
     if backend != "cpu":
         return []
     records = []
-    for mode, configs, vs_torch, vs_flax in SPEED_GOALS:
-        for g in groups:
-            if g["mode"] != mode or g["shape_name"] not in configs or g["cell"] not in CELLS:
-                continue
-            for peer, goal in (("torch", vs_torch), ("flax", vs_flax)):
-                got = g["rnn_jax_speedup_over"].get(peer)
-                if got is not None:
-                    cpu = g.get("rnn_jax_cpu_speedup_over", {}).get(peer)
-                    what = f"{g['cell']} {g['shape_name']} {mode} vs {peer}"
-                    records.append((what, got, goal, cpu))
+    for mode, vs_torch, vs_flax, g in _speed_goal_groups(groups):
+        for peer, goal in (("torch", vs_torch), ("flax", vs_flax)):
+            got = g["rnn_jax_speedup_over"].get(peer)
+            if got is not None:
+                cpu = g.get("rnn_jax_cpu_speedup_over", {}).get(peer)
+                what = f"{g['cell']} {g['shape_name']} {mode} vs {peer}"
+                records.append((what, got, goal, cpu))
     return records
 
 
@@ -134,7 +182,7 @@ def per_layer_goals(groups: list[dict]) -> list[tuple[str, float, float, float |
     """The same records for the per-layer speed of bidirectional and stacked groups."""
     return [
         (
-            f"{g['cell']} {g['shape_name']} {_per_layer_terms(g)[0]} per-layer speed",
+            f"{g['cell']} {shape_label(g)} {_per_layer_terms(g)[0]} per-layer speed",
             g["per_layer_speed"],
             PER_LAYER_GOAL,
             g["cpu_per_layer_speed"],
@@ -149,17 +197,14 @@ def unmeasured_goals(groups: list[dict], backend: str = "cpu") -> list[str]:
     if backend != "cpu":
         return []
     lines = []
-    for mode, configs, _, _ in SPEED_GOALS:
-        for g in groups:
-            if g["mode"] != mode or g["shape_name"] not in configs or g["cell"] not in CELLS:
-                continue
-            for peer in ("torch", "flax"):
-                if g["rnn_jax_speedup_over"].get(peer) is None:
-                    missing = [m for m in ("rnn_jax", peer) if m not in g["members"]]
-                    lines.append(
-                        f"- NOT MEASURED: {g['cell']} {g['shape_name']} {mode} vs {peer}: "
-                        f"no {' or '.join(missing) or 'ratio'} in this run"
-                    )
+    for mode, _, _, g in _speed_goal_groups(groups):
+        for peer in ("torch", "flax"):
+            if g["rnn_jax_speedup_over"].get(peer) is None:
+                missing = [m for m in ("rnn_jax", peer) if m not in g["members"]]
+                lines.append(
+                    f"- NOT MEASURED: {g['cell']} {g['shape_name']} {mode} vs {peer}: "
+                    f"no {' or '.join(missing) or 'ratio'} in this run"
+                )
     return lines
 
 
@@ -174,7 +219,9 @@ def goal_checks(groups: list[dict], backend: str = "cpu") -> list[str]:
         by_cpu = "" if cpu is None else f"; by CPU time {cpu:.2f}×"
         lines.append(f"- {verdict}: {what}: {got:.2f}× wall-clock (goal ≥ {goal}×{by_cpu})")
     lines += unmeasured_goals(groups, backend)
-    if backend != "cpu" and any(g["cell"] in CELLS for g in groups):
+    if backend == "cpu":
+        lines += [f"- NOT JUDGED: {line}" for line in unjudged_shapes(groups)]
+    elif any(g["cell"] in CELLS for g in groups):
         lines.append(
             f"- NOT JUDGED on {backend}: the speed goals against torch and Flax are issue 7's "
             "CPU goals; the ratios are in the tables above"
@@ -187,20 +234,20 @@ def goal_checks(groups: list[dict], backend: str = "cpu") -> list[str]:
         if ours is None or not flax:
             if g["cell"] in CELLS:
                 lines.append(
-                    f"- NOT MEASURED: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory: "
+                    f"- NOT MEASURED: {g['cell']} {shape_label(g)} fwd_bwd XLA temp memory: "
                     "no rnn_jax or flax figure in this run"
                 )
             continue
         verdict = "MET" if ours <= MEMORY_GOAL * flax else "MISSED"
         lines.append(
-            f"- {verdict}: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory "
+            f"- {verdict}: {g['cell']} {shape_label(g)} fwd_bwd XLA temp memory "
             f"{ours:.0f} MiB = {ours / flax:.2f}× Flax's {flax:.0f} MiB (goal ≤ {MEMORY_GOAL}×)"
         )
         remat = m.get("rnn_jax_remat", {}).get("xla_temp_mib")
         if remat is not None:
             verdict = "MET" if remat <= REMAT_MEMORY_GOAL * flax else "MISSED"
             lines.append(
-                f"- {verdict}: {g['cell']} {g['shape_name']} fwd_bwd XLA temp memory with remat "
+                f"- {verdict}: {g['cell']} {shape_label(g)} fwd_bwd XLA temp memory with remat "
                 f"{remat:.0f} MiB = {remat / flax:.2f}× Flax's (goal ≤ {REMAT_MEMORY_GOAL}×)"
             )
     return lines
@@ -211,7 +258,7 @@ def gpu_checks(groups: list[dict], sweep: list[dict]) -> list[str]:
     medium, and the associative minGRU scan against the sequential one at T = 4096."""
     lines = []
     for g in groups:
-        if (g["cell"], g["shape_name"], g["mode"]) != ("lstm", "medium", "fwd_bwd"):
+        if (g["cell"], goal_shape(g), g["mode"]) != ("lstm", "medium", "fwd_bwd"):
             continue
         for peer in ("torch", "rnn_jax_cudnn"):
             got = g["rnn_jax_speedup_over"].get(peer)
@@ -294,22 +341,28 @@ def across_runs(runs: list[dict], *, per_run: bool = False) -> str:
     their ratios; `per_run=True` shows every run's ratio instead ("–" where a run did not
     measure it)."""
     table: dict[str, list] = {}
+    unjudged = []  # groups named like a goal's whose shape is not issue 7's: in no row
     for i, results in enumerate(runs):
         final = results["final"]
         per_layer = final.get("bidirectional", []) + final.get("stacked", [])
         backend = results.get("provenance", {}).get("backend", "cpu")
         speed = speed_goals(final["groups"], backend)
+        if backend == "cpu":
+            unjudged += [
+                f"- NOT JUDGED in run {i + 1}: {x}" for x in unjudged_shapes(final["groups"])
+            ]
         # Per-layer goals hold on every backend, but a GPU run's ratio is no draw of the
         # CPU's: it gets its own row, named by its backend.
         where = "" if backend == "cpu" else f" on {backend}"
         per_layer_records = [(what + where, *rest) for what, *rest in per_layer_goals(per_layer)]
         for what, got, goal, _ in speed + per_layer_records:
             table.setdefault(what, [goal, [None] * len(runs)])[1][i] = got
+    notes = "".join(f"{line}\n" for line in unjudged)
     if not table:
         # An empty table and "covering the median with probability  (..." before.
         return (
             f"No speed goal in these {len(runs)} run(s): none timed a shape and mode that a "
-            "goal names (`speed_goals`) or a bidirectional or stacked group.\n"
+            "goal names (`speed_goals`) or a bidirectional or stacked group.\n" + notes
         )
     coverages = set()
     if per_run:
@@ -345,7 +398,7 @@ def across_runs(runs: list[dict], *, per_run: bool = False) -> str:
         f"Interval: order statistics of the per-run ratios, covering the median with "
         f"probability {levels} (distribution-free; `throughput_report.median_interval`).",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{notes}" if notes else "")
 
 
 FLOOR = "xla_gemm_floor"
@@ -403,7 +456,7 @@ def floor_across_runs(runs: list[dict], *, per_run: bool = False) -> str:
         for g in results["final"]["groups"]:
             m = g["members"]
             if FLOOR in m:
-                what = f"{g['cell']} {g['shape_name']} {g['mode']}{where}"
+                what = f"{g['cell']} {shape_label(g)} {g['mode']}{where}"
                 row = table.setdefault(what, [[None] * len(timed), [None] * len(timed)])
                 row[0][i], row[1][i] = _over(m, "torch", FLOOR), _over(m, "rnn_jax", FLOOR)
     if not table:

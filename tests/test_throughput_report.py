@@ -43,10 +43,12 @@ def test_a_run_without_groups_writes_its_report(tmp_path):
     assert "| T=4 (B=16) |" in table and "| min_gru:sequential |" in table
 
 
-def _group(cell, shape_name, mode, members, speedups):
+def _group(cell, shape_name, mode, members, speedups, shape=None):
+    """A timed group; its shape issue 7's of that name unless `shape` is given."""
     return {
         "cell": cell,
         "shape_name": shape_name,
+        "shape": shape or throughput_report.GOAL_SHAPES.get(shape_name, (4, 8, 8, 16)),
         "mode": mode,
         "members": {name: {"xla_temp_mib": 10.0} for name in members},
         "rnn_jax_speedup_over": speedups,
@@ -74,6 +76,47 @@ def test_goal_checks_name_the_goals_a_missing_peer_leaves_unmeasured():
     # Groups no goal is about say nothing: minGRU, or a shape outside the goals.
     assert throughput_report.goal_checks([_group("min_gru", "small", "fwd", ["rnn_jax"], {})]) == []
     assert throughput_report.goal_checks([_group("lstm", "tiny", "fwd", ["rnn_jax"], {})]) == []
+
+
+def test_a_shape_changed_by_a_flag_is_not_judged_or_pooled_as_issue_7s():
+    """`--config.shapes.small=(8, 64, 128, 256)` still names its groups "small": they were
+    judged against issue 7's small goals and pooled with real small runs across runs. Goals
+    and rows now go by the shape's values; the changed shape is named with them, unjudged."""
+    changed = (8, 64, 128, 256)
+    odd = _group("lstm", "small", "fwd_bwd", ["rnn_jax", "flax"], {"flax": 2.0}, changed)
+    lines = throughput_report.goal_checks([odd])
+    assert lines[0] == (
+        "- NOT JUDGED: lstm small (8, 64, 128, 256) fwd_bwd: not issue 7's small "
+        "(32, 64, 128, 256), so no speed goal applies"
+    )
+    assert not any("vs flax" in line or "vs torch" in line for line in lines)
+    assert lines[1].startswith("- MET: lstm small (8, 64, 128, 256) fwd_bwd XLA temp memory")
+    # Issue 7's medium values under another name are not its medium either (GPU goal).
+    renamed = _group("lstm", "small", "fwd_bwd", ["rnn_jax"], {"torch": 0.95}, (64, 128, 256, 512))
+    assert throughput_report.gpu_checks([renamed], []) == []
+
+    def run(group, per_layer):
+        bidirectional = {k: group[k] for k in ("cell", "shape_name", "shape")}
+        bidirectional |= {"per_layer_speed": per_layer, "cpu_per_layer_speed": per_layer}
+        return {"final": {"groups": [group], "bidirectional": [bidirectional]}}
+
+    real = _group("lstm", "small", "fwd_bwd", ["rnn_jax", "flax"], {"flax": 1.0})
+    table = throughput_report.across_runs([run(real, 0.9), run(odd, 1.2)], per_run=True)
+    assert "| lstm small fwd_bwd vs flax | ≥ 1.3× | 1.00× | – | missed |" in table
+    assert "| lstm small bidirectional per-layer speed | ≥ 1.0× | 0.90× | – |" in table
+    assert (
+        "| lstm small (8, 64, 128, 256) bidirectional per-layer speed | ≥ 1.0× | – | 1.20× |"
+        in (table)
+    )
+    assert table.endswith(
+        "- NOT JUDGED in run 2: lstm small (8, 64, 128, 256) fwd_bwd: not issue 7's small "
+        "(32, 64, 128, 256), so no speed goal applies\n"
+    )
+    # The benchmark's config takes issue 7's shapes from the report: one definition.
+    config = cli.load_config(f"{CONFIG}:cpu", rules=throughput.RULES, trains=False)
+    assert {n: tuple(config.shapes[n]) for n in throughput_report.GOAL_SHAPES} == (
+        throughput_report.GOAL_SHAPES
+    )
 
 
 def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(
@@ -173,7 +216,8 @@ def test_cpu_speed_goals_are_not_judged_on_a_gpu():
     runs = [_results("cpu", r) for r in (0.9, 0.91, 0.92, 0.93, 0.94)] + [_results("gpu", 2.0)]
     # Per-layer goals hold on a GPU too, in rows of their own: its 0.5x made the CPU row split.
     for results, speed in zip(runs, (1.05,) * 5 + (0.5,), strict=True):
-        group = {"cell": "gru", "shape_name": "long", "per_layer_speed": speed}
+        group = {"cell": "gru", "shape_name": "long", "shape": [16, 1024, 64, 128]}
+        group["per_layer_speed"] = speed
         results["final"]["bidirectional"] = [group | {"cpu_per_layer_speed": speed}]
     table = throughput_report.across_runs(runs)
     assert "| lstm medium fwd_bwd vs torch | ≥ 1.0× | 5 | 0 | 0.90–0.94× | missed |" in table
