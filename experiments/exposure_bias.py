@@ -464,10 +464,13 @@ def run_point(
     }
 
 
-def check_grid(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
-    """(corpora, language-model regimes) of the grid, after every check that needs the config
-    alone (no corpus read, nothing trained): `run` calls it first, and `launch.sweep` for each
-    of its runs before any starts.
+def check_grid(
+    config: ml_collections.ConfigDict,
+) -> tuple[list[str], list[str], list[tuple[str, tuple[str, dict]]]]:
+    """(corpora, language-model regimes, translation points' (regime, schedule) from
+    `translation.check_points`, empty without multi30k) of the grid, after every check that
+    needs the config alone (no corpus read, nothing trained): `run` calls it first, and
+    `launch.sweep` for each of its runs before any starts.
 
     Raises:
       ConfigError: naming the key.
@@ -481,20 +484,21 @@ def check_grid(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]
         regime_schedule(
             regime, config.train.num_steps, config.schedule_sampling.final_teacher_forcing
         )
+    mt_schedules = []
     if translation.CORPUS in corpora:
-        translation.check_points(config, REGIMES, regime_schedule)
-    return corpora, regimes
+        mt_schedules = translation.check_points(config, REGIMES, regime_schedule)
+    return corpora, regimes, mt_schedules
 
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-    corpora, regimes = check_grid(config)
+    corpora, regimes, mt_schedules = check_grid(config)
     lm_corpora = [c for c in corpora if c != translation.CORPUS]
     for regime in regimes:
         for corpus in lm_corpora:  # a resume that would change the schedule fails here
             check_schedule_resume(
                 workdir / "points" / f"{corpus}-{regime}", regime, config.train.num_steps
             )
-    mt_points = translation.points(config, corpora, REGIMES, regime_schedule)
+    mt_points = translation.points(config, mt_schedules)
     # the true process's own FR − TF gap, the reference for the models' gaps (no training;
     # built first, so a bad data.prefix fails before any point trains)
     reference = {"markov": markov_reference(config)} if "markov" in lm_corpora else {}

@@ -353,23 +353,15 @@ class TranslationTask(Task):
 
 
 def points(
-    config: ml_collections.ConfigDict,
-    corpora: list[str],
-    regimes: tuple[str, ...],
-    schedule_options: Callable[[str, int, float], tuple[str, dict]],
+    config: ml_collections.ConfigDict, schedules: list[tuple[str, tuple[str, dict]]]
 ) -> list[tuple[str, Callable[[pathlib.Path], dict]]]:
-    """The grid points `multi30k-<regime>` (none unless `corpora` has multi30k): one per
-    `grid.translation_regimes`, its schedule decaying over `translation.num_steps`. The
-    runtime config of the points (`point_config`) is validated, since the command line only
-    checked the experiment's own `train.*` (`train.grad_accum_steps` must divide
-    `translation.num_steps`, not only `train.num_steps`). Every
-    `schedule_options(regime, num_steps, final)` is called, and the pairs are read
-    (`read_splits`), here, before any point trains, so a schedule it cannot build or a
-    setting that keeps too few pairs fails the run at once; every point trains on these
-    pairs (the corpus is read once per run)."""
-    if CORPUS not in corpora:
+    """The grid points `multi30k-<regime>`, one per (regime, schedule) of `check_points`
+    (none when it gave none: multi30k is not in `grid.corpora`). The pairs are read
+    (`read_splits`) here, before any point trains, so a setting that keeps too few pairs
+    fails the run at once; every point trains on these pairs (the corpus is read once per
+    run)."""
+    if not schedules:
         return []
-    schedules = check_points(config, regimes, schedule_options)
     pairs = read_splits(config)
     return [
         (f"{CORPUS}-{regime}", functools.partial(run_point, config, regime, schedule, pairs))
@@ -382,8 +374,13 @@ def check_points(
     regimes: tuple[str, ...],
     schedule_options: Callable[[str, int, float], tuple[str, dict]],
 ) -> list[tuple[str, tuple[str, dict]]]:
-    """(regime, schedule) of each translation point, after every check of `points` that needs
-    the config alone (no pairs read, nothing trained).
+    """(regime, schedule) of each translation point (what `points` builds them from), after
+    every check that needs the config alone (no pairs read, nothing trained): the runtime
+    config of the points (`point_config`) is validated, since the command line only checked
+    the experiment's own `train.*` (`train.grad_accum_steps` must divide
+    `translation.num_steps`, not only `train.num_steps`), and every
+    `schedule_options(regime, num_steps, final)` is called, so a schedule it cannot build
+    fails the run at once.
 
     Raises:
       ConfigError: naming the key.

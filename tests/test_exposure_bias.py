@@ -546,6 +546,32 @@ def test_q7_names_the_trained_cell_not_always_lstm(tmp_path):
     assert "the teacher-forced GRU LM reaches 2.200 nats/token" in text and "LSTM" not in text
 
 
+def test_a_run_checks_the_translation_points_once(repo_root, tmp_path, monkeypatch):
+    """`run` validated the translation points' config and built every schedule twice: in
+    `check_grid` and again in `points`. The schedules `check_grid` returns are the ones the
+    points are built from."""
+    overrides = {"grid.corpora": "multi30k", "data.root": "/nowhere"}
+    config = cli.load_config(str(repo_root / EXPOSURE_SMOKE), overrides, rules=eb.RULES)
+    checked, check_points = [], mt.check_points
+
+    def counted(*args):
+        checked.append(check_points(*args))
+        return checked[-1]
+
+    class PairsRead(Exception):
+        pass
+
+    def read_splits(config):
+        raise PairsRead
+
+    monkeypatch.setattr(mt, "check_points", counted)
+    monkeypatch.setattr(mt, "read_splits", read_splits)
+    with pytest.raises(PairsRead):
+        eb.run(config, tmp_path)
+    assert len(checked) == 1
+    assert eb.check_grid(config)[2] == checked[0] != []
+
+
 # ---- translation: settings that keep too few pairs fail before anything trains -----------------
 def test_translation_settings_keeping_too_few_pairs_fail_naming_the_key(
     repo_root, data_root, tmp_path
