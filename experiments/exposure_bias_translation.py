@@ -26,6 +26,7 @@ from flax import nnx
 from experiments import grid, significance
 from rnn_jax import decoding, metrics
 from rnn_jax.data.batching import BatchIterator, pad_batch, repeat_epochs
+from rnn_jax.data.pipeline import check_training_batch_size
 from rnn_jax.data.readers import read_parallel
 from rnn_jax.data.root import default_data_root
 from rnn_jax.data.vocab import Vocabulary
@@ -87,7 +88,8 @@ def read_splits(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
     Raises:
       ConfigError: naming `translation.max_length` when a split keeps no pair, and
         `translation.batch_size` when the training pairs fill no batch (the training batches
-        drop the remainder): before anything trains, not an IndexError or a library error
+        drop the remainder; `pipeline.check_training_batch_size`, naming the cuts that set
+        the split's size): before anything trains, not an IndexError or a library error
         from inside the point.
     """
     t = config.translation
@@ -100,12 +102,15 @@ def read_splits(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
                 f"translation.max_length={t.max_length}: no {split} pair of {CORPUS} has both "
                 "sides that short"
             )
-    if len(pairs["train"]) < t.batch_size:
-        raise ConfigError(
-            f"translation.batch_size={t.batch_size}: more than the {len(pairs['train'])} "
-            f"training pairs kept (translation.max_length={t.max_length}, "
-            f"translation.max_train_pairs={t.max_train_pairs}); no batch would be full"
-        )
+    check_training_batch_size(
+        pairs["train"],
+        t.batch_size,
+        dataset=CORPUS,
+        key="translation.batch_size",
+        unit="pairs",
+        cut_by=f"translation.max_length={t.max_length}, "
+        f"translation.max_train_pairs={t.max_train_pairs}",
+    )
     return pairs
 
 

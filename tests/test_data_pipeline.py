@@ -180,6 +180,9 @@ def test_check_training_batch_size_refuses_exactly_the_sizes_that_give_no_batch(
         check_training_batch_size(
             examples, 9, dataset="d", key="translation.batch_size", unit="pairs"
         )
+    # the settings that cut the split to its size, named where the caller has them
+    with pytest.raises(ConfigError, match=r"^x=9: .* has 3 sentences, fewer .* \(kept by y=2\)$"):
+        check_training_batch_size(examples, 9, dataset="d", key="x", cut_by="y=2")
 
 
 def test_evaluation_batches_hold_every_example_once_longest_first():

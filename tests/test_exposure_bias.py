@@ -582,7 +582,11 @@ def test_translation_settings_keeping_too_few_pairs_fail_naming_the_key(
     spec = str(repo_root / "experiments/configs/exposure_bias.py") + ":smoke"
     cases = {
         "translation.max_length": (3, "translation.max_length=3: no train pair of multi30k"),
-        "translation.max_train_pairs": (4, "translation.batch_size=8: more than the 4 training"),
+        "translation.max_train_pairs": (
+            4,
+            r"^translation.batch_size=8: the 'train' split of 'multi30k' has 4 pairs, fewer than "
+            r"one full batch \(kept by translation.max_length=8, translation.max_train_pairs=4\)$",
+        ),
     }
     for key, (value, message) in cases.items():
         overrides = {"grid.corpora": "multi30k", "data.root": str(data_root), key: value}

@@ -195,9 +195,11 @@ def check_training_batch_size(
     dataset: str,
     key: str = "train.batch_size",
     unit: str = "sentences",
+    cut_by: str = "",
 ) -> None:
     """Refuse a `batch_size` above the number of training examples, which `training_batches`
-    (full batches only: it drops the remainder) would turn into no batch at all.
+    (full batches only: it drops the remainder; `BatchIterator(drop_remainder=True)` alike)
+    would turn into no batch at all.
 
     A task calls this where it loads its data, so that the config error comes before anything
     is compiled or written (`BatchIterator`'s ValueError would come when training asks for
@@ -209,6 +211,8 @@ def check_training_batch_size(
       dataset: the dataset's name, for the message.
       key: the config key `batch_size` comes from, for the message.
       unit: what one example is, for the message ("sentences", "pairs").
+      cut_by: the config settings that cut the split to its size, for the message (e.g.
+        "translation.max_length=15, translation.max_train_pairs=4"); empty: none.
     Raises:
       ConfigError (`rnn_jax.train.config`, a ValueError): naming `key`, `batch_size`, the
         dataset and the split's size, when the split holds fewer than `batch_size` examples.
@@ -218,9 +222,10 @@ def check_training_batch_size(
     from rnn_jax.train.config import ConfigError
 
     if (size := len(train_examples)) < batch_size:
+        kept = f" (kept by {cut_by})" if cut_by else ""
         raise ConfigError(
             f"{key}={batch_size}: the 'train' split of {dataset!r} has {size} {unit}, "
-            "fewer than one full batch"
+            f"fewer than one full batch{kept}"
         )
 
 
