@@ -45,6 +45,7 @@ from rnn_jax.files import write_text_atomic
 from rnn_jax.train import config as cfg
 from rnn_jax.train import distributed
 from rnn_jax.train.loop import build_steps
+from rnn_jax.train.metrics import remove_done_marker
 
 RULES: cfg.Rules = {
     **LM_RULES,
@@ -134,9 +135,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: LanguageModelTask
     workdir = pathlib.Path(workdir)
     start = time.perf_counter()
     paths = data_paths(config, task)
-    # results.json, the "done" marker, goes before anything is redone: a rerun under another
-    # config killed midway kept the old one and read as finished (reproduce skipped it)
-    (workdir / "results.json").unlink(missing_ok=True)
+    remove_done_marker(workdir)  # before anything is redone
     prepare_s = time.perf_counter() - start
     # Exactly the jitted train step `train_and_evaluate` runs.
     mesh, state, train_step, _ = build_steps(config, task)

@@ -30,7 +30,7 @@ from rnn_jax import predicates
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics as run_metrics
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = run_metrics.RESULTS_FILE
 
 
 def split_axis(
@@ -194,9 +194,8 @@ def run_points(
             t0 = time.perf_counter()
             point_dir.mkdir(parents=True, exist_ok=True)
             if jax.process_index() == 0:  # multi-host runs: one writer, as the runtime does
-                # The grid's "done" marker goes while a point trains: a rerun under another
-                # config killed midway kept the old results.json and read as finished.
-                (workdir / RESULTS_FILE).unlink(missing_ok=True)
+                # The grid's "done" marker goes while a point trains.
+                run_metrics.remove_done_marker(workdir)
                 summary_path.unlink(missing_ok=True)  # a stale summary never outlives its run
                 run_metrics.write_json_atomic(point_dir / POINT_CONFIG_FILE, current)
             summaries[name] = {**fn(point_dir), **labels, "point_wall_s": time.perf_counter() - t0}

@@ -1089,9 +1089,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     smt, workdir = config.smt, pathlib.Path(workdir)
     begin = time.perf_counter()
     pairs = load_pairs(config)
-    # results.json, the "done" marker, goes before anything is redone: a rerun under another
-    # config killed midway kept the old one and read as finished (reproduce skipped it)
-    (workdir / "results.json").unlink(missing_ok=True)
+    run_metrics.remove_done_marker(workdir)  # before anything is redone
     train, scored = pairs["train"], pairs[smt.eval_split]
     system, timing = train_system(train, smt)
     print(f"trained on {len(train)} pairs: {system.sizes} {timing}", flush=True)

@@ -75,7 +75,7 @@ from rnn_jax.predicates import is_decimal
 from rnn_jax.train import config as cfg
 from rnn_jax.train import seeds
 from rnn_jax.train.loop import train_and_evaluate
-from rnn_jax.train.metrics import write_text_atomic
+from rnn_jax.train.metrics import remove_done_marker, write_text_atomic
 from rnn_jax.train.restore import restore_model
 
 EOS = "<eos>"
@@ -467,9 +467,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     sentences = load_sentences(config)
     task = UDLanguageModelTask(config, sentences)
     if jax.process_index() == 0:
-        # results.json, the "done" marker, goes before anything is redone: a rerun under
-        # another config killed midway kept the old one and read as finished
-        (workdir / grid.RESULTS_FILE).unlink(missing_ok=True)
+        remove_done_marker(workdir)  # before anything is redone
     lm_dir = workdir / "lm"
     print(f"state_probe: training the LM ({config.num_seeds} seeds) in {lm_dir}", flush=True)
     lm_final = train_and_evaluate(config, lm_dir, task)["final"]

@@ -474,7 +474,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     allocator.configure(config.malloc)  # the CLI has; again for direct callers (idempotent)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("results.json", "throughput.md", PLOT, report.PARTIAL):
+    metrics.remove_done_marker(workdir)
+    for name in ("throughput.md", PLOT, report.PARTIAL):  # nor its other outputs
         (workdir / name).unlink(missing_ok=True)
     load_before = os.getloadavg()
     final: dict[str, list] = {

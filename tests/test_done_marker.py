@@ -10,6 +10,7 @@ from experiments import state_probe as sp
 from experiments.configs import smt_baseline as smt_configs
 from experiments.language_model import LanguageModelTask
 from rnn_jax.train import cli
+from rnn_jax.train import metrics as run_metrics
 
 
 class Killed(Exception):
@@ -18,6 +19,18 @@ class Killed(Exception):
 
 def _kill(*args, **kwargs):
     raise Killed
+
+
+def test_remove_done_marker_removes_results_json_only(tmp_path):
+    """The one function every run calls before it redoes its work (the runtime, the grid,
+    smt_baseline, state_probe, data_throughput, throughput): results.json goes, nothing else,
+    and a workdir without one (a first run) is no error."""
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "config.json").write_text("{}")
+    run_metrics.remove_done_marker(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    run_metrics.remove_done_marker(tmp_path)
+    assert run_metrics.RESULTS_FILE == "results.json"  # the name sweeps and reproduce look for
 
 
 def _with_old_results(workdir):

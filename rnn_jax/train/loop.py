@@ -106,7 +106,7 @@ def train_and_evaluate(
             # It trains again (a finished run extended by a larger train.num_steps): the done
             # marker goes until it finishes, or a crash left the old results beside the new
             # config.json and newer checkpoints, and sweeps skipped the run as finished.
-            (workdir / "results.json").unlink(missing_ok=True)
+            metrics.remove_done_marker(workdir)
         for name, content in task.artifacts().items():
             metrics.write_json_atomic(workdir / name, content)
 
@@ -250,7 +250,7 @@ def train_and_evaluate(
     if primary:
         if before_done is not None:
             before_done(results)
-        metrics.write_json_atomic(workdir / "results.json", results)
+        metrics.write_json_atomic(workdir / metrics.RESULTS_FILE, results)
     return results
 
 

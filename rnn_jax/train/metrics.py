@@ -35,6 +35,7 @@ from rnn_jax.files import write_bytes_atomic, write_text_atomic
 from rnn_jax.hardware import cpu_description
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy")
+RESULTS_FILE = "results.json"  # a run's results; its presence means the run is done
 
 
 class MetricsWriter:
@@ -227,6 +228,18 @@ class Progress:
 
     def log(self, step: int, loss: float, tokens_seen: int) -> None:
         logging.info("%s", self.line(step, loss, tokens_seen))
+
+
+def remove_done_marker(workdir: str | pathlib.Path) -> None:
+    """Remove `workdir/results.json` (if any) before a run redoes its work in `workdir`.
+
+    results.json is the "done" marker (reproduce and launch.sweep skip a workdir holding
+    one): a rerun, under another config or extended to more steps, that is killed midway
+    must not leave the previous run's results to be read as its own. The one place this
+    rule lives; each caller removes it at its own moment (after its config and data checks,
+    from the primary process).
+    """
+    (pathlib.Path(workdir) / RESULTS_FILE).unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | pathlib.Path, obj: Any) -> None:
