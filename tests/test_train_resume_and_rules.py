@@ -112,6 +112,12 @@ def test_resume_with_num_steps_below_the_checkpoint_is_a_config_error(tmp_path):
         train_and_evaluate(_config(), tmp_path, _WiderRegression())
     assert (tmp_path / "config.json").read_text() == saved
     assert (tmp_path / "best" / "14").is_dir()
+    # A damaged newest checkpoint (an item folder gone) was orbax's KeyError, a traceback.
+    shutil.rmtree(tmp_path / "checkpoints" / "12" / "loop")
+    with pytest.raises(cfg.ConfigError, match=r"cannot resume in .*checkpoints/12 is damaged"):
+        train_and_evaluate(_config(), tmp_path, Regression())
+    assert (tmp_path / "config.json").read_text() == saved
+    assert (tmp_path / "best" / "14").is_dir() and (tmp_path / "checkpoints" / "12").is_dir()
 
 
 class _UnreadableRegression(Regression):

@@ -23,6 +23,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+# The items of every checkpoint (a folder each in its step folder) and their handlers.
+_ITEMS = {"state": ocp.StandardCheckpointHandler, "loop": ocp.JsonCheckpointHandler}
+
 
 class Checkpointer:
     """Periodic and best checkpoints of one run directory.
@@ -63,10 +66,7 @@ class Checkpointer:
         def manager(directory: pathlib.Path, keep: int | None) -> ocp.CheckpointManager:
             # Handlers named up front: a manager that has not saved yet (a resumed run, a
             # reader) otherwise reads no array metadata (`item_metadata` gives None).
-            handlers = {
-                "state": ocp.StandardCheckpointHandler(),
-                "loop": ocp.JsonCheckpointHandler(),
-            }
+            handlers = {item: handler() for item, handler in _ITEMS.items()}
             return ocp.CheckpointManager(directory, options=options(keep), item_handlers=handlers)
 
         self.latest = manager(workdir / "checkpoints", max_to_keep)
@@ -144,12 +144,21 @@ class Checkpointer:
 
         Raises:
           ValueError: when the checkpoint's arrays do not fit `abstract_state`, naming each
-            array whose shape differs or that only one of them has.
+            array whose shape differs or that only one of them has; or when the
+            checkpoint is damaged (an item folder missing, a file that cannot be read), naming
+            its step folder and the item. A damaged newest checkpoint is refused, not skipped
+            for an older one (docs/design.md, "Checkpoints").
         """
         manager = self.best if best else self.latest
         step = manager.latest_step()
         if step is None:
             return None
+        # orbax's own errors were a KeyError ('Item "loop" was not found in the checkpoint')
+        # naming no folder, or a FileNotFoundError or JSONDecodeError outside the ValueErrors
+        # that a refused resume reports.
+        missing = [item for item in _ITEMS if not (manager.directory / str(step) / item).is_dir()]
+        if missing:
+            raise _damaged(manager, step, f"no {' and no '.join(missing)} item folder")
         # Shapes compared before reading: orbax's shape error names no array ("Requested
         # shape: (1, 6) is not compatible with the stored shape: (1, 4)"), and its failed
         # restore left the reads of the other arrays unfinished (coroutines never awaited).
@@ -157,18 +166,9 @@ class Checkpointer:
         differences = reshaped + unmatched
         if reshaped:
             raise _does_not_fit(manager, step, differences)
-        try:
-            restored = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()
-                ),
-            )
-        except ValueError as error:  # a tree that differs: orbax names no array either
-            if not differences:
-                raise
-            raise _does_not_fit(manager, step, differences) from error
-        found, wanted = len(jax.tree.leaves(restored.state)), len(jax.tree.leaves(abstract_state))
+        loop = _read(manager, step, "loop", ocp.args.JsonRestore())
+        state = _read(manager, step, "state", ocp.args.StandardRestore(abstract_state), differences)
+        found, wanted = len(jax.tree.leaves(state)), len(jax.tree.leaves(abstract_state))
         if found != wanted:
             # orbax filled an array the checkpoint lacks with the stored empty node (a task's
             # carry `()` where the run now has an array) without an error: the resume then
@@ -177,7 +177,7 @@ class Checkpointer:
             raise _does_not_fit(
                 manager, step, differences or [f"{found} arrays in the checkpoint, {wanted} here"]
             )
-        return restored.state, restored.loop
+        return state, loop
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""
@@ -196,6 +196,47 @@ class Checkpointer:
             self._prune_best(periodic)
         self.latest.close()
         self.best.close()
+
+
+def _read(
+    manager: ocp.CheckpointManager,
+    step: int,
+    item: str,
+    args: ocp.args.CheckpointArgs,
+    differences: list[str] | None = None,
+) -> Any:
+    """Item `item` of checkpoint `step` of `manager`, restored with `args`.
+
+    Raises:
+      ValueError: `_does_not_fit` when orbax refuses a target that `differences` (the arrays
+        only one side has) explains; otherwise naming the step folder and the item that
+        cannot be read (a file of it missing or corrupt).
+    """
+    try:
+        return manager.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+    except (OSError, ValueError) as error:
+        if differences and not isinstance(error, OSError):  # a tree that differs: orbax
+            raise _does_not_fit(manager, step, differences) from error  # names no array
+        # tensorstore appends its whole JSON spec (kilobytes) to a message that names the file.
+        message = str(error).split(" [tensorstore_spec", 1)[0]
+        raise _damaged(
+            manager, step, f"its {item} item cannot be read ({type(error).__name__}: {message})"
+        ) from error
+
+
+def _damaged(manager: ocp.CheckpointManager, step: int, what: str) -> ValueError:
+    """The refusal of a damaged checkpoint `step` (`what` says how), naming its folder and the
+    step a resume would fall back to once that folder is removed."""
+    earlier = [s for s in manager.all_steps() if s < step]
+    fallback = (
+        f"removing that folder falls back to the checkpoint of step {earlier[-1]}"
+        if earlier
+        else "it is the only checkpoint there"
+    )
+    return ValueError(
+        f"checkpoint {manager.directory / str(step)} is damaged: {what}. Nothing was "
+        f"restored; {fallback}."
+    )
 
 
 def _stored_differences(

@@ -268,8 +268,9 @@ def _resume(
 
     Raises:
       ConfigError: naming `workdir`, when the newest checkpoint does not fit the model (another
-        model, vocabulary or optimiser), is of a step past `train.num_steps`, or saved a data
-        position this run's data refuses. Nothing in `workdir` has been changed by then.
+        model, vocabulary or optimiser), is damaged (an item folder or file missing or
+        unreadable), is of a step past `train.num_steps`, or saved a data position this run's
+        data refuses. Nothing in `workdir` has been changed by then.
     """
     loop = {
         "window": {},
@@ -283,7 +284,7 @@ def _resume(
     }
     try:
         restored = checkpointer.restore(abstract_like(state))
-    except ValueError as error:  # `_does_not_fit`: another model, vocabulary or optimiser
+    except ValueError as error:  # it does not fit this run's state, or it is damaged
         raise config_lib.ConfigError(f"cannot resume in {workdir}: {error}") from error
     if restored is None:
         return state, loop, 0, config.train.num_steps, task.train_data()

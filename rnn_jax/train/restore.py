@@ -36,7 +36,8 @@ def restore_model(
     Raises:
       ValueError: when the run directory holds no such checkpoint or replica, or `config`
         differs from the run's `config.json` in a key that a resume may not change
-        (`rnn_jax.train.config.RESUMABLE_CHANGES`), naming each such key.
+        (`rnn_jax.train.config.RESUMABLE_CHANGES`), naming each such key; or when the
+        checkpoint does not fit the model or is damaged (`Checkpointer.restore`).
     """
     directory = pathlib.Path(workdir) / ("best" if best else "checkpoints")
     if not directory.is_dir():
