@@ -308,3 +308,54 @@ def test_a_damaged_only_checkpoint_says_there_is_no_earlier_one(tmp_path):
     ):
         reader.restore(abstract_like(state), best=True)
     reader.close()
+
+
+def test_a_checkpoint_of_other_dtypes_names_the_arrays_and_both_dtypes(tmp_path, monkeypatch):
+    """orbax cast a checkpoint's arrays to the target's dtypes without a word (a float64 run
+    resumed without x64 came back float32, float32 params restored as bfloat16): dtypes are
+    compared with the shapes, before any array is read. A typed RNG key (`abstract_like`
+    gives its uint32 key data, as stored) still restores."""
+    state = _tiny_state()
+    _two_checkpoints(tmp_path, state)
+    checkpointer = Checkpointer(tmp_path, 2, read_only=True)
+
+    def read(*args, **kwargs):
+        raise AssertionError("arrays read from a checkpoint that does not fit")
+
+    monkeypatch.setattr(checkpointer.latest, "restore", read)
+    other = {"w": jnp.arange(4.0, dtype=jnp.bfloat16), "step": jnp.zeros((), jnp.float32)}
+    with pytest.raises(ValueError) as error:
+        checkpointer.restore(abstract_like(other))
+    assert str(error.value).endswith(
+        "dtype other than the checkpoint's):\n"
+        "  step: dtype int32 in the checkpoint, float32 in this run\n"
+        "  w: dtype float32 in the checkpoint, bfloat16 in this run"
+    )
+    reshaped = {"w": jnp.arange(2, dtype=jnp.int32), "step": state["step"]}
+    with pytest.raises(ValueError) as error:
+        checkpointer.restore(abstract_like(reshaped))
+    assert str(error.value).endswith(
+        "\n  w: shape (4,) in the checkpoint, (2,) in this run; dtype float32 in the "
+        "checkpoint, int32 in this run"
+    )
+    checkpointer.close()
+    with jax.enable_x64(True):
+        wide = Checkpointer(tmp_path / "x64", 1)
+        wide.save(1, {"w": jnp.arange(4.0, dtype=jnp.float64)}, {})
+        wide.close()
+    narrow = Checkpointer(tmp_path / "x64", 1, read_only=True)
+    with pytest.raises(ValueError) as error:
+        narrow.restore(abstract_like({"w": jnp.arange(4.0)}))
+    assert str(error.value).endswith(
+        "\n  w: dtype float64 in the checkpoint, float32 in this run (JAX's x64 mode is off here)"
+    )
+    narrow.close()
+    keyed = Checkpointer(tmp_path / "key", 1)
+    keyed.save(1, {"rng": jax.random.key(7)}, {})
+    keyed.close()
+    keyed = Checkpointer(tmp_path / "key", 1, read_only=True)
+    restored = keyed.restore(abstract_like({"rng": jax.random.key(0)}))[0]["rng"]
+    np.testing.assert_array_equal(
+        jax.random.key_data(restored), jax.random.key_data(jax.random.key(7))
+    )
+    keyed.close()

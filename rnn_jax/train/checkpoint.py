@@ -21,6 +21,7 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 # The items of every checkpoint (a folder each in its step folder) and their handlers.
@@ -144,7 +145,7 @@ class Checkpointer:
 
         Raises:
           ValueError: when the checkpoint's arrays do not fit `abstract_state`, naming each
-            array whose shape differs or that only one of them has; or when the
+            array whose shape or dtype differs or that only one of them has; or when the
             checkpoint is damaged (an item folder missing, a file that cannot be read), naming
             its step folder and the item. A damaged newest checkpoint is refused, not skipped
             for an older one (docs/design.md, "Checkpoints").
@@ -159,12 +160,13 @@ class Checkpointer:
         missing = [item for item in _ITEMS if not (manager.directory / str(step) / item).is_dir()]
         if missing:
             raise _damaged(manager, step, f"no {' and no '.join(missing)} item folder")
-        # Shapes compared before reading: orbax's shape error names no array ("Requested
-        # shape: (1, 6) is not compatible with the stored shape: (1, 4)"), and its failed
-        # restore left the reads of the other arrays unfinished (coroutines never awaited).
-        reshaped, unmatched = _stored_differences(manager, step, abstract_state)
-        differences = reshaped + unmatched
-        if reshaped:
+        # Shapes and dtypes compared before reading: orbax's shape error names no array
+        # ("Requested shape: (1, 6) is not compatible with the stored shape: (1, 4)"), its
+        # failed restore left the reads of the other arrays unfinished (coroutines never
+        # awaited), and another dtype it silently casts to (float64 to float32 without x64).
+        mismatched, unmatched = _stored_differences(manager, step, abstract_state)
+        differences = mismatched + unmatched
+        if mismatched:
             raise _does_not_fit(manager, step, differences)
         loop = _read(manager, step, "loop", ocp.args.JsonRestore())
         state = _read(manager, step, "state", ocp.args.StandardRestore(abstract_state), differences)
@@ -254,31 +256,49 @@ def _stored_differences(
 def _does_not_fit(manager: ocp.CheckpointManager, step: int, differences: list[str]) -> ValueError:
     more = f"\n  ... and {len(differences) - 10} more" if len(differences) > 10 else ""
     return ValueError(
-        f"{manager.directory / str(step)} does not fit this run's state (a model, vocabulary "
-        "or optimiser other than the checkpoint's):\n  " + "\n  ".join(differences[:10]) + more
+        f"{manager.directory / str(step)} does not fit this run's state (a model, vocabulary, "
+        "optimiser or dtype other than the checkpoint's):\n  "
+        + "\n  ".join(differences[:10])
+        + more
     )
 
 
 def _differences(stored: Any, abstract_state: Any) -> tuple[list[str], list[str]]:
-    """`(reshaped, unmatched)`: the arrays whose shapes differ between a checkpoint's metadata
-    tree and a restore target, and those only one of them has, by orbax's dotted names
-    (`params.kernel.value`)."""
+    """`(mismatched, unmatched)`: the arrays whose shapes or dtypes differ between a
+    checkpoint's metadata tree and a restore target, and those only one of them has, by
+    orbax's dotted names (`params.kernel.value`). No restore in the project changes a dtype on
+    purpose (`abstract_like` gives a typed RNG key as its uint32 key data, as stored)."""
 
     def name(path: tuple) -> str:
         return ".".join(
             str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key)))) for key in path
         )
 
-    saved = {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(stored)}
+    def dtype(leaf: Any) -> np.dtype | None:  # None: metadata without one (nothing to compare)
+        return None if getattr(leaf, "dtype", None) is None else np.dtype(leaf.dtype)
+
+    saved = {leaf.name: (tuple(leaf.shape), dtype(leaf)) for leaf in jax.tree.leaves(stored)}
     wanted = {
-        name(path): tuple(leaf.shape)
+        name(path): (tuple(leaf.shape), dtype(leaf))
         for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
     }
-    return [
-        f"{key}: shape {saved[key]} in the checkpoint, {wanted[key]} in this run"
-        for key in sorted(saved.keys() & wanted.keys())
-        if saved[key] != wanted[key]
-    ], [
+
+    def mismatch(key: str) -> str | None:
+        (saved_shape, saved_dtype), (run_shape, run_dtype) = saved[key], wanted[key]
+        found = []
+        if saved_shape != run_shape:
+            found.append(f"shape {saved_shape} in the checkpoint, {run_shape} in this run")
+        # `is not None`, not `None in (...)`: numpy finds `dtype("float64") == None` True.
+        if saved_dtype is not None and run_dtype is not None and saved_dtype != run_dtype:
+            # A float64 run resumed without x64: JAX makes this run's state 32-bit.
+            x64_off = saved_dtype.itemsize == 8 and not jax.config.jax_enable_x64
+            found.append(
+                f"dtype {saved_dtype} in the checkpoint, {run_dtype} in this run"
+                + (" (JAX's x64 mode is off here)" if x64_off else "")
+            )
+        return f"{key}: {'; '.join(found)}" if found else None
+
+    return [line for key in sorted(saved.keys() & wanted.keys()) if (line := mismatch(key))], [
         f"{key}: {'only in the checkpoint' if key in saved else 'not in the checkpoint'}"
         for key in sorted(saved.keys() ^ wanted.keys())
     ]

@@ -268,7 +268,7 @@ def _resume(
 
     Raises:
       ConfigError: naming `workdir`, when the newest checkpoint does not fit the model (another
-        model, vocabulary or optimiser), is damaged (an item folder or file missing or
+        model, vocabulary, optimiser or dtype), is damaged (an item folder or file missing or
         unreadable), is of a step past `train.num_steps`, or saved a data position this run's
         data refuses. Nothing in `workdir` has been changed by then.
     """
