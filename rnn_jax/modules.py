@@ -170,8 +170,8 @@ class RNN(nnx.Module):
                 self.hidden_size,
                 self.num_layers,
                 bidirectional=self.bidirectional,
-                # the carry's dtype, which the mask multiplies (float32 params over bfloat16
-                # inputs keep a float32 carry; 1/(1 - 0.3) in bfloat16 is 0.08% off)
+                # the carry's dtype, which the mask multiplies (float32 or wider: float32
+                # params over bfloat16 inputs keep a float32 carry, float64 ones a float64)
                 dtype=jax.tree.leaves(self._zero_carries(1))[0].dtype,
             )
         return layers.apply_stack(

@@ -150,6 +150,26 @@ def test_dropout_and_recurrent_masks_statistics():
     assert len({np.asarray(m).tobytes() for m in flat}) == 4  # independent per layer/direction
 
 
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_bfloat16_recurrent_dropout_rounds_the_scaled_h_once(cell_name):
+    """A bfloat16 carry's recurrent-dropout mask is float32 and `mask_hidden` gives a bfloat16
+    h of bf16(h / (1 - rate)) computed in float32 (the mask was bfloat16: bf16(1/0.9) =
+    1.109375, 0.16% low on every kept unit); dropped units are 0."""
+    import ml_dtypes
+
+    cell, rate = cells.get_cell(cell_name), 0.1
+    (mask,) = layers.recurrent_dropout_masks(jax.random.key(0), rate, 64, 32, 1, dtype=jnp.bfloat16)
+    assert mask.dtype == jnp.float32
+    h = jax.random.normal(jax.random.key(1), (64, 32), jnp.bfloat16)
+    masked = cell.output(cell.mask_hidden((h, h) if cell.is_lstm else h, mask))
+    assert masked.dtype == jnp.bfloat16  # the recurrent matmul reads h's dtype, as unmasked
+    kept = np.asarray(mask) != 0
+    assert 0 < kept.sum() < kept.size and not np.asarray(masked, np.float32)[~kept].any()
+    x = np.asarray(h, np.float32)[kept]
+    expected = (x / np.float32(1 - rate)).astype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(np.asarray(masked)[kept], expected)
+
+
 def test_stack_step_streams_the_stack():
     cell = cells.get_cell("lstm")
     params = random_stack(cell, INPUT, 2, False)
