@@ -214,21 +214,23 @@ class Seq2Seq(nnx.Module):
         keys = jax.random.split(decoder_rng if rng is not None else jax.random.key(0), time)
 
         def body(carry: tuple, inputs: tuple) -> tuple:
-            state, previous_logits = carry
+            # `predicted [batch]`: the argmax of the previous step's logits (unused at t = 0).
+            state, predicted = carry
             gold, t, key = inputs
             choose_rng, step_rng = (None, None) if rng is None else jax.random.split(key)
             token = gold
             if teacher_forcing_prob is not None:
-                predicted = jnp.argmax(previous_logits, axis=-1).astype(gold.dtype)
                 sampled = choose_decoder_inputs(gold, predicted, teacher_forcing_prob, choose_rng)
                 token = jnp.where(t == 0, gold, sampled)
             state, logits = self._step(state, token, step_rng)
-            return (state, logits), (logits, state.get("attention"))
+            if teacher_forcing_prob is not None:
+                predicted = jnp.argmax(logits, axis=-1).astype(gold.dtype)
+            return (state, predicted), (logits, state.get("attention"))
 
-        step_logits = jax.eval_shape(lambda: self._step(state, target_inputs[:, 0], None)[1])
-        initial_logits = jnp.zeros(step_logits.shape, step_logits.dtype)
         _, (logits, weights) = lax.scan(
-            body, (state, initial_logits), (target_inputs.T, jnp.arange(time), keys)
+            body,
+            (state, jnp.zeros_like(target_inputs[:, 0])),
+            (target_inputs.T, jnp.arange(time), keys),
         )
         weights = None if weights is None else weights.transpose(1, 0, 2)
         return logits.transpose(1, 0, 2), weights
