@@ -322,6 +322,15 @@ def test_resuming_an_early_stopped_run_does_not_train_past_the_stop(tmp_path):
     assert results["final"] == reference
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
     assert max(steps) == 15
+    # A rerun of the finished run "a" keeps its record: it was rewritten with steps_run 0 and
+    # no rates (and a second final record in metrics.jsonl). Its reports are written again.
+    files = {path: path.read_bytes() for path in (tmp_path / "a").iterdir() if path.is_file()}
+    recorded = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert recorded["timing"]["steps_run"] == 15
+    reported = []
+    rerun = train_and_evaluate(config, tmp_path / "a", Regression(), before_done=reported.append)
+    assert rerun == recorded and reported == [recorded]
+    assert {path: path.read_bytes() for path in files} == files
 
 
 def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):

@@ -60,9 +60,12 @@ def train_and_evaluate(
         and metrics.jsonl are complete, just before `results.json` (the "done" marker) is
         written: reports written here are in place before the run counts as finished, and
         an exception here leaves the run unfinished (rerunning resumes and retries it).
+        A finished run (its `results.json` there, no step left to train) calls it with the
+        recorded results, which it leaves as they are.
 
     Returns:
-      The `results.json` object (`final`, `timing`, `provenance`).
+      The `results.json` object (`final`, `timing`, `provenance`): for a finished run, the
+      one recorded when it finished (the run directory is left as it was).
 
     Raises:
       ConfigError: `workdir` holds checkpoints written under a config that differs in a key
@@ -97,6 +100,16 @@ def train_and_evaluate(
             with contextlib.suppress(OSError):  # rmdir: only an empty folder
                 folder.rmdir()
         raise
+    recorded = _recorded_results(workdir) if start == end else None
+    if recorded is not None:
+        # A finished run rerun: nothing to train, so it keeps the record of the run that
+        # trained (timing, rates, provenance). Rewritten, `steps_run` became 0 and the rates
+        # None, and grid points redone under a resumable change lost their steps/s.
+        checkpointer.close(prune=False)
+        logging.info("%s is finished (results.json): nothing to train", workdir)
+        if primary and before_done is not None:
+            before_done(recorded)
+        return recorded
     checkpointer.drop_stale_best()
     if primary:  # only now: a config error above leaves the run directory as it was
         workdir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +265,16 @@ def train_and_evaluate(
             before_done(results)
         metrics.write_json_atomic(workdir / metrics.RESULTS_FILE, results)
     return results
+
+
+def _recorded_results(workdir: pathlib.Path) -> dict[str, Any] | None:
+    """The results a finished run recorded (`workdir/results.json`), or None when there is
+    none or it cannot be read as a results object (it is then written again)."""
+    try:
+        recorded = config_lib.read_json_object(workdir / metrics.RESULTS_FILE)
+    except (OSError, ValueError):
+        return None
+    return recorded if {"final", "timing"} <= recorded.keys() else None
 
 
 def _resume(
