@@ -93,6 +93,31 @@ def test_best_checkpoints_a_resume_needs_are_kept_and_stale_ones_dropped(tmp_pat
     resumed.close()
 
 
+def test_the_best_checkpoint_a_finished_runs_ongoing_loop_names_is_kept(tmp_path):
+    """A run that ends at step 27, off its eval schedule, evaluates there: best 27, while a
+    run that trains on past 27 (train.num_steps raised) goes on from the loop state before
+    that evaluation (`ongoing`, best 25). Pruning kept only the newest best (27), so the
+    extended run had no best 25 to fall back on; it drops 27 (`drop_best_after`)."""
+    state = _tiny_state()
+    loop = {"best_step": 27, "ongoing": {"best_step": 25}}
+    checkpointer = Checkpointer(tmp_path, 2)
+    checkpointer.save(20, state, {"best_step": 20})
+    checkpointer.save(25, state, {"best_step": 25}, best=True)
+    checkpointer.save(27, state, loop, best=True)
+    checkpointer.save(27, state, loop)
+    checkpointer.close()
+    assert Checkpointer(tmp_path, 2, read_only=True).best.all_steps() == [25, 27]
+    # A resume that only finishes the run (a failed report) restores and closes: the same.
+    finishing = Checkpointer(tmp_path, 2, drop_stale=False)
+    assert finishing.restore(abstract_like(state))[1] == loop
+    finishing.close()
+    extended = Checkpointer(tmp_path, 2, drop_stale=False)
+    assert extended.best.all_steps() == [25, 27]
+    extended.drop_best_after(25)
+    assert extended.best.all_steps() == [25]
+    extended.close()
+
+
 def test_a_reader_leaves_a_live_runs_best_checkpoint_alone(tmp_path):
     """restore_model may read a run that is still training, whose newest best checkpoint is
     ahead of its newest periodic one: a read-only Checkpointer deletes and creates nothing."""

@@ -308,7 +308,7 @@ def _fail(results):
     raise _ReportFailed
 
 
-def test_resuming_an_early_stopped_run_does_not_train_past_the_stop(tmp_path):
+def test_early_stopped_run_resumed_rerun_or_extended_ends_as_one_trained_straight(tmp_path):
     # 'max' mode on a falling loss: the run stops at step 15 (best 5, patience 2). A report
     # that fails leaves the run unfinished; the rerun must finish it, not train on.
     config = _config(train__best_mode="max", train__patience=2, train__num_steps=50)
@@ -331,6 +331,13 @@ def test_resuming_an_early_stopped_run_does_not_train_past_the_stop(tmp_path):
     rerun = train_and_evaluate(config, tmp_path / "a", Regression(), before_done=reported.append)
     assert rerun == recorded and reported == [recorded]
     assert {path: path.read_bytes() for path in files} == files
+    # A run of 3 steps extended to 50 ends as "a" did. Its last step's evaluation (off the
+    # eval_every=5 schedule, the best in 'max' mode) stayed in the loop state and W/best: the
+    # extension kept step 3 as its best and stopped at 10 (evaluations 5 and 10 not better).
+    short = _config(train__best_mode="max", train__patience=2, train__num_steps=3)
+    assert train_and_evaluate(short, tmp_path / "c", Regression())["final"]["best_step"] == 3
+    assert train_and_evaluate(config, tmp_path / "c", Regression())["final"] == reference
+    assert Checkpointer(tmp_path / "c", 2, read_only=True).best.all_steps() == [5]
 
 
 def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):

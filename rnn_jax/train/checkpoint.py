@@ -9,9 +9,10 @@ A checkpoint holds two items:
 Per-step randomness is `fold_in(base_key, step)`, so the base key and the step are the whole
 RNG state. Orbax writes to a temporary directory and renames it when complete, so a run
 killed mid-save resumes from the previous complete checkpoint. `W/best` is kept consistent
-with that resume point: a periodic save waits for a pending best save, the best checkpoint
-the newest complete periodic one names is kept (not only the newest best), and a resumed run
-first drops best checkpoints newer than the periodic one it resumes from.
+with that resume point: a periodic save waits for a pending best save, the best checkpoints
+the newest complete periodic one names are kept (not only the newest best: its loop record's
+`best_step`, and its `ongoing` record's, which a resume that trains past a run's last step
+goes on from), and a resumed run first drops best checkpoints its loop state has not seen.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ class Checkpointer:
       read_only: for readers (`rnn_jax.train.restore`), possibly beside a live run: create
         and delete nothing (and do not `save`). A training run's Checkpointer (the default)
         first deletes best checkpoints newer than the newest periodic one (`drop_stale_best`).
-      drop_stale: False defers that deletion to an explicit `drop_stale_best()` call: the
-        training loop makes it once its resume checks have passed, so that a run refused
-        with a config error leaves the run directory as it was.
+      drop_stale: False defers that deletion to the caller: the training loop, once its
+        resume checks have passed (a run refused with a config error leaves the run
+        directory as it was), drops the best checkpoints its loop state has not seen
+        (`drop_best_after`).
     """
 
     def __init__(
@@ -78,6 +80,9 @@ class Checkpointer:
         # Steps saved by this process, per manager: every process must take the same
         # save/skip decision, so it must not depend on what one of them sees on disk.
         self._saved = {"latest": self.latest.latest_step(), "best": self.best.latest_step()}
+        # The best checkpoints each periodic checkpoint's loop record names, for those this
+        # object saved or restored (`_prune_best` keeps them).
+        self._named: dict[int, set[int]] = {}
         if drop_stale:
             self.drop_stale_best()
 
@@ -87,22 +92,33 @@ class Checkpointer:
         periodic checkpoint, whose loop state has not seen them. Kept, they would be taken
         as the resumed run's best model, e.g. after resuming with a lower `train.num_steps`
         or `eval_every`, or when its replay of them does not improve (another device count)."""
+        self.drop_best_after(self.latest.latest_step())
+
+    def drop_best_after(self, step: int | None) -> None:
+        """Delete the best checkpoints newer than `step` (all of them for None): a resumed run
+        passes its loop state's `best_step`, dropping also the best checkpoints of a finished
+        run's last-step evaluation when it trains past that step (`drop_stale_best` keeps
+        those: they are not newer than the periodic checkpoint)."""
         if self._read_only:
             return
-        latest = self.latest.latest_step()
-        for step in self.best.all_steps():
-            if latest is None or step > latest:
-                self.best.delete(step)
+        for best in self.best.all_steps():
+            if step is None or best > step:
+                self.best.delete(best)
         self._saved["best"] = self.best.latest_step()
 
     def _prune_best(self, periodic: int) -> None:
-        """Delete the best checkpoints older than the newest one at or before the complete
-        periodic checkpoint of step `periodic`: a resume from it (or from a newer one) never
-        needs them. One kept only by step (orbax's `max_to_keep=1`) was gone when a run
-        killed after a later improvement resumed from an earlier periodic checkpoint."""
-        needed = [step for step in self.best.all_steps() if step <= periodic]
-        for step in needed[:-1]:
-            self.best.delete(step)
+        """Delete the best checkpoints at or before the complete periodic checkpoint of step
+        `periodic` but the newest one and those its loop record names: a resume from it (or
+        from a newer one) never needs the others. One kept only by step (orbax's
+        `max_to_keep=1`) was gone when a run killed after a later improvement resumed from an
+        earlier periodic checkpoint; one kept only as the newest, when a finished run whose
+        last-step evaluation had improved was extended (`train.num_steps` raised)."""
+        older = [step for step in self.best.all_steps() if step <= periodic]
+        keep = set(older[-1:]) | self._named.get(periodic, set())
+        self._named = {step: names for step, names in self._named.items() if step >= periodic}
+        for step in older:
+            if step not in keep:
+                self.best.delete(step)
 
     def save(self, step: int, state: Any, loop: dict, *, best: bool = False) -> None:
         """Save (asynchronously in a one-process run); `best=True` writes to the
@@ -110,6 +126,8 @@ class Checkpointer:
         name = "best" if best else "latest"
         if self._saved[name] == step:
             return
+        if not best:
+            self._named[step] = _named_best(loop)
         previous = self._saved["latest"]
         self._saved[name] = step
         manager = self.best if best else self.latest
@@ -179,6 +197,8 @@ class Checkpointer:
             raise _does_not_fit(
                 manager, step, differences or [f"{found} arrays in the checkpoint, {wanted} here"]
             )
+        if not best:
+            self._named[step] = _named_best(loop)
         return state, loop
 
     def wait(self) -> None:
@@ -239,6 +259,17 @@ def _damaged(manager: ocp.CheckpointManager, step: int, what: str) -> ValueError
         f"checkpoint {manager.directory / str(step)} is damaged: {what}. Nothing was "
         f"restored; {fallback}."
     )
+
+
+def _named_best(loop: Any) -> set[int]:
+    """The best checkpoints a periodic checkpoint's loop record names: its `best_step` and,
+    at a run's last step, its `ongoing` record's (the loop state of a run that goes on)."""
+    records = (loop, loop.get("ongoing")) if isinstance(loop, dict) else ()
+    return {
+        r["best_step"]
+        for r in records
+        if isinstance(r, dict) and isinstance(r.get("best_step"), int)
+    }
 
 
 def _stored_differences(

@@ -16,6 +16,7 @@ State layout (a dict pytree; every leaf but `step` has a leading `[num_seeds]` r
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import pathlib
 import signal
@@ -110,7 +111,9 @@ def train_and_evaluate(
         if primary and before_done is not None:
             before_done(recorded)
         return recorded
-    checkpointer.drop_stale_best()
+    # Best checkpoints the loop state has not seen go: a killed run's newer than its periodic
+    # checkpoint, and those of a finished run's last-step evaluation that this one trains past.
+    checkpointer.drop_best_after(loop["best_step"])
     if primary:  # only now: a config error above leaves the run directory as it was
         workdir.mkdir(parents=True, exist_ok=True)
         # Atomic: a resume rewrites it, and a torn config.json makes the run unresumable.
@@ -162,25 +165,45 @@ def train_and_evaluate(
         if primary:
             progress.log(step, logged["train_loss"], tokens_seen)
 
-    def bookkeeping(step: int, *, log: bool, evaluate: bool, checkpoint: bool) -> bool:
-        """Log, evaluate and save after `step` as asked; True when early stopping ends the run."""
-        stopped_early = False
+    def evaluate_at(step: int) -> bool:
+        """Evaluate after `step`, saving an improvement; True when early stopping ends the run."""
+        drain(step)
+        scores = _evaluate(task, task.eval_splits, state, eval_step, mesh, n)
+        loop["evaluated_step"] = step
+        writer.write(step, _mean_over_replicas(scores))
+        improved, stopped_early = _track_best(loop, step, scores, config, n)
+        if improved and config.train.keep_best:
+            save(step, best=True)
+        return stopped_early
+
+    def end_run(step: int) -> bool:
+        """What a run does at the step it ends at and not on its schedule: log the open window
+        (the run's final train_loss) and evaluate unless `step` was (a candidate for the best
+        checkpoint). The loop record before them is kept as `loop["ongoing"]`: a resume that
+        trains on past this step (a larger `train.num_steps`) continues from it, as a run
+        trained straight to that length did (kept, the extra evaluation could be its best
+        checkpoint or stop it early). True when that evaluation stops the run early."""
+        drain(step)
+        # An empty window: a resume at a step logged before the kill, whose window
+        # (`last_train`) is already the run's last (closing it left no train_loss).
+        log, evaluate = bool(loop["window"]), loop["evaluated_step"] != step
+        if not (log or evaluate):
+            return False
+        ongoing = copy.deepcopy(loop)
         if log:
             log_window(step)
-        if evaluate:
-            drain(step)
-            scores = _evaluate(task, task.eval_splits, state, eval_step, mesh, n)
-            loop["evaluated_step"] = step
-            writer.write(step, _mean_over_replicas(scores))
-            improved, stopped_early = _track_best(loop, step, scores, config, n)
-            if improved and config.train.keep_best:
-                save(step, best=True)
-            if stopped_early and not log and loop["window"]:
-                # the steps since the last log are the run's last: their window is its
-                # final train_loss (none at all when it stops before the first log). An
-                # empty window: a resume at a step logged before the kill, whose window
-                # (`last_train`) is already the run's last (closing it left no train_loss).
-                log_window(step)
+        stopped_early = evaluate and evaluate_at(step)
+        loop["ongoing"] = ongoing
+        return stopped_early
+
+    def bookkeeping(step: int, *, log: bool, evaluate: bool, checkpoint: bool, last: bool) -> bool:
+        """Log, evaluate and save after `step` as scheduled, and at the run's `last` step or an
+        early stop what ends the run (`end_run`); True when early stopping ends the run."""
+        if log:
+            log_window(step)
+        stopped_early = evaluate and evaluate_at(step)
+        if last or stopped_early:
+            stopped_early = end_run(step) or stopped_early
         if checkpoint or stopped_early:
             drain(step)
             save(step)
@@ -194,9 +217,7 @@ def train_and_evaluate(
             # ordinary step (train.num_steps lowered to it on resume): do what the last step
             # does and that checkpoint's run did not, so that the results equal a run of
             # this length.
-            log, evaluate = bool(loop["window"]), loop["evaluated_step"] != start
-            if log or evaluate:
-                bookkeeping(start, log=log, evaluate=evaluate, checkpoint=False)
+            end_run(start)
         for step in range(start + 1, end + 1):
             batch = next(batches)
             tokens_seen += task.tokens_in(batch)
@@ -215,9 +236,10 @@ def train_and_evaluate(
             last = step == config.train.num_steps
             stopped_early = bookkeeping(
                 step,
-                log=step % config.train.log_every == 0 or last,
-                evaluate=step % config.train.eval_every == 0 or last,
+                log=step % config.train.log_every == 0,
+                evaluate=step % config.train.eval_every == 0,
                 checkpoint=step % config.train.checkpoint_every == 0 or last,
+                last=last,
             )
             if distributed.any_process(stop.requested):
                 drain(step)
@@ -287,7 +309,8 @@ def _resume(
     """The state, loop state, first and end step and training data a run starts from.
 
     A fresh run starts at step 0 from `state`; a run with checkpoints in `workdir` starts at
-    the newest one, its data stream at the position saved there.
+    the newest one, its data stream at the position saved there. A run that ended there and
+    now trains on starts from the loop state before its last step's extras (`ongoing`).
 
     Raises:
       ConfigError: naming `workdir`, when the newest checkpoint does not fit the model (another
@@ -322,6 +345,12 @@ def _resume(
             f"{workdir / 'checkpoints'} is of step {start}, and a run cannot be shortened "
             f"to before it; use train.num_steps >= {start} or a new --workdir"
         )
+    ongoing = loop.pop("ongoing", None)
+    if ongoing is not None and config.train.num_steps > start:
+        # The run ended here and this one trains on: it goes on from the loop state before
+        # the last step's extra log and evaluation, as a run trained straight on does
+        # (`end_run`); the best checkpoint of that evaluation is dropped by the caller.
+        loop = {**ongoing, "data": loop["data"]}
     if _patience_exhausted(loop, config):
         # The run stopped early here (its last checkpoint is the stopping step) and ended
         # before results.json: finish it, do not train on past the stop.
