@@ -11,11 +11,6 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool(
-    "per_run",
-    False,
-    "Show every run's ratio in the across-runs tables (default: runs, met-in count and range).",
-)
 
 # Written by a throughput run after every finished group, replaced by results.json at its end.
 PARTIAL = "partial.json"
@@ -762,5 +757,17 @@ def main(argv: list[str]) -> None:
         print("\nThe XLA GEMM floor (the runs that timed it):\n\n" + floor, end="")
 
 
+def define_flags() -> None:
+    """The command-line flag, defined only when run as a program: this module is imported by
+    the benchmark and by its config (`GOAL_SHAPES`), which other absl programs load
+    (`launch.sweep`, `experiments.reproduce`), and should not add a flag to theirs."""
+    flags.DEFINE_bool(
+        "per_run",
+        False,
+        "Show every run's ratio in the across-runs tables (default: runs, met-in count and range).",
+    )
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

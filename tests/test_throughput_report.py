@@ -345,3 +345,23 @@ def test_bidirectional_stacked_and_remat_rows_put_each_figure_in_its_column():
     assert rows[2] == (
         "| gru | small (32, 64, 128, 256) | 1 (1–1) | 1.25× | 1.15× | 6 / 12 / 10 | 0.60× | 1.0 |"
     )
+
+
+def test_the_report_and_its_config_define_no_flag_on_import():
+    """The benchmark's config imports this module (`GOAL_SHAPES`), and `launch.sweep` and
+    `experiments.reproduce` load that config: `--per_run` was defined in their programs too.
+    It is now defined only when the report runs as a program."""
+    import subprocess
+    import sys
+
+    from absl import flags
+
+    cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES, trains=False)
+    assert "per_run" not in flags.FLAGS  # this module is imported above, the config here
+    usage = subprocess.run(
+        [sys.executable, "-m", "experiments.throughput_report", "--helpfull"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "--[no]per_run" in usage.stdout, usage.stdout + usage.stderr
