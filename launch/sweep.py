@@ -15,8 +15,9 @@ docs/design.md ("Training runtime"): `W/results.json` is written once, atomicall
 completes, and a run restarted in the same workdir resumes from its latest checkpoint. So a
 sweep is resumable by running the same command again: finished runs (results.json present)
 are skipped, interrupted ones restart in place and resume. A finished run whose recorded
-command (ROOT/sweep.json) differs from the one planned now (another `--set` or variant into
-the same root) stops the sweep before anything runs, instead of being reported as the new one.
+command or config (ROOT/sweep.json) differs from the one planned now (another `--set` or
+variant into the same root, or a config file edited since) stops the sweep before anything
+runs, instead of being reported as the new one.
 A run being executed holds an exclusive lock (`flock` on ROOT/<run_name>/run.lock, released by
 the kernel when its processes exit): a second sweep into the same root refuses to start while
 any of its runs is locked, and never executes a locked run.
@@ -77,6 +78,9 @@ class Run:
     workdir: pathlib.Path
     overrides: dict[str, Any]
     command: tuple[str, ...]
+    # The flat config (`config_lib.flatten`) the run is planned with: the variant's config with
+    # the point's overrides and the `--set` values the plan could read; None when not known.
+    config: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -232,11 +236,12 @@ def check_overrides(config: Any, overrides: Mapping[str, Any]) -> None:
             )
 
 
-def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
+def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> Any:
     """The config with `overrides` applied passes the runtime's and experiment `name`'s value
     rules and the experiment's `check_grid(config)` where it has one (what the run itself
     checks at start, before reading data), or ValueError naming the point: a sweep value the
-    experiment refuses stops the sweep before any run, not one run in the middle."""
+    experiment refuses stops the sweep before any run, not one run in the middle. Returns
+    that config (a copy; `config` is unchanged)."""
     config = copy.deepcopy(config)  # keeps FieldReferences, so dependent fields follow
     for key, value in overrides.items():
         parent, _, field = key.rpartition(".")
@@ -258,6 +263,7 @@ def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> None:
             check_grid(config)
     except ValueError as error:
         raise ValueError(f"sweep point {dict(overrides)}: {error}") from None
+    return config
 
 
 _UNPARSED = object()  # a `--set` value of a field whose type does not say how to read it
@@ -390,7 +396,7 @@ def _plan(
     runs, names = [], set()
     for point in points:
         check_overrides(config, point)
-        check_rules(config, name, {**point, **checked})
+        planned = check_rules(config, name, {**point, **checked})
         name_ = run_name(point)
         if name_ in names:
             raise ValueError(f"get_sweep: two sweep points give the same run {name_!r}")
@@ -405,7 +411,8 @@ def _plan(
             f"--config={path}:{variant}",
             *(f"--config.{k}={v}" for k, v in args.items()),
         )
-        runs.append(Run(name_, workdir, dict(point), command))
+        flat = config_lib.flatten(json.loads(planned.to_json_best_effort()))
+        runs.append(Run(name_, workdir, dict(point), command, flat))
     return runs
 
 
@@ -470,49 +477,94 @@ def check_finished_runs(root: pathlib.Path, runs: Sequence[Run]) -> None:
 
     Runs are named by their sweep values alone, so rerunning into the same root with another
     `--set` or variant would otherwise skip every finished run and report it under the new
-    settings. The record is the file's `runs` (the latest plan) over its `history` (every run
+    settings. The settings are the run's command and, where the record has it, its planned
+    config (`Run.config`): the command names the config file and variant only, so a run
+    finished before the file's values were edited was skipped and reported under the new
+    values. The record is the file's `runs` (the latest plan) over its `history` (every run
     any earlier plan put in this root), so a plan with other run names in between does not
     erase what a finished run ran with. Raises ValueError naming the run and the differing
-    arguments.
+    arguments or config keys.
     """
-    recorded = _recorded_commands(root)
+    recorded, configs = _recorded_commands(root), _recorded_configs(root)
     for run in runs:
-        if not run.finished or run.name not in recorded:
+        if not run.finished:
             continue
-        old, new = _settings(recorded[run.name]), _settings(run.command)
-        if old != new:
-            raise ValueError(
-                f"{run.workdir} finished under other settings than this sweep gives it "
-                f"(ran with {sorted(old - new)}, now {sorted(new - old)}); use a new --workdir, "
-                "or delete that run's directory to redo it"
-            )
+        if run.name in recorded:
+            old, new = _settings(recorded[run.name]), _settings(run.command)
+            if old != new:
+                raise ValueError(
+                    f"{run.workdir} finished under other settings than this sweep gives it "
+                    f"(ran with {sorted(old - new)}, now {sorted(new - old)}); use a new "
+                    "--workdir, or delete that run's directory to redo it"
+                )
+        if run.name in configs and run.config is not None:
+            saved = configs[run.name]
+            changed = config_lib.changed_keys(saved, run.config)
+            if changed:
+                shown = ", ".join(
+                    f"{k}: {saved.get(k, '<absent>')!r} then, {run.config.get(k, '<absent>')!r} now"
+                    for k in changed[:4]
+                )
+                more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+                raise ValueError(
+                    f"{run.workdir} finished under another config than this sweep gives it "
+                    f"({shown}{more}; its config file, or the defaults it builds on, changed "
+                    "since it ran); use a new --workdir, or delete that run's directory to "
+                    "redo it"
+                )
+
+
+def _read_record(root: pathlib.Path) -> dict[str, Any] | None:
+    """ROOT/sweep.json parsed (None when there is none), or ValueError naming it."""
+    path = root / SWEEP_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not a launch.sweep record ({error!r})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a launch.sweep record (a JSON {type(record).__name__})")
+    return record
 
 
 def _recorded_commands(root: pathlib.Path) -> dict[str, list[str]]:
     """Run name -> the command ROOT/sweep.json last recorded for it (`history`, then `runs`)."""
-    path = root / SWEEP_FILE
-    if not path.is_file():
+    record = _read_record(root)
+    if record is None:
         return {}
     try:
-        record = json.loads(path.read_text())
         recorded = {name: list(command) for name, command in record.get("history", {}).items()}
         recorded.update({r["name"]: r["command"] for r in record["runs"]})
     except (ValueError, KeyError, TypeError, AttributeError) as error:
+        path = root / SWEEP_FILE
         raise ValueError(f"{path}: not a launch.sweep record ({error!r})") from None
     return recorded
 
 
+def _recorded_configs(root: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """Run name -> the flat config ROOT/sweep.json last recorded for it (`configs`; a record
+    written before configs were recorded has none)."""
+    configs = (_read_record(root) or {}).get("configs", {})
+    if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+        raise ValueError(f"{root / SWEEP_FILE}: `configs` is not a map of run name to config")
+    return configs
+
+
 def write_sweep_file(root: pathlib.Path, config_arg: str, runs: Sequence[Run]) -> None:
     """ROOT/sweep.json: what launch.report needs to group runs by their overrides (`runs`, this
-    plan), and `history`: the command of every run any plan has put in this root, for
-    `check_finished_runs`."""
+    plan), and `history` and `configs`: the command and the planned config of every run any
+    plan has put in this root, for `check_finished_runs`."""
     history = _recorded_commands(root)
     history.update({r.name: list(r.command) for r in runs})
+    configs = _recorded_configs(root)
+    configs.update({r.name: r.config for r in runs if r.config is not None})
     root.mkdir(parents=True, exist_ok=True)
     record = {
         "config": config_arg,
         "runs": [{"name": r.name, "overrides": r.overrides, "command": r.command} for r in runs],
         "history": history,
+        "configs": configs,
     }
     write_text_atomic(root / SWEEP_FILE, json.dumps(record, indent=2, default=str))
 

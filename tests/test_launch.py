@@ -419,6 +419,27 @@ def config_with_sweep(tmp_path, points):
     return f"{configs / 'language_model.py'}:smoke"
 
 
+def test_a_finished_run_is_not_reused_after_its_config_file_changed(tmp_path):
+    """The recorded command names the config file and variant only: runs finished under a
+    config file whose values were edited since (smoke's 20 steps made 40) were skipped as done
+    and reported as the 40-step runs. sweep.json now records each run's planned config."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config_path = folder / "initialization.py"
+    source = (REPO / "experiments/configs/initialization.py").read_text()
+    config_path.write_text(source)
+    root = tmp_path / "root"
+    first = sweep.plan_runs(f"{config_path}:smoke", root)
+    sweep.write_sweep_file(root, f"{config_path}:smoke", first)
+    _finish_all(root)
+    sweep.check_finished_runs(root, sweep.plan_runs(f"{config_path}:smoke", root))  # unchanged
+    edited = source.replace("config.train.num_steps = 20\n", "config.train.num_steps = 40\n")
+    assert edited != source
+    config_path.write_text(edited)
+    with pytest.raises(ValueError, match=r"another config .*train\.num_steps: 20 then, 40 now"):
+        sweep.check_finished_runs(root, sweep.plan_runs(f"{config_path}:smoke", root))
+
+
 def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_path):
     """`--config.k=None` was the text "None" to config_flags (a float placeholder failed to
     parse once the run started), so None could only be swept where it was the default. The
