@@ -738,7 +738,13 @@ def _run_pool(todo: Sequence[Run], slots: Sequence[Mapping[str, str]]) -> tuple[
 
 
 def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any]) -> list[Run]:
-    """One submitit job per unfinished run (cluster "slurm" or "local"); waits for them all."""
+    """One submitit job per unfinished run (cluster "slurm" or "local"); waits for them all.
+
+    ValueError when submitit cannot submit from here (no SLURM on this machine, a parameter it
+    refuses): a traceback ('Could not detect "srun"'). A submission the scheduler refuses (a
+    partition it does not know, a time over the limit) ends the submissions: that run and the
+    ones after it are failed (NOT SUBMITTED, with the error), and the jobs already submitted
+    are waited for (it was a traceback that left them running unwatched)."""
     import submitit
 
     todo = [r for r in runs if not r.finished]
@@ -746,8 +752,11 @@ def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any
     if not todo:
         return []
     root = todo[0].workdir.parent
-    executor = submitit.AutoExecutor(folder=root / ".submitit" / "%j", cluster=cluster)
-    executor.update_parameters(**parameters)
+    try:
+        executor = submitit.AutoExecutor(folder=root / ".submitit" / "%j", cluster=cluster)
+        executor.update_parameters(**parameters)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"submitit cannot submit {cluster!r} jobs from here: {error}") from None
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
     )
@@ -756,10 +765,20 @@ def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any
     # with the globals they use (`_STOPPING`'s lock), and every submission failed with
     # "TypeError: cannot pickle '_thread.lock' object".
     target = importlib.import_module("launch.sweep").execute
-    jobs = []
-    for run in todo:
+    jobs, unsubmitted = [], []
+    for index, run in enumerate(todo):
         executor.update_parameters(name=run.name)
-        jobs.append((run, executor.submit(target, run.command, str(run.workdir), {})))
+        try:
+            jobs.append((run, executor.submit(target, run.command, str(run.workdir), {})))
+        except Exception as error:  # noqa: BLE001 - sbatch's refusal, reported by run
+            unsubmitted = todo[index:]
+            reason = " ".join(str(error).split())[:300]
+            print(
+                f"{run.name}: NOT SUBMITTED ({type(error).__name__}: {reason}); nor the "
+                f"{len(unsubmitted) - 1} run(s) after it",
+                flush=True,
+            )
+            break
     failed = []
     for i, (run, job) in enumerate(jobs, 1):
         try:
@@ -771,7 +790,7 @@ def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any
         print(f"[{i}/{len(jobs)}] {run.name}: {'done' if ok else _failure(run, code)}")
         if not ok:
             failed.append(run)
-    return failed
+    return failed + unsubmitted
 
 
 def define_flags() -> None:
@@ -845,7 +864,10 @@ def main(argv: Sequence[str]) -> None:
             if flags.FLAGS.slurm_gpus_per_node:  # '--gpus-per-node=0' is refused by some sites
                 parameters["gpus_per_node"] = flags.FLAGS.slurm_gpus_per_node
         cluster = "slurm" if flags.FLAGS.launcher == "slurm" else "local"
-        failed = run_submitit(runs, cluster, parameters)
+        try:
+            failed = run_submitit(runs, cluster, parameters)
+        except ValueError as error:
+            sys.exit(f"launch.sweep: --launcher={flags.FLAGS.launcher}: {error}")
     if failed:
         sys.exit(f"launch.sweep: {len(failed)} run(s) failed: {[r.name for r in failed]}")
     print(f"all {len(runs)} runs finished; aggregate with: python -m launch.report {root}")

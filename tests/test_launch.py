@@ -935,6 +935,60 @@ def test_run_submitit_counts_a_job_done_only_when_it_exited_0_and_wrote_results(
     assert sweep.run_submitit(runs[:2], "local", {}) == [] and made == []  # nothing to submit
 
 
+def test_no_scheduler_here_or_a_refused_submission_is_named_not_a_traceback(
+    tmp_path, monkeypatch, capsys
+):
+    """`--launcher=slurm` on a machine without SLURM was submitit's RuntimeError ('Could not
+    detect "srun"') as a traceback; sbatch refusing a job (a partition it does not know) was
+    a traceback mid-submission that left the jobs already submitted running unwatched."""
+    import types
+
+    class NoSlurm:
+        def __init__(self, folder, cluster):
+            raise RuntimeError('Could not detect "srun", are you indeed on a slurm cluster?')
+
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=NoSlurm))
+    monkeypatch.setenv("PYTHONPATH", "")
+    runs = [sweep.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abc"]
+    for run in runs:
+        run.workdir.mkdir()
+    with pytest.raises(ValueError, match="cannot submit 'slurm' jobs from here: Could not detect"):
+        sweep.run_submitit(runs, "slurm", {})
+    values = dict(config=SMOKE, workdir=str(tmp_path), set=[], dry_run=False, parallel=0)
+    values.update(slurm_partition="p", slurm_cpus_per_task=4, slurm_mem_gb=32)
+    values.update(slurm_time_min=60, slurm_gpus_per_node=0, launcher="slurm")
+    monkeypatch.setattr(sweep.flags, "FLAGS", types.SimpleNamespace(**values))
+    monkeypatch.setattr(sweep, "plan_runs", lambda *args: runs)
+    with pytest.raises(SystemExit, match="launch.sweep: --launcher=slurm: submitit cannot"):
+        sweep.main(["prog"])
+
+    class Job:
+        job_id = "j-a"
+
+        def result(self):
+            (tmp_path / "a" / "results.json").write_text('{"final": {}}')
+            return 0
+
+    class Refusing:
+        def __init__(self, folder, cluster):
+            self.parameters = {}
+
+        def update_parameters(self, **parameters):
+            self.parameters.update(parameters)
+
+        def submit(self, fn, *args):
+            if self.parameters["name"] != "a":
+                raise RuntimeError("sbatch: error: invalid partition specified: p")
+            return Job()
+
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Refusing))
+    capsys.readouterr()
+    assert sweep.run_submitit(runs, "slurm", {}) == runs[1:]
+    out = capsys.readouterr().out
+    assert "b: NOT SUBMITTED (RuntimeError: sbatch: error: invalid partition" in out
+    assert "nor the 1 run(s) after it" in out and "[1/1] a: done" in out
+
+
 def test_run_local_gives_each_slot_its_environment_and_counts_as_run_submitit_does(
     tmp_path, monkeypatch, capsys
 ):
