@@ -29,6 +29,7 @@ experiment's value rules (`--set` values are command-line text, checked by each 
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import copy
 import dataclasses
@@ -272,10 +273,25 @@ _UNPARSED = object()  # a `--set` value of a field whose type does not say how t
 def _set_value(config: Any, key: str, text: str) -> Any:
     """A `--set key=text` value as config_flags parses `--config.key=text` (by the field's
     type; "None" is None for any field, as rnn_jax.train.cli reads it), or ValueError naming
-    it; `_UNPARSED` for list, tuple and placeholder (None) fields, left to the run."""
+    it; `_UNPARSED` for list, tuple and placeholder (None) fields and a dict for a section,
+    left to the run."""
     current = _lookup(config, key)
     if text == "None":
         return None
+    if hasattr(current, "keys"):
+        # A section takes a dict literal (config_flags' ConfigDict parser), left to the run:
+        # other text passed the plan as a placeholder's, and every run failed at start
+        # ("Failed to parse '5' as a ConfigDict").
+        try:
+            value = ast.literal_eval(text)
+        except (SyntaxError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"--set {key}={text}: {key} is a section of the config (fields "
+                f"{sorted(current.keys())}): set one of its fields, or give a dict"
+            )
+        return _UNPARSED
     # absl's parsers, which config_flags uses for these types: our own reading refused text
     # the run accepts (`t`/`f` for a bool, `0x10` for an int), e.g. "must be true or false".
     for kind, parser, wanted in (

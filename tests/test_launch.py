@@ -539,6 +539,12 @@ def test_set_values_are_read_as_the_runs_read_them():
     assert sweep._set_value(config, "rate", "2") == 2.0
     with pytest.raises(ValueError, match=r"--set flag=maybe: must be true or false \(Non-b"):
         sweep._set_value(config, "flag", "maybe")
+    # A section takes a dict (config_flags parses it as the section); other text passed the
+    # plan as a placeholder's: every run failed at start ("Failed to parse '5' as a ConfigDict").
+    config["train"] = {"num_steps": 5}
+    with pytest.raises(ValueError, match=r"--set train=5: train is a section .*\['num_steps'\]"):
+        sweep._set_value(config, "train", "5")
+    assert sweep._set_value(config, "train", "{'num_steps': 6}") is sweep._UNPARSED
 
 
 def test_a_diverged_seed_is_left_out_of_the_mean_and_counted(tmp_path):
