@@ -6,7 +6,8 @@ Runs `python -m experiments.<name> --workdir=W/<name> --config=experiments/confi
 for every experiment that has a config file (in the order of `ORDER`, then the rest), with a
 progress line per experiment; a finished experiment (W/<name>/results.json) is not re-run, so
 an interrupted reproduction continues where it stopped (one finished under another
-`--variant`, as recorded in W/<name>/reproduce_variant.json, stops it before anything runs).
+`--variant`, or under a config whose values have changed since, as recorded in
+W/<name>/reproduce_variant.json, stops it before anything runs).
 Then writes W/report.md, which answers each of the seed's 20 questions with the numbers just
 measured (experiments that have an `answers(workdir) -> {question: markdown}` function supply
 the text; every other experiment's tables are included as they are) and links every plot;
@@ -37,6 +38,7 @@ from absl import app, flags
 
 from rnn_jax import hardware, predicates
 from rnn_jax.files import LOCK_FILE, check_workdir, lock_run, write_text_atomic
+from rnn_jax.train import config as config_lib
 from rnn_jax.train.config import read_json_object
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -146,20 +148,52 @@ def check_variant(names: Sequence[str], variant: str) -> None:
         raise ValueError(f"--variant={variant}: unknown to the config of {', '.join(missing)}")
 
 
-VARIANT_FILE = "reproduce_variant.json"  # W/<name>/: the variant the run was started with
+VARIANT_FILE = "reproduce_variant.json"  # W/<name>/: the variant and config the run started with
 
 
-def record_variant(workdir: pathlib.Path, variant: str) -> None:
-    """Notes which config variant runs in `workdir`, before it starts."""
-    write_text_atomic(workdir / VARIANT_FILE, json.dumps({"variant": variant}) + "\n")
+def variant_config(name: str, variant: str) -> dict[str, Any]:
+    """The flat config (`config_lib.flatten`) experiment `name` runs with under `variant`."""
+    config = importlib.import_module(f"experiments.configs.{name}").get_config(variant)
+    return config_lib.flatten(json.loads(config.to_json_best_effort()))
+
+
+def record_variant(
+    workdir: pathlib.Path, variant: str, config: dict[str, Any] | None = None
+) -> None:
+    """Notes which config variant (and, given, which flat config) runs in `workdir`, before
+    it starts."""
+    record = {"variant": variant, **({} if config is None else {"config": config})}
+    write_text_atomic(workdir / VARIANT_FILE, json.dumps(record) + "\n")
+
+
+def _record(workdir: pathlib.Path) -> dict[str, Any]:
+    try:
+        record = json.loads((workdir / VARIANT_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def finished_variant(workdir: pathlib.Path) -> str | None:
     """The variant recorded in `workdir`; None for a run from before the record existed."""
-    try:
-        return json.loads((workdir / VARIANT_FILE).read_text())["variant"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return _record(workdir).get("variant")
+
+
+def config_changes(name: str, workdir: pathlib.Path, variant: str) -> list[str]:
+    """`'key: <then> then, <now> now'` for each key whose value in the config recorded in
+    `workdir` differs from `variant`'s config of experiment `name` now (`config_lib.
+    changed_keys`); [] when none does or no config was recorded (a run from before configs
+    were). A finished run is skipped by its results.json: one whose config file, or the
+    defaults it builds on, changed since (a pull that changed a `quick` variant) was reported
+    as the current config's."""
+    saved = _record(workdir).get("config")
+    if not isinstance(saved, dict):
+        return []
+    now = variant_config(name, variant)
+    return [
+        f"{key}: {saved.get(key, '<absent>')!r} then, {now.get(key, '<absent>')!r} now"
+        for key in config_lib.changed_keys(saved, now)
+    ]
 
 
 STALLED = -1000  # exit status reported for a run the watchdog killed
@@ -197,7 +231,7 @@ def run_experiment(
         workdir.mkdir(parents=True, exist_ok=True)
         lock = lock_run(workdir)
         if lock is not None:
-            record_variant(workdir, variant)
+            record_variant(workdir, variant, variant_config(name, variant))
     except OSError as error:  # a file of the experiment's name in W, a full disk
         print(f"{index} {name}: FAILED (not started: {error})", flush=True)
         return 0.0, NOT_STARTED
@@ -632,6 +666,21 @@ def main(argv: Sequence[str]) -> None:
             + ", ".join(f"{name} ({variant})" for name, variant in other.items())
             + "; use another --workdir, or delete those runs to redo them"
         )
+    changed = {
+        name: changes
+        for name in names
+        if (root / name / "results.json").is_file()
+        and (changes := config_changes(name, root / name, flags.FLAGS.variant))
+    }
+    if changed:
+        _bad_flags(
+            f"{root} holds finished runs whose config has changed since they ran: "
+            + "; ".join(
+                f"{name} ({', '.join(changes[:3])}{' and more' if len(changes) > 3 else ''})"
+                for name, changes in changed.items()
+            )
+            + "; use another --workdir, or delete those runs to redo them"
+        )
     root.mkdir(parents=True, exist_ok=True)
     print(
         f"reproducing {len(names)} experiments ({flags.FLAGS.variant}) into {root}: "
@@ -662,6 +711,7 @@ def main(argv: Sequence[str]) -> None:
         and (root / name / "results.json").is_file()
         # unrecorded (None): taken as this variant, as the check before the runs takes it
         and finished_variant(root / name) in (None, flags.FLAGS.variant)
+        and not config_changes(name, root / name, flags.FLAGS.variant)
     ]
     skipped = [name for name in known if name not in names and name not in earlier]
     write_report(

@@ -28,6 +28,7 @@ from absl import app
 
 from experiments import reproduce
 from rnn_jax.train import cli
+from rnn_jax.train import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -136,6 +137,35 @@ def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
     assert result.returncode != 0
     assert "language_model" in result.stderr and "smoke" in result.stderr
     assert json.loads((workdir / "results.json").read_text())["final"] == {"test_loss": 1.5}
+
+
+def test_a_finished_run_whose_config_changed_since_is_not_reused(tmp_path, monkeypatch, capsys):
+    """A finished experiment is skipped by its results.json: one run under a config whose
+    values changed since (a pull that changed the variant) was reported as the current
+    config's. The record of a run from before configs were recorded is compared by variant."""
+    from experiments.configs import sentiment
+
+    ran = _record_runs(monkeypatch)
+    workdir = tmp_path / "sentiment"
+    workdir.mkdir()
+    (workdir / "results.json").write_text(json.dumps({"final": {"test_accuracy": 0.5}}))
+    then = config_lib.flatten(json.loads(sentiment.get_config("smoke").to_json_best_effort()))
+
+    def record(**config):
+        text = json.dumps({"variant": "smoke", **({"config": config} if config else {})})
+        (workdir / reproduce.VARIANT_FILE).write_text(text)
+
+    record(**{**then, "train.num_steps": 7})
+    assert run_main(monkeypatch, workdir=str(tmp_path)) == 2 and ran == []
+    now = then["train.num_steps"]
+    assert f"sentiment (train.num_steps: 7 then, {now} now)" in capsys.readouterr().err
+    # not selected: left out of the report (skipped), not reported as this config's
+    assert run_main(monkeypatch, workdir=str(tmp_path), only=["word_order"]) is None
+    assert "## `sentiment`\n\nSkipped (--only/--skip)" in (tmp_path / "report.md").read_text()
+    record(**then)  # the same config: reused
+    assert run_main(monkeypatch, workdir=str(tmp_path)) is None and ran == ["word_order"]
+    record()  # no config recorded (a run from before they were): by variant alone
+    assert run_main(monkeypatch, workdir=str(tmp_path)) is None and ran == ["word_order"]
 
 
 def test_reproduce_refuses_an_unknown_variant_or_only_and_skip_naming_one_experiment(tmp_path):
@@ -279,7 +309,8 @@ def test_a_stalled_experiment_is_restarted_and_then_reported_as_stalled(
     assert calls[0][-1] == "--config=experiments/configs/sentiment.py:quick"
     log = (workdir / "log.txt").read_text()
     assert "killed (attempt 1)" in log and "killed (attempt 2)" in log
-    assert json.loads((workdir / reproduce.VARIANT_FILE).read_text()) == {"variant": "quick"}
+    record = json.loads((workdir / reproduce.VARIANT_FILE).read_text())
+    assert record == {"variant": "quick", "config": reproduce.variant_config("sentiment", "quick")}
 
     calls.clear()
     _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 1)
