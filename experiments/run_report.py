@@ -235,11 +235,22 @@ def read_curve(workdir: pathlib.Path, key: str) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(steps, np.int64), values
 
 
+def curve_mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [steps], population std [steps]) of a curve's `values [steps, seeds]` over each
+    step's finite seeds (`grid.finite_seeds`, as the tables); NaN (a gap) at a step with none.
+    Over every seed, one diverged seed blanked the curve of the others from its step on."""
+    finite = [grid.finite_seeds(row)[0] for row in values]
+    mean = np.array([f.mean() if f.size else np.nan for f in finite])
+    std = np.array([f.std() if f.size else np.nan for f in finite])
+    return mean, std
+
+
 def plot_learning_curves(
     workdir: pathlib.Path, path: pathlib.Path, title: str, train_key: str = "train_loss"
 ) -> None:
     """Train (`train_key`, mean over each logging window, training mode) and validation loss
-    against step; mean over seeds with a ± std band when there are several."""
+    against step; mean over seeds with a ± std band when there are several (over each step's
+    finite seeds: `curve_mean_std`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,17 +258,20 @@ def plot_learning_curves(
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     labels = {train_key: "train (window mean, training mode)", "valid_loss": "validation"}
+    some_left_out = False
     for key, label in labels.items():
         steps, values = read_curve(workdir, key)
         if not steps.size:
             continue
-        mean, std = values.mean(axis=1), values.std(axis=1)
+        mean, std = curve_mean_std(values)
+        some_left_out |= not np.isfinite(values).all()
         (line,) = ax.plot(steps, mean, marker="o" if steps.size < 20 else None, label=label)
         if values.shape[1] > 1:
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     seeds = read_json(workdir, "config.json").get("num_seeds", 1)
+    over = f"finite seeds (of {seeds})" if some_left_out else f"{seeds} seeds"
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats)" + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
+    ax.set_ylabel("loss (nats)" + (f", mean ± std over {over}" if seeds > 1 else ""))
     ax.set_title(title, fontsize="small")
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -144,3 +144,31 @@ def test_the_protocol_caption_names_the_state_the_runtime_scored():
     config["train"]["keep_best"] = True
     none = run_report.protocol_text(config, {"best_step": None, "step": 100})
     assert "the final state (step 100; no best checkpoint)" in none
+
+
+def test_a_diverged_seed_does_not_blank_the_learning_curve_of_the_others(tmp_path, monkeypatch):
+    """The curve was the mean over every seed: one seed's NaN from step 4 on blanked the
+    other's curve from there (3 of 8 points drawn); the band and mean now use each step's
+    finite seeds, as the tables do, and a step with none is a gap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    nan = float("nan")
+    records = [
+        {"step": s, "train_loss_per_seed": [2.0 - 0.1 * s, nan if s >= 4 else 2.1 - 0.1 * s]}
+        for s in range(1, 9)
+    ] + [{"step": 9, "train_loss_per_seed": [nan, nan]}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "config.json").write_text(json.dumps({"num_seeds": 2}))
+    drawn, plot = [], Axes.plot
+    monkeypatch.setattr(
+        Axes, "plot", lambda self, x, y, **k: drawn.append(y) or plot(self, x, y, **k)
+    )
+    run_report.plot_learning_curves(tmp_path, tmp_path / "curves.png", "test")
+    assert_png(tmp_path / "curves.png")
+    (mean,) = drawn
+    expected = [2.05 - 0.1 * s for s in (1, 2, 3)] + [2.0 - 0.1 * s for s in range(4, 9)]
+    np.testing.assert_allclose(mean[:8], expected)
+    assert np.isnan(mean[8])  # no finite seed: a gap
