@@ -10,8 +10,8 @@ NMT (`experiments.exposure_bias_translation`) and scores it with the same sacreb
 BLEU (tokenize='none') against the same references, the real target words (the NMT's
 references keep rare words too: they get ids its `<unk>` never matches):
 
-1. word alignment: IBM Model 1 then Model 2 (`nltk.translate.IBMModel2`, which runs Model 1
-   for twice its own iterations first), once per direction;
+1. word alignment: IBM Model 1 then Model 2 (nltk's, which runs Model 1 for twice Model 2's
+   iterations first, with its EM counts mended: `experiments.ibm_models`), once per direction;
 2. symmetrisation: grow-diag-final-and (`grow_diag_final_and` below, see there);
 3. phrase pairs up to `smt.max_phrase_length` words per side, consistent with the alignment
    (`consistent_phrase_pairs`; nltk's `phrase_extraction` returns inconsistent ones), scored
@@ -61,11 +61,12 @@ import ml_collections
 import numpy as np
 from nltk.lm import Vocabulary, WittenBellInterpolated
 from nltk.lm.preprocessing import padded_everygram_pipeline
-from nltk.translate import AlignedSent, IBMModel2, PhraseTable, StackDecoder
+from nltk.translate import AlignedSent, PhraseTable, StackDecoder
 from nltk.translate.stack_decoder import _Hypothesis
 
 from experiments import grid, mert, significance
 from experiments.exposure_bias_translation import CORPUS, read_pairs
+from experiments.ibm_models import PositionalIBMModel2
 from experiments.kneser_ney import KneserNeyLM
 from rnn_jax import metrics
 from rnn_jax.data.root import default_data_root
@@ -160,12 +161,12 @@ def grow_diag_final_and(
 
 def word_alignments(pairs: Sequence[dict], iterations: int) -> list[Alignment]:
     """Symmetrised alignments of `pairs` (`{"source": [...], "target": [...]}`): IBM Model 2
-    (after Model 1) in both directions, then grow-diag-final-and."""
+    (after Model 1; `PositionalIBMModel2`) in both directions, then grow-diag-final-and."""
     # AlignedSent(words, mots) models P(words | mots); alignment points are (words i, mots j).
     forward = [AlignedSent(p["target"], p["source"]) for p in pairs]
     backward = [AlignedSent(p["source"], p["target"]) for p in pairs]
-    IBMModel2(forward, iterations)
-    IBMModel2(backward, iterations)
+    PositionalIBMModel2(forward, iterations)
+    PositionalIBMModel2(backward, iterations)
     return [
         grow_diag_final_and(
             len(p["source"]),

@@ -954,7 +954,9 @@ def test_decoder_scores_at_least_nltk_search_at_equal_stack_size(data_root, monk
     limit, which nltk still returns; 2 of the 20), the decoder's is finite. Since the future
     cost estimates target phrases (`compute_future_scores`, used by both searches here): >=
     on all 20, and nltk's search returned no -inf (before it: 19 of 20, -94.82 against -94.40
-    on the one below, with 2 -inf)."""
+    on the one below, with 2 -inf). Since IBM Models' EM counts every position
+    (`experiments.ibm_models`, session 36): >= on all 20, equal on the 19 where nltk's search
+    is finite, -inf from it on one."""
     config = smt_configs.get_config("smoke")
     with config.unlocked():
         config.data.root = str(data_root)
@@ -977,7 +979,7 @@ def test_decoder_scores_at_least_nltk_search_at_equal_stack_size(data_root, monk
     assert sum(at_least) >= 19
     assert all(ours[i] > -math.inf for i, b in enumerate(nltk_search) if b == -math.inf)
     both_finite = [(a, b) for a, b in zip(ours, nltk_search, strict=True) if b > -math.inf]
-    assert sum(a for a, _ in both_finite) > sum(b for _, b in both_finite)
+    assert sum(a for a, _ in both_finite) >= sum(b for _, b in both_finite)
 
 
 @pytest.fixture(

@@ -1,17 +1,127 @@
-"""experiments.smt_baseline's training side: orientations against a transcription of Moses's
-word-based extraction (`extract-main.cpp`: `isAligned`, `getOrientWordModel`), phrase
-probabilities normalised in their own direction, the phrase table keeping the best
+"""experiments.smt_baseline's training side: IBM Models 1 and 2 (experiments.ibm_models)
+against a hand computation and a transcription of EM, orientations against a transcription
+of Moses's word-based extraction (`extract-main.cpp`: `isAligned`, `getOrientWordModel`),
+phrase probabilities normalised in their own direction, the phrase table keeping the best
 translations by weighted score, the weight sweep scored on val, and config checks."""
 
+import collections
 import math
 import random
 
 import pytest
+from nltk.translate import AlignedSent, IBMModel1
 
 from experiments import smt_baseline
 from experiments.configs import smt_baseline as smt_configs
+from experiments.ibm_models import PositionalIBMModel1, PositionalIBMModel2
 from launch import sweep
 from rnn_jax.train import cli
+
+
+def test_ibm_model1_counts_every_position_of_a_repeated_word():
+    """One EM iteration from uniform on ("x x" | "a"), ("y" | "a"): each target position's
+    posteriors over NULL and "a" are 1/2 and 1/2, so "a" (like NULL) gets counts x: 2 x 1/2,
+    y: 1/2 and t(x | a) = 1 / 1.5 = 2/3, x's relative frequency. nltk's Model 1 normalises
+    per target word over both x positions and gives 1/2, as if x occurred once."""
+    corpus = [(["x", "x"], ["a"]), (["y"], ["a"])]
+    model = PositionalIBMModel1([AlignedSent(w, m) for w, m in corpus], 1)
+    assert model.translation_table["x"]["a"] == pytest.approx(2 / 3, rel=1e-12)
+    assert model.translation_table["y"][None] == pytest.approx(1 / 3, rel=1e-12)
+    nltk_model = IBMModel1([AlignedSent(w, m) for w, m in corpus], 1)
+    assert nltk_model.translation_table["x"]["a"] == pytest.approx(1 / 2, rel=1e-12)
+
+
+def _em_ibm12(corpus, iterations, floor=1e-12):
+    """IBM Model 1 (2 x `iterations` EM iterations from t uniform over the target words), then
+    Model 2 (`iterations`, a(i | j, l, m) from 1 / (l + 1)), each position's posteriors
+    p(i | j) normalised over i, M-steps floored at `floor`; then each position's Viterbi
+    source (None: NULL; ties to the later position) -> (t, a, alignments)."""
+    t = collections.defaultdict(lambda: 1 / len({w for words, _ in corpus for w in words}))
+    a = {}
+
+    def alignment_probability(i, j, source_length, target_length):
+        return a.get((i, j, source_length, target_length), 1 / (source_length + 1))
+
+    for iteration in range(3 * iterations):
+        model2 = iteration >= 2 * iterations
+        t_counts, s_totals = collections.defaultdict(float), collections.defaultdict(float)
+        a_counts, j_totals = collections.defaultdict(float), collections.defaultdict(float)
+        for words, mots in corpus:
+            sources, lengths = [None, *mots], (len(mots), len(words))
+            for j, w in enumerate(words, 1):
+                joint = [
+                    t[w, s] * (alignment_probability(i, j, *lengths) if model2 else 1.0)
+                    for i, s in enumerate(sources)
+                ]
+                for i, s in enumerate(sources):
+                    posterior = joint[i] / sum(joint)
+                    t_counts[w, s] += posterior
+                    s_totals[s] += posterior
+                    a_counts[(i, j, *lengths)] += posterior
+                    j_totals[(j, *lengths)] += posterior
+        for (w, s), count in t_counts.items():
+            t[w, s] = max(count / s_totals[s], floor)
+        if model2:
+            for (i, *position), count in a_counts.items():
+                a[(i, *position)] = max(count / j_totals[tuple(position)], floor)
+    alignments = []
+    for words, mots in corpus:
+        lengths, points = (len(mots), len(words)), set()
+        for j, w in enumerate(words):
+            best, source = max(t[w, None] * alignment_probability(0, j + 1, *lengths), floor), None
+            for i, s in enumerate(mots):
+                probability = t[w, s] * alignment_probability(i + 1, j + 1, *lengths)
+                if probability >= best:
+                    best, source = probability, i
+            points.add((j, source))
+        alignments.append(points)
+    return t, a, alignments
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ibm_model2_equals_a_transcription_of_em(seed):
+    """Random corpora over a few words, so that most sentences repeat one: the translation
+    and alignment tables and the Viterbi alignments equal EM's, counted position by
+    position."""
+    rng = random.Random(seed)
+    words = list("abcdef")[: rng.randint(3, 6)]
+    corpus = [
+        (rng.choices(words, k=rng.randint(1, 6)), rng.choices(words, k=rng.randint(1, 6)))
+        for _ in range(15)
+    ]
+    assert sum(len(set(w)) < len(w) for w, _ in corpus) >= 3
+    sentences = [AlignedSent(w, m) for w, m in corpus]
+    model = PositionalIBMModel2(sentences, 2)
+    t, a, alignments = _em_ibm12(corpus, 2)
+    for (w, s), probability in t.items():
+        assert model.translation_table[w][s] == pytest.approx(probability, rel=1e-12)
+    for (i, j, source_length, target_length), probability in a.items():
+        stored = model.alignment_table[i][j][source_length][target_length]
+        assert stored == pytest.approx(probability, rel=1e-12)
+    assert [set(sentence.alignment) for sentence in sentences] == alignments
+
+
+def test_word_alignments_symmetrise_em_alignments_of_both_directions():
+    """`word_alignments` is grow-diag-final-and of EM's Viterbi alignments each way (on this
+    corpus nltk's own IBMModel2, which counts a repeated word once per sentence, gives
+    other alignments)."""
+    rng = random.Random(7)
+    corpus = [
+        {"source": rng.choices("abcd", k=rng.randint(2, 6)), "target": rng.choices("wxyz", k=4)}
+        for _ in range(20)
+    ]
+    _, _, forward = _em_ibm12([(p["target"], p["source"]) for p in corpus], 2)
+    _, _, backward = _em_ibm12([(p["source"], p["target"]) for p in corpus], 2)
+    expected = [
+        smt_baseline.grow_diag_final_and(
+            len(p["source"]),
+            len(p["target"]),
+            {(s, t) for t, s in f if s is not None},
+            {(s, t) for s, t in b if t is not None},
+        )
+        for p, f, b in zip(corpus, forward, backward, strict=True)
+    ]
+    assert smt_baseline.word_alignments(corpus, 2) == expected
 
 
 def _moses_is_aligned(alignment, source_length, target_length, fi, ei):
