@@ -67,6 +67,12 @@ RULES = {
 DECODERS = ("greedy", "beam")
 
 
+def split_files(root: pathlib.Path, split: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """(source, target) files of a split: Multi30k's tokenised lower-cased en and de."""
+    tok, name = root / CORPUS / "tok", FILES[split]
+    return tok / f"{name}.lc.norm.tok.en", tok / f"{name}.lc.norm.tok.de"
+
+
 def read_pairs(root: pathlib.Path, split: str, max_length: int, limit: int) -> list[dict]:
     """The first `limit` (0 = all) pairs of a split with both sides <= `max_length` tokens.
 
@@ -75,9 +81,7 @@ def read_pairs(root: pathlib.Path, split: str, max_length: int, limit: int) -> l
     """
     if limit < 0:
         raise ValueError(f"limit={limit}: must be >= 0 (0 = every pair that fits)")
-    tok = root / CORPUS / "tok"
-    name = FILES[split]
-    pairs = read_parallel(tok / f"{name}.lc.norm.tok.en", tok / f"{name}.lc.norm.tok.de")
+    pairs = read_parallel(*split_files(root, split))
     kept = [p for p in pairs if len(p["source"]) <= max_length and len(p["target"]) <= max_length]
     return kept[:limit] if limit else kept
 

@@ -43,6 +43,12 @@ FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 Ngram = tuple[str, ...]
 
 
+def padding_symbols(sentence: Sequence[str]) -> list[str]:
+    """The padding symbols (`<s>`, `</s>`) that `sentence` holds as words, sorted: a training
+    sentence may hold none (`KneserNeyLM.estimate`)."""
+    return sorted({BOS, EOS} & set(sentence))
+
+
 def modified_discounts(count_of_counts: Sequence[int]) -> tuple[float, float, float]:
     """Chen & Goodman's D1, D2, D3+ from n_1..n_4 (how many n-grams have adjusted count 1..4);
     KenLM's fallback (0.5, 1, 1.5) where, as in lmplz's `CalculateDiscounts`, n_1, n_2 or n_3
@@ -128,7 +134,7 @@ class KneserNeyLM:
             # Nothing to count: every later `score` would fail with KeyError: ().
             raise ValueError("no sentences to estimate the language model from")
         for number, sentence in enumerate(sentences, 1):
-            padding = sorted({BOS, EOS} & set(sentence))
+            padding = padding_symbols(sentence)
             if padding:
                 raise ValueError(
                     f"sentence {number} holds {', '.join(padding)}: the padding symbols are "

@@ -65,10 +65,11 @@ from nltk.translate import AlignedSent, PhraseTable, StackDecoder
 from nltk.translate.stack_decoder import _Hypothesis
 
 from experiments import grid, mert, significance
-from experiments.exposure_bias_translation import CORPUS, read_pairs
+from experiments.exposure_bias_translation import CORPUS, read_pairs, split_files
 from experiments.ibm_models import PositionalIBMModel2
-from experiments.kneser_ney import KneserNeyLM
+from experiments.kneser_ney import KneserNeyLM, padding_symbols
 from rnn_jax import metrics
+from rnn_jax.data.readers import DataFormatError, read_parallel
 from rnn_jax.data.root import default_data_root
 from rnn_jax.train import config as cfg
 from rnn_jax.train import metrics as run_metrics
@@ -1000,6 +1001,8 @@ def load_pairs(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
     Raises:
       ConfigError: naming `smt.max_length` when a split keeps no pair (the aligner, MERT or
         sacrebleu would fail on it later, with errors that name nothing).
+      DataFormatError: naming file:line of a kept training pair whose target holds `<s>` or
+        `</s>` (`refuse_padding_symbols`).
     """
     smt = config.smt
     root = default_data_root(config.data.root or None)
@@ -1027,7 +1030,32 @@ def load_pairs(config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
                 f"smt.max_length={smt.max_length}: no {split} pair of {CORPUS} has both sides "
                 "that short"
             )
+    refuse_padding_symbols(root, pairs["train"])
     return pairs
+
+
+def refuse_padding_symbols(root: pathlib.Path, train: Sequence[dict]) -> None:
+    """Refuse training targets that hold the LM's padding symbols `<s>` or `</s>` as words
+    (`kneser_ney.padding_symbols`): Kneser-Ney refuses them (as KenLM's lmplz does), after
+    minutes of alignment, naming only a sentence's index among the kept pairs, and nltk's
+    Witten-Bell would count them as its own padding. Checked before anything runs.
+
+    Raises:
+      DataFormatError: naming the target file and line of the first kept pair holding one
+        (the first line pair of the split equal to it: an equal pair is kept or dropped
+        alike, and the kept pairs are the first that fit).
+    """
+    bad = next((pair for pair in train if padding_symbols(pair["target"])), None)
+    if bad is None:
+        return
+    source_file, target_file = split_files(root, "train")
+    for number, pair in enumerate(read_parallel(source_file, target_file), 1):
+        if pair == bad:
+            raise DataFormatError(
+                f"{target_file}:{number}: holds {', '.join(padding_symbols(pair['target']))}, "
+                "the language model's sentence padding, as a word (the LM adds one <s> and "
+                "one </s> to each sentence itself)"
+            )
 
 
 def tune_weights(system: System, pairs: Sequence[dict], smt: ml_collections.ConfigDict) -> dict:

@@ -15,6 +15,7 @@ from experiments import smt_baseline
 from experiments.configs import smt_baseline as smt_configs
 from experiments.ibm_models import PositionalIBMModel1, PositionalIBMModel2
 from launch import sweep
+from rnn_jax.data.readers import DataFormatError
 from rnn_jax.train import cli
 
 
@@ -279,3 +280,28 @@ def test_phrase_table_keeps_the_best_translations_by_weighted_score():
     (only,) = table.translations_for(("b", "c"))
     assert only.trg_phrase == ("w",)
     assert only.log_prob == pytest.approx(score(*features[("b", "c"), ("w",)]))
+
+
+def test_a_training_target_holding_the_lms_padding_is_named_before_the_run_starts(tmp_path):
+    """Line 2's pair is dropped by max_length, so its `<s>` is harmless; line 3's `</s>` is
+    kept: named file:line before anything runs (the earlier run's results stay), where
+    Kneser-Ney's estimate named "sentence 2" after the alignment, with a traceback."""
+    tok = tmp_path / "data" / "multi30k" / "tok"
+    tok.mkdir(parents=True)
+    lines = {
+        "en": ["a b", "a b c d e", "c", "d"],
+        "de": ["x y", "<s> z", "y </s>", "z"],
+    }
+    for name in ("train", "val", "test"):
+        for side, text in lines.items():
+            (tok / f"{name}.lc.norm.tok.{side}").write_text("".join(f"{t}\n" for t in text))
+    config = smt_configs.get_config("smoke")
+    config.data.root = str(tmp_path / "data")
+    config.smt.max_length, config.smt.mert_iterations = 3, 0
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "results.json").write_text("{}")
+    target = tok / "train.lc.norm.tok.de"
+    with pytest.raises(DataFormatError, match=rf"^{target}:3: holds </s>, "):
+        smt_baseline.run(config, workdir)
+    assert (workdir / "results.json").read_text() == "{}"
