@@ -372,10 +372,25 @@ def test_witten_bell_unigram_counts_the_sentence_end_as_kneser_ney_does():
         smt_baseline.DecoderLanguageModel(unigram, 1.0), [pair]
     )
     assert left_out == 0 and perplexity == pytest.approx((6 / 23 * 5 / 23 * 5 / 23) ** (-1 / 3))
-    # Higher orders keep nltk's padding.
-    trigram, reference = smt_baseline.witten_bell(SENTENCES, 3, 2), _trigram_model()
-    for word, context in (("</s>", ("a", "b")), ("c", ("<s>", "b")), ("e", ())):
-        assert trigram.score(word, context) == reference.score(word, context)
+
+
+@pytest.mark.parametrize("order", [2, 3, 4])
+def test_witten_bell_pads_one_start_and_end_and_sums_to_one_over_what_it_predicts(order):
+    """Every order pads as Kneser-Ney does: one `</s>` per sentence (P(</s>) = 5 / 23 with no
+    context, as at order 1) and one `<s>`, a context only. nltk's `padded_everygram_pipeline`
+    counted order - 1 of each as unigrams: `<s>`, which nothing predicts, took 5 (order - 1)
+    of the 18 + 10 (order - 1) unigram counts, so the words a context can be followed by
+    summed to 0.41-0.97 here. A history of order - 1 `<s>` (the decoder's padding) backs off
+    to one."""
+    model = smt_baseline.witten_bell(SENTENCES, order, 2)
+    assert model.score("</s>") == pytest.approx(5 / 23) and model.score("<s>") == 0.0
+    predictable = sorted(set(model.vocab) - {"<s>"})  # <UNK> (e, seen once) included
+    contexts = [(), ("<s>",), ("<s>",) * 3, ("<s>", "a"), ("a", "b"), ("zz", "c"), ("d",)]
+    for context in contexts + [("b", "c", "d"), ("<s>", "a", "b")]:
+        total = sum(model.score(word, context) for word in predictable)
+        assert total == pytest.approx(1.0, abs=1e-12), context
+    for word in predictable:
+        assert model.score(word, ("<s>",) * (order - 1)) == model.score(word, ("<s>",))
 
 
 def test_memoised_witten_bell_weights_leave_scores_unchanged():
