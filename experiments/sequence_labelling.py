@@ -108,6 +108,20 @@ def _tag_tables(dataset: object, tags: list[str]) -> tuple[np.ndarray, np.ndarra
     return metrics.tag_tables(tags)  # raises: the vocabulary holds a tag no example has
 
 
+def _check_singleton_replacement(data: ml_collections.ConfigDict) -> None:
+    """ConfigError for `data.singleton_unk_prob` > 0 with `data.min_freq` > 1: the vocabulary
+    then already reads every training word seen once as `<unk>`, so no word keeps an id that
+    could be replaced and the run trained as with 0, silently (Lample et al.'s replacement
+    needs the singletons in the vocabulary: `data.min_freq=1`)."""
+    if data.singleton_unk_prob and data.min_freq > 1:
+        raise cfg.ConfigError(
+            f"data.singleton_unk_prob={data.singleton_unk_prob!r} with "
+            f"data.min_freq={data.min_freq!r}: no training word seen once has an id of its own "
+            "(min_freq > 1 reads them all as <unk>), so none would be replaced; set "
+            "data.min_freq=1 (Lample et al.'s replacement) or data.singleton_unk_prob=0"
+        )
+
+
 class SequenceLabellingTask(Task):
     """Tags every token. Loss (`objective.time_reduction`): 'mean' = the batch's summed NLL /
     its number of tokens; 'sum' = each sentence's NLL summed over its tokens, mean over the
@@ -120,6 +134,7 @@ class SequenceLabellingTask(Task):
         if problems := config_problems(config.model):
             raise cfg.ConfigError("; ".join(problems))
         data = config.data
+        _check_singleton_replacement(data)
         dataset = load_dataset(data.dataset, data.root)
         self.dataset = dataset
         self.vocabs = build_vocabs(dataset, min_freq=data.min_freq)

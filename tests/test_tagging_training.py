@@ -13,6 +13,7 @@ import pytest
 from experiments import sequence_labelling
 from experiments.configs import sequence_labelling as configs
 from rnn_jax.data.pipeline import singleton_ids
+from rnn_jax.train import config as cfg
 from tests.test_eval_padding import make_task
 
 
@@ -115,6 +116,24 @@ def test_singleton_unk_prob_feeds_unk_for_training_singletons(monkeypatch):
     # step's key replaces other singletons (no dropout here, so only the draws differ).
     other, _ = task.loss_fn(model, _batch(task), (), jax.random.key(3))
     assert float(other) != float(first)
+
+
+def test_singleton_unk_prob_with_min_freq_above_one_is_a_config_error(monkeypatch):
+    """With data.min_freq=2 every training word seen once is already <unk>: no singleton has
+    an id to replace, and data.singleton_unk_prob=0.5 trained as 0 without a word."""
+    config, task = make_task("sequence_labelling", monkeypatch)
+    config.data.min_freq = 2
+    assert not np.any(type(task)(config).singletons)  # what the replacement would act on
+    config.data.singleton_unk_prob = 0.5
+    with pytest.raises(cfg.ConfigError) as error:
+        type(task)(config)
+    assert str(error.value) == (
+        "data.singleton_unk_prob=0.5 with data.min_freq=2: no training word seen once has an "
+        "id of its own (min_freq > 1 reads them all as <unk>), so none would be replaced; set "
+        "data.min_freq=1 (Lample et al.'s replacement) or data.singleton_unk_prob=0"
+    )
+    config.data.min_freq = 1
+    assert np.any(type(task)(config).singletons)
 
 
 def test_full_config_is_lamples_objective_and_quick_is_unchanged():
