@@ -144,7 +144,7 @@ POINT_CONFIG_FILE = "experiment_config.json"
 def point_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What a grid point's results depend on: the experiment's flattened config without its
     `grid.*` keys, which only select points (each point's name carries its own axis values)."""
-    flat = config_lib.flatten(json.loads(config.to_json_best_effort()))
+    flat = config_lib.flat_config(config)
     return {k: v for k, v in flat.items() if not k.startswith(config_lib.SELECTION_PREFIXES)}
 
 

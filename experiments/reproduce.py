@@ -152,9 +152,9 @@ VARIANT_FILE = "reproduce_variant.json"  # W/<name>/: the variant and config the
 
 
 def variant_config(name: str, variant: str) -> dict[str, Any]:
-    """The flat config (`config_lib.flatten`) experiment `name` runs with under `variant`."""
+    """The flat config (`config_lib.flat_config`) experiment `name` runs with under `variant`."""
     config = importlib.import_module(f"experiments.configs.{name}").get_config(variant)
-    return config_lib.flatten(json.loads(config.to_json_best_effort()))
+    return config_lib.flat_config(config)
 
 
 def record_variant(

@@ -79,7 +79,7 @@ class Run:
     workdir: pathlib.Path
     overrides: dict[str, Any]
     command: tuple[str, ...]
-    # The flat config (`config_lib.flatten`) the run is planned with: the variant's config with
+    # The flat config (`config_lib.flat_config`) the run is planned with: the variant's config with
     # the point's overrides and the `--set` values the plan could read; None when not known.
     config: dict[str, Any] | None = None
 
@@ -427,8 +427,7 @@ def _plan(
             f"--config={path}:{variant}",
             *(f"--config.{k}={v}" for k, v in args.items()),
         )
-        flat = config_lib.flatten(json.loads(planned.to_json_best_effort()))
-        runs.append(Run(name_, workdir, dict(point), command, flat))
+        runs.append(Run(name_, workdir, dict(point), command, config_lib.flat_config(planned)))
     return runs
 
 

@@ -479,6 +479,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def flat_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`config` as the flat `{"train.num_steps": 100, ...}` that a run's `config.json` reads as
+    (`flatten` of its JSON form): what stored and planned configs are compared by."""
+    return flatten(json.loads(config.to_json_best_effort()))
+
+
 # Keys added to the base config after runs may have been written with it, each with the
 # value under which the code behaves as it did before the key existed: a stored config that
 # lacks the key was written by that behaviour, so it compares as having this value (a run
@@ -564,7 +570,7 @@ def check_resumable(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     if saved is None:
         return
     saved_path = pathlib.Path(workdir) / "config.json"
-    new = flatten(json.loads(config.to_json_best_effort()))
+    new = flat_config(config)
     changed = run_changes(saved, new, saved_path)
     if saved.get("schedule.name") == "cosine" and "train.num_steps" in changed_keys(saved, new):
         # the cosine schedule's length is train.num_steps: the rate would jump at the resume

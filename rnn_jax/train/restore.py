@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax
@@ -91,7 +90,7 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
             f"restore_model: cannot read {saved_path}, the config {workdir} was trained with "
             f"({error})"
         ) from None
-    new = config_lib.flatten(json.loads(config.to_json_best_effort()))
+    new = config_lib.flat_config(config)
     changed = config_lib.run_changes(saved, new, saved_path)
     if changed:
         raise ValueError(
