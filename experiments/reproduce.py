@@ -182,18 +182,14 @@ def finished_variant(workdir: pathlib.Path) -> str | None:
 def config_changes(name: str, workdir: pathlib.Path, variant: str) -> list[str]:
     """`'key: <then> then, <now> now'` for each key whose value in the config recorded in
     `workdir` differs from `variant`'s config of experiment `name` now (`config_lib.
-    changed_keys`); [] when none does or no config was recorded (a run from before configs
+    config_changes`); [] when none does or no config was recorded (a run from before configs
     were). A finished run is skipped by its results.json: one whose config file, or the
     defaults it builds on, changed since (a pull that changed a `quick` variant) was reported
     as the current config's."""
     saved = _record(workdir).get("config")
     if not isinstance(saved, dict):
         return []
-    now = variant_config(name, variant)
-    return [
-        f"{key}: {saved.get(key, '<absent>')!r} then, {now.get(key, '<absent>')!r} now"
-        for key in config_lib.changed_keys(saved, now)
-    ]
+    return config_lib.config_changes(saved, variant_config(name, variant))
 
 
 STALLED = -1000  # exit status reported for a run the watchdog killed

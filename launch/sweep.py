@@ -513,13 +513,9 @@ def check_finished_runs(root: pathlib.Path, runs: Sequence[Run]) -> None:
                     "--workdir, or delete that run's directory to redo it"
                 )
         if run.name in configs and run.config is not None:
-            saved = configs[run.name]
-            changed = config_lib.changed_keys(saved, run.config)
+            changed = config_lib.config_changes(configs[run.name], run.config)
             if changed:
-                shown = ", ".join(
-                    f"{k}: {saved.get(k, '<absent>')!r} then, {run.config.get(k, '<absent>')!r} now"
-                    for k in changed[:4]
-                )
+                shown = ", ".join(changed[:4])
                 more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
                 raise ValueError(
                     f"{run.workdir} finished under another config than this sweep gives it "

@@ -503,6 +503,16 @@ def changed_keys(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return sorted(key for key in set(saved) | set(new) if saved.get(key) != new.get(key))
 
 
+def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """`'key: <saved> then, <new> now'` for every key of `changed_keys(saved, new)`: a finished
+    run's recorded config against the one planned for it now (`launch.sweep`,
+    `experiments.reproduce`)."""
+    return [
+        f"{key}: {saved.get(key, '<absent>')!r} then, {new.get(key, '<absent>')!r} now"
+        for key in changed_keys(saved, new)
+    ]
+
+
 def run_changes(saved: dict, new: dict, saved_path: pathlib.Path) -> list[str]:
     """`'key: stored in saved_path, now new'` for every key of two flat configs (`flatten`)
     that differs outside `RESUMABLE_CHANGES` and `SELECTION_PREFIXES`: the changes that make
