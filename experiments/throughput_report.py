@@ -119,31 +119,32 @@ def shape_label(group: dict) -> str:
     return f"{group['shape_name']} {tuple(group['shape'])}"
 
 
-def _speed_goal_groups(groups: list[dict]) -> list[tuple[str, float, float, dict]]:
-    """`(mode, vs torch, vs flax, group)` for every CPU speed goal (`SPEED_GOALS`) a group was
-    timed for: its cell, mode and shape, by values as well as name (`goal_shape`)."""
+def _named_goal_groups(groups: list[dict]) -> list[tuple[str, float, float, dict]]:
+    """`(mode, vs torch, vs flax, group)` for every CPU speed goal (`SPEED_GOALS`) that names a
+    group's cell, mode and shape name (its values may differ: `goal_shape`)."""
     return [
         (mode, vs_torch, vs_flax, g)
         for mode, configs, vs_torch, vs_flax in SPEED_GOALS
         for g in groups
-        if g["mode"] == mode and goal_shape(g) in configs and g["cell"] in CELLS
+        if g["mode"] == mode and g["shape_name"] in configs and g["cell"] in CELLS
     ]
+
+
+def _speed_goal_groups(groups: list[dict]) -> list[tuple[str, float, float, dict]]:
+    """`_named_goal_groups` whose shape is issue 7's by values as well as name: the goals
+    judged."""
+    return [goal for goal in _named_goal_groups(groups) if goal_shape(goal[3]) is not None]
 
 
 def unjudged_shapes(groups: list[dict]) -> list[str]:
     """Why no speed goal is judged for the groups a goal names by cell, mode and shape name
     whose shape's values are not issue 7's, one line each."""
-    lines = []
-    for mode, configs, _, _ in SPEED_GOALS:
-        for g in groups:
-            name = g["shape_name"]
-            if g["mode"] == mode and name in configs and g["cell"] in CELLS:
-                if goal_shape(g) is None:
-                    lines.append(
-                        f"{g['cell']} {shape_label(g)} {mode}: not issue 7's {name} "
-                        f"{GOAL_SHAPES[name]}, so no speed goal applies"
-                    )
-    return lines
+    return [
+        f"{g['cell']} {shape_label(g)} {mode}: not issue 7's {g['shape_name']} "
+        f"{GOAL_SHAPES[g['shape_name']]}, so no speed goal applies"
+        for mode, _, _, g in _named_goal_groups(groups)
+        if goal_shape(g) is None
+    ]
 
 
 def speed_goals(
