@@ -93,8 +93,9 @@ def replace_singletons(
 
 def _tag_tables(dataset: object, tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """`metrics.tag_tables` of the train split's tags, or DataFormatError naming the first
-    training example with a tag that is not IOB2 (the error named only the tag's position in
-    the vocabulary, and was a traceback)."""
+    training example with a tag that is not IOB2 (file:line of its first token when read from
+    a file: `TextDataset.where`; the error named only the tag's position in the vocabulary,
+    and was a traceback)."""
     try:
         return metrics.tag_tables(tags)
     except ValueError:
@@ -105,8 +106,8 @@ def _tag_tables(dataset: object, tags: list[str]) -> tuple[np.ndarray, np.ndarra
                 metrics.tag_tables([tag])
             except ValueError:
                 raise DataFormatError(
-                    f"{dataset.name!r} split 'train', example {index} (0-based, in file order): "
-                    f"tag {tag!r} is not an IOB2 tag ('O', or 'B-' or 'I-' and a type)"
+                    f"{dataset.where('train', index)}: tag {tag!r} is not an IOB2 tag ('O', or "
+                    "'B-' or 'I-' and a type)"
                 ) from None
     return metrics.tag_tables(tags)  # raises: the vocabulary holds a tag no example has
 

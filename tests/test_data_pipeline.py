@@ -1,5 +1,7 @@
 """The text pipeline on tiny hand-written datasets: the ids each task's examples get."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,33 @@ def test_classification_and_tagging_targets():
     assert valid["inputs"].tolist() == [vocabs["tokens"].unk_id]
     with pytest.raises(ValueError, match="split='dev'"):
         encode_split(tag, "dev", vocabs)
+
+
+def test_an_example_read_from_a_file_is_named_by_file_and_line(tmp_path):
+    """An error found when a split read from a file is encoded names the example's first line
+    (file:line, the readers' form), as well as the dataset and split; it named only the
+    example's index. SST-2 drops the neutral trees, and still names the right line."""
+    for name, text in [("train", "EU B-ORG\n"), ("valid", "EU B-ORG\n\n\nPeter B-PER\n")]:
+        (tmp_path / f"{name}.txt").write_text(text)
+    (tmp_path / "test.txt").write_text("EU B-ORG\n")
+    conll = load_dataset("conll2003", manual_dir=tmp_path)
+    valid = re.escape(str(tmp_path / "valid.txt"))
+    with pytest.raises(
+        DataFormatError, match=rf"^{valid}:4: 'conll2003' split 'valid': token 'B-PER'"
+    ):
+        encode_split(conll, "valid", build_vocabs(conll))
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.txt").write_text("(4 (4 good))\n")
+    (tmp_path / "dev.txt").write_text("(2 (2 so-so))\n(4 (4 fine))\n(2 (2 meh))\n(0 (0 bad))\n")
+    sst2 = load_dataset("sst2", manual_dir=tmp_path)
+    assert sst2.splits["valid"] == [
+        {"tokens": ["fine"], "label": 1},
+        {"tokens": ["bad"], "label": 0},
+    ]
+    with pytest.raises(
+        DataFormatError, match=rf"^{re.escape(str(tmp_path / 'dev.txt'))}:4: 'sst2' split 'valid': "
+    ):
+        encode_split(sst2, "valid", build_vocabs(sst2))
 
 
 def test_a_tag_unseen_in_training_names_split_and_example():

@@ -316,3 +316,31 @@ def test_a_tsv_column_counted_from_the_end_is_not_the_text_itself(tmp_path):
     ]
     with pytest.raises(ValueError, match="both 1"):
         readers.read_tsv(path, text_column=1, label_column=1)
+
+
+def test_each_reader_gives_the_first_line_of_every_example(tmp_path):
+    """`numbered()` and `FileExamples.read` keep each example's first line (a CoNLL sentence's
+    first token line, past comments, DOCSTART and multiword lines), so that errors found when
+    a split is encoded can name file:line as the readers' own do."""
+    conll = _write(tmp_path / "ner.txt", "-DOCSTART- O\n\nEU B-ORG\nrejects O\n\n\nPeter B-PER\n")
+    conllu = _write(tmp_path / "a.conllu", CONLLU)
+    text = _write(tmp_path / "a.txt", "a\n\nb\n")
+    tsv = _write(tmp_path / "a.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
+    sst = _write(tmp_path / "sst.txt", "(3 (3 good))\n(1 (1 bad))\n")
+    src, tgt = _write(tmp_path / "s.en", "a\nb\n"), _write(tmp_path / "t.de", "x\ny\n")
+    for reader, lines in [
+        (readers.read_conll(conll), [3, 7]),
+        (readers.read_conllu(conllu), [4, 10]),
+        (readers.read_text(text), [1, 2, 3]),
+        (readers.read_tsv(tsv, header=True), [2, 3]),
+        (readers.read_sst(sst), [1, 2]),
+        (readers.read_parallel(src, tgt), [1, 2]),
+    ]:
+        path = reader.path
+        examples = readers.FileExamples.read(reader)
+        assert examples.lines == tuple(lines), path
+        assert examples.location(1) == f"{path}:{lines[1]}"
+    assert examples.path == str(src)  # a pair is named by its source file
+    assert type(examples[:1]) is list  # a slice knows no lines
+    examples.append(examples[0])
+    assert examples.location(0) is None  # its lines no longer line up

@@ -5,6 +5,7 @@ transformer options the models refuse). A short smoke run of each (2 seeds) writ
 
 import importlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -312,3 +313,20 @@ def test_a_training_tag_that_is_not_iob2_is_named_by_example():
     data.splits["train"][1]["tags"] = ["I-PER"]
     prefixes, types = sequence_labelling._tag_tables(data, build_vocabs(data)["tags"].tokens)
     assert len(prefixes) == len(types) == len(build_vocabs(data)["tags"].tokens)
+
+
+def test_a_training_tag_that_is_not_iob2_in_a_file_is_named_by_file_and_line(tmp_path):
+    """Read from a file, the example is named by its first line (file:line, as the readers
+    name a malformed line), not by its index."""
+    from rnn_jax.data.pipeline import build_vocabs
+    from rnn_jax.data.readers import DataFormatError
+    from rnn_jax.data.registry import load_dataset
+
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("-DOCSTART- O\n\nEU B-ORG\n\nPeter Q-PER\n")
+    data = load_dataset("conll2003", manual_dir=tmp_path)
+    train = re.escape(str(tmp_path / "train.txt"))
+    with pytest.raises(
+        DataFormatError, match=rf"^{train}:5: 'conll2003' split 'train': tag 'Q-PER'"
+    ):
+        sequence_labelling._tag_tables(data, build_vocabs(data)["tags"].tokens)

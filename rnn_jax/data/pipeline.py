@@ -59,8 +59,9 @@ def encode_split(
     train split never has), an example without tokens (a translation example: without source
     tokens), or a tagging example with more or fewer tags than tokens raises DataFormatError
     (a ValueError; the command line reports it in one line, exit status 2) naming the dataset,
-    the split and the example's index in it, in file order (an empty one got as far as
-    `pad_batch`, which named none of them; an unseen tag was a traceback).
+    the split and the example: `file:line` of its first line when the split was read from a
+    file, else its index in the split (`TextDataset.where`). An empty one got as far as
+    `pad_batch`, which named none of them; an unseen tag was a traceback.
     """
     task = dataset.task
     if split not in dataset.splits:
@@ -76,10 +77,7 @@ def encode_split(
         try:
             out.append(_encode_example(task, example, words, vocabs))
         except ValueError as error:
-            raise DataFormatError(
-                f"{dataset.name!r} split {split!r}, example {index} (0-based, in file order): "
-                f"{error}"
-            ) from error
+            raise DataFormatError(f"{dataset.where(split, index)}: {error}") from error
     return out
 
 

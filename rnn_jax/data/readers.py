@@ -1,6 +1,6 @@
 """Strict, streaming readers for the corpus formats researchers bring.
 
-Each reader is a generator over one file (or one file pair) that yields one example at a
+Each reader is an iterator over one file (or one file pair) that yields one example at a
 time as a dict of Python lists/strings, so a corpus never has to fit in memory twice:
 
 | reader | format | yields |
@@ -19,13 +19,19 @@ missing file raises `FileNotFoundError` naming it; a UTF-8 byte order mark that 
 dropped (it is an encoding signature, not text); a file that yields no example raises
 `DataFormatError` ("empty split"), because an empty split silently trains or evaluates on
 nothing. `read_lines` and `read_file_text` are the one place files are decoded.
+
+Every reader returns a `FileReader`: an iterator of the example dicts, whose `numbered()` gives
+`(line, example)` pairs instead, `line` being the example's first line (1-based).
+`FileExamples.read(reader)` keeps a whole file's examples in a list that also knows those lines,
+so that an error found later in an example (an unseen tag when a split is encoded) can name
+file:line as the readers do.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from rnn_jax.data.tokenize import get_tokenizer
 from rnn_jax.files import not_a_file
@@ -90,17 +96,75 @@ def read_file_text(path: PathLike) -> str:
     return "".join(line for _, line in read_lines(path, keepends=True))
 
 
-def _nonempty(examples: Iterator[dict], path: PathLike) -> Iterator[dict]:
-    """Passes examples through, raising if there were none (an empty split)."""
-    count = 0
-    for example in examples:
-        count += 1
-        yield example
-    if count == 0:
-        raise DataFormatError(f"{os.fspath(path)}: no examples in this file (empty split)")
+class FileReader(Iterator[dict]):
+    """The examples of one file (or line-aligned file pair), one at a time, as every reader
+    returns them; a file that holds none raises `DataFormatError` ("empty split") at its end.
+
+    `numbered()` yields the (remaining) examples as `(line, example)` pairs, `line` being the
+    example's first line in `path` (1-based): for a CoNLL or CoNLL-U sentence, the line of its
+    first token; for a parallel pair, the line of both, `path` being the source file.
+    """
+
+    def __init__(self, numbered: Iterator[tuple[int, dict]], path: PathLike) -> None:
+        self.path = os.fspath(path)
+        self._numbered = numbered
+        self._count = 0
+
+    def __next__(self) -> dict:
+        return self._next_numbered()[1]
+
+    def numbered(self) -> Iterator[tuple[int, dict]]:
+        """`(first line, example)` of each example not read yet, in file order."""
+        while True:
+            try:
+                yield self._next_numbered()
+            except StopIteration:
+                return
+
+    def _next_numbered(self) -> tuple[int, dict]:
+        try:
+            item = next(self._numbered)
+        except StopIteration:
+            if self._count == 0:
+                raise DataFormatError(
+                    f"{self.path}: no examples in this file (empty split)"
+                ) from None
+            raise
+        self._count += 1
+        return item
 
 
-def read_text(path: PathLike, level: str = "word", eos: str | None = None) -> Iterator[dict]:
+class FileExamples(list):
+    """A split's examples as read from one file, in file order, with where each came from:
+    `lines[i]` is the first line of example `i` in `path` (see `FileReader`).
+
+    A list like any other (equal to a plain list of the same examples). Anything built from it
+    (a slice, a filtered copy) is a plain list, which knows no lines: a derived split names its
+    examples by index unless it is built as `FileExamples` with the lines of those it keeps.
+    """
+
+    def __init__(self, examples: Iterable[dict], path: PathLike, lines: Iterable[int]) -> None:
+        super().__init__(examples)
+        self.path = os.fspath(path)
+        self.lines = tuple(lines)
+        if len(self.lines) != len(self):
+            raise ValueError(f"{len(self)} examples of {self.path} but {len(self.lines)} lines")
+
+    @classmethod
+    def read(cls, reader: FileReader) -> FileExamples:
+        """Every example of `reader` (what a reader returns), with their lines."""
+        numbered = list(reader.numbered())
+        return cls([e for _, e in numbered], reader.path, [line for line, _ in numbered])
+
+    def location(self, index: int) -> str | None:
+        """`path:line` of example `index`; None once the list was changed in length after it
+        was read (its lines no longer line up)."""
+        if len(self.lines) != len(self):
+            return None
+        return f"{self.path}:{self.lines[index]}"
+
+
+def read_text(path: PathLike, level: str = "word", eos: str | None = None) -> FileReader:
     """Plain text, one example per line: `{"tokens": [...]}`.
 
     Args:
@@ -112,14 +176,14 @@ def read_text(path: PathLike, level: str = "word", eos: str | None = None) -> It
 
     _check_file(path)
 
-    def examples() -> Iterator[dict]:
-        for _, line in read_lines(path, keepends=level == "char"):
+    def examples() -> Iterator[tuple[int, dict]]:
+        for number, line in read_lines(path, keepends=level == "char"):
             tokens = tokenize(line)
             if eos is not None:
                 tokens.append(eos)
-            yield {"tokens": tokens}
+            yield number, {"tokens": tokens}
 
-    return _nonempty(examples(), path)
+    return FileReader(examples(), path)
 
 
 # ASCII digits only: str.isdigit() and int() also take other scripts' digits ("\u00b9", "\u0663").
@@ -129,7 +193,7 @@ _SKIPPED_ID = re.compile("[0-9]+(-[0-9]+|[.][0-9]+)")
 _CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 
 
-def read_conllu(path: PathLike) -> Iterator[dict]:
+def read_conllu(path: PathLike) -> FileReader:
     """CoNLL-U sentences (https://universaldependencies.org/format.html).
 
     Yields `{"tokens", "lemmas", "upos", "xpos", "heads", "deprels"}` over the syntactic words:
@@ -139,7 +203,7 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
     """
     _check_file(path)
 
-    def sentences() -> Iterator[dict]:
+    def sentences() -> Iterator[tuple[int, dict]]:
         words: list[list[str]] = []
         numbers: list[int] = []  # the line number of each word
         for number, line in read_lines(path):
@@ -148,7 +212,7 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
             # line of a no-break space ended the sentence silently instead of being named.
             if not line.strip(" \t"):
                 if words:
-                    yield _conllu_sentence(words, numbers, path)
+                    yield numbers[0], _conllu_sentence(words, numbers, path)
                     words, numbers = [], []
                 continue
             if line.startswith("#"):
@@ -180,9 +244,9 @@ def read_conllu(path: PathLike) -> Iterator[dict]:
             words.append(fields)
             numbers.append(number)
         if words:
-            yield _conllu_sentence(words, numbers, path)
+            yield numbers[0], _conllu_sentence(words, numbers, path)
 
-    return _nonempty(sentences(), path)
+    return FileReader(sentences(), path)
 
 
 def _conllu_sentence(words: list[list[str]], numbers: list[int], path: PathLike) -> dict:
@@ -209,7 +273,7 @@ def _conllu_sentence(words: list[list[str]], numbers: list[int], path: PathLike)
 _CONLL_SEPARATOR = re.compile("[ \t]+")
 
 
-def read_conll(path: PathLike, label_column: int = -1) -> Iterator[dict]:
+def read_conll(path: PathLike, label_column: int = -1) -> FileReader:
     """CoNLL column files (CoNLL-2000 chunking, CoNLL-2003 NER, ...): `{"tokens", "tags"}`.
 
     A token is a non-blank line of two or more columns separated by ASCII spaces or tabs (a
@@ -223,16 +287,17 @@ def read_conll(path: PathLike, label_column: int = -1) -> Iterator[dict]:
     """
     _check_file(path)
 
-    def sentences() -> Iterator[dict]:
+    def sentences() -> Iterator[tuple[int, dict]]:
         tokens: list[str] = []
         tags: list[str] = []
+        first = 0  # the line of the sentence's first token
         num_columns = None
         for number, line in read_lines(path):
             stripped = line.strip(" \t")
             fields = _CONLL_SEPARATOR.split(stripped) if stripped else []
             if not fields or fields[0] == "-DOCSTART-":
                 if tokens:
-                    yield {"tokens": tokens, "tags": tags}
+                    yield first, {"tokens": tokens, "tags": tags}
                     tokens, tags = [], []
                 continue
             where = f"{os.fspath(path)}:{number}"
@@ -256,17 +321,17 @@ def read_conll(path: PathLike, label_column: int = -1) -> Iterator[dict]:
                     f"{where}: expected {num_columns} columns like the file's first token line, "
                     f"found {len(fields)}: {line[:80]!r}"
                 )
+            if not tokens:
+                first = number
             tokens.append(fields[0])
             tags.append(fields[label_column])
         if tokens:
-            yield {"tokens": tokens, "tags": tags}
+            yield first, {"tokens": tokens, "tags": tags}
 
-    return _nonempty(sentences(), path)
+    return FileReader(sentences(), path)
 
 
-def read_parallel(
-    source_path: PathLike, target_path: PathLike, level: str = "word"
-) -> Iterator[dict]:
+def read_parallel(source_path: PathLike, target_path: PathLike, level: str = "word") -> FileReader:
     """Two line-aligned files (line i of one translates line i of the other).
 
     Yields `{"source": [tokens], "target": [tokens]}`. Different line counts or an empty line
@@ -276,7 +341,7 @@ def read_parallel(
     _check_file(source_path)
     _check_file(target_path)
 
-    def pairs() -> Iterator[dict]:
+    def pairs() -> Iterator[tuple[int, dict]]:
         source_lines = read_lines(source_path)
         target_lines = read_lines(target_path)
         for number in range(1, 1 << 62):
@@ -296,9 +361,9 @@ def read_parallel(
             for (_, text), file in ((source, source_path), (target, target_path)):
                 if not text.strip():
                     raise DataFormatError(f"{os.fspath(file)}:{number}: empty sentence")
-            yield {"source": tokenize(source[1]), "target": tokenize(target[1])}
+            yield number, {"source": tokenize(source[1]), "target": tokenize(target[1])}
 
-    return _nonempty(pairs(), source_path)
+    return FileReader(pairs(), source_path)
 
 
 def read_tsv(
@@ -307,7 +372,7 @@ def read_tsv(
     label_column: int = 1,
     header: bool = False,
     level: str = "word",
-) -> Iterator[dict]:
+) -> FileReader:
     """Labelled sentences, one `text<TAB>label` line each (GLUE layout): `{"tokens", "label"}`.
 
     Args:
@@ -321,7 +386,7 @@ def read_tsv(
         raise ValueError(f"text_column and label_column are both {text_column}")
     _check_file(path)
 
-    def rows() -> Iterator[dict]:
+    def rows() -> Iterator[tuple[int, dict]]:
         for number, line in read_lines(path):
             if header and number == 1:
                 continue
@@ -341,9 +406,9 @@ def read_tsv(
                     f"{text_column} and a label in field {label_column} (tab-separated), "
                     f"found {len(fields)} fields: {line[:80]!r}"
                 )
-            yield {"tokens": tokenize(fields[text_at]), "label": label}
+            yield number, {"tokens": tokenize(fields[text_at]), "label": label}
 
-    return _nonempty(rows(), path)
+    return FileReader(rows(), path)
 
 
 # Words are separated by ASCII spaces or tabs (a tab was read as part of a word or label: "node
@@ -406,16 +471,16 @@ def parse_sst_tree(line: str) -> tuple[int, list[str]]:
     return root_label, leaves
 
 
-def read_sst(path: PathLike) -> Iterator[dict]:
+def read_sst(path: PathLike) -> FileReader:
     """Stanford Sentiment Treebank PTB-tree lines: `{"tokens": leaves, "label": root 0-4}`."""
     _check_file(path)
 
-    def trees() -> Iterator[dict]:
+    def trees() -> Iterator[tuple[int, dict]]:
         for number, line in read_lines(path):
             try:
                 label, leaves = parse_sst_tree(line)
             except ValueError as e:
                 raise DataFormatError(f"{os.fspath(path)}:{number}: {e}: {line[:80]!r}") from None
-            yield {"tokens": leaves, "label": label}
+            yield number, {"tokens": leaves, "label": label}
 
-    return _nonempty(trees(), path)
+    return FileReader(trees(), path)

@@ -24,6 +24,10 @@ User files (`kind:path`, a leading `~` the home folder): text, conllu, conll, pa
 files do: read as `tsv` its names would be one more example, of a class named after the label
 column).
 Synthetic tasks (`synthetic_task(name, **options)`): copy, adding, temporal_order, markov.
+
+A split read from a file is a `readers.FileExamples` (a list that knows each example's first
+line), so `TextDataset.where(split, index)` names an example as `file:line`, the readers' form;
+other splits (catalog, TFDS builders, hand-built) name it by its index.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from collections.abc import Callable
 
 from rnn_jax.data import readers
 from rnn_jax.data.corpora import read_tiny_shakespeare, split_paths
+from rnn_jax.data.readers import FileExamples
 from rnn_jax.data.root import default_data_root
 from rnn_jax.data.synthetic import AddingProblem, CopyTask, MarkovLanguage, TemporalOrder
 from rnn_jax.data.vocab import Vocabulary
@@ -70,6 +75,16 @@ class TextDataset:
     def token_field(self) -> str:
         return "source" if self.task == "translation" else "tokens"
 
+    def where(self, split: str, index: int) -> str:
+        """Where example `index` of `split` is, to open an error message about it:
+        `path:line: 'name' split 'x'` for one read from a file, else `'name' split 'x',
+        example N (0-based, in file order)`."""
+        examples = self.splits[split]
+        location = examples.location(index) if isinstance(examples, FileExamples) else None
+        if location is None:
+            return f"{self.name!r} split {split!r}, example {index} (0-based, in file order)"
+        return f"{location}: {self.name!r} split {split!r}"
+
     def token_lists(self, split: str, field: str | None = None) -> list[list[str]]:
         """The token lists of `split` (`field` defaults to tokens, or source for translation)."""
         if split not in self.splits:
@@ -98,7 +113,10 @@ class TextDataset:
 
 
 def _read_splits(name: str, manual_dir: PathLike, read: Callable) -> dict[str, list[dict]]:
-    return {split: list(read(*paths)) for split, paths in split_paths(name, manual_dir).items()}
+    return {
+        split: FileExamples.read(read(*paths))
+        for split, paths in split_paths(name, manual_dir).items()
+    }
 
 
 def ptb(manual_dir: PathLike) -> TextDataset:
@@ -127,12 +145,17 @@ def sst(manual_dir: PathLike) -> TextDataset:
 
 def sst2(manual_dir: PathLike) -> TextDataset:
     """SST-2 the standard way: root labels, neutral (2) dropped, 0-1 -> 0, 3-4 -> 1."""
-    splits = {
-        split: [
-            {"tokens": e["tokens"], "label": int(e["label"] > 2)} for e in ex if e["label"] != 2
-        ]
-        for split, ex in sst(manual_dir).splits.items()
-    }
+    splits = {}
+    for split, examples in sst(manual_dir).splits.items():
+        kept = [i for i, e in enumerate(examples) if e["label"] != 2]
+        splits[split] = FileExamples(
+            [
+                {"tokens": examples[i]["tokens"], "label": int(examples[i]["label"] > 2)}
+                for i in kept
+            ],
+            examples.path,
+            [examples.lines[i] for i in kept],
+        )
     return TextDataset("sst2", "classification", splits)
 
 
@@ -162,7 +185,7 @@ PROJECT_DATASETS: dict[str, tuple[Callable[[PathLike], TextDataset], str]] = {
 }
 
 # kind -> (task, reader of the part after "kind:")
-USER_KINDS: dict[str, tuple[str, Callable[[str], object]]] = {
+USER_KINDS: dict[str, tuple[str, Callable[[str], readers.FileReader]]] = {
     "text": ("language_modeling", lambda p: readers.read_text(p, eos="<eos>")),
     "conllu": ("tagging", readers.read_conllu),
     "conll": ("tagging", readers.read_conll),
@@ -197,7 +220,7 @@ def user_dataset(spec: str) -> TextDataset:
         raise ValueError(f"dataset {spec!r}: the path after {kind + ':'!r} is empty")
     task, read = USER_KINDS[kind]
     # parallel's two paths are expanded one by one in `_two_paths`
-    examples = list(read(path if kind == "parallel" else os.path.expanduser(path)))
+    examples = FileExamples.read(read(path if kind == "parallel" else os.path.expanduser(path)))
     if kind == "conllu":
         for example in examples:
             example["tags"] = example["upos"]
