@@ -7,7 +7,8 @@ object; runs that differ only in their seed form one group. A `final` value may 
 (one seed) or a list of numbers (one per vmapped seed, `num_seeds` > 1); either way every seed
 is one sample. Prints the table, writes ROOT/report.md, one PNG per metric
 (ROOT/<metric>.png, against the first numeric sweep axis when there is one) and, where the runs
-logged `train_loss` to metrics.jsonl, ROOT/train_loss_curves.png.
+logged `train_loss` to metrics.jsonl, ROOT/train_loss_curves.png. A rerun removes the plots
+the previous ROOT/report.md showed that it no longer draws; no other file is touched.
 """
 
 from __future__ import annotations
@@ -340,10 +341,25 @@ def plot_curves(groups: Sequence[dict], path: pathlib.Path) -> bool:
     return drawn
 
 
+def report_plots(root: pathlib.Path) -> list[str]:
+    """The plots ROOT/report.md shows (its `![name](name)` lines): the files a report wrote
+    into ROOT, which the next report removes where it does not rewrite them. Only plain
+    `.png` names in ROOT itself count, so no other file is ever taken for one of its own."""
+    try:
+        text = (root / "report.md").read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return []
+    names = re.findall(r"^!\[[^\]]*\]\(([^)]+)\)$", text, re.MULTILINE)
+    return [n for n in names if n.endswith(".png") and pathlib.PurePath(n).name == n]
+
+
 def write_report(root: str | pathlib.Path) -> str:
-    """Aggregates ROOT's runs; writes ROOT/report.md and PNGs; returns the markdown table."""
+    """Aggregates ROOT's runs; writes ROOT/report.md and PNGs; returns the markdown table.
+    The plots the previous report.md showed and this one does not are removed (a rerun with
+    fewer metrics left their old PNGs beside the new ones); other files are left alone."""
     root = pathlib.Path(root)
     config, runs = load_runs(root)
+    previous = report_plots(root)
     groups = group_runs(runs)
     finished = sum(r["metrics"] is not None for r in runs)
     table = markdown_table(groups)
@@ -375,6 +391,8 @@ def write_report(root: str | pathlib.Path) -> str:
         "",
     ]
     write_text_atomic(root / "report.md", "\n".join(lines))
+    for name in set(previous) - set(plots):
+        (root / name).unlink(missing_ok=True)
     return table
 
 

@@ -1204,3 +1204,34 @@ def test_a_report_that_fails_on_a_corrupt_curve_writes_no_plot(tmp_path):
     with pytest.raises(ValueError, match=r"metrics\.jsonl:1: not a JSON object"):
         report.write_report(tmp_path)
     assert not list(tmp_path.glob("*.png")) and not (tmp_path / "report.md").exists()
+
+
+def test_a_rerun_report_removes_its_own_plots_it_no_longer_draws(tmp_path, monkeypatch):
+    """A rerun with fewer metrics (or no curves) left the old PNGs beside the new ones, so the
+    folder showed plots no command made. The previous report.md names the plots it wrote; the
+    next report removes those it does not rewrite and leaves every other file alone."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text('{"final": {"acc": 0.5, "loss": 1.0}}')
+    runs = [{"name": "r", "overrides": {"lr": 1}}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "c.py:v", "runs": runs}))
+    (tmp_path / "mine.png").write_text("not the report's")
+    curves = [True, False]
+
+    def fake_curves(groups, path):
+        drawn = curves.pop(0)
+        if drawn:
+            path.write_text("png")
+        return drawn
+
+    monkeypatch.setattr(report, "plot_metric", lambda groups, metric, path: path.write_text("png"))
+    monkeypatch.setattr(report, "plot_curves", fake_curves)
+    report.write_report(tmp_path)
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert pngs == {"acc.png", "loss.png", "train_loss_curves.png", "mine.png"}
+    (tmp_path / "r" / "results.json").write_text('{"final": {"acc": 0.5}}')
+    report.write_report(tmp_path)
+    assert {p.name for p in tmp_path.glob("*.png")} == {"acc.png", "mine.png"}
+    assert "![acc.png](acc.png)" in (tmp_path / "report.md").read_text()
+    # A link to something that is not a plain PNG in ROOT is never taken for one of its own.
+    (tmp_path / "report.md").write_text("![x](sweep.json)\n![y](r/z.png)\n![z](../z.png)\n")
+    assert report.report_plots(tmp_path) == []
