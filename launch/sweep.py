@@ -60,6 +60,22 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
 LAUNCHERS = ("local", "slurm", "submitit_local")
+# Each `--slurm_*` flag -> the submitit parameter it sets, and the flags each launcher passes
+# on: a flag given to a launcher that does not read it is refused (`check_launcher_flags`),
+# not silently ignored (`--launcher=local --slurm_mem_gb=64` ran with no limit at all).
+SLURM_PARAMETERS = {
+    "slurm_time_min": "timeout_min",
+    "slurm_partition": "slurm_partition",
+    "slurm_cpus_per_task": "cpus_per_task",
+    "slurm_mem_gb": "mem_gb",
+    "slurm_gpus_per_node": "gpus_per_node",
+}
+LAUNCHER_FLAGS = {
+    "local": (),
+    "submitit_local": ("slurm_time_min",),
+    "slurm": tuple(SLURM_PARAMETERS),
+}
+FLAG_EXIT_STATUS = 2  # a flag to fix, as the experiments' config errors (rnn_jax.train.cli)
 # The longest run directory name, in bytes: NAME_MAX of Linux's common filesystems (ext4, XFS,
 # Btrfs, NFS, Lustre). Names up to it are kept as they were, so existing roots still resume.
 MAX_RUN_NAME = 255
@@ -804,19 +820,25 @@ def run_submitit(runs: Sequence[Run], cluster: str, parameters: Mapping[str, Any
     return failed + unsubmitted
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """The command-line flags (defined only when run as a program, so that importing this
-    module next to another absl program does not clash over `--workdir`/`--config`)."""
+    module next to another absl program does not clash over `--workdir`/`--config`), in
+    `flag_values` (absl's FLAGS; a test's own FlagValues)."""
+    fv = {"flag_values": flag_values}
     flags.DEFINE_string(
-        "config", None, "experiments/configs/<name>.py:<variant>, as for the experiment itself."
+        "config",
+        None,
+        "experiments/configs/<name>.py:<variant>, as for the experiment itself.",
+        **fv,
     )
-    flags.DEFINE_string("workdir", None, "Sweep root; each run gets ROOT/<run_name>/.")
+    flags.DEFINE_string("workdir", None, "Sweep root; each run gets ROOT/<run_name>/.", **fv)
     flags.DEFINE_enum(
         "launcher",
         "local",
         LAUNCHERS,
         "local: parallel subprocesses on this machine; slurm: one SLURM job per run via submitit; "
         "submitit_local: submitit's local executor (what the tests use in place of SLURM).",
+        **fv,
     )
     flags.DEFINE_integer(
         "parallel",
@@ -824,16 +846,53 @@ def define_flags() -> None:
         "local launcher: runs at once. 0 = one per GPU listed in CUDA_VISIBLE_DEVICES, "
         "else one per CPU core this process may use.",
         lower_bound=0,  # refused when parsed: `_slots` refused it only after sweep.json
+        **fv,
     )
     flags.DEFINE_multi_string(
-        "set", [], "key=value config override applied to every run (e.g. --set=train.num_steps=50)."
+        "set",
+        [],
+        "key=value config override applied to every run (e.g. --set=train.num_steps=50).",
+        **fv,
     )
-    flags.DEFINE_boolean("dry_run", False, "Print the planned runs and exit, writing nothing.")
-    flags.DEFINE_string("slurm_partition", None, "SLURM partition.")
-    flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run.", lower_bound=0)
-    flags.DEFINE_integer("slurm_cpus_per_task", 4, "CPU cores per run.", lower_bound=1)
-    flags.DEFINE_integer("slurm_time_min", 240, "Wall-clock limit per run, minutes.", lower_bound=1)
-    flags.DEFINE_integer("slurm_mem_gb", 32, "Memory per run, GiB.", lower_bound=1)
+    flags.DEFINE_boolean(
+        "dry_run", False, "Print the planned runs and exit, writing nothing.", **fv
+    )
+    slurm_only = " (--launcher=slurm only; refused with another launcher)"
+    flags.DEFINE_string("slurm_partition", None, "SLURM partition" + slurm_only, **fv)
+    flags.DEFINE_integer("slurm_gpus_per_node", 0, "GPUs per run" + slurm_only, lower_bound=0, **fv)
+    flags.DEFINE_integer(
+        "slurm_cpus_per_task", 4, "CPU cores per run" + slurm_only, lower_bound=1, **fv
+    )
+    flags.DEFINE_integer(
+        "slurm_time_min",
+        240,
+        "Wall-clock limit per run, minutes (slurm and submitit_local; refused with local).",
+        lower_bound=1,
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "slurm_mem_gb", 32, "Memory per run, GiB" + slurm_only, lower_bound=1, **fv
+    )
+
+
+def check_launcher_flags(launcher: str, given: Sequence[str]) -> None:
+    """The `--slurm_*` flags `given` on the command line are all read by `launcher`
+    (`LAUNCHER_FLAGS`), or ValueError naming the first that is not and the launcher."""
+    for name in given:
+        if name in SLURM_PARAMETERS and name not in LAUNCHER_FLAGS[launcher]:
+            readers = [f"--launcher={k}" for k, names in LAUNCHER_FLAGS.items() if name in names]
+            raise ValueError(
+                f"--{name} is not used by --launcher={launcher}, which would ignore it (it is "
+                f"read by {' and '.join(readers)}); drop the flag or use such a launcher"
+            )
+
+
+def launcher_parameters(launcher: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The submitit parameters of `launcher` from the `--slurm_*` flag values it reads."""
+    parameters = {SLURM_PARAMETERS[name]: values[name] for name in LAUNCHER_FLAGS[launcher]}
+    if parameters.get("gpus_per_node") == 0:
+        del parameters["gpus_per_node"]  # '--gpus-per-node=0' is refused by some sites
+    return parameters
 
 
 def main(argv: Sequence[str]) -> None:
@@ -841,6 +900,12 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS.config or not flags.FLAGS.workdir:
         raise app.UsageError("--config and --workdir are required")
+    try:
+        given = [name for name in SLURM_PARAMETERS if flags.FLAGS[name].present]
+        check_launcher_flags(flags.FLAGS.launcher, given)
+    except ValueError as error:
+        sys.stderr.write(f"launch.sweep: {error}\n")
+        sys.exit(FLAG_EXIT_STATUS)
     root = pathlib.Path(flags.FLAGS.workdir).resolve()
     try:
         check_workdir(flags.FLAGS.workdir)  # a file there was a FileExistsError traceback
@@ -865,15 +930,8 @@ def main(argv: Sequence[str]) -> None:
     if flags.FLAGS.launcher == "local":
         failed = run_local(runs, flags.FLAGS.parallel)
     else:
-        parameters: dict[str, Any] = {"timeout_min": flags.FLAGS.slurm_time_min}
-        if flags.FLAGS.launcher == "slurm":
-            parameters.update(
-                slurm_partition=flags.FLAGS.slurm_partition,
-                cpus_per_task=flags.FLAGS.slurm_cpus_per_task,
-                mem_gb=flags.FLAGS.slurm_mem_gb,
-            )
-            if flags.FLAGS.slurm_gpus_per_node:  # '--gpus-per-node=0' is refused by some sites
-                parameters["gpus_per_node"] = flags.FLAGS.slurm_gpus_per_node
+        values = {name: flags.FLAGS[name].value for name in SLURM_PARAMETERS}
+        parameters = launcher_parameters(flags.FLAGS.launcher, values)
         cluster = "slurm" if flags.FLAGS.launcher == "slurm" else "local"
         try:
             failed = run_submitit(runs, cluster, parameters)

@@ -941,6 +941,16 @@ def test_run_submitit_counts_a_job_done_only_when_it_exited_0_and_wrote_results(
     assert sweep.run_submitit(runs[:2], "local", {}) == [] and made == []  # nothing to submit
 
 
+def _sweep_flags(*args):
+    """launch.sweep's flags parsed from `args` (a FlagValues of their own, as absl's FLAGS)."""
+    from absl import flags
+
+    values = flags.FlagValues()
+    sweep.define_flags(values)
+    values(["prog", *args])
+    return values
+
+
 def test_no_scheduler_here_or_a_refused_submission_is_named_not_a_traceback(
     tmp_path, monkeypatch, capsys
 ):
@@ -960,10 +970,8 @@ def test_no_scheduler_here_or_a_refused_submission_is_named_not_a_traceback(
         run.workdir.mkdir()
     with pytest.raises(ValueError, match="cannot submit 'slurm' jobs from here: Could not detect"):
         sweep.run_submitit(runs, "slurm", {})
-    values = dict(config=SMOKE, workdir=str(tmp_path), set=[], dry_run=False, parallel=0)
-    values.update(slurm_partition="p", slurm_cpus_per_task=4, slurm_mem_gb=32)
-    values.update(slurm_time_min=60, slurm_gpus_per_node=0, launcher="slurm")
-    monkeypatch.setattr(sweep.flags, "FLAGS", types.SimpleNamespace(**values))
+    args = [f"--config={SMOKE}", f"--workdir={tmp_path}", "--launcher=slurm"]
+    monkeypatch.setattr(sweep.flags, "FLAGS", _sweep_flags(*args, "--slurm_partition=p"))
     monkeypatch.setattr(sweep, "plan_runs", lambda *args: runs)
     with pytest.raises(SystemExit, match="launch.sweep: --launcher=slurm: submitit cannot"):
         sweep.main(["prog"])
@@ -1105,18 +1113,14 @@ def test_execute_without_flock_or_told_to_stop_and_slots_edges(tmp_path, monkeyp
 def test_main_passes_the_launcher_its_parameters_and_exits_naming_failed_runs(
     tmp_path, monkeypatch
 ):
-    """`main`'s flags (a stand-in for absl's FLAGS; defined only when run as a program): the
-    SLURM sizes reach submitit, `--slurm_gpus_per_node=0` is left out, failed runs end it."""
-    import types
-
+    """`main`'s flags (defined only when run as a program): the SLURM sizes reach submitit,
+    `--slurm_gpus_per_node=0` is left out, failed runs end it."""
     from absl import app
 
     with pytest.raises(app.UsageError, match=r"unexpected arguments: \['x'\]"):
         sweep.main(["prog", "x"])
-    values = dict(config=None, workdir=str(tmp_path), set=[], dry_run=False, parallel=0)
-    values.update(slurm_partition="p", slurm_cpus_per_task=4, slurm_mem_gb=32)
-    values.update(slurm_time_min=60, slurm_gpus_per_node=0, launcher="slurm")
-    monkeypatch.setattr(sweep.flags, "FLAGS", types.SimpleNamespace(**values))
+    slurm_args = ["--slurm_partition=p", "--slurm_time_min=60", "--launcher=slurm"]
+    monkeypatch.setattr(sweep.flags, "FLAGS", _sweep_flags(f"--workdir={tmp_path}", *slurm_args))
     with pytest.raises(app.UsageError, match="--config and --workdir are required"):
         sweep.main(["prog"])
     sweep.flags.FLAGS.config = SMOKE
@@ -1127,15 +1131,48 @@ def test_main_passes_the_launcher_its_parameters_and_exits_naming_failed_runs(
     slurm = {"timeout_min": 60, "slurm_partition": "p", "cpus_per_task": 4, "mem_gb": 32}
     with pytest.raises(SystemExit, match=r"launch.sweep: 1 run\(s\) failed: \['a'\]"):
         sweep.main(["prog"])
-    sweep.flags.FLAGS.slurm_gpus_per_node = 2
-    sweep.flags.FLAGS.launcher = "submitit_local"
+    local = _sweep_flags(f"--workdir={tmp_path}", f"--config={SMOKE}", "--slurm_time_min=60")
+    local.launcher = "submitit_local"
+    monkeypatch.setattr(sweep.flags, "FLAGS", local)
     with pytest.raises(SystemExit):
         sweep.main(["prog"])
     assert calls == [("slurm", slurm), ("local", {"timeout_min": 60})]
-    sweep.flags.FLAGS.launcher = "slurm"
+    gpus = _sweep_flags(f"--workdir={tmp_path}", f"--config={SMOKE}", *slurm_args)
+    gpus.slurm_gpus_per_node = 2
+    monkeypatch.setattr(sweep.flags, "FLAGS", gpus)
     with pytest.raises(SystemExit):
         sweep.main(["prog"])
     assert calls[-1] == ("slurm", {**slurm, "gpus_per_node": 2})
+
+
+@pytest.mark.parametrize(
+    "launcher, flag",
+    [
+        ("local", "--slurm_partition=gpu"),
+        ("local", "--slurm_time_min=60"),
+        ("submitit_local", "--slurm_mem_gb=64"),
+        ("submitit_local", "--slurm_gpus_per_node=0"),  # given, even at its default value
+    ],
+)
+def test_a_slurm_flag_the_launcher_ignores_is_refused_naming_both(
+    tmp_path, monkeypatch, capsys, launcher, flag
+):
+    """`--launcher=local` ignored every `--slurm_*` flag and `submitit_local` all but the time
+    limit: a sweep given `--slurm_mem_gb=64` ran with no limit, silently. A flag given
+    explicitly to a launcher that does not read it exits 2 naming both, before the plan."""
+    monkeypatch.setattr(sweep, "plan_runs", lambda *args: pytest.fail("planned"))
+    args = [f"--workdir={tmp_path}", f"--config={SMOKE}", f"--launcher={launcher}", flag]
+    monkeypatch.setattr(sweep.flags, "FLAGS", _sweep_flags(*args))
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(["prog"])
+    assert exit_info.value.code == 2
+    name = flag[2:].split("=")[0]
+    err = capsys.readouterr().err
+    assert f"--{name} is not used by --launcher={launcher}, which would ignore it" in err
+    # Each launcher's own flags (and flags left at their defaults) pass.
+    sweep.check_launcher_flags("submitit_local", ["slurm_time_min"])
+    sweep.check_launcher_flags("slurm", list(sweep.SLURM_PARAMETERS))
+    sweep.check_launcher_flags("local", [])
 
 
 def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, capsys):
