@@ -51,13 +51,30 @@ case "$workdir" in
 esac
 python=${PYTHON:-$repo/.venv/bin/python}
 
+# The config and its variant, read as every process will read them (rnn_jax's config_file,
+# by the interpreter the processes run; no JAX, well under a second), before any process is
+# started: an unknown variant was found by each process on its own, on every host.
+check='import sys
+from rnn_jax.train.config import ConfigError
+from rnn_jax.train.config_file import read_config_spec
+try:
+    read_config_spec(sys.argv[1])
+except ConfigError as error:
+    sys.exit(f"config error: {error}")'
+if ! problem=$(cd "$repo" && "$python" -c "$check" "${config}:${variant}" 2>&1); then
+  echo "launch/multihost.sh: ${problem}" >&2
+  exit 2
+fi
+
 # A shell word for each argument: as it is when it needs no quoting, else single-quoted
 # (`${a@Q}`), so that the remote shell (srun's bash -c, gcloud's and ssh's command) gets back
-# exactly these arguments, spaces and quotes included.
+# exactly these arguments, spaces and quotes included. `[`, `]` and `^` are quoted too: left
+# bare, `--config.x=[1,2]` was a glob pattern to the remote shell (a file `--config.x=1` in
+# the checkout would have replaced it; bash with failglob refused the command).
 words() {
   local out=() a
   for a in "$@"; do
-    if [[ "$a" =~ ^[][A-Za-z0-9_./:=,+@%^-]+$ ]]; then out+=("$a"); else out+=("${a@Q}"); fi
+    if [[ "$a" =~ ^[A-Za-z0-9_./:=,+@%-]+$ ]]; then out+=("$a"); else out+=("${a@Q}"); fi
   done
   printf '%s' "${out[*]}"
 }
@@ -93,7 +110,8 @@ case "$mode" in
     coordinator="${hosts[0]}:${PORT:-12355}"
     pids=()
     for i in "${!hosts[@]}"; do
-      command_i="$command --coordinator_address=${coordinator} --num_processes=${#hosts[@]} --process_id=${i}"
+      command_i="$command $(words "--coordinator_address=${coordinator}" \
+        "--num_processes=${#hosts[@]}" "--process_id=${i}")"
       if [ "${RUN:-0}" = 1 ] && [ "${DRY_RUN:-0}" != 1 ]; then
         ssh "${hosts[$i]}" "$command_i" &
         pids+=("$!")

@@ -9,12 +9,16 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 
 import pytest
 
 from rnn_jax.train import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# PYTHON for the tests that are not about the config check, which runs `$PYTHON -c CHECK`
+# (~0.5 s a start): `true` passes it at once (and appears in the printed commands).
+NO_CHECK = "true"
 
 
 def test_multihost_manual_run_fails_when_a_host_fails(tmp_path):
@@ -33,6 +37,7 @@ def test_multihost_manual_run_fails_when_a_host_fails(tmp_path):
         env.update(
             PATH=f"{fake}:{env['PATH']}", HOSTS=hosts, RUN="1", SSH_LOG=str(tmp_path / "log")
         )
+        env["PYTHON"] = NO_CHECK
         return subprocess.run(
             ["bash", os.path.join(REPO, "launch/multihost.sh"), "manual", "exposure_bias"]
             + ["full", "/shared/eb"],
@@ -71,18 +76,20 @@ def test_bad_multihost_flags_exit_2_naming_them(tmp_path, flags, named):
 
 def test_multihost_passes_arguments_with_spaces_and_quotes_through_unchanged(tmp_path):
     """The command was assembled as `'${base[*]}'` and eval'ed: an override holding a space or
-    a single quote was split or broke the quoting. A fake srun runs the command it is given,
-    and a fake python records the argv it receives; a relative workdir is the caller's."""
+    a single quote was split or broke the quoting. A fake srun runs the command it is given
+    (in a bash that refuses a glob matching nothing: `[1,2]` was left bare, a pattern to the
+    remote shell), and a fake python records the argv it receives; a relative workdir is the
+    caller's."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "srun").write_text('#!/usr/bin/env bash\nshift\nexec "$@"\n')
+    (fake / "srun").write_text('#!/usr/bin/env bash\nshift\nexec "$1" -O failglob "${@:2}"\n')
     (fake / "python").write_text(
         "#!/usr/bin/env python3\nimport json, os, sys\n"
         "open(os.environ['ARGV_LOG'], 'w').write(json.dumps(sys.argv[1:]))\n"
     )
     for name in ("srun", "python"):
         (fake / name).chmod(0o755)
-    overrides = ["--config.model.name=a b", '--config.note=it\'s "x" $HOME']
+    overrides = ["--config.model.name=a b", '--config.note=it\'s "x" $HOME', "--config.x=[1,2]"]
     caller = tmp_path / "caller"
     caller.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "DRY_RUN"}
@@ -115,7 +122,7 @@ def _multihost(*args, **env):
         capture_output=True,
         text=True,
         timeout=30,
-        env={**os.environ, "DRY_RUN": "1", **env},
+        env={**os.environ, "DRY_RUN": "1", "PYTHON": NO_CHECK, **env},
     )
 
 
@@ -176,3 +183,13 @@ def test_multihost_manual_refuses_blank_hosts():
     assert result.returncode == 2 and "HOSTS=' ' names no host" in result.stderr
     ok = _multihost("manual", "sentiment", "quick", "/shared/s", HOSTS=" h0  h1 ")
     assert ok.returncode == 0 and "h1: cd " in ok.stdout and "--process_id=1" in ok.stdout
+
+
+def test_multihost_refuses_an_unknown_variant_before_starting_anything():
+    """The variant reached every process unchecked: each host's process refused it on its own
+    after srun, gcloud or ssh had started them all. It is read as the processes read it
+    (rnn_jax's config_file) first: exit 2 naming it, nothing printed or started."""
+    result = _multihost("slurm", "sentiment", "[q]uick", "/shared/s", PYTHON=sys.executable)
+    assert result.returncode == 2, result.stderr
+    assert "unknown variant '[q]uick'; allowed: smoke, quick, full" in result.stderr
+    assert not result.stdout
