@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from experiments import grid, significance
+from experiments import grid, run_report, significance
 from rnn_jax import decoding, metrics
 from rnn_jax.data.batching import BatchIterator, pad_batch, repeat_epochs
 from rnn_jax.data.pipeline import check_training_batch_size
@@ -292,8 +292,12 @@ class TranslationTask(Task):
         else:
             feeding = {"teacher_forcing_prob": epsilon}
         nll = self._nll(model, batch, rng=rng, **feeding)
-        loss = jnp.sum(nll) / jnp.sum(batch["targets_mask"])
-        return loss, ((), {"teacher_forcing_prob": epsilon})
+        total, tokens = jnp.sum(nll), jnp.sum(batch["targets_mask"])
+        # Logged too as (summed NLL, tokens): the runtime logs the ratio of their sums, the
+        # NLL per token over the logging window; the loss's window mean averages per-batch
+        # ratios, weighing a batch of short pairs like one of long (length-bucketed batches).
+        logged = {"teacher_forcing_prob": epsilon, run_report.TRAIN_NLL_PER_TOKEN: (total, tokens)}
+        return total / tokens, ((), logged)
 
     # ---- evaluation -----------------------------------------------------------------------------
     def eval_step(self, model: Seq2Seq, batch: dict, carry: tuple) -> tuple:

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 CURVES_FILE = "learning_curves.png"
 RESULTS_FILE = "results.json"
+# The train NLL per token over each logging window, where batches hold unequal token counts:
+# `loss_fn` logs it as (the batch's summed NLL, its real tokens) and the runtime logs the
+# ratio of their sums over the window (`Task.loss_fn`), as valid's loss is per token.
+TRAIN_NLL_PER_TOKEN = "train_nll_per_token"
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman RNN"}
 # results.json objects of runs whose reports are being written, by resolved run directory:
 # the reports come before results.json, the runtime's "done" marker (see `train_and_report`).
@@ -43,7 +47,7 @@ def train_and_report(
     *,
     name: str,
     report: Callable[[pathlib.Path], str],
-    train_key: str | tuple[str, str] = "train_loss",
+    train_key: str = "train_loss",
 ) -> dict:
     """`train_and_evaluate`, with `W/<name>.md` (`report(W)`) and `W/learning_curves.png`
     written before results.json.
@@ -225,25 +229,10 @@ def config_name(workdir: pathlib.Path, name: str) -> str:
     return spec + (" with " + ", ".join(f"{k}={run.get(k)}" for k in differ) if differ else "")
 
 
-def read_curve(workdir: pathlib.Path, key: str | tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def read_curve(workdir: pathlib.Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps [n], values [n, seeds]) of `key` in W/metrics.jsonl, one row per step (a run
     resumed after a kill logs some steps twice, identically: the last record is kept; a torn
-    last line is skipped, see `rnn_jax.train.metrics.metric_series`). A pair `(numerator,
-    denominator)` gives their ratio at each step, e.g. a logging window's summed NLL over its
-    tokens: the NLL per token over the window (a window mean of per-batch ratios weighs every
-    batch alike)."""
-    if not isinstance(key, str):
-        numerator, denominator = key
-        steps, top = read_curve(workdir, numerator)
-        below, bottom = read_curve(workdir, denominator)
-        if not (steps.size and below.size):  # one never logged: no curve, as for one key
-            return np.zeros(0, np.int64), np.zeros((0, 1))
-        if not np.array_equal(steps, below):  # both are logged in the same records
-            raise ValueError(
-                f"{workdir / 'metrics.jsonl'}: {numerator!r} is logged at steps {steps.tolist()}"
-                f" but {denominator!r} at {below.tolist()}"
-            )
-        return steps, top / bottom
+    last line is skipped, see `rnn_jax.train.metrics.metric_series`)."""
     steps, values = grid.read_metric_curve(workdir, key)
     if not steps:
         return np.zeros(0, np.int64), np.zeros((0, 1))
@@ -264,10 +253,10 @@ def plot_learning_curves(
     workdir: pathlib.Path,
     path: pathlib.Path,
     title: str,
-    train_key: str | tuple[str, str] = "train_loss",
+    train_key: str = "train_loss",
 ) -> None:
-    """Train (`train_key`, mean over each logging window, training mode; a pair is the ratio
-    of two such means, see `read_curve`) and validation loss against step; mean over seeds
+    """Train (`train_key` as logged over each logging window, training mode) and validation
+    loss against step; mean over seeds
     with a ± std band when there are several (over each step's finite seeds:
     `curve_mean_std`)."""
     import matplotlib
@@ -276,7 +265,7 @@ def plot_learning_curves(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    labels = {train_key: "train (window mean, training mode)", "valid_loss": "validation"}
+    labels = {train_key: "train (per logging window, training mode)", "valid_loss": "validation"}
     some_left_out = False
     for key, label in labels.items():
         steps, values = read_curve(workdir, key)

@@ -44,9 +44,6 @@ from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
 
 NAME = "sequence_labelling"
-# The logged (numerator, denominator) of the train NLL per token: each step's summed NLL and
-# its real tokens; over a logging window, the ratio of their means (`_train_loss_per_token`).
-TRAIN_NLL_PER_TOKEN = ("train_batch_nll", "train_batch_tokens")
 DATASETS = {"ud_en_ewt": "UD English-EWT (UPOS tags)", "conll2003": "CoNLL-2003 NER (IOB2)"}
 RULES: cfg.Rules = {
     "data.dataset": cfg.one_of("ud_en_ewt", "conll2003"),
@@ -230,11 +227,11 @@ class SequenceLabellingTask(Task):
         )
         total, tokens = jnp.sum(nll), jnp.sum(batch["lengths"]).astype(nll.dtype)
         loss = jnp.mean(nll) if self.config.objective.time_reduction == "sum" else total / tokens
-        # The batch's summed NLL and its tokens, not their ratio: the log window averages each
-        # logged value over its steps, and a mean of per-batch ratios weighed every batch
-        # alike (length-bucketed CoNLL batches of 16 hold 18 to 816 tokens); the ratio of the
-        # two window means is the NLL per token over the window (`TRAIN_NLL_PER_TOKEN`).
-        return loss, (carry, dict(zip(TRAIN_NLL_PER_TOKEN, (total, tokens), strict=True)))
+        # The batch's summed NLL and its tokens, not their ratio: the runtime logs the ratio
+        # of their sums over the logging window, the NLL per token over it; a window mean of
+        # per-batch ratios weighed every batch alike (length-bucketed CoNLL batches of 16
+        # hold 18 to 816 tokens).
+        return loss, (carry, {run_report.TRAIN_NLL_PER_TOKEN: (total, tokens)})
 
     def eval_data(self, split: str) -> list[dict]:
         return evaluation_batches(self.splits[split], self.eval_batch_size(split), self._collate)
@@ -318,15 +315,14 @@ def _model_text(model: dict) -> str:
 
 
 def _train_loss_per_token(final: dict) -> dict:
-    """`final` whose `train_loss` is the NLL per token over the last logging window (the
-    window's summed NLL over its tokens, `TRAIN_NLL_PER_TOKEN`), as valid's and test's are
-    per token: under `objective.time_reduction='sum'` the optimised loss is per sentence, and
-    under 'mean' the window averaged per-batch ratios."""
-    nll, tokens = (run_report.seed_values(final, key) for key in TRAIN_NLL_PER_TOKEN)
-    per_token = [a / b for a, b in zip(nll, tokens, strict=True)]
-    out = {**final, "train_loss": float(np.mean(per_token))}
+    """`final` whose `train_loss` is the NLL per token over the last logging window
+    (`run_report.TRAIN_NLL_PER_TOKEN`), as valid's and test's are per token: under
+    `objective.time_reduction='sum'` the optimised loss is per sentence, and under 'mean' its
+    window mean averaged per-batch ratios."""
+    key = run_report.TRAIN_NLL_PER_TOKEN
+    out = {**final, "train_loss": final[key]}
     if "per_seed" in final:
-        out["per_seed"] = {**final["per_seed"], "train_loss": per_token}
+        out["per_seed"] = {**final["per_seed"], "train_loss": final["per_seed"][key]}
     return out
 
 
@@ -388,7 +384,7 @@ train_and_report = functools.partial(
     run_report.train_and_report,
     name=NAME,
     report=report_markdown,
-    train_key=TRAIN_NLL_PER_TOKEN,
+    train_key=run_report.TRAIN_NLL_PER_TOKEN,
 )
 
 

@@ -25,6 +25,7 @@ from rnn_jax.data.batching import BatchIterator
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.metrics import corpus_bleu
 from rnn_jax.train import cli
+from rnn_jax.train import loop as train_loop
 from rnn_jax.train.config import ConfigError
 
 
@@ -750,6 +751,30 @@ def test_translation_task_scores_like_sacrebleu_and_feeds_each_regime(repo_root)
         assert {k: float(v) for k, v in model.feeding.items() if k != "rng"} == pytest.approx(
             feeding
         ), regime
+
+
+def test_translation_logs_the_train_nll_per_token_over_the_logging_window(repo_root):
+    """The logged `train_nll_per_token` is the window's summed NLL over its tokens. The loss
+    (unchanged: each batch's NLL per token) logged alone gave a window mean of per-batch
+    ratios, weighing a token of a short pair's batch more than one of a long pair's."""
+    task = _mt_task(repo_root, **{"translation.time_multiple": 4})  # one shape: fewer compiles
+    model = _ScriptedModel(np.zeros((len(task.source_vocab), 8), np.int32), len(task.target_vocab))
+    train = task.examples["train"]
+    batches = [[train[2]], [train[1]]]  # "z x" and "y z w": 3 and 4 target tokens (EOS's too)
+    # by hand: the scripted NLL of a sentence is the sum of its target ids
+    nll = [sum(int(e["targets"].sum()) for e in b) for b in batches]
+    tokens = [sum(len(e["targets"]) for e in b) for b in batches]
+    assert tokens == [3, 4] and nll[0] / 3 != nll[1] / 4  # else every average agrees
+    loop = {"window": {}, "window_steps": 0}
+    for examples in batches:
+        batch = {k: jnp.asarray(v) for k, v in task._collate(examples).items()}
+        batch["step"] = jnp.zeros(len(examples), jnp.int32)
+        loss, (_, aux) = task.loss_fn(model, batch, (), jax.random.key(0))
+        step = {"finite": [True], "loss": [float(loss)], **jax.tree.map(lambda v: [v], aux)}
+        train_loop._accumulate(loop, step)
+    logged = train_loop._close_window(loop)
+    assert logged["train_nll_per_token"] == pytest.approx(sum(nll) / 7)
+    assert logged["train_loss"] == pytest.approx((nll[0] / 3 + nll[1] / 4) / 2)  # the loss
 
 
 def test_translation_splits_come_from_their_files_within_their_limits(repo_root, tmp_path):

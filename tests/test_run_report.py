@@ -74,24 +74,6 @@ def test_curves_keep_one_record_per_step_and_the_plot_is_written(tmp_path):
     assert_png(tmp_path / "curves.png")
 
 
-def test_a_curve_of_a_pair_of_keys_is_their_ratio_at_each_step(tmp_path):
-    """sequence_labelling logs each window's mean summed NLL and mean tokens per step; its
-    curve is their ratio, the NLL per token over the window."""
-    records = [
-        {"step": 2, "nll": 30.0, "nll_per_seed": [20.0, 40.0], "n": 20.0, "n_per_seed": [10, 30]},
-        {"step": 4, "nll": 9.0, "nll_per_seed": [6.0, 12.0], "n": 15.0, "n_per_seed": [12, 18]},
-    ]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (tmp_path / "config.json").write_text(json.dumps({"num_seeds": 2}))
-    steps, values = run_report.read_curve(tmp_path, ("nll", "n"))
-    np.testing.assert_array_equal(steps, [2, 4])
-    np.testing.assert_allclose(values, [[2.0, 4 / 3], [0.5, 2 / 3]])
-    run_report.plot_learning_curves(tmp_path, tmp_path / "curves.png", "test", ("nll", "n"))
-    assert_png(tmp_path / "curves.png")
-    steps, values = run_report.read_curve(tmp_path, ("nll", "never_logged"))
-    assert steps.shape == (0,) and values.shape == (0, 1)  # as for one key never logged
-
-
 def test_config_name_is_the_variant_or_the_nearest_one_with_its_differences(tmp_path):
     from experiments.configs import sentiment
 

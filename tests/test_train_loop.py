@@ -464,6 +464,29 @@ def test_a_skipped_non_finite_step_stays_out_of_the_logged_window_means(tmp_path
     assert np.isfinite(results["final"]["grad_norm"])
 
 
+def test_a_logged_pair_is_the_ratio_of_its_window_sums_per_replica():
+    """A `(numerator, denominator)` pair of `loss_fn`'s logs is logged as the ratio of its
+    sums over the window's applied steps, per replica (e.g. the NLL per token over the
+    window, not a mean of per-batch ratios); the open window survives a checkpoint's JSON
+    record; a replica whose denominators sum to 0 logs NaN."""
+    loop = {"window": {}, "window_steps": 0}
+    steps = [  # (applied per replica, (numerators [2], denominators [2]))
+        ([True, True], ([6.0, 0.0], [2.0, 0.0])),
+        ([False, True], ([np.nan, 0.0], [5.0, 0.0])),  # replica 0's update skipped
+        ([True, True], ([8.0, 0.0], [8.0, 0.0])),
+    ]
+    for i, (applied, (top, bottom)) in enumerate(steps):
+        pair = (np.array(top), np.array(bottom))
+        m = {"finite": np.array(applied), "loss": np.ones(2), "nll_per_token": pair}
+        loop_lib._accumulate(loop, m)
+        if i == 0:
+            loop = json.loads(json.dumps(loop))  # resumed from a checkpoint's loop record
+    logged = loop_lib._close_window(loop)
+    assert logged["nll_per_token_per_seed"][0] == pytest.approx(14 / 10)  # not (3 + 1) / 2
+    assert np.isnan(logged["nll_per_token_per_seed"][1])
+    assert logged["train_loss_per_seed"] == [1.0, 1.0]
+
+
 def test_restore_model_from_a_missing_run_directory_creates_nothing(tmp_path):
 
     with pytest.raises(ValueError, match="no checkpoint in"):

@@ -684,12 +684,20 @@ def _per_replica(count: int | list[int], n: int) -> list[int]:
 
 def _accumulate(loop: dict, m: dict) -> None:
     """Add one step's metrics to the log window of each replica whose update was applied: a
-    step skipped under 'skip' (non-finite) stays out of the means, which would all be NaN."""
+    step skipped under 'skip' (non-finite) stays out of the means, which would all be NaN.
+    A `(numerator, denominator)` pair (`Task.loss_fn`) is summed apart: `[num, den]` per
+    replica."""
     window = loop["window"]
     applied = np.asarray(m["finite"], bool)
     n = applied.shape[0]
     for name, value in m.items():
         if name in ("finite", "update_finite"):
+            continue
+        if isinstance(value, tuple):  # [2, n]: the window's ratio is that of its sums
+            parts = np.where(applied, np.asarray(value, np.float64), 0.0)
+            old = window.get(name, [[0.0, 0.0]] * n)
+            sums = zip(old, *parts, strict=True)
+            window[name] = [[a + float(x), b + float(y)] for (a, b), x, y in sums]
             continue
         value = np.where(applied, np.asarray(value, np.float64), 0.0)
         window.setdefault(name, [0.0] * n)
@@ -703,14 +711,23 @@ def _accumulate(loop: dict, m: dict) -> None:
 
 
 def _close_window(loop: dict) -> dict[str, Any]:
-    """Window means over the applied steps (max for grad_norm_max), per replica; NaN for a
-    replica without one. The window starts afresh."""
+    """Window means over the applied steps (max for grad_norm_max; for a `[num, den]` pair
+    the ratio of its sums, NaN where den is 0), per replica; NaN for a replica without one.
+    The window starts afresh."""
+
+    def value(name: str, total: float | list[float], count: int) -> float:
+        if not count:
+            return math.nan
+        if isinstance(total, list):
+            numerator, denominator = total
+            return numerator / denominator if denominator else math.nan
+        return total if name == "grad_norm_max" else total / count
+
     n = len(next(iter(loop["window"].values()), []))
     counts = _per_replica(loop["window_steps"], n)
     per_seed = {
         ("train_" + name if name == "loss" else name): [
-            (v if name == "grad_norm_max" else v / c) if c else math.nan
-            for v, c in zip(values, counts, strict=True)
+            value(name, v, c) for v, c in zip(values, counts, strict=True)
         ]
         for name, values in loop["window"].items()
     }

@@ -63,8 +63,13 @@ class Task:
 
     def loss_fn(
         self, model: nnx.Module, batch: PyTree, carry: PyTree, rng: jax.Array
-    ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
-        """`(scalar loss, (new carry, {name: scalar to log}))` for one training batch.
+    ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array | tuple[jax.Array, jax.Array]]]]:
+        """`(scalar loss, (new carry, {name: value to log}))` for one training batch.
+
+        A value is a scalar, logged as its mean over the logging window's steps, or a pair
+        `(numerator, denominator)` of scalars, logged as the ratio of their sums over the
+        window: a batch's summed NLL and its real tokens give the NLL per token over the
+        window (a mean of per-batch ratios weighs a batch of few tokens like one of many).
 
         `rng` is this step's key for this replica (dropout masks for the global batch).
         Gradients are taken with respect to the model's `nnx.Param`s only; the carry that
