@@ -316,6 +316,15 @@ def test_early_stopped_run_resumed_rerun_or_extended_ends_as_one_trained_straigh
     assert reference["step"] == 15
     with pytest.raises(_ReportFailed):
         train_and_evaluate(config, tmp_path / "b", Regression(), before_done=_fail)
+    # Its best checkpoint damaged before the rerun restores it at the end: a traceback (a
+    # ValueError, exit 1), where a damaged checkpoint at the start is one line (exit 2).
+    best = tmp_path / "b" / "best" / "5"
+    (best / "loop").rename(tmp_path / "loop")
+    with pytest.raises(cfg.ConfigError, match=r"^cannot finish the run in .*best/5 is damaged: "):
+        train_and_evaluate(config, tmp_path / "b", Regression())
+    assert (tmp_path / "b" / "checkpoints" / "15").is_dir() and best.is_dir()
+    assert not (tmp_path / "b" / "results.json").exists()
+    (tmp_path / "loop").rename(best / "loop")
     results = train_and_evaluate(config, tmp_path / "b", Regression())
     assert results["timing"]["resumed_from_step"] == 15
     assert results["timing"]["steps_run"] == 0

@@ -70,7 +70,8 @@ def train_and_evaluate(
 
     Raises:
       ConfigError: `workdir` holds checkpoints written under a config that differs in a key
-        outside `RESUMABLE_CHANGES` (`rnn_jax.train.config.check_resumable`).
+        outside `RESUMABLE_CHANGES` (`rnn_jax.train.config.check_resumable`); or a checkpoint
+        to restore (the newest at the start, the best at the end) is damaged.
       NonFiniteError: a non-finite loss/gradient, or updated parameters/optimiser state, with
         `train.nonfinite='stop'` (or too many in a row with 'skip'); the last good checkpoint
         stays in place.
@@ -256,9 +257,12 @@ def train_and_evaluate(
         checkpointer.wait()
     t_end = time.perf_counter()
 
-    final_state = state
-    if config.train.keep_best and checkpointer.latest_step(best=True) is not None:
-        final_state, _ = checkpointer.restore(abstract_like(state), best=True)
+    try:
+        final_state = _final_state(checkpointer, state, config, workdir)
+    except config_lib.ConfigError:
+        writer.close()
+        checkpointer.close(prune=False)  # the run directory as it is, for the rerun
+        raise
     scores = _evaluate(task, task.final_splits, final_state, eval_step, mesh, n)
     final = {"step": step, "best_step": loop["best_step"], **loop["last_train"], **scores}
     train_steps = step - start
@@ -287,6 +291,35 @@ def train_and_evaluate(
             before_done(results)
         metrics.write_json_atomic(workdir / metrics.RESULTS_FILE, results)
     return results
+
+
+def _final_state(
+    checkpointer: Checkpointer,
+    state: dict,
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+) -> dict:
+    """The state the run's final scores are of: its best checkpoint (`train.keep_best`, when
+    one was saved), else the state it ended with.
+
+    Raises:
+      ConfigError: naming `workdir` and the best checkpoint's folder, when that checkpoint is
+        damaged (changed from outside while the run trained, or before a rerun finishes it),
+        as a resume reports a damaged periodic checkpoint (`_resume`). The run's training is
+        saved in its newest periodic checkpoint; results.json is not written, so a rerun
+        finishes the run once the folder is mended or removed.
+    """
+    if not config.train.keep_best or checkpointer.latest_step(best=True) is None:
+        return state
+    try:
+        best, _ = checkpointer.restore(abstract_like(state), best=True)
+    except ValueError as error:  # damaged (it was a traceback ending in this message)
+        raise config_lib.ConfigError(
+            f"cannot finish the run in {workdir}: {error} Its training is saved in the "
+            f"checkpoint of step {checkpointer.latest_step()}; results.json was not written: "
+            "rerun the same command to finish it"
+        ) from error
+    return best
 
 
 def _recorded_results(workdir: pathlib.Path) -> dict[str, Any] | None:
