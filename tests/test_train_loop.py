@@ -347,6 +347,26 @@ def test_early_stopped_run_resumed_rerun_or_extended_ends_as_one_trained_straigh
     assert train_and_evaluate(short, tmp_path / "c", Regression())["final"]["best_step"] == 3
     assert train_and_evaluate(config, tmp_path / "c", Regression())["final"] == reference
     assert Checkpointer(tmp_path / "c", 2, read_only=True).best.all_steps() == [5]
+    # Its curves too: step 3's log of the open window, its evaluation and its final_* record
+    # stayed in metrics.jsonl and the event files of the extended run.
+    assert metrics.read_metrics(tmp_path / "c" / "metrics.jsonl") == metrics.read_metrics(
+        tmp_path / "a" / "metrics.jsonl"
+    )
+    assert tensorboard_scalars(tmp_path / "c") == tensorboard_scalars(tmp_path / "a")
+
+
+def tensorboard_scalars(workdir):
+    """`{tag: {step: value}}` of a run's event files as TensorBoard shows them: a purge (a
+    START session log at step p) hides the events at steps >= p read before it."""
+    scalars = {}
+    for event in tensorboard_events(workdir / "tensorboard"):
+        if event.HasField("session_log") and event.session_log.status == 1:  # START
+            scalars = {
+                t: {s: v for s, v in c.items() if s < event.step} for t, c in scalars.items()
+            }
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return {tag: curve for tag, curve in scalars.items() if curve}
 
 
 def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):
@@ -680,6 +700,29 @@ def test_a_disabled_writer_writes_nothing_and_a_replayed_step_keeps_its_last_rec
     writer.close()
     path = tmp_path / "metrics.jsonl"
     assert metrics.metric_series(path, "train_loss") == [(1, [1.5, 2.5]), (2, 0.75)]
+
+
+def test_a_resumed_writer_drops_the_records_of_its_step_it_is_told_and_keeps_the_rest(tmp_path):
+    """Records of the resume step that the loop state has not seen go too (`drop_at_start`);
+    TensorBoard then purges that step and gets its kept records again."""
+    writer = metrics.MetricsWriter(tmp_path, start=0)
+    for record in ({"train_loss": 2.0}, {"valid_loss": 3.0}, {"final_valid_loss": 3.0}):
+        writer.write(4, record)
+    writer.write(5, {"train_loss": 1.0})
+    writer.close()
+    (tmp_path / "metrics.jsonl").open("a").write("not a record\n")
+    resumed = metrics.MetricsWriter(
+        tmp_path, start=4, drop_at_start=lambda r: "train_loss" not in r
+    )
+    resumed.write(6, {"train_loss": 0.5})
+    resumed.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert lines == [
+        '{"step": 4, "train_loss": 2.0}',
+        "not a record",
+        '{"step": 6, "train_loss": 0.5}',
+    ]
+    assert tensorboard_scalars(tmp_path) == {"train_loss": {4: 2.0, 6: 0.5}}
 
 
 def test_a_stop_that_another_process_received_is_named_so(tmp_path, monkeypatch):

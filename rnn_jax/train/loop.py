@@ -127,7 +127,9 @@ def train_and_evaluate(
         for name, content in task.artifacts().items():
             metrics.write_json_atomic(workdir / name, content)
 
-    writer = metrics.MetricsWriter(workdir, enabled=primary, start=start)
+    writer = metrics.MetricsWriter(
+        workdir, enabled=primary, start=start, drop_at_start=_redone_at(loop, start)
+    )
     progress = metrics.Progress(config.train.num_steps, start)
     stop = _StopRequest()
     pending: list[tuple[int, dict]] = []  # per-step device metrics not yet checked on the host
@@ -320,6 +322,25 @@ def _final_state(
             "rerun the same command to finish it"
         ) from error
     return best
+
+
+def _redone_at(loop: dict, step: int) -> Callable[[dict[str, Any]], bool]:
+    """Which metrics.jsonl records of `step`, the checkpoint a run resumes from with loop
+    state `loop`, it drops (`MetricsWriter(drop_at_start=...)`): those that state has not
+    seen. They are the extras of a run that ended at `step` (`end_run`: a log of its open
+    window, an evaluation off the schedule, and the `final_*` record), which a run trained
+    straight on past `step` does not have, and which a run that ends there writes again.
+    A log keeps the window open in `loop["window"]` exactly when it was such an extra, and an
+    evaluation is one exactly when `loop["evaluated_step"]` is not `step`."""
+
+    def redone(record: dict[str, Any]) -> bool:
+        if any(name.startswith("final_") for name in record):
+            return True
+        if "learning_rate" in record:  # every log of a window has it; no evaluation does
+            return bool(loop["window"])
+        return loop["evaluated_step"] != step
+
+    return redone
 
 
 def _recorded_results(workdir: pathlib.Path) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -52,10 +53,18 @@ class MetricsWriter:
         those steps again (a lower `train.num_steps`, an earlier stop) left curves with
         validation losses better than its reported best, from steps it never took. None:
         appended to as they are.
+      drop_at_start: with s > 0, which records of step s go too (`record -> True`): those
+        the run's loop state has not seen (`loop._redone_at`). In the event files, step s is
+        then purged as well and its kept records are written again.
     """
 
     def __init__(
-        self, workdir: str | pathlib.Path, enabled: bool = True, start: int | None = None
+        self,
+        workdir: str | pathlib.Path,
+        enabled: bool = True,
+        start: int | None = None,
+        *,
+        drop_at_start: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.enabled = enabled
         self.workdir = pathlib.Path(workdir)
@@ -71,12 +80,17 @@ class MetricsWriter:
                 for events in (self.workdir / "tensorboard").glob("events.out.tfevents.*"):
                     events.unlink()
             _truncate_torn_line(path)
+            kept_at_start, purge = [], None  # TensorBoard hides events at steps >= purge
             if start:
-                _drop_records_after(path, start)
+                kept_at_start, dropped = _drop_records(path, start, drop_at_start)
+                purge = start if dropped else start + 1
             # Unbuffered, append-only: each record goes to the file in one write() call.
             self._jsonl = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            purge = start + 1 if start else None  # TensorBoard hides events at steps >= it
             self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=purge)
+            if purge == start:  # the purge hid the kept records of step `start` too
+                for record in kept_at_start:
+                    self._add_scalars(start, record)
+                self._tb.flush()
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """One record: `{"step": step, **scalars}` (floats at full precision)."""
@@ -89,10 +103,14 @@ class MetricsWriter:
             line = line[os.write(self._jsonl, line) :]
         # The converted values: a numpy float32 (not a Python float) was in metrics.jsonl but
         # silently missing from TensorBoard.
-        for name, value in scalars.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                self._tb.add_scalar(name, value, step)
+        self._add_scalars(step, scalars)
         self._tb.flush()
+
+    def _add_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+        """The finite numbers of a record (not its step) to TensorBoard."""
+        for name, value in scalars.items():
+            if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self._tb.add_scalar(name, value, step)
 
     def close(self) -> None:
         if self.enabled:
@@ -156,26 +174,45 @@ def metric_series(path: str | pathlib.Path, key: str) -> list[tuple[int, Any]]:
     return sorted(last.items())
 
 
-def _drop_records_after(path: pathlib.Path, step: int) -> None:
+def _drop_records(
+    path: pathlib.Path, step: int, drop_at_step: Callable[[dict[str, Any]], bool] | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     """Rewrite `path` (atomically, and only when it changes) without the records of steps
-    after `step`. A line that is not a record with an integer step is kept as it is: it is
-    for the readers to name, not for a resumed run to fail on or to remove."""
+    after `step` and those of `step` that `drop_at_step` picks. A line that is not a record
+    with an integer step is kept as it is: it is for the readers to name, not for a resumed
+    run to fail on or to remove.
+
+    Returns:
+      `(kept, dropped)`: the kept records of `step`, and whether one of `step` was dropped.
+    """
     try:
         lines = path.read_bytes().splitlines(keepends=True)
     except FileNotFoundError:
-        return
-    kept = [line for line in lines if not _step_after(line, step)]
+        return [], False
+    kept, kept_at_step, dropped_at_step = [], [], False
+    for line in lines:
+        record = _record(line)
+        at = None if record is None else record["step"]
+        if at is not None and at == step and drop_at_step is not None and drop_at_step(record):
+            dropped_at_step = True
+        elif at is None or at <= step:
+            kept.append(line)
+            if at == step:
+                kept_at_step.append(record)
     if len(kept) < len(lines):
         write_bytes_atomic(path, b"".join(kept))
+    return kept_at_step, dropped_at_step
 
 
-def _step_after(line: bytes, step: int) -> bool:
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The record of a metrics.jsonl line, or None for a line that is not one (a JSON object
+    with an integer step)."""
     try:
         record = json.loads(line)
     except ValueError:
-        return False
+        return None
     value = record.get("step") if isinstance(record, dict) else None
-    return isinstance(value, int) and not isinstance(value, bool) and value > step
+    return record if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _truncate_torn_line(path: pathlib.Path) -> None:
