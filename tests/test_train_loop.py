@@ -328,6 +328,11 @@ def test_early_stopped_run_resumed_rerun_or_extended_ends_as_one_trained_straigh
     results = train_and_evaluate(config, tmp_path / "b", Regression())
     assert results["timing"]["resumed_from_step"] == 15
     assert results["timing"]["steps_run"] == 0
+    # It trained none, and says so; the numbers of the invocation that trained the 15 steps
+    # (before its report failed) come with it, named as that invocation's.
+    earlier = results["timing"]["earlier_invocation"]
+    assert earlier["steps_run"] == 15 and earlier["resumed_from_step"] == 0
+    assert earlier["steps_per_s"] > 0 and earlier["hostname"]
     assert results["final"] == reference
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
     assert max(steps) == 15
@@ -590,7 +595,8 @@ class _UnevenTokens(Regression):
 def accumulated_run(tmp_path_factory):
     """Two replicas (seeds 3 and 4), an update every 2 micro-batches, micro-batch 3 skipped,
     6 steps; a clock that ticks 1 s per reading: the run starts at 0, its first step
-    (compilation) ends at 1, its last at 2."""
+    (compilation) ends at 1, the checkpoint of its last step is saved at 2 (with the timing so
+    far), and the training ends at 3."""
     ticks = iter(range(100))
     clock = types.SimpleNamespace(perf_counter=lambda: next(ticks))
     config = _config(
@@ -625,12 +631,12 @@ def test_seed_replicas_with_accumulation_and_a_skipped_step_match_a_hand_written
 
 
 def test_tokens_per_s_counts_the_tokens_of_the_timed_steps(accumulated_run):
-    # Steps 2..6 took 1 s and held 5 tokens: 5 tokens/s (the runtime scaled all 105 tokens
-    # by 5/6 and reported 87.5).
+    # Steps 2..6 took 2 s and held 5 tokens: 2.5 tokens/s (the runtime scaled all 105 tokens
+    # by 5/6 and reported 87.5 for 1 s).
     timing = accumulated_run["timing"]
     assert timing["compile_s"] == 1
-    assert timing["steps_per_s"] == 5.0
-    assert timing["tokens_per_s"] == 5.0
+    assert timing["steps_per_s"] == 2.5
+    assert timing["tokens_per_s"] == 2.5
 
 
 class _UnevenEval(Task):

@@ -80,6 +80,8 @@ def test_resume_with_num_steps_lowered_to_the_checkpoint_equals_a_run_of_that_le
     reference = train_and_evaluate(short, tmp_path / "reference", Regression())["final"]
     results = train_and_evaluate(short, tmp_path / "run", Regression())
     assert results["timing"]["steps_run"] == 0
+    # The killed invocation trained the 12 steps: its timing at their checkpoint comes along.
+    assert results["timing"]["earlier_invocation"]["steps_run"] == 12
     assert results["final"] == reference
     assert reference["step"] == 12
     assert reference["best_step"] == (5 if "train__patience" in overrides else 12)

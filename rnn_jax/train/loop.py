@@ -20,6 +20,7 @@ import copy
 import math
 import pathlib
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +67,10 @@ def train_and_evaluate(
 
     Returns:
       The `results.json` object (`final`, `timing`, `provenance`): for a finished run, the
-      one recorded when it finished (the run directory is left as it was).
+      one recorded when it finished (the run directory is left as it was). `timing` is this
+      invocation's; one that trained no step (it only finished the run) also carries, as
+      `timing["earlier_invocation"]`, the timing and host of the invocation that saved the
+      checkpoint it finished from (None for a checkpoint from before session 37).
 
     Raises:
       ConfigError: `workdir` holds checkpoints written under a config that differs in a key
@@ -94,6 +98,9 @@ def train_and_evaluate(
     checkpointer = Checkpointer(workdir, config.train.max_to_keep, drop_stale=False)
     try:
         state, loop, start, end, data = _resume(checkpointer, state, config, workdir, task)
+        # The timing that the invocation which saved the checkpoint had there (None: a fresh
+        # run, or a checkpoint written before it was saved): carried when this one trains none.
+        saved_timing = loop.pop("timing", None)
     except BaseException:  # a refused resume (ConfigError) or a task that cannot read its data
         checkpointer.close(prune=False)
         # ... leaves the run directory as it was: the empty folders the Checkpointer made go
@@ -138,12 +145,29 @@ def train_and_evaluate(
 
     checked_step = None  # the step whose state `_check_saveable` passed last
 
+    def timing(step: int) -> dict[str, Any]:
+        """This invocation's timing from its start to now, with `step` the last step taken."""
+        now, steps = time.perf_counter(), step - start
+        return {
+            "wall_s": now - t_start,
+            "compile_s": t_compile,
+            "steps_run": steps,
+            "steps_per_s": (steps - 1) / (now - t_first) if steps > 1 else None,
+            # The tokens of the steps after the first (batches of padded tasks differ in size).
+            "tokens_per_s": (tokens_seen - tokens_first) / (now - t_first) if steps > 1 else None,
+            "resumed_from_step": start,
+        }
+
     def save(step: int, *, best: bool = False) -> None:
         nonlocal checked_step
         if checked_step != step:  # the best and the periodic save of one step: one check
             _check_saveable(step, state, checkpointer)
             checked_step = step
-        checkpointer.save(step, state, {**loop, "data": data.state_dict()}, best=best)
+        # The timing so far, with the host: an invocation that only finishes the run from
+        # this checkpoint (it trains no step) carries it, measured by the one that trained.
+        so_far = {**timing(step), "hostname": socket.gethostname()}
+        loop_record = {**loop, "data": data.state_dict(), "timing": so_far}
+        checkpointer.save(step, state, loop_record, best=best)
 
     def drain(step: int) -> None:
         """Check the pending steps for non-finite values and add them to the log window."""
@@ -257,7 +281,7 @@ def train_and_evaluate(
     finally:
         stop.restore()
         checkpointer.wait()
-    t_end = time.perf_counter()
+    run_timing = timing(step)  # before the final evaluation, which the rates leave out
 
     try:
         final_state = _final_state(checkpointer, state, config, workdir)
@@ -267,22 +291,17 @@ def train_and_evaluate(
         raise
     scores = _evaluate(task, task.final_splits, final_state, eval_step, mesh, n)
     final = {"step": step, "best_step": loop["best_step"], **loop["last_train"], **scores}
-    train_steps = step - start
     results = {
         "final": seeds.summarize(final, n),
-        "timing": {
-            "wall_s": t_end - t_start,
-            "compile_s": t_compile,
-            "steps_run": train_steps,
-            "steps_per_s": (train_steps - 1) / (t_end - t_first) if train_steps > 1 else None,
-            # The tokens of the steps after the first (batches of padded tasks differ in size).
-            "tokens_per_s": (tokens_seen - tokens_first) / (t_end - t_first)
-            if train_steps > 1
-            else None,
-            "resumed_from_step": start,
-        },
+        "timing": run_timing,
         "provenance": metrics.provenance(),
     }
+    if step == start:
+        # This invocation trained no step: it only finished the run (a rerun after a failed
+        # report, train.num_steps lowered to the checkpoint, an early stop resumed). Its own
+        # timing says so (steps_run 0, no rates); the steps were trained by the invocation
+        # that saved the checkpoint, whose timing there (and host) is carried, named as such.
+        results["timing"]["earlier_invocation"] = saved_timing
     writer.write(
         step, {f"final_{k}": v for k, v in results["final"].items() if isinstance(v, float)}
     )
