@@ -35,7 +35,7 @@ from rnn_jax.models.params import count_params, match_size
 from rnn_jax.models.transformer import TransformerLM
 from rnn_jax.train.config import ConfigError, in_range, int_at_least, positive
 from rnn_jax.train.loop import train_and_evaluate
-from rnn_jax.train.metrics import write_text_atomic
+from rnn_jax.train.metrics import training_rates, write_text_atomic
 from rnn_jax.train.task import Task
 
 MODELS = ("lstm", "gru", "transformer")
@@ -199,13 +199,17 @@ def train_point(
         if name.startswith("valid_") and not name.endswith("_std")
     }
     steps, curve = grid.read_metric_curve(point_dir, "valid_loss")
+    # The rate of the invocation that trained the steps: one that only finished the run (a
+    # rerun after a failed report) trained none and measured none.
+    rates = training_rates(results["timing"])
     return {
         **extra,
         "model": task.kind,
         "width": task.width,
         "params": params,
         "metrics": metrics,
-        "steps_per_s": results["timing"]["steps_per_s"],
+        "steps_per_s": rates["steps_per_s"],
+        "steps_per_s_earlier_invocation": rates["earlier_invocation"],
         "curve_steps": steps,
         "curve_valid_loss": curve.tolist(),
     }
@@ -529,8 +533,10 @@ def equal_time_bits(rows: list[dict]) -> dict[str, float]:
     NaN for a model that reaches fewer steps than its first evaluation (the runtime does not
     evaluate at step 0): it has no measured loss at that time, and clamping to the first
     evaluation would credit it with steps it did not train. NaN too for a model without a
-    measured rate: the runtime's steps/s is None when it ran fewer than 2 steps
-    (`train.num_steps=1`, or a rerun that resumed at the last checkpoint). NaN too when a
+    measured rate: the runtime's steps/s is None when the invocation that trained the steps
+    ran fewer than 2 (`train.num_steps=1`, or a resume at the last checkpoint that trained
+    one; a rerun that only finished the run reads the rate of the invocation that trained it,
+    `rnn_jax.train.metrics.training_rates`). NaN too when a
     seed's validation loss is not finite at an evaluation the reading interpolates from: a
     mean over the finite seeds would drop a diverged seed that the equal-steps column beside
     it counts ("1/2 seeds").
@@ -595,7 +601,8 @@ def report_markdown(summaries: dict[str, dict]) -> str:
                 f"{s['params']:,}",
                 grid.mean_std(s["metrics"]["bits_per_token"]),
                 _number_or_dash(at_time[s["model"]]),
-                _number_or_dash(s["steps_per_s"] or math.nan, 1),
+                _number_or_dash(s["steps_per_s"] or math.nan, 1)
+                + ("†" if s.get("steps_per_s_earlier_invocation") else ""),
             ]
             for s in lm
         ]
@@ -612,6 +619,13 @@ def report_markdown(summaries: dict[str, dict]) -> str:
                 table,
             )
         )
+        if any(s.get("steps_per_s_earlier_invocation") for s in lm):
+            lines += [
+                "† measured by the invocation that trained the model's steps: a later one only "
+                "finished its run (`timing.earlier_invocation` in its results.json), possibly "
+                "on another machine or under another load.",
+                "",
+            ]
     copy = [s for s in summaries.values() if s["task"] == "copy"]
     if copy:
         chance = ", ".join(f"1/{k}" for k in dict.fromkeys(s["num_categories"] for s in copy))

@@ -345,6 +345,30 @@ def test_run_without_measured_steps_per_s_reports_no_equal_time_value(tmp_path):
     assert math.isnan(rva.equal_time_bits([_lm_point_one_eval("gru", None)])["gru"])
 
 
+def test_a_point_finished_by_a_rerun_reports_the_rate_of_the_invocation_that_trained_it(
+    tmp_path, monkeypatch
+):
+    """A rerun that only finished a point's run (its report had failed) trained no step and
+    measured no rate (steps_per_s None); the point reported "–" and no equal-time value
+    although the invocation that trained it measured one (`timing.earlier_invocation`)."""
+    timing = {"steps_run": 0, "steps_per_s": None, "tokens_per_s": None}
+    timing["earlier_invocation"] = {"steps_run": 5, "steps_per_s": 20.0, "tokens_per_s": 9.0}
+    results = {"final": {"valid_bits_per_token": 2.0}, "timing": timing}
+    monkeypatch.setattr(rva, "train_and_evaluate", lambda config, workdir, task: results)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "valid_loss": 1.5}\n')
+    task = types.SimpleNamespace(kind="lstm", width=8)
+    point = rva.train_point(None, task, 100, tmp_path, {"task": "shakespeare"})
+    assert point["steps_per_s"] == 20.0 and point["steps_per_s_earlier_invocation"]
+    rows = {"lstm": point, "transformer": _lm_point_one_eval("transformer", 20.0)}
+    assert rva.equal_time_bits(list(rows.values()))["lstm"] == pytest.approx(1.5 / math.log(2))
+    table = rva.report_markdown(rows).splitlines()
+    assert [line.split(" | ")[-1] for line in table if line.startswith("| ")][1:] == [
+        "20.0† |",
+        "20.0 |",
+    ]
+    assert any(line.startswith("† measured by the invocation that trained") for line in table)
+
+
 def test_cost_curves_are_drawn_in_length_order(tmp_path, monkeypatch):
     """cost.lengths "256,64,1024" drew each line 256 -> 64 -> 1024 (a zigzag on a log axis)."""
     rows = [

@@ -333,6 +333,12 @@ def test_early_stopped_run_resumed_rerun_or_extended_ends_as_one_trained_straigh
     earlier = results["timing"]["earlier_invocation"]
     assert earlier["steps_run"] == 15 and earlier["resumed_from_step"] == 0
     assert earlier["steps_per_s"] > 0 and earlier["hostname"]
+    # Reports of the run's speed read that invocation's rates (`metrics.training_rates`).
+    assert metrics.training_rates(results["timing"]) == {
+        "steps_per_s": earlier["steps_per_s"],
+        "tokens_per_s": earlier["tokens_per_s"],
+        "earlier_invocation": True,
+    }
     assert results["final"] == reference
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").open()]
     assert max(steps) == 15
@@ -341,6 +347,7 @@ def test_early_stopped_run_resumed_rerun_or_extended_ends_as_one_trained_straigh
     files = {path: path.read_bytes() for path in (tmp_path / "a").iterdir() if path.is_file()}
     recorded = json.loads((tmp_path / "a" / "results.json").read_text())
     assert recorded["timing"]["steps_run"] == 15
+    assert metrics.training_rates(recorded["timing"])["steps_per_s"] > 0
     reported = []
     rerun = train_and_evaluate(config, tmp_path / "a", Regression(), before_done=reported.append)
     assert rerun == recorded and reported == [recorded]
@@ -372,6 +379,19 @@ def tensorboard_scalars(workdir):
         for value in event.summary.value:
             scalars.setdefault(value.tag, {})[event.step] = value.simple_value
     return {tag: curve for tag, curve in scalars.items() if curve}
+
+
+def test_training_rates_without_a_measured_rate_anywhere_are_none():
+    # An invocation that trained one step measured no rate, nor did a rerun that only
+    # finished from a checkpoint of before session 37 (no saved timing): None, not a guess.
+    one_step = {"steps_run": 1, "steps_per_s": None, "tokens_per_s": None}
+    old_checkpoint = {"steps_run": 0, "steps_per_s": None, "earlier_invocation": None}
+    after_one_step = {"steps_run": 0, "steps_per_s": None, "earlier_invocation": one_step}
+    for timing in (one_step, old_checkpoint, after_one_step):
+        rates = metrics.training_rates(timing)
+        assert rates["steps_per_s"] is None and rates["tokens_per_s"] is None
+    assert metrics.training_rates(old_checkpoint)["earlier_invocation"] is False
+    assert metrics.training_rates(after_one_step)["earlier_invocation"] is True
 
 
 def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):

@@ -284,6 +284,25 @@ def write_json_atomic(path: str | pathlib.Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=json_default))
 
 
+def training_rates(timing: dict[str, Any]) -> dict[str, Any]:
+    """The training speed a run's results.json `timing` reports: `{"steps_per_s",
+    "tokens_per_s", "earlier_invocation"}`, the rates of the invocation that trained the
+    run's steps. An invocation that only finished the run (it trained none: `steps_run` 0)
+    measured none; its `timing["earlier_invocation"]` holds those of the one that trained
+    (`loop.train_and_evaluate`), taken then with `earlier_invocation` True (it may have run
+    on another host or under another load). A rate no invocation measured (fewer than 2 steps
+    trained, a checkpoint from before session 37) is None. The one reading of this rule for
+    every report of a run's speed."""
+    earlier = timing.get("earlier_invocation")
+    from_earlier = timing.get("steps_run") == 0 and isinstance(earlier, dict)
+    source = earlier if from_earlier else timing
+    return {
+        "steps_per_s": source.get("steps_per_s"),
+        "tokens_per_s": source.get("tokens_per_s"),
+        "earlier_invocation": from_earlier,
+    }
+
+
 def provenance() -> dict[str, Any]:
     """Git commit, package versions, devices and host of this run (`git_sha` and `git_dirty`
     are None where git cannot tell)."""
