@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 
 from absl import app, flags
 
-from rnn_jax import hardware, predicates
+from rnn_jax import exits, hardware, predicates
 from rnn_jax.files import LOCK_FILE, check_workdir, lock_run, write_text_atomic
 from rnn_jax.train import config as config_lib
 from rnn_jax.train.config import read_json_object
@@ -619,12 +619,9 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(f"experiments.reproduce: stopped by {name} (signal {signum})")
 
 
-BAD_FLAGS_EXIT_STATUS = 2  # as the experiments' own CLIs (rnn_jax.train.cli.CONFIG_EXIT_STATUS)
-
-
 def _bad_flags(message: str) -> NoReturn:
-    sys.stderr.write(f"experiments.reproduce: {message}\n")
-    sys.exit(BAD_FLAGS_EXIT_STATUS)
+    """A flag to fix: one line, exit 2, as the experiments' own CLIs (`rnn_jax.exits`)."""
+    exits.refuse(message, "experiments.reproduce")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -636,7 +633,7 @@ def main(argv: Sequence[str]) -> None:
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         signal.signal(signal.SIGHUP, _exit_on_sigterm)
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _bad_flags(f"unexpected arguments: {argv[1:]}")
     for flag in ("stall_minutes", "max_restarts"):
         if not getattr(flags.FLAGS, flag) >= 0:  # NaN too: it would disable the watchdog
             _bad_flags(f"--{flag}={getattr(flags.FLAGS, flag)} must be >= 0")

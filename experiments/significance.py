@@ -20,18 +20,16 @@ is absl's flag error (exit status 1).
 from __future__ import annotations
 
 import pathlib
-import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from absl import app, flags
 
 from experiments import grid
 from rnn_jax import metrics
+from rnn_jax.exits import refuse
 from rnn_jax.train import metrics as run_metrics
 
 FLAGS = flags.FLAGS
-USAGE_STATUS = 2
 
 
 def read_lines(path: str | pathlib.Path) -> list[str]:
@@ -107,21 +105,15 @@ def p_value_text(p_value: float) -> str:
     return f"{p_value:.4f}" if p_value >= 5e-5 else f"{p_value:.1e}"
 
 
-def _refuse(message: str) -> NoReturn:
-    """A bad input, named before any test runs: the message on stderr, exit status 2."""
-    sys.stderr.write(f"{message}\n")
-    sys.exit(USAGE_STATUS)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        refuse(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.systems:
-        _refuse("--systems: expected one or more comma-separated files, got none")
+        refuse("--systems: expected one or more comma-separated files, got none")
     try:  # the draws' seed: a malformed SACREBLEU_SEED was a traceback from inside the test
         metrics.significance_seed()
     except ValueError as error:
-        _refuse(str(error))
+        refuse(str(error))
     files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
     files += [("systems", path) for path in FLAGS.systems]
     for flag, path in files:
@@ -129,31 +121,31 @@ def main(argv: list[str]) -> None:
             # `--systems=a.txt,` read "" as the current folder ("cannot read : Is a
             # directory"), and `--systems=,` was "--systems:  listed more than once".
             value = ",".join(FLAGS.systems) if flag == "systems" else path
-            _refuse(f"--{flag}={value}: an empty file name")
+            refuse(f"--{flag}={value}: an empty file name")
     repeated = sorted({path for path in FLAGS.systems if FLAGS.systems.count(path) > 1})
     if repeated:
         # `compare` keys results by file: a repeated one would silently become one row.
-        _refuse(f"--systems: {', '.join(repeated)} listed more than once")
+        refuse(f"--systems: {', '.join(repeated)} listed more than once")
     texts = []
     for flag, path in files:
         try:
             texts.append(read_lines(path))
         except OSError as error:
-            _refuse(f"--{flag}: cannot read {path}: {error.strerror}")
+            refuse(f"--{flag}: cannot read {path}: {error.strerror}")
         except ValueError as error:
-            _refuse(f"--{flag}: {error}")
+            refuse(f"--{flag}: {error}")
     if not texts[0]:
-        _refuse(f"--references: {FLAGS.references} has no lines")
+        refuse(f"--references: {FLAGS.references} has no lines")
     folder = pathlib.Path(FLAGS.output).parent
     if FLAGS.output and not folder.is_dir():
         # Checked before the test runs: it failed after the whole test, with a traceback.
-        _refuse(f"--output: {FLAGS.output}: its folder {folder} is not a directory")
+        refuse(f"--output: {FLAGS.output}: its folder {folder} is not a directory")
     if FLAGS.output and pathlib.Path(FLAGS.output).is_dir():
         # Likewise: the atomic rename over a directory raised IsADirectoryError at the end.
-        _refuse(f"--output: {FLAGS.output} is a directory, not a file to write")
+        refuse(f"--output: {FLAGS.output} is a directory, not a file to write")
     for (flag, path), lines in zip(files, texts, strict=True):
         if len(lines) != len(texts[0]):
-            _refuse(
+            refuse(
                 f"--{flag}: {path} has {len(lines)} lines, --references {FLAGS.references} "
                 f"{len(texts[0])}"
             )

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from rnn_jax.exits import refuse
+
 FLAGS = flags.FLAGS
 
 # Written by a throughput run after every finished group, replaced by results.json at its end.
@@ -733,24 +735,25 @@ def plot_sweep(sweep: list[dict], path: pathlib.Path) -> None:
 
 def main(argv: list[str]) -> None:
     """`python -m experiments.throughput_report [--per_run] W1 W2 ...`: the goal table across
-    runs, then the GEMM-floor ratios of the runs that timed the floor."""
+    runs, then the GEMM-floor ratios of the runs that timed the floor. No workdir, or one
+    that is not a finished throughput run's, is refused in one line, exit 2 (`rnn_jax.exits`)."""
     if len(argv) < 2:
-        raise app.UsageError("give one or more throughput workdirs (each with results.json)")
+        refuse("give one or more throughput workdirs (each with results.json)")
     runs = []
     for workdir in map(pathlib.Path, argv[1:]):
         path = workdir / "results.json"
         if not path.is_file():
             unfinished = (workdir / PARTIAL).is_file()
             why = f"an unfinished run: only {PARTIAL}" if unfinished else "no such file"
-            raise app.UsageError(f"{path}: {why} (not a finished throughput workdir)")
+            refuse(f"{path}: {why} (not a finished throughput workdir)")
         try:
             run = json.loads(path.read_bytes())
         except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError (a traceback)
-            raise app.UsageError(f"{path}: not JSON ({error})") from None
+            refuse(f"{path}: not JSON ({error})")
         final = run.get("final") if isinstance(run, dict) else None
         if not isinstance(final, dict) or "groups" not in final:
             # Another experiment's workdir: a KeyError traceback in the table.
-            raise app.UsageError(f"{path}: not a throughput run's results (no final.groups)")
+            refuse(f"{path}: not a throughput run's results (no final.groups)")
         runs.append(run)
     print(across_runs(runs, per_run=FLAGS.per_run), end="")
     floor = floor_across_runs(runs, per_run=FLAGS.per_run)

@@ -9,6 +9,8 @@ is one sample. Prints the table, writes ROOT/report.md, one PNG per metric
 (ROOT/<metric>.png, against the first numeric sweep axis when there is one) and, where the runs
 logged `train_loss` to metrics.jsonl, ROOT/train_loss_curves.png. A rerun removes the plots
 the previous ROOT/report.md showed that it no longer draws; no other file is touched.
+Not one ROOT, a ROOT that is no sweep's, or a file that cannot be read or written is one line
+on stderr, exit status 2 (`rnn_jax.exits`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from launch.sweep import setting_key
+from rnn_jax.exits import refuse
 from rnn_jax.files import write_text_atomic
 
 RESULTS_FILE = "results.json"
@@ -402,13 +405,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__doc__.strip())
         return
     if len(argv) != 1:
-        sys.exit("usage: python -m launch.report ROOT")
+        refuse("usage: python -m launch.report ROOT")
     try:
         table = write_report(argv[0])
     except (ValueError, OSError) as error:
         # An OSError (ROOT not writable, report.md a folder, a file that cannot be read) was a
-        # traceback; its text names the path.
-        sys.exit(f"launch.report: {error}")
+        # traceback; its text names the path. Each is a folder or file to fix: exit 2.
+        refuse(str(error), "launch.report")
     print(table)
     print(f"wrote {pathlib.Path(argv[0]) / 'report.md'}")
 

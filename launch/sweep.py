@@ -24,7 +24,9 @@ any of its runs is locked, and never executes a locked run.
 
 Everything is checked before anything runs: the experiment module exists, the variant is
 known to the config, every sweep key is a key of the config, and every point passes the
-experiment's value rules (`--set` values are command-line text, checked by each run).
+experiment's value rules (`--set` values are command-line text, checked by each run). A
+refusal (a flag, the config, the root, a finished run planned anew) is one line on stderr,
+exit status 2 (`rnn_jax.exits`); absl's own flag errors exit 1, as do failed runs.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from absl import app, flags
 
+from rnn_jax.exits import refuse
 from rnn_jax.files import LOCK_FILE, check_workdir, lock_run, run_in_use, write_text_atomic
 from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
@@ -75,7 +78,6 @@ LAUNCHER_FLAGS = {
     "submitit_local": ("slurm_time_min",),
     "slurm": tuple(SLURM_PARAMETERS),
 }
-FLAG_EXIT_STATUS = 2  # a flag to fix, as the experiments' config errors (rnn_jax.train.cli)
 # The longest run directory name, in bytes: NAME_MAX of Linux's common filesystems (ext4, XFS,
 # Btrfs, NFS, Lustre). Names up to it are kept as they were, so existing roots still resume.
 MAX_RUN_NAME = 255
@@ -895,17 +897,21 @@ def launcher_parameters(launcher: str, values: Mapping[str, Any]) -> dict[str, A
     return parameters
 
 
+def _refuse(message: str) -> NoReturn:
+    """A setting to fix (a flag, the config, the root): one line, exit 2 (`rnn_jax.exits`)."""
+    refuse(message, "launch.sweep")
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _refuse(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS.config or not flags.FLAGS.workdir:
-        raise app.UsageError("--config and --workdir are required")
+        _refuse("--config and --workdir are required")
     try:
         given = [name for name in SLURM_PARAMETERS if flags.FLAGS[name].present]
         check_launcher_flags(flags.FLAGS.launcher, given)
     except ValueError as error:
-        sys.stderr.write(f"launch.sweep: {error}\n")
-        sys.exit(FLAG_EXIT_STATUS)
+        _refuse(str(error))
     root = pathlib.Path(flags.FLAGS.workdir).resolve()
     try:
         check_workdir(flags.FLAGS.workdir)  # a file there was a FileExistsError traceback
@@ -919,7 +925,7 @@ def main(argv: Sequence[str]) -> None:
                 f"{root}, or experiments a killed sweep left running); wait for it to end"
             )
     except ValueError as error:
-        sys.exit(f"launch.sweep: {error}")
+        _refuse(str(error))
     for run in runs:
         print(f"{'done ' if run.finished else 'to do'}  {run.name}")
     if flags.FLAGS.dry_run:
@@ -936,7 +942,8 @@ def main(argv: Sequence[str]) -> None:
         try:
             failed = run_submitit(runs, cluster, parameters)
         except ValueError as error:
-            sys.exit(f"launch.sweep: --launcher={flags.FLAGS.launcher}: {error}")
+            # no SLURM here, or a --slurm_* value submitit refuses: before any run is submitted
+            _refuse(f"--launcher={flags.FLAGS.launcher}: {error}")
     if failed:
         sys.exit(f"launch.sweep: {len(failed)} run(s) failed: {[r.name for r in failed]}")
     print(f"all {len(runs)} runs finished; aggregate with: python -m launch.report {root}")

@@ -53,9 +53,9 @@ def check_refused(proc: subprocess.CompletedProcess, workdir: pathlib.Path) -> s
     """Checks that a run exited with the config-error status, without a traceback and without
     creating `workdir`; returns its stderr (for the caller to check that the message names
     the bad value)."""
-    from rnn_jax.train import cli
+    from rnn_jax import exits
 
-    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert proc.returncode == exits.REFUSED, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not workdir.exists()
     return proc.stderr
 

@@ -17,6 +17,7 @@ from experiments import bidirectional as bd
 from experiments import bidirectional_report as report
 from experiments import grid
 from experiments.configs import bidirectional as bd_configs
+from rnn_jax import exits
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
 from tests.module_cli import StartedModule
@@ -265,7 +266,7 @@ def bad_value_run(tmp_path_factory):
 def test_a_bad_value_on_the_command_line_exits_2_before_writing(bad_value_run):
     workdir, run = bad_value_run
     proc = run.result()
-    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert proc.returncode == exits.REFUSED, proc.stderr[-2000:]
     assert "grid.points='forward-gru': must be distinct names from" in proc.stderr
     assert "Traceback" not in proc.stderr and not workdir.exists()
 

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from launch import report, sweep
+from rnn_jax import exits
 from rnn_jax.train import config_file
 from tests.module_cli import run_module
 
@@ -689,21 +691,30 @@ def test_a_malformed_results_or_sweep_entry_is_a_value_error_naming_the_file(
         report.load_runs(tmp_path)
 
 
-def test_report_on_a_missing_or_file_root_names_it(tmp_path):
-    """A missing ROOT, or a file, was reported as 'ROOT/sweep.json: no sweep.json'."""
+def refused(capsys, main, *args) -> str:
+    """`main(*args)`, which refuses them (one line, exit 2: `rnn_jax.exits`); -> its stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(*args)
+    assert exit_info.value.code == exits.REFUSED
+    return capsys.readouterr().err
+
+
+def test_report_on_a_missing_or_file_root_names_it(tmp_path, capsys):
+    """A missing ROOT, or a file, was reported as 'ROOT/sweep.json: no sweep.json'; exit 2
+    since session 37 (it was 1, as a traceback's)."""
     (tmp_path / "f").write_text("")
     for root, said in [("nope", "does not exist"), ("f", "is not a folder")]:
-        with pytest.raises(SystemExit, match=rf"launch.report: .*{tmp_path}/{root} {said}"):
-            report.main([str(tmp_path / root)])
+        err = refused(capsys, report.main, [str(tmp_path / root)])
+        assert re.fullmatch(rf"launch.report: .*{tmp_path}/{root} {said}.*\n", err), err
 
 
-def test_report_that_cannot_be_written_exits_naming_the_path(tmp_path):
+def test_report_that_cannot_be_written_exits_naming_the_path(tmp_path, capsys):
     """An OSError (here report.md is a folder, so it cannot be replaced) was a traceback from
     `python -m launch.report`, which exited cleanly on ValueError only."""
     (tmp_path / "sweep.json").write_text(json.dumps({"config": "x", "runs": []}))
     (tmp_path / "report.md").mkdir()
-    with pytest.raises(SystemExit, match=rf"launch.report: .*{tmp_path}/report.md"):
-        report.main([str(tmp_path)])
+    err = refused(capsys, report.main, [str(tmp_path)])
+    assert err.startswith("launch.report: ") and f"{tmp_path}/report.md" in err
 
 
 def test_a_bool_sweep_axis_is_not_the_x_axis_of_a_line_plot(tmp_path, monkeypatch):
@@ -973,8 +984,8 @@ def test_no_scheduler_here_or_a_refused_submission_is_named_not_a_traceback(
     args = [f"--config={SMOKE}", f"--workdir={tmp_path}", "--launcher=slurm"]
     monkeypatch.setattr(sweep.flags, "FLAGS", _sweep_flags(*args, "--slurm_partition=p"))
     monkeypatch.setattr(sweep, "plan_runs", lambda *args: runs)
-    with pytest.raises(SystemExit, match="launch.sweep: --launcher=slurm: submitit cannot"):
-        sweep.main(["prog"])
+    err = refused(capsys, sweep.main, ["prog"])
+    assert err.startswith("launch.sweep: --launcher=slurm: submitit cannot")
 
     class Job:
         job_id = "j-a"
@@ -1111,18 +1122,17 @@ def test_execute_without_flock_or_told_to_stop_and_slots_edges(tmp_path, monkeyp
 
 
 def test_main_passes_the_launcher_its_parameters_and_exits_naming_failed_runs(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     """`main`'s flags (defined only when run as a program): the SLURM sizes reach submitit,
     `--slurm_gpus_per_node=0` is left out, failed runs end it."""
-    from absl import app
-
-    with pytest.raises(app.UsageError, match=r"unexpected arguments: \['x'\]"):
-        sweep.main(["prog", "x"])
+    # the program's refusals: one line, exit 2 (they were absl's usage text, exit 1)
+    err = refused(capsys, sweep.main, ["prog", "x"])
+    assert err == "launch.sweep: unexpected arguments: ['x']\n"
     slurm_args = ["--slurm_partition=p", "--slurm_time_min=60", "--launcher=slurm"]
     monkeypatch.setattr(sweep.flags, "FLAGS", _sweep_flags(f"--workdir={tmp_path}", *slurm_args))
-    with pytest.raises(app.UsageError, match="--config and --workdir are required"):
-        sweep.main(["prog"])
+    err = refused(capsys, sweep.main, ["prog"])
+    assert err == "launch.sweep: --config and --workdir are required\n"
     sweep.flags.FLAGS.config = SMOKE
     run = sweep.Run("a", tmp_path / "a", {}, ("python",))
     monkeypatch.setattr(sweep, "plan_runs", lambda *args: [run])
@@ -1175,6 +1185,26 @@ def test_a_slurm_flag_the_launcher_ignores_is_refused_naming_both(
     sweep.check_launcher_flags("local", [])
 
 
+def test_main_refuses_a_config_or_root_to_fix_in_one_line_with_exit_2(
+    tmp_path, monkeypatch, capsys
+):
+    """An unknown variant, a refused `--set` or a root that is a file exited 1
+    (`sys.exit(message)`, a failed run's status), where the `--slurm_*` refusal above and the
+    experiments' config errors exit 2."""
+    config = REPO / "experiments/configs/initialization.py"
+    (tmp_path / "f").write_text("")
+    root = f"--workdir={tmp_path / 'r'}"
+    for args, said in [
+        ([f"--config={config}:nope", root], "unknown variant 'nope'"),
+        ([f"--config={config}:smoke", root, "--set=abc"], "--set='abc': expected key=value"),
+        ([f"--config={config}:smoke", f"--workdir={tmp_path / 'f'}"], "is a file, not a"),
+    ]:
+        monkeypatch.setattr(sweep.flags, "FLAGS", _sweep_flags(*args, "--dry_run"))
+        err = refused(capsys, sweep.main, ["prog"])
+        assert err.startswith("launch.sweep: ") and said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, capsys):
     """A root without (or with a malformed) sweep.json, a metric one group lacks (blank), a
     nested multi-seed row, numbers outside 1e-3..1e5, a metric with no finite value (no
@@ -1217,8 +1247,7 @@ def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, cap
     plotted = []
     monkeypatch.setattr(report, "plot_metric", lambda groups, metric, path: plotted.append(metric))
     monkeypatch.setattr(report, "plot_curves", lambda groups, path: False)
-    with pytest.raises(SystemExit, match="usage: python -m launch.report ROOT"):
-        report.main([])
+    assert refused(capsys, report.main, []) == "usage: python -m launch.report ROOT\n"
     report.main(["--help"])  # was "sweep folder --help does not exist"
     assert capsys.readouterr().out.startswith("Aggregate a sweep's runs")
     report.main([str(tmp_path)])

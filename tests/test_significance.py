@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import significance
+from rnn_jax import exits
 from rnn_jax.metrics import paired_bleu_significance
 from tests.module_cli import StartedModule, run_module
 
@@ -208,7 +209,7 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
     monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
     with pytest.raises(SystemExit) as exit_info:
         significance.main(["significance"])
-    assert exit_info.value.code == significance.USAGE_STATUS
+    assert exit_info.value.code == exits.REFUSED
     assert f"--systems: {latin}:3: not UTF-8" in capsys.readouterr().err
     assert not output.exists()
     # An --output that is a directory: named before the test (IsADirectoryError after it).
@@ -216,7 +217,7 @@ def test_significance_names_a_file_that_is_not_utf8_with_file_and_line(
     monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
     with pytest.raises(SystemExit) as exit_info:
         significance.main(["significance"])
-    assert exit_info.value.code == significance.USAGE_STATUS
+    assert exit_info.value.code == exits.REFUSED
     assert f"--output: {tmp_path} is a directory" in capsys.readouterr().err
 
 
@@ -245,7 +246,7 @@ def test_the_seed_of_the_draws_is_recorded_and_a_malformed_one_named(monkeypatch
     monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
     with pytest.raises(SystemExit) as exit_info:
         significance.main(["significance"])
-    assert exit_info.value.code == significance.USAGE_STATUS
+    assert exit_info.value.code == exits.REFUSED
     assert "SACREBLEU_SEED='seven'" in capsys.readouterr().err
 
 
@@ -260,6 +261,14 @@ def test_an_empty_file_name_is_named(flag, value, tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(significance, "FLAGS", types.SimpleNamespace(**flags))
     with pytest.raises(SystemExit) as exit_info:
         significance.main(["significance"])
-    assert exit_info.value.code == significance.USAGE_STATUS
+    assert exit_info.value.code == exits.REFUSED
     shown = ",".join(value) if flag == "systems" else value
     assert f"--{flag}={shown}: an empty file name" in capsys.readouterr().err
+
+
+def test_a_positional_argument_is_refused_in_one_line(capsys):
+    """It was absl's usage error: the module's help, then the message, exit 1."""
+    with pytest.raises(SystemExit) as exit_info:
+        significance.main(["significance", "x.txt"])
+    assert exit_info.value.code == exits.REFUSED
+    assert capsys.readouterr().err == "unexpected arguments: ['x.txt']\n"

@@ -18,7 +18,7 @@ from flax import nnx
 
 from experiments import state_probe as sp
 from experiments import state_probe_report as report
-from rnn_jax import probes
+from rnn_jax import exits, probes
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
@@ -632,7 +632,7 @@ def bad_probe_kind_run(tmp_path_factory):
 def test_a_bad_probe_kind_on_the_command_line_is_one_line_and_exit_status_2(bad_probe_kind_run):
     workdir, run = bad_probe_kind_run
     proc = run.result()
-    assert proc.returncode == cli.CONFIG_EXIT_STATUS == 2, proc.stderr[-2000:]
+    assert proc.returncode == exits.REFUSED == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "probe.kinds" in line]
     assert len(lines) == 1 and "probe.kinds='lda,mlp': must be distinct names" in lines[0]
     assert "Traceback" not in proc.stderr and not workdir.exists()

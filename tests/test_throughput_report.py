@@ -12,6 +12,7 @@ import types
 import pytest
 
 from experiments import throughput, throughput_report
+from rnn_jax import exits
 from rnn_jax.train import cli
 
 CONFIG = "experiments/configs/throughput.py"
@@ -119,14 +120,21 @@ def test_a_shape_changed_by_a_flag_is_not_judged_or_pooled_as_issue_7s():
     )
 
 
+def refused(capsys, *workdirs) -> str:
+    """`throughput_report.main` on `workdirs`, which it refuses (exit 2); -> its stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        throughput_report.main(["throughput_report", *map(str, workdirs)])
+    assert exit_info.value.code == exits.REFUSED
+    return capsys.readouterr().err
+
+
 def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(
     tmp_path, monkeypatch, capsys
 ):
     """A previous run's results.json in the workdir stayed while a rerun measured: stopped,
     the rerun left its partial.json beside the old results.json, and throughput_report read
-    the old run as this directory's finished one."""
-    from absl import app
-
+    the old run as this directory's finished one. Each refusal is one line, exit 2 (it was
+    absl's usage error: the module's help, then the message, exit 1)."""
     for name, text in (("results.json", "{}"), ("throughput.md", "old"), (throughput.PLOT, "")):
         (tmp_path / name).write_text(text)
     config = cli.load_config(f"{CONFIG}:smoke", rules=throughput.RULES, trains=False)
@@ -139,8 +147,7 @@ def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(
     with pytest.raises(KeyboardInterrupt):
         throughput.run(config, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [throughput_report.PARTIAL]
-    with pytest.raises(app.UsageError, match="unfinished run: only partial.json"):
-        throughput_report.main(["throughput_report", str(tmp_path)])
+    assert "unfinished run: only partial.json" in refused(capsys, tmp_path)
     # Another experiment's results (a KeyError traceback; a null `final`: a TypeError one) or a
     # torn file (JSONDecodeError; not UTF-8: a UnicodeDecodeError traceback).
     other = tmp_path / "other"
@@ -148,10 +155,8 @@ def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(
     cases = [(b'{"final": {}}', "no final.groups"), (b'{"final": null}', "no final.groups")]
     for data, message in cases + [(b'{"fin', "not JSON"), (b'\xff{"final"', "not JSON")]:
         (other / "results.json").write_bytes(data)
-        with pytest.raises(app.UsageError, match=message):
-            throughput_report.main(["throughput_report", str(other)])
-    with pytest.raises(app.UsageError, match="give one or more throughput workdirs"):
-        throughput_report.main(["throughput_report"])
+        assert message in refused(capsys, other)
+    assert refused(capsys) == "give one or more throughput workdirs (each with results.json)\n"
     # A finished run that timed the floor: the goal table, then the floor's.
     results = _results("cpu", 1.1)
     seconds = {"rnn_jax": [1.0], "torch": [1.1], throughput_report.FLOOR: [0.5]}

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from experiments.language_model import RULES
+from rnn_jax import exits
 from rnn_jax.train import cli, optim
 from rnn_jax.train import config as cfg
 from tests.module_cli import refused_cli
@@ -298,7 +299,7 @@ def test_bad_workdir_config_file_and_data_sizes_exit_2_before_writing(tmp_path, 
         text=True,
         timeout=120,
     )
-    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert proc.returncode == exits.REFUSED, proc.stderr[-2000:]
     assert expected in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not workdir.exists()
@@ -499,7 +500,7 @@ def test_a_bad_grid_axis_is_one_line_and_exit_status_2(tmp_path, repo_root, over
         text=True,
         timeout=300,
     )
-    assert proc.returncode == cli.CONFIG_EXIT_STATUS, proc.stderr[-2000:]
+    assert proc.returncode == exits.REFUSED, proc.stderr[-2000:]
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and not workdir.exists()
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from rnn_jax import exits
 from rnn_jax.files import check_workdir
 from rnn_jax.train import cli, optim, train_and_evaluate
 from rnn_jax.train import config as cfg
@@ -361,7 +362,7 @@ def test_an_unknown_key_set_to_none_is_named_with_its_section(monkeypatch, capsy
     monkeypatch.setattr(cli.flags, "FLAGS", config_flags)
     with pytest.raises(SystemExit) as info:
         cli._parse_flags(["prog", "--config.model.hidden_sise=None"])
-    assert info.value.code == cli.CONFIG_EXIT_STATUS
+    assert info.value.code == exits.REFUSED
     assert "'model.hidden_sise' (Did you mean" in capsys.readouterr().err
 
 
@@ -532,12 +533,11 @@ def test_cli_main_refuses_positional_arguments_and_names_data_missing_inside_a_r
     tmp_path, monkeypatch, capsys
 ):
     """`cli.main`'s own `_main` (absl's app.run and the flags faked): a positional argument is
-    absl's usage error naming it; a DataNotFoundError raised inside `run` (a grid experiment
-    loads each point's data there) is a setting to fix, exit 2 naming the path."""
+    refused in one line naming it, exit 2; a DataNotFoundError raised inside `run` (a grid
+    experiment loads each point's data there) is a setting to fix, exit 2 naming the path."""
     import types
 
     import ml_collections
-    from absl import app
 
     from rnn_jax.data.readers import DataNotFoundError
 
@@ -566,11 +566,15 @@ def test_cli_main_refuses_positional_arguments_and_names_data_missing_inside_a_r
         raise DataNotFoundError(f"data file {str(missing)!r} does not exist")
 
     cli.main(lambda config: "task", run=run, trains=False)
-    with pytest.raises(app.UsageError, match=r"^unexpected arguments: \['extra'\]$"):
+    # Positional arguments are the program's refusal (exit 2, one line), not absl's usage
+    # error (exit 1 after the module's help)
+    with pytest.raises(SystemExit) as info:
         mains[0](["prog", "extra"])
+    assert info.value.code == exits.REFUSED
+    assert capsys.readouterr().err == "unexpected arguments: ['extra']\n"
     with pytest.raises(SystemExit) as info:
         mains[0](["prog"])
-    assert info.value.code == cli.CONFIG_EXIT_STATUS
+    assert info.value.code == exits.REFUSED
     message = f"task data not found: data file {str(missing)!r} does not exist\n"
     assert capsys.readouterr().err == message
     assert not (tmp_path / "run").exists()

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from rnn_jax.data.registry import TextDataset, load_dataset
+from rnn_jax.exits import REFUSED
 
 
 def dataset_stats(dataset: TextDataset) -> dict:
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = dataset_stats(dataset)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return REFUSED
     print(json.dumps(stats, indent=1))
     return 0
 

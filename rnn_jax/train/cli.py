@@ -14,7 +14,8 @@ and is run as
 The variant after ':' is passed to the config file's `get_config(variant)`. Configs are
 locked: an unknown or mistyped key, a value of the wrong type, or a value out of range stops
 the run before anything is compiled, with a message naming the key, the value and what is
-allowed, and exit status 1 (absl flag errors) or 2 (config values).
+allowed, and exit status 1 (absl flag errors) or 2 (config values, data, arguments:
+`rnn_jax.exits`).
 """
 
 from __future__ import annotations
@@ -32,13 +33,12 @@ from ml_collections import config_flags
 
 from rnn_jax import allocator
 from rnn_jax.data.readers import DataFormatError, DataNotFoundError
+from rnn_jax.exits import refuse
 from rnn_jax.files import check_workdir
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import config_file, distributed
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
-
-CONFIG_EXIT_STATUS = 2
 
 
 def define_flags() -> None:
@@ -72,12 +72,6 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _config_exit(message: str) -> NoReturn:
-    """A setting to fix (config, flags, data): the message on stderr, exit status 2."""
-    sys.stderr.write(f"{message}\n")
-    sys.exit(CONFIG_EXIT_STATUS)
-
-
 def main(
     make_task: Callable[[ml_collections.ConfigDict], Task],
     rules: Mapping | None = None,
@@ -104,7 +98,7 @@ def main(
     def _main(argv: list[str]) -> None:
         logging.get_absl_handler().addFilter(_QuietLibraries())
         if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+            refuse(f"unexpected arguments: {argv[1:]}")
         config = flags.FLAGS.config
         workdir = flags.FLAGS.workdir
         try:
@@ -114,7 +108,7 @@ def main(
                 config_lib.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
         except ValueError as error:
-            _config_exit(str(error))
+            refuse(str(error))
         try:
             distributed.initialize(
                 flags.FLAGS.coordinator_address,
@@ -123,7 +117,7 @@ def main(
                 flags.FLAGS.initialization_timeout,
             )
         except ValueError as error:  # partial or malformed multi-host flags
-            _config_exit(str(error))
+            refuse(str(error))
         try:
             try:
                 task = make_task(config)
@@ -135,14 +129,14 @@ def main(
         except config_lib.ConfigError as error:
             # Raised by the task's constructor (its data) or before the run writes anything
             # (e.g. train.best_metric, checked against the metrics evaluation will give).
-            _config_exit(str(error))
+            refuse(str(error))
         except DataNotFoundError as error:
             # Grid experiments load each point's data inside `run`: the same setting to fix.
-            _config_exit(f"task data not found: {error}")
+            refuse(f"task data not found: {error}")
         except DataFormatError as error:
             # A malformed data line, named file:line by the reader: the data to fix, in one
             # line (it was a traceback, exit 1, in every experiment that reads files).
-            _config_exit(f"data error: {error}")
+            refuse(f"data error: {error}")
 
     app.run(_main, flags_parser=_parse_flags)
 
@@ -251,7 +245,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return rest
     except (AttributeError, KeyError) as error:
         message = _unknown_key(error, given)
-        _config_exit(f"config error: unknown key in the command line overrides: {message}")
+        refuse(f"config error: unknown key in the command line overrides: {message}")
     except flags.Error as error:
         # config_flags wraps a ConfigError of `get_config` (an unknown variant) in a flag error
         # whose text is a traceback; report the innermost one's own line, as for rule errors.
@@ -261,12 +255,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
                 config_error = cause
             cause = cause.__cause__ or cause.__context__
         if config_error is not None:
-            _config_exit(f"config error: {config_error}")
+            refuse(f"config error: {config_error}")
         message = str(error)
         if message.startswith("flag --config."):
             # A config override whose value does not parse as its field's type
             # (`--config.seed=abc`): a config error like any other (exit 2), not a usage one.
-            _config_exit(f"config error: {message}")
+            refuse(f"config error: {message}")
         _flag_error_exit(message)
 
 
@@ -348,7 +342,7 @@ def _check_config_file(argv: list[str]) -> None:
     for spec in _config_specs(argv):
         path = config_file.split_config_arg(spec)[0]
         if not pathlib.Path(path).is_file():
-            _config_exit(
+            refuse(
                 f"config error: --config={spec}: config file {path!r} not found (expected "
                 "experiments/configs/<name>.py:<variant>, relative to the current directory)"
             )
