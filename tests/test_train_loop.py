@@ -4,6 +4,7 @@ early stopping and resuming after it, the logged learning rate and window means,
 statuses, tokens/s, and the contract files (provenance included)."""
 
 import json
+import shutil
 import struct
 import types
 
@@ -325,6 +326,13 @@ def test_early_stopped_run_resumed_rerun_or_extended_ends_as_one_trained_straigh
     assert (tmp_path / "b" / "checkpoints" / "15").is_dir() and best.is_dir()
     assert not (tmp_path / "b" / "results.json").exists()
     (tmp_path / "loop").rename(best / "loop")
+    # That folder removed instead (the fallback the message offers), the scores are of the
+    # state the run ended with: results name no best step, not step 5's model they are not of.
+    shutil.copytree(tmp_path / "b", tmp_path / "b_removed")
+    shutil.rmtree(tmp_path / "b_removed" / "best" / "5")
+    fallback = train_and_evaluate(config, tmp_path / "b_removed", Regression())["final"]
+    assert fallback["best_step"] is None and fallback["step"] == 15
+    assert fallback["valid_loss"] != reference["valid_loss"]
     results = train_and_evaluate(config, tmp_path / "b", Regression())
     assert results["timing"]["resumed_from_step"] == 15
     assert results["timing"]["steps_run"] == 0

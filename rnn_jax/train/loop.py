@@ -284,13 +284,13 @@ def train_and_evaluate(
     run_timing = timing(step)  # before the final evaluation, which the rates leave out
 
     try:
-        final_state = _final_state(checkpointer, state, config, workdir)
+        final_state, best_step = _final_state(checkpointer, state, config, workdir, loop)
     except config_lib.ConfigError:
         writer.close()
         checkpointer.close(prune=False)  # the run directory as it is, for the rerun
         raise
     scores = _evaluate(task, task.final_splits, final_state, eval_step, mesh, n)
-    final = {"step": step, "best_step": loop["best_step"], **loop["last_train"], **scores}
+    final = {"step": step, "best_step": best_step, **loop["last_train"], **scores}
     results = {
         "final": seeds.summarize(final, n),
         "timing": run_timing,
@@ -319,9 +319,17 @@ def _final_state(
     state: dict,
     config: ml_collections.ConfigDict,
     workdir: pathlib.Path,
-) -> dict:
-    """The state the run's final scores are of: its best checkpoint (`train.keep_best`, when
-    one was saved), else the state it ended with.
+    loop: dict,
+) -> tuple[dict, int | None]:
+    """The state the run's final scores are of, and the `best_step` its results record: its
+    best checkpoint and that checkpoint's step (`train.keep_best`, when one was saved), else
+    the state it ended with and the loop's `best_step` (`train.keep_best` off: the best
+    evaluation, whose model was not kept).
+
+    The loop's best checkpoint removed by hand (the fallback that a damaged checkpoint's
+    message offers) scores an older best checkpoint, or the state the run ended with when none
+    is left: `best_step` is then the step scored (None for the last state), with a warning,
+    not the loop's (which named a model the scores are not of).
 
     Raises:
       ConfigError: naming `workdir` and the best checkpoint's folder, when that checkpoint is
@@ -330,8 +338,18 @@ def _final_state(
         saved in its newest periodic checkpoint; results.json is not written, so a rerun
         finishes the run once the folder is mended or removed.
     """
-    if not config.train.keep_best or checkpointer.latest_step(best=True) is None:
-        return state
+    if not config.train.keep_best:
+        return state, loop["best_step"]
+    scored = checkpointer.latest_step(best=True)
+    if scored != loop["best_step"]:
+        logging.warning(
+            "%s: the best checkpoint of step %s is not there; the final scores are of %s",
+            workdir,
+            loop["best_step"],
+            "the state at the run's last step" if scored is None else f"best/{scored}",
+        )
+    if scored is None:
+        return state, None
     try:
         best, _ = checkpointer.restore(abstract_like(state), best=True)
     except ValueError as error:  # damaged (it was a traceback ending in this message)
@@ -340,7 +358,7 @@ def _final_state(
             f"checkpoint of step {checkpointer.latest_step()}; results.json was not written: "
             "rerun the same command to finish it"
         ) from error
-    return best
+    return best, scored
 
 
 def _redone_at(loop: dict, step: int) -> Callable[[dict[str, Any]], bool]:
