@@ -63,9 +63,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
 LAUNCHERS = ("local", "slurm", "submitit_local")
-# Each `--slurm_*` flag -> the submitit parameter it sets, and the flags each launcher passes
-# on: a flag given to a launcher that does not read it is refused (`check_launcher_flags`),
-# not silently ignored (`--launcher=local --slurm_mem_gb=64` ran with no limit at all).
+# Each `--slurm_*` flag -> the submitit parameter it sets, and the launcher-specific flags
+# each launcher reads (`--parallel` and the `--slurm_*` ones): a flag given to a launcher that
+# does not read it is refused (`check_launcher_flags`), not silently ignored
+# (`--launcher=local --slurm_mem_gb=64` ran with no limit at all, `--launcher=slurm
+# --parallel=2` submitted every run at once).
 SLURM_PARAMETERS = {
     "slurm_time_min": "timeout_min",
     "slurm_partition": "slurm_partition",
@@ -74,10 +76,14 @@ SLURM_PARAMETERS = {
     "slurm_gpus_per_node": "gpus_per_node",
 }
 LAUNCHER_FLAGS = {
-    "local": (),
+    "local": ("parallel",),
     "submitit_local": ("slurm_time_min",),
     "slurm": tuple(SLURM_PARAMETERS),
 }
+# Every flag some launchers read and others ignore.
+LAUNCHER_SPECIFIC_FLAGS = tuple(
+    dict.fromkeys(f for names in LAUNCHER_FLAGS.values() for f in names)
+)
 # The longest run directory name, in bytes: NAME_MAX of Linux's common filesystems (ext4, XFS,
 # Btrfs, NFS, Lustre). Names up to it are kept as they were, so existing roots still resume.
 MAX_RUN_NAME = 255
@@ -845,8 +851,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer(
         "parallel",
         0,
-        "local launcher: runs at once. 0 = one per GPU listed in CUDA_VISIBLE_DEVICES, "
-        "else one per CPU core this process may use.",
+        "local launcher: runs at once (refused with another launcher). 0 = one per GPU listed "
+        "in CUDA_VISIBLE_DEVICES, else one per CPU core this process may use.",
         lower_bound=0,  # refused when parsed: `_slots` refused it only after sweep.json
         **fv,
     )
@@ -878,10 +884,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def check_launcher_flags(launcher: str, given: Sequence[str]) -> None:
-    """The `--slurm_*` flags `given` on the command line are all read by `launcher`
-    (`LAUNCHER_FLAGS`), or ValueError naming the first that is not and the launcher."""
+    """The launcher-specific flags (`--parallel`, `--slurm_*`) `given` on the command line are
+    all read by `launcher` (`LAUNCHER_FLAGS`), or ValueError naming the first that is not and
+    the launcher."""
     for name in given:
-        if name in SLURM_PARAMETERS and name not in LAUNCHER_FLAGS[launcher]:
+        if name in LAUNCHER_SPECIFIC_FLAGS and name not in LAUNCHER_FLAGS[launcher]:
             readers = [f"--launcher={k}" for k, names in LAUNCHER_FLAGS.items() if name in names]
             raise ValueError(
                 f"--{name} is not used by --launcher={launcher}, which would ignore it (it is "
@@ -891,7 +898,11 @@ def check_launcher_flags(launcher: str, given: Sequence[str]) -> None:
 
 def launcher_parameters(launcher: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The submitit parameters of `launcher` from the `--slurm_*` flag values it reads."""
-    parameters = {SLURM_PARAMETERS[name]: values[name] for name in LAUNCHER_FLAGS[launcher]}
+    parameters = {
+        SLURM_PARAMETERS[name]: values[name]
+        for name in LAUNCHER_FLAGS[launcher]
+        if name in SLURM_PARAMETERS
+    }
     if parameters.get("gpus_per_node") == 0:
         del parameters["gpus_per_node"]  # '--gpus-per-node=0' is refused by some sites
     return parameters
@@ -908,7 +919,7 @@ def main(argv: Sequence[str]) -> None:
     if not flags.FLAGS.config or not flags.FLAGS.workdir:
         _refuse("--config and --workdir are required")
     try:
-        given = [name for name in SLURM_PARAMETERS if flags.FLAGS[name].present]
+        given = [name for name in LAUNCHER_SPECIFIC_FLAGS if flags.FLAGS[name].present]
         check_launcher_flags(flags.FLAGS.launcher, given)
     except ValueError as error:
         _refuse(str(error))

@@ -1162,13 +1162,16 @@ def test_main_passes_the_launcher_its_parameters_and_exits_naming_failed_runs(
         ("local", "--slurm_time_min=60"),
         ("submitit_local", "--slurm_mem_gb=64"),
         ("submitit_local", "--slurm_gpus_per_node=0"),  # given, even at its default value
+        ("slurm", "--parallel=2"),  # only local runs `--parallel` at once
+        ("submitit_local", "--parallel=0"),
     ],
 )
 def test_a_slurm_flag_the_launcher_ignores_is_refused_naming_both(
     tmp_path, monkeypatch, capsys, launcher, flag
 ):
     """`--launcher=local` ignored every `--slurm_*` flag and `submitit_local` all but the time
-    limit: a sweep given `--slurm_mem_gb=64` ran with no limit, silently. A flag given
+    limit: a sweep given `--slurm_mem_gb=64` ran with no limit, silently (and the SLURM
+    launchers ignored `--parallel`, submitting every run at once). A flag given
     explicitly to a launcher that does not read it exits 2 naming both, before the plan."""
     monkeypatch.setattr(sweep, "plan_runs", lambda *args: pytest.fail("planned"))
     args = [f"--workdir={tmp_path}", f"--config={SMOKE}", f"--launcher={launcher}", flag]
@@ -1182,7 +1185,7 @@ def test_a_slurm_flag_the_launcher_ignores_is_refused_naming_both(
     # Each launcher's own flags (and flags left at their defaults) pass.
     sweep.check_launcher_flags("submitit_local", ["slurm_time_min"])
     sweep.check_launcher_flags("slurm", list(sweep.SLURM_PARAMETERS))
-    sweep.check_launcher_flags("local", [])
+    sweep.check_launcher_flags("local", ["parallel"])
 
 
 def test_main_refuses_a_config_or_root_to_fix_in_one_line_with_exit_2(
