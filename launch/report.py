@@ -346,14 +346,16 @@ def plot_curves(groups: Sequence[dict], path: pathlib.Path) -> bool:
 
 def report_plots(root: pathlib.Path) -> list[str]:
     """The plots ROOT/report.md shows (its `![name](name)` lines): the files a report wrote
-    into ROOT, which the next report removes where it does not rewrite them. Only plain
-    `.png` names in ROOT itself count, so no other file is ever taken for one of its own."""
+    into ROOT, which the next report removes where it does not rewrite them. Only lines in
+    the form a report writes count (the same name twice, a `.png` name that `_safe` leaves as
+    it is, so one in ROOT itself): a figure added by hand (`![Figure 1](fig1.png)`, a name with
+    a space, a link to another folder) is never taken for one of its own."""
     try:
         text = (root / "report.md").read_text(errors="replace")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return []
-    names = re.findall(r"^!\[[^\]]*\]\(([^)]+)\)$", text, re.MULTILINE)
-    return [n for n in names if n.endswith(".png") and pathlib.PurePath(n).name == n]
+    names = re.findall(r"^!\[([^\]]*)\]\(\1\)$", text, re.MULTILINE)
+    return [n for n in names if n.endswith(".png") and _safe(n) == n]
 
 
 def write_report(root: str | pathlib.Path) -> str:

@@ -1304,3 +1304,9 @@ def test_a_rerun_report_removes_its_own_plots_it_no_longer_draws(tmp_path, monke
     # A link to something that is not a plain PNG in ROOT is never taken for one of its own.
     (tmp_path / "report.md").write_text("![x](sweep.json)\n![y](r/z.png)\n![z](../z.png)\n")
     assert report.report_plots(tmp_path) == []
+    # Nor is a figure added to report.md by hand: only the report's own `![name](name)` form
+    # with a name it can write (`![Figure 1](fig1.png)` had fig1.png removed by the next run).
+    (tmp_path / "report.md").write_text(
+        "![Figure 1](fig1.png)\n![my plot.png](my plot.png)\n![acc.png](acc.png)\n"
+    )
+    assert report.report_plots(tmp_path) == ["acc.png"]
