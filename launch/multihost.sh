@@ -53,15 +53,25 @@ python=${PYTHON:-$repo/.venv/bin/python}
 
 # The config and its variant, read as every process will read them (rnn_jax's config_file,
 # by the interpreter the processes run; no JAX, well under a second), before any process is
-# started: an unknown variant was found by each process on its own, on every host.
+# started: an unknown variant was found by each process on its own, on every host. The check
+# exits 3 on a ConfigError; any other failure is the interpreter's (no such file, not the
+# project's environment), named as PYTHON with its last line of output: it was reported as if
+# the config were wrong, a traceback or an empty message.
 check='import sys
 from rnn_jax.train.config import ConfigError
 from rnn_jax.train.config_file import read_config_spec
 try:
     read_config_spec(sys.argv[1])
 except ConfigError as error:
-    sys.exit(f"config error: {error}")'
-if ! problem=$(cd "$repo" && "$python" -c "$check" "${config}:${variant}" 2>&1); then
+    print(f"config error: {error}", file=sys.stderr)
+    sys.exit(3)'
+code=0
+problem=$(cd "$repo" && "$python" -c "$check" "${config}:${variant}" 2>&1) || code=$?
+if [ "$code" -ne 0 ]; then
+  if [ "$code" -ne 3 ]; then
+    last=$(printf '%s\n' "$problem" | tail -n 1)
+    problem="PYTHON='$python' cannot read the config (exit status ${code}: ${last:-no output}); set PYTHON to the project's interpreter (default .venv/bin/python)"
+  fi
   echo "launch/multihost.sh: ${problem}" >&2
   exit 2
 fi

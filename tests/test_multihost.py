@@ -193,3 +193,14 @@ def test_multihost_refuses_an_unknown_variant_before_starting_anything():
     assert result.returncode == 2, result.stderr
     assert "unknown variant '[q]uick'; allowed: smoke, quick, full" in result.stderr
     assert not result.stdout
+
+
+def test_multihost_names_an_interpreter_that_cannot_check_the_config():
+    """A PYTHON that cannot run the check (no such file, not the project's environment, one
+    that fails with no output) was reported as if the config were wrong: the interpreter's
+    traceback, or 'launch/multihost.sh: ' and nothing. It names PYTHON and its last line."""
+    for python, said in [("false", "exit status 1: no output"), ("/nonexistent", "127: ")]:
+        result = _multihost("slurm", "sentiment", "quick", "/shared/s", PYTHON=python)
+        assert result.returncode == 2 and not result.stdout, result
+        assert f"launch/multihost.sh: PYTHON='{python}' cannot read the config" in result.stderr
+        assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
