@@ -402,6 +402,38 @@ def test_training_rates_without_a_measured_rate_anywhere_are_none():
     assert metrics.training_rates(after_one_step)["earlier_invocation"] is True
 
 
+class _SavedCheckpoint:
+    """A Checkpointer holding one periodic checkpoint: step 15 with loop record `loop`."""
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    def restore(self, abstract_state):
+        return abstract_state, json.loads(json.dumps(self.loop))
+
+    def latest_step(self):
+        return 15
+
+
+def test_an_early_stop_resumed_from_its_ongoing_loop_state_keeps_the_saved_timing(tmp_path):
+    # An early stop at step 15 off the log schedule logged its open window there (`end_run`),
+    # so its checkpoint's loop record keeps the state before as `ongoing`, which a resume that
+    # may train on takes. The rerun that only finishes it (its report failed) lost the saved
+    # timing with the rest of the record: `earlier_invocation` None, the 15 steps' rates gone.
+    timing = {"steps_run": 15, "steps_per_s": 30.0, "resumed_from_step": 0, "hostname": "h"}
+    ongoing = {"window": {"loss": [1.0]}, "window_steps": [3], "best_step": 5, "bad_evals": 2}
+    saved = {**ongoing, "window": {}, "window_steps": 0, "last_train": {"train_loss": [1.0]}}
+    saved.update(ongoing=ongoing, data={"epoch": 1, "index": 7}, timing=timing)
+    config = _config(train__patience=2, train__num_steps=50)
+    _, loop, start, end, data = loop_lib._resume(
+        _SavedCheckpoint(saved), {}, config, tmp_path, Regression()
+    )
+    assert (start, end) == (15, 15)  # it finishes the run, from the state before the extras
+    assert loop["window"] == {"loss": [1.0]} and "ongoing" not in loop
+    assert loop["timing"] == timing and "data" not in loop
+    assert data.state_dict() == {"epoch": 1, "index": 7}
+
+
 def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):
     # Warmup from 0 over 4 updates, lr 0.05: optax's first update (count 0) uses rate 0, so
     # steps 1..5 apply 0, 0.0125, 0.025, 0.0375, 0.05 (the rate of step s+1 was logged

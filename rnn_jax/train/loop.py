@@ -440,8 +440,11 @@ def _resume(
     if ongoing is not None and config.train.num_steps > start:
         # The run ended here and this one trains on: it goes on from the loop state before
         # the last step's extra log and evaluation, as a run trained straight on does
-        # (`end_run`); the best checkpoint of that evaluation is dropped by the caller.
-        loop = {**ongoing, "data": loop["data"]}
+        # (`end_run`); the best checkpoint of that evaluation is dropped by the caller. The
+        # checkpoint's own entries stay: its data position and the timing of the invocation
+        # that saved it (carried by an early stop resumed, which trains none).
+        own = {key: loop[key] for key in ("data", "timing") if key in loop}
+        loop = {**ongoing, **own}
     if _patience_exhausted(loop, config):
         # The run stopped early here (its last checkpoint is the stopping step) and ended
         # before results.json: finish it, do not train on past the stop.
