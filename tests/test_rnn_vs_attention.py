@@ -369,6 +369,19 @@ def test_a_point_finished_by_a_rerun_reports_the_rate_of_the_invocation_that_tra
     assert any(line.startswith("† measured by the invocation that trained") for line in table)
 
 
+def test_a_rate_no_invocation_measured_gets_no_mark_of_an_earlier_invocation():
+    """A point finished by a rerun whose training invocation ran one step measured no rate:
+    its cell read "–†" and the note said the rate was measured by that invocation."""
+    point = {**_lm_point_one_eval("lstm", None), "steps_per_s_earlier_invocation": True}
+    rows = {"lstm": point, "transformer": _lm_point_one_eval("transformer", 20.0)}
+    table = rva.report_markdown(rows).splitlines()
+    assert [line.split(" | ")[-1] for line in table if line.startswith("| ")][1:] == [
+        "– |",
+        "20.0 |",
+    ]
+    assert not any(line.startswith("†") for line in table)
+
+
 def test_cost_curves_are_drawn_in_length_order(tmp_path, monkeypatch):
     """cost.lengths "256,64,1024" drew each line 256 -> 64 -> 1024 (a zigzag on a log axis)."""
     rows = [
