@@ -581,6 +581,23 @@ def test_a_logged_pair_is_the_ratio_of_its_window_sums_per_replica():
     assert logged["train_loss_per_seed"] == [1.0, 1.0]
 
 
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        ((np.ones(2), np.ones(2), np.ones(2)), "as a tuple of 3"),
+        ([np.ones(2), np.ones(2)], r"with shape \(2, 2\)"),
+        ((np.ones(2), np.ones((2, 3))), r"with shape \(2, 3\)"),
+        (np.ones((2, 4)), r"with shape \(2, 4\)"),
+    ],
+)
+def test_a_logged_value_neither_a_scalar_nor_a_pair_is_named(value, what):
+    # A tuple of three was "too many values to unpack", a list of two "only 0-dimensional
+    # arrays can be converted to Python scalars": neither named the value or the contract.
+    m = {"finite": np.array([True, True]), "loss": np.ones(2), "nll": value}
+    with pytest.raises(ValueError, match=rf"^Task.loss_fn logged 'nll' {what}.*: one scalar per"):
+        loop_lib._accumulate({"window": {}, "window_steps": 0}, m)
+
+
 def test_restore_model_from_a_missing_run_directory_creates_nothing(tmp_path):
 
     with pytest.raises(ValueError, match="no checkpoint in"):

@@ -787,6 +787,7 @@ def _accumulate(loop: dict, m: dict) -> None:
     for name, value in m.items():
         if name in ("finite", "update_finite"):
             continue
+        _check_logged(name, value, n)
         if isinstance(value, tuple):  # [2, n]: the window's ratio is that of its sums
             parts = np.where(applied, np.asarray(value, np.float64), 0.0)
             old = window.get(name, [[0.0, 0.0]] * n)
@@ -802,6 +803,26 @@ def _accumulate(loop: dict, m: dict) -> None:
     # Applied steps per replica (a plain int, shared by all replicas, in older checkpoints).
     counts = _per_replica(loop["window_steps"], n)
     loop["window_steps"] = [c + int(a) for c, a in zip(counts, applied, strict=True)]
+
+
+def _check_logged(name: str, value: Any, n: int) -> None:
+    """A value of `Task.loss_fn`'s logs, as one step's metrics hold it over `n` replicas: one
+    scalar per replica (shape `(n,)`), or a `(numerator, denominator)` tuple of two such.
+
+    Raises:
+      ValueError: naming the logged value and what it was (a tuple of three was "too many
+        values to unpack", a list of two arrays "only 0-dimensional arrays can be converted
+        to Python scalars", naming neither the value nor what a log may hold).
+    """
+    expected = f"one scalar per replica (shape ({n},)) or a tuple (numerator, denominator) of two"
+    if isinstance(value, tuple) and len(value) != 2:
+        raise ValueError(f"Task.loss_fn logged {name!r} as a tuple of {len(value)}: {expected}")
+    for part in value if isinstance(value, tuple) else (value,):
+        if np.shape(part) != (n,):
+            raise ValueError(
+                f"Task.loss_fn logged {name!r} with shape {np.shape(part)} over {n} replicas: "
+                f"{expected}"
+            )
 
 
 def _close_window(loop: dict) -> dict[str, Any]:
