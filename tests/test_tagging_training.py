@@ -16,6 +16,7 @@ from experiments.configs import sequence_labelling as configs
 from rnn_jax.data.pipeline import singleton_ids
 from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as train_loop
+from rnn_jax.train import seeds
 from tests.test_eval_padding import make_task
 
 
@@ -127,6 +128,11 @@ def test_reported_train_loss_is_per_token_over_the_logging_window(monkeypatch):
     final = train_loop._close_window(loop)  # as the runtime logs it
     assert final["train_nll_per_token"] == pytest.approx(reference.sum() / tokens, rel=1e-5)
     report = sequence_labelling._train_loss_per_token(final)
+    # Over seeds (`seeds.summarize`), the std goes with the mean: it was the optimised loss's.
+    two = {"train_loss": [9.0, 5.0], "train_nll_per_token": [1.0, 3.0]}
+    summary = sequence_labelling._train_loss_per_token(seeds.summarize(two, 2))
+    assert (summary["train_loss"], summary["train_loss_std"]) == (2.0, 1.0)
+    assert summary["per_seed"]["train_loss"] == [1.0, 3.0]
     assert report["train_loss"] == pytest.approx(reference.sum() / tokens, rel=1e-5)
     assert final["train_loss"] != pytest.approx(report["train_loss"], rel=1e-2)  # not vacuous
 
