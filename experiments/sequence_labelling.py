@@ -321,9 +321,10 @@ def _train_loss_per_token(final: dict) -> dict:
     window mean averaged per-batch ratios."""
     key = run_report.TRAIN_NLL_PER_TOKEN
     out = {**final, "train_loss": final[key]}
-    if "per_seed" in final:  # several seeds (`seeds.summarize`): their std too
-        out["per_seed"] = {**final["per_seed"], "train_loss": final["per_seed"][key]}
-        out["train_loss_std"] = final[f"{key}_std"]
+    if "per_seed" in final:  # several seeds: their std too, as `seeds.summarize` takes it
+        per_seed = final["per_seed"][key]
+        out["per_seed"] = {**final["per_seed"], "train_loss": per_seed}
+        out["train_loss_std"] = float(np.std(per_seed))
     return out
 
 
