@@ -39,11 +39,13 @@ _share_compiled_programs()  # before any test module imports jax, which reads th
 
 
 def shared_data_root() -> pathlib.Path:
-    """Where the shared real datasets live (RNN_JAX_DATA or ../shared/data)."""
-    env = os.environ.get("RNN_JAX_DATA")
-    if env:
-        return pathlib.Path(env)
-    return REPO_ROOT.parent / "shared" / "data"
+    """Where the shared real datasets live: the library's own rule
+    (`rnn_jax.data.default_data_root`: RNN_JAX_DATA, a leading `~` the home folder, else
+    ../shared/data). A copy of it here took `RNN_JAX_DATA="~/data"` literally, so every
+    real-data test skipped while the library read the data there."""
+    from rnn_jax.data.root import default_data_root  # after the JAX cache is set up above
+
+    return default_data_root()
 
 
 @pytest.fixture(scope="session")

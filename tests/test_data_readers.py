@@ -261,6 +261,21 @@ def test_the_data_root_and_manual_dir_expand_the_home_folder(tmp_path, monkeypat
         assert default_data_root() == beside
 
 
+def test_the_tests_find_the_data_where_the_library_does(tmp_path, monkeypatch):
+    """The `data_root` fixture's folder is `default_data_root()`'s: with a quoted
+    RNN_JAX_DATA="~/data" the tests' own copy of the rule looked for a folder named "~" and
+    skipped every real-data test, while the library read the data."""
+    from conftest import shared_data_root
+
+    from rnn_jax.data.root import default_data_root
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RNN_JAX_DATA", "~/data")
+    assert shared_data_root() == default_data_root() == tmp_path / "data"
+    monkeypatch.delenv("RNN_JAX_DATA")
+    assert shared_data_root() == default_data_root()
+
+
 def test_readers_equal_an_independent_parse_of_the_real_dev_files(data_root):
     """The readers' examples against a plain-Python parse of the published dev files: CoNLL-2003
     NER is column 3 with -DOCSTART- lines skipped; UD words are the integer-id lines (README:
