@@ -558,13 +558,6 @@ def equal_time_bits(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-def _rate_of_an_earlier_invocation(summary: dict) -> bool:
-    """Whether a point's steps/s is shown and was measured by an earlier invocation than the
-    one that finished its run (marked †): none is shown ('–') when that invocation measured
-    none either (it trained fewer than 2 steps), and a † there claimed a measured rate."""
-    return bool(summary.get("steps_per_s_earlier_invocation") and summary["steps_per_s"])
-
-
 def _number_or_dash(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "–"
 
@@ -609,7 +602,7 @@ def report_markdown(summaries: dict[str, dict]) -> str:
                 grid.mean_std(s["metrics"]["bits_per_token"]),
                 _number_or_dash(at_time[s["model"]]),
                 _number_or_dash(s["steps_per_s"] or math.nan, 1)
-                + ("†" if _rate_of_an_earlier_invocation(s) else ""),
+                + ("†" if s.get("steps_per_s_earlier_invocation") else ""),
             ]
             for s in lm
         ]
@@ -626,7 +619,7 @@ def report_markdown(summaries: dict[str, dict]) -> str:
                 table,
             )
         )
-        if any(_rate_of_an_earlier_invocation(s) for s in lm):
+        if any(s.get("steps_per_s_earlier_invocation") for s in lm):
             lines += [
                 "† measured by the invocation that trained the model's steps: a later one only "
                 "finished its run (`timing.earlier_invocation` in its results.json), possibly "

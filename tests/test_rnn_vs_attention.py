@@ -369,10 +369,17 @@ def test_a_point_finished_by_a_rerun_reports_the_rate_of_the_invocation_that_tra
     assert any(line.startswith("† measured by the invocation that trained") for line in table)
 
 
-def test_a_rate_no_invocation_measured_gets_no_mark_of_an_earlier_invocation():
+def test_a_rate_no_invocation_measured_gets_no_mark_of_an_earlier_invocation(tmp_path, monkeypatch):
     """A point finished by a rerun whose training invocation ran one step measured no rate:
     its cell read "–†" and the note said the rate was measured by that invocation."""
-    point = {**_lm_point_one_eval("lstm", None), "steps_per_s_earlier_invocation": True}
+    timing = {"steps_run": 0, "steps_per_s": None, "tokens_per_s": None}
+    timing["earlier_invocation"] = {"steps_run": 1, "steps_per_s": None, "tokens_per_s": None}
+    results = {"final": {"valid_bits_per_token": 2.0}, "timing": timing}
+    monkeypatch.setattr(rva, "train_and_evaluate", lambda config, workdir, task: results)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "valid_loss": 1.5}\n')
+    task = types.SimpleNamespace(kind="lstm", width=8)
+    point = rva.train_point(None, task, 100, tmp_path, {"task": "shakespeare"})
+    assert point["steps_per_s"] is None and point["steps_per_s_earlier_invocation"] is False
     rows = {"lstm": point, "transformer": _lm_point_one_eval("transformer", 20.0)}
     table = rva.report_markdown(rows).splitlines()
     assert [line.split(" | ")[-1] for line in table if line.startswith("| ")][1:] == [

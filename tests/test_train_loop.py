@@ -392,14 +392,17 @@ def tensorboard_scalars(workdir):
 def test_training_rates_without_a_measured_rate_anywhere_are_none():
     # An invocation that trained one step measured no rate, nor did a rerun that only
     # finished from a checkpoint of before session 37 (no saved timing): None, not a guess.
+    # Nor is a rate from an earlier invocation flagged where none was measured: the flag
+    # said True after one trained step, and a report marked the missing rate as measured.
     one_step = {"steps_run": 1, "steps_per_s": None, "tokens_per_s": None}
     old_checkpoint = {"steps_run": 0, "steps_per_s": None, "earlier_invocation": None}
     after_one_step = {"steps_run": 0, "steps_per_s": None, "earlier_invocation": one_step}
     for timing in (one_step, old_checkpoint, after_one_step):
-        rates = metrics.training_rates(timing)
-        assert rates["steps_per_s"] is None and rates["tokens_per_s"] is None
-    assert metrics.training_rates(old_checkpoint)["earlier_invocation"] is False
-    assert metrics.training_rates(after_one_step)["earlier_invocation"] is True
+        assert metrics.training_rates(timing) == {
+            "steps_per_s": None,
+            "tokens_per_s": None,
+            "earlier_invocation": False,
+        }
 
 
 class _SavedCheckpoint:

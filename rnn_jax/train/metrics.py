@@ -289,18 +289,17 @@ def training_rates(timing: dict[str, Any]) -> dict[str, Any]:
     "tokens_per_s", "earlier_invocation"}`, the rates of the invocation that trained the
     run's steps. An invocation that only finished the run (it trained none: `steps_run` 0)
     measured none; its `timing["earlier_invocation"]` holds those of the one that trained
-    (`loop.train_and_evaluate`), taken then with `earlier_invocation` True (it may have run
-    on another host or under another load). A rate no invocation measured (fewer than 2 steps
-    trained, a checkpoint from before session 37) is None. The one reading of this rule for
-    every report of a run's speed."""
+    (`loop.train_and_evaluate`), taken then. A rate no invocation measured (fewer than 2 steps
+    trained, a checkpoint from before session 37) is None. `earlier_invocation` is True when
+    a rate returned was measured by an earlier invocation than this one (it may have run on
+    another host or under another load): a report marks such a rate; none is marked where
+    none was measured. The one reading of this rule for every report of a run's speed."""
     earlier = timing.get("earlier_invocation")
     from_earlier = timing.get("steps_run") == 0 and isinstance(earlier, dict)
     source = earlier if from_earlier else timing
-    return {
-        "steps_per_s": source.get("steps_per_s"),
-        "tokens_per_s": source.get("tokens_per_s"),
-        "earlier_invocation": from_earlier,
-    }
+    rates = {key: source.get(key) for key in ("steps_per_s", "tokens_per_s")}
+    measured = any(rate is not None for rate in rates.values())
+    return {**rates, "earlier_invocation": from_earlier and measured}
 
 
 def provenance() -> dict[str, Any]:
