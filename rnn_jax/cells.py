@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import initializers
-from rnn_jax.predicates import is_finite_number, is_int
+from rnn_jax.predicates import check_positive, is_finite_number, is_int
 
 Params = dict[str, jax.Array]
 Carry = Any  # jax.Array `h` or tuple `(h, c)`
@@ -106,9 +106,7 @@ class Cell:
         gate (default: the cell's `default_forget_bias`); `chrono_max_length`: chrono init of
         the keep gate instead (Tallec & Ollivier 2018). `dtype`: of every param, floating.
         """
-        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not is_int(size) or size < 1:
-                raise ValueError(f"{name}={size!r} must be a positive int")
+        check_positive(input_size=input_size, hidden_size=hidden_size)
         input_size, hidden_size = int(input_size), int(hidden_size)  # static jit arguments
         # Static jit arguments must hash: a 0-d array (np.array(1.0), a jax scalar), which
         # is_finite_number accepts, failed there with "Non-hashable static arguments".

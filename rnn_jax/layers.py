@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.cells import Carry, Cell, Params
-from rnn_jax.predicates import is_int
+from rnn_jax.predicates import check_positive
 from rnn_jax.scan import _where_valid, bidirectional_unroll, unroll
 
 MERGES = ("concat", "sum")
@@ -77,8 +77,7 @@ def init_stack(
 ) -> list[Params | dict[str, Params]]:
     """Per-layer params of a stack (`init_options` go to `cell.init`)."""
     _check_merge(merge)
-    if not is_int(num_layers) or num_layers < 1:
-        raise ValueError(f"num_layers={num_layers!r} must be a positive int")
+    check_positive(num_layers=num_layers)
     num_layers = int(num_layers)
     sizes = layer_input_sizes(
         input_size, hidden_size, num_layers, bidirectional=bidirectional, merge=merge

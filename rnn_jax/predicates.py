@@ -3,6 +3,9 @@
 One definition for every check (cell sizes, initialiser scales, forget biases, decoding
 lengths, the models' sizes and the config rules), so that `True` is not a size of 1 in one
 place and refused in another, and NumPy scalars read from shapes or configs pass everywhere.
+`check_positive` is the one "a size must be a positive int" check of the library's arguments
+(the models' sizes, the data batches' sizes, cell and stack sizes, `bptt_length`); it lives
+here, beside `is_int`, so that `rnn_jax.data` uses it without importing the models.
 """
 
 from __future__ import annotations
@@ -12,12 +15,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_decimal", "is_finite_number", "is_int"]
+__all__ = ["check_positive", "is_decimal", "is_finite_number", "is_int"]
 
 
 def is_int(value: Any) -> bool:
     """A Python or NumPy integer (e.g. `lengths.max() + 5`); not a bool, not a float like 2.0."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def check_positive(**sizes: Any) -> None:
+    """ValueError naming the first size that is not a positive `is_int` (keyword name = the
+    caller's argument name): `True` was a size of 1 and 2.0 failed later naming nothing."""
+    for name, size in sizes.items():
+        if not is_int(size) or size < 1:
+            raise ValueError(f"{name}={size!r} must be a positive int")
 
 
 def is_finite_number(value: Any) -> bool:

@@ -31,7 +31,7 @@ import numpy as np
 
 from rnn_jax import linear_scan
 from rnn_jax.cells import Carry, Cell, MinGRU, Params, carry_dtype
-from rnn_jax.predicates import is_int
+from rnn_jax.predicates import check_positive, is_int
 
 IMPLEMENTATIONS = ("auto", "reference", "fused", "cudnn", "pallas")
 
@@ -609,8 +609,7 @@ def truncated_unroll(
     keeps the gradient path from its final carry into the chunk where it ended. Arguments as
     in `unroll`; returns `(ys [batch, time, hidden], final_carry)`.
     """
-    if not is_int(bptt_length) or bptt_length < 1:
-        raise ValueError(f"bptt_length={bptt_length!r} must be a positive int")
+    check_positive(bptt_length=bptt_length)
     _validate(
         cell,
         params,

@@ -279,7 +279,7 @@ def test_lm_eval_stream_errors():
         LMEvalStream(np.arange(1), 1, 1)
     with pytest.raises(ValueError, match="1-D"):
         LMEvalStream(np.zeros((2, 3)), 1, 1)
-    with pytest.raises(ValueError, match="batch_size=0 must be an integer >= 1"):
+    with pytest.raises(ValueError, match="batch_size=0 must be a positive int"):
         LMEvalStream(np.arange(10), 0, 3)
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="context="):
@@ -306,13 +306,13 @@ def test_an_iterator_state_outside_the_data_is_refused(position):
 def test_bad_arguments_are_refused_naming_the_value():
     one = [{"inputs": np.arange(3)}]
     cases = [
-        (lambda: pad_batch(one, time_multiple=0), "time_multiple=0 must be an integer >= 1"),
+        (lambda: pad_batch(one, time_multiple=0), "time_multiple=0 must be a positive int"),
         (lambda: pad_batch([{"inputs": np.arange(0)}]), "field 'inputs' has an empty sequence"),
-        (lambda: epoch_plan(np.arange(5), 0, 0, 0), "batch_size=0 must be an integer >= 1"),
+        (lambda: epoch_plan(np.arange(5), 0, 0, 0), "batch_size=0 must be a positive int"),
         (lambda: epoch_plan(np.arange(5), 2, 0, 0, True, 0), "bucket_pool=0 must be None"),
         (lambda: BatchIterator([], 2), "no examples"),
         (lambda: BatchIterator(one, 2, length_key="x"), r"length_key='x' .*\['inputs'\]"),
-        (lambda: LMStream(np.arange(50), 2, 0), "num_steps=0 must be an integer >= 1"),
+        (lambda: LMStream(np.arange(50), 2, 0), "num_steps=0 must be a positive int"),
         (lambda: LMStream(np.arange(50), 2, 3).batch(8), r"index 8 is outside \[0, 8\)"),
         (lambda: LMEvalStream(np.arange(50), 2, 3).batch(-1), r"index -1 is outside \[0, 9\)"),
         (lambda: LMStream(np.arange(50), 2, 3).load_state_dict({"epoch": 0}), "'batch_index'"),
@@ -354,7 +354,7 @@ def test_pad_batch_refuses_examples_of_other_keys_or_ranks_and_sizes_that_are_no
         pad_batch([a, {"inputs": np.ones((1, 2), np.int32)}])
     ids = np.arange(50, dtype=np.int32)
     for size in (True, 2.0, 0):
-        message = rf"batch_size={size!r} must be an integer >= 1"
+        message = rf"batch_size={size!r} must be a positive int"
         for call, args in (
             (epoch_plan, (np.ones(4), size, 0, 0)),
             (sorted_eval_batches, (np.ones(4), size)),
@@ -363,6 +363,6 @@ def test_pad_batch_refuses_examples_of_other_keys_or_ranks_and_sizes_that_are_no
         ):
             with pytest.raises(ValueError, match=message):
                 call(*args)
-    with pytest.raises(ValueError, match=r"num_steps=2.5 must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"num_steps=2.5 must be a positive int"):
         LMStream(ids, 2, 2.5)
     assert len(LMStream(ids, np.int64(2), np.int64(3))) == 8  # NumPy integers are integers

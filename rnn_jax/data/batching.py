@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from rnn_jax.predicates import is_int
+from rnn_jax.predicates import check_positive, is_int
 
 Batch = dict[str, np.ndarray]
 
@@ -63,7 +63,7 @@ def pad_batch(
     """
     if not examples:
         raise ValueError("pad_batch needs at least one example, got an empty list")
-    _check_sizes(time_multiple=time_multiple)
+    check_positive(time_multiple=time_multiple)
     keys = list(examples[0])
     for index, example in enumerate(examples):
         # a key of a later example only was dropped, and one it lacked a bare KeyError
@@ -108,14 +108,6 @@ def pad_batch(
     return batch
 
 
-def _check_sizes(**sizes: int) -> None:
-    """ValueError naming a size that is not an integer >= 1 (NumPy integers count; bools do
-    not): True was a batch size of 1, and 2.0 failed later naming no argument."""
-    for name, size in sizes.items():
-        if not is_int(size) or size < 1:
-            raise ValueError(f"{name}={size!r} must be an integer >= 1")
-
-
 def token_stream(ids: np.ndarray) -> np.ndarray:
     """`ids` as a 1-D int32 token stream, refused (ValueError naming what is wrong) unless it
     is 1-D, of an integer dtype (not bool) and within [0, 2**31): the LM streams cast with
@@ -152,9 +144,9 @@ def epoch_plan(
         order, before bucketing, so which ones is random) so that every batch is full.
     """
     lengths = np.asarray(lengths)
-    _check_sizes(batch_size=batch_size)
+    check_positive(batch_size=batch_size)
     if bucket_pool is not None and (not is_int(bucket_pool) or bucket_pool < 1):
-        raise ValueError(f"bucket_pool={bucket_pool!r} must be None or an integer >= 1")
+        raise ValueError(f"bucket_pool={bucket_pool!r} must be None or a positive int")
     rng = np.random.default_rng([seed, epoch])
     n = len(lengths)
     order = rng.permutation(n) if shuffle else np.arange(n)
@@ -182,7 +174,7 @@ def sorted_eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray
 
     Returns example-index arrays; results for example `j` are found through them.
     """
-    _check_sizes(batch_size=batch_size)
+    check_positive(batch_size=batch_size)
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -295,7 +287,7 @@ class LMStream:
 
     def __init__(self, ids: np.ndarray, batch_size: int, num_steps: int) -> None:
         ids = token_stream(ids)
-        _check_sizes(batch_size=batch_size, num_steps=num_steps)
+        check_positive(batch_size=batch_size, num_steps=num_steps)
         self.row_length = len(ids) // batch_size
         self.num_batches = (self.row_length - 1) // num_steps
         if self.num_batches < 1:
@@ -369,7 +361,7 @@ class LMEvalStream:
         ids = token_stream(ids)
         if len(ids) < 2:
             raise ValueError(f"ids must be a 1-D token stream of >= 2 tokens, got {ids.shape}")
-        _check_sizes(batch_size=batch_size, num_steps=num_steps)
+        check_positive(batch_size=batch_size, num_steps=num_steps)
         if not is_int(context) or context < 0:
             raise ValueError(f"context={context!r} must be an integer >= 0")
         self.num_targets = len(ids) - 1

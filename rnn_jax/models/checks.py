@@ -12,18 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax.predicates import is_int
+# check_positive is re-exported: the models import their checks from here.
+from rnn_jax.predicates import check_positive as check_positive
 
 
 def check_choice(name: str, value: object, allowed: Sequence) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r}; allowed: {', '.join(map(repr, allowed))}")
-
-
-def check_positive(**sizes: int) -> None:
-    for name, size in sizes.items():
-        if not is_int(size) or size < 1:
-            raise ValueError(f"{name}={size!r} must be a positive int")
 
 
 def check_rates(**rates: float) -> None:
