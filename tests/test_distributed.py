@@ -126,7 +126,10 @@ _SLURM_STARTS = [
         ),
         ({"SLURM_NTASKS": "two"}, r"SLURM_NTASKS='two': expected a number of tasks"),
         # the node counts, read for the device ids: "invalid literal for int()"
-        ({**_STEP, "SLURM_NTASKS": "2", "SLURM_NNODES": "two"}, r"SLURM_NNODES='two': expected"),
+        (
+            {**_STEP, "SLURM_NTASKS": "2", "SLURM_NNODES": "two"},
+            r"SLURM_NNODES='two': expected a number of nodes",
+        ),
         (
             {**_STEP, "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "2x"},
             r"SLURM_STEP_NUM_NODES='2x': expected a number",
@@ -163,6 +166,12 @@ def test_explicit_arguments_reach_jax_and_one_slurm_task_starts_nothing(monkeypa
             "initialization_timeout": 7,
         }
     ]
+
+
+def test_an_empty_slurm_count_reads_as_unset(monkeypatch):
+    """One parser for the SLURM counts: an empty SLURM_NTASKS was "expected a number of tasks"
+    at start-up but unset for the device ids; now unset (one task, an ordinary run) for both."""
+    assert _initialize_calls(monkeypatch, {"SLURM_NTASKS": "", "SLURM_NNODES": ""}) == []
 
 
 def _initialize_calls(monkeypatch, env, *args):

@@ -87,14 +87,11 @@ _SLURM_STEP_VARIABLES = (
 
 
 def _slurm_tasks() -> int:
-    """SLURM_NTASKS (1 when unset); ValueError naming it when it is not a number, or when it
-    asks for several processes outside an `srun` step (jax's detection then fails with only
-    "coordinator_address should be defined", and a bad number was "invalid literal for
+    """SLURM_NTASKS (1 when unset or empty); ValueError naming it when it is not a number, or
+    when it asks for several processes outside an `srun` step (jax's detection then fails with
+    only "coordinator_address should be defined", and a bad number was "invalid literal for
     int()")."""
-    text = os.environ.get("SLURM_NTASKS", "1")
-    if not is_decimal(text.strip()):
-        raise ValueError(f"SLURM_NTASKS={text!r}: expected a number of tasks")
-    tasks = int(text)
+    tasks = _slurm_count("SLURM_NTASKS") or 1
     missing = [v for v in _SLURM_STEP_VARIABLES if v not in os.environ]
     if tasks > 1 and missing:
         raise ValueError(
@@ -126,14 +123,20 @@ def _slurm_local_device_ids() -> list[int] | None:
     return []
 
 
+# What each SLURM count the start-up reads counts, for its error message.
+_SLURM_COUNTS = {"SLURM_NTASKS": "tasks", "SLURM_STEP_NUM_NODES": "nodes", "SLURM_NNODES": "nodes"}
+
+
 def _slurm_count(name: str) -> int | None:
-    """The number in SLURM variable `name` (None when unset or empty); ValueError naming it
-    when it is not a number (it was "invalid literal for int()", naming no variable)."""
+    """The number in SLURM variable `name` (None when unset or empty), the one parser of the
+    counts `_slurm_tasks` and `_slurm_local_device_ids` read; ValueError naming it when it is
+    not a plain decimal number (it was "invalid literal for int()", naming no variable). These
+    counts are plain numbers; the "2(x2)" form is SLURM_TASKS_PER_NODE's, read by no one here."""
     text = os.environ.get(name)
     if not text:
         return None
     if not is_decimal(text.strip()):
-        raise ValueError(f"{name}={text!r}: expected a number")
+        raise ValueError(f"{name}={text!r}: expected a number of {_SLURM_COUNTS[name]}")
     return int(text)
 
 
