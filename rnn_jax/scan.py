@@ -99,34 +99,41 @@ def _validate(
         raise ValueError(f"xs has shape {jnp.shape(xs)}; expected {layout}")
     input_size, hidden_size = cell.sizes(params)
     gates = cell.num_gates * hidden_size
-    # A mis-sized matrix or bias (e.g. params of another hidden size) otherwise fails inside
-    # the scan with dot_general's or broadcasting's message, which names no parameter.
-    for name, shape in (
-        ("W_ih", (input_size, gates)),
-        ("W_hh", (hidden_size, gates)),
-        ("b_ih", (gates,)),
-        ("b_hh", (gates,)),
-    ):
-        if name in params and jnp.shape(params[name]) != shape:
-            raise ValueError(
-                f"params[{name!r}] has shape {jnp.shape(params[name])}; expected {shape} for "
-                f"input_size={input_size}, hidden_size={hidden_size} ({cell.num_gates} gates, "
-                f"from params['W_ih'].shape={jnp.shape(params['W_ih'])})"
-            )
-    # The cell's own params (peepholes, layer-norm gains) likewise: a `(1,)` or batch-shaped
-    # peephole was broadcast silently, and a mis-sized one failed naming no parameter.
+    # Every param's expected shape and what it follows from, checked in one pass: a mis-sized
+    # matrix or bias (e.g. params of another hidden size) otherwise fails inside the scan with
+    # dot_general's or broadcasting's message, which names no parameter. The fused four are
+    # checked where present (min_gru has no W_hh, b_hh); the cell's own params (peepholes,
+    # layer-norm gains) must be present: a `(1,)` or batch-shaped peephole was broadcast
+    # silently, and a mis-sized one failed naming no parameter.
+    source = f"from params['W_ih'].shape={jnp.shape(params['W_ih'])}"
+    fused = f"input_size={input_size}, hidden_size={hidden_size} ({cell.num_gates} gates, {source})"
+    expected = {
+        name: (shape, fused)
+        for name, shape in (
+            ("W_ih", (input_size, gates)),
+            ("W_hh", (hidden_size, gates)),
+            ("b_ih", (gates,)),
+            ("b_hh", (gates,)),
+        )
+        if name in params
+    }
     extra = jax.eval_shape(lambda: cell.extra_params(jax.random.key(0), hidden_size, jnp.float32))
-    for name, spec in extra.items():
+    expected.update(
+        {
+            name: (spec.shape, f"hidden_size={hidden_size} ({source})")
+            for name, spec in extra.items()
+        }
+    )
+    for name, (shape, follows_from) in expected.items():
         if name not in params:
             raise ValueError(
                 f"params has no {name!r}, which {type(cell).__name__} needs (its params: "
                 f"{sorted(params)})"
             )
-        if jnp.shape(params[name]) != spec.shape:
+        if jnp.shape(params[name]) != shape:
             raise ValueError(
-                f"params[{name!r}] has shape {jnp.shape(params[name])}; expected {spec.shape} "
-                f"for hidden_size={hidden_size} (from params['W_ih'].shape="
-                f"{jnp.shape(params['W_ih'])})"
+                f"params[{name!r}] has shape {jnp.shape(params[name])}; expected {shape} for "
+                f"{follows_from}"
             )
     batch, time = (xs.shape[1], xs.shape[0]) if time_major else xs.shape[:2]
     if xs.shape[-1] != input_size:
