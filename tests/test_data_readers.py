@@ -359,3 +359,26 @@ def test_each_reader_gives_the_first_line_of_every_example(tmp_path):
     assert type(examples[:1]) is list  # a slice knows no lines
     examples.append(examples[0])
     assert examples.location(0) is None  # its lines no longer line up
+
+
+@pytest.mark.parametrize(
+    "reorder",
+    [
+        lambda x: x.sort(key=lambda e: e["t"], reverse=True),
+        lambda x: x.reverse(),
+        lambda x: x.__setitem__(slice(0, 2), [x[1], x[0]]),  # x[:2] = x[1], x[0]
+        lambda x: x.append(x.pop(0)),
+        lambda x: x.insert(0, x.pop()),
+        lambda x: x.__setitem__(0, {"t": "new"}),
+    ],
+    ids=["sort", "reverse", "slice_assignment", "pop_append", "pop_insert", "item_assignment"],
+)
+def test_file_examples_reordered_in_place_name_no_wrong_line(reorder):
+    """A sort, reverse, swap or pop-then-append keeps the length, so the length check let
+    `location(0)` name the line of the example read first, not of the one now at 0."""
+    examples = readers.FileExamples([{"t": "a"}, {"t": "b"}, {"t": "c"}], "f.txt", [1, 5, 9])
+    reorder(examples)
+    assert examples.location(0) is None
+    untouched = readers.FileExamples([{"t": "a"}, {"t": "b"}], "f.txt", [1, 5])
+    untouched[1]["t"] = "B"  # the same example, edited: still the one read at line 5
+    assert [untouched.location(i) for i in range(2)] == ["f.txt:1", "f.txt:5"]

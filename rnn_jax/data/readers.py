@@ -141,6 +141,9 @@ class FileExamples(list):
     A list like any other (equal to a plain list of the same examples). Anything built from it
     (a slice, a filtered copy) is a plain list, which knows no lines: a derived split names its
     examples by index unless it is built as `FileExamples` with the lines of those it keeps.
+    `lines` stay those of the examples as read: once the list is changed in place, it names a
+    line only for an example still at the index it was read at, and none once its length
+    changed (see `location`).
     """
 
     def __init__(self, examples: Iterable[dict], path: PathLike, lines: Iterable[int]) -> None:
@@ -149,6 +152,8 @@ class FileExamples(list):
         self.lines = tuple(lines)
         if len(self.lines) != len(self):
             raise ValueError(f"{len(self)} examples of {self.path} but {len(self.lines)} lines")
+        # The examples as read, by identity: `location` trusts `lines[i]` only for them.
+        self._as_read = tuple(self)
 
     @classmethod
     def read(cls, reader: FileReader) -> FileExamples:
@@ -158,8 +163,10 @@ class FileExamples(list):
 
     def location(self, index: int) -> str | None:
         """`path:line` of example `index`; None once the list was changed in length after it
-        was read (its lines no longer line up)."""
-        if len(self.lines) != len(self):
+        was read, or when the example at `index` is not the very one read there (sorted,
+        reversed, shuffled or assigned to in place): its line is not `lines[index]`. The
+        length alone missed those, which keep it, and named another example's line."""
+        if len(self) != len(self.lines) or self[index] is not self._as_read[index]:
             return None
         return f"{self.path}:{self.lines[index]}"
 
