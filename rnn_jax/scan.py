@@ -101,10 +101,11 @@ def _validate(
     gates = cell.num_gates * hidden_size
     # Every param's expected shape and what it follows from, checked in one pass: a mis-sized
     # matrix or bias (e.g. params of another hidden size) otherwise fails inside the scan with
-    # dot_general's or broadcasting's message, which names no parameter. The fused four are
-    # checked where present (min_gru has no W_hh, b_hh); the cell's own params (peepholes,
-    # layer-norm gains) must be present: a `(1,)` or batch-shaped peephole was broadcast
-    # silently, and a mis-sized one failed naming no parameter.
+    # dot_general's or broadcasting's message, which names no parameter. Every param the
+    # cell's `init` makes must be present: the fused four (W_hh, b_hh only for a cell with
+    # recurrent weights; min_gru has none) and the cell's own (peepholes, layer-norm gains).
+    # A `(1,)` or batch-shaped peephole was broadcast silently, a mis-sized one failed naming
+    # no parameter, and a missing b_hh passed here to fail inside the scan as a KeyError.
     source = f"from params['W_ih'].shape={jnp.shape(params['W_ih'])}"
     fused = f"input_size={input_size}, hidden_size={hidden_size} ({cell.num_gates} gates, {source})"
     expected = {
@@ -115,7 +116,7 @@ def _validate(
             ("b_ih", (gates,)),
             ("b_hh", (gates,)),
         )
-        if name in params
+        if cell.has_recurrent_weights or name in ("W_ih", "b_ih")
     }
     extra = jax.eval_shape(lambda: cell.extra_params(jax.random.key(0), hidden_size, jnp.float32))
     expected.update(

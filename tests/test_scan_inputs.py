@@ -93,12 +93,14 @@ def test_malformed_arguments_are_named():
     message; a bool `bptt_length` ran as 1."""
     gru = cells.get_cell("gru")
     gru_params = {"W_ih": jnp.zeros((INPUT, 12)), "W_hh": jnp.zeros((HIDDEN, 12))}
+    gru_params.update({name: jnp.zeros(12) for name in ("b_ih", "b_hh")})
     xs = jnp.ones((3, TIME, INPUT))
     with pytest.raises(ValueError, match=r"initial_carry must be a \(forward, backward\) pair"):
         scan.bidirectional_unroll(gru, gru_params, gru_params, xs, initial_carry=jnp.zeros((3, 4)))
     with pytest.raises(ValueError, match=r"h_mask must be a \(forward, backward\) pair"):
         scan.bidirectional_unroll(gru, gru_params, gru_params, xs, h_mask=jnp.ones((2, HIDDEN)))
     wider = {"W_ih": jnp.zeros((INPUT, 15)), "W_hh": jnp.zeros((5, 15))}
+    wider.update({name: jnp.zeros(15) for name in ("b_ih", "b_hh")})
     with pytest.raises(
         ValueError, match=r"params_fw sizes \(3, 4\) differ from params_bw sizes \(3, 5\)"
     ):
@@ -120,6 +122,7 @@ def test_malformed_arguments_are_named():
     # failed naming no parameter, and a missing one was a bare KeyError.
     peephole = cells.get_cell("peephole_lstm")
     lstm_params = {"W_ih": jnp.zeros((INPUT, 4 * HIDDEN)), "W_hh": jnp.zeros((HIDDEN, 4 * HIDDEN))}
+    lstm_params.update({name: jnp.zeros(4 * HIDDEN) for name in ("b_ih", "b_hh")})
     lstm_params.update({name: jnp.zeros(HIDDEN) for name in ("w_ci", "w_cf", "w_co")})
     for shape in ((1,), (BATCH, HIDDEN), (5,)):
         with pytest.raises(ValueError, match=rf"params\['w_ci'\] has shape \({shape[0]},"):
@@ -127,6 +130,15 @@ def test_malformed_arguments_are_named():
     del lstm_params["w_co"]
     with pytest.raises(ValueError, match=r"params has no 'w_co', which PeepholeLSTM needs"):
         scan.unroll(peephole, lstm_params, xs)
+    # The fused four too: a missing b_hh passed the checks (they were made only where
+    # present) and failed inside the scan as a bare KeyError; min_gru has no W_hh or b_hh.
+    for name in ("W_hh", "b_hh", "b_ih"):
+        with pytest.raises(ValueError, match=rf"params has no '{name}', which Elman needs"):
+            scan.unroll(cell, {k: v for k, v in params.items() if k != name}, xs)
+    min_gru = cells.get_cell("min_gru")
+    min_params = min_gru.init(jax.random.key(0), INPUT, HIDDEN)
+    assert "W_hh" not in min_params
+    scan.unroll(min_gru, min_params, xs)
 
 
 def test_bidirectional_directions_keep_their_own_dtypes():
