@@ -99,9 +99,26 @@ class _Attention(nnx.Module):
         into whatever computed them are the caller's business.
         """
         values = keys if values is None else values
+        scored, scored_name = (
+            (keys, "keys") if prepared_keys is None else (prepared_keys, "prepared_keys")
+        )
+        # Static shapes, checked before the mask is broadcast against them: values [1, S]
+        # (no feature axis) with a mask became [1, S, S] in `jnp.where`, and the context
+        # [1, S] without an error; without a mask einsum refused them naming no argument.
+        for name, array in ((scored_name, scored), ("values", values)):
+            if jnp.ndim(array) != 3:
+                raise ValueError(
+                    f"{name} must be [batch, source_time, features], got shape "
+                    f"{list(jnp.shape(array))}"
+                )
+        if jnp.shape(values)[:2] != jnp.shape(scored)[:2]:
+            raise ValueError(
+                f"values {list(jnp.shape(values))} and {scored_name} {list(jnp.shape(scored))} "
+                "must share [batch, source_time]"
+            )
         if mask is not None:
             mask = jnp.asarray(mask)
-            batch, source_time = (keys if prepared_keys is None else prepared_keys).shape[:2]
+            batch, source_time = jnp.shape(scored)[:2]
             if mask.shape != (batch, source_time):
                 raise ValueError(
                     f"mask must be [batch, source_time] = {[batch, source_time]} like the keys, "

@@ -265,3 +265,21 @@ def test_attention_refuses_a_mask_that_is_not_boolean():
     module = attention.make_attention("dot", 2, 2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="mask must be boolean.*int32"):
         module(jnp.ones((1, 2)), jnp.ones((1, 3, 2)), jnp.array([[1, 1, 0]]))
+
+
+def test_keys_and_values_without_the_feature_axis_are_named():
+    """values [1, S] (a scalar per position, no feature axis) with a mask were broadcast by
+    `jnp.where` into [1, S, S], and the context came out [1, S] without an error; without a
+    mask einsum refused them naming no argument. Values of another length, likewise."""
+    module = attention.make_attention("dot", 3, 3, rngs=nnx.Rngs(0))
+    query, keys, mask = jnp.ones((1, 3)), jnp.ones((1, 5, 3)), jnp.ones((1, 5), bool)
+    expected = r"values must be \[batch, source_time, features\], got shape \[1, 5\]"
+    for m in (mask, None):
+        with pytest.raises(ValueError, match=expected):
+            module(query, keys, m, values=jnp.ones((1, 5)))
+    with pytest.raises(ValueError, match=r"^keys must be .*got shape \[1, 5\]"):
+        module(query, jnp.ones((1, 5)), mask)
+    with pytest.raises(ValueError, match=r"^prepared_keys must be .*got shape \[1, 5\]"):
+        module(query, keys, mask, prepared_keys=jnp.ones((1, 5)))
+    with pytest.raises(ValueError, match=r"values \[1, 4, 3\] and keys \[1, 5, 3\] must share"):
+        module(query, keys, mask, values=jnp.ones((1, 4, 3)))
