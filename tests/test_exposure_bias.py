@@ -501,6 +501,19 @@ def test_translation_points_validate_the_train_keys_set_from_translation(repo_ro
     assert not (tmp_path / "points").exists()
 
 
+def test_translation_attention_rule_refuses_dot_which_the_model_cannot_build(repo_root):
+    """The translation model's encoder is always bidirectional (2 x hidden_size wide), and dot
+    attention needs the decoder state as wide: 'dot' passed the config rules, then Seq2Seq
+    refused it when the first translation point started, after every language-model point
+    had trained, suggesting `bidirectional_encoder=False`, which no config key sets."""
+    spec = str(repo_root / EXPOSURE_SMOKE)
+    with pytest.raises(
+        ValueError, match=r"translation.attention='dot': must be one of 'additive', 'general'"
+    ):
+        cli.load_config(spec, {"translation.attention": "dot"}, rules=eb.RULES)
+    cli.load_config(spec, {"translation.attention": "general"}, rules=eb.RULES)
+
+
 def test_translation_answer_of_one_regime_has_no_empty_comparison_or_invented_causes():
     """The nmt_cpu variant (teacher forcing only, 256 units, 6,000 steps) gave "Beam BLEU
     relative to teacher forcing: ." (nothing to compare) and blamed its distance to the
