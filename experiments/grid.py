@@ -393,6 +393,14 @@ def finite_seeds_below(a: Any, b: Any) -> bool:
     return bool(x.size >= 2 and y.size >= 2 and x.max() < y.min())
 
 
+def all_seeds_below(a: Any, b: Any) -> bool:
+    """`finite_seeds_below` with every seed of both finite: the difference a verdict may claim
+    where a seed that is not finite makes the comparison inconclusive (docs/design.md, session
+    21: such a seed is above or below nothing; a regulariser whose finite seeds beat early
+    stopping beside a diverged third was "better than early stopping alone")."""
+    return not (some_seed_diverged(a) or some_seed_diverged(b)) and finite_seeds_below(a, b)
+
+
 WITHIN_SPREAD = "within the seed spread"
 
 

@@ -150,3 +150,15 @@ def test_points_that_would_share_a_name_are_refused_and_float_values_keep_their_
     overrides = {"grid.bptt_lengths": "", "grid.clip_global_norms": "none,1,1.0000001"}
     names = [name for name, _ in tb.grid_points(cli.load_config(smoke, overrides, rules=tb.RULES))]
     assert len(set(names)) == 3 and names[2].endswith("-1.0000001"), names
+
+
+def test_all_seeds_below_needs_every_seed_finite():
+    """`finite_seeds_below` leaves a diverged seed to the caller; `all_seeds_below` is the
+    verdicts' rule, where such a seed makes the pair not compared."""
+    from experiments import grid
+
+    assert grid.finite_seeds_below([1.0, 1.1, None], [2.0, 2.1])
+    assert not grid.all_seeds_below([1.0, 1.1, None], [2.0, 2.1])
+    assert not grid.all_seeds_below([1.0, 1.1], [2.0, float("inf")])
+    assert grid.all_seeds_below([1.0, 1.1], [2.0, 2.1])
+    assert not grid.all_seeds_below([1.0], [2.0])  # one seed has no spread

@@ -420,3 +420,20 @@ def test_q17_and_q12_do_not_rank_against_diverged_or_single_seeds():
     assert "layers are best" not in answer and "depth 3" in answer
     answer = report.answers({"a": _depth_point(1, [None, 3.2]), "b": shallow | {"layers": 2}})[12]
     assert "not measured (inconclusive): a seed of the shallowest stack, 1 layer(s)" in answer
+
+
+def test_a_diverged_seed_is_never_beaten_nor_beats_in_q17():
+    """Three seeds, one diverged: the other two beat early stopping beyond the spread, and
+    the regulariser read "Better than early stopping alone" (the two-seed case above, with
+    one finite seed, never reached the comparison); a diverged unregularised seed left the
+    others to say "the model overfits" and every regulariser "better" against two seeds."""
+    base = _summary("none", [3.25, 3.29, 3.27])
+    answer = report.answers({"a": base, "b": _summary("l2", [None, 3.0, 3.01])})[17]
+    assert "Better than early stopping" not in answer
+    assert "Not compared (this run cannot test the claim for these): l2 (-0.265 bits" in answer
+    assert "l2 (-0.265 bits best valid, final gap 2.7): a seed diverged" in answer
+    lost = {**_summary("none", [3.25, None, 3.27]), "final_valid_bits": [3.6, None, 3.7]}
+    answer = report.answers({"a": lost, "b": _summary("dropout", [3.0, 3.01, 3.02])})[17]
+    assert "the model overfits" not in answer and "Better than early stopping" not in answer
+    assert "after its best evaluation, a seed diverged: not compared seed by seed)" in answer
+    assert "dropout (-0.25 bits best valid, final gap 2.7): a seed diverged" in answer
