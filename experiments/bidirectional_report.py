@@ -188,10 +188,29 @@ def compare(a: dict, b: dict, token_class: str | None = None, split: str = "test
     x, y = accuracies(a, split, token_class), accuracies(b, split, token_class)
     delta = grid.nan_mean(x) - grid.nan_mean(y)
     diverged = not (np.isfinite(x).all() and np.isfinite(y).all())
-    apart = grid.finite_seeds_below(x, y) or grid.finite_seeds_below(y, x)
-    clear = not diverged and apart
+    clear = grid.all_seeds_below(x, y) or grid.all_seeds_below(y, x)
     one_seed = min(x.size, y.size) < 2
     return {"delta": delta, "clear": clear, "diverged": diverged, "one_seed": one_seed}
+
+
+def claim(c: dict) -> str:
+    """Whether `compare(a, b)`'s result `c` supports "a is better than b", for the answers
+    that test such a claim (Q6: BiLSTM over forward, Q2: ordered over shuffled):
+    'not measured' (every seed of a or b diverged: a NaN mean is neither above nor below);
+    'supported' (a above, every seed apart); 'diverged' (a seed of either is not finite,
+    whichever mean is higher: the finite seeds alone would decide, and "did not help" was
+    said of a BiLSTM against a forward LSTM whose surviving seeds were above it);
+    'one_seed' or 'overlap' (a's mean higher, nothing beyond it); 'not supported' (a's mean
+    not higher, every seed finite)."""
+    if not np.isfinite(c["delta"]):
+        return "not measured"
+    if c["clear"] and c["delta"] > 0:
+        return "supported"
+    if c["diverged"]:
+        return "diverged"
+    if c["delta"] > 0:
+        return "one_seed" if c["one_seed"] else "overlap"
+    return "not supported"
 
 
 def chance_apart(num_seeds: int) -> float:
@@ -257,24 +276,29 @@ def _answer_6(p: dict[str, dict]) -> str:
         text.append("forward-softmax or bi-softmax was not run: no uni- vs bidirectional answer.")
         return " ".join(text)
     gain = compare(bi, fw)
-    if not np.isfinite(gain["delta"]):
+    kind = claim(gain)
+    if kind == "not measured":
         # Every seed of a tagger diverged: its mean is NaN, not "> 0", which read "Not
         # supported: the BiLSTM did not tag better" of a BiLSTM measured against nothing.
         verdict = (
             "Not measured (inconclusive): every seed of the BiLSTM or of the forward LSTM diverged"
         )
-    elif gain["delta"] > 0 and gain["clear"]:
+    elif kind == "supported":
         verdict = "Supported: at equal size the BiLSTM tags better than the forward LSTM"
-    elif gain["delta"] > 0:
-        verdict = "Not supported at this scale (inconclusive): the BiLSTM's mean is higher but " + (
-            "a seed diverged"
-            if gain["diverged"]
-            else "one seed per tagger has no spread to be beyond"
-            if gain["one_seed"]
-            else "its seeds overlap the forward LSTM's"
-        )
-    else:
+    elif kind == "not supported":
         verdict = "Not supported: the BiLSTM did not tag better than the forward LSTM"
+    else:
+        higher = "higher" if gain["delta"] > 0 else "not higher"
+        verdict = (
+            f"Not supported at this scale (inconclusive): the BiLSTM's mean is {higher} but "
+            + (
+                {
+                    "diverged": "a seed diverged",
+                    "one_seed": "one seed per tagger has no spread to be beyond",
+                    "overlap": "its seeds overlap the forward LSTM's",
+                }[kind]
+            )
+        )
     text.append(f"{verdict}, {diff_text(bi, fw)}. {chance_text(first['num_seeds'])}")
     shares = {c: 100 * _share(first, "test", c) for c in CLASSES}
     text.append(

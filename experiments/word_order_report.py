@@ -21,6 +21,7 @@ from experiments.bidirectional_report import (
     CLASS_TEXT,
     accuracies,
     chance_text,
+    claim,
     compare,
     diff_text,
     seeds_text,
@@ -197,29 +198,28 @@ def _task_answer(task: str, rows: dict[str, dict]) -> str:
         text += " " + "; ".join(effects) + "."
     if {"shuffled", "ordered"} <= set(rows):
         order = compare(rows["ordered"], rows["shuffled"])
-        if not np.isfinite(order["delta"]):
+        kind = claim(order)
+        if kind == "not measured":
             # Every seed of a point diverged: its mean is NaN, which is not "> 0", and this
             # once said "order did not help" of an ordered BiLSTM measured against nothing.
             verdict = (
                 "every seed of the ordered or the shuffled point diverged: that word order "
                 "matters is not measured here (inconclusive)"
             )
-        elif order["clear"] and order["delta"] > 0:
+        elif kind == "supported":
             verdict = "that word order matters is supported"
-        elif order["delta"] > 0:
+        elif kind == "not supported":
+            verdict = "order did not help: that word order matters is not supported here"
+        else:
             verdict = (
-                "the ordered mean is higher but "
-                + (
-                    "a seed diverged"
-                    if order["diverged"]
-                    else "one seed per point has no spread to be beyond"
-                    if order["one_seed"]
-                    else "the seeds overlap"
-                )
+                f"the ordered mean is {'higher' if order['delta'] > 0 else 'not higher'} but "
+                + {
+                    "diverged": "a seed diverged",
+                    "one_seed": "one seed per point has no spread to be beyond",
+                    "overlap": "the seeds overlap",
+                }[kind]
                 + ": that word order matters is not supported at this scale (inconclusive)"
             )
-        else:
-            verdict = "order did not help: that word order matters is not supported here"
         text += f" On this task {verdict}"
         if "bag" in rows:
             over_bag = compare(rows["ordered"], rows["bag"])

@@ -646,3 +646,19 @@ def test_q6_compares_a_backward_lstm_with_both_others_when_it_ran():
     )
     del points["backward-softmax"]
     assert "Reading right to left" not in report.answers(points)[6]
+
+
+def test_q6_does_not_call_the_bilstm_worse_against_a_diverged_forward_seed():
+    """The forward LSTM's third seed diverged and its two finite seeds are above every BiLSTM
+    seed: the answer said "Not supported: the BiLSTM did not tag better" on the survivors
+    alone (the same seeds the other way round were 'inconclusive: a seed diverged')."""
+    points = {
+        "forward-softmax": tagger_summary("forward-softmax", [0.95, None, 0.96]),
+        "bi-softmax": tagger_summary("bi-softmax", [0.90, 0.91, 0.92]),
+    }
+    text = report.answers(points)[6]
+    assert "did not tag better" not in text
+    assert "(inconclusive): the BiLSTM's mean is not higher but a seed diverged, -4.50" in text
+    assert report.claim(report.compare(points["bi-softmax"], points["forward-softmax"])) == (
+        "diverged"
+    )

@@ -74,3 +74,15 @@ def test_the_bag_is_called_smaller_only_when_its_count_is():
     points["bag"]["params_outside_embeddings"] = 1000
     text = wo_report.markdown({f"sst-{o}": s for o, s in points.items()})
     assert "BiLSTM 5,000: the bag is the smaller model." in text
+
+
+def test_order_is_not_called_useless_against_a_diverged_shuffled_seed():
+    """The shuffled BiLSTM's second seed diverged and its finite seeds are above every
+    ordered seed: "order did not help" was said on the survivors alone."""
+    accuracy = {"shuffled": [0.85, None, 0.86], "ordered": [0.80, 0.81, 0.82]}
+    points = {f"sst-{o}": word_order_summary("sst", o, v) for o, v in accuracy.items()}
+    answer = wo_report.answers(points)[2]
+    assert "order did not help" not in answer
+    assert "the ordered mean is not higher but a seed diverged: that word order matters is " in (
+        answer
+    )
