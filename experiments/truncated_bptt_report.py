@@ -256,10 +256,11 @@ def _answer_11(clip: list[dict]) -> str:
     unclipped = [s for s in clip if s["clip"] is None]
     clipped = [s for s in clip if s["clip"] is not None]
     if unclipped and clipped:
+        lost = sum(unclipped[0]["diverged"])
         counts = [sum(s["diverged"]) for s in clipped]
-        fewer = sum(unclipped[0]["diverged"]) > min(counts)
+        fewer = lost > min(counts)
         # every clipped run lost more seeds: "did not reduce" and no verdict hid it
-        more = min(counts) > sum(unclipped[0]["diverged"])
+        more = min(counts) > lost
         # every seed of every run diverged by the report's rule (a finite loss at or above
         # chance counts): the same whether the losses ended finite or not (a finite one
         # compared its losses and said "lowered the final loss" of runs that learned nothing)
@@ -273,9 +274,12 @@ def _answer_11(clip: list[dict]) -> str:
         base = grid.nan_mean(unclipped[0]["loss"])
         finite = [s for s in clipped if np.isfinite(grid.nan_mean(s["loss"]))]
         below = [s for s in finite if grid.finite_seeds_below(s["loss"], unclipped[0]["loss"])]
-        lower = bool(finite) and (
-            any(not all(s["diverged"]) for s in finite) if not np.isfinite(base) else bool(below)
-        )
+        kept = [s for s in finite if not all(s["diverged"])]
+        lower = bool(kept if not np.isfinite(base) else below)
+        # With several thresholds, a claim that holds at some of them names them: one
+        # threshold's fewer diverged seeds read "Clipping reduced" beside another's 3/3.
+        fewer_at = _only_at([s for s, n in zip(clipped, counts, strict=True) if n < lost], clipped)
+        lower_at = _only_at(below if np.isfinite(base) else kept, clipped)
         # Why no clipped run is ranked below the unclipped one: the seeds overlap, or one
         # seed a side or a diverged seed leaves no spread to compare (then the run cannot
         # test the claim; it said "not supported ... beyond the seed spread" for all three).
@@ -287,8 +291,11 @@ def _answer_11(clip: list[dict]) -> str:
         )
         # "every seed apart" of finite seeds beside a diverged one
         some_lost = any(grid.some_seed_diverged(s["loss"]) for s in below + unclipped[:1])
+        apart = f"every {'finite ' if some_lost else ''}seed apart" + (
+            f"; {lower_at}" if lower_at else ""
+        )
         loss_text = (
-            f"lowered the final loss (every {'finite ' if some_lost else ''}seed apart)"
+            f"lowered the final loss ({apart})"
             if lower
             else "did not lower the final loss beyond the seed spread"
             if reason == grid.WITHIN_SPREAD
@@ -301,7 +308,9 @@ def _answer_11(clip: list[dict]) -> str:
             )
         elif not np.isfinite(base):
             loss_text = (
-                "kept a finite final loss where every unclipped seed diverged"
+                "kept a finite final loss"
+                + (f" ({lower_at})" if lower_at else "")
+                + " where every unclipped seed diverged"
                 if lower
                 else "did not help: every seed diverged with and without clipping (a finite "
                 "loss at or above chance counts as diverged)"
@@ -309,7 +318,9 @@ def _answer_11(clip: list[dict]) -> str:
         text.append(
             "Clipping "
             + ("reduced" if fewer else "increased" if more else "did not reduce")
-            + " the number of diverged seeds and "
+            + " the number of diverged seeds"
+            + (f" ({fewer_at})" if fewer and fewer_at else "")
+            + " and "
             + loss_text
             + " in this run"
             + (
@@ -327,6 +338,18 @@ def _answer_11(clip: list[dict]) -> str:
             )
         )
     return " ".join(text)
+
+
+def _only_at(some: list[dict], clipped: list[dict]) -> str:
+    """'' when a claim holds at every clipped run; else the thresholds (`clip_global_norm`)
+    it holds at and those it does not: 'at 1; not at 10'."""
+    if len(some) == len(clipped):
+        return ""
+
+    def norms(runs: list[dict]) -> str:
+        return ", ".join(format(s["clip"], "g") for s in runs)
+
+    return f"at {norms(some)}; not at {norms([s for s in clipped if s not in some])}"
 
 
 def answers(points: dict[str, dict]) -> dict[int, str]:

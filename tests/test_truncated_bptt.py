@@ -335,3 +335,31 @@ def test_q11_names_diverged_seeds_and_runs_that_learned_nothing():
     )[11]
     assert "did not help: every seed diverged with and without clipping" in nothing
     assert "lowered" not in nothing and "not supported here." in nothing
+
+
+def test_q11_names_the_thresholds_a_claim_holds_at():
+    """Two clipped runs: at 1 no seed diverged, at 10 all three did (the unclipped run lost
+    one). "Clipping reduced the number of diverged seeds" was said of clipping in general;
+    likewise "lowered the final loss" when one threshold's seeds were below and another's
+    not. A claim that holds at every threshold names none."""
+    from experiments import truncated_bptt_report as report
+
+    unclipped = _clip_point(None, [0.9, None, 1.0], [False, True, False])
+    answer = report.answers(
+        {
+            "a": unclipped,
+            "b": _clip_point(1.0, [0.9, 0.95, 1.0]),
+            "c": _clip_point(10.0, [None, None, None], [True, True, True]),
+        }
+    )[11]
+    assert "Clipping reduced the number of diverged seeds (at 1; not at 10) and" in answer
+    answer = report.answers(
+        {
+            "a": _clip_point(None, [0.9, 1.0]),
+            "b": _clip_point(1.0, [0.2, 0.3]),
+            "c": _clip_point(10.0, [0.85, 1.1]),
+        }
+    )[11]
+    assert "lowered the final loss (every seed apart; at 1; not at 10)" in answer
+    answer = report.answers({"a": unclipped, "b": _clip_point(1.0, [0.9, 0.95, 1.0])})[11]
+    assert "Clipping reduced the number of diverged seeds and" in answer
