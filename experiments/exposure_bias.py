@@ -693,6 +693,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             + (
                 " (no regime has a finite value)"
                 if best_tf is None
+                else f" ({translation_report.ONLY_REGIME})"
+                if len(rows) == 1
                 else f" (best: {best_tf})"
                 if not tied_tf
                 else f" (lowest mean: {best_tf}, "
@@ -730,6 +732,8 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
                 + (
                     "samples score); no regime's samples have a finite value."
                     if best is None
+                    else f"samples score); {translation_report.ONLY_REGIME}."
+                    if len(rows) == 1
                     else f"samples score); best samples by this measure: {best}."
                     if not tied
                     else f"samples score); closest on average: {best}, but "

@@ -16,6 +16,9 @@ import numpy as np
 from experiments import grid
 from rnn_jax.train.metrics import write_text_atomic
 
+# A best of one regime (a smoke run, `grid.*regimes` set to one) is no ranking: it was
+# called "best" (`grid.best_within_spread` returns the one key with nothing left level).
+ONLY_REGIME = "the only regime run: nothing to rank it against"
 PUBLISHED = (
     "Published Multi30k en-de RNN+attention systems reach about 35-37 BLEU on test2016 "
     "(published-results.md, [U]) with the whole 29k-pair training set, ~256-1000-unit "
@@ -213,6 +216,8 @@ def answer_text(summaries: dict[str, dict]) -> str:
         + (
             "no regime has a finite beam BLEU"
             if best is None
+            else f"beam BLEU {beam[best]:.2f} with {best} ({ONLY_REGIME})"
+            if len(rows) == 1
             else f"best beam BLEU {beam[best]:.2f} with {best}"
             if not tied
             else f"highest mean beam BLEU {beam[best]:.2f} with {best}, "

@@ -409,3 +409,17 @@ def test_unranked_closer_regimes_and_the_valid_curve_table_edge_rows():
     lines = translation_report.valid_curve_lines(summaries)
     rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| linear")]
     assert rows == ["| linear | 20 (scored) | n/a | 1.5 | 2 |"]
+
+
+def test_one_regime_is_not_called_best(tmp_path):
+    """A run of one regime (the smoke config's inverse_sigmoid) said "(best: inverse_sigmoid)",
+    "best samples by this measure: inverse_sigmoid" and "best beam BLEU ... with
+    inverse_sigmoid": a ranking with nothing ranked."""
+    _write_results(tmp_path, [_point("markov", "inverse_sigmoid", 2.6, 2.8, 3.7, 2.109)])
+    text = eb.answers(tmp_path)[8]
+    assert "best" not in text
+    assert "inverse_sigmoid 2.600 (the only regime run: nothing to rank it against)" in text
+    assert "own samples score); the only regime run: nothing to rank it against." in text
+    text = translation_report.answer_text({"a": _mt("inverse_sigmoid", [21.0, 22.0])})
+    assert "best beam BLEU" not in text
+    assert "beam BLEU 21.50 with inverse_sigmoid (the only regime run: nothing to rank" in text
