@@ -131,6 +131,11 @@ def test_q12_verdict_words_match_its_condition():
     # A diverged seed (NaN) is left out, not read as a seed of no verdict.
     assert sp_report.q12_verdict(np.array([0.05, np.nan, 0.03])) == "rises"
     assert "in every seed, by more than 0.02 on average" in sp_report.VERDICTS["falls"]
+    # One seed checks no sign across seeds: a 1-seed run's +0.05 read "UPOS gains on word
+    # identity in every seed ...: the upper layer is more abstract".
+    for one in ([0.05], [-0.05], [0.05, np.nan]):
+        assert sp_report.q12_verdict(np.array(one)) == "one seed"
+    assert "does not show the upper layer to be more abstract" in sp_report.VERDICTS["one seed"]
 
 
 def test_q1_names_a_nearer_word_the_layer_does_not_hold():
