@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from launch.sweep import setting_key
+from launch.points import setting_key
 from rnn_jax.exits import refuse
 from rnn_jax.files import write_text_atomic
 
@@ -36,7 +36,7 @@ CURVE_KEY = "train_loss"
 
 def _is_seed_key(key: str) -> bool:
     """Only the top-level `seed` names a replica (runs train `seed..seed+num_seeds-1`,
-    rnn_jax.train.seeds; `launch.sweep.check_seed_replicas` checks the same key). Any key
+    rnn_jax.train.seeds; `launch.plan.check_seed_replicas` checks the same key). Any key
     ending in `.seed` used to be pooled too: runs differing in a data seed (other data) would
     have been averaged as replicas of one setting."""
     return key == "seed"

@@ -18,8 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from launch import report, sweep
-from rnn_jax import exits
+from launch import executors, plan, points, record, report, sweep
+from rnn_jax import exits, files
 from rnn_jax.train import config_file
 from tests.module_cli import run_module
 
@@ -32,29 +32,29 @@ def run_cli(*args, timeout=60):
 
 
 def test_expand_grid_and_list():
-    grid = sweep.expand_sweep({"a": [1, 2], "b.c": ["x", "y", "z"]})
+    grid = points.expand_sweep({"a": [1, 2], "b.c": ["x", "y", "z"]})
     assert len(grid) == 6 and grid[0] == {"a": 1, "b.c": "x"} and grid[-1] == {"a": 2, "b.c": "z"}
-    assert sweep.expand_sweep([{"a": 1}, {"a": 2}]) == [{"a": 1}, {"a": 2}]
-    assert sweep.expand_sweep({}) == [{}]
+    assert points.expand_sweep([{"a": 1}, {"a": 2}]) == [{"a": 1}, {"a": 2}]
+    assert points.expand_sweep({}) == [{}]
     with pytest.raises(ValueError, match="non-empty list"):
-        sweep.expand_sweep({"a": 3})
+        points.expand_sweep({"a": 3})
 
 
 def test_duplicate_points_and_set_on_a_swept_key_are_refused(tmp_path):
     """The same overrides in another key order (or 1 vs 1.0) would run twice and be pooled as
     two seeds; `--set` on a swept key would give every run one value under different names."""
     with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
-        sweep.expand_sweep(
+        points.expand_sweep(
             [{"seed": 1, "model.hidden_size": 4}, {"model.hidden_size": 4, "seed": 1}]
         )
     with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
-        sweep.expand_sweep([{"lr": 1}, {"lr": 1.0}])
+        points.expand_sweep([{"lr": 1}, {"lr": 1.0}])
     with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
-        sweep.expand_sweep([{"sizes": [1, 2]}, {"sizes": [1.0, 2.0]}])  # compared as JSON text
-    assert len(sweep.expand_sweep([{"sizes": [1, 2]}, {"sizes": [True, 2]}])) == 2
-    assert len(sweep.expand_sweep([{"lr": 1}, {"lr": "1"}, {"flag": True}, {"flag": 1}])) == 4
+        points.expand_sweep([{"sizes": [1, 2]}, {"sizes": [1.0, 2.0]}])  # compared as JSON text
+    assert len(points.expand_sweep([{"sizes": [1, 2]}, {"sizes": [True, 2]}])) == 2
+    assert len(points.expand_sweep([{"lr": 1}, {"lr": "1"}, {"flag": True}, {"flag": 1}])) == 4
     with pytest.raises(ValueError, match="--set model.hidden_size: the sweep varies this key"):
-        sweep.plan_runs(SMOKE, tmp_path, {"model.hidden_size": "32"})
+        plan.plan_runs(SMOKE, tmp_path, {"model.hidden_size": "32"})
 
 
 def test_a_seed_with_a_null_value_stays_as_nan():
@@ -66,7 +66,7 @@ def test_a_seed_with_a_null_value_stays_as_nan():
 
 
 def test_plan_names_commands_and_overrides(tmp_path):
-    runs = sweep.plan_runs(SMOKE, tmp_path, {"train.num_steps": "5"})
+    runs = plan.plan_runs(SMOKE, tmp_path, {"train.num_steps": "5"})
     assert [r.name for r in runs] == [
         "seed=0,hidden_size=4",
         "seed=0,hidden_size=8",
@@ -87,7 +87,7 @@ def test_every_experiment_config_has_a_sweep_whose_points_are_config_keys(tmp_pa
     points overrides only keys the config has (plan_runs checks them against the config)."""
     module = config_file.load_config_file(REPO / f"experiments/configs/{name}.py")
     for variant in module.VARIANTS:
-        runs = sweep.plan_runs(f"experiments/configs/{name}.py:{variant}", tmp_path / variant)
+        runs = plan.plan_runs(f"experiments/configs/{name}.py:{variant}", tmp_path / variant)
         assert runs and len({r.name for r in runs}) == len(runs), (name, variant)
 
 
@@ -119,7 +119,7 @@ def test_grid_axis_text_the_experiment_refuses_stops_the_sweep_before_any_run(
     source += f"\n\ndef get_sweep(variant='quick'):\n    return [{{}}, {point!r}]\n"
     (configs / f"{name}.py").write_text(source)
     with pytest.raises(ValueError, match=r"sweep point .*" + message) as error:
-        sweep.plan_runs(f"{configs / name}.py:smoke", tmp_path / "root")
+        plan.plan_runs(f"{configs / name}.py:smoke", tmp_path / "root")
     assert "\n" not in str(error.value)
     assert not (tmp_path / "root").exists()
 
@@ -147,8 +147,8 @@ def test_a_config_in_a_folder_with_a_colon_needs_its_variant(tmp_path):
     shutil.copy(REPO / "experiments/configs/initialization.py", folder)
     path = folder / "initialization.py"
     with pytest.raises(ValueError, match=r"expected experiments/configs/<name>.py:<variant>"):
-        sweep.parse_config_arg(str(path))
-    assert sweep.parse_config_arg(f"{path}:smoke") == (path, "initialization", "smoke")
+        plan.parse_config_arg(str(path))
+    assert plan.parse_config_arg(f"{path}:smoke") == (path, "initialization", "smoke")
 
 
 def test_unknown_sweep_key_fails_before_running(tmp_path):
@@ -159,9 +159,9 @@ def test_unknown_sweep_key_fails_before_running(tmp_path):
     source += "\n\ndef get_sweep(variant='quick'):\n    return {'model.hiden_size': [4, 8]}\n"
     (configs / "initialization.py").write_text(source)
     with pytest.raises(ValueError, match="'model.hiden_size' is not in the config.*hidden_size"):
-        sweep.plan_runs(f"{configs / 'initialization.py'}:smoke", tmp_path / "root")
+        plan.plan_runs(f"{configs / 'initialization.py'}:smoke", tmp_path / "root")
     with pytest.raises(ValueError, match="does not match"):
-        sweep.check_overrides({"model": {"hidden_size": 4}}, {"model.hidden_size": "big"})
+        plan.check_overrides({"model": {"hidden_size": 4}}, {"model.hidden_size": "big"})
     assert not (tmp_path / "root").exists()
 
 
@@ -212,7 +212,7 @@ def test_a_bad_config_file_is_one_line_naming_it(tmp_path, source, message):
     path = tmp_path / "initialization.py"  # named like a real experiment
     path.write_text(source)
     with pytest.raises(ValueError) as error:
-        sweep.plan_runs(f"{path}:smoke", tmp_path / "root")
+        plan.plan_runs(f"{path}:smoke", tmp_path / "root")
     text = str(error.value)
     assert message in text and str(path) in text and "\n" not in text, text
     assert not (tmp_path / "root").exists()
@@ -274,15 +274,17 @@ def test_grid_runs_resumes_after_kill_and_report_aggregates(tmp_path):
 
 def test_submitit_local_executor_runs_and_skips(tmp_path, monkeypatch):
     """Through a copy of launch/sweep.py that is not importable by its module name, as
-    `python -m launch.sweep` runs it (`__main__`): cloudpickle pickled that copy's `execute`
-    by value, with its globals, and every submission raised "cannot pickle '_thread.lock'"
-    (`--launcher=slurm` never submitted a job). The imported module took the other path."""
+    `python -m launch.sweep` runs it (`__main__`): while `execute` was defined in that file,
+    cloudpickle pickled the copy's `execute` by value, with its globals, and every submission
+    raised "cannot pickle '_thread.lock'" (`--launcher=slurm` never submitted a job). The
+    copy's `run_submitit` is `launch.executors`' (imported by name), whose jobs run the
+    importable `launch.executors.execute`."""
     pytest.importorskip("submitit")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("launch_sweep_as_script", sweep.__file__)
     script_module = importlib.util.module_from_spec(spec)
-    with monkeypatch.context() as patch:  # registered while it runs (dataclasses look it up)
+    with monkeypatch.context() as patch:  # registered while it runs, as `-m` registers it
         patch.setitem(sys.modules, spec.name, script_module)
         spec.loader.exec_module(script_module)
     # capsys is not used: submitit's logging handler keeps the stream it was imported under.
@@ -294,10 +296,10 @@ def test_submitit_local_executor_runs_and_skips(tmp_path, monkeypatch):
     for name in ("a", "b"):
         workdir = tmp_path / name
         workdir.mkdir()
-        runs.append(sweep.Run(name, workdir, {}, (sys.executable, "-c", script, str(workdir))))
+        runs.append(plan.Run(name, workdir, {}, (sys.executable, "-c", script, str(workdir))))
     failed = script_module.run_submitit(runs, "local", {"timeout_min": 5})
     assert failed == [] and all(r.finished for r in runs)
-    assert sweep.run_submitit(runs, "local", {"timeout_min": 5}) == []
+    assert executors.run_submitit(runs, "local", {"timeout_min": 5}) == []
     assert [(r.workdir / "ran").read_text() for r in runs] == ["x", "x"]  # skipped, not rerun
 
 
@@ -326,10 +328,10 @@ def test_a_grid_listing_one_value_twice_is_refused():
     """The list form refused 1 vs 1.0; the grid form ran `lr=1` and `lr=1.0` as two runs of
     the same setting (distinct run names, so the name check did not see it)."""
     with pytest.raises(ValueError, match="points 0 and 1 are the same overrides"):
-        sweep.expand_sweep({"optimizer.learning_rate": [1, 1.0]})
+        points.expand_sweep({"optimizer.learning_rate": [1, 1.0]})
     with pytest.raises(ValueError, match="points 1 and 2 are the same overrides"):
-        sweep.expand_sweep({"a": [1, 2, 2.0], "b": ["x"]})
-    assert len(sweep.expand_sweep({"a": [1, "1", True], "b": ["x", "y"]})) == 6
+        points.expand_sweep({"a": [1, 2, 2.0], "b": ["x"]})
+    assert len(points.expand_sweep({"a": [1, "1", True], "b": ["x", "y"]})) == 6
 
 
 def run_sweep_cli(*args):
@@ -348,8 +350,8 @@ def test_a_finished_run_is_not_reused_under_another_set(tmp_path):
     showed 5-step results as 50-step ones."""
     root = tmp_path / "root"
     # The record a sweep writes before it runs (a dry run writes nothing, checked below).
-    first = sweep.plan_runs(SMOKE, root, {"train.num_steps": "5"})
-    sweep.write_sweep_file(root, SMOKE, first)
+    first = plan.plan_runs(SMOKE, root, {"train.num_steps": "5"})
+    record.write_sweep_file(root, SMOKE, first)
     _finish_all(root)
     before = (root / "sweep.json").read_text()
     result = run_sweep_cli(
@@ -379,15 +381,15 @@ def test_a_finished_run_of_another_variant_with_the_same_name_is_refused(tmp_pat
     depths; language_model's did until its get_sweep changed): a quick sweep in a smoke root
     reported the smoke runs as quick's."""
     root = tmp_path / "root"
-    smoke = sweep.plan_runs("experiments/configs/state_probe.py:smoke", root)
-    quick = sweep.plan_runs("experiments/configs/state_probe.py:quick", root)
+    smoke = plan.plan_runs("experiments/configs/state_probe.py:smoke", root)
+    quick = plan.plan_runs("experiments/configs/state_probe.py:quick", root)
     assert [r.name for r in smoke] == [r.name for r in quick]
-    sweep.write_sweep_file(root, "experiments/configs/state_probe.py:smoke", smoke)
+    record.write_sweep_file(root, "experiments/configs/state_probe.py:smoke", smoke)
     (smoke[0].workdir).mkdir()
     (smoke[0].workdir / "results.json").write_text('{"final": {}}')
     with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
-        sweep.check_finished_runs(root, quick)
-    sweep.check_finished_runs(root, smoke)  # the same plan: fine
+        record.check_finished_runs(root, quick)
+    record.check_finished_runs(root, smoke)  # the same plan: fine
 
 
 def test_a_plan_with_other_run_names_in_between_does_not_erase_the_record(tmp_path):
@@ -395,18 +397,18 @@ def test_a_plan_with_other_run_names_in_between_does_not_erase_the_record(tmp_pa
     root in between left a finished run unrecorded, and a later plan under other settings
     skipped it as done."""
     root = tmp_path / "root"
-    smoke = sweep.plan_runs("experiments/configs/state_probe.py:smoke", root)
-    quick = sweep.plan_runs("experiments/configs/state_probe.py:quick", root)
-    sweep.write_sweep_file(root, "experiments/configs/state_probe.py:smoke", smoke)
+    smoke = plan.plan_runs("experiments/configs/state_probe.py:smoke", root)
+    quick = plan.plan_runs("experiments/configs/state_probe.py:quick", root)
+    record.write_sweep_file(root, "experiments/configs/state_probe.py:smoke", smoke)
     (smoke[0].workdir).mkdir()
     (smoke[0].workdir / "results.json").write_text('{"final": {}}')
     renamed = [dataclasses.replace(r, name=f"other_{r.name}") for r in quick]
-    sweep.write_sweep_file(root, "experiments/configs/state_probe.py:quick", renamed)
+    record.write_sweep_file(root, "experiments/configs/state_probe.py:quick", renamed)
     with pytest.raises(ValueError, match="finished under other settings.*:smoke"):
-        sweep.check_finished_runs(root, quick)
-    sweep.check_finished_runs(root, smoke)
-    record = json.loads((root / "sweep.json").read_text())
-    assert [r["name"] for r in record["runs"]] == [r.name for r in renamed]  # what report reads
+        record.check_finished_runs(root, quick)
+    record.check_finished_runs(root, smoke)
+    written = json.loads((root / "sweep.json").read_text())
+    assert [r["name"] for r in written["runs"]] == [r.name for r in renamed]  # what report reads
 
 
 def config_with_sweep(tmp_path, points):
@@ -431,15 +433,15 @@ def test_a_finished_run_is_not_reused_after_its_config_file_changed(tmp_path):
     source = (REPO / "experiments/configs/initialization.py").read_text()
     config_path.write_text(source)
     root = tmp_path / "root"
-    first = sweep.plan_runs(f"{config_path}:smoke", root)
-    sweep.write_sweep_file(root, f"{config_path}:smoke", first)
+    first = plan.plan_runs(f"{config_path}:smoke", root)
+    record.write_sweep_file(root, f"{config_path}:smoke", first)
     _finish_all(root)
-    sweep.check_finished_runs(root, sweep.plan_runs(f"{config_path}:smoke", root))  # unchanged
+    record.check_finished_runs(root, plan.plan_runs(f"{config_path}:smoke", root))  # unchanged
     edited = source.replace("config.train.num_steps = 20\n", "config.train.num_steps = 40\n")
     assert edited != source
     config_path.write_text(edited)
     with pytest.raises(ValueError, match=r"another config .*train\.num_steps: 20 then, 40 now"):
-        sweep.check_finished_runs(root, sweep.plan_runs(f"{config_path}:smoke", root))
+        record.check_finished_runs(root, plan.plan_runs(f"{config_path}:smoke", root))
 
 
 def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_path):
@@ -450,7 +452,7 @@ def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_p
     config_arg = config_with_sweep(
         tmp_path, {"optimizer.clip_global_norm": [None, 5.0], "model.init_scale": [None]}
     )
-    runs = sweep.plan_runs(config_arg, tmp_path / "root")
+    runs = plan.plan_runs(config_arg, tmp_path / "root")
     assert [r.name for r in runs] == [
         "clip_global_norm=None,init_scale=None",
         "clip_global_norm=5.0,init_scale=None",
@@ -459,18 +461,18 @@ def test_a_none_sweep_value_reaches_the_run_as_none_and_the_rules_judge_it(tmp_p
     assert "--config.optimizer.clip_global_norm=5.0" in runs[1].command
     bad = config_with_sweep(tmp_path / "bad", [{"model.cell": None}])
     with pytest.raises(ValueError, match=r"(?s)sweep point .*model.cell=None: must be one of"):
-        sweep.plan_runs(bad, tmp_path / "root2")
+        plan.plan_runs(bad, tmp_path / "root2")
     bad = config_with_sweep(tmp_path / "bad2", {"model.hidden_size": [8, 0]})
     with pytest.raises(ValueError, match=r"model.hidden_size=0: must be"):
-        sweep.plan_runs(bad, tmp_path / "root3")
+        plan.plan_runs(bad, tmp_path / "root3")
     assert not (tmp_path / "root2").exists() and not (tmp_path / "root3").exists()
 
 
 def test_a_failed_run_is_reported_with_the_last_line_of_its_log(tmp_path, capsys):
     """A failed point printed only its exit code and log path; the error was one `cat` away."""
     script = "import sys; print('step 1'); sys.exit('experiment: model.hidden_size=-1 refused')"
-    run = sweep.Run("bad", tmp_path / "bad", {}, (sys.executable, "-c", script))
-    assert sweep.run_local([run], parallel=1) == [run]
+    run = plan.Run("bad", tmp_path / "bad", {}, (sys.executable, "-c", script))
+    assert executors.run_local([run], parallel=1) == [run]
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if "bad: FAILED" in line)
     assert f"FAILED (exit 1, log {run.workdir / 'log.txt'}): experiment: model.hidden_size" in line
@@ -479,18 +481,18 @@ def test_a_failed_run_is_reported_with_the_last_line_of_its_log(tmp_path, capsys
 def test_runs_sharing_a_gpu_do_not_preallocate(monkeypatch):
     """Two runs per GPU each preallocated 75% of its memory: the second ran out of memory."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    assert sweep._slots(0) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
-    shared = sweep._slots(4)
+    assert executors._slots(0) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    shared = executors._slots(4)
     assert [s["CUDA_VISIBLE_DEVICES"] for s in shared] == ["0", "1", "0", "1"]
     assert all(s["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for s in shared)
     # No GPU listed (unset on a GPU machine): every run sees, and preallocated, GPU 0.
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert sweep._slots(3) == [{"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}] * 3
-    assert sweep._slots(1) == [{}]
+    assert executors._slots(3) == [{"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}] * 3
+    assert executors._slots(1) == [{}]
     # One run per core this process may use (a SLURM allocation, taskset), not the machine's.
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5}, raising=False)
-    assert len(sweep._slots(0)) == 2
+    assert len(executors._slots(0)) == 2
 
 
 def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_typed(tmp_path):
@@ -504,7 +506,7 @@ def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_
         "{'optimizer.learning_rate': list(np.array([1e-3, 0.5])), "
         "'model.hidden_size': [np.int64(8)], 'optimizer.clip_global_norm': [np.float64(5)]}",
     )
-    runs = sweep.plan_runs(config_arg, tmp_path / "root")
+    runs = plan.plan_runs(config_arg, tmp_path / "root")
     assert [r.name for r in runs] == [
         "learning_rate=0.001,hidden_size=8,clip_global_norm=5.0",
         "learning_rate=0.5,hidden_size=8,clip_global_norm=5.0",
@@ -513,21 +515,21 @@ def test_numpy_sweep_values_reach_the_run_as_plain_numbers_and_placeholders_are_
     assert "--config.model.hidden_size=8" in runs[0].command
     assert type(runs[0].overrides["optimizer.learning_rate"]) is float
     assert type(runs[0].overrides["model.hidden_size"]) is int
-    assert sweep.format_override(sweep._plain((np.float64(0.5), [np.int32(2)]))) == "(0.5, [2])"
+    assert plan.format_override(points._plain((np.float64(0.5), [np.int32(2)]))) == "(0.5, [2])"
 
     bad = config_with_sweep(tmp_path / "bad", "{'data.root': ['/data', 5]}")
     with pytest.raises(ValueError, match=r"sweep point \{'data.root': 5\}: data.root=5: "):
-        sweep.plan_runs(bad, tmp_path / "root2")
+        plan.plan_runs(bad, tmp_path / "root2")
     assert not (tmp_path / "root2").exists()
 
 
 def test_a_set_key_given_twice_is_refused():
     """`--set=train.num_steps=5 --set=train.num_steps=50` silently ran 50 steps."""
-    assert sweep.parse_set_flags(["a.b=1", "c=x=y"]) == {"a.b": "1", "c": "x=y"}
+    assert plan.parse_set_flags(["a.b=1", "c=x=y"]) == {"a.b": "1", "c": "x=y"}
     with pytest.raises(ValueError, match=r"--set a.b given twice \('1' and '2'\)"):
-        sweep.parse_set_flags(["a.b=1", "c=3", "a.b=2"])
+        plan.parse_set_flags(["a.b=1", "c=3", "a.b=2"])
     with pytest.raises(ValueError, match=r"--set='a.b': expected key=value"):
-        sweep.parse_set_flags(["a.b"])
+        plan.parse_set_flags(["a.b"])
 
 
 def test_set_values_are_read_as_the_runs_read_them():
@@ -535,18 +537,18 @@ def test_set_values_are_read_as_the_runs_read_them():
     `--config.k=v` with: `t`/`f` for a bool and `0x10` for an int were refused before
     anything ran ("must be true or false") though the run accepts them."""
     config = {"flag": False, "size": 1, "rate": 0.5}
-    assert sweep._set_value(config, "flag", "t") is True
-    assert sweep._set_value(config, "flag", "F") is False
-    assert sweep._set_value(config, "size", "0x10") == 16
-    assert sweep._set_value(config, "rate", "2") == 2.0
+    assert plan._set_value(config, "flag", "t") is True
+    assert plan._set_value(config, "flag", "F") is False
+    assert plan._set_value(config, "size", "0x10") == 16
+    assert plan._set_value(config, "rate", "2") == 2.0
     with pytest.raises(ValueError, match=r"--set flag=maybe: must be true or false \(Non-b"):
-        sweep._set_value(config, "flag", "maybe")
+        plan._set_value(config, "flag", "maybe")
     # A section takes a dict (config_flags parses it as the section); other text passed the
     # plan as a placeholder's: every run failed at start ("Failed to parse '5' as a ConfigDict").
     config["train"] = {"num_steps": 5}
     with pytest.raises(ValueError, match=r"--set train=5: train is a section .*\['num_steps'\]"):
-        sweep._set_value(config, "train", "5")
-    assert sweep._set_value(config, "train", "{'num_steps': 6}") is sweep._UNPARSED
+        plan._set_value(config, "train", "5")
+    assert plan._set_value(config, "train", "{'num_steps': 6}") is plan._UNPARSED
 
 
 def test_a_diverged_seed_is_left_out_of_the_mean_and_counted(tmp_path):
@@ -645,22 +647,22 @@ def test_seed_points_whose_replicas_overlap_are_refused_and_set_errors_name_the_
     (configs / "initialization.py").write_text(source)
     config_arg = f"{configs / 'initialization.py'}:smoke"  # num_seeds=2
     with pytest.raises(ValueError, match=r"seeds 0\.\.1 and 1\.\.2 overlap"):
-        sweep.plan_runs(config_arg, tmp_path / "a")
-    assert len(sweep.plan_runs(config_arg, tmp_path / "b", {"num_seeds": "1"})) == 2
+        plan.plan_runs(config_arg, tmp_path / "a")
+    assert len(plan.plan_runs(config_arg, tmp_path / "b", {"num_seeds": "1"})) == 2
     with pytest.raises(
         ValueError, match=r"seeds 0\.\.2 and 2\.\.4 overlap with num_seeds=3 \(--set num_seeds=3\)"
     ):
-        sweep.plan_runs(SMOKE, tmp_path / "c", {"num_seeds": "3"})
+        plan.plan_runs(SMOKE, tmp_path / "c", {"num_seeds": "3"})
     with pytest.raises(ValueError, match="--set key 'train.num_step' is not in the config"):
-        sweep.plan_runs(SMOKE, tmp_path / "d", {"train.num_step": "5"})
+        plan.plan_runs(SMOKE, tmp_path / "d", {"train.num_step": "5"})
     # --set values meet the rules with every point, read as the runs will read them: they
     # were not checked, and every run started only to fail with exit 2.
     with pytest.raises(ValueError, match=r"train.num_steps=-5: must be an integer in \[1, "):
-        sweep.plan_runs(SMOKE, tmp_path / "e", {"train.num_steps": "-5"})
+        plan.plan_runs(SMOKE, tmp_path / "e", {"train.num_steps": "-5"})
     with pytest.raises(ValueError, match="--set train.num_steps=abc: must be an integer"):
-        sweep.plan_runs(SMOKE, tmp_path / "e", {"train.num_steps": "abc"})
+        plan.plan_runs(SMOKE, tmp_path / "e", {"train.num_steps": "abc"})
     with pytest.raises(ValueError, match="train.batch_size=None: must be a number > 0"):
-        sweep.plan_runs(SMOKE, tmp_path / "e", {"train.batch_size": "None"})
+        plan.plan_runs(SMOKE, tmp_path / "e", {"train.batch_size": "None"})
 
 
 @pytest.mark.parametrize(
@@ -754,9 +756,9 @@ def test_a_long_run_name_is_shortened_stably_and_only_replica_seeds_are_pooled(t
     """A long sweep value made ROOT/<run_name> exceed NAME_MAX ("File name too long") when the
     run started; the report pooled any `*.seed` key (a data seed: other data) as replicas."""
     long = {"data.path": "x" * 300, "seed": 0}
-    name = sweep.run_name(long)
+    name = plan.run_name(long)
     assert len(name.encode()) <= 255 and name.startswith("path=xxx")
-    assert name == sweep.run_name(dict(long)) != sweep.run_name({**long, "seed": 1})
+    assert name == plan.run_name(dict(long)) != plan.run_name({**long, "seed": 1})
     (tmp_path / name).mkdir()
     runs = [
         {"name": str(s), "overrides": {k: s}, "metrics": {"": {"loss": [1.0]}}}
@@ -771,13 +773,13 @@ def test_a_run_another_process_executes_is_not_run_again(tmp_path, capsys):
     import fcntl
 
     script = "import sys; open(sys.argv[1] + '/results.json', 'w').write('{}')"
-    run = sweep.Run("a", tmp_path / "a", {}, (sys.executable, "-c", script, str(tmp_path / "a")))
+    run = plan.Run("a", tmp_path / "a", {}, (sys.executable, "-c", script, str(tmp_path / "a")))
     run.workdir.mkdir()
     with open(run.workdir / "run.lock", "w") as held:  # what the other sweep's execute holds
         fcntl.flock(held, fcntl.LOCK_EX)
-        assert sweep.run_local([run], parallel=1) == [run] and not run.finished
-        assert "a: NOT RUN" in capsys.readouterr().out and sweep.run_in_use(run.workdir)
-    assert not sweep.run_in_use(run.workdir)
+        assert executors.run_local([run], parallel=1) == [run] and not run.finished
+        assert "a: NOT RUN" in capsys.readouterr().out and files.run_in_use(run.workdir)
+    assert not files.run_in_use(run.workdir)
 
 
 def test_sigterm_to_a_local_sweep_stops_its_experiments_and_starts_no_more(tmp_path):
@@ -791,7 +793,7 @@ def test_sigterm_to_a_local_sweep_stops_its_experiments_and_starts_no_more(tmp_p
         "(d / 'started').write_text(''); time.sleep(3)"
     )
     runs = [
-        sweep.Run(n, tmp_path / n, {}, (sys.executable, "-c", script, str(tmp_path / n)))
+        plan.Run(n, tmp_path / n, {}, (sys.executable, "-c", script, str(tmp_path / n)))
         for n in "ab"
     ]
 
@@ -805,7 +807,7 @@ def test_sigterm_to_a_local_sweep_stops_its_experiments_and_starts_no_more(tmp_p
     threading.Thread(target=kill_when_started, daemon=True).start()
     try:
         with pytest.raises(SystemExit, match=r"stopped by SIGTERM \(1 run\(s\) not started\)"):
-            sweep.run_local(runs, parallel=1)
+            executors.run_local(runs, parallel=1)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert "got SIGTERM" in (tmp_path / "a" / "log.txt").read_text()
@@ -829,42 +831,42 @@ def test_finished_runs_are_compared_by_settings_and_unfinished_ones_may_change(t
     (root / "r").mkdir()
     (root / "r" / "results.json").write_text('{"final": {}}')
 
-    def plan(*overrides):
+    def planned(*overrides):
         return [
-            sweep.Run(n, root / n, {}, command("/b/py", root / n, "/b/x.py", *overrides))
+            plan.Run(n, root / n, {}, command("/b/py", root / n, "/b/x.py", *overrides))
             for n in ("r", "u")
         ]
 
-    sweep.check_finished_runs(root, plan("lr=1"))
+    record.check_finished_runs(root, planned("lr=1"))
     with pytest.raises(ValueError, match=r"root/r finished under.*now \['--config.steps=5'\]"):
-        sweep.check_finished_runs(root, plan("lr=1", "steps=5"))
-    sweep.check_finished_runs(root, plan("lr=2")[1:])  # u, unfinished, may run with lr=2
+        record.check_finished_runs(root, planned("lr=1", "steps=5"))
+    record.check_finished_runs(root, planned("lr=2")[1:])  # u, unfinished, may run with lr=2
 
 
 def test_run_names_keep_every_digit_and_replica_overlap_is_found_in_either_order():
     """Two learning rates must not share a run directory (the plan refuses a shared name), and
     seeds [2, 1] with num_seeds=2 train seed 2 twice as surely as seeds [1, 2] do."""
-    assert sweep.run_name({"optimizer.learning_rate": 3e-4, "seed": 0}) == (
+    assert plan.run_name({"optimizer.learning_rate": 3e-4, "seed": 0}) == (
         "learning_rate=0.0003,seed=0"
     )
-    assert sweep.run_name({"lr": 1e-4}) != sweep.run_name({"lr": 1.0001e-4})
+    assert plan.run_name({"lr": 1e-4}) != plan.run_name({"lr": 1.0001e-4})
     config = {"seed": 0, "num_seeds": 2}
-    sweep.check_seed_replicas(config, [{"seed": 2}, {"seed": 0}], {})
+    plan.check_seed_replicas(config, [{"seed": 2}, {"seed": 0}], {})
     with pytest.raises(ValueError, match=r"seeds 2\.\.3 and 1\.\.2 overlap"):
-        sweep.check_seed_replicas(config, [{"seed": 2}, {"seed": 1}], {})
+        plan.check_seed_replicas(config, [{"seed": 2}, {"seed": 1}], {})
     # `--set num_seeds=0x3` is 3 to the run (absl's parser); int() refused it, unchecked.
     with pytest.raises(ValueError, match=r"seeds 0\.\.2 and 2\.\.4 .*\(--set num_seeds=0x3\)"):
-        sweep.check_seed_replicas(config, [{"seed": 0}, {"seed": 2}], {"num_seeds": "0x3"})
-    sweep.check_seed_replicas(config, [{"seed": 0}, {"seed": 2}], {"num_seeds": "abc"})
-    assert sweep.run_name({}) == "default"
+        plan.check_seed_replicas(config, [{"seed": 0}, {"seed": 2}], {"num_seeds": "0x3"})
+    plan.check_seed_replicas(config, [{"seed": 0}, {"seed": 2}], {"num_seeds": "abc"})
+    assert plan.run_name({}) == "default"
 
 
 def test_run_local_skips_finished_runs_and_fails_a_run_that_wrote_no_results(tmp_path, capsys):
     """A finished run is not executed again; an exit 0 without results.json is no success."""
-    runs = [sweep.Run(n, tmp_path / n, {}, ("touch", str(tmp_path / n / "ran"))) for n in "ab"]
+    runs = [plan.Run(n, tmp_path / n, {}, ("touch", str(tmp_path / n / "ran"))) for n in "ab"]
     runs[0].workdir.mkdir()
     (runs[0].workdir / "results.json").write_text('{"final": {}}')
-    assert sweep.run_local(runs, parallel=1) == [runs[1]]
+    assert executors.run_local(runs, parallel=1) == [runs[1]]
     assert not (tmp_path / "a" / "ran").exists() and (tmp_path / "b" / "ran").exists()
     assert "1 of 2 runs already finished; 1 to run" in capsys.readouterr().out
 
@@ -873,11 +875,11 @@ def test_a_run_whose_folder_cannot_be_made_fails_alone(tmp_path, capsys):
     """A file where a run's folder goes: its mkdir's FileExistsError was a traceback that
     ended the sweep, and the runs after it never started."""
     runs = [
-        sweep.Run(n, tmp_path / n, {}, ("sh", "-c", f"echo {{}} > {tmp_path / n}/results.json"))
+        plan.Run(n, tmp_path / n, {}, ("sh", "-c", f"echo {{}} > {tmp_path / n}/results.json"))
         for n in "ab"
     ]
     (tmp_path / "a").write_text("not a folder")
-    assert sweep.run_local(runs, parallel=1) == [runs[0]]
+    assert executors.run_local(runs, parallel=1) == [runs[0]]
     assert runs[1].finished
     assert "a: FAILED (not started: [Errno 17] File exists" in capsys.readouterr().out
 
@@ -888,7 +890,7 @@ _OUTCOMES = {
     "c": (0, False),  # exited 0 without results.json
     "d": (3, True),  # wrote results.json, then failed
     "e": (RuntimeError("node lost"), False),
-    "f": (sweep.RUN_IN_USE, False),
+    "f": (executors.RUN_IN_USE, False),
 }
 
 
@@ -896,7 +898,7 @@ def test_run_submitit_counts_a_job_done_only_when_it_exited_0_and_wrote_results(
     tmp_path, monkeypatch, capsys
 ):
     """A fake submitit (no job runs): one job per unfinished run, each named after its run,
-    running the importable `launch.sweep.execute`; finished runs are not submitted; a job is
+    running the importable `launch.executors.execute`; finished runs are not submitted; a job is
     done only when it returned 0 and results.json exists; the others are returned and their
     lines say why."""
     import types
@@ -929,14 +931,14 @@ def test_run_submitit_counts_a_job_done_only_when_it_exited_0_and_wrote_results(
 
     monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Executor))
     monkeypatch.setenv("PYTHONPATH", "")  # run_submitit extends it for the jobs
-    runs = [sweep.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abcdef"]
+    runs = [plan.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abcdef"]
     for run in runs:
         run.workdir.mkdir()
     (tmp_path / "a" / "results.json").write_text('{"final": {}}')
-    assert sweep.run_submitit(runs, "slurm", {"timeout_min": 7}) == runs[2:]
+    assert executors.run_submitit(runs, "slurm", {"timeout_min": 7}) == runs[2:]
     assert made == [(tmp_path / ".submitit" / "%j", "slurm")]
     assert [(fn, args) for fn, args, _ in submitted] == [
-        (sweep.execute, (("cmd", n), str(tmp_path / n), {})) for n in "bcdef"
+        (executors.execute, (("cmd", n), str(tmp_path / n), {})) for n in "bcdef"
     ]
     assert [p for _, _, p in submitted] == [{"timeout_min": 7, "name": n} for n in "bcdef"]
     out = capsys.readouterr().out
@@ -949,7 +951,7 @@ def test_run_submitit_counts_a_job_done_only_when_it_exited_0_and_wrote_results(
     )
     assert "[5/5] f: NOT RUN" in out
     made.clear()
-    assert sweep.run_submitit(runs[:2], "local", {}) == [] and made == []  # nothing to submit
+    assert executors.run_submitit(runs[:2], "local", {}) == [] and made == []  # nothing to submit
 
 
 def _sweep_flags(*args):
@@ -976,11 +978,11 @@ def test_no_scheduler_here_or_a_refused_submission_is_named_not_a_traceback(
 
     monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=NoSlurm))
     monkeypatch.setenv("PYTHONPATH", "")
-    runs = [sweep.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abc"]
+    runs = [plan.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abc"]
     for run in runs:
         run.workdir.mkdir()
     with pytest.raises(ValueError, match="cannot submit 'slurm' jobs from here: Could not detect"):
-        sweep.run_submitit(runs, "slurm", {})
+        executors.run_submitit(runs, "slurm", {})
     args = [f"--config={SMOKE}", f"--workdir={tmp_path}", "--launcher=slurm"]
     monkeypatch.setattr(sweep.flags, "FLAGS", _sweep_flags(*args, "--slurm_partition=p"))
     monkeypatch.setattr(sweep, "plan_runs", lambda *args: runs)
@@ -1008,7 +1010,7 @@ def test_no_scheduler_here_or_a_refused_submission_is_named_not_a_traceback(
 
     monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Refusing))
     capsys.readouterr()
-    assert sweep.run_submitit(runs, "slurm", {}) == runs[1:]
+    assert executors.run_submitit(runs, "slurm", {}) == runs[1:]
     out = capsys.readouterr().out
     assert "b: NOT SUBMITTED (RuntimeError: sbatch: error: invalid partition" in out
     assert "nor the 1 run(s) after it" in out and "[1/1] a: done" in out
@@ -1040,14 +1042,14 @@ def test_run_local_gives_each_slot_its_environment_and_counts_as_run_submitit_do
             return -1
         return code
 
-    monkeypatch.setattr(sweep, "execute", fake_execute)
+    monkeypatch.setattr(executors, "execute", fake_execute)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
-    runs = [sweep.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abcdef"]
+    runs = [plan.Run(n, tmp_path / n, {}, ("cmd", n)) for n in "abcdef"]
     for run in runs:
         run.workdir.mkdir()
     (tmp_path / "a" / "results.json").write_text('{"final": {}}')
     handler = signal.getsignal(signal.SIGTERM)
-    failed = sweep.run_local(runs, parallel=2)
+    failed = executors.run_local(runs, parallel=2)
     assert sorted(failed, key=lambda run: run.name) == runs[2:]  # in the order they ended
     assert signal.getsignal(signal.SIGTERM) is handler
     assert sorted(name for name, _ in seen) == list("bcdef")
@@ -1066,19 +1068,19 @@ def test_plan_edges_name_the_bad_config_value_or_point(tmp_path):
     for stem in ("no_such_experiment", "my.exp"):
         (tmp_path / f"{stem}.py").write_text("")
         with pytest.raises(ValueError, match=rf"config '{stem}' has no experiment module"):
-            sweep.parse_config_arg(f"{tmp_path / stem}.py:smoke")
+            plan.parse_config_arg(f"{tmp_path / stem}.py:smoke")
     config = ml_collections.ConfigDict({"flag": True, "sizes": (1, 2), "name": "a"})
-    sweep.check_overrides(config, {"sizes": [3], "flag": False, "name": "b"})
+    plan.check_overrides(config, {"sizes": [3], "flag": False, "name": "b"})
     for key, value, kind in [("flag", 1, "bool"), ("sizes", 3, "tuple"), ("name", 1, "str")]:
         with pytest.raises(ValueError, match=rf"sweep key '{key}': value {value} .*{kind} field"):
-            sweep.check_overrides(config, {key: value})
-    assert sweep._set_value(config, "name", "x y") == "x y"
-    assert sweep._set_value(config, "sizes", "(3,)") is sweep._UNPARSED
-    assert sweep.format_override([1, 2]) == "(1, 2)"  # as config_flags reads a tuple
-    assert sweep.setting_key(frozenset([1])) == ("text", '"frozenset({1})"')
+            plan.check_overrides(config, {key: value})
+    assert plan._set_value(config, "name", "x y") == "x y"
+    assert plan._set_value(config, "sizes", "(3,)") is plan._UNPARSED
+    assert plan.format_override([1, 2]) == "(1, 2)"  # as config_flags reads a tuple
+    assert points.setting_key(frozenset([1])) == ("text", '"frozenset({1})"')
     same = config_with_sweep(tmp_path, [{"data.root": "/a b"}, {"data.root": "/a_b"}])
     with pytest.raises(ValueError, match="two sweep points give the same run 'root=_a_b'"):
-        sweep.plan_runs(same, tmp_path / "root")
+        plan.plan_runs(same, tmp_path / "root")
 
 
 def test_execute_without_flock_or_told_to_stop_and_slots_edges(tmp_path, monkeypatch):
@@ -1093,32 +1095,32 @@ def test_execute_without_flock_or_told_to_stop_and_slots_edges(tmp_path, monkeyp
 
     with monkeypatch.context() as patch:
         patch.setattr(fcntl, "flock", no_flock)
-        assert sweep.execute([sys.executable, "-c", "pass"], str(tmp_path / "a"), {}) == 0
-    sweep._STOPPING.set()
+        assert executors.execute([sys.executable, "-c", "pass"], str(tmp_path / "a"), {}) == 0
+    executors._STOPPING.set()
     try:
-        assert sweep.execute(["false"], str(tmp_path / "b"), {}) == -signal.SIGTERM
+        assert executors.execute(["false"], str(tmp_path / "b"), {}) == -signal.SIGTERM
         assert not (tmp_path / "b" / "log.txt").exists()  # never started
     finally:
-        sweep._STOPPING.clear()
+        executors._STOPPING.clear()
     popen = subprocess.Popen
 
     def popen_then_stop(*args, **kwargs):  # SIGTERM lands between Popen and registration
         process = popen(*args, **kwargs)
-        sweep._STOPPING.set()
+        executors._STOPPING.set()
         return process
 
     with monkeypatch.context() as patch:
         patch.setattr(subprocess, "Popen", popen_then_stop)
         try:
-            code = sweep.execute(["sleep", "30"], str(tmp_path / "c"), {})
+            code = executors.execute(["sleep", "30"], str(tmp_path / "c"), {})
         finally:
-            sweep._STOPPING.clear()
+            executors._STOPPING.clear()
     assert code == -signal.SIGTERM
     with pytest.raises(ValueError, match=r"--parallel=-1: expected >= 0"):
-        sweep._slots(-1)
+        executors._slots(-1)
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    assert sweep._cpu_cores() == 3
+    assert executors._cpu_cores() == 3
 
 
 def test_main_passes_the_launcher_its_parameters_and_exits_naming_failed_runs(
@@ -1134,7 +1136,7 @@ def test_main_passes_the_launcher_its_parameters_and_exits_naming_failed_runs(
     err = refused(capsys, sweep.main, ["prog"])
     assert err == "launch.sweep: --config and --workdir are required\n"
     sweep.flags.FLAGS.config = SMOKE
-    run = sweep.Run("a", tmp_path / "a", {}, ("python",))
+    run = plan.Run("a", tmp_path / "a", {}, ("python",))
     monkeypatch.setattr(sweep, "plan_runs", lambda *args: [run])
     calls = []
     monkeypatch.setattr(sweep, "run_submitit", lambda *args: calls.append(args[1:]) or [run])
@@ -1224,7 +1226,7 @@ def test_report_edges_sweep_json_blank_cells_and_main(tmp_path, monkeypatch, cap
             report.load_runs(tmp_path)
         if said.startswith("not"):
             with pytest.raises(ValueError, match=rf"{tmp_path}/sweep.json: {said}"):
-                sweep._recorded_commands(tmp_path)
+                record._recorded_commands(tmp_path)
     nested = {"steps": 5, "adding": {"loss": 1.5, "loss_std": 0.5, "per_seed": {"loss": [1, 2]}}}
     assert report.flatten_final(nested) == {"steps": [5.0], "adding.loss": [1.0, 2.0]}
     assert [report.format_number(v) for v in (123456.0, 1.234e-4, 0.0, math.inf)] == [

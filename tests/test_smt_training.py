@@ -14,7 +14,7 @@ from nltk.translate import AlignedSent, IBMModel1
 from experiments import smt_baseline
 from experiments.configs import smt_baseline as smt_configs
 from experiments.ibm_models import PositionalIBMModel1, PositionalIBMModel2
-from launch import sweep
+from launch import plan
 from rnn_jax.data.readers import DataFormatError
 from rnn_jax.train import cli
 
@@ -201,7 +201,7 @@ def test_the_weight_sweep_scores_on_val_not_test(tmp_path):
     """`get_sweep` is a grid to choose the word penalty and LM weight from; the config scores
     test2016, so before review 22 every point of it was scored (and chosen) on test."""
     assert smt_configs.get_config("quick").smt.eval_split == "test"
-    runs = sweep.plan_runs("experiments/configs/smt_baseline.py:quick", tmp_path)
+    runs = plan.plan_runs("experiments/configs/smt_baseline.py:quick", tmp_path)
     assert len(runs) == 6
     for run in runs:
         assert run.overrides["smt.eval_split"] == "valid", run.overrides

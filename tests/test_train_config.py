@@ -510,7 +510,7 @@ def test_an_experiment_that_trains_nothing_needs_no_training_keys():
     `trains=False` only the process's rules and the experiment's apply; the training rules
     would name every key it lacks; the sweep check reads the module's TRAINS."""
     from experiments import smt_baseline
-    from launch import sweep
+    from launch import plan
 
     spec = "experiments/configs/smt_baseline.py:smoke"
     assert smt_baseline.TRAINS is False
@@ -520,10 +520,10 @@ def test_an_experiment_that_trains_nothing_needs_no_training_keys():
         cfg.validate(config, smt_baseline.RULES)
     with pytest.raises(ValueError, match=r"malloc='mmap': must be one of"):
         cli.load_config(spec, {"malloc": "mmap"}, smt_baseline.RULES, trains=False)
-    sweep.check_rules(config, "smt_baseline", {"smt.word_penalty": -0.5})
+    plan.check_rules(config, "smt_baseline", {"smt.word_penalty": -0.5})
     bad_point = r"(?s)sweep point .*smt.stack_size=0: must be an integer >= 1"
     with pytest.raises(ValueError, match=bad_point):
-        sweep.check_rules(config, "smt_baseline", {"smt.stack_size": 0})
+        plan.check_rules(config, "smt_baseline", {"smt.stack_size": 0})
 
 
 def test_an_unknown_override_key_is_named_with_its_section():
