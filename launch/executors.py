@@ -37,7 +37,7 @@ _STOPPING = threading.Event()
 
 def execute(command: Sequence[str], workdir: str, env_update: Mapping[str, str]) -> int:
     """Runs one experiment command, output to workdir/log.txt; returns its exit code, or
-    RUN_IN_USE without running it when another process holds the run's lock (`_lock_run`):
+    RUN_IN_USE without running it when another process holds the run's lock (`lock_run`):
     two sweeps in one root trained the same run in one workdir at once. The experiment
     inherits the lock, so it stays held while the experiment lives, even if the sweep is
     killed. Module-level so that submitit can pickle it."""

@@ -28,12 +28,12 @@ from typing import Any
 from absl import flags
 
 from launch.points import expand_sweep, setting_key
+from rnn_jax.files import RESULTS_FILE
 from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import config_file
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS_FILE = "results.json"
 # The longest run directory name, in bytes: NAME_MAX of Linux's common filesystems (ext4, XFS,
 # Btrfs, NFS, Lustre). Names up to it are kept as they were, so existing roots still resume.
 MAX_RUN_NAME = 255

@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 
 from launch.points import setting_key
+from launch.record import SWEEP_FILE
 from rnn_jax.exits import refuse
-from rnn_jax.files import write_text_atomic
+from rnn_jax.files import RESULTS_FILE, write_text_atomic
 
-RESULTS_FILE = "results.json"
-SWEEP_FILE = "sweep.json"
 CURVE_KEY = "train_loss"
 
 

@@ -88,6 +88,7 @@ def check_workdir(workdir: str) -> None:
         ) from None
 
 
+RESULTS_FILE = "results.json"  # a run's results; its presence means the run is done
 LOCK_FILE = "run.lock"  # flock'ed while a launcher's experiment runs in a workdir (`lock_run`)
 
 

@@ -32,11 +32,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from rnn_jax.files import write_bytes_atomic, write_text_atomic
+from rnn_jax.files import RESULTS_FILE, write_bytes_atomic, write_text_atomic
 from rnn_jax.hardware import cpu_description
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy")
-RESULTS_FILE = "results.json"  # a run's results; its presence means the run is done
 
 
 class MetricsWriter:
