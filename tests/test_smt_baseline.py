@@ -1,9 +1,10 @@
-"""experiments.smt_baseline: the pieces written here (grow-diag-final-and, the distortion
-limit, the LM adapter, the decoder's search: recombination, stacks, Moses's reordering
-constraint) against hand-worked values, brute force, nltk.lm and nltk's own search; a tiny
-corpus whose seen sentence must come back exactly; the smoke run end to end; a bad config
-value; phrase extraction against brute force (and nltk's, which breaks consistency); the
-lexical weights against hand-worked values and their matrix form."""
+"""experiments.smt_baseline and its modules (smt_phrases, smt_reordering, smt_language_model,
+smt_decoder, smt_system, smt_baseline_report): the pieces written here (grow-diag-final-and,
+the distortion limit, the LM adapter, the decoder's search: recombination, stacks, Moses's
+reordering constraint) against hand-worked values, brute force, nltk.lm and nltk's own
+search; a tiny corpus whose seen sentence must come back exactly; the smoke run end to end; a
+bad config value; phrase extraction against brute force (and nltk's, which breaks
+consistency); the lexical weights against hand-worked values and their matrix form."""
 
 import functools
 import itertools
@@ -21,7 +22,15 @@ from nltk.translate.gdfa import grow_diag_final_and as nltk_grow_diag_final_and
 from nltk.translate.phrase_based import phrase_extraction
 from nltk.translate.stack_decoder import _Hypothesis, _Stack
 
-from experiments import smt_baseline
+from experiments import (
+    smt_baseline,
+    smt_baseline_report,
+    smt_decoder,
+    smt_language_model,
+    smt_phrases,
+    smt_reordering,
+    smt_system,
+)
 from experiments.configs import smt_baseline as smt_configs
 from experiments.kneser_ney import KneserNeyLM
 from rnn_jax.train import cli
@@ -41,7 +50,7 @@ def test_grow_diag_final_and_by_hand():
     forward = {(0, 0), (1, 1), (3, 0)}
     backward = {(0, 0), (1, 1), (2, 2), (1, 2)}
     expected = {(0, 0), (1, 1), (1, 2), (2, 2)}
-    assert smt_baseline.grow_diag_final_and(4, 3, forward, backward) == expected
+    assert smt_phrases.grow_diag_final_and(4, 3, forward, backward) == expected
     # Why it is written here: nltk 3.10.4's returns the union (its "not aligned" tests always
     # pass), (3, 0) included.
     union = sorted(forward | backward)
@@ -49,13 +58,13 @@ def test_grow_diag_final_and_by_hand():
     # The "diag": (1,1) only neighbours (0,0) diagonally and has target 1 aligned (by (3,1)),
     # so only diagonal growth adds it (final-and needs both words unaligned).
     forward, backward = {(0, 0), (3, 1), (1, 1)}, {(0, 0), (3, 1)}
-    assert smt_baseline.grow_diag_final_and(4, 2, forward, backward) == forward
+    assert smt_phrases.grow_diag_final_and(4, 2, forward, backward) == forward
 
 
 def test_final_and_adds_only_points_whose_words_are_both_unaligned():
     # (2,2) joins in the final step (no neighbour of (0,0)); (2,3) then has source 2 aligned.
     forward, backward = {(0, 0), (2, 2), (2, 3)}, {(0, 0)}
-    assert smt_baseline.grow_diag_final_and(3, 4, forward, backward) == {(0, 0), (2, 2)}
+    assert smt_phrases.grow_diag_final_and(3, 4, forward, backward) == {(0, 0), (2, 2)}
 
 
 def test_grow_diag_final_and_properties_on_random_alignments():
@@ -69,7 +78,7 @@ def test_grow_diag_final_and_properties_on_random_alignments():
         grid = [(i, j) for i in range(source_length) for j in range(target_length)]
         forward = {p for p in grid if rng.random() < 0.3}
         backward = {p for p in grid if rng.random() < 0.3}
-        result = smt_baseline.grow_diag_final_and(source_length, target_length, forward, backward)
+        result = smt_phrases.grow_diag_final_and(source_length, target_length, forward, backward)
         assert forward & backward <= result <= forward | backward
         sources, targets = {i for i, _ in result}, {j for _, j in result}
         for i, j in (forward | backward) - result:
@@ -101,7 +110,7 @@ def test_consistent_phrase_pairs_equal_brute_force(max_length):
             for j in range(target_length)
             if rng.random() < 0.25
         }
-        got = smt_baseline.consistent_phrase_pairs(
+        got = smt_phrases.consistent_phrase_pairs(
             source_length, target_length, alignment, max_length
         )
         assert len(got) == len(set(got))
@@ -129,7 +138,7 @@ def test_nltk_phrase_extraction_returns_inconsistent_pairs_and_ours_does_not():
     }
     expected = _brute_force_phrase_pairs(len(source.split()), len(target.split()), alignment, 4)
     assert (6, 9, 5, 9) in nltk_pairs - expected  # "justin bieber ." -> "... bieber" (no ".")
-    ours = smt_baseline.consistent_phrase_pairs(
+    ours = smt_phrases.consistent_phrase_pairs(
         len(source.split()), len(target.split()), alignment, 4
     )
     assert set(ours) == expected
@@ -148,8 +157,8 @@ def test_lexical_translation_by_hand():
     """Links: das-the 2, haus-house 3, haus-the 1, ein-NULL 1, NULL-a 1, so w(e|f) divides
     by das 2, haus 4, ein 1, NULL 1 and w(f|e) by the 3, house 3, a 1, NULL 1."""
     pairs, alignments = zip(*LEXICAL_PAIRS, strict=True)
-    e_given_f, f_given_e = smt_baseline.lexical_translation(pairs, alignments)
-    NULL = smt_baseline.NULL
+    e_given_f, f_given_e = smt_phrases.lexical_translation(pairs, alignments)
+    NULL = smt_phrases.NULL
     assert e_given_f == pytest.approx(
         {("das", "the"): 1.0, ("haus", "house"): 0.75, ("haus", "the"): 0.25, (NULL, "a"): 1.0}
     )
@@ -170,7 +179,7 @@ def test_extract_phrases_lexical_weights_by_hand():
     assert lexical[both] == pytest.approx((math.log(0.75), math.log(2 / 3)))
     assert lexical[("ein", "haus"), ("a", "house")] == pytest.approx((math.log(0.75), 0.0))
     assert set(lexical) == set(counts)
-    features = smt_baseline.phrase_features(counts, lexical)
+    features = smt_phrases.phrase_features(counts, lexical)
     assert features[both] == pytest.approx((0.0, 0.0, math.log(0.75), math.log(2 / 3)))
 
 
@@ -195,7 +204,7 @@ def test_lexical_weight_equals_the_link_matrix_formula():
             else math.log(table[None, words[i]])
             for i in range(len(words))
         )
-        got = smt_baseline.lexical_weight(words, given, alignment, table)
+        got = smt_phrases.lexical_weight(words, given, alignment, table)
         assert got == pytest.approx(expected)
 
 
@@ -207,7 +216,7 @@ def test_training_orientations_by_hand():
     is monotone both ways (a-w before, d-z after)."""
     pair = {"source": "a b c d".split(), "target": "w x y z".split()}
     alignment = {(0, 0), (1, 2), (2, 1), (3, 3)}
-    M, S, D = smt_baseline.MONOTONE, smt_baseline.SWAP, smt_baseline.DISCONTINUOUS
+    M, S, D = smt_reordering.MONOTONE, smt_reordering.SWAP, smt_reordering.DISCONTINUOUS
     expected = {
         (("a",), ("w",)): (M, D),
         (("b",), ("y",)): (S, D),
@@ -219,7 +228,7 @@ def test_training_orientations_by_hand():
         s0 = pair["source"].index(key[0][0])
         t0 = pair["target"].index(key[1][0])
         spans = (s0, s0 + len(key[0]), t0, t0 + len(key[1]))
-        assert smt_baseline.training_orientations(alignment, 4, 4, spans) == (backward, forward)
+        assert smt_reordering.training_orientations(alignment, 4, 4, spans) == (backward, forward)
     orientations = smt_baseline.extract_phrases([pair], [alignment], 4).orientations
     for key, (backward, forward) in expected.items():
         want = np.zeros((2, 3))
@@ -228,7 +237,7 @@ def test_training_orientations_by_hand():
 
 
 def test_decoding_orientation_cases():
-    M, S, D = smt_baseline.MONOTONE, smt_baseline.SWAP, smt_baseline.DISCONTINUOUS
+    M, S, D = smt_reordering.MONOTONE, smt_reordering.SWAP, smt_reordering.DISCONTINUOUS
     cases = {
         ((), (0, 2)): M,  # the first phrase opens the sentence
         ((), (1, 2)): D,
@@ -238,14 +247,14 @@ def test_decoding_orientation_cases():
         ((2, 4), (5, 6)): D,
     }
     for (previous, span), orientation in cases.items():
-        assert smt_baseline.decoding_orientation(previous, span) == orientation
+        assert smt_reordering.decoding_orientation(previous, span) == orientation
 
 
 def test_reordering_model_estimate_by_hand():
     """Two pairs' counts; priors (summed counts + 0.5 each): backward 2.5, 0.5, 1.5 of 4.5,
     forward a third each. The first pair's backward monotone: (2 + 0.5 * 2.5 / 4.5) / 2.5."""
     counts = {"one": np.array([[2.0, 0, 0], [0, 1, 1]]), "two": np.array([[0.0, 0, 1], [1, 0, 0]])}
-    model = smt_baseline.ReorderingModel.estimate(counts, smoothing=0.5)
+    model = smt_reordering.ReorderingModel.estimate(counts, smoothing=0.5)
     assert np.exp(model.prior_backward) == pytest.approx([2.5 / 4.5, 0.5 / 4.5, 1.5 / 4.5])
     assert np.exp(model.prior_forward) == pytest.approx([1 / 3] * 3)
     assert np.exp(model.backward["one"]) == pytest.approx([0.91111111, 0.02222222, 0.06666667])
@@ -255,7 +264,7 @@ def test_reordering_model_estimate_by_hand():
     for table in (model.backward, model.forward):
         for logs in table.values():
             assert np.exp(logs).sum() == pytest.approx(1.0)
-    assert model.backward_score("unseen", smt_baseline.SWAP) == model.prior_backward[1]
+    assert model.backward_score("unseen", smt_reordering.SWAP) == model.prior_backward[1]
 
 
 def _hypothesis(span):
@@ -264,7 +273,7 @@ def _hypothesis(span):
 
 def test_distortion_score_limit_and_first_phrase():
     table = PhraseTable()
-    decoder = smt_baseline.DistortionLimitedDecoder(table, None, 0.5, distortion_limit=2)
+    decoder = smt_decoder.DistortionLimitedDecoder(table, None, 0.5, distortion_limit=2)
     log_half = math.log(0.5)
     assert decoder.distortion_score(_hypothesis(()), (0, 1)) == 0.0
     assert decoder.distortion_score(_hypothesis(()), (2, 3)) == pytest.approx(2 * log_half)
@@ -289,7 +298,7 @@ def _trigram_model(unk_cutoff=2):
 def test_decoder_language_model_matches_nltk_lm():
     model = _trigram_model()
     weight = 0.7
-    adapter = smt_baseline.DecoderLanguageModel(model, weight)
+    adapter = smt_language_model.DecoderLanguageModel(model, weight)
     previous = _Hypothesis(trg_phrase=("a",), previous=_Hypothesis())
     hypothesis = _Hypothesis(trg_phrase=("b",), previous=previous)  # output so far: a b
     phrase = ("c", "d", "zz")  # zz: unseen, the LM's <UNK>
@@ -307,7 +316,7 @@ def test_decoder_language_model_matches_nltk_lm():
     # floored, so that a passed-through word costs much but not -inf.
     strict = _trigram_model(unk_cutoff=1)
     assert strict.score("zz") == 0.0
-    floored = smt_baseline.DecoderLanguageModel(strict, 1.0).probability(("zz",))
+    floored = smt_language_model.DecoderLanguageModel(strict, 1.0).probability(("zz",))
     assert floored == pytest.approx(math.log(1e-300))
 
 
@@ -319,7 +328,7 @@ def test_phrase_probability_without_history_conditions_on_every_earlier_word(ord
     word of a phrase to one word under a 4-gram (and of the fourth under a 5-gram)."""
     model = KneserNeyLM.estimate(SENTENCES, order)
     phrase = ("c", "d", "a", "b", "c")
-    adapter = smt_baseline.DecoderLanguageModel(model, 0.7)
+    adapter = smt_language_model.DecoderLanguageModel(model, 0.7)
     assert adapter.probability(phrase) == pytest.approx(0.7 * _alone_log_probability(model, phrase))
 
 
@@ -343,8 +352,8 @@ def test_reference_perplexity_is_the_lms_per_token_perplexity():
             math.log(model.score(words[i], tuple(words[max(i - 2, 0) : i])))
             for i in range(1, len(words))
         )
-    perplexity, left_out = smt_baseline.reference_perplexity(
-        smt_baseline.DecoderLanguageModel(model, 0.3), pairs
+    perplexity, left_out = smt_language_model.reference_perplexity(
+        smt_language_model.DecoderLanguageModel(model, 0.3), pairs
     )
     assert perplexity == pytest.approx(math.exp(-log_probability / 7)) and left_out == 0
     # nltk's Witten-Bell gives <UNK> probability 0 when no training word was cut to it: "zz"
@@ -355,8 +364,8 @@ def test_reference_perplexity_is_the_lms_per_token_perplexity():
     pair = {"source": ["x"], "target": ["a", "zz", "b"]}
     scored = [("a", ("<s>", "<s>")), ("b", ("a", "zz")), ("</s>", ("zz", "b"))]
     expected = math.exp(-sum(math.log(witten_bell.score(w, c)) for w, c in scored) / 3)
-    perplexity, left_out = smt_baseline.reference_perplexity(
-        smt_baseline.DecoderLanguageModel(witten_bell, 1.0), [pair]
+    perplexity, left_out = smt_language_model.reference_perplexity(
+        smt_language_model.DecoderLanguageModel(witten_bell, 1.0), [pair]
     )
     assert perplexity == pytest.approx(expected) and left_out == 1
 
@@ -365,11 +374,11 @@ def test_witten_bell_unigram_counts_the_sentence_end_as_kneser_ney_does():
     """nltk's `padded_everygram_pipeline(1, ...)` pads nothing: `</s>` had probability 0, the
     decoder's sentence end scored at the floor (log 1e-300), one token per sentence left out
     of the perplexity. Now one `</s>` per sentence is counted: P(</s>) = 5 / (18 words + 5)."""
-    unigram = smt_baseline.witten_bell(SENTENCES, 1, 1)
+    unigram = smt_language_model.witten_bell(SENTENCES, 1, 1)
     assert unigram.score("</s>") == pytest.approx(5 / 23)
     pair = {"source": ["x"], "target": ["a", "b"]}
-    perplexity, left_out = smt_baseline.reference_perplexity(
-        smt_baseline.DecoderLanguageModel(unigram, 1.0), [pair]
+    perplexity, left_out = smt_language_model.reference_perplexity(
+        smt_language_model.DecoderLanguageModel(unigram, 1.0), [pair]
     )
     assert left_out == 0 and perplexity == pytest.approx((6 / 23 * 5 / 23 * 5 / 23) ** (-1 / 3))
 
@@ -382,7 +391,7 @@ def test_witten_bell_pads_one_start_and_end_and_sums_to_one_over_what_it_predict
     of the 18 + 10 (order - 1) unigram counts, so the words a context can be followed by
     summed to 0.41-0.97 here. A history of order - 1 `<s>` (the decoder's padding) backs off
     to one."""
-    model = smt_baseline.witten_bell(SENTENCES, order, 2)
+    model = smt_language_model.witten_bell(SENTENCES, order, 2)
     assert model.score("</s>") == pytest.approx(5 / 23) and model.score("<s>") == 0.0
     predictable = sorted(set(model.vocab) - {"<s>"})  # <UNK> (e, seen once) included
     contexts = [(), ("<s>",), ("<s>",) * 3, ("<s>", "a"), ("a", "b"), ("zz", "c"), ("d",)]
@@ -397,10 +406,10 @@ def test_memoised_witten_bell_weights_leave_scores_unchanged():
     """The adapter memoises nltk's γ(context) on the model it wraps: every score stays a fresh
     model's, and wrapping the model again does not memoise twice."""
     wrapped, fresh = _trigram_model(), _trigram_model()
-    smt_baseline.DecoderLanguageModel(wrapped, 1.0)
+    smt_language_model.DecoderLanguageModel(wrapped, 1.0)
     gamma = wrapped.estimator._gamma
     assert hasattr(gamma, "cache_info")
-    smt_baseline.DecoderLanguageModel(wrapped, 0.5)
+    smt_language_model.DecoderLanguageModel(wrapped, 0.5)
     assert wrapped.estimator._gamma is gamma
     words = [*"abcde", "zz", "</s>"]
     for context in [(), ("<s>", "<s>"), ("<s>", "a"), ("a", "b"), ("zz", "c"), ("d",)] * 2:
@@ -412,11 +421,11 @@ def test_memoised_witten_bell_weights_leave_scores_unchanged():
 def test_sentence_end_is_scored_when_an_expansion_completes_the_translation():
     model = _trigram_model()
     weight = 0.5
-    language_model = smt_baseline.DecoderLanguageModel(model, weight)
+    language_model = smt_language_model.DecoderLanguageModel(model, weight)
     table = PhraseTable()
     table.add(("x",), ("a",), -1.0)
     table.add(("y",), ("b",), -2.0)
-    decoder = smt_baseline.DistortionLimitedDecoder(table, language_model, 0.5, 6)
+    decoder = smt_decoder.DistortionLimitedDecoder(table, language_model, 0.5, 6)
     decoder.sentence_length = 2
     start = _Hypothesis()
     partial = decoder.expansion_score(start, table.translations_for(("x",))[0], (0, 1))
@@ -470,8 +479,8 @@ def test_smoke_run_writes_results_table_and_answer(smoke_run):
     config, workdir = smoke_run
     from rnn_jax.metrics import corpus_bleu
 
-    outputs = (workdir / smt_baseline.TRANSLATIONS_FILE).read_text().split("\n")[:-1]
-    references = (workdir / smt_baseline.REFERENCES_FILE).read_text().split("\n")[:-1]
+    outputs = (workdir / smt_baseline_report.TRANSLATIONS_FILE).read_text().split("\n")[:-1]
+    references = (workdir / smt_baseline_report.REFERENCES_FILE).read_text().split("\n")[:-1]
     assert len(outputs) == len(references) == 20
     bleu = json.loads((workdir / "results.json").read_text())["final"]["bleu"]
     assert corpus_bleu(outputs, references, "none") == pytest.approx(bleu)
@@ -485,7 +494,7 @@ def test_smoke_run_writes_results_table_and_answer(smoke_run):
     assert "|---|" in table and f"{final['bleu']:.4g}" in table
     answer = smt_baseline.answers(workdir)[16]
     assert f"{final['bleu']:.2f} BLEU" in answer and "300 Multi30k pairs" in answer
-    lm = f"{smt_baseline.LM_NAMES[config.smt.lm_smoothing]} {config.smt.lm_order}-gram"
+    lm = f"{smt_language_model.LM_NAMES[config.smt.lm_smoothing]} {config.smt.lm_order}-gram"
     assert f"{lm} LM" in answer and f"{lm} LM over" in table
     # The smoke variant tunes (one MERT iteration on 10 val pairs): two decodes, the kept
     # weights those of the better one, and the run's test outputs decoded with them.
@@ -569,15 +578,17 @@ def test_answer_compares_with_the_nmt_run_beside_it_on_the_same_pairs(smoke_run,
     # With the NMT point's outputs beside it (seed 0: the references themselves; seed 1: the
     # SMT's own output), the answer adds a paired test per seed; on other references, none.
     smt_dir = tmp_path / "smt_baseline"
-    for name in (smt_baseline.TRANSLATIONS_FILE, smt_baseline.REFERENCES_FILE):
+    for name in (smt_baseline_report.TRANSLATIONS_FILE, smt_baseline_report.REFERENCES_FILE):
         (smt_dir / name).write_text((workdir / name).read_text())
-    references = (workdir / smt_baseline.REFERENCES_FILE).read_text()
+    references = (workdir / smt_baseline_report.REFERENCES_FILE).read_text()
     assert len(references.splitlines()) == 20
     point_dir = tmp_path / "exposure_bias" / "points" / "multi30k-teacher_forcing"
     point_dir.mkdir(parents=True)
     (point_dir / "refs.txt").write_text(references)
     (point_dir / "beam0.txt").write_text(references)
-    (point_dir / "beam1.txt").write_text((workdir / smt_baseline.TRANSLATIONS_FILE).read_text())
+    (point_dir / "beam1.txt").write_text(
+        (workdir / smt_baseline_report.TRANSLATIONS_FILE).read_text()
+    )
     points["multi30k-teacher_forcing"]["translations"] = {
         "references": "refs.txt",
         "beam": ["beam0.txt", "beam1.txt"],
@@ -660,15 +671,15 @@ def _reordering_score(sentence, order, phrases, model, weights):
     for k, (start, stop) in enumerate(order):
         before = order[k - 1] if k else None
         if start == (before[1] if before else 0):
-            orientation = smt_baseline.MONOTONE
+            orientation = smt_reordering.MONOTONE
         elif before is not None and stop == before[0]:
-            orientation = smt_baseline.SWAP
+            orientation = smt_reordering.SWAP
         else:
-            orientation = smt_baseline.DISCONTINUOUS
+            orientation = smt_reordering.DISCONTINUOUS
         backward += model.backward.get(pairs[k], model.prior_backward)[orientation]
         if k:
             forward += model.forward.get(pairs[k - 1], model.prior_forward)[orientation]
-    end = smt_baseline.MONOTONE if order[-1][1] == len(sentence) else smt_baseline.DISCONTINUOUS
+    end = smt_reordering.MONOTONE if order[-1][1] == len(sentence) else smt_reordering.DISCONTINUOUS
     forward += model.forward.get(pairs[-1], model.prior_forward)[end]
     return weights[0] * backward + weights[1] * forward
 
@@ -708,8 +719,8 @@ def test_decoder_with_a_large_stack_finds_the_brute_force_best(seed):
     distortion and word-penalty terms, the sentence end, the distortion limit) are exact."""
     sentence, table, limit, factor, word_penalty = _random_case(seed)
     model, weight, expected = _trigram_model(), 0.7, _random_case_best(seed)
-    decoder = smt_baseline.DistortionLimitedDecoder(
-        table, smt_baseline.DecoderLanguageModel(model, weight), factor, limit
+    decoder = smt_decoder.DistortionLimitedDecoder(
+        table, smt_language_model.DecoderLanguageModel(model, weight), factor, limit
     )
     decoder.word_penalty = word_penalty
     _assert_unpruned_search_finds(decoder, sentence, expected)
@@ -722,8 +733,8 @@ def test_decoder_with_a_kneser_ney_4gram_finds_the_brute_force_best(seed):
     sentence, table, limit, factor, word_penalty = _random_case(seed)
     model, weight = KneserNeyLM.estimate(SENTENCES, 4, unk_cutoff=2), 0.7
     expected = _brute_force_best(sentence, table, model, weight, limit, factor, word_penalty)
-    decoder = smt_baseline.DistortionLimitedDecoder(
-        table, smt_baseline.DecoderLanguageModel(model, weight), factor, limit
+    decoder = smt_decoder.DistortionLimitedDecoder(
+        table, smt_language_model.DecoderLanguageModel(model, weight), factor, limit
     )
     decoder.word_penalty = word_penalty
     _assert_unpruned_search_finds(decoder, sentence, expected)
@@ -761,7 +772,7 @@ def _random_reordering(seed, table, sentence):
                     backward[phrase, option.trg_phrase] = logs()
                 if rng.random() < 0.8:
                     forward[phrase, option.trg_phrase] = logs()
-    model = smt_baseline.ReorderingModel(backward, forward, logs(), logs())
+    model = smt_reordering.ReorderingModel(backward, forward, logs(), logs())
     weights = tuple(np.random.default_rng(seed + 100).uniform(0.2, 1.5, size=2).tolist())
     return model, weights
 
@@ -776,8 +787,8 @@ def test_decoder_with_lexicalised_reordering_finds_the_brute_force_best(seed):
     expected = _brute_force_best(
         sentence, table, model, weight, limit, factor, word_penalty, reordering, weights
     )
-    decoder = smt_baseline.DistortionLimitedDecoder(
-        table, smt_baseline.DecoderLanguageModel(model, weight), factor, limit, reordering
+    decoder = smt_decoder.DistortionLimitedDecoder(
+        table, smt_language_model.DecoderLanguageModel(model, weight), factor, limit, reordering
     )
     decoder.reordering_weights, decoder.word_penalty = weights, word_penalty
     _assert_unpruned_search_finds(decoder, sentence, expected)
@@ -803,10 +814,10 @@ def test_brute_force_cases_reorder():
 
 
 def _chain(*steps):
-    """A `smt_baseline.Hypothesis` built from (span, target phrase, raw score) steps."""
-    hypothesis = smt_baseline.Hypothesis()
+    """A `smt_decoder.Hypothesis` built from (span, target phrase, raw score) steps."""
+    hypothesis = smt_decoder.Hypothesis()
     for span, phrase, score in steps:
-        hypothesis = smt_baseline.Hypothesis(score, span, tuple(phrase.split()), hypothesis)
+        hypothesis = smt_decoder.Hypothesis(score, span, tuple(phrase.split()), hypothesis)
     return hypothesis
 
 
@@ -823,8 +834,8 @@ def test_hypothesis_caches_agree_with_nltk_chain_walk():
 
 
 def test_recombination_state_is_coverage_lm_history_and_last_end():
-    decoder = smt_baseline.DistortionLimitedDecoder(
-        PhraseTable(), smt_baseline.DecoderLanguageModel(_trigram_model(), 1.0), 0.5, 6
+    decoder = smt_decoder.DistortionLimitedDecoder(
+        PhraseTable(), smt_language_model.DecoderLanguageModel(_trigram_model(), 1.0), 0.5, 6
     )
     two_phrases = _chain(((0, 1), "x a", -1.0), ((1, 2), "b", -2.0))
     one_phrase = _chain(((0, 2), "y a b", -5.0))
@@ -840,7 +851,7 @@ def test_recombination_state_is_coverage_lm_history_and_last_end():
     # Kneser-Ney: the longest suffix of the last words seen as a context, so outputs that
     # differ only where the model cannot see recombine.
     kneser_ney = KneserNeyLM.estimate(SENTENCES, 4)
-    decoder.language_model = smt_baseline.DecoderLanguageModel(kneser_ney, 1.0)
+    decoder.language_model = smt_language_model.DecoderLanguageModel(kneser_ney, 1.0)
     assert decoder.recombination_state(two_phrases) == (0b11, ("a", "b"), 2)  # "x a b" unseen
     assert decoder.recombination_state(_chain(((0, 2), "e e a b", -1.0))) == (0b11, ("a", "b"), 2)
     assert decoder.recombination_state(_chain(((0, 2), "c d a b", -1.0))) == (
@@ -856,7 +867,7 @@ def test_recombining_stack_keeps_the_better_of_two_equivalent_hypotheses():
     worse, better = _chain(((0, 2), "a b", -5.0)), _chain(((0, 2), "a b", -3.0))
     other = _chain(((0, 2), "c b", -9.0))
     for first, second in ((worse, better), (better, worse)):
-        stack = smt_baseline.RecombiningStack()
+        stack = smt_decoder.RecombiningStack()
         stack.push("state", first)
         stack.push("state", second)
         stack.push("other state", other)
@@ -865,11 +876,11 @@ def test_recombining_stack_keeps_the_better_of_two_equivalent_hypotheses():
     # Ties keep the first pushed; ranking uses score() = raw + future score.
     tied, late = _chain(((0, 2), "a b", -3.0)), _chain(((0, 2), "a b", -4.0))
     late.future_score = 2.0
-    stack = smt_baseline.RecombiningStack()
+    stack = smt_decoder.RecombiningStack()
     for hypothesis in (better, tied, late):
         stack.push("state", hypothesis)
     assert stack.pruned(10) == [late]
-    stack = smt_baseline.RecombiningStack()
+    stack = smt_decoder.RecombiningStack()
     stack.push("state", better)
     stack.push("state", tied)
     assert stack.pruned(10) == [better]
@@ -881,7 +892,7 @@ def test_recombining_stack_prunes_like_nltk_stack():
     rng = random.Random(1)
     for size, threshold in ((3, 0.0), (5, 0.2), (100, 0.5), (1, 0.0)):
         hypotheses = [_chain(((0, 1), "a", -rng.choice([0.5, 1.0, 2.0, 3.0]))) for _ in range(20)]
-        stack, reference = smt_baseline.RecombiningStack(), _Stack(size, threshold)
+        stack, reference = smt_decoder.RecombiningStack(), _Stack(size, threshold)
         for hypothesis in hypotheses:
             stack.push(hypothesis, hypothesis)  # every hypothesis its own state
             reference.push(hypothesis)
@@ -889,7 +900,7 @@ def test_recombining_stack_prunes_like_nltk_stack():
 
 
 def test_reorderable_is_the_distortion_limit_and_moses_first_gap_rule():
-    decoder = smt_baseline.DistortionLimitedDecoder(PhraseTable(), None, 0.5, distortion_limit=2)
+    decoder = smt_decoder.DistortionLimitedDecoder(PhraseTable(), None, 0.5, distortion_limit=2)
     start = _chain()
     assert decoder.reorderable(start, (1, 2))  # jump 1, then 2 back to word 0
     assert not decoder.reorderable(start, (2, 3))  # jump 2, but 3 back to word 0: dead end
@@ -945,8 +956,8 @@ def test_future_cost_table_scores_target_phrases_by_their_definition(seed):
     out the word penalty that every expansion pays."""
     sentence, table, _, factor, word_penalty = _random_case(seed)
     for model in (_trigram_model(), KneserNeyLM.estimate(SENTENCES, 4, unk_cutoff=2)):
-        decoder = smt_baseline.DistortionLimitedDecoder(
-            table, smt_baseline.DecoderLanguageModel(model, 0.7), factor, 6
+        decoder = smt_decoder.DistortionLimitedDecoder(
+            table, smt_language_model.DecoderLanguageModel(model, 0.7), factor, 6
         )
         decoder.word_penalty = word_penalty
         got = decoder.compute_future_scores(tuple(sentence))
@@ -1048,8 +1059,8 @@ def test_set_weights_rejects_a_vector_of_the_wrong_length(tiny_system):
 
 def test_config_weights_are_the_decoders_defaults():
     smt = smt_configs.get_config("quick").smt
-    weights = smt_baseline.config_weights(smt)
-    assert dict(zip(smt_baseline.FEATURES, weights, strict=True)) == pytest.approx(
+    weights = smt_system.config_weights(smt)
+    assert dict(zip(smt_system.FEATURES, weights, strict=True)) == pytest.approx(
         {
             "log φ(e|f)": smt.weight_forward,
             "log φ(f|e)": smt.weight_backward,

@@ -11,7 +11,7 @@ import random
 import pytest
 from nltk.translate import AlignedSent, IBMModel1
 
-from experiments import smt_baseline
+from experiments import smt_baseline, smt_phrases, smt_reordering
 from experiments.configs import smt_baseline as smt_configs
 from experiments.ibm_models import PositionalIBMModel1, PositionalIBMModel2
 from launch import plan
@@ -114,7 +114,7 @@ def test_word_alignments_symmetrise_em_alignments_of_both_directions():
     _, _, forward = _em_ibm12([(p["target"], p["source"]) for p in corpus], 2)
     _, _, backward = _em_ibm12([(p["source"], p["target"]) for p in corpus], 2)
     expected = [
-        smt_baseline.grow_diag_final_and(
+        smt_phrases.grow_diag_final_and(
             len(p["source"]),
             len(p["target"]),
             {(s, t) for t, s in f if s is not None},
@@ -122,7 +122,7 @@ def test_word_alignments_symmetrise_em_alignments_of_both_directions():
         )
         for p, f, b in zip(corpus, forward, backward, strict=True)
     ]
-    assert smt_baseline.word_alignments(corpus, 2) == expected
+    assert smt_phrases.word_alignments(corpus, 2) == expected
 
 
 def _moses_is_aligned(alignment, source_length, target_length, fi, ei):
@@ -143,10 +143,10 @@ def _moses_msd(connected_left_top, connected_right_top):
     """Moses's `getOrientWordModel` for REO_MSD: mono only when the left-top corner alone is
     connected, swap only when the right-top corner alone is, otherwise "other"."""
     if connected_left_top and not connected_right_top:
-        return smt_baseline.MONOTONE
+        return smt_reordering.MONOTONE
     if not connected_left_top and connected_right_top:
-        return smt_baseline.SWAP
-    return smt_baseline.DISCONTINUOUS
+        return smt_reordering.SWAP
+    return smt_reordering.DISCONTINUOUS
 
 
 def _moses_orientations(alignment, source_length, target_length, spans):
@@ -174,13 +174,15 @@ def test_training_orientations_equal_moses_word_based_extraction():
         alignment = {
             (i, j) for i in range(source_length) for j in range(target_length) if rng.random() < 0.3
         }
-        for spans in smt_baseline.consistent_phrase_pairs(
+        for spans in smt_phrases.consistent_phrase_pairs(
             source_length, target_length, alignment, 4
         ):
             s0, s1, t0, t1 = spans
             both_sides += {(s0 - 1, t0 - 1), (s1, t0 - 1)} <= alignment
             both_sides += {(s1, t1), (s0 - 1, t1)} <= alignment
-            got = smt_baseline.training_orientations(alignment, source_length, target_length, spans)
+            got = smt_reordering.training_orientations(
+                alignment, source_length, target_length, spans
+            )
             assert got == _moses_orientations(alignment, source_length, target_length, spans), (
                 alignment,
                 spans,
@@ -192,8 +194,8 @@ def test_a_word_linked_on_both_sides_of_a_phrase_is_discontinuous():
     """ "did not go" -> "ging nicht": "ging" links to "did" and "go", so "not" -> "nicht" has a
     target word before it linked to the source words on both sides: Moses's "other"."""
     alignment = {(0, 0), (2, 0), (1, 1)}
-    D = smt_baseline.DISCONTINUOUS
-    backward, _ = smt_baseline.training_orientations(alignment, 3, 2, (1, 2, 1, 2))
+    D = smt_reordering.DISCONTINUOUS
+    backward, _ = smt_reordering.training_orientations(alignment, 3, 2, (1, 2, 1, 2))
     assert backward == D
 
 
@@ -223,7 +225,7 @@ def test_phrase_probabilities_are_normalised_in_their_own_direction():
             {(i, j) for i in range(len(source)) for j in range(len(target)) if rng.random() < 0.4}
         )
     extracted = smt_baseline.extract_phrases(pairs, alignments, 3)
-    features = smt_baseline.phrase_features(extracted.counts, extracted.lexical)
+    features = smt_phrases.phrase_features(extracted.counts, extracted.lexical)
     given_source, given_target = {}, {}
     for (source, target), (forward, backward, *_) in features.items():
         given_source[source] = given_source.get(source, 0.0) + math.exp(forward)
@@ -266,7 +268,7 @@ def test_phrase_table_keeps_the_best_translations_by_weighted_score():
         (("b", "c"), ("w",)): (-0.7, -0.3, -0.2, -0.1),
     }
     weights, phrase_weight = (0.5, 2.0, 1.0, -0.5), -0.3
-    table = smt_baseline.phrase_table(features, 2, weights, phrase_weight)
+    table = smt_phrases.phrase_table(features, 2, weights, phrase_weight)
 
     def score(f1, f2, f3, f4):
         return 0.5 * f1 + 2.0 * f2 + 1.0 * f3 - 0.5 * f4 - 0.3
