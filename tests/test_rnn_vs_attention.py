@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from experiments import rnn_vs_attention as rva
+from experiments import rnn_vs_attention_report as rva_report
 from rnn_jax.models.params import count_params
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
@@ -121,11 +122,11 @@ def test_equal_time_bits_is_nan_before_the_first_evaluation():
         _lm_point("gru", 10.0, LOSSES),
         _lm_point("transformer", 2.0, LOSSES),
     ]
-    bits = rva.equal_time_bits(rows)
+    bits = rva_report.equal_time_bits(rows)
     assert bits["lstm"] == pytest.approx(1.4 / math.log(2))
     assert bits["gru"] == pytest.approx((1.8 + 1.6) / 2 / math.log(2))
     assert math.isnan(bits["transformer"])
-    table = rva.report_markdown({r["model"]: r for r in rows})
+    table = rva_report.report_markdown({r["model"]: r for r in rows})
     assert [line for line in table.splitlines() if line.startswith("| transformer")][0].split(
         " | "
     )[4] == "–"
@@ -214,10 +215,10 @@ def test_copy_chance_level_follows_num_categories(tmp_path):
         "num_categories": 4,
         "metrics": {"loss": [0.3], "copy_accuracy": [0.5]},
     }
-    text = rva.report_markdown({"copy-T10-lstm": point})
+    text = rva_report.report_markdown({"copy-T10-lstm": point})
     assert "chance 1/4" in text and "1/8" not in text
     assert "no per-model tuning" in text  # the config's docstring says the report states it
-    rva.plot_all({"copy-T10-lstm": point}, tmp_path)
+    rva_report.plot_all({"copy-T10-lstm": point}, tmp_path)
     assert (tmp_path / "copy_vs_length.png").stat().st_size > 1000
 
 
@@ -262,12 +263,12 @@ def test_equal_time_bits_do_not_drop_a_diverged_seed(tmp_path, monkeypatch):
     # 15 s x 10 steps/s = 150 steps: halfway between the evaluations at 100 and 200.
     late = _lm_point_per_seed("gru", 10.0, [[2.0, 2.4], [1.6, 2.0], [1.4, math.nan]])  # NaN at 300
     early = _lm_point_per_seed("transformer", 10.0, [[2.0, 2.4], [1.6, math.nan], [1.4, math.nan]])
-    bits = rva.equal_time_bits([fast, late, early])
+    bits = rva_report.equal_time_bits([fast, late, early])
     assert bits["lstm"] == pytest.approx((1.6 + 1.8) / 2 / math.log(2))
     assert bits["gru"] == pytest.approx((2.2 + 1.8) / 2 / math.log(2))  # means 2.2, 1.8 at 150
     assert math.isnan(bits["transformer"])  # was (2.2 + 1.6) / 2: seed 1 alone at step 200
     rows = {s["model"]: s for s in (fast, late, early)}
-    table = rva.report_markdown(rows)
+    table = rva_report.report_markdown(rows)
     row = next(line for line in table.splitlines() if line.startswith("| transformer"))
     assert row.split(" | ")[3:5] == ["2.02 (1/2 seeds)", "–"]
     assert "a seed whose validation loss was not finite" in table
@@ -335,14 +336,14 @@ def test_run_without_measured_steps_per_s_reports_no_equal_time_value(tmp_path):
     at its last checkpoint; equal_time_bits multiplied by it (TypeError) and the table
     formatted it."""
     rows = [_lm_point_one_eval("lstm", 20.0), _lm_point_one_eval("transformer", None)]
-    bits = rva.equal_time_bits(rows)
+    bits = rva_report.equal_time_bits(rows)
     assert bits["lstm"] == pytest.approx(1.5 / math.log(2))
     assert math.isnan(bits["transformer"])
-    table = rva.report_markdown({r["model"]: r for r in rows})
+    table = rva_report.report_markdown({r["model"]: r for r in rows})
     row = [line for line in table.splitlines() if line.startswith("| transformer")][0]
     assert row.split(" | ")[4:] == ["–", "– |"]
-    rva.plot_all({r["model"]: r for r in rows}, tmp_path)
-    assert math.isnan(rva.equal_time_bits([_lm_point_one_eval("gru", None)])["gru"])
+    rva_report.plot_all({r["model"]: r for r in rows}, tmp_path)
+    assert math.isnan(rva_report.equal_time_bits([_lm_point_one_eval("gru", None)])["gru"])
 
 
 def test_a_point_finished_by_a_rerun_reports_the_rate_of_the_invocation_that_trained_it(
@@ -360,8 +361,10 @@ def test_a_point_finished_by_a_rerun_reports_the_rate_of_the_invocation_that_tra
     point = rva.train_point(None, task, 100, tmp_path, {"task": "shakespeare"})
     assert point["steps_per_s"] == 20.0 and point["steps_per_s_earlier_invocation"]
     rows = {"lstm": point, "transformer": _lm_point_one_eval("transformer", 20.0)}
-    assert rva.equal_time_bits(list(rows.values()))["lstm"] == pytest.approx(1.5 / math.log(2))
-    table = rva.report_markdown(rows).splitlines()
+    assert rva_report.equal_time_bits(list(rows.values()))["lstm"] == pytest.approx(
+        1.5 / math.log(2)
+    )
+    table = rva_report.report_markdown(rows).splitlines()
     assert [line.split(" | ")[-1] for line in table if line.startswith("| ")][1:] == [
         "20.0† |",
         "20.0 |",
@@ -381,7 +384,7 @@ def test_a_rate_no_invocation_measured_gets_no_mark_of_an_earlier_invocation(tmp
     point = rva.train_point(None, task, 100, tmp_path, {"task": "shakespeare"})
     assert point["steps_per_s"] is None and point["steps_per_s_earlier_invocation"] is False
     rows = {"lstm": point, "transformer": _lm_point_one_eval("transformer", 20.0)}
-    table = rva.report_markdown(rows).splitlines()
+    table = rva_report.report_markdown(rows).splitlines()
     assert [line.split(" | ")[-1] for line in table if line.startswith("| ")][1:] == [
         "– |",
         "20.0 |",
@@ -407,7 +410,7 @@ def test_cost_curves_are_drawn_in_length_order(tmp_path, monkeypatch):
     monkeypatch.setattr(
         matplotlib.axes.Axes, "plot", lambda ax, x, *a, **k: drawn.append(x) or plot(ax, x, *a, **k)
     )
-    rva.plot_all({"cost": {"task": "cost", "rows": rows}}, tmp_path)
+    rva_report.plot_all({"cost": {"task": "cost", "rows": rows}}, tmp_path)
     assert drawn and all(list(x) == [64, 256, 1024] for x in drawn)
 
 
@@ -576,7 +579,7 @@ def test_cost_arithmetic_and_wording_from_faked_timings(tmp_path, monkeypatch):
         "machine": "test",
         "load_average": 0.0,
     }
-    table = rva.report_markdown({"cost": point}).splitlines()
+    table = rva_report.report_markdown({"cost": point}).splitlines()
     row = next(line for line in table if line.startswith("| 64 | 16 | transformer"))
     assert row.split(" | ")[3:] == [
         "76",
@@ -609,7 +612,7 @@ def test_cost_arithmetic_and_wording_from_faked_timings(tmp_path, monkeypatch):
         "latency: not supported here, the RNNs' grew too (KV cache ×4.0, RNNs up to ×1.4); "
         "in-scan latency: supported (KV cache ×5.0, RNNs ≤ ×1.1)."
     )
-    rnns_only = rva.generation_answer([r for r in rows if r["model"] != "transformer"])
+    rnns_only = rva_report.generation_answer([r for r in rows if r["model"] != "transformer"])
     assert rnns_only.startswith("Per-token generation, batch 1, with 16 → 64 tokens")
     assert "transformer 0." not in rnns_only and "gru 0.250 → 0.350 (×1.4)" in rnns_only
     assert rnns_only.endswith("KiB. Needs both an RNN and the transformer to compare.")
