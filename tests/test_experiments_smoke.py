@@ -279,7 +279,7 @@ def test_a_grid_report_that_fails_leaves_the_run_unfinished(tmp_path, monkeypatc
     comes after the tables and plots; it was written first, and a report or plot that raised
     left a finished-looking run without them (docs/design.md, "Reports before the done
     marker"). Grid experiments writing their own outputs follow the same order."""
-    from experiments import grid, initialization
+    from experiments import grid, initialization, initialization_report
 
     class Report:
         fail = "markdown"
@@ -313,7 +313,7 @@ def test_a_grid_report_that_fails_leaves_the_run_unfinished(tmp_path, monkeypatc
     def broken_plot(summaries, path):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(initialization, "plot_grad_vs_distance", broken_plot)
+    monkeypatch.setattr(initialization_report, "plot_grad_vs_distance", broken_plot)
     with pytest.raises(RuntimeError, match="plot failed"):
         initialization.run(config, workdir)
     assert (workdir / "initialization.md").is_file()

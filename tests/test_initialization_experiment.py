@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import grid, initialization
+from experiments import grid, initialization, initialization_report
 from experiments.configs.initialization import get_config, get_sweep
 from rnn_jax import diagnostics
 from rnn_jax.train import cli
@@ -79,7 +79,7 @@ def test_diagnostics_cover_the_whole_sequence_up_to_dh_T_dh_1(task_name):
     # The longest product is ∂h_T/∂h_1 = J_T ⋯ J_2: T - 1 factors (it was J_T ⋯ J_1, and for
     # the copy task J_T' ⋯ J_{2S+1} of T' = blank length).
     summary = {"task": task_name, "length": 10, "cell": "elman_tanh", "init": "orthogonal"}
-    longest = initialization._longest({**summary, "steps": steps})
+    longest = initialization_report.longest({**summary, "steps": steps})
     assert longest == f"log10_sigma_max_k{steps - 1}"
     n = config.diagnostics.num_sequences
     want = _numpy_elman_tanh_log10_sigma_max(params, xs[:n], steps - 1)
@@ -93,7 +93,7 @@ def test_longest_product_of_a_linear_step_spans_T_minus_1_factors():
     step = lambda h, x: (0.5 * h + x, None)
     jacobians = diagnostics.state_jacobians(step, jnp.zeros((1, 1)), jnp.ones((1, time, 1)))
     ks = initialization.product_lengths(time)
-    k = int(initialization._longest({"steps": time}).removeprefix("log10_sigma_max_k"))
+    k = int(initialization_report.longest({"steps": time}).removeprefix("log10_sigma_max_k"))
     assert k in ks and max(ks) == time - 1
     got = diagnostics.jacobian_product_log10_singular_values(jacobians, ks)[0, ks.index(k), 0]
     np.testing.assert_allclose(got, (time - 1) * np.log10(0.5), rtol=1e-6)
@@ -143,16 +143,16 @@ def test_exactly_zero_products_are_counted_not_averaged():
     # The report cell shows the mean over non-zero products and the share of zero ones; a
     # seed with no non-zero product is named, not silently left out.
     summary = {"steps": time}
-    cell = initialization._sigma_cell(
+    cell = initialization_report._sigma_cell(
         {f"log10_sigma_max_k{k}": [-2.0, None], f"sigma_zero_fraction_k{k}": [0.25, 1.0]}, summary
     )
     assert cell == "-2 (1/2 seeds; σ=0: 62.5%)"
-    cell = initialization._sigma_cell(
+    cell = initialization_report._sigma_cell(
         {f"log10_sigma_max_k{k}": [-2.0, -4.0], f"sigma_zero_fraction_k{k}": [0.0, 0.0]}, summary
     )
     assert cell == "-3 ± 1"
     every = {f"log10_sigma_max_k{k}": [None, None], f"sigma_zero_fraction_k{k}": [1.0, 1.0]}
-    assert initialization._sigma_cell(every, summary) == "−inf (σ=0: 100%)"
+    assert initialization_report._sigma_cell(every, summary) == "−inf (σ=0: 100%)"
     # No sequence with a non-zero product: NaN, which JSON stores as null.
     none_left = dict(sums, **{f"sigma_zero_count_k{k}": 4.0, f"log10_sigma_max_k{k}": 0.0})
     assert math.isnan(task.eval_metrics(none_left)[f"log10_sigma_max_k{k}"])
@@ -364,7 +364,7 @@ def test_q19_names_the_inits_that_solved_more_often_than_orthogonal(tmp_path):
 def test_report_and_answer_state_the_configured_success_fraction(tmp_path):
     # Both said "10% of the baseline" whatever diagnostics.success_fraction was.
     point = _point("lstm", "orthogonal", [1.0, 0.0], -1.6, success_fraction=0.05)
-    report = initialization.report_markdown({"p": point})
+    report = initialization_report.report_markdown({"p": point})
     assert "Success = final validation loss < 5% of the trivial baseline" in report
     answers = _answers(tmp_path, [point])
     assert "solved = seeds reaching 5% of the baseline loss" in answers[19]
@@ -522,13 +522,13 @@ def test_sigma_and_log10_cells_name_underflow_divergence_and_old_summaries(tmp_p
     def metrics(means, zeros):
         return {f"log10_sigma_max_k{k}": means, f"sigma_zero_fraction_k{k}": zeros}
 
-    assert initialization._log10_cell([-math.inf, -math.inf]) == "< −38 (underflow)"
-    assert initialization._log10_cell([None, float("nan")]) == "diverged (NaN)"
-    assert initialization._log10_cell([-math.inf, -2.0]) == "-2 (1/2 seeds)"
-    assert initialization._sigma_cell(metrics([None, None], [0.0, None]), summary) == (
+    assert initialization_report._log10_cell([-math.inf, -math.inf]) == "< −38 (underflow)"
+    assert initialization_report._log10_cell([None, float("nan")]) == "diverged (NaN)"
+    assert initialization_report._log10_cell([-math.inf, -2.0]) == "-2 (1/2 seeds)"
+    assert initialization_report._sigma_cell(metrics([None, None], [0.0, None]), summary) == (
         "diverged (NaN)"
     )
-    power = initialization._sigma_power
+    power = initialization_report._sigma_power
     assert power(metrics([None, None], [1.0, 1.0]), summary) == "0 (every product exactly 0)"
     assert power(metrics([None, None], [0.0, None]), summary) == "diverged (NaN)"
     assert power(metrics([-2.0, -4.0], [0.5, 0.0]), summary) == (
@@ -536,7 +536,7 @@ def test_sigma_and_log10_cells_name_underflow_divergence_and_old_summaries(tmp_p
     )
     old = {"task": "adding", "length": 10, "cell": "lstm", "init": "glorot"}
     with pytest.raises(ValueError, match="grid point adding-T10-lstm-glorot has no 'steps'"):
-        initialization._longest(old)
+        initialization_report.longest(old)
     points = [
         _point("gru", "orthogonal", [1.0, 0.0], -1.0),
         _point("lstm", "orthogonal", [1.0, 1.0], -1.0),
