@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from experiments import exposure_bias as eb
+from experiments import exposure_bias_report as eb_report
 from experiments import exposure_bias_translation as mt
 from experiments import exposure_bias_translation_report as translation_report
 from rnn_jax.data import synthetic
@@ -408,10 +409,10 @@ def test_report_survives_a_diverged_seed(tmp_path):
         ),
         "markov-linear": _lm_point("linear", [2.6, 2.6], [2.8, 2.8], [3.7, 3.7], 2.1),
     }
-    text = eb.report_markdown(points)
+    text = eb_report.report_markdown(points)
     row = next(line for line in text.splitlines() if line.startswith("| teacher_forcing"))
     assert row.count("(1/2 seeds)") == 6 and row.count("|") == 9  # gap columns k=1, 4, 16
-    eb.plot_gaps(points, tmp_path / "gap.png")
+    eb_report.plot_gaps(points, tmp_path / "gap.png")
     assert (tmp_path / "gap.png").stat().st_size > 0
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import exposure_bias as eb
+from experiments import exposure_bias_report as eb_report
 from experiments import exposure_bias_translation as translation
 from experiments import exposure_bias_translation_report as translation_report
 from rnn_jax.data.synthetic import MarkovLanguage
@@ -388,7 +389,7 @@ def test_unranked_closer_regimes_and_the_valid_curve_table_edge_rows():
     """A regime closer on average but with one seed or a diverged seed is named as not
     ranked, with why; the scored checkpoint of a 'last' selection; a valid_curve row without
     BLEU is left out and a diverged (null) value reads 'n/a', not Python's 'None'."""
-    text = eb._scheduled_vs_teacher_forcing(
+    text = eb_report._scheduled_vs_teacher_forcing(
         {"teacher_forcing": [1.0, 2.0], "linear": [0.5], "exp": [0.2, None], "sig": [0.1, 0.2]},
         ["linear", "exp", "sig"],
     )
