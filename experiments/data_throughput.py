@@ -9,7 +9,7 @@ Data paths timed (numpy batches, made as the training loop asks for them):
   sentences_bucketed  BatchIterator over a sentence dataset: shuffle, length buckets, padding
   copy_task           CopyTask(T).batch(seed, step, B)
   markov_sample       MarkovLanguage.sample(rng, B, bptt_length)
-The LM train step is the runtime's own (rnn_jax.train.loop's jitted, vmapped step, with the
+The LM train step is the runtime's own (rnn_jax.train.steps' jitted, vmapped step, with the
 batch put on the devices as the loop does) on experiments.language_model's task, timed
 without its data (each round's batches are drawn before the clock starts, so the LM stream is
 timed only as a data path). Its first step (compilation) is not timed; then rounds of
@@ -44,8 +44,8 @@ from rnn_jax.data.registry import load_dataset
 from rnn_jax.files import write_text_atomic
 from rnn_jax.train import config as cfg
 from rnn_jax.train import distributed
-from rnn_jax.train.loop import build_steps
 from rnn_jax.train.metrics import remove_done_marker
+from rnn_jax.train.steps import build_steps
 
 RULES: cfg.Rules = {
     **LM_RULES,

@@ -48,7 +48,8 @@ from rnn_jax.train.config import (
     positive_float32,
     validate,
 )
-from rnn_jax.train.loop import build_steps, train_and_evaluate
+from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.steps import build_steps
 from rnn_jax.train.task import Task
 
 CELLS = {

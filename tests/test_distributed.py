@@ -264,7 +264,7 @@ def test_shardings_split_batches_and_carries_on_their_batch_axis_and_params_as_a
     from jax.sharding import PartitionSpec as P
 
     from rnn_jax.train import distributed
-    from rnn_jax.train.loop import _state_shardings
+    from rnn_jax.train.steps import _state_shardings
 
     mesh = AbstractMesh((8,), (distributed.DATA_AXIS,))
     leaf = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)
@@ -299,12 +299,12 @@ def test_batch_sizes_must_divide_the_global_device_count(monkeypatch):
     import jax
 
     from rnn_jax.train.config import ConfigError
-    from rnn_jax.train.loop import _check_divisible
+    from rnn_jax.train.steps import check_divisible
 
     monkeypatch.setattr(jax, "device_count", lambda: 16)
     monkeypatch.setattr(jax, "local_device_count", lambda: 8)
     with pytest.raises(ConfigError, match=r"batch_size=24: must be a multiple of .* \(16\)"):
-        _check_divisible(_config(train__batch_size=24, num_seeds=2), Regression())
+        check_divisible(_config(train__batch_size=24, num_seeds=2), Regression())
 
 
 def test_a_stop_request_on_any_process_stops_every_process(monkeypatch):

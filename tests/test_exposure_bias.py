@@ -25,8 +25,7 @@ from rnn_jax.data import synthetic
 from rnn_jax.data.batching import BatchIterator
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.metrics import corpus_bleu
-from rnn_jax.train import cli
-from rnn_jax.train import loop as train_loop
+from rnn_jax.train import cli, windows
 from rnn_jax.train.config import ConfigError
 
 
@@ -786,8 +785,8 @@ def test_translation_logs_the_train_nll_per_token_over_the_logging_window(repo_r
         batch["step"] = jnp.zeros(len(examples), jnp.int32)
         loss, (_, aux) = task.loss_fn(model, batch, (), jax.random.key(0))
         step = {"finite": [True], "loss": [float(loss)], **jax.tree.map(lambda v: [v], aux)}
-        train_loop._accumulate(loop, step)
-    logged = train_loop._close_window(loop)
+        windows.accumulate(loop, step)
+    logged = windows.close_window(loop)
     assert logged["train_nll_per_token"] == pytest.approx(sum(nll) / 7)
     assert logged["train_loss"] == pytest.approx((nll[0] / 3 + nll[1] / 4) / 2)  # the loss
 

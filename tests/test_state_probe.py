@@ -659,9 +659,9 @@ def test_too_many_sentences_is_named(config):
 
 
 def test_untrained_model_is_the_initialisation_of_its_seed(config):
-    # The runtime's own initial state (rnn_jax.train.loop.build_init) is the reference.
+    # The runtime's own initial state (rnn_jax.train.steps.build_init) is the reference.
     from rnn_jax.train import optim
-    from rnn_jax.train.loop import build_init
+    from rnn_jax.train.steps import build_init
 
     sentences = {s: [{"tokens": ["a", "b"], "upos": ["DET", "NOUN"]}] * 400 for s in sp.SPLITS}
     two = config.copy_and_resolve_references()

@@ -15,8 +15,7 @@ from experiments import sequence_labelling
 from experiments.configs import sequence_labelling as configs
 from rnn_jax.data.pipeline import singleton_ids
 from rnn_jax.train import config as cfg
-from rnn_jax.train import loop as train_loop
-from rnn_jax.train import seeds
+from rnn_jax.train import seeds, windows
 from tests.test_eval_padding import make_task
 
 
@@ -124,8 +123,8 @@ def test_reported_train_loss_is_per_token_over_the_logging_window(monkeypatch):
         batch = jax.tree.map(jnp.asarray, task._collate(examples))
         loss, (_, aux) = loss_fn(model, batch, jax.random.key(1))
         step = {"finite": [True], "loss": [float(loss)], **jax.tree.map(lambda v: [v], aux)}
-        train_loop._accumulate(loop, step)
-    final = train_loop._close_window(loop)  # as the runtime logs it
+        windows.accumulate(loop, step)
+    final = windows.close_window(loop)  # as the runtime logs it
     assert final["train_nll_per_token"] == pytest.approx(reference.sum() / tokens, rel=1e-5)
     report = sequence_labelling._train_loss_per_token(final)
     # Over seeds (`seeds.summarize`), the std goes with the mean: it was the optimised loss's.

@@ -19,7 +19,12 @@ from rnn_jax.train import NonFiniteError, Task, distributed, metrics, train_and_
 from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
 from rnn_jax.train.checkpoint import Checkpointer
+from rnn_jax.train.early_stopping import track_best
+from rnn_jax.train.nonfinite import check_finite
 from rnn_jax.train.restore import restore_model
+from rnn_jax.train.resume import resume
+from rnn_jax.train.steps import check_divisible
+from rnn_jax.train.windows import accumulate, close_window
 
 TRUE_W = np.array([1.0, -2.0, 0.5], np.float32)
 
@@ -249,7 +254,7 @@ def test_best_is_the_replica_mean_a_tie_is_no_improvement_and_patience_counts_in
     config = _config(train__best_mode=mode, train__patience=2)
     loop = {"best_value": None, "best_step": None, "bad_evals": 0}
     outcomes = [
-        loop_lib._track_best(loop, step, {"valid_loss": [sign * v for v in pair]}, config, 2)
+        track_best(loop, step, {"valid_loss": [sign * v for v in pair]}, config, 2)
         for step, pair in zip((5, 10, 15, 20, 25), pairs, strict=True)
     ]
     assert outcomes == [(True, False), (False, False), (True, False), (False, False), (False, True)]
@@ -278,7 +283,7 @@ def _first_stop(finite_per_step, max_in_a_row, counted=0):
             "grad_norm": np.where(finite, 1.0, np.nan),
         }
         try:
-            loop_lib._check_finite(step, m, config, loop, _CHECKPOINTER)
+            check_finite(step, m, config, loop, _CHECKPOINTER)
         except NonFiniteError as error:
             return step, str(error)
     return None, None
@@ -428,9 +433,7 @@ def test_an_early_stop_resumed_from_its_ongoing_loop_state_keeps_the_saved_timin
     saved = {**ongoing, "window": {}, "window_steps": 0, "last_train": {"train_loss": [1.0]}}
     saved.update(ongoing=ongoing, data={"epoch": 1, "index": 7}, timing=timing)
     config = _config(train__patience=2, train__num_steps=50)
-    _, loop, start, end, data = loop_lib._resume(
-        _SavedCheckpoint(saved), {}, config, tmp_path, Regression()
-    )
+    _, loop, start, end, data = resume(_SavedCheckpoint(saved), {}, config, tmp_path, Regression())
     assert (start, end) == (15, 15)  # it finishes the run, from the state before the extras
     assert loop["window"] == {"loss": [1.0]} and "ongoing" not in loop
     assert loop["timing"] == timing and "data" not in loop
@@ -575,10 +578,10 @@ def test_a_logged_pair_is_the_ratio_of_its_window_sums_per_replica():
     for i, (applied, (top, bottom)) in enumerate(steps):
         pair = (np.array(top), np.array(bottom))
         m = {"finite": np.array(applied), "loss": np.ones(2), "nll_per_token": pair}
-        loop_lib._accumulate(loop, m)
+        accumulate(loop, m)
         if i == 0:
             loop = json.loads(json.dumps(loop))  # resumed from a checkpoint's loop record
-    logged = loop_lib._close_window(loop)
+    logged = close_window(loop)
     assert logged["nll_per_token_per_seed"][0] == pytest.approx(14 / 10)  # not (3 + 1) / 2
     assert np.isnan(logged["nll_per_token_per_seed"][1])
     assert logged["train_loss_per_seed"] == [1.0, 1.0]
@@ -598,7 +601,7 @@ def test_a_logged_value_neither_a_scalar_nor_a_pair_is_named(value, what):
     # arrays can be converted to Python scalars": neither named the value or the contract.
     m = {"finite": np.array([True, True]), "loss": np.ones(2), "nll": value}
     with pytest.raises(ValueError, match=rf"^Task.loss_fn logged 'nll' {what}.*: one scalar per"):
-        loop_lib._accumulate({"window": {}, "window_steps": 0}, m)
+        accumulate({"window": {}, "window_steps": 0}, m)
 
 
 def test_restore_model_from_a_missing_run_directory_creates_nothing(tmp_path):
@@ -841,7 +844,7 @@ def test_an_eval_batch_size_the_devices_do_not_divide_names_the_first_split_and_
     )
     monkeypatch.setattr(jax, "device_count", lambda: 4)
     with pytest.raises(cfg.ConfigError) as error:
-        loop_lib._check_divisible(_config(train__batch_size=8), task)
+        check_divisible(_config(train__batch_size=8), task)
     assert str(error.value).startswith(
         "eval batch size of 'valid' (the experiment's eval batch size, e.g. "
         "data.eval_batch_size)=6: must be a multiple of the device count (4)"

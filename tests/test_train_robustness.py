@@ -17,6 +17,9 @@ from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
 from rnn_jax.train import metrics as run_metrics
 from rnn_jax.train.checkpoint import Checkpointer
+from rnn_jax.train.early_stopping import check_best_metric, track_best
+from rnn_jax.train.nonfinite import check_saveable
+from rnn_jax.train.steps import build_steps
 from tests.report_check import assert_png
 from tests.test_train_loop import Regression, Stream, _config
 
@@ -57,7 +60,7 @@ def test_overflowing_update_is_not_applied_in_the_step():
         train__nonfinite="skip",
         num_seeds=2,
     )
-    mesh, state, train_step, _ = loop_lib.build_steps(config, Regression())
+    mesh, state, train_step, _ = build_steps(config, Regression())
     before = jax.tree.map(np.asarray, {k: state[k] for k in ("params", "opt_state")})
     batch = next(iter(Stream()))
     state, step_metrics = train_step(state, distributed.put_global_batch(batch, mesh))
@@ -78,19 +81,17 @@ def test_a_state_with_an_overflowed_optimiser_state_is_never_saved(tmp_path, mon
     """The per-step check reads the params; an optimiser state that overflowed alone (finite
     params) is refused when a checkpoint would be written."""
     config = _config(num_seeds=2)
-    _, state, _, _ = loop_lib.build_steps(config, Regression())
+    _, state, _, _ = build_steps(config, Regression())
     checkpointer = Checkpointer(tmp_path / "direct", max_to_keep=2)
-    loop_lib._check_saveable(3, state, checkpointer)  # finite: nothing to say
+    check_saveable(3, state, checkpointer)  # finite: nothing to say
     poisoned = {**state, "opt_state": jax.tree.map(lambda x: x * np.inf, state["opt_state"])}
     if not jax.tree.leaves(poisoned["opt_state"]):
         pytest.skip("this optimiser keeps no float state")
     with pytest.raises(NonFiniteError, match=r"not finite at step 3; not saved.*none yet"):
-        loop_lib._check_saveable(3, poisoned, checkpointer)
+        check_saveable(3, poisoned, checkpointer)
     checkpointer.close()
 
     # In a run: from step 2 on the optimiser state is inf/NaN, the params and loss still finite.
-    build_steps = loop_lib.build_steps
-
     def overflowing_steps(config, task):
         mesh, state, train_step, eval_step = build_steps(config, task)
 
@@ -136,7 +137,7 @@ def test_non_finite_evaluation_never_becomes_the_best(mode, values, best):
     config = _config(train__best_mode=mode, train__patience=2)
     loop = {"best_value": None, "best_step": None, "bad_evals": 0}
     outcomes = [
-        loop_lib._track_best(loop, step, {"valid_loss": [value]}, config, 1)
+        track_best(loop, step, {"valid_loss": [value]}, config, 1)
         for step, value in zip((5, 10, 15, 20, 25), values, strict=True)
     ]
     # A non-finite value counts as an evaluation without improvement: two in a row stop.
@@ -145,14 +146,14 @@ def test_non_finite_evaluation_never_becomes_the_best(mode, values, best):
     # A loop state saved before non-finite values were refused (its best NaN or inf): the next
     # finite value is the best, not one that never beats it.
     loop = {"best_value": values[0], "best_step": 5, "bad_evals": 0}
-    assert loop_lib._track_best(loop, 10, {"valid_loss": [values[1]]}, config, 1) == (True, False)
+    assert track_best(loop, 10, {"valid_loss": [values[1]]}, config, 1) == (True, False)
     # A metric evaluation does not give (a task whose metrics the start could not check)
     with pytest.raises(ValueError, match=r"best_metric='valid_loss': not among .*\['valid_ppl'\]"):
-        loop_lib._track_best(loop, 15, {"valid_ppl": [1.0]}, config, 1)
+        track_best(loop, 15, {"valid_ppl": [1.0]}, config, 1)
 
 
 class _EvalOnly:
-    """The parts of a Task `_check_best_metric` reads: one split, its batches and metrics."""
+    """The parts of a Task `check_best_metric` reads: one split, its batches and metrics."""
 
     eval_splits = ("valid",)
 
@@ -182,12 +183,12 @@ def test_best_metric_is_checked_at_start_only_where_evaluation_shapes_tell():
     batches = [{"x": np.ones(2, np.float32)}]
     task = _EvalOnly(batches, lambda sums: {"loss": sums["nll"]})
     with pytest.raises(cfg.ConfigError, match=r"best_metric='valid_los': .* \['valid_loss'\]"):
-        loop_lib._check_best_metric(config, task, state, eval_step)
-    # Left to the first evaluation (`_track_best`): an empty split, and metrics that need
+        check_best_metric(config, task, state, eval_step)
+    # Left to the first evaluation (`track_best`): an empty split, and metrics that need
     # real sums (placeholder sums of 1.0 make this one divide by zero).
-    loop_lib._check_best_metric(config, _EvalOnly([], task.metrics), state, eval_step)
+    check_best_metric(config, _EvalOnly([], task.metrics), state, eval_step)
     task = _EvalOnly(batches, lambda sums: {"loss": sums["nll"] / (sums["nll"] - 1.0)})
-    loop_lib._check_best_metric(config, task, state, eval_step)
+    check_best_metric(config, task, state, eval_step)
 
 
 def test_a_run_outside_the_main_thread_leaves_the_signal_handlers_alone():

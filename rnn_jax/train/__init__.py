@@ -70,7 +70,7 @@ from typing import Any
 # tensorboardX and the jitted loop; the heavy modules load on first use of their names.
 _EXPORTS = {
     "DataSource": "rnn_jax.train.task",
-    "NonFiniteError": "rnn_jax.train.loop",
+    "NonFiniteError": "rnn_jax.train.nonfinite",
     "Task": "rnn_jax.train.task",
     "base_config": "rnn_jax.train.config",
     "select_variant": "rnn_jax.train.config",

@@ -53,7 +53,7 @@ class MetricsWriter:
         validation losses better than its reported best, from steps it never took. None:
         appended to as they are.
       drop_at_start: with s > 0, which records of step s go too (`record -> True`): those
-        the run's loop state has not seen (`loop._redone_at`). In the event files, step s is
+        the run's loop state has not seen (`resume.redone_at`). In the event files, step s is
         then purged as well and its kept records are written again.
     """
 

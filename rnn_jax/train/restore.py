@@ -12,7 +12,7 @@ from rnn_jax.predicates import is_int
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import optim, seeds
 from rnn_jax.train.checkpoint import Checkpointer
-from rnn_jax.train.loop import build_init
+from rnn_jax.train.steps import build_init
 from rnn_jax.train.task import Task
 
 
