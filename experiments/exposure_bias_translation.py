@@ -7,7 +7,7 @@ replicas) on Multi30k's tokenised, lower-cased files (`tok/*.lc.norm.tok.{en,de}
 scheduled-sampling input is the model's argmax at the previous step (Bengio et al. 2015 and
 the library's `Seq2Seq`). The final evaluation decodes the test set (test2016) greedily and
 with beam search inside the jitted, vmapped evaluation step and sums BLEU statistics
-(`rnn_jax.metrics.bleu_statistics`), so every seed gets its own corpus BLEU; the
+(`rnn_jax.bleu.bleu_statistics`), so every seed gets its own corpus BLEU; the
 copy-the-source baseline is scored with sacrebleu on the same sentences.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import grid, run_report, significance
-from rnn_jax import decoding, metrics
+from rnn_jax import bleu, decoding
 from rnn_jax.data.batching import BatchIterator, pad_batch, repeat_epochs
 from rnn_jax.data.pipeline import check_training_batch_size
 from rnn_jax.data.readers import read_parallel
@@ -337,7 +337,7 @@ class TranslationTask(Task):
         weight = batch["weight"]
         sums = {"reference_length": jnp.sum(weight * batch["references_lengths"])}
         for name, (tokens, lengths) in self.decode(model, batch).items():
-            matches, totals = metrics.bleu_statistics(
+            matches, totals = bleu.bleu_statistics(
                 tokens, lengths, batch["references"], batch["references_lengths"], MAX_ORDER
             )
             sums[f"{name}_length"] = jnp.sum(weight * lengths)
@@ -351,7 +351,7 @@ class TranslationTask(Task):
         for name in DECODERS:
             if f"{name}_length" not in sums:
                 continue
-            out[f"{name}_bleu"] = metrics.bleu_from_statistics(
+            out[f"{name}_bleu"] = bleu.bleu_from_statistics(
                 [sums[f"{name}_matches_{n}"] for n in range(1, MAX_ORDER + 1)],
                 [sums[f"{name}_totals_{n}"] for n in range(1, MAX_ORDER + 1)],
                 sums[f"{name}_length"],
@@ -364,7 +364,7 @@ class TranslationTask(Task):
         """BLEU of the source sentence taken as its own translation (names, numbers and
         cognates overlap), on the test sentences the models are scored on."""
         pairs = self.pairs["test"]
-        return metrics.corpus_bleu(
+        return bleu.corpus_bleu(
             [" ".join(p["source"]) for p in pairs], [" ".join(p["target"]) for p in pairs], "none"
         )
 
@@ -485,7 +485,7 @@ def write_test_translations(
     """Decode the test sentences with the scored checkpoint (the best with
     `train.keep_best`, else the last) of every seed replica and write them, tokenised, one a
     line, with the references beside them: for paired significance tests against another
-    system's output on the same sentences (`rnn_jax.metrics.paired_bleu_significance`).
+    system's output on the same sentences (`rnn_jax.bleu.paired_bleu_significance`).
     Their sacrebleu BLEU is the run's in-graph test BLEU (a test checks it).
 
     Returns:

@@ -7,7 +7,7 @@
 Each file holds one sentence a line, in the same order (experiments.smt_baseline writes
 `translations.txt` and `references.txt`; experiments.exposure_bias's translation points write
 `test_<greedy|beam>_seed<i>.txt` and `test_references.txt`). Every system is compared with the
-baseline by `rnn_jax.metrics.paired_bleu_significance` (approximate randomisation or the
+baseline by `rnn_jax.bleu.paired_bleu_significance` (approximate randomisation or the
 paired bootstrap, each counting ties, on sacrebleu's statistics and draws; seeded by
 SACREBLEU_SEED); a markdown table goes to stdout and, with --output, the results to JSON. A
 file that is missing, is not UTF-8 (named with file:line) or has another number of lines than
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from experiments import grid
-from rnn_jax import metrics
+from rnn_jax import bleu
 from rnn_jax.exits import refuse
 from rnn_jax.train import metrics as run_metrics
 
@@ -70,7 +70,7 @@ def compare(
 ) -> dict[str, dict]:
     """`{system name: paired_bleu_significance(baseline, system, references)}`."""
     return {
-        name: metrics.paired_bleu_significance(
+        name: bleu.paired_bleu_significance(
             baseline, output, references, test=test, samples=samples, tokenize=tokenize
         )
         for name, output in systems.items()
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.systems:
         refuse("--systems: expected one or more comma-separated files, got none")
     try:  # the draws' seed: a malformed SACREBLEU_SEED was a traceback from inside the test
-        metrics.significance_seed()
+        bleu.significance_seed()
     except ValueError as error:
         refuse(str(error))
     files = [("references", FLAGS.references), ("baseline", FLAGS.baseline)]
@@ -169,7 +169,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("references", None, "One reference sentence a line.", required=True)
     flags.DEFINE_string("baseline", None, "The baseline system's output.", required=True)
     flags.DEFINE_list("systems", None, "Outputs compared with the baseline.", required=True)
-    flags.DEFINE_enum("test", "ar", list(metrics.SIGNIFICANCE_TESTS), "ar or bs (bootstrap).")
+    flags.DEFINE_enum("test", "ar", list(bleu.SIGNIFICANCE_TESTS), "ar or bs (bootstrap).")
     flags.DEFINE_integer("samples", 10_000, "Randomisation trials or bootstrap resamples.", 1)
     flags.DEFINE_enum(
         "tokenize",

@@ -79,7 +79,7 @@ from experiments.smt_phrases import (
 )
 from experiments.smt_reordering import ORIENTATIONS, ReorderingModel, training_orientations
 from experiments.smt_system import FEATURES, System, config_weights
-from rnn_jax import metrics
+from rnn_jax import bleu
 from rnn_jax.data.readers import DataFormatError, read_parallel
 from rnn_jax.data.root import default_data_root
 from rnn_jax.train import config as cfg
@@ -322,10 +322,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     known = {w for p in train for w in p["source"]}
     source_tokens = [w for p in scored for w in p["source"]]
     final = {
-        "bleu": metrics.corpus_bleu(hypotheses, references, "none"),
+        "bleu": bleu.corpus_bleu(hypotheses, references, "none"),
         "length_ratio": sum(len(h.split()) for h in hypotheses)
         / sum(len(r.split()) for r in references),
-        "copy_source_bleu": metrics.corpus_bleu(sources, references, "none"),
+        "copy_source_bleu": bleu.corpus_bleu(sources, references, "none"),
         "source_oov_rate": sum(w not in known for w in source_tokens) / len(source_tokens),
     }
     final["lm_perplexity"], final["lm_zero_probability_tokens"] = reference_perplexity(

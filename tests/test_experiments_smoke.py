@@ -145,7 +145,7 @@ def test_exposure_bias_translation_smoke(data_root, tmp_path, monkeypatch):
     )
     # The scored checkpoint's test outputs, written out: sacrebleu on them gives the run's
     # in-graph test BLEU for every seed and decoder.
-    from rnn_jax.metrics import corpus_bleu
+    from rnn_jax.bleu import corpus_bleu
 
     point_dir = tmp_path / "points" / "multi30k-inverse_sigmoid"
     files = point["translations"]

@@ -21,10 +21,10 @@ from experiments import exposure_bias as eb
 from experiments import exposure_bias_report as eb_report
 from experiments import exposure_bias_translation as mt
 from experiments import exposure_bias_translation_report as translation_report
+from rnn_jax.bleu import corpus_bleu
 from rnn_jax.data import synthetic
 from rnn_jax.data.batching import BatchIterator
 from rnn_jax.data.synthetic import MarkovLanguage
-from rnn_jax.metrics import corpus_bleu
 from rnn_jax.train import cli, windows
 from rnn_jax.train.config import ConfigError
 

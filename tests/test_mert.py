@@ -10,7 +10,7 @@ import pytest
 from sacrebleu.metrics.bleu import BLEU
 
 from experiments import mert
-from rnn_jax import metrics
+from rnn_jax.bleu import corpus_bleu
 
 WORDS = "a b c d e f g".split()
 
@@ -27,7 +27,7 @@ def test_bleu_from_statistics_equals_sacrebleu_corpus_bleu():
         # Short hypotheses make orders without any n-gram or without any match (smoothing).
         hypotheses = [_sentence(rng, 0, 3 if trial % 3 == 0 else 9) for _ in range(size)]
         statistics = sum(map(mert.bleu_statistics, hypotheses, references))
-        expected = metrics.corpus_bleu(hypotheses, references, "none")
+        expected = corpus_bleu(hypotheses, references, "none")
         assert float(mert.bleu(statistics)) == pytest.approx(expected, abs=1e-9), trial
 
 

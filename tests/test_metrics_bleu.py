@@ -1,11 +1,11 @@
-"""BLEU from token ids inside jit (rnn_jax.metrics.bleu_statistics) against sacrebleu on the
+"""BLEU from token ids inside jit (rnn_jax.bleu.bleu_statistics) against sacrebleu on the
 same sentences as strings: per-sentence and corpus n-gram counts, totals, lengths and score."""
 
 import jax
 import numpy as np
 import pytest
 
-from rnn_jax import metrics
+from rnn_jax.bleu import bleu_from_statistics, bleu_statistics, corpus_bleu
 
 sacrebleu = pytest.importorskip("sacrebleu", reason="BLEU reference implementation")
 
@@ -29,7 +29,7 @@ def _strings(ids, lengths):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bleu_statistics_equal_sacrebleu_counts(seed):
     hyp, hyp_len, ref, ref_len = _random_corpus(seed)
-    matches, totals = jax.jit(metrics.bleu_statistics)(hyp, hyp_len, ref, ref_len)
+    matches, totals = jax.jit(bleu_statistics)(hyp, hyp_len, ref, ref_len)
     matches, totals = np.asarray(matches), np.asarray(totals)
     hyp_text, ref_text = _strings(hyp, hyp_len), _strings(ref, ref_len)
     for b in range(len(hyp)):
@@ -39,31 +39,29 @@ def test_bleu_statistics_equal_sacrebleu_counts(seed):
     corpus = sacrebleu.corpus_bleu(hyp_text, [ref_text], tokenize="none")
     assert list(matches.sum(0)) == list(corpus.counts)
     assert (int(hyp_len.sum()), int(ref_len.sum())) == (corpus.sys_len, corpus.ref_len)
-    score = metrics.bleu_from_statistics(
-        matches.sum(0), totals.sum(0), hyp_len.sum(), ref_len.sum()
-    )
+    score = bleu_from_statistics(matches.sum(0), totals.sum(0), hyp_len.sum(), ref_len.sum())
     assert score == pytest.approx(corpus.score, abs=1e-9)
-    assert score == pytest.approx(metrics.corpus_bleu(hyp_text, ref_text, "none"), abs=1e-9)
+    assert score == pytest.approx(corpus_bleu(hyp_text, ref_text, "none"), abs=1e-9)
     assert 0.0 < score < 100.0
 
 
 def test_identical_sentences_score_100_and_disjoint_ones_0():
     ids = np.array([[3, 4, 5, 6, 7], [5, 5, 6, 6, 0]], np.int32)
     lengths = np.array([5, 4], np.int32)
-    statistics = jax.jit(metrics.bleu_statistics)
+    statistics = jax.jit(bleu_statistics)
     matches, totals = statistics(ids, lengths, ids, lengths)
-    score = metrics.bleu_from_statistics(
+    score = bleu_from_statistics(
         np.sum(matches, 0), np.sum(totals, 0), lengths.sum(), lengths.sum()
     )
     assert score == pytest.approx(100.0)
     matches, _ = statistics(ids, lengths, ids + 10, lengths)
     assert not np.any(matches)
     with pytest.raises(ValueError, match="max_order"):
-        metrics.bleu_statistics(ids, lengths, ids, lengths, max_order=0)
+        bleu_statistics(ids, lengths, ids, lengths, max_order=0)
     with pytest.raises(ValueError, match=r"matches \(2\) and totals \(1\) differ in order"):
-        metrics.bleu_from_statistics([1, 1], [1], 1, 1)
+        bleu_from_statistics([1, 1], [1], 1, 1)
     with pytest.raises(ValueError, match=r"hypotheses \(1\) and references \(0\) differ"):
-        metrics.corpus_bleu(["a b"], [])
+        corpus_bleu(["a b"], [])
 
 
 def _corrupt(sentences, rate, rng, vocabulary):
@@ -91,7 +89,7 @@ def test_paired_randomisation_matches_exact_enumeration():
     swaps at least as extreme as the real difference."""
     import itertools
 
-    from rnn_jax.metrics import corpus_bleu, paired_bleu_significance
+    from rnn_jax.bleu import corpus_bleu, paired_bleu_significance
 
     rng = np.random.default_rng(4)
     vocabulary = [f"w{i}" for i in range(12)]
@@ -139,7 +137,7 @@ def test_paired_randomisation_counts_ties_when_few_sentences_differ():
     after multeval) gave one differing sentence of 50 p = 1/(n+1), 'significant'; the exact
     test gives 1. With most sentences differing there are no ties, and the p-value is
     sacrebleu's, trial for trial (the same draws)."""
-    from rnn_jax.metrics import paired_bleu_significance
+    from rnn_jax.bleu import paired_bleu_significance
 
     rng = np.random.default_rng(5)
     vocabulary = [f"w{i}" for i in range(12)]
@@ -161,7 +159,7 @@ def test_paired_bootstrap_counts_ties_and_otherwise_equals_sacrebleu():
     BLEU 0) have equal statistics in every sentence: every resample ties with the real
     difference, and counting only strictly larger ones (sacrebleu) gave p = 1/(n+1),
     'significant'. Without ties the p-value, mean and interval are sacrebleu's (its draws)."""
-    from rnn_jax.metrics import paired_bleu_significance
+    from rnn_jax.bleu import paired_bleu_significance
 
     references = ["the cat sat on the mat today", "a dog ran in the park fast", "we eat jam"]
     baseline = ["the cat sat on the rug today", "a dog ran in the yard fast", "we eat jam"]
@@ -184,7 +182,7 @@ def test_paired_bootstrap_counts_ties_and_otherwise_equals_sacrebleu():
 
 
 def test_paired_bootstrap_separates_a_much_better_system_and_checks_inputs():
-    from rnn_jax.metrics import paired_bleu_significance
+    from rnn_jax.bleu import paired_bleu_significance
 
     references, worse, better = _two_systems(0, 200, 10, 30, (0.6, 0.2))
     result = paired_bleu_significance(

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from rnn_jax import metrics
+from rnn_jax.bleu import bleu_from_statistics, bleu_statistics, corpus_bleu
 from rnn_jax.models.lm import RNNLanguageModel
 from rnn_jax.models.params import count_params
 from rnn_jax.models.tagger import Tagger
@@ -147,12 +148,12 @@ def test_corpus_bleu_equals_the_definition_with_empty_and_short_hypotheses():
     """Corpus sums (not a mean of sentence scores), clipping of repeated n-grams (4 words),
     hypotheses shorter than 4 tokens or empty, the brevity penalty on both sides of r = c,
     and the statistics route from token ids (bleu_statistics -> bleu_from_statistics)."""
-    sides, statistics = set(), jax.jit(metrics.bleu_statistics)  # one shape: one compile
+    sides, statistics = set(), jax.jit(bleu_statistics)  # one shape: one compile
     for seed in range(6):
         hyps, refs = _corpus(seed)
         expected = _bleu_by_definition(hyps, refs)
         joined = ([" ".join(s) for s in hyps], [" ".join(s) for s in refs])
-        assert metrics.corpus_bleu(*joined, tokenize="none") == pytest.approx(expected, rel=1e-9)
+        assert corpus_bleu(*joined, tokenize="none") == pytest.approx(expected, rel=1e-9)
         ids = (
             lambda sentences, width: np.array(  # noqa: E731
                 [[int(w[1:]) + 1 for w in s] + [0] * (width - len(s)) for s in sentences], np.int32
@@ -161,7 +162,7 @@ def test_corpus_bleu_equals_the_definition_with_empty_and_short_hypotheses():
         hyp_len = np.array([len(s) for s in hyps], np.int32)
         ref_len = np.array([len(s) for s in refs], np.int32)
         matches, totals = statistics(ids(hyps, 12), hyp_len, ids(refs, 10), ref_len)
-        from_ids = metrics.bleu_from_statistics(
+        from_ids = bleu_from_statistics(
             np.sum(matches, 0), np.sum(totals, 0), hyp_len.sum(), ref_len.sum()
         )
         assert from_ids == pytest.approx(expected, rel=1e-9)
@@ -177,7 +178,7 @@ def test_corpus_bleu_equals_nltk_where_nltk_does_not_smooth():
     nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
     for seed in range(4):
         hyps, refs = _corpus(seed, sentences=15, vocab=3, min_hyp=4)
-        ours = metrics.corpus_bleu([" ".join(s) for s in hyps], [" ".join(s) for s in refs], "none")
+        ours = corpus_bleu([" ".join(s) for s in hyps], [" ".join(s) for s in refs], "none")
         theirs = 100 * nltk_bleu.corpus_bleu([[r] for r in refs], hyps)
         assert ours == pytest.approx(theirs, rel=1e-9)
 
@@ -185,7 +186,7 @@ def test_corpus_bleu_equals_nltk_where_nltk_does_not_smooth():
 def test_corpus_bleu_of_no_sentences_is_refused_by_name():
     """sacrebleu raised a bare IndexError (e.g. a test split filtered down to nothing)."""
     with pytest.raises(ValueError, match="corpus BLEU of no sentences"):
-        metrics.corpus_bleu([], [], "none")
+        corpus_bleu([], [], "none")
 
 
 def test_majority_tag_baseline_ties_to_the_first_tag_seen_and_refuses_empty_training():

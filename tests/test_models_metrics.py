@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rnn_jax import metrics, scheduled_sampling
+from rnn_jax.bleu import bleu_from_statistics, bleu_statistics, corpus_bleu
 
 
 @pytest.mark.parametrize(
@@ -97,15 +98,15 @@ def test_perplexity_of_uniform_model_is_vocab_size():
 
 def test_bleu_extremes_and_hand_computed_case():
     refs = ["the cat sat on the mat", "a dog runs in the park"]
-    assert metrics.corpus_bleu(refs, refs) == pytest.approx(100.0)
-    assert metrics.corpus_bleu(["x y z w", "q r s t"], refs) == pytest.approx(0.0)
+    assert corpus_bleu(refs, refs) == pytest.approx(100.0)
+    assert corpus_bleu(["x y z w", "q r s t"], refs) == pytest.approx(0.0)
     # One sentence, 4-gram precisions 5/6, 3/5, 2/4, 1/3, hypothesis as long as the reference.
     hyp, ref = "the cat sat on a mat", "the cat sat on the mat"
     expected = 100 * math.exp(np.mean(np.log([5 / 6, 3 / 5, 2 / 4, 1 / 3])))
-    assert metrics.corpus_bleu([hyp], [ref]) == pytest.approx(expected, rel=1e-4)
+    assert corpus_bleu([hyp], [ref]) == pytest.approx(expected, rel=1e-4)
     # `tokenize` reaches sacrebleu: 13a splits off the final '.', 'none' keeps "mat." a word.
-    assert metrics.corpus_bleu([ref + "."], [ref + " ."]) == pytest.approx(100.0)
-    assert metrics.corpus_bleu([ref + "."], [ref + " ."], tokenize="none") < 70.0
+    assert corpus_bleu([ref + "."], [ref + " ."]) == pytest.approx(100.0)
+    assert corpus_bleu([ref + "."], [ref + " ."], tokenize="none") < 70.0
 
 
 def test_schedules_follow_bengio_et_al():
@@ -294,7 +295,7 @@ def test_bleu_statistics_equal_sacrebleu_segment_statistics_on_ragged_shapes():
     """Empty references and hypotheses, padded widths shorter than max_order, orders 1..5, a
     three-word vocabulary (repeated n-grams, clipping)."""
     bleu = pytest.importorskip("sacrebleu.metrics").BLEU
-    statistics = jax.jit(metrics.bleu_statistics, static_argnames="max_order")
+    statistics = jax.jit(bleu_statistics, static_argnames="max_order")
     rng = np.random.default_rng(2)
     for hyp_time, ref_time, order in ((1, 3, 4), (5, 2, 2), (6, 6, 5), (3, 1, 1)):
         batch = 6
@@ -316,7 +317,7 @@ def test_bleu_statistics_equal_sacrebleu_segment_statistics_on_ragged_shapes():
             assert list(totals[b]) == stats[2 + order :], text
         # The corpus score at orders other than 4 (max_ngram_order follows the statistics).
         summed = [int(hyp_len.sum()), int(ref_len.sum()), *matches.sum(0), *totals.sum(0)]
-        score = metrics.bleu_from_statistics(matches.sum(0), totals.sum(0), *summed[:2])
+        score = bleu_from_statistics(matches.sum(0), totals.sum(0), *summed[:2])
         assert score == pytest.approx(reference._compute_score_from_stats(summed).score, abs=1e-9)
 
 

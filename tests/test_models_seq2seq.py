@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 from model_training import fixed_batches, train, vocab
 
-from rnn_jax import decoding, metrics
+from rnn_jax import decoding
+from rnn_jax.bleu import corpus_bleu
 from rnn_jax.data import readers
 from rnn_jax.data.batching import pad_batch
 from rnn_jax.models.seq2seq import Seq2Seq
@@ -267,8 +268,8 @@ def test_seq2seq_learns_multi30k_beyond_copying(data_root, name):
         for row, n in zip(np.asarray(tokens), np.asarray(lengths), strict=True)
     ]
     references = [" ".join(p["target"]) for p in held]
-    bleu = metrics.corpus_bleu(hypotheses, references, tokenize="none")
-    copy_bleu = metrics.corpus_bleu([" ".join(p["source"]) for p in held], references, "none")
+    bleu = corpus_bleu(hypotheses, references, tokenize="none")
+    copy_bleu = corpus_bleu([" ".join(p["source"]) for p in held], references, "none")
     print(
         f"Multi30k held-out BLEU ({name}): model {bleu:.2f}, copy source {copy_bleu:.2f}; "
         f"loss {losses[:5].mean():.3f} -> {losses[-10:].mean():.3f}"

@@ -11,7 +11,7 @@ import pytest
 
 from experiments import significance
 from rnn_jax import exits
-from rnn_jax.metrics import paired_bleu_significance
+from rnn_jax.bleu import paired_bleu_significance
 from tests.module_cli import StartedModule, run_module
 
 

@@ -477,7 +477,7 @@ def smoke_run(data_root, tmp_path_factory):
 @pytest.mark.data
 def test_smoke_run_writes_results_table_and_answer(smoke_run):
     config, workdir = smoke_run
-    from rnn_jax.metrics import corpus_bleu
+    from rnn_jax.bleu import corpus_bleu
 
     outputs = (workdir / smt_baseline_report.TRANSLATIONS_FILE).read_text().split("\n")[:-1]
     references = (workdir / smt_baseline_report.REFERENCES_FILE).read_text().split("\n")[:-1]

@@ -49,7 +49,7 @@ forcing, scheduled sampling (the schedules above, decaying to `final_teacher_for
 `translation.num_steps`; the fed-back token is the model's argmax, as in Bengio et al. 2015)
 or free running. BLEU: sacrebleu's corpus BLEU with tokenize='none' on the tokenised text
 (what multi-bleu.perl on these files gives), computed per seed inside the vmapped evaluation
-from summed n-gram statistics (rnn_jax.metrics.bleu_statistics); greedy decoding and beam
+from summed n-gram statistics (rnn_jax.bleu.bleu_statistics); greedy decoding and beam
 search (beam 5, GNMT length penalty alpha 0.6, Wu et al. 2016), at most `max_decode_length`
 tokens; baseline: the English source copied as the German output. The test numbers are the
 last checkpoint's (`translation.select_by="last"`), or the best evaluation's by val TF NLL
