@@ -18,9 +18,10 @@ on the last `probe.holdout_fraction` of probe-train, then refitted on all of it:
 
   lda       `rnn_jax.probes.fit_lda_probes`: linear discriminant analysis with a shrunk shared
             covariance (grid `probe.shrinkages`); every target
-  logistic  `rnn_jax.probes.fit_logistic_probes`: multinomial logistic regression with an L2
-            penalty (grid `probe.l2_penalties`, `probe.logistic_iterations` L-BFGS steps); the
-            tag targets only (`TAG_TARGETS`: 101-class word probes cost ~6x as much)
+  logistic  `rnn_jax.logistic_probes.fit_logistic_probes`: multinomial logistic regression
+            with an L2 penalty (grid `probe.l2_penalties`, `probe.logistic_iterations` L-BFGS
+            steps); the tag targets only (`TAG_TARGETS`: 101-class word probes cost ~6x as
+            much)
 
 Targets:
 
@@ -32,17 +33,17 @@ Targets:
   upos_control, upos_next_control
              Hewitt & Liang's (2019) control tasks: word t's type (the LM's token:
              forms outside its vocabulary are one type, `<unk>`) mapped to a random tag
-             (`rnn_jax.probes.control_task`, seeded by `seed` and `seed + 1`), drawn from
+             (`rnn_jax.probe_baselines.control_task`, seeded by `seed` and `seed + 1`), drawn from
              probe-train's distribution of the real target; selectivity = task − control
 
 Models: the trained LM of each seed and, as the control, the same seed's untrained LM (its
 initial weights: what a probe decodes without learning, Hewitt & Liang 2019). Baselines: the
 majority class of probe-train, and for the tag targets a lexical lookup
-(`rnn_jax.probes.lexical_accuracy`: word t's most frequent tag, or next tag, in probe-train;
-the overall majority for unseen words), the non-linear reference of what word identity alone
-gives. Reported: accuracy on probe-test per (probe, model, layer, target), per seed.
-W/results.json: `final` = {"<probe>-<trained|untrained>-L<layer>": {target: [per seed]},
-"majority": {target: accuracy}, "lexical": {tag target: accuracy}}, plus the LM's
+(`rnn_jax.probe_baselines.lexical_accuracy`: word t's most frequent tag, or next tag, in
+probe-train; the overall majority for unseen words), the non-linear reference of what word
+identity alone gives. Reported: accuracy on probe-test per (probe, model, layer, target), per
+seed. W/results.json: `final` = {"<probe>-<trained|untrained>-L<layer>": {target: [per
+seed]}, "majority": {target: accuracy}, "lexical": {tag target: accuracy}}, plus the LM's
 perplexities, the chosen regularisation, the sizes and the probes' time; W/state_probe.md;
 W/state_probe.png (memory curves).
 
@@ -65,7 +66,7 @@ import numpy as np
 from experiments import grid
 from experiments import language_model as lm
 from experiments import state_probe_report as report
-from rnn_jax import probes
+from rnn_jax import logistic_probes, probe_baselines, probes
 from rnn_jax.data.lm_corpus import LMCorpus
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
@@ -250,7 +251,7 @@ def num_classes(config: ml_collections.ConfigDict) -> list[int]:
 
 def control_labels(words: np.ndarray, train_tags: np.ndarray, seed: int) -> np.ndarray:
     """The control tasks of `TAG_TARGETS` at word types `words [m]`: int `[m, 2]`, column i a
-    random tag per word type (`probes.control_task` seeded `seed + i`), drawn from the
+    random tag per word type (`probe_baselines.control_task` seeded `seed + i`), drawn from the
     distribution of target i in `train_tags int [n, 2]` (probe-train's UPOS, next UPOS).
 
     The types are the LM's tokens (`lm_types`), not the word forms: every form the LM reads
@@ -258,7 +259,7 @@ def control_labels(words: np.ndarray, train_tags: np.ndarray, seed: int) -> np.n
     columns = []
     for i, classes in enumerate((len(UPOS), len(NEXT_UPOS))):
         counts = np.bincount(train_tags[:, i], minlength=classes)
-        columns.append(probes.control_task(list(words), counts, seed + i))
+        columns.append(probe_baselines.control_task(list(words), counts, seed + i))
     return np.stack(columns, axis=1)
 
 
@@ -400,7 +401,7 @@ def _fit(
 ) -> list[probes.LinearProbe]:
     if kind == "lda":
         return probes.fit_lda_probes(features, labels, classes, shrinkages(config), holdout)
-    return probes.fit_logistic_probes(
+    return logistic_probes.fit_logistic_probes(
         features, labels, classes, l2_penalties(config), holdout, config.probe.logistic_iterations
     )
 
@@ -446,11 +447,11 @@ def baselines(sets: dict[str, ProbeSet], names: list[str]) -> dict[str, dict[str
     probe-test, each fitted on probe-train."""
     train, test = sets["train"], sets["test"]
     majority = {
-        name: probes.majority_accuracy(train.labels[:, j], test.labels[:, j])
+        name: probe_baselines.majority_accuracy(train.labels[:, j], test.labels[:, j])
         for j, name in enumerate(names)
     }
     lexical = {
-        name: probes.lexical_accuracy(
+        name: probe_baselines.lexical_accuracy(
             train.words, train.labels[:, j], test.words, test.labels[:, j]
         )
         for j, name in enumerate(names)

@@ -18,7 +18,7 @@ from flax import nnx
 
 from experiments import state_probe as sp
 from experiments import state_probe_report as report
-from rnn_jax import exits, probes
+from rnn_jax import exits, logistic_probes, probe_baselines, probes
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.train import cli
 from rnn_jax.train import config as cfg
@@ -126,7 +126,7 @@ def test_logistic_probe_equals_scipy_lbfgs_on_the_same_objective():
     x, labels = _data(n=150, d=4, classes=3, seed=2)
     labels[labels == 1] = 3  # class 1 never seen: bias -inf, never predicted
     l2 = 0.05
-    probe = probes.fit_logistic_probe(x, labels, 4, l2, iterations=300)
+    probe = logistic_probes.fit_logistic_probe(x, labels, 4, l2, iterations=300)
     seen = [0, 2, 3]
     z = (x - x.mean(0)) / x.std(0)
     compact = np.searchsorted(seen, labels)
@@ -156,16 +156,16 @@ def test_logistic_penalty_choice_and_refit():
     x, labels = _data(n=160, d=5, classes=3, seed=3)
     labels2 = np.digitize(x[:, 1], np.quantile(x[:, 1], [1 / 3, 2 / 3]))
     holdout = np.arange(160) >= 120
-    fitted = probes.fit_logistic_probes(
+    fitted = logistic_probes.fit_logistic_probes(
         x, np.stack([labels, labels2], 1), [3, 3], [0.01, 100.0], holdout, iterations=200
     )
     for probe, target in zip(fitted, (labels, labels2), strict=True):
         assert probe.regularization == 0.01 and probe.weights.shape == (5, 3)
-        alone = probes.fit_logistic_probe(x, target, 3, 0.01, iterations=200)
+        alone = logistic_probes.fit_logistic_probe(x, target, 3, 0.01, iterations=200)
         np.testing.assert_allclose(probe.weights, alone.weights, atol=2e-3)
         assert probe.accuracy(x, target) == alone.accuracy(x, target)
     with pytest.raises(ValueError, match="l2_penalties"):
-        probes.fit_logistic_probes(x, labels[:, None], [3], [0.0], holdout, 10)
+        logistic_probes.fit_logistic_probes(x, labels[:, None], [3], [0.0], holdout, 10)
 
 
 def test_a_logistic_probe_does_not_depend_on_the_targets_fitted_with_it():
@@ -175,7 +175,7 @@ def test_a_logistic_probe_does_not_depend_on_the_targets_fitted_with_it():
     holdout = np.arange(300) >= 220
     rng = np.random.default_rng(0)
     probes_of = [
-        probes.fit_logistic_probes(
+        logistic_probes.fit_logistic_probes(
             x, np.stack([labels, other], 1), [4, 4], [1e-3, 1e-1], holdout, iterations=4
         )[0]
         for other in (rng.integers(0, 4, 300), np.digitize(x[:, 2], [-0.5, 0.0, 0.5]))
@@ -196,7 +196,7 @@ def test_logistic_reads_a_multimodal_class_lda_misreads():
     x = np.hstack([x, rng.normal(size=(600, 1))])  # plus a noise feature
     labels = (cluster == 2).astype(int)
     lda = probes.fit_lda_probe(x, labels, 2, 0.01)
-    logistic = probes.fit_logistic_probe(x, labels, 2, 1e-3, iterations=200)
+    logistic = logistic_probes.fit_logistic_probe(x, labels, 2, 1e-3, iterations=200)
     assert lda.accuracy(x, labels) < 0.75
     assert logistic.accuracy(x, labels) > 0.99
 
@@ -213,27 +213,30 @@ def test_lexical_baseline_by_hand():
     ]  # run: VERB twice, NOUN once; majority overall: 5 (tie 5/7/15 -> 5)
     test_words = ["run", "dog", "cat", "the"]
     np.testing.assert_array_equal(
-        probes.lexical_predictions(train_words, train_tags, test_words), [15, 7, 5, 5]
+        probe_baselines.lexical_predictions(train_words, train_tags, test_words), [15, 7, 5, 5]
     )
-    assert probes.lexical_accuracy(train_words, train_tags, test_words, [15, 15, 5, 5]) == 0.75
+    assert (
+        probe_baselines.lexical_accuracy(train_words, train_tags, test_words, [15, 15, 5, 5])
+        == 0.75
+    )
     # A tie within a word goes to the smaller id: "a" seen as 3 and as 1.
-    assert probes.lexical_predictions(["a", "a"], [3, 1], ["a"]).tolist() == [1]
+    assert probe_baselines.lexical_predictions(["a", "a"], [3, 1], ["a"]).tolist() == [1]
 
 
 def test_control_task_is_a_seeded_map_of_types():
     probs = np.array([0.5, 0.0, 0.3, 0.2])
     words = [f"w{i}" for i in range(4000)]
-    labels = probes.control_task(words, probs, seed=7)
+    labels = probe_baselines.control_task(words, probs, seed=7)
     # Type-level: every occurrence of a type gets the same tag, in any context or call, and an
     # unseen type gets one too.
-    again = probes.control_task(["w3", "new", "w3", "w0"], probs, seed=7)
+    again = probe_baselines.control_task(["w3", "new", "w3", "w0"], probs, seed=7)
     assert again[0] == again[2] == labels[3] and again[3] == labels[0]
     assert 0 <= again[1] < 4
     # Drawn from probs: class 1 (probability 0) never, the others near their probability.
     frequencies = np.bincount(labels, minlength=4) / len(words)
     assert frequencies[1] == 0
     np.testing.assert_allclose(frequencies, probs, atol=0.03)
-    other_seed = probes.control_task(words, probs, seed=8)
+    other_seed = probe_baselines.control_task(words, probs, seed=8)
     assert 0.3 < np.mean(other_seed == labels) < 0.5  # independent maps agree ~sum(p^2) = 0.38
 
 
@@ -245,14 +248,15 @@ def test_control_labels_of_the_experiment():
     np.testing.assert_array_equal(controls[0], controls[2])  # one tag per type
     assert set(controls[:, 0]) <= {0, 3, 7} and set(controls[:, 1]) <= {1, 17}
     np.testing.assert_array_equal(
-        controls[:, 0], probes.control_task(list(words), np.bincount([0, 7, 0, 3], minlength=17), 0)
+        controls[:, 0],
+        probe_baselines.control_task(list(words), np.bincount([0, 7, 0, 3], minlength=17), 0),
     )
     # Column i is seeded seed + i: the two control tasks draw independently (the same seed
     # for both put a type's two tags at one quantile of each distribution).
     many = np.array([f"w{i}" for i in range(40)], dtype=object)
     np.testing.assert_array_equal(
         sp.control_labels(many, train_tags, seed=5)[:, 1],
-        probes.control_task(list(many), np.bincount([1, 17, 1, 17], minlength=18), 6),
+        probe_baselines.control_task(list(many), np.bincount([1, 17, 1, 17], minlength=18), 6),
     )
 
 
@@ -272,7 +276,9 @@ def test_control_types_are_the_lm_tokens():
 
 
 def test_majority_accuracy_by_hand():
-    assert probes.majority_accuracy(np.array([2, 2, 1, 0]), np.array([2, 1, 1, 2, 0])) == 0.4
+    assert (
+        probe_baselines.majority_accuracy(np.array([2, 2, 1, 0]), np.array([2, 1, 1, 2, 0])) == 0.4
+    )
 
 
 def test_targets_by_hand():
@@ -687,7 +693,7 @@ def test_non_finite_features_are_named():
     with pytest.raises(ValueError, match=message):
         probes.fit_lda_probes(bad, labels[:, None], [3], [1.0], np.arange(80) >= 60)
     with pytest.raises(ValueError, match=message):
-        probes.fit_logistic_probe(bad, labels, 3, 0.1, iterations=2)
+        logistic_probes.fit_logistic_probe(bad, labels, 3, 0.1, iterations=2)
     probe = probes.fit_lda_probe(x, labels, 3, 1.0)
     bad[7, 2] = np.inf
     with pytest.raises(ValueError, match=message):
