@@ -1,10 +1,11 @@
-"""experiments.state_probe and rnn_jax.probes: the LDA probe against Gaussian log densities
-written out with scipy, the shrinkage choice against brute force, the logistic-regression probe
-against scipy's L-BFGS-B on the same objective written out in numpy and on classes LDA misreads,
-the lexical baseline and the control task by hand, the k-back and UPOS targets by hand, the
-layer states against a per-step loop of the model, a smoke run's results, tables and plot
-agreeing with each other, the Q1/Q12 answers on hand-made results, the main job's report, and
-bad config values failing naming the key."""
+"""experiments.state_probe (and state_probe_data), rnn_jax.probes, logistic_probes and
+probe_baselines: the LDA probe against Gaussian log densities written out with scipy, the
+shrinkage choice against brute force, the logistic-regression probe against scipy's L-BFGS-B on
+the same objective written out in numpy and on classes LDA misreads, the lexical baseline and
+the control task by hand, the k-back and UPOS targets by hand, the layer states against a
+per-step loop of the model, a smoke run's results, tables and plot agreeing with each other, the
+Q1/Q12 answers on hand-made results, the main job's report, and bad config values failing naming
+the key."""
 
 import collections
 import json
@@ -17,6 +18,7 @@ import scipy.stats
 from flax import nnx
 
 from experiments import state_probe as sp
+from experiments import state_probe_data as sp_data
 from experiments import state_probe_report as report
 from rnn_jax import exits, logistic_probes, probe_baselines, probes
 from rnn_jax.models import RNNLanguageModel
@@ -243,7 +245,7 @@ def test_control_task_is_a_seeded_map_of_types():
 def test_control_labels_of_the_experiment():
     words = np.array(["a", "b", "a", "c"], dtype=object)
     train_tags = np.array([[0, 1], [7, 17], [0, 1], [3, 17]])
-    controls = sp.control_labels(words, train_tags, seed=0)
+    controls = sp_data.control_labels(words, train_tags, seed=0)
     assert controls.shape == (4, 2)
     np.testing.assert_array_equal(controls[0], controls[2])  # one tag per type
     assert set(controls[:, 0]) <= {0, 3, 7} and set(controls[:, 1]) <= {1, 17}
@@ -255,7 +257,7 @@ def test_control_labels_of_the_experiment():
     # for both put a type's two tags at one quantile of each distribution).
     many = np.array([f"w{i}" for i in range(40)], dtype=object)
     np.testing.assert_array_equal(
-        sp.control_labels(many, train_tags, seed=5)[:, 1],
+        sp_data.control_labels(many, train_tags, seed=5)[:, 1],
         probe_baselines.control_task(list(many), np.bincount([1, 17, 1, 17], minlength=18), 6),
     )
 
@@ -267,10 +269,10 @@ def test_control_types_are_the_lm_tokens():
 
     vocab = Vocabulary.build([["a", "a", "b", "b", "c"]], min_freq=2, pad=None, unk="<unk>")
     forms = np.array(["a", "zz", "b", "c", "yy"], dtype=object)
-    types = sp.lm_types(vocab, forms)
+    types = sp_data.lm_types(vocab, forms)
     assert types.tolist() == ["a", "<unk>", "b", "<unk>", "<unk>"]
     train_tags = np.array([[i % 17, i % 18] for i in range(40)])
-    controls = sp.control_labels(types, train_tags, seed=3)
+    controls = sp_data.control_labels(types, train_tags, seed=3)
     np.testing.assert_array_equal(controls[1], controls[3])
     np.testing.assert_array_equal(controls[1], controls[4])
 
@@ -286,16 +288,21 @@ def test_targets_by_hand():
         {"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN", "PUNCT"]},
         {"tokens": ["d", "a"], "upos": ["VERB", "DET"]},
     ]
-    forms, tags = sp.stream(sentences)
+    forms, tags = sp_data.stream(sentences)
     assert forms == ["a", "b", "c", "<eos>", "d", "a", "<eos>"]
     assert tags == ["DET", "NOUN", "PUNCT", "<eos>", "VERB", "DET", "<eos>"]
-    words = sp.frequent_words(forms, 2)
+    words = sp_data.frequent_words(forms, 2)
     assert words == {"<eos>": 0, "a": 1}  # counts 2 and 2: ties by string
-    positions, labels = sp.probe_targets(forms, tags, words, [0, 2])
+    positions, labels = sp_data.probe_targets(forms, tags, words, [0, 2])
     # t >= max(k) = 2, a word (not <eos> at 3 and 6) with a next token (t < 6): 2, 4, 5.
     np.testing.assert_array_equal(positions, [2, 4, 5])
-    other, det, verb, punct = 2, sp.UPOS.index("DET"), sp.UPOS.index("VERB"), sp.UPOS.index("PUNCT")
-    eos_tag = len(sp.UPOS)
+    other, det, verb, punct = (
+        2,
+        sp_data.UPOS.index("DET"),
+        sp_data.UPOS.index("VERB"),
+        sp_data.UPOS.index("PUNCT"),
+    )
+    eos_tag = len(sp_data.UPOS)
     expected = [
         # word t (c: other), word t-2 (a), UPOS t, UPOS t+1
         [other, 1, punct, eos_tag],
@@ -304,13 +311,13 @@ def test_targets_by_hand():
     ]
     np.testing.assert_array_equal(labels, expected)
     # only inconsistent input reaches it (read_conllu pairs each form with its own UPOS)
-    forms, tags = sp.stream([{"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN", "<eos>"]}])
+    forms, tags = sp_data.stream([{"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN", "<eos>"]}])
     with pytest.raises(ValueError, match="a word position carries the <eos> tag"):
-        sp.probe_targets(forms, tags, words, [0, 2])
+        sp_data.probe_targets(forms, tags, words, [0, 2])
     # A sentence with one tag fewer than tokens shifted every later tag onto another word.
     aligned = {"tokens": ["a"], "upos": ["DET"]}
     with pytest.raises(ValueError, match=r"^sentence 1: 3 tokens but 2 UPOS tags$"):
-        sp.stream([aligned, {"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN"]}, aligned])
+        sp_data.stream([aligned, {"tokens": ["a", "b", "c"], "upos": ["DET", "NOUN"]}, aligned])
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +367,7 @@ def test_smoke_writes_results_tables_and_plot(smoke_run, config):
     workdir, final = smoke_run
     results = json.loads((workdir / "results.json").read_text())
     assert results["final"] == final
-    names = sp.target_names(sp.distances(config))
+    names = sp_data.target_names(sp_data.distances(config))
     assert results["setup"]["targets"] == names
     assert results["setup"]["probe_kinds"] == ["lda", "logistic"]
     tags = ["upos", "upos_next", "upos_control", "upos_next_control"]
@@ -416,13 +423,13 @@ def test_smoke_writes_results_tables_and_plot(smoke_run, config):
 
 def test_smoke_lexical_baseline_and_controls_from_the_data(config):
     # The experiment's baselines and control columns, recomputed from the UD sentences by hand.
-    sentences = sp.load_sentences(config)
+    sentences = sp_data.load_sentences(config)
     task = sp.UDLanguageModelTask(config, sentences)
-    sets, _ = sp.probe_sets(config, sentences, task.corpus)
+    sets, _ = sp_data.probe_sets(config, sentences, task.corpus)
     train, test = sets["train"], sets["test"]
-    names = sp.target_names(sp.distances(config))
+    names = sp_data.target_names(sp_data.distances(config))
     upos, control = names.index("upos"), names.index("upos_control")
-    forms, _ = sp.stream(sentences["train"][: config.probe.train_sentences])
+    forms, _ = sp_data.stream(sentences["train"][: config.probe.train_sentences])
     np.testing.assert_array_equal(train.words, np.array(forms, dtype=object)[train.positions])
     # One control tag per type the LM reads (out-of-vocabulary forms: the one <unk> type),
     # shared by probe-train and probe-test; forms the LM reads as <unk> occur in both.
@@ -650,18 +657,18 @@ def test_too_many_sentences_is_named(config):
     with pytest.raises(
         cfg.ConfigError, match="probe.test_sentences=999999: UD English-EWT 'valid'"
     ):
-        sp.load_sentences(big)
+        sp_data.load_sentences(big)
     # No position to probe, named before the LM trains: the first valid sentence has 7 words,
     # fewer than the smoke config's largest distance (it wrote NaN accuracies with verdicts),
     # and distance 5000 leaves probe-train empty (it failed in the control task, unnamed).
     short = config.copy_and_resolve_references()
     short.probe.test_sentences = 1
     with pytest.raises(cfg.ConfigError, match=r"^probe.test_sentences=1 with probe.distances="):
-        sp.load_sentences(short)
+        sp_data.load_sentences(short)
     far = config.copy_and_resolve_references()
     far.probe.distances = "0,5000"
     with pytest.raises(cfg.ConfigError, match=r"^probe.train_sentences=\d+ .*'0,5000': 0 word"):
-        sp.load_sentences(far)
+        sp_data.load_sentences(far)
 
 
 def test_untrained_model_is_the_initialisation_of_its_seed(config):
@@ -669,7 +676,7 @@ def test_untrained_model_is_the_initialisation_of_its_seed(config):
     from rnn_jax.train import optim
     from rnn_jax.train.steps import build_init
 
-    sentences = {s: [{"tokens": ["a", "b"], "upos": ["DET", "NOUN"]}] * 400 for s in sp.SPLITS}
+    sentences = {s: [{"tokens": ["a", "b"], "upos": ["DET", "NOUN"]}] * 400 for s in sp_data.SPLITS}
     two = config.copy_and_resolve_references()
     two.num_seeds = 2
     task = sp.UDLanguageModelTask(two, sentences)

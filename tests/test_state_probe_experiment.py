@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import state_probe as sp
+from experiments import state_probe_data as sp_data
 from experiments import state_probe_report as sp_report
 from experiments.configs import state_probe as sp_configs
 from rnn_jax.train import cli
@@ -22,9 +23,9 @@ def test_probe_distances_start_at_word_t():
         with pytest.raises(ValueError, match=rf"probe\.distances='{value}': .*starting at 0"):
             cli.load_config(smoke, {"probe.distances": value}, rules=sp.RULES)
     config = cli.load_config(smoke, {"probe.distances": "0,3"}, rules=sp.RULES)
-    assert sp.distances(config) == [0, 3]
-    assert sp.target_names([0, 3])[:2] == ["word_k0", "word_k3"]
-    assert np.array_equal(sp.num_classes(config)[:2], [config.probe.num_words + 1] * 2)
+    assert sp_data.distances(config) == [0, 3]
+    assert sp_data.target_names([0, 3])[:2] == ["word_k0", "word_k3"]
+    assert np.array_equal(sp_data.num_classes(config)[:2], [config.probe.num_words + 1] * 2)
 
 
 def test_probe_plot_draws_ten_or_more_layers(tmp_path):
@@ -114,7 +115,7 @@ def test_probe_train_larger_than_the_lm_training_text_is_named():
     config.probe.train_sentences = 301
     message = r"probe\.train_sentences=301: more than the LM's data\.train_sentences=300"
     with pytest.raises(cfg.ConfigError, match=message):
-        sp.load_sentences(config)
+        sp_data.load_sentences(config)
 
 
 def test_q12_verdict_words_match_its_condition():
@@ -164,9 +165,9 @@ def test_baselines_and_controls_are_drawn_from_probe_train():
         "train": [{"tokens": ["a", "b"], "upos": ["NOUN", "NOUN"]}] * 3,
         "valid": [{"tokens": ["a", "c"], "upos": ["VERB", "VERB"]}] * 3,
     }
-    sets, _ = sp.probe_sets(config, sentences, sp.ud_lm_corpus(sentences, 1))
-    names = sp.target_names([0])
-    noun, eos = sp.UPOS.index("NOUN"), len(sp.UPOS)
+    sets, _ = sp_data.probe_sets(config, sentences, sp.ud_lm_corpus(sentences, 1))
+    names = sp_data.target_names([0])
+    noun, eos = sp_data.UPOS.index("NOUN"), len(sp_data.UPOS)
     for split in sets.values():
         assert set(split.labels[:, names.index("upos_control")]) == {noun}
         assert set(split.labels[:, names.index("upos_next_control")]) <= {noun, eos}
@@ -182,8 +183,8 @@ def test_probe_model_fits_each_layer_on_probe_train_and_scores_it_on_probe_test(
     config = sp_configs.get_config("smoke")
     config.probe.distances, config.probe.kinds, config.probe.holdout_fraction = "0", "lda", 0.25
     sets = {
-        "train": sp.ProbeSet(np.arange(10), np.arange(1, 9), None, np.zeros((8, 5), int)),
-        "test": sp.ProbeSet(np.arange(6), np.array([2, 3]), None, np.zeros((2, 5), int)),
+        "train": sp_data.ProbeSet(np.arange(10), np.arange(1, 9), None, np.zeros((8, 5), int)),
+        "test": sp_data.ProbeSet(np.arange(6), np.array([2, 3]), None, np.zeros((2, 5), int)),
     }
 
     def states(model, tokens):
