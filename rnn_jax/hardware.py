@@ -1,6 +1,7 @@
 """What the host CPU is, for provenance: timings compare only on the same kind of CPU.
 
-Free of JAX so that process drivers (experiments/reproduce.py) can use it without importing it.
+Free of JAX so that process drivers (experiments/reproduce_report.py, the main job's report) can
+use it without importing it.
 """
 
 from __future__ import annotations

@@ -272,13 +272,13 @@ def test_a_bad_value_on_the_command_line_exits_2_before_writing(bad_value_run):
 
 
 def test_the_main_job_runs_it_and_reports_its_answers(smoke_run, tmp_path):
-    from experiments import reproduce
+    from experiments import reproduce, reproduce_report
 
     assert "bidirectional" in reproduce.experiment_names()
     (tmp_path / "bidirectional").symlink_to(smoke_run, target_is_directory=True)
-    text = reproduce.write_report(tmp_path, ["bidirectional"], {"bidirectional": 60.0})
+    text = reproduce_report.write_report(tmp_path, ["bidirectional"], {"bidirectional": 60.0})
     answers = bd.answers(smoke_run)
-    assert f"**Q6. {reproduce.QUESTIONS[6]}** {answers[6]}" in text  # not the library line
+    assert f"**Q6. {reproduce_report.QUESTIONS[6]}** {answers[6]}" in text  # not the library line
     assert answers[14] in text and "![bidirectional.png](bidirectional/bidirectional.png)" in text
 
 

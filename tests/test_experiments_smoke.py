@@ -78,13 +78,13 @@ def test_bad_grid_value_fails_before_running(tmp_path):
 
 
 def test_reproduce_report_answers_from_measured_numbers(smoke_run, tmp_path):
-    from experiments import reproduce
+    from experiments import reproduce_report
 
     name, module, _, workdir = smoke_run
     root = tmp_path / "reproduce"
     root.mkdir()
     (root / name).symlink_to(workdir, target_is_directory=True)
-    text = reproduce.write_report(root, [name], {name: 60.0})
+    text = reproduce_report.write_report(root, [name], {name: 60.0})
     assert (root / "report.md").read_text() == text
     answers = module.answers(workdir)
     assert answers, f"{name} answers no question"
@@ -180,26 +180,26 @@ def test_reproduce_watchdog_kills_a_run_that_stopped_using_cpu(tmp_path):
     import sys
     import time
 
-    from experiments import reproduce
+    from experiments import reproduce_run
 
-    assert reproduce._cpu_seconds(os.getpid()) > 0
+    assert reproduce_run._cpu_seconds(os.getpid()) > 0
     start = time.monotonic()
     idle = [sys.executable, "-c", "import time; time.sleep(60)"]
-    code = reproduce._run_watched(idle, tmp_path, "idle", start, stall_s=1.0, poll_s=0.2)
-    assert code == reproduce.STALLED and time.monotonic() - start < 30
+    code = reproduce_run._run_watched(idle, tmp_path, "idle", start, stall_s=1.0, poll_s=0.2)
+    assert code == reproduce_run.STALLED and time.monotonic() - start < 30
     busy = [sys.executable, "-c", "import time; t = time.time()\nwhile time.time() - t < 2: pass"]
-    assert reproduce._run_watched(busy, tmp_path, "busy", start, stall_s=10.0, poll_s=0.2) == 0
+    assert reproduce_run._run_watched(busy, tmp_path, "busy", start, stall_s=10.0, poll_s=0.2) == 0
     failing = [sys.executable, "-c", "raise SystemExit(3)"]
-    assert reproduce._run_watched(failing, tmp_path, "failing", start, stall_s=1.0) == 3
+    assert reproduce_run._run_watched(failing, tmp_path, "failing", start, stall_s=1.0) == 3
 
 
 def test_reproduce_report_survives_a_run_whose_answers_cannot_be_read(tmp_path):
-    from experiments import reproduce
+    from experiments import reproduce_report
 
     workdir = tmp_path / "language_model"  # a finished run from before baselines.json existed
     workdir.mkdir()
     (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
-    text, answers = reproduce.experiment_section("language_model", workdir)
+    text, answers = reproduce_report.experiment_section("language_model", workdir)
     assert answers == {} and "could not be read" in text
 
 
@@ -222,11 +222,11 @@ def test_reproduce_stopped_by_sigterm_stops_its_experiment(tmp_path, repo_root):
         "time.sleep(120)\n"
     )
     driver = (
-        "import signal, sys, time\n"
-        "from experiments import reproduce\n"
+        "import pathlib, signal, sys, time\n"
+        "from experiments import reproduce, reproduce_run\n"
         "signal.signal(signal.SIGTERM, reproduce._exit_on_sigterm)\n"
-        f"reproduce._run_watched([sys.executable, '-c', {child!r}], "
-        f"reproduce.pathlib.Path({str(tmp_path)!r}), 'child', time.monotonic(), 0.0, 0.2)\n"
+        f"reproduce_run._run_watched([sys.executable, '-c', {child!r}], "
+        f"pathlib.Path({str(tmp_path)!r}), 'child', time.monotonic(), 0.0, 0.2)\n"
     )
     process = subprocess.Popen([sys.executable, "-c", driver], cwd=repo_root)
     deadline = time.monotonic() + 60

@@ -92,7 +92,7 @@ def smoke_run(request, data_root, repo_root, tmp_path_factory):
 
 @pytest.mark.data
 def test_smoke_run_writes_table_curves_and_answer(smoke_run):
-    from experiments import reproduce
+    from experiments import reproduce_report
 
     name, experiment, workdir, results = smoke_run
     final = results["final"]
@@ -117,7 +117,7 @@ def test_smoke_run_writes_table_curves_and_answer(smoke_run):
     assert f"{np.mean(final['per_seed']['test_accuracy']):.3f}" in answer
     assert f"{baseline['test_accuracy']:.3f}" in answer and f"{name}.py:smoke with" in answer
     # The main job's report takes this table, plot and answer instead of raw scalars.
-    section, answers = reproduce.experiment_section(name, workdir)
+    section, answers = reproduce_report.experiment_section(name, workdir)
     assert answers == {QUESTION[name]: answer}
     assert "|---|" in section and "learning_curves.png" in section
 

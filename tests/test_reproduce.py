@@ -25,7 +25,7 @@ from importlib import metadata
 
 import pytest
 
-from experiments import reproduce
+from experiments import reproduce, reproduce_report, reproduce_run, reproduce_variants
 from rnn_jax import exits
 from rnn_jax.train import config as config_lib
 
@@ -46,7 +46,7 @@ def test_watchdog_counts_the_cpu_of_an_experiment_s_children(tmp_path):
     busy = "import time\nt = time.time()\nwhile time.time() - t < 5: pass"
     parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}], check=True)"
     start = time.monotonic()
-    code = reproduce._run_watched(
+    code = reproduce_run._run_watched(
         [sys.executable, "-c", parent], tmp_path, "parent", start, stall_s=2.5, poll_s=0.2
     )
     assert code == 0
@@ -71,10 +71,10 @@ def test_watchdog_kills_a_stalled_experiment_s_children_too(tmp_path, exits):
             "sys.exit(3)"
         )
     stall_s = 0.0 if exits else 1.0  # an exiting parent is not to be taken for a stalled one
-    code = reproduce._run_watched(
+    code = reproduce_run._run_watched(
         [sys.executable, "-c", parent], tmp_path, "parent", time.monotonic(), stall_s, 0.2
     )
-    assert code == (3 if exits else reproduce.STALLED)
+    assert code == (3 if exits else reproduce_run.STALLED)
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 10
     while _alive(child) and time.monotonic() < deadline:
@@ -90,10 +90,10 @@ def test_an_orphan_s_exit_does_not_make_a_busy_experiment_look_stalled(tmp_path,
     group); progress is then measured from the drop, not from the higher sum before it. A
     fake clock ticks once per reading: no waiting."""
     readings = iter([10.0, 10.0, 2.0] + [2.0 + 0.6 * i for i in range(1, 20)])
-    monkeypatch.setattr(reproduce, "_cpu_seconds", lambda pid: next(readings))
-    monkeypatch.setattr(reproduce, "_kill_group", lambda process, signum: None)
+    monkeypatch.setattr(reproduce_run, "_cpu_seconds", lambda pid: next(readings))
+    monkeypatch.setattr(reproduce_run, "_kill_group", lambda process, signum: None)
     ticks = iter(range(1000))
-    monkeypatch.setattr(reproduce, "time", types.SimpleNamespace(monotonic=lambda: next(ticks)))
+    monkeypatch.setattr(reproduce_run, "time", types.SimpleNamespace(monotonic=lambda: next(ticks)))
 
     class Busy:  # busy for 15 polls, then exits 0
         pid, polls = -1, 0
@@ -104,7 +104,7 @@ def test_an_orphan_s_exit_does_not_make_a_busy_experiment_look_stalled(tmp_path,
                 return 0
             raise subprocess.TimeoutExpired("experiment", timeout)
 
-    assert reproduce._watch(Busy(), tmp_path, "busy", 0.0, stall_s=10.0, poll_s=0.0) == 0
+    assert reproduce_run._watch(Busy(), tmp_path, "busy", 0.0, stall_s=10.0, poll_s=0.0) == 0
 
 
 def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
@@ -112,16 +112,16 @@ def test_reproduce_does_not_reuse_another_variant_s_results(tmp_path):
     results as quick's (results.json was the only check), under a `:quick` command line."""
     workdir = tmp_path / "language_model"
     workdir.mkdir()
-    reproduce.record_variant(workdir, "smoke")
+    reproduce_variants.record_variant(workdir, "smoke")
     (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
-    assert reproduce.finished_variant(workdir) == "smoke"
-    text, _ = reproduce.experiment_section("language_model", workdir)
+    assert reproduce_variants.finished_variant(workdir) == "smoke"
+    text, _ = reproduce_report.experiment_section("language_model", workdir)
     assert "language_model.py:smoke`" in text and ":quick" not in text
     assert "- test_loss: 1.5\n" in text  # no table: its final scalars are listed
-    (workdir / reproduce.VARIANT_FILE).unlink()  # a run from before variants were recorded
-    text, _ = reproduce.experiment_section("language_model", workdir)
+    (workdir / reproduce_variants.VARIANT_FILE).unlink()  # a run from before variants were recorded
+    text, _ = reproduce_report.experiment_section("language_model", workdir)
     assert "language_model.py:<variant not recorded>`" in text and ":quick" not in text
-    reproduce.record_variant(workdir, "smoke")
+    reproduce_variants.record_variant(workdir, "smoke")
     driver = (
         "import sys\n"
         "from absl import app\n"
@@ -152,7 +152,7 @@ def test_a_finished_run_whose_config_changed_since_is_not_reused(tmp_path, monke
 
     def record(**config):
         text = json.dumps({"variant": "smoke", **({"config": config} if config else {})})
-        (workdir / reproduce.VARIANT_FILE).write_text(text)
+        (workdir / reproduce_variants.VARIANT_FILE).write_text(text)
 
     record(**{**then, "train.num_steps": 7})
     assert run_main(monkeypatch, workdir=str(tmp_path)) == 2 and ran == []
@@ -212,11 +212,11 @@ def _fake_run(name, workdir, variant, index, stall_s=0.0, max_restarts=5):
     """initialization fails (exit 3) without results.json, sentiment exits 0 without it
     (which `run_experiment` returns as NO_RESULTS), language_model finishes."""
     workdir.mkdir(parents=True, exist_ok=True)
-    reproduce.record_variant(workdir, variant)
+    reproduce_variants.record_variant(workdir, variant)
     if name == "initialization":
         return 1.0, 3
     if name == "sentiment":
-        return 1.0, reproduce.NO_RESULTS
+        return 1.0, reproduce_run.NO_RESULTS
     (workdir / "results.json").write_text(json.dumps({"final": {"test_loss": 1.5}}))
     return 1.0, 0
 
@@ -284,7 +284,7 @@ def test_an_experiment_redone_alone_keeps_the_others_finished_runs_in_the_report
     _reproduce(root, "language_model,initialization")
     assert ran == ["language_model", "initialization", "initialization"]  # finished: not redone
     # Finished under another variant: not reported as this one's (--variant=smoke here).
-    reproduce.record_variant(root / "language_model", "quick")
+    reproduce_variants.record_variant(root / "language_model", "quick")
     _reproduce(root, "initialization")
     assert "## `language_model`\n\nSkipped (--only/--skip)" in (root / "report.md").read_text()
 
@@ -297,29 +297,32 @@ def test_a_stalled_experiment_is_restarted_and_then_reported_as_stalled(
     def stalls(command, workdir, label, start, stall_s, lock):
         calls.append(command)
         if len(calls) < 3:
-            return reproduce.STALLED
+            return reproduce_run.STALLED
         (workdir / "results.json").write_text("{}")
         return 0
 
-    monkeypatch.setattr(reproduce, "_run_watched", stalls)
+    monkeypatch.setattr(reproduce_run, "_run_watched", stalls)
     workdir = tmp_path / "sentiment"
-    _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 5)
+    _, code = reproduce_run.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 5)
     assert code == 0 and len(calls) == 3  # two stalls, each followed by a restart
     assert calls[0][-1] == "--config=experiments/configs/sentiment.py:quick"
     log = (workdir / "log.txt").read_text()
     assert "killed (attempt 1)" in log and "killed (attempt 2)" in log
-    record = json.loads((workdir / reproduce.VARIANT_FILE).read_text())
-    assert record == {"variant": "quick", "config": reproduce.variant_config("sentiment", "quick")}
+    record = json.loads((workdir / reproduce_variants.VARIANT_FILE).read_text())
+    assert record == {
+        "variant": "quick",
+        "config": reproduce_variants.variant_config("sentiment", "quick"),
+    }
 
     calls.clear()
-    _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 1)
-    assert code == reproduce.STALLED and len(calls) == 2  # the first run and one restart
+    _, code = reproduce_run.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 1)
+    assert code == reproduce_run.STALLED and len(calls) == 2  # the first run and one restart
     assert "sentiment: FAILED (stalled 2 times;" in capsys.readouterr().out  # not "exit -1000"
-    text, answers = reproduce.experiment_section("sentiment", workdir, code)
+    text, answers = reproduce_report.experiment_section("sentiment", workdir, code)
     assert answers == {} and "stalled (no CPU time) on its last attempt" in text
     calls.clear()
-    monkeypatch.setattr(reproduce, "_run_watched", lambda *args, lock: calls.append(args) or 3)
-    _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 5)
+    monkeypatch.setattr(reproduce_run, "_run_watched", lambda *args, lock: calls.append(args) or 3)
+    _, code = reproduce_run.run_experiment("sentiment", workdir, "quick", "[1/1]", 60.0, 5)
     assert code == 3 and len(calls) == 1  # a crash is a failure, not a stall: not restarted
 
 
@@ -340,14 +343,14 @@ def test_answers_that_raise_any_error_leave_the_report_written(tmp_path, monkeyp
         "# Accuracy\n\n| split | accuracy |\n|---|---|\n| test | 0.8 |\n"
     )
     (workdir / "curve.png").write_bytes(b"")
-    text = reproduce.write_report(tmp_path, ["sentiment"], {})
+    text = reproduce_report.write_report(tmp_path, ["sentiment"], {})
     assert "Its answers could not be read (TypeError: unsupported operand)" in text
     assert "| test | 0.8 |" in text  # its tables are still reported
     # under the section's "## `sentiment`"; the plot's path from report.md's folder
     assert "\n### Accuracy\n" in text and "![curve.png](sentiment/curve.png)" in text
     assert (tmp_path / "report.md").read_text() == text
     (workdir / "results.json").write_text("[0.8]")  # JSON, not an object: was a traceback
-    text, _ = reproduce.experiment_section("sentiment", workdir)
+    text, _ = reproduce_report.experiment_section("sentiment", workdir)
     assert "Its results.json could not be read (ValueError: not a JSON object but list)" in text
 
 
@@ -414,7 +417,7 @@ def test_bad_flags_exit_2_and_an_empty_or_file_workdir_is_refused(tmp_path, monk
     finished = tmp_path / "runs" / "sentiment"  # a finished run of another variant
     finished.mkdir(parents=True)
     (finished / "results.json").write_text("{}")
-    reproduce.record_variant(finished, "quick")
+    reproduce_variants.record_variant(finished, "quick")
     assert run_main(monkeypatch, workdir="runs", variant="smoke") == 2 and ran == []
     assert "sentiment (quick)" in capsys.readouterr().err
 
@@ -433,13 +436,13 @@ def test_a_sighup_ignored_by_the_caller_stays_ignored(tmp_path, monkeypatch):
 DRIVER = """
 import os, sys, time
 from absl import app
-from experiments import reproduce
+from experiments import reproduce, reproduce_run
 
 def run_child(name, workdir, variant, index, stall_s=0.0, max_restarts=5):
     workdir.mkdir(parents=True, exist_ok=True)
     child = "import os, time; print(os.getpid(), flush=True); time.sleep(120)"
     command = [sys.executable, "-c", child]
-    return 0.0, reproduce._run_watched(command, workdir, name, time.monotonic(), 0.0, 0.05)
+    return 0.0, reproduce_run._run_watched(command, workdir, name, time.monotonic(), 0.0, 0.05)
 
 reproduce.run_experiment = run_child
 reproduce.define_flags()
@@ -581,7 +584,7 @@ def test_a_relative_data_root_means_the_callers_directory(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RNN_JAX_DATA", "shared/data")
     child = "import os; print(os.path.abspath(os.environ['RNN_JAX_DATA']))"
-    code = reproduce._run_watched(
+    code = reproduce_run._run_watched(
         [sys.executable, "-c", child], tmp_path, "child", time.monotonic(), 0.0, 0.05
     )
     assert code == 0
@@ -623,7 +626,7 @@ def test_the_report_is_replaced_whole(tmp_path):
     reader of the old file keeps the old file whole."""
     (tmp_path / "report.md").write_text("old report\n")
     with open(tmp_path / "report.md") as reader:
-        text = reproduce.write_report(tmp_path, [], {})
+        text = reproduce_report.write_report(tmp_path, [], {})
         assert reader.read() == "old report\n"
     assert (tmp_path / "report.md").read_text() == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]  # no temporary left
@@ -649,7 +652,7 @@ def test_a_second_interrupt_during_the_grace_period_still_kills_the_experiment()
     signal.setitimer(signal.ITIMER_REAL, 0.2)
     try:
         with pytest.raises(KeyboardInterrupt):
-            reproduce._stop(process, grace_s=30.0)
+            reproduce_run._stop(process, grace_s=30.0)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -678,11 +681,11 @@ def test_stop_kills_after_the_grace_period_and_the_children_of_an_exited_experim
     try:
         assert ignores.stdout.readline().strip() == "ready"
         start = time.monotonic()
-        reproduce._stop(ignores, grace_s=0.2)
+        reproduce_run._stop(ignores, grace_s=0.2)
         assert ignores.returncode == -signal.SIGKILL and time.monotonic() - start >= 0.2
         orphan = int(exited.stdout.readline())
         assert exited.wait(timeout=10) == 0 and _alive(orphan)
-        reproduce._stop(exited)  # returns at once: no grace period for an exited process
+        reproduce_run._stop(exited)  # returns at once: no grace period for an exited process
         deadline = time.monotonic() + 10
         while _alive(orphan) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -704,33 +707,35 @@ def test_a_held_run_lock_an_unmakeable_folder_and_missing_results_each_fail_alon
     workdir = tmp_path / "sentiment"
     workdir.mkdir()
     held = lock_run(workdir)  # another main job, or an experiment a killed one left running
-    monkeypatch.setattr(reproduce, "_run_watched", lambda *args, lock: pytest.fail("started"))
+    monkeypatch.setattr(reproduce_run, "_run_watched", lambda *args, lock: pytest.fail("started"))
     try:
-        _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[1/3]")
+        _, code = reproduce_run.run_experiment("sentiment", workdir, "quick", "[1/3]")
     finally:
         os.close(held)
-    assert code == reproduce.IN_USE
+    assert code == reproduce_run.IN_USE
     assert "sentiment: NOT RUN: " in capsys.readouterr().out
     (tmp_path / "initialization").write_text("a file")
-    _, code = reproduce.run_experiment("initialization", tmp_path / "initialization", "quick", "")
-    assert code == reproduce.NOT_STARTED
+    _, code = reproduce_run.run_experiment(
+        "initialization", tmp_path / "initialization", "quick", ""
+    )
+    assert code == reproduce_run.NOT_STARTED
     assert "initialization: FAILED (not started: [Errno 17] File exists" in capsys.readouterr().out
-    monkeypatch.setattr(reproduce, "_run_watched", lambda *args, lock: 0)
-    _, code = reproduce.run_experiment("sentiment", workdir, "quick", "[3/3]")
-    assert code == reproduce.NO_RESULTS
+    monkeypatch.setattr(reproduce_run, "_run_watched", lambda *args, lock: 0)
+    _, code = reproduce_run.run_experiment("sentiment", workdir, "quick", "[3/3]")
+    assert code == reproduce_run.NO_RESULTS
     assert "sentiment: FAILED (exit 0 without results.json;" in capsys.readouterr().out
-    for code in (reproduce.IN_USE, reproduce.NOT_STARTED):
-        text, _ = reproduce.experiment_section("sentiment", workdir, code)
+    for code in (reproduce_run.IN_USE, reproduce_run.NOT_STARTED):
+        text, _ = reproduce_report.experiment_section("sentiment", workdir, code)
         assert "**FAILED in this run**: it " in text and "status -100" not in text
 
 
 _DRIVER = """
 import sys, time
-from experiments import reproduce
+from experiments import reproduce_run
 from rnn_jax.files import lock_run
 workdir = __import__("pathlib").Path(sys.argv[1])
 child = "import os, time; print(os.getpid(), flush=True); time.sleep(120)"
-reproduce._run_watched(
+reproduce_run._run_watched(
     [sys.executable, "-c", child], workdir, "x", time.monotonic(), 0.0, 0.05,
     lock=lock_run(workdir),
 )
@@ -780,7 +785,7 @@ def test_a_results_json_with_odd_members_does_not_cost_the_report(tmp_path, resu
     workdir = tmp_path / "sentiment"
     workdir.mkdir()
     (workdir / "results.json").write_text(json.dumps(results))
-    text, _ = reproduce.experiment_section("sentiment", workdir)
+    text, _ = reproduce_report.experiment_section("sentiment", workdir)
     assert "Command: `python -m experiments.sentiment" in text and " min)" not in text
     if isinstance(results["final"], list):
         assert "`final` is not an object: '[1.0]'" in text

@@ -1,8 +1,8 @@
-"""experiments.reproduce.write_report: answers from several experiments to one question."""
+"""experiments.reproduce_report.write_report: answers from several experiments to one question."""
 
 import pathlib
 
-from experiments import reproduce
+from experiments import reproduce_report
 
 
 def test_answers_from_two_experiments_are_separate_paragraphs(tmp_path, monkeypatch):
@@ -12,10 +12,10 @@ def test_answers_from_two_experiments_are_separate_paragraphs(tmp_path, monkeypa
         "second": ("## `second`\n", {16: "A phrase-based baseline scores 24.81."}),
     }
     monkeypatch.setattr(
-        reproduce, "experiment_section", lambda name, workdir, exit_code=0: sections[name]
+        reproduce_report, "experiment_section", lambda name, workdir, exit_code=0: sections[name]
     )
-    text = reproduce.write_report(pathlib.Path(tmp_path), ["first", "second"], {})
+    text = reproduce_report.write_report(pathlib.Path(tmp_path), ["first", "second"], {})
     # The second answer starts a paragraph after a blank line, not a row of the first's table.
     assert "| teacher_forcing | 5.96 |\n\nA phrase-based baseline scores 24.81." in text
-    assert f"**Q16. {reproduce.QUESTIONS[16]}** BLEU by regime:" in text
+    assert f"**Q16. {reproduce_report.QUESTIONS[16]}** BLEU by regime:" in text
     assert (tmp_path / "report.md").read_text() == text

@@ -455,15 +455,15 @@ def test_smoke_lexical_baseline_and_controls_from_the_data(config):
 
 
 def test_the_main_job_runs_it_and_reports_its_answers(smoke_run, tmp_path):
-    from experiments import reproduce
+    from experiments import reproduce, reproduce_report
 
     workdir, _ = smoke_run
     assert "state_probe" in reproduce.experiment_names()
     (tmp_path / "state_probe").symlink_to(workdir, target_is_directory=True)
-    text = reproduce.write_report(tmp_path, ["state_probe"], {"state_probe": 20.0})
+    text = reproduce_report.write_report(tmp_path, ["state_probe"], {"state_probe": 20.0})
     answers = sp.answers(workdir)
     for q in (1, 12):
-        assert f"**Q{q}. {reproduce.QUESTIONS[q]}** {answers[q]}" in text
+        assert f"**Q{q}. {reproduce_report.QUESTIONS[q]}** {answers[q]}" in text
 
 
 TAGS = ["upos", "upos_next", "upos_control", "upos_next_control"]

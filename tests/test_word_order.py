@@ -338,13 +338,13 @@ def test_bad_config_values_are_named(key, value, message):
 
 
 def test_the_main_job_runs_it_and_reports_its_answer(smoke_run, tmp_path):
-    from experiments import reproduce
+    from experiments import reproduce, reproduce_report
 
     assert "word_order" in reproduce.experiment_names()
     (tmp_path / "word_order").symlink_to(smoke_run, target_is_directory=True)
-    text = reproduce.write_report(tmp_path, ["word_order"], {"word_order": 30.0})
+    text = reproduce_report.write_report(tmp_path, ["word_order"], {"word_order": 30.0})
     answer = wo.answers(smoke_run)[2]
-    assert f"**Q2. {reproduce.QUESTIONS[2]}** {answer}" in text  # not the library line
+    assert f"**Q2. {reproduce_report.QUESTIONS[2]}** {answer}" in text  # not the library line
     assert "![word_order.png](word_order/word_order.png)" in text
 
 
