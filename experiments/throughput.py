@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 
 from experiments import throughput_peers as peers
-from experiments import throughput_report as report
+from experiments import throughput_tables as report
 from rnn_jax import allocator
 from rnn_jax.predicates import is_decimal, is_int
 from rnn_jax.train import config as config_lib

@@ -2,7 +2,7 @@
 
 import platform
 
-from experiments import throughput_report
+from experiments import throughput_tables
 from rnn_jax import hardware
 from rnn_jax.train import metrics
 
@@ -69,11 +69,11 @@ def test_provenance_records_the_cpu():
 
 
 def test_throughput_report_names_the_cpu_of_old_and_new_runs():
-    assert throughput_report._cpu({"cpu_model": "AMD EPYC", "cpu_simd": "avx2"}) == (
+    assert throughput_tables._cpu({"cpu_model": "AMD EPYC", "cpu_simd": "avx2"}) == (
         "AMD EPYC, avx2"
     )
     # Runs recorded before the provenance had the model kept platform.processor() as "cpu".
-    assert throughput_report._cpu({"cpu": "x86_64"}) == "x86_64"
+    assert throughput_tables._cpu({"cpu": "x86_64"}) == "x86_64"
 
 
 def test_widest_extension_of_every_pair_and_the_first_cores_model(tmp_path):

@@ -13,7 +13,13 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import throughput, throughput_peers, throughput_report
+from experiments import (
+    throughput,
+    throughput_goals,
+    throughput_peers,
+    throughput_report,
+    throughput_tables,
+)
 from rnn_jax.train import cli
 from tests.module_cli import run_module
 from tests.test_throughput_report import refused
@@ -33,7 +39,7 @@ def test_smoke_run_writes_results_table_and_plot(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     assert set(results) == {"final", "timing", "provenance"}
     assert results["timing"]["complete"] is True
-    assert not (smoke_run / throughput_report.PARTIAL).exists()  # removed once the run is finished
+    assert not (smoke_run / throughput_tables.PARTIAL).exists()  # removed once the run is finished
     assert "Unfinished" not in (smoke_run / "throughput.md").read_text()
     groups = results["final"]["groups"]
     assert {(g["cell"], g["mode"]) for g in groups} == {("lstm", "fwd"), ("lstm", "fwd_bwd")}
@@ -161,7 +167,7 @@ def test_floor_rows_are_per_round_ratios():
         "load": [0.1],
     }
     no_floor = group | {"members": {"rnn_jax": member([1.0])}}
-    header, rule, row = throughput_report.floor_rows([no_floor, group])  # no row without one
+    header, rule, row = throughput_tables.floor_rows([no_floor, group])  # no row without one
     assert header.count("|") == rule.count("|") == row.count("|")
     # rnn_jax over floor per round: 1/3, 4/3, 1/3 -> 0.33 (the ratio of medians: 0.67); torch:
     # 1, 2, 2 -> 2.00; no flax.
@@ -224,14 +230,14 @@ def test_goal_checks_report_misses():
         "rnn_jax_speedup_over": {"torch": 0.8, "flax": 1.4},
         "members": {"rnn_jax": {"xla_temp_mib": 30.0}, "flax": {"xla_temp_mib": 10.0}},
     }
-    lines = throughput_report.goal_checks([group])
+    lines = throughput_goals.goal_checks([group])
     assert any(line.startswith("- MISSED: lstm small fwd_bwd vs torch: 0.80×") for line in lines)
     assert any(line.startswith("- MET: lstm small fwd_bwd vs flax: 1.40×") for line in lines)
     assert any("MISSED" in line and "3.00× Flax" in line for line in lines)
     # 1.2x Flax's temp memory meets the default's goal (1.5x), not the remat one's (1.0x).
     temps = {"rnn_jax": 12.0, "rnn_jax_remat": 12.0, "flax": 10.0}
     group |= {"members": {name: {"xla_temp_mib": mib} for name, mib in temps.items()}}
-    lines = throughput_report.goal_checks([group])
+    lines = throughput_goals.goal_checks([group])
     assert lines[-2:] == [
         "- MET: lstm small fwd_bwd XLA temp memory 12 MiB = 1.20× Flax's 10 MiB (goal ≤ 1.5×)",
         "- MISSED: lstm small fwd_bwd XLA temp memory with remat 12 MiB = 1.20× Flax's "
@@ -313,7 +319,7 @@ def test_goals_across_runs_include_stacks_from_the_runs_that_timed_them():
         "| lstm small 2-layer stack per-layer speed | ≥ 1.0× | 2 | 1 | 0.97–1.01× | split "
         "| 0.99× [0.97, 1.01] | – |"
     ) in throughput_report.across_runs(runs)
-    lines = throughput_report.per_layer_checks(run(0.97)["final"]["stacked"])
+    lines = throughput_goals.per_layer_checks(run(0.97)["final"]["stacked"])
     assert lines == [
         "- MISSED: lstm small 2-layer stack per-layer speed 0.97× its layers' run alone "
         "(goal ≥ 1.0×; by CPU time 1.07×)"
@@ -376,14 +382,14 @@ def test_gpu_goals_and_kernel_columns():
         {"cell": "min_gru:associative", "time": 4096, "tokens_per_s": {"median": 1.2e5}},
     ]
     other = group | {"shape_name": "small"}  # the goal is medium's only
-    lines = throughput_report.gpu_checks([other, group], sweep)
+    lines = throughput_goals.gpu_checks([other, group], sweep)
     assert lines == [
         "- MISSED: lstm medium fwd_bwd vs torch (cuDNN): 0.85× (goal ≥ 0.9×)",
         "- MET: lstm medium fwd_bwd vs rnn_jax_cudnn (cuDNN): 0.95× (goal ≥ 0.9×)",
         "- MET: minGRU associative scan at T=4096: 12.0× the sequential scan's fwd+bwd "
         "tokens/s (goal ≥ 10.0×)",
     ]
-    header, rule, row = throughput_report._group_rows([group], "fwd_bwd")
+    header, rule, row = throughput_tables._group_rows([group], "fwd_bwd")
     assert "| jax cuDNN | vs jax cuDNN | Pallas kernel | vs Pallas kernel |" in header
     assert header.count("|") == rule.count("|") == row.count("|")
     # Then vs flax, vs torch wall-clock; vs flax, vs torch by CPU time.
@@ -461,11 +467,11 @@ def test_a_run_stopped_midway_keeps_what_it_measured(tmp_path, monkeypatch, caps
     monkeypatch.setattr(throughput, "time_stacked", stopped)
     with pytest.raises(KeyboardInterrupt):
         throughput.run(config, str(tmp_path))
-    partial = json.loads((tmp_path / throughput_report.PARTIAL).read_text())
+    partial = json.loads((tmp_path / throughput_tables.PARTIAL).read_text())
     assert partial["timing"]["complete"] is False
     assert [(g["cell"], g["mode"]) for g in partial["final"]["groups"]] == [("lstm", "fwd")]
     assert partial["final"]["stacked"] == partial["final"]["sweep"] == []
-    assert "**Unfinished run**" in throughput_report.markdown(partial)  # it still renders
+    assert "**Unfinished run**" in throughput_tables.markdown(partial)  # it still renders
     assert not (tmp_path / "results.json").exists()
     assert "unfinished run: only partial.json" in refused(capsys, tmp_path)
 

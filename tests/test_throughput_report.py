@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from experiments import throughput, throughput_report
+from experiments import throughput, throughput_goals, throughput_report, throughput_tables
 from rnn_jax import exits
 from rnn_jax.train import cli
 
@@ -49,7 +49,7 @@ def _group(cell, shape_name, mode, members, speedups, shape=None):
     return {
         "cell": cell,
         "shape_name": shape_name,
-        "shape": shape or throughput_report.GOAL_SHAPES.get(shape_name, (4, 8, 8, 16)),
+        "shape": shape or throughput_goals.GOAL_SHAPES.get(shape_name, (4, 8, 8, 16)),
         "mode": mode,
         "members": {name: {"xla_temp_mib": 10.0} for name in members},
         "rnn_jax_speedup_over": speedups,
@@ -60,23 +60,23 @@ def test_goal_checks_name_the_goals_a_missing_peer_leaves_unmeasured():
     """torch not installed (or a peer left out of `backends`): its goals are listed as not
     measured, not dropped from the Goals section as if there were none."""
     no_torch = _group("lstm", "small", "fwd_bwd", ["rnn_jax", "flax"], {"flax": 1.4})
-    lines = throughput_report.goal_checks([no_torch])
+    lines = throughput_goals.goal_checks([no_torch])
     assert "- MET: lstm small fwd_bwd vs flax: 1.40× wall-clock (goal ≥ 1.3×)" in lines
     assert "- NOT MEASURED: lstm small fwd_bwd vs torch: no torch in this run" in lines
     no_flax = _group("gru", "long", "fwd_bwd", ["rnn_jax", "torch"], {"torch": 1.1})
-    lines = throughput_report.goal_checks([no_flax])
+    lines = throughput_goals.goal_checks([no_flax])
     assert "- NOT MEASURED: gru long fwd_bwd vs flax: no flax in this run" in lines
     assert any(
         line.startswith("- NOT MEASURED: gru long fwd_bwd XLA temp memory") for line in lines
     )
     only_peers = _group("lstm", "medium", "fwd", ["flax", "torch"], {})
-    assert throughput_report.goal_checks([only_peers]) == [
+    assert throughput_goals.goal_checks([only_peers]) == [
         "- NOT MEASURED: lstm medium fwd vs torch: no rnn_jax in this run",
         "- NOT MEASURED: lstm medium fwd vs flax: no rnn_jax in this run",
     ]
     # Groups no goal is about say nothing: minGRU, or a shape outside the goals.
-    assert throughput_report.goal_checks([_group("min_gru", "small", "fwd", ["rnn_jax"], {})]) == []
-    assert throughput_report.goal_checks([_group("lstm", "tiny", "fwd", ["rnn_jax"], {})]) == []
+    assert throughput_goals.goal_checks([_group("min_gru", "small", "fwd", ["rnn_jax"], {})]) == []
+    assert throughput_goals.goal_checks([_group("lstm", "tiny", "fwd", ["rnn_jax"], {})]) == []
 
 
 def test_a_shape_changed_by_a_flag_is_not_judged_or_pooled_as_issue_7s():
@@ -85,7 +85,7 @@ def test_a_shape_changed_by_a_flag_is_not_judged_or_pooled_as_issue_7s():
     and rows now go by the shape's values; the changed shape is named with them, unjudged."""
     changed = (8, 64, 128, 256)
     odd = _group("lstm", "small", "fwd_bwd", ["rnn_jax", "flax"], {"flax": 2.0}, changed)
-    lines = throughput_report.goal_checks([odd])
+    lines = throughput_goals.goal_checks([odd])
     assert lines[0] == (
         "- NOT JUDGED: lstm small (8, 64, 128, 256) fwd_bwd: not issue 7's small "
         "(32, 64, 128, 256), so no speed goal applies"
@@ -94,7 +94,7 @@ def test_a_shape_changed_by_a_flag_is_not_judged_or_pooled_as_issue_7s():
     assert lines[1].startswith("- MET: lstm small (8, 64, 128, 256) fwd_bwd XLA temp memory")
     # Issue 7's medium values under another name are not its medium either (GPU goal).
     renamed = _group("lstm", "small", "fwd_bwd", ["rnn_jax"], {"torch": 0.95}, (64, 128, 256, 512))
-    assert throughput_report.gpu_checks([renamed], []) == []
+    assert throughput_goals.gpu_checks([renamed], []) == []
 
     def run(group, per_layer):
         bidirectional = {k: group[k] for k in ("cell", "shape_name", "shape")}
@@ -115,8 +115,8 @@ def test_a_shape_changed_by_a_flag_is_not_judged_or_pooled_as_issue_7s():
     )
     # The benchmark's config takes issue 7's shapes from the report: one definition.
     config = cli.load_config(f"{CONFIG}:cpu", rules=throughput.RULES, trains=False)
-    assert {n: tuple(config.shapes[n]) for n in throughput_report.GOAL_SHAPES} == (
-        throughput_report.GOAL_SHAPES
+    assert {n: tuple(config.shapes[n]) for n in throughput_goals.GOAL_SHAPES} == (
+        throughput_goals.GOAL_SHAPES
     )
 
 
@@ -146,7 +146,7 @@ def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(
     monkeypatch.setattr(throughput, "time_stacked", stopped)
     with pytest.raises(KeyboardInterrupt):
         throughput.run(config, str(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [throughput_report.PARTIAL]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [throughput_tables.PARTIAL]
     assert "unfinished run: only partial.json" in refused(capsys, tmp_path)
     # Another experiment's results (a KeyError traceback; a null `final`: a TypeError one) or a
     # torn file (JSONDecodeError; not UTF-8: a UnicodeDecodeError traceback).
@@ -159,7 +159,7 @@ def test_a_rerun_that_stops_is_not_taken_for_the_finished_run_before_it(
     assert refused(capsys) == "give one or more throughput workdirs (each with results.json)\n"
     # A finished run that timed the floor: the goal table, then the floor's.
     results = _results("cpu", 1.1)
-    seconds = {"rnn_jax": [1.0], "torch": [1.1], throughput_report.FLOOR: [0.5]}
+    seconds = {"rnn_jax": [1.0], "torch": [1.1], throughput_tables.FLOOR: [0.5]}
     members = {name: MEMBER | {"seconds": s} for name, s in seconds.items()}
     results["final"]["groups"][0]["members"] = members
     (other / "results.json").write_text(json.dumps(results))
@@ -208,11 +208,11 @@ def _results(backend: str, torch_ratio: float) -> dict:
 
 
 def test_cpu_speed_goals_are_not_judged_on_a_gpu():
-    gpu = throughput_report.markdown(_results("gpu", 0.95))
+    gpu = throughput_tables.markdown(_results("gpu", 0.95))
     assert "- MET: lstm medium fwd_bwd vs torch (cuDNN): 0.95× (goal ≥ 0.9×)" in gpu
     assert "wall-clock (goal ≥ 1.0×" not in gpu  # the CPU goal, judged on the same ratio
     assert "- NOT JUDGED on gpu: the speed goals against torch and Flax" in gpu
-    cpu = throughput_report.markdown(_results("cpu", 0.95))
+    cpu = throughput_tables.markdown(_results("cpu", 0.95))
     assert "- MISSED: lstm medium fwd_bwd vs torch: 0.95× wall-clock (goal ≥ 1.0×" in cpu
     assert "cuDNN" not in cpu and "NOT JUDGED" not in cpu
     # The load note names this run's CPUs, not a fixed "2 cores".
@@ -302,7 +302,7 @@ def test_a_gpu_kernel_that_fails_to_build_is_reported_and_the_group_still_timed(
         assert again["failed"]["rnn_jax_pallas"].endswith(named)
     results = _results("gpu", 0.95)
     results["final"]["groups"][0]["failed"] = group["failed"]
-    report = throughput_report.markdown(results)
+    report = throughput_tables.markdown(results)
     assert f"- lstm medium fwd_bwd, rnn_jax_pallas: {message}" in report
     monkeypatch.setattr(throughput.peers, "build", lambda backend, *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
@@ -325,7 +325,7 @@ def test_bidirectional_stacked_and_remat_rows_put_each_figure_in_its_column():
     }
     names = ("rnn_jax", "rnn_jax_two_scans", "flax", "unidirectional")
     members = {n: member(k, 10.0 * k) for k, n in enumerate(names, 1)}
-    rows = throughput_report._bidirectional_rows([shape | ratios | {"members": members}])
+    rows = throughput_tables._bidirectional_rows([shape | ratios | {"members": members}])
     assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|")
     assert rows[2] == (
         "| gru | small (32, 64, 128, 256) | 1 (1–1) | 2 (2–2) | 3 (3–3) | 4 (4–4) | 0.90× "
@@ -333,7 +333,7 @@ def test_bidirectional_stacked_and_remat_rows_put_each_figure_in_its_column():
     )
     names = ("rnn_jax", "flax", "torch", "first_layer", "upper_layer")
     members = {n: member(k, 10.0 * k) for k, n in enumerate(names, 1)}
-    rows = throughput_report._stacked_rows([shape | ratios | {"members": members, "layers": 3}])
+    rows = throughput_tables._stacked_rows([shape | ratios | {"members": members, "layers": 3}])
     assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|")
     assert rows[2] == (
         "| gru | 3 | small (32, 64, 128, 256) | 1 (1–1) | 2 (2–2) | 3 (3–3) | 4 (4–4) "
@@ -345,7 +345,7 @@ def test_bidirectional_stacked_and_remat_rows_put_each_figure_in_its_column():
         "rnn_jax_cpu_speedup_over": {"rnn_jax_remat": 1.15},
     }
     group = shape | ratios | {"members": members, "mode": "fwd_bwd"}
-    rows = throughput_report._remat_rows([group])
+    rows = throughput_tables._remat_rows([group])
     assert rows[0].count("|") == rows[1].count("|") == rows[2].count("|")
     assert rows[2] == (
         "| gru | small (32, 64, 128, 256) | 1 (1–1) | 1.25× | 1.15× | 6 / 12 / 10 | 0.60× | 1.0 |"
@@ -353,9 +353,9 @@ def test_bidirectional_stacked_and_remat_rows_put_each_figure_in_its_column():
 
 
 def test_the_report_and_its_config_define_no_flag_on_import():
-    """The benchmark's config imports this module (`GOAL_SHAPES`), and `launch.sweep` and
-    `experiments.reproduce` load that config: `--per_run` was defined in their programs too.
-    It is now defined only when the report runs as a program."""
+    """The benchmark's config imported this module (`GOAL_SHAPES`, now in throughput_goals),
+    and `launch.sweep` and `experiments.reproduce` load that config: `--per_run` was defined
+    in their programs too. It is now defined only when the report runs as a program."""
     import subprocess
     import sys
 

@@ -54,7 +54,7 @@ temp memory (`memory_analysis`) and the instructions each of its loops runs per 
 
 import ml_collections
 
-from experiments.throughput_report import GOAL_SHAPES
+from experiments.throughput_goals import GOAL_SHAPES
 from rnn_jax.train.config import process_config, select_variant
 
 
