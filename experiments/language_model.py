@@ -10,8 +10,9 @@ Measures per-token cross-entropy and perplexity on the validation and test strea
 the best-validation checkpoint; Zaremba et al.'s code and the TF tutorial test the final
 model) beside context-free
 baselines (W/baselines.json: add-one smoothed unigram of the training tokens, uniform), and
-writes W/language_model.md and W/learning_curves.png (experiments/run_report.py). Configs,
-expected runtimes and results: experiments/configs/language_model.py.
+writes W/language_model.md and W/learning_curves.png (experiments/run_report.py; the table,
+the answer to question 7 and the context study's table: experiments/language_model_report.py).
+Configs, expected runtimes and results: experiments/configs/language_model.py.
 
 `--prompt` is in the run's own vocabulary: characters for Tiny Shakespeare, whitespace-separated
 tokens otherwise (PTB's words are lower case, so `--prompt=The` is refused there; Markov symbols
@@ -34,7 +35,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from experiments import language_model_report as report
 from experiments import run_report
+from experiments.language_model_report import NAME
 from rnn_jax import decoding
 from rnn_jax.cells import get_cell
 from rnn_jax.data import LMEvalStream, LMStream, MarkovLanguage, lm_corpus
@@ -45,7 +48,6 @@ from rnn_jax.predicates import is_decimal
 from rnn_jax.train import Task, regularizers
 from rnn_jax.train import config as cfg
 
-NAME = "language_model"
 RULES: cfg.Rules = {
     "model.cell": cfg.one_of("elman", "lstm", "gru"),
     "model.num_layers": cfg.positive,
@@ -329,101 +331,6 @@ def generate(
     return [vocab[i] for i in tokens[0].tolist()]
 
 
-def unit_of(corpus: str) -> str:
-    """'char' for the character corpus, else 'token': what a model of `corpus` (`data.corpus`)
-    predicts. Not read off the vocabulary: a Markov language of at most 10 symbols has
-    one-character token names ("0".."9") but its tokens are symbols, not characters."""
-    return "char" if corpus == "tiny_shakespeare" else "token"
-
-
-def _corpus_and_unit(workdir: pathlib.Path, data: dict) -> tuple[str, str]:
-    """('Tiny Shakespeare', 'char') etc.: what the run modelled, and per what its NLL is."""
-    vocab = run_report.read_json(workdir, "vocab.json")
-    unit = unit_of(data["corpus"])
-    corpus = {
-        "markov": f"a synthetic order-{data['markov_order']} Markov language",
-        "ptb": "Penn Treebank words",
-        "tiny_shakespeare": "Tiny Shakespeare characters",
-    }.get(data["corpus"], data["corpus"])
-    return f"{corpus} (vocabulary {len(vocab)})", unit
-
-
-def _split_rows(workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
-    """Per split: the model's NLL per seed (train: last logging window's `train_nll`, without
-    AR/TAR terms; valid/test: best-validation checkpoint) and the unigram baseline's."""
-    final = run_report.read_json(workdir, "results.json")["final"]
-    unigram = run_report.read_json(workdir, "baselines.json")["unigram"]
-    rows = {}
-    for split in ("train", "valid", "test"):
-        nll = run_report.seed_values(final, "train_nll" if split == "train" else f"{split}_loss")
-        if nll is not None:
-            rows[split] = {"nll": nll, "unigram": unigram.get(f"{split}_loss")}
-    return rows
-
-
-def report_markdown(workdir: pathlib.Path) -> str:
-    """W/language_model.md: NLL, bits and perplexity per split beside the unigram baseline."""
-    config = run_report.read_json(workdir, "config.json")
-    final = run_report.read_json(workdir, "results.json")["final"]
-    uniform = run_report.read_json(workdir, "baselines.json")["uniform"]
-    corpus, unit = _corpus_and_unit(workdir, config["data"])
-    header = ["split", f"NLL (nats/{unit})", f"bits/{unit}", "perplexity"]
-    header += [f"unigram bits/{unit}", "unigram perplexity"]
-    table = []
-    for split, row in _split_rows(workdir).items():
-        nll, base = row["nll"], row["unigram"]
-        table.append(
-            [
-                split,
-                nll,
-                [v / math.log(2) for v in nll],
-                [perplexity(v) for v in nll],
-                None if base is None else base / math.log(2),
-                None if base is None else perplexity(base),
-            ]
-        )
-    return "\n".join(
-        [
-            "# RNN language model (seed question 7)",
-            "",
-            f"{run_report.describe_model(config['model'])} on {corpus}, truncated BPTT over "
-            f"{config['data']['bptt_length']} steps with the state carried across batches; "
-            f"`{run_report.config_name(workdir, NAME)}`. "
-            + run_report.protocol_text(config, final)
-            + f" Baselines without context: the add-one smoothed unigram model of the training "
-            f"{unit}s, and the uniform model ({math.log2(uniform['perplexity']):.3f} "
-            f"bits/{unit}, perplexity {uniform['perplexity']:.0f}).",
-            "",
-            run_report.metric_table(header, table),
-        ]
-    )
-
-
-def answers(workdir: pathlib.Path) -> dict[int, str]:
-    """Question 7 from a finished run: the measured bits/perplexity vs the unigram baseline."""
-    config = run_report.read_json(workdir, "config.json")
-    uniform = run_report.read_json(workdir, "baselines.json")["uniform"]
-    corpus, unit = _corpus_and_unit(workdir, config["data"])
-    rows = _split_rows(workdir)
-    split = "test" if "test" in rows else "valid"
-    nll, base = rows[split]["nll"], rows[split]["unigram"]
-    bits = [v / math.log(2) for v in nll]
-    text = (
-        f"A language model predicts each next {unit} from a recurrent state that summarises "
-        f"everything before it. The {run_report.describe_model(config['model'])} trained with "
-        f"truncated BPTT ({config['data']['bptt_length']} steps, state carried across "
-        f"batches) on {corpus} (`{run_report.config_name(workdir, NAME)}`) reaches a {split} "
-        f"NLL of {run_report.summary_text(nll, unit=f' nats/{unit}')}, i.e. "
-        f"{run_report.summary_text(bits, seeds=False, unit=f' bits/{unit}')}, "
-        f"perplexity {run_report.summary_text([perplexity(v) for v in nll], 2, seeds=False)}; "
-        f"a unigram model of the "
-        f"training {unit}s (no context) gets {base / math.log(2):.3f} bits/{unit} (perplexity "
-        f"{perplexity(base):.2f}) and uniform guessing {math.log2(uniform['perplexity']):.3f} "
-        f"(perplexity {uniform['perplexity']:.0f})."
-    )
-    return {7: text}
-
-
 def split_nll(model: RNNLanguageModel, task: LanguageModelTask, stream: LMEvalStream) -> float:
     """Mean NLL per target of `stream` under `model` (one replica), the state carried across
     its batches from a zero state: what the run's evaluation computes for that stream."""
@@ -454,48 +361,10 @@ def context_study(
     return table
 
 
-def _difference(value: float) -> str:
-    """'+0.00295'; a difference that rounds to zero at 5 decimals is '0' (not '-0.00000')."""
-    return "0" if abs(value) < 5e-6 else f"{value:+.5f}"
-
-
 def checkpoint_label(config: ml_collections.ConfigDict) -> str:
     """Which checkpoint `_restore` reads, for the outputs that name it: the best-validation
     one, or the newest of a run that kept none (`train.keep_best=False`)."""
     return "best checkpoint" if config.train.keep_best else "newest checkpoint (keep_best=False)"
-
-
-def context_markdown(
-    table: dict[str, dict[str, float]], step: int, unit: str, checkpoint: str = "best checkpoint"
-) -> str:
-    """W/eval_context.md: the NLLs of `context_study` and their difference from one row;
-    `checkpoint` names the one evaluated (`checkpoint_label`)."""
-    columns = list(next(iter(table.values())))
-    header = ["split"] + [f"{c} (nats/{unit})" for c in columns]
-    rows = []
-    for split, row in table.items():
-        exact = row["1 row"]
-        rows.append(
-            [split]
-            + [
-                f"{row[c]:.5f}" + ("" if c == "1 row" else f" ({_difference(row[c] - exact)})")
-                for c in columns
-            ]
-        )
-    return "\n".join(
-        [
-            "# LM evaluation: how much history the evaluation rows need",
-            "",
-            f"{checkpoint[0].upper()}{checkpoint[1:]} (step {step}), replica 0. `1 row`: the "
-            "whole split as one row, every target seeing all the text before it (the "
-            "tutorial's 1 x 1 evaluation); "
-            "`k rows, context c`: `rnn_jax.data.LMEvalStream`, each row reading up to c "
-            "unscored tokens before its first target (in brackets: the difference from 1 row).",
-            "",
-            run_report.metric_table(header, rows),
-            "",
-        ]
-    )
 
 
 def _restore(config: ml_collections.ConfigDict, workdir: str, task: Task) -> tuple:
@@ -526,8 +395,8 @@ def _evaluate_contexts(config: ml_collections.ConfigDict, workdir: str, task: Ta
     contexts = [int(c) for c in entries]
     model, step = _restore(config, workdir, task)
     table = context_study(model, task, contexts)
-    _, unit = _corpus_and_unit(pathlib.Path(workdir), config.to_dict()["data"])
-    text = context_markdown(table, step, unit, checkpoint_label(config))
+    _, unit = report._corpus_and_unit(pathlib.Path(workdir), config.to_dict()["data"])
+    text = report.context_markdown(table, step, unit, checkpoint_label(config))
     write_json_atomic(pathlib.Path(workdir) / "eval_context.json", {"step": step, "nll": table})
     write_text_atomic(pathlib.Path(workdir) / "eval_context.md", text)
     print(text)
@@ -580,12 +449,12 @@ def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task
         return
     if not flags.FLAGS.sample:
         run_report.train_and_report(
-            config, workdir, task, name=NAME, report=report_markdown, train_key="train_nll"
+            config, workdir, task, name=NAME, report=report.report_markdown, train_key="train_nll"
         )
         return
     model, step = _restore(config, workdir, task)
     vocab = json.loads((pathlib.Path(workdir) / "vocab.json").read_text())
-    char_level = unit_of(config.data.corpus) == "char"
+    char_level = report.unit_of(config.data.corpus) == "char"
     prompt = sample_prompt(flags.FLAGS.prompt, vocab, char_level)
     text = generate(
         model,
@@ -597,6 +466,11 @@ def _train_or_sample(config: ml_collections.ConfigDict, workdir: str, task: Task
     )
     print(f"[{checkpoint_label(config)}, step {step}]")
     print(("" if char_level else " ").join(prompt + text))
+
+
+def answers(workdir: pathlib.Path) -> dict[int, str]:
+    """Markdown answer to seed question 7 from a finished run's files."""
+    return report.answers(workdir)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from experiments import grid
+from experiments import grid, language_model_report
 from experiments import language_model as lm
 from experiments import regularization_report as report
 from rnn_jax.data import LMEvalStream
@@ -312,7 +312,7 @@ def run_point(
         "params": count_params(nnx.eval_shape(lambda: task.init_model(jax.random.key(0)))),
         "cell": point.model.cell,
         "corpus": d.corpus,
-        "unit": lm.unit_of(d.corpus),
+        "unit": language_model_report.unit_of(d.corpus),
         "train_tokens": train_tokens,
         "valid_tokens": len(task.corpus.splits["valid"]),
         "num_steps": t.num_steps,

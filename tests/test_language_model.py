@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import language_model
+from experiments import language_model, language_model_report
 from rnn_jax import layers
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.train.config import ConfigError
@@ -583,12 +583,12 @@ def test_a_markov_language_of_few_symbols_is_reported_per_token_not_per_char(tmp
     """Its token names "0".."7" are one character long: the unit was read off the vocabulary,
     so the report and answer said nats/char and bits/char for a synthetic symbol language."""
     (tmp_path / "vocab.json").write_text(json.dumps([str(i) for i in range(8)]))
-    corpus, unit = language_model._corpus_and_unit(
+    corpus, unit = language_model_report._corpus_and_unit(
         tmp_path, {"corpus": "markov", "markov_order": 1}
     )
     assert (corpus, unit) == ("a synthetic order-1 Markov language (vocabulary 8)", "token")
     data = {"corpus": "tiny_shakespeare", "markov_order": 1}
-    _, unit = language_model._corpus_and_unit(tmp_path, data)
+    _, unit = language_model_report._corpus_and_unit(tmp_path, data)
     assert unit == "char"
 
 
@@ -740,7 +740,7 @@ def test_report_table_and_answer_convert_nats_to_bits_and_perplexity(tmp_path):
     }
     for name, value in files.items():
         (tmp_path / name).write_text(json.dumps(value))
-    rows = table_rows(language_model.report_markdown(tmp_path))
+    rows = table_rows(language_model_report.report_markdown(tmp_path))
     for split, nll, base in (("train", 1.1, 2.1), ("valid", 1.2, 2.2), ("test", 1.3, 2.3)):
         row = {k: cell_numbers(v)[0] for k, v in rows[split].items() if k != "split"}
         assert row == pytest.approx(
@@ -753,7 +753,7 @@ def test_report_table_and_answer_convert_nats_to_bits_and_perplexity(tmp_path):
             },
             rel=1e-3,
         )
-    answer = language_model.answers(tmp_path)[7]
+    answer = language_model_report.answers(tmp_path)[7]
     for text in (
         "test NLL of 1.300 nats/token (1 seed)",
         f"{1.3 / math.log(2):.3f} bits/token, perplexity {math.exp(1.3):.2f};",
@@ -796,12 +796,14 @@ def test_eval_context_and_sample_name_the_newest_checkpoint_without_keep_best():
     label = language_model.checkpoint_label(config)
     assert "newest" in label and "best" not in label.replace("keep_best", "")
     table = {"valid": {"1 row": 1.0, "8 rows, context 0": 1.25}}
-    text = language_model.context_markdown(table, 40, "token", label)
+    text = language_model_report.context_markdown(table, 40, "token", label)
     assert "Newest checkpoint (keep_best=False) (step 40)" in text and "Best" not in text
     assert "| 1.00000 | 1.25000 (+0.25000) |" in text  # the difference from one row, signed
     config.train.keep_best = True
     label = language_model.checkpoint_label(config)
-    assert "Best checkpoint (step 40)" in language_model.context_markdown(table, 40, "x", label)
+    assert "Best checkpoint (step 40)" in language_model_report.context_markdown(
+        table, 40, "x", label
+    )
 
 
 def test_sweep_sets_between_layer_dropout_only_on_stacked_variants():
