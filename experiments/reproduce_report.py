@@ -66,7 +66,7 @@ LIBRARY = {
     14: "rnn_jax/models/tagger.py and rnn_jax/crf.py (BiRNN-CRF); measured by "
     "experiments/sequence_labelling.py and, softmax vs CRF head, experiments/bidirectional.py.",
     16: "rnn_jax/models/seq2seq.py (attention, scheduled sampling), rnn_jax/decoding.py "
-    "(greedy, beam) and BLEU in rnn_jax/metrics.py.",
+    "(greedy, beam) and BLEU in rnn_jax/bleu.py.",
     17: "rnn_jax/train/regularizers.py and rnn_jax/models/lm.py (dropout variants, weight "
     "drop, AR/TAR).",
     18: "rnn_jax/models/classifier.py (many-to-one) vs tagger.py / lm.py (many-to-many).",

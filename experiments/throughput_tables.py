@@ -17,7 +17,6 @@ from experiments.throughput_goals import goal_checks, gpu_checks, per_layer_chec
 
 # Written by a throughput run after every finished group, replaced by results.json at its end.
 PARTIAL = "partial.json"
-PEERS = ("flax", "torch", "rnn_jax_reference")
 
 
 def _k(value: float) -> str:
