@@ -62,7 +62,7 @@ LIBRARY = {
     12: "rnn_jax/layers.py (stacked layers, inter-layer dropout, residuals); measured by "
     "experiments/regularization.py (depth at equal size) and experiments/state_probe.py (what "
     "each layer holds), whose answers replace this line once they have run.",
-    13: "rnn_jax/scan.py truncated_unroll and the language model's carried state.",
+    13: "rnn_jax/truncated_scan.py truncated_unroll and the language model's carried state.",
     14: "rnn_jax/models/tagger.py and rnn_jax/crf.py (BiRNN-CRF); measured by "
     "experiments/sequence_labelling.py and, softmax vs CRF head, experiments/bidirectional.py.",
     16: "rnn_jax/models/seq2seq.py (attention, scheduled sampling), rnn_jax/decoding.py "

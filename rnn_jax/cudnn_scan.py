@@ -141,7 +141,7 @@ def cudnn_bidirectional(
     time_major: bool = False,
     h_mask: tuple[Array, Array] | None = None,
 ) -> tuple[tuple[Array, Array], tuple[Carry, Carry]]:
-    """`scan.bidirectional_unroll`'s contract on one cuDNN bidirectional layer."""
+    """`bidirectional_scan.bidirectional_unroll`'s contract on one cuDNN bidirectional layer."""
     del unroll
     check_supported(cell, remat=remat, h_mask=h_mask)
     carries = [None, None] if initial_carry is None else list(initial_carry)

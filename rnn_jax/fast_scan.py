@@ -94,9 +94,9 @@ def fused_unroll(
     or a `pointwise` that reads a weight matrix, such as Cho's GRU) run on
     `scan.reference_unroll`, with the same results.
     """
-    from rnn_jax import scan
+    from rnn_jax import scan, scan_checks
 
-    scan._validate(
+    scan_checks._validate(
         cell,
         params,
         xs,
@@ -177,9 +177,9 @@ def fused_bidirectional(
     # the carry (from the forward params) failed the scan's type check naming nothing.
     dtypes = [[leaf.dtype for leaf in jax.tree.leaves(p)] for p in (params_fw, params_bw)]
     if not (fits(cell, params_fw) and fits(cell, params_bw)) or dtypes[0] != dtypes[1]:
-        from rnn_jax import scan
+        from rnn_jax import bidirectional_scan
 
-        return scan.reference_bidirectional(
+        return bidirectional_scan.reference_bidirectional(
             cell,
             params_fw,
             params_bw,

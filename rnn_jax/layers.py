@@ -1,4 +1,5 @@
-"""Bidirectional and stacked recurrent layers as pure functions built on `rnn_jax.scan.unroll`.
+"""Bidirectional and stacked recurrent layers as pure functions built on `rnn_jax.scan.unroll`
+(and `rnn_jax.bidirectional_scan.bidirectional_unroll`).
 
 A stack's params are a list with one entry per layer: the cell's params dict, or
 `{"fw": params, "bw": params}` for a bidirectional layer. Layer k > 0 reads the previous
@@ -12,9 +13,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.bidirectional_scan import bidirectional_unroll
 from rnn_jax.cells import Carry, Cell, Params
 from rnn_jax.predicates import check_positive
-from rnn_jax.scan import _where_valid, bidirectional_unroll, unroll
+from rnn_jax.scan import _where_valid, unroll
 
 MERGES = ("concat", "sum")
 
@@ -41,8 +43,8 @@ def bidirectional(
     Returns `(ys, (carry_fw, carry_bw))`: `ys [batch, time, 2*hidden]` for `merge="concat"`
     (forward features first), `[batch, time, hidden]` for `"sum"`; zero past `lengths`.
     `initial_carry` and `h_mask` are `(forward, backward)` pairs; `unroll_options` go to
-    `rnn_jax.scan.bidirectional_unroll` (`unroll`, `remat`, `implementation`): on the default
-    fused path both directions run in one scan.
+    `rnn_jax.bidirectional_scan.bidirectional_unroll` (`unroll`, `remat`, `implementation`):
+    on the default fused path both directions run in one scan.
     """
     _check_merge(merge)
     (ys_fw, ys_bw), carries = bidirectional_unroll(

@@ -22,7 +22,8 @@ What it takes (`check_supported` names what rules a call out, before tracing): c
 gate slabs are all additive (the LSTM family, Elman; not the GRUs, whose candidate reads
 `r * (h @ W_hn)`), a hidden size and gate width that are powers of two (Triton's block
 shapes) with `hidden_size <= MAX_HIDDEN` (W_hh must fit on chip), no `remat`. One direction
-per call: `bidirectional_unroll` runs two (`scan.reference_bidirectional(run=pallas_unroll)`).
+per call: `bidirectional_unroll` runs two
+(`bidirectional_scan.reference_bidirectional(run=pallas_unroll)`).
 On an NVIDIA GPU the kernel is compiled by Pallas's Triton back end; elsewhere it runs in
 Pallas's interpreter (`interpret=True`), which is exact but slow: that is how the CPU tests
 check it, and the tests also lower it for CUDA (Triton) on CPU. Compiled by Triton it is

@@ -16,7 +16,7 @@ import pytest
 from jax.experimental import rnn
 from reference_numpy import random_like
 
-from rnn_jax import cells, cudnn_scan, scan
+from rnn_jax import bidirectional_scan, cells, cudnn_scan, scan
 
 BATCH, TIME, INPUT, HIDDEN = 3, 7, 4, 5
 LENGTHS = np.array([7, 3, 5], np.int32)
@@ -113,7 +113,7 @@ def test_bidirectional_equals_two_reference_scans(reference_kernel):
     initial_bw = inputs(seed=2)[1]
 
     def loss(params, implementation):
-        (ys_fw, ys_bw), carries = scan.bidirectional_unroll(
+        (ys_fw, ys_bw), carries = bidirectional_scan.bidirectional_unroll(
             LSTM, *params, xs, LENGTHS, (initial, initial_bw), implementation=implementation
         )
         total = jnp.sum(jnp.sin(ys_fw)) + jnp.sum(jnp.cos(ys_bw))
@@ -177,7 +177,7 @@ def test_dtypes_other_than_float32_are_refused_by_name(reference_kernel):
     with pytest.raises(ValueError, match=r"float32 LSTM only.*'x': 'bfloat16'"):
         scan.unroll(LSTM, params16, xs, LENGTHS, implementation="cudnn")
     with pytest.raises(ValueError, match=r"float32 LSTM only.*\"params_bw\['W_hh'\]\": 'bfloat16'"):
-        scan.bidirectional_unroll(LSTM, params, params16, xs, implementation="cudnn")
+        bidirectional_scan.bidirectional_unroll(LSTM, params, params16, xs, implementation="cudnn")
 
 
 def test_a_rocm_gpu_is_refused(reference_kernel, monkeypatch):

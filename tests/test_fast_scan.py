@@ -15,7 +15,7 @@ import pytest
 import scan_harness
 from reference_numpy import CASES
 
-from rnn_jax import cells, fast_recurrence, fast_scan, scan
+from rnn_jax import bidirectional_scan, cells, fast_recurrence, fast_scan, scan
 
 BATCH, TIME, INPUT, HIDDEN = 3, 6, 4, 5
 LENGTHS = np.array([6, 2, 4], np.int32)
@@ -126,10 +126,10 @@ def test_weight_gradient_is_one_gemm_after_the_loop():
 @functools.cache
 def bidirectional_value_and_grads(implementation, time_major=False):
     """jit of (outputs, carries, grads w.r.t. both directions' params, inputs, initial carries
-    and dropout masks) of `scan.bidirectional_unroll`."""
+    and dropout masks) of `bidirectional_scan.bidirectional_unroll`."""
 
     def loss(params, xs, initial, h_mask, cell, lengths):
-        (ys_fw, ys_bw), carries = scan.bidirectional_unroll(
+        (ys_fw, ys_bw), carries = bidirectional_scan.bidirectional_unroll(
             cell,
             *params,
             xs,
@@ -183,9 +183,9 @@ def test_bidirectional_runs_one_scan_each_way():
     params_bw = setup("lstm", seed=1)[1]
 
     def loss(params, implementation):
-        return scan.bidirectional_unroll(cell, *params, xs, LENGTHS, implementation=implementation)[
-            0
-        ][1].sum()
+        return bidirectional_scan.bidirectional_unroll(
+            cell, *params, xs, LENGTHS, implementation=implementation
+        )[0][1].sum()
 
     params = (params_fw, params_bw)
 
@@ -266,5 +266,5 @@ def test_fused_entry_points_take_lengths_as_a_list_like_scan_unroll():
     )
     assert_same(
         fast_scan.fused_bidirectional(cell, params, params_bw, xs, as_list),
-        scan.bidirectional_unroll(cell, params, params_bw, xs, LENGTHS),
+        bidirectional_scan.bidirectional_unroll(cell, params, params_bw, xs, LENGTHS),
     )

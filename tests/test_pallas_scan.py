@@ -14,7 +14,7 @@ import pytest
 import scan_harness
 from reference_numpy import random_like
 
-from rnn_jax import cells, pallas_scan, scan
+from rnn_jax import bidirectional_scan, cells, pallas_scan, scan
 
 # A batch that is not a whole number of kernel blocks, sizes that are powers of two.
 BATCH, TIME, INPUT, HIDDEN = 5, 6, 3, 8
@@ -75,8 +75,10 @@ def test_without_lengths_or_masks_and_in_the_bidirectional_layer():
     ys, carry = scan.unroll(cell, params, xs, implementation="pallas")
     ys_ref, carry_ref = scan.unroll(cell, params, xs, implementation="reference")
     assert_same((ys, carry), (ys_ref, carry_ref))
-    got = scan.bidirectional_unroll(cell, params, params_bw, xs, LENGTHS, implementation="pallas")
-    want = scan.bidirectional_unroll(
+    got = bidirectional_scan.bidirectional_unroll(
+        cell, params, params_bw, xs, LENGTHS, implementation="pallas"
+    )
+    want = bidirectional_scan.bidirectional_unroll(
         cell, params, params_bw, xs, LENGTHS, implementation="reference"
     )
     assert_same(got, want)

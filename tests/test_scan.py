@@ -10,7 +10,7 @@ import pytest
 from jax.test_util import check_grads
 from reference_numpy import CASES, as_tuple, random_like, run_sequence
 
-from rnn_jax import cells, linear_scan, scan
+from rnn_jax import cells, linear_scan, scan, truncated_scan
 
 BATCH, TIME, INPUT, HIDDEN = 3, 5, 4, 5
 LENGTHS = np.array([5, 2, 4], np.int32)
@@ -194,7 +194,7 @@ def test_truncated_bptt_matches_chunk_by_chunk_reference():
     weights = jnp.asarray(np.random.default_rng(1).standard_normal((BATCH, 10, HIDDEN)))
 
     def loss(params):
-        ys, carry = scan.truncated_unroll(cell, params, xs, bptt, lengths)
+        ys, carry = truncated_scan.truncated_unroll(cell, params, xs, bptt, lengths)
         return jnp.sum(ys * weights) + jnp.sum(cell.output(carry)), ys
 
     (value, ys), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
@@ -242,11 +242,13 @@ def test_truncated_bptt_trains_the_given_initial_carry_through_the_first_chunk()
         )
 
     full = grads(lambda p, x, c: scan.unroll(cell, p, x, lengths, c))
-    whole = grads(lambda p, x, c: scan.truncated_unroll(cell, p, x, TIME, lengths, c))
+    whole = grads(lambda p, x, c: truncated_scan.truncated_unroll(cell, p, x, TIME, lengths, c))
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(whole), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     bptt = 2
-    _, _, d_initial = grads(lambda p, x, c: scan.truncated_unroll(cell, p, x, bptt, lengths, c))
+    _, _, d_initial = grads(
+        lambda p, x, c: truncated_scan.truncated_unroll(cell, p, x, bptt, lengths, c)
+    )
     first = jax.grad(
         lambda c: jnp.sum(
             scan.unroll(cell, params, xs[:, :bptt], lengths.clip(max=bptt), c)[0] ** 2
@@ -276,7 +278,7 @@ def test_low_precision_inputs_with_float32_params_on_every_path(path):
     else:
         expected = scan.unroll(cell, params, xs16, lengths)[0]
         if path == "truncated":
-            ys = scan.truncated_unroll(cell, params, xs16, 2, lengths)[0]
+            ys = truncated_scan.truncated_unroll(cell, params, xs16, 2, lengths)[0]
         else:
             options = {"remat": True} if path == "remat" else {"implementation": "reference"}
             ys = scan.unroll(cell, params, xs16, lengths, **options)[0]
@@ -333,7 +335,7 @@ def test_bad_arguments_raise_before_tracing():
         min_cell, min_params, _ = setup("min_gru")
         scan.unroll(min_cell, min_params, xs, h_mask=np.ones((3, 5)))
     with pytest.raises(ValueError, match="bptt_length=0"):
-        scan.truncated_unroll(cell, params, xs, 0)
+        truncated_scan.truncated_unroll(cell, params, xs, 0)
     with pytest.raises(ValueError, match="must be an rnn_jax.cells.Cell"):
         scan.unroll("lstm", params, xs)
     # Plain Python lengths are fine.

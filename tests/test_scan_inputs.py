@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import cells, scan
+from rnn_jax import bidirectional_scan, cells, scan, truncated_scan
 
 BATCH, TIME, INPUT, HIDDEN = 2, 2, 3, 4
 
@@ -41,7 +41,7 @@ def test_bool_and_integer_h_mask_differentiate_on_the_default_path():
 
     def fused(params, xs, initial, masks):
         ys, carry = scan.unroll(cell, params, xs, None, initial, h_mask=masks[0])
-        (ys_fw, ys_bw), _ = scan.bidirectional_unroll(
+        (ys_fw, ys_bw), _ = bidirectional_scan.bidirectional_unroll(
             cell, params, params, xs, None, (initial, initial), h_mask=masks
         )
         return loss(ys, carry, ys_fw, ys_bw)
@@ -96,15 +96,19 @@ def test_malformed_arguments_are_named():
     gru_params.update({name: jnp.zeros(12) for name in ("b_ih", "b_hh")})
     xs = jnp.ones((3, TIME, INPUT))
     with pytest.raises(ValueError, match=r"initial_carry must be a \(forward, backward\) pair"):
-        scan.bidirectional_unroll(gru, gru_params, gru_params, xs, initial_carry=jnp.zeros((3, 4)))
+        bidirectional_scan.bidirectional_unroll(
+            gru, gru_params, gru_params, xs, initial_carry=jnp.zeros((3, 4))
+        )
     with pytest.raises(ValueError, match=r"h_mask must be a \(forward, backward\) pair"):
-        scan.bidirectional_unroll(gru, gru_params, gru_params, xs, h_mask=jnp.ones((2, HIDDEN)))
+        bidirectional_scan.bidirectional_unroll(
+            gru, gru_params, gru_params, xs, h_mask=jnp.ones((2, HIDDEN))
+        )
     wider = {"W_ih": jnp.zeros((INPUT, 15)), "W_hh": jnp.zeros((5, 15))}
     wider.update({name: jnp.zeros(15) for name in ("b_ih", "b_hh")})
     with pytest.raises(
         ValueError, match=r"params_fw sizes \(3, 4\) differ from params_bw sizes \(3, 5\)"
     ):
-        scan.bidirectional_unroll(gru, gru_params, wider, xs)
+        bidirectional_scan.bidirectional_unroll(gru, gru_params, wider, xs)
     with pytest.raises(
         ValueError, match=r"params\['W_ih'\] has shape \(3, 13\); expected \(3, 12\)"
     ):
@@ -117,7 +121,7 @@ def test_malformed_arguments_are_named():
         with pytest.raises(ValueError, match=rf"params\['{name}'\] has shape {shape}"):
             scan.unroll(cell, {**params, name: value}, xs)
     with pytest.raises(ValueError, match="bptt_length=True"):
-        scan.truncated_unroll(cell, params, xs, True)
+        truncated_scan.truncated_unroll(cell, params, xs, True)
     # A cell's own params: a (1,) or batch-shaped peephole was broadcast silently, a (5,) one
     # failed naming no parameter, and a missing one was a bare KeyError.
     peephole = cells.get_cell("peephole_lstm")
@@ -148,7 +152,7 @@ def test_bidirectional_directions_keep_their_own_dtypes():
     cell, params, xs = _elman()
     half = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     for fw, bw in ((params, half), (half, params)):
-        (ys_fw, ys_bw), (h_fw, h_bw) = scan.bidirectional_unroll(cell, fw, bw, xs)
+        (ys_fw, ys_bw), (h_fw, h_bw) = bidirectional_scan.bidirectional_unroll(cell, fw, bw, xs)
         assert [a.dtype for a in (ys_fw, h_fw)] == [fw["W_ih"].dtype] * 2
         assert [a.dtype for a in (ys_bw, h_bw)] == [bw["W_ih"].dtype] * 2
 
@@ -160,7 +164,7 @@ def test_truncated_unroll_does_not_scan_past_the_sequence():
     import re
 
     cell, params, xs = _elman()
-    jaxpr = jax.make_jaxpr(lambda p: scan.truncated_unroll(cell, p, xs, 1000))(params)
+    jaxpr = jax.make_jaxpr(lambda p: truncated_scan.truncated_unroll(cell, p, xs, 1000))(params)
     assert set(re.findall(r"length=(\d+)", str(jaxpr))) == {"1", str(TIME)}
 
 
@@ -205,10 +209,10 @@ def test_numpy_integer_unroll_and_bptt_length_are_ints():
     lengths = np.array([TIME, 1])
     runs = {
         "unroll": lambda p: scan.unroll(cell, p, xs, lengths, unroll=np.int64(2)),
-        "bidirectional": lambda p: scan.bidirectional_unroll(
+        "bidirectional": lambda p: bidirectional_scan.bidirectional_unroll(
             cell, p, p, xs, lengths, unroll=np.int32(2)
         ),
-        "truncated": lambda p: scan.truncated_unroll(
+        "truncated": lambda p: truncated_scan.truncated_unroll(
             cell, p, xs, lengths.max() // 2, lengths, unroll=np.int64(2)
         ),
     }
@@ -218,7 +222,7 @@ def test_numpy_integer_unroll_and_bptt_length_are_ints():
     with pytest.raises(ValueError, match=r"unroll=np.int64\(0\) must be a positive int"):
         scan.unroll(cell, params, xs, unroll=np.int64(0))
     with pytest.raises(ValueError, match=r"bptt_length=np.True_ must be a positive int"):
-        scan.truncated_unroll(cell, params, xs, np.True_)
+        truncated_scan.truncated_unroll(cell, params, xs, np.True_)
 
 
 def test_truncated_unroll_time_major_and_a_sequence_ending_at_a_window_boundary():
@@ -249,7 +253,9 @@ def test_truncated_unroll_time_major_and_a_sequence_ending_at_a_window_boundary(
         return loss(jnp.stack(ys), h)
 
     def truncated(xs):
-        return loss(*scan.truncated_unroll(cell, params, xs, bptt, lengths, time_major=True))
+        return loss(
+            *truncated_scan.truncated_unroll(cell, params, xs, bptt, lengths, time_major=True)
+        )
 
     (d_xs, (ys, h)), (want_d_xs, (want_ys, want_h)) = (
         jax.jit(jax.grad(f, has_aux=True))(xs) for f in (truncated, loop)
@@ -259,7 +265,7 @@ def test_truncated_unroll_time_major_and_a_sequence_ending_at_a_window_boundary(
     np.testing.assert_allclose(d_xs, want_d_xs, rtol=1e-5, atol=1e-6)
     # No lengths, T=4 not a multiple of bptt_length=3: the steps padding the last window must
     # not run (the final carry is the one after step T-1).
-    ys, h = scan.truncated_unroll(cell, params, xs, 3, time_major=True)
+    ys, h = truncated_scan.truncated_unroll(cell, params, xs, 3, time_major=True)
     want_h = jnp.zeros((BATCH, HIDDEN))
     for t in range(time):
         want_h, y = cell.step(params, want_h, xs[t])

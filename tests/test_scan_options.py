@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import cells, layers, scan
+from rnn_jax import cells, layers, scan, truncated_scan
 
 BATCH, TIME, INPUT, HIDDEN = 2, 4, 3, 4
 
@@ -41,7 +41,7 @@ def test_initial_carry_of_another_dtype_takes_the_steps_dtype(
             )
             return ys, jax.tree.leaves((c_fw, c_bw))
         if path == "truncated":
-            ys, final = scan.truncated_unroll(cell, params, xs, 2, lengths, carry)
+            ys, final = truncated_scan.truncated_unroll(cell, params, xs, 2, lengths, carry)
         else:
             ys, final = scan.unroll(cell, params, xs, lengths, carry, implementation=path)
         return ys, jax.tree.leaves(final)

@@ -1,7 +1,7 @@
 """experiments.truncated_bptt: the echo data, that its windowed training has exactly the
-gradients of rnn_jax.scan.truncated_unroll (and that those cut the (t − d, t) link exactly when
-the pair spans windows, against the untruncated scan.unroll), a smoke run's outputs and
-answers, and config errors that name the key."""
+gradients of rnn_jax.truncated_scan.truncated_unroll (and that those cut the (t − d, t) link
+exactly when the pair spans windows, against the untruncated scan.unroll), a smoke run's
+outputs and answers, and config errors that name the key."""
 
 import json
 import math
@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from experiments import truncated_bptt as tb
-from rnn_jax import scan
+from rnn_jax import scan, truncated_scan
 from rnn_jax.data import EchoTask
 from rnn_jax.train import cli
 from tests.report_check import assert_png
@@ -54,7 +54,9 @@ def _reference_window_loss(task, graphdef, params, others, sequence, window):
     """Loss of window `window` when the whole sequence is unrolled by truncated_unroll."""
     model = nnx.merge(graphdef, params, others)
     xs = jax.nn.one_hot(sequence["inputs"], task.config.data.num_symbols)
-    ys, _ = scan.truncated_unroll(model.rnn.cell, model.rnn.params[0], xs, task.bptt_length)
+    ys, _ = truncated_scan.truncated_unroll(
+        model.rnn.cell, model.rnn.params[0], xs, task.bptt_length
+    )
     logits = model.readout(ys)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, sequence["targets"])
     span = np.zeros(sequence["mask"].shape, np.float32)
@@ -118,7 +120,9 @@ def test_gradient_from_t_to_t_minus_d_is_zero_exactly_across_windows(config, bpt
 
     for t in range(d, 8):
         full = input_grad(lambda x: scan.unroll(cell, params, x), t)
-        truncated = input_grad(lambda x: scan.truncated_unroll(cell, params, x, bptt_length), t)
+        truncated = input_grad(
+            lambda x: truncated_scan.truncated_unroll(cell, params, x, bptt_length), t
+        )
         assert float(jnp.abs(full).max()) > 1e-6, t
         if (t - d) // bptt_length == t // bptt_length:
             np.testing.assert_allclose(truncated, full, rtol=1e-5, atol=1e-7)

@@ -36,7 +36,7 @@ from rnn_jax.models.checks import (
 )
 from rnn_jax.models.transformer import TransformerEncoder
 from rnn_jax.modules import RNN
-from rnn_jax.scan import check_length_range
+from rnn_jax.scan_checks import check_length_range
 
 ENCODER_KINDS = ("rnn", "transformer", "bag")
 

@@ -39,7 +39,7 @@ from rnn_jax.models.checks import (
 )
 from rnn_jax.models.encoder import SequenceEncoder
 from rnn_jax.modules import RNN
-from rnn_jax.scan import check_length_range
+from rnn_jax.scan_checks import check_length_range
 from rnn_jax.scheduled_sampling import choose_decoder_inputs, concrete_probability
 
 ATTENTIONS = ("additive", "dot", "general", "none")

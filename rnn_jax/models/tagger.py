@@ -25,7 +25,7 @@ from rnn_jax import crf
 from rnn_jax.models.checks import check_choice, check_ids, check_positive, length_mask
 from rnn_jax.models.encoder import SequenceEncoder
 from rnn_jax.predicates import is_int
-from rnn_jax.scan import check_length_range
+from rnn_jax.scan_checks import check_length_range
 
 HEADS = ("softmax", "crf")
 

@@ -32,7 +32,7 @@ from rnn_jax.models.checks import (
     check_step_tokens,
     length_mask,
 )
-from rnn_jax.scan import check_length_range
+from rnn_jax.scan_checks import check_length_range
 
 __all__ = [
     "TransformerEncoder",
