@@ -53,7 +53,9 @@ from rnn_jax import metrics
 from rnn_jax.models.params import count_params, match_size
 from rnn_jax.models.tagger import Tagger
 from rnn_jax.train import config as cfg
+from rnn_jax.train import config_checks
 from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.rules import Rules, boolean, in_range, int_at_least, one_of
 
 DIRECTIONS = ("forward", "backward", "bi")
 HEADS = ("softmax", "crf")
@@ -66,16 +68,16 @@ EVAL_SPLITS = ("valid", "test")
 TOKEN_FIELDS = ("inputs", "targets", "chars", "char_lengths", "token_class")
 
 
-RULES: cfg.Rules = {
+RULES: Rules = {
     **sl.RULES,
     # The token classes and the accuracy are defined for POS tags (NER would need span F1).
-    "data.dataset": cfg.one_of("ud_en_ewt"),
-    "data.eval_sentences": cfg.int_at_least(0),
-    "data.reverse": cfg.boolean,  # a `--config.data.reverse=None` would read as False
-    "model.kind": cfg.one_of("rnn"),
-    "model.hidden_size": cfg.int_at_least(1),
+    "data.dataset": one_of("ud_en_ewt"),
+    "data.eval_sentences": int_at_least(0),
+    "data.reverse": boolean,  # a `--config.data.reverse=None` would read as False
+    "model.kind": one_of("rnn"),
+    "model.hidden_size": int_at_least(1),
     "grid.points": grid.distinct_names(POINTS),
-    "match.tolerance": cfg.in_range(0.001, 0.5),
+    "match.tolerance": in_range(0.001, 0.5),
 }
 
 
@@ -362,7 +364,7 @@ def run(
 ) -> dict:
     """Every point of `config`; writes results.json, bidirectional.md and bidirectional.png.
     `loaded`: as for `grid_points`."""
-    cfg.validate(config, RULES)
+    config_checks.validate(config, RULES)
     points = grid_points(config, loaded)
     keys = ("valid_accuracy", "test_accuracy", "params", "params_varying", "hidden")
     return grid.run_grid("bidirectional", config, workdir, points, report, keys)

@@ -45,17 +45,18 @@ from rnn_jax.files import write_text_atomic
 from rnn_jax.train import config as cfg
 from rnn_jax.train import distributed
 from rnn_jax.train.metrics import remove_done_marker
+from rnn_jax.train.rules import Rules, positive
 from rnn_jax.train.steps import build_steps
 
-RULES: cfg.Rules = {
+RULES: Rules = {
     **LM_RULES,
-    "bench.rounds": cfg.positive,
-    "bench.data_batches": cfg.positive,
-    "bench.train_steps": cfg.positive,
-    "bench.sentence_batch_size": cfg.positive,
-    "bench.bucket_pool": cfg.positive,
-    "bench.copy_blank_length": cfg.positive,
-    "bench.synthetic_batch_size": cfg.positive,
+    "bench.rounds": positive,
+    "bench.data_batches": positive,
+    "bench.train_steps": positive,
+    "bench.sentence_batch_size": positive,
+    "bench.bucket_pool": positive,
+    "bench.copy_blank_length": positive,
+    "bench.synthetic_batch_size": positive,
 }
 
 

@@ -37,16 +37,11 @@ from rnn_jax.data.lm_corpus import lm_corpus
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.scheduled_sampling import choose_decoder_inputs, teacher_forcing_schedule
-from rnn_jax.train.config import (
-    ConfigError,
-    checkpointed_config,
-    in_range,
-    int_at_least,
-    one_of,
-    positive,
-)
+from rnn_jax.train.config import ConfigError
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.metrics import write_text_atomic
+from rnn_jax.train.rules import in_range, int_at_least, one_of, positive
+from rnn_jax.train.saved_config import checkpointed_config
 from rnn_jax.train.task import Task
 
 REGIMES = ("teacher_forcing", "linear", "exponential", "inverse_sigmoid", "free_running")

@@ -32,11 +32,12 @@ from rnn_jax.data.root import default_data_root
 from rnn_jax.data.vocab import Vocabulary
 from rnn_jax.models.seq2seq import Seq2Seq
 from rnn_jax.scheduled_sampling import teacher_forcing_schedule
-from rnn_jax.train import config as config_rules
+from rnn_jax.train import config_checks
 from rnn_jax.train import metrics as run_metrics
 from rnn_jax.train.config import ConfigError
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.restore import restore_model
+from rnn_jax.train.rules import boolean, in_range, non_negative, one_of, positive, probability
 from rnn_jax.train.task import Task
 
 CORPUS = "multi30k"
@@ -45,22 +46,22 @@ MAX_ORDER = 4
 # The checkpoint whose test BLEU is reported: the last, or the best evaluation by one of these.
 SELECT_BY = ("last", "valid_tf_nll", "valid_greedy_bleu", "valid_beam_bleu")
 RULES = {
-    "translation.cell": config_rules.one_of("elman", "lstm", "gru"),
+    "translation.cell": one_of("elman", "lstm", "gru"),
     # Not 'dot': s^T h needs the decoder state as wide as the encoder states, and this
     # experiment's encoder is always bidirectional (2 x hidden_size). The rule accepted it and
     # the model failed to build only when the first translation point started (after every
     # language-model point had trained), suggesting a Seq2Seq option no config key sets.
-    "translation.attention": config_rules.one_of("additive", "general"),
+    "translation.attention": one_of("additive", "general"),
     # a rate of 1 zeroes every unit it reaches (flax's Dropout), so the model trained blind
-    "translation.dropout": config_rules.probability,
-    "translation.valid_bleu": config_rules.boolean,  # a `=None` would read as False
-    "translation.length_penalty_alpha": config_rules.in_range(0.0, 10.0),
+    "translation.dropout": probability,
+    "translation.valid_bleu": boolean,  # a `=None` would read as False
+    "translation.length_penalty_alpha": in_range(0.0, 10.0),
     # 0 = all pairs; a negative value would slice pairs off the end (kept[:-1]) unnoticed
-    "translation.max_train_pairs": config_rules.non_negative,
-    "translation.max_eval_pairs": config_rules.non_negative,
-    "translation.select_by": config_rules.one_of(*SELECT_BY),
+    "translation.max_train_pairs": non_negative,
+    "translation.max_eval_pairs": non_negative,
+    "translation.select_by": one_of(*SELECT_BY),
     **{
-        f"translation.{key}": config_rules.positive
+        f"translation.{key}": positive
         for key in (
             "max_length min_freq time_multiple embed_size hidden_size num_layers num_steps "
             "batch_size learning_rate log_every eval_every checkpoint_every eval_batch_size "
@@ -404,7 +405,7 @@ def check_points(
     """
     check_selection(config)
     try:  # the runtime's cross-key checks, on the train.* that translation.* sets
-        config_rules.validate(point_config(config))
+        config_checks.validate(point_config(config))
     except ValueError as error:
         raise ConfigError(
             f"the translation points' train.* (train.num_steps = translation.num_steps="

@@ -28,7 +28,9 @@ import numpy as np
 
 from rnn_jax import predicates
 from rnn_jax.train import config as config_lib
+from rnn_jax.train import config_keys, saved_config
 from rnn_jax.train import metrics as run_metrics
+from rnn_jax.train.rules import Rule
 
 RESULTS_FILE = run_metrics.RESULTS_FILE
 
@@ -82,7 +84,7 @@ def value_name(value: float) -> str:
     return short if float(short) == value else repr(float(value))
 
 
-def distinct_names(allowed: Sequence[str]) -> config_lib.Rule:
+def distinct_names(allowed: Sequence[str]) -> Rule:
     """Config rule: a comma-separated list of distinct names from `allowed` (e.g. the points of
     `grid.points`)."""
 
@@ -144,8 +146,8 @@ POINT_CONFIG_FILE = "experiment_config.json"
 def point_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What a grid point's results depend on: the experiment's flattened config without its
     `grid.*` keys, which only select points (each point's name carries its own axis values)."""
-    flat = config_lib.flat_config(config)
-    return {k: v for k, v in flat.items() if not k.startswith(config_lib.SELECTION_PREFIXES)}
+    flat = config_keys.flat_config(config)
+    return {k: v for k, v in flat.items() if not k.startswith(saved_config.SELECTION_PREFIXES)}
 
 
 def run_points(
@@ -169,7 +171,7 @@ def run_points(
     only when that record equals the current `point_config(config)` (so `full` run in a
     `quick` workdir redoes the points the two share instead of reporting quick's numbers as
     full's). A point redone under another config resumes from its checkpoints only if
-    `rnn_jax.train.config.check_resumable` allows it (train_and_evaluate checks it and
+    `rnn_jax.train.saved_config.check_resumable` allows it (train_and_evaluate checks it and
     raises `ConfigError` naming the changed keys). `workdir/results.json`, the grid's "done"
     marker, is removed before a point trains (a run killed then must not read as finished);
     a rerun that only loads summaries leaves it to be rewritten. Prints one progress line per
@@ -215,7 +217,7 @@ def _changed_keys(record_path: pathlib.Path, current: dict[str, Any]) -> str:
         stored = json.loads(record_path.read_text())
     except ValueError:
         return f"{record_path} is not valid JSON"
-    keys = config_lib.changed_keys(stored, current)
+    keys = config_keys.changed_keys(stored, current)
     if not keys:
         return ""
     shown = ", ".join(

@@ -41,16 +41,11 @@ from rnn_jax.cells import get_cell
 from rnn_jax.data.synthetic import AddingProblem, CopyTask
 from rnn_jax.modules import RNN
 from rnn_jax.train import seeds
-from rnn_jax.train.config import (
-    ConfigError,
-    int_at_least,
-    one_of,
-    positive,
-    positive_fraction,
-    validate,
-)
+from rnn_jax.train.config import ConfigError
+from rnn_jax.train.config_checks import validate
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.metrics import write_text_atomic
+from rnn_jax.train.rules import int_at_least, one_of, positive, positive_fraction
 from rnn_jax.train.task import Task
 
 CELLS = {

@@ -47,39 +47,50 @@ from rnn_jax.models import RNNLanguageModel
 from rnn_jax.predicates import is_decimal
 from rnn_jax.train import Task, regularizers
 from rnn_jax.train import config as cfg
+from rnn_jax.train.rules import (
+    Rules,
+    boolean,
+    int_at_least,
+    non_negative,
+    number_or_none,
+    one_of,
+    positive,
+    positive_or_none,
+    probability,
+)
 
-RULES: cfg.Rules = {
-    "model.cell": cfg.one_of("elman", "lstm", "gru"),
-    "model.num_layers": cfg.positive,
-    "model.embed_size": cfg.positive_or_none,  # None: = model.hidden_size
-    "model.dropout_input": cfg.probability,
-    "model.dropout_between": cfg.probability,
-    "model.dropout_output": cfg.probability,
-    "model.recurrent_dropout": cfg.probability,
-    "model.embedding_dropout": cfg.probability,
-    "model.weight_drop": cfg.probability,
-    "model.init_scale": cfg.positive_or_none,
+RULES: Rules = {
+    "model.cell": one_of("elman", "lstm", "gru"),
+    "model.num_layers": positive,
+    "model.embed_size": positive_or_none,  # None: = model.hidden_size
+    "model.dropout_input": probability,
+    "model.dropout_between": probability,
+    "model.dropout_output": probability,
+    "model.recurrent_dropout": probability,
+    "model.embedding_dropout": probability,
+    "model.weight_drop": probability,
+    "model.init_scale": positive_or_none,
     # cells.init refused NaN/inf only when the model was built: a traceback, exit status 1
-    "model.forget_bias": cfg.number_or_none,
+    "model.forget_bias": number_or_none,
     # switches: a `--config.k=None` would read as False
-    "model.tie_embeddings": cfg.boolean,
-    "model.locked_dropout": cfg.boolean,
-    "model.compute_dtype": cfg.one_of("float32", "bfloat16"),
-    "objective.time_reduction": cfg.one_of("mean", "sum"),
-    "objective.ar_alpha": cfg.non_negative,
-    "objective.tar_beta": cfg.non_negative,
-    "data.corpus": cfg.one_of("markov", "ptb", "tiny_shakespeare"),
-    "data.bptt_length": cfg.positive,
-    "data.eval_batch_size": cfg.positive,
-    "data.eval_context": cfg.int_at_least(0),
+    "model.tie_embeddings": boolean,
+    "model.locked_dropout": boolean,
+    "model.compute_dtype": one_of("float32", "bfloat16"),
+    "objective.time_reduction": one_of("mean", "sum"),
+    "objective.ar_alpha": non_negative,
+    "objective.tar_beta": non_negative,
+    "data.corpus": one_of("markov", "ptb", "tiny_shakespeare"),
+    "data.bptt_length": positive,
+    "data.eval_batch_size": positive,
+    "data.eval_context": int_at_least(0),
     # What MarkovLanguage accepts (vocab_size >= 2, concentration > 0; the seed seeds numpy):
     # anything else failed in the task's constructor with a traceback, not exit status 2.
-    "data.markov_vocab_size": cfg.int_at_least(2),
-    "data.markov_order": cfg.positive,
-    "data.markov_concentration": cfg.positive,
-    "data.markov_seed": cfg.int_at_least(0),
-    "data.markov_train_tokens": cfg.positive,
-    "data.markov_eval_tokens": cfg.positive,
+    "data.markov_vocab_size": int_at_least(2),
+    "data.markov_order": positive,
+    "data.markov_concentration": positive,
+    "data.markov_seed": int_at_least(0),
+    "data.markov_train_tokens": positive,
+    "data.markov_eval_tokens": positive,
 }
 
 

@@ -49,7 +49,17 @@ from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.params import count_params, match_size
 from rnn_jax.predicates import is_decimal
 from rnn_jax.train import config as cfg
+from rnn_jax.train import config_checks
 from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.rules import (
+    Rule,
+    Rules,
+    in_range,
+    int_at_least,
+    non_negative,
+    positive,
+    probability,
+)
 
 TRAIN_EVAL = "train_eval"  # the training slice, evaluated like a held-out split
 
@@ -85,7 +95,7 @@ def _regularizer_keys(config: ml_collections.ConfigDict) -> dict[str, dict[str, 
 REGULARIZERS = ("none", "dropout", "variational", "weight_drop", "weight_decay", "l2")
 
 
-def _off(off: object) -> cfg.Rule:
+def _off(off: object) -> Rule:
     """A base-config regulariser key must be `off`: the points switch theirs on from `reg.*`,
     and one left on in the base config would regularise every point, "none" included."""
     return lambda value: (
@@ -112,18 +122,18 @@ OFF: dict[str, object] = {
 }
 
 
-RULES: cfg.Rules = {
+RULES: Rules = {
     **lm.RULES,
     **{key: _off(value) for key, value in OFF.items()},
-    "model.embed_size": cfg.positive,  # fixed over depths: the stack is what changes
-    "data.train_tokens": cfg.int_at_least(0),  # 0: the whole training split
-    "data.valid_tokens": cfg.int_at_least(0),
-    "reg.dropout": cfg.probability,
-    "reg.recurrent_dropout": cfg.probability,
-    "reg.weight_drop": cfg.probability,
-    "reg.decoupled_weight_decay": cfg.non_negative,
-    "reg.l2": cfg.non_negative,
-    "depth.tolerance": cfg.in_range(0.001, 0.5),
+    "model.embed_size": positive,  # fixed over depths: the stack is what changes
+    "data.train_tokens": int_at_least(0),  # 0: the whole training split
+    "data.valid_tokens": int_at_least(0),
+    "reg.dropout": probability,
+    "reg.recurrent_dropout": probability,
+    "reg.weight_drop": probability,
+    "reg.decoupled_weight_decay": non_negative,
+    "reg.l2": non_negative,
+    "depth.tolerance": in_range(0.001, 0.5),
 }
 
 
@@ -372,7 +382,7 @@ def grid_points(config: ml_collections.ConfigDict) -> list[tuple[str, object, di
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Every point of `config`; writes results.json, regularization.md and the plots."""
-    cfg.validate(config, RULES)
+    config_checks.validate(config, RULES)
     points = grid_points(config)
     keys = ("final_train_bits", "final_valid_bits", "best_valid_bits", "params")
     return grid.run_grid("regularization", config, workdir, points, report, keys)

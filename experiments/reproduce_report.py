@@ -21,7 +21,7 @@ from experiments.reproduce_run import IN_USE, NO_RESULTS, NOT_STARTED, STALLED
 from experiments.reproduce_variants import finished_variant
 from rnn_jax import hardware, predicates
 from rnn_jax.files import write_text_atomic
-from rnn_jax.train.config import read_json_object
+from rnn_jax.train.saved_config import read_json_object
 
 QUESTIONS = {
     1: "What is a recurrent neural network?",

@@ -14,15 +14,15 @@ import pathlib
 from typing import Any
 
 from rnn_jax.files import write_text_atomic
-from rnn_jax.train import config as config_lib
+from rnn_jax.train import config_keys
 
 VARIANT_FILE = "reproduce_variant.json"  # W/<name>/: the variant and config the run started with
 
 
 def variant_config(name: str, variant: str) -> dict[str, Any]:
-    """The flat config (`config_lib.flat_config`) experiment `name` runs with under `variant`."""
+    """The flat config (`config_keys.flat_config`) experiment `name` runs with under `variant`."""
     config = importlib.import_module(f"experiments.configs.{name}").get_config(variant)
-    return config_lib.flat_config(config)
+    return config_keys.flat_config(config)
 
 
 def record_variant(
@@ -57,4 +57,4 @@ def config_changes(name: str, workdir: pathlib.Path, variant: str) -> list[str]:
     saved = _record(workdir).get("config")
     if not isinstance(saved, dict):
         return []
-    return config_lib.config_changes(saved, variant_config(name, variant))
+    return config_keys.config_changes(saved, variant_config(name, variant))

@@ -33,9 +33,10 @@ from rnn_jax.decoding import greedy_decode
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.models.params import count_params, match_size
 from rnn_jax.models.transformer import TransformerLM
-from rnn_jax.train.config import ConfigError, in_range, int_at_least, positive
+from rnn_jax.train.config import ConfigError
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.metrics import training_rates, write_text_atomic
+from rnn_jax.train.rules import in_range, int_at_least, positive
 from rnn_jax.train.task import Task
 
 MODELS = ("lstm", "gru", "transformer")

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from experiments import grid
-from rnn_jax.train import config as config_lib
+from rnn_jax.train import config_keys
 from rnn_jax.train import metrics as run_metrics
 
 if TYPE_CHECKING:
@@ -215,13 +215,13 @@ def config_name(workdir: pathlib.Path, name: str) -> str:
     equals, else the nearest variant followed by the keys that differ (`with k=v, ...`). A run
     written before a key of `ADDED_KEYS` existed equals a variant holding its older value."""
     configs = importlib.import_module(f"experiments.configs.{name}")
-    run = config_lib.flatten(read_json(workdir, "config.json"))
+    run = config_keys.flatten(read_json(workdir, "config.json"))
     nearest: tuple[str, list[str]] | None = None
     for variant in configs.VARIANTS:
-        reference = config_lib.flatten(
+        reference = config_keys.flatten(
             json.loads(configs.get_config(variant).to_json_best_effort())
         )
-        differ = config_lib.changed_keys(run, reference)
+        differ = config_keys.changed_keys(run, reference)
         if nearest is None or len(differ) < len(nearest[1]):
             nearest = (variant, differ)
     variant, differ = nearest

@@ -38,23 +38,24 @@ from rnn_jax.models.encoder import config_problems, encoder_options, position_pr
 from rnn_jax.models.params import count_params
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
+from rnn_jax.train.rules import Rules, boolean, int_at_least, one_of, positive, probability
 
 NAME = "sentiment"
 DATASETS = {"sst2": "SST-2 (binary, sentence labels)", "sst": "SST-5 (five classes)"}
-RULES: cfg.Rules = {
-    "data.dataset": cfg.one_of("sst2", "sst"),
-    "data.min_freq": cfg.positive,
-    "data.time_multiple": cfg.positive,
-    "data.eval_batch_size": cfg.positive,
-    "model.kind": cfg.one_of("rnn", "transformer"),
-    "model.cell": cfg.one_of("elman", "lstm", "gru"),
-    "model.pooling": cfg.one_of("last", "mean", "max", "attention"),
-    "model.embed_size": cfg.positive,
-    "model.bidirectional": cfg.boolean,  # a `--config.k=None` would read as False
-    "model.num_layers": cfg.positive,
-    "model.dropout_rate": cfg.probability,
-    "model.num_heads": cfg.int_at_least(1),  # transformer only
-    "model.max_length": cfg.int_at_least(1),  # transformer only
+RULES: Rules = {
+    "data.dataset": one_of("sst2", "sst"),
+    "data.min_freq": positive,
+    "data.time_multiple": positive,
+    "data.eval_batch_size": positive,
+    "model.kind": one_of("rnn", "transformer"),
+    "model.cell": one_of("elman", "lstm", "gru"),
+    "model.pooling": one_of("last", "mean", "max", "attention"),
+    "model.embed_size": positive,
+    "model.bidirectional": boolean,  # a `--config.k=None` would read as False
+    "model.num_layers": positive,
+    "model.dropout_rate": probability,
+    "model.num_heads": int_at_least(1),  # transformer only
+    "model.max_length": int_at_least(1),  # transformer only
 }
 
 

@@ -42,30 +42,31 @@ from rnn_jax.models.params import count_params
 from rnn_jax.models.tagger import Tagger
 from rnn_jax.train import Task
 from rnn_jax.train import config as cfg
+from rnn_jax.train.rules import Rules, boolean, int_at_least, one_of, positive, probability
 
 NAME = "sequence_labelling"
 DATASETS = {"ud_en_ewt": "UD English-EWT (UPOS tags)", "conll2003": "CoNLL-2003 NER (IOB2)"}
-RULES: cfg.Rules = {
-    "data.dataset": cfg.one_of("ud_en_ewt", "conll2003"),
-    "data.min_freq": cfg.positive,
-    "data.singleton_unk_prob": cfg.probability,
-    "data.max_word_chars": cfg.positive,
-    "data.time_multiple": cfg.positive,
-    "data.eval_batch_size": cfg.positive,
-    "model.kind": cfg.one_of("rnn", "transformer"),
-    "model.cell": cfg.one_of("elman", "lstm", "gru"),
-    "model.head": cfg.one_of("softmax", "crf"),
-    "model.embed_size": cfg.positive,
+RULES: Rules = {
+    "data.dataset": one_of("ud_en_ewt", "conll2003"),
+    "data.min_freq": positive,
+    "data.singleton_unk_prob": probability,
+    "data.max_word_chars": positive,
+    "data.time_multiple": positive,
+    "data.eval_batch_size": positive,
+    "model.kind": one_of("rnn", "transformer"),
+    "model.cell": one_of("elman", "lstm", "gru"),
+    "model.head": one_of("softmax", "crf"),
+    "model.embed_size": positive,
     # switches: a `--config.k=None` would read as False
-    "model.bidirectional": cfg.boolean,
-    "model.char_features": cfg.boolean,
-    "model.num_layers": cfg.positive,
-    "model.dropout_rate": cfg.probability,
-    "model.char_embed_size": cfg.positive,
-    "model.char_hidden_size": cfg.positive,
-    "model.num_heads": cfg.int_at_least(1),  # transformer only
-    "model.max_length": cfg.int_at_least(1),  # transformer only
-    "objective.time_reduction": cfg.one_of("mean", "sum"),
+    "model.bidirectional": boolean,
+    "model.char_features": boolean,
+    "model.num_layers": positive,
+    "model.dropout_rate": probability,
+    "model.char_embed_size": positive,
+    "model.char_hidden_size": positive,
+    "model.num_heads": int_at_least(1),  # transformer only
+    "model.max_length": int_at_least(1),  # transformer only
+    "objective.time_reduction": one_of("mean", "sum"),
 }
 
 

@@ -84,11 +84,11 @@ from rnn_jax.data.vocab import Vocabulary
 from rnn_jax.metrics import perplexity
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.predicates import is_decimal
-from rnn_jax.train import config as cfg
-from rnn_jax.train import seeds
+from rnn_jax.train import config_checks, seeds
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.metrics import remove_done_marker, write_text_atomic
 from rnn_jax.train.restore import restore_model
+from rnn_jax.train.rules import Rules, in_range, int_at_least, one_of
 
 MODELS = ("trained", "untrained")
 PROBE_KINDS = ("lda", "logistic")
@@ -128,27 +128,27 @@ def _probe_kinds(value: object) -> str | None:
     return None if ok else f"distinct names from {allowed}, comma-separated, lda among them"
 
 
-RULES: cfg.Rules = {
+RULES: Rules = {
     # language_model's rules without its synthetic-corpus keys (this corpus is UD's).
     **{k: v for k, v in lm.RULES.items() if not k.startswith("data.markov_")},
-    "data.corpus": cfg.one_of("ud_en_ewt"),
-    "data.min_freq": cfg.int_at_least(1),
-    "data.train_sentences": cfg.int_at_least(0),  # LM training sentences; 0: all of UD train
-    "model.locked_dropout": cfg.one_of(False, True),
-    "model.compute_dtype": cfg.one_of("float32"),  # states are read in float32
+    "data.corpus": one_of("ud_en_ewt"),
+    "data.min_freq": int_at_least(1),
+    "data.train_sentences": int_at_least(0),  # LM training sentences; 0: all of UD train
+    "model.locked_dropout": one_of(False, True),
+    "model.compute_dtype": one_of("float32"),  # states are read in float32
     # The probes read the last checkpoint: the LM's reported perplexities must be its too
     # (with keep_best the runtime's final evaluation scores the best-validation checkpoint).
-    "train.keep_best": cfg.one_of(False),
-    "probe.train_sentences": cfg.int_at_least(1),
-    "probe.test_split": cfg.one_of("valid", "test"),
-    "probe.test_sentences": cfg.int_at_least(0),  # 0: the whole split
-    "probe.num_words": cfg.int_at_least(1),
+    "train.keep_best": one_of(False),
+    "probe.train_sentences": int_at_least(1),
+    "probe.test_split": one_of("valid", "test"),
+    "probe.test_sentences": int_at_least(0),  # 0: the whole split
+    "probe.num_words": int_at_least(1),
     "probe.distances": _distance_list,
     "probe.shrinkages": _positive_list,
-    "probe.holdout_fraction": cfg.in_range(0.05, 0.5),
+    "probe.holdout_fraction": in_range(0.05, 0.5),
     "probe.kinds": _probe_kinds,
     "probe.l2_penalties": _positive_list,
-    "probe.logistic_iterations": cfg.int_at_least(1),
+    "probe.logistic_iterations": int_at_least(1),
 }
 
 
@@ -274,7 +274,7 @@ def baselines(sets: dict[str, ProbeSet], names: list[str]) -> dict[str, dict[str
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     """Train the LM (W/lm, resumable), probe every seed's trained and untrained states, write
     results.json, state_probe.md and state_probe.png; returns `final`."""
-    cfg.validate(config, RULES)
+    config_checks.validate(config, RULES)
     start = time.perf_counter()
     sentences = load_sentences(config)
     task = UDLanguageModelTask(config, sentences)

@@ -31,11 +31,12 @@ from rnn_jax import allocator
 from rnn_jax.predicates import is_decimal, is_int
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics
+from rnn_jax.train.rules import Rule, Rules, non_negative, positive
 
 PLOT = "throughput_vs_length.png"
 
 
-def _names_from(allowed: tuple, empty_ok: bool = False) -> config_lib.Rule:
+def _names_from(allowed: tuple, empty_ok: bool = False) -> Rule:
     def rule(value: Any) -> str | None:
         names = [v for v in str(value).split(",") if v]
         if (names or empty_ok) and all(n in allowed for n in names):
@@ -77,24 +78,24 @@ SHAPE_NAMES = ("tiny", "small", "medium", "long", "narrow")
 
 # A benchmark: the runtime's training keys are neither required nor checked.
 TRAINS = False
-RULES: config_lib.Rules = {
-    "model.hidden_size": config_lib.positive,
+RULES: Rules = {
+    "model.hidden_size": positive,
     "cells": _names_from(peers.CELL_SPECS),
     "backends": _names_from(peers.BACKENDS),
     "modes": _names_from(peers.MODES),
-    "repetitions": config_lib.positive,
-    "warmup": config_lib.non_negative,
-    "gap_s": config_lib.non_negative,
-    "matmul_size": config_lib.positive,
-    "torch_threads": config_lib.non_negative,
+    "repetitions": positive,
+    "warmup": non_negative,
+    "gap_s": non_negative,
+    "matmul_size": positive,
+    "torch_threads": non_negative,
     "sweep.lengths": _positive_ints,
-    "sweep.tokens": config_lib.positive,
-    "sweep.input_size": config_lib.positive,
+    "sweep.tokens": positive,
+    "sweep.input_size": positive,
     "sweep.cells": _names_from(peers.CELL_SPECS + ("transformer",)),
-    "sweep.repetitions": config_lib.positive,
+    "sweep.repetitions": positive,
     "bidirectional": _pairs_rule,
     "stacked": _pairs_rule,
-    "stack_layers": config_lib.positive,
+    "stack_layers": positive,
     "configs": _text,
     "rss_configs": _text,
     "extra": _pairs_rule,

@@ -39,16 +39,10 @@ from rnn_jax.data.synthetic import EchoTask
 from rnn_jax.modules import RNN
 from rnn_jax.predicates import is_decimal, is_int
 from rnn_jax.train import distributed
-from rnn_jax.train.config import (
-    OPTIMIZERS,
-    ConfigError,
-    int_at_least,
-    one_of,
-    positive,
-    positive_float32,
-    validate,
-)
+from rnn_jax.train.config import ConfigError
+from rnn_jax.train.config_checks import OPTIMIZERS, validate
 from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.rules import int_at_least, one_of, positive, positive_float32
 from rnn_jax.train.steps import build_steps
 from rnn_jax.train.task import Task
 

@@ -47,8 +47,9 @@ from experiments import grid, sentiment
 from experiments import sequence_labelling as sl
 from experiments import word_order_report as report
 from rnn_jax.models.params import count_params
-from rnn_jax.train import config as cfg
+from rnn_jax.train import config_checks
 from rnn_jax.train.loop import train_and_evaluate
+from rnn_jax.train.rules import Rules, int_at_least, one_of, positive_float32
 
 TASKS = ("tag", "sst")
 ORDERS = ("bag", "shuffled", "ordered")
@@ -59,28 +60,28 @@ EVAL_SPLITS = ("valid", "test")
 TOKEN_FIELDS = {"tag": bd.TOKEN_FIELDS, "sst": ("inputs",)}
 
 
-RULES: cfg.Rules = {
+RULES: Rules = {
     **sl.RULES,
     # The token classes are defined for POS tags (bidirectional's task).
-    "data.dataset": cfg.one_of("ud_en_ewt"),
-    "data.eval_sentences": cfg.int_at_least(0),
-    "data.reverse": cfg.one_of(False),
-    "data.shuffle": cfg.one_of(False),  # set per point
-    "model.kind": cfg.one_of("rnn"),  # the BiLSTM; bag points set their own kind
-    "model.bidirectional": cfg.one_of(True),
+    "data.dataset": one_of("ud_en_ewt"),
+    "data.eval_sentences": int_at_least(0),
+    "data.reverse": one_of(False),
+    "data.shuffle": one_of(False),  # set per point
+    "model.kind": one_of("rnn"),  # the BiLSTM; bag points set their own kind
+    "model.bidirectional": one_of(True),
     # A CRF's transitions score neighbouring tags: the bag tagger would see order through
     # them (its per-sentence loss changes when the words are permuted).
-    "model.head": cfg.one_of("softmax"),
-    "model.pooling": cfg.one_of("mean", "max", "attention"),  # 'last' has no bag meaning
-    "model.bag_hidden_size": cfg.int_at_least(1),
+    "model.head": one_of("softmax"),
+    "model.pooling": one_of("mean", "max", "attention"),  # 'last' has no bag meaning
+    "model.bag_hidden_size": int_at_least(1),
     "grid.points": grid.distinct_names(POINTS),
-    "sst.dataset": cfg.one_of(*sentiment.DATASETS),
-    "sst.min_freq": cfg.int_at_least(1),
-    "sst.time_multiple": cfg.int_at_least(1),
-    "sst.eval_batch_size": cfg.int_at_least(1),
-    "sst.learning_rate": cfg.positive_float32,
-    "sst.num_steps": cfg.int_at_least(1),
-    "sst.eval_every": cfg.int_at_least(1),
+    "sst.dataset": one_of(*sentiment.DATASETS),
+    "sst.min_freq": int_at_least(1),
+    "sst.time_multiple": int_at_least(1),
+    "sst.eval_batch_size": int_at_least(1),
+    "sst.learning_rate": positive_float32,
+    "sst.num_steps": int_at_least(1),
+    "sst.eval_every": int_at_least(1),
 }
 
 
@@ -277,7 +278,7 @@ def run(
 ) -> dict:
     """Every point of `config`; writes results.json, word_order.md and word_order.png.
     `loaded`: as for `grid_points`."""
-    cfg.validate(config, RULES)
+    config_checks.validate(config, RULES)
     start = time.perf_counter()
     points = grid_points(config, loaded)
     keys = ("valid_accuracy", "test_accuracy", "params", "params_outside_embeddings")

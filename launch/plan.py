@@ -30,8 +30,7 @@ from absl import flags
 from launch.points import expand_sweep, setting_key
 from rnn_jax.files import RESULTS_FILE
 from rnn_jax.predicates import is_int
-from rnn_jax.train import config as config_lib
-from rnn_jax.train import config_file
+from rnn_jax.train import config_checks, config_file, config_keys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The longest run directory name, in bytes: NAME_MAX of Linux's common filesystems (ext4, XFS,
@@ -47,7 +46,7 @@ class Run:
     workdir: pathlib.Path
     overrides: dict[str, Any]
     command: tuple[str, ...]
-    # The flat config (`config_lib.flat_config`) the run is planned with: the variant's config with
+    # The flat config (`config_keys.flat_config`) the run is planned with: the variant's config with
     # the point's overrides and the `--set` values the plan could read; None when not known.
     config: dict[str, Any] | None = None
 
@@ -138,7 +137,7 @@ def check_rules(config: Any, name: str, overrides: Mapping[str, Any]) -> Any:
             raise ValueError(f"sweep point {dict(overrides)}: {key}={value!r}: {error}") from None
     experiment = importlib.import_module(f"experiments.{name}")
     try:
-        config_lib.validate(
+        config_checks.validate(
             config, getattr(experiment, "RULES", None), trains=getattr(experiment, "TRAINS", True)
         )
         # A grid experiment's own checks of its grid axes (`grid.cells="lstm,bogus"`), which
@@ -311,7 +310,7 @@ def _plan(
             f"--config={path}:{variant}",
             *(f"--config.{k}={v}" for k, v in args.items()),
         )
-        runs.append(Run(name_, workdir, dict(point), command, config_lib.flat_config(planned)))
+        runs.append(Run(name_, workdir, dict(point), command, config_keys.flat_config(planned)))
     return runs
 
 

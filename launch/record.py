@@ -17,7 +17,7 @@ from typing import Any
 
 from launch.plan import Run
 from rnn_jax.files import write_text_atomic
-from rnn_jax.train import config as config_lib
+from rnn_jax.train import config_keys
 
 SWEEP_FILE = "sweep.json"
 
@@ -64,7 +64,7 @@ def check_finished_runs(root: pathlib.Path, runs: Sequence[Run]) -> None:
                     "--workdir, or delete that run's directory to redo it"
                 )
         if run.name in configs and run.config is not None:
-            changed = config_lib.config_changes(configs[run.name], run.config)
+            changed = config_keys.config_changes(configs[run.name], run.config)
             if changed:
                 shown = ", ".join(changed[:4])
                 more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""

@@ -36,8 +36,7 @@ from rnn_jax import metrics
 from rnn_jax.data.batching import pad_batch
 from rnn_jax.data.readers import read_conll
 from rnn_jax.data.registry import TextDataset
-from rnn_jax.train import cli
-from rnn_jax.train import config as cfg
+from rnn_jax.train import cli, config_checks
 from rnn_jax.train.config import ConfigError
 from tests.test_models_metrics import _conlleval_counts
 
@@ -110,7 +109,7 @@ def tiny_config(module, configs):
     config.train.eval_every = 2
     config.train.checkpoint_every = 2
     config.data.eval_batch_size = EVAL_BATCH
-    cfg.validate(config, module.RULES)
+    config_checks.validate(config, module.RULES)
     return config
 
 

@@ -13,6 +13,7 @@ from experiments.configs import data_throughput as data_throughput_configs
 from experiments.configs import sentiment as sentiment_configs
 from experiments.configs import sequence_labelling as tagging_configs
 from rnn_jax.train import config as config_lib
+from rnn_jax.train import config_keys
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def _effective(configs, variant, point):
             node = node[part]
         assert field in node, f"{key} is not a config field"
         setattr(node, field, value)
-    return json.dumps(config_lib.flatten(json.loads(config.to_json_best_effort())), sort_keys=True)
+    return json.dumps(config_keys.flatten(json.loads(config.to_json_best_effort())), sort_keys=True)
 
 
 @pytest.mark.parametrize(

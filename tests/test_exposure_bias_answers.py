@@ -16,7 +16,8 @@ from experiments import exposure_bias_translation_report as translation_report
 from rnn_jax.data.synthetic import MarkovLanguage
 from rnn_jax.scheduled_sampling import teacher_forcing_schedule
 from rnn_jax.train import cli
-from rnn_jax.train.config import ConfigError, validate
+from rnn_jax.train.config import ConfigError
+from rnn_jax.train.config_checks import validate
 
 KS = (0, 1, 4, 16, 32)
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import sequence_labelling
-from rnn_jax.train import cli
-from rnn_jax.train import config as cfg
+from rnn_jax.train import cli, config_checks
 from tests.module_cli import StartedModule, check_refused
 from tests.report_check import assert_png, cell_numbers, table_rows
 
@@ -37,14 +36,14 @@ def test_variants_and_sweep_points_validate(name, variant):
     experiment = importlib.import_module(f"experiments.{name}")
     configs = importlib.import_module(f"experiments.configs.{name}")
     config = configs.get_config(variant)
-    cfg.validate(config, experiment.RULES)
+    config_checks.validate(config, experiment.RULES)
     for point in configs.get_sweep(variant):
         swept = configs.get_config(variant)
         for key, value in point.items():
             section, field = key.split(".")
             assert field in swept[section], f"sweep key {key} is not a config key"
             swept[section][field] = value
-        cfg.validate(swept, experiment.RULES)
+        config_checks.validate(swept, experiment.RULES)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -56,12 +55,12 @@ def test_unknown_variant_and_bad_values_are_named(name):
     config = configs.get_config("smoke")
     config.model.cell = "transformer-xl"
     with pytest.raises(ValueError, match="model.cell"):
-        cfg.validate(config, experiment.RULES)
+        config_checks.validate(config, experiment.RULES)
     # `--config.model.bidirectional=None` read as False: a unidirectional model, silently
     config = configs.get_config("smoke")
     config.model.bidirectional = None
     with pytest.raises(ValueError, match="model.bidirectional=None"):
-        cfg.validate(config, experiment.RULES)
+        config_checks.validate(config, experiment.RULES)
 
 
 def test_majority_tag_per_word_baseline():
@@ -146,6 +145,7 @@ def test_transformer_options_the_model_refuses_are_config_errors():
     from experiments.configs import sentiment as sentiment_configs
     from experiments.configs import sequence_labelling as tagging_configs
     from rnn_jax.train import config as cfg
+    from rnn_jax.train import config_checks
 
     for task, configs, rules in [
         (sentiment.SentimentTask, sentiment_configs, sentiment.RULES),
@@ -158,9 +158,9 @@ def test_transformer_options_the_model_refuses_are_config_errors():
         config.model.num_heads = 3
         config.model.max_length = 0
         with pytest.raises(ValueError, match=r"model.max_length=0: must be an integer >= 1"):
-            cfg.validate(config, rules)
+            config_checks.validate(config, rules)
         config.model.max_length = 64
-        cfg.validate(config, rules)
+        config_checks.validate(config, rules)
         config.data.root = "/nonexistent"  # the check comes before the data is read
         with pytest.raises(cfg.ConfigError, match=r"num_heads=3: must divide .*hidden_size=16"):
             task(config)
@@ -208,11 +208,12 @@ def test_the_sentiment_experiment_refuses_last_pooling_of_a_transformer_before_r
     from experiments import sentiment
     from experiments.configs import sentiment as configs
     from rnn_jax.train import config as cfg
+    from rnn_jax.train import config_checks
 
     config = configs.get_config("smoke")
     config.model.kind = "transformer"
     assert config.model.pooling == "last"  # the default a user meets
-    cfg.validate(config, sentiment.RULES)
+    config_checks.validate(config, sentiment.RULES)
     config.data.root = "/nonexistent"  # it used to fail here, in the reader, or after it
     with pytest.raises(cfg.ConfigError, match=r"model.pooling='last': needs model.kind='rnn'"):
         sentiment.SentimentTask(config)

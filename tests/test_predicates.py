@@ -13,7 +13,7 @@ import pytest
 from rnn_jax import cells, decoding, initializers
 from rnn_jax.models import checks
 from rnn_jax.predicates import is_decimal, is_finite_number, is_int
-from rnn_jax.train import config as config_lib
+from rnn_jax.train.rules import int_at_least, multiple_of, positive, probability
 
 INTS = [0, 3, -2, np.int32(4), np.int64(5), np.uint8(6)]
 NOT_INTS = [True, False, np.bool_(True), 2.0, np.float32(2.0), "3", None, np.array([1, 2])]
@@ -62,15 +62,15 @@ def test_every_size_check_refuses_true_as_one():
         cells.LSTM().init(None, 4, True)
     with pytest.raises(ValueError, match="max_length"):
         decoding._check_common(True, 1, 2, 0)
-    assert config_lib.int_at_least(1)(True) is not None
-    assert config_lib.multiple_of(1)(True) is not None
+    assert int_at_least(1)(True) is not None
+    assert multiple_of(1)(True) is not None
 
 
 def test_every_size_check_takes_numpy_integers():
     checks.check_positive(num_tags=np.int64(3))
     assert decoding._check_common(np.int32(7), 1, 2, 0) == 7
-    assert config_lib.int_at_least(1)(np.int64(2)) is None
-    assert config_lib.multiple_of(2)(np.int64(4)) is None
+    assert int_at_least(1)(np.int64(2)) is None
+    assert multiple_of(2)(np.int64(4)) is None
 
 
 def test_number_checks_refuse_bools():
@@ -78,8 +78,8 @@ def test_number_checks_refuse_bools():
         cells.LSTM().init(None, 4, 8, forget_bias=True)
     with pytest.raises(ValueError, match="scale=True"):
         initializers.get_initializer("orthogonal", scale=True)
-    assert config_lib.positive(True) is not None
-    assert config_lib.probability(np.float32(0.5)) is None
+    assert positive(True) is not None
+    assert probability(np.float32(0.5)) is None
 
 
 # A 0-d array is a number when its dtype is one: `math.isfinite` alone reads a 0-d bool array

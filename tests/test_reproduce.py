@@ -27,7 +27,7 @@ import pytest
 
 from experiments import reproduce, reproduce_report, reproduce_run, reproduce_variants
 from rnn_jax import exits
-from rnn_jax.train import config as config_lib
+from rnn_jax.train import config_keys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def test_a_finished_run_whose_config_changed_since_is_not_reused(tmp_path, monke
     workdir = tmp_path / "sentiment"
     workdir.mkdir()
     (workdir / "results.json").write_text(json.dumps({"final": {"test_accuracy": 0.5}}))
-    then = config_lib.flatten(json.loads(sentiment.get_config("smoke").to_json_best_effort()))
+    then = config_keys.flatten(json.loads(sentiment.get_config("smoke").to_json_best_effort()))
 
     def record(**config):
         text = json.dumps({"variant": "smoke", **({"config": config} if config else {})})

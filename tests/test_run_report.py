@@ -85,7 +85,7 @@ def test_config_name_is_the_variant_or_the_nearest_one_with_its_differences(tmp_
     assert run_report.config_name(tmp_path, "sentiment") == (
         "experiments/configs/sentiment.py:quick with train.num_steps=7"
     )
-    # A run written before optimizer.decay_params existed (rnn_jax.train.config.ADDED_KEYS)
+    # A run written before optimizer.decay_params existed (rnn_jax.train.config_keys.ADDED_KEYS)
     # is still the variant, not "quick with optimizer.decay_params=None".
     config.train.num_steps = sentiment.get_config("quick").train.num_steps
     stored = json.loads(config.to_json_best_effort())

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from rnn_jax.train import config as cfg
-from rnn_jax.train import train_and_evaluate
+from rnn_jax.train import saved_config, train_and_evaluate
 from rnn_jax.train.checkpoint import Checkpointer, abstract_like
 from rnn_jax.train.restore import restore_model
 from tests.test_train_loop import Regression, Stream, _config
@@ -220,7 +220,7 @@ def test_restore_model_names_the_keys_that_differ_from_the_runs_config(tmp_path)
         restore_model(_config(), tmp_path, Regression())
     (tmp_path / "checkpoints" / "3").mkdir(parents=True)
     with pytest.raises(cfg.ConfigError, match=r"config.json: cannot read .*\(not a JSON object"):
-        cfg.checkpointed_config(tmp_path)
+        saved_config.checkpointed_config(tmp_path)
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_arrays_that_differ(tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ import pytest
 
 from experiments.language_model import RULES
 from rnn_jax import exits
-from rnn_jax.train import cli, optim
+from rnn_jax.train import cli, config_checks, config_keys, optim, saved_config
 from rnn_jax.train import config as cfg
+from rnn_jax.train.rules import int_at_least
 from tests.module_cli import refused_cli
 
 SPEC = "experiments/configs/language_model.py:smoke"
@@ -35,7 +36,7 @@ def test_every_variant_is_valid_and_has_the_required_keys():
             "train.checkpoint_every",
             "train.log_every",
         ):
-            assert cfg.lookup(config, key) is not None
+            assert config_keys.lookup(config, key) is not None
     smoke = _load()
     assert smoke.train.batch_size % 8 == 0 and smoke.data.eval_batch_size % 8 == 0
     assert smoke.train.log_every <= 10
@@ -209,7 +210,7 @@ def test_no_committed_config_has_a_warmup_or_decay_beyond_its_run():
                     for k in truncated_bptt.bptt_lengths(config)
                 ]
             for point in configs:
-                assert cfg._schedule_problems(point) == [], (module_info.name, variant)
+                assert config_checks._schedule_problems(point) == [], (module_info.name, variant)
                 checked += 1
     assert checked > 30
 
@@ -358,26 +359,27 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
     to the keys a resumed run may change (how long it runs, how often it logs and saves)."""
     config = _load()
     (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
-    cfg.check_resumable(tmp_path, _load(model__hidden_size=16))  # no checkpoints: nothing to mix
+    # no checkpoints: nothing to mix
+    saved_config.check_resumable(tmp_path, _load(model__hidden_size=16))
     # A run killed during its first save left only orbax's temporary directory: the run
     # starts afresh (the Checkpointer sees no step), so any config may (it was refused).
     (tmp_path / "checkpoints" / "20.orbax-checkpoint-tmp-1733489000").mkdir(parents=True)
-    cfg.check_resumable(tmp_path, _load(model__hidden_size=16))
+    saved_config.check_resumable(tmp_path, _load(model__hidden_size=16))
     (tmp_path / "checkpoints" / "20").mkdir(parents=True)
-    cfg.check_resumable(tmp_path, config)
-    cfg.check_resumable(tmp_path, _load(train__num_steps=400, train__eval_every=7))
+    saved_config.check_resumable(tmp_path, config)
+    saved_config.check_resumable(tmp_path, _load(train__num_steps=400, train__eval_every=7))
     other = dict(model__hidden_size=16, optimizer__name="sgd", seed=config.seed + 1)
     with pytest.raises(cfg.ConfigError) as info:
-        cfg.check_resumable(tmp_path, _load(train__batch_size=8, **other))
+        saved_config.check_resumable(tmp_path, _load(train__batch_size=8, **other))
     message = str(info.value)
     hidden = config.model.hidden_size
     assert f"model.hidden_size: {hidden!r} in {tmp_path / 'config.json'}, now 16" in message
     changed = [line.split(":")[0].strip() for line in message.splitlines() if line[:2] == "  "]
     assert changed == ["model.hidden_size", "optimizer.name", "seed", "train.batch_size"], message
     # A grid's axes only select its points (`SELECTION_PREFIXES`): narrowing them may resume.
-    flat = cfg.flatten(config.to_dict())
+    flat = config_keys.flatten(config.to_dict())
     narrowed = {**flat, "grid.cells": "lstm"}
-    assert cfg.run_changes({**flat, "grid.cells": "lstm,gru"}, narrowed, tmp_path) == []
+    assert saved_config.run_changes({**flat, "grid.cells": "lstm,gru"}, narrowed, tmp_path) == []
 
 
 def test_resuming_a_cosine_run_refuses_a_new_num_steps(tmp_path):
@@ -386,12 +388,12 @@ def test_resuming_a_cosine_run_refuses_a_new_num_steps(tmp_path):
     config = _load(schedule__name="cosine", train__num_steps=300)
     (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
     (tmp_path / "checkpoints" / "20").mkdir(parents=True)
-    cfg.check_resumable(tmp_path, _load(schedule__name="cosine", train__num_steps=300))
+    saved_config.check_resumable(tmp_path, _load(schedule__name="cosine", train__num_steps=300))
     with pytest.raises(cfg.ConfigError, match=r"train.num_steps: 300 .* now 600 \(schedule"):
-        cfg.check_resumable(tmp_path, _load(schedule__name="cosine", train__num_steps=600))
+        saved_config.check_resumable(tmp_path, _load(schedule__name="cosine", train__num_steps=600))
     constant = _load(train__num_steps=300)
     (tmp_path / "config.json").write_text(constant.to_json_best_effort(indent=2))
-    cfg.check_resumable(tmp_path, _load(train__num_steps=600))  # a constant rate may go on
+    saved_config.check_resumable(tmp_path, _load(train__num_steps=600))  # a constant rate may go on
 
 
 def test_a_run_written_before_an_added_key_resumes_under_its_older_behaviour(tmp_path):
@@ -402,23 +404,23 @@ def test_a_run_written_before_an_added_key_resumes_under_its_older_behaviour(tmp
 
     config = _load()
     stored = json.loads(config.to_json_best_effort())
-    for key in cfg.ADDED_KEYS:
+    for key in config_keys.ADDED_KEYS:
         section, name = key.split(".")
         del stored[section][name]
     (tmp_path / "config.json").write_text(json.dumps(stored))
     (tmp_path / "checkpoints" / "20").mkdir(parents=True)
-    cfg.check_resumable(tmp_path, config)
-    assert config.optimizer.decay_params == cfg.ADDED_KEYS["optimizer.decay_params"]
+    saved_config.check_resumable(tmp_path, config)
+    assert config.optimizer.decay_params == config_keys.ADDED_KEYS["optimizer.decay_params"]
     with pytest.raises(cfg.ConfigError, match="optimizer.decay_params: '<absent>'"):
-        cfg.check_resumable(tmp_path, _load(optimizer__decay_params="matrices"))
-    flat_new = cfg.flatten(json.loads(config.to_json_best_effort()))
-    assert cfg.changed_keys(cfg.flatten(stored), flat_new) == []
+        saved_config.check_resumable(tmp_path, _load(optimizer__decay_params="matrices"))
+    flat_new = config_keys.flatten(json.loads(config.to_json_best_effort()))
+    assert config_keys.changed_keys(config_keys.flatten(stored), flat_new) == []
     # a config without the key's section (a process-only experiment) gains nothing
-    assert cfg.changed_keys({"a": 1}, {"a": 1}) == []
+    assert config_keys.changed_keys({"a": 1}, {"a": 1}) == []
 
 
 def test_int_at_least_takes_only_integers():
-    rule = cfg.int_at_least(1)
+    rule = int_at_least(1)
     assert rule(1) is None and rule(7) is None
     for bad in (0, -3, 2.5, 1.0, True, "2", None):
         assert rule(bad) == "an integer >= 1", bad
@@ -517,7 +519,7 @@ def test_an_experiment_that_trains_nothing_needs_no_training_keys():
     config = cli.load_config(spec, {}, smt_baseline.RULES, trains=False)
     assert "train" not in config and "model" not in config and "seed" not in config
     with pytest.raises(ValueError, match=r"model.hidden_size: missing.*\n.*train.num_steps"):
-        cfg.validate(config, smt_baseline.RULES)
+        config_checks.validate(config, smt_baseline.RULES)
     with pytest.raises(ValueError, match=r"malloc='mmap': must be one of"):
         cli.load_config(spec, {"malloc": "mmap"}, smt_baseline.RULES, trains=False)
     plan.check_rules(config, "smt_baseline", {"smt.word_penalty": -0.5})

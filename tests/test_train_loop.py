@@ -15,7 +15,14 @@ import pytest
 from flax import nnx
 
 from rnn_jax.data.synthetic import AddingProblem
-from rnn_jax.train import NonFiniteError, Task, distributed, metrics, train_and_evaluate
+from rnn_jax.train import (
+    NonFiniteError,
+    Task,
+    config_checks,
+    distributed,
+    metrics,
+    train_and_evaluate,
+)
 from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
 from rnn_jax.train.checkpoint import Checkpointer
@@ -97,7 +104,7 @@ def _config(**overrides):
     for key, value in overrides.items():
         section, _, name = key.rpartition("__")
         (config[section] if section else config)[name] = value
-    cfg.validate(config)
+    config_checks.validate(config)
     return config
 
 
@@ -443,7 +450,7 @@ def test_an_early_stop_resumed_from_its_ongoing_loop_state_keeps_the_saved_timin
 def test_logged_learning_rate_is_the_one_the_step_applied(tmp_path):
     # Warmup from 0 over 4 updates, lr 0.05: optax's first update (count 0) uses rate 0, so
     # steps 1..5 apply 0, 0.0125, 0.025, 0.0375, 0.05 (the rate of step s+1 was logged
-    # before). 5 steps: a warm-up as long as the run is refused (config.validate).
+    # before). 5 steps: a warm-up as long as the run is refused (config_checks.validate).
     config = _config(
         optimizer__name="sgd",
         schedule__warmup_steps=4,

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from rnn_jax.train import config as cfg
-from rnn_jax.train import optim
+from rnn_jax.train import config_checks, optim
 
 
 def _config(**overrides):
@@ -18,7 +18,7 @@ def _config(**overrides):
     for key, value in overrides.items():
         section, name = key.split("__")
         config[section][name] = value
-    cfg.validate(config)
+    config_checks.validate(config)
     return config
 
 
@@ -195,7 +195,7 @@ def test_decay_params_is_a_config_rule():
     config.model.hidden_size = 1
     config.optimizer.decay_params = "biases"
     with pytest.raises(ValueError, match="optimizer.decay_params='biases'"):
-        cfg.validate(config)
+        config_checks.validate(config)
     # The builders called on an unvalidated config (a script, a sweep) name the key too.
     config.optimizer.name = "adamw"
     with pytest.raises(ValueError, match="optimizer.decay_params='biases': must be 'all' or"):
@@ -280,7 +280,7 @@ def test_reduce_on_plateau_halves_the_step_after_patience_flat_values():
     assert sizes[0] == 1.0 and sizes == sorted(sizes, reverse=True)
     assert min(sizes) <= 0.25  # two reductions within 8 flat steps
     # The first window sets the best: the first reduced update is accumulation 1 x (patience
-    # 2 + 1) - 1 = 2, the count config._schedule_problems refuses runs too short for.
+    # 2 + 1) - 1 = 2, the count config_checks._schedule_problems refuses runs too short for.
     assert sizes.index(0.5) == 2
 
 

@@ -16,7 +16,7 @@ from flax import nnx
 
 from rnn_jax import exits
 from rnn_jax.files import check_workdir
-from rnn_jax.train import cli, optim, train_and_evaluate
+from rnn_jax.train import cli, config_checks, config_keys, optim, saved_config, train_and_evaluate
 from rnn_jax.train import config as cfg
 from rnn_jax.train import loop as loop_lib
 from rnn_jax.train.metrics import metric_series
@@ -176,7 +176,7 @@ def test_plateau_values_optax_refuses_or_inverts_are_config_errors(key, value, a
     config.schedule.name = "plateau"
     config.schedule[key] = value
     with pytest.raises(ValueError) as info:
-        cfg.validate(config)
+        config_checks.validate(config)
     assert f"schedule.{key}={value!r}: must be {allowed}" in str(info.value)
 
 
@@ -197,7 +197,7 @@ def test_seeds_beyond_32_bits_are_config_errors(seed, num_seeds):
     config = _config()
     config.seed, config.num_seeds = seed, num_seeds
     with pytest.raises(ValueError, match=r"seed="):
-        cfg.validate(config)
+        config_checks.validate(config)
 
 
 def test_the_largest_seed_is_its_own():
@@ -206,7 +206,7 @@ def test_the_largest_seed_is_its_own():
 
     config = _config()
     config.seed, config.num_seeds = 2**32 - 2, 2
-    cfg.validate(config)
+    config_checks.validate(config)
     keys = np.asarray(seeds.base_keys(config.seed, config.num_seeds))
     assert len({tuple(k) for k in keys} | {tuple(np.asarray(jax.random.PRNGKey(0)))}) == 3
 
@@ -243,7 +243,7 @@ def test_a_config_json_write_that_fails_midway_keeps_the_old_one(tmp_path, monke
     monkeypatch.undo()
     assert (tmp_path / "config.json").read_text() == saved
     assert not list(tmp_path.glob(".config.json.tmp-*"))  # nor a half-written temporary
-    cfg.check_resumable(tmp_path, _config(train__checkpoint_every=4))  # still resumable
+    saved_config.check_resumable(tmp_path, _config(train__checkpoint_every=4))  # still resumable
 
 
 def test_accumulation_steps_that_do_not_divide_the_steps_are_a_config_error(tmp_path):
@@ -263,7 +263,7 @@ def _validate(**overrides):
     for key, value in overrides.items():
         section, _, name = key.rpartition("__")
         (config[section] if section else config)[name] = value
-    cfg.validate(config)
+    config_checks.validate(config)
 
 
 def test_momentum_with_an_optimizer_that_has_none_is_refused():
@@ -321,7 +321,8 @@ def test_a_run_resumes_with_shard_params_switched_on(tmp_path):
         train__keep_best=False,
         train__shard_params=True,
     )
-    assert cfg.run_changes(cfg.flatten(config.to_dict()), cfg.flatten(sharded.to_dict()), run) == []
+    flat = config_keys.flatten
+    assert saved_config.run_changes(flat(config.to_dict()), flat(sharded.to_dict()), run) == []
     results = train_and_evaluate(sharded, run, Regression())
     assert results["timing"]["resumed_from_step"] == 2
     assert results["final"] == pytest.approx(reference, rel=1e-6)
@@ -421,15 +422,15 @@ def test_a_workdir_nothing_can_be_written_in_is_a_flag_error():
 def test_nesterov_without_momentum_or_with_another_optimiser_is_a_config_error():
     """optax.sgd and optax.rmsprop ignore nesterov=True without momentum (and adam has none):
     the flag did nothing, silently."""
-    from rnn_jax.train import config as cfg
+    from rnn_jax.train import config_checks
 
     for name, momentum in (("sgd", 0.0), ("rmsprop", 0.0), ("adam", 0.9)):
         config = _config()
         config.optimizer.update(name=name, momentum=momentum, nesterov=True)
         with pytest.raises(ValueError, match=r"optimizer.nesterov=True with optimizer.name="):
-            cfg.validate(config)
+            config_checks.validate(config)
     config.optimizer.update(name="sgd", momentum=0.9)
-    cfg.validate(config)
+    config_checks.validate(config)
 
 
 class _TerminatedStream(Stream):
@@ -631,7 +632,7 @@ def test_a_run_that_only_reads_a_finished_run_skips_the_resume_check(tmp_path, m
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
     checked, ran = [], []
-    monkeypatch.setattr(cli.config_lib, "check_resumable", lambda *args: checked.append(args))
+    monkeypatch.setattr(cli.saved_config, "check_resumable", lambda *args: checked.append(args))
     mains = []
     monkeypatch.setattr(cli.app, "run", lambda main, flags_parser: mains.append(main))
     for reads_only in (None, lambda: False, lambda: True):

@@ -15,8 +15,7 @@ from experiments import grid
 from experiments import word_order as wo
 from experiments import word_order_report as report
 from experiments.configs import word_order as wo_configs
-from rnn_jax.train import cli
-from rnn_jax.train import config as cfg
+from rnn_jax.train import cli, config_keys
 from tests.report_check import assert_png, cell_numbers, table_rows
 
 SMOKE = "experiments/configs/word_order.py:smoke"  # UD EWT + SST-2, tiny models, 12 steps
@@ -142,7 +141,9 @@ def test_point_configs(config, monkeypatch):
     first_sst = next(n for n in names if n.startswith("sst-"))
     assert [b.to_json() for b in built] == [wo.point_config(config, first_sst).to_json()]
     assert [(n, fn.args[1:]) for n, fn in points] == [(n, (n[:3], n)) for n in names]
-    flat = {n: cfg.flatten(json.loads(wo.point_config(config, n).to_json())) for n in wo.POINTS}
+    flat = {
+        n: config_keys.flatten(json.loads(wo.point_config(config, n).to_json())) for n in wo.POINTS
+    }
     for task in wo.TASKS:
         shuffled, ordered = flat[f"{task}-shuffled"], flat[f"{task}-ordered"]
         # Only the shuffle differs between shuffled and ordered: every model detail is equal.

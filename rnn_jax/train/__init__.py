@@ -19,10 +19,10 @@ and runs as::
   An experiment that trains nothing (smt_baseline, the throughput benchmark) starts from
   `config.process_config()` instead, sets `TRAINS = False` in its module and passes it on
   (`cli.main(..., trains=False)`), so no training key is required of it.
-- Before anything is compiled, `config.validate(config, RULES)` checks the runtime's rules and
-  the experiment's (`{"model.dropout": config.probability, ...}`); a bad value stops the run
-  with a message naming key, value and what is allowed (exit status 2). Configs are locked,
-  so an unknown key or a wrong type fails while flags are parsed.
+- Before anything is compiled, `config_checks.validate(config, RULES)` checks the runtime's
+  rules and the experiment's (`{"model.dropout": rules.probability, ...}`); a bad value stops
+  the run with a message naming key, value and what is allowed (exit status 2). Configs are
+  locked, so an unknown key or a wrong type fails while flags are parsed.
 - `W/config.json` is written at start; `W/metrics.jsonl` gets one JSON object per line, each
   line appended by one `write` (a crash can tear only the last line: a resumed run truncates
   it and `metrics.read_metrics` skips it), per logged step (`{"step": s, "train_loss": ...,
@@ -75,7 +75,7 @@ _EXPORTS = {
     "base_config": "rnn_jax.train.config",
     "select_variant": "rnn_jax.train.config",
     "train_and_evaluate": "rnn_jax.train.loop",
-    "validate": "rnn_jax.train.config",
+    "validate": "rnn_jax.train.config_checks",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -36,7 +36,7 @@ from rnn_jax.data.readers import DataFormatError, DataNotFoundError
 from rnn_jax.exits import refuse
 from rnn_jax.files import check_workdir
 from rnn_jax.train import config as config_lib
-from rnn_jax.train import config_file, distributed
+from rnn_jax.train import config_checks, config_file, config_keys, distributed, saved_config
 from rnn_jax.train.loop import train_and_evaluate
 from rnn_jax.train.task import Task
 
@@ -83,11 +83,11 @@ def main(
 
     Args:
       make_task: builds the experiment's `Task` from the validated config.
-      rules: the experiment's value rules (`rnn_jax.train.config.Rules`), checked with the
+      rules: the experiment's value rules (`rnn_jax.train.rules.Rules`), checked with the
         runtime's own before anything is compiled.
       run: what to do with them (default: `train_and_evaluate`; a benchmark passes its own).
       trains: False for an experiment that trains nothing: its config need not carry the
-        training runtime's keys (`rnn_jax.train.config.validate`).
+        training runtime's keys (`rnn_jax.train.config_checks.validate`).
       reads_only: called once the flags are parsed; True when this invocation only reads a
         finished run (the language model's `--sample`): the resume check, whose advice is
         about resuming, is left to the run's own restore (it said "resuming would mix two
@@ -103,9 +103,9 @@ def main(
         workdir = flags.FLAGS.workdir
         try:
             check_workdir(workdir)
-            config_lib.validate(config, rules, trains=trains)
+            config_checks.validate(config, rules, trains=trains)
             if reads_only is None or not reads_only():
-                config_lib.check_resumable(workdir, config)
+                saved_config.check_resumable(workdir, config)
             allocator.configure(config.malloc)  # before anything allocates XLA buffers
         except ValueError as error:
             refuse(str(error))
@@ -215,9 +215,9 @@ def _joined_overrides(argv: list[str]) -> list[str]:
 
 
 def _set_none(config: ml_collections.ConfigDict, key: str) -> None:
-    config_lib.lookup(config, key)  # KeyError(key) when the config has no such field
+    config_keys.lookup(config, key)  # KeyError(key) when the config has no such field
     section, _, name = key.rpartition(".")
-    setattr(config_lib.lookup(config, section) if section else config, name, None)
+    setattr(config_keys.lookup(config, section) if section else config, name, None)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -315,7 +315,7 @@ def _given_config(argv: list[str]) -> ml_collections.ConfigDict | None:
 def _has_key(config: ml_collections.ConfigDict, key: str) -> bool:
     """Whether the dotted `key` is a field of `config`."""
     try:
-        config_lib.lookup(config, key)
+        config_keys.lookup(config, key)
     except KeyError:
         return False
     return True
@@ -399,6 +399,6 @@ def load_config(
             raise ValueError(
                 f"config key {key!r}: value {value!r} has the wrong type: {error}"
             ) from None
-    config_lib.validate(config, rules, trains=trains)
+    config_checks.validate(config, rules, trains=trains)
     logging.debug("loaded config %s", spec)
     return config

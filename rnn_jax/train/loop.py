@@ -29,7 +29,7 @@ from absl import logging
 
 from rnn_jax.data.batching import repeat_epochs
 from rnn_jax.train import config as config_lib
-from rnn_jax.train import distributed, metrics, optim, resume, seeds
+from rnn_jax.train import distributed, metrics, optim, resume, saved_config, seeds
 from rnn_jax.train.checkpoint import Checkpointer
 from rnn_jax.train.early_stopping import check_best_metric, track_best
 from rnn_jax.train.nonfinite import check_finite, check_saveable
@@ -48,7 +48,7 @@ def train_and_evaluate(
     """Train `task` as configured, resuming from `workdir` when it holds a checkpoint.
 
     Args:
-      config: a validated config (`rnn_jax.train.config.validate`).
+      config: a validated config (`rnn_jax.train.config_checks.validate`).
       workdir: the run directory (checkpoints, metrics.jsonl, tensorboard/, results.json).
       task: the experiment's model, data, loss and evaluation.
       before_done: called on process 0 with the results object once training, evaluation
@@ -67,7 +67,7 @@ def train_and_evaluate(
 
     Raises:
       ConfigError: `workdir` holds checkpoints written under a config that differs in a key
-        outside `RESUMABLE_CHANGES` (`rnn_jax.train.config.check_resumable`); or a checkpoint
+        outside `RESUMABLE_CHANGES` (`rnn_jax.train.saved_config.check_resumable`); or a checkpoint
         to restore (the newest at the start, the best at the end) is damaged.
       NonFiniteError: a non-finite loss/gradient, or updated parameters/optimiser state, with
         `train.nonfinite='stop'` (or too many in a row with 'skip'); the last good checkpoint
@@ -78,7 +78,7 @@ def train_and_evaluate(
     primary = jax.process_index() == 0
     multiprocess = jax.process_count() > 1
     # Checkpoints written under another config are not resumed into this one.
-    config_lib.check_resumable(workdir, config)
+    saved_config.check_resumable(workdir, config)
     check_divisible(config, task)
     schedule = optim.build_schedule(config)
     n = config.num_seeds

@@ -59,7 +59,7 @@ def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       steps per epoch and `decay_begin_step` = (k - 1) * steps per epoch, converted in the
       config file. Steps count from the first update also under a warm-up (which replaces
       the schedule's first `warmup_steps` values with a linear ramp), so a warm-up does not
-      move the decays. `config.validate` refuses a warm-up of at least the run's updates
+      move the decays. `config_checks.validate` refuses a warm-up of at least the run's updates
       (the rate would never reach `learning_rate`) and a step decay whose first decayed step
       is past the run's last update (it would never decay), a warm-up that ends after the
       first decayed step (the ramp would reach `learning_rate`, then the rate would drop at

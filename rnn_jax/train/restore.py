@@ -9,8 +9,7 @@ import ml_collections
 from flax import nnx
 
 from rnn_jax.predicates import is_int
-from rnn_jax.train import config as config_lib
-from rnn_jax.train import optim, seeds
+from rnn_jax.train import config_keys, optim, saved_config, seeds
 from rnn_jax.train.checkpoint import Checkpointer
 from rnn_jax.train.steps import build_init
 from rnn_jax.train.task import Task
@@ -35,7 +34,7 @@ def restore_model(
     Raises:
       ValueError: when the run directory holds no such checkpoint or replica, or `config`
         differs from the run's `config.json` in a key that a resume may not change
-        (`rnn_jax.train.config.RESUMABLE_CHANGES`), naming each such key; or when the
+        (`rnn_jax.train.saved_config.RESUMABLE_CHANGES`), naming each such key; or when the
         checkpoint does not fit the model or is damaged (`Checkpointer.restore`).
     """
     directory = pathlib.Path(workdir) / ("best" if best else "checkpoints")
@@ -84,14 +83,14 @@ def _check_same_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
     if not saved_path.is_file():
         return
     try:
-        saved = config_lib.flatten(config_lib.read_json_object(saved_path))
+        saved = config_keys.flatten(saved_config.read_json_object(saved_path))
     except (OSError, ValueError) as error:  # a bare JSONDecodeError named no file
         raise ValueError(
             f"restore_model: cannot read {saved_path}, the config {workdir} was trained with "
             f"({error})"
         ) from None
-    new = config_lib.flat_config(config)
-    changed = config_lib.run_changes(saved, new, saved_path)
+    new = config_keys.flat_config(config)
+    changed = saved_config.run_changes(saved, new, saved_path)
     if changed:
         raise ValueError(
             f"restore_model: the config differs from the one {workdir} was trained with:\n  "

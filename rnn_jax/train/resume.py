@@ -23,7 +23,7 @@ import ml_collections
 from absl import logging
 
 from rnn_jax.train import config as config_lib
-from rnn_jax.train import metrics
+from rnn_jax.train import metrics, saved_config
 from rnn_jax.train.checkpoint import Checkpointer, abstract_like
 from rnn_jax.train.early_stopping import patience_exhausted
 from rnn_jax.train.task import Task
@@ -123,7 +123,7 @@ def recorded_results(workdir: pathlib.Path) -> dict[str, Any] | None:
     """The results a finished run recorded (`workdir/results.json`), or None when there is
     none or it cannot be read as a results object (it is then written again)."""
     try:
-        recorded = config_lib.read_json_object(workdir / metrics.RESULTS_FILE)
+        recorded = saved_config.read_json_object(workdir / metrics.RESULTS_FILE)
     except (OSError, ValueError):
         return None
     return recorded if {"final", "timing"} <= recorded.keys() else None
