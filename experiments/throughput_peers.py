@@ -21,7 +21,7 @@ blocks until it is done, plus its FLOPs and, for JAX, compile time and XLA memor
 - torch:        `nn.LSTM | nn.GRU | nn.RNN(batch_first=True)` with its default threads;
                 forward under `torch.inference_mode()`; on CUDA (cuDNN) when JAX runs on a
                 GPU and torch sees one, synchronised after every call.
-- transformer:  one pre-LN causal block (rnn_jax.models.transformer.Block) with
+- transformer:  one pre-LN causal block (rnn_jax.models.transformer_blocks.Block) with
                 d_model chosen so that 12 d^2 ~ the LSTM's 4H(I+H) parameters.
 - matmul:       an n x n x n `jnp.dot`, the in-process peak the GF/s are compared with.
 - xla_gemm_floor: the matmuls a gated RNN layer must run and nothing else, in the
@@ -410,7 +410,7 @@ def transformer_block(
     _check_mode(mode)
     from flax import nnx
 
-    from rnn_jax.models.transformer import Block
+    from rnn_jax.models.transformer_blocks import Block
 
     batch, time_, input_size, hidden = shape
     d = transformer_width(input_size, hidden, head_size)

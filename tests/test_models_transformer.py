@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_jax.models import params, transformer
+from rnn_jax.models import params, transformer, transformer_blocks
 
 VOCAB, D, HEADS, LAYERS, MAX_LEN = 11, 16, 2, 2, 8
 
@@ -29,7 +29,7 @@ def lm(request):
 
 @pytest.mark.parametrize("d", [6, 5])
 def test_sinusoidal_table_matches_formula(d):
-    table = transformer.sinusoidal_positions(5, d)
+    table = transformer_blocks.sinusoidal_positions(5, d)
     assert table.shape == (5, d)
     for p in range(5):
         for i in range((d + 1) // 2):
@@ -110,7 +110,7 @@ def test_token_and_position_parts_start_at_comparable_sizes(positions):
     """Sinusoidal positions (RMS 0.71) used to outweigh nnx.Embed's tokens (std 1/sqrt(d))
     by sqrt(d/2): 5.7x at d = 64, so at initialisation a token's identity was a small
     perturbation of its position. Learned positions start small (std 0.02) by design."""
-    embedder = transformer.Embedder(1000, 64, 32, positions, rngs=nnx.Rngs(0))
+    embedder = transformer_blocks.Embedder(1000, 64, 32, positions, rngs=nnx.Rngs(0))
     tokens = np.arange(32)[None] % 1000
     token_part = embedder(tokens, np.arange(32)[None]) - embedder.position[...][:32]
     rms = lambda a: float(np.sqrt(np.mean(np.square(a))))  # noqa: E731
@@ -133,7 +133,9 @@ def test_lm_forward_equals_the_numpy_reference(lm, monkeypatch):
     expected = _linear(_stack(lm.stack, _embed(lm.embed, tokens), causal), lm.head)
     np.testing.assert_allclose(lm(jnp.asarray(tokens)), expected, rtol=1e-5, atol=1e-5)
     # Dropout on the embeddings and each branch's output (pre-LN: x + Dropout(Attn(LN(x)))).
-    monkeypatch.setattr(transformer, "dropout", _halving_dropout(keys := []))
+    halving = _halving_dropout(keys := [])
+    for module in (transformer, transformer_blocks):  # the embeddings; each block's branches
+        monkeypatch.setattr(module, "dropout", halving)
     halved = _stack(lm.stack, _embed(lm.embed, tokens) / 2, causal, kept=0.5)
     dropped = lm(jnp.asarray(tokens), rng=jax.random.key(0))
     np.testing.assert_allclose(dropped, _linear(halved, lm.head), rtol=1e-5, atol=1e-5)
@@ -168,7 +170,9 @@ def test_encoder_and_seq2seq_forward_equal_the_numpy_reference(monkeypatch):
     )
     logits = model(jnp.asarray(source), jnp.asarray(lengths), jnp.asarray(target))
     np.testing.assert_allclose(logits, _linear(decoded, model.head), rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(transformer, "dropout", _halving_dropout(keys := []))
+    halving = _halving_dropout(keys := [])
+    for module in (transformer, transformer_blocks):  # the embeddings; each block's branches
+        monkeypatch.setattr(module, "dropout", halving)
     embedded = _embed(model.encoder.embed, source) / 2
     memory = _stack(model.encoder.stack, embedded, _key_mask(lengths, 7, 7), kept=0.5)
     embedded = _embed(model.target_embed, target) / 2
@@ -312,7 +316,7 @@ def test_bad_arguments_raise(lm):
             VOCAB, d_model=10, num_heads=3, num_layers=1, max_length=4, rngs=nnx.Rngs(0)
         )
     with pytest.raises(ValueError, match="d_model=10 must be divisible by num_heads=4"):
-        transformer.MultiHeadAttention(10, 4, rngs=nnx.Rngs(0))  # the layer on its own
+        transformer_blocks.MultiHeadAttention(10, 4, rngs=nnx.Rngs(0))  # the layer on its own
     with pytest.raises(ValueError, match="positions"):
         transformer.TransformerLM(
             VOCAB,

@@ -257,7 +257,7 @@ def test_flops_are_the_matmuls_the_layers_run(spec):
 def test_transformer_flops_are_the_matmuls_the_block_runs():
     from flax import nnx
 
-    from rnn_jax.models.transformer import Block
+    from rnn_jax.models.transformer_blocks import Block
 
     shape = batch, time_, input_size, hidden = (2, 8, 64, 32)
     workload = throughput_peers.transformer_block(shape, "fwd")
