@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
 import pathlib
 import time
@@ -526,7 +525,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Markdown answers to seed questions 7, 8 and (translation) 16 from a finished run's
     results.json (`exposure_bias_report.answers`)."""
-    return report.answers(json.loads((workdir / "results.json").read_text()))
+    return report.answers(grid.read_results(workdir))
 
 
 if __name__ == "__main__":

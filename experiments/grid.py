@@ -343,9 +343,14 @@ def main(
     )
 
 
+def read_results(workdir: pathlib.Path) -> dict:
+    """A finished run's W/results.json."""
+    return json.loads((pathlib.Path(workdir) / RESULTS_FILE).read_text())
+
+
 def grid_answers(workdir: pathlib.Path, report: Any) -> dict[int, str]:
     """`report.answers` over the point summaries a finished run stored in results.json."""
-    return report.answers(json.loads((workdir / RESULTS_FILE).read_text())["points"])
+    return report.answers(read_results(workdir)["points"])
 
 
 def finite_or_none(value: float) -> float | None:

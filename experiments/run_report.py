@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rnn_jax.train.task import Task
 
 CURVES_FILE = "learning_curves.png"
-RESULTS_FILE = "results.json"
+RESULTS_FILE = run_metrics.RESULTS_FILE
 # The train NLL per token over each logging window, where batches hold unequal token counts:
 # `loss_fn` logs it as (the batch's summed NLL, its real tokens) and the runtime logs the
 # ratio of their sums over the window (`Task.loss_fn`), as valid's loss is per token.

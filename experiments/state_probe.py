@@ -371,7 +371,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Markdown answers to seed questions 1 and 12 from a finished run's results.json."""
-    return report.answers(report.read_results(workdir))
+    return report.answers(grid.read_results(workdir))
 
 
 if __name__ == "__main__":

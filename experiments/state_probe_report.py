@@ -8,7 +8,6 @@ accuracy}}, `setup` (targets, probe kinds and the targets each read, distances, 
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import numpy as np
@@ -31,10 +30,6 @@ LABELS = {
 PROBE_NAMES = {"lda": "LDA", "logistic": "logistic"}
 TAGS = ("upos", "upos_next")
 CONTROL = "_control"
-
-
-def read_results(workdir: pathlib.Path) -> dict:
-    return json.loads((pathlib.Path(workdir) / grid.RESULTS_FILE).read_text())
 
 
 def _label(target: str) -> str:
