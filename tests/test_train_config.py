@@ -118,12 +118,14 @@ def test_cosine_warmup_must_be_shorter_than_the_run():
 def test_every_warmup_must_be_shorter_than_the_run(schedule):
     """The smoke run has 40 updates: a 40-update ramp ends at 39/40 of the rate (only cosine
     was refused before). 39 updates reach the rate at the last one."""
-    # (a step decay's warm-up must also end by its first decayed update, 34 + 5)
+    # (a step decay's warm-up must also end before its first decayed update, 34 + 5, so
+    # there the longest is 38)
     decays = dict(schedule__decay_every_steps=5, schedule__decay_begin_step=34)
     decays = decays if schedule == "step_decay" else {}
     with pytest.raises(ValueError, match=r"schedule.warmup_steps=40: must be fewer than the 40 "):
         _load(schedule__name=schedule, schedule__warmup_steps=40, **decays)
-    assert _load(schedule__name=schedule, schedule__warmup_steps=39, **decays)
+    longest = 38 if schedule == "step_decay" else 39
+    assert _load(schedule__name=schedule, schedule__warmup_steps=longest, **decays)
     # In updates: 40 steps accumulated 2 at a time are 20 updates.
     with pytest.raises(ValueError, match=r"warmup_steps=20: must be fewer than the 20 optimiser"):
         _load(schedule__warmup_steps=20, train__grad_accum_steps=2)
@@ -171,15 +173,20 @@ def test_step_decay_must_decay_within_the_run():
 
 def test_schedules_that_would_not_decay_as_stated_are_refused():
     """A warm-up past the first decayed update (10 + 5) ramped to the rate, then dropped at
-    once to the decays already due; a cosine end_value above the rate raised it."""
+    once to the decays already due; one ending at it (15) never reached the rate (0.93 of it,
+    then the decayed 0.5); a cosine end_value above the rate raised it."""
     step = dict(schedule__name="step_decay", schedule__decay_begin_step=10)
-    assert _load(schedule__warmup_steps=15, schedule__decay_every_steps=5, **step)
-    with pytest.raises(
-        ValueError,
-        match=r"schedule.warmup_steps=16 with schedule.decay_begin_step=10 and "
-        r"schedule.decay_every_steps=5: the warm-up must end by the first decayed update, 15",
-    ):
-        _load(schedule__warmup_steps=16, schedule__decay_every_steps=5, **step)
+    config = _load(schedule__warmup_steps=14, schedule__decay_every_steps=5, **step)
+    rate = config.optimizer.learning_rate
+    assert float(optim.build_schedule(config)(14)) == pytest.approx(rate)
+    for warmup in (15, 16):
+        with pytest.raises(
+            ValueError,
+            match=rf"schedule.warmup_steps={warmup} with schedule.decay_begin_step=10 and "
+            r"schedule.decay_every_steps=5: the warm-up must end before the first decayed "
+            r"update, 15",
+        ):
+            _load(schedule__warmup_steps=warmup, schedule__decay_every_steps=5, **step)
     with pytest.raises(
         ValueError, match=r"schedule.end_value=0.5 with optimizer.learning_rate=0.1: the cosine"
     ):

@@ -179,10 +179,12 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
     is constant and the decay keys say something the run never does. Likewise a plateau
     schedule whose patience cannot run out within the run.
 
-    Two schedules that would not decay as their keys say: a warm-up ending after a step
-    decay's first decayed update (the ramp rises to `learning_rate`, then the rate drops at
-    once to the decays already due, e.g. 0.96 -> 0.25 for lr 1, rate 0.5 every 10 from 0
-    with a 25-step warm-up), and a cosine `end_value` above `learning_rate` (the "decay"
+    Two schedules that would not decay as their keys say: a warm-up ending at or after a step
+    decay's first decayed update (the ramp reaches `learning_rate` at update `warmup_steps`;
+    ending after the first decay it rises to the rate, then drops at once to the decays
+    already due, e.g. 0.96 -> 0.25 for lr 1, rate 0.5 every 10 from 0 with a 25-step warm-up;
+    ending at it, the rate never reaches `learning_rate`: 0.93 -> 0.5 for a 15-step warm-up
+    and rate 0.5 from update 15), and a cosine `end_value` above `learning_rate` (the "decay"
     would raise the rate).
     """
     sched = config.schedule
@@ -203,13 +205,14 @@ def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
             f"update, {first_decay} (counting from 0), must come before the end of {counted}; "
             "the rate would never decay"
         )
-    if sched.name == "step_decay" and sched.warmup_steps > first_decay:
+    if sched.name == "step_decay" and sched.warmup_steps >= first_decay:
         problems.append(
             f"schedule.warmup_steps={sched.warmup_steps!r} with "
             f"schedule.decay_begin_step={sched.decay_begin_step!r} and "
-            f"schedule.decay_every_steps={sched.decay_every_steps!r}: the warm-up must end by "
-            f"the first decayed update, {first_decay} (the ramp would reach "
-            "optimizer.learning_rate and the rate then drop at once to the decays already due)"
+            f"schedule.decay_every_steps={sched.decay_every_steps!r}: the warm-up must end "
+            f"before the first decayed update, {first_decay} (the ramp reaches "
+            "optimizer.learning_rate at update schedule.warmup_steps; the rate would instead "
+            "drop at once to the decays already due)"
         )
     lr = config.optimizer.learning_rate
     if sched.name == "cosine" and sched.end_value > lr:

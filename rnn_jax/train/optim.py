@@ -61,9 +61,10 @@ def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       the schedule's first `warmup_steps` values with a linear ramp), so a warm-up does not
       move the decays. `config_checks.validate` refuses a warm-up of at least the run's updates
       (the rate would never reach `learning_rate`) and a step decay whose first decayed step
-      is past the run's last update (it would never decay), a warm-up that ends after the
-      first decayed step (the ramp would reach `learning_rate`, then the rate would drop at
-      once to the decays already due) and a cosine `end_value` above `learning_rate`.
+      is past the run's last update (it would never decay), a warm-up that ends at or after
+      the first decayed step (the ramp reaches `learning_rate` at step `warmup_steps`; the
+      rate would drop at once to the decays already due) and a cosine `end_value` above
+      `learning_rate`.
     """
     lr = config.optimizer.learning_rate
     sched = config.schedule
