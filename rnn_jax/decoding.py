@@ -110,9 +110,11 @@ def _decode_loop(
 
 
 def _lengths(tokens: jax.Array, eos_id: int) -> jax.Array:
-    """Tokens up to and including the first EOS (max_length if there is none). -> [batch]."""
+    """Tokens up to and including the first EOS (max_length if there is none). -> int32
+    [batch], as beam search's lengths (under jax_enable_x64 argmax alone gives int64)."""
     is_eos = tokens == eos_id
-    return jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1) + 1, tokens.shape[-1])
+    lengths = jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1) + 1, tokens.shape[-1])
+    return lengths.astype(jnp.int32)
 
 
 def greedy_decode(

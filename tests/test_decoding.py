@@ -132,6 +132,24 @@ def test_beam_search_works_under_jit(table):
     jax.tree.map(np.testing.assert_array_equal, run(_initial_state()), eager)
 
 
+def test_every_decoder_returns_int32_tokens_and_lengths_and_float32_scores_under_x64(table):
+    """Under jax_enable_x64 greedy and sampling returned int64 lengths (argmax's index type)
+    while beam search returned int32: one decoder's output could not replace another's."""
+    step, ids = _make_step(table), dict(bos_id=BOS, eos_id=EOS, max_length=MAX_LEN)
+    with jax.enable_x64(True):
+        outputs = {
+            "greedy": decoding.greedy_decode(step, _initial_state(), **ids),
+            "sample": decoding.sample_decode(step, _initial_state(), jax.random.key(0), **ids),
+            "beam": decoding.beam_search(step, _initial_state(), beam_size=2, **ids),
+        }
+    for name, (tokens, lengths, scores) in outputs.items():
+        assert (tokens.dtype, lengths.dtype, scores.dtype) == (
+            jnp.int32,
+            jnp.int32,
+            jnp.float32,
+        ), name
+
+
 def test_sampling_follows_tempered_top_k_distribution():
     logits = jnp.array([2.0, 1.0, 0.5, -1.0, 0.0])
     num = 4000
