@@ -134,7 +134,13 @@ def test_a_run_whose_data_cannot_be_read_leaves_no_run_directory(tmp_path):
 
 def test_nan_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # Batch index 6 is step 7; checkpoints every 5 steps; the host checks at step 10.
-    with pytest.raises(NonFiniteError, match=r"at step 7 .*Last good checkpoint: step 5"):
+    # Under 'stop' the bad step's update was applied (steps 8-10 ran on from it): the message
+    # said "the update was not applied", which holds only under 'skip'.
+    with pytest.raises(
+        NonFiniteError,
+        match=r"at step 7 .*; the run stops and saves nothing from step 7 on\. Last good "
+        r"checkpoint: step 5",
+    ):
         train_and_evaluate(_config(), tmp_path, Regression(nan_at=6))
     checkpointer = Checkpointer(tmp_path, max_to_keep=2)
     assert checkpointer.latest_step() == 5
@@ -308,6 +314,7 @@ def test_skip_counts_non_finite_steps_in_a_row_per_replica():
     step, message = _first_stop(steps, 2)
     assert step == 12  # where the first single-seed run stops
     assert "replicas [1] had more than train.max_consecutive_nonfinite=2" in message
+    assert "; the update was not applied. Last good checkpoint: none yet" in message
     # A count stored by an older checkpoint (an int, any replica) goes on for each replica.
     assert _first_stop([[True, False]], 2, counted=2)[0] == 1
     assert _first_stop([[True, True], [True, False]] * 3, 2, counted=2)[0] is None

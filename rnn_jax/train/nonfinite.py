@@ -52,10 +52,17 @@ def check_finite(
         else ""
     )
     latest = checkpointer.latest_step()
+    # Under 'skip' the step kept the last good params; under 'stop' it applied the update
+    # (no per-step copy, `steps._train_step_fn`) and the run ends unsaved from here on.
+    outcome = (
+        "the update was not applied"
+        if config.train.nonfinite == "skip"
+        else f"the run stops and saves nothing from step {step} on"
+    )
     message = (
         f"non-finite loss, gradient or update at step {step} (replicas {bad}: loss="
-        f"{m['loss'][bad].tolist()}, grad_norm={m['grad_norm'][bad].tolist()}{cause}); the "
-        "update was not applied. Last good checkpoint: "
+        f"{m['loss'][bad].tolist()}, grad_norm={m['grad_norm'][bad].tolist()}{cause}); "
+        f"{outcome}. Last good checkpoint: "
         + ("none yet" if latest is None else f"step {latest}")
         + f" in {checkpointer.latest.directory}"
     )
