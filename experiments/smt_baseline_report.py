@@ -146,7 +146,8 @@ def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """A one-line answer to seed question 16 from a finished run's results.json (and, when
-    the main job ran it beside this one on the same pairs, exposure_bias's NMT BLEU)."""
+    the main job ran it beside this one on the same pairs, exposure_bias's NMT BLEU).
+    p-values print by `significance.p_value_text`, never as 0.0000."""
     workdir = pathlib.Path(workdir)
     results = json.loads((workdir / "results.json").read_text())
     final, pairs = results["final"], results["pairs"]
@@ -193,7 +194,10 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
             text += (
                 f" Paired approximate randomisation ({tests[0]['samples']:,} trials, beam "
                 "outputs against the SMT's on the same sentences), per NMT seed: "
-                + ", ".join(f"{t['difference']:+.2f} BLEU, p = {t['p_value']:.4f}" for t in tests)
+                + ", ".join(
+                    f"{t['difference']:+.2f} BLEU, p = {significance.p_value_text(t['p_value'])}"
+                    for t in tests
+                )
                 + "."
             )
     text += (

@@ -601,6 +601,44 @@ def test_answer_compares_with_the_nmt_run_beside_it_on_the_same_pairs(smoke_run,
     assert "approximate randomisation" not in smt_baseline.answers(smt_dir)[16]
 
 
+def _fake_runs(root, smt_bleu, greedy, beam):
+    """W/smt_baseline/results.json (a test-split SMT run on 300 + 20 pairs, only the keys
+    `answers` reads) beside W/exposure_bias/results.json with one Multi30k point on the same
+    pairs whose per-seed test BLEU are `greedy` and `beam`; the SMT run's folder."""
+    smt = root / "smt_baseline"
+    smt.mkdir()
+    (smt / "results.json").write_text(
+        json.dumps(
+            {
+                "final": {"bleu": smt_bleu, "copy_source_bleu": 1.0},
+                "pairs": {"train": 300, "scored": 20},
+                "split": "test",
+                "config": {"smt": {"lm_order": 3}},
+            }
+        )
+    )
+    point = {
+        "corpus": "multi30k",
+        "regime": "teacher_forcing",
+        "pairs": {"train": 300, "valid": 7, "test": 20},
+        "metrics": {"test_greedy_bleu": greedy, "test_beam_bleu": beam},
+    }
+    (root / "exposure_bias").mkdir()
+    (root / "exposure_bias" / "results.json").write_text(
+        json.dumps({"points": {"multi30k-teacher_forcing": point}})
+    )
+    return smt
+
+
+def test_answer_prints_a_tiny_p_value_by_p_value_text(tmp_path, monkeypatch):
+    """The per-seed paired tests' p-values print by `significance.p_value_text`: at 100,000
+    trials the smallest p, 1 / 100,001, read "p = 0.0000"."""
+    tests = [{"samples": 100_000, "difference": 2.0, "p_value": 1 / 100_001}]
+    monkeypatch.setattr(smt_baseline_report, "nmt_significance", lambda workdir, regime: tests)
+    answer = smt_baseline_report.answers(_fake_runs(tmp_path, 20.0, [19.0], [22.0]))[16]
+    assert "per NMT seed: +2.00 BLEU, p = 1.0e-05." in answer and "0.0000" not in answer
+
+
 # The stack decoder's search: brute force, recombination, the old (nltk) search.
 
 
