@@ -147,7 +147,11 @@ def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """A one-line answer to seed question 16 from a finished run's results.json (and, when
     the main job ran it beside this one on the same pairs, exposure_bias's NMT BLEU).
-    p-values print by `significance.p_value_text`, never as 0.0000."""
+
+    The SMT-vs-NMT margin prints to 0.1 BLEU, and the verdict goes by the printed value: a
+    margin that rounds to 0.0 (an exact tie, or < 0.05 either way) reads "level with SMT",
+    never "0.0 BLEU above SMT" nor "SMT is 0.0 BLEU ahead". p-values print by
+    `significance.p_value_text`, never as 0.0000."""
     workdir = pathlib.Path(workdir)
     results = json.loads((workdir / "results.json").read_text())
     final, pairs = results["final"], results["pairs"]
@@ -176,19 +180,23 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     nmt = nmt_bleu(workdir, pairs) if results["split"] == "test" else None
     if nmt is not None:
         regime, greedy, beam = nmt
-        if final["bleu"] > beam:
+        scores = (
+            f" The attention NMT's best regime ({regime}) scores {beam:.2f} beam / "
+            f"{greedy:.2f} greedy"
+        )
+        # The verdict goes by the difference as printed: one that reads 0.0 is level.
+        gap = f"{abs(final['bleu'] - beam):.1f}"
+        if gap == "0.0":
+            text += f"{scores}, level with SMT (less than 0.05 BLEU apart)."
+        elif final["bleu"] > beam:
             text += (
-                f" The attention NMT's best regime ({regime}) scores {beam:.2f} beam / "
-                f"{greedy:.2f} greedy: at this budget SMT is {final['bleu'] - beam:.1f} BLEU "
+                f"{scores}: at this budget SMT is {gap} BLEU "
                 "ahead, so 'NMT significantly outperformed phrase-based SMT' is not reproduced "
                 "at this NMT budget (experiments/README.md, `smt_baseline`, has the same NMT "
                 "trained for longer on the same pairs)."
             )
         else:
-            text += (
-                f" The attention NMT's best regime ({regime}) scores {beam:.2f} beam / "
-                f"{greedy:.2f} greedy, {beam - final['bleu']:.1f} BLEU above SMT."
-            )
+            text += f"{scores}, {gap} BLEU above SMT."
         tests = nmt_significance(workdir, regime)
         if tests:
             text += (

@@ -630,6 +630,23 @@ def _fake_runs(root, smt_bleu, greedy, beam):
     return smt
 
 
+@pytest.mark.parametrize(
+    "beam, verdict",
+    [
+        (20.0, "19.00 greedy, level with SMT (less than 0.05 BLEU apart)."),
+        (20.04, "19.00 greedy, level with SMT"),  # 0.04 above prints 0.0: level
+        (19.96, "19.00 greedy, level with SMT"),  # 0.04 below too
+        (20.1, "19.00 greedy, 0.1 BLEU above SMT."),
+        (19.9, "19.00 greedy: at this budget SMT is 0.1 BLEU ahead, so"),
+    ],
+)
+def test_answer_calls_a_margin_that_prints_as_0_0_level(tmp_path, beam, verdict):
+    """The margin prints to 0.1 BLEU and the verdict goes by the printed value: a tie (exact,
+    or < 0.05 either way) read "0.0 BLEU above SMT" or "SMT is 0.0 BLEU ahead"."""
+    answer = smt_baseline_report.answers(_fake_runs(tmp_path, 20.0, [19.0, 19.0], [beam, beam]))
+    assert verdict in answer[16] and " 0.0 BLEU" not in answer[16]
+
+
 def test_answer_prints_a_tiny_p_value_by_p_value_text(tmp_path, monkeypatch):
     """The per-seed paired tests' p-values print by `significance.p_value_text`: at 100,000
     trials the smallest p, 1 / 100,001, read "p = 0.0000"."""
