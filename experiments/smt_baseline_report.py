@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+from typing import NamedTuple
 
 import ml_collections
 
@@ -98,13 +99,36 @@ def report_markdown(config: ml_collections.ConfigDict, results: dict) -> str:
     )
 
 
-def nmt_bleu(workdir: pathlib.Path, pairs: dict) -> tuple[str, float, float] | None:
-    """(regime, greedy, beam) mean test BLEU of the best-by-beam Multi30k regime of the
+class SeedMean(NamedTuple):
+    """A per-seed BLEU's mean over its finite seeds (`grid.nan_mean`), how many seeds that
+    mean covers and how many there were."""
+
+    mean: float
+    finite: int
+    seeds: int
+
+    @classmethod
+    def of(cls, values: list) -> SeedMean:
+        finite, seeds = grid.finite_seeds(values)
+        return cls(grid.nan_mean(values), finite.size, seeds)
+
+    def text(self, name: str) -> str:
+        """'<mean> <name>', then '(mean of k of n seeds)' when some seeds were dropped."""
+        dropped = (
+            f" (mean of {self.finite} of {self.seeds} seeds)" if self.finite < self.seeds else ""
+        )
+        return f"{self.mean:.2f} {name}{dropped}"
+
+
+def nmt_bleu(workdir: pathlib.Path, pairs: dict) -> tuple[str, SeedMean, SeedMean] | None:
+    """(regime, greedy, beam) test BLEU of the best-by-beam Multi30k regime of the
     exposure_bias run beside `workdir` (the main job's W/<name> layout), when it was trained
     and scored on as many pairs as this run (the same `read_pairs` settings); else None.
-    The regime is chosen on test BLEU (the exposure_bias run scores no BLEU on val): that
-    favours the NMT against the SMT, whose weights were tuned on val, so a verdict that the
-    NMT does not beat the SMT is the conservative one."""
+    Greedy and beam are each a `SeedMean`: the mean over the seeds whose BLEU is finite, with
+    how many those are of how many seeds (a diverged seed is dropped from the mean, and the
+    answer says so). The regime is chosen on test BLEU (the exposure_bias run scores no BLEU
+    on val): that favours the NMT against the SMT, whose weights were tuned on val, so a
+    verdict that the NMT does not beat the SMT is the conservative one."""
     try:
         points = json.loads((workdir.parent / "exposure_bias" / "results.json").read_text())
         points = points["points"].values()
@@ -113,16 +137,16 @@ def nmt_bleu(workdir: pathlib.Path, pairs: dict) -> tuple[str, float, float] | N
     rows = [
         (
             s["regime"],
-            grid.nan_mean(s["metrics"]["test_greedy_bleu"]),
-            grid.nan_mean(s["metrics"]["test_beam_bleu"]),
+            SeedMean.of(s["metrics"]["test_greedy_bleu"]),
+            SeedMean.of(s["metrics"]["test_beam_bleu"]),
         )
         for s in points
         if s.get("corpus") == CORPUS
         and s.get("pairs", {}).get("train") == pairs["train"]
         and s.get("pairs", {}).get("test") == pairs["scored"]
     ]
-    rows = [row for row in rows if math.isfinite(row[2])]
-    return max(rows, key=lambda row: row[2]) if rows else None
+    rows = [row for row in rows if math.isfinite(row[2].mean)]
+    return max(rows, key=lambda row: row[2].mean) if rows else None
 
 
 def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
@@ -148,9 +172,10 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     """A one-line answer to seed question 16 from a finished run's results.json (and, when
     the main job ran it beside this one on the same pairs, exposure_bias's NMT BLEU).
 
-    The SMT-vs-NMT margin prints to 0.1 BLEU, and the verdict goes by the printed value: a
-    margin that rounds to 0.0 (an exact tie, or < 0.05 either way) reads "level with SMT",
-    never "0.0 BLEU above SMT" nor "SMT is 0.0 BLEU ahead". p-values print by
+    The NMT's BLEU is a mean over its finite seeds, "(mean of k of n seeds)" when a seed was
+    dropped. The SMT-vs-NMT margin prints to 0.1 BLEU, and the verdict goes by the printed
+    value: a margin that rounds to 0.0 (an exact tie, or < 0.05 either way) reads "level
+    with SMT", never "0.0 BLEU above SMT" nor "SMT is 0.0 BLEU ahead". p-values print by
     `significance.p_value_text`, never as 0.0000."""
     workdir = pathlib.Path(workdir)
     results = json.loads((workdir / "results.json").read_text())
@@ -181,14 +206,14 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     if nmt is not None:
         regime, greedy, beam = nmt
         scores = (
-            f" The attention NMT's best regime ({regime}) scores {beam:.2f} beam / "
-            f"{greedy:.2f} greedy"
+            f" The attention NMT's best regime ({regime}) scores {beam.text('beam')} / "
+            f"{greedy.text('greedy')}"
         )
         # The verdict goes by the difference as printed: one that reads 0.0 is level.
-        gap = f"{abs(final['bleu'] - beam):.1f}"
+        gap = f"{abs(final['bleu'] - beam.mean):.1f}"
         if gap == "0.0":
             text += f"{scores}, level with SMT (less than 0.05 BLEU apart)."
-        elif final["bleu"] > beam:
+        elif final["bleu"] > beam.mean:
             text += (
                 f"{scores}: at this budget SMT is {gap} BLEU "
                 "ahead, so 'NMT significantly outperformed phrase-based SMT' is not reproduced "

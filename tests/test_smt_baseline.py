@@ -571,7 +571,10 @@ def test_answer_compares_with_the_nmt_run_beside_it_on_the_same_pairs(smoke_run,
     above["multi30k-teacher_forcing"]["metrics"]["test_beam_bleu"] = [bleu + 1.0, bleu + 3.0]
     (tmp_path / "exposure_bias" / "results.json").write_text(json.dumps({"points": above}))
     answer = smt_baseline.answers(tmp_path / "smt_baseline")[16]
-    message = f"(teacher_forcing) scores {bleu + 2.0:.2f} beam / 1.00 greedy, 2.0 BLEU above SMT."
+    message = (
+        f"(teacher_forcing) scores {bleu + 2.0:.2f} beam / 1.00 greedy (mean of 1 of 2 seeds), "
+        "2.0 BLEU above SMT."
+    )
     assert message in answer
     assert "ahead" not in answer and "not reproduced" not in answer
 
@@ -645,6 +648,26 @@ def test_answer_calls_a_margin_that_prints_as_0_0_level(tmp_path, beam, verdict)
     or < 0.05 either way) read "0.0 BLEU above SMT" or "SMT is 0.0 BLEU ahead"."""
     answer = smt_baseline_report.answers(_fake_runs(tmp_path, 20.0, [19.0, 19.0], [beam, beam]))
     assert verdict in answer[16] and " 0.0 BLEU" not in answer[16]
+
+
+def test_answer_says_how_many_seeds_the_nmt_mean_covers(tmp_path):
+    """A seed whose BLEU is not finite is dropped from the NMT's mean (`grid.nan_mean`), and
+    the answer says how many seeds the mean covers; with every seed finite it says nothing."""
+    (tmp_path / "dropped").mkdir()
+    smt = _fake_runs(tmp_path / "dropped", 20.0, [19.0, 19.0, None], [22.0, None, math.nan])
+    regime, greedy, beam = smt_baseline_report.nmt_bleu(smt, {"train": 300, "scored": 20})
+    assert regime == "teacher_forcing"
+    assert (greedy.mean, greedy.finite, greedy.seeds) == (19.0, 2, 3)
+    assert (beam.mean, beam.finite, beam.seeds) == (22.0, 1, 3)
+    answer = smt_baseline_report.answers(smt)[16]
+    assert (
+        "scores 22.00 beam (mean of 1 of 3 seeds) / 19.00 greedy (mean of 2 of 3 seeds), "
+        "2.0 BLEU above SMT." in answer
+    )
+    (tmp_path / "finite").mkdir()
+    answer = smt_baseline_report.answers(_fake_runs(tmp_path / "finite", 20.0, [19.0], [22.0]))
+    assert "scores 22.00 beam / 19.00 greedy, 2.0 BLEU above SMT." in answer[16]
+    assert "seeds" not in answer[16]
 
 
 def test_answer_prints_a_tiny_p_value_by_p_value_text(tmp_path, monkeypatch):
