@@ -41,7 +41,7 @@ from experiments.language_model import LanguageModelTask
 from rnn_jax.data import BatchIterator, CopyTask, MarkovLanguage, repeat_epochs
 from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split, length_key
 from rnn_jax.data.registry import load_dataset
-from rnn_jax.files import write_text_atomic
+from rnn_jax.files import RESULTS_FILE, write_text_atomic
 from rnn_jax.train import config as cfg
 from rnn_jax.train import distributed
 from rnn_jax.train.metrics import remove_done_marker
@@ -250,7 +250,7 @@ def write_outputs(report: dict, workdir: pathlib.Path, wall_s: float) -> None:
             "compile_s": report["compile_s"],
         },
     }
-    write_text_atomic(workdir / "results.json", json.dumps(results, indent=1, default=float))
+    write_text_atomic(workdir / RESULTS_FILE, json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from experiments.reproduce_report import write_report
 from experiments.reproduce_run import REPO, run_experiment
 from experiments.reproduce_variants import config_changes, finished_variant
 from rnn_jax import exits
-from rnn_jax.files import check_workdir
+from rnn_jax.files import RESULTS_FILE, check_workdir
 
 # The issue-6 experiments first, then the runtime's and the performance work's.
 ORDER = (
@@ -155,7 +155,7 @@ def main(argv: Sequence[str]) -> None:
     other = {
         name: variant
         for name in names
-        if (root / name / "results.json").is_file()
+        if (root / name / RESULTS_FILE).is_file()
         and (variant := finished_variant(root / name)) not in (None, flags.FLAGS.variant)
     }
     if other:
@@ -168,7 +168,7 @@ def main(argv: Sequence[str]) -> None:
     changed = {
         name: changes
         for name in names
-        if (root / name / "results.json").is_file()
+        if (root / name / RESULTS_FILE).is_file()
         and (changes := config_changes(name, root / name, flags.FLAGS.variant))
     }
     if changed:
@@ -188,7 +188,7 @@ def main(argv: Sequence[str]) -> None:
     wall, failed, start = {}, {}, time.monotonic()
     for i, name in enumerate(names, 1):
         index = f"[{i}/{len(names)}]"
-        if (root / name / "results.json").is_file():
+        if (root / name / RESULTS_FILE).is_file():
             print(f"{index} {name}: finished earlier, not re-run")
             continue
         wall[name], code = run_experiment(
@@ -207,7 +207,7 @@ def main(argv: Sequence[str]) -> None:
         name
         for name in known
         if name not in names
-        and (root / name / "results.json").is_file()
+        and (root / name / RESULTS_FILE).is_file()
         # unrecorded (None): taken as this variant, as the check before the runs takes it
         and finished_variant(root / name) in (None, flags.FLAGS.variant)
         and not config_changes(name, root / name, flags.FLAGS.variant)

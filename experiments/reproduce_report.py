@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from experiments.reproduce_run import IN_USE, NO_RESULTS, NOT_STARTED, STALLED
 from experiments.reproduce_variants import finished_variant
 from rnn_jax import hardware, predicates
-from rnn_jax.files import write_text_atomic
+from rnn_jax.files import RESULTS_FILE, write_text_atomic
 from rnn_jax.train.saved_config import read_json_object
 
 QUESTIONS = {
@@ -87,7 +87,7 @@ def experiment_section(
         how = (
             "stalled (no CPU time) on its last attempt and was killed by the watchdog"
             if exit_code == STALLED
-            else "exited with status 0 but wrote no results.json"
+            else f"exited with status 0 but wrote no {RESULTS_FILE}"
             if exit_code == NO_RESULTS
             else "was not run: another process held its folder's run.lock"
             if exit_code == IN_USE
@@ -96,9 +96,9 @@ def experiment_section(
             else f"exited with status {exit_code}"
         )
         lines += [f"**FAILED in this run**: it {how} (log: `{name}/log.txt`).", ""]
-    results_path = workdir / "results.json"
+    results_path = workdir / RESULTS_FILE
     if not results_path.is_file():
-        lines += [f"Not finished: no results.json (log: `{name}/log.txt`).", ""]
+        lines += [f"Not finished: no {RESULTS_FILE} (log: `{name}/log.txt`).", ""]
         return "\n".join(lines), {}
     try:
         # JSON that is not an object (a hand-edited file) was an AttributeError traceback.

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from experiments.reproduce_variants import record_variant, variant_config
-from rnn_jax.files import LOCK_FILE, lock_run
+from rnn_jax.files import LOCK_FILE, RESULTS_FILE, lock_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -102,13 +102,13 @@ def _run_locked(
             log.write(f"experiments.reproduce: {message}\n")
         print(f"\r{index} {name}: {message}{' ' * 40}", flush=True)
     elapsed = time.monotonic() - start
-    if code == 0 and not (workdir / "results.json").is_file():
+    if code == 0 and not (workdir / RESULTS_FILE).is_file():
         # "done" was printed, and the job's last line said its log was named above
         code = NO_RESULTS
     why = (
         f"stalled {max_restarts + 1} times"
         if code == STALLED
-        else "exit 0 without results.json"
+        else f"exit 0 without {RESULTS_FILE}"
         if code == NO_RESULTS
         else f"exit {code}"
     )

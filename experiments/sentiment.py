@@ -33,6 +33,7 @@ from rnn_jax.data.pipeline import (
     training_batches,
 )
 from rnn_jax.data.registry import load_dataset
+from rnn_jax.files import RESULTS_FILE
 from rnn_jax.models.classifier import Classifier
 from rnn_jax.models.encoder import config_problems, encoder_options, position_problems
 from rnn_jax.models.params import count_params
@@ -158,7 +159,7 @@ def _model_text(model: dict) -> str:
 def report_markdown(workdir: pathlib.Path) -> str:
     """W/sentiment.md: loss and accuracy per split beside the majority class's accuracy."""
     config = run_report.read_json(workdir, "config.json")
-    final = run_report.read_json(workdir, "results.json")["final"]
+    final = run_report.read_json(workdir, RESULTS_FILE)["final"]
     majority = run_report.read_json(workdir, "baselines.json")["majority_class"]
     return "\n".join(
         [
@@ -179,7 +180,7 @@ def report_markdown(workdir: pathlib.Path) -> str:
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Question 18 from a finished run: many-to-one accuracy vs the majority class."""
     config = run_report.read_json(workdir, "config.json")
-    final = run_report.read_json(workdir, "results.json")["final"]
+    final = run_report.read_json(workdir, RESULTS_FILE)["final"]
     majority = run_report.read_json(workdir, "baselines.json")["majority_class"]
     split = "test" if run_report.seed_values(final, "test_accuracy") else "valid"
     text = (

@@ -37,6 +37,7 @@ from rnn_jax.data.pipeline import (
 from rnn_jax.data.readers import DataFormatError
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
+from rnn_jax.files import RESULTS_FILE
 from rnn_jax.models.encoder import config_problems, encoder_options, position_problems
 from rnn_jax.models.params import count_params
 from rnn_jax.models.tagger import Tagger
@@ -333,7 +334,7 @@ def report_markdown(workdir: pathlib.Path) -> str:
     """W/sequence_labelling.md: loss, token accuracy (and span P/R/F1 for NER) per split
     beside the majority tag per word."""
     config = run_report.read_json(workdir, "config.json")
-    final = _train_loss_per_token(run_report.read_json(workdir, "results.json")["final"])
+    final = _train_loss_per_token(run_report.read_json(workdir, RESULTS_FILE)["final"])
     majority = run_report.read_json(workdir, "baselines.json")["majority_tag_per_word"]
     spans = run_report.seed_values(final, "valid_f1") is not None
     measured = ("loss", "accuracy", *(("precision", "recall", "f1") if spans else ()))
@@ -357,7 +358,7 @@ def report_markdown(workdir: pathlib.Path) -> str:
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Question 14 from a finished run: tagging accuracy vs the majority tag per word."""
     config = run_report.read_json(workdir, "config.json")
-    final = run_report.read_json(workdir, "results.json")["final"]
+    final = run_report.read_json(workdir, RESULTS_FILE)["final"]
     majority = run_report.read_json(workdir, "baselines.json")["majority_tag_per_word"]
     split = "test" if run_report.seed_values(final, "test_accuracy") else "valid"
     model = config["model"]

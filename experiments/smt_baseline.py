@@ -82,6 +82,7 @@ from experiments.smt_system import FEATURES, System, config_weights
 from rnn_jax import bleu
 from rnn_jax.data.readers import DataFormatError, read_parallel
 from rnn_jax.data.root import default_data_root
+from rnn_jax.files import RESULTS_FILE
 from rnn_jax.train import config as cfg
 from rnn_jax.train import metrics as run_metrics
 from rnn_jax.train.rules import Rules, in_range, int_at_least, non_negative, one_of
@@ -355,7 +356,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     run_metrics.write_text_atomic(
         workdir / "smt_baseline.md", report.report_markdown(config, results)
     )
-    run_metrics.write_json_atomic(workdir / "results.json", results)
+    run_metrics.write_json_atomic(workdir / RESULTS_FILE, results)
     print(f"BLEU {final['bleu']:.2f} (copy the source {final['copy_source_bleu']:.2f})")
     return results
 

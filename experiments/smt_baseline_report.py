@@ -9,7 +9,6 @@ REFERENCES_FILE that the run writes).
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 from typing import NamedTuple
@@ -130,7 +129,7 @@ def nmt_bleu(workdir: pathlib.Path, pairs: dict) -> tuple[str, SeedMean, SeedMea
     on val): that favours the NMT against the SMT, whose weights were tuned on val, so a
     verdict that the NMT does not beat the SMT is the conservative one."""
     try:
-        points = json.loads((workdir.parent / "exposure_bias" / "results.json").read_text())
+        points = grid.read_results(workdir.parent / "exposure_bias")
         points = points["points"].values()
     except (OSError, ValueError, KeyError, AttributeError):
         return None
@@ -156,7 +155,7 @@ def nmt_significance(workdir: pathlib.Path, regime: str) -> list[dict] | None:
     run's output files are missing or their references differ from this run's."""
     point_dir = workdir.parent / "exposure_bias" / "points" / f"{CORPUS}-{regime}"
     try:
-        summary = json.loads((workdir.parent / "exposure_bias" / "results.json").read_text())
+        summary = grid.read_results(workdir.parent / "exposure_bias")
         files = summary["points"][f"{CORPUS}-{regime}"]["translations"]
         references = significance.read_lines(workdir / REFERENCES_FILE)
         if significance.read_lines(point_dir / files["references"]) != references:
@@ -178,7 +177,7 @@ def answers(workdir: pathlib.Path) -> dict[int, str]:
     with SMT", never "0.0 BLEU above SMT" nor "SMT is 0.0 BLEU ahead". p-values print by
     `significance.p_value_text`, never as 0.0000."""
     workdir = pathlib.Path(workdir)
-    results = json.loads((workdir / "results.json").read_text())
+    results = grid.read_results(workdir)
     final, pairs = results["final"], results["pairs"]
     split = "test2016" if results["split"] == "test" else "val"
     tuning = results.get("tuning")

@@ -28,6 +28,7 @@ from absl import logging
 from experiments import throughput_peers as peers
 from experiments import throughput_tables as report
 from rnn_jax import allocator
+from rnn_jax.files import RESULTS_FILE
 from rnn_jax.predicates import is_decimal, is_int
 from rnn_jax.train import config as config_lib
 from rnn_jax.train import metrics
@@ -519,7 +520,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     done = results(complete=True)
     metrics.write_text_atomic(workdir / "throughput.md", report.markdown(done))
     report.plot_sweep(final["sweep"], workdir / PLOT)
-    metrics.write_json_atomic(workdir / "results.json", done)
+    metrics.write_json_atomic(workdir / RESULTS_FILE, done)
     (workdir / report.PARTIAL).unlink(missing_ok=True)
     return done
 

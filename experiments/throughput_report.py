@@ -21,6 +21,7 @@ from absl import app, flags
 from experiments.throughput_goals import per_layer_goals, shape_label, speed_goals, unjudged_shapes
 from experiments.throughput_tables import FLOOR, PARTIAL, _over, _ratio
 from rnn_jax.exits import refuse
+from rnn_jax.files import RESULTS_FILE
 
 FLAGS = flags.FLAGS
 
@@ -183,10 +184,10 @@ def main(argv: list[str]) -> None:
     runs, then the GEMM-floor ratios of the runs that timed the floor. No workdir, or one
     that is not a finished throughput run's, is refused in one line, exit 2 (`rnn_jax.exits`)."""
     if len(argv) < 2:
-        refuse("give one or more throughput workdirs (each with results.json)")
+        refuse(f"give one or more throughput workdirs (each with {RESULTS_FILE})")
     runs = []
     for workdir in map(pathlib.Path, argv[1:]):
-        path = workdir / "results.json"
+        path = workdir / RESULTS_FILE
         if not path.is_file():
             unfinished = (workdir / PARTIAL).is_file()
             why = f"an unfinished run: only {PARTIAL}" if unfinished else "no such file"
