@@ -26,6 +26,7 @@ from flax import nnx
 from experiments import run_report
 from rnn_jax import metrics
 from rnn_jax.data.batching import BatchIterator, pad_batch
+from rnn_jax.data.data_files import DataFormatError
 from rnn_jax.data.pipeline import (
     build_vocabs,
     check_training_batch_size,
@@ -34,7 +35,6 @@ from rnn_jax.data.pipeline import (
     singleton_ids,
     training_batches,
 )
-from rnn_jax.data.readers import DataFormatError
 from rnn_jax.data.registry import load_dataset
 from rnn_jax.data.vocab import Vocabulary
 from rnn_jax.files import RESULTS_FILE

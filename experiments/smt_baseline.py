@@ -80,7 +80,8 @@ from experiments.smt_phrases import (
 from experiments.smt_reordering import ORIENTATIONS, ReorderingModel, training_orientations
 from experiments.smt_system import FEATURES, System, config_weights
 from rnn_jax import bleu
-from rnn_jax.data.readers import DataFormatError, read_parallel
+from rnn_jax.data.data_files import DataFormatError
+from rnn_jax.data.readers import read_parallel
 from rnn_jax.data.root import default_data_root
 from rnn_jax.files import RESULTS_FILE
 from rnn_jax.train import config as cfg

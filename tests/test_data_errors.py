@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rnn_jax.data import DataFormatError, lm_corpus, readers, stats
+from rnn_jax.data import DataFormatError, data_files, lm_corpus, readers, stats
 from rnn_jax.data.registry import load_dataset
 
 CONLLU_LINE = "{id}\t{form}\t_\tX\tX\t_\t{head}\t_\t_\t_\n"
@@ -66,8 +66,8 @@ def test_a_truncated_multibyte_character_is_named(tmp_path):
 def test_valid_utf8_and_line_endings_read_as_before(tmp_path):
     path = tmp_path / "ok.txt"
     path.write_bytes("caf\u00e9 \U0001f600\r\nb\rc\n".encode())
-    assert list(readers.read_lines(path)) == [(1, "caf\u00e9 \U0001f600"), (2, "b"), (3, "c")]
-    assert readers.read_file_text(path) == "caf\u00e9 \U0001f600\r\nb\rc\n"
+    assert list(data_files.read_lines(path)) == [(1, "caf\u00e9 \U0001f600"), (2, "b"), (3, "c")]
+    assert data_files.read_file_text(path) == "caf\u00e9 \U0001f600\r\nb\rc\n"
     chars = [e["tokens"] for e in readers.read_text(path, level="char")]
     assert chars[1:] == [["b", "\r"], ["c", "\n"]]
 
@@ -153,7 +153,7 @@ WITH_BOM = {
     "conllu": ("a.conllu", "# sent_id = 1\n" + _conllu(("1", "a", "0")), readers.read_conllu),
     "tsv": ("a.tsv", "good film\t1\n", lambda p: list(readers.read_tsv(p))),
     "sst": ("a.txt", "(3 (2 a) (4 b))\n", lambda p: list(readers.read_sst(p))),
-    "file_text": ("a.txt", "ab\ncd", readers.read_file_text),
+    "file_text": ("a.txt", "ab\ncd", data_files.read_file_text),
 }
 
 
@@ -178,7 +178,7 @@ def test_a_file_of_only_a_byte_order_mark_is_an_empty_split(tmp_path):
     without the mark is refused as an empty split."""
     path = tmp_path / "a.txt"
     path.write_text(BOM, encoding="utf-8")
-    assert list(readers.read_lines(path)) == []
+    assert list(data_files.read_lines(path)) == []
     with pytest.raises(DataFormatError, match=r"a.txt: no examples .*empty split"):
         list(readers.read_text(path, eos="<eos>"))
 
@@ -186,7 +186,7 @@ def test_a_file_of_only_a_byte_order_mark_is_an_empty_split(tmp_path):
 def test_a_byte_order_mark_inside_the_file_is_kept(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text(f"a\nb{BOM}c\n", encoding="utf-8")
-    assert list(readers.read_lines(path)) == [(1, "a"), (2, f"b{BOM}c")]
+    assert list(data_files.read_lines(path)) == [(1, "a"), (2, f"b{BOM}c")]
 
 
 @pytest.mark.parametrize("word_id", ["2.", "2-", "-2", "2-x", "2.1.1", "2..1"])

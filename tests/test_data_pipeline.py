@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rnn_jax.data import BatchIterator
+from rnn_jax.data.data_files import DataFormatError
 from rnn_jax.data.pipeline import (
     build_vocabs,
     check_training_batch_size,
@@ -16,7 +17,6 @@ from rnn_jax.data.pipeline import (
     stream_ids,
     training_batches,
 )
-from rnn_jax.data.readers import DataFormatError
 from rnn_jax.data.registry import TextDataset, load_dataset
 
 

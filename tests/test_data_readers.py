@@ -6,8 +6,9 @@ import pathlib
 
 import pytest
 
-from rnn_jax.data import readers
-from rnn_jax.data.readers import DataFormatError, parse_sst_tree
+from rnn_jax.data import data_files, readers
+from rnn_jax.data.data_files import DataFormatError
+from rnn_jax.data.readers import parse_sst_tree
 
 
 def _write(path, text):
@@ -352,7 +353,7 @@ def test_each_reader_gives_the_first_line_of_every_example(tmp_path):
         (readers.read_parallel(src, tgt), [1, 2]),
     ]:
         path = reader.path
-        examples = readers.FileExamples.read(reader)
+        examples = data_files.FileExamples.read(reader)
         assert examples.lines == tuple(lines), path
         assert examples.location(1) == f"{path}:{lines[1]}"
     assert examples.path == str(src)  # a pair is named by its source file
@@ -376,9 +377,9 @@ def test_each_reader_gives_the_first_line_of_every_example(tmp_path):
 def test_file_examples_reordered_in_place_name_no_wrong_line(reorder):
     """A sort, reverse, swap or pop-then-append keeps the length, so the length check let
     `location(0)` name the line of the example read first, not of the one now at 0."""
-    examples = readers.FileExamples([{"t": "a"}, {"t": "b"}, {"t": "c"}], "f.txt", [1, 5, 9])
+    examples = data_files.FileExamples([{"t": "a"}, {"t": "b"}, {"t": "c"}], "f.txt", [1, 5, 9])
     reorder(examples)
     assert examples.location(0) is None
-    untouched = readers.FileExamples([{"t": "a"}, {"t": "b"}], "f.txt", [1, 5])
+    untouched = data_files.FileExamples([{"t": "a"}, {"t": "b"}], "f.txt", [1, 5])
     untouched[1]["t"] = "B"  # the same example, edited: still the one read at line 5
     assert [untouched.location(i) for i in range(2)] == ["f.txt:1", "f.txt:5"]

@@ -297,8 +297,8 @@ def test_missing_task_data_exits_2_naming_the_path(missing_data_run):
 
 def test_a_training_tag_that_is_not_iob2_is_named_by_example():
     """A CoNLL training file with 'Q-PER' was a traceback naming the tag's vocabulary id."""
+    from rnn_jax.data.data_files import DataFormatError
     from rnn_jax.data.pipeline import build_vocabs
-    from rnn_jax.data.readers import DataFormatError
     from rnn_jax.data.registry import TextDataset
 
     good = {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}
@@ -318,8 +318,8 @@ def test_a_training_tag_that_is_not_iob2_is_named_by_example():
 def test_a_training_tag_that_is_not_iob2_in_a_file_is_named_by_file_and_line(tmp_path):
     """Read from a file, the example is named by its first line (file:line, as the readers
     name a malformed line), not by its index."""
+    from rnn_jax.data.data_files import DataFormatError
     from rnn_jax.data.pipeline import build_vocabs
-    from rnn_jax.data.readers import DataFormatError
     from rnn_jax.data.registry import load_dataset
 
     for split in ("train", "valid", "test"):

@@ -15,7 +15,7 @@ from experiments import smt_baseline, smt_phrases, smt_reordering
 from experiments.configs import smt_baseline as smt_configs
 from experiments.ibm_models import PositionalIBMModel1, PositionalIBMModel2
 from launch import plan
-from rnn_jax.data.readers import DataFormatError
+from rnn_jax.data.data_files import DataFormatError
 from rnn_jax.train import cli
 
 

@@ -540,7 +540,7 @@ def test_cli_main_refuses_positional_arguments_and_names_data_missing_inside_a_r
 
     import ml_collections
 
-    from rnn_jax.data.readers import DataNotFoundError
+    from rnn_jax.data.data_files import DataNotFoundError
 
     values = dict(coordinator_address=None, num_processes=None, process_id=None)
     monkeypatch.setattr(cli, "define_flags", lambda: None)

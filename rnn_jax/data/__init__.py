@@ -9,6 +9,7 @@ Modules (one idea each):
   root        default_data_root(): config `data.root`, env RNN_JAX_DATA, or ../shared/data
   tokenize    word / character tokenisation
   vocab       Vocabulary: build (min_freq, max_size, specials), encode, save/load, OOV rate
+  data_files  strict UTF-8 lines, DataFormatError / DataNotFoundError, FileReader, FileExamples
   readers     strict streaming readers: text, CoNLL-U, CoNLL columns, parallel, TSV, SST trees
   corpora     the real corpora's files, splits and sha256
   lm_corpus   LMCorpus (vocab + int32 token stream per split): ptb, tiny_shakespeare, markov
@@ -27,8 +28,8 @@ from rnn_jax.data.batching import (
     repeat_epochs,
     sorted_eval_batches,
 )
+from rnn_jax.data.data_files import DataFormatError, DataNotFoundError
 from rnn_jax.data.lm_corpus import LMCorpus, lm_corpus
-from rnn_jax.data.readers import DataFormatError, DataNotFoundError
 from rnn_jax.data.root import default_data_root
 from rnn_jax.data.synthetic import (
     AddingProblem,

@@ -29,7 +29,7 @@ import hashlib
 import os
 import pathlib
 
-from rnn_jax.data.readers import DataFormatError, DataNotFoundError, read_file_text
+from rnn_jax.data.data_files import DataFormatError, DataNotFoundError, read_file_text
 
 PathLike = str | os.PathLike
 SPLITS = ("train", "valid", "test")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sized
 import numpy as np
 
 from rnn_jax.data.batching import Batch, BatchIterator, pad_batch, sorted_eval_batches
-from rnn_jax.data.readers import DataFormatError
+from rnn_jax.data.data_files import DataFormatError
 from rnn_jax.data.registry import TextDataset
 from rnn_jax.data.vocab import Vocabulary
 

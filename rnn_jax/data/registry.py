@@ -25,7 +25,7 @@ files do: read as `tsv` its names would be one more example, of a class named af
 column).
 Synthetic tasks (`synthetic_task(name, **options)`): copy, adding, temporal_order, markov.
 
-A split read from a file is a `readers.FileExamples` (a list that knows each example's first
+A split read from a file is a `data_files.FileExamples` (a list that knows each example's first
 line), so `TextDataset.where(split, index)` names an example as `file:line`, the readers' form;
 other splits (catalog, TFDS builders, hand-built) name it by its index.
 """
@@ -38,7 +38,7 @@ from collections.abc import Callable
 
 from rnn_jax.data import readers
 from rnn_jax.data.corpora import read_tiny_shakespeare, split_paths
-from rnn_jax.data.readers import FileExamples
+from rnn_jax.data.data_files import FileExamples, FileReader
 from rnn_jax.data.root import default_data_root
 from rnn_jax.data.synthetic import AddingProblem, CopyTask, MarkovLanguage, TemporalOrder
 from rnn_jax.data.vocab import Vocabulary
@@ -185,7 +185,7 @@ PROJECT_DATASETS: dict[str, tuple[Callable[[PathLike], TextDataset], str]] = {
 }
 
 # kind -> (task, reader of the part after "kind:")
-USER_KINDS: dict[str, tuple[str, Callable[[str], readers.FileReader]]] = {
+USER_KINDS: dict[str, tuple[str, Callable[[str], FileReader]]] = {
     "text": ("language_modeling", lambda p: readers.read_text(p, eos="<eos>")),
     "conllu": ("tagging", readers.read_conllu),
     "conll": ("tagging", readers.read_conll),

@@ -32,7 +32,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rnn_jax import allocator
-from rnn_jax.data.readers import DataFormatError, DataNotFoundError
+from rnn_jax.data.data_files import DataFormatError, DataNotFoundError
 from rnn_jax.exits import refuse
 from rnn_jax.files import check_workdir
 from rnn_jax.train import config as config_lib

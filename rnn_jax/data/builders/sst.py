@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import tensorflow_datasets as tfds
 
 from rnn_jax.data.builders.base import CorpusBuilder
-from rnn_jax.data.readers import DataFormatError, parse_sst_tree, read_lines
+from rnn_jax.data.data_files import DataFormatError, read_lines
+from rnn_jax.data.readers import parse_sst_tree
 
 _URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
 
