@@ -36,8 +36,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments.language_model import RULES as LM_RULES
-from experiments.language_model import LanguageModelTask
+from experiments.language_model_task import RULES as LM_RULES
+from experiments.language_model_task import LanguageModelTask
 from rnn_jax.data import BatchIterator, CopyTask, MarkovLanguage, repeat_epochs
 from rnn_jax.data.pipeline import build_vocabs, collate_for, encode_split, length_key
 from rnn_jax.data.registry import load_dataset

@@ -41,7 +41,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import grid, language_model_report
-from experiments import language_model as lm
+from experiments import language_model_task as lm
 from experiments import regularization_report as report
 from rnn_jax.data import LMEvalStream
 from rnn_jax.data.lm_corpus import LMCorpus

@@ -65,7 +65,7 @@ import ml_collections
 import numpy as np
 
 from experiments import grid
-from experiments import language_model as lm
+from experiments import language_model_task as lm
 from experiments import state_probe_report as report
 from experiments.state_probe_data import (
     EOS,

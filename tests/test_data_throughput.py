@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.data_throughput import RULES, batches_per_second, data_paths, run
-from experiments.language_model import LanguageModelTask
+from experiments.language_model_task import LanguageModelTask
 from rnn_jax.train import cli
 
 CONFIG = "experiments/configs/data_throughput.py:smoke"

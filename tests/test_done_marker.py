@@ -8,7 +8,7 @@ import pytest
 from experiments import data_throughput, smt_baseline
 from experiments import state_probe as sp
 from experiments.configs import smt_baseline as smt_configs
-from experiments.language_model import LanguageModelTask
+from experiments.language_model_task import LanguageModelTask
 from rnn_jax.train import cli
 from rnn_jax.train import metrics as run_metrics
 

@@ -167,10 +167,10 @@ def test_rates_below_one_are_not_rounded_to_zero(tmp_path):
 
 def test_the_lm_data_path_times_the_batches_the_train_step_consumes():
     """The timed `lm_stream` was a bare LMStream: the LM task's batches also carry
-    `epoch_start` (experiments.language_model.EpochStarts)."""
+    `epoch_start` (experiments.language_model_task.EpochStarts)."""
     import numpy as np
 
-    from experiments.language_model import LanguageModelTask
+    from experiments.language_model_task import LanguageModelTask
     from rnn_jax.train import cli
 
     config = cli.load_config(

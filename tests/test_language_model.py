@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import language_model, language_model_report
+from experiments import (
+    language_model,
+    language_model_report,
+    language_model_sampling,
+    language_model_task,
+)
 from rnn_jax import layers
 from rnn_jax.models import RNNLanguageModel
 from rnn_jax.train.config import ConfigError
@@ -158,7 +163,7 @@ def test_bad_arguments_name_themselves(option, value):
 
 def test_task_loss_and_eval_agree_with_the_model(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES, LanguageModelTask
+    from experiments.language_model_task import RULES, LanguageModelTask
     from rnn_jax.train import cli
 
     # Batch 4 x bptt 16 (smoke's batch is 16 too): 'sum' scaling by the batch size instead of
@@ -205,7 +210,7 @@ def test_task_loss_and_eval_agree_with_the_model(repo_root, monkeypatch):
 
 def test_epoch_starts_flag_each_epochs_first_batch_and_reset_the_carry(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES, EpochStarts, LanguageModelTask
+    from experiments.language_model_task import RULES, EpochStarts, LanguageModelTask
     from rnn_jax.data import LMStream
     from rnn_jax.data.batching import repeat_epochs
     from rnn_jax.train import cli
@@ -315,7 +320,7 @@ def test_bfloat16_compute_keeps_the_carried_state_in_float32():
 
 def test_perplexity_of_a_diverged_model_is_inf_not_an_error(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES, LanguageModelTask
+    from experiments.language_model_task import RULES, LanguageModelTask
     from rnn_jax.metrics import perplexity
     from rnn_jax.train import cli
 
@@ -334,7 +339,7 @@ def test_perplexity_of_a_diverged_model_is_inf_not_an_error(repo_root, monkeypat
 @pytest.mark.parametrize("key", ["model.embed_size", "model.hidden_size"])
 def test_rules_refuse_a_zero_size(repo_root, monkeypatch, key):
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES
+    from experiments.language_model_task import RULES
     from rnn_jax.train import cli
 
     with pytest.raises(ValueError, match=f"{key}=0"):
@@ -345,7 +350,7 @@ def test_rules_refuse_a_zero_size(repo_root, monkeypatch, key):
 @pytest.mark.parametrize("bad", [-1, 2.5])
 def test_rules_refuse_a_bad_eval_context(repo_root, monkeypatch, bad):
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES
+    from experiments.language_model_task import RULES
     from rnn_jax.train import cli
 
     with pytest.raises(ValueError, match="data.eval_context"):
@@ -404,7 +409,7 @@ def test_evaluation_scores_every_target_of_the_split_once(repo_root, monkeypatch
     Before, evaluation used `LMStream`, which drops the stream's tail (up to rows x bptt +
     rows - 2 targets), and rows after the first read no history."""
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES, LanguageModelTask
+    from experiments.language_model_task import RULES, LanguageModelTask
     from rnn_jax.train import cli
 
     context = 20
@@ -451,7 +456,7 @@ def test_context_study_with_the_whole_history_equals_one_row(repo_root, monkeypa
     monkeypatch.chdir(repo_root)
     from absl import flags
 
-    from experiments.language_model import RULES, LanguageModelTask
+    from experiments.language_model_task import RULES, LanguageModelTask
     from rnn_jax.train import cli
 
     overrides = {"data.eval_batch_size": 4, "data.markov_eval_tokens": 203}
@@ -553,7 +558,7 @@ def test_unigram_baseline_scores_the_targets_the_model_scores(repo_root, monkeyp
     model's evaluation (`LMEvalStream`'s weights), brute-forced here from the add-one counts
     (float64); it averaged over all n tokens, the first one included, which no model scores."""
     monkeypatch.chdir(repo_root)
-    from experiments.language_model import RULES, LanguageModelTask
+    from experiments.language_model_task import RULES, LanguageModelTask
     from rnn_jax.train import cli
 
     overrides = {"data.eval_batch_size": 4, "data.markov_eval_tokens": 203}
@@ -598,12 +603,14 @@ def test_sample_prompt_splits_by_unit_and_names_unknown_tokens():
     1); now a ConfigError naming the flag and the tokens (exit 2). Word prompts split on
     whitespace, character prompts into characters."""
     vocab = [str(i) for i in range(8)]
-    assert language_model.sample_prompt("3 4", vocab, char_level=False) == ["3", "4"]
-    assert language_model.sample_prompt("ab a", ["a", "b", " "], char_level=True) == list("ab a")
+    assert language_model_sampling.sample_prompt("3 4", vocab, char_level=False) == ["3", "4"]
+    assert language_model_sampling.sample_prompt("ab a", ["a", "b", " "], char_level=True) == list(
+        "ab a"
+    )
     with pytest.raises(ConfigError, match=r"--prompt='The'.*unknown: \['The'\]"):
-        language_model.sample_prompt("The", vocab, char_level=False)
+        language_model_sampling.sample_prompt("The", vocab, char_level=False)
     with pytest.raises(ConfigError, match=r"--prompt=''.*non-empty"):
-        language_model.sample_prompt("", vocab, char_level=False)
+        language_model_sampling.sample_prompt("", vocab, char_level=False)
 
 
 @pytest.mark.parametrize(
@@ -651,7 +658,7 @@ def test_generate_at_a_tiny_temperature_is_the_per_step_argmax_of_full_passes():
     vocab = [f"w{i}" for i in range(11)]
     model = RNNLanguageModel(len(vocab), 6, init_scale=1.0, rngs=nnx.Rngs(3))
     prompt, count = ["w3", "w7", "w1"], 5
-    sampled = language_model.generate(model, vocab, prompt, count, jax.random.key(0), 1e-5)
+    sampled = language_model_sampling.generate(model, vocab, prompt, count, jax.random.key(0), 1e-5)
     full = nnx.jit(lambda m, x: m(x)[0])
     ids = [vocab.index(t) for t in prompt]
     for _ in range(count):
@@ -673,21 +680,23 @@ def test_tied_embeddings_of_another_width_are_a_config_error(repo_root, monkeypa
     config_file = "experiments/configs/language_model.py:smoke"
     small = {"data.markov_train_tokens": 300, "data.markov_eval_tokens": 200}
     tied = {**small, "model.tie_embeddings": True, "model.embed_size": 8}
-    config = cli.load_config(config_file, tied, language_model.RULES)
+    config = cli.load_config(config_file, tied, language_model_task.RULES)
     with pytest.raises(ConfigError, match=r"model.tie_embeddings=True .* model.embed_size=8"):
-        language_model.LanguageModelTask(config)
+        language_model_task.LanguageModelTask(config)
     for embed_size in (None, 32):
         ok = cli.load_config(
-            config_file, {**tied, "model.embed_size": embed_size}, language_model.RULES
+            config_file, {**tied, "model.embed_size": embed_size}, language_model_task.RULES
         )
-        assert language_model.LanguageModelTask(ok).vocab_size == 16
+        assert language_model_task.LanguageModelTask(ok).vocab_size == 16
     # A forget-gate bias on a gateless cell: cells.init's ValueError at init_model, likewise.
     gateless = {**small, "model.cell": "elman", "model.forget_bias": 1.0}
-    config = cli.load_config(config_file, gateless, language_model.RULES)
+    config = cli.load_config(config_file, gateless, language_model_task.RULES)
     with pytest.raises(ConfigError, match=r"model.forget_bias=1.0 .* model.cell='elman'"):
-        language_model.LanguageModelTask(config)
-    ok = cli.load_config(config_file, {**gateless, "model.forget_bias": 0.0}, language_model.RULES)
-    assert language_model.LanguageModelTask(ok).vocab_size == 16
+        language_model_task.LanguageModelTask(config)
+    ok = cli.load_config(
+        config_file, {**gateless, "model.forget_bias": 0.0}, language_model_task.RULES
+    )
+    assert language_model_task.LanguageModelTask(ok).vocab_size == 16
 
 
 def test_zaremba_init_and_split_sizes_reach_the_model_and_the_checks(repo_root, monkeypatch):
@@ -701,8 +710,8 @@ def test_zaremba_init_and_split_sizes_reach_the_model_and_the_checks(repo_root, 
     config_file = "experiments/configs/language_model.py:smoke"
     small = {"data.markov_train_tokens": 300, "data.markov_eval_tokens": 200}
     zaremba = {**small, "model.init_scale": 0.05, "model.forget_bias": 0.0}
-    task = language_model.LanguageModelTask(
-        cli.load_config(config_file, zaremba, language_model.RULES)
+    task = language_model_task.LanguageModelTask(
+        cli.load_config(config_file, zaremba, language_model_task.RULES)
     )
     params = jax.tree.leaves(nnx.state(task.init_model(jax.random.key(0)), nnx.Param))
     assert max(float(jnp.max(jnp.abs(p))) for p in params) <= 0.05
@@ -713,12 +722,12 @@ def test_zaremba_init_and_split_sizes_reach_the_model_and_the_checks(repo_root, 
         ({"data.markov_train_tokens": 271}, "train.batch_size=16 .* 'train' split .* 271 tokens"),
         ({"data.markov_eval_tokens": 135}, "data.eval_batch_size=8 .* 'valid' split .* 135 "),
     ):
-        config = cli.load_config(config_file, {**small, **tokens}, language_model.RULES)
+        config = cli.load_config(config_file, {**small, **tokens}, language_model_task.RULES)
         if error is None:
-            language_model.LanguageModelTask(config)
+            language_model_task.LanguageModelTask(config)
         else:
             with pytest.raises(ConfigError, match=error):
-                language_model.LanguageModelTask(config)
+                language_model_task.LanguageModelTask(config)
 
 
 def test_report_table_and_answer_convert_nats_to_bits_and_perplexity(tmp_path):
@@ -778,15 +787,15 @@ def test_rules_refuse_markov_settings_the_language_refuses(repo_root, monkeypatc
         ("data.markov_seed", -1),
     ):
         with pytest.raises(ValueError, match=f"{key}={bad}"):
-            cli.load_config(config_file, {key: bad}, language_model.RULES)
+            cli.load_config(config_file, {key: bad}, language_model_task.RULES)
     good = {"data.markov_vocab_size": 2, "data.markov_concentration": 0.01, "data.markov_seed": 3}
-    cli.load_config(config_file, good, language_model.RULES)
+    cli.load_config(config_file, good, language_model_task.RULES)
     # Each key passes its rule, the pair does not (64**6 transition probabilities): that was
     # MarkovLanguage's ValueError in the constructor, a traceback; now a ConfigError (exit 2).
     big = {"data.markov_vocab_size": 64, "data.markov_order": 5}
-    config = cli.load_config(config_file, big, language_model.RULES)
+    config = cli.load_config(config_file, big, language_model_task.RULES)
     with pytest.raises(ConfigError, match=r"data.markov_vocab_size=64 with data.markov_order=5"):
-        language_model.LanguageModelTask(config)
+        language_model_task.LanguageModelTask(config)
 
 
 def test_eval_context_and_sample_name_the_newest_checkpoint_without_keep_best():

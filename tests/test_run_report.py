@@ -95,7 +95,7 @@ def test_config_name_is_the_variant_or_the_nearest_one_with_its_differences(tmp_
 
 
 def test_language_model_unigram_baseline_matches_counting(repo_root, monkeypatch):
-    from experiments.language_model import RULES, LanguageModelTask
+    from experiments.language_model_task import RULES, LanguageModelTask
     from rnn_jax.train import cli
 
     monkeypatch.chdir(repo_root)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from experiments.language_model import RULES
+from experiments.language_model_task import RULES
 from rnn_jax import exits
 from rnn_jax.train import cli, config_checks, config_keys, optim, saved_config
 from rnn_jax.train import config as cfg

@@ -271,7 +271,8 @@ def test_best_checkpoint_restores_the_evaluated_model_and_samples(reference, mon
     import jax
     import optax
 
-    from experiments.language_model import RULES, LanguageModelTask, generate
+    from experiments.language_model_sampling import generate
+    from experiments.language_model_task import RULES, LanguageModelTask
     from rnn_jax.train import cli
     from rnn_jax.train.restore import restore_model
 
