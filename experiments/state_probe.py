@@ -48,7 +48,8 @@ perplexities, the chosen regularisation, the sizes and the probes' time; W/state
 W/state_probe.png (memory curves).
 
 The probe sets (streams, positions, labels) are built in `experiments.state_probe_data`; the
-report (tables, plot, answers) is `experiments.state_probe_report`.
+report's tables and plot are `experiments.state_probe_report`, the answers (Q1, Q12)
+`experiments.state_probe_answers`.
 
     python -m experiments.state_probe --workdir=W \
         --config=experiments/configs/state_probe.py:quick
@@ -64,7 +65,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import grid
+from experiments import grid, state_probe_answers
 from experiments import language_model_task as lm
 from experiments import state_probe_report as report
 from experiments.state_probe_data import (
@@ -371,7 +372,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
 
 def answers(workdir: pathlib.Path) -> dict[int, str]:
     """Markdown answers to seed questions 1 and 12 from a finished run's results.json."""
-    return report.answers(grid.read_results(workdir))
+    return state_probe_answers.answers(grid.read_results(workdir))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import scipy.stats
 from flax import nnx
 
 from experiments import state_probe as sp
+from experiments import state_probe_answers as sp_answers
 from experiments import state_probe_data as sp_data
 from experiments import state_probe_report as report
 from rnn_jax import exits, logistic_probes, probe_baselines, probes
@@ -528,9 +529,9 @@ def test_answers_on_hand_made_results(tmp_path):
     rising = _results(upos, [[0.99, 0.99], [0.95, 0.95], [0.9, 0.9]], MEMORY)
     # Reach: layer 1 beats majority 0.5 and untrained (0.6 at k=1, 0.5 at k=4) by > 0.02 up
     # to k=4 (0.6 > 0.52); layer 2 only to k=1 (0.51 at k=4 is within the margin).
-    assert report.memory_reach(rising, "trained", 1) == 4
-    assert report.memory_reach(rising, "trained", 2) == 1
-    assert report.memory_reach(rising, "untrained", 2) == 0
+    assert sp_answers.memory_reach(rising, "trained", 1) == 4
+    assert sp_answers.memory_reach(rising, "trained", 2) == 1
+    assert sp_answers.memory_reach(rising, "untrained", 2) == 0
     (tmp_path / "results.json").write_text(json.dumps(rising))
     answers = sp.answers(tmp_path)
     assert "Trained layer 1 holds the word up to k=4 back" in answers[1]
@@ -557,12 +558,12 @@ def test_answers_on_hand_made_results(tmp_path):
     ]
     # UPOS falls from layer 1 to 2 by more than word identity: the claim is not supported.
     falling = {"trained": [[0.6, 0.6], [0.8, 0.82], [0.7, 0.71]], "untrained": upos["untrained"]}
-    text = report.answers(_results(falling, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY))
+    text = sp_answers.answers(_results(falling, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY))
     assert "does not support 'more abstract representations at higher layers'" in text[12]
     assert "UPOS is best decoded from layer 1," in text[12]
     # Logistic regression tells another story than LDA: UPOS up by 0.1 from layer 1 to 2.
     logistic = {"trained": [[0.6, 0.6], [0.7, 0.7], [0.8, 0.8]], "untrained": upos["untrained"]}
-    text = report.answers(
+    text = sp_answers.answers(
         _results(falling, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY, logistic)
     )
     assert "logistic UPOS accuracy rises by 0.100" in text[12]
@@ -571,14 +572,14 @@ def test_answers_on_hand_made_results(tmp_path):
     assert "the verdict depends on the probe" in text[12]
     # Layers within the margin of the best are named as a tie.
     tied = {"trained": [[0.6, 0.6], [0.7, 0.7], [0.71, 0.71]], "untrained": upos["untrained"]}
-    text = report.answers(_results(tied, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY))
+    text = sp_answers.answers(_results(tied, [[0.99, 0.99], [0.95, 0.95], [0.94, 0.94]], MEMORY))
     assert "UPOS is best decoded from layer 2 (layer 1 within 0.02: a tie" in text[12]
     mixed = {"trained": [[0.6, 0.6], [0.8, 0.8], [0.85, 0.75]], "untrained": upos["untrained"]}
-    text = report.answers(_results(mixed, [[0.99, 0.99], [0.95, 0.95], [0.95, 0.95]], MEMORY))
+    text = sp_answers.answers(_results(mixed, [[0.99, 0.99], [0.95, 0.95], [0.95, 0.95]], MEMORY))
     assert "mixed sign over seeds" in text[12]
     # Every trained layer holds the current word (k=0) and nothing further back.
     current = {**MEMORY, "trained": [[0.99, 0.5, 0.5], [0.95, 0.6, 0.5], [0.9, 0.5, 0.5]]}
-    text = report.answers(_results(mixed, [[0.99, 0.99], [0.95, 0.95], [0.9, 0.9]], current))
+    text = sp_answers.answers(_results(mixed, [[0.99, 0.99], [0.95, 0.95], [0.9, 0.9]], current))
     assert "No layer holds a past word beyond the margin" in text[1]
     assert "memory of the recent past" not in text[1]
     # UPOS -0.016 and word -0.025 (the quick run's): +0.009 in both seeds, within the margin.
@@ -586,7 +587,7 @@ def test_answers_on_hand_made_results(tmp_path):
         "trained": [[0.6, 0.6], [0.575, 0.575], [0.559, 0.559]],
         "untrained": upos["untrained"],
     }
-    text = report.answers(_results(small, [[1.0, 1.0], [0.996, 0.996], [0.971, 0.971]], MEMORY))
+    text = sp_answers.answers(_results(small, [[1.0, 1.0], [0.996, 0.996], [0.971, 0.971]], MEMORY))
     assert "logistic UPOS accuracy falls by 0.016" in text[12]
     assert "does not show the upper layer to be more abstract" in text[12]
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import state_probe as sp
+from experiments import state_probe_answers as sp_answers
 from experiments import state_probe_data as sp_data
 from experiments import state_probe_report as sp_report
 from experiments.configs import state_probe as sp_configs
@@ -54,10 +55,10 @@ WORD = [[0.99, 0.99], [0.95, 0.95], [0.9, 0.9]]
 
 def test_probe_answers_name_the_split_they_were_scored_on():
     results = probe_results(UPOS, WORD, MEMORY)
-    answers = sp_report.answers(results)
+    answers = sp_answers.answers(results)
     assert "accuracy on UD dev" in answers[1] and "accuracy on UD dev" in answers[12]
     results["setup"]["probe_test_split"] = "test"  # the full variant's
-    answers = sp_report.answers(results)
+    answers = sp_answers.answers(results)
     for question in (1, 12):
         assert "UD dev" not in answers[question]
         assert "accuracy on UD test" in answers[question]
@@ -66,19 +67,19 @@ def test_probe_answers_name_the_split_they_were_scored_on():
 def test_probe_above_the_lexical_lookup_is_not_called_below_it():
     results = probe_results(UPOS, WORD, MEMORY)
     results["final"]["lexical"]["upos"] = 0.7  # the best layer's logistic UPOS is 0.76
-    text = sp_report.answers(results)[12]
+    text = sp_answers.answers(results)[12]
     assert "linear probe is 0.060 above it" in text and "below it" not in text
 
 
 def test_q1_summary_states_only_what_the_memory_curves_show():
     results = probe_results(UPOS, WORD, MEMORY)
-    text = sp_report.answers(results)[1]
+    text = sp_answers.answers(results)[1]
     # MEMORY: accuracy falls with k at both layers; the untrained layer 1 reads k=1.
     assert "So the state is a memory of the recent past whose decodability falls with k." in text
     assert "An untrained LSTM of the same shape also keeps some of the past" in text
     # Layer 2 reads the word 4 back better than the word 1 back (0.75 vs 0.6).
     memory = {**MEMORY, "trained": [[0.99, 0.5, 0.5], [0.95, 0.80, 0.6], [0.9, 0.6, 0.75]]}
-    text = sp_report.answers(probe_results(UPOS, WORD, memory))[1]
+    text = sp_answers.answers(probe_results(UPOS, WORD, memory))[1]
     assert "falls with k" not in text
     assert (
         "does not fall steadily with k (a farther word is read better than a nearer one by "
@@ -86,11 +87,11 @@ def test_q1_summary_states_only_what_the_memory_curves_show():
     ) in text
     # A farther word read better by 0.01 (within the margin: noise) is not a rise.
     memory = {**MEMORY, "trained": [[0.99, 0.5, 0.5], [0.95, 0.80, 0.6], [0.9, 0.7, 0.71]]}
-    text = sp_report.answers(probe_results(UPOS, WORD, memory))[1]
+    text = sp_answers.answers(probe_results(UPOS, WORD, memory))[1]
     assert "So the state is a memory of the recent past whose decodability falls with k." in text
     # An untrained LSTM at the majority level everywhere keeps nothing beyond the margin.
     memory = {**MEMORY, "untrained": [[0.99, 0.5, 0.5], [0.9, 0.5, 0.5], [0.85, 0.5, 0.5]]}
-    text = sp_report.answers(probe_results(UPOS, WORD, memory))[1]
+    text = sp_answers.answers(probe_results(UPOS, WORD, memory))[1]
     assert "also keeps some of the past" not in text
     assert "The untrained LSTM of the same shape holds no past word beyond the margin" in text
 
@@ -120,23 +121,23 @@ def test_probe_train_larger_than_the_lm_training_text_is_named():
 
 def test_q12_verdict_words_match_its_condition():
     # The margin holds for the mean (0.0255 > 0.02), not for the second seed (0.001).
-    verdict = sp_report.q12_verdict(np.array([0.05, 0.001]))
+    verdict = sp_answers.q12_verdict(np.array([0.05, 0.001]))
     assert verdict == "rises"
-    text = sp_report.VERDICTS[verdict]
+    text = sp_answers.VERDICTS[verdict]
     assert "by more than the margin in every seed" not in text
     assert text.startswith("UPOS gains on word identity in every seed, by more than 0.02 on av")
-    assert sp_report.q12_verdict(np.array([-0.05, -0.001])) == "falls"
+    assert sp_answers.q12_verdict(np.array([-0.05, -0.001])) == "falls"
     # A mean beyond the margin with one seed of the other sign is no verdict either way.
-    assert sp_report.q12_verdict(np.array([0.06, -0.001])) == "flat"
-    assert sp_report.q12_verdict(np.array([-0.06, 0.001])) == "flat"
+    assert sp_answers.q12_verdict(np.array([0.06, -0.001])) == "flat"
+    assert sp_answers.q12_verdict(np.array([-0.06, 0.001])) == "flat"
     # A diverged seed (NaN) is left out, not read as a seed of no verdict.
-    assert sp_report.q12_verdict(np.array([0.05, np.nan, 0.03])) == "rises"
-    assert "in every seed, by more than 0.02 on average" in sp_report.VERDICTS["falls"]
+    assert sp_answers.q12_verdict(np.array([0.05, np.nan, 0.03])) == "rises"
+    assert "in every seed, by more than 0.02 on average" in sp_answers.VERDICTS["falls"]
     # One seed checks no sign across seeds: a 1-seed run's +0.05 read "UPOS gains on word
     # identity in every seed ...: the upper layer is more abstract".
     for one in ([0.05], [-0.05], [0.05, np.nan]):
-        assert sp_report.q12_verdict(np.array(one)) == "one seed"
-    assert "does not show the upper layer to be more abstract" in sp_report.VERDICTS["one seed"]
+        assert sp_answers.q12_verdict(np.array(one)) == "one seed"
+    assert "does not show the upper layer to be more abstract" in sp_answers.VERDICTS["one seed"]
 
 
 def test_q1_names_a_nearer_word_the_layer_does_not_hold():
@@ -147,9 +148,9 @@ def test_q1_names_a_nearer_word_the_layer_does_not_hold():
     # Trained layer 1 reads the current word at 0.91, within the margin of the untrained
     # layer's 0.90, but the words 1 and 4 back above every floor: not "up to k=4".
     results = probe_results(upos, [[0.99, 0.99], [0.91, 0.91], [0.9, 0.9]], MEMORY)
-    assert sp_report.held_distances(results, "trained", 1) == [1, 4]
-    assert sp_report.memory_reach(results, "trained", 1) == 4
-    text = sp_report.answers(results)[1]
+    assert sp_answers.held_distances(results, "trained", 1) == [1, 4]
+    assert sp_answers.memory_reach(results, "trained", 1) == 4
+    text = sp_answers.answers(results)[1]
     assert "Trained layer 1 holds the word at k=1, 4 back (not at k=0) (accuracy above" in text
     assert "Trained layer 2 holds the word up to k=1 back (accuracy above" in text
 
