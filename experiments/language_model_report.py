@@ -39,7 +39,7 @@ def _corpus_and_unit(workdir: pathlib.Path, data: dict) -> tuple[str, str]:
 def _split_rows(workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
     """Per split: the model's NLL per seed (train: last logging window's `train_nll`, without
     AR/TAR terms; valid/test: best-validation checkpoint) and the unigram baseline's."""
-    final = run_report.read_json(workdir, "results.json")["final"]
+    final = run_report.read_json(workdir, run_report.RESULTS_FILE)["final"]
     unigram = run_report.read_json(workdir, "baselines.json")["unigram"]
     rows = {}
     for split in ("train", "valid", "test"):
@@ -52,7 +52,7 @@ def _split_rows(workdir: pathlib.Path) -> dict[str, dict[str, Any]]:
 def report_markdown(workdir: pathlib.Path) -> str:
     """W/language_model.md: NLL, bits and perplexity per split beside the unigram baseline."""
     config = run_report.read_json(workdir, "config.json")
-    final = run_report.read_json(workdir, "results.json")["final"]
+    final = run_report.read_json(workdir, run_report.RESULTS_FILE)["final"]
     uniform = run_report.read_json(workdir, "baselines.json")["uniform"]
     corpus, unit = _corpus_and_unit(workdir, config["data"])
     header = ["split", f"NLL (nats/{unit})", f"bits/{unit}", "perplexity"]
